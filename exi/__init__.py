@@ -54,7 +54,7 @@ class Fragment:
 class _Codec:
     """A loaded codec module plus the lookup tables the API needs, built once per protocol."""
 
-    __slots__ = ("by_class", "doc", "doc_width", "frag", "frag_by_name", "frag_width", "module")
+    __slots__ = ("by_class", "doc", "doc_width", "fast", "frag", "frag_by_name", "frag_width", "module")
 
     def __init__(self, module: ModuleType) -> None:
         self.module = module
@@ -67,6 +67,11 @@ class _Codec:
             if isinstance(entry[2], type):
                 self.by_class.setdefault(entry[2], []).append(i)
         self.frag_by_name = {(e[0], e[1]): i for i, e in enumerate(self.frag)}
+        # class -> (header and event code as one int, its width, encode function, element name):
+        # the per-message path of encode() is one dict lookup
+        self.fast = {cls: ((0x80 << self.doc_width) | ix[0], 8 + self.doc_width, self.doc[ix[0]][4],
+                           self.doc[ix[0]][1])
+                     for cls, ix in self.by_class.items() if len(ix) == 1}
 
 
 _CODECS: dict[str, _Codec] = {}
@@ -85,7 +90,7 @@ def _codec(proto: str) -> _Codec:
 
 def decode(proto: str, data: bytes, *, fragment: bool = False) -> Any:
     """Decode one EXI stream (no V2GTP header). Raises :class:`DecodeError` on any invalid input."""
-    c = _codec(proto)
+    c = _CODECS.get(proto) or _codec(proto)
     if not data:
         raise DecodeError("empty input", 0)
     if data[0] != 0x80:
@@ -128,7 +133,18 @@ def decode(proto: str, data: bytes, *, fragment: bool = False) -> Any:
 
 def encode(proto: str, message: Any, *, fragment: bool = False, element: str | None = None) -> bytes:
     """Encode a message object (or a :class:`Fragment` with ``fragment=True``) to EXI bytes."""
-    c = _codec(proto)
+    c = _CODECS.get(proto) or _codec(proto)
+    if not fragment and element is None:
+        fast = c.fast.get(type(message))
+        if fast is not None:
+            w = Writer()
+            w.v, w.n = fast[0], fast[1]
+            try:
+                fast[2](w, message)
+            except ExiError as e:
+                e.path.insert(0, fast[3])
+                raise
+            return w.getvalue()
     w = Writer()
     if fragment or isinstance(message, Fragment):
         if not isinstance(message, Fragment):

@@ -20,13 +20,54 @@ def _d_supportedAppProtocolReq(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('supportedAppProtocolReq', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('supportedAppProtocolReq', p)
                 el = 'AppProtocol'
+                el = 'ProtocolNamespace'
                 r.pos = p
-                _v = _d_AppProtocolType(r)
+                _c1_ProtocolNamespace = r.string(0)
+                if len(_c1_ProtocolNamespace) > 100: raise DecodeError(f'length {len(_c1_ProtocolNamespace)} outside [0, 100]', r.pos)
                 p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('supportedAppProtocolReq', p)
+                el = 'VersionNumberMajor'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c1_VersionNumberMajor = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c1_VersionNumberMajor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c1_VersionNumberMajor = r.uint(); p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('supportedAppProtocolReq', p)
+                if _c1_VersionNumberMajor > 4294967295: raise DecodeError(f'value {_c1_VersionNumberMajor} outside [0, 4294967295]', p)
+                el = 'VersionNumberMinor'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c1_VersionNumberMinor = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c1_VersionNumberMinor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c1_VersionNumberMinor = r.uint(); p = r.pos
+                p += 21
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 2097151
+                if x & 1835907: raise r.deviation('supportedAppProtocolReq', p)
+                if _c1_VersionNumberMinor > 4294967295: raise DecodeError(f'value {_c1_VersionNumberMinor} outside [0, 4294967295]', p)
+                el = 'SchemaID'
+                _c1_SchemaID = ((x >> 10) & 255)
+                el = 'Priority'
+                _c1_Priority = ((x >> 2) & 31) + 1
+                if _c1_Priority > 20: raise DecodeError(f'value {_c1_Priority} above maximum 20', p)
+                _v = apphand.AppProtocolType(_c1_ProtocolNamespace, _c1_VersionNumberMajor, _c1_VersionNumberMinor, _c1_SchemaID, _c1_Priority)
                 f_AppProtocol.append(_v)
                 s = 1
             if s == 1:
@@ -36,10 +77,54 @@ def _d_supportedAppProtocolReq(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('supportedAppProtocolReq', p)
                         el = 'AppProtocol'
+                        el = 'ProtocolNamespace'
                         r.pos = p
-                        _v = _d_AppProtocolType(r)
+                        _c2_ProtocolNamespace = r.string(0)
+                        if len(_c2_ProtocolNamespace) > 100: raise DecodeError(f'length {len(_c2_ProtocolNamespace)} outside [0, 100]', r.pos)
                         p = r.pos
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 7: raise r.deviation('supportedAppProtocolReq', p)
+                        el = 'VersionNumberMajor'
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c2_VersionNumberMajor = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c2_VersionNumberMajor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c2_VersionNumberMajor = r.uint(); p = r.pos
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 7: raise r.deviation('supportedAppProtocolReq', p)
+                        if _c2_VersionNumberMajor > 4294967295: raise DecodeError(f'value {_c2_VersionNumberMajor} outside [0, 4294967295]', p)
+                        el = 'VersionNumberMinor'
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c2_VersionNumberMinor = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c2_VersionNumberMinor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c2_VersionNumberMinor = r.uint(); p = r.pos
+                        p += 21
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 2097151
+                        if x & 1835907: raise r.deviation('supportedAppProtocolReq', p)
+                        if _c2_VersionNumberMinor > 4294967295: raise DecodeError(f'value {_c2_VersionNumberMinor} outside [0, 4294967295]', p)
+                        el = 'SchemaID'
+                        _c2_SchemaID = ((x >> 10) & 255)
+                        el = 'Priority'
+                        _c2_Priority = ((x >> 2) & 31) + 1
+                        if _c2_Priority > 20: raise DecodeError(f'value {_c2_Priority} above maximum 20', p)
+                        _v = apphand.AppProtocolType(_c2_ProtocolNamespace, _c2_VersionNumberMajor, _c2_VersionNumberMinor, _c2_SchemaID, _c2_Priority)
                         f_AppProtocol.append(_v)
                         _k += 1
                         if _k == 19:
@@ -75,11 +160,51 @@ def _e_supportedAppProtocolReq(w, o):
             if s == 0:
                 if i_AppProtocol < n_AppProtocol:
                     el = 'AppProtocol'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_AppProtocolType(w, v_AppProtocol[i_AppProtocol])
-                    v = w.v; n = w.n
+                    _o = v_AppProtocol[i_AppProtocol]
+                    _c3_ProtocolNamespace = _o.ProtocolNamespace
+                    _c3_VersionNumberMajor = _o.VersionNumberMajor
+                    _c3_VersionNumberMinor = _o.VersionNumberMinor
+                    _c3_SchemaID = _o.SchemaID
+                    _c3_Priority = _o.Priority
+                    if not (_c3_ProtocolNamespace is not None): raise EncodeError('missing content: ProtocolNamespace')
+                    el = 'ProtocolNamespace'
+                    v <<= 3
+                    n += 3
+                    if len(_c3_ProtocolNamespace) > 100: raise EncodeError(f'length {len(_c3_ProtocolNamespace)} outside [0, 100]')
+                    _l = len(_c3_ProtocolNamespace)
+                    if _l < 126 and _c3_ProtocolNamespace.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_ProtocolNamespace.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c3_ProtocolNamespace); v = w.v; n = w.n
+                    if not (_c3_VersionNumberMajor is not None): raise EncodeError('missing content: VersionNumberMajor')
+                    el = 'VersionNumberMajor'
+                    if _c3_VersionNumberMajor < 0 or _c3_VersionNumberMajor > 4294967295: raise EncodeError(f'value {_c3_VersionNumberMajor!r} outside [0, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    _c3_ProtocolNamespace = None
+                    if _c3_VersionNumberMajor < 128: v = (v << 8) | _c3_VersionNumberMajor; n += 8
+                    elif _c3_VersionNumberMajor < 16384: v = (v << 16) | ((_c3_VersionNumberMajor & 127) << 8) | 32768 | (_c3_VersionNumberMajor >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c3_VersionNumberMajor); v = w.v; n = w.n
+                    if not (_c3_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
+                    el = 'VersionNumberMinor'
+                    if _c3_VersionNumberMinor < 0 or _c3_VersionNumberMinor > 4294967295: raise EncodeError(f'value {_c3_VersionNumberMinor!r} outside [0, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    _c3_VersionNumberMajor = None
+                    if _c3_VersionNumberMinor < 128: v = (v << 8) | _c3_VersionNumberMinor; n += 8
+                    elif _c3_VersionNumberMinor < 16384: v = (v << 16) | ((_c3_VersionNumberMinor & 127) << 8) | 32768 | (_c3_VersionNumberMinor >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c3_VersionNumberMinor); v = w.v; n = w.n
+                    if not (_c3_SchemaID is not None): raise EncodeError('missing content: SchemaID')
+                    el = 'SchemaID'
+                    if not 0 <= _c3_SchemaID <= 255: raise EncodeError(f'value {_c3_SchemaID!r} outside [0, 255]')
+                    if not (_c3_Priority is not None): raise EncodeError('missing content: Priority')
+                    el = 'Priority'
+                    if not 1 <= _c3_Priority <= 20: raise EncodeError(f'value {_c3_Priority!r} outside [1, 20]')
+                    v = (v << 21) | (_c3_SchemaID << 10) | ((_c3_Priority - 1) << 2)
+                    n += 21
+                    _c3_VersionNumberMinor = None
+                    _c3_SchemaID = None
+                    _c3_Priority = None
                     i_AppProtocol += 1
                     s = 1
                 else:
@@ -89,11 +214,51 @@ def _e_supportedAppProtocolReq(w, o):
                 while True:
                     if i_AppProtocol < n_AppProtocol:
                         el = 'AppProtocol'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_AppProtocolType(w, v_AppProtocol[i_AppProtocol])
-                        v = w.v; n = w.n
+                        _o = v_AppProtocol[i_AppProtocol]
+                        _c4_ProtocolNamespace = _o.ProtocolNamespace
+                        _c4_VersionNumberMajor = _o.VersionNumberMajor
+                        _c4_VersionNumberMinor = _o.VersionNumberMinor
+                        _c4_SchemaID = _o.SchemaID
+                        _c4_Priority = _o.Priority
+                        if not (_c4_ProtocolNamespace is not None): raise EncodeError('missing content: ProtocolNamespace')
+                        el = 'ProtocolNamespace'
+                        v <<= 4
+                        n += 4
+                        if len(_c4_ProtocolNamespace) > 100: raise EncodeError(f'length {len(_c4_ProtocolNamespace)} outside [0, 100]')
+                        _l = len(_c4_ProtocolNamespace)
+                        if _l < 126 and _c4_ProtocolNamespace.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_ProtocolNamespace.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c4_ProtocolNamespace); v = w.v; n = w.n
+                        if not (_c4_VersionNumberMajor is not None): raise EncodeError('missing content: VersionNumberMajor')
+                        el = 'VersionNumberMajor'
+                        if _c4_VersionNumberMajor < 0 or _c4_VersionNumberMajor > 4294967295: raise EncodeError(f'value {_c4_VersionNumberMajor!r} outside [0, 4294967295]')
+                        v <<= 3
+                        n += 3
+                        _c4_ProtocolNamespace = None
+                        if _c4_VersionNumberMajor < 128: v = (v << 8) | _c4_VersionNumberMajor; n += 8
+                        elif _c4_VersionNumberMajor < 16384: v = (v << 16) | ((_c4_VersionNumberMajor & 127) << 8) | 32768 | (_c4_VersionNumberMajor >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_c4_VersionNumberMajor); v = w.v; n = w.n
+                        if not (_c4_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
+                        el = 'VersionNumberMinor'
+                        if _c4_VersionNumberMinor < 0 or _c4_VersionNumberMinor > 4294967295: raise EncodeError(f'value {_c4_VersionNumberMinor!r} outside [0, 4294967295]')
+                        v <<= 3
+                        n += 3
+                        _c4_VersionNumberMajor = None
+                        if _c4_VersionNumberMinor < 128: v = (v << 8) | _c4_VersionNumberMinor; n += 8
+                        elif _c4_VersionNumberMinor < 16384: v = (v << 16) | ((_c4_VersionNumberMinor & 127) << 8) | 32768 | (_c4_VersionNumberMinor >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_c4_VersionNumberMinor); v = w.v; n = w.n
+                        if not (_c4_SchemaID is not None): raise EncodeError('missing content: SchemaID')
+                        el = 'SchemaID'
+                        if not 0 <= _c4_SchemaID <= 255: raise EncodeError(f'value {_c4_SchemaID!r} outside [0, 255]')
+                        if not (_c4_Priority is not None): raise EncodeError('missing content: Priority')
+                        el = 'Priority'
+                        if not 1 <= _c4_Priority <= 20: raise EncodeError(f'value {_c4_Priority!r} outside [1, 20]')
+                        v = (v << 21) | (_c4_SchemaID << 10) | ((_c4_Priority - 1) << 2)
+                        n += 21
+                        _c4_VersionNumberMinor = None
+                        _c4_SchemaID = None
+                        _c4_Priority = None
                         i_AppProtocol += 1
                         _k += 1
                         if _k == 19:
@@ -144,6 +309,9 @@ def _d_AppProtocolType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_VersionNumberMajor = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_VersionNumberMajor = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_VersionNumberMajor = r.uint(); p = r.pos
         p += 3
@@ -155,6 +323,9 @@ def _d_AppProtocolType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_VersionNumberMinor = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_VersionNumberMinor = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_VersionNumberMinor = r.uint(); p = r.pos
         p += 21
@@ -187,10 +358,12 @@ def _e_AppProtocolType(w, o):
             el = 'ProtocolNamespace'
             v <<= 2
             n += 2
-            w.v = v; w.n = n
             if len(v_ProtocolNamespace) > 100: raise EncodeError(f'length {len(v_ProtocolNamespace)} outside [0, 100]')
-            w.string(v_ProtocolNamespace)
-            v = w.v; n = w.n
+            _l = len(v_ProtocolNamespace)
+            if _l < 126 and v_ProtocolNamespace.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ProtocolNamespace.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_ProtocolNamespace); v = w.v; n = w.n
             if not (v_VersionNumberMajor is not None): raise EncodeError('missing content: VersionNumberMajor')
             el = 'VersionNumberMajor'
             if v_VersionNumberMajor < 0 or v_VersionNumberMajor > 4294967295: raise EncodeError(f'value {v_VersionNumberMajor!r} outside [0, 4294967295]')
@@ -198,6 +371,7 @@ def _e_AppProtocolType(w, o):
             n += 3
             v_ProtocolNamespace = None
             if v_VersionNumberMajor < 128: v = (v << 8) | v_VersionNumberMajor; n += 8
+            elif v_VersionNumberMajor < 16384: v = (v << 16) | ((v_VersionNumberMajor & 127) << 8) | 32768 | (v_VersionNumberMajor >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_VersionNumberMajor); v = w.v; n = w.n
             if not (v_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
             el = 'VersionNumberMinor'
@@ -206,6 +380,7 @@ def _e_AppProtocolType(w, o):
             n += 3
             v_VersionNumberMajor = None
             if v_VersionNumberMinor < 128: v = (v << 8) | v_VersionNumberMinor; n += 8
+            elif v_VersionNumberMinor < 16384: v = (v << 16) | ((v_VersionNumberMinor & 127) << 8) | 32768 | (v_VersionNumberMinor >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_VersionNumberMinor); v = w.v; n = w.n
             if not (v_SchemaID is not None): raise EncodeError('missing content: SchemaID')
             el = 'SchemaID'
@@ -281,9 +456,9 @@ def _e_supportedAppProtocolRes(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i1 = _I1.get(v_ResponseCode)
-                    if _i1 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 5) | (_i1 << 1)
+                    _i5 = _I1.get(v_ResponseCode)
+                    if _i5 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 5) | (_i5 << 1)
                     n += 5
                     v_ResponseCode = None
                     s = 1
@@ -376,10 +551,12 @@ def _ee4(w, o):  # ProtocolNamespace
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 100: raise EncodeError(f'length {len(o)} outside [0, 100]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -402,9 +579,9 @@ def _de5(r):  # ResponseCode
 def _ee5(w, o):  # ResponseCode
     v = w.v
     n = w.n
-    _i2 = _I1.get(o)
-    if _i2 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
-    v = (v << 4) | (_i2 << 1)
+    _i6 = _I1.get(o)
+    if _i6 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
+    v = (v << 4) | (_i6 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -440,6 +617,9 @@ def _de7(r):  # VersionNumberMajor
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -456,6 +636,7 @@ def _ee7(w, o):  # VersionNumberMajor
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -472,6 +653,9 @@ def _de8(r):  # VersionNumberMinor
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -488,6 +672,7 @@ def _ee8(w, o):  # VersionNumberMinor
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1

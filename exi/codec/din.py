@@ -83,6 +83,9 @@ def _d_AC_EVChargeParameterType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_DepartureTime = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_DepartureTime = r.uint(); p = r.pos
         p += 2
@@ -140,6 +143,7 @@ def _e_AC_EVChargeParameterType(w, o):
             v <<= 2
             n += 2
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             if not (v_EAmount is not None): raise EncodeError('missing content: EAmount')
             el = 'EAmount'
@@ -222,6 +226,9 @@ def _d_PhysicalValueType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_Value = r.uint(); p = r.pos
                     p += 1
@@ -240,6 +247,9 @@ def _d_PhysicalValueType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_Value = r.uint(); p = r.pos
                     p += 1
@@ -294,6 +304,7 @@ def _e_PhysicalValueType(w, o):
                     v_Unit = None
                     _m = (-v_Value - 1 if v_Value < 0 else v_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -306,6 +317,7 @@ def _e_PhysicalValueType(w, o):
                     n += 4
                     _m = (-v_Value - 1 if v_Value < 0 else v_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -362,16 +374,34 @@ def _d_AC_EVSEChargeParameterType(r):
     f_EVSEMaxCurrent = None
     f_EVSEMinCurrent = None
     try:
-        p += 1
+        p += 11
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
+        x = (V >> (E - p)) & 2047
+        if x & 1911: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'AC_EVSEStatus'
-        r.pos = p
-        f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-        p = r.pos
-        p += 1
+        el = 'PowerSwitchClosed'
+        _c2_PowerSwitchClosed = ((x >> 7) & 1) == 1
+        el = 'RCD'
+        _c2_RCD = ((x >> 3) & 1) == 1
+        el = 'NotificationMaxDelay'
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c2_NotificationMaxDelay = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c2_NotificationMaxDelay = r.uint(); p = r.pos
+        p += 8
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
+        x = (V >> (E - p)) & 255
+        if x & 231: raise r.deviation('AC_EVSEChargeParameterType', p)
+        if _c2_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c2_NotificationMaxDelay} outside [0, 4294967295]', p)
+        el = 'EVSENotification'
+        _c2_EVSENotification = ((x >> 3) & 3)
+        if _c2_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c2_EVSENotification} out of range (3 values)', p)
+        _c2_EVSENotification = _E2[_c2_EVSENotification]
+        f_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c2_PowerSwitchClosed, _c2_RCD, _c2_NotificationMaxDelay, _c2_EVSENotification)
         el = 'EVSEMaxVoltage'
         r.pos = p
         f_EVSEMaxVoltage = _d_PhysicalValueType(r)
@@ -410,15 +440,37 @@ def _e_AC_EVSEChargeParameterType(w, o):
         v_EVSEMinCurrent = o.EVSEMinCurrent
         if v_AC_EVSEStatus is not None:
             el = 'AC_EVSEStatus'
-            v <<= 1
-            n += 1
-            w.v = v; w.n = n
-            _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-            v = w.v; n = w.n
+            _o = v_AC_EVSEStatus
+            _c3_PowerSwitchClosed = _o.PowerSwitchClosed
+            _c3_RCD = _o.RCD
+            _c3_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c3_EVSENotification = _o.EVSENotification
+            if not (_c3_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+            el = 'PowerSwitchClosed'
+            if _c3_PowerSwitchClosed is not True and _c3_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c3_PowerSwitchClosed!r}')
+            if not (_c3_RCD is not None): raise EncodeError('missing content: RCD')
+            el = 'RCD'
+            if _c3_RCD is not True and _c3_RCD is not False: raise EncodeError(f'expected a bool, got {_c3_RCD!r}')
+            if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'NotificationMaxDelay'
+            if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 4294967295]')
+            v = (v << 11) | (_c3_PowerSwitchClosed << 7) | (_c3_RCD << 3)
+            n += 11
+            _c3_PowerSwitchClosed = None
+            _c3_RCD = None
+            if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
+            elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
+            if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSENotification'
+            _i4 = _I3.get(_c3_EVSENotification)
+            if _i4 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
             if not (v_EVSEMaxVoltage is not None): raise EncodeError('missing content: EVSEMaxVoltage')
             el = 'EVSEMaxVoltage'
-            v <<= 1
-            n += 1
+            v = (v << 8) | (_i4 << 3)
+            n += 8
+            _c3_NotificationMaxDelay = None
+            _c3_EVSENotification = None
             v_AC_EVSEStatus = None
             w.v = v; w.n = n
             _e_PhysicalValueType(w, v_EVSEMaxVoltage)
@@ -472,6 +524,9 @@ def _d_AC_EVSEStatusType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
         p += 7
@@ -512,12 +567,13 @@ def _e_AC_EVSEStatusType(w, o):
             v_PowerSwitchClosed = None
             v_RCD = None
             if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
+            elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
-            _i2 = _I3.get(v_EVSENotification)
-            if _i2 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-            v = (v << 7) | (_i2 << 2)
+            _i5 = _I3.get(v_EVSENotification)
+            if _i5 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            v = (v << 7) | (_i5 << 2)
             n += 7
             v_NotificationMaxDelay = None
             v_EVSENotification = None
@@ -773,9 +829,9 @@ def _e_DC_EVStatusType(w, o):
                     s = 3
                 elif v_EVErrorCode is not None:
                     el = 'EVErrorCode'
-                    _i3 = _I5.get(v_EVErrorCode)
-                    if _i3 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (2 << 6) | (_i3 << 1)
+                    _i6 = _I5.get(v_EVErrorCode)
+                    if _i6 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_i6 << 1)
                     n += 8
                     v_EVErrorCode = None
                     s = 4
@@ -791,9 +847,9 @@ def _e_DC_EVStatusType(w, o):
                     s = 3
                 elif v_EVErrorCode is not None:
                     el = 'EVErrorCode'
-                    _i4 = _I5.get(v_EVErrorCode)
-                    if _i4 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (1 << 6) | (_i4 << 1)
+                    _i7 = _I5.get(v_EVErrorCode)
+                    if _i7 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (1 << 6) | (_i7 << 1)
                     n += 8
                     v_EVErrorCode = None
                     s = 4
@@ -802,9 +858,9 @@ def _e_DC_EVStatusType(w, o):
             if s == 3:
                 if v_EVErrorCode is not None:
                     el = 'EVErrorCode'
-                    _i5 = _I5.get(v_EVErrorCode)
-                    if _i5 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 7) | (_i5 << 1)
+                    _i8 = _I5.get(v_EVErrorCode)
+                    if _i8 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 7) | (_i8 << 1)
                     n += 7
                     v_EVErrorCode = None
                     s = 4
@@ -897,11 +953,11 @@ def _e_CableCheckResType(w, o):
         v_EVSEProcessing = o.EVSEProcessing
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i6 = _I8.get(v_ResponseCode)
-            if _i6 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i9 = _I8.get(v_ResponseCode)
+            if _i9 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'DC_EVSEStatus'
-            v = (v << 9) | (_i6 << 2)
+            v = (v << 9) | (_i9 << 2)
             n += 9
             v_ResponseCode = None
             w.v = v; w.n = n
@@ -909,9 +965,9 @@ def _e_CableCheckResType(w, o):
             v = w.v; n = w.n
             if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'EVSEProcessing'
-            _i7 = _I9.get(v_EVSEProcessing)
-            if _i7 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-            v = (v << 5) | (_i7 << 2)
+            _i10 = _I9.get(v_EVSEProcessing)
+            if _i10 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            v = (v << 5) | (_i10 << 2)
             n += 5
             v_DC_EVSEStatus = None
             v_EVSEProcessing = None
@@ -972,6 +1028,9 @@ def _d_DC_EVSEStatusType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_NotificationMaxDelay = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
                 p += 7
@@ -1004,22 +1063,22 @@ def _e_DC_EVSEStatusType(w, o):
             if s == 0:
                 if v_EVSEIsolationStatus is not None:
                     el = 'EVSEIsolationStatus'
-                    _i8 = _I12.get(v_EVSEIsolationStatus)
-                    if _i8 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    _i11 = _I12.get(v_EVSEIsolationStatus)
+                    if _i11 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
                     if not (v_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
                     el = 'EVSEStatusCode'
-                    _i9 = _I13.get(v_EVSEStatusCode)
-                    if _i9 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 13) | (_i8 << 8) | (_i9 << 1)
+                    _i12 = _I13.get(v_EVSEStatusCode)
+                    if _i12 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 13) | (_i11 << 8) | (_i12 << 1)
                     n += 13
                     v_EVSEIsolationStatus = None
                     v_EVSEStatusCode = None
                     s = 2
                 elif v_EVSEStatusCode is not None:
                     el = 'EVSEStatusCode'
-                    _i10 = _I13.get(v_EVSEStatusCode)
-                    if _i10 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_i10 << 1)
+                    _i13 = _I13.get(v_EVSEStatusCode)
+                    if _i13 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_i13 << 1)
                     n += 8
                     v_EVSEStatusCode = None
                     s = 2
@@ -1032,12 +1091,13 @@ def _e_DC_EVSEStatusType(w, o):
                     v <<= 2
                     n += 2
                     if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
+                    elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
                     if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'EVSENotification'
-                    _i11 = _I3.get(v_EVSENotification)
-                    if _i11 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_i11 << 2)
+                    _i14 = _I3.get(v_EVSENotification)
+                    if _i14 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_i14 << 2)
                     n += 7
                     v_NotificationMaxDelay = None
                     v_EVSENotification = None
@@ -1138,9 +1198,11 @@ def _e_CanonicalizationMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -1261,9 +1323,11 @@ def _e_CertificateInstallationReqType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
                     el = 'OEMProvisioningCert'
                     v <<= 2
@@ -1412,10 +1476,12 @@ def _e_ListOfRootCertificateIDsType(w, o):
                     el = 'RootCertificateID'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
                     if len(v_RootCertificateID[i_RootCertificateID]) > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
-                    w.string(v_RootCertificateID[i_RootCertificateID])
-                    v = w.v; n = w.n
+                    _l = len(v_RootCertificateID[i_RootCertificateID])
+                    if _l < 126 and v_RootCertificateID[i_RootCertificateID].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_RootCertificateID[i_RootCertificateID].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_RootCertificateID[i_RootCertificateID]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_RootCertificateID += 1
@@ -1427,10 +1493,12 @@ def _e_ListOfRootCertificateIDsType(w, o):
                     el = 'RootCertificateID'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_RootCertificateID[i_RootCertificateID]) > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
-                    w.string(v_RootCertificateID[i_RootCertificateID])
-                    v = w.v; n = w.n
+                    _l = len(v_RootCertificateID[i_RootCertificateID])
+                    if _l < 126 and v_RootCertificateID[i_RootCertificateID].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_RootCertificateID[i_RootCertificateID].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_RootCertificateID[i_RootCertificateID]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_RootCertificateID += 1
@@ -1446,10 +1514,12 @@ def _e_ListOfRootCertificateIDsType(w, o):
                         el = 'RootCertificateID'
                         v <<= 3
                         n += 3
-                        w.v = v; w.n = n
                         if len(v_RootCertificateID[i_RootCertificateID]) > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
-                        w.string(v_RootCertificateID[i_RootCertificateID])
-                        v = w.v; n = w.n
+                        _l = len(v_RootCertificateID[i_RootCertificateID])
+                        if _l < 126 and v_RootCertificateID[i_RootCertificateID].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_RootCertificateID[i_RootCertificateID].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_RootCertificateID[i_RootCertificateID]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_RootCertificateID += 1
@@ -1547,16 +1617,18 @@ def _e_CertificateInstallationResType(w, o):
             el = '@Id'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            w.string(v_Id)
-            v = w.v; n = w.n
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i12 = _I8.get(v_ResponseCode)
-            if _i12 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i15 = _I8.get(v_ResponseCode)
+            if _i15 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'ContractSignatureCertChain'
-            v = (v << 9) | (_i12 << 2)
+            v = (v << 9) | (_i15 << 2)
             n += 9
             v_Id = None
             v_ResponseCode = None
@@ -1586,10 +1658,12 @@ def _e_CertificateInstallationResType(w, o):
             v <<= 3
             n += 3
             v_DHParams = None
-            w.v = v; w.n = n
             if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
-            w.string(v_ContractID)
-            v = w.v; n = w.n
+            _l = len(v_ContractID)
+            if _l < 126 and v_ContractID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ContractID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_ContractID); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_ContractID = None
@@ -1933,9 +2007,11 @@ def _e_CertificateUpdateReqType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
                     el = 'ContractSignatureCertChain'
                     v <<= 1
@@ -1962,10 +2038,12 @@ def _e_CertificateUpdateReqType(w, o):
                     el = 'ContractID'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
                     if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
-                    w.string(v_ContractID)
-                    v = w.v; n = w.n
+                    _l = len(v_ContractID)
+                    if _l < 126 and v_ContractID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ContractID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_ContractID); v = w.v; n = w.n
                     if not (v_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
                     el = 'ListOfRootCertificateIDs'
                     v <<= 2
@@ -2063,6 +2141,9 @@ def _d_CertificateUpdateResType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_RetryCounter = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_RetryCounter = r.uint(); p = r.pos
         p += 2
@@ -2093,16 +2174,18 @@ def _e_CertificateUpdateResType(w, o):
             el = '@Id'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            w.string(v_Id)
-            v = w.v; n = w.n
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i13 = _I8.get(v_ResponseCode)
-            if _i13 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i16 = _I8.get(v_ResponseCode)
+            if _i16 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'ContractSignatureCertChain'
-            v = (v << 9) | (_i13 << 2)
+            v = (v << 9) | (_i16 << 2)
             n += 9
             v_Id = None
             v_ResponseCode = None
@@ -2132,10 +2215,12 @@ def _e_CertificateUpdateResType(w, o):
             v <<= 3
             n += 3
             v_DHParams = None
-            w.v = v; w.n = n
             if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
-            w.string(v_ContractID)
-            v = w.v; n = w.n
+            _l = len(v_ContractID)
+            if _l < 126 and v_ContractID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ContractID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_ContractID); v = w.v; n = w.n
             if not (v_RetryCounter is not None): raise EncodeError('missing content: RetryCounter')
             el = 'RetryCounter'
             if v_RetryCounter < -32768 or v_RetryCounter > 32767: raise EncodeError(f'value {v_RetryCounter!r} outside [-32768, 32767]')
@@ -2144,6 +2229,7 @@ def _e_CertificateUpdateResType(w, o):
             v_ContractID = None
             _m = (-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -2183,10 +2269,54 @@ def _d_ChargeParameterDiscoveryReqType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                     el = 'AC_EVChargeParameter'
+                    el = 'DepartureTime'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c17_DepartureTime = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c17_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c17_DepartureTime = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                    if _c17_DepartureTime > 4294967295: raise DecodeError(f'value {_c17_DepartureTime} outside [0, 4294967295]', p)
+                    el = 'EAmount'
                     r.pos = p
-                    f_AC_EVChargeParameter = _d_AC_EVChargeParameterType(r)
+                    _c17_EAmount = _d_PhysicalValueType(r)
                     p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                    el = 'EVMaxVoltage'
+                    r.pos = p
+                    _c17_EVMaxVoltage = _d_PhysicalValueType(r)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                    el = 'EVMaxCurrent'
+                    r.pos = p
+                    _c17_EVMaxCurrent = _d_PhysicalValueType(r)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                    el = 'EVMinCurrent'
+                    r.pos = p
+                    _c17_EVMinCurrent = _d_PhysicalValueType(r)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
+                    f_AC_EVChargeParameter = din_msgdatatypes.AC_EVChargeParameterType(_c17_DepartureTime, _c17_EAmount, _c17_EVMaxVoltage, _c17_EVMaxCurrent, _c17_EVMinCurrent)
                     s = 2
                 elif ec == 1:
                     el = 'DC_EVChargeParameter'
@@ -2195,10 +2325,11 @@ def _d_ChargeParameterDiscoveryReqType(r):
                     p = r.pos
                     s = 2
                 elif ec == 2:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                     el = 'EVChargeParameter'
-                    r.pos = p
-                    f_EVChargeParameter = _d_EVChargeParameterType(r)
-                    p = r.pos
+                    f_EVChargeParameter = din_msgdatatypes.EVChargeParameterType()
                     s = 2
                 else:
                     raise r.deviation('ChargeParameterDiscoveryReqType', p)
@@ -2227,9 +2358,9 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
             if s == 0:
                 if v_EVRequestedEnergyTransferType is not None:
                     el = 'EVRequestedEnergyTransferType'
-                    _i14 = _I15.get(v_EVRequestedEnergyTransferType)
-                    if _i14 is None: raise EncodeError(f'{v_EVRequestedEnergyTransferType!r} is not one of the enumeration EVRequestedEnergyTransferType')
-                    v = (v << 6) | (_i14 << 1)
+                    _i19 = _I15.get(v_EVRequestedEnergyTransferType)
+                    if _i19 is None: raise EncodeError(f'{v_EVRequestedEnergyTransferType!r} is not one of the enumeration EVRequestedEnergyTransferType')
+                    v = (v << 6) | (_i19 << 1)
                     n += 6
                     v_EVRequestedEnergyTransferType = None
                     s = 1
@@ -2238,11 +2369,55 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
             if s == 1:
                 if v_AC_EVChargeParameter is not None:
                     el = 'AC_EVChargeParameter'
+                    _o = v_AC_EVChargeParameter
+                    _c20_DepartureTime = _o.DepartureTime
+                    _c20_EAmount = _o.EAmount
+                    _c20_EVMaxVoltage = _o.EVMaxVoltage
+                    _c20_EVMaxCurrent = _o.EVMaxCurrent
+                    _c20_EVMinCurrent = _o.EVMinCurrent
+                    if not (_c20_DepartureTime is not None): raise EncodeError('missing content: DepartureTime')
+                    el = 'DepartureTime'
+                    if _c20_DepartureTime < 0 or _c20_DepartureTime > 4294967295: raise EncodeError(f'value {_c20_DepartureTime!r} outside [0, 4294967295]')
+                    v <<= 4
+                    n += 4
+                    if _c20_DepartureTime < 128: v = (v << 8) | _c20_DepartureTime; n += 8
+                    elif _c20_DepartureTime < 16384: v = (v << 16) | ((_c20_DepartureTime & 127) << 8) | 32768 | (_c20_DepartureTime >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c20_DepartureTime); v = w.v; n = w.n
+                    if not (_c20_EAmount is not None): raise EncodeError('missing content: EAmount')
+                    el = 'EAmount'
                     v <<= 2
                     n += 2
+                    _c20_DepartureTime = None
                     w.v = v; w.n = n
-                    _e_AC_EVChargeParameterType(w, v_AC_EVChargeParameter)
+                    _e_PhysicalValueType(w, _c20_EAmount)
                     v = w.v; n = w.n
+                    if not (_c20_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
+                    el = 'EVMaxVoltage'
+                    v <<= 1
+                    n += 1
+                    _c20_EAmount = None
+                    w.v = v; w.n = n
+                    _e_PhysicalValueType(w, _c20_EVMaxVoltage)
+                    v = w.v; n = w.n
+                    if not (_c20_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
+                    el = 'EVMaxCurrent'
+                    v <<= 1
+                    n += 1
+                    _c20_EVMaxVoltage = None
+                    w.v = v; w.n = n
+                    _e_PhysicalValueType(w, _c20_EVMaxCurrent)
+                    v = w.v; n = w.n
+                    if not (_c20_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
+                    el = 'EVMinCurrent'
+                    v <<= 1
+                    n += 1
+                    _c20_EVMaxCurrent = None
+                    w.v = v; w.n = n
+                    _e_PhysicalValueType(w, _c20_EVMinCurrent)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c20_EVMinCurrent = None
                     v_AC_EVChargeParameter = None
                     s = 2
                 elif v_DC_EVChargeParameter is not None:
@@ -2256,11 +2431,9 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     s = 2
                 elif v_EVChargeParameter is not None:
                     el = 'EVChargeParameter'
-                    v = (v << 2) | 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_EVChargeParameterType(w, v_EVChargeParameter)
-                    v = w.v; n = w.n
+                    _o = v_EVChargeParameter
+                    v = (v << 3) | (2 << 1)
+                    n += 3
                     v_EVChargeParameter = None
                     s = 2
                 else:
@@ -2314,10 +2487,11 @@ def _d_ChargeParameterDiscoveryResType(r):
                     p = r.pos
                     s = 3
                 elif ec == 1:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     el = 'SASchedules'
-                    r.pos = p
-                    f_SASchedules = _d_SASchedulesType(r)
-                    p = r.pos
+                    f_SASchedules = din_msgdatatypes.SASchedulesType()
                     s = 3
                 else:
                     raise r.deviation('ChargeParameterDiscoveryResType', p)
@@ -2326,10 +2500,57 @@ def _d_ChargeParameterDiscoveryResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 11
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 2047
+                    if x & 1911: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     el = 'AC_EVSEChargeParameter'
+                    el = 'AC_EVSEStatus'
+                    el = 'PowerSwitchClosed'
+                    _c24_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                    el = 'RCD'
+                    _c24_RCD = ((x >> 3) & 1) == 1
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c24_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c24_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c24_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 8
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 255
+                    if x & 231: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                    if _c24_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c24_NotificationMaxDelay} outside [0, 4294967295]', p)
+                    el = 'EVSENotification'
+                    _c24_EVSENotification = ((x >> 3) & 3)
+                    if _c24_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c24_EVSENotification} out of range (3 values)', p)
+                    _c24_EVSENotification = _E2[_c24_EVSENotification]
+                    _c23_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c24_PowerSwitchClosed, _c24_RCD, _c24_NotificationMaxDelay, _c24_EVSENotification)
+                    el = 'EVSEMaxVoltage'
                     r.pos = p
-                    f_AC_EVSEChargeParameter = _d_AC_EVSEChargeParameterType(r)
+                    _c23_EVSEMaxVoltage = _d_PhysicalValueType(r)
                     p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                    el = 'EVSEMaxCurrent'
+                    r.pos = p
+                    _c23_EVSEMaxCurrent = _d_PhysicalValueType(r)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                    el = 'EVSEMinCurrent'
+                    r.pos = p
+                    _c23_EVSEMinCurrent = _d_PhysicalValueType(r)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                    f_AC_EVSEChargeParameter = din_msgdatatypes.AC_EVSEChargeParameterType(_c23_AC_EVSEStatus, _c23_EVSEMaxVoltage, _c23_EVSEMaxCurrent, _c23_EVSEMinCurrent)
                     s = 4
                 elif ec == 1:
                     el = 'DC_EVSEChargeParameter'
@@ -2338,10 +2559,11 @@ def _d_ChargeParameterDiscoveryResType(r):
                     p = r.pos
                     s = 4
                 elif ec == 2:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     el = 'EVSEChargeParameter'
-                    r.pos = p
-                    f_EVSEChargeParameter = _d_EVSEChargeParameterType(r)
-                    p = r.pos
+                    f_EVSEChargeParameter = din_msgdatatypes.EVSEChargeParameterType()
                     s = 4
                 else:
                     raise r.deviation('ChargeParameterDiscoveryResType', p)
@@ -2373,13 +2595,13 @@ def _e_ChargeParameterDiscoveryResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i15 = _I8.get(v_ResponseCode)
-                    if _i15 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i26 = _I8.get(v_ResponseCode)
+                    if _i26 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                     el = 'EVSEProcessing'
-                    _i16 = _I9.get(v_EVSEProcessing)
-                    if _i16 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    v = (v << 12) | (_i15 << 5) | (_i16 << 1)
+                    _i27 = _I9.get(v_EVSEProcessing)
+                    if _i27 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+                    v = (v << 12) | (_i26 << 5) | (_i27 << 1)
                     n += 12
                     v_ResponseCode = None
                     v_EVSEProcessing = None
@@ -2398,11 +2620,9 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     s = 3
                 elif v_SASchedules is not None:
                     el = 'SASchedules'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_SASchedulesType(w, v_SASchedules)
-                    v = w.v; n = w.n
+                    _o = v_SASchedules
+                    v = (v << 3) | (1 << 1)
+                    n += 3
                     v_SASchedules = None
                     s = 3
                 else:
@@ -2410,11 +2630,67 @@ def _e_ChargeParameterDiscoveryResType(w, o):
             if s == 3:
                 if v_AC_EVSEChargeParameter is not None:
                     el = 'AC_EVSEChargeParameter'
-                    v <<= 2
-                    n += 2
+                    _o = v_AC_EVSEChargeParameter
+                    _c29_AC_EVSEStatus = _o.AC_EVSEStatus
+                    _c29_EVSEMaxVoltage = _o.EVSEMaxVoltage
+                    _c29_EVSEMaxCurrent = _o.EVSEMaxCurrent
+                    _c29_EVSEMinCurrent = _o.EVSEMinCurrent
+                    if not (_c29_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
+                    el = 'AC_EVSEStatus'
+                    _o = _c29_AC_EVSEStatus
+                    _c30_PowerSwitchClosed = _o.PowerSwitchClosed
+                    _c30_RCD = _o.RCD
+                    _c30_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c30_EVSENotification = _o.EVSENotification
+                    if not (_c30_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+                    el = 'PowerSwitchClosed'
+                    if _c30_PowerSwitchClosed is not True and _c30_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c30_PowerSwitchClosed!r}')
+                    if not (_c30_RCD is not None): raise EncodeError('missing content: RCD')
+                    el = 'RCD'
+                    if _c30_RCD is not True and _c30_RCD is not False: raise EncodeError(f'expected a bool, got {_c30_RCD!r}')
+                    if not (_c30_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c30_NotificationMaxDelay < 0 or _c30_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c30_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v = (v << 13) | (_c30_PowerSwitchClosed << 7) | (_c30_RCD << 3)
+                    n += 13
+                    _c30_PowerSwitchClosed = None
+                    _c30_RCD = None
+                    if _c30_NotificationMaxDelay < 128: v = (v << 8) | _c30_NotificationMaxDelay; n += 8
+                    elif _c30_NotificationMaxDelay < 16384: v = (v << 16) | ((_c30_NotificationMaxDelay & 127) << 8) | 32768 | (_c30_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c30_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c30_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i4 = _I3.get(_c30_EVSENotification)
+                    if _i4 is None: raise EncodeError(f'{_c30_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c29_EVSEMaxVoltage is not None): raise EncodeError('missing content: EVSEMaxVoltage')
+                    el = 'EVSEMaxVoltage'
+                    v = (v << 8) | (_i4 << 3)
+                    n += 8
+                    _c30_NotificationMaxDelay = None
+                    _c30_EVSENotification = None
+                    _c29_AC_EVSEStatus = None
                     w.v = v; w.n = n
-                    _e_AC_EVSEChargeParameterType(w, v_AC_EVSEChargeParameter)
+                    _e_PhysicalValueType(w, _c29_EVSEMaxVoltage)
                     v = w.v; n = w.n
+                    if not (_c29_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
+                    el = 'EVSEMaxCurrent'
+                    v <<= 1
+                    n += 1
+                    _c29_EVSEMaxVoltage = None
+                    w.v = v; w.n = n
+                    _e_PhysicalValueType(w, _c29_EVSEMaxCurrent)
+                    v = w.v; n = w.n
+                    if not (_c29_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
+                    el = 'EVSEMinCurrent'
+                    v <<= 1
+                    n += 1
+                    _c29_EVSEMaxCurrent = None
+                    w.v = v; w.n = n
+                    _e_PhysicalValueType(w, _c29_EVSEMinCurrent)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c29_EVSEMinCurrent = None
                     v_AC_EVSEChargeParameter = None
                     s = 4
                 elif v_DC_EVSEChargeParameter is not None:
@@ -2428,11 +2704,9 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     s = 4
                 elif v_EVSEChargeParameter is not None:
                     el = 'EVSEChargeParameter'
-                    v = (v << 2) | 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_EVSEChargeParameterType(w, v_EVSEChargeParameter)
-                    v = w.v; n = w.n
+                    _o = v_EVSEChargeParameter
+                    v = (v << 3) | (2 << 1)
+                    n += 3
                     v_EVSEChargeParameter = None
                     s = 4
                 else:
@@ -2542,6 +2816,9 @@ def _d_ChargingStatusResType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_SAScheduleTupleID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_SAScheduleTupleID = r.uint(); p = r.pos
                 p += 1
@@ -2605,16 +2882,34 @@ def _d_ChargingStatusResType(r):
                 f_ReceiptRequired = ((x >> 1) & 1) == 1
                 s = 6
             if s == 6:
-                p += 1
+                p += 11
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusResType', p)
+                x = (V >> (E - p)) & 2047
+                if x & 1911: raise r.deviation('ChargingStatusResType', p)
                 el = 'AC_EVSEStatus'
-                r.pos = p
-                f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-                p = r.pos
-                p += 1
+                el = 'PowerSwitchClosed'
+                _c32_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                el = 'RCD'
+                _c32_RCD = ((x >> 3) & 1) == 1
+                el = 'NotificationMaxDelay'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c32_NotificationMaxDelay = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c32_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c32_NotificationMaxDelay = r.uint(); p = r.pos
+                p += 8
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusResType', p)
+                x = (V >> (E - p)) & 255
+                if x & 231: raise r.deviation('ChargingStatusResType', p)
+                if _c32_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c32_NotificationMaxDelay} outside [0, 4294967295]', p)
+                el = 'EVSENotification'
+                _c32_EVSENotification = ((x >> 3) & 3)
+                if _c32_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c32_EVSENotification} out of range (3 values)', p)
+                _c32_EVSENotification = _E2[_c32_EVSENotification]
+                f_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c32_PowerSwitchClosed, _c32_RCD, _c32_NotificationMaxDelay, _c32_EVSENotification)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -2639,11 +2934,11 @@ def _e_ChargingStatusResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i17 = _I8.get(v_ResponseCode)
-                    if _i17 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i33 = _I8.get(v_ResponseCode)
+                    if _i33 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                     el = 'EVSEID'
-                    v = (v << 10) | (_i17 << 3)
+                    v = (v << 10) | (_i33 << 3)
                     n += 10
                     v_ResponseCode = None
                     w.v = v; w.n = n
@@ -2658,6 +2953,7 @@ def _e_ChargingStatusResType(w, o):
                     v_EVSEID = None
                     _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -2725,13 +3021,35 @@ def _e_ChargingStatusResType(w, o):
             if s == 6:
                 if v_AC_EVSEStatus is not None:
                     el = 'AC_EVSEStatus'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    _o = v_AC_EVSEStatus
+                    _c34_PowerSwitchClosed = _o.PowerSwitchClosed
+                    _c34_RCD = _o.RCD
+                    _c34_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c34_EVSENotification = _o.EVSENotification
+                    if not (_c34_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+                    el = 'PowerSwitchClosed'
+                    if _c34_PowerSwitchClosed is not True and _c34_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c34_PowerSwitchClosed!r}')
+                    if not (_c34_RCD is not None): raise EncodeError('missing content: RCD')
+                    el = 'RCD'
+                    if _c34_RCD is not True and _c34_RCD is not False: raise EncodeError(f'expected a bool, got {_c34_RCD!r}')
+                    if not (_c34_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c34_NotificationMaxDelay < 0 or _c34_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c34_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v = (v << 11) | (_c34_PowerSwitchClosed << 7) | (_c34_RCD << 3)
+                    n += 11
+                    _c34_PowerSwitchClosed = None
+                    _c34_RCD = None
+                    if _c34_NotificationMaxDelay < 128: v = (v << 8) | _c34_NotificationMaxDelay; n += 8
+                    elif _c34_NotificationMaxDelay < 16384: v = (v << 16) | ((_c34_NotificationMaxDelay & 127) << 8) | 32768 | (_c34_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c34_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c34_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i4 = _I3.get(_c34_EVSENotification)
+                    if _i4 is None: raise EncodeError(f'{_c34_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 8) | (_i4 << 3)
+                    n += 8
+                    _c34_NotificationMaxDelay = None
+                    _c34_EVSENotification = None
                     v_AC_EVSEStatus = None
                     if v_ResponseCode is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_EVSEMaxCurrent is not None or v_MeterInfo is not None or v_ReceiptRequired is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
                     s = -1
@@ -2802,6 +3120,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -2820,6 +3141,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_TMeter = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_TMeter = r.uint(); p = r.pos
                     p += 1
@@ -2860,6 +3184,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -2878,6 +3205,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_TMeter = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_TMeter = r.uint(); p = r.pos
                     p += 1
@@ -2905,6 +3235,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -2923,6 +3256,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_TMeter = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_TMeter = r.uint(); p = r.pos
                     p += 1
@@ -2950,6 +3286,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_TMeter = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_TMeter = r.uint(); p = r.pos
                     p += 1
@@ -2991,10 +3330,12 @@ def _e_MeterInfoType(w, o):
                     el = 'MeterID'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
                     if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
-                    w.string(v_MeterID)
-                    v = w.v; n = w.n
+                    _l = len(v_MeterID)
+                    if _l < 126 and v_MeterID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MeterID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MeterID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_MeterID = None
@@ -3030,6 +3371,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3042,6 +3384,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3072,6 +3415,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3084,6 +3428,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3102,6 +3447,7 @@ def _e_MeterInfoType(w, o):
                     n += 4
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3114,6 +3460,7 @@ def _e_MeterInfoType(w, o):
                     n += 4
                     _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3132,6 +3479,7 @@ def _e_MeterInfoType(w, o):
                     n += 4
                     _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3236,18 +3584,22 @@ def _e_ContractAuthenticationReqType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif v_GenChallenge is not None:
                     el = 'GenChallenge'
                     v = (v << 3) | (1 << 1)
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_GenChallenge)
-                    v = w.v; n = w.n
+                    _l = len(v_GenChallenge)
+                    if _l < 126 and v_GenChallenge.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_GenChallenge.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_GenChallenge); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_GenChallenge = None
@@ -3262,9 +3614,11 @@ def _e_ContractAuthenticationReqType(w, o):
                     el = 'GenChallenge'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_GenChallenge)
-                    v = w.v; n = w.n
+                    _l = len(v_GenChallenge)
+                    if _l < 126 and v_GenChallenge.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_GenChallenge.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_GenChallenge); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_GenChallenge = None
@@ -3318,13 +3672,13 @@ def _e_ContractAuthenticationResType(w, o):
         v_EVSEProcessing = o.EVSEProcessing
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i18 = _I8.get(v_ResponseCode)
-            if _i18 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i35 = _I8.get(v_ResponseCode)
+            if _i35 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'EVSEProcessing'
-            _i19 = _I9.get(v_EVSEProcessing)
-            if _i19 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-            v = (v << 13) | (_i18 << 6) | (_i19 << 2)
+            _i36 = _I9.get(v_EVSEProcessing)
+            if _i36 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            v = (v << 13) | (_i35 << 6) | (_i36 << 2)
             n += 13
             v_ResponseCode = None
             v_EVSEProcessing = None
@@ -3957,11 +4311,11 @@ def _e_CurrentDemandResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i20 = _I8.get(v_ResponseCode)
-                    if _i20 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i37 = _I8.get(v_ResponseCode)
+                    if _i37 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
                     el = 'DC_EVSEStatus'
-                    v = (v << 9) | (_i20 << 2)
+                    v = (v << 9) | (_i37 << 2)
                     n += 9
                     v_ResponseCode = None
                     w.v = v; w.n = n
@@ -5273,9 +5627,11 @@ def _e_DigestMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -5324,10 +5680,11 @@ def _d_EntryType(r):
                     p = r.pos
                     s = 1
                 elif ec == 1:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
                     el = 'TimeInterval'
-                    r.pos = p
-                    f_TimeInterval = _d_IntervalType(r)
-                    p = r.pos
+                    f_TimeInterval = din_msgdatatypes.IntervalType()
                     s = 1
                 else:
                     raise r.deviation('EntryType', p)
@@ -5363,11 +5720,9 @@ def _e_EntryType(w, o):
                     s = 1
                 elif v_TimeInterval is not None:
                     el = 'TimeInterval'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_IntervalType(w, v_TimeInterval)
-                    v = w.v; n = w.n
+                    _o = v_TimeInterval
+                    v = (v << 3) | (1 << 1)
+                    n += 3
                     v_TimeInterval = None
                     s = 1
                 else:
@@ -7009,18 +7364,22 @@ def _e_KeyInfoType(w, o):
                     el = '@Id'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
                     el = 'KeyName'
                     v = (v << 5) | (1 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7074,9 +7433,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (7 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7088,9 +7449,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7144,9 +7507,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7158,9 +7523,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7214,9 +7581,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7228,9 +7597,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7284,9 +7655,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7301,9 +7674,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7357,9 +7732,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7374,9 +7751,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7430,9 +7809,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7447,9 +7828,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7503,9 +7886,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7520,9 +7905,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7576,9 +7963,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7593,9 +7982,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7649,9 +8040,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7666,9 +8059,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7722,9 +8117,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7739,9 +8136,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7795,9 +8194,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7813,9 +8214,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -7873,9 +8276,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -7893,9 +8298,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -7953,9 +8360,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -7973,9 +8382,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -8033,9 +8444,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -8053,9 +8466,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -8113,9 +8528,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -8133,9 +8550,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -8193,9 +8612,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -8213,9 +8634,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -8273,9 +8696,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -8293,9 +8718,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -8355,9 +8782,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -8372,9 +8801,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -8428,9 +8859,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -8466,10 +8899,28 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
+                    el = 'Modulus'
                     r.pos = p
-                    f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    _c40_Modulus = r.binary()
                     p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('KeyValueType', p)
+                    el = 'Exponent'
+                    r.pos = p
+                    _c40_Exponent = r.binary()
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
+                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c40_Modulus, _c40_Exponent)
                     s = 3
                 elif ec == 2:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -8492,10 +8943,28 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
+                    el = 'Modulus'
                     r.pos = p
-                    f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    _c41_Modulus = r.binary()
                     p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('KeyValueType', p)
+                    el = 'Exponent'
+                    r.pos = p
+                    _c41_Exponent = r.binary()
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
+                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c41_Modulus, _c41_Exponent)
                     s = 3
                 elif ec == 2:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -8576,11 +9045,27 @@ def _e_KeyValueType(w, o):
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    v = (v << 3) | 1
-                    n += 3
+                    _o = v_RSAKeyValue
+                    _c42_Modulus = _o.Modulus
+                    _c42_Exponent = _o.Exponent
+                    if not (_c42_Modulus is not None): raise EncodeError('missing content: Modulus')
+                    el = 'Modulus'
+                    v = (v << 5) | (1 << 2)
+                    n += 5
                     w.v = v; w.n = n
-                    _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    w.binary(_c42_Modulus)
                     v = w.v; n = w.n
+                    if not (_c42_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    v <<= 3
+                    n += 3
+                    _c42_Modulus = None
+                    w.v = v; w.n = n
+                    w.binary(_c42_Exponent)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c42_Exponent = None
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -8597,11 +9082,27 @@ def _e_KeyValueType(w, o):
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    v = (v << 3) | 1
-                    n += 3
+                    _o = v_RSAKeyValue
+                    _c43_Modulus = _o.Modulus
+                    _c43_Exponent = _o.Exponent
+                    if not (_c43_Modulus is not None): raise EncodeError('missing content: Modulus')
+                    el = 'Modulus'
+                    v = (v << 5) | (1 << 2)
+                    n += 5
                     w.v = v; w.n = n
-                    _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    w.binary(_c43_Modulus)
                     v = w.v; n = w.n
+                    if not (_c43_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    v <<= 3
+                    n += 3
+                    _c43_Modulus = None
+                    w.v = v; w.n = n
+                    w.binary(_c43_Exponent)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c43_Exponent = None
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -8796,18 +9297,22 @@ def _e_RetrievalMethodType(w, o):
                     el = '@Type'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
@@ -8829,9 +9334,11 @@ def _e_RetrievalMethodType(w, o):
                     el = '@URI'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
@@ -9154,9 +9661,11 @@ def _e_TransformType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -9166,9 +9675,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -9183,9 +9694,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -9200,9 +9713,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -9218,9 +9733,11 @@ def _e_TransformType(w, o):
                         el = 'XPath'
                         v <<= 4
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_XPath[i_XPath])
-                        v = w.v; n = w.n
+                        _l = len(v_XPath[i_XPath])
+                        if _l < 126 and v_XPath[i_XPath].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_XPath += 1
@@ -9253,10 +9770,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c44_X509IssuerName = r.string(60)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c44_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c44_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c44_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c44_X509SerialNumber = -_c44_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c44_X509IssuerName, _c44_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
@@ -9278,7 +9820,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(61)
+                    _v = r.string(63)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -9321,10 +9863,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c45_X509IssuerName = r.string(60)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c45_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c45_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c45_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c45_X509SerialNumber = -_c45_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c45_X509IssuerName, _c45_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -9346,7 +9913,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(61)
+                    _v = r.string(63)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -9392,10 +9959,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c46_X509IssuerName = r.string(60)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c46_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c46_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c46_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c46_X509SerialNumber = -_c46_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c46_X509IssuerName, _c46_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -9417,7 +10009,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(61)
+                    _v = r.string(63)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -9463,10 +10055,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c47_X509IssuerName = r.string(60)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c47_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c47_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c47_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c47_X509SerialNumber = -_c47_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c47_X509IssuerName, _c47_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -9488,7 +10105,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(61)
+                    _v = r.string(63)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -9534,10 +10151,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c48_X509IssuerName = r.string(60)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c48_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c48_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c48_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c48_X509SerialNumber = -_c48_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c48_X509IssuerName, _c48_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -9559,7 +10201,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(61)
+                    _v = r.string(63)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -9605,10 +10247,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c49_X509IssuerName = r.string(60)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c49_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c49_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c49_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c49_X509SerialNumber = -_c49_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c49_X509IssuerName, _c49_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -9630,7 +10297,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(61)
+                    _v = r.string(63)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -9676,10 +10343,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c50_X509IssuerName = r.string(60)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c50_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c50_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c50_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c50_X509SerialNumber = -_c50_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c50_X509IssuerName, _c50_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -9701,7 +10393,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(61)
+                    _v = r.string(63)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -9748,10 +10440,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c51_X509IssuerName = r.string(60)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c51_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c51_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c51_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c51_X509SerialNumber = -_c51_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c51_X509IssuerName, _c51_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
                         p += 1
@@ -9773,7 +10490,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(61)
+                        _v = r.string(63)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -9825,10 +10542,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c52_X509IssuerName = r.string(60)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c52_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c52_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c52_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c52_X509SerialNumber = -_c52_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c52_X509IssuerName, _c52_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -9850,7 +10592,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(61)
+                        _v = r.string(63)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -9902,10 +10644,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c53_X509IssuerName = r.string(60)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c53_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c53_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c53_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c53_X509SerialNumber = -_c53_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c53_X509IssuerName, _c53_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -9929,7 +10696,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(61)
+                        _v = r.string(63)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -9979,10 +10746,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c54_X509IssuerName = r.string(60)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c54_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c54_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c54_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c54_X509SerialNumber = -_c54_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c54_X509IssuerName, _c54_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -10006,7 +10798,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(61)
+                        _v = r.string(63)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -10056,10 +10848,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c55_X509IssuerName = r.string(60)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c55_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c55_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c55_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c55_X509SerialNumber = -_c55_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c55_X509IssuerName, _c55_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -10083,7 +10900,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(61)
+                        _v = r.string(63)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -10132,10 +10949,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c56_X509IssuerName = r.string(60)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c56_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c56_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c56_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c56_X509SerialNumber = -_c56_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c56_X509IssuerName, _c56_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -10157,7 +10999,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(61)
+                    _v = r.string(63)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -10229,11 +11071,31 @@ def _e_X509DataType(w, o):
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c57_X509IssuerName = _o.X509IssuerName
+                    _c57_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c57_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c57_X509IssuerName)
+                    if _l < 126 and _c57_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c57_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c57_X509IssuerName); v = w.v; n = w.n
+                    if not (_c57_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c57_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c57_X509SerialNumber!r}')
+                    v = (v << 4) | (_c57_X509SerialNumber < 0)
+                    n += 4
+                    _c57_X509IssuerName = None
+                    _m = (-_c57_X509SerialNumber - 1 if _c57_X509SerialNumber < 0 else _c57_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c57_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
@@ -10251,9 +11113,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -10285,11 +11149,31 @@ def _e_X509DataType(w, o):
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c58_X509IssuerName = _o.X509IssuerName
+                    _c58_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c58_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c58_X509IssuerName)
+                    if _l < 126 and _c58_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c58_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c58_X509IssuerName); v = w.v; n = w.n
+                    if not (_c58_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c58_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c58_X509SerialNumber!r}')
+                    v = (v << 4) | (_c58_X509SerialNumber < 0)
+                    n += 4
+                    _c58_X509IssuerName = None
+                    _m = (-_c58_X509SerialNumber - 1 if _c58_X509SerialNumber < 0 else _c58_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c58_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -10307,9 +11191,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -10344,11 +11230,31 @@ def _e_X509DataType(w, o):
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c59_X509IssuerName = _o.X509IssuerName
+                    _c59_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c59_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c59_X509IssuerName)
+                    if _l < 126 and _c59_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c59_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c59_X509IssuerName); v = w.v; n = w.n
+                    if not (_c59_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c59_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c59_X509SerialNumber!r}')
+                    v = (v << 4) | (_c59_X509SerialNumber < 0)
+                    n += 4
+                    _c59_X509IssuerName = None
+                    _m = (-_c59_X509SerialNumber - 1 if _c59_X509SerialNumber < 0 else _c59_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c59_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -10366,9 +11272,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -10403,11 +11311,31 @@ def _e_X509DataType(w, o):
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c60_X509IssuerName = _o.X509IssuerName
+                    _c60_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c60_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c60_X509IssuerName)
+                    if _l < 126 and _c60_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c60_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c60_X509IssuerName); v = w.v; n = w.n
+                    if not (_c60_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c60_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c60_X509SerialNumber!r}')
+                    v = (v << 4) | (_c60_X509SerialNumber < 0)
+                    n += 4
+                    _c60_X509IssuerName = None
+                    _m = (-_c60_X509SerialNumber - 1 if _c60_X509SerialNumber < 0 else _c60_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c60_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -10425,9 +11353,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -10462,11 +11392,31 @@ def _e_X509DataType(w, o):
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c61_X509IssuerName = _o.X509IssuerName
+                    _c61_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c61_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c61_X509IssuerName)
+                    if _l < 126 and _c61_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c61_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c61_X509IssuerName); v = w.v; n = w.n
+                    if not (_c61_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c61_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c61_X509SerialNumber!r}')
+                    v = (v << 4) | (_c61_X509SerialNumber < 0)
+                    n += 4
+                    _c61_X509IssuerName = None
+                    _m = (-_c61_X509SerialNumber - 1 if _c61_X509SerialNumber < 0 else _c61_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c61_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -10484,9 +11434,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -10521,11 +11473,31 @@ def _e_X509DataType(w, o):
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c62_X509IssuerName = _o.X509IssuerName
+                    _c62_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c62_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c62_X509IssuerName)
+                    if _l < 126 and _c62_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c62_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c62_X509IssuerName); v = w.v; n = w.n
+                    if not (_c62_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c62_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c62_X509SerialNumber!r}')
+                    v = (v << 4) | (_c62_X509SerialNumber < 0)
+                    n += 4
+                    _c62_X509IssuerName = None
+                    _m = (-_c62_X509SerialNumber - 1 if _c62_X509SerialNumber < 0 else _c62_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c62_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -10543,9 +11515,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -10580,11 +11554,31 @@ def _e_X509DataType(w, o):
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c63_X509IssuerName = _o.X509IssuerName
+                    _c63_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c63_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c63_X509IssuerName)
+                    if _l < 126 and _c63_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c63_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c63_X509IssuerName); v = w.v; n = w.n
+                    if not (_c63_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c63_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c63_X509SerialNumber!r}')
+                    v = (v << 4) | (_c63_X509SerialNumber < 0)
+                    n += 4
+                    _c63_X509IssuerName = None
+                    _m = (-_c63_X509SerialNumber - 1 if _c63_X509SerialNumber < 0 else _c63_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c63_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -10602,9 +11596,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -10640,11 +11636,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c64_X509IssuerName = _o.X509IssuerName
+                        _c64_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c64_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c64_X509IssuerName)
+                        if _l < 126 and _c64_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c64_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c64_X509IssuerName); v = w.v; n = w.n
+                        if not (_c64_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c64_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c64_X509SerialNumber!r}')
+                        v = (v << 4) | (_c64_X509SerialNumber < 0)
+                        n += 4
+                        _c64_X509IssuerName = None
+                        _m = (-_c64_X509SerialNumber - 1 if _c64_X509SerialNumber < 0 else _c64_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c64_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
@@ -10662,9 +11678,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -10704,11 +11722,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c65_X509IssuerName = _o.X509IssuerName
+                        _c65_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c65_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c65_X509IssuerName)
+                        if _l < 126 and _c65_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c65_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c65_X509IssuerName); v = w.v; n = w.n
+                        if not (_c65_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c65_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c65_X509SerialNumber!r}')
+                        v = (v << 4) | (_c65_X509SerialNumber < 0)
+                        n += 4
+                        _c65_X509IssuerName = None
+                        _m = (-_c65_X509SerialNumber - 1 if _c65_X509SerialNumber < 0 else _c65_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c65_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -10726,9 +11764,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -10768,11 +11808,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c66_X509IssuerName = _o.X509IssuerName
+                        _c66_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c66_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c66_X509IssuerName)
+                        if _l < 126 and _c66_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c66_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c66_X509IssuerName); v = w.v; n = w.n
+                        if not (_c66_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c66_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c66_X509SerialNumber!r}')
+                        v = (v << 4) | (_c66_X509SerialNumber < 0)
+                        n += 4
+                        _c66_X509IssuerName = None
+                        _m = (-_c66_X509SerialNumber - 1 if _c66_X509SerialNumber < 0 else _c66_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c66_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -10792,9 +11852,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -10832,11 +11894,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c67_X509IssuerName = _o.X509IssuerName
+                        _c67_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c67_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c67_X509IssuerName)
+                        if _l < 126 and _c67_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c67_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c67_X509IssuerName); v = w.v; n = w.n
+                        if not (_c67_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c67_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c67_X509SerialNumber!r}')
+                        v = (v << 4) | (_c67_X509SerialNumber < 0)
+                        n += 4
+                        _c67_X509IssuerName = None
+                        _m = (-_c67_X509SerialNumber - 1 if _c67_X509SerialNumber < 0 else _c67_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c67_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -10856,9 +11938,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -10896,11 +11980,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c68_X509IssuerName = _o.X509IssuerName
+                        _c68_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c68_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c68_X509IssuerName)
+                        if _l < 126 and _c68_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c68_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c68_X509IssuerName); v = w.v; n = w.n
+                        if not (_c68_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c68_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c68_X509SerialNumber!r}')
+                        v = (v << 4) | (_c68_X509SerialNumber < 0)
+                        n += 4
+                        _c68_X509IssuerName = None
+                        _m = (-_c68_X509SerialNumber - 1 if _c68_X509SerialNumber < 0 else _c68_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c68_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -10920,9 +12024,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -10959,11 +12065,31 @@ def _e_X509DataType(w, o):
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c69_X509IssuerName = _o.X509IssuerName
+                    _c69_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c69_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c69_X509IssuerName)
+                    if _l < 126 and _c69_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c69_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c69_X509IssuerName); v = w.v; n = w.n
+                    if not (_c69_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c69_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c69_X509SerialNumber!r}')
+                    v = (v << 4) | (_c69_X509SerialNumber < 0)
+                    n += 4
+                    _c69_X509IssuerName = None
+                    _m = (-_c69_X509SerialNumber - 1 if _c69_X509SerialNumber < 0 else _c69_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c69_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -10981,9 +12107,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -11034,7 +12162,7 @@ def _d_X509IssuerSerialType(r):
         if x & 3: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
         r.pos = p
-        f_X509IssuerName = r.string(64)
+        f_X509IssuerName = r.string(60)
         p = r.pos
         p += 4
         if p > E: raise r.truncated(p)
@@ -11045,6 +12173,9 @@ def _d_X509IssuerSerialType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_X509SerialNumber = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_X509SerialNumber = r.uint(); p = r.pos
         p += 2
@@ -11069,9 +12200,11 @@ def _e_X509IssuerSerialType(w, o):
             el = 'X509IssuerName'
             v <<= 2
             n += 2
-            w.v = v; w.n = n
-            w.string(v_X509IssuerName)
-            v = w.v; n = w.n
+            _l = len(v_X509IssuerName)
+            if _l < 126 and v_X509IssuerName.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509IssuerName.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_X509IssuerName); v = w.v; n = w.n
             if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
             el = 'X509SerialNumber'
             if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
@@ -11080,6 +12213,7 @@ def _e_X509IssuerSerialType(w, o):
             v_X509IssuerName = None
             _m = (-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -11605,9 +12739,11 @@ def _e_ManifestType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
                     v <<= 1
@@ -11834,27 +12970,33 @@ def _e_ReferenceType(w, o):
                     el = '@Id'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
                     el = '@Type'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 2
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -11882,18 +13024,22 @@ def _e_ReferenceType(w, o):
                     el = '@Type'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -11921,9 +13067,11 @@ def _e_ReferenceType(w, o):
                     el = '@URI'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -12062,6 +13210,9 @@ def _d_MeteringReceiptReqType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_SAScheduleTupleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_SAScheduleTupleID = r.uint(); p = r.pos
                     p += 2
@@ -12110,9 +13261,11 @@ def _e_MeteringReceiptReqType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_SessionID is not None): raise EncodeError('missing content: SessionID')
                     el = 'SessionID'
                     v <<= 2
@@ -12148,6 +13301,7 @@ def _e_MeteringReceiptReqType(w, o):
                     n += 4
                     _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
                     el = 'MeterInfo'
@@ -12189,21 +13343,38 @@ def _d_MeteringReceiptResType(r):
     f_ResponseCode = None
     f_AC_EVSEStatus = None
     try:
-        p += 9
+        p += 19
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 511
-        if x & 387: raise r.deviation('MeteringReceiptResType', p)
+        x = (V >> (E - p)) & 524287
+        if x & 397175: raise r.deviation('MeteringReceiptResType', p)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 2) & 31)
+        f_ResponseCode = ((x >> 12) & 31)
         if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'AC_EVSEStatus'
-        r.pos = p
-        f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-        p = r.pos
-        p += 1
+        el = 'PowerSwitchClosed'
+        _c70_PowerSwitchClosed = ((x >> 7) & 1) == 1
+        el = 'RCD'
+        _c70_RCD = ((x >> 3) & 1) == 1
+        el = 'NotificationMaxDelay'
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c70_NotificationMaxDelay = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c70_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c70_NotificationMaxDelay = r.uint(); p = r.pos
+        p += 8
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptResType', p)
+        x = (V >> (E - p)) & 255
+        if x & 231: raise r.deviation('MeteringReceiptResType', p)
+        if _c70_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c70_NotificationMaxDelay} outside [0, 4294967295]', p)
+        el = 'EVSENotification'
+        _c70_EVSENotification = ((x >> 3) & 3)
+        if _c70_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c70_EVSENotification} out of range (3 values)', p)
+        _c70_EVSENotification = _E2[_c70_EVSENotification]
+        f_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c70_PowerSwitchClosed, _c70_RCD, _c70_NotificationMaxDelay, _c70_EVSENotification)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -12219,18 +13390,40 @@ def _e_MeteringReceiptResType(w, o):
         v_AC_EVSEStatus = o.AC_EVSEStatus
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i21 = _I8.get(v_ResponseCode)
-            if _i21 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i71 = _I8.get(v_ResponseCode)
+            if _i71 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
             el = 'AC_EVSEStatus'
-            v = (v << 9) | (_i21 << 2)
-            n += 9
+            _o = v_AC_EVSEStatus
+            _c72_PowerSwitchClosed = _o.PowerSwitchClosed
+            _c72_RCD = _o.RCD
+            _c72_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c72_EVSENotification = _o.EVSENotification
+            if not (_c72_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+            el = 'PowerSwitchClosed'
+            if _c72_PowerSwitchClosed is not True and _c72_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c72_PowerSwitchClosed!r}')
+            if not (_c72_RCD is not None): raise EncodeError('missing content: RCD')
+            el = 'RCD'
+            if _c72_RCD is not True and _c72_RCD is not False: raise EncodeError(f'expected a bool, got {_c72_RCD!r}')
+            if not (_c72_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'NotificationMaxDelay'
+            if _c72_NotificationMaxDelay < 0 or _c72_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c72_NotificationMaxDelay!r} outside [0, 4294967295]')
+            v = (v << 19) | (_i71 << 12) | (_c72_PowerSwitchClosed << 7) | (_c72_RCD << 3)
+            n += 19
             v_ResponseCode = None
-            w.v = v; w.n = n
-            _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c72_PowerSwitchClosed = None
+            _c72_RCD = None
+            if _c72_NotificationMaxDelay < 128: v = (v << 8) | _c72_NotificationMaxDelay; n += 8
+            elif _c72_NotificationMaxDelay < 16384: v = (v << 16) | ((_c72_NotificationMaxDelay & 127) << 8) | 32768 | (_c72_NotificationMaxDelay >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_c72_NotificationMaxDelay); v = w.v; n = w.n
+            if not (_c72_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSENotification'
+            _i4 = _I3.get(_c72_EVSENotification)
+            if _i4 is None: raise EncodeError(f'{_c72_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            v = (v << 8) | (_i4 << 3)
+            n += 8
+            _c72_NotificationMaxDelay = None
+            _c72_EVSENotification = None
             v_AC_EVSEStatus = None
             if v_ResponseCode is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
         else:
@@ -12410,27 +13603,33 @@ def _e_ObjectType(w, o):
                     el = '@Encoding'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Encoding)
-                    v = w.v; n = w.n
+                    _l = len(v_Encoding)
+                    if _l < 126 and v_Encoding.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Encoding.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Encoding); v = w.v; n = w.n
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
                     el = '@Id'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
                     v = (v << 3) | 2
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -12443,18 +13642,22 @@ def _e_ObjectType(w, o):
                     el = '@Id'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -12467,9 +13670,11 @@ def _e_ObjectType(w, o):
                     el = '@MimeType'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -12522,10 +13727,11 @@ def _d_PMaxScheduleEntryType(r):
                     p = r.pos
                     s = 1
                 elif ec == 1:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
                     el = 'TimeInterval'
-                    r.pos = p
-                    f_TimeInterval = _d_IntervalType(r)
-                    p = r.pos
+                    f_TimeInterval = din_msgdatatypes.IntervalType()
                     s = 1
                 else:
                     raise r.deviation('PMaxScheduleEntryType', p)
@@ -12539,6 +13745,9 @@ def _d_PMaxScheduleEntryType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_PMax = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_PMax = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_PMax = r.uint(); p = r.pos
                 p += 2
@@ -12576,11 +13785,9 @@ def _e_PMaxScheduleEntryType(w, o):
                     s = 1
                 elif v_TimeInterval is not None:
                     el = 'TimeInterval'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_IntervalType(w, v_TimeInterval)
-                    v = w.v; n = w.n
+                    _o = v_TimeInterval
+                    v = (v << 3) | (1 << 1)
+                    n += 3
                     v_TimeInterval = None
                     s = 1
                 else:
@@ -12593,6 +13800,7 @@ def _e_PMaxScheduleEntryType(w, o):
                     n += 3
                     _m = (-v_PMax - 1 if v_PMax < 0 else v_PMax)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -12651,10 +13859,12 @@ def _e_PaymentDetailsReqType(w, o):
             el = 'ContractID'
             v <<= 2
             n += 2
-            w.v = v; w.n = n
             if len(v_ContractID) > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
-            w.string(v_ContractID)
-            v = w.v; n = w.n
+            _l = len(v_ContractID)
+            if _l < 126 and v_ContractID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ContractID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_ContractID); v = w.v; n = w.n
             if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'ContractSignatureCertChain'
             v <<= 2
@@ -12704,6 +13914,9 @@ def _d_PaymentDetailsResType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_DateTimeNow = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_DateTimeNow = r.uint(); p = r.pos
         p += 2
@@ -12728,16 +13941,18 @@ def _e_PaymentDetailsResType(w, o):
         v_DateTimeNow = o.DateTimeNow
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i22 = _I8.get(v_ResponseCode)
-            if _i22 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i75 = _I8.get(v_ResponseCode)
+            if _i75 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
             el = 'GenChallenge'
-            v = (v << 10) | (_i22 << 3)
+            v = (v << 10) | (_i75 << 3)
             n += 10
             v_ResponseCode = None
-            w.v = v; w.n = n
-            w.string(v_GenChallenge)
-            v = w.v; n = w.n
+            _l = len(v_GenChallenge)
+            if _l < 126 and v_GenChallenge.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_GenChallenge.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_GenChallenge); v = w.v; n = w.n
             if not (v_DateTimeNow is not None): raise EncodeError('missing content: DateTimeNow')
             el = 'DateTimeNow'
             if v_DateTimeNow < -9223372036854775808 or v_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {v_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
@@ -12746,6 +13961,7 @@ def _e_PaymentDetailsResType(w, o):
             v_GenChallenge = None
             _m = (-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -12795,10 +14011,11 @@ def _d_PowerDeliveryReqType(r):
                     p = r.pos
                     s = 3
                 elif ec == 2:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
                     el = 'EVPowerDeliveryParameter'
-                    r.pos = p
-                    f_EVPowerDeliveryParameter = _d_EVPowerDeliveryParameterType(r)
-                    p = r.pos
+                    f_EVPowerDeliveryParameter = din_msgdatatypes.EVPowerDeliveryParameterType()
                     s = 3
                 elif ec == 3:
                     pass
@@ -12816,10 +14033,11 @@ def _d_PowerDeliveryReqType(r):
                     p = r.pos
                     s = 3
                 elif ec == 1:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
                     el = 'EVPowerDeliveryParameter'
-                    r.pos = p
-                    f_EVPowerDeliveryParameter = _d_EVPowerDeliveryParameterType(r)
-                    p = r.pos
+                    f_EVPowerDeliveryParameter = din_msgdatatypes.EVPowerDeliveryParameterType()
                     s = 3
                 elif ec == 2:
                     pass
@@ -12879,11 +14097,9 @@ def _e_PowerDeliveryReqType(w, o):
                     s = 3
                 elif v_EVPowerDeliveryParameter is not None:
                     el = 'EVPowerDeliveryParameter'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_EVPowerDeliveryParameterType(w, v_EVPowerDeliveryParameter)
-                    v = w.v; n = w.n
+                    _o = v_EVPowerDeliveryParameter
+                    v = (v << 4) | (2 << 1)
+                    n += 4
                     v_EVPowerDeliveryParameter = None
                     s = 3
                 elif True:
@@ -12903,11 +14119,9 @@ def _e_PowerDeliveryReqType(w, o):
                     s = 3
                 elif v_EVPowerDeliveryParameter is not None:
                     el = 'EVPowerDeliveryParameter'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_EVPowerDeliveryParameterType(w, v_EVPowerDeliveryParameter)
-                    v = w.v; n = w.n
+                    _o = v_EVPowerDeliveryParameter
+                    v = (v << 3) | (1 << 1)
+                    n += 3
                     v_EVPowerDeliveryParameter = None
                     s = 3
                 elif True:
@@ -12946,18 +14160,49 @@ def _d_ChargingProfileType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_SAScheduleTupleID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_SAScheduleTupleID = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 15: raise r.deviation('ChargingProfileType', p)
+                if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
+                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', p)
+                el = 'ProfileEntry'
+                el = 'ChargingProfileEntryStart'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c80_ChargingProfileEntryStart = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c80_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c80_ChargingProfileEntryStart = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('ChargingProfileType', p)
+                if _c80_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {_c80_ChargingProfileEntryStart} outside [0, 4294967295]', p)
+                el = 'ChargingProfileEntryMaxPower'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c80_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c80_ChargingProfileEntryMaxPower = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c80_ChargingProfileEntryMaxPower = r.uint(); p = r.pos
                 p += 2
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ChargingProfileType', p)
-                if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', p)
-                el = 'ProfileEntry'
-                r.pos = p
-                _v = _d_ProfileEntryType(r)
-                p = r.pos
+                if _neg: _c80_ChargingProfileEntryMaxPower = -_c80_ChargingProfileEntryMaxPower - 1
+                if _c80_ChargingProfileEntryMaxPower < -32768 or _c80_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {_c80_ChargingProfileEntryMaxPower} outside [-32768, 32767]', p)
+                _v = din_msgdatatypes.ProfileEntryType(_c80_ChargingProfileEntryStart, _c80_ChargingProfileEntryMaxPower)
                 f_ProfileEntry.append(_v)
                 s = 2
             if s == 2:
@@ -12965,10 +14210,42 @@ def _d_ChargingProfileType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ChargingProfileType', p)
                     el = 'ProfileEntry'
-                    r.pos = p
-                    _v = _d_ProfileEntryType(r)
-                    p = r.pos
+                    el = 'ChargingProfileEntryStart'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c81_ChargingProfileEntryStart = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c81_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c81_ChargingProfileEntryStart = r.uint(); p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('ChargingProfileType', p)
+                    if _c81_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {_c81_ChargingProfileEntryStart} outside [0, 4294967295]', p)
+                    el = 'ChargingProfileEntryMaxPower'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c81_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c81_ChargingProfileEntryMaxPower = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c81_ChargingProfileEntryMaxPower = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ChargingProfileType', p)
+                    if _neg: _c81_ChargingProfileEntryMaxPower = -_c81_ChargingProfileEntryMaxPower - 1
+                    if _c81_ChargingProfileEntryMaxPower < -32768 or _c81_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {_c81_ChargingProfileEntryMaxPower} outside [-32768, 32767]', p)
+                    _v = din_msgdatatypes.ProfileEntryType(_c81_ChargingProfileEntryStart, _c81_ChargingProfileEntryMaxPower)
                     f_ProfileEntry.append(_v)
                     s = 3
                 elif ec == 1:
@@ -12982,10 +14259,42 @@ def _d_ChargingProfileType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('ChargingProfileType', p)
                         el = 'ProfileEntry'
-                        r.pos = p
-                        _v = _d_ProfileEntryType(r)
-                        p = r.pos
+                        el = 'ChargingProfileEntryStart'
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c82_ChargingProfileEntryStart = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c82_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c82_ChargingProfileEntryStart = r.uint(); p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('ChargingProfileType', p)
+                        if _c82_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {_c82_ChargingProfileEntryStart} outside [0, 4294967295]', p)
+                        el = 'ChargingProfileEntryMaxPower'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c82_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c82_ChargingProfileEntryMaxPower = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c82_ChargingProfileEntryMaxPower = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('ChargingProfileType', p)
+                        if _neg: _c82_ChargingProfileEntryMaxPower = -_c82_ChargingProfileEntryMaxPower - 1
+                        if _c82_ChargingProfileEntryMaxPower < -32768 or _c82_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {_c82_ChargingProfileEntryMaxPower} outside [-32768, 32767]', p)
+                        _v = din_msgdatatypes.ProfileEntryType(_c82_ChargingProfileEntryStart, _c82_ChargingProfileEntryMaxPower)
                         f_ProfileEntry.append(_v)
                     elif ec == 1:
                         pass
@@ -13018,15 +14327,35 @@ def _e_ChargingProfileType(w, o):
                     n += 3
                     _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (i_ProfileEntry < n_ProfileEntry): raise EncodeError('missing content: ProfileEntry')
                     el = 'ProfileEntry'
+                    _o = v_ProfileEntry[i_ProfileEntry]
+                    _c83_ChargingProfileEntryStart = _o.ChargingProfileEntryStart
+                    _c83_ChargingProfileEntryMaxPower = _o.ChargingProfileEntryMaxPower
+                    if not (_c83_ChargingProfileEntryStart is not None): raise EncodeError('missing content: ChargingProfileEntryStart')
+                    el = 'ChargingProfileEntryStart'
+                    if _c83_ChargingProfileEntryStart < 0 or _c83_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c83_ChargingProfileEntryStart!r} outside [0, 4294967295]')
+                    v <<= 4
+                    n += 4
+                    v_SAScheduleTupleID = None
+                    if _c83_ChargingProfileEntryStart < 128: v = (v << 8) | _c83_ChargingProfileEntryStart; n += 8
+                    elif _c83_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c83_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c83_ChargingProfileEntryStart >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c83_ChargingProfileEntryStart); v = w.v; n = w.n
+                    if not (_c83_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
+                    el = 'ChargingProfileEntryMaxPower'
+                    if _c83_ChargingProfileEntryMaxPower < -32768 or _c83_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c83_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c83_ChargingProfileEntryMaxPower < 0)
+                    n += 4
+                    _c83_ChargingProfileEntryStart = None
+                    _m = (-_c83_ChargingProfileEntryMaxPower - 1 if _c83_ChargingProfileEntryMaxPower < 0 else _c83_ChargingProfileEntryMaxPower)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    v_SAScheduleTupleID = None
-                    w.v = v; w.n = n
-                    _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
-                    v = w.v; n = w.n
+                    _c83_ChargingProfileEntryMaxPower = None
                     i_ProfileEntry += 1
                     s = 2
                 else:
@@ -13034,11 +14363,30 @@ def _e_ChargingProfileType(w, o):
             if s == 2:
                 if i_ProfileEntry < n_ProfileEntry:
                     el = 'ProfileEntry'
+                    _o = v_ProfileEntry[i_ProfileEntry]
+                    _c84_ChargingProfileEntryStart = _o.ChargingProfileEntryStart
+                    _c84_ChargingProfileEntryMaxPower = _o.ChargingProfileEntryMaxPower
+                    if not (_c84_ChargingProfileEntryStart is not None): raise EncodeError('missing content: ChargingProfileEntryStart')
+                    el = 'ChargingProfileEntryStart'
+                    if _c84_ChargingProfileEntryStart < 0 or _c84_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c84_ChargingProfileEntryStart!r} outside [0, 4294967295]')
+                    v <<= 4
+                    n += 4
+                    if _c84_ChargingProfileEntryStart < 128: v = (v << 8) | _c84_ChargingProfileEntryStart; n += 8
+                    elif _c84_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c84_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c84_ChargingProfileEntryStart >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c84_ChargingProfileEntryStart); v = w.v; n = w.n
+                    if not (_c84_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
+                    el = 'ChargingProfileEntryMaxPower'
+                    if _c84_ChargingProfileEntryMaxPower < -32768 or _c84_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c84_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c84_ChargingProfileEntryMaxPower < 0)
+                    n += 4
+                    _c84_ChargingProfileEntryStart = None
+                    _m = (-_c84_ChargingProfileEntryMaxPower - 1 if _c84_ChargingProfileEntryMaxPower < 0 else _c84_ChargingProfileEntryMaxPower)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
-                    v = w.v; n = w.n
+                    _c84_ChargingProfileEntryMaxPower = None
                     i_ProfileEntry += 1
                     s = 3
                 elif True:
@@ -13050,11 +14398,30 @@ def _e_ChargingProfileType(w, o):
                 while True:
                     if i_ProfileEntry < n_ProfileEntry:
                         el = 'ProfileEntry'
+                        _o = v_ProfileEntry[i_ProfileEntry]
+                        _c85_ChargingProfileEntryStart = _o.ChargingProfileEntryStart
+                        _c85_ChargingProfileEntryMaxPower = _o.ChargingProfileEntryMaxPower
+                        if not (_c85_ChargingProfileEntryStart is not None): raise EncodeError('missing content: ChargingProfileEntryStart')
+                        el = 'ChargingProfileEntryStart'
+                        if _c85_ChargingProfileEntryStart < 0 or _c85_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c85_ChargingProfileEntryStart!r} outside [0, 4294967295]')
+                        v <<= 4
+                        n += 4
+                        if _c85_ChargingProfileEntryStart < 128: v = (v << 8) | _c85_ChargingProfileEntryStart; n += 8
+                        elif _c85_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c85_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c85_ChargingProfileEntryStart >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_c85_ChargingProfileEntryStart); v = w.v; n = w.n
+                        if not (_c85_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
+                        el = 'ChargingProfileEntryMaxPower'
+                        if _c85_ChargingProfileEntryMaxPower < -32768 or _c85_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c85_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
+                        v = (v << 4) | (_c85_ChargingProfileEntryMaxPower < 0)
+                        n += 4
+                        _c85_ChargingProfileEntryStart = None
+                        _m = (-_c85_ChargingProfileEntryMaxPower - 1 if _c85_ChargingProfileEntryMaxPower < 0 else _c85_ChargingProfileEntryMaxPower)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        w.v = v; w.n = n
-                        _e_ProfileEntryType(w, v_ProfileEntry[i_ProfileEntry])
-                        v = w.v; n = w.n
+                        _c85_ChargingProfileEntryMaxPower = None
                         i_ProfileEntry += 1
                     elif True:
                         v = (v << 2) | 1
@@ -13083,6 +14450,9 @@ def _d_ProfileEntryType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_ChargingProfileEntryStart = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ChargingProfileEntryStart = r.uint(); p = r.pos
         p += 4
@@ -13095,6 +14465,9 @@ def _d_ProfileEntryType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_ChargingProfileEntryMaxPower = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_ChargingProfileEntryMaxPower = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ChargingProfileEntryMaxPower = r.uint(); p = r.pos
         p += 2
@@ -13122,6 +14495,7 @@ def _e_ProfileEntryType(w, o):
             v <<= 2
             n += 2
             if v_ChargingProfileEntryStart < 128: v = (v << 8) | v_ChargingProfileEntryStart; n += 8
+            elif v_ChargingProfileEntryStart < 16384: v = (v << 16) | ((v_ChargingProfileEntryStart & 127) << 8) | 32768 | (v_ChargingProfileEntryStart >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_ChargingProfileEntryStart); v = w.v; n = w.n
             if not (v_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
             el = 'ChargingProfileEntryMaxPower'
@@ -13131,6 +14505,7 @@ def _e_ProfileEntryType(w, o):
             v_ChargingProfileEntryStart = None
             _m = (-v_ChargingProfileEntryMaxPower - 1 if v_ChargingProfileEntryMaxPower < 0 else v_ChargingProfileEntryMaxPower)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -13170,10 +14545,34 @@ def _d_PowerDeliveryResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 10
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 1023
+                    if x & 887: raise r.deviation('PowerDeliveryResType', p)
                     el = 'AC_EVSEStatus'
-                    r.pos = p
-                    f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-                    p = r.pos
+                    el = 'PowerSwitchClosed'
+                    _c86_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                    el = 'RCD'
+                    _c86_RCD = ((x >> 3) & 1) == 1
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c86_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c86_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c86_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 7
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 127
+                    if x & 115: raise r.deviation('PowerDeliveryResType', p)
+                    if _c86_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c86_NotificationMaxDelay} outside [0, 4294967295]', p)
+                    el = 'EVSENotification'
+                    _c86_EVSENotification = ((x >> 2) & 3)
+                    if _c86_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c86_EVSENotification} out of range (3 values)', p)
+                    _c86_EVSENotification = _E2[_c86_EVSENotification]
+                    f_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c86_PowerSwitchClosed, _c86_RCD, _c86_NotificationMaxDelay, _c86_EVSENotification)
                     s = 2
                 elif ec == 1:
                     el = 'DC_EVSEStatus'
@@ -13182,10 +14581,11 @@ def _d_PowerDeliveryResType(r):
                     p = r.pos
                     s = 2
                 elif ec == 2:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryResType', p)
                     el = 'EVSEStatus'
-                    r.pos = p
-                    f_EVSEStatus = _d_EVSEStatusType(r)
-                    p = r.pos
+                    f_EVSEStatus = din_msgdatatypes.EVSEStatusType()
                     s = 2
                 else:
                     raise r.deviation('PowerDeliveryResType', p)
@@ -13214,9 +14614,9 @@ def _e_PowerDeliveryResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i23 = _I8.get(v_ResponseCode)
-                    if _i23 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 8) | (_i23 << 1)
+                    _i88 = _I8.get(v_ResponseCode)
+                    if _i88 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 8) | (_i88 << 1)
                     n += 8
                     v_ResponseCode = None
                     s = 1
@@ -13225,11 +14625,35 @@ def _e_PowerDeliveryResType(w, o):
             if s == 1:
                 if v_AC_EVSEStatus is not None:
                     el = 'AC_EVSEStatus'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-                    v = w.v; n = w.n
+                    _o = v_AC_EVSEStatus
+                    _c89_PowerSwitchClosed = _o.PowerSwitchClosed
+                    _c89_RCD = _o.RCD
+                    _c89_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c89_EVSENotification = _o.EVSENotification
+                    if not (_c89_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+                    el = 'PowerSwitchClosed'
+                    if _c89_PowerSwitchClosed is not True and _c89_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c89_PowerSwitchClosed!r}')
+                    if not (_c89_RCD is not None): raise EncodeError('missing content: RCD')
+                    el = 'RCD'
+                    if _c89_RCD is not True and _c89_RCD is not False: raise EncodeError(f'expected a bool, got {_c89_RCD!r}')
+                    if not (_c89_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c89_NotificationMaxDelay < 0 or _c89_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c89_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v = (v << 12) | (_c89_PowerSwitchClosed << 7) | (_c89_RCD << 3)
+                    n += 12
+                    _c89_PowerSwitchClosed = None
+                    _c89_RCD = None
+                    if _c89_NotificationMaxDelay < 128: v = (v << 8) | _c89_NotificationMaxDelay; n += 8
+                    elif _c89_NotificationMaxDelay < 16384: v = (v << 16) | ((_c89_NotificationMaxDelay & 127) << 8) | 32768 | (_c89_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c89_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c89_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i4 = _I3.get(_c89_EVSENotification)
+                    if _i4 is None: raise EncodeError(f'{_c89_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_i4 << 2)
+                    n += 7
+                    _c89_NotificationMaxDelay = None
+                    _c89_EVSENotification = None
                     v_AC_EVSEStatus = None
                     s = 2
                 elif v_DC_EVSEStatus is not None:
@@ -13243,11 +14667,9 @@ def _e_PowerDeliveryResType(w, o):
                     s = 2
                 elif v_EVSEStatus is not None:
                     el = 'EVSEStatus'
-                    v = (v << 2) | 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_EVSEStatusType(w, v_EVSEStatus)
-                    v = w.v; n = w.n
+                    _o = v_EVSEStatus
+                    v = (v << 3) | (2 << 1)
+                    n += 3
                     v_EVSEStatus = None
                     s = 2
                 else:
@@ -13391,11 +14813,11 @@ def _e_PreChargeResType(w, o):
         v_EVSEPresentVoltage = o.EVSEPresentVoltage
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i24 = _I8.get(v_ResponseCode)
-            if _i24 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i91 = _I8.get(v_ResponseCode)
+            if _i91 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'DC_EVSEStatus'
-            v = (v << 9) | (_i24 << 2)
+            v = (v << 9) | (_i91 << 2)
             n += 9
             v_ResponseCode = None
             w.v = v; w.n = n
@@ -13439,6 +14861,9 @@ def _d_RelativeTimeIntervalType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_start = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_start = r.uint(); p = r.pos
                 p += 1
@@ -13458,6 +14883,9 @@ def _d_RelativeTimeIntervalType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_duration = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_duration = r.uint(); p = r.pos
                     p += 2
@@ -13493,6 +14921,7 @@ def _e_RelativeTimeIntervalType(w, o):
                     v <<= 2
                     n += 2
                     if v_start < 128: v = (v << 8) | v_start; n += 8
+                    elif v_start < 16384: v = (v << 16) | ((v_start & 127) << 8) | 32768 | (v_start >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_start); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -13507,6 +14936,7 @@ def _e_RelativeTimeIntervalType(w, o):
                     v <<= 3
                     n += 3
                     if v_duration < 128: v = (v << 8) | v_duration; n += 8
+                    elif v_duration < 16384: v = (v << 16) | ((v_duration & 127) << 8) | 32768 | (v_duration >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -13660,6 +15090,9 @@ def _d_SAScheduleTupleType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_SAScheduleTupleID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_SAScheduleTupleID = r.uint(); p = r.pos
                 p += 2
@@ -13715,6 +15148,7 @@ def _e_SAScheduleTupleType(w, o):
                     n += 3
                     _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
                     el = 'PMaxSchedule'
@@ -13771,6 +15205,9 @@ def _d_PMaxScheduleType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_PMaxScheduleID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_PMaxScheduleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_PMaxScheduleID = r.uint(); p = r.pos
                 p += 2
@@ -13843,6 +15280,7 @@ def _e_PMaxScheduleType(w, o):
                     n += 3
                     _m = (-v_PMaxScheduleID - 1 if v_PMaxScheduleID < 0 else v_PMaxScheduleID)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (i_PMaxScheduleEntry < n_PMaxScheduleEntry): raise EncodeError('missing content: PMaxScheduleEntry')
                     el = 'PMaxScheduleEntry'
@@ -13922,6 +15360,9 @@ def _d_SalesTariffType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_SalesTariffID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_SalesTariffID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_SalesTariffID = r.uint(); p = r.pos
                 p += 1
@@ -14028,9 +15469,11 @@ def _e_SalesTariffType(w, o):
                     el = '@Id'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_SalesTariffID is not None): raise EncodeError('missing content: SalesTariffID')
                     el = 'SalesTariffID'
                     if v_SalesTariffID < -32768 or v_SalesTariffID > 32767: raise EncodeError(f'value {v_SalesTariffID!r} outside [-32768, 32767]')
@@ -14039,6 +15482,7 @@ def _e_SalesTariffType(w, o):
                     v_Id = None
                     _m = (-v_SalesTariffID - 1 if v_SalesTariffID < 0 else v_SalesTariffID)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -14051,10 +15495,12 @@ def _e_SalesTariffType(w, o):
                     el = 'SalesTariffDescription'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_SalesTariffDescription) > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
-                    w.string(v_SalesTariffDescription)
-                    v = w.v; n = w.n
+                    _l = len(v_SalesTariffDescription)
+                    if _l < 126 and v_SalesTariffDescription.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_SalesTariffDescription.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_SalesTariffDescription); v = w.v; n = w.n
                     if not (v_NumEPriceLevels is not None): raise EncodeError('missing content: NumEPriceLevels')
                     el = 'NumEPriceLevels'
                     if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
@@ -14143,10 +15589,11 @@ def _d_SalesTariffEntryType(r):
                     p = r.pos
                     s = 1
                 elif ec == 1:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffEntryType', p)
                     el = 'TimeInterval'
-                    r.pos = p
-                    f_TimeInterval = _d_IntervalType(r)
-                    p = r.pos
+                    f_TimeInterval = din_msgdatatypes.IntervalType()
                     s = 1
                 else:
                     raise r.deviation('SalesTariffEntryType', p)
@@ -14222,11 +15669,9 @@ def _e_SalesTariffEntryType(w, o):
                     s = 1
                 elif v_TimeInterval is not None:
                     el = 'TimeInterval'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_IntervalType(w, v_TimeInterval)
-                    v = w.v; n = w.n
+                    _o = v_TimeInterval
+                    v = (v << 3) | (1 << 1)
+                    n += 3
                     v_TimeInterval = None
                     s = 1
                 else:
@@ -14296,6 +15741,9 @@ def _d_ConsumptionCostType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_startValue = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_startValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_startValue = r.uint(); p = r.pos
                 p += 1
@@ -14360,6 +15808,7 @@ def _e_ConsumptionCostType(w, o):
                     v <<= 2
                     n += 2
                     if v_startValue < 128: v = (v << 8) | v_startValue; n += 8
+                    elif v_startValue < 16384: v = (v << 16) | ((v_startValue & 127) << 8) | 32768 | (v_startValue >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_startValue); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -14427,6 +15876,9 @@ def _d_CostType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_amount = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_amount = r.uint(); p = r.pos
                 p += 1
@@ -14471,15 +15923,16 @@ def _e_CostType(w, o):
             if s == 0:
                 if v_costKind is not None:
                     el = 'costKind'
-                    _i25 = _I17.get(v_costKind)
-                    if _i25 is None: raise EncodeError(f'{v_costKind!r} is not one of the enumeration costKindType')
+                    _i94 = _I17.get(v_costKind)
+                    if _i94 is None: raise EncodeError(f'{v_costKind!r} is not one of the enumeration costKindType')
                     if not (v_amount is not None): raise EncodeError('missing content: amount')
                     el = 'amount'
                     if v_amount < 0 or v_amount > 4294967295: raise EncodeError(f'value {v_amount!r} outside [0, 4294967295]')
-                    v = (v << 7) | (_i25 << 3)
+                    v = (v << 7) | (_i94 << 3)
                     n += 7
                     v_costKind = None
                     if v_amount < 128: v = (v << 8) | v_amount; n += 8
+                    elif v_amount < 16384: v = (v << 16) | ((v_amount & 127) << 8) | 32768 | (v_amount >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_amount); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -14558,9 +16011,9 @@ def _e_ServiceChargeType(w, o):
             if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
             if not (v_EnergyTransferType is not None): raise EncodeError('missing content: EnergyTransferType')
             el = 'EnergyTransferType'
-            _i26 = _I19.get(v_EnergyTransferType)
-            if _i26 is None: raise EncodeError(f'{v_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
-            v = (v << 12) | (v_FreeService << 9) | (_i26 << 2)
+            _i95 = _I19.get(v_EnergyTransferType)
+            if _i95 is None: raise EncodeError(f'{v_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
+            v = (v << 12) | (v_FreeService << 9) | (_i95 << 2)
             n += 12
             v_ServiceTag = None
             v_FreeService = None
@@ -14650,6 +16103,9 @@ def _d_ServiceTagType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_ServiceID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_ServiceID = r.uint(); p = r.pos
                 p += 1
@@ -14734,6 +16190,7 @@ def _e_ServiceTagType(w, o):
                     v <<= 2
                     n += 2
                     if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+                    elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -14746,24 +16203,26 @@ def _e_ServiceTagType(w, o):
                     el = 'ServiceName'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_ServiceName) > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
-                    w.string(v_ServiceName)
-                    v = w.v; n = w.n
+                    _l = len(v_ServiceName)
+                    if _l < 126 and v_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
                     if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
                     el = 'ServiceCategory'
-                    _i27 = _I21.get(v_ServiceCategory)
-                    if _i27 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_i27 << 1)
+                    _i96 = _I21.get(v_ServiceCategory)
+                    if _i96 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_i96 << 1)
                     n += 6
                     v_ServiceName = None
                     v_ServiceCategory = None
                     s = 3
                 elif v_ServiceCategory is not None:
                     el = 'ServiceCategory'
-                    _i28 = _I21.get(v_ServiceCategory)
-                    if _i28 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_i28 << 1)
+                    _i97 = _I21.get(v_ServiceCategory)
+                    if _i97 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_i97 << 1)
                     n += 6
                     v_ServiceCategory = None
                     s = 3
@@ -14774,10 +16233,12 @@ def _e_ServiceTagType(w, o):
                     el = 'ServiceScope'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_ServiceScope) > 32: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 32]')
-                    w.string(v_ServiceScope)
-                    v = w.v; n = w.n
+                    _l = len(v_ServiceScope)
+                    if _l < 126 and v_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
                     v <<= 2
                     n += 2
                     v_ServiceScope = None
@@ -14808,6 +16269,9 @@ def _d_ServiceDetailReqType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ServiceID = r.uint(); p = r.pos
         p += 2
@@ -14833,6 +16297,7 @@ def _e_ServiceDetailReqType(w, o):
             v <<= 2
             n += 2
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -14869,6 +16334,9 @@ def _d_ServiceDetailResType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_ServiceID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_ServiceID = r.uint(); p = r.pos
                 p += 1
@@ -14913,15 +16381,16 @@ def _e_ServiceDetailResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i29 = _I8.get(v_ResponseCode)
-                    if _i29 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i98 = _I8.get(v_ResponseCode)
+                    if _i98 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_ServiceID is not None): raise EncodeError('missing content: ServiceID')
                     el = 'ServiceID'
                     if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    v = (v << 10) | (_i29 << 3)
+                    v = (v << 10) | (_i98 << 3)
                     n += 10
                     v_ResponseCode = None
                     if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+                    elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -15088,6 +16557,9 @@ def _d_ParameterSetType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_ParameterSetID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_ParameterSetID = r.uint(); p = r.pos
                 p += 2
@@ -15166,6 +16638,7 @@ def _e_ParameterSetType(w, o):
                     n += 3
                     _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
                     el = 'Parameter'
@@ -15278,6 +16751,9 @@ def _d_ParameterType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_shortValue = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_shortValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_shortValue = r.uint(); p = r.pos
                     p += 2
@@ -15297,6 +16773,9 @@ def _d_ParameterType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_intValue = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_intValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_intValue = r.uint(); p = r.pos
                     p += 2
@@ -15356,14 +16835,16 @@ def _e_ParameterType(w, o):
                     el = '@Name'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Name)
-                    v = w.v; n = w.n
+                    _l = len(v_Name)
+                    if _l < 126 and v_Name.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Name.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Name); v = w.v; n = w.n
                     if not (v_ValueType is not None): raise EncodeError('missing content: ValueType')
                     el = '@ValueType'
-                    _i30 = _I23.get(v_ValueType)
-                    if _i30 is None: raise EncodeError(f'{v_ValueType!r} is not one of the enumeration valueType')
-                    v = (v << 4) | _i30
+                    _i99 = _I23.get(v_ValueType)
+                    if _i99 is None: raise EncodeError(f'{v_ValueType!r} is not one of the enumeration valueType')
+                    v = (v << 4) | _i99
                     n += 4
                     v_Name = None
                     v_ValueType = None
@@ -15394,6 +16875,7 @@ def _e_ParameterType(w, o):
                     n += 5
                     _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -15407,6 +16889,7 @@ def _e_ParameterType(w, o):
                     n += 5
                     _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -15429,9 +16912,11 @@ def _e_ParameterType(w, o):
                     el = 'stringValue'
                     v = (v << 4) | (5 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_stringValue)
-                    v = w.v; n = w.n
+                    _l = len(v_stringValue)
+                    if _l < 126 and v_stringValue.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_stringValue.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_stringValue); v = w.v; n = w.n
                     v <<= 2
                     n += 2
                     v_stringValue = None
@@ -15526,19 +17011,21 @@ def _e_ServiceDiscoveryReqType(w, o):
                     el = 'ServiceScope'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_ServiceScope) > 32: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 32]')
-                    w.string(v_ServiceScope)
-                    v = w.v; n = w.n
+                    _l = len(v_ServiceScope)
+                    if _l < 126 and v_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_ServiceScope = None
                     s = 1
                 elif v_ServiceCategory is not None:
                     el = 'ServiceCategory'
-                    _i31 = _I21.get(v_ServiceCategory)
-                    if _i31 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_i31 << 1)
+                    _i100 = _I21.get(v_ServiceCategory)
+                    if _i100 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_i100 << 1)
                     n += 6
                     v_ServiceCategory = None
                     s = 2
@@ -15550,9 +17037,9 @@ def _e_ServiceDiscoveryReqType(w, o):
             if s == 1:
                 if v_ServiceCategory is not None:
                     el = 'ServiceCategory'
-                    _i32 = _I21.get(v_ServiceCategory)
-                    if _i32 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_i32 << 1)
+                    _i101 = _I21.get(v_ServiceCategory)
+                    if _i101 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_i101 << 1)
                     n += 6
                     v_ServiceCategory = None
                     s = 2
@@ -15597,13 +17084,26 @@ def _d_ServiceDiscoveryResType(r):
                 r.pos = p
                 f_PaymentOptions = _d_PaymentOptionsType(r)
                 p = r.pos
-                p += 1
+                p += 2
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ServiceDiscoveryResType', p)
                 el = 'ChargeService'
+                el = 'ServiceTag'
                 r.pos = p
-                f_ChargeService = _d_ServiceChargeType(r)
+                _c102_ServiceTag = _d_ServiceTagType(r)
                 p = r.pos
+                p += 12
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 4095
+                if x & 3523: raise r.deviation('ServiceDiscoveryResType', p)
+                el = 'FreeService'
+                _c102_FreeService = ((x >> 9) & 1) == 1
+                el = 'EnergyTransferType'
+                _c102_EnergyTransferType = ((x >> 2) & 15)
+                if _c102_EnergyTransferType >= 10: raise DecodeError(f'enumeration index {_c102_EnergyTransferType} out of range (10 values)', p)
+                _c102_EnergyTransferType = _E18[_c102_EnergyTransferType]
+                f_ChargeService = din_msgdatatypes.ServiceChargeType(_c102_ServiceTag, _c102_FreeService, _c102_EnergyTransferType)
                 s = 3
             if s == 3:
                 p += 2
@@ -15643,11 +17143,11 @@ def _e_ServiceDiscoveryResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i33 = _I8.get(v_ResponseCode)
-                    if _i33 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i103 = _I8.get(v_ResponseCode)
+                    if _i103 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_PaymentOptions is not None): raise EncodeError('missing content: PaymentOptions')
                     el = 'PaymentOptions'
-                    v = (v << 9) | (_i33 << 2)
+                    v = (v << 9) | (_i103 << 2)
                     n += 9
                     v_ResponseCode = None
                     w.v = v; w.n = n
@@ -15655,12 +17155,30 @@ def _e_ServiceDiscoveryResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ChargeService is not None): raise EncodeError('missing content: ChargeService')
                     el = 'ChargeService'
-                    v <<= 1
-                    n += 1
+                    _o = v_ChargeService
+                    _c104_ServiceTag = _o.ServiceTag
+                    _c104_FreeService = _o.FreeService
+                    _c104_EnergyTransferType = _o.EnergyTransferType
+                    if not (_c104_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
+                    el = 'ServiceTag'
+                    v <<= 2
+                    n += 2
                     v_PaymentOptions = None
                     w.v = v; w.n = n
-                    _e_ServiceChargeType(w, v_ChargeService)
+                    _e_ServiceTagType(w, _c104_ServiceTag)
                     v = w.v; n = w.n
+                    if not (_c104_FreeService is not None): raise EncodeError('missing content: FreeService')
+                    el = 'FreeService'
+                    if _c104_FreeService is not True and _c104_FreeService is not False: raise EncodeError(f'expected a bool, got {_c104_FreeService!r}')
+                    if not (_c104_EnergyTransferType is not None): raise EncodeError('missing content: EnergyTransferType')
+                    el = 'EnergyTransferType'
+                    _i105 = _I19.get(_c104_EnergyTransferType)
+                    if _i105 is None: raise EncodeError(f'{_c104_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
+                    v = (v << 12) | (_c104_FreeService << 9) | (_i105 << 2)
+                    n += 12
+                    _c104_ServiceTag = None
+                    _c104_FreeService = None
+                    _c104_EnergyTransferType = None
                     v_ChargeService = None
                     s = 3
                 else:
@@ -15762,9 +17280,9 @@ def _e_PaymentOptionsType(w, o):
             if s == 0:
                 if i_PaymentOption < n_PaymentOption:
                     el = 'PaymentOption'
-                    _i34 = _I25.get(v_PaymentOption[i_PaymentOption])
-                    if _i34 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                    v = (v << 4) | (_i34 << 1)
+                    _i106 = _I25.get(v_PaymentOption[i_PaymentOption])
+                    if _i106 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+                    v = (v << 4) | (_i106 << 1)
                     n += 4
                     i_PaymentOption += 1
                     s = 1
@@ -15773,9 +17291,9 @@ def _e_PaymentOptionsType(w, o):
             if s == 1:
                 if i_PaymentOption < n_PaymentOption:
                     el = 'PaymentOption'
-                    _i35 = _I25.get(v_PaymentOption[i_PaymentOption])
-                    if _i35 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                    v = (v << 5) | (_i35 << 1)
+                    _i107 = _I25.get(v_PaymentOption[i_PaymentOption])
+                    if _i107 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+                    v = (v << 5) | (_i107 << 1)
                     n += 5
                     i_PaymentOption += 1
                     s = 2
@@ -15788,9 +17306,9 @@ def _e_PaymentOptionsType(w, o):
                 while True:
                     if i_PaymentOption < n_PaymentOption:
                         el = 'PaymentOption'
-                        _i36 = _I25.get(v_PaymentOption[i_PaymentOption])
-                        if _i36 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                        v = (v << 5) | (_i36 << 1)
+                        _i108 = _I25.get(v_PaymentOption[i_PaymentOption])
+                        if _i108 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+                        v = (v << 5) | (_i108 << 1)
                         n += 5
                         i_PaymentOption += 1
                     elif True:
@@ -15814,13 +17332,22 @@ def _d_ServiceTagListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
+                p += 2
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceTagListType', p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ServiceTagListType', p)
                 el = 'Service'
+                el = 'ServiceTag'
                 r.pos = p
-                _v = _d_ServiceType(r)
+                _c109_ServiceTag = _d_ServiceTagType(r)
                 p = r.pos
+                p += 5
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 31
+                if x & 27: raise r.deviation('ServiceTagListType', p)
+                el = 'FreeService'
+                _c109_FreeService = ((x >> 2) & 1) == 1
+                _v = din_msgdatatypes.ServiceType(_c109_ServiceTag, _c109_FreeService)
                 f_Service.append(_v)
                 s = 1
             if s == 1:
@@ -15828,10 +17355,21 @@ def _d_ServiceTagListType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ServiceTagListType', p)
                     el = 'Service'
+                    el = 'ServiceTag'
                     r.pos = p
-                    _v = _d_ServiceType(r)
+                    _c110_ServiceTag = _d_ServiceTagType(r)
                     p = r.pos
+                    p += 5
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 31
+                    if x & 27: raise r.deviation('ServiceTagListType', p)
+                    el = 'FreeService'
+                    _c110_FreeService = ((x >> 2) & 1) == 1
+                    _v = din_msgdatatypes.ServiceType(_c110_ServiceTag, _c110_FreeService)
                     f_Service.append(_v)
                     s = 2
                 elif ec == 1:
@@ -15845,10 +17383,21 @@ def _d_ServiceTagListType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ServiceTagListType', p)
                         el = 'Service'
+                        el = 'ServiceTag'
                         r.pos = p
-                        _v = _d_ServiceType(r)
+                        _c111_ServiceTag = _d_ServiceTagType(r)
                         p = r.pos
+                        p += 5
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 31
+                        if x & 27: raise r.deviation('ServiceTagListType', p)
+                        el = 'FreeService'
+                        _c111_FreeService = ((x >> 2) & 1) == 1
+                        _v = din_msgdatatypes.ServiceType(_c111_ServiceTag, _c111_FreeService)
                         f_Service.append(_v)
                     elif ec == 1:
                         pass
@@ -15875,11 +17424,23 @@ def _e_ServiceTagListType(w, o):
             if s == 0:
                 if i_Service < n_Service:
                     el = 'Service'
-                    v <<= 1
-                    n += 1
+                    _o = v_Service[i_Service]
+                    _c112_ServiceTag = _o.ServiceTag
+                    _c112_FreeService = _o.FreeService
+                    if not (_c112_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
+                    el = 'ServiceTag'
+                    v <<= 2
+                    n += 2
                     w.v = v; w.n = n
-                    _e_ServiceType(w, v_Service[i_Service])
+                    _e_ServiceTagType(w, _c112_ServiceTag)
                     v = w.v; n = w.n
+                    if not (_c112_FreeService is not None): raise EncodeError('missing content: FreeService')
+                    el = 'FreeService'
+                    if _c112_FreeService is not True and _c112_FreeService is not False: raise EncodeError(f'expected a bool, got {_c112_FreeService!r}')
+                    v = (v << 5) | (_c112_FreeService << 2)
+                    n += 5
+                    _c112_ServiceTag = None
+                    _c112_FreeService = None
                     i_Service += 1
                     s = 1
                 else:
@@ -15887,11 +17448,23 @@ def _e_ServiceTagListType(w, o):
             if s == 1:
                 if i_Service < n_Service:
                     el = 'Service'
-                    v <<= 2
-                    n += 2
+                    _o = v_Service[i_Service]
+                    _c113_ServiceTag = _o.ServiceTag
+                    _c113_FreeService = _o.FreeService
+                    if not (_c113_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
+                    el = 'ServiceTag'
+                    v <<= 3
+                    n += 3
                     w.v = v; w.n = n
-                    _e_ServiceType(w, v_Service[i_Service])
+                    _e_ServiceTagType(w, _c113_ServiceTag)
                     v = w.v; n = w.n
+                    if not (_c113_FreeService is not None): raise EncodeError('missing content: FreeService')
+                    el = 'FreeService'
+                    if _c113_FreeService is not True and _c113_FreeService is not False: raise EncodeError(f'expected a bool, got {_c113_FreeService!r}')
+                    v = (v << 5) | (_c113_FreeService << 2)
+                    n += 5
+                    _c113_ServiceTag = None
+                    _c113_FreeService = None
                     i_Service += 1
                     s = 2
                 elif True:
@@ -15903,11 +17476,23 @@ def _e_ServiceTagListType(w, o):
                 while True:
                     if i_Service < n_Service:
                         el = 'Service'
-                        v <<= 2
-                        n += 2
+                        _o = v_Service[i_Service]
+                        _c114_ServiceTag = _o.ServiceTag
+                        _c114_FreeService = _o.FreeService
+                        if not (_c114_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
+                        el = 'ServiceTag'
+                        v <<= 3
+                        n += 3
                         w.v = v; w.n = n
-                        _e_ServiceType(w, v_Service[i_Service])
+                        _e_ServiceTagType(w, _c114_ServiceTag)
                         v = w.v; n = w.n
+                        if not (_c114_FreeService is not None): raise EncodeError('missing content: FreeService')
+                        el = 'FreeService'
+                        if _c114_FreeService is not True and _c114_FreeService is not False: raise EncodeError(f'expected a bool, got {_c114_FreeService!r}')
+                        v = (v << 5) | (_c114_FreeService << 2)
+                        n += 5
+                        _c114_ServiceTag = None
+                        _c114_FreeService = None
                         i_Service += 1
                     elif True:
                         v = (v << 2) | 1
@@ -15956,11 +17541,11 @@ def _e_ServicePaymentSelectionReqType(w, o):
         v_SelectedServiceList = o.SelectedServiceList
         if v_SelectedPaymentOption is not None:
             el = 'SelectedPaymentOption'
-            _i37 = _I25.get(v_SelectedPaymentOption)
-            if _i37 is None: raise EncodeError(f'{v_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+            _i115 = _I25.get(v_SelectedPaymentOption)
+            if _i115 is None: raise EncodeError(f'{v_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
             if not (v_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
             el = 'SelectedServiceList'
-            v = (v << 5) | (_i37 << 2)
+            v = (v << 5) | (_i115 << 2)
             n += 5
             v_SelectedPaymentOption = None
             w.v = v; w.n = n
@@ -16112,6 +17697,9 @@ def _d_SelectedServiceType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_ServiceID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_ServiceID = r.uint(); p = r.pos
                 p += 1
@@ -16133,6 +17721,9 @@ def _d_SelectedServiceType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_ParameterSetID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_ParameterSetID = r.uint(); p = r.pos
                     p += 2
@@ -16169,6 +17760,7 @@ def _e_SelectedServiceType(w, o):
                     v <<= 2
                     n += 2
                     if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+                    elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -16184,6 +17776,7 @@ def _e_SelectedServiceType(w, o):
                     n += 4
                     _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -16229,9 +17822,9 @@ def _e_ServicePaymentSelectionResType(w, o):
         v_ResponseCode = o.ResponseCode
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i38 = _I8.get(v_ResponseCode)
-            if _i38 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 9) | (_i38 << 2)
+            _i116 = _I8.get(v_ResponseCode)
+            if _i116 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 9) | (_i116 << 2)
             n += 9
             v_ResponseCode = None
             if v_ResponseCode is not None: raise _leftover(o)
@@ -16336,6 +17929,9 @@ def _d_SessionSetupResType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_DateTimeNow = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_DateTimeNow = r.uint(); p = r.pos
                     p += 2
@@ -16369,11 +17965,11 @@ def _e_SessionSetupResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i39 = _I8.get(v_ResponseCode)
-                    if _i39 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i117 = _I8.get(v_ResponseCode)
+                    if _i117 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                     el = 'EVSEID'
-                    v = (v << 10) | (_i39 << 3)
+                    v = (v << 10) | (_i117 << 3)
                     n += 10
                     v_ResponseCode = None
                     w.v = v; w.n = n
@@ -16394,6 +17990,7 @@ def _e_SessionSetupResType(w, o):
                     n += 4
                     _m = (-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -16467,9 +18064,9 @@ def _e_SessionStopResType(w, o):
         v_ResponseCode = o.ResponseCode
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i40 = _I8.get(v_ResponseCode)
-            if _i40 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 9) | (_i40 << 2)
+            _i118 = _I8.get(v_ResponseCode)
+            if _i118 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 9) | (_i118 << 2)
             n += 9
             v_ResponseCode = None
             if v_ResponseCode is not None: raise _leftover(o)
@@ -16607,9 +18204,11 @@ def _e_SignatureType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
                     v <<= 1
@@ -16814,9 +18413,11 @@ def _e_SignedInfoType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
                     v <<= 1
@@ -16927,6 +18528,9 @@ def _d_SignatureMethodType(r, key):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
                     p += 1
@@ -16961,6 +18565,9 @@ def _d_SignatureMethodType(r, key):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
                     p += 1
@@ -17035,9 +18642,11 @@ def _e_SignatureMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -17050,6 +18659,7 @@ def _e_SignatureMethodType(w, o):
                     n += 5
                     _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -17068,6 +18678,7 @@ def _e_SignatureMethodType(w, o):
                     n += 5
                     _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -17153,9 +18764,11 @@ def _e_SignatureValueType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_value is not None): raise EncodeError('missing content: text')
                     v <<= 1
                     n += 1
@@ -17278,9 +18891,11 @@ def _e_SignaturePropertiesType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
                     v <<= 1
@@ -17455,26 +19070,32 @@ def _e_SignaturePropertyType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
                     v <<= 1
                     n += 1
                     v_Id = None
-                    w.v = v; w.n = n
-                    w.string(v_Target)
-                    v = w.v; n = w.n
+                    _l = len(v_Target)
+                    if _l < 126 and v_Target.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Target.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Target); v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 elif v_Target is not None:
                     el = '@Target'
                     v = (v << 2) | 1
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Target)
-                    v = w.v; n = w.n
+                    _l = len(v_Target)
+                    if _l < 126 and v_Target.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Target.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Target); v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 else:
@@ -17774,9 +19395,9 @@ def _e_NotificationType(w, o):
             if s == 0:
                 if v_FaultCode is not None:
                     el = 'FaultCode'
-                    _i41 = _I27.get(v_FaultCode)
-                    if _i41 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
-                    v = (v << 5) | (_i41 << 1)
+                    _i119 = _I27.get(v_FaultCode)
+                    if _i119 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
+                    v = (v << 5) | (_i119 << 1)
                     n += 5
                     v_FaultCode = None
                     s = 1
@@ -17787,10 +19408,12 @@ def _e_NotificationType(w, o):
                     el = 'FaultMsg'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_FaultMsg) > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
-                    w.string(v_FaultMsg)
-                    v = w.v; n = w.n
+                    _l = len(v_FaultMsg)
+                    if _l < 126 and v_FaultMsg.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_FaultMsg.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_FaultMsg); v = w.v; n = w.n
                     v <<= 2
                     n += 2
                     v_FaultMsg = None
@@ -17854,22 +19477,47 @@ def _d_BodyType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 63
                 if ec == 0:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'BodyElement'
-                    r.pos = p
-                    f_BodyElement = _d_BodyBaseType(r)
-                    p = r.pos
+                    f_BodyElement = din_msgdef.BodyBaseType()
                     s = 1
                 elif ec == 1:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'CableCheckReq'
+                    el = 'DC_EVStatus'
                     r.pos = p
-                    f_CableCheckReq = _d_CableCheckReqType(r)
+                    _c121_DC_EVStatus = _d_DC_EVStatusType(r)
                     p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    f_CableCheckReq = din_msgbody.CableCheckReqType(_c121_DC_EVStatus)
                     s = 1
                 elif ec == 2:
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
                     el = 'CableCheckRes'
+                    el = 'ResponseCode'
+                    _c122_ResponseCode = ((x >> 2) & 31)
+                    if _c122_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c122_ResponseCode} out of range (23 values)', p)
+                    _c122_ResponseCode = _E6[_c122_ResponseCode]
+                    el = 'DC_EVSEStatus'
                     r.pos = p
-                    f_CableCheckRes = _d_CableCheckResType(r)
+                    _c122_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
                     p = r.pos
+                    p += 5
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 31
+                    if x & 27: raise r.deviation('BodyType', p)
+                    el = 'EVSEProcessing'
+                    _c122_EVSEProcessing = _E7[((x >> 2) & 1)]
+                    f_CableCheckRes = din_msgbody.CableCheckResType(_c122_ResponseCode, _c122_DC_EVSEStatus, _c122_EVSEProcessing)
                     s = 1
                 elif ec == 3:
                     el = 'CertificateInstallationReq'
@@ -17878,10 +19526,58 @@ def _d_BodyType(r):
                     p = r.pos
                     s = 1
                 elif ec == 4:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'CertificateInstallationRes'
+                    el = '@Id'
                     r.pos = p
-                    f_CertificateInstallationRes = _d_CertificateInstallationResType(r)
+                    _c123_Id = r.string(18)
                     p = r.pos
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
+                    el = 'ResponseCode'
+                    _c123_ResponseCode = ((x >> 2) & 31)
+                    if _c123_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c123_ResponseCode} out of range (23 values)', p)
+                    _c123_ResponseCode = _E6[_c123_ResponseCode]
+                    el = 'ContractSignatureCertChain'
+                    r.pos = p
+                    _c123_ContractSignatureCertChain = _d_CertificateChainType(r)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    el = 'ContractSignatureEncryptedPrivateKey'
+                    r.pos = p
+                    _c123_ContractSignatureEncryptedPrivateKey = r.binary()
+                    if len(_c123_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(_c123_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
+                    p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('BodyType', p)
+                    el = 'DHParams'
+                    r.pos = p
+                    _c123_DHParams = r.binary()
+                    if len(_c123_DHParams) > 256: raise DecodeError(f'length {len(_c123_DHParams)} outside [0, 256]', r.pos)
+                    p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('BodyType', p)
+                    el = 'ContractID'
+                    r.pos = p
+                    _c123_ContractID = r.string(23)
+                    if len(_c123_ContractID) > 24: raise DecodeError(f'length {len(_c123_ContractID)} outside [0, 24]', r.pos)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    f_CertificateInstallationRes = din_msgbody.CertificateInstallationResType(_c123_Id, _c123_ResponseCode, _c123_ContractSignatureCertChain, _c123_ContractSignatureEncryptedPrivateKey, _c123_DHParams, _c123_ContractID)
                     s = 1
                 elif ec == 5:
                     el = 'CertificateUpdateReq'
@@ -17890,10 +19586,74 @@ def _d_BodyType(r):
                     p = r.pos
                     s = 1
                 elif ec == 6:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'CertificateUpdateRes'
+                    el = '@Id'
                     r.pos = p
-                    f_CertificateUpdateRes = _d_CertificateUpdateResType(r)
+                    _c124_Id = r.string(18)
                     p = r.pos
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
+                    el = 'ResponseCode'
+                    _c124_ResponseCode = ((x >> 2) & 31)
+                    if _c124_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c124_ResponseCode} out of range (23 values)', p)
+                    _c124_ResponseCode = _E6[_c124_ResponseCode]
+                    el = 'ContractSignatureCertChain'
+                    r.pos = p
+                    _c124_ContractSignatureCertChain = _d_CertificateChainType(r)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    el = 'ContractSignatureEncryptedPrivateKey'
+                    r.pos = p
+                    _c124_ContractSignatureEncryptedPrivateKey = r.binary()
+                    if len(_c124_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(_c124_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
+                    p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('BodyType', p)
+                    el = 'DHParams'
+                    r.pos = p
+                    _c124_DHParams = r.binary()
+                    if len(_c124_DHParams) > 256: raise DecodeError(f'length {len(_c124_DHParams)} outside [0, 256]', r.pos)
+                    p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('BodyType', p)
+                    el = 'ContractID'
+                    r.pos = p
+                    _c124_ContractID = r.string(23)
+                    if len(_c124_ContractID) > 24: raise DecodeError(f'length {len(_c124_ContractID)} outside [0, 24]', r.pos)
+                    p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('BodyType', p)
+                    el = 'RetryCounter'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c124_RetryCounter = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c124_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c124_RetryCounter = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    if _neg: _c124_RetryCounter = -_c124_RetryCounter - 1
+                    if _c124_RetryCounter < -32768 or _c124_RetryCounter > 32767: raise DecodeError(f'value {_c124_RetryCounter} outside [-32768, 32767]', p)
+                    f_CertificateUpdateRes = din_msgbody.CertificateUpdateResType(_c124_Id, _c124_ResponseCode, _c124_ContractSignatureCertChain, _c124_ContractSignatureEncryptedPrivateKey, _c124_DHParams, _c124_ContractID, _c124_RetryCounter)
                     s = 1
                 elif ec == 7:
                     el = 'ChargeParameterDiscoveryReq'
@@ -17908,10 +19668,11 @@ def _d_BodyType(r):
                     p = r.pos
                     s = 1
                 elif ec == 9:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'ChargingStatusReq'
-                    r.pos = p
-                    f_ChargingStatusReq = _d_ChargingStatusReqType(r)
-                    p = r.pos
+                    f_ChargingStatusReq = din_msgbody.ChargingStatusReqType()
                     s = 1
                 elif ec == 10:
                     el = 'ChargingStatusRes'
@@ -17926,10 +19687,18 @@ def _d_BodyType(r):
                     p = r.pos
                     s = 1
                 elif ec == 12:
+                    p += 13
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 8191
+                    if x & 6203: raise r.deviation('BodyType', p)
                     el = 'ContractAuthenticationRes'
-                    r.pos = p
-                    f_ContractAuthenticationRes = _d_ContractAuthenticationResType(r)
-                    p = r.pos
+                    el = 'ResponseCode'
+                    _c126_ResponseCode = ((x >> 6) & 31)
+                    if _c126_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c126_ResponseCode} out of range (23 values)', p)
+                    _c126_ResponseCode = _E6[_c126_ResponseCode]
+                    el = 'EVSEProcessing'
+                    _c126_EVSEProcessing = _E7[((x >> 2) & 1)]
+                    f_ContractAuthenticationRes = din_msgbody.ContractAuthenticationResType(_c126_ResponseCode, _c126_EVSEProcessing)
                     s = 1
                 elif ec == 13:
                     el = 'CurrentDemandReq'
@@ -17950,22 +19719,100 @@ def _d_BodyType(r):
                     p = r.pos
                     s = 1
                 elif ec == 16:
+                    p += 19
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 524287
+                    if x & 397175: raise r.deviation('BodyType', p)
                     el = 'MeteringReceiptRes'
-                    r.pos = p
-                    f_MeteringReceiptRes = _d_MeteringReceiptResType(r)
-                    p = r.pos
+                    el = 'ResponseCode'
+                    _c127_ResponseCode = ((x >> 12) & 31)
+                    if _c127_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c127_ResponseCode} out of range (23 values)', p)
+                    _c127_ResponseCode = _E6[_c127_ResponseCode]
+                    el = 'AC_EVSEStatus'
+                    el = 'PowerSwitchClosed'
+                    _c128_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                    el = 'RCD'
+                    _c128_RCD = ((x >> 3) & 1) == 1
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c128_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c128_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c128_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 8
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 255
+                    if x & 231: raise r.deviation('BodyType', p)
+                    if _c128_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c128_NotificationMaxDelay} outside [0, 4294967295]', p)
+                    el = 'EVSENotification'
+                    _c128_EVSENotification = ((x >> 3) & 3)
+                    if _c128_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c128_EVSENotification} out of range (3 values)', p)
+                    _c128_EVSENotification = _E2[_c128_EVSENotification]
+                    _c127_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c128_PowerSwitchClosed, _c128_RCD, _c128_NotificationMaxDelay, _c128_EVSENotification)
+                    f_MeteringReceiptRes = din_msgbody.MeteringReceiptResType(_c127_ResponseCode, _c127_AC_EVSEStatus)
                     s = 1
                 elif ec == 17:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
                     el = 'PaymentDetailsReq'
+                    el = 'ContractID'
                     r.pos = p
-                    f_PaymentDetailsReq = _d_PaymentDetailsReqType(r)
+                    _c129_ContractID = r.string(23)
+                    if len(_c129_ContractID) > 24: raise DecodeError(f'length {len(_c129_ContractID)} outside [0, 24]', r.pos)
                     p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    el = 'ContractSignatureCertChain'
+                    r.pos = p
+                    _c129_ContractSignatureCertChain = _d_CertificateChainType(r)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    f_PaymentDetailsReq = din_msgbody.PaymentDetailsReqType(_c129_ContractID, _c129_ContractSignatureCertChain)
                     s = 1
                 elif ec == 18:
+                    p += 10
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 1023
+                    if x & 775: raise r.deviation('BodyType', p)
                     el = 'PaymentDetailsRes'
+                    el = 'ResponseCode'
+                    _c130_ResponseCode = ((x >> 3) & 31)
+                    if _c130_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c130_ResponseCode} out of range (23 values)', p)
+                    _c130_ResponseCode = _E6[_c130_ResponseCode]
+                    el = 'GenChallenge'
                     r.pos = p
-                    f_PaymentDetailsRes = _d_PaymentDetailsResType(r)
+                    _c130_GenChallenge = r.string(34)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('BodyType', p)
+                    el = 'DateTimeNow'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c130_DateTimeNow = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c130_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c130_DateTimeNow = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    if _neg: _c130_DateTimeNow = -_c130_DateTimeNow - 1
+                    if _c130_DateTimeNow < -9223372036854775808 or _c130_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {_c130_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', p)
+                    f_PaymentDetailsRes = din_msgbody.PaymentDetailsResType(_c130_ResponseCode, _c130_GenChallenge, _c130_DateTimeNow)
                     s = 1
                 elif ec == 19:
                     el = 'PowerDeliveryReq'
@@ -17980,22 +19827,80 @@ def _d_BodyType(r):
                     p = r.pos
                     s = 1
                 elif ec == 21:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'PreChargeReq'
+                    el = 'DC_EVStatus'
                     r.pos = p
-                    f_PreChargeReq = _d_PreChargeReqType(r)
+                    _c131_DC_EVStatus = _d_DC_EVStatusType(r)
                     p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    el = 'EVTargetVoltage'
+                    r.pos = p
+                    _c131_EVTargetVoltage = _d_PhysicalValueType(r)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    el = 'EVTargetCurrent'
+                    r.pos = p
+                    _c131_EVTargetCurrent = _d_PhysicalValueType(r)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    f_PreChargeReq = din_msgbody.PreChargeReqType(_c131_DC_EVStatus, _c131_EVTargetVoltage, _c131_EVTargetCurrent)
                     s = 1
                 elif ec == 22:
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
                     el = 'PreChargeRes'
+                    el = 'ResponseCode'
+                    _c132_ResponseCode = ((x >> 2) & 31)
+                    if _c132_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c132_ResponseCode} out of range (23 values)', p)
+                    _c132_ResponseCode = _E6[_c132_ResponseCode]
+                    el = 'DC_EVSEStatus'
                     r.pos = p
-                    f_PreChargeRes = _d_PreChargeResType(r)
+                    _c132_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
                     p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    el = 'EVSEPresentVoltage'
+                    r.pos = p
+                    _c132_EVSEPresentVoltage = _d_PhysicalValueType(r)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    f_PreChargeRes = din_msgbody.PreChargeResType(_c132_ResponseCode, _c132_DC_EVSEStatus, _c132_EVSEPresentVoltage)
                     s = 1
                 elif ec == 23:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
                     el = 'ServiceDetailReq'
-                    r.pos = p
-                    f_ServiceDetailReq = _d_ServiceDetailReqType(r)
-                    p = r.pos
+                    el = 'ServiceID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c133_ServiceID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c133_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c133_ServiceID = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    if _c133_ServiceID > 65535: raise DecodeError(f'value {_c133_ServiceID} outside [0, 65535]', p)
+                    f_ServiceDetailReq = din_msgbody.ServiceDetailReqType(_c133_ServiceID)
                     s = 1
                 elif ec == 24:
                     el = 'ServiceDetailRes'
@@ -18016,22 +19921,50 @@ def _d_BodyType(r):
                     p = r.pos
                     s = 1
                 elif ec == 27:
+                    p += 5
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 31
+                    if x & 27: raise r.deviation('BodyType', p)
                     el = 'ServicePaymentSelectionReq'
+                    el = 'SelectedPaymentOption'
+                    _c134_SelectedPaymentOption = _E24[((x >> 2) & 1)]
+                    el = 'SelectedServiceList'
                     r.pos = p
-                    f_ServicePaymentSelectionReq = _d_ServicePaymentSelectionReqType(r)
+                    _c134_SelectedServiceList = _d_SelectedServiceListType(r)
                     p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    f_ServicePaymentSelectionReq = din_msgbody.ServicePaymentSelectionReqType(_c134_SelectedPaymentOption, _c134_SelectedServiceList)
                     s = 1
                 elif ec == 28:
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
                     el = 'ServicePaymentSelectionRes'
-                    r.pos = p
-                    f_ServicePaymentSelectionRes = _d_ServicePaymentSelectionResType(r)
-                    p = r.pos
+                    el = 'ResponseCode'
+                    _c135_ResponseCode = ((x >> 2) & 31)
+                    if _c135_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c135_ResponseCode} out of range (23 values)', p)
+                    _c135_ResponseCode = _E6[_c135_ResponseCode]
+                    f_ServicePaymentSelectionRes = din_msgbody.ServicePaymentSelectionResType(_c135_ResponseCode)
                     s = 1
                 elif ec == 29:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
                     el = 'SessionSetupReq'
+                    el = 'EVCCID'
                     r.pos = p
-                    f_SessionSetupReq = _d_SessionSetupReqType(r)
+                    _c136_EVCCID = r.binary()
+                    if len(_c136_EVCCID) > 8: raise DecodeError(f'length {len(_c136_EVCCID)} outside [0, 8]', r.pos)
                     p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    f_SessionSetupReq = din_msgbody.SessionSetupReqType(_c136_EVCCID)
                     s = 1
                 elif ec == 30:
                     el = 'SessionSetupRes'
@@ -18040,28 +19973,63 @@ def _d_BodyType(r):
                     p = r.pos
                     s = 1
                 elif ec == 31:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'SessionStopReq'
-                    r.pos = p
-                    f_SessionStopReq = _d_SessionStopType(r)
-                    p = r.pos
+                    f_SessionStopReq = din_msgbody.SessionStopType()
                     s = 1
                 elif ec == 32:
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
                     el = 'SessionStopRes'
-                    r.pos = p
-                    f_SessionStopRes = _d_SessionStopResType(r)
-                    p = r.pos
+                    el = 'ResponseCode'
+                    _c138_ResponseCode = ((x >> 2) & 31)
+                    if _c138_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c138_ResponseCode} out of range (23 values)', p)
+                    _c138_ResponseCode = _E6[_c138_ResponseCode]
+                    f_SessionStopRes = din_msgbody.SessionStopResType(_c138_ResponseCode)
                     s = 1
                 elif ec == 33:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'WeldingDetectionReq'
+                    el = 'DC_EVStatus'
                     r.pos = p
-                    f_WeldingDetectionReq = _d_WeldingDetectionReqType(r)
+                    _c139_DC_EVStatus = _d_DC_EVStatusType(r)
                     p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    f_WeldingDetectionReq = din_msgbody.WeldingDetectionReqType(_c139_DC_EVStatus)
                     s = 1
                 elif ec == 34:
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
                     el = 'WeldingDetectionRes'
+                    el = 'ResponseCode'
+                    _c140_ResponseCode = ((x >> 2) & 31)
+                    if _c140_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c140_ResponseCode} out of range (23 values)', p)
+                    _c140_ResponseCode = _E6[_c140_ResponseCode]
+                    el = 'DC_EVSEStatus'
                     r.pos = p
-                    f_WeldingDetectionRes = _d_WeldingDetectionResType(r)
+                    _c140_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
                     p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    el = 'EVSEPresentVoltage'
+                    r.pos = p
+                    _c140_EVSEPresentVoltage = _d_PhysicalValueType(r)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    f_WeldingDetectionRes = din_msgbody.WeldingDetectionResType(_c140_ResponseCode, _c140_DC_EVSEStatus, _c140_EVSEPresentVoltage)
                     s = 1
                 elif ec == 35:
                     pass
@@ -18124,29 +20092,53 @@ def _e_BodyType(w, o):
             if s == 0:
                 if v_BodyElement is not None:
                     el = 'BodyElement'
-                    v <<= 6
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_BodyBaseType(w, v_BodyElement)
-                    v = w.v; n = w.n
+                    _o = v_BodyElement
+                    v <<= 7
+                    n += 7
                     v_BodyElement = None
                     s = 1
                 elif v_CableCheckReq is not None:
                     el = 'CableCheckReq'
-                    v = (v << 6) | 1
-                    n += 6
+                    _o = v_CableCheckReq
+                    _c142_DC_EVStatus = _o.DC_EVStatus
+                    if not (_c142_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                    el = 'DC_EVStatus'
+                    v = (v << 7) | (1 << 1)
+                    n += 7
                     w.v = v; w.n = n
-                    _e_CableCheckReqType(w, v_CableCheckReq)
+                    _e_DC_EVStatusType(w, _c142_DC_EVStatus)
                     v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c142_DC_EVStatus = None
                     v_CableCheckReq = None
                     s = 1
                 elif v_CableCheckRes is not None:
                     el = 'CableCheckRes'
-                    v = (v << 6) | 2
-                    n += 6
+                    _o = v_CableCheckRes
+                    _c143_ResponseCode = _o.ResponseCode
+                    _c143_DC_EVSEStatus = _o.DC_EVSEStatus
+                    _c143_EVSEProcessing = _o.EVSEProcessing
+                    if not (_c143_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i144 = _I8.get(_c143_ResponseCode)
+                    if _i144 is None: raise EncodeError(f'{_c143_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c143_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                    el = 'DC_EVSEStatus'
+                    v = (v << 15) | (2 << 9) | (_i144 << 2)
+                    n += 15
+                    _c143_ResponseCode = None
                     w.v = v; w.n = n
-                    _e_CableCheckResType(w, v_CableCheckRes)
+                    _e_DC_EVSEStatusType(w, _c143_DC_EVSEStatus)
                     v = w.v; n = w.n
+                    if not (_c143_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+                    el = 'EVSEProcessing'
+                    _i145 = _I9.get(_c143_EVSEProcessing)
+                    if _i145 is None: raise EncodeError(f'{_c143_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+                    v = (v << 5) | (_i145 << 2)
+                    n += 5
+                    _c143_DC_EVSEStatus = None
+                    _c143_EVSEProcessing = None
                     v_CableCheckRes = None
                     s = 1
                 elif v_CertificateInstallationReq is not None:
@@ -18160,11 +20152,67 @@ def _e_BodyType(w, o):
                     s = 1
                 elif v_CertificateInstallationRes is not None:
                     el = 'CertificateInstallationRes'
-                    v = (v << 6) | 4
-                    n += 6
+                    _o = v_CertificateInstallationRes
+                    _c146_Id = _o.Id
+                    _c146_ResponseCode = _o.ResponseCode
+                    _c146_ContractSignatureCertChain = _o.ContractSignatureCertChain
+                    _c146_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
+                    _c146_DHParams = _o.DHParams
+                    _c146_ContractID = _o.ContractID
+                    if not (_c146_Id is not None): raise EncodeError('missing content: Id')
+                    el = '@Id'
+                    v = (v << 7) | (4 << 1)
+                    n += 7
+                    _l = len(_c146_Id)
+                    if _l < 126 and _c146_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c146_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c146_Id); v = w.v; n = w.n
+                    if not (_c146_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i147 = _I8.get(_c146_ResponseCode)
+                    if _i147 is None: raise EncodeError(f'{_c146_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c146_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+                    el = 'ContractSignatureCertChain'
+                    v = (v << 9) | (_i147 << 2)
+                    n += 9
+                    _c146_Id = None
+                    _c146_ResponseCode = None
                     w.v = v; w.n = n
-                    _e_CertificateInstallationResType(w, v_CertificateInstallationRes)
+                    _e_CertificateChainType(w, _c146_ContractSignatureCertChain)
                     v = w.v; n = w.n
+                    if not (_c146_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
+                    el = 'ContractSignatureEncryptedPrivateKey'
+                    v <<= 2
+                    n += 2
+                    _c146_ContractSignatureCertChain = None
+                    w.v = v; w.n = n
+                    if len(_c146_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(_c146_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
+                    w.binary(_c146_ContractSignatureEncryptedPrivateKey)
+                    v = w.v; n = w.n
+                    if not (_c146_DHParams is not None): raise EncodeError('missing content: DHParams')
+                    el = 'DHParams'
+                    v <<= 3
+                    n += 3
+                    _c146_ContractSignatureEncryptedPrivateKey = None
+                    w.v = v; w.n = n
+                    if len(_c146_DHParams) > 256: raise EncodeError(f'length {len(_c146_DHParams)} outside [0, 256]')
+                    w.binary(_c146_DHParams)
+                    v = w.v; n = w.n
+                    if not (_c146_ContractID is not None): raise EncodeError('missing content: ContractID')
+                    el = 'ContractID'
+                    v <<= 3
+                    n += 3
+                    _c146_DHParams = None
+                    if len(_c146_ContractID) > 24: raise EncodeError(f'length {len(_c146_ContractID)} outside [0, 24]')
+                    _l = len(_c146_ContractID)
+                    if _l < 126 and _c146_ContractID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c146_ContractID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c146_ContractID); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c146_ContractID = None
                     v_CertificateInstallationRes = None
                     s = 1
                 elif v_CertificateUpdateReq is not None:
@@ -18178,11 +20226,78 @@ def _e_BodyType(w, o):
                     s = 1
                 elif v_CertificateUpdateRes is not None:
                     el = 'CertificateUpdateRes'
-                    v = (v << 6) | 6
-                    n += 6
+                    _o = v_CertificateUpdateRes
+                    _c148_Id = _o.Id
+                    _c148_ResponseCode = _o.ResponseCode
+                    _c148_ContractSignatureCertChain = _o.ContractSignatureCertChain
+                    _c148_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
+                    _c148_DHParams = _o.DHParams
+                    _c148_ContractID = _o.ContractID
+                    _c148_RetryCounter = _o.RetryCounter
+                    if not (_c148_Id is not None): raise EncodeError('missing content: Id')
+                    el = '@Id'
+                    v = (v << 7) | (6 << 1)
+                    n += 7
+                    _l = len(_c148_Id)
+                    if _l < 126 and _c148_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c148_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c148_Id); v = w.v; n = w.n
+                    if not (_c148_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i149 = _I8.get(_c148_ResponseCode)
+                    if _i149 is None: raise EncodeError(f'{_c148_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c148_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+                    el = 'ContractSignatureCertChain'
+                    v = (v << 9) | (_i149 << 2)
+                    n += 9
+                    _c148_Id = None
+                    _c148_ResponseCode = None
                     w.v = v; w.n = n
-                    _e_CertificateUpdateResType(w, v_CertificateUpdateRes)
+                    _e_CertificateChainType(w, _c148_ContractSignatureCertChain)
                     v = w.v; n = w.n
+                    if not (_c148_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
+                    el = 'ContractSignatureEncryptedPrivateKey'
+                    v <<= 2
+                    n += 2
+                    _c148_ContractSignatureCertChain = None
+                    w.v = v; w.n = n
+                    if len(_c148_ContractSignatureEncryptedPrivateKey) > 128: raise EncodeError(f'length {len(_c148_ContractSignatureEncryptedPrivateKey)} outside [0, 128]')
+                    w.binary(_c148_ContractSignatureEncryptedPrivateKey)
+                    v = w.v; n = w.n
+                    if not (_c148_DHParams is not None): raise EncodeError('missing content: DHParams')
+                    el = 'DHParams'
+                    v <<= 3
+                    n += 3
+                    _c148_ContractSignatureEncryptedPrivateKey = None
+                    w.v = v; w.n = n
+                    if len(_c148_DHParams) > 256: raise EncodeError(f'length {len(_c148_DHParams)} outside [0, 256]')
+                    w.binary(_c148_DHParams)
+                    v = w.v; n = w.n
+                    if not (_c148_ContractID is not None): raise EncodeError('missing content: ContractID')
+                    el = 'ContractID'
+                    v <<= 3
+                    n += 3
+                    _c148_DHParams = None
+                    if len(_c148_ContractID) > 24: raise EncodeError(f'length {len(_c148_ContractID)} outside [0, 24]')
+                    _l = len(_c148_ContractID)
+                    if _l < 126 and _c148_ContractID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c148_ContractID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c148_ContractID); v = w.v; n = w.n
+                    if not (_c148_RetryCounter is not None): raise EncodeError('missing content: RetryCounter')
+                    el = 'RetryCounter'
+                    if _c148_RetryCounter < -32768 or _c148_RetryCounter > 32767: raise EncodeError(f'value {_c148_RetryCounter!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c148_RetryCounter < 0)
+                    n += 4
+                    _c148_ContractID = None
+                    _m = (-_c148_RetryCounter - 1 if _c148_RetryCounter < 0 else _c148_RetryCounter)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c148_RetryCounter = None
                     v_CertificateUpdateRes = None
                     s = 1
                 elif v_ChargeParameterDiscoveryReq is not None:
@@ -18205,11 +20320,9 @@ def _e_BodyType(w, o):
                     s = 1
                 elif v_ChargingStatusReq is not None:
                     el = 'ChargingStatusReq'
-                    v = (v << 6) | 9
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_ChargingStatusReqType(w, v_ChargingStatusReq)
-                    v = w.v; n = w.n
+                    _o = v_ChargingStatusReq
+                    v = (v << 7) | (9 << 1)
+                    n += 7
                     v_ChargingStatusReq = None
                     s = 1
                 elif v_ChargingStatusRes is not None:
@@ -18232,11 +20345,21 @@ def _e_BodyType(w, o):
                     s = 1
                 elif v_ContractAuthenticationRes is not None:
                     el = 'ContractAuthenticationRes'
-                    v = (v << 6) | 12
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_ContractAuthenticationResType(w, v_ContractAuthenticationRes)
-                    v = w.v; n = w.n
+                    _o = v_ContractAuthenticationRes
+                    _c151_ResponseCode = _o.ResponseCode
+                    _c151_EVSEProcessing = _o.EVSEProcessing
+                    if not (_c151_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i152 = _I8.get(_c151_ResponseCode)
+                    if _i152 is None: raise EncodeError(f'{_c151_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c151_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+                    el = 'EVSEProcessing'
+                    _i153 = _I9.get(_c151_EVSEProcessing)
+                    if _i153 is None: raise EncodeError(f'{_c151_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+                    v = (v << 19) | (12 << 13) | (_i152 << 6) | (_i153 << 2)
+                    n += 19
+                    _c151_ResponseCode = None
+                    _c151_EVSEProcessing = None
                     v_ContractAuthenticationRes = None
                     s = 1
                 elif v_CurrentDemandReq is not None:
@@ -18268,29 +20391,109 @@ def _e_BodyType(w, o):
                     s = 1
                 elif v_MeteringReceiptRes is not None:
                     el = 'MeteringReceiptRes'
-                    v = (v << 6) | 16
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_MeteringReceiptResType(w, v_MeteringReceiptRes)
-                    v = w.v; n = w.n
+                    _o = v_MeteringReceiptRes
+                    _c154_ResponseCode = _o.ResponseCode
+                    _c154_AC_EVSEStatus = _o.AC_EVSEStatus
+                    if not (_c154_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i155 = _I8.get(_c154_ResponseCode)
+                    if _i155 is None: raise EncodeError(f'{_c154_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c154_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
+                    el = 'AC_EVSEStatus'
+                    _o = _c154_AC_EVSEStatus
+                    _c156_PowerSwitchClosed = _o.PowerSwitchClosed
+                    _c156_RCD = _o.RCD
+                    _c156_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c156_EVSENotification = _o.EVSENotification
+                    if not (_c156_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+                    el = 'PowerSwitchClosed'
+                    if _c156_PowerSwitchClosed is not True and _c156_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c156_PowerSwitchClosed!r}')
+                    if not (_c156_RCD is not None): raise EncodeError('missing content: RCD')
+                    el = 'RCD'
+                    if _c156_RCD is not True and _c156_RCD is not False: raise EncodeError(f'expected a bool, got {_c156_RCD!r}')
+                    if not (_c156_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c156_NotificationMaxDelay < 0 or _c156_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c156_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v = (v << 25) | (16 << 19) | (_i155 << 12) | (_c156_PowerSwitchClosed << 7) | (_c156_RCD << 3)
+                    n += 25
+                    _c154_ResponseCode = None
+                    _c156_PowerSwitchClosed = None
+                    _c156_RCD = None
+                    if _c156_NotificationMaxDelay < 128: v = (v << 8) | _c156_NotificationMaxDelay; n += 8
+                    elif _c156_NotificationMaxDelay < 16384: v = (v << 16) | ((_c156_NotificationMaxDelay & 127) << 8) | 32768 | (_c156_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c156_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c156_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i4 = _I3.get(_c156_EVSENotification)
+                    if _i4 is None: raise EncodeError(f'{_c156_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 8) | (_i4 << 3)
+                    n += 8
+                    _c156_NotificationMaxDelay = None
+                    _c156_EVSENotification = None
+                    _c154_AC_EVSEStatus = None
                     v_MeteringReceiptRes = None
                     s = 1
                 elif v_PaymentDetailsReq is not None:
                     el = 'PaymentDetailsReq'
-                    v = (v << 6) | 17
-                    n += 6
+                    _o = v_PaymentDetailsReq
+                    _c157_ContractID = _o.ContractID
+                    _c157_ContractSignatureCertChain = _o.ContractSignatureCertChain
+                    if not (_c157_ContractID is not None): raise EncodeError('missing content: ContractID')
+                    el = 'ContractID'
+                    v = (v << 8) | (17 << 2)
+                    n += 8
+                    if len(_c157_ContractID) > 24: raise EncodeError(f'length {len(_c157_ContractID)} outside [0, 24]')
+                    _l = len(_c157_ContractID)
+                    if _l < 126 and _c157_ContractID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c157_ContractID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c157_ContractID); v = w.v; n = w.n
+                    if not (_c157_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+                    el = 'ContractSignatureCertChain'
+                    v <<= 2
+                    n += 2
+                    _c157_ContractID = None
                     w.v = v; w.n = n
-                    _e_PaymentDetailsReqType(w, v_PaymentDetailsReq)
+                    _e_CertificateChainType(w, _c157_ContractSignatureCertChain)
                     v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c157_ContractSignatureCertChain = None
                     v_PaymentDetailsReq = None
                     s = 1
                 elif v_PaymentDetailsRes is not None:
                     el = 'PaymentDetailsRes'
-                    v = (v << 6) | 18
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_PaymentDetailsResType(w, v_PaymentDetailsRes)
-                    v = w.v; n = w.n
+                    _o = v_PaymentDetailsRes
+                    _c158_ResponseCode = _o.ResponseCode
+                    _c158_GenChallenge = _o.GenChallenge
+                    _c158_DateTimeNow = _o.DateTimeNow
+                    if not (_c158_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i159 = _I8.get(_c158_ResponseCode)
+                    if _i159 is None: raise EncodeError(f'{_c158_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c158_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
+                    el = 'GenChallenge'
+                    v = (v << 16) | (18 << 10) | (_i159 << 3)
+                    n += 16
+                    _c158_ResponseCode = None
+                    _l = len(_c158_GenChallenge)
+                    if _l < 126 and _c158_GenChallenge.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c158_GenChallenge.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c158_GenChallenge); v = w.v; n = w.n
+                    if not (_c158_DateTimeNow is not None): raise EncodeError('missing content: DateTimeNow')
+                    el = 'DateTimeNow'
+                    if _c158_DateTimeNow < -9223372036854775808 or _c158_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c158_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+                    v = (v << 4) | (_c158_DateTimeNow < 0)
+                    n += 4
+                    _c158_GenChallenge = None
+                    _m = (-_c158_DateTimeNow - 1 if _c158_DateTimeNow < 0 else _c158_DateTimeNow)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c158_DateTimeNow = None
                     v_PaymentDetailsRes = None
                     s = 1
                 elif v_PowerDeliveryReq is not None:
@@ -18313,29 +20516,84 @@ def _e_BodyType(w, o):
                     s = 1
                 elif v_PreChargeReq is not None:
                     el = 'PreChargeReq'
-                    v = (v << 6) | 21
-                    n += 6
+                    _o = v_PreChargeReq
+                    _c160_DC_EVStatus = _o.DC_EVStatus
+                    _c160_EVTargetVoltage = _o.EVTargetVoltage
+                    _c160_EVTargetCurrent = _o.EVTargetCurrent
+                    if not (_c160_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                    el = 'DC_EVStatus'
+                    v = (v << 7) | (21 << 1)
+                    n += 7
                     w.v = v; w.n = n
-                    _e_PreChargeReqType(w, v_PreChargeReq)
+                    _e_DC_EVStatusType(w, _c160_DC_EVStatus)
                     v = w.v; n = w.n
+                    if not (_c160_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
+                    el = 'EVTargetVoltage'
+                    v <<= 1
+                    n += 1
+                    _c160_DC_EVStatus = None
+                    w.v = v; w.n = n
+                    _e_PhysicalValueType(w, _c160_EVTargetVoltage)
+                    v = w.v; n = w.n
+                    if not (_c160_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
+                    el = 'EVTargetCurrent'
+                    v <<= 1
+                    n += 1
+                    _c160_EVTargetVoltage = None
+                    w.v = v; w.n = n
+                    _e_PhysicalValueType(w, _c160_EVTargetCurrent)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c160_EVTargetCurrent = None
                     v_PreChargeReq = None
                     s = 1
                 elif v_PreChargeRes is not None:
                     el = 'PreChargeRes'
-                    v = (v << 6) | 22
-                    n += 6
+                    _o = v_PreChargeRes
+                    _c161_ResponseCode = _o.ResponseCode
+                    _c161_DC_EVSEStatus = _o.DC_EVSEStatus
+                    _c161_EVSEPresentVoltage = _o.EVSEPresentVoltage
+                    if not (_c161_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i162 = _I8.get(_c161_ResponseCode)
+                    if _i162 is None: raise EncodeError(f'{_c161_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c161_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                    el = 'DC_EVSEStatus'
+                    v = (v << 15) | (22 << 9) | (_i162 << 2)
+                    n += 15
+                    _c161_ResponseCode = None
                     w.v = v; w.n = n
-                    _e_PreChargeResType(w, v_PreChargeRes)
+                    _e_DC_EVSEStatusType(w, _c161_DC_EVSEStatus)
                     v = w.v; n = w.n
+                    if not (_c161_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+                    el = 'EVSEPresentVoltage'
+                    v <<= 1
+                    n += 1
+                    _c161_DC_EVSEStatus = None
+                    w.v = v; w.n = n
+                    _e_PhysicalValueType(w, _c161_EVSEPresentVoltage)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c161_EVSEPresentVoltage = None
                     v_PreChargeRes = None
                     s = 1
                 elif v_ServiceDetailReq is not None:
                     el = 'ServiceDetailReq'
-                    v = (v << 6) | 23
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_ServiceDetailReqType(w, v_ServiceDetailReq)
-                    v = w.v; n = w.n
+                    _o = v_ServiceDetailReq
+                    _c163_ServiceID = _o.ServiceID
+                    if not (_c163_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                    el = 'ServiceID'
+                    if _c163_ServiceID < 0 or _c163_ServiceID > 65535: raise EncodeError(f'value {_c163_ServiceID!r} outside [0, 65535]')
+                    v = (v << 8) | (23 << 2)
+                    n += 8
+                    if _c163_ServiceID < 128: v = (v << 8) | _c163_ServiceID; n += 8
+                    elif _c163_ServiceID < 16384: v = (v << 16) | ((_c163_ServiceID & 127) << 8) | 32768 | (_c163_ServiceID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c163_ServiceID); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c163_ServiceID = None
                     v_ServiceDetailReq = None
                     s = 1
                 elif v_ServiceDetailRes is not None:
@@ -18367,29 +20625,54 @@ def _e_BodyType(w, o):
                     s = 1
                 elif v_ServicePaymentSelectionReq is not None:
                     el = 'ServicePaymentSelectionReq'
-                    v = (v << 6) | 27
-                    n += 6
+                    _o = v_ServicePaymentSelectionReq
+                    _c164_SelectedPaymentOption = _o.SelectedPaymentOption
+                    _c164_SelectedServiceList = _o.SelectedServiceList
+                    if not (_c164_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
+                    el = 'SelectedPaymentOption'
+                    _i165 = _I25.get(_c164_SelectedPaymentOption)
+                    if _i165 is None: raise EncodeError(f'{_c164_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+                    if not (_c164_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
+                    el = 'SelectedServiceList'
+                    v = (v << 11) | (27 << 5) | (_i165 << 2)
+                    n += 11
+                    _c164_SelectedPaymentOption = None
                     w.v = v; w.n = n
-                    _e_ServicePaymentSelectionReqType(w, v_ServicePaymentSelectionReq)
+                    _e_SelectedServiceListType(w, _c164_SelectedServiceList)
                     v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c164_SelectedServiceList = None
                     v_ServicePaymentSelectionReq = None
                     s = 1
                 elif v_ServicePaymentSelectionRes is not None:
                     el = 'ServicePaymentSelectionRes'
-                    v = (v << 6) | 28
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_ServicePaymentSelectionResType(w, v_ServicePaymentSelectionRes)
-                    v = w.v; n = w.n
+                    _o = v_ServicePaymentSelectionRes
+                    _c166_ResponseCode = _o.ResponseCode
+                    if not (_c166_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i167 = _I8.get(_c166_ResponseCode)
+                    if _i167 is None: raise EncodeError(f'{_c166_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 15) | (28 << 9) | (_i167 << 2)
+                    n += 15
+                    _c166_ResponseCode = None
                     v_ServicePaymentSelectionRes = None
                     s = 1
                 elif v_SessionSetupReq is not None:
                     el = 'SessionSetupReq'
-                    v = (v << 6) | 29
-                    n += 6
+                    _o = v_SessionSetupReq
+                    _c168_EVCCID = _o.EVCCID
+                    if not (_c168_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+                    el = 'EVCCID'
+                    v = (v << 8) | (29 << 2)
+                    n += 8
                     w.v = v; w.n = n
-                    _e_SessionSetupReqType(w, v_SessionSetupReq)
+                    if len(_c168_EVCCID) > 8: raise EncodeError(f'length {len(_c168_EVCCID)} outside [0, 8]')
+                    w.binary(_c168_EVCCID)
                     v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c168_EVCCID = None
                     v_SessionSetupReq = None
                     s = 1
                 elif v_SessionSetupRes is not None:
@@ -18403,38 +20686,69 @@ def _e_BodyType(w, o):
                     s = 1
                 elif v_SessionStopReq is not None:
                     el = 'SessionStopReq'
-                    v = (v << 6) | 31
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_SessionStopType(w, v_SessionStopReq)
-                    v = w.v; n = w.n
+                    _o = v_SessionStopReq
+                    v = (v << 7) | (31 << 1)
+                    n += 7
                     v_SessionStopReq = None
                     s = 1
                 elif v_SessionStopRes is not None:
                     el = 'SessionStopRes'
-                    v = (v << 6) | 32
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_SessionStopResType(w, v_SessionStopRes)
-                    v = w.v; n = w.n
+                    _o = v_SessionStopRes
+                    _c170_ResponseCode = _o.ResponseCode
+                    if not (_c170_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i171 = _I8.get(_c170_ResponseCode)
+                    if _i171 is None: raise EncodeError(f'{_c170_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 15) | (32 << 9) | (_i171 << 2)
+                    n += 15
+                    _c170_ResponseCode = None
                     v_SessionStopRes = None
                     s = 1
                 elif v_WeldingDetectionReq is not None:
                     el = 'WeldingDetectionReq'
-                    v = (v << 6) | 33
-                    n += 6
+                    _o = v_WeldingDetectionReq
+                    _c172_DC_EVStatus = _o.DC_EVStatus
+                    if not (_c172_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                    el = 'DC_EVStatus'
+                    v = (v << 7) | (33 << 1)
+                    n += 7
                     w.v = v; w.n = n
-                    _e_WeldingDetectionReqType(w, v_WeldingDetectionReq)
+                    _e_DC_EVStatusType(w, _c172_DC_EVStatus)
                     v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c172_DC_EVStatus = None
                     v_WeldingDetectionReq = None
                     s = 1
                 elif v_WeldingDetectionRes is not None:
                     el = 'WeldingDetectionRes'
-                    v = (v << 6) | 34
-                    n += 6
+                    _o = v_WeldingDetectionRes
+                    _c173_ResponseCode = _o.ResponseCode
+                    _c173_DC_EVSEStatus = _o.DC_EVSEStatus
+                    _c173_EVSEPresentVoltage = _o.EVSEPresentVoltage
+                    if not (_c173_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i174 = _I8.get(_c173_ResponseCode)
+                    if _i174 is None: raise EncodeError(f'{_c173_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c173_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                    el = 'DC_EVSEStatus'
+                    v = (v << 15) | (34 << 9) | (_i174 << 2)
+                    n += 15
+                    _c173_ResponseCode = None
                     w.v = v; w.n = n
-                    _e_WeldingDetectionResType(w, v_WeldingDetectionRes)
+                    _e_DC_EVSEStatusType(w, _c173_DC_EVSEStatus)
                     v = w.v; n = w.n
+                    if not (_c173_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+                    el = 'EVSEPresentVoltage'
+                    v <<= 1
+                    n += 1
+                    _c173_DC_EVSEStatus = None
+                    w.v = v; w.n = n
+                    _e_PhysicalValueType(w, _c173_EVSEPresentVoltage)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c173_EVSEPresentVoltage = None
                     v_WeldingDetectionRes = None
                     s = 1
                 elif True:
@@ -18547,11 +20861,11 @@ def _e_WeldingDetectionResType(w, o):
         v_EVSEPresentVoltage = o.EVSEPresentVoltage
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i42 = _I8.get(v_ResponseCode)
-            if _i42 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i175 = _I8.get(v_ResponseCode)
+            if _i175 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'DC_EVSEStatus'
-            v = (v << 9) | (_i42 << 2)
+            v = (v << 9) | (_i175 << 2)
             n += 9
             v_ResponseCode = None
             w.v = v; w.n = n
@@ -18823,9 +21137,11 @@ def _ee34(w, o):  # KeyName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -18876,9 +21192,11 @@ def _ee39(w, o):  # MgmtData
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -19395,6 +21713,9 @@ def _de92(r):  # ChargingProfileEntryMaxPower
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -19413,6 +21734,7 @@ def _ee92(w, o):  # ChargingProfileEntryMaxPower
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -19429,6 +21751,9 @@ def _de93(r):  # ChargingProfileEntryStart
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -19445,6 +21770,7 @@ def _ee93(w, o):  # ChargingProfileEntryStart
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -19479,10 +21805,12 @@ def _ee95(w, o):  # ContractID
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 24: raise EncodeError(f'length {len(o)} outside [0, 24]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -19598,6 +21926,9 @@ def _de104(r):  # DateTimeNow
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -19616,6 +21947,7 @@ def _ee104(w, o):  # DateTimeNow
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -19632,6 +21964,9 @@ def _de105(r):  # DepartureTime
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -19648,6 +21983,7 @@ def _ee105(w, o):  # DepartureTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -19762,9 +22098,9 @@ def _de112(r):  # EVErrorCode
 def _ee112(w, o):  # EVErrorCode
     v = w.v
     n = w.n
-    _i43 = _I5.get(o)
-    if _i43 is None: raise EncodeError(f'{o!r} is not one of the enumeration DC_EVErrorCodeType')
-    v = (v << 6) | (_i43 << 1)
+    _i176 = _I5.get(o)
+    if _i176 is None: raise EncodeError(f'{o!r} is not one of the enumeration DC_EVErrorCodeType')
+    v = (v << 6) | (_i176 << 1)
     n += 6
     w.v = v
     w.n = n
@@ -19904,9 +22240,9 @@ def _de125(r):  # EVRequestedEnergyTransferType
 def _ee125(w, o):  # EVRequestedEnergyTransferType
     v = w.v
     n = w.n
-    _i44 = _I15.get(o)
-    if _i44 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVRequestedEnergyTransferType')
-    v = (v << 5) | (_i44 << 1)
+    _i177 = _I15.get(o)
+    if _i177 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVRequestedEnergyTransferType')
+    v = (v << 5) | (_i177 << 1)
     n += 5
     w.v = v
     w.n = n
@@ -19990,9 +22326,9 @@ def _de130(r):  # EVSEIsolationStatus
 def _ee130(w, o):  # EVSEIsolationStatus
     v = w.v
     n = w.n
-    _i45 = _I12.get(o)
-    if _i45 is None: raise EncodeError(f'{o!r} is not one of the enumeration isolationLevelType')
-    v = (v << 4) | (_i45 << 1)
+    _i178 = _I12.get(o)
+    if _i178 is None: raise EncodeError(f'{o!r} is not one of the enumeration isolationLevelType')
+    v = (v << 4) | (_i178 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -20086,9 +22422,9 @@ def _de143(r):  # EVSENotification
 def _ee143(w, o):  # EVSENotification
     v = w.v
     n = w.n
-    _i46 = _I3.get(o)
-    if _i46 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSENotificationType')
-    v = (v << 4) | (_i46 << 1)
+    _i179 = _I3.get(o)
+    if _i179 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSENotificationType')
+    v = (v << 4) | (_i179 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -20147,9 +22483,9 @@ def _de148(r):  # EVSEProcessing
 def _ee148(w, o):  # EVSEProcessing
     v = w.v
     n = w.n
-    _i47 = _I9.get(o)
-    if _i47 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSEProcessingType')
-    v = (v << 3) | (_i47 << 1)
+    _i180 = _I9.get(o)
+    if _i180 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSEProcessingType')
+    v = (v << 3) | (_i180 << 1)
     n += 3
     w.v = v
     w.n = n
@@ -20171,9 +22507,9 @@ def _de149(r):  # EVSEStatusCode
 def _ee149(w, o):  # EVSEStatusCode
     v = w.v
     n = w.n
-    _i48 = _I13.get(o)
-    if _i48 is None: raise EncodeError(f'{o!r} is not one of the enumeration DC_EVSEStatusCodeType')
-    v = (v << 6) | (_i48 << 1)
+    _i181 = _I13.get(o)
+    if _i181 is None: raise EncodeError(f'{o!r} is not one of the enumeration DC_EVSEStatusCodeType')
+    v = (v << 6) | (_i181 << 1)
     n += 6
     w.v = v
     w.n = n
@@ -20228,9 +22564,9 @@ def _de153(r):  # EnergyTransferType
 def _ee153(w, o):  # EnergyTransferType
     v = w.v
     n = w.n
-    _i49 = _I19.get(o)
-    if _i49 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSESupportedEnergyTransferType')
-    v = (v << 6) | (_i49 << 1)
+    _i182 = _I19.get(o)
+    if _i182 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSESupportedEnergyTransferType')
+    v = (v << 6) | (_i182 << 1)
     n += 6
     w.v = v
     w.n = n
@@ -20281,9 +22617,9 @@ def _de155(r):  # FaultCode
 def _ee155(w, o):  # FaultCode
     v = w.v
     n = w.n
-    _i50 = _I27.get(o)
-    if _i50 is None: raise EncodeError(f'{o!r} is not one of the enumeration faultCodeType')
-    v = (v << 4) | (_i50 << 1)
+    _i183 = _I27.get(o)
+    if _i183 is None: raise EncodeError(f'{o!r} is not one of the enumeration faultCodeType')
+    v = (v << 4) | (_i183 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -20310,10 +22646,12 @@ def _ee156(w, o):  # FaultMsg
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -20412,9 +22750,11 @@ def _ee160(w, o):  # GenChallenge
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -20432,6 +22772,9 @@ def _de161(r):  # HMACOutputLength
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20449,6 +22792,7 @@ def _ee161(w, o):  # HMACOutputLength
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20518,10 +22862,12 @@ def _ee165(w, o):  # MeterID
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -20551,6 +22897,9 @@ def _de168(r):  # MeterStatus
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20569,6 +22918,7 @@ def _ee168(w, o):  # MeterStatus
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20642,6 +22992,9 @@ def _de172(r):  # NotificationMaxDelay
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20658,6 +23011,7 @@ def _ee172(w, o):  # NotificationMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20815,6 +23169,9 @@ def _de178(r):  # PMax
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20833,6 +23190,7 @@ def _ee178(w, o):  # PMax
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20857,6 +23215,9 @@ def _de180(r):  # PMaxScheduleID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20875,6 +23236,7 @@ def _ee180(w, o):  # PMaxScheduleID
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20905,6 +23267,9 @@ def _de183(r):  # ParameterSetID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20923,6 +23288,7 @@ def _ee183(w, o):  # ParameterSetID
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20944,9 +23310,9 @@ def _de184(r):  # PaymentOption
 def _ee184(w, o):  # PaymentOption
     v = w.v
     n = w.n
-    _i51 = _I25.get(o)
-    if _i51 is None: raise EncodeError(f'{o!r} is not one of the enumeration paymentOptionType')
-    v = (v << 3) | (_i51 << 1)
+    _i184 = _I25.get(o)
+    if _i184 is None: raise EncodeError(f'{o!r} is not one of the enumeration paymentOptionType')
+    v = (v << 3) | (_i184 << 1)
     n += 3
     w.v = v
     w.n = n
@@ -21134,9 +23500,9 @@ def _de195(r):  # ResponseCode
 def _ee195(w, o):  # ResponseCode
     v = w.v
     n = w.n
-    _i52 = _I8.get(o)
-    if _i52 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
-    v = (v << 7) | (_i52 << 1)
+    _i185 = _I8.get(o)
+    if _i185 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
+    v = (v << 7) | (_i185 << 1)
     n += 7
     w.v = v
     w.n = n
@@ -21153,6 +23519,9 @@ def _de196(r):  # RetryCounter
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21171,6 +23540,7 @@ def _ee196(w, o):  # RetryCounter
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21199,10 +23569,12 @@ def _ee197(w, o):  # RootCertificateID
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 40: raise EncodeError(f'length {len(o)} outside [0, 40]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -21226,6 +23598,9 @@ def _de199(r):  # SAScheduleTupleID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21244,6 +23619,7 @@ def _ee199(w, o):  # SAScheduleTupleID
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21262,6 +23638,9 @@ def _de200(r):  # SAScheduleTupleID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21280,6 +23659,7 @@ def _ee200(w, o):  # SAScheduleTupleID
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21343,10 +23723,12 @@ def _ee203(w, o):  # SalesTariffDescription
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -21364,6 +23746,9 @@ def _de204(r):  # SalesTariffID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21382,6 +23767,7 @@ def _ee204(w, o):  # SalesTariffID
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21432,9 +23818,9 @@ def _de206(r):  # SelectedPaymentOption
 def _ee206(w, o):  # SelectedPaymentOption
     v = w.v
     n = w.n
-    _i53 = _I25.get(o)
-    if _i53 is None: raise EncodeError(f'{o!r} is not one of the enumeration paymentOptionType')
-    v = (v << 3) | (_i53 << 1)
+    _i186 = _I25.get(o)
+    if _i186 is None: raise EncodeError(f'{o!r} is not one of the enumeration paymentOptionType')
+    v = (v << 3) | (_i186 << 1)
     n += 3
     w.v = v
     w.n = n
@@ -21472,9 +23858,9 @@ def _de210(r):  # ServiceCategory
 def _ee210(w, o):  # ServiceCategory
     v = w.v
     n = w.n
-    _i54 = _I21.get(o)
-    if _i54 is None: raise EncodeError(f'{o!r} is not one of the enumeration serviceCategoryType')
-    v = (v << 4) | (_i54 << 1)
+    _i187 = _I21.get(o)
+    if _i187 is None: raise EncodeError(f'{o!r} is not one of the enumeration serviceCategoryType')
+    v = (v << 4) | (_i187 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -21494,9 +23880,9 @@ def _de211(r):  # ServiceCategory
 def _ee211(w, o):  # ServiceCategory
     v = w.v
     n = w.n
-    _i55 = _I21.get(o)
-    if _i55 is None: raise EncodeError(f'{o!r} is not one of the enumeration serviceCategoryType')
-    v = (v << 4) | (_i55 << 1)
+    _i188 = _I21.get(o)
+    if _i188 is None: raise EncodeError(f'{o!r} is not one of the enumeration serviceCategoryType')
+    v = (v << 4) | (_i188 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -21511,6 +23897,9 @@ def _de212(r):  # ServiceID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21527,6 +23916,7 @@ def _ee212(w, o):  # ServiceID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21543,6 +23933,9 @@ def _de213(r):  # ServiceID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21559,6 +23952,7 @@ def _ee213(w, o):  # ServiceID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21593,10 +23987,12 @@ def _ee215(w, o):  # ServiceName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -21630,10 +24026,12 @@ def _ee217(w, o):  # ServiceScope
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -21661,10 +24059,12 @@ def _ee218(w, o):  # ServiceScope
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -21787,6 +24187,9 @@ def _de224(r):  # TMeter
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21805,6 +24208,7 @@ def _ee224(w, o):  # TMeter
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21828,9 +24232,9 @@ def _de225(r):  # Unit
 def _ee225(w, o):  # Unit
     v = w.v
     n = w.n
-    _i56 = _I1.get(o)
-    if _i56 is None: raise EncodeError(f'{o!r} is not one of the enumeration unitSymbolType')
-    v = (v << 6) | (_i56 << 1)
+    _i189 = _I1.get(o)
+    if _i189 is None: raise EncodeError(f'{o!r} is not one of the enumeration unitSymbolType')
+    v = (v << 6) | (_i189 << 1)
     n += 6
     w.v = v
     w.n = n
@@ -21847,6 +24251,9 @@ def _de226(r):  # Value
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21865,6 +24272,7 @@ def _ee226(w, o):  # Value
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21937,7 +24345,7 @@ def _de229(r):  # X509IssuerName
     if p > E: raise r.truncated(p)
     if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
     r.pos = p
-    val = r.string(64)
+    val = r.string(60)
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
@@ -21950,9 +24358,11 @@ def _ee229(w, o):  # X509IssuerName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -22005,6 +24415,9 @@ def _de232(r):  # X509SerialNumber
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -22022,6 +24435,7 @@ def _ee232(w, o):  # X509SerialNumber
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22036,7 +24450,7 @@ def _de233(r):  # X509SubjectName
     if p > E: raise r.truncated(p)
     if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
     r.pos = p
-    val = r.string(61)
+    val = r.string(63)
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
@@ -22049,9 +24463,11 @@ def _ee233(w, o):  # X509SubjectName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -22078,9 +24494,11 @@ def _ee234(w, o):  # XPath
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -22125,6 +24543,9 @@ def _de236(r):  # amount
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -22141,6 +24562,7 @@ def _ee236(w, o):  # amount
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22228,9 +24650,9 @@ def _de240(r):  # costKind
 def _ee240(w, o):  # costKind
     v = w.v
     n = w.n
-    _i57 = _I17.get(o)
-    if _i57 is None: raise EncodeError(f'{o!r} is not one of the enumeration costKindType')
-    v = (v << 4) | (_i57 << 1)
+    _i190 = _I17.get(o)
+    if _i190 is None: raise EncodeError(f'{o!r} is not one of the enumeration costKindType')
+    v = (v << 4) | (_i190 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -22245,6 +24667,9 @@ def _de241(r):  # duration
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -22261,6 +24686,7 @@ def _ee241(w, o):  # duration
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22279,6 +24705,9 @@ def _de242(r):  # intValue
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -22297,6 +24726,7 @@ def _ee242(w, o):  # intValue
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22321,6 +24751,9 @@ def _de244(r):  # shortValue
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -22339,6 +24772,7 @@ def _ee244(w, o):  # shortValue
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22355,6 +24789,9 @@ def _de245(r):  # start
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -22371,6 +24808,7 @@ def _ee245(w, o):  # start
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22387,6 +24825,9 @@ def _de246(r):  # startValue
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -22403,6 +24844,7 @@ def _ee246(w, o):  # startValue
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22430,9 +24872,11 @@ def _ee247(w, o):  # stringValue
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v

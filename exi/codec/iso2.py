@@ -54,6 +54,9 @@ def _d_EVChargeParameterType(r):
             if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                 p += 8
                 f_DepartureTime = (V >> (E - p)) & 127
+            elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                p += 16
+                f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
             else:
                 r.pos = p; f_DepartureTime = r.uint(); p = r.pos
             p += 2
@@ -83,6 +86,7 @@ def _e_EVChargeParameterType(w, o):
             v <<= 3
             n += 3
             if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+            elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -122,51 +126,155 @@ def _d_AC_EVChargeParameterType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_DepartureTime = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_DepartureTime = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 123790: raise r.deviation('AC_EVChargeParameterType', p)
+                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
+                    el = 'EAmount'
+                    el = 'Multiplier'
+                    _c1_Multiplier = ((x >> 10) & 7) + -3
+                    if _c1_Multiplier > 3: raise DecodeError(f'value {_c1_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c1_Unit = ((x >> 4) & 7)
+                    if _c1_Unit >= 7: raise DecodeError(f'enumeration index {_c1_Unit} out of range (7 values)', p)
+                    _c1_Unit = _E0[_c1_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c1_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c1_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
-                    el = 'EAmount'
-                    r.pos = p
-                    f_EAmount = _d_PhysicalValueType(r)
-                    p = r.pos
+                    if _neg: _c1_Value = -_c1_Value - 1
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise DecodeError(f'value {_c1_Value} outside [-32768, 32767]', p)
+                    f_EAmount = iso2_msgdatatypes.PhysicalValueType(_c1_Multiplier, _c1_Unit, _c1_Value)
                     s = 2
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('AC_EVChargeParameterType', p)
                     el = 'EAmount'
-                    r.pos = p
-                    f_EAmount = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c2_Multiplier = ((x >> 10) & 7) + -3
+                    if _c2_Multiplier > 3: raise DecodeError(f'value {_c2_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c2_Unit = ((x >> 4) & 7)
+                    if _c2_Unit >= 7: raise DecodeError(f'enumeration index {_c2_Unit} out of range (7 values)', p)
+                    _c2_Unit = _E0[_c2_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c2_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c2_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
+                    if _neg: _c2_Value = -_c2_Value - 1
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise DecodeError(f'value {_c2_Value} outside [-32768, 32767]', p)
+                    f_EAmount = iso2_msgdatatypes.PhysicalValueType(_c2_Multiplier, _c2_Unit, _c2_Value)
                     s = 2
                 else:
                     raise r.deviation('AC_EVChargeParameterType', p)
             if s == 2:
-                p += 1
+                p += 16
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
+                x = (V >> (E - p)) & 65535
+                if x & 58254: raise r.deviation('AC_EVChargeParameterType', p)
                 el = 'EVMaxVoltage'
-                r.pos = p
-                f_EVMaxVoltage = _d_PhysicalValueType(r)
-                p = r.pos
-                p += 1
+                el = 'Multiplier'
+                _c3_Multiplier = ((x >> 10) & 7) + -3
+                if _c3_Multiplier > 3: raise DecodeError(f'value {_c3_Multiplier} above maximum 3', p)
+                el = 'Unit'
+                _c3_Unit = ((x >> 4) & 7)
+                if _c3_Unit >= 7: raise DecodeError(f'enumeration index {_c3_Unit} out of range (7 values)', p)
+                _c3_Unit = _E0[_c3_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c3_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c3_Value = r.uint(); p = r.pos
+                p += 18
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
+                x = (V >> (E - p)) & 262143
+                if x & 254862: raise r.deviation('AC_EVChargeParameterType', p)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: raise DecodeError(f'value {_c3_Value} outside [-32768, 32767]', p)
+                f_EVMaxVoltage = iso2_msgdatatypes.PhysicalValueType(_c3_Multiplier, _c3_Unit, _c3_Value)
                 el = 'EVMaxCurrent'
-                r.pos = p
-                f_EVMaxCurrent = _d_PhysicalValueType(r)
-                p = r.pos
-                p += 1
+                el = 'Multiplier'
+                _c4_Multiplier = ((x >> 10) & 7) + -3
+                if _c4_Multiplier > 3: raise DecodeError(f'value {_c4_Multiplier} above maximum 3', p)
+                el = 'Unit'
+                _c4_Unit = ((x >> 4) & 7)
+                if _c4_Unit >= 7: raise DecodeError(f'enumeration index {_c4_Unit} out of range (7 values)', p)
+                _c4_Unit = _E0[_c4_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c4_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c4_Value = r.uint(); p = r.pos
+                p += 18
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
+                x = (V >> (E - p)) & 262143
+                if x & 254862: raise r.deviation('AC_EVChargeParameterType', p)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: raise DecodeError(f'value {_c4_Value} outside [-32768, 32767]', p)
+                f_EVMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c4_Multiplier, _c4_Unit, _c4_Value)
                 el = 'EVMinCurrent'
-                r.pos = p
-                f_EVMinCurrent = _d_PhysicalValueType(r)
-                p = r.pos
-                p += 1
+                el = 'Multiplier'
+                _c5_Multiplier = ((x >> 10) & 7) + -3
+                if _c5_Multiplier > 3: raise DecodeError(f'value {_c5_Multiplier} above maximum 3', p)
+                el = 'Unit'
+                _c5_Unit = ((x >> 4) & 7)
+                if _c5_Unit >= 7: raise DecodeError(f'enumeration index {_c5_Unit} out of range (7 values)', p)
+                _c5_Unit = _E0[_c5_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c5_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c5_Value = r.uint(); p = r.pos
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('AC_EVChargeParameterType', p)
+                if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: raise DecodeError(f'value {_c5_Value} outside [-32768, 32767]', p)
+                f_EVMinCurrent = iso2_msgdatatypes.PhysicalValueType(_c5_Multiplier, _c5_Unit, _c5_Value)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -193,24 +301,65 @@ def _e_AC_EVChargeParameterType(w, o):
                     v <<= 3
                     n += 3
                     if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+                    elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
                     if not (v_EAmount is not None): raise EncodeError('missing content: EAmount')
                     el = 'EAmount'
+                    _o = v_EAmount
+                    _c6_Multiplier = _o.Multiplier
+                    _c6_Unit = _o.Unit
+                    _c6_Value = _o.Value
+                    if not (_c6_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+                    if not (_c6_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c6_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c6_Multiplier - -3) << 10) | (_i7 << 4) | (_c6_Value < 0)
+                    n += 17
+                    v_DepartureTime = None
+                    _c6_Multiplier = None
+                    _c6_Unit = None
+                    _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    v_DepartureTime = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EAmount)
-                    v = w.v; n = w.n
+                    _c6_Value = None
                     v_EAmount = None
                     s = 2
                 elif v_EAmount is not None:
                     el = 'EAmount'
-                    v = (v << 2) | 1
+                    _o = v_EAmount
+                    _c8_Multiplier = _o.Multiplier
+                    _c8_Unit = _o.Unit
+                    _c8_Value = _o.Value
+                    if not (_c8_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
+                    if not (_c8_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c8_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 15) | ((_c8_Multiplier - -3) << 10) | (_i7 << 4) | (_c8_Value < 0)
+                    n += 17
+                    _c8_Multiplier = None
+                    _c8_Unit = None
+                    _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EAmount)
-                    v = w.v; n = w.n
+                    _c8_Value = None
                     v_EAmount = None
                     s = 2
                 else:
@@ -218,29 +367,83 @@ def _e_AC_EVChargeParameterType(w, o):
             if s == 2:
                 if v_EVMaxVoltage is not None:
                     el = 'EVMaxVoltage'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMaxVoltage)
-                    v = w.v; n = w.n
+                    _o = v_EVMaxVoltage
+                    _c9_Multiplier = _o.Multiplier
+                    _c9_Unit = _o.Unit
+                    _c9_Value = _o.Value
+                    if not (_c9_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
+                    if not (_c9_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c9_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c9_Multiplier - -3) << 10) | (_i7 << 4) | (_c9_Value < 0)
+                    n += 16
+                    _c9_Multiplier = None
+                    _c9_Unit = None
+                    _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
                     el = 'EVMaxCurrent'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVMaxCurrent
+                    _c10_Multiplier = _o.Multiplier
+                    _c10_Unit = _o.Unit
+                    _c10_Value = _o.Value
+                    if not (_c10_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
+                    if not (_c10_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c10_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c10_Multiplier - -3) << 10) | (_i7 << 4) | (_c10_Value < 0)
+                    n += 18
+                    _c9_Value = None
                     v_EVMaxVoltage = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMaxCurrent)
-                    v = w.v; n = w.n
+                    _c10_Multiplier = None
+                    _c10_Unit = None
+                    _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
                     el = 'EVMinCurrent'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVMinCurrent
+                    _c11_Multiplier = _o.Multiplier
+                    _c11_Unit = _o.Unit
+                    _c11_Value = _o.Value
+                    if not (_c11_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c11_Multiplier <= 3: raise EncodeError(f'value {_c11_Multiplier!r} outside [-3, 3]')
+                    if not (_c11_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c11_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c11_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c11_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c11_Multiplier - -3) << 10) | (_i7 << 4) | (_c11_Value < 0)
+                    n += 18
+                    _c10_Value = None
                     v_EVMaxCurrent = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMinCurrent)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    _c11_Multiplier = None
+                    _c11_Unit = None
+                    _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c11_Value = None
                     v_EVMinCurrent = None
                     if v_DepartureTime is not None or v_EAmount is not None or v_EVMaxVoltage is not None or v_EVMaxCurrent is not None or v_EVMinCurrent is not None: raise _leftover(o)
                     s = -1
@@ -276,6 +479,9 @@ def _d_PhysicalValueType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_Value = r.uint(); p = r.pos
         p += 2
@@ -303,17 +509,18 @@ def _e_PhysicalValueType(w, o):
             if not -3 <= v_Multiplier <= 3: raise EncodeError(f'value {v_Multiplier!r} outside [-3, 3]')
             if not (v_Unit is not None): raise EncodeError('missing content: Unit')
             el = 'Unit'
-            _i1 = _I1.get(v_Unit)
-            if _i1 is None: raise EncodeError(f'{v_Unit!r} is not one of the enumeration unitSymbolType')
+            _i12 = _I1.get(v_Unit)
+            if _i12 is None: raise EncodeError(f'{v_Unit!r} is not one of the enumeration unitSymbolType')
             if not (v_Value is not None): raise EncodeError('missing content: Value')
             el = 'Value'
             if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-            v = (v << 15) | ((v_Multiplier - -3) << 10) | (_i1 << 4) | (v_Value < 0)
+            v = (v << 15) | ((v_Multiplier - -3) << 10) | (_i12 << 4) | (v_Value < 0)
             n += 15
             v_Multiplier = None
             v_Unit = None
             _m = (-v_Value - 1 if v_Value < 0 else v_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -363,30 +570,82 @@ def _d_AC_EVSEChargeParameterType(r):
     f_EVSENominalVoltage = None
     f_EVSEMaxCurrent = None
     try:
-        p += 1
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'AC_EVSEStatus'
-        r.pos = p
-        f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-        p = r.pos
-        p += 1
+        el = 'NotificationMaxDelay'
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c13_NotificationMaxDelay = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c13_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c13_NotificationMaxDelay = r.uint(); p = r.pos
+        p += 27
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
+        x = (V >> (E - p)) & 134217727
+        if x & 121365390: raise r.deviation('AC_EVSEChargeParameterType', p)
+        if _c13_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c13_NotificationMaxDelay} outside [0, 65535]', p)
+        el = 'EVSENotification'
+        _c13_EVSENotification = ((x >> 22) & 3)
+        if _c13_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c13_EVSENotification} out of range (3 values)', p)
+        _c13_EVSENotification = _E2[_c13_EVSENotification]
+        el = 'RCD'
+        _c13_RCD = ((x >> 18) & 1) == 1
+        f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c13_NotificationMaxDelay, _c13_EVSENotification, _c13_RCD)
         el = 'EVSENominalVoltage'
-        r.pos = p
-        f_EVSENominalVoltage = _d_PhysicalValueType(r)
-        p = r.pos
-        p += 1
+        el = 'Multiplier'
+        _c14_Multiplier = ((x >> 10) & 7) + -3
+        if _c14_Multiplier > 3: raise DecodeError(f'value {_c14_Multiplier} above maximum 3', p)
+        el = 'Unit'
+        _c14_Unit = ((x >> 4) & 7)
+        if _c14_Unit >= 7: raise DecodeError(f'enumeration index {_c14_Unit} out of range (7 values)', p)
+        _c14_Unit = _E0[_c14_Unit]
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c14_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c14_Value = r.uint(); p = r.pos
+        p += 18
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
+        x = (V >> (E - p)) & 262143
+        if x & 254862: raise r.deviation('AC_EVSEChargeParameterType', p)
+        if _neg: _c14_Value = -_c14_Value - 1
+        if _c14_Value < -32768 or _c14_Value > 32767: raise DecodeError(f'value {_c14_Value} outside [-32768, 32767]', p)
+        f_EVSENominalVoltage = iso2_msgdatatypes.PhysicalValueType(_c14_Multiplier, _c14_Unit, _c14_Value)
         el = 'EVSEMaxCurrent'
-        r.pos = p
-        f_EVSEMaxCurrent = _d_PhysicalValueType(r)
-        p = r.pos
-        p += 1
+        el = 'Multiplier'
+        _c15_Multiplier = ((x >> 10) & 7) + -3
+        if _c15_Multiplier > 3: raise DecodeError(f'value {_c15_Multiplier} above maximum 3', p)
+        el = 'Unit'
+        _c15_Unit = ((x >> 4) & 7)
+        if _c15_Unit >= 7: raise DecodeError(f'enumeration index {_c15_Unit} out of range (7 values)', p)
+        _c15_Unit = _E0[_c15_Unit]
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c15_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c15_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c15_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('AC_EVSEChargeParameterType', p)
+        if _neg: _c15_Value = -_c15_Value - 1
+        if _c15_Value < -32768 or _c15_Value > 32767: raise DecodeError(f'value {_c15_Value} outside [-32768, 32767]', p)
+        f_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c15_Multiplier, _c15_Unit, _c15_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -403,29 +662,82 @@ def _e_AC_EVSEChargeParameterType(w, o):
         v_EVSEMaxCurrent = o.EVSEMaxCurrent
         if v_AC_EVSEStatus is not None:
             el = 'AC_EVSEStatus'
-            v <<= 1
-            n += 1
-            w.v = v; w.n = n
-            _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-            v = w.v; n = w.n
+            _o = v_AC_EVSEStatus
+            _c16_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c16_EVSENotification = _o.EVSENotification
+            _c16_RCD = _o.RCD
+            if not (_c16_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'NotificationMaxDelay'
+            if _c16_NotificationMaxDelay < 0 or _c16_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c16_NotificationMaxDelay!r} outside [0, 65535]')
+            v <<= 3
+            n += 3
+            if _c16_NotificationMaxDelay < 128: v = (v << 8) | _c16_NotificationMaxDelay; n += 8
+            elif _c16_NotificationMaxDelay < 16384: v = (v << 16) | ((_c16_NotificationMaxDelay & 127) << 8) | 32768 | (_c16_NotificationMaxDelay >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_c16_NotificationMaxDelay); v = w.v; n = w.n
+            if not (_c16_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSENotification'
+            _i17 = _I3.get(_c16_EVSENotification)
+            if _i17 is None: raise EncodeError(f'{_c16_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            if not (_c16_RCD is not None): raise EncodeError('missing content: RCD')
+            el = 'RCD'
+            if _c16_RCD is not True and _c16_RCD is not False: raise EncodeError(f'expected a bool, got {_c16_RCD!r}')
             if not (v_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
             el = 'EVSENominalVoltage'
-            v <<= 1
-            n += 1
+            _o = v_EVSENominalVoltage
+            _c18_Multiplier = _o.Multiplier
+            _c18_Unit = _o.Unit
+            _c18_Value = _o.Value
+            if not (_c18_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'Multiplier'
+            if not -3 <= _c18_Multiplier <= 3: raise EncodeError(f'value {_c18_Multiplier!r} outside [-3, 3]')
+            if not (_c18_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'Unit'
+            _i7 = _I1.get(_c18_Unit)
+            if _i7 is None: raise EncodeError(f'{_c18_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c18_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
+            v = (v << 27) | (_i17 << 22) | (_c16_RCD << 18) | ((_c18_Multiplier - -3) << 10) | (_i7 << 4) | (_c18_Value < 0)
+            n += 27
+            _c16_NotificationMaxDelay = None
+            _c16_EVSENotification = None
+            _c16_RCD = None
             v_AC_EVSEStatus = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVSENominalVoltage)
-            v = w.v; n = w.n
+            _c18_Multiplier = None
+            _c18_Unit = None
+            _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
             el = 'EVSEMaxCurrent'
-            v <<= 1
-            n += 1
+            _o = v_EVSEMaxCurrent
+            _c19_Multiplier = _o.Multiplier
+            _c19_Unit = _o.Unit
+            _c19_Value = _o.Value
+            if not (_c19_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'Multiplier'
+            if not -3 <= _c19_Multiplier <= 3: raise EncodeError(f'value {_c19_Multiplier!r} outside [-3, 3]')
+            if not (_c19_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'Unit'
+            _i7 = _I1.get(_c19_Unit)
+            if _i7 is None: raise EncodeError(f'{_c19_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c19_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | ((_c19_Multiplier - -3) << 10) | (_i7 << 4) | (_c19_Value < 0)
+            n += 18
+            _c18_Value = None
             v_EVSENominalVoltage = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVSEMaxCurrent)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c19_Multiplier = None
+            _c19_Unit = None
+            _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c19_Value = None
             v_EVSEMaxCurrent = None
             if v_AC_EVSEStatus is not None or v_EVSENominalVoltage is not None or v_EVSEMaxCurrent is not None: raise _leftover(o)
         else:
@@ -452,6 +764,9 @@ def _d_AC_EVSEStatusType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
         p += 11
@@ -485,15 +800,16 @@ def _e_AC_EVSEStatusType(w, o):
             v <<= 2
             n += 2
             if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
+            elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
-            _i2 = _I3.get(v_EVSENotification)
-            if _i2 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            _i20 = _I3.get(v_EVSENotification)
+            if _i20 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
             if not (v_RCD is not None): raise EncodeError('missing content: RCD')
             el = 'RCD'
             if v_RCD is not True and v_RCD is not False: raise EncodeError(f'expected a bool, got {v_RCD!r}')
-            v = (v << 11) | (_i2 << 6) | (v_RCD << 2)
+            v = (v << 11) | (_i20 << 6) | (v_RCD << 2)
             n += 11
             v_NotificationMaxDelay = None
             v_EVSENotification = None
@@ -522,6 +838,9 @@ def _d_EVSEStatusType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
         p += 7
@@ -552,12 +871,13 @@ def _e_EVSEStatusType(w, o):
             v <<= 2
             n += 2
             if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
+            elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
-            _i3 = _I3.get(v_EVSENotification)
-            if _i3 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-            v = (v << 7) | (_i3 << 2)
+            _i21 = _I3.get(v_EVSENotification)
+            if _i21 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            v = (v << 7) | (_i21 << 2)
             n += 7
             v_NotificationMaxDelay = None
             v_EVSENotification = None
@@ -682,9 +1002,11 @@ def _e_AuthorizationReqType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif v_GenChallenge is not None:
@@ -768,13 +1090,13 @@ def _e_AuthorizationResType(w, o):
         v_EVSEProcessing = o.EVSEProcessing
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i4 = _I6.get(v_ResponseCode)
-            if _i4 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i22 = _I6.get(v_ResponseCode)
+            if _i22 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'EVSEProcessing'
-            _i5 = _I7.get(v_EVSEProcessing)
-            if _i5 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-            v = (v << 14) | (_i4 << 7) | (_i5 << 2)
+            _i23 = _I7.get(v_EVSEProcessing)
+            if _i23 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            v = (v << 14) | (_i22 << 7) | (_i23 << 2)
             n += 14
             v_ResponseCode = None
             v_EVSEProcessing = None
@@ -793,16 +1115,21 @@ def _d_CableCheckReqType(r):
     el = ''
     f_DC_EVStatus = None
     try:
-        p += 1
+        p += 24
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('CableCheckReqType', p)
+        x = (V >> (E - p)) & 16777215
+        if x & 15604743: raise r.deviation('CableCheckReqType', p)
         el = 'DC_EVStatus'
-        r.pos = p
-        f_DC_EVStatus = _d_DC_EVStatusType(r)
-        p = r.pos
-        p += 1
-        if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('CableCheckReqType', p)
+        el = 'EVReady'
+        _c24_EVReady = ((x >> 20) & 1) == 1
+        el = 'EVErrorCode'
+        _c24_EVErrorCode = ((x >> 13) & 15)
+        if _c24_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c24_EVErrorCode} out of range (12 values)', p)
+        _c24_EVErrorCode = _E8[_c24_EVErrorCode]
+        el = 'EVRESSSOC'
+        _c24_EVRESSSOC = ((x >> 3) & 127)
+        if _c24_EVRESSSOC > 100: raise DecodeError(f'value {_c24_EVRESSSOC} above maximum 100', p)
+        f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c24_EVReady, _c24_EVErrorCode, _c24_EVRESSSOC)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -817,13 +1144,25 @@ def _e_CableCheckReqType(w, o):
         v_DC_EVStatus = o.DC_EVStatus
         if v_DC_EVStatus is not None:
             el = 'DC_EVStatus'
-            v <<= 1
-            n += 1
-            w.v = v; w.n = n
-            _e_DC_EVStatusType(w, v_DC_EVStatus)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _o = v_DC_EVStatus
+            _c25_EVReady = _o.EVReady
+            _c25_EVErrorCode = _o.EVErrorCode
+            _c25_EVRESSSOC = _o.EVRESSSOC
+            if not (_c25_EVReady is not None): raise EncodeError('missing content: EVReady')
+            el = 'EVReady'
+            if _c25_EVReady is not True and _c25_EVReady is not False: raise EncodeError(f'expected a bool, got {_c25_EVReady!r}')
+            if not (_c25_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            el = 'EVErrorCode'
+            _i26 = _I9.get(_c25_EVErrorCode)
+            if _i26 is None: raise EncodeError(f'{_c25_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (_c25_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            el = 'EVRESSSOC'
+            if not 0 <= _c25_EVRESSSOC <= 100: raise EncodeError(f'value {_c25_EVRESSSOC!r} outside [0, 100]')
+            v = (v << 24) | (_c25_EVReady << 20) | (_i26 << 13) | (_c25_EVRESSSOC << 3)
+            n += 24
+            _c25_EVReady = None
+            _c25_EVErrorCode = None
+            _c25_EVRESSSOC = None
             v_DC_EVStatus = None
             if v_DC_EVStatus is not None: raise _leftover(o)
         else:
@@ -874,12 +1213,12 @@ def _e_DC_EVStatusType(w, o):
             if v_EVReady is not True and v_EVReady is not False: raise EncodeError(f'expected a bool, got {v_EVReady!r}')
             if not (v_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
             el = 'EVErrorCode'
-            _i6 = _I9.get(v_EVErrorCode)
-            if _i6 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            _i27 = _I9.get(v_EVErrorCode)
+            if _i27 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
             if not (v_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
             el = 'EVRESSSOC'
             if not 0 <= v_EVRESSSOC <= 100: raise EncodeError(f'value {v_EVRESSSOC!r} outside [0, 100]')
-            v = (v << 22) | (v_EVReady << 19) | (_i6 << 12) | (v_EVRESSSOC << 2)
+            v = (v << 22) | (v_EVReady << 19) | (_i27 << 12) | (v_EVRESSSOC << 2)
             n += 22
             v_EVReady = None
             v_EVErrorCode = None
@@ -965,11 +1304,11 @@ def _e_CableCheckResType(w, o):
         v_EVSEProcessing = o.EVSEProcessing
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i7 = _I6.get(v_ResponseCode)
-            if _i7 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i28 = _I6.get(v_ResponseCode)
+            if _i28 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'DC_EVSEStatus'
-            v = (v << 9) | (_i7 << 2)
+            v = (v << 9) | (_i28 << 2)
             n += 9
             v_ResponseCode = None
             w.v = v; w.n = n
@@ -977,9 +1316,9 @@ def _e_CableCheckResType(w, o):
             v = w.v; n = w.n
             if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'EVSEProcessing'
-            _i8 = _I7.get(v_EVSEProcessing)
-            if _i8 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-            v = (v << 6) | (_i8 << 2)
+            _i29 = _I7.get(v_EVSEProcessing)
+            if _i29 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+            v = (v << 6) | (_i29 << 2)
             n += 6
             v_DC_EVSEStatus = None
             v_EVSEProcessing = None
@@ -1012,6 +1351,9 @@ def _d_DC_EVSEStatusType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_NotificationMaxDelay = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
                 p += 6
@@ -1083,12 +1425,13 @@ def _e_DC_EVSEStatusType(w, o):
                     v <<= 2
                     n += 2
                     if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
+                    elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
                     if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'EVSENotification'
-                    _i9 = _I3.get(v_EVSENotification)
-                    if _i9 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_i9 << 1)
+                    _i30 = _I3.get(v_EVSENotification)
+                    if _i30 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 6) | (_i30 << 1)
                     n += 6
                     v_NotificationMaxDelay = None
                     v_EVSENotification = None
@@ -1098,22 +1441,22 @@ def _e_DC_EVSEStatusType(w, o):
             if s == 2:
                 if v_EVSEIsolationStatus is not None:
                     el = 'EVSEIsolationStatus'
-                    _i10 = _I12.get(v_EVSEIsolationStatus)
-                    if _i10 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    _i31 = _I12.get(v_EVSEIsolationStatus)
+                    if _i31 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
                     if not (v_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
                     el = 'EVSEStatusCode'
-                    _i11 = _I13.get(v_EVSEStatusCode)
-                    if _i11 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 14) | (_i10 << 8) | (_i11 << 1)
+                    _i32 = _I13.get(v_EVSEStatusCode)
+                    if _i32 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 14) | (_i31 << 8) | (_i32 << 1)
                     n += 14
                     v_EVSEIsolationStatus = None
                     v_EVSEStatusCode = None
                     s = 4
                 elif v_EVSEStatusCode is not None:
                     el = 'EVSEStatusCode'
-                    _i12 = _I13.get(v_EVSEStatusCode)
-                    if _i12 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_i12 << 1)
+                    _i33 = _I13.get(v_EVSEStatusCode)
+                    if _i33 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_i33 << 1)
                     n += 8
                     v_EVSEStatusCode = None
                     s = 4
@@ -1218,9 +1561,11 @@ def _e_CanonicalizationMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -1302,9 +1647,11 @@ def _e_CertificateInstallationReqType(w, o):
             el = '@Id'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            w.string(v_Id)
-            v = w.v; n = w.n
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
             if not (v_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
             el = 'OEMProvisioningCert'
             v <<= 2
@@ -1343,13 +1690,35 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('ListOfRootCertificateIDsType', p)
                 el = 'RootCertificateID'
+                el = 'X509IssuerName'
                 r.pos = p
-                _v = _d_X509IssuerSerialType(r)
+                _c34_X509IssuerName = r.string(18)
                 p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('ListOfRootCertificateIDsType', p)
+                el = 'X509SerialNumber'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c34_X509SerialNumber = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c34_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c34_X509SerialNumber = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                if _neg: _c34_X509SerialNumber = -_c34_X509SerialNumber - 1
+                _v = xmldsig.X509IssuerSerialType(_c34_X509IssuerName, _c34_X509SerialNumber)
                 f_RootCertificateID.append(_v)
                 s = 1
             if s == 1:
@@ -1359,10 +1728,35 @@ def _d_ListOfRootCertificateIDsType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
                         el = 'RootCertificateID'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c35_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c35_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c35_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c35_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        if _neg: _c35_X509SerialNumber = -_c35_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c35_X509IssuerName, _c35_X509SerialNumber)
                         f_RootCertificateID.append(_v)
                         _k += 1
                         if _k == 19:
@@ -1398,11 +1792,31 @@ def _e_ListOfRootCertificateIDsType(w, o):
             if s == 0:
                 if i_RootCertificateID < n_RootCertificateID:
                     el = 'RootCertificateID'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
-                    v = w.v; n = w.n
+                    _o = v_RootCertificateID[i_RootCertificateID]
+                    _c36_X509IssuerName = _o.X509IssuerName
+                    _c36_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c36_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c36_X509IssuerName)
+                    if _l < 126 and _c36_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c36_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c36_X509IssuerName); v = w.v; n = w.n
+                    if not (_c36_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c36_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c36_X509SerialNumber!r}')
+                    v = (v << 4) | (_c36_X509SerialNumber < 0)
+                    n += 4
+                    _c36_X509IssuerName = None
+                    _m = (-_c36_X509SerialNumber - 1 if _c36_X509SerialNumber < 0 else _c36_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c36_X509SerialNumber = None
                     i_RootCertificateID += 1
                     s = 1
                 else:
@@ -1412,11 +1826,31 @@ def _e_ListOfRootCertificateIDsType(w, o):
                 while True:
                     if i_RootCertificateID < n_RootCertificateID:
                         el = 'RootCertificateID'
+                        _o = v_RootCertificateID[i_RootCertificateID]
+                        _c37_X509IssuerName = _o.X509IssuerName
+                        _c37_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c37_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 4
+                        n += 4
+                        _l = len(_c37_X509IssuerName)
+                        if _l < 126 and _c37_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c37_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c37_X509IssuerName); v = w.v; n = w.n
+                        if not (_c37_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c37_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c37_X509SerialNumber!r}')
+                        v = (v << 4) | (_c37_X509SerialNumber < 0)
+                        n += 4
+                        _c37_X509IssuerName = None
+                        _m = (-_c37_X509SerialNumber - 1 if _c37_X509SerialNumber < 0 else _c37_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
-                        v = w.v; n = w.n
+                        _c37_X509SerialNumber = None
                         i_RootCertificateID += 1
                         _k += 1
                         if _k == 19:
@@ -1464,6 +1898,9 @@ def _d_X509IssuerSerialType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_X509SerialNumber = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_X509SerialNumber = r.uint(); p = r.pos
         p += 2
@@ -1488,9 +1925,11 @@ def _e_X509IssuerSerialType(w, o):
             el = 'X509IssuerName'
             v <<= 2
             n += 2
-            w.v = v; w.n = n
-            w.string(v_X509IssuerName)
-            v = w.v; n = w.n
+            _l = len(v_X509IssuerName)
+            if _l < 126 and v_X509IssuerName.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509IssuerName.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_X509IssuerName); v = w.v; n = w.n
             if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
             el = 'X509SerialNumber'
             if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
@@ -1499,6 +1938,7 @@ def _e_X509IssuerSerialType(w, o):
             v_X509IssuerName = None
             _m = (-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -1542,26 +1982,47 @@ def _d_CertificateInstallationResType(r):
         r.pos = p
         f_ContractSignatureCertChain = _d_CertificateChainType(r)
         p = r.pos
-        p += 1
+        p += 2
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('CertificateInstallationResType', p)
         el = 'ContractSignatureEncryptedPrivateKey'
+        el = '@Id'
         r.pos = p
-        f_ContractSignatureEncryptedPrivateKey = _d_ContractSignatureEncryptedPrivateKeyType(r)
+        _c38_Id = r.string(20)
         p = r.pos
         p += 1
         if p > E: raise r.truncated(p)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
+        r.pos = p
+        _c38_value = r.binary()
+        if len(_c38_value) > 48: raise DecodeError(f'length {len(_c38_value)} outside [0, 48]', r.pos)
+        p = r.pos
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('CertificateInstallationResType', p)
+        f_ContractSignatureEncryptedPrivateKey = iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType(_c38_Id, _c38_value)
         el = 'DHpublickey'
+        el = '@Id'
         r.pos = p
-        f_DHpublickey = _d_DiffieHellmanPublickeyType(r)
+        _c39_Id = r.string(20)
         p = r.pos
         p += 1
         if p > E: raise r.truncated(p)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
+        r.pos = p
+        _c39_value = r.binary()
+        if len(_c39_value) > 65: raise DecodeError(f'length {len(_c39_value)} outside [0, 65]', r.pos)
+        p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('CertificateInstallationResType', p)
+        f_DHpublickey = iso2_msgdatatypes.DiffieHellmanPublickeyType(_c39_Id, _c39_value)
         el = 'eMAID'
         r.pos = p
-        f_eMAID = _d_EMAIDType(r, 20)
+        f_eMAID = _d_EMAIDType(r, 21)
         p = r.pos
         p += 1
         if p > E: raise r.truncated(p)
@@ -1585,11 +2046,11 @@ def _e_CertificateInstallationResType(w, o):
         v_eMAID = o.eMAID
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i13 = _I6.get(v_ResponseCode)
-            if _i13 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i40 = _I6.get(v_ResponseCode)
+            if _i40 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_SAProvisioningCertificateChain is not None): raise EncodeError('missing content: SAProvisioningCertificateChain')
             el = 'SAProvisioningCertificateChain'
-            v = (v << 9) | (_i13 << 2)
+            v = (v << 9) | (_i40 << 2)
             n += 9
             v_ResponseCode = None
             w.v = v; w.n = n
@@ -1605,24 +2066,56 @@ def _e_CertificateInstallationResType(w, o):
             v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
+            _o = v_ContractSignatureEncryptedPrivateKey
+            _c41_Id = _o.Id
+            _c41_value = _o.value
+            if not (_c41_Id is not None): raise EncodeError('missing content: Id')
+            el = '@Id'
+            v <<= 2
+            n += 2
+            v_ContractSignatureCertChain = None
+            _l = len(_c41_Id)
+            if _l < 126 and _c41_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c41_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c41_Id); v = w.v; n = w.n
+            if not (_c41_value is not None): raise EncodeError('missing content: text')
             v <<= 1
             n += 1
-            v_ContractSignatureCertChain = None
+            _c41_Id = None
             w.v = v; w.n = n
-            _e_ContractSignatureEncryptedPrivateKeyType(w, v_ContractSignatureEncryptedPrivateKey)
+            if len(_c41_value) > 48: raise EncodeError(f'length {len(_c41_value)} outside [0, 48]')
+            w.binary(_c41_value)
             v = w.v; n = w.n
             if not (v_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
             el = 'DHpublickey'
+            _o = v_DHpublickey
+            _c42_Id = _o.Id
+            _c42_value = _o.value
+            if not (_c42_Id is not None): raise EncodeError('missing content: Id')
+            el = '@Id'
+            v <<= 3
+            n += 3
+            _c41_value = None
+            v_ContractSignatureEncryptedPrivateKey = None
+            _l = len(_c42_Id)
+            if _l < 126 and _c42_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c42_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c42_Id); v = w.v; n = w.n
+            if not (_c42_value is not None): raise EncodeError('missing content: text')
             v <<= 1
             n += 1
-            v_ContractSignatureEncryptedPrivateKey = None
+            _c42_Id = None
             w.v = v; w.n = n
-            _e_DiffieHellmanPublickeyType(w, v_DHpublickey)
+            if len(_c42_value) > 65: raise EncodeError(f'length {len(_c42_value)} outside [0, 65]')
+            w.binary(_c42_value)
             v = w.v; n = w.n
             if not (v_eMAID is not None): raise EncodeError('missing content: eMAID')
             el = 'eMAID'
-            v <<= 1
-            n += 1
+            v <<= 2
+            n += 2
+            _c42_value = None
             v_DHpublickey = None
             w.v = v; w.n = n
             _e_EMAIDType(w, v_eMAID)
@@ -1656,7 +2149,7 @@ def _d_CertificateChainType(r):
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
-                    f_Id = r.string(21)
+                    f_Id = r.string(20)
                     p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
@@ -1725,9 +2218,11 @@ def _e_CertificateChainType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_Certificate is not None): raise EncodeError('missing content: Certificate')
                     el = 'Certificate'
                     v <<= 2
@@ -1915,7 +2410,7 @@ def _d_ContractSignatureEncryptedPrivateKeyType(r):
         if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
         el = '@Id'
         r.pos = p
-        f_Id = r.string(21)
+        f_Id = r.string(20)
         p = r.pos
         p += 1
         if p > E: raise r.truncated(p)
@@ -1944,9 +2439,11 @@ def _e_ContractSignatureEncryptedPrivateKeyType(w, o):
             el = '@Id'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            w.string(v_Id)
-            v = w.v; n = w.n
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
             if not (v_value is not None): raise EncodeError('missing content: text')
             v <<= 1
             n += 1
@@ -1979,7 +2476,7 @@ def _d_DiffieHellmanPublickeyType(r):
         if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
         el = '@Id'
         r.pos = p
-        f_Id = r.string(21)
+        f_Id = r.string(20)
         p = r.pos
         p += 1
         if p > E: raise r.truncated(p)
@@ -2008,9 +2505,11 @@ def _e_DiffieHellmanPublickeyType(w, o):
             el = '@Id'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            w.string(v_Id)
-            v = w.v; n = w.n
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
             if not (v_value is not None): raise EncodeError('missing content: text')
             v <<= 1
             n += 1
@@ -2043,7 +2542,7 @@ def _d_EMAIDType(r, key):
         if (V >> (E - p)) & 1: raise r.deviation('EMAIDType', p)
         el = '@Id'
         r.pos = p
-        f_Id = r.string(21)
+        f_Id = r.string(20)
         p = r.pos
         p += 1
         if p > E: raise r.truncated(p)
@@ -2072,17 +2571,21 @@ def _e_EMAIDType(w, o):
             el = '@Id'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            w.string(v_Id)
-            v = w.v; n = w.n
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
             if not (v_value is not None): raise EncodeError('missing content: text')
             v <<= 1
             n += 1
             v_Id = None
-            w.v = v; w.n = n
             if len(v_value) < 14 or len(v_value) > 15: raise EncodeError(f'length {len(v_value)} outside [14, 15]')
-            w.string(v_value)
-            v = w.v; n = w.n
+            _l = len(v_value)
+            if _l < 126 and v_value.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_value.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_value); v = w.v; n = w.n
             v <<= 1
             n += 1
             v_value = None
@@ -2124,7 +2627,7 @@ def _d_CertificateUpdateReqType(r):
         if x & 3: raise r.deviation('CertificateUpdateReqType', p)
         el = 'eMAID'
         r.pos = p
-        f_eMAID = r.string(20)
+        f_eMAID = r.string(21)
         if len(f_eMAID) < 14 or len(f_eMAID) > 15: raise DecodeError(f'length {len(f_eMAID)} outside [14, 15]', r.pos)
         p = r.pos
         p += 2
@@ -2157,9 +2660,11 @@ def _e_CertificateUpdateReqType(w, o):
             el = '@Id'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            w.string(v_Id)
-            v = w.v; n = w.n
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
             if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'ContractSignatureCertChain'
             v <<= 1
@@ -2173,10 +2678,12 @@ def _e_CertificateUpdateReqType(w, o):
             v <<= 2
             n += 2
             v_ContractSignatureCertChain = None
-            w.v = v; w.n = n
             if len(v_eMAID) < 14 or len(v_eMAID) > 15: raise EncodeError(f'length {len(v_eMAID)} outside [14, 15]')
-            w.string(v_eMAID)
-            v = w.v; n = w.n
+            _l = len(v_eMAID)
+            if _l < 126 and v_eMAID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_eMAID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_eMAID); v = w.v; n = w.n
             if not (v_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
             el = 'ListOfRootCertificateIDs'
             v <<= 2
@@ -2231,26 +2738,47 @@ def _d_CertificateUpdateResType(r):
                 r.pos = p
                 f_ContractSignatureCertChain = _d_CertificateChainType(r)
                 p = r.pos
-                p += 1
+                p += 2
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('CertificateUpdateResType', p)
                 el = 'ContractSignatureEncryptedPrivateKey'
+                el = '@Id'
                 r.pos = p
-                f_ContractSignatureEncryptedPrivateKey = _d_ContractSignatureEncryptedPrivateKeyType(r)
+                _c43_Id = r.string(20)
                 p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
+                r.pos = p
+                _c43_value = r.binary()
+                if len(_c43_value) > 48: raise DecodeError(f'length {len(_c43_value)} outside [0, 48]', r.pos)
+                p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('CertificateUpdateResType', p)
+                f_ContractSignatureEncryptedPrivateKey = iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType(_c43_Id, _c43_value)
                 el = 'DHpublickey'
+                el = '@Id'
                 r.pos = p
-                f_DHpublickey = _d_DiffieHellmanPublickeyType(r)
+                _c44_Id = r.string(20)
                 p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
+                r.pos = p
+                _c44_value = r.binary()
+                if len(_c44_value) > 65: raise DecodeError(f'length {len(_c44_value)} outside [0, 65]', r.pos)
+                p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('CertificateUpdateResType', p)
+                f_DHpublickey = iso2_msgdatatypes.DiffieHellmanPublickeyType(_c44_Id, _c44_value)
                 el = 'eMAID'
                 r.pos = p
-                f_eMAID = _d_EMAIDType(r, 20)
+                f_eMAID = _d_EMAIDType(r, 21)
                 p = r.pos
                 s = 6
             if s == 6:
@@ -2267,6 +2795,9 @@ def _d_CertificateUpdateResType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RetryCounter = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RetryCounter = r.uint(); p = r.pos
                     p += 2
@@ -2304,11 +2835,11 @@ def _e_CertificateUpdateResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i14 = _I6.get(v_ResponseCode)
-                    if _i14 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i45 = _I6.get(v_ResponseCode)
+                    if _i45 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_SAProvisioningCertificateChain is not None): raise EncodeError('missing content: SAProvisioningCertificateChain')
                     el = 'SAProvisioningCertificateChain'
-                    v = (v << 9) | (_i14 << 2)
+                    v = (v << 9) | (_i45 << 2)
                     n += 9
                     v_ResponseCode = None
                     w.v = v; w.n = n
@@ -2324,24 +2855,56 @@ def _e_CertificateUpdateResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
                     el = 'ContractSignatureEncryptedPrivateKey'
+                    _o = v_ContractSignatureEncryptedPrivateKey
+                    _c46_Id = _o.Id
+                    _c46_value = _o.value
+                    if not (_c46_Id is not None): raise EncodeError('missing content: Id')
+                    el = '@Id'
+                    v <<= 2
+                    n += 2
+                    v_ContractSignatureCertChain = None
+                    _l = len(_c46_Id)
+                    if _l < 126 and _c46_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c46_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c46_Id); v = w.v; n = w.n
+                    if not (_c46_value is not None): raise EncodeError('missing content: text')
                     v <<= 1
                     n += 1
-                    v_ContractSignatureCertChain = None
+                    _c46_Id = None
                     w.v = v; w.n = n
-                    _e_ContractSignatureEncryptedPrivateKeyType(w, v_ContractSignatureEncryptedPrivateKey)
+                    if len(_c46_value) > 48: raise EncodeError(f'length {len(_c46_value)} outside [0, 48]')
+                    w.binary(_c46_value)
                     v = w.v; n = w.n
                     if not (v_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
                     el = 'DHpublickey'
+                    _o = v_DHpublickey
+                    _c47_Id = _o.Id
+                    _c47_value = _o.value
+                    if not (_c47_Id is not None): raise EncodeError('missing content: Id')
+                    el = '@Id'
+                    v <<= 3
+                    n += 3
+                    _c46_value = None
+                    v_ContractSignatureEncryptedPrivateKey = None
+                    _l = len(_c47_Id)
+                    if _l < 126 and _c47_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c47_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c47_Id); v = w.v; n = w.n
+                    if not (_c47_value is not None): raise EncodeError('missing content: text')
                     v <<= 1
                     n += 1
-                    v_ContractSignatureEncryptedPrivateKey = None
+                    _c47_Id = None
                     w.v = v; w.n = n
-                    _e_DiffieHellmanPublickeyType(w, v_DHpublickey)
+                    if len(_c47_value) > 65: raise EncodeError(f'length {len(_c47_value)} outside [0, 65]')
+                    w.binary(_c47_value)
                     v = w.v; n = w.n
                     if not (v_eMAID is not None): raise EncodeError('missing content: eMAID')
                     el = 'eMAID'
-                    v <<= 1
-                    n += 1
+                    v <<= 2
+                    n += 2
+                    _c47_value = None
                     v_DHpublickey = None
                     w.v = v; w.n = n
                     _e_EMAIDType(w, v_eMAID)
@@ -2358,6 +2921,7 @@ def _e_CertificateUpdateResType(w, o):
                     n += 4
                     _m = (-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -2399,6 +2963,9 @@ def _d_ChargeParameterDiscoveryReqType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MaxEntriesSAScheduleTuple = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MaxEntriesSAScheduleTuple = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MaxEntriesSAScheduleTuple = r.uint(); p = r.pos
                     p += 7
@@ -2477,21 +3044,22 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     v <<= 3
                     n += 3
                     if v_MaxEntriesSAScheduleTuple < 128: v = (v << 8) | v_MaxEntriesSAScheduleTuple; n += 8
+                    elif v_MaxEntriesSAScheduleTuple < 16384: v = (v << 16) | ((v_MaxEntriesSAScheduleTuple & 127) << 8) | 32768 | (v_MaxEntriesSAScheduleTuple >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MaxEntriesSAScheduleTuple); v = w.v; n = w.n
                     if not (v_RequestedEnergyTransferMode is not None): raise EncodeError('missing content: RequestedEnergyTransferMode')
                     el = 'RequestedEnergyTransferMode'
-                    _i15 = _I15.get(v_RequestedEnergyTransferMode)
-                    if _i15 is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
-                    v = (v << 7) | (_i15 << 1)
+                    _i48 = _I15.get(v_RequestedEnergyTransferMode)
+                    if _i48 is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
+                    v = (v << 7) | (_i48 << 1)
                     n += 7
                     v_MaxEntriesSAScheduleTuple = None
                     v_RequestedEnergyTransferMode = None
                     s = 2
                 elif v_RequestedEnergyTransferMode is not None:
                     el = 'RequestedEnergyTransferMode'
-                    _i16 = _I15.get(v_RequestedEnergyTransferMode)
-                    if _i16 is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
-                    v = (v << 7) | (1 << 5) | (_i16 << 1)
+                    _i49 = _I15.get(v_RequestedEnergyTransferMode)
+                    if _i49 is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
+                    v = (v << 7) | (1 << 5) | (_i49 << 1)
                     n += 7
                     v_RequestedEnergyTransferMode = None
                     s = 2
@@ -2578,16 +3146,91 @@ def _d_ChargeParameterDiscoveryResType(r):
                     p = r.pos
                     s = 3
                 elif ec == 1:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     el = 'SASchedules'
-                    r.pos = p
-                    f_SASchedules = _d_SASchedulesType(r)
-                    p = r.pos
+                    f_SASchedules = iso2_msgdatatypes.SASchedulesType()
                     s = 3
                 elif ec == 2:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     el = 'AC_EVSEChargeParameter'
-                    r.pos = p
-                    f_AC_EVSEChargeParameter = _d_AC_EVSEChargeParameterType(r)
-                    p = r.pos
+                    el = 'AC_EVSEStatus'
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c52_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c52_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c52_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 27
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 134217727
+                    if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                    if _c52_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c52_NotificationMaxDelay} outside [0, 65535]', p)
+                    el = 'EVSENotification'
+                    _c52_EVSENotification = ((x >> 22) & 3)
+                    if _c52_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c52_EVSENotification} out of range (3 values)', p)
+                    _c52_EVSENotification = _E2[_c52_EVSENotification]
+                    el = 'RCD'
+                    _c52_RCD = ((x >> 18) & 1) == 1
+                    _c51_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c52_NotificationMaxDelay, _c52_EVSENotification, _c52_RCD)
+                    el = 'EVSENominalVoltage'
+                    el = 'Multiplier'
+                    _c53_Multiplier = ((x >> 10) & 7) + -3
+                    if _c53_Multiplier > 3: raise DecodeError(f'value {_c53_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c53_Unit = ((x >> 4) & 7)
+                    if _c53_Unit >= 7: raise DecodeError(f'enumeration index {_c53_Unit} out of range (7 values)', p)
+                    _c53_Unit = _E0[_c53_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c53_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c53_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c53_Value = r.uint(); p = r.pos
+                    p += 18
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 262143
+                    if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                    if _neg: _c53_Value = -_c53_Value - 1
+                    if _c53_Value < -32768 or _c53_Value > 32767: raise DecodeError(f'value {_c53_Value} outside [-32768, 32767]', p)
+                    _c51_EVSENominalVoltage = iso2_msgdatatypes.PhysicalValueType(_c53_Multiplier, _c53_Unit, _c53_Value)
+                    el = 'EVSEMaxCurrent'
+                    el = 'Multiplier'
+                    _c54_Multiplier = ((x >> 10) & 7) + -3
+                    if _c54_Multiplier > 3: raise DecodeError(f'value {_c54_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c54_Unit = ((x >> 4) & 7)
+                    if _c54_Unit >= 7: raise DecodeError(f'enumeration index {_c54_Unit} out of range (7 values)', p)
+                    _c54_Unit = _E0[_c54_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c54_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c54_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c54_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                    if _neg: _c54_Value = -_c54_Value - 1
+                    if _c54_Value < -32768 or _c54_Value > 32767: raise DecodeError(f'value {_c54_Value} outside [-32768, 32767]', p)
+                    _c51_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c54_Multiplier, _c54_Unit, _c54_Value)
+                    f_AC_EVSEChargeParameter = iso2_msgdatatypes.AC_EVSEChargeParameterType(_c51_AC_EVSEStatus, _c51_EVSENominalVoltage, _c51_EVSEMaxCurrent)
                     s = 4
                 elif ec == 3:
                     el = 'DC_EVSEChargeParameter'
@@ -2596,10 +3239,11 @@ def _d_ChargeParameterDiscoveryResType(r):
                     p = r.pos
                     s = 4
                 elif ec == 4:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     el = 'EVSEChargeParameter'
-                    r.pos = p
-                    f_EVSEChargeParameter = _d_EVSEChargeParameterType(r)
-                    p = r.pos
+                    f_EVSEChargeParameter = iso2_msgdatatypes.EVSEChargeParameterType()
                     s = 4
                 else:
                     raise r.deviation('ChargeParameterDiscoveryResType', p)
@@ -2608,10 +3252,84 @@ def _d_ChargeParameterDiscoveryResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     el = 'AC_EVSEChargeParameter'
-                    r.pos = p
-                    f_AC_EVSEChargeParameter = _d_AC_EVSEChargeParameterType(r)
-                    p = r.pos
+                    el = 'AC_EVSEStatus'
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c52_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c52_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c52_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 27
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 134217727
+                    if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                    if _c52_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c52_NotificationMaxDelay} outside [0, 65535]', p)
+                    el = 'EVSENotification'
+                    _c52_EVSENotification = ((x >> 22) & 3)
+                    if _c52_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c52_EVSENotification} out of range (3 values)', p)
+                    _c52_EVSENotification = _E2[_c52_EVSENotification]
+                    el = 'RCD'
+                    _c52_RCD = ((x >> 18) & 1) == 1
+                    _c56_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c52_NotificationMaxDelay, _c52_EVSENotification, _c52_RCD)
+                    el = 'EVSENominalVoltage'
+                    el = 'Multiplier'
+                    _c53_Multiplier = ((x >> 10) & 7) + -3
+                    if _c53_Multiplier > 3: raise DecodeError(f'value {_c53_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c53_Unit = ((x >> 4) & 7)
+                    if _c53_Unit >= 7: raise DecodeError(f'enumeration index {_c53_Unit} out of range (7 values)', p)
+                    _c53_Unit = _E0[_c53_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c53_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c53_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c53_Value = r.uint(); p = r.pos
+                    p += 18
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 262143
+                    if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                    if _neg: _c53_Value = -_c53_Value - 1
+                    if _c53_Value < -32768 or _c53_Value > 32767: raise DecodeError(f'value {_c53_Value} outside [-32768, 32767]', p)
+                    _c56_EVSENominalVoltage = iso2_msgdatatypes.PhysicalValueType(_c53_Multiplier, _c53_Unit, _c53_Value)
+                    el = 'EVSEMaxCurrent'
+                    el = 'Multiplier'
+                    _c54_Multiplier = ((x >> 10) & 7) + -3
+                    if _c54_Multiplier > 3: raise DecodeError(f'value {_c54_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c54_Unit = ((x >> 4) & 7)
+                    if _c54_Unit >= 7: raise DecodeError(f'enumeration index {_c54_Unit} out of range (7 values)', p)
+                    _c54_Unit = _E0[_c54_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c54_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c54_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c54_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
+                    if _neg: _c54_Value = -_c54_Value - 1
+                    if _c54_Value < -32768 or _c54_Value > 32767: raise DecodeError(f'value {_c54_Value} outside [-32768, 32767]', p)
+                    _c56_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c54_Multiplier, _c54_Unit, _c54_Value)
+                    f_AC_EVSEChargeParameter = iso2_msgdatatypes.AC_EVSEChargeParameterType(_c56_AC_EVSEStatus, _c56_EVSENominalVoltage, _c56_EVSEMaxCurrent)
                     s = 4
                 elif ec == 1:
                     el = 'DC_EVSEChargeParameter'
@@ -2620,10 +3338,11 @@ def _d_ChargeParameterDiscoveryResType(r):
                     p = r.pos
                     s = 4
                 elif ec == 2:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     el = 'EVSEChargeParameter'
-                    r.pos = p
-                    f_EVSEChargeParameter = _d_EVSEChargeParameterType(r)
-                    p = r.pos
+                    f_EVSEChargeParameter = iso2_msgdatatypes.EVSEChargeParameterType()
                     s = 4
                 else:
                     raise r.deviation('ChargeParameterDiscoveryResType', p)
@@ -2655,13 +3374,13 @@ def _e_ChargeParameterDiscoveryResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i17 = _I6.get(v_ResponseCode)
-                    if _i17 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i58 = _I6.get(v_ResponseCode)
+                    if _i58 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                     el = 'EVSEProcessing'
-                    _i18 = _I7.get(v_EVSEProcessing)
-                    if _i18 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    v = (v << 13) | (_i17 << 6) | (_i18 << 1)
+                    _i59 = _I7.get(v_EVSEProcessing)
+                    if _i59 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+                    v = (v << 13) | (_i58 << 6) | (_i59 << 1)
                     n += 13
                     v_ResponseCode = None
                     v_EVSEProcessing = None
@@ -2680,20 +3399,96 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     s = 3
                 elif v_SASchedules is not None:
                     el = 'SASchedules'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_SASchedulesType(w, v_SASchedules)
-                    v = w.v; n = w.n
+                    _o = v_SASchedules
+                    v = (v << 4) | (1 << 1)
+                    n += 4
                     v_SASchedules = None
                     s = 3
                 elif v_AC_EVSEChargeParameter is not None:
                     el = 'AC_EVSEChargeParameter'
-                    v = (v << 3) | 2
+                    _o = v_AC_EVSEChargeParameter
+                    _c61_AC_EVSEStatus = _o.AC_EVSEStatus
+                    _c61_EVSENominalVoltage = _o.EVSENominalVoltage
+                    _c61_EVSEMaxCurrent = _o.EVSEMaxCurrent
+                    if not (_c61_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
+                    el = 'AC_EVSEStatus'
+                    _o = _c61_AC_EVSEStatus
+                    _c62_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c62_EVSENotification = _o.EVSENotification
+                    _c62_RCD = _o.RCD
+                    if not (_c62_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c62_NotificationMaxDelay < 0 or _c62_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c62_NotificationMaxDelay!r} outside [0, 65535]')
+                    v = (v << 6) | (2 << 3)
+                    n += 6
+                    if _c62_NotificationMaxDelay < 128: v = (v << 8) | _c62_NotificationMaxDelay; n += 8
+                    elif _c62_NotificationMaxDelay < 16384: v = (v << 16) | ((_c62_NotificationMaxDelay & 127) << 8) | 32768 | (_c62_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c62_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c62_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i17 = _I3.get(_c62_EVSENotification)
+                    if _i17 is None: raise EncodeError(f'{_c62_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c62_RCD is not None): raise EncodeError('missing content: RCD')
+                    el = 'RCD'
+                    if _c62_RCD is not True and _c62_RCD is not False: raise EncodeError(f'expected a bool, got {_c62_RCD!r}')
+                    if not (_c61_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
+                    el = 'EVSENominalVoltage'
+                    _o = _c61_EVSENominalVoltage
+                    _c63_Multiplier = _o.Multiplier
+                    _c63_Unit = _o.Unit
+                    _c63_Value = _o.Value
+                    if not (_c63_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c63_Multiplier <= 3: raise EncodeError(f'value {_c63_Multiplier!r} outside [-3, 3]')
+                    if not (_c63_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c63_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c63_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c63_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c63_Value < -32768 or _c63_Value > 32767: raise EncodeError(f'value {_c63_Value!r} outside [-32768, 32767]')
+                    v = (v << 27) | (_i17 << 22) | (_c62_RCD << 18) | ((_c63_Multiplier - -3) << 10) | (_i7 << 4) | (_c63_Value < 0)
+                    n += 27
+                    _c62_NotificationMaxDelay = None
+                    _c62_EVSENotification = None
+                    _c62_RCD = None
+                    _c61_AC_EVSEStatus = None
+                    _c63_Multiplier = None
+                    _c63_Unit = None
+                    _m = (-_c63_Value - 1 if _c63_Value < 0 else _c63_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c61_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
+                    el = 'EVSEMaxCurrent'
+                    _o = _c61_EVSEMaxCurrent
+                    _c64_Multiplier = _o.Multiplier
+                    _c64_Unit = _o.Unit
+                    _c64_Value = _o.Value
+                    if not (_c64_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c64_Multiplier <= 3: raise EncodeError(f'value {_c64_Multiplier!r} outside [-3, 3]')
+                    if not (_c64_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c64_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c64_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c64_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c64_Value < -32768 or _c64_Value > 32767: raise EncodeError(f'value {_c64_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c64_Multiplier - -3) << 10) | (_i7 << 4) | (_c64_Value < 0)
+                    n += 18
+                    _c63_Value = None
+                    _c61_EVSENominalVoltage = None
+                    _c64_Multiplier = None
+                    _c64_Unit = None
+                    _m = (-_c64_Value - 1 if _c64_Value < 0 else _c64_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_AC_EVSEChargeParameterType(w, v_AC_EVSEChargeParameter)
-                    v = w.v; n = w.n
+                    _c64_Value = None
+                    _c61_EVSEMaxCurrent = None
                     v_AC_EVSEChargeParameter = None
                     s = 4
                 elif v_DC_EVSEChargeParameter is not None:
@@ -2707,11 +3502,9 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     s = 4
                 elif v_EVSEChargeParameter is not None:
                     el = 'EVSEChargeParameter'
-                    v = (v << 3) | 4
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_EVSEChargeParameterType(w, v_EVSEChargeParameter)
-                    v = w.v; n = w.n
+                    _o = v_EVSEChargeParameter
+                    v = (v << 4) | (4 << 1)
+                    n += 4
                     v_EVSEChargeParameter = None
                     s = 4
                 else:
@@ -2719,11 +3512,89 @@ def _e_ChargeParameterDiscoveryResType(w, o):
             if s == 3:
                 if v_AC_EVSEChargeParameter is not None:
                     el = 'AC_EVSEChargeParameter'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_AC_EVSEChargeParameterType(w, v_AC_EVSEChargeParameter)
-                    v = w.v; n = w.n
+                    _o = v_AC_EVSEChargeParameter
+                    _c66_AC_EVSEStatus = _o.AC_EVSEStatus
+                    _c66_EVSENominalVoltage = _o.EVSENominalVoltage
+                    _c66_EVSEMaxCurrent = _o.EVSEMaxCurrent
+                    if not (_c66_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
+                    el = 'AC_EVSEStatus'
+                    _o = _c66_AC_EVSEStatus
+                    _c62_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c62_EVSENotification = _o.EVSENotification
+                    _c62_RCD = _o.RCD
+                    if not (_c62_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c62_NotificationMaxDelay < 0 or _c62_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c62_NotificationMaxDelay!r} outside [0, 65535]')
+                    v <<= 5
+                    n += 5
+                    if _c62_NotificationMaxDelay < 128: v = (v << 8) | _c62_NotificationMaxDelay; n += 8
+                    elif _c62_NotificationMaxDelay < 16384: v = (v << 16) | ((_c62_NotificationMaxDelay & 127) << 8) | 32768 | (_c62_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c62_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c62_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i17 = _I3.get(_c62_EVSENotification)
+                    if _i17 is None: raise EncodeError(f'{_c62_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c62_RCD is not None): raise EncodeError('missing content: RCD')
+                    el = 'RCD'
+                    if _c62_RCD is not True and _c62_RCD is not False: raise EncodeError(f'expected a bool, got {_c62_RCD!r}')
+                    if not (_c66_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
+                    el = 'EVSENominalVoltage'
+                    _o = _c66_EVSENominalVoltage
+                    _c63_Multiplier = _o.Multiplier
+                    _c63_Unit = _o.Unit
+                    _c63_Value = _o.Value
+                    if not (_c63_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c63_Multiplier <= 3: raise EncodeError(f'value {_c63_Multiplier!r} outside [-3, 3]')
+                    if not (_c63_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c63_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c63_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c63_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c63_Value < -32768 or _c63_Value > 32767: raise EncodeError(f'value {_c63_Value!r} outside [-32768, 32767]')
+                    v = (v << 27) | (_i17 << 22) | (_c62_RCD << 18) | ((_c63_Multiplier - -3) << 10) | (_i7 << 4) | (_c63_Value < 0)
+                    n += 27
+                    _c62_NotificationMaxDelay = None
+                    _c62_EVSENotification = None
+                    _c62_RCD = None
+                    _c66_AC_EVSEStatus = None
+                    _c63_Multiplier = None
+                    _c63_Unit = None
+                    _m = (-_c63_Value - 1 if _c63_Value < 0 else _c63_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c66_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
+                    el = 'EVSEMaxCurrent'
+                    _o = _c66_EVSEMaxCurrent
+                    _c64_Multiplier = _o.Multiplier
+                    _c64_Unit = _o.Unit
+                    _c64_Value = _o.Value
+                    if not (_c64_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c64_Multiplier <= 3: raise EncodeError(f'value {_c64_Multiplier!r} outside [-3, 3]')
+                    if not (_c64_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c64_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c64_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c64_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c64_Value < -32768 or _c64_Value > 32767: raise EncodeError(f'value {_c64_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c64_Multiplier - -3) << 10) | (_i7 << 4) | (_c64_Value < 0)
+                    n += 18
+                    _c63_Value = None
+                    _c66_EVSENominalVoltage = None
+                    _c64_Multiplier = None
+                    _c64_Unit = None
+                    _m = (-_c64_Value - 1 if _c64_Value < 0 else _c64_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c64_Value = None
+                    _c66_EVSEMaxCurrent = None
                     v_AC_EVSEChargeParameter = None
                     s = 4
                 elif v_DC_EVSEChargeParameter is not None:
@@ -2737,11 +3608,9 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     s = 4
                 elif v_EVSEChargeParameter is not None:
                     el = 'EVSEChargeParameter'
-                    v = (v << 2) | 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_EVSEChargeParameterType(w, v_EVSEChargeParameter)
-                    v = w.v; n = w.n
+                    _o = v_EVSEChargeParameter
+                    v = (v << 3) | (2 << 1)
+                    n += 3
                     v_EVSEChargeParameter = None
                     s = 4
                 else:
@@ -2855,10 +3724,35 @@ def _d_ChargingStatusResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('ChargingStatusResType', p)
                     el = 'EVSEMaxCurrent'
-                    r.pos = p
-                    f_EVSEMaxCurrent = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c68_Multiplier = ((x >> 10) & 7) + -3
+                    if _c68_Multiplier > 3: raise DecodeError(f'value {_c68_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c68_Unit = ((x >> 4) & 7)
+                    if _c68_Unit >= 7: raise DecodeError(f'enumeration index {_c68_Unit} out of range (7 values)', p)
+                    _c68_Unit = _E0[_c68_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c68_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c68_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c68_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ChargingStatusResType', p)
+                    if _neg: _c68_Value = -_c68_Value - 1
+                    if _c68_Value < -32768 or _c68_Value > 32767: raise DecodeError(f'value {_c68_Value} outside [-32768, 32767]', p)
+                    f_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c68_Multiplier, _c68_Unit, _c68_Value)
                     s = 4
                 elif ec == 1:
                     el = 'MeterInfo'
@@ -2875,10 +3769,32 @@ def _d_ChargingStatusResType(r):
                     f_ReceiptRequired = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 3:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ChargingStatusResType', p)
                     el = 'AC_EVSEStatus'
-                    r.pos = p
-                    f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-                    p = r.pos
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c69_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c69_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c69_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 11
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 2047
+                    if x & 1851: raise r.deviation('ChargingStatusResType', p)
+                    if _c69_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c69_NotificationMaxDelay} outside [0, 65535]', p)
+                    el = 'EVSENotification'
+                    _c69_EVSENotification = ((x >> 6) & 3)
+                    if _c69_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c69_EVSENotification} out of range (3 values)', p)
+                    _c69_EVSENotification = _E2[_c69_EVSENotification]
+                    el = 'RCD'
+                    _c69_RCD = ((x >> 2) & 1) == 1
+                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c69_NotificationMaxDelay, _c69_EVSENotification, _c69_RCD)
                     s = 7
                 else:
                     raise r.deviation('ChargingStatusResType', p)
@@ -2901,10 +3817,32 @@ def _d_ChargingStatusResType(r):
                     f_ReceiptRequired = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 2:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ChargingStatusResType', p)
                     el = 'AC_EVSEStatus'
-                    r.pos = p
-                    f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-                    p = r.pos
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c70_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c70_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c70_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 11
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 2047
+                    if x & 1851: raise r.deviation('ChargingStatusResType', p)
+                    if _c70_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c70_NotificationMaxDelay} outside [0, 65535]', p)
+                    el = 'EVSENotification'
+                    _c70_EVSENotification = ((x >> 6) & 3)
+                    if _c70_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c70_EVSENotification} out of range (3 values)', p)
+                    _c70_EVSENotification = _E2[_c70_EVSENotification]
+                    el = 'RCD'
+                    _c70_RCD = ((x >> 2) & 1) == 1
+                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c70_NotificationMaxDelay, _c70_EVSENotification, _c70_RCD)
                     s = 7
                 else:
                     raise r.deviation('ChargingStatusResType', p)
@@ -2921,21 +3859,62 @@ def _d_ChargingStatusResType(r):
                     f_ReceiptRequired = ((x >> 1) & 1) == 1
                     s = 6
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ChargingStatusResType', p)
                     el = 'AC_EVSEStatus'
-                    r.pos = p
-                    f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-                    p = r.pos
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c71_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c71_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c71_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 11
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 2047
+                    if x & 1851: raise r.deviation('ChargingStatusResType', p)
+                    if _c71_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c71_NotificationMaxDelay} outside [0, 65535]', p)
+                    el = 'EVSENotification'
+                    _c71_EVSENotification = ((x >> 6) & 3)
+                    if _c71_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c71_EVSENotification} out of range (3 values)', p)
+                    _c71_EVSENotification = _E2[_c71_EVSENotification]
+                    el = 'RCD'
+                    _c71_RCD = ((x >> 2) & 1) == 1
+                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c71_NotificationMaxDelay, _c71_EVSENotification, _c71_RCD)
                     s = 7
                 else:
                     raise r.deviation('ChargingStatusResType', p)
             if s == 6:
-                p += 1
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusResType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('ChargingStatusResType', p)
                 el = 'AC_EVSEStatus'
-                r.pos = p
-                f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-                p = r.pos
+                el = 'NotificationMaxDelay'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c72_NotificationMaxDelay = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c72_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c72_NotificationMaxDelay = r.uint(); p = r.pos
+                p += 11
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 2047
+                if x & 1851: raise r.deviation('ChargingStatusResType', p)
+                if _c72_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c72_NotificationMaxDelay} outside [0, 65535]', p)
+                el = 'EVSENotification'
+                _c72_EVSENotification = ((x >> 6) & 3)
+                if _c72_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c72_EVSENotification} out of range (3 values)', p)
+                _c72_EVSENotification = _E2[_c72_EVSENotification]
+                el = 'RCD'
+                _c72_RCD = ((x >> 2) & 1) == 1
+                f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c72_NotificationMaxDelay, _c72_EVSENotification, _c72_RCD)
                 s = 7
             if s == 7:
                 p += 1
@@ -2965,17 +3944,19 @@ def _e_ChargingStatusResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i19 = _I6.get(v_ResponseCode)
-                    if _i19 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i73 = _I6.get(v_ResponseCode)
+                    if _i73 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                     el = 'EVSEID'
-                    v = (v << 10) | (_i19 << 3)
+                    v = (v << 10) | (_i73 << 3)
                     n += 10
                     v_ResponseCode = None
-                    w.v = v; w.n = n
                     if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
-                    w.string(v_EVSEID)
-                    v = w.v; n = w.n
+                    _l = len(v_EVSEID)
+                    if _l < 126 and v_EVSEID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
                     if not (v_SAScheduleTupleID is not None): raise EncodeError('missing content: SAScheduleTupleID')
                     el = 'SAScheduleTupleID'
                     if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
@@ -2989,11 +3970,31 @@ def _e_ChargingStatusResType(w, o):
             if s == 3:
                 if v_EVSEMaxCurrent is not None:
                     el = 'EVSEMaxCurrent'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMaxCurrent)
-                    v = w.v; n = w.n
+                    _o = v_EVSEMaxCurrent
+                    _c74_Multiplier = _o.Multiplier
+                    _c74_Unit = _o.Unit
+                    _c74_Value = _o.Value
+                    if not (_c74_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c74_Multiplier <= 3: raise EncodeError(f'value {_c74_Multiplier!r} outside [-3, 3]')
+                    if not (_c74_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c74_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c74_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c74_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c74_Value < -32768 or _c74_Value > 32767: raise EncodeError(f'value {_c74_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c74_Multiplier - -3) << 10) | (_i7 << 4) | (_c74_Value < 0)
+                    n += 18
+                    _c74_Multiplier = None
+                    _c74_Unit = None
+                    _m = (-_c74_Value - 1 if _c74_Value < 0 else _c74_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c74_Value = None
                     v_EVSEMaxCurrent = None
                     s = 4
                 elif v_MeterInfo is not None:
@@ -3014,11 +4015,30 @@ def _e_ChargingStatusResType(w, o):
                     s = 6
                 elif v_AC_EVSEStatus is not None:
                     el = 'AC_EVSEStatus'
-                    v = (v << 3) | 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-                    v = w.v; n = w.n
+                    _o = v_AC_EVSEStatus
+                    _c75_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c75_EVSENotification = _o.EVSENotification
+                    _c75_RCD = _o.RCD
+                    if not (_c75_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c75_NotificationMaxDelay < 0 or _c75_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c75_NotificationMaxDelay!r} outside [0, 65535]')
+                    v = (v << 5) | (3 << 2)
+                    n += 5
+                    if _c75_NotificationMaxDelay < 128: v = (v << 8) | _c75_NotificationMaxDelay; n += 8
+                    elif _c75_NotificationMaxDelay < 16384: v = (v << 16) | ((_c75_NotificationMaxDelay & 127) << 8) | 32768 | (_c75_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c75_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c75_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i17 = _I3.get(_c75_EVSENotification)
+                    if _i17 is None: raise EncodeError(f'{_c75_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c75_RCD is not None): raise EncodeError('missing content: RCD')
+                    el = 'RCD'
+                    if _c75_RCD is not True and _c75_RCD is not False: raise EncodeError(f'expected a bool, got {_c75_RCD!r}')
+                    v = (v << 11) | (_i17 << 6) | (_c75_RCD << 2)
+                    n += 11
+                    _c75_NotificationMaxDelay = None
+                    _c75_EVSENotification = None
+                    _c75_RCD = None
                     v_AC_EVSEStatus = None
                     s = 7
                 else:
@@ -3042,11 +4062,30 @@ def _e_ChargingStatusResType(w, o):
                     s = 6
                 elif v_AC_EVSEStatus is not None:
                     el = 'AC_EVSEStatus'
-                    v = (v << 2) | 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-                    v = w.v; n = w.n
+                    _o = v_AC_EVSEStatus
+                    _c76_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c76_EVSENotification = _o.EVSENotification
+                    _c76_RCD = _o.RCD
+                    if not (_c76_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c76_NotificationMaxDelay < 0 or _c76_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c76_NotificationMaxDelay!r} outside [0, 65535]')
+                    v = (v << 4) | (2 << 2)
+                    n += 4
+                    if _c76_NotificationMaxDelay < 128: v = (v << 8) | _c76_NotificationMaxDelay; n += 8
+                    elif _c76_NotificationMaxDelay < 16384: v = (v << 16) | ((_c76_NotificationMaxDelay & 127) << 8) | 32768 | (_c76_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c76_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c76_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i17 = _I3.get(_c76_EVSENotification)
+                    if _i17 is None: raise EncodeError(f'{_c76_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c76_RCD is not None): raise EncodeError('missing content: RCD')
+                    el = 'RCD'
+                    if _c76_RCD is not True and _c76_RCD is not False: raise EncodeError(f'expected a bool, got {_c76_RCD!r}')
+                    v = (v << 11) | (_i17 << 6) | (_c76_RCD << 2)
+                    n += 11
+                    _c76_NotificationMaxDelay = None
+                    _c76_EVSENotification = None
+                    _c76_RCD = None
                     v_AC_EVSEStatus = None
                     s = 7
                 else:
@@ -3061,11 +4100,30 @@ def _e_ChargingStatusResType(w, o):
                     s = 6
                 elif v_AC_EVSEStatus is not None:
                     el = 'AC_EVSEStatus'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-                    v = w.v; n = w.n
+                    _o = v_AC_EVSEStatus
+                    _c77_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c77_EVSENotification = _o.EVSENotification
+                    _c77_RCD = _o.RCD
+                    if not (_c77_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c77_NotificationMaxDelay < 0 or _c77_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c77_NotificationMaxDelay!r} outside [0, 65535]')
+                    v = (v << 4) | (1 << 2)
+                    n += 4
+                    if _c77_NotificationMaxDelay < 128: v = (v << 8) | _c77_NotificationMaxDelay; n += 8
+                    elif _c77_NotificationMaxDelay < 16384: v = (v << 16) | ((_c77_NotificationMaxDelay & 127) << 8) | 32768 | (_c77_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c77_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c77_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i17 = _I3.get(_c77_EVSENotification)
+                    if _i17 is None: raise EncodeError(f'{_c77_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c77_RCD is not None): raise EncodeError('missing content: RCD')
+                    el = 'RCD'
+                    if _c77_RCD is not True and _c77_RCD is not False: raise EncodeError(f'expected a bool, got {_c77_RCD!r}')
+                    v = (v << 11) | (_i17 << 6) | (_c77_RCD << 2)
+                    n += 11
+                    _c77_NotificationMaxDelay = None
+                    _c77_EVSENotification = None
+                    _c77_RCD = None
                     v_AC_EVSEStatus = None
                     s = 7
                 else:
@@ -3073,11 +4131,30 @@ def _e_ChargingStatusResType(w, o):
             if s == 6:
                 if v_AC_EVSEStatus is not None:
                     el = 'AC_EVSEStatus'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-                    v = w.v; n = w.n
+                    _o = v_AC_EVSEStatus
+                    _c78_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c78_EVSENotification = _o.EVSENotification
+                    _c78_RCD = _o.RCD
+                    if not (_c78_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c78_NotificationMaxDelay < 0 or _c78_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c78_NotificationMaxDelay!r} outside [0, 65535]')
+                    v <<= 3
+                    n += 3
+                    if _c78_NotificationMaxDelay < 128: v = (v << 8) | _c78_NotificationMaxDelay; n += 8
+                    elif _c78_NotificationMaxDelay < 16384: v = (v << 16) | ((_c78_NotificationMaxDelay & 127) << 8) | 32768 | (_c78_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c78_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c78_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i17 = _I3.get(_c78_EVSENotification)
+                    if _i17 is None: raise EncodeError(f'{_c78_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c78_RCD is not None): raise EncodeError('missing content: RCD')
+                    el = 'RCD'
+                    if _c78_RCD is not True and _c78_RCD is not False: raise EncodeError(f'expected a bool, got {_c78_RCD!r}')
+                    v = (v << 11) | (_i17 << 6) | (_c78_RCD << 2)
+                    n += 11
+                    _c78_NotificationMaxDelay = None
+                    _c78_EVSENotification = None
+                    _c78_RCD = None
                     v_AC_EVSEStatus = None
                     s = 7
                 else:
@@ -3132,6 +4209,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterReading = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterReading = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterReading = r.uint(); p = r.pos
                     p += 1
@@ -3162,6 +4242,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -3180,6 +4263,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_TMeter = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_TMeter = r.uint(); p = r.pos
                     p += 1
@@ -3220,6 +4306,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -3238,6 +4327,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_TMeter = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_TMeter = r.uint(); p = r.pos
                     p += 1
@@ -3265,6 +4357,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -3283,6 +4378,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_TMeter = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_TMeter = r.uint(); p = r.pos
                     p += 1
@@ -3310,6 +4408,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_TMeter = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_TMeter = r.uint(); p = r.pos
                     p += 1
@@ -3351,10 +4452,12 @@ def _e_MeterInfoType(w, o):
                     el = 'MeterID'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
                     if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
-                    w.string(v_MeterID)
-                    v = w.v; n = w.n
+                    _l = len(v_MeterID)
+                    if _l < 126 and v_MeterID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MeterID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MeterID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_MeterID = None
@@ -3368,6 +4471,7 @@ def _e_MeterInfoType(w, o):
                     v <<= 4
                     n += 4
                     if v_MeterReading < 128: v = (v << 8) | v_MeterReading; n += 8
+                    elif v_MeterReading < 16384: v = (v << 16) | ((v_MeterReading & 127) << 8) | 32768 | (v_MeterReading >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterReading); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3392,6 +4496,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3404,6 +4509,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3434,6 +4540,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3446,6 +4553,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3464,6 +4572,7 @@ def _e_MeterInfoType(w, o):
                     n += 4
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3476,6 +4585,7 @@ def _e_MeterInfoType(w, o):
                     n += 4
                     _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3494,6 +4604,7 @@ def _e_MeterInfoType(w, o):
                     n += 4
                     _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -3534,42 +4645,143 @@ def _d_CurrentDemandReqType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
+                p += 39
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
+                x = (V >> (E - p)) & 549755813887
+                if x & 511336244110: raise r.deviation('CurrentDemandReqType', p)
                 el = 'DC_EVStatus'
-                r.pos = p
-                f_DC_EVStatus = _d_DC_EVStatusType(r)
-                p = r.pos
-                p += 1
-                if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
+                el = 'EVReady'
+                _c79_EVReady = ((x >> 35) & 1) == 1
+                el = 'EVErrorCode'
+                _c79_EVErrorCode = ((x >> 28) & 15)
+                if _c79_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c79_EVErrorCode} out of range (12 values)', p)
+                _c79_EVErrorCode = _E8[_c79_EVErrorCode]
+                el = 'EVRESSSOC'
+                _c79_EVRESSSOC = ((x >> 18) & 127)
+                if _c79_EVRESSSOC > 100: raise DecodeError(f'value {_c79_EVRESSSOC} above maximum 100', p)
+                f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c79_EVReady, _c79_EVErrorCode, _c79_EVRESSSOC)
                 el = 'EVTargetCurrent'
-                r.pos = p
-                f_EVTargetCurrent = _d_PhysicalValueType(r)
-                p = r.pos
+                el = 'Multiplier'
+                _c80_Multiplier = ((x >> 10) & 7) + -3
+                if _c80_Multiplier > 3: raise DecodeError(f'value {_c80_Multiplier} above maximum 3', p)
+                el = 'Unit'
+                _c80_Unit = ((x >> 4) & 7)
+                if _c80_Unit >= 7: raise DecodeError(f'enumeration index {_c80_Unit} out of range (7 values)', p)
+                _c80_Unit = _E0[_c80_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c80_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c80_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c80_Value = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                if _neg: _c80_Value = -_c80_Value - 1
+                if _c80_Value < -32768 or _c80_Value > 32767: raise DecodeError(f'value {_c80_Value} outside [-32768, 32767]', p)
+                f_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c80_Multiplier, _c80_Unit, _c80_Value)
                 s = 2
             if s == 2:
                 p += 3
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumVoltageLimit'
-                    r.pos = p
-                    f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c81_Multiplier = ((x >> 10) & 7) + -3
+                    if _c81_Multiplier > 3: raise DecodeError(f'value {_c81_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c81_Unit = ((x >> 4) & 7)
+                    if _c81_Unit >= 7: raise DecodeError(f'enumeration index {_c81_Unit} out of range (7 values)', p)
+                    _c81_Unit = _E0[_c81_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c81_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c81_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c81_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                    if _neg: _c81_Value = -_c81_Value - 1
+                    if _c81_Value < -32768 or _c81_Value > 32767: raise DecodeError(f'value {_c81_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c81_Multiplier, _c81_Unit, _c81_Value)
                     s = 3
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumCurrentLimit'
-                    r.pos = p
-                    f_EVMaximumCurrentLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c82_Multiplier = ((x >> 10) & 7) + -3
+                    if _c82_Multiplier > 3: raise DecodeError(f'value {_c82_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c82_Unit = ((x >> 4) & 7)
+                    if _c82_Unit >= 7: raise DecodeError(f'enumeration index {_c82_Unit} out of range (7 values)', p)
+                    _c82_Unit = _E0[_c82_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c82_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c82_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c82_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                    if _neg: _c82_Value = -_c82_Value - 1
+                    if _c82_Value < -32768 or _c82_Value > 32767: raise DecodeError(f'value {_c82_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c82_Multiplier, _c82_Unit, _c82_Value)
                     s = 4
                 elif ec == 2:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumPowerLimit'
-                    r.pos = p
-                    f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c83_Multiplier = ((x >> 10) & 7) + -3
+                    if _c83_Multiplier > 3: raise DecodeError(f'value {_c83_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c83_Unit = ((x >> 4) & 7)
+                    if _c83_Unit >= 7: raise DecodeError(f'enumeration index {_c83_Unit} out of range (7 values)', p)
+                    _c83_Unit = _E0[_c83_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c83_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c83_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c83_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                    if _neg: _c83_Value = -_c83_Value - 1
+                    if _c83_Value < -32768 or _c83_Value > 32767: raise DecodeError(f'value {_c83_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c83_Multiplier, _c83_Unit, _c83_Value)
                     s = 5
                 elif ec == 3:
                     p += 3
@@ -3594,16 +4806,66 @@ def _d_CurrentDemandReqType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumCurrentLimit'
-                    r.pos = p
-                    f_EVMaximumCurrentLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c84_Multiplier = ((x >> 10) & 7) + -3
+                    if _c84_Multiplier > 3: raise DecodeError(f'value {_c84_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c84_Unit = ((x >> 4) & 7)
+                    if _c84_Unit >= 7: raise DecodeError(f'enumeration index {_c84_Unit} out of range (7 values)', p)
+                    _c84_Unit = _E0[_c84_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c84_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c84_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                    if _neg: _c84_Value = -_c84_Value - 1
+                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c84_Multiplier, _c84_Unit, _c84_Value)
                     s = 4
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumPowerLimit'
-                    r.pos = p
-                    f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c85_Multiplier = ((x >> 10) & 7) + -3
+                    if _c85_Multiplier > 3: raise DecodeError(f'value {_c85_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c85_Unit = ((x >> 4) & 7)
+                    if _c85_Unit >= 7: raise DecodeError(f'enumeration index {_c85_Unit} out of range (7 values)', p)
+                    _c85_Unit = _E0[_c85_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c85_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c85_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c85_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                    if _neg: _c85_Value = -_c85_Value - 1
+                    if _c85_Value < -32768 or _c85_Value > 32767: raise DecodeError(f'value {_c85_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c85_Multiplier, _c85_Unit, _c85_Value)
                     s = 5
                 elif ec == 2:
                     p += 3
@@ -3628,10 +4890,35 @@ def _d_CurrentDemandReqType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumPowerLimit'
-                    r.pos = p
-                    f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c86_Multiplier = ((x >> 10) & 7) + -3
+                    if _c86_Multiplier > 3: raise DecodeError(f'value {_c86_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c86_Unit = ((x >> 4) & 7)
+                    if _c86_Unit >= 7: raise DecodeError(f'enumeration index {_c86_Unit} out of range (7 values)', p)
+                    _c86_Unit = _E0[_c86_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c86_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c86_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c86_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                    if _neg: _c86_Value = -_c86_Value - 1
+                    if _c86_Value < -32768 or _c86_Value > 32767: raise DecodeError(f'value {_c86_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c86_Multiplier, _c86_Unit, _c86_Value)
                     s = 5
                 elif ec == 1:
                     p += 3
@@ -3686,22 +4973,97 @@ def _d_CurrentDemandReqType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'RemainingTimeToFullSoC'
-                    r.pos = p
-                    f_RemainingTimeToFullSoC = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c87_Multiplier = ((x >> 10) & 7) + -3
+                    if _c87_Multiplier > 3: raise DecodeError(f'value {_c87_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c87_Unit = ((x >> 4) & 7)
+                    if _c87_Unit >= 7: raise DecodeError(f'enumeration index {_c87_Unit} out of range (7 values)', p)
+                    _c87_Unit = _E0[_c87_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c87_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c87_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c87_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                    if _neg: _c87_Value = -_c87_Value - 1
+                    if _c87_Value < -32768 or _c87_Value > 32767: raise DecodeError(f'value {_c87_Value} outside [-32768, 32767]', p)
+                    f_RemainingTimeToFullSoC = iso2_msgdatatypes.PhysicalValueType(_c87_Multiplier, _c87_Unit, _c87_Value)
                     s = 8
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'RemainingTimeToBulkSoC'
-                    r.pos = p
-                    f_RemainingTimeToBulkSoC = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c88_Multiplier = ((x >> 10) & 7) + -3
+                    if _c88_Multiplier > 3: raise DecodeError(f'value {_c88_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c88_Unit = ((x >> 4) & 7)
+                    if _c88_Unit >= 7: raise DecodeError(f'enumeration index {_c88_Unit} out of range (7 values)', p)
+                    _c88_Unit = _E0[_c88_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c88_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c88_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c88_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                    if _neg: _c88_Value = -_c88_Value - 1
+                    if _c88_Value < -32768 or _c88_Value > 32767: raise DecodeError(f'value {_c88_Value} outside [-32768, 32767]', p)
+                    f_RemainingTimeToBulkSoC = iso2_msgdatatypes.PhysicalValueType(_c88_Multiplier, _c88_Unit, _c88_Value)
                     s = 9
                 elif ec == 2:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVTargetVoltage'
-                    r.pos = p
-                    f_EVTargetVoltage = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c89_Multiplier = ((x >> 10) & 7) + -3
+                    if _c89_Multiplier > 3: raise DecodeError(f'value {_c89_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c89_Unit = ((x >> 4) & 7)
+                    if _c89_Unit >= 7: raise DecodeError(f'enumeration index {_c89_Unit} out of range (7 values)', p)
+                    _c89_Unit = _E0[_c89_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c89_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c89_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c89_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                    if _neg: _c89_Value = -_c89_Value - 1
+                    if _c89_Value < -32768 or _c89_Value > 32767: raise DecodeError(f'value {_c89_Value} outside [-32768, 32767]', p)
+                    f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c89_Multiplier, _c89_Unit, _c89_Value)
                     s = 10
                 else:
                     raise r.deviation('CurrentDemandReqType', p)
@@ -3710,27 +5072,99 @@ def _d_CurrentDemandReqType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'RemainingTimeToBulkSoC'
-                    r.pos = p
-                    f_RemainingTimeToBulkSoC = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c90_Multiplier = ((x >> 10) & 7) + -3
+                    if _c90_Multiplier > 3: raise DecodeError(f'value {_c90_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c90_Unit = ((x >> 4) & 7)
+                    if _c90_Unit >= 7: raise DecodeError(f'enumeration index {_c90_Unit} out of range (7 values)', p)
+                    _c90_Unit = _E0[_c90_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c90_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c90_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c90_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                    if _neg: _c90_Value = -_c90_Value - 1
+                    if _c90_Value < -32768 or _c90_Value > 32767: raise DecodeError(f'value {_c90_Value} outside [-32768, 32767]', p)
+                    f_RemainingTimeToBulkSoC = iso2_msgdatatypes.PhysicalValueType(_c90_Multiplier, _c90_Unit, _c90_Value)
                     s = 9
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVTargetVoltage'
-                    r.pos = p
-                    f_EVTargetVoltage = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c91_Multiplier = ((x >> 10) & 7) + -3
+                    if _c91_Multiplier > 3: raise DecodeError(f'value {_c91_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c91_Unit = ((x >> 4) & 7)
+                    if _c91_Unit >= 7: raise DecodeError(f'enumeration index {_c91_Unit} out of range (7 values)', p)
+                    _c91_Unit = _E0[_c91_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c91_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c91_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c91_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                    if _neg: _c91_Value = -_c91_Value - 1
+                    if _c91_Value < -32768 or _c91_Value > 32767: raise DecodeError(f'value {_c91_Value} outside [-32768, 32767]', p)
+                    f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c91_Multiplier, _c91_Unit, _c91_Value)
                     s = 10
                 else:
                     raise r.deviation('CurrentDemandReqType', p)
             if s == 9:
-                p += 1
+                p += 16
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
+                x = (V >> (E - p)) & 65535
+                if x & 58254: raise r.deviation('CurrentDemandReqType', p)
                 el = 'EVTargetVoltage'
-                r.pos = p
-                f_EVTargetVoltage = _d_PhysicalValueType(r)
-                p = r.pos
+                el = 'Multiplier'
+                _c92_Multiplier = ((x >> 10) & 7) + -3
+                if _c92_Multiplier > 3: raise DecodeError(f'value {_c92_Multiplier} above maximum 3', p)
+                el = 'Unit'
+                _c92_Unit = ((x >> 4) & 7)
+                if _c92_Unit >= 7: raise DecodeError(f'enumeration index {_c92_Unit} out of range (7 values)', p)
+                _c92_Unit = _E0[_c92_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c92_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c92_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c92_Value = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('CurrentDemandReqType', p)
+                if _neg: _c92_Value = -_c92_Value - 1
+                if _c92_Value < -32768 or _c92_Value > 32767: raise DecodeError(f'value {_c92_Value} outside [-32768, 32767]', p)
+                f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c92_Multiplier, _c92_Unit, _c92_Value)
                 s = 10
             if s == 10:
                 p += 1
@@ -3763,19 +5197,51 @@ def _e_CurrentDemandReqType(w, o):
             if s == 0:
                 if v_DC_EVStatus is not None:
                     el = 'DC_EVStatus'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v = w.v; n = w.n
+                    _o = v_DC_EVStatus
+                    _c93_EVReady = _o.EVReady
+                    _c93_EVErrorCode = _o.EVErrorCode
+                    _c93_EVRESSSOC = _o.EVRESSSOC
+                    if not (_c93_EVReady is not None): raise EncodeError('missing content: EVReady')
+                    el = 'EVReady'
+                    if _c93_EVReady is not True and _c93_EVReady is not False: raise EncodeError(f'expected a bool, got {_c93_EVReady!r}')
+                    if not (_c93_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                    el = 'EVErrorCode'
+                    _i26 = _I9.get(_c93_EVErrorCode)
+                    if _i26 is None: raise EncodeError(f'{_c93_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    if not (_c93_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                    el = 'EVRESSSOC'
+                    if not 0 <= _c93_EVRESSSOC <= 100: raise EncodeError(f'value {_c93_EVRESSSOC!r} outside [0, 100]')
                     if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
                     el = 'EVTargetCurrent'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVTargetCurrent
+                    _c94_Multiplier = _o.Multiplier
+                    _c94_Unit = _o.Unit
+                    _c94_Value = _o.Value
+                    if not (_c94_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c94_Multiplier <= 3: raise EncodeError(f'value {_c94_Multiplier!r} outside [-3, 3]')
+                    if not (_c94_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c94_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c94_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c94_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c94_Value < -32768 or _c94_Value > 32767: raise EncodeError(f'value {_c94_Value!r} outside [-32768, 32767]')
+                    v = (v << 39) | (_c93_EVReady << 35) | (_i26 << 28) | (_c93_EVRESSSOC << 18) | ((_c94_Multiplier - -3) << 10) | (_i7 << 4) | (_c94_Value < 0)
+                    n += 39
+                    _c93_EVReady = None
+                    _c93_EVErrorCode = None
+                    _c93_EVRESSSOC = None
                     v_DC_EVStatus = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVTargetCurrent)
-                    v = w.v; n = w.n
+                    _c94_Multiplier = None
+                    _c94_Unit = None
+                    _m = (-_c94_Value - 1 if _c94_Value < 0 else _c94_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c94_Value = None
                     v_EVTargetCurrent = None
                     s = 2
                 else:
@@ -3783,29 +5249,89 @@ def _e_CurrentDemandReqType(w, o):
             if s == 2:
                 if v_EVMaximumVoltageLimit is not None:
                     el = 'EVMaximumVoltageLimit'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumVoltageLimit
+                    _c95_Multiplier = _o.Multiplier
+                    _c95_Unit = _o.Unit
+                    _c95_Value = _o.Value
+                    if not (_c95_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c95_Multiplier <= 3: raise EncodeError(f'value {_c95_Multiplier!r} outside [-3, 3]')
+                    if not (_c95_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c95_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c95_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c95_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c95_Value < -32768 or _c95_Value > 32767: raise EncodeError(f'value {_c95_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c95_Multiplier - -3) << 10) | (_i7 << 4) | (_c95_Value < 0)
+                    n += 18
+                    _c95_Multiplier = None
+                    _c95_Unit = None
+                    _m = (-_c95_Value - 1 if _c95_Value < 0 else _c95_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c95_Value = None
                     v_EVMaximumVoltageLimit = None
                     s = 3
                 elif v_EVMaximumCurrentLimit is not None:
                     el = 'EVMaximumCurrentLimit'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumCurrentLimit
+                    _c96_Multiplier = _o.Multiplier
+                    _c96_Unit = _o.Unit
+                    _c96_Value = _o.Value
+                    if not (_c96_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c96_Multiplier <= 3: raise EncodeError(f'value {_c96_Multiplier!r} outside [-3, 3]')
+                    if not (_c96_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c96_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c96_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c96_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c96_Value < -32768 or _c96_Value > 32767: raise EncodeError(f'value {_c96_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c96_Multiplier - -3) << 10) | (_i7 << 4) | (_c96_Value < 0)
+                    n += 18
+                    _c96_Multiplier = None
+                    _c96_Unit = None
+                    _m = (-_c96_Value - 1 if _c96_Value < 0 else _c96_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c96_Value = None
                     v_EVMaximumCurrentLimit = None
                     s = 4
                 elif v_EVMaximumPowerLimit is not None:
                     el = 'EVMaximumPowerLimit'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumPowerLimit
+                    _c97_Multiplier = _o.Multiplier
+                    _c97_Unit = _o.Unit
+                    _c97_Value = _o.Value
+                    if not (_c97_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c97_Multiplier <= 3: raise EncodeError(f'value {_c97_Multiplier!r} outside [-3, 3]')
+                    if not (_c97_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c97_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c97_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c97_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (2 << 15) | ((_c97_Multiplier - -3) << 10) | (_i7 << 4) | (_c97_Value < 0)
+                    n += 18
+                    _c97_Multiplier = None
+                    _c97_Unit = None
+                    _m = (-_c97_Value - 1 if _c97_Value < 0 else _c97_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c97_Value = None
                     v_EVMaximumPowerLimit = None
                     s = 5
                 elif v_BulkChargingComplete is not None:
@@ -3827,20 +5353,60 @@ def _e_CurrentDemandReqType(w, o):
             if s == 3:
                 if v_EVMaximumCurrentLimit is not None:
                     el = 'EVMaximumCurrentLimit'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumCurrentLimit
+                    _c98_Multiplier = _o.Multiplier
+                    _c98_Unit = _o.Unit
+                    _c98_Value = _o.Value
+                    if not (_c98_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c98_Multiplier <= 3: raise EncodeError(f'value {_c98_Multiplier!r} outside [-3, 3]')
+                    if not (_c98_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c98_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c98_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c98_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c98_Multiplier - -3) << 10) | (_i7 << 4) | (_c98_Value < 0)
+                    n += 18
+                    _c98_Multiplier = None
+                    _c98_Unit = None
+                    _m = (-_c98_Value - 1 if _c98_Value < 0 else _c98_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c98_Value = None
                     v_EVMaximumCurrentLimit = None
                     s = 4
                 elif v_EVMaximumPowerLimit is not None:
                     el = 'EVMaximumPowerLimit'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumPowerLimit
+                    _c99_Multiplier = _o.Multiplier
+                    _c99_Unit = _o.Unit
+                    _c99_Value = _o.Value
+                    if not (_c99_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c99_Multiplier <= 3: raise EncodeError(f'value {_c99_Multiplier!r} outside [-3, 3]')
+                    if not (_c99_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c99_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c99_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c99_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c99_Value < -32768 or _c99_Value > 32767: raise EncodeError(f'value {_c99_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c99_Multiplier - -3) << 10) | (_i7 << 4) | (_c99_Value < 0)
+                    n += 18
+                    _c99_Multiplier = None
+                    _c99_Unit = None
+                    _m = (-_c99_Value - 1 if _c99_Value < 0 else _c99_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c99_Value = None
                     v_EVMaximumPowerLimit = None
                     s = 5
                 elif v_BulkChargingComplete is not None:
@@ -3862,11 +5428,31 @@ def _e_CurrentDemandReqType(w, o):
             if s == 4:
                 if v_EVMaximumPowerLimit is not None:
                     el = 'EVMaximumPowerLimit'
+                    _o = v_EVMaximumPowerLimit
+                    _c100_Multiplier = _o.Multiplier
+                    _c100_Unit = _o.Unit
+                    _c100_Value = _o.Value
+                    if not (_c100_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c100_Multiplier <= 3: raise EncodeError(f'value {_c100_Multiplier!r} outside [-3, 3]')
+                    if not (_c100_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c100_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c100_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c100_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c100_Value < -32768 or _c100_Value > 32767: raise EncodeError(f'value {_c100_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c100_Multiplier - -3) << 10) | (_i7 << 4) | (_c100_Value < 0)
+                    n += 17
+                    _c100_Multiplier = None
+                    _c100_Unit = None
+                    _m = (-_c100_Value - 1 if _c100_Value < 0 else _c100_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
-                    v = w.v; n = w.n
+                    _c100_Value = None
                     v_EVMaximumPowerLimit = None
                     s = 5
                 elif v_BulkChargingComplete is not None:
@@ -3915,29 +5501,89 @@ def _e_CurrentDemandReqType(w, o):
             if s == 7:
                 if v_RemainingTimeToFullSoC is not None:
                     el = 'RemainingTimeToFullSoC'
+                    _o = v_RemainingTimeToFullSoC
+                    _c101_Multiplier = _o.Multiplier
+                    _c101_Unit = _o.Unit
+                    _c101_Value = _o.Value
+                    if not (_c101_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c101_Multiplier <= 3: raise EncodeError(f'value {_c101_Multiplier!r} outside [-3, 3]')
+                    if not (_c101_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c101_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c101_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c101_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c101_Value < -32768 or _c101_Value > 32767: raise EncodeError(f'value {_c101_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c101_Multiplier - -3) << 10) | (_i7 << 4) | (_c101_Value < 0)
+                    n += 17
+                    _c101_Multiplier = None
+                    _c101_Unit = None
+                    _m = (-_c101_Value - 1 if _c101_Value < 0 else _c101_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_RemainingTimeToFullSoC)
-                    v = w.v; n = w.n
+                    _c101_Value = None
                     v_RemainingTimeToFullSoC = None
                     s = 8
                 elif v_RemainingTimeToBulkSoC is not None:
                     el = 'RemainingTimeToBulkSoC'
-                    v = (v << 2) | 1
+                    _o = v_RemainingTimeToBulkSoC
+                    _c102_Multiplier = _o.Multiplier
+                    _c102_Unit = _o.Unit
+                    _c102_Value = _o.Value
+                    if not (_c102_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c102_Multiplier <= 3: raise EncodeError(f'value {_c102_Multiplier!r} outside [-3, 3]')
+                    if not (_c102_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c102_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c102_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c102_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c102_Value < -32768 or _c102_Value > 32767: raise EncodeError(f'value {_c102_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 15) | ((_c102_Multiplier - -3) << 10) | (_i7 << 4) | (_c102_Value < 0)
+                    n += 17
+                    _c102_Multiplier = None
+                    _c102_Unit = None
+                    _m = (-_c102_Value - 1 if _c102_Value < 0 else _c102_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_RemainingTimeToBulkSoC)
-                    v = w.v; n = w.n
+                    _c102_Value = None
                     v_RemainingTimeToBulkSoC = None
                     s = 9
                 elif v_EVTargetVoltage is not None:
                     el = 'EVTargetVoltage'
-                    v = (v << 2) | 2
+                    _o = v_EVTargetVoltage
+                    _c103_Multiplier = _o.Multiplier
+                    _c103_Unit = _o.Unit
+                    _c103_Value = _o.Value
+                    if not (_c103_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c103_Multiplier <= 3: raise EncodeError(f'value {_c103_Multiplier!r} outside [-3, 3]')
+                    if not (_c103_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c103_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c103_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c103_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c103_Value < -32768 or _c103_Value > 32767: raise EncodeError(f'value {_c103_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (2 << 15) | ((_c103_Multiplier - -3) << 10) | (_i7 << 4) | (_c103_Value < 0)
+                    n += 17
+                    _c103_Multiplier = None
+                    _c103_Unit = None
+                    _m = (-_c103_Value - 1 if _c103_Value < 0 else _c103_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVTargetVoltage)
-                    v = w.v; n = w.n
+                    _c103_Value = None
                     v_EVTargetVoltage = None
                     s = 10
                 else:
@@ -3945,20 +5591,60 @@ def _e_CurrentDemandReqType(w, o):
             if s == 8:
                 if v_RemainingTimeToBulkSoC is not None:
                     el = 'RemainingTimeToBulkSoC'
+                    _o = v_RemainingTimeToBulkSoC
+                    _c104_Multiplier = _o.Multiplier
+                    _c104_Unit = _o.Unit
+                    _c104_Value = _o.Value
+                    if not (_c104_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c104_Multiplier <= 3: raise EncodeError(f'value {_c104_Multiplier!r} outside [-3, 3]')
+                    if not (_c104_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c104_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c104_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c104_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c104_Value < -32768 or _c104_Value > 32767: raise EncodeError(f'value {_c104_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c104_Multiplier - -3) << 10) | (_i7 << 4) | (_c104_Value < 0)
+                    n += 17
+                    _c104_Multiplier = None
+                    _c104_Unit = None
+                    _m = (-_c104_Value - 1 if _c104_Value < 0 else _c104_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_RemainingTimeToBulkSoC)
-                    v = w.v; n = w.n
+                    _c104_Value = None
                     v_RemainingTimeToBulkSoC = None
                     s = 9
                 elif v_EVTargetVoltage is not None:
                     el = 'EVTargetVoltage'
-                    v = (v << 2) | 1
+                    _o = v_EVTargetVoltage
+                    _c105_Multiplier = _o.Multiplier
+                    _c105_Unit = _o.Unit
+                    _c105_Value = _o.Value
+                    if not (_c105_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c105_Multiplier <= 3: raise EncodeError(f'value {_c105_Multiplier!r} outside [-3, 3]')
+                    if not (_c105_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c105_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c105_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c105_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c105_Value < -32768 or _c105_Value > 32767: raise EncodeError(f'value {_c105_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 15) | ((_c105_Multiplier - -3) << 10) | (_i7 << 4) | (_c105_Value < 0)
+                    n += 17
+                    _c105_Multiplier = None
+                    _c105_Unit = None
+                    _m = (-_c105_Value - 1 if _c105_Value < 0 else _c105_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVTargetVoltage)
-                    v = w.v; n = w.n
+                    _c105_Value = None
                     v_EVTargetVoltage = None
                     s = 10
                 else:
@@ -3966,11 +5652,31 @@ def _e_CurrentDemandReqType(w, o):
             if s == 9:
                 if v_EVTargetVoltage is not None:
                     el = 'EVTargetVoltage'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVTargetVoltage)
-                    v = w.v; n = w.n
+                    _o = v_EVTargetVoltage
+                    _c106_Multiplier = _o.Multiplier
+                    _c106_Unit = _o.Unit
+                    _c106_Value = _o.Value
+                    if not (_c106_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c106_Multiplier <= 3: raise EncodeError(f'value {_c106_Multiplier!r} outside [-3, 3]')
+                    if not (_c106_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c106_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c106_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c106_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c106_Value < -32768 or _c106_Value > 32767: raise EncodeError(f'value {_c106_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c106_Multiplier - -3) << 10) | (_i7 << 4) | (_c106_Value < 0)
+                    n += 16
+                    _c106_Multiplier = None
+                    _c106_Unit = None
+                    _m = (-_c106_Value - 1 if _c106_Value < 0 else _c106_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c106_Value = None
                     v_EVTargetVoltage = None
                     s = 10
                 else:
@@ -4021,24 +5727,60 @@ def _d_CurrentDemandResType(r):
                 r.pos = p
                 f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
                 p = r.pos
-                p += 1
+                p += 16
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+                x = (V >> (E - p)) & 65535
+                if x & 58254: raise r.deviation('CurrentDemandResType', p)
                 el = 'EVSEPresentVoltage'
-                r.pos = p
-                f_EVSEPresentVoltage = _d_PhysicalValueType(r)
-                p = r.pos
-                p += 1
+                el = 'Multiplier'
+                _c107_Multiplier = ((x >> 10) & 7) + -3
+                if _c107_Multiplier > 3: raise DecodeError(f'value {_c107_Multiplier} above maximum 3', p)
+                el = 'Unit'
+                _c107_Unit = ((x >> 4) & 7)
+                if _c107_Unit >= 7: raise DecodeError(f'enumeration index {_c107_Unit} out of range (7 values)', p)
+                _c107_Unit = _E0[_c107_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c107_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c107_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c107_Value = r.uint(); p = r.pos
+                p += 18
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
+                x = (V >> (E - p)) & 262143
+                if x & 254862: raise r.deviation('CurrentDemandResType', p)
+                if _neg: _c107_Value = -_c107_Value - 1
+                if _c107_Value < -32768 or _c107_Value > 32767: raise DecodeError(f'value {_c107_Value} outside [-32768, 32767]', p)
+                f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c107_Multiplier, _c107_Unit, _c107_Value)
                 el = 'EVSEPresentCurrent'
-                r.pos = p
-                f_EVSEPresentCurrent = _d_PhysicalValueType(r)
-                p = r.pos
-                p += 12
+                el = 'Multiplier'
+                _c108_Multiplier = ((x >> 10) & 7) + -3
+                if _c108_Multiplier > 3: raise DecodeError(f'value {_c108_Multiplier} above maximum 3', p)
+                el = 'Unit'
+                _c108_Unit = ((x >> 4) & 7)
+                if _c108_Unit >= 7: raise DecodeError(f'enumeration index {_c108_Unit} out of range (7 values)', p)
+                _c108_Unit = _E0[_c108_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c108_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c108_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c108_Value = r.uint(); p = r.pos
+                p += 14
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 4095
-                if x & 3549: raise r.deviation('CurrentDemandResType', p)
+                x = (V >> (E - p)) & 16383
+                if x & 15837: raise r.deviation('CurrentDemandResType', p)
+                if _neg: _c108_Value = -_c108_Value - 1
+                if _c108_Value < -32768 or _c108_Value > 32767: raise DecodeError(f'value {_c108_Value} outside [-32768, 32767]', p)
+                f_EVSEPresentCurrent = iso2_msgdatatypes.PhysicalValueType(_c108_Multiplier, _c108_Unit, _c108_Value)
                 el = 'EVSECurrentLimitAchieved'
                 f_EVSECurrentLimitAchieved = ((x >> 9) & 1) == 1
                 el = 'EVSEVoltageLimitAchieved'
@@ -4051,22 +5793,97 @@ def _d_CurrentDemandResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumVoltageLimit'
-                    r.pos = p
-                    f_EVSEMaximumVoltageLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c109_Multiplier = ((x >> 10) & 7) + -3
+                    if _c109_Multiplier > 3: raise DecodeError(f'value {_c109_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c109_Unit = ((x >> 4) & 7)
+                    if _c109_Unit >= 7: raise DecodeError(f'enumeration index {_c109_Unit} out of range (7 values)', p)
+                    _c109_Unit = _E0[_c109_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c109_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c109_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c109_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandResType', p)
+                    if _neg: _c109_Value = -_c109_Value - 1
+                    if _c109_Value < -32768 or _c109_Value > 32767: raise DecodeError(f'value {_c109_Value} outside [-32768, 32767]', p)
+                    f_EVSEMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c109_Multiplier, _c109_Unit, _c109_Value)
                     s = 8
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumCurrentLimit'
-                    r.pos = p
-                    f_EVSEMaximumCurrentLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c110_Multiplier = ((x >> 10) & 7) + -3
+                    if _c110_Multiplier > 3: raise DecodeError(f'value {_c110_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c110_Unit = ((x >> 4) & 7)
+                    if _c110_Unit >= 7: raise DecodeError(f'enumeration index {_c110_Unit} out of range (7 values)', p)
+                    _c110_Unit = _E0[_c110_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c110_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c110_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c110_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandResType', p)
+                    if _neg: _c110_Value = -_c110_Value - 1
+                    if _c110_Value < -32768 or _c110_Value > 32767: raise DecodeError(f'value {_c110_Value} outside [-32768, 32767]', p)
+                    f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c110_Multiplier, _c110_Unit, _c110_Value)
                     s = 9
                 elif ec == 2:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumPowerLimit'
-                    r.pos = p
-                    f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c111_Multiplier = ((x >> 10) & 7) + -3
+                    if _c111_Multiplier > 3: raise DecodeError(f'value {_c111_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c111_Unit = ((x >> 4) & 7)
+                    if _c111_Unit >= 7: raise DecodeError(f'enumeration index {_c111_Unit} out of range (7 values)', p)
+                    _c111_Unit = _E0[_c111_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c111_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c111_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c111_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandResType', p)
+                    if _neg: _c111_Value = -_c111_Value - 1
+                    if _c111_Value < -32768 or _c111_Value > 32767: raise DecodeError(f'value {_c111_Value} outside [-32768, 32767]', p)
+                    f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c111_Multiplier, _c111_Unit, _c111_Value)
                     s = 10
                 elif ec == 3:
                     p += 1
@@ -4088,16 +5905,66 @@ def _d_CurrentDemandResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumCurrentLimit'
-                    r.pos = p
-                    f_EVSEMaximumCurrentLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c112_Multiplier = ((x >> 10) & 7) + -3
+                    if _c112_Multiplier > 3: raise DecodeError(f'value {_c112_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c112_Unit = ((x >> 4) & 7)
+                    if _c112_Unit >= 7: raise DecodeError(f'enumeration index {_c112_Unit} out of range (7 values)', p)
+                    _c112_Unit = _E0[_c112_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c112_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c112_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c112_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandResType', p)
+                    if _neg: _c112_Value = -_c112_Value - 1
+                    if _c112_Value < -32768 or _c112_Value > 32767: raise DecodeError(f'value {_c112_Value} outside [-32768, 32767]', p)
+                    f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c112_Multiplier, _c112_Unit, _c112_Value)
                     s = 9
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumPowerLimit'
-                    r.pos = p
-                    f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c113_Multiplier = ((x >> 10) & 7) + -3
+                    if _c113_Multiplier > 3: raise DecodeError(f'value {_c113_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c113_Unit = ((x >> 4) & 7)
+                    if _c113_Unit >= 7: raise DecodeError(f'enumeration index {_c113_Unit} out of range (7 values)', p)
+                    _c113_Unit = _E0[_c113_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c113_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c113_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c113_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandResType', p)
+                    if _neg: _c113_Value = -_c113_Value - 1
+                    if _c113_Value < -32768 or _c113_Value > 32767: raise DecodeError(f'value {_c113_Value} outside [-32768, 32767]', p)
+                    f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c113_Multiplier, _c113_Unit, _c113_Value)
                     s = 10
                 elif ec == 2:
                     p += 1
@@ -4119,10 +5986,35 @@ def _d_CurrentDemandResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumPowerLimit'
-                    r.pos = p
-                    f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c114_Multiplier = ((x >> 10) & 7) + -3
+                    if _c114_Multiplier > 3: raise DecodeError(f'value {_c114_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c114_Unit = ((x >> 4) & 7)
+                    if _c114_Unit >= 7: raise DecodeError(f'enumeration index {_c114_Unit} out of range (7 values)', p)
+                    _c114_Unit = _E0[_c114_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c114_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c114_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c114_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('CurrentDemandResType', p)
+                    if _neg: _c114_Value = -_c114_Value - 1
+                    if _c114_Value < -32768 or _c114_Value > 32767: raise DecodeError(f'value {_c114_Value} outside [-32768, 32767]', p)
+                    f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c114_Multiplier, _c114_Unit, _c114_Value)
                     s = 10
                 elif ec == 1:
                     p += 1
@@ -4237,11 +6129,11 @@ def _e_CurrentDemandResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i20 = _I6.get(v_ResponseCode)
-                    if _i20 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i115 = _I6.get(v_ResponseCode)
+                    if _i115 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
                     el = 'DC_EVSEStatus'
-                    v = (v << 9) | (_i20 << 2)
+                    v = (v << 9) | (_i115 << 2)
                     n += 9
                     v_ResponseCode = None
                     w.v = v; w.n = n
@@ -4249,20 +6141,55 @@ def _e_CurrentDemandResType(w, o):
                     v = w.v; n = w.n
                     if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
                     el = 'EVSEPresentVoltage'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVSEPresentVoltage
+                    _c116_Multiplier = _o.Multiplier
+                    _c116_Unit = _o.Unit
+                    _c116_Value = _o.Value
+                    if not (_c116_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c116_Multiplier <= 3: raise EncodeError(f'value {_c116_Multiplier!r} outside [-3, 3]')
+                    if not (_c116_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c116_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c116_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c116_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c116_Value < -32768 or _c116_Value > 32767: raise EncodeError(f'value {_c116_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c116_Multiplier - -3) << 10) | (_i7 << 4) | (_c116_Value < 0)
+                    n += 16
                     v_DC_EVSEStatus = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEPresentVoltage)
-                    v = w.v; n = w.n
+                    _c116_Multiplier = None
+                    _c116_Unit = None
+                    _m = (-_c116_Value - 1 if _c116_Value < 0 else _c116_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
                     el = 'EVSEPresentCurrent'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVSEPresentCurrent
+                    _c117_Multiplier = _o.Multiplier
+                    _c117_Unit = _o.Unit
+                    _c117_Value = _o.Value
+                    if not (_c117_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c117_Multiplier <= 3: raise EncodeError(f'value {_c117_Multiplier!r} outside [-3, 3]')
+                    if not (_c117_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c117_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c117_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c117_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c117_Value < -32768 or _c117_Value > 32767: raise EncodeError(f'value {_c117_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c117_Multiplier - -3) << 10) | (_i7 << 4) | (_c117_Value < 0)
+                    n += 18
+                    _c116_Value = None
                     v_EVSEPresentVoltage = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEPresentCurrent)
-                    v = w.v; n = w.n
+                    _c117_Multiplier = None
+                    _c117_Unit = None
+                    _m = (-_c117_Value - 1 if _c117_Value < 0 else _c117_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
                     el = 'EVSECurrentLimitAchieved'
                     if v_EVSECurrentLimitAchieved is not True and v_EVSECurrentLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSECurrentLimitAchieved!r}')
@@ -4272,8 +6199,9 @@ def _e_CurrentDemandResType(w, o):
                     if not (v_EVSEPowerLimitAchieved is not None): raise EncodeError('missing content: EVSEPowerLimitAchieved')
                     el = 'EVSEPowerLimitAchieved'
                     if v_EVSEPowerLimitAchieved is not True and v_EVSEPowerLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
-                    v = (v << 12) | (v_EVSECurrentLimitAchieved << 9) | (v_EVSEVoltageLimitAchieved << 5) | (v_EVSEPowerLimitAchieved << 1)
-                    n += 12
+                    v = (v << 14) | (v_EVSECurrentLimitAchieved << 9) | (v_EVSEVoltageLimitAchieved << 5) | (v_EVSEPowerLimitAchieved << 1)
+                    n += 14
+                    _c117_Value = None
                     v_EVSEPresentCurrent = None
                     v_EVSECurrentLimitAchieved = None
                     v_EVSEVoltageLimitAchieved = None
@@ -4284,39 +6212,101 @@ def _e_CurrentDemandResType(w, o):
             if s == 7:
                 if v_EVSEMaximumVoltageLimit is not None:
                     el = 'EVSEMaximumVoltageLimit'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
-                    v = w.v; n = w.n
+                    _o = v_EVSEMaximumVoltageLimit
+                    _c118_Multiplier = _o.Multiplier
+                    _c118_Unit = _o.Unit
+                    _c118_Value = _o.Value
+                    if not (_c118_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c118_Multiplier <= 3: raise EncodeError(f'value {_c118_Multiplier!r} outside [-3, 3]')
+                    if not (_c118_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c118_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c118_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c118_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c118_Value < -32768 or _c118_Value > 32767: raise EncodeError(f'value {_c118_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c118_Multiplier - -3) << 10) | (_i7 << 4) | (_c118_Value < 0)
+                    n += 18
+                    _c118_Multiplier = None
+                    _c118_Unit = None
+                    _m = (-_c118_Value - 1 if _c118_Value < 0 else _c118_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c118_Value = None
                     v_EVSEMaximumVoltageLimit = None
                     s = 8
                 elif v_EVSEMaximumCurrentLimit is not None:
                     el = 'EVSEMaximumCurrentLimit'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
-                    v = w.v; n = w.n
+                    _o = v_EVSEMaximumCurrentLimit
+                    _c119_Multiplier = _o.Multiplier
+                    _c119_Unit = _o.Unit
+                    _c119_Value = _o.Value
+                    if not (_c119_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c119_Multiplier <= 3: raise EncodeError(f'value {_c119_Multiplier!r} outside [-3, 3]')
+                    if not (_c119_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c119_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c119_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c119_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c119_Value < -32768 or _c119_Value > 32767: raise EncodeError(f'value {_c119_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c119_Multiplier - -3) << 10) | (_i7 << 4) | (_c119_Value < 0)
+                    n += 18
+                    _c119_Multiplier = None
+                    _c119_Unit = None
+                    _m = (-_c119_Value - 1 if _c119_Value < 0 else _c119_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c119_Value = None
                     v_EVSEMaximumCurrentLimit = None
                     s = 9
                 elif v_EVSEMaximumPowerLimit is not None:
                     el = 'EVSEMaximumPowerLimit'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
-                    v = w.v; n = w.n
+                    _o = v_EVSEMaximumPowerLimit
+                    _c120_Multiplier = _o.Multiplier
+                    _c120_Unit = _o.Unit
+                    _c120_Value = _o.Value
+                    if not (_c120_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c120_Multiplier <= 3: raise EncodeError(f'value {_c120_Multiplier!r} outside [-3, 3]')
+                    if not (_c120_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c120_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c120_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c120_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c120_Value < -32768 or _c120_Value > 32767: raise EncodeError(f'value {_c120_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (2 << 15) | ((_c120_Multiplier - -3) << 10) | (_i7 << 4) | (_c120_Value < 0)
+                    n += 18
+                    _c120_Multiplier = None
+                    _c120_Unit = None
+                    _m = (-_c120_Value - 1 if _c120_Value < 0 else _c120_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c120_Value = None
                     v_EVSEMaximumPowerLimit = None
                     s = 10
                 elif v_EVSEID is not None:
                     el = 'EVSEID'
                     v = (v << 4) | (3 << 1)
                     n += 4
-                    w.v = v; w.n = n
                     if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
-                    w.string(v_EVSEID)
-                    v = w.v; n = w.n
+                    _l = len(v_EVSEID)
+                    if _l < 126 and v_EVSEID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_EVSEID = None
@@ -4326,30 +6316,72 @@ def _e_CurrentDemandResType(w, o):
             if s == 8:
                 if v_EVSEMaximumCurrentLimit is not None:
                     el = 'EVSEMaximumCurrentLimit'
+                    _o = v_EVSEMaximumCurrentLimit
+                    _c121_Multiplier = _o.Multiplier
+                    _c121_Unit = _o.Unit
+                    _c121_Value = _o.Value
+                    if not (_c121_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c121_Multiplier <= 3: raise EncodeError(f'value {_c121_Multiplier!r} outside [-3, 3]')
+                    if not (_c121_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c121_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c121_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c121_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c121_Value < -32768 or _c121_Value > 32767: raise EncodeError(f'value {_c121_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c121_Multiplier - -3) << 10) | (_i7 << 4) | (_c121_Value < 0)
+                    n += 17
+                    _c121_Multiplier = None
+                    _c121_Unit = None
+                    _m = (-_c121_Value - 1 if _c121_Value < 0 else _c121_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
-                    v = w.v; n = w.n
+                    _c121_Value = None
                     v_EVSEMaximumCurrentLimit = None
                     s = 9
                 elif v_EVSEMaximumPowerLimit is not None:
                     el = 'EVSEMaximumPowerLimit'
-                    v = (v << 2) | 1
+                    _o = v_EVSEMaximumPowerLimit
+                    _c122_Multiplier = _o.Multiplier
+                    _c122_Unit = _o.Unit
+                    _c122_Value = _o.Value
+                    if not (_c122_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c122_Multiplier <= 3: raise EncodeError(f'value {_c122_Multiplier!r} outside [-3, 3]')
+                    if not (_c122_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c122_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c122_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c122_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c122_Value < -32768 or _c122_Value > 32767: raise EncodeError(f'value {_c122_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 15) | ((_c122_Multiplier - -3) << 10) | (_i7 << 4) | (_c122_Value < 0)
+                    n += 17
+                    _c122_Multiplier = None
+                    _c122_Unit = None
+                    _m = (-_c122_Value - 1 if _c122_Value < 0 else _c122_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
-                    v = w.v; n = w.n
+                    _c122_Value = None
                     v_EVSEMaximumPowerLimit = None
                     s = 10
                 elif v_EVSEID is not None:
                     el = 'EVSEID'
                     v = (v << 3) | (2 << 1)
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
-                    w.string(v_EVSEID)
-                    v = w.v; n = w.n
+                    _l = len(v_EVSEID)
+                    if _l < 126 and v_EVSEID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_EVSEID = None
@@ -4359,21 +6391,43 @@ def _e_CurrentDemandResType(w, o):
             if s == 9:
                 if v_EVSEMaximumPowerLimit is not None:
                     el = 'EVSEMaximumPowerLimit'
+                    _o = v_EVSEMaximumPowerLimit
+                    _c123_Multiplier = _o.Multiplier
+                    _c123_Unit = _o.Unit
+                    _c123_Value = _o.Value
+                    if not (_c123_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c123_Multiplier <= 3: raise EncodeError(f'value {_c123_Multiplier!r} outside [-3, 3]')
+                    if not (_c123_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c123_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c123_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c123_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c123_Value < -32768 or _c123_Value > 32767: raise EncodeError(f'value {_c123_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c123_Multiplier - -3) << 10) | (_i7 << 4) | (_c123_Value < 0)
+                    n += 17
+                    _c123_Multiplier = None
+                    _c123_Unit = None
+                    _m = (-_c123_Value - 1 if _c123_Value < 0 else _c123_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
-                    v = w.v; n = w.n
+                    _c123_Value = None
                     v_EVSEMaximumPowerLimit = None
                     s = 10
                 elif v_EVSEID is not None:
                     el = 'EVSEID'
                     v = (v << 3) | (1 << 1)
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
-                    w.string(v_EVSEID)
-                    v = w.v; n = w.n
+                    _l = len(v_EVSEID)
+                    if _l < 126 and v_EVSEID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_EVSEID = None
@@ -4385,10 +6439,12 @@ def _e_CurrentDemandResType(w, o):
                     el = 'EVSEID'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
                     if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
-                    w.string(v_EVSEID)
-                    v = w.v; n = w.n
+                    _l = len(v_EVSEID)
+                    if _l < 126 and v_EVSEID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_EVSEID = None
@@ -4480,57 +6536,168 @@ def _d_DC_EVChargeParameterType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_DepartureTime = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_DepartureTime = r.uint(); p = r.pos
-                    p += 2
+                    p += 24
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                    x = (V >> (E - p)) & 16777215
+                    if x & 16190979: raise r.deviation('DC_EVChargeParameterType', p)
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
                     el = 'DC_EVStatus'
-                    r.pos = p
-                    f_DC_EVStatus = _d_DC_EVStatusType(r)
-                    p = r.pos
+                    el = 'EVReady'
+                    _c124_EVReady = ((x >> 19) & 1) == 1
+                    el = 'EVErrorCode'
+                    _c124_EVErrorCode = ((x >> 12) & 15)
+                    if _c124_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c124_EVErrorCode} out of range (12 values)', p)
+                    _c124_EVErrorCode = _E8[_c124_EVErrorCode]
+                    el = 'EVRESSSOC'
+                    _c124_EVRESSSOC = ((x >> 2) & 127)
+                    if _c124_EVRESSSOC > 100: raise DecodeError(f'value {_c124_EVRESSSOC} above maximum 100', p)
+                    f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c124_EVReady, _c124_EVErrorCode, _c124_EVRESSSOC)
                     s = 2
                 elif ec == 1:
+                    p += 22
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 4194303
+                    if x & 3608067: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'DC_EVStatus'
-                    r.pos = p
-                    f_DC_EVStatus = _d_DC_EVStatusType(r)
-                    p = r.pos
+                    el = 'EVReady'
+                    _c125_EVReady = ((x >> 19) & 1) == 1
+                    el = 'EVErrorCode'
+                    _c125_EVErrorCode = ((x >> 12) & 15)
+                    if _c125_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c125_EVErrorCode} out of range (12 values)', p)
+                    _c125_EVErrorCode = _E8[_c125_EVErrorCode]
+                    el = 'EVRESSSOC'
+                    _c125_EVRESSSOC = ((x >> 2) & 127)
+                    if _c125_EVRESSSOC > 100: raise DecodeError(f'value {_c125_EVRESSSOC} above maximum 100', p)
+                    f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c125_EVReady, _c125_EVErrorCode, _c125_EVRESSSOC)
                     s = 2
                 else:
                     raise r.deviation('DC_EVChargeParameterType', p)
             if s == 2:
-                p += 1
+                p += 16
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
+                x = (V >> (E - p)) & 65535
+                if x & 58254: raise r.deviation('DC_EVChargeParameterType', p)
                 el = 'EVMaximumCurrentLimit'
-                r.pos = p
-                f_EVMaximumCurrentLimit = _d_PhysicalValueType(r)
-                p = r.pos
+                el = 'Multiplier'
+                _c126_Multiplier = ((x >> 10) & 7) + -3
+                if _c126_Multiplier > 3: raise DecodeError(f'value {_c126_Multiplier} above maximum 3', p)
+                el = 'Unit'
+                _c126_Unit = ((x >> 4) & 7)
+                if _c126_Unit >= 7: raise DecodeError(f'enumeration index {_c126_Unit} out of range (7 values)', p)
+                _c126_Unit = _E0[_c126_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c126_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c126_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c126_Value = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                if _neg: _c126_Value = -_c126_Value - 1
+                if _c126_Value < -32768 or _c126_Value > 32767: raise DecodeError(f'value {_c126_Value} outside [-32768, 32767]', p)
+                f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c126_Multiplier, _c126_Unit, _c126_Value)
                 s = 3
             if s == 3:
                 p += 2
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'EVMaximumPowerLimit'
-                    r.pos = p
-                    f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
-                    p = r.pos
-                    p += 1
+                    p += 15
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
+                    el = 'EVMaximumPowerLimit'
+                    el = 'Multiplier'
+                    _c127_Multiplier = ((x >> 10) & 7) + -3
+                    if _c127_Multiplier > 3: raise DecodeError(f'value {_c127_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c127_Unit = ((x >> 4) & 7)
+                    if _c127_Unit >= 7: raise DecodeError(f'enumeration index {_c127_Unit} out of range (7 values)', p)
+                    _c127_Unit = _E0[_c127_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c127_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c127_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c127_Value = r.uint(); p = r.pos
+                    p += 18
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 262143
+                    if x & 254862: raise r.deviation('DC_EVChargeParameterType', p)
+                    if _neg: _c127_Value = -_c127_Value - 1
+                    if _c127_Value < -32768 or _c127_Value > 32767: raise DecodeError(f'value {_c127_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c127_Multiplier, _c127_Unit, _c127_Value)
                     el = 'EVMaximumVoltageLimit'
-                    r.pos = p
-                    f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c128_Multiplier = ((x >> 10) & 7) + -3
+                    if _c128_Multiplier > 3: raise DecodeError(f'value {_c128_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c128_Unit = ((x >> 4) & 7)
+                    if _c128_Unit >= 7: raise DecodeError(f'enumeration index {_c128_Unit} out of range (7 values)', p)
+                    _c128_Unit = _E0[_c128_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c128_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c128_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c128_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                    if _neg: _c128_Value = -_c128_Value - 1
+                    if _c128_Value < -32768 or _c128_Value > 32767: raise DecodeError(f'value {_c128_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c128_Multiplier, _c128_Unit, _c128_Value)
                     s = 5
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'EVMaximumVoltageLimit'
-                    r.pos = p
-                    f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c129_Multiplier = ((x >> 10) & 7) + -3
+                    if _c129_Multiplier > 3: raise DecodeError(f'value {_c129_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c129_Unit = ((x >> 4) & 7)
+                    if _c129_Unit >= 7: raise DecodeError(f'enumeration index {_c129_Unit} out of range (7 values)', p)
+                    _c129_Unit = _E0[_c129_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c129_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c129_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c129_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                    if _neg: _c129_Value = -_c129_Value - 1
+                    if _c129_Value < -32768 or _c129_Value > 32767: raise DecodeError(f'value {_c129_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c129_Multiplier, _c129_Unit, _c129_Value)
                     s = 5
                 else:
                     raise r.deviation('DC_EVChargeParameterType', p)
@@ -4539,16 +6706,66 @@ def _d_DC_EVChargeParameterType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'EVEnergyCapacity'
-                    r.pos = p
-                    f_EVEnergyCapacity = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c130_Multiplier = ((x >> 10) & 7) + -3
+                    if _c130_Multiplier > 3: raise DecodeError(f'value {_c130_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c130_Unit = ((x >> 4) & 7)
+                    if _c130_Unit >= 7: raise DecodeError(f'enumeration index {_c130_Unit} out of range (7 values)', p)
+                    _c130_Unit = _E0[_c130_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c130_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c130_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c130_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                    if _neg: _c130_Value = -_c130_Value - 1
+                    if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', p)
+                    f_EVEnergyCapacity = iso2_msgdatatypes.PhysicalValueType(_c130_Multiplier, _c130_Unit, _c130_Value)
                     s = 6
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'EVEnergyRequest'
-                    r.pos = p
-                    f_EVEnergyRequest = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c131_Multiplier = ((x >> 10) & 7) + -3
+                    if _c131_Multiplier > 3: raise DecodeError(f'value {_c131_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c131_Unit = ((x >> 4) & 7)
+                    if _c131_Unit >= 7: raise DecodeError(f'enumeration index {_c131_Unit} out of range (7 values)', p)
+                    _c131_Unit = _E0[_c131_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c131_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c131_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c131_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                    if _neg: _c131_Value = -_c131_Value - 1
+                    if _c131_Value < -32768 or _c131_Value > 32767: raise DecodeError(f'value {_c131_Value} outside [-32768, 32767]', p)
+                    f_EVEnergyRequest = iso2_msgdatatypes.PhysicalValueType(_c131_Multiplier, _c131_Unit, _c131_Value)
                     s = 7
                 elif ec == 2:
                     p += 9
@@ -4578,10 +6795,35 @@ def _d_DC_EVChargeParameterType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'EVEnergyRequest'
-                    r.pos = p
-                    f_EVEnergyRequest = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c132_Multiplier = ((x >> 10) & 7) + -3
+                    if _c132_Multiplier > 3: raise DecodeError(f'value {_c132_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c132_Unit = ((x >> 4) & 7)
+                    if _c132_Unit >= 7: raise DecodeError(f'enumeration index {_c132_Unit} out of range (7 values)', p)
+                    _c132_Unit = _E0[_c132_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c132_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c132_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c132_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
+                    if _neg: _c132_Value = -_c132_Value - 1
+                    if _c132_Value < -32768 or _c132_Value > 32767: raise DecodeError(f'value {_c132_Value} outside [-32768, 32767]', p)
+                    f_EVEnergyRequest = iso2_msgdatatypes.PhysicalValueType(_c132_Multiplier, _c132_Unit, _c132_Value)
                     s = 7
                 elif ec == 1:
                     p += 9
@@ -4685,24 +6927,53 @@ def _e_DC_EVChargeParameterType(w, o):
                     v <<= 3
                     n += 3
                     if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+                    elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
                     if not (v_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
                     el = 'DC_EVStatus'
-                    v <<= 2
-                    n += 2
+                    _o = v_DC_EVStatus
+                    _c133_EVReady = _o.EVReady
+                    _c133_EVErrorCode = _o.EVErrorCode
+                    _c133_EVRESSSOC = _o.EVRESSSOC
+                    if not (_c133_EVReady is not None): raise EncodeError('missing content: EVReady')
+                    el = 'EVReady'
+                    if _c133_EVReady is not True and _c133_EVReady is not False: raise EncodeError(f'expected a bool, got {_c133_EVReady!r}')
+                    if not (_c133_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                    el = 'EVErrorCode'
+                    _i26 = _I9.get(_c133_EVErrorCode)
+                    if _i26 is None: raise EncodeError(f'{_c133_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    if not (_c133_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                    el = 'EVRESSSOC'
+                    if not 0 <= _c133_EVRESSSOC <= 100: raise EncodeError(f'value {_c133_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 24) | (_c133_EVReady << 19) | (_i26 << 12) | (_c133_EVRESSSOC << 2)
+                    n += 24
                     v_DepartureTime = None
-                    w.v = v; w.n = n
-                    _e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v = w.v; n = w.n
+                    _c133_EVReady = None
+                    _c133_EVErrorCode = None
+                    _c133_EVRESSSOC = None
                     v_DC_EVStatus = None
                     s = 2
                 elif v_DC_EVStatus is not None:
                     el = 'DC_EVStatus'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v = w.v; n = w.n
+                    _o = v_DC_EVStatus
+                    _c134_EVReady = _o.EVReady
+                    _c134_EVErrorCode = _o.EVErrorCode
+                    _c134_EVRESSSOC = _o.EVRESSSOC
+                    if not (_c134_EVReady is not None): raise EncodeError('missing content: EVReady')
+                    el = 'EVReady'
+                    if _c134_EVReady is not True and _c134_EVReady is not False: raise EncodeError(f'expected a bool, got {_c134_EVReady!r}')
+                    if not (_c134_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                    el = 'EVErrorCode'
+                    _i26 = _I9.get(_c134_EVErrorCode)
+                    if _i26 is None: raise EncodeError(f'{_c134_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    if not (_c134_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                    el = 'EVRESSSOC'
+                    if not 0 <= _c134_EVRESSSOC <= 100: raise EncodeError(f'value {_c134_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 24) | (1 << 22) | (_c134_EVReady << 19) | (_i26 << 12) | (_c134_EVRESSSOC << 2)
+                    n += 24
+                    _c134_EVReady = None
+                    _c134_EVErrorCode = None
+                    _c134_EVRESSSOC = None
                     v_DC_EVStatus = None
                     s = 2
                 else:
@@ -4710,11 +6981,31 @@ def _e_DC_EVChargeParameterType(w, o):
             if s == 2:
                 if v_EVMaximumCurrentLimit is not None:
                     el = 'EVMaximumCurrentLimit'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMaximumCurrentLimit)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumCurrentLimit
+                    _c135_Multiplier = _o.Multiplier
+                    _c135_Unit = _o.Unit
+                    _c135_Value = _o.Value
+                    if not (_c135_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c135_Multiplier <= 3: raise EncodeError(f'value {_c135_Multiplier!r} outside [-3, 3]')
+                    if not (_c135_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c135_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c135_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c135_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c135_Value < -32768 or _c135_Value > 32767: raise EncodeError(f'value {_c135_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c135_Multiplier - -3) << 10) | (_i7 << 4) | (_c135_Value < 0)
+                    n += 16
+                    _c135_Multiplier = None
+                    _c135_Unit = None
+                    _m = (-_c135_Value - 1 if _c135_Value < 0 else _c135_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c135_Value = None
                     v_EVMaximumCurrentLimit = None
                     s = 3
                 else:
@@ -4722,28 +7013,86 @@ def _e_DC_EVChargeParameterType(w, o):
             if s == 3:
                 if v_EVMaximumPowerLimit is not None:
                     el = 'EVMaximumPowerLimit'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMaximumPowerLimit)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumPowerLimit
+                    _c136_Multiplier = _o.Multiplier
+                    _c136_Unit = _o.Unit
+                    _c136_Value = _o.Value
+                    if not (_c136_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c136_Multiplier <= 3: raise EncodeError(f'value {_c136_Multiplier!r} outside [-3, 3]')
+                    if not (_c136_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c136_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c136_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c136_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c136_Value < -32768 or _c136_Value > 32767: raise EncodeError(f'value {_c136_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c136_Multiplier - -3) << 10) | (_i7 << 4) | (_c136_Value < 0)
+                    n += 17
+                    _c136_Multiplier = None
+                    _c136_Unit = None
+                    _m = (-_c136_Value - 1 if _c136_Value < 0 else _c136_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
                     el = 'EVMaximumVoltageLimit'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVMaximumVoltageLimit
+                    _c137_Multiplier = _o.Multiplier
+                    _c137_Unit = _o.Unit
+                    _c137_Value = _o.Value
+                    if not (_c137_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c137_Multiplier <= 3: raise EncodeError(f'value {_c137_Multiplier!r} outside [-3, 3]')
+                    if not (_c137_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c137_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c137_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c137_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c137_Value < -32768 or _c137_Value > 32767: raise EncodeError(f'value {_c137_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c137_Multiplier - -3) << 10) | (_i7 << 4) | (_c137_Value < 0)
+                    n += 18
+                    _c136_Value = None
                     v_EVMaximumPowerLimit = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
-                    v = w.v; n = w.n
+                    _c137_Multiplier = None
+                    _c137_Unit = None
+                    _m = (-_c137_Value - 1 if _c137_Value < 0 else _c137_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c137_Value = None
                     v_EVMaximumVoltageLimit = None
                     s = 5
                 elif v_EVMaximumVoltageLimit is not None:
                     el = 'EVMaximumVoltageLimit'
-                    v = (v << 2) | 1
+                    _o = v_EVMaximumVoltageLimit
+                    _c138_Multiplier = _o.Multiplier
+                    _c138_Unit = _o.Unit
+                    _c138_Value = _o.Value
+                    if not (_c138_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c138_Multiplier <= 3: raise EncodeError(f'value {_c138_Multiplier!r} outside [-3, 3]')
+                    if not (_c138_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c138_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c138_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c138_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c138_Value < -32768 or _c138_Value > 32767: raise EncodeError(f'value {_c138_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 15) | ((_c138_Multiplier - -3) << 10) | (_i7 << 4) | (_c138_Value < 0)
+                    n += 17
+                    _c138_Multiplier = None
+                    _c138_Unit = None
+                    _m = (-_c138_Value - 1 if _c138_Value < 0 else _c138_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVMaximumVoltageLimit)
-                    v = w.v; n = w.n
+                    _c138_Value = None
                     v_EVMaximumVoltageLimit = None
                     s = 5
                 else:
@@ -4751,20 +7100,60 @@ def _e_DC_EVChargeParameterType(w, o):
             if s == 5:
                 if v_EVEnergyCapacity is not None:
                     el = 'EVEnergyCapacity'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_EVEnergyCapacity
+                    _c139_Multiplier = _o.Multiplier
+                    _c139_Unit = _o.Unit
+                    _c139_Value = _o.Value
+                    if not (_c139_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c139_Multiplier <= 3: raise EncodeError(f'value {_c139_Multiplier!r} outside [-3, 3]')
+                    if not (_c139_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c139_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c139_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c139_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c139_Value < -32768 or _c139_Value > 32767: raise EncodeError(f'value {_c139_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c139_Multiplier - -3) << 10) | (_i7 << 4) | (_c139_Value < 0)
+                    n += 18
+                    _c139_Multiplier = None
+                    _c139_Unit = None
+                    _m = (-_c139_Value - 1 if _c139_Value < 0 else _c139_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c139_Value = None
                     v_EVEnergyCapacity = None
                     s = 6
                 elif v_EVEnergyRequest is not None:
                     el = 'EVEnergyRequest'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVEnergyRequest
+                    _c140_Multiplier = _o.Multiplier
+                    _c140_Unit = _o.Unit
+                    _c140_Value = _o.Value
+                    if not (_c140_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c140_Multiplier <= 3: raise EncodeError(f'value {_c140_Multiplier!r} outside [-3, 3]')
+                    if not (_c140_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c140_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c140_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c140_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c140_Value < -32768 or _c140_Value > 32767: raise EncodeError(f'value {_c140_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c140_Multiplier - -3) << 10) | (_i7 << 4) | (_c140_Value < 0)
+                    n += 18
+                    _c140_Multiplier = None
+                    _c140_Unit = None
+                    _m = (-_c140_Value - 1 if _c140_Value < 0 else _c140_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c140_Value = None
                     v_EVEnergyRequest = None
                     s = 7
                 elif v_FullSOC is not None:
@@ -4789,11 +7178,31 @@ def _e_DC_EVChargeParameterType(w, o):
             if s == 6:
                 if v_EVEnergyRequest is not None:
                     el = 'EVEnergyRequest'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVEnergyRequest
+                    _c141_Multiplier = _o.Multiplier
+                    _c141_Unit = _o.Unit
+                    _c141_Value = _o.Value
+                    if not (_c141_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c141_Multiplier <= 3: raise EncodeError(f'value {_c141_Multiplier!r} outside [-3, 3]')
+                    if not (_c141_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c141_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c141_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c141_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c141_Value < -32768 or _c141_Value > 32767: raise EncodeError(f'value {_c141_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c141_Multiplier - -3) << 10) | (_i7 << 4) | (_c141_Value < 0)
+                    n += 18
+                    _c141_Multiplier = None
+                    _c141_Unit = None
+                    _m = (-_c141_Value - 1 if _c141_Value < 0 else _c141_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c141_Value = None
                     v_EVEnergyRequest = None
                     s = 7
                 elif v_FullSOC is not None:
@@ -4899,13 +7308,21 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
+                p += 23
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
+                x = (V >> (E - p)) & 8388607
+                if x & 7802371: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
                 el = 'DC_EVStatus'
-                r.pos = p
-                f_DC_EVStatus = _d_DC_EVStatusType(r)
-                p = r.pos
+                el = 'EVReady'
+                _c142_EVReady = ((x >> 19) & 1) == 1
+                el = 'EVErrorCode'
+                _c142_EVErrorCode = ((x >> 12) & 15)
+                if _c142_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c142_EVErrorCode} out of range (12 values)', p)
+                _c142_EVErrorCode = _E8[_c142_EVErrorCode]
+                el = 'EVRESSSOC'
+                _c142_EVRESSSOC = ((x >> 2) & 127)
+                if _c142_EVRESSSOC > 100: raise DecodeError(f'value {_c142_EVRESSSOC} above maximum 100', p)
+                f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c142_EVReady, _c142_EVErrorCode, _c142_EVRESSSOC)
                 s = 1
             if s == 1:
                 p += 2
@@ -4955,11 +7372,25 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
             if s == 0:
                 if v_DC_EVStatus is not None:
                     el = 'DC_EVStatus'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_DC_EVStatusType(w, v_DC_EVStatus)
-                    v = w.v; n = w.n
+                    _o = v_DC_EVStatus
+                    _c143_EVReady = _o.EVReady
+                    _c143_EVErrorCode = _o.EVErrorCode
+                    _c143_EVRESSSOC = _o.EVRESSSOC
+                    if not (_c143_EVReady is not None): raise EncodeError('missing content: EVReady')
+                    el = 'EVReady'
+                    if _c143_EVReady is not True and _c143_EVReady is not False: raise EncodeError(f'expected a bool, got {_c143_EVReady!r}')
+                    if not (_c143_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                    el = 'EVErrorCode'
+                    _i26 = _I9.get(_c143_EVErrorCode)
+                    if _i26 is None: raise EncodeError(f'{_c143_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    if not (_c143_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                    el = 'EVRESSSOC'
+                    if not 0 <= _c143_EVRESSSOC <= 100: raise EncodeError(f'value {_c143_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 23) | (_c143_EVReady << 19) | (_i26 << 12) | (_c143_EVRESSSOC << 2)
+                    n += 23
+                    _c143_EVReady = None
+                    _c143_EVErrorCode = None
+                    _c143_EVRESSSOC = None
                     v_DC_EVStatus = None
                     s = 1
                 else:
@@ -5021,64 +7452,226 @@ def _d_DC_EVSEChargeParameterType(r):
                 r.pos = p
                 f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
                 p = r.pos
-                p += 1
+                p += 16
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+                x = (V >> (E - p)) & 65535
+                if x & 58254: raise r.deviation('DC_EVSEChargeParameterType', p)
                 el = 'EVSEMaximumCurrentLimit'
-                r.pos = p
-                f_EVSEMaximumCurrentLimit = _d_PhysicalValueType(r)
-                p = r.pos
-                p += 1
+                el = 'Multiplier'
+                _c144_Multiplier = ((x >> 10) & 7) + -3
+                if _c144_Multiplier > 3: raise DecodeError(f'value {_c144_Multiplier} above maximum 3', p)
+                el = 'Unit'
+                _c144_Unit = ((x >> 4) & 7)
+                if _c144_Unit >= 7: raise DecodeError(f'enumeration index {_c144_Unit} out of range (7 values)', p)
+                _c144_Unit = _E0[_c144_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c144_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c144_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c144_Value = r.uint(); p = r.pos
+                p += 18
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+                x = (V >> (E - p)) & 262143
+                if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
+                if _neg: _c144_Value = -_c144_Value - 1
+                if _c144_Value < -32768 or _c144_Value > 32767: raise DecodeError(f'value {_c144_Value} outside [-32768, 32767]', p)
+                f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c144_Multiplier, _c144_Unit, _c144_Value)
                 el = 'EVSEMaximumPowerLimit'
-                r.pos = p
-                f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
-                p = r.pos
-                p += 1
+                el = 'Multiplier'
+                _c145_Multiplier = ((x >> 10) & 7) + -3
+                if _c145_Multiplier > 3: raise DecodeError(f'value {_c145_Multiplier} above maximum 3', p)
+                el = 'Unit'
+                _c145_Unit = ((x >> 4) & 7)
+                if _c145_Unit >= 7: raise DecodeError(f'enumeration index {_c145_Unit} out of range (7 values)', p)
+                _c145_Unit = _E0[_c145_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c145_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c145_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c145_Value = r.uint(); p = r.pos
+                p += 18
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+                x = (V >> (E - p)) & 262143
+                if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
+                if _neg: _c145_Value = -_c145_Value - 1
+                if _c145_Value < -32768 or _c145_Value > 32767: raise DecodeError(f'value {_c145_Value} outside [-32768, 32767]', p)
+                f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c145_Multiplier, _c145_Unit, _c145_Value)
                 el = 'EVSEMaximumVoltageLimit'
-                r.pos = p
-                f_EVSEMaximumVoltageLimit = _d_PhysicalValueType(r)
-                p = r.pos
-                p += 1
+                el = 'Multiplier'
+                _c146_Multiplier = ((x >> 10) & 7) + -3
+                if _c146_Multiplier > 3: raise DecodeError(f'value {_c146_Multiplier} above maximum 3', p)
+                el = 'Unit'
+                _c146_Unit = ((x >> 4) & 7)
+                if _c146_Unit >= 7: raise DecodeError(f'enumeration index {_c146_Unit} out of range (7 values)', p)
+                _c146_Unit = _E0[_c146_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c146_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c146_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c146_Value = r.uint(); p = r.pos
+                p += 18
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+                x = (V >> (E - p)) & 262143
+                if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
+                if _neg: _c146_Value = -_c146_Value - 1
+                if _c146_Value < -32768 or _c146_Value > 32767: raise DecodeError(f'value {_c146_Value} outside [-32768, 32767]', p)
+                f_EVSEMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c146_Multiplier, _c146_Unit, _c146_Value)
                 el = 'EVSEMinimumCurrentLimit'
-                r.pos = p
-                f_EVSEMinimumCurrentLimit = _d_PhysicalValueType(r)
-                p = r.pos
-                p += 1
+                el = 'Multiplier'
+                _c147_Multiplier = ((x >> 10) & 7) + -3
+                if _c147_Multiplier > 3: raise DecodeError(f'value {_c147_Multiplier} above maximum 3', p)
+                el = 'Unit'
+                _c147_Unit = ((x >> 4) & 7)
+                if _c147_Unit >= 7: raise DecodeError(f'enumeration index {_c147_Unit} out of range (7 values)', p)
+                _c147_Unit = _E0[_c147_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c147_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c147_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c147_Value = r.uint(); p = r.pos
+                p += 18
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+                x = (V >> (E - p)) & 262143
+                if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
+                if _neg: _c147_Value = -_c147_Value - 1
+                if _c147_Value < -32768 or _c147_Value > 32767: raise DecodeError(f'value {_c147_Value} outside [-32768, 32767]', p)
+                f_EVSEMinimumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c147_Multiplier, _c147_Unit, _c147_Value)
                 el = 'EVSEMinimumVoltageLimit'
-                r.pos = p
-                f_EVSEMinimumVoltageLimit = _d_PhysicalValueType(r)
-                p = r.pos
+                el = 'Multiplier'
+                _c148_Multiplier = ((x >> 10) & 7) + -3
+                if _c148_Multiplier > 3: raise DecodeError(f'value {_c148_Multiplier} above maximum 3', p)
+                el = 'Unit'
+                _c148_Unit = ((x >> 4) & 7)
+                if _c148_Unit >= 7: raise DecodeError(f'enumeration index {_c148_Unit} out of range (7 values)', p)
+                _c148_Unit = _E0[_c148_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c148_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c148_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c148_Value = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
+                if _neg: _c148_Value = -_c148_Value - 1
+                if _c148_Value < -32768 or _c148_Value > 32767: raise DecodeError(f'value {_c148_Value} outside [-32768, 32767]', p)
+                f_EVSEMinimumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c148_Multiplier, _c148_Unit, _c148_Value)
                 s = 6
             if s == 6:
                 p += 2
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'EVSECurrentRegulationTolerance'
-                    r.pos = p
-                    f_EVSECurrentRegulationTolerance = _d_PhysicalValueType(r)
-                    p = r.pos
-                    p += 1
+                    p += 15
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
+                    el = 'EVSECurrentRegulationTolerance'
+                    el = 'Multiplier'
+                    _c149_Multiplier = ((x >> 10) & 7) + -3
+                    if _c149_Multiplier > 3: raise DecodeError(f'value {_c149_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c149_Unit = ((x >> 4) & 7)
+                    if _c149_Unit >= 7: raise DecodeError(f'enumeration index {_c149_Unit} out of range (7 values)', p)
+                    _c149_Unit = _E0[_c149_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c149_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c149_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c149_Value = r.uint(); p = r.pos
+                    p += 18
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 262143
+                    if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
+                    if _neg: _c149_Value = -_c149_Value - 1
+                    if _c149_Value < -32768 or _c149_Value > 32767: raise DecodeError(f'value {_c149_Value} outside [-32768, 32767]', p)
+                    f_EVSECurrentRegulationTolerance = iso2_msgdatatypes.PhysicalValueType(_c149_Multiplier, _c149_Unit, _c149_Value)
                     el = 'EVSEPeakCurrentRipple'
-                    r.pos = p
-                    f_EVSEPeakCurrentRipple = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c150_Multiplier = ((x >> 10) & 7) + -3
+                    if _c150_Multiplier > 3: raise DecodeError(f'value {_c150_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c150_Unit = ((x >> 4) & 7)
+                    if _c150_Unit >= 7: raise DecodeError(f'enumeration index {_c150_Unit} out of range (7 values)', p)
+                    _c150_Unit = _E0[_c150_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c150_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c150_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c150_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
+                    if _neg: _c150_Value = -_c150_Value - 1
+                    if _c150_Value < -32768 or _c150_Value > 32767: raise DecodeError(f'value {_c150_Value} outside [-32768, 32767]', p)
+                    f_EVSEPeakCurrentRipple = iso2_msgdatatypes.PhysicalValueType(_c150_Multiplier, _c150_Unit, _c150_Value)
                     s = 8
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
                     el = 'EVSEPeakCurrentRipple'
-                    r.pos = p
-                    f_EVSEPeakCurrentRipple = _d_PhysicalValueType(r)
-                    p = r.pos
+                    el = 'Multiplier'
+                    _c151_Multiplier = ((x >> 10) & 7) + -3
+                    if _c151_Multiplier > 3: raise DecodeError(f'value {_c151_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c151_Unit = ((x >> 4) & 7)
+                    if _c151_Unit >= 7: raise DecodeError(f'enumeration index {_c151_Unit} out of range (7 values)', p)
+                    _c151_Unit = _E0[_c151_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c151_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c151_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c151_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
+                    if _neg: _c151_Value = -_c151_Value - 1
+                    if _c151_Value < -32768 or _c151_Value > 32767: raise DecodeError(f'value {_c151_Value} outside [-32768, 32767]', p)
+                    f_EVSEPeakCurrentRipple = iso2_msgdatatypes.PhysicalValueType(_c151_Multiplier, _c151_Unit, _c151_Value)
                     s = 8
                 else:
                     raise r.deviation('DC_EVSEChargeParameterType', p)
@@ -5087,13 +7680,35 @@ def _d_DC_EVSEChargeParameterType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'EVSEEnergyToBeDelivered'
-                    r.pos = p
-                    f_EVSEEnergyToBeDelivered = _d_PhysicalValueType(r)
-                    p = r.pos
-                    p += 1
+                    p += 15
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
+                    el = 'EVSEEnergyToBeDelivered'
+                    el = 'Multiplier'
+                    _c152_Multiplier = ((x >> 10) & 7) + -3
+                    if _c152_Multiplier > 3: raise DecodeError(f'value {_c152_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c152_Unit = ((x >> 4) & 7)
+                    if _c152_Unit >= 7: raise DecodeError(f'enumeration index {_c152_Unit} out of range (7 values)', p)
+                    _c152_Unit = _E0[_c152_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c152_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c152_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c152_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('DC_EVSEChargeParameterType', p)
+                    if _neg: _c152_Value = -_c152_Value - 1
+                    if _c152_Value < -32768 or _c152_Value > 32767: raise DecodeError(f'value {_c152_Value} outside [-32768, 32767]', p)
+                    f_EVSEEnergyToBeDelivered = iso2_msgdatatypes.PhysicalValueType(_c152_Multiplier, _c152_Unit, _c152_Value)
                     s = -1
                 elif ec == 1:
                     pass
@@ -5132,44 +7747,136 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     v = w.v; n = w.n
                     if not (v_EVSEMaximumCurrentLimit is not None): raise EncodeError('missing content: EVSEMaximumCurrentLimit')
                     el = 'EVSEMaximumCurrentLimit'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVSEMaximumCurrentLimit
+                    _c153_Multiplier = _o.Multiplier
+                    _c153_Unit = _o.Unit
+                    _c153_Value = _o.Value
+                    if not (_c153_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c153_Multiplier <= 3: raise EncodeError(f'value {_c153_Multiplier!r} outside [-3, 3]')
+                    if not (_c153_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c153_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c153_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c153_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c153_Value < -32768 or _c153_Value > 32767: raise EncodeError(f'value {_c153_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c153_Multiplier - -3) << 10) | (_i7 << 4) | (_c153_Value < 0)
+                    n += 16
                     v_DC_EVSEStatus = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMaximumCurrentLimit)
-                    v = w.v; n = w.n
+                    _c153_Multiplier = None
+                    _c153_Unit = None
+                    _m = (-_c153_Value - 1 if _c153_Value < 0 else _c153_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVSEMaximumPowerLimit is not None): raise EncodeError('missing content: EVSEMaximumPowerLimit')
                     el = 'EVSEMaximumPowerLimit'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVSEMaximumPowerLimit
+                    _c154_Multiplier = _o.Multiplier
+                    _c154_Unit = _o.Unit
+                    _c154_Value = _o.Value
+                    if not (_c154_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c154_Multiplier <= 3: raise EncodeError(f'value {_c154_Multiplier!r} outside [-3, 3]')
+                    if not (_c154_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c154_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c154_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c154_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c154_Value < -32768 or _c154_Value > 32767: raise EncodeError(f'value {_c154_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c154_Multiplier - -3) << 10) | (_i7 << 4) | (_c154_Value < 0)
+                    n += 18
+                    _c153_Value = None
                     v_EVSEMaximumCurrentLimit = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMaximumPowerLimit)
-                    v = w.v; n = w.n
+                    _c154_Multiplier = None
+                    _c154_Unit = None
+                    _m = (-_c154_Value - 1 if _c154_Value < 0 else _c154_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
                     el = 'EVSEMaximumVoltageLimit'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVSEMaximumVoltageLimit
+                    _c155_Multiplier = _o.Multiplier
+                    _c155_Unit = _o.Unit
+                    _c155_Value = _o.Value
+                    if not (_c155_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c155_Multiplier <= 3: raise EncodeError(f'value {_c155_Multiplier!r} outside [-3, 3]')
+                    if not (_c155_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c155_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c155_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c155_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c155_Value < -32768 or _c155_Value > 32767: raise EncodeError(f'value {_c155_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c155_Multiplier - -3) << 10) | (_i7 << 4) | (_c155_Value < 0)
+                    n += 18
+                    _c154_Value = None
                     v_EVSEMaximumPowerLimit = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMaximumVoltageLimit)
-                    v = w.v; n = w.n
+                    _c155_Multiplier = None
+                    _c155_Unit = None
+                    _m = (-_c155_Value - 1 if _c155_Value < 0 else _c155_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVSEMinimumCurrentLimit is not None): raise EncodeError('missing content: EVSEMinimumCurrentLimit')
                     el = 'EVSEMinimumCurrentLimit'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVSEMinimumCurrentLimit
+                    _c156_Multiplier = _o.Multiplier
+                    _c156_Unit = _o.Unit
+                    _c156_Value = _o.Value
+                    if not (_c156_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c156_Multiplier <= 3: raise EncodeError(f'value {_c156_Multiplier!r} outside [-3, 3]')
+                    if not (_c156_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c156_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c156_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c156_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c156_Value < -32768 or _c156_Value > 32767: raise EncodeError(f'value {_c156_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c156_Multiplier - -3) << 10) | (_i7 << 4) | (_c156_Value < 0)
+                    n += 18
+                    _c155_Value = None
                     v_EVSEMaximumVoltageLimit = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMinimumCurrentLimit)
-                    v = w.v; n = w.n
+                    _c156_Multiplier = None
+                    _c156_Unit = None
+                    _m = (-_c156_Value - 1 if _c156_Value < 0 else _c156_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
                     el = 'EVSEMinimumVoltageLimit'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVSEMinimumVoltageLimit
+                    _c157_Multiplier = _o.Multiplier
+                    _c157_Unit = _o.Unit
+                    _c157_Value = _o.Value
+                    if not (_c157_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c157_Multiplier <= 3: raise EncodeError(f'value {_c157_Multiplier!r} outside [-3, 3]')
+                    if not (_c157_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c157_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c157_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c157_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c157_Value < -32768 or _c157_Value > 32767: raise EncodeError(f'value {_c157_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c157_Multiplier - -3) << 10) | (_i7 << 4) | (_c157_Value < 0)
+                    n += 18
+                    _c156_Value = None
                     v_EVSEMinimumCurrentLimit = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEMinimumVoltageLimit)
-                    v = w.v; n = w.n
+                    _c157_Multiplier = None
+                    _c157_Unit = None
+                    _m = (-_c157_Value - 1 if _c157_Value < 0 else _c157_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c157_Value = None
                     v_EVSEMinimumVoltageLimit = None
                     s = 6
                 else:
@@ -5177,28 +7884,86 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if s == 6:
                 if v_EVSECurrentRegulationTolerance is not None:
                     el = 'EVSECurrentRegulationTolerance'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSECurrentRegulationTolerance)
-                    v = w.v; n = w.n
+                    _o = v_EVSECurrentRegulationTolerance
+                    _c158_Multiplier = _o.Multiplier
+                    _c158_Unit = _o.Unit
+                    _c158_Value = _o.Value
+                    if not (_c158_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c158_Multiplier <= 3: raise EncodeError(f'value {_c158_Multiplier!r} outside [-3, 3]')
+                    if not (_c158_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c158_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c158_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c158_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c158_Value < -32768 or _c158_Value > 32767: raise EncodeError(f'value {_c158_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c158_Multiplier - -3) << 10) | (_i7 << 4) | (_c158_Value < 0)
+                    n += 17
+                    _c158_Multiplier = None
+                    _c158_Unit = None
+                    _m = (-_c158_Value - 1 if _c158_Value < 0 else _c158_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
                     el = 'EVSEPeakCurrentRipple'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVSEPeakCurrentRipple
+                    _c159_Multiplier = _o.Multiplier
+                    _c159_Unit = _o.Unit
+                    _c159_Value = _o.Value
+                    if not (_c159_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c159_Multiplier <= 3: raise EncodeError(f'value {_c159_Multiplier!r} outside [-3, 3]')
+                    if not (_c159_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c159_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c159_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c159_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c159_Value < -32768 or _c159_Value > 32767: raise EncodeError(f'value {_c159_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c159_Multiplier - -3) << 10) | (_i7 << 4) | (_c159_Value < 0)
+                    n += 18
+                    _c158_Value = None
                     v_EVSECurrentRegulationTolerance = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEPeakCurrentRipple)
-                    v = w.v; n = w.n
+                    _c159_Multiplier = None
+                    _c159_Unit = None
+                    _m = (-_c159_Value - 1 if _c159_Value < 0 else _c159_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c159_Value = None
                     v_EVSEPeakCurrentRipple = None
                     s = 8
                 elif v_EVSEPeakCurrentRipple is not None:
                     el = 'EVSEPeakCurrentRipple'
-                    v = (v << 2) | 1
+                    _o = v_EVSEPeakCurrentRipple
+                    _c160_Multiplier = _o.Multiplier
+                    _c160_Unit = _o.Unit
+                    _c160_Value = _o.Value
+                    if not (_c160_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c160_Multiplier <= 3: raise EncodeError(f'value {_c160_Multiplier!r} outside [-3, 3]')
+                    if not (_c160_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c160_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c160_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c160_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c160_Value < -32768 or _c160_Value > 32767: raise EncodeError(f'value {_c160_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 15) | ((_c160_Multiplier - -3) << 10) | (_i7 << 4) | (_c160_Value < 0)
+                    n += 17
+                    _c160_Multiplier = None
+                    _c160_Unit = None
+                    _m = (-_c160_Value - 1 if _c160_Value < 0 else _c160_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEPeakCurrentRipple)
-                    v = w.v; n = w.n
+                    _c160_Value = None
                     v_EVSEPeakCurrentRipple = None
                     s = 8
                 else:
@@ -5206,13 +7971,31 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if s == 8:
                 if v_EVSEEnergyToBeDelivered is not None:
                     el = 'EVSEEnergyToBeDelivered'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_EVSEEnergyToBeDelivered)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    _o = v_EVSEEnergyToBeDelivered
+                    _c161_Multiplier = _o.Multiplier
+                    _c161_Unit = _o.Unit
+                    _c161_Value = _o.Value
+                    if not (_c161_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c161_Multiplier <= 3: raise EncodeError(f'value {_c161_Multiplier!r} outside [-3, 3]')
+                    if not (_c161_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c161_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c161_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c161_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c161_Value < -32768 or _c161_Value > 32767: raise EncodeError(f'value {_c161_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c161_Multiplier - -3) << 10) | (_i7 << 4) | (_c161_Value < 0)
+                    n += 17
+                    _c161_Multiplier = None
+                    _c161_Unit = None
+                    _m = (-_c161_Value - 1 if _c161_Value < 0 else _c161_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c161_Value = None
                     v_EVSEEnergyToBeDelivered = None
                     if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
                     s = -1
@@ -5658,9 +8441,11 @@ def _e_DigestMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -5709,10 +8494,11 @@ def _d_EntryType(r):
                     p = r.pos
                     s = 1
                 elif ec == 1:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
                     el = 'TimeInterval'
-                    r.pos = p
-                    f_TimeInterval = _d_IntervalType(r)
-                    p = r.pos
+                    f_TimeInterval = iso2_msgdatatypes.IntervalType()
                     s = 1
                 else:
                     raise r.deviation('EntryType', p)
@@ -5748,11 +8534,9 @@ def _e_EntryType(w, o):
                     s = 1
                 elif v_TimeInterval is not None:
                     el = 'TimeInterval'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_IntervalType(w, v_TimeInterval)
-                    v = w.v; n = w.n
+                    _o = v_TimeInterval
+                    v = (v << 3) | (1 << 1)
+                    n += 3
                     v_TimeInterval = None
                     s = 1
                 else:
@@ -7394,18 +10178,22 @@ def _e_KeyInfoType(w, o):
                     el = '@Id'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
                     el = 'KeyName'
                     v = (v << 5) | (1 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7459,9 +10247,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (7 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7473,9 +10263,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7529,9 +10321,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7543,9 +10337,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7599,9 +10395,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7613,9 +10411,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7669,9 +10469,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7686,9 +10488,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7742,9 +10546,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7759,9 +10565,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7815,9 +10623,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7832,9 +10642,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7888,9 +10700,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7905,9 +10719,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -7961,9 +10777,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -7978,9 +10796,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -8034,9 +10854,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -8051,9 +10873,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -8107,9 +10931,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -8124,9 +10950,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -8180,9 +11008,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -8198,9 +11028,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -8258,9 +11090,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -8278,9 +11112,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -8338,9 +11174,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -8358,9 +11196,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -8418,9 +11258,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -8438,9 +11280,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -8498,9 +11342,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -8518,9 +11364,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -8578,9 +11426,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -8598,9 +11448,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -8658,9 +11510,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -8678,9 +11532,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -8740,9 +11596,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -8757,9 +11615,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -8813,9 +11673,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -8851,10 +11713,28 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
+                    el = 'Modulus'
                     r.pos = p
-                    f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    _c164_Modulus = r.binary()
                     p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('KeyValueType', p)
+                    el = 'Exponent'
+                    r.pos = p
+                    _c164_Exponent = r.binary()
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
+                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c164_Modulus, _c164_Exponent)
                     s = 3
                 elif ec == 2:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -8877,10 +11757,28 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
+                    el = 'Modulus'
                     r.pos = p
-                    f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    _c165_Modulus = r.binary()
                     p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('KeyValueType', p)
+                    el = 'Exponent'
+                    r.pos = p
+                    _c165_Exponent = r.binary()
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
+                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c165_Modulus, _c165_Exponent)
                     s = 3
                 elif ec == 2:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -8961,11 +11859,27 @@ def _e_KeyValueType(w, o):
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    v = (v << 3) | 1
-                    n += 3
+                    _o = v_RSAKeyValue
+                    _c166_Modulus = _o.Modulus
+                    _c166_Exponent = _o.Exponent
+                    if not (_c166_Modulus is not None): raise EncodeError('missing content: Modulus')
+                    el = 'Modulus'
+                    v = (v << 5) | (1 << 2)
+                    n += 5
                     w.v = v; w.n = n
-                    _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    w.binary(_c166_Modulus)
                     v = w.v; n = w.n
+                    if not (_c166_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    v <<= 3
+                    n += 3
+                    _c166_Modulus = None
+                    w.v = v; w.n = n
+                    w.binary(_c166_Exponent)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c166_Exponent = None
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -8982,11 +11896,27 @@ def _e_KeyValueType(w, o):
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    v = (v << 3) | 1
-                    n += 3
+                    _o = v_RSAKeyValue
+                    _c167_Modulus = _o.Modulus
+                    _c167_Exponent = _o.Exponent
+                    if not (_c167_Modulus is not None): raise EncodeError('missing content: Modulus')
+                    el = 'Modulus'
+                    v = (v << 5) | (1 << 2)
+                    n += 5
                     w.v = v; w.n = n
-                    _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    w.binary(_c167_Modulus)
                     v = w.v; n = w.n
+                    if not (_c167_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    v <<= 3
+                    n += 3
+                    _c167_Modulus = None
+                    w.v = v; w.n = n
+                    w.binary(_c167_Exponent)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c167_Exponent = None
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -9181,18 +12111,22 @@ def _e_RetrievalMethodType(w, o):
                     el = '@Type'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
@@ -9214,9 +12148,11 @@ def _e_RetrievalMethodType(w, o):
                     el = '@URI'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
@@ -9539,9 +12475,11 @@ def _e_TransformType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -9551,9 +12489,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -9568,9 +12508,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -9585,9 +12527,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -9603,9 +12547,11 @@ def _e_TransformType(w, o):
                         el = 'XPath'
                         v <<= 4
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_XPath[i_XPath])
-                        v = w.v; n = w.n
+                        _l = len(v_XPath[i_XPath])
+                        if _l < 126 and v_XPath[i_XPath].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_XPath += 1
@@ -9638,10 +12584,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c168_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c168_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c168_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c168_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c168_X509SerialNumber = -_c168_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c168_X509IssuerName, _c168_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
@@ -9706,10 +12677,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c169_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c169_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c169_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c169_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c169_X509SerialNumber = -_c169_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c169_X509IssuerName, _c169_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -9777,10 +12773,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c170_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c170_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c170_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c170_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c170_X509SerialNumber = -_c170_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c170_X509IssuerName, _c170_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -9848,10 +12869,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c171_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c171_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c171_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c171_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c171_X509SerialNumber = -_c171_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c171_X509IssuerName, _c171_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -9919,10 +12965,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c172_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c172_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c172_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c172_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c172_X509SerialNumber = -_c172_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c172_X509IssuerName, _c172_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -9990,10 +13061,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c173_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c173_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c173_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c173_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c173_X509SerialNumber = -_c173_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c173_X509IssuerName, _c173_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -10061,10 +13157,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c174_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c174_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c174_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c174_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c174_X509SerialNumber = -_c174_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c174_X509IssuerName, _c174_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -10133,10 +13254,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c175_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c175_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c175_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c175_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c175_X509SerialNumber = -_c175_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c175_X509IssuerName, _c175_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
                         p += 1
@@ -10210,10 +13356,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c176_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c176_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c176_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c176_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c176_X509SerialNumber = -_c176_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c176_X509IssuerName, _c176_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -10287,10 +13458,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c177_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c177_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c177_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c177_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c177_X509SerialNumber = -_c177_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c177_X509IssuerName, _c177_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -10364,10 +13560,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c178_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c178_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c178_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c178_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c178_X509SerialNumber = -_c178_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c178_X509IssuerName, _c178_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -10441,10 +13662,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c179_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c179_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c179_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c179_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c179_X509SerialNumber = -_c179_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c179_X509IssuerName, _c179_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -10517,10 +13763,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c180_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c180_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c180_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c180_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c180_X509SerialNumber = -_c180_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c180_X509IssuerName, _c180_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -10614,11 +13885,31 @@ def _e_X509DataType(w, o):
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c181_X509IssuerName = _o.X509IssuerName
+                    _c181_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c181_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c181_X509IssuerName)
+                    if _l < 126 and _c181_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c181_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c181_X509IssuerName); v = w.v; n = w.n
+                    if not (_c181_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c181_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c181_X509SerialNumber!r}')
+                    v = (v << 4) | (_c181_X509SerialNumber < 0)
+                    n += 4
+                    _c181_X509IssuerName = None
+                    _m = (-_c181_X509SerialNumber - 1 if _c181_X509SerialNumber < 0 else _c181_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c181_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
@@ -10636,9 +13927,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -10670,11 +13963,31 @@ def _e_X509DataType(w, o):
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c182_X509IssuerName = _o.X509IssuerName
+                    _c182_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c182_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c182_X509IssuerName)
+                    if _l < 126 and _c182_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c182_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c182_X509IssuerName); v = w.v; n = w.n
+                    if not (_c182_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c182_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c182_X509SerialNumber!r}')
+                    v = (v << 4) | (_c182_X509SerialNumber < 0)
+                    n += 4
+                    _c182_X509IssuerName = None
+                    _m = (-_c182_X509SerialNumber - 1 if _c182_X509SerialNumber < 0 else _c182_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c182_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -10692,9 +14005,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -10729,11 +14044,31 @@ def _e_X509DataType(w, o):
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c183_X509IssuerName = _o.X509IssuerName
+                    _c183_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c183_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c183_X509IssuerName)
+                    if _l < 126 and _c183_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c183_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c183_X509IssuerName); v = w.v; n = w.n
+                    if not (_c183_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c183_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c183_X509SerialNumber!r}')
+                    v = (v << 4) | (_c183_X509SerialNumber < 0)
+                    n += 4
+                    _c183_X509IssuerName = None
+                    _m = (-_c183_X509SerialNumber - 1 if _c183_X509SerialNumber < 0 else _c183_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c183_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -10751,9 +14086,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -10788,11 +14125,31 @@ def _e_X509DataType(w, o):
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c184_X509IssuerName = _o.X509IssuerName
+                    _c184_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c184_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c184_X509IssuerName)
+                    if _l < 126 and _c184_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c184_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c184_X509IssuerName); v = w.v; n = w.n
+                    if not (_c184_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c184_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c184_X509SerialNumber!r}')
+                    v = (v << 4) | (_c184_X509SerialNumber < 0)
+                    n += 4
+                    _c184_X509IssuerName = None
+                    _m = (-_c184_X509SerialNumber - 1 if _c184_X509SerialNumber < 0 else _c184_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c184_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -10810,9 +14167,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -10847,11 +14206,31 @@ def _e_X509DataType(w, o):
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c185_X509IssuerName = _o.X509IssuerName
+                    _c185_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c185_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c185_X509IssuerName)
+                    if _l < 126 and _c185_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c185_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c185_X509IssuerName); v = w.v; n = w.n
+                    if not (_c185_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c185_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c185_X509SerialNumber!r}')
+                    v = (v << 4) | (_c185_X509SerialNumber < 0)
+                    n += 4
+                    _c185_X509IssuerName = None
+                    _m = (-_c185_X509SerialNumber - 1 if _c185_X509SerialNumber < 0 else _c185_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c185_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -10869,9 +14248,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -10906,11 +14287,31 @@ def _e_X509DataType(w, o):
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c186_X509IssuerName = _o.X509IssuerName
+                    _c186_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c186_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c186_X509IssuerName)
+                    if _l < 126 and _c186_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c186_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c186_X509IssuerName); v = w.v; n = w.n
+                    if not (_c186_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c186_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c186_X509SerialNumber!r}')
+                    v = (v << 4) | (_c186_X509SerialNumber < 0)
+                    n += 4
+                    _c186_X509IssuerName = None
+                    _m = (-_c186_X509SerialNumber - 1 if _c186_X509SerialNumber < 0 else _c186_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c186_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -10928,9 +14329,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -10965,11 +14368,31 @@ def _e_X509DataType(w, o):
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c187_X509IssuerName = _o.X509IssuerName
+                    _c187_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c187_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c187_X509IssuerName)
+                    if _l < 126 and _c187_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c187_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c187_X509IssuerName); v = w.v; n = w.n
+                    if not (_c187_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c187_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c187_X509SerialNumber!r}')
+                    v = (v << 4) | (_c187_X509SerialNumber < 0)
+                    n += 4
+                    _c187_X509IssuerName = None
+                    _m = (-_c187_X509SerialNumber - 1 if _c187_X509SerialNumber < 0 else _c187_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c187_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -10987,9 +14410,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -11025,11 +14450,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c188_X509IssuerName = _o.X509IssuerName
+                        _c188_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c188_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c188_X509IssuerName)
+                        if _l < 126 and _c188_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c188_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c188_X509IssuerName); v = w.v; n = w.n
+                        if not (_c188_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c188_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c188_X509SerialNumber!r}')
+                        v = (v << 4) | (_c188_X509SerialNumber < 0)
+                        n += 4
+                        _c188_X509IssuerName = None
+                        _m = (-_c188_X509SerialNumber - 1 if _c188_X509SerialNumber < 0 else _c188_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c188_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
@@ -11047,9 +14492,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -11089,11 +14536,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c189_X509IssuerName = _o.X509IssuerName
+                        _c189_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c189_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c189_X509IssuerName)
+                        if _l < 126 and _c189_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c189_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c189_X509IssuerName); v = w.v; n = w.n
+                        if not (_c189_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c189_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c189_X509SerialNumber!r}')
+                        v = (v << 4) | (_c189_X509SerialNumber < 0)
+                        n += 4
+                        _c189_X509IssuerName = None
+                        _m = (-_c189_X509SerialNumber - 1 if _c189_X509SerialNumber < 0 else _c189_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c189_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -11111,9 +14578,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -11153,11 +14622,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c190_X509IssuerName = _o.X509IssuerName
+                        _c190_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c190_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c190_X509IssuerName)
+                        if _l < 126 and _c190_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c190_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c190_X509IssuerName); v = w.v; n = w.n
+                        if not (_c190_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c190_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c190_X509SerialNumber!r}')
+                        v = (v << 4) | (_c190_X509SerialNumber < 0)
+                        n += 4
+                        _c190_X509IssuerName = None
+                        _m = (-_c190_X509SerialNumber - 1 if _c190_X509SerialNumber < 0 else _c190_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c190_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -11177,9 +14666,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -11217,11 +14708,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c191_X509IssuerName = _o.X509IssuerName
+                        _c191_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c191_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c191_X509IssuerName)
+                        if _l < 126 and _c191_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c191_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c191_X509IssuerName); v = w.v; n = w.n
+                        if not (_c191_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c191_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c191_X509SerialNumber!r}')
+                        v = (v << 4) | (_c191_X509SerialNumber < 0)
+                        n += 4
+                        _c191_X509IssuerName = None
+                        _m = (-_c191_X509SerialNumber - 1 if _c191_X509SerialNumber < 0 else _c191_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c191_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -11241,9 +14752,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -11281,11 +14794,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c192_X509IssuerName = _o.X509IssuerName
+                        _c192_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c192_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c192_X509IssuerName)
+                        if _l < 126 and _c192_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c192_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c192_X509IssuerName); v = w.v; n = w.n
+                        if not (_c192_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c192_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c192_X509SerialNumber!r}')
+                        v = (v << 4) | (_c192_X509SerialNumber < 0)
+                        n += 4
+                        _c192_X509IssuerName = None
+                        _m = (-_c192_X509SerialNumber - 1 if _c192_X509SerialNumber < 0 else _c192_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c192_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -11305,9 +14838,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -11344,11 +14879,31 @@ def _e_X509DataType(w, o):
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c193_X509IssuerName = _o.X509IssuerName
+                    _c193_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c193_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c193_X509IssuerName)
+                    if _l < 126 and _c193_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c193_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c193_X509IssuerName); v = w.v; n = w.n
+                    if not (_c193_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c193_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c193_X509SerialNumber!r}')
+                    v = (v << 4) | (_c193_X509SerialNumber < 0)
+                    n += 4
+                    _c193_X509IssuerName = None
+                    _m = (-_c193_X509SerialNumber - 1 if _c193_X509SerialNumber < 0 else _c193_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c193_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -11366,9 +14921,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -11918,9 +15475,11 @@ def _e_ManifestType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
                     v <<= 1
@@ -12147,27 +15706,33 @@ def _e_ReferenceType(w, o):
                     el = '@Id'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
                     el = '@Type'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 2
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -12195,18 +15760,22 @@ def _e_ReferenceType(w, o):
                     el = '@Type'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -12234,9 +15803,11 @@ def _e_ReferenceType(w, o):
                     el = '@URI'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -12413,9 +15984,11 @@ def _e_MeteringReceiptReqType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_SessionID is not None): raise EncodeError('missing content: SessionID')
                     el = 'SessionID'
                     v <<= 2
@@ -12506,10 +16079,32 @@ def _d_MeteringReceiptResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('MeteringReceiptResType', p)
                     el = 'AC_EVSEStatus'
-                    r.pos = p
-                    f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-                    p = r.pos
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c194_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c194_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c194_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 11
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 2047
+                    if x & 1851: raise r.deviation('MeteringReceiptResType', p)
+                    if _c194_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c194_NotificationMaxDelay} outside [0, 65535]', p)
+                    el = 'EVSENotification'
+                    _c194_EVSENotification = ((x >> 6) & 3)
+                    if _c194_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c194_EVSENotification} out of range (3 values)', p)
+                    _c194_EVSENotification = _E2[_c194_EVSENotification]
+                    el = 'RCD'
+                    _c194_RCD = ((x >> 2) & 1) == 1
+                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c194_NotificationMaxDelay, _c194_EVSENotification, _c194_RCD)
                     s = 2
                 elif ec == 1:
                     el = 'DC_EVSEStatus'
@@ -12518,10 +16113,30 @@ def _d_MeteringReceiptResType(r):
                     p = r.pos
                     s = 2
                 elif ec == 2:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('MeteringReceiptResType', p)
                     el = 'EVSEStatus'
-                    r.pos = p
-                    f_EVSEStatus = _d_EVSEStatusType(r)
-                    p = r.pos
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c195_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c195_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c195_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 7
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 127
+                    if x & 115: raise r.deviation('MeteringReceiptResType', p)
+                    if _c195_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c195_NotificationMaxDelay} outside [0, 65535]', p)
+                    el = 'EVSENotification'
+                    _c195_EVSENotification = ((x >> 2) & 3)
+                    if _c195_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c195_EVSENotification} out of range (3 values)', p)
+                    _c195_EVSENotification = _E2[_c195_EVSENotification]
+                    f_EVSEStatus = iso2_msgdatatypes.EVSEStatusType(_c195_NotificationMaxDelay, _c195_EVSENotification)
                     s = 2
                 else:
                     raise r.deviation('MeteringReceiptResType', p)
@@ -12550,9 +16165,9 @@ def _e_MeteringReceiptResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i21 = _I6.get(v_ResponseCode)
-                    if _i21 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 8) | (_i21 << 1)
+                    _i196 = _I6.get(v_ResponseCode)
+                    if _i196 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 8) | (_i196 << 1)
                     n += 8
                     v_ResponseCode = None
                     s = 1
@@ -12561,11 +16176,30 @@ def _e_MeteringReceiptResType(w, o):
             if s == 1:
                 if v_AC_EVSEStatus is not None:
                     el = 'AC_EVSEStatus'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-                    v = w.v; n = w.n
+                    _o = v_AC_EVSEStatus
+                    _c197_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c197_EVSENotification = _o.EVSENotification
+                    _c197_RCD = _o.RCD
+                    if not (_c197_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c197_NotificationMaxDelay < 0 or _c197_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c197_NotificationMaxDelay!r} outside [0, 65535]')
+                    v <<= 4
+                    n += 4
+                    if _c197_NotificationMaxDelay < 128: v = (v << 8) | _c197_NotificationMaxDelay; n += 8
+                    elif _c197_NotificationMaxDelay < 16384: v = (v << 16) | ((_c197_NotificationMaxDelay & 127) << 8) | 32768 | (_c197_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c197_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c197_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i17 = _I3.get(_c197_EVSENotification)
+                    if _i17 is None: raise EncodeError(f'{_c197_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c197_RCD is not None): raise EncodeError('missing content: RCD')
+                    el = 'RCD'
+                    if _c197_RCD is not True and _c197_RCD is not False: raise EncodeError(f'expected a bool, got {_c197_RCD!r}')
+                    v = (v << 11) | (_i17 << 6) | (_c197_RCD << 2)
+                    n += 11
+                    _c197_NotificationMaxDelay = None
+                    _c197_EVSENotification = None
+                    _c197_RCD = None
                     v_AC_EVSEStatus = None
                     s = 2
                 elif v_DC_EVSEStatus is not None:
@@ -12579,11 +16213,25 @@ def _e_MeteringReceiptResType(w, o):
                     s = 2
                 elif v_EVSEStatus is not None:
                     el = 'EVSEStatus'
-                    v = (v << 2) | 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_EVSEStatusType(w, v_EVSEStatus)
-                    v = w.v; n = w.n
+                    _o = v_EVSEStatus
+                    _c198_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c198_EVSENotification = _o.EVSENotification
+                    if not (_c198_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c198_NotificationMaxDelay < 0 or _c198_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c198_NotificationMaxDelay!r} outside [0, 65535]')
+                    v = (v << 4) | (2 << 2)
+                    n += 4
+                    if _c198_NotificationMaxDelay < 128: v = (v << 8) | _c198_NotificationMaxDelay; n += 8
+                    elif _c198_NotificationMaxDelay < 16384: v = (v << 16) | ((_c198_NotificationMaxDelay & 127) << 8) | 32768 | (_c198_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c198_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c198_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i199 = _I3.get(_c198_EVSENotification)
+                    if _i199 is None: raise EncodeError(f'{_c198_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_i199 << 2)
+                    n += 7
+                    _c198_NotificationMaxDelay = None
+                    _c198_EVSENotification = None
                     v_EVSEStatus = None
                     s = 2
                 else:
@@ -12769,27 +16417,33 @@ def _e_ObjectType(w, o):
                     el = '@Encoding'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Encoding)
-                    v = w.v; n = w.n
+                    _l = len(v_Encoding)
+                    if _l < 126 and v_Encoding.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Encoding.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Encoding); v = w.v; n = w.n
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
                     el = '@Id'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
                     v = (v << 3) | 2
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -12802,18 +16456,22 @@ def _e_ObjectType(w, o):
                     el = '@Id'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -12826,9 +16484,11 @@ def _e_ObjectType(w, o):
                     el = '@MimeType'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -12881,24 +16541,44 @@ def _d_PMaxScheduleEntryType(r):
                     p = r.pos
                     s = 1
                 elif ec == 1:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
                     el = 'TimeInterval'
-                    r.pos = p
-                    f_TimeInterval = _d_IntervalType(r)
-                    p = r.pos
+                    f_TimeInterval = iso2_msgdatatypes.IntervalType()
                     s = 1
                 else:
                     raise r.deviation('PMaxScheduleEntryType', p)
             if s == 1:
-                p += 1
+                p += 16
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
+                x = (V >> (E - p)) & 65535
+                if x & 58254: raise r.deviation('PMaxScheduleEntryType', p)
                 el = 'PMax'
-                r.pos = p
-                f_PMax = _d_PhysicalValueType(r)
-                p = r.pos
-                p += 1
+                el = 'Multiplier'
+                _c201_Multiplier = ((x >> 10) & 7) + -3
+                if _c201_Multiplier > 3: raise DecodeError(f'value {_c201_Multiplier} above maximum 3', p)
+                el = 'Unit'
+                _c201_Unit = ((x >> 4) & 7)
+                if _c201_Unit >= 7: raise DecodeError(f'enumeration index {_c201_Unit} out of range (7 values)', p)
+                _c201_Unit = _E0[_c201_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c201_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c201_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c201_Value = r.uint(); p = r.pos
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('PMaxScheduleEntryType', p)
+                if _neg: _c201_Value = -_c201_Value - 1
+                if _c201_Value < -32768 or _c201_Value > 32767: raise DecodeError(f'value {_c201_Value} outside [-32768, 32767]', p)
+                f_PMax = iso2_msgdatatypes.PhysicalValueType(_c201_Multiplier, _c201_Unit, _c201_Value)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -12928,11 +16608,9 @@ def _e_PMaxScheduleEntryType(w, o):
                     s = 1
                 elif v_TimeInterval is not None:
                     el = 'TimeInterval'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_IntervalType(w, v_TimeInterval)
-                    v = w.v; n = w.n
+                    _o = v_TimeInterval
+                    v = (v << 3) | (1 << 1)
+                    n += 3
                     v_TimeInterval = None
                     s = 1
                 else:
@@ -12940,13 +16618,31 @@ def _e_PMaxScheduleEntryType(w, o):
             if s == 1:
                 if v_PMax is not None:
                     el = 'PMax'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_PMax)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    _o = v_PMax
+                    _c203_Multiplier = _o.Multiplier
+                    _c203_Unit = _o.Unit
+                    _c203_Value = _o.Value
+                    if not (_c203_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c203_Multiplier <= 3: raise EncodeError(f'value {_c203_Multiplier!r} outside [-3, 3]')
+                    if not (_c203_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c203_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c203_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c203_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c203_Value < -32768 or _c203_Value > 32767: raise EncodeError(f'value {_c203_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c203_Multiplier - -3) << 10) | (_i7 << 4) | (_c203_Value < 0)
+                    n += 16
+                    _c203_Multiplier = None
+                    _c203_Unit = None
+                    _m = (-_c203_Value - 1 if _c203_Value < 0 else _c203_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c203_Value = None
                     v_PMax = None
                     if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
                     s = -1
@@ -12971,7 +16667,7 @@ def _d_PaymentDetailsReqType(r):
         if x & 3: raise r.deviation('PaymentDetailsReqType', p)
         el = 'eMAID'
         r.pos = p
-        f_eMAID = r.string(20)
+        f_eMAID = r.string(21)
         if len(f_eMAID) < 14 or len(f_eMAID) > 15: raise DecodeError(f'length {len(f_eMAID)} outside [14, 15]', r.pos)
         p = r.pos
         p += 2
@@ -13002,10 +16698,12 @@ def _e_PaymentDetailsReqType(w, o):
             el = 'eMAID'
             v <<= 2
             n += 2
-            w.v = v; w.n = n
             if len(v_eMAID) < 14 or len(v_eMAID) > 15: raise EncodeError(f'length {len(v_eMAID)} outside [14, 15]')
-            w.string(v_eMAID)
-            v = w.v; n = w.n
+            _l = len(v_eMAID)
+            if _l < 126 and v_eMAID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_eMAID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_eMAID); v = w.v; n = w.n
             if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'ContractSignatureCertChain'
             v <<= 2
@@ -13056,6 +16754,9 @@ def _d_PaymentDetailsResType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_EVSETimeStamp = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_EVSETimeStamp = r.uint(); p = r.pos
         p += 2
@@ -13080,11 +16781,11 @@ def _e_PaymentDetailsResType(w, o):
         v_EVSETimeStamp = o.EVSETimeStamp
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i22 = _I6.get(v_ResponseCode)
-            if _i22 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i204 = _I6.get(v_ResponseCode)
+            if _i204 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
             el = 'GenChallenge'
-            v = (v << 10) | (_i22 << 3)
+            v = (v << 10) | (_i204 << 3)
             n += 10
             v_ResponseCode = None
             w.v = v; w.n = n
@@ -13099,6 +16800,7 @@ def _e_PaymentDetailsResType(w, o):
             v_GenChallenge = None
             _m = (-v_EVSETimeStamp - 1 if v_EVSETimeStamp < 0 else v_EVSETimeStamp)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -13147,11 +16849,11 @@ def _e_PaymentServiceSelectionReqType(w, o):
         v_SelectedServiceList = o.SelectedServiceList
         if v_SelectedPaymentOption is not None:
             el = 'SelectedPaymentOption'
-            _i23 = _I17.get(v_SelectedPaymentOption)
-            if _i23 is None: raise EncodeError(f'{v_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+            _i205 = _I17.get(v_SelectedPaymentOption)
+            if _i205 is None: raise EncodeError(f'{v_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
             if not (v_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
             el = 'SelectedServiceList'
-            v = (v << 5) | (_i23 << 2)
+            v = (v << 5) | (_i205 << 2)
             n += 5
             v_SelectedPaymentOption = None
             w.v = v; w.n = n
@@ -13293,6 +16995,9 @@ def _d_SelectedServiceType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_ServiceID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_ServiceID = r.uint(); p = r.pos
                 p += 1
@@ -13314,6 +17019,9 @@ def _d_SelectedServiceType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_ParameterSetID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_ParameterSetID = r.uint(); p = r.pos
                     p += 2
@@ -13350,6 +17058,7 @@ def _e_SelectedServiceType(w, o):
                     v <<= 2
                     n += 2
                     if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+                    elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -13365,6 +17074,7 @@ def _e_SelectedServiceType(w, o):
                     n += 4
                     _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -13410,9 +17120,9 @@ def _e_PaymentServiceSelectionResType(w, o):
         v_ResponseCode = o.ResponseCode
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i24 = _I6.get(v_ResponseCode)
-            if _i24 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 9) | (_i24 << 2)
+            _i206 = _I6.get(v_ResponseCode)
+            if _i206 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 9) | (_i206 << 2)
             n += 9
             v_ResponseCode = None
             if v_ResponseCode is not None: raise _leftover(o)
@@ -13466,10 +17176,11 @@ def _d_PowerDeliveryReqType(r):
                     p = r.pos
                     s = 4
                 elif ec == 2:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
                     el = 'EVPowerDeliveryParameter'
-                    r.pos = p
-                    f_EVPowerDeliveryParameter = _d_EVPowerDeliveryParameterType(r)
-                    p = r.pos
+                    f_EVPowerDeliveryParameter = iso2_msgdatatypes.EVPowerDeliveryParameterType()
                     s = 4
                 elif ec == 3:
                     pass
@@ -13487,10 +17198,11 @@ def _d_PowerDeliveryReqType(r):
                     p = r.pos
                     s = 4
                 elif ec == 1:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
                     el = 'EVPowerDeliveryParameter'
-                    r.pos = p
-                    f_EVPowerDeliveryParameter = _d_EVPowerDeliveryParameterType(r)
-                    p = r.pos
+                    f_EVPowerDeliveryParameter = iso2_msgdatatypes.EVPowerDeliveryParameterType()
                     s = 4
                 elif ec == 2:
                     pass
@@ -13523,12 +17235,12 @@ def _e_PowerDeliveryReqType(w, o):
             if s == 0:
                 if v_ChargeProgress is not None:
                     el = 'ChargeProgress'
-                    _i25 = _I19.get(v_ChargeProgress)
-                    if _i25 is None: raise EncodeError(f'{v_ChargeProgress!r} is not one of the enumeration chargeProgressType')
+                    _i209 = _I19.get(v_ChargeProgress)
+                    if _i209 is None: raise EncodeError(f'{v_ChargeProgress!r} is not one of the enumeration chargeProgressType')
                     if not (v_SAScheduleTupleID is not None): raise EncodeError('missing content: SAScheduleTupleID')
                     el = 'SAScheduleTupleID'
                     if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
-                    v = (v << 16) | (_i25 << 12) | ((v_SAScheduleTupleID - 1) << 1)
+                    v = (v << 16) | (_i209 << 12) | ((v_SAScheduleTupleID - 1) << 1)
                     n += 16
                     v_ChargeProgress = None
                     v_SAScheduleTupleID = None
@@ -13556,11 +17268,9 @@ def _e_PowerDeliveryReqType(w, o):
                     s = 4
                 elif v_EVPowerDeliveryParameter is not None:
                     el = 'EVPowerDeliveryParameter'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_EVPowerDeliveryParameterType(w, v_EVPowerDeliveryParameter)
-                    v = w.v; n = w.n
+                    _o = v_EVPowerDeliveryParameter
+                    v = (v << 4) | (2 << 1)
+                    n += 4
                     v_EVPowerDeliveryParameter = None
                     s = 4
                 elif True:
@@ -13580,11 +17290,9 @@ def _e_PowerDeliveryReqType(w, o):
                     s = 4
                 elif v_EVPowerDeliveryParameter is not None:
                     el = 'EVPowerDeliveryParameter'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_EVPowerDeliveryParameterType(w, v_EVPowerDeliveryParameter)
-                    v = w.v; n = w.n
+                    _o = v_EVPowerDeliveryParameter
+                    v = (v << 3) | (1 << 1)
+                    n += 3
                     v_EVPowerDeliveryParameter = None
                     s = 4
                 elif True:
@@ -13729,17 +17437,41 @@ def _d_ProfileEntryType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_ChargingProfileEntryStart = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_ChargingProfileEntryStart = r.uint(); p = r.pos
+                p += 17
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 131071
+                if x & 123790: raise r.deviation('ProfileEntryType', p)
+                if f_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {f_ChargingProfileEntryStart} outside [0, 4294967295]', p)
+                el = 'ChargingProfileEntryMaxPower'
+                el = 'Multiplier'
+                _c212_Multiplier = ((x >> 10) & 7) + -3
+                if _c212_Multiplier > 3: raise DecodeError(f'value {_c212_Multiplier} above maximum 3', p)
+                el = 'Unit'
+                _c212_Unit = ((x >> 4) & 7)
+                if _c212_Unit >= 7: raise DecodeError(f'enumeration index {_c212_Unit} out of range (7 values)', p)
+                _c212_Unit = _E0[_c212_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c212_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c212_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c212_Value = r.uint(); p = r.pos
                 p += 2
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ProfileEntryType', p)
-                if f_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {f_ChargingProfileEntryStart} outside [0, 4294967295]', p)
-                el = 'ChargingProfileEntryMaxPower'
-                r.pos = p
-                f_ChargingProfileEntryMaxPower = _d_PhysicalValueType(r)
-                p = r.pos
+                if _neg: _c212_Value = -_c212_Value - 1
+                if _c212_Value < -32768 or _c212_Value > 32767: raise DecodeError(f'value {_c212_Value} outside [-32768, 32767]', p)
+                f_ChargingProfileEntryMaxPower = iso2_msgdatatypes.PhysicalValueType(_c212_Multiplier, _c212_Unit, _c212_Value)
                 s = 2
             if s == 2:
                 p += 2
@@ -13782,15 +17514,36 @@ def _e_ProfileEntryType(w, o):
                     v <<= 2
                     n += 2
                     if v_ChargingProfileEntryStart < 128: v = (v << 8) | v_ChargingProfileEntryStart; n += 8
+                    elif v_ChargingProfileEntryStart < 16384: v = (v << 16) | ((v_ChargingProfileEntryStart & 127) << 8) | 32768 | (v_ChargingProfileEntryStart >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ChargingProfileEntryStart); v = w.v; n = w.n
                     if not (v_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
                     el = 'ChargingProfileEntryMaxPower'
+                    _o = v_ChargingProfileEntryMaxPower
+                    _c213_Multiplier = _o.Multiplier
+                    _c213_Unit = _o.Unit
+                    _c213_Value = _o.Value
+                    if not (_c213_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c213_Multiplier <= 3: raise EncodeError(f'value {_c213_Multiplier!r} outside [-3, 3]')
+                    if not (_c213_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c213_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c213_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c213_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c213_Value < -32768 or _c213_Value > 32767: raise EncodeError(f'value {_c213_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c213_Multiplier - -3) << 10) | (_i7 << 4) | (_c213_Value < 0)
+                    n += 17
+                    v_ChargingProfileEntryStart = None
+                    _c213_Multiplier = None
+                    _c213_Unit = None
+                    _m = (-_c213_Value - 1 if _c213_Value < 0 else _c213_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    v_ChargingProfileEntryStart = None
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_ChargingProfileEntryMaxPower)
-                    v = w.v; n = w.n
+                    _c213_Value = None
                     v_ChargingProfileEntryMaxPower = None
                     s = 2
                 else:
@@ -13841,10 +17594,32 @@ def _d_PowerDeliveryResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('PowerDeliveryResType', p)
                     el = 'AC_EVSEStatus'
-                    r.pos = p
-                    f_AC_EVSEStatus = _d_AC_EVSEStatusType(r)
-                    p = r.pos
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c214_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c214_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c214_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 11
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 2047
+                    if x & 1851: raise r.deviation('PowerDeliveryResType', p)
+                    if _c214_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c214_NotificationMaxDelay} outside [0, 65535]', p)
+                    el = 'EVSENotification'
+                    _c214_EVSENotification = ((x >> 6) & 3)
+                    if _c214_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c214_EVSENotification} out of range (3 values)', p)
+                    _c214_EVSENotification = _E2[_c214_EVSENotification]
+                    el = 'RCD'
+                    _c214_RCD = ((x >> 2) & 1) == 1
+                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c214_NotificationMaxDelay, _c214_EVSENotification, _c214_RCD)
                     s = 2
                 elif ec == 1:
                     el = 'DC_EVSEStatus'
@@ -13853,10 +17628,30 @@ def _d_PowerDeliveryResType(r):
                     p = r.pos
                     s = 2
                 elif ec == 2:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('PowerDeliveryResType', p)
                     el = 'EVSEStatus'
-                    r.pos = p
-                    f_EVSEStatus = _d_EVSEStatusType(r)
-                    p = r.pos
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c215_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c215_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c215_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 7
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 127
+                    if x & 115: raise r.deviation('PowerDeliveryResType', p)
+                    if _c215_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c215_NotificationMaxDelay} outside [0, 65535]', p)
+                    el = 'EVSENotification'
+                    _c215_EVSENotification = ((x >> 2) & 3)
+                    if _c215_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c215_EVSENotification} out of range (3 values)', p)
+                    _c215_EVSENotification = _E2[_c215_EVSENotification]
+                    f_EVSEStatus = iso2_msgdatatypes.EVSEStatusType(_c215_NotificationMaxDelay, _c215_EVSENotification)
                     s = 2
                 else:
                     raise r.deviation('PowerDeliveryResType', p)
@@ -13885,9 +17680,9 @@ def _e_PowerDeliveryResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i26 = _I6.get(v_ResponseCode)
-                    if _i26 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 8) | (_i26 << 1)
+                    _i216 = _I6.get(v_ResponseCode)
+                    if _i216 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 8) | (_i216 << 1)
                     n += 8
                     v_ResponseCode = None
                     s = 1
@@ -13896,11 +17691,30 @@ def _e_PowerDeliveryResType(w, o):
             if s == 1:
                 if v_AC_EVSEStatus is not None:
                     el = 'AC_EVSEStatus'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_AC_EVSEStatusType(w, v_AC_EVSEStatus)
-                    v = w.v; n = w.n
+                    _o = v_AC_EVSEStatus
+                    _c217_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c217_EVSENotification = _o.EVSENotification
+                    _c217_RCD = _o.RCD
+                    if not (_c217_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c217_NotificationMaxDelay < 0 or _c217_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c217_NotificationMaxDelay!r} outside [0, 65535]')
+                    v <<= 4
+                    n += 4
+                    if _c217_NotificationMaxDelay < 128: v = (v << 8) | _c217_NotificationMaxDelay; n += 8
+                    elif _c217_NotificationMaxDelay < 16384: v = (v << 16) | ((_c217_NotificationMaxDelay & 127) << 8) | 32768 | (_c217_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c217_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c217_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i17 = _I3.get(_c217_EVSENotification)
+                    if _i17 is None: raise EncodeError(f'{_c217_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c217_RCD is not None): raise EncodeError('missing content: RCD')
+                    el = 'RCD'
+                    if _c217_RCD is not True and _c217_RCD is not False: raise EncodeError(f'expected a bool, got {_c217_RCD!r}')
+                    v = (v << 11) | (_i17 << 6) | (_c217_RCD << 2)
+                    n += 11
+                    _c217_NotificationMaxDelay = None
+                    _c217_EVSENotification = None
+                    _c217_RCD = None
                     v_AC_EVSEStatus = None
                     s = 2
                 elif v_DC_EVSEStatus is not None:
@@ -13914,11 +17728,25 @@ def _e_PowerDeliveryResType(w, o):
                     s = 2
                 elif v_EVSEStatus is not None:
                     el = 'EVSEStatus'
-                    v = (v << 2) | 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_EVSEStatusType(w, v_EVSEStatus)
-                    v = w.v; n = w.n
+                    _o = v_EVSEStatus
+                    _c218_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c218_EVSENotification = _o.EVSENotification
+                    if not (_c218_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c218_NotificationMaxDelay < 0 or _c218_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c218_NotificationMaxDelay!r} outside [0, 65535]')
+                    v = (v << 4) | (2 << 2)
+                    n += 4
+                    if _c218_NotificationMaxDelay < 128: v = (v << 8) | _c218_NotificationMaxDelay; n += 8
+                    elif _c218_NotificationMaxDelay < 16384: v = (v << 16) | ((_c218_NotificationMaxDelay & 127) << 8) | 32768 | (_c218_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c218_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c218_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i199 = _I3.get(_c218_EVSENotification)
+                    if _i199 is None: raise EncodeError(f'{_c218_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_i199 << 2)
+                    n += 7
+                    _c218_NotificationMaxDelay = None
+                    _c218_EVSENotification = None
                     v_EVSEStatus = None
                     s = 2
                 else:
@@ -13943,30 +17771,71 @@ def _d_PreChargeReqType(r):
     f_EVTargetVoltage = None
     f_EVTargetCurrent = None
     try:
-        p += 1
+        p += 39
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
+        x = (V >> (E - p)) & 549755813887
+        if x & 511336244110: raise r.deviation('PreChargeReqType', p)
         el = 'DC_EVStatus'
-        r.pos = p
-        f_DC_EVStatus = _d_DC_EVStatusType(r)
-        p = r.pos
-        p += 1
-        if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
+        el = 'EVReady'
+        _c219_EVReady = ((x >> 35) & 1) == 1
+        el = 'EVErrorCode'
+        _c219_EVErrorCode = ((x >> 28) & 15)
+        if _c219_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c219_EVErrorCode} out of range (12 values)', p)
+        _c219_EVErrorCode = _E8[_c219_EVErrorCode]
+        el = 'EVRESSSOC'
+        _c219_EVRESSSOC = ((x >> 18) & 127)
+        if _c219_EVRESSSOC > 100: raise DecodeError(f'value {_c219_EVRESSSOC} above maximum 100', p)
+        f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c219_EVReady, _c219_EVErrorCode, _c219_EVRESSSOC)
         el = 'EVTargetVoltage'
-        r.pos = p
-        f_EVTargetVoltage = _d_PhysicalValueType(r)
-        p = r.pos
-        p += 1
+        el = 'Multiplier'
+        _c220_Multiplier = ((x >> 10) & 7) + -3
+        if _c220_Multiplier > 3: raise DecodeError(f'value {_c220_Multiplier} above maximum 3', p)
+        el = 'Unit'
+        _c220_Unit = ((x >> 4) & 7)
+        if _c220_Unit >= 7: raise DecodeError(f'enumeration index {_c220_Unit} out of range (7 values)', p)
+        _c220_Unit = _E0[_c220_Unit]
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c220_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c220_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c220_Value = r.uint(); p = r.pos
+        p += 18
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
+        x = (V >> (E - p)) & 262143
+        if x & 254862: raise r.deviation('PreChargeReqType', p)
+        if _neg: _c220_Value = -_c220_Value - 1
+        if _c220_Value < -32768 or _c220_Value > 32767: raise DecodeError(f'value {_c220_Value} outside [-32768, 32767]', p)
+        f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c220_Multiplier, _c220_Unit, _c220_Value)
         el = 'EVTargetCurrent'
-        r.pos = p
-        f_EVTargetCurrent = _d_PhysicalValueType(r)
-        p = r.pos
-        p += 1
+        el = 'Multiplier'
+        _c221_Multiplier = ((x >> 10) & 7) + -3
+        if _c221_Multiplier > 3: raise DecodeError(f'value {_c221_Multiplier} above maximum 3', p)
+        el = 'Unit'
+        _c221_Unit = ((x >> 4) & 7)
+        if _c221_Unit >= 7: raise DecodeError(f'enumeration index {_c221_Unit} out of range (7 values)', p)
+        _c221_Unit = _E0[_c221_Unit]
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c221_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c221_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c221_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('PreChargeReqType', p)
+        if _neg: _c221_Value = -_c221_Value - 1
+        if _c221_Value < -32768 or _c221_Value > 32767: raise DecodeError(f'value {_c221_Value} outside [-32768, 32767]', p)
+        f_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c221_Multiplier, _c221_Unit, _c221_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -13983,29 +17852,77 @@ def _e_PreChargeReqType(w, o):
         v_EVTargetCurrent = o.EVTargetCurrent
         if v_DC_EVStatus is not None:
             el = 'DC_EVStatus'
-            v <<= 1
-            n += 1
-            w.v = v; w.n = n
-            _e_DC_EVStatusType(w, v_DC_EVStatus)
-            v = w.v; n = w.n
+            _o = v_DC_EVStatus
+            _c222_EVReady = _o.EVReady
+            _c222_EVErrorCode = _o.EVErrorCode
+            _c222_EVRESSSOC = _o.EVRESSSOC
+            if not (_c222_EVReady is not None): raise EncodeError('missing content: EVReady')
+            el = 'EVReady'
+            if _c222_EVReady is not True and _c222_EVReady is not False: raise EncodeError(f'expected a bool, got {_c222_EVReady!r}')
+            if not (_c222_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            el = 'EVErrorCode'
+            _i26 = _I9.get(_c222_EVErrorCode)
+            if _i26 is None: raise EncodeError(f'{_c222_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (_c222_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            el = 'EVRESSSOC'
+            if not 0 <= _c222_EVRESSSOC <= 100: raise EncodeError(f'value {_c222_EVRESSSOC!r} outside [0, 100]')
             if not (v_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
             el = 'EVTargetVoltage'
-            v <<= 1
-            n += 1
+            _o = v_EVTargetVoltage
+            _c223_Multiplier = _o.Multiplier
+            _c223_Unit = _o.Unit
+            _c223_Value = _o.Value
+            if not (_c223_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'Multiplier'
+            if not -3 <= _c223_Multiplier <= 3: raise EncodeError(f'value {_c223_Multiplier!r} outside [-3, 3]')
+            if not (_c223_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'Unit'
+            _i7 = _I1.get(_c223_Unit)
+            if _i7 is None: raise EncodeError(f'{_c223_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c223_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c223_Value < -32768 or _c223_Value > 32767: raise EncodeError(f'value {_c223_Value!r} outside [-32768, 32767]')
+            v = (v << 39) | (_c222_EVReady << 35) | (_i26 << 28) | (_c222_EVRESSSOC << 18) | ((_c223_Multiplier - -3) << 10) | (_i7 << 4) | (_c223_Value < 0)
+            n += 39
+            _c222_EVReady = None
+            _c222_EVErrorCode = None
+            _c222_EVRESSSOC = None
             v_DC_EVStatus = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVTargetVoltage)
-            v = w.v; n = w.n
+            _c223_Multiplier = None
+            _c223_Unit = None
+            _m = (-_c223_Value - 1 if _c223_Value < 0 else _c223_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'EVTargetCurrent'
-            v <<= 1
-            n += 1
+            _o = v_EVTargetCurrent
+            _c224_Multiplier = _o.Multiplier
+            _c224_Unit = _o.Unit
+            _c224_Value = _o.Value
+            if not (_c224_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'Multiplier'
+            if not -3 <= _c224_Multiplier <= 3: raise EncodeError(f'value {_c224_Multiplier!r} outside [-3, 3]')
+            if not (_c224_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'Unit'
+            _i7 = _I1.get(_c224_Unit)
+            if _i7 is None: raise EncodeError(f'{_c224_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c224_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c224_Value < -32768 or _c224_Value > 32767: raise EncodeError(f'value {_c224_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | ((_c224_Multiplier - -3) << 10) | (_i7 << 4) | (_c224_Value < 0)
+            n += 18
+            _c223_Value = None
             v_EVTargetVoltage = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVTargetCurrent)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c224_Multiplier = None
+            _c224_Unit = None
+            _m = (-_c224_Value - 1 if _c224_Value < 0 else _c224_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c224_Value = None
             v_EVTargetCurrent = None
             if v_DC_EVStatus is not None or v_EVTargetVoltage is not None or v_EVTargetCurrent is not None: raise _leftover(o)
         else:
@@ -14036,16 +17953,35 @@ def _d_PreChargeResType(r):
         r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
         p = r.pos
-        p += 1
+        p += 16
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('PreChargeResType', p)
+        x = (V >> (E - p)) & 65535
+        if x & 58254: raise r.deviation('PreChargeResType', p)
         el = 'EVSEPresentVoltage'
-        r.pos = p
-        f_EVSEPresentVoltage = _d_PhysicalValueType(r)
-        p = r.pos
-        p += 1
+        el = 'Multiplier'
+        _c225_Multiplier = ((x >> 10) & 7) + -3
+        if _c225_Multiplier > 3: raise DecodeError(f'value {_c225_Multiplier} above maximum 3', p)
+        el = 'Unit'
+        _c225_Unit = ((x >> 4) & 7)
+        if _c225_Unit >= 7: raise DecodeError(f'enumeration index {_c225_Unit} out of range (7 values)', p)
+        _c225_Unit = _E0[_c225_Unit]
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c225_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c225_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c225_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('PreChargeResType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('PreChargeResType', p)
+        if _neg: _c225_Value = -_c225_Value - 1
+        if _c225_Value < -32768 or _c225_Value > 32767: raise DecodeError(f'value {_c225_Value} outside [-32768, 32767]', p)
+        f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c225_Multiplier, _c225_Unit, _c225_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -14062,11 +17998,11 @@ def _e_PreChargeResType(w, o):
         v_EVSEPresentVoltage = o.EVSEPresentVoltage
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i27 = _I6.get(v_ResponseCode)
-            if _i27 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i226 = _I6.get(v_ResponseCode)
+            if _i226 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'DC_EVSEStatus'
-            v = (v << 9) | (_i27 << 2)
+            v = (v << 9) | (_i226 << 2)
             n += 9
             v_ResponseCode = None
             w.v = v; w.n = n
@@ -14074,14 +18010,32 @@ def _e_PreChargeResType(w, o):
             v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
-            v <<= 1
-            n += 1
+            _o = v_EVSEPresentVoltage
+            _c227_Multiplier = _o.Multiplier
+            _c227_Unit = _o.Unit
+            _c227_Value = _o.Value
+            if not (_c227_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'Multiplier'
+            if not -3 <= _c227_Multiplier <= 3: raise EncodeError(f'value {_c227_Multiplier!r} outside [-3, 3]')
+            if not (_c227_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'Unit'
+            _i7 = _I1.get(_c227_Unit)
+            if _i7 is None: raise EncodeError(f'{_c227_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c227_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c227_Value < -32768 or _c227_Value > 32767: raise EncodeError(f'value {_c227_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c227_Multiplier - -3) << 10) | (_i7 << 4) | (_c227_Value < 0)
+            n += 16
             v_DC_EVSEStatus = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVSEPresentVoltage)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c227_Multiplier = None
+            _c227_Unit = None
+            _m = (-_c227_Value - 1 if _c227_Value < 0 else _c227_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c227_Value = None
             v_EVSEPresentVoltage = None
             if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
         else:
@@ -14110,6 +18064,9 @@ def _d_RelativeTimeIntervalType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_start = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_start = r.uint(); p = r.pos
                 p += 1
@@ -14129,6 +18086,9 @@ def _d_RelativeTimeIntervalType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_duration = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_duration = r.uint(); p = r.pos
                     p += 2
@@ -14164,6 +18124,7 @@ def _e_RelativeTimeIntervalType(w, o):
                     v <<= 2
                     n += 2
                     if v_start < 128: v = (v << 8) | v_start; n += 8
+                    elif v_start < 16384: v = (v << 16) | ((v_start & 127) << 8) | 32768 | (v_start >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_start); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -14178,6 +18139,7 @@ def _e_RelativeTimeIntervalType(w, o):
                     v <<= 3
                     n += 3
                     if v_duration < 128: v = (v << 8) | v_duration; n += 8
+                    elif v_duration < 16384: v = (v << 16) | ((v_duration & 127) << 8) | 32768 | (v_duration >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_duration); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -14537,7 +18499,7 @@ def _d_SalesTariffType(r):
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
-                    f_Id = r.string(21)
+                    f_Id = r.string(20)
                     p = r.pos
                     p += 11
                     if p > E: raise r.truncated(p)
@@ -14675,9 +18637,11 @@ def _e_SalesTariffType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_SalesTariffID is not None): raise EncodeError('missing content: SalesTariffID')
                     el = 'SalesTariffID'
                     if not 1 <= v_SalesTariffID <= 255: raise EncodeError(f'value {v_SalesTariffID!r} outside [1, 255]')
@@ -14700,10 +18664,12 @@ def _e_SalesTariffType(w, o):
                     el = 'SalesTariffDescription'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_SalesTariffDescription) > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
-                    w.string(v_SalesTariffDescription)
-                    v = w.v; n = w.n
+                    _l = len(v_SalesTariffDescription)
+                    if _l < 126 and v_SalesTariffDescription.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_SalesTariffDescription.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_SalesTariffDescription); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_SalesTariffDescription = None
@@ -14812,10 +18778,11 @@ def _d_SalesTariffEntryType(r):
                     p = r.pos
                     s = 1
                 elif ec == 1:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffEntryType', p)
                     el = 'TimeInterval'
-                    r.pos = p
-                    f_TimeInterval = _d_IntervalType(r)
-                    p = r.pos
+                    f_TimeInterval = iso2_msgdatatypes.IntervalType()
                     s = 1
                 else:
                     raise r.deviation('SalesTariffEntryType', p)
@@ -14925,11 +18892,9 @@ def _e_SalesTariffEntryType(w, o):
                     s = 1
                 elif v_TimeInterval is not None:
                     el = 'TimeInterval'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_IntervalType(w, v_TimeInterval)
-                    v = w.v; n = w.n
+                    _o = v_TimeInterval
+                    v = (v << 3) | (1 << 1)
+                    n += 3
                     v_TimeInterval = None
                     s = 1
                 else:
@@ -15020,16 +18985,35 @@ def _d_ConsumptionCostType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
+                p += 16
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('ConsumptionCostType', p)
+                x = (V >> (E - p)) & 65535
+                if x & 58254: raise r.deviation('ConsumptionCostType', p)
                 el = 'startValue'
-                r.pos = p
-                f_startValue = _d_PhysicalValueType(r)
-                p = r.pos
-                p += 1
+                el = 'Multiplier'
+                _c230_Multiplier = ((x >> 10) & 7) + -3
+                if _c230_Multiplier > 3: raise DecodeError(f'value {_c230_Multiplier} above maximum 3', p)
+                el = 'Unit'
+                _c230_Unit = ((x >> 4) & 7)
+                if _c230_Unit >= 7: raise DecodeError(f'enumeration index {_c230_Unit} out of range (7 values)', p)
+                _c230_Unit = _E0[_c230_Unit]
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c230_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c230_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c230_Value = r.uint(); p = r.pos
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('ConsumptionCostType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('ConsumptionCostType', p)
+                if _neg: _c230_Value = -_c230_Value - 1
+                if _c230_Value < -32768 or _c230_Value > 32767: raise DecodeError(f'value {_c230_Value} outside [-32768, 32767]', p)
+                f_startValue = iso2_msgdatatypes.PhysicalValueType(_c230_Multiplier, _c230_Unit, _c230_Value)
                 el = 'Cost'
                 r.pos = p
                 _v = _d_CostType(r)
@@ -15091,15 +19075,33 @@ def _e_ConsumptionCostType(w, o):
             if s == 0:
                 if v_startValue is not None:
                     el = 'startValue'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_startValue)
-                    v = w.v; n = w.n
+                    _o = v_startValue
+                    _c231_Multiplier = _o.Multiplier
+                    _c231_Unit = _o.Unit
+                    _c231_Value = _o.Value
+                    if not (_c231_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c231_Multiplier <= 3: raise EncodeError(f'value {_c231_Multiplier!r} outside [-3, 3]')
+                    if not (_c231_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c231_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c231_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c231_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c231_Value < -32768 or _c231_Value > 32767: raise EncodeError(f'value {_c231_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c231_Multiplier - -3) << 10) | (_i7 << 4) | (_c231_Value < 0)
+                    n += 16
+                    _c231_Multiplier = None
+                    _c231_Unit = None
+                    _m = (-_c231_Value - 1 if _c231_Value < 0 else _c231_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (i_Cost < n_Cost): raise EncodeError('missing content: Cost')
                     el = 'Cost'
-                    v <<= 1
-                    n += 1
+                    v <<= 3
+                    n += 3
+                    _c231_Value = None
                     v_startValue = None
                     w.v = v; w.n = n
                     _e_CostType(w, v_Cost[i_Cost])
@@ -15170,6 +19172,9 @@ def _d_CostType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_amount = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_amount = r.uint(); p = r.pos
                 p += 1
@@ -15214,15 +19219,16 @@ def _e_CostType(w, o):
             if s == 0:
                 if v_costKind is not None:
                     el = 'costKind'
-                    _i28 = _I21.get(v_costKind)
-                    if _i28 is None: raise EncodeError(f'{v_costKind!r} is not one of the enumeration costKindType')
+                    _i232 = _I21.get(v_costKind)
+                    if _i232 is None: raise EncodeError(f'{v_costKind!r} is not one of the enumeration costKindType')
                     if not (v_amount is not None): raise EncodeError('missing content: amount')
                     el = 'amount'
                     if v_amount < 0 or v_amount > 4294967295: raise EncodeError(f'value {v_amount!r} outside [0, 4294967295]')
-                    v = (v << 7) | (_i28 << 3)
+                    v = (v << 7) | (_i232 << 3)
                     n += 7
                     v_costKind = None
                     if v_amount < 128: v = (v << 8) | v_amount; n += 8
+                    elif v_amount < 16384: v = (v << 16) | ((v_amount & 127) << 8) | 32768 | (v_amount >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_amount); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -15264,6 +19270,9 @@ def _d_ServiceDetailReqType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ServiceID = r.uint(); p = r.pos
         p += 2
@@ -15289,6 +19298,7 @@ def _e_ServiceDetailReqType(w, o):
             v <<= 2
             n += 2
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -15325,6 +19335,9 @@ def _d_ServiceDetailResType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_ServiceID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_ServiceID = r.uint(); p = r.pos
                 p += 1
@@ -15369,15 +19382,16 @@ def _e_ServiceDetailResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i29 = _I6.get(v_ResponseCode)
-                    if _i29 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i233 = _I6.get(v_ResponseCode)
+                    if _i233 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_ServiceID is not None): raise EncodeError('missing content: ServiceID')
                     el = 'ServiceID'
                     if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    v = (v << 10) | (_i29 << 3)
+                    v = (v << 10) | (_i233 << 3)
                     n += 10
                     v_ResponseCode = None
                     if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+                    elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -15534,6 +19548,9 @@ def _d_ParameterSetType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_ParameterSetID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_ParameterSetID = r.uint(); p = r.pos
                 p += 2
@@ -15604,6 +19621,7 @@ def _e_ParameterSetType(w, o):
                     n += 3
                     _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
                     el = 'Parameter'
@@ -15703,6 +19721,9 @@ def _d_ParameterType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_shortValue = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_shortValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_shortValue = r.uint(); p = r.pos
                     p += 2
@@ -15722,6 +19743,9 @@ def _d_ParameterType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_intValue = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_intValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_intValue = r.uint(); p = r.pos
                     p += 2
@@ -15732,13 +19756,35 @@ def _d_ParameterType(r):
                     if f_intValue < -2147483648 or f_intValue > 2147483647: raise DecodeError(f'value {f_intValue} outside [-2147483648, 2147483647]', p)
                     s = -1
                 elif ec == 4:
-                    el = 'physicalValue'
-                    r.pos = p
-                    f_physicalValue = _d_PhysicalValueType(r)
-                    p = r.pos
-                    p += 1
+                    p += 15
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 25486: raise r.deviation('ParameterType', p)
+                    el = 'physicalValue'
+                    el = 'Multiplier'
+                    _c234_Multiplier = ((x >> 10) & 7) + -3
+                    if _c234_Multiplier > 3: raise DecodeError(f'value {_c234_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c234_Unit = ((x >> 4) & 7)
+                    if _c234_Unit >= 7: raise DecodeError(f'enumeration index {_c234_Unit} out of range (7 values)', p)
+                    _c234_Unit = _E0[_c234_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c234_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c234_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c234_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ParameterType', p)
+                    if _neg: _c234_Value = -_c234_Value - 1
+                    if _c234_Value < -32768 or _c234_Value > 32767: raise DecodeError(f'value {_c234_Value} outside [-32768, 32767]', p)
+                    f_physicalValue = iso2_msgdatatypes.PhysicalValueType(_c234_Multiplier, _c234_Unit, _c234_Value)
                     s = -1
                 elif ec == 5:
                     p += 1
@@ -15780,9 +19826,11 @@ def _e_ParameterType(w, o):
                     el = '@Name'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Name)
-                    v = w.v; n = w.n
+                    _l = len(v_Name)
+                    if _l < 126 and v_Name.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Name.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Name); v = w.v; n = w.n
                     v_Name = None
                     s = 1
                 else:
@@ -15811,6 +19859,7 @@ def _e_ParameterType(w, o):
                     n += 5
                     _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -15824,6 +19873,7 @@ def _e_ParameterType(w, o):
                     n += 5
                     _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -15832,13 +19882,31 @@ def _e_ParameterType(w, o):
                     s = -1
                 elif v_physicalValue is not None:
                     el = 'physicalValue'
-                    v = (v << 3) | 4
+                    _o = v_physicalValue
+                    _c235_Multiplier = _o.Multiplier
+                    _c235_Unit = _o.Unit
+                    _c235_Value = _o.Value
+                    if not (_c235_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c235_Multiplier <= 3: raise EncodeError(f'value {_c235_Multiplier!r} outside [-3, 3]')
+                    if not (_c235_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c235_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c235_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c235_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c235_Value < -32768 or _c235_Value > 32767: raise EncodeError(f'value {_c235_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (4 << 15) | ((_c235_Multiplier - -3) << 10) | (_i7 << 4) | (_c235_Value < 0)
+                    n += 18
+                    _c235_Multiplier = None
+                    _c235_Unit = None
+                    _m = (-_c235_Value - 1 if _c235_Value < 0 else _c235_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_PhysicalValueType(w, v_physicalValue)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    _c235_Value = None
                     v_physicalValue = None
                     if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
                     s = -1
@@ -15846,9 +19914,11 @@ def _e_ParameterType(w, o):
                     el = 'stringValue'
                     v = (v << 4) | (5 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_stringValue)
-                    v = w.v; n = w.n
+                    _l = len(v_stringValue)
+                    if _l < 126 and v_stringValue.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_stringValue.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_stringValue); v = w.v; n = w.n
                     v <<= 2
                     n += 2
                     v_stringValue = None
@@ -15943,19 +20013,21 @@ def _e_ServiceDiscoveryReqType(w, o):
                     el = 'ServiceScope'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_ServiceScope) > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
-                    w.string(v_ServiceScope)
-                    v = w.v; n = w.n
+                    _l = len(v_ServiceScope)
+                    if _l < 126 and v_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_ServiceScope = None
                     s = 1
                 elif v_ServiceCategory is not None:
                     el = 'ServiceCategory'
-                    _i30 = _I23.get(v_ServiceCategory)
-                    if _i30 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_i30 << 1)
+                    _i236 = _I23.get(v_ServiceCategory)
+                    if _i236 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_i236 << 1)
                     n += 6
                     v_ServiceCategory = None
                     s = 2
@@ -15967,9 +20039,9 @@ def _e_ServiceDiscoveryReqType(w, o):
             if s == 1:
                 if v_ServiceCategory is not None:
                     el = 'ServiceCategory'
-                    _i31 = _I23.get(v_ServiceCategory)
-                    if _i31 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_i31 << 1)
+                    _i237 = _I23.get(v_ServiceCategory)
+                    if _i237 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_i237 << 1)
                     n += 6
                     v_ServiceCategory = None
                     s = 2
@@ -16060,11 +20132,11 @@ def _e_ServiceDiscoveryResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i32 = _I6.get(v_ResponseCode)
-                    if _i32 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i238 = _I6.get(v_ResponseCode)
+                    if _i238 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_PaymentOptionList is not None): raise EncodeError('missing content: PaymentOptionList')
                     el = 'PaymentOptionList'
-                    v = (v << 9) | (_i32 << 2)
+                    v = (v << 9) | (_i238 << 2)
                     n += 9
                     v_ResponseCode = None
                     w.v = v; w.n = n
@@ -16163,9 +20235,9 @@ def _e_PaymentOptionListType(w, o):
             if s == 0:
                 if i_PaymentOption < n_PaymentOption:
                     el = 'PaymentOption'
-                    _i33 = _I17.get(v_PaymentOption[i_PaymentOption])
-                    if _i33 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                    v = (v << 4) | (_i33 << 1)
+                    _i239 = _I17.get(v_PaymentOption[i_PaymentOption])
+                    if _i239 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+                    v = (v << 4) | (_i239 << 1)
                     n += 4
                     i_PaymentOption += 1
                     s = 1
@@ -16174,9 +20246,9 @@ def _e_PaymentOptionListType(w, o):
             if s == 1:
                 if i_PaymentOption < n_PaymentOption:
                     el = 'PaymentOption'
-                    _i34 = _I17.get(v_PaymentOption[i_PaymentOption])
-                    if _i34 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                    v = (v << 5) | (_i34 << 1)
+                    _i240 = _I17.get(v_PaymentOption[i_PaymentOption])
+                    if _i240 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+                    v = (v << 5) | (_i240 << 1)
                     n += 5
                     i_PaymentOption += 1
                     v <<= 1
@@ -16216,6 +20288,9 @@ def _d_ChargeServiceType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_ServiceID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_ServiceID = r.uint(); p = r.pos
                 p += 1
@@ -16321,6 +20396,7 @@ def _e_ChargeServiceType(w, o):
                     v <<= 2
                     n += 2
                     if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+                    elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -16333,24 +20409,26 @@ def _e_ChargeServiceType(w, o):
                     el = 'ServiceName'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_ServiceName) > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
-                    w.string(v_ServiceName)
-                    v = w.v; n = w.n
+                    _l = len(v_ServiceName)
+                    if _l < 126 and v_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
                     if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
                     el = 'ServiceCategory'
-                    _i35 = _I23.get(v_ServiceCategory)
-                    if _i35 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_i35 << 1)
+                    _i241 = _I23.get(v_ServiceCategory)
+                    if _i241 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_i241 << 1)
                     n += 6
                     v_ServiceName = None
                     v_ServiceCategory = None
                     s = 3
                 elif v_ServiceCategory is not None:
                     el = 'ServiceCategory'
-                    _i36 = _I23.get(v_ServiceCategory)
-                    if _i36 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_i36 << 1)
+                    _i242 = _I23.get(v_ServiceCategory)
+                    if _i242 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_i242 << 1)
                     n += 6
                     v_ServiceCategory = None
                     s = 3
@@ -16361,10 +20439,12 @@ def _e_ChargeServiceType(w, o):
                     el = 'ServiceScope'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_ServiceScope) > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
-                    w.string(v_ServiceScope)
-                    v = w.v; n = w.n
+                    _l = len(v_ServiceScope)
+                    if _l < 126 and v_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
                     if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
                     el = 'FreeService'
                     if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
@@ -16424,6 +20504,9 @@ def _d_ServiceType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_ServiceID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_ServiceID = r.uint(); p = r.pos
                 p += 1
@@ -16521,6 +20604,7 @@ def _e_ServiceType(w, o):
                     v <<= 2
                     n += 2
                     if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+                    elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -16533,24 +20617,26 @@ def _e_ServiceType(w, o):
                     el = 'ServiceName'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_ServiceName) > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
-                    w.string(v_ServiceName)
-                    v = w.v; n = w.n
+                    _l = len(v_ServiceName)
+                    if _l < 126 and v_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
                     if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
                     el = 'ServiceCategory'
-                    _i37 = _I23.get(v_ServiceCategory)
-                    if _i37 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_i37 << 1)
+                    _i243 = _I23.get(v_ServiceCategory)
+                    if _i243 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_i243 << 1)
                     n += 6
                     v_ServiceName = None
                     v_ServiceCategory = None
                     s = 3
                 elif v_ServiceCategory is not None:
                     el = 'ServiceCategory'
-                    _i38 = _I23.get(v_ServiceCategory)
-                    if _i38 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_i38 << 1)
+                    _i244 = _I23.get(v_ServiceCategory)
+                    if _i244 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_i244 << 1)
                     n += 6
                     v_ServiceCategory = None
                     s = 3
@@ -16561,10 +20647,12 @@ def _e_ServiceType(w, o):
                     el = 'ServiceScope'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_ServiceScope) > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
-                    w.string(v_ServiceScope)
-                    v = w.v; n = w.n
+                    _l = len(v_ServiceScope)
+                    if _l < 126 and v_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
                     if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
                     el = 'FreeService'
                     if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
@@ -16663,9 +20751,9 @@ def _e_SupportedEnergyTransferModeType(w, o):
             if s == 0:
                 if i_EnergyTransferMode < n_EnergyTransferMode:
                     el = 'EnergyTransferMode'
-                    _i39 = _I15.get(v_EnergyTransferMode[i_EnergyTransferMode])
-                    if _i39 is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
-                    v = (v << 6) | (_i39 << 1)
+                    _i245 = _I15.get(v_EnergyTransferMode[i_EnergyTransferMode])
+                    if _i245 is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
+                    v = (v << 6) | (_i245 << 1)
                     n += 6
                     i_EnergyTransferMode += 1
                     s = 1
@@ -16676,9 +20764,9 @@ def _e_SupportedEnergyTransferModeType(w, o):
                 while True:
                     if i_EnergyTransferMode < n_EnergyTransferMode:
                         el = 'EnergyTransferMode'
-                        _i40 = _I15.get(v_EnergyTransferMode[i_EnergyTransferMode])
-                        if _i40 is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
-                        v = (v << 7) | (_i40 << 1)
+                        _i246 = _I15.get(v_EnergyTransferMode[i_EnergyTransferMode])
+                        if _i246 is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
+                        v = (v << 7) | (_i246 << 1)
                         n += 7
                         i_EnergyTransferMode += 1
                         _k += 1
@@ -16902,6 +20990,9 @@ def _d_SessionSetupResType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_EVSETimeStamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_EVSETimeStamp = r.uint(); p = r.pos
                     p += 2
@@ -16935,17 +21026,19 @@ def _e_SessionSetupResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i41 = _I6.get(v_ResponseCode)
-                    if _i41 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i247 = _I6.get(v_ResponseCode)
+                    if _i247 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                     el = 'EVSEID'
-                    v = (v << 10) | (_i41 << 3)
+                    v = (v << 10) | (_i247 << 3)
                     n += 10
                     v_ResponseCode = None
-                    w.v = v; w.n = n
                     if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
-                    w.string(v_EVSEID)
-                    v = w.v; n = w.n
+                    _l = len(v_EVSEID)
+                    if _l < 126 and v_EVSEID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_EVSEID = None
@@ -16960,6 +21053,7 @@ def _e_SessionSetupResType(w, o):
                     n += 4
                     _m = (-v_EVSETimeStamp - 1 if v_EVSETimeStamp < 0 else v_EVSETimeStamp)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -17003,9 +21097,9 @@ def _e_SessionStopReqType(w, o):
         v_ChargingSession = o.ChargingSession
         if v_ChargingSession is not None:
             el = 'ChargingSession'
-            _i42 = _I25.get(v_ChargingSession)
-            if _i42 is None: raise EncodeError(f'{v_ChargingSession!r} is not one of the enumeration chargingSessionType')
-            v = (v << 5) | (_i42 << 2)
+            _i248 = _I25.get(v_ChargingSession)
+            if _i248 is None: raise EncodeError(f'{v_ChargingSession!r} is not one of the enumeration chargingSessionType')
+            v = (v << 5) | (_i248 << 2)
             n += 5
             v_ChargingSession = None
             if v_ChargingSession is not None: raise _leftover(o)
@@ -17045,9 +21139,9 @@ def _e_SessionStopResType(w, o):
         v_ResponseCode = o.ResponseCode
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i43 = _I6.get(v_ResponseCode)
-            if _i43 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 9) | (_i43 << 2)
+            _i249 = _I6.get(v_ResponseCode)
+            if _i249 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 9) | (_i249 << 2)
             n += 9
             v_ResponseCode = None
             if v_ResponseCode is not None: raise _leftover(o)
@@ -17185,9 +21279,11 @@ def _e_SignatureType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
                     v <<= 1
@@ -17392,9 +21488,11 @@ def _e_SignedInfoType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
                     v <<= 1
@@ -17505,6 +21603,9 @@ def _d_SignatureMethodType(r, key):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
                     p += 1
@@ -17539,6 +21640,9 @@ def _d_SignatureMethodType(r, key):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
                     p += 1
@@ -17613,9 +21717,11 @@ def _e_SignatureMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -17628,6 +21734,7 @@ def _e_SignatureMethodType(w, o):
                     n += 5
                     _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -17646,6 +21753,7 @@ def _e_SignatureMethodType(w, o):
                     n += 5
                     _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -17731,9 +21839,11 @@ def _e_SignatureValueType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_value is not None): raise EncodeError('missing content: text')
                     v <<= 1
                     n += 1
@@ -17856,9 +21966,11 @@ def _e_SignaturePropertiesType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
                     v <<= 1
@@ -18033,26 +22145,32 @@ def _e_SignaturePropertyType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
                     v <<= 1
                     n += 1
                     v_Id = None
-                    w.v = v; w.n = n
-                    w.string(v_Target)
-                    v = w.v; n = w.n
+                    _l = len(v_Target)
+                    if _l < 126 and v_Target.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Target.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Target); v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 elif v_Target is not None:
                     el = '@Target'
                     v = (v << 2) | 1
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Target)
-                    v = w.v; n = w.n
+                    _l = len(v_Target)
+                    if _l < 126 and v_Target.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Target.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Target); v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 else:
@@ -18352,9 +22470,9 @@ def _e_NotificationType(w, o):
             if s == 0:
                 if v_FaultCode is not None:
                     el = 'FaultCode'
-                    _i44 = _I27.get(v_FaultCode)
-                    if _i44 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
-                    v = (v << 5) | (_i44 << 1)
+                    _i250 = _I27.get(v_FaultCode)
+                    if _i250 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
+                    v = (v << 5) | (_i250 << 1)
                     n += 5
                     v_FaultCode = None
                     s = 1
@@ -18365,10 +22483,12 @@ def _e_NotificationType(w, o):
                     el = 'FaultMsg'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_FaultMsg) > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
-                    w.string(v_FaultMsg)
-                    v = w.v; n = w.n
+                    _l = len(v_FaultMsg)
+                    if _l < 126 and v_FaultMsg.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_FaultMsg.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_FaultMsg); v = w.v; n = w.n
                     v <<= 2
                     n += 2
                     v_FaultMsg = None
@@ -18438,46 +22558,207 @@ def _d_BodyType(r):
                     p = r.pos
                     s = 1
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12403: raise r.deviation('BodyType', p)
                     el = 'AuthorizationRes'
-                    r.pos = p
-                    f_AuthorizationRes = _d_AuthorizationResType(r)
-                    p = r.pos
+                    el = 'ResponseCode'
+                    _c251_ResponseCode = ((x >> 7) & 31)
+                    if _c251_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c251_ResponseCode} out of range (26 values)', p)
+                    _c251_ResponseCode = _E4[_c251_ResponseCode]
+                    el = 'EVSEProcessing'
+                    _c251_EVSEProcessing = ((x >> 2) & 3)
+                    if _c251_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {_c251_EVSEProcessing} out of range (3 values)', p)
+                    _c251_EVSEProcessing = _E5[_c251_EVSEProcessing]
+                    f_AuthorizationRes = iso2_msgbody.AuthorizationResType(_c251_ResponseCode, _c251_EVSEProcessing)
                     s = 1
                 elif ec == 2:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'BodyElement'
-                    r.pos = p
-                    f_BodyElement = _d_BodyBaseType(r)
-                    p = r.pos
+                    f_BodyElement = iso2_msgbody.BodyBaseType()
                     s = 1
                 elif ec == 3:
+                    p += 24
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16777215
+                    if x & 15604743: raise r.deviation('BodyType', p)
                     el = 'CableCheckReq'
-                    r.pos = p
-                    f_CableCheckReq = _d_CableCheckReqType(r)
-                    p = r.pos
+                    el = 'DC_EVStatus'
+                    el = 'EVReady'
+                    _c254_EVReady = ((x >> 20) & 1) == 1
+                    el = 'EVErrorCode'
+                    _c254_EVErrorCode = ((x >> 13) & 15)
+                    if _c254_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c254_EVErrorCode} out of range (12 values)', p)
+                    _c254_EVErrorCode = _E8[_c254_EVErrorCode]
+                    el = 'EVRESSSOC'
+                    _c254_EVRESSSOC = ((x >> 3) & 127)
+                    if _c254_EVRESSSOC > 100: raise DecodeError(f'value {_c254_EVRESSSOC} above maximum 100', p)
+                    _c253_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c254_EVReady, _c254_EVErrorCode, _c254_EVRESSSOC)
+                    f_CableCheckReq = iso2_msgbody.CableCheckReqType(_c253_DC_EVStatus)
                     s = 1
                 elif ec == 4:
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
                     el = 'CableCheckRes'
+                    el = 'ResponseCode'
+                    _c255_ResponseCode = ((x >> 2) & 31)
+                    if _c255_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c255_ResponseCode} out of range (26 values)', p)
+                    _c255_ResponseCode = _E4[_c255_ResponseCode]
+                    el = 'DC_EVSEStatus'
                     r.pos = p
-                    f_CableCheckRes = _d_CableCheckResType(r)
+                    _c255_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
                     p = r.pos
+                    p += 6
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 63
+                    if x & 51: raise r.deviation('BodyType', p)
+                    el = 'EVSEProcessing'
+                    _c255_EVSEProcessing = ((x >> 2) & 3)
+                    if _c255_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {_c255_EVSEProcessing} out of range (3 values)', p)
+                    _c255_EVSEProcessing = _E5[_c255_EVSEProcessing]
+                    f_CableCheckRes = iso2_msgbody.CableCheckResType(_c255_ResponseCode, _c255_DC_EVSEStatus, _c255_EVSEProcessing)
                     s = 1
                 elif ec == 5:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'CertificateInstallationReq'
+                    el = '@Id'
                     r.pos = p
-                    f_CertificateInstallationReq = _d_CertificateInstallationReqType(r)
+                    _c256_Id = r.string(7)
                     p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    el = 'OEMProvisioningCert'
+                    r.pos = p
+                    _c256_OEMProvisioningCert = r.binary()
+                    if len(_c256_OEMProvisioningCert) > 800: raise DecodeError(f'length {len(_c256_OEMProvisioningCert)} outside [0, 800]', r.pos)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    el = 'ListOfRootCertificateIDs'
+                    r.pos = p
+                    _c256_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    f_CertificateInstallationReq = iso2_msgbody.CertificateInstallationReqType(_c256_Id, _c256_OEMProvisioningCert, _c256_ListOfRootCertificateIDs)
                     s = 1
                 elif ec == 6:
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
                     el = 'CertificateInstallationRes'
+                    el = 'ResponseCode'
+                    _c257_ResponseCode = ((x >> 2) & 31)
+                    if _c257_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c257_ResponseCode} out of range (26 values)', p)
+                    _c257_ResponseCode = _E4[_c257_ResponseCode]
+                    el = 'SAProvisioningCertificateChain'
                     r.pos = p
-                    f_CertificateInstallationRes = _d_CertificateInstallationResType(r)
+                    _c257_SAProvisioningCertificateChain = _d_CertificateChainType(r)
                     p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    el = 'ContractSignatureCertChain'
+                    r.pos = p
+                    _c257_ContractSignatureCertChain = _d_CertificateChainType(r)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    el = 'ContractSignatureEncryptedPrivateKey'
+                    el = '@Id'
+                    r.pos = p
+                    _c258_Id = r.string(20)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    r.pos = p
+                    _c258_value = r.binary()
+                    if len(_c258_value) > 48: raise DecodeError(f'length {len(_c258_value)} outside [0, 48]', r.pos)
+                    p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('BodyType', p)
+                    _c257_ContractSignatureEncryptedPrivateKey = iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType(_c258_Id, _c258_value)
+                    el = 'DHpublickey'
+                    el = '@Id'
+                    r.pos = p
+                    _c259_Id = r.string(20)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    r.pos = p
+                    _c259_value = r.binary()
+                    if len(_c259_value) > 65: raise DecodeError(f'length {len(_c259_value)} outside [0, 65]', r.pos)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    _c257_DHpublickey = iso2_msgdatatypes.DiffieHellmanPublickeyType(_c259_Id, _c259_value)
+                    el = 'eMAID'
+                    r.pos = p
+                    _c257_eMAID = _d_EMAIDType(r, 21)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    f_CertificateInstallationRes = iso2_msgbody.CertificateInstallationResType(_c257_ResponseCode, _c257_SAProvisioningCertificateChain, _c257_ContractSignatureCertChain, _c257_ContractSignatureEncryptedPrivateKey, _c257_DHpublickey, _c257_eMAID)
                     s = 1
                 elif ec == 7:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'CertificateUpdateReq'
+                    el = '@Id'
                     r.pos = p
-                    f_CertificateUpdateReq = _d_CertificateUpdateReqType(r)
+                    _c260_Id = r.string(7)
                     p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    el = 'ContractSignatureCertChain'
+                    r.pos = p
+                    _c260_ContractSignatureCertChain = _d_CertificateChainType(r)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    el = 'eMAID'
+                    r.pos = p
+                    _c260_eMAID = r.string(21)
+                    if len(_c260_eMAID) < 14 or len(_c260_eMAID) > 15: raise DecodeError(f'length {len(_c260_eMAID)} outside [14, 15]', r.pos)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    el = 'ListOfRootCertificateIDs'
+                    r.pos = p
+                    _c260_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    f_CertificateUpdateReq = iso2_msgbody.CertificateUpdateReqType(_c260_Id, _c260_ContractSignatureCertChain, _c260_eMAID, _c260_ListOfRootCertificateIDs)
                     s = 1
                 elif ec == 8:
                     el = 'CertificateUpdateRes'
@@ -18498,10 +22779,11 @@ def _d_BodyType(r):
                     p = r.pos
                     s = 1
                 elif ec == 11:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'ChargingStatusReq'
-                    r.pos = p
-                    f_ChargingStatusReq = _d_ChargingStatusReqType(r)
-                    p = r.pos
+                    f_ChargingStatusReq = iso2_msgbody.ChargingStatusReqType()
                     s = 1
                 elif ec == 12:
                     el = 'ChargingStatusRes'
@@ -18534,28 +22816,94 @@ def _d_BodyType(r):
                     p = r.pos
                     s = 1
                 elif ec == 17:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
                     el = 'PaymentDetailsReq'
+                    el = 'eMAID'
                     r.pos = p
-                    f_PaymentDetailsReq = _d_PaymentDetailsReqType(r)
+                    _c262_eMAID = r.string(21)
+                    if len(_c262_eMAID) < 14 or len(_c262_eMAID) > 15: raise DecodeError(f'length {len(_c262_eMAID)} outside [14, 15]', r.pos)
                     p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    el = 'ContractSignatureCertChain'
+                    r.pos = p
+                    _c262_ContractSignatureCertChain = _d_CertificateChainType(r)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    f_PaymentDetailsReq = iso2_msgbody.PaymentDetailsReqType(_c262_eMAID, _c262_ContractSignatureCertChain)
                     s = 1
                 elif ec == 18:
+                    p += 10
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 1023
+                    if x & 775: raise r.deviation('BodyType', p)
                     el = 'PaymentDetailsRes'
+                    el = 'ResponseCode'
+                    _c263_ResponseCode = ((x >> 3) & 31)
+                    if _c263_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c263_ResponseCode} out of range (26 values)', p)
+                    _c263_ResponseCode = _E4[_c263_ResponseCode]
+                    el = 'GenChallenge'
                     r.pos = p
-                    f_PaymentDetailsRes = _d_PaymentDetailsResType(r)
+                    _c263_GenChallenge = r.binary()
+                    if len(_c263_GenChallenge) < 16 or len(_c263_GenChallenge) > 16: raise DecodeError(f'length {len(_c263_GenChallenge)} outside [16, 16]', r.pos)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('BodyType', p)
+                    el = 'EVSETimeStamp'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c263_EVSETimeStamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c263_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c263_EVSETimeStamp = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    if _neg: _c263_EVSETimeStamp = -_c263_EVSETimeStamp - 1
+                    if _c263_EVSETimeStamp < -9223372036854775808 or _c263_EVSETimeStamp > 9223372036854775807: raise DecodeError(f'value {_c263_EVSETimeStamp} outside [-9223372036854775808, 9223372036854775807]', p)
+                    f_PaymentDetailsRes = iso2_msgbody.PaymentDetailsResType(_c263_ResponseCode, _c263_GenChallenge, _c263_EVSETimeStamp)
                     s = 1
                 elif ec == 19:
+                    p += 5
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 31
+                    if x & 27: raise r.deviation('BodyType', p)
                     el = 'PaymentServiceSelectionReq'
+                    el = 'SelectedPaymentOption'
+                    _c264_SelectedPaymentOption = _E16[((x >> 2) & 1)]
+                    el = 'SelectedServiceList'
                     r.pos = p
-                    f_PaymentServiceSelectionReq = _d_PaymentServiceSelectionReqType(r)
+                    _c264_SelectedServiceList = _d_SelectedServiceListType(r)
                     p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    f_PaymentServiceSelectionReq = iso2_msgbody.PaymentServiceSelectionReqType(_c264_SelectedPaymentOption, _c264_SelectedServiceList)
                     s = 1
                 elif ec == 20:
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
                     el = 'PaymentServiceSelectionRes'
-                    r.pos = p
-                    f_PaymentServiceSelectionRes = _d_PaymentServiceSelectionResType(r)
-                    p = r.pos
+                    el = 'ResponseCode'
+                    _c265_ResponseCode = ((x >> 2) & 31)
+                    if _c265_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c265_ResponseCode} out of range (26 values)', p)
+                    _c265_ResponseCode = _E4[_c265_ResponseCode]
+                    f_PaymentServiceSelectionRes = iso2_msgbody.PaymentServiceSelectionResType(_c265_ResponseCode)
                     s = 1
                 elif ec == 21:
                     el = 'PowerDeliveryReq'
@@ -18570,22 +22918,140 @@ def _d_BodyType(r):
                     p = r.pos
                     s = 1
                 elif ec == 23:
+                    p += 39
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 549755813887
+                    if x & 511336244110: raise r.deviation('BodyType', p)
                     el = 'PreChargeReq'
-                    r.pos = p
-                    f_PreChargeReq = _d_PreChargeReqType(r)
-                    p = r.pos
+                    el = 'DC_EVStatus'
+                    el = 'EVReady'
+                    _c267_EVReady = ((x >> 35) & 1) == 1
+                    el = 'EVErrorCode'
+                    _c267_EVErrorCode = ((x >> 28) & 15)
+                    if _c267_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c267_EVErrorCode} out of range (12 values)', p)
+                    _c267_EVErrorCode = _E8[_c267_EVErrorCode]
+                    el = 'EVRESSSOC'
+                    _c267_EVRESSSOC = ((x >> 18) & 127)
+                    if _c267_EVRESSSOC > 100: raise DecodeError(f'value {_c267_EVRESSSOC} above maximum 100', p)
+                    _c266_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c267_EVReady, _c267_EVErrorCode, _c267_EVRESSSOC)
+                    el = 'EVTargetVoltage'
+                    el = 'Multiplier'
+                    _c268_Multiplier = ((x >> 10) & 7) + -3
+                    if _c268_Multiplier > 3: raise DecodeError(f'value {_c268_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c268_Unit = ((x >> 4) & 7)
+                    if _c268_Unit >= 7: raise DecodeError(f'enumeration index {_c268_Unit} out of range (7 values)', p)
+                    _c268_Unit = _E0[_c268_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c268_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c268_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c268_Value = r.uint(); p = r.pos
+                    p += 18
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 262143
+                    if x & 254862: raise r.deviation('BodyType', p)
+                    if _neg: _c268_Value = -_c268_Value - 1
+                    if _c268_Value < -32768 or _c268_Value > 32767: raise DecodeError(f'value {_c268_Value} outside [-32768, 32767]', p)
+                    _c266_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c268_Multiplier, _c268_Unit, _c268_Value)
+                    el = 'EVTargetCurrent'
+                    el = 'Multiplier'
+                    _c269_Multiplier = ((x >> 10) & 7) + -3
+                    if _c269_Multiplier > 3: raise DecodeError(f'value {_c269_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c269_Unit = ((x >> 4) & 7)
+                    if _c269_Unit >= 7: raise DecodeError(f'enumeration index {_c269_Unit} out of range (7 values)', p)
+                    _c269_Unit = _E0[_c269_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c269_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c269_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c269_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('BodyType', p)
+                    if _neg: _c269_Value = -_c269_Value - 1
+                    if _c269_Value < -32768 or _c269_Value > 32767: raise DecodeError(f'value {_c269_Value} outside [-32768, 32767]', p)
+                    _c266_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c269_Multiplier, _c269_Unit, _c269_Value)
+                    f_PreChargeReq = iso2_msgbody.PreChargeReqType(_c266_DC_EVStatus, _c266_EVTargetVoltage, _c266_EVTargetCurrent)
                     s = 1
                 elif ec == 24:
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
                     el = 'PreChargeRes'
+                    el = 'ResponseCode'
+                    _c270_ResponseCode = ((x >> 2) & 31)
+                    if _c270_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c270_ResponseCode} out of range (26 values)', p)
+                    _c270_ResponseCode = _E4[_c270_ResponseCode]
+                    el = 'DC_EVSEStatus'
                     r.pos = p
-                    f_PreChargeRes = _d_PreChargeResType(r)
+                    _c270_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
                     p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 58254: raise r.deviation('BodyType', p)
+                    el = 'EVSEPresentVoltage'
+                    el = 'Multiplier'
+                    _c271_Multiplier = ((x >> 10) & 7) + -3
+                    if _c271_Multiplier > 3: raise DecodeError(f'value {_c271_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c271_Unit = ((x >> 4) & 7)
+                    if _c271_Unit >= 7: raise DecodeError(f'enumeration index {_c271_Unit} out of range (7 values)', p)
+                    _c271_Unit = _E0[_c271_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c271_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c271_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c271_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('BodyType', p)
+                    if _neg: _c271_Value = -_c271_Value - 1
+                    if _c271_Value < -32768 or _c271_Value > 32767: raise DecodeError(f'value {_c271_Value} outside [-32768, 32767]', p)
+                    _c270_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c271_Multiplier, _c271_Unit, _c271_Value)
+                    f_PreChargeRes = iso2_msgbody.PreChargeResType(_c270_ResponseCode, _c270_DC_EVSEStatus, _c270_EVSEPresentVoltage)
                     s = 1
                 elif ec == 25:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
                     el = 'ServiceDetailReq'
-                    r.pos = p
-                    f_ServiceDetailReq = _d_ServiceDetailReqType(r)
-                    p = r.pos
+                    el = 'ServiceID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c272_ServiceID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c272_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c272_ServiceID = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    if _c272_ServiceID > 65535: raise DecodeError(f'value {_c272_ServiceID} outside [0, 65535]', p)
+                    f_ServiceDetailReq = iso2_msgbody.ServiceDetailReqType(_c272_ServiceID)
                     s = 1
                 elif ec == 26:
                     el = 'ServiceDetailRes'
@@ -18606,10 +23072,21 @@ def _d_BodyType(r):
                     p = r.pos
                     s = 1
                 elif ec == 29:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
                     el = 'SessionSetupReq'
+                    el = 'EVCCID'
                     r.pos = p
-                    f_SessionSetupReq = _d_SessionSetupReqType(r)
+                    _c273_EVCCID = r.binary()
+                    if len(_c273_EVCCID) > 6: raise DecodeError(f'length {len(_c273_EVCCID)} outside [0, 6]', r.pos)
                     p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    f_SessionSetupReq = iso2_msgbody.SessionSetupReqType(_c273_EVCCID)
                     s = 1
                 elif ec == 30:
                     el = 'SessionSetupRes'
@@ -18618,28 +23095,90 @@ def _d_BodyType(r):
                     p = r.pos
                     s = 1
                 elif ec == 31:
+                    p += 5
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 31
+                    if x & 27: raise r.deviation('BodyType', p)
                     el = 'SessionStopReq'
-                    r.pos = p
-                    f_SessionStopReq = _d_SessionStopReqType(r)
-                    p = r.pos
+                    el = 'ChargingSession'
+                    _c274_ChargingSession = _E24[((x >> 2) & 1)]
+                    f_SessionStopReq = iso2_msgbody.SessionStopReqType(_c274_ChargingSession)
                     s = 1
                 elif ec == 32:
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
                     el = 'SessionStopRes'
-                    r.pos = p
-                    f_SessionStopRes = _d_SessionStopResType(r)
-                    p = r.pos
+                    el = 'ResponseCode'
+                    _c275_ResponseCode = ((x >> 2) & 31)
+                    if _c275_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c275_ResponseCode} out of range (26 values)', p)
+                    _c275_ResponseCode = _E4[_c275_ResponseCode]
+                    f_SessionStopRes = iso2_msgbody.SessionStopResType(_c275_ResponseCode)
                     s = 1
                 elif ec == 33:
+                    p += 24
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16777215
+                    if x & 15604743: raise r.deviation('BodyType', p)
                     el = 'WeldingDetectionReq'
-                    r.pos = p
-                    f_WeldingDetectionReq = _d_WeldingDetectionReqType(r)
-                    p = r.pos
+                    el = 'DC_EVStatus'
+                    el = 'EVReady'
+                    _c277_EVReady = ((x >> 20) & 1) == 1
+                    el = 'EVErrorCode'
+                    _c277_EVErrorCode = ((x >> 13) & 15)
+                    if _c277_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c277_EVErrorCode} out of range (12 values)', p)
+                    _c277_EVErrorCode = _E8[_c277_EVErrorCode]
+                    el = 'EVRESSSOC'
+                    _c277_EVRESSSOC = ((x >> 3) & 127)
+                    if _c277_EVRESSSOC > 100: raise DecodeError(f'value {_c277_EVRESSSOC} above maximum 100', p)
+                    _c276_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c277_EVReady, _c277_EVErrorCode, _c277_EVRESSSOC)
+                    f_WeldingDetectionReq = iso2_msgbody.WeldingDetectionReqType(_c276_DC_EVStatus)
                     s = 1
                 elif ec == 34:
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
                     el = 'WeldingDetectionRes'
+                    el = 'ResponseCode'
+                    _c278_ResponseCode = ((x >> 2) & 31)
+                    if _c278_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c278_ResponseCode} out of range (26 values)', p)
+                    _c278_ResponseCode = _E4[_c278_ResponseCode]
+                    el = 'DC_EVSEStatus'
                     r.pos = p
-                    f_WeldingDetectionRes = _d_WeldingDetectionResType(r)
+                    _c278_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
                     p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 58254: raise r.deviation('BodyType', p)
+                    el = 'EVSEPresentVoltage'
+                    el = 'Multiplier'
+                    _c279_Multiplier = ((x >> 10) & 7) + -3
+                    if _c279_Multiplier > 3: raise DecodeError(f'value {_c279_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c279_Unit = ((x >> 4) & 7)
+                    if _c279_Unit >= 7: raise DecodeError(f'enumeration index {_c279_Unit} out of range (7 values)', p)
+                    _c279_Unit = _E0[_c279_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c279_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c279_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c279_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('BodyType', p)
+                    if _neg: _c279_Value = -_c279_Value - 1
+                    if _c279_Value < -32768 or _c279_Value > 32767: raise DecodeError(f'value {_c279_Value} outside [-32768, 32767]', p)
+                    _c278_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c279_Multiplier, _c279_Unit, _c279_Value)
+                    f_WeldingDetectionRes = iso2_msgbody.WeldingDetectionResType(_c278_ResponseCode, _c278_DC_EVSEStatus, _c278_EVSEPresentVoltage)
                     s = 1
                 elif ec == 35:
                     pass
@@ -18711,65 +23250,259 @@ def _e_BodyType(w, o):
                     s = 1
                 elif v_AuthorizationRes is not None:
                     el = 'AuthorizationRes'
-                    v = (v << 6) | 1
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_AuthorizationResType(w, v_AuthorizationRes)
-                    v = w.v; n = w.n
+                    _o = v_AuthorizationRes
+                    _c280_ResponseCode = _o.ResponseCode
+                    _c280_EVSEProcessing = _o.EVSEProcessing
+                    if not (_c280_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i281 = _I6.get(_c280_ResponseCode)
+                    if _i281 is None: raise EncodeError(f'{_c280_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c280_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+                    el = 'EVSEProcessing'
+                    _i282 = _I7.get(_c280_EVSEProcessing)
+                    if _i282 is None: raise EncodeError(f'{_c280_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+                    v = (v << 20) | (1 << 14) | (_i281 << 7) | (_i282 << 2)
+                    n += 20
+                    _c280_ResponseCode = None
+                    _c280_EVSEProcessing = None
                     v_AuthorizationRes = None
                     s = 1
                 elif v_BodyElement is not None:
                     el = 'BodyElement'
-                    v = (v << 6) | 2
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_BodyBaseType(w, v_BodyElement)
-                    v = w.v; n = w.n
+                    _o = v_BodyElement
+                    v = (v << 7) | (2 << 1)
+                    n += 7
                     v_BodyElement = None
                     s = 1
                 elif v_CableCheckReq is not None:
                     el = 'CableCheckReq'
-                    v = (v << 6) | 3
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_CableCheckReqType(w, v_CableCheckReq)
-                    v = w.v; n = w.n
+                    _o = v_CableCheckReq
+                    _c284_DC_EVStatus = _o.DC_EVStatus
+                    if not (_c284_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                    el = 'DC_EVStatus'
+                    _o = _c284_DC_EVStatus
+                    _c285_EVReady = _o.EVReady
+                    _c285_EVErrorCode = _o.EVErrorCode
+                    _c285_EVRESSSOC = _o.EVRESSSOC
+                    if not (_c285_EVReady is not None): raise EncodeError('missing content: EVReady')
+                    el = 'EVReady'
+                    if _c285_EVReady is not True and _c285_EVReady is not False: raise EncodeError(f'expected a bool, got {_c285_EVReady!r}')
+                    if not (_c285_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                    el = 'EVErrorCode'
+                    _i26 = _I9.get(_c285_EVErrorCode)
+                    if _i26 is None: raise EncodeError(f'{_c285_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    if not (_c285_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                    el = 'EVRESSSOC'
+                    if not 0 <= _c285_EVRESSSOC <= 100: raise EncodeError(f'value {_c285_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 30) | (3 << 24) | (_c285_EVReady << 20) | (_i26 << 13) | (_c285_EVRESSSOC << 3)
+                    n += 30
+                    _c285_EVReady = None
+                    _c285_EVErrorCode = None
+                    _c285_EVRESSSOC = None
+                    _c284_DC_EVStatus = None
                     v_CableCheckReq = None
                     s = 1
                 elif v_CableCheckRes is not None:
                     el = 'CableCheckRes'
-                    v = (v << 6) | 4
-                    n += 6
+                    _o = v_CableCheckRes
+                    _c286_ResponseCode = _o.ResponseCode
+                    _c286_DC_EVSEStatus = _o.DC_EVSEStatus
+                    _c286_EVSEProcessing = _o.EVSEProcessing
+                    if not (_c286_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i287 = _I6.get(_c286_ResponseCode)
+                    if _i287 is None: raise EncodeError(f'{_c286_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c286_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                    el = 'DC_EVSEStatus'
+                    v = (v << 15) | (4 << 9) | (_i287 << 2)
+                    n += 15
+                    _c286_ResponseCode = None
                     w.v = v; w.n = n
-                    _e_CableCheckResType(w, v_CableCheckRes)
+                    _e_DC_EVSEStatusType(w, _c286_DC_EVSEStatus)
                     v = w.v; n = w.n
+                    if not (_c286_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+                    el = 'EVSEProcessing'
+                    _i288 = _I7.get(_c286_EVSEProcessing)
+                    if _i288 is None: raise EncodeError(f'{_c286_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+                    v = (v << 6) | (_i288 << 2)
+                    n += 6
+                    _c286_DC_EVSEStatus = None
+                    _c286_EVSEProcessing = None
                     v_CableCheckRes = None
                     s = 1
                 elif v_CertificateInstallationReq is not None:
                     el = 'CertificateInstallationReq'
-                    v = (v << 6) | 5
-                    n += 6
+                    _o = v_CertificateInstallationReq
+                    _c289_Id = _o.Id
+                    _c289_OEMProvisioningCert = _o.OEMProvisioningCert
+                    _c289_ListOfRootCertificateIDs = _o.ListOfRootCertificateIDs
+                    if not (_c289_Id is not None): raise EncodeError('missing content: Id')
+                    el = '@Id'
+                    v = (v << 7) | (5 << 1)
+                    n += 7
+                    _l = len(_c289_Id)
+                    if _l < 126 and _c289_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c289_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c289_Id); v = w.v; n = w.n
+                    if not (_c289_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
+                    el = 'OEMProvisioningCert'
+                    v <<= 2
+                    n += 2
+                    _c289_Id = None
                     w.v = v; w.n = n
-                    _e_CertificateInstallationReqType(w, v_CertificateInstallationReq)
+                    if len(_c289_OEMProvisioningCert) > 800: raise EncodeError(f'length {len(_c289_OEMProvisioningCert)} outside [0, 800]')
+                    w.binary(_c289_OEMProvisioningCert)
                     v = w.v; n = w.n
+                    if not (_c289_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
+                    el = 'ListOfRootCertificateIDs'
+                    v <<= 2
+                    n += 2
+                    _c289_OEMProvisioningCert = None
+                    w.v = v; w.n = n
+                    _e_ListOfRootCertificateIDsType(w, _c289_ListOfRootCertificateIDs)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c289_ListOfRootCertificateIDs = None
                     v_CertificateInstallationReq = None
                     s = 1
                 elif v_CertificateInstallationRes is not None:
                     el = 'CertificateInstallationRes'
-                    v = (v << 6) | 6
-                    n += 6
+                    _o = v_CertificateInstallationRes
+                    _c290_ResponseCode = _o.ResponseCode
+                    _c290_SAProvisioningCertificateChain = _o.SAProvisioningCertificateChain
+                    _c290_ContractSignatureCertChain = _o.ContractSignatureCertChain
+                    _c290_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
+                    _c290_DHpublickey = _o.DHpublickey
+                    _c290_eMAID = _o.eMAID
+                    if not (_c290_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i291 = _I6.get(_c290_ResponseCode)
+                    if _i291 is None: raise EncodeError(f'{_c290_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c290_SAProvisioningCertificateChain is not None): raise EncodeError('missing content: SAProvisioningCertificateChain')
+                    el = 'SAProvisioningCertificateChain'
+                    v = (v << 15) | (6 << 9) | (_i291 << 2)
+                    n += 15
+                    _c290_ResponseCode = None
                     w.v = v; w.n = n
-                    _e_CertificateInstallationResType(w, v_CertificateInstallationRes)
+                    _e_CertificateChainType(w, _c290_SAProvisioningCertificateChain)
                     v = w.v; n = w.n
+                    if not (_c290_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+                    el = 'ContractSignatureCertChain'
+                    v <<= 1
+                    n += 1
+                    _c290_SAProvisioningCertificateChain = None
+                    w.v = v; w.n = n
+                    _e_CertificateChainType(w, _c290_ContractSignatureCertChain)
+                    v = w.v; n = w.n
+                    if not (_c290_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
+                    el = 'ContractSignatureEncryptedPrivateKey'
+                    _o = _c290_ContractSignatureEncryptedPrivateKey
+                    _c292_Id = _o.Id
+                    _c292_value = _o.value
+                    if not (_c292_Id is not None): raise EncodeError('missing content: Id')
+                    el = '@Id'
+                    v <<= 2
+                    n += 2
+                    _c290_ContractSignatureCertChain = None
+                    _l = len(_c292_Id)
+                    if _l < 126 and _c292_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c292_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c292_Id); v = w.v; n = w.n
+                    if not (_c292_value is not None): raise EncodeError('missing content: text')
+                    v <<= 1
+                    n += 1
+                    _c292_Id = None
+                    w.v = v; w.n = n
+                    if len(_c292_value) > 48: raise EncodeError(f'length {len(_c292_value)} outside [0, 48]')
+                    w.binary(_c292_value)
+                    v = w.v; n = w.n
+                    if not (_c290_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
+                    el = 'DHpublickey'
+                    _o = _c290_DHpublickey
+                    _c293_Id = _o.Id
+                    _c293_value = _o.value
+                    if not (_c293_Id is not None): raise EncodeError('missing content: Id')
+                    el = '@Id'
+                    v <<= 3
+                    n += 3
+                    _c292_value = None
+                    _c290_ContractSignatureEncryptedPrivateKey = None
+                    _l = len(_c293_Id)
+                    if _l < 126 and _c293_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c293_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c293_Id); v = w.v; n = w.n
+                    if not (_c293_value is not None): raise EncodeError('missing content: text')
+                    v <<= 1
+                    n += 1
+                    _c293_Id = None
+                    w.v = v; w.n = n
+                    if len(_c293_value) > 65: raise EncodeError(f'length {len(_c293_value)} outside [0, 65]')
+                    w.binary(_c293_value)
+                    v = w.v; n = w.n
+                    if not (_c290_eMAID is not None): raise EncodeError('missing content: eMAID')
+                    el = 'eMAID'
+                    v <<= 2
+                    n += 2
+                    _c293_value = None
+                    _c290_DHpublickey = None
+                    w.v = v; w.n = n
+                    _e_EMAIDType(w, _c290_eMAID)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c290_eMAID = None
                     v_CertificateInstallationRes = None
                     s = 1
                 elif v_CertificateUpdateReq is not None:
                     el = 'CertificateUpdateReq'
-                    v = (v << 6) | 7
-                    n += 6
+                    _o = v_CertificateUpdateReq
+                    _c294_Id = _o.Id
+                    _c294_ContractSignatureCertChain = _o.ContractSignatureCertChain
+                    _c294_eMAID = _o.eMAID
+                    _c294_ListOfRootCertificateIDs = _o.ListOfRootCertificateIDs
+                    if not (_c294_Id is not None): raise EncodeError('missing content: Id')
+                    el = '@Id'
+                    v = (v << 7) | (7 << 1)
+                    n += 7
+                    _l = len(_c294_Id)
+                    if _l < 126 and _c294_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c294_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c294_Id); v = w.v; n = w.n
+                    if not (_c294_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+                    el = 'ContractSignatureCertChain'
+                    v <<= 1
+                    n += 1
+                    _c294_Id = None
                     w.v = v; w.n = n
-                    _e_CertificateUpdateReqType(w, v_CertificateUpdateReq)
+                    _e_CertificateChainType(w, _c294_ContractSignatureCertChain)
                     v = w.v; n = w.n
+                    if not (_c294_eMAID is not None): raise EncodeError('missing content: eMAID')
+                    el = 'eMAID'
+                    v <<= 2
+                    n += 2
+                    _c294_ContractSignatureCertChain = None
+                    if len(_c294_eMAID) < 14 or len(_c294_eMAID) > 15: raise EncodeError(f'length {len(_c294_eMAID)} outside [14, 15]')
+                    _l = len(_c294_eMAID)
+                    if _l < 126 and _c294_eMAID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c294_eMAID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c294_eMAID); v = w.v; n = w.n
+                    if not (_c294_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
+                    el = 'ListOfRootCertificateIDs'
+                    v <<= 2
+                    n += 2
+                    _c294_eMAID = None
+                    w.v = v; w.n = n
+                    _e_ListOfRootCertificateIDsType(w, _c294_ListOfRootCertificateIDs)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c294_ListOfRootCertificateIDs = None
                     v_CertificateUpdateReq = None
                     s = 1
                 elif v_CertificateUpdateRes is not None:
@@ -18801,11 +23534,9 @@ def _e_BodyType(w, o):
                     s = 1
                 elif v_ChargingStatusReq is not None:
                     el = 'ChargingStatusReq'
-                    v = (v << 6) | 11
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_ChargingStatusReqType(w, v_ChargingStatusReq)
-                    v = w.v; n = w.n
+                    _o = v_ChargingStatusReq
+                    v = (v << 7) | (11 << 1)
+                    n += 7
                     v_ChargingStatusReq = None
                     s = 1
                 elif v_ChargingStatusRes is not None:
@@ -18855,38 +23586,99 @@ def _e_BodyType(w, o):
                     s = 1
                 elif v_PaymentDetailsReq is not None:
                     el = 'PaymentDetailsReq'
-                    v = (v << 6) | 17
-                    n += 6
+                    _o = v_PaymentDetailsReq
+                    _c296_eMAID = _o.eMAID
+                    _c296_ContractSignatureCertChain = _o.ContractSignatureCertChain
+                    if not (_c296_eMAID is not None): raise EncodeError('missing content: eMAID')
+                    el = 'eMAID'
+                    v = (v << 8) | (17 << 2)
+                    n += 8
+                    if len(_c296_eMAID) < 14 or len(_c296_eMAID) > 15: raise EncodeError(f'length {len(_c296_eMAID)} outside [14, 15]')
+                    _l = len(_c296_eMAID)
+                    if _l < 126 and _c296_eMAID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c296_eMAID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c296_eMAID); v = w.v; n = w.n
+                    if not (_c296_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+                    el = 'ContractSignatureCertChain'
+                    v <<= 2
+                    n += 2
+                    _c296_eMAID = None
                     w.v = v; w.n = n
-                    _e_PaymentDetailsReqType(w, v_PaymentDetailsReq)
+                    _e_CertificateChainType(w, _c296_ContractSignatureCertChain)
                     v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c296_ContractSignatureCertChain = None
                     v_PaymentDetailsReq = None
                     s = 1
                 elif v_PaymentDetailsRes is not None:
                     el = 'PaymentDetailsRes'
-                    v = (v << 6) | 18
-                    n += 6
+                    _o = v_PaymentDetailsRes
+                    _c297_ResponseCode = _o.ResponseCode
+                    _c297_GenChallenge = _o.GenChallenge
+                    _c297_EVSETimeStamp = _o.EVSETimeStamp
+                    if not (_c297_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i298 = _I6.get(_c297_ResponseCode)
+                    if _i298 is None: raise EncodeError(f'{_c297_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c297_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
+                    el = 'GenChallenge'
+                    v = (v << 16) | (18 << 10) | (_i298 << 3)
+                    n += 16
+                    _c297_ResponseCode = None
                     w.v = v; w.n = n
-                    _e_PaymentDetailsResType(w, v_PaymentDetailsRes)
+                    if len(_c297_GenChallenge) < 16 or len(_c297_GenChallenge) > 16: raise EncodeError(f'length {len(_c297_GenChallenge)} outside [16, 16]')
+                    w.binary(_c297_GenChallenge)
                     v = w.v; n = w.n
+                    if not (_c297_EVSETimeStamp is not None): raise EncodeError('missing content: EVSETimeStamp')
+                    el = 'EVSETimeStamp'
+                    if _c297_EVSETimeStamp < -9223372036854775808 or _c297_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c297_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
+                    v = (v << 4) | (_c297_EVSETimeStamp < 0)
+                    n += 4
+                    _c297_GenChallenge = None
+                    _m = (-_c297_EVSETimeStamp - 1 if _c297_EVSETimeStamp < 0 else _c297_EVSETimeStamp)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c297_EVSETimeStamp = None
                     v_PaymentDetailsRes = None
                     s = 1
                 elif v_PaymentServiceSelectionReq is not None:
                     el = 'PaymentServiceSelectionReq'
-                    v = (v << 6) | 19
-                    n += 6
+                    _o = v_PaymentServiceSelectionReq
+                    _c299_SelectedPaymentOption = _o.SelectedPaymentOption
+                    _c299_SelectedServiceList = _o.SelectedServiceList
+                    if not (_c299_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
+                    el = 'SelectedPaymentOption'
+                    _i300 = _I17.get(_c299_SelectedPaymentOption)
+                    if _i300 is None: raise EncodeError(f'{_c299_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+                    if not (_c299_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
+                    el = 'SelectedServiceList'
+                    v = (v << 11) | (19 << 5) | (_i300 << 2)
+                    n += 11
+                    _c299_SelectedPaymentOption = None
                     w.v = v; w.n = n
-                    _e_PaymentServiceSelectionReqType(w, v_PaymentServiceSelectionReq)
+                    _e_SelectedServiceListType(w, _c299_SelectedServiceList)
                     v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c299_SelectedServiceList = None
                     v_PaymentServiceSelectionReq = None
                     s = 1
                 elif v_PaymentServiceSelectionRes is not None:
                     el = 'PaymentServiceSelectionRes'
-                    v = (v << 6) | 20
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_PaymentServiceSelectionResType(w, v_PaymentServiceSelectionRes)
-                    v = w.v; n = w.n
+                    _o = v_PaymentServiceSelectionRes
+                    _c301_ResponseCode = _o.ResponseCode
+                    if not (_c301_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i302 = _I6.get(_c301_ResponseCode)
+                    if _i302 is None: raise EncodeError(f'{_c301_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 15) | (20 << 9) | (_i302 << 2)
+                    n += 15
+                    _c301_ResponseCode = None
                     v_PaymentServiceSelectionRes = None
                     s = 1
                 elif v_PowerDeliveryReq is not None:
@@ -18909,29 +23701,150 @@ def _e_BodyType(w, o):
                     s = 1
                 elif v_PreChargeReq is not None:
                     el = 'PreChargeReq'
-                    v = (v << 6) | 23
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_PreChargeReqType(w, v_PreChargeReq)
-                    v = w.v; n = w.n
+                    _o = v_PreChargeReq
+                    _c303_DC_EVStatus = _o.DC_EVStatus
+                    _c303_EVTargetVoltage = _o.EVTargetVoltage
+                    _c303_EVTargetCurrent = _o.EVTargetCurrent
+                    if not (_c303_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                    el = 'DC_EVStatus'
+                    _o = _c303_DC_EVStatus
+                    _c304_EVReady = _o.EVReady
+                    _c304_EVErrorCode = _o.EVErrorCode
+                    _c304_EVRESSSOC = _o.EVRESSSOC
+                    if not (_c304_EVReady is not None): raise EncodeError('missing content: EVReady')
+                    el = 'EVReady'
+                    if _c304_EVReady is not True and _c304_EVReady is not False: raise EncodeError(f'expected a bool, got {_c304_EVReady!r}')
+                    if not (_c304_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                    el = 'EVErrorCode'
+                    _i26 = _I9.get(_c304_EVErrorCode)
+                    if _i26 is None: raise EncodeError(f'{_c304_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    if not (_c304_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                    el = 'EVRESSSOC'
+                    if not 0 <= _c304_EVRESSSOC <= 100: raise EncodeError(f'value {_c304_EVRESSSOC!r} outside [0, 100]')
+                    if not (_c303_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
+                    el = 'EVTargetVoltage'
+                    _o = _c303_EVTargetVoltage
+                    _c305_Multiplier = _o.Multiplier
+                    _c305_Unit = _o.Unit
+                    _c305_Value = _o.Value
+                    if not (_c305_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c305_Multiplier <= 3: raise EncodeError(f'value {_c305_Multiplier!r} outside [-3, 3]')
+                    if not (_c305_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c305_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c305_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c305_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c305_Value < -32768 or _c305_Value > 32767: raise EncodeError(f'value {_c305_Value!r} outside [-32768, 32767]')
+                    v = (v << 45) | (23 << 39) | (_c304_EVReady << 35) | (_i26 << 28) | (_c304_EVRESSSOC << 18) | ((_c305_Multiplier - -3) << 10) | (_i7 << 4) | (_c305_Value < 0)
+                    n += 45
+                    _c304_EVReady = None
+                    _c304_EVErrorCode = None
+                    _c304_EVRESSSOC = None
+                    _c303_DC_EVStatus = None
+                    _c305_Multiplier = None
+                    _c305_Unit = None
+                    _m = (-_c305_Value - 1 if _c305_Value < 0 else _c305_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c303_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
+                    el = 'EVTargetCurrent'
+                    _o = _c303_EVTargetCurrent
+                    _c306_Multiplier = _o.Multiplier
+                    _c306_Unit = _o.Unit
+                    _c306_Value = _o.Value
+                    if not (_c306_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c306_Multiplier <= 3: raise EncodeError(f'value {_c306_Multiplier!r} outside [-3, 3]')
+                    if not (_c306_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c306_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c306_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c306_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c306_Value < -32768 or _c306_Value > 32767: raise EncodeError(f'value {_c306_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c306_Multiplier - -3) << 10) | (_i7 << 4) | (_c306_Value < 0)
+                    n += 18
+                    _c305_Value = None
+                    _c303_EVTargetVoltage = None
+                    _c306_Multiplier = None
+                    _c306_Unit = None
+                    _m = (-_c306_Value - 1 if _c306_Value < 0 else _c306_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c306_Value = None
+                    _c303_EVTargetCurrent = None
                     v_PreChargeReq = None
                     s = 1
                 elif v_PreChargeRes is not None:
                     el = 'PreChargeRes'
-                    v = (v << 6) | 24
-                    n += 6
+                    _o = v_PreChargeRes
+                    _c307_ResponseCode = _o.ResponseCode
+                    _c307_DC_EVSEStatus = _o.DC_EVSEStatus
+                    _c307_EVSEPresentVoltage = _o.EVSEPresentVoltage
+                    if not (_c307_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i308 = _I6.get(_c307_ResponseCode)
+                    if _i308 is None: raise EncodeError(f'{_c307_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c307_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                    el = 'DC_EVSEStatus'
+                    v = (v << 15) | (24 << 9) | (_i308 << 2)
+                    n += 15
+                    _c307_ResponseCode = None
                     w.v = v; w.n = n
-                    _e_PreChargeResType(w, v_PreChargeRes)
+                    _e_DC_EVSEStatusType(w, _c307_DC_EVSEStatus)
                     v = w.v; n = w.n
+                    if not (_c307_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+                    el = 'EVSEPresentVoltage'
+                    _o = _c307_EVSEPresentVoltage
+                    _c309_Multiplier = _o.Multiplier
+                    _c309_Unit = _o.Unit
+                    _c309_Value = _o.Value
+                    if not (_c309_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c309_Multiplier <= 3: raise EncodeError(f'value {_c309_Multiplier!r} outside [-3, 3]')
+                    if not (_c309_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c309_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c309_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c309_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c309_Value < -32768 or _c309_Value > 32767: raise EncodeError(f'value {_c309_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c309_Multiplier - -3) << 10) | (_i7 << 4) | (_c309_Value < 0)
+                    n += 16
+                    _c307_DC_EVSEStatus = None
+                    _c309_Multiplier = None
+                    _c309_Unit = None
+                    _m = (-_c309_Value - 1 if _c309_Value < 0 else _c309_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c309_Value = None
+                    _c307_EVSEPresentVoltage = None
                     v_PreChargeRes = None
                     s = 1
                 elif v_ServiceDetailReq is not None:
                     el = 'ServiceDetailReq'
-                    v = (v << 6) | 25
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_ServiceDetailReqType(w, v_ServiceDetailReq)
-                    v = w.v; n = w.n
+                    _o = v_ServiceDetailReq
+                    _c310_ServiceID = _o.ServiceID
+                    if not (_c310_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                    el = 'ServiceID'
+                    if _c310_ServiceID < 0 or _c310_ServiceID > 65535: raise EncodeError(f'value {_c310_ServiceID!r} outside [0, 65535]')
+                    v = (v << 8) | (25 << 2)
+                    n += 8
+                    if _c310_ServiceID < 128: v = (v << 8) | _c310_ServiceID; n += 8
+                    elif _c310_ServiceID < 16384: v = (v << 16) | ((_c310_ServiceID & 127) << 8) | 32768 | (_c310_ServiceID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c310_ServiceID); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c310_ServiceID = None
                     v_ServiceDetailReq = None
                     s = 1
                 elif v_ServiceDetailRes is not None:
@@ -18963,11 +23876,19 @@ def _e_BodyType(w, o):
                     s = 1
                 elif v_SessionSetupReq is not None:
                     el = 'SessionSetupReq'
-                    v = (v << 6) | 29
-                    n += 6
+                    _o = v_SessionSetupReq
+                    _c311_EVCCID = _o.EVCCID
+                    if not (_c311_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+                    el = 'EVCCID'
+                    v = (v << 8) | (29 << 2)
+                    n += 8
                     w.v = v; w.n = n
-                    _e_SessionSetupReqType(w, v_SessionSetupReq)
+                    if len(_c311_EVCCID) > 6: raise EncodeError(f'length {len(_c311_EVCCID)} outside [0, 6]')
+                    w.binary(_c311_EVCCID)
                     v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c311_EVCCID = None
                     v_SessionSetupReq = None
                     s = 1
                 elif v_SessionSetupRes is not None:
@@ -18981,38 +23902,105 @@ def _e_BodyType(w, o):
                     s = 1
                 elif v_SessionStopReq is not None:
                     el = 'SessionStopReq'
-                    v = (v << 6) | 31
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_SessionStopReqType(w, v_SessionStopReq)
-                    v = w.v; n = w.n
+                    _o = v_SessionStopReq
+                    _c312_ChargingSession = _o.ChargingSession
+                    if not (_c312_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
+                    el = 'ChargingSession'
+                    _i313 = _I25.get(_c312_ChargingSession)
+                    if _i313 is None: raise EncodeError(f'{_c312_ChargingSession!r} is not one of the enumeration chargingSessionType')
+                    v = (v << 11) | (31 << 5) | (_i313 << 2)
+                    n += 11
+                    _c312_ChargingSession = None
                     v_SessionStopReq = None
                     s = 1
                 elif v_SessionStopRes is not None:
                     el = 'SessionStopRes'
-                    v = (v << 6) | 32
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_SessionStopResType(w, v_SessionStopRes)
-                    v = w.v; n = w.n
+                    _o = v_SessionStopRes
+                    _c314_ResponseCode = _o.ResponseCode
+                    if not (_c314_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i315 = _I6.get(_c314_ResponseCode)
+                    if _i315 is None: raise EncodeError(f'{_c314_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 15) | (32 << 9) | (_i315 << 2)
+                    n += 15
+                    _c314_ResponseCode = None
                     v_SessionStopRes = None
                     s = 1
                 elif v_WeldingDetectionReq is not None:
                     el = 'WeldingDetectionReq'
-                    v = (v << 6) | 33
-                    n += 6
-                    w.v = v; w.n = n
-                    _e_WeldingDetectionReqType(w, v_WeldingDetectionReq)
-                    v = w.v; n = w.n
+                    _o = v_WeldingDetectionReq
+                    _c316_DC_EVStatus = _o.DC_EVStatus
+                    if not (_c316_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                    el = 'DC_EVStatus'
+                    _o = _c316_DC_EVStatus
+                    _c317_EVReady = _o.EVReady
+                    _c317_EVErrorCode = _o.EVErrorCode
+                    _c317_EVRESSSOC = _o.EVRESSSOC
+                    if not (_c317_EVReady is not None): raise EncodeError('missing content: EVReady')
+                    el = 'EVReady'
+                    if _c317_EVReady is not True and _c317_EVReady is not False: raise EncodeError(f'expected a bool, got {_c317_EVReady!r}')
+                    if not (_c317_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                    el = 'EVErrorCode'
+                    _i26 = _I9.get(_c317_EVErrorCode)
+                    if _i26 is None: raise EncodeError(f'{_c317_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    if not (_c317_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                    el = 'EVRESSSOC'
+                    if not 0 <= _c317_EVRESSSOC <= 100: raise EncodeError(f'value {_c317_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 30) | (33 << 24) | (_c317_EVReady << 20) | (_i26 << 13) | (_c317_EVRESSSOC << 3)
+                    n += 30
+                    _c317_EVReady = None
+                    _c317_EVErrorCode = None
+                    _c317_EVRESSSOC = None
+                    _c316_DC_EVStatus = None
                     v_WeldingDetectionReq = None
                     s = 1
                 elif v_WeldingDetectionRes is not None:
                     el = 'WeldingDetectionRes'
-                    v = (v << 6) | 34
-                    n += 6
+                    _o = v_WeldingDetectionRes
+                    _c318_ResponseCode = _o.ResponseCode
+                    _c318_DC_EVSEStatus = _o.DC_EVSEStatus
+                    _c318_EVSEPresentVoltage = _o.EVSEPresentVoltage
+                    if not (_c318_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    el = 'ResponseCode'
+                    _i319 = _I6.get(_c318_ResponseCode)
+                    if _i319 is None: raise EncodeError(f'{_c318_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c318_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                    el = 'DC_EVSEStatus'
+                    v = (v << 15) | (34 << 9) | (_i319 << 2)
+                    n += 15
+                    _c318_ResponseCode = None
                     w.v = v; w.n = n
-                    _e_WeldingDetectionResType(w, v_WeldingDetectionRes)
+                    _e_DC_EVSEStatusType(w, _c318_DC_EVSEStatus)
                     v = w.v; n = w.n
+                    if not (_c318_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+                    el = 'EVSEPresentVoltage'
+                    _o = _c318_EVSEPresentVoltage
+                    _c320_Multiplier = _o.Multiplier
+                    _c320_Unit = _o.Unit
+                    _c320_Value = _o.Value
+                    if not (_c320_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c320_Multiplier <= 3: raise EncodeError(f'value {_c320_Multiplier!r} outside [-3, 3]')
+                    if not (_c320_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c320_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c320_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c320_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c320_Value < -32768 or _c320_Value > 32767: raise EncodeError(f'value {_c320_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c320_Multiplier - -3) << 10) | (_i7 << 4) | (_c320_Value < 0)
+                    n += 16
+                    _c318_DC_EVSEStatus = None
+                    _c320_Multiplier = None
+                    _c320_Unit = None
+                    _m = (-_c320_Value - 1 if _c320_Value < 0 else _c320_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c320_Value = None
+                    _c318_EVSEPresentVoltage = None
                     v_WeldingDetectionRes = None
                     s = 1
                 elif True:
@@ -19038,16 +24026,21 @@ def _d_WeldingDetectionReqType(r):
     el = ''
     f_DC_EVStatus = None
     try:
-        p += 1
+        p += 24
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionReqType', p)
+        x = (V >> (E - p)) & 16777215
+        if x & 15604743: raise r.deviation('WeldingDetectionReqType', p)
         el = 'DC_EVStatus'
-        r.pos = p
-        f_DC_EVStatus = _d_DC_EVStatusType(r)
-        p = r.pos
-        p += 1
-        if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionReqType', p)
+        el = 'EVReady'
+        _c321_EVReady = ((x >> 20) & 1) == 1
+        el = 'EVErrorCode'
+        _c321_EVErrorCode = ((x >> 13) & 15)
+        if _c321_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c321_EVErrorCode} out of range (12 values)', p)
+        _c321_EVErrorCode = _E8[_c321_EVErrorCode]
+        el = 'EVRESSSOC'
+        _c321_EVRESSSOC = ((x >> 3) & 127)
+        if _c321_EVRESSSOC > 100: raise DecodeError(f'value {_c321_EVRESSSOC} above maximum 100', p)
+        f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c321_EVReady, _c321_EVErrorCode, _c321_EVRESSSOC)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -19062,13 +24055,25 @@ def _e_WeldingDetectionReqType(w, o):
         v_DC_EVStatus = o.DC_EVStatus
         if v_DC_EVStatus is not None:
             el = 'DC_EVStatus'
-            v <<= 1
-            n += 1
-            w.v = v; w.n = n
-            _e_DC_EVStatusType(w, v_DC_EVStatus)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _o = v_DC_EVStatus
+            _c322_EVReady = _o.EVReady
+            _c322_EVErrorCode = _o.EVErrorCode
+            _c322_EVRESSSOC = _o.EVRESSSOC
+            if not (_c322_EVReady is not None): raise EncodeError('missing content: EVReady')
+            el = 'EVReady'
+            if _c322_EVReady is not True and _c322_EVReady is not False: raise EncodeError(f'expected a bool, got {_c322_EVReady!r}')
+            if not (_c322_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            el = 'EVErrorCode'
+            _i26 = _I9.get(_c322_EVErrorCode)
+            if _i26 is None: raise EncodeError(f'{_c322_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (_c322_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            el = 'EVRESSSOC'
+            if not 0 <= _c322_EVRESSSOC <= 100: raise EncodeError(f'value {_c322_EVRESSSOC!r} outside [0, 100]')
+            v = (v << 24) | (_c322_EVReady << 20) | (_i26 << 13) | (_c322_EVRESSSOC << 3)
+            n += 24
+            _c322_EVReady = None
+            _c322_EVErrorCode = None
+            _c322_EVRESSSOC = None
             v_DC_EVStatus = None
             if v_DC_EVStatus is not None: raise _leftover(o)
         else:
@@ -19099,16 +24104,35 @@ def _d_WeldingDetectionResType(r):
         r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
         p = r.pos
-        p += 1
+        p += 16
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionResType', p)
+        x = (V >> (E - p)) & 65535
+        if x & 58254: raise r.deviation('WeldingDetectionResType', p)
         el = 'EVSEPresentVoltage'
-        r.pos = p
-        f_EVSEPresentVoltage = _d_PhysicalValueType(r)
-        p = r.pos
-        p += 1
+        el = 'Multiplier'
+        _c323_Multiplier = ((x >> 10) & 7) + -3
+        if _c323_Multiplier > 3: raise DecodeError(f'value {_c323_Multiplier} above maximum 3', p)
+        el = 'Unit'
+        _c323_Unit = ((x >> 4) & 7)
+        if _c323_Unit >= 7: raise DecodeError(f'enumeration index {_c323_Unit} out of range (7 values)', p)
+        _c323_Unit = _E0[_c323_Unit]
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c323_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c323_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c323_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionResType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('WeldingDetectionResType', p)
+        if _neg: _c323_Value = -_c323_Value - 1
+        if _c323_Value < -32768 or _c323_Value > 32767: raise DecodeError(f'value {_c323_Value} outside [-32768, 32767]', p)
+        f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c323_Multiplier, _c323_Unit, _c323_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -19125,11 +24149,11 @@ def _e_WeldingDetectionResType(w, o):
         v_EVSEPresentVoltage = o.EVSEPresentVoltage
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i45 = _I6.get(v_ResponseCode)
-            if _i45 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i324 = _I6.get(v_ResponseCode)
+            if _i324 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'DC_EVSEStatus'
-            v = (v << 9) | (_i45 << 2)
+            v = (v << 9) | (_i324 << 2)
             n += 9
             v_ResponseCode = None
             w.v = v; w.n = n
@@ -19137,14 +24161,32 @@ def _e_WeldingDetectionResType(w, o):
             v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
-            v <<= 1
-            n += 1
+            _o = v_EVSEPresentVoltage
+            _c325_Multiplier = _o.Multiplier
+            _c325_Unit = _o.Unit
+            _c325_Value = _o.Value
+            if not (_c325_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'Multiplier'
+            if not -3 <= _c325_Multiplier <= 3: raise EncodeError(f'value {_c325_Multiplier!r} outside [-3, 3]')
+            if not (_c325_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'Unit'
+            _i7 = _I1.get(_c325_Unit)
+            if _i7 is None: raise EncodeError(f'{_c325_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c325_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c325_Value < -32768 or _c325_Value > 32767: raise EncodeError(f'value {_c325_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c325_Multiplier - -3) << 10) | (_i7 << 4) | (_c325_Value < 0)
+            n += 16
             v_DC_EVSEStatus = None
-            w.v = v; w.n = n
-            _e_PhysicalValueType(w, v_EVSEPresentVoltage)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c325_Multiplier = None
+            _c325_Unit = None
+            _m = (-_c325_Value - 1 if _c325_Value < 0 else _c325_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c325_Value = None
             v_EVSEPresentVoltage = None
             if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
         else:
@@ -19401,9 +24443,11 @@ def _ee34(w, o):  # KeyName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -19454,9 +24498,11 @@ def _ee39(w, o):  # MgmtData
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -19917,9 +24963,9 @@ def _de87(r):  # ChargeProgress
 def _ee87(w, o):  # ChargeProgress
     v = w.v
     n = w.n
-    _i46 = _I19.get(o)
-    if _i46 is None: raise EncodeError(f'{o!r} is not one of the enumeration chargeProgressType')
-    v = (v << 4) | (_i46 << 1)
+    _i326 = _I19.get(o)
+    if _i326 is None: raise EncodeError(f'{o!r} is not one of the enumeration chargeProgressType')
+    v = (v << 4) | (_i326 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -20016,6 +25062,9 @@ def _de94(r):  # ChargingProfileEntryStart
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20032,6 +25081,7 @@ def _ee94(w, o):  # ChargingProfileEntryStart
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20053,9 +25103,9 @@ def _de95(r):  # ChargingSession
 def _ee95(w, o):  # ChargingSession
     v = w.v
     n = w.n
-    _i47 = _I25.get(o)
-    if _i47 is None: raise EncodeError(f'{o!r} is not one of the enumeration chargingSessionType')
-    v = (v << 3) | (_i47 << 1)
+    _i327 = _I25.get(o)
+    if _i327 is None: raise EncodeError(f'{o!r} is not one of the enumeration chargingSessionType')
+    v = (v << 3) | (_i327 << 1)
     n += 3
     w.v = v
     w.n = n
@@ -20124,6 +25174,9 @@ def _de105(r):  # DepartureTime
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20140,6 +25193,7 @@ def _ee105(w, o):  # DepartureTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20233,9 +25287,9 @@ def _de111(r):  # EVErrorCode
 def _ee111(w, o):  # EVErrorCode
     v = w.v
     n = w.n
-    _i48 = _I9.get(o)
-    if _i48 is None: raise EncodeError(f'{o!r} is not one of the enumeration DC_EVErrorCodeType')
-    v = (v << 6) | (_i48 << 1)
+    _i328 = _I9.get(o)
+    if _i328 is None: raise EncodeError(f'{o!r} is not one of the enumeration DC_EVErrorCodeType')
+    v = (v << 6) | (_i328 << 1)
     n += 6
     w.v = v
     w.n = n
@@ -20392,10 +25446,12 @@ def _ee126(w, o):  # EVSEID
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) < 7 or len(o) > 37: raise EncodeError(f'length {len(o)} outside [7, 37]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -20418,9 +25474,9 @@ def _de127(r):  # EVSEIsolationStatus
 def _ee127(w, o):  # EVSEIsolationStatus
     v = w.v
     n = w.n
-    _i49 = _I12.get(o)
-    if _i49 is None: raise EncodeError(f'{o!r} is not one of the enumeration isolationLevelType')
-    v = (v << 5) | (_i49 << 1)
+    _i329 = _I12.get(o)
+    if _i329 is None: raise EncodeError(f'{o!r} is not one of the enumeration isolationLevelType')
+    v = (v << 5) | (_i329 << 1)
     n += 5
     w.v = v
     w.n = n
@@ -20508,9 +25564,9 @@ def _de139(r):  # EVSENotification
 def _ee139(w, o):  # EVSENotification
     v = w.v
     n = w.n
-    _i50 = _I3.get(o)
-    if _i50 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSENotificationType')
-    v = (v << 4) | (_i50 << 1)
+    _i330 = _I3.get(o)
+    if _i330 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSENotificationType')
+    v = (v << 4) | (_i330 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -20571,9 +25627,9 @@ def _de144(r):  # EVSEProcessing
 def _ee144(w, o):  # EVSEProcessing
     v = w.v
     n = w.n
-    _i51 = _I7.get(o)
-    if _i51 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSEProcessingType')
-    v = (v << 4) | (_i51 << 1)
+    _i331 = _I7.get(o)
+    if _i331 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSEProcessingType')
+    v = (v << 4) | (_i331 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -20595,9 +25651,9 @@ def _de145(r):  # EVSEStatusCode
 def _ee145(w, o):  # EVSEStatusCode
     v = w.v
     n = w.n
-    _i52 = _I13.get(o)
-    if _i52 is None: raise EncodeError(f'{o!r} is not one of the enumeration DC_EVSEStatusCodeType')
-    v = (v << 6) | (_i52 << 1)
+    _i332 = _I13.get(o)
+    if _i332 is None: raise EncodeError(f'{o!r} is not one of the enumeration DC_EVSEStatusCodeType')
+    v = (v << 6) | (_i332 << 1)
     n += 6
     w.v = v
     w.n = n
@@ -20614,6 +25670,9 @@ def _de146(r):  # EVSETimeStamp
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20632,6 +25691,7 @@ def _ee146(w, o):  # EVSETimeStamp
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20688,9 +25748,9 @@ def _de150(r):  # EnergyTransferMode
 def _ee150(w, o):  # EnergyTransferMode
     v = w.v
     n = w.n
-    _i53 = _I15.get(o)
-    if _i53 is None: raise EncodeError(f'{o!r} is not one of the enumeration EnergyTransferModeType')
-    v = (v << 5) | (_i53 << 1)
+    _i333 = _I15.get(o)
+    if _i333 is None: raise EncodeError(f'{o!r} is not one of the enumeration EnergyTransferModeType')
+    v = (v << 5) | (_i333 << 1)
     n += 5
     w.v = v
     w.n = n
@@ -20741,9 +25801,9 @@ def _de152(r):  # FaultCode
 def _ee152(w, o):  # FaultCode
     v = w.v
     n = w.n
-    _i54 = _I27.get(o)
-    if _i54 is None: raise EncodeError(f'{o!r} is not one of the enumeration faultCodeType')
-    v = (v << 4) | (_i54 << 1)
+    _i334 = _I27.get(o)
+    if _i334 is None: raise EncodeError(f'{o!r} is not one of the enumeration faultCodeType')
+    v = (v << 4) | (_i334 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -20770,10 +25830,12 @@ def _ee153(w, o):  # FaultMsg
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -20894,6 +25956,9 @@ def _de158(r):  # HMACOutputLength
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20911,6 +25976,7 @@ def _ee158(w, o):  # HMACOutputLength
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20968,6 +26034,9 @@ def _de162(r):  # MaxEntriesSAScheduleTuple
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20984,6 +26053,7 @@ def _ee162(w, o):  # MaxEntriesSAScheduleTuple
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21012,10 +26082,12 @@ def _ee163(w, o):  # MeterID
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -21037,6 +26109,9 @@ def _de165(r):  # MeterReading
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21053,6 +26128,7 @@ def _ee165(w, o):  # MeterReading
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21071,6 +26147,9 @@ def _de166(r):  # MeterStatus
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21089,6 +26168,7 @@ def _ee166(w, o):  # MeterStatus
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21162,6 +26242,9 @@ def _de170(r):  # NotificationMaxDelay
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21178,6 +26261,7 @@ def _ee170(w, o):  # NotificationMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21359,6 +26443,9 @@ def _de180(r):  # ParameterSetID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21377,6 +26464,7 @@ def _ee180(w, o):  # ParameterSetID
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21398,9 +26486,9 @@ def _de181(r):  # PaymentOption
 def _ee181(w, o):  # PaymentOption
     v = w.v
     n = w.n
-    _i55 = _I17.get(o)
-    if _i55 is None: raise EncodeError(f'{o!r} is not one of the enumeration paymentOptionType')
-    v = (v << 3) | (_i55 << 1)
+    _i335 = _I17.get(o)
+    if _i335 is None: raise EncodeError(f'{o!r} is not one of the enumeration paymentOptionType')
+    v = (v << 3) | (_i335 << 1)
     n += 3
     w.v = v
     w.n = n
@@ -21546,9 +26634,9 @@ def _de190(r):  # RequestedEnergyTransferMode
 def _ee190(w, o):  # RequestedEnergyTransferMode
     v = w.v
     n = w.n
-    _i56 = _I15.get(o)
-    if _i56 is None: raise EncodeError(f'{o!r} is not one of the enumeration EnergyTransferModeType')
-    v = (v << 5) | (_i56 << 1)
+    _i336 = _I15.get(o)
+    if _i336 is None: raise EncodeError(f'{o!r} is not one of the enumeration EnergyTransferModeType')
+    v = (v << 5) | (_i336 << 1)
     n += 5
     w.v = v
     w.n = n
@@ -21570,9 +26658,9 @@ def _de191(r):  # ResponseCode
 def _ee191(w, o):  # ResponseCode
     v = w.v
     n = w.n
-    _i57 = _I6.get(o)
-    if _i57 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
-    v = (v << 7) | (_i57 << 1)
+    _i337 = _I6.get(o)
+    if _i337 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
+    v = (v << 7) | (_i337 << 1)
     n += 7
     w.v = v
     w.n = n
@@ -21589,6 +26677,9 @@ def _de192(r):  # RetryCounter
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21607,6 +26698,7 @@ def _ee192(w, o):  # RetryCounter
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21732,10 +26824,12 @@ def _ee200(w, o):  # SalesTariffDescription
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -21807,9 +26901,9 @@ def _de203(r):  # SelectedPaymentOption
 def _ee203(w, o):  # SelectedPaymentOption
     v = w.v
     n = w.n
-    _i58 = _I17.get(o)
-    if _i58 is None: raise EncodeError(f'{o!r} is not one of the enumeration paymentOptionType')
-    v = (v << 3) | (_i58 << 1)
+    _i338 = _I17.get(o)
+    if _i338 is None: raise EncodeError(f'{o!r} is not one of the enumeration paymentOptionType')
+    v = (v << 3) | (_i338 << 1)
     n += 3
     w.v = v
     w.n = n
@@ -21847,9 +26941,9 @@ def _de207(r):  # ServiceCategory
 def _ee207(w, o):  # ServiceCategory
     v = w.v
     n = w.n
-    _i59 = _I23.get(o)
-    if _i59 is None: raise EncodeError(f'{o!r} is not one of the enumeration serviceCategoryType')
-    v = (v << 4) | (_i59 << 1)
+    _i339 = _I23.get(o)
+    if _i339 is None: raise EncodeError(f'{o!r} is not one of the enumeration serviceCategoryType')
+    v = (v << 4) | (_i339 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -21869,9 +26963,9 @@ def _de208(r):  # ServiceCategory
 def _ee208(w, o):  # ServiceCategory
     v = w.v
     n = w.n
-    _i60 = _I23.get(o)
-    if _i60 is None: raise EncodeError(f'{o!r} is not one of the enumeration serviceCategoryType')
-    v = (v << 4) | (_i60 << 1)
+    _i340 = _I23.get(o)
+    if _i340 is None: raise EncodeError(f'{o!r} is not one of the enumeration serviceCategoryType')
+    v = (v << 4) | (_i340 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -21886,6 +26980,9 @@ def _de209(r):  # ServiceID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21902,6 +26999,7 @@ def _ee209(w, o):  # ServiceID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21918,6 +27016,9 @@ def _de210(r):  # ServiceID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21934,6 +27035,7 @@ def _ee210(w, o):  # ServiceID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21968,10 +27070,12 @@ def _ee212(w, o):  # ServiceName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -22005,10 +27109,12 @@ def _ee214(w, o):  # ServiceScope
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -22036,10 +27142,12 @@ def _ee215(w, o):  # ServiceScope
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 64: raise EncodeError(f'length {len(o)} outside [0, 64]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -22162,6 +27270,9 @@ def _de221(r):  # TMeter
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -22180,6 +27291,7 @@ def _ee221(w, o):  # TMeter
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22203,9 +27315,9 @@ def _de222(r):  # Unit
 def _ee222(w, o):  # Unit
     v = w.v
     n = w.n
-    _i61 = _I1.get(o)
-    if _i61 is None: raise EncodeError(f'{o!r} is not one of the enumeration unitSymbolType')
-    v = (v << 5) | (_i61 << 1)
+    _i341 = _I1.get(o)
+    if _i341 is None: raise EncodeError(f'{o!r} is not one of the enumeration unitSymbolType')
+    v = (v << 5) | (_i341 << 1)
     n += 5
     w.v = v
     w.n = n
@@ -22222,6 +27334,9 @@ def _de223(r):  # Value
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -22240,6 +27355,7 @@ def _ee223(w, o):  # Value
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22325,9 +27441,11 @@ def _ee226(w, o):  # X509IssuerName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -22380,6 +27498,9 @@ def _de229(r):  # X509SerialNumber
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -22397,6 +27518,7 @@ def _ee229(w, o):  # X509SerialNumber
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22424,9 +27546,11 @@ def _ee230(w, o):  # X509SubjectName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -22453,9 +27577,11 @@ def _ee231(w, o):  # XPath
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -22500,6 +27626,9 @@ def _de233(r):  # amount
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -22516,6 +27645,7 @@ def _ee233(w, o):  # amount
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22603,9 +27733,9 @@ def _de237(r):  # costKind
 def _ee237(w, o):  # costKind
     v = w.v
     n = w.n
-    _i62 = _I21.get(o)
-    if _i62 is None: raise EncodeError(f'{o!r} is not one of the enumeration costKindType')
-    v = (v << 4) | (_i62 << 1)
+    _i342 = _I21.get(o)
+    if _i342 is None: raise EncodeError(f'{o!r} is not one of the enumeration costKindType')
+    v = (v << 4) | (_i342 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -22620,6 +27750,9 @@ def _de238(r):  # duration
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -22636,6 +27769,7 @@ def _ee238(w, o):  # duration
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22654,6 +27788,9 @@ def _de239(r):  # intValue
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -22672,6 +27809,7 @@ def _ee239(w, o):  # intValue
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22696,6 +27834,9 @@ def _de241(r):  # shortValue
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -22714,6 +27855,7 @@ def _ee241(w, o):  # shortValue
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22730,6 +27872,9 @@ def _de242(r):  # start
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -22746,6 +27891,7 @@ def _ee242(w, o):  # start
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -22779,9 +27925,11 @@ def _ee244(w, o):  # stringValue
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v

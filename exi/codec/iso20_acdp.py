@@ -204,6 +204,9 @@ def _d_MessageHeaderType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_TimeStamp = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_TimeStamp = r.uint(); p = r.pos
                 p += 1
@@ -261,6 +264,7 @@ def _e_MessageHeaderType(w, o):
                     n += 3
                     v_SessionID = None
                     if v_TimeStamp < 128: v = (v << 8) | v_TimeStamp; n += 8
+                    elif v_TimeStamp < 16384: v = (v << 16) | ((v_TimeStamp & 127) << 8) | 32768 | (v_TimeStamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_TimeStamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -418,9 +422,11 @@ def _e_SignatureType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
                     v <<= 1
@@ -625,9 +631,11 @@ def _e_SignedInfoType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
                     v <<= 1
@@ -793,9 +801,11 @@ def _e_CanonicalizationMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -856,6 +866,9 @@ def _d_SignatureMethodType(r, key):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
                     p += 1
@@ -890,6 +903,9 @@ def _d_SignatureMethodType(r, key):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
                     p += 1
@@ -964,9 +980,11 @@ def _e_SignatureMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -979,6 +997,7 @@ def _e_SignatureMethodType(w, o):
                     n += 5
                     _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -997,6 +1016,7 @@ def _e_SignatureMethodType(w, o):
                     n += 5
                     _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -1193,27 +1213,33 @@ def _e_ReferenceType(w, o):
                     el = '@Id'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
                     el = '@Type'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 2
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -1241,18 +1267,22 @@ def _e_ReferenceType(w, o):
                     el = '@Type'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -1280,9 +1310,11 @@ def _e_ReferenceType(w, o):
                     el = '@URI'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -1638,9 +1670,11 @@ def _e_TransformType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -1650,9 +1684,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -1667,9 +1703,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -1684,9 +1722,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -1702,9 +1742,11 @@ def _e_TransformType(w, o):
                         el = 'XPath'
                         v <<= 4
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_XPath[i_XPath])
-                        v = w.v; n = w.n
+                        _l = len(v_XPath[i_XPath])
+                        if _l < 126 and v_XPath[i_XPath].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_XPath += 1
@@ -1807,9 +1849,11 @@ def _e_DigestMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -1895,9 +1939,11 @@ def _e_SignatureValueType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_value is not None): raise EncodeError('missing content: text')
                     v <<= 1
                     n += 1
@@ -3526,18 +3572,22 @@ def _e_KeyInfoType(w, o):
                     el = '@Id'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
                     el = 'KeyName'
                     v = (v << 5) | (1 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -3591,9 +3641,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (7 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -3605,9 +3657,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -3661,9 +3715,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -3675,9 +3731,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -3731,9 +3789,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -3745,9 +3805,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -3801,9 +3863,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -3818,9 +3882,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -3874,9 +3940,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -3891,9 +3959,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -3947,9 +4017,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -3964,9 +4036,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -4020,9 +4094,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -4037,9 +4113,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -4093,9 +4171,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -4110,9 +4190,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -4166,9 +4248,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -4183,9 +4267,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -4239,9 +4325,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -4256,9 +4344,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -4312,9 +4402,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -4330,9 +4422,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -4390,9 +4484,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -4410,9 +4506,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -4470,9 +4568,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -4490,9 +4590,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -4550,9 +4652,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -4570,9 +4674,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -4630,9 +4736,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -4650,9 +4758,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -4710,9 +4820,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -4730,9 +4842,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -4790,9 +4904,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -4810,9 +4926,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -4872,9 +4990,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -4889,9 +5009,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -4945,9 +5067,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -4983,10 +5107,28 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
+                    el = 'Modulus'
                     r.pos = p
-                    f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    _c2_Modulus = r.binary()
                     p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('KeyValueType', p)
+                    el = 'Exponent'
+                    r.pos = p
+                    _c2_Exponent = r.binary()
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
+                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c2_Modulus, _c2_Exponent)
                     s = 3
                 elif ec == 2:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -5009,10 +5151,28 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
+                    el = 'Modulus'
                     r.pos = p
-                    f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    _c3_Modulus = r.binary()
                     p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('KeyValueType', p)
+                    el = 'Exponent'
+                    r.pos = p
+                    _c3_Exponent = r.binary()
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
+                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c3_Modulus, _c3_Exponent)
                     s = 3
                 elif ec == 2:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -5093,11 +5253,27 @@ def _e_KeyValueType(w, o):
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    v = (v << 3) | 1
-                    n += 3
+                    _o = v_RSAKeyValue
+                    _c4_Modulus = _o.Modulus
+                    _c4_Exponent = _o.Exponent
+                    if not (_c4_Modulus is not None): raise EncodeError('missing content: Modulus')
+                    el = 'Modulus'
+                    v = (v << 5) | (1 << 2)
+                    n += 5
                     w.v = v; w.n = n
-                    _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    w.binary(_c4_Modulus)
                     v = w.v; n = w.n
+                    if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    v <<= 3
+                    n += 3
+                    _c4_Modulus = None
+                    w.v = v; w.n = n
+                    w.binary(_c4_Exponent)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c4_Exponent = None
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -5114,11 +5290,27 @@ def _e_KeyValueType(w, o):
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    v = (v << 3) | 1
-                    n += 3
+                    _o = v_RSAKeyValue
+                    _c5_Modulus = _o.Modulus
+                    _c5_Exponent = _o.Exponent
+                    if not (_c5_Modulus is not None): raise EncodeError('missing content: Modulus')
+                    el = 'Modulus'
+                    v = (v << 5) | (1 << 2)
+                    n += 5
                     w.v = v; w.n = n
-                    _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    w.binary(_c5_Modulus)
                     v = w.v; n = w.n
+                    if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    v <<= 3
+                    n += 3
+                    _c5_Modulus = None
+                    w.v = v; w.n = n
+                    w.binary(_c5_Exponent)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c5_Exponent = None
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -5657,18 +5849,22 @@ def _e_RetrievalMethodType(w, o):
                     el = '@Type'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
@@ -5690,9 +5886,11 @@ def _e_RetrievalMethodType(w, o):
                     el = '@URI'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
@@ -5753,10 +5951,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c6_X509IssuerName = r.string(28)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c6_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c6_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c6_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c6_X509SerialNumber = -_c6_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c6_X509IssuerName, _c6_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
@@ -5778,7 +6001,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(29)
+                    _v = r.string(31)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -5821,10 +6044,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c7_X509IssuerName = r.string(28)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c7_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c7_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c7_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c7_X509SerialNumber = -_c7_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c7_X509IssuerName, _c7_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -5846,7 +6094,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(29)
+                    _v = r.string(31)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -5892,10 +6140,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c8_X509IssuerName = r.string(28)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c8_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c8_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c8_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c8_X509SerialNumber = -_c8_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c8_X509IssuerName, _c8_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -5917,7 +6190,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(29)
+                    _v = r.string(31)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -5963,10 +6236,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c9_X509IssuerName = r.string(28)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c9_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c9_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c9_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c9_X509SerialNumber = -_c9_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c9_X509IssuerName, _c9_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -5988,7 +6286,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(29)
+                    _v = r.string(31)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -6034,10 +6332,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c10_X509IssuerName = r.string(28)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c10_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c10_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c10_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c10_X509SerialNumber = -_c10_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c10_X509IssuerName, _c10_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -6059,7 +6382,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(29)
+                    _v = r.string(31)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -6105,10 +6428,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c11_X509IssuerName = r.string(28)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c11_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c11_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c11_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c11_X509SerialNumber = -_c11_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c11_X509IssuerName, _c11_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -6130,7 +6478,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(29)
+                    _v = r.string(31)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -6176,10 +6524,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c12_X509IssuerName = r.string(28)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c12_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c12_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c12_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c12_X509SerialNumber = -_c12_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c12_X509IssuerName, _c12_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -6201,7 +6574,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(29)
+                    _v = r.string(31)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -6248,10 +6621,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c13_X509IssuerName = r.string(28)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c13_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c13_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c13_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c13_X509SerialNumber = -_c13_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c13_X509IssuerName, _c13_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
                         p += 1
@@ -6273,7 +6671,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(29)
+                        _v = r.string(31)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -6325,10 +6723,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c14_X509IssuerName = r.string(28)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c14_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c14_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c14_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c14_X509SerialNumber = -_c14_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c14_X509IssuerName, _c14_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -6350,7 +6773,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(29)
+                        _v = r.string(31)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -6402,10 +6825,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c15_X509IssuerName = r.string(28)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c15_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c15_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c15_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c15_X509SerialNumber = -_c15_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c15_X509IssuerName, _c15_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -6429,7 +6877,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(29)
+                        _v = r.string(31)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -6479,10 +6927,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c16_X509IssuerName = r.string(28)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c16_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c16_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c16_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c16_X509SerialNumber = -_c16_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c16_X509IssuerName, _c16_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -6506,7 +6979,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(29)
+                        _v = r.string(31)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -6556,10 +7029,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c17_X509IssuerName = r.string(28)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c17_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c17_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c17_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c17_X509SerialNumber = -_c17_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c17_X509IssuerName, _c17_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -6583,7 +7081,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(29)
+                        _v = r.string(31)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -6632,10 +7130,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c18_X509IssuerName = r.string(28)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c18_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c18_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c18_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c18_X509SerialNumber = -_c18_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c18_X509IssuerName, _c18_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -6657,7 +7180,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(29)
+                    _v = r.string(31)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -6729,11 +7252,31 @@ def _e_X509DataType(w, o):
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c19_X509IssuerName = _o.X509IssuerName
+                    _c19_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c19_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c19_X509IssuerName)
+                    if _l < 126 and _c19_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c19_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c19_X509IssuerName); v = w.v; n = w.n
+                    if not (_c19_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c19_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c19_X509SerialNumber!r}')
+                    v = (v << 4) | (_c19_X509SerialNumber < 0)
+                    n += 4
+                    _c19_X509IssuerName = None
+                    _m = (-_c19_X509SerialNumber - 1 if _c19_X509SerialNumber < 0 else _c19_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c19_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
@@ -6751,9 +7294,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -6785,11 +7330,31 @@ def _e_X509DataType(w, o):
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c20_X509IssuerName = _o.X509IssuerName
+                    _c20_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c20_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c20_X509IssuerName)
+                    if _l < 126 and _c20_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c20_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c20_X509IssuerName); v = w.v; n = w.n
+                    if not (_c20_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c20_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c20_X509SerialNumber!r}')
+                    v = (v << 4) | (_c20_X509SerialNumber < 0)
+                    n += 4
+                    _c20_X509IssuerName = None
+                    _m = (-_c20_X509SerialNumber - 1 if _c20_X509SerialNumber < 0 else _c20_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c20_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -6807,9 +7372,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -6844,11 +7411,31 @@ def _e_X509DataType(w, o):
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c21_X509IssuerName = _o.X509IssuerName
+                    _c21_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c21_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c21_X509IssuerName)
+                    if _l < 126 and _c21_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c21_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c21_X509IssuerName); v = w.v; n = w.n
+                    if not (_c21_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c21_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c21_X509SerialNumber!r}')
+                    v = (v << 4) | (_c21_X509SerialNumber < 0)
+                    n += 4
+                    _c21_X509IssuerName = None
+                    _m = (-_c21_X509SerialNumber - 1 if _c21_X509SerialNumber < 0 else _c21_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c21_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -6866,9 +7453,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -6903,11 +7492,31 @@ def _e_X509DataType(w, o):
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c22_X509IssuerName = _o.X509IssuerName
+                    _c22_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c22_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c22_X509IssuerName)
+                    if _l < 126 and _c22_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c22_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c22_X509IssuerName); v = w.v; n = w.n
+                    if not (_c22_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c22_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c22_X509SerialNumber!r}')
+                    v = (v << 4) | (_c22_X509SerialNumber < 0)
+                    n += 4
+                    _c22_X509IssuerName = None
+                    _m = (-_c22_X509SerialNumber - 1 if _c22_X509SerialNumber < 0 else _c22_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c22_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -6925,9 +7534,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -6962,11 +7573,31 @@ def _e_X509DataType(w, o):
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c23_X509IssuerName = _o.X509IssuerName
+                    _c23_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c23_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c23_X509IssuerName)
+                    if _l < 126 and _c23_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c23_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c23_X509IssuerName); v = w.v; n = w.n
+                    if not (_c23_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c23_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c23_X509SerialNumber!r}')
+                    v = (v << 4) | (_c23_X509SerialNumber < 0)
+                    n += 4
+                    _c23_X509IssuerName = None
+                    _m = (-_c23_X509SerialNumber - 1 if _c23_X509SerialNumber < 0 else _c23_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c23_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -6984,9 +7615,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -7021,11 +7654,31 @@ def _e_X509DataType(w, o):
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c24_X509IssuerName = _o.X509IssuerName
+                    _c24_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c24_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c24_X509IssuerName)
+                    if _l < 126 and _c24_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c24_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c24_X509IssuerName); v = w.v; n = w.n
+                    if not (_c24_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c24_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c24_X509SerialNumber!r}')
+                    v = (v << 4) | (_c24_X509SerialNumber < 0)
+                    n += 4
+                    _c24_X509IssuerName = None
+                    _m = (-_c24_X509SerialNumber - 1 if _c24_X509SerialNumber < 0 else _c24_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c24_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -7043,9 +7696,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -7080,11 +7735,31 @@ def _e_X509DataType(w, o):
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c25_X509IssuerName = _o.X509IssuerName
+                    _c25_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c25_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c25_X509IssuerName)
+                    if _l < 126 and _c25_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c25_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c25_X509IssuerName); v = w.v; n = w.n
+                    if not (_c25_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c25_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c25_X509SerialNumber!r}')
+                    v = (v << 4) | (_c25_X509SerialNumber < 0)
+                    n += 4
+                    _c25_X509IssuerName = None
+                    _m = (-_c25_X509SerialNumber - 1 if _c25_X509SerialNumber < 0 else _c25_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c25_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -7102,9 +7777,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -7140,11 +7817,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c26_X509IssuerName = _o.X509IssuerName
+                        _c26_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c26_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c26_X509IssuerName)
+                        if _l < 126 and _c26_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c26_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c26_X509IssuerName); v = w.v; n = w.n
+                        if not (_c26_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c26_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c26_X509SerialNumber!r}')
+                        v = (v << 4) | (_c26_X509SerialNumber < 0)
+                        n += 4
+                        _c26_X509IssuerName = None
+                        _m = (-_c26_X509SerialNumber - 1 if _c26_X509SerialNumber < 0 else _c26_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c26_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
@@ -7162,9 +7859,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -7204,11 +7903,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c27_X509IssuerName = _o.X509IssuerName
+                        _c27_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c27_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c27_X509IssuerName)
+                        if _l < 126 and _c27_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c27_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c27_X509IssuerName); v = w.v; n = w.n
+                        if not (_c27_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c27_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c27_X509SerialNumber!r}')
+                        v = (v << 4) | (_c27_X509SerialNumber < 0)
+                        n += 4
+                        _c27_X509IssuerName = None
+                        _m = (-_c27_X509SerialNumber - 1 if _c27_X509SerialNumber < 0 else _c27_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c27_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -7226,9 +7945,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -7268,11 +7989,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c28_X509IssuerName = _o.X509IssuerName
+                        _c28_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c28_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c28_X509IssuerName)
+                        if _l < 126 and _c28_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c28_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c28_X509IssuerName); v = w.v; n = w.n
+                        if not (_c28_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c28_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c28_X509SerialNumber!r}')
+                        v = (v << 4) | (_c28_X509SerialNumber < 0)
+                        n += 4
+                        _c28_X509IssuerName = None
+                        _m = (-_c28_X509SerialNumber - 1 if _c28_X509SerialNumber < 0 else _c28_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c28_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -7292,9 +8033,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -7332,11 +8075,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c29_X509IssuerName = _o.X509IssuerName
+                        _c29_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c29_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c29_X509IssuerName)
+                        if _l < 126 and _c29_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c29_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c29_X509IssuerName); v = w.v; n = w.n
+                        if not (_c29_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c29_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c29_X509SerialNumber!r}')
+                        v = (v << 4) | (_c29_X509SerialNumber < 0)
+                        n += 4
+                        _c29_X509IssuerName = None
+                        _m = (-_c29_X509SerialNumber - 1 if _c29_X509SerialNumber < 0 else _c29_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c29_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -7356,9 +8119,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -7396,11 +8161,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c30_X509IssuerName = _o.X509IssuerName
+                        _c30_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c30_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c30_X509IssuerName)
+                        if _l < 126 and _c30_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c30_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c30_X509IssuerName); v = w.v; n = w.n
+                        if not (_c30_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c30_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c30_X509SerialNumber!r}')
+                        v = (v << 4) | (_c30_X509SerialNumber < 0)
+                        n += 4
+                        _c30_X509IssuerName = None
+                        _m = (-_c30_X509SerialNumber - 1 if _c30_X509SerialNumber < 0 else _c30_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c30_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -7420,9 +8205,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -7459,11 +8246,31 @@ def _e_X509DataType(w, o):
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c31_X509IssuerName = _o.X509IssuerName
+                    _c31_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c31_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c31_X509IssuerName)
+                    if _l < 126 and _c31_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c31_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c31_X509IssuerName); v = w.v; n = w.n
+                    if not (_c31_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c31_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c31_X509SerialNumber!r}')
+                    v = (v << 4) | (_c31_X509SerialNumber < 0)
+                    n += 4
+                    _c31_X509IssuerName = None
+                    _m = (-_c31_X509SerialNumber - 1 if _c31_X509SerialNumber < 0 else _c31_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c31_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -7481,9 +8288,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -7534,7 +8343,7 @@ def _d_X509IssuerSerialType(r):
         if x & 3: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
         r.pos = p
-        f_X509IssuerName = r.string(32)
+        f_X509IssuerName = r.string(28)
         p = r.pos
         p += 4
         if p > E: raise r.truncated(p)
@@ -7545,6 +8354,9 @@ def _d_X509IssuerSerialType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_X509SerialNumber = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_X509SerialNumber = r.uint(); p = r.pos
         p += 2
@@ -7569,9 +8381,11 @@ def _e_X509IssuerSerialType(w, o):
             el = 'X509IssuerName'
             v <<= 2
             n += 2
-            w.v = v; w.n = n
-            w.string(v_X509IssuerName)
-            v = w.v; n = w.n
+            _l = len(v_X509IssuerName)
+            if _l < 126 and v_X509IssuerName.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509IssuerName.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_X509IssuerName); v = w.v; n = w.n
             if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
             el = 'X509SerialNumber'
             if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
@@ -7580,6 +8394,7 @@ def _e_X509IssuerSerialType(w, o):
             v_X509IssuerName = None
             _m = (-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -8183,27 +8998,33 @@ def _e_ObjectType(w, o):
                     el = '@Encoding'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Encoding)
-                    v = w.v; n = w.n
+                    _l = len(v_Encoding)
+                    if _l < 126 and v_Encoding.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Encoding.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Encoding); v = w.v; n = w.n
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
                     el = '@Id'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
                     v = (v << 3) | 2
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -8216,18 +9037,22 @@ def _e_ObjectType(w, o):
                     el = '@Id'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -8240,9 +9065,11 @@ def _e_ObjectType(w, o):
                     el = '@MimeType'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -8334,21 +9161,21 @@ def _e_ACDP_ConnectResType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i2 = _I5.get(v_ResponseCode)
-            if _i2 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i32 = _I5.get(v_ResponseCode)
+            if _i32 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'EVSEProcessing'
-            _i3 = _I6.get(v_EVSEProcessing)
-            if _i3 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+            _i33 = _I6.get(v_EVSEProcessing)
+            if _i33 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
             if not (v_EVSEElectricalChargingDeviceStatus is not None): raise EncodeError('missing content: EVSEElectricalChargingDeviceStatus')
             el = 'EVSEElectricalChargingDeviceStatus'
-            _i4 = _I1.get(v_EVSEElectricalChargingDeviceStatus)
-            if _i4 is None: raise EncodeError(f'{v_EVSEElectricalChargingDeviceStatus!r} is not one of the enumeration electricalChargingDeviceStatusType')
+            _i34 = _I1.get(v_EVSEElectricalChargingDeviceStatus)
+            if _i34 is None: raise EncodeError(f'{v_EVSEElectricalChargingDeviceStatus!r} is not one of the enumeration electricalChargingDeviceStatusType')
             if not (v_EVSEMechanicalChargingDeviceStatus is not None): raise EncodeError('missing content: EVSEMechanicalChargingDeviceStatus')
             el = 'EVSEMechanicalChargingDeviceStatus'
-            _i5 = _I7.get(v_EVSEMechanicalChargingDeviceStatus)
-            if _i5 is None: raise EncodeError(f'{v_EVSEMechanicalChargingDeviceStatus!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
-            v = (v << 25) | (_i2 << 17) | (_i3 << 12) | (_i4 << 7) | (_i5 << 2)
+            _i35 = _I7.get(v_EVSEMechanicalChargingDeviceStatus)
+            if _i35 is None: raise EncodeError(f'{v_EVSEMechanicalChargingDeviceStatus!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
+            v = (v << 25) | (_i32 << 17) | (_i33 << 12) | (_i34 << 7) | (_i35 << 2)
             n += 25
             v_Header = None
             v_ResponseCode = None
@@ -8408,9 +9235,9 @@ def _e_V2GResponseType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i6 = _I5.get(v_ResponseCode)
-            if _i6 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 10) | (_i6 << 2)
+            _i36 = _I5.get(v_ResponseCode)
+            if _i36 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 10) | (_i36 << 2)
             n += 10
             v_Header = None
             v_ResponseCode = None
@@ -8525,10 +9352,30 @@ def _d_EVTechnicalStatusType(r):
                     f_EVImmobilized = ((x >> 1) & 1) == 1
                     s = 3
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVWLANStrength'
-                    r.pos = p
-                    f_EVWLANStrength = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c37_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c37_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c37_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c37_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('EVTechnicalStatusType', p)
+                    if _neg: _c37_Value = -_c37_Value - 1
+                    if _c37_Value < -32768 or _c37_Value > 32767: raise DecodeError(f'value {_c37_Value} outside [-32768, 32767]', p)
+                    f_EVWLANStrength = iso20_commontypes.RationalNumberType(_c37_Exponent, _c37_Value)
                     s = 4
                 elif ec == 2:
                     p += 5
@@ -8577,10 +9424,30 @@ def _d_EVTechnicalStatusType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVWLANStrength'
-                    r.pos = p
-                    f_EVWLANStrength = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c38_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c38_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c38_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c38_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('EVTechnicalStatusType', p)
+                    if _neg: _c38_Value = -_c38_Value - 1
+                    if _c38_Value < -32768 or _c38_Value > 32767: raise DecodeError(f'value {_c38_Value} outside [-32768, 32767]', p)
+                    f_EVWLANStrength = iso20_commontypes.RationalNumberType(_c38_Exponent, _c38_Value)
                     s = 4
                 elif ec == 1:
                     p += 5
@@ -8800,18 +9667,32 @@ def _e_EVTechnicalStatusType(w, o):
                     s = 3
                 elif v_EVWLANStrength is not None:
                     el = 'EVWLANStrength'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVWLANStrength)
-                    v = w.v; n = w.n
+                    _o = v_EVWLANStrength
+                    _c39_Exponent = _o.Exponent
+                    _c39_Value = _o.Value
+                    if not (_c39_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c39_Exponent <= 127: raise EncodeError(f'value {_c39_Exponent!r} outside [-128, 127]')
+                    if not (_c39_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c39_Value < -32768 or _c39_Value > 32767: raise EncodeError(f'value {_c39_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 14) | ((_c39_Exponent - -128) << 4) | (_c39_Value < 0)
+                    n += 17
+                    _c39_Exponent = None
+                    _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c39_Value = None
                     v_EVWLANStrength = None
                     s = 4
                 elif v_EVCPStatus is not None:
                     el = 'EVCPStatus'
-                    _i7 = _I10.get(v_EVCPStatus)
-                    if _i7 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
-                    v = (v << 8) | (2 << 5) | (_i7 << 1)
+                    _i40 = _I10.get(v_EVCPStatus)
+                    if _i40 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
+                    v = (v << 8) | (2 << 5) | (_i40 << 1)
                     n += 8
                     v_EVCPStatus = None
                     s = 5
@@ -8824,9 +9705,9 @@ def _e_EVTechnicalStatusType(w, o):
                     s = 6
                 elif v_EVErrorCode is not None:
                     el = 'EVErrorCode'
-                    _i8 = _I11.get(v_EVErrorCode)
-                    if _i8 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    v = (v << 9) | (4 << 6) | (_i8 << 1)
+                    _i41 = _I11.get(v_EVErrorCode)
+                    if _i41 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
+                    v = (v << 9) | (4 << 6) | (_i41 << 1)
                     n += 9
                     v_EVErrorCode = None
                     s = 7
@@ -8845,18 +9726,32 @@ def _e_EVTechnicalStatusType(w, o):
             if s == 3:
                 if v_EVWLANStrength is not None:
                     el = 'EVWLANStrength'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVWLANStrength)
-                    v = w.v; n = w.n
+                    _o = v_EVWLANStrength
+                    _c42_Exponent = _o.Exponent
+                    _c42_Value = _o.Value
+                    if not (_c42_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c42_Exponent <= 127: raise EncodeError(f'value {_c42_Exponent!r} outside [-128, 127]')
+                    if not (_c42_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c42_Value < -32768 or _c42_Value > 32767: raise EncodeError(f'value {_c42_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c42_Exponent - -128) << 4) | (_c42_Value < 0)
+                    n += 17
+                    _c42_Exponent = None
+                    _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c42_Value = None
                     v_EVWLANStrength = None
                     s = 4
                 elif v_EVCPStatus is not None:
                     el = 'EVCPStatus'
-                    _i9 = _I10.get(v_EVCPStatus)
-                    if _i9 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
-                    v = (v << 8) | (1 << 5) | (_i9 << 1)
+                    _i43 = _I10.get(v_EVCPStatus)
+                    if _i43 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
+                    v = (v << 8) | (1 << 5) | (_i43 << 1)
                     n += 8
                     v_EVCPStatus = None
                     s = 5
@@ -8869,9 +9764,9 @@ def _e_EVTechnicalStatusType(w, o):
                     s = 6
                 elif v_EVErrorCode is not None:
                     el = 'EVErrorCode'
-                    _i10 = _I11.get(v_EVErrorCode)
-                    if _i10 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    v = (v << 9) | (3 << 6) | (_i10 << 1)
+                    _i44 = _I11.get(v_EVErrorCode)
+                    if _i44 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
+                    v = (v << 9) | (3 << 6) | (_i44 << 1)
                     n += 9
                     v_EVErrorCode = None
                     s = 7
@@ -8890,9 +9785,9 @@ def _e_EVTechnicalStatusType(w, o):
             if s == 4:
                 if v_EVCPStatus is not None:
                     el = 'EVCPStatus'
-                    _i11 = _I10.get(v_EVCPStatus)
-                    if _i11 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
-                    v = (v << 8) | (_i11 << 1)
+                    _i45 = _I10.get(v_EVCPStatus)
+                    if _i45 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
+                    v = (v << 8) | (_i45 << 1)
                     n += 8
                     v_EVCPStatus = None
                     s = 5
@@ -8905,9 +9800,9 @@ def _e_EVTechnicalStatusType(w, o):
                     s = 6
                 elif v_EVErrorCode is not None:
                     el = 'EVErrorCode'
-                    _i12 = _I11.get(v_EVErrorCode)
-                    if _i12 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    v = (v << 9) | (2 << 6) | (_i12 << 1)
+                    _i46 = _I11.get(v_EVErrorCode)
+                    if _i46 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
+                    v = (v << 9) | (2 << 6) | (_i46 << 1)
                     n += 9
                     v_EVErrorCode = None
                     s = 7
@@ -8933,9 +9828,9 @@ def _e_EVTechnicalStatusType(w, o):
                     s = 6
                 elif v_EVErrorCode is not None:
                     el = 'EVErrorCode'
-                    _i13 = _I11.get(v_EVErrorCode)
-                    if _i13 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    v = (v << 9) | (1 << 6) | (_i13 << 1)
+                    _i47 = _I11.get(v_EVErrorCode)
+                    if _i47 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
+                    v = (v << 9) | (1 << 6) | (_i47 << 1)
                     n += 9
                     v_EVErrorCode = None
                     s = 7
@@ -8954,9 +9849,9 @@ def _e_EVTechnicalStatusType(w, o):
             if s == 6:
                 if v_EVErrorCode is not None:
                     el = 'EVErrorCode'
-                    _i14 = _I11.get(v_EVErrorCode)
-                    if _i14 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                    v = (v << 8) | (_i14 << 1)
+                    _i48 = _I11.get(v_EVErrorCode)
+                    if _i48 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
+                    v = (v << 8) | (_i48 << 1)
                     n += 8
                     v_EVErrorCode = None
                     s = 7
@@ -9015,6 +9910,9 @@ def _d_RationalNumberType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_Value = r.uint(); p = r.pos
         p += 2
@@ -9047,6 +9945,7 @@ def _e_RationalNumberType(w, o):
             v_Exponent = None
             _m = (-v_Value - 1 if v_Value < 0 else v_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -9142,19 +10041,19 @@ def _e_ACDP_SystemStatusResType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i15 = _I5.get(v_ResponseCode)
-            if _i15 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i49 = _I5.get(v_ResponseCode)
+            if _i49 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_EVSEMechanicalChargingDeviceStatus is not None): raise EncodeError('missing content: EVSEMechanicalChargingDeviceStatus')
             el = 'EVSEMechanicalChargingDeviceStatus'
-            _i16 = _I7.get(v_EVSEMechanicalChargingDeviceStatus)
-            if _i16 is None: raise EncodeError(f'{v_EVSEMechanicalChargingDeviceStatus!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
+            _i50 = _I7.get(v_EVSEMechanicalChargingDeviceStatus)
+            if _i50 is None: raise EncodeError(f'{v_EVSEMechanicalChargingDeviceStatus!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
             if not (v_EVSEReadyToCharge is not None): raise EncodeError('missing content: EVSEReadyToCharge')
             el = 'EVSEReadyToCharge'
             if v_EVSEReadyToCharge is not True and v_EVSEReadyToCharge is not False: raise EncodeError(f'expected a bool, got {v_EVSEReadyToCharge!r}')
             if not (v_EVSEIsolationStatus is not None): raise EncodeError('missing content: EVSEIsolationStatus')
             el = 'EVSEIsolationStatus'
-            _i17 = _I13.get(v_EVSEIsolationStatus)
-            if _i17 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationStatusType')
+            _i51 = _I13.get(v_EVSEIsolationStatus)
+            if _i51 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationStatusType')
             if not (v_EVSEDisabled is not None): raise EncodeError('missing content: EVSEDisabled')
             el = 'EVSEDisabled'
             if v_EVSEDisabled is not True and v_EVSEDisabled is not False: raise EncodeError(f'expected a bool, got {v_EVSEDisabled!r}')
@@ -9173,7 +10072,7 @@ def _e_ACDP_SystemStatusResType(w, o):
             if not (v_EVAssociationStatus is not None): raise EncodeError('missing content: EVAssociationStatus')
             el = 'EVAssociationStatus'
             if v_EVAssociationStatus is not True and v_EVAssociationStatus is not False: raise EncodeError(f'expected a bool, got {v_EVAssociationStatus!r}')
-            v = (v << 48) | (_i15 << 40) | (_i16 << 35) | (v_EVSEReadyToCharge << 31) | (_i17 << 26) | (v_EVSEDisabled << 22) | (v_EVSEUtilityInterruptEvent << 18) | (v_EVSEEmergencyShutdown << 14) | (v_EVSEMalfunction << 10) | (v_EVInChargePosition << 6) | (v_EVAssociationStatus << 2)
+            v = (v << 48) | (_i49 << 40) | (_i50 << 35) | (v_EVSEReadyToCharge << 31) | (_i51 << 26) | (v_EVSEDisabled << 22) | (v_EVSEUtilityInterruptEvent << 18) | (v_EVSEEmergencyShutdown << 14) | (v_EVSEMalfunction << 10) | (v_EVInChargePosition << 6) | (v_EVAssociationStatus << 2)
             n += 48
             v_Header = None
             v_ResponseCode = None
@@ -9299,6 +10198,9 @@ def _d_ACDP_VehiclePositioningResType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_EVRelativeXDeviation = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_EVRelativeXDeviation = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_EVRelativeXDeviation = r.uint(); p = r.pos
         p += 4
@@ -9312,6 +10214,9 @@ def _d_ACDP_VehiclePositioningResType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_EVRelativeYDeviation = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_EVRelativeYDeviation = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_EVRelativeYDeviation = r.uint(); p = r.pos
         p += 4
@@ -9325,6 +10230,9 @@ def _d_ACDP_VehiclePositioningResType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_ContactWindowXc = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_ContactWindowXc = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ContactWindowXc = r.uint(); p = r.pos
         p += 4
@@ -9338,6 +10246,9 @@ def _d_ACDP_VehiclePositioningResType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_ContactWindowYc = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_ContactWindowYc = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ContactWindowYc = r.uint(); p = r.pos
         p += 6
@@ -9377,19 +10288,19 @@ def _e_ACDP_VehiclePositioningResType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i18 = _I5.get(v_ResponseCode)
-            if _i18 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i52 = _I5.get(v_ResponseCode)
+            if _i52 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'EVSEProcessing'
-            _i19 = _I6.get(v_EVSEProcessing)
-            if _i19 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+            _i53 = _I6.get(v_EVSEProcessing)
+            if _i53 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
             if not (v_EVSEPositioningSupport is not None): raise EncodeError('missing content: EVSEPositioningSupport')
             el = 'EVSEPositioningSupport'
             if v_EVSEPositioningSupport is not True and v_EVSEPositioningSupport is not False: raise EncodeError(f'expected a bool, got {v_EVSEPositioningSupport!r}')
             if not (v_EVRelativeXDeviation is not None): raise EncodeError('missing content: EVRelativeXDeviation')
             el = 'EVRelativeXDeviation'
             if v_EVRelativeXDeviation < -32768 or v_EVRelativeXDeviation > 32767: raise EncodeError(f'value {v_EVRelativeXDeviation!r} outside [-32768, 32767]')
-            v = (v << 21) | (_i18 << 13) | (_i19 << 8) | (v_EVSEPositioningSupport << 4) | (v_EVRelativeXDeviation < 0)
+            v = (v << 21) | (_i52 << 13) | (_i53 << 8) | (v_EVSEPositioningSupport << 4) | (v_EVRelativeXDeviation < 0)
             n += 21
             v_Header = None
             v_ResponseCode = None
@@ -9397,6 +10308,7 @@ def _e_ACDP_VehiclePositioningResType(w, o):
             v_EVSEPositioningSupport = None
             _m = (-v_EVRelativeXDeviation - 1 if v_EVRelativeXDeviation < 0 else v_EVRelativeXDeviation)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVRelativeYDeviation is not None): raise EncodeError('missing content: EVRelativeYDeviation')
             el = 'EVRelativeYDeviation'
@@ -9406,6 +10318,7 @@ def _e_ACDP_VehiclePositioningResType(w, o):
             v_EVRelativeXDeviation = None
             _m = (-v_EVRelativeYDeviation - 1 if v_EVRelativeYDeviation < 0 else v_EVRelativeYDeviation)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_ContactWindowXc is not None): raise EncodeError('missing content: ContactWindowXc')
             el = 'ContactWindowXc'
@@ -9415,6 +10328,7 @@ def _e_ACDP_VehiclePositioningResType(w, o):
             v_EVRelativeYDeviation = None
             _m = (-v_ContactWindowXc - 1 if v_ContactWindowXc < 0 else v_ContactWindowXc)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_ContactWindowYc is not None): raise EncodeError('missing content: ContactWindowYc')
             el = 'ContactWindowYc'
@@ -9424,6 +10338,7 @@ def _e_ACDP_VehiclePositioningResType(w, o):
             v_ContactWindowXc = None
             _m = (-v_ContactWindowYc - 1 if v_ContactWindowYc < 0 else v_ContactWindowYc)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVInChargePosition is not None): raise EncodeError('missing content: EVInChargePosition')
             el = 'EVInChargePosition'
@@ -9588,9 +10503,11 @@ def _e_ManifestType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
                     v <<= 1
@@ -9740,9 +10657,11 @@ def _e_SignaturePropertiesType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
                     v <<= 1
@@ -9917,26 +10836,32 @@ def _e_SignaturePropertyType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
                     v <<= 1
                     n += 1
                     v_Id = None
-                    w.v = v; w.n = n
-                    w.string(v_Target)
-                    v = w.v; n = w.n
+                    _l = len(v_Target)
+                    if _l < 126 and v_Target.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Target.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Target); v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 elif v_Target is not None:
                     el = '@Target'
                     v = (v << 2) | 1
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Target)
-                    v = w.v; n = w.n
+                    _l = len(v_Target)
+                    if _l < 126 and v_Target.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Target.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Target); v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 else:
@@ -10145,6 +11070,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10160,6 +11088,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -10175,6 +11106,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10191,10 +11125,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 8:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c54_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c54_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c54_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c54_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c54_Value = -_c54_Value - 1
+                    if _c54_Value < -32768 or _c54_Value > 32767: raise DecodeError(f'value {_c54_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c54_Exponent, _c54_Value)
                     s = 9
                 elif ec == 9:
                     p += 3
@@ -10248,6 +11202,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10263,6 +11220,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -10278,6 +11238,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10294,10 +11257,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 7:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c55_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c55_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c55_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c55_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c55_Value = -_c55_Value - 1
+                    if _c55_Value < -32768 or _c55_Value > 32767: raise DecodeError(f'value {_c55_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c55_Exponent, _c55_Value)
                     s = 9
                 elif ec == 8:
                     p += 3
@@ -10342,6 +11325,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10357,6 +11343,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -10372,6 +11361,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10388,10 +11380,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 6:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c56_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c56_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c56_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c56_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c56_Value = -_c56_Value - 1
+                    if _c56_Value < -32768 or _c56_Value > 32767: raise DecodeError(f'value {_c56_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c56_Exponent, _c56_Value)
                     s = 9
                 elif ec == 7:
                     p += 3
@@ -10427,6 +11439,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10442,6 +11457,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -10457,6 +11475,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10473,10 +11494,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 5:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c57_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c57_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c57_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c57_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c57_Value = -_c57_Value - 1
+                    if _c57_Value < -32768 or _c57_Value > 32767: raise DecodeError(f'value {_c57_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c57_Exponent, _c57_Value)
                     s = 9
                 elif ec == 6:
                     p += 3
@@ -10503,6 +11544,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10518,6 +11562,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -10533,6 +11580,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10549,10 +11599,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 4:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c58_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c58_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c58_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c58_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c58_Value = -_c58_Value - 1
+                    if _c58_Value < -32768 or _c58_Value > 32767: raise DecodeError(f'value {_c58_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c58_Exponent, _c58_Value)
                     s = 9
                 elif ec == 5:
                     p += 3
@@ -10579,6 +11649,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -10594,6 +11667,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10610,10 +11686,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 3:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c59_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c59_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c59_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c59_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c59_Value = -_c59_Value - 1
+                    if _c59_Value < -32768 or _c59_Value > 32767: raise DecodeError(f'value {_c59_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c59_Exponent, _c59_Value)
                     s = 9
                 elif ec == 4:
                     p += 3
@@ -10640,6 +11736,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10656,10 +11755,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 2:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c60_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c60_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c60_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c60_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c60_Value = -_c60_Value - 1
+                    if _c60_Value < -32768 or _c60_Value > 32767: raise DecodeError(f'value {_c60_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c60_Exponent, _c60_Value)
                     s = 9
                 elif ec == 3:
                     p += 3
@@ -10687,10 +11806,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c61_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c61_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c61_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c61_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c61_Value = -_c61_Value - 1
+                    if _c61_Value < -32768 or _c61_Value > 32767: raise DecodeError(f'value {_c61_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c61_Exponent, _c61_Value)
                     s = 9
                 elif ec == 2:
                     p += 3
@@ -10710,10 +11849,30 @@ def _d_DisplayParametersType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c62_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c62_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c62_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c62_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c62_Value = -_c62_Value - 1
+                    if _c62_Value < -32768 or _c62_Value > 32767: raise DecodeError(f'value {_c62_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c62_Exponent, _c62_Value)
                     s = 9
                 elif ec == 1:
                     p += 3
@@ -10808,6 +11967,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (4 << 1)
                     n += 5
                     if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10819,6 +11979,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (5 << 1)
                     n += 5
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10830,6 +11991,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (6 << 1)
                     n += 5
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10844,11 +12006,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 4) | 8
-                    n += 4
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c63_Exponent = _o.Exponent
+                    _c63_Value = _o.Value
+                    if not (_c63_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c63_Exponent <= 127: raise EncodeError(f'value {_c63_Exponent!r} outside [-128, 127]')
+                    if not (_c63_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c63_Value < -32768 or _c63_Value > 32767: raise EncodeError(f'value {_c63_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (8 << 14) | ((_c63_Exponent - -128) << 4) | (_c63_Value < 0)
+                    n += 18
+                    _c63_Exponent = None
+                    _m = (-_c63_Value - 1 if _c63_Value < 0 else _c63_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c63_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -10891,6 +12067,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (3 << 1)
                     n += 5
                     if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10902,6 +12079,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (4 << 1)
                     n += 5
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10913,6 +12091,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (5 << 1)
                     n += 5
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10927,11 +12106,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 4) | 7
-                    n += 4
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c64_Exponent = _o.Exponent
+                    _c64_Value = _o.Value
+                    if not (_c64_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c64_Exponent <= 127: raise EncodeError(f'value {_c64_Exponent!r} outside [-128, 127]')
+                    if not (_c64_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c64_Value < -32768 or _c64_Value > 32767: raise EncodeError(f'value {_c64_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (7 << 14) | ((_c64_Exponent - -128) << 4) | (_c64_Value < 0)
+                    n += 18
+                    _c64_Exponent = None
+                    _m = (-_c64_Value - 1 if _c64_Value < 0 else _c64_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c64_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -10967,6 +12160,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (2 << 1)
                     n += 5
                     if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10978,6 +12172,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (3 << 1)
                     n += 5
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10989,6 +12184,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (4 << 1)
                     n += 5
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11003,11 +12199,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 4) | 6
-                    n += 4
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c65_Exponent = _o.Exponent
+                    _c65_Value = _o.Value
+                    if not (_c65_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c65_Exponent <= 127: raise EncodeError(f'value {_c65_Exponent!r} outside [-128, 127]')
+                    if not (_c65_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c65_Value < -32768 or _c65_Value > 32767: raise EncodeError(f'value {_c65_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (6 << 14) | ((_c65_Exponent - -128) << 4) | (_c65_Value < 0)
+                    n += 18
+                    _c65_Exponent = None
+                    _m = (-_c65_Value - 1 if _c65_Value < 0 else _c65_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c65_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -11036,6 +12246,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (1 << 1)
                     n += 5
                     if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11047,6 +12258,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (2 << 1)
                     n += 5
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11058,6 +12270,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (3 << 1)
                     n += 5
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11072,11 +12285,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 4) | 5
-                    n += 4
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c66_Exponent = _o.Exponent
+                    _c66_Value = _o.Value
+                    if not (_c66_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c66_Exponent <= 127: raise EncodeError(f'value {_c66_Exponent!r} outside [-128, 127]')
+                    if not (_c66_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c66_Value < -32768 or _c66_Value > 32767: raise EncodeError(f'value {_c66_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (5 << 14) | ((_c66_Exponent - -128) << 4) | (_c66_Value < 0)
+                    n += 18
+                    _c66_Exponent = None
+                    _m = (-_c66_Value - 1 if _c66_Value < 0 else _c66_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c66_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -11098,6 +12325,7 @@ def _e_DisplayParametersType(w, o):
                     v <<= 4
                     n += 4
                     if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11109,6 +12337,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 4) | (1 << 1)
                     n += 4
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11120,6 +12349,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 4) | (2 << 1)
                     n += 4
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11134,11 +12364,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 3) | 4
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c67_Exponent = _o.Exponent
+                    _c67_Value = _o.Value
+                    if not (_c67_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c67_Exponent <= 127: raise EncodeError(f'value {_c67_Exponent!r} outside [-128, 127]')
+                    if not (_c67_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c67_Value < -32768 or _c67_Value > 32767: raise EncodeError(f'value {_c67_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (4 << 14) | ((_c67_Exponent - -128) << 4) | (_c67_Value < 0)
+                    n += 17
+                    _c67_Exponent = None
+                    _m = (-_c67_Value - 1 if _c67_Value < 0 else _c67_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c67_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -11160,6 +12404,7 @@ def _e_DisplayParametersType(w, o):
                     v <<= 4
                     n += 4
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11171,6 +12416,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 4) | (1 << 1)
                     n += 4
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11185,11 +12431,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 3) | 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c68_Exponent = _o.Exponent
+                    _c68_Value = _o.Value
+                    if not (_c68_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c68_Exponent <= 127: raise EncodeError(f'value {_c68_Exponent!r} outside [-128, 127]')
+                    if not (_c68_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c68_Value < -32768 or _c68_Value > 32767: raise EncodeError(f'value {_c68_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (3 << 14) | ((_c68_Exponent - -128) << 4) | (_c68_Value < 0)
+                    n += 17
+                    _c68_Exponent = None
+                    _m = (-_c68_Value - 1 if _c68_Value < 0 else _c68_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c68_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -11211,6 +12471,7 @@ def _e_DisplayParametersType(w, o):
                     v <<= 4
                     n += 4
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11225,11 +12486,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c69_Exponent = _o.Exponent
+                    _c69_Value = _o.Value
+                    if not (_c69_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c69_Exponent <= 127: raise EncodeError(f'value {_c69_Exponent!r} outside [-128, 127]')
+                    if not (_c69_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c69_Value < -32768 or _c69_Value > 32767: raise EncodeError(f'value {_c69_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (2 << 14) | ((_c69_Exponent - -128) << 4) | (_c69_Value < 0)
+                    n += 17
+                    _c69_Exponent = None
+                    _m = (-_c69_Value - 1 if _c69_Value < 0 else _c69_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c69_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -11254,11 +12529,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c70_Exponent = _o.Exponent
+                    _c70_Value = _o.Value
+                    if not (_c70_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c70_Exponent <= 127: raise EncodeError(f'value {_c70_Exponent!r} outside [-128, 127]')
+                    if not (_c70_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c70_Value < -32768 or _c70_Value > 32767: raise EncodeError(f'value {_c70_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 14) | ((_c70_Exponent - -128) << 4) | (_c70_Value < 0)
+                    n += 17
+                    _c70_Exponent = None
+                    _m = (-_c70_Value - 1 if _c70_Value < 0 else _c70_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c70_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -11276,11 +12565,25 @@ def _e_DisplayParametersType(w, o):
             if s == 8:
                 if v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
+                    _o = v_BatteryEnergyCapacity
+                    _c71_Exponent = _o.Exponent
+                    _c71_Value = _o.Value
+                    if not (_c71_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c71_Exponent <= 127: raise EncodeError(f'value {_c71_Exponent!r} outside [-128, 127]')
+                    if not (_c71_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c71_Value < -32768 or _c71_Value > 32767: raise EncodeError(f'value {_c71_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c71_Exponent - -128) << 4) | (_c71_Value < 0)
+                    n += 16
+                    _c71_Exponent = None
+                    _m = (-_c71_Value - 1 if _c71_Value < 0 else _c71_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _c71_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -11354,10 +12657,30 @@ def _d_ChargeLoopResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ChargeLoopResType', p)
                     el = 'EVSEStatus'
-                    r.pos = p
-                    f_EVSEStatus = _d_EVSEStatusType(r)
-                    p = r.pos
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c72_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c72_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c72_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 8
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 255
+                    if x & 227: raise r.deviation('ChargeLoopResType', p)
+                    if _c72_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c72_NotificationMaxDelay} outside [0, 65535]', p)
+                    el = 'EVSENotification'
+                    _c72_EVSENotification = ((x >> 2) & 7)
+                    if _c72_EVSENotification >= 6: raise DecodeError(f'enumeration index {_c72_EVSENotification} out of range (6 values)', p)
+                    _c72_EVSENotification = _E14[_c72_EVSENotification]
+                    f_EVSEStatus = iso20_commontypes.EVSEStatusType(_c72_NotificationMaxDelay, _c72_EVSENotification)
                     s = 3
                 elif ec == 1:
                     el = 'MeterInfo'
@@ -11445,9 +12768,9 @@ def _e_ChargeLoopResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i20 = _I5.get(v_ResponseCode)
-                    if _i20 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 9) | (_i20 << 1)
+                    _i73 = _I5.get(v_ResponseCode)
+                    if _i73 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 9) | (_i73 << 1)
                     n += 9
                     v_Header = None
                     v_ResponseCode = None
@@ -11457,11 +12780,25 @@ def _e_ChargeLoopResType(w, o):
             if s == 2:
                 if v_EVSEStatus is not None:
                     el = 'EVSEStatus'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_EVSEStatusType(w, v_EVSEStatus)
-                    v = w.v; n = w.n
+                    _o = v_EVSEStatus
+                    _c74_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c74_EVSENotification = _o.EVSENotification
+                    if not (_c74_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c74_NotificationMaxDelay < 0 or _c74_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c74_NotificationMaxDelay!r} outside [0, 65535]')
+                    v <<= 5
+                    n += 5
+                    if _c74_NotificationMaxDelay < 128: v = (v << 8) | _c74_NotificationMaxDelay; n += 8
+                    elif _c74_NotificationMaxDelay < 16384: v = (v << 16) | ((_c74_NotificationMaxDelay & 127) << 8) | 32768 | (_c74_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c74_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c74_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i75 = _I15.get(_c74_EVSENotification)
+                    if _i75 is None: raise EncodeError(f'{_c74_EVSENotification!r} is not one of the enumeration evseNotificationType')
+                    v = (v << 8) | (_i75 << 2)
+                    n += 8
+                    _c74_NotificationMaxDelay = None
+                    _c74_EVSENotification = None
                     v_EVSEStatus = None
                     s = 3
                 elif v_MeterInfo is not None:
@@ -11553,6 +12890,9 @@ def _d_EVSEStatusType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
         p += 8
@@ -11583,12 +12923,13 @@ def _e_EVSEStatusType(w, o):
             v <<= 2
             n += 2
             if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
+            elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
-            _i21 = _I15.get(v_EVSENotification)
-            if _i21 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
-            v = (v << 8) | (_i21 << 2)
+            _i76 = _I15.get(v_EVSENotification)
+            if _i76 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
+            v = (v << 8) | (_i76 << 2)
             n += 8
             v_NotificationMaxDelay = None
             v_EVSENotification = None
@@ -11634,6 +12975,9 @@ def _d_MeterInfoType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_ChargedEnergyReadingWh = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_ChargedEnergyReadingWh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_ChargedEnergyReadingWh = r.uint(); p = r.pos
                 p += 1
@@ -11653,6 +12997,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_BPT_DischargedEnergyReadingWh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_BPT_DischargedEnergyReadingWh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_BPT_DischargedEnergyReadingWh = r.uint(); p = r.pos
                     p += 1
@@ -11668,6 +13015,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_CapacitiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_CapacitiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); p = r.pos
                     p += 1
@@ -11683,6 +13033,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); p = r.pos
                     p += 1
@@ -11713,6 +13066,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -11729,6 +13085,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -11753,6 +13112,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_CapacitiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_CapacitiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); p = r.pos
                     p += 1
@@ -11768,6 +13130,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); p = r.pos
                     p += 1
@@ -11798,6 +13163,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -11814,6 +13182,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -11838,6 +13209,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); p = r.pos
                     p += 1
@@ -11868,6 +13242,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -11884,6 +13261,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -11923,6 +13303,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -11939,6 +13322,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -11965,6 +13351,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -11981,6 +13370,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -12005,6 +13397,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -12048,10 +13443,12 @@ def _e_MeterInfoType(w, o):
                     el = 'MeterID'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
                     if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
-                    w.string(v_MeterID)
-                    v = w.v; n = w.n
+                    _l = len(v_MeterID)
+                    if _l < 126 and v_MeterID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MeterID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MeterID); v = w.v; n = w.n
                     if not (v_ChargedEnergyReadingWh is not None): raise EncodeError('missing content: ChargedEnergyReadingWh')
                     el = 'ChargedEnergyReadingWh'
                     if v_ChargedEnergyReadingWh < 0 or v_ChargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_ChargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
@@ -12059,6 +13456,7 @@ def _e_MeterInfoType(w, o):
                     n += 3
                     v_MeterID = None
                     if v_ChargedEnergyReadingWh < 128: v = (v << 8) | v_ChargedEnergyReadingWh; n += 8
+                    elif v_ChargedEnergyReadingWh < 16384: v = (v << 16) | ((v_ChargedEnergyReadingWh & 127) << 8) | 32768 | (v_ChargedEnergyReadingWh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ChargedEnergyReadingWh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12073,6 +13471,7 @@ def _e_MeterInfoType(w, o):
                     v <<= 4
                     n += 4
                     if v_BPT_DischargedEnergyReadingWh < 128: v = (v << 8) | v_BPT_DischargedEnergyReadingWh; n += 8
+                    elif v_BPT_DischargedEnergyReadingWh < 16384: v = (v << 16) | ((v_BPT_DischargedEnergyReadingWh & 127) << 8) | 32768 | (v_BPT_DischargedEnergyReadingWh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_BPT_DischargedEnergyReadingWh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12084,6 +13483,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (1 << 1)
                     n += 4
                     if v_CapacitiveEnergyReadingVARh < 128: v = (v << 8) | v_CapacitiveEnergyReadingVARh; n += 8
+                    elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_CapacitiveEnergyReadingVARh & 127) << 8) | 32768 | (v_CapacitiveEnergyReadingVARh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12095,6 +13495,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (2 << 1)
                     n += 4
                     if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
+                    elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12119,6 +13520,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12130,6 +13532,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (5 << 1)
                     n += 4
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12147,6 +13550,7 @@ def _e_MeterInfoType(w, o):
                     v <<= 4
                     n += 4
                     if v_CapacitiveEnergyReadingVARh < 128: v = (v << 8) | v_CapacitiveEnergyReadingVARh; n += 8
+                    elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_CapacitiveEnergyReadingVARh & 127) << 8) | 32768 | (v_CapacitiveEnergyReadingVARh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12158,6 +13562,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (1 << 1)
                     n += 4
                     if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
+                    elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12182,6 +13587,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12193,6 +13599,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (4 << 1)
                     n += 4
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12210,6 +13617,7 @@ def _e_MeterInfoType(w, o):
                     v <<= 4
                     n += 4
                     if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
+                    elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12234,6 +13642,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12245,6 +13654,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (3 << 1)
                     n += 4
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12275,6 +13685,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12286,6 +13697,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (2 << 1)
                     n += 4
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12304,6 +13716,7 @@ def _e_MeterInfoType(w, o):
                     n += 4
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12315,6 +13728,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 3) | (1 << 1)
                     n += 3
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12332,6 +13746,7 @@ def _e_MeterInfoType(w, o):
                     v <<= 3
                     n += 3
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12376,6 +13791,9 @@ def _d_ReceiptType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_TimeAnchor = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_TimeAnchor = r.uint(); p = r.pos
                 p += 1
@@ -12388,34 +13806,238 @@ def _d_ReceiptType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'EnergyCosts'
-                    r.pos = p
-                    f_EnergyCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c78_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c78_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c78_Value = -_c78_Value - 1
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    _c77_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c79_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c79_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c79_Value = -_c79_Value - 1
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    _c77_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
+                    f_EnergyCosts = iso20_commontypes.DetailedCostType(_c77_Amount, _c77_CostPerUnit)
                     s = 2
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OccupancyCosts'
-                    r.pos = p
-                    f_OccupancyCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c78_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c78_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c78_Value = -_c78_Value - 1
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    _c80_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c79_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c79_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c79_Value = -_c79_Value - 1
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    _c80_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
+                    f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c80_Amount, _c80_CostPerUnit)
                     s = 3
                 elif ec == 2:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'AdditionalServicesCosts'
-                    r.pos = p
-                    f_AdditionalServicesCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c78_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c78_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c78_Value = -_c78_Value - 1
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    _c81_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c79_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c79_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c79_Value = -_c79_Value - 1
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    _c81_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
+                    f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c81_Amount, _c81_CostPerUnit)
                     s = 4
                 elif ec == 3:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OverstayCosts'
-                    r.pos = p
-                    f_OverstayCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c78_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c78_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c78_Value = -_c78_Value - 1
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    _c82_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c79_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c79_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c79_Value = -_c79_Value - 1
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    _c82_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
+                    f_OverstayCosts = iso20_commontypes.DetailedCostType(_c82_Amount, _c82_CostPerUnit)
                     s = 5
                 elif ec == 4:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    r.pos = p
-                    _v = _d_DetailedTaxType(r)
-                    p = r.pos
+                    el = 'TaxRuleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c83_TaxRuleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c83_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c83_TaxRuleID = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('ReceiptType', p)
+                    if _c83_TaxRuleID < 1 or _c83_TaxRuleID > 4294967295: raise DecodeError(f'value {_c83_TaxRuleID} outside [1, 4294967295]', p)
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c84_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c84_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c84_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c84_Value = -_c84_Value - 1
+                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
+                    _c83_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
+                    _v = iso20_commontypes.DetailedTaxType(_c83_TaxRuleID, _c83_Amount)
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 5:
@@ -12428,28 +14050,190 @@ def _d_ReceiptType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OccupancyCosts'
-                    r.pos = p
-                    f_OccupancyCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c78_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c78_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c78_Value = -_c78_Value - 1
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    _c85_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c79_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c79_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c79_Value = -_c79_Value - 1
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    _c85_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
+                    f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c85_Amount, _c85_CostPerUnit)
                     s = 3
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'AdditionalServicesCosts'
-                    r.pos = p
-                    f_AdditionalServicesCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c78_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c78_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c78_Value = -_c78_Value - 1
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    _c86_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c79_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c79_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c79_Value = -_c79_Value - 1
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    _c86_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
+                    f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c86_Amount, _c86_CostPerUnit)
                     s = 4
                 elif ec == 2:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OverstayCosts'
-                    r.pos = p
-                    f_OverstayCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c78_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c78_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c78_Value = -_c78_Value - 1
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    _c87_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c79_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c79_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c79_Value = -_c79_Value - 1
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    _c87_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
+                    f_OverstayCosts = iso20_commontypes.DetailedCostType(_c87_Amount, _c87_CostPerUnit)
                     s = 5
                 elif ec == 3:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    r.pos = p
-                    _v = _d_DetailedTaxType(r)
-                    p = r.pos
+                    el = 'TaxRuleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c88_TaxRuleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c88_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c88_TaxRuleID = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('ReceiptType', p)
+                    if _c88_TaxRuleID < 1 or _c88_TaxRuleID > 4294967295: raise DecodeError(f'value {_c88_TaxRuleID} outside [1, 4294967295]', p)
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c84_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c84_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c84_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c84_Value = -_c84_Value - 1
+                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
+                    _c88_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
+                    _v = iso20_commontypes.DetailedTaxType(_c88_TaxRuleID, _c88_Amount)
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 4:
@@ -12462,22 +14246,142 @@ def _d_ReceiptType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'AdditionalServicesCosts'
-                    r.pos = p
-                    f_AdditionalServicesCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c78_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c78_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c78_Value = -_c78_Value - 1
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    _c89_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c79_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c79_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c79_Value = -_c79_Value - 1
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    _c89_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
+                    f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c89_Amount, _c89_CostPerUnit)
                     s = 4
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OverstayCosts'
-                    r.pos = p
-                    f_OverstayCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c78_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c78_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c78_Value = -_c78_Value - 1
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    _c90_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c79_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c79_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c79_Value = -_c79_Value - 1
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    _c90_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
+                    f_OverstayCosts = iso20_commontypes.DetailedCostType(_c90_Amount, _c90_CostPerUnit)
                     s = 5
                 elif ec == 2:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    r.pos = p
-                    _v = _d_DetailedTaxType(r)
-                    p = r.pos
+                    el = 'TaxRuleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c91_TaxRuleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c91_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c91_TaxRuleID = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('ReceiptType', p)
+                    if _c91_TaxRuleID < 1 or _c91_TaxRuleID > 4294967295: raise DecodeError(f'value {_c91_TaxRuleID} outside [1, 4294967295]', p)
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c84_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c84_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c84_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c84_Value = -_c84_Value - 1
+                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
+                    _c91_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
+                    _v = iso20_commontypes.DetailedTaxType(_c91_TaxRuleID, _c91_Amount)
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 3:
@@ -12490,16 +14394,94 @@ def _d_ReceiptType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OverstayCosts'
-                    r.pos = p
-                    f_OverstayCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c78_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c78_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c78_Value = -_c78_Value - 1
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    _c92_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c79_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c79_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c79_Value = -_c79_Value - 1
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    _c92_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
+                    f_OverstayCosts = iso20_commontypes.DetailedCostType(_c92_Amount, _c92_CostPerUnit)
                     s = 5
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    r.pos = p
-                    _v = _d_DetailedTaxType(r)
-                    p = r.pos
+                    el = 'TaxRuleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c93_TaxRuleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c93_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c93_TaxRuleID = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('ReceiptType', p)
+                    if _c93_TaxRuleID < 1 or _c93_TaxRuleID > 4294967295: raise DecodeError(f'value {_c93_TaxRuleID} outside [1, 4294967295]', p)
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c84_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c84_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c84_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c84_Value = -_c84_Value - 1
+                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
+                    _c93_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
+                    _v = iso20_commontypes.DetailedTaxType(_c93_TaxRuleID, _c93_Amount)
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 2:
@@ -12512,10 +14494,46 @@ def _d_ReceiptType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    r.pos = p
-                    _v = _d_DetailedTaxType(r)
-                    p = r.pos
+                    el = 'TaxRuleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c94_TaxRuleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c94_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c94_TaxRuleID = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('ReceiptType', p)
+                    if _c94_TaxRuleID < 1 or _c94_TaxRuleID > 4294967295: raise DecodeError(f'value {_c94_TaxRuleID} outside [1, 4294967295]', p)
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c84_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c84_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c84_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c84_Value = -_c84_Value - 1
+                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
+                    _c94_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
+                    _v = iso20_commontypes.DetailedTaxType(_c94_TaxRuleID, _c94_Amount)
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 1:
@@ -12530,10 +14548,46 @@ def _d_ReceiptType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('ReceiptType', p)
                         el = 'TaxCosts'
-                        r.pos = p
-                        _v = _d_DetailedTaxType(r)
-                        p = r.pos
+                        el = 'TaxRuleID'
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c95_TaxRuleID = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c95_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c95_TaxRuleID = r.uint(); p = r.pos
+                        p += 16
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 65535
+                        if x & 61454: raise r.deviation('ReceiptType', p)
+                        if _c95_TaxRuleID < 1 or _c95_TaxRuleID > 4294967295: raise DecodeError(f'value {_c95_TaxRuleID} outside [1, 4294967295]', p)
+                        el = 'Amount'
+                        el = 'Exponent'
+                        _c84_Exponent = ((x >> 4) & 255) + -128
+                        el = 'Value'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c84_Value = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c84_Value = r.uint(); p = r.pos
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 7: raise r.deviation('ReceiptType', p)
+                        if _neg: _c84_Value = -_c84_Value - 1
+                        if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
+                        _c95_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
+                        _v = iso20_commontypes.DetailedTaxType(_c95_TaxRuleID, _c95_Amount)
                         f_TaxCosts.append(_v)
                         _k += 1
                         if _k == 9:
@@ -12578,6 +14632,7 @@ def _e_ReceiptType(w, o):
                     v <<= 2
                     n += 2
                     if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
+                    elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12588,47 +14643,236 @@ def _e_ReceiptType(w, o):
             if s == 1:
                 if v_EnergyCosts is not None:
                     el = 'EnergyCosts'
+                    _o = v_EnergyCosts
+                    _c96_Amount = _o.Amount
+                    _c96_CostPerUnit = _o.CostPerUnit
+                    if not (_c96_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c96_Amount
+                    _c97_Exponent = _o.Exponent
+                    _c97_Value = _o.Value
+                    if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
+                    if not (_c97_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
+                    n += 18
+                    _c97_Exponent = None
+                    _m = (-_c97_Value - 1 if _c97_Value < 0 else _c97_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c96_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c96_CostPerUnit
+                    _c98_Exponent = _o.Exponent
+                    _c98_Value = _o.Value
+                    if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
+                    if not (_c98_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
+                    n += 17
+                    _c97_Value = None
+                    _c96_Amount = None
+                    _c98_Exponent = None
+                    _m = (-_c98_Value - 1 if _c98_Value < 0 else _c98_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_EnergyCosts)
-                    v = w.v; n = w.n
+                    _c98_Value = None
+                    _c96_CostPerUnit = None
                     v_EnergyCosts = None
                     s = 2
                 elif v_OccupancyCosts is not None:
                     el = 'OccupancyCosts'
-                    v = (v << 3) | 1
+                    _o = v_OccupancyCosts
+                    _c99_Amount = _o.Amount
+                    _c99_CostPerUnit = _o.CostPerUnit
+                    if not (_c99_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c99_Amount
+                    _c97_Exponent = _o.Exponent
+                    _c97_Value = _o.Value
+                    if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
+                    if not (_c97_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
+                    n += 18
+                    _c97_Exponent = None
+                    _m = (-_c97_Value - 1 if _c97_Value < 0 else _c97_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c99_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c99_CostPerUnit
+                    _c98_Exponent = _o.Exponent
+                    _c98_Value = _o.Value
+                    if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
+                    if not (_c98_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
+                    n += 17
+                    _c97_Value = None
+                    _c99_Amount = None
+                    _c98_Exponent = None
+                    _m = (-_c98_Value - 1 if _c98_Value < 0 else _c98_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OccupancyCosts)
-                    v = w.v; n = w.n
+                    _c98_Value = None
+                    _c99_CostPerUnit = None
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
                     el = 'AdditionalServicesCosts'
-                    v = (v << 3) | 2
+                    _o = v_AdditionalServicesCosts
+                    _c100_Amount = _o.Amount
+                    _c100_CostPerUnit = _o.CostPerUnit
+                    if not (_c100_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c100_Amount
+                    _c97_Exponent = _o.Exponent
+                    _c97_Value = _o.Value
+                    if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
+                    if not (_c97_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (2 << 15) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
+                    n += 18
+                    _c97_Exponent = None
+                    _m = (-_c97_Value - 1 if _c97_Value < 0 else _c97_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c100_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c100_CostPerUnit
+                    _c98_Exponent = _o.Exponent
+                    _c98_Value = _o.Value
+                    if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
+                    if not (_c98_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
+                    n += 17
+                    _c97_Value = None
+                    _c100_Amount = None
+                    _c98_Exponent = None
+                    _m = (-_c98_Value - 1 if _c98_Value < 0 else _c98_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_AdditionalServicesCosts)
-                    v = w.v; n = w.n
+                    _c98_Value = None
+                    _c100_CostPerUnit = None
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
                     el = 'OverstayCosts'
-                    v = (v << 3) | 3
+                    _o = v_OverstayCosts
+                    _c101_Amount = _o.Amount
+                    _c101_CostPerUnit = _o.CostPerUnit
+                    if not (_c101_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c101_Amount
+                    _c97_Exponent = _o.Exponent
+                    _c97_Value = _o.Value
+                    if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
+                    if not (_c97_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (3 << 15) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
+                    n += 18
+                    _c97_Exponent = None
+                    _m = (-_c97_Value - 1 if _c97_Value < 0 else _c97_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c101_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c101_CostPerUnit
+                    _c98_Exponent = _o.Exponent
+                    _c98_Value = _o.Value
+                    if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
+                    if not (_c98_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
+                    n += 17
+                    _c97_Value = None
+                    _c101_Amount = None
+                    _c98_Exponent = None
+                    _m = (-_c98_Value - 1 if _c98_Value < 0 else _c98_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OverstayCosts)
-                    v = w.v; n = w.n
+                    _c98_Value = None
+                    _c101_CostPerUnit = None
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    v = (v << 3) | 4
+                    _o = v_TaxCosts[i_TaxCosts]
+                    _c102_TaxRuleID = _o.TaxRuleID
+                    _c102_Amount = _o.Amount
+                    if not (_c102_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                    el = 'TaxRuleID'
+                    if _c102_TaxRuleID < 1 or _c102_TaxRuleID > 4294967295: raise EncodeError(f'value {_c102_TaxRuleID!r} outside [1, 4294967295]')
+                    v = (v << 5) | (4 << 2)
+                    n += 5
+                    if _c102_TaxRuleID < 128: v = (v << 8) | _c102_TaxRuleID; n += 8
+                    elif _c102_TaxRuleID < 16384: v = (v << 16) | ((_c102_TaxRuleID & 127) << 8) | 32768 | (_c102_TaxRuleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c102_TaxRuleID); v = w.v; n = w.n
+                    if not (_c102_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c102_Amount
+                    _c103_Exponent = _o.Exponent
+                    _c103_Value = _o.Value
+                    if not (_c103_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c103_Exponent <= 127: raise EncodeError(f'value {_c103_Exponent!r} outside [-128, 127]')
+                    if not (_c103_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c103_Value < -32768 or _c103_Value > 32767: raise EncodeError(f'value {_c103_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c103_Exponent - -128) << 4) | (_c103_Value < 0)
+                    n += 16
+                    _c102_TaxRuleID = None
+                    _c103_Exponent = None
+                    _m = (-_c103_Value - 1 if _c103_Value < 0 else _c103_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                    v = w.v; n = w.n
+                    _c103_Value = None
+                    _c102_Amount = None
                     i_TaxCosts += 1
                     s = 6
                 elif True:
@@ -12639,38 +14883,187 @@ def _e_ReceiptType(w, o):
             if s == 2:
                 if v_OccupancyCosts is not None:
                     el = 'OccupancyCosts'
+                    _o = v_OccupancyCosts
+                    _c104_Amount = _o.Amount
+                    _c104_CostPerUnit = _o.CostPerUnit
+                    if not (_c104_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c104_Amount
+                    _c97_Exponent = _o.Exponent
+                    _c97_Value = _o.Value
+                    if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
+                    if not (_c97_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
+                    n += 18
+                    _c97_Exponent = None
+                    _m = (-_c97_Value - 1 if _c97_Value < 0 else _c97_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c104_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c104_CostPerUnit
+                    _c98_Exponent = _o.Exponent
+                    _c98_Value = _o.Value
+                    if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
+                    if not (_c98_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
+                    n += 17
+                    _c97_Value = None
+                    _c104_Amount = None
+                    _c98_Exponent = None
+                    _m = (-_c98_Value - 1 if _c98_Value < 0 else _c98_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OccupancyCosts)
-                    v = w.v; n = w.n
+                    _c98_Value = None
+                    _c104_CostPerUnit = None
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
                     el = 'AdditionalServicesCosts'
-                    v = (v << 3) | 1
+                    _o = v_AdditionalServicesCosts
+                    _c105_Amount = _o.Amount
+                    _c105_CostPerUnit = _o.CostPerUnit
+                    if not (_c105_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c105_Amount
+                    _c97_Exponent = _o.Exponent
+                    _c97_Value = _o.Value
+                    if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
+                    if not (_c97_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
+                    n += 18
+                    _c97_Exponent = None
+                    _m = (-_c97_Value - 1 if _c97_Value < 0 else _c97_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c105_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c105_CostPerUnit
+                    _c98_Exponent = _o.Exponent
+                    _c98_Value = _o.Value
+                    if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
+                    if not (_c98_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
+                    n += 17
+                    _c97_Value = None
+                    _c105_Amount = None
+                    _c98_Exponent = None
+                    _m = (-_c98_Value - 1 if _c98_Value < 0 else _c98_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_AdditionalServicesCosts)
-                    v = w.v; n = w.n
+                    _c98_Value = None
+                    _c105_CostPerUnit = None
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
                     el = 'OverstayCosts'
-                    v = (v << 3) | 2
+                    _o = v_OverstayCosts
+                    _c106_Amount = _o.Amount
+                    _c106_CostPerUnit = _o.CostPerUnit
+                    if not (_c106_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c106_Amount
+                    _c97_Exponent = _o.Exponent
+                    _c97_Value = _o.Value
+                    if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
+                    if not (_c97_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (2 << 15) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
+                    n += 18
+                    _c97_Exponent = None
+                    _m = (-_c97_Value - 1 if _c97_Value < 0 else _c97_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c106_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c106_CostPerUnit
+                    _c98_Exponent = _o.Exponent
+                    _c98_Value = _o.Value
+                    if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
+                    if not (_c98_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
+                    n += 17
+                    _c97_Value = None
+                    _c106_Amount = None
+                    _c98_Exponent = None
+                    _m = (-_c98_Value - 1 if _c98_Value < 0 else _c98_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OverstayCosts)
-                    v = w.v; n = w.n
+                    _c98_Value = None
+                    _c106_CostPerUnit = None
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    v = (v << 3) | 3
+                    _o = v_TaxCosts[i_TaxCosts]
+                    _c107_TaxRuleID = _o.TaxRuleID
+                    _c107_Amount = _o.Amount
+                    if not (_c107_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                    el = 'TaxRuleID'
+                    if _c107_TaxRuleID < 1 or _c107_TaxRuleID > 4294967295: raise EncodeError(f'value {_c107_TaxRuleID!r} outside [1, 4294967295]')
+                    v = (v << 5) | (3 << 2)
+                    n += 5
+                    if _c107_TaxRuleID < 128: v = (v << 8) | _c107_TaxRuleID; n += 8
+                    elif _c107_TaxRuleID < 16384: v = (v << 16) | ((_c107_TaxRuleID & 127) << 8) | 32768 | (_c107_TaxRuleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c107_TaxRuleID); v = w.v; n = w.n
+                    if not (_c107_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c107_Amount
+                    _c103_Exponent = _o.Exponent
+                    _c103_Value = _o.Value
+                    if not (_c103_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c103_Exponent <= 127: raise EncodeError(f'value {_c103_Exponent!r} outside [-128, 127]')
+                    if not (_c103_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c103_Value < -32768 or _c103_Value > 32767: raise EncodeError(f'value {_c103_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c103_Exponent - -128) << 4) | (_c103_Value < 0)
+                    n += 16
+                    _c107_TaxRuleID = None
+                    _c103_Exponent = None
+                    _m = (-_c103_Value - 1 if _c103_Value < 0 else _c103_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                    v = w.v; n = w.n
+                    _c103_Value = None
+                    _c107_Amount = None
                     i_TaxCosts += 1
                     s = 6
                 elif True:
@@ -12681,29 +15074,138 @@ def _e_ReceiptType(w, o):
             if s == 3:
                 if v_AdditionalServicesCosts is not None:
                     el = 'AdditionalServicesCosts'
+                    _o = v_AdditionalServicesCosts
+                    _c108_Amount = _o.Amount
+                    _c108_CostPerUnit = _o.CostPerUnit
+                    if not (_c108_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c108_Amount
+                    _c97_Exponent = _o.Exponent
+                    _c97_Value = _o.Value
+                    if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
+                    if not (_c97_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
+                    n += 18
+                    _c97_Exponent = None
+                    _m = (-_c97_Value - 1 if _c97_Value < 0 else _c97_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c108_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c108_CostPerUnit
+                    _c98_Exponent = _o.Exponent
+                    _c98_Value = _o.Value
+                    if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
+                    if not (_c98_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
+                    n += 17
+                    _c97_Value = None
+                    _c108_Amount = None
+                    _c98_Exponent = None
+                    _m = (-_c98_Value - 1 if _c98_Value < 0 else _c98_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_AdditionalServicesCosts)
-                    v = w.v; n = w.n
+                    _c98_Value = None
+                    _c108_CostPerUnit = None
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
                     el = 'OverstayCosts'
-                    v = (v << 3) | 1
+                    _o = v_OverstayCosts
+                    _c109_Amount = _o.Amount
+                    _c109_CostPerUnit = _o.CostPerUnit
+                    if not (_c109_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c109_Amount
+                    _c97_Exponent = _o.Exponent
+                    _c97_Value = _o.Value
+                    if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
+                    if not (_c97_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
+                    n += 18
+                    _c97_Exponent = None
+                    _m = (-_c97_Value - 1 if _c97_Value < 0 else _c97_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c109_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c109_CostPerUnit
+                    _c98_Exponent = _o.Exponent
+                    _c98_Value = _o.Value
+                    if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
+                    if not (_c98_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
+                    n += 17
+                    _c97_Value = None
+                    _c109_Amount = None
+                    _c98_Exponent = None
+                    _m = (-_c98_Value - 1 if _c98_Value < 0 else _c98_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OverstayCosts)
-                    v = w.v; n = w.n
+                    _c98_Value = None
+                    _c109_CostPerUnit = None
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    v = (v << 3) | 2
+                    _o = v_TaxCosts[i_TaxCosts]
+                    _c110_TaxRuleID = _o.TaxRuleID
+                    _c110_Amount = _o.Amount
+                    if not (_c110_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                    el = 'TaxRuleID'
+                    if _c110_TaxRuleID < 1 or _c110_TaxRuleID > 4294967295: raise EncodeError(f'value {_c110_TaxRuleID!r} outside [1, 4294967295]')
+                    v = (v << 5) | (2 << 2)
+                    n += 5
+                    if _c110_TaxRuleID < 128: v = (v << 8) | _c110_TaxRuleID; n += 8
+                    elif _c110_TaxRuleID < 16384: v = (v << 16) | ((_c110_TaxRuleID & 127) << 8) | 32768 | (_c110_TaxRuleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c110_TaxRuleID); v = w.v; n = w.n
+                    if not (_c110_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c110_Amount
+                    _c103_Exponent = _o.Exponent
+                    _c103_Value = _o.Value
+                    if not (_c103_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c103_Exponent <= 127: raise EncodeError(f'value {_c103_Exponent!r} outside [-128, 127]')
+                    if not (_c103_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c103_Value < -32768 or _c103_Value > 32767: raise EncodeError(f'value {_c103_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c103_Exponent - -128) << 4) | (_c103_Value < 0)
+                    n += 16
+                    _c110_TaxRuleID = None
+                    _c103_Exponent = None
+                    _m = (-_c103_Value - 1 if _c103_Value < 0 else _c103_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                    v = w.v; n = w.n
+                    _c103_Value = None
+                    _c110_Amount = None
                     i_TaxCosts += 1
                     s = 6
                 elif True:
@@ -12714,20 +15216,89 @@ def _e_ReceiptType(w, o):
             if s == 4:
                 if v_OverstayCosts is not None:
                     el = 'OverstayCosts'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OverstayCosts)
-                    v = w.v; n = w.n
+                    _o = v_OverstayCosts
+                    _c111_Amount = _o.Amount
+                    _c111_CostPerUnit = _o.CostPerUnit
+                    if not (_c111_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c111_Amount
+                    _c97_Exponent = _o.Exponent
+                    _c97_Value = _o.Value
+                    if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
+                    if not (_c97_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
+                    n += 17
+                    _c97_Exponent = None
+                    _m = (-_c97_Value - 1 if _c97_Value < 0 else _c97_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c111_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c111_CostPerUnit
+                    _c98_Exponent = _o.Exponent
+                    _c98_Value = _o.Value
+                    if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
+                    if not (_c98_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
+                    n += 17
+                    _c97_Value = None
+                    _c111_Amount = None
+                    _c98_Exponent = None
+                    _m = (-_c98_Value - 1 if _c98_Value < 0 else _c98_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c98_Value = None
+                    _c111_CostPerUnit = None
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                    v = w.v; n = w.n
+                    _o = v_TaxCosts[i_TaxCosts]
+                    _c112_TaxRuleID = _o.TaxRuleID
+                    _c112_Amount = _o.Amount
+                    if not (_c112_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                    el = 'TaxRuleID'
+                    if _c112_TaxRuleID < 1 or _c112_TaxRuleID > 4294967295: raise EncodeError(f'value {_c112_TaxRuleID!r} outside [1, 4294967295]')
+                    v = (v << 4) | (1 << 2)
+                    n += 4
+                    if _c112_TaxRuleID < 128: v = (v << 8) | _c112_TaxRuleID; n += 8
+                    elif _c112_TaxRuleID < 16384: v = (v << 16) | ((_c112_TaxRuleID & 127) << 8) | 32768 | (_c112_TaxRuleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c112_TaxRuleID); v = w.v; n = w.n
+                    if not (_c112_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c112_Amount
+                    _c103_Exponent = _o.Exponent
+                    _c103_Value = _o.Value
+                    if not (_c103_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c103_Exponent <= 127: raise EncodeError(f'value {_c103_Exponent!r} outside [-128, 127]')
+                    if not (_c103_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c103_Value < -32768 or _c103_Value > 32767: raise EncodeError(f'value {_c103_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c103_Exponent - -128) << 4) | (_c103_Value < 0)
+                    n += 16
+                    _c112_TaxRuleID = None
+                    _c103_Exponent = None
+                    _m = (-_c103_Value - 1 if _c103_Value < 0 else _c103_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c103_Value = None
+                    _c112_Amount = None
                     i_TaxCosts += 1
                     s = 6
                 elif True:
@@ -12738,11 +15309,40 @@ def _e_ReceiptType(w, o):
             if s == 5:
                 if i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                    v = w.v; n = w.n
+                    _o = v_TaxCosts[i_TaxCosts]
+                    _c113_TaxRuleID = _o.TaxRuleID
+                    _c113_Amount = _o.Amount
+                    if not (_c113_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                    el = 'TaxRuleID'
+                    if _c113_TaxRuleID < 1 or _c113_TaxRuleID > 4294967295: raise EncodeError(f'value {_c113_TaxRuleID!r} outside [1, 4294967295]')
+                    v <<= 4
+                    n += 4
+                    if _c113_TaxRuleID < 128: v = (v << 8) | _c113_TaxRuleID; n += 8
+                    elif _c113_TaxRuleID < 16384: v = (v << 16) | ((_c113_TaxRuleID & 127) << 8) | 32768 | (_c113_TaxRuleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c113_TaxRuleID); v = w.v; n = w.n
+                    if not (_c113_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c113_Amount
+                    _c103_Exponent = _o.Exponent
+                    _c103_Value = _o.Value
+                    if not (_c103_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c103_Exponent <= 127: raise EncodeError(f'value {_c103_Exponent!r} outside [-128, 127]')
+                    if not (_c103_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c103_Value < -32768 or _c103_Value > 32767: raise EncodeError(f'value {_c103_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c103_Exponent - -128) << 4) | (_c103_Value < 0)
+                    n += 16
+                    _c113_TaxRuleID = None
+                    _c103_Exponent = None
+                    _m = (-_c103_Value - 1 if _c103_Value < 0 else _c103_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c103_Value = None
+                    _c113_Amount = None
                     i_TaxCosts += 1
                     s = 6
                 elif True:
@@ -12755,11 +15355,40 @@ def _e_ReceiptType(w, o):
                 while True:
                     if i_TaxCosts < n_TaxCosts:
                         el = 'TaxCosts'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                        v = w.v; n = w.n
+                        _o = v_TaxCosts[i_TaxCosts]
+                        _c114_TaxRuleID = _o.TaxRuleID
+                        _c114_Amount = _o.Amount
+                        if not (_c114_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                        el = 'TaxRuleID'
+                        if _c114_TaxRuleID < 1 or _c114_TaxRuleID > 4294967295: raise EncodeError(f'value {_c114_TaxRuleID!r} outside [1, 4294967295]')
+                        v <<= 4
+                        n += 4
+                        if _c114_TaxRuleID < 128: v = (v << 8) | _c114_TaxRuleID; n += 8
+                        elif _c114_TaxRuleID < 16384: v = (v << 16) | ((_c114_TaxRuleID & 127) << 8) | 32768 | (_c114_TaxRuleID >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_c114_TaxRuleID); v = w.v; n = w.n
+                        if not (_c114_Amount is not None): raise EncodeError('missing content: Amount')
+                        el = 'Amount'
+                        _o = _c114_Amount
+                        _c103_Exponent = _o.Exponent
+                        _c103_Value = _o.Value
+                        if not (_c103_Exponent is not None): raise EncodeError('missing content: Exponent')
+                        el = 'Exponent'
+                        if not -128 <= _c103_Exponent <= 127: raise EncodeError(f'value {_c103_Exponent!r} outside [-128, 127]')
+                        if not (_c103_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'Value'
+                        if _c103_Value < -32768 or _c103_Value > 32767: raise EncodeError(f'value {_c103_Value!r} outside [-32768, 32767]')
+                        v = (v << 16) | ((_c103_Exponent - -128) << 4) | (_c103_Value < 0)
+                        n += 16
+                        _c114_TaxRuleID = None
+                        _c103_Exponent = None
+                        _m = (-_c103_Value - 1 if _c103_Value < 0 else _c103_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 3
+                        n += 3
+                        _c103_Value = None
+                        _c114_Amount = None
                         i_TaxCosts += 1
                         _k += 1
                         if _k == 9:
@@ -12790,23 +15419,50 @@ def _d_DetailedCostType(r):
     f_Amount = None
     f_CostPerUnit = None
     try:
-        p += 1
+        p += 15
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('DetailedCostType', p)
+        x = (V >> (E - p)) & 32767
+        if x & 28686: raise r.deviation('DetailedCostType', p)
         el = 'Amount'
-        r.pos = p
-        f_Amount = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c115_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c115_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c115_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c115_Value = r.uint(); p = r.pos
+        p += 17
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('DetailedCostType', p)
+        x = (V >> (E - p)) & 131071
+        if x & 126990: raise r.deviation('DetailedCostType', p)
+        if _neg: _c115_Value = -_c115_Value - 1
+        if _c115_Value < -32768 or _c115_Value > 32767: raise DecodeError(f'value {_c115_Value} outside [-32768, 32767]', p)
+        f_Amount = iso20_commontypes.RationalNumberType(_c115_Exponent, _c115_Value)
         el = 'CostPerUnit'
-        r.pos = p
-        f_CostPerUnit = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c116_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c116_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c116_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c116_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('DetailedCostType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('DetailedCostType', p)
+        if _neg: _c116_Value = -_c116_Value - 1
+        if _c116_Value < -32768 or _c116_Value > 32767: raise DecodeError(f'value {_c116_Value} outside [-32768, 32767]', p)
+        f_CostPerUnit = iso20_commontypes.RationalNumberType(_c116_Exponent, _c116_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -12822,21 +15478,45 @@ def _e_DetailedCostType(w, o):
         v_CostPerUnit = o.CostPerUnit
         if v_Amount is not None:
             el = 'Amount'
-            v <<= 1
-            n += 1
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_Amount)
-            v = w.v; n = w.n
+            _o = v_Amount
+            _c117_Exponent = _o.Exponent
+            _c117_Value = _o.Value
+            if not (_c117_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c117_Exponent <= 127: raise EncodeError(f'value {_c117_Exponent!r} outside [-128, 127]')
+            if not (_c117_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c117_Value < -32768 or _c117_Value > 32767: raise EncodeError(f'value {_c117_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c117_Exponent - -128) << 4) | (_c117_Value < 0)
+            n += 15
+            _c117_Exponent = None
+            _m = (-_c117_Value - 1 if _c117_Value < 0 else _c117_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
             el = 'CostPerUnit'
-            v <<= 1
-            n += 1
+            _o = v_CostPerUnit
+            _c118_Exponent = _o.Exponent
+            _c118_Value = _o.Value
+            if not (_c118_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c118_Exponent <= 127: raise EncodeError(f'value {_c118_Exponent!r} outside [-128, 127]')
+            if not (_c118_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c118_Value < -32768 or _c118_Value > 32767: raise EncodeError(f'value {_c118_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c118_Exponent - -128) << 4) | (_c118_Value < 0)
+            n += 17
+            _c117_Value = None
             v_Amount = None
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_CostPerUnit)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c118_Exponent = None
+            _m = (-_c118_Value - 1 if _c118_Value < 0 else _c118_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c118_Value = None
             v_CostPerUnit = None
             if v_Amount is not None or v_CostPerUnit is not None: raise _leftover(o)
         else:
@@ -12862,20 +15542,36 @@ def _d_DetailedTaxType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_TaxRuleID = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_TaxRuleID = r.uint(); p = r.pos
-        p += 2
+        p += 16
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('DetailedTaxType', p)
+        x = (V >> (E - p)) & 65535
+        if x & 61454: raise r.deviation('DetailedTaxType', p)
         if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', p)
         el = 'Amount'
-        r.pos = p
-        f_Amount = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c119_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c119_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c119_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c119_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('DetailedTaxType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('DetailedTaxType', p)
+        if _neg: _c119_Value = -_c119_Value - 1
+        if _c119_Value < -32768 or _c119_Value > 32767: raise DecodeError(f'value {_c119_Value} outside [-32768, 32767]', p)
+        f_Amount = iso20_commontypes.RationalNumberType(_c119_Exponent, _c119_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -12895,17 +15591,30 @@ def _e_DetailedTaxType(w, o):
             v <<= 2
             n += 2
             if v_TaxRuleID < 128: v = (v << 8) | v_TaxRuleID; n += 8
+            elif v_TaxRuleID < 16384: v = (v << 16) | ((v_TaxRuleID & 127) << 8) | 32768 | (v_TaxRuleID >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_TaxRuleID); v = w.v; n = w.n
             if not (v_Amount is not None): raise EncodeError('missing content: Amount')
             el = 'Amount'
-            v <<= 2
-            n += 2
+            _o = v_Amount
+            _c120_Exponent = _o.Exponent
+            _c120_Value = _o.Value
+            if not (_c120_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c120_Exponent <= 127: raise EncodeError(f'value {_c120_Exponent!r} outside [-128, 127]')
+            if not (_c120_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c120_Value < -32768 or _c120_Value > 32767: raise EncodeError(f'value {_c120_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c120_Exponent - -128) << 4) | (_c120_Value < 0)
+            n += 16
             v_TaxRuleID = None
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_Amount)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c120_Exponent = None
+            _m = (-_c120_Value - 1 if _c120_Value < 0 else _c120_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c120_Value = None
             v_Amount = None
             if v_TaxRuleID is not None or v_Amount is not None: raise _leftover(o)
         else:
@@ -13007,9 +15716,9 @@ def _e_ChargeParameterDiscoveryResType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i22 = _I5.get(v_ResponseCode)
-            if _i22 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 10) | (_i22 << 2)
+            _i121 = _I5.get(v_ResponseCode)
+            if _i121 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 10) | (_i121 << 2)
             n += 10
             v_Header = None
             v_ResponseCode = None
@@ -13045,44 +15754,110 @@ def _d_Dynamic_CLReqControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_DepartureTime = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_DepartureTime = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
+                    el = 'EVTargetEnergyRequest'
+                    el = 'Exponent'
+                    _c122_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c122_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c122_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c122_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
-                    el = 'EVTargetEnergyRequest'
-                    r.pos = p
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    if _neg: _c122_Value = -_c122_Value - 1
+                    if _c122_Value < -32768 or _c122_Value > 32767: raise DecodeError(f'value {_c122_Value} outside [-32768, 32767]', p)
+                    f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c122_Exponent, _c122_Value)
                     s = 2
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     el = 'EVTargetEnergyRequest'
-                    r.pos = p
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c123_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c123_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c123_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c123_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                    if _neg: _c123_Value = -_c123_Value - 1
+                    if _c123_Value < -32768 or _c123_Value > 32767: raise DecodeError(f'value {_c123_Value} outside [-32768, 32767]', p)
+                    f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c123_Exponent, _c123_Value)
                     s = 2
                 else:
                     raise r.deviation('Dynamic_CLReqControlModeType', p)
             if s == 2:
-                p += 1
+                p += 15
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 el = 'EVMaximumEnergyRequest'
-                r.pos = p
-                f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                p = r.pos
-                p += 1
+                el = 'Exponent'
+                _c124_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c124_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c124_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c124_Value = r.uint(); p = r.pos
+                p += 17
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                if _neg: _c124_Value = -_c124_Value - 1
+                if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', p)
+                f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
                 el = 'EVMinimumEnergyRequest'
-                r.pos = p
-                f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                p = r.pos
-                p += 1
+                el = 'Exponent'
+                _c125_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c125_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c125_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c125_Value = r.uint(); p = r.pos
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                if _neg: _c125_Value = -_c125_Value - 1
+                if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', p)
+                f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -13108,24 +15883,53 @@ def _e_Dynamic_CLReqControlModeType(w, o):
                     v <<= 3
                     n += 3
                     if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+                    elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
                     if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
                     el = 'EVTargetEnergyRequest'
+                    _o = v_EVTargetEnergyRequest
+                    _c126_Exponent = _o.Exponent
+                    _c126_Value = _o.Value
+                    if not (_c126_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c126_Exponent <= 127: raise EncodeError(f'value {_c126_Exponent!r} outside [-128, 127]')
+                    if not (_c126_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c126_Value < -32768 or _c126_Value > 32767: raise EncodeError(f'value {_c126_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c126_Exponent - -128) << 4) | (_c126_Value < 0)
+                    n += 16
+                    v_DepartureTime = None
+                    _c126_Exponent = None
+                    _m = (-_c126_Value - 1 if _c126_Value < 0 else _c126_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    v_DepartureTime = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v = w.v; n = w.n
+                    _c126_Value = None
                     v_EVTargetEnergyRequest = None
                     s = 2
                 elif v_EVTargetEnergyRequest is not None:
                     el = 'EVTargetEnergyRequest'
-                    v = (v << 2) | 1
+                    _o = v_EVTargetEnergyRequest
+                    _c127_Exponent = _o.Exponent
+                    _c127_Value = _o.Value
+                    if not (_c127_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c127_Exponent <= 127: raise EncodeError(f'value {_c127_Exponent!r} outside [-128, 127]')
+                    if not (_c127_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c127_Value < -32768 or _c127_Value > 32767: raise EncodeError(f'value {_c127_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (1 << 14) | ((_c127_Exponent - -128) << 4) | (_c127_Value < 0)
+                    n += 16
+                    _c127_Exponent = None
+                    _m = (-_c127_Value - 1 if _c127_Value < 0 else _c127_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v = w.v; n = w.n
+                    _c127_Value = None
                     v_EVTargetEnergyRequest = None
                     s = 2
                 else:
@@ -13133,21 +15937,45 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             if s == 2:
                 if v_EVMaximumEnergyRequest is not None:
                     el = 'EVMaximumEnergyRequest'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumEnergyRequest
+                    _c128_Exponent = _o.Exponent
+                    _c128_Value = _o.Value
+                    if not (_c128_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c128_Exponent <= 127: raise EncodeError(f'value {_c128_Exponent!r} outside [-128, 127]')
+                    if not (_c128_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c128_Value < -32768 or _c128_Value > 32767: raise EncodeError(f'value {_c128_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c128_Exponent - -128) << 4) | (_c128_Value < 0)
+                    n += 15
+                    _c128_Exponent = None
+                    _m = (-_c128_Value - 1 if _c128_Value < 0 else _c128_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                     el = 'EVMinimumEnergyRequest'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVMinimumEnergyRequest
+                    _c129_Exponent = _o.Exponent
+                    _c129_Value = _o.Value
+                    if not (_c129_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c129_Exponent <= 127: raise EncodeError(f'value {_c129_Exponent!r} outside [-128, 127]')
+                    if not (_c129_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c129_Value < -32768 or _c129_Value > 32767: raise EncodeError(f'value {_c129_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c129_Exponent - -128) << 4) | (_c129_Value < 0)
+                    n += 17
+                    _c128_Value = None
                     v_EVMaximumEnergyRequest = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    _c129_Exponent = None
+                    _m = (-_c129_Value - 1 if _c129_Value < 0 else _c129_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c129_Value = None
                     v_EVMinimumEnergyRequest = None
                     if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                     s = -1
@@ -13182,6 +16010,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_DepartureTime = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_DepartureTime = r.uint(); p = r.pos
                     p += 1
@@ -13215,6 +16046,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_AckMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
                     p += 1
@@ -13257,6 +16091,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_AckMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
                     p += 1
@@ -13290,6 +16127,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_AckMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
                     p += 1
@@ -13314,6 +16154,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_AckMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
                     p += 1
@@ -13355,6 +16198,7 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     v <<= 4
                     n += 4
                     if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+                    elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -13380,6 +16224,7 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     v = (v << 4) | (3 << 1)
                     n += 4
                     if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                    elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -13411,6 +16256,7 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     v = (v << 4) | (2 << 1)
                     n += 4
                     if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                    elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -13435,6 +16281,7 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     v = (v << 3) | (1 << 1)
                     n += 3
                     if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                    elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -13452,6 +16299,7 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     v <<= 3
                     n += 3
                     if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                    elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -13483,13 +16331,35 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('ListOfRootCertificateIDsType', p)
                 el = 'RootCertificateID'
+                el = 'X509IssuerName'
                 r.pos = p
-                _v = _d_X509IssuerSerialType(r)
+                _c130_X509IssuerName = r.string(28)
                 p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('ListOfRootCertificateIDsType', p)
+                el = 'X509SerialNumber'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c130_X509SerialNumber = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c130_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c130_X509SerialNumber = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                if _neg: _c130_X509SerialNumber = -_c130_X509SerialNumber - 1
+                _v = xmldsig.X509IssuerSerialType(_c130_X509IssuerName, _c130_X509SerialNumber)
                 f_RootCertificateID.append(_v)
                 s = 1
             if s == 1:
@@ -13499,10 +16369,35 @@ def _d_ListOfRootCertificateIDsType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
                         el = 'RootCertificateID'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c131_X509IssuerName = r.string(28)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c131_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c131_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c131_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        if _neg: _c131_X509SerialNumber = -_c131_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c131_X509IssuerName, _c131_X509SerialNumber)
                         f_RootCertificateID.append(_v)
                         _k += 1
                         if _k == 19:
@@ -13538,11 +16433,31 @@ def _e_ListOfRootCertificateIDsType(w, o):
             if s == 0:
                 if i_RootCertificateID < n_RootCertificateID:
                     el = 'RootCertificateID'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
-                    v = w.v; n = w.n
+                    _o = v_RootCertificateID[i_RootCertificateID]
+                    _c132_X509IssuerName = _o.X509IssuerName
+                    _c132_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c132_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c132_X509IssuerName)
+                    if _l < 126 and _c132_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c132_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c132_X509IssuerName); v = w.v; n = w.n
+                    if not (_c132_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c132_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c132_X509SerialNumber!r}')
+                    v = (v << 4) | (_c132_X509SerialNumber < 0)
+                    n += 4
+                    _c132_X509IssuerName = None
+                    _m = (-_c132_X509SerialNumber - 1 if _c132_X509SerialNumber < 0 else _c132_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c132_X509SerialNumber = None
                     i_RootCertificateID += 1
                     s = 1
                 else:
@@ -13552,11 +16467,31 @@ def _e_ListOfRootCertificateIDsType(w, o):
                 while True:
                     if i_RootCertificateID < n_RootCertificateID:
                         el = 'RootCertificateID'
+                        _o = v_RootCertificateID[i_RootCertificateID]
+                        _c133_X509IssuerName = _o.X509IssuerName
+                        _c133_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c133_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 4
+                        n += 4
+                        _l = len(_c133_X509IssuerName)
+                        if _l < 126 and _c133_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c133_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c133_X509IssuerName); v = w.v; n = w.n
+                        if not (_c133_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c133_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c133_X509SerialNumber!r}')
+                        v = (v << 4) | (_c133_X509SerialNumber < 0)
+                        n += 4
+                        _c133_X509IssuerName = None
+                        _m = (-_c133_X509SerialNumber - 1 if _c133_X509SerialNumber < 0 else _c133_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
-                        v = w.v; n = w.n
+                        _c133_X509SerialNumber = None
                         i_RootCertificateID += 1
                         _k += 1
                         if _k == 19:
@@ -13595,22 +16530,82 @@ def _d_Scheduled_CLReqControlModeType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVTargetEnergyRequest'
-                    r.pos = p
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c134_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c134_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c134_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c134_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c134_Value = -_c134_Value - 1
+                    if _c134_Value < -32768 or _c134_Value > 32767: raise DecodeError(f'value {_c134_Value} outside [-32768, 32767]', p)
+                    f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c134_Exponent, _c134_Value)
                     s = 1
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMaximumEnergyRequest'
-                    r.pos = p
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c135_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c135_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c135_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c135_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c135_Value = -_c135_Value - 1
+                    if _c135_Value < -32768 or _c135_Value > 32767: raise DecodeError(f'value {_c135_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c135_Exponent, _c135_Value)
                     s = 2
                 elif ec == 2:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMinimumEnergyRequest'
-                    r.pos = p
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c136_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c136_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c136_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c136_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c136_Value = -_c136_Value - 1
+                    if _c136_Value < -32768 or _c136_Value > 32767: raise DecodeError(f'value {_c136_Value} outside [-32768, 32767]', p)
+                    f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c136_Exponent, _c136_Value)
                     s = 3
                 elif ec == 3:
                     pass
@@ -13622,16 +16617,56 @@ def _d_Scheduled_CLReqControlModeType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMaximumEnergyRequest'
-                    r.pos = p
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c137_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c137_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c137_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c137_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c137_Value = -_c137_Value - 1
+                    if _c137_Value < -32768 or _c137_Value > 32767: raise DecodeError(f'value {_c137_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c137_Exponent, _c137_Value)
                     s = 2
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMinimumEnergyRequest'
-                    r.pos = p
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c138_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c138_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c138_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c138_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c138_Value = -_c138_Value - 1
+                    if _c138_Value < -32768 or _c138_Value > 32767: raise DecodeError(f'value {_c138_Value} outside [-32768, 32767]', p)
+                    f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c138_Exponent, _c138_Value)
                     s = 3
                 elif ec == 2:
                     pass
@@ -13643,10 +16678,30 @@ def _d_Scheduled_CLReqControlModeType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMinimumEnergyRequest'
-                    r.pos = p
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c139_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c139_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c139_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c139_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c139_Value = -_c139_Value - 1
+                    if _c139_Value < -32768 or _c139_Value > 32767: raise DecodeError(f'value {_c139_Value} outside [-32768, 32767]', p)
+                    f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c139_Exponent, _c139_Value)
                     s = 3
                 elif ec == 1:
                     pass
@@ -13677,29 +16732,71 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             if s == 0:
                 if v_EVTargetEnergyRequest is not None:
                     el = 'EVTargetEnergyRequest'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVTargetEnergyRequest
+                    _c140_Exponent = _o.Exponent
+                    _c140_Value = _o.Value
+                    if not (_c140_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c140_Exponent <= 127: raise EncodeError(f'value {_c140_Exponent!r} outside [-128, 127]')
+                    if not (_c140_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c140_Value < -32768 or _c140_Value > 32767: raise EncodeError(f'value {_c140_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c140_Exponent - -128) << 4) | (_c140_Value < 0)
+                    n += 17
+                    _c140_Exponent = None
+                    _m = (-_c140_Value - 1 if _c140_Value < 0 else _c140_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c140_Value = None
                     v_EVTargetEnergyRequest = None
                     s = 1
                 elif v_EVMaximumEnergyRequest is not None:
                     el = 'EVMaximumEnergyRequest'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumEnergyRequest
+                    _c141_Exponent = _o.Exponent
+                    _c141_Value = _o.Value
+                    if not (_c141_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c141_Exponent <= 127: raise EncodeError(f'value {_c141_Exponent!r} outside [-128, 127]')
+                    if not (_c141_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c141_Value < -32768 or _c141_Value > 32767: raise EncodeError(f'value {_c141_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 14) | ((_c141_Exponent - -128) << 4) | (_c141_Value < 0)
+                    n += 17
+                    _c141_Exponent = None
+                    _m = (-_c141_Value - 1 if _c141_Value < 0 else _c141_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c141_Value = None
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
                     el = 'EVMinimumEnergyRequest'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVMinimumEnergyRequest
+                    _c142_Exponent = _o.Exponent
+                    _c142_Value = _o.Value
+                    if not (_c142_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c142_Exponent <= 127: raise EncodeError(f'value {_c142_Exponent!r} outside [-128, 127]')
+                    if not (_c142_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c142_Value < -32768 or _c142_Value > 32767: raise EncodeError(f'value {_c142_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (2 << 14) | ((_c142_Exponent - -128) << 4) | (_c142_Value < 0)
+                    n += 17
+                    _c142_Exponent = None
+                    _m = (-_c142_Value - 1 if _c142_Value < 0 else _c142_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c142_Value = None
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif True:
@@ -13710,20 +16807,48 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             if s == 1:
                 if v_EVMaximumEnergyRequest is not None:
                     el = 'EVMaximumEnergyRequest'
+                    _o = v_EVMaximumEnergyRequest
+                    _c143_Exponent = _o.Exponent
+                    _c143_Value = _o.Value
+                    if not (_c143_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c143_Exponent <= 127: raise EncodeError(f'value {_c143_Exponent!r} outside [-128, 127]')
+                    if not (_c143_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c143_Value < -32768 or _c143_Value > 32767: raise EncodeError(f'value {_c143_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c143_Exponent - -128) << 4) | (_c143_Value < 0)
+                    n += 16
+                    _c143_Exponent = None
+                    _m = (-_c143_Value - 1 if _c143_Value < 0 else _c143_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v = w.v; n = w.n
+                    _c143_Value = None
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
                     el = 'EVMinimumEnergyRequest'
-                    v = (v << 2) | 1
+                    _o = v_EVMinimumEnergyRequest
+                    _c144_Exponent = _o.Exponent
+                    _c144_Value = _o.Value
+                    if not (_c144_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c144_Exponent <= 127: raise EncodeError(f'value {_c144_Exponent!r} outside [-128, 127]')
+                    if not (_c144_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c144_Value < -32768 or _c144_Value > 32767: raise EncodeError(f'value {_c144_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (1 << 14) | ((_c144_Exponent - -128) << 4) | (_c144_Value < 0)
+                    n += 16
+                    _c144_Exponent = None
+                    _m = (-_c144_Value - 1 if _c144_Value < 0 else _c144_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
+                    _c144_Value = None
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif True:
@@ -13734,11 +16859,25 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             if s == 2:
                 if v_EVMinimumEnergyRequest is not None:
                     el = 'EVMinimumEnergyRequest'
+                    _o = v_EVMinimumEnergyRequest
+                    _c145_Exponent = _o.Exponent
+                    _c145_Value = _o.Value
+                    if not (_c145_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c145_Exponent <= 127: raise EncodeError(f'value {_c145_Exponent!r} outside [-128, 127]')
+                    if not (_c145_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c145_Value < -32768 or _c145_Value > 32767: raise EncodeError(f'value {_c145_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c145_Exponent - -128) << 4) | (_c145_Value < 0)
+                    n += 16
+                    _c145_Exponent = None
+                    _m = (-_c145_Value - 1 if _c145_Value < 0 else _c145_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
+                    _c145_Value = None
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif True:
@@ -13918,9 +17057,11 @@ def _ee15(w, o):  # KeyName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -13959,9 +17100,11 @@ def _ee18(w, o):  # MgmtData
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -14106,6 +17249,9 @@ def _de34(r):  # AckMaxDelay
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -14122,6 +17268,7 @@ def _ee34(w, o):  # AckMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14150,6 +17297,9 @@ def _de37(r):  # BPT_DischargedEnergyReadingWh
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -14166,6 +17316,7 @@ def _ee37(w, o):  # BPT_DischargedEnergyReadingWh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14182,6 +17333,9 @@ def _de38(r):  # BPT_InductiveEnergyReadingVARh
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -14198,6 +17352,7 @@ def _ee38(w, o):  # BPT_InductiveEnergyReadingVARh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14220,6 +17375,9 @@ def _de40(r):  # CapacitiveEnergyReadingVARh
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -14236,6 +17394,7 @@ def _ee40(w, o):  # CapacitiveEnergyReadingVARh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14252,6 +17411,9 @@ def _de41(r):  # ChargedEnergyReadingWh
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -14268,6 +17430,7 @@ def _ee41(w, o):  # ChargedEnergyReadingWh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14307,6 +17470,9 @@ def _de43(r):  # ContactWindowXc
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -14325,6 +17491,7 @@ def _ee43(w, o):  # ContactWindowXc
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14343,6 +17510,9 @@ def _de44(r):  # ContactWindowYc
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -14361,6 +17531,7 @@ def _ee44(w, o):  # ContactWindowYc
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14383,6 +17554,9 @@ def _de46(r):  # DepartureTime
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -14399,6 +17573,7 @@ def _ee46(w, o):  # DepartureTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14449,9 +17624,9 @@ def _de49(r):  # EVCPStatus
 def _ee49(w, o):  # EVCPStatus
     v = w.v
     n = w.n
-    _i23 = _I10.get(o)
-    if _i23 is None: raise EncodeError(f'{o!r} is not one of the enumeration cpStatusType')
-    v = (v << 5) | (_i23 << 1)
+    _i146 = _I10.get(o)
+    if _i146 is None: raise EncodeError(f'{o!r} is not one of the enumeration cpStatusType')
+    v = (v << 5) | (_i146 << 1)
     n += 5
     w.v = v
     w.n = n
@@ -14471,9 +17646,9 @@ def _de50(r):  # EVElectricalChargingDeviceStatus
 def _ee50(w, o):  # EVElectricalChargingDeviceStatus
     v = w.v
     n = w.n
-    _i24 = _I1.get(o)
-    if _i24 is None: raise EncodeError(f'{o!r} is not one of the enumeration electricalChargingDeviceStatusType')
-    v = (v << 4) | (_i24 << 1)
+    _i147 = _I1.get(o)
+    if _i147 is None: raise EncodeError(f'{o!r} is not one of the enumeration electricalChargingDeviceStatusType')
+    v = (v << 4) | (_i147 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -14495,9 +17670,9 @@ def _de51(r):  # EVErrorCode
 def _ee51(w, o):  # EVErrorCode
     v = w.v
     n = w.n
-    _i25 = _I11.get(o)
-    if _i25 is None: raise EncodeError(f'{o!r} is not one of the enumeration errorCodeType')
-    v = (v << 6) | (_i25 << 1)
+    _i148 = _I11.get(o)
+    if _i148 is None: raise EncodeError(f'{o!r} is not one of the enumeration errorCodeType')
+    v = (v << 6) | (_i148 << 1)
     n += 6
     w.v = v
     w.n = n
@@ -14652,6 +17827,9 @@ def _de60(r):  # EVRelativeXDeviation
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -14670,6 +17848,7 @@ def _ee60(w, o):  # EVRelativeXDeviation
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14688,6 +17867,9 @@ def _de61(r):  # EVRelativeYDeviation
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -14706,6 +17888,7 @@ def _ee61(w, o):  # EVRelativeYDeviation
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -14748,9 +17931,9 @@ def _de63(r):  # EVSEElectricalChargingDeviceStatus
 def _ee63(w, o):  # EVSEElectricalChargingDeviceStatus
     v = w.v
     n = w.n
-    _i26 = _I1.get(o)
-    if _i26 is None: raise EncodeError(f'{o!r} is not one of the enumeration electricalChargingDeviceStatusType')
-    v = (v << 4) | (_i26 << 1)
+    _i149 = _I1.get(o)
+    if _i149 is None: raise EncodeError(f'{o!r} is not one of the enumeration electricalChargingDeviceStatusType')
+    v = (v << 4) | (_i149 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -14791,9 +17974,9 @@ def _de65(r):  # EVSEIsolationStatus
 def _ee65(w, o):  # EVSEIsolationStatus
     v = w.v
     n = w.n
-    _i27 = _I13.get(o)
-    if _i27 is None: raise EncodeError(f'{o!r} is not one of the enumeration isolationStatusType')
-    v = (v << 4) | (_i27 << 1)
+    _i150 = _I13.get(o)
+    if _i150 is None: raise EncodeError(f'{o!r} is not one of the enumeration isolationStatusType')
+    v = (v << 4) | (_i150 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -14836,9 +18019,9 @@ def _de67(r):  # EVSEMechanicalChargingDeviceStatus
 def _ee67(w, o):  # EVSEMechanicalChargingDeviceStatus
     v = w.v
     n = w.n
-    _i28 = _I7.get(o)
-    if _i28 is None: raise EncodeError(f'{o!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
-    v = (v << 4) | (_i28 << 1)
+    _i151 = _I7.get(o)
+    if _i151 is None: raise EncodeError(f'{o!r} is not one of the enumeration mechanicalChargingDeviceStatusType')
+    v = (v << 4) | (_i151 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -14860,9 +18043,9 @@ def _de68(r):  # EVSENotification
 def _ee68(w, o):  # EVSENotification
     v = w.v
     n = w.n
-    _i29 = _I15.get(o)
-    if _i29 is None: raise EncodeError(f'{o!r} is not one of the enumeration evseNotificationType')
-    v = (v << 5) | (_i29 << 1)
+    _i152 = _I15.get(o)
+    if _i152 is None: raise EncodeError(f'{o!r} is not one of the enumeration evseNotificationType')
+    v = (v << 5) | (_i152 << 1)
     n += 5
     w.v = v
     w.n = n
@@ -14905,9 +18088,9 @@ def _de70(r):  # EVSEProcessing
 def _ee70(w, o):  # EVSEProcessing
     v = w.v
     n = w.n
-    _i30 = _I6.get(o)
-    if _i30 is None: raise EncodeError(f'{o!r} is not one of the enumeration processingType')
-    v = (v << 4) | (_i30 << 1)
+    _i153 = _I6.get(o)
+    if _i153 is None: raise EncodeError(f'{o!r} is not one of the enumeration processingType')
+    v = (v << 4) | (_i153 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -15118,6 +18301,9 @@ def _de83(r):  # HMACOutputLength
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -15135,6 +18321,7 @@ def _ee83(w, o):  # HMACOutputLength
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -15241,10 +18428,12 @@ def _ee88(w, o):  # MeterID
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -15320,6 +18509,9 @@ def _de92(r):  # MeterStatus
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -15338,6 +18530,7 @@ def _ee92(w, o):  # MeterStatus
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -15354,6 +18547,9 @@ def _de93(r):  # MeterTimestamp
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -15370,6 +18566,7 @@ def _ee93(w, o):  # MeterTimestamp
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -15437,6 +18634,9 @@ def _de96(r):  # NotificationMaxDelay
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -15453,6 +18653,7 @@ def _ee96(w, o):  # NotificationMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -15654,6 +18855,9 @@ def _de106(r):  # RemainingTimeToMaximumSOC
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -15670,6 +18874,7 @@ def _ee106(w, o):  # RemainingTimeToMaximumSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -15686,6 +18891,9 @@ def _de107(r):  # RemainingTimeToMinimumSOC
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -15702,6 +18910,7 @@ def _ee107(w, o):  # RemainingTimeToMinimumSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -15718,6 +18927,9 @@ def _de108(r):  # RemainingTimeToTargetSOC
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -15734,6 +18946,7 @@ def _ee108(w, o):  # RemainingTimeToTargetSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -15757,9 +18970,9 @@ def _de109(r):  # ResponseCode
 def _ee109(w, o):  # ResponseCode
     v = w.v
     n = w.n
-    _i31 = _I5.get(o)
-    if _i31 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
-    v = (v << 8) | (_i31 << 1)
+    _i154 = _I5.get(o)
+    if _i154 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
+    v = (v << 8) | (_i154 << 1)
     n += 8
     w.v = v
     w.n = n
@@ -15897,6 +19110,9 @@ def _de116(r):  # TaxRuleID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -15913,6 +19129,7 @@ def _ee116(w, o):  # TaxRuleID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -15929,6 +19146,9 @@ def _de117(r):  # TimeAnchor
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -15945,6 +19165,7 @@ def _ee117(w, o):  # TimeAnchor
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -15961,6 +19182,9 @@ def _de118(r):  # TimeStamp
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -15977,6 +19201,7 @@ def _ee118(w, o):  # TimeStamp
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -15995,6 +19220,9 @@ def _de119(r):  # Value
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -16013,6 +19241,7 @@ def _ee119(w, o):  # Value
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -16085,7 +19314,7 @@ def _de122(r):  # X509IssuerName
     if p > E: raise r.truncated(p)
     if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
     r.pos = p
-    val = r.string(32)
+    val = r.string(28)
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
@@ -16098,9 +19327,11 @@ def _ee122(w, o):  # X509IssuerName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -16153,6 +19384,9 @@ def _de125(r):  # X509SerialNumber
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -16170,6 +19404,7 @@ def _ee125(w, o):  # X509SerialNumber
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -16184,7 +19419,7 @@ def _de126(r):  # X509SubjectName
     if p > E: raise r.truncated(p)
     if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
     r.pos = p
-    val = r.string(29)
+    val = r.string(31)
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
@@ -16197,9 +19432,11 @@ def _ee126(w, o):  # X509SubjectName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -16226,9 +19463,11 @@ def _ee127(w, o):  # XPath
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v

@@ -66,22 +66,55 @@ def _d_AuthorizationReqType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'EIM_AReqAuthorizationMode'
-                    r.pos = p
-                    f_EIM_AReqAuthorizationMode = _d_EIM_AReqAuthorizationModeType(r)
-                    p = r.pos
-                    p += 1
+                    p += 2
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('AuthorizationReqType', p)
+                    el = 'EIM_AReqAuthorizationMode'
+                    f_EIM_AReqAuthorizationMode = iso20_commonmessages.EIM_AReqAuthorizationModeType()
                     s = -1
                 elif ec == 1:
-                    el = 'PnC_AReqAuthorizationMode'
-                    r.pos = p
-                    f_PnC_AReqAuthorizationMode = _d_PnC_AReqAuthorizationModeType(r)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
+                    el = 'PnC_AReqAuthorizationMode'
+                    el = '@Id'
+                    r.pos = p
+                    _c2_Id = r.string(1)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('AuthorizationReqType', p)
+                    el = 'GenChallenge'
+                    r.pos = p
+                    _c2_GenChallenge = r.binary()
+                    if len(_c2_GenChallenge) < 16 or len(_c2_GenChallenge) > 16: raise DecodeError(f'length {len(_c2_GenChallenge)} outside [16, 16]', r.pos)
+                    p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 15: raise r.deviation('AuthorizationReqType', p)
+                    el = 'ContractCertificateChain'
+                    el = 'Certificate'
+                    r.pos = p
+                    _c3_Certificate = r.binary()
+                    if len(_c3_Certificate) > 1600: raise DecodeError(f'length {len(_c3_Certificate)} outside [0, 1600]', r.pos)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('AuthorizationReqType', p)
+                    el = 'SubCertificates'
+                    r.pos = p
+                    _c3_SubCertificates = _d_SubCertificatesType(r)
+                    p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('AuthorizationReqType', p)
+                    _c2_ContractCertificateChain = iso20_commonmessages.ContractCertificateChainType(_c3_Certificate, _c3_SubCertificates)
+                    f_PnC_AReqAuthorizationMode = iso20_commonmessages.PnC_AReqAuthorizationModeType(_c2_Id, _c2_GenChallenge, _c2_ContractCertificateChain)
                     s = -1
                 else:
                     raise r.deviation('AuthorizationReqType', p)
@@ -112,9 +145,9 @@ def _e_AuthorizationReqType(w, o):
                     v = w.v; n = w.n
                     if not (v_SelectedAuthorizationService is not None): raise EncodeError('missing content: SelectedAuthorizationService')
                     el = 'SelectedAuthorizationService'
-                    _i1 = _I1.get(v_SelectedAuthorizationService)
-                    if _i1 is None: raise EncodeError(f'{v_SelectedAuthorizationService!r} is not one of the enumeration authorizationType')
-                    v = (v << 4) | (_i1 << 1)
+                    _i4 = _I1.get(v_SelectedAuthorizationService)
+                    if _i4 is None: raise EncodeError(f'{v_SelectedAuthorizationService!r} is not one of the enumeration authorizationType')
+                    v = (v << 4) | (_i4 << 1)
                     n += 4
                     v_Header = None
                     v_SelectedAuthorizationService = None
@@ -124,25 +157,62 @@ def _e_AuthorizationReqType(w, o):
             if s == 2:
                 if v_EIM_AReqAuthorizationMode is not None:
                     el = 'EIM_AReqAuthorizationMode'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_EIM_AReqAuthorizationModeType(w, v_EIM_AReqAuthorizationMode)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    _o = v_EIM_AReqAuthorizationMode
+                    v <<= 4
+                    n += 4
                     v_EIM_AReqAuthorizationMode = None
                     if v_Header is not None or v_SelectedAuthorizationService is not None or v_EIM_AReqAuthorizationMode is not None or v_PnC_AReqAuthorizationMode is not None: raise _leftover(o)
                     s = -1
                 elif v_PnC_AReqAuthorizationMode is not None:
                     el = 'PnC_AReqAuthorizationMode'
-                    v = (v << 2) | 1
+                    _o = v_PnC_AReqAuthorizationMode
+                    _c6_Id = _o.Id
+                    _c6_GenChallenge = _o.GenChallenge
+                    _c6_ContractCertificateChain = _o.ContractCertificateChain
+                    if not (_c6_Id is not None): raise EncodeError('missing content: Id')
+                    el = '@Id'
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    _l = len(_c6_Id)
+                    if _l < 126 and _c6_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c6_Id); v = w.v; n = w.n
+                    if not (_c6_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
+                    el = 'GenChallenge'
+                    v <<= 2
                     n += 2
+                    _c6_Id = None
                     w.v = v; w.n = n
-                    _e_PnC_AReqAuthorizationModeType(w, v_PnC_AReqAuthorizationMode)
+                    if len(_c6_GenChallenge) < 16 or len(_c6_GenChallenge) > 16: raise EncodeError(f'length {len(_c6_GenChallenge)} outside [16, 16]')
+                    w.binary(_c6_GenChallenge)
                     v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if not (_c6_ContractCertificateChain is not None): raise EncodeError('missing content: ContractCertificateChain')
+                    el = 'ContractCertificateChain'
+                    _o = _c6_ContractCertificateChain
+                    _c7_Certificate = _o.Certificate
+                    _c7_SubCertificates = _o.SubCertificates
+                    if not (_c7_Certificate is not None): raise EncodeError('missing content: Certificate')
+                    el = 'Certificate'
+                    v <<= 4
+                    n += 4
+                    _c6_GenChallenge = None
+                    w.v = v; w.n = n
+                    if len(_c7_Certificate) > 1600: raise EncodeError(f'length {len(_c7_Certificate)} outside [0, 1600]')
+                    w.binary(_c7_Certificate)
+                    v = w.v; n = w.n
+                    if not (_c7_SubCertificates is not None): raise EncodeError('missing content: SubCertificates')
+                    el = 'SubCertificates'
+                    v <<= 2
+                    n += 2
+                    _c7_Certificate = None
+                    w.v = v; w.n = n
+                    _e_SubCertificatesType(w, _c7_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c7_SubCertificates = None
+                    _c6_ContractCertificateChain = None
                     v_PnC_AReqAuthorizationMode = None
                     if v_Header is not None or v_SelectedAuthorizationService is not None or v_EIM_AReqAuthorizationMode is not None or v_PnC_AReqAuthorizationMode is not None: raise _leftover(o)
                     s = -1
@@ -276,6 +346,9 @@ def _d_MessageHeaderType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_TimeStamp = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_TimeStamp = r.uint(); p = r.pos
                 p += 1
@@ -333,6 +406,7 @@ def _e_MessageHeaderType(w, o):
                     n += 3
                     v_SessionID = None
                     if v_TimeStamp < 128: v = (v << 8) | v_TimeStamp; n += 8
+                    elif v_TimeStamp < 16384: v = (v << 16) | ((v_TimeStamp & 127) << 8) | 32768 | (v_TimeStamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_TimeStamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -383,7 +457,7 @@ def _d_SignatureType(r):
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
-                    f_Id = r.string(3)
+                    f_Id = r.string(6)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -417,13 +491,13 @@ def _d_SignatureType(r):
                 if ec == 0:
                     el = 'KeyInfo'
                     r.pos = p
-                    f_KeyInfo = _d_KeyInfoType(r, 4)
+                    f_KeyInfo = _d_KeyInfoType(r, 7)
                     p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'Object'
                     r.pos = p
-                    _v = _d_ObjectType(r, 5)
+                    _v = _d_ObjectType(r, 8)
                     p = r.pos
                     f_Object.append(_v)
                     s = 5
@@ -439,7 +513,7 @@ def _d_SignatureType(r):
                 if ec == 0:
                     el = 'Object'
                     r.pos = p
-                    _v = _d_ObjectType(r, 5)
+                    _v = _d_ObjectType(r, 8)
                     p = r.pos
                     f_Object.append(_v)
                     s = 5
@@ -456,7 +530,7 @@ def _d_SignatureType(r):
                     if ec == 0:
                         el = 'Object'
                         r.pos = p
-                        _v = _d_ObjectType(r, 5)
+                        _v = _d_ObjectType(r, 8)
                         p = r.pos
                         f_Object.append(_v)
                     elif ec == 1:
@@ -490,9 +564,11 @@ def _e_SignatureType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
                     v <<= 1
@@ -605,20 +681,20 @@ def _d_SignedInfoType(r):
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
-                    f_Id = r.string(3)
+                    f_Id = r.string(6)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                     el = 'CanonicalizationMethod'
                     r.pos = p
-                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 6)
+                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 9)
                     p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'CanonicalizationMethod'
                     r.pos = p
-                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 6)
+                    f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 9)
                     p = r.pos
                     s = 2
                 else:
@@ -629,7 +705,7 @@ def _d_SignedInfoType(r):
                 if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                 el = 'SignatureMethod'
                 r.pos = p
-                f_SignatureMethod = _d_SignatureMethodType(r, 7)
+                f_SignatureMethod = _d_SignatureMethodType(r, 10)
                 p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
@@ -697,9 +773,11 @@ def _e_SignedInfoType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
                     v <<= 1
@@ -792,7 +870,7 @@ def _d_CanonicalizationMethodType(r, key):
                 if (V >> (E - p)) & 1: raise r.deviation('CanonicalizationMethodType', p)
                 el = '@Algorithm'
                 r.pos = p
-                f_Algorithm = r.string(8)
+                f_Algorithm = r.string(11)
                 p = r.pos
                 s = 1
             if s == 1:
@@ -865,9 +943,11 @@ def _e_CanonicalizationMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -911,7 +991,7 @@ def _d_SignatureMethodType(r, key):
                 if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                 el = '@Algorithm'
                 r.pos = p
-                f_Algorithm = r.string(8)
+                f_Algorithm = r.string(11)
                 p = r.pos
                 s = 1
             if s == 1:
@@ -928,6 +1008,9 @@ def _d_SignatureMethodType(r, key):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
                     p += 1
@@ -962,6 +1045,9 @@ def _d_SignatureMethodType(r, key):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
                     p += 1
@@ -1036,9 +1122,11 @@ def _e_SignatureMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -1051,6 +1139,7 @@ def _e_SignatureMethodType(w, o):
                     n += 5
                     _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -1069,6 +1158,7 @@ def _e_SignatureMethodType(w, o):
                     n += 5
                     _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -1117,19 +1207,19 @@ def _d_ReferenceType(r):
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
-                    f_Id = r.string(3)
+                    f_Id = r.string(6)
                     p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Type'
                     r.pos = p
-                    f_Type = r.string(10)
+                    f_Type = r.string(13)
                     p = r.pos
                     s = 2
                 elif ec == 2:
                     el = '@URI'
                     r.pos = p
-                    f_URI = r.string(11)
+                    f_URI = r.string(14)
                     p = r.pos
                     s = 3
                 elif ec == 3:
@@ -1141,7 +1231,7 @@ def _d_ReferenceType(r):
                 elif ec == 4:
                     el = 'DigestMethod'
                     r.pos = p
-                    f_DigestMethod = _d_DigestMethodType(r, 12)
+                    f_DigestMethod = _d_DigestMethodType(r, 15)
                     p = r.pos
                     s = 5
                 else:
@@ -1153,13 +1243,13 @@ def _d_ReferenceType(r):
                 if ec == 0:
                     el = '@Type'
                     r.pos = p
-                    f_Type = r.string(10)
+                    f_Type = r.string(13)
                     p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@URI'
                     r.pos = p
-                    f_URI = r.string(11)
+                    f_URI = r.string(14)
                     p = r.pos
                     s = 3
                 elif ec == 2:
@@ -1171,7 +1261,7 @@ def _d_ReferenceType(r):
                 elif ec == 3:
                     el = 'DigestMethod'
                     r.pos = p
-                    f_DigestMethod = _d_DigestMethodType(r, 12)
+                    f_DigestMethod = _d_DigestMethodType(r, 15)
                     p = r.pos
                     s = 5
                 else:
@@ -1183,7 +1273,7 @@ def _d_ReferenceType(r):
                 if ec == 0:
                     el = '@URI'
                     r.pos = p
-                    f_URI = r.string(11)
+                    f_URI = r.string(14)
                     p = r.pos
                     s = 3
                 elif ec == 1:
@@ -1195,7 +1285,7 @@ def _d_ReferenceType(r):
                 elif ec == 2:
                     el = 'DigestMethod'
                     r.pos = p
-                    f_DigestMethod = _d_DigestMethodType(r, 12)
+                    f_DigestMethod = _d_DigestMethodType(r, 15)
                     p = r.pos
                     s = 5
                 else:
@@ -1213,7 +1303,7 @@ def _d_ReferenceType(r):
                 elif ec == 1:
                     el = 'DigestMethod'
                     r.pos = p
-                    f_DigestMethod = _d_DigestMethodType(r, 12)
+                    f_DigestMethod = _d_DigestMethodType(r, 15)
                     p = r.pos
                     s = 5
                 else:
@@ -1224,7 +1314,7 @@ def _d_ReferenceType(r):
                 if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestMethod'
                 r.pos = p
-                f_DigestMethod = _d_DigestMethodType(r, 12)
+                f_DigestMethod = _d_DigestMethodType(r, 15)
                 p = r.pos
                 s = 5
             if s == 5:
@@ -1265,27 +1355,33 @@ def _e_ReferenceType(w, o):
                     el = '@Id'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
                     el = '@Type'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 2
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -1313,18 +1409,22 @@ def _e_ReferenceType(w, o):
                     el = '@Type'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -1352,9 +1452,11 @@ def _e_ReferenceType(w, o):
                     el = '@URI'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -1445,7 +1547,7 @@ def _d_TransformsType(r):
                 if (V >> (E - p)) & 1: raise r.deviation('TransformsType', p)
                 el = 'Transform'
                 r.pos = p
-                _v = _d_TransformType(r, 14)
+                _v = _d_TransformType(r, 17)
                 p = r.pos
                 f_Transform.append(_v)
                 s = 1
@@ -1456,7 +1558,7 @@ def _d_TransformsType(r):
                 if ec == 0:
                     el = 'Transform'
                     r.pos = p
-                    _v = _d_TransformType(r, 14)
+                    _v = _d_TransformType(r, 17)
                     p = r.pos
                     f_Transform.append(_v)
                     s = 2
@@ -1473,7 +1575,7 @@ def _d_TransformsType(r):
                     if ec == 0:
                         el = 'Transform'
                         r.pos = p
-                        _v = _d_TransformType(r, 14)
+                        _v = _d_TransformType(r, 17)
                         p = r.pos
                         f_Transform.append(_v)
                     elif ec == 1:
@@ -1562,7 +1664,7 @@ def _d_TransformType(r, key):
                 if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                 el = '@Algorithm'
                 r.pos = p
-                f_Algorithm = r.string(8)
+                f_Algorithm = r.string(11)
                 p = r.pos
                 s = 1
             if s == 1:
@@ -1575,7 +1677,7 @@ def _d_TransformType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
                     r.pos = p
-                    _v = r.string(15)
+                    _v = r.string(18)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -1605,7 +1707,7 @@ def _d_TransformType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
                     r.pos = p
-                    _v = r.string(15)
+                    _v = r.string(18)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -1635,7 +1737,7 @@ def _d_TransformType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
                     r.pos = p
-                    _v = r.string(15)
+                    _v = r.string(18)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -1666,7 +1768,7 @@ def _d_TransformType(r, key):
                         if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                         el = 'XPath'
                         r.pos = p
-                        _v = r.string(15)
+                        _v = r.string(18)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -1710,9 +1812,11 @@ def _e_TransformType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -1722,9 +1826,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -1739,9 +1845,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -1756,9 +1864,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -1774,9 +1884,11 @@ def _e_TransformType(w, o):
                         el = 'XPath'
                         v <<= 4
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_XPath[i_XPath])
-                        v = w.v; n = w.n
+                        _l = len(v_XPath[i_XPath])
+                        if _l < 126 and v_XPath[i_XPath].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_XPath += 1
@@ -1806,7 +1918,7 @@ def _d_DigestMethodType(r, key):
                 if (V >> (E - p)) & 1: raise r.deviation('DigestMethodType', p)
                 el = '@Algorithm'
                 r.pos = p
-                f_Algorithm = r.string(8)
+                f_Algorithm = r.string(11)
                 p = r.pos
                 s = 1
             if s == 1:
@@ -1879,9 +1991,11 @@ def _e_DigestMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -1926,7 +2040,7 @@ def _d_SignatureValueType(r):
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
-                    f_Id = r.string(3)
+                    f_Id = r.string(6)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -1967,9 +2081,11 @@ def _e_SignatureValueType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_value is not None): raise EncodeError('missing content: text')
                     v <<= 1
                     n += 1
@@ -2023,7 +2139,7 @@ def _d_KeyInfoType(r, key):
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
-                    f_Id = r.string(3)
+                    f_Id = r.string(6)
                     p = r.pos
                     s = 1
                 elif ec == 1:
@@ -2032,7 +2148,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
                     r.pos = p
-                    _v = r.string(16)
+                    _v = r.string(19)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2042,7 +2158,7 @@ def _d_KeyInfoType(r, key):
                 elif ec == 2:
                     el = 'KeyValue'
                     r.pos = p
-                    _v = _d_KeyValueType(r, 17)
+                    _v = _d_KeyValueType(r, 20)
                     p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
@@ -2080,7 +2196,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
                     r.pos = p
-                    _v = r.string(18)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2107,7 +2223,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
                     r.pos = p
-                    _v = r.string(16)
+                    _v = r.string(19)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2117,7 +2233,7 @@ def _d_KeyInfoType(r, key):
                 elif ec == 1:
                     el = 'KeyValue'
                     r.pos = p
-                    _v = _d_KeyValueType(r, 17)
+                    _v = _d_KeyValueType(r, 20)
                     p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
@@ -2155,7 +2271,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
                     r.pos = p
-                    _v = r.string(18)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2182,7 +2298,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
                     r.pos = p
-                    _v = r.string(16)
+                    _v = r.string(19)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2192,7 +2308,7 @@ def _d_KeyInfoType(r, key):
                 elif ec == 1:
                     el = 'KeyValue'
                     r.pos = p
-                    _v = _d_KeyValueType(r, 17)
+                    _v = _d_KeyValueType(r, 20)
                     p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
@@ -2230,7 +2346,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
                     r.pos = p
-                    _v = r.string(18)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2257,7 +2373,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
                     r.pos = p
-                    _v = r.string(16)
+                    _v = r.string(19)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2267,7 +2383,7 @@ def _d_KeyInfoType(r, key):
                 elif ec == 1:
                     el = 'KeyValue'
                     r.pos = p
-                    _v = _d_KeyValueType(r, 17)
+                    _v = _d_KeyValueType(r, 20)
                     p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
@@ -2305,7 +2421,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
                     r.pos = p
-                    _v = r.string(18)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2335,7 +2451,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
                     r.pos = p
-                    _v = r.string(16)
+                    _v = r.string(19)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2345,7 +2461,7 @@ def _d_KeyInfoType(r, key):
                 elif ec == 1:
                     el = 'KeyValue'
                     r.pos = p
-                    _v = _d_KeyValueType(r, 17)
+                    _v = _d_KeyValueType(r, 20)
                     p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
@@ -2383,7 +2499,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
                     r.pos = p
-                    _v = r.string(18)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2413,7 +2529,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
                     r.pos = p
-                    _v = r.string(16)
+                    _v = r.string(19)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2423,7 +2539,7 @@ def _d_KeyInfoType(r, key):
                 elif ec == 1:
                     el = 'KeyValue'
                     r.pos = p
-                    _v = _d_KeyValueType(r, 17)
+                    _v = _d_KeyValueType(r, 20)
                     p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
@@ -2461,7 +2577,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
                     r.pos = p
-                    _v = r.string(18)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2491,7 +2607,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
                     r.pos = p
-                    _v = r.string(16)
+                    _v = r.string(19)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2501,7 +2617,7 @@ def _d_KeyInfoType(r, key):
                 elif ec == 1:
                     el = 'KeyValue'
                     r.pos = p
-                    _v = _d_KeyValueType(r, 17)
+                    _v = _d_KeyValueType(r, 20)
                     p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
@@ -2539,7 +2655,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
                     r.pos = p
-                    _v = r.string(18)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2569,7 +2685,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
                     r.pos = p
-                    _v = r.string(16)
+                    _v = r.string(19)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2579,7 +2695,7 @@ def _d_KeyInfoType(r, key):
                 elif ec == 1:
                     el = 'KeyValue'
                     r.pos = p
-                    _v = _d_KeyValueType(r, 17)
+                    _v = _d_KeyValueType(r, 20)
                     p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
@@ -2617,7 +2733,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
                     r.pos = p
-                    _v = r.string(18)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2647,7 +2763,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
                     r.pos = p
-                    _v = r.string(16)
+                    _v = r.string(19)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2657,7 +2773,7 @@ def _d_KeyInfoType(r, key):
                 elif ec == 1:
                     el = 'KeyValue'
                     r.pos = p
-                    _v = _d_KeyValueType(r, 17)
+                    _v = _d_KeyValueType(r, 20)
                     p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
@@ -2695,7 +2811,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
                     r.pos = p
-                    _v = r.string(18)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2725,7 +2841,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
                     r.pos = p
-                    _v = r.string(16)
+                    _v = r.string(19)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2735,7 +2851,7 @@ def _d_KeyInfoType(r, key):
                 elif ec == 1:
                     el = 'KeyValue'
                     r.pos = p
-                    _v = _d_KeyValueType(r, 17)
+                    _v = _d_KeyValueType(r, 20)
                     p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
@@ -2773,7 +2889,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
                     r.pos = p
-                    _v = r.string(18)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2803,7 +2919,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
                     r.pos = p
-                    _v = r.string(16)
+                    _v = r.string(19)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2813,7 +2929,7 @@ def _d_KeyInfoType(r, key):
                 elif ec == 1:
                     el = 'KeyValue'
                     r.pos = p
-                    _v = _d_KeyValueType(r, 17)
+                    _v = _d_KeyValueType(r, 20)
                     p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
@@ -2851,7 +2967,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
                     r.pos = p
-                    _v = r.string(18)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -2882,7 +2998,7 @@ def _d_KeyInfoType(r, key):
                         if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
                         r.pos = p
-                        _v = r.string(16)
+                        _v = r.string(19)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -2891,7 +3007,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 1:
                         el = 'KeyValue'
                         r.pos = p
-                        _v = _d_KeyValueType(r, 17)
+                        _v = _d_KeyValueType(r, 20)
                         p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
@@ -2934,7 +3050,7 @@ def _d_KeyInfoType(r, key):
                         if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
                         r.pos = p
-                        _v = r.string(18)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -2969,7 +3085,7 @@ def _d_KeyInfoType(r, key):
                         if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
                         r.pos = p
-                        _v = r.string(16)
+                        _v = r.string(19)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -2980,7 +3096,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 1:
                         el = 'KeyValue'
                         r.pos = p
-                        _v = _d_KeyValueType(r, 17)
+                        _v = _d_KeyValueType(r, 20)
                         p = r.pos
                         f_KeyValue.append(_v)
                     elif ec == 2:
@@ -3021,7 +3137,7 @@ def _d_KeyInfoType(r, key):
                         if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
                         r.pos = p
-                        _v = r.string(18)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -3056,7 +3172,7 @@ def _d_KeyInfoType(r, key):
                         if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
                         r.pos = p
-                        _v = r.string(16)
+                        _v = r.string(19)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -3067,7 +3183,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 1:
                         el = 'KeyValue'
                         r.pos = p
-                        _v = _d_KeyValueType(r, 17)
+                        _v = _d_KeyValueType(r, 20)
                         p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
@@ -3108,7 +3224,7 @@ def _d_KeyInfoType(r, key):
                         if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
                         r.pos = p
-                        _v = r.string(18)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -3143,7 +3259,7 @@ def _d_KeyInfoType(r, key):
                         if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
                         r.pos = p
-                        _v = r.string(16)
+                        _v = r.string(19)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -3154,7 +3270,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 1:
                         el = 'KeyValue'
                         r.pos = p
-                        _v = _d_KeyValueType(r, 17)
+                        _v = _d_KeyValueType(r, 20)
                         p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
@@ -3195,7 +3311,7 @@ def _d_KeyInfoType(r, key):
                         if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
                         r.pos = p
-                        _v = r.string(18)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -3230,7 +3346,7 @@ def _d_KeyInfoType(r, key):
                         if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
                         r.pos = p
-                        _v = r.string(16)
+                        _v = r.string(19)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -3241,7 +3357,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 1:
                         el = 'KeyValue'
                         r.pos = p
-                        _v = _d_KeyValueType(r, 17)
+                        _v = _d_KeyValueType(r, 20)
                         p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
@@ -3282,7 +3398,7 @@ def _d_KeyInfoType(r, key):
                         if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
                         r.pos = p
-                        _v = r.string(18)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -3317,7 +3433,7 @@ def _d_KeyInfoType(r, key):
                         if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
                         r.pos = p
-                        _v = r.string(16)
+                        _v = r.string(19)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -3328,7 +3444,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 1:
                         el = 'KeyValue'
                         r.pos = p
-                        _v = _d_KeyValueType(r, 17)
+                        _v = _d_KeyValueType(r, 20)
                         p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
@@ -3369,7 +3485,7 @@ def _d_KeyInfoType(r, key):
                         if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
                         r.pos = p
-                        _v = r.string(18)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -3404,7 +3520,7 @@ def _d_KeyInfoType(r, key):
                         if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
                         r.pos = p
-                        _v = r.string(16)
+                        _v = r.string(19)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -3415,7 +3531,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 1:
                         el = 'KeyValue'
                         r.pos = p
-                        _v = _d_KeyValueType(r, 17)
+                        _v = _d_KeyValueType(r, 20)
                         p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
@@ -3458,7 +3574,7 @@ def _d_KeyInfoType(r, key):
                         if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
                         r.pos = p
-                        _v = r.string(18)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -3490,7 +3606,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
                     r.pos = p
-                    _v = r.string(16)
+                    _v = r.string(19)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -3500,7 +3616,7 @@ def _d_KeyInfoType(r, key):
                 elif ec == 1:
                     el = 'KeyValue'
                     r.pos = p
-                    _v = _d_KeyValueType(r, 17)
+                    _v = _d_KeyValueType(r, 20)
                     p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
@@ -3538,7 +3654,7 @@ def _d_KeyInfoType(r, key):
                     if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
                     r.pos = p
-                    _v = r.string(18)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -3598,18 +3714,22 @@ def _e_KeyInfoType(w, o):
                     el = '@Id'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
                     el = 'KeyName'
                     v = (v << 5) | (1 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -3663,9 +3783,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (7 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -3677,9 +3799,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -3733,9 +3857,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -3747,9 +3873,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -3803,9 +3931,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -3817,9 +3947,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -3873,9 +4005,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -3890,9 +4024,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -3946,9 +4082,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -3963,9 +4101,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -4019,9 +4159,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -4036,9 +4178,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -4092,9 +4236,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -4109,9 +4255,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -4165,9 +4313,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -4182,9 +4332,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -4238,9 +4390,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -4255,9 +4409,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -4311,9 +4467,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -4328,9 +4486,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -4384,9 +4544,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -4402,9 +4564,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -4462,9 +4626,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -4482,9 +4648,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -4542,9 +4710,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -4562,9 +4732,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -4622,9 +4794,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -4642,9 +4816,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -4702,9 +4878,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -4722,9 +4900,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -4782,9 +4962,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -4802,9 +4984,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -4862,9 +5046,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -4882,9 +5068,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -4944,9 +5132,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -4961,9 +5151,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -5017,9 +5209,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -5055,10 +5249,28 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
+                    el = 'Modulus'
                     r.pos = p
-                    f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    _c8_Modulus = r.binary()
                     p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('KeyValueType', p)
+                    el = 'Exponent'
+                    r.pos = p
+                    _c8_Exponent = r.binary()
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
+                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c8_Modulus, _c8_Exponent)
                     s = 3
                 elif ec == 2:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -5081,10 +5293,28 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
+                    el = 'Modulus'
                     r.pos = p
-                    f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    _c9_Modulus = r.binary()
                     p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('KeyValueType', p)
+                    el = 'Exponent'
+                    r.pos = p
+                    _c9_Exponent = r.binary()
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
+                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c9_Modulus, _c9_Exponent)
                     s = 3
                 elif ec == 2:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -5165,11 +5395,27 @@ def _e_KeyValueType(w, o):
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    v = (v << 3) | 1
-                    n += 3
+                    _o = v_RSAKeyValue
+                    _c10_Modulus = _o.Modulus
+                    _c10_Exponent = _o.Exponent
+                    if not (_c10_Modulus is not None): raise EncodeError('missing content: Modulus')
+                    el = 'Modulus'
+                    v = (v << 5) | (1 << 2)
+                    n += 5
                     w.v = v; w.n = n
-                    _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    w.binary(_c10_Modulus)
                     v = w.v; n = w.n
+                    if not (_c10_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    v <<= 3
+                    n += 3
+                    _c10_Modulus = None
+                    w.v = v; w.n = n
+                    w.binary(_c10_Exponent)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c10_Exponent = None
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -5186,11 +5432,27 @@ def _e_KeyValueType(w, o):
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    v = (v << 3) | 1
-                    n += 3
+                    _o = v_RSAKeyValue
+                    _c11_Modulus = _o.Modulus
+                    _c11_Exponent = _o.Exponent
+                    if not (_c11_Modulus is not None): raise EncodeError('missing content: Modulus')
+                    el = 'Modulus'
+                    v = (v << 5) | (1 << 2)
+                    n += 5
                     w.v = v; w.n = n
-                    _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    w.binary(_c11_Modulus)
                     v = w.v; n = w.n
+                    if not (_c11_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    v <<= 3
+                    n += 3
+                    _c11_Modulus = None
+                    w.v = v; w.n = n
+                    w.binary(_c11_Exponent)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c11_Exponent = None
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -5647,13 +5909,13 @@ def _d_RetrievalMethodType(r):
                 if ec == 0:
                     el = '@Type'
                     r.pos = p
-                    f_Type = r.string(10)
+                    f_Type = r.string(13)
                     p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@URI'
                     r.pos = p
-                    f_URI = r.string(11)
+                    f_URI = r.string(14)
                     p = r.pos
                     s = 2
                 elif ec == 2:
@@ -5674,7 +5936,7 @@ def _d_RetrievalMethodType(r):
                 if ec == 0:
                     el = '@URI'
                     r.pos = p
-                    f_URI = r.string(11)
+                    f_URI = r.string(14)
                     p = r.pos
                     s = 2
                 elif ec == 1:
@@ -5729,18 +5991,22 @@ def _e_RetrievalMethodType(w, o):
                     el = '@Type'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
@@ -5762,9 +6028,11 @@ def _e_RetrievalMethodType(w, o):
                     el = '@URI'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
@@ -5825,10 +6093,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c12_X509IssuerName = r.string(31)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c12_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c12_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c12_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c12_X509SerialNumber = -_c12_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c12_X509IssuerName, _c12_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
@@ -5850,7 +6143,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(29)
+                    _v = r.string(34)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -5893,10 +6186,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c13_X509IssuerName = r.string(31)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c13_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c13_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c13_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c13_X509SerialNumber = -_c13_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c13_X509IssuerName, _c13_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -5918,7 +6236,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(29)
+                    _v = r.string(34)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -5964,10 +6282,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c14_X509IssuerName = r.string(31)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c14_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c14_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c14_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c14_X509SerialNumber = -_c14_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c14_X509IssuerName, _c14_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -5989,7 +6332,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(29)
+                    _v = r.string(34)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -6035,10 +6378,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c15_X509IssuerName = r.string(31)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c15_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c15_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c15_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c15_X509SerialNumber = -_c15_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c15_X509IssuerName, _c15_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -6060,7 +6428,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(29)
+                    _v = r.string(34)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -6106,10 +6474,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c16_X509IssuerName = r.string(31)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c16_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c16_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c16_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c16_X509SerialNumber = -_c16_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c16_X509IssuerName, _c16_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -6131,7 +6524,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(29)
+                    _v = r.string(34)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -6177,10 +6570,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c17_X509IssuerName = r.string(31)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c17_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c17_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c17_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c17_X509SerialNumber = -_c17_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c17_X509IssuerName, _c17_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -6202,7 +6620,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(29)
+                    _v = r.string(34)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -6248,10 +6666,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c18_X509IssuerName = r.string(31)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c18_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c18_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c18_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c18_X509SerialNumber = -_c18_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c18_X509IssuerName, _c18_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -6273,7 +6716,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(29)
+                    _v = r.string(34)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -6320,10 +6763,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c19_X509IssuerName = r.string(31)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c19_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c19_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c19_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c19_X509SerialNumber = -_c19_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c19_X509IssuerName, _c19_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
                         p += 1
@@ -6345,7 +6813,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(29)
+                        _v = r.string(34)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -6397,10 +6865,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c20_X509IssuerName = r.string(31)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c20_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c20_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c20_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c20_X509SerialNumber = -_c20_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c20_X509IssuerName, _c20_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -6422,7 +6915,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(29)
+                        _v = r.string(34)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -6474,10 +6967,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c21_X509IssuerName = r.string(31)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c21_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c21_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c21_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c21_X509SerialNumber = -_c21_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c21_X509IssuerName, _c21_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -6501,7 +7019,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(29)
+                        _v = r.string(34)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -6551,10 +7069,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c22_X509IssuerName = r.string(31)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c22_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c22_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c22_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c22_X509SerialNumber = -_c22_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c22_X509IssuerName, _c22_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -6578,7 +7121,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(29)
+                        _v = r.string(34)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -6628,10 +7171,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c23_X509IssuerName = r.string(31)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c23_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c23_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c23_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c23_X509SerialNumber = -_c23_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c23_X509IssuerName, _c23_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -6655,7 +7223,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(29)
+                        _v = r.string(34)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -6704,10 +7272,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c24_X509IssuerName = r.string(31)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c24_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c24_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c24_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c24_X509SerialNumber = -_c24_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c24_X509IssuerName, _c24_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -6729,7 +7322,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(29)
+                    _v = r.string(34)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -6801,11 +7394,31 @@ def _e_X509DataType(w, o):
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c25_X509IssuerName = _o.X509IssuerName
+                    _c25_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c25_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c25_X509IssuerName)
+                    if _l < 126 and _c25_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c25_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c25_X509IssuerName); v = w.v; n = w.n
+                    if not (_c25_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c25_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c25_X509SerialNumber!r}')
+                    v = (v << 4) | (_c25_X509SerialNumber < 0)
+                    n += 4
+                    _c25_X509IssuerName = None
+                    _m = (-_c25_X509SerialNumber - 1 if _c25_X509SerialNumber < 0 else _c25_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c25_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
@@ -6823,9 +7436,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -6857,11 +7472,31 @@ def _e_X509DataType(w, o):
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c26_X509IssuerName = _o.X509IssuerName
+                    _c26_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c26_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c26_X509IssuerName)
+                    if _l < 126 and _c26_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c26_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c26_X509IssuerName); v = w.v; n = w.n
+                    if not (_c26_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c26_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c26_X509SerialNumber!r}')
+                    v = (v << 4) | (_c26_X509SerialNumber < 0)
+                    n += 4
+                    _c26_X509IssuerName = None
+                    _m = (-_c26_X509SerialNumber - 1 if _c26_X509SerialNumber < 0 else _c26_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c26_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -6879,9 +7514,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -6916,11 +7553,31 @@ def _e_X509DataType(w, o):
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c27_X509IssuerName = _o.X509IssuerName
+                    _c27_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c27_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c27_X509IssuerName)
+                    if _l < 126 and _c27_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c27_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c27_X509IssuerName); v = w.v; n = w.n
+                    if not (_c27_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c27_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c27_X509SerialNumber!r}')
+                    v = (v << 4) | (_c27_X509SerialNumber < 0)
+                    n += 4
+                    _c27_X509IssuerName = None
+                    _m = (-_c27_X509SerialNumber - 1 if _c27_X509SerialNumber < 0 else _c27_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c27_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -6938,9 +7595,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -6975,11 +7634,31 @@ def _e_X509DataType(w, o):
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c28_X509IssuerName = _o.X509IssuerName
+                    _c28_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c28_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c28_X509IssuerName)
+                    if _l < 126 and _c28_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c28_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c28_X509IssuerName); v = w.v; n = w.n
+                    if not (_c28_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c28_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c28_X509SerialNumber!r}')
+                    v = (v << 4) | (_c28_X509SerialNumber < 0)
+                    n += 4
+                    _c28_X509IssuerName = None
+                    _m = (-_c28_X509SerialNumber - 1 if _c28_X509SerialNumber < 0 else _c28_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c28_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -6997,9 +7676,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -7034,11 +7715,31 @@ def _e_X509DataType(w, o):
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c29_X509IssuerName = _o.X509IssuerName
+                    _c29_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c29_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c29_X509IssuerName)
+                    if _l < 126 and _c29_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c29_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c29_X509IssuerName); v = w.v; n = w.n
+                    if not (_c29_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c29_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c29_X509SerialNumber!r}')
+                    v = (v << 4) | (_c29_X509SerialNumber < 0)
+                    n += 4
+                    _c29_X509IssuerName = None
+                    _m = (-_c29_X509SerialNumber - 1 if _c29_X509SerialNumber < 0 else _c29_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c29_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -7056,9 +7757,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -7093,11 +7796,31 @@ def _e_X509DataType(w, o):
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c30_X509IssuerName = _o.X509IssuerName
+                    _c30_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c30_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c30_X509IssuerName)
+                    if _l < 126 and _c30_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c30_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c30_X509IssuerName); v = w.v; n = w.n
+                    if not (_c30_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c30_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c30_X509SerialNumber!r}')
+                    v = (v << 4) | (_c30_X509SerialNumber < 0)
+                    n += 4
+                    _c30_X509IssuerName = None
+                    _m = (-_c30_X509SerialNumber - 1 if _c30_X509SerialNumber < 0 else _c30_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c30_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -7115,9 +7838,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -7152,11 +7877,31 @@ def _e_X509DataType(w, o):
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c31_X509IssuerName = _o.X509IssuerName
+                    _c31_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c31_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c31_X509IssuerName)
+                    if _l < 126 and _c31_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c31_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c31_X509IssuerName); v = w.v; n = w.n
+                    if not (_c31_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c31_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c31_X509SerialNumber!r}')
+                    v = (v << 4) | (_c31_X509SerialNumber < 0)
+                    n += 4
+                    _c31_X509IssuerName = None
+                    _m = (-_c31_X509SerialNumber - 1 if _c31_X509SerialNumber < 0 else _c31_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c31_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -7174,9 +7919,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -7212,11 +7959,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c32_X509IssuerName = _o.X509IssuerName
+                        _c32_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c32_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c32_X509IssuerName)
+                        if _l < 126 and _c32_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c32_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c32_X509IssuerName); v = w.v; n = w.n
+                        if not (_c32_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c32_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c32_X509SerialNumber!r}')
+                        v = (v << 4) | (_c32_X509SerialNumber < 0)
+                        n += 4
+                        _c32_X509IssuerName = None
+                        _m = (-_c32_X509SerialNumber - 1 if _c32_X509SerialNumber < 0 else _c32_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c32_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
@@ -7234,9 +8001,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -7276,11 +8045,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c33_X509IssuerName = _o.X509IssuerName
+                        _c33_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c33_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c33_X509IssuerName)
+                        if _l < 126 and _c33_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c33_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c33_X509IssuerName); v = w.v; n = w.n
+                        if not (_c33_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c33_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c33_X509SerialNumber!r}')
+                        v = (v << 4) | (_c33_X509SerialNumber < 0)
+                        n += 4
+                        _c33_X509IssuerName = None
+                        _m = (-_c33_X509SerialNumber - 1 if _c33_X509SerialNumber < 0 else _c33_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c33_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -7298,9 +8087,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -7340,11 +8131,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c34_X509IssuerName = _o.X509IssuerName
+                        _c34_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c34_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c34_X509IssuerName)
+                        if _l < 126 and _c34_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c34_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c34_X509IssuerName); v = w.v; n = w.n
+                        if not (_c34_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c34_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c34_X509SerialNumber!r}')
+                        v = (v << 4) | (_c34_X509SerialNumber < 0)
+                        n += 4
+                        _c34_X509IssuerName = None
+                        _m = (-_c34_X509SerialNumber - 1 if _c34_X509SerialNumber < 0 else _c34_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c34_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -7364,9 +8175,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -7404,11 +8217,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c35_X509IssuerName = _o.X509IssuerName
+                        _c35_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c35_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c35_X509IssuerName)
+                        if _l < 126 and _c35_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c35_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c35_X509IssuerName); v = w.v; n = w.n
+                        if not (_c35_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c35_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c35_X509SerialNumber!r}')
+                        v = (v << 4) | (_c35_X509SerialNumber < 0)
+                        n += 4
+                        _c35_X509IssuerName = None
+                        _m = (-_c35_X509SerialNumber - 1 if _c35_X509SerialNumber < 0 else _c35_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c35_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -7428,9 +8261,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -7468,11 +8303,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c36_X509IssuerName = _o.X509IssuerName
+                        _c36_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c36_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c36_X509IssuerName)
+                        if _l < 126 and _c36_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c36_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c36_X509IssuerName); v = w.v; n = w.n
+                        if not (_c36_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c36_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c36_X509SerialNumber!r}')
+                        v = (v << 4) | (_c36_X509SerialNumber < 0)
+                        n += 4
+                        _c36_X509IssuerName = None
+                        _m = (-_c36_X509SerialNumber - 1 if _c36_X509SerialNumber < 0 else _c36_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c36_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -7492,9 +8347,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -7531,11 +8388,31 @@ def _e_X509DataType(w, o):
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c37_X509IssuerName = _o.X509IssuerName
+                    _c37_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c37_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c37_X509IssuerName)
+                    if _l < 126 and _c37_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c37_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c37_X509IssuerName); v = w.v; n = w.n
+                    if not (_c37_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c37_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c37_X509SerialNumber!r}')
+                    v = (v << 4) | (_c37_X509SerialNumber < 0)
+                    n += 4
+                    _c37_X509IssuerName = None
+                    _m = (-_c37_X509SerialNumber - 1 if _c37_X509SerialNumber < 0 else _c37_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c37_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -7553,9 +8430,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -7606,7 +8485,7 @@ def _d_X509IssuerSerialType(r):
         if x & 3: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
         r.pos = p
-        f_X509IssuerName = r.string(32)
+        f_X509IssuerName = r.string(31)
         p = r.pos
         p += 4
         if p > E: raise r.truncated(p)
@@ -7617,6 +8496,9 @@ def _d_X509IssuerSerialType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_X509SerialNumber = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_X509SerialNumber = r.uint(); p = r.pos
         p += 2
@@ -7641,9 +8523,11 @@ def _e_X509IssuerSerialType(w, o):
             el = 'X509IssuerName'
             v <<= 2
             n += 2
-            w.v = v; w.n = n
-            w.string(v_X509IssuerName)
-            v = w.v; n = w.n
+            _l = len(v_X509IssuerName)
+            if _l < 126 and v_X509IssuerName.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509IssuerName.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_X509IssuerName); v = w.v; n = w.n
             if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
             el = 'X509SerialNumber'
             if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
@@ -7652,6 +8536,7 @@ def _e_X509IssuerSerialType(w, o):
             v_X509IssuerName = None
             _m = (-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -8103,19 +8988,19 @@ def _d_ObjectType(r, key):
                 if ec == 0:
                     el = '@Encoding'
                     r.pos = p
-                    f_Encoding = r.string(37)
+                    f_Encoding = r.string(40)
                     p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Id'
                     r.pos = p
-                    f_Id = r.string(3)
+                    f_Id = r.string(6)
                     p = r.pos
                     s = 2
                 elif ec == 2:
                     el = '@MimeType'
                     r.pos = p
-                    f_MimeType = r.string(38)
+                    f_MimeType = r.string(41)
                     p = r.pos
                     s = 3
                 elif ec == 3:
@@ -8138,13 +9023,13 @@ def _d_ObjectType(r, key):
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
-                    f_Id = r.string(3)
+                    f_Id = r.string(6)
                     p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@MimeType'
                     r.pos = p
-                    f_MimeType = r.string(38)
+                    f_MimeType = r.string(41)
                     p = r.pos
                     s = 3
                 elif ec == 2:
@@ -8167,7 +9052,7 @@ def _d_ObjectType(r, key):
                 if ec == 0:
                     el = '@MimeType'
                     r.pos = p
-                    f_MimeType = r.string(38)
+                    f_MimeType = r.string(41)
                     p = r.pos
                     s = 3
                 elif ec == 1:
@@ -8255,27 +9140,33 @@ def _e_ObjectType(w, o):
                     el = '@Encoding'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Encoding)
-                    v = w.v; n = w.n
+                    _l = len(v_Encoding)
+                    if _l < 126 and v_Encoding.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Encoding.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Encoding); v = w.v; n = w.n
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
                     el = '@Id'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
                     v = (v << 3) | 2
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -8288,18 +9179,22 @@ def _e_ObjectType(w, o):
                     el = '@Id'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -8312,9 +9207,11 @@ def _e_ObjectType(w, o):
                     el = '@MimeType'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -8387,7 +9284,7 @@ def _d_PnC_AReqAuthorizationModeType(r):
         if (V >> (E - p)) & 1: raise r.deviation('PnC_AReqAuthorizationModeType', p)
         el = '@Id'
         r.pos = p
-        f_Id = r.string(39)
+        f_Id = r.string(1)
         p = r.pos
         p += 2
         if p > E: raise r.truncated(p)
@@ -8398,17 +9295,29 @@ def _d_PnC_AReqAuthorizationModeType(r):
         f_GenChallenge = r.binary()
         if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.pos)
         p = r.pos
+        p += 4
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 15
+        if x & 15: raise r.deviation('PnC_AReqAuthorizationModeType', p)
+        el = 'ContractCertificateChain'
+        el = 'Certificate'
+        r.pos = p
+        _c38_Certificate = r.binary()
+        if len(_c38_Certificate) > 1600: raise DecodeError(f'length {len(_c38_Certificate)} outside [0, 1600]', r.pos)
+        p = r.pos
         p += 2
         if p > E: raise r.truncated(p)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('PnC_AReqAuthorizationModeType', p)
-        el = 'ContractCertificateChain'
+        el = 'SubCertificates'
         r.pos = p
-        f_ContractCertificateChain = _d_ContractCertificateChainType(r)
+        _c38_SubCertificates = _d_SubCertificatesType(r)
         p = r.pos
-        p += 1
+        p += 2
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('PnC_AReqAuthorizationModeType', p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('PnC_AReqAuthorizationModeType', p)
+        f_ContractCertificateChain = iso20_commonmessages.ContractCertificateChainType(_c38_Certificate, _c38_SubCertificates)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -8427,9 +9336,11 @@ def _e_PnC_AReqAuthorizationModeType(w, o):
             el = '@Id'
             v <<= 1
             n += 1
-            w.v = v; w.n = n
-            w.string(v_Id)
-            v = w.v; n = w.n
+            _l = len(v_Id)
+            if _l < 126 and v_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
             if not (v_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
             el = 'GenChallenge'
             v <<= 2
@@ -8441,14 +9352,29 @@ def _e_PnC_AReqAuthorizationModeType(w, o):
             v = w.v; n = w.n
             if not (v_ContractCertificateChain is not None): raise EncodeError('missing content: ContractCertificateChain')
             el = 'ContractCertificateChain'
-            v <<= 2
-            n += 2
+            _o = v_ContractCertificateChain
+            _c39_Certificate = _o.Certificate
+            _c39_SubCertificates = _o.SubCertificates
+            if not (_c39_Certificate is not None): raise EncodeError('missing content: Certificate')
+            el = 'Certificate'
+            v <<= 4
+            n += 4
             v_GenChallenge = None
             w.v = v; w.n = n
-            _e_ContractCertificateChainType(w, v_ContractCertificateChain)
+            if len(_c39_Certificate) > 1600: raise EncodeError(f'length {len(_c39_Certificate)} outside [0, 1600]')
+            w.binary(_c39_Certificate)
             v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if not (_c39_SubCertificates is not None): raise EncodeError('missing content: SubCertificates')
+            el = 'SubCertificates'
+            v <<= 2
+            n += 2
+            _c39_Certificate = None
+            w.v = v; w.n = n
+            _e_SubCertificatesType(w, _c39_SubCertificates)
+            v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            _c39_SubCertificates = None
             v_ContractCertificateChain = None
             if v_Id is not None or v_GenChallenge is not None or v_ContractCertificateChain is not None: raise _leftover(o)
         else:
@@ -8725,13 +9651,13 @@ def _e_AuthorizationResType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i2 = _I4.get(v_ResponseCode)
-            if _i2 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i40 = _I4.get(v_ResponseCode)
+            if _i40 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'EVSEProcessing'
-            _i3 = _I5.get(v_EVSEProcessing)
-            if _i3 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
-            v = (v << 15) | (_i2 << 7) | (_i3 << 2)
+            _i41 = _I5.get(v_EVSEProcessing)
+            if _i41 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+            v = (v << 15) | (_i40 << 7) | (_i41 << 2)
             n += 15
             v_Header = None
             v_ResponseCode = None
@@ -8789,9 +9715,9 @@ def _e_V2GResponseType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i4 = _I4.get(v_ResponseCode)
-            if _i4 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 10) | (_i4 << 2)
+            _i42 = _I4.get(v_ResponseCode)
+            if _i42 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 10) | (_i42 << 2)
             n += 10
             v_Header = None
             v_ResponseCode = None
@@ -8918,13 +9844,12 @@ def _d_AuthorizationSetupResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'EIM_ASResAuthorizationMode'
-                    r.pos = p
-                    f_EIM_ASResAuthorizationMode = _d_EIM_ASResAuthorizationModeType(r)
-                    p = r.pos
-                    p += 1
+                    p += 2
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('AuthorizationSetupResType', p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('AuthorizationSetupResType', p)
+                    el = 'EIM_ASResAuthorizationMode'
+                    f_EIM_ASResAuthorizationMode = iso20_commonmessages.EIM_ASResAuthorizationModeType()
                     s = -1
                 elif ec == 1:
                     el = 'PnC_ASResAuthorizationMode'
@@ -8968,13 +9893,13 @@ def _e_AuthorizationSetupResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i5 = _I4.get(v_ResponseCode)
-                    if _i5 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i44 = _I4.get(v_ResponseCode)
+                    if _i44 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (i_AuthorizationServices < n_AuthorizationServices): raise EncodeError('missing content: AuthorizationServices')
                     el = 'AuthorizationServices'
-                    _i6 = _I1.get(v_AuthorizationServices[i_AuthorizationServices])
-                    if _i6 is None: raise EncodeError(f'{v_AuthorizationServices[i_AuthorizationServices]!r} is not one of the enumeration authorizationType')
-                    v = (v << 13) | (_i5 << 5) | (_i6 << 1)
+                    _i45 = _I1.get(v_AuthorizationServices[i_AuthorizationServices])
+                    if _i45 is None: raise EncodeError(f'{v_AuthorizationServices[i_AuthorizationServices]!r} is not one of the enumeration authorizationType')
+                    v = (v << 13) | (_i44 << 5) | (_i45 << 1)
                     n += 13
                     v_Header = None
                     v_ResponseCode = None
@@ -8985,9 +9910,9 @@ def _e_AuthorizationSetupResType(w, o):
             if s == 3:
                 if i_AuthorizationServices < n_AuthorizationServices:
                     el = 'AuthorizationServices'
-                    _i7 = _I1.get(v_AuthorizationServices[i_AuthorizationServices])
-                    if _i7 is None: raise EncodeError(f'{v_AuthorizationServices[i_AuthorizationServices]!r} is not one of the enumeration authorizationType')
-                    v = (v << 5) | (_i7 << 1)
+                    _i46 = _I1.get(v_AuthorizationServices[i_AuthorizationServices])
+                    if _i46 is None: raise EncodeError(f'{v_AuthorizationServices[i_AuthorizationServices]!r} is not one of the enumeration authorizationType')
+                    v = (v << 5) | (_i46 << 1)
                     n += 5
                     i_AuthorizationServices += 1
                     if not (v_CertificateInstallationService is not None): raise EncodeError('missing content: CertificateInstallationService')
@@ -9009,13 +9934,9 @@ def _e_AuthorizationSetupResType(w, o):
             if s == 5:
                 if v_EIM_ASResAuthorizationMode is not None:
                     el = 'EIM_ASResAuthorizationMode'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_EIM_ASResAuthorizationModeType(w, v_EIM_ASResAuthorizationMode)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    _o = v_EIM_ASResAuthorizationMode
+                    v <<= 4
+                    n += 4
                     v_EIM_ASResAuthorizationMode = None
                     if v_Header is not None or v_ResponseCode is not None or i_AuthorizationServices < n_AuthorizationServices or v_CertificateInstallationService is not None or v_EIM_ASResAuthorizationMode is not None or v_PnC_ASResAuthorizationMode is not None: raise _leftover(o)
                     s = -1
@@ -9240,10 +10161,12 @@ def _e_SupportedProvidersListType(w, o):
                     el = 'ProviderID'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
                     if len(v_ProviderID[i_ProviderID]) > 80: raise EncodeError(f'length {len(v_ProviderID[i_ProviderID])} outside [0, 80]')
-                    w.string(v_ProviderID[i_ProviderID])
-                    v = w.v; n = w.n
+                    _l = len(v_ProviderID[i_ProviderID])
+                    if _l < 126 and v_ProviderID[i_ProviderID].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ProviderID[i_ProviderID].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_ProviderID[i_ProviderID]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_ProviderID += 1
@@ -9257,10 +10180,12 @@ def _e_SupportedProvidersListType(w, o):
                         el = 'ProviderID'
                         v <<= 3
                         n += 3
-                        w.v = v; w.n = n
                         if len(v_ProviderID[i_ProviderID]) > 80: raise EncodeError(f'length {len(v_ProviderID[i_ProviderID])} outside [0, 80]')
-                        w.string(v_ProviderID[i_ProviderID])
-                        v = w.v; n = w.n
+                        _l = len(v_ProviderID[i_ProviderID])
+                        if _l < 126 and v_ProviderID[i_ProviderID].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ProviderID[i_ProviderID].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_ProviderID[i_ProviderID]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_ProviderID += 1
@@ -9493,7 +10418,7 @@ def _d_SignedCertificateChainType(r):
                 if (V >> (E - p)) & 1: raise r.deviation('SignedCertificateChainType', p)
                 el = '@Id'
                 r.pos = p
-                f_Id = r.string(39)
+                f_Id = r.string(1)
                 p = r.pos
                 p += 2
                 if p > E: raise r.truncated(p)
@@ -9547,9 +10472,11 @@ def _e_SignedCertificateChainType(w, o):
                     el = '@Id'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_Certificate is not None): raise EncodeError('missing content: Certificate')
                     el = 'Certificate'
                     v <<= 2
@@ -9598,13 +10525,35 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('ListOfRootCertificateIDsType', p)
                 el = 'RootCertificateID'
+                el = 'X509IssuerName'
                 r.pos = p
-                _v = _d_X509IssuerSerialType(r)
+                _c48_X509IssuerName = r.string(31)
                 p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('ListOfRootCertificateIDsType', p)
+                el = 'X509SerialNumber'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c48_X509SerialNumber = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c48_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c48_X509SerialNumber = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                if _neg: _c48_X509SerialNumber = -_c48_X509SerialNumber - 1
+                _v = xmldsig.X509IssuerSerialType(_c48_X509IssuerName, _c48_X509SerialNumber)
                 f_RootCertificateID.append(_v)
                 s = 1
             if s == 1:
@@ -9614,10 +10563,35 @@ def _d_ListOfRootCertificateIDsType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
                         el = 'RootCertificateID'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c49_X509IssuerName = r.string(31)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c49_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c49_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c49_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        if _neg: _c49_X509SerialNumber = -_c49_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c49_X509IssuerName, _c49_X509SerialNumber)
                         f_RootCertificateID.append(_v)
                         _k += 1
                         if _k == 19:
@@ -9653,11 +10627,31 @@ def _e_ListOfRootCertificateIDsType(w, o):
             if s == 0:
                 if i_RootCertificateID < n_RootCertificateID:
                     el = 'RootCertificateID'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
-                    v = w.v; n = w.n
+                    _o = v_RootCertificateID[i_RootCertificateID]
+                    _c50_X509IssuerName = _o.X509IssuerName
+                    _c50_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c50_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c50_X509IssuerName)
+                    if _l < 126 and _c50_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c50_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c50_X509IssuerName); v = w.v; n = w.n
+                    if not (_c50_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c50_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c50_X509SerialNumber!r}')
+                    v = (v << 4) | (_c50_X509SerialNumber < 0)
+                    n += 4
+                    _c50_X509IssuerName = None
+                    _m = (-_c50_X509SerialNumber - 1 if _c50_X509SerialNumber < 0 else _c50_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c50_X509SerialNumber = None
                     i_RootCertificateID += 1
                     s = 1
                 else:
@@ -9667,11 +10661,31 @@ def _e_ListOfRootCertificateIDsType(w, o):
                 while True:
                     if i_RootCertificateID < n_RootCertificateID:
                         el = 'RootCertificateID'
+                        _o = v_RootCertificateID[i_RootCertificateID]
+                        _c51_X509IssuerName = _o.X509IssuerName
+                        _c51_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c51_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 4
+                        n += 4
+                        _l = len(_c51_X509IssuerName)
+                        if _l < 126 and _c51_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c51_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c51_X509IssuerName); v = w.v; n = w.n
+                        if not (_c51_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c51_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c51_X509SerialNumber!r}')
+                        v = (v << 4) | (_c51_X509SerialNumber < 0)
+                        n += 4
+                        _c51_X509IssuerName = None
+                        _m = (-_c51_X509SerialNumber - 1 if _c51_X509SerialNumber < 0 else _c51_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
-                        v = w.v; n = w.n
+                        _c51_X509SerialNumber = None
                         i_RootCertificateID += 1
                         _k += 1
                         if _k == 19:
@@ -9773,10 +10787,12 @@ def _e_EMAIDListType(w, o):
                     el = 'EMAID'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
                     if len(v_EMAID[i_EMAID]) > 255: raise EncodeError(f'length {len(v_EMAID[i_EMAID])} outside [0, 255]')
-                    w.string(v_EMAID[i_EMAID])
-                    v = w.v; n = w.n
+                    _l = len(v_EMAID[i_EMAID])
+                    if _l < 126 and v_EMAID[i_EMAID].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EMAID[i_EMAID].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_EMAID[i_EMAID]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_EMAID += 1
@@ -9790,10 +10806,12 @@ def _e_EMAIDListType(w, o):
                         el = 'EMAID'
                         v <<= 3
                         n += 3
-                        w.v = v; w.n = n
                         if len(v_EMAID[i_EMAID]) > 255: raise EncodeError(f'length {len(v_EMAID[i_EMAID])} outside [0, 255]')
-                        w.string(v_EMAID[i_EMAID])
-                        v = w.v; n = w.n
+                        _l = len(v_EMAID[i_EMAID])
+                        if _l < 126 and v_EMAID[i_EMAID].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EMAID[i_EMAID].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_EMAID[i_EMAID]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_EMAID += 1
@@ -9892,15 +10910,15 @@ def _e_CertificateInstallationResType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i8 = _I4.get(v_ResponseCode)
-            if _i8 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i52 = _I4.get(v_ResponseCode)
+            if _i52 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'EVSEProcessing'
-            _i9 = _I5.get(v_EVSEProcessing)
-            if _i9 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+            _i53 = _I5.get(v_EVSEProcessing)
+            if _i53 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
             if not (v_CPSCertificateChain is not None): raise EncodeError('missing content: CPSCertificateChain')
             el = 'CPSCertificateChain'
-            v = (v << 15) | (_i8 << 7) | (_i9 << 2)
+            v = (v << 15) | (_i52 << 7) | (_i53 << 2)
             n += 15
             v_Header = None
             v_ResponseCode = None
@@ -10047,19 +11065,31 @@ def _d_SignedInstallationDataType(r):
                 if (V >> (E - p)) & 1: raise r.deviation('SignedInstallationDataType', p)
                 el = '@Id'
                 r.pos = p
-                f_Id = r.string(39)
+                f_Id = r.string(1)
                 p = r.pos
-                p += 1
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('SignedInstallationDataType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('SignedInstallationDataType', p)
                 el = 'ContractCertificateChain'
+                el = 'Certificate'
                 r.pos = p
-                f_ContractCertificateChain = _d_ContractCertificateChainType(r)
+                _c54_Certificate = r.binary()
+                if len(_c54_Certificate) > 1600: raise DecodeError(f'length {len(_c54_Certificate)} outside [0, 1600]', r.pos)
                 p = r.pos
-                p += 6
+                p += 2
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 63
-                if x & 55: raise r.deviation('SignedInstallationDataType', p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('SignedInstallationDataType', p)
+                el = 'SubCertificates'
+                r.pos = p
+                _c54_SubCertificates = _d_SubCertificatesType(r)
+                p = r.pos
+                p += 7
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 127
+                if x & 119: raise r.deviation('SignedInstallationDataType', p)
+                f_ContractCertificateChain = iso20_commonmessages.ContractCertificateChainType(_c54_Certificate, _c54_SubCertificates)
                 el = 'ECDHCurve'
                 f_ECDHCurve = _E6[((x >> 3) & 1)]
                 el = 'DHPublicKey'
@@ -10144,25 +11174,42 @@ def _e_SignedInstallationDataType(w, o):
                     el = '@Id'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_ContractCertificateChain is not None): raise EncodeError('missing content: ContractCertificateChain')
                     el = 'ContractCertificateChain'
-                    v <<= 1
-                    n += 1
+                    _o = v_ContractCertificateChain
+                    _c55_Certificate = _o.Certificate
+                    _c55_SubCertificates = _o.SubCertificates
+                    if not (_c55_Certificate is not None): raise EncodeError('missing content: Certificate')
+                    el = 'Certificate'
+                    v <<= 3
+                    n += 3
                     v_Id = None
                     w.v = v; w.n = n
-                    _e_ContractCertificateChainType(w, v_ContractCertificateChain)
+                    if len(_c55_Certificate) > 1600: raise EncodeError(f'length {len(_c55_Certificate)} outside [0, 1600]')
+                    w.binary(_c55_Certificate)
+                    v = w.v; n = w.n
+                    if not (_c55_SubCertificates is not None): raise EncodeError('missing content: SubCertificates')
+                    el = 'SubCertificates'
+                    v <<= 2
+                    n += 2
+                    _c55_Certificate = None
+                    w.v = v; w.n = n
+                    _e_SubCertificatesType(w, _c55_SubCertificates)
                     v = w.v; n = w.n
                     if not (v_ECDHCurve is not None): raise EncodeError('missing content: ECDHCurve')
                     el = 'ECDHCurve'
-                    _i10 = _I7.get(v_ECDHCurve)
-                    if _i10 is None: raise EncodeError(f'{v_ECDHCurve!r} is not one of the enumeration ecdhCurveType')
+                    _i56 = _I7.get(v_ECDHCurve)
+                    if _i56 is None: raise EncodeError(f'{v_ECDHCurve!r} is not one of the enumeration ecdhCurveType')
                     if not (v_DHPublicKey is not None): raise EncodeError('missing content: DHPublicKey')
                     el = 'DHPublicKey'
-                    v = (v << 6) | (_i10 << 3)
-                    n += 6
+                    v = (v << 7) | (_i56 << 3)
+                    n += 7
+                    _c55_SubCertificates = None
                     v_ContractCertificateChain = None
                     v_ECDHCurve = None
                     w.v = v; w.n = n
@@ -10239,7 +11286,7 @@ def _d_ManifestType(r):
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
-                    f_Id = r.string(3)
+                    f_Id = r.string(6)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -10314,9 +11361,11 @@ def _e_ManifestType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
                     v <<= 1
@@ -10458,7 +11507,7 @@ def _d_SignedMeteringDataType(r):
                 if (V >> (E - p)) & 1: raise r.deviation('SignedMeteringDataType', p)
                 el = '@Id'
                 r.pos = p
-                f_Id = r.string(39)
+                f_Id = r.string(1)
                 p = r.pos
                 p += 2
                 if p > E: raise r.truncated(p)
@@ -10489,16 +11538,33 @@ def _d_SignedMeteringDataType(r):
                     p = r.pos
                     s = 4
                 elif ec == 1:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignedMeteringDataType', p)
                     el = 'Dynamic_SMDTControlMode'
-                    r.pos = p
-                    f_Dynamic_SMDTControlMode = _d_Dynamic_SMDTControlModeType(r)
-                    p = r.pos
+                    f_Dynamic_SMDTControlMode = iso20_commonmessages.Dynamic_SMDTControlModeType()
                     s = 5
                 elif ec == 2:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('SignedMeteringDataType', p)
                     el = 'Scheduled_SMDTControlMode'
-                    r.pos = p
-                    f_Scheduled_SMDTControlMode = _d_Scheduled_SMDTControlModeType(r)
-                    p = r.pos
+                    el = 'SelectedScheduleTupleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c58_SelectedScheduleTupleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c58_SelectedScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c58_SelectedScheduleTupleID = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('SignedMeteringDataType', p)
+                    if _c58_SelectedScheduleTupleID < 1 or _c58_SelectedScheduleTupleID > 4294967295: raise DecodeError(f'value {_c58_SelectedScheduleTupleID} outside [1, 4294967295]', p)
+                    f_Scheduled_SMDTControlMode = iso20_commonmessages.Scheduled_SMDTControlModeType(_c58_SelectedScheduleTupleID)
                     s = 6
                 else:
                     raise r.deviation('SignedMeteringDataType', p)
@@ -10507,16 +11573,33 @@ def _d_SignedMeteringDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SignedMeteringDataType', p)
                     el = 'Dynamic_SMDTControlMode'
-                    r.pos = p
-                    f_Dynamic_SMDTControlMode = _d_Dynamic_SMDTControlModeType(r)
-                    p = r.pos
+                    f_Dynamic_SMDTControlMode = iso20_commonmessages.Dynamic_SMDTControlModeType()
                     s = 5
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('SignedMeteringDataType', p)
                     el = 'Scheduled_SMDTControlMode'
-                    r.pos = p
-                    f_Scheduled_SMDTControlMode = _d_Scheduled_SMDTControlModeType(r)
-                    p = r.pos
+                    el = 'SelectedScheduleTupleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c60_SelectedScheduleTupleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c60_SelectedScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c60_SelectedScheduleTupleID = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('SignedMeteringDataType', p)
+                    if _c60_SelectedScheduleTupleID < 1 or _c60_SelectedScheduleTupleID > 4294967295: raise DecodeError(f'value {_c60_SelectedScheduleTupleID} outside [1, 4294967295]', p)
+                    f_Scheduled_SMDTControlMode = iso20_commonmessages.Scheduled_SMDTControlModeType(_c60_SelectedScheduleTupleID)
                     s = 6
                 else:
                     raise r.deviation('SignedMeteringDataType', p)
@@ -10554,9 +11637,11 @@ def _e_SignedMeteringDataType(w, o):
                     el = '@Id'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_SessionID is not None): raise EncodeError('missing content: SessionID')
                     el = 'SessionID'
                     v <<= 2
@@ -10590,20 +11675,26 @@ def _e_SignedMeteringDataType(w, o):
                     s = 4
                 elif v_Dynamic_SMDTControlMode is not None:
                     el = 'Dynamic_SMDTControlMode'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_Dynamic_SMDTControlModeType(w, v_Dynamic_SMDTControlMode)
-                    v = w.v; n = w.n
+                    _o = v_Dynamic_SMDTControlMode
+                    v = (v << 3) | (1 << 1)
+                    n += 3
                     v_Dynamic_SMDTControlMode = None
                     s = 5
                 elif v_Scheduled_SMDTControlMode is not None:
                     el = 'Scheduled_SMDTControlMode'
-                    v = (v << 2) | 2
+                    _o = v_Scheduled_SMDTControlMode
+                    _c62_SelectedScheduleTupleID = _o.SelectedScheduleTupleID
+                    if not (_c62_SelectedScheduleTupleID is not None): raise EncodeError('missing content: SelectedScheduleTupleID')
+                    el = 'SelectedScheduleTupleID'
+                    if _c62_SelectedScheduleTupleID < 1 or _c62_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c62_SelectedScheduleTupleID!r} outside [1, 4294967295]')
+                    v = (v << 4) | (2 << 2)
+                    n += 4
+                    if _c62_SelectedScheduleTupleID < 128: v = (v << 8) | _c62_SelectedScheduleTupleID; n += 8
+                    elif _c62_SelectedScheduleTupleID < 16384: v = (v << 16) | ((_c62_SelectedScheduleTupleID & 127) << 8) | 32768 | (_c62_SelectedScheduleTupleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c62_SelectedScheduleTupleID); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_Scheduled_SMDTControlModeType(w, v_Scheduled_SMDTControlMode)
-                    v = w.v; n = w.n
+                    _c62_SelectedScheduleTupleID = None
                     v_Scheduled_SMDTControlMode = None
                     s = 6
                 else:
@@ -10611,20 +11702,26 @@ def _e_SignedMeteringDataType(w, o):
             if s == 4:
                 if v_Dynamic_SMDTControlMode is not None:
                     el = 'Dynamic_SMDTControlMode'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_Dynamic_SMDTControlModeType(w, v_Dynamic_SMDTControlMode)
-                    v = w.v; n = w.n
+                    _o = v_Dynamic_SMDTControlMode
+                    v <<= 3
+                    n += 3
                     v_Dynamic_SMDTControlMode = None
                     s = 5
                 elif v_Scheduled_SMDTControlMode is not None:
                     el = 'Scheduled_SMDTControlMode'
-                    v = (v << 2) | 1
+                    _o = v_Scheduled_SMDTControlMode
+                    _c64_SelectedScheduleTupleID = _o.SelectedScheduleTupleID
+                    if not (_c64_SelectedScheduleTupleID is not None): raise EncodeError('missing content: SelectedScheduleTupleID')
+                    el = 'SelectedScheduleTupleID'
+                    if _c64_SelectedScheduleTupleID < 1 or _c64_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c64_SelectedScheduleTupleID!r} outside [1, 4294967295]')
+                    v = (v << 4) | (1 << 2)
+                    n += 4
+                    if _c64_SelectedScheduleTupleID < 128: v = (v << 8) | _c64_SelectedScheduleTupleID; n += 8
+                    elif _c64_SelectedScheduleTupleID < 16384: v = (v << 16) | ((_c64_SelectedScheduleTupleID & 127) << 8) | 32768 | (_c64_SelectedScheduleTupleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c64_SelectedScheduleTupleID); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_Scheduled_SMDTControlModeType(w, v_Scheduled_SMDTControlMode)
-                    v = w.v; n = w.n
+                    _c64_SelectedScheduleTupleID = None
                     v_Scheduled_SMDTControlMode = None
                     s = 6
                 else:
@@ -10669,7 +11766,7 @@ def _d_MeterInfoType(r):
                 if x & 3: raise r.deviation('MeterInfoType', p)
                 el = 'MeterID'
                 r.pos = p
-                f_MeterID = r.string(56)
+                f_MeterID = r.string(57)
                 if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
                 p = r.pos
                 p += 3
@@ -10680,6 +11777,9 @@ def _d_MeterInfoType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_ChargedEnergyReadingWh = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_ChargedEnergyReadingWh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_ChargedEnergyReadingWh = r.uint(); p = r.pos
                 p += 1
@@ -10699,6 +11799,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_BPT_DischargedEnergyReadingWh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_BPT_DischargedEnergyReadingWh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_BPT_DischargedEnergyReadingWh = r.uint(); p = r.pos
                     p += 1
@@ -10714,6 +11817,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_CapacitiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_CapacitiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); p = r.pos
                     p += 1
@@ -10729,6 +11835,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); p = r.pos
                     p += 1
@@ -10759,6 +11868,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -10775,6 +11887,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -10799,6 +11914,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_CapacitiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_CapacitiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); p = r.pos
                     p += 1
@@ -10814,6 +11932,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); p = r.pos
                     p += 1
@@ -10844,6 +11965,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -10860,6 +11984,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -10884,6 +12011,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); p = r.pos
                     p += 1
@@ -10914,6 +12044,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -10930,6 +12063,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -10969,6 +12105,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -10985,6 +12124,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -11011,6 +12153,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -11027,6 +12172,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -11051,6 +12199,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -11094,10 +12245,12 @@ def _e_MeterInfoType(w, o):
                     el = 'MeterID'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
                     if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
-                    w.string(v_MeterID)
-                    v = w.v; n = w.n
+                    _l = len(v_MeterID)
+                    if _l < 126 and v_MeterID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MeterID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MeterID); v = w.v; n = w.n
                     if not (v_ChargedEnergyReadingWh is not None): raise EncodeError('missing content: ChargedEnergyReadingWh')
                     el = 'ChargedEnergyReadingWh'
                     if v_ChargedEnergyReadingWh < 0 or v_ChargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_ChargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
@@ -11105,6 +12258,7 @@ def _e_MeterInfoType(w, o):
                     n += 3
                     v_MeterID = None
                     if v_ChargedEnergyReadingWh < 128: v = (v << 8) | v_ChargedEnergyReadingWh; n += 8
+                    elif v_ChargedEnergyReadingWh < 16384: v = (v << 16) | ((v_ChargedEnergyReadingWh & 127) << 8) | 32768 | (v_ChargedEnergyReadingWh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ChargedEnergyReadingWh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11119,6 +12273,7 @@ def _e_MeterInfoType(w, o):
                     v <<= 4
                     n += 4
                     if v_BPT_DischargedEnergyReadingWh < 128: v = (v << 8) | v_BPT_DischargedEnergyReadingWh; n += 8
+                    elif v_BPT_DischargedEnergyReadingWh < 16384: v = (v << 16) | ((v_BPT_DischargedEnergyReadingWh & 127) << 8) | 32768 | (v_BPT_DischargedEnergyReadingWh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_BPT_DischargedEnergyReadingWh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11130,6 +12285,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (1 << 1)
                     n += 4
                     if v_CapacitiveEnergyReadingVARh < 128: v = (v << 8) | v_CapacitiveEnergyReadingVARh; n += 8
+                    elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_CapacitiveEnergyReadingVARh & 127) << 8) | 32768 | (v_CapacitiveEnergyReadingVARh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11141,6 +12297,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (2 << 1)
                     n += 4
                     if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
+                    elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11165,6 +12322,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11176,6 +12334,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (5 << 1)
                     n += 4
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11193,6 +12352,7 @@ def _e_MeterInfoType(w, o):
                     v <<= 4
                     n += 4
                     if v_CapacitiveEnergyReadingVARh < 128: v = (v << 8) | v_CapacitiveEnergyReadingVARh; n += 8
+                    elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_CapacitiveEnergyReadingVARh & 127) << 8) | 32768 | (v_CapacitiveEnergyReadingVARh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11204,6 +12364,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (1 << 1)
                     n += 4
                     if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
+                    elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11228,6 +12389,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11239,6 +12401,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (4 << 1)
                     n += 4
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11256,6 +12419,7 @@ def _e_MeterInfoType(w, o):
                     v <<= 4
                     n += 4
                     if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
+                    elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11280,6 +12444,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11291,6 +12456,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (3 << 1)
                     n += 4
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11321,6 +12487,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11332,6 +12499,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (2 << 1)
                     n += 4
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11350,6 +12518,7 @@ def _e_MeterInfoType(w, o):
                     n += 4
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11361,6 +12530,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 3) | (1 << 1)
                     n += 3
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11378,6 +12548,7 @@ def _e_MeterInfoType(w, o):
                     v <<= 3
                     n += 3
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11422,6 +12593,9 @@ def _d_ReceiptType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_TimeAnchor = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_TimeAnchor = r.uint(); p = r.pos
                 p += 1
@@ -11434,34 +12608,238 @@ def _d_ReceiptType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'EnergyCosts'
-                    r.pos = p
-                    f_EnergyCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c66_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c66_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c66_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c66_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c66_Value = -_c66_Value - 1
+                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', p)
+                    _c65_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c67_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c67_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c67_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c67_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c67_Value = -_c67_Value - 1
+                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', p)
+                    _c65_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
+                    f_EnergyCosts = iso20_commontypes.DetailedCostType(_c65_Amount, _c65_CostPerUnit)
                     s = 2
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OccupancyCosts'
-                    r.pos = p
-                    f_OccupancyCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c66_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c66_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c66_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c66_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c66_Value = -_c66_Value - 1
+                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', p)
+                    _c68_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c67_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c67_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c67_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c67_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c67_Value = -_c67_Value - 1
+                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', p)
+                    _c68_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
+                    f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c68_Amount, _c68_CostPerUnit)
                     s = 3
                 elif ec == 2:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'AdditionalServicesCosts'
-                    r.pos = p
-                    f_AdditionalServicesCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c66_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c66_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c66_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c66_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c66_Value = -_c66_Value - 1
+                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', p)
+                    _c69_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c67_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c67_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c67_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c67_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c67_Value = -_c67_Value - 1
+                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', p)
+                    _c69_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
+                    f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c69_Amount, _c69_CostPerUnit)
                     s = 4
                 elif ec == 3:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OverstayCosts'
-                    r.pos = p
-                    f_OverstayCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c66_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c66_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c66_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c66_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c66_Value = -_c66_Value - 1
+                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', p)
+                    _c70_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c67_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c67_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c67_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c67_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c67_Value = -_c67_Value - 1
+                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', p)
+                    _c70_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
+                    f_OverstayCosts = iso20_commontypes.DetailedCostType(_c70_Amount, _c70_CostPerUnit)
                     s = 5
                 elif ec == 4:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    r.pos = p
-                    _v = _d_DetailedTaxType(r)
-                    p = r.pos
+                    el = 'TaxRuleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c71_TaxRuleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c71_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c71_TaxRuleID = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('ReceiptType', p)
+                    if _c71_TaxRuleID < 1 or _c71_TaxRuleID > 4294967295: raise DecodeError(f'value {_c71_TaxRuleID} outside [1, 4294967295]', p)
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c72_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c72_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c72_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c72_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c72_Value = -_c72_Value - 1
+                    if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', p)
+                    _c71_Amount = iso20_commontypes.RationalNumberType(_c72_Exponent, _c72_Value)
+                    _v = iso20_commontypes.DetailedTaxType(_c71_TaxRuleID, _c71_Amount)
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 5:
@@ -11474,28 +12852,190 @@ def _d_ReceiptType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OccupancyCosts'
-                    r.pos = p
-                    f_OccupancyCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c66_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c66_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c66_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c66_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c66_Value = -_c66_Value - 1
+                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', p)
+                    _c73_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c67_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c67_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c67_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c67_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c67_Value = -_c67_Value - 1
+                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', p)
+                    _c73_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
+                    f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c73_Amount, _c73_CostPerUnit)
                     s = 3
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'AdditionalServicesCosts'
-                    r.pos = p
-                    f_AdditionalServicesCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c66_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c66_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c66_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c66_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c66_Value = -_c66_Value - 1
+                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', p)
+                    _c74_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c67_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c67_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c67_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c67_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c67_Value = -_c67_Value - 1
+                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', p)
+                    _c74_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
+                    f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c74_Amount, _c74_CostPerUnit)
                     s = 4
                 elif ec == 2:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OverstayCosts'
-                    r.pos = p
-                    f_OverstayCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c66_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c66_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c66_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c66_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c66_Value = -_c66_Value - 1
+                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', p)
+                    _c75_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c67_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c67_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c67_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c67_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c67_Value = -_c67_Value - 1
+                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', p)
+                    _c75_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
+                    f_OverstayCosts = iso20_commontypes.DetailedCostType(_c75_Amount, _c75_CostPerUnit)
                     s = 5
                 elif ec == 3:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    r.pos = p
-                    _v = _d_DetailedTaxType(r)
-                    p = r.pos
+                    el = 'TaxRuleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c76_TaxRuleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c76_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c76_TaxRuleID = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('ReceiptType', p)
+                    if _c76_TaxRuleID < 1 or _c76_TaxRuleID > 4294967295: raise DecodeError(f'value {_c76_TaxRuleID} outside [1, 4294967295]', p)
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c72_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c72_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c72_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c72_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c72_Value = -_c72_Value - 1
+                    if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', p)
+                    _c76_Amount = iso20_commontypes.RationalNumberType(_c72_Exponent, _c72_Value)
+                    _v = iso20_commontypes.DetailedTaxType(_c76_TaxRuleID, _c76_Amount)
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 4:
@@ -11508,22 +13048,142 @@ def _d_ReceiptType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'AdditionalServicesCosts'
-                    r.pos = p
-                    f_AdditionalServicesCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c66_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c66_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c66_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c66_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c66_Value = -_c66_Value - 1
+                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', p)
+                    _c77_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c67_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c67_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c67_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c67_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c67_Value = -_c67_Value - 1
+                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', p)
+                    _c77_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
+                    f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c77_Amount, _c77_CostPerUnit)
                     s = 4
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OverstayCosts'
-                    r.pos = p
-                    f_OverstayCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c66_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c66_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c66_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c66_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c66_Value = -_c66_Value - 1
+                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', p)
+                    _c78_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c67_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c67_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c67_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c67_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c67_Value = -_c67_Value - 1
+                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', p)
+                    _c78_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
+                    f_OverstayCosts = iso20_commontypes.DetailedCostType(_c78_Amount, _c78_CostPerUnit)
                     s = 5
                 elif ec == 2:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    r.pos = p
-                    _v = _d_DetailedTaxType(r)
-                    p = r.pos
+                    el = 'TaxRuleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c79_TaxRuleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c79_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c79_TaxRuleID = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('ReceiptType', p)
+                    if _c79_TaxRuleID < 1 or _c79_TaxRuleID > 4294967295: raise DecodeError(f'value {_c79_TaxRuleID} outside [1, 4294967295]', p)
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c72_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c72_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c72_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c72_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c72_Value = -_c72_Value - 1
+                    if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', p)
+                    _c79_Amount = iso20_commontypes.RationalNumberType(_c72_Exponent, _c72_Value)
+                    _v = iso20_commontypes.DetailedTaxType(_c79_TaxRuleID, _c79_Amount)
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 3:
@@ -11536,16 +13196,94 @@ def _d_ReceiptType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OverstayCosts'
-                    r.pos = p
-                    f_OverstayCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c66_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c66_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c66_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c66_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c66_Value = -_c66_Value - 1
+                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', p)
+                    _c80_Amount = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c67_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c67_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c67_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c67_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c67_Value = -_c67_Value - 1
+                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', p)
+                    _c80_CostPerUnit = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
+                    f_OverstayCosts = iso20_commontypes.DetailedCostType(_c80_Amount, _c80_CostPerUnit)
                     s = 5
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    r.pos = p
-                    _v = _d_DetailedTaxType(r)
-                    p = r.pos
+                    el = 'TaxRuleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c81_TaxRuleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c81_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c81_TaxRuleID = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('ReceiptType', p)
+                    if _c81_TaxRuleID < 1 or _c81_TaxRuleID > 4294967295: raise DecodeError(f'value {_c81_TaxRuleID} outside [1, 4294967295]', p)
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c72_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c72_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c72_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c72_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c72_Value = -_c72_Value - 1
+                    if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', p)
+                    _c81_Amount = iso20_commontypes.RationalNumberType(_c72_Exponent, _c72_Value)
+                    _v = iso20_commontypes.DetailedTaxType(_c81_TaxRuleID, _c81_Amount)
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 2:
@@ -11558,10 +13296,46 @@ def _d_ReceiptType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    r.pos = p
-                    _v = _d_DetailedTaxType(r)
-                    p = r.pos
+                    el = 'TaxRuleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c82_TaxRuleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c82_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c82_TaxRuleID = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('ReceiptType', p)
+                    if _c82_TaxRuleID < 1 or _c82_TaxRuleID > 4294967295: raise DecodeError(f'value {_c82_TaxRuleID} outside [1, 4294967295]', p)
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c72_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c72_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c72_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c72_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c72_Value = -_c72_Value - 1
+                    if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', p)
+                    _c82_Amount = iso20_commontypes.RationalNumberType(_c72_Exponent, _c72_Value)
+                    _v = iso20_commontypes.DetailedTaxType(_c82_TaxRuleID, _c82_Amount)
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 1:
@@ -11576,10 +13350,46 @@ def _d_ReceiptType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('ReceiptType', p)
                         el = 'TaxCosts'
-                        r.pos = p
-                        _v = _d_DetailedTaxType(r)
-                        p = r.pos
+                        el = 'TaxRuleID'
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c83_TaxRuleID = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c83_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c83_TaxRuleID = r.uint(); p = r.pos
+                        p += 16
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 65535
+                        if x & 61454: raise r.deviation('ReceiptType', p)
+                        if _c83_TaxRuleID < 1 or _c83_TaxRuleID > 4294967295: raise DecodeError(f'value {_c83_TaxRuleID} outside [1, 4294967295]', p)
+                        el = 'Amount'
+                        el = 'Exponent'
+                        _c72_Exponent = ((x >> 4) & 255) + -128
+                        el = 'Value'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c72_Value = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c72_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c72_Value = r.uint(); p = r.pos
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 7: raise r.deviation('ReceiptType', p)
+                        if _neg: _c72_Value = -_c72_Value - 1
+                        if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', p)
+                        _c83_Amount = iso20_commontypes.RationalNumberType(_c72_Exponent, _c72_Value)
+                        _v = iso20_commontypes.DetailedTaxType(_c83_TaxRuleID, _c83_Amount)
                         f_TaxCosts.append(_v)
                         _k += 1
                         if _k == 9:
@@ -11624,6 +13434,7 @@ def _e_ReceiptType(w, o):
                     v <<= 2
                     n += 2
                     if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
+                    elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11634,47 +13445,236 @@ def _e_ReceiptType(w, o):
             if s == 1:
                 if v_EnergyCosts is not None:
                     el = 'EnergyCosts'
+                    _o = v_EnergyCosts
+                    _c84_Amount = _o.Amount
+                    _c84_CostPerUnit = _o.CostPerUnit
+                    if not (_c84_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c84_Amount
+                    _c85_Exponent = _o.Exponent
+                    _c85_Value = _o.Value
+                    if not (_c85_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c85_Exponent <= 127: raise EncodeError(f'value {_c85_Exponent!r} outside [-128, 127]')
+                    if not (_c85_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c85_Value < -32768 or _c85_Value > 32767: raise EncodeError(f'value {_c85_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c85_Exponent - -128) << 4) | (_c85_Value < 0)
+                    n += 18
+                    _c85_Exponent = None
+                    _m = (-_c85_Value - 1 if _c85_Value < 0 else _c85_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c84_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c84_CostPerUnit
+                    _c86_Exponent = _o.Exponent
+                    _c86_Value = _o.Value
+                    if not (_c86_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c86_Exponent <= 127: raise EncodeError(f'value {_c86_Exponent!r} outside [-128, 127]')
+                    if not (_c86_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c86_Value < -32768 or _c86_Value > 32767: raise EncodeError(f'value {_c86_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c86_Exponent - -128) << 4) | (_c86_Value < 0)
+                    n += 17
+                    _c85_Value = None
+                    _c84_Amount = None
+                    _c86_Exponent = None
+                    _m = (-_c86_Value - 1 if _c86_Value < 0 else _c86_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_EnergyCosts)
-                    v = w.v; n = w.n
+                    _c86_Value = None
+                    _c84_CostPerUnit = None
                     v_EnergyCosts = None
                     s = 2
                 elif v_OccupancyCosts is not None:
                     el = 'OccupancyCosts'
-                    v = (v << 3) | 1
+                    _o = v_OccupancyCosts
+                    _c87_Amount = _o.Amount
+                    _c87_CostPerUnit = _o.CostPerUnit
+                    if not (_c87_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c87_Amount
+                    _c85_Exponent = _o.Exponent
+                    _c85_Value = _o.Value
+                    if not (_c85_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c85_Exponent <= 127: raise EncodeError(f'value {_c85_Exponent!r} outside [-128, 127]')
+                    if not (_c85_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c85_Value < -32768 or _c85_Value > 32767: raise EncodeError(f'value {_c85_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c85_Exponent - -128) << 4) | (_c85_Value < 0)
+                    n += 18
+                    _c85_Exponent = None
+                    _m = (-_c85_Value - 1 if _c85_Value < 0 else _c85_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c87_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c87_CostPerUnit
+                    _c86_Exponent = _o.Exponent
+                    _c86_Value = _o.Value
+                    if not (_c86_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c86_Exponent <= 127: raise EncodeError(f'value {_c86_Exponent!r} outside [-128, 127]')
+                    if not (_c86_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c86_Value < -32768 or _c86_Value > 32767: raise EncodeError(f'value {_c86_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c86_Exponent - -128) << 4) | (_c86_Value < 0)
+                    n += 17
+                    _c85_Value = None
+                    _c87_Amount = None
+                    _c86_Exponent = None
+                    _m = (-_c86_Value - 1 if _c86_Value < 0 else _c86_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OccupancyCosts)
-                    v = w.v; n = w.n
+                    _c86_Value = None
+                    _c87_CostPerUnit = None
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
                     el = 'AdditionalServicesCosts'
-                    v = (v << 3) | 2
+                    _o = v_AdditionalServicesCosts
+                    _c88_Amount = _o.Amount
+                    _c88_CostPerUnit = _o.CostPerUnit
+                    if not (_c88_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c88_Amount
+                    _c85_Exponent = _o.Exponent
+                    _c85_Value = _o.Value
+                    if not (_c85_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c85_Exponent <= 127: raise EncodeError(f'value {_c85_Exponent!r} outside [-128, 127]')
+                    if not (_c85_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c85_Value < -32768 or _c85_Value > 32767: raise EncodeError(f'value {_c85_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (2 << 15) | ((_c85_Exponent - -128) << 4) | (_c85_Value < 0)
+                    n += 18
+                    _c85_Exponent = None
+                    _m = (-_c85_Value - 1 if _c85_Value < 0 else _c85_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c88_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c88_CostPerUnit
+                    _c86_Exponent = _o.Exponent
+                    _c86_Value = _o.Value
+                    if not (_c86_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c86_Exponent <= 127: raise EncodeError(f'value {_c86_Exponent!r} outside [-128, 127]')
+                    if not (_c86_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c86_Value < -32768 or _c86_Value > 32767: raise EncodeError(f'value {_c86_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c86_Exponent - -128) << 4) | (_c86_Value < 0)
+                    n += 17
+                    _c85_Value = None
+                    _c88_Amount = None
+                    _c86_Exponent = None
+                    _m = (-_c86_Value - 1 if _c86_Value < 0 else _c86_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_AdditionalServicesCosts)
-                    v = w.v; n = w.n
+                    _c86_Value = None
+                    _c88_CostPerUnit = None
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
                     el = 'OverstayCosts'
-                    v = (v << 3) | 3
+                    _o = v_OverstayCosts
+                    _c89_Amount = _o.Amount
+                    _c89_CostPerUnit = _o.CostPerUnit
+                    if not (_c89_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c89_Amount
+                    _c85_Exponent = _o.Exponent
+                    _c85_Value = _o.Value
+                    if not (_c85_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c85_Exponent <= 127: raise EncodeError(f'value {_c85_Exponent!r} outside [-128, 127]')
+                    if not (_c85_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c85_Value < -32768 or _c85_Value > 32767: raise EncodeError(f'value {_c85_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (3 << 15) | ((_c85_Exponent - -128) << 4) | (_c85_Value < 0)
+                    n += 18
+                    _c85_Exponent = None
+                    _m = (-_c85_Value - 1 if _c85_Value < 0 else _c85_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c89_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c89_CostPerUnit
+                    _c86_Exponent = _o.Exponent
+                    _c86_Value = _o.Value
+                    if not (_c86_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c86_Exponent <= 127: raise EncodeError(f'value {_c86_Exponent!r} outside [-128, 127]')
+                    if not (_c86_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c86_Value < -32768 or _c86_Value > 32767: raise EncodeError(f'value {_c86_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c86_Exponent - -128) << 4) | (_c86_Value < 0)
+                    n += 17
+                    _c85_Value = None
+                    _c89_Amount = None
+                    _c86_Exponent = None
+                    _m = (-_c86_Value - 1 if _c86_Value < 0 else _c86_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OverstayCosts)
-                    v = w.v; n = w.n
+                    _c86_Value = None
+                    _c89_CostPerUnit = None
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    v = (v << 3) | 4
+                    _o = v_TaxCosts[i_TaxCosts]
+                    _c90_TaxRuleID = _o.TaxRuleID
+                    _c90_Amount = _o.Amount
+                    if not (_c90_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                    el = 'TaxRuleID'
+                    if _c90_TaxRuleID < 1 or _c90_TaxRuleID > 4294967295: raise EncodeError(f'value {_c90_TaxRuleID!r} outside [1, 4294967295]')
+                    v = (v << 5) | (4 << 2)
+                    n += 5
+                    if _c90_TaxRuleID < 128: v = (v << 8) | _c90_TaxRuleID; n += 8
+                    elif _c90_TaxRuleID < 16384: v = (v << 16) | ((_c90_TaxRuleID & 127) << 8) | 32768 | (_c90_TaxRuleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c90_TaxRuleID); v = w.v; n = w.n
+                    if not (_c90_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c90_Amount
+                    _c91_Exponent = _o.Exponent
+                    _c91_Value = _o.Value
+                    if not (_c91_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c91_Exponent <= 127: raise EncodeError(f'value {_c91_Exponent!r} outside [-128, 127]')
+                    if not (_c91_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c91_Value < -32768 or _c91_Value > 32767: raise EncodeError(f'value {_c91_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c91_Exponent - -128) << 4) | (_c91_Value < 0)
+                    n += 16
+                    _c90_TaxRuleID = None
+                    _c91_Exponent = None
+                    _m = (-_c91_Value - 1 if _c91_Value < 0 else _c91_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                    v = w.v; n = w.n
+                    _c91_Value = None
+                    _c90_Amount = None
                     i_TaxCosts += 1
                     s = 6
                 elif True:
@@ -11685,38 +13685,187 @@ def _e_ReceiptType(w, o):
             if s == 2:
                 if v_OccupancyCosts is not None:
                     el = 'OccupancyCosts'
+                    _o = v_OccupancyCosts
+                    _c92_Amount = _o.Amount
+                    _c92_CostPerUnit = _o.CostPerUnit
+                    if not (_c92_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c92_Amount
+                    _c85_Exponent = _o.Exponent
+                    _c85_Value = _o.Value
+                    if not (_c85_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c85_Exponent <= 127: raise EncodeError(f'value {_c85_Exponent!r} outside [-128, 127]')
+                    if not (_c85_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c85_Value < -32768 or _c85_Value > 32767: raise EncodeError(f'value {_c85_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c85_Exponent - -128) << 4) | (_c85_Value < 0)
+                    n += 18
+                    _c85_Exponent = None
+                    _m = (-_c85_Value - 1 if _c85_Value < 0 else _c85_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c92_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c92_CostPerUnit
+                    _c86_Exponent = _o.Exponent
+                    _c86_Value = _o.Value
+                    if not (_c86_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c86_Exponent <= 127: raise EncodeError(f'value {_c86_Exponent!r} outside [-128, 127]')
+                    if not (_c86_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c86_Value < -32768 or _c86_Value > 32767: raise EncodeError(f'value {_c86_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c86_Exponent - -128) << 4) | (_c86_Value < 0)
+                    n += 17
+                    _c85_Value = None
+                    _c92_Amount = None
+                    _c86_Exponent = None
+                    _m = (-_c86_Value - 1 if _c86_Value < 0 else _c86_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OccupancyCosts)
-                    v = w.v; n = w.n
+                    _c86_Value = None
+                    _c92_CostPerUnit = None
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
                     el = 'AdditionalServicesCosts'
-                    v = (v << 3) | 1
+                    _o = v_AdditionalServicesCosts
+                    _c93_Amount = _o.Amount
+                    _c93_CostPerUnit = _o.CostPerUnit
+                    if not (_c93_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c93_Amount
+                    _c85_Exponent = _o.Exponent
+                    _c85_Value = _o.Value
+                    if not (_c85_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c85_Exponent <= 127: raise EncodeError(f'value {_c85_Exponent!r} outside [-128, 127]')
+                    if not (_c85_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c85_Value < -32768 or _c85_Value > 32767: raise EncodeError(f'value {_c85_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c85_Exponent - -128) << 4) | (_c85_Value < 0)
+                    n += 18
+                    _c85_Exponent = None
+                    _m = (-_c85_Value - 1 if _c85_Value < 0 else _c85_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c93_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c93_CostPerUnit
+                    _c86_Exponent = _o.Exponent
+                    _c86_Value = _o.Value
+                    if not (_c86_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c86_Exponent <= 127: raise EncodeError(f'value {_c86_Exponent!r} outside [-128, 127]')
+                    if not (_c86_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c86_Value < -32768 or _c86_Value > 32767: raise EncodeError(f'value {_c86_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c86_Exponent - -128) << 4) | (_c86_Value < 0)
+                    n += 17
+                    _c85_Value = None
+                    _c93_Amount = None
+                    _c86_Exponent = None
+                    _m = (-_c86_Value - 1 if _c86_Value < 0 else _c86_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_AdditionalServicesCosts)
-                    v = w.v; n = w.n
+                    _c86_Value = None
+                    _c93_CostPerUnit = None
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
                     el = 'OverstayCosts'
-                    v = (v << 3) | 2
+                    _o = v_OverstayCosts
+                    _c94_Amount = _o.Amount
+                    _c94_CostPerUnit = _o.CostPerUnit
+                    if not (_c94_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c94_Amount
+                    _c85_Exponent = _o.Exponent
+                    _c85_Value = _o.Value
+                    if not (_c85_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c85_Exponent <= 127: raise EncodeError(f'value {_c85_Exponent!r} outside [-128, 127]')
+                    if not (_c85_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c85_Value < -32768 or _c85_Value > 32767: raise EncodeError(f'value {_c85_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (2 << 15) | ((_c85_Exponent - -128) << 4) | (_c85_Value < 0)
+                    n += 18
+                    _c85_Exponent = None
+                    _m = (-_c85_Value - 1 if _c85_Value < 0 else _c85_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c94_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c94_CostPerUnit
+                    _c86_Exponent = _o.Exponent
+                    _c86_Value = _o.Value
+                    if not (_c86_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c86_Exponent <= 127: raise EncodeError(f'value {_c86_Exponent!r} outside [-128, 127]')
+                    if not (_c86_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c86_Value < -32768 or _c86_Value > 32767: raise EncodeError(f'value {_c86_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c86_Exponent - -128) << 4) | (_c86_Value < 0)
+                    n += 17
+                    _c85_Value = None
+                    _c94_Amount = None
+                    _c86_Exponent = None
+                    _m = (-_c86_Value - 1 if _c86_Value < 0 else _c86_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OverstayCosts)
-                    v = w.v; n = w.n
+                    _c86_Value = None
+                    _c94_CostPerUnit = None
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    v = (v << 3) | 3
+                    _o = v_TaxCosts[i_TaxCosts]
+                    _c95_TaxRuleID = _o.TaxRuleID
+                    _c95_Amount = _o.Amount
+                    if not (_c95_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                    el = 'TaxRuleID'
+                    if _c95_TaxRuleID < 1 or _c95_TaxRuleID > 4294967295: raise EncodeError(f'value {_c95_TaxRuleID!r} outside [1, 4294967295]')
+                    v = (v << 5) | (3 << 2)
+                    n += 5
+                    if _c95_TaxRuleID < 128: v = (v << 8) | _c95_TaxRuleID; n += 8
+                    elif _c95_TaxRuleID < 16384: v = (v << 16) | ((_c95_TaxRuleID & 127) << 8) | 32768 | (_c95_TaxRuleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c95_TaxRuleID); v = w.v; n = w.n
+                    if not (_c95_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c95_Amount
+                    _c91_Exponent = _o.Exponent
+                    _c91_Value = _o.Value
+                    if not (_c91_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c91_Exponent <= 127: raise EncodeError(f'value {_c91_Exponent!r} outside [-128, 127]')
+                    if not (_c91_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c91_Value < -32768 or _c91_Value > 32767: raise EncodeError(f'value {_c91_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c91_Exponent - -128) << 4) | (_c91_Value < 0)
+                    n += 16
+                    _c95_TaxRuleID = None
+                    _c91_Exponent = None
+                    _m = (-_c91_Value - 1 if _c91_Value < 0 else _c91_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                    v = w.v; n = w.n
+                    _c91_Value = None
+                    _c95_Amount = None
                     i_TaxCosts += 1
                     s = 6
                 elif True:
@@ -11727,29 +13876,138 @@ def _e_ReceiptType(w, o):
             if s == 3:
                 if v_AdditionalServicesCosts is not None:
                     el = 'AdditionalServicesCosts'
+                    _o = v_AdditionalServicesCosts
+                    _c96_Amount = _o.Amount
+                    _c96_CostPerUnit = _o.CostPerUnit
+                    if not (_c96_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c96_Amount
+                    _c85_Exponent = _o.Exponent
+                    _c85_Value = _o.Value
+                    if not (_c85_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c85_Exponent <= 127: raise EncodeError(f'value {_c85_Exponent!r} outside [-128, 127]')
+                    if not (_c85_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c85_Value < -32768 or _c85_Value > 32767: raise EncodeError(f'value {_c85_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c85_Exponent - -128) << 4) | (_c85_Value < 0)
+                    n += 18
+                    _c85_Exponent = None
+                    _m = (-_c85_Value - 1 if _c85_Value < 0 else _c85_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c96_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c96_CostPerUnit
+                    _c86_Exponent = _o.Exponent
+                    _c86_Value = _o.Value
+                    if not (_c86_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c86_Exponent <= 127: raise EncodeError(f'value {_c86_Exponent!r} outside [-128, 127]')
+                    if not (_c86_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c86_Value < -32768 or _c86_Value > 32767: raise EncodeError(f'value {_c86_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c86_Exponent - -128) << 4) | (_c86_Value < 0)
+                    n += 17
+                    _c85_Value = None
+                    _c96_Amount = None
+                    _c86_Exponent = None
+                    _m = (-_c86_Value - 1 if _c86_Value < 0 else _c86_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_AdditionalServicesCosts)
-                    v = w.v; n = w.n
+                    _c86_Value = None
+                    _c96_CostPerUnit = None
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
                     el = 'OverstayCosts'
-                    v = (v << 3) | 1
+                    _o = v_OverstayCosts
+                    _c97_Amount = _o.Amount
+                    _c97_CostPerUnit = _o.CostPerUnit
+                    if not (_c97_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c97_Amount
+                    _c85_Exponent = _o.Exponent
+                    _c85_Value = _o.Value
+                    if not (_c85_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c85_Exponent <= 127: raise EncodeError(f'value {_c85_Exponent!r} outside [-128, 127]')
+                    if not (_c85_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c85_Value < -32768 or _c85_Value > 32767: raise EncodeError(f'value {_c85_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c85_Exponent - -128) << 4) | (_c85_Value < 0)
+                    n += 18
+                    _c85_Exponent = None
+                    _m = (-_c85_Value - 1 if _c85_Value < 0 else _c85_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c97_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c97_CostPerUnit
+                    _c86_Exponent = _o.Exponent
+                    _c86_Value = _o.Value
+                    if not (_c86_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c86_Exponent <= 127: raise EncodeError(f'value {_c86_Exponent!r} outside [-128, 127]')
+                    if not (_c86_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c86_Value < -32768 or _c86_Value > 32767: raise EncodeError(f'value {_c86_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c86_Exponent - -128) << 4) | (_c86_Value < 0)
+                    n += 17
+                    _c85_Value = None
+                    _c97_Amount = None
+                    _c86_Exponent = None
+                    _m = (-_c86_Value - 1 if _c86_Value < 0 else _c86_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OverstayCosts)
-                    v = w.v; n = w.n
+                    _c86_Value = None
+                    _c97_CostPerUnit = None
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    v = (v << 3) | 2
+                    _o = v_TaxCosts[i_TaxCosts]
+                    _c98_TaxRuleID = _o.TaxRuleID
+                    _c98_Amount = _o.Amount
+                    if not (_c98_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                    el = 'TaxRuleID'
+                    if _c98_TaxRuleID < 1 or _c98_TaxRuleID > 4294967295: raise EncodeError(f'value {_c98_TaxRuleID!r} outside [1, 4294967295]')
+                    v = (v << 5) | (2 << 2)
+                    n += 5
+                    if _c98_TaxRuleID < 128: v = (v << 8) | _c98_TaxRuleID; n += 8
+                    elif _c98_TaxRuleID < 16384: v = (v << 16) | ((_c98_TaxRuleID & 127) << 8) | 32768 | (_c98_TaxRuleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c98_TaxRuleID); v = w.v; n = w.n
+                    if not (_c98_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c98_Amount
+                    _c91_Exponent = _o.Exponent
+                    _c91_Value = _o.Value
+                    if not (_c91_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c91_Exponent <= 127: raise EncodeError(f'value {_c91_Exponent!r} outside [-128, 127]')
+                    if not (_c91_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c91_Value < -32768 or _c91_Value > 32767: raise EncodeError(f'value {_c91_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c91_Exponent - -128) << 4) | (_c91_Value < 0)
+                    n += 16
+                    _c98_TaxRuleID = None
+                    _c91_Exponent = None
+                    _m = (-_c91_Value - 1 if _c91_Value < 0 else _c91_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                    v = w.v; n = w.n
+                    _c91_Value = None
+                    _c98_Amount = None
                     i_TaxCosts += 1
                     s = 6
                 elif True:
@@ -11760,20 +14018,89 @@ def _e_ReceiptType(w, o):
             if s == 4:
                 if v_OverstayCosts is not None:
                     el = 'OverstayCosts'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OverstayCosts)
-                    v = w.v; n = w.n
+                    _o = v_OverstayCosts
+                    _c99_Amount = _o.Amount
+                    _c99_CostPerUnit = _o.CostPerUnit
+                    if not (_c99_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c99_Amount
+                    _c85_Exponent = _o.Exponent
+                    _c85_Value = _o.Value
+                    if not (_c85_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c85_Exponent <= 127: raise EncodeError(f'value {_c85_Exponent!r} outside [-128, 127]')
+                    if not (_c85_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c85_Value < -32768 or _c85_Value > 32767: raise EncodeError(f'value {_c85_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c85_Exponent - -128) << 4) | (_c85_Value < 0)
+                    n += 17
+                    _c85_Exponent = None
+                    _m = (-_c85_Value - 1 if _c85_Value < 0 else _c85_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c99_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c99_CostPerUnit
+                    _c86_Exponent = _o.Exponent
+                    _c86_Value = _o.Value
+                    if not (_c86_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c86_Exponent <= 127: raise EncodeError(f'value {_c86_Exponent!r} outside [-128, 127]')
+                    if not (_c86_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c86_Value < -32768 or _c86_Value > 32767: raise EncodeError(f'value {_c86_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c86_Exponent - -128) << 4) | (_c86_Value < 0)
+                    n += 17
+                    _c85_Value = None
+                    _c99_Amount = None
+                    _c86_Exponent = None
+                    _m = (-_c86_Value - 1 if _c86_Value < 0 else _c86_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c86_Value = None
+                    _c99_CostPerUnit = None
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                    v = w.v; n = w.n
+                    _o = v_TaxCosts[i_TaxCosts]
+                    _c100_TaxRuleID = _o.TaxRuleID
+                    _c100_Amount = _o.Amount
+                    if not (_c100_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                    el = 'TaxRuleID'
+                    if _c100_TaxRuleID < 1 or _c100_TaxRuleID > 4294967295: raise EncodeError(f'value {_c100_TaxRuleID!r} outside [1, 4294967295]')
+                    v = (v << 4) | (1 << 2)
+                    n += 4
+                    if _c100_TaxRuleID < 128: v = (v << 8) | _c100_TaxRuleID; n += 8
+                    elif _c100_TaxRuleID < 16384: v = (v << 16) | ((_c100_TaxRuleID & 127) << 8) | 32768 | (_c100_TaxRuleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c100_TaxRuleID); v = w.v; n = w.n
+                    if not (_c100_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c100_Amount
+                    _c91_Exponent = _o.Exponent
+                    _c91_Value = _o.Value
+                    if not (_c91_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c91_Exponent <= 127: raise EncodeError(f'value {_c91_Exponent!r} outside [-128, 127]')
+                    if not (_c91_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c91_Value < -32768 or _c91_Value > 32767: raise EncodeError(f'value {_c91_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c91_Exponent - -128) << 4) | (_c91_Value < 0)
+                    n += 16
+                    _c100_TaxRuleID = None
+                    _c91_Exponent = None
+                    _m = (-_c91_Value - 1 if _c91_Value < 0 else _c91_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c91_Value = None
+                    _c100_Amount = None
                     i_TaxCosts += 1
                     s = 6
                 elif True:
@@ -11784,11 +14111,40 @@ def _e_ReceiptType(w, o):
             if s == 5:
                 if i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                    v = w.v; n = w.n
+                    _o = v_TaxCosts[i_TaxCosts]
+                    _c101_TaxRuleID = _o.TaxRuleID
+                    _c101_Amount = _o.Amount
+                    if not (_c101_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                    el = 'TaxRuleID'
+                    if _c101_TaxRuleID < 1 or _c101_TaxRuleID > 4294967295: raise EncodeError(f'value {_c101_TaxRuleID!r} outside [1, 4294967295]')
+                    v <<= 4
+                    n += 4
+                    if _c101_TaxRuleID < 128: v = (v << 8) | _c101_TaxRuleID; n += 8
+                    elif _c101_TaxRuleID < 16384: v = (v << 16) | ((_c101_TaxRuleID & 127) << 8) | 32768 | (_c101_TaxRuleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c101_TaxRuleID); v = w.v; n = w.n
+                    if not (_c101_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c101_Amount
+                    _c91_Exponent = _o.Exponent
+                    _c91_Value = _o.Value
+                    if not (_c91_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c91_Exponent <= 127: raise EncodeError(f'value {_c91_Exponent!r} outside [-128, 127]')
+                    if not (_c91_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c91_Value < -32768 or _c91_Value > 32767: raise EncodeError(f'value {_c91_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c91_Exponent - -128) << 4) | (_c91_Value < 0)
+                    n += 16
+                    _c101_TaxRuleID = None
+                    _c91_Exponent = None
+                    _m = (-_c91_Value - 1 if _c91_Value < 0 else _c91_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c91_Value = None
+                    _c101_Amount = None
                     i_TaxCosts += 1
                     s = 6
                 elif True:
@@ -11801,11 +14157,40 @@ def _e_ReceiptType(w, o):
                 while True:
                     if i_TaxCosts < n_TaxCosts:
                         el = 'TaxCosts'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                        v = w.v; n = w.n
+                        _o = v_TaxCosts[i_TaxCosts]
+                        _c102_TaxRuleID = _o.TaxRuleID
+                        _c102_Amount = _o.Amount
+                        if not (_c102_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                        el = 'TaxRuleID'
+                        if _c102_TaxRuleID < 1 or _c102_TaxRuleID > 4294967295: raise EncodeError(f'value {_c102_TaxRuleID!r} outside [1, 4294967295]')
+                        v <<= 4
+                        n += 4
+                        if _c102_TaxRuleID < 128: v = (v << 8) | _c102_TaxRuleID; n += 8
+                        elif _c102_TaxRuleID < 16384: v = (v << 16) | ((_c102_TaxRuleID & 127) << 8) | 32768 | (_c102_TaxRuleID >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_c102_TaxRuleID); v = w.v; n = w.n
+                        if not (_c102_Amount is not None): raise EncodeError('missing content: Amount')
+                        el = 'Amount'
+                        _o = _c102_Amount
+                        _c91_Exponent = _o.Exponent
+                        _c91_Value = _o.Value
+                        if not (_c91_Exponent is not None): raise EncodeError('missing content: Exponent')
+                        el = 'Exponent'
+                        if not -128 <= _c91_Exponent <= 127: raise EncodeError(f'value {_c91_Exponent!r} outside [-128, 127]')
+                        if not (_c91_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'Value'
+                        if _c91_Value < -32768 or _c91_Value > 32767: raise EncodeError(f'value {_c91_Value!r} outside [-32768, 32767]')
+                        v = (v << 16) | ((_c91_Exponent - -128) << 4) | (_c91_Value < 0)
+                        n += 16
+                        _c102_TaxRuleID = None
+                        _c91_Exponent = None
+                        _m = (-_c91_Value - 1 if _c91_Value < 0 else _c91_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 3
+                        n += 3
+                        _c91_Value = None
+                        _c102_Amount = None
                         i_TaxCosts += 1
                         _k += 1
                         if _k == 9:
@@ -11836,23 +14221,50 @@ def _d_DetailedCostType(r):
     f_Amount = None
     f_CostPerUnit = None
     try:
-        p += 1
+        p += 15
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('DetailedCostType', p)
+        x = (V >> (E - p)) & 32767
+        if x & 28686: raise r.deviation('DetailedCostType', p)
         el = 'Amount'
-        r.pos = p
-        f_Amount = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c103_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c103_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c103_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c103_Value = r.uint(); p = r.pos
+        p += 17
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('DetailedCostType', p)
+        x = (V >> (E - p)) & 131071
+        if x & 126990: raise r.deviation('DetailedCostType', p)
+        if _neg: _c103_Value = -_c103_Value - 1
+        if _c103_Value < -32768 or _c103_Value > 32767: raise DecodeError(f'value {_c103_Value} outside [-32768, 32767]', p)
+        f_Amount = iso20_commontypes.RationalNumberType(_c103_Exponent, _c103_Value)
         el = 'CostPerUnit'
-        r.pos = p
-        f_CostPerUnit = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c104_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c104_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c104_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c104_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('DetailedCostType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('DetailedCostType', p)
+        if _neg: _c104_Value = -_c104_Value - 1
+        if _c104_Value < -32768 or _c104_Value > 32767: raise DecodeError(f'value {_c104_Value} outside [-32768, 32767]', p)
+        f_CostPerUnit = iso20_commontypes.RationalNumberType(_c104_Exponent, _c104_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -11868,21 +14280,45 @@ def _e_DetailedCostType(w, o):
         v_CostPerUnit = o.CostPerUnit
         if v_Amount is not None:
             el = 'Amount'
-            v <<= 1
-            n += 1
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_Amount)
-            v = w.v; n = w.n
+            _o = v_Amount
+            _c105_Exponent = _o.Exponent
+            _c105_Value = _o.Value
+            if not (_c105_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c105_Exponent <= 127: raise EncodeError(f'value {_c105_Exponent!r} outside [-128, 127]')
+            if not (_c105_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c105_Value < -32768 or _c105_Value > 32767: raise EncodeError(f'value {_c105_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c105_Exponent - -128) << 4) | (_c105_Value < 0)
+            n += 15
+            _c105_Exponent = None
+            _m = (-_c105_Value - 1 if _c105_Value < 0 else _c105_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
             el = 'CostPerUnit'
-            v <<= 1
-            n += 1
+            _o = v_CostPerUnit
+            _c106_Exponent = _o.Exponent
+            _c106_Value = _o.Value
+            if not (_c106_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c106_Exponent <= 127: raise EncodeError(f'value {_c106_Exponent!r} outside [-128, 127]')
+            if not (_c106_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c106_Value < -32768 or _c106_Value > 32767: raise EncodeError(f'value {_c106_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c106_Exponent - -128) << 4) | (_c106_Value < 0)
+            n += 17
+            _c105_Value = None
             v_Amount = None
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_CostPerUnit)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c106_Exponent = None
+            _m = (-_c106_Value - 1 if _c106_Value < 0 else _c106_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c106_Value = None
             v_CostPerUnit = None
             if v_Amount is not None or v_CostPerUnit is not None: raise _leftover(o)
         else:
@@ -11911,6 +14347,9 @@ def _d_RationalNumberType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_Value = r.uint(); p = r.pos
         p += 2
@@ -11943,6 +14382,7 @@ def _e_RationalNumberType(w, o):
             v_Exponent = None
             _m = (-v_Value - 1 if v_Value < 0 else v_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -11971,20 +14411,36 @@ def _d_DetailedTaxType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_TaxRuleID = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_TaxRuleID = r.uint(); p = r.pos
-        p += 2
+        p += 16
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('DetailedTaxType', p)
+        x = (V >> (E - p)) & 65535
+        if x & 61454: raise r.deviation('DetailedTaxType', p)
         if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', p)
         el = 'Amount'
-        r.pos = p
-        f_Amount = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c107_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c107_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c107_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c107_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('DetailedTaxType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('DetailedTaxType', p)
+        if _neg: _c107_Value = -_c107_Value - 1
+        if _c107_Value < -32768 or _c107_Value > 32767: raise DecodeError(f'value {_c107_Value} outside [-32768, 32767]', p)
+        f_Amount = iso20_commontypes.RationalNumberType(_c107_Exponent, _c107_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -12004,17 +14460,30 @@ def _e_DetailedTaxType(w, o):
             v <<= 2
             n += 2
             if v_TaxRuleID < 128: v = (v << 8) | v_TaxRuleID; n += 8
+            elif v_TaxRuleID < 16384: v = (v << 16) | ((v_TaxRuleID & 127) << 8) | 32768 | (v_TaxRuleID >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_TaxRuleID); v = w.v; n = w.n
             if not (v_Amount is not None): raise EncodeError('missing content: Amount')
             el = 'Amount'
-            v <<= 2
-            n += 2
+            _o = v_Amount
+            _c108_Exponent = _o.Exponent
+            _c108_Value = _o.Value
+            if not (_c108_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c108_Exponent <= 127: raise EncodeError(f'value {_c108_Exponent!r} outside [-128, 127]')
+            if not (_c108_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c108_Value < -32768 or _c108_Value > 32767: raise EncodeError(f'value {_c108_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c108_Exponent - -128) << 4) | (_c108_Value < 0)
+            n += 16
             v_TaxRuleID = None
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_Amount)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c108_Exponent = None
+            _m = (-_c108_Value - 1 if _c108_Value < 0 else _c108_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c108_Value = None
             v_Amount = None
             if v_TaxRuleID is not None or v_Amount is not None: raise _leftover(o)
         else:
@@ -12067,6 +14536,9 @@ def _d_Scheduled_SMDTControlModeType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_SelectedScheduleTupleID = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_SelectedScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_SelectedScheduleTupleID = r.uint(); p = r.pos
         p += 2
@@ -12092,6 +14564,7 @@ def _e_Scheduled_SMDTControlModeType(w, o):
             v <<= 2
             n += 2
             if v_SelectedScheduleTupleID < 128: v = (v << 8) | v_SelectedScheduleTupleID; n += 8
+            elif v_SelectedScheduleTupleID < 16384: v = (v << 16) | ((v_SelectedScheduleTupleID & 127) << 8) | 32768 | (v_SelectedScheduleTupleID >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_SelectedScheduleTupleID); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -12149,9 +14622,9 @@ def _e_MeteringConfirmationResType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i11 = _I4.get(v_ResponseCode)
-            if _i11 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 10) | (_i11 << 2)
+            _i109 = _I4.get(v_ResponseCode)
+            if _i109 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 10) | (_i109 << 2)
             n += 10
             v_Header = None
             v_ResponseCode = None
@@ -12268,13 +14741,13 @@ def _e_PowerDeliveryReqType(w, o):
                     v = w.v; n = w.n
                     if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
                     el = 'EVProcessing'
-                    _i12 = _I5.get(v_EVProcessing)
-                    if _i12 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
+                    _i110 = _I5.get(v_EVProcessing)
+                    if _i110 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
                     if not (v_ChargeProgress is not None): raise EncodeError('missing content: ChargeProgress')
                     el = 'ChargeProgress'
-                    _i13 = _I10.get(v_ChargeProgress)
-                    if _i13 is None: raise EncodeError(f'{v_ChargeProgress!r} is not one of the enumeration chargeProgressType')
-                    v = (v << 10) | (_i12 << 6) | (_i13 << 1)
+                    _i111 = _I10.get(v_ChargeProgress)
+                    if _i111 is None: raise EncodeError(f'{v_ChargeProgress!r} is not one of the enumeration chargeProgressType')
+                    v = (v << 10) | (_i110 << 6) | (_i111 << 1)
                     n += 10
                     v_Header = None
                     v_EVProcessing = None
@@ -12294,9 +14767,9 @@ def _e_PowerDeliveryReqType(w, o):
                     s = 4
                 elif v_BPT_ChannelSelection is not None:
                     el = 'BPT_ChannelSelection'
-                    _i14 = _I11.get(v_BPT_ChannelSelection)
-                    if _i14 is None: raise EncodeError(f'{v_BPT_ChannelSelection!r} is not one of the enumeration channelSelectionType')
-                    v = (v << 5) | (1 << 3) | (_i14 << 1)
+                    _i112 = _I11.get(v_BPT_ChannelSelection)
+                    if _i112 is None: raise EncodeError(f'{v_BPT_ChannelSelection!r} is not one of the enumeration channelSelectionType')
+                    v = (v << 5) | (1 << 3) | (_i112 << 1)
                     n += 5
                     v_BPT_ChannelSelection = None
                     s = 5
@@ -12308,9 +14781,9 @@ def _e_PowerDeliveryReqType(w, o):
             if s == 4:
                 if v_BPT_ChannelSelection is not None:
                     el = 'BPT_ChannelSelection'
-                    _i15 = _I11.get(v_BPT_ChannelSelection)
-                    if _i15 is None: raise EncodeError(f'{v_BPT_ChannelSelection!r} is not one of the enumeration channelSelectionType')
-                    v = (v << 5) | (_i15 << 1)
+                    _i113 = _I11.get(v_BPT_ChannelSelection)
+                    if _i113 is None: raise EncodeError(f'{v_BPT_ChannelSelection!r} is not one of the enumeration channelSelectionType')
+                    v = (v << 5) | (_i113 << 1)
                     n += 5
                     v_BPT_ChannelSelection = None
                     s = 5
@@ -12351,6 +14824,9 @@ def _d_EVPowerProfileType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_TimeAnchor = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_TimeAnchor = r.uint(); p = r.pos
                 p += 1
@@ -12363,13 +14839,12 @@ def _d_EVPowerProfileType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'Dynamic_EVPPTControlMode'
-                    r.pos = p
-                    f_Dynamic_EVPPTControlMode = _d_Dynamic_EVPPTControlModeType(r)
-                    p = r.pos
-                    p += 1
+                    p += 2
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('EVPowerProfileType', p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('EVPowerProfileType', p)
+                    el = 'Dynamic_EVPPTControlMode'
+                    f_Dynamic_EVPPTControlMode = iso20_commonmessages.Dynamic_EVPPTControlModeType()
                     el = 'EVPowerProfileEntries'
                     r.pos = p
                     f_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
@@ -12419,6 +14894,7 @@ def _e_EVPowerProfileType(w, o):
                     v <<= 2
                     n += 2
                     if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
+                    elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12429,15 +14905,11 @@ def _e_EVPowerProfileType(w, o):
             if s == 1:
                 if v_Dynamic_EVPPTControlMode is not None:
                     el = 'Dynamic_EVPPTControlMode'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_Dynamic_EVPPTControlModeType(w, v_Dynamic_EVPPTControlMode)
-                    v = w.v; n = w.n
+                    _o = v_Dynamic_EVPPTControlMode
                     if not (v_EVPowerProfileEntries is not None): raise EncodeError('missing content: EVPowerProfileEntries')
                     el = 'EVPowerProfileEntries'
-                    v <<= 1
-                    n += 1
+                    v <<= 4
+                    n += 4
                     v_Dynamic_EVPPTControlMode = None
                     w.v = v; w.n = n
                     _e_EVPowerProfileEntryListType(w, v_EVPowerProfileEntries)
@@ -12521,6 +14993,9 @@ def _d_Scheduled_EVPPTControlModeType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_SelectedScheduleTupleID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_SelectedScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_SelectedScheduleTupleID = r.uint(); p = r.pos
                 p += 1
@@ -12567,6 +15042,7 @@ def _e_Scheduled_EVPPTControlModeType(w, o):
                     v <<= 2
                     n += 2
                     if v_SelectedScheduleTupleID < 128: v = (v << 8) | v_SelectedScheduleTupleID; n += 8
+                    elif v_SelectedScheduleTupleID < 16384: v = (v << 16) | ((v_SelectedScheduleTupleID & 127) << 8) | 32768 | (v_SelectedScheduleTupleID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_SelectedScheduleTupleID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12577,9 +15053,9 @@ def _e_Scheduled_EVPPTControlModeType(w, o):
             if s == 1:
                 if v_PowerToleranceAcceptance is not None:
                     el = 'PowerToleranceAcceptance'
-                    _i16 = _I13.get(v_PowerToleranceAcceptance)
-                    if _i16 is None: raise EncodeError(f'{v_PowerToleranceAcceptance!r} is not one of the enumeration powerToleranceAcceptanceType')
-                    v = (v << 6) | (_i16 << 2)
+                    _i116 = _I13.get(v_PowerToleranceAcceptance)
+                    if _i116 is None: raise EncodeError(f'{v_PowerToleranceAcceptance!r} is not one of the enumeration powerToleranceAcceptanceType')
+                    v = (v << 6) | (_i116 << 2)
                     n += 6
                     v_PowerToleranceAcceptance = None
                     if v_SelectedScheduleTupleID is not None or v_PowerToleranceAcceptance is not None: raise _leftover(o)
@@ -12721,33 +15197,92 @@ def _d_PowerScheduleEntryType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_Duration = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_Duration = r.uint(); p = r.pos
+                p += 16
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 65535
+                if x & 61454: raise r.deviation('PowerScheduleEntryType', p)
+                if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', p)
+                el = 'Power'
+                el = 'Exponent'
+                _c117_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c117_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c117_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c117_Value = r.uint(); p = r.pos
                 p += 2
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('PowerScheduleEntryType', p)
-                if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', p)
-                el = 'Power'
-                r.pos = p
-                f_Power = _d_RationalNumberType(r)
-                p = r.pos
+                if _neg: _c117_Value = -_c117_Value - 1
+                if _c117_Value < -32768 or _c117_Value > 32767: raise DecodeError(f'value {_c117_Value} outside [-32768, 32767]', p)
+                f_Power = iso20_commontypes.RationalNumberType(_c117_Exponent, _c117_Value)
                 s = 2
             if s == 2:
                 p += 2
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('PowerScheduleEntryType', p)
                     el = 'Power_L2'
-                    r.pos = p
-                    f_Power_L2 = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c118_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c118_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c118_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c118_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('PowerScheduleEntryType', p)
+                    if _neg: _c118_Value = -_c118_Value - 1
+                    if _c118_Value < -32768 or _c118_Value > 32767: raise DecodeError(f'value {_c118_Value} outside [-32768, 32767]', p)
+                    f_Power_L2 = iso20_commontypes.RationalNumberType(_c118_Exponent, _c118_Value)
                     s = 3
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('PowerScheduleEntryType', p)
                     el = 'Power_L3'
-                    r.pos = p
-                    f_Power_L3 = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c119_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c119_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c119_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c119_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('PowerScheduleEntryType', p)
+                    if _neg: _c119_Value = -_c119_Value - 1
+                    if _c119_Value < -32768 or _c119_Value > 32767: raise DecodeError(f'value {_c119_Value} outside [-32768, 32767]', p)
+                    f_Power_L3 = iso20_commontypes.RationalNumberType(_c119_Exponent, _c119_Value)
                     s = 4
                 elif ec == 2:
                     pass
@@ -12759,10 +15294,30 @@ def _d_PowerScheduleEntryType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('PowerScheduleEntryType', p)
                     el = 'Power_L3'
-                    r.pos = p
-                    f_Power_L3 = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c120_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c120_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c120_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c120_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('PowerScheduleEntryType', p)
+                    if _neg: _c120_Value = -_c120_Value - 1
+                    if _c120_Value < -32768 or _c120_Value > 32767: raise DecodeError(f'value {_c120_Value} outside [-32768, 32767]', p)
+                    f_Power_L3 = iso20_commontypes.RationalNumberType(_c120_Exponent, _c120_Value)
                     s = 4
                 elif ec == 1:
                     pass
@@ -12798,15 +15353,30 @@ def _e_PowerScheduleEntryType(w, o):
                     v <<= 2
                     n += 2
                     if v_Duration < 128: v = (v << 8) | v_Duration; n += 8
+                    elif v_Duration < 16384: v = (v << 16) | ((v_Duration & 127) << 8) | 32768 | (v_Duration >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_Duration); v = w.v; n = w.n
                     if not (v_Power is not None): raise EncodeError('missing content: Power')
                     el = 'Power'
+                    _o = v_Power
+                    _c121_Exponent = _o.Exponent
+                    _c121_Value = _o.Value
+                    if not (_c121_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c121_Exponent <= 127: raise EncodeError(f'value {_c121_Exponent!r} outside [-128, 127]')
+                    if not (_c121_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c121_Value < -32768 or _c121_Value > 32767: raise EncodeError(f'value {_c121_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c121_Exponent - -128) << 4) | (_c121_Value < 0)
+                    n += 16
+                    v_Duration = None
+                    _c121_Exponent = None
+                    _m = (-_c121_Value - 1 if _c121_Value < 0 else _c121_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    v_Duration = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_Power)
-                    v = w.v; n = w.n
+                    _c121_Value = None
                     v_Power = None
                     s = 2
                 else:
@@ -12814,20 +15384,48 @@ def _e_PowerScheduleEntryType(w, o):
             if s == 2:
                 if v_Power_L2 is not None:
                     el = 'Power_L2'
+                    _o = v_Power_L2
+                    _c122_Exponent = _o.Exponent
+                    _c122_Value = _o.Value
+                    if not (_c122_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c122_Exponent <= 127: raise EncodeError(f'value {_c122_Exponent!r} outside [-128, 127]')
+                    if not (_c122_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c122_Value < -32768 or _c122_Value > 32767: raise EncodeError(f'value {_c122_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c122_Exponent - -128) << 4) | (_c122_Value < 0)
+                    n += 16
+                    _c122_Exponent = None
+                    _m = (-_c122_Value - 1 if _c122_Value < 0 else _c122_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_Power_L2)
-                    v = w.v; n = w.n
+                    _c122_Value = None
                     v_Power_L2 = None
                     s = 3
                 elif v_Power_L3 is not None:
                     el = 'Power_L3'
-                    v = (v << 2) | 1
+                    _o = v_Power_L3
+                    _c123_Exponent = _o.Exponent
+                    _c123_Value = _o.Value
+                    if not (_c123_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c123_Exponent <= 127: raise EncodeError(f'value {_c123_Exponent!r} outside [-128, 127]')
+                    if not (_c123_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c123_Value < -32768 or _c123_Value > 32767: raise EncodeError(f'value {_c123_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (1 << 14) | ((_c123_Exponent - -128) << 4) | (_c123_Value < 0)
+                    n += 16
+                    _c123_Exponent = None
+                    _m = (-_c123_Value - 1 if _c123_Value < 0 else _c123_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_Power_L3)
-                    v = w.v; n = w.n
+                    _c123_Value = None
                     v_Power_L3 = None
                     s = 4
                 elif True:
@@ -12838,11 +15436,25 @@ def _e_PowerScheduleEntryType(w, o):
             if s == 3:
                 if v_Power_L3 is not None:
                     el = 'Power_L3'
+                    _o = v_Power_L3
+                    _c124_Exponent = _o.Exponent
+                    _c124_Value = _o.Value
+                    if not (_c124_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c124_Exponent <= 127: raise EncodeError(f'value {_c124_Exponent!r} outside [-128, 127]')
+                    if not (_c124_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c124_Value < -32768 or _c124_Value > 32767: raise EncodeError(f'value {_c124_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c124_Exponent - -128) << 4) | (_c124_Value < 0)
+                    n += 16
+                    _c124_Exponent = None
+                    _m = (-_c124_Value - 1 if _c124_Value < 0 else _c124_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_Power_L3)
-                    v = w.v; n = w.n
+                    _c124_Value = None
                     v_Power_L3 = None
                     s = 4
                 elif True:
@@ -12894,13 +15506,30 @@ def _d_PowerDeliveryResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'EVSEStatus'
-                    r.pos = p
-                    f_EVSEStatus = _d_EVSEStatusType(r)
-                    p = r.pos
-                    p += 1
+                    p += 2
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryResType', p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('PowerDeliveryResType', p)
+                    el = 'EVSEStatus'
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c125_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c125_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c125_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 455: raise r.deviation('PowerDeliveryResType', p)
+                    if _c125_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c125_NotificationMaxDelay} outside [0, 65535]', p)
+                    el = 'EVSENotification'
+                    _c125_EVSENotification = ((x >> 3) & 7)
+                    if _c125_EVSENotification >= 6: raise DecodeError(f'enumeration index {_c125_EVSENotification} out of range (6 values)', p)
+                    _c125_EVSENotification = _E14[_c125_EVSENotification]
+                    f_EVSEStatus = iso20_commontypes.EVSEStatusType(_c125_NotificationMaxDelay, _c125_EVSENotification)
                     s = -1
                 elif ec == 1:
                     pass
@@ -12933,9 +15562,9 @@ def _e_PowerDeliveryResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i17 = _I4.get(v_ResponseCode)
-                    if _i17 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 9) | (_i17 << 1)
+                    _i126 = _I4.get(v_ResponseCode)
+                    if _i126 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 9) | (_i126 << 1)
                     n += 9
                     v_Header = None
                     v_ResponseCode = None
@@ -12945,13 +15574,25 @@ def _e_PowerDeliveryResType(w, o):
             if s == 2:
                 if v_EVSEStatus is not None:
                     el = 'EVSEStatus'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_EVSEStatusType(w, v_EVSEStatus)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    _o = v_EVSEStatus
+                    _c127_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c127_EVSENotification = _o.EVSENotification
+                    if not (_c127_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c127_NotificationMaxDelay < 0 or _c127_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c127_NotificationMaxDelay!r} outside [0, 65535]')
+                    v <<= 4
+                    n += 4
+                    if _c127_NotificationMaxDelay < 128: v = (v << 8) | _c127_NotificationMaxDelay; n += 8
+                    elif _c127_NotificationMaxDelay < 16384: v = (v << 16) | ((_c127_NotificationMaxDelay & 127) << 8) | 32768 | (_c127_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c127_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c127_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i128 = _I15.get(_c127_EVSENotification)
+                    if _i128 is None: raise EncodeError(f'{_c127_EVSENotification!r} is not one of the enumeration evseNotificationType')
+                    v = (v << 9) | (_i128 << 3)
+                    n += 9
+                    _c127_NotificationMaxDelay = None
+                    _c127_EVSENotification = None
                     v_EVSEStatus = None
                     if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None: raise _leftover(o)
                     s = -1
@@ -12981,6 +15622,9 @@ def _d_EVSEStatusType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
         p += 8
@@ -13011,12 +15655,13 @@ def _e_EVSEStatusType(w, o):
             v <<= 2
             n += 2
             if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
+            elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
-            _i18 = _I15.get(v_EVSENotification)
-            if _i18 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
-            v = (v << 8) | (_i18 << 2)
+            _i129 = _I15.get(v_EVSENotification)
+            if _i129 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
+            v = (v << 8) | (_i129 << 2)
             n += 8
             v_NotificationMaxDelay = None
             v_EVSENotification = None
@@ -13172,6 +15817,9 @@ def _d_Dynamic_SEReqControlModeType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_DepartureTime = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_DepartureTime = r.uint(); p = r.pos
                 p += 1
@@ -13202,10 +15850,30 @@ def _d_Dynamic_SEReqControlModeType(r):
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', p)
                     s = 3
                 elif ec == 2:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', p)
                     el = 'EVTargetEnergyRequest'
-                    r.pos = p
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c130_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c130_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c130_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c130_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
+                    if _neg: _c130_Value = -_c130_Value - 1
+                    if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', p)
+                    f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c130_Exponent, _c130_Value)
                     s = 4
                 else:
                     raise r.deviation('Dynamic_SEReqControlModeType', p)
@@ -13223,53 +15891,160 @@ def _d_Dynamic_SEReqControlModeType(r):
                     if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', p)
                     s = 3
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', p)
                     el = 'EVTargetEnergyRequest'
-                    r.pos = p
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c131_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c131_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c131_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c131_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
+                    if _neg: _c131_Value = -_c131_Value - 1
+                    if _c131_Value < -32768 or _c131_Value > 32767: raise DecodeError(f'value {_c131_Value} outside [-32768, 32767]', p)
+                    f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c131_Exponent, _c131_Value)
                     s = 4
                 else:
                     raise r.deviation('Dynamic_SEReqControlModeType', p)
             if s == 3:
-                p += 1
+                p += 15
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_SEReqControlModeType', p)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('Dynamic_SEReqControlModeType', p)
                 el = 'EVTargetEnergyRequest'
-                r.pos = p
-                f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                p = r.pos
+                el = 'Exponent'
+                _c132_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c132_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c132_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c132_Value = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
+                if _neg: _c132_Value = -_c132_Value - 1
+                if _c132_Value < -32768 or _c132_Value > 32767: raise DecodeError(f'value {_c132_Value} outside [-32768, 32767]', p)
+                f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c132_Exponent, _c132_Value)
                 s = 4
             if s == 4:
-                p += 1
+                p += 15
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_SEReqControlModeType', p)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('Dynamic_SEReqControlModeType', p)
                 el = 'EVMaximumEnergyRequest'
-                r.pos = p
-                f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                p = r.pos
-                p += 1
+                el = 'Exponent'
+                _c133_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c133_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c133_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c133_Value = r.uint(); p = r.pos
+                p += 17
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_SEReqControlModeType', p)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('Dynamic_SEReqControlModeType', p)
+                if _neg: _c133_Value = -_c133_Value - 1
+                if _c133_Value < -32768 or _c133_Value > 32767: raise DecodeError(f'value {_c133_Value} outside [-32768, 32767]', p)
+                f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c133_Exponent, _c133_Value)
                 el = 'EVMinimumEnergyRequest'
-                r.pos = p
-                f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                p = r.pos
+                el = 'Exponent'
+                _c134_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c134_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c134_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c134_Value = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
+                if _neg: _c134_Value = -_c134_Value - 1
+                if _c134_Value < -32768 or _c134_Value > 32767: raise DecodeError(f'value {_c134_Value} outside [-32768, 32767]', p)
+                f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c134_Exponent, _c134_Value)
                 s = 6
             if s == 6:
                 p += 2
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', p)
                     el = 'EVMaximumV2XEnergyRequest'
-                    r.pos = p
-                    f_EVMaximumV2XEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c135_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c135_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c135_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c135_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
+                    if _neg: _c135_Value = -_c135_Value - 1
+                    if _c135_Value < -32768 or _c135_Value > 32767: raise DecodeError(f'value {_c135_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumV2XEnergyRequest = iso20_commontypes.RationalNumberType(_c135_Exponent, _c135_Value)
                     s = 7
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', p)
                     el = 'EVMinimumV2XEnergyRequest'
-                    r.pos = p
-                    f_EVMinimumV2XEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c136_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c136_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c136_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c136_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
+                    if _neg: _c136_Value = -_c136_Value - 1
+                    if _c136_Value < -32768 or _c136_Value > 32767: raise DecodeError(f'value {_c136_Value} outside [-32768, 32767]', p)
+                    f_EVMinimumV2XEnergyRequest = iso20_commontypes.RationalNumberType(_c136_Exponent, _c136_Value)
                     s = 8
                 elif ec == 2:
                     pass
@@ -13281,10 +16056,30 @@ def _d_Dynamic_SEReqControlModeType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', p)
                     el = 'EVMinimumV2XEnergyRequest'
-                    r.pos = p
-                    f_EVMinimumV2XEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c137_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c137_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c137_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c137_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Dynamic_SEReqControlModeType', p)
+                    if _neg: _c137_Value = -_c137_Value - 1
+                    if _c137_Value < -32768 or _c137_Value > 32767: raise DecodeError(f'value {_c137_Value} outside [-32768, 32767]', p)
+                    f_EVMinimumV2XEnergyRequest = iso20_commontypes.RationalNumberType(_c137_Exponent, _c137_Value)
                     s = 8
                 elif ec == 1:
                     pass
@@ -13324,6 +16119,7 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                     v <<= 2
                     n += 2
                     if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+                    elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -13348,11 +16144,25 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                     s = 3
                 elif v_EVTargetEnergyRequest is not None:
                     el = 'EVTargetEnergyRequest'
-                    v = (v << 2) | 2
+                    _o = v_EVTargetEnergyRequest
+                    _c138_Exponent = _o.Exponent
+                    _c138_Value = _o.Value
+                    if not (_c138_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c138_Exponent <= 127: raise EncodeError(f'value {_c138_Exponent!r} outside [-128, 127]')
+                    if not (_c138_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c138_Value < -32768 or _c138_Value > 32767: raise EncodeError(f'value {_c138_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (2 << 14) | ((_c138_Exponent - -128) << 4) | (_c138_Value < 0)
+                    n += 16
+                    _c138_Exponent = None
+                    _m = (-_c138_Value - 1 if _c138_Value < 0 else _c138_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v = w.v; n = w.n
+                    _c138_Value = None
                     v_EVTargetEnergyRequest = None
                     s = 4
                 else:
@@ -13367,11 +16177,25 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                     s = 3
                 elif v_EVTargetEnergyRequest is not None:
                     el = 'EVTargetEnergyRequest'
-                    v = (v << 2) | 1
+                    _o = v_EVTargetEnergyRequest
+                    _c139_Exponent = _o.Exponent
+                    _c139_Value = _o.Value
+                    if not (_c139_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c139_Exponent <= 127: raise EncodeError(f'value {_c139_Exponent!r} outside [-128, 127]')
+                    if not (_c139_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c139_Value < -32768 or _c139_Value > 32767: raise EncodeError(f'value {_c139_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (1 << 14) | ((_c139_Exponent - -128) << 4) | (_c139_Value < 0)
+                    n += 16
+                    _c139_Exponent = None
+                    _m = (-_c139_Value - 1 if _c139_Value < 0 else _c139_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v = w.v; n = w.n
+                    _c139_Value = None
                     v_EVTargetEnergyRequest = None
                     s = 4
                 else:
@@ -13379,11 +16203,25 @@ def _e_Dynamic_SEReqControlModeType(w, o):
             if s == 3:
                 if v_EVTargetEnergyRequest is not None:
                     el = 'EVTargetEnergyRequest'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVTargetEnergyRequest
+                    _c140_Exponent = _o.Exponent
+                    _c140_Value = _o.Value
+                    if not (_c140_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c140_Exponent <= 127: raise EncodeError(f'value {_c140_Exponent!r} outside [-128, 127]')
+                    if not (_c140_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c140_Value < -32768 or _c140_Value > 32767: raise EncodeError(f'value {_c140_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c140_Exponent - -128) << 4) | (_c140_Value < 0)
+                    n += 15
+                    _c140_Exponent = None
+                    _m = (-_c140_Value - 1 if _c140_Value < 0 else _c140_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c140_Value = None
                     v_EVTargetEnergyRequest = None
                     s = 4
                 else:
@@ -13391,19 +16229,45 @@ def _e_Dynamic_SEReqControlModeType(w, o):
             if s == 4:
                 if v_EVMaximumEnergyRequest is not None:
                     el = 'EVMaximumEnergyRequest'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumEnergyRequest
+                    _c141_Exponent = _o.Exponent
+                    _c141_Value = _o.Value
+                    if not (_c141_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c141_Exponent <= 127: raise EncodeError(f'value {_c141_Exponent!r} outside [-128, 127]')
+                    if not (_c141_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c141_Value < -32768 or _c141_Value > 32767: raise EncodeError(f'value {_c141_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c141_Exponent - -128) << 4) | (_c141_Value < 0)
+                    n += 15
+                    _c141_Exponent = None
+                    _m = (-_c141_Value - 1 if _c141_Value < 0 else _c141_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                     el = 'EVMinimumEnergyRequest'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVMinimumEnergyRequest
+                    _c142_Exponent = _o.Exponent
+                    _c142_Value = _o.Value
+                    if not (_c142_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c142_Exponent <= 127: raise EncodeError(f'value {_c142_Exponent!r} outside [-128, 127]')
+                    if not (_c142_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c142_Value < -32768 or _c142_Value > 32767: raise EncodeError(f'value {_c142_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c142_Exponent - -128) << 4) | (_c142_Value < 0)
+                    n += 17
+                    _c141_Value = None
                     v_EVMaximumEnergyRequest = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
+                    _c142_Exponent = None
+                    _m = (-_c142_Value - 1 if _c142_Value < 0 else _c142_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c142_Value = None
                     v_EVMinimumEnergyRequest = None
                     s = 6
                 else:
@@ -13411,20 +16275,48 @@ def _e_Dynamic_SEReqControlModeType(w, o):
             if s == 6:
                 if v_EVMaximumV2XEnergyRequest is not None:
                     el = 'EVMaximumV2XEnergyRequest'
+                    _o = v_EVMaximumV2XEnergyRequest
+                    _c143_Exponent = _o.Exponent
+                    _c143_Value = _o.Value
+                    if not (_c143_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c143_Exponent <= 127: raise EncodeError(f'value {_c143_Exponent!r} outside [-128, 127]')
+                    if not (_c143_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c143_Value < -32768 or _c143_Value > 32767: raise EncodeError(f'value {_c143_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c143_Exponent - -128) << 4) | (_c143_Value < 0)
+                    n += 16
+                    _c143_Exponent = None
+                    _m = (-_c143_Value - 1 if _c143_Value < 0 else _c143_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMaximumV2XEnergyRequest)
-                    v = w.v; n = w.n
+                    _c143_Value = None
                     v_EVMaximumV2XEnergyRequest = None
                     s = 7
                 elif v_EVMinimumV2XEnergyRequest is not None:
                     el = 'EVMinimumV2XEnergyRequest'
-                    v = (v << 2) | 1
+                    _o = v_EVMinimumV2XEnergyRequest
+                    _c144_Exponent = _o.Exponent
+                    _c144_Value = _o.Value
+                    if not (_c144_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c144_Exponent <= 127: raise EncodeError(f'value {_c144_Exponent!r} outside [-128, 127]')
+                    if not (_c144_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c144_Value < -32768 or _c144_Value > 32767: raise EncodeError(f'value {_c144_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (1 << 14) | ((_c144_Exponent - -128) << 4) | (_c144_Value < 0)
+                    n += 16
+                    _c144_Exponent = None
+                    _m = (-_c144_Value - 1 if _c144_Value < 0 else _c144_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumV2XEnergyRequest)
-                    v = w.v; n = w.n
+                    _c144_Value = None
                     v_EVMinimumV2XEnergyRequest = None
                     s = 8
                 elif True:
@@ -13435,11 +16327,25 @@ def _e_Dynamic_SEReqControlModeType(w, o):
             if s == 7:
                 if v_EVMinimumV2XEnergyRequest is not None:
                     el = 'EVMinimumV2XEnergyRequest'
+                    _o = v_EVMinimumV2XEnergyRequest
+                    _c145_Exponent = _o.Exponent
+                    _c145_Value = _o.Value
+                    if not (_c145_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c145_Exponent <= 127: raise EncodeError(f'value {_c145_Exponent!r} outside [-128, 127]')
+                    if not (_c145_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c145_Value < -32768 or _c145_Value > 32767: raise EncodeError(f'value {_c145_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c145_Exponent - -128) << 4) | (_c145_Value < 0)
+                    n += 16
+                    _c145_Exponent = None
+                    _m = (-_c145_Value - 1 if _c145_Value < 0 else _c145_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumV2XEnergyRequest)
-                    v = w.v; n = w.n
+                    _c145_Value = None
                     v_EVMinimumV2XEnergyRequest = None
                     s = 8
                 elif True:
@@ -13483,6 +16389,9 @@ def _d_Scheduled_SEReqControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_DepartureTime = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_DepartureTime = r.uint(); p = r.pos
                     p += 1
@@ -13491,28 +16400,156 @@ def _d_Scheduled_SEReqControlModeType(r):
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
                     s = 1
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     el = 'EVTargetEnergyRequest'
-                    r.pos = p
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c146_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c146_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c146_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c146_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _neg: _c146_Value = -_c146_Value - 1
+                    if _c146_Value < -32768 or _c146_Value > 32767: raise DecodeError(f'value {_c146_Value} outside [-32768, 32767]', p)
+                    f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c146_Exponent, _c146_Value)
                     s = 2
                 elif ec == 2:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     el = 'EVMaximumEnergyRequest'
-                    r.pos = p
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c147_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c147_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c147_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c147_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _neg: _c147_Value = -_c147_Value - 1
+                    if _c147_Value < -32768 or _c147_Value > 32767: raise DecodeError(f'value {_c147_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c147_Exponent, _c147_Value)
                     s = 3
                 elif ec == 3:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     el = 'EVMinimumEnergyRequest'
-                    r.pos = p
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c148_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c148_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c148_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c148_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _neg: _c148_Value = -_c148_Value - 1
+                    if _c148_Value < -32768 or _c148_Value > 32767: raise DecodeError(f'value {_c148_Value} outside [-32768, 32767]', p)
+                    f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c148_Exponent, _c148_Value)
                     s = 4
                 elif ec == 4:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     el = 'EVEnergyOffer'
+                    el = 'EVPowerSchedule'
+                    el = 'TimeAnchor'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c150_TimeAnchor = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c150_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c150_TimeAnchor = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _c150_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c150_TimeAnchor} outside [0, 18446744073709551615]', p)
+                    el = 'EVPowerScheduleEntries'
                     r.pos = p
-                    f_EVEnergyOffer = _d_EVEnergyOfferType(r)
+                    _c150_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 15: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    _c149_EVPowerSchedule = iso20_commonmessages.EVPowerScheduleType(_c150_TimeAnchor, _c150_EVPowerScheduleEntries)
+                    el = 'EVAbsolutePriceSchedule'
+                    el = 'TimeAnchor'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c151_TimeAnchor = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c151_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c151_TimeAnchor = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _c151_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c151_TimeAnchor} outside [0, 18446744073709551615]', p)
+                    el = 'Currency'
+                    r.pos = p
+                    _c151_Currency = r.string(81)
+                    if len(_c151_Currency) > 3: raise DecodeError(f'length {len(_c151_Currency)} outside [0, 3]', r.pos)
+                    p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    el = 'PriceAlgorithm'
+                    r.pos = p
+                    _c151_PriceAlgorithm = r.string(82)
+                    if len(_c151_PriceAlgorithm) > 255: raise DecodeError(f'length {len(_c151_PriceAlgorithm)} outside [0, 255]', r.pos)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    el = 'EVPriceRuleStacks'
+                    r.pos = p
+                    _c151_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    _c149_EVAbsolutePriceSchedule = iso20_commonmessages.EVAbsolutePriceScheduleType(_c151_TimeAnchor, _c151_Currency, _c151_PriceAlgorithm, _c151_EVPriceRuleStacks)
+                    f_EVEnergyOffer = iso20_commonmessages.EVEnergyOfferType(_c149_EVPowerSchedule, _c149_EVAbsolutePriceSchedule)
                     s = 5
                 elif ec == 5:
                     pass
@@ -13524,28 +16561,156 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     el = 'EVTargetEnergyRequest'
-                    r.pos = p
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c152_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c152_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c152_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c152_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _neg: _c152_Value = -_c152_Value - 1
+                    if _c152_Value < -32768 or _c152_Value > 32767: raise DecodeError(f'value {_c152_Value} outside [-32768, 32767]', p)
+                    f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c152_Exponent, _c152_Value)
                     s = 2
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     el = 'EVMaximumEnergyRequest'
-                    r.pos = p
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c153_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c153_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c153_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c153_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _neg: _c153_Value = -_c153_Value - 1
+                    if _c153_Value < -32768 or _c153_Value > 32767: raise DecodeError(f'value {_c153_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c153_Exponent, _c153_Value)
                     s = 3
                 elif ec == 2:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     el = 'EVMinimumEnergyRequest'
-                    r.pos = p
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c154_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c154_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c154_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c154_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _neg: _c154_Value = -_c154_Value - 1
+                    if _c154_Value < -32768 or _c154_Value > 32767: raise DecodeError(f'value {_c154_Value} outside [-32768, 32767]', p)
+                    f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c154_Exponent, _c154_Value)
                     s = 4
                 elif ec == 3:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     el = 'EVEnergyOffer'
+                    el = 'EVPowerSchedule'
+                    el = 'TimeAnchor'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c150_TimeAnchor = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c150_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c150_TimeAnchor = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _c150_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c150_TimeAnchor} outside [0, 18446744073709551615]', p)
+                    el = 'EVPowerScheduleEntries'
                     r.pos = p
-                    f_EVEnergyOffer = _d_EVEnergyOfferType(r)
+                    _c150_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 15: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    _c155_EVPowerSchedule = iso20_commonmessages.EVPowerScheduleType(_c150_TimeAnchor, _c150_EVPowerScheduleEntries)
+                    el = 'EVAbsolutePriceSchedule'
+                    el = 'TimeAnchor'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c151_TimeAnchor = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c151_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c151_TimeAnchor = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _c151_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c151_TimeAnchor} outside [0, 18446744073709551615]', p)
+                    el = 'Currency'
+                    r.pos = p
+                    _c151_Currency = r.string(81)
+                    if len(_c151_Currency) > 3: raise DecodeError(f'length {len(_c151_Currency)} outside [0, 3]', r.pos)
+                    p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    el = 'PriceAlgorithm'
+                    r.pos = p
+                    _c151_PriceAlgorithm = r.string(82)
+                    if len(_c151_PriceAlgorithm) > 255: raise DecodeError(f'length {len(_c151_PriceAlgorithm)} outside [0, 255]', r.pos)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    el = 'EVPriceRuleStacks'
+                    r.pos = p
+                    _c151_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    _c155_EVAbsolutePriceSchedule = iso20_commonmessages.EVAbsolutePriceScheduleType(_c151_TimeAnchor, _c151_Currency, _c151_PriceAlgorithm, _c151_EVPriceRuleStacks)
+                    f_EVEnergyOffer = iso20_commonmessages.EVEnergyOfferType(_c155_EVPowerSchedule, _c155_EVAbsolutePriceSchedule)
                     s = 5
                 elif ec == 4:
                     pass
@@ -13557,22 +16722,130 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     el = 'EVMaximumEnergyRequest'
-                    r.pos = p
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c156_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c156_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c156_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c156_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _neg: _c156_Value = -_c156_Value - 1
+                    if _c156_Value < -32768 or _c156_Value > 32767: raise DecodeError(f'value {_c156_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c156_Exponent, _c156_Value)
                     s = 3
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     el = 'EVMinimumEnergyRequest'
-                    r.pos = p
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c157_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c157_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c157_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c157_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _neg: _c157_Value = -_c157_Value - 1
+                    if _c157_Value < -32768 or _c157_Value > 32767: raise DecodeError(f'value {_c157_Value} outside [-32768, 32767]', p)
+                    f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c157_Exponent, _c157_Value)
                     s = 4
                 elif ec == 2:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     el = 'EVEnergyOffer'
+                    el = 'EVPowerSchedule'
+                    el = 'TimeAnchor'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c150_TimeAnchor = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c150_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c150_TimeAnchor = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _c150_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c150_TimeAnchor} outside [0, 18446744073709551615]', p)
+                    el = 'EVPowerScheduleEntries'
                     r.pos = p
-                    f_EVEnergyOffer = _d_EVEnergyOfferType(r)
+                    _c150_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 15: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    _c158_EVPowerSchedule = iso20_commonmessages.EVPowerScheduleType(_c150_TimeAnchor, _c150_EVPowerScheduleEntries)
+                    el = 'EVAbsolutePriceSchedule'
+                    el = 'TimeAnchor'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c151_TimeAnchor = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c151_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c151_TimeAnchor = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _c151_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c151_TimeAnchor} outside [0, 18446744073709551615]', p)
+                    el = 'Currency'
+                    r.pos = p
+                    _c151_Currency = r.string(81)
+                    if len(_c151_Currency) > 3: raise DecodeError(f'length {len(_c151_Currency)} outside [0, 3]', r.pos)
+                    p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    el = 'PriceAlgorithm'
+                    r.pos = p
+                    _c151_PriceAlgorithm = r.string(82)
+                    if len(_c151_PriceAlgorithm) > 255: raise DecodeError(f'length {len(_c151_PriceAlgorithm)} outside [0, 255]', r.pos)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    el = 'EVPriceRuleStacks'
+                    r.pos = p
+                    _c151_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    _c158_EVAbsolutePriceSchedule = iso20_commonmessages.EVAbsolutePriceScheduleType(_c151_TimeAnchor, _c151_Currency, _c151_PriceAlgorithm, _c151_EVPriceRuleStacks)
+                    f_EVEnergyOffer = iso20_commonmessages.EVEnergyOfferType(_c158_EVPowerSchedule, _c158_EVAbsolutePriceSchedule)
                     s = 5
                 elif ec == 3:
                     pass
@@ -13584,16 +16857,104 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     el = 'EVMinimumEnergyRequest'
-                    r.pos = p
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c159_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c159_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c159_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c159_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _neg: _c159_Value = -_c159_Value - 1
+                    if _c159_Value < -32768 or _c159_Value > 32767: raise DecodeError(f'value {_c159_Value} outside [-32768, 32767]', p)
+                    f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c159_Exponent, _c159_Value)
                     s = 4
                 elif ec == 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     el = 'EVEnergyOffer'
+                    el = 'EVPowerSchedule'
+                    el = 'TimeAnchor'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c150_TimeAnchor = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c150_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c150_TimeAnchor = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _c150_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c150_TimeAnchor} outside [0, 18446744073709551615]', p)
+                    el = 'EVPowerScheduleEntries'
                     r.pos = p
-                    f_EVEnergyOffer = _d_EVEnergyOfferType(r)
+                    _c150_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 15: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    _c160_EVPowerSchedule = iso20_commonmessages.EVPowerScheduleType(_c150_TimeAnchor, _c150_EVPowerScheduleEntries)
+                    el = 'EVAbsolutePriceSchedule'
+                    el = 'TimeAnchor'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c151_TimeAnchor = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c151_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c151_TimeAnchor = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _c151_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c151_TimeAnchor} outside [0, 18446744073709551615]', p)
+                    el = 'Currency'
+                    r.pos = p
+                    _c151_Currency = r.string(81)
+                    if len(_c151_Currency) > 3: raise DecodeError(f'length {len(_c151_Currency)} outside [0, 3]', r.pos)
+                    p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    el = 'PriceAlgorithm'
+                    r.pos = p
+                    _c151_PriceAlgorithm = r.string(82)
+                    if len(_c151_PriceAlgorithm) > 255: raise DecodeError(f'length {len(_c151_PriceAlgorithm)} outside [0, 255]', r.pos)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    el = 'EVPriceRuleStacks'
+                    r.pos = p
+                    _c151_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    _c160_EVAbsolutePriceSchedule = iso20_commonmessages.EVAbsolutePriceScheduleType(_c151_TimeAnchor, _c151_Currency, _c151_PriceAlgorithm, _c151_EVPriceRuleStacks)
+                    f_EVEnergyOffer = iso20_commonmessages.EVEnergyOfferType(_c160_EVPowerSchedule, _c160_EVAbsolutePriceSchedule)
                     s = 5
                 elif ec == 2:
                     pass
@@ -13605,10 +16966,78 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
                     el = 'EVEnergyOffer'
+                    el = 'EVPowerSchedule'
+                    el = 'TimeAnchor'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c150_TimeAnchor = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c150_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c150_TimeAnchor = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _c150_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c150_TimeAnchor} outside [0, 18446744073709551615]', p)
+                    el = 'EVPowerScheduleEntries'
                     r.pos = p
-                    f_EVEnergyOffer = _d_EVEnergyOfferType(r)
+                    _c150_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 15: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    _c161_EVPowerSchedule = iso20_commonmessages.EVPowerScheduleType(_c150_TimeAnchor, _c150_EVPowerScheduleEntries)
+                    el = 'EVAbsolutePriceSchedule'
+                    el = 'TimeAnchor'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c151_TimeAnchor = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c151_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c151_TimeAnchor = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    if _c151_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c151_TimeAnchor} outside [0, 18446744073709551615]', p)
+                    el = 'Currency'
+                    r.pos = p
+                    _c151_Currency = r.string(81)
+                    if len(_c151_Currency) > 3: raise DecodeError(f'length {len(_c151_Currency)} outside [0, 3]', r.pos)
+                    p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    el = 'PriceAlgorithm'
+                    r.pos = p
+                    _c151_PriceAlgorithm = r.string(82)
+                    if len(_c151_PriceAlgorithm) > 255: raise DecodeError(f'length {len(_c151_PriceAlgorithm)} outside [0, 255]', r.pos)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    el = 'EVPriceRuleStacks'
+                    r.pos = p
+                    _c151_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_SEReqControlModeType', p)
+                    _c161_EVAbsolutePriceSchedule = iso20_commonmessages.EVAbsolutePriceScheduleType(_c151_TimeAnchor, _c151_Currency, _c151_PriceAlgorithm, _c151_EVPriceRuleStacks)
+                    f_EVEnergyOffer = iso20_commonmessages.EVEnergyOfferType(_c161_EVPowerSchedule, _c161_EVAbsolutePriceSchedule)
                     s = 5
                 elif ec == 1:
                     pass
@@ -13645,6 +17074,7 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                     v <<= 4
                     n += 4
                     if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+                    elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -13652,38 +17082,150 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                     s = 1
                 elif v_EVTargetEnergyRequest is not None:
                     el = 'EVTargetEnergyRequest'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVTargetEnergyRequest
+                    _c162_Exponent = _o.Exponent
+                    _c162_Value = _o.Value
+                    if not (_c162_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c162_Exponent <= 127: raise EncodeError(f'value {_c162_Exponent!r} outside [-128, 127]')
+                    if not (_c162_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c162_Value < -32768 or _c162_Value > 32767: raise EncodeError(f'value {_c162_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 14) | ((_c162_Exponent - -128) << 4) | (_c162_Value < 0)
+                    n += 17
+                    _c162_Exponent = None
+                    _m = (-_c162_Value - 1 if _c162_Value < 0 else _c162_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c162_Value = None
                     v_EVTargetEnergyRequest = None
                     s = 2
                 elif v_EVMaximumEnergyRequest is not None:
                     el = 'EVMaximumEnergyRequest'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumEnergyRequest
+                    _c163_Exponent = _o.Exponent
+                    _c163_Value = _o.Value
+                    if not (_c163_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c163_Exponent <= 127: raise EncodeError(f'value {_c163_Exponent!r} outside [-128, 127]')
+                    if not (_c163_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c163_Value < -32768 or _c163_Value > 32767: raise EncodeError(f'value {_c163_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (2 << 14) | ((_c163_Exponent - -128) << 4) | (_c163_Value < 0)
+                    n += 17
+                    _c163_Exponent = None
+                    _m = (-_c163_Value - 1 if _c163_Value < 0 else _c163_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c163_Value = None
                     v_EVMaximumEnergyRequest = None
                     s = 3
                 elif v_EVMinimumEnergyRequest is not None:
                     el = 'EVMinimumEnergyRequest'
-                    v = (v << 3) | 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVMinimumEnergyRequest
+                    _c164_Exponent = _o.Exponent
+                    _c164_Value = _o.Value
+                    if not (_c164_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c164_Exponent <= 127: raise EncodeError(f'value {_c164_Exponent!r} outside [-128, 127]')
+                    if not (_c164_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c164_Value < -32768 or _c164_Value > 32767: raise EncodeError(f'value {_c164_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (3 << 14) | ((_c164_Exponent - -128) << 4) | (_c164_Value < 0)
+                    n += 17
+                    _c164_Exponent = None
+                    _m = (-_c164_Value - 1 if _c164_Value < 0 else _c164_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c164_Value = None
                     v_EVMinimumEnergyRequest = None
                     s = 4
                 elif v_EVEnergyOffer is not None:
                     el = 'EVEnergyOffer'
-                    v = (v << 3) | 4
-                    n += 3
+                    _o = v_EVEnergyOffer
+                    _c165_EVPowerSchedule = _o.EVPowerSchedule
+                    _c165_EVAbsolutePriceSchedule = _o.EVAbsolutePriceSchedule
+                    if not (_c165_EVPowerSchedule is not None): raise EncodeError('missing content: EVPowerSchedule')
+                    el = 'EVPowerSchedule'
+                    _o = _c165_EVPowerSchedule
+                    _c166_TimeAnchor = _o.TimeAnchor
+                    _c166_EVPowerScheduleEntries = _o.EVPowerScheduleEntries
+                    if not (_c166_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+                    el = 'TimeAnchor'
+                    if _c166_TimeAnchor < 0 or _c166_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c166_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    v = (v << 6) | (4 << 3)
+                    n += 6
+                    if _c166_TimeAnchor < 128: v = (v << 8) | _c166_TimeAnchor; n += 8
+                    elif _c166_TimeAnchor < 16384: v = (v << 16) | ((_c166_TimeAnchor & 127) << 8) | 32768 | (_c166_TimeAnchor >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c166_TimeAnchor); v = w.v; n = w.n
+                    if not (_c166_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
+                    el = 'EVPowerScheduleEntries'
+                    v <<= 2
+                    n += 2
+                    _c166_TimeAnchor = None
                     w.v = v; w.n = n
-                    _e_EVEnergyOfferType(w, v_EVEnergyOffer)
+                    _e_EVPowerScheduleEntryListType(w, _c166_EVPowerScheduleEntries)
                     v = w.v; n = w.n
+                    if not (_c165_EVAbsolutePriceSchedule is not None): raise EncodeError('missing content: EVAbsolutePriceSchedule')
+                    el = 'EVAbsolutePriceSchedule'
+                    _o = _c165_EVAbsolutePriceSchedule
+                    _c167_TimeAnchor = _o.TimeAnchor
+                    _c167_Currency = _o.Currency
+                    _c167_PriceAlgorithm = _o.PriceAlgorithm
+                    _c167_EVPriceRuleStacks = _o.EVPriceRuleStacks
+                    if not (_c167_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+                    el = 'TimeAnchor'
+                    if _c167_TimeAnchor < 0 or _c167_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c167_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    v <<= 4
+                    n += 4
+                    _c166_EVPowerScheduleEntries = None
+                    _c165_EVPowerSchedule = None
+                    if _c167_TimeAnchor < 128: v = (v << 8) | _c167_TimeAnchor; n += 8
+                    elif _c167_TimeAnchor < 16384: v = (v << 16) | ((_c167_TimeAnchor & 127) << 8) | 32768 | (_c167_TimeAnchor >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c167_TimeAnchor); v = w.v; n = w.n
+                    if not (_c167_Currency is not None): raise EncodeError('missing content: Currency')
+                    el = 'Currency'
+                    v <<= 3
+                    n += 3
+                    _c167_TimeAnchor = None
+                    if len(_c167_Currency) > 3: raise EncodeError(f'length {len(_c167_Currency)} outside [0, 3]')
+                    _l = len(_c167_Currency)
+                    if _l < 126 and _c167_Currency.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c167_Currency.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c167_Currency); v = w.v; n = w.n
+                    if not (_c167_PriceAlgorithm is not None): raise EncodeError('missing content: PriceAlgorithm')
+                    el = 'PriceAlgorithm'
+                    v <<= 3
+                    n += 3
+                    _c167_Currency = None
+                    if len(_c167_PriceAlgorithm) > 255: raise EncodeError(f'length {len(_c167_PriceAlgorithm)} outside [0, 255]')
+                    _l = len(_c167_PriceAlgorithm)
+                    if _l < 126 and _c167_PriceAlgorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c167_PriceAlgorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c167_PriceAlgorithm); v = w.v; n = w.n
+                    if not (_c167_EVPriceRuleStacks is not None): raise EncodeError('missing content: EVPriceRuleStacks')
+                    el = 'EVPriceRuleStacks'
+                    v <<= 2
+                    n += 2
+                    _c167_PriceAlgorithm = None
+                    w.v = v; w.n = n
+                    _e_EVPriceRuleStackListType(w, _c167_EVPriceRuleStacks)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c167_EVPriceRuleStacks = None
+                    _c165_EVAbsolutePriceSchedule = None
                     v_EVEnergyOffer = None
                     s = 5
                 elif True:
@@ -13694,38 +17236,150 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             if s == 1:
                 if v_EVTargetEnergyRequest is not None:
                     el = 'EVTargetEnergyRequest'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVTargetEnergyRequest
+                    _c168_Exponent = _o.Exponent
+                    _c168_Value = _o.Value
+                    if not (_c168_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c168_Exponent <= 127: raise EncodeError(f'value {_c168_Exponent!r} outside [-128, 127]')
+                    if not (_c168_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c168_Value < -32768 or _c168_Value > 32767: raise EncodeError(f'value {_c168_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c168_Exponent - -128) << 4) | (_c168_Value < 0)
+                    n += 17
+                    _c168_Exponent = None
+                    _m = (-_c168_Value - 1 if _c168_Value < 0 else _c168_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c168_Value = None
                     v_EVTargetEnergyRequest = None
                     s = 2
                 elif v_EVMaximumEnergyRequest is not None:
                     el = 'EVMaximumEnergyRequest'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumEnergyRequest
+                    _c169_Exponent = _o.Exponent
+                    _c169_Value = _o.Value
+                    if not (_c169_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c169_Exponent <= 127: raise EncodeError(f'value {_c169_Exponent!r} outside [-128, 127]')
+                    if not (_c169_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c169_Value < -32768 or _c169_Value > 32767: raise EncodeError(f'value {_c169_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 14) | ((_c169_Exponent - -128) << 4) | (_c169_Value < 0)
+                    n += 17
+                    _c169_Exponent = None
+                    _m = (-_c169_Value - 1 if _c169_Value < 0 else _c169_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c169_Value = None
                     v_EVMaximumEnergyRequest = None
                     s = 3
                 elif v_EVMinimumEnergyRequest is not None:
                     el = 'EVMinimumEnergyRequest'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVMinimumEnergyRequest
+                    _c170_Exponent = _o.Exponent
+                    _c170_Value = _o.Value
+                    if not (_c170_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c170_Exponent <= 127: raise EncodeError(f'value {_c170_Exponent!r} outside [-128, 127]')
+                    if not (_c170_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c170_Value < -32768 or _c170_Value > 32767: raise EncodeError(f'value {_c170_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (2 << 14) | ((_c170_Exponent - -128) << 4) | (_c170_Value < 0)
+                    n += 17
+                    _c170_Exponent = None
+                    _m = (-_c170_Value - 1 if _c170_Value < 0 else _c170_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c170_Value = None
                     v_EVMinimumEnergyRequest = None
                     s = 4
                 elif v_EVEnergyOffer is not None:
                     el = 'EVEnergyOffer'
-                    v = (v << 3) | 3
-                    n += 3
+                    _o = v_EVEnergyOffer
+                    _c171_EVPowerSchedule = _o.EVPowerSchedule
+                    _c171_EVAbsolutePriceSchedule = _o.EVAbsolutePriceSchedule
+                    if not (_c171_EVPowerSchedule is not None): raise EncodeError('missing content: EVPowerSchedule')
+                    el = 'EVPowerSchedule'
+                    _o = _c171_EVPowerSchedule
+                    _c166_TimeAnchor = _o.TimeAnchor
+                    _c166_EVPowerScheduleEntries = _o.EVPowerScheduleEntries
+                    if not (_c166_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+                    el = 'TimeAnchor'
+                    if _c166_TimeAnchor < 0 or _c166_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c166_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    v = (v << 6) | (3 << 3)
+                    n += 6
+                    if _c166_TimeAnchor < 128: v = (v << 8) | _c166_TimeAnchor; n += 8
+                    elif _c166_TimeAnchor < 16384: v = (v << 16) | ((_c166_TimeAnchor & 127) << 8) | 32768 | (_c166_TimeAnchor >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c166_TimeAnchor); v = w.v; n = w.n
+                    if not (_c166_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
+                    el = 'EVPowerScheduleEntries'
+                    v <<= 2
+                    n += 2
+                    _c166_TimeAnchor = None
                     w.v = v; w.n = n
-                    _e_EVEnergyOfferType(w, v_EVEnergyOffer)
+                    _e_EVPowerScheduleEntryListType(w, _c166_EVPowerScheduleEntries)
                     v = w.v; n = w.n
+                    if not (_c171_EVAbsolutePriceSchedule is not None): raise EncodeError('missing content: EVAbsolutePriceSchedule')
+                    el = 'EVAbsolutePriceSchedule'
+                    _o = _c171_EVAbsolutePriceSchedule
+                    _c167_TimeAnchor = _o.TimeAnchor
+                    _c167_Currency = _o.Currency
+                    _c167_PriceAlgorithm = _o.PriceAlgorithm
+                    _c167_EVPriceRuleStacks = _o.EVPriceRuleStacks
+                    if not (_c167_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+                    el = 'TimeAnchor'
+                    if _c167_TimeAnchor < 0 or _c167_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c167_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    v <<= 4
+                    n += 4
+                    _c166_EVPowerScheduleEntries = None
+                    _c171_EVPowerSchedule = None
+                    if _c167_TimeAnchor < 128: v = (v << 8) | _c167_TimeAnchor; n += 8
+                    elif _c167_TimeAnchor < 16384: v = (v << 16) | ((_c167_TimeAnchor & 127) << 8) | 32768 | (_c167_TimeAnchor >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c167_TimeAnchor); v = w.v; n = w.n
+                    if not (_c167_Currency is not None): raise EncodeError('missing content: Currency')
+                    el = 'Currency'
+                    v <<= 3
+                    n += 3
+                    _c167_TimeAnchor = None
+                    if len(_c167_Currency) > 3: raise EncodeError(f'length {len(_c167_Currency)} outside [0, 3]')
+                    _l = len(_c167_Currency)
+                    if _l < 126 and _c167_Currency.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c167_Currency.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c167_Currency); v = w.v; n = w.n
+                    if not (_c167_PriceAlgorithm is not None): raise EncodeError('missing content: PriceAlgorithm')
+                    el = 'PriceAlgorithm'
+                    v <<= 3
+                    n += 3
+                    _c167_Currency = None
+                    if len(_c167_PriceAlgorithm) > 255: raise EncodeError(f'length {len(_c167_PriceAlgorithm)} outside [0, 255]')
+                    _l = len(_c167_PriceAlgorithm)
+                    if _l < 126 and _c167_PriceAlgorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c167_PriceAlgorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c167_PriceAlgorithm); v = w.v; n = w.n
+                    if not (_c167_EVPriceRuleStacks is not None): raise EncodeError('missing content: EVPriceRuleStacks')
+                    el = 'EVPriceRuleStacks'
+                    v <<= 2
+                    n += 2
+                    _c167_PriceAlgorithm = None
+                    w.v = v; w.n = n
+                    _e_EVPriceRuleStackListType(w, _c167_EVPriceRuleStacks)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c167_EVPriceRuleStacks = None
+                    _c171_EVAbsolutePriceSchedule = None
                     v_EVEnergyOffer = None
                     s = 5
                 elif True:
@@ -13736,29 +17390,127 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             if s == 2:
                 if v_EVMaximumEnergyRequest is not None:
                     el = 'EVMaximumEnergyRequest'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumEnergyRequest
+                    _c172_Exponent = _o.Exponent
+                    _c172_Value = _o.Value
+                    if not (_c172_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c172_Exponent <= 127: raise EncodeError(f'value {_c172_Exponent!r} outside [-128, 127]')
+                    if not (_c172_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c172_Value < -32768 or _c172_Value > 32767: raise EncodeError(f'value {_c172_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c172_Exponent - -128) << 4) | (_c172_Value < 0)
+                    n += 17
+                    _c172_Exponent = None
+                    _m = (-_c172_Value - 1 if _c172_Value < 0 else _c172_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c172_Value = None
                     v_EVMaximumEnergyRequest = None
                     s = 3
                 elif v_EVMinimumEnergyRequest is not None:
                     el = 'EVMinimumEnergyRequest'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVMinimumEnergyRequest
+                    _c173_Exponent = _o.Exponent
+                    _c173_Value = _o.Value
+                    if not (_c173_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c173_Exponent <= 127: raise EncodeError(f'value {_c173_Exponent!r} outside [-128, 127]')
+                    if not (_c173_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c173_Value < -32768 or _c173_Value > 32767: raise EncodeError(f'value {_c173_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 14) | ((_c173_Exponent - -128) << 4) | (_c173_Value < 0)
+                    n += 17
+                    _c173_Exponent = None
+                    _m = (-_c173_Value - 1 if _c173_Value < 0 else _c173_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c173_Value = None
                     v_EVMinimumEnergyRequest = None
                     s = 4
                 elif v_EVEnergyOffer is not None:
                     el = 'EVEnergyOffer'
-                    v = (v << 3) | 2
-                    n += 3
+                    _o = v_EVEnergyOffer
+                    _c174_EVPowerSchedule = _o.EVPowerSchedule
+                    _c174_EVAbsolutePriceSchedule = _o.EVAbsolutePriceSchedule
+                    if not (_c174_EVPowerSchedule is not None): raise EncodeError('missing content: EVPowerSchedule')
+                    el = 'EVPowerSchedule'
+                    _o = _c174_EVPowerSchedule
+                    _c166_TimeAnchor = _o.TimeAnchor
+                    _c166_EVPowerScheduleEntries = _o.EVPowerScheduleEntries
+                    if not (_c166_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+                    el = 'TimeAnchor'
+                    if _c166_TimeAnchor < 0 or _c166_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c166_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    v = (v << 6) | (2 << 3)
+                    n += 6
+                    if _c166_TimeAnchor < 128: v = (v << 8) | _c166_TimeAnchor; n += 8
+                    elif _c166_TimeAnchor < 16384: v = (v << 16) | ((_c166_TimeAnchor & 127) << 8) | 32768 | (_c166_TimeAnchor >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c166_TimeAnchor); v = w.v; n = w.n
+                    if not (_c166_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
+                    el = 'EVPowerScheduleEntries'
+                    v <<= 2
+                    n += 2
+                    _c166_TimeAnchor = None
                     w.v = v; w.n = n
-                    _e_EVEnergyOfferType(w, v_EVEnergyOffer)
+                    _e_EVPowerScheduleEntryListType(w, _c166_EVPowerScheduleEntries)
                     v = w.v; n = w.n
+                    if not (_c174_EVAbsolutePriceSchedule is not None): raise EncodeError('missing content: EVAbsolutePriceSchedule')
+                    el = 'EVAbsolutePriceSchedule'
+                    _o = _c174_EVAbsolutePriceSchedule
+                    _c167_TimeAnchor = _o.TimeAnchor
+                    _c167_Currency = _o.Currency
+                    _c167_PriceAlgorithm = _o.PriceAlgorithm
+                    _c167_EVPriceRuleStacks = _o.EVPriceRuleStacks
+                    if not (_c167_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+                    el = 'TimeAnchor'
+                    if _c167_TimeAnchor < 0 or _c167_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c167_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    v <<= 4
+                    n += 4
+                    _c166_EVPowerScheduleEntries = None
+                    _c174_EVPowerSchedule = None
+                    if _c167_TimeAnchor < 128: v = (v << 8) | _c167_TimeAnchor; n += 8
+                    elif _c167_TimeAnchor < 16384: v = (v << 16) | ((_c167_TimeAnchor & 127) << 8) | 32768 | (_c167_TimeAnchor >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c167_TimeAnchor); v = w.v; n = w.n
+                    if not (_c167_Currency is not None): raise EncodeError('missing content: Currency')
+                    el = 'Currency'
+                    v <<= 3
+                    n += 3
+                    _c167_TimeAnchor = None
+                    if len(_c167_Currency) > 3: raise EncodeError(f'length {len(_c167_Currency)} outside [0, 3]')
+                    _l = len(_c167_Currency)
+                    if _l < 126 and _c167_Currency.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c167_Currency.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c167_Currency); v = w.v; n = w.n
+                    if not (_c167_PriceAlgorithm is not None): raise EncodeError('missing content: PriceAlgorithm')
+                    el = 'PriceAlgorithm'
+                    v <<= 3
+                    n += 3
+                    _c167_Currency = None
+                    if len(_c167_PriceAlgorithm) > 255: raise EncodeError(f'length {len(_c167_PriceAlgorithm)} outside [0, 255]')
+                    _l = len(_c167_PriceAlgorithm)
+                    if _l < 126 and _c167_PriceAlgorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c167_PriceAlgorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c167_PriceAlgorithm); v = w.v; n = w.n
+                    if not (_c167_EVPriceRuleStacks is not None): raise EncodeError('missing content: EVPriceRuleStacks')
+                    el = 'EVPriceRuleStacks'
+                    v <<= 2
+                    n += 2
+                    _c167_PriceAlgorithm = None
+                    w.v = v; w.n = n
+                    _e_EVPriceRuleStackListType(w, _c167_EVPriceRuleStacks)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c167_EVPriceRuleStacks = None
+                    _c174_EVAbsolutePriceSchedule = None
                     v_EVEnergyOffer = None
                     s = 5
                 elif True:
@@ -13769,20 +17521,104 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             if s == 3:
                 if v_EVMinimumEnergyRequest is not None:
                     el = 'EVMinimumEnergyRequest'
+                    _o = v_EVMinimumEnergyRequest
+                    _c175_Exponent = _o.Exponent
+                    _c175_Value = _o.Value
+                    if not (_c175_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c175_Exponent <= 127: raise EncodeError(f'value {_c175_Exponent!r} outside [-128, 127]')
+                    if not (_c175_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c175_Value < -32768 or _c175_Value > 32767: raise EncodeError(f'value {_c175_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c175_Exponent - -128) << 4) | (_c175_Value < 0)
+                    n += 16
+                    _c175_Exponent = None
+                    _m = (-_c175_Value - 1 if _c175_Value < 0 else _c175_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
+                    _c175_Value = None
                     v_EVMinimumEnergyRequest = None
                     s = 4
                 elif v_EVEnergyOffer is not None:
                     el = 'EVEnergyOffer'
-                    v = (v << 2) | 1
+                    _o = v_EVEnergyOffer
+                    _c176_EVPowerSchedule = _o.EVPowerSchedule
+                    _c176_EVAbsolutePriceSchedule = _o.EVAbsolutePriceSchedule
+                    if not (_c176_EVPowerSchedule is not None): raise EncodeError('missing content: EVPowerSchedule')
+                    el = 'EVPowerSchedule'
+                    _o = _c176_EVPowerSchedule
+                    _c166_TimeAnchor = _o.TimeAnchor
+                    _c166_EVPowerScheduleEntries = _o.EVPowerScheduleEntries
+                    if not (_c166_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+                    el = 'TimeAnchor'
+                    if _c166_TimeAnchor < 0 or _c166_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c166_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    v = (v << 5) | (1 << 3)
+                    n += 5
+                    if _c166_TimeAnchor < 128: v = (v << 8) | _c166_TimeAnchor; n += 8
+                    elif _c166_TimeAnchor < 16384: v = (v << 16) | ((_c166_TimeAnchor & 127) << 8) | 32768 | (_c166_TimeAnchor >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c166_TimeAnchor); v = w.v; n = w.n
+                    if not (_c166_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
+                    el = 'EVPowerScheduleEntries'
+                    v <<= 2
                     n += 2
+                    _c166_TimeAnchor = None
                     w.v = v; w.n = n
-                    _e_EVEnergyOfferType(w, v_EVEnergyOffer)
+                    _e_EVPowerScheduleEntryListType(w, _c166_EVPowerScheduleEntries)
                     v = w.v; n = w.n
+                    if not (_c176_EVAbsolutePriceSchedule is not None): raise EncodeError('missing content: EVAbsolutePriceSchedule')
+                    el = 'EVAbsolutePriceSchedule'
+                    _o = _c176_EVAbsolutePriceSchedule
+                    _c167_TimeAnchor = _o.TimeAnchor
+                    _c167_Currency = _o.Currency
+                    _c167_PriceAlgorithm = _o.PriceAlgorithm
+                    _c167_EVPriceRuleStacks = _o.EVPriceRuleStacks
+                    if not (_c167_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+                    el = 'TimeAnchor'
+                    if _c167_TimeAnchor < 0 or _c167_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c167_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    v <<= 4
+                    n += 4
+                    _c166_EVPowerScheduleEntries = None
+                    _c176_EVPowerSchedule = None
+                    if _c167_TimeAnchor < 128: v = (v << 8) | _c167_TimeAnchor; n += 8
+                    elif _c167_TimeAnchor < 16384: v = (v << 16) | ((_c167_TimeAnchor & 127) << 8) | 32768 | (_c167_TimeAnchor >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c167_TimeAnchor); v = w.v; n = w.n
+                    if not (_c167_Currency is not None): raise EncodeError('missing content: Currency')
+                    el = 'Currency'
+                    v <<= 3
+                    n += 3
+                    _c167_TimeAnchor = None
+                    if len(_c167_Currency) > 3: raise EncodeError(f'length {len(_c167_Currency)} outside [0, 3]')
+                    _l = len(_c167_Currency)
+                    if _l < 126 and _c167_Currency.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c167_Currency.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c167_Currency); v = w.v; n = w.n
+                    if not (_c167_PriceAlgorithm is not None): raise EncodeError('missing content: PriceAlgorithm')
+                    el = 'PriceAlgorithm'
+                    v <<= 3
+                    n += 3
+                    _c167_Currency = None
+                    if len(_c167_PriceAlgorithm) > 255: raise EncodeError(f'length {len(_c167_PriceAlgorithm)} outside [0, 255]')
+                    _l = len(_c167_PriceAlgorithm)
+                    if _l < 126 and _c167_PriceAlgorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c167_PriceAlgorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c167_PriceAlgorithm); v = w.v; n = w.n
+                    if not (_c167_EVPriceRuleStacks is not None): raise EncodeError('missing content: EVPriceRuleStacks')
+                    el = 'EVPriceRuleStacks'
+                    v <<= 2
+                    n += 2
+                    _c167_PriceAlgorithm = None
+                    w.v = v; w.n = n
+                    _e_EVPriceRuleStackListType(w, _c167_EVPriceRuleStacks)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c167_EVPriceRuleStacks = None
+                    _c176_EVAbsolutePriceSchedule = None
                     v_EVEnergyOffer = None
                     s = 5
                 elif True:
@@ -13793,11 +17629,81 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             if s == 4:
                 if v_EVEnergyOffer is not None:
                     el = 'EVEnergyOffer'
+                    _o = v_EVEnergyOffer
+                    _c177_EVPowerSchedule = _o.EVPowerSchedule
+                    _c177_EVAbsolutePriceSchedule = _o.EVAbsolutePriceSchedule
+                    if not (_c177_EVPowerSchedule is not None): raise EncodeError('missing content: EVPowerSchedule')
+                    el = 'EVPowerSchedule'
+                    _o = _c177_EVPowerSchedule
+                    _c166_TimeAnchor = _o.TimeAnchor
+                    _c166_EVPowerScheduleEntries = _o.EVPowerScheduleEntries
+                    if not (_c166_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+                    el = 'TimeAnchor'
+                    if _c166_TimeAnchor < 0 or _c166_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c166_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    v <<= 5
+                    n += 5
+                    if _c166_TimeAnchor < 128: v = (v << 8) | _c166_TimeAnchor; n += 8
+                    elif _c166_TimeAnchor < 16384: v = (v << 16) | ((_c166_TimeAnchor & 127) << 8) | 32768 | (_c166_TimeAnchor >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c166_TimeAnchor); v = w.v; n = w.n
+                    if not (_c166_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
+                    el = 'EVPowerScheduleEntries'
                     v <<= 2
                     n += 2
+                    _c166_TimeAnchor = None
                     w.v = v; w.n = n
-                    _e_EVEnergyOfferType(w, v_EVEnergyOffer)
+                    _e_EVPowerScheduleEntryListType(w, _c166_EVPowerScheduleEntries)
                     v = w.v; n = w.n
+                    if not (_c177_EVAbsolutePriceSchedule is not None): raise EncodeError('missing content: EVAbsolutePriceSchedule')
+                    el = 'EVAbsolutePriceSchedule'
+                    _o = _c177_EVAbsolutePriceSchedule
+                    _c167_TimeAnchor = _o.TimeAnchor
+                    _c167_Currency = _o.Currency
+                    _c167_PriceAlgorithm = _o.PriceAlgorithm
+                    _c167_EVPriceRuleStacks = _o.EVPriceRuleStacks
+                    if not (_c167_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+                    el = 'TimeAnchor'
+                    if _c167_TimeAnchor < 0 or _c167_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c167_TimeAnchor!r} outside [0, 18446744073709551615]')
+                    v <<= 4
+                    n += 4
+                    _c166_EVPowerScheduleEntries = None
+                    _c177_EVPowerSchedule = None
+                    if _c167_TimeAnchor < 128: v = (v << 8) | _c167_TimeAnchor; n += 8
+                    elif _c167_TimeAnchor < 16384: v = (v << 16) | ((_c167_TimeAnchor & 127) << 8) | 32768 | (_c167_TimeAnchor >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c167_TimeAnchor); v = w.v; n = w.n
+                    if not (_c167_Currency is not None): raise EncodeError('missing content: Currency')
+                    el = 'Currency'
+                    v <<= 3
+                    n += 3
+                    _c167_TimeAnchor = None
+                    if len(_c167_Currency) > 3: raise EncodeError(f'length {len(_c167_Currency)} outside [0, 3]')
+                    _l = len(_c167_Currency)
+                    if _l < 126 and _c167_Currency.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c167_Currency.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c167_Currency); v = w.v; n = w.n
+                    if not (_c167_PriceAlgorithm is not None): raise EncodeError('missing content: PriceAlgorithm')
+                    el = 'PriceAlgorithm'
+                    v <<= 3
+                    n += 3
+                    _c167_Currency = None
+                    if len(_c167_PriceAlgorithm) > 255: raise EncodeError(f'length {len(_c167_PriceAlgorithm)} outside [0, 255]')
+                    _l = len(_c167_PriceAlgorithm)
+                    if _l < 126 and _c167_PriceAlgorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c167_PriceAlgorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c167_PriceAlgorithm); v = w.v; n = w.n
+                    if not (_c167_EVPriceRuleStacks is not None): raise EncodeError('missing content: EVPriceRuleStacks')
+                    el = 'EVPriceRuleStacks'
+                    v <<= 2
+                    n += 2
+                    _c167_PriceAlgorithm = None
+                    w.v = v; w.n = n
+                    _e_EVPriceRuleStackListType(w, _c167_EVPriceRuleStacks)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c167_EVPriceRuleStacks = None
+                    _c177_EVAbsolutePriceSchedule = None
                     v_EVEnergyOffer = None
                     s = 5
                 elif True:
@@ -13824,23 +17730,76 @@ def _d_EVEnergyOfferType(r):
     f_EVPowerSchedule = None
     f_EVAbsolutePriceSchedule = None
     try:
-        p += 1
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('EVEnergyOfferType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('EVEnergyOfferType', p)
         el = 'EVPowerSchedule'
-        r.pos = p
-        f_EVPowerSchedule = _d_EVPowerScheduleType(r)
-        p = r.pos
-        p += 1
+        el = 'TimeAnchor'
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c178_TimeAnchor = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c178_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c178_TimeAnchor = r.uint(); p = r.pos
+        p += 2
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('EVEnergyOfferType', p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('EVEnergyOfferType', p)
+        if _c178_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c178_TimeAnchor} outside [0, 18446744073709551615]', p)
+        el = 'EVPowerScheduleEntries'
+        r.pos = p
+        _c178_EVPowerScheduleEntries = _d_EVPowerScheduleEntryListType(r)
+        p = r.pos
+        p += 4
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 15
+        if x & 15: raise r.deviation('EVEnergyOfferType', p)
+        f_EVPowerSchedule = iso20_commonmessages.EVPowerScheduleType(_c178_TimeAnchor, _c178_EVPowerScheduleEntries)
         el = 'EVAbsolutePriceSchedule'
-        r.pos = p
-        f_EVAbsolutePriceSchedule = _d_EVAbsolutePriceScheduleType(r)
-        p = r.pos
-        p += 1
+        el = 'TimeAnchor'
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c179_TimeAnchor = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c179_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c179_TimeAnchor = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('EVEnergyOfferType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('EVEnergyOfferType', p)
+        if _c179_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {_c179_TimeAnchor} outside [0, 18446744073709551615]', p)
+        el = 'Currency'
+        r.pos = p
+        _c179_Currency = r.string(81)
+        if len(_c179_Currency) > 3: raise DecodeError(f'length {len(_c179_Currency)} outside [0, 3]', r.pos)
+        p = r.pos
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('EVEnergyOfferType', p)
+        el = 'PriceAlgorithm'
+        r.pos = p
+        _c179_PriceAlgorithm = r.string(82)
+        if len(_c179_PriceAlgorithm) > 255: raise DecodeError(f'length {len(_c179_PriceAlgorithm)} outside [0, 255]', r.pos)
+        p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('EVEnergyOfferType', p)
+        el = 'EVPriceRuleStacks'
+        r.pos = p
+        _c179_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
+        p = r.pos
+        p += 2
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 3
+        if x & 3: raise r.deviation('EVEnergyOfferType', p)
+        f_EVAbsolutePriceSchedule = iso20_commonmessages.EVAbsolutePriceScheduleType(_c179_TimeAnchor, _c179_Currency, _c179_PriceAlgorithm, _c179_EVPriceRuleStacks)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -13856,21 +17815,75 @@ def _e_EVEnergyOfferType(w, o):
         v_EVAbsolutePriceSchedule = o.EVAbsolutePriceSchedule
         if v_EVPowerSchedule is not None:
             el = 'EVPowerSchedule'
-            v <<= 1
-            n += 1
+            _o = v_EVPowerSchedule
+            _c180_TimeAnchor = _o.TimeAnchor
+            _c180_EVPowerScheduleEntries = _o.EVPowerScheduleEntries
+            if not (_c180_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+            el = 'TimeAnchor'
+            if _c180_TimeAnchor < 0 or _c180_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c180_TimeAnchor!r} outside [0, 18446744073709551615]')
+            v <<= 3
+            n += 3
+            if _c180_TimeAnchor < 128: v = (v << 8) | _c180_TimeAnchor; n += 8
+            elif _c180_TimeAnchor < 16384: v = (v << 16) | ((_c180_TimeAnchor & 127) << 8) | 32768 | (_c180_TimeAnchor >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_c180_TimeAnchor); v = w.v; n = w.n
+            if not (_c180_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
+            el = 'EVPowerScheduleEntries'
+            v <<= 2
+            n += 2
+            _c180_TimeAnchor = None
             w.v = v; w.n = n
-            _e_EVPowerScheduleType(w, v_EVPowerSchedule)
+            _e_EVPowerScheduleEntryListType(w, _c180_EVPowerScheduleEntries)
             v = w.v; n = w.n
             if not (v_EVAbsolutePriceSchedule is not None): raise EncodeError('missing content: EVAbsolutePriceSchedule')
             el = 'EVAbsolutePriceSchedule'
-            v <<= 1
-            n += 1
+            _o = v_EVAbsolutePriceSchedule
+            _c181_TimeAnchor = _o.TimeAnchor
+            _c181_Currency = _o.Currency
+            _c181_PriceAlgorithm = _o.PriceAlgorithm
+            _c181_EVPriceRuleStacks = _o.EVPriceRuleStacks
+            if not (_c181_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
+            el = 'TimeAnchor'
+            if _c181_TimeAnchor < 0 or _c181_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c181_TimeAnchor!r} outside [0, 18446744073709551615]')
+            v <<= 4
+            n += 4
+            _c180_EVPowerScheduleEntries = None
             v_EVPowerSchedule = None
+            if _c181_TimeAnchor < 128: v = (v << 8) | _c181_TimeAnchor; n += 8
+            elif _c181_TimeAnchor < 16384: v = (v << 16) | ((_c181_TimeAnchor & 127) << 8) | 32768 | (_c181_TimeAnchor >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_c181_TimeAnchor); v = w.v; n = w.n
+            if not (_c181_Currency is not None): raise EncodeError('missing content: Currency')
+            el = 'Currency'
+            v <<= 3
+            n += 3
+            _c181_TimeAnchor = None
+            if len(_c181_Currency) > 3: raise EncodeError(f'length {len(_c181_Currency)} outside [0, 3]')
+            _l = len(_c181_Currency)
+            if _l < 126 and _c181_Currency.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c181_Currency.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c181_Currency); v = w.v; n = w.n
+            if not (_c181_PriceAlgorithm is not None): raise EncodeError('missing content: PriceAlgorithm')
+            el = 'PriceAlgorithm'
+            v <<= 3
+            n += 3
+            _c181_Currency = None
+            if len(_c181_PriceAlgorithm) > 255: raise EncodeError(f'length {len(_c181_PriceAlgorithm)} outside [0, 255]')
+            _l = len(_c181_PriceAlgorithm)
+            if _l < 126 and _c181_PriceAlgorithm.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c181_PriceAlgorithm.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c181_PriceAlgorithm); v = w.v; n = w.n
+            if not (_c181_EVPriceRuleStacks is not None): raise EncodeError('missing content: EVPriceRuleStacks')
+            el = 'EVPriceRuleStacks'
+            v <<= 2
+            n += 2
+            _c181_PriceAlgorithm = None
             w.v = v; w.n = n
-            _e_EVAbsolutePriceScheduleType(w, v_EVAbsolutePriceSchedule)
+            _e_EVPriceRuleStackListType(w, _c181_EVPriceRuleStacks)
             v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            v <<= 2
+            n += 2
+            _c181_EVPriceRuleStacks = None
             v_EVAbsolutePriceSchedule = None
             if v_EVPowerSchedule is not None or v_EVAbsolutePriceSchedule is not None: raise _leftover(o)
         else:
@@ -13896,6 +17909,9 @@ def _d_EVPowerScheduleType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_TimeAnchor = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_TimeAnchor = r.uint(); p = r.pos
         p += 2
@@ -13929,6 +17945,7 @@ def _e_EVPowerScheduleType(w, o):
             v <<= 2
             n += 2
             if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
+            elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
             if not (v_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
             el = 'EVPowerScheduleEntries'
@@ -13959,13 +17976,46 @@ def _d_EVPowerScheduleEntryListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('EVPowerScheduleEntryListType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('EVPowerScheduleEntryListType', p)
                 el = 'EVPowerScheduleEntry'
-                r.pos = p
-                _v = _d_EVPowerScheduleEntryType(r)
-                p = r.pos
+                el = 'Duration'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c182_Duration = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c182_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c182_Duration = r.uint(); p = r.pos
+                p += 16
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 65535
+                if x & 61454: raise r.deviation('EVPowerScheduleEntryListType', p)
+                if _c182_Duration > 4294967295: raise DecodeError(f'value {_c182_Duration} outside [0, 4294967295]', p)
+                el = 'Power'
+                el = 'Exponent'
+                _c183_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c183_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c183_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c183_Value = r.uint(); p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('EVPowerScheduleEntryListType', p)
+                if _neg: _c183_Value = -_c183_Value - 1
+                if _c183_Value < -32768 or _c183_Value > 32767: raise DecodeError(f'value {_c183_Value} outside [-32768, 32767]', p)
+                _c182_Power = iso20_commontypes.RationalNumberType(_c183_Exponent, _c183_Value)
+                _v = iso20_commonmessages.EVPowerScheduleEntryType(_c182_Duration, _c182_Power)
                 f_EVPowerScheduleEntry.append(_v)
                 s = 1
             if s == 1:
@@ -13975,10 +18025,46 @@ def _d_EVPowerScheduleEntryListType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('EVPowerScheduleEntryListType', p)
                         el = 'EVPowerScheduleEntry'
-                        r.pos = p
-                        _v = _d_EVPowerScheduleEntryType(r)
-                        p = r.pos
+                        el = 'Duration'
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c184_Duration = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c184_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c184_Duration = r.uint(); p = r.pos
+                        p += 16
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 65535
+                        if x & 61454: raise r.deviation('EVPowerScheduleEntryListType', p)
+                        if _c184_Duration > 4294967295: raise DecodeError(f'value {_c184_Duration} outside [0, 4294967295]', p)
+                        el = 'Power'
+                        el = 'Exponent'
+                        _c183_Exponent = ((x >> 4) & 255) + -128
+                        el = 'Value'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c183_Value = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c183_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c183_Value = r.uint(); p = r.pos
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 7: raise r.deviation('EVPowerScheduleEntryListType', p)
+                        if _neg: _c183_Value = -_c183_Value - 1
+                        if _c183_Value < -32768 or _c183_Value > 32767: raise DecodeError(f'value {_c183_Value} outside [-32768, 32767]', p)
+                        _c184_Power = iso20_commontypes.RationalNumberType(_c183_Exponent, _c183_Value)
+                        _v = iso20_commonmessages.EVPowerScheduleEntryType(_c184_Duration, _c184_Power)
                         f_EVPowerScheduleEntry.append(_v)
                         _k += 1
                         if _k == 1023:
@@ -14014,11 +18100,40 @@ def _e_EVPowerScheduleEntryListType(w, o):
             if s == 0:
                 if i_EVPowerScheduleEntry < n_EVPowerScheduleEntry:
                     el = 'EVPowerScheduleEntry'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_EVPowerScheduleEntryType(w, v_EVPowerScheduleEntry[i_EVPowerScheduleEntry])
-                    v = w.v; n = w.n
+                    _o = v_EVPowerScheduleEntry[i_EVPowerScheduleEntry]
+                    _c185_Duration = _o.Duration
+                    _c185_Power = _o.Power
+                    if not (_c185_Duration is not None): raise EncodeError('missing content: Duration')
+                    el = 'Duration'
+                    if _c185_Duration < 0 or _c185_Duration > 4294967295: raise EncodeError(f'value {_c185_Duration!r} outside [0, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    if _c185_Duration < 128: v = (v << 8) | _c185_Duration; n += 8
+                    elif _c185_Duration < 16384: v = (v << 16) | ((_c185_Duration & 127) << 8) | 32768 | (_c185_Duration >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c185_Duration); v = w.v; n = w.n
+                    if not (_c185_Power is not None): raise EncodeError('missing content: Power')
+                    el = 'Power'
+                    _o = _c185_Power
+                    _c186_Exponent = _o.Exponent
+                    _c186_Value = _o.Value
+                    if not (_c186_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c186_Exponent <= 127: raise EncodeError(f'value {_c186_Exponent!r} outside [-128, 127]')
+                    if not (_c186_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c186_Value < -32768 or _c186_Value > 32767: raise EncodeError(f'value {_c186_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c186_Exponent - -128) << 4) | (_c186_Value < 0)
+                    n += 16
+                    _c185_Duration = None
+                    _c186_Exponent = None
+                    _m = (-_c186_Value - 1 if _c186_Value < 0 else _c186_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c186_Value = None
+                    _c185_Power = None
                     i_EVPowerScheduleEntry += 1
                     s = 1
                 else:
@@ -14028,11 +18143,40 @@ def _e_EVPowerScheduleEntryListType(w, o):
                 while True:
                     if i_EVPowerScheduleEntry < n_EVPowerScheduleEntry:
                         el = 'EVPowerScheduleEntry'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_EVPowerScheduleEntryType(w, v_EVPowerScheduleEntry[i_EVPowerScheduleEntry])
-                        v = w.v; n = w.n
+                        _o = v_EVPowerScheduleEntry[i_EVPowerScheduleEntry]
+                        _c187_Duration = _o.Duration
+                        _c187_Power = _o.Power
+                        if not (_c187_Duration is not None): raise EncodeError('missing content: Duration')
+                        el = 'Duration'
+                        if _c187_Duration < 0 or _c187_Duration > 4294967295: raise EncodeError(f'value {_c187_Duration!r} outside [0, 4294967295]')
+                        v <<= 4
+                        n += 4
+                        if _c187_Duration < 128: v = (v << 8) | _c187_Duration; n += 8
+                        elif _c187_Duration < 16384: v = (v << 16) | ((_c187_Duration & 127) << 8) | 32768 | (_c187_Duration >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_c187_Duration); v = w.v; n = w.n
+                        if not (_c187_Power is not None): raise EncodeError('missing content: Power')
+                        el = 'Power'
+                        _o = _c187_Power
+                        _c186_Exponent = _o.Exponent
+                        _c186_Value = _o.Value
+                        if not (_c186_Exponent is not None): raise EncodeError('missing content: Exponent')
+                        el = 'Exponent'
+                        if not -128 <= _c186_Exponent <= 127: raise EncodeError(f'value {_c186_Exponent!r} outside [-128, 127]')
+                        if not (_c186_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'Value'
+                        if _c186_Value < -32768 or _c186_Value > 32767: raise EncodeError(f'value {_c186_Value!r} outside [-32768, 32767]')
+                        v = (v << 16) | ((_c186_Exponent - -128) << 4) | (_c186_Value < 0)
+                        n += 16
+                        _c187_Duration = None
+                        _c186_Exponent = None
+                        _m = (-_c186_Value - 1 if _c186_Value < 0 else _c186_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 3
+                        n += 3
+                        _c186_Value = None
+                        _c187_Power = None
                         i_EVPowerScheduleEntry += 1
                         _k += 1
                         if _k == 1023:
@@ -14071,20 +18215,36 @@ def _d_EVPowerScheduleEntryType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_Duration = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_Duration = r.uint(); p = r.pos
-        p += 2
+        p += 16
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('EVPowerScheduleEntryType', p)
+        x = (V >> (E - p)) & 65535
+        if x & 61454: raise r.deviation('EVPowerScheduleEntryType', p)
         if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', p)
         el = 'Power'
-        r.pos = p
-        f_Power = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c188_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c188_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c188_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c188_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('EVPowerScheduleEntryType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('EVPowerScheduleEntryType', p)
+        if _neg: _c188_Value = -_c188_Value - 1
+        if _c188_Value < -32768 or _c188_Value > 32767: raise DecodeError(f'value {_c188_Value} outside [-32768, 32767]', p)
+        f_Power = iso20_commontypes.RationalNumberType(_c188_Exponent, _c188_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -14104,17 +18264,30 @@ def _e_EVPowerScheduleEntryType(w, o):
             v <<= 2
             n += 2
             if v_Duration < 128: v = (v << 8) | v_Duration; n += 8
+            elif v_Duration < 16384: v = (v << 16) | ((v_Duration & 127) << 8) | 32768 | (v_Duration >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_Duration); v = w.v; n = w.n
             if not (v_Power is not None): raise EncodeError('missing content: Power')
             el = 'Power'
-            v <<= 2
-            n += 2
+            _o = v_Power
+            _c189_Exponent = _o.Exponent
+            _c189_Value = _o.Value
+            if not (_c189_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c189_Exponent <= 127: raise EncodeError(f'value {_c189_Exponent!r} outside [-128, 127]')
+            if not (_c189_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c189_Value < -32768 or _c189_Value > 32767: raise EncodeError(f'value {_c189_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c189_Exponent - -128) << 4) | (_c189_Value < 0)
+            n += 16
             v_Duration = None
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_Power)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c189_Exponent = None
+            _m = (-_c189_Value - 1 if _c189_Value < 0 else _c189_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c189_Value = None
             v_Power = None
             if v_Duration is not None or v_Power is not None: raise _leftover(o)
         else:
@@ -14142,6 +18315,9 @@ def _d_EVAbsolutePriceScheduleType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_TimeAnchor = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_TimeAnchor = r.uint(); p = r.pos
         p += 3
@@ -14195,25 +18371,30 @@ def _e_EVAbsolutePriceScheduleType(w, o):
             v <<= 2
             n += 2
             if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
+            elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
             if not (v_Currency is not None): raise EncodeError('missing content: Currency')
             el = 'Currency'
             v <<= 3
             n += 3
             v_TimeAnchor = None
-            w.v = v; w.n = n
             if len(v_Currency) > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
-            w.string(v_Currency)
-            v = w.v; n = w.n
+            _l = len(v_Currency)
+            if _l < 126 and v_Currency.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Currency.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Currency); v = w.v; n = w.n
             if not (v_PriceAlgorithm is not None): raise EncodeError('missing content: PriceAlgorithm')
             el = 'PriceAlgorithm'
             v <<= 3
             n += 3
             v_Currency = None
-            w.v = v; w.n = n
             if len(v_PriceAlgorithm) > 255: raise EncodeError(f'length {len(v_PriceAlgorithm)} outside [0, 255]')
-            w.string(v_PriceAlgorithm)
-            v = w.v; n = w.n
+            _l = len(v_PriceAlgorithm)
+            if _l < 126 and v_PriceAlgorithm.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceAlgorithm.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_PriceAlgorithm); v = w.v; n = w.n
             if not (v_EVPriceRuleStacks is not None): raise EncodeError('missing content: EVPriceRuleStacks')
             el = 'EVPriceRuleStacks'
             v <<= 2
@@ -14358,17 +18539,58 @@ def _d_EVPriceRuleStackType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_Duration = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_Duration = r.uint(); p = r.pos
-                p += 2
+                p += 17
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('EVPriceRuleStackType', p)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('EVPriceRuleStackType', p)
                 if f_Duration > 4294967295: raise DecodeError(f'value {f_Duration} outside [0, 4294967295]', p)
                 el = 'EVPriceRule'
-                r.pos = p
-                _v = _d_EVPriceRuleType(r)
-                p = r.pos
+                el = 'EnergyFee'
+                el = 'Exponent'
+                _c191_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c191_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c191_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c191_Value = r.uint(); p = r.pos
+                p += 17
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('EVPriceRuleStackType', p)
+                if _neg: _c191_Value = -_c191_Value - 1
+                if _c191_Value < -32768 or _c191_Value > 32767: raise DecodeError(f'value {_c191_Value} outside [-32768, 32767]', p)
+                _c190_EnergyFee = iso20_commontypes.RationalNumberType(_c191_Exponent, _c191_Value)
+                el = 'PowerRangeStart'
+                el = 'Exponent'
+                _c192_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c192_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c192_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c192_Value = r.uint(); p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('EVPriceRuleStackType', p)
+                if _neg: _c192_Value = -_c192_Value - 1
+                if _c192_Value < -32768 or _c192_Value > 32767: raise DecodeError(f'value {_c192_Value} outside [-32768, 32767]', p)
+                _c190_PowerRangeStart = iso20_commontypes.RationalNumberType(_c192_Exponent, _c192_Value)
+                _v = iso20_commonmessages.EVPriceRuleType(_c190_EnergyFee, _c190_PowerRangeStart)
                 f_EVPriceRule.append(_v)
                 s = 2
             if s == 2:
@@ -14378,10 +18600,52 @@ def _d_EVPriceRuleStackType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 15
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 32767
+                        if x & 28686: raise r.deviation('EVPriceRuleStackType', p)
                         el = 'EVPriceRule'
-                        r.pos = p
-                        _v = _d_EVPriceRuleType(r)
-                        p = r.pos
+                        el = 'EnergyFee'
+                        el = 'Exponent'
+                        _c191_Exponent = ((x >> 4) & 255) + -128
+                        el = 'Value'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c191_Value = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c191_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c191_Value = r.uint(); p = r.pos
+                        p += 17
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 131071
+                        if x & 126990: raise r.deviation('EVPriceRuleStackType', p)
+                        if _neg: _c191_Value = -_c191_Value - 1
+                        if _c191_Value < -32768 or _c191_Value > 32767: raise DecodeError(f'value {_c191_Value} outside [-32768, 32767]', p)
+                        _c193_EnergyFee = iso20_commontypes.RationalNumberType(_c191_Exponent, _c191_Value)
+                        el = 'PowerRangeStart'
+                        el = 'Exponent'
+                        _c192_Exponent = ((x >> 4) & 255) + -128
+                        el = 'Value'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c192_Value = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c192_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c192_Value = r.uint(); p = r.pos
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 7: raise r.deviation('EVPriceRuleStackType', p)
+                        if _neg: _c192_Value = -_c192_Value - 1
+                        if _c192_Value < -32768 or _c192_Value > 32767: raise DecodeError(f'value {_c192_Value} outside [-32768, 32767]', p)
+                        _c193_PowerRangeStart = iso20_commontypes.RationalNumberType(_c192_Exponent, _c192_Value)
+                        _v = iso20_commonmessages.EVPriceRuleType(_c193_EnergyFee, _c193_PowerRangeStart)
                         f_EVPriceRule.append(_v)
                         _k += 1
                         if _k == 7:
@@ -14422,15 +18686,56 @@ def _e_EVPriceRuleStackType(w, o):
                     v <<= 2
                     n += 2
                     if v_Duration < 128: v = (v << 8) | v_Duration; n += 8
+                    elif v_Duration < 16384: v = (v << 16) | ((v_Duration & 127) << 8) | 32768 | (v_Duration >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_Duration); v = w.v; n = w.n
                     if not (i_EVPriceRule < n_EVPriceRule): raise EncodeError('missing content: EVPriceRule')
                     el = 'EVPriceRule'
-                    v <<= 2
-                    n += 2
+                    _o = v_EVPriceRule[i_EVPriceRule]
+                    _c194_EnergyFee = _o.EnergyFee
+                    _c194_PowerRangeStart = _o.PowerRangeStart
+                    if not (_c194_EnergyFee is not None): raise EncodeError('missing content: EnergyFee')
+                    el = 'EnergyFee'
+                    _o = _c194_EnergyFee
+                    _c195_Exponent = _o.Exponent
+                    _c195_Value = _o.Value
+                    if not (_c195_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c195_Exponent <= 127: raise EncodeError(f'value {_c195_Exponent!r} outside [-128, 127]')
+                    if not (_c195_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c195_Value < -32768 or _c195_Value > 32767: raise EncodeError(f'value {_c195_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c195_Exponent - -128) << 4) | (_c195_Value < 0)
+                    n += 17
                     v_Duration = None
-                    w.v = v; w.n = n
-                    _e_EVPriceRuleType(w, v_EVPriceRule[i_EVPriceRule])
-                    v = w.v; n = w.n
+                    _c195_Exponent = None
+                    _m = (-_c195_Value - 1 if _c195_Value < 0 else _c195_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c194_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
+                    el = 'PowerRangeStart'
+                    _o = _c194_PowerRangeStart
+                    _c196_Exponent = _o.Exponent
+                    _c196_Value = _o.Value
+                    if not (_c196_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c196_Exponent <= 127: raise EncodeError(f'value {_c196_Exponent!r} outside [-128, 127]')
+                    if not (_c196_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c196_Value < -32768 or _c196_Value > 32767: raise EncodeError(f'value {_c196_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c196_Exponent - -128) << 4) | (_c196_Value < 0)
+                    n += 17
+                    _c195_Value = None
+                    _c194_EnergyFee = None
+                    _c196_Exponent = None
+                    _m = (-_c196_Value - 1 if _c196_Value < 0 else _c196_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c196_Value = None
+                    _c194_PowerRangeStart = None
                     i_EVPriceRule += 1
                     s = 2
                 else:
@@ -14440,11 +18745,51 @@ def _e_EVPriceRuleStackType(w, o):
                 while True:
                     if i_EVPriceRule < n_EVPriceRule:
                         el = 'EVPriceRule'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_EVPriceRuleType(w, v_EVPriceRule[i_EVPriceRule])
-                        v = w.v; n = w.n
+                        _o = v_EVPriceRule[i_EVPriceRule]
+                        _c197_EnergyFee = _o.EnergyFee
+                        _c197_PowerRangeStart = _o.PowerRangeStart
+                        if not (_c197_EnergyFee is not None): raise EncodeError('missing content: EnergyFee')
+                        el = 'EnergyFee'
+                        _o = _c197_EnergyFee
+                        _c195_Exponent = _o.Exponent
+                        _c195_Value = _o.Value
+                        if not (_c195_Exponent is not None): raise EncodeError('missing content: Exponent')
+                        el = 'Exponent'
+                        if not -128 <= _c195_Exponent <= 127: raise EncodeError(f'value {_c195_Exponent!r} outside [-128, 127]')
+                        if not (_c195_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'Value'
+                        if _c195_Value < -32768 or _c195_Value > 32767: raise EncodeError(f'value {_c195_Value!r} outside [-32768, 32767]')
+                        v = (v << 17) | ((_c195_Exponent - -128) << 4) | (_c195_Value < 0)
+                        n += 17
+                        _c195_Exponent = None
+                        _m = (-_c195_Value - 1 if _c195_Value < 0 else _c195_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c197_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
+                        el = 'PowerRangeStart'
+                        _o = _c197_PowerRangeStart
+                        _c196_Exponent = _o.Exponent
+                        _c196_Value = _o.Value
+                        if not (_c196_Exponent is not None): raise EncodeError('missing content: Exponent')
+                        el = 'Exponent'
+                        if not -128 <= _c196_Exponent <= 127: raise EncodeError(f'value {_c196_Exponent!r} outside [-128, 127]')
+                        if not (_c196_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'Value'
+                        if _c196_Value < -32768 or _c196_Value > 32767: raise EncodeError(f'value {_c196_Value!r} outside [-32768, 32767]')
+                        v = (v << 17) | ((_c196_Exponent - -128) << 4) | (_c196_Value < 0)
+                        n += 17
+                        _c195_Value = None
+                        _c197_EnergyFee = None
+                        _c196_Exponent = None
+                        _m = (-_c196_Value - 1 if _c196_Value < 0 else _c196_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 3
+                        n += 3
+                        _c196_Value = None
+                        _c197_PowerRangeStart = None
                         i_EVPriceRule += 1
                         _k += 1
                         if _k == 7:
@@ -14475,23 +18820,50 @@ def _d_EVPriceRuleType(r):
     f_EnergyFee = None
     f_PowerRangeStart = None
     try:
-        p += 1
+        p += 15
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('EVPriceRuleType', p)
+        x = (V >> (E - p)) & 32767
+        if x & 28686: raise r.deviation('EVPriceRuleType', p)
         el = 'EnergyFee'
-        r.pos = p
-        f_EnergyFee = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c198_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c198_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c198_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c198_Value = r.uint(); p = r.pos
+        p += 17
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('EVPriceRuleType', p)
+        x = (V >> (E - p)) & 131071
+        if x & 126990: raise r.deviation('EVPriceRuleType', p)
+        if _neg: _c198_Value = -_c198_Value - 1
+        if _c198_Value < -32768 or _c198_Value > 32767: raise DecodeError(f'value {_c198_Value} outside [-32768, 32767]', p)
+        f_EnergyFee = iso20_commontypes.RationalNumberType(_c198_Exponent, _c198_Value)
         el = 'PowerRangeStart'
-        r.pos = p
-        f_PowerRangeStart = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c199_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c199_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c199_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c199_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('EVPriceRuleType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('EVPriceRuleType', p)
+        if _neg: _c199_Value = -_c199_Value - 1
+        if _c199_Value < -32768 or _c199_Value > 32767: raise DecodeError(f'value {_c199_Value} outside [-32768, 32767]', p)
+        f_PowerRangeStart = iso20_commontypes.RationalNumberType(_c199_Exponent, _c199_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -14507,21 +18879,45 @@ def _e_EVPriceRuleType(w, o):
         v_PowerRangeStart = o.PowerRangeStart
         if v_EnergyFee is not None:
             el = 'EnergyFee'
-            v <<= 1
-            n += 1
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_EnergyFee)
-            v = w.v; n = w.n
+            _o = v_EnergyFee
+            _c200_Exponent = _o.Exponent
+            _c200_Value = _o.Value
+            if not (_c200_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c200_Exponent <= 127: raise EncodeError(f'value {_c200_Exponent!r} outside [-128, 127]')
+            if not (_c200_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c200_Value < -32768 or _c200_Value > 32767: raise EncodeError(f'value {_c200_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c200_Exponent - -128) << 4) | (_c200_Value < 0)
+            n += 15
+            _c200_Exponent = None
+            _m = (-_c200_Value - 1 if _c200_Value < 0 else _c200_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
             el = 'PowerRangeStart'
-            v <<= 1
-            n += 1
+            _o = v_PowerRangeStart
+            _c201_Exponent = _o.Exponent
+            _c201_Value = _o.Value
+            if not (_c201_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c201_Exponent <= 127: raise EncodeError(f'value {_c201_Exponent!r} outside [-128, 127]')
+            if not (_c201_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c201_Value < -32768 or _c201_Value > 32767: raise EncodeError(f'value {_c201_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c201_Exponent - -128) << 4) | (_c201_Value < 0)
+            n += 17
+            _c200_Value = None
             v_EnergyFee = None
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_PowerRangeStart)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c201_Exponent = None
+            _m = (-_c201_Value - 1 if _c201_Value < 0 else _c201_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c201_Value = None
             v_PowerRangeStart = None
             if v_EnergyFee is not None or v_PowerRangeStart is not None: raise _leftover(o)
         else:
@@ -14649,13 +19045,13 @@ def _e_ScheduleExchangeResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i19 = _I4.get(v_ResponseCode)
-                    if _i19 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i202 = _I4.get(v_ResponseCode)
+                    if _i202 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                     el = 'EVSEProcessing'
-                    _i20 = _I5.get(v_EVSEProcessing)
-                    if _i20 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
-                    v = (v << 14) | (_i19 << 6) | (_i20 << 1)
+                    _i203 = _I5.get(v_EVSEProcessing)
+                    if _i203 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+                    v = (v << 14) | (_i202 << 6) | (_i203 << 1)
                     n += 14
                     v_Header = None
                     v_ResponseCode = None
@@ -14754,6 +19150,9 @@ def _d_Dynamic_SEResControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_DepartureTime = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_DepartureTime = r.uint(); p = r.pos
                     p += 1
@@ -14921,6 +19320,7 @@ def _e_Dynamic_SEResControlModeType(w, o):
                     v <<= 4
                     n += 4
                     if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+                    elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -15101,7 +19501,7 @@ def _d_AbsolutePriceScheduleType(r):
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
-                    f_Id = r.string(39)
+                    f_Id = r.string(1)
                     p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
@@ -15111,6 +19511,9 @@ def _d_AbsolutePriceScheduleType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_TimeAnchor = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_TimeAnchor = r.uint(); p = r.pos
                     p += 1
@@ -15126,6 +19529,9 @@ def _d_AbsolutePriceScheduleType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_TimeAnchor = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_TimeAnchor = r.uint(); p = r.pos
                     p += 1
@@ -15144,6 +19550,9 @@ def _d_AbsolutePriceScheduleType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_PriceScheduleID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_PriceScheduleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_PriceScheduleID = r.uint(); p = r.pos
                 p += 1
@@ -15220,16 +19629,56 @@ def _d_AbsolutePriceScheduleType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('AbsolutePriceScheduleType', p)
                     el = 'MinimumCost'
-                    r.pos = p
-                    f_MinimumCost = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c204_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c204_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c204_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c204_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('AbsolutePriceScheduleType', p)
+                    if _neg: _c204_Value = -_c204_Value - 1
+                    if _c204_Value < -32768 or _c204_Value > 32767: raise DecodeError(f'value {_c204_Value} outside [-32768, 32767]', p)
+                    f_MinimumCost = iso20_commontypes.RationalNumberType(_c204_Exponent, _c204_Value)
                     s = 8
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('AbsolutePriceScheduleType', p)
                     el = 'MaximumCost'
-                    r.pos = p
-                    f_MaximumCost = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c205_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c205_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c205_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c205_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('AbsolutePriceScheduleType', p)
+                    if _neg: _c205_Value = -_c205_Value - 1
+                    if _c205_Value < -32768 or _c205_Value > 32767: raise DecodeError(f'value {_c205_Value} outside [-32768, 32767]', p)
+                    f_MaximumCost = iso20_commontypes.RationalNumberType(_c205_Exponent, _c205_Value)
                     s = 9
                 elif ec == 2:
                     el = 'TaxRules'
@@ -15250,10 +19699,30 @@ def _d_AbsolutePriceScheduleType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('AbsolutePriceScheduleType', p)
                     el = 'MaximumCost'
-                    r.pos = p
-                    f_MaximumCost = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c206_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c206_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c206_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c206_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('AbsolutePriceScheduleType', p)
+                    if _neg: _c206_Value = -_c206_Value - 1
+                    if _c206_Value < -32768 or _c206_Value > 32767: raise DecodeError(f'value {_c206_Value} outside [-32768, 32767]', p)
+                    f_MaximumCost = iso20_commontypes.RationalNumberType(_c206_Exponent, _c206_Value)
                     s = 9
                 elif ec == 1:
                     el = 'TaxRules'
@@ -15368,9 +19837,11 @@ def _e_AbsolutePriceScheduleType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
                     el = 'TimeAnchor'
                     if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
@@ -15378,6 +19849,7 @@ def _e_AbsolutePriceScheduleType(w, o):
                     n += 2
                     v_Id = None
                     if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
+                    elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -15389,6 +19861,7 @@ def _e_AbsolutePriceScheduleType(w, o):
                     v = (v << 3) | (1 << 1)
                     n += 3
                     if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
+                    elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -15403,6 +19876,7 @@ def _e_AbsolutePriceScheduleType(w, o):
                     v <<= 2
                     n += 2
                     if v_PriceScheduleID < 128: v = (v << 8) | v_PriceScheduleID; n += 8
+                    elif v_PriceScheduleID < 16384: v = (v << 16) | ((v_PriceScheduleID & 127) << 8) | 32768 | (v_PriceScheduleID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -15415,19 +19889,23 @@ def _e_AbsolutePriceScheduleType(w, o):
                     el = 'PriceScheduleDescription'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_PriceScheduleDescription) > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
-                    w.string(v_PriceScheduleDescription)
-                    v = w.v; n = w.n
+                    _l = len(v_PriceScheduleDescription)
+                    if _l < 126 and v_PriceScheduleDescription.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceScheduleDescription.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_PriceScheduleDescription); v = w.v; n = w.n
                     if not (v_Currency is not None): raise EncodeError('missing content: Currency')
                     el = 'Currency'
                     v <<= 3
                     n += 3
                     v_PriceScheduleDescription = None
-                    w.v = v; w.n = n
                     if len(v_Currency) > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
-                    w.string(v_Currency)
-                    v = w.v; n = w.n
+                    _l = len(v_Currency)
+                    if _l < 126 and v_Currency.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Currency.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Currency); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_Currency = None
@@ -15436,10 +19914,12 @@ def _e_AbsolutePriceScheduleType(w, o):
                     el = 'Currency'
                     v = (v << 3) | (1 << 1)
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_Currency) > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
-                    w.string(v_Currency)
-                    v = w.v; n = w.n
+                    _l = len(v_Currency)
+                    if _l < 126 and v_Currency.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Currency.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Currency); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_Currency = None
@@ -15451,19 +19931,23 @@ def _e_AbsolutePriceScheduleType(w, o):
                     el = 'Language'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
                     if len(v_Language) > 3: raise EncodeError(f'length {len(v_Language)} outside [0, 3]')
-                    w.string(v_Language)
-                    v = w.v; n = w.n
+                    _l = len(v_Language)
+                    if _l < 126 and v_Language.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Language.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Language); v = w.v; n = w.n
                     if not (v_PriceAlgorithm is not None): raise EncodeError('missing content: PriceAlgorithm')
                     el = 'PriceAlgorithm'
                     v <<= 3
                     n += 3
                     v_Language = None
-                    w.v = v; w.n = n
                     if len(v_PriceAlgorithm) > 255: raise EncodeError(f'length {len(v_PriceAlgorithm)} outside [0, 255]')
-                    w.string(v_PriceAlgorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_PriceAlgorithm)
+                    if _l < 126 and v_PriceAlgorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceAlgorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_PriceAlgorithm); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_PriceAlgorithm = None
@@ -15473,20 +19957,48 @@ def _e_AbsolutePriceScheduleType(w, o):
             if s == 7:
                 if v_MinimumCost is not None:
                     el = 'MinimumCost'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_MinimumCost)
-                    v = w.v; n = w.n
+                    _o = v_MinimumCost
+                    _c207_Exponent = _o.Exponent
+                    _c207_Value = _o.Value
+                    if not (_c207_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c207_Exponent <= 127: raise EncodeError(f'value {_c207_Exponent!r} outside [-128, 127]')
+                    if not (_c207_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c207_Value < -32768 or _c207_Value > 32767: raise EncodeError(f'value {_c207_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c207_Exponent - -128) << 4) | (_c207_Value < 0)
+                    n += 17
+                    _c207_Exponent = None
+                    _m = (-_c207_Value - 1 if _c207_Value < 0 else _c207_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c207_Value = None
                     v_MinimumCost = None
                     s = 8
                 elif v_MaximumCost is not None:
                     el = 'MaximumCost'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_MaximumCost)
-                    v = w.v; n = w.n
+                    _o = v_MaximumCost
+                    _c208_Exponent = _o.Exponent
+                    _c208_Value = _o.Value
+                    if not (_c208_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c208_Exponent <= 127: raise EncodeError(f'value {_c208_Exponent!r} outside [-128, 127]')
+                    if not (_c208_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c208_Value < -32768 or _c208_Value > 32767: raise EncodeError(f'value {_c208_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 14) | ((_c208_Exponent - -128) << 4) | (_c208_Value < 0)
+                    n += 17
+                    _c208_Exponent = None
+                    _m = (-_c208_Value - 1 if _c208_Value < 0 else _c208_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c208_Value = None
                     v_MaximumCost = None
                     s = 9
                 elif v_TaxRules is not None:
@@ -15512,11 +20024,25 @@ def _e_AbsolutePriceScheduleType(w, o):
             if s == 8:
                 if v_MaximumCost is not None:
                     el = 'MaximumCost'
+                    _o = v_MaximumCost
+                    _c209_Exponent = _o.Exponent
+                    _c209_Value = _o.Value
+                    if not (_c209_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c209_Exponent <= 127: raise EncodeError(f'value {_c209_Exponent!r} outside [-128, 127]')
+                    if not (_c209_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c209_Value < -32768 or _c209_Value > 32767: raise EncodeError(f'value {_c209_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c209_Exponent - -128) << 4) | (_c209_Value < 0)
+                    n += 16
+                    _c209_Exponent = None
+                    _m = (-_c209_Value - 1 if _c209_Value < 0 else _c209_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_MaximumCost)
-                    v = w.v; n = w.n
+                    _c209_Value = None
                     v_MaximumCost = None
                     s = 9
                 elif v_TaxRules is not None:
@@ -15642,6 +20168,9 @@ def _d_PriceScheduleType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_TimeAnchor = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_TimeAnchor = r.uint(); p = r.pos
                 p += 3
@@ -15653,6 +20182,9 @@ def _d_PriceScheduleType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_PriceScheduleID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_PriceScheduleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_PriceScheduleID = r.uint(); p = r.pos
                 p += 1
@@ -15706,6 +20238,7 @@ def _e_PriceScheduleType(w, o):
                     v <<= 2
                     n += 2
                     if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
+                    elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
                     if not (v_PriceScheduleID is not None): raise EncodeError('missing content: PriceScheduleID')
                     el = 'PriceScheduleID'
@@ -15714,6 +20247,7 @@ def _e_PriceScheduleType(w, o):
                     n += 3
                     v_TimeAnchor = None
                     if v_PriceScheduleID < 128: v = (v << 8) | v_PriceScheduleID; n += 8
+                    elif v_PriceScheduleID < 16384: v = (v << 16) | ((v_PriceScheduleID & 127) << 8) | 32768 | (v_PriceScheduleID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -15726,10 +20260,12 @@ def _e_PriceScheduleType(w, o):
                     el = 'PriceScheduleDescription'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_PriceScheduleDescription) > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
-                    w.string(v_PriceScheduleDescription)
-                    v = w.v; n = w.n
+                    _l = len(v_PriceScheduleDescription)
+                    if _l < 126 and v_PriceScheduleDescription.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceScheduleDescription.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_PriceScheduleDescription); v = w.v; n = w.n
                     v <<= 2
                     n += 2
                     v_PriceScheduleDescription = None
@@ -15876,6 +20412,9 @@ def _d_TaxRuleType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_TaxRuleID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_TaxRuleID = r.uint(); p = r.pos
                 p += 1
@@ -15896,20 +20435,56 @@ def _d_TaxRuleType(r):
                     f_TaxRuleName = r.string(88)
                     if len(f_TaxRuleName) > 80: raise DecodeError(f'length {len(f_TaxRuleName)} outside [0, 80]', r.pos)
                     p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('TaxRuleType', p)
+                    el = 'TaxRate'
+                    el = 'Exponent'
+                    _c210_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c210_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c210_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c210_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('TaxRuleType', p)
-                    el = 'TaxRate'
-                    r.pos = p
-                    f_TaxRate = _d_RationalNumberType(r)
-                    p = r.pos
+                    if _neg: _c210_Value = -_c210_Value - 1
+                    if _c210_Value < -32768 or _c210_Value > 32767: raise DecodeError(f'value {_c210_Value} outside [-32768, 32767]', p)
+                    f_TaxRate = iso20_commontypes.RationalNumberType(_c210_Exponent, _c210_Value)
                     s = 3
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('TaxRuleType', p)
                     el = 'TaxRate'
-                    r.pos = p
-                    f_TaxRate = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c211_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c211_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c211_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c211_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('TaxRuleType', p)
+                    if _neg: _c211_Value = -_c211_Value - 1
+                    if _c211_Value < -32768 or _c211_Value > 32767: raise DecodeError(f'value {_c211_Value} outside [-32768, 32767]', p)
+                    f_TaxRate = iso20_commontypes.RationalNumberType(_c211_Exponent, _c211_Value)
                     s = 3
                 else:
                     raise r.deviation('TaxRuleType', p)
@@ -15977,6 +20552,7 @@ def _e_TaxRuleType(w, o):
                     v <<= 2
                     n += 2
                     if v_TaxRuleID < 128: v = (v << 8) | v_TaxRuleID; n += 8
+                    elif v_TaxRuleID < 16384: v = (v << 16) | ((v_TaxRuleID & 127) << 8) | 32768 | (v_TaxRuleID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_TaxRuleID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -15989,27 +20565,57 @@ def _e_TaxRuleType(w, o):
                     el = 'TaxRuleName'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_TaxRuleName) > 80: raise EncodeError(f'length {len(v_TaxRuleName)} outside [0, 80]')
-                    w.string(v_TaxRuleName)
-                    v = w.v; n = w.n
+                    _l = len(v_TaxRuleName)
+                    if _l < 126 and v_TaxRuleName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_TaxRuleName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_TaxRuleName); v = w.v; n = w.n
                     if not (v_TaxRate is not None): raise EncodeError('missing content: TaxRate')
                     el = 'TaxRate'
+                    _o = v_TaxRate
+                    _c212_Exponent = _o.Exponent
+                    _c212_Value = _o.Value
+                    if not (_c212_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c212_Exponent <= 127: raise EncodeError(f'value {_c212_Exponent!r} outside [-128, 127]')
+                    if not (_c212_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c212_Value < -32768 or _c212_Value > 32767: raise EncodeError(f'value {_c212_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c212_Exponent - -128) << 4) | (_c212_Value < 0)
+                    n += 16
+                    v_TaxRuleName = None
+                    _c212_Exponent = None
+                    _m = (-_c212_Value - 1 if _c212_Value < 0 else _c212_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    v_TaxRuleName = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_TaxRate)
-                    v = w.v; n = w.n
+                    _c212_Value = None
                     v_TaxRate = None
                     s = 3
                 elif v_TaxRate is not None:
                     el = 'TaxRate'
-                    v = (v << 2) | 1
+                    _o = v_TaxRate
+                    _c213_Exponent = _o.Exponent
+                    _c213_Value = _o.Value
+                    if not (_c213_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c213_Exponent <= 127: raise EncodeError(f'value {_c213_Exponent!r} outside [-128, 127]')
+                    if not (_c213_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c213_Value < -32768 or _c213_Value > 32767: raise EncodeError(f'value {_c213_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (1 << 14) | ((_c213_Exponent - -128) << 4) | (_c213_Value < 0)
+                    n += 16
+                    _c213_Exponent = None
+                    _m = (-_c213_Value - 1 if _c213_Value < 0 else _c213_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_TaxRate)
-                    v = w.v; n = w.n
+                    _c213_Value = None
                     v_TaxRate = None
                     s = 3
                 else:
@@ -16184,6 +20790,9 @@ def _d_PriceRuleStackType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_Duration = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_Duration = r.uint(); p = r.pos
                 p += 2
@@ -16248,6 +20857,7 @@ def _e_PriceRuleStackType(w, o):
                     v <<= 2
                     n += 2
                     if v_Duration < 128: v = (v << 8) | v_Duration; n += 8
+                    elif v_Duration < 16384: v = (v << 16) | ((v_Duration & 127) << 8) | 32768 | (v_Duration >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_Duration); v = w.v; n = w.n
                     if not (i_PriceRule < n_PriceRule): raise EncodeError('missing content: PriceRule')
                     el = 'PriceRule'
@@ -16308,23 +20918,60 @@ def _d_PriceRuleType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
+                p += 15
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('PriceRuleType', p)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('PriceRuleType', p)
                 el = 'EnergyFee'
-                r.pos = p
-                f_EnergyFee = _d_RationalNumberType(r)
-                p = r.pos
+                el = 'Exponent'
+                _c214_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c214_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c214_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c214_Value = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('PriceRuleType', p)
+                if _neg: _c214_Value = -_c214_Value - 1
+                if _c214_Value < -32768 or _c214_Value > 32767: raise DecodeError(f'value {_c214_Value} outside [-32768, 32767]', p)
+                f_EnergyFee = iso20_commontypes.RationalNumberType(_c214_Exponent, _c214_Value)
                 s = 1
             if s == 1:
                 p += 3
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('PriceRuleType', p)
                     el = 'ParkingFee'
-                    r.pos = p
-                    f_ParkingFee = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c215_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c215_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c215_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c215_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('PriceRuleType', p)
+                    if _neg: _c215_Value = -_c215_Value - 1
+                    if _c215_Value < -32768 or _c215_Value > 32767: raise DecodeError(f'value {_c215_Value} outside [-32768, 32767]', p)
+                    f_ParkingFee = iso20_commontypes.RationalNumberType(_c215_Exponent, _c215_Value)
                     s = 2
                 elif ec == 1:
                     p += 1
@@ -16334,6 +20981,9 @@ def _d_PriceRuleType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_ParkingFeePeriod = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_ParkingFeePeriod = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_ParkingFeePeriod = r.uint(); p = r.pos
                     p += 1
@@ -16349,6 +20999,9 @@ def _d_PriceRuleType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_CarbonDioxideEmission = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_CarbonDioxideEmission = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_CarbonDioxideEmission = r.uint(); p = r.pos
                     p += 1
@@ -16365,10 +21018,30 @@ def _d_PriceRuleType(r):
                     f_RenewableGenerationPercentage = ((x >> 1) & 255)
                     s = 5
                 elif ec == 4:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('PriceRuleType', p)
                     el = 'PowerRangeStart'
-                    r.pos = p
-                    f_PowerRangeStart = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c216_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c216_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c216_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c216_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('PriceRuleType', p)
+                    if _neg: _c216_Value = -_c216_Value - 1
+                    if _c216_Value < -32768 or _c216_Value > 32767: raise DecodeError(f'value {_c216_Value} outside [-32768, 32767]', p)
+                    f_PowerRangeStart = iso20_commontypes.RationalNumberType(_c216_Exponent, _c216_Value)
                     s = 6
                 else:
                     raise r.deviation('PriceRuleType', p)
@@ -16384,6 +21057,9 @@ def _d_PriceRuleType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_ParkingFeePeriod = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_ParkingFeePeriod = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_ParkingFeePeriod = r.uint(); p = r.pos
                     p += 1
@@ -16399,6 +21075,9 @@ def _d_PriceRuleType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_CarbonDioxideEmission = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_CarbonDioxideEmission = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_CarbonDioxideEmission = r.uint(); p = r.pos
                     p += 1
@@ -16415,10 +21094,30 @@ def _d_PriceRuleType(r):
                     f_RenewableGenerationPercentage = ((x >> 1) & 255)
                     s = 5
                 elif ec == 3:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('PriceRuleType', p)
                     el = 'PowerRangeStart'
-                    r.pos = p
-                    f_PowerRangeStart = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c217_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c217_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c217_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c217_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('PriceRuleType', p)
+                    if _neg: _c217_Value = -_c217_Value - 1
+                    if _c217_Value < -32768 or _c217_Value > 32767: raise DecodeError(f'value {_c217_Value} outside [-32768, 32767]', p)
+                    f_PowerRangeStart = iso20_commontypes.RationalNumberType(_c217_Exponent, _c217_Value)
                     s = 6
                 else:
                     raise r.deviation('PriceRuleType', p)
@@ -16434,6 +21133,9 @@ def _d_PriceRuleType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_CarbonDioxideEmission = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_CarbonDioxideEmission = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_CarbonDioxideEmission = r.uint(); p = r.pos
                     p += 1
@@ -16450,10 +21152,30 @@ def _d_PriceRuleType(r):
                     f_RenewableGenerationPercentage = ((x >> 1) & 255)
                     s = 5
                 elif ec == 2:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('PriceRuleType', p)
                     el = 'PowerRangeStart'
-                    r.pos = p
-                    f_PowerRangeStart = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c218_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c218_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c218_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c218_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('PriceRuleType', p)
+                    if _neg: _c218_Value = -_c218_Value - 1
+                    if _c218_Value < -32768 or _c218_Value > 32767: raise DecodeError(f'value {_c218_Value} outside [-32768, 32767]', p)
+                    f_PowerRangeStart = iso20_commontypes.RationalNumberType(_c218_Exponent, _c218_Value)
                     s = 6
                 else:
                     raise r.deviation('PriceRuleType', p)
@@ -16470,21 +21192,58 @@ def _d_PriceRuleType(r):
                     f_RenewableGenerationPercentage = ((x >> 1) & 255)
                     s = 5
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('PriceRuleType', p)
                     el = 'PowerRangeStart'
-                    r.pos = p
-                    f_PowerRangeStart = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c219_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c219_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c219_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c219_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('PriceRuleType', p)
+                    if _neg: _c219_Value = -_c219_Value - 1
+                    if _c219_Value < -32768 or _c219_Value > 32767: raise DecodeError(f'value {_c219_Value} outside [-32768, 32767]', p)
+                    f_PowerRangeStart = iso20_commontypes.RationalNumberType(_c219_Exponent, _c219_Value)
                     s = 6
                 else:
                     raise r.deviation('PriceRuleType', p)
             if s == 5:
-                p += 1
+                p += 15
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('PriceRuleType', p)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('PriceRuleType', p)
                 el = 'PowerRangeStart'
-                r.pos = p
-                f_PowerRangeStart = _d_RationalNumberType(r)
-                p = r.pos
+                el = 'Exponent'
+                _c220_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c220_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c220_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c220_Value = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('PriceRuleType', p)
+                if _neg: _c220_Value = -_c220_Value - 1
+                if _c220_Value < -32768 or _c220_Value > 32767: raise DecodeError(f'value {_c220_Value} outside [-32768, 32767]', p)
+                f_PowerRangeStart = iso20_commontypes.RationalNumberType(_c220_Exponent, _c220_Value)
                 s = 6
             if s == 6:
                 p += 1
@@ -16513,11 +21272,25 @@ def _e_PriceRuleType(w, o):
             if s == 0:
                 if v_EnergyFee is not None:
                     el = 'EnergyFee'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EnergyFee)
-                    v = w.v; n = w.n
+                    _o = v_EnergyFee
+                    _c221_Exponent = _o.Exponent
+                    _c221_Value = _o.Value
+                    if not (_c221_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c221_Exponent <= 127: raise EncodeError(f'value {_c221_Exponent!r} outside [-128, 127]')
+                    if not (_c221_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c221_Value < -32768 or _c221_Value > 32767: raise EncodeError(f'value {_c221_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c221_Exponent - -128) << 4) | (_c221_Value < 0)
+                    n += 15
+                    _c221_Exponent = None
+                    _m = (-_c221_Value - 1 if _c221_Value < 0 else _c221_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c221_Value = None
                     v_EnergyFee = None
                     s = 1
                 else:
@@ -16525,11 +21298,25 @@ def _e_PriceRuleType(w, o):
             if s == 1:
                 if v_ParkingFee is not None:
                     el = 'ParkingFee'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_ParkingFee)
-                    v = w.v; n = w.n
+                    _o = v_ParkingFee
+                    _c222_Exponent = _o.Exponent
+                    _c222_Value = _o.Value
+                    if not (_c222_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c222_Exponent <= 127: raise EncodeError(f'value {_c222_Exponent!r} outside [-128, 127]')
+                    if not (_c222_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c222_Value < -32768 or _c222_Value > 32767: raise EncodeError(f'value {_c222_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c222_Exponent - -128) << 4) | (_c222_Value < 0)
+                    n += 17
+                    _c222_Exponent = None
+                    _m = (-_c222_Value - 1 if _c222_Value < 0 else _c222_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c222_Value = None
                     v_ParkingFee = None
                     s = 2
                 elif v_ParkingFeePeriod is not None:
@@ -16538,6 +21325,7 @@ def _e_PriceRuleType(w, o):
                     v = (v << 4) | (1 << 1)
                     n += 4
                     if v_ParkingFeePeriod < 128: v = (v << 8) | v_ParkingFeePeriod; n += 8
+                    elif v_ParkingFeePeriod < 16384: v = (v << 16) | ((v_ParkingFeePeriod & 127) << 8) | 32768 | (v_ParkingFeePeriod >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ParkingFeePeriod); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -16549,6 +21337,7 @@ def _e_PriceRuleType(w, o):
                     v = (v << 4) | (2 << 1)
                     n += 4
                     if v_CarbonDioxideEmission < 128: v = (v << 8) | v_CarbonDioxideEmission; n += 8
+                    elif v_CarbonDioxideEmission < 16384: v = (v << 16) | ((v_CarbonDioxideEmission & 127) << 8) | 32768 | (v_CarbonDioxideEmission >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -16563,11 +21352,25 @@ def _e_PriceRuleType(w, o):
                     s = 5
                 elif v_PowerRangeStart is not None:
                     el = 'PowerRangeStart'
-                    v = (v << 3) | 4
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_PowerRangeStart)
-                    v = w.v; n = w.n
+                    _o = v_PowerRangeStart
+                    _c223_Exponent = _o.Exponent
+                    _c223_Value = _o.Value
+                    if not (_c223_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c223_Exponent <= 127: raise EncodeError(f'value {_c223_Exponent!r} outside [-128, 127]')
+                    if not (_c223_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c223_Value < -32768 or _c223_Value > 32767: raise EncodeError(f'value {_c223_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (4 << 14) | ((_c223_Exponent - -128) << 4) | (_c223_Value < 0)
+                    n += 17
+                    _c223_Exponent = None
+                    _m = (-_c223_Value - 1 if _c223_Value < 0 else _c223_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c223_Value = None
                     v_PowerRangeStart = None
                     s = 6
                 else:
@@ -16579,6 +21382,7 @@ def _e_PriceRuleType(w, o):
                     v <<= 4
                     n += 4
                     if v_ParkingFeePeriod < 128: v = (v << 8) | v_ParkingFeePeriod; n += 8
+                    elif v_ParkingFeePeriod < 16384: v = (v << 16) | ((v_ParkingFeePeriod & 127) << 8) | 32768 | (v_ParkingFeePeriod >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ParkingFeePeriod); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -16590,6 +21394,7 @@ def _e_PriceRuleType(w, o):
                     v = (v << 4) | (1 << 1)
                     n += 4
                     if v_CarbonDioxideEmission < 128: v = (v << 8) | v_CarbonDioxideEmission; n += 8
+                    elif v_CarbonDioxideEmission < 16384: v = (v << 16) | ((v_CarbonDioxideEmission & 127) << 8) | 32768 | (v_CarbonDioxideEmission >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -16604,11 +21409,25 @@ def _e_PriceRuleType(w, o):
                     s = 5
                 elif v_PowerRangeStart is not None:
                     el = 'PowerRangeStart'
-                    v = (v << 3) | 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_PowerRangeStart)
-                    v = w.v; n = w.n
+                    _o = v_PowerRangeStart
+                    _c224_Exponent = _o.Exponent
+                    _c224_Value = _o.Value
+                    if not (_c224_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c224_Exponent <= 127: raise EncodeError(f'value {_c224_Exponent!r} outside [-128, 127]')
+                    if not (_c224_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c224_Value < -32768 or _c224_Value > 32767: raise EncodeError(f'value {_c224_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (3 << 14) | ((_c224_Exponent - -128) << 4) | (_c224_Value < 0)
+                    n += 17
+                    _c224_Exponent = None
+                    _m = (-_c224_Value - 1 if _c224_Value < 0 else _c224_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c224_Value = None
                     v_PowerRangeStart = None
                     s = 6
                 else:
@@ -16620,6 +21439,7 @@ def _e_PriceRuleType(w, o):
                     v <<= 3
                     n += 3
                     if v_CarbonDioxideEmission < 128: v = (v << 8) | v_CarbonDioxideEmission; n += 8
+                    elif v_CarbonDioxideEmission < 16384: v = (v << 16) | ((v_CarbonDioxideEmission & 127) << 8) | 32768 | (v_CarbonDioxideEmission >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -16634,11 +21454,25 @@ def _e_PriceRuleType(w, o):
                     s = 5
                 elif v_PowerRangeStart is not None:
                     el = 'PowerRangeStart'
-                    v = (v << 2) | 2
+                    _o = v_PowerRangeStart
+                    _c225_Exponent = _o.Exponent
+                    _c225_Value = _o.Value
+                    if not (_c225_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c225_Exponent <= 127: raise EncodeError(f'value {_c225_Exponent!r} outside [-128, 127]')
+                    if not (_c225_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c225_Value < -32768 or _c225_Value > 32767: raise EncodeError(f'value {_c225_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (2 << 14) | ((_c225_Exponent - -128) << 4) | (_c225_Value < 0)
+                    n += 16
+                    _c225_Exponent = None
+                    _m = (-_c225_Value - 1 if _c225_Value < 0 else _c225_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_PowerRangeStart)
-                    v = w.v; n = w.n
+                    _c225_Value = None
                     v_PowerRangeStart = None
                     s = 6
                 else:
@@ -16653,11 +21487,25 @@ def _e_PriceRuleType(w, o):
                     s = 5
                 elif v_PowerRangeStart is not None:
                     el = 'PowerRangeStart'
-                    v = (v << 2) | 1
+                    _o = v_PowerRangeStart
+                    _c226_Exponent = _o.Exponent
+                    _c226_Value = _o.Value
+                    if not (_c226_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c226_Exponent <= 127: raise EncodeError(f'value {_c226_Exponent!r} outside [-128, 127]')
+                    if not (_c226_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c226_Value < -32768 or _c226_Value > 32767: raise EncodeError(f'value {_c226_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (1 << 14) | ((_c226_Exponent - -128) << 4) | (_c226_Value < 0)
+                    n += 16
+                    _c226_Exponent = None
+                    _m = (-_c226_Value - 1 if _c226_Value < 0 else _c226_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_PowerRangeStart)
-                    v = w.v; n = w.n
+                    _c226_Value = None
                     v_PowerRangeStart = None
                     s = 6
                 else:
@@ -16665,11 +21513,25 @@ def _e_PriceRuleType(w, o):
             if s == 5:
                 if v_PowerRangeStart is not None:
                     el = 'PowerRangeStart'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_PowerRangeStart)
-                    v = w.v; n = w.n
+                    _o = v_PowerRangeStart
+                    _c227_Exponent = _o.Exponent
+                    _c227_Value = _o.Value
+                    if not (_c227_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c227_Exponent <= 127: raise EncodeError(f'value {_c227_Exponent!r} outside [-128, 127]')
+                    if not (_c227_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c227_Value < -32768 or _c227_Value > 32767: raise EncodeError(f'value {_c227_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c227_Exponent - -128) << 4) | (_c227_Value < 0)
+                    n += 15
+                    _c227_Exponent = None
+                    _m = (-_c227_Value - 1 if _c227_Value < 0 else _c227_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c227_Value = None
                     v_PowerRangeStart = None
                     s = 6
                 else:
@@ -16708,6 +21570,9 @@ def _d_OverstayRuleListType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_OverstayTimeThreshold = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_OverstayTimeThreshold = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_OverstayTimeThreshold = r.uint(); p = r.pos
                     p += 1
@@ -16716,10 +21581,30 @@ def _d_OverstayRuleListType(r):
                     if f_OverstayTimeThreshold > 4294967295: raise DecodeError(f'value {f_OverstayTimeThreshold} outside [0, 4294967295]', p)
                     s = 1
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('OverstayRuleListType', p)
                     el = 'OverstayPowerThreshold'
-                    r.pos = p
-                    f_OverstayPowerThreshold = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c228_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c228_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c228_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c228_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('OverstayRuleListType', p)
+                    if _neg: _c228_Value = -_c228_Value - 1
+                    if _c228_Value < -32768 or _c228_Value > 32767: raise DecodeError(f'value {_c228_Value} outside [-32768, 32767]', p)
+                    f_OverstayPowerThreshold = iso20_commontypes.RationalNumberType(_c228_Exponent, _c228_Value)
                     s = 2
                 elif ec == 2:
                     el = 'OverstayRule'
@@ -16735,10 +21620,30 @@ def _d_OverstayRuleListType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('OverstayRuleListType', p)
                     el = 'OverstayPowerThreshold'
-                    r.pos = p
-                    f_OverstayPowerThreshold = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c229_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c229_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c229_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c229_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('OverstayRuleListType', p)
+                    if _neg: _c229_Value = -_c229_Value - 1
+                    if _c229_Value < -32768 or _c229_Value > 32767: raise DecodeError(f'value {_c229_Value} outside [-32768, 32767]', p)
+                    f_OverstayPowerThreshold = iso20_commontypes.RationalNumberType(_c229_Exponent, _c229_Value)
                     s = 2
                 elif ec == 1:
                     el = 'OverstayRule'
@@ -16811,6 +21716,7 @@ def _e_OverstayRuleListType(w, o):
                     v <<= 3
                     n += 3
                     if v_OverstayTimeThreshold < 128: v = (v << 8) | v_OverstayTimeThreshold; n += 8
+                    elif v_OverstayTimeThreshold < 16384: v = (v << 16) | ((v_OverstayTimeThreshold & 127) << 8) | 32768 | (v_OverstayTimeThreshold >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_OverstayTimeThreshold); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -16818,11 +21724,25 @@ def _e_OverstayRuleListType(w, o):
                     s = 1
                 elif v_OverstayPowerThreshold is not None:
                     el = 'OverstayPowerThreshold'
-                    v = (v << 2) | 1
+                    _o = v_OverstayPowerThreshold
+                    _c230_Exponent = _o.Exponent
+                    _c230_Value = _o.Value
+                    if not (_c230_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c230_Exponent <= 127: raise EncodeError(f'value {_c230_Exponent!r} outside [-128, 127]')
+                    if not (_c230_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c230_Value < -32768 or _c230_Value > 32767: raise EncodeError(f'value {_c230_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (1 << 14) | ((_c230_Exponent - -128) << 4) | (_c230_Value < 0)
+                    n += 16
+                    _c230_Exponent = None
+                    _m = (-_c230_Value - 1 if _c230_Value < 0 else _c230_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_OverstayPowerThreshold)
-                    v = w.v; n = w.n
+                    _c230_Value = None
                     v_OverstayPowerThreshold = None
                     s = 2
                 elif i_OverstayRule < n_OverstayRule:
@@ -16839,11 +21759,25 @@ def _e_OverstayRuleListType(w, o):
             if s == 1:
                 if v_OverstayPowerThreshold is not None:
                     el = 'OverstayPowerThreshold'
+                    _o = v_OverstayPowerThreshold
+                    _c231_Exponent = _o.Exponent
+                    _c231_Value = _o.Value
+                    if not (_c231_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c231_Exponent <= 127: raise EncodeError(f'value {_c231_Exponent!r} outside [-128, 127]')
+                    if not (_c231_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c231_Value < -32768 or _c231_Value > 32767: raise EncodeError(f'value {_c231_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c231_Exponent - -128) << 4) | (_c231_Value < 0)
+                    n += 16
+                    _c231_Exponent = None
+                    _m = (-_c231_Value - 1 if _c231_Value < 0 else _c231_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_OverstayPowerThreshold)
-                    v = w.v; n = w.n
+                    _c231_Value = None
                     v_OverstayPowerThreshold = None
                     s = 2
                 elif i_OverstayRule < n_OverstayRule:
@@ -16934,6 +21868,9 @@ def _d_OverstayRuleType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_StartTime = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_StartTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_StartTime = r.uint(); p = r.pos
                     p += 1
@@ -16949,6 +21886,9 @@ def _d_OverstayRuleType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_StartTime = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_StartTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_StartTime = r.uint(); p = r.pos
                     p += 1
@@ -16959,21 +21899,37 @@ def _d_OverstayRuleType(r):
                 else:
                     raise r.deviation('OverstayRuleType', p)
             if s == 2:
-                p += 1
+                p += 15
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('OverstayRuleType', p)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('OverstayRuleType', p)
                 el = 'OverstayFee'
-                r.pos = p
-                f_OverstayFee = _d_RationalNumberType(r)
-                p = r.pos
-                p += 2
+                el = 'Exponent'
+                _c232_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c232_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c232_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c232_Value = r.uint(); p = r.pos
+                p += 4
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('OverstayRuleType', p)
+                x = (V >> (E - p)) & 15
+                if x & 15: raise r.deviation('OverstayRuleType', p)
+                if _neg: _c232_Value = -_c232_Value - 1
+                if _c232_Value < -32768 or _c232_Value > 32767: raise DecodeError(f'value {_c232_Value} outside [-32768, 32767]', p)
+                f_OverstayFee = iso20_commontypes.RationalNumberType(_c232_Exponent, _c232_Value)
                 el = 'OverstayFeePeriod'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_OverstayFeePeriod = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_OverstayFeePeriod = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_OverstayFeePeriod = r.uint(); p = r.pos
                 p += 2
@@ -17004,10 +21960,12 @@ def _e_OverstayRuleType(w, o):
                     el = 'OverstayRuleDescription'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_OverstayRuleDescription) > 160: raise EncodeError(f'length {len(v_OverstayRuleDescription)} outside [0, 160]')
-                    w.string(v_OverstayRuleDescription)
-                    v = w.v; n = w.n
+                    _l = len(v_OverstayRuleDescription)
+                    if _l < 126 and v_OverstayRuleDescription.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_OverstayRuleDescription.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_OverstayRuleDescription); v = w.v; n = w.n
                     if not (v_StartTime is not None): raise EncodeError('missing content: StartTime')
                     el = 'StartTime'
                     if v_StartTime < 0 or v_StartTime > 4294967295: raise EncodeError(f'value {v_StartTime!r} outside [0, 4294967295]')
@@ -17015,6 +21973,7 @@ def _e_OverstayRuleType(w, o):
                     n += 3
                     v_OverstayRuleDescription = None
                     if v_StartTime < 128: v = (v << 8) | v_StartTime; n += 8
+                    elif v_StartTime < 16384: v = (v << 16) | ((v_StartTime & 127) << 8) | 32768 | (v_StartTime >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_StartTime); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -17026,6 +21985,7 @@ def _e_OverstayRuleType(w, o):
                     v = (v << 3) | (1 << 1)
                     n += 3
                     if v_StartTime < 128: v = (v << 8) | v_StartTime; n += 8
+                    elif v_StartTime < 16384: v = (v << 16) | ((v_StartTime & 127) << 8) | 32768 | (v_StartTime >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_StartTime); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -17036,18 +21996,31 @@ def _e_OverstayRuleType(w, o):
             if s == 2:
                 if v_OverstayFee is not None:
                     el = 'OverstayFee'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_OverstayFee)
-                    v = w.v; n = w.n
+                    _o = v_OverstayFee
+                    _c233_Exponent = _o.Exponent
+                    _c233_Value = _o.Value
+                    if not (_c233_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c233_Exponent <= 127: raise EncodeError(f'value {_c233_Exponent!r} outside [-128, 127]')
+                    if not (_c233_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c233_Value < -32768 or _c233_Value > 32767: raise EncodeError(f'value {_c233_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c233_Exponent - -128) << 4) | (_c233_Value < 0)
+                    n += 15
+                    _c233_Exponent = None
+                    _m = (-_c233_Value - 1 if _c233_Value < 0 else _c233_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
                     el = 'OverstayFeePeriod'
                     if v_OverstayFeePeriod < 0 or v_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {v_OverstayFeePeriod!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
+                    v <<= 4
+                    n += 4
+                    _c233_Value = None
                     v_OverstayFee = None
                     if v_OverstayFeePeriod < 128: v = (v << 8) | v_OverstayFeePeriod; n += 8
+                    elif v_OverstayFeePeriod < 16384: v = (v << 16) | ((v_OverstayFeePeriod & 127) << 8) | 32768 | (v_OverstayFeePeriod >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_OverstayFeePeriod); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -17071,13 +22044,41 @@ def _d_AdditionalServiceListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('AdditionalServiceListType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('AdditionalServiceListType', p)
                 el = 'AdditionalService'
+                el = 'ServiceName'
                 r.pos = p
-                _v = _d_AdditionalServiceType(r)
+                _c234_ServiceName = r.string(101)
+                if len(_c234_ServiceName) > 80: raise DecodeError(f'length {len(_c234_ServiceName)} outside [0, 80]', r.pos)
                 p = r.pos
+                p += 16
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 65535
+                if x & 61454: raise r.deviation('AdditionalServiceListType', p)
+                el = 'ServiceFee'
+                el = 'Exponent'
+                _c235_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c235_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c235_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c235_Value = r.uint(); p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('AdditionalServiceListType', p)
+                if _neg: _c235_Value = -_c235_Value - 1
+                if _c235_Value < -32768 or _c235_Value > 32767: raise DecodeError(f'value {_c235_Value} outside [-32768, 32767]', p)
+                _c234_ServiceFee = iso20_commontypes.RationalNumberType(_c235_Exponent, _c235_Value)
+                _v = iso20_commonmessages.AdditionalServiceType(_c234_ServiceName, _c234_ServiceFee)
                 f_AdditionalService.append(_v)
                 s = 1
             if s == 1:
@@ -17087,10 +22088,41 @@ def _d_AdditionalServiceListType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('AdditionalServiceListType', p)
                         el = 'AdditionalService'
+                        el = 'ServiceName'
                         r.pos = p
-                        _v = _d_AdditionalServiceType(r)
+                        _c236_ServiceName = r.string(101)
+                        if len(_c236_ServiceName) > 80: raise DecodeError(f'length {len(_c236_ServiceName)} outside [0, 80]', r.pos)
                         p = r.pos
+                        p += 16
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 65535
+                        if x & 61454: raise r.deviation('AdditionalServiceListType', p)
+                        el = 'ServiceFee'
+                        el = 'Exponent'
+                        _c235_Exponent = ((x >> 4) & 255) + -128
+                        el = 'Value'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c235_Value = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c235_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c235_Value = r.uint(); p = r.pos
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 7: raise r.deviation('AdditionalServiceListType', p)
+                        if _neg: _c235_Value = -_c235_Value - 1
+                        if _c235_Value < -32768 or _c235_Value > 32767: raise DecodeError(f'value {_c235_Value} outside [-32768, 32767]', p)
+                        _c236_ServiceFee = iso20_commontypes.RationalNumberType(_c235_Exponent, _c235_Value)
+                        _v = iso20_commonmessages.AdditionalServiceType(_c236_ServiceName, _c236_ServiceFee)
                         f_AdditionalService.append(_v)
                         _k += 1
                         if _k == 4:
@@ -17126,11 +22158,42 @@ def _e_AdditionalServiceListType(w, o):
             if s == 0:
                 if i_AdditionalService < n_AdditionalService:
                     el = 'AdditionalService'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_AdditionalServiceType(w, v_AdditionalService[i_AdditionalService])
-                    v = w.v; n = w.n
+                    _o = v_AdditionalService[i_AdditionalService]
+                    _c237_ServiceName = _o.ServiceName
+                    _c237_ServiceFee = _o.ServiceFee
+                    if not (_c237_ServiceName is not None): raise EncodeError('missing content: ServiceName')
+                    el = 'ServiceName'
+                    v <<= 3
+                    n += 3
+                    if len(_c237_ServiceName) > 80: raise EncodeError(f'length {len(_c237_ServiceName)} outside [0, 80]')
+                    _l = len(_c237_ServiceName)
+                    if _l < 126 and _c237_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c237_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c237_ServiceName); v = w.v; n = w.n
+                    if not (_c237_ServiceFee is not None): raise EncodeError('missing content: ServiceFee')
+                    el = 'ServiceFee'
+                    _o = _c237_ServiceFee
+                    _c238_Exponent = _o.Exponent
+                    _c238_Value = _o.Value
+                    if not (_c238_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c238_Exponent <= 127: raise EncodeError(f'value {_c238_Exponent!r} outside [-128, 127]')
+                    if not (_c238_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c238_Value < -32768 or _c238_Value > 32767: raise EncodeError(f'value {_c238_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c238_Exponent - -128) << 4) | (_c238_Value < 0)
+                    n += 16
+                    _c237_ServiceName = None
+                    _c238_Exponent = None
+                    _m = (-_c238_Value - 1 if _c238_Value < 0 else _c238_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c238_Value = None
+                    _c237_ServiceFee = None
                     i_AdditionalService += 1
                     s = 1
                 else:
@@ -17140,11 +22203,42 @@ def _e_AdditionalServiceListType(w, o):
                 while True:
                     if i_AdditionalService < n_AdditionalService:
                         el = 'AdditionalService'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_AdditionalServiceType(w, v_AdditionalService[i_AdditionalService])
-                        v = w.v; n = w.n
+                        _o = v_AdditionalService[i_AdditionalService]
+                        _c239_ServiceName = _o.ServiceName
+                        _c239_ServiceFee = _o.ServiceFee
+                        if not (_c239_ServiceName is not None): raise EncodeError('missing content: ServiceName')
+                        el = 'ServiceName'
+                        v <<= 4
+                        n += 4
+                        if len(_c239_ServiceName) > 80: raise EncodeError(f'length {len(_c239_ServiceName)} outside [0, 80]')
+                        _l = len(_c239_ServiceName)
+                        if _l < 126 and _c239_ServiceName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c239_ServiceName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c239_ServiceName); v = w.v; n = w.n
+                        if not (_c239_ServiceFee is not None): raise EncodeError('missing content: ServiceFee')
+                        el = 'ServiceFee'
+                        _o = _c239_ServiceFee
+                        _c238_Exponent = _o.Exponent
+                        _c238_Value = _o.Value
+                        if not (_c238_Exponent is not None): raise EncodeError('missing content: Exponent')
+                        el = 'Exponent'
+                        if not -128 <= _c238_Exponent <= 127: raise EncodeError(f'value {_c238_Exponent!r} outside [-128, 127]')
+                        if not (_c238_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'Value'
+                        if _c238_Value < -32768 or _c238_Value > 32767: raise EncodeError(f'value {_c238_Value!r} outside [-32768, 32767]')
+                        v = (v << 16) | ((_c238_Exponent - -128) << 4) | (_c238_Value < 0)
+                        n += 16
+                        _c239_ServiceName = None
+                        _c238_Exponent = None
+                        _m = (-_c238_Value - 1 if _c238_Value < 0 else _c238_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 3
+                        n += 3
+                        _c238_Value = None
+                        _c239_ServiceFee = None
                         i_AdditionalService += 1
                         _k += 1
                         if _k == 4:
@@ -17184,17 +22278,30 @@ def _d_AdditionalServiceType(r):
         f_ServiceName = r.string(101)
         if len(f_ServiceName) > 80: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 80]', r.pos)
         p = r.pos
-        p += 2
+        p += 16
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('AdditionalServiceType', p)
+        x = (V >> (E - p)) & 65535
+        if x & 61454: raise r.deviation('AdditionalServiceType', p)
         el = 'ServiceFee'
-        r.pos = p
-        f_ServiceFee = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c240_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c240_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c240_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c240_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('AdditionalServiceType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('AdditionalServiceType', p)
+        if _neg: _c240_Value = -_c240_Value - 1
+        if _c240_Value < -32768 or _c240_Value > 32767: raise DecodeError(f'value {_c240_Value} outside [-32768, 32767]', p)
+        f_ServiceFee = iso20_commontypes.RationalNumberType(_c240_Exponent, _c240_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -17212,20 +22319,34 @@ def _e_AdditionalServiceType(w, o):
             el = 'ServiceName'
             v <<= 2
             n += 2
-            w.v = v; w.n = n
             if len(v_ServiceName) > 80: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 80]')
-            w.string(v_ServiceName)
-            v = w.v; n = w.n
+            _l = len(v_ServiceName)
+            if _l < 126 and v_ServiceName.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
             if not (v_ServiceFee is not None): raise EncodeError('missing content: ServiceFee')
             el = 'ServiceFee'
-            v <<= 2
-            n += 2
+            _o = v_ServiceFee
+            _c241_Exponent = _o.Exponent
+            _c241_Value = _o.Value
+            if not (_c241_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c241_Exponent <= 127: raise EncodeError(f'value {_c241_Exponent!r} outside [-128, 127]')
+            if not (_c241_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c241_Value < -32768 or _c241_Value > 32767: raise EncodeError(f'value {_c241_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c241_Exponent - -128) << 4) | (_c241_Value < 0)
+            n += 16
             v_ServiceName = None
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_ServiceFee)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c241_Exponent = None
+            _m = (-_c241_Value - 1 if _c241_Value < 0 else _c241_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c241_Value = None
             v_ServiceFee = None
             if v_ServiceName is not None or v_ServiceFee is not None: raise _leftover(o)
         else:
@@ -17256,7 +22377,7 @@ def _d_PriceLevelScheduleType(r):
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
-                    f_Id = r.string(39)
+                    f_Id = r.string(1)
                     p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
@@ -17266,6 +22387,9 @@ def _d_PriceLevelScheduleType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_TimeAnchor = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_TimeAnchor = r.uint(); p = r.pos
                     p += 1
@@ -17281,6 +22405,9 @@ def _d_PriceLevelScheduleType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_TimeAnchor = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_TimeAnchor = r.uint(); p = r.pos
                     p += 1
@@ -17299,6 +22426,9 @@ def _d_PriceLevelScheduleType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_PriceScheduleID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_PriceScheduleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_PriceScheduleID = r.uint(); p = r.pos
                 p += 1
@@ -17372,9 +22502,11 @@ def _e_PriceLevelScheduleType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_TimeAnchor is not None): raise EncodeError('missing content: TimeAnchor')
                     el = 'TimeAnchor'
                     if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
@@ -17382,6 +22514,7 @@ def _e_PriceLevelScheduleType(w, o):
                     n += 2
                     v_Id = None
                     if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
+                    elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -17393,6 +22526,7 @@ def _e_PriceLevelScheduleType(w, o):
                     v = (v << 3) | (1 << 1)
                     n += 3
                     if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
+                    elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -17407,6 +22541,7 @@ def _e_PriceLevelScheduleType(w, o):
                     v <<= 2
                     n += 2
                     if v_PriceScheduleID < 128: v = (v << 8) | v_PriceScheduleID; n += 8
+                    elif v_PriceScheduleID < 16384: v = (v << 16) | ((v_PriceScheduleID & 127) << 8) | 32768 | (v_PriceScheduleID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -17419,10 +22554,12 @@ def _e_PriceLevelScheduleType(w, o):
                     el = 'PriceScheduleDescription'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_PriceScheduleDescription) > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
-                    w.string(v_PriceScheduleDescription)
-                    v = w.v; n = w.n
+                    _l = len(v_PriceScheduleDescription)
+                    if _l < 126 and v_PriceScheduleDescription.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceScheduleDescription.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_PriceScheduleDescription); v = w.v; n = w.n
                     if not (v_NumberOfPriceLevels is not None): raise EncodeError('missing content: NumberOfPriceLevels')
                     el = 'NumberOfPriceLevels'
                     if not 0 <= v_NumberOfPriceLevels <= 255: raise EncodeError(f'value {v_NumberOfPriceLevels!r} outside [0, 255]')
@@ -17470,13 +22607,28 @@ def _d_PriceLevelScheduleEntryListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('PriceLevelScheduleEntryListType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('PriceLevelScheduleEntryListType', p)
                 el = 'PriceLevelScheduleEntry'
-                r.pos = p
-                _v = _d_PriceLevelScheduleEntryType(r)
-                p = r.pos
+                el = 'Duration'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c242_Duration = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c242_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c242_Duration = r.uint(); p = r.pos
+                p += 13
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 8191
+                if x & 7171: raise r.deviation('PriceLevelScheduleEntryListType', p)
+                if _c242_Duration > 4294967295: raise DecodeError(f'value {_c242_Duration} outside [0, 4294967295]', p)
+                el = 'PriceLevel'
+                _c242_PriceLevel = ((x >> 2) & 255)
+                _v = iso20_commonmessages.PriceLevelScheduleEntryType(_c242_Duration, _c242_PriceLevel)
                 f_PriceLevelScheduleEntry.append(_v)
                 s = 1
             if s == 1:
@@ -17486,10 +22638,28 @@ def _d_PriceLevelScheduleEntryListType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('PriceLevelScheduleEntryListType', p)
                         el = 'PriceLevelScheduleEntry'
-                        r.pos = p
-                        _v = _d_PriceLevelScheduleEntryType(r)
-                        p = r.pos
+                        el = 'Duration'
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c243_Duration = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c243_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c243_Duration = r.uint(); p = r.pos
+                        p += 13
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 8191
+                        if x & 7171: raise r.deviation('PriceLevelScheduleEntryListType', p)
+                        if _c243_Duration > 4294967295: raise DecodeError(f'value {_c243_Duration} outside [0, 4294967295]', p)
+                        el = 'PriceLevel'
+                        _c243_PriceLevel = ((x >> 2) & 255)
+                        _v = iso20_commonmessages.PriceLevelScheduleEntryType(_c243_Duration, _c243_PriceLevel)
                         f_PriceLevelScheduleEntry.append(_v)
                         _k += 1
                         if _k == 1023:
@@ -17525,11 +22695,24 @@ def _e_PriceLevelScheduleEntryListType(w, o):
             if s == 0:
                 if i_PriceLevelScheduleEntry < n_PriceLevelScheduleEntry:
                     el = 'PriceLevelScheduleEntry'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_PriceLevelScheduleEntryType(w, v_PriceLevelScheduleEntry[i_PriceLevelScheduleEntry])
-                    v = w.v; n = w.n
+                    _o = v_PriceLevelScheduleEntry[i_PriceLevelScheduleEntry]
+                    _c244_Duration = _o.Duration
+                    _c244_PriceLevel = _o.PriceLevel
+                    if not (_c244_Duration is not None): raise EncodeError('missing content: Duration')
+                    el = 'Duration'
+                    if _c244_Duration < 0 or _c244_Duration > 4294967295: raise EncodeError(f'value {_c244_Duration!r} outside [0, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    if _c244_Duration < 128: v = (v << 8) | _c244_Duration; n += 8
+                    elif _c244_Duration < 16384: v = (v << 16) | ((_c244_Duration & 127) << 8) | 32768 | (_c244_Duration >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c244_Duration); v = w.v; n = w.n
+                    if not (_c244_PriceLevel is not None): raise EncodeError('missing content: PriceLevel')
+                    el = 'PriceLevel'
+                    if not 0 <= _c244_PriceLevel <= 255: raise EncodeError(f'value {_c244_PriceLevel!r} outside [0, 255]')
+                    v = (v << 13) | (_c244_PriceLevel << 2)
+                    n += 13
+                    _c244_Duration = None
+                    _c244_PriceLevel = None
                     i_PriceLevelScheduleEntry += 1
                     s = 1
                 else:
@@ -17539,11 +22722,24 @@ def _e_PriceLevelScheduleEntryListType(w, o):
                 while True:
                     if i_PriceLevelScheduleEntry < n_PriceLevelScheduleEntry:
                         el = 'PriceLevelScheduleEntry'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_PriceLevelScheduleEntryType(w, v_PriceLevelScheduleEntry[i_PriceLevelScheduleEntry])
-                        v = w.v; n = w.n
+                        _o = v_PriceLevelScheduleEntry[i_PriceLevelScheduleEntry]
+                        _c245_Duration = _o.Duration
+                        _c245_PriceLevel = _o.PriceLevel
+                        if not (_c245_Duration is not None): raise EncodeError('missing content: Duration')
+                        el = 'Duration'
+                        if _c245_Duration < 0 or _c245_Duration > 4294967295: raise EncodeError(f'value {_c245_Duration!r} outside [0, 4294967295]')
+                        v <<= 4
+                        n += 4
+                        if _c245_Duration < 128: v = (v << 8) | _c245_Duration; n += 8
+                        elif _c245_Duration < 16384: v = (v << 16) | ((_c245_Duration & 127) << 8) | 32768 | (_c245_Duration >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_c245_Duration); v = w.v; n = w.n
+                        if not (_c245_PriceLevel is not None): raise EncodeError('missing content: PriceLevel')
+                        el = 'PriceLevel'
+                        if not 0 <= _c245_PriceLevel <= 255: raise EncodeError(f'value {_c245_PriceLevel!r} outside [0, 255]')
+                        v = (v << 13) | (_c245_PriceLevel << 2)
+                        n += 13
+                        _c245_Duration = None
+                        _c245_PriceLevel = None
                         i_PriceLevelScheduleEntry += 1
                         _k += 1
                         if _k == 1023:
@@ -17582,6 +22778,9 @@ def _d_PriceLevelScheduleEntryType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_Duration = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_Duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_Duration = r.uint(); p = r.pos
         p += 13
@@ -17610,6 +22809,7 @@ def _e_PriceLevelScheduleEntryType(w, o):
             v <<= 2
             n += 2
             if v_Duration < 128: v = (v << 8) | v_Duration; n += 8
+            elif v_Duration < 16384: v = (v << 16) | ((v_Duration & 127) << 8) | 32768 | (v_Duration >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_Duration); v = w.v; n = w.n
             if not (v_PriceLevel is not None): raise EncodeError('missing content: PriceLevel')
             el = 'PriceLevel'
@@ -17766,6 +22966,9 @@ def _d_ScheduleTupleType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_ScheduleTupleID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_ScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_ScheduleTupleID = r.uint(); p = r.pos
                 p += 2
@@ -17819,6 +23022,7 @@ def _e_ScheduleTupleType(w, o):
                     v <<= 2
                     n += 2
                     if v_ScheduleTupleID < 128: v = (v << 8) | v_ScheduleTupleID; n += 8
+                    elif v_ScheduleTupleID < 16384: v = (v << 16) | ((v_ScheduleTupleID & 127) << 8) | 32768 | (v_ScheduleTupleID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ScheduleTupleID); v = w.v; n = w.n
                     if not (v_ChargingSchedule is not None): raise EncodeError('missing content: ChargingSchedule')
                     el = 'ChargingSchedule'
@@ -17986,6 +23190,9 @@ def _d_PowerScheduleType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_TimeAnchor = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_TimeAnchor = r.uint(); p = r.pos
                 p += 1
@@ -17998,16 +23205,56 @@ def _d_PowerScheduleType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('PowerScheduleType', p)
                     el = 'AvailableEnergy'
-                    r.pos = p
-                    f_AvailableEnergy = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c246_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c246_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c246_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c246_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('PowerScheduleType', p)
+                    if _neg: _c246_Value = -_c246_Value - 1
+                    if _c246_Value < -32768 or _c246_Value > 32767: raise DecodeError(f'value {_c246_Value} outside [-32768, 32767]', p)
+                    f_AvailableEnergy = iso20_commontypes.RationalNumberType(_c246_Exponent, _c246_Value)
                     s = 2
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('PowerScheduleType', p)
                     el = 'PowerTolerance'
-                    r.pos = p
-                    f_PowerTolerance = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c247_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c247_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c247_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c247_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('PowerScheduleType', p)
+                    if _neg: _c247_Value = -_c247_Value - 1
+                    if _c247_Value < -32768 or _c247_Value > 32767: raise DecodeError(f'value {_c247_Value} outside [-32768, 32767]', p)
+                    f_PowerTolerance = iso20_commontypes.RationalNumberType(_c247_Exponent, _c247_Value)
                     s = 3
                 elif ec == 2:
                     el = 'PowerScheduleEntries'
@@ -18022,10 +23269,30 @@ def _d_PowerScheduleType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('PowerScheduleType', p)
                     el = 'PowerTolerance'
-                    r.pos = p
-                    f_PowerTolerance = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c248_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c248_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c248_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c248_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('PowerScheduleType', p)
+                    if _neg: _c248_Value = -_c248_Value - 1
+                    if _c248_Value < -32768 or _c248_Value > 32767: raise DecodeError(f'value {_c248_Value} outside [-32768, 32767]', p)
+                    f_PowerTolerance = iso20_commontypes.RationalNumberType(_c248_Exponent, _c248_Value)
                     s = 3
                 elif ec == 1:
                     el = 'PowerScheduleEntries'
@@ -18073,6 +23340,7 @@ def _e_PowerScheduleType(w, o):
                     v <<= 2
                     n += 2
                     if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
+                    elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -18083,20 +23351,48 @@ def _e_PowerScheduleType(w, o):
             if s == 1:
                 if v_AvailableEnergy is not None:
                     el = 'AvailableEnergy'
+                    _o = v_AvailableEnergy
+                    _c249_Exponent = _o.Exponent
+                    _c249_Value = _o.Value
+                    if not (_c249_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c249_Exponent <= 127: raise EncodeError(f'value {_c249_Exponent!r} outside [-128, 127]')
+                    if not (_c249_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c249_Value < -32768 or _c249_Value > 32767: raise EncodeError(f'value {_c249_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c249_Exponent - -128) << 4) | (_c249_Value < 0)
+                    n += 16
+                    _c249_Exponent = None
+                    _m = (-_c249_Value - 1 if _c249_Value < 0 else _c249_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_AvailableEnergy)
-                    v = w.v; n = w.n
+                    _c249_Value = None
                     v_AvailableEnergy = None
                     s = 2
                 elif v_PowerTolerance is not None:
                     el = 'PowerTolerance'
-                    v = (v << 2) | 1
+                    _o = v_PowerTolerance
+                    _c250_Exponent = _o.Exponent
+                    _c250_Value = _o.Value
+                    if not (_c250_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c250_Exponent <= 127: raise EncodeError(f'value {_c250_Exponent!r} outside [-128, 127]')
+                    if not (_c250_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c250_Value < -32768 or _c250_Value > 32767: raise EncodeError(f'value {_c250_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (1 << 14) | ((_c250_Exponent - -128) << 4) | (_c250_Value < 0)
+                    n += 16
+                    _c250_Exponent = None
+                    _m = (-_c250_Value - 1 if _c250_Value < 0 else _c250_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_PowerTolerance)
-                    v = w.v; n = w.n
+                    _c250_Value = None
                     v_PowerTolerance = None
                     s = 3
                 elif v_PowerScheduleEntries is not None:
@@ -18113,11 +23409,25 @@ def _e_PowerScheduleType(w, o):
             if s == 2:
                 if v_PowerTolerance is not None:
                     el = 'PowerTolerance'
+                    _o = v_PowerTolerance
+                    _c251_Exponent = _o.Exponent
+                    _c251_Value = _o.Value
+                    if not (_c251_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c251_Exponent <= 127: raise EncodeError(f'value {_c251_Exponent!r} outside [-128, 127]')
+                    if not (_c251_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c251_Value < -32768 or _c251_Value > 32767: raise EncodeError(f'value {_c251_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c251_Exponent - -128) << 4) | (_c251_Value < 0)
+                    n += 16
+                    _c251_Exponent = None
+                    _m = (-_c251_Value - 1 if _c251_Value < 0 else _c251_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_PowerTolerance)
-                    v = w.v; n = w.n
+                    _c251_Value = None
                     v_PowerTolerance = None
                     s = 3
                 elif v_PowerScheduleEntries is not None:
@@ -18283,6 +23593,9 @@ def _d_ServiceDetailReqType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ServiceID = r.uint(); p = r.pos
         p += 2
@@ -18317,6 +23630,7 @@ def _e_ServiceDetailReqType(w, o):
             n += 2
             v_Header = None
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -18358,6 +23672,9 @@ def _d_ServiceDetailResType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ServiceID = r.uint(); p = r.pos
         p += 2
@@ -18396,16 +23713,17 @@ def _e_ServiceDetailResType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i21 = _I4.get(v_ResponseCode)
-            if _i21 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i252 = _I4.get(v_ResponseCode)
+            if _i252 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_ServiceID is not None): raise EncodeError('missing content: ServiceID')
             el = 'ServiceID'
             if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-            v = (v << 11) | (_i21 << 3)
+            v = (v << 11) | (_i252 << 3)
             n += 11
             v_Header = None
             v_ResponseCode = None
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             if not (v_ServiceParameterList is not None): raise EncodeError('missing content: ServiceParameterList')
             el = 'ServiceParameterList'
@@ -18551,6 +23869,9 @@ def _d_ParameterSetType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_ParameterSetID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_ParameterSetID = r.uint(); p = r.pos
                 p += 2
@@ -18619,6 +23940,7 @@ def _e_ParameterSetType(w, o):
                     v <<= 2
                     n += 2
                     if v_ParameterSetID < 128: v = (v << 8) | v_ParameterSetID; n += 8
+                    elif v_ParameterSetID < 16384: v = (v << 16) | ((v_ParameterSetID & 127) << 8) | 32768 | (v_ParameterSetID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ParameterSetID); v = w.v; n = w.n
                     if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
                     el = 'Parameter'
@@ -18719,6 +24041,9 @@ def _d_ParameterType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_shortValue = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_shortValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_shortValue = r.uint(); p = r.pos
                     p += 2
@@ -18738,6 +24063,9 @@ def _d_ParameterType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_intValue = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_intValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_intValue = r.uint(); p = r.pos
                     p += 2
@@ -18748,13 +24076,30 @@ def _d_ParameterType(r):
                     if f_intValue < -2147483648 or f_intValue > 2147483647: raise DecodeError(f'value {f_intValue} outside [-2147483648, 2147483647]', p)
                     s = -1
                 elif ec == 4:
-                    el = 'rationalNumber'
-                    r.pos = p
-                    f_rationalNumber = _d_RationalNumberType(r)
-                    p = r.pos
-                    p += 1
+                    p += 14
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('ParameterType', p)
+                    el = 'rationalNumber'
+                    el = 'Exponent'
+                    _c253_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c253_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c253_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c253_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ParameterType', p)
+                    if _neg: _c253_Value = -_c253_Value - 1
+                    if _c253_Value < -32768 or _c253_Value > 32767: raise DecodeError(f'value {_c253_Value} outside [-32768, 32767]', p)
+                    f_rationalNumber = iso20_commontypes.RationalNumberType(_c253_Exponent, _c253_Value)
                     s = -1
                 elif ec == 5:
                     p += 1
@@ -18797,10 +24142,12 @@ def _e_ParameterType(w, o):
                     el = '@Name'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
                     if len(v_Name) > 80: raise EncodeError(f'length {len(v_Name)} outside [0, 80]')
-                    w.string(v_Name)
-                    v = w.v; n = w.n
+                    _l = len(v_Name)
+                    if _l < 126 and v_Name.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Name.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Name); v = w.v; n = w.n
                     v_Name = None
                     s = 1
                 else:
@@ -18829,6 +24176,7 @@ def _e_ParameterType(w, o):
                     n += 5
                     _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -18842,6 +24190,7 @@ def _e_ParameterType(w, o):
                     n += 5
                     _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -18850,13 +24199,25 @@ def _e_ParameterType(w, o):
                     s = -1
                 elif v_rationalNumber is not None:
                     el = 'rationalNumber'
-                    v = (v << 3) | 4
+                    _o = v_rationalNumber
+                    _c254_Exponent = _o.Exponent
+                    _c254_Value = _o.Value
+                    if not (_c254_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c254_Exponent <= 127: raise EncodeError(f'value {_c254_Exponent!r} outside [-128, 127]')
+                    if not (_c254_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c254_Value < -32768 or _c254_Value > 32767: raise EncodeError(f'value {_c254_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (4 << 14) | ((_c254_Exponent - -128) << 4) | (_c254_Value < 0)
+                    n += 17
+                    _c254_Exponent = None
+                    _m = (-_c254_Value - 1 if _c254_Value < 0 else _c254_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_rationalNumber)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    _c254_Value = None
                     v_rationalNumber = None
                     if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
                     s = -1
@@ -18864,10 +24225,12 @@ def _e_ParameterType(w, o):
                     el = 'finiteString'
                     v = (v << 4) | (5 << 1)
                     n += 4
-                    w.v = v; w.n = n
                     if len(v_finiteString) > 80: raise EncodeError(f'length {len(v_finiteString)} outside [0, 80]')
-                    w.string(v_finiteString)
-                    v = w.v; n = w.n
+                    _l = len(v_finiteString)
+                    if _l < 126 and v_finiteString.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_finiteString.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_finiteString); v = w.v; n = w.n
                     v <<= 2
                     n += 2
                     v_finiteString = None
@@ -18985,6 +24348,9 @@ def _d_ServiceIDListType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     _v = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _v = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; _v = r.uint(); p = r.pos
                 p += 1
@@ -19007,6 +24373,9 @@ def _d_ServiceIDListType(r):
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
                             _v = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _v = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
                             r.pos = p; _v = r.uint(); p = r.pos
                         p += 1
@@ -19052,6 +24421,7 @@ def _e_ServiceIDListType(w, o):
                     v <<= 2
                     n += 2
                     if v_ServiceID[i_ServiceID] < 128: v = (v << 8) | v_ServiceID[i_ServiceID]; n += 8
+                    elif v_ServiceID[i_ServiceID] < 16384: v = (v << 16) | ((v_ServiceID[i_ServiceID] & 127) << 8) | 32768 | (v_ServiceID[i_ServiceID] >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ServiceID[i_ServiceID]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -19068,6 +24438,7 @@ def _e_ServiceIDListType(w, o):
                         v <<= 3
                         n += 3
                         if v_ServiceID[i_ServiceID] < 128: v = (v << 8) | v_ServiceID[i_ServiceID]; n += 8
+                        elif v_ServiceID[i_ServiceID] < 16384: v = (v << 16) | ((v_ServiceID[i_ServiceID] & 127) << 8) | 32768 | (v_ServiceID[i_ServiceID] >> 7); n += 16
                         else: w.v = v; w.n = n; w.uint(v_ServiceID[i_ServiceID]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -19175,14 +24546,14 @@ def _e_ServiceDiscoveryResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i22 = _I4.get(v_ResponseCode)
-                    if _i22 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i255 = _I4.get(v_ResponseCode)
+                    if _i255 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_ServiceRenegotiationSupported is not None): raise EncodeError('missing content: ServiceRenegotiationSupported')
                     el = 'ServiceRenegotiationSupported'
                     if v_ServiceRenegotiationSupported is not True and v_ServiceRenegotiationSupported is not False: raise EncodeError(f'expected a bool, got {v_ServiceRenegotiationSupported!r}')
                     if not (v_EnergyTransferServiceList is not None): raise EncodeError('missing content: EnergyTransferServiceList')
                     el = 'EnergyTransferServiceList'
-                    v = (v << 14) | (_i22 << 6) | (v_ServiceRenegotiationSupported << 2)
+                    v = (v << 14) | (_i255 << 6) | (v_ServiceRenegotiationSupported << 2)
                     n += 14
                     v_Header = None
                     v_ResponseCode = None
@@ -19227,13 +24598,28 @@ def _d_ServiceListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceListType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('ServiceListType', p)
                 el = 'Service'
-                r.pos = p
-                _v = _d_ServiceType(r)
-                p = r.pos
+                el = 'ServiceID'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c256_ServiceID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c256_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c256_ServiceID = r.uint(); p = r.pos
+                p += 6
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 63
+                if x & 59: raise r.deviation('ServiceListType', p)
+                if _c256_ServiceID > 65535: raise DecodeError(f'value {_c256_ServiceID} outside [0, 65535]', p)
+                el = 'FreeService'
+                _c256_FreeService = ((x >> 2) & 1) == 1
+                _v = iso20_commonmessages.ServiceType(_c256_ServiceID, _c256_FreeService)
                 f_Service.append(_v)
                 s = 1
             if s == 1:
@@ -19243,10 +24629,28 @@ def _d_ServiceListType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('ServiceListType', p)
                         el = 'Service'
-                        r.pos = p
-                        _v = _d_ServiceType(r)
-                        p = r.pos
+                        el = 'ServiceID'
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c257_ServiceID = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c257_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c257_ServiceID = r.uint(); p = r.pos
+                        p += 6
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 63
+                        if x & 59: raise r.deviation('ServiceListType', p)
+                        if _c257_ServiceID > 65535: raise DecodeError(f'value {_c257_ServiceID} outside [0, 65535]', p)
+                        el = 'FreeService'
+                        _c257_FreeService = ((x >> 2) & 1) == 1
+                        _v = iso20_commonmessages.ServiceType(_c257_ServiceID, _c257_FreeService)
                         f_Service.append(_v)
                         _k += 1
                         if _k == 7:
@@ -19282,11 +24686,24 @@ def _e_ServiceListType(w, o):
             if s == 0:
                 if i_Service < n_Service:
                     el = 'Service'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_ServiceType(w, v_Service[i_Service])
-                    v = w.v; n = w.n
+                    _o = v_Service[i_Service]
+                    _c258_ServiceID = _o.ServiceID
+                    _c258_FreeService = _o.FreeService
+                    if not (_c258_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                    el = 'ServiceID'
+                    if _c258_ServiceID < 0 or _c258_ServiceID > 65535: raise EncodeError(f'value {_c258_ServiceID!r} outside [0, 65535]')
+                    v <<= 3
+                    n += 3
+                    if _c258_ServiceID < 128: v = (v << 8) | _c258_ServiceID; n += 8
+                    elif _c258_ServiceID < 16384: v = (v << 16) | ((_c258_ServiceID & 127) << 8) | 32768 | (_c258_ServiceID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c258_ServiceID); v = w.v; n = w.n
+                    if not (_c258_FreeService is not None): raise EncodeError('missing content: FreeService')
+                    el = 'FreeService'
+                    if _c258_FreeService is not True and _c258_FreeService is not False: raise EncodeError(f'expected a bool, got {_c258_FreeService!r}')
+                    v = (v << 6) | (_c258_FreeService << 2)
+                    n += 6
+                    _c258_ServiceID = None
+                    _c258_FreeService = None
                     i_Service += 1
                     s = 1
                 else:
@@ -19296,11 +24713,24 @@ def _e_ServiceListType(w, o):
                 while True:
                     if i_Service < n_Service:
                         el = 'Service'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_ServiceType(w, v_Service[i_Service])
-                        v = w.v; n = w.n
+                        _o = v_Service[i_Service]
+                        _c259_ServiceID = _o.ServiceID
+                        _c259_FreeService = _o.FreeService
+                        if not (_c259_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                        el = 'ServiceID'
+                        if _c259_ServiceID < 0 or _c259_ServiceID > 65535: raise EncodeError(f'value {_c259_ServiceID!r} outside [0, 65535]')
+                        v <<= 4
+                        n += 4
+                        if _c259_ServiceID < 128: v = (v << 8) | _c259_ServiceID; n += 8
+                        elif _c259_ServiceID < 16384: v = (v << 16) | ((_c259_ServiceID & 127) << 8) | 32768 | (_c259_ServiceID >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_c259_ServiceID); v = w.v; n = w.n
+                        if not (_c259_FreeService is not None): raise EncodeError('missing content: FreeService')
+                        el = 'FreeService'
+                        if _c259_FreeService is not True and _c259_FreeService is not False: raise EncodeError(f'expected a bool, got {_c259_FreeService!r}')
+                        v = (v << 6) | (_c259_FreeService << 2)
+                        n += 6
+                        _c259_ServiceID = None
+                        _c259_FreeService = None
                         i_Service += 1
                         _k += 1
                         if _k == 7:
@@ -19339,6 +24769,9 @@ def _d_ServiceType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ServiceID = r.uint(); p = r.pos
         p += 6
@@ -19367,6 +24800,7 @@ def _e_ServiceType(w, o):
             v <<= 2
             n += 2
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'FreeService'
@@ -19402,13 +24836,40 @@ def _d_ServiceSelectionReqType(r):
                 r.pos = p
                 f_Header = _d_MessageHeaderType(r)
                 p = r.pos
-                p += 1
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('ServiceSelectionReqType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('ServiceSelectionReqType', p)
                 el = 'SelectedEnergyTransferService'
-                r.pos = p
-                f_SelectedEnergyTransferService = _d_SelectedServiceType(r)
-                p = r.pos
+                el = 'ServiceID'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c260_ServiceID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c260_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c260_ServiceID = r.uint(); p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('ServiceSelectionReqType', p)
+                if _c260_ServiceID > 65535: raise DecodeError(f'value {_c260_ServiceID} outside [0, 65535]', p)
+                el = 'ParameterSetID'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c260_ParameterSetID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c260_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c260_ParameterSetID = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ServiceSelectionReqType', p)
+                if _c260_ParameterSetID > 65535: raise DecodeError(f'value {_c260_ParameterSetID} outside [0, 65535]', p)
+                f_SelectedEnergyTransferService = iso20_commonmessages.SelectedServiceType(_c260_ServiceID, _c260_ParameterSetID)
                 s = 2
             if s == 2:
                 p += 2
@@ -19454,12 +24915,30 @@ def _e_ServiceSelectionReqType(w, o):
                     v = w.v; n = w.n
                     if not (v_SelectedEnergyTransferService is not None): raise EncodeError('missing content: SelectedEnergyTransferService')
                     el = 'SelectedEnergyTransferService'
-                    v <<= 1
-                    n += 1
+                    _o = v_SelectedEnergyTransferService
+                    _c261_ServiceID = _o.ServiceID
+                    _c261_ParameterSetID = _o.ParameterSetID
+                    if not (_c261_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                    el = 'ServiceID'
+                    if _c261_ServiceID < 0 or _c261_ServiceID > 65535: raise EncodeError(f'value {_c261_ServiceID!r} outside [0, 65535]')
+                    v <<= 3
+                    n += 3
                     v_Header = None
-                    w.v = v; w.n = n
-                    _e_SelectedServiceType(w, v_SelectedEnergyTransferService)
-                    v = w.v; n = w.n
+                    if _c261_ServiceID < 128: v = (v << 8) | _c261_ServiceID; n += 8
+                    elif _c261_ServiceID < 16384: v = (v << 16) | ((_c261_ServiceID & 127) << 8) | 32768 | (_c261_ServiceID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c261_ServiceID); v = w.v; n = w.n
+                    if not (_c261_ParameterSetID is not None): raise EncodeError('missing content: ParameterSetID')
+                    el = 'ParameterSetID'
+                    if _c261_ParameterSetID < 0 or _c261_ParameterSetID > 65535: raise EncodeError(f'value {_c261_ParameterSetID!r} outside [0, 65535]')
+                    v <<= 3
+                    n += 3
+                    _c261_ServiceID = None
+                    if _c261_ParameterSetID < 128: v = (v << 8) | _c261_ParameterSetID; n += 8
+                    elif _c261_ParameterSetID < 16384: v = (v << 16) | ((_c261_ParameterSetID & 127) << 8) | 32768 | (_c261_ParameterSetID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c261_ParameterSetID); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c261_ParameterSetID = None
                     v_SelectedEnergyTransferService = None
                     s = 2
                 else:
@@ -19503,6 +24982,9 @@ def _d_SelectedServiceType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_ServiceID = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ServiceID = r.uint(); p = r.pos
         p += 3
@@ -19514,6 +24996,9 @@ def _d_SelectedServiceType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_ParameterSetID = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_ParameterSetID = r.uint(); p = r.pos
         p += 2
@@ -19540,6 +25025,7 @@ def _e_SelectedServiceType(w, o):
             v <<= 2
             n += 2
             if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
+            elif v_ServiceID < 16384: v = (v << 16) | ((v_ServiceID & 127) << 8) | 32768 | (v_ServiceID >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
             if not (v_ParameterSetID is not None): raise EncodeError('missing content: ParameterSetID')
             el = 'ParameterSetID'
@@ -19548,6 +25034,7 @@ def _e_SelectedServiceType(w, o):
             n += 3
             v_ServiceID = None
             if v_ParameterSetID < 128: v = (v << 8) | v_ParameterSetID; n += 8
+            elif v_ParameterSetID < 16384: v = (v << 16) | ((v_ParameterSetID & 127) << 8) | 32768 | (v_ParameterSetID >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_ParameterSetID); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -19570,13 +25057,40 @@ def _d_SelectedServiceListType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceListType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('SelectedServiceListType', p)
                 el = 'SelectedService'
-                r.pos = p
-                _v = _d_SelectedServiceType(r)
-                p = r.pos
+                el = 'ServiceID'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c262_ServiceID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c262_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c262_ServiceID = r.uint(); p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('SelectedServiceListType', p)
+                if _c262_ServiceID > 65535: raise DecodeError(f'value {_c262_ServiceID} outside [0, 65535]', p)
+                el = 'ParameterSetID'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c262_ParameterSetID = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c262_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c262_ParameterSetID = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('SelectedServiceListType', p)
+                if _c262_ParameterSetID > 65535: raise DecodeError(f'value {_c262_ParameterSetID} outside [0, 65535]', p)
+                _v = iso20_commonmessages.SelectedServiceType(_c262_ServiceID, _c262_ParameterSetID)
                 f_SelectedService.append(_v)
                 s = 1
             if s == 1:
@@ -19586,10 +25100,40 @@ def _d_SelectedServiceListType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('SelectedServiceListType', p)
                         el = 'SelectedService'
-                        r.pos = p
-                        _v = _d_SelectedServiceType(r)
-                        p = r.pos
+                        el = 'ServiceID'
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c263_ServiceID = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c263_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c263_ServiceID = r.uint(); p = r.pos
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 7: raise r.deviation('SelectedServiceListType', p)
+                        if _c263_ServiceID > 65535: raise DecodeError(f'value {_c263_ServiceID} outside [0, 65535]', p)
+                        el = 'ParameterSetID'
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c263_ParameterSetID = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c263_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c263_ParameterSetID = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('SelectedServiceListType', p)
+                        if _c263_ParameterSetID > 65535: raise DecodeError(f'value {_c263_ParameterSetID} outside [0, 65535]', p)
+                        _v = iso20_commonmessages.SelectedServiceType(_c263_ServiceID, _c263_ParameterSetID)
                         f_SelectedService.append(_v)
                         _k += 1
                         if _k == 15:
@@ -19625,11 +25169,29 @@ def _e_SelectedServiceListType(w, o):
             if s == 0:
                 if i_SelectedService < n_SelectedService:
                     el = 'SelectedService'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
-                    v = w.v; n = w.n
+                    _o = v_SelectedService[i_SelectedService]
+                    _c264_ServiceID = _o.ServiceID
+                    _c264_ParameterSetID = _o.ParameterSetID
+                    if not (_c264_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                    el = 'ServiceID'
+                    if _c264_ServiceID < 0 or _c264_ServiceID > 65535: raise EncodeError(f'value {_c264_ServiceID!r} outside [0, 65535]')
+                    v <<= 3
+                    n += 3
+                    if _c264_ServiceID < 128: v = (v << 8) | _c264_ServiceID; n += 8
+                    elif _c264_ServiceID < 16384: v = (v << 16) | ((_c264_ServiceID & 127) << 8) | 32768 | (_c264_ServiceID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c264_ServiceID); v = w.v; n = w.n
+                    if not (_c264_ParameterSetID is not None): raise EncodeError('missing content: ParameterSetID')
+                    el = 'ParameterSetID'
+                    if _c264_ParameterSetID < 0 or _c264_ParameterSetID > 65535: raise EncodeError(f'value {_c264_ParameterSetID!r} outside [0, 65535]')
+                    v <<= 3
+                    n += 3
+                    _c264_ServiceID = None
+                    if _c264_ParameterSetID < 128: v = (v << 8) | _c264_ParameterSetID; n += 8
+                    elif _c264_ParameterSetID < 16384: v = (v << 16) | ((_c264_ParameterSetID & 127) << 8) | 32768 | (_c264_ParameterSetID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c264_ParameterSetID); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c264_ParameterSetID = None
                     i_SelectedService += 1
                     s = 1
                 else:
@@ -19639,11 +25201,29 @@ def _e_SelectedServiceListType(w, o):
                 while True:
                     if i_SelectedService < n_SelectedService:
                         el = 'SelectedService'
+                        _o = v_SelectedService[i_SelectedService]
+                        _c265_ServiceID = _o.ServiceID
+                        _c265_ParameterSetID = _o.ParameterSetID
+                        if not (_c265_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                        el = 'ServiceID'
+                        if _c265_ServiceID < 0 or _c265_ServiceID > 65535: raise EncodeError(f'value {_c265_ServiceID!r} outside [0, 65535]')
+                        v <<= 4
+                        n += 4
+                        if _c265_ServiceID < 128: v = (v << 8) | _c265_ServiceID; n += 8
+                        elif _c265_ServiceID < 16384: v = (v << 16) | ((_c265_ServiceID & 127) << 8) | 32768 | (_c265_ServiceID >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_c265_ServiceID); v = w.v; n = w.n
+                        if not (_c265_ParameterSetID is not None): raise EncodeError('missing content: ParameterSetID')
+                        el = 'ParameterSetID'
+                        if _c265_ParameterSetID < 0 or _c265_ParameterSetID > 65535: raise EncodeError(f'value {_c265_ParameterSetID!r} outside [0, 65535]')
+                        v <<= 3
+                        n += 3
+                        _c265_ServiceID = None
+                        if _c265_ParameterSetID < 128: v = (v << 8) | _c265_ParameterSetID; n += 8
+                        elif _c265_ParameterSetID < 16384: v = (v << 16) | ((_c265_ParameterSetID & 127) << 8) | 32768 | (_c265_ParameterSetID >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_c265_ParameterSetID); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        w.v = v; w.n = n
-                        _e_SelectedServiceType(w, v_SelectedService[i_SelectedService])
-                        v = w.v; n = w.n
+                        _c265_ParameterSetID = None
                         i_SelectedService += 1
                         _k += 1
                         if _k == 15:
@@ -19711,9 +25291,9 @@ def _e_ServiceSelectionResType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i23 = _I4.get(v_ResponseCode)
-            if _i23 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 10) | (_i23 << 2)
+            _i266 = _I4.get(v_ResponseCode)
+            if _i266 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 10) | (_i266 << 2)
             n += 10
             v_Header = None
             v_ResponseCode = None
@@ -19778,10 +25358,12 @@ def _e_SessionSetupReqType(w, o):
             v <<= 2
             n += 2
             v_Header = None
-            w.v = v; w.n = n
             if len(v_EVCCID) > 255: raise EncodeError(f'length {len(v_EVCCID)} outside [0, 255]')
-            w.string(v_EVCCID)
-            v = w.v; n = w.n
+            _l = len(v_EVCCID)
+            if _l < 126 and v_EVCCID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVCCID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_EVCCID); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVCCID = None
@@ -19849,18 +25431,20 @@ def _e_SessionSetupResType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i24 = _I4.get(v_ResponseCode)
-            if _i24 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i267 = _I4.get(v_ResponseCode)
+            if _i267 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
             el = 'EVSEID'
-            v = (v << 11) | (_i24 << 3)
+            v = (v << 11) | (_i267 << 3)
             n += 11
             v_Header = None
             v_ResponseCode = None
-            w.v = v; w.n = n
             if len(v_EVSEID) > 255: raise EncodeError(f'length {len(v_EVSEID)} outside [0, 255]')
-            w.string(v_EVSEID)
-            v = w.v; n = w.n
+            _l = len(v_EVSEID)
+            if _l < 126 and v_EVSEID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
             v <<= 2
             n += 2
             v_EVSEID = None
@@ -19990,9 +25574,9 @@ def _e_SessionStopReqType(w, o):
                     v = w.v; n = w.n
                     if not (v_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
                     el = 'ChargingSession'
-                    _i25 = _I17.get(v_ChargingSession)
-                    if _i25 is None: raise EncodeError(f'{v_ChargingSession!r} is not one of the enumeration chargingSessionType')
-                    v = (v << 5) | (_i25 << 1)
+                    _i268 = _I17.get(v_ChargingSession)
+                    if _i268 is None: raise EncodeError(f'{v_ChargingSession!r} is not one of the enumeration chargingSessionType')
+                    v = (v << 5) | (_i268 << 1)
                     n += 5
                     v_Header = None
                     v_ChargingSession = None
@@ -20004,10 +25588,12 @@ def _e_SessionStopReqType(w, o):
                     el = 'EVTerminationCode'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_EVTerminationCode) > 80: raise EncodeError(f'length {len(v_EVTerminationCode)} outside [0, 80]')
-                    w.string(v_EVTerminationCode)
-                    v = w.v; n = w.n
+                    _l = len(v_EVTerminationCode)
+                    if _l < 126 and v_EVTerminationCode.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVTerminationCode.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_EVTerminationCode); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_EVTerminationCode = None
@@ -20016,10 +25602,12 @@ def _e_SessionStopReqType(w, o):
                     el = 'EVTerminationExplanation'
                     v = (v << 3) | (1 << 1)
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_EVTerminationExplanation) > 160: raise EncodeError(f'length {len(v_EVTerminationExplanation)} outside [0, 160]')
-                    w.string(v_EVTerminationExplanation)
-                    v = w.v; n = w.n
+                    _l = len(v_EVTerminationExplanation)
+                    if _l < 126 and v_EVTerminationExplanation.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVTerminationExplanation.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_EVTerminationExplanation); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_EVTerminationExplanation = None
@@ -20034,10 +25622,12 @@ def _e_SessionStopReqType(w, o):
                     el = 'EVTerminationExplanation'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_EVTerminationExplanation) > 160: raise EncodeError(f'length {len(v_EVTerminationExplanation)} outside [0, 160]')
-                    w.string(v_EVTerminationExplanation)
-                    v = w.v; n = w.n
+                    _l = len(v_EVTerminationExplanation)
+                    if _l < 126 and v_EVTerminationExplanation.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVTerminationExplanation.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_EVTerminationExplanation); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_EVTerminationExplanation = None
@@ -20103,9 +25693,9 @@ def _e_SessionStopResType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i26 = _I4.get(v_ResponseCode)
-            if _i26 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 10) | (_i26 << 2)
+            _i269 = _I4.get(v_ResponseCode)
+            if _i269 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 10) | (_i269 << 2)
             n += 10
             v_Header = None
             v_ResponseCode = None
@@ -20134,7 +25724,7 @@ def _d_SignaturePropertiesType(r):
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
-                    f_Id = r.string(3)
+                    f_Id = r.string(6)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -20209,9 +25799,11 @@ def _e_SignaturePropertiesType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
                     v <<= 1
@@ -20286,7 +25878,7 @@ def _d_SignaturePropertyType(r, key):
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
-                    f_Id = r.string(3)
+                    f_Id = r.string(6)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -20386,26 +25978,32 @@ def _e_SignaturePropertyType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
                     v <<= 1
                     n += 1
                     v_Id = None
-                    w.v = v; w.n = n
-                    w.string(v_Target)
-                    v = w.v; n = w.n
+                    _l = len(v_Target)
+                    if _l < 126 and v_Target.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Target.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Target); v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 elif v_Target is not None:
                     el = '@Target'
                     v = (v << 2) | 1
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Target)
-                    v = w.v; n = w.n
+                    _l = len(v_Target)
+                    if _l < 126 and v_Target.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Target.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Target); v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 else:
@@ -20482,6 +26080,9 @@ def _d_VehicleCheckInReqType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_VehicleFrame = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_VehicleFrame = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_VehicleFrame = r.uint(); p = r.pos
                     p += 1
@@ -20500,6 +26101,9 @@ def _d_VehicleCheckInReqType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_DeviceOffset = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_DeviceOffset = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_DeviceOffset = r.uint(); p = r.pos
                     p += 1
@@ -20518,6 +26122,9 @@ def _d_VehicleCheckInReqType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_VehicleTravel = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_VehicleTravel = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_VehicleTravel = r.uint(); p = r.pos
                     p += 1
@@ -20545,6 +26152,9 @@ def _d_VehicleCheckInReqType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_DeviceOffset = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_DeviceOffset = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_DeviceOffset = r.uint(); p = r.pos
                     p += 1
@@ -20563,6 +26173,9 @@ def _d_VehicleCheckInReqType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_VehicleTravel = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_VehicleTravel = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_VehicleTravel = r.uint(); p = r.pos
                     p += 1
@@ -20590,6 +26203,9 @@ def _d_VehicleCheckInReqType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_VehicleTravel = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_VehicleTravel = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_VehicleTravel = r.uint(); p = r.pos
                     p += 1
@@ -20637,13 +26253,13 @@ def _e_VehicleCheckInReqType(w, o):
                     v = w.v; n = w.n
                     if not (v_EVCheckInStatus is not None): raise EncodeError('missing content: EVCheckInStatus')
                     el = 'EVCheckInStatus'
-                    _i27 = _I20.get(v_EVCheckInStatus)
-                    if _i27 is None: raise EncodeError(f'{v_EVCheckInStatus!r} is not one of the enumeration evCheckInStatusType')
+                    _i270 = _I20.get(v_EVCheckInStatus)
+                    if _i270 is None: raise EncodeError(f'{v_EVCheckInStatus!r} is not one of the enumeration evCheckInStatusType')
                     if not (v_ParkingMethod is not None): raise EncodeError('missing content: ParkingMethod')
                     el = 'ParkingMethod'
-                    _i28 = _I21.get(v_ParkingMethod)
-                    if _i28 is None: raise EncodeError(f'{v_ParkingMethod!r} is not one of the enumeration parkingMethodType')
-                    v = (v << 10) | (_i27 << 6) | (_i28 << 1)
+                    _i271 = _I21.get(v_ParkingMethod)
+                    if _i271 is None: raise EncodeError(f'{v_ParkingMethod!r} is not one of the enumeration parkingMethodType')
+                    v = (v << 10) | (_i270 << 6) | (_i271 << 1)
                     n += 10
                     v_Header = None
                     v_EVCheckInStatus = None
@@ -20659,6 +26275,7 @@ def _e_VehicleCheckInReqType(w, o):
                     n += 5
                     _m = (-v_VehicleFrame - 1 if v_VehicleFrame < 0 else v_VehicleFrame)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -20671,6 +26288,7 @@ def _e_VehicleCheckInReqType(w, o):
                     n += 5
                     _m = (-v_DeviceOffset - 1 if v_DeviceOffset < 0 else v_DeviceOffset)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -20683,6 +26301,7 @@ def _e_VehicleCheckInReqType(w, o):
                     n += 5
                     _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -20701,6 +26320,7 @@ def _e_VehicleCheckInReqType(w, o):
                     n += 4
                     _m = (-v_DeviceOffset - 1 if v_DeviceOffset < 0 else v_DeviceOffset)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -20713,6 +26333,7 @@ def _e_VehicleCheckInReqType(w, o):
                     n += 4
                     _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -20731,6 +26352,7 @@ def _e_VehicleCheckInReqType(w, o):
                     n += 4
                     _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -20796,6 +26418,9 @@ def _d_VehicleCheckInResType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_ParkingSpace = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_ParkingSpace = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_ParkingSpace = r.uint(); p = r.pos
                     p += 1
@@ -20814,6 +26439,9 @@ def _d_VehicleCheckInResType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_DeviceLocation = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_DeviceLocation = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_DeviceLocation = r.uint(); p = r.pos
                     p += 1
@@ -20832,6 +26460,9 @@ def _d_VehicleCheckInResType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_TargetDistance = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_TargetDistance = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_TargetDistance = r.uint(); p = r.pos
                     p += 1
@@ -20859,6 +26490,9 @@ def _d_VehicleCheckInResType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_DeviceLocation = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_DeviceLocation = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_DeviceLocation = r.uint(); p = r.pos
                     p += 1
@@ -20877,6 +26511,9 @@ def _d_VehicleCheckInResType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_TargetDistance = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_TargetDistance = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_TargetDistance = r.uint(); p = r.pos
                     p += 1
@@ -20904,6 +26541,9 @@ def _d_VehicleCheckInResType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_TargetDistance = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_TargetDistance = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_TargetDistance = r.uint(); p = r.pos
                     p += 1
@@ -20950,9 +26590,9 @@ def _e_VehicleCheckInResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i29 = _I4.get(v_ResponseCode)
-                    if _i29 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 9) | (_i29 << 1)
+                    _i272 = _I4.get(v_ResponseCode)
+                    if _i272 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 9) | (_i272 << 1)
                     n += 9
                     v_Header = None
                     v_ResponseCode = None
@@ -20967,6 +26607,7 @@ def _e_VehicleCheckInResType(w, o):
                     n += 5
                     _m = (-v_ParkingSpace - 1 if v_ParkingSpace < 0 else v_ParkingSpace)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -20979,6 +26620,7 @@ def _e_VehicleCheckInResType(w, o):
                     n += 5
                     _m = (-v_DeviceLocation - 1 if v_DeviceLocation < 0 else v_DeviceLocation)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -20991,6 +26633,7 @@ def _e_VehicleCheckInResType(w, o):
                     n += 5
                     _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -21009,6 +26652,7 @@ def _e_VehicleCheckInResType(w, o):
                     n += 4
                     _m = (-v_DeviceLocation - 1 if v_DeviceLocation < 0 else v_DeviceLocation)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -21021,6 +26665,7 @@ def _e_VehicleCheckInResType(w, o):
                     n += 4
                     _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -21039,6 +26684,7 @@ def _e_VehicleCheckInResType(w, o):
                     n += 4
                     _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -21088,6 +26734,9 @@ def _d_VehicleCheckOutReqType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_CheckOutTime = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_CheckOutTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_CheckOutTime = r.uint(); p = r.pos
         p += 2
@@ -21118,16 +26767,17 @@ def _e_VehicleCheckOutReqType(w, o):
             v = w.v; n = w.n
             if not (v_EVCheckOutStatus is not None): raise EncodeError('missing content: EVCheckOutStatus')
             el = 'EVCheckOutStatus'
-            _i30 = _I23.get(v_EVCheckOutStatus)
-            if _i30 is None: raise EncodeError(f'{v_EVCheckOutStatus!r} is not one of the enumeration evCheckOutStatusType')
+            _i273 = _I23.get(v_EVCheckOutStatus)
+            if _i273 is None: raise EncodeError(f'{v_EVCheckOutStatus!r} is not one of the enumeration evCheckOutStatusType')
             if not (v_CheckOutTime is not None): raise EncodeError('missing content: CheckOutTime')
             el = 'CheckOutTime'
             if v_CheckOutTime < 0 or v_CheckOutTime > 18446744073709551615: raise EncodeError(f'value {v_CheckOutTime!r} outside [0, 18446744073709551615]')
-            v = (v << 7) | (_i30 << 3)
+            v = (v << 7) | (_i273 << 3)
             n += 7
             v_Header = None
             v_EVCheckOutStatus = None
             if v_CheckOutTime < 128: v = (v << 8) | v_CheckOutTime; n += 8
+            elif v_CheckOutTime < 16384: v = (v << 16) | ((v_CheckOutTime & 127) << 8) | 32768 | (v_CheckOutTime >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_CheckOutTime); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -21189,13 +26839,13 @@ def _e_VehicleCheckOutResType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i31 = _I4.get(v_ResponseCode)
-            if _i31 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i274 = _I4.get(v_ResponseCode)
+            if _i274 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_EVSECheckOutStatus is not None): raise EncodeError('missing content: EVSECheckOutStatus')
             el = 'EVSECheckOutStatus'
-            _i32 = _I25.get(v_EVSECheckOutStatus)
-            if _i32 is None: raise EncodeError(f'{v_EVSECheckOutStatus!r} is not one of the enumeration evseCheckOutStatusType')
-            v = (v << 14) | (_i31 << 6) | (_i32 << 2)
+            _i275 = _I25.get(v_EVSECheckOutStatus)
+            if _i275 is None: raise EncodeError(f'{v_EVSECheckOutStatus!r} is not one of the enumeration evseCheckOutStatusType')
+            v = (v << 14) | (_i274 << 6) | (_i275 << 2)
             n += 14
             v_Header = None
             v_ResponseCode = None
@@ -21389,6 +27039,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
                     p += 1
@@ -21404,6 +27057,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -21419,6 +27075,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -21435,10 +27094,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 8:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c276_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c276_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c276_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c276_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c276_Value = -_c276_Value - 1
+                    if _c276_Value < -32768 or _c276_Value > 32767: raise DecodeError(f'value {_c276_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c276_Exponent, _c276_Value)
                     s = 9
                 elif ec == 9:
                     p += 3
@@ -21492,6 +27171,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
                     p += 1
@@ -21507,6 +27189,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -21522,6 +27207,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -21538,10 +27226,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 7:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c277_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c277_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c277_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c277_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c277_Value = -_c277_Value - 1
+                    if _c277_Value < -32768 or _c277_Value > 32767: raise DecodeError(f'value {_c277_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c277_Exponent, _c277_Value)
                     s = 9
                 elif ec == 8:
                     p += 3
@@ -21586,6 +27294,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
                     p += 1
@@ -21601,6 +27312,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -21616,6 +27330,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -21632,10 +27349,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 6:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c278_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c278_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c278_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c278_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c278_Value = -_c278_Value - 1
+                    if _c278_Value < -32768 or _c278_Value > 32767: raise DecodeError(f'value {_c278_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c278_Exponent, _c278_Value)
                     s = 9
                 elif ec == 7:
                     p += 3
@@ -21671,6 +27408,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
                     p += 1
@@ -21686,6 +27426,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -21701,6 +27444,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -21717,10 +27463,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 5:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c279_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c279_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c279_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c279_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c279_Value = -_c279_Value - 1
+                    if _c279_Value < -32768 or _c279_Value > 32767: raise DecodeError(f'value {_c279_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c279_Exponent, _c279_Value)
                     s = 9
                 elif ec == 6:
                     p += 3
@@ -21747,6 +27513,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
                     p += 1
@@ -21762,6 +27531,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -21777,6 +27549,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -21793,10 +27568,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 4:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c280_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c280_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c280_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c280_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c280_Value = -_c280_Value - 1
+                    if _c280_Value < -32768 or _c280_Value > 32767: raise DecodeError(f'value {_c280_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c280_Exponent, _c280_Value)
                     s = 9
                 elif ec == 5:
                     p += 3
@@ -21823,6 +27618,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -21838,6 +27636,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -21854,10 +27655,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 3:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c281_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c281_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c281_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c281_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c281_Value = -_c281_Value - 1
+                    if _c281_Value < -32768 or _c281_Value > 32767: raise DecodeError(f'value {_c281_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c281_Exponent, _c281_Value)
                     s = 9
                 elif ec == 4:
                     p += 3
@@ -21884,6 +27705,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -21900,10 +27724,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 2:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c282_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c282_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c282_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c282_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c282_Value = -_c282_Value - 1
+                    if _c282_Value < -32768 or _c282_Value > 32767: raise DecodeError(f'value {_c282_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c282_Exponent, _c282_Value)
                     s = 9
                 elif ec == 3:
                     p += 3
@@ -21931,10 +27775,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c283_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c283_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c283_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c283_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c283_Value = -_c283_Value - 1
+                    if _c283_Value < -32768 or _c283_Value > 32767: raise DecodeError(f'value {_c283_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c283_Exponent, _c283_Value)
                     s = 9
                 elif ec == 2:
                     p += 3
@@ -21954,10 +27818,30 @@ def _d_DisplayParametersType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c284_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c284_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c284_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c284_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c284_Value = -_c284_Value - 1
+                    if _c284_Value < -32768 or _c284_Value > 32767: raise DecodeError(f'value {_c284_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c284_Exponent, _c284_Value)
                     s = 9
                 elif ec == 1:
                     p += 3
@@ -22052,6 +27936,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (4 << 1)
                     n += 5
                     if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22063,6 +27948,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (5 << 1)
                     n += 5
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22074,6 +27960,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (6 << 1)
                     n += 5
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22088,11 +27975,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 4) | 8
-                    n += 4
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c285_Exponent = _o.Exponent
+                    _c285_Value = _o.Value
+                    if not (_c285_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c285_Exponent <= 127: raise EncodeError(f'value {_c285_Exponent!r} outside [-128, 127]')
+                    if not (_c285_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c285_Value < -32768 or _c285_Value > 32767: raise EncodeError(f'value {_c285_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (8 << 14) | ((_c285_Exponent - -128) << 4) | (_c285_Value < 0)
+                    n += 18
+                    _c285_Exponent = None
+                    _m = (-_c285_Value - 1 if _c285_Value < 0 else _c285_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c285_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -22135,6 +28036,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (3 << 1)
                     n += 5
                     if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22146,6 +28048,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (4 << 1)
                     n += 5
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22157,6 +28060,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (5 << 1)
                     n += 5
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22171,11 +28075,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 4) | 7
-                    n += 4
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c286_Exponent = _o.Exponent
+                    _c286_Value = _o.Value
+                    if not (_c286_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c286_Exponent <= 127: raise EncodeError(f'value {_c286_Exponent!r} outside [-128, 127]')
+                    if not (_c286_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c286_Value < -32768 or _c286_Value > 32767: raise EncodeError(f'value {_c286_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (7 << 14) | ((_c286_Exponent - -128) << 4) | (_c286_Value < 0)
+                    n += 18
+                    _c286_Exponent = None
+                    _m = (-_c286_Value - 1 if _c286_Value < 0 else _c286_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c286_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -22211,6 +28129,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (2 << 1)
                     n += 5
                     if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22222,6 +28141,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (3 << 1)
                     n += 5
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22233,6 +28153,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (4 << 1)
                     n += 5
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22247,11 +28168,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 4) | 6
-                    n += 4
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c287_Exponent = _o.Exponent
+                    _c287_Value = _o.Value
+                    if not (_c287_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c287_Exponent <= 127: raise EncodeError(f'value {_c287_Exponent!r} outside [-128, 127]')
+                    if not (_c287_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c287_Value < -32768 or _c287_Value > 32767: raise EncodeError(f'value {_c287_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (6 << 14) | ((_c287_Exponent - -128) << 4) | (_c287_Value < 0)
+                    n += 18
+                    _c287_Exponent = None
+                    _m = (-_c287_Value - 1 if _c287_Value < 0 else _c287_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c287_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -22280,6 +28215,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (1 << 1)
                     n += 5
                     if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22291,6 +28227,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (2 << 1)
                     n += 5
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22302,6 +28239,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (3 << 1)
                     n += 5
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22316,11 +28254,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 4) | 5
-                    n += 4
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c288_Exponent = _o.Exponent
+                    _c288_Value = _o.Value
+                    if not (_c288_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c288_Exponent <= 127: raise EncodeError(f'value {_c288_Exponent!r} outside [-128, 127]')
+                    if not (_c288_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c288_Value < -32768 or _c288_Value > 32767: raise EncodeError(f'value {_c288_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (5 << 14) | ((_c288_Exponent - -128) << 4) | (_c288_Value < 0)
+                    n += 18
+                    _c288_Exponent = None
+                    _m = (-_c288_Value - 1 if _c288_Value < 0 else _c288_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c288_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -22342,6 +28294,7 @@ def _e_DisplayParametersType(w, o):
                     v <<= 4
                     n += 4
                     if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22353,6 +28306,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 4) | (1 << 1)
                     n += 4
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22364,6 +28318,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 4) | (2 << 1)
                     n += 4
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22378,11 +28333,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 3) | 4
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c289_Exponent = _o.Exponent
+                    _c289_Value = _o.Value
+                    if not (_c289_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c289_Exponent <= 127: raise EncodeError(f'value {_c289_Exponent!r} outside [-128, 127]')
+                    if not (_c289_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c289_Value < -32768 or _c289_Value > 32767: raise EncodeError(f'value {_c289_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (4 << 14) | ((_c289_Exponent - -128) << 4) | (_c289_Value < 0)
+                    n += 17
+                    _c289_Exponent = None
+                    _m = (-_c289_Value - 1 if _c289_Value < 0 else _c289_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c289_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -22404,6 +28373,7 @@ def _e_DisplayParametersType(w, o):
                     v <<= 4
                     n += 4
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22415,6 +28385,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 4) | (1 << 1)
                     n += 4
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22429,11 +28400,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 3) | 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c290_Exponent = _o.Exponent
+                    _c290_Value = _o.Value
+                    if not (_c290_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c290_Exponent <= 127: raise EncodeError(f'value {_c290_Exponent!r} outside [-128, 127]')
+                    if not (_c290_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c290_Value < -32768 or _c290_Value > 32767: raise EncodeError(f'value {_c290_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (3 << 14) | ((_c290_Exponent - -128) << 4) | (_c290_Value < 0)
+                    n += 17
+                    _c290_Exponent = None
+                    _m = (-_c290_Value - 1 if _c290_Value < 0 else _c290_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c290_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -22455,6 +28440,7 @@ def _e_DisplayParametersType(w, o):
                     v <<= 4
                     n += 4
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -22469,11 +28455,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c291_Exponent = _o.Exponent
+                    _c291_Value = _o.Value
+                    if not (_c291_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c291_Exponent <= 127: raise EncodeError(f'value {_c291_Exponent!r} outside [-128, 127]')
+                    if not (_c291_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c291_Value < -32768 or _c291_Value > 32767: raise EncodeError(f'value {_c291_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (2 << 14) | ((_c291_Exponent - -128) << 4) | (_c291_Value < 0)
+                    n += 17
+                    _c291_Exponent = None
+                    _m = (-_c291_Value - 1 if _c291_Value < 0 else _c291_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c291_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -22498,11 +28498,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c292_Exponent = _o.Exponent
+                    _c292_Value = _o.Value
+                    if not (_c292_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c292_Exponent <= 127: raise EncodeError(f'value {_c292_Exponent!r} outside [-128, 127]')
+                    if not (_c292_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c292_Value < -32768 or _c292_Value > 32767: raise EncodeError(f'value {_c292_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 14) | ((_c292_Exponent - -128) << 4) | (_c292_Value < 0)
+                    n += 17
+                    _c292_Exponent = None
+                    _m = (-_c292_Value - 1 if _c292_Value < 0 else _c292_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c292_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -22520,11 +28534,25 @@ def _e_DisplayParametersType(w, o):
             if s == 8:
                 if v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
+                    _o = v_BatteryEnergyCapacity
+                    _c293_Exponent = _o.Exponent
+                    _c293_Value = _o.Value
+                    if not (_c293_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c293_Exponent <= 127: raise EncodeError(f'value {_c293_Exponent!r} outside [-128, 127]')
+                    if not (_c293_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c293_Value < -32768 or _c293_Value > 32767: raise EncodeError(f'value {_c293_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c293_Exponent - -128) << 4) | (_c293_Value < 0)
+                    n += 16
+                    _c293_Exponent = None
+                    _m = (-_c293_Value - 1 if _c293_Value < 0 else _c293_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _c293_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -22598,10 +28626,30 @@ def _d_ChargeLoopResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ChargeLoopResType', p)
                     el = 'EVSEStatus'
-                    r.pos = p
-                    f_EVSEStatus = _d_EVSEStatusType(r)
-                    p = r.pos
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c294_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c294_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c294_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 8
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 255
+                    if x & 227: raise r.deviation('ChargeLoopResType', p)
+                    if _c294_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c294_NotificationMaxDelay} outside [0, 65535]', p)
+                    el = 'EVSENotification'
+                    _c294_EVSENotification = ((x >> 2) & 7)
+                    if _c294_EVSENotification >= 6: raise DecodeError(f'enumeration index {_c294_EVSENotification} out of range (6 values)', p)
+                    _c294_EVSENotification = _E14[_c294_EVSENotification]
+                    f_EVSEStatus = iso20_commontypes.EVSEStatusType(_c294_NotificationMaxDelay, _c294_EVSENotification)
                     s = 3
                 elif ec == 1:
                     el = 'MeterInfo'
@@ -22689,9 +28737,9 @@ def _e_ChargeLoopResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i33 = _I4.get(v_ResponseCode)
-                    if _i33 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 9) | (_i33 << 1)
+                    _i295 = _I4.get(v_ResponseCode)
+                    if _i295 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 9) | (_i295 << 1)
                     n += 9
                     v_Header = None
                     v_ResponseCode = None
@@ -22701,11 +28749,25 @@ def _e_ChargeLoopResType(w, o):
             if s == 2:
                 if v_EVSEStatus is not None:
                     el = 'EVSEStatus'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_EVSEStatusType(w, v_EVSEStatus)
-                    v = w.v; n = w.n
+                    _o = v_EVSEStatus
+                    _c296_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c296_EVSENotification = _o.EVSENotification
+                    if not (_c296_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c296_NotificationMaxDelay < 0 or _c296_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c296_NotificationMaxDelay!r} outside [0, 65535]')
+                    v <<= 5
+                    n += 5
+                    if _c296_NotificationMaxDelay < 128: v = (v << 8) | _c296_NotificationMaxDelay; n += 8
+                    elif _c296_NotificationMaxDelay < 16384: v = (v << 16) | ((_c296_NotificationMaxDelay & 127) << 8) | 32768 | (_c296_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c296_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c296_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i128 = _I15.get(_c296_EVSENotification)
+                    if _i128 is None: raise EncodeError(f'{_c296_EVSENotification!r} is not one of the enumeration evseNotificationType')
+                    v = (v << 8) | (_i128 << 2)
+                    n += 8
+                    _c296_NotificationMaxDelay = None
+                    _c296_EVSENotification = None
                     v_EVSEStatus = None
                     s = 3
                 elif v_MeterInfo is not None:
@@ -22873,9 +28935,9 @@ def _e_ChargeParameterDiscoveryResType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i34 = _I4.get(v_ResponseCode)
-            if _i34 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 10) | (_i34 << 2)
+            _i297 = _I4.get(v_ResponseCode)
+            if _i297 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 10) | (_i297 << 2)
             n += 10
             v_Header = None
             v_ResponseCode = None
@@ -22911,44 +28973,110 @@ def _d_Dynamic_CLReqControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_DepartureTime = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_DepartureTime = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
+                    el = 'EVTargetEnergyRequest'
+                    el = 'Exponent'
+                    _c298_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c298_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c298_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c298_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
-                    el = 'EVTargetEnergyRequest'
-                    r.pos = p
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    if _neg: _c298_Value = -_c298_Value - 1
+                    if _c298_Value < -32768 or _c298_Value > 32767: raise DecodeError(f'value {_c298_Value} outside [-32768, 32767]', p)
+                    f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c298_Exponent, _c298_Value)
                     s = 2
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     el = 'EVTargetEnergyRequest'
-                    r.pos = p
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c299_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c299_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c299_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c299_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                    if _neg: _c299_Value = -_c299_Value - 1
+                    if _c299_Value < -32768 or _c299_Value > 32767: raise DecodeError(f'value {_c299_Value} outside [-32768, 32767]', p)
+                    f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c299_Exponent, _c299_Value)
                     s = 2
                 else:
                     raise r.deviation('Dynamic_CLReqControlModeType', p)
             if s == 2:
-                p += 1
+                p += 15
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 el = 'EVMaximumEnergyRequest'
-                r.pos = p
-                f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                p = r.pos
-                p += 1
+                el = 'Exponent'
+                _c300_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c300_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c300_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c300_Value = r.uint(); p = r.pos
+                p += 17
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                if _neg: _c300_Value = -_c300_Value - 1
+                if _c300_Value < -32768 or _c300_Value > 32767: raise DecodeError(f'value {_c300_Value} outside [-32768, 32767]', p)
+                f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c300_Exponent, _c300_Value)
                 el = 'EVMinimumEnergyRequest'
-                r.pos = p
-                f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                p = r.pos
-                p += 1
+                el = 'Exponent'
+                _c301_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c301_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c301_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c301_Value = r.uint(); p = r.pos
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                if _neg: _c301_Value = -_c301_Value - 1
+                if _c301_Value < -32768 or _c301_Value > 32767: raise DecodeError(f'value {_c301_Value} outside [-32768, 32767]', p)
+                f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c301_Exponent, _c301_Value)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -22974,24 +29102,53 @@ def _e_Dynamic_CLReqControlModeType(w, o):
                     v <<= 3
                     n += 3
                     if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+                    elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
                     if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
                     el = 'EVTargetEnergyRequest'
+                    _o = v_EVTargetEnergyRequest
+                    _c302_Exponent = _o.Exponent
+                    _c302_Value = _o.Value
+                    if not (_c302_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c302_Exponent <= 127: raise EncodeError(f'value {_c302_Exponent!r} outside [-128, 127]')
+                    if not (_c302_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c302_Value < -32768 or _c302_Value > 32767: raise EncodeError(f'value {_c302_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c302_Exponent - -128) << 4) | (_c302_Value < 0)
+                    n += 16
+                    v_DepartureTime = None
+                    _c302_Exponent = None
+                    _m = (-_c302_Value - 1 if _c302_Value < 0 else _c302_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    v_DepartureTime = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v = w.v; n = w.n
+                    _c302_Value = None
                     v_EVTargetEnergyRequest = None
                     s = 2
                 elif v_EVTargetEnergyRequest is not None:
                     el = 'EVTargetEnergyRequest'
-                    v = (v << 2) | 1
+                    _o = v_EVTargetEnergyRequest
+                    _c303_Exponent = _o.Exponent
+                    _c303_Value = _o.Value
+                    if not (_c303_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c303_Exponent <= 127: raise EncodeError(f'value {_c303_Exponent!r} outside [-128, 127]')
+                    if not (_c303_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c303_Value < -32768 or _c303_Value > 32767: raise EncodeError(f'value {_c303_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (1 << 14) | ((_c303_Exponent - -128) << 4) | (_c303_Value < 0)
+                    n += 16
+                    _c303_Exponent = None
+                    _m = (-_c303_Value - 1 if _c303_Value < 0 else _c303_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v = w.v; n = w.n
+                    _c303_Value = None
                     v_EVTargetEnergyRequest = None
                     s = 2
                 else:
@@ -22999,21 +29156,45 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             if s == 2:
                 if v_EVMaximumEnergyRequest is not None:
                     el = 'EVMaximumEnergyRequest'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumEnergyRequest
+                    _c304_Exponent = _o.Exponent
+                    _c304_Value = _o.Value
+                    if not (_c304_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c304_Exponent <= 127: raise EncodeError(f'value {_c304_Exponent!r} outside [-128, 127]')
+                    if not (_c304_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c304_Value < -32768 or _c304_Value > 32767: raise EncodeError(f'value {_c304_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c304_Exponent - -128) << 4) | (_c304_Value < 0)
+                    n += 15
+                    _c304_Exponent = None
+                    _m = (-_c304_Value - 1 if _c304_Value < 0 else _c304_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                     el = 'EVMinimumEnergyRequest'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVMinimumEnergyRequest
+                    _c305_Exponent = _o.Exponent
+                    _c305_Value = _o.Value
+                    if not (_c305_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c305_Exponent <= 127: raise EncodeError(f'value {_c305_Exponent!r} outside [-128, 127]')
+                    if not (_c305_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c305_Value < -32768 or _c305_Value > 32767: raise EncodeError(f'value {_c305_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c305_Exponent - -128) << 4) | (_c305_Value < 0)
+                    n += 17
+                    _c304_Value = None
                     v_EVMaximumEnergyRequest = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    _c305_Exponent = None
+                    _m = (-_c305_Value - 1 if _c305_Value < 0 else _c305_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c305_Value = None
                     v_EVMinimumEnergyRequest = None
                     if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                     s = -1
@@ -23048,6 +29229,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_DepartureTime = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_DepartureTime = r.uint(); p = r.pos
                     p += 1
@@ -23081,6 +29265,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_AckMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
                     p += 1
@@ -23123,6 +29310,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_AckMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
                     p += 1
@@ -23156,6 +29346,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_AckMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
                     p += 1
@@ -23180,6 +29373,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_AckMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
                     p += 1
@@ -23221,6 +29417,7 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     v <<= 4
                     n += 4
                     if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+                    elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -23246,6 +29443,7 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     v = (v << 4) | (3 << 1)
                     n += 4
                     if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                    elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -23277,6 +29475,7 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     v = (v << 4) | (2 << 1)
                     n += 4
                     if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                    elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -23301,6 +29500,7 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     v = (v << 3) | (1 << 1)
                     n += 3
                     if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                    elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -23318,6 +29518,7 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     v <<= 3
                     n += 3
                     if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                    elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -23355,22 +29556,82 @@ def _d_Scheduled_CLReqControlModeType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVTargetEnergyRequest'
-                    r.pos = p
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c306_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c306_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c306_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c306_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c306_Value = -_c306_Value - 1
+                    if _c306_Value < -32768 or _c306_Value > 32767: raise DecodeError(f'value {_c306_Value} outside [-32768, 32767]', p)
+                    f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c306_Exponent, _c306_Value)
                     s = 1
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMaximumEnergyRequest'
-                    r.pos = p
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c307_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c307_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c307_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c307_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c307_Value = -_c307_Value - 1
+                    if _c307_Value < -32768 or _c307_Value > 32767: raise DecodeError(f'value {_c307_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c307_Exponent, _c307_Value)
                     s = 2
                 elif ec == 2:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMinimumEnergyRequest'
-                    r.pos = p
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c308_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c308_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c308_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c308_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c308_Value = -_c308_Value - 1
+                    if _c308_Value < -32768 or _c308_Value > 32767: raise DecodeError(f'value {_c308_Value} outside [-32768, 32767]', p)
+                    f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c308_Exponent, _c308_Value)
                     s = 3
                 elif ec == 3:
                     pass
@@ -23382,16 +29643,56 @@ def _d_Scheduled_CLReqControlModeType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMaximumEnergyRequest'
-                    r.pos = p
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c309_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c309_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c309_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c309_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c309_Value = -_c309_Value - 1
+                    if _c309_Value < -32768 or _c309_Value > 32767: raise DecodeError(f'value {_c309_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c309_Exponent, _c309_Value)
                     s = 2
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMinimumEnergyRequest'
-                    r.pos = p
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c310_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c310_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c310_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c310_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c310_Value = -_c310_Value - 1
+                    if _c310_Value < -32768 or _c310_Value > 32767: raise DecodeError(f'value {_c310_Value} outside [-32768, 32767]', p)
+                    f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c310_Exponent, _c310_Value)
                     s = 3
                 elif ec == 2:
                     pass
@@ -23403,10 +29704,30 @@ def _d_Scheduled_CLReqControlModeType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMinimumEnergyRequest'
-                    r.pos = p
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c311_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c311_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c311_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c311_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c311_Value = -_c311_Value - 1
+                    if _c311_Value < -32768 or _c311_Value > 32767: raise DecodeError(f'value {_c311_Value} outside [-32768, 32767]', p)
+                    f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c311_Exponent, _c311_Value)
                     s = 3
                 elif ec == 1:
                     pass
@@ -23437,29 +29758,71 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             if s == 0:
                 if v_EVTargetEnergyRequest is not None:
                     el = 'EVTargetEnergyRequest'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVTargetEnergyRequest
+                    _c312_Exponent = _o.Exponent
+                    _c312_Value = _o.Value
+                    if not (_c312_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c312_Exponent <= 127: raise EncodeError(f'value {_c312_Exponent!r} outside [-128, 127]')
+                    if not (_c312_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c312_Value < -32768 or _c312_Value > 32767: raise EncodeError(f'value {_c312_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c312_Exponent - -128) << 4) | (_c312_Value < 0)
+                    n += 17
+                    _c312_Exponent = None
+                    _m = (-_c312_Value - 1 if _c312_Value < 0 else _c312_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c312_Value = None
                     v_EVTargetEnergyRequest = None
                     s = 1
                 elif v_EVMaximumEnergyRequest is not None:
                     el = 'EVMaximumEnergyRequest'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumEnergyRequest
+                    _c313_Exponent = _o.Exponent
+                    _c313_Value = _o.Value
+                    if not (_c313_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c313_Exponent <= 127: raise EncodeError(f'value {_c313_Exponent!r} outside [-128, 127]')
+                    if not (_c313_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c313_Value < -32768 or _c313_Value > 32767: raise EncodeError(f'value {_c313_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 14) | ((_c313_Exponent - -128) << 4) | (_c313_Value < 0)
+                    n += 17
+                    _c313_Exponent = None
+                    _m = (-_c313_Value - 1 if _c313_Value < 0 else _c313_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c313_Value = None
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
                     el = 'EVMinimumEnergyRequest'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVMinimumEnergyRequest
+                    _c314_Exponent = _o.Exponent
+                    _c314_Value = _o.Value
+                    if not (_c314_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c314_Exponent <= 127: raise EncodeError(f'value {_c314_Exponent!r} outside [-128, 127]')
+                    if not (_c314_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c314_Value < -32768 or _c314_Value > 32767: raise EncodeError(f'value {_c314_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (2 << 14) | ((_c314_Exponent - -128) << 4) | (_c314_Value < 0)
+                    n += 17
+                    _c314_Exponent = None
+                    _m = (-_c314_Value - 1 if _c314_Value < 0 else _c314_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c314_Value = None
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif True:
@@ -23470,20 +29833,48 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             if s == 1:
                 if v_EVMaximumEnergyRequest is not None:
                     el = 'EVMaximumEnergyRequest'
+                    _o = v_EVMaximumEnergyRequest
+                    _c315_Exponent = _o.Exponent
+                    _c315_Value = _o.Value
+                    if not (_c315_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c315_Exponent <= 127: raise EncodeError(f'value {_c315_Exponent!r} outside [-128, 127]')
+                    if not (_c315_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c315_Value < -32768 or _c315_Value > 32767: raise EncodeError(f'value {_c315_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c315_Exponent - -128) << 4) | (_c315_Value < 0)
+                    n += 16
+                    _c315_Exponent = None
+                    _m = (-_c315_Value - 1 if _c315_Value < 0 else _c315_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v = w.v; n = w.n
+                    _c315_Value = None
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
                     el = 'EVMinimumEnergyRequest'
-                    v = (v << 2) | 1
+                    _o = v_EVMinimumEnergyRequest
+                    _c316_Exponent = _o.Exponent
+                    _c316_Value = _o.Value
+                    if not (_c316_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c316_Exponent <= 127: raise EncodeError(f'value {_c316_Exponent!r} outside [-128, 127]')
+                    if not (_c316_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c316_Value < -32768 or _c316_Value > 32767: raise EncodeError(f'value {_c316_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (1 << 14) | ((_c316_Exponent - -128) << 4) | (_c316_Value < 0)
+                    n += 16
+                    _c316_Exponent = None
+                    _m = (-_c316_Value - 1 if _c316_Value < 0 else _c316_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
+                    _c316_Value = None
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif True:
@@ -23494,11 +29885,25 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             if s == 2:
                 if v_EVMinimumEnergyRequest is not None:
                     el = 'EVMinimumEnergyRequest'
+                    _o = v_EVMinimumEnergyRequest
+                    _c317_Exponent = _o.Exponent
+                    _c317_Value = _o.Value
+                    if not (_c317_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c317_Exponent <= 127: raise EncodeError(f'value {_c317_Exponent!r} outside [-128, 127]')
+                    if not (_c317_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c317_Value < -32768 or _c317_Value > 32767: raise EncodeError(f'value {_c317_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c317_Exponent - -128) << 4) | (_c317_Value < 0)
+                    n += 16
+                    _c317_Exponent = None
+                    _m = (-_c317_Value - 1 if _c317_Value < 0 else _c317_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
+                    _c317_Value = None
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif True:
@@ -23561,6 +29966,9 @@ def _d_TargetPositionType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_TargetOffsetX = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_TargetOffsetX = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_TargetOffsetX = r.uint(); p = r.pos
         p += 3
@@ -23572,6 +29980,9 @@ def _d_TargetPositionType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_TargetOffsetY = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_TargetOffsetY = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_TargetOffsetY = r.uint(); p = r.pos
         p += 2
@@ -23598,6 +30009,7 @@ def _e_TargetPositionType(w, o):
             v <<= 2
             n += 2
             if v_TargetOffsetX < 128: v = (v << 8) | v_TargetOffsetX; n += 8
+            elif v_TargetOffsetX < 16384: v = (v << 16) | ((v_TargetOffsetX & 127) << 8) | 32768 | (v_TargetOffsetX >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_TargetOffsetX); v = w.v; n = w.n
             if not (v_TargetOffsetY is not None): raise EncodeError('missing content: TargetOffsetY')
             el = 'TargetOffsetY'
@@ -23606,6 +30018,7 @@ def _e_TargetPositionType(w, o):
             n += 3
             v_TargetOffsetX = None
             if v_TargetOffsetY < 128: v = (v << 8) | v_TargetOffsetY; n += 8
+            elif v_TargetOffsetY < 16384: v = (v << 16) | ((v_TargetOffsetY & 127) << 8) | 32768 | (v_TargetOffsetY >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_TargetOffsetY); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -23654,7 +30067,7 @@ def _ee5(w, o):  # CLResControlMode
     _e_CLResControlModeType(w, o)
 
 def _de6(r):  # CanonicalizationMethod
-    return _d_CanonicalizationMethodType(r, 6)
+    return _d_CanonicalizationMethodType(r, 9)
 
 def _ee6(w, o):  # CanonicalizationMethod
     _e_CanonicalizationMethodType(w, o)
@@ -23678,7 +30091,7 @@ def _ee9(w, o):  # DSAKeyValue
     _e_DSAKeyValueType(w, o)
 
 def _de10(r):  # DigestMethod
-    return _d_DigestMethodType(r, 12)
+    return _d_DigestMethodType(r, 15)
 
 def _ee10(w, o):  # DigestMethod
     _e_DigestMethodType(w, o)
@@ -23713,7 +30126,7 @@ def _ee11(w, o):  # DigestValue
     w.n = n
 
 def _de12(r):  # KeyInfo
-    return _d_KeyInfoType(r, 4)
+    return _d_KeyInfoType(r, 7)
 
 def _ee12(w, o):  # KeyInfo
     _e_KeyInfoType(w, o)
@@ -23726,7 +30139,7 @@ def _de13(r):  # KeyName
     if p > E: raise r.truncated(p)
     if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
     r.pos = p
-    val = r.string(16)
+    val = r.string(19)
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
@@ -23739,16 +30152,18 @@ def _ee13(w, o):  # KeyName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
 def _de14(r):  # KeyValue
-    return _d_KeyValueType(r, 17)
+    return _d_KeyValueType(r, 20)
 
 def _ee14(w, o):  # KeyValue
     _e_KeyValueType(w, o)
@@ -23779,7 +30194,7 @@ def _de18(r):  # MgmtData
     if p > E: raise r.truncated(p)
     if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
     r.pos = p
-    val = r.string(18)
+    val = r.string(21)
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
@@ -23792,16 +30207,18 @@ def _ee18(w, o):  # MgmtData
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
     w.n = n
 
 def _de19(r):  # Object
-    return _d_ObjectType(r, 5)
+    return _d_ObjectType(r, 8)
 
 def _ee19(w, o):  # Object
     _e_ObjectType(w, o)
@@ -23927,7 +30344,7 @@ def _ee39(w, o):  # Signature
     _e_SignatureType(w, o)
 
 def _de40(r):  # SignatureMethod
-    return _d_SignatureMethodType(r, 7)
+    return _d_SignatureMethodType(r, 10)
 
 def _ee40(w, o):  # SignatureMethod
     _e_SignatureMethodType(w, o)
@@ -23969,7 +30386,7 @@ def _ee46(w, o):  # SignedMeteringData
     _e_SignedMeteringDataType(w, o)
 
 def _de47(r):  # Transform
-    return _d_TransformType(r, 14)
+    return _d_TransformType(r, 17)
 
 def _ee47(w, o):  # Transform
     _e_TransformType(w, o)
@@ -24085,6 +30502,9 @@ def _de55(r):  # AckMaxDelay
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -24101,6 +30521,7 @@ def _ee55(w, o):  # AckMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24230,9 +30651,9 @@ def _de64(r):  # AuthorizationServices
 def _ee64(w, o):  # AuthorizationServices
     v = w.v
     n = w.n
-    _i35 = _I1.get(o)
-    if _i35 is None: raise EncodeError(f'{o!r} is not one of the enumeration authorizationType')
-    v = (v << 3) | (_i35 << 1)
+    _i318 = _I1.get(o)
+    if _i318 is None: raise EncodeError(f'{o!r} is not one of the enumeration authorizationType')
+    v = (v << 3) | (_i318 << 1)
     n += 3
     w.v = v
     w.n = n
@@ -24258,9 +30679,9 @@ def _de66(r):  # BPT_ChannelSelection
 def _ee66(w, o):  # BPT_ChannelSelection
     v = w.v
     n = w.n
-    _i36 = _I11.get(o)
-    if _i36 is None: raise EncodeError(f'{o!r} is not one of the enumeration channelSelectionType')
-    v = (v << 3) | (_i36 << 1)
+    _i319 = _I11.get(o)
+    if _i319 is None: raise EncodeError(f'{o!r} is not one of the enumeration channelSelectionType')
+    v = (v << 3) | (_i319 << 1)
     n += 3
     w.v = v
     w.n = n
@@ -24275,6 +30696,9 @@ def _de67(r):  # BPT_DischargedEnergyReadingWh
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -24291,6 +30715,7 @@ def _ee67(w, o):  # BPT_DischargedEnergyReadingWh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24307,6 +30732,9 @@ def _de68(r):  # BPT_InductiveEnergyReadingVARh
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -24323,6 +30751,7 @@ def _ee68(w, o):  # BPT_InductiveEnergyReadingVARh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24351,6 +30780,9 @@ def _de71(r):  # CapacitiveEnergyReadingVARh
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -24367,6 +30799,7 @@ def _ee71(w, o):  # CapacitiveEnergyReadingVARh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24383,6 +30816,9 @@ def _de72(r):  # CarbonDioxideEmission
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -24399,6 +30835,7 @@ def _ee72(w, o):  # CarbonDioxideEmission
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24472,9 +30909,9 @@ def _de75(r):  # ChargeProgress
 def _ee75(w, o):  # ChargeProgress
     v = w.v
     n = w.n
-    _i37 = _I10.get(o)
-    if _i37 is None: raise EncodeError(f'{o!r} is not one of the enumeration chargeProgressType')
-    v = (v << 4) | (_i37 << 1)
+    _i320 = _I10.get(o)
+    if _i320 is None: raise EncodeError(f'{o!r} is not one of the enumeration chargeProgressType')
+    v = (v << 4) | (_i320 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -24489,6 +30926,9 @@ def _de76(r):  # ChargedEnergyReadingWh
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -24505,6 +30945,7 @@ def _ee76(w, o):  # ChargedEnergyReadingWh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24555,9 +30996,9 @@ def _de79(r):  # ChargingSession
 def _ee79(w, o):  # ChargingSession
     v = w.v
     n = w.n
-    _i38 = _I17.get(o)
-    if _i38 is None: raise EncodeError(f'{o!r} is not one of the enumeration chargingSessionType')
-    v = (v << 4) | (_i38 << 1)
+    _i321 = _I17.get(o)
+    if _i321 is None: raise EncodeError(f'{o!r} is not one of the enumeration chargingSessionType')
+    v = (v << 4) | (_i321 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -24572,6 +31013,9 @@ def _de80(r):  # CheckOutTime
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -24588,6 +31032,7 @@ def _ee80(w, o):  # CheckOutTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24628,10 +31073,12 @@ def _ee83(w, o):  # Currency
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 3: raise EncodeError(f'length {len(o)} outside [0, 3]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -24678,6 +31125,9 @@ def _de85(r):  # DepartureTime
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -24694,6 +31144,7 @@ def _ee85(w, o):  # DepartureTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24710,6 +31161,9 @@ def _de86(r):  # DepartureTime
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -24726,6 +31180,7 @@ def _ee86(w, o):  # DepartureTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24744,6 +31199,9 @@ def _de87(r):  # DeviceLocation
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -24762,6 +31220,7 @@ def _ee87(w, o):  # DeviceLocation
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24780,6 +31239,9 @@ def _de88(r):  # DeviceOffset
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -24798,6 +31260,7 @@ def _ee88(w, o):  # DeviceOffset
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24826,6 +31289,9 @@ def _de91(r):  # Duration
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -24842,6 +31308,7 @@ def _ee91(w, o):  # Duration
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -24887,9 +31354,9 @@ def _de96(r):  # ECDHCurve
 def _ee96(w, o):  # ECDHCurve
     v = w.v
     n = w.n
-    _i39 = _I7.get(o)
-    if _i39 is None: raise EncodeError(f'{o!r} is not one of the enumeration ecdhCurveType')
-    v = (v << 3) | (_i39 << 1)
+    _i322 = _I7.get(o)
+    if _i322 is None: raise EncodeError(f'{o!r} is not one of the enumeration ecdhCurveType')
+    v = (v << 3) | (_i322 << 1)
     n += 3
     w.v = v
     w.n = n
@@ -24928,10 +31395,12 @@ def _ee99(w, o):  # EMAID
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 255: raise EncodeError(f'length {len(o)} outside [0, 255]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -24965,10 +31434,12 @@ def _ee101(w, o):  # EVCCID
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 255: raise EncodeError(f'length {len(o)} outside [0, 255]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -24991,9 +31462,9 @@ def _de102(r):  # EVCheckInStatus
 def _ee102(w, o):  # EVCheckInStatus
     v = w.v
     n = w.n
-    _i40 = _I20.get(o)
-    if _i40 is None: raise EncodeError(f'{o!r} is not one of the enumeration evCheckInStatusType')
-    v = (v << 4) | (_i40 << 1)
+    _i323 = _I20.get(o)
+    if _i323 is None: raise EncodeError(f'{o!r} is not one of the enumeration evCheckInStatusType')
+    v = (v << 4) | (_i323 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -25015,9 +31486,9 @@ def _de103(r):  # EVCheckOutStatus
 def _ee103(w, o):  # EVCheckOutStatus
     v = w.v
     n = w.n
-    _i41 = _I23.get(o)
-    if _i41 is None: raise EncodeError(f'{o!r} is not one of the enumeration evCheckOutStatusType')
-    v = (v << 4) | (_i41 << 1)
+    _i324 = _I23.get(o)
+    if _i324 is None: raise EncodeError(f'{o!r} is not one of the enumeration evCheckOutStatusType')
+    v = (v << 4) | (_i324 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -25135,9 +31606,9 @@ def _de120(r):  # EVProcessing
 def _ee120(w, o):  # EVProcessing
     v = w.v
     n = w.n
-    _i42 = _I5.get(o)
-    if _i42 is None: raise EncodeError(f'{o!r} is not one of the enumeration processingType')
-    v = (v << 4) | (_i42 << 1)
+    _i325 = _I5.get(o)
+    if _i325 is None: raise EncodeError(f'{o!r} is not one of the enumeration processingType')
+    v = (v << 4) | (_i325 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -25157,9 +31628,9 @@ def _de121(r):  # EVSECheckOutStatus
 def _ee121(w, o):  # EVSECheckOutStatus
     v = w.v
     n = w.n
-    _i43 = _I25.get(o)
-    if _i43 is None: raise EncodeError(f'{o!r} is not one of the enumeration evseCheckOutStatusType')
-    v = (v << 3) | (_i43 << 1)
+    _i326 = _I25.get(o)
+    if _i326 is None: raise EncodeError(f'{o!r} is not one of the enumeration evseCheckOutStatusType')
+    v = (v << 3) | (_i326 << 1)
     n += 3
     w.v = v
     w.n = n
@@ -25186,10 +31657,12 @@ def _ee122(w, o):  # EVSEID
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 255: raise EncodeError(f'length {len(o)} outside [0, 255]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -25212,9 +31685,9 @@ def _de123(r):  # EVSENotification
 def _ee123(w, o):  # EVSENotification
     v = w.v
     n = w.n
-    _i44 = _I15.get(o)
-    if _i44 is None: raise EncodeError(f'{o!r} is not one of the enumeration evseNotificationType')
-    v = (v << 5) | (_i44 << 1)
+    _i327 = _I15.get(o)
+    if _i327 is None: raise EncodeError(f'{o!r} is not one of the enumeration evseNotificationType')
+    v = (v << 5) | (_i327 << 1)
     n += 5
     w.v = v
     w.n = n
@@ -25236,9 +31709,9 @@ def _de124(r):  # EVSEProcessing
 def _ee124(w, o):  # EVSEProcessing
     v = w.v
     n = w.n
-    _i45 = _I5.get(o)
-    if _i45 is None: raise EncodeError(f'{o!r} is not one of the enumeration processingType')
-    v = (v << 4) | (_i45 << 1)
+    _i328 = _I5.get(o)
+    if _i328 is None: raise EncodeError(f'{o!r} is not one of the enumeration processingType')
+    v = (v << 4) | (_i328 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -25289,10 +31762,12 @@ def _ee129(w, o):  # EVTerminationCode
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 80: raise EncodeError(f'length {len(o)} outside [0, 80]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -25320,10 +31795,12 @@ def _ee130(w, o):  # EVTerminationExplanation
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 160: raise EncodeError(f'length {len(o)} outside [0, 160]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -25511,6 +31988,9 @@ def _de140(r):  # HMACOutputLength
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -25528,6 +32008,7 @@ def _ee140(w, o):  # HMACOutputLength
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -25612,10 +32093,12 @@ def _ee144(w, o):  # Language
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 3: raise EncodeError(f'length {len(o)} outside [0, 3]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -25706,7 +32189,7 @@ def _de150(r):  # MeterID
     if p > E: raise r.truncated(p)
     if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
     r.pos = p
-    val = r.string(56)
+    val = r.string(57)
     if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
     p = r.pos
     p += 1
@@ -25720,10 +32203,12 @@ def _ee150(w, o):  # MeterID
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -25805,6 +32290,9 @@ def _de155(r):  # MeterStatus
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -25823,6 +32311,7 @@ def _ee155(w, o):  # MeterStatus
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -25839,6 +32328,9 @@ def _de156(r):  # MeterTimestamp
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -25855,6 +32347,7 @@ def _ee156(w, o):  # MeterTimestamp
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -25950,6 +32443,9 @@ def _de161(r):  # NotificationMaxDelay
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -25966,6 +32462,7 @@ def _ee161(w, o):  # NotificationMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -26027,6 +32524,9 @@ def _de167(r):  # OverstayFeePeriod
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -26043,6 +32543,7 @@ def _ee167(w, o):  # OverstayFeePeriod
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -26083,10 +32584,12 @@ def _ee170(w, o):  # OverstayRuleDescription
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 160: raise EncodeError(f'length {len(o)} outside [0, 160]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -26108,6 +32611,9 @@ def _de172(r):  # OverstayTimeThreshold
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -26124,6 +32630,7 @@ def _ee172(w, o):  # OverstayTimeThreshold
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -26239,6 +32746,9 @@ def _de178(r):  # ParameterSetID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -26255,6 +32765,7 @@ def _ee178(w, o):  # ParameterSetID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -26277,6 +32788,9 @@ def _de180(r):  # ParkingFeePeriod
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -26293,6 +32807,7 @@ def _ee180(w, o):  # ParkingFeePeriod
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -26316,9 +32831,9 @@ def _de181(r):  # ParkingMethod
 def _ee181(w, o):  # ParkingMethod
     v = w.v
     n = w.n
-    _i46 = _I21.get(o)
-    if _i46 is None: raise EncodeError(f'{o!r} is not one of the enumeration parkingMethodType')
-    v = (v << 4) | (_i46 << 1)
+    _i329 = _I21.get(o)
+    if _i329 is None: raise EncodeError(f'{o!r} is not one of the enumeration parkingMethodType')
+    v = (v << 4) | (_i329 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -26335,6 +32850,9 @@ def _de182(r):  # ParkingSpace
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -26353,6 +32871,7 @@ def _ee182(w, o):  # ParkingSpace
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -26451,9 +32970,9 @@ def _de192(r):  # PowerToleranceAcceptance
 def _ee192(w, o):  # PowerToleranceAcceptance
     v = w.v
     n = w.n
-    _i47 = _I13.get(o)
-    if _i47 is None: raise EncodeError(f'{o!r} is not one of the enumeration powerToleranceAcceptanceType')
-    v = (v << 3) | (_i47 << 1)
+    _i330 = _I13.get(o)
+    if _i330 is None: raise EncodeError(f'{o!r} is not one of the enumeration powerToleranceAcceptanceType')
+    v = (v << 3) | (_i330 << 1)
     n += 3
     w.v = v
     w.n = n
@@ -26514,10 +33033,12 @@ def _ee196(w, o):  # PriceAlgorithm
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 255: raise EncodeError(f'length {len(o)} outside [0, 255]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -26602,10 +33123,12 @@ def _ee204(w, o):  # PriceScheduleDescription
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 160: raise EncodeError(f'length {len(o)} outside [0, 160]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -26621,6 +33144,9 @@ def _de205(r):  # PriceScheduleID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -26637,6 +33163,7 @@ def _ee205(w, o):  # PriceScheduleID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -26671,10 +33198,12 @@ def _ee207(w, o):  # ProviderID
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 80: raise EncodeError(f'length {len(o)} outside [0, 80]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -26752,6 +33281,9 @@ def _de212(r):  # RemainingTimeToMaximumSOC
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -26768,6 +33300,7 @@ def _ee212(w, o):  # RemainingTimeToMaximumSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -26784,6 +33317,9 @@ def _de213(r):  # RemainingTimeToMinimumSOC
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -26800,6 +33336,7 @@ def _ee213(w, o):  # RemainingTimeToMinimumSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -26816,6 +33353,9 @@ def _de214(r):  # RemainingTimeToTargetSOC
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -26832,6 +33372,7 @@ def _ee214(w, o):  # RemainingTimeToTargetSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -26876,9 +33417,9 @@ def _de216(r):  # ResponseCode
 def _ee216(w, o):  # ResponseCode
     v = w.v
     n = w.n
-    _i48 = _I4.get(o)
-    if _i48 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
-    v = (v << 8) | (_i48 << 1)
+    _i331 = _I4.get(o)
+    if _i331 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
+    v = (v << 8) | (_i331 << 1)
     n += 8
     w.v = v
     w.n = n
@@ -26965,6 +33506,9 @@ def _de221(r):  # ScheduleTupleID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -26981,6 +33525,7 @@ def _ee221(w, o):  # ScheduleTupleID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -27055,9 +33600,9 @@ def _de227(r):  # SelectedAuthorizationService
 def _ee227(w, o):  # SelectedAuthorizationService
     v = w.v
     n = w.n
-    _i49 = _I1.get(o)
-    if _i49 is None: raise EncodeError(f'{o!r} is not one of the enumeration authorizationType')
-    v = (v << 3) | (_i49 << 1)
+    _i332 = _I1.get(o)
+    if _i332 is None: raise EncodeError(f'{o!r} is not one of the enumeration authorizationType')
+    v = (v << 3) | (_i332 << 1)
     n += 3
     w.v = v
     w.n = n
@@ -27078,6 +33623,9 @@ def _de229(r):  # SelectedScheduleTupleID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -27094,6 +33642,7 @@ def _ee229(w, o):  # SelectedScheduleTupleID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -27134,6 +33683,9 @@ def _de234(r):  # ServiceID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -27150,6 +33702,7 @@ def _ee234(w, o):  # ServiceID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -27178,10 +33731,12 @@ def _ee235(w, o):  # ServiceName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 80: raise EncodeError(f'length {len(o)} outside [0, 80]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -27298,6 +33853,9 @@ def _de242(r):  # StartTime
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -27314,6 +33872,7 @@ def _ee242(w, o):  # StartTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -27381,6 +33940,9 @@ def _de247(r):  # TargetDistance
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -27399,6 +33961,7 @@ def _ee247(w, o):  # TargetDistance
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -27415,6 +33978,9 @@ def _de248(r):  # TargetOffsetX
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -27431,6 +33997,7 @@ def _ee248(w, o):  # TargetOffsetX
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -27447,6 +34014,9 @@ def _de249(r):  # TargetOffsetY
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -27463,6 +34033,7 @@ def _ee249(w, o):  # TargetOffsetY
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -27562,6 +34133,9 @@ def _de256(r):  # TaxRuleID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -27578,6 +34152,7 @@ def _ee256(w, o):  # TaxRuleID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -27594,6 +34169,9 @@ def _de257(r):  # TaxRuleID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -27610,6 +34188,7 @@ def _ee257(w, o):  # TaxRuleID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -27638,10 +34217,12 @@ def _ee258(w, o):  # TaxRuleName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 80: raise EncodeError(f'length {len(o)} outside [0, 80]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -27663,6 +34244,9 @@ def _de260(r):  # TimeAnchor
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -27679,6 +34263,7 @@ def _ee260(w, o):  # TimeAnchor
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -27695,6 +34280,9 @@ def _de261(r):  # TimeAnchor
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -27711,6 +34299,7 @@ def _ee261(w, o):  # TimeAnchor
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -27727,6 +34316,9 @@ def _de262(r):  # TimeStamp
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -27743,6 +34335,7 @@ def _ee262(w, o):  # TimeStamp
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -27767,6 +34360,9 @@ def _de264(r):  # Value
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -27785,6 +34381,7 @@ def _ee264(w, o):  # Value
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -27803,6 +34400,9 @@ def _de265(r):  # VehicleFrame
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -27821,6 +34421,7 @@ def _ee265(w, o):  # VehicleFrame
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -27839,6 +34440,9 @@ def _de266(r):  # VehicleTravel
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -27857,6 +34461,7 @@ def _ee266(w, o):  # VehicleTravel
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -27960,7 +34565,7 @@ def _de270(r):  # X509IssuerName
     if p > E: raise r.truncated(p)
     if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
     r.pos = p
-    val = r.string(32)
+    val = r.string(31)
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
@@ -27973,9 +34578,11 @@ def _ee270(w, o):  # X509IssuerName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -28028,6 +34635,9 @@ def _de273(r):  # X509SerialNumber
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -28045,6 +34655,7 @@ def _ee273(w, o):  # X509SerialNumber
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -28059,7 +34670,7 @@ def _de274(r):  # X509SubjectName
     if p > E: raise r.truncated(p)
     if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
     r.pos = p
-    val = r.string(29)
+    val = r.string(34)
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
@@ -28072,9 +34683,11 @@ def _ee274(w, o):  # X509SubjectName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -28088,7 +34701,7 @@ def _de275(r):  # XPath
     if p > E: raise r.truncated(p)
     if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
     r.pos = p
-    val = r.string(15)
+    val = r.string(18)
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
@@ -28101,9 +34714,11 @@ def _ee275(w, o):  # XPath
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -28202,10 +34817,12 @@ def _ee279(w, o):  # finiteString
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 80: raise EncodeError(f'length {len(o)} outside [0, 80]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -28223,6 +34840,9 @@ def _de280(r):  # intValue
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -28241,6 +34861,7 @@ def _ee280(w, o):  # intValue
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -28265,6 +34886,9 @@ def _de282(r):  # shortValue
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -28283,6 +34907,7 @@ def _ee282(w, o):  # shortValue
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1

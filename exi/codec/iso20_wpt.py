@@ -14,10 +14,10 @@ _E4 = tuple(iso20_commontypes.responseCodeType)
 _I5 = {v: i for i, v in enumerate(iso20_commontypes.responseCodeType)}
 _E6 = tuple(iso20_wpt.WPT_EVPCChargeDiagnosticsType)
 _I7 = {v: i for i, v in enumerate(iso20_wpt.WPT_EVPCChargeDiagnosticsType)}
-_E8 = tuple(iso20_wpt.WPT_SPCChargeDiagnosticsType)
-_I9 = {v: i for i, v in enumerate(iso20_wpt.WPT_SPCChargeDiagnosticsType)}
-_E10 = tuple(iso20_commontypes.evseNotificationType)
-_I11 = {v: i for i, v in enumerate(iso20_commontypes.evseNotificationType)}
+_E8 = tuple(iso20_commontypes.evseNotificationType)
+_E9 = tuple(iso20_wpt.WPT_SPCChargeDiagnosticsType)
+_I10 = {v: i for i, v in enumerate(iso20_commontypes.evseNotificationType)}
+_I11 = {v: i for i, v in enumerate(iso20_wpt.WPT_SPCChargeDiagnosticsType)}
 _E12 = tuple(iso20_wpt.WPT_PowerClassType)
 _I13 = {v: i for i, v in enumerate(iso20_wpt.WPT_PowerClassType)}
 _E14 = tuple(iso20_wpt.WPT_FinePositioningMethodType)
@@ -172,9 +172,11 @@ def _e_CanonicalizationMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -634,9 +636,11 @@ def _e_DigestMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -2262,18 +2266,22 @@ def _e_KeyInfoType(w, o):
                     el = '@Id'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
                     el = 'KeyName'
                     v = (v << 5) | (1 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2327,9 +2335,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (7 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2341,9 +2351,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2397,9 +2409,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2411,9 +2425,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2467,9 +2483,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2481,9 +2499,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2537,9 +2557,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2554,9 +2576,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2610,9 +2634,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2627,9 +2653,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2683,9 +2711,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2700,9 +2730,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2756,9 +2788,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2773,9 +2807,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2829,9 +2865,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2846,9 +2884,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2902,9 +2942,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2919,9 +2961,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2975,9 +3019,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2992,9 +3038,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -3048,9 +3096,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -3066,9 +3116,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -3126,9 +3178,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -3146,9 +3200,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -3206,9 +3262,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -3226,9 +3284,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -3286,9 +3346,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -3306,9 +3368,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -3366,9 +3430,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -3386,9 +3452,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -3446,9 +3514,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -3466,9 +3536,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -3526,9 +3598,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -3546,9 +3620,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -3608,9 +3684,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -3625,9 +3703,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -3681,9 +3761,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -3719,10 +3801,28 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
+                    el = 'Modulus'
                     r.pos = p
-                    f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    _c1_Modulus = r.binary()
                     p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('KeyValueType', p)
+                    el = 'Exponent'
+                    r.pos = p
+                    _c1_Exponent = r.binary()
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
+                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c1_Modulus, _c1_Exponent)
                     s = 3
                 elif ec == 2:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -3745,10 +3845,28 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
+                    el = 'Modulus'
                     r.pos = p
-                    f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    _c2_Modulus = r.binary()
                     p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('KeyValueType', p)
+                    el = 'Exponent'
+                    r.pos = p
+                    _c2_Exponent = r.binary()
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
+                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c2_Modulus, _c2_Exponent)
                     s = 3
                 elif ec == 2:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -3829,11 +3947,27 @@ def _e_KeyValueType(w, o):
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    v = (v << 3) | 1
-                    n += 3
+                    _o = v_RSAKeyValue
+                    _c3_Modulus = _o.Modulus
+                    _c3_Exponent = _o.Exponent
+                    if not (_c3_Modulus is not None): raise EncodeError('missing content: Modulus')
+                    el = 'Modulus'
+                    v = (v << 5) | (1 << 2)
+                    n += 5
                     w.v = v; w.n = n
-                    _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    w.binary(_c3_Modulus)
                     v = w.v; n = w.n
+                    if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    v <<= 3
+                    n += 3
+                    _c3_Modulus = None
+                    w.v = v; w.n = n
+                    w.binary(_c3_Exponent)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c3_Exponent = None
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -3850,11 +3984,27 @@ def _e_KeyValueType(w, o):
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    v = (v << 3) | 1
-                    n += 3
+                    _o = v_RSAKeyValue
+                    _c4_Modulus = _o.Modulus
+                    _c4_Exponent = _o.Exponent
+                    if not (_c4_Modulus is not None): raise EncodeError('missing content: Modulus')
+                    el = 'Modulus'
+                    v = (v << 5) | (1 << 2)
+                    n += 5
                     w.v = v; w.n = n
-                    _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    w.binary(_c4_Modulus)
                     v = w.v; n = w.n
+                    if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    v <<= 3
+                    n += 3
+                    _c4_Modulus = None
+                    w.v = v; w.n = n
+                    w.binary(_c4_Exponent)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c4_Exponent = None
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -4049,18 +4199,22 @@ def _e_RetrievalMethodType(w, o):
                     el = '@Type'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
@@ -4082,9 +4236,11 @@ def _e_RetrievalMethodType(w, o):
                     el = '@URI'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
@@ -4407,9 +4563,11 @@ def _e_TransformType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -4419,9 +4577,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -4436,9 +4596,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -4453,9 +4615,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -4471,9 +4635,11 @@ def _e_TransformType(w, o):
                         el = 'XPath'
                         v <<= 4
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_XPath[i_XPath])
-                        v = w.v; n = w.n
+                        _l = len(v_XPath[i_XPath])
+                        if _l < 126 and v_XPath[i_XPath].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_XPath += 1
@@ -4506,10 +4672,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c5_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c5_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c5_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c5_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c5_X509SerialNumber = -_c5_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c5_X509IssuerName, _c5_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
@@ -4531,7 +4722,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(19)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -4574,10 +4765,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c6_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c6_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c6_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c6_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c6_X509SerialNumber = -_c6_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c6_X509IssuerName, _c6_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -4599,7 +4815,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(19)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -4645,10 +4861,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c7_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c7_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c7_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c7_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c7_X509SerialNumber = -_c7_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c7_X509IssuerName, _c7_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -4670,7 +4911,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(19)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -4716,10 +4957,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c8_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c8_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c8_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c8_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c8_X509SerialNumber = -_c8_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c8_X509IssuerName, _c8_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -4741,7 +5007,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(19)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -4787,10 +5053,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c9_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c9_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c9_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c9_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c9_X509SerialNumber = -_c9_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c9_X509IssuerName, _c9_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -4812,7 +5103,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(19)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -4858,10 +5149,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c10_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c10_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c10_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c10_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c10_X509SerialNumber = -_c10_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c10_X509IssuerName, _c10_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -4883,7 +5199,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(19)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -4929,10 +5245,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c11_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c11_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c11_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c11_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c11_X509SerialNumber = -_c11_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c11_X509IssuerName, _c11_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -4954,7 +5295,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(19)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -5001,10 +5342,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c12_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c12_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c12_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c12_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c12_X509SerialNumber = -_c12_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c12_X509IssuerName, _c12_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
                         p += 1
@@ -5026,7 +5392,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(19)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -5078,10 +5444,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c13_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c13_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c13_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c13_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c13_X509SerialNumber = -_c13_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c13_X509IssuerName, _c13_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -5103,7 +5494,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(19)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -5155,10 +5546,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c14_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c14_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c14_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c14_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c14_X509SerialNumber = -_c14_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c14_X509IssuerName, _c14_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -5182,7 +5598,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(19)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -5232,10 +5648,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c15_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c15_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c15_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c15_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c15_X509SerialNumber = -_c15_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c15_X509IssuerName, _c15_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -5259,7 +5700,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(19)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -5309,10 +5750,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c16_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c16_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c16_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c16_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c16_X509SerialNumber = -_c16_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c16_X509IssuerName, _c16_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -5336,7 +5802,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(19)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -5385,10 +5851,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c17_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c17_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c17_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c17_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c17_X509SerialNumber = -_c17_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c17_X509IssuerName, _c17_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -5410,7 +5901,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(19)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -5482,11 +5973,31 @@ def _e_X509DataType(w, o):
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c18_X509IssuerName = _o.X509IssuerName
+                    _c18_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c18_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c18_X509IssuerName)
+                    if _l < 126 and _c18_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c18_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c18_X509IssuerName); v = w.v; n = w.n
+                    if not (_c18_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c18_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c18_X509SerialNumber!r}')
+                    v = (v << 4) | (_c18_X509SerialNumber < 0)
+                    n += 4
+                    _c18_X509IssuerName = None
+                    _m = (-_c18_X509SerialNumber - 1 if _c18_X509SerialNumber < 0 else _c18_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c18_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
@@ -5504,9 +6015,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -5538,11 +6051,31 @@ def _e_X509DataType(w, o):
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c19_X509IssuerName = _o.X509IssuerName
+                    _c19_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c19_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c19_X509IssuerName)
+                    if _l < 126 and _c19_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c19_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c19_X509IssuerName); v = w.v; n = w.n
+                    if not (_c19_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c19_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c19_X509SerialNumber!r}')
+                    v = (v << 4) | (_c19_X509SerialNumber < 0)
+                    n += 4
+                    _c19_X509IssuerName = None
+                    _m = (-_c19_X509SerialNumber - 1 if _c19_X509SerialNumber < 0 else _c19_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c19_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -5560,9 +6093,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -5597,11 +6132,31 @@ def _e_X509DataType(w, o):
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c20_X509IssuerName = _o.X509IssuerName
+                    _c20_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c20_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c20_X509IssuerName)
+                    if _l < 126 and _c20_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c20_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c20_X509IssuerName); v = w.v; n = w.n
+                    if not (_c20_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c20_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c20_X509SerialNumber!r}')
+                    v = (v << 4) | (_c20_X509SerialNumber < 0)
+                    n += 4
+                    _c20_X509IssuerName = None
+                    _m = (-_c20_X509SerialNumber - 1 if _c20_X509SerialNumber < 0 else _c20_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c20_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -5619,9 +6174,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -5656,11 +6213,31 @@ def _e_X509DataType(w, o):
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c21_X509IssuerName = _o.X509IssuerName
+                    _c21_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c21_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c21_X509IssuerName)
+                    if _l < 126 and _c21_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c21_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c21_X509IssuerName); v = w.v; n = w.n
+                    if not (_c21_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c21_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c21_X509SerialNumber!r}')
+                    v = (v << 4) | (_c21_X509SerialNumber < 0)
+                    n += 4
+                    _c21_X509IssuerName = None
+                    _m = (-_c21_X509SerialNumber - 1 if _c21_X509SerialNumber < 0 else _c21_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c21_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -5678,9 +6255,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -5715,11 +6294,31 @@ def _e_X509DataType(w, o):
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c22_X509IssuerName = _o.X509IssuerName
+                    _c22_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c22_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c22_X509IssuerName)
+                    if _l < 126 and _c22_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c22_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c22_X509IssuerName); v = w.v; n = w.n
+                    if not (_c22_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c22_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c22_X509SerialNumber!r}')
+                    v = (v << 4) | (_c22_X509SerialNumber < 0)
+                    n += 4
+                    _c22_X509IssuerName = None
+                    _m = (-_c22_X509SerialNumber - 1 if _c22_X509SerialNumber < 0 else _c22_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c22_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -5737,9 +6336,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -5774,11 +6375,31 @@ def _e_X509DataType(w, o):
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c23_X509IssuerName = _o.X509IssuerName
+                    _c23_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c23_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c23_X509IssuerName)
+                    if _l < 126 and _c23_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c23_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c23_X509IssuerName); v = w.v; n = w.n
+                    if not (_c23_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c23_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c23_X509SerialNumber!r}')
+                    v = (v << 4) | (_c23_X509SerialNumber < 0)
+                    n += 4
+                    _c23_X509IssuerName = None
+                    _m = (-_c23_X509SerialNumber - 1 if _c23_X509SerialNumber < 0 else _c23_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c23_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -5796,9 +6417,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -5833,11 +6456,31 @@ def _e_X509DataType(w, o):
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c24_X509IssuerName = _o.X509IssuerName
+                    _c24_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c24_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c24_X509IssuerName)
+                    if _l < 126 and _c24_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c24_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c24_X509IssuerName); v = w.v; n = w.n
+                    if not (_c24_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c24_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c24_X509SerialNumber!r}')
+                    v = (v << 4) | (_c24_X509SerialNumber < 0)
+                    n += 4
+                    _c24_X509IssuerName = None
+                    _m = (-_c24_X509SerialNumber - 1 if _c24_X509SerialNumber < 0 else _c24_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c24_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -5855,9 +6498,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -5893,11 +6538,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c25_X509IssuerName = _o.X509IssuerName
+                        _c25_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c25_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c25_X509IssuerName)
+                        if _l < 126 and _c25_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c25_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c25_X509IssuerName); v = w.v; n = w.n
+                        if not (_c25_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c25_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c25_X509SerialNumber!r}')
+                        v = (v << 4) | (_c25_X509SerialNumber < 0)
+                        n += 4
+                        _c25_X509IssuerName = None
+                        _m = (-_c25_X509SerialNumber - 1 if _c25_X509SerialNumber < 0 else _c25_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c25_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
@@ -5915,9 +6580,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -5957,11 +6624,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c26_X509IssuerName = _o.X509IssuerName
+                        _c26_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c26_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c26_X509IssuerName)
+                        if _l < 126 and _c26_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c26_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c26_X509IssuerName); v = w.v; n = w.n
+                        if not (_c26_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c26_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c26_X509SerialNumber!r}')
+                        v = (v << 4) | (_c26_X509SerialNumber < 0)
+                        n += 4
+                        _c26_X509IssuerName = None
+                        _m = (-_c26_X509SerialNumber - 1 if _c26_X509SerialNumber < 0 else _c26_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c26_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -5979,9 +6666,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -6021,11 +6710,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c27_X509IssuerName = _o.X509IssuerName
+                        _c27_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c27_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c27_X509IssuerName)
+                        if _l < 126 and _c27_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c27_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c27_X509IssuerName); v = w.v; n = w.n
+                        if not (_c27_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c27_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c27_X509SerialNumber!r}')
+                        v = (v << 4) | (_c27_X509SerialNumber < 0)
+                        n += 4
+                        _c27_X509IssuerName = None
+                        _m = (-_c27_X509SerialNumber - 1 if _c27_X509SerialNumber < 0 else _c27_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c27_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -6045,9 +6754,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -6085,11 +6796,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c28_X509IssuerName = _o.X509IssuerName
+                        _c28_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c28_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c28_X509IssuerName)
+                        if _l < 126 and _c28_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c28_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c28_X509IssuerName); v = w.v; n = w.n
+                        if not (_c28_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c28_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c28_X509SerialNumber!r}')
+                        v = (v << 4) | (_c28_X509SerialNumber < 0)
+                        n += 4
+                        _c28_X509IssuerName = None
+                        _m = (-_c28_X509SerialNumber - 1 if _c28_X509SerialNumber < 0 else _c28_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c28_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -6109,9 +6840,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -6149,11 +6882,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c29_X509IssuerName = _o.X509IssuerName
+                        _c29_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c29_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c29_X509IssuerName)
+                        if _l < 126 and _c29_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c29_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c29_X509IssuerName); v = w.v; n = w.n
+                        if not (_c29_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c29_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c29_X509SerialNumber!r}')
+                        v = (v << 4) | (_c29_X509SerialNumber < 0)
+                        n += 4
+                        _c29_X509IssuerName = None
+                        _m = (-_c29_X509SerialNumber - 1 if _c29_X509SerialNumber < 0 else _c29_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c29_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -6173,9 +6926,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -6212,11 +6967,31 @@ def _e_X509DataType(w, o):
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c30_X509IssuerName = _o.X509IssuerName
+                    _c30_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c30_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c30_X509IssuerName)
+                    if _l < 126 and _c30_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c30_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c30_X509IssuerName); v = w.v; n = w.n
+                    if not (_c30_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c30_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c30_X509SerialNumber!r}')
+                    v = (v << 4) | (_c30_X509SerialNumber < 0)
+                    n += 4
+                    _c30_X509IssuerName = None
+                    _m = (-_c30_X509SerialNumber - 1 if _c30_X509SerialNumber < 0 else _c30_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c30_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -6234,9 +7009,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -6287,7 +7064,7 @@ def _d_X509IssuerSerialType(r):
         if x & 3: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
         r.pos = p
-        f_X509IssuerName = r.string(22)
+        f_X509IssuerName = r.string(18)
         p = r.pos
         p += 4
         if p > E: raise r.truncated(p)
@@ -6298,6 +7075,9 @@ def _d_X509IssuerSerialType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_X509SerialNumber = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_X509SerialNumber = r.uint(); p = r.pos
         p += 2
@@ -6322,9 +7102,11 @@ def _e_X509IssuerSerialType(w, o):
             el = 'X509IssuerName'
             v <<= 2
             n += 2
-            w.v = v; w.n = n
-            w.string(v_X509IssuerName)
-            v = w.v; n = w.n
+            _l = len(v_X509IssuerName)
+            if _l < 126 and v_X509IssuerName.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509IssuerName.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_X509IssuerName); v = w.v; n = w.n
             if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
             el = 'X509SerialNumber'
             if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
@@ -6333,6 +7115,7 @@ def _e_X509IssuerSerialType(w, o):
             v_X509IssuerName = None
             _m = (-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -6858,9 +7641,11 @@ def _e_ManifestType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
                     v <<= 1
@@ -7087,27 +7872,33 @@ def _e_ReferenceType(w, o):
                     el = '@Id'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
                     el = '@Type'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 2
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -7135,18 +7926,22 @@ def _e_ReferenceType(w, o):
                     el = '@Type'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -7174,9 +7969,11 @@ def _e_ReferenceType(w, o):
                     el = '@URI'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -7422,27 +8219,33 @@ def _e_ObjectType(w, o):
                     el = '@Encoding'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Encoding)
-                    v = w.v; n = w.n
+                    _l = len(v_Encoding)
+                    if _l < 126 and v_Encoding.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Encoding.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Encoding); v = w.v; n = w.n
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
                     el = '@Id'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
                     v = (v << 3) | 2
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -7455,18 +8258,22 @@ def _e_ObjectType(w, o):
                     el = '@Id'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -7479,9 +8286,11 @@ def _e_ObjectType(w, o):
                     el = '@MimeType'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -7639,9 +8448,11 @@ def _e_SignatureType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
                     v <<= 1
@@ -7846,9 +8657,11 @@ def _e_SignedInfoType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
                     v <<= 1
@@ -7959,6 +8772,9 @@ def _d_SignatureMethodType(r, key):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
                     p += 1
@@ -7993,6 +8809,9 @@ def _d_SignatureMethodType(r, key):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
                     p += 1
@@ -8067,9 +8886,11 @@ def _e_SignatureMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -8082,6 +8903,7 @@ def _e_SignatureMethodType(w, o):
                     n += 5
                     _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -8100,6 +8922,7 @@ def _e_SignatureMethodType(w, o):
                     n += 5
                     _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -8185,9 +9008,11 @@ def _e_SignatureValueType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_value is not None): raise EncodeError('missing content: text')
                     v <<= 1
                     n += 1
@@ -8310,9 +9135,11 @@ def _e_SignaturePropertiesType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
                     v <<= 1
@@ -8487,26 +9314,32 @@ def _e_SignaturePropertyType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
                     v <<= 1
                     n += 1
                     v_Id = None
-                    w.v = v; w.n = n
-                    w.string(v_Target)
-                    v = w.v; n = w.n
+                    _l = len(v_Target)
+                    if _l < 126 and v_Target.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Target.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Target); v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 elif v_Target is not None:
                     el = '@Target'
                     v = (v << 2) | 1
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Target)
-                    v = w.v; n = w.n
+                    _l = len(v_Target)
+                    if _l < 126 and v_Target.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Target.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Target); v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 else:
@@ -8569,14 +9402,30 @@ def _d_WPT_AlignmentCheckReqType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'TargetCoilCurrent'
-                    r.pos = p
-                    f_TargetCoilCurrent = _d_RationalNumberType(r)
-                    p = r.pos
-                    p += 5
+                    p += 14
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 31
-                    if x & 25: raise r.deviation('WPT_AlignmentCheckReqType', p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('WPT_AlignmentCheckReqType', p)
+                    el = 'TargetCoilCurrent'
+                    el = 'Exponent'
+                    _c31_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c31_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c31_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c31_Value = r.uint(); p = r.pos
+                    p += 7
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 127
+                    if x & 121: raise r.deviation('WPT_AlignmentCheckReqType', p)
+                    if _neg: _c31_Value = -_c31_Value - 1
+                    if _c31_Value < -32768 or _c31_Value > 32767: raise DecodeError(f'value {_c31_Value} outside [-32768, 32767]', p)
+                    f_TargetCoilCurrent = iso20_commontypes.RationalNumberType(_c31_Exponent, _c31_Value)
                     el = 'EVResultCode'
                     f_EVResultCode = ((x >> 1) & 3)
                     if f_EVResultCode >= 3: raise DecodeError(f'enumeration index {f_EVResultCode} out of range (3 values)', p)
@@ -8660,9 +9509,9 @@ def _e_WPT_AlignmentCheckReqType(w, o):
                     v = w.v; n = w.n
                     if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
                     el = 'EVProcessing'
-                    _i1 = _I2.get(v_EVProcessing)
-                    if _i1 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
-                    v = (v << 5) | (_i1 << 1)
+                    _i32 = _I2.get(v_EVProcessing)
+                    if _i32 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
+                    v = (v << 5) | (_i32 << 1)
                     n += 5
                     v_Header = None
                     v_EVProcessing = None
@@ -8672,25 +9521,37 @@ def _e_WPT_AlignmentCheckReqType(w, o):
             if s == 2:
                 if v_TargetCoilCurrent is not None:
                     el = 'TargetCoilCurrent'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_TargetCoilCurrent)
-                    v = w.v; n = w.n
+                    _o = v_TargetCoilCurrent
+                    _c33_Exponent = _o.Exponent
+                    _c33_Value = _o.Value
+                    if not (_c33_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c33_Exponent <= 127: raise EncodeError(f'value {_c33_Exponent!r} outside [-128, 127]')
+                    if not (_c33_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c33_Value < -32768 or _c33_Value > 32767: raise EncodeError(f'value {_c33_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c33_Exponent - -128) << 4) | (_c33_Value < 0)
+                    n += 16
+                    _c33_Exponent = None
+                    _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVResultCode is not None): raise EncodeError('missing content: EVResultCode')
                     el = 'EVResultCode'
-                    _i2 = _I3.get(v_EVResultCode)
-                    if _i2 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
-                    v = (v << 5) | (_i2 << 1)
-                    n += 5
+                    _i34 = _I3.get(v_EVResultCode)
+                    if _i34 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
+                    v = (v << 7) | (_i34 << 1)
+                    n += 7
+                    _c33_Value = None
                     v_TargetCoilCurrent = None
                     v_EVResultCode = None
                     s = 4
                 elif v_EVResultCode is not None:
                     el = 'EVResultCode'
-                    _i3 = _I3.get(v_EVResultCode)
-                    if _i3 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
-                    v = (v << 6) | (1 << 4) | (_i3 << 1)
+                    _i35 = _I3.get(v_EVResultCode)
+                    if _i35 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
+                    v = (v << 6) | (1 << 4) | (_i35 << 1)
                     n += 6
                     v_EVResultCode = None
                     s = 4
@@ -8854,6 +9715,9 @@ def _d_MessageHeaderType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_TimeStamp = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_TimeStamp = r.uint(); p = r.pos
                 p += 1
@@ -8911,6 +9775,7 @@ def _e_MessageHeaderType(w, o):
                     n += 3
                     v_SessionID = None
                     if v_TimeStamp < 128: v = (v << 8) | v_TimeStamp; n += 8
+                    elif v_TimeStamp < 16384: v = (v << 16) | ((v_TimeStamp & 127) << 8) | 32768 | (v_TimeStamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_TimeStamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -8960,6 +9825,9 @@ def _d_RationalNumberType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_Value = r.uint(); p = r.pos
         p += 2
@@ -8992,6 +9860,7 @@ def _e_RationalNumberType(w, o):
             v_Exponent = None
             _m = (-v_Value - 1 if v_Value < 0 else v_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -9044,16 +9913,56 @@ def _d_WPT_AlignmentCheckResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', p)
                     el = 'PowerTransmitted'
-                    r.pos = p
-                    f_PowerTransmitted = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c36_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c36_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c36_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c36_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('WPT_AlignmentCheckResType', p)
+                    if _neg: _c36_Value = -_c36_Value - 1
+                    if _c36_Value < -32768 or _c36_Value > 32767: raise DecodeError(f'value {_c36_Value} outside [-32768, 32767]', p)
+                    f_PowerTransmitted = iso20_commontypes.RationalNumberType(_c36_Exponent, _c36_Value)
                     s = 4
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', p)
                     el = 'SupplyDeviceCurrent'
-                    r.pos = p
-                    f_SupplyDeviceCurrent = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c37_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c37_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c37_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c37_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('WPT_AlignmentCheckResType', p)
+                    if _neg: _c37_Value = -_c37_Value - 1
+                    if _c37_Value < -32768 or _c37_Value > 32767: raise DecodeError(f'value {_c37_Value} outside [-32768, 32767]', p)
+                    f_SupplyDeviceCurrent = iso20_commontypes.RationalNumberType(_c37_Exponent, _c37_Value)
                     s = 5
                 elif ec == 2:
                     p += 1
@@ -9081,10 +9990,30 @@ def _d_WPT_AlignmentCheckResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', p)
                     el = 'SupplyDeviceCurrent'
-                    r.pos = p
-                    f_SupplyDeviceCurrent = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c38_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c38_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c38_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c38_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('WPT_AlignmentCheckResType', p)
+                    if _neg: _c38_Value = -_c38_Value - 1
+                    if _c38_Value < -32768 or _c38_Value > 32767: raise DecodeError(f'value {_c38_Value} outside [-32768, 32767]', p)
+                    f_SupplyDeviceCurrent = iso20_commontypes.RationalNumberType(_c38_Exponent, _c38_Value)
                     s = 5
                 elif ec == 1:
                     p += 1
@@ -9199,13 +10128,13 @@ def _e_WPT_AlignmentCheckResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i4 = _I5.get(v_ResponseCode)
-                    if _i4 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i39 = _I5.get(v_ResponseCode)
+                    if _i39 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                     el = 'EVSEProcessing'
-                    _i5 = _I2.get(v_EVSEProcessing)
-                    if _i5 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
-                    v = (v << 14) | (_i4 << 6) | (_i5 << 1)
+                    _i40 = _I2.get(v_EVSEProcessing)
+                    if _i40 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+                    v = (v << 14) | (_i39 << 6) | (_i40 << 1)
                     n += 14
                     v_Header = None
                     v_ResponseCode = None
@@ -9216,20 +10145,48 @@ def _e_WPT_AlignmentCheckResType(w, o):
             if s == 3:
                 if v_PowerTransmitted is not None:
                     el = 'PowerTransmitted'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_PowerTransmitted)
-                    v = w.v; n = w.n
+                    _o = v_PowerTransmitted
+                    _c41_Exponent = _o.Exponent
+                    _c41_Value = _o.Value
+                    if not (_c41_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c41_Exponent <= 127: raise EncodeError(f'value {_c41_Exponent!r} outside [-128, 127]')
+                    if not (_c41_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c41_Value < -32768 or _c41_Value > 32767: raise EncodeError(f'value {_c41_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c41_Exponent - -128) << 4) | (_c41_Value < 0)
+                    n += 17
+                    _c41_Exponent = None
+                    _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c41_Value = None
                     v_PowerTransmitted = None
                     s = 4
                 elif v_SupplyDeviceCurrent is not None:
                     el = 'SupplyDeviceCurrent'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_SupplyDeviceCurrent)
-                    v = w.v; n = w.n
+                    _o = v_SupplyDeviceCurrent
+                    _c42_Exponent = _o.Exponent
+                    _c42_Value = _o.Value
+                    if not (_c42_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c42_Exponent <= 127: raise EncodeError(f'value {_c42_Exponent!r} outside [-128, 127]')
+                    if not (_c42_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c42_Value < -32768 or _c42_Value > 32767: raise EncodeError(f'value {_c42_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 14) | ((_c42_Exponent - -128) << 4) | (_c42_Value < 0)
+                    n += 17
+                    _c42_Exponent = None
+                    _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c42_Value = None
                     v_SupplyDeviceCurrent = None
                     s = 5
                 elif i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
@@ -9252,11 +10209,25 @@ def _e_WPT_AlignmentCheckResType(w, o):
             if s == 4:
                 if v_SupplyDeviceCurrent is not None:
                     el = 'SupplyDeviceCurrent'
+                    _o = v_SupplyDeviceCurrent
+                    _c43_Exponent = _o.Exponent
+                    _c43_Value = _o.Value
+                    if not (_c43_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c43_Exponent <= 127: raise EncodeError(f'value {_c43_Exponent!r} outside [-128, 127]')
+                    if not (_c43_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c43_Value < -32768 or _c43_Value > 32767: raise EncodeError(f'value {_c43_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c43_Exponent - -128) << 4) | (_c43_Value < 0)
+                    n += 16
+                    _c43_Exponent = None
+                    _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_SupplyDeviceCurrent)
-                    v = w.v; n = w.n
+                    _c43_Value = None
                     v_SupplyDeviceCurrent = None
                     s = 5
                 elif i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
@@ -9374,9 +10345,9 @@ def _e_V2GResponseType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i6 = _I5.get(v_ResponseCode)
-            if _i6 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 10) | (_i6 << 2)
+            _i44 = _I5.get(v_ResponseCode)
+            if _i44 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 10) | (_i44 << 2)
             n += 10
             v_Header = None
             v_ResponseCode = None
@@ -9441,24 +10412,50 @@ def _d_WPT_ChargeLoopReqType(r):
                 else:
                     raise r.deviation('WPT_ChargeLoopReqType', p)
             if s == 3:
-                p += 1
+                p += 15
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_ChargeLoopReqType', p)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('WPT_ChargeLoopReqType', p)
                 el = 'EVPCPowerRequest'
-                r.pos = p
-                f_EVPCPowerRequest = _d_RationalNumberType(r)
-                p = r.pos
-                p += 1
+                el = 'Exponent'
+                _c45_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c45_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c45_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c45_Value = r.uint(); p = r.pos
+                p += 17
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_ChargeLoopReqType', p)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
+                if _neg: _c45_Value = -_c45_Value - 1
+                if _c45_Value < -32768 or _c45_Value > 32767: raise DecodeError(f'value {_c45_Value} outside [-32768, 32767]', p)
+                f_EVPCPowerRequest = iso20_commontypes.RationalNumberType(_c45_Exponent, _c45_Value)
                 el = 'EVPCPowerOutput'
-                r.pos = p
-                f_EVPCPowerOutput = _d_RationalNumberType(r)
-                p = r.pos
-                p += 5
+                el = 'Exponent'
+                _c46_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c46_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c46_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c46_Value = r.uint(); p = r.pos
+                p += 7
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 31
-                if x & 25: raise r.deviation('WPT_ChargeLoopReqType', p)
+                x = (V >> (E - p)) & 127
+                if x & 121: raise r.deviation('WPT_ChargeLoopReqType', p)
+                if _neg: _c46_Value = -_c46_Value - 1
+                if _c46_Value < -32768 or _c46_Value > 32767: raise DecodeError(f'value {_c46_Value} outside [-32768, 32767]', p)
+                f_EVPCPowerOutput = iso20_commontypes.RationalNumberType(_c46_Exponent, _c46_Value)
                 el = 'EVPCChargeDiagnostics'
                 f_EVPCChargeDiagnostics = _E6[((x >> 1) & 3)]
                 s = 6
@@ -9467,16 +10464,118 @@ def _d_WPT_ChargeLoopReqType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('WPT_ChargeLoopReqType', p)
                     el = 'EVPCOperatingFrequency'
-                    r.pos = p
-                    f_EVPCOperatingFrequency = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c47_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c47_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c47_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c47_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    if _neg: _c47_Value = -_c47_Value - 1
+                    if _c47_Value < -32768 or _c47_Value > 32767: raise DecodeError(f'value {_c47_Value} outside [-32768, 32767]', p)
+                    f_EVPCOperatingFrequency = iso20_commontypes.RationalNumberType(_c47_Exponent, _c47_Value)
                     s = 7
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('WPT_ChargeLoopReqType', p)
                     el = 'EVPCPowerControlParameter'
-                    r.pos = p
-                    f_EVPCPowerControlParameter = _d_WPT_EVPCPowerControlParameterType(r)
-                    p = r.pos
+                    el = 'EVPCCoilCurrentRequest'
+                    el = 'Exponent'
+                    _c49_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c49_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c49_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c49_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    if _neg: _c49_Value = -_c49_Value - 1
+                    if _c49_Value < -32768 or _c49_Value > 32767: raise DecodeError(f'value {_c49_Value} outside [-32768, 32767]', p)
+                    _c48_EVPCCoilCurrentRequest = iso20_commontypes.RationalNumberType(_c49_Exponent, _c49_Value)
+                    el = 'EVPCCoilCurrentInformation'
+                    el = 'Exponent'
+                    _c50_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c50_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c50_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c50_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    if _neg: _c50_Value = -_c50_Value - 1
+                    if _c50_Value < -32768 or _c50_Value > 32767: raise DecodeError(f'value {_c50_Value} outside [-32768, 32767]', p)
+                    _c48_EVPCCoilCurrentInformation = iso20_commontypes.RationalNumberType(_c50_Exponent, _c50_Value)
+                    el = 'EVPCCurrentOutputInformation'
+                    el = 'Exponent'
+                    _c51_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c51_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c51_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c51_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    if _neg: _c51_Value = -_c51_Value - 1
+                    if _c51_Value < -32768 or _c51_Value > 32767: raise DecodeError(f'value {_c51_Value} outside [-32768, 32767]', p)
+                    _c48_EVPCCurrentOutputInformation = iso20_commontypes.RationalNumberType(_c51_Exponent, _c51_Value)
+                    el = 'EVPCVoltageOutputInformation'
+                    el = 'Exponent'
+                    _c52_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c52_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c52_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c52_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    if _neg: _c52_Value = -_c52_Value - 1
+                    if _c52_Value < -32768 or _c52_Value > 32767: raise DecodeError(f'value {_c52_Value} outside [-32768, 32767]', p)
+                    _c48_EVPCVoltageOutputInformation = iso20_commontypes.RationalNumberType(_c52_Exponent, _c52_Value)
+                    f_EVPCPowerControlParameter = iso20_wpt.WPT_EVPCPowerControlParameterType(_c48_EVPCCoilCurrentRequest, _c48_EVPCCoilCurrentInformation, _c48_EVPCCurrentOutputInformation, _c48_EVPCVoltageOutputInformation)
                     s = 8
                 elif ec == 2:
                     p += 1
@@ -9504,10 +10603,92 @@ def _d_WPT_ChargeLoopReqType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('WPT_ChargeLoopReqType', p)
                     el = 'EVPCPowerControlParameter'
-                    r.pos = p
-                    f_EVPCPowerControlParameter = _d_WPT_EVPCPowerControlParameterType(r)
-                    p = r.pos
+                    el = 'EVPCCoilCurrentRequest'
+                    el = 'Exponent'
+                    _c49_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c49_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c49_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c49_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    if _neg: _c49_Value = -_c49_Value - 1
+                    if _c49_Value < -32768 or _c49_Value > 32767: raise DecodeError(f'value {_c49_Value} outside [-32768, 32767]', p)
+                    _c53_EVPCCoilCurrentRequest = iso20_commontypes.RationalNumberType(_c49_Exponent, _c49_Value)
+                    el = 'EVPCCoilCurrentInformation'
+                    el = 'Exponent'
+                    _c50_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c50_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c50_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c50_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    if _neg: _c50_Value = -_c50_Value - 1
+                    if _c50_Value < -32768 or _c50_Value > 32767: raise DecodeError(f'value {_c50_Value} outside [-32768, 32767]', p)
+                    _c53_EVPCCoilCurrentInformation = iso20_commontypes.RationalNumberType(_c50_Exponent, _c50_Value)
+                    el = 'EVPCCurrentOutputInformation'
+                    el = 'Exponent'
+                    _c51_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c51_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c51_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c51_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    if _neg: _c51_Value = -_c51_Value - 1
+                    if _c51_Value < -32768 or _c51_Value > 32767: raise DecodeError(f'value {_c51_Value} outside [-32768, 32767]', p)
+                    _c53_EVPCCurrentOutputInformation = iso20_commontypes.RationalNumberType(_c51_Exponent, _c51_Value)
+                    el = 'EVPCVoltageOutputInformation'
+                    el = 'Exponent'
+                    _c52_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c52_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c52_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c52_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('WPT_ChargeLoopReqType', p)
+                    if _neg: _c52_Value = -_c52_Value - 1
+                    if _c52_Value < -32768 or _c52_Value > 32767: raise DecodeError(f'value {_c52_Value} outside [-32768, 32767]', p)
+                    _c53_EVPCVoltageOutputInformation = iso20_commontypes.RationalNumberType(_c52_Exponent, _c52_Value)
+                    f_EVPCPowerControlParameter = iso20_wpt.WPT_EVPCPowerControlParameterType(_c53_EVPCCoilCurrentRequest, _c53_EVPCCoilCurrentInformation, _c53_EVPCCurrentOutputInformation, _c53_EVPCVoltageOutputInformation)
                     s = 8
                 elif ec == 1:
                     p += 1
@@ -9655,25 +10836,49 @@ def _e_WPT_ChargeLoopReqType(w, o):
             if s == 3:
                 if v_EVPCPowerRequest is not None:
                     el = 'EVPCPowerRequest'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVPCPowerRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVPCPowerRequest
+                    _c54_Exponent = _o.Exponent
+                    _c54_Value = _o.Value
+                    if not (_c54_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c54_Exponent <= 127: raise EncodeError(f'value {_c54_Exponent!r} outside [-128, 127]')
+                    if not (_c54_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c54_Value < -32768 or _c54_Value > 32767: raise EncodeError(f'value {_c54_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c54_Exponent - -128) << 4) | (_c54_Value < 0)
+                    n += 15
+                    _c54_Exponent = None
+                    _m = (-_c54_Value - 1 if _c54_Value < 0 else _c54_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVPCPowerOutput is not None): raise EncodeError('missing content: EVPCPowerOutput')
                     el = 'EVPCPowerOutput'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVPCPowerOutput
+                    _c55_Exponent = _o.Exponent
+                    _c55_Value = _o.Value
+                    if not (_c55_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c55_Exponent <= 127: raise EncodeError(f'value {_c55_Exponent!r} outside [-128, 127]')
+                    if not (_c55_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c55_Value < -32768 or _c55_Value > 32767: raise EncodeError(f'value {_c55_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c55_Exponent - -128) << 4) | (_c55_Value < 0)
+                    n += 17
+                    _c54_Value = None
                     v_EVPCPowerRequest = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVPCPowerOutput)
-                    v = w.v; n = w.n
+                    _c55_Exponent = None
+                    _m = (-_c55_Value - 1 if _c55_Value < 0 else _c55_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVPCChargeDiagnostics is not None): raise EncodeError('missing content: EVPCChargeDiagnostics')
                     el = 'EVPCChargeDiagnostics'
-                    _i7 = _I7.get(v_EVPCChargeDiagnostics)
-                    if _i7 is None: raise EncodeError(f'{v_EVPCChargeDiagnostics!r} is not one of the enumeration WPT_EVPCChargeDiagnosticsType')
-                    v = (v << 5) | (_i7 << 1)
-                    n += 5
+                    _i56 = _I7.get(v_EVPCChargeDiagnostics)
+                    if _i56 is None: raise EncodeError(f'{v_EVPCChargeDiagnostics!r} is not one of the enumeration WPT_EVPCChargeDiagnosticsType')
+                    v = (v << 7) | (_i56 << 1)
+                    n += 7
+                    _c55_Value = None
                     v_EVPCPowerOutput = None
                     v_EVPCChargeDiagnostics = None
                     s = 6
@@ -9682,20 +10887,116 @@ def _e_WPT_ChargeLoopReqType(w, o):
             if s == 6:
                 if v_EVPCOperatingFrequency is not None:
                     el = 'EVPCOperatingFrequency'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVPCOperatingFrequency)
-                    v = w.v; n = w.n
+                    _o = v_EVPCOperatingFrequency
+                    _c57_Exponent = _o.Exponent
+                    _c57_Value = _o.Value
+                    if not (_c57_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c57_Exponent <= 127: raise EncodeError(f'value {_c57_Exponent!r} outside [-128, 127]')
+                    if not (_c57_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c57_Value < -32768 or _c57_Value > 32767: raise EncodeError(f'value {_c57_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c57_Exponent - -128) << 4) | (_c57_Value < 0)
+                    n += 17
+                    _c57_Exponent = None
+                    _m = (-_c57_Value - 1 if _c57_Value < 0 else _c57_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c57_Value = None
                     v_EVPCOperatingFrequency = None
                     s = 7
                 elif v_EVPCPowerControlParameter is not None:
                     el = 'EVPCPowerControlParameter'
-                    v = (v << 3) | 1
+                    _o = v_EVPCPowerControlParameter
+                    _c58_EVPCCoilCurrentRequest = _o.EVPCCoilCurrentRequest
+                    _c58_EVPCCoilCurrentInformation = _o.EVPCCoilCurrentInformation
+                    _c58_EVPCCurrentOutputInformation = _o.EVPCCurrentOutputInformation
+                    _c58_EVPCVoltageOutputInformation = _o.EVPCVoltageOutputInformation
+                    if not (_c58_EVPCCoilCurrentRequest is not None): raise EncodeError('missing content: EVPCCoilCurrentRequest')
+                    el = 'EVPCCoilCurrentRequest'
+                    _o = _c58_EVPCCoilCurrentRequest
+                    _c59_Exponent = _o.Exponent
+                    _c59_Value = _o.Value
+                    if not (_c59_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c59_Exponent <= 127: raise EncodeError(f'value {_c59_Exponent!r} outside [-128, 127]')
+                    if not (_c59_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c59_Value < -32768 or _c59_Value > 32767: raise EncodeError(f'value {_c59_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c59_Exponent - -128) << 4) | (_c59_Value < 0)
+                    n += 18
+                    _c59_Exponent = None
+                    _m = (-_c59_Value - 1 if _c59_Value < 0 else _c59_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c58_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
+                    el = 'EVPCCoilCurrentInformation'
+                    _o = _c58_EVPCCoilCurrentInformation
+                    _c60_Exponent = _o.Exponent
+                    _c60_Value = _o.Value
+                    if not (_c60_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c60_Exponent <= 127: raise EncodeError(f'value {_c60_Exponent!r} outside [-128, 127]')
+                    if not (_c60_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c60_Value < -32768 or _c60_Value > 32767: raise EncodeError(f'value {_c60_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c60_Exponent - -128) << 4) | (_c60_Value < 0)
+                    n += 17
+                    _c59_Value = None
+                    _c58_EVPCCoilCurrentRequest = None
+                    _c60_Exponent = None
+                    _m = (-_c60_Value - 1 if _c60_Value < 0 else _c60_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c58_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
+                    el = 'EVPCCurrentOutputInformation'
+                    _o = _c58_EVPCCurrentOutputInformation
+                    _c61_Exponent = _o.Exponent
+                    _c61_Value = _o.Value
+                    if not (_c61_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c61_Exponent <= 127: raise EncodeError(f'value {_c61_Exponent!r} outside [-128, 127]')
+                    if not (_c61_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c61_Value < -32768 or _c61_Value > 32767: raise EncodeError(f'value {_c61_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c61_Exponent - -128) << 4) | (_c61_Value < 0)
+                    n += 17
+                    _c60_Value = None
+                    _c58_EVPCCoilCurrentInformation = None
+                    _c61_Exponent = None
+                    _m = (-_c61_Value - 1 if _c61_Value < 0 else _c61_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c58_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
+                    el = 'EVPCVoltageOutputInformation'
+                    _o = _c58_EVPCVoltageOutputInformation
+                    _c62_Exponent = _o.Exponent
+                    _c62_Value = _o.Value
+                    if not (_c62_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c62_Exponent <= 127: raise EncodeError(f'value {_c62_Exponent!r} outside [-128, 127]')
+                    if not (_c62_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c62_Value < -32768 or _c62_Value > 32767: raise EncodeError(f'value {_c62_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c62_Exponent - -128) << 4) | (_c62_Value < 0)
+                    n += 17
+                    _c61_Value = None
+                    _c58_EVPCCurrentOutputInformation = None
+                    _c62_Exponent = None
+                    _m = (-_c62_Value - 1 if _c62_Value < 0 else _c62_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_WPT_EVPCPowerControlParameterType(w, v_EVPCPowerControlParameter)
-                    v = w.v; n = w.n
+                    _c62_Value = None
+                    _c58_EVPCVoltageOutputInformation = None
                     v_EVPCPowerControlParameter = None
                     s = 8
                 elif i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
@@ -9718,11 +11019,93 @@ def _e_WPT_ChargeLoopReqType(w, o):
             if s == 7:
                 if v_EVPCPowerControlParameter is not None:
                     el = 'EVPCPowerControlParameter'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_WPT_EVPCPowerControlParameterType(w, v_EVPCPowerControlParameter)
-                    v = w.v; n = w.n
+                    _o = v_EVPCPowerControlParameter
+                    _c63_EVPCCoilCurrentRequest = _o.EVPCCoilCurrentRequest
+                    _c63_EVPCCoilCurrentInformation = _o.EVPCCoilCurrentInformation
+                    _c63_EVPCCurrentOutputInformation = _o.EVPCCurrentOutputInformation
+                    _c63_EVPCVoltageOutputInformation = _o.EVPCVoltageOutputInformation
+                    if not (_c63_EVPCCoilCurrentRequest is not None): raise EncodeError('missing content: EVPCCoilCurrentRequest')
+                    el = 'EVPCCoilCurrentRequest'
+                    _o = _c63_EVPCCoilCurrentRequest
+                    _c59_Exponent = _o.Exponent
+                    _c59_Value = _o.Value
+                    if not (_c59_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c59_Exponent <= 127: raise EncodeError(f'value {_c59_Exponent!r} outside [-128, 127]')
+                    if not (_c59_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c59_Value < -32768 or _c59_Value > 32767: raise EncodeError(f'value {_c59_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c59_Exponent - -128) << 4) | (_c59_Value < 0)
+                    n += 17
+                    _c59_Exponent = None
+                    _m = (-_c59_Value - 1 if _c59_Value < 0 else _c59_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c63_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
+                    el = 'EVPCCoilCurrentInformation'
+                    _o = _c63_EVPCCoilCurrentInformation
+                    _c60_Exponent = _o.Exponent
+                    _c60_Value = _o.Value
+                    if not (_c60_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c60_Exponent <= 127: raise EncodeError(f'value {_c60_Exponent!r} outside [-128, 127]')
+                    if not (_c60_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c60_Value < -32768 or _c60_Value > 32767: raise EncodeError(f'value {_c60_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c60_Exponent - -128) << 4) | (_c60_Value < 0)
+                    n += 17
+                    _c59_Value = None
+                    _c63_EVPCCoilCurrentRequest = None
+                    _c60_Exponent = None
+                    _m = (-_c60_Value - 1 if _c60_Value < 0 else _c60_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c63_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
+                    el = 'EVPCCurrentOutputInformation'
+                    _o = _c63_EVPCCurrentOutputInformation
+                    _c61_Exponent = _o.Exponent
+                    _c61_Value = _o.Value
+                    if not (_c61_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c61_Exponent <= 127: raise EncodeError(f'value {_c61_Exponent!r} outside [-128, 127]')
+                    if not (_c61_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c61_Value < -32768 or _c61_Value > 32767: raise EncodeError(f'value {_c61_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c61_Exponent - -128) << 4) | (_c61_Value < 0)
+                    n += 17
+                    _c60_Value = None
+                    _c63_EVPCCoilCurrentInformation = None
+                    _c61_Exponent = None
+                    _m = (-_c61_Value - 1 if _c61_Value < 0 else _c61_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c63_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
+                    el = 'EVPCVoltageOutputInformation'
+                    _o = _c63_EVPCVoltageOutputInformation
+                    _c62_Exponent = _o.Exponent
+                    _c62_Value = _o.Value
+                    if not (_c62_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c62_Exponent <= 127: raise EncodeError(f'value {_c62_Exponent!r} outside [-128, 127]')
+                    if not (_c62_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c62_Value < -32768 or _c62_Value > 32767: raise EncodeError(f'value {_c62_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c62_Exponent - -128) << 4) | (_c62_Value < 0)
+                    n += 17
+                    _c61_Value = None
+                    _c63_EVPCCurrentOutputInformation = None
+                    _c62_Exponent = None
+                    _m = (-_c62_Value - 1 if _c62_Value < 0 else _c62_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c62_Value = None
+                    _c63_EVPCVoltageOutputInformation = None
                     v_EVPCPowerControlParameter = None
                     s = 8
                 elif i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
@@ -9976,6 +11359,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
                     p += 1
@@ -9991,6 +11377,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -10006,6 +11395,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10022,10 +11414,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 8:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c64_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c64_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c64_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c64_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c64_Value = -_c64_Value - 1
+                    if _c64_Value < -32768 or _c64_Value > 32767: raise DecodeError(f'value {_c64_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c64_Exponent, _c64_Value)
                     s = 9
                 elif ec == 9:
                     p += 3
@@ -10079,6 +11491,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10094,6 +11509,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -10109,6 +11527,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10125,10 +11546,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 7:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c65_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c65_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c65_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c65_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c65_Value = -_c65_Value - 1
+                    if _c65_Value < -32768 or _c65_Value > 32767: raise DecodeError(f'value {_c65_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c65_Exponent, _c65_Value)
                     s = 9
                 elif ec == 8:
                     p += 3
@@ -10173,6 +11614,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10188,6 +11632,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -10203,6 +11650,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10219,10 +11669,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 6:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c66_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c66_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c66_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c66_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c66_Value = -_c66_Value - 1
+                    if _c66_Value < -32768 or _c66_Value > 32767: raise DecodeError(f'value {_c66_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c66_Exponent, _c66_Value)
                     s = 9
                 elif ec == 7:
                     p += 3
@@ -10258,6 +11728,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10273,6 +11746,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -10288,6 +11764,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10304,10 +11783,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 5:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c67_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c67_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c67_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c67_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c67_Value = -_c67_Value - 1
+                    if _c67_Value < -32768 or _c67_Value > 32767: raise DecodeError(f'value {_c67_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c67_Exponent, _c67_Value)
                     s = 9
                 elif ec == 6:
                     p += 3
@@ -10334,6 +11833,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMinimumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10349,6 +11851,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -10364,6 +11869,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10380,10 +11888,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 4:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c68_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c68_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c68_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c68_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c68_Value = -_c68_Value - 1
+                    if _c68_Value < -32768 or _c68_Value > 32767: raise DecodeError(f'value {_c68_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c68_Exponent, _c68_Value)
                     s = 9
                 elif ec == 5:
                     p += 3
@@ -10410,6 +11938,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToTargetSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
                     p += 1
@@ -10425,6 +11956,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10441,10 +11975,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 3:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c69_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c69_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c69_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c69_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c69_Value = -_c69_Value - 1
+                    if _c69_Value < -32768 or _c69_Value > 32767: raise DecodeError(f'value {_c69_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c69_Exponent, _c69_Value)
                     s = 9
                 elif ec == 4:
                     p += 3
@@ -10471,6 +12025,9 @@ def _d_DisplayParametersType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_RemainingTimeToMaximumSOC = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
                     p += 1
@@ -10487,10 +12044,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 2:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c70_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c70_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c70_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c70_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c70_Value = -_c70_Value - 1
+                    if _c70_Value < -32768 or _c70_Value > 32767: raise DecodeError(f'value {_c70_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c70_Exponent, _c70_Value)
                     s = 9
                 elif ec == 3:
                     p += 3
@@ -10518,10 +12095,30 @@ def _d_DisplayParametersType(r):
                     f_ChargingComplete = ((x >> 1) & 1) == 1
                     s = 8
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c71_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c71_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c71_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c71_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c71_Value = -_c71_Value - 1
+                    if _c71_Value < -32768 or _c71_Value > 32767: raise DecodeError(f'value {_c71_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c71_Exponent, _c71_Value)
                     s = 9
                 elif ec == 2:
                     p += 3
@@ -10541,10 +12138,30 @@ def _d_DisplayParametersType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    r.pos = p
-                    f_BatteryEnergyCapacity = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c72_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c72_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c72_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c72_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('DisplayParametersType', p)
+                    if _neg: _c72_Value = -_c72_Value - 1
+                    if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', p)
+                    f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c72_Exponent, _c72_Value)
                     s = 9
                 elif ec == 1:
                     p += 3
@@ -10639,6 +12256,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (4 << 1)
                     n += 5
                     if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10650,6 +12268,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (5 << 1)
                     n += 5
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10661,6 +12280,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (6 << 1)
                     n += 5
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10675,11 +12295,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 4) | 8
-                    n += 4
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c73_Exponent = _o.Exponent
+                    _c73_Value = _o.Value
+                    if not (_c73_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c73_Exponent <= 127: raise EncodeError(f'value {_c73_Exponent!r} outside [-128, 127]')
+                    if not (_c73_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c73_Value < -32768 or _c73_Value > 32767: raise EncodeError(f'value {_c73_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (8 << 14) | ((_c73_Exponent - -128) << 4) | (_c73_Value < 0)
+                    n += 18
+                    _c73_Exponent = None
+                    _m = (-_c73_Value - 1 if _c73_Value < 0 else _c73_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c73_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -10722,6 +12356,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (3 << 1)
                     n += 5
                     if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10733,6 +12368,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (4 << 1)
                     n += 5
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10744,6 +12380,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (5 << 1)
                     n += 5
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10758,11 +12395,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 4) | 7
-                    n += 4
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c74_Exponent = _o.Exponent
+                    _c74_Value = _o.Value
+                    if not (_c74_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c74_Exponent <= 127: raise EncodeError(f'value {_c74_Exponent!r} outside [-128, 127]')
+                    if not (_c74_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c74_Value < -32768 or _c74_Value > 32767: raise EncodeError(f'value {_c74_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (7 << 14) | ((_c74_Exponent - -128) << 4) | (_c74_Value < 0)
+                    n += 18
+                    _c74_Exponent = None
+                    _m = (-_c74_Value - 1 if _c74_Value < 0 else _c74_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c74_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -10798,6 +12449,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (2 << 1)
                     n += 5
                     if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10809,6 +12461,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (3 << 1)
                     n += 5
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10820,6 +12473,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (4 << 1)
                     n += 5
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10834,11 +12488,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 4) | 6
-                    n += 4
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c75_Exponent = _o.Exponent
+                    _c75_Value = _o.Value
+                    if not (_c75_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c75_Exponent <= 127: raise EncodeError(f'value {_c75_Exponent!r} outside [-128, 127]')
+                    if not (_c75_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c75_Value < -32768 or _c75_Value > 32767: raise EncodeError(f'value {_c75_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (6 << 14) | ((_c75_Exponent - -128) << 4) | (_c75_Value < 0)
+                    n += 18
+                    _c75_Exponent = None
+                    _m = (-_c75_Value - 1 if _c75_Value < 0 else _c75_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c75_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -10867,6 +12535,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (1 << 1)
                     n += 5
                     if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10878,6 +12547,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (2 << 1)
                     n += 5
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10889,6 +12559,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 5) | (3 << 1)
                     n += 5
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10903,11 +12574,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 4) | 5
-                    n += 4
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c76_Exponent = _o.Exponent
+                    _c76_Value = _o.Value
+                    if not (_c76_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c76_Exponent <= 127: raise EncodeError(f'value {_c76_Exponent!r} outside [-128, 127]')
+                    if not (_c76_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c76_Value < -32768 or _c76_Value > 32767: raise EncodeError(f'value {_c76_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (5 << 14) | ((_c76_Exponent - -128) << 4) | (_c76_Value < 0)
+                    n += 18
+                    _c76_Exponent = None
+                    _m = (-_c76_Value - 1 if _c76_Value < 0 else _c76_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c76_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -10929,6 +12614,7 @@ def _e_DisplayParametersType(w, o):
                     v <<= 4
                     n += 4
                     if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
+                    elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMinimumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMinimumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10940,6 +12626,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 4) | (1 << 1)
                     n += 4
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10951,6 +12638,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 4) | (2 << 1)
                     n += 4
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -10965,11 +12653,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 3) | 4
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c77_Exponent = _o.Exponent
+                    _c77_Value = _o.Value
+                    if not (_c77_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c77_Exponent <= 127: raise EncodeError(f'value {_c77_Exponent!r} outside [-128, 127]')
+                    if not (_c77_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c77_Value < -32768 or _c77_Value > 32767: raise EncodeError(f'value {_c77_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (4 << 14) | ((_c77_Exponent - -128) << 4) | (_c77_Value < 0)
+                    n += 17
+                    _c77_Exponent = None
+                    _m = (-_c77_Value - 1 if _c77_Value < 0 else _c77_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c77_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -10991,6 +12693,7 @@ def _e_DisplayParametersType(w, o):
                     v <<= 4
                     n += 4
                     if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
+                    elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | ((v_RemainingTimeToTargetSOC & 127) << 8) | 32768 | (v_RemainingTimeToTargetSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11002,6 +12705,7 @@ def _e_DisplayParametersType(w, o):
                     v = (v << 4) | (1 << 1)
                     n += 4
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11016,11 +12720,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 3) | 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c78_Exponent = _o.Exponent
+                    _c78_Value = _o.Value
+                    if not (_c78_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c78_Exponent <= 127: raise EncodeError(f'value {_c78_Exponent!r} outside [-128, 127]')
+                    if not (_c78_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise EncodeError(f'value {_c78_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (3 << 14) | ((_c78_Exponent - -128) << 4) | (_c78_Value < 0)
+                    n += 17
+                    _c78_Exponent = None
+                    _m = (-_c78_Value - 1 if _c78_Value < 0 else _c78_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c78_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -11042,6 +12760,7 @@ def _e_DisplayParametersType(w, o):
                     v <<= 4
                     n += 4
                     if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
+                    elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | ((v_RemainingTimeToMaximumSOC & 127) << 8) | 32768 | (v_RemainingTimeToMaximumSOC >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -11056,11 +12775,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c79_Exponent = _o.Exponent
+                    _c79_Value = _o.Value
+                    if not (_c79_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c79_Exponent <= 127: raise EncodeError(f'value {_c79_Exponent!r} outside [-128, 127]')
+                    if not (_c79_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise EncodeError(f'value {_c79_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (2 << 14) | ((_c79_Exponent - -128) << 4) | (_c79_Value < 0)
+                    n += 17
+                    _c79_Exponent = None
+                    _m = (-_c79_Value - 1 if _c79_Value < 0 else _c79_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c79_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -11085,11 +12818,25 @@ def _e_DisplayParametersType(w, o):
                     s = 8
                 elif v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _o = v_BatteryEnergyCapacity
+                    _c80_Exponent = _o.Exponent
+                    _c80_Value = _o.Value
+                    if not (_c80_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c80_Exponent <= 127: raise EncodeError(f'value {_c80_Exponent!r} outside [-128, 127]')
+                    if not (_c80_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c80_Value < -32768 or _c80_Value > 32767: raise EncodeError(f'value {_c80_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 14) | ((_c80_Exponent - -128) << 4) | (_c80_Value < 0)
+                    n += 17
+                    _c80_Exponent = None
+                    _m = (-_c80_Value - 1 if _c80_Value < 0 else _c80_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c80_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -11107,11 +12854,25 @@ def _e_DisplayParametersType(w, o):
             if s == 8:
                 if v_BatteryEnergyCapacity is not None:
                     el = 'BatteryEnergyCapacity'
+                    _o = v_BatteryEnergyCapacity
+                    _c81_Exponent = _o.Exponent
+                    _c81_Value = _o.Value
+                    if not (_c81_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c81_Exponent <= 127: raise EncodeError(f'value {_c81_Exponent!r} outside [-128, 127]')
+                    if not (_c81_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c81_Value < -32768 or _c81_Value > 32767: raise EncodeError(f'value {_c81_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c81_Exponent - -128) << 4) | (_c81_Value < 0)
+                    n += 16
+                    _c81_Exponent = None
+                    _m = (-_c81_Value - 1 if _c81_Value < 0 else _c81_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_BatteryEnergyCapacity)
-                    v = w.v; n = w.n
+                    _c81_Value = None
                     v_BatteryEnergyCapacity = None
                     s = 9
                 elif v_InletHot is not None:
@@ -11160,37 +12921,90 @@ def _d_WPT_EVPCPowerControlParameterType(r):
     f_EVPCCurrentOutputInformation = None
     f_EVPCVoltageOutputInformation = None
     try:
-        p += 1
+        p += 15
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
+        x = (V >> (E - p)) & 32767
+        if x & 28686: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
         el = 'EVPCCoilCurrentRequest'
-        r.pos = p
-        f_EVPCCoilCurrentRequest = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c82_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c82_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c82_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c82_Value = r.uint(); p = r.pos
+        p += 17
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
+        x = (V >> (E - p)) & 131071
+        if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
+        if _neg: _c82_Value = -_c82_Value - 1
+        if _c82_Value < -32768 or _c82_Value > 32767: raise DecodeError(f'value {_c82_Value} outside [-32768, 32767]', p)
+        f_EVPCCoilCurrentRequest = iso20_commontypes.RationalNumberType(_c82_Exponent, _c82_Value)
         el = 'EVPCCoilCurrentInformation'
-        r.pos = p
-        f_EVPCCoilCurrentInformation = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c83_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c83_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c83_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c83_Value = r.uint(); p = r.pos
+        p += 17
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
+        x = (V >> (E - p)) & 131071
+        if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
+        if _neg: _c83_Value = -_c83_Value - 1
+        if _c83_Value < -32768 or _c83_Value > 32767: raise DecodeError(f'value {_c83_Value} outside [-32768, 32767]', p)
+        f_EVPCCoilCurrentInformation = iso20_commontypes.RationalNumberType(_c83_Exponent, _c83_Value)
         el = 'EVPCCurrentOutputInformation'
-        r.pos = p
-        f_EVPCCurrentOutputInformation = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c84_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c84_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c84_Value = r.uint(); p = r.pos
+        p += 17
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
+        x = (V >> (E - p)) & 131071
+        if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
+        if _neg: _c84_Value = -_c84_Value - 1
+        if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
+        f_EVPCCurrentOutputInformation = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
         el = 'EVPCVoltageOutputInformation'
-        r.pos = p
-        f_EVPCVoltageOutputInformation = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c85_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c85_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c85_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c85_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('WPT_EVPCPowerControlParameterType', p)
+        if _neg: _c85_Value = -_c85_Value - 1
+        if _c85_Value < -32768 or _c85_Value > 32767: raise DecodeError(f'value {_c85_Value} outside [-32768, 32767]', p)
+        f_EVPCVoltageOutputInformation = iso20_commontypes.RationalNumberType(_c85_Exponent, _c85_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -11208,37 +13022,85 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
         v_EVPCVoltageOutputInformation = o.EVPCVoltageOutputInformation
         if v_EVPCCoilCurrentRequest is not None:
             el = 'EVPCCoilCurrentRequest'
-            v <<= 1
-            n += 1
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_EVPCCoilCurrentRequest)
-            v = w.v; n = w.n
+            _o = v_EVPCCoilCurrentRequest
+            _c86_Exponent = _o.Exponent
+            _c86_Value = _o.Value
+            if not (_c86_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c86_Exponent <= 127: raise EncodeError(f'value {_c86_Exponent!r} outside [-128, 127]')
+            if not (_c86_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c86_Value < -32768 or _c86_Value > 32767: raise EncodeError(f'value {_c86_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c86_Exponent - -128) << 4) | (_c86_Value < 0)
+            n += 15
+            _c86_Exponent = None
+            _m = (-_c86_Value - 1 if _c86_Value < 0 else _c86_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
             el = 'EVPCCoilCurrentInformation'
-            v <<= 1
-            n += 1
+            _o = v_EVPCCoilCurrentInformation
+            _c87_Exponent = _o.Exponent
+            _c87_Value = _o.Value
+            if not (_c87_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c87_Exponent <= 127: raise EncodeError(f'value {_c87_Exponent!r} outside [-128, 127]')
+            if not (_c87_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c87_Value < -32768 or _c87_Value > 32767: raise EncodeError(f'value {_c87_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c87_Exponent - -128) << 4) | (_c87_Value < 0)
+            n += 17
+            _c86_Value = None
             v_EVPCCoilCurrentRequest = None
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_EVPCCoilCurrentInformation)
-            v = w.v; n = w.n
+            _c87_Exponent = None
+            _m = (-_c87_Value - 1 if _c87_Value < 0 else _c87_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
             el = 'EVPCCurrentOutputInformation'
-            v <<= 1
-            n += 1
+            _o = v_EVPCCurrentOutputInformation
+            _c88_Exponent = _o.Exponent
+            _c88_Value = _o.Value
+            if not (_c88_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c88_Exponent <= 127: raise EncodeError(f'value {_c88_Exponent!r} outside [-128, 127]')
+            if not (_c88_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c88_Value < -32768 or _c88_Value > 32767: raise EncodeError(f'value {_c88_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c88_Exponent - -128) << 4) | (_c88_Value < 0)
+            n += 17
+            _c87_Value = None
             v_EVPCCoilCurrentInformation = None
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_EVPCCurrentOutputInformation)
-            v = w.v; n = w.n
+            _c88_Exponent = None
+            _m = (-_c88_Value - 1 if _c88_Value < 0 else _c88_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
             el = 'EVPCVoltageOutputInformation'
-            v <<= 1
-            n += 1
+            _o = v_EVPCVoltageOutputInformation
+            _c89_Exponent = _o.Exponent
+            _c89_Value = _o.Value
+            if not (_c89_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c89_Exponent <= 127: raise EncodeError(f'value {_c89_Exponent!r} outside [-128, 127]')
+            if not (_c89_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c89_Value < -32768 or _c89_Value > 32767: raise EncodeError(f'value {_c89_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c89_Exponent - -128) << 4) | (_c89_Value < 0)
+            n += 17
+            _c88_Value = None
             v_EVPCCurrentOutputInformation = None
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_EVPCVoltageOutputInformation)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c89_Exponent = None
+            _m = (-_c89_Value - 1 if _c89_Value < 0 else _c89_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c89_Value = None
             v_EVPCVoltageOutputInformation = None
             if v_EVPCCoilCurrentRequest is not None or v_EVPCCoilCurrentInformation is not None or v_EVPCCurrentOutputInformation is not None or v_EVPCVoltageOutputInformation is not None: raise _leftover(o)
         else:
@@ -11291,10 +13153,30 @@ def _d_WPT_ChargeLoopResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
                     el = 'EVSEStatus'
-                    r.pos = p
-                    f_EVSEStatus = _d_EVSEStatusType(r)
-                    p = r.pos
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c90_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c90_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c90_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 8
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 255
+                    if x & 227: raise r.deviation('WPT_ChargeLoopResType', p)
+                    if _c90_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c90_NotificationMaxDelay} outside [0, 65535]', p)
+                    el = 'EVSENotification'
+                    _c90_EVSENotification = ((x >> 2) & 7)
+                    if _c90_EVSENotification >= 6: raise DecodeError(f'enumeration index {_c90_EVSENotification} out of range (6 values)', p)
+                    _c90_EVSENotification = _E8[_c90_EVSENotification]
+                    f_EVSEStatus = iso20_commontypes.EVSEStatusType(_c90_NotificationMaxDelay, _c90_EVSENotification)
                     s = 3
                 elif ec == 1:
                     el = 'MeterInfo'
@@ -11309,10 +13191,30 @@ def _d_WPT_ChargeLoopResType(r):
                     p = r.pos
                     s = 5
                 elif ec == 3:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('WPT_ChargeLoopResType', p)
                     el = 'EVPCPowerRequest'
-                    r.pos = p
-                    f_EVPCPowerRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c91_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c91_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c91_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c91_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                    if _neg: _c91_Value = -_c91_Value - 1
+                    if _c91_Value < -32768 or _c91_Value > 32767: raise DecodeError(f'value {_c91_Value} outside [-32768, 32767]', p)
+                    f_EVPCPowerRequest = iso20_commontypes.RationalNumberType(_c91_Exponent, _c91_Value)
                     s = 6
                 else:
                     raise r.deviation('WPT_ChargeLoopResType', p)
@@ -11333,10 +13235,30 @@ def _d_WPT_ChargeLoopResType(r):
                     p = r.pos
                     s = 5
                 elif ec == 2:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('WPT_ChargeLoopResType', p)
                     el = 'EVPCPowerRequest'
-                    r.pos = p
-                    f_EVPCPowerRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c92_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c92_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c92_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c92_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                    if _neg: _c92_Value = -_c92_Value - 1
+                    if _c92_Value < -32768 or _c92_Value > 32767: raise DecodeError(f'value {_c92_Value} outside [-32768, 32767]', p)
+                    f_EVPCPowerRequest = iso20_commontypes.RationalNumberType(_c92_Exponent, _c92_Value)
                     s = 6
                 else:
                     raise r.deviation('WPT_ChargeLoopResType', p)
@@ -11351,79 +13273,224 @@ def _d_WPT_ChargeLoopResType(r):
                     p = r.pos
                     s = 5
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('WPT_ChargeLoopResType', p)
                     el = 'EVPCPowerRequest'
-                    r.pos = p
-                    f_EVPCPowerRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c93_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c93_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c93_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c93_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                    if _neg: _c93_Value = -_c93_Value - 1
+                    if _c93_Value < -32768 or _c93_Value > 32767: raise DecodeError(f'value {_c93_Value} outside [-32768, 32767]', p)
+                    f_EVPCPowerRequest = iso20_commontypes.RationalNumberType(_c93_Exponent, _c93_Value)
                     s = 6
                 else:
                     raise r.deviation('WPT_ChargeLoopResType', p)
             if s == 5:
-                p += 1
+                p += 15
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_ChargeLoopResType', p)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('WPT_ChargeLoopResType', p)
                 el = 'EVPCPowerRequest'
-                r.pos = p
-                f_EVPCPowerRequest = _d_RationalNumberType(r)
-                p = r.pos
+                el = 'Exponent'
+                _c94_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c94_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c94_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c94_Value = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                if _neg: _c94_Value = -_c94_Value - 1
+                if _c94_Value < -32768 or _c94_Value > 32767: raise DecodeError(f'value {_c94_Value} outside [-32768, 32767]', p)
+                f_EVPCPowerRequest = iso20_commontypes.RationalNumberType(_c94_Exponent, _c94_Value)
                 s = 6
             if s == 6:
                 p += 2
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'SDPowerInput'
-                    r.pos = p
-                    f_SDPowerInput = _d_RationalNumberType(r)
-                    p = r.pos
-                    p += 1
+                    p += 14
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('WPT_ChargeLoopResType', p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('WPT_ChargeLoopResType', p)
+                    el = 'SDPowerInput'
+                    el = 'Exponent'
+                    _c95_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c95_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c95_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c95_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('WPT_ChargeLoopResType', p)
+                    if _neg: _c95_Value = -_c95_Value - 1
+                    if _c95_Value < -32768 or _c95_Value > 32767: raise DecodeError(f'value {_c95_Value} outside [-32768, 32767]', p)
+                    f_SDPowerInput = iso20_commontypes.RationalNumberType(_c95_Exponent, _c95_Value)
                     el = 'SPCMaxOutputPowerLimit'
-                    r.pos = p
-                    f_SPCMaxOutputPowerLimit = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c96_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c96_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c96_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c96_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                    if _neg: _c96_Value = -_c96_Value - 1
+                    if _c96_Value < -32768 or _c96_Value > 32767: raise DecodeError(f'value {_c96_Value} outside [-32768, 32767]', p)
+                    f_SPCMaxOutputPowerLimit = iso20_commontypes.RationalNumberType(_c96_Exponent, _c96_Value)
                     s = 8
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('WPT_ChargeLoopResType', p)
                     el = 'SPCMaxOutputPowerLimit'
-                    r.pos = p
-                    f_SPCMaxOutputPowerLimit = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c97_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c97_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c97_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c97_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                    if _neg: _c97_Value = -_c97_Value - 1
+                    if _c97_Value < -32768 or _c97_Value > 32767: raise DecodeError(f'value {_c97_Value} outside [-32768, 32767]', p)
+                    f_SPCMaxOutputPowerLimit = iso20_commontypes.RationalNumberType(_c97_Exponent, _c97_Value)
                     s = 8
                 else:
                     raise r.deviation('WPT_ChargeLoopResType', p)
             if s == 8:
-                p += 1
+                p += 15
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_ChargeLoopResType', p)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('WPT_ChargeLoopResType', p)
                 el = 'SPCMinOutputPowerLimit'
-                r.pos = p
-                f_SPCMinOutputPowerLimit = _d_RationalNumberType(r)
-                p = r.pos
-                p += 6
+                el = 'Exponent'
+                _c98_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c98_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c98_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c98_Value = r.uint(); p = r.pos
+                p += 8
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 63
-                if x & 49: raise r.deviation('WPT_ChargeLoopResType', p)
+                x = (V >> (E - p)) & 255
+                if x & 241: raise r.deviation('WPT_ChargeLoopResType', p)
+                if _neg: _c98_Value = -_c98_Value - 1
+                if _c98_Value < -32768 or _c98_Value > 32767: raise DecodeError(f'value {_c98_Value} outside [-32768, 32767]', p)
+                f_SPCMinOutputPowerLimit = iso20_commontypes.RationalNumberType(_c98_Exponent, _c98_Value)
                 el = 'SPCChargeDiagnostics'
                 f_SPCChargeDiagnostics = ((x >> 1) & 7)
                 if f_SPCChargeDiagnostics >= 6: raise DecodeError(f'enumeration index {f_SPCChargeDiagnostics} out of range (6 values)', p)
-                f_SPCChargeDiagnostics = _E8[f_SPCChargeDiagnostics]
+                f_SPCChargeDiagnostics = _E9[f_SPCChargeDiagnostics]
                 s = 10
             if s == 10:
                 p += 3
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('WPT_ChargeLoopResType', p)
                     el = 'SPCOperatingFrequency'
-                    r.pos = p
-                    f_SPCOperatingFrequency = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c99_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c99_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c99_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c99_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('WPT_ChargeLoopResType', p)
+                    if _neg: _c99_Value = -_c99_Value - 1
+                    if _c99_Value < -32768 or _c99_Value > 32767: raise DecodeError(f'value {_c99_Value} outside [-32768, 32767]', p)
+                    f_SPCOperatingFrequency = iso20_commontypes.RationalNumberType(_c99_Exponent, _c99_Value)
                     s = 11
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('WPT_ChargeLoopResType', p)
                     el = 'SPCPowerControlParameter'
-                    r.pos = p
-                    f_SPCPowerControlParameter = _d_WPT_SPCPowerControlParameterType(r)
-                    p = r.pos
+                    el = 'SPCPrimaryDeviceCoilCurrentInformation'
+                    el = 'Exponent'
+                    _c101_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c101_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c101_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c101_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('WPT_ChargeLoopResType', p)
+                    if _neg: _c101_Value = -_c101_Value - 1
+                    if _c101_Value < -32768 or _c101_Value > 32767: raise DecodeError(f'value {_c101_Value} outside [-32768, 32767]', p)
+                    _c100_SPCPrimaryDeviceCoilCurrentInformation = iso20_commontypes.RationalNumberType(_c101_Exponent, _c101_Value)
+                    f_SPCPowerControlParameter = iso20_wpt.WPT_SPCPowerControlParameterType(_c100_SPCPrimaryDeviceCoilCurrentInformation)
                     s = 12
                 elif ec == 2:
                     p += 1
@@ -11451,10 +13518,32 @@ def _d_WPT_ChargeLoopResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('WPT_ChargeLoopResType', p)
                     el = 'SPCPowerControlParameter'
-                    r.pos = p
-                    f_SPCPowerControlParameter = _d_WPT_SPCPowerControlParameterType(r)
-                    p = r.pos
+                    el = 'SPCPrimaryDeviceCoilCurrentInformation'
+                    el = 'Exponent'
+                    _c101_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c101_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c101_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c101_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('WPT_ChargeLoopResType', p)
+                    if _neg: _c101_Value = -_c101_Value - 1
+                    if _c101_Value < -32768 or _c101_Value > 32767: raise DecodeError(f'value {_c101_Value} outside [-32768, 32767]', p)
+                    _c102_SPCPrimaryDeviceCoilCurrentInformation = iso20_commontypes.RationalNumberType(_c101_Exponent, _c101_Value)
+                    f_SPCPowerControlParameter = iso20_wpt.WPT_SPCPowerControlParameterType(_c102_SPCPrimaryDeviceCoilCurrentInformation)
                     s = 12
                 elif ec == 1:
                     p += 1
@@ -11576,9 +13665,9 @@ def _e_WPT_ChargeLoopResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i8 = _I5.get(v_ResponseCode)
-                    if _i8 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 9) | (_i8 << 1)
+                    _i103 = _I5.get(v_ResponseCode)
+                    if _i103 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 9) | (_i103 << 1)
                     n += 9
                     v_Header = None
                     v_ResponseCode = None
@@ -11588,11 +13677,25 @@ def _e_WPT_ChargeLoopResType(w, o):
             if s == 2:
                 if v_EVSEStatus is not None:
                     el = 'EVSEStatus'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_EVSEStatusType(w, v_EVSEStatus)
-                    v = w.v; n = w.n
+                    _o = v_EVSEStatus
+                    _c104_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c104_EVSENotification = _o.EVSENotification
+                    if not (_c104_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c104_NotificationMaxDelay < 0 or _c104_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c104_NotificationMaxDelay!r} outside [0, 65535]')
+                    v <<= 5
+                    n += 5
+                    if _c104_NotificationMaxDelay < 128: v = (v << 8) | _c104_NotificationMaxDelay; n += 8
+                    elif _c104_NotificationMaxDelay < 16384: v = (v << 16) | ((_c104_NotificationMaxDelay & 127) << 8) | 32768 | (_c104_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c104_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c104_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i105 = _I10.get(_c104_EVSENotification)
+                    if _i105 is None: raise EncodeError(f'{_c104_EVSENotification!r} is not one of the enumeration evseNotificationType')
+                    v = (v << 8) | (_i105 << 2)
+                    n += 8
+                    _c104_NotificationMaxDelay = None
+                    _c104_EVSENotification = None
                     v_EVSEStatus = None
                     s = 3
                 elif v_MeterInfo is not None:
@@ -11615,11 +13718,25 @@ def _e_WPT_ChargeLoopResType(w, o):
                     s = 5
                 elif v_EVPCPowerRequest is not None:
                     el = 'EVPCPowerRequest'
-                    v = (v << 3) | 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVPCPowerRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVPCPowerRequest
+                    _c106_Exponent = _o.Exponent
+                    _c106_Value = _o.Value
+                    if not (_c106_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c106_Exponent <= 127: raise EncodeError(f'value {_c106_Exponent!r} outside [-128, 127]')
+                    if not (_c106_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c106_Value < -32768 or _c106_Value > 32767: raise EncodeError(f'value {_c106_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (3 << 14) | ((_c106_Exponent - -128) << 4) | (_c106_Value < 0)
+                    n += 17
+                    _c106_Exponent = None
+                    _m = (-_c106_Value - 1 if _c106_Value < 0 else _c106_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c106_Value = None
                     v_EVPCPowerRequest = None
                     s = 6
                 else:
@@ -11645,11 +13762,25 @@ def _e_WPT_ChargeLoopResType(w, o):
                     s = 5
                 elif v_EVPCPowerRequest is not None:
                     el = 'EVPCPowerRequest'
-                    v = (v << 2) | 2
+                    _o = v_EVPCPowerRequest
+                    _c107_Exponent = _o.Exponent
+                    _c107_Value = _o.Value
+                    if not (_c107_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c107_Exponent <= 127: raise EncodeError(f'value {_c107_Exponent!r} outside [-128, 127]')
+                    if not (_c107_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c107_Value < -32768 or _c107_Value > 32767: raise EncodeError(f'value {_c107_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (2 << 14) | ((_c107_Exponent - -128) << 4) | (_c107_Value < 0)
+                    n += 16
+                    _c107_Exponent = None
+                    _m = (-_c107_Value - 1 if _c107_Value < 0 else _c107_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVPCPowerRequest)
-                    v = w.v; n = w.n
+                    _c107_Value = None
                     v_EVPCPowerRequest = None
                     s = 6
                 else:
@@ -11666,11 +13797,25 @@ def _e_WPT_ChargeLoopResType(w, o):
                     s = 5
                 elif v_EVPCPowerRequest is not None:
                     el = 'EVPCPowerRequest'
-                    v = (v << 2) | 1
+                    _o = v_EVPCPowerRequest
+                    _c108_Exponent = _o.Exponent
+                    _c108_Value = _o.Value
+                    if not (_c108_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c108_Exponent <= 127: raise EncodeError(f'value {_c108_Exponent!r} outside [-128, 127]')
+                    if not (_c108_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c108_Value < -32768 or _c108_Value > 32767: raise EncodeError(f'value {_c108_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (1 << 14) | ((_c108_Exponent - -128) << 4) | (_c108_Value < 0)
+                    n += 16
+                    _c108_Exponent = None
+                    _m = (-_c108_Value - 1 if _c108_Value < 0 else _c108_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVPCPowerRequest)
-                    v = w.v; n = w.n
+                    _c108_Value = None
                     v_EVPCPowerRequest = None
                     s = 6
                 else:
@@ -11678,11 +13823,25 @@ def _e_WPT_ChargeLoopResType(w, o):
             if s == 5:
                 if v_EVPCPowerRequest is not None:
                     el = 'EVPCPowerRequest'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVPCPowerRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVPCPowerRequest
+                    _c109_Exponent = _o.Exponent
+                    _c109_Value = _o.Value
+                    if not (_c109_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c109_Exponent <= 127: raise EncodeError(f'value {_c109_Exponent!r} outside [-128, 127]')
+                    if not (_c109_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c109_Value < -32768 or _c109_Value > 32767: raise EncodeError(f'value {_c109_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c109_Exponent - -128) << 4) | (_c109_Value < 0)
+                    n += 15
+                    _c109_Exponent = None
+                    _m = (-_c109_Value - 1 if _c109_Value < 0 else _c109_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c109_Value = None
                     v_EVPCPowerRequest = None
                     s = 6
                 else:
@@ -11690,28 +13849,68 @@ def _e_WPT_ChargeLoopResType(w, o):
             if s == 6:
                 if v_SDPowerInput is not None:
                     el = 'SDPowerInput'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_SDPowerInput)
-                    v = w.v; n = w.n
+                    _o = v_SDPowerInput
+                    _c110_Exponent = _o.Exponent
+                    _c110_Value = _o.Value
+                    if not (_c110_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c110_Exponent <= 127: raise EncodeError(f'value {_c110_Exponent!r} outside [-128, 127]')
+                    if not (_c110_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c110_Value < -32768 or _c110_Value > 32767: raise EncodeError(f'value {_c110_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c110_Exponent - -128) << 4) | (_c110_Value < 0)
+                    n += 16
+                    _c110_Exponent = None
+                    _m = (-_c110_Value - 1 if _c110_Value < 0 else _c110_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_SPCMaxOutputPowerLimit is not None): raise EncodeError('missing content: SPCMaxOutputPowerLimit')
                     el = 'SPCMaxOutputPowerLimit'
-                    v <<= 1
-                    n += 1
+                    _o = v_SPCMaxOutputPowerLimit
+                    _c111_Exponent = _o.Exponent
+                    _c111_Value = _o.Value
+                    if not (_c111_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c111_Exponent <= 127: raise EncodeError(f'value {_c111_Exponent!r} outside [-128, 127]')
+                    if not (_c111_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c111_Value < -32768 or _c111_Value > 32767: raise EncodeError(f'value {_c111_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c111_Exponent - -128) << 4) | (_c111_Value < 0)
+                    n += 17
+                    _c110_Value = None
                     v_SDPowerInput = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_SPCMaxOutputPowerLimit)
-                    v = w.v; n = w.n
+                    _c111_Exponent = None
+                    _m = (-_c111_Value - 1 if _c111_Value < 0 else _c111_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c111_Value = None
                     v_SPCMaxOutputPowerLimit = None
                     s = 8
                 elif v_SPCMaxOutputPowerLimit is not None:
                     el = 'SPCMaxOutputPowerLimit'
-                    v = (v << 2) | 1
+                    _o = v_SPCMaxOutputPowerLimit
+                    _c112_Exponent = _o.Exponent
+                    _c112_Value = _o.Value
+                    if not (_c112_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c112_Exponent <= 127: raise EncodeError(f'value {_c112_Exponent!r} outside [-128, 127]')
+                    if not (_c112_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c112_Value < -32768 or _c112_Value > 32767: raise EncodeError(f'value {_c112_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (1 << 14) | ((_c112_Exponent - -128) << 4) | (_c112_Value < 0)
+                    n += 16
+                    _c112_Exponent = None
+                    _m = (-_c112_Value - 1 if _c112_Value < 0 else _c112_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_SPCMaxOutputPowerLimit)
-                    v = w.v; n = w.n
+                    _c112_Value = None
                     v_SPCMaxOutputPowerLimit = None
                     s = 8
                 else:
@@ -11719,17 +13918,29 @@ def _e_WPT_ChargeLoopResType(w, o):
             if s == 8:
                 if v_SPCMinOutputPowerLimit is not None:
                     el = 'SPCMinOutputPowerLimit'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_SPCMinOutputPowerLimit)
-                    v = w.v; n = w.n
+                    _o = v_SPCMinOutputPowerLimit
+                    _c113_Exponent = _o.Exponent
+                    _c113_Value = _o.Value
+                    if not (_c113_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c113_Exponent <= 127: raise EncodeError(f'value {_c113_Exponent!r} outside [-128, 127]')
+                    if not (_c113_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c113_Value < -32768 or _c113_Value > 32767: raise EncodeError(f'value {_c113_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c113_Exponent - -128) << 4) | (_c113_Value < 0)
+                    n += 15
+                    _c113_Exponent = None
+                    _m = (-_c113_Value - 1 if _c113_Value < 0 else _c113_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_SPCChargeDiagnostics is not None): raise EncodeError('missing content: SPCChargeDiagnostics')
                     el = 'SPCChargeDiagnostics'
-                    _i9 = _I9.get(v_SPCChargeDiagnostics)
-                    if _i9 is None: raise EncodeError(f'{v_SPCChargeDiagnostics!r} is not one of the enumeration WPT_SPCChargeDiagnosticsType')
-                    v = (v << 6) | (_i9 << 1)
-                    n += 6
+                    _i114 = _I11.get(v_SPCChargeDiagnostics)
+                    if _i114 is None: raise EncodeError(f'{v_SPCChargeDiagnostics!r} is not one of the enumeration WPT_SPCChargeDiagnosticsType')
+                    v = (v << 8) | (_i114 << 1)
+                    n += 8
+                    _c113_Value = None
                     v_SPCMinOutputPowerLimit = None
                     v_SPCChargeDiagnostics = None
                     s = 10
@@ -11738,20 +13949,53 @@ def _e_WPT_ChargeLoopResType(w, o):
             if s == 10:
                 if v_SPCOperatingFrequency is not None:
                     el = 'SPCOperatingFrequency'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_SPCOperatingFrequency)
-                    v = w.v; n = w.n
+                    _o = v_SPCOperatingFrequency
+                    _c115_Exponent = _o.Exponent
+                    _c115_Value = _o.Value
+                    if not (_c115_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c115_Exponent <= 127: raise EncodeError(f'value {_c115_Exponent!r} outside [-128, 127]')
+                    if not (_c115_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c115_Value < -32768 or _c115_Value > 32767: raise EncodeError(f'value {_c115_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c115_Exponent - -128) << 4) | (_c115_Value < 0)
+                    n += 17
+                    _c115_Exponent = None
+                    _m = (-_c115_Value - 1 if _c115_Value < 0 else _c115_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c115_Value = None
                     v_SPCOperatingFrequency = None
                     s = 11
                 elif v_SPCPowerControlParameter is not None:
                     el = 'SPCPowerControlParameter'
-                    v = (v << 3) | 1
+                    _o = v_SPCPowerControlParameter
+                    _c116_SPCPrimaryDeviceCoilCurrentInformation = _o.SPCPrimaryDeviceCoilCurrentInformation
+                    if not (_c116_SPCPrimaryDeviceCoilCurrentInformation is not None): raise EncodeError('missing content: SPCPrimaryDeviceCoilCurrentInformation')
+                    el = 'SPCPrimaryDeviceCoilCurrentInformation'
+                    _o = _c116_SPCPrimaryDeviceCoilCurrentInformation
+                    _c117_Exponent = _o.Exponent
+                    _c117_Value = _o.Value
+                    if not (_c117_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c117_Exponent <= 127: raise EncodeError(f'value {_c117_Exponent!r} outside [-128, 127]')
+                    if not (_c117_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c117_Value < -32768 or _c117_Value > 32767: raise EncodeError(f'value {_c117_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c117_Exponent - -128) << 4) | (_c117_Value < 0)
+                    n += 18
+                    _c117_Exponent = None
+                    _m = (-_c117_Value - 1 if _c117_Value < 0 else _c117_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_WPT_SPCPowerControlParameterType(w, v_SPCPowerControlParameter)
-                    v = w.v; n = w.n
+                    _c117_Value = None
+                    _c116_SPCPrimaryDeviceCoilCurrentInformation = None
                     v_SPCPowerControlParameter = None
                     s = 12
                 elif i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
@@ -11774,11 +14018,30 @@ def _e_WPT_ChargeLoopResType(w, o):
             if s == 11:
                 if v_SPCPowerControlParameter is not None:
                     el = 'SPCPowerControlParameter'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_WPT_SPCPowerControlParameterType(w, v_SPCPowerControlParameter)
-                    v = w.v; n = w.n
+                    _o = v_SPCPowerControlParameter
+                    _c118_SPCPrimaryDeviceCoilCurrentInformation = _o.SPCPrimaryDeviceCoilCurrentInformation
+                    if not (_c118_SPCPrimaryDeviceCoilCurrentInformation is not None): raise EncodeError('missing content: SPCPrimaryDeviceCoilCurrentInformation')
+                    el = 'SPCPrimaryDeviceCoilCurrentInformation'
+                    _o = _c118_SPCPrimaryDeviceCoilCurrentInformation
+                    _c117_Exponent = _o.Exponent
+                    _c117_Value = _o.Value
+                    if not (_c117_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c117_Exponent <= 127: raise EncodeError(f'value {_c117_Exponent!r} outside [-128, 127]')
+                    if not (_c117_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c117_Value < -32768 or _c117_Value > 32767: raise EncodeError(f'value {_c117_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c117_Exponent - -128) << 4) | (_c117_Value < 0)
+                    n += 17
+                    _c117_Exponent = None
+                    _m = (-_c117_Value - 1 if _c117_Value < 0 else _c117_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c117_Value = None
+                    _c118_SPCPrimaryDeviceCoilCurrentInformation = None
                     v_SPCPowerControlParameter = None
                     s = 12
                 elif i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
@@ -11886,10 +14149,30 @@ def _d_ChargeLoopResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ChargeLoopResType', p)
                     el = 'EVSEStatus'
-                    r.pos = p
-                    f_EVSEStatus = _d_EVSEStatusType(r)
-                    p = r.pos
+                    el = 'NotificationMaxDelay'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c119_NotificationMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c119_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c119_NotificationMaxDelay = r.uint(); p = r.pos
+                    p += 8
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 255
+                    if x & 227: raise r.deviation('ChargeLoopResType', p)
+                    if _c119_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c119_NotificationMaxDelay} outside [0, 65535]', p)
+                    el = 'EVSENotification'
+                    _c119_EVSENotification = ((x >> 2) & 7)
+                    if _c119_EVSENotification >= 6: raise DecodeError(f'enumeration index {_c119_EVSENotification} out of range (6 values)', p)
+                    _c119_EVSENotification = _E8[_c119_EVSENotification]
+                    f_EVSEStatus = iso20_commontypes.EVSEStatusType(_c119_NotificationMaxDelay, _c119_EVSENotification)
                     s = 3
                 elif ec == 1:
                     el = 'MeterInfo'
@@ -11977,9 +14260,9 @@ def _e_ChargeLoopResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i10 = _I5.get(v_ResponseCode)
-                    if _i10 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 9) | (_i10 << 1)
+                    _i120 = _I5.get(v_ResponseCode)
+                    if _i120 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 9) | (_i120 << 1)
                     n += 9
                     v_Header = None
                     v_ResponseCode = None
@@ -11989,11 +14272,25 @@ def _e_ChargeLoopResType(w, o):
             if s == 2:
                 if v_EVSEStatus is not None:
                     el = 'EVSEStatus'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_EVSEStatusType(w, v_EVSEStatus)
-                    v = w.v; n = w.n
+                    _o = v_EVSEStatus
+                    _c121_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c121_EVSENotification = _o.EVSENotification
+                    if not (_c121_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    el = 'NotificationMaxDelay'
+                    if _c121_NotificationMaxDelay < 0 or _c121_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c121_NotificationMaxDelay!r} outside [0, 65535]')
+                    v <<= 5
+                    n += 5
+                    if _c121_NotificationMaxDelay < 128: v = (v << 8) | _c121_NotificationMaxDelay; n += 8
+                    elif _c121_NotificationMaxDelay < 16384: v = (v << 16) | ((_c121_NotificationMaxDelay & 127) << 8) | 32768 | (_c121_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c121_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c121_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'EVSENotification'
+                    _i105 = _I10.get(_c121_EVSENotification)
+                    if _i105 is None: raise EncodeError(f'{_c121_EVSENotification!r} is not one of the enumeration evseNotificationType')
+                    v = (v << 8) | (_i105 << 2)
+                    n += 8
+                    _c121_NotificationMaxDelay = None
+                    _c121_EVSENotification = None
                     v_EVSEStatus = None
                     s = 3
                 elif v_MeterInfo is not None:
@@ -12085,6 +14382,9 @@ def _d_EVSEStatusType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_NotificationMaxDelay = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
         p += 8
@@ -12095,7 +14395,7 @@ def _d_EVSEStatusType(r):
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 7)
         if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', p)
-        f_EVSENotification = _E10[f_EVSENotification]
+        f_EVSENotification = _E8[f_EVSENotification]
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -12115,12 +14415,13 @@ def _e_EVSEStatusType(w, o):
             v <<= 2
             n += 2
             if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
+            elif v_NotificationMaxDelay < 16384: v = (v << 16) | ((v_NotificationMaxDelay & 127) << 8) | 32768 | (v_NotificationMaxDelay >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
-            _i11 = _I11.get(v_EVSENotification)
-            if _i11 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
-            v = (v << 8) | (_i11 << 2)
+            _i122 = _I10.get(v_EVSENotification)
+            if _i122 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
+            v = (v << 8) | (_i122 << 2)
             n += 8
             v_NotificationMaxDelay = None
             v_EVSENotification = None
@@ -12166,6 +14467,9 @@ def _d_MeterInfoType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_ChargedEnergyReadingWh = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_ChargedEnergyReadingWh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_ChargedEnergyReadingWh = r.uint(); p = r.pos
                 p += 1
@@ -12185,6 +14489,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_BPT_DischargedEnergyReadingWh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_BPT_DischargedEnergyReadingWh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_BPT_DischargedEnergyReadingWh = r.uint(); p = r.pos
                     p += 1
@@ -12200,6 +14507,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_CapacitiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_CapacitiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); p = r.pos
                     p += 1
@@ -12215,6 +14525,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); p = r.pos
                     p += 1
@@ -12245,6 +14558,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -12261,6 +14577,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -12285,6 +14604,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_CapacitiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_CapacitiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); p = r.pos
                     p += 1
@@ -12300,6 +14622,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); p = r.pos
                     p += 1
@@ -12330,6 +14655,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -12346,6 +14674,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -12370,6 +14701,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_BPT_InductiveEnergyReadingVARh = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); p = r.pos
                     p += 1
@@ -12400,6 +14734,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -12416,6 +14753,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -12455,6 +14795,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -12471,6 +14814,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -12497,6 +14843,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterStatus = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterStatus = r.uint(); p = r.pos
                     p += 1
@@ -12513,6 +14862,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -12537,6 +14889,9 @@ def _d_MeterInfoType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_MeterTimestamp = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
                     p += 1
@@ -12580,10 +14935,12 @@ def _e_MeterInfoType(w, o):
                     el = 'MeterID'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
                     if len(v_MeterID) > 32: raise EncodeError(f'length {len(v_MeterID)} outside [0, 32]')
-                    w.string(v_MeterID)
-                    v = w.v; n = w.n
+                    _l = len(v_MeterID)
+                    if _l < 126 and v_MeterID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MeterID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MeterID); v = w.v; n = w.n
                     if not (v_ChargedEnergyReadingWh is not None): raise EncodeError('missing content: ChargedEnergyReadingWh')
                     el = 'ChargedEnergyReadingWh'
                     if v_ChargedEnergyReadingWh < 0 or v_ChargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_ChargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
@@ -12591,6 +14948,7 @@ def _e_MeterInfoType(w, o):
                     n += 3
                     v_MeterID = None
                     if v_ChargedEnergyReadingWh < 128: v = (v << 8) | v_ChargedEnergyReadingWh; n += 8
+                    elif v_ChargedEnergyReadingWh < 16384: v = (v << 16) | ((v_ChargedEnergyReadingWh & 127) << 8) | 32768 | (v_ChargedEnergyReadingWh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ChargedEnergyReadingWh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12605,6 +14963,7 @@ def _e_MeterInfoType(w, o):
                     v <<= 4
                     n += 4
                     if v_BPT_DischargedEnergyReadingWh < 128: v = (v << 8) | v_BPT_DischargedEnergyReadingWh; n += 8
+                    elif v_BPT_DischargedEnergyReadingWh < 16384: v = (v << 16) | ((v_BPT_DischargedEnergyReadingWh & 127) << 8) | 32768 | (v_BPT_DischargedEnergyReadingWh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_BPT_DischargedEnergyReadingWh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12616,6 +14975,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (1 << 1)
                     n += 4
                     if v_CapacitiveEnergyReadingVARh < 128: v = (v << 8) | v_CapacitiveEnergyReadingVARh; n += 8
+                    elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_CapacitiveEnergyReadingVARh & 127) << 8) | 32768 | (v_CapacitiveEnergyReadingVARh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12627,6 +14987,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (2 << 1)
                     n += 4
                     if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
+                    elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12651,6 +15012,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12662,6 +15024,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (5 << 1)
                     n += 4
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12679,6 +15042,7 @@ def _e_MeterInfoType(w, o):
                     v <<= 4
                     n += 4
                     if v_CapacitiveEnergyReadingVARh < 128: v = (v << 8) | v_CapacitiveEnergyReadingVARh; n += 8
+                    elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_CapacitiveEnergyReadingVARh & 127) << 8) | 32768 | (v_CapacitiveEnergyReadingVARh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12690,6 +15054,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (1 << 1)
                     n += 4
                     if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
+                    elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12714,6 +15079,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12725,6 +15091,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (4 << 1)
                     n += 4
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12742,6 +15109,7 @@ def _e_MeterInfoType(w, o):
                     v <<= 4
                     n += 4
                     if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
+                    elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | ((v_BPT_InductiveEnergyReadingVARh & 127) << 8) | 32768 | (v_BPT_InductiveEnergyReadingVARh >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12766,6 +15134,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12777,6 +15146,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (3 << 1)
                     n += 4
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12807,6 +15177,7 @@ def _e_MeterInfoType(w, o):
                     n += 5
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12818,6 +15189,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 4) | (2 << 1)
                     n += 4
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12836,6 +15208,7 @@ def _e_MeterInfoType(w, o):
                     n += 4
                     _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12847,6 +15220,7 @@ def _e_MeterInfoType(w, o):
                     v = (v << 3) | (1 << 1)
                     n += 3
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12864,6 +15238,7 @@ def _e_MeterInfoType(w, o):
                     v <<= 3
                     n += 3
                     if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
+                    elif v_MeterTimestamp < 16384: v = (v << 16) | ((v_MeterTimestamp & 127) << 8) | 32768 | (v_MeterTimestamp >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -12908,6 +15283,9 @@ def _d_ReceiptType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_TimeAnchor = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_TimeAnchor = r.uint(); p = r.pos
                 p += 1
@@ -12920,34 +15298,238 @@ def _d_ReceiptType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'EnergyCosts'
-                    r.pos = p
-                    f_EnergyCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c124_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c124_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c124_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c124_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c124_Value = -_c124_Value - 1
+                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', p)
+                    _c123_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c125_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c125_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c125_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c125_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c125_Value = -_c125_Value - 1
+                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', p)
+                    _c123_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
+                    f_EnergyCosts = iso20_commontypes.DetailedCostType(_c123_Amount, _c123_CostPerUnit)
                     s = 2
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OccupancyCosts'
-                    r.pos = p
-                    f_OccupancyCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c124_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c124_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c124_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c124_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c124_Value = -_c124_Value - 1
+                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', p)
+                    _c126_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c125_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c125_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c125_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c125_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c125_Value = -_c125_Value - 1
+                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', p)
+                    _c126_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
+                    f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c126_Amount, _c126_CostPerUnit)
                     s = 3
                 elif ec == 2:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'AdditionalServicesCosts'
-                    r.pos = p
-                    f_AdditionalServicesCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c124_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c124_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c124_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c124_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c124_Value = -_c124_Value - 1
+                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', p)
+                    _c127_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c125_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c125_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c125_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c125_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c125_Value = -_c125_Value - 1
+                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', p)
+                    _c127_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
+                    f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c127_Amount, _c127_CostPerUnit)
                     s = 4
                 elif ec == 3:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OverstayCosts'
-                    r.pos = p
-                    f_OverstayCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c124_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c124_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c124_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c124_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c124_Value = -_c124_Value - 1
+                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', p)
+                    _c128_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c125_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c125_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c125_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c125_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c125_Value = -_c125_Value - 1
+                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', p)
+                    _c128_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
+                    f_OverstayCosts = iso20_commontypes.DetailedCostType(_c128_Amount, _c128_CostPerUnit)
                     s = 5
                 elif ec == 4:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    r.pos = p
-                    _v = _d_DetailedTaxType(r)
-                    p = r.pos
+                    el = 'TaxRuleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c129_TaxRuleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c129_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c129_TaxRuleID = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('ReceiptType', p)
+                    if _c129_TaxRuleID < 1 or _c129_TaxRuleID > 4294967295: raise DecodeError(f'value {_c129_TaxRuleID} outside [1, 4294967295]', p)
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c130_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c130_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c130_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c130_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c130_Value = -_c130_Value - 1
+                    if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', p)
+                    _c129_Amount = iso20_commontypes.RationalNumberType(_c130_Exponent, _c130_Value)
+                    _v = iso20_commontypes.DetailedTaxType(_c129_TaxRuleID, _c129_Amount)
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 5:
@@ -12960,28 +15542,190 @@ def _d_ReceiptType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OccupancyCosts'
-                    r.pos = p
-                    f_OccupancyCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c124_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c124_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c124_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c124_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c124_Value = -_c124_Value - 1
+                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', p)
+                    _c131_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c125_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c125_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c125_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c125_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c125_Value = -_c125_Value - 1
+                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', p)
+                    _c131_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
+                    f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c131_Amount, _c131_CostPerUnit)
                     s = 3
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'AdditionalServicesCosts'
-                    r.pos = p
-                    f_AdditionalServicesCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c124_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c124_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c124_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c124_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c124_Value = -_c124_Value - 1
+                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', p)
+                    _c132_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c125_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c125_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c125_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c125_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c125_Value = -_c125_Value - 1
+                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', p)
+                    _c132_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
+                    f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c132_Amount, _c132_CostPerUnit)
                     s = 4
                 elif ec == 2:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OverstayCosts'
-                    r.pos = p
-                    f_OverstayCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c124_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c124_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c124_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c124_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c124_Value = -_c124_Value - 1
+                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', p)
+                    _c133_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c125_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c125_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c125_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c125_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c125_Value = -_c125_Value - 1
+                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', p)
+                    _c133_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
+                    f_OverstayCosts = iso20_commontypes.DetailedCostType(_c133_Amount, _c133_CostPerUnit)
                     s = 5
                 elif ec == 3:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    r.pos = p
-                    _v = _d_DetailedTaxType(r)
-                    p = r.pos
+                    el = 'TaxRuleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c134_TaxRuleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c134_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c134_TaxRuleID = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('ReceiptType', p)
+                    if _c134_TaxRuleID < 1 or _c134_TaxRuleID > 4294967295: raise DecodeError(f'value {_c134_TaxRuleID} outside [1, 4294967295]', p)
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c130_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c130_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c130_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c130_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c130_Value = -_c130_Value - 1
+                    if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', p)
+                    _c134_Amount = iso20_commontypes.RationalNumberType(_c130_Exponent, _c130_Value)
+                    _v = iso20_commontypes.DetailedTaxType(_c134_TaxRuleID, _c134_Amount)
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 4:
@@ -12994,22 +15738,142 @@ def _d_ReceiptType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'AdditionalServicesCosts'
-                    r.pos = p
-                    f_AdditionalServicesCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c124_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c124_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c124_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c124_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c124_Value = -_c124_Value - 1
+                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', p)
+                    _c135_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c125_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c125_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c125_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c125_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c125_Value = -_c125_Value - 1
+                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', p)
+                    _c135_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
+                    f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c135_Amount, _c135_CostPerUnit)
                     s = 4
                 elif ec == 1:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OverstayCosts'
-                    r.pos = p
-                    f_OverstayCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c124_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c124_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c124_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c124_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c124_Value = -_c124_Value - 1
+                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', p)
+                    _c136_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c125_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c125_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c125_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c125_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c125_Value = -_c125_Value - 1
+                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', p)
+                    _c136_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
+                    f_OverstayCosts = iso20_commontypes.DetailedCostType(_c136_Amount, _c136_CostPerUnit)
                     s = 5
                 elif ec == 2:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    r.pos = p
-                    _v = _d_DetailedTaxType(r)
-                    p = r.pos
+                    el = 'TaxRuleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c137_TaxRuleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c137_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c137_TaxRuleID = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('ReceiptType', p)
+                    if _c137_TaxRuleID < 1 or _c137_TaxRuleID > 4294967295: raise DecodeError(f'value {_c137_TaxRuleID} outside [1, 4294967295]', p)
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c130_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c130_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c130_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c130_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c130_Value = -_c130_Value - 1
+                    if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', p)
+                    _c137_Amount = iso20_commontypes.RationalNumberType(_c130_Exponent, _c130_Value)
+                    _v = iso20_commontypes.DetailedTaxType(_c137_TaxRuleID, _c137_Amount)
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 3:
@@ -13022,16 +15886,94 @@ def _d_ReceiptType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 15
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 32767
+                    if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OverstayCosts'
-                    r.pos = p
-                    f_OverstayCosts = _d_DetailedCostType(r)
-                    p = r.pos
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c124_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c124_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c124_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c124_Value = r.uint(); p = r.pos
+                    p += 17
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 131071
+                    if x & 126990: raise r.deviation('ReceiptType', p)
+                    if _neg: _c124_Value = -_c124_Value - 1
+                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', p)
+                    _c138_Amount = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
+                    el = 'CostPerUnit'
+                    el = 'Exponent'
+                    _c125_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c125_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c125_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c125_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c125_Value = -_c125_Value - 1
+                    if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', p)
+                    _c138_CostPerUnit = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
+                    f_OverstayCosts = iso20_commontypes.DetailedCostType(_c138_Amount, _c138_CostPerUnit)
                     s = 5
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    r.pos = p
-                    _v = _d_DetailedTaxType(r)
-                    p = r.pos
+                    el = 'TaxRuleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c139_TaxRuleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c139_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c139_TaxRuleID = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('ReceiptType', p)
+                    if _c139_TaxRuleID < 1 or _c139_TaxRuleID > 4294967295: raise DecodeError(f'value {_c139_TaxRuleID} outside [1, 4294967295]', p)
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c130_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c130_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c130_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c130_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c130_Value = -_c130_Value - 1
+                    if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', p)
+                    _c139_Amount = iso20_commontypes.RationalNumberType(_c130_Exponent, _c130_Value)
+                    _v = iso20_commontypes.DetailedTaxType(_c139_TaxRuleID, _c139_Amount)
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 2:
@@ -13044,10 +15986,46 @@ def _d_ReceiptType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    r.pos = p
-                    _v = _d_DetailedTaxType(r)
-                    p = r.pos
+                    el = 'TaxRuleID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c140_TaxRuleID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c140_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c140_TaxRuleID = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('ReceiptType', p)
+                    if _c140_TaxRuleID < 1 or _c140_TaxRuleID > 4294967295: raise DecodeError(f'value {_c140_TaxRuleID} outside [1, 4294967295]', p)
+                    el = 'Amount'
+                    el = 'Exponent'
+                    _c130_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c130_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c130_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c130_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('ReceiptType', p)
+                    if _neg: _c130_Value = -_c130_Value - 1
+                    if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', p)
+                    _c140_Amount = iso20_commontypes.RationalNumberType(_c130_Exponent, _c130_Value)
+                    _v = iso20_commontypes.DetailedTaxType(_c140_TaxRuleID, _c140_Amount)
                     f_TaxCosts.append(_v)
                     s = 6
                 elif ec == 1:
@@ -13062,10 +16040,46 @@ def _d_ReceiptType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('ReceiptType', p)
                         el = 'TaxCosts'
-                        r.pos = p
-                        _v = _d_DetailedTaxType(r)
-                        p = r.pos
+                        el = 'TaxRuleID'
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c141_TaxRuleID = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c141_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c141_TaxRuleID = r.uint(); p = r.pos
+                        p += 16
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 65535
+                        if x & 61454: raise r.deviation('ReceiptType', p)
+                        if _c141_TaxRuleID < 1 or _c141_TaxRuleID > 4294967295: raise DecodeError(f'value {_c141_TaxRuleID} outside [1, 4294967295]', p)
+                        el = 'Amount'
+                        el = 'Exponent'
+                        _c130_Exponent = ((x >> 4) & 255) + -128
+                        el = 'Value'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c130_Value = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c130_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c130_Value = r.uint(); p = r.pos
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 7: raise r.deviation('ReceiptType', p)
+                        if _neg: _c130_Value = -_c130_Value - 1
+                        if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', p)
+                        _c141_Amount = iso20_commontypes.RationalNumberType(_c130_Exponent, _c130_Value)
+                        _v = iso20_commontypes.DetailedTaxType(_c141_TaxRuleID, _c141_Amount)
                         f_TaxCosts.append(_v)
                         _k += 1
                         if _k == 9:
@@ -13110,6 +16124,7 @@ def _e_ReceiptType(w, o):
                     v <<= 2
                     n += 2
                     if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
+                    elif v_TimeAnchor < 16384: v = (v << 16) | ((v_TimeAnchor & 127) << 8) | 32768 | (v_TimeAnchor >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -13120,47 +16135,236 @@ def _e_ReceiptType(w, o):
             if s == 1:
                 if v_EnergyCosts is not None:
                     el = 'EnergyCosts'
+                    _o = v_EnergyCosts
+                    _c142_Amount = _o.Amount
+                    _c142_CostPerUnit = _o.CostPerUnit
+                    if not (_c142_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c142_Amount
+                    _c143_Exponent = _o.Exponent
+                    _c143_Value = _o.Value
+                    if not (_c143_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c143_Exponent <= 127: raise EncodeError(f'value {_c143_Exponent!r} outside [-128, 127]')
+                    if not (_c143_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c143_Value < -32768 or _c143_Value > 32767: raise EncodeError(f'value {_c143_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c143_Exponent - -128) << 4) | (_c143_Value < 0)
+                    n += 18
+                    _c143_Exponent = None
+                    _m = (-_c143_Value - 1 if _c143_Value < 0 else _c143_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c142_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c142_CostPerUnit
+                    _c144_Exponent = _o.Exponent
+                    _c144_Value = _o.Value
+                    if not (_c144_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c144_Exponent <= 127: raise EncodeError(f'value {_c144_Exponent!r} outside [-128, 127]')
+                    if not (_c144_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c144_Value < -32768 or _c144_Value > 32767: raise EncodeError(f'value {_c144_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c144_Exponent - -128) << 4) | (_c144_Value < 0)
+                    n += 17
+                    _c143_Value = None
+                    _c142_Amount = None
+                    _c144_Exponent = None
+                    _m = (-_c144_Value - 1 if _c144_Value < 0 else _c144_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_EnergyCosts)
-                    v = w.v; n = w.n
+                    _c144_Value = None
+                    _c142_CostPerUnit = None
                     v_EnergyCosts = None
                     s = 2
                 elif v_OccupancyCosts is not None:
                     el = 'OccupancyCosts'
-                    v = (v << 3) | 1
+                    _o = v_OccupancyCosts
+                    _c145_Amount = _o.Amount
+                    _c145_CostPerUnit = _o.CostPerUnit
+                    if not (_c145_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c145_Amount
+                    _c143_Exponent = _o.Exponent
+                    _c143_Value = _o.Value
+                    if not (_c143_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c143_Exponent <= 127: raise EncodeError(f'value {_c143_Exponent!r} outside [-128, 127]')
+                    if not (_c143_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c143_Value < -32768 or _c143_Value > 32767: raise EncodeError(f'value {_c143_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c143_Exponent - -128) << 4) | (_c143_Value < 0)
+                    n += 18
+                    _c143_Exponent = None
+                    _m = (-_c143_Value - 1 if _c143_Value < 0 else _c143_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c145_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c145_CostPerUnit
+                    _c144_Exponent = _o.Exponent
+                    _c144_Value = _o.Value
+                    if not (_c144_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c144_Exponent <= 127: raise EncodeError(f'value {_c144_Exponent!r} outside [-128, 127]')
+                    if not (_c144_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c144_Value < -32768 or _c144_Value > 32767: raise EncodeError(f'value {_c144_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c144_Exponent - -128) << 4) | (_c144_Value < 0)
+                    n += 17
+                    _c143_Value = None
+                    _c145_Amount = None
+                    _c144_Exponent = None
+                    _m = (-_c144_Value - 1 if _c144_Value < 0 else _c144_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OccupancyCosts)
-                    v = w.v; n = w.n
+                    _c144_Value = None
+                    _c145_CostPerUnit = None
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
                     el = 'AdditionalServicesCosts'
-                    v = (v << 3) | 2
+                    _o = v_AdditionalServicesCosts
+                    _c146_Amount = _o.Amount
+                    _c146_CostPerUnit = _o.CostPerUnit
+                    if not (_c146_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c146_Amount
+                    _c143_Exponent = _o.Exponent
+                    _c143_Value = _o.Value
+                    if not (_c143_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c143_Exponent <= 127: raise EncodeError(f'value {_c143_Exponent!r} outside [-128, 127]')
+                    if not (_c143_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c143_Value < -32768 or _c143_Value > 32767: raise EncodeError(f'value {_c143_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (2 << 15) | ((_c143_Exponent - -128) << 4) | (_c143_Value < 0)
+                    n += 18
+                    _c143_Exponent = None
+                    _m = (-_c143_Value - 1 if _c143_Value < 0 else _c143_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c146_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c146_CostPerUnit
+                    _c144_Exponent = _o.Exponent
+                    _c144_Value = _o.Value
+                    if not (_c144_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c144_Exponent <= 127: raise EncodeError(f'value {_c144_Exponent!r} outside [-128, 127]')
+                    if not (_c144_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c144_Value < -32768 or _c144_Value > 32767: raise EncodeError(f'value {_c144_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c144_Exponent - -128) << 4) | (_c144_Value < 0)
+                    n += 17
+                    _c143_Value = None
+                    _c146_Amount = None
+                    _c144_Exponent = None
+                    _m = (-_c144_Value - 1 if _c144_Value < 0 else _c144_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_AdditionalServicesCosts)
-                    v = w.v; n = w.n
+                    _c144_Value = None
+                    _c146_CostPerUnit = None
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
                     el = 'OverstayCosts'
-                    v = (v << 3) | 3
+                    _o = v_OverstayCosts
+                    _c147_Amount = _o.Amount
+                    _c147_CostPerUnit = _o.CostPerUnit
+                    if not (_c147_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c147_Amount
+                    _c143_Exponent = _o.Exponent
+                    _c143_Value = _o.Value
+                    if not (_c143_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c143_Exponent <= 127: raise EncodeError(f'value {_c143_Exponent!r} outside [-128, 127]')
+                    if not (_c143_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c143_Value < -32768 or _c143_Value > 32767: raise EncodeError(f'value {_c143_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (3 << 15) | ((_c143_Exponent - -128) << 4) | (_c143_Value < 0)
+                    n += 18
+                    _c143_Exponent = None
+                    _m = (-_c143_Value - 1 if _c143_Value < 0 else _c143_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c147_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c147_CostPerUnit
+                    _c144_Exponent = _o.Exponent
+                    _c144_Value = _o.Value
+                    if not (_c144_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c144_Exponent <= 127: raise EncodeError(f'value {_c144_Exponent!r} outside [-128, 127]')
+                    if not (_c144_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c144_Value < -32768 or _c144_Value > 32767: raise EncodeError(f'value {_c144_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c144_Exponent - -128) << 4) | (_c144_Value < 0)
+                    n += 17
+                    _c143_Value = None
+                    _c147_Amount = None
+                    _c144_Exponent = None
+                    _m = (-_c144_Value - 1 if _c144_Value < 0 else _c144_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OverstayCosts)
-                    v = w.v; n = w.n
+                    _c144_Value = None
+                    _c147_CostPerUnit = None
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    v = (v << 3) | 4
+                    _o = v_TaxCosts[i_TaxCosts]
+                    _c148_TaxRuleID = _o.TaxRuleID
+                    _c148_Amount = _o.Amount
+                    if not (_c148_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                    el = 'TaxRuleID'
+                    if _c148_TaxRuleID < 1 or _c148_TaxRuleID > 4294967295: raise EncodeError(f'value {_c148_TaxRuleID!r} outside [1, 4294967295]')
+                    v = (v << 5) | (4 << 2)
+                    n += 5
+                    if _c148_TaxRuleID < 128: v = (v << 8) | _c148_TaxRuleID; n += 8
+                    elif _c148_TaxRuleID < 16384: v = (v << 16) | ((_c148_TaxRuleID & 127) << 8) | 32768 | (_c148_TaxRuleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c148_TaxRuleID); v = w.v; n = w.n
+                    if not (_c148_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c148_Amount
+                    _c149_Exponent = _o.Exponent
+                    _c149_Value = _o.Value
+                    if not (_c149_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c149_Exponent <= 127: raise EncodeError(f'value {_c149_Exponent!r} outside [-128, 127]')
+                    if not (_c149_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c149_Value < -32768 or _c149_Value > 32767: raise EncodeError(f'value {_c149_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c149_Exponent - -128) << 4) | (_c149_Value < 0)
+                    n += 16
+                    _c148_TaxRuleID = None
+                    _c149_Exponent = None
+                    _m = (-_c149_Value - 1 if _c149_Value < 0 else _c149_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                    v = w.v; n = w.n
+                    _c149_Value = None
+                    _c148_Amount = None
                     i_TaxCosts += 1
                     s = 6
                 elif True:
@@ -13171,38 +16375,187 @@ def _e_ReceiptType(w, o):
             if s == 2:
                 if v_OccupancyCosts is not None:
                     el = 'OccupancyCosts'
+                    _o = v_OccupancyCosts
+                    _c150_Amount = _o.Amount
+                    _c150_CostPerUnit = _o.CostPerUnit
+                    if not (_c150_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c150_Amount
+                    _c143_Exponent = _o.Exponent
+                    _c143_Value = _o.Value
+                    if not (_c143_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c143_Exponent <= 127: raise EncodeError(f'value {_c143_Exponent!r} outside [-128, 127]')
+                    if not (_c143_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c143_Value < -32768 or _c143_Value > 32767: raise EncodeError(f'value {_c143_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c143_Exponent - -128) << 4) | (_c143_Value < 0)
+                    n += 18
+                    _c143_Exponent = None
+                    _m = (-_c143_Value - 1 if _c143_Value < 0 else _c143_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c150_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c150_CostPerUnit
+                    _c144_Exponent = _o.Exponent
+                    _c144_Value = _o.Value
+                    if not (_c144_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c144_Exponent <= 127: raise EncodeError(f'value {_c144_Exponent!r} outside [-128, 127]')
+                    if not (_c144_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c144_Value < -32768 or _c144_Value > 32767: raise EncodeError(f'value {_c144_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c144_Exponent - -128) << 4) | (_c144_Value < 0)
+                    n += 17
+                    _c143_Value = None
+                    _c150_Amount = None
+                    _c144_Exponent = None
+                    _m = (-_c144_Value - 1 if _c144_Value < 0 else _c144_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OccupancyCosts)
-                    v = w.v; n = w.n
+                    _c144_Value = None
+                    _c150_CostPerUnit = None
                     v_OccupancyCosts = None
                     s = 3
                 elif v_AdditionalServicesCosts is not None:
                     el = 'AdditionalServicesCosts'
-                    v = (v << 3) | 1
+                    _o = v_AdditionalServicesCosts
+                    _c151_Amount = _o.Amount
+                    _c151_CostPerUnit = _o.CostPerUnit
+                    if not (_c151_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c151_Amount
+                    _c143_Exponent = _o.Exponent
+                    _c143_Value = _o.Value
+                    if not (_c143_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c143_Exponent <= 127: raise EncodeError(f'value {_c143_Exponent!r} outside [-128, 127]')
+                    if not (_c143_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c143_Value < -32768 or _c143_Value > 32767: raise EncodeError(f'value {_c143_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c143_Exponent - -128) << 4) | (_c143_Value < 0)
+                    n += 18
+                    _c143_Exponent = None
+                    _m = (-_c143_Value - 1 if _c143_Value < 0 else _c143_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c151_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c151_CostPerUnit
+                    _c144_Exponent = _o.Exponent
+                    _c144_Value = _o.Value
+                    if not (_c144_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c144_Exponent <= 127: raise EncodeError(f'value {_c144_Exponent!r} outside [-128, 127]')
+                    if not (_c144_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c144_Value < -32768 or _c144_Value > 32767: raise EncodeError(f'value {_c144_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c144_Exponent - -128) << 4) | (_c144_Value < 0)
+                    n += 17
+                    _c143_Value = None
+                    _c151_Amount = None
+                    _c144_Exponent = None
+                    _m = (-_c144_Value - 1 if _c144_Value < 0 else _c144_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_AdditionalServicesCosts)
-                    v = w.v; n = w.n
+                    _c144_Value = None
+                    _c151_CostPerUnit = None
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
                     el = 'OverstayCosts'
-                    v = (v << 3) | 2
+                    _o = v_OverstayCosts
+                    _c152_Amount = _o.Amount
+                    _c152_CostPerUnit = _o.CostPerUnit
+                    if not (_c152_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c152_Amount
+                    _c143_Exponent = _o.Exponent
+                    _c143_Value = _o.Value
+                    if not (_c143_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c143_Exponent <= 127: raise EncodeError(f'value {_c143_Exponent!r} outside [-128, 127]')
+                    if not (_c143_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c143_Value < -32768 or _c143_Value > 32767: raise EncodeError(f'value {_c143_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (2 << 15) | ((_c143_Exponent - -128) << 4) | (_c143_Value < 0)
+                    n += 18
+                    _c143_Exponent = None
+                    _m = (-_c143_Value - 1 if _c143_Value < 0 else _c143_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c152_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c152_CostPerUnit
+                    _c144_Exponent = _o.Exponent
+                    _c144_Value = _o.Value
+                    if not (_c144_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c144_Exponent <= 127: raise EncodeError(f'value {_c144_Exponent!r} outside [-128, 127]')
+                    if not (_c144_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c144_Value < -32768 or _c144_Value > 32767: raise EncodeError(f'value {_c144_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c144_Exponent - -128) << 4) | (_c144_Value < 0)
+                    n += 17
+                    _c143_Value = None
+                    _c152_Amount = None
+                    _c144_Exponent = None
+                    _m = (-_c144_Value - 1 if _c144_Value < 0 else _c144_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OverstayCosts)
-                    v = w.v; n = w.n
+                    _c144_Value = None
+                    _c152_CostPerUnit = None
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    v = (v << 3) | 3
+                    _o = v_TaxCosts[i_TaxCosts]
+                    _c153_TaxRuleID = _o.TaxRuleID
+                    _c153_Amount = _o.Amount
+                    if not (_c153_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                    el = 'TaxRuleID'
+                    if _c153_TaxRuleID < 1 or _c153_TaxRuleID > 4294967295: raise EncodeError(f'value {_c153_TaxRuleID!r} outside [1, 4294967295]')
+                    v = (v << 5) | (3 << 2)
+                    n += 5
+                    if _c153_TaxRuleID < 128: v = (v << 8) | _c153_TaxRuleID; n += 8
+                    elif _c153_TaxRuleID < 16384: v = (v << 16) | ((_c153_TaxRuleID & 127) << 8) | 32768 | (_c153_TaxRuleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c153_TaxRuleID); v = w.v; n = w.n
+                    if not (_c153_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c153_Amount
+                    _c149_Exponent = _o.Exponent
+                    _c149_Value = _o.Value
+                    if not (_c149_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c149_Exponent <= 127: raise EncodeError(f'value {_c149_Exponent!r} outside [-128, 127]')
+                    if not (_c149_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c149_Value < -32768 or _c149_Value > 32767: raise EncodeError(f'value {_c149_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c149_Exponent - -128) << 4) | (_c149_Value < 0)
+                    n += 16
+                    _c153_TaxRuleID = None
+                    _c149_Exponent = None
+                    _m = (-_c149_Value - 1 if _c149_Value < 0 else _c149_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                    v = w.v; n = w.n
+                    _c149_Value = None
+                    _c153_Amount = None
                     i_TaxCosts += 1
                     s = 6
                 elif True:
@@ -13213,29 +16566,138 @@ def _e_ReceiptType(w, o):
             if s == 3:
                 if v_AdditionalServicesCosts is not None:
                     el = 'AdditionalServicesCosts'
+                    _o = v_AdditionalServicesCosts
+                    _c154_Amount = _o.Amount
+                    _c154_CostPerUnit = _o.CostPerUnit
+                    if not (_c154_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c154_Amount
+                    _c143_Exponent = _o.Exponent
+                    _c143_Value = _o.Value
+                    if not (_c143_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c143_Exponent <= 127: raise EncodeError(f'value {_c143_Exponent!r} outside [-128, 127]')
+                    if not (_c143_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c143_Value < -32768 or _c143_Value > 32767: raise EncodeError(f'value {_c143_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c143_Exponent - -128) << 4) | (_c143_Value < 0)
+                    n += 18
+                    _c143_Exponent = None
+                    _m = (-_c143_Value - 1 if _c143_Value < 0 else _c143_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c154_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c154_CostPerUnit
+                    _c144_Exponent = _o.Exponent
+                    _c144_Value = _o.Value
+                    if not (_c144_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c144_Exponent <= 127: raise EncodeError(f'value {_c144_Exponent!r} outside [-128, 127]')
+                    if not (_c144_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c144_Value < -32768 or _c144_Value > 32767: raise EncodeError(f'value {_c144_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c144_Exponent - -128) << 4) | (_c144_Value < 0)
+                    n += 17
+                    _c143_Value = None
+                    _c154_Amount = None
+                    _c144_Exponent = None
+                    _m = (-_c144_Value - 1 if _c144_Value < 0 else _c144_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_AdditionalServicesCosts)
-                    v = w.v; n = w.n
+                    _c144_Value = None
+                    _c154_CostPerUnit = None
                     v_AdditionalServicesCosts = None
                     s = 4
                 elif v_OverstayCosts is not None:
                     el = 'OverstayCosts'
-                    v = (v << 3) | 1
+                    _o = v_OverstayCosts
+                    _c155_Amount = _o.Amount
+                    _c155_CostPerUnit = _o.CostPerUnit
+                    if not (_c155_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c155_Amount
+                    _c143_Exponent = _o.Exponent
+                    _c143_Value = _o.Value
+                    if not (_c143_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c143_Exponent <= 127: raise EncodeError(f'value {_c143_Exponent!r} outside [-128, 127]')
+                    if not (_c143_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c143_Value < -32768 or _c143_Value > 32767: raise EncodeError(f'value {_c143_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c143_Exponent - -128) << 4) | (_c143_Value < 0)
+                    n += 18
+                    _c143_Exponent = None
+                    _m = (-_c143_Value - 1 if _c143_Value < 0 else _c143_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c155_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c155_CostPerUnit
+                    _c144_Exponent = _o.Exponent
+                    _c144_Value = _o.Value
+                    if not (_c144_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c144_Exponent <= 127: raise EncodeError(f'value {_c144_Exponent!r} outside [-128, 127]')
+                    if not (_c144_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c144_Value < -32768 or _c144_Value > 32767: raise EncodeError(f'value {_c144_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c144_Exponent - -128) << 4) | (_c144_Value < 0)
+                    n += 17
+                    _c143_Value = None
+                    _c155_Amount = None
+                    _c144_Exponent = None
+                    _m = (-_c144_Value - 1 if _c144_Value < 0 else _c144_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OverstayCosts)
-                    v = w.v; n = w.n
+                    _c144_Value = None
+                    _c155_CostPerUnit = None
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    v = (v << 3) | 2
+                    _o = v_TaxCosts[i_TaxCosts]
+                    _c156_TaxRuleID = _o.TaxRuleID
+                    _c156_Amount = _o.Amount
+                    if not (_c156_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                    el = 'TaxRuleID'
+                    if _c156_TaxRuleID < 1 or _c156_TaxRuleID > 4294967295: raise EncodeError(f'value {_c156_TaxRuleID!r} outside [1, 4294967295]')
+                    v = (v << 5) | (2 << 2)
+                    n += 5
+                    if _c156_TaxRuleID < 128: v = (v << 8) | _c156_TaxRuleID; n += 8
+                    elif _c156_TaxRuleID < 16384: v = (v << 16) | ((_c156_TaxRuleID & 127) << 8) | 32768 | (_c156_TaxRuleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c156_TaxRuleID); v = w.v; n = w.n
+                    if not (_c156_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c156_Amount
+                    _c149_Exponent = _o.Exponent
+                    _c149_Value = _o.Value
+                    if not (_c149_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c149_Exponent <= 127: raise EncodeError(f'value {_c149_Exponent!r} outside [-128, 127]')
+                    if not (_c149_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c149_Value < -32768 or _c149_Value > 32767: raise EncodeError(f'value {_c149_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c149_Exponent - -128) << 4) | (_c149_Value < 0)
+                    n += 16
+                    _c156_TaxRuleID = None
+                    _c149_Exponent = None
+                    _m = (-_c149_Value - 1 if _c149_Value < 0 else _c149_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                    v = w.v; n = w.n
+                    _c149_Value = None
+                    _c156_Amount = None
                     i_TaxCosts += 1
                     s = 6
                 elif True:
@@ -13246,20 +16708,89 @@ def _e_ReceiptType(w, o):
             if s == 4:
                 if v_OverstayCosts is not None:
                     el = 'OverstayCosts'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_DetailedCostType(w, v_OverstayCosts)
-                    v = w.v; n = w.n
+                    _o = v_OverstayCosts
+                    _c157_Amount = _o.Amount
+                    _c157_CostPerUnit = _o.CostPerUnit
+                    if not (_c157_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c157_Amount
+                    _c143_Exponent = _o.Exponent
+                    _c143_Value = _o.Value
+                    if not (_c143_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c143_Exponent <= 127: raise EncodeError(f'value {_c143_Exponent!r} outside [-128, 127]')
+                    if not (_c143_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c143_Value < -32768 or _c143_Value > 32767: raise EncodeError(f'value {_c143_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c143_Exponent - -128) << 4) | (_c143_Value < 0)
+                    n += 17
+                    _c143_Exponent = None
+                    _m = (-_c143_Value - 1 if _c143_Value < 0 else _c143_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c157_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+                    el = 'CostPerUnit'
+                    _o = _c157_CostPerUnit
+                    _c144_Exponent = _o.Exponent
+                    _c144_Value = _o.Value
+                    if not (_c144_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c144_Exponent <= 127: raise EncodeError(f'value {_c144_Exponent!r} outside [-128, 127]')
+                    if not (_c144_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c144_Value < -32768 or _c144_Value > 32767: raise EncodeError(f'value {_c144_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c144_Exponent - -128) << 4) | (_c144_Value < 0)
+                    n += 17
+                    _c143_Value = None
+                    _c157_Amount = None
+                    _c144_Exponent = None
+                    _m = (-_c144_Value - 1 if _c144_Value < 0 else _c144_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c144_Value = None
+                    _c157_CostPerUnit = None
                     v_OverstayCosts = None
                     s = 5
                 elif i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                    v = w.v; n = w.n
+                    _o = v_TaxCosts[i_TaxCosts]
+                    _c158_TaxRuleID = _o.TaxRuleID
+                    _c158_Amount = _o.Amount
+                    if not (_c158_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                    el = 'TaxRuleID'
+                    if _c158_TaxRuleID < 1 or _c158_TaxRuleID > 4294967295: raise EncodeError(f'value {_c158_TaxRuleID!r} outside [1, 4294967295]')
+                    v = (v << 4) | (1 << 2)
+                    n += 4
+                    if _c158_TaxRuleID < 128: v = (v << 8) | _c158_TaxRuleID; n += 8
+                    elif _c158_TaxRuleID < 16384: v = (v << 16) | ((_c158_TaxRuleID & 127) << 8) | 32768 | (_c158_TaxRuleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c158_TaxRuleID); v = w.v; n = w.n
+                    if not (_c158_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c158_Amount
+                    _c149_Exponent = _o.Exponent
+                    _c149_Value = _o.Value
+                    if not (_c149_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c149_Exponent <= 127: raise EncodeError(f'value {_c149_Exponent!r} outside [-128, 127]')
+                    if not (_c149_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c149_Value < -32768 or _c149_Value > 32767: raise EncodeError(f'value {_c149_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c149_Exponent - -128) << 4) | (_c149_Value < 0)
+                    n += 16
+                    _c158_TaxRuleID = None
+                    _c149_Exponent = None
+                    _m = (-_c149_Value - 1 if _c149_Value < 0 else _c149_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c149_Value = None
+                    _c158_Amount = None
                     i_TaxCosts += 1
                     s = 6
                 elif True:
@@ -13270,11 +16801,40 @@ def _e_ReceiptType(w, o):
             if s == 5:
                 if i_TaxCosts < n_TaxCosts:
                     el = 'TaxCosts'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                    v = w.v; n = w.n
+                    _o = v_TaxCosts[i_TaxCosts]
+                    _c159_TaxRuleID = _o.TaxRuleID
+                    _c159_Amount = _o.Amount
+                    if not (_c159_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                    el = 'TaxRuleID'
+                    if _c159_TaxRuleID < 1 or _c159_TaxRuleID > 4294967295: raise EncodeError(f'value {_c159_TaxRuleID!r} outside [1, 4294967295]')
+                    v <<= 4
+                    n += 4
+                    if _c159_TaxRuleID < 128: v = (v << 8) | _c159_TaxRuleID; n += 8
+                    elif _c159_TaxRuleID < 16384: v = (v << 16) | ((_c159_TaxRuleID & 127) << 8) | 32768 | (_c159_TaxRuleID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c159_TaxRuleID); v = w.v; n = w.n
+                    if not (_c159_Amount is not None): raise EncodeError('missing content: Amount')
+                    el = 'Amount'
+                    _o = _c159_Amount
+                    _c149_Exponent = _o.Exponent
+                    _c149_Value = _o.Value
+                    if not (_c149_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c149_Exponent <= 127: raise EncodeError(f'value {_c149_Exponent!r} outside [-128, 127]')
+                    if not (_c149_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c149_Value < -32768 or _c149_Value > 32767: raise EncodeError(f'value {_c149_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c149_Exponent - -128) << 4) | (_c149_Value < 0)
+                    n += 16
+                    _c159_TaxRuleID = None
+                    _c149_Exponent = None
+                    _m = (-_c149_Value - 1 if _c149_Value < 0 else _c149_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c149_Value = None
+                    _c159_Amount = None
                     i_TaxCosts += 1
                     s = 6
                 elif True:
@@ -13287,11 +16847,40 @@ def _e_ReceiptType(w, o):
                 while True:
                     if i_TaxCosts < n_TaxCosts:
                         el = 'TaxCosts'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_DetailedTaxType(w, v_TaxCosts[i_TaxCosts])
-                        v = w.v; n = w.n
+                        _o = v_TaxCosts[i_TaxCosts]
+                        _c160_TaxRuleID = _o.TaxRuleID
+                        _c160_Amount = _o.Amount
+                        if not (_c160_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+                        el = 'TaxRuleID'
+                        if _c160_TaxRuleID < 1 or _c160_TaxRuleID > 4294967295: raise EncodeError(f'value {_c160_TaxRuleID!r} outside [1, 4294967295]')
+                        v <<= 4
+                        n += 4
+                        if _c160_TaxRuleID < 128: v = (v << 8) | _c160_TaxRuleID; n += 8
+                        elif _c160_TaxRuleID < 16384: v = (v << 16) | ((_c160_TaxRuleID & 127) << 8) | 32768 | (_c160_TaxRuleID >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_c160_TaxRuleID); v = w.v; n = w.n
+                        if not (_c160_Amount is not None): raise EncodeError('missing content: Amount')
+                        el = 'Amount'
+                        _o = _c160_Amount
+                        _c149_Exponent = _o.Exponent
+                        _c149_Value = _o.Value
+                        if not (_c149_Exponent is not None): raise EncodeError('missing content: Exponent')
+                        el = 'Exponent'
+                        if not -128 <= _c149_Exponent <= 127: raise EncodeError(f'value {_c149_Exponent!r} outside [-128, 127]')
+                        if not (_c149_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'Value'
+                        if _c149_Value < -32768 or _c149_Value > 32767: raise EncodeError(f'value {_c149_Value!r} outside [-32768, 32767]')
+                        v = (v << 16) | ((_c149_Exponent - -128) << 4) | (_c149_Value < 0)
+                        n += 16
+                        _c160_TaxRuleID = None
+                        _c149_Exponent = None
+                        _m = (-_c149_Value - 1 if _c149_Value < 0 else _c149_Value)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 3
+                        n += 3
+                        _c149_Value = None
+                        _c160_Amount = None
                         i_TaxCosts += 1
                         _k += 1
                         if _k == 9:
@@ -13322,23 +16911,50 @@ def _d_DetailedCostType(r):
     f_Amount = None
     f_CostPerUnit = None
     try:
-        p += 1
+        p += 15
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('DetailedCostType', p)
+        x = (V >> (E - p)) & 32767
+        if x & 28686: raise r.deviation('DetailedCostType', p)
         el = 'Amount'
-        r.pos = p
-        f_Amount = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c161_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c161_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c161_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c161_Value = r.uint(); p = r.pos
+        p += 17
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('DetailedCostType', p)
+        x = (V >> (E - p)) & 131071
+        if x & 126990: raise r.deviation('DetailedCostType', p)
+        if _neg: _c161_Value = -_c161_Value - 1
+        if _c161_Value < -32768 or _c161_Value > 32767: raise DecodeError(f'value {_c161_Value} outside [-32768, 32767]', p)
+        f_Amount = iso20_commontypes.RationalNumberType(_c161_Exponent, _c161_Value)
         el = 'CostPerUnit'
-        r.pos = p
-        f_CostPerUnit = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c162_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c162_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c162_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c162_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('DetailedCostType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('DetailedCostType', p)
+        if _neg: _c162_Value = -_c162_Value - 1
+        if _c162_Value < -32768 or _c162_Value > 32767: raise DecodeError(f'value {_c162_Value} outside [-32768, 32767]', p)
+        f_CostPerUnit = iso20_commontypes.RationalNumberType(_c162_Exponent, _c162_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -13354,21 +16970,45 @@ def _e_DetailedCostType(w, o):
         v_CostPerUnit = o.CostPerUnit
         if v_Amount is not None:
             el = 'Amount'
-            v <<= 1
-            n += 1
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_Amount)
-            v = w.v; n = w.n
+            _o = v_Amount
+            _c163_Exponent = _o.Exponent
+            _c163_Value = _o.Value
+            if not (_c163_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c163_Exponent <= 127: raise EncodeError(f'value {_c163_Exponent!r} outside [-128, 127]')
+            if not (_c163_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c163_Value < -32768 or _c163_Value > 32767: raise EncodeError(f'value {_c163_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c163_Exponent - -128) << 4) | (_c163_Value < 0)
+            n += 15
+            _c163_Exponent = None
+            _m = (-_c163_Value - 1 if _c163_Value < 0 else _c163_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
             el = 'CostPerUnit'
-            v <<= 1
-            n += 1
+            _o = v_CostPerUnit
+            _c164_Exponent = _o.Exponent
+            _c164_Value = _o.Value
+            if not (_c164_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c164_Exponent <= 127: raise EncodeError(f'value {_c164_Exponent!r} outside [-128, 127]')
+            if not (_c164_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c164_Value < -32768 or _c164_Value > 32767: raise EncodeError(f'value {_c164_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c164_Exponent - -128) << 4) | (_c164_Value < 0)
+            n += 17
+            _c163_Value = None
             v_Amount = None
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_CostPerUnit)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c164_Exponent = None
+            _m = (-_c164_Value - 1 if _c164_Value < 0 else _c164_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c164_Value = None
             v_CostPerUnit = None
             if v_Amount is not None or v_CostPerUnit is not None: raise _leftover(o)
         else:
@@ -13394,20 +17034,36 @@ def _d_DetailedTaxType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_TaxRuleID = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_TaxRuleID = r.uint(); p = r.pos
-        p += 2
+        p += 16
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('DetailedTaxType', p)
+        x = (V >> (E - p)) & 65535
+        if x & 61454: raise r.deviation('DetailedTaxType', p)
         if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', p)
         el = 'Amount'
-        r.pos = p
-        f_Amount = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c165_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c165_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c165_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c165_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('DetailedTaxType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('DetailedTaxType', p)
+        if _neg: _c165_Value = -_c165_Value - 1
+        if _c165_Value < -32768 or _c165_Value > 32767: raise DecodeError(f'value {_c165_Value} outside [-32768, 32767]', p)
+        f_Amount = iso20_commontypes.RationalNumberType(_c165_Exponent, _c165_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -13427,17 +17083,30 @@ def _e_DetailedTaxType(w, o):
             v <<= 2
             n += 2
             if v_TaxRuleID < 128: v = (v << 8) | v_TaxRuleID; n += 8
+            elif v_TaxRuleID < 16384: v = (v << 16) | ((v_TaxRuleID & 127) << 8) | 32768 | (v_TaxRuleID >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_TaxRuleID); v = w.v; n = w.n
             if not (v_Amount is not None): raise EncodeError('missing content: Amount')
             el = 'Amount'
-            v <<= 2
-            n += 2
+            _o = v_Amount
+            _c166_Exponent = _o.Exponent
+            _c166_Value = _o.Value
+            if not (_c166_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c166_Exponent <= 127: raise EncodeError(f'value {_c166_Exponent!r} outside [-128, 127]')
+            if not (_c166_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c166_Value < -32768 or _c166_Value > 32767: raise EncodeError(f'value {_c166_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c166_Exponent - -128) << 4) | (_c166_Value < 0)
+            n += 16
             v_TaxRuleID = None
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_Amount)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c166_Exponent = None
+            _m = (-_c166_Value - 1 if _c166_Value < 0 else _c166_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c166_Value = None
             v_Amount = None
             if v_TaxRuleID is not None or v_Amount is not None: raise _leftover(o)
         else:
@@ -13454,16 +17123,30 @@ def _d_WPT_SPCPowerControlParameterType(r):
     el = ''
     f_SPCPrimaryDeviceCoilCurrentInformation = None
     try:
-        p += 1
+        p += 15
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_SPCPowerControlParameterType', p)
+        x = (V >> (E - p)) & 32767
+        if x & 28686: raise r.deviation('WPT_SPCPowerControlParameterType', p)
         el = 'SPCPrimaryDeviceCoilCurrentInformation'
-        r.pos = p
-        f_SPCPrimaryDeviceCoilCurrentInformation = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c167_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c167_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c167_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c167_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_SPCPowerControlParameterType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('WPT_SPCPowerControlParameterType', p)
+        if _neg: _c167_Value = -_c167_Value - 1
+        if _c167_Value < -32768 or _c167_Value > 32767: raise DecodeError(f'value {_c167_Value} outside [-32768, 32767]', p)
+        f_SPCPrimaryDeviceCoilCurrentInformation = iso20_commontypes.RationalNumberType(_c167_Exponent, _c167_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -13478,13 +17161,25 @@ def _e_WPT_SPCPowerControlParameterType(w, o):
         v_SPCPrimaryDeviceCoilCurrentInformation = o.SPCPrimaryDeviceCoilCurrentInformation
         if v_SPCPrimaryDeviceCoilCurrentInformation is not None:
             el = 'SPCPrimaryDeviceCoilCurrentInformation'
-            v <<= 1
-            n += 1
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_SPCPrimaryDeviceCoilCurrentInformation)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _o = v_SPCPrimaryDeviceCoilCurrentInformation
+            _c168_Exponent = _o.Exponent
+            _c168_Value = _o.Value
+            if not (_c168_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c168_Exponent <= 127: raise EncodeError(f'value {_c168_Exponent!r} outside [-128, 127]')
+            if not (_c168_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c168_Value < -32768 or _c168_Value > 32767: raise EncodeError(f'value {_c168_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c168_Exponent - -128) << 4) | (_c168_Value < 0)
+            n += 15
+            _c168_Exponent = None
+            _m = (-_c168_Value - 1 if _c168_Value < 0 else _c168_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c168_Value = None
             v_SPCPrimaryDeviceCoilCurrentInformation = None
             if v_SPCPrimaryDeviceCoilCurrentInformation is not None: raise _leftover(o)
         else:
@@ -13517,21 +17212,37 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                 r.pos = p
                 f_Header = _d_MessageHeaderType(r)
                 p = r.pos
-                p += 1
+                p += 15
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
                 el = 'EVPCMaxReceivablePower'
-                r.pos = p
-                f_EVPCMaxReceivablePower = _d_RationalNumberType(r)
-                p = r.pos
-                p += 2
+                el = 'Exponent'
+                _c169_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c169_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c169_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c169_Value = r.uint(); p = r.pos
+                p += 4
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
+                x = (V >> (E - p)) & 15
+                if x & 15: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
+                if _neg: _c169_Value = -_c169_Value - 1
+                if _c169_Value < -32768 or _c169_Value > 32767: raise DecodeError(f'value {_c169_Value} outside [-32768, 32767]', p)
+                f_EVPCMaxReceivablePower = iso20_commontypes.RationalNumberType(_c169_Exponent, _c169_Value)
                 el = 'SDMaxGroundClearence'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_SDMaxGroundClearence = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_SDMaxGroundClearence = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_SDMaxGroundClearence = r.uint(); p = r.pos
                 p += 3
@@ -13543,21 +17254,36 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_SDMinGroundClearence = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_SDMinGroundClearence = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_SDMinGroundClearence = r.uint(); p = r.pos
-                p += 2
+                p += 16
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
+                x = (V >> (E - p)) & 65535
+                if x & 61454: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
                 if f_SDMinGroundClearence > 65535: raise DecodeError(f'value {f_SDMinGroundClearence} outside [0, 65535]', p)
                 el = 'EVPCNaturalFrequency'
-                r.pos = p
-                f_EVPCNaturalFrequency = _d_RationalNumberType(r)
-                p = r.pos
-                p += 4
+                el = 'Exponent'
+                _c170_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c170_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c170_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c170_Value = r.uint(); p = r.pos
+                p += 6
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 15
-                if x & 13: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
+                x = (V >> (E - p)) & 63
+                if x & 61: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', p)
+                if _neg: _c170_Value = -_c170_Value - 1
+                if _c170_Value < -32768 or _c170_Value > 32767: raise DecodeError(f'value {_c170_Value} outside [-32768, 32767]', p)
+                f_EVPCNaturalFrequency = iso20_commontypes.RationalNumberType(_c170_Exponent, _c170_Value)
                 el = 'EVPCDeviceLocalControl'
                 f_EVPCDeviceLocalControl = ((x >> 1) & 1) == 1
                 s = 6
@@ -13629,19 +17355,32 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
                     v = w.v; n = w.n
                     if not (v_EVPCMaxReceivablePower is not None): raise EncodeError('missing content: EVPCMaxReceivablePower')
                     el = 'EVPCMaxReceivablePower'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVPCMaxReceivablePower
+                    _c171_Exponent = _o.Exponent
+                    _c171_Value = _o.Value
+                    if not (_c171_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c171_Exponent <= 127: raise EncodeError(f'value {_c171_Exponent!r} outside [-128, 127]')
+                    if not (_c171_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c171_Value < -32768 or _c171_Value > 32767: raise EncodeError(f'value {_c171_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c171_Exponent - -128) << 4) | (_c171_Value < 0)
+                    n += 15
                     v_Header = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVPCMaxReceivablePower)
-                    v = w.v; n = w.n
+                    _c171_Exponent = None
+                    _m = (-_c171_Value - 1 if _c171_Value < 0 else _c171_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_SDMaxGroundClearence is not None): raise EncodeError('missing content: SDMaxGroundClearence')
                     el = 'SDMaxGroundClearence'
                     if v_SDMaxGroundClearence < 0 or v_SDMaxGroundClearence > 65535: raise EncodeError(f'value {v_SDMaxGroundClearence!r} outside [0, 65535]')
-                    v <<= 2
-                    n += 2
+                    v <<= 4
+                    n += 4
+                    _c171_Value = None
                     v_EVPCMaxReceivablePower = None
                     if v_SDMaxGroundClearence < 128: v = (v << 8) | v_SDMaxGroundClearence; n += 8
+                    elif v_SDMaxGroundClearence < 16384: v = (v << 16) | ((v_SDMaxGroundClearence & 127) << 8) | 32768 | (v_SDMaxGroundClearence >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_SDMaxGroundClearence); v = w.v; n = w.n
                     if not (v_SDMinGroundClearence is not None): raise EncodeError('missing content: SDMinGroundClearence')
                     el = 'SDMinGroundClearence'
@@ -13650,20 +17389,33 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
                     n += 3
                     v_SDMaxGroundClearence = None
                     if v_SDMinGroundClearence < 128: v = (v << 8) | v_SDMinGroundClearence; n += 8
+                    elif v_SDMinGroundClearence < 16384: v = (v << 16) | ((v_SDMinGroundClearence & 127) << 8) | 32768 | (v_SDMinGroundClearence >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_SDMinGroundClearence); v = w.v; n = w.n
                     if not (v_EVPCNaturalFrequency is not None): raise EncodeError('missing content: EVPCNaturalFrequency')
                     el = 'EVPCNaturalFrequency'
-                    v <<= 2
-                    n += 2
+                    _o = v_EVPCNaturalFrequency
+                    _c172_Exponent = _o.Exponent
+                    _c172_Value = _o.Value
+                    if not (_c172_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c172_Exponent <= 127: raise EncodeError(f'value {_c172_Exponent!r} outside [-128, 127]')
+                    if not (_c172_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c172_Value < -32768 or _c172_Value > 32767: raise EncodeError(f'value {_c172_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c172_Exponent - -128) << 4) | (_c172_Value < 0)
+                    n += 16
                     v_SDMinGroundClearence = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVPCNaturalFrequency)
-                    v = w.v; n = w.n
+                    _c172_Exponent = None
+                    _m = (-_c172_Value - 1 if _c172_Value < 0 else _c172_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVPCDeviceLocalControl is not None): raise EncodeError('missing content: EVPCDeviceLocalControl')
                     el = 'EVPCDeviceLocalControl'
                     if v_EVPCDeviceLocalControl is not True and v_EVPCDeviceLocalControl is not False: raise EncodeError(f'expected a bool, got {v_EVPCDeviceLocalControl!r}')
-                    v = (v << 4) | (v_EVPCDeviceLocalControl << 1)
-                    n += 4
+                    v = (v << 6) | (v_EVPCDeviceLocalControl << 1)
+                    n += 6
+                    _c172_Value = None
                     v_EVPCNaturalFrequency = None
                     v_EVPCDeviceLocalControl = None
                     s = 6
@@ -13777,35 +17529,63 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 r.pos = p
                 f_Header = _d_MessageHeaderType(r)
                 p = r.pos
-                p += 15
+                p += 29
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 32767
-                if x & 24691: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+                x = (V >> (E - p)) & 536870911
+                if x & 404549646: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
                 el = 'ResponseCode'
-                f_ResponseCode = ((x >> 7) & 63)
+                f_ResponseCode = ((x >> 21) & 63)
                 if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', p)
                 f_ResponseCode = _E4[f_ResponseCode]
                 el = 'PDInputPowerClass'
-                f_PDInputPowerClass = _E12[((x >> 2) & 3)]
+                f_PDInputPowerClass = _E12[((x >> 16) & 3)]
                 el = 'SDMinOutputPower'
-                r.pos = p
-                f_SDMinOutputPower = _d_RationalNumberType(r)
-                p = r.pos
-                p += 1
+                el = 'Exponent'
+                _c173_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c173_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c173_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c173_Value = r.uint(); p = r.pos
+                p += 17
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+                if _neg: _c173_Value = -_c173_Value - 1
+                if _c173_Value < -32768 or _c173_Value > 32767: raise DecodeError(f'value {_c173_Value} outside [-32768, 32767]', p)
+                f_SDMinOutputPower = iso20_commontypes.RationalNumberType(_c173_Exponent, _c173_Value)
                 el = 'SDMaxOutputPower'
-                r.pos = p
-                f_SDMaxOutputPower = _d_RationalNumberType(r)
-                p = r.pos
-                p += 2
+                el = 'Exponent'
+                _c174_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c174_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c174_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c174_Value = r.uint(); p = r.pos
+                p += 4
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+                x = (V >> (E - p)) & 15
+                if x & 15: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+                if _neg: _c174_Value = -_c174_Value - 1
+                if _c174_Value < -32768 or _c174_Value > 32767: raise DecodeError(f'value {_c174_Value} outside [-32768, 32767]', p)
+                f_SDMaxOutputPower = iso20_commontypes.RationalNumberType(_c174_Exponent, _c174_Value)
                 el = 'SDMaxGroundClearanceSupport'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_SDMaxGroundClearanceSupport = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_SDMaxGroundClearanceSupport = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_SDMaxGroundClearanceSupport = r.uint(); p = r.pos
                 p += 3
@@ -13817,24 +17597,56 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_SDMinGroundClearanceSupport = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_SDMinGroundClearanceSupport = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_SDMinGroundClearanceSupport = r.uint(); p = r.pos
+                p += 16
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 65535
+                if x & 61454: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+                if f_SDMinGroundClearanceSupport > 65535: raise DecodeError(f'value {f_SDMinGroundClearanceSupport} outside [0, 65535]', p)
+                el = 'PDMinCoilCurrent'
+                el = 'Exponent'
+                _c175_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c175_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c175_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c175_Value = r.uint(); p = r.pos
+                p += 17
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
+                if _neg: _c175_Value = -_c175_Value - 1
+                if _c175_Value < -32768 or _c175_Value > 32767: raise DecodeError(f'value {_c175_Value} outside [-32768, 32767]', p)
+                f_PDMinCoilCurrent = iso20_commontypes.RationalNumberType(_c175_Exponent, _c175_Value)
+                el = 'PDMaxCoilCurrent'
+                el = 'Exponent'
+                _c176_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c176_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c176_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c176_Value = r.uint(); p = r.pos
                 p += 2
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
-                if f_SDMinGroundClearanceSupport > 65535: raise DecodeError(f'value {f_SDMinGroundClearanceSupport} outside [0, 65535]', p)
-                el = 'PDMinCoilCurrent'
-                r.pos = p
-                f_PDMinCoilCurrent = _d_RationalNumberType(r)
-                p = r.pos
-                p += 1
-                if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryResType', p)
-                el = 'PDMaxCoilCurrent'
-                r.pos = p
-                f_PDMaxCoilCurrent = _d_RationalNumberType(r)
-                p = r.pos
+                if _neg: _c176_Value = -_c176_Value - 1
+                if _c176_Value < -32768 or _c176_Value > 32767: raise DecodeError(f'value {_c176_Value} outside [-32768, 32767]', p)
+                f_PDMaxCoilCurrent = iso20_commontypes.RationalNumberType(_c176_Exponent, _c176_Value)
                 s = 9
             if s == 9:
                 _k = 0
@@ -13907,37 +17719,62 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i12 = _I5.get(v_ResponseCode)
-                    if _i12 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i177 = _I5.get(v_ResponseCode)
+                    if _i177 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_PDInputPowerClass is not None): raise EncodeError('missing content: PDInputPowerClass')
                     el = 'PDInputPowerClass'
-                    _i13 = _I13.get(v_PDInputPowerClass)
-                    if _i13 is None: raise EncodeError(f'{v_PDInputPowerClass!r} is not one of the enumeration WPT_PowerClassType')
+                    _i178 = _I13.get(v_PDInputPowerClass)
+                    if _i178 is None: raise EncodeError(f'{v_PDInputPowerClass!r} is not one of the enumeration WPT_PowerClassType')
                     if not (v_SDMinOutputPower is not None): raise EncodeError('missing content: SDMinOutputPower')
                     el = 'SDMinOutputPower'
-                    v = (v << 15) | (_i12 << 7) | (_i13 << 2)
-                    n += 15
+                    _o = v_SDMinOutputPower
+                    _c179_Exponent = _o.Exponent
+                    _c179_Value = _o.Value
+                    if not (_c179_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c179_Exponent <= 127: raise EncodeError(f'value {_c179_Exponent!r} outside [-128, 127]')
+                    if not (_c179_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c179_Value < -32768 or _c179_Value > 32767: raise EncodeError(f'value {_c179_Value!r} outside [-32768, 32767]')
+                    v = (v << 29) | (_i177 << 21) | (_i178 << 16) | ((_c179_Exponent - -128) << 4) | (_c179_Value < 0)
+                    n += 29
                     v_Header = None
                     v_ResponseCode = None
                     v_PDInputPowerClass = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_SDMinOutputPower)
-                    v = w.v; n = w.n
+                    _c179_Exponent = None
+                    _m = (-_c179_Value - 1 if _c179_Value < 0 else _c179_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_SDMaxOutputPower is not None): raise EncodeError('missing content: SDMaxOutputPower')
                     el = 'SDMaxOutputPower'
-                    v <<= 1
-                    n += 1
+                    _o = v_SDMaxOutputPower
+                    _c180_Exponent = _o.Exponent
+                    _c180_Value = _o.Value
+                    if not (_c180_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c180_Exponent <= 127: raise EncodeError(f'value {_c180_Exponent!r} outside [-128, 127]')
+                    if not (_c180_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c180_Value < -32768 or _c180_Value > 32767: raise EncodeError(f'value {_c180_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c180_Exponent - -128) << 4) | (_c180_Value < 0)
+                    n += 17
+                    _c179_Value = None
                     v_SDMinOutputPower = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_SDMaxOutputPower)
-                    v = w.v; n = w.n
+                    _c180_Exponent = None
+                    _m = (-_c180_Value - 1 if _c180_Value < 0 else _c180_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_SDMaxGroundClearanceSupport is not None): raise EncodeError('missing content: SDMaxGroundClearanceSupport')
                     el = 'SDMaxGroundClearanceSupport'
                     if v_SDMaxGroundClearanceSupport < 0 or v_SDMaxGroundClearanceSupport > 65535: raise EncodeError(f'value {v_SDMaxGroundClearanceSupport!r} outside [0, 65535]')
-                    v <<= 2
-                    n += 2
+                    v <<= 4
+                    n += 4
+                    _c180_Value = None
                     v_SDMaxOutputPower = None
                     if v_SDMaxGroundClearanceSupport < 128: v = (v << 8) | v_SDMaxGroundClearanceSupport; n += 8
+                    elif v_SDMaxGroundClearanceSupport < 16384: v = (v << 16) | ((v_SDMaxGroundClearanceSupport & 127) << 8) | 32768 | (v_SDMaxGroundClearanceSupport >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_SDMaxGroundClearanceSupport); v = w.v; n = w.n
                     if not (v_SDMinGroundClearanceSupport is not None): raise EncodeError('missing content: SDMinGroundClearanceSupport')
                     el = 'SDMinGroundClearanceSupport'
@@ -13946,23 +17783,50 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
                     n += 3
                     v_SDMaxGroundClearanceSupport = None
                     if v_SDMinGroundClearanceSupport < 128: v = (v << 8) | v_SDMinGroundClearanceSupport; n += 8
+                    elif v_SDMinGroundClearanceSupport < 16384: v = (v << 16) | ((v_SDMinGroundClearanceSupport & 127) << 8) | 32768 | (v_SDMinGroundClearanceSupport >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_SDMinGroundClearanceSupport); v = w.v; n = w.n
                     if not (v_PDMinCoilCurrent is not None): raise EncodeError('missing content: PDMinCoilCurrent')
                     el = 'PDMinCoilCurrent'
-                    v <<= 2
-                    n += 2
+                    _o = v_PDMinCoilCurrent
+                    _c181_Exponent = _o.Exponent
+                    _c181_Value = _o.Value
+                    if not (_c181_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c181_Exponent <= 127: raise EncodeError(f'value {_c181_Exponent!r} outside [-128, 127]')
+                    if not (_c181_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c181_Value < -32768 or _c181_Value > 32767: raise EncodeError(f'value {_c181_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c181_Exponent - -128) << 4) | (_c181_Value < 0)
+                    n += 16
                     v_SDMinGroundClearanceSupport = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_PDMinCoilCurrent)
-                    v = w.v; n = w.n
+                    _c181_Exponent = None
+                    _m = (-_c181_Value - 1 if _c181_Value < 0 else _c181_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_PDMaxCoilCurrent is not None): raise EncodeError('missing content: PDMaxCoilCurrent')
                     el = 'PDMaxCoilCurrent'
-                    v <<= 1
-                    n += 1
+                    _o = v_PDMaxCoilCurrent
+                    _c182_Exponent = _o.Exponent
+                    _c182_Value = _o.Value
+                    if not (_c182_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c182_Exponent <= 127: raise EncodeError(f'value {_c182_Exponent!r} outside [-128, 127]')
+                    if not (_c182_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c182_Value < -32768 or _c182_Value > 32767: raise EncodeError(f'value {_c182_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c182_Exponent - -128) << 4) | (_c182_Value < 0)
+                    n += 17
+                    _c181_Value = None
                     v_PDMinCoilCurrent = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_PDMaxCoilCurrent)
-                    v = w.v; n = w.n
+                    _c182_Exponent = None
+                    _m = (-_c182_Value - 1 if _c182_Value < 0 else _c182_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c182_Value = None
                     v_PDMaxCoilCurrent = None
                     s = 9
                 else:
@@ -14047,9 +17911,9 @@ def _e_ChargeParameterDiscoveryResType(w, o):
             v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
-            _i14 = _I5.get(v_ResponseCode)
-            if _i14 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 10) | (_i14 << 2)
+            _i183 = _I5.get(v_ResponseCode)
+            if _i183 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 10) | (_i183 << 2)
             n += 10
             v_Header = None
             v_ResponseCode = None
@@ -14121,10 +17985,21 @@ def _d_WPT_FinePositioningReqType(r):
                             s = 20
                             break
                     elif ec == 1:
+                        p += 12
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 4095
+                        if x & 3075: raise r.deviation('WPT_FinePositioningReqType', p)
                         el = 'WPT_LF_DataPackageList'
+                        el = 'NumPackages'
+                        _c184_NumPackages = ((x >> 2) & 255)
+                        el = 'WPT_LF_DataPackage'
                         r.pos = p
-                        f_WPT_LF_DataPackageList = _d_WPT_LF_DataPackageListType(r)
+                        _c184_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
                         p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningReqType', p)
+                        f_WPT_LF_DataPackageList = iso20_wpt.WPT_LF_DataPackageListType(_c184_NumPackages, _c184_WPT_LF_DataPackage)
                         s = 5
                         break
                     elif ec == 2:
@@ -14143,10 +18018,21 @@ def _d_WPT_FinePositioningReqType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 12
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 4095
+                    if x & 3075: raise r.deviation('WPT_FinePositioningReqType', p)
                     el = 'WPT_LF_DataPackageList'
+                    el = 'NumPackages'
+                    _c185_NumPackages = ((x >> 2) & 255)
+                    el = 'WPT_LF_DataPackage'
                     r.pos = p
-                    f_WPT_LF_DataPackageList = _d_WPT_LF_DataPackageListType(r)
+                    _c185_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
                     p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningReqType', p)
+                    f_WPT_LF_DataPackageList = iso20_wpt.WPT_LF_DataPackageListType(_c185_NumPackages, _c185_WPT_LF_DataPackage)
                     s = 5
                 elif ec == 1:
                     pass
@@ -14183,13 +18069,13 @@ def _e_WPT_FinePositioningReqType(w, o):
                     v = w.v; n = w.n
                     if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
                     el = 'EVProcessing'
-                    _i15 = _I2.get(v_EVProcessing)
-                    if _i15 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
+                    _i186 = _I2.get(v_EVProcessing)
+                    if _i186 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
                     if not (v_EVResultCode is not None): raise EncodeError('missing content: EVResultCode')
                     el = 'EVResultCode'
-                    _i16 = _I3.get(v_EVResultCode)
-                    if _i16 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
-                    v = (v << 10) | (_i15 << 6) | (_i16 << 1)
+                    _i187 = _I3.get(v_EVResultCode)
+                    if _i187 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
+                    v = (v << 10) | (_i186 << 6) | (_i187 << 1)
                     n += 10
                     v_Header = None
                     v_EVProcessing = None
@@ -14217,11 +18103,23 @@ def _e_WPT_FinePositioningReqType(w, o):
                             break
                     elif v_WPT_LF_DataPackageList is not None:
                         el = 'WPT_LF_DataPackageList'
-                        v = (v << 2) | 1
-                        n += 2
+                        _o = v_WPT_LF_DataPackageList
+                        _c188_NumPackages = _o.NumPackages
+                        _c188_WPT_LF_DataPackage = _o.WPT_LF_DataPackage
+                        if not (_c188_NumPackages is not None): raise EncodeError('missing content: NumPackages')
+                        el = 'NumPackages'
+                        if not 0 <= _c188_NumPackages <= 255: raise EncodeError(f'value {_c188_NumPackages!r} outside [0, 255]')
+                        if not (_c188_WPT_LF_DataPackage is not None): raise EncodeError('missing content: WPT_LF_DataPackage')
+                        el = 'WPT_LF_DataPackage'
+                        v = (v << 14) | (1 << 12) | (_c188_NumPackages << 2)
+                        n += 14
+                        _c188_NumPackages = None
                         w.v = v; w.n = n
-                        _e_WPT_LF_DataPackageListType(w, v_WPT_LF_DataPackageList)
+                        _e_WPT_LF_DataPackageType(w, _c188_WPT_LF_DataPackage)
                         v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c188_WPT_LF_DataPackage = None
                         v_WPT_LF_DataPackageList = None
                         s = 5
                         break
@@ -14240,11 +18138,23 @@ def _e_WPT_FinePositioningReqType(w, o):
             if s == 20:
                 if v_WPT_LF_DataPackageList is not None:
                     el = 'WPT_LF_DataPackageList'
-                    v <<= 2
-                    n += 2
+                    _o = v_WPT_LF_DataPackageList
+                    _c189_NumPackages = _o.NumPackages
+                    _c189_WPT_LF_DataPackage = _o.WPT_LF_DataPackage
+                    if not (_c189_NumPackages is not None): raise EncodeError('missing content: NumPackages')
+                    el = 'NumPackages'
+                    if not 0 <= _c189_NumPackages <= 255: raise EncodeError(f'value {_c189_NumPackages!r} outside [0, 255]')
+                    if not (_c189_WPT_LF_DataPackage is not None): raise EncodeError('missing content: WPT_LF_DataPackage')
+                    el = 'WPT_LF_DataPackage'
+                    v = (v << 14) | (_c189_NumPackages << 2)
+                    n += 14
+                    _c189_NumPackages = None
                     w.v = v; w.n = n
-                    _e_WPT_LF_DataPackageListType(w, v_WPT_LF_DataPackageList)
+                    _e_WPT_LF_DataPackageType(w, _c189_WPT_LF_DataPackage)
                     v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c189_WPT_LF_DataPackage = None
                     v_WPT_LF_DataPackageList = None
                     s = 5
                 elif True:
@@ -14337,22 +18247,110 @@ def _d_WPT_LF_DataPackageType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    el = 'LF_TxData'
-                    r.pos = p
-                    f_LF_TxData = _d_WPT_LF_TxDataListType(r)
-                    p = r.pos
-                    p += 1
+                    p += 3
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_DataPackageType', p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('WPT_LF_DataPackageType', p)
+                    el = 'LF_TxData'
+                    el = 'WPT_LF_TxDataList'
+                    el = 'TxIdentifier'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c191_TxIdentifier = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c191_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c191_TxIdentifier = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('WPT_LF_DataPackageType', p)
+                    if _c191_TxIdentifier < 1 or _c191_TxIdentifier > 4294967295: raise DecodeError(f'value {_c191_TxIdentifier} outside [1, 4294967295]', p)
+                    el = 'EIRP'
+                    el = 'Exponent'
+                    _c192_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c192_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c192_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c192_Value = r.uint(); p = r.pos
+                    p += 5
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 31
+                    if x & 31: raise r.deviation('WPT_LF_DataPackageType', p)
+                    if _neg: _c192_Value = -_c192_Value - 1
+                    if _c192_Value < -32768 or _c192_Value > 32767: raise DecodeError(f'value {_c192_Value} outside [-32768, 32767]', p)
+                    _c191_EIRP = iso20_commontypes.RationalNumberType(_c192_Exponent, _c192_Value)
+                    _c190_WPT_LF_TxDataList = iso20_wpt.WPT_LF_TxDataType(_c191_TxIdentifier, _c191_EIRP)
+                    f_LF_TxData = iso20_wpt.WPT_LF_TxDataListType(_c190_WPT_LF_TxDataList)
                     s = -1
                 elif ec == 1:
-                    el = 'LF_RxData'
-                    r.pos = p
-                    f_LF_RxData = _d_WPT_LF_RxDataListType(r)
-                    p = r.pos
-                    p += 1
+                    p += 3
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_DataPackageType', p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('WPT_LF_DataPackageType', p)
+                    el = 'LF_RxData'
+                    el = 'WPT_LF_RxDataList'
+                    el = 'RxIdentifier'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c194_RxIdentifier = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c194_RxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c194_RxIdentifier = r.uint(); p = r.pos
+                    p += 5
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 31
+                    if x & 31: raise r.deviation('WPT_LF_DataPackageType', p)
+                    if _c194_RxIdentifier < 1 or _c194_RxIdentifier > 4294967295: raise DecodeError(f'value {_c194_RxIdentifier} outside [1, 4294967295]', p)
+                    el = 'RSSIData'
+                    el = 'RSSIDataList'
+                    el = 'TxIdentifier'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c196_TxIdentifier = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c196_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c196_TxIdentifier = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('WPT_LF_DataPackageType', p)
+                    if _c196_TxIdentifier < 1 or _c196_TxIdentifier > 4294967295: raise DecodeError(f'value {_c196_TxIdentifier} outside [1, 4294967295]', p)
+                    el = 'RSSI'
+                    el = 'Exponent'
+                    _c197_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c197_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c197_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c197_Value = r.uint(); p = r.pos
+                    p += 7
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 127
+                    if x & 127: raise r.deviation('WPT_LF_DataPackageType', p)
+                    if _neg: _c197_Value = -_c197_Value - 1
+                    if _c197_Value < -32768 or _c197_Value > 32767: raise DecodeError(f'value {_c197_Value} outside [-32768, 32767]', p)
+                    _c196_RSSI = iso20_commontypes.RationalNumberType(_c197_Exponent, _c197_Value)
+                    _c195_RSSIDataList = iso20_wpt.WPT_LF_RxRSSIType(_c196_TxIdentifier, _c196_RSSI)
+                    _c194_RSSIData = iso20_wpt.WPT_LF_RxRSSIListType(_c195_RSSIDataList)
+                    _c193_WPT_LF_RxDataList = iso20_wpt.WPT_LF_RxDataType(_c194_RxIdentifier, _c194_RSSIData)
+                    f_LF_RxData = iso20_wpt.WPT_LF_RxDataListType(_c193_WPT_LF_RxDataList)
                     s = -1
                 else:
                     raise r.deviation('WPT_LF_DataPackageType', p)
@@ -14385,25 +18383,109 @@ def _e_WPT_LF_DataPackageType(w, o):
             if s == 1:
                 if v_LF_TxData is not None:
                     el = 'LF_TxData'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_WPT_LF_TxDataListType(w, v_LF_TxData)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    _o = v_LF_TxData
+                    _c198_WPT_LF_TxDataList = _o.WPT_LF_TxDataList
+                    if not (_c198_WPT_LF_TxDataList is not None): raise EncodeError('missing content: WPT_LF_TxDataList')
+                    el = 'WPT_LF_TxDataList'
+                    _o = _c198_WPT_LF_TxDataList
+                    _c199_TxIdentifier = _o.TxIdentifier
+                    _c199_EIRP = _o.EIRP
+                    if not (_c199_TxIdentifier is not None): raise EncodeError('missing content: TxIdentifier')
+                    el = 'TxIdentifier'
+                    if _c199_TxIdentifier < 1 or _c199_TxIdentifier > 4294967295: raise EncodeError(f'value {_c199_TxIdentifier!r} outside [1, 4294967295]')
+                    v <<= 5
+                    n += 5
+                    if _c199_TxIdentifier < 128: v = (v << 8) | _c199_TxIdentifier; n += 8
+                    elif _c199_TxIdentifier < 16384: v = (v << 16) | ((_c199_TxIdentifier & 127) << 8) | 32768 | (_c199_TxIdentifier >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c199_TxIdentifier); v = w.v; n = w.n
+                    if not (_c199_EIRP is not None): raise EncodeError('missing content: EIRP')
+                    el = 'EIRP'
+                    _o = _c199_EIRP
+                    _c200_Exponent = _o.Exponent
+                    _c200_Value = _o.Value
+                    if not (_c200_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c200_Exponent <= 127: raise EncodeError(f'value {_c200_Exponent!r} outside [-128, 127]')
+                    if not (_c200_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c200_Value < -32768 or _c200_Value > 32767: raise EncodeError(f'value {_c200_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c200_Exponent - -128) << 4) | (_c200_Value < 0)
+                    n += 16
+                    _c199_TxIdentifier = None
+                    _c200_Exponent = None
+                    _m = (-_c200_Value - 1 if _c200_Value < 0 else _c200_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 5
+                    n += 5
+                    _c200_Value = None
+                    _c199_EIRP = None
+                    _c198_WPT_LF_TxDataList = None
                     v_LF_TxData = None
                     if v_PackageIndex is not None or v_LF_TxData is not None or v_LF_RxData is not None: raise _leftover(o)
                     s = -1
                 elif v_LF_RxData is not None:
                     el = 'LF_RxData'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_WPT_LF_RxDataListType(w, v_LF_RxData)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    _o = v_LF_RxData
+                    _c201_WPT_LF_RxDataList = _o.WPT_LF_RxDataList
+                    if not (_c201_WPT_LF_RxDataList is not None): raise EncodeError('missing content: WPT_LF_RxDataList')
+                    el = 'WPT_LF_RxDataList'
+                    _o = _c201_WPT_LF_RxDataList
+                    _c202_RxIdentifier = _o.RxIdentifier
+                    _c202_RSSIData = _o.RSSIData
+                    if not (_c202_RxIdentifier is not None): raise EncodeError('missing content: RxIdentifier')
+                    el = 'RxIdentifier'
+                    if _c202_RxIdentifier < 1 or _c202_RxIdentifier > 4294967295: raise EncodeError(f'value {_c202_RxIdentifier!r} outside [1, 4294967295]')
+                    v = (v << 5) | (1 << 3)
+                    n += 5
+                    if _c202_RxIdentifier < 128: v = (v << 8) | _c202_RxIdentifier; n += 8
+                    elif _c202_RxIdentifier < 16384: v = (v << 16) | ((_c202_RxIdentifier & 127) << 8) | 32768 | (_c202_RxIdentifier >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c202_RxIdentifier); v = w.v; n = w.n
+                    if not (_c202_RSSIData is not None): raise EncodeError('missing content: RSSIData')
+                    el = 'RSSIData'
+                    _o = _c202_RSSIData
+                    _c203_RSSIDataList = _o.RSSIDataList
+                    if not (_c203_RSSIDataList is not None): raise EncodeError('missing content: RSSIDataList')
+                    el = 'RSSIDataList'
+                    _o = _c203_RSSIDataList
+                    _c204_TxIdentifier = _o.TxIdentifier
+                    _c204_RSSI = _o.RSSI
+                    if not (_c204_TxIdentifier is not None): raise EncodeError('missing content: TxIdentifier')
+                    el = 'TxIdentifier'
+                    if _c204_TxIdentifier < 1 or _c204_TxIdentifier > 4294967295: raise EncodeError(f'value {_c204_TxIdentifier!r} outside [1, 4294967295]')
+                    v <<= 5
+                    n += 5
+                    _c202_RxIdentifier = None
+                    if _c204_TxIdentifier < 128: v = (v << 8) | _c204_TxIdentifier; n += 8
+                    elif _c204_TxIdentifier < 16384: v = (v << 16) | ((_c204_TxIdentifier & 127) << 8) | 32768 | (_c204_TxIdentifier >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c204_TxIdentifier); v = w.v; n = w.n
+                    if not (_c204_RSSI is not None): raise EncodeError('missing content: RSSI')
+                    el = 'RSSI'
+                    _o = _c204_RSSI
+                    _c205_Exponent = _o.Exponent
+                    _c205_Value = _o.Value
+                    if not (_c205_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c205_Exponent <= 127: raise EncodeError(f'value {_c205_Exponent!r} outside [-128, 127]')
+                    if not (_c205_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c205_Value < -32768 or _c205_Value > 32767: raise EncodeError(f'value {_c205_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c205_Exponent - -128) << 4) | (_c205_Value < 0)
+                    n += 16
+                    _c204_TxIdentifier = None
+                    _c205_Exponent = None
+                    _m = (-_c205_Value - 1 if _c205_Value < 0 else _c205_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 7
+                    n += 7
+                    _c205_Value = None
+                    _c204_RSSI = None
+                    _c203_RSSIDataList = None
+                    _c202_RSSIData = None
+                    _c201_WPT_LF_RxDataList = None
                     v_LF_RxData = None
                     if v_PackageIndex is not None or v_LF_TxData is not None or v_LF_RxData is not None: raise _leftover(o)
                     s = -1
@@ -14421,16 +18503,46 @@ def _d_WPT_LF_TxDataListType(r):
     el = ''
     f_WPT_LF_TxDataList = None
     try:
-        p += 1
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_TxDataListType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('WPT_LF_TxDataListType', p)
         el = 'WPT_LF_TxDataList'
-        r.pos = p
-        f_WPT_LF_TxDataList = _d_WPT_LF_TxDataType(r)
-        p = r.pos
-        p += 1
+        el = 'TxIdentifier'
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c206_TxIdentifier = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c206_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c206_TxIdentifier = r.uint(); p = r.pos
+        p += 16
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_TxDataListType', p)
+        x = (V >> (E - p)) & 65535
+        if x & 61454: raise r.deviation('WPT_LF_TxDataListType', p)
+        if _c206_TxIdentifier < 1 or _c206_TxIdentifier > 4294967295: raise DecodeError(f'value {_c206_TxIdentifier} outside [1, 4294967295]', p)
+        el = 'EIRP'
+        el = 'Exponent'
+        _c192_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c192_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c192_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c192_Value = r.uint(); p = r.pos
+        p += 4
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 15
+        if x & 15: raise r.deviation('WPT_LF_TxDataListType', p)
+        if _neg: _c192_Value = -_c192_Value - 1
+        if _c192_Value < -32768 or _c192_Value > 32767: raise DecodeError(f'value {_c192_Value} outside [-32768, 32767]', p)
+        _c206_EIRP = iso20_commontypes.RationalNumberType(_c192_Exponent, _c192_Value)
+        f_WPT_LF_TxDataList = iso20_wpt.WPT_LF_TxDataType(_c206_TxIdentifier, _c206_EIRP)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -14445,13 +18557,40 @@ def _e_WPT_LF_TxDataListType(w, o):
         v_WPT_LF_TxDataList = o.WPT_LF_TxDataList
         if v_WPT_LF_TxDataList is not None:
             el = 'WPT_LF_TxDataList'
-            v <<= 1
-            n += 1
-            w.v = v; w.n = n
-            _e_WPT_LF_TxDataType(w, v_WPT_LF_TxDataList)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _o = v_WPT_LF_TxDataList
+            _c207_TxIdentifier = _o.TxIdentifier
+            _c207_EIRP = _o.EIRP
+            if not (_c207_TxIdentifier is not None): raise EncodeError('missing content: TxIdentifier')
+            el = 'TxIdentifier'
+            if _c207_TxIdentifier < 1 or _c207_TxIdentifier > 4294967295: raise EncodeError(f'value {_c207_TxIdentifier!r} outside [1, 4294967295]')
+            v <<= 3
+            n += 3
+            if _c207_TxIdentifier < 128: v = (v << 8) | _c207_TxIdentifier; n += 8
+            elif _c207_TxIdentifier < 16384: v = (v << 16) | ((_c207_TxIdentifier & 127) << 8) | 32768 | (_c207_TxIdentifier >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_c207_TxIdentifier); v = w.v; n = w.n
+            if not (_c207_EIRP is not None): raise EncodeError('missing content: EIRP')
+            el = 'EIRP'
+            _o = _c207_EIRP
+            _c200_Exponent = _o.Exponent
+            _c200_Value = _o.Value
+            if not (_c200_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c200_Exponent <= 127: raise EncodeError(f'value {_c200_Exponent!r} outside [-128, 127]')
+            if not (_c200_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c200_Value < -32768 or _c200_Value > 32767: raise EncodeError(f'value {_c200_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c200_Exponent - -128) << 4) | (_c200_Value < 0)
+            n += 16
+            _c207_TxIdentifier = None
+            _c200_Exponent = None
+            _m = (-_c200_Value - 1 if _c200_Value < 0 else _c200_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 4
+            n += 4
+            _c200_Value = None
+            _c207_EIRP = None
             v_WPT_LF_TxDataList = None
             if v_WPT_LF_TxDataList is not None: raise _leftover(o)
         else:
@@ -14477,20 +18616,36 @@ def _d_WPT_LF_TxDataType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_TxIdentifier = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_TxIdentifier = r.uint(); p = r.pos
-        p += 2
+        p += 16
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('WPT_LF_TxDataType', p)
+        x = (V >> (E - p)) & 65535
+        if x & 61454: raise r.deviation('WPT_LF_TxDataType', p)
         if f_TxIdentifier < 1 or f_TxIdentifier > 4294967295: raise DecodeError(f'value {f_TxIdentifier} outside [1, 4294967295]', p)
         el = 'EIRP'
-        r.pos = p
-        f_EIRP = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c208_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c208_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c208_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c208_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_TxDataType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('WPT_LF_TxDataType', p)
+        if _neg: _c208_Value = -_c208_Value - 1
+        if _c208_Value < -32768 or _c208_Value > 32767: raise DecodeError(f'value {_c208_Value} outside [-32768, 32767]', p)
+        f_EIRP = iso20_commontypes.RationalNumberType(_c208_Exponent, _c208_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -14510,17 +18665,30 @@ def _e_WPT_LF_TxDataType(w, o):
             v <<= 2
             n += 2
             if v_TxIdentifier < 128: v = (v << 8) | v_TxIdentifier; n += 8
+            elif v_TxIdentifier < 16384: v = (v << 16) | ((v_TxIdentifier & 127) << 8) | 32768 | (v_TxIdentifier >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_TxIdentifier); v = w.v; n = w.n
             if not (v_EIRP is not None): raise EncodeError('missing content: EIRP')
             el = 'EIRP'
-            v <<= 2
-            n += 2
+            _o = v_EIRP
+            _c209_Exponent = _o.Exponent
+            _c209_Value = _o.Value
+            if not (_c209_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c209_Exponent <= 127: raise EncodeError(f'value {_c209_Exponent!r} outside [-128, 127]')
+            if not (_c209_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c209_Value < -32768 or _c209_Value > 32767: raise EncodeError(f'value {_c209_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c209_Exponent - -128) << 4) | (_c209_Value < 0)
+            n += 16
             v_TxIdentifier = None
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_EIRP)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c209_Exponent = None
+            _m = (-_c209_Value - 1 if _c209_Value < 0 else _c209_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c209_Value = None
             v_EIRP = None
             if v_TxIdentifier is not None or v_EIRP is not None: raise _leftover(o)
         else:
@@ -14537,16 +18705,64 @@ def _d_WPT_LF_RxDataListType(r):
     el = ''
     f_WPT_LF_RxDataList = None
     try:
-        p += 1
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_RxDataListType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('WPT_LF_RxDataListType', p)
         el = 'WPT_LF_RxDataList'
-        r.pos = p
-        f_WPT_LF_RxDataList = _d_WPT_LF_RxDataType(r)
-        p = r.pos
-        p += 1
+        el = 'RxIdentifier'
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c210_RxIdentifier = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c210_RxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c210_RxIdentifier = r.uint(); p = r.pos
+        p += 5
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_RxDataListType', p)
+        x = (V >> (E - p)) & 31
+        if x & 31: raise r.deviation('WPT_LF_RxDataListType', p)
+        if _c210_RxIdentifier < 1 or _c210_RxIdentifier > 4294967295: raise DecodeError(f'value {_c210_RxIdentifier} outside [1, 4294967295]', p)
+        el = 'RSSIData'
+        el = 'RSSIDataList'
+        el = 'TxIdentifier'
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c196_TxIdentifier = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c196_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c196_TxIdentifier = r.uint(); p = r.pos
+        p += 16
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 65535
+        if x & 61454: raise r.deviation('WPT_LF_RxDataListType', p)
+        if _c196_TxIdentifier < 1 or _c196_TxIdentifier > 4294967295: raise DecodeError(f'value {_c196_TxIdentifier} outside [1, 4294967295]', p)
+        el = 'RSSI'
+        el = 'Exponent'
+        _c197_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c197_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c197_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c197_Value = r.uint(); p = r.pos
+        p += 6
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 63
+        if x & 63: raise r.deviation('WPT_LF_RxDataListType', p)
+        if _neg: _c197_Value = -_c197_Value - 1
+        if _c197_Value < -32768 or _c197_Value > 32767: raise DecodeError(f'value {_c197_Value} outside [-32768, 32767]', p)
+        _c196_RSSI = iso20_commontypes.RationalNumberType(_c197_Exponent, _c197_Value)
+        _c195_RSSIDataList = iso20_wpt.WPT_LF_RxRSSIType(_c196_TxIdentifier, _c196_RSSI)
+        _c210_RSSIData = iso20_wpt.WPT_LF_RxRSSIListType(_c195_RSSIDataList)
+        f_WPT_LF_RxDataList = iso20_wpt.WPT_LF_RxDataType(_c210_RxIdentifier, _c210_RSSIData)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -14561,13 +18777,60 @@ def _e_WPT_LF_RxDataListType(w, o):
         v_WPT_LF_RxDataList = o.WPT_LF_RxDataList
         if v_WPT_LF_RxDataList is not None:
             el = 'WPT_LF_RxDataList'
-            v <<= 1
-            n += 1
-            w.v = v; w.n = n
-            _e_WPT_LF_RxDataType(w, v_WPT_LF_RxDataList)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _o = v_WPT_LF_RxDataList
+            _c211_RxIdentifier = _o.RxIdentifier
+            _c211_RSSIData = _o.RSSIData
+            if not (_c211_RxIdentifier is not None): raise EncodeError('missing content: RxIdentifier')
+            el = 'RxIdentifier'
+            if _c211_RxIdentifier < 1 or _c211_RxIdentifier > 4294967295: raise EncodeError(f'value {_c211_RxIdentifier!r} outside [1, 4294967295]')
+            v <<= 3
+            n += 3
+            if _c211_RxIdentifier < 128: v = (v << 8) | _c211_RxIdentifier; n += 8
+            elif _c211_RxIdentifier < 16384: v = (v << 16) | ((_c211_RxIdentifier & 127) << 8) | 32768 | (_c211_RxIdentifier >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_c211_RxIdentifier); v = w.v; n = w.n
+            if not (_c211_RSSIData is not None): raise EncodeError('missing content: RSSIData')
+            el = 'RSSIData'
+            _o = _c211_RSSIData
+            _c203_RSSIDataList = _o.RSSIDataList
+            if not (_c203_RSSIDataList is not None): raise EncodeError('missing content: RSSIDataList')
+            el = 'RSSIDataList'
+            _o = _c203_RSSIDataList
+            _c204_TxIdentifier = _o.TxIdentifier
+            _c204_RSSI = _o.RSSI
+            if not (_c204_TxIdentifier is not None): raise EncodeError('missing content: TxIdentifier')
+            el = 'TxIdentifier'
+            if _c204_TxIdentifier < 1 or _c204_TxIdentifier > 4294967295: raise EncodeError(f'value {_c204_TxIdentifier!r} outside [1, 4294967295]')
+            v <<= 5
+            n += 5
+            _c211_RxIdentifier = None
+            if _c204_TxIdentifier < 128: v = (v << 8) | _c204_TxIdentifier; n += 8
+            elif _c204_TxIdentifier < 16384: v = (v << 16) | ((_c204_TxIdentifier & 127) << 8) | 32768 | (_c204_TxIdentifier >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_c204_TxIdentifier); v = w.v; n = w.n
+            if not (_c204_RSSI is not None): raise EncodeError('missing content: RSSI')
+            el = 'RSSI'
+            _o = _c204_RSSI
+            _c205_Exponent = _o.Exponent
+            _c205_Value = _o.Value
+            if not (_c205_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c205_Exponent <= 127: raise EncodeError(f'value {_c205_Exponent!r} outside [-128, 127]')
+            if not (_c205_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c205_Value < -32768 or _c205_Value > 32767: raise EncodeError(f'value {_c205_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c205_Exponent - -128) << 4) | (_c205_Value < 0)
+            n += 16
+            _c204_TxIdentifier = None
+            _c205_Exponent = None
+            _m = (-_c205_Value - 1 if _c205_Value < 0 else _c205_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 6
+            n += 6
+            _c205_Value = None
+            _c204_RSSI = None
+            _c203_RSSIDataList = None
+            _c211_RSSIData = None
             v_WPT_LF_RxDataList = None
             if v_WPT_LF_RxDataList is not None: raise _leftover(o)
         else:
@@ -14593,20 +18856,54 @@ def _d_WPT_LF_RxDataType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_RxIdentifier = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_RxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_RxIdentifier = r.uint(); p = r.pos
-        p += 2
+        p += 5
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('WPT_LF_RxDataType', p)
+        x = (V >> (E - p)) & 31
+        if x & 31: raise r.deviation('WPT_LF_RxDataType', p)
         if f_RxIdentifier < 1 or f_RxIdentifier > 4294967295: raise DecodeError(f'value {f_RxIdentifier} outside [1, 4294967295]', p)
         el = 'RSSIData'
-        r.pos = p
-        f_RSSIData = _d_WPT_LF_RxRSSIListType(r)
-        p = r.pos
-        p += 1
+        el = 'RSSIDataList'
+        el = 'TxIdentifier'
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c196_TxIdentifier = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c196_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c196_TxIdentifier = r.uint(); p = r.pos
+        p += 16
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_RxDataType', p)
+        x = (V >> (E - p)) & 65535
+        if x & 61454: raise r.deviation('WPT_LF_RxDataType', p)
+        if _c196_TxIdentifier < 1 or _c196_TxIdentifier > 4294967295: raise DecodeError(f'value {_c196_TxIdentifier} outside [1, 4294967295]', p)
+        el = 'RSSI'
+        el = 'Exponent'
+        _c197_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c197_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c197_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c197_Value = r.uint(); p = r.pos
+        p += 5
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 31
+        if x & 31: raise r.deviation('WPT_LF_RxDataType', p)
+        if _neg: _c197_Value = -_c197_Value - 1
+        if _c197_Value < -32768 or _c197_Value > 32767: raise DecodeError(f'value {_c197_Value} outside [-32768, 32767]', p)
+        _c196_RSSI = iso20_commontypes.RationalNumberType(_c197_Exponent, _c197_Value)
+        _c212_RSSIDataList = iso20_wpt.WPT_LF_RxRSSIType(_c196_TxIdentifier, _c196_RSSI)
+        f_RSSIData = iso20_wpt.WPT_LF_RxRSSIListType(_c212_RSSIDataList)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -14626,17 +18923,50 @@ def _e_WPT_LF_RxDataType(w, o):
             v <<= 2
             n += 2
             if v_RxIdentifier < 128: v = (v << 8) | v_RxIdentifier; n += 8
+            elif v_RxIdentifier < 16384: v = (v << 16) | ((v_RxIdentifier & 127) << 8) | 32768 | (v_RxIdentifier >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_RxIdentifier); v = w.v; n = w.n
             if not (v_RSSIData is not None): raise EncodeError('missing content: RSSIData')
             el = 'RSSIData'
-            v <<= 2
-            n += 2
+            _o = v_RSSIData
+            _c213_RSSIDataList = _o.RSSIDataList
+            if not (_c213_RSSIDataList is not None): raise EncodeError('missing content: RSSIDataList')
+            el = 'RSSIDataList'
+            _o = _c213_RSSIDataList
+            _c204_TxIdentifier = _o.TxIdentifier
+            _c204_RSSI = _o.RSSI
+            if not (_c204_TxIdentifier is not None): raise EncodeError('missing content: TxIdentifier')
+            el = 'TxIdentifier'
+            if _c204_TxIdentifier < 1 or _c204_TxIdentifier > 4294967295: raise EncodeError(f'value {_c204_TxIdentifier!r} outside [1, 4294967295]')
+            v <<= 5
+            n += 5
             v_RxIdentifier = None
-            w.v = v; w.n = n
-            _e_WPT_LF_RxRSSIListType(w, v_RSSIData)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if _c204_TxIdentifier < 128: v = (v << 8) | _c204_TxIdentifier; n += 8
+            elif _c204_TxIdentifier < 16384: v = (v << 16) | ((_c204_TxIdentifier & 127) << 8) | 32768 | (_c204_TxIdentifier >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_c204_TxIdentifier); v = w.v; n = w.n
+            if not (_c204_RSSI is not None): raise EncodeError('missing content: RSSI')
+            el = 'RSSI'
+            _o = _c204_RSSI
+            _c205_Exponent = _o.Exponent
+            _c205_Value = _o.Value
+            if not (_c205_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c205_Exponent <= 127: raise EncodeError(f'value {_c205_Exponent!r} outside [-128, 127]')
+            if not (_c205_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c205_Value < -32768 or _c205_Value > 32767: raise EncodeError(f'value {_c205_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c205_Exponent - -128) << 4) | (_c205_Value < 0)
+            n += 16
+            _c204_TxIdentifier = None
+            _c205_Exponent = None
+            _m = (-_c205_Value - 1 if _c205_Value < 0 else _c205_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 5
+            n += 5
+            _c205_Value = None
+            _c204_RSSI = None
+            _c213_RSSIDataList = None
             v_RSSIData = None
             if v_RxIdentifier is not None or v_RSSIData is not None: raise _leftover(o)
         else:
@@ -14653,16 +18983,46 @@ def _d_WPT_LF_RxRSSIListType(r):
     el = ''
     f_RSSIDataList = None
     try:
-        p += 1
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_RxRSSIListType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('WPT_LF_RxRSSIListType', p)
         el = 'RSSIDataList'
-        r.pos = p
-        f_RSSIDataList = _d_WPT_LF_RxRSSIType(r)
-        p = r.pos
-        p += 1
+        el = 'TxIdentifier'
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c214_TxIdentifier = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c214_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c214_TxIdentifier = r.uint(); p = r.pos
+        p += 16
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_RxRSSIListType', p)
+        x = (V >> (E - p)) & 65535
+        if x & 61454: raise r.deviation('WPT_LF_RxRSSIListType', p)
+        if _c214_TxIdentifier < 1 or _c214_TxIdentifier > 4294967295: raise DecodeError(f'value {_c214_TxIdentifier} outside [1, 4294967295]', p)
+        el = 'RSSI'
+        el = 'Exponent'
+        _c197_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c197_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c197_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c197_Value = r.uint(); p = r.pos
+        p += 4
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 15
+        if x & 15: raise r.deviation('WPT_LF_RxRSSIListType', p)
+        if _neg: _c197_Value = -_c197_Value - 1
+        if _c197_Value < -32768 or _c197_Value > 32767: raise DecodeError(f'value {_c197_Value} outside [-32768, 32767]', p)
+        _c214_RSSI = iso20_commontypes.RationalNumberType(_c197_Exponent, _c197_Value)
+        f_RSSIDataList = iso20_wpt.WPT_LF_RxRSSIType(_c214_TxIdentifier, _c214_RSSI)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -14677,13 +19037,40 @@ def _e_WPT_LF_RxRSSIListType(w, o):
         v_RSSIDataList = o.RSSIDataList
         if v_RSSIDataList is not None:
             el = 'RSSIDataList'
-            v <<= 1
-            n += 1
-            w.v = v; w.n = n
-            _e_WPT_LF_RxRSSIType(w, v_RSSIDataList)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _o = v_RSSIDataList
+            _c215_TxIdentifier = _o.TxIdentifier
+            _c215_RSSI = _o.RSSI
+            if not (_c215_TxIdentifier is not None): raise EncodeError('missing content: TxIdentifier')
+            el = 'TxIdentifier'
+            if _c215_TxIdentifier < 1 or _c215_TxIdentifier > 4294967295: raise EncodeError(f'value {_c215_TxIdentifier!r} outside [1, 4294967295]')
+            v <<= 3
+            n += 3
+            if _c215_TxIdentifier < 128: v = (v << 8) | _c215_TxIdentifier; n += 8
+            elif _c215_TxIdentifier < 16384: v = (v << 16) | ((_c215_TxIdentifier & 127) << 8) | 32768 | (_c215_TxIdentifier >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_c215_TxIdentifier); v = w.v; n = w.n
+            if not (_c215_RSSI is not None): raise EncodeError('missing content: RSSI')
+            el = 'RSSI'
+            _o = _c215_RSSI
+            _c205_Exponent = _o.Exponent
+            _c205_Value = _o.Value
+            if not (_c205_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c205_Exponent <= 127: raise EncodeError(f'value {_c205_Exponent!r} outside [-128, 127]')
+            if not (_c205_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c205_Value < -32768 or _c205_Value > 32767: raise EncodeError(f'value {_c205_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c205_Exponent - -128) << 4) | (_c205_Value < 0)
+            n += 16
+            _c215_TxIdentifier = None
+            _c205_Exponent = None
+            _m = (-_c205_Value - 1 if _c205_Value < 0 else _c205_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 4
+            n += 4
+            _c205_Value = None
+            _c215_RSSI = None
             v_RSSIDataList = None
             if v_RSSIDataList is not None: raise _leftover(o)
         else:
@@ -14709,20 +19096,36 @@ def _d_WPT_LF_RxRSSIType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_TxIdentifier = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_TxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_TxIdentifier = r.uint(); p = r.pos
-        p += 2
+        p += 16
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('WPT_LF_RxRSSIType', p)
+        x = (V >> (E - p)) & 65535
+        if x & 61454: raise r.deviation('WPT_LF_RxRSSIType', p)
         if f_TxIdentifier < 1 or f_TxIdentifier > 4294967295: raise DecodeError(f'value {f_TxIdentifier} outside [1, 4294967295]', p)
         el = 'RSSI'
-        r.pos = p
-        f_RSSI = _d_RationalNumberType(r)
-        p = r.pos
-        p += 1
+        el = 'Exponent'
+        _c216_Exponent = ((x >> 4) & 255) + -128
+        el = 'Value'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c216_Value = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c216_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c216_Value = r.uint(); p = r.pos
+        p += 3
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_RxRSSIType', p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('WPT_LF_RxRSSIType', p)
+        if _neg: _c216_Value = -_c216_Value - 1
+        if _c216_Value < -32768 or _c216_Value > 32767: raise DecodeError(f'value {_c216_Value} outside [-32768, 32767]', p)
+        f_RSSI = iso20_commontypes.RationalNumberType(_c216_Exponent, _c216_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -14742,17 +19145,30 @@ def _e_WPT_LF_RxRSSIType(w, o):
             v <<= 2
             n += 2
             if v_TxIdentifier < 128: v = (v << 8) | v_TxIdentifier; n += 8
+            elif v_TxIdentifier < 16384: v = (v << 16) | ((v_TxIdentifier & 127) << 8) | 32768 | (v_TxIdentifier >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_TxIdentifier); v = w.v; n = w.n
             if not (v_RSSI is not None): raise EncodeError('missing content: RSSI')
             el = 'RSSI'
-            v <<= 2
-            n += 2
+            _o = v_RSSI
+            _c217_Exponent = _o.Exponent
+            _c217_Value = _o.Value
+            if not (_c217_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Exponent'
+            if not -128 <= _c217_Exponent <= 127: raise EncodeError(f'value {_c217_Exponent!r} outside [-128, 127]')
+            if not (_c217_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if _c217_Value < -32768 or _c217_Value > 32767: raise EncodeError(f'value {_c217_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c217_Exponent - -128) << 4) | (_c217_Value < 0)
+            n += 16
             v_TxIdentifier = None
-            w.v = v; w.n = n
-            _e_RationalNumberType(w, v_RSSI)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _c217_Exponent = None
+            _m = (-_c217_Value - 1 if _c217_Value < 0 else _c217_Value)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c217_Value = None
             v_RSSI = None
             if v_TxIdentifier is not None or v_RSSI is not None: raise _leftover(o)
         else:
@@ -14822,10 +19238,21 @@ def _d_WPT_FinePositioningResType(r):
                             s = 20
                             break
                     elif ec == 1:
+                        p += 12
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 4095
+                        if x & 3075: raise r.deviation('WPT_FinePositioningResType', p)
                         el = 'WPT_LF_DataPackageList'
+                        el = 'NumPackages'
+                        _c218_NumPackages = ((x >> 2) & 255)
+                        el = 'WPT_LF_DataPackage'
                         r.pos = p
-                        f_WPT_LF_DataPackageList = _d_WPT_LF_DataPackageListType(r)
+                        _c218_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
                         p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningResType', p)
+                        f_WPT_LF_DataPackageList = iso20_wpt.WPT_LF_DataPackageListType(_c218_NumPackages, _c218_WPT_LF_DataPackage)
                         s = 5
                         break
                     elif ec == 2:
@@ -14844,10 +19271,21 @@ def _d_WPT_FinePositioningResType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 12
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 4095
+                    if x & 3075: raise r.deviation('WPT_FinePositioningResType', p)
                     el = 'WPT_LF_DataPackageList'
+                    el = 'NumPackages'
+                    _c219_NumPackages = ((x >> 2) & 255)
+                    el = 'WPT_LF_DataPackage'
                     r.pos = p
-                    f_WPT_LF_DataPackageList = _d_WPT_LF_DataPackageListType(r)
+                    _c219_WPT_LF_DataPackage = _d_WPT_LF_DataPackageType(r)
                     p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('WPT_FinePositioningResType', p)
+                    f_WPT_LF_DataPackageList = iso20_wpt.WPT_LF_DataPackageListType(_c219_NumPackages, _c219_WPT_LF_DataPackage)
                     s = 5
                 elif ec == 1:
                     pass
@@ -14884,13 +19322,13 @@ def _e_WPT_FinePositioningResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i17 = _I5.get(v_ResponseCode)
-                    if _i17 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i220 = _I5.get(v_ResponseCode)
+                    if _i220 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                     el = 'EVSEProcessing'
-                    _i18 = _I2.get(v_EVSEProcessing)
-                    if _i18 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
-                    v = (v << 14) | (_i17 << 6) | (_i18 << 1)
+                    _i221 = _I2.get(v_EVSEProcessing)
+                    if _i221 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+                    v = (v << 14) | (_i220 << 6) | (_i221 << 1)
                     n += 14
                     v_Header = None
                     v_ResponseCode = None
@@ -14918,11 +19356,23 @@ def _e_WPT_FinePositioningResType(w, o):
                             break
                     elif v_WPT_LF_DataPackageList is not None:
                         el = 'WPT_LF_DataPackageList'
-                        v = (v << 2) | 1
-                        n += 2
+                        _o = v_WPT_LF_DataPackageList
+                        _c222_NumPackages = _o.NumPackages
+                        _c222_WPT_LF_DataPackage = _o.WPT_LF_DataPackage
+                        if not (_c222_NumPackages is not None): raise EncodeError('missing content: NumPackages')
+                        el = 'NumPackages'
+                        if not 0 <= _c222_NumPackages <= 255: raise EncodeError(f'value {_c222_NumPackages!r} outside [0, 255]')
+                        if not (_c222_WPT_LF_DataPackage is not None): raise EncodeError('missing content: WPT_LF_DataPackage')
+                        el = 'WPT_LF_DataPackage'
+                        v = (v << 14) | (1 << 12) | (_c222_NumPackages << 2)
+                        n += 14
+                        _c222_NumPackages = None
                         w.v = v; w.n = n
-                        _e_WPT_LF_DataPackageListType(w, v_WPT_LF_DataPackageList)
+                        _e_WPT_LF_DataPackageType(w, _c222_WPT_LF_DataPackage)
                         v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c222_WPT_LF_DataPackage = None
                         v_WPT_LF_DataPackageList = None
                         s = 5
                         break
@@ -14941,11 +19391,23 @@ def _e_WPT_FinePositioningResType(w, o):
             if s == 20:
                 if v_WPT_LF_DataPackageList is not None:
                     el = 'WPT_LF_DataPackageList'
-                    v <<= 2
-                    n += 2
+                    _o = v_WPT_LF_DataPackageList
+                    _c223_NumPackages = _o.NumPackages
+                    _c223_WPT_LF_DataPackage = _o.WPT_LF_DataPackage
+                    if not (_c223_NumPackages is not None): raise EncodeError('missing content: NumPackages')
+                    el = 'NumPackages'
+                    if not 0 <= _c223_NumPackages <= 255: raise EncodeError(f'value {_c223_NumPackages!r} outside [0, 255]')
+                    if not (_c223_WPT_LF_DataPackage is not None): raise EncodeError('missing content: WPT_LF_DataPackage')
+                    el = 'WPT_LF_DataPackage'
+                    v = (v << 14) | (_c223_NumPackages << 2)
+                    n += 14
+                    _c223_NumPackages = None
                     w.v = v; w.n = n
-                    _e_WPT_LF_DataPackageListType(w, v_WPT_LF_DataPackageList)
+                    _e_WPT_LF_DataPackageType(w, _c223_WPT_LF_DataPackage)
                     v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c223_WPT_LF_DataPackage = None
                     v_WPT_LF_DataPackageList = None
                     s = 5
                 elif True:
@@ -15016,6 +19478,9 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_NaturalOffset = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_NaturalOffset = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_NaturalOffset = r.uint(); p = r.pos
                 p += 1
@@ -15114,11 +19579,11 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
                     v = w.v; n = w.n
                     if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
                     el = 'EVProcessing'
-                    _i19 = _I2.get(v_EVProcessing)
-                    if _i19 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
+                    _i224 = _I2.get(v_EVProcessing)
+                    if _i224 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
                     if not (v_EVDeviceFinePositioningMethodList is not None): raise EncodeError('missing content: EVDeviceFinePositioningMethodList')
                     el = 'EVDeviceFinePositioningMethodList'
-                    v = (v << 6) | (_i19 << 2)
+                    v = (v << 6) | (_i224 << 2)
                     n += 6
                     v_Header = None
                     v_EVProcessing = None
@@ -15148,6 +19613,7 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
                     n += 2
                     v_EVDeviceAlignmentCheckMethodList = None
                     if v_NaturalOffset < 128: v = (v << 8) | v_NaturalOffset; n += 8
+                    elif v_NaturalOffset < 16384: v = (v << 16) | ((v_NaturalOffset & 127) << 8) | 32768 | (v_NaturalOffset >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_NaturalOffset); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -15285,9 +19751,9 @@ def _e_WPT_FinePositioningMethodListType(w, o):
             if s == 0:
                 if i_WPT_FinePositioningMethod < n_WPT_FinePositioningMethod:
                     el = 'WPT_FinePositioningMethod'
-                    _i20 = _I15.get(v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod])
-                    if _i20 is None: raise EncodeError(f'{v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod]!r} is not one of the enumeration WPT_FinePositioningMethodType')
-                    v = (v << 6) | (_i20 << 1)
+                    _i225 = _I15.get(v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod])
+                    if _i225 is None: raise EncodeError(f'{v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod]!r} is not one of the enumeration WPT_FinePositioningMethodType')
+                    v = (v << 6) | (_i225 << 1)
                     n += 6
                     i_WPT_FinePositioningMethod += 1
                     s = 1
@@ -15298,9 +19764,9 @@ def _e_WPT_FinePositioningMethodListType(w, o):
                 while True:
                     if i_WPT_FinePositioningMethod < n_WPT_FinePositioningMethod:
                         el = 'WPT_FinePositioningMethod'
-                        _i21 = _I15.get(v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod])
-                        if _i21 is None: raise EncodeError(f'{v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod]!r} is not one of the enumeration WPT_FinePositioningMethodType')
-                        v = (v << 7) | (_i21 << 1)
+                        _i226 = _I15.get(v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod])
+                        if _i226 is None: raise EncodeError(f'{v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod]!r} is not one of the enumeration WPT_FinePositioningMethodType')
+                        v = (v << 7) | (_i226 << 1)
                         n += 7
                         i_WPT_FinePositioningMethod += 1
                         _k += 1
@@ -15394,9 +19860,9 @@ def _e_WPT_PairingMethodListType(w, o):
             if s == 0:
                 if i_WPT_PairingMethod < n_WPT_PairingMethod:
                     el = 'WPT_PairingMethod'
-                    _i22 = _I17.get(v_WPT_PairingMethod[i_WPT_PairingMethod])
-                    if _i22 is None: raise EncodeError(f'{v_WPT_PairingMethod[i_WPT_PairingMethod]!r} is not one of the enumeration WPT_PairingMethodType')
-                    v = (v << 6) | (_i22 << 1)
+                    _i227 = _I17.get(v_WPT_PairingMethod[i_WPT_PairingMethod])
+                    if _i227 is None: raise EncodeError(f'{v_WPT_PairingMethod[i_WPT_PairingMethod]!r} is not one of the enumeration WPT_PairingMethodType')
+                    v = (v << 6) | (_i227 << 1)
                     n += 6
                     i_WPT_PairingMethod += 1
                     s = 1
@@ -15407,9 +19873,9 @@ def _e_WPT_PairingMethodListType(w, o):
                 while True:
                     if i_WPT_PairingMethod < n_WPT_PairingMethod:
                         el = 'WPT_PairingMethod'
-                        _i23 = _I17.get(v_WPT_PairingMethod[i_WPT_PairingMethod])
-                        if _i23 is None: raise EncodeError(f'{v_WPT_PairingMethod[i_WPT_PairingMethod]!r} is not one of the enumeration WPT_PairingMethodType')
-                        v = (v << 7) | (_i23 << 1)
+                        _i228 = _I17.get(v_WPT_PairingMethod[i_WPT_PairingMethod])
+                        if _i228 is None: raise EncodeError(f'{v_WPT_PairingMethod[i_WPT_PairingMethod]!r} is not one of the enumeration WPT_PairingMethodType')
+                        v = (v << 7) | (_i228 << 1)
                         n += 7
                         i_WPT_PairingMethod += 1
                         _k += 1
@@ -15503,9 +19969,9 @@ def _e_WPT_AlignmentCheckMethodListType(w, o):
             if s == 0:
                 if i_WPT_AlignmentCheckMethod < n_WPT_AlignmentCheckMethod:
                     el = 'WPT_AlignmentCheckMethod'
-                    _i24 = _I19.get(v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod])
-                    if _i24 is None: raise EncodeError(f'{v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod]!r} is not one of the enumeration WPT_AlignmentCheckMethodType')
-                    v = (v << 5) | (_i24 << 1)
+                    _i229 = _I19.get(v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod])
+                    if _i229 is None: raise EncodeError(f'{v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod]!r} is not one of the enumeration WPT_AlignmentCheckMethodType')
+                    v = (v << 5) | (_i229 << 1)
                     n += 5
                     i_WPT_AlignmentCheckMethod += 1
                     s = 1
@@ -15516,9 +19982,9 @@ def _e_WPT_AlignmentCheckMethodListType(w, o):
                 while True:
                     if i_WPT_AlignmentCheckMethod < n_WPT_AlignmentCheckMethod:
                         el = 'WPT_AlignmentCheckMethod'
-                        _i25 = _I19.get(v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod])
-                        if _i25 is None: raise EncodeError(f'{v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod]!r} is not one of the enumeration WPT_AlignmentCheckMethodType')
-                        v = (v << 6) | (_i25 << 1)
+                        _i230 = _I19.get(v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod])
+                        if _i230 is None: raise EncodeError(f'{v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod]!r} is not one of the enumeration WPT_AlignmentCheckMethodType')
+                        v = (v << 6) | (_i230 << 1)
                         n += 6
                         i_WPT_AlignmentCheckMethod += 1
                         _k += 1
@@ -15626,31 +20092,269 @@ def _d_WPT_LF_TransmitterDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 12
+                p += 26
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 4095
-                if x & 3075: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                x = (V >> (E - p)) & 67108863
+                if x & 50393102: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 el = 'NumberOfTransmitters'
-                f_NumberOfTransmitters = ((x >> 2) & 255)
+                f_NumberOfTransmitters = ((x >> 16) & 255)
                 el = 'SignalFrequency'
-                r.pos = p
-                f_SignalFrequency = _d_RationalNumberType(r)
-                p = r.pos
-                p += 1
+                el = 'Exponent'
+                _c231_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c231_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c231_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c231_Value = r.uint(); p = r.pos
+                p += 5
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                x = (V >> (E - p)) & 31
+                if x & 31: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if _neg: _c231_Value = -_c231_Value - 1
+                if _c231_Value < -32768 or _c231_Value > 32767: raise DecodeError(f'value {_c231_Value} outside [-32768, 32767]', p)
+                f_SignalFrequency = iso20_commontypes.RationalNumberType(_c231_Exponent, _c231_Value)
                 el = 'TxSpecData'
-                r.pos = p
-                _v = _d_WPT_TxRxSpecDataType(r)
-                p = r.pos
+                el = 'TxRxIdentifier'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c232_TxRxIdentifier = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c232_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c232_TxRxIdentifier = r.uint(); p = r.pos
+                p += 5
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 31
+                if x & 30: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if _c232_TxRxIdentifier < 1 or _c232_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c232_TxRxIdentifier} outside [1, 4294967295]', p)
+                el = 'TxRxPosition'
+                el = 'Coord_X'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c233_Coord_X = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c233_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c233_Coord_X = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if _neg: _c233_Coord_X = -_c233_Coord_X - 1
+                if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: raise DecodeError(f'value {_c233_Coord_X} outside [-32768, 32767]', p)
+                el = 'Coord_Y'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c233_Coord_Y = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c233_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c233_Coord_Y = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if _neg: _c233_Coord_Y = -_c233_Coord_Y - 1
+                if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: raise DecodeError(f'value {_c233_Coord_Y} outside [-32768, 32767]', p)
+                el = 'Coord_Z'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c233_Coord_Z = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c233_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c233_Coord_Z = r.uint(); p = r.pos
+                p += 6
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 63
+                if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if _neg: _c233_Coord_Z = -_c233_Coord_Z - 1
+                if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: raise DecodeError(f'value {_c233_Coord_Z} outside [-32768, 32767]', p)
+                _c232_TxRxPosition = iso20_wpt.WPT_CoordinateXYZType(_c233_Coord_X, _c233_Coord_Y, _c233_Coord_Z)
+                el = 'TxRxOrientation'
+                el = 'Coord_X'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c234_Coord_X = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c234_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c234_Coord_X = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if _neg: _c234_Coord_X = -_c234_Coord_X - 1
+                if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: raise DecodeError(f'value {_c234_Coord_X} outside [-32768, 32767]', p)
+                el = 'Coord_Y'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c234_Coord_Y = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c234_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c234_Coord_Y = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if _neg: _c234_Coord_Y = -_c234_Coord_Y - 1
+                if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: raise DecodeError(f'value {_c234_Coord_Y} outside [-32768, 32767]', p)
+                el = 'Coord_Z'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c234_Coord_Z = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c234_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c234_Coord_Z = r.uint(); p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if _neg: _c234_Coord_Z = -_c234_Coord_Z - 1
+                if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: raise DecodeError(f'value {_c234_Coord_Z} outside [-32768, 32767]', p)
+                _c232_TxRxOrientation = iso20_wpt.WPT_CoordinateXYZType(_c234_Coord_X, _c234_Coord_Y, _c234_Coord_Z)
+                _v = iso20_wpt.WPT_TxRxSpecDataType(_c232_TxRxIdentifier, _c232_TxRxPosition, _c232_TxRxOrientation)
                 f_TxSpecData.append(_v)
-                p += 1
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
                 el = 'TxSpecData'
-                r.pos = p
-                _v = _d_WPT_TxRxSpecDataType(r)
-                p = r.pos
+                el = 'TxRxIdentifier'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c235_TxRxIdentifier = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c235_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c235_TxRxIdentifier = r.uint(); p = r.pos
+                p += 5
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 31
+                if x & 30: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if _c235_TxRxIdentifier < 1 or _c235_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c235_TxRxIdentifier} outside [1, 4294967295]', p)
+                el = 'TxRxPosition'
+                el = 'Coord_X'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c233_Coord_X = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c233_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c233_Coord_X = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if _neg: _c233_Coord_X = -_c233_Coord_X - 1
+                if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: raise DecodeError(f'value {_c233_Coord_X} outside [-32768, 32767]', p)
+                el = 'Coord_Y'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c233_Coord_Y = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c233_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c233_Coord_Y = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if _neg: _c233_Coord_Y = -_c233_Coord_Y - 1
+                if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: raise DecodeError(f'value {_c233_Coord_Y} outside [-32768, 32767]', p)
+                el = 'Coord_Z'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c233_Coord_Z = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c233_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c233_Coord_Z = r.uint(); p = r.pos
+                p += 6
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 63
+                if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if _neg: _c233_Coord_Z = -_c233_Coord_Z - 1
+                if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: raise DecodeError(f'value {_c233_Coord_Z} outside [-32768, 32767]', p)
+                _c235_TxRxPosition = iso20_wpt.WPT_CoordinateXYZType(_c233_Coord_X, _c233_Coord_Y, _c233_Coord_Z)
+                el = 'TxRxOrientation'
+                el = 'Coord_X'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c234_Coord_X = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c234_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c234_Coord_X = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if _neg: _c234_Coord_X = -_c234_Coord_X - 1
+                if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: raise DecodeError(f'value {_c234_Coord_X} outside [-32768, 32767]', p)
+                el = 'Coord_Y'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c234_Coord_Y = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c234_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c234_Coord_Y = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if _neg: _c234_Coord_Y = -_c234_Coord_Y - 1
+                if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: raise DecodeError(f'value {_c234_Coord_Y} outside [-32768, 32767]', p)
+                el = 'Coord_Z'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c234_Coord_Z = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c234_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c234_Coord_Z = r.uint(); p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                if _neg: _c234_Coord_Z = -_c234_Coord_Z - 1
+                if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: raise DecodeError(f'value {_c234_Coord_Z} outside [-32768, 32767]', p)
+                _c235_TxRxOrientation = iso20_wpt.WPT_CoordinateXYZType(_c234_Coord_X, _c234_Coord_Y, _c234_Coord_Z)
+                _v = iso20_wpt.WPT_TxRxSpecDataType(_c235_TxRxIdentifier, _c235_TxRxPosition, _c235_TxRxOrientation)
                 f_TxSpecData.append(_v)
                 s = 4
             if s == 4:
@@ -15660,10 +20364,126 @@ def _d_WPT_LF_TransmitterDataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('WPT_LF_TransmitterDataType', p)
                         el = 'TxSpecData'
-                        r.pos = p
-                        _v = _d_WPT_TxRxSpecDataType(r)
-                        p = r.pos
+                        el = 'TxRxIdentifier'
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c236_TxRxIdentifier = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c236_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c236_TxRxIdentifier = r.uint(); p = r.pos
+                        p += 5
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 31
+                        if x & 30: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                        if _c236_TxRxIdentifier < 1 or _c236_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c236_TxRxIdentifier} outside [1, 4294967295]', p)
+                        el = 'TxRxPosition'
+                        el = 'Coord_X'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c233_Coord_X = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c233_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c233_Coord_X = r.uint(); p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                        if _neg: _c233_Coord_X = -_c233_Coord_X - 1
+                        if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: raise DecodeError(f'value {_c233_Coord_X} outside [-32768, 32767]', p)
+                        el = 'Coord_Y'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c233_Coord_Y = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c233_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c233_Coord_Y = r.uint(); p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                        if _neg: _c233_Coord_Y = -_c233_Coord_Y - 1
+                        if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: raise DecodeError(f'value {_c233_Coord_Y} outside [-32768, 32767]', p)
+                        el = 'Coord_Z'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c233_Coord_Z = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c233_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c233_Coord_Z = r.uint(); p = r.pos
+                        p += 6
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 63
+                        if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                        if _neg: _c233_Coord_Z = -_c233_Coord_Z - 1
+                        if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: raise DecodeError(f'value {_c233_Coord_Z} outside [-32768, 32767]', p)
+                        _c236_TxRxPosition = iso20_wpt.WPT_CoordinateXYZType(_c233_Coord_X, _c233_Coord_Y, _c233_Coord_Z)
+                        el = 'TxRxOrientation'
+                        el = 'Coord_X'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c234_Coord_X = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c234_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c234_Coord_X = r.uint(); p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                        if _neg: _c234_Coord_X = -_c234_Coord_X - 1
+                        if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: raise DecodeError(f'value {_c234_Coord_X} outside [-32768, 32767]', p)
+                        el = 'Coord_Y'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c234_Coord_Y = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c234_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c234_Coord_Y = r.uint(); p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                        if _neg: _c234_Coord_Y = -_c234_Coord_Y - 1
+                        if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: raise DecodeError(f'value {_c234_Coord_Y} outside [-32768, 32767]', p)
+                        el = 'Coord_Z'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c234_Coord_Z = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c234_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c234_Coord_Z = r.uint(); p = r.pos
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 7: raise r.deviation('WPT_LF_TransmitterDataType', p)
+                        if _neg: _c234_Coord_Z = -_c234_Coord_Z - 1
+                        if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: raise DecodeError(f'value {_c234_Coord_Z} outside [-32768, 32767]', p)
+                        _c236_TxRxOrientation = iso20_wpt.WPT_CoordinateXYZType(_c234_Coord_X, _c234_Coord_Y, _c234_Coord_Z)
+                        _v = iso20_wpt.WPT_TxRxSpecDataType(_c236_TxRxIdentifier, _c236_TxRxPosition, _c236_TxRxOrientation)
                         f_TxSpecData.append(_v)
                         _k += 1
                         if _k == 253:
@@ -15727,28 +20547,208 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     if not 0 <= v_NumberOfTransmitters <= 255: raise EncodeError(f'value {v_NumberOfTransmitters!r} outside [0, 255]')
                     if not (v_SignalFrequency is not None): raise EncodeError('missing content: SignalFrequency')
                     el = 'SignalFrequency'
-                    v = (v << 12) | (v_NumberOfTransmitters << 2)
-                    n += 12
+                    _o = v_SignalFrequency
+                    _c237_Exponent = _o.Exponent
+                    _c237_Value = _o.Value
+                    if not (_c237_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c237_Exponent <= 127: raise EncodeError(f'value {_c237_Exponent!r} outside [-128, 127]')
+                    if not (_c237_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c237_Value < -32768 or _c237_Value > 32767: raise EncodeError(f'value {_c237_Value!r} outside [-32768, 32767]')
+                    v = (v << 26) | (v_NumberOfTransmitters << 16) | ((_c237_Exponent - -128) << 4) | (_c237_Value < 0)
+                    n += 26
                     v_NumberOfTransmitters = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_SignalFrequency)
-                    v = w.v; n = w.n
+                    _c237_Exponent = None
+                    _m = (-_c237_Value - 1 if _c237_Value < 0 else _c237_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (i_TxSpecData < n_TxSpecData): raise EncodeError('missing content: TxSpecData')
                     el = 'TxSpecData'
-                    v <<= 1
-                    n += 1
+                    _o = v_TxSpecData[i_TxSpecData]
+                    _c238_TxRxIdentifier = _o.TxRxIdentifier
+                    _c238_TxRxPosition = _o.TxRxPosition
+                    _c238_TxRxOrientation = _o.TxRxOrientation
+                    if not (_c238_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
+                    el = 'TxRxIdentifier'
+                    if _c238_TxRxIdentifier < 1 or _c238_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c238_TxRxIdentifier!r} outside [1, 4294967295]')
+                    v <<= 5
+                    n += 5
+                    _c237_Value = None
                     v_SignalFrequency = None
-                    w.v = v; w.n = n
-                    _e_WPT_TxRxSpecDataType(w, v_TxSpecData[i_TxSpecData])
-                    v = w.v; n = w.n
+                    if _c238_TxRxIdentifier < 128: v = (v << 8) | _c238_TxRxIdentifier; n += 8
+                    elif _c238_TxRxIdentifier < 16384: v = (v << 16) | ((_c238_TxRxIdentifier & 127) << 8) | 32768 | (_c238_TxRxIdentifier >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c238_TxRxIdentifier); v = w.v; n = w.n
+                    if not (_c238_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
+                    el = 'TxRxPosition'
+                    _o = _c238_TxRxPosition
+                    _c239_Coord_X = _o.Coord_X
+                    _c239_Coord_Y = _o.Coord_Y
+                    _c239_Coord_Z = _o.Coord_Z
+                    if not (_c239_Coord_X is not None): raise EncodeError('missing content: Coord_X')
+                    el = 'Coord_X'
+                    if _c239_Coord_X < -32768 or _c239_Coord_X > 32767: raise EncodeError(f'value {_c239_Coord_X!r} outside [-32768, 32767]')
+                    v = (v << 5) | (_c239_Coord_X < 0)
+                    n += 5
+                    _c238_TxRxIdentifier = None
+                    _m = (-_c239_Coord_X - 1 if _c239_Coord_X < 0 else _c239_Coord_X)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c239_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+                    el = 'Coord_Y'
+                    if _c239_Coord_Y < -32768 or _c239_Coord_Y > 32767: raise EncodeError(f'value {_c239_Coord_Y!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c239_Coord_Y < 0)
+                    n += 4
+                    _c239_Coord_X = None
+                    _m = (-_c239_Coord_Y - 1 if _c239_Coord_Y < 0 else _c239_Coord_Y)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c239_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+                    el = 'Coord_Z'
+                    if _c239_Coord_Z < -32768 or _c239_Coord_Z > 32767: raise EncodeError(f'value {_c239_Coord_Z!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c239_Coord_Z < 0)
+                    n += 4
+                    _c239_Coord_Y = None
+                    _m = (-_c239_Coord_Z - 1 if _c239_Coord_Z < 0 else _c239_Coord_Z)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c238_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
+                    el = 'TxRxOrientation'
+                    _o = _c238_TxRxOrientation
+                    _c240_Coord_X = _o.Coord_X
+                    _c240_Coord_Y = _o.Coord_Y
+                    _c240_Coord_Z = _o.Coord_Z
+                    if not (_c240_Coord_X is not None): raise EncodeError('missing content: Coord_X')
+                    el = 'Coord_X'
+                    if _c240_Coord_X < -32768 or _c240_Coord_X > 32767: raise EncodeError(f'value {_c240_Coord_X!r} outside [-32768, 32767]')
+                    v = (v << 6) | (_c240_Coord_X < 0)
+                    n += 6
+                    _c239_Coord_Z = None
+                    _c238_TxRxPosition = None
+                    _m = (-_c240_Coord_X - 1 if _c240_Coord_X < 0 else _c240_Coord_X)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c240_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+                    el = 'Coord_Y'
+                    if _c240_Coord_Y < -32768 or _c240_Coord_Y > 32767: raise EncodeError(f'value {_c240_Coord_Y!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c240_Coord_Y < 0)
+                    n += 4
+                    _c240_Coord_X = None
+                    _m = (-_c240_Coord_Y - 1 if _c240_Coord_Y < 0 else _c240_Coord_Y)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c240_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+                    el = 'Coord_Z'
+                    if _c240_Coord_Z < -32768 or _c240_Coord_Z > 32767: raise EncodeError(f'value {_c240_Coord_Z!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c240_Coord_Z < 0)
+                    n += 4
+                    _c240_Coord_Y = None
+                    _m = (-_c240_Coord_Z - 1 if _c240_Coord_Z < 0 else _c240_Coord_Z)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c240_Coord_Z = None
+                    _c238_TxRxOrientation = None
                     i_TxSpecData += 1
                     if not (i_TxSpecData < n_TxSpecData): raise EncodeError('missing content: TxSpecData')
                     el = 'TxSpecData'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_WPT_TxRxSpecDataType(w, v_TxSpecData[i_TxSpecData])
-                    v = w.v; n = w.n
+                    _o = v_TxSpecData[i_TxSpecData]
+                    _c241_TxRxIdentifier = _o.TxRxIdentifier
+                    _c241_TxRxPosition = _o.TxRxPosition
+                    _c241_TxRxOrientation = _o.TxRxOrientation
+                    if not (_c241_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
+                    el = 'TxRxIdentifier'
+                    if _c241_TxRxIdentifier < 1 or _c241_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c241_TxRxIdentifier!r} outside [1, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    if _c241_TxRxIdentifier < 128: v = (v << 8) | _c241_TxRxIdentifier; n += 8
+                    elif _c241_TxRxIdentifier < 16384: v = (v << 16) | ((_c241_TxRxIdentifier & 127) << 8) | 32768 | (_c241_TxRxIdentifier >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c241_TxRxIdentifier); v = w.v; n = w.n
+                    if not (_c241_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
+                    el = 'TxRxPosition'
+                    _o = _c241_TxRxPosition
+                    _c239_Coord_X = _o.Coord_X
+                    _c239_Coord_Y = _o.Coord_Y
+                    _c239_Coord_Z = _o.Coord_Z
+                    if not (_c239_Coord_X is not None): raise EncodeError('missing content: Coord_X')
+                    el = 'Coord_X'
+                    if _c239_Coord_X < -32768 or _c239_Coord_X > 32767: raise EncodeError(f'value {_c239_Coord_X!r} outside [-32768, 32767]')
+                    v = (v << 5) | (_c239_Coord_X < 0)
+                    n += 5
+                    _c241_TxRxIdentifier = None
+                    _m = (-_c239_Coord_X - 1 if _c239_Coord_X < 0 else _c239_Coord_X)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c239_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+                    el = 'Coord_Y'
+                    if _c239_Coord_Y < -32768 or _c239_Coord_Y > 32767: raise EncodeError(f'value {_c239_Coord_Y!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c239_Coord_Y < 0)
+                    n += 4
+                    _c239_Coord_X = None
+                    _m = (-_c239_Coord_Y - 1 if _c239_Coord_Y < 0 else _c239_Coord_Y)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c239_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+                    el = 'Coord_Z'
+                    if _c239_Coord_Z < -32768 or _c239_Coord_Z > 32767: raise EncodeError(f'value {_c239_Coord_Z!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c239_Coord_Z < 0)
+                    n += 4
+                    _c239_Coord_Y = None
+                    _m = (-_c239_Coord_Z - 1 if _c239_Coord_Z < 0 else _c239_Coord_Z)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c241_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
+                    el = 'TxRxOrientation'
+                    _o = _c241_TxRxOrientation
+                    _c240_Coord_X = _o.Coord_X
+                    _c240_Coord_Y = _o.Coord_Y
+                    _c240_Coord_Z = _o.Coord_Z
+                    if not (_c240_Coord_X is not None): raise EncodeError('missing content: Coord_X')
+                    el = 'Coord_X'
+                    if _c240_Coord_X < -32768 or _c240_Coord_X > 32767: raise EncodeError(f'value {_c240_Coord_X!r} outside [-32768, 32767]')
+                    v = (v << 6) | (_c240_Coord_X < 0)
+                    n += 6
+                    _c239_Coord_Z = None
+                    _c241_TxRxPosition = None
+                    _m = (-_c240_Coord_X - 1 if _c240_Coord_X < 0 else _c240_Coord_X)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c240_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+                    el = 'Coord_Y'
+                    if _c240_Coord_Y < -32768 or _c240_Coord_Y > 32767: raise EncodeError(f'value {_c240_Coord_Y!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c240_Coord_Y < 0)
+                    n += 4
+                    _c240_Coord_X = None
+                    _m = (-_c240_Coord_Y - 1 if _c240_Coord_Y < 0 else _c240_Coord_Y)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c240_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+                    el = 'Coord_Z'
+                    if _c240_Coord_Z < -32768 or _c240_Coord_Z > 32767: raise EncodeError(f'value {_c240_Coord_Z!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c240_Coord_Z < 0)
+                    n += 4
+                    _c240_Coord_Y = None
+                    _m = (-_c240_Coord_Z - 1 if _c240_Coord_Z < 0 else _c240_Coord_Z)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c240_Coord_Z = None
+                    _c241_TxRxOrientation = None
                     i_TxSpecData += 1
                     s = 4
                 else:
@@ -15758,11 +20758,95 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                 while True:
                     if i_TxSpecData < n_TxSpecData:
                         el = 'TxSpecData'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_WPT_TxRxSpecDataType(w, v_TxSpecData[i_TxSpecData])
-                        v = w.v; n = w.n
+                        _o = v_TxSpecData[i_TxSpecData]
+                        _c242_TxRxIdentifier = _o.TxRxIdentifier
+                        _c242_TxRxPosition = _o.TxRxPosition
+                        _c242_TxRxOrientation = _o.TxRxOrientation
+                        if not (_c242_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
+                        el = 'TxRxIdentifier'
+                        if _c242_TxRxIdentifier < 1 or _c242_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c242_TxRxIdentifier!r} outside [1, 4294967295]')
+                        v <<= 4
+                        n += 4
+                        if _c242_TxRxIdentifier < 128: v = (v << 8) | _c242_TxRxIdentifier; n += 8
+                        elif _c242_TxRxIdentifier < 16384: v = (v << 16) | ((_c242_TxRxIdentifier & 127) << 8) | 32768 | (_c242_TxRxIdentifier >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_c242_TxRxIdentifier); v = w.v; n = w.n
+                        if not (_c242_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
+                        el = 'TxRxPosition'
+                        _o = _c242_TxRxPosition
+                        _c239_Coord_X = _o.Coord_X
+                        _c239_Coord_Y = _o.Coord_Y
+                        _c239_Coord_Z = _o.Coord_Z
+                        if not (_c239_Coord_X is not None): raise EncodeError('missing content: Coord_X')
+                        el = 'Coord_X'
+                        if _c239_Coord_X < -32768 or _c239_Coord_X > 32767: raise EncodeError(f'value {_c239_Coord_X!r} outside [-32768, 32767]')
+                        v = (v << 5) | (_c239_Coord_X < 0)
+                        n += 5
+                        _c242_TxRxIdentifier = None
+                        _m = (-_c239_Coord_X - 1 if _c239_Coord_X < 0 else _c239_Coord_X)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c239_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+                        el = 'Coord_Y'
+                        if _c239_Coord_Y < -32768 or _c239_Coord_Y > 32767: raise EncodeError(f'value {_c239_Coord_Y!r} outside [-32768, 32767]')
+                        v = (v << 4) | (_c239_Coord_Y < 0)
+                        n += 4
+                        _c239_Coord_X = None
+                        _m = (-_c239_Coord_Y - 1 if _c239_Coord_Y < 0 else _c239_Coord_Y)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c239_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+                        el = 'Coord_Z'
+                        if _c239_Coord_Z < -32768 or _c239_Coord_Z > 32767: raise EncodeError(f'value {_c239_Coord_Z!r} outside [-32768, 32767]')
+                        v = (v << 4) | (_c239_Coord_Z < 0)
+                        n += 4
+                        _c239_Coord_Y = None
+                        _m = (-_c239_Coord_Z - 1 if _c239_Coord_Z < 0 else _c239_Coord_Z)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c242_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
+                        el = 'TxRxOrientation'
+                        _o = _c242_TxRxOrientation
+                        _c240_Coord_X = _o.Coord_X
+                        _c240_Coord_Y = _o.Coord_Y
+                        _c240_Coord_Z = _o.Coord_Z
+                        if not (_c240_Coord_X is not None): raise EncodeError('missing content: Coord_X')
+                        el = 'Coord_X'
+                        if _c240_Coord_X < -32768 or _c240_Coord_X > 32767: raise EncodeError(f'value {_c240_Coord_X!r} outside [-32768, 32767]')
+                        v = (v << 6) | (_c240_Coord_X < 0)
+                        n += 6
+                        _c239_Coord_Z = None
+                        _c242_TxRxPosition = None
+                        _m = (-_c240_Coord_X - 1 if _c240_Coord_X < 0 else _c240_Coord_X)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c240_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+                        el = 'Coord_Y'
+                        if _c240_Coord_Y < -32768 or _c240_Coord_Y > 32767: raise EncodeError(f'value {_c240_Coord_Y!r} outside [-32768, 32767]')
+                        v = (v << 4) | (_c240_Coord_Y < 0)
+                        n += 4
+                        _c240_Coord_X = None
+                        _m = (-_c240_Coord_Y - 1 if _c240_Coord_Y < 0 else _c240_Coord_Y)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c240_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+                        el = 'Coord_Z'
+                        if _c240_Coord_Z < -32768 or _c240_Coord_Z > 32767: raise EncodeError(f'value {_c240_Coord_Z!r} outside [-32768, 32767]')
+                        v = (v << 4) | (_c240_Coord_Z < 0)
+                        n += 4
+                        _c240_Coord_Y = None
+                        _m = (-_c240_Coord_Z - 1 if _c240_Coord_Z < 0 else _c240_Coord_Z)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 3
+                        n += 3
+                        _c240_Coord_Z = None
+                        _c242_TxRxOrientation = None
                         i_TxSpecData += 1
                         _k += 1
                         if _k == 253:
@@ -15827,27 +20911,116 @@ def _d_WPT_TxRxSpecDataType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_TxRxIdentifier = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_TxRxIdentifier = r.uint(); p = r.pos
-        p += 2
+        p += 5
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('WPT_TxRxSpecDataType', p)
+        x = (V >> (E - p)) & 31
+        if x & 30: raise r.deviation('WPT_TxRxSpecDataType', p)
         if f_TxRxIdentifier < 1 or f_TxRxIdentifier > 4294967295: raise DecodeError(f'value {f_TxRxIdentifier} outside [1, 4294967295]', p)
         el = 'TxRxPosition'
-        r.pos = p
-        f_TxRxPosition = _d_WPT_CoordinateXYZType(r)
-        p = r.pos
-        p += 1
+        el = 'Coord_X'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c243_Coord_X = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c243_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c243_Coord_X = r.uint(); p = r.pos
+        p += 4
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_TxRxSpecDataType', p)
+        x = (V >> (E - p)) & 15
+        if x & 14: raise r.deviation('WPT_TxRxSpecDataType', p)
+        if _neg: _c243_Coord_X = -_c243_Coord_X - 1
+        if _c243_Coord_X < -32768 or _c243_Coord_X > 32767: raise DecodeError(f'value {_c243_Coord_X} outside [-32768, 32767]', p)
+        el = 'Coord_Y'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c243_Coord_Y = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c243_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c243_Coord_Y = r.uint(); p = r.pos
+        p += 4
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 15
+        if x & 14: raise r.deviation('WPT_TxRxSpecDataType', p)
+        if _neg: _c243_Coord_Y = -_c243_Coord_Y - 1
+        if _c243_Coord_Y < -32768 or _c243_Coord_Y > 32767: raise DecodeError(f'value {_c243_Coord_Y} outside [-32768, 32767]', p)
+        el = 'Coord_Z'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c243_Coord_Z = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c243_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c243_Coord_Z = r.uint(); p = r.pos
+        p += 6
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 63
+        if x & 62: raise r.deviation('WPT_TxRxSpecDataType', p)
+        if _neg: _c243_Coord_Z = -_c243_Coord_Z - 1
+        if _c243_Coord_Z < -32768 or _c243_Coord_Z > 32767: raise DecodeError(f'value {_c243_Coord_Z} outside [-32768, 32767]', p)
+        f_TxRxPosition = iso20_wpt.WPT_CoordinateXYZType(_c243_Coord_X, _c243_Coord_Y, _c243_Coord_Z)
         el = 'TxRxOrientation'
-        r.pos = p
-        f_TxRxOrientation = _d_WPT_CoordinateXYZType(r)
-        p = r.pos
-        p += 1
+        el = 'Coord_X'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c244_Coord_X = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c244_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c244_Coord_X = r.uint(); p = r.pos
+        p += 4
         if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('WPT_TxRxSpecDataType', p)
+        x = (V >> (E - p)) & 15
+        if x & 14: raise r.deviation('WPT_TxRxSpecDataType', p)
+        if _neg: _c244_Coord_X = -_c244_Coord_X - 1
+        if _c244_Coord_X < -32768 or _c244_Coord_X > 32767: raise DecodeError(f'value {_c244_Coord_X} outside [-32768, 32767]', p)
+        el = 'Coord_Y'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c244_Coord_Y = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c244_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c244_Coord_Y = r.uint(); p = r.pos
+        p += 4
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 15
+        if x & 14: raise r.deviation('WPT_TxRxSpecDataType', p)
+        if _neg: _c244_Coord_Y = -_c244_Coord_Y - 1
+        if _c244_Coord_Y < -32768 or _c244_Coord_Y > 32767: raise DecodeError(f'value {_c244_Coord_Y} outside [-32768, 32767]', p)
+        el = 'Coord_Z'
+        _neg = (x & 1)
+        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+            p += 8
+            _c244_Coord_Z = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            _c244_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+        else:
+            r.pos = p; _c244_Coord_Z = r.uint(); p = r.pos
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 7: raise r.deviation('WPT_TxRxSpecDataType', p)
+        if _neg: _c244_Coord_Z = -_c244_Coord_Z - 1
+        if _c244_Coord_Z < -32768 or _c244_Coord_Z > 32767: raise DecodeError(f'value {_c244_Coord_Z} outside [-32768, 32767]', p)
+        f_TxRxOrientation = iso20_wpt.WPT_CoordinateXYZType(_c244_Coord_X, _c244_Coord_Y, _c244_Coord_Z)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -15868,25 +21041,84 @@ def _e_WPT_TxRxSpecDataType(w, o):
             v <<= 2
             n += 2
             if v_TxRxIdentifier < 128: v = (v << 8) | v_TxRxIdentifier; n += 8
+            elif v_TxRxIdentifier < 16384: v = (v << 16) | ((v_TxRxIdentifier & 127) << 8) | 32768 | (v_TxRxIdentifier >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_TxRxIdentifier); v = w.v; n = w.n
             if not (v_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
             el = 'TxRxPosition'
-            v <<= 2
-            n += 2
+            _o = v_TxRxPosition
+            _c245_Coord_X = _o.Coord_X
+            _c245_Coord_Y = _o.Coord_Y
+            _c245_Coord_Z = _o.Coord_Z
+            if not (_c245_Coord_X is not None): raise EncodeError('missing content: Coord_X')
+            el = 'Coord_X'
+            if _c245_Coord_X < -32768 or _c245_Coord_X > 32767: raise EncodeError(f'value {_c245_Coord_X!r} outside [-32768, 32767]')
+            v = (v << 5) | (_c245_Coord_X < 0)
+            n += 5
             v_TxRxIdentifier = None
-            w.v = v; w.n = n
-            _e_WPT_CoordinateXYZType(w, v_TxRxPosition)
-            v = w.v; n = w.n
+            _m = (-_c245_Coord_X - 1 if _c245_Coord_X < 0 else _c245_Coord_X)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (_c245_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+            el = 'Coord_Y'
+            if _c245_Coord_Y < -32768 or _c245_Coord_Y > 32767: raise EncodeError(f'value {_c245_Coord_Y!r} outside [-32768, 32767]')
+            v = (v << 4) | (_c245_Coord_Y < 0)
+            n += 4
+            _c245_Coord_X = None
+            _m = (-_c245_Coord_Y - 1 if _c245_Coord_Y < 0 else _c245_Coord_Y)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (_c245_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+            el = 'Coord_Z'
+            if _c245_Coord_Z < -32768 or _c245_Coord_Z > 32767: raise EncodeError(f'value {_c245_Coord_Z!r} outside [-32768, 32767]')
+            v = (v << 4) | (_c245_Coord_Z < 0)
+            n += 4
+            _c245_Coord_Y = None
+            _m = (-_c245_Coord_Z - 1 if _c245_Coord_Z < 0 else _c245_Coord_Z)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
             el = 'TxRxOrientation'
-            v <<= 1
-            n += 1
+            _o = v_TxRxOrientation
+            _c246_Coord_X = _o.Coord_X
+            _c246_Coord_Y = _o.Coord_Y
+            _c246_Coord_Z = _o.Coord_Z
+            if not (_c246_Coord_X is not None): raise EncodeError('missing content: Coord_X')
+            el = 'Coord_X'
+            if _c246_Coord_X < -32768 or _c246_Coord_X > 32767: raise EncodeError(f'value {_c246_Coord_X!r} outside [-32768, 32767]')
+            v = (v << 6) | (_c246_Coord_X < 0)
+            n += 6
+            _c245_Coord_Z = None
             v_TxRxPosition = None
-            w.v = v; w.n = n
-            _e_WPT_CoordinateXYZType(w, v_TxRxOrientation)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            _m = (-_c246_Coord_X - 1 if _c246_Coord_X < 0 else _c246_Coord_X)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (_c246_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+            el = 'Coord_Y'
+            if _c246_Coord_Y < -32768 or _c246_Coord_Y > 32767: raise EncodeError(f'value {_c246_Coord_Y!r} outside [-32768, 32767]')
+            v = (v << 4) | (_c246_Coord_Y < 0)
+            n += 4
+            _c246_Coord_X = None
+            _m = (-_c246_Coord_Y - 1 if _c246_Coord_Y < 0 else _c246_Coord_Y)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if not (_c246_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+            el = 'Coord_Z'
+            if _c246_Coord_Z < -32768 or _c246_Coord_Z > 32767: raise EncodeError(f'value {_c246_Coord_Z!r} outside [-32768, 32767]')
+            v = (v << 4) | (_c246_Coord_Z < 0)
+            n += 4
+            _c246_Coord_Y = None
+            _m = (-_c246_Coord_Z - 1 if _c246_Coord_Z < 0 else _c246_Coord_Z)
+            if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            _c246_Coord_Z = None
             v_TxRxOrientation = None
             if v_TxRxIdentifier is not None or v_TxRxPosition is not None or v_TxRxOrientation is not None: raise _leftover(o)
         else:
@@ -15914,6 +21146,9 @@ def _d_WPT_CoordinateXYZType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_Coord_X = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_Coord_X = r.uint(); p = r.pos
         p += 4
@@ -15927,6 +21162,9 @@ def _d_WPT_CoordinateXYZType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_Coord_Y = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_Coord_Y = r.uint(); p = r.pos
         p += 4
@@ -15940,6 +21178,9 @@ def _d_WPT_CoordinateXYZType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_Coord_Z = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_Coord_Z = r.uint(); p = r.pos
         p += 2
@@ -15969,6 +21210,7 @@ def _e_WPT_CoordinateXYZType(w, o):
             n += 3
             _m = (-v_Coord_X - 1 if v_Coord_X < 0 else v_Coord_X)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'Coord_Y'
@@ -15978,6 +21220,7 @@ def _e_WPT_CoordinateXYZType(w, o):
             v_Coord_X = None
             _m = (-v_Coord_Y - 1 if v_Coord_Y < 0 else v_Coord_Y)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'Coord_Z'
@@ -15987,6 +21230,7 @@ def _e_WPT_CoordinateXYZType(w, o):
             v_Coord_Y = None
             _m = (-v_Coord_Z - 1 if v_Coord_Z < 0 else v_Coord_Z)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -16012,23 +21256,77 @@ def _d_WPT_TxRxPackageSpecDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 el = 'PulseSequenceOrder'
-                r.pos = p
-                _v = _d_WPT_TxRxPulseOrderType(r)
-                p = r.pos
+                el = 'IndexNumber'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c247_IndexNumber = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c247_IndexNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c247_IndexNumber = r.uint(); p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                if _c247_IndexNumber > 65535: raise DecodeError(f'value {_c247_IndexNumber} outside [0, 65535]', p)
+                el = 'TxRxIdentifier'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c247_TxRxIdentifier = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c247_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c247_TxRxIdentifier = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                if _c247_TxRxIdentifier < 1 or _c247_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c247_TxRxIdentifier} outside [1, 4294967295]', p)
+                _v = iso20_wpt.WPT_TxRxPulseOrderType(_c247_IndexNumber, _c247_TxRxIdentifier)
                 r.pos = p
                 f_PulseSequenceOrder.append(_v)
                 p = r.pos
-                p += 1
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                 el = 'PulseSequenceOrder'
-                r.pos = p
-                _v = _d_WPT_TxRxPulseOrderType(r)
-                p = r.pos
+                el = 'IndexNumber'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c248_IndexNumber = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c248_IndexNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c248_IndexNumber = r.uint(); p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                if _c248_IndexNumber > 65535: raise DecodeError(f'value {_c248_IndexNumber} outside [0, 65535]', p)
+                el = 'TxRxIdentifier'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c248_TxRxIdentifier = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c248_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c248_TxRxIdentifier = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                if _c248_TxRxIdentifier < 1 or _c248_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c248_TxRxIdentifier} outside [1, 4294967295]', p)
+                _v = iso20_wpt.WPT_TxRxPulseOrderType(_c248_IndexNumber, _c248_TxRxIdentifier)
                 r.pos = p
                 f_PulseSequenceOrder.append(_v)
                 p = r.pos
@@ -16040,10 +21338,40 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
                         el = 'PulseSequenceOrder'
-                        r.pos = p
-                        _v = _d_WPT_TxRxPulseOrderType(r)
-                        p = r.pos
+                        el = 'IndexNumber'
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c249_IndexNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c249_IndexNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c249_IndexNumber = r.uint(); p = r.pos
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 7: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                        if _c249_IndexNumber > 65535: raise DecodeError(f'value {_c249_IndexNumber} outside [0, 65535]', p)
+                        el = 'TxRxIdentifier'
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c249_TxRxIdentifier = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c249_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c249_TxRxIdentifier = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', p)
+                        if _c249_TxRxIdentifier < 1 or _c249_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c249_TxRxIdentifier} outside [1, 4294967295]', p)
+                        _v = iso20_wpt.WPT_TxRxPulseOrderType(_c249_IndexNumber, _c249_TxRxIdentifier)
                         r.pos = p
                         f_PulseSequenceOrder.append(_v)
                         p = r.pos
@@ -16059,6 +21387,9 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
                             f_PulseSeparationTime = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            f_PulseSeparationTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
                             r.pos = p; f_PulseSeparationTime = r.uint(); p = r.pos
                         p += 1
@@ -16078,6 +21409,9 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_PulseDuration = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_PulseDuration = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_PulseDuration = r.uint(); p = r.pos
                 p += 3
@@ -16089,6 +21423,9 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_PackageSeparationTime = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_PackageSeparationTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_PackageSeparationTime = r.uint(); p = r.pos
                 p += 2
@@ -16106,6 +21443,9 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_PulseSeparationTime = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_PulseSeparationTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_PulseSeparationTime = r.uint(); p = r.pos
                 p += 1
@@ -16135,19 +21475,55 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
             if s == 0:
                 if i_PulseSequenceOrder < n_PulseSequenceOrder:
                     el = 'PulseSequenceOrder'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_WPT_TxRxPulseOrderType(w, v_PulseSequenceOrder[i_PulseSequenceOrder])
-                    v = w.v; n = w.n
+                    _o = v_PulseSequenceOrder[i_PulseSequenceOrder]
+                    _c250_IndexNumber = _o.IndexNumber
+                    _c250_TxRxIdentifier = _o.TxRxIdentifier
+                    if not (_c250_IndexNumber is not None): raise EncodeError('missing content: IndexNumber')
+                    el = 'IndexNumber'
+                    if _c250_IndexNumber < 0 or _c250_IndexNumber > 65535: raise EncodeError(f'value {_c250_IndexNumber!r} outside [0, 65535]')
+                    v <<= 3
+                    n += 3
+                    if _c250_IndexNumber < 128: v = (v << 8) | _c250_IndexNumber; n += 8
+                    elif _c250_IndexNumber < 16384: v = (v << 16) | ((_c250_IndexNumber & 127) << 8) | 32768 | (_c250_IndexNumber >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c250_IndexNumber); v = w.v; n = w.n
+                    if not (_c250_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
+                    el = 'TxRxIdentifier'
+                    if _c250_TxRxIdentifier < 1 or _c250_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c250_TxRxIdentifier!r} outside [1, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    _c250_IndexNumber = None
+                    if _c250_TxRxIdentifier < 128: v = (v << 8) | _c250_TxRxIdentifier; n += 8
+                    elif _c250_TxRxIdentifier < 16384: v = (v << 16) | ((_c250_TxRxIdentifier & 127) << 8) | 32768 | (_c250_TxRxIdentifier >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c250_TxRxIdentifier); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c250_TxRxIdentifier = None
                     i_PulseSequenceOrder += 1
                     if not (i_PulseSequenceOrder < n_PulseSequenceOrder): raise EncodeError('missing content: PulseSequenceOrder')
                     el = 'PulseSequenceOrder'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_WPT_TxRxPulseOrderType(w, v_PulseSequenceOrder[i_PulseSequenceOrder])
-                    v = w.v; n = w.n
+                    _o = v_PulseSequenceOrder[i_PulseSequenceOrder]
+                    _c251_IndexNumber = _o.IndexNumber
+                    _c251_TxRxIdentifier = _o.TxRxIdentifier
+                    if not (_c251_IndexNumber is not None): raise EncodeError('missing content: IndexNumber')
+                    el = 'IndexNumber'
+                    if _c251_IndexNumber < 0 or _c251_IndexNumber > 65535: raise EncodeError(f'value {_c251_IndexNumber!r} outside [0, 65535]')
+                    v <<= 3
+                    n += 3
+                    if _c251_IndexNumber < 128: v = (v << 8) | _c251_IndexNumber; n += 8
+                    elif _c251_IndexNumber < 16384: v = (v << 16) | ((_c251_IndexNumber & 127) << 8) | 32768 | (_c251_IndexNumber >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c251_IndexNumber); v = w.v; n = w.n
+                    if not (_c251_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
+                    el = 'TxRxIdentifier'
+                    if _c251_TxRxIdentifier < 1 or _c251_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c251_TxRxIdentifier!r} outside [1, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    _c251_IndexNumber = None
+                    if _c251_TxRxIdentifier < 128: v = (v << 8) | _c251_TxRxIdentifier; n += 8
+                    elif _c251_TxRxIdentifier < 16384: v = (v << 16) | ((_c251_TxRxIdentifier & 127) << 8) | 32768 | (_c251_TxRxIdentifier >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c251_TxRxIdentifier); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c251_TxRxIdentifier = None
                     i_PulseSequenceOrder += 1
                     s = 2
                 else:
@@ -16157,11 +21533,29 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                 while True:
                     if i_PulseSequenceOrder < n_PulseSequenceOrder:
                         el = 'PulseSequenceOrder'
+                        _o = v_PulseSequenceOrder[i_PulseSequenceOrder]
+                        _c252_IndexNumber = _o.IndexNumber
+                        _c252_TxRxIdentifier = _o.TxRxIdentifier
+                        if not (_c252_IndexNumber is not None): raise EncodeError('missing content: IndexNumber')
+                        el = 'IndexNumber'
+                        if _c252_IndexNumber < 0 or _c252_IndexNumber > 65535: raise EncodeError(f'value {_c252_IndexNumber!r} outside [0, 65535]')
+                        v <<= 4
+                        n += 4
+                        if _c252_IndexNumber < 128: v = (v << 8) | _c252_IndexNumber; n += 8
+                        elif _c252_IndexNumber < 16384: v = (v << 16) | ((_c252_IndexNumber & 127) << 8) | 32768 | (_c252_IndexNumber >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_c252_IndexNumber); v = w.v; n = w.n
+                        if not (_c252_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
+                        el = 'TxRxIdentifier'
+                        if _c252_TxRxIdentifier < 1 or _c252_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c252_TxRxIdentifier!r} outside [1, 4294967295]')
+                        v <<= 3
+                        n += 3
+                        _c252_IndexNumber = None
+                        if _c252_TxRxIdentifier < 128: v = (v << 8) | _c252_TxRxIdentifier; n += 8
+                        elif _c252_TxRxIdentifier < 16384: v = (v << 16) | ((_c252_TxRxIdentifier & 127) << 8) | 32768 | (_c252_TxRxIdentifier >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_c252_TxRxIdentifier); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        w.v = v; w.n = n
-                        _e_WPT_TxRxPulseOrderType(w, v_PulseSequenceOrder[i_PulseSequenceOrder])
-                        v = w.v; n = w.n
+                        _c252_TxRxIdentifier = None
                         i_PulseSequenceOrder += 1
                         _k += 1
                         if _k == 253:
@@ -16173,6 +21567,7 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                         v = (v << 3) | (1 << 1)
                         n += 3
                         if v_PulseSeparationTime < 128: v = (v << 8) | v_PulseSeparationTime; n += 8
+                        elif v_PulseSeparationTime < 16384: v = (v << 16) | ((v_PulseSeparationTime & 127) << 8) | 32768 | (v_PulseSeparationTime >> 7); n += 16
                         else: w.v = v; w.n = n; w.uint(v_PulseSeparationTime); v = w.v; n = w.n
                         v <<= 1
                         n += 1
@@ -16188,6 +21583,7 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                     v <<= 2
                     n += 2
                     if v_PulseDuration < 128: v = (v << 8) | v_PulseDuration; n += 8
+                    elif v_PulseDuration < 16384: v = (v << 16) | ((v_PulseDuration & 127) << 8) | 32768 | (v_PulseDuration >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_PulseDuration); v = w.v; n = w.n
                     if not (v_PackageSeparationTime is not None): raise EncodeError('missing content: PackageSeparationTime')
                     el = 'PackageSeparationTime'
@@ -16196,6 +21592,7 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                     n += 3
                     v_PulseDuration = None
                     if v_PackageSeparationTime < 128: v = (v << 8) | v_PackageSeparationTime; n += 8
+                    elif v_PackageSeparationTime < 16384: v = (v << 16) | ((v_PackageSeparationTime & 127) << 8) | 32768 | (v_PackageSeparationTime >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_PackageSeparationTime); v = w.v; n = w.n
                     v <<= 2
                     n += 2
@@ -16211,6 +21608,7 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                     v <<= 2
                     n += 2
                     if v_PulseSeparationTime < 128: v = (v << 8) | v_PulseSeparationTime; n += 8
+                    elif v_PulseSeparationTime < 16384: v = (v << 16) | ((v_PulseSeparationTime & 127) << 8) | 32768 | (v_PulseSeparationTime >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_PulseSeparationTime); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -16239,6 +21637,9 @@ def _d_WPT_TxRxPulseOrderType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_IndexNumber = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_IndexNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_IndexNumber = r.uint(); p = r.pos
         p += 3
@@ -16250,6 +21651,9 @@ def _d_WPT_TxRxPulseOrderType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_TxRxIdentifier = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_TxRxIdentifier = r.uint(); p = r.pos
         p += 2
@@ -16276,6 +21680,7 @@ def _e_WPT_TxRxPulseOrderType(w, o):
             v <<= 2
             n += 2
             if v_IndexNumber < 128: v = (v << 8) | v_IndexNumber; n += 8
+            elif v_IndexNumber < 16384: v = (v << 16) | ((v_IndexNumber & 127) << 8) | 32768 | (v_IndexNumber >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_IndexNumber); v = w.v; n = w.n
             if not (v_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
             el = 'TxRxIdentifier'
@@ -16284,6 +21689,7 @@ def _e_WPT_TxRxPulseOrderType(w, o):
             n += 3
             v_IndexNumber = None
             if v_TxRxIdentifier < 128: v = (v << 8) | v_TxRxIdentifier; n += 8
+            elif v_TxRxIdentifier < 16384: v = (v << 16) | ((v_TxRxIdentifier & 127) << 8) | 32768 | (v_TxRxIdentifier >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(v_TxRxIdentifier); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -16307,24 +21713,249 @@ def _d_WPT_LF_ReceiverDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 12
+                p += 14
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 4095
-                if x & 3075: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                x = (V >> (E - p)) & 16383
+                if x & 12303: raise r.deviation('WPT_LF_ReceiverDataType', p)
                 el = 'NumberOfReceivers'
-                f_NumberOfReceivers = ((x >> 2) & 255)
+                f_NumberOfReceivers = ((x >> 4) & 255)
                 el = 'RxSpecData'
-                r.pos = p
-                _v = _d_WPT_TxRxSpecDataType(r)
-                p = r.pos
-                f_RxSpecData.append(_v)
-                p += 1
+                el = 'TxRxIdentifier'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c253_TxRxIdentifier = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c253_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c253_TxRxIdentifier = r.uint(); p = r.pos
+                p += 5
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                x = (V >> (E - p)) & 31
+                if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                if _c253_TxRxIdentifier < 1 or _c253_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c253_TxRxIdentifier} outside [1, 4294967295]', p)
+                el = 'TxRxPosition'
+                el = 'Coord_X'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c233_Coord_X = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c233_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c233_Coord_X = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                if _neg: _c233_Coord_X = -_c233_Coord_X - 1
+                if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: raise DecodeError(f'value {_c233_Coord_X} outside [-32768, 32767]', p)
+                el = 'Coord_Y'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c233_Coord_Y = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c233_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c233_Coord_Y = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                if _neg: _c233_Coord_Y = -_c233_Coord_Y - 1
+                if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: raise DecodeError(f'value {_c233_Coord_Y} outside [-32768, 32767]', p)
+                el = 'Coord_Z'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c233_Coord_Z = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c233_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c233_Coord_Z = r.uint(); p = r.pos
+                p += 6
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 63
+                if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                if _neg: _c233_Coord_Z = -_c233_Coord_Z - 1
+                if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: raise DecodeError(f'value {_c233_Coord_Z} outside [-32768, 32767]', p)
+                _c253_TxRxPosition = iso20_wpt.WPT_CoordinateXYZType(_c233_Coord_X, _c233_Coord_Y, _c233_Coord_Z)
+                el = 'TxRxOrientation'
+                el = 'Coord_X'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c234_Coord_X = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c234_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c234_Coord_X = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                if _neg: _c234_Coord_X = -_c234_Coord_X - 1
+                if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: raise DecodeError(f'value {_c234_Coord_X} outside [-32768, 32767]', p)
+                el = 'Coord_Y'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c234_Coord_Y = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c234_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c234_Coord_Y = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                if _neg: _c234_Coord_Y = -_c234_Coord_Y - 1
+                if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: raise DecodeError(f'value {_c234_Coord_Y} outside [-32768, 32767]', p)
+                el = 'Coord_Z'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c234_Coord_Z = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c234_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c234_Coord_Z = r.uint(); p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                if _neg: _c234_Coord_Z = -_c234_Coord_Z - 1
+                if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: raise DecodeError(f'value {_c234_Coord_Z} outside [-32768, 32767]', p)
+                _c253_TxRxOrientation = iso20_wpt.WPT_CoordinateXYZType(_c234_Coord_X, _c234_Coord_Y, _c234_Coord_Z)
+                _v = iso20_wpt.WPT_TxRxSpecDataType(_c253_TxRxIdentifier, _c253_TxRxPosition, _c253_TxRxOrientation)
+                f_RxSpecData.append(_v)
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
                 el = 'RxSpecData'
-                r.pos = p
-                _v = _d_WPT_TxRxSpecDataType(r)
-                p = r.pos
+                el = 'TxRxIdentifier'
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c254_TxRxIdentifier = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c254_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c254_TxRxIdentifier = r.uint(); p = r.pos
+                p += 5
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 31
+                if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                if _c254_TxRxIdentifier < 1 or _c254_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c254_TxRxIdentifier} outside [1, 4294967295]', p)
+                el = 'TxRxPosition'
+                el = 'Coord_X'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c233_Coord_X = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c233_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c233_Coord_X = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                if _neg: _c233_Coord_X = -_c233_Coord_X - 1
+                if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: raise DecodeError(f'value {_c233_Coord_X} outside [-32768, 32767]', p)
+                el = 'Coord_Y'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c233_Coord_Y = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c233_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c233_Coord_Y = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                if _neg: _c233_Coord_Y = -_c233_Coord_Y - 1
+                if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: raise DecodeError(f'value {_c233_Coord_Y} outside [-32768, 32767]', p)
+                el = 'Coord_Z'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c233_Coord_Z = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c233_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c233_Coord_Z = r.uint(); p = r.pos
+                p += 6
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 63
+                if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                if _neg: _c233_Coord_Z = -_c233_Coord_Z - 1
+                if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: raise DecodeError(f'value {_c233_Coord_Z} outside [-32768, 32767]', p)
+                _c254_TxRxPosition = iso20_wpt.WPT_CoordinateXYZType(_c233_Coord_X, _c233_Coord_Y, _c233_Coord_Z)
+                el = 'TxRxOrientation'
+                el = 'Coord_X'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c234_Coord_X = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c234_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c234_Coord_X = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                if _neg: _c234_Coord_X = -_c234_Coord_X - 1
+                if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: raise DecodeError(f'value {_c234_Coord_X} outside [-32768, 32767]', p)
+                el = 'Coord_Y'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c234_Coord_Y = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c234_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c234_Coord_Y = r.uint(); p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                if _neg: _c234_Coord_Y = -_c234_Coord_Y - 1
+                if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: raise DecodeError(f'value {_c234_Coord_Y} outside [-32768, 32767]', p)
+                el = 'Coord_Z'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c234_Coord_Z = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c234_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c234_Coord_Z = r.uint(); p = r.pos
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                if _neg: _c234_Coord_Z = -_c234_Coord_Z - 1
+                if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: raise DecodeError(f'value {_c234_Coord_Z} outside [-32768, 32767]', p)
+                _c254_TxRxOrientation = iso20_wpt.WPT_CoordinateXYZType(_c234_Coord_X, _c234_Coord_Y, _c234_Coord_Z)
+                _v = iso20_wpt.WPT_TxRxSpecDataType(_c254_TxRxIdentifier, _c254_TxRxPosition, _c254_TxRxOrientation)
                 f_RxSpecData.append(_v)
                 s = 3
             if s == 3:
@@ -16334,10 +21965,126 @@ def _d_WPT_LF_ReceiverDataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('WPT_LF_ReceiverDataType', p)
                         el = 'RxSpecData'
-                        r.pos = p
-                        _v = _d_WPT_TxRxSpecDataType(r)
-                        p = r.pos
+                        el = 'TxRxIdentifier'
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c255_TxRxIdentifier = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c255_TxRxIdentifier = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c255_TxRxIdentifier = r.uint(); p = r.pos
+                        p += 5
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 31
+                        if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                        if _c255_TxRxIdentifier < 1 or _c255_TxRxIdentifier > 4294967295: raise DecodeError(f'value {_c255_TxRxIdentifier} outside [1, 4294967295]', p)
+                        el = 'TxRxPosition'
+                        el = 'Coord_X'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c233_Coord_X = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c233_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c233_Coord_X = r.uint(); p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                        if _neg: _c233_Coord_X = -_c233_Coord_X - 1
+                        if _c233_Coord_X < -32768 or _c233_Coord_X > 32767: raise DecodeError(f'value {_c233_Coord_X} outside [-32768, 32767]', p)
+                        el = 'Coord_Y'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c233_Coord_Y = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c233_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c233_Coord_Y = r.uint(); p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                        if _neg: _c233_Coord_Y = -_c233_Coord_Y - 1
+                        if _c233_Coord_Y < -32768 or _c233_Coord_Y > 32767: raise DecodeError(f'value {_c233_Coord_Y} outside [-32768, 32767]', p)
+                        el = 'Coord_Z'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c233_Coord_Z = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c233_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c233_Coord_Z = r.uint(); p = r.pos
+                        p += 6
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 63
+                        if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                        if _neg: _c233_Coord_Z = -_c233_Coord_Z - 1
+                        if _c233_Coord_Z < -32768 or _c233_Coord_Z > 32767: raise DecodeError(f'value {_c233_Coord_Z} outside [-32768, 32767]', p)
+                        _c255_TxRxPosition = iso20_wpt.WPT_CoordinateXYZType(_c233_Coord_X, _c233_Coord_Y, _c233_Coord_Z)
+                        el = 'TxRxOrientation'
+                        el = 'Coord_X'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c234_Coord_X = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c234_Coord_X = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c234_Coord_X = r.uint(); p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                        if _neg: _c234_Coord_X = -_c234_Coord_X - 1
+                        if _c234_Coord_X < -32768 or _c234_Coord_X > 32767: raise DecodeError(f'value {_c234_Coord_X} outside [-32768, 32767]', p)
+                        el = 'Coord_Y'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c234_Coord_Y = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c234_Coord_Y = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c234_Coord_Y = r.uint(); p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                        if _neg: _c234_Coord_Y = -_c234_Coord_Y - 1
+                        if _c234_Coord_Y < -32768 or _c234_Coord_Y > 32767: raise DecodeError(f'value {_c234_Coord_Y} outside [-32768, 32767]', p)
+                        el = 'Coord_Z'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c234_Coord_Z = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c234_Coord_Z = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c234_Coord_Z = r.uint(); p = r.pos
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 7: raise r.deviation('WPT_LF_ReceiverDataType', p)
+                        if _neg: _c234_Coord_Z = -_c234_Coord_Z - 1
+                        if _c234_Coord_Z < -32768 or _c234_Coord_Z > 32767: raise DecodeError(f'value {_c234_Coord_Z} outside [-32768, 32767]', p)
+                        _c255_TxRxOrientation = iso20_wpt.WPT_CoordinateXYZType(_c234_Coord_X, _c234_Coord_Y, _c234_Coord_Z)
+                        _v = iso20_wpt.WPT_TxRxSpecDataType(_c255_TxRxIdentifier, _c255_TxRxPosition, _c255_TxRxOrientation)
                         f_RxSpecData.append(_v)
                         _k += 1
                         if _k == 253:
@@ -16377,20 +22124,188 @@ def _e_WPT_LF_ReceiverDataType(w, o):
                     if not 0 <= v_NumberOfReceivers <= 255: raise EncodeError(f'value {v_NumberOfReceivers!r} outside [0, 255]')
                     if not (i_RxSpecData < n_RxSpecData): raise EncodeError('missing content: RxSpecData')
                     el = 'RxSpecData'
-                    v = (v << 12) | (v_NumberOfReceivers << 2)
-                    n += 12
+                    _o = v_RxSpecData[i_RxSpecData]
+                    _c256_TxRxIdentifier = _o.TxRxIdentifier
+                    _c256_TxRxPosition = _o.TxRxPosition
+                    _c256_TxRxOrientation = _o.TxRxOrientation
+                    if not (_c256_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
+                    el = 'TxRxIdentifier'
+                    if _c256_TxRxIdentifier < 1 or _c256_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c256_TxRxIdentifier!r} outside [1, 4294967295]')
+                    v = (v << 14) | (v_NumberOfReceivers << 4)
+                    n += 14
                     v_NumberOfReceivers = None
-                    w.v = v; w.n = n
-                    _e_WPT_TxRxSpecDataType(w, v_RxSpecData[i_RxSpecData])
-                    v = w.v; n = w.n
+                    if _c256_TxRxIdentifier < 128: v = (v << 8) | _c256_TxRxIdentifier; n += 8
+                    elif _c256_TxRxIdentifier < 16384: v = (v << 16) | ((_c256_TxRxIdentifier & 127) << 8) | 32768 | (_c256_TxRxIdentifier >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c256_TxRxIdentifier); v = w.v; n = w.n
+                    if not (_c256_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
+                    el = 'TxRxPosition'
+                    _o = _c256_TxRxPosition
+                    _c239_Coord_X = _o.Coord_X
+                    _c239_Coord_Y = _o.Coord_Y
+                    _c239_Coord_Z = _o.Coord_Z
+                    if not (_c239_Coord_X is not None): raise EncodeError('missing content: Coord_X')
+                    el = 'Coord_X'
+                    if _c239_Coord_X < -32768 or _c239_Coord_X > 32767: raise EncodeError(f'value {_c239_Coord_X!r} outside [-32768, 32767]')
+                    v = (v << 5) | (_c239_Coord_X < 0)
+                    n += 5
+                    _c256_TxRxIdentifier = None
+                    _m = (-_c239_Coord_X - 1 if _c239_Coord_X < 0 else _c239_Coord_X)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c239_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+                    el = 'Coord_Y'
+                    if _c239_Coord_Y < -32768 or _c239_Coord_Y > 32767: raise EncodeError(f'value {_c239_Coord_Y!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c239_Coord_Y < 0)
+                    n += 4
+                    _c239_Coord_X = None
+                    _m = (-_c239_Coord_Y - 1 if _c239_Coord_Y < 0 else _c239_Coord_Y)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c239_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+                    el = 'Coord_Z'
+                    if _c239_Coord_Z < -32768 or _c239_Coord_Z > 32767: raise EncodeError(f'value {_c239_Coord_Z!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c239_Coord_Z < 0)
+                    n += 4
+                    _c239_Coord_Y = None
+                    _m = (-_c239_Coord_Z - 1 if _c239_Coord_Z < 0 else _c239_Coord_Z)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c256_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
+                    el = 'TxRxOrientation'
+                    _o = _c256_TxRxOrientation
+                    _c240_Coord_X = _o.Coord_X
+                    _c240_Coord_Y = _o.Coord_Y
+                    _c240_Coord_Z = _o.Coord_Z
+                    if not (_c240_Coord_X is not None): raise EncodeError('missing content: Coord_X')
+                    el = 'Coord_X'
+                    if _c240_Coord_X < -32768 or _c240_Coord_X > 32767: raise EncodeError(f'value {_c240_Coord_X!r} outside [-32768, 32767]')
+                    v = (v << 6) | (_c240_Coord_X < 0)
+                    n += 6
+                    _c239_Coord_Z = None
+                    _c256_TxRxPosition = None
+                    _m = (-_c240_Coord_X - 1 if _c240_Coord_X < 0 else _c240_Coord_X)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c240_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+                    el = 'Coord_Y'
+                    if _c240_Coord_Y < -32768 or _c240_Coord_Y > 32767: raise EncodeError(f'value {_c240_Coord_Y!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c240_Coord_Y < 0)
+                    n += 4
+                    _c240_Coord_X = None
+                    _m = (-_c240_Coord_Y - 1 if _c240_Coord_Y < 0 else _c240_Coord_Y)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c240_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+                    el = 'Coord_Z'
+                    if _c240_Coord_Z < -32768 or _c240_Coord_Z > 32767: raise EncodeError(f'value {_c240_Coord_Z!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c240_Coord_Z < 0)
+                    n += 4
+                    _c240_Coord_Y = None
+                    _m = (-_c240_Coord_Z - 1 if _c240_Coord_Z < 0 else _c240_Coord_Z)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c240_Coord_Z = None
+                    _c256_TxRxOrientation = None
                     i_RxSpecData += 1
                     if not (i_RxSpecData < n_RxSpecData): raise EncodeError('missing content: RxSpecData')
                     el = 'RxSpecData'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_WPT_TxRxSpecDataType(w, v_RxSpecData[i_RxSpecData])
-                    v = w.v; n = w.n
+                    _o = v_RxSpecData[i_RxSpecData]
+                    _c257_TxRxIdentifier = _o.TxRxIdentifier
+                    _c257_TxRxPosition = _o.TxRxPosition
+                    _c257_TxRxOrientation = _o.TxRxOrientation
+                    if not (_c257_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
+                    el = 'TxRxIdentifier'
+                    if _c257_TxRxIdentifier < 1 or _c257_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c257_TxRxIdentifier!r} outside [1, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    if _c257_TxRxIdentifier < 128: v = (v << 8) | _c257_TxRxIdentifier; n += 8
+                    elif _c257_TxRxIdentifier < 16384: v = (v << 16) | ((_c257_TxRxIdentifier & 127) << 8) | 32768 | (_c257_TxRxIdentifier >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c257_TxRxIdentifier); v = w.v; n = w.n
+                    if not (_c257_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
+                    el = 'TxRxPosition'
+                    _o = _c257_TxRxPosition
+                    _c239_Coord_X = _o.Coord_X
+                    _c239_Coord_Y = _o.Coord_Y
+                    _c239_Coord_Z = _o.Coord_Z
+                    if not (_c239_Coord_X is not None): raise EncodeError('missing content: Coord_X')
+                    el = 'Coord_X'
+                    if _c239_Coord_X < -32768 or _c239_Coord_X > 32767: raise EncodeError(f'value {_c239_Coord_X!r} outside [-32768, 32767]')
+                    v = (v << 5) | (_c239_Coord_X < 0)
+                    n += 5
+                    _c257_TxRxIdentifier = None
+                    _m = (-_c239_Coord_X - 1 if _c239_Coord_X < 0 else _c239_Coord_X)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c239_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+                    el = 'Coord_Y'
+                    if _c239_Coord_Y < -32768 or _c239_Coord_Y > 32767: raise EncodeError(f'value {_c239_Coord_Y!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c239_Coord_Y < 0)
+                    n += 4
+                    _c239_Coord_X = None
+                    _m = (-_c239_Coord_Y - 1 if _c239_Coord_Y < 0 else _c239_Coord_Y)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c239_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+                    el = 'Coord_Z'
+                    if _c239_Coord_Z < -32768 or _c239_Coord_Z > 32767: raise EncodeError(f'value {_c239_Coord_Z!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c239_Coord_Z < 0)
+                    n += 4
+                    _c239_Coord_Y = None
+                    _m = (-_c239_Coord_Z - 1 if _c239_Coord_Z < 0 else _c239_Coord_Z)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c257_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
+                    el = 'TxRxOrientation'
+                    _o = _c257_TxRxOrientation
+                    _c240_Coord_X = _o.Coord_X
+                    _c240_Coord_Y = _o.Coord_Y
+                    _c240_Coord_Z = _o.Coord_Z
+                    if not (_c240_Coord_X is not None): raise EncodeError('missing content: Coord_X')
+                    el = 'Coord_X'
+                    if _c240_Coord_X < -32768 or _c240_Coord_X > 32767: raise EncodeError(f'value {_c240_Coord_X!r} outside [-32768, 32767]')
+                    v = (v << 6) | (_c240_Coord_X < 0)
+                    n += 6
+                    _c239_Coord_Z = None
+                    _c257_TxRxPosition = None
+                    _m = (-_c240_Coord_X - 1 if _c240_Coord_X < 0 else _c240_Coord_X)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c240_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+                    el = 'Coord_Y'
+                    if _c240_Coord_Y < -32768 or _c240_Coord_Y > 32767: raise EncodeError(f'value {_c240_Coord_Y!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c240_Coord_Y < 0)
+                    n += 4
+                    _c240_Coord_X = None
+                    _m = (-_c240_Coord_Y - 1 if _c240_Coord_Y < 0 else _c240_Coord_Y)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (_c240_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+                    el = 'Coord_Z'
+                    if _c240_Coord_Z < -32768 or _c240_Coord_Z > 32767: raise EncodeError(f'value {_c240_Coord_Z!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c240_Coord_Z < 0)
+                    n += 4
+                    _c240_Coord_Y = None
+                    _m = (-_c240_Coord_Z - 1 if _c240_Coord_Z < 0 else _c240_Coord_Z)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c240_Coord_Z = None
+                    _c257_TxRxOrientation = None
                     i_RxSpecData += 1
                     s = 3
                 else:
@@ -16400,11 +22315,95 @@ def _e_WPT_LF_ReceiverDataType(w, o):
                 while True:
                     if i_RxSpecData < n_RxSpecData:
                         el = 'RxSpecData'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_WPT_TxRxSpecDataType(w, v_RxSpecData[i_RxSpecData])
-                        v = w.v; n = w.n
+                        _o = v_RxSpecData[i_RxSpecData]
+                        _c258_TxRxIdentifier = _o.TxRxIdentifier
+                        _c258_TxRxPosition = _o.TxRxPosition
+                        _c258_TxRxOrientation = _o.TxRxOrientation
+                        if not (_c258_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
+                        el = 'TxRxIdentifier'
+                        if _c258_TxRxIdentifier < 1 or _c258_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c258_TxRxIdentifier!r} outside [1, 4294967295]')
+                        v <<= 4
+                        n += 4
+                        if _c258_TxRxIdentifier < 128: v = (v << 8) | _c258_TxRxIdentifier; n += 8
+                        elif _c258_TxRxIdentifier < 16384: v = (v << 16) | ((_c258_TxRxIdentifier & 127) << 8) | 32768 | (_c258_TxRxIdentifier >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_c258_TxRxIdentifier); v = w.v; n = w.n
+                        if not (_c258_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
+                        el = 'TxRxPosition'
+                        _o = _c258_TxRxPosition
+                        _c239_Coord_X = _o.Coord_X
+                        _c239_Coord_Y = _o.Coord_Y
+                        _c239_Coord_Z = _o.Coord_Z
+                        if not (_c239_Coord_X is not None): raise EncodeError('missing content: Coord_X')
+                        el = 'Coord_X'
+                        if _c239_Coord_X < -32768 or _c239_Coord_X > 32767: raise EncodeError(f'value {_c239_Coord_X!r} outside [-32768, 32767]')
+                        v = (v << 5) | (_c239_Coord_X < 0)
+                        n += 5
+                        _c258_TxRxIdentifier = None
+                        _m = (-_c239_Coord_X - 1 if _c239_Coord_X < 0 else _c239_Coord_X)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c239_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+                        el = 'Coord_Y'
+                        if _c239_Coord_Y < -32768 or _c239_Coord_Y > 32767: raise EncodeError(f'value {_c239_Coord_Y!r} outside [-32768, 32767]')
+                        v = (v << 4) | (_c239_Coord_Y < 0)
+                        n += 4
+                        _c239_Coord_X = None
+                        _m = (-_c239_Coord_Y - 1 if _c239_Coord_Y < 0 else _c239_Coord_Y)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c239_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+                        el = 'Coord_Z'
+                        if _c239_Coord_Z < -32768 or _c239_Coord_Z > 32767: raise EncodeError(f'value {_c239_Coord_Z!r} outside [-32768, 32767]')
+                        v = (v << 4) | (_c239_Coord_Z < 0)
+                        n += 4
+                        _c239_Coord_Y = None
+                        _m = (-_c239_Coord_Z - 1 if _c239_Coord_Z < 0 else _c239_Coord_Z)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c258_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
+                        el = 'TxRxOrientation'
+                        _o = _c258_TxRxOrientation
+                        _c240_Coord_X = _o.Coord_X
+                        _c240_Coord_Y = _o.Coord_Y
+                        _c240_Coord_Z = _o.Coord_Z
+                        if not (_c240_Coord_X is not None): raise EncodeError('missing content: Coord_X')
+                        el = 'Coord_X'
+                        if _c240_Coord_X < -32768 or _c240_Coord_X > 32767: raise EncodeError(f'value {_c240_Coord_X!r} outside [-32768, 32767]')
+                        v = (v << 6) | (_c240_Coord_X < 0)
+                        n += 6
+                        _c239_Coord_Z = None
+                        _c258_TxRxPosition = None
+                        _m = (-_c240_Coord_X - 1 if _c240_Coord_X < 0 else _c240_Coord_X)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c240_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+                        el = 'Coord_Y'
+                        if _c240_Coord_Y < -32768 or _c240_Coord_Y > 32767: raise EncodeError(f'value {_c240_Coord_Y!r} outside [-32768, 32767]')
+                        v = (v << 4) | (_c240_Coord_Y < 0)
+                        n += 4
+                        _c240_Coord_X = None
+                        _m = (-_c240_Coord_Y - 1 if _c240_Coord_Y < 0 else _c240_Coord_Y)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if not (_c240_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+                        el = 'Coord_Z'
+                        if _c240_Coord_Z < -32768 or _c240_Coord_Z > 32767: raise EncodeError(f'value {_c240_Coord_Z!r} outside [-32768, 32767]')
+                        v = (v << 4) | (_c240_Coord_Z < 0)
+                        n += 4
+                        _c240_Coord_Y = None
+                        _m = (-_c240_Coord_Z - 1 if _c240_Coord_Z < 0 else _c240_Coord_Z)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 3
+                        n += 3
+                        _c240_Coord_Z = None
+                        _c258_TxRxOrientation = None
                         i_RxSpecData += 1
                         _k += 1
                         if _k == 253:
@@ -16485,6 +22484,9 @@ def _d_WPT_FinePositioningSetupResType(r):
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     f_NaturalOffset = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    f_NaturalOffset = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
                     r.pos = p; f_NaturalOffset = r.uint(); p = r.pos
                 p += 1
@@ -16583,11 +22585,11 @@ def _e_WPT_FinePositioningSetupResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i26 = _I5.get(v_ResponseCode)
-                    if _i26 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i259 = _I5.get(v_ResponseCode)
+                    if _i259 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_PrimaryDeviceFinePositioningMethodList is not None): raise EncodeError('missing content: PrimaryDeviceFinePositioningMethodList')
                     el = 'PrimaryDeviceFinePositioningMethodList'
-                    v = (v << 10) | (_i26 << 2)
+                    v = (v << 10) | (_i259 << 2)
                     n += 10
                     v_Header = None
                     v_ResponseCode = None
@@ -16617,6 +22619,7 @@ def _e_WPT_FinePositioningSetupResType(w, o):
                     n += 2
                     v_PrimaryDeviceAlignmentCheckMethodList = None
                     if v_NaturalOffset < 128: v = (v << 8) | v_NaturalOffset; n += 8
+                    elif v_NaturalOffset < 16384: v = (v << 16) | ((v_NaturalOffset & 127) << 8) | 32768 | (v_NaturalOffset >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_NaturalOffset); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -16726,6 +22729,9 @@ def _d_WPT_PairingReqType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_ObservedIDCode = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_ObservedIDCode = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_ObservedIDCode = r.uint(); p = r.pos
                     p += 6
@@ -16816,9 +22822,9 @@ def _e_WPT_PairingReqType(w, o):
                     v = w.v; n = w.n
                     if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
                     el = 'EVProcessing'
-                    _i27 = _I2.get(v_EVProcessing)
-                    if _i27 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
-                    v = (v << 5) | (_i27 << 1)
+                    _i260 = _I2.get(v_EVProcessing)
+                    if _i260 is None: raise EncodeError(f'{v_EVProcessing!r} is not one of the enumeration processingType')
+                    v = (v << 5) | (_i260 << 1)
                     n += 5
                     v_Header = None
                     v_EVProcessing = None
@@ -16832,21 +22838,22 @@ def _e_WPT_PairingReqType(w, o):
                     v <<= 3
                     n += 3
                     if v_ObservedIDCode < 128: v = (v << 8) | v_ObservedIDCode; n += 8
+                    elif v_ObservedIDCode < 16384: v = (v << 16) | ((v_ObservedIDCode & 127) << 8) | 32768 | (v_ObservedIDCode >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ObservedIDCode); v = w.v; n = w.n
                     if not (v_EVResultCode is not None): raise EncodeError('missing content: EVResultCode')
                     el = 'EVResultCode'
-                    _i28 = _I3.get(v_EVResultCode)
-                    if _i28 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
-                    v = (v << 6) | (_i28 << 1)
+                    _i261 = _I3.get(v_EVResultCode)
+                    if _i261 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
+                    v = (v << 6) | (_i261 << 1)
                     n += 6
                     v_ObservedIDCode = None
                     v_EVResultCode = None
                     s = 4
                 elif v_EVResultCode is not None:
                     el = 'EVResultCode'
-                    _i29 = _I3.get(v_EVResultCode)
-                    if _i29 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
-                    v = (v << 6) | (1 << 4) | (_i29 << 1)
+                    _i262 = _I3.get(v_EVResultCode)
+                    if _i262 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
+                    v = (v << 6) | (1 << 4) | (_i262 << 1)
                     n += 6
                     v_EVResultCode = None
                     s = 4
@@ -16934,6 +22941,9 @@ def _d_WPT_PairingResType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_ObservedIDCode = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_ObservedIDCode = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_ObservedIDCode = r.uint(); p = r.pos
                     p += 1
@@ -17091,13 +23101,13 @@ def _e_WPT_PairingResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i30 = _I5.get(v_ResponseCode)
-                    if _i30 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i263 = _I5.get(v_ResponseCode)
+                    if _i263 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                     el = 'EVSEProcessing'
-                    _i31 = _I2.get(v_EVSEProcessing)
-                    if _i31 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
-                    v = (v << 14) | (_i30 << 6) | (_i31 << 1)
+                    _i264 = _I2.get(v_EVSEProcessing)
+                    if _i264 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration processingType')
+                    v = (v << 14) | (_i263 << 6) | (_i264 << 1)
                     n += 14
                     v_Header = None
                     v_ResponseCode = None
@@ -17112,6 +23122,7 @@ def _e_WPT_PairingResType(w, o):
                     v <<= 4
                     n += 4
                     if v_ObservedIDCode < 128: v = (v << 8) | v_ObservedIDCode; n += 8
+                    elif v_ObservedIDCode < 16384: v = (v << 16) | ((v_ObservedIDCode & 127) << 8) | 32768 | (v_ObservedIDCode >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_ObservedIDCode); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -17392,6 +23403,9 @@ def _d_AlternativeSECCType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_Port = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_Port = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_Port = r.uint(); p = r.pos
                     p += 1
@@ -17442,6 +23456,9 @@ def _d_AlternativeSECCType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_Port = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_Port = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_Port = r.uint(); p = r.pos
                     p += 1
@@ -17479,6 +23496,9 @@ def _d_AlternativeSECCType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_Port = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_Port = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_Port = r.uint(); p = r.pos
                     p += 1
@@ -17503,6 +23523,9 @@ def _d_AlternativeSECCType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_Port = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_Port = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_Port = r.uint(); p = r.pos
                     p += 1
@@ -17542,10 +23565,12 @@ def _e_AlternativeSECCType(w, o):
                     el = 'SSID'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
                     if len(v_SSID) > 255: raise EncodeError(f'length {len(v_SSID)} outside [0, 255]')
-                    w.string(v_SSID)
-                    v = w.v; n = w.n
+                    _l = len(v_SSID)
+                    if _l < 126 and v_SSID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_SSID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_SSID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_SSID = None
@@ -17554,10 +23579,12 @@ def _e_AlternativeSECCType(w, o):
                     el = 'BSSID'
                     v = (v << 4) | (1 << 1)
                     n += 4
-                    w.v = v; w.n = n
                     if len(v_BSSID) > 12: raise EncodeError(f'length {len(v_BSSID)} outside [0, 12]')
-                    w.string(v_BSSID)
-                    v = w.v; n = w.n
+                    _l = len(v_BSSID)
+                    if _l < 126 and v_BSSID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_BSSID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_BSSID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_BSSID = None
@@ -17566,10 +23593,12 @@ def _e_AlternativeSECCType(w, o):
                     el = 'IPAddress'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
                     if len(v_IPAddress) > 39: raise EncodeError(f'length {len(v_IPAddress)} outside [0, 39]')
-                    w.string(v_IPAddress)
-                    v = w.v; n = w.n
+                    _l = len(v_IPAddress)
+                    if _l < 126 and v_IPAddress.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_IPAddress.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_IPAddress); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_IPAddress = None
@@ -17580,6 +23609,7 @@ def _e_AlternativeSECCType(w, o):
                     v = (v << 4) | (3 << 1)
                     n += 4
                     if v_Port < 128: v = (v << 8) | v_Port; n += 8
+                    elif v_Port < 16384: v = (v << 16) | ((v_Port & 127) << 8) | 32768 | (v_Port >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_Port); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -17595,10 +23625,12 @@ def _e_AlternativeSECCType(w, o):
                     el = 'BSSID'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
                     if len(v_BSSID) > 12: raise EncodeError(f'length {len(v_BSSID)} outside [0, 12]')
-                    w.string(v_BSSID)
-                    v = w.v; n = w.n
+                    _l = len(v_BSSID)
+                    if _l < 126 and v_BSSID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_BSSID.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_BSSID); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_BSSID = None
@@ -17607,10 +23639,12 @@ def _e_AlternativeSECCType(w, o):
                     el = 'IPAddress'
                     v = (v << 4) | (1 << 1)
                     n += 4
-                    w.v = v; w.n = n
                     if len(v_IPAddress) > 39: raise EncodeError(f'length {len(v_IPAddress)} outside [0, 39]')
-                    w.string(v_IPAddress)
-                    v = w.v; n = w.n
+                    _l = len(v_IPAddress)
+                    if _l < 126 and v_IPAddress.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_IPAddress.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_IPAddress); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_IPAddress = None
@@ -17621,6 +23655,7 @@ def _e_AlternativeSECCType(w, o):
                     v = (v << 4) | (2 << 1)
                     n += 4
                     if v_Port < 128: v = (v << 8) | v_Port; n += 8
+                    elif v_Port < 16384: v = (v << 16) | ((v_Port & 127) << 8) | 32768 | (v_Port >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_Port); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -17636,10 +23671,12 @@ def _e_AlternativeSECCType(w, o):
                     el = 'IPAddress'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
                     if len(v_IPAddress) > 39: raise EncodeError(f'length {len(v_IPAddress)} outside [0, 39]')
-                    w.string(v_IPAddress)
-                    v = w.v; n = w.n
+                    _l = len(v_IPAddress)
+                    if _l < 126 and v_IPAddress.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_IPAddress.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_IPAddress); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     v_IPAddress = None
@@ -17650,6 +23687,7 @@ def _e_AlternativeSECCType(w, o):
                     v = (v << 3) | (1 << 1)
                     n += 3
                     if v_Port < 128: v = (v << 8) | v_Port; n += 8
+                    elif v_Port < 16384: v = (v << 16) | ((v_Port & 127) << 8) | 32768 | (v_Port >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_Port); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -17667,6 +23705,7 @@ def _e_AlternativeSECCType(w, o):
                     v <<= 3
                     n += 3
                     if v_Port < 128: v = (v << 8) | v_Port; n += 8
+                    elif v_Port < 16384: v = (v << 16) | ((v_Port & 127) << 8) | 32768 | (v_Port >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_Port); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -17712,44 +23751,110 @@ def _d_Dynamic_CLReqControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_DepartureTime = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_DepartureTime = r.uint(); p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
+                    el = 'EVTargetEnergyRequest'
+                    el = 'Exponent'
+                    _c265_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c265_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c265_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c265_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
-                    el = 'EVTargetEnergyRequest'
-                    r.pos = p
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    if _neg: _c265_Value = -_c265_Value - 1
+                    if _c265_Value < -32768 or _c265_Value > 32767: raise DecodeError(f'value {_c265_Value} outside [-32768, 32767]', p)
+                    f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c265_Exponent, _c265_Value)
                     s = 2
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     el = 'EVTargetEnergyRequest'
-                    r.pos = p
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c266_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c266_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c266_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c266_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                    if _neg: _c266_Value = -_c266_Value - 1
+                    if _c266_Value < -32768 or _c266_Value > 32767: raise DecodeError(f'value {_c266_Value} outside [-32768, 32767]', p)
+                    f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c266_Exponent, _c266_Value)
                     s = 2
                 else:
                     raise r.deviation('Dynamic_CLReqControlModeType', p)
             if s == 2:
-                p += 1
+                p += 15
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                x = (V >> (E - p)) & 32767
+                if x & 28686: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 el = 'EVMaximumEnergyRequest'
-                r.pos = p
-                f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                p = r.pos
-                p += 1
+                el = 'Exponent'
+                _c267_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c267_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c267_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c267_Value = r.uint(); p = r.pos
+                p += 17
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                x = (V >> (E - p)) & 131071
+                if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                if _neg: _c267_Value = -_c267_Value - 1
+                if _c267_Value < -32768 or _c267_Value > 32767: raise DecodeError(f'value {_c267_Value} outside [-32768, 32767]', p)
+                f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c267_Exponent, _c267_Value)
                 el = 'EVMinimumEnergyRequest'
-                r.pos = p
-                f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                p = r.pos
-                p += 1
+                el = 'Exponent'
+                _c268_Exponent = ((x >> 4) & 255) + -128
+                el = 'Value'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c268_Value = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c268_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c268_Value = r.uint(); p = r.pos
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('Dynamic_CLReqControlModeType', p)
+                if _neg: _c268_Value = -_c268_Value - 1
+                if _c268_Value < -32768 or _c268_Value > 32767: raise DecodeError(f'value {_c268_Value} outside [-32768, 32767]', p)
+                f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c268_Exponent, _c268_Value)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -17775,24 +23880,53 @@ def _e_Dynamic_CLReqControlModeType(w, o):
                     v <<= 3
                     n += 3
                     if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+                    elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
                     if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
                     el = 'EVTargetEnergyRequest'
+                    _o = v_EVTargetEnergyRequest
+                    _c269_Exponent = _o.Exponent
+                    _c269_Value = _o.Value
+                    if not (_c269_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c269_Exponent <= 127: raise EncodeError(f'value {_c269_Exponent!r} outside [-128, 127]')
+                    if not (_c269_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c269_Value < -32768 or _c269_Value > 32767: raise EncodeError(f'value {_c269_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c269_Exponent - -128) << 4) | (_c269_Value < 0)
+                    n += 16
+                    v_DepartureTime = None
+                    _c269_Exponent = None
+                    _m = (-_c269_Value - 1 if _c269_Value < 0 else _c269_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    v_DepartureTime = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v = w.v; n = w.n
+                    _c269_Value = None
                     v_EVTargetEnergyRequest = None
                     s = 2
                 elif v_EVTargetEnergyRequest is not None:
                     el = 'EVTargetEnergyRequest'
-                    v = (v << 2) | 1
+                    _o = v_EVTargetEnergyRequest
+                    _c270_Exponent = _o.Exponent
+                    _c270_Value = _o.Value
+                    if not (_c270_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c270_Exponent <= 127: raise EncodeError(f'value {_c270_Exponent!r} outside [-128, 127]')
+                    if not (_c270_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c270_Value < -32768 or _c270_Value > 32767: raise EncodeError(f'value {_c270_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (1 << 14) | ((_c270_Exponent - -128) << 4) | (_c270_Value < 0)
+                    n += 16
+                    _c270_Exponent = None
+                    _m = (-_c270_Value - 1 if _c270_Value < 0 else _c270_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v = w.v; n = w.n
+                    _c270_Value = None
                     v_EVTargetEnergyRequest = None
                     s = 2
                 else:
@@ -17800,21 +23934,45 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             if s == 2:
                 if v_EVMaximumEnergyRequest is not None:
                     el = 'EVMaximumEnergyRequest'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumEnergyRequest
+                    _c271_Exponent = _o.Exponent
+                    _c271_Value = _o.Value
+                    if not (_c271_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c271_Exponent <= 127: raise EncodeError(f'value {_c271_Exponent!r} outside [-128, 127]')
+                    if not (_c271_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c271_Value < -32768 or _c271_Value > 32767: raise EncodeError(f'value {_c271_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c271_Exponent - -128) << 4) | (_c271_Value < 0)
+                    n += 15
+                    _c271_Exponent = None
+                    _m = (-_c271_Value - 1 if _c271_Value < 0 else _c271_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                     el = 'EVMinimumEnergyRequest'
-                    v <<= 1
-                    n += 1
+                    _o = v_EVMinimumEnergyRequest
+                    _c272_Exponent = _o.Exponent
+                    _c272_Value = _o.Value
+                    if not (_c272_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c272_Exponent <= 127: raise EncodeError(f'value {_c272_Exponent!r} outside [-128, 127]')
+                    if not (_c272_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c272_Value < -32768 or _c272_Value > 32767: raise EncodeError(f'value {_c272_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c272_Exponent - -128) << 4) | (_c272_Value < 0)
+                    n += 17
+                    _c271_Value = None
                     v_EVMaximumEnergyRequest = None
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    _c272_Exponent = None
+                    _m = (-_c272_Value - 1 if _c272_Value < 0 else _c272_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    _c272_Value = None
                     v_EVMinimumEnergyRequest = None
                     if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                     s = -1
@@ -17849,6 +24007,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_DepartureTime = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_DepartureTime = r.uint(); p = r.pos
                     p += 1
@@ -17882,6 +24043,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_AckMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
                     p += 1
@@ -17924,6 +24088,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_AckMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
                     p += 1
@@ -17957,6 +24124,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_AckMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
                     p += 1
@@ -17981,6 +24151,9 @@ def _d_Dynamic_CLResControlModeType(r):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_AckMaxDelay = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
                     p += 1
@@ -18022,6 +24195,7 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     v <<= 4
                     n += 4
                     if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
+                    elif v_DepartureTime < 16384: v = (v << 16) | ((v_DepartureTime & 127) << 8) | 32768 | (v_DepartureTime >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -18047,6 +24221,7 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     v = (v << 4) | (3 << 1)
                     n += 4
                     if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                    elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -18078,6 +24253,7 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     v = (v << 4) | (2 << 1)
                     n += 4
                     if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                    elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -18102,6 +24278,7 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     v = (v << 3) | (1 << 1)
                     n += 3
                     if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                    elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -18119,6 +24296,7 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     v <<= 3
                     n += 3
                     if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
+                    elif v_AckMaxDelay < 16384: v = (v << 16) | ((v_AckMaxDelay & 127) << 8) | 32768 | (v_AckMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -18150,13 +24328,35 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 1
+                p += 3
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+                x = (V >> (E - p)) & 7
+                if x & 7: raise r.deviation('ListOfRootCertificateIDsType', p)
                 el = 'RootCertificateID'
+                el = 'X509IssuerName'
                 r.pos = p
-                _v = _d_X509IssuerSerialType(r)
+                _c273_X509IssuerName = r.string(18)
                 p = r.pos
+                p += 4
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 15
+                if x & 14: raise r.deviation('ListOfRootCertificateIDsType', p)
+                el = 'X509SerialNumber'
+                _neg = (x & 1)
+                if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                    p += 8
+                    _c273_X509SerialNumber = (V >> (E - p)) & 127
+                elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                    p += 16
+                    _c273_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                else:
+                    r.pos = p; _c273_X509SerialNumber = r.uint(); p = r.pos
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                if _neg: _c273_X509SerialNumber = -_c273_X509SerialNumber - 1
+                _v = xmldsig.X509IssuerSerialType(_c273_X509IssuerName, _c273_X509SerialNumber)
                 f_RootCertificateID.append(_v)
                 s = 1
             if s == 1:
@@ -18166,10 +24366,35 @@ def _d_ListOfRootCertificateIDsType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
                         el = 'RootCertificateID'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c274_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c274_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c274_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c274_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        if _neg: _c274_X509SerialNumber = -_c274_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c274_X509IssuerName, _c274_X509SerialNumber)
                         f_RootCertificateID.append(_v)
                         _k += 1
                         if _k == 19:
@@ -18205,11 +24430,31 @@ def _e_ListOfRootCertificateIDsType(w, o):
             if s == 0:
                 if i_RootCertificateID < n_RootCertificateID:
                     el = 'RootCertificateID'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
-                    v = w.v; n = w.n
+                    _o = v_RootCertificateID[i_RootCertificateID]
+                    _c275_X509IssuerName = _o.X509IssuerName
+                    _c275_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c275_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c275_X509IssuerName)
+                    if _l < 126 and _c275_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c275_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c275_X509IssuerName); v = w.v; n = w.n
+                    if not (_c275_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c275_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c275_X509SerialNumber!r}')
+                    v = (v << 4) | (_c275_X509SerialNumber < 0)
+                    n += 4
+                    _c275_X509IssuerName = None
+                    _m = (-_c275_X509SerialNumber - 1 if _c275_X509SerialNumber < 0 else _c275_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c275_X509SerialNumber = None
                     i_RootCertificateID += 1
                     s = 1
                 else:
@@ -18219,11 +24464,31 @@ def _e_ListOfRootCertificateIDsType(w, o):
                 while True:
                     if i_RootCertificateID < n_RootCertificateID:
                         el = 'RootCertificateID'
+                        _o = v_RootCertificateID[i_RootCertificateID]
+                        _c276_X509IssuerName = _o.X509IssuerName
+                        _c276_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c276_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 4
+                        n += 4
+                        _l = len(_c276_X509IssuerName)
+                        if _l < 126 and _c276_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c276_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c276_X509IssuerName); v = w.v; n = w.n
+                        if not (_c276_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c276_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c276_X509SerialNumber!r}')
+                        v = (v << 4) | (_c276_X509SerialNumber < 0)
+                        n += 4
+                        _c276_X509IssuerName = None
+                        _m = (-_c276_X509SerialNumber - 1 if _c276_X509SerialNumber < 0 else _c276_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                         v <<= 2
                         n += 2
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_RootCertificateID[i_RootCertificateID])
-                        v = w.v; n = w.n
+                        _c276_X509SerialNumber = None
                         i_RootCertificateID += 1
                         _k += 1
                         if _k == 19:
@@ -18262,22 +24527,82 @@ def _d_Scheduled_CLReqControlModeType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVTargetEnergyRequest'
-                    r.pos = p
-                    f_EVTargetEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c277_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c277_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c277_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c277_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c277_Value = -_c277_Value - 1
+                    if _c277_Value < -32768 or _c277_Value > 32767: raise DecodeError(f'value {_c277_Value} outside [-32768, 32767]', p)
+                    f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c277_Exponent, _c277_Value)
                     s = 1
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMaximumEnergyRequest'
-                    r.pos = p
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c278_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c278_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c278_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c278_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c278_Value = -_c278_Value - 1
+                    if _c278_Value < -32768 or _c278_Value > 32767: raise DecodeError(f'value {_c278_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c278_Exponent, _c278_Value)
                     s = 2
                 elif ec == 2:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMinimumEnergyRequest'
-                    r.pos = p
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c279_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c279_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c279_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c279_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c279_Value = -_c279_Value - 1
+                    if _c279_Value < -32768 or _c279_Value > 32767: raise DecodeError(f'value {_c279_Value} outside [-32768, 32767]', p)
+                    f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c279_Exponent, _c279_Value)
                     s = 3
                 elif ec == 3:
                     pass
@@ -18289,16 +24614,56 @@ def _d_Scheduled_CLReqControlModeType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMaximumEnergyRequest'
-                    r.pos = p
-                    f_EVMaximumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c280_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c280_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c280_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c280_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c280_Value = -_c280_Value - 1
+                    if _c280_Value < -32768 or _c280_Value > 32767: raise DecodeError(f'value {_c280_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c280_Exponent, _c280_Value)
                     s = 2
                 elif ec == 1:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMinimumEnergyRequest'
-                    r.pos = p
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c281_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c281_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c281_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c281_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c281_Value = -_c281_Value - 1
+                    if _c281_Value < -32768 or _c281_Value > 32767: raise DecodeError(f'value {_c281_Value} outside [-32768, 32767]', p)
+                    f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c281_Exponent, _c281_Value)
                     s = 3
                 elif ec == 2:
                     pass
@@ -18310,10 +24675,30 @@ def _d_Scheduled_CLReqControlModeType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    p += 14
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16383
+                    if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMinimumEnergyRequest'
-                    r.pos = p
-                    f_EVMinimumEnergyRequest = _d_RationalNumberType(r)
-                    p = r.pos
+                    el = 'Exponent'
+                    _c282_Exponent = ((x >> 4) & 255) + -128
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c282_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c282_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c282_Value = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
+                    if _neg: _c282_Value = -_c282_Value - 1
+                    if _c282_Value < -32768 or _c282_Value > 32767: raise DecodeError(f'value {_c282_Value} outside [-32768, 32767]', p)
+                    f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c282_Exponent, _c282_Value)
                     s = 3
                 elif ec == 1:
                     pass
@@ -18344,29 +24729,71 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             if s == 0:
                 if v_EVTargetEnergyRequest is not None:
                     el = 'EVTargetEnergyRequest'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVTargetEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVTargetEnergyRequest
+                    _c283_Exponent = _o.Exponent
+                    _c283_Value = _o.Value
+                    if not (_c283_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c283_Exponent <= 127: raise EncodeError(f'value {_c283_Exponent!r} outside [-128, 127]')
+                    if not (_c283_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c283_Value < -32768 or _c283_Value > 32767: raise EncodeError(f'value {_c283_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c283_Exponent - -128) << 4) | (_c283_Value < 0)
+                    n += 17
+                    _c283_Exponent = None
+                    _m = (-_c283_Value - 1 if _c283_Value < 0 else _c283_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c283_Value = None
                     v_EVTargetEnergyRequest = None
                     s = 1
                 elif v_EVMaximumEnergyRequest is not None:
                     el = 'EVMaximumEnergyRequest'
-                    v = (v << 3) | 1
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVMaximumEnergyRequest
+                    _c284_Exponent = _o.Exponent
+                    _c284_Value = _o.Value
+                    if not (_c284_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c284_Exponent <= 127: raise EncodeError(f'value {_c284_Exponent!r} outside [-128, 127]')
+                    if not (_c284_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c284_Value < -32768 or _c284_Value > 32767: raise EncodeError(f'value {_c284_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 14) | ((_c284_Exponent - -128) << 4) | (_c284_Value < 0)
+                    n += 17
+                    _c284_Exponent = None
+                    _m = (-_c284_Value - 1 if _c284_Value < 0 else _c284_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c284_Value = None
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
                     el = 'EVMinimumEnergyRequest'
-                    v = (v << 3) | 2
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
+                    _o = v_EVMinimumEnergyRequest
+                    _c285_Exponent = _o.Exponent
+                    _c285_Value = _o.Value
+                    if not (_c285_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c285_Exponent <= 127: raise EncodeError(f'value {_c285_Exponent!r} outside [-128, 127]')
+                    if not (_c285_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c285_Value < -32768 or _c285_Value > 32767: raise EncodeError(f'value {_c285_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (2 << 14) | ((_c285_Exponent - -128) << 4) | (_c285_Value < 0)
+                    n += 17
+                    _c285_Exponent = None
+                    _m = (-_c285_Value - 1 if _c285_Value < 0 else _c285_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c285_Value = None
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif True:
@@ -18377,20 +24804,48 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             if s == 1:
                 if v_EVMaximumEnergyRequest is not None:
                     el = 'EVMaximumEnergyRequest'
+                    _o = v_EVMaximumEnergyRequest
+                    _c286_Exponent = _o.Exponent
+                    _c286_Value = _o.Value
+                    if not (_c286_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c286_Exponent <= 127: raise EncodeError(f'value {_c286_Exponent!r} outside [-128, 127]')
+                    if not (_c286_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c286_Value < -32768 or _c286_Value > 32767: raise EncodeError(f'value {_c286_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c286_Exponent - -128) << 4) | (_c286_Value < 0)
+                    n += 16
+                    _c286_Exponent = None
+                    _m = (-_c286_Value - 1 if _c286_Value < 0 else _c286_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMaximumEnergyRequest)
-                    v = w.v; n = w.n
+                    _c286_Value = None
                     v_EVMaximumEnergyRequest = None
                     s = 2
                 elif v_EVMinimumEnergyRequest is not None:
                     el = 'EVMinimumEnergyRequest'
-                    v = (v << 2) | 1
+                    _o = v_EVMinimumEnergyRequest
+                    _c287_Exponent = _o.Exponent
+                    _c287_Value = _o.Value
+                    if not (_c287_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c287_Exponent <= 127: raise EncodeError(f'value {_c287_Exponent!r} outside [-128, 127]')
+                    if not (_c287_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c287_Value < -32768 or _c287_Value > 32767: raise EncodeError(f'value {_c287_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | (1 << 14) | ((_c287_Exponent - -128) << 4) | (_c287_Value < 0)
+                    n += 16
+                    _c287_Exponent = None
+                    _m = (-_c287_Value - 1 if _c287_Value < 0 else _c287_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
+                    _c287_Value = None
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif True:
@@ -18401,11 +24856,25 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             if s == 2:
                 if v_EVMinimumEnergyRequest is not None:
                     el = 'EVMinimumEnergyRequest'
+                    _o = v_EVMinimumEnergyRequest
+                    _c288_Exponent = _o.Exponent
+                    _c288_Value = _o.Value
+                    if not (_c288_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    if not -128 <= _c288_Exponent <= 127: raise EncodeError(f'value {_c288_Exponent!r} outside [-128, 127]')
+                    if not (_c288_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c288_Value < -32768 or _c288_Value > 32767: raise EncodeError(f'value {_c288_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c288_Exponent - -128) << 4) | (_c288_Value < 0)
+                    n += 16
+                    _c288_Exponent = None
+                    _m = (-_c288_Value - 1 if _c288_Value < 0 else _c288_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_RationalNumberType(w, v_EVMinimumEnergyRequest)
-                    v = w.v; n = w.n
+                    _c288_Value = None
                     v_EVMinimumEnergyRequest = None
                     s = 3
                 elif True:
@@ -18537,9 +25006,11 @@ def _ee7(w, o):  # KeyName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -18578,9 +25049,11 @@ def _ee10(w, o):  # MgmtData
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -18801,6 +25274,9 @@ def _de38(r):  # AckMaxDelay
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -18817,6 +25293,7 @@ def _ee38(w, o):  # AckMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -18857,6 +25334,9 @@ def _de43(r):  # BPT_DischargedEnergyReadingWh
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -18873,6 +25353,7 @@ def _ee43(w, o):  # BPT_DischargedEnergyReadingWh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -18889,6 +25370,9 @@ def _de44(r):  # BPT_InductiveEnergyReadingVARh
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -18905,6 +25389,7 @@ def _ee44(w, o):  # BPT_InductiveEnergyReadingVARh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -18933,10 +25418,12 @@ def _ee45(w, o):  # BSSID
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 12: raise EncodeError(f'length {len(o)} outside [0, 12]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -18958,6 +25445,9 @@ def _de47(r):  # CapacitiveEnergyReadingVARh
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -18974,6 +25464,7 @@ def _ee47(w, o):  # CapacitiveEnergyReadingVARh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -18990,6 +25481,9 @@ def _de48(r):  # ChargedEnergyReadingWh
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -19006,6 +25500,7 @@ def _ee48(w, o):  # ChargedEnergyReadingWh
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -19045,6 +25540,9 @@ def _de50(r):  # Coord_X
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -19063,6 +25561,7 @@ def _ee50(w, o):  # Coord_X
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -19081,6 +25580,9 @@ def _de51(r):  # Coord_Y
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -19099,6 +25601,7 @@ def _ee51(w, o):  # Coord_Y
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -19117,6 +25620,9 @@ def _de52(r):  # Coord_Z
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -19135,6 +25641,7 @@ def _ee52(w, o):  # Coord_Z
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -19157,6 +25664,9 @@ def _de54(r):  # DepartureTime
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -19173,6 +25683,7 @@ def _ee54(w, o):  # DepartureTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -19236,9 +25747,9 @@ def _de62(r):  # EVPCChargeDiagnostics
 def _ee62(w, o):  # EVPCChargeDiagnostics
     v = w.v
     n = w.n
-    _i32 = _I7.get(o)
-    if _i32 is None: raise EncodeError(f'{o!r} is not one of the enumeration WPT_EVPCChargeDiagnosticsType')
-    v = (v << 4) | (_i32 << 1)
+    _i289 = _I7.get(o)
+    if _i289 is None: raise EncodeError(f'{o!r} is not one of the enumeration WPT_EVPCChargeDiagnosticsType')
+    v = (v << 4) | (_i289 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -19341,9 +25852,9 @@ def _de74(r):  # EVProcessing
 def _ee74(w, o):  # EVProcessing
     v = w.v
     n = w.n
-    _i33 = _I2.get(o)
-    if _i33 is None: raise EncodeError(f'{o!r} is not one of the enumeration processingType')
-    v = (v << 4) | (_i33 << 1)
+    _i290 = _I2.get(o)
+    if _i290 is None: raise EncodeError(f'{o!r} is not one of the enumeration processingType')
+    v = (v << 4) | (_i290 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -19365,9 +25876,9 @@ def _de75(r):  # EVResultCode
 def _ee75(w, o):  # EVResultCode
     v = w.v
     n = w.n
-    _i34 = _I3.get(o)
-    if _i34 is None: raise EncodeError(f'{o!r} is not one of the enumeration WPT_EVResultType')
-    v = (v << 4) | (_i34 << 1)
+    _i291 = _I3.get(o)
+    if _i291 is None: raise EncodeError(f'{o!r} is not one of the enumeration WPT_EVResultType')
+    v = (v << 4) | (_i291 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -19382,16 +25893,16 @@ def _de76(r):  # EVSENotification
     if x & 17: raise r.deviation('EVSENotification', p)
     val = ((x >> 1) & 7)
     if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', p)
-    val = _E10[val]
+    val = _E8[val]
     r.pos = p
     return val
 
 def _ee76(w, o):  # EVSENotification
     v = w.v
     n = w.n
-    _i35 = _I11.get(o)
-    if _i35 is None: raise EncodeError(f'{o!r} is not one of the enumeration evseNotificationType')
-    v = (v << 5) | (_i35 << 1)
+    _i292 = _I10.get(o)
+    if _i292 is None: raise EncodeError(f'{o!r} is not one of the enumeration evseNotificationType')
+    v = (v << 5) | (_i292 << 1)
     n += 5
     w.v = v
     w.n = n
@@ -19413,9 +25924,9 @@ def _de77(r):  # EVSEProcessing
 def _ee77(w, o):  # EVSEProcessing
     v = w.v
     n = w.n
-    _i36 = _I2.get(o)
-    if _i36 is None: raise EncodeError(f'{o!r} is not one of the enumeration processingType')
-    v = (v << 4) | (_i36 << 1)
+    _i293 = _I2.get(o)
+    if _i293 is None: raise EncodeError(f'{o!r} is not one of the enumeration processingType')
+    v = (v << 4) | (_i293 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -19529,6 +26040,9 @@ def _de84(r):  # HMACOutputLength
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -19546,6 +26060,7 @@ def _ee84(w, o):  # HMACOutputLength
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -19580,10 +26095,12 @@ def _ee86(w, o):  # IPAddress
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 39: raise EncodeError(f'length {len(o)} outside [0, 39]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -19599,6 +26116,9 @@ def _de87(r):  # IndexNumber
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -19615,6 +26135,7 @@ def _ee87(w, o):  # IndexNumber
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -19776,10 +26297,12 @@ def _ee97(w, o):  # MeterID
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 32: raise EncodeError(f'length {len(o)} outside [0, 32]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -19855,6 +26378,9 @@ def _de101(r):  # MeterStatus
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -19873,6 +26399,7 @@ def _ee101(w, o):  # MeterStatus
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -19889,6 +26416,9 @@ def _de102(r):  # MeterTimestamp
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -19905,6 +26435,7 @@ def _ee102(w, o):  # MeterTimestamp
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -19972,6 +26503,9 @@ def _de105(r):  # NaturalOffset
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -19988,6 +26522,7 @@ def _ee105(w, o):  # NaturalOffset
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20004,6 +26539,9 @@ def _de106(r):  # NotificationMaxDelay
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20020,6 +26558,7 @@ def _ee106(w, o):  # NotificationMaxDelay
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20099,6 +26638,9 @@ def _de110(r):  # ObservedIDCode
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20115,6 +26657,7 @@ def _ee110(w, o):  # ObservedIDCode
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20177,9 +26720,9 @@ def _de114(r):  # PDInputPowerClass
 def _ee114(w, o):  # PDInputPowerClass
     v = w.v
     n = w.n
-    _i37 = _I13.get(o)
-    if _i37 is None: raise EncodeError(f'{o!r} is not one of the enumeration WPT_PowerClassType')
-    v = (v << 4) | (_i37 << 1)
+    _i294 = _I13.get(o)
+    if _i294 is None: raise EncodeError(f'{o!r} is not one of the enumeration WPT_PowerClassType')
+    v = (v << 4) | (_i294 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -20285,6 +26828,9 @@ def _de120(r):  # PackageSeparationTime
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20301,6 +26847,7 @@ def _ee120(w, o):  # PackageSeparationTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20346,6 +26893,9 @@ def _de122(r):  # Port
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20362,6 +26912,7 @@ def _ee122(w, o):  # Port
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20424,6 +26975,9 @@ def _de128(r):  # PulseDuration
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20440,6 +26994,7 @@ def _ee128(w, o):  # PulseDuration
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20456,6 +27011,9 @@ def _de129(r):  # PulseSeparationTime
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20472,6 +27030,7 @@ def _ee129(w, o):  # PulseSeparationTime
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20547,6 +27106,9 @@ def _de136(r):  # RemainingTimeToMaximumSOC
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20563,6 +27125,7 @@ def _ee136(w, o):  # RemainingTimeToMaximumSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20579,6 +27142,9 @@ def _de137(r):  # RemainingTimeToMinimumSOC
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20595,6 +27161,7 @@ def _ee137(w, o):  # RemainingTimeToMinimumSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20611,6 +27178,9 @@ def _de138(r):  # RemainingTimeToTargetSOC
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20627,6 +27197,7 @@ def _ee138(w, o):  # RemainingTimeToTargetSOC
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20650,9 +27221,9 @@ def _de139(r):  # ResponseCode
 def _ee139(w, o):  # ResponseCode
     v = w.v
     n = w.n
-    _i38 = _I5.get(o)
-    if _i38 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
-    v = (v << 8) | (_i38 << 1)
+    _i295 = _I5.get(o)
+    if _i295 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
+    v = (v << 8) | (_i295 << 1)
     n += 8
     w.v = v
     w.n = n
@@ -20673,6 +27244,9 @@ def _de141(r):  # RxIdentifier
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20689,6 +27263,7 @@ def _ee141(w, o):  # RxIdentifier
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20742,6 +27317,9 @@ def _de144(r):  # SDMaxGroundClearanceSupport
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20758,6 +27336,7 @@ def _ee144(w, o):  # SDMaxGroundClearanceSupport
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20774,6 +27353,9 @@ def _de145(r):  # SDMaxGroundClearence
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20790,6 +27372,7 @@ def _ee145(w, o):  # SDMaxGroundClearence
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20812,6 +27395,9 @@ def _de147(r):  # SDMinGroundClearanceSupport
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20828,6 +27414,7 @@ def _ee147(w, o):  # SDMinGroundClearanceSupport
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20844,6 +27431,9 @@ def _de148(r):  # SDMinGroundClearence
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -20860,6 +27450,7 @@ def _ee148(w, o):  # SDMinGroundClearence
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -20888,16 +27479,16 @@ def _de151(r):  # SPCChargeDiagnostics
     if x & 17: raise r.deviation('SPCChargeDiagnostics', p)
     val = ((x >> 1) & 7)
     if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', p)
-    val = _E8[val]
+    val = _E9[val]
     r.pos = p
     return val
 
 def _ee151(w, o):  # SPCChargeDiagnostics
     v = w.v
     n = w.n
-    _i39 = _I9.get(o)
-    if _i39 is None: raise EncodeError(f'{o!r} is not one of the enumeration WPT_SPCChargeDiagnosticsType')
-    v = (v << 5) | (_i39 << 1)
+    _i296 = _I11.get(o)
+    if _i296 is None: raise EncodeError(f'{o!r} is not one of the enumeration WPT_SPCChargeDiagnosticsType')
+    v = (v << 5) | (_i296 << 1)
     n += 5
     w.v = v
     w.n = n
@@ -20983,10 +27574,12 @@ def _ee158(w, o):  # SSID
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
     if len(o) > 255: raise EncodeError(f'length {len(o)} outside [0, 255]')
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -21108,6 +27701,9 @@ def _de166(r):  # TaxRuleID
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21124,6 +27720,7 @@ def _ee166(w, o):  # TaxRuleID
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21140,6 +27737,9 @@ def _de167(r):  # TimeAnchor
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21156,6 +27756,7 @@ def _ee167(w, o):  # TimeAnchor
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21172,6 +27773,9 @@ def _de168(r):  # TimeStamp
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21188,6 +27792,7 @@ def _ee168(w, o):  # TimeStamp
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21204,6 +27809,9 @@ def _de169(r):  # TxIdentifier
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21220,6 +27828,7 @@ def _ee169(w, o):  # TxIdentifier
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21242,6 +27851,9 @@ def _de171(r):  # TxRxIdentifier
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21258,6 +27870,7 @@ def _ee171(w, o):  # TxRxIdentifier
     v <<= 1
     n += 1
     if o < 128: v = (v << 8) | o; n += 8
+    elif o < 16384: v = (v << 16) | ((o & 127) << 8) | 32768 | (o >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21294,6 +27907,9 @@ def _de175(r):  # Value
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21312,6 +27928,7 @@ def _ee175(w, o):  # Value
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21366,9 +27983,9 @@ def _de177(r):  # WPT_AlignmentCheckMethod
 def _ee177(w, o):  # WPT_AlignmentCheckMethod
     v = w.v
     n = w.n
-    _i40 = _I19.get(o)
-    if _i40 is None: raise EncodeError(f'{o!r} is not one of the enumeration WPT_AlignmentCheckMethodType')
-    v = (v << 4) | (_i40 << 1)
+    _i297 = _I19.get(o)
+    if _i297 is None: raise EncodeError(f'{o!r} is not one of the enumeration WPT_AlignmentCheckMethodType')
+    v = (v << 4) | (_i297 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -21390,9 +28007,9 @@ def _de178(r):  # WPT_FinePositioningMethod
 def _ee178(w, o):  # WPT_FinePositioningMethod
     v = w.v
     n = w.n
-    _i41 = _I15.get(o)
-    if _i41 is None: raise EncodeError(f'{o!r} is not one of the enumeration WPT_FinePositioningMethodType')
-    v = (v << 5) | (_i41 << 1)
+    _i298 = _I15.get(o)
+    if _i298 is None: raise EncodeError(f'{o!r} is not one of the enumeration WPT_FinePositioningMethodType')
+    v = (v << 5) | (_i298 << 1)
     n += 5
     w.v = v
     w.n = n
@@ -21438,9 +28055,9 @@ def _de183(r):  # WPT_PairingMethod
 def _ee183(w, o):  # WPT_PairingMethod
     v = w.v
     n = w.n
-    _i42 = _I17.get(o)
-    if _i42 is None: raise EncodeError(f'{o!r} is not one of the enumeration WPT_PairingMethodType')
-    v = (v << 5) | (_i42 << 1)
+    _i299 = _I17.get(o)
+    if _i299 is None: raise EncodeError(f'{o!r} is not one of the enumeration WPT_PairingMethodType')
+    v = (v << 5) | (_i299 << 1)
     n += 5
     w.v = v
     w.n = n
@@ -21511,7 +28128,7 @@ def _de186(r):  # X509IssuerName
     if p > E: raise r.truncated(p)
     if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
     r.pos = p
-    val = r.string(22)
+    val = r.string(18)
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
@@ -21524,9 +28141,11 @@ def _ee186(w, o):  # X509IssuerName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -21579,6 +28198,9 @@ def _de189(r):  # X509SerialNumber
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -21596,6 +28218,7 @@ def _ee189(w, o):  # X509SerialNumber
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -21610,7 +28233,7 @@ def _de190(r):  # X509SubjectName
     if p > E: raise r.truncated(p)
     if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
     r.pos = p
-    val = r.string(19)
+    val = r.string(21)
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
@@ -21623,9 +28246,11 @@ def _ee190(w, o):  # X509SubjectName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -21652,9 +28277,11 @@ def _ee191(w, o):  # XPath
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v

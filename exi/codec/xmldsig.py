@@ -96,9 +96,11 @@ def _e_CanonicalizationMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -558,9 +560,11 @@ def _e_DigestMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -2186,18 +2190,22 @@ def _e_KeyInfoType(w, o):
                     el = '@Id'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif i_KeyName < n_KeyName:
                     el = 'KeyName'
                     v = (v << 5) | (1 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2251,9 +2259,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (7 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2265,9 +2275,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2321,9 +2333,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2335,9 +2349,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2391,9 +2407,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2405,9 +2423,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2461,9 +2481,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2478,9 +2500,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2534,9 +2558,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2551,9 +2577,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2607,9 +2635,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2624,9 +2654,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2680,9 +2712,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2697,9 +2731,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2753,9 +2789,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2770,9 +2808,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2826,9 +2866,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2843,9 +2885,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2899,9 +2943,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2916,9 +2962,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -2972,9 +3020,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -2990,9 +3040,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -3050,9 +3102,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -3070,9 +3124,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -3130,9 +3186,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -3150,9 +3208,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -3210,9 +3270,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -3230,9 +3292,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -3290,9 +3354,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -3310,9 +3376,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -3370,9 +3438,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -3390,9 +3460,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -3450,9 +3522,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -3470,9 +3544,11 @@ def _e_KeyInfoType(w, o):
                         el = 'KeyName'
                         v <<= 5
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_KeyName[i_KeyName])
-                        v = w.v; n = w.n
+                        _l = len(v_KeyName[i_KeyName])
+                        if _l < 126 and v_KeyName[i_KeyName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_KeyName += 1
@@ -3532,9 +3608,11 @@ def _e_KeyInfoType(w, o):
                         el = 'MgmtData'
                         v = (v << 5) | (6 << 1)
                         n += 5
-                        w.v = v; w.n = n
-                        w.string(v_MgmtData[i_MgmtData])
-                        v = w.v; n = w.n
+                        _l = len(v_MgmtData[i_MgmtData])
+                        if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_MgmtData += 1
@@ -3549,9 +3627,11 @@ def _e_KeyInfoType(w, o):
                     el = 'KeyName'
                     v <<= 5
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_KeyName[i_KeyName])
-                    v = w.v; n = w.n
+                    _l = len(v_KeyName[i_KeyName])
+                    if _l < 126 and v_KeyName[i_KeyName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_KeyName[i_KeyName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_KeyName[i_KeyName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_KeyName += 1
@@ -3605,9 +3685,11 @@ def _e_KeyInfoType(w, o):
                     el = 'MgmtData'
                     v = (v << 5) | (6 << 1)
                     n += 5
-                    w.v = v; w.n = n
-                    w.string(v_MgmtData[i_MgmtData])
-                    v = w.v; n = w.n
+                    _l = len(v_MgmtData[i_MgmtData])
+                    if _l < 126 and v_MgmtData[i_MgmtData].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MgmtData[i_MgmtData].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MgmtData[i_MgmtData]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_MgmtData += 1
@@ -3643,10 +3725,28 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
+                    el = 'Modulus'
                     r.pos = p
-                    f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    _c1_Modulus = r.binary()
                     p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('KeyValueType', p)
+                    el = 'Exponent'
+                    r.pos = p
+                    _c1_Exponent = r.binary()
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
+                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c1_Modulus, _c1_Exponent)
                     s = 3
                 elif ec == 2:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -3669,10 +3769,28 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
+                    el = 'Modulus'
                     r.pos = p
-                    f_RSAKeyValue = _d_RSAKeyValueType(r)
+                    _c2_Modulus = r.binary()
                     p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('KeyValueType', p)
+                    el = 'Exponent'
+                    r.pos = p
+                    _c2_Exponent = r.binary()
+                    p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('KeyValueType', p)
+                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c2_Modulus, _c2_Exponent)
                     s = 3
                 elif ec == 2:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -3753,11 +3871,27 @@ def _e_KeyValueType(w, o):
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    v = (v << 3) | 1
-                    n += 3
+                    _o = v_RSAKeyValue
+                    _c3_Modulus = _o.Modulus
+                    _c3_Exponent = _o.Exponent
+                    if not (_c3_Modulus is not None): raise EncodeError('missing content: Modulus')
+                    el = 'Modulus'
+                    v = (v << 5) | (1 << 2)
+                    n += 5
                     w.v = v; w.n = n
-                    _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    w.binary(_c3_Modulus)
                     v = w.v; n = w.n
+                    if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    v <<= 3
+                    n += 3
+                    _c3_Modulus = None
+                    w.v = v; w.n = n
+                    w.binary(_c3_Exponent)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c3_Exponent = None
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -3774,11 +3908,27 @@ def _e_KeyValueType(w, o):
                     s = 2
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
-                    v = (v << 3) | 1
-                    n += 3
+                    _o = v_RSAKeyValue
+                    _c4_Modulus = _o.Modulus
+                    _c4_Exponent = _o.Exponent
+                    if not (_c4_Modulus is not None): raise EncodeError('missing content: Modulus')
+                    el = 'Modulus'
+                    v = (v << 5) | (1 << 2)
+                    n += 5
                     w.v = v; w.n = n
-                    _e_RSAKeyValueType(w, v_RSAKeyValue)
+                    w.binary(_c4_Modulus)
                     v = w.v; n = w.n
+                    if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'Exponent'
+                    v <<= 3
+                    n += 3
+                    _c4_Modulus = None
+                    w.v = v; w.n = n
+                    w.binary(_c4_Exponent)
+                    v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c4_Exponent = None
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -3973,18 +4123,22 @@ def _e_RetrievalMethodType(w, o):
                     el = '@Type'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 1
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
@@ -4006,9 +4160,11 @@ def _e_RetrievalMethodType(w, o):
                     el = '@URI'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 2
                 elif v_Transforms is not None:
@@ -4331,9 +4487,11 @@ def _e_TransformType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -4343,9 +4501,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -4360,9 +4520,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -4377,9 +4539,11 @@ def _e_TransformType(w, o):
                     el = 'XPath'
                     v <<= 4
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_XPath[i_XPath])
-                    v = w.v; n = w.n
+                    _l = len(v_XPath[i_XPath])
+                    if _l < 126 and v_XPath[i_XPath].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_XPath += 1
@@ -4395,9 +4559,11 @@ def _e_TransformType(w, o):
                         el = 'XPath'
                         v <<= 4
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_XPath[i_XPath])
-                        v = w.v; n = w.n
+                        _l = len(v_XPath[i_XPath])
+                        if _l < 126 and v_XPath[i_XPath].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_XPath += 1
@@ -4430,10 +4596,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c5_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c5_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c5_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c5_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c5_X509SerialNumber = -_c5_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c5_X509IssuerName, _c5_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
@@ -4455,7 +4646,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(19)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -4498,10 +4689,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c6_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c6_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c6_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c6_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c6_X509SerialNumber = -_c6_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c6_X509IssuerName, _c6_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -4523,7 +4739,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(19)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -4569,10 +4785,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c7_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c7_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c7_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c7_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c7_X509SerialNumber = -_c7_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c7_X509IssuerName, _c7_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -4594,7 +4835,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(19)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -4640,10 +4881,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c8_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c8_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c8_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c8_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c8_X509SerialNumber = -_c8_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c8_X509IssuerName, _c8_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -4665,7 +4931,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(19)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -4711,10 +4977,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c9_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c9_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c9_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c9_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c9_X509SerialNumber = -_c9_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c9_X509IssuerName, _c9_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -4736,7 +5027,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(19)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -4782,10 +5073,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c10_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c10_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c10_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c10_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c10_X509SerialNumber = -_c10_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c10_X509IssuerName, _c10_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -4807,7 +5123,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(19)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -4853,10 +5169,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c11_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c11_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c11_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c11_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c11_X509SerialNumber = -_c11_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c11_X509IssuerName, _c11_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -4878,7 +5219,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(19)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -4925,10 +5266,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c12_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c12_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c12_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c12_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c12_X509SerialNumber = -_c12_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c12_X509IssuerName, _c12_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
                         p += 1
@@ -4950,7 +5316,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(19)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -5002,10 +5368,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c13_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c13_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c13_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c13_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c13_X509SerialNumber = -_c13_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c13_X509IssuerName, _c13_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -5027,7 +5418,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(19)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -5079,10 +5470,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c14_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c14_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c14_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c14_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c14_X509SerialNumber = -_c14_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c14_X509IssuerName, _c14_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -5106,7 +5522,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(19)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -5156,10 +5572,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c15_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c15_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c15_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c15_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c15_X509SerialNumber = -_c15_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c15_X509IssuerName, _c15_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -5183,7 +5624,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(19)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -5233,10 +5674,35 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
+                        el = 'X509IssuerName'
                         r.pos = p
-                        _v = _d_X509IssuerSerialType(r)
+                        _c16_X509IssuerName = r.string(18)
                         p = r.pos
+                        p += 4
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 15
+                        if x & 14: raise r.deviation('X509DataType', p)
+                        el = 'X509SerialNumber'
+                        _neg = (x & 1)
+                        if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                            p += 8
+                            _c16_X509SerialNumber = (V >> (E - p)) & 127
+                        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                            p += 16
+                            _c16_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        else:
+                            r.pos = p; _c16_X509SerialNumber = r.uint(); p = r.pos
+                        p += 2
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 3
+                        if x & 3: raise r.deviation('X509DataType', p)
+                        if _neg: _c16_X509SerialNumber = -_c16_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c16_X509IssuerName, _c16_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
@@ -5260,7 +5726,7 @@ def _d_X509DataType(r):
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
                         r.pos = p
-                        _v = r.string(19)
+                        _v = r.string(21)
                         p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
@@ -5309,10 +5775,35 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
+                    el = 'X509IssuerName'
                     r.pos = p
-                    _v = _d_X509IssuerSerialType(r)
+                    _c17_X509IssuerName = r.string(18)
                     p = r.pos
+                    p += 4
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 15
+                    if x & 14: raise r.deviation('X509DataType', p)
+                    el = 'X509SerialNumber'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c17_X509SerialNumber = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c17_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c17_X509SerialNumber = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('X509DataType', p)
+                    if _neg: _c17_X509SerialNumber = -_c17_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c17_X509IssuerName, _c17_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
@@ -5334,7 +5825,7 @@ def _d_X509DataType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
                     r.pos = p
-                    _v = r.string(19)
+                    _v = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
@@ -5406,11 +5897,31 @@ def _e_X509DataType(w, o):
             if s == 0:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c18_X509IssuerName = _o.X509IssuerName
+                    _c18_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c18_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c18_X509IssuerName)
+                    if _l < 126 and _c18_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c18_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c18_X509IssuerName); v = w.v; n = w.n
+                    if not (_c18_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c18_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c18_X509SerialNumber!r}')
+                    v = (v << 4) | (_c18_X509SerialNumber < 0)
+                    n += 4
+                    _c18_X509IssuerName = None
+                    _m = (-_c18_X509SerialNumber - 1 if _c18_X509SerialNumber < 0 else _c18_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c18_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
@@ -5428,9 +5939,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -5462,11 +5975,31 @@ def _e_X509DataType(w, o):
             if s == 1:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c19_X509IssuerName = _o.X509IssuerName
+                    _c19_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c19_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c19_X509IssuerName)
+                    if _l < 126 and _c19_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c19_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c19_X509IssuerName); v = w.v; n = w.n
+                    if not (_c19_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c19_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c19_X509SerialNumber!r}')
+                    v = (v << 4) | (_c19_X509SerialNumber < 0)
+                    n += 4
+                    _c19_X509IssuerName = None
+                    _m = (-_c19_X509SerialNumber - 1 if _c19_X509SerialNumber < 0 else _c19_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c19_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -5484,9 +6017,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -5521,11 +6056,31 @@ def _e_X509DataType(w, o):
             if s == 2:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c20_X509IssuerName = _o.X509IssuerName
+                    _c20_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c20_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c20_X509IssuerName)
+                    if _l < 126 and _c20_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c20_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c20_X509IssuerName); v = w.v; n = w.n
+                    if not (_c20_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c20_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c20_X509SerialNumber!r}')
+                    v = (v << 4) | (_c20_X509SerialNumber < 0)
+                    n += 4
+                    _c20_X509IssuerName = None
+                    _m = (-_c20_X509SerialNumber - 1 if _c20_X509SerialNumber < 0 else _c20_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c20_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -5543,9 +6098,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -5580,11 +6137,31 @@ def _e_X509DataType(w, o):
             if s == 3:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c21_X509IssuerName = _o.X509IssuerName
+                    _c21_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c21_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c21_X509IssuerName)
+                    if _l < 126 and _c21_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c21_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c21_X509IssuerName); v = w.v; n = w.n
+                    if not (_c21_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c21_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c21_X509SerialNumber!r}')
+                    v = (v << 4) | (_c21_X509SerialNumber < 0)
+                    n += 4
+                    _c21_X509IssuerName = None
+                    _m = (-_c21_X509SerialNumber - 1 if _c21_X509SerialNumber < 0 else _c21_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c21_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -5602,9 +6179,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -5639,11 +6218,31 @@ def _e_X509DataType(w, o):
             if s == 4:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c22_X509IssuerName = _o.X509IssuerName
+                    _c22_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c22_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c22_X509IssuerName)
+                    if _l < 126 and _c22_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c22_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c22_X509IssuerName); v = w.v; n = w.n
+                    if not (_c22_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c22_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c22_X509SerialNumber!r}')
+                    v = (v << 4) | (_c22_X509SerialNumber < 0)
+                    n += 4
+                    _c22_X509IssuerName = None
+                    _m = (-_c22_X509SerialNumber - 1 if _c22_X509SerialNumber < 0 else _c22_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c22_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -5661,9 +6260,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -5698,11 +6299,31 @@ def _e_X509DataType(w, o):
             if s == 5:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c23_X509IssuerName = _o.X509IssuerName
+                    _c23_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c23_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c23_X509IssuerName)
+                    if _l < 126 and _c23_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c23_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c23_X509IssuerName); v = w.v; n = w.n
+                    if not (_c23_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c23_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c23_X509SerialNumber!r}')
+                    v = (v << 4) | (_c23_X509SerialNumber < 0)
+                    n += 4
+                    _c23_X509IssuerName = None
+                    _m = (-_c23_X509SerialNumber - 1 if _c23_X509SerialNumber < 0 else _c23_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c23_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -5720,9 +6341,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -5757,11 +6380,31 @@ def _e_X509DataType(w, o):
             if s == 6:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c24_X509IssuerName = _o.X509IssuerName
+                    _c24_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c24_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c24_X509IssuerName)
+                    if _l < 126 and _c24_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c24_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c24_X509IssuerName); v = w.v; n = w.n
+                    if not (_c24_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c24_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c24_X509SerialNumber!r}')
+                    v = (v << 4) | (_c24_X509SerialNumber < 0)
+                    n += 4
+                    _c24_X509IssuerName = None
+                    _m = (-_c24_X509SerialNumber - 1 if _c24_X509SerialNumber < 0 else _c24_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c24_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -5779,9 +6422,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -5817,11 +6462,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c25_X509IssuerName = _o.X509IssuerName
+                        _c25_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c25_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c25_X509IssuerName)
+                        if _l < 126 and _c25_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c25_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c25_X509IssuerName); v = w.v; n = w.n
+                        if not (_c25_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c25_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c25_X509SerialNumber!r}')
+                        v = (v << 4) | (_c25_X509SerialNumber < 0)
+                        n += 4
+                        _c25_X509IssuerName = None
+                        _m = (-_c25_X509SerialNumber - 1 if _c25_X509SerialNumber < 0 else _c25_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c25_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                     elif i_X509SKI < n_X509SKI:
                         el = 'X509SKI'
@@ -5839,9 +6504,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -5881,11 +6548,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c26_X509IssuerName = _o.X509IssuerName
+                        _c26_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c26_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c26_X509IssuerName)
+                        if _l < 126 and _c26_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c26_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c26_X509IssuerName); v = w.v; n = w.n
+                        if not (_c26_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c26_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c26_X509SerialNumber!r}')
+                        v = (v << 4) | (_c26_X509SerialNumber < 0)
+                        n += 4
+                        _c26_X509IssuerName = None
+                        _m = (-_c26_X509SerialNumber - 1 if _c26_X509SerialNumber < 0 else _c26_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c26_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -5903,9 +6590,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -5945,11 +6634,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c27_X509IssuerName = _o.X509IssuerName
+                        _c27_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c27_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c27_X509IssuerName)
+                        if _l < 126 and _c27_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c27_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c27_X509IssuerName); v = w.v; n = w.n
+                        if not (_c27_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c27_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c27_X509SerialNumber!r}')
+                        v = (v << 4) | (_c27_X509SerialNumber < 0)
+                        n += 4
+                        _c27_X509IssuerName = None
+                        _m = (-_c27_X509SerialNumber - 1 if _c27_X509SerialNumber < 0 else _c27_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c27_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -5969,9 +6678,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -6009,11 +6720,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c28_X509IssuerName = _o.X509IssuerName
+                        _c28_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c28_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c28_X509IssuerName)
+                        if _l < 126 and _c28_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c28_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c28_X509IssuerName); v = w.v; n = w.n
+                        if not (_c28_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c28_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c28_X509SerialNumber!r}')
+                        v = (v << 4) | (_c28_X509SerialNumber < 0)
+                        n += 4
+                        _c28_X509IssuerName = None
+                        _m = (-_c28_X509SerialNumber - 1 if _c28_X509SerialNumber < 0 else _c28_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c28_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -6033,9 +6764,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -6073,11 +6806,31 @@ def _e_X509DataType(w, o):
                 while True:
                     if i_X509IssuerSerial < n_X509IssuerSerial:
                         el = 'X509IssuerSerial'
-                        v <<= 3
-                        n += 3
-                        w.v = v; w.n = n
-                        _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                        v = w.v; n = w.n
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c29_X509IssuerName = _o.X509IssuerName
+                        _c29_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c29_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c29_X509IssuerName)
+                        if _l < 126 and _c29_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c29_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c29_X509IssuerName); v = w.v; n = w.n
+                        if not (_c29_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c29_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c29_X509SerialNumber!r}')
+                        v = (v << 4) | (_c29_X509SerialNumber < 0)
+                        n += 4
+                        _c29_X509IssuerName = None
+                        _m = (-_c29_X509SerialNumber - 1 if _c29_X509SerialNumber < 0 else _c29_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c29_X509SerialNumber = None
                         i_X509IssuerSerial += 1
                         s = 7
                         break
@@ -6097,9 +6850,11 @@ def _e_X509DataType(w, o):
                         el = 'X509SubjectName'
                         v = (v << 4) | (2 << 1)
                         n += 4
-                        w.v = v; w.n = n
-                        w.string(v_X509SubjectName[i_X509SubjectName])
-                        v = w.v; n = w.n
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                         v <<= 1
                         n += 1
                         i_X509SubjectName += 1
@@ -6136,11 +6891,31 @@ def _e_X509DataType(w, o):
             if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
-                    v <<= 3
-                    n += 3
-                    w.v = v; w.n = n
-                    _e_X509IssuerSerialType(w, v_X509IssuerSerial[i_X509IssuerSerial])
-                    v = w.v; n = w.n
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c30_X509IssuerName = _o.X509IssuerName
+                    _c30_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c30_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c30_X509IssuerName)
+                    if _l < 126 and _c30_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c30_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c30_X509IssuerName); v = w.v; n = w.n
+                    if not (_c30_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c30_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c30_X509SerialNumber!r}')
+                    v = (v << 4) | (_c30_X509SerialNumber < 0)
+                    n += 4
+                    _c30_X509IssuerName = None
+                    _m = (-_c30_X509SerialNumber - 1 if _c30_X509SerialNumber < 0 else _c30_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c30_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -6158,9 +6933,11 @@ def _e_X509DataType(w, o):
                     el = 'X509SubjectName'
                     v = (v << 4) | (2 << 1)
                     n += 4
-                    w.v = v; w.n = n
-                    w.string(v_X509SubjectName[i_X509SubjectName])
-                    v = w.v; n = w.n
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
                     v <<= 1
                     n += 1
                     i_X509SubjectName += 1
@@ -6211,7 +6988,7 @@ def _d_X509IssuerSerialType(r):
         if x & 3: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
         r.pos = p
-        f_X509IssuerName = r.string(22)
+        f_X509IssuerName = r.string(18)
         p = r.pos
         p += 4
         if p > E: raise r.truncated(p)
@@ -6222,6 +6999,9 @@ def _d_X509IssuerSerialType(r):
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             f_X509SerialNumber = (V >> (E - p)) & 127
+        elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+            p += 16
+            f_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
             r.pos = p; f_X509SerialNumber = r.uint(); p = r.pos
         p += 2
@@ -6246,9 +7026,11 @@ def _e_X509IssuerSerialType(w, o):
             el = 'X509IssuerName'
             v <<= 2
             n += 2
-            w.v = v; w.n = n
-            w.string(v_X509IssuerName)
-            v = w.v; n = w.n
+            _l = len(v_X509IssuerName)
+            if _l < 126 and v_X509IssuerName.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509IssuerName.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_X509IssuerName); v = w.v; n = w.n
             if not (v_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
             el = 'X509SerialNumber'
             if type(v_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {v_X509SerialNumber!r}')
@@ -6257,6 +7039,7 @@ def _e_X509IssuerSerialType(w, o):
             v_X509IssuerName = None
             _m = (-v_X509SerialNumber - 1 if v_X509SerialNumber < 0 else v_X509SerialNumber)
             if _m < 128: v = (v << 8) | _m; n += 8
+            elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -6782,9 +7565,11 @@ def _e_ManifestType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
                     el = 'Reference'
                     v <<= 1
@@ -7011,27 +7796,33 @@ def _e_ReferenceType(w, o):
                     el = '@Id'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 1
                 elif v_Type is not None:
                     el = '@Type'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 2
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -7059,18 +7850,22 @@ def _e_ReferenceType(w, o):
                     el = '@Type'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Type)
-                    v = w.v; n = w.n
+                    _l = len(v_Type)
+                    if _l < 126 and v_Type.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Type.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Type); v = w.v; n = w.n
                     v_Type = None
                     s = 2
                 elif v_URI is not None:
                     el = '@URI'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -7098,9 +7893,11 @@ def _e_ReferenceType(w, o):
                     el = '@URI'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_URI)
-                    v = w.v; n = w.n
+                    _l = len(v_URI)
+                    if _l < 126 and v_URI.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_URI.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_URI); v = w.v; n = w.n
                     v_URI = None
                     s = 3
                 elif v_Transforms is not None:
@@ -7346,27 +8143,33 @@ def _e_ObjectType(w, o):
                     el = '@Encoding'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Encoding)
-                    v = w.v; n = w.n
+                    _l = len(v_Encoding)
+                    if _l < 126 and v_Encoding.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Encoding.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Encoding); v = w.v; n = w.n
                     v_Encoding = None
                     s = 1
                 elif v_Id is not None:
                     el = '@Id'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
                     v = (v << 3) | 2
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -7379,18 +8182,22 @@ def _e_ObjectType(w, o):
                     el = '@Id'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     v_Id = None
                     s = 2
                 elif v_MimeType is not None:
                     el = '@MimeType'
                     v = (v << 3) | 1
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -7403,9 +8210,11 @@ def _e_ObjectType(w, o):
                     el = '@MimeType'
                     v <<= 3
                     n += 3
-                    w.v = v; w.n = n
-                    w.string(v_MimeType)
-                    v = w.v; n = w.n
+                    _l = len(v_MimeType)
+                    if _l < 126 and v_MimeType.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_MimeType.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_MimeType); v = w.v; n = w.n
                     v_MimeType = None
                     s = 3
                 elif True:
@@ -7563,9 +8372,11 @@ def _e_SignatureType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_SignedInfo is not None): raise EncodeError('missing content: SignedInfo')
                     el = 'SignedInfo'
                     v <<= 1
@@ -7770,9 +8581,11 @@ def _e_SignedInfoType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_CanonicalizationMethod is not None): raise EncodeError('missing content: CanonicalizationMethod')
                     el = 'CanonicalizationMethod'
                     v <<= 1
@@ -7883,6 +8696,9 @@ def _d_SignatureMethodType(r, key):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
                     p += 1
@@ -7917,6 +8733,9 @@ def _d_SignatureMethodType(r, key):
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         f_HMACOutputLength = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
                         r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
                     p += 1
@@ -7991,9 +8810,11 @@ def _e_SignatureMethodType(w, o):
                     el = '@Algorithm'
                     v <<= 1
                     n += 1
-                    w.v = v; w.n = n
-                    w.string(v_Algorithm)
-                    v = w.v; n = w.n
+                    _l = len(v_Algorithm)
+                    if _l < 126 and v_Algorithm.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Algorithm.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Algorithm); v = w.v; n = w.n
                     v_Algorithm = None
                     s = 1
                 else:
@@ -8006,6 +8827,7 @@ def _e_SignatureMethodType(w, o):
                     n += 5
                     _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -8024,6 +8846,7 @@ def _e_SignatureMethodType(w, o):
                     n += 5
                     _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
                     if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 1
                     n += 1
@@ -8109,9 +8932,11 @@ def _e_SignatureValueType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_value is not None): raise EncodeError('missing content: text')
                     v <<= 1
                     n += 1
@@ -8234,9 +9059,11 @@ def _e_SignaturePropertiesType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (i_SignatureProperty < n_SignatureProperty): raise EncodeError('missing content: SignatureProperty')
                     el = 'SignatureProperty'
                     v <<= 1
@@ -8411,26 +9238,32 @@ def _e_SignaturePropertyType(w, o):
                     el = '@Id'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Id)
-                    v = w.v; n = w.n
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
                     if not (v_Target is not None): raise EncodeError('missing content: Target')
                     el = '@Target'
                     v <<= 1
                     n += 1
                     v_Id = None
-                    w.v = v; w.n = n
-                    w.string(v_Target)
-                    v = w.v; n = w.n
+                    _l = len(v_Target)
+                    if _l < 126 and v_Target.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Target.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Target); v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 elif v_Target is not None:
                     el = '@Target'
                     v = (v << 2) | 1
                     n += 2
-                    w.v = v; w.n = n
-                    w.string(v_Target)
-                    v = w.v; n = w.n
+                    _l = len(v_Target)
+                    if _l < 126 and v_Target.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Target.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Target); v = w.v; n = w.n
                     v_Target = None
                     s = 2
                 else:
@@ -8531,9 +9364,11 @@ def _ee5(w, o):  # KeyName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -8572,9 +9407,11 @@ def _ee8(w, o):  # MgmtData
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -8769,6 +9606,9 @@ def _de26(r):  # HMACOutputLength
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -8786,6 +9626,7 @@ def _ee26(w, o):  # HMACOutputLength
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -9119,7 +9960,7 @@ def _de38(r):  # X509IssuerName
     if p > E: raise r.truncated(p)
     if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
     r.pos = p
-    val = r.string(22)
+    val = r.string(18)
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
@@ -9132,9 +9973,11 @@ def _ee38(w, o):  # X509IssuerName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -9187,6 +10030,9 @@ def _de41(r):  # X509SerialNumber
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
         val = (V >> (E - p)) & 127
+    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+        p += 16
+        val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
         r.pos = p; val = r.uint(); p = r.pos
     p += 1
@@ -9204,6 +10050,7 @@ def _ee41(w, o):  # X509SerialNumber
     n += 2
     _m = (-o - 1 if o < 0 else o)
     if _m < 128: v = (v << 8) | _m; n += 8
+    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
     v <<= 1
     n += 1
@@ -9218,7 +10065,7 @@ def _de42(r):  # X509SubjectName
     if p > E: raise r.truncated(p)
     if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
     r.pos = p
-    val = r.string(19)
+    val = r.string(21)
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
@@ -9231,9 +10078,11 @@ def _ee42(w, o):  # X509SubjectName
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v
@@ -9260,9 +10109,11 @@ def _ee43(w, o):  # XPath
     n = w.n
     v <<= 1
     n += 1
-    w.v = v; w.n = n
-    w.string(o)
-    v = w.v; n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
     v <<= 1
     n += 1
     w.v = v

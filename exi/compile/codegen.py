@@ -473,6 +473,9 @@ class CodecWriter:
                 L.append("if p + 8 <= E and not (V >> (E - p - 8)) & 128:")
                 L.append("    p += 8")
                 L.append(f"    {t} = (V >> (E - p)) & 127")
+                L.append("elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:")
+                L.append("    p += 16")
+                L.append(f"    {t} = ((_y >> 8) & 127) | ((_y & 127) << 7)")
                 L.append("else:")
                 L.append(f"    r.pos = p; {t} = r.uint(); p = r.pos")
                 i += 1
@@ -551,6 +554,8 @@ class CodecWriter:
                      f"w.v = v; w.n = n; w.uint(len({expr})); v = w.v; n = w.n", f"for _it in {expr}:"]
             lines.extend("    " + x for x in self._render_enc(self.enc_value_ops(st.item, "_it")))
             return [("raw", lines)]
+        if rep == "str":
+            return [("raw", self.enc_value(st, expr, ""))]
         return [("var", self.enc_value(st, expr, ""))]
 
     def _tmp(self) -> int:
@@ -583,7 +588,12 @@ class CodecWriter:
             L.append(f"w.binary({expr})")
         elif rep == "str":
             L.extend(self._len_check(st, expr, "EncodeError", ""))
-            L.append(f"w.string({expr})")
+            # ASCII shorter than 126 characters: length octet and characters in one shift
+            L.append(f"_l = len({expr})")
+            L.append(f"if _l < 126 and {expr}.isascii():")
+            L.append(f"    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes({expr}.encode(), 'big')")
+            L.append("    n += (_l + 1) << 3")
+            L.append(f"else: w.v = v; w.n = n; w.string({expr}); v = w.v; n = w.n")
         elif rep == "list":
             assert st.item is not None
             L.extend(self._len_check(st, expr, "EncodeError", ""))
@@ -622,6 +632,7 @@ class CodecWriter:
                     L.append(f"_m = {e}")
                     e = "_m"
                 L.append(f"if {e} < 128: v = (v << 8) | {e}; n += 8")
+                L.append(f"elif {e} < 16384: v = (v << 16) | (({e} & 127) << 8) | 32768 | ({e} >> 7); n += 16")
                 L.append(f"else: w.v = v; w.n = n; w.uint({e}); v = w.v; n = w.n")
                 i += 1
                 continue
@@ -651,8 +662,69 @@ class CodecWriter:
         return L
 
     # ------------------------------------------------------------- elements
+    def _linear(self, info: TypeInfo) -> bool:
+        """A type whose grammar is one straight path (every state one production, no loops): its code
+        is inlined at every use, fused with the parent's reads and writes."""
+        if info.needs_key or any(f.many for f in info.fields) or len(info.fields) > 8:
+            return False
+        st = info.grammar[0]
+        seen = set()
+        while st is not None:
+            if len(st.prods) != 1 or st.index in seen or st.prods[0].event.kind not in ("SE", "AT", "CH", "EE"):
+                return False
+            seen.add(st.index)
+            st = st.prods[0].target
+        return True
+
+    def _linear_ops(self, info: TypeInfo, enc: bool) -> list[tuple]:
+        key = (id(info.ct), enc)
+        cache = self.__dict__.setdefault("_lin_cache", {})
+        if key not in cache:
+            saved = getattr(self, "_inline", set())
+            self._inline = self._plan(info)[2]
+            p0 = info.grammar[0].prods[0]
+            if enc:
+                ops, nxt, _ = self._follow_enc(info, p0, info.grammar[0].width)
+                cond = self._pending(info, p0)
+                name = p0.event.qname[1] if p0.event.qname else "text"
+                if cond != "True":
+                    ops = [("pre", [f"if not ({cond}): raise EncodeError('missing content: {name}')"]), *ops]
+                ops = [op for op in ops if not (op[0] == "post" and "_leftover" in op[1][0])]
+            else:
+                ops, nxt = self._follow_dec(info, p0)
+                ops = [("fix", info.grammar[0].width, "code"), *ops]
+            assert nxt == -1
+            self._inline = saved
+            cache[key] = ops
+        return cache[key]
+
+    @staticmethod
+    def _rename_ops(ops: list[tuple], prefix: str, new: str) -> list[tuple]:
+        pat = re.compile(rf"\b{prefix}_(\w+)")
+
+        def sub(lines):
+            return lines if isinstance(lines, str) else [pat.sub(rf"{new}\1", x) for x in lines]
+
+        out = []
+        for op in ops:
+            if op[0] == "fix" and len(op) == 3:
+                out.append(("fix", op[1], sub(op[2])))
+            elif op[0] == "fix":
+                out.append(("fix", op[1], sub(op[2]), pat.sub(rf"{new}\1", op[3])))
+            elif op[0] == "uint":
+                out.append(("uint", pat.sub(rf"{new}\1", op[1])))
+            else:
+                out.append((op[0], sub(op[1])))
+        return out
+
     def dec_element_ops(self, decl: ElementDecl, target: str) -> list[tuple]:
         t = decl.type
+        if isinstance(t, ComplexType) and self._linear(self.infos[id(t)]):
+            info = self.infos[id(t)]
+            k = f"_c{self._tmp()}_"
+            ops = self._rename_ops(self._linear_ops(info, False), "f", k)
+            args = ", ".join(k + f.name for f in info.fields)
+            return [*ops, ("nop", [f"{target} = {self.cls(t)}({args})"])]
         if isinstance(t, ComplexType):
             info = self.infos[id(t)]
             args = f"r, {self.qid(decl.qname)}" if info.needs_key else "r"
@@ -662,6 +734,11 @@ class CodecWriter:
 
     def enc_element_ops(self, decl: ElementDecl, expr: str) -> list[tuple]:
         t = decl.type
+        if isinstance(t, ComplexType) and self._linear(self.infos[id(t)]):
+            info = self.infos[id(t)]
+            k = f"_c{self._tmp()}_"
+            ops = self._rename_ops(self._linear_ops(info, True), "v", k)
+            return [("pre", [f"_o = {expr}"] + [f"{k}{f.name} = _o.{f.name}" for f in info.fields]), *ops]
         if isinstance(t, ComplexType):
             return [("var", [f"_e_{self.fn[id(t)]}(w, {expr})"])]
         return [("fix", 1, [], "0"), *self.enc_value_ops(t, expr), ("fix", 1, [], "0")]
