@@ -45,11 +45,11 @@ def nodes(obj: Any, path: tuple = ()) -> list[tuple[tuple[tuple[str, int | None]
             if v is None:
                 continue
             if isinstance(v, list):
-                out.append((path + ((_norm(f.name), None),), v))
+                out.append(((*path, (_norm(f.name), None)), v))
                 for i, item in enumerate(v):
-                    out.extend(nodes(item, path + ((_norm(f.name), i),)))
+                    out.extend(nodes(item, (*path, (_norm(f.name), i))))
             else:
-                out.extend(nodes(v, path + ((_norm(f.name), None),)))
+                out.extend(nodes(v, (*path, (_norm(f.name), None))))
     return out
 
 

@@ -386,7 +386,7 @@ class CodecWriter:
                 f"({n} values)', p)",
                 f"{target} = {table}[{target}]"])]
         if rep == "int":
-            return [("fix", 1, [f"_neg = {{p}}"]), ("uint", target),
+            return [("fix", 1, ["_neg = {p}"]), ("uint", target),
                     ("nop", [f"if _neg: {target} = -{target} - 1", *self._range_check(st, target)])]
         if rep == "uint":
             return [("uint", target), ("nop", self._range_check(st, target))]
@@ -1046,7 +1046,8 @@ class CodecWriter:
                 break
         else:
             L.append(f"{ind}{'if True' if first else 'else'}:")
-            L.append(f"{ind}    raise EncodeError('missing content: expected one of {', '.join(expected) or 'nothing'}')")
+            wanted = ", ".join(expected) or "nothing"
+            L.append(f"{ind}    raise EncodeError('missing content: expected one of {wanted}')")
         return L
 
     @staticmethod
@@ -1077,8 +1078,8 @@ class CodecWriter:
     def top(self, g: TopGrammar, name: str, relaxed: set) -> list[str]:
         L = []
         entries = []
-        for i, e in enumerate(g.elements):
-            if e.qname in relaxed or e.type is None or (e.abstract and not isinstance(e.type, (ComplexType, SimpleType))):
+        for e in g.elements:
+            if e.qname in relaxed or e.type is None:
                 entries.append(f"    ({e.qname[0]!r}, {e.qname[1]!r}, None, None, None),")
                 continue
             idx = self._top_fn.get(id(e))

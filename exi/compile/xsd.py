@@ -296,7 +296,7 @@ class SchemaSet:
             return self.stypes[q]
         if q not in self._raw_stypes:
             raise SchemaError(f"unknown simple type {q}")
-        doc, node = self._raw_stypes[q]
+        _doc, node = self._raw_stypes[q]
         st = self._simple_from_node(node, q)
         self.stypes[q] = st
         return st
@@ -388,7 +388,7 @@ class SchemaSet:
                     continue
                 if c.get("ref"):
                     q = self._resolve_qname(c, c.get("ref"))
-                    adoc, anode = self._raw_attrs[q] if q in self._raw_attrs else (None, None)
+                    _adoc, anode = self._raw_attrs[q] if q in self._raw_attrs else (None, None)
                     if anode is None:
                         if q[0] == XML_NS:
                             uses.append(AttributeUse(q, _builtin_simple("string"), c.get("use") == "required"))
@@ -491,7 +491,7 @@ class SchemaSet:
         elif body and etree.QName(body[0]).localname == "complexContent":
             cc = body[0]
             mixed = mixed or cc.get("mixed") == "true"
-            der = [c for c in cc if isinstance(c.tag, str) and etree.QName(c).localname != "annotation"][0]
+            der = next(c for c in cc if isinstance(c.tag, str) and etree.QName(c).localname != "annotation")
             dkind = etree.QName(der).localname
             bq = self._resolve_qname(der, der.get("base"))
             base = self.any_type() if bq == (XS, "anyType") else self.complex_type(bq)
@@ -522,7 +522,7 @@ class SchemaSet:
         t.resolved = True
 
     def _fill_simple_content(self, t: ComplexType, sc: etree._Element, doc: _Doc) -> None:
-        der = [c for c in sc if isinstance(c.tag, str) and etree.QName(c).localname != "annotation"][0]
+        der = next(c for c in sc if isinstance(c.tag, str) and etree.QName(c).localname != "annotation")
         bq = self._resolve_qname(der, der.get("base"))
         attrs, wild = self._attributes(der, doc)
         if bq in self._raw_ctypes:
