@@ -20,20 +20,31 @@ def _d_supportedAppProtocolReq(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 3
+                p += 2
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('supportedAppProtocolReq', p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('supportedAppProtocolReq', p)
                 el = 'AppProtocol'
                 el = 'ProtocolNamespace'
-                r.pos = p
-                _c1_ProtocolNamespace = r.string(0)
-                if len(_c1_ProtocolNamespace) > 100: raise DecodeError(f'length {len(_c1_ProtocolNamespace)} outside [0, 100]', r.pos)
-                p = r.pos
-                p += 3
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('supportedAppProtocolReq', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('ProtocolNamespace', p)
+                    _c1_ProtocolNamespace = ''
+                else:
+                    r.pos = p
+                    _c1_ProtocolNamespace = r.string(0)
+                    if len(_c1_ProtocolNamespace) > 100: raise DecodeError(f'length {len(_c1_ProtocolNamespace)} outside [0, 100]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('supportedAppProtocolReq', p)
                 el = 'VersionNumberMajor'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -77,20 +88,30 @@ def _d_supportedAppProtocolReq(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('supportedAppProtocolReq', p)
+                        el = 'AppProtocol'
+                        el = 'ProtocolNamespace'
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('ProtocolNamespace', p)
+                            _c2_ProtocolNamespace = ''
+                        else:
+                            r.pos = p
+                            _c2_ProtocolNamespace = r.string(0)
+                            if len(_c2_ProtocolNamespace) > 100: raise DecodeError(f'length {len(_c2_ProtocolNamespace)} outside [0, 100]', r.pos)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
                         p += 2
                         if p > E: raise r.truncated(p)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('supportedAppProtocolReq', p)
-                        el = 'AppProtocol'
-                        el = 'ProtocolNamespace'
-                        r.pos = p
-                        _c2_ProtocolNamespace = r.string(0)
-                        if len(_c2_ProtocolNamespace) > 100: raise DecodeError(f'length {len(_c2_ProtocolNamespace)} outside [0, 100]', r.pos)
-                        p = r.pos
-                        p += 3
-                        if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 7
-                        if x & 7: raise r.deviation('supportedAppProtocolReq', p)
                         el = 'VersionNumberMajor'
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -292,19 +313,29 @@ def _d_AppProtocolType(r):
     f_SchemaID = None
     f_Priority = None
     try:
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('AppProtocolType', p)
+        el = 'ProtocolNamespace'
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('ProtocolNamespace', p)
+            f_ProtocolNamespace = ''
+        else:
+            r.pos = p
+            f_ProtocolNamespace = r.string(0)
+            if len(f_ProtocolNamespace) > 100: raise DecodeError(f'length {len(f_ProtocolNamespace)} outside [0, 100]', r.pos)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
         p += 2
         if p > E: raise r.truncated(p)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('AppProtocolType', p)
-        el = 'ProtocolNamespace'
-        r.pos = p
-        f_ProtocolNamespace = r.string(0)
-        if len(f_ProtocolNamespace) > 100: raise DecodeError(f'length {len(f_ProtocolNamespace)} outside [0, 100]', r.pos)
-        p = r.pos
-        p += 3
-        if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('AppProtocolType', p)
         el = 'VersionNumberMajor'
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -535,14 +566,19 @@ def _de4(r):  # ProtocolNamespace
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
-    r.pos = p
-    val = r.string(0)
-    if len(val) > 100: raise DecodeError(f'length {len(val)} outside [0, 100]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('ProtocolNamespace', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(0)
+        if len(val) > 100: raise DecodeError(f'length {len(val)} outside [0, 100]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
     r.pos = p
     return val
 

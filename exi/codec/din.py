@@ -1251,31 +1251,43 @@ def _d_CertificateInstallationReqType(r):
                     r.pos = p
                     f_Id = r.string(18)
                     p = r.pos
-                    p += 2
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CertificateInstallationReqType', p)
-                    el = 'OEMProvisioningCert'
-                    r.pos = p
-                    f_OEMProvisioningCert = r.binary()
-                    if len(f_OEMProvisioningCert) > 1200: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 1200]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+                    el = 'OEMProvisioningCert'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+                        f_OEMProvisioningCert = b''
+                    else:
+                        r.pos = p
+                        f_OEMProvisioningCert = r.binary()
+                        if len(f_OEMProvisioningCert) > 1200: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 1200]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
                     s = 2
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
                     el = 'OEMProvisioningCert'
-                    r.pos = p
-                    f_OEMProvisioningCert = r.binary()
-                    if len(f_OEMProvisioningCert) > 1200: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 1200]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+                        f_OEMProvisioningCert = b''
+                    else:
+                        r.pos = p
+                        f_OEMProvisioningCert = r.binary()
+                        if len(f_OEMProvisioningCert) > 1200: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 1200]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
                     s = 2
                 else:
                     raise r.deviation('CertificateInstallationReqType', p)
@@ -1287,19 +1299,28 @@ def _d_CertificateInstallationReqType(r):
                 r.pos = p
                 f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
                 p = r.pos
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CertificateInstallationReqType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
                 el = 'DHParams'
-                r.pos = p
-                f_DHParams = r.binary()
-                if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
-                p = r.pos
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CertificateInstallationReqType', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+                    f_DHParams = b''
+                else:
+                    r.pos = p
+                    f_DHParams = r.binary()
+                    if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -1394,18 +1415,25 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
-                el = 'RootCertificateID'
-                r.pos = p
-                _v = r.string(21)
-                if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.pos)
-                p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+                el = 'RootCertificateID'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('RootCertificateID', p)
+                    _v = ''
+                else:
+                    r.pos = p
+                    _v = r.string(21)
+                    if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
                 f_RootCertificateID.append(_v)
                 s = 1
             if s == 1:
@@ -1413,17 +1441,22 @@ def _d_ListOfRootCertificateIDsType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                     el = 'RootCertificateID'
-                    r.pos = p
-                    _v = r.string(21)
-                    if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('RootCertificateID', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(21)
+                        if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
                     f_RootCertificateID.append(_v)
                     s = 2
                 elif ec == 1:
@@ -1437,17 +1470,22 @@ def _d_ListOfRootCertificateIDsType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                         el = 'RootCertificateID'
-                        r.pos = p
-                        _v = r.string(21)
-                        if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.pos)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('RootCertificateID', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(21)
+                            if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.pos)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
                         f_RootCertificateID.append(_v)
                     elif ec == 1:
                         pass
@@ -1565,37 +1603,66 @@ def _d_CertificateInstallationResType(r):
         r.pos = p
         f_ContractSignatureCertChain = _d_CertificateChainType(r)
         p = r.pos
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('CertificateInstallationResType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         el = 'ContractSignatureEncryptedPrivateKey'
-        r.pos = p
-        f_ContractSignatureEncryptedPrivateKey = r.binary()
-        if len(f_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(f_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
-        p = r.pos
-        p += 3
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('CertificateInstallationResType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+            f_ContractSignatureEncryptedPrivateKey = b''
+        else:
+            r.pos = p
+            f_ContractSignatureEncryptedPrivateKey = r.binary()
+            if len(f_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(f_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         el = 'DHParams'
-        r.pos = p
-        f_DHParams = r.binary()
-        if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
-        p = r.pos
-        p += 3
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('CertificateInstallationResType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+            f_DHParams = b''
+        else:
+            r.pos = p
+            f_DHParams = r.binary()
+            if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         el = 'ContractID'
-        r.pos = p
-        f_ContractID = r.string(23)
-        if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
-        p = r.pos
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('CertificateInstallationResType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+            f_ContractID = ''
+        else:
+            r.pos = p
+            f_ContractID = r.string(23)
+            if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -1686,18 +1753,25 @@ def _d_CertificateChainType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CertificateChainType', p)
-                el = 'Certificate'
-                r.pos = p
-                f_Certificate = r.binary()
-                if len(f_Certificate) > 1200: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1200]', r.pos)
-                p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                el = 'Certificate'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                    f_Certificate = b''
+                else:
+                    r.pos = p
+                    f_Certificate = r.binary()
+                    if len(f_Certificate) > 1200: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1200]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                 s = 1
             if s == 1:
                 p += 2
@@ -1780,18 +1854,25 @@ def _d_SubCertificatesType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SubCertificatesType', p)
-                el = 'Certificate'
-                r.pos = p
-                _v = r.binary()
-                if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.pos)
-                p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
+                el = 'Certificate'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                    _v = b''
+                else:
+                    r.pos = p
+                    _v = r.binary()
+                    if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                 f_Certificate.append(_v)
                 s = 1
             if s == 1:
@@ -1799,17 +1880,22 @@ def _d_SubCertificatesType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
                     el = 'Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                     f_Certificate.append(_v)
                     s = 2
                 elif ec == 1:
@@ -1823,17 +1909,22 @@ def _d_SubCertificatesType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
                         el = 'Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.pos)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.pos)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                         f_Certificate.append(_v)
                     elif ec == 1:
                         pass
@@ -1953,36 +2044,54 @@ def _d_CertificateUpdateReqType(r):
                 else:
                     raise r.deviation('CertificateUpdateReqType', p)
             if s == 2:
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CertificateUpdateReqType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
                 el = 'ContractID'
-                r.pos = p
-                f_ContractID = r.string(23)
-                if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
-                p = r.pos
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CertificateUpdateReqType', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+                    f_ContractID = ''
+                else:
+                    r.pos = p
+                    f_ContractID = r.string(23)
+                    if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
                 el = 'ListOfRootCertificateIDs'
                 r.pos = p
                 f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
                 p = r.pos
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CertificateUpdateReqType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
                 el = 'DHParams'
-                r.pos = p
-                f_DHParams = r.binary()
-                if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
-                p = r.pos
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CertificateUpdateReqType', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+                    f_DHParams = b''
+                else:
+                    r.pos = p
+                    f_DHParams = r.binary()
+                    if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -2105,37 +2214,67 @@ def _d_CertificateUpdateResType(r):
         r.pos = p
         f_ContractSignatureCertChain = _d_CertificateChainType(r)
         p = r.pos
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('CertificateUpdateResType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
         el = 'ContractSignatureEncryptedPrivateKey'
-        r.pos = p
-        f_ContractSignatureEncryptedPrivateKey = r.binary()
-        if len(f_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(f_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
-        p = r.pos
-        p += 3
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('CertificateUpdateResType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+            f_ContractSignatureEncryptedPrivateKey = b''
+        else:
+            r.pos = p
+            f_ContractSignatureEncryptedPrivateKey = r.binary()
+            if len(f_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(f_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
         el = 'DHParams'
-        r.pos = p
-        f_DHParams = r.binary()
-        if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
-        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+            f_DHParams = b''
+        else:
+            r.pos = p
+            f_DHParams = r.binary()
+            if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
+        el = 'ContractID'
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+            f_ContractID = ''
+        else:
+            r.pos = p
+            f_ContractID = r.string(23)
+            if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
         p += 3
         if p > E: raise r.truncated(p)
         x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('CertificateUpdateResType', p)
-        el = 'ContractID'
-        r.pos = p
-        f_ContractID = r.string(23)
-        if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
-        p = r.pos
-        p += 4
-        if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('CertificateUpdateResType', p)
+        if x & 6: raise r.deviation('CertificateUpdateResType', p)
         el = 'RetryCounter'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -2794,23 +2933,34 @@ def _d_ChargingStatusResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 10
+                p += 9
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 1023
-                if x & 775: raise r.deviation('ChargingStatusResType', p)
+                x = (V >> (E - p)) & 511
+                if x & 387: raise r.deviation('ChargingStatusResType', p)
                 el = 'ResponseCode'
-                f_ResponseCode = ((x >> 3) & 31)
+                f_ResponseCode = ((x >> 2) & 31)
                 if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
                 f_ResponseCode = _E6[f_ResponseCode]
                 el = 'EVSEID'
-                r.pos = p
-                f_EVSEID = r.binary()
-                if len(f_EVSEID) > 32: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 32]', r.pos)
-                p = r.pos
-                p += 4
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 15
-                if x & 14: raise r.deviation('ChargingStatusResType', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
+                    f_EVSEID = b''
+                else:
+                    r.pos = p
+                    f_EVSEID = r.binary()
+                    if len(f_EVSEID) > 32: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 32]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
+                p += 3
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 7
+                if x & 6: raise r.deviation('ChargingStatusResType', p)
                 el = 'SAScheduleTupleID'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -3074,18 +3224,25 @@ def _d_MeterInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('MeterInfoType', p)
-                el = 'MeterID'
-                r.pos = p
-                f_MeterID = r.string(30)
-                if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                el = 'MeterID'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+                    f_MeterID = ''
+                else:
+                    r.pos = p
+                    f_MeterID = r.string(30)
+                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
                 s = 1
             if s == 1:
                 p += 3
@@ -3098,17 +3255,22 @@ def _d_MeterInfoType(r):
                     p = r.pos
                     s = 2
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'SigMeterReading'
-                    r.pos = p
-                    f_SigMeterReading = r.binary()
-                    if len(f_SigMeterReading) > 32: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 32]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
+                        f_SigMeterReading = b''
+                    else:
+                        r.pos = p
+                        f_SigMeterReading = r.binary()
+                        if len(f_SigMeterReading) > 32: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 32]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
                     s = 3
                 elif ec == 2:
                     p += 2
@@ -3162,17 +3324,22 @@ def _d_MeterInfoType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'SigMeterReading'
-                    r.pos = p
-                    f_SigMeterReading = r.binary()
-                    if len(f_SigMeterReading) > 32: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 32]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
+                        f_SigMeterReading = b''
+                    else:
+                        r.pos = p
+                        f_SigMeterReading = r.binary()
+                        if len(f_SigMeterReading) > 32: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 32]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
                     s = 3
                 elif ec == 1:
                     p += 2
@@ -3522,16 +3689,21 @@ def _d_ContractAuthenticationReqType(r):
                     p = r.pos
                     s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
                     el = 'GenChallenge'
-                    r.pos = p
-                    f_GenChallenge = r.string(34)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+                        f_GenChallenge = ''
+                    else:
+                        r.pos = p
+                        f_GenChallenge = r.string(34)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
                     s = 2
                 elif ec == 2:
                     pass
@@ -3543,16 +3715,21 @@ def _d_ContractAuthenticationReqType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
                     el = 'GenChallenge'
-                    r.pos = p
-                    f_GenChallenge = r.string(34)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+                        f_GenChallenge = ''
+                    else:
+                        r.pos = p
+                        f_GenChallenge = r.string(34)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
                     s = 2
                 elif ec == 1:
                     pass
@@ -5215,91 +5392,133 @@ def _d_DSAKeyValueType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'P'
-                    r.pos = p
-                    f_P = r.binary()
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('DSAKeyValueType', p)
-                    el = 'Q'
-                    r.pos = p
-                    f_Q = r.binary()
-                    p = r.pos
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+                        f_P = b''
+                    else:
+                        r.pos = p
+                        f_P = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('P', p)
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    el = 'Q'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+                        f_Q = b''
+                    else:
+                        r.pos = p
+                        f_Q = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
                     s = 4
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'G'
-                    r.pos = p
-                    f_G = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+                        f_G = b''
+                    else:
+                        r.pos = p
+                        f_G = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 2:
+                    el = 'Y'
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
-                    el = 'Y'
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                        f_Y = b''
+                    else:
+                        r.pos = p
+                        f_Y = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+                    s = 3
+                else:
+                    raise r.deviation('DSAKeyValueType', p)
+            if s == 2:
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                el = 'Y'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                    f_Y = b''
+                else:
                     r.pos = p
                     f_Y = r.binary()
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
-                    s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType', p)
-            if s == 2:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DSAKeyValueType', p)
-                el = 'Y'
-                r.pos = p
-                f_Y = r.binary()
-                p = r.pos
-                p += 1
-                if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                 s = 3
             if s == 3:
                 p += 2
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'J'
-                    r.pos = p
-                    f_J = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+                        f_J = b''
+                    else:
+                        r.pos = p
+                        f_J = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('J', p)
                     s = 5
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Seed'
-                    r.pos = p
-                    f_Seed = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+                        f_Seed = b''
+                    else:
+                        r.pos = p
+                        f_Seed = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 2:
                     pass
@@ -5311,28 +5530,38 @@ def _d_DSAKeyValueType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'G'
-                    r.pos = p
-                    f_G = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+                        f_G = b''
+                    else:
+                        r.pos = p
+                        f_G = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Y'
-                    r.pos = p
-                    f_Y = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                        f_Y = b''
+                    else:
+                        r.pos = p
+                        f_Y = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', p)
@@ -5341,16 +5570,21 @@ def _d_DSAKeyValueType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Seed'
-                    r.pos = p
-                    f_Seed = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+                        f_Seed = b''
+                    else:
+                        r.pos = p
+                        f_Seed = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 1:
                     pass
@@ -5358,18 +5592,27 @@ def _d_DSAKeyValueType(r):
                 else:
                     raise r.deviation('DSAKeyValueType', p)
             if s == 6:
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DSAKeyValueType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 el = 'PgenCounter'
-                r.pos = p
-                f_PgenCounter = r.binary()
-                p = r.pos
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DSAKeyValueType', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+                    f_PgenCounter = b''
+                else:
+                    r.pos = p
+                    f_PgenCounter = r.binary()
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -5793,16 +6036,21 @@ def _d_KeyInfoType(r, key):
                     p = r.pos
                     s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 2:
@@ -5841,16 +6089,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 8:
@@ -5868,16 +6121,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 1:
@@ -5916,16 +6174,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
@@ -5943,16 +6206,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 1:
@@ -5991,16 +6259,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
@@ -6018,16 +6291,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -6066,16 +6344,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -6096,16 +6379,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -6144,16 +6432,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -6174,16 +6467,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -6222,16 +6520,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -6252,16 +6555,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -6300,16 +6608,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -6330,16 +6643,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -6378,16 +6696,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -6408,16 +6731,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -6456,16 +6784,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -6486,16 +6819,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -6534,16 +6872,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -6564,16 +6907,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -6612,16 +6960,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -6643,16 +6996,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(51)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(51)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
@@ -6695,16 +7053,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(53)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(53)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -6730,16 +7093,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(51)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(51)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -6782,16 +7150,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(53)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(53)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -6817,16 +7190,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(51)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(51)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -6869,16 +7247,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(53)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(53)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -6904,16 +7287,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(51)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(51)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -6956,16 +7344,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(53)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(53)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -6991,16 +7384,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(51)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(51)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -7043,16 +7441,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(53)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(53)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -7078,16 +7481,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(51)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(51)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -7130,16 +7538,21 @@ def _d_KeyInfoType(r, key):
                         p = r.pos
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(53)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(53)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -7165,16 +7578,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(51)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(51)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -7219,16 +7637,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(53)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(53)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                     elif ec == 7:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -7251,16 +7674,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -7299,16 +7727,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -8899,27 +9332,46 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
                     el = 'Modulus'
-                    r.pos = p
-                    _c40_Modulus = r.binary()
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+                        _c40_Modulus = b''
+                    else:
+                        r.pos = p
+                        _c40_Modulus = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'Exponent'
-                    r.pos = p
-                    _c40_Exponent = r.binary()
-                    p = r.pos
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+                        _c40_Exponent = b''
+                    else:
+                        r.pos = p
+                        _c40_Exponent = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     f_RSAKeyValue = xmldsig.RSAKeyValueType(_c40_Modulus, _c40_Exponent)
                     s = 3
                 elif ec == 2:
@@ -8943,27 +9395,46 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
                     el = 'Modulus'
-                    r.pos = p
-                    _c41_Modulus = r.binary()
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+                        _c41_Modulus = b''
+                    else:
+                        r.pos = p
+                        _c41_Modulus = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'Exponent'
-                    r.pos = p
-                    _c41_Exponent = r.binary()
-                    p = r.pos
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+                        _c41_Exponent = b''
+                    else:
+                        r.pos = p
+                        _c41_Exponent = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     f_RSAKeyValue = xmldsig.RSAKeyValueType(_c41_Modulus, _c41_Exponent)
                     s = 3
                 elif ec == 2:
@@ -9138,26 +9609,45 @@ def _d_RSAKeyValueType(r):
     f_Modulus = None
     f_Exponent = None
     try:
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('RSAKeyValueType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Modulus'
-        r.pos = p
-        f_Modulus = r.binary()
-        p = r.pos
-        p += 3
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('RSAKeyValueType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+            f_Modulus = b''
+        else:
+            r.pos = p
+            f_Modulus = r.binary()
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Exponent'
-        r.pos = p
-        f_Exponent = r.binary()
-        p = r.pos
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('RSAKeyValueType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+            f_Exponent = b''
+        else:
+            r.pos = p
+            f_Exponent = r.binary()
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -9521,16 +10011,21 @@ def _d_TransformType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
-                    r.pos = p
-                    _v = r.string(59)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(59)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -9551,16 +10046,21 @@ def _d_TransformType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
-                    r.pos = p
-                    _v = r.string(59)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(59)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -9581,16 +10081,21 @@ def _d_TransformType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
-                    r.pos = p
-                    _v = r.string(59)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(59)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -9612,16 +10117,21 @@ def _d_TransformType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                         el = 'XPath'
-                        r.pos = p
-                        _v = r.string(59)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(59)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                         f_XPath.append(_v)
                     elif ec == 1:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -9770,19 +10280,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c44_X509IssuerName = r.string(60)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c44_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c44_X509IssuerName = r.string(60)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -9802,55 +10322,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(63)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(63)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 5
                 elif ec == 5:
@@ -9863,19 +10403,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c45_X509IssuerName = r.string(60)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c45_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c45_X509IssuerName = r.string(60)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -9895,55 +10445,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(63)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(63)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -9959,19 +10529,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c46_X509IssuerName = r.string(60)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c46_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c46_X509IssuerName = r.string(60)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -9991,55 +10571,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(63)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(63)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -10055,19 +10655,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c47_X509IssuerName = r.string(60)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c47_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c47_X509IssuerName = r.string(60)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -10087,55 +10697,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(63)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(63)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -10151,19 +10781,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c48_X509IssuerName = r.string(60)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c48_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c48_X509IssuerName = r.string(60)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -10183,55 +10823,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(63)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(63)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -10247,19 +10907,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c49_X509IssuerName = r.string(60)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c49_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c49_X509IssuerName = r.string(60)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -10279,55 +10949,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(63)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(63)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -10343,19 +11033,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c50_X509IssuerName = r.string(60)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c50_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c50_X509IssuerName = r.string(60)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -10375,55 +11075,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(63)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(63)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -10440,19 +11160,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c51_X509IssuerName = r.string(60)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c51_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c51_X509IssuerName = r.string(60)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -10471,58 +11201,78 @@ def _d_X509DataType(r):
                         _v = xmldsig.X509IssuerSerialType(_c51_X509IssuerName, _c51_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(63)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(63)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -10542,19 +11292,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c52_X509IssuerName = r.string(60)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c52_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c52_X509IssuerName = r.string(60)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -10575,56 +11335,76 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(63)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(63)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -10644,19 +11424,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c53_X509IssuerName = r.string(60)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c53_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c53_X509IssuerName = r.string(60)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -10677,56 +11467,76 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(63)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(63)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -10746,19 +11556,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c54_X509IssuerName = r.string(60)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c54_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c54_X509IssuerName = r.string(60)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -10779,56 +11599,76 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(63)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(63)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -10848,19 +11688,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c55_X509IssuerName = r.string(60)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c55_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c55_X509IssuerName = r.string(60)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -10881,58 +11731,78 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(63)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(63)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                     elif ec == 5:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -10949,19 +11819,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c56_X509IssuerName = r.string(60)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c56_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c56_X509IssuerName = r.string(60)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -10981,55 +11861,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(63)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(63)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -12156,18 +13056,28 @@ def _d_X509IssuerSerialType(r):
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('X509IssuerSerialType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
-        r.pos = p
-        f_X509IssuerName = r.string(60)
-        p = r.pos
-        p += 4
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('X509IssuerSerialType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+            f_X509IssuerName = ''
+        else:
+            r.pos = p
+            f_X509IssuerName = r.string(60)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 6: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509SerialNumber'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -12241,28 +13151,38 @@ def _d_PGPDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyID'
-                    r.pos = p
-                    f_PGPKeyID = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+                        f_PGPKeyID = b''
+                    else:
+                        r.pos = p
+                        f_PGPKeyID = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
                     s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyPacket'
-                    r.pos = p
-                    f_PGPKeyPacket = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+                        f_PGPKeyPacket = b''
+                    else:
+                        r.pos = p
+                        f_PGPKeyPacket = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 2
                 else:
                     raise r.deviation('PGPDataType', p)
@@ -12271,16 +13191,21 @@ def _d_PGPDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyPacket'
-                    r.pos = p
-                    f_PGPKeyPacket = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+                        f_PGPKeyPacket = b''
+                    else:
+                        r.pos = p
+                        f_PGPKeyPacket = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -12434,17 +13359,24 @@ def _d_SPKIDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SPKIDataType', p)
-                el = 'SPKISexp'
-                r.pos = p
-                _v = r.binary()
-                p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                el = 'SPKISexp'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                    _v = b''
+                else:
+                    r.pos = p
+                    _v = r.binary()
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                 f_SPKISexp.append(_v)
                 s = 1
             if s == 1:
@@ -12452,16 +13384,21 @@ def _d_SPKIDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -12477,16 +13414,21 @@ def _d_SPKIDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -12500,16 +13442,21 @@ def _d_SPKIDataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                         el = 'SPKISexp'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                         f_SPKISexp.append(_v)
                     elif ec == 1:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -12526,16 +13473,21 @@ def _d_SPKIDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -12933,18 +13885,27 @@ def _d_ReferenceType(r):
                 p = r.pos
                 s = 5
             if s == 5:
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ReferenceType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestValue'
-                r.pos = p
-                f_DigestValue = r.binary()
-                p = r.pos
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ReferenceType', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+                    f_DigestValue = b''
+                else:
+                    r.pos = p
+                    f_DigestValue = r.binary()
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -13168,31 +14129,43 @@ def _d_MeteringReceiptReqType(r):
                     r.pos = p
                     f_Id = r.string(18)
                     p = r.pos
-                    p += 2
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('MeteringReceiptReqType', p)
-                    el = 'SessionID'
-                    r.pos = p
-                    f_SessionID = r.binary()
-                    if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+                    el = 'SessionID'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                        f_SessionID = b''
+                    else:
+                        r.pos = p
+                        f_SessionID = r.binary()
+                        if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
                     s = 2
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
                     el = 'SessionID'
-                    r.pos = p
-                    f_SessionID = r.binary()
-                    if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                        f_SessionID = b''
+                    else:
+                        r.pos = p
+                        f_SessionID = r.binary()
+                        if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
                     s = 2
                 else:
                     raise r.deviation('MeteringReceiptReqType', p)
@@ -13822,19 +14795,28 @@ def _d_PaymentDetailsReqType(r):
     f_ContractID = None
     f_ContractSignatureCertChain = None
     try:
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PaymentDetailsReqType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('PaymentDetailsReqType', p)
         el = 'ContractID'
-        r.pos = p
-        f_ContractID = r.string(23)
-        if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
-        p = r.pos
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('PaymentDetailsReqType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+            f_ContractID = ''
+        else:
+            r.pos = p
+            f_ContractID = r.string(23)
+            if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PaymentDetailsReqType', p)
         el = 'ContractSignatureCertChain'
         r.pos = p
         f_ContractSignatureCertChain = _d_CertificateChainType(r)
@@ -13893,22 +14875,33 @@ def _d_PaymentDetailsResType(r):
     f_GenChallenge = None
     f_DateTimeNow = None
     try:
-        p += 10
+        p += 9
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 1023
-        if x & 775: raise r.deviation('PaymentDetailsResType', p)
+        x = (V >> (E - p)) & 511
+        if x & 387: raise r.deviation('PaymentDetailsResType', p)
         el = 'ResponseCode'
-        f_ResponseCode = ((x >> 3) & 31)
+        f_ResponseCode = ((x >> 2) & 31)
         if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'GenChallenge'
-        r.pos = p
-        f_GenChallenge = r.string(34)
-        p = r.pos
-        p += 4
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('PaymentDetailsResType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+            f_GenChallenge = ''
+        else:
+            r.pos = p
+            f_GenChallenge = r.string(34)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 6: raise r.deviation('PaymentDetailsResType', p)
         el = 'DateTimeNow'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -15376,18 +16369,26 @@ def _d_SalesTariffType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    el = 'SalesTariffDescription'
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
-                    el = 'SalesTariffDescription'
-                    r.pos = p
-                    f_SalesTariffDescription = r.string(84)
-                    if len(f_SalesTariffDescription) > 32: raise DecodeError(f'length {len(f_SalesTariffDescription)} outside [0, 32]', r.pos)
-                    p = r.pos
-                    p += 12
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SalesTariffDescription', p)
+                        f_SalesTariffDescription = ''
+                    else:
+                        r.pos = p
+                        f_SalesTariffDescription = r.string(84)
+                        if len(f_SalesTariffDescription) > 32: raise DecodeError(f'length {len(f_SalesTariffDescription)} outside [0, 32]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
+                    p += 11
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 4095
-                    if x & 3585: raise r.deviation('SalesTariffType', p)
+                    x = (V >> (E - p)) & 2047
+                    if x & 1537: raise r.deviation('SalesTariffType', p)
                     el = 'NumEPriceLevels'
                     f_NumEPriceLevels = ((x >> 1) & 255)
                     s = 4
@@ -16118,18 +17119,26 @@ def _d_ServiceTagType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    el = 'ServiceName'
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
-                    el = 'ServiceName'
-                    r.pos = p
-                    f_ServiceName = r.string(94)
-                    if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.pos)
-                    p = r.pos
-                    p += 6
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                        f_ServiceName = ''
+                    else:
+                        r.pos = p
+                        f_ServiceName = r.string(94)
+                        if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                    p += 5
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 63
-                    if x & 57: raise r.deviation('ServiceTagType', p)
+                    x = (V >> (E - p)) & 31
+                    if x & 25: raise r.deviation('ServiceTagType', p)
                     el = 'ServiceCategory'
                     f_ServiceCategory = _E20[((x >> 1) & 3)]
                     s = 3
@@ -16148,18 +17157,25 @@ def _d_ServiceTagType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    el = 'ServiceScope'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                        f_ServiceScope = ''
+                    else:
+                        r.pos = p
+                        f_ServiceScope = r.string(96)
+                        if len(f_ServiceScope) > 32: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 32]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
-                    el = 'ServiceScope'
-                    r.pos = p
-                    f_ServiceScope = r.string(96)
-                    if len(f_ServiceScope) > 32: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 32]', r.pos)
-                    p = r.pos
-                    p += 2
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ServiceTagType', p)
                     s = -1
                 elif ec == 1:
                     pass
@@ -16795,17 +17811,24 @@ def _d_ParameterType(r):
                     if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
                     s = -1
                 elif ec == 5:
+                    el = 'stringValue'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('stringValue', p)
+                        f_stringValue = ''
+                    else:
+                        r.pos = p
+                        f_stringValue = r.string(105)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
-                    el = 'stringValue'
-                    r.pos = p
-                    f_stringValue = r.string(105)
-                    p = r.pos
-                    p += 2
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ParameterType', p)
                     s = -1
                 else:
                     raise r.deviation('ParameterType', p)
@@ -16944,17 +17967,22 @@ def _d_ServiceDiscoveryReqType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
                     el = 'ServiceScope'
-                    r.pos = p
-                    f_ServiceScope = r.string(106)
-                    if len(f_ServiceScope) > 32: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 32]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                        f_ServiceScope = ''
+                    else:
+                        r.pos = p
+                        f_ServiceScope = r.string(106)
+                        if len(f_ServiceScope) > 32: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 32]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
                     s = 1
                 elif ec == 1:
                     p += 4
@@ -17842,19 +18870,28 @@ def _d_SessionSetupReqType(r):
     el = ''
     f_EVCCID = None
     try:
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('SessionSetupReqType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('SessionSetupReqType', p)
         el = 'EVCCID'
-        r.pos = p
-        f_EVCCID = r.binary()
-        if len(f_EVCCID) > 8: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 8]', r.pos)
-        p = r.pos
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('SessionSetupReqType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
+            f_EVCCID = b''
+        else:
+            r.pos = p
+            f_EVCCID = r.binary()
+            if len(f_EVCCID) > 8: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 8]', r.pos)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SessionSetupReqType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -17898,22 +18935,30 @@ def _d_SessionSetupResType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 10
+                p += 9
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 1023
-                if x & 775: raise r.deviation('SessionSetupResType', p)
+                x = (V >> (E - p)) & 511
+                if x & 387: raise r.deviation('SessionSetupResType', p)
                 el = 'ResponseCode'
-                f_ResponseCode = ((x >> 3) & 31)
+                f_ResponseCode = ((x >> 2) & 31)
                 if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
                 f_ResponseCode = _E6[f_ResponseCode]
                 el = 'EVSEID'
-                r.pos = p
-                f_EVSEID = r.binary()
-                if len(f_EVSEID) > 32: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 32]', r.pos)
-                p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('SessionSetupResType', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
+                    f_EVSEID = b''
+                else:
+                    r.pos = p
+                    f_EVSEID = r.binary()
+                    if len(f_EVSEID) > 32: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 32]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
                 s = 2
             if s == 2:
                 p += 2
@@ -18725,18 +19770,35 @@ def _d_SignatureValueType(r):
                     r.pos = p
                     f_Id = r.string(18)
                     p = r.pos
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
-                    r.pos = p
-                    f_value = r.binary()
-                    p = r.pos
-                    s = 2
+                    s = 1
                 elif ec == 1:
                     r.pos = p
                     f_value = r.binary()
                     p = r.pos
                     s = 2
+                elif ec == 2:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+                    f_value = b''
+                    s = -1
+                else:
+                    raise r.deviation('SignatureValueType', p)
+            if s == 1:
+                p += 1
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 1
+                if ec == 0:
+                    r.pos = p
+                    f_value = r.binary()
+                    p = r.pos
+                    s = 2
+                elif ec == 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+                    f_value = b''
+                    s = -1
                 else:
                     raise r.deviation('SignatureValueType', p)
             if s == 2:
@@ -18769,15 +19831,8 @@ def _e_SignatureValueType(w, o):
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (v_value is not None): raise EncodeError('missing content: text')
-                    v <<= 1
-                    n += 1
                     v_Id = None
-                    w.v = v; w.n = n
-                    w.binary(v_value)
-                    v = w.v; n = w.n
-                    v_value = None
-                    s = 2
+                    s = 1
                 elif v_value is not None:
                     v = (v << 2) | 1
                     n += 2
@@ -18788,6 +19843,17 @@ def _e_SignatureValueType(w, o):
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
+            if s == 1:
+                if v_value is not None:
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    w.binary(v_value)
+                    v = w.v; n = w.n
+                    v_value = None
+                    s = 2
+                else:
+                    raise EncodeError('missing content: expected one of text')
             if s == 2:
                 if True:
                     v <<= 1
@@ -19199,18 +20265,25 @@ def _d_MessageHeaderType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('MessageHeaderType', p)
-                el = 'SessionID'
-                r.pos = p
-                f_SessionID = r.binary()
-                if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                el = 'SessionID'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                    f_SessionID = b''
+                else:
+                    r.pos = p
+                    f_SessionID = r.binary()
+                    if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
                 s = 1
             if s == 1:
                 p += 2
@@ -19359,18 +20432,25 @@ def _d_NotificationType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    el = 'FaultMsg'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+                        f_FaultMsg = ''
+                    else:
+                        r.pos = p
+                        f_FaultMsg = r.string(120)
+                        if len(f_FaultMsg) > 64: raise DecodeError(f'length {len(f_FaultMsg)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
-                    el = 'FaultMsg'
-                    r.pos = p
-                    f_FaultMsg = r.string(120)
-                    if len(f_FaultMsg) > 64: raise DecodeError(f'length {len(f_FaultMsg)} outside [0, 64]', r.pos)
-                    p = r.pos
-                    p += 2
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('NotificationType', p)
                     s = -1
                 elif ec == 1:
                     pass
@@ -19546,37 +20626,66 @@ def _d_BodyType(r):
                     r.pos = p
                     _c123_ContractSignatureCertChain = _d_CertificateChainType(r)
                     p = r.pos
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'ContractSignatureEncryptedPrivateKey'
-                    r.pos = p
-                    _c123_ContractSignatureEncryptedPrivateKey = r.binary()
-                    if len(_c123_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(_c123_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('BodyType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+                        _c123_ContractSignatureEncryptedPrivateKey = b''
+                    else:
+                        r.pos = p
+                        _c123_ContractSignatureEncryptedPrivateKey = r.binary()
+                        if len(_c123_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(_c123_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'DHParams'
-                    r.pos = p
-                    _c123_DHParams = r.binary()
-                    if len(_c123_DHParams) > 256: raise DecodeError(f'length {len(_c123_DHParams)} outside [0, 256]', r.pos)
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('BodyType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+                        _c123_DHParams = b''
+                    else:
+                        r.pos = p
+                        _c123_DHParams = r.binary()
+                        if len(_c123_DHParams) > 256: raise DecodeError(f'length {len(_c123_DHParams)} outside [0, 256]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'ContractID'
-                    r.pos = p
-                    _c123_ContractID = r.string(23)
-                    if len(_c123_ContractID) > 24: raise DecodeError(f'length {len(_c123_ContractID)} outside [0, 24]', r.pos)
-                    p = r.pos
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+                        _c123_ContractID = ''
+                    else:
+                        r.pos = p
+                        _c123_ContractID = r.string(23)
+                        if len(_c123_ContractID) > 24: raise DecodeError(f'length {len(_c123_ContractID)} outside [0, 24]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_CertificateInstallationRes = din_msgbody.CertificateInstallationResType(_c123_Id, _c123_ResponseCode, _c123_ContractSignatureCertChain, _c123_ContractSignatureEncryptedPrivateKey, _c123_DHParams, _c123_ContractID)
                     s = 1
                 elif ec == 5:
@@ -19606,37 +20715,67 @@ def _d_BodyType(r):
                     r.pos = p
                     _c124_ContractSignatureCertChain = _d_CertificateChainType(r)
                     p = r.pos
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'ContractSignatureEncryptedPrivateKey'
-                    r.pos = p
-                    _c124_ContractSignatureEncryptedPrivateKey = r.binary()
-                    if len(_c124_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(_c124_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('BodyType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+                        _c124_ContractSignatureEncryptedPrivateKey = b''
+                    else:
+                        r.pos = p
+                        _c124_ContractSignatureEncryptedPrivateKey = r.binary()
+                        if len(_c124_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(_c124_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'DHParams'
-                    r.pos = p
-                    _c124_DHParams = r.binary()
-                    if len(_c124_DHParams) > 256: raise DecodeError(f'length {len(_c124_DHParams)} outside [0, 256]', r.pos)
-                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+                        _c124_DHParams = b''
+                    else:
+                        r.pos = p
+                        _c124_DHParams = r.binary()
+                        if len(_c124_DHParams) > 256: raise DecodeError(f'length {len(_c124_DHParams)} outside [0, 256]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    el = 'ContractID'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+                        _c124_ContractID = ''
+                    else:
+                        r.pos = p
+                        _c124_ContractID = r.string(23)
+                        if len(_c124_ContractID) > 24: raise DecodeError(f'length {len(_c124_ContractID)} outside [0, 24]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
                     p += 3
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('BodyType', p)
-                    el = 'ContractID'
-                    r.pos = p
-                    _c124_ContractID = r.string(23)
-                    if len(_c124_ContractID) > 24: raise DecodeError(f'length {len(_c124_ContractID)} outside [0, 24]', r.pos)
-                    p = r.pos
-                    p += 4
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('BodyType', p)
+                    if x & 6: raise r.deviation('BodyType', p)
                     el = 'RetryCounter'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -19755,20 +20894,29 @@ def _d_BodyType(r):
                     f_MeteringReceiptRes = din_msgbody.MeteringReceiptResType(_c127_ResponseCode, _c127_AC_EVSEStatus)
                     s = 1
                 elif ec == 17:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'PaymentDetailsReq'
                     el = 'ContractID'
-                    r.pos = p
-                    _c129_ContractID = r.string(23)
-                    if len(_c129_ContractID) > 24: raise DecodeError(f'length {len(_c129_ContractID)} outside [0, 24]', r.pos)
-                    p = r.pos
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+                        _c129_ContractID = ''
+                    else:
+                        r.pos = p
+                        _c129_ContractID = r.string(23)
+                        if len(_c129_ContractID) > 24: raise DecodeError(f'length {len(_c129_ContractID)} outside [0, 24]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'ContractSignatureCertChain'
                     r.pos = p
                     _c129_ContractSignatureCertChain = _d_CertificateChainType(r)
@@ -19779,23 +20927,34 @@ def _d_BodyType(r):
                     f_PaymentDetailsReq = din_msgbody.PaymentDetailsReqType(_c129_ContractID, _c129_ContractSignatureCertChain)
                     s = 1
                 elif ec == 18:
-                    p += 10
+                    p += 9
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 1023
-                    if x & 775: raise r.deviation('BodyType', p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
                     el = 'PaymentDetailsRes'
                     el = 'ResponseCode'
-                    _c130_ResponseCode = ((x >> 3) & 31)
+                    _c130_ResponseCode = ((x >> 2) & 31)
                     if _c130_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c130_ResponseCode} out of range (23 values)', p)
                     _c130_ResponseCode = _E6[_c130_ResponseCode]
                     el = 'GenChallenge'
-                    r.pos = p
-                    _c130_GenChallenge = r.string(34)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('BodyType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+                        _c130_GenChallenge = ''
+                    else:
+                        r.pos = p
+                        _c130_GenChallenge = r.string(34)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('BodyType', p)
                     el = 'DateTimeNow'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -19950,20 +21109,29 @@ def _d_BodyType(r):
                     f_ServicePaymentSelectionRes = din_msgbody.ServicePaymentSelectionResType(_c135_ResponseCode)
                     s = 1
                 elif ec == 29:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'SessionSetupReq'
                     el = 'EVCCID'
-                    r.pos = p
-                    _c136_EVCCID = r.binary()
-                    if len(_c136_EVCCID) > 8: raise DecodeError(f'length {len(_c136_EVCCID)} outside [0, 8]', r.pos)
-                    p = r.pos
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
+                        _c136_EVCCID = b''
+                    else:
+                        r.pos = p
+                        _c136_EVCCID = r.binary()
+                        if len(_c136_EVCCID) > 8: raise DecodeError(f'length {len(_c136_EVCCID)} outside [0, 8]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_SessionSetupReq = din_msgbody.SessionSetupReqType(_c136_EVCCID)
                     s = 1
                 elif ec == 30:
@@ -21051,13 +22219,18 @@ def _de26(r):  # DigestValue
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
     r.pos = p
     return val
 
@@ -21122,13 +22295,18 @@ def _de34(r):  # KeyName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-    r.pos = p
-    val = r.string(51)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(51)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
     r.pos = p
     return val
 
@@ -21177,13 +22355,18 @@ def _de39(r):  # MgmtData
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-    r.pos = p
-    val = r.string(53)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(53)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
     r.pos = p
     return val
 
@@ -21622,14 +22805,19 @@ def _de87(r):  # Certificate
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 1200: raise DecodeError(f'length {len(val)} outside [0, 1200]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 1200: raise DecodeError(f'length {len(val)} outside [0, 1200]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
     r.pos = p
     return val
 
@@ -21789,14 +22977,19 @@ def _de95(r):  # ContractID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
-    r.pos = p
-    val = r.string(23)
-    if len(val) > 24: raise DecodeError(f'length {len(val)} outside [0, 24]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(23)
+        if len(val) > 24: raise DecodeError(f'length {len(val)} outside [0, 24]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
     r.pos = p
     return val
 
@@ -21828,14 +23021,19 @@ def _de97(r):  # ContractSignatureEncryptedPrivateKey
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 128: raise DecodeError(f'length {len(val)} outside [0, 128]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 128: raise DecodeError(f'length {len(val)} outside [0, 128]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
     r.pos = p
     return val
 
@@ -21889,14 +23087,19 @@ def _de103(r):  # DHParams
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 256: raise DecodeError(f'length {len(val)} outside [0, 256]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 256: raise DecodeError(f'length {len(val)} outside [0, 256]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
     r.pos = p
     return val
 
@@ -22023,14 +23226,19 @@ def _de108(r):  # EVCCID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
     r.pos = p
     return val
 
@@ -22286,14 +23494,19 @@ def _de129(r):  # EVSEID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
     r.pos = p
     return val
 
@@ -22577,13 +23790,18 @@ def _de154(r):  # Exponent
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
     r.pos = p
     return val
 
@@ -22630,14 +23848,19 @@ def _de156(r):  # FaultMsg
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
-    r.pos = p
-    val = r.string(120)
-    if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(120)
+        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
     r.pos = p
     return val
 
@@ -22706,13 +23929,18 @@ def _de159(r):  # G
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('G', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('G', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('G', p)
     r.pos = p
     return val
 
@@ -22735,13 +23963,18 @@ def _de160(r):  # GenChallenge
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
-    r.pos = p
-    val = r.string(34)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(34)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
     r.pos = p
     return val
 
@@ -22811,13 +24044,18 @@ def _de163(r):  # J
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('J', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('J', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('J', p)
     r.pos = p
     return val
 
@@ -22846,14 +24084,19 @@ def _de165(r):  # MeterID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
-    r.pos = p
-    val = r.string(30)
-    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(30)
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
     r.pos = p
     return val
 
@@ -22931,13 +24174,18 @@ def _de169(r):  # Modulus
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
     r.pos = p
     return val
 
@@ -23045,14 +24293,19 @@ def _de174(r):  # OEMProvisioningCert
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 1200: raise DecodeError(f'length {len(val)} outside [0, 1200]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 1200: raise DecodeError(f'length {len(val)} outside [0, 1200]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
     r.pos = p
     return val
 
@@ -23076,13 +24329,18 @@ def _de175(r):  # P
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('P', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('P', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('P', p)
     r.pos = p
     return val
 
@@ -23105,13 +24363,18 @@ def _de176(r):  # PGPKeyID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
     r.pos = p
     return val
 
@@ -23134,13 +24397,18 @@ def _de177(r):  # PGPKeyPacket
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
     r.pos = p
     return val
 
@@ -23329,13 +24597,18 @@ def _de186(r):  # PgenCounter
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
     r.pos = p
     return val
 
@@ -23385,13 +24658,18 @@ def _de189(r):  # Q
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Q', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Q', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
     r.pos = p
     return val
 
@@ -23553,14 +24831,19 @@ def _de197(r):  # RootCertificateID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
-    r.pos = p
-    val = r.string(21)
-    if len(val) > 40: raise DecodeError(f'length {len(val)} outside [0, 40]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('RootCertificateID', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(21)
+        if len(val) > 40: raise DecodeError(f'length {len(val)} outside [0, 40]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
     r.pos = p
     return val
 
@@ -23672,13 +24955,18 @@ def _de201(r):  # SPKISexp
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
     r.pos = p
     return val
 
@@ -23707,14 +24995,19 @@ def _de203(r):  # SalesTariffDescription
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
-    r.pos = p
-    val = r.string(84)
-    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('SalesTariffDescription', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(84)
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
     r.pos = p
     return val
 
@@ -23780,13 +25073,18 @@ def _de205(r):  # Seed
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
     r.pos = p
     return val
 
@@ -23971,14 +25269,19 @@ def _de215(r):  # ServiceName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-    r.pos = p
-    val = r.string(94)
-    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(94)
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
     r.pos = p
     return val
 
@@ -24010,14 +25313,19 @@ def _de217(r):  # ServiceScope
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-    r.pos = p
-    val = r.string(106)
-    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(106)
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
     r.pos = p
     return val
 
@@ -24043,14 +25351,19 @@ def _de218(r):  # ServiceScope
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-    r.pos = p
-    val = r.string(96)
-    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(96)
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
     r.pos = p
     return val
 
@@ -24082,14 +25395,19 @@ def _de220(r):  # SessionID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     return val
 
@@ -24113,14 +25431,19 @@ def _de221(r):  # SessionID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     return val
 
@@ -24144,14 +25467,19 @@ def _de222(r):  # SigMeterReading
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
     r.pos = p
     return val
 
@@ -24285,13 +25613,18 @@ def _de227(r):  # X509CRL
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
     r.pos = p
     return val
 
@@ -24314,13 +25647,18 @@ def _de228(r):  # X509Certificate
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
     r.pos = p
     return val
 
@@ -24343,13 +25681,18 @@ def _de229(r):  # X509IssuerName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-    r.pos = p
-    val = r.string(60)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(60)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
     r.pos = p
     return val
 
@@ -24380,13 +25723,18 @@ def _de231(r):  # X509SKI
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
     r.pos = p
     return val
 
@@ -24448,13 +25796,18 @@ def _de233(r):  # X509SubjectName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
-    r.pos = p
-    val = r.string(63)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(63)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
     r.pos = p
     return val
 
@@ -24479,13 +25832,18 @@ def _de234(r):  # XPath
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
-    r.pos = p
-    val = r.string(59)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(59)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
     r.pos = p
     return val
 
@@ -24510,13 +25868,18 @@ def _de235(r):  # Y
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
     r.pos = p
     return val
 
@@ -24857,13 +26220,18 @@ def _de247(r):  # stringValue
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
-    r.pos = p
-    val = r.string(105)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('stringValue', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(105)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
     r.pos = p
     return val
 

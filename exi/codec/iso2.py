@@ -1609,19 +1609,28 @@ def _d_CertificateInstallationReqType(r):
         r.pos = p
         f_Id = r.string(7)
         p = r.pos
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('CertificateInstallationReqType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
         el = 'OEMProvisioningCert'
-        r.pos = p
-        f_OEMProvisioningCert = r.binary()
-        if len(f_OEMProvisioningCert) > 800: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 800]', r.pos)
-        p = r.pos
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('CertificateInstallationReqType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+            f_OEMProvisioningCert = b''
+        else:
+            r.pos = p
+            f_OEMProvisioningCert = r.binary()
+            if len(f_OEMProvisioningCert) > 800: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 800]', r.pos)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
         el = 'ListOfRootCertificateIDs'
         r.pos = p
         f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
@@ -1690,19 +1699,30 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 0
         while s >= 0:
             if s == 0:
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                el = 'RootCertificateID'
+                el = 'X509IssuerName'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                    _c34_X509IssuerName = ''
+                else:
+                    r.pos = p
+                    _c34_X509IssuerName = r.string(18)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                 p += 3
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('ListOfRootCertificateIDsType', p)
-                el = 'RootCertificateID'
-                el = 'X509IssuerName'
-                r.pos = p
-                _c34_X509IssuerName = r.string(18)
-                p = r.pos
-                p += 4
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 15
-                if x & 14: raise r.deviation('ListOfRootCertificateIDsType', p)
+                if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
                 el = 'X509SerialNumber'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -1728,19 +1748,29 @@ def _d_ListOfRootCertificateIDsType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                         el = 'RootCertificateID'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c35_X509IssuerName = r.string(18)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c35_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c35_X509IssuerName = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -1881,18 +1911,28 @@ def _d_X509IssuerSerialType(r):
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('X509IssuerSerialType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
-        r.pos = p
-        f_X509IssuerName = r.string(18)
-        p = r.pos
-        p += 4
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('X509IssuerSerialType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+            f_X509IssuerName = ''
+        else:
+            r.pos = p
+            f_X509IssuerName = r.string(18)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 6: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509SerialNumber'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -1982,47 +2022,26 @@ def _d_CertificateInstallationResType(r):
         r.pos = p
         f_ContractSignatureCertChain = _d_CertificateChainType(r)
         p = r.pos
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('CertificateInstallationResType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         el = 'ContractSignatureEncryptedPrivateKey'
-        el = '@Id'
         r.pos = p
-        _c38_Id = r.string(20)
+        f_ContractSignatureEncryptedPrivateKey = _d_ContractSignatureEncryptedPrivateKeyType(r)
         p = r.pos
         p += 1
         if p > E: raise r.truncated(p)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
-        r.pos = p
-        _c38_value = r.binary()
-        if len(_c38_value) > 48: raise DecodeError(f'length {len(_c38_value)} outside [0, 48]', r.pos)
-        p = r.pos
-        p += 3
-        if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('CertificateInstallationResType', p)
-        f_ContractSignatureEncryptedPrivateKey = iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType(_c38_Id, _c38_value)
         el = 'DHpublickey'
-        el = '@Id'
         r.pos = p
-        _c39_Id = r.string(20)
+        f_DHpublickey = _d_DiffieHellmanPublickeyType(r)
         p = r.pos
         p += 1
         if p > E: raise r.truncated(p)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
-        r.pos = p
-        _c39_value = r.binary()
-        if len(_c39_value) > 65: raise DecodeError(f'length {len(_c39_value)} outside [0, 65]', r.pos)
-        p = r.pos
-        p += 2
-        if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('CertificateInstallationResType', p)
-        f_DHpublickey = iso2_msgdatatypes.DiffieHellmanPublickeyType(_c39_Id, _c39_value)
         el = 'eMAID'
         r.pos = p
-        f_eMAID = _d_EMAIDType(r, 21)
+        f_eMAID = _d_EMAIDType(r, 20)
         p = r.pos
         p += 1
         if p > E: raise r.truncated(p)
@@ -2046,11 +2065,11 @@ def _e_CertificateInstallationResType(w, o):
         v_eMAID = o.eMAID
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i40 = _I6.get(v_ResponseCode)
-            if _i40 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i38 = _I6.get(v_ResponseCode)
+            if _i38 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_SAProvisioningCertificateChain is not None): raise EncodeError('missing content: SAProvisioningCertificateChain')
             el = 'SAProvisioningCertificateChain'
-            v = (v << 9) | (_i40 << 2)
+            v = (v << 9) | (_i38 << 2)
             n += 9
             v_ResponseCode = None
             w.v = v; w.n = n
@@ -2066,56 +2085,24 @@ def _e_CertificateInstallationResType(w, o):
             v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
-            _o = v_ContractSignatureEncryptedPrivateKey
-            _c41_Id = _o.Id
-            _c41_value = _o.value
-            if not (_c41_Id is not None): raise EncodeError('missing content: Id')
-            el = '@Id'
-            v <<= 2
-            n += 2
-            v_ContractSignatureCertChain = None
-            _l = len(_c41_Id)
-            if _l < 126 and _c41_Id.isascii():
-                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c41_Id.encode(), 'big')
-                n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.string(_c41_Id); v = w.v; n = w.n
-            if not (_c41_value is not None): raise EncodeError('missing content: text')
             v <<= 1
             n += 1
-            _c41_Id = None
+            v_ContractSignatureCertChain = None
             w.v = v; w.n = n
-            if len(_c41_value) > 48: raise EncodeError(f'length {len(_c41_value)} outside [0, 48]')
-            w.binary(_c41_value)
+            _e_ContractSignatureEncryptedPrivateKeyType(w, v_ContractSignatureEncryptedPrivateKey)
             v = w.v; n = w.n
             if not (v_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
             el = 'DHpublickey'
-            _o = v_DHpublickey
-            _c42_Id = _o.Id
-            _c42_value = _o.value
-            if not (_c42_Id is not None): raise EncodeError('missing content: Id')
-            el = '@Id'
-            v <<= 3
-            n += 3
-            _c41_value = None
-            v_ContractSignatureEncryptedPrivateKey = None
-            _l = len(_c42_Id)
-            if _l < 126 and _c42_Id.isascii():
-                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c42_Id.encode(), 'big')
-                n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.string(_c42_Id); v = w.v; n = w.n
-            if not (_c42_value is not None): raise EncodeError('missing content: text')
             v <<= 1
             n += 1
-            _c42_Id = None
+            v_ContractSignatureEncryptedPrivateKey = None
             w.v = v; w.n = n
-            if len(_c42_value) > 65: raise EncodeError(f'length {len(_c42_value)} outside [0, 65]')
-            w.binary(_c42_value)
+            _e_DiffieHellmanPublickeyType(w, v_DHpublickey)
             v = w.v; n = w.n
             if not (v_eMAID is not None): raise EncodeError('missing content: eMAID')
             el = 'eMAID'
-            v <<= 2
-            n += 2
-            _c42_value = None
+            v <<= 1
+            n += 1
             v_DHpublickey = None
             w.v = v; w.n = n
             _e_EMAIDType(w, v_eMAID)
@@ -2149,33 +2136,45 @@ def _d_CertificateChainType(r):
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
-                    f_Id = r.string(20)
-                    p = r.pos
-                    p += 2
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('CertificateChainType', p)
-                    el = 'Certificate'
-                    r.pos = p
-                    f_Certificate = r.binary()
-                    if len(f_Certificate) > 800: raise DecodeError(f'length {len(f_Certificate)} outside [0, 800]', r.pos)
+                    f_Id = r.string(21)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                    el = 'Certificate'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                        f_Certificate = b''
+                    else:
+                        r.pos = p
+                        f_Certificate = r.binary()
+                        if len(f_Certificate) > 800: raise DecodeError(f'length {len(f_Certificate)} outside [0, 800]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                     s = 2
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
                     el = 'Certificate'
-                    r.pos = p
-                    f_Certificate = r.binary()
-                    if len(f_Certificate) > 800: raise DecodeError(f'length {len(f_Certificate)} outside [0, 800]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                        f_Certificate = b''
+                    else:
+                        r.pos = p
+                        f_Certificate = r.binary()
+                        if len(f_Certificate) > 800: raise DecodeError(f'length {len(f_Certificate)} outside [0, 800]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                     s = 2
                 else:
                     raise r.deviation('CertificateChainType', p)
@@ -2283,18 +2282,25 @@ def _d_SubCertificatesType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SubCertificatesType', p)
-                el = 'Certificate'
-                r.pos = p
-                _v = r.binary()
-                if len(_v) > 800: raise DecodeError(f'length {len(_v)} outside [0, 800]', r.pos)
-                p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
+                el = 'Certificate'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                    _v = b''
+                else:
+                    r.pos = p
+                    _v = r.binary()
+                    if len(_v) > 800: raise DecodeError(f'length {len(_v)} outside [0, 800]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                 f_Certificate.append(_v)
                 s = 1
             if s == 1:
@@ -2304,17 +2310,22 @@ def _d_SubCertificatesType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
                         el = 'Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        if len(_v) > 800: raise DecodeError(f'length {len(_v)} outside [0, 800]', r.pos)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            if len(_v) > 800: raise DecodeError(f'length {len(_v)} outside [0, 800]', r.pos)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                         f_Certificate.append(_v)
                         _k += 1
                         if _k == 3:
@@ -2405,23 +2416,38 @@ def _d_ContractSignatureEncryptedPrivateKeyType(r):
     f_Id = None
     f_value = None
     try:
-        p += 1
-        if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
-        el = '@Id'
-        r.pos = p
-        f_Id = r.string(20)
-        p = r.pos
-        p += 1
-        if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
-        r.pos = p
-        f_value = r.binary()
-        if len(f_value) > 48: raise DecodeError(f'length {len(f_value)} outside [0, 48]', r.pos)
-        p = r.pos
-        p += 1
-        if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+        s = 0
+        while s >= 0:
+            if s == 0:
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                el = '@Id'
+                r.pos = p
+                f_Id = r.string(21)
+                p = r.pos
+                s = 1
+            if s == 1:
+                p += 1
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 1
+                if ec == 0:
+                    r.pos = p
+                    f_value = r.binary()
+                    if len(f_value) > 48: raise DecodeError(f'length {len(f_value)} outside [0, 48]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                    s = -1
+                elif ec == 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
+                    f_value = b''
+                    s = -1
+                else:
+                    raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -2435,29 +2461,37 @@ def _e_ContractSignatureEncryptedPrivateKeyType(w, o):
     try:
         v_Id = o.Id
         v_value = o.value
-        if v_Id is not None:
-            el = '@Id'
-            v <<= 1
-            n += 1
-            _l = len(v_Id)
-            if _l < 126 and v_Id.isascii():
-                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-            if not (v_value is not None): raise EncodeError('missing content: text')
-            v <<= 1
-            n += 1
-            v_Id = None
-            w.v = v; w.n = n
-            if len(v_value) > 48: raise EncodeError(f'length {len(v_value)} outside [0, 48]')
-            w.binary(v_value)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
-            v_value = None
-            if v_Id is not None or v_value is not None: raise _leftover(o)
-        else:
-            raise EncodeError('missing content: expected one of Id')
+        s = 0
+        while s >= 0:
+            if s == 0:
+                if v_Id is not None:
+                    el = '@Id'
+                    v <<= 1
+                    n += 1
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+                    v_Id = None
+                    s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Id')
+            if s == 1:
+                if v_value is not None:
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    if len(v_value) > 48: raise EncodeError(f'length {len(v_value)} outside [0, 48]')
+                    w.binary(v_value)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    v_value = None
+                    if v_Id is not None or v_value is not None: raise _leftover(o)
+                    s = -1
+                else:
+                    raise EncodeError('missing content: expected one of text')
         w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
@@ -2471,23 +2505,38 @@ def _d_DiffieHellmanPublickeyType(r):
     f_Id = None
     f_value = None
     try:
-        p += 1
-        if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
-        el = '@Id'
-        r.pos = p
-        f_Id = r.string(20)
-        p = r.pos
-        p += 1
-        if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
-        r.pos = p
-        f_value = r.binary()
-        if len(f_value) > 65: raise DecodeError(f'length {len(f_value)} outside [0, 65]', r.pos)
-        p = r.pos
-        p += 1
-        if p > E: raise r.truncated(p)
-        if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+        s = 0
+        while s >= 0:
+            if s == 0:
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+                el = '@Id'
+                r.pos = p
+                f_Id = r.string(21)
+                p = r.pos
+                s = 1
+            if s == 1:
+                p += 1
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 1
+                if ec == 0:
+                    r.pos = p
+                    f_value = r.binary()
+                    if len(f_value) > 65: raise DecodeError(f'length {len(f_value)} outside [0, 65]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
+                    s = -1
+                elif ec == 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('DiffieHellmanPublickeyType', p)
+                    f_value = b''
+                    s = -1
+                else:
+                    raise r.deviation('DiffieHellmanPublickeyType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -2501,29 +2550,37 @@ def _e_DiffieHellmanPublickeyType(w, o):
     try:
         v_Id = o.Id
         v_value = o.value
-        if v_Id is not None:
-            el = '@Id'
-            v <<= 1
-            n += 1
-            _l = len(v_Id)
-            if _l < 126 and v_Id.isascii():
-                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
-                n += (_l + 1) << 3
-            else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-            if not (v_value is not None): raise EncodeError('missing content: text')
-            v <<= 1
-            n += 1
-            v_Id = None
-            w.v = v; w.n = n
-            if len(v_value) > 65: raise EncodeError(f'length {len(v_value)} outside [0, 65]')
-            w.binary(v_value)
-            v = w.v; n = w.n
-            v <<= 1
-            n += 1
-            v_value = None
-            if v_Id is not None or v_value is not None: raise _leftover(o)
-        else:
-            raise EncodeError('missing content: expected one of Id')
+        s = 0
+        while s >= 0:
+            if s == 0:
+                if v_Id is not None:
+                    el = '@Id'
+                    v <<= 1
+                    n += 1
+                    _l = len(v_Id)
+                    if _l < 126 and v_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
+                    v_Id = None
+                    s = 1
+                else:
+                    raise EncodeError('missing content: expected one of Id')
+            if s == 1:
+                if v_value is not None:
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    if len(v_value) > 65: raise EncodeError(f'length {len(v_value)} outside [0, 65]')
+                    w.binary(v_value)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    v_value = None
+                    if v_Id is not None or v_value is not None: raise _leftover(o)
+                    s = -1
+                else:
+                    raise EncodeError('missing content: expected one of text')
         w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
@@ -2542,7 +2599,7 @@ def _d_EMAIDType(r, key):
         if (V >> (E - p)) & 1: raise r.deviation('EMAIDType', p)
         el = '@Id'
         r.pos = p
-        f_Id = r.string(20)
+        f_Id = r.string(21)
         p = r.pos
         p += 1
         if p > E: raise r.truncated(p)
@@ -2627,7 +2684,7 @@ def _d_CertificateUpdateReqType(r):
         if x & 3: raise r.deviation('CertificateUpdateReqType', p)
         el = 'eMAID'
         r.pos = p
-        f_eMAID = r.string(21)
+        f_eMAID = r.string(20)
         if len(f_eMAID) < 14 or len(f_eMAID) > 15: raise DecodeError(f'length {len(f_eMAID)} outside [14, 15]', r.pos)
         p = r.pos
         p += 2
@@ -2738,47 +2795,26 @@ def _d_CertificateUpdateResType(r):
                 r.pos = p
                 f_ContractSignatureCertChain = _d_CertificateChainType(r)
                 p = r.pos
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CertificateUpdateResType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
                 el = 'ContractSignatureEncryptedPrivateKey'
-                el = '@Id'
                 r.pos = p
-                _c43_Id = r.string(20)
+                f_ContractSignatureEncryptedPrivateKey = _d_ContractSignatureEncryptedPrivateKeyType(r)
                 p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
-                r.pos = p
-                _c43_value = r.binary()
-                if len(_c43_value) > 48: raise DecodeError(f'length {len(_c43_value)} outside [0, 48]', r.pos)
-                p = r.pos
-                p += 3
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('CertificateUpdateResType', p)
-                f_ContractSignatureEncryptedPrivateKey = iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType(_c43_Id, _c43_value)
                 el = 'DHpublickey'
-                el = '@Id'
                 r.pos = p
-                _c44_Id = r.string(20)
+                f_DHpublickey = _d_DiffieHellmanPublickeyType(r)
                 p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
-                r.pos = p
-                _c44_value = r.binary()
-                if len(_c44_value) > 65: raise DecodeError(f'length {len(_c44_value)} outside [0, 65]', r.pos)
-                p = r.pos
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('CertificateUpdateResType', p)
-                f_DHpublickey = iso2_msgdatatypes.DiffieHellmanPublickeyType(_c44_Id, _c44_value)
                 el = 'eMAID'
                 r.pos = p
-                f_eMAID = _d_EMAIDType(r, 21)
+                f_eMAID = _d_EMAIDType(r, 20)
                 p = r.pos
                 s = 6
             if s == 6:
@@ -2835,11 +2871,11 @@ def _e_CertificateUpdateResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i45 = _I6.get(v_ResponseCode)
-                    if _i45 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i39 = _I6.get(v_ResponseCode)
+                    if _i39 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_SAProvisioningCertificateChain is not None): raise EncodeError('missing content: SAProvisioningCertificateChain')
                     el = 'SAProvisioningCertificateChain'
-                    v = (v << 9) | (_i45 << 2)
+                    v = (v << 9) | (_i39 << 2)
                     n += 9
                     v_ResponseCode = None
                     w.v = v; w.n = n
@@ -2855,56 +2891,24 @@ def _e_CertificateUpdateResType(w, o):
                     v = w.v; n = w.n
                     if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
                     el = 'ContractSignatureEncryptedPrivateKey'
-                    _o = v_ContractSignatureEncryptedPrivateKey
-                    _c46_Id = _o.Id
-                    _c46_value = _o.value
-                    if not (_c46_Id is not None): raise EncodeError('missing content: Id')
-                    el = '@Id'
-                    v <<= 2
-                    n += 2
-                    v_ContractSignatureCertChain = None
-                    _l = len(_c46_Id)
-                    if _l < 126 and _c46_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c46_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c46_Id); v = w.v; n = w.n
-                    if not (_c46_value is not None): raise EncodeError('missing content: text')
                     v <<= 1
                     n += 1
-                    _c46_Id = None
+                    v_ContractSignatureCertChain = None
                     w.v = v; w.n = n
-                    if len(_c46_value) > 48: raise EncodeError(f'length {len(_c46_value)} outside [0, 48]')
-                    w.binary(_c46_value)
+                    _e_ContractSignatureEncryptedPrivateKeyType(w, v_ContractSignatureEncryptedPrivateKey)
                     v = w.v; n = w.n
                     if not (v_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
                     el = 'DHpublickey'
-                    _o = v_DHpublickey
-                    _c47_Id = _o.Id
-                    _c47_value = _o.value
-                    if not (_c47_Id is not None): raise EncodeError('missing content: Id')
-                    el = '@Id'
-                    v <<= 3
-                    n += 3
-                    _c46_value = None
-                    v_ContractSignatureEncryptedPrivateKey = None
-                    _l = len(_c47_Id)
-                    if _l < 126 and _c47_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c47_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c47_Id); v = w.v; n = w.n
-                    if not (_c47_value is not None): raise EncodeError('missing content: text')
                     v <<= 1
                     n += 1
-                    _c47_Id = None
+                    v_ContractSignatureEncryptedPrivateKey = None
                     w.v = v; w.n = n
-                    if len(_c47_value) > 65: raise EncodeError(f'length {len(_c47_value)} outside [0, 65]')
-                    w.binary(_c47_value)
+                    _e_DiffieHellmanPublickeyType(w, v_DHpublickey)
                     v = w.v; n = w.n
                     if not (v_eMAID is not None): raise EncodeError('missing content: eMAID')
                     el = 'eMAID'
-                    v <<= 2
-                    n += 2
-                    _c47_value = None
+                    v <<= 1
+                    n += 1
                     v_DHpublickey = None
                     w.v = v; w.n = n
                     _e_EMAIDType(w, v_eMAID)
@@ -3048,18 +3052,18 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     else: w.v = v; w.n = n; w.uint(v_MaxEntriesSAScheduleTuple); v = w.v; n = w.n
                     if not (v_RequestedEnergyTransferMode is not None): raise EncodeError('missing content: RequestedEnergyTransferMode')
                     el = 'RequestedEnergyTransferMode'
-                    _i48 = _I15.get(v_RequestedEnergyTransferMode)
-                    if _i48 is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
-                    v = (v << 7) | (_i48 << 1)
+                    _i40 = _I15.get(v_RequestedEnergyTransferMode)
+                    if _i40 is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
+                    v = (v << 7) | (_i40 << 1)
                     n += 7
                     v_MaxEntriesSAScheduleTuple = None
                     v_RequestedEnergyTransferMode = None
                     s = 2
                 elif v_RequestedEnergyTransferMode is not None:
                     el = 'RequestedEnergyTransferMode'
-                    _i49 = _I15.get(v_RequestedEnergyTransferMode)
-                    if _i49 is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
-                    v = (v << 7) | (1 << 5) | (_i49 << 1)
+                    _i41 = _I15.get(v_RequestedEnergyTransferMode)
+                    if _i41 is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
+                    v = (v << 7) | (1 << 5) | (_i41 << 1)
                     n += 7
                     v_RequestedEnergyTransferMode = None
                     s = 2
@@ -3162,75 +3166,75 @@ def _d_ChargeParameterDiscoveryResType(r):
                     el = 'NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c52_NotificationMaxDelay = (V >> (E - p)) & 127
+                        _c44_NotificationMaxDelay = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c52_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c44_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c52_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c44_NotificationMaxDelay = r.uint(); p = r.pos
                     p += 27
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 134217727
                     if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _c52_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c52_NotificationMaxDelay} outside [0, 65535]', p)
+                    if _c44_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c44_NotificationMaxDelay} outside [0, 65535]', p)
                     el = 'EVSENotification'
-                    _c52_EVSENotification = ((x >> 22) & 3)
-                    if _c52_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c52_EVSENotification} out of range (3 values)', p)
-                    _c52_EVSENotification = _E2[_c52_EVSENotification]
+                    _c44_EVSENotification = ((x >> 22) & 3)
+                    if _c44_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c44_EVSENotification} out of range (3 values)', p)
+                    _c44_EVSENotification = _E2[_c44_EVSENotification]
                     el = 'RCD'
-                    _c52_RCD = ((x >> 18) & 1) == 1
-                    _c51_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c52_NotificationMaxDelay, _c52_EVSENotification, _c52_RCD)
+                    _c44_RCD = ((x >> 18) & 1) == 1
+                    _c43_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c44_NotificationMaxDelay, _c44_EVSENotification, _c44_RCD)
                     el = 'EVSENominalVoltage'
                     el = 'Multiplier'
-                    _c53_Multiplier = ((x >> 10) & 7) + -3
-                    if _c53_Multiplier > 3: raise DecodeError(f'value {_c53_Multiplier} above maximum 3', p)
+                    _c45_Multiplier = ((x >> 10) & 7) + -3
+                    if _c45_Multiplier > 3: raise DecodeError(f'value {_c45_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c53_Unit = ((x >> 4) & 7)
-                    if _c53_Unit >= 7: raise DecodeError(f'enumeration index {_c53_Unit} out of range (7 values)', p)
-                    _c53_Unit = _E0[_c53_Unit]
+                    _c45_Unit = ((x >> 4) & 7)
+                    if _c45_Unit >= 7: raise DecodeError(f'enumeration index {_c45_Unit} out of range (7 values)', p)
+                    _c45_Unit = _E0[_c45_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c53_Value = (V >> (E - p)) & 127
+                        _c45_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c53_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c45_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c53_Value = r.uint(); p = r.pos
+                        r.pos = p; _c45_Value = r.uint(); p = r.pos
                     p += 18
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 262143
                     if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _neg: _c53_Value = -_c53_Value - 1
-                    if _c53_Value < -32768 or _c53_Value > 32767: raise DecodeError(f'value {_c53_Value} outside [-32768, 32767]', p)
-                    _c51_EVSENominalVoltage = iso2_msgdatatypes.PhysicalValueType(_c53_Multiplier, _c53_Unit, _c53_Value)
+                    if _neg: _c45_Value = -_c45_Value - 1
+                    if _c45_Value < -32768 or _c45_Value > 32767: raise DecodeError(f'value {_c45_Value} outside [-32768, 32767]', p)
+                    _c43_EVSENominalVoltage = iso2_msgdatatypes.PhysicalValueType(_c45_Multiplier, _c45_Unit, _c45_Value)
                     el = 'EVSEMaxCurrent'
                     el = 'Multiplier'
-                    _c54_Multiplier = ((x >> 10) & 7) + -3
-                    if _c54_Multiplier > 3: raise DecodeError(f'value {_c54_Multiplier} above maximum 3', p)
+                    _c46_Multiplier = ((x >> 10) & 7) + -3
+                    if _c46_Multiplier > 3: raise DecodeError(f'value {_c46_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c54_Unit = ((x >> 4) & 7)
-                    if _c54_Unit >= 7: raise DecodeError(f'enumeration index {_c54_Unit} out of range (7 values)', p)
-                    _c54_Unit = _E0[_c54_Unit]
+                    _c46_Unit = ((x >> 4) & 7)
+                    if _c46_Unit >= 7: raise DecodeError(f'enumeration index {_c46_Unit} out of range (7 values)', p)
+                    _c46_Unit = _E0[_c46_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c54_Value = (V >> (E - p)) & 127
+                        _c46_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c54_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c46_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c54_Value = r.uint(); p = r.pos
+                        r.pos = p; _c46_Value = r.uint(); p = r.pos
                     p += 3
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _neg: _c54_Value = -_c54_Value - 1
-                    if _c54_Value < -32768 or _c54_Value > 32767: raise DecodeError(f'value {_c54_Value} outside [-32768, 32767]', p)
-                    _c51_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c54_Multiplier, _c54_Unit, _c54_Value)
-                    f_AC_EVSEChargeParameter = iso2_msgdatatypes.AC_EVSEChargeParameterType(_c51_AC_EVSEStatus, _c51_EVSENominalVoltage, _c51_EVSEMaxCurrent)
+                    if _neg: _c46_Value = -_c46_Value - 1
+                    if _c46_Value < -32768 or _c46_Value > 32767: raise DecodeError(f'value {_c46_Value} outside [-32768, 32767]', p)
+                    _c43_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c46_Multiplier, _c46_Unit, _c46_Value)
+                    f_AC_EVSEChargeParameter = iso2_msgdatatypes.AC_EVSEChargeParameterType(_c43_AC_EVSEStatus, _c43_EVSENominalVoltage, _c43_EVSEMaxCurrent)
                     s = 4
                 elif ec == 3:
                     el = 'DC_EVSEChargeParameter'
@@ -3261,75 +3265,75 @@ def _d_ChargeParameterDiscoveryResType(r):
                     el = 'NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c52_NotificationMaxDelay = (V >> (E - p)) & 127
+                        _c44_NotificationMaxDelay = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c52_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c44_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c52_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c44_NotificationMaxDelay = r.uint(); p = r.pos
                     p += 27
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 134217727
                     if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _c52_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c52_NotificationMaxDelay} outside [0, 65535]', p)
+                    if _c44_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c44_NotificationMaxDelay} outside [0, 65535]', p)
                     el = 'EVSENotification'
-                    _c52_EVSENotification = ((x >> 22) & 3)
-                    if _c52_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c52_EVSENotification} out of range (3 values)', p)
-                    _c52_EVSENotification = _E2[_c52_EVSENotification]
+                    _c44_EVSENotification = ((x >> 22) & 3)
+                    if _c44_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c44_EVSENotification} out of range (3 values)', p)
+                    _c44_EVSENotification = _E2[_c44_EVSENotification]
                     el = 'RCD'
-                    _c52_RCD = ((x >> 18) & 1) == 1
-                    _c56_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c52_NotificationMaxDelay, _c52_EVSENotification, _c52_RCD)
+                    _c44_RCD = ((x >> 18) & 1) == 1
+                    _c48_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c44_NotificationMaxDelay, _c44_EVSENotification, _c44_RCD)
                     el = 'EVSENominalVoltage'
                     el = 'Multiplier'
-                    _c53_Multiplier = ((x >> 10) & 7) + -3
-                    if _c53_Multiplier > 3: raise DecodeError(f'value {_c53_Multiplier} above maximum 3', p)
+                    _c45_Multiplier = ((x >> 10) & 7) + -3
+                    if _c45_Multiplier > 3: raise DecodeError(f'value {_c45_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c53_Unit = ((x >> 4) & 7)
-                    if _c53_Unit >= 7: raise DecodeError(f'enumeration index {_c53_Unit} out of range (7 values)', p)
-                    _c53_Unit = _E0[_c53_Unit]
+                    _c45_Unit = ((x >> 4) & 7)
+                    if _c45_Unit >= 7: raise DecodeError(f'enumeration index {_c45_Unit} out of range (7 values)', p)
+                    _c45_Unit = _E0[_c45_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c53_Value = (V >> (E - p)) & 127
+                        _c45_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c53_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c45_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c53_Value = r.uint(); p = r.pos
+                        r.pos = p; _c45_Value = r.uint(); p = r.pos
                     p += 18
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 262143
                     if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _neg: _c53_Value = -_c53_Value - 1
-                    if _c53_Value < -32768 or _c53_Value > 32767: raise DecodeError(f'value {_c53_Value} outside [-32768, 32767]', p)
-                    _c56_EVSENominalVoltage = iso2_msgdatatypes.PhysicalValueType(_c53_Multiplier, _c53_Unit, _c53_Value)
+                    if _neg: _c45_Value = -_c45_Value - 1
+                    if _c45_Value < -32768 or _c45_Value > 32767: raise DecodeError(f'value {_c45_Value} outside [-32768, 32767]', p)
+                    _c48_EVSENominalVoltage = iso2_msgdatatypes.PhysicalValueType(_c45_Multiplier, _c45_Unit, _c45_Value)
                     el = 'EVSEMaxCurrent'
                     el = 'Multiplier'
-                    _c54_Multiplier = ((x >> 10) & 7) + -3
-                    if _c54_Multiplier > 3: raise DecodeError(f'value {_c54_Multiplier} above maximum 3', p)
+                    _c46_Multiplier = ((x >> 10) & 7) + -3
+                    if _c46_Multiplier > 3: raise DecodeError(f'value {_c46_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c54_Unit = ((x >> 4) & 7)
-                    if _c54_Unit >= 7: raise DecodeError(f'enumeration index {_c54_Unit} out of range (7 values)', p)
-                    _c54_Unit = _E0[_c54_Unit]
+                    _c46_Unit = ((x >> 4) & 7)
+                    if _c46_Unit >= 7: raise DecodeError(f'enumeration index {_c46_Unit} out of range (7 values)', p)
+                    _c46_Unit = _E0[_c46_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c54_Value = (V >> (E - p)) & 127
+                        _c46_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c54_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c46_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c54_Value = r.uint(); p = r.pos
+                        r.pos = p; _c46_Value = r.uint(); p = r.pos
                     p += 3
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _neg: _c54_Value = -_c54_Value - 1
-                    if _c54_Value < -32768 or _c54_Value > 32767: raise DecodeError(f'value {_c54_Value} outside [-32768, 32767]', p)
-                    _c56_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c54_Multiplier, _c54_Unit, _c54_Value)
-                    f_AC_EVSEChargeParameter = iso2_msgdatatypes.AC_EVSEChargeParameterType(_c56_AC_EVSEStatus, _c56_EVSENominalVoltage, _c56_EVSEMaxCurrent)
+                    if _neg: _c46_Value = -_c46_Value - 1
+                    if _c46_Value < -32768 or _c46_Value > 32767: raise DecodeError(f'value {_c46_Value} outside [-32768, 32767]', p)
+                    _c48_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c46_Multiplier, _c46_Unit, _c46_Value)
+                    f_AC_EVSEChargeParameter = iso2_msgdatatypes.AC_EVSEChargeParameterType(_c48_AC_EVSEStatus, _c48_EVSENominalVoltage, _c48_EVSEMaxCurrent)
                     s = 4
                 elif ec == 1:
                     el = 'DC_EVSEChargeParameter'
@@ -3374,13 +3378,13 @@ def _e_ChargeParameterDiscoveryResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i58 = _I6.get(v_ResponseCode)
-                    if _i58 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i50 = _I6.get(v_ResponseCode)
+                    if _i50 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                     el = 'EVSEProcessing'
-                    _i59 = _I7.get(v_EVSEProcessing)
-                    if _i59 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    v = (v << 13) | (_i58 << 6) | (_i59 << 1)
+                    _i51 = _I7.get(v_EVSEProcessing)
+                    if _i51 is None: raise EncodeError(f'{v_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+                    v = (v << 13) | (_i50 << 6) | (_i51 << 1)
                     n += 13
                     v_ResponseCode = None
                     v_EVSEProcessing = None
@@ -3407,88 +3411,88 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 elif v_AC_EVSEChargeParameter is not None:
                     el = 'AC_EVSEChargeParameter'
                     _o = v_AC_EVSEChargeParameter
-                    _c61_AC_EVSEStatus = _o.AC_EVSEStatus
-                    _c61_EVSENominalVoltage = _o.EVSENominalVoltage
-                    _c61_EVSEMaxCurrent = _o.EVSEMaxCurrent
-                    if not (_c61_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
+                    _c53_AC_EVSEStatus = _o.AC_EVSEStatus
+                    _c53_EVSENominalVoltage = _o.EVSENominalVoltage
+                    _c53_EVSEMaxCurrent = _o.EVSEMaxCurrent
+                    if not (_c53_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
                     el = 'AC_EVSEStatus'
-                    _o = _c61_AC_EVSEStatus
-                    _c62_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c62_EVSENotification = _o.EVSENotification
-                    _c62_RCD = _o.RCD
-                    if not (_c62_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    _o = _c53_AC_EVSEStatus
+                    _c54_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c54_EVSENotification = _o.EVSENotification
+                    _c54_RCD = _o.RCD
+                    if not (_c54_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
                     el = 'NotificationMaxDelay'
-                    if _c62_NotificationMaxDelay < 0 or _c62_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c62_NotificationMaxDelay!r} outside [0, 65535]')
+                    if _c54_NotificationMaxDelay < 0 or _c54_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c54_NotificationMaxDelay!r} outside [0, 65535]')
                     v = (v << 6) | (2 << 3)
                     n += 6
-                    if _c62_NotificationMaxDelay < 128: v = (v << 8) | _c62_NotificationMaxDelay; n += 8
-                    elif _c62_NotificationMaxDelay < 16384: v = (v << 16) | ((_c62_NotificationMaxDelay & 127) << 8) | 32768 | (_c62_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c62_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c62_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    if _c54_NotificationMaxDelay < 128: v = (v << 8) | _c54_NotificationMaxDelay; n += 8
+                    elif _c54_NotificationMaxDelay < 16384: v = (v << 16) | ((_c54_NotificationMaxDelay & 127) << 8) | 32768 | (_c54_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c54_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c54_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'EVSENotification'
-                    _i17 = _I3.get(_c62_EVSENotification)
-                    if _i17 is None: raise EncodeError(f'{_c62_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c62_RCD is not None): raise EncodeError('missing content: RCD')
+                    _i17 = _I3.get(_c54_EVSENotification)
+                    if _i17 is None: raise EncodeError(f'{_c54_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c54_RCD is not None): raise EncodeError('missing content: RCD')
                     el = 'RCD'
-                    if _c62_RCD is not True and _c62_RCD is not False: raise EncodeError(f'expected a bool, got {_c62_RCD!r}')
-                    if not (_c61_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
+                    if _c54_RCD is not True and _c54_RCD is not False: raise EncodeError(f'expected a bool, got {_c54_RCD!r}')
+                    if not (_c53_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
                     el = 'EVSENominalVoltage'
-                    _o = _c61_EVSENominalVoltage
-                    _c63_Multiplier = _o.Multiplier
-                    _c63_Unit = _o.Unit
-                    _c63_Value = _o.Value
-                    if not (_c63_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _o = _c53_EVSENominalVoltage
+                    _c55_Multiplier = _o.Multiplier
+                    _c55_Unit = _o.Unit
+                    _c55_Value = _o.Value
+                    if not (_c55_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c63_Multiplier <= 3: raise EncodeError(f'value {_c63_Multiplier!r} outside [-3, 3]')
-                    if not (_c63_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c55_Multiplier <= 3: raise EncodeError(f'value {_c55_Multiplier!r} outside [-3, 3]')
+                    if not (_c55_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c63_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c63_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c63_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c55_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c55_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c55_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c63_Value < -32768 or _c63_Value > 32767: raise EncodeError(f'value {_c63_Value!r} outside [-32768, 32767]')
-                    v = (v << 27) | (_i17 << 22) | (_c62_RCD << 18) | ((_c63_Multiplier - -3) << 10) | (_i7 << 4) | (_c63_Value < 0)
+                    if _c55_Value < -32768 or _c55_Value > 32767: raise EncodeError(f'value {_c55_Value!r} outside [-32768, 32767]')
+                    v = (v << 27) | (_i17 << 22) | (_c54_RCD << 18) | ((_c55_Multiplier - -3) << 10) | (_i7 << 4) | (_c55_Value < 0)
                     n += 27
-                    _c62_NotificationMaxDelay = None
-                    _c62_EVSENotification = None
-                    _c62_RCD = None
-                    _c61_AC_EVSEStatus = None
-                    _c63_Multiplier = None
-                    _c63_Unit = None
-                    _m = (-_c63_Value - 1 if _c63_Value < 0 else _c63_Value)
+                    _c54_NotificationMaxDelay = None
+                    _c54_EVSENotification = None
+                    _c54_RCD = None
+                    _c53_AC_EVSEStatus = None
+                    _c55_Multiplier = None
+                    _c55_Unit = None
+                    _m = (-_c55_Value - 1 if _c55_Value < 0 else _c55_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c61_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
+                    if not (_c53_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
                     el = 'EVSEMaxCurrent'
-                    _o = _c61_EVSEMaxCurrent
-                    _c64_Multiplier = _o.Multiplier
-                    _c64_Unit = _o.Unit
-                    _c64_Value = _o.Value
-                    if not (_c64_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _o = _c53_EVSEMaxCurrent
+                    _c56_Multiplier = _o.Multiplier
+                    _c56_Unit = _o.Unit
+                    _c56_Value = _o.Value
+                    if not (_c56_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c64_Multiplier <= 3: raise EncodeError(f'value {_c64_Multiplier!r} outside [-3, 3]')
-                    if not (_c64_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c56_Multiplier <= 3: raise EncodeError(f'value {_c56_Multiplier!r} outside [-3, 3]')
+                    if not (_c56_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c64_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c64_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c64_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c56_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c56_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c56_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c64_Value < -32768 or _c64_Value > 32767: raise EncodeError(f'value {_c64_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c64_Multiplier - -3) << 10) | (_i7 << 4) | (_c64_Value < 0)
+                    if _c56_Value < -32768 or _c56_Value > 32767: raise EncodeError(f'value {_c56_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c56_Multiplier - -3) << 10) | (_i7 << 4) | (_c56_Value < 0)
                     n += 18
-                    _c63_Value = None
-                    _c61_EVSENominalVoltage = None
-                    _c64_Multiplier = None
-                    _c64_Unit = None
-                    _m = (-_c64_Value - 1 if _c64_Value < 0 else _c64_Value)
+                    _c55_Value = None
+                    _c53_EVSENominalVoltage = None
+                    _c56_Multiplier = None
+                    _c56_Unit = None
+                    _m = (-_c56_Value - 1 if _c56_Value < 0 else _c56_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    _c64_Value = None
-                    _c61_EVSEMaxCurrent = None
+                    _c56_Value = None
+                    _c53_EVSEMaxCurrent = None
                     v_AC_EVSEChargeParameter = None
                     s = 4
                 elif v_DC_EVSEChargeParameter is not None:
@@ -3513,88 +3517,88 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if v_AC_EVSEChargeParameter is not None:
                     el = 'AC_EVSEChargeParameter'
                     _o = v_AC_EVSEChargeParameter
-                    _c66_AC_EVSEStatus = _o.AC_EVSEStatus
-                    _c66_EVSENominalVoltage = _o.EVSENominalVoltage
-                    _c66_EVSEMaxCurrent = _o.EVSEMaxCurrent
-                    if not (_c66_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
+                    _c58_AC_EVSEStatus = _o.AC_EVSEStatus
+                    _c58_EVSENominalVoltage = _o.EVSENominalVoltage
+                    _c58_EVSEMaxCurrent = _o.EVSEMaxCurrent
+                    if not (_c58_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
                     el = 'AC_EVSEStatus'
-                    _o = _c66_AC_EVSEStatus
-                    _c62_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c62_EVSENotification = _o.EVSENotification
-                    _c62_RCD = _o.RCD
-                    if not (_c62_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    _o = _c58_AC_EVSEStatus
+                    _c54_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c54_EVSENotification = _o.EVSENotification
+                    _c54_RCD = _o.RCD
+                    if not (_c54_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
                     el = 'NotificationMaxDelay'
-                    if _c62_NotificationMaxDelay < 0 or _c62_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c62_NotificationMaxDelay!r} outside [0, 65535]')
+                    if _c54_NotificationMaxDelay < 0 or _c54_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c54_NotificationMaxDelay!r} outside [0, 65535]')
                     v <<= 5
                     n += 5
-                    if _c62_NotificationMaxDelay < 128: v = (v << 8) | _c62_NotificationMaxDelay; n += 8
-                    elif _c62_NotificationMaxDelay < 16384: v = (v << 16) | ((_c62_NotificationMaxDelay & 127) << 8) | 32768 | (_c62_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c62_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c62_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    if _c54_NotificationMaxDelay < 128: v = (v << 8) | _c54_NotificationMaxDelay; n += 8
+                    elif _c54_NotificationMaxDelay < 16384: v = (v << 16) | ((_c54_NotificationMaxDelay & 127) << 8) | 32768 | (_c54_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c54_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c54_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'EVSENotification'
-                    _i17 = _I3.get(_c62_EVSENotification)
-                    if _i17 is None: raise EncodeError(f'{_c62_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c62_RCD is not None): raise EncodeError('missing content: RCD')
+                    _i17 = _I3.get(_c54_EVSENotification)
+                    if _i17 is None: raise EncodeError(f'{_c54_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c54_RCD is not None): raise EncodeError('missing content: RCD')
                     el = 'RCD'
-                    if _c62_RCD is not True and _c62_RCD is not False: raise EncodeError(f'expected a bool, got {_c62_RCD!r}')
-                    if not (_c66_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
+                    if _c54_RCD is not True and _c54_RCD is not False: raise EncodeError(f'expected a bool, got {_c54_RCD!r}')
+                    if not (_c58_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
                     el = 'EVSENominalVoltage'
-                    _o = _c66_EVSENominalVoltage
-                    _c63_Multiplier = _o.Multiplier
-                    _c63_Unit = _o.Unit
-                    _c63_Value = _o.Value
-                    if not (_c63_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _o = _c58_EVSENominalVoltage
+                    _c55_Multiplier = _o.Multiplier
+                    _c55_Unit = _o.Unit
+                    _c55_Value = _o.Value
+                    if not (_c55_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c63_Multiplier <= 3: raise EncodeError(f'value {_c63_Multiplier!r} outside [-3, 3]')
-                    if not (_c63_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c55_Multiplier <= 3: raise EncodeError(f'value {_c55_Multiplier!r} outside [-3, 3]')
+                    if not (_c55_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c63_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c63_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c63_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c55_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c55_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c55_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c63_Value < -32768 or _c63_Value > 32767: raise EncodeError(f'value {_c63_Value!r} outside [-32768, 32767]')
-                    v = (v << 27) | (_i17 << 22) | (_c62_RCD << 18) | ((_c63_Multiplier - -3) << 10) | (_i7 << 4) | (_c63_Value < 0)
+                    if _c55_Value < -32768 or _c55_Value > 32767: raise EncodeError(f'value {_c55_Value!r} outside [-32768, 32767]')
+                    v = (v << 27) | (_i17 << 22) | (_c54_RCD << 18) | ((_c55_Multiplier - -3) << 10) | (_i7 << 4) | (_c55_Value < 0)
                     n += 27
-                    _c62_NotificationMaxDelay = None
-                    _c62_EVSENotification = None
-                    _c62_RCD = None
-                    _c66_AC_EVSEStatus = None
-                    _c63_Multiplier = None
-                    _c63_Unit = None
-                    _m = (-_c63_Value - 1 if _c63_Value < 0 else _c63_Value)
+                    _c54_NotificationMaxDelay = None
+                    _c54_EVSENotification = None
+                    _c54_RCD = None
+                    _c58_AC_EVSEStatus = None
+                    _c55_Multiplier = None
+                    _c55_Unit = None
+                    _m = (-_c55_Value - 1 if _c55_Value < 0 else _c55_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c66_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
+                    if not (_c58_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
                     el = 'EVSEMaxCurrent'
-                    _o = _c66_EVSEMaxCurrent
-                    _c64_Multiplier = _o.Multiplier
-                    _c64_Unit = _o.Unit
-                    _c64_Value = _o.Value
-                    if not (_c64_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _o = _c58_EVSEMaxCurrent
+                    _c56_Multiplier = _o.Multiplier
+                    _c56_Unit = _o.Unit
+                    _c56_Value = _o.Value
+                    if not (_c56_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c64_Multiplier <= 3: raise EncodeError(f'value {_c64_Multiplier!r} outside [-3, 3]')
-                    if not (_c64_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c56_Multiplier <= 3: raise EncodeError(f'value {_c56_Multiplier!r} outside [-3, 3]')
+                    if not (_c56_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c64_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c64_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c64_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c56_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c56_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c56_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c64_Value < -32768 or _c64_Value > 32767: raise EncodeError(f'value {_c64_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c64_Multiplier - -3) << 10) | (_i7 << 4) | (_c64_Value < 0)
+                    if _c56_Value < -32768 or _c56_Value > 32767: raise EncodeError(f'value {_c56_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c56_Multiplier - -3) << 10) | (_i7 << 4) | (_c56_Value < 0)
                     n += 18
-                    _c63_Value = None
-                    _c66_EVSENominalVoltage = None
-                    _c64_Multiplier = None
-                    _c64_Unit = None
-                    _m = (-_c64_Value - 1 if _c64_Value < 0 else _c64_Value)
+                    _c55_Value = None
+                    _c58_EVSENominalVoltage = None
+                    _c56_Multiplier = None
+                    _c56_Unit = None
+                    _m = (-_c56_Value - 1 if _c56_Value < 0 else _c56_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    _c64_Value = None
-                    _c66_EVSEMaxCurrent = None
+                    _c56_Value = None
+                    _c58_EVSEMaxCurrent = None
                     v_AC_EVSEChargeParameter = None
                     s = 4
                 elif v_DC_EVSEChargeParameter is not None:
@@ -3730,29 +3734,29 @@ def _d_ChargingStatusResType(r):
                     if x & 25486: raise r.deviation('ChargingStatusResType', p)
                     el = 'EVSEMaxCurrent'
                     el = 'Multiplier'
-                    _c68_Multiplier = ((x >> 10) & 7) + -3
-                    if _c68_Multiplier > 3: raise DecodeError(f'value {_c68_Multiplier} above maximum 3', p)
+                    _c60_Multiplier = ((x >> 10) & 7) + -3
+                    if _c60_Multiplier > 3: raise DecodeError(f'value {_c60_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c68_Unit = ((x >> 4) & 7)
-                    if _c68_Unit >= 7: raise DecodeError(f'enumeration index {_c68_Unit} out of range (7 values)', p)
-                    _c68_Unit = _E0[_c68_Unit]
+                    _c60_Unit = ((x >> 4) & 7)
+                    if _c60_Unit >= 7: raise DecodeError(f'enumeration index {_c60_Unit} out of range (7 values)', p)
+                    _c60_Unit = _E0[_c60_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c68_Value = (V >> (E - p)) & 127
+                        _c60_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c68_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c60_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c68_Value = r.uint(); p = r.pos
+                        r.pos = p; _c60_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ChargingStatusResType', p)
-                    if _neg: _c68_Value = -_c68_Value - 1
-                    if _c68_Value < -32768 or _c68_Value > 32767: raise DecodeError(f'value {_c68_Value} outside [-32768, 32767]', p)
-                    f_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c68_Multiplier, _c68_Unit, _c68_Value)
+                    if _neg: _c60_Value = -_c60_Value - 1
+                    if _c60_Value < -32768 or _c60_Value > 32767: raise DecodeError(f'value {_c60_Value} outside [-32768, 32767]', p)
+                    f_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c60_Multiplier, _c60_Unit, _c60_Value)
                     s = 4
                 elif ec == 1:
                     el = 'MeterInfo'
@@ -3777,24 +3781,24 @@ def _d_ChargingStatusResType(r):
                     el = 'NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c69_NotificationMaxDelay = (V >> (E - p)) & 127
+                        _c61_NotificationMaxDelay = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c69_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c61_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c69_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c61_NotificationMaxDelay = r.uint(); p = r.pos
                     p += 11
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 2047
                     if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                    if _c69_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c69_NotificationMaxDelay} outside [0, 65535]', p)
+                    if _c61_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c61_NotificationMaxDelay} outside [0, 65535]', p)
                     el = 'EVSENotification'
-                    _c69_EVSENotification = ((x >> 6) & 3)
-                    if _c69_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c69_EVSENotification} out of range (3 values)', p)
-                    _c69_EVSENotification = _E2[_c69_EVSENotification]
+                    _c61_EVSENotification = ((x >> 6) & 3)
+                    if _c61_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c61_EVSENotification} out of range (3 values)', p)
+                    _c61_EVSENotification = _E2[_c61_EVSENotification]
                     el = 'RCD'
-                    _c69_RCD = ((x >> 2) & 1) == 1
-                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c69_NotificationMaxDelay, _c69_EVSENotification, _c69_RCD)
+                    _c61_RCD = ((x >> 2) & 1) == 1
+                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c61_NotificationMaxDelay, _c61_EVSENotification, _c61_RCD)
                     s = 7
                 else:
                     raise r.deviation('ChargingStatusResType', p)
@@ -3825,24 +3829,24 @@ def _d_ChargingStatusResType(r):
                     el = 'NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c70_NotificationMaxDelay = (V >> (E - p)) & 127
+                        _c62_NotificationMaxDelay = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c70_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c62_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c70_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c62_NotificationMaxDelay = r.uint(); p = r.pos
                     p += 11
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 2047
                     if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                    if _c70_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c70_NotificationMaxDelay} outside [0, 65535]', p)
+                    if _c62_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c62_NotificationMaxDelay} outside [0, 65535]', p)
                     el = 'EVSENotification'
-                    _c70_EVSENotification = ((x >> 6) & 3)
-                    if _c70_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c70_EVSENotification} out of range (3 values)', p)
-                    _c70_EVSENotification = _E2[_c70_EVSENotification]
+                    _c62_EVSENotification = ((x >> 6) & 3)
+                    if _c62_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c62_EVSENotification} out of range (3 values)', p)
+                    _c62_EVSENotification = _E2[_c62_EVSENotification]
                     el = 'RCD'
-                    _c70_RCD = ((x >> 2) & 1) == 1
-                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c70_NotificationMaxDelay, _c70_EVSENotification, _c70_RCD)
+                    _c62_RCD = ((x >> 2) & 1) == 1
+                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c62_NotificationMaxDelay, _c62_EVSENotification, _c62_RCD)
                     s = 7
                 else:
                     raise r.deviation('ChargingStatusResType', p)
@@ -3867,24 +3871,24 @@ def _d_ChargingStatusResType(r):
                     el = 'NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c71_NotificationMaxDelay = (V >> (E - p)) & 127
+                        _c63_NotificationMaxDelay = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c71_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c63_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c71_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c63_NotificationMaxDelay = r.uint(); p = r.pos
                     p += 11
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 2047
                     if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                    if _c71_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c71_NotificationMaxDelay} outside [0, 65535]', p)
+                    if _c63_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c63_NotificationMaxDelay} outside [0, 65535]', p)
                     el = 'EVSENotification'
-                    _c71_EVSENotification = ((x >> 6) & 3)
-                    if _c71_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c71_EVSENotification} out of range (3 values)', p)
-                    _c71_EVSENotification = _E2[_c71_EVSENotification]
+                    _c63_EVSENotification = ((x >> 6) & 3)
+                    if _c63_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c63_EVSENotification} out of range (3 values)', p)
+                    _c63_EVSENotification = _E2[_c63_EVSENotification]
                     el = 'RCD'
-                    _c71_RCD = ((x >> 2) & 1) == 1
-                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c71_NotificationMaxDelay, _c71_EVSENotification, _c71_RCD)
+                    _c63_RCD = ((x >> 2) & 1) == 1
+                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c63_NotificationMaxDelay, _c63_EVSENotification, _c63_RCD)
                     s = 7
                 else:
                     raise r.deviation('ChargingStatusResType', p)
@@ -3897,24 +3901,24 @@ def _d_ChargingStatusResType(r):
                 el = 'NotificationMaxDelay'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
-                    _c72_NotificationMaxDelay = (V >> (E - p)) & 127
+                    _c64_NotificationMaxDelay = (V >> (E - p)) & 127
                 elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                     p += 16
-                    _c72_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c64_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c72_NotificationMaxDelay = r.uint(); p = r.pos
+                    r.pos = p; _c64_NotificationMaxDelay = r.uint(); p = r.pos
                 p += 11
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 2047
                 if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                if _c72_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c72_NotificationMaxDelay} outside [0, 65535]', p)
+                if _c64_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c64_NotificationMaxDelay} outside [0, 65535]', p)
                 el = 'EVSENotification'
-                _c72_EVSENotification = ((x >> 6) & 3)
-                if _c72_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c72_EVSENotification} out of range (3 values)', p)
-                _c72_EVSENotification = _E2[_c72_EVSENotification]
+                _c64_EVSENotification = ((x >> 6) & 3)
+                if _c64_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c64_EVSENotification} out of range (3 values)', p)
+                _c64_EVSENotification = _E2[_c64_EVSENotification]
                 el = 'RCD'
-                _c72_RCD = ((x >> 2) & 1) == 1
-                f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c72_NotificationMaxDelay, _c72_EVSENotification, _c72_RCD)
+                _c64_RCD = ((x >> 2) & 1) == 1
+                f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c64_NotificationMaxDelay, _c64_EVSENotification, _c64_RCD)
                 s = 7
             if s == 7:
                 p += 1
@@ -3944,11 +3948,11 @@ def _e_ChargingStatusResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i73 = _I6.get(v_ResponseCode)
-                    if _i73 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i65 = _I6.get(v_ResponseCode)
+                    if _i65 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                     el = 'EVSEID'
-                    v = (v << 10) | (_i73 << 3)
+                    v = (v << 10) | (_i65 << 3)
                     n += 10
                     v_ResponseCode = None
                     if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
@@ -3971,30 +3975,30 @@ def _e_ChargingStatusResType(w, o):
                 if v_EVSEMaxCurrent is not None:
                     el = 'EVSEMaxCurrent'
                     _o = v_EVSEMaxCurrent
-                    _c74_Multiplier = _o.Multiplier
-                    _c74_Unit = _o.Unit
-                    _c74_Value = _o.Value
-                    if not (_c74_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c66_Multiplier = _o.Multiplier
+                    _c66_Unit = _o.Unit
+                    _c66_Value = _o.Value
+                    if not (_c66_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c74_Multiplier <= 3: raise EncodeError(f'value {_c74_Multiplier!r} outside [-3, 3]')
-                    if not (_c74_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c66_Multiplier <= 3: raise EncodeError(f'value {_c66_Multiplier!r} outside [-3, 3]')
+                    if not (_c66_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c74_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c74_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c74_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c66_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c66_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c66_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c74_Value < -32768 or _c74_Value > 32767: raise EncodeError(f'value {_c74_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c74_Multiplier - -3) << 10) | (_i7 << 4) | (_c74_Value < 0)
+                    if _c66_Value < -32768 or _c66_Value > 32767: raise EncodeError(f'value {_c66_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c66_Multiplier - -3) << 10) | (_i7 << 4) | (_c66_Value < 0)
                     n += 18
-                    _c74_Multiplier = None
-                    _c74_Unit = None
-                    _m = (-_c74_Value - 1 if _c74_Value < 0 else _c74_Value)
+                    _c66_Multiplier = None
+                    _c66_Unit = None
+                    _m = (-_c66_Value - 1 if _c66_Value < 0 else _c66_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c74_Value = None
+                    _c66_Value = None
                     v_EVSEMaxCurrent = None
                     s = 4
                 elif v_MeterInfo is not None:
@@ -4016,29 +4020,29 @@ def _e_ChargingStatusResType(w, o):
                 elif v_AC_EVSEStatus is not None:
                     el = 'AC_EVSEStatus'
                     _o = v_AC_EVSEStatus
-                    _c75_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c75_EVSENotification = _o.EVSENotification
-                    _c75_RCD = _o.RCD
-                    if not (_c75_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    _c67_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c67_EVSENotification = _o.EVSENotification
+                    _c67_RCD = _o.RCD
+                    if not (_c67_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
                     el = 'NotificationMaxDelay'
-                    if _c75_NotificationMaxDelay < 0 or _c75_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c75_NotificationMaxDelay!r} outside [0, 65535]')
+                    if _c67_NotificationMaxDelay < 0 or _c67_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c67_NotificationMaxDelay!r} outside [0, 65535]')
                     v = (v << 5) | (3 << 2)
                     n += 5
-                    if _c75_NotificationMaxDelay < 128: v = (v << 8) | _c75_NotificationMaxDelay; n += 8
-                    elif _c75_NotificationMaxDelay < 16384: v = (v << 16) | ((_c75_NotificationMaxDelay & 127) << 8) | 32768 | (_c75_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c75_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c75_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    if _c67_NotificationMaxDelay < 128: v = (v << 8) | _c67_NotificationMaxDelay; n += 8
+                    elif _c67_NotificationMaxDelay < 16384: v = (v << 16) | ((_c67_NotificationMaxDelay & 127) << 8) | 32768 | (_c67_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c67_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c67_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'EVSENotification'
-                    _i17 = _I3.get(_c75_EVSENotification)
-                    if _i17 is None: raise EncodeError(f'{_c75_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c75_RCD is not None): raise EncodeError('missing content: RCD')
+                    _i17 = _I3.get(_c67_EVSENotification)
+                    if _i17 is None: raise EncodeError(f'{_c67_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c67_RCD is not None): raise EncodeError('missing content: RCD')
                     el = 'RCD'
-                    if _c75_RCD is not True and _c75_RCD is not False: raise EncodeError(f'expected a bool, got {_c75_RCD!r}')
-                    v = (v << 11) | (_i17 << 6) | (_c75_RCD << 2)
+                    if _c67_RCD is not True and _c67_RCD is not False: raise EncodeError(f'expected a bool, got {_c67_RCD!r}')
+                    v = (v << 11) | (_i17 << 6) | (_c67_RCD << 2)
                     n += 11
-                    _c75_NotificationMaxDelay = None
-                    _c75_EVSENotification = None
-                    _c75_RCD = None
+                    _c67_NotificationMaxDelay = None
+                    _c67_EVSENotification = None
+                    _c67_RCD = None
                     v_AC_EVSEStatus = None
                     s = 7
                 else:
@@ -4063,29 +4067,29 @@ def _e_ChargingStatusResType(w, o):
                 elif v_AC_EVSEStatus is not None:
                     el = 'AC_EVSEStatus'
                     _o = v_AC_EVSEStatus
-                    _c76_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c76_EVSENotification = _o.EVSENotification
-                    _c76_RCD = _o.RCD
-                    if not (_c76_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    _c68_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c68_EVSENotification = _o.EVSENotification
+                    _c68_RCD = _o.RCD
+                    if not (_c68_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
                     el = 'NotificationMaxDelay'
-                    if _c76_NotificationMaxDelay < 0 or _c76_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c76_NotificationMaxDelay!r} outside [0, 65535]')
+                    if _c68_NotificationMaxDelay < 0 or _c68_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c68_NotificationMaxDelay!r} outside [0, 65535]')
                     v = (v << 4) | (2 << 2)
                     n += 4
-                    if _c76_NotificationMaxDelay < 128: v = (v << 8) | _c76_NotificationMaxDelay; n += 8
-                    elif _c76_NotificationMaxDelay < 16384: v = (v << 16) | ((_c76_NotificationMaxDelay & 127) << 8) | 32768 | (_c76_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c76_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c76_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    if _c68_NotificationMaxDelay < 128: v = (v << 8) | _c68_NotificationMaxDelay; n += 8
+                    elif _c68_NotificationMaxDelay < 16384: v = (v << 16) | ((_c68_NotificationMaxDelay & 127) << 8) | 32768 | (_c68_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c68_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c68_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'EVSENotification'
-                    _i17 = _I3.get(_c76_EVSENotification)
-                    if _i17 is None: raise EncodeError(f'{_c76_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c76_RCD is not None): raise EncodeError('missing content: RCD')
+                    _i17 = _I3.get(_c68_EVSENotification)
+                    if _i17 is None: raise EncodeError(f'{_c68_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c68_RCD is not None): raise EncodeError('missing content: RCD')
                     el = 'RCD'
-                    if _c76_RCD is not True and _c76_RCD is not False: raise EncodeError(f'expected a bool, got {_c76_RCD!r}')
-                    v = (v << 11) | (_i17 << 6) | (_c76_RCD << 2)
+                    if _c68_RCD is not True and _c68_RCD is not False: raise EncodeError(f'expected a bool, got {_c68_RCD!r}')
+                    v = (v << 11) | (_i17 << 6) | (_c68_RCD << 2)
                     n += 11
-                    _c76_NotificationMaxDelay = None
-                    _c76_EVSENotification = None
-                    _c76_RCD = None
+                    _c68_NotificationMaxDelay = None
+                    _c68_EVSENotification = None
+                    _c68_RCD = None
                     v_AC_EVSEStatus = None
                     s = 7
                 else:
@@ -4101,29 +4105,29 @@ def _e_ChargingStatusResType(w, o):
                 elif v_AC_EVSEStatus is not None:
                     el = 'AC_EVSEStatus'
                     _o = v_AC_EVSEStatus
-                    _c77_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c77_EVSENotification = _o.EVSENotification
-                    _c77_RCD = _o.RCD
-                    if not (_c77_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    _c69_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c69_EVSENotification = _o.EVSENotification
+                    _c69_RCD = _o.RCD
+                    if not (_c69_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
                     el = 'NotificationMaxDelay'
-                    if _c77_NotificationMaxDelay < 0 or _c77_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c77_NotificationMaxDelay!r} outside [0, 65535]')
+                    if _c69_NotificationMaxDelay < 0 or _c69_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c69_NotificationMaxDelay!r} outside [0, 65535]')
                     v = (v << 4) | (1 << 2)
                     n += 4
-                    if _c77_NotificationMaxDelay < 128: v = (v << 8) | _c77_NotificationMaxDelay; n += 8
-                    elif _c77_NotificationMaxDelay < 16384: v = (v << 16) | ((_c77_NotificationMaxDelay & 127) << 8) | 32768 | (_c77_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c77_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c77_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    if _c69_NotificationMaxDelay < 128: v = (v << 8) | _c69_NotificationMaxDelay; n += 8
+                    elif _c69_NotificationMaxDelay < 16384: v = (v << 16) | ((_c69_NotificationMaxDelay & 127) << 8) | 32768 | (_c69_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c69_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c69_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'EVSENotification'
-                    _i17 = _I3.get(_c77_EVSENotification)
-                    if _i17 is None: raise EncodeError(f'{_c77_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c77_RCD is not None): raise EncodeError('missing content: RCD')
+                    _i17 = _I3.get(_c69_EVSENotification)
+                    if _i17 is None: raise EncodeError(f'{_c69_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c69_RCD is not None): raise EncodeError('missing content: RCD')
                     el = 'RCD'
-                    if _c77_RCD is not True and _c77_RCD is not False: raise EncodeError(f'expected a bool, got {_c77_RCD!r}')
-                    v = (v << 11) | (_i17 << 6) | (_c77_RCD << 2)
+                    if _c69_RCD is not True and _c69_RCD is not False: raise EncodeError(f'expected a bool, got {_c69_RCD!r}')
+                    v = (v << 11) | (_i17 << 6) | (_c69_RCD << 2)
                     n += 11
-                    _c77_NotificationMaxDelay = None
-                    _c77_EVSENotification = None
-                    _c77_RCD = None
+                    _c69_NotificationMaxDelay = None
+                    _c69_EVSENotification = None
+                    _c69_RCD = None
                     v_AC_EVSEStatus = None
                     s = 7
                 else:
@@ -4132,29 +4136,29 @@ def _e_ChargingStatusResType(w, o):
                 if v_AC_EVSEStatus is not None:
                     el = 'AC_EVSEStatus'
                     _o = v_AC_EVSEStatus
-                    _c78_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c78_EVSENotification = _o.EVSENotification
-                    _c78_RCD = _o.RCD
-                    if not (_c78_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    _c70_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c70_EVSENotification = _o.EVSENotification
+                    _c70_RCD = _o.RCD
+                    if not (_c70_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
                     el = 'NotificationMaxDelay'
-                    if _c78_NotificationMaxDelay < 0 or _c78_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c78_NotificationMaxDelay!r} outside [0, 65535]')
+                    if _c70_NotificationMaxDelay < 0 or _c70_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c70_NotificationMaxDelay!r} outside [0, 65535]')
                     v <<= 3
                     n += 3
-                    if _c78_NotificationMaxDelay < 128: v = (v << 8) | _c78_NotificationMaxDelay; n += 8
-                    elif _c78_NotificationMaxDelay < 16384: v = (v << 16) | ((_c78_NotificationMaxDelay & 127) << 8) | 32768 | (_c78_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c78_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c78_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    if _c70_NotificationMaxDelay < 128: v = (v << 8) | _c70_NotificationMaxDelay; n += 8
+                    elif _c70_NotificationMaxDelay < 16384: v = (v << 16) | ((_c70_NotificationMaxDelay & 127) << 8) | 32768 | (_c70_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c70_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c70_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'EVSENotification'
-                    _i17 = _I3.get(_c78_EVSENotification)
-                    if _i17 is None: raise EncodeError(f'{_c78_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c78_RCD is not None): raise EncodeError('missing content: RCD')
+                    _i17 = _I3.get(_c70_EVSENotification)
+                    if _i17 is None: raise EncodeError(f'{_c70_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c70_RCD is not None): raise EncodeError('missing content: RCD')
                     el = 'RCD'
-                    if _c78_RCD is not True and _c78_RCD is not False: raise EncodeError(f'expected a bool, got {_c78_RCD!r}')
-                    v = (v << 11) | (_i17 << 6) | (_c78_RCD << 2)
+                    if _c70_RCD is not True and _c70_RCD is not False: raise EncodeError(f'expected a bool, got {_c70_RCD!r}')
+                    v = (v << 11) | (_i17 << 6) | (_c70_RCD << 2)
                     n += 11
-                    _c78_NotificationMaxDelay = None
-                    _c78_EVSENotification = None
-                    _c78_RCD = None
+                    _c70_NotificationMaxDelay = None
+                    _c70_EVSENotification = None
+                    _c70_RCD = None
                     v_AC_EVSEStatus = None
                     s = 7
                 else:
@@ -4184,18 +4188,25 @@ def _d_MeterInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('MeterInfoType', p)
-                el = 'MeterID'
-                r.pos = p
-                f_MeterID = r.string(29)
-                if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                el = 'MeterID'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+                    f_MeterID = ''
+                else:
+                    r.pos = p
+                    f_MeterID = r.string(29)
+                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
                 s = 1
             if s == 1:
                 p += 3
@@ -4220,17 +4231,22 @@ def _d_MeterInfoType(r):
                     if f_MeterReading > 18446744073709551615: raise DecodeError(f'value {f_MeterReading} outside [0, 18446744073709551615]', p)
                     s = 2
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'SigMeterReading'
-                    r.pos = p
-                    f_SigMeterReading = r.binary()
-                    if len(f_SigMeterReading) > 64: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 64]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
+                        f_SigMeterReading = b''
+                    else:
+                        r.pos = p
+                        f_SigMeterReading = r.binary()
+                        if len(f_SigMeterReading) > 64: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
                     s = 3
                 elif ec == 2:
                     p += 2
@@ -4284,17 +4300,22 @@ def _d_MeterInfoType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'SigMeterReading'
-                    r.pos = p
-                    f_SigMeterReading = r.binary()
-                    if len(f_SigMeterReading) > 64: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 64]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
+                        f_SigMeterReading = b''
+                    else:
+                        r.pos = p
+                        f_SigMeterReading = r.binary()
+                        if len(f_SigMeterReading) > 64: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
                     s = 3
                 elif ec == 1:
                     p += 2
@@ -4651,40 +4672,40 @@ def _d_CurrentDemandReqType(r):
                 if x & 511336244110: raise r.deviation('CurrentDemandReqType', p)
                 el = 'DC_EVStatus'
                 el = 'EVReady'
-                _c79_EVReady = ((x >> 35) & 1) == 1
+                _c71_EVReady = ((x >> 35) & 1) == 1
                 el = 'EVErrorCode'
-                _c79_EVErrorCode = ((x >> 28) & 15)
-                if _c79_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c79_EVErrorCode} out of range (12 values)', p)
-                _c79_EVErrorCode = _E8[_c79_EVErrorCode]
+                _c71_EVErrorCode = ((x >> 28) & 15)
+                if _c71_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c71_EVErrorCode} out of range (12 values)', p)
+                _c71_EVErrorCode = _E8[_c71_EVErrorCode]
                 el = 'EVRESSSOC'
-                _c79_EVRESSSOC = ((x >> 18) & 127)
-                if _c79_EVRESSSOC > 100: raise DecodeError(f'value {_c79_EVRESSSOC} above maximum 100', p)
-                f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c79_EVReady, _c79_EVErrorCode, _c79_EVRESSSOC)
+                _c71_EVRESSSOC = ((x >> 18) & 127)
+                if _c71_EVRESSSOC > 100: raise DecodeError(f'value {_c71_EVRESSSOC} above maximum 100', p)
+                f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c71_EVReady, _c71_EVErrorCode, _c71_EVRESSSOC)
                 el = 'EVTargetCurrent'
                 el = 'Multiplier'
-                _c80_Multiplier = ((x >> 10) & 7) + -3
-                if _c80_Multiplier > 3: raise DecodeError(f'value {_c80_Multiplier} above maximum 3', p)
+                _c72_Multiplier = ((x >> 10) & 7) + -3
+                if _c72_Multiplier > 3: raise DecodeError(f'value {_c72_Multiplier} above maximum 3', p)
                 el = 'Unit'
-                _c80_Unit = ((x >> 4) & 7)
-                if _c80_Unit >= 7: raise DecodeError(f'enumeration index {_c80_Unit} out of range (7 values)', p)
-                _c80_Unit = _E0[_c80_Unit]
+                _c72_Unit = ((x >> 4) & 7)
+                if _c72_Unit >= 7: raise DecodeError(f'enumeration index {_c72_Unit} out of range (7 values)', p)
+                _c72_Unit = _E0[_c72_Unit]
                 el = 'Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
-                    _c80_Value = (V >> (E - p)) & 127
+                    _c72_Value = (V >> (E - p)) & 127
                 elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                     p += 16
-                    _c80_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c72_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c80_Value = r.uint(); p = r.pos
+                    r.pos = p; _c72_Value = r.uint(); p = r.pos
                 p += 2
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                if _neg: _c80_Value = -_c80_Value - 1
-                if _c80_Value < -32768 or _c80_Value > 32767: raise DecodeError(f'value {_c80_Value} outside [-32768, 32767]', p)
-                f_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c80_Multiplier, _c80_Unit, _c80_Value)
+                if _neg: _c72_Value = -_c72_Value - 1
+                if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', p)
+                f_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c72_Multiplier, _c72_Unit, _c72_Value)
                 s = 2
             if s == 2:
                 p += 3
@@ -4697,29 +4718,29 @@ def _d_CurrentDemandReqType(r):
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumVoltageLimit'
                     el = 'Multiplier'
-                    _c81_Multiplier = ((x >> 10) & 7) + -3
-                    if _c81_Multiplier > 3: raise DecodeError(f'value {_c81_Multiplier} above maximum 3', p)
+                    _c73_Multiplier = ((x >> 10) & 7) + -3
+                    if _c73_Multiplier > 3: raise DecodeError(f'value {_c73_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c81_Unit = ((x >> 4) & 7)
-                    if _c81_Unit >= 7: raise DecodeError(f'enumeration index {_c81_Unit} out of range (7 values)', p)
-                    _c81_Unit = _E0[_c81_Unit]
+                    _c73_Unit = ((x >> 4) & 7)
+                    if _c73_Unit >= 7: raise DecodeError(f'enumeration index {_c73_Unit} out of range (7 values)', p)
+                    _c73_Unit = _E0[_c73_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c81_Value = (V >> (E - p)) & 127
+                        _c73_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c81_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c73_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c81_Value = r.uint(); p = r.pos
+                        r.pos = p; _c73_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c81_Value = -_c81_Value - 1
-                    if _c81_Value < -32768 or _c81_Value > 32767: raise DecodeError(f'value {_c81_Value} outside [-32768, 32767]', p)
-                    f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c81_Multiplier, _c81_Unit, _c81_Value)
+                    if _neg: _c73_Value = -_c73_Value - 1
+                    if _c73_Value < -32768 or _c73_Value > 32767: raise DecodeError(f'value {_c73_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c73_Multiplier, _c73_Unit, _c73_Value)
                     s = 3
                 elif ec == 1:
                     p += 15
@@ -4728,29 +4749,29 @@ def _d_CurrentDemandReqType(r):
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumCurrentLimit'
                     el = 'Multiplier'
-                    _c82_Multiplier = ((x >> 10) & 7) + -3
-                    if _c82_Multiplier > 3: raise DecodeError(f'value {_c82_Multiplier} above maximum 3', p)
+                    _c74_Multiplier = ((x >> 10) & 7) + -3
+                    if _c74_Multiplier > 3: raise DecodeError(f'value {_c74_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c82_Unit = ((x >> 4) & 7)
-                    if _c82_Unit >= 7: raise DecodeError(f'enumeration index {_c82_Unit} out of range (7 values)', p)
-                    _c82_Unit = _E0[_c82_Unit]
+                    _c74_Unit = ((x >> 4) & 7)
+                    if _c74_Unit >= 7: raise DecodeError(f'enumeration index {_c74_Unit} out of range (7 values)', p)
+                    _c74_Unit = _E0[_c74_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c82_Value = (V >> (E - p)) & 127
+                        _c74_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c82_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c74_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c82_Value = r.uint(); p = r.pos
+                        r.pos = p; _c74_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c82_Value = -_c82_Value - 1
-                    if _c82_Value < -32768 or _c82_Value > 32767: raise DecodeError(f'value {_c82_Value} outside [-32768, 32767]', p)
-                    f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c82_Multiplier, _c82_Unit, _c82_Value)
+                    if _neg: _c74_Value = -_c74_Value - 1
+                    if _c74_Value < -32768 or _c74_Value > 32767: raise DecodeError(f'value {_c74_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c74_Multiplier, _c74_Unit, _c74_Value)
                     s = 4
                 elif ec == 2:
                     p += 15
@@ -4759,29 +4780,29 @@ def _d_CurrentDemandReqType(r):
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumPowerLimit'
                     el = 'Multiplier'
-                    _c83_Multiplier = ((x >> 10) & 7) + -3
-                    if _c83_Multiplier > 3: raise DecodeError(f'value {_c83_Multiplier} above maximum 3', p)
+                    _c75_Multiplier = ((x >> 10) & 7) + -3
+                    if _c75_Multiplier > 3: raise DecodeError(f'value {_c75_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c83_Unit = ((x >> 4) & 7)
-                    if _c83_Unit >= 7: raise DecodeError(f'enumeration index {_c83_Unit} out of range (7 values)', p)
-                    _c83_Unit = _E0[_c83_Unit]
+                    _c75_Unit = ((x >> 4) & 7)
+                    if _c75_Unit >= 7: raise DecodeError(f'enumeration index {_c75_Unit} out of range (7 values)', p)
+                    _c75_Unit = _E0[_c75_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c83_Value = (V >> (E - p)) & 127
+                        _c75_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c83_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c75_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c83_Value = r.uint(); p = r.pos
+                        r.pos = p; _c75_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c83_Value = -_c83_Value - 1
-                    if _c83_Value < -32768 or _c83_Value > 32767: raise DecodeError(f'value {_c83_Value} outside [-32768, 32767]', p)
-                    f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c83_Multiplier, _c83_Unit, _c83_Value)
+                    if _neg: _c75_Value = -_c75_Value - 1
+                    if _c75_Value < -32768 or _c75_Value > 32767: raise DecodeError(f'value {_c75_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c75_Multiplier, _c75_Unit, _c75_Value)
                     s = 5
                 elif ec == 3:
                     p += 3
@@ -4812,29 +4833,29 @@ def _d_CurrentDemandReqType(r):
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumCurrentLimit'
                     el = 'Multiplier'
-                    _c84_Multiplier = ((x >> 10) & 7) + -3
-                    if _c84_Multiplier > 3: raise DecodeError(f'value {_c84_Multiplier} above maximum 3', p)
+                    _c76_Multiplier = ((x >> 10) & 7) + -3
+                    if _c76_Multiplier > 3: raise DecodeError(f'value {_c76_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c84_Unit = ((x >> 4) & 7)
-                    if _c84_Unit >= 7: raise DecodeError(f'enumeration index {_c84_Unit} out of range (7 values)', p)
-                    _c84_Unit = _E0[_c84_Unit]
+                    _c76_Unit = ((x >> 4) & 7)
+                    if _c76_Unit >= 7: raise DecodeError(f'enumeration index {_c76_Unit} out of range (7 values)', p)
+                    _c76_Unit = _E0[_c76_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c84_Value = (V >> (E - p)) & 127
+                        _c76_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c76_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c84_Value = r.uint(); p = r.pos
+                        r.pos = p; _c76_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c84_Value = -_c84_Value - 1
-                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
-                    f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c84_Multiplier, _c84_Unit, _c84_Value)
+                    if _neg: _c76_Value = -_c76_Value - 1
+                    if _c76_Value < -32768 or _c76_Value > 32767: raise DecodeError(f'value {_c76_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c76_Multiplier, _c76_Unit, _c76_Value)
                     s = 4
                 elif ec == 1:
                     p += 15
@@ -4843,29 +4864,29 @@ def _d_CurrentDemandReqType(r):
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumPowerLimit'
                     el = 'Multiplier'
-                    _c85_Multiplier = ((x >> 10) & 7) + -3
-                    if _c85_Multiplier > 3: raise DecodeError(f'value {_c85_Multiplier} above maximum 3', p)
+                    _c77_Multiplier = ((x >> 10) & 7) + -3
+                    if _c77_Multiplier > 3: raise DecodeError(f'value {_c77_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c85_Unit = ((x >> 4) & 7)
-                    if _c85_Unit >= 7: raise DecodeError(f'enumeration index {_c85_Unit} out of range (7 values)', p)
-                    _c85_Unit = _E0[_c85_Unit]
+                    _c77_Unit = ((x >> 4) & 7)
+                    if _c77_Unit >= 7: raise DecodeError(f'enumeration index {_c77_Unit} out of range (7 values)', p)
+                    _c77_Unit = _E0[_c77_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c85_Value = (V >> (E - p)) & 127
+                        _c77_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c85_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c77_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c85_Value = r.uint(); p = r.pos
+                        r.pos = p; _c77_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c85_Value = -_c85_Value - 1
-                    if _c85_Value < -32768 or _c85_Value > 32767: raise DecodeError(f'value {_c85_Value} outside [-32768, 32767]', p)
-                    f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c85_Multiplier, _c85_Unit, _c85_Value)
+                    if _neg: _c77_Value = -_c77_Value - 1
+                    if _c77_Value < -32768 or _c77_Value > 32767: raise DecodeError(f'value {_c77_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c77_Multiplier, _c77_Unit, _c77_Value)
                     s = 5
                 elif ec == 2:
                     p += 3
@@ -4896,29 +4917,29 @@ def _d_CurrentDemandReqType(r):
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumPowerLimit'
                     el = 'Multiplier'
-                    _c86_Multiplier = ((x >> 10) & 7) + -3
-                    if _c86_Multiplier > 3: raise DecodeError(f'value {_c86_Multiplier} above maximum 3', p)
+                    _c78_Multiplier = ((x >> 10) & 7) + -3
+                    if _c78_Multiplier > 3: raise DecodeError(f'value {_c78_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c86_Unit = ((x >> 4) & 7)
-                    if _c86_Unit >= 7: raise DecodeError(f'enumeration index {_c86_Unit} out of range (7 values)', p)
-                    _c86_Unit = _E0[_c86_Unit]
+                    _c78_Unit = ((x >> 4) & 7)
+                    if _c78_Unit >= 7: raise DecodeError(f'enumeration index {_c78_Unit} out of range (7 values)', p)
+                    _c78_Unit = _E0[_c78_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c86_Value = (V >> (E - p)) & 127
+                        _c78_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c86_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c86_Value = r.uint(); p = r.pos
+                        r.pos = p; _c78_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c86_Value = -_c86_Value - 1
-                    if _c86_Value < -32768 or _c86_Value > 32767: raise DecodeError(f'value {_c86_Value} outside [-32768, 32767]', p)
-                    f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c86_Multiplier, _c86_Unit, _c86_Value)
+                    if _neg: _c78_Value = -_c78_Value - 1
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c78_Multiplier, _c78_Unit, _c78_Value)
                     s = 5
                 elif ec == 1:
                     p += 3
@@ -4979,29 +5000,29 @@ def _d_CurrentDemandReqType(r):
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'RemainingTimeToFullSoC'
                     el = 'Multiplier'
-                    _c87_Multiplier = ((x >> 10) & 7) + -3
-                    if _c87_Multiplier > 3: raise DecodeError(f'value {_c87_Multiplier} above maximum 3', p)
+                    _c79_Multiplier = ((x >> 10) & 7) + -3
+                    if _c79_Multiplier > 3: raise DecodeError(f'value {_c79_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c87_Unit = ((x >> 4) & 7)
-                    if _c87_Unit >= 7: raise DecodeError(f'enumeration index {_c87_Unit} out of range (7 values)', p)
-                    _c87_Unit = _E0[_c87_Unit]
+                    _c79_Unit = ((x >> 4) & 7)
+                    if _c79_Unit >= 7: raise DecodeError(f'enumeration index {_c79_Unit} out of range (7 values)', p)
+                    _c79_Unit = _E0[_c79_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c87_Value = (V >> (E - p)) & 127
+                        _c79_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c87_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c87_Value = r.uint(); p = r.pos
+                        r.pos = p; _c79_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c87_Value = -_c87_Value - 1
-                    if _c87_Value < -32768 or _c87_Value > 32767: raise DecodeError(f'value {_c87_Value} outside [-32768, 32767]', p)
-                    f_RemainingTimeToFullSoC = iso2_msgdatatypes.PhysicalValueType(_c87_Multiplier, _c87_Unit, _c87_Value)
+                    if _neg: _c79_Value = -_c79_Value - 1
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    f_RemainingTimeToFullSoC = iso2_msgdatatypes.PhysicalValueType(_c79_Multiplier, _c79_Unit, _c79_Value)
                     s = 8
                 elif ec == 1:
                     p += 15
@@ -5010,29 +5031,29 @@ def _d_CurrentDemandReqType(r):
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'RemainingTimeToBulkSoC'
                     el = 'Multiplier'
-                    _c88_Multiplier = ((x >> 10) & 7) + -3
-                    if _c88_Multiplier > 3: raise DecodeError(f'value {_c88_Multiplier} above maximum 3', p)
+                    _c80_Multiplier = ((x >> 10) & 7) + -3
+                    if _c80_Multiplier > 3: raise DecodeError(f'value {_c80_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c88_Unit = ((x >> 4) & 7)
-                    if _c88_Unit >= 7: raise DecodeError(f'enumeration index {_c88_Unit} out of range (7 values)', p)
-                    _c88_Unit = _E0[_c88_Unit]
+                    _c80_Unit = ((x >> 4) & 7)
+                    if _c80_Unit >= 7: raise DecodeError(f'enumeration index {_c80_Unit} out of range (7 values)', p)
+                    _c80_Unit = _E0[_c80_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c88_Value = (V >> (E - p)) & 127
+                        _c80_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c88_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c80_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c88_Value = r.uint(); p = r.pos
+                        r.pos = p; _c80_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c88_Value = -_c88_Value - 1
-                    if _c88_Value < -32768 or _c88_Value > 32767: raise DecodeError(f'value {_c88_Value} outside [-32768, 32767]', p)
-                    f_RemainingTimeToBulkSoC = iso2_msgdatatypes.PhysicalValueType(_c88_Multiplier, _c88_Unit, _c88_Value)
+                    if _neg: _c80_Value = -_c80_Value - 1
+                    if _c80_Value < -32768 or _c80_Value > 32767: raise DecodeError(f'value {_c80_Value} outside [-32768, 32767]', p)
+                    f_RemainingTimeToBulkSoC = iso2_msgdatatypes.PhysicalValueType(_c80_Multiplier, _c80_Unit, _c80_Value)
                     s = 9
                 elif ec == 2:
                     p += 15
@@ -5041,29 +5062,29 @@ def _d_CurrentDemandReqType(r):
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVTargetVoltage'
                     el = 'Multiplier'
-                    _c89_Multiplier = ((x >> 10) & 7) + -3
-                    if _c89_Multiplier > 3: raise DecodeError(f'value {_c89_Multiplier} above maximum 3', p)
+                    _c81_Multiplier = ((x >> 10) & 7) + -3
+                    if _c81_Multiplier > 3: raise DecodeError(f'value {_c81_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c89_Unit = ((x >> 4) & 7)
-                    if _c89_Unit >= 7: raise DecodeError(f'enumeration index {_c89_Unit} out of range (7 values)', p)
-                    _c89_Unit = _E0[_c89_Unit]
+                    _c81_Unit = ((x >> 4) & 7)
+                    if _c81_Unit >= 7: raise DecodeError(f'enumeration index {_c81_Unit} out of range (7 values)', p)
+                    _c81_Unit = _E0[_c81_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c89_Value = (V >> (E - p)) & 127
+                        _c81_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c89_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c81_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c89_Value = r.uint(); p = r.pos
+                        r.pos = p; _c81_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c89_Value = -_c89_Value - 1
-                    if _c89_Value < -32768 or _c89_Value > 32767: raise DecodeError(f'value {_c89_Value} outside [-32768, 32767]', p)
-                    f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c89_Multiplier, _c89_Unit, _c89_Value)
+                    if _neg: _c81_Value = -_c81_Value - 1
+                    if _c81_Value < -32768 or _c81_Value > 32767: raise DecodeError(f'value {_c81_Value} outside [-32768, 32767]', p)
+                    f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c81_Multiplier, _c81_Unit, _c81_Value)
                     s = 10
                 else:
                     raise r.deviation('CurrentDemandReqType', p)
@@ -5078,29 +5099,29 @@ def _d_CurrentDemandReqType(r):
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'RemainingTimeToBulkSoC'
                     el = 'Multiplier'
-                    _c90_Multiplier = ((x >> 10) & 7) + -3
-                    if _c90_Multiplier > 3: raise DecodeError(f'value {_c90_Multiplier} above maximum 3', p)
+                    _c82_Multiplier = ((x >> 10) & 7) + -3
+                    if _c82_Multiplier > 3: raise DecodeError(f'value {_c82_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c90_Unit = ((x >> 4) & 7)
-                    if _c90_Unit >= 7: raise DecodeError(f'enumeration index {_c90_Unit} out of range (7 values)', p)
-                    _c90_Unit = _E0[_c90_Unit]
+                    _c82_Unit = ((x >> 4) & 7)
+                    if _c82_Unit >= 7: raise DecodeError(f'enumeration index {_c82_Unit} out of range (7 values)', p)
+                    _c82_Unit = _E0[_c82_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c90_Value = (V >> (E - p)) & 127
+                        _c82_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c90_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c82_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c90_Value = r.uint(); p = r.pos
+                        r.pos = p; _c82_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c90_Value = -_c90_Value - 1
-                    if _c90_Value < -32768 or _c90_Value > 32767: raise DecodeError(f'value {_c90_Value} outside [-32768, 32767]', p)
-                    f_RemainingTimeToBulkSoC = iso2_msgdatatypes.PhysicalValueType(_c90_Multiplier, _c90_Unit, _c90_Value)
+                    if _neg: _c82_Value = -_c82_Value - 1
+                    if _c82_Value < -32768 or _c82_Value > 32767: raise DecodeError(f'value {_c82_Value} outside [-32768, 32767]', p)
+                    f_RemainingTimeToBulkSoC = iso2_msgdatatypes.PhysicalValueType(_c82_Multiplier, _c82_Unit, _c82_Value)
                     s = 9
                 elif ec == 1:
                     p += 15
@@ -5109,29 +5130,29 @@ def _d_CurrentDemandReqType(r):
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVTargetVoltage'
                     el = 'Multiplier'
-                    _c91_Multiplier = ((x >> 10) & 7) + -3
-                    if _c91_Multiplier > 3: raise DecodeError(f'value {_c91_Multiplier} above maximum 3', p)
+                    _c83_Multiplier = ((x >> 10) & 7) + -3
+                    if _c83_Multiplier > 3: raise DecodeError(f'value {_c83_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c91_Unit = ((x >> 4) & 7)
-                    if _c91_Unit >= 7: raise DecodeError(f'enumeration index {_c91_Unit} out of range (7 values)', p)
-                    _c91_Unit = _E0[_c91_Unit]
+                    _c83_Unit = ((x >> 4) & 7)
+                    if _c83_Unit >= 7: raise DecodeError(f'enumeration index {_c83_Unit} out of range (7 values)', p)
+                    _c83_Unit = _E0[_c83_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c91_Value = (V >> (E - p)) & 127
+                        _c83_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c91_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c83_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c91_Value = r.uint(); p = r.pos
+                        r.pos = p; _c83_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                    if _neg: _c91_Value = -_c91_Value - 1
-                    if _c91_Value < -32768 or _c91_Value > 32767: raise DecodeError(f'value {_c91_Value} outside [-32768, 32767]', p)
-                    f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c91_Multiplier, _c91_Unit, _c91_Value)
+                    if _neg: _c83_Value = -_c83_Value - 1
+                    if _c83_Value < -32768 or _c83_Value > 32767: raise DecodeError(f'value {_c83_Value} outside [-32768, 32767]', p)
+                    f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c83_Multiplier, _c83_Unit, _c83_Value)
                     s = 10
                 else:
                     raise r.deviation('CurrentDemandReqType', p)
@@ -5142,29 +5163,29 @@ def _d_CurrentDemandReqType(r):
                 if x & 58254: raise r.deviation('CurrentDemandReqType', p)
                 el = 'EVTargetVoltage'
                 el = 'Multiplier'
-                _c92_Multiplier = ((x >> 10) & 7) + -3
-                if _c92_Multiplier > 3: raise DecodeError(f'value {_c92_Multiplier} above maximum 3', p)
+                _c84_Multiplier = ((x >> 10) & 7) + -3
+                if _c84_Multiplier > 3: raise DecodeError(f'value {_c84_Multiplier} above maximum 3', p)
                 el = 'Unit'
-                _c92_Unit = ((x >> 4) & 7)
-                if _c92_Unit >= 7: raise DecodeError(f'enumeration index {_c92_Unit} out of range (7 values)', p)
-                _c92_Unit = _E0[_c92_Unit]
+                _c84_Unit = ((x >> 4) & 7)
+                if _c84_Unit >= 7: raise DecodeError(f'enumeration index {_c84_Unit} out of range (7 values)', p)
+                _c84_Unit = _E0[_c84_Unit]
                 el = 'Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
-                    _c92_Value = (V >> (E - p)) & 127
+                    _c84_Value = (V >> (E - p)) & 127
                 elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                     p += 16
-                    _c92_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c92_Value = r.uint(); p = r.pos
+                    r.pos = p; _c84_Value = r.uint(); p = r.pos
                 p += 2
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('CurrentDemandReqType', p)
-                if _neg: _c92_Value = -_c92_Value - 1
-                if _c92_Value < -32768 or _c92_Value > 32767: raise DecodeError(f'value {_c92_Value} outside [-32768, 32767]', p)
-                f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c92_Multiplier, _c92_Unit, _c92_Value)
+                if _neg: _c84_Value = -_c84_Value - 1
+                if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
+                f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c84_Multiplier, _c84_Unit, _c84_Value)
                 s = 10
             if s == 10:
                 p += 1
@@ -5198,50 +5219,50 @@ def _e_CurrentDemandReqType(w, o):
                 if v_DC_EVStatus is not None:
                     el = 'DC_EVStatus'
                     _o = v_DC_EVStatus
-                    _c93_EVReady = _o.EVReady
-                    _c93_EVErrorCode = _o.EVErrorCode
-                    _c93_EVRESSSOC = _o.EVRESSSOC
-                    if not (_c93_EVReady is not None): raise EncodeError('missing content: EVReady')
+                    _c85_EVReady = _o.EVReady
+                    _c85_EVErrorCode = _o.EVErrorCode
+                    _c85_EVRESSSOC = _o.EVRESSSOC
+                    if not (_c85_EVReady is not None): raise EncodeError('missing content: EVReady')
                     el = 'EVReady'
-                    if _c93_EVReady is not True and _c93_EVReady is not False: raise EncodeError(f'expected a bool, got {_c93_EVReady!r}')
-                    if not (_c93_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                    if _c85_EVReady is not True and _c85_EVReady is not False: raise EncodeError(f'expected a bool, got {_c85_EVReady!r}')
+                    if not (_c85_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
                     el = 'EVErrorCode'
-                    _i26 = _I9.get(_c93_EVErrorCode)
-                    if _i26 is None: raise EncodeError(f'{_c93_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    if not (_c93_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                    _i26 = _I9.get(_c85_EVErrorCode)
+                    if _i26 is None: raise EncodeError(f'{_c85_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    if not (_c85_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
                     el = 'EVRESSSOC'
-                    if not 0 <= _c93_EVRESSSOC <= 100: raise EncodeError(f'value {_c93_EVRESSSOC!r} outside [0, 100]')
+                    if not 0 <= _c85_EVRESSSOC <= 100: raise EncodeError(f'value {_c85_EVRESSSOC!r} outside [0, 100]')
                     if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
                     el = 'EVTargetCurrent'
                     _o = v_EVTargetCurrent
-                    _c94_Multiplier = _o.Multiplier
-                    _c94_Unit = _o.Unit
-                    _c94_Value = _o.Value
-                    if not (_c94_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c86_Multiplier = _o.Multiplier
+                    _c86_Unit = _o.Unit
+                    _c86_Value = _o.Value
+                    if not (_c86_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c94_Multiplier <= 3: raise EncodeError(f'value {_c94_Multiplier!r} outside [-3, 3]')
-                    if not (_c94_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c86_Multiplier <= 3: raise EncodeError(f'value {_c86_Multiplier!r} outside [-3, 3]')
+                    if not (_c86_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c94_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c94_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c94_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c86_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c86_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c86_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c94_Value < -32768 or _c94_Value > 32767: raise EncodeError(f'value {_c94_Value!r} outside [-32768, 32767]')
-                    v = (v << 39) | (_c93_EVReady << 35) | (_i26 << 28) | (_c93_EVRESSSOC << 18) | ((_c94_Multiplier - -3) << 10) | (_i7 << 4) | (_c94_Value < 0)
+                    if _c86_Value < -32768 or _c86_Value > 32767: raise EncodeError(f'value {_c86_Value!r} outside [-32768, 32767]')
+                    v = (v << 39) | (_c85_EVReady << 35) | (_i26 << 28) | (_c85_EVRESSSOC << 18) | ((_c86_Multiplier - -3) << 10) | (_i7 << 4) | (_c86_Value < 0)
                     n += 39
-                    _c93_EVReady = None
-                    _c93_EVErrorCode = None
-                    _c93_EVRESSSOC = None
+                    _c85_EVReady = None
+                    _c85_EVErrorCode = None
+                    _c85_EVRESSSOC = None
                     v_DC_EVStatus = None
-                    _c94_Multiplier = None
-                    _c94_Unit = None
-                    _m = (-_c94_Value - 1 if _c94_Value < 0 else _c94_Value)
+                    _c86_Multiplier = None
+                    _c86_Unit = None
+                    _m = (-_c86_Value - 1 if _c86_Value < 0 else _c86_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c94_Value = None
+                    _c86_Value = None
                     v_EVTargetCurrent = None
                     s = 2
                 else:
@@ -5250,88 +5271,88 @@ def _e_CurrentDemandReqType(w, o):
                 if v_EVMaximumVoltageLimit is not None:
                     el = 'EVMaximumVoltageLimit'
                     _o = v_EVMaximumVoltageLimit
-                    _c95_Multiplier = _o.Multiplier
-                    _c95_Unit = _o.Unit
-                    _c95_Value = _o.Value
-                    if not (_c95_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c87_Multiplier = _o.Multiplier
+                    _c87_Unit = _o.Unit
+                    _c87_Value = _o.Value
+                    if not (_c87_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c95_Multiplier <= 3: raise EncodeError(f'value {_c95_Multiplier!r} outside [-3, 3]')
-                    if not (_c95_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c87_Multiplier <= 3: raise EncodeError(f'value {_c87_Multiplier!r} outside [-3, 3]')
+                    if not (_c87_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c95_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c95_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c95_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c87_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c87_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c87_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c95_Value < -32768 or _c95_Value > 32767: raise EncodeError(f'value {_c95_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c95_Multiplier - -3) << 10) | (_i7 << 4) | (_c95_Value < 0)
+                    if _c87_Value < -32768 or _c87_Value > 32767: raise EncodeError(f'value {_c87_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c87_Multiplier - -3) << 10) | (_i7 << 4) | (_c87_Value < 0)
                     n += 18
-                    _c95_Multiplier = None
-                    _c95_Unit = None
-                    _m = (-_c95_Value - 1 if _c95_Value < 0 else _c95_Value)
+                    _c87_Multiplier = None
+                    _c87_Unit = None
+                    _m = (-_c87_Value - 1 if _c87_Value < 0 else _c87_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c95_Value = None
+                    _c87_Value = None
                     v_EVMaximumVoltageLimit = None
                     s = 3
                 elif v_EVMaximumCurrentLimit is not None:
                     el = 'EVMaximumCurrentLimit'
                     _o = v_EVMaximumCurrentLimit
-                    _c96_Multiplier = _o.Multiplier
-                    _c96_Unit = _o.Unit
-                    _c96_Value = _o.Value
-                    if not (_c96_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c88_Multiplier = _o.Multiplier
+                    _c88_Unit = _o.Unit
+                    _c88_Value = _o.Value
+                    if not (_c88_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c96_Multiplier <= 3: raise EncodeError(f'value {_c96_Multiplier!r} outside [-3, 3]')
-                    if not (_c96_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c88_Multiplier <= 3: raise EncodeError(f'value {_c88_Multiplier!r} outside [-3, 3]')
+                    if not (_c88_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c96_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c96_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c96_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c88_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c88_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c88_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c96_Value < -32768 or _c96_Value > 32767: raise EncodeError(f'value {_c96_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (1 << 15) | ((_c96_Multiplier - -3) << 10) | (_i7 << 4) | (_c96_Value < 0)
+                    if _c88_Value < -32768 or _c88_Value > 32767: raise EncodeError(f'value {_c88_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c88_Multiplier - -3) << 10) | (_i7 << 4) | (_c88_Value < 0)
                     n += 18
-                    _c96_Multiplier = None
-                    _c96_Unit = None
-                    _m = (-_c96_Value - 1 if _c96_Value < 0 else _c96_Value)
+                    _c88_Multiplier = None
+                    _c88_Unit = None
+                    _m = (-_c88_Value - 1 if _c88_Value < 0 else _c88_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c96_Value = None
+                    _c88_Value = None
                     v_EVMaximumCurrentLimit = None
                     s = 4
                 elif v_EVMaximumPowerLimit is not None:
                     el = 'EVMaximumPowerLimit'
                     _o = v_EVMaximumPowerLimit
-                    _c97_Multiplier = _o.Multiplier
-                    _c97_Unit = _o.Unit
-                    _c97_Value = _o.Value
-                    if not (_c97_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c89_Multiplier = _o.Multiplier
+                    _c89_Unit = _o.Unit
+                    _c89_Value = _o.Value
+                    if not (_c89_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c97_Multiplier <= 3: raise EncodeError(f'value {_c97_Multiplier!r} outside [-3, 3]')
-                    if not (_c97_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c89_Multiplier <= 3: raise EncodeError(f'value {_c89_Multiplier!r} outside [-3, 3]')
+                    if not (_c89_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c97_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c97_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c97_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c89_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c89_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c89_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (2 << 15) | ((_c97_Multiplier - -3) << 10) | (_i7 << 4) | (_c97_Value < 0)
+                    if _c89_Value < -32768 or _c89_Value > 32767: raise EncodeError(f'value {_c89_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (2 << 15) | ((_c89_Multiplier - -3) << 10) | (_i7 << 4) | (_c89_Value < 0)
                     n += 18
-                    _c97_Multiplier = None
-                    _c97_Unit = None
-                    _m = (-_c97_Value - 1 if _c97_Value < 0 else _c97_Value)
+                    _c89_Multiplier = None
+                    _c89_Unit = None
+                    _m = (-_c89_Value - 1 if _c89_Value < 0 else _c89_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c97_Value = None
+                    _c89_Value = None
                     v_EVMaximumPowerLimit = None
                     s = 5
                 elif v_BulkChargingComplete is not None:
@@ -5354,59 +5375,59 @@ def _e_CurrentDemandReqType(w, o):
                 if v_EVMaximumCurrentLimit is not None:
                     el = 'EVMaximumCurrentLimit'
                     _o = v_EVMaximumCurrentLimit
-                    _c98_Multiplier = _o.Multiplier
-                    _c98_Unit = _o.Unit
-                    _c98_Value = _o.Value
-                    if not (_c98_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c90_Multiplier = _o.Multiplier
+                    _c90_Unit = _o.Unit
+                    _c90_Value = _o.Value
+                    if not (_c90_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c98_Multiplier <= 3: raise EncodeError(f'value {_c98_Multiplier!r} outside [-3, 3]')
-                    if not (_c98_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c90_Multiplier <= 3: raise EncodeError(f'value {_c90_Multiplier!r} outside [-3, 3]')
+                    if not (_c90_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c98_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c98_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c98_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c90_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c90_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c90_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c98_Multiplier - -3) << 10) | (_i7 << 4) | (_c98_Value < 0)
+                    if _c90_Value < -32768 or _c90_Value > 32767: raise EncodeError(f'value {_c90_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c90_Multiplier - -3) << 10) | (_i7 << 4) | (_c90_Value < 0)
                     n += 18
-                    _c98_Multiplier = None
-                    _c98_Unit = None
-                    _m = (-_c98_Value - 1 if _c98_Value < 0 else _c98_Value)
+                    _c90_Multiplier = None
+                    _c90_Unit = None
+                    _m = (-_c90_Value - 1 if _c90_Value < 0 else _c90_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c98_Value = None
+                    _c90_Value = None
                     v_EVMaximumCurrentLimit = None
                     s = 4
                 elif v_EVMaximumPowerLimit is not None:
                     el = 'EVMaximumPowerLimit'
                     _o = v_EVMaximumPowerLimit
-                    _c99_Multiplier = _o.Multiplier
-                    _c99_Unit = _o.Unit
-                    _c99_Value = _o.Value
-                    if not (_c99_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c91_Multiplier = _o.Multiplier
+                    _c91_Unit = _o.Unit
+                    _c91_Value = _o.Value
+                    if not (_c91_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c99_Multiplier <= 3: raise EncodeError(f'value {_c99_Multiplier!r} outside [-3, 3]')
-                    if not (_c99_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c91_Multiplier <= 3: raise EncodeError(f'value {_c91_Multiplier!r} outside [-3, 3]')
+                    if not (_c91_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c99_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c99_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c99_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c91_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c91_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c91_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c99_Value < -32768 or _c99_Value > 32767: raise EncodeError(f'value {_c99_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (1 << 15) | ((_c99_Multiplier - -3) << 10) | (_i7 << 4) | (_c99_Value < 0)
+                    if _c91_Value < -32768 or _c91_Value > 32767: raise EncodeError(f'value {_c91_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c91_Multiplier - -3) << 10) | (_i7 << 4) | (_c91_Value < 0)
                     n += 18
-                    _c99_Multiplier = None
-                    _c99_Unit = None
-                    _m = (-_c99_Value - 1 if _c99_Value < 0 else _c99_Value)
+                    _c91_Multiplier = None
+                    _c91_Unit = None
+                    _m = (-_c91_Value - 1 if _c91_Value < 0 else _c91_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c99_Value = None
+                    _c91_Value = None
                     v_EVMaximumPowerLimit = None
                     s = 5
                 elif v_BulkChargingComplete is not None:
@@ -5429,30 +5450,30 @@ def _e_CurrentDemandReqType(w, o):
                 if v_EVMaximumPowerLimit is not None:
                     el = 'EVMaximumPowerLimit'
                     _o = v_EVMaximumPowerLimit
-                    _c100_Multiplier = _o.Multiplier
-                    _c100_Unit = _o.Unit
-                    _c100_Value = _o.Value
-                    if not (_c100_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c92_Multiplier = _o.Multiplier
+                    _c92_Unit = _o.Unit
+                    _c92_Value = _o.Value
+                    if not (_c92_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c100_Multiplier <= 3: raise EncodeError(f'value {_c100_Multiplier!r} outside [-3, 3]')
-                    if not (_c100_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c92_Multiplier <= 3: raise EncodeError(f'value {_c92_Multiplier!r} outside [-3, 3]')
+                    if not (_c92_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c100_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c100_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c100_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c92_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c92_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c92_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c100_Value < -32768 or _c100_Value > 32767: raise EncodeError(f'value {_c100_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c100_Multiplier - -3) << 10) | (_i7 << 4) | (_c100_Value < 0)
+                    if _c92_Value < -32768 or _c92_Value > 32767: raise EncodeError(f'value {_c92_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c92_Multiplier - -3) << 10) | (_i7 << 4) | (_c92_Value < 0)
                     n += 17
-                    _c100_Multiplier = None
-                    _c100_Unit = None
-                    _m = (-_c100_Value - 1 if _c100_Value < 0 else _c100_Value)
+                    _c92_Multiplier = None
+                    _c92_Unit = None
+                    _m = (-_c92_Value - 1 if _c92_Value < 0 else _c92_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c100_Value = None
+                    _c92_Value = None
                     v_EVMaximumPowerLimit = None
                     s = 5
                 elif v_BulkChargingComplete is not None:
@@ -5502,88 +5523,88 @@ def _e_CurrentDemandReqType(w, o):
                 if v_RemainingTimeToFullSoC is not None:
                     el = 'RemainingTimeToFullSoC'
                     _o = v_RemainingTimeToFullSoC
-                    _c101_Multiplier = _o.Multiplier
-                    _c101_Unit = _o.Unit
-                    _c101_Value = _o.Value
-                    if not (_c101_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c93_Multiplier = _o.Multiplier
+                    _c93_Unit = _o.Unit
+                    _c93_Value = _o.Value
+                    if not (_c93_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c101_Multiplier <= 3: raise EncodeError(f'value {_c101_Multiplier!r} outside [-3, 3]')
-                    if not (_c101_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c93_Multiplier <= 3: raise EncodeError(f'value {_c93_Multiplier!r} outside [-3, 3]')
+                    if not (_c93_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c101_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c101_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c101_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c93_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c93_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c93_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c101_Value < -32768 or _c101_Value > 32767: raise EncodeError(f'value {_c101_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c101_Multiplier - -3) << 10) | (_i7 << 4) | (_c101_Value < 0)
+                    if _c93_Value < -32768 or _c93_Value > 32767: raise EncodeError(f'value {_c93_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c93_Multiplier - -3) << 10) | (_i7 << 4) | (_c93_Value < 0)
                     n += 17
-                    _c101_Multiplier = None
-                    _c101_Unit = None
-                    _m = (-_c101_Value - 1 if _c101_Value < 0 else _c101_Value)
+                    _c93_Multiplier = None
+                    _c93_Unit = None
+                    _m = (-_c93_Value - 1 if _c93_Value < 0 else _c93_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c101_Value = None
+                    _c93_Value = None
                     v_RemainingTimeToFullSoC = None
                     s = 8
                 elif v_RemainingTimeToBulkSoC is not None:
                     el = 'RemainingTimeToBulkSoC'
                     _o = v_RemainingTimeToBulkSoC
-                    _c102_Multiplier = _o.Multiplier
-                    _c102_Unit = _o.Unit
-                    _c102_Value = _o.Value
-                    if not (_c102_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c94_Multiplier = _o.Multiplier
+                    _c94_Unit = _o.Unit
+                    _c94_Value = _o.Value
+                    if not (_c94_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c102_Multiplier <= 3: raise EncodeError(f'value {_c102_Multiplier!r} outside [-3, 3]')
-                    if not (_c102_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c94_Multiplier <= 3: raise EncodeError(f'value {_c94_Multiplier!r} outside [-3, 3]')
+                    if not (_c94_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c102_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c102_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c102_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c94_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c94_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c94_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c102_Value < -32768 or _c102_Value > 32767: raise EncodeError(f'value {_c102_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (1 << 15) | ((_c102_Multiplier - -3) << 10) | (_i7 << 4) | (_c102_Value < 0)
+                    if _c94_Value < -32768 or _c94_Value > 32767: raise EncodeError(f'value {_c94_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 15) | ((_c94_Multiplier - -3) << 10) | (_i7 << 4) | (_c94_Value < 0)
                     n += 17
-                    _c102_Multiplier = None
-                    _c102_Unit = None
-                    _m = (-_c102_Value - 1 if _c102_Value < 0 else _c102_Value)
+                    _c94_Multiplier = None
+                    _c94_Unit = None
+                    _m = (-_c94_Value - 1 if _c94_Value < 0 else _c94_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c102_Value = None
+                    _c94_Value = None
                     v_RemainingTimeToBulkSoC = None
                     s = 9
                 elif v_EVTargetVoltage is not None:
                     el = 'EVTargetVoltage'
                     _o = v_EVTargetVoltage
-                    _c103_Multiplier = _o.Multiplier
-                    _c103_Unit = _o.Unit
-                    _c103_Value = _o.Value
-                    if not (_c103_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c95_Multiplier = _o.Multiplier
+                    _c95_Unit = _o.Unit
+                    _c95_Value = _o.Value
+                    if not (_c95_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c103_Multiplier <= 3: raise EncodeError(f'value {_c103_Multiplier!r} outside [-3, 3]')
-                    if not (_c103_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c95_Multiplier <= 3: raise EncodeError(f'value {_c95_Multiplier!r} outside [-3, 3]')
+                    if not (_c95_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c103_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c103_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c103_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c95_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c95_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c95_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c103_Value < -32768 or _c103_Value > 32767: raise EncodeError(f'value {_c103_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (2 << 15) | ((_c103_Multiplier - -3) << 10) | (_i7 << 4) | (_c103_Value < 0)
+                    if _c95_Value < -32768 or _c95_Value > 32767: raise EncodeError(f'value {_c95_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (2 << 15) | ((_c95_Multiplier - -3) << 10) | (_i7 << 4) | (_c95_Value < 0)
                     n += 17
-                    _c103_Multiplier = None
-                    _c103_Unit = None
-                    _m = (-_c103_Value - 1 if _c103_Value < 0 else _c103_Value)
+                    _c95_Multiplier = None
+                    _c95_Unit = None
+                    _m = (-_c95_Value - 1 if _c95_Value < 0 else _c95_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c103_Value = None
+                    _c95_Value = None
                     v_EVTargetVoltage = None
                     s = 10
                 else:
@@ -5592,59 +5613,59 @@ def _e_CurrentDemandReqType(w, o):
                 if v_RemainingTimeToBulkSoC is not None:
                     el = 'RemainingTimeToBulkSoC'
                     _o = v_RemainingTimeToBulkSoC
-                    _c104_Multiplier = _o.Multiplier
-                    _c104_Unit = _o.Unit
-                    _c104_Value = _o.Value
-                    if not (_c104_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c96_Multiplier = _o.Multiplier
+                    _c96_Unit = _o.Unit
+                    _c96_Value = _o.Value
+                    if not (_c96_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c104_Multiplier <= 3: raise EncodeError(f'value {_c104_Multiplier!r} outside [-3, 3]')
-                    if not (_c104_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c96_Multiplier <= 3: raise EncodeError(f'value {_c96_Multiplier!r} outside [-3, 3]')
+                    if not (_c96_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c104_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c104_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c104_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c96_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c96_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c96_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c104_Value < -32768 or _c104_Value > 32767: raise EncodeError(f'value {_c104_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c104_Multiplier - -3) << 10) | (_i7 << 4) | (_c104_Value < 0)
+                    if _c96_Value < -32768 or _c96_Value > 32767: raise EncodeError(f'value {_c96_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c96_Multiplier - -3) << 10) | (_i7 << 4) | (_c96_Value < 0)
                     n += 17
-                    _c104_Multiplier = None
-                    _c104_Unit = None
-                    _m = (-_c104_Value - 1 if _c104_Value < 0 else _c104_Value)
+                    _c96_Multiplier = None
+                    _c96_Unit = None
+                    _m = (-_c96_Value - 1 if _c96_Value < 0 else _c96_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c104_Value = None
+                    _c96_Value = None
                     v_RemainingTimeToBulkSoC = None
                     s = 9
                 elif v_EVTargetVoltage is not None:
                     el = 'EVTargetVoltage'
                     _o = v_EVTargetVoltage
-                    _c105_Multiplier = _o.Multiplier
-                    _c105_Unit = _o.Unit
-                    _c105_Value = _o.Value
-                    if not (_c105_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c97_Multiplier = _o.Multiplier
+                    _c97_Unit = _o.Unit
+                    _c97_Value = _o.Value
+                    if not (_c97_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c105_Multiplier <= 3: raise EncodeError(f'value {_c105_Multiplier!r} outside [-3, 3]')
-                    if not (_c105_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c97_Multiplier <= 3: raise EncodeError(f'value {_c97_Multiplier!r} outside [-3, 3]')
+                    if not (_c97_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c105_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c105_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c105_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c97_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c97_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c97_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c105_Value < -32768 or _c105_Value > 32767: raise EncodeError(f'value {_c105_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (1 << 15) | ((_c105_Multiplier - -3) << 10) | (_i7 << 4) | (_c105_Value < 0)
+                    if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 15) | ((_c97_Multiplier - -3) << 10) | (_i7 << 4) | (_c97_Value < 0)
                     n += 17
-                    _c105_Multiplier = None
-                    _c105_Unit = None
-                    _m = (-_c105_Value - 1 if _c105_Value < 0 else _c105_Value)
+                    _c97_Multiplier = None
+                    _c97_Unit = None
+                    _m = (-_c97_Value - 1 if _c97_Value < 0 else _c97_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c105_Value = None
+                    _c97_Value = None
                     v_EVTargetVoltage = None
                     s = 10
                 else:
@@ -5653,30 +5674,30 @@ def _e_CurrentDemandReqType(w, o):
                 if v_EVTargetVoltage is not None:
                     el = 'EVTargetVoltage'
                     _o = v_EVTargetVoltage
-                    _c106_Multiplier = _o.Multiplier
-                    _c106_Unit = _o.Unit
-                    _c106_Value = _o.Value
-                    if not (_c106_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c98_Multiplier = _o.Multiplier
+                    _c98_Unit = _o.Unit
+                    _c98_Value = _o.Value
+                    if not (_c98_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c106_Multiplier <= 3: raise EncodeError(f'value {_c106_Multiplier!r} outside [-3, 3]')
-                    if not (_c106_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c98_Multiplier <= 3: raise EncodeError(f'value {_c98_Multiplier!r} outside [-3, 3]')
+                    if not (_c98_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c106_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c106_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c106_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c98_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c98_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c98_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c106_Value < -32768 or _c106_Value > 32767: raise EncodeError(f'value {_c106_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c106_Multiplier - -3) << 10) | (_i7 << 4) | (_c106_Value < 0)
+                    if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c98_Multiplier - -3) << 10) | (_i7 << 4) | (_c98_Value < 0)
                     n += 16
-                    _c106_Multiplier = None
-                    _c106_Unit = None
-                    _m = (-_c106_Value - 1 if _c106_Value < 0 else _c106_Value)
+                    _c98_Multiplier = None
+                    _c98_Unit = None
+                    _m = (-_c98_Value - 1 if _c98_Value < 0 else _c98_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c106_Value = None
+                    _c98_Value = None
                     v_EVTargetVoltage = None
                     s = 10
                 else:
@@ -5733,54 +5754,54 @@ def _d_CurrentDemandResType(r):
                 if x & 58254: raise r.deviation('CurrentDemandResType', p)
                 el = 'EVSEPresentVoltage'
                 el = 'Multiplier'
-                _c107_Multiplier = ((x >> 10) & 7) + -3
-                if _c107_Multiplier > 3: raise DecodeError(f'value {_c107_Multiplier} above maximum 3', p)
+                _c99_Multiplier = ((x >> 10) & 7) + -3
+                if _c99_Multiplier > 3: raise DecodeError(f'value {_c99_Multiplier} above maximum 3', p)
                 el = 'Unit'
-                _c107_Unit = ((x >> 4) & 7)
-                if _c107_Unit >= 7: raise DecodeError(f'enumeration index {_c107_Unit} out of range (7 values)', p)
-                _c107_Unit = _E0[_c107_Unit]
+                _c99_Unit = ((x >> 4) & 7)
+                if _c99_Unit >= 7: raise DecodeError(f'enumeration index {_c99_Unit} out of range (7 values)', p)
+                _c99_Unit = _E0[_c99_Unit]
                 el = 'Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
-                    _c107_Value = (V >> (E - p)) & 127
+                    _c99_Value = (V >> (E - p)) & 127
                 elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                     p += 16
-                    _c107_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c99_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c107_Value = r.uint(); p = r.pos
+                    r.pos = p; _c99_Value = r.uint(); p = r.pos
                 p += 18
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('CurrentDemandResType', p)
-                if _neg: _c107_Value = -_c107_Value - 1
-                if _c107_Value < -32768 or _c107_Value > 32767: raise DecodeError(f'value {_c107_Value} outside [-32768, 32767]', p)
-                f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c107_Multiplier, _c107_Unit, _c107_Value)
+                if _neg: _c99_Value = -_c99_Value - 1
+                if _c99_Value < -32768 or _c99_Value > 32767: raise DecodeError(f'value {_c99_Value} outside [-32768, 32767]', p)
+                f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c99_Multiplier, _c99_Unit, _c99_Value)
                 el = 'EVSEPresentCurrent'
                 el = 'Multiplier'
-                _c108_Multiplier = ((x >> 10) & 7) + -3
-                if _c108_Multiplier > 3: raise DecodeError(f'value {_c108_Multiplier} above maximum 3', p)
+                _c100_Multiplier = ((x >> 10) & 7) + -3
+                if _c100_Multiplier > 3: raise DecodeError(f'value {_c100_Multiplier} above maximum 3', p)
                 el = 'Unit'
-                _c108_Unit = ((x >> 4) & 7)
-                if _c108_Unit >= 7: raise DecodeError(f'enumeration index {_c108_Unit} out of range (7 values)', p)
-                _c108_Unit = _E0[_c108_Unit]
+                _c100_Unit = ((x >> 4) & 7)
+                if _c100_Unit >= 7: raise DecodeError(f'enumeration index {_c100_Unit} out of range (7 values)', p)
+                _c100_Unit = _E0[_c100_Unit]
                 el = 'Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
-                    _c108_Value = (V >> (E - p)) & 127
+                    _c100_Value = (V >> (E - p)) & 127
                 elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                     p += 16
-                    _c108_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c100_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c108_Value = r.uint(); p = r.pos
+                    r.pos = p; _c100_Value = r.uint(); p = r.pos
                 p += 14
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 16383
                 if x & 15837: raise r.deviation('CurrentDemandResType', p)
-                if _neg: _c108_Value = -_c108_Value - 1
-                if _c108_Value < -32768 or _c108_Value > 32767: raise DecodeError(f'value {_c108_Value} outside [-32768, 32767]', p)
-                f_EVSEPresentCurrent = iso2_msgdatatypes.PhysicalValueType(_c108_Multiplier, _c108_Unit, _c108_Value)
+                if _neg: _c100_Value = -_c100_Value - 1
+                if _c100_Value < -32768 or _c100_Value > 32767: raise DecodeError(f'value {_c100_Value} outside [-32768, 32767]', p)
+                f_EVSEPresentCurrent = iso2_msgdatatypes.PhysicalValueType(_c100_Multiplier, _c100_Unit, _c100_Value)
                 el = 'EVSECurrentLimitAchieved'
                 f_EVSECurrentLimitAchieved = ((x >> 9) & 1) == 1
                 el = 'EVSEVoltageLimitAchieved'
@@ -5799,29 +5820,29 @@ def _d_CurrentDemandResType(r):
                     if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumVoltageLimit'
                     el = 'Multiplier'
-                    _c109_Multiplier = ((x >> 10) & 7) + -3
-                    if _c109_Multiplier > 3: raise DecodeError(f'value {_c109_Multiplier} above maximum 3', p)
+                    _c101_Multiplier = ((x >> 10) & 7) + -3
+                    if _c101_Multiplier > 3: raise DecodeError(f'value {_c101_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c109_Unit = ((x >> 4) & 7)
-                    if _c109_Unit >= 7: raise DecodeError(f'enumeration index {_c109_Unit} out of range (7 values)', p)
-                    _c109_Unit = _E0[_c109_Unit]
+                    _c101_Unit = ((x >> 4) & 7)
+                    if _c101_Unit >= 7: raise DecodeError(f'enumeration index {_c101_Unit} out of range (7 values)', p)
+                    _c101_Unit = _E0[_c101_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c109_Value = (V >> (E - p)) & 127
+                        _c101_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c109_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c101_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c109_Value = r.uint(); p = r.pos
+                        r.pos = p; _c101_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
-                    if _neg: _c109_Value = -_c109_Value - 1
-                    if _c109_Value < -32768 or _c109_Value > 32767: raise DecodeError(f'value {_c109_Value} outside [-32768, 32767]', p)
-                    f_EVSEMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c109_Multiplier, _c109_Unit, _c109_Value)
+                    if _neg: _c101_Value = -_c101_Value - 1
+                    if _c101_Value < -32768 or _c101_Value > 32767: raise DecodeError(f'value {_c101_Value} outside [-32768, 32767]', p)
+                    f_EVSEMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c101_Multiplier, _c101_Unit, _c101_Value)
                     s = 8
                 elif ec == 1:
                     p += 15
@@ -5830,29 +5851,29 @@ def _d_CurrentDemandResType(r):
                     if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumCurrentLimit'
                     el = 'Multiplier'
-                    _c110_Multiplier = ((x >> 10) & 7) + -3
-                    if _c110_Multiplier > 3: raise DecodeError(f'value {_c110_Multiplier} above maximum 3', p)
+                    _c102_Multiplier = ((x >> 10) & 7) + -3
+                    if _c102_Multiplier > 3: raise DecodeError(f'value {_c102_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c110_Unit = ((x >> 4) & 7)
-                    if _c110_Unit >= 7: raise DecodeError(f'enumeration index {_c110_Unit} out of range (7 values)', p)
-                    _c110_Unit = _E0[_c110_Unit]
+                    _c102_Unit = ((x >> 4) & 7)
+                    if _c102_Unit >= 7: raise DecodeError(f'enumeration index {_c102_Unit} out of range (7 values)', p)
+                    _c102_Unit = _E0[_c102_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c110_Value = (V >> (E - p)) & 127
+                        _c102_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c110_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c102_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c110_Value = r.uint(); p = r.pos
+                        r.pos = p; _c102_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
-                    if _neg: _c110_Value = -_c110_Value - 1
-                    if _c110_Value < -32768 or _c110_Value > 32767: raise DecodeError(f'value {_c110_Value} outside [-32768, 32767]', p)
-                    f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c110_Multiplier, _c110_Unit, _c110_Value)
+                    if _neg: _c102_Value = -_c102_Value - 1
+                    if _c102_Value < -32768 or _c102_Value > 32767: raise DecodeError(f'value {_c102_Value} outside [-32768, 32767]', p)
+                    f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c102_Multiplier, _c102_Unit, _c102_Value)
                     s = 9
                 elif ec == 2:
                     p += 15
@@ -5861,29 +5882,29 @@ def _d_CurrentDemandResType(r):
                     if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumPowerLimit'
                     el = 'Multiplier'
-                    _c111_Multiplier = ((x >> 10) & 7) + -3
-                    if _c111_Multiplier > 3: raise DecodeError(f'value {_c111_Multiplier} above maximum 3', p)
+                    _c103_Multiplier = ((x >> 10) & 7) + -3
+                    if _c103_Multiplier > 3: raise DecodeError(f'value {_c103_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c111_Unit = ((x >> 4) & 7)
-                    if _c111_Unit >= 7: raise DecodeError(f'enumeration index {_c111_Unit} out of range (7 values)', p)
-                    _c111_Unit = _E0[_c111_Unit]
+                    _c103_Unit = ((x >> 4) & 7)
+                    if _c103_Unit >= 7: raise DecodeError(f'enumeration index {_c103_Unit} out of range (7 values)', p)
+                    _c103_Unit = _E0[_c103_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c111_Value = (V >> (E - p)) & 127
+                        _c103_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c111_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c103_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c111_Value = r.uint(); p = r.pos
+                        r.pos = p; _c103_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
-                    if _neg: _c111_Value = -_c111_Value - 1
-                    if _c111_Value < -32768 or _c111_Value > 32767: raise DecodeError(f'value {_c111_Value} outside [-32768, 32767]', p)
-                    f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c111_Multiplier, _c111_Unit, _c111_Value)
+                    if _neg: _c103_Value = -_c103_Value - 1
+                    if _c103_Value < -32768 or _c103_Value > 32767: raise DecodeError(f'value {_c103_Value} outside [-32768, 32767]', p)
+                    f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c103_Multiplier, _c103_Unit, _c103_Value)
                     s = 10
                 elif ec == 3:
                     p += 1
@@ -5911,29 +5932,29 @@ def _d_CurrentDemandResType(r):
                     if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumCurrentLimit'
                     el = 'Multiplier'
-                    _c112_Multiplier = ((x >> 10) & 7) + -3
-                    if _c112_Multiplier > 3: raise DecodeError(f'value {_c112_Multiplier} above maximum 3', p)
+                    _c104_Multiplier = ((x >> 10) & 7) + -3
+                    if _c104_Multiplier > 3: raise DecodeError(f'value {_c104_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c112_Unit = ((x >> 4) & 7)
-                    if _c112_Unit >= 7: raise DecodeError(f'enumeration index {_c112_Unit} out of range (7 values)', p)
-                    _c112_Unit = _E0[_c112_Unit]
+                    _c104_Unit = ((x >> 4) & 7)
+                    if _c104_Unit >= 7: raise DecodeError(f'enumeration index {_c104_Unit} out of range (7 values)', p)
+                    _c104_Unit = _E0[_c104_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c112_Value = (V >> (E - p)) & 127
+                        _c104_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c112_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c104_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c112_Value = r.uint(); p = r.pos
+                        r.pos = p; _c104_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
-                    if _neg: _c112_Value = -_c112_Value - 1
-                    if _c112_Value < -32768 or _c112_Value > 32767: raise DecodeError(f'value {_c112_Value} outside [-32768, 32767]', p)
-                    f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c112_Multiplier, _c112_Unit, _c112_Value)
+                    if _neg: _c104_Value = -_c104_Value - 1
+                    if _c104_Value < -32768 or _c104_Value > 32767: raise DecodeError(f'value {_c104_Value} outside [-32768, 32767]', p)
+                    f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c104_Multiplier, _c104_Unit, _c104_Value)
                     s = 9
                 elif ec == 1:
                     p += 15
@@ -5942,29 +5963,29 @@ def _d_CurrentDemandResType(r):
                     if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumPowerLimit'
                     el = 'Multiplier'
-                    _c113_Multiplier = ((x >> 10) & 7) + -3
-                    if _c113_Multiplier > 3: raise DecodeError(f'value {_c113_Multiplier} above maximum 3', p)
+                    _c105_Multiplier = ((x >> 10) & 7) + -3
+                    if _c105_Multiplier > 3: raise DecodeError(f'value {_c105_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c113_Unit = ((x >> 4) & 7)
-                    if _c113_Unit >= 7: raise DecodeError(f'enumeration index {_c113_Unit} out of range (7 values)', p)
-                    _c113_Unit = _E0[_c113_Unit]
+                    _c105_Unit = ((x >> 4) & 7)
+                    if _c105_Unit >= 7: raise DecodeError(f'enumeration index {_c105_Unit} out of range (7 values)', p)
+                    _c105_Unit = _E0[_c105_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c113_Value = (V >> (E - p)) & 127
+                        _c105_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c113_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c105_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c113_Value = r.uint(); p = r.pos
+                        r.pos = p; _c105_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
-                    if _neg: _c113_Value = -_c113_Value - 1
-                    if _c113_Value < -32768 or _c113_Value > 32767: raise DecodeError(f'value {_c113_Value} outside [-32768, 32767]', p)
-                    f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c113_Multiplier, _c113_Unit, _c113_Value)
+                    if _neg: _c105_Value = -_c105_Value - 1
+                    if _c105_Value < -32768 or _c105_Value > 32767: raise DecodeError(f'value {_c105_Value} outside [-32768, 32767]', p)
+                    f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c105_Multiplier, _c105_Unit, _c105_Value)
                     s = 10
                 elif ec == 2:
                     p += 1
@@ -5992,29 +6013,29 @@ def _d_CurrentDemandResType(r):
                     if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumPowerLimit'
                     el = 'Multiplier'
-                    _c114_Multiplier = ((x >> 10) & 7) + -3
-                    if _c114_Multiplier > 3: raise DecodeError(f'value {_c114_Multiplier} above maximum 3', p)
+                    _c106_Multiplier = ((x >> 10) & 7) + -3
+                    if _c106_Multiplier > 3: raise DecodeError(f'value {_c106_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c114_Unit = ((x >> 4) & 7)
-                    if _c114_Unit >= 7: raise DecodeError(f'enumeration index {_c114_Unit} out of range (7 values)', p)
-                    _c114_Unit = _E0[_c114_Unit]
+                    _c106_Unit = ((x >> 4) & 7)
+                    if _c106_Unit >= 7: raise DecodeError(f'enumeration index {_c106_Unit} out of range (7 values)', p)
+                    _c106_Unit = _E0[_c106_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c114_Value = (V >> (E - p)) & 127
+                        _c106_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c114_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c106_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c114_Value = r.uint(); p = r.pos
+                        r.pos = p; _c106_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
-                    if _neg: _c114_Value = -_c114_Value - 1
-                    if _c114_Value < -32768 or _c114_Value > 32767: raise DecodeError(f'value {_c114_Value} outside [-32768, 32767]', p)
-                    f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c114_Multiplier, _c114_Unit, _c114_Value)
+                    if _neg: _c106_Value = -_c106_Value - 1
+                    if _c106_Value < -32768 or _c106_Value > 32767: raise DecodeError(f'value {_c106_Value} outside [-32768, 32767]', p)
+                    f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c106_Multiplier, _c106_Unit, _c106_Value)
                     s = 10
                 elif ec == 1:
                     p += 1
@@ -6129,11 +6150,11 @@ def _e_CurrentDemandResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i115 = _I6.get(v_ResponseCode)
-                    if _i115 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i107 = _I6.get(v_ResponseCode)
+                    if _i107 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
                     el = 'DC_EVSEStatus'
-                    v = (v << 9) | (_i115 << 2)
+                    v = (v << 9) | (_i107 << 2)
                     n += 9
                     v_ResponseCode = None
                     w.v = v; w.n = n
@@ -6142,51 +6163,51 @@ def _e_CurrentDemandResType(w, o):
                     if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
                     el = 'EVSEPresentVoltage'
                     _o = v_EVSEPresentVoltage
-                    _c116_Multiplier = _o.Multiplier
-                    _c116_Unit = _o.Unit
-                    _c116_Value = _o.Value
-                    if not (_c116_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c108_Multiplier = _o.Multiplier
+                    _c108_Unit = _o.Unit
+                    _c108_Value = _o.Value
+                    if not (_c108_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c116_Multiplier <= 3: raise EncodeError(f'value {_c116_Multiplier!r} outside [-3, 3]')
-                    if not (_c116_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c108_Multiplier <= 3: raise EncodeError(f'value {_c108_Multiplier!r} outside [-3, 3]')
+                    if not (_c108_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c116_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c116_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c116_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c108_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c108_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c108_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c116_Value < -32768 or _c116_Value > 32767: raise EncodeError(f'value {_c116_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c116_Multiplier - -3) << 10) | (_i7 << 4) | (_c116_Value < 0)
+                    if _c108_Value < -32768 or _c108_Value > 32767: raise EncodeError(f'value {_c108_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c108_Multiplier - -3) << 10) | (_i7 << 4) | (_c108_Value < 0)
                     n += 16
                     v_DC_EVSEStatus = None
-                    _c116_Multiplier = None
-                    _c116_Unit = None
-                    _m = (-_c116_Value - 1 if _c116_Value < 0 else _c116_Value)
+                    _c108_Multiplier = None
+                    _c108_Unit = None
+                    _m = (-_c108_Value - 1 if _c108_Value < 0 else _c108_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
                     el = 'EVSEPresentCurrent'
                     _o = v_EVSEPresentCurrent
-                    _c117_Multiplier = _o.Multiplier
-                    _c117_Unit = _o.Unit
-                    _c117_Value = _o.Value
-                    if not (_c117_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c109_Multiplier = _o.Multiplier
+                    _c109_Unit = _o.Unit
+                    _c109_Value = _o.Value
+                    if not (_c109_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c117_Multiplier <= 3: raise EncodeError(f'value {_c117_Multiplier!r} outside [-3, 3]')
-                    if not (_c117_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c109_Multiplier <= 3: raise EncodeError(f'value {_c109_Multiplier!r} outside [-3, 3]')
+                    if not (_c109_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c117_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c117_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c117_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c109_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c109_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c109_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c117_Value < -32768 or _c117_Value > 32767: raise EncodeError(f'value {_c117_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c117_Multiplier - -3) << 10) | (_i7 << 4) | (_c117_Value < 0)
+                    if _c109_Value < -32768 or _c109_Value > 32767: raise EncodeError(f'value {_c109_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c109_Multiplier - -3) << 10) | (_i7 << 4) | (_c109_Value < 0)
                     n += 18
-                    _c116_Value = None
+                    _c108_Value = None
                     v_EVSEPresentVoltage = None
-                    _c117_Multiplier = None
-                    _c117_Unit = None
-                    _m = (-_c117_Value - 1 if _c117_Value < 0 else _c117_Value)
+                    _c109_Multiplier = None
+                    _c109_Unit = None
+                    _m = (-_c109_Value - 1 if _c109_Value < 0 else _c109_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
@@ -6201,7 +6222,7 @@ def _e_CurrentDemandResType(w, o):
                     if v_EVSEPowerLimitAchieved is not True and v_EVSEPowerLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
                     v = (v << 14) | (v_EVSECurrentLimitAchieved << 9) | (v_EVSEVoltageLimitAchieved << 5) | (v_EVSEPowerLimitAchieved << 1)
                     n += 14
-                    _c117_Value = None
+                    _c109_Value = None
                     v_EVSEPresentCurrent = None
                     v_EVSECurrentLimitAchieved = None
                     v_EVSEVoltageLimitAchieved = None
@@ -6213,88 +6234,88 @@ def _e_CurrentDemandResType(w, o):
                 if v_EVSEMaximumVoltageLimit is not None:
                     el = 'EVSEMaximumVoltageLimit'
                     _o = v_EVSEMaximumVoltageLimit
-                    _c118_Multiplier = _o.Multiplier
-                    _c118_Unit = _o.Unit
-                    _c118_Value = _o.Value
-                    if not (_c118_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c110_Multiplier = _o.Multiplier
+                    _c110_Unit = _o.Unit
+                    _c110_Value = _o.Value
+                    if not (_c110_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c118_Multiplier <= 3: raise EncodeError(f'value {_c118_Multiplier!r} outside [-3, 3]')
-                    if not (_c118_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c110_Multiplier <= 3: raise EncodeError(f'value {_c110_Multiplier!r} outside [-3, 3]')
+                    if not (_c110_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c118_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c118_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c118_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c110_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c110_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c110_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c118_Value < -32768 or _c118_Value > 32767: raise EncodeError(f'value {_c118_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c118_Multiplier - -3) << 10) | (_i7 << 4) | (_c118_Value < 0)
+                    if _c110_Value < -32768 or _c110_Value > 32767: raise EncodeError(f'value {_c110_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c110_Multiplier - -3) << 10) | (_i7 << 4) | (_c110_Value < 0)
                     n += 18
-                    _c118_Multiplier = None
-                    _c118_Unit = None
-                    _m = (-_c118_Value - 1 if _c118_Value < 0 else _c118_Value)
+                    _c110_Multiplier = None
+                    _c110_Unit = None
+                    _m = (-_c110_Value - 1 if _c110_Value < 0 else _c110_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c118_Value = None
+                    _c110_Value = None
                     v_EVSEMaximumVoltageLimit = None
                     s = 8
                 elif v_EVSEMaximumCurrentLimit is not None:
                     el = 'EVSEMaximumCurrentLimit'
                     _o = v_EVSEMaximumCurrentLimit
-                    _c119_Multiplier = _o.Multiplier
-                    _c119_Unit = _o.Unit
-                    _c119_Value = _o.Value
-                    if not (_c119_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c111_Multiplier = _o.Multiplier
+                    _c111_Unit = _o.Unit
+                    _c111_Value = _o.Value
+                    if not (_c111_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c119_Multiplier <= 3: raise EncodeError(f'value {_c119_Multiplier!r} outside [-3, 3]')
-                    if not (_c119_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c111_Multiplier <= 3: raise EncodeError(f'value {_c111_Multiplier!r} outside [-3, 3]')
+                    if not (_c111_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c119_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c119_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c119_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c111_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c111_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c111_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c119_Value < -32768 or _c119_Value > 32767: raise EncodeError(f'value {_c119_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (1 << 15) | ((_c119_Multiplier - -3) << 10) | (_i7 << 4) | (_c119_Value < 0)
+                    if _c111_Value < -32768 or _c111_Value > 32767: raise EncodeError(f'value {_c111_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c111_Multiplier - -3) << 10) | (_i7 << 4) | (_c111_Value < 0)
                     n += 18
-                    _c119_Multiplier = None
-                    _c119_Unit = None
-                    _m = (-_c119_Value - 1 if _c119_Value < 0 else _c119_Value)
+                    _c111_Multiplier = None
+                    _c111_Unit = None
+                    _m = (-_c111_Value - 1 if _c111_Value < 0 else _c111_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c119_Value = None
+                    _c111_Value = None
                     v_EVSEMaximumCurrentLimit = None
                     s = 9
                 elif v_EVSEMaximumPowerLimit is not None:
                     el = 'EVSEMaximumPowerLimit'
                     _o = v_EVSEMaximumPowerLimit
-                    _c120_Multiplier = _o.Multiplier
-                    _c120_Unit = _o.Unit
-                    _c120_Value = _o.Value
-                    if not (_c120_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c112_Multiplier = _o.Multiplier
+                    _c112_Unit = _o.Unit
+                    _c112_Value = _o.Value
+                    if not (_c112_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c120_Multiplier <= 3: raise EncodeError(f'value {_c120_Multiplier!r} outside [-3, 3]')
-                    if not (_c120_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c112_Multiplier <= 3: raise EncodeError(f'value {_c112_Multiplier!r} outside [-3, 3]')
+                    if not (_c112_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c120_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c120_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c120_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c112_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c112_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c112_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c120_Value < -32768 or _c120_Value > 32767: raise EncodeError(f'value {_c120_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (2 << 15) | ((_c120_Multiplier - -3) << 10) | (_i7 << 4) | (_c120_Value < 0)
+                    if _c112_Value < -32768 or _c112_Value > 32767: raise EncodeError(f'value {_c112_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (2 << 15) | ((_c112_Multiplier - -3) << 10) | (_i7 << 4) | (_c112_Value < 0)
                     n += 18
-                    _c120_Multiplier = None
-                    _c120_Unit = None
-                    _m = (-_c120_Value - 1 if _c120_Value < 0 else _c120_Value)
+                    _c112_Multiplier = None
+                    _c112_Unit = None
+                    _m = (-_c112_Value - 1 if _c112_Value < 0 else _c112_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c120_Value = None
+                    _c112_Value = None
                     v_EVSEMaximumPowerLimit = None
                     s = 10
                 elif v_EVSEID is not None:
@@ -6317,59 +6338,59 @@ def _e_CurrentDemandResType(w, o):
                 if v_EVSEMaximumCurrentLimit is not None:
                     el = 'EVSEMaximumCurrentLimit'
                     _o = v_EVSEMaximumCurrentLimit
-                    _c121_Multiplier = _o.Multiplier
-                    _c121_Unit = _o.Unit
-                    _c121_Value = _o.Value
-                    if not (_c121_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c113_Multiplier = _o.Multiplier
+                    _c113_Unit = _o.Unit
+                    _c113_Value = _o.Value
+                    if not (_c113_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c121_Multiplier <= 3: raise EncodeError(f'value {_c121_Multiplier!r} outside [-3, 3]')
-                    if not (_c121_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c113_Multiplier <= 3: raise EncodeError(f'value {_c113_Multiplier!r} outside [-3, 3]')
+                    if not (_c113_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c121_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c121_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c121_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c113_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c113_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c113_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c121_Value < -32768 or _c121_Value > 32767: raise EncodeError(f'value {_c121_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c121_Multiplier - -3) << 10) | (_i7 << 4) | (_c121_Value < 0)
+                    if _c113_Value < -32768 or _c113_Value > 32767: raise EncodeError(f'value {_c113_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c113_Multiplier - -3) << 10) | (_i7 << 4) | (_c113_Value < 0)
                     n += 17
-                    _c121_Multiplier = None
-                    _c121_Unit = None
-                    _m = (-_c121_Value - 1 if _c121_Value < 0 else _c121_Value)
+                    _c113_Multiplier = None
+                    _c113_Unit = None
+                    _m = (-_c113_Value - 1 if _c113_Value < 0 else _c113_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c121_Value = None
+                    _c113_Value = None
                     v_EVSEMaximumCurrentLimit = None
                     s = 9
                 elif v_EVSEMaximumPowerLimit is not None:
                     el = 'EVSEMaximumPowerLimit'
                     _o = v_EVSEMaximumPowerLimit
-                    _c122_Multiplier = _o.Multiplier
-                    _c122_Unit = _o.Unit
-                    _c122_Value = _o.Value
-                    if not (_c122_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c114_Multiplier = _o.Multiplier
+                    _c114_Unit = _o.Unit
+                    _c114_Value = _o.Value
+                    if not (_c114_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c122_Multiplier <= 3: raise EncodeError(f'value {_c122_Multiplier!r} outside [-3, 3]')
-                    if not (_c122_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c114_Multiplier <= 3: raise EncodeError(f'value {_c114_Multiplier!r} outside [-3, 3]')
+                    if not (_c114_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c122_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c122_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c122_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c114_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c114_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c114_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c122_Value < -32768 or _c122_Value > 32767: raise EncodeError(f'value {_c122_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (1 << 15) | ((_c122_Multiplier - -3) << 10) | (_i7 << 4) | (_c122_Value < 0)
+                    if _c114_Value < -32768 or _c114_Value > 32767: raise EncodeError(f'value {_c114_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 15) | ((_c114_Multiplier - -3) << 10) | (_i7 << 4) | (_c114_Value < 0)
                     n += 17
-                    _c122_Multiplier = None
-                    _c122_Unit = None
-                    _m = (-_c122_Value - 1 if _c122_Value < 0 else _c122_Value)
+                    _c114_Multiplier = None
+                    _c114_Unit = None
+                    _m = (-_c114_Value - 1 if _c114_Value < 0 else _c114_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c122_Value = None
+                    _c114_Value = None
                     v_EVSEMaximumPowerLimit = None
                     s = 10
                 elif v_EVSEID is not None:
@@ -6392,30 +6413,30 @@ def _e_CurrentDemandResType(w, o):
                 if v_EVSEMaximumPowerLimit is not None:
                     el = 'EVSEMaximumPowerLimit'
                     _o = v_EVSEMaximumPowerLimit
-                    _c123_Multiplier = _o.Multiplier
-                    _c123_Unit = _o.Unit
-                    _c123_Value = _o.Value
-                    if not (_c123_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c115_Multiplier = _o.Multiplier
+                    _c115_Unit = _o.Unit
+                    _c115_Value = _o.Value
+                    if not (_c115_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c123_Multiplier <= 3: raise EncodeError(f'value {_c123_Multiplier!r} outside [-3, 3]')
-                    if not (_c123_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c115_Multiplier <= 3: raise EncodeError(f'value {_c115_Multiplier!r} outside [-3, 3]')
+                    if not (_c115_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c123_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c123_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c123_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c115_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c115_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c115_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c123_Value < -32768 or _c123_Value > 32767: raise EncodeError(f'value {_c123_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c123_Multiplier - -3) << 10) | (_i7 << 4) | (_c123_Value < 0)
+                    if _c115_Value < -32768 or _c115_Value > 32767: raise EncodeError(f'value {_c115_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c115_Multiplier - -3) << 10) | (_i7 << 4) | (_c115_Value < 0)
                     n += 17
-                    _c123_Multiplier = None
-                    _c123_Unit = None
-                    _m = (-_c123_Value - 1 if _c123_Value < 0 else _c123_Value)
+                    _c115_Multiplier = None
+                    _c115_Unit = None
+                    _m = (-_c115_Value - 1 if _c115_Value < 0 else _c115_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c123_Value = None
+                    _c115_Value = None
                     v_EVSEMaximumPowerLimit = None
                     s = 10
                 elif v_EVSEID is not None:
@@ -6548,15 +6569,15 @@ def _d_DC_EVChargeParameterType(r):
                     if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
                     el = 'DC_EVStatus'
                     el = 'EVReady'
-                    _c124_EVReady = ((x >> 19) & 1) == 1
+                    _c116_EVReady = ((x >> 19) & 1) == 1
                     el = 'EVErrorCode'
-                    _c124_EVErrorCode = ((x >> 12) & 15)
-                    if _c124_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c124_EVErrorCode} out of range (12 values)', p)
-                    _c124_EVErrorCode = _E8[_c124_EVErrorCode]
+                    _c116_EVErrorCode = ((x >> 12) & 15)
+                    if _c116_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c116_EVErrorCode} out of range (12 values)', p)
+                    _c116_EVErrorCode = _E8[_c116_EVErrorCode]
                     el = 'EVRESSSOC'
-                    _c124_EVRESSSOC = ((x >> 2) & 127)
-                    if _c124_EVRESSSOC > 100: raise DecodeError(f'value {_c124_EVRESSSOC} above maximum 100', p)
-                    f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c124_EVReady, _c124_EVErrorCode, _c124_EVRESSSOC)
+                    _c116_EVRESSSOC = ((x >> 2) & 127)
+                    if _c116_EVRESSSOC > 100: raise DecodeError(f'value {_c116_EVRESSSOC} above maximum 100', p)
+                    f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c116_EVReady, _c116_EVErrorCode, _c116_EVRESSSOC)
                     s = 2
                 elif ec == 1:
                     p += 22
@@ -6565,15 +6586,15 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 3608067: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'DC_EVStatus'
                     el = 'EVReady'
-                    _c125_EVReady = ((x >> 19) & 1) == 1
+                    _c117_EVReady = ((x >> 19) & 1) == 1
                     el = 'EVErrorCode'
-                    _c125_EVErrorCode = ((x >> 12) & 15)
-                    if _c125_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c125_EVErrorCode} out of range (12 values)', p)
-                    _c125_EVErrorCode = _E8[_c125_EVErrorCode]
+                    _c117_EVErrorCode = ((x >> 12) & 15)
+                    if _c117_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c117_EVErrorCode} out of range (12 values)', p)
+                    _c117_EVErrorCode = _E8[_c117_EVErrorCode]
                     el = 'EVRESSSOC'
-                    _c125_EVRESSSOC = ((x >> 2) & 127)
-                    if _c125_EVRESSSOC > 100: raise DecodeError(f'value {_c125_EVRESSSOC} above maximum 100', p)
-                    f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c125_EVReady, _c125_EVErrorCode, _c125_EVRESSSOC)
+                    _c117_EVRESSSOC = ((x >> 2) & 127)
+                    if _c117_EVRESSSOC > 100: raise DecodeError(f'value {_c117_EVRESSSOC} above maximum 100', p)
+                    f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c117_EVReady, _c117_EVErrorCode, _c117_EVRESSSOC)
                     s = 2
                 else:
                     raise r.deviation('DC_EVChargeParameterType', p)
@@ -6584,29 +6605,29 @@ def _d_DC_EVChargeParameterType(r):
                 if x & 58254: raise r.deviation('DC_EVChargeParameterType', p)
                 el = 'EVMaximumCurrentLimit'
                 el = 'Multiplier'
-                _c126_Multiplier = ((x >> 10) & 7) + -3
-                if _c126_Multiplier > 3: raise DecodeError(f'value {_c126_Multiplier} above maximum 3', p)
+                _c118_Multiplier = ((x >> 10) & 7) + -3
+                if _c118_Multiplier > 3: raise DecodeError(f'value {_c118_Multiplier} above maximum 3', p)
                 el = 'Unit'
-                _c126_Unit = ((x >> 4) & 7)
-                if _c126_Unit >= 7: raise DecodeError(f'enumeration index {_c126_Unit} out of range (7 values)', p)
-                _c126_Unit = _E0[_c126_Unit]
+                _c118_Unit = ((x >> 4) & 7)
+                if _c118_Unit >= 7: raise DecodeError(f'enumeration index {_c118_Unit} out of range (7 values)', p)
+                _c118_Unit = _E0[_c118_Unit]
                 el = 'Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
-                    _c126_Value = (V >> (E - p)) & 127
+                    _c118_Value = (V >> (E - p)) & 127
                 elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                     p += 16
-                    _c126_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c118_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c126_Value = r.uint(); p = r.pos
+                    r.pos = p; _c118_Value = r.uint(); p = r.pos
                 p += 2
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
-                if _neg: _c126_Value = -_c126_Value - 1
-                if _c126_Value < -32768 or _c126_Value > 32767: raise DecodeError(f'value {_c126_Value} outside [-32768, 32767]', p)
-                f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c126_Multiplier, _c126_Unit, _c126_Value)
+                if _neg: _c118_Value = -_c118_Value - 1
+                if _c118_Value < -32768 or _c118_Value > 32767: raise DecodeError(f'value {_c118_Value} outside [-32768, 32767]', p)
+                f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c118_Multiplier, _c118_Unit, _c118_Value)
                 s = 3
             if s == 3:
                 p += 2
@@ -6619,54 +6640,54 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'EVMaximumPowerLimit'
                     el = 'Multiplier'
-                    _c127_Multiplier = ((x >> 10) & 7) + -3
-                    if _c127_Multiplier > 3: raise DecodeError(f'value {_c127_Multiplier} above maximum 3', p)
+                    _c119_Multiplier = ((x >> 10) & 7) + -3
+                    if _c119_Multiplier > 3: raise DecodeError(f'value {_c119_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c127_Unit = ((x >> 4) & 7)
-                    if _c127_Unit >= 7: raise DecodeError(f'enumeration index {_c127_Unit} out of range (7 values)', p)
-                    _c127_Unit = _E0[_c127_Unit]
+                    _c119_Unit = ((x >> 4) & 7)
+                    if _c119_Unit >= 7: raise DecodeError(f'enumeration index {_c119_Unit} out of range (7 values)', p)
+                    _c119_Unit = _E0[_c119_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c127_Value = (V >> (E - p)) & 127
+                        _c119_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c127_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c119_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c127_Value = r.uint(); p = r.pos
+                        r.pos = p; _c119_Value = r.uint(); p = r.pos
                     p += 18
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 262143
                     if x & 254862: raise r.deviation('DC_EVChargeParameterType', p)
-                    if _neg: _c127_Value = -_c127_Value - 1
-                    if _c127_Value < -32768 or _c127_Value > 32767: raise DecodeError(f'value {_c127_Value} outside [-32768, 32767]', p)
-                    f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c127_Multiplier, _c127_Unit, _c127_Value)
+                    if _neg: _c119_Value = -_c119_Value - 1
+                    if _c119_Value < -32768 or _c119_Value > 32767: raise DecodeError(f'value {_c119_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c119_Multiplier, _c119_Unit, _c119_Value)
                     el = 'EVMaximumVoltageLimit'
                     el = 'Multiplier'
-                    _c128_Multiplier = ((x >> 10) & 7) + -3
-                    if _c128_Multiplier > 3: raise DecodeError(f'value {_c128_Multiplier} above maximum 3', p)
+                    _c120_Multiplier = ((x >> 10) & 7) + -3
+                    if _c120_Multiplier > 3: raise DecodeError(f'value {_c120_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c128_Unit = ((x >> 4) & 7)
-                    if _c128_Unit >= 7: raise DecodeError(f'enumeration index {_c128_Unit} out of range (7 values)', p)
-                    _c128_Unit = _E0[_c128_Unit]
+                    _c120_Unit = ((x >> 4) & 7)
+                    if _c120_Unit >= 7: raise DecodeError(f'enumeration index {_c120_Unit} out of range (7 values)', p)
+                    _c120_Unit = _E0[_c120_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c128_Value = (V >> (E - p)) & 127
+                        _c120_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c128_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c120_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c128_Value = r.uint(); p = r.pos
+                        r.pos = p; _c120_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
-                    if _neg: _c128_Value = -_c128_Value - 1
-                    if _c128_Value < -32768 or _c128_Value > 32767: raise DecodeError(f'value {_c128_Value} outside [-32768, 32767]', p)
-                    f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c128_Multiplier, _c128_Unit, _c128_Value)
+                    if _neg: _c120_Value = -_c120_Value - 1
+                    if _c120_Value < -32768 or _c120_Value > 32767: raise DecodeError(f'value {_c120_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c120_Multiplier, _c120_Unit, _c120_Value)
                     s = 5
                 elif ec == 1:
                     p += 15
@@ -6675,29 +6696,29 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'EVMaximumVoltageLimit'
                     el = 'Multiplier'
-                    _c129_Multiplier = ((x >> 10) & 7) + -3
-                    if _c129_Multiplier > 3: raise DecodeError(f'value {_c129_Multiplier} above maximum 3', p)
+                    _c121_Multiplier = ((x >> 10) & 7) + -3
+                    if _c121_Multiplier > 3: raise DecodeError(f'value {_c121_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c129_Unit = ((x >> 4) & 7)
-                    if _c129_Unit >= 7: raise DecodeError(f'enumeration index {_c129_Unit} out of range (7 values)', p)
-                    _c129_Unit = _E0[_c129_Unit]
+                    _c121_Unit = ((x >> 4) & 7)
+                    if _c121_Unit >= 7: raise DecodeError(f'enumeration index {_c121_Unit} out of range (7 values)', p)
+                    _c121_Unit = _E0[_c121_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c129_Value = (V >> (E - p)) & 127
+                        _c121_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c129_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c121_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c129_Value = r.uint(); p = r.pos
+                        r.pos = p; _c121_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
-                    if _neg: _c129_Value = -_c129_Value - 1
-                    if _c129_Value < -32768 or _c129_Value > 32767: raise DecodeError(f'value {_c129_Value} outside [-32768, 32767]', p)
-                    f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c129_Multiplier, _c129_Unit, _c129_Value)
+                    if _neg: _c121_Value = -_c121_Value - 1
+                    if _c121_Value < -32768 or _c121_Value > 32767: raise DecodeError(f'value {_c121_Value} outside [-32768, 32767]', p)
+                    f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c121_Multiplier, _c121_Unit, _c121_Value)
                     s = 5
                 else:
                     raise r.deviation('DC_EVChargeParameterType', p)
@@ -6712,29 +6733,29 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'EVEnergyCapacity'
                     el = 'Multiplier'
-                    _c130_Multiplier = ((x >> 10) & 7) + -3
-                    if _c130_Multiplier > 3: raise DecodeError(f'value {_c130_Multiplier} above maximum 3', p)
+                    _c122_Multiplier = ((x >> 10) & 7) + -3
+                    if _c122_Multiplier > 3: raise DecodeError(f'value {_c122_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c130_Unit = ((x >> 4) & 7)
-                    if _c130_Unit >= 7: raise DecodeError(f'enumeration index {_c130_Unit} out of range (7 values)', p)
-                    _c130_Unit = _E0[_c130_Unit]
+                    _c122_Unit = ((x >> 4) & 7)
+                    if _c122_Unit >= 7: raise DecodeError(f'enumeration index {_c122_Unit} out of range (7 values)', p)
+                    _c122_Unit = _E0[_c122_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c130_Value = (V >> (E - p)) & 127
+                        _c122_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c130_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c122_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c130_Value = r.uint(); p = r.pos
+                        r.pos = p; _c122_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
-                    if _neg: _c130_Value = -_c130_Value - 1
-                    if _c130_Value < -32768 or _c130_Value > 32767: raise DecodeError(f'value {_c130_Value} outside [-32768, 32767]', p)
-                    f_EVEnergyCapacity = iso2_msgdatatypes.PhysicalValueType(_c130_Multiplier, _c130_Unit, _c130_Value)
+                    if _neg: _c122_Value = -_c122_Value - 1
+                    if _c122_Value < -32768 or _c122_Value > 32767: raise DecodeError(f'value {_c122_Value} outside [-32768, 32767]', p)
+                    f_EVEnergyCapacity = iso2_msgdatatypes.PhysicalValueType(_c122_Multiplier, _c122_Unit, _c122_Value)
                     s = 6
                 elif ec == 1:
                     p += 15
@@ -6743,29 +6764,29 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'EVEnergyRequest'
                     el = 'Multiplier'
-                    _c131_Multiplier = ((x >> 10) & 7) + -3
-                    if _c131_Multiplier > 3: raise DecodeError(f'value {_c131_Multiplier} above maximum 3', p)
+                    _c123_Multiplier = ((x >> 10) & 7) + -3
+                    if _c123_Multiplier > 3: raise DecodeError(f'value {_c123_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c131_Unit = ((x >> 4) & 7)
-                    if _c131_Unit >= 7: raise DecodeError(f'enumeration index {_c131_Unit} out of range (7 values)', p)
-                    _c131_Unit = _E0[_c131_Unit]
+                    _c123_Unit = ((x >> 4) & 7)
+                    if _c123_Unit >= 7: raise DecodeError(f'enumeration index {_c123_Unit} out of range (7 values)', p)
+                    _c123_Unit = _E0[_c123_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c131_Value = (V >> (E - p)) & 127
+                        _c123_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c131_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c123_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c131_Value = r.uint(); p = r.pos
+                        r.pos = p; _c123_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
-                    if _neg: _c131_Value = -_c131_Value - 1
-                    if _c131_Value < -32768 or _c131_Value > 32767: raise DecodeError(f'value {_c131_Value} outside [-32768, 32767]', p)
-                    f_EVEnergyRequest = iso2_msgdatatypes.PhysicalValueType(_c131_Multiplier, _c131_Unit, _c131_Value)
+                    if _neg: _c123_Value = -_c123_Value - 1
+                    if _c123_Value < -32768 or _c123_Value > 32767: raise DecodeError(f'value {_c123_Value} outside [-32768, 32767]', p)
+                    f_EVEnergyRequest = iso2_msgdatatypes.PhysicalValueType(_c123_Multiplier, _c123_Unit, _c123_Value)
                     s = 7
                 elif ec == 2:
                     p += 9
@@ -6801,29 +6822,29 @@ def _d_DC_EVChargeParameterType(r):
                     if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'EVEnergyRequest'
                     el = 'Multiplier'
-                    _c132_Multiplier = ((x >> 10) & 7) + -3
-                    if _c132_Multiplier > 3: raise DecodeError(f'value {_c132_Multiplier} above maximum 3', p)
+                    _c124_Multiplier = ((x >> 10) & 7) + -3
+                    if _c124_Multiplier > 3: raise DecodeError(f'value {_c124_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c132_Unit = ((x >> 4) & 7)
-                    if _c132_Unit >= 7: raise DecodeError(f'enumeration index {_c132_Unit} out of range (7 values)', p)
-                    _c132_Unit = _E0[_c132_Unit]
+                    _c124_Unit = ((x >> 4) & 7)
+                    if _c124_Unit >= 7: raise DecodeError(f'enumeration index {_c124_Unit} out of range (7 values)', p)
+                    _c124_Unit = _E0[_c124_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c132_Value = (V >> (E - p)) & 127
+                        _c124_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c132_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c124_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c132_Value = r.uint(); p = r.pos
+                        r.pos = p; _c124_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
-                    if _neg: _c132_Value = -_c132_Value - 1
-                    if _c132_Value < -32768 or _c132_Value > 32767: raise DecodeError(f'value {_c132_Value} outside [-32768, 32767]', p)
-                    f_EVEnergyRequest = iso2_msgdatatypes.PhysicalValueType(_c132_Multiplier, _c132_Unit, _c132_Value)
+                    if _neg: _c124_Value = -_c124_Value - 1
+                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', p)
+                    f_EVEnergyRequest = iso2_msgdatatypes.PhysicalValueType(_c124_Multiplier, _c124_Unit, _c124_Value)
                     s = 7
                 elif ec == 1:
                     p += 9
@@ -6932,48 +6953,48 @@ def _e_DC_EVChargeParameterType(w, o):
                     if not (v_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
                     el = 'DC_EVStatus'
                     _o = v_DC_EVStatus
-                    _c133_EVReady = _o.EVReady
-                    _c133_EVErrorCode = _o.EVErrorCode
-                    _c133_EVRESSSOC = _o.EVRESSSOC
-                    if not (_c133_EVReady is not None): raise EncodeError('missing content: EVReady')
+                    _c125_EVReady = _o.EVReady
+                    _c125_EVErrorCode = _o.EVErrorCode
+                    _c125_EVRESSSOC = _o.EVRESSSOC
+                    if not (_c125_EVReady is not None): raise EncodeError('missing content: EVReady')
                     el = 'EVReady'
-                    if _c133_EVReady is not True and _c133_EVReady is not False: raise EncodeError(f'expected a bool, got {_c133_EVReady!r}')
-                    if not (_c133_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                    if _c125_EVReady is not True and _c125_EVReady is not False: raise EncodeError(f'expected a bool, got {_c125_EVReady!r}')
+                    if not (_c125_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
                     el = 'EVErrorCode'
-                    _i26 = _I9.get(_c133_EVErrorCode)
-                    if _i26 is None: raise EncodeError(f'{_c133_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    if not (_c133_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                    _i26 = _I9.get(_c125_EVErrorCode)
+                    if _i26 is None: raise EncodeError(f'{_c125_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    if not (_c125_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
                     el = 'EVRESSSOC'
-                    if not 0 <= _c133_EVRESSSOC <= 100: raise EncodeError(f'value {_c133_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 24) | (_c133_EVReady << 19) | (_i26 << 12) | (_c133_EVRESSSOC << 2)
+                    if not 0 <= _c125_EVRESSSOC <= 100: raise EncodeError(f'value {_c125_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 24) | (_c125_EVReady << 19) | (_i26 << 12) | (_c125_EVRESSSOC << 2)
                     n += 24
                     v_DepartureTime = None
-                    _c133_EVReady = None
-                    _c133_EVErrorCode = None
-                    _c133_EVRESSSOC = None
+                    _c125_EVReady = None
+                    _c125_EVErrorCode = None
+                    _c125_EVRESSSOC = None
                     v_DC_EVStatus = None
                     s = 2
                 elif v_DC_EVStatus is not None:
                     el = 'DC_EVStatus'
                     _o = v_DC_EVStatus
-                    _c134_EVReady = _o.EVReady
-                    _c134_EVErrorCode = _o.EVErrorCode
-                    _c134_EVRESSSOC = _o.EVRESSSOC
-                    if not (_c134_EVReady is not None): raise EncodeError('missing content: EVReady')
+                    _c126_EVReady = _o.EVReady
+                    _c126_EVErrorCode = _o.EVErrorCode
+                    _c126_EVRESSSOC = _o.EVRESSSOC
+                    if not (_c126_EVReady is not None): raise EncodeError('missing content: EVReady')
                     el = 'EVReady'
-                    if _c134_EVReady is not True and _c134_EVReady is not False: raise EncodeError(f'expected a bool, got {_c134_EVReady!r}')
-                    if not (_c134_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                    if _c126_EVReady is not True and _c126_EVReady is not False: raise EncodeError(f'expected a bool, got {_c126_EVReady!r}')
+                    if not (_c126_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
                     el = 'EVErrorCode'
-                    _i26 = _I9.get(_c134_EVErrorCode)
-                    if _i26 is None: raise EncodeError(f'{_c134_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    if not (_c134_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                    _i26 = _I9.get(_c126_EVErrorCode)
+                    if _i26 is None: raise EncodeError(f'{_c126_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    if not (_c126_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
                     el = 'EVRESSSOC'
-                    if not 0 <= _c134_EVRESSSOC <= 100: raise EncodeError(f'value {_c134_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 24) | (1 << 22) | (_c134_EVReady << 19) | (_i26 << 12) | (_c134_EVRESSSOC << 2)
+                    if not 0 <= _c126_EVRESSSOC <= 100: raise EncodeError(f'value {_c126_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 24) | (1 << 22) | (_c126_EVReady << 19) | (_i26 << 12) | (_c126_EVRESSSOC << 2)
                     n += 24
-                    _c134_EVReady = None
-                    _c134_EVErrorCode = None
-                    _c134_EVRESSSOC = None
+                    _c126_EVReady = None
+                    _c126_EVErrorCode = None
+                    _c126_EVRESSSOC = None
                     v_DC_EVStatus = None
                     s = 2
                 else:
@@ -6982,30 +7003,30 @@ def _e_DC_EVChargeParameterType(w, o):
                 if v_EVMaximumCurrentLimit is not None:
                     el = 'EVMaximumCurrentLimit'
                     _o = v_EVMaximumCurrentLimit
-                    _c135_Multiplier = _o.Multiplier
-                    _c135_Unit = _o.Unit
-                    _c135_Value = _o.Value
-                    if not (_c135_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c127_Multiplier = _o.Multiplier
+                    _c127_Unit = _o.Unit
+                    _c127_Value = _o.Value
+                    if not (_c127_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c135_Multiplier <= 3: raise EncodeError(f'value {_c135_Multiplier!r} outside [-3, 3]')
-                    if not (_c135_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c127_Multiplier <= 3: raise EncodeError(f'value {_c127_Multiplier!r} outside [-3, 3]')
+                    if not (_c127_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c135_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c135_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c135_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c127_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c127_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c127_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c135_Value < -32768 or _c135_Value > 32767: raise EncodeError(f'value {_c135_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c135_Multiplier - -3) << 10) | (_i7 << 4) | (_c135_Value < 0)
+                    if _c127_Value < -32768 or _c127_Value > 32767: raise EncodeError(f'value {_c127_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c127_Multiplier - -3) << 10) | (_i7 << 4) | (_c127_Value < 0)
                     n += 16
-                    _c135_Multiplier = None
-                    _c135_Unit = None
-                    _m = (-_c135_Value - 1 if _c135_Value < 0 else _c135_Value)
+                    _c127_Multiplier = None
+                    _c127_Unit = None
+                    _m = (-_c127_Value - 1 if _c127_Value < 0 else _c127_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c135_Value = None
+                    _c127_Value = None
                     v_EVMaximumCurrentLimit = None
                     s = 3
                 else:
@@ -7014,85 +7035,85 @@ def _e_DC_EVChargeParameterType(w, o):
                 if v_EVMaximumPowerLimit is not None:
                     el = 'EVMaximumPowerLimit'
                     _o = v_EVMaximumPowerLimit
-                    _c136_Multiplier = _o.Multiplier
-                    _c136_Unit = _o.Unit
-                    _c136_Value = _o.Value
-                    if not (_c136_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c128_Multiplier = _o.Multiplier
+                    _c128_Unit = _o.Unit
+                    _c128_Value = _o.Value
+                    if not (_c128_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c136_Multiplier <= 3: raise EncodeError(f'value {_c136_Multiplier!r} outside [-3, 3]')
-                    if not (_c136_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c128_Multiplier <= 3: raise EncodeError(f'value {_c128_Multiplier!r} outside [-3, 3]')
+                    if not (_c128_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c136_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c136_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c136_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c128_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c128_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c128_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c136_Value < -32768 or _c136_Value > 32767: raise EncodeError(f'value {_c136_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c136_Multiplier - -3) << 10) | (_i7 << 4) | (_c136_Value < 0)
+                    if _c128_Value < -32768 or _c128_Value > 32767: raise EncodeError(f'value {_c128_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c128_Multiplier - -3) << 10) | (_i7 << 4) | (_c128_Value < 0)
                     n += 17
-                    _c136_Multiplier = None
-                    _c136_Unit = None
-                    _m = (-_c136_Value - 1 if _c136_Value < 0 else _c136_Value)
+                    _c128_Multiplier = None
+                    _c128_Unit = None
+                    _m = (-_c128_Value - 1 if _c128_Value < 0 else _c128_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
                     el = 'EVMaximumVoltageLimit'
                     _o = v_EVMaximumVoltageLimit
-                    _c137_Multiplier = _o.Multiplier
-                    _c137_Unit = _o.Unit
-                    _c137_Value = _o.Value
-                    if not (_c137_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c129_Multiplier = _o.Multiplier
+                    _c129_Unit = _o.Unit
+                    _c129_Value = _o.Value
+                    if not (_c129_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c137_Multiplier <= 3: raise EncodeError(f'value {_c137_Multiplier!r} outside [-3, 3]')
-                    if not (_c137_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c129_Multiplier <= 3: raise EncodeError(f'value {_c129_Multiplier!r} outside [-3, 3]')
+                    if not (_c129_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c137_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c137_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c137_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c129_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c129_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c129_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c137_Value < -32768 or _c137_Value > 32767: raise EncodeError(f'value {_c137_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c137_Multiplier - -3) << 10) | (_i7 << 4) | (_c137_Value < 0)
+                    if _c129_Value < -32768 or _c129_Value > 32767: raise EncodeError(f'value {_c129_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c129_Multiplier - -3) << 10) | (_i7 << 4) | (_c129_Value < 0)
                     n += 18
-                    _c136_Value = None
+                    _c128_Value = None
                     v_EVMaximumPowerLimit = None
-                    _c137_Multiplier = None
-                    _c137_Unit = None
-                    _m = (-_c137_Value - 1 if _c137_Value < 0 else _c137_Value)
+                    _c129_Multiplier = None
+                    _c129_Unit = None
+                    _m = (-_c129_Value - 1 if _c129_Value < 0 else _c129_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c137_Value = None
+                    _c129_Value = None
                     v_EVMaximumVoltageLimit = None
                     s = 5
                 elif v_EVMaximumVoltageLimit is not None:
                     el = 'EVMaximumVoltageLimit'
                     _o = v_EVMaximumVoltageLimit
-                    _c138_Multiplier = _o.Multiplier
-                    _c138_Unit = _o.Unit
-                    _c138_Value = _o.Value
-                    if not (_c138_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c130_Multiplier = _o.Multiplier
+                    _c130_Unit = _o.Unit
+                    _c130_Value = _o.Value
+                    if not (_c130_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c138_Multiplier <= 3: raise EncodeError(f'value {_c138_Multiplier!r} outside [-3, 3]')
-                    if not (_c138_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c130_Multiplier <= 3: raise EncodeError(f'value {_c130_Multiplier!r} outside [-3, 3]')
+                    if not (_c130_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c138_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c138_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c138_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c130_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c130_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c130_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c138_Value < -32768 or _c138_Value > 32767: raise EncodeError(f'value {_c138_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (1 << 15) | ((_c138_Multiplier - -3) << 10) | (_i7 << 4) | (_c138_Value < 0)
+                    if _c130_Value < -32768 or _c130_Value > 32767: raise EncodeError(f'value {_c130_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 15) | ((_c130_Multiplier - -3) << 10) | (_i7 << 4) | (_c130_Value < 0)
                     n += 17
-                    _c138_Multiplier = None
-                    _c138_Unit = None
-                    _m = (-_c138_Value - 1 if _c138_Value < 0 else _c138_Value)
+                    _c130_Multiplier = None
+                    _c130_Unit = None
+                    _m = (-_c130_Value - 1 if _c130_Value < 0 else _c130_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c138_Value = None
+                    _c130_Value = None
                     v_EVMaximumVoltageLimit = None
                     s = 5
                 else:
@@ -7101,59 +7122,59 @@ def _e_DC_EVChargeParameterType(w, o):
                 if v_EVEnergyCapacity is not None:
                     el = 'EVEnergyCapacity'
                     _o = v_EVEnergyCapacity
-                    _c139_Multiplier = _o.Multiplier
-                    _c139_Unit = _o.Unit
-                    _c139_Value = _o.Value
-                    if not (_c139_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c131_Multiplier = _o.Multiplier
+                    _c131_Unit = _o.Unit
+                    _c131_Value = _o.Value
+                    if not (_c131_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c139_Multiplier <= 3: raise EncodeError(f'value {_c139_Multiplier!r} outside [-3, 3]')
-                    if not (_c139_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c131_Multiplier <= 3: raise EncodeError(f'value {_c131_Multiplier!r} outside [-3, 3]')
+                    if not (_c131_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c139_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c139_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c139_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c131_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c131_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c131_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c139_Value < -32768 or _c139_Value > 32767: raise EncodeError(f'value {_c139_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c139_Multiplier - -3) << 10) | (_i7 << 4) | (_c139_Value < 0)
+                    if _c131_Value < -32768 or _c131_Value > 32767: raise EncodeError(f'value {_c131_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c131_Multiplier - -3) << 10) | (_i7 << 4) | (_c131_Value < 0)
                     n += 18
-                    _c139_Multiplier = None
-                    _c139_Unit = None
-                    _m = (-_c139_Value - 1 if _c139_Value < 0 else _c139_Value)
+                    _c131_Multiplier = None
+                    _c131_Unit = None
+                    _m = (-_c131_Value - 1 if _c131_Value < 0 else _c131_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c139_Value = None
+                    _c131_Value = None
                     v_EVEnergyCapacity = None
                     s = 6
                 elif v_EVEnergyRequest is not None:
                     el = 'EVEnergyRequest'
                     _o = v_EVEnergyRequest
-                    _c140_Multiplier = _o.Multiplier
-                    _c140_Unit = _o.Unit
-                    _c140_Value = _o.Value
-                    if not (_c140_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c132_Multiplier = _o.Multiplier
+                    _c132_Unit = _o.Unit
+                    _c132_Value = _o.Value
+                    if not (_c132_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c140_Multiplier <= 3: raise EncodeError(f'value {_c140_Multiplier!r} outside [-3, 3]')
-                    if not (_c140_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c132_Multiplier <= 3: raise EncodeError(f'value {_c132_Multiplier!r} outside [-3, 3]')
+                    if not (_c132_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c140_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c140_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c140_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c132_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c132_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c132_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c140_Value < -32768 or _c140_Value > 32767: raise EncodeError(f'value {_c140_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (1 << 15) | ((_c140_Multiplier - -3) << 10) | (_i7 << 4) | (_c140_Value < 0)
+                    if _c132_Value < -32768 or _c132_Value > 32767: raise EncodeError(f'value {_c132_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (1 << 15) | ((_c132_Multiplier - -3) << 10) | (_i7 << 4) | (_c132_Value < 0)
                     n += 18
-                    _c140_Multiplier = None
-                    _c140_Unit = None
-                    _m = (-_c140_Value - 1 if _c140_Value < 0 else _c140_Value)
+                    _c132_Multiplier = None
+                    _c132_Unit = None
+                    _m = (-_c132_Value - 1 if _c132_Value < 0 else _c132_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c140_Value = None
+                    _c132_Value = None
                     v_EVEnergyRequest = None
                     s = 7
                 elif v_FullSOC is not None:
@@ -7179,30 +7200,30 @@ def _e_DC_EVChargeParameterType(w, o):
                 if v_EVEnergyRequest is not None:
                     el = 'EVEnergyRequest'
                     _o = v_EVEnergyRequest
-                    _c141_Multiplier = _o.Multiplier
-                    _c141_Unit = _o.Unit
-                    _c141_Value = _o.Value
-                    if not (_c141_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c133_Multiplier = _o.Multiplier
+                    _c133_Unit = _o.Unit
+                    _c133_Value = _o.Value
+                    if not (_c133_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c141_Multiplier <= 3: raise EncodeError(f'value {_c141_Multiplier!r} outside [-3, 3]')
-                    if not (_c141_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c133_Multiplier <= 3: raise EncodeError(f'value {_c133_Multiplier!r} outside [-3, 3]')
+                    if not (_c133_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c141_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c141_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c141_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c133_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c133_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c133_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c141_Value < -32768 or _c141_Value > 32767: raise EncodeError(f'value {_c141_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c141_Multiplier - -3) << 10) | (_i7 << 4) | (_c141_Value < 0)
+                    if _c133_Value < -32768 or _c133_Value > 32767: raise EncodeError(f'value {_c133_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c133_Multiplier - -3) << 10) | (_i7 << 4) | (_c133_Value < 0)
                     n += 18
-                    _c141_Multiplier = None
-                    _c141_Unit = None
-                    _m = (-_c141_Value - 1 if _c141_Value < 0 else _c141_Value)
+                    _c133_Multiplier = None
+                    _c133_Unit = None
+                    _m = (-_c133_Value - 1 if _c133_Value < 0 else _c133_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c141_Value = None
+                    _c133_Value = None
                     v_EVEnergyRequest = None
                     s = 7
                 elif v_FullSOC is not None:
@@ -7314,15 +7335,15 @@ def _d_DC_EVPowerDeliveryParameterType(r):
                 if x & 7802371: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
                 el = 'DC_EVStatus'
                 el = 'EVReady'
-                _c142_EVReady = ((x >> 19) & 1) == 1
+                _c134_EVReady = ((x >> 19) & 1) == 1
                 el = 'EVErrorCode'
-                _c142_EVErrorCode = ((x >> 12) & 15)
-                if _c142_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c142_EVErrorCode} out of range (12 values)', p)
-                _c142_EVErrorCode = _E8[_c142_EVErrorCode]
+                _c134_EVErrorCode = ((x >> 12) & 15)
+                if _c134_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c134_EVErrorCode} out of range (12 values)', p)
+                _c134_EVErrorCode = _E8[_c134_EVErrorCode]
                 el = 'EVRESSSOC'
-                _c142_EVRESSSOC = ((x >> 2) & 127)
-                if _c142_EVRESSSOC > 100: raise DecodeError(f'value {_c142_EVRESSSOC} above maximum 100', p)
-                f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c142_EVReady, _c142_EVErrorCode, _c142_EVRESSSOC)
+                _c134_EVRESSSOC = ((x >> 2) & 127)
+                if _c134_EVRESSSOC > 100: raise DecodeError(f'value {_c134_EVRESSSOC} above maximum 100', p)
+                f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c134_EVReady, _c134_EVErrorCode, _c134_EVRESSSOC)
                 s = 1
             if s == 1:
                 p += 2
@@ -7373,24 +7394,24 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                 if v_DC_EVStatus is not None:
                     el = 'DC_EVStatus'
                     _o = v_DC_EVStatus
-                    _c143_EVReady = _o.EVReady
-                    _c143_EVErrorCode = _o.EVErrorCode
-                    _c143_EVRESSSOC = _o.EVRESSSOC
-                    if not (_c143_EVReady is not None): raise EncodeError('missing content: EVReady')
+                    _c135_EVReady = _o.EVReady
+                    _c135_EVErrorCode = _o.EVErrorCode
+                    _c135_EVRESSSOC = _o.EVRESSSOC
+                    if not (_c135_EVReady is not None): raise EncodeError('missing content: EVReady')
                     el = 'EVReady'
-                    if _c143_EVReady is not True and _c143_EVReady is not False: raise EncodeError(f'expected a bool, got {_c143_EVReady!r}')
-                    if not (_c143_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                    if _c135_EVReady is not True and _c135_EVReady is not False: raise EncodeError(f'expected a bool, got {_c135_EVReady!r}')
+                    if not (_c135_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
                     el = 'EVErrorCode'
-                    _i26 = _I9.get(_c143_EVErrorCode)
-                    if _i26 is None: raise EncodeError(f'{_c143_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    if not (_c143_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                    _i26 = _I9.get(_c135_EVErrorCode)
+                    if _i26 is None: raise EncodeError(f'{_c135_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    if not (_c135_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
                     el = 'EVRESSSOC'
-                    if not 0 <= _c143_EVRESSSOC <= 100: raise EncodeError(f'value {_c143_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 23) | (_c143_EVReady << 19) | (_i26 << 12) | (_c143_EVRESSSOC << 2)
+                    if not 0 <= _c135_EVRESSSOC <= 100: raise EncodeError(f'value {_c135_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 23) | (_c135_EVReady << 19) | (_i26 << 12) | (_c135_EVRESSSOC << 2)
                     n += 23
-                    _c143_EVReady = None
-                    _c143_EVErrorCode = None
-                    _c143_EVRESSSOC = None
+                    _c135_EVReady = None
+                    _c135_EVErrorCode = None
+                    _c135_EVRESSSOC = None
                     v_DC_EVStatus = None
                     s = 1
                 else:
@@ -7458,129 +7479,129 @@ def _d_DC_EVSEChargeParameterType(r):
                 if x & 58254: raise r.deviation('DC_EVSEChargeParameterType', p)
                 el = 'EVSEMaximumCurrentLimit'
                 el = 'Multiplier'
-                _c144_Multiplier = ((x >> 10) & 7) + -3
-                if _c144_Multiplier > 3: raise DecodeError(f'value {_c144_Multiplier} above maximum 3', p)
+                _c136_Multiplier = ((x >> 10) & 7) + -3
+                if _c136_Multiplier > 3: raise DecodeError(f'value {_c136_Multiplier} above maximum 3', p)
                 el = 'Unit'
-                _c144_Unit = ((x >> 4) & 7)
-                if _c144_Unit >= 7: raise DecodeError(f'enumeration index {_c144_Unit} out of range (7 values)', p)
-                _c144_Unit = _E0[_c144_Unit]
+                _c136_Unit = ((x >> 4) & 7)
+                if _c136_Unit >= 7: raise DecodeError(f'enumeration index {_c136_Unit} out of range (7 values)', p)
+                _c136_Unit = _E0[_c136_Unit]
                 el = 'Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
-                    _c144_Value = (V >> (E - p)) & 127
+                    _c136_Value = (V >> (E - p)) & 127
                 elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                     p += 16
-                    _c144_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c136_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c144_Value = r.uint(); p = r.pos
+                    r.pos = p; _c136_Value = r.uint(); p = r.pos
                 p += 18
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
-                if _neg: _c144_Value = -_c144_Value - 1
-                if _c144_Value < -32768 or _c144_Value > 32767: raise DecodeError(f'value {_c144_Value} outside [-32768, 32767]', p)
-                f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c144_Multiplier, _c144_Unit, _c144_Value)
+                if _neg: _c136_Value = -_c136_Value - 1
+                if _c136_Value < -32768 or _c136_Value > 32767: raise DecodeError(f'value {_c136_Value} outside [-32768, 32767]', p)
+                f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c136_Multiplier, _c136_Unit, _c136_Value)
                 el = 'EVSEMaximumPowerLimit'
                 el = 'Multiplier'
-                _c145_Multiplier = ((x >> 10) & 7) + -3
-                if _c145_Multiplier > 3: raise DecodeError(f'value {_c145_Multiplier} above maximum 3', p)
+                _c137_Multiplier = ((x >> 10) & 7) + -3
+                if _c137_Multiplier > 3: raise DecodeError(f'value {_c137_Multiplier} above maximum 3', p)
                 el = 'Unit'
-                _c145_Unit = ((x >> 4) & 7)
-                if _c145_Unit >= 7: raise DecodeError(f'enumeration index {_c145_Unit} out of range (7 values)', p)
-                _c145_Unit = _E0[_c145_Unit]
+                _c137_Unit = ((x >> 4) & 7)
+                if _c137_Unit >= 7: raise DecodeError(f'enumeration index {_c137_Unit} out of range (7 values)', p)
+                _c137_Unit = _E0[_c137_Unit]
                 el = 'Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
-                    _c145_Value = (V >> (E - p)) & 127
+                    _c137_Value = (V >> (E - p)) & 127
                 elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                     p += 16
-                    _c145_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c137_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c145_Value = r.uint(); p = r.pos
+                    r.pos = p; _c137_Value = r.uint(); p = r.pos
                 p += 18
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
-                if _neg: _c145_Value = -_c145_Value - 1
-                if _c145_Value < -32768 or _c145_Value > 32767: raise DecodeError(f'value {_c145_Value} outside [-32768, 32767]', p)
-                f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c145_Multiplier, _c145_Unit, _c145_Value)
+                if _neg: _c137_Value = -_c137_Value - 1
+                if _c137_Value < -32768 or _c137_Value > 32767: raise DecodeError(f'value {_c137_Value} outside [-32768, 32767]', p)
+                f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c137_Multiplier, _c137_Unit, _c137_Value)
                 el = 'EVSEMaximumVoltageLimit'
                 el = 'Multiplier'
-                _c146_Multiplier = ((x >> 10) & 7) + -3
-                if _c146_Multiplier > 3: raise DecodeError(f'value {_c146_Multiplier} above maximum 3', p)
+                _c138_Multiplier = ((x >> 10) & 7) + -3
+                if _c138_Multiplier > 3: raise DecodeError(f'value {_c138_Multiplier} above maximum 3', p)
                 el = 'Unit'
-                _c146_Unit = ((x >> 4) & 7)
-                if _c146_Unit >= 7: raise DecodeError(f'enumeration index {_c146_Unit} out of range (7 values)', p)
-                _c146_Unit = _E0[_c146_Unit]
+                _c138_Unit = ((x >> 4) & 7)
+                if _c138_Unit >= 7: raise DecodeError(f'enumeration index {_c138_Unit} out of range (7 values)', p)
+                _c138_Unit = _E0[_c138_Unit]
                 el = 'Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
-                    _c146_Value = (V >> (E - p)) & 127
+                    _c138_Value = (V >> (E - p)) & 127
                 elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                     p += 16
-                    _c146_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c138_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c146_Value = r.uint(); p = r.pos
+                    r.pos = p; _c138_Value = r.uint(); p = r.pos
                 p += 18
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
-                if _neg: _c146_Value = -_c146_Value - 1
-                if _c146_Value < -32768 or _c146_Value > 32767: raise DecodeError(f'value {_c146_Value} outside [-32768, 32767]', p)
-                f_EVSEMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c146_Multiplier, _c146_Unit, _c146_Value)
+                if _neg: _c138_Value = -_c138_Value - 1
+                if _c138_Value < -32768 or _c138_Value > 32767: raise DecodeError(f'value {_c138_Value} outside [-32768, 32767]', p)
+                f_EVSEMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c138_Multiplier, _c138_Unit, _c138_Value)
                 el = 'EVSEMinimumCurrentLimit'
                 el = 'Multiplier'
-                _c147_Multiplier = ((x >> 10) & 7) + -3
-                if _c147_Multiplier > 3: raise DecodeError(f'value {_c147_Multiplier} above maximum 3', p)
+                _c139_Multiplier = ((x >> 10) & 7) + -3
+                if _c139_Multiplier > 3: raise DecodeError(f'value {_c139_Multiplier} above maximum 3', p)
                 el = 'Unit'
-                _c147_Unit = ((x >> 4) & 7)
-                if _c147_Unit >= 7: raise DecodeError(f'enumeration index {_c147_Unit} out of range (7 values)', p)
-                _c147_Unit = _E0[_c147_Unit]
+                _c139_Unit = ((x >> 4) & 7)
+                if _c139_Unit >= 7: raise DecodeError(f'enumeration index {_c139_Unit} out of range (7 values)', p)
+                _c139_Unit = _E0[_c139_Unit]
                 el = 'Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
-                    _c147_Value = (V >> (E - p)) & 127
+                    _c139_Value = (V >> (E - p)) & 127
                 elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                     p += 16
-                    _c147_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c139_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c147_Value = r.uint(); p = r.pos
+                    r.pos = p; _c139_Value = r.uint(); p = r.pos
                 p += 18
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
-                if _neg: _c147_Value = -_c147_Value - 1
-                if _c147_Value < -32768 or _c147_Value > 32767: raise DecodeError(f'value {_c147_Value} outside [-32768, 32767]', p)
-                f_EVSEMinimumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c147_Multiplier, _c147_Unit, _c147_Value)
+                if _neg: _c139_Value = -_c139_Value - 1
+                if _c139_Value < -32768 or _c139_Value > 32767: raise DecodeError(f'value {_c139_Value} outside [-32768, 32767]', p)
+                f_EVSEMinimumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c139_Multiplier, _c139_Unit, _c139_Value)
                 el = 'EVSEMinimumVoltageLimit'
                 el = 'Multiplier'
-                _c148_Multiplier = ((x >> 10) & 7) + -3
-                if _c148_Multiplier > 3: raise DecodeError(f'value {_c148_Multiplier} above maximum 3', p)
+                _c140_Multiplier = ((x >> 10) & 7) + -3
+                if _c140_Multiplier > 3: raise DecodeError(f'value {_c140_Multiplier} above maximum 3', p)
                 el = 'Unit'
-                _c148_Unit = ((x >> 4) & 7)
-                if _c148_Unit >= 7: raise DecodeError(f'enumeration index {_c148_Unit} out of range (7 values)', p)
-                _c148_Unit = _E0[_c148_Unit]
+                _c140_Unit = ((x >> 4) & 7)
+                if _c140_Unit >= 7: raise DecodeError(f'enumeration index {_c140_Unit} out of range (7 values)', p)
+                _c140_Unit = _E0[_c140_Unit]
                 el = 'Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
-                    _c148_Value = (V >> (E - p)) & 127
+                    _c140_Value = (V >> (E - p)) & 127
                 elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                     p += 16
-                    _c148_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c140_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c148_Value = r.uint(); p = r.pos
+                    r.pos = p; _c140_Value = r.uint(); p = r.pos
                 p += 2
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
-                if _neg: _c148_Value = -_c148_Value - 1
-                if _c148_Value < -32768 or _c148_Value > 32767: raise DecodeError(f'value {_c148_Value} outside [-32768, 32767]', p)
-                f_EVSEMinimumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c148_Multiplier, _c148_Unit, _c148_Value)
+                if _neg: _c140_Value = -_c140_Value - 1
+                if _c140_Value < -32768 or _c140_Value > 32767: raise DecodeError(f'value {_c140_Value} outside [-32768, 32767]', p)
+                f_EVSEMinimumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c140_Multiplier, _c140_Unit, _c140_Value)
                 s = 6
             if s == 6:
                 p += 2
@@ -7593,54 +7614,54 @@ def _d_DC_EVSEChargeParameterType(r):
                     if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
                     el = 'EVSECurrentRegulationTolerance'
                     el = 'Multiplier'
-                    _c149_Multiplier = ((x >> 10) & 7) + -3
-                    if _c149_Multiplier > 3: raise DecodeError(f'value {_c149_Multiplier} above maximum 3', p)
+                    _c141_Multiplier = ((x >> 10) & 7) + -3
+                    if _c141_Multiplier > 3: raise DecodeError(f'value {_c141_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c149_Unit = ((x >> 4) & 7)
-                    if _c149_Unit >= 7: raise DecodeError(f'enumeration index {_c149_Unit} out of range (7 values)', p)
-                    _c149_Unit = _E0[_c149_Unit]
+                    _c141_Unit = ((x >> 4) & 7)
+                    if _c141_Unit >= 7: raise DecodeError(f'enumeration index {_c141_Unit} out of range (7 values)', p)
+                    _c141_Unit = _E0[_c141_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c149_Value = (V >> (E - p)) & 127
+                        _c141_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c149_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c141_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c149_Value = r.uint(); p = r.pos
+                        r.pos = p; _c141_Value = r.uint(); p = r.pos
                     p += 18
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 262143
                     if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
-                    if _neg: _c149_Value = -_c149_Value - 1
-                    if _c149_Value < -32768 or _c149_Value > 32767: raise DecodeError(f'value {_c149_Value} outside [-32768, 32767]', p)
-                    f_EVSECurrentRegulationTolerance = iso2_msgdatatypes.PhysicalValueType(_c149_Multiplier, _c149_Unit, _c149_Value)
+                    if _neg: _c141_Value = -_c141_Value - 1
+                    if _c141_Value < -32768 or _c141_Value > 32767: raise DecodeError(f'value {_c141_Value} outside [-32768, 32767]', p)
+                    f_EVSECurrentRegulationTolerance = iso2_msgdatatypes.PhysicalValueType(_c141_Multiplier, _c141_Unit, _c141_Value)
                     el = 'EVSEPeakCurrentRipple'
                     el = 'Multiplier'
-                    _c150_Multiplier = ((x >> 10) & 7) + -3
-                    if _c150_Multiplier > 3: raise DecodeError(f'value {_c150_Multiplier} above maximum 3', p)
+                    _c142_Multiplier = ((x >> 10) & 7) + -3
+                    if _c142_Multiplier > 3: raise DecodeError(f'value {_c142_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c150_Unit = ((x >> 4) & 7)
-                    if _c150_Unit >= 7: raise DecodeError(f'enumeration index {_c150_Unit} out of range (7 values)', p)
-                    _c150_Unit = _E0[_c150_Unit]
+                    _c142_Unit = ((x >> 4) & 7)
+                    if _c142_Unit >= 7: raise DecodeError(f'enumeration index {_c142_Unit} out of range (7 values)', p)
+                    _c142_Unit = _E0[_c142_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c150_Value = (V >> (E - p)) & 127
+                        _c142_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c150_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c142_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c150_Value = r.uint(); p = r.pos
+                        r.pos = p; _c142_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
-                    if _neg: _c150_Value = -_c150_Value - 1
-                    if _c150_Value < -32768 or _c150_Value > 32767: raise DecodeError(f'value {_c150_Value} outside [-32768, 32767]', p)
-                    f_EVSEPeakCurrentRipple = iso2_msgdatatypes.PhysicalValueType(_c150_Multiplier, _c150_Unit, _c150_Value)
+                    if _neg: _c142_Value = -_c142_Value - 1
+                    if _c142_Value < -32768 or _c142_Value > 32767: raise DecodeError(f'value {_c142_Value} outside [-32768, 32767]', p)
+                    f_EVSEPeakCurrentRipple = iso2_msgdatatypes.PhysicalValueType(_c142_Multiplier, _c142_Unit, _c142_Value)
                     s = 8
                 elif ec == 1:
                     p += 15
@@ -7649,29 +7670,29 @@ def _d_DC_EVSEChargeParameterType(r):
                     if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
                     el = 'EVSEPeakCurrentRipple'
                     el = 'Multiplier'
-                    _c151_Multiplier = ((x >> 10) & 7) + -3
-                    if _c151_Multiplier > 3: raise DecodeError(f'value {_c151_Multiplier} above maximum 3', p)
+                    _c143_Multiplier = ((x >> 10) & 7) + -3
+                    if _c143_Multiplier > 3: raise DecodeError(f'value {_c143_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c151_Unit = ((x >> 4) & 7)
-                    if _c151_Unit >= 7: raise DecodeError(f'enumeration index {_c151_Unit} out of range (7 values)', p)
-                    _c151_Unit = _E0[_c151_Unit]
+                    _c143_Unit = ((x >> 4) & 7)
+                    if _c143_Unit >= 7: raise DecodeError(f'enumeration index {_c143_Unit} out of range (7 values)', p)
+                    _c143_Unit = _E0[_c143_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c151_Value = (V >> (E - p)) & 127
+                        _c143_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c151_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c143_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c151_Value = r.uint(); p = r.pos
+                        r.pos = p; _c143_Value = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
-                    if _neg: _c151_Value = -_c151_Value - 1
-                    if _c151_Value < -32768 or _c151_Value > 32767: raise DecodeError(f'value {_c151_Value} outside [-32768, 32767]', p)
-                    f_EVSEPeakCurrentRipple = iso2_msgdatatypes.PhysicalValueType(_c151_Multiplier, _c151_Unit, _c151_Value)
+                    if _neg: _c143_Value = -_c143_Value - 1
+                    if _c143_Value < -32768 or _c143_Value > 32767: raise DecodeError(f'value {_c143_Value} outside [-32768, 32767]', p)
+                    f_EVSEPeakCurrentRipple = iso2_msgdatatypes.PhysicalValueType(_c143_Multiplier, _c143_Unit, _c143_Value)
                     s = 8
                 else:
                     raise r.deviation('DC_EVSEChargeParameterType', p)
@@ -7686,29 +7707,29 @@ def _d_DC_EVSEChargeParameterType(r):
                     if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
                     el = 'EVSEEnergyToBeDelivered'
                     el = 'Multiplier'
-                    _c152_Multiplier = ((x >> 10) & 7) + -3
-                    if _c152_Multiplier > 3: raise DecodeError(f'value {_c152_Multiplier} above maximum 3', p)
+                    _c144_Multiplier = ((x >> 10) & 7) + -3
+                    if _c144_Multiplier > 3: raise DecodeError(f'value {_c144_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c152_Unit = ((x >> 4) & 7)
-                    if _c152_Unit >= 7: raise DecodeError(f'enumeration index {_c152_Unit} out of range (7 values)', p)
-                    _c152_Unit = _E0[_c152_Unit]
+                    _c144_Unit = ((x >> 4) & 7)
+                    if _c144_Unit >= 7: raise DecodeError(f'enumeration index {_c144_Unit} out of range (7 values)', p)
+                    _c144_Unit = _E0[_c144_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c152_Value = (V >> (E - p)) & 127
+                        _c144_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c152_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c144_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c152_Value = r.uint(); p = r.pos
+                        r.pos = p; _c144_Value = r.uint(); p = r.pos
                     p += 3
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('DC_EVSEChargeParameterType', p)
-                    if _neg: _c152_Value = -_c152_Value - 1
-                    if _c152_Value < -32768 or _c152_Value > 32767: raise DecodeError(f'value {_c152_Value} outside [-32768, 32767]', p)
-                    f_EVSEEnergyToBeDelivered = iso2_msgdatatypes.PhysicalValueType(_c152_Multiplier, _c152_Unit, _c152_Value)
+                    if _neg: _c144_Value = -_c144_Value - 1
+                    if _c144_Value < -32768 or _c144_Value > 32767: raise DecodeError(f'value {_c144_Value} outside [-32768, 32767]', p)
+                    f_EVSEEnergyToBeDelivered = iso2_msgdatatypes.PhysicalValueType(_c144_Multiplier, _c144_Unit, _c144_Value)
                     s = -1
                 elif ec == 1:
                     pass
@@ -7748,6 +7769,230 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if not (v_EVSEMaximumCurrentLimit is not None): raise EncodeError('missing content: EVSEMaximumCurrentLimit')
                     el = 'EVSEMaximumCurrentLimit'
                     _o = v_EVSEMaximumCurrentLimit
+                    _c145_Multiplier = _o.Multiplier
+                    _c145_Unit = _o.Unit
+                    _c145_Value = _o.Value
+                    if not (_c145_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c145_Multiplier <= 3: raise EncodeError(f'value {_c145_Multiplier!r} outside [-3, 3]')
+                    if not (_c145_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c145_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c145_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c145_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c145_Value < -32768 or _c145_Value > 32767: raise EncodeError(f'value {_c145_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c145_Multiplier - -3) << 10) | (_i7 << 4) | (_c145_Value < 0)
+                    n += 16
+                    v_DC_EVSEStatus = None
+                    _c145_Multiplier = None
+                    _c145_Unit = None
+                    _m = (-_c145_Value - 1 if _c145_Value < 0 else _c145_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (v_EVSEMaximumPowerLimit is not None): raise EncodeError('missing content: EVSEMaximumPowerLimit')
+                    el = 'EVSEMaximumPowerLimit'
+                    _o = v_EVSEMaximumPowerLimit
+                    _c146_Multiplier = _o.Multiplier
+                    _c146_Unit = _o.Unit
+                    _c146_Value = _o.Value
+                    if not (_c146_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c146_Multiplier <= 3: raise EncodeError(f'value {_c146_Multiplier!r} outside [-3, 3]')
+                    if not (_c146_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c146_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c146_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c146_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c146_Value < -32768 or _c146_Value > 32767: raise EncodeError(f'value {_c146_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c146_Multiplier - -3) << 10) | (_i7 << 4) | (_c146_Value < 0)
+                    n += 18
+                    _c145_Value = None
+                    v_EVSEMaximumCurrentLimit = None
+                    _c146_Multiplier = None
+                    _c146_Unit = None
+                    _m = (-_c146_Value - 1 if _c146_Value < 0 else _c146_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
+                    el = 'EVSEMaximumVoltageLimit'
+                    _o = v_EVSEMaximumVoltageLimit
+                    _c147_Multiplier = _o.Multiplier
+                    _c147_Unit = _o.Unit
+                    _c147_Value = _o.Value
+                    if not (_c147_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c147_Multiplier <= 3: raise EncodeError(f'value {_c147_Multiplier!r} outside [-3, 3]')
+                    if not (_c147_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c147_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c147_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c147_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c147_Value < -32768 or _c147_Value > 32767: raise EncodeError(f'value {_c147_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c147_Multiplier - -3) << 10) | (_i7 << 4) | (_c147_Value < 0)
+                    n += 18
+                    _c146_Value = None
+                    v_EVSEMaximumPowerLimit = None
+                    _c147_Multiplier = None
+                    _c147_Unit = None
+                    _m = (-_c147_Value - 1 if _c147_Value < 0 else _c147_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (v_EVSEMinimumCurrentLimit is not None): raise EncodeError('missing content: EVSEMinimumCurrentLimit')
+                    el = 'EVSEMinimumCurrentLimit'
+                    _o = v_EVSEMinimumCurrentLimit
+                    _c148_Multiplier = _o.Multiplier
+                    _c148_Unit = _o.Unit
+                    _c148_Value = _o.Value
+                    if not (_c148_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c148_Multiplier <= 3: raise EncodeError(f'value {_c148_Multiplier!r} outside [-3, 3]')
+                    if not (_c148_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c148_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c148_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c148_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c148_Value < -32768 or _c148_Value > 32767: raise EncodeError(f'value {_c148_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c148_Multiplier - -3) << 10) | (_i7 << 4) | (_c148_Value < 0)
+                    n += 18
+                    _c147_Value = None
+                    v_EVSEMaximumVoltageLimit = None
+                    _c148_Multiplier = None
+                    _c148_Unit = None
+                    _m = (-_c148_Value - 1 if _c148_Value < 0 else _c148_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
+                    el = 'EVSEMinimumVoltageLimit'
+                    _o = v_EVSEMinimumVoltageLimit
+                    _c149_Multiplier = _o.Multiplier
+                    _c149_Unit = _o.Unit
+                    _c149_Value = _o.Value
+                    if not (_c149_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c149_Multiplier <= 3: raise EncodeError(f'value {_c149_Multiplier!r} outside [-3, 3]')
+                    if not (_c149_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c149_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c149_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c149_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c149_Value < -32768 or _c149_Value > 32767: raise EncodeError(f'value {_c149_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c149_Multiplier - -3) << 10) | (_i7 << 4) | (_c149_Value < 0)
+                    n += 18
+                    _c148_Value = None
+                    v_EVSEMinimumCurrentLimit = None
+                    _c149_Multiplier = None
+                    _c149_Unit = None
+                    _m = (-_c149_Value - 1 if _c149_Value < 0 else _c149_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c149_Value = None
+                    v_EVSEMinimumVoltageLimit = None
+                    s = 6
+                else:
+                    raise EncodeError('missing content: expected one of DC_EVSEStatus')
+            if s == 6:
+                if v_EVSECurrentRegulationTolerance is not None:
+                    el = 'EVSECurrentRegulationTolerance'
+                    _o = v_EVSECurrentRegulationTolerance
+                    _c150_Multiplier = _o.Multiplier
+                    _c150_Unit = _o.Unit
+                    _c150_Value = _o.Value
+                    if not (_c150_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c150_Multiplier <= 3: raise EncodeError(f'value {_c150_Multiplier!r} outside [-3, 3]')
+                    if not (_c150_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c150_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c150_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c150_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c150_Value < -32768 or _c150_Value > 32767: raise EncodeError(f'value {_c150_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c150_Multiplier - -3) << 10) | (_i7 << 4) | (_c150_Value < 0)
+                    n += 17
+                    _c150_Multiplier = None
+                    _c150_Unit = None
+                    _m = (-_c150_Value - 1 if _c150_Value < 0 else _c150_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
+                    el = 'EVSEPeakCurrentRipple'
+                    _o = v_EVSEPeakCurrentRipple
+                    _c151_Multiplier = _o.Multiplier
+                    _c151_Unit = _o.Unit
+                    _c151_Value = _o.Value
+                    if not (_c151_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c151_Multiplier <= 3: raise EncodeError(f'value {_c151_Multiplier!r} outside [-3, 3]')
+                    if not (_c151_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c151_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c151_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c151_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c151_Value < -32768 or _c151_Value > 32767: raise EncodeError(f'value {_c151_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c151_Multiplier - -3) << 10) | (_i7 << 4) | (_c151_Value < 0)
+                    n += 18
+                    _c150_Value = None
+                    v_EVSECurrentRegulationTolerance = None
+                    _c151_Multiplier = None
+                    _c151_Unit = None
+                    _m = (-_c151_Value - 1 if _c151_Value < 0 else _c151_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c151_Value = None
+                    v_EVSEPeakCurrentRipple = None
+                    s = 8
+                elif v_EVSEPeakCurrentRipple is not None:
+                    el = 'EVSEPeakCurrentRipple'
+                    _o = v_EVSEPeakCurrentRipple
+                    _c152_Multiplier = _o.Multiplier
+                    _c152_Unit = _o.Unit
+                    _c152_Value = _o.Value
+                    if not (_c152_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'Multiplier'
+                    if not -3 <= _c152_Multiplier <= 3: raise EncodeError(f'value {_c152_Multiplier!r} outside [-3, 3]')
+                    if not (_c152_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'Unit'
+                    _i7 = _I1.get(_c152_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c152_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c152_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Value'
+                    if _c152_Value < -32768 or _c152_Value > 32767: raise EncodeError(f'value {_c152_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | (1 << 15) | ((_c152_Multiplier - -3) << 10) | (_i7 << 4) | (_c152_Value < 0)
+                    n += 17
+                    _c152_Multiplier = None
+                    _c152_Unit = None
+                    _m = (-_c152_Value - 1 if _c152_Value < 0 else _c152_Value)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c152_Value = None
+                    v_EVSEPeakCurrentRipple = None
+                    s = 8
+                else:
+                    raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
+            if s == 8:
+                if v_EVSEEnergyToBeDelivered is not None:
+                    el = 'EVSEEnergyToBeDelivered'
+                    _o = v_EVSEEnergyToBeDelivered
                     _c153_Multiplier = _o.Multiplier
                     _c153_Unit = _o.Unit
                     _c153_Value = _o.Value
@@ -7761,241 +8006,17 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if not (_c153_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
                     if _c153_Value < -32768 or _c153_Value > 32767: raise EncodeError(f'value {_c153_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c153_Multiplier - -3) << 10) | (_i7 << 4) | (_c153_Value < 0)
-                    n += 16
-                    v_DC_EVSEStatus = None
+                    v = (v << 17) | ((_c153_Multiplier - -3) << 10) | (_i7 << 4) | (_c153_Value < 0)
+                    n += 17
                     _c153_Multiplier = None
                     _c153_Unit = None
                     _m = (-_c153_Value - 1 if _c153_Value < 0 else _c153_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_EVSEMaximumPowerLimit is not None): raise EncodeError('missing content: EVSEMaximumPowerLimit')
-                    el = 'EVSEMaximumPowerLimit'
-                    _o = v_EVSEMaximumPowerLimit
-                    _c154_Multiplier = _o.Multiplier
-                    _c154_Unit = _o.Unit
-                    _c154_Value = _o.Value
-                    if not (_c154_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
-                    if not -3 <= _c154_Multiplier <= 3: raise EncodeError(f'value {_c154_Multiplier!r} outside [-3, 3]')
-                    if not (_c154_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
-                    _i7 = _I1.get(_c154_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c154_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c154_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
-                    if _c154_Value < -32768 or _c154_Value > 32767: raise EncodeError(f'value {_c154_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c154_Multiplier - -3) << 10) | (_i7 << 4) | (_c154_Value < 0)
-                    n += 18
-                    _c153_Value = None
-                    v_EVSEMaximumCurrentLimit = None
-                    _c154_Multiplier = None
-                    _c154_Unit = None
-                    _m = (-_c154_Value - 1 if _c154_Value < 0 else _c154_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
-                    el = 'EVSEMaximumVoltageLimit'
-                    _o = v_EVSEMaximumVoltageLimit
-                    _c155_Multiplier = _o.Multiplier
-                    _c155_Unit = _o.Unit
-                    _c155_Value = _o.Value
-                    if not (_c155_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
-                    if not -3 <= _c155_Multiplier <= 3: raise EncodeError(f'value {_c155_Multiplier!r} outside [-3, 3]')
-                    if not (_c155_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
-                    _i7 = _I1.get(_c155_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c155_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c155_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
-                    if _c155_Value < -32768 or _c155_Value > 32767: raise EncodeError(f'value {_c155_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c155_Multiplier - -3) << 10) | (_i7 << 4) | (_c155_Value < 0)
-                    n += 18
-                    _c154_Value = None
-                    v_EVSEMaximumPowerLimit = None
-                    _c155_Multiplier = None
-                    _c155_Unit = None
-                    _m = (-_c155_Value - 1 if _c155_Value < 0 else _c155_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_EVSEMinimumCurrentLimit is not None): raise EncodeError('missing content: EVSEMinimumCurrentLimit')
-                    el = 'EVSEMinimumCurrentLimit'
-                    _o = v_EVSEMinimumCurrentLimit
-                    _c156_Multiplier = _o.Multiplier
-                    _c156_Unit = _o.Unit
-                    _c156_Value = _o.Value
-                    if not (_c156_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
-                    if not -3 <= _c156_Multiplier <= 3: raise EncodeError(f'value {_c156_Multiplier!r} outside [-3, 3]')
-                    if not (_c156_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
-                    _i7 = _I1.get(_c156_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c156_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c156_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
-                    if _c156_Value < -32768 or _c156_Value > 32767: raise EncodeError(f'value {_c156_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c156_Multiplier - -3) << 10) | (_i7 << 4) | (_c156_Value < 0)
-                    n += 18
-                    _c155_Value = None
-                    v_EVSEMaximumVoltageLimit = None
-                    _c156_Multiplier = None
-                    _c156_Unit = None
-                    _m = (-_c156_Value - 1 if _c156_Value < 0 else _c156_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
-                    el = 'EVSEMinimumVoltageLimit'
-                    _o = v_EVSEMinimumVoltageLimit
-                    _c157_Multiplier = _o.Multiplier
-                    _c157_Unit = _o.Unit
-                    _c157_Value = _o.Value
-                    if not (_c157_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
-                    if not -3 <= _c157_Multiplier <= 3: raise EncodeError(f'value {_c157_Multiplier!r} outside [-3, 3]')
-                    if not (_c157_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
-                    _i7 = _I1.get(_c157_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c157_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c157_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
-                    if _c157_Value < -32768 or _c157_Value > 32767: raise EncodeError(f'value {_c157_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c157_Multiplier - -3) << 10) | (_i7 << 4) | (_c157_Value < 0)
-                    n += 18
-                    _c156_Value = None
-                    v_EVSEMinimumCurrentLimit = None
-                    _c157_Multiplier = None
-                    _c157_Unit = None
-                    _m = (-_c157_Value - 1 if _c157_Value < 0 else _c157_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c157_Value = None
-                    v_EVSEMinimumVoltageLimit = None
-                    s = 6
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVSEStatus')
-            if s == 6:
-                if v_EVSECurrentRegulationTolerance is not None:
-                    el = 'EVSECurrentRegulationTolerance'
-                    _o = v_EVSECurrentRegulationTolerance
-                    _c158_Multiplier = _o.Multiplier
-                    _c158_Unit = _o.Unit
-                    _c158_Value = _o.Value
-                    if not (_c158_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
-                    if not -3 <= _c158_Multiplier <= 3: raise EncodeError(f'value {_c158_Multiplier!r} outside [-3, 3]')
-                    if not (_c158_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
-                    _i7 = _I1.get(_c158_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c158_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c158_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
-                    if _c158_Value < -32768 or _c158_Value > 32767: raise EncodeError(f'value {_c158_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c158_Multiplier - -3) << 10) | (_i7 << 4) | (_c158_Value < 0)
-                    n += 17
-                    _c158_Multiplier = None
-                    _c158_Unit = None
-                    _m = (-_c158_Value - 1 if _c158_Value < 0 else _c158_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
-                    el = 'EVSEPeakCurrentRipple'
-                    _o = v_EVSEPeakCurrentRipple
-                    _c159_Multiplier = _o.Multiplier
-                    _c159_Unit = _o.Unit
-                    _c159_Value = _o.Value
-                    if not (_c159_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
-                    if not -3 <= _c159_Multiplier <= 3: raise EncodeError(f'value {_c159_Multiplier!r} outside [-3, 3]')
-                    if not (_c159_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
-                    _i7 = _I1.get(_c159_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c159_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c159_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
-                    if _c159_Value < -32768 or _c159_Value > 32767: raise EncodeError(f'value {_c159_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c159_Multiplier - -3) << 10) | (_i7 << 4) | (_c159_Value < 0)
-                    n += 18
-                    _c158_Value = None
-                    v_EVSECurrentRegulationTolerance = None
-                    _c159_Multiplier = None
-                    _c159_Unit = None
-                    _m = (-_c159_Value - 1 if _c159_Value < 0 else _c159_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c159_Value = None
-                    v_EVSEPeakCurrentRipple = None
-                    s = 8
-                elif v_EVSEPeakCurrentRipple is not None:
-                    el = 'EVSEPeakCurrentRipple'
-                    _o = v_EVSEPeakCurrentRipple
-                    _c160_Multiplier = _o.Multiplier
-                    _c160_Unit = _o.Unit
-                    _c160_Value = _o.Value
-                    if not (_c160_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
-                    if not -3 <= _c160_Multiplier <= 3: raise EncodeError(f'value {_c160_Multiplier!r} outside [-3, 3]')
-                    if not (_c160_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
-                    _i7 = _I1.get(_c160_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c160_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c160_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
-                    if _c160_Value < -32768 or _c160_Value > 32767: raise EncodeError(f'value {_c160_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | (1 << 15) | ((_c160_Multiplier - -3) << 10) | (_i7 << 4) | (_c160_Value < 0)
-                    n += 17
-                    _c160_Multiplier = None
-                    _c160_Unit = None
-                    _m = (-_c160_Value - 1 if _c160_Value < 0 else _c160_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c160_Value = None
-                    v_EVSEPeakCurrentRipple = None
-                    s = 8
-                else:
-                    raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
-            if s == 8:
-                if v_EVSEEnergyToBeDelivered is not None:
-                    el = 'EVSEEnergyToBeDelivered'
-                    _o = v_EVSEEnergyToBeDelivered
-                    _c161_Multiplier = _o.Multiplier
-                    _c161_Unit = _o.Unit
-                    _c161_Value = _o.Value
-                    if not (_c161_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
-                    if not -3 <= _c161_Multiplier <= 3: raise EncodeError(f'value {_c161_Multiplier!r} outside [-3, 3]')
-                    if not (_c161_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
-                    _i7 = _I1.get(_c161_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c161_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c161_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
-                    if _c161_Value < -32768 or _c161_Value > 32767: raise EncodeError(f'value {_c161_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c161_Multiplier - -3) << 10) | (_i7 << 4) | (_c161_Value < 0)
-                    n += 17
-                    _c161_Multiplier = None
-                    _c161_Unit = None
-                    _m = (-_c161_Value - 1 if _c161_Value < 0 else _c161_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    _c161_Value = None
+                    _c153_Value = None
                     v_EVSEEnergyToBeDelivered = None
                     if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
                     s = -1
@@ -8029,91 +8050,133 @@ def _d_DSAKeyValueType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'P'
-                    r.pos = p
-                    f_P = r.binary()
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('DSAKeyValueType', p)
-                    el = 'Q'
-                    r.pos = p
-                    f_Q = r.binary()
-                    p = r.pos
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+                        f_P = b''
+                    else:
+                        r.pos = p
+                        f_P = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('P', p)
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    el = 'Q'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+                        f_Q = b''
+                    else:
+                        r.pos = p
+                        f_Q = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
                     s = 4
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'G'
-                    r.pos = p
-                    f_G = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+                        f_G = b''
+                    else:
+                        r.pos = p
+                        f_G = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 2:
+                    el = 'Y'
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
-                    el = 'Y'
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                        f_Y = b''
+                    else:
+                        r.pos = p
+                        f_Y = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+                    s = 3
+                else:
+                    raise r.deviation('DSAKeyValueType', p)
+            if s == 2:
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                el = 'Y'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                    f_Y = b''
+                else:
                     r.pos = p
                     f_Y = r.binary()
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
-                    s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType', p)
-            if s == 2:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DSAKeyValueType', p)
-                el = 'Y'
-                r.pos = p
-                f_Y = r.binary()
-                p = r.pos
-                p += 1
-                if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                 s = 3
             if s == 3:
                 p += 2
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'J'
-                    r.pos = p
-                    f_J = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+                        f_J = b''
+                    else:
+                        r.pos = p
+                        f_J = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('J', p)
                     s = 5
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Seed'
-                    r.pos = p
-                    f_Seed = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+                        f_Seed = b''
+                    else:
+                        r.pos = p
+                        f_Seed = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 2:
                     pass
@@ -8125,28 +8188,38 @@ def _d_DSAKeyValueType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'G'
-                    r.pos = p
-                    f_G = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+                        f_G = b''
+                    else:
+                        r.pos = p
+                        f_G = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Y'
-                    r.pos = p
-                    f_Y = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                        f_Y = b''
+                    else:
+                        r.pos = p
+                        f_Y = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', p)
@@ -8155,16 +8228,21 @@ def _d_DSAKeyValueType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Seed'
-                    r.pos = p
-                    f_Seed = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+                        f_Seed = b''
+                    else:
+                        r.pos = p
+                        f_Seed = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 1:
                     pass
@@ -8172,18 +8250,27 @@ def _d_DSAKeyValueType(r):
                 else:
                     raise r.deviation('DSAKeyValueType', p)
             if s == 6:
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DSAKeyValueType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 el = 'PgenCounter'
-                r.pos = p
-                f_PgenCounter = r.binary()
-                p = r.pos
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DSAKeyValueType', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+                    f_PgenCounter = b''
+                else:
+                    r.pos = p
+                    f_PgenCounter = r.binary()
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -8607,16 +8694,21 @@ def _d_KeyInfoType(r, key):
                     p = r.pos
                     s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 2:
@@ -8655,16 +8747,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 8:
@@ -8682,16 +8779,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 1:
@@ -8730,16 +8832,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
@@ -8757,16 +8864,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 1:
@@ -8805,16 +8917,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
@@ -8832,16 +8949,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -8880,16 +9002,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -8910,16 +9037,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -8958,16 +9090,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -8988,16 +9125,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -9036,16 +9178,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -9066,16 +9213,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -9114,16 +9266,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -9144,16 +9301,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -9192,16 +9354,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -9222,16 +9389,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -9270,16 +9442,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -9300,16 +9477,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -9348,16 +9530,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -9378,16 +9565,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -9426,16 +9618,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -9457,16 +9654,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(51)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(51)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
@@ -9509,16 +9711,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(53)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(53)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -9544,16 +9751,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(51)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(51)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -9596,16 +9808,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(53)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(53)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -9631,16 +9848,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(51)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(51)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -9683,16 +9905,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(53)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(53)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -9718,16 +9945,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(51)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(51)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -9770,16 +10002,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(53)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(53)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -9805,16 +10042,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(51)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(51)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -9857,16 +10099,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(53)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(53)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -9892,16 +10139,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(51)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(51)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -9944,16 +10196,21 @@ def _d_KeyInfoType(r, key):
                         p = r.pos
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(53)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(53)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -9979,16 +10236,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(51)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(51)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -10033,16 +10295,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(53)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(53)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                     elif ec == 7:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -10065,16 +10332,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(51)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(51)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -10113,16 +10385,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(53)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(53)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -11713,28 +11990,47 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
                     el = 'Modulus'
-                    r.pos = p
-                    _c164_Modulus = r.binary()
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+                        _c156_Modulus = b''
+                    else:
+                        r.pos = p
+                        _c156_Modulus = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'Exponent'
-                    r.pos = p
-                    _c164_Exponent = r.binary()
-                    p = r.pos
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
-                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c164_Modulus, _c164_Exponent)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+                        _c156_Exponent = b''
+                    else:
+                        r.pos = p
+                        _c156_Exponent = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
+                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c156_Modulus, _c156_Exponent)
                     s = 3
                 elif ec == 2:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -11757,28 +12053,47 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
                     el = 'Modulus'
-                    r.pos = p
-                    _c165_Modulus = r.binary()
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+                        _c157_Modulus = b''
+                    else:
+                        r.pos = p
+                        _c157_Modulus = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'Exponent'
-                    r.pos = p
-                    _c165_Exponent = r.binary()
-                    p = r.pos
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
-                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c165_Modulus, _c165_Exponent)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+                        _c157_Exponent = b''
+                    else:
+                        r.pos = p
+                        _c157_Exponent = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
+                    f_RSAKeyValue = xmldsig.RSAKeyValueType(_c157_Modulus, _c157_Exponent)
                     s = 3
                 elif ec == 2:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -11860,26 +12175,26 @@ def _e_KeyValueType(w, o):
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
                     _o = v_RSAKeyValue
-                    _c166_Modulus = _o.Modulus
-                    _c166_Exponent = _o.Exponent
-                    if not (_c166_Modulus is not None): raise EncodeError('missing content: Modulus')
+                    _c158_Modulus = _o.Modulus
+                    _c158_Exponent = _o.Exponent
+                    if not (_c158_Modulus is not None): raise EncodeError('missing content: Modulus')
                     el = 'Modulus'
                     v = (v << 5) | (1 << 2)
                     n += 5
                     w.v = v; w.n = n
-                    w.binary(_c166_Modulus)
+                    w.binary(_c158_Modulus)
                     v = w.v; n = w.n
-                    if not (_c166_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    if not (_c158_Exponent is not None): raise EncodeError('missing content: Exponent')
                     el = 'Exponent'
                     v <<= 3
                     n += 3
-                    _c166_Modulus = None
+                    _c158_Modulus = None
                     w.v = v; w.n = n
-                    w.binary(_c166_Exponent)
+                    w.binary(_c158_Exponent)
                     v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c166_Exponent = None
+                    _c158_Exponent = None
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -11897,26 +12212,26 @@ def _e_KeyValueType(w, o):
                 elif v_RSAKeyValue is not None:
                     el = 'RSAKeyValue'
                     _o = v_RSAKeyValue
-                    _c167_Modulus = _o.Modulus
-                    _c167_Exponent = _o.Exponent
-                    if not (_c167_Modulus is not None): raise EncodeError('missing content: Modulus')
+                    _c159_Modulus = _o.Modulus
+                    _c159_Exponent = _o.Exponent
+                    if not (_c159_Modulus is not None): raise EncodeError('missing content: Modulus')
                     el = 'Modulus'
                     v = (v << 5) | (1 << 2)
                     n += 5
                     w.v = v; w.n = n
-                    w.binary(_c167_Modulus)
+                    w.binary(_c159_Modulus)
                     v = w.v; n = w.n
-                    if not (_c167_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    if not (_c159_Exponent is not None): raise EncodeError('missing content: Exponent')
                     el = 'Exponent'
                     v <<= 3
                     n += 3
-                    _c167_Modulus = None
+                    _c159_Modulus = None
                     w.v = v; w.n = n
-                    w.binary(_c167_Exponent)
+                    w.binary(_c159_Exponent)
                     v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c167_Exponent = None
+                    _c159_Exponent = None
                     v_RSAKeyValue = None
                     s = 3
                 else:
@@ -11952,26 +12267,45 @@ def _d_RSAKeyValueType(r):
     f_Modulus = None
     f_Exponent = None
     try:
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('RSAKeyValueType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Modulus'
-        r.pos = p
-        f_Modulus = r.binary()
-        p = r.pos
-        p += 3
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('RSAKeyValueType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+            f_Modulus = b''
+        else:
+            r.pos = p
+            f_Modulus = r.binary()
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Exponent'
-        r.pos = p
-        f_Exponent = r.binary()
-        p = r.pos
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('RSAKeyValueType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+            f_Exponent = b''
+        else:
+            r.pos = p
+            f_Exponent = r.binary()
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -12335,16 +12669,21 @@ def _d_TransformType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
-                    r.pos = p
-                    _v = r.string(59)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(59)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -12365,16 +12704,21 @@ def _d_TransformType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
-                    r.pos = p
-                    _v = r.string(59)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(59)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -12395,16 +12739,21 @@ def _d_TransformType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
-                    r.pos = p
-                    _v = r.string(59)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(59)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -12426,16 +12775,21 @@ def _d_TransformType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                         el = 'XPath'
-                        r.pos = p
-                        _v = r.string(59)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(59)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                         f_XPath.append(_v)
                     elif ec == 1:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -12584,87 +12938,117 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c168_X509IssuerName = r.string(18)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c160_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c160_X509IssuerName = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c168_X509SerialNumber = (V >> (E - p)) & 127
+                        _c160_X509SerialNumber = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c168_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c160_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c168_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c160_X509SerialNumber = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
-                    if _neg: _c168_X509SerialNumber = -_c168_X509SerialNumber - 1
-                    _v = xmldsig.X509IssuerSerialType(_c168_X509IssuerName, _c168_X509SerialNumber)
+                    if _neg: _c160_X509SerialNumber = -_c160_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c160_X509IssuerName, _c160_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(61)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(61)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 5
                 elif ec == 5:
@@ -12677,87 +13061,117 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c169_X509IssuerName = r.string(18)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c161_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c161_X509IssuerName = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c169_X509SerialNumber = (V >> (E - p)) & 127
+                        _c161_X509SerialNumber = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c169_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c161_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c169_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c161_X509SerialNumber = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
-                    if _neg: _c169_X509SerialNumber = -_c169_X509SerialNumber - 1
-                    _v = xmldsig.X509IssuerSerialType(_c169_X509IssuerName, _c169_X509SerialNumber)
+                    if _neg: _c161_X509SerialNumber = -_c161_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c161_X509IssuerName, _c161_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(61)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(61)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -12773,87 +13187,117 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c170_X509IssuerName = r.string(18)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c162_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c162_X509IssuerName = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c170_X509SerialNumber = (V >> (E - p)) & 127
+                        _c162_X509SerialNumber = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c170_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c162_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c170_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c162_X509SerialNumber = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
-                    if _neg: _c170_X509SerialNumber = -_c170_X509SerialNumber - 1
-                    _v = xmldsig.X509IssuerSerialType(_c170_X509IssuerName, _c170_X509SerialNumber)
+                    if _neg: _c162_X509SerialNumber = -_c162_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c162_X509IssuerName, _c162_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(61)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(61)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -12869,87 +13313,117 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c171_X509IssuerName = r.string(18)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c163_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c163_X509IssuerName = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c171_X509SerialNumber = (V >> (E - p)) & 127
+                        _c163_X509SerialNumber = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c171_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c163_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c171_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c163_X509SerialNumber = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
-                    if _neg: _c171_X509SerialNumber = -_c171_X509SerialNumber - 1
-                    _v = xmldsig.X509IssuerSerialType(_c171_X509IssuerName, _c171_X509SerialNumber)
+                    if _neg: _c163_X509SerialNumber = -_c163_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c163_X509IssuerName, _c163_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(61)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(61)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -12965,87 +13439,117 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c172_X509IssuerName = r.string(18)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c164_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c164_X509IssuerName = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c172_X509SerialNumber = (V >> (E - p)) & 127
+                        _c164_X509SerialNumber = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c172_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c164_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c172_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c164_X509SerialNumber = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
-                    if _neg: _c172_X509SerialNumber = -_c172_X509SerialNumber - 1
-                    _v = xmldsig.X509IssuerSerialType(_c172_X509IssuerName, _c172_X509SerialNumber)
+                    if _neg: _c164_X509SerialNumber = -_c164_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c164_X509IssuerName, _c164_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(61)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(61)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -13061,87 +13565,117 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c173_X509IssuerName = r.string(18)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c165_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c165_X509IssuerName = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c173_X509SerialNumber = (V >> (E - p)) & 127
+                        _c165_X509SerialNumber = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c173_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c165_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c173_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c165_X509SerialNumber = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
-                    if _neg: _c173_X509SerialNumber = -_c173_X509SerialNumber - 1
-                    _v = xmldsig.X509IssuerSerialType(_c173_X509IssuerName, _c173_X509SerialNumber)
+                    if _neg: _c165_X509SerialNumber = -_c165_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c165_X509IssuerName, _c165_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(61)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(61)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -13157,87 +13691,117 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c174_X509IssuerName = r.string(18)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c166_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c166_X509IssuerName = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c174_X509SerialNumber = (V >> (E - p)) & 127
+                        _c166_X509SerialNumber = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c174_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c166_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c174_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c166_X509SerialNumber = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
-                    if _neg: _c174_X509SerialNumber = -_c174_X509SerialNumber - 1
-                    _v = xmldsig.X509IssuerSerialType(_c174_X509IssuerName, _c174_X509SerialNumber)
+                    if _neg: _c166_X509SerialNumber = -_c166_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c166_X509IssuerName, _c166_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(61)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(61)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -13254,89 +13818,119 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c175_X509IssuerName = r.string(18)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c167_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c167_X509IssuerName = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
-                            _c175_X509SerialNumber = (V >> (E - p)) & 127
+                            _c167_X509SerialNumber = (V >> (E - p)) & 127
                         elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                             p += 16
-                            _c175_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            _c167_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c175_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c167_X509SerialNumber = r.uint(); p = r.pos
                         p += 2
                         if p > E: raise r.truncated(p)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
-                        if _neg: _c175_X509SerialNumber = -_c175_X509SerialNumber - 1
-                        _v = xmldsig.X509IssuerSerialType(_c175_X509IssuerName, _c175_X509SerialNumber)
+                        if _neg: _c167_X509SerialNumber = -_c167_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c167_X509IssuerName, _c167_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(61)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(61)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -13356,89 +13950,119 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c176_X509IssuerName = r.string(18)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c168_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c168_X509IssuerName = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
-                            _c176_X509SerialNumber = (V >> (E - p)) & 127
+                            _c168_X509SerialNumber = (V >> (E - p)) & 127
                         elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                             p += 16
-                            _c176_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            _c168_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c176_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c168_X509SerialNumber = r.uint(); p = r.pos
                         p += 2
                         if p > E: raise r.truncated(p)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
-                        if _neg: _c176_X509SerialNumber = -_c176_X509SerialNumber - 1
-                        _v = xmldsig.X509IssuerSerialType(_c176_X509IssuerName, _c176_X509SerialNumber)
+                        if _neg: _c168_X509SerialNumber = -_c168_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c168_X509IssuerName, _c168_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(61)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(61)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -13458,89 +14082,119 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c177_X509IssuerName = r.string(18)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c169_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c169_X509IssuerName = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
-                            _c177_X509SerialNumber = (V >> (E - p)) & 127
+                            _c169_X509SerialNumber = (V >> (E - p)) & 127
                         elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                             p += 16
-                            _c177_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            _c169_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c177_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c169_X509SerialNumber = r.uint(); p = r.pos
                         p += 2
                         if p > E: raise r.truncated(p)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
-                        if _neg: _c177_X509SerialNumber = -_c177_X509SerialNumber - 1
-                        _v = xmldsig.X509IssuerSerialType(_c177_X509IssuerName, _c177_X509SerialNumber)
+                        if _neg: _c169_X509SerialNumber = -_c169_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c169_X509IssuerName, _c169_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(61)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(61)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -13560,89 +14214,119 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c178_X509IssuerName = r.string(18)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c170_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c170_X509IssuerName = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
-                            _c178_X509SerialNumber = (V >> (E - p)) & 127
+                            _c170_X509SerialNumber = (V >> (E - p)) & 127
                         elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                             p += 16
-                            _c178_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            _c170_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c178_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c170_X509SerialNumber = r.uint(); p = r.pos
                         p += 2
                         if p > E: raise r.truncated(p)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
-                        if _neg: _c178_X509SerialNumber = -_c178_X509SerialNumber - 1
-                        _v = xmldsig.X509IssuerSerialType(_c178_X509IssuerName, _c178_X509SerialNumber)
+                        if _neg: _c170_X509SerialNumber = -_c170_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c170_X509IssuerName, _c170_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(61)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(61)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -13662,91 +14346,121 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c179_X509IssuerName = r.string(18)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c171_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c171_X509IssuerName = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
-                            _c179_X509SerialNumber = (V >> (E - p)) & 127
+                            _c171_X509SerialNumber = (V >> (E - p)) & 127
                         elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                             p += 16
-                            _c179_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                            _c171_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c179_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c171_X509SerialNumber = r.uint(); p = r.pos
                         p += 2
                         if p > E: raise r.truncated(p)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
-                        if _neg: _c179_X509SerialNumber = -_c179_X509SerialNumber - 1
-                        _v = xmldsig.X509IssuerSerialType(_c179_X509IssuerName, _c179_X509SerialNumber)
+                        if _neg: _c171_X509SerialNumber = -_c171_X509SerialNumber - 1
+                        _v = xmldsig.X509IssuerSerialType(_c171_X509IssuerName, _c171_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(61)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(61)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                     elif ec == 5:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -13763,87 +14477,117 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c180_X509IssuerName = r.string(18)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c172_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c172_X509IssuerName = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c180_X509SerialNumber = (V >> (E - p)) & 127
+                        _c172_X509SerialNumber = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c180_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c172_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c180_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c172_X509SerialNumber = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
-                    if _neg: _c180_X509SerialNumber = -_c180_X509SerialNumber - 1
-                    _v = xmldsig.X509IssuerSerialType(_c180_X509IssuerName, _c180_X509SerialNumber)
+                    if _neg: _c172_X509SerialNumber = -_c172_X509SerialNumber - 1
+                    _v = xmldsig.X509IssuerSerialType(_c172_X509IssuerName, _c172_X509SerialNumber)
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(61)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(61)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -13886,30 +14630,30 @@ def _e_X509DataType(w, o):
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
                     _o = v_X509IssuerSerial[i_X509IssuerSerial]
-                    _c181_X509IssuerName = _o.X509IssuerName
-                    _c181_X509SerialNumber = _o.X509SerialNumber
-                    if not (_c181_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    _c173_X509IssuerName = _o.X509IssuerName
+                    _c173_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c173_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
                     el = 'X509IssuerName'
                     v <<= 5
                     n += 5
-                    _l = len(_c181_X509IssuerName)
-                    if _l < 126 and _c181_X509IssuerName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c181_X509IssuerName.encode(), 'big')
+                    _l = len(_c173_X509IssuerName)
+                    if _l < 126 and _c173_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c173_X509IssuerName.encode(), 'big')
                         n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c181_X509IssuerName); v = w.v; n = w.n
-                    if not (_c181_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    else: w.v = v; w.n = n; w.string(_c173_X509IssuerName); v = w.v; n = w.n
+                    if not (_c173_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
                     el = 'X509SerialNumber'
-                    if type(_c181_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c181_X509SerialNumber!r}')
-                    v = (v << 4) | (_c181_X509SerialNumber < 0)
+                    if type(_c173_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c173_X509SerialNumber!r}')
+                    v = (v << 4) | (_c173_X509SerialNumber < 0)
                     n += 4
-                    _c181_X509IssuerName = None
-                    _m = (-_c181_X509SerialNumber - 1 if _c181_X509SerialNumber < 0 else _c181_X509SerialNumber)
+                    _c173_X509IssuerName = None
+                    _m = (-_c173_X509SerialNumber - 1 if _c173_X509SerialNumber < 0 else _c173_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c181_X509SerialNumber = None
+                    _c173_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 1
                 elif i_X509SKI < n_X509SKI:
@@ -13964,30 +14708,30 @@ def _e_X509DataType(w, o):
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
                     _o = v_X509IssuerSerial[i_X509IssuerSerial]
-                    _c182_X509IssuerName = _o.X509IssuerName
-                    _c182_X509SerialNumber = _o.X509SerialNumber
-                    if not (_c182_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    _c174_X509IssuerName = _o.X509IssuerName
+                    _c174_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c174_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
                     el = 'X509IssuerName'
                     v <<= 5
                     n += 5
-                    _l = len(_c182_X509IssuerName)
-                    if _l < 126 and _c182_X509IssuerName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c182_X509IssuerName.encode(), 'big')
+                    _l = len(_c174_X509IssuerName)
+                    if _l < 126 and _c174_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c174_X509IssuerName.encode(), 'big')
                         n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c182_X509IssuerName); v = w.v; n = w.n
-                    if not (_c182_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    else: w.v = v; w.n = n; w.string(_c174_X509IssuerName); v = w.v; n = w.n
+                    if not (_c174_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
                     el = 'X509SerialNumber'
-                    if type(_c182_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c182_X509SerialNumber!r}')
-                    v = (v << 4) | (_c182_X509SerialNumber < 0)
+                    if type(_c174_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c174_X509SerialNumber!r}')
+                    v = (v << 4) | (_c174_X509SerialNumber < 0)
                     n += 4
-                    _c182_X509IssuerName = None
-                    _m = (-_c182_X509SerialNumber - 1 if _c182_X509SerialNumber < 0 else _c182_X509SerialNumber)
+                    _c174_X509IssuerName = None
+                    _m = (-_c174_X509SerialNumber - 1 if _c174_X509SerialNumber < 0 else _c174_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c182_X509SerialNumber = None
+                    _c174_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -14045,30 +14789,30 @@ def _e_X509DataType(w, o):
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
                     _o = v_X509IssuerSerial[i_X509IssuerSerial]
-                    _c183_X509IssuerName = _o.X509IssuerName
-                    _c183_X509SerialNumber = _o.X509SerialNumber
-                    if not (_c183_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    _c175_X509IssuerName = _o.X509IssuerName
+                    _c175_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c175_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
                     el = 'X509IssuerName'
                     v <<= 5
                     n += 5
-                    _l = len(_c183_X509IssuerName)
-                    if _l < 126 and _c183_X509IssuerName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c183_X509IssuerName.encode(), 'big')
+                    _l = len(_c175_X509IssuerName)
+                    if _l < 126 and _c175_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c175_X509IssuerName.encode(), 'big')
                         n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c183_X509IssuerName); v = w.v; n = w.n
-                    if not (_c183_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    else: w.v = v; w.n = n; w.string(_c175_X509IssuerName); v = w.v; n = w.n
+                    if not (_c175_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
                     el = 'X509SerialNumber'
-                    if type(_c183_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c183_X509SerialNumber!r}')
-                    v = (v << 4) | (_c183_X509SerialNumber < 0)
+                    if type(_c175_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c175_X509SerialNumber!r}')
+                    v = (v << 4) | (_c175_X509SerialNumber < 0)
                     n += 4
-                    _c183_X509IssuerName = None
-                    _m = (-_c183_X509SerialNumber - 1 if _c183_X509SerialNumber < 0 else _c183_X509SerialNumber)
+                    _c175_X509IssuerName = None
+                    _m = (-_c175_X509SerialNumber - 1 if _c175_X509SerialNumber < 0 else _c175_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c183_X509SerialNumber = None
+                    _c175_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -14126,30 +14870,30 @@ def _e_X509DataType(w, o):
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
                     _o = v_X509IssuerSerial[i_X509IssuerSerial]
-                    _c184_X509IssuerName = _o.X509IssuerName
-                    _c184_X509SerialNumber = _o.X509SerialNumber
-                    if not (_c184_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    _c176_X509IssuerName = _o.X509IssuerName
+                    _c176_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c176_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
                     el = 'X509IssuerName'
                     v <<= 5
                     n += 5
-                    _l = len(_c184_X509IssuerName)
-                    if _l < 126 and _c184_X509IssuerName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c184_X509IssuerName.encode(), 'big')
+                    _l = len(_c176_X509IssuerName)
+                    if _l < 126 and _c176_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c176_X509IssuerName.encode(), 'big')
                         n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c184_X509IssuerName); v = w.v; n = w.n
-                    if not (_c184_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    else: w.v = v; w.n = n; w.string(_c176_X509IssuerName); v = w.v; n = w.n
+                    if not (_c176_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
                     el = 'X509SerialNumber'
-                    if type(_c184_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c184_X509SerialNumber!r}')
-                    v = (v << 4) | (_c184_X509SerialNumber < 0)
+                    if type(_c176_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c176_X509SerialNumber!r}')
+                    v = (v << 4) | (_c176_X509SerialNumber < 0)
                     n += 4
-                    _c184_X509IssuerName = None
-                    _m = (-_c184_X509SerialNumber - 1 if _c184_X509SerialNumber < 0 else _c184_X509SerialNumber)
+                    _c176_X509IssuerName = None
+                    _m = (-_c176_X509SerialNumber - 1 if _c176_X509SerialNumber < 0 else _c176_X509SerialNumber)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c184_X509SerialNumber = None
+                    _c176_X509SerialNumber = None
                     i_X509IssuerSerial += 1
                     s = 7
                 elif i_X509SKI < n_X509SKI:
@@ -14204,6 +14948,679 @@ def _e_X509DataType(w, o):
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
             if s == 4:
+                if i_X509IssuerSerial < n_X509IssuerSerial:
+                    el = 'X509IssuerSerial'
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c177_X509IssuerName = _o.X509IssuerName
+                    _c177_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c177_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c177_X509IssuerName)
+                    if _l < 126 and _c177_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c177_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c177_X509IssuerName); v = w.v; n = w.n
+                    if not (_c177_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c177_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c177_X509SerialNumber!r}')
+                    v = (v << 4) | (_c177_X509SerialNumber < 0)
+                    n += 4
+                    _c177_X509IssuerName = None
+                    _m = (-_c177_X509SerialNumber - 1 if _c177_X509SerialNumber < 0 else _c177_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c177_X509SerialNumber = None
+                    i_X509IssuerSerial += 1
+                    s = 7
+                elif i_X509SKI < n_X509SKI:
+                    el = 'X509SKI'
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
+                    w.binary(v_X509SKI[i_X509SKI])
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    i_X509SKI += 1
+                    s = 8
+                elif i_X509SubjectName < n_X509SubjectName:
+                    el = 'X509SubjectName'
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    i_X509SubjectName += 1
+                    s = 9
+                elif i_X509Certificate < n_X509Certificate:
+                    el = 'X509Certificate'
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
+                    w.binary(v_X509Certificate[i_X509Certificate])
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    i_X509Certificate += 1
+                    s = 10
+                elif i_X509CRL < n_X509CRL:
+                    el = 'X509CRL'
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
+                    w.binary(v_X509CRL[i_X509CRL])
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    i_X509CRL += 1
+                    s = 11
+                elif True:
+                    v = (v << 3) | 6
+                    n += 3
+                    if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
+                    s = -1
+            if s == 5:
+                if i_X509IssuerSerial < n_X509IssuerSerial:
+                    el = 'X509IssuerSerial'
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c178_X509IssuerName = _o.X509IssuerName
+                    _c178_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c178_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c178_X509IssuerName)
+                    if _l < 126 and _c178_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c178_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c178_X509IssuerName); v = w.v; n = w.n
+                    if not (_c178_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c178_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c178_X509SerialNumber!r}')
+                    v = (v << 4) | (_c178_X509SerialNumber < 0)
+                    n += 4
+                    _c178_X509IssuerName = None
+                    _m = (-_c178_X509SerialNumber - 1 if _c178_X509SerialNumber < 0 else _c178_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c178_X509SerialNumber = None
+                    i_X509IssuerSerial += 1
+                    s = 7
+                elif i_X509SKI < n_X509SKI:
+                    el = 'X509SKI'
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
+                    w.binary(v_X509SKI[i_X509SKI])
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    i_X509SKI += 1
+                    s = 8
+                elif i_X509SubjectName < n_X509SubjectName:
+                    el = 'X509SubjectName'
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    i_X509SubjectName += 1
+                    s = 9
+                elif i_X509Certificate < n_X509Certificate:
+                    el = 'X509Certificate'
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
+                    w.binary(v_X509Certificate[i_X509Certificate])
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    i_X509Certificate += 1
+                    s = 10
+                elif i_X509CRL < n_X509CRL:
+                    el = 'X509CRL'
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
+                    w.binary(v_X509CRL[i_X509CRL])
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    i_X509CRL += 1
+                    s = 11
+                elif True:
+                    v = (v << 3) | 6
+                    n += 3
+                    if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
+                    s = -1
+            if s == 6:
+                if i_X509IssuerSerial < n_X509IssuerSerial:
+                    el = 'X509IssuerSerial'
+                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                    _c179_X509IssuerName = _o.X509IssuerName
+                    _c179_X509SerialNumber = _o.X509SerialNumber
+                    if not (_c179_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                    el = 'X509IssuerName'
+                    v <<= 5
+                    n += 5
+                    _l = len(_c179_X509IssuerName)
+                    if _l < 126 and _c179_X509IssuerName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c179_X509IssuerName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c179_X509IssuerName); v = w.v; n = w.n
+                    if not (_c179_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                    el = 'X509SerialNumber'
+                    if type(_c179_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c179_X509SerialNumber!r}')
+                    v = (v << 4) | (_c179_X509SerialNumber < 0)
+                    n += 4
+                    _c179_X509IssuerName = None
+                    _m = (-_c179_X509SerialNumber - 1 if _c179_X509SerialNumber < 0 else _c179_X509SerialNumber)
+                    if _m < 128: v = (v << 8) | _m; n += 8
+                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c179_X509SerialNumber = None
+                    i_X509IssuerSerial += 1
+                    s = 7
+                elif i_X509SKI < n_X509SKI:
+                    el = 'X509SKI'
+                    v = (v << 4) | (1 << 1)
+                    n += 4
+                    w.v = v; w.n = n
+                    w.binary(v_X509SKI[i_X509SKI])
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    i_X509SKI += 1
+                    s = 8
+                elif i_X509SubjectName < n_X509SubjectName:
+                    el = 'X509SubjectName'
+                    v = (v << 4) | (2 << 1)
+                    n += 4
+                    _l = len(v_X509SubjectName[i_X509SubjectName])
+                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    i_X509SubjectName += 1
+                    s = 9
+                elif i_X509Certificate < n_X509Certificate:
+                    el = 'X509Certificate'
+                    v = (v << 4) | (3 << 1)
+                    n += 4
+                    w.v = v; w.n = n
+                    w.binary(v_X509Certificate[i_X509Certificate])
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    i_X509Certificate += 1
+                    s = 10
+                elif i_X509CRL < n_X509CRL:
+                    el = 'X509CRL'
+                    v = (v << 4) | (4 << 1)
+                    n += 4
+                    w.v = v; w.n = n
+                    w.binary(v_X509CRL[i_X509CRL])
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    i_X509CRL += 1
+                    s = 11
+                elif True:
+                    v = (v << 3) | 6
+                    n += 3
+                    if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
+                    s = -1
+            if s == 7:
+                while True:
+                    if i_X509IssuerSerial < n_X509IssuerSerial:
+                        el = 'X509IssuerSerial'
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c180_X509IssuerName = _o.X509IssuerName
+                        _c180_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c180_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c180_X509IssuerName)
+                        if _l < 126 and _c180_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c180_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c180_X509IssuerName); v = w.v; n = w.n
+                        if not (_c180_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c180_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c180_X509SerialNumber!r}')
+                        v = (v << 4) | (_c180_X509SerialNumber < 0)
+                        n += 4
+                        _c180_X509IssuerName = None
+                        _m = (-_c180_X509SerialNumber - 1 if _c180_X509SerialNumber < 0 else _c180_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c180_X509SerialNumber = None
+                        i_X509IssuerSerial += 1
+                    elif i_X509SKI < n_X509SKI:
+                        el = 'X509SKI'
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
+                        w.binary(v_X509SKI[i_X509SKI])
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509SKI += 1
+                        s = 8
+                        break
+                    elif i_X509SubjectName < n_X509SubjectName:
+                        el = 'X509SubjectName'
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509SubjectName += 1
+                        s = 9
+                        break
+                    elif i_X509Certificate < n_X509Certificate:
+                        el = 'X509Certificate'
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
+                        w.binary(v_X509Certificate[i_X509Certificate])
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509Certificate += 1
+                        s = 10
+                        break
+                    elif i_X509CRL < n_X509CRL:
+                        el = 'X509CRL'
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
+                        w.binary(v_X509CRL[i_X509CRL])
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509CRL += 1
+                        s = 11
+                        break
+                    elif True:
+                        v = (v << 3) | 6
+                        n += 3
+                        if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
+                        s = -1
+                        break
+            if s == 8:
+                while True:
+                    if i_X509IssuerSerial < n_X509IssuerSerial:
+                        el = 'X509IssuerSerial'
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c181_X509IssuerName = _o.X509IssuerName
+                        _c181_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c181_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c181_X509IssuerName)
+                        if _l < 126 and _c181_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c181_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c181_X509IssuerName); v = w.v; n = w.n
+                        if not (_c181_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c181_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c181_X509SerialNumber!r}')
+                        v = (v << 4) | (_c181_X509SerialNumber < 0)
+                        n += 4
+                        _c181_X509IssuerName = None
+                        _m = (-_c181_X509SerialNumber - 1 if _c181_X509SerialNumber < 0 else _c181_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c181_X509SerialNumber = None
+                        i_X509IssuerSerial += 1
+                        s = 7
+                        break
+                    elif i_X509SKI < n_X509SKI:
+                        el = 'X509SKI'
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
+                        w.binary(v_X509SKI[i_X509SKI])
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509SKI += 1
+                    elif i_X509SubjectName < n_X509SubjectName:
+                        el = 'X509SubjectName'
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509SubjectName += 1
+                        s = 9
+                        break
+                    elif i_X509Certificate < n_X509Certificate:
+                        el = 'X509Certificate'
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
+                        w.binary(v_X509Certificate[i_X509Certificate])
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509Certificate += 1
+                        s = 10
+                        break
+                    elif i_X509CRL < n_X509CRL:
+                        el = 'X509CRL'
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
+                        w.binary(v_X509CRL[i_X509CRL])
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509CRL += 1
+                        s = 11
+                        break
+                    elif True:
+                        v = (v << 3) | 6
+                        n += 3
+                        if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
+                        s = -1
+                        break
+            if s == 9:
+                while True:
+                    if i_X509IssuerSerial < n_X509IssuerSerial:
+                        el = 'X509IssuerSerial'
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c182_X509IssuerName = _o.X509IssuerName
+                        _c182_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c182_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c182_X509IssuerName)
+                        if _l < 126 and _c182_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c182_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c182_X509IssuerName); v = w.v; n = w.n
+                        if not (_c182_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c182_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c182_X509SerialNumber!r}')
+                        v = (v << 4) | (_c182_X509SerialNumber < 0)
+                        n += 4
+                        _c182_X509IssuerName = None
+                        _m = (-_c182_X509SerialNumber - 1 if _c182_X509SerialNumber < 0 else _c182_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c182_X509SerialNumber = None
+                        i_X509IssuerSerial += 1
+                        s = 7
+                        break
+                    elif i_X509SKI < n_X509SKI:
+                        el = 'X509SKI'
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
+                        w.binary(v_X509SKI[i_X509SKI])
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509SKI += 1
+                        s = 8
+                        break
+                    elif i_X509SubjectName < n_X509SubjectName:
+                        el = 'X509SubjectName'
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509SubjectName += 1
+                    elif i_X509Certificate < n_X509Certificate:
+                        el = 'X509Certificate'
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
+                        w.binary(v_X509Certificate[i_X509Certificate])
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509Certificate += 1
+                        s = 10
+                        break
+                    elif i_X509CRL < n_X509CRL:
+                        el = 'X509CRL'
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
+                        w.binary(v_X509CRL[i_X509CRL])
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509CRL += 1
+                        s = 11
+                        break
+                    elif True:
+                        v = (v << 3) | 6
+                        n += 3
+                        if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
+                        s = -1
+                        break
+            if s == 10:
+                while True:
+                    if i_X509IssuerSerial < n_X509IssuerSerial:
+                        el = 'X509IssuerSerial'
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c183_X509IssuerName = _o.X509IssuerName
+                        _c183_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c183_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c183_X509IssuerName)
+                        if _l < 126 and _c183_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c183_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c183_X509IssuerName); v = w.v; n = w.n
+                        if not (_c183_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c183_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c183_X509SerialNumber!r}')
+                        v = (v << 4) | (_c183_X509SerialNumber < 0)
+                        n += 4
+                        _c183_X509IssuerName = None
+                        _m = (-_c183_X509SerialNumber - 1 if _c183_X509SerialNumber < 0 else _c183_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c183_X509SerialNumber = None
+                        i_X509IssuerSerial += 1
+                        s = 7
+                        break
+                    elif i_X509SKI < n_X509SKI:
+                        el = 'X509SKI'
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
+                        w.binary(v_X509SKI[i_X509SKI])
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509SKI += 1
+                        s = 8
+                        break
+                    elif i_X509SubjectName < n_X509SubjectName:
+                        el = 'X509SubjectName'
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509SubjectName += 1
+                        s = 9
+                        break
+                    elif i_X509Certificate < n_X509Certificate:
+                        el = 'X509Certificate'
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
+                        w.binary(v_X509Certificate[i_X509Certificate])
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509Certificate += 1
+                    elif i_X509CRL < n_X509CRL:
+                        el = 'X509CRL'
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
+                        w.binary(v_X509CRL[i_X509CRL])
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509CRL += 1
+                        s = 11
+                        break
+                    elif True:
+                        v = (v << 3) | 6
+                        n += 3
+                        if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
+                        s = -1
+                        break
+            if s == 11:
+                while True:
+                    if i_X509IssuerSerial < n_X509IssuerSerial:
+                        el = 'X509IssuerSerial'
+                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
+                        _c184_X509IssuerName = _o.X509IssuerName
+                        _c184_X509SerialNumber = _o.X509SerialNumber
+                        if not (_c184_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                        el = 'X509IssuerName'
+                        v <<= 5
+                        n += 5
+                        _l = len(_c184_X509IssuerName)
+                        if _l < 126 and _c184_X509IssuerName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c184_X509IssuerName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c184_X509IssuerName); v = w.v; n = w.n
+                        if not (_c184_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                        el = 'X509SerialNumber'
+                        if type(_c184_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c184_X509SerialNumber!r}')
+                        v = (v << 4) | (_c184_X509SerialNumber < 0)
+                        n += 4
+                        _c184_X509IssuerName = None
+                        _m = (-_c184_X509SerialNumber - 1 if _c184_X509SerialNumber < 0 else _c184_X509SerialNumber)
+                        if _m < 128: v = (v << 8) | _m; n += 8
+                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
+                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c184_X509SerialNumber = None
+                        i_X509IssuerSerial += 1
+                        s = 7
+                        break
+                    elif i_X509SKI < n_X509SKI:
+                        el = 'X509SKI'
+                        v = (v << 4) | (1 << 1)
+                        n += 4
+                        w.v = v; w.n = n
+                        w.binary(v_X509SKI[i_X509SKI])
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509SKI += 1
+                        s = 8
+                        break
+                    elif i_X509SubjectName < n_X509SubjectName:
+                        el = 'X509SubjectName'
+                        v = (v << 4) | (2 << 1)
+                        n += 4
+                        _l = len(v_X509SubjectName[i_X509SubjectName])
+                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509SubjectName += 1
+                        s = 9
+                        break
+                    elif i_X509Certificate < n_X509Certificate:
+                        el = 'X509Certificate'
+                        v = (v << 4) | (3 << 1)
+                        n += 4
+                        w.v = v; w.n = n
+                        w.binary(v_X509Certificate[i_X509Certificate])
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509Certificate += 1
+                        s = 10
+                        break
+                    elif i_X509CRL < n_X509CRL:
+                        el = 'X509CRL'
+                        v = (v << 4) | (4 << 1)
+                        n += 4
+                        w.v = v; w.n = n
+                        w.binary(v_X509CRL[i_X509CRL])
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        i_X509CRL += 1
+                    elif True:
+                        v = (v << 3) | 6
+                        n += 3
+                        if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
+                        s = -1
+                        break
+            if s == 12:
                 if i_X509IssuerSerial < n_X509IssuerSerial:
                     el = 'X509IssuerSerial'
                     _o = v_X509IssuerSerial[i_X509IssuerSerial]
@@ -14284,679 +15701,6 @@ def _e_X509DataType(w, o):
                     n += 3
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
-            if s == 5:
-                if i_X509IssuerSerial < n_X509IssuerSerial:
-                    el = 'X509IssuerSerial'
-                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
-                    _c186_X509IssuerName = _o.X509IssuerName
-                    _c186_X509SerialNumber = _o.X509SerialNumber
-                    if not (_c186_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
-                    v <<= 5
-                    n += 5
-                    _l = len(_c186_X509IssuerName)
-                    if _l < 126 and _c186_X509IssuerName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c186_X509IssuerName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c186_X509IssuerName); v = w.v; n = w.n
-                    if not (_c186_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
-                    if type(_c186_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c186_X509SerialNumber!r}')
-                    v = (v << 4) | (_c186_X509SerialNumber < 0)
-                    n += 4
-                    _c186_X509IssuerName = None
-                    _m = (-_c186_X509SerialNumber - 1 if _c186_X509SerialNumber < 0 else _c186_X509SerialNumber)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c186_X509SerialNumber = None
-                    i_X509IssuerSerial += 1
-                    s = 7
-                elif i_X509SKI < n_X509SKI:
-                    el = 'X509SKI'
-                    v = (v << 4) | (1 << 1)
-                    n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509SKI[i_X509SKI])
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_X509SKI += 1
-                    s = 8
-                elif i_X509SubjectName < n_X509SubjectName:
-                    el = 'X509SubjectName'
-                    v = (v << 4) | (2 << 1)
-                    n += 4
-                    _l = len(v_X509SubjectName[i_X509SubjectName])
-                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_X509SubjectName += 1
-                    s = 9
-                elif i_X509Certificate < n_X509Certificate:
-                    el = 'X509Certificate'
-                    v = (v << 4) | (3 << 1)
-                    n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509Certificate[i_X509Certificate])
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_X509Certificate += 1
-                    s = 10
-                elif i_X509CRL < n_X509CRL:
-                    el = 'X509CRL'
-                    v = (v << 4) | (4 << 1)
-                    n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509CRL[i_X509CRL])
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_X509CRL += 1
-                    s = 11
-                elif True:
-                    v = (v << 3) | 6
-                    n += 3
-                    if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
-                    s = -1
-            if s == 6:
-                if i_X509IssuerSerial < n_X509IssuerSerial:
-                    el = 'X509IssuerSerial'
-                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
-                    _c187_X509IssuerName = _o.X509IssuerName
-                    _c187_X509SerialNumber = _o.X509SerialNumber
-                    if not (_c187_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
-                    v <<= 5
-                    n += 5
-                    _l = len(_c187_X509IssuerName)
-                    if _l < 126 and _c187_X509IssuerName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c187_X509IssuerName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c187_X509IssuerName); v = w.v; n = w.n
-                    if not (_c187_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
-                    if type(_c187_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c187_X509SerialNumber!r}')
-                    v = (v << 4) | (_c187_X509SerialNumber < 0)
-                    n += 4
-                    _c187_X509IssuerName = None
-                    _m = (-_c187_X509SerialNumber - 1 if _c187_X509SerialNumber < 0 else _c187_X509SerialNumber)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c187_X509SerialNumber = None
-                    i_X509IssuerSerial += 1
-                    s = 7
-                elif i_X509SKI < n_X509SKI:
-                    el = 'X509SKI'
-                    v = (v << 4) | (1 << 1)
-                    n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509SKI[i_X509SKI])
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_X509SKI += 1
-                    s = 8
-                elif i_X509SubjectName < n_X509SubjectName:
-                    el = 'X509SubjectName'
-                    v = (v << 4) | (2 << 1)
-                    n += 4
-                    _l = len(v_X509SubjectName[i_X509SubjectName])
-                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_X509SubjectName += 1
-                    s = 9
-                elif i_X509Certificate < n_X509Certificate:
-                    el = 'X509Certificate'
-                    v = (v << 4) | (3 << 1)
-                    n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509Certificate[i_X509Certificate])
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_X509Certificate += 1
-                    s = 10
-                elif i_X509CRL < n_X509CRL:
-                    el = 'X509CRL'
-                    v = (v << 4) | (4 << 1)
-                    n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509CRL[i_X509CRL])
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_X509CRL += 1
-                    s = 11
-                elif True:
-                    v = (v << 3) | 6
-                    n += 3
-                    if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
-                    s = -1
-            if s == 7:
-                while True:
-                    if i_X509IssuerSerial < n_X509IssuerSerial:
-                        el = 'X509IssuerSerial'
-                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
-                        _c188_X509IssuerName = _o.X509IssuerName
-                        _c188_X509SerialNumber = _o.X509SerialNumber
-                        if not (_c188_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
-                        v <<= 5
-                        n += 5
-                        _l = len(_c188_X509IssuerName)
-                        if _l < 126 and _c188_X509IssuerName.isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c188_X509IssuerName.encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(_c188_X509IssuerName); v = w.v; n = w.n
-                        if not (_c188_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
-                        if type(_c188_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c188_X509SerialNumber!r}')
-                        v = (v << 4) | (_c188_X509SerialNumber < 0)
-                        n += 4
-                        _c188_X509IssuerName = None
-                        _m = (-_c188_X509SerialNumber - 1 if _c188_X509SerialNumber < 0 else _c188_X509SerialNumber)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
-                        _c188_X509SerialNumber = None
-                        i_X509IssuerSerial += 1
-                    elif i_X509SKI < n_X509SKI:
-                        el = 'X509SKI'
-                        v = (v << 4) | (1 << 1)
-                        n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509SKI[i_X509SKI])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509SKI += 1
-                        s = 8
-                        break
-                    elif i_X509SubjectName < n_X509SubjectName:
-                        el = 'X509SubjectName'
-                        v = (v << 4) | (2 << 1)
-                        n += 4
-                        _l = len(v_X509SubjectName[i_X509SubjectName])
-                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509SubjectName += 1
-                        s = 9
-                        break
-                    elif i_X509Certificate < n_X509Certificate:
-                        el = 'X509Certificate'
-                        v = (v << 4) | (3 << 1)
-                        n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509Certificate[i_X509Certificate])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509Certificate += 1
-                        s = 10
-                        break
-                    elif i_X509CRL < n_X509CRL:
-                        el = 'X509CRL'
-                        v = (v << 4) | (4 << 1)
-                        n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509CRL[i_X509CRL])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509CRL += 1
-                        s = 11
-                        break
-                    elif True:
-                        v = (v << 3) | 6
-                        n += 3
-                        if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
-                        s = -1
-                        break
-            if s == 8:
-                while True:
-                    if i_X509IssuerSerial < n_X509IssuerSerial:
-                        el = 'X509IssuerSerial'
-                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
-                        _c189_X509IssuerName = _o.X509IssuerName
-                        _c189_X509SerialNumber = _o.X509SerialNumber
-                        if not (_c189_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
-                        v <<= 5
-                        n += 5
-                        _l = len(_c189_X509IssuerName)
-                        if _l < 126 and _c189_X509IssuerName.isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c189_X509IssuerName.encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(_c189_X509IssuerName); v = w.v; n = w.n
-                        if not (_c189_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
-                        if type(_c189_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c189_X509SerialNumber!r}')
-                        v = (v << 4) | (_c189_X509SerialNumber < 0)
-                        n += 4
-                        _c189_X509IssuerName = None
-                        _m = (-_c189_X509SerialNumber - 1 if _c189_X509SerialNumber < 0 else _c189_X509SerialNumber)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
-                        _c189_X509SerialNumber = None
-                        i_X509IssuerSerial += 1
-                        s = 7
-                        break
-                    elif i_X509SKI < n_X509SKI:
-                        el = 'X509SKI'
-                        v = (v << 4) | (1 << 1)
-                        n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509SKI[i_X509SKI])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509SKI += 1
-                    elif i_X509SubjectName < n_X509SubjectName:
-                        el = 'X509SubjectName'
-                        v = (v << 4) | (2 << 1)
-                        n += 4
-                        _l = len(v_X509SubjectName[i_X509SubjectName])
-                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509SubjectName += 1
-                        s = 9
-                        break
-                    elif i_X509Certificate < n_X509Certificate:
-                        el = 'X509Certificate'
-                        v = (v << 4) | (3 << 1)
-                        n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509Certificate[i_X509Certificate])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509Certificate += 1
-                        s = 10
-                        break
-                    elif i_X509CRL < n_X509CRL:
-                        el = 'X509CRL'
-                        v = (v << 4) | (4 << 1)
-                        n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509CRL[i_X509CRL])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509CRL += 1
-                        s = 11
-                        break
-                    elif True:
-                        v = (v << 3) | 6
-                        n += 3
-                        if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
-                        s = -1
-                        break
-            if s == 9:
-                while True:
-                    if i_X509IssuerSerial < n_X509IssuerSerial:
-                        el = 'X509IssuerSerial'
-                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
-                        _c190_X509IssuerName = _o.X509IssuerName
-                        _c190_X509SerialNumber = _o.X509SerialNumber
-                        if not (_c190_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
-                        v <<= 5
-                        n += 5
-                        _l = len(_c190_X509IssuerName)
-                        if _l < 126 and _c190_X509IssuerName.isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c190_X509IssuerName.encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(_c190_X509IssuerName); v = w.v; n = w.n
-                        if not (_c190_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
-                        if type(_c190_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c190_X509SerialNumber!r}')
-                        v = (v << 4) | (_c190_X509SerialNumber < 0)
-                        n += 4
-                        _c190_X509IssuerName = None
-                        _m = (-_c190_X509SerialNumber - 1 if _c190_X509SerialNumber < 0 else _c190_X509SerialNumber)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
-                        _c190_X509SerialNumber = None
-                        i_X509IssuerSerial += 1
-                        s = 7
-                        break
-                    elif i_X509SKI < n_X509SKI:
-                        el = 'X509SKI'
-                        v = (v << 4) | (1 << 1)
-                        n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509SKI[i_X509SKI])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509SKI += 1
-                        s = 8
-                        break
-                    elif i_X509SubjectName < n_X509SubjectName:
-                        el = 'X509SubjectName'
-                        v = (v << 4) | (2 << 1)
-                        n += 4
-                        _l = len(v_X509SubjectName[i_X509SubjectName])
-                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509SubjectName += 1
-                    elif i_X509Certificate < n_X509Certificate:
-                        el = 'X509Certificate'
-                        v = (v << 4) | (3 << 1)
-                        n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509Certificate[i_X509Certificate])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509Certificate += 1
-                        s = 10
-                        break
-                    elif i_X509CRL < n_X509CRL:
-                        el = 'X509CRL'
-                        v = (v << 4) | (4 << 1)
-                        n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509CRL[i_X509CRL])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509CRL += 1
-                        s = 11
-                        break
-                    elif True:
-                        v = (v << 3) | 6
-                        n += 3
-                        if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
-                        s = -1
-                        break
-            if s == 10:
-                while True:
-                    if i_X509IssuerSerial < n_X509IssuerSerial:
-                        el = 'X509IssuerSerial'
-                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
-                        _c191_X509IssuerName = _o.X509IssuerName
-                        _c191_X509SerialNumber = _o.X509SerialNumber
-                        if not (_c191_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
-                        v <<= 5
-                        n += 5
-                        _l = len(_c191_X509IssuerName)
-                        if _l < 126 and _c191_X509IssuerName.isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c191_X509IssuerName.encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(_c191_X509IssuerName); v = w.v; n = w.n
-                        if not (_c191_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
-                        if type(_c191_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c191_X509SerialNumber!r}')
-                        v = (v << 4) | (_c191_X509SerialNumber < 0)
-                        n += 4
-                        _c191_X509IssuerName = None
-                        _m = (-_c191_X509SerialNumber - 1 if _c191_X509SerialNumber < 0 else _c191_X509SerialNumber)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
-                        _c191_X509SerialNumber = None
-                        i_X509IssuerSerial += 1
-                        s = 7
-                        break
-                    elif i_X509SKI < n_X509SKI:
-                        el = 'X509SKI'
-                        v = (v << 4) | (1 << 1)
-                        n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509SKI[i_X509SKI])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509SKI += 1
-                        s = 8
-                        break
-                    elif i_X509SubjectName < n_X509SubjectName:
-                        el = 'X509SubjectName'
-                        v = (v << 4) | (2 << 1)
-                        n += 4
-                        _l = len(v_X509SubjectName[i_X509SubjectName])
-                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509SubjectName += 1
-                        s = 9
-                        break
-                    elif i_X509Certificate < n_X509Certificate:
-                        el = 'X509Certificate'
-                        v = (v << 4) | (3 << 1)
-                        n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509Certificate[i_X509Certificate])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509Certificate += 1
-                    elif i_X509CRL < n_X509CRL:
-                        el = 'X509CRL'
-                        v = (v << 4) | (4 << 1)
-                        n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509CRL[i_X509CRL])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509CRL += 1
-                        s = 11
-                        break
-                    elif True:
-                        v = (v << 3) | 6
-                        n += 3
-                        if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
-                        s = -1
-                        break
-            if s == 11:
-                while True:
-                    if i_X509IssuerSerial < n_X509IssuerSerial:
-                        el = 'X509IssuerSerial'
-                        _o = v_X509IssuerSerial[i_X509IssuerSerial]
-                        _c192_X509IssuerName = _o.X509IssuerName
-                        _c192_X509SerialNumber = _o.X509SerialNumber
-                        if not (_c192_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
-                        v <<= 5
-                        n += 5
-                        _l = len(_c192_X509IssuerName)
-                        if _l < 126 and _c192_X509IssuerName.isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c192_X509IssuerName.encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(_c192_X509IssuerName); v = w.v; n = w.n
-                        if not (_c192_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
-                        if type(_c192_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c192_X509SerialNumber!r}')
-                        v = (v << 4) | (_c192_X509SerialNumber < 0)
-                        n += 4
-                        _c192_X509IssuerName = None
-                        _m = (-_c192_X509SerialNumber - 1 if _c192_X509SerialNumber < 0 else _c192_X509SerialNumber)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
-                        _c192_X509SerialNumber = None
-                        i_X509IssuerSerial += 1
-                        s = 7
-                        break
-                    elif i_X509SKI < n_X509SKI:
-                        el = 'X509SKI'
-                        v = (v << 4) | (1 << 1)
-                        n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509SKI[i_X509SKI])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509SKI += 1
-                        s = 8
-                        break
-                    elif i_X509SubjectName < n_X509SubjectName:
-                        el = 'X509SubjectName'
-                        v = (v << 4) | (2 << 1)
-                        n += 4
-                        _l = len(v_X509SubjectName[i_X509SubjectName])
-                        if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509SubjectName += 1
-                        s = 9
-                        break
-                    elif i_X509Certificate < n_X509Certificate:
-                        el = 'X509Certificate'
-                        v = (v << 4) | (3 << 1)
-                        n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509Certificate[i_X509Certificate])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509Certificate += 1
-                        s = 10
-                        break
-                    elif i_X509CRL < n_X509CRL:
-                        el = 'X509CRL'
-                        v = (v << 4) | (4 << 1)
-                        n += 4
-                        w.v = v; w.n = n
-                        w.binary(v_X509CRL[i_X509CRL])
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        i_X509CRL += 1
-                    elif True:
-                        v = (v << 3) | 6
-                        n += 3
-                        if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
-                        s = -1
-                        break
-            if s == 12:
-                if i_X509IssuerSerial < n_X509IssuerSerial:
-                    el = 'X509IssuerSerial'
-                    _o = v_X509IssuerSerial[i_X509IssuerSerial]
-                    _c193_X509IssuerName = _o.X509IssuerName
-                    _c193_X509SerialNumber = _o.X509SerialNumber
-                    if not (_c193_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
-                    v <<= 5
-                    n += 5
-                    _l = len(_c193_X509IssuerName)
-                    if _l < 126 and _c193_X509IssuerName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c193_X509IssuerName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c193_X509IssuerName); v = w.v; n = w.n
-                    if not (_c193_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
-                    if type(_c193_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c193_X509SerialNumber!r}')
-                    v = (v << 4) | (_c193_X509SerialNumber < 0)
-                    n += 4
-                    _c193_X509IssuerName = None
-                    _m = (-_c193_X509SerialNumber - 1 if _c193_X509SerialNumber < 0 else _c193_X509SerialNumber)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c193_X509SerialNumber = None
-                    i_X509IssuerSerial += 1
-                    s = 7
-                elif i_X509SKI < n_X509SKI:
-                    el = 'X509SKI'
-                    v = (v << 4) | (1 << 1)
-                    n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509SKI[i_X509SKI])
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_X509SKI += 1
-                    s = 8
-                elif i_X509SubjectName < n_X509SubjectName:
-                    el = 'X509SubjectName'
-                    v = (v << 4) | (2 << 1)
-                    n += 4
-                    _l = len(v_X509SubjectName[i_X509SubjectName])
-                    if _l < 126 and v_X509SubjectName[i_X509SubjectName].isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_X509SubjectName[i_X509SubjectName].encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_X509SubjectName[i_X509SubjectName]); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_X509SubjectName += 1
-                    s = 9
-                elif i_X509Certificate < n_X509Certificate:
-                    el = 'X509Certificate'
-                    v = (v << 4) | (3 << 1)
-                    n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509Certificate[i_X509Certificate])
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_X509Certificate += 1
-                    s = 10
-                elif i_X509CRL < n_X509CRL:
-                    el = 'X509CRL'
-                    v = (v << 4) | (4 << 1)
-                    n += 4
-                    w.v = v; w.n = n
-                    w.binary(v_X509CRL[i_X509CRL])
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_X509CRL += 1
-                    s = 11
-                elif True:
-                    v = (v << 3) | 6
-                    n += 3
-                    if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
-                    s = -1
         w.v = v; w.n = n
     except Exception as e:
         raise _ctx(e, el, None) from None
@@ -14977,28 +15721,38 @@ def _d_PGPDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyID'
-                    r.pos = p
-                    f_PGPKeyID = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+                        f_PGPKeyID = b''
+                    else:
+                        r.pos = p
+                        f_PGPKeyID = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
                     s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyPacket'
-                    r.pos = p
-                    f_PGPKeyPacket = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+                        f_PGPKeyPacket = b''
+                    else:
+                        r.pos = p
+                        f_PGPKeyPacket = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 2
                 else:
                     raise r.deviation('PGPDataType', p)
@@ -15007,16 +15761,21 @@ def _d_PGPDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyPacket'
-                    r.pos = p
-                    f_PGPKeyPacket = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+                        f_PGPKeyPacket = b''
+                    else:
+                        r.pos = p
+                        f_PGPKeyPacket = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -15170,17 +15929,24 @@ def _d_SPKIDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SPKIDataType', p)
-                el = 'SPKISexp'
-                r.pos = p
-                _v = r.binary()
-                p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                el = 'SPKISexp'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                    _v = b''
+                else:
+                    r.pos = p
+                    _v = r.binary()
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                 f_SPKISexp.append(_v)
                 s = 1
             if s == 1:
@@ -15188,16 +15954,21 @@ def _d_SPKIDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -15213,16 +15984,21 @@ def _d_SPKIDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -15236,16 +16012,21 @@ def _d_SPKIDataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                         el = 'SPKISexp'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                         f_SPKISexp.append(_v)
                     elif ec == 1:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -15262,16 +16043,21 @@ def _d_SPKIDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -15669,18 +16455,27 @@ def _d_ReferenceType(r):
                 p = r.pos
                 s = 5
             if s == 5:
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ReferenceType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestValue'
-                r.pos = p
-                f_DigestValue = r.binary()
-                p = r.pos
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ReferenceType', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+                    f_DigestValue = b''
+                else:
+                    r.pos = p
+                    f_DigestValue = r.binary()
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -15904,31 +16699,43 @@ def _d_MeteringReceiptReqType(r):
                     r.pos = p
                     f_Id = r.string(7)
                     p = r.pos
-                    p += 2
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('MeteringReceiptReqType', p)
-                    el = 'SessionID'
-                    r.pos = p
-                    f_SessionID = r.binary()
-                    if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+                    el = 'SessionID'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                        f_SessionID = b''
+                    else:
+                        r.pos = p
+                        f_SessionID = r.binary()
+                        if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
                     s = 2
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
                     el = 'SessionID'
-                    r.pos = p
-                    f_SessionID = r.binary()
-                    if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                        f_SessionID = b''
+                    else:
+                        r.pos = p
+                        f_SessionID = r.binary()
+                        if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
                     s = 2
                 else:
                     raise r.deviation('MeteringReceiptReqType', p)
@@ -16087,24 +16894,24 @@ def _d_MeteringReceiptResType(r):
                     el = 'NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c194_NotificationMaxDelay = (V >> (E - p)) & 127
+                        _c186_NotificationMaxDelay = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c194_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c186_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c194_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c186_NotificationMaxDelay = r.uint(); p = r.pos
                     p += 11
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 2047
                     if x & 1851: raise r.deviation('MeteringReceiptResType', p)
-                    if _c194_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c194_NotificationMaxDelay} outside [0, 65535]', p)
+                    if _c186_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c186_NotificationMaxDelay} outside [0, 65535]', p)
                     el = 'EVSENotification'
-                    _c194_EVSENotification = ((x >> 6) & 3)
-                    if _c194_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c194_EVSENotification} out of range (3 values)', p)
-                    _c194_EVSENotification = _E2[_c194_EVSENotification]
+                    _c186_EVSENotification = ((x >> 6) & 3)
+                    if _c186_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c186_EVSENotification} out of range (3 values)', p)
+                    _c186_EVSENotification = _E2[_c186_EVSENotification]
                     el = 'RCD'
-                    _c194_RCD = ((x >> 2) & 1) == 1
-                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c194_NotificationMaxDelay, _c194_EVSENotification, _c194_RCD)
+                    _c186_RCD = ((x >> 2) & 1) == 1
+                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c186_NotificationMaxDelay, _c186_EVSENotification, _c186_RCD)
                     s = 2
                 elif ec == 1:
                     el = 'DC_EVSEStatus'
@@ -16121,22 +16928,22 @@ def _d_MeteringReceiptResType(r):
                     el = 'NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c195_NotificationMaxDelay = (V >> (E - p)) & 127
+                        _c187_NotificationMaxDelay = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c195_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c187_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c195_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c187_NotificationMaxDelay = r.uint(); p = r.pos
                     p += 7
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 127
                     if x & 115: raise r.deviation('MeteringReceiptResType', p)
-                    if _c195_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c195_NotificationMaxDelay} outside [0, 65535]', p)
+                    if _c187_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c187_NotificationMaxDelay} outside [0, 65535]', p)
                     el = 'EVSENotification'
-                    _c195_EVSENotification = ((x >> 2) & 3)
-                    if _c195_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c195_EVSENotification} out of range (3 values)', p)
-                    _c195_EVSENotification = _E2[_c195_EVSENotification]
-                    f_EVSEStatus = iso2_msgdatatypes.EVSEStatusType(_c195_NotificationMaxDelay, _c195_EVSENotification)
+                    _c187_EVSENotification = ((x >> 2) & 3)
+                    if _c187_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c187_EVSENotification} out of range (3 values)', p)
+                    _c187_EVSENotification = _E2[_c187_EVSENotification]
+                    f_EVSEStatus = iso2_msgdatatypes.EVSEStatusType(_c187_NotificationMaxDelay, _c187_EVSENotification)
                     s = 2
                 else:
                     raise r.deviation('MeteringReceiptResType', p)
@@ -16165,9 +16972,9 @@ def _e_MeteringReceiptResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i196 = _I6.get(v_ResponseCode)
-                    if _i196 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 8) | (_i196 << 1)
+                    _i188 = _I6.get(v_ResponseCode)
+                    if _i188 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 8) | (_i188 << 1)
                     n += 8
                     v_ResponseCode = None
                     s = 1
@@ -16177,29 +16984,29 @@ def _e_MeteringReceiptResType(w, o):
                 if v_AC_EVSEStatus is not None:
                     el = 'AC_EVSEStatus'
                     _o = v_AC_EVSEStatus
-                    _c197_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c197_EVSENotification = _o.EVSENotification
-                    _c197_RCD = _o.RCD
-                    if not (_c197_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    _c189_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c189_EVSENotification = _o.EVSENotification
+                    _c189_RCD = _o.RCD
+                    if not (_c189_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
                     el = 'NotificationMaxDelay'
-                    if _c197_NotificationMaxDelay < 0 or _c197_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c197_NotificationMaxDelay!r} outside [0, 65535]')
+                    if _c189_NotificationMaxDelay < 0 or _c189_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c189_NotificationMaxDelay!r} outside [0, 65535]')
                     v <<= 4
                     n += 4
-                    if _c197_NotificationMaxDelay < 128: v = (v << 8) | _c197_NotificationMaxDelay; n += 8
-                    elif _c197_NotificationMaxDelay < 16384: v = (v << 16) | ((_c197_NotificationMaxDelay & 127) << 8) | 32768 | (_c197_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c197_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c197_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    if _c189_NotificationMaxDelay < 128: v = (v << 8) | _c189_NotificationMaxDelay; n += 8
+                    elif _c189_NotificationMaxDelay < 16384: v = (v << 16) | ((_c189_NotificationMaxDelay & 127) << 8) | 32768 | (_c189_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c189_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c189_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'EVSENotification'
-                    _i17 = _I3.get(_c197_EVSENotification)
-                    if _i17 is None: raise EncodeError(f'{_c197_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c197_RCD is not None): raise EncodeError('missing content: RCD')
+                    _i17 = _I3.get(_c189_EVSENotification)
+                    if _i17 is None: raise EncodeError(f'{_c189_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c189_RCD is not None): raise EncodeError('missing content: RCD')
                     el = 'RCD'
-                    if _c197_RCD is not True and _c197_RCD is not False: raise EncodeError(f'expected a bool, got {_c197_RCD!r}')
-                    v = (v << 11) | (_i17 << 6) | (_c197_RCD << 2)
+                    if _c189_RCD is not True and _c189_RCD is not False: raise EncodeError(f'expected a bool, got {_c189_RCD!r}')
+                    v = (v << 11) | (_i17 << 6) | (_c189_RCD << 2)
                     n += 11
-                    _c197_NotificationMaxDelay = None
-                    _c197_EVSENotification = None
-                    _c197_RCD = None
+                    _c189_NotificationMaxDelay = None
+                    _c189_EVSENotification = None
+                    _c189_RCD = None
                     v_AC_EVSEStatus = None
                     s = 2
                 elif v_DC_EVSEStatus is not None:
@@ -16214,24 +17021,24 @@ def _e_MeteringReceiptResType(w, o):
                 elif v_EVSEStatus is not None:
                     el = 'EVSEStatus'
                     _o = v_EVSEStatus
-                    _c198_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c198_EVSENotification = _o.EVSENotification
-                    if not (_c198_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    _c190_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c190_EVSENotification = _o.EVSENotification
+                    if not (_c190_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
                     el = 'NotificationMaxDelay'
-                    if _c198_NotificationMaxDelay < 0 or _c198_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c198_NotificationMaxDelay!r} outside [0, 65535]')
+                    if _c190_NotificationMaxDelay < 0 or _c190_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c190_NotificationMaxDelay!r} outside [0, 65535]')
                     v = (v << 4) | (2 << 2)
                     n += 4
-                    if _c198_NotificationMaxDelay < 128: v = (v << 8) | _c198_NotificationMaxDelay; n += 8
-                    elif _c198_NotificationMaxDelay < 16384: v = (v << 16) | ((_c198_NotificationMaxDelay & 127) << 8) | 32768 | (_c198_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c198_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c198_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    if _c190_NotificationMaxDelay < 128: v = (v << 8) | _c190_NotificationMaxDelay; n += 8
+                    elif _c190_NotificationMaxDelay < 16384: v = (v << 16) | ((_c190_NotificationMaxDelay & 127) << 8) | 32768 | (_c190_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c190_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c190_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'EVSENotification'
-                    _i199 = _I3.get(_c198_EVSENotification)
-                    if _i199 is None: raise EncodeError(f'{_c198_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_i199 << 2)
+                    _i191 = _I3.get(_c190_EVSENotification)
+                    if _i191 is None: raise EncodeError(f'{_c190_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_i191 << 2)
                     n += 7
-                    _c198_NotificationMaxDelay = None
-                    _c198_EVSENotification = None
+                    _c190_NotificationMaxDelay = None
+                    _c190_EVSENotification = None
                     v_EVSEStatus = None
                     s = 2
                 else:
@@ -16556,29 +17363,29 @@ def _d_PMaxScheduleEntryType(r):
                 if x & 58254: raise r.deviation('PMaxScheduleEntryType', p)
                 el = 'PMax'
                 el = 'Multiplier'
-                _c201_Multiplier = ((x >> 10) & 7) + -3
-                if _c201_Multiplier > 3: raise DecodeError(f'value {_c201_Multiplier} above maximum 3', p)
+                _c193_Multiplier = ((x >> 10) & 7) + -3
+                if _c193_Multiplier > 3: raise DecodeError(f'value {_c193_Multiplier} above maximum 3', p)
                 el = 'Unit'
-                _c201_Unit = ((x >> 4) & 7)
-                if _c201_Unit >= 7: raise DecodeError(f'enumeration index {_c201_Unit} out of range (7 values)', p)
-                _c201_Unit = _E0[_c201_Unit]
+                _c193_Unit = ((x >> 4) & 7)
+                if _c193_Unit >= 7: raise DecodeError(f'enumeration index {_c193_Unit} out of range (7 values)', p)
+                _c193_Unit = _E0[_c193_Unit]
                 el = 'Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
-                    _c201_Value = (V >> (E - p)) & 127
+                    _c193_Value = (V >> (E - p)) & 127
                 elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                     p += 16
-                    _c201_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c193_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c201_Value = r.uint(); p = r.pos
+                    r.pos = p; _c193_Value = r.uint(); p = r.pos
                 p += 3
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('PMaxScheduleEntryType', p)
-                if _neg: _c201_Value = -_c201_Value - 1
-                if _c201_Value < -32768 or _c201_Value > 32767: raise DecodeError(f'value {_c201_Value} outside [-32768, 32767]', p)
-                f_PMax = iso2_msgdatatypes.PhysicalValueType(_c201_Multiplier, _c201_Unit, _c201_Value)
+                if _neg: _c193_Value = -_c193_Value - 1
+                if _c193_Value < -32768 or _c193_Value > 32767: raise DecodeError(f'value {_c193_Value} outside [-32768, 32767]', p)
+                f_PMax = iso2_msgdatatypes.PhysicalValueType(_c193_Multiplier, _c193_Unit, _c193_Value)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -16619,30 +17426,30 @@ def _e_PMaxScheduleEntryType(w, o):
                 if v_PMax is not None:
                     el = 'PMax'
                     _o = v_PMax
-                    _c203_Multiplier = _o.Multiplier
-                    _c203_Unit = _o.Unit
-                    _c203_Value = _o.Value
-                    if not (_c203_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c195_Multiplier = _o.Multiplier
+                    _c195_Unit = _o.Unit
+                    _c195_Value = _o.Value
+                    if not (_c195_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c203_Multiplier <= 3: raise EncodeError(f'value {_c203_Multiplier!r} outside [-3, 3]')
-                    if not (_c203_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c195_Multiplier <= 3: raise EncodeError(f'value {_c195_Multiplier!r} outside [-3, 3]')
+                    if not (_c195_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c203_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c203_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c203_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c195_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c195_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c195_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c203_Value < -32768 or _c203_Value > 32767: raise EncodeError(f'value {_c203_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c203_Multiplier - -3) << 10) | (_i7 << 4) | (_c203_Value < 0)
+                    if _c195_Value < -32768 or _c195_Value > 32767: raise EncodeError(f'value {_c195_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c195_Multiplier - -3) << 10) | (_i7 << 4) | (_c195_Value < 0)
                     n += 16
-                    _c203_Multiplier = None
-                    _c203_Unit = None
-                    _m = (-_c203_Value - 1 if _c203_Value < 0 else _c203_Value)
+                    _c195_Multiplier = None
+                    _c195_Unit = None
+                    _m = (-_c195_Value - 1 if _c195_Value < 0 else _c195_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    _c203_Value = None
+                    _c195_Value = None
                     v_PMax = None
                     if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
                     s = -1
@@ -16667,7 +17474,7 @@ def _d_PaymentDetailsReqType(r):
         if x & 3: raise r.deviation('PaymentDetailsReqType', p)
         el = 'eMAID'
         r.pos = p
-        f_eMAID = r.string(21)
+        f_eMAID = r.string(20)
         if len(f_eMAID) < 14 or len(f_eMAID) > 15: raise DecodeError(f'length {len(f_eMAID)} outside [14, 15]', r.pos)
         p = r.pos
         p += 2
@@ -16781,11 +17588,11 @@ def _e_PaymentDetailsResType(w, o):
         v_EVSETimeStamp = o.EVSETimeStamp
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i204 = _I6.get(v_ResponseCode)
-            if _i204 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i196 = _I6.get(v_ResponseCode)
+            if _i196 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
             el = 'GenChallenge'
-            v = (v << 10) | (_i204 << 3)
+            v = (v << 10) | (_i196 << 3)
             n += 10
             v_ResponseCode = None
             w.v = v; w.n = n
@@ -16849,11 +17656,11 @@ def _e_PaymentServiceSelectionReqType(w, o):
         v_SelectedServiceList = o.SelectedServiceList
         if v_SelectedPaymentOption is not None:
             el = 'SelectedPaymentOption'
-            _i205 = _I17.get(v_SelectedPaymentOption)
-            if _i205 is None: raise EncodeError(f'{v_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+            _i197 = _I17.get(v_SelectedPaymentOption)
+            if _i197 is None: raise EncodeError(f'{v_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
             if not (v_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
             el = 'SelectedServiceList'
-            v = (v << 5) | (_i205 << 2)
+            v = (v << 5) | (_i197 << 2)
             n += 5
             v_SelectedPaymentOption = None
             w.v = v; w.n = n
@@ -17120,9 +17927,9 @@ def _e_PaymentServiceSelectionResType(w, o):
         v_ResponseCode = o.ResponseCode
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i206 = _I6.get(v_ResponseCode)
-            if _i206 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 9) | (_i206 << 2)
+            _i198 = _I6.get(v_ResponseCode)
+            if _i198 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 9) | (_i198 << 2)
             n += 9
             v_ResponseCode = None
             if v_ResponseCode is not None: raise _leftover(o)
@@ -17235,12 +18042,12 @@ def _e_PowerDeliveryReqType(w, o):
             if s == 0:
                 if v_ChargeProgress is not None:
                     el = 'ChargeProgress'
-                    _i209 = _I19.get(v_ChargeProgress)
-                    if _i209 is None: raise EncodeError(f'{v_ChargeProgress!r} is not one of the enumeration chargeProgressType')
+                    _i201 = _I19.get(v_ChargeProgress)
+                    if _i201 is None: raise EncodeError(f'{v_ChargeProgress!r} is not one of the enumeration chargeProgressType')
                     if not (v_SAScheduleTupleID is not None): raise EncodeError('missing content: SAScheduleTupleID')
                     el = 'SAScheduleTupleID'
                     if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
-                    v = (v << 16) | (_i209 << 12) | ((v_SAScheduleTupleID - 1) << 1)
+                    v = (v << 16) | (_i201 << 12) | ((v_SAScheduleTupleID - 1) << 1)
                     n += 16
                     v_ChargeProgress = None
                     v_SAScheduleTupleID = None
@@ -17449,29 +18256,29 @@ def _d_ProfileEntryType(r):
                 if f_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {f_ChargingProfileEntryStart} outside [0, 4294967295]', p)
                 el = 'ChargingProfileEntryMaxPower'
                 el = 'Multiplier'
-                _c212_Multiplier = ((x >> 10) & 7) + -3
-                if _c212_Multiplier > 3: raise DecodeError(f'value {_c212_Multiplier} above maximum 3', p)
+                _c204_Multiplier = ((x >> 10) & 7) + -3
+                if _c204_Multiplier > 3: raise DecodeError(f'value {_c204_Multiplier} above maximum 3', p)
                 el = 'Unit'
-                _c212_Unit = ((x >> 4) & 7)
-                if _c212_Unit >= 7: raise DecodeError(f'enumeration index {_c212_Unit} out of range (7 values)', p)
-                _c212_Unit = _E0[_c212_Unit]
+                _c204_Unit = ((x >> 4) & 7)
+                if _c204_Unit >= 7: raise DecodeError(f'enumeration index {_c204_Unit} out of range (7 values)', p)
+                _c204_Unit = _E0[_c204_Unit]
                 el = 'Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
-                    _c212_Value = (V >> (E - p)) & 127
+                    _c204_Value = (V >> (E - p)) & 127
                 elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                     p += 16
-                    _c212_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c204_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c212_Value = r.uint(); p = r.pos
+                    r.pos = p; _c204_Value = r.uint(); p = r.pos
                 p += 2
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ProfileEntryType', p)
-                if _neg: _c212_Value = -_c212_Value - 1
-                if _c212_Value < -32768 or _c212_Value > 32767: raise DecodeError(f'value {_c212_Value} outside [-32768, 32767]', p)
-                f_ChargingProfileEntryMaxPower = iso2_msgdatatypes.PhysicalValueType(_c212_Multiplier, _c212_Unit, _c212_Value)
+                if _neg: _c204_Value = -_c204_Value - 1
+                if _c204_Value < -32768 or _c204_Value > 32767: raise DecodeError(f'value {_c204_Value} outside [-32768, 32767]', p)
+                f_ChargingProfileEntryMaxPower = iso2_msgdatatypes.PhysicalValueType(_c204_Multiplier, _c204_Unit, _c204_Value)
                 s = 2
             if s == 2:
                 p += 2
@@ -17519,31 +18326,31 @@ def _e_ProfileEntryType(w, o):
                     if not (v_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
                     el = 'ChargingProfileEntryMaxPower'
                     _o = v_ChargingProfileEntryMaxPower
-                    _c213_Multiplier = _o.Multiplier
-                    _c213_Unit = _o.Unit
-                    _c213_Value = _o.Value
-                    if not (_c213_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c205_Multiplier = _o.Multiplier
+                    _c205_Unit = _o.Unit
+                    _c205_Value = _o.Value
+                    if not (_c205_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c213_Multiplier <= 3: raise EncodeError(f'value {_c213_Multiplier!r} outside [-3, 3]')
-                    if not (_c213_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c205_Multiplier <= 3: raise EncodeError(f'value {_c205_Multiplier!r} outside [-3, 3]')
+                    if not (_c205_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c213_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c213_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c213_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c205_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c205_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c205_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c213_Value < -32768 or _c213_Value > 32767: raise EncodeError(f'value {_c213_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c213_Multiplier - -3) << 10) | (_i7 << 4) | (_c213_Value < 0)
+                    if _c205_Value < -32768 or _c205_Value > 32767: raise EncodeError(f'value {_c205_Value!r} outside [-32768, 32767]')
+                    v = (v << 17) | ((_c205_Multiplier - -3) << 10) | (_i7 << 4) | (_c205_Value < 0)
                     n += 17
                     v_ChargingProfileEntryStart = None
-                    _c213_Multiplier = None
-                    _c213_Unit = None
-                    _m = (-_c213_Value - 1 if _c213_Value < 0 else _c213_Value)
+                    _c205_Multiplier = None
+                    _c205_Unit = None
+                    _m = (-_c205_Value - 1 if _c205_Value < 0 else _c205_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c213_Value = None
+                    _c205_Value = None
                     v_ChargingProfileEntryMaxPower = None
                     s = 2
                 else:
@@ -17602,24 +18409,24 @@ def _d_PowerDeliveryResType(r):
                     el = 'NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c214_NotificationMaxDelay = (V >> (E - p)) & 127
+                        _c206_NotificationMaxDelay = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c214_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c206_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c214_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c206_NotificationMaxDelay = r.uint(); p = r.pos
                     p += 11
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 2047
                     if x & 1851: raise r.deviation('PowerDeliveryResType', p)
-                    if _c214_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c214_NotificationMaxDelay} outside [0, 65535]', p)
+                    if _c206_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c206_NotificationMaxDelay} outside [0, 65535]', p)
                     el = 'EVSENotification'
-                    _c214_EVSENotification = ((x >> 6) & 3)
-                    if _c214_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c214_EVSENotification} out of range (3 values)', p)
-                    _c214_EVSENotification = _E2[_c214_EVSENotification]
+                    _c206_EVSENotification = ((x >> 6) & 3)
+                    if _c206_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c206_EVSENotification} out of range (3 values)', p)
+                    _c206_EVSENotification = _E2[_c206_EVSENotification]
                     el = 'RCD'
-                    _c214_RCD = ((x >> 2) & 1) == 1
-                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c214_NotificationMaxDelay, _c214_EVSENotification, _c214_RCD)
+                    _c206_RCD = ((x >> 2) & 1) == 1
+                    f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c206_NotificationMaxDelay, _c206_EVSENotification, _c206_RCD)
                     s = 2
                 elif ec == 1:
                     el = 'DC_EVSEStatus'
@@ -17636,22 +18443,22 @@ def _d_PowerDeliveryResType(r):
                     el = 'NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c215_NotificationMaxDelay = (V >> (E - p)) & 127
+                        _c207_NotificationMaxDelay = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c215_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c207_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c215_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c207_NotificationMaxDelay = r.uint(); p = r.pos
                     p += 7
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 127
                     if x & 115: raise r.deviation('PowerDeliveryResType', p)
-                    if _c215_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c215_NotificationMaxDelay} outside [0, 65535]', p)
+                    if _c207_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c207_NotificationMaxDelay} outside [0, 65535]', p)
                     el = 'EVSENotification'
-                    _c215_EVSENotification = ((x >> 2) & 3)
-                    if _c215_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c215_EVSENotification} out of range (3 values)', p)
-                    _c215_EVSENotification = _E2[_c215_EVSENotification]
-                    f_EVSEStatus = iso2_msgdatatypes.EVSEStatusType(_c215_NotificationMaxDelay, _c215_EVSENotification)
+                    _c207_EVSENotification = ((x >> 2) & 3)
+                    if _c207_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c207_EVSENotification} out of range (3 values)', p)
+                    _c207_EVSENotification = _E2[_c207_EVSENotification]
+                    f_EVSEStatus = iso2_msgdatatypes.EVSEStatusType(_c207_NotificationMaxDelay, _c207_EVSENotification)
                     s = 2
                 else:
                     raise r.deviation('PowerDeliveryResType', p)
@@ -17680,9 +18487,9 @@ def _e_PowerDeliveryResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i216 = _I6.get(v_ResponseCode)
-                    if _i216 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 8) | (_i216 << 1)
+                    _i208 = _I6.get(v_ResponseCode)
+                    if _i208 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 8) | (_i208 << 1)
                     n += 8
                     v_ResponseCode = None
                     s = 1
@@ -17692,29 +18499,29 @@ def _e_PowerDeliveryResType(w, o):
                 if v_AC_EVSEStatus is not None:
                     el = 'AC_EVSEStatus'
                     _o = v_AC_EVSEStatus
-                    _c217_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c217_EVSENotification = _o.EVSENotification
-                    _c217_RCD = _o.RCD
-                    if not (_c217_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    _c209_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c209_EVSENotification = _o.EVSENotification
+                    _c209_RCD = _o.RCD
+                    if not (_c209_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
                     el = 'NotificationMaxDelay'
-                    if _c217_NotificationMaxDelay < 0 or _c217_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c217_NotificationMaxDelay!r} outside [0, 65535]')
+                    if _c209_NotificationMaxDelay < 0 or _c209_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c209_NotificationMaxDelay!r} outside [0, 65535]')
                     v <<= 4
                     n += 4
-                    if _c217_NotificationMaxDelay < 128: v = (v << 8) | _c217_NotificationMaxDelay; n += 8
-                    elif _c217_NotificationMaxDelay < 16384: v = (v << 16) | ((_c217_NotificationMaxDelay & 127) << 8) | 32768 | (_c217_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c217_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c217_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    if _c209_NotificationMaxDelay < 128: v = (v << 8) | _c209_NotificationMaxDelay; n += 8
+                    elif _c209_NotificationMaxDelay < 16384: v = (v << 16) | ((_c209_NotificationMaxDelay & 127) << 8) | 32768 | (_c209_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c209_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c209_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'EVSENotification'
-                    _i17 = _I3.get(_c217_EVSENotification)
-                    if _i17 is None: raise EncodeError(f'{_c217_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    if not (_c217_RCD is not None): raise EncodeError('missing content: RCD')
+                    _i17 = _I3.get(_c209_EVSENotification)
+                    if _i17 is None: raise EncodeError(f'{_c209_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    if not (_c209_RCD is not None): raise EncodeError('missing content: RCD')
                     el = 'RCD'
-                    if _c217_RCD is not True and _c217_RCD is not False: raise EncodeError(f'expected a bool, got {_c217_RCD!r}')
-                    v = (v << 11) | (_i17 << 6) | (_c217_RCD << 2)
+                    if _c209_RCD is not True and _c209_RCD is not False: raise EncodeError(f'expected a bool, got {_c209_RCD!r}')
+                    v = (v << 11) | (_i17 << 6) | (_c209_RCD << 2)
                     n += 11
-                    _c217_NotificationMaxDelay = None
-                    _c217_EVSENotification = None
-                    _c217_RCD = None
+                    _c209_NotificationMaxDelay = None
+                    _c209_EVSENotification = None
+                    _c209_RCD = None
                     v_AC_EVSEStatus = None
                     s = 2
                 elif v_DC_EVSEStatus is not None:
@@ -17729,24 +18536,24 @@ def _e_PowerDeliveryResType(w, o):
                 elif v_EVSEStatus is not None:
                     el = 'EVSEStatus'
                     _o = v_EVSEStatus
-                    _c218_NotificationMaxDelay = _o.NotificationMaxDelay
-                    _c218_EVSENotification = _o.EVSENotification
-                    if not (_c218_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+                    _c210_NotificationMaxDelay = _o.NotificationMaxDelay
+                    _c210_EVSENotification = _o.EVSENotification
+                    if not (_c210_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
                     el = 'NotificationMaxDelay'
-                    if _c218_NotificationMaxDelay < 0 or _c218_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c218_NotificationMaxDelay!r} outside [0, 65535]')
+                    if _c210_NotificationMaxDelay < 0 or _c210_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c210_NotificationMaxDelay!r} outside [0, 65535]')
                     v = (v << 4) | (2 << 2)
                     n += 4
-                    if _c218_NotificationMaxDelay < 128: v = (v << 8) | _c218_NotificationMaxDelay; n += 8
-                    elif _c218_NotificationMaxDelay < 16384: v = (v << 16) | ((_c218_NotificationMaxDelay & 127) << 8) | 32768 | (_c218_NotificationMaxDelay >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c218_NotificationMaxDelay); v = w.v; n = w.n
-                    if not (_c218_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    if _c210_NotificationMaxDelay < 128: v = (v << 8) | _c210_NotificationMaxDelay; n += 8
+                    elif _c210_NotificationMaxDelay < 16384: v = (v << 16) | ((_c210_NotificationMaxDelay & 127) << 8) | 32768 | (_c210_NotificationMaxDelay >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c210_NotificationMaxDelay); v = w.v; n = w.n
+                    if not (_c210_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'EVSENotification'
-                    _i199 = _I3.get(_c218_EVSENotification)
-                    if _i199 is None: raise EncodeError(f'{_c218_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_i199 << 2)
+                    _i191 = _I3.get(_c210_EVSENotification)
+                    if _i191 is None: raise EncodeError(f'{_c210_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 7) | (_i191 << 2)
                     n += 7
-                    _c218_NotificationMaxDelay = None
-                    _c218_EVSENotification = None
+                    _c210_NotificationMaxDelay = None
+                    _c210_EVSENotification = None
                     v_EVSEStatus = None
                     s = 2
                 else:
@@ -17777,65 +18584,65 @@ def _d_PreChargeReqType(r):
         if x & 511336244110: raise r.deviation('PreChargeReqType', p)
         el = 'DC_EVStatus'
         el = 'EVReady'
-        _c219_EVReady = ((x >> 35) & 1) == 1
+        _c211_EVReady = ((x >> 35) & 1) == 1
         el = 'EVErrorCode'
-        _c219_EVErrorCode = ((x >> 28) & 15)
-        if _c219_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c219_EVErrorCode} out of range (12 values)', p)
-        _c219_EVErrorCode = _E8[_c219_EVErrorCode]
+        _c211_EVErrorCode = ((x >> 28) & 15)
+        if _c211_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c211_EVErrorCode} out of range (12 values)', p)
+        _c211_EVErrorCode = _E8[_c211_EVErrorCode]
         el = 'EVRESSSOC'
-        _c219_EVRESSSOC = ((x >> 18) & 127)
-        if _c219_EVRESSSOC > 100: raise DecodeError(f'value {_c219_EVRESSSOC} above maximum 100', p)
-        f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c219_EVReady, _c219_EVErrorCode, _c219_EVRESSSOC)
+        _c211_EVRESSSOC = ((x >> 18) & 127)
+        if _c211_EVRESSSOC > 100: raise DecodeError(f'value {_c211_EVRESSSOC} above maximum 100', p)
+        f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c211_EVReady, _c211_EVErrorCode, _c211_EVRESSSOC)
         el = 'EVTargetVoltage'
         el = 'Multiplier'
-        _c220_Multiplier = ((x >> 10) & 7) + -3
-        if _c220_Multiplier > 3: raise DecodeError(f'value {_c220_Multiplier} above maximum 3', p)
+        _c212_Multiplier = ((x >> 10) & 7) + -3
+        if _c212_Multiplier > 3: raise DecodeError(f'value {_c212_Multiplier} above maximum 3', p)
         el = 'Unit'
-        _c220_Unit = ((x >> 4) & 7)
-        if _c220_Unit >= 7: raise DecodeError(f'enumeration index {_c220_Unit} out of range (7 values)', p)
-        _c220_Unit = _E0[_c220_Unit]
+        _c212_Unit = ((x >> 4) & 7)
+        if _c212_Unit >= 7: raise DecodeError(f'enumeration index {_c212_Unit} out of range (7 values)', p)
+        _c212_Unit = _E0[_c212_Unit]
         el = 'Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
-            _c220_Value = (V >> (E - p)) & 127
+            _c212_Value = (V >> (E - p)) & 127
         elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
             p += 16
-            _c220_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            _c212_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; _c220_Value = r.uint(); p = r.pos
+            r.pos = p; _c212_Value = r.uint(); p = r.pos
         p += 18
         if p > E: raise r.truncated(p)
         x = (V >> (E - p)) & 262143
         if x & 254862: raise r.deviation('PreChargeReqType', p)
-        if _neg: _c220_Value = -_c220_Value - 1
-        if _c220_Value < -32768 or _c220_Value > 32767: raise DecodeError(f'value {_c220_Value} outside [-32768, 32767]', p)
-        f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c220_Multiplier, _c220_Unit, _c220_Value)
+        if _neg: _c212_Value = -_c212_Value - 1
+        if _c212_Value < -32768 or _c212_Value > 32767: raise DecodeError(f'value {_c212_Value} outside [-32768, 32767]', p)
+        f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c212_Multiplier, _c212_Unit, _c212_Value)
         el = 'EVTargetCurrent'
         el = 'Multiplier'
-        _c221_Multiplier = ((x >> 10) & 7) + -3
-        if _c221_Multiplier > 3: raise DecodeError(f'value {_c221_Multiplier} above maximum 3', p)
+        _c213_Multiplier = ((x >> 10) & 7) + -3
+        if _c213_Multiplier > 3: raise DecodeError(f'value {_c213_Multiplier} above maximum 3', p)
         el = 'Unit'
-        _c221_Unit = ((x >> 4) & 7)
-        if _c221_Unit >= 7: raise DecodeError(f'enumeration index {_c221_Unit} out of range (7 values)', p)
-        _c221_Unit = _E0[_c221_Unit]
+        _c213_Unit = ((x >> 4) & 7)
+        if _c213_Unit >= 7: raise DecodeError(f'enumeration index {_c213_Unit} out of range (7 values)', p)
+        _c213_Unit = _E0[_c213_Unit]
         el = 'Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
-            _c221_Value = (V >> (E - p)) & 127
+            _c213_Value = (V >> (E - p)) & 127
         elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
             p += 16
-            _c221_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            _c213_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; _c221_Value = r.uint(); p = r.pos
+            r.pos = p; _c213_Value = r.uint(); p = r.pos
         p += 3
         if p > E: raise r.truncated(p)
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('PreChargeReqType', p)
-        if _neg: _c221_Value = -_c221_Value - 1
-        if _c221_Value < -32768 or _c221_Value > 32767: raise DecodeError(f'value {_c221_Value} outside [-32768, 32767]', p)
-        f_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c221_Multiplier, _c221_Unit, _c221_Value)
+        if _neg: _c213_Value = -_c213_Value - 1
+        if _c213_Value < -32768 or _c213_Value > 32767: raise DecodeError(f'value {_c213_Value} outside [-32768, 32767]', p)
+        f_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c213_Multiplier, _c213_Unit, _c213_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -17853,76 +18660,76 @@ def _e_PreChargeReqType(w, o):
         if v_DC_EVStatus is not None:
             el = 'DC_EVStatus'
             _o = v_DC_EVStatus
-            _c222_EVReady = _o.EVReady
-            _c222_EVErrorCode = _o.EVErrorCode
-            _c222_EVRESSSOC = _o.EVRESSSOC
-            if not (_c222_EVReady is not None): raise EncodeError('missing content: EVReady')
+            _c214_EVReady = _o.EVReady
+            _c214_EVErrorCode = _o.EVErrorCode
+            _c214_EVRESSSOC = _o.EVRESSSOC
+            if not (_c214_EVReady is not None): raise EncodeError('missing content: EVReady')
             el = 'EVReady'
-            if _c222_EVReady is not True and _c222_EVReady is not False: raise EncodeError(f'expected a bool, got {_c222_EVReady!r}')
-            if not (_c222_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            if _c214_EVReady is not True and _c214_EVReady is not False: raise EncodeError(f'expected a bool, got {_c214_EVReady!r}')
+            if not (_c214_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
             el = 'EVErrorCode'
-            _i26 = _I9.get(_c222_EVErrorCode)
-            if _i26 is None: raise EncodeError(f'{_c222_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-            if not (_c222_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            _i26 = _I9.get(_c214_EVErrorCode)
+            if _i26 is None: raise EncodeError(f'{_c214_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (_c214_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
             el = 'EVRESSSOC'
-            if not 0 <= _c222_EVRESSSOC <= 100: raise EncodeError(f'value {_c222_EVRESSSOC!r} outside [0, 100]')
+            if not 0 <= _c214_EVRESSSOC <= 100: raise EncodeError(f'value {_c214_EVRESSSOC!r} outside [0, 100]')
             if not (v_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
             el = 'EVTargetVoltage'
             _o = v_EVTargetVoltage
-            _c223_Multiplier = _o.Multiplier
-            _c223_Unit = _o.Unit
-            _c223_Value = _o.Value
-            if not (_c223_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            _c215_Multiplier = _o.Multiplier
+            _c215_Unit = _o.Unit
+            _c215_Value = _o.Value
+            if not (_c215_Multiplier is not None): raise EncodeError('missing content: Multiplier')
             el = 'Multiplier'
-            if not -3 <= _c223_Multiplier <= 3: raise EncodeError(f'value {_c223_Multiplier!r} outside [-3, 3]')
-            if not (_c223_Unit is not None): raise EncodeError('missing content: Unit')
+            if not -3 <= _c215_Multiplier <= 3: raise EncodeError(f'value {_c215_Multiplier!r} outside [-3, 3]')
+            if not (_c215_Unit is not None): raise EncodeError('missing content: Unit')
             el = 'Unit'
-            _i7 = _I1.get(_c223_Unit)
-            if _i7 is None: raise EncodeError(f'{_c223_Unit!r} is not one of the enumeration unitSymbolType')
-            if not (_c223_Value is not None): raise EncodeError('missing content: Value')
+            _i7 = _I1.get(_c215_Unit)
+            if _i7 is None: raise EncodeError(f'{_c215_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c215_Value is not None): raise EncodeError('missing content: Value')
             el = 'Value'
-            if _c223_Value < -32768 or _c223_Value > 32767: raise EncodeError(f'value {_c223_Value!r} outside [-32768, 32767]')
-            v = (v << 39) | (_c222_EVReady << 35) | (_i26 << 28) | (_c222_EVRESSSOC << 18) | ((_c223_Multiplier - -3) << 10) | (_i7 << 4) | (_c223_Value < 0)
+            if _c215_Value < -32768 or _c215_Value > 32767: raise EncodeError(f'value {_c215_Value!r} outside [-32768, 32767]')
+            v = (v << 39) | (_c214_EVReady << 35) | (_i26 << 28) | (_c214_EVRESSSOC << 18) | ((_c215_Multiplier - -3) << 10) | (_i7 << 4) | (_c215_Value < 0)
             n += 39
-            _c222_EVReady = None
-            _c222_EVErrorCode = None
-            _c222_EVRESSSOC = None
+            _c214_EVReady = None
+            _c214_EVErrorCode = None
+            _c214_EVRESSSOC = None
             v_DC_EVStatus = None
-            _c223_Multiplier = None
-            _c223_Unit = None
-            _m = (-_c223_Value - 1 if _c223_Value < 0 else _c223_Value)
+            _c215_Multiplier = None
+            _c215_Unit = None
+            _m = (-_c215_Value - 1 if _c215_Value < 0 else _c215_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'EVTargetCurrent'
             _o = v_EVTargetCurrent
-            _c224_Multiplier = _o.Multiplier
-            _c224_Unit = _o.Unit
-            _c224_Value = _o.Value
-            if not (_c224_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            _c216_Multiplier = _o.Multiplier
+            _c216_Unit = _o.Unit
+            _c216_Value = _o.Value
+            if not (_c216_Multiplier is not None): raise EncodeError('missing content: Multiplier')
             el = 'Multiplier'
-            if not -3 <= _c224_Multiplier <= 3: raise EncodeError(f'value {_c224_Multiplier!r} outside [-3, 3]')
-            if not (_c224_Unit is not None): raise EncodeError('missing content: Unit')
+            if not -3 <= _c216_Multiplier <= 3: raise EncodeError(f'value {_c216_Multiplier!r} outside [-3, 3]')
+            if not (_c216_Unit is not None): raise EncodeError('missing content: Unit')
             el = 'Unit'
-            _i7 = _I1.get(_c224_Unit)
-            if _i7 is None: raise EncodeError(f'{_c224_Unit!r} is not one of the enumeration unitSymbolType')
-            if not (_c224_Value is not None): raise EncodeError('missing content: Value')
+            _i7 = _I1.get(_c216_Unit)
+            if _i7 is None: raise EncodeError(f'{_c216_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c216_Value is not None): raise EncodeError('missing content: Value')
             el = 'Value'
-            if _c224_Value < -32768 or _c224_Value > 32767: raise EncodeError(f'value {_c224_Value!r} outside [-32768, 32767]')
-            v = (v << 18) | ((_c224_Multiplier - -3) << 10) | (_i7 << 4) | (_c224_Value < 0)
+            if _c216_Value < -32768 or _c216_Value > 32767: raise EncodeError(f'value {_c216_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | ((_c216_Multiplier - -3) << 10) | (_i7 << 4) | (_c216_Value < 0)
             n += 18
-            _c223_Value = None
+            _c215_Value = None
             v_EVTargetVoltage = None
-            _c224_Multiplier = None
-            _c224_Unit = None
-            _m = (-_c224_Value - 1 if _c224_Value < 0 else _c224_Value)
+            _c216_Multiplier = None
+            _c216_Unit = None
+            _m = (-_c216_Value - 1 if _c216_Value < 0 else _c216_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            _c224_Value = None
+            _c216_Value = None
             v_EVTargetCurrent = None
             if v_DC_EVStatus is not None or v_EVTargetVoltage is not None or v_EVTargetCurrent is not None: raise _leftover(o)
         else:
@@ -17959,29 +18766,29 @@ def _d_PreChargeResType(r):
         if x & 58254: raise r.deviation('PreChargeResType', p)
         el = 'EVSEPresentVoltage'
         el = 'Multiplier'
-        _c225_Multiplier = ((x >> 10) & 7) + -3
-        if _c225_Multiplier > 3: raise DecodeError(f'value {_c225_Multiplier} above maximum 3', p)
+        _c217_Multiplier = ((x >> 10) & 7) + -3
+        if _c217_Multiplier > 3: raise DecodeError(f'value {_c217_Multiplier} above maximum 3', p)
         el = 'Unit'
-        _c225_Unit = ((x >> 4) & 7)
-        if _c225_Unit >= 7: raise DecodeError(f'enumeration index {_c225_Unit} out of range (7 values)', p)
-        _c225_Unit = _E0[_c225_Unit]
+        _c217_Unit = ((x >> 4) & 7)
+        if _c217_Unit >= 7: raise DecodeError(f'enumeration index {_c217_Unit} out of range (7 values)', p)
+        _c217_Unit = _E0[_c217_Unit]
         el = 'Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
-            _c225_Value = (V >> (E - p)) & 127
+            _c217_Value = (V >> (E - p)) & 127
         elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
             p += 16
-            _c225_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            _c217_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; _c225_Value = r.uint(); p = r.pos
+            r.pos = p; _c217_Value = r.uint(); p = r.pos
         p += 3
         if p > E: raise r.truncated(p)
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('PreChargeResType', p)
-        if _neg: _c225_Value = -_c225_Value - 1
-        if _c225_Value < -32768 or _c225_Value > 32767: raise DecodeError(f'value {_c225_Value} outside [-32768, 32767]', p)
-        f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c225_Multiplier, _c225_Unit, _c225_Value)
+        if _neg: _c217_Value = -_c217_Value - 1
+        if _c217_Value < -32768 or _c217_Value > 32767: raise DecodeError(f'value {_c217_Value} outside [-32768, 32767]', p)
+        f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c217_Multiplier, _c217_Unit, _c217_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -17998,11 +18805,11 @@ def _e_PreChargeResType(w, o):
         v_EVSEPresentVoltage = o.EVSEPresentVoltage
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i226 = _I6.get(v_ResponseCode)
-            if _i226 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i218 = _I6.get(v_ResponseCode)
+            if _i218 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'DC_EVSEStatus'
-            v = (v << 9) | (_i226 << 2)
+            v = (v << 9) | (_i218 << 2)
             n += 9
             v_ResponseCode = None
             w.v = v; w.n = n
@@ -18011,31 +18818,31 @@ def _e_PreChargeResType(w, o):
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
             _o = v_EVSEPresentVoltage
-            _c227_Multiplier = _o.Multiplier
-            _c227_Unit = _o.Unit
-            _c227_Value = _o.Value
-            if not (_c227_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            _c219_Multiplier = _o.Multiplier
+            _c219_Unit = _o.Unit
+            _c219_Value = _o.Value
+            if not (_c219_Multiplier is not None): raise EncodeError('missing content: Multiplier')
             el = 'Multiplier'
-            if not -3 <= _c227_Multiplier <= 3: raise EncodeError(f'value {_c227_Multiplier!r} outside [-3, 3]')
-            if not (_c227_Unit is not None): raise EncodeError('missing content: Unit')
+            if not -3 <= _c219_Multiplier <= 3: raise EncodeError(f'value {_c219_Multiplier!r} outside [-3, 3]')
+            if not (_c219_Unit is not None): raise EncodeError('missing content: Unit')
             el = 'Unit'
-            _i7 = _I1.get(_c227_Unit)
-            if _i7 is None: raise EncodeError(f'{_c227_Unit!r} is not one of the enumeration unitSymbolType')
-            if not (_c227_Value is not None): raise EncodeError('missing content: Value')
+            _i7 = _I1.get(_c219_Unit)
+            if _i7 is None: raise EncodeError(f'{_c219_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c219_Value is not None): raise EncodeError('missing content: Value')
             el = 'Value'
-            if _c227_Value < -32768 or _c227_Value > 32767: raise EncodeError(f'value {_c227_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c227_Multiplier - -3) << 10) | (_i7 << 4) | (_c227_Value < 0)
+            if _c219_Value < -32768 or _c219_Value > 32767: raise EncodeError(f'value {_c219_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c219_Multiplier - -3) << 10) | (_i7 << 4) | (_c219_Value < 0)
             n += 16
             v_DC_EVSEStatus = None
-            _c227_Multiplier = None
-            _c227_Unit = None
-            _m = (-_c227_Value - 1 if _c227_Value < 0 else _c227_Value)
+            _c219_Multiplier = None
+            _c219_Unit = None
+            _m = (-_c219_Value - 1 if _c219_Value < 0 else _c219_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            _c227_Value = None
+            _c219_Value = None
             v_EVSEPresentVoltage = None
             if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
         else:
@@ -18499,7 +19306,7 @@ def _d_SalesTariffType(r):
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
-                    f_Id = r.string(20)
+                    f_Id = r.string(21)
                     p = r.pos
                     p += 11
                     if p > E: raise r.truncated(p)
@@ -18525,17 +19332,22 @@ def _d_SalesTariffType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
                     el = 'SalesTariffDescription'
-                    r.pos = p
-                    f_SalesTariffDescription = r.string(83)
-                    if len(f_SalesTariffDescription) > 32: raise DecodeError(f'length {len(f_SalesTariffDescription)} outside [0, 32]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SalesTariffDescription', p)
+                        f_SalesTariffDescription = ''
+                    else:
+                        r.pos = p
+                        f_SalesTariffDescription = r.string(83)
+                        if len(f_SalesTariffDescription) > 32: raise DecodeError(f'length {len(f_SalesTariffDescription)} outside [0, 32]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
                     s = 3
                 elif ec == 1:
                     p += 10
@@ -18991,29 +19803,29 @@ def _d_ConsumptionCostType(r):
                 if x & 58254: raise r.deviation('ConsumptionCostType', p)
                 el = 'startValue'
                 el = 'Multiplier'
-                _c230_Multiplier = ((x >> 10) & 7) + -3
-                if _c230_Multiplier > 3: raise DecodeError(f'value {_c230_Multiplier} above maximum 3', p)
+                _c222_Multiplier = ((x >> 10) & 7) + -3
+                if _c222_Multiplier > 3: raise DecodeError(f'value {_c222_Multiplier} above maximum 3', p)
                 el = 'Unit'
-                _c230_Unit = ((x >> 4) & 7)
-                if _c230_Unit >= 7: raise DecodeError(f'enumeration index {_c230_Unit} out of range (7 values)', p)
-                _c230_Unit = _E0[_c230_Unit]
+                _c222_Unit = ((x >> 4) & 7)
+                if _c222_Unit >= 7: raise DecodeError(f'enumeration index {_c222_Unit} out of range (7 values)', p)
+                _c222_Unit = _E0[_c222_Unit]
                 el = 'Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
-                    _c230_Value = (V >> (E - p)) & 127
+                    _c222_Value = (V >> (E - p)) & 127
                 elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                     p += 16
-                    _c230_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    _c222_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c230_Value = r.uint(); p = r.pos
+                    r.pos = p; _c222_Value = r.uint(); p = r.pos
                 p += 3
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('ConsumptionCostType', p)
-                if _neg: _c230_Value = -_c230_Value - 1
-                if _c230_Value < -32768 or _c230_Value > 32767: raise DecodeError(f'value {_c230_Value} outside [-32768, 32767]', p)
-                f_startValue = iso2_msgdatatypes.PhysicalValueType(_c230_Multiplier, _c230_Unit, _c230_Value)
+                if _neg: _c222_Value = -_c222_Value - 1
+                if _c222_Value < -32768 or _c222_Value > 32767: raise DecodeError(f'value {_c222_Value} outside [-32768, 32767]', p)
+                f_startValue = iso2_msgdatatypes.PhysicalValueType(_c222_Multiplier, _c222_Unit, _c222_Value)
                 el = 'Cost'
                 r.pos = p
                 _v = _d_CostType(r)
@@ -19076,24 +19888,24 @@ def _e_ConsumptionCostType(w, o):
                 if v_startValue is not None:
                     el = 'startValue'
                     _o = v_startValue
-                    _c231_Multiplier = _o.Multiplier
-                    _c231_Unit = _o.Unit
-                    _c231_Value = _o.Value
-                    if not (_c231_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c223_Multiplier = _o.Multiplier
+                    _c223_Unit = _o.Unit
+                    _c223_Value = _o.Value
+                    if not (_c223_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c231_Multiplier <= 3: raise EncodeError(f'value {_c231_Multiplier!r} outside [-3, 3]')
-                    if not (_c231_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c223_Multiplier <= 3: raise EncodeError(f'value {_c223_Multiplier!r} outside [-3, 3]')
+                    if not (_c223_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c231_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c231_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c231_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c223_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c223_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c223_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c231_Value < -32768 or _c231_Value > 32767: raise EncodeError(f'value {_c231_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c231_Multiplier - -3) << 10) | (_i7 << 4) | (_c231_Value < 0)
+                    if _c223_Value < -32768 or _c223_Value > 32767: raise EncodeError(f'value {_c223_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c223_Multiplier - -3) << 10) | (_i7 << 4) | (_c223_Value < 0)
                     n += 16
-                    _c231_Multiplier = None
-                    _c231_Unit = None
-                    _m = (-_c231_Value - 1 if _c231_Value < 0 else _c231_Value)
+                    _c223_Multiplier = None
+                    _c223_Unit = None
+                    _m = (-_c223_Value - 1 if _c223_Value < 0 else _c223_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
@@ -19101,7 +19913,7 @@ def _e_ConsumptionCostType(w, o):
                     el = 'Cost'
                     v <<= 3
                     n += 3
-                    _c231_Value = None
+                    _c223_Value = None
                     v_startValue = None
                     w.v = v; w.n = n
                     _e_CostType(w, v_Cost[i_Cost])
@@ -19219,12 +20031,12 @@ def _e_CostType(w, o):
             if s == 0:
                 if v_costKind is not None:
                     el = 'costKind'
-                    _i232 = _I21.get(v_costKind)
-                    if _i232 is None: raise EncodeError(f'{v_costKind!r} is not one of the enumeration costKindType')
+                    _i224 = _I21.get(v_costKind)
+                    if _i224 is None: raise EncodeError(f'{v_costKind!r} is not one of the enumeration costKindType')
                     if not (v_amount is not None): raise EncodeError('missing content: amount')
                     el = 'amount'
                     if v_amount < 0 or v_amount > 4294967295: raise EncodeError(f'value {v_amount!r} outside [0, 4294967295]')
-                    v = (v << 7) | (_i232 << 3)
+                    v = (v << 7) | (_i224 << 3)
                     n += 7
                     v_costKind = None
                     if v_amount < 128: v = (v << 8) | v_amount; n += 8
@@ -19382,12 +20194,12 @@ def _e_ServiceDetailResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i233 = _I6.get(v_ResponseCode)
-                    if _i233 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i225 = _I6.get(v_ResponseCode)
+                    if _i225 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_ServiceID is not None): raise EncodeError('missing content: ServiceID')
                     el = 'ServiceID'
                     if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
-                    v = (v << 10) | (_i233 << 3)
+                    v = (v << 10) | (_i225 << 3)
                     n += 10
                     v_ResponseCode = None
                     if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
@@ -19762,42 +20574,49 @@ def _d_ParameterType(r):
                     if x & 25486: raise r.deviation('ParameterType', p)
                     el = 'physicalValue'
                     el = 'Multiplier'
-                    _c234_Multiplier = ((x >> 10) & 7) + -3
-                    if _c234_Multiplier > 3: raise DecodeError(f'value {_c234_Multiplier} above maximum 3', p)
+                    _c226_Multiplier = ((x >> 10) & 7) + -3
+                    if _c226_Multiplier > 3: raise DecodeError(f'value {_c226_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c234_Unit = ((x >> 4) & 7)
-                    if _c234_Unit >= 7: raise DecodeError(f'enumeration index {_c234_Unit} out of range (7 values)', p)
-                    _c234_Unit = _E0[_c234_Unit]
+                    _c226_Unit = ((x >> 4) & 7)
+                    if _c226_Unit >= 7: raise DecodeError(f'enumeration index {_c226_Unit} out of range (7 values)', p)
+                    _c226_Unit = _E0[_c226_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c234_Value = (V >> (E - p)) & 127
+                        _c226_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c234_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c226_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c234_Value = r.uint(); p = r.pos
+                        r.pos = p; _c226_Value = r.uint(); p = r.pos
                     p += 3
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ParameterType', p)
-                    if _neg: _c234_Value = -_c234_Value - 1
-                    if _c234_Value < -32768 or _c234_Value > 32767: raise DecodeError(f'value {_c234_Value} outside [-32768, 32767]', p)
-                    f_physicalValue = iso2_msgdatatypes.PhysicalValueType(_c234_Multiplier, _c234_Unit, _c234_Value)
+                    if _neg: _c226_Value = -_c226_Value - 1
+                    if _c226_Value < -32768 or _c226_Value > 32767: raise DecodeError(f'value {_c226_Value} outside [-32768, 32767]', p)
+                    f_physicalValue = iso2_msgdatatypes.PhysicalValueType(_c226_Multiplier, _c226_Unit, _c226_Value)
                     s = -1
                 elif ec == 5:
+                    el = 'stringValue'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('stringValue', p)
+                        f_stringValue = ''
+                    else:
+                        r.pos = p
+                        f_stringValue = r.string(95)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
-                    el = 'stringValue'
-                    r.pos = p
-                    f_stringValue = r.string(95)
-                    p = r.pos
-                    p += 2
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('ParameterType', p)
                     s = -1
                 else:
                     raise r.deviation('ParameterType', p)
@@ -19883,30 +20702,30 @@ def _e_ParameterType(w, o):
                 elif v_physicalValue is not None:
                     el = 'physicalValue'
                     _o = v_physicalValue
-                    _c235_Multiplier = _o.Multiplier
-                    _c235_Unit = _o.Unit
-                    _c235_Value = _o.Value
-                    if not (_c235_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _c227_Multiplier = _o.Multiplier
+                    _c227_Unit = _o.Unit
+                    _c227_Value = _o.Value
+                    if not (_c227_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c235_Multiplier <= 3: raise EncodeError(f'value {_c235_Multiplier!r} outside [-3, 3]')
-                    if not (_c235_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c227_Multiplier <= 3: raise EncodeError(f'value {_c227_Multiplier!r} outside [-3, 3]')
+                    if not (_c227_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c235_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c235_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c235_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c227_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c227_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c227_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c235_Value < -32768 or _c235_Value > 32767: raise EncodeError(f'value {_c235_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | (4 << 15) | ((_c235_Multiplier - -3) << 10) | (_i7 << 4) | (_c235_Value < 0)
+                    if _c227_Value < -32768 or _c227_Value > 32767: raise EncodeError(f'value {_c227_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | (4 << 15) | ((_c227_Multiplier - -3) << 10) | (_i7 << 4) | (_c227_Value < 0)
                     n += 18
-                    _c235_Multiplier = None
-                    _c235_Unit = None
-                    _m = (-_c235_Value - 1 if _c235_Value < 0 else _c235_Value)
+                    _c227_Multiplier = None
+                    _c227_Unit = None
+                    _m = (-_c227_Value - 1 if _c227_Value < 0 else _c227_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    _c235_Value = None
+                    _c227_Value = None
                     v_physicalValue = None
                     if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
                     s = -1
@@ -19946,17 +20765,22 @@ def _d_ServiceDiscoveryReqType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
                     el = 'ServiceScope'
-                    r.pos = p
-                    f_ServiceScope = r.string(96)
-                    if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                        f_ServiceScope = ''
+                    else:
+                        r.pos = p
+                        f_ServiceScope = r.string(96)
+                        if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
                     s = 1
                 elif ec == 1:
                     p += 4
@@ -20025,9 +20849,9 @@ def _e_ServiceDiscoveryReqType(w, o):
                     s = 1
                 elif v_ServiceCategory is not None:
                     el = 'ServiceCategory'
-                    _i236 = _I23.get(v_ServiceCategory)
-                    if _i236 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_i236 << 1)
+                    _i228 = _I23.get(v_ServiceCategory)
+                    if _i228 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_i228 << 1)
                     n += 6
                     v_ServiceCategory = None
                     s = 2
@@ -20039,9 +20863,9 @@ def _e_ServiceDiscoveryReqType(w, o):
             if s == 1:
                 if v_ServiceCategory is not None:
                     el = 'ServiceCategory'
-                    _i237 = _I23.get(v_ServiceCategory)
-                    if _i237 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_i237 << 1)
+                    _i229 = _I23.get(v_ServiceCategory)
+                    if _i229 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_i229 << 1)
                     n += 6
                     v_ServiceCategory = None
                     s = 2
@@ -20132,11 +20956,11 @@ def _e_ServiceDiscoveryResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i238 = _I6.get(v_ResponseCode)
-                    if _i238 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i230 = _I6.get(v_ResponseCode)
+                    if _i230 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_PaymentOptionList is not None): raise EncodeError('missing content: PaymentOptionList')
                     el = 'PaymentOptionList'
-                    v = (v << 9) | (_i238 << 2)
+                    v = (v << 9) | (_i230 << 2)
                     n += 9
                     v_ResponseCode = None
                     w.v = v; w.n = n
@@ -20235,9 +21059,9 @@ def _e_PaymentOptionListType(w, o):
             if s == 0:
                 if i_PaymentOption < n_PaymentOption:
                     el = 'PaymentOption'
-                    _i239 = _I17.get(v_PaymentOption[i_PaymentOption])
-                    if _i239 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                    v = (v << 4) | (_i239 << 1)
+                    _i231 = _I17.get(v_PaymentOption[i_PaymentOption])
+                    if _i231 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+                    v = (v << 4) | (_i231 << 1)
                     n += 4
                     i_PaymentOption += 1
                     s = 1
@@ -20246,9 +21070,9 @@ def _e_PaymentOptionListType(w, o):
             if s == 1:
                 if i_PaymentOption < n_PaymentOption:
                     el = 'PaymentOption'
-                    _i240 = _I17.get(v_PaymentOption[i_PaymentOption])
-                    if _i240 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                    v = (v << 5) | (_i240 << 1)
+                    _i232 = _I17.get(v_PaymentOption[i_PaymentOption])
+                    if _i232 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+                    v = (v << 5) | (_i232 << 1)
                     n += 5
                     i_PaymentOption += 1
                     v <<= 1
@@ -20303,18 +21127,26 @@ def _d_ChargeServiceType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    el = 'ServiceName'
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ChargeServiceType', p)
-                    el = 'ServiceName'
-                    r.pos = p
-                    f_ServiceName = r.string(99)
-                    if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.pos)
-                    p = r.pos
-                    p += 6
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                        f_ServiceName = ''
+                    else:
+                        r.pos = p
+                        f_ServiceName = r.string(99)
+                        if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                    p += 5
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 63
-                    if x & 57: raise r.deviation('ChargeServiceType', p)
+                    x = (V >> (E - p)) & 31
+                    if x & 25: raise r.deviation('ChargeServiceType', p)
                     el = 'ServiceCategory'
                     f_ServiceCategory = _E22[((x >> 1) & 3)]
                     s = 3
@@ -20333,18 +21165,26 @@ def _d_ChargeServiceType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    el = 'ServiceScope'
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ChargeServiceType', p)
-                    el = 'ServiceScope'
-                    r.pos = p
-                    f_ServiceScope = r.string(101)
-                    if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.pos)
-                    p = r.pos
-                    p += 5
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                        f_ServiceScope = ''
+                    else:
+                        r.pos = p
+                        f_ServiceScope = r.string(101)
+                        if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                    p += 4
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 31
-                    if x & 29: raise r.deviation('ChargeServiceType', p)
+                    x = (V >> (E - p)) & 15
+                    if x & 13: raise r.deviation('ChargeServiceType', p)
                     el = 'FreeService'
                     f_FreeService = ((x >> 1) & 1) == 1
                     s = 5
@@ -20417,18 +21257,18 @@ def _e_ChargeServiceType(w, o):
                     else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
                     if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
                     el = 'ServiceCategory'
-                    _i241 = _I23.get(v_ServiceCategory)
-                    if _i241 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_i241 << 1)
+                    _i233 = _I23.get(v_ServiceCategory)
+                    if _i233 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_i233 << 1)
                     n += 6
                     v_ServiceName = None
                     v_ServiceCategory = None
                     s = 3
                 elif v_ServiceCategory is not None:
                     el = 'ServiceCategory'
-                    _i242 = _I23.get(v_ServiceCategory)
-                    if _i242 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_i242 << 1)
+                    _i234 = _I23.get(v_ServiceCategory)
+                    if _i234 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_i234 << 1)
                     n += 6
                     v_ServiceCategory = None
                     s = 3
@@ -20519,18 +21359,26 @@ def _d_ServiceType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    el = 'ServiceName'
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
-                    el = 'ServiceName'
-                    r.pos = p
-                    f_ServiceName = r.string(99)
-                    if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.pos)
-                    p = r.pos
-                    p += 6
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+                        f_ServiceName = ''
+                    else:
+                        r.pos = p
+                        f_ServiceName = r.string(99)
+                        if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+                    p += 5
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 63
-                    if x & 57: raise r.deviation('ServiceType', p)
+                    x = (V >> (E - p)) & 31
+                    if x & 25: raise r.deviation('ServiceType', p)
                     el = 'ServiceCategory'
                     f_ServiceCategory = _E22[((x >> 1) & 3)]
                     s = 3
@@ -20549,18 +21397,26 @@ def _d_ServiceType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    el = 'ServiceScope'
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
-                    el = 'ServiceScope'
-                    r.pos = p
-                    f_ServiceScope = r.string(101)
-                    if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.pos)
-                    p = r.pos
-                    p += 5
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+                        f_ServiceScope = ''
+                    else:
+                        r.pos = p
+                        f_ServiceScope = r.string(101)
+                        if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+                    p += 4
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 31
-                    if x & 29: raise r.deviation('ServiceType', p)
+                    x = (V >> (E - p)) & 15
+                    if x & 13: raise r.deviation('ServiceType', p)
                     el = 'FreeService'
                     f_FreeService = ((x >> 1) & 1) == 1
                     s = 5
@@ -20625,18 +21481,18 @@ def _e_ServiceType(w, o):
                     else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
                     if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
                     el = 'ServiceCategory'
-                    _i243 = _I23.get(v_ServiceCategory)
-                    if _i243 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_i243 << 1)
+                    _i235 = _I23.get(v_ServiceCategory)
+                    if _i235 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_i235 << 1)
                     n += 6
                     v_ServiceName = None
                     v_ServiceCategory = None
                     s = 3
                 elif v_ServiceCategory is not None:
                     el = 'ServiceCategory'
-                    _i244 = _I23.get(v_ServiceCategory)
-                    if _i244 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_i244 << 1)
+                    _i236 = _I23.get(v_ServiceCategory)
+                    if _i236 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_i236 << 1)
                     n += 6
                     v_ServiceCategory = None
                     s = 3
@@ -20751,9 +21607,9 @@ def _e_SupportedEnergyTransferModeType(w, o):
             if s == 0:
                 if i_EnergyTransferMode < n_EnergyTransferMode:
                     el = 'EnergyTransferMode'
-                    _i245 = _I15.get(v_EnergyTransferMode[i_EnergyTransferMode])
-                    if _i245 is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
-                    v = (v << 6) | (_i245 << 1)
+                    _i237 = _I15.get(v_EnergyTransferMode[i_EnergyTransferMode])
+                    if _i237 is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
+                    v = (v << 6) | (_i237 << 1)
                     n += 6
                     i_EnergyTransferMode += 1
                     s = 1
@@ -20764,9 +21620,9 @@ def _e_SupportedEnergyTransferModeType(w, o):
                 while True:
                     if i_EnergyTransferMode < n_EnergyTransferMode:
                         el = 'EnergyTransferMode'
-                        _i246 = _I15.get(v_EnergyTransferMode[i_EnergyTransferMode])
-                        if _i246 is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
-                        v = (v << 7) | (_i246 << 1)
+                        _i238 = _I15.get(v_EnergyTransferMode[i_EnergyTransferMode])
+                        if _i238 is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
+                        v = (v << 7) | (_i238 << 1)
                         n += 7
                         i_EnergyTransferMode += 1
                         _k += 1
@@ -20903,19 +21759,28 @@ def _d_SessionSetupReqType(r):
     el = ''
     f_EVCCID = None
     try:
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('SessionSetupReqType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('SessionSetupReqType', p)
         el = 'EVCCID'
-        r.pos = p
-        f_EVCCID = r.binary()
-        if len(f_EVCCID) > 6: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 6]', r.pos)
-        p = r.pos
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('SessionSetupReqType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
+            f_EVCCID = b''
+        else:
+            r.pos = p
+            f_EVCCID = r.binary()
+            if len(f_EVCCID) > 6: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 6]', r.pos)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SessionSetupReqType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -21026,11 +21891,11 @@ def _e_SessionSetupResType(w, o):
             if s == 0:
                 if v_ResponseCode is not None:
                     el = 'ResponseCode'
-                    _i247 = _I6.get(v_ResponseCode)
-                    if _i247 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    _i239 = _I6.get(v_ResponseCode)
+                    if _i239 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (v_EVSEID is not None): raise EncodeError('missing content: EVSEID')
                     el = 'EVSEID'
-                    v = (v << 10) | (_i247 << 3)
+                    v = (v << 10) | (_i239 << 3)
                     n += 10
                     v_ResponseCode = None
                     if len(v_EVSEID) < 7 or len(v_EVSEID) > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
@@ -21097,9 +21962,9 @@ def _e_SessionStopReqType(w, o):
         v_ChargingSession = o.ChargingSession
         if v_ChargingSession is not None:
             el = 'ChargingSession'
-            _i248 = _I25.get(v_ChargingSession)
-            if _i248 is None: raise EncodeError(f'{v_ChargingSession!r} is not one of the enumeration chargingSessionType')
-            v = (v << 5) | (_i248 << 2)
+            _i240 = _I25.get(v_ChargingSession)
+            if _i240 is None: raise EncodeError(f'{v_ChargingSession!r} is not one of the enumeration chargingSessionType')
+            v = (v << 5) | (_i240 << 2)
             n += 5
             v_ChargingSession = None
             if v_ChargingSession is not None: raise _leftover(o)
@@ -21139,9 +22004,9 @@ def _e_SessionStopResType(w, o):
         v_ResponseCode = o.ResponseCode
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i249 = _I6.get(v_ResponseCode)
-            if _i249 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
-            v = (v << 9) | (_i249 << 2)
+            _i241 = _I6.get(v_ResponseCode)
+            if _i241 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            v = (v << 9) | (_i241 << 2)
             n += 9
             v_ResponseCode = None
             if v_ResponseCode is not None: raise _leftover(o)
@@ -21800,18 +22665,35 @@ def _d_SignatureValueType(r):
                     r.pos = p
                     f_Id = r.string(50)
                     p = r.pos
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
-                    r.pos = p
-                    f_value = r.binary()
-                    p = r.pos
-                    s = 2
+                    s = 1
                 elif ec == 1:
                     r.pos = p
                     f_value = r.binary()
                     p = r.pos
                     s = 2
+                elif ec == 2:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+                    f_value = b''
+                    s = -1
+                else:
+                    raise r.deviation('SignatureValueType', p)
+            if s == 1:
+                p += 1
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 1
+                if ec == 0:
+                    r.pos = p
+                    f_value = r.binary()
+                    p = r.pos
+                    s = 2
+                elif ec == 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+                    f_value = b''
+                    s = -1
                 else:
                     raise r.deviation('SignatureValueType', p)
             if s == 2:
@@ -21844,15 +22726,8 @@ def _e_SignatureValueType(w, o):
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (v_value is not None): raise EncodeError('missing content: text')
-                    v <<= 1
-                    n += 1
                     v_Id = None
-                    w.v = v; w.n = n
-                    w.binary(v_value)
-                    v = w.v; n = w.n
-                    v_value = None
-                    s = 2
+                    s = 1
                 elif v_value is not None:
                     v = (v << 2) | 1
                     n += 2
@@ -21863,6 +22738,17 @@ def _e_SignatureValueType(w, o):
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
+            if s == 1:
+                if v_value is not None:
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    w.binary(v_value)
+                    v = w.v; n = w.n
+                    v_value = None
+                    s = 2
+                else:
+                    raise EncodeError('missing content: expected one of text')
             if s == 2:
                 if True:
                     v <<= 1
@@ -22274,18 +23160,25 @@ def _d_MessageHeaderType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('MessageHeaderType', p)
-                el = 'SessionID'
-                r.pos = p
-                f_SessionID = r.binary()
-                if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
+                el = 'SessionID'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+                    f_SessionID = b''
+                else:
+                    r.pos = p
+                    f_SessionID = r.binary()
+                    if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
                 s = 1
             if s == 1:
                 p += 2
@@ -22434,18 +23327,25 @@ def _d_NotificationType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
+                    el = 'FaultMsg'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+                        f_FaultMsg = ''
+                    else:
+                        r.pos = p
+                        f_FaultMsg = r.string(115)
+                        if len(f_FaultMsg) > 64: raise DecodeError(f'length {len(f_FaultMsg)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
-                    el = 'FaultMsg'
-                    r.pos = p
-                    f_FaultMsg = r.string(115)
-                    if len(f_FaultMsg) > 64: raise DecodeError(f'length {len(f_FaultMsg)} outside [0, 64]', r.pos)
-                    p = r.pos
-                    p += 2
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('NotificationType', p)
                     s = -1
                 elif ec == 1:
                     pass
@@ -22470,9 +23370,9 @@ def _e_NotificationType(w, o):
             if s == 0:
                 if v_FaultCode is not None:
                     el = 'FaultCode'
-                    _i250 = _I27.get(v_FaultCode)
-                    if _i250 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
-                    v = (v << 5) | (_i250 << 1)
+                    _i242 = _I27.get(v_FaultCode)
+                    if _i242 is None: raise EncodeError(f'{v_FaultCode!r} is not one of the enumeration faultCodeType')
+                    v = (v << 5) | (_i242 << 1)
                     n += 5
                     v_FaultCode = None
                     s = 1
@@ -22564,14 +23464,14 @@ def _d_BodyType(r):
                     if x & 12403: raise r.deviation('BodyType', p)
                     el = 'AuthorizationRes'
                     el = 'ResponseCode'
-                    _c251_ResponseCode = ((x >> 7) & 31)
-                    if _c251_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c251_ResponseCode} out of range (26 values)', p)
-                    _c251_ResponseCode = _E4[_c251_ResponseCode]
+                    _c243_ResponseCode = ((x >> 7) & 31)
+                    if _c243_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c243_ResponseCode} out of range (26 values)', p)
+                    _c243_ResponseCode = _E4[_c243_ResponseCode]
                     el = 'EVSEProcessing'
-                    _c251_EVSEProcessing = ((x >> 2) & 3)
-                    if _c251_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {_c251_EVSEProcessing} out of range (3 values)', p)
-                    _c251_EVSEProcessing = _E5[_c251_EVSEProcessing]
-                    f_AuthorizationRes = iso2_msgbody.AuthorizationResType(_c251_ResponseCode, _c251_EVSEProcessing)
+                    _c243_EVSEProcessing = ((x >> 2) & 3)
+                    if _c243_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {_c243_EVSEProcessing} out of range (3 values)', p)
+                    _c243_EVSEProcessing = _E5[_c243_EVSEProcessing]
+                    f_AuthorizationRes = iso2_msgbody.AuthorizationResType(_c243_ResponseCode, _c243_EVSEProcessing)
                     s = 1
                 elif ec == 2:
                     p += 1
@@ -22588,16 +23488,16 @@ def _d_BodyType(r):
                     el = 'CableCheckReq'
                     el = 'DC_EVStatus'
                     el = 'EVReady'
-                    _c254_EVReady = ((x >> 20) & 1) == 1
+                    _c246_EVReady = ((x >> 20) & 1) == 1
                     el = 'EVErrorCode'
-                    _c254_EVErrorCode = ((x >> 13) & 15)
-                    if _c254_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c254_EVErrorCode} out of range (12 values)', p)
-                    _c254_EVErrorCode = _E8[_c254_EVErrorCode]
+                    _c246_EVErrorCode = ((x >> 13) & 15)
+                    if _c246_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c246_EVErrorCode} out of range (12 values)', p)
+                    _c246_EVErrorCode = _E8[_c246_EVErrorCode]
                     el = 'EVRESSSOC'
-                    _c254_EVRESSSOC = ((x >> 3) & 127)
-                    if _c254_EVRESSSOC > 100: raise DecodeError(f'value {_c254_EVRESSSOC} above maximum 100', p)
-                    _c253_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c254_EVReady, _c254_EVErrorCode, _c254_EVRESSSOC)
-                    f_CableCheckReq = iso2_msgbody.CableCheckReqType(_c253_DC_EVStatus)
+                    _c246_EVRESSSOC = ((x >> 3) & 127)
+                    if _c246_EVRESSSOC > 100: raise DecodeError(f'value {_c246_EVRESSSOC} above maximum 100', p)
+                    _c245_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c246_EVReady, _c246_EVErrorCode, _c246_EVRESSSOC)
+                    f_CableCheckReq = iso2_msgbody.CableCheckReqType(_c245_DC_EVStatus)
                     s = 1
                 elif ec == 4:
                     p += 9
@@ -22606,22 +23506,22 @@ def _d_BodyType(r):
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'CableCheckRes'
                     el = 'ResponseCode'
-                    _c255_ResponseCode = ((x >> 2) & 31)
-                    if _c255_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c255_ResponseCode} out of range (26 values)', p)
-                    _c255_ResponseCode = _E4[_c255_ResponseCode]
+                    _c247_ResponseCode = ((x >> 2) & 31)
+                    if _c247_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c247_ResponseCode} out of range (26 values)', p)
+                    _c247_ResponseCode = _E4[_c247_ResponseCode]
                     el = 'DC_EVSEStatus'
                     r.pos = p
-                    _c255_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
+                    _c247_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
                     p = r.pos
                     p += 6
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 63
                     if x & 51: raise r.deviation('BodyType', p)
                     el = 'EVSEProcessing'
-                    _c255_EVSEProcessing = ((x >> 2) & 3)
-                    if _c255_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {_c255_EVSEProcessing} out of range (3 values)', p)
-                    _c255_EVSEProcessing = _E5[_c255_EVSEProcessing]
-                    f_CableCheckRes = iso2_msgbody.CableCheckResType(_c255_ResponseCode, _c255_DC_EVSEStatus, _c255_EVSEProcessing)
+                    _c247_EVSEProcessing = ((x >> 2) & 3)
+                    if _c247_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {_c247_EVSEProcessing} out of range (3 values)', p)
+                    _c247_EVSEProcessing = _E5[_c247_EVSEProcessing]
+                    f_CableCheckRes = iso2_msgbody.CableCheckResType(_c247_ResponseCode, _c247_DC_EVSEStatus, _c247_EVSEProcessing)
                     s = 1
                 elif ec == 5:
                     p += 1
@@ -22630,29 +23530,38 @@ def _d_BodyType(r):
                     el = 'CertificateInstallationReq'
                     el = '@Id'
                     r.pos = p
-                    _c256_Id = r.string(7)
-                    p = r.pos
-                    p += 2
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    el = 'OEMProvisioningCert'
-                    r.pos = p
-                    _c256_OEMProvisioningCert = r.binary()
-                    if len(_c256_OEMProvisioningCert) > 800: raise DecodeError(f'length {len(_c256_OEMProvisioningCert)} outside [0, 800]', r.pos)
-                    p = r.pos
-                    p += 2
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    el = 'ListOfRootCertificateIDs'
-                    r.pos = p
-                    _c256_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
+                    _c248_Id = r.string(7)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_CertificateInstallationReq = iso2_msgbody.CertificateInstallationReqType(_c256_Id, _c256_OEMProvisioningCert, _c256_ListOfRootCertificateIDs)
+                    el = 'OEMProvisioningCert'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+                        _c248_OEMProvisioningCert = b''
+                    else:
+                        r.pos = p
+                        _c248_OEMProvisioningCert = r.binary()
+                        if len(_c248_OEMProvisioningCert) > 800: raise DecodeError(f'length {len(_c248_OEMProvisioningCert)} outside [0, 800]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    el = 'ListOfRootCertificateIDs'
+                    r.pos = p
+                    _c248_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    f_CertificateInstallationReq = iso2_msgbody.CertificateInstallationReqType(_c248_Id, _c248_OEMProvisioningCert, _c248_ListOfRootCertificateIDs)
                     s = 1
                 elif ec == 6:
                     p += 9
@@ -22661,66 +23570,45 @@ def _d_BodyType(r):
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'CertificateInstallationRes'
                     el = 'ResponseCode'
-                    _c257_ResponseCode = ((x >> 2) & 31)
-                    if _c257_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c257_ResponseCode} out of range (26 values)', p)
-                    _c257_ResponseCode = _E4[_c257_ResponseCode]
+                    _c249_ResponseCode = ((x >> 2) & 31)
+                    if _c249_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c249_ResponseCode} out of range (26 values)', p)
+                    _c249_ResponseCode = _E4[_c249_ResponseCode]
                     el = 'SAProvisioningCertificateChain'
                     r.pos = p
-                    _c257_SAProvisioningCertificateChain = _d_CertificateChainType(r)
+                    _c249_SAProvisioningCertificateChain = _d_CertificateChainType(r)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'ContractSignatureCertChain'
                     r.pos = p
-                    _c257_ContractSignatureCertChain = _d_CertificateChainType(r)
+                    _c249_ContractSignatureCertChain = _d_CertificateChainType(r)
                     p = r.pos
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'ContractSignatureEncryptedPrivateKey'
-                    el = '@Id'
                     r.pos = p
-                    _c258_Id = r.string(20)
+                    _c249_ContractSignatureEncryptedPrivateKey = _d_ContractSignatureEncryptedPrivateKeyType(r)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    r.pos = p
-                    _c258_value = r.binary()
-                    if len(_c258_value) > 48: raise DecodeError(f'length {len(_c258_value)} outside [0, 48]', r.pos)
-                    p = r.pos
-                    p += 3
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('BodyType', p)
-                    _c257_ContractSignatureEncryptedPrivateKey = iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType(_c258_Id, _c258_value)
                     el = 'DHpublickey'
-                    el = '@Id'
                     r.pos = p
-                    _c259_Id = r.string(20)
+                    _c249_DHpublickey = _d_DiffieHellmanPublickeyType(r)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    r.pos = p
-                    _c259_value = r.binary()
-                    if len(_c259_value) > 65: raise DecodeError(f'length {len(_c259_value)} outside [0, 65]', r.pos)
-                    p = r.pos
-                    p += 2
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    _c257_DHpublickey = iso2_msgdatatypes.DiffieHellmanPublickeyType(_c259_Id, _c259_value)
                     el = 'eMAID'
                     r.pos = p
-                    _c257_eMAID = _d_EMAIDType(r, 21)
+                    _c249_eMAID = _d_EMAIDType(r, 20)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_CertificateInstallationRes = iso2_msgbody.CertificateInstallationResType(_c257_ResponseCode, _c257_SAProvisioningCertificateChain, _c257_ContractSignatureCertChain, _c257_ContractSignatureEncryptedPrivateKey, _c257_DHpublickey, _c257_eMAID)
+                    f_CertificateInstallationRes = iso2_msgbody.CertificateInstallationResType(_c249_ResponseCode, _c249_SAProvisioningCertificateChain, _c249_ContractSignatureCertChain, _c249_ContractSignatureEncryptedPrivateKey, _c249_DHpublickey, _c249_eMAID)
                     s = 1
                 elif ec == 7:
                     p += 1
@@ -22729,14 +23617,14 @@ def _d_BodyType(r):
                     el = 'CertificateUpdateReq'
                     el = '@Id'
                     r.pos = p
-                    _c260_Id = r.string(7)
+                    _c250_Id = r.string(7)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'ContractSignatureCertChain'
                     r.pos = p
-                    _c260_ContractSignatureCertChain = _d_CertificateChainType(r)
+                    _c250_ContractSignatureCertChain = _d_CertificateChainType(r)
                     p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
@@ -22744,8 +23632,8 @@ def _d_BodyType(r):
                     if x & 3: raise r.deviation('BodyType', p)
                     el = 'eMAID'
                     r.pos = p
-                    _c260_eMAID = r.string(21)
-                    if len(_c260_eMAID) < 14 or len(_c260_eMAID) > 15: raise DecodeError(f'length {len(_c260_eMAID)} outside [14, 15]', r.pos)
+                    _c250_eMAID = r.string(20)
+                    if len(_c250_eMAID) < 14 or len(_c250_eMAID) > 15: raise DecodeError(f'length {len(_c250_eMAID)} outside [14, 15]', r.pos)
                     p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
@@ -22753,12 +23641,12 @@ def _d_BodyType(r):
                     if x & 3: raise r.deviation('BodyType', p)
                     el = 'ListOfRootCertificateIDs'
                     r.pos = p
-                    _c260_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
+                    _c250_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_CertificateUpdateReq = iso2_msgbody.CertificateUpdateReqType(_c260_Id, _c260_ContractSignatureCertChain, _c260_eMAID, _c260_ListOfRootCertificateIDs)
+                    f_CertificateUpdateReq = iso2_msgbody.CertificateUpdateReqType(_c250_Id, _c250_ContractSignatureCertChain, _c250_eMAID, _c250_ListOfRootCertificateIDs)
                     s = 1
                 elif ec == 8:
                     el = 'CertificateUpdateRes'
@@ -22823,8 +23711,8 @@ def _d_BodyType(r):
                     el = 'PaymentDetailsReq'
                     el = 'eMAID'
                     r.pos = p
-                    _c262_eMAID = r.string(21)
-                    if len(_c262_eMAID) < 14 or len(_c262_eMAID) > 15: raise DecodeError(f'length {len(_c262_eMAID)} outside [14, 15]', r.pos)
+                    _c252_eMAID = r.string(20)
+                    if len(_c252_eMAID) < 14 or len(_c252_eMAID) > 15: raise DecodeError(f'length {len(_c252_eMAID)} outside [14, 15]', r.pos)
                     p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
@@ -22832,12 +23720,12 @@ def _d_BodyType(r):
                     if x & 3: raise r.deviation('BodyType', p)
                     el = 'ContractSignatureCertChain'
                     r.pos = p
-                    _c262_ContractSignatureCertChain = _d_CertificateChainType(r)
+                    _c252_ContractSignatureCertChain = _d_CertificateChainType(r)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_PaymentDetailsReq = iso2_msgbody.PaymentDetailsReqType(_c262_eMAID, _c262_ContractSignatureCertChain)
+                    f_PaymentDetailsReq = iso2_msgbody.PaymentDetailsReqType(_c252_eMAID, _c252_ContractSignatureCertChain)
                     s = 1
                 elif ec == 18:
                     p += 10
@@ -22846,13 +23734,13 @@ def _d_BodyType(r):
                     if x & 775: raise r.deviation('BodyType', p)
                     el = 'PaymentDetailsRes'
                     el = 'ResponseCode'
-                    _c263_ResponseCode = ((x >> 3) & 31)
-                    if _c263_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c263_ResponseCode} out of range (26 values)', p)
-                    _c263_ResponseCode = _E4[_c263_ResponseCode]
+                    _c253_ResponseCode = ((x >> 3) & 31)
+                    if _c253_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c253_ResponseCode} out of range (26 values)', p)
+                    _c253_ResponseCode = _E4[_c253_ResponseCode]
                     el = 'GenChallenge'
                     r.pos = p
-                    _c263_GenChallenge = r.binary()
-                    if len(_c263_GenChallenge) < 16 or len(_c263_GenChallenge) > 16: raise DecodeError(f'length {len(_c263_GenChallenge)} outside [16, 16]', r.pos)
+                    _c253_GenChallenge = r.binary()
+                    if len(_c253_GenChallenge) < 16 or len(_c253_GenChallenge) > 16: raise DecodeError(f'length {len(_c253_GenChallenge)} outside [16, 16]', r.pos)
                     p = r.pos
                     p += 4
                     if p > E: raise r.truncated(p)
@@ -22862,19 +23750,19 @@ def _d_BodyType(r):
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c263_EVSETimeStamp = (V >> (E - p)) & 127
+                        _c253_EVSETimeStamp = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c263_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c253_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c263_EVSETimeStamp = r.uint(); p = r.pos
+                        r.pos = p; _c253_EVSETimeStamp = r.uint(); p = r.pos
                     p += 2
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
-                    if _neg: _c263_EVSETimeStamp = -_c263_EVSETimeStamp - 1
-                    if _c263_EVSETimeStamp < -9223372036854775808 or _c263_EVSETimeStamp > 9223372036854775807: raise DecodeError(f'value {_c263_EVSETimeStamp} outside [-9223372036854775808, 9223372036854775807]', p)
-                    f_PaymentDetailsRes = iso2_msgbody.PaymentDetailsResType(_c263_ResponseCode, _c263_GenChallenge, _c263_EVSETimeStamp)
+                    if _neg: _c253_EVSETimeStamp = -_c253_EVSETimeStamp - 1
+                    if _c253_EVSETimeStamp < -9223372036854775808 or _c253_EVSETimeStamp > 9223372036854775807: raise DecodeError(f'value {_c253_EVSETimeStamp} outside [-9223372036854775808, 9223372036854775807]', p)
+                    f_PaymentDetailsRes = iso2_msgbody.PaymentDetailsResType(_c253_ResponseCode, _c253_GenChallenge, _c253_EVSETimeStamp)
                     s = 1
                 elif ec == 19:
                     p += 5
@@ -22883,15 +23771,15 @@ def _d_BodyType(r):
                     if x & 27: raise r.deviation('BodyType', p)
                     el = 'PaymentServiceSelectionReq'
                     el = 'SelectedPaymentOption'
-                    _c264_SelectedPaymentOption = _E16[((x >> 2) & 1)]
+                    _c254_SelectedPaymentOption = _E16[((x >> 2) & 1)]
                     el = 'SelectedServiceList'
                     r.pos = p
-                    _c264_SelectedServiceList = _d_SelectedServiceListType(r)
+                    _c254_SelectedServiceList = _d_SelectedServiceListType(r)
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    f_PaymentServiceSelectionReq = iso2_msgbody.PaymentServiceSelectionReqType(_c264_SelectedPaymentOption, _c264_SelectedServiceList)
+                    f_PaymentServiceSelectionReq = iso2_msgbody.PaymentServiceSelectionReqType(_c254_SelectedPaymentOption, _c254_SelectedServiceList)
                     s = 1
                 elif ec == 20:
                     p += 9
@@ -22900,10 +23788,10 @@ def _d_BodyType(r):
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'PaymentServiceSelectionRes'
                     el = 'ResponseCode'
-                    _c265_ResponseCode = ((x >> 2) & 31)
-                    if _c265_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c265_ResponseCode} out of range (26 values)', p)
-                    _c265_ResponseCode = _E4[_c265_ResponseCode]
-                    f_PaymentServiceSelectionRes = iso2_msgbody.PaymentServiceSelectionResType(_c265_ResponseCode)
+                    _c255_ResponseCode = ((x >> 2) & 31)
+                    if _c255_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c255_ResponseCode} out of range (26 values)', p)
+                    _c255_ResponseCode = _E4[_c255_ResponseCode]
+                    f_PaymentServiceSelectionRes = iso2_msgbody.PaymentServiceSelectionResType(_c255_ResponseCode)
                     s = 1
                 elif ec == 21:
                     el = 'PowerDeliveryReq'
@@ -22925,41 +23813,244 @@ def _d_BodyType(r):
                     el = 'PreChargeReq'
                     el = 'DC_EVStatus'
                     el = 'EVReady'
-                    _c267_EVReady = ((x >> 35) & 1) == 1
+                    _c257_EVReady = ((x >> 35) & 1) == 1
                     el = 'EVErrorCode'
-                    _c267_EVErrorCode = ((x >> 28) & 15)
-                    if _c267_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c267_EVErrorCode} out of range (12 values)', p)
-                    _c267_EVErrorCode = _E8[_c267_EVErrorCode]
+                    _c257_EVErrorCode = ((x >> 28) & 15)
+                    if _c257_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c257_EVErrorCode} out of range (12 values)', p)
+                    _c257_EVErrorCode = _E8[_c257_EVErrorCode]
                     el = 'EVRESSSOC'
-                    _c267_EVRESSSOC = ((x >> 18) & 127)
-                    if _c267_EVRESSSOC > 100: raise DecodeError(f'value {_c267_EVRESSSOC} above maximum 100', p)
-                    _c266_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c267_EVReady, _c267_EVErrorCode, _c267_EVRESSSOC)
+                    _c257_EVRESSSOC = ((x >> 18) & 127)
+                    if _c257_EVRESSSOC > 100: raise DecodeError(f'value {_c257_EVRESSSOC} above maximum 100', p)
+                    _c256_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c257_EVReady, _c257_EVErrorCode, _c257_EVRESSSOC)
                     el = 'EVTargetVoltage'
                     el = 'Multiplier'
-                    _c268_Multiplier = ((x >> 10) & 7) + -3
-                    if _c268_Multiplier > 3: raise DecodeError(f'value {_c268_Multiplier} above maximum 3', p)
+                    _c258_Multiplier = ((x >> 10) & 7) + -3
+                    if _c258_Multiplier > 3: raise DecodeError(f'value {_c258_Multiplier} above maximum 3', p)
                     el = 'Unit'
-                    _c268_Unit = ((x >> 4) & 7)
-                    if _c268_Unit >= 7: raise DecodeError(f'enumeration index {_c268_Unit} out of range (7 values)', p)
-                    _c268_Unit = _E0[_c268_Unit]
+                    _c258_Unit = ((x >> 4) & 7)
+                    if _c258_Unit >= 7: raise DecodeError(f'enumeration index {_c258_Unit} out of range (7 values)', p)
+                    _c258_Unit = _E0[_c258_Unit]
                     el = 'Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
-                        _c268_Value = (V >> (E - p)) & 127
+                        _c258_Value = (V >> (E - p)) & 127
                     elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
                         p += 16
-                        _c268_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                        _c258_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c268_Value = r.uint(); p = r.pos
+                        r.pos = p; _c258_Value = r.uint(); p = r.pos
                     p += 18
                     if p > E: raise r.truncated(p)
                     x = (V >> (E - p)) & 262143
                     if x & 254862: raise r.deviation('BodyType', p)
-                    if _neg: _c268_Value = -_c268_Value - 1
-                    if _c268_Value < -32768 or _c268_Value > 32767: raise DecodeError(f'value {_c268_Value} outside [-32768, 32767]', p)
-                    _c266_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c268_Multiplier, _c268_Unit, _c268_Value)
+                    if _neg: _c258_Value = -_c258_Value - 1
+                    if _c258_Value < -32768 or _c258_Value > 32767: raise DecodeError(f'value {_c258_Value} outside [-32768, 32767]', p)
+                    _c256_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c258_Multiplier, _c258_Unit, _c258_Value)
                     el = 'EVTargetCurrent'
+                    el = 'Multiplier'
+                    _c259_Multiplier = ((x >> 10) & 7) + -3
+                    if _c259_Multiplier > 3: raise DecodeError(f'value {_c259_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c259_Unit = ((x >> 4) & 7)
+                    if _c259_Unit >= 7: raise DecodeError(f'enumeration index {_c259_Unit} out of range (7 values)', p)
+                    _c259_Unit = _E0[_c259_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c259_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c259_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c259_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('BodyType', p)
+                    if _neg: _c259_Value = -_c259_Value - 1
+                    if _c259_Value < -32768 or _c259_Value > 32767: raise DecodeError(f'value {_c259_Value} outside [-32768, 32767]', p)
+                    _c256_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c259_Multiplier, _c259_Unit, _c259_Value)
+                    f_PreChargeReq = iso2_msgbody.PreChargeReqType(_c256_DC_EVStatus, _c256_EVTargetVoltage, _c256_EVTargetCurrent)
+                    s = 1
+                elif ec == 24:
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
+                    el = 'PreChargeRes'
+                    el = 'ResponseCode'
+                    _c260_ResponseCode = ((x >> 2) & 31)
+                    if _c260_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c260_ResponseCode} out of range (26 values)', p)
+                    _c260_ResponseCode = _E4[_c260_ResponseCode]
+                    el = 'DC_EVSEStatus'
+                    r.pos = p
+                    _c260_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
+                    p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 58254: raise r.deviation('BodyType', p)
+                    el = 'EVSEPresentVoltage'
+                    el = 'Multiplier'
+                    _c261_Multiplier = ((x >> 10) & 7) + -3
+                    if _c261_Multiplier > 3: raise DecodeError(f'value {_c261_Multiplier} above maximum 3', p)
+                    el = 'Unit'
+                    _c261_Unit = ((x >> 4) & 7)
+                    if _c261_Unit >= 7: raise DecodeError(f'enumeration index {_c261_Unit} out of range (7 values)', p)
+                    _c261_Unit = _E0[_c261_Unit]
+                    el = 'Value'
+                    _neg = (x & 1)
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c261_Value = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c261_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c261_Value = r.uint(); p = r.pos
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 7: raise r.deviation('BodyType', p)
+                    if _neg: _c261_Value = -_c261_Value - 1
+                    if _c261_Value < -32768 or _c261_Value > 32767: raise DecodeError(f'value {_c261_Value} outside [-32768, 32767]', p)
+                    _c260_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c261_Multiplier, _c261_Unit, _c261_Value)
+                    f_PreChargeRes = iso2_msgbody.PreChargeResType(_c260_ResponseCode, _c260_DC_EVSEStatus, _c260_EVSEPresentVoltage)
+                    s = 1
+                elif ec == 25:
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    el = 'ServiceDetailReq'
+                    el = 'ServiceID'
+                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
+                        p += 8
+                        _c262_ServiceID = (V >> (E - p)) & 127
+                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
+                        p += 16
+                        _c262_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
+                    else:
+                        r.pos = p; _c262_ServiceID = r.uint(); p = r.pos
+                    p += 2
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 3
+                    if x & 3: raise r.deviation('BodyType', p)
+                    if _c262_ServiceID > 65535: raise DecodeError(f'value {_c262_ServiceID} outside [0, 65535]', p)
+                    f_ServiceDetailReq = iso2_msgbody.ServiceDetailReqType(_c262_ServiceID)
+                    s = 1
+                elif ec == 26:
+                    el = 'ServiceDetailRes'
+                    r.pos = p
+                    f_ServiceDetailRes = _d_ServiceDetailResType(r)
+                    p = r.pos
+                    s = 1
+                elif ec == 27:
+                    el = 'ServiceDiscoveryReq'
+                    r.pos = p
+                    f_ServiceDiscoveryReq = _d_ServiceDiscoveryReqType(r)
+                    p = r.pos
+                    s = 1
+                elif ec == 28:
+                    el = 'ServiceDiscoveryRes'
+                    r.pos = p
+                    f_ServiceDiscoveryRes = _d_ServiceDiscoveryResType(r)
+                    p = r.pos
+                    s = 1
+                elif ec == 29:
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    el = 'SessionSetupReq'
+                    el = 'EVCCID'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
+                        _c263_EVCCID = b''
+                    else:
+                        r.pos = p
+                        _c263_EVCCID = r.binary()
+                        if len(_c263_EVCCID) > 6: raise DecodeError(f'length {len(_c263_EVCCID)} outside [0, 6]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
+                    f_SessionSetupReq = iso2_msgbody.SessionSetupReqType(_c263_EVCCID)
+                    s = 1
+                elif ec == 30:
+                    el = 'SessionSetupRes'
+                    r.pos = p
+                    f_SessionSetupRes = _d_SessionSetupResType(r)
+                    p = r.pos
+                    s = 1
+                elif ec == 31:
+                    p += 5
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 31
+                    if x & 27: raise r.deviation('BodyType', p)
+                    el = 'SessionStopReq'
+                    el = 'ChargingSession'
+                    _c264_ChargingSession = _E24[((x >> 2) & 1)]
+                    f_SessionStopReq = iso2_msgbody.SessionStopReqType(_c264_ChargingSession)
+                    s = 1
+                elif ec == 32:
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
+                    el = 'SessionStopRes'
+                    el = 'ResponseCode'
+                    _c265_ResponseCode = ((x >> 2) & 31)
+                    if _c265_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c265_ResponseCode} out of range (26 values)', p)
+                    _c265_ResponseCode = _E4[_c265_ResponseCode]
+                    f_SessionStopRes = iso2_msgbody.SessionStopResType(_c265_ResponseCode)
+                    s = 1
+                elif ec == 33:
+                    p += 24
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 16777215
+                    if x & 15604743: raise r.deviation('BodyType', p)
+                    el = 'WeldingDetectionReq'
+                    el = 'DC_EVStatus'
+                    el = 'EVReady'
+                    _c267_EVReady = ((x >> 20) & 1) == 1
+                    el = 'EVErrorCode'
+                    _c267_EVErrorCode = ((x >> 13) & 15)
+                    if _c267_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c267_EVErrorCode} out of range (12 values)', p)
+                    _c267_EVErrorCode = _E8[_c267_EVErrorCode]
+                    el = 'EVRESSSOC'
+                    _c267_EVRESSSOC = ((x >> 3) & 127)
+                    if _c267_EVRESSSOC > 100: raise DecodeError(f'value {_c267_EVRESSSOC} above maximum 100', p)
+                    _c266_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c267_EVReady, _c267_EVErrorCode, _c267_EVRESSSOC)
+                    f_WeldingDetectionReq = iso2_msgbody.WeldingDetectionReqType(_c266_DC_EVStatus)
+                    s = 1
+                elif ec == 34:
+                    p += 9
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 511
+                    if x & 387: raise r.deviation('BodyType', p)
+                    el = 'WeldingDetectionRes'
+                    el = 'ResponseCode'
+                    _c268_ResponseCode = ((x >> 2) & 31)
+                    if _c268_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c268_ResponseCode} out of range (26 values)', p)
+                    _c268_ResponseCode = _E4[_c268_ResponseCode]
+                    el = 'DC_EVSEStatus'
+                    r.pos = p
+                    _c268_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
+                    p = r.pos
+                    p += 16
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 65535
+                    if x & 58254: raise r.deviation('BodyType', p)
+                    el = 'EVSEPresentVoltage'
                     el = 'Multiplier'
                     _c269_Multiplier = ((x >> 10) & 7) + -3
                     if _c269_Multiplier > 3: raise DecodeError(f'value {_c269_Multiplier} above maximum 3', p)
@@ -22983,202 +24074,8 @@ def _d_BodyType(r):
                     if x & 7: raise r.deviation('BodyType', p)
                     if _neg: _c269_Value = -_c269_Value - 1
                     if _c269_Value < -32768 or _c269_Value > 32767: raise DecodeError(f'value {_c269_Value} outside [-32768, 32767]', p)
-                    _c266_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c269_Multiplier, _c269_Unit, _c269_Value)
-                    f_PreChargeReq = iso2_msgbody.PreChargeReqType(_c266_DC_EVStatus, _c266_EVTargetVoltage, _c266_EVTargetCurrent)
-                    s = 1
-                elif ec == 24:
-                    p += 9
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'PreChargeRes'
-                    el = 'ResponseCode'
-                    _c270_ResponseCode = ((x >> 2) & 31)
-                    if _c270_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c270_ResponseCode} out of range (26 values)', p)
-                    _c270_ResponseCode = _E4[_c270_ResponseCode]
-                    el = 'DC_EVSEStatus'
-                    r.pos = p
-                    _c270_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    p = r.pos
-                    p += 16
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 65535
-                    if x & 58254: raise r.deviation('BodyType', p)
-                    el = 'EVSEPresentVoltage'
-                    el = 'Multiplier'
-                    _c271_Multiplier = ((x >> 10) & 7) + -3
-                    if _c271_Multiplier > 3: raise DecodeError(f'value {_c271_Multiplier} above maximum 3', p)
-                    el = 'Unit'
-                    _c271_Unit = ((x >> 4) & 7)
-                    if _c271_Unit >= 7: raise DecodeError(f'enumeration index {_c271_Unit} out of range (7 values)', p)
-                    _c271_Unit = _E0[_c271_Unit]
-                    el = 'Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c271_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c271_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c271_Value = r.uint(); p = r.pos
-                    p += 3
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('BodyType', p)
-                    if _neg: _c271_Value = -_c271_Value - 1
-                    if _c271_Value < -32768 or _c271_Value > 32767: raise DecodeError(f'value {_c271_Value} outside [-32768, 32767]', p)
-                    _c270_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c271_Multiplier, _c271_Unit, _c271_Value)
-                    f_PreChargeRes = iso2_msgbody.PreChargeResType(_c270_ResponseCode, _c270_DC_EVSEStatus, _c270_EVSEPresentVoltage)
-                    s = 1
-                elif ec == 25:
-                    p += 2
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    el = 'ServiceDetailReq'
-                    el = 'ServiceID'
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c272_ServiceID = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c272_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c272_ServiceID = r.uint(); p = r.pos
-                    p += 2
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    if _c272_ServiceID > 65535: raise DecodeError(f'value {_c272_ServiceID} outside [0, 65535]', p)
-                    f_ServiceDetailReq = iso2_msgbody.ServiceDetailReqType(_c272_ServiceID)
-                    s = 1
-                elif ec == 26:
-                    el = 'ServiceDetailRes'
-                    r.pos = p
-                    f_ServiceDetailRes = _d_ServiceDetailResType(r)
-                    p = r.pos
-                    s = 1
-                elif ec == 27:
-                    el = 'ServiceDiscoveryReq'
-                    r.pos = p
-                    f_ServiceDiscoveryReq = _d_ServiceDiscoveryReqType(r)
-                    p = r.pos
-                    s = 1
-                elif ec == 28:
-                    el = 'ServiceDiscoveryRes'
-                    r.pos = p
-                    f_ServiceDiscoveryRes = _d_ServiceDiscoveryResType(r)
-                    p = r.pos
-                    s = 1
-                elif ec == 29:
-                    p += 2
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    el = 'SessionSetupReq'
-                    el = 'EVCCID'
-                    r.pos = p
-                    _c273_EVCCID = r.binary()
-                    if len(_c273_EVCCID) > 6: raise DecodeError(f'length {len(_c273_EVCCID)} outside [0, 6]', r.pos)
-                    p = r.pos
-                    p += 2
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('BodyType', p)
-                    f_SessionSetupReq = iso2_msgbody.SessionSetupReqType(_c273_EVCCID)
-                    s = 1
-                elif ec == 30:
-                    el = 'SessionSetupRes'
-                    r.pos = p
-                    f_SessionSetupRes = _d_SessionSetupResType(r)
-                    p = r.pos
-                    s = 1
-                elif ec == 31:
-                    p += 5
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 31
-                    if x & 27: raise r.deviation('BodyType', p)
-                    el = 'SessionStopReq'
-                    el = 'ChargingSession'
-                    _c274_ChargingSession = _E24[((x >> 2) & 1)]
-                    f_SessionStopReq = iso2_msgbody.SessionStopReqType(_c274_ChargingSession)
-                    s = 1
-                elif ec == 32:
-                    p += 9
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'SessionStopRes'
-                    el = 'ResponseCode'
-                    _c275_ResponseCode = ((x >> 2) & 31)
-                    if _c275_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c275_ResponseCode} out of range (26 values)', p)
-                    _c275_ResponseCode = _E4[_c275_ResponseCode]
-                    f_SessionStopRes = iso2_msgbody.SessionStopResType(_c275_ResponseCode)
-                    s = 1
-                elif ec == 33:
-                    p += 24
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 16777215
-                    if x & 15604743: raise r.deviation('BodyType', p)
-                    el = 'WeldingDetectionReq'
-                    el = 'DC_EVStatus'
-                    el = 'EVReady'
-                    _c277_EVReady = ((x >> 20) & 1) == 1
-                    el = 'EVErrorCode'
-                    _c277_EVErrorCode = ((x >> 13) & 15)
-                    if _c277_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c277_EVErrorCode} out of range (12 values)', p)
-                    _c277_EVErrorCode = _E8[_c277_EVErrorCode]
-                    el = 'EVRESSSOC'
-                    _c277_EVRESSSOC = ((x >> 3) & 127)
-                    if _c277_EVRESSSOC > 100: raise DecodeError(f'value {_c277_EVRESSSOC} above maximum 100', p)
-                    _c276_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c277_EVReady, _c277_EVErrorCode, _c277_EVRESSSOC)
-                    f_WeldingDetectionReq = iso2_msgbody.WeldingDetectionReqType(_c276_DC_EVStatus)
-                    s = 1
-                elif ec == 34:
-                    p += 9
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 511
-                    if x & 387: raise r.deviation('BodyType', p)
-                    el = 'WeldingDetectionRes'
-                    el = 'ResponseCode'
-                    _c278_ResponseCode = ((x >> 2) & 31)
-                    if _c278_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c278_ResponseCode} out of range (26 values)', p)
-                    _c278_ResponseCode = _E4[_c278_ResponseCode]
-                    el = 'DC_EVSEStatus'
-                    r.pos = p
-                    _c278_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    p = r.pos
-                    p += 16
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 65535
-                    if x & 58254: raise r.deviation('BodyType', p)
-                    el = 'EVSEPresentVoltage'
-                    el = 'Multiplier'
-                    _c279_Multiplier = ((x >> 10) & 7) + -3
-                    if _c279_Multiplier > 3: raise DecodeError(f'value {_c279_Multiplier} above maximum 3', p)
-                    el = 'Unit'
-                    _c279_Unit = ((x >> 4) & 7)
-                    if _c279_Unit >= 7: raise DecodeError(f'enumeration index {_c279_Unit} out of range (7 values)', p)
-                    _c279_Unit = _E0[_c279_Unit]
-                    el = 'Value'
-                    _neg = (x & 1)
-                    if p + 8 <= E and not (V >> (E - p - 8)) & 128:
-                        p += 8
-                        _c279_Value = (V >> (E - p)) & 127
-                    elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
-                        p += 16
-                        _c279_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
-                    else:
-                        r.pos = p; _c279_Value = r.uint(); p = r.pos
-                    p += 3
-                    if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('BodyType', p)
-                    if _neg: _c279_Value = -_c279_Value - 1
-                    if _c279_Value < -32768 or _c279_Value > 32767: raise DecodeError(f'value {_c279_Value} outside [-32768, 32767]', p)
-                    _c278_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c279_Multiplier, _c279_Unit, _c279_Value)
-                    f_WeldingDetectionRes = iso2_msgbody.WeldingDetectionResType(_c278_ResponseCode, _c278_DC_EVSEStatus, _c278_EVSEPresentVoltage)
+                    _c268_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c269_Multiplier, _c269_Unit, _c269_Value)
+                    f_WeldingDetectionRes = iso2_msgbody.WeldingDetectionResType(_c268_ResponseCode, _c268_DC_EVSEStatus, _c268_EVSEPresentVoltage)
                     s = 1
                 elif ec == 35:
                     pass
@@ -23251,20 +24148,20 @@ def _e_BodyType(w, o):
                 elif v_AuthorizationRes is not None:
                     el = 'AuthorizationRes'
                     _o = v_AuthorizationRes
-                    _c280_ResponseCode = _o.ResponseCode
-                    _c280_EVSEProcessing = _o.EVSEProcessing
-                    if not (_c280_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    _c270_ResponseCode = _o.ResponseCode
+                    _c270_EVSEProcessing = _o.EVSEProcessing
+                    if not (_c270_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i281 = _I6.get(_c280_ResponseCode)
-                    if _i281 is None: raise EncodeError(f'{_c280_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c280_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+                    _i271 = _I6.get(_c270_ResponseCode)
+                    if _i271 is None: raise EncodeError(f'{_c270_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c270_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                     el = 'EVSEProcessing'
-                    _i282 = _I7.get(_c280_EVSEProcessing)
-                    if _i282 is None: raise EncodeError(f'{_c280_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    v = (v << 20) | (1 << 14) | (_i281 << 7) | (_i282 << 2)
+                    _i272 = _I7.get(_c270_EVSEProcessing)
+                    if _i272 is None: raise EncodeError(f'{_c270_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+                    v = (v << 20) | (1 << 14) | (_i271 << 7) | (_i272 << 2)
                     n += 20
-                    _c280_ResponseCode = None
-                    _c280_EVSEProcessing = None
+                    _c270_ResponseCode = None
+                    _c270_EVSEProcessing = None
                     v_AuthorizationRes = None
                     s = 1
                 elif v_BodyElement is not None:
@@ -23277,232 +24174,200 @@ def _e_BodyType(w, o):
                 elif v_CableCheckReq is not None:
                     el = 'CableCheckReq'
                     _o = v_CableCheckReq
-                    _c284_DC_EVStatus = _o.DC_EVStatus
-                    if not (_c284_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                    _c274_DC_EVStatus = _o.DC_EVStatus
+                    if not (_c274_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
                     el = 'DC_EVStatus'
-                    _o = _c284_DC_EVStatus
-                    _c285_EVReady = _o.EVReady
-                    _c285_EVErrorCode = _o.EVErrorCode
-                    _c285_EVRESSSOC = _o.EVRESSSOC
-                    if not (_c285_EVReady is not None): raise EncodeError('missing content: EVReady')
+                    _o = _c274_DC_EVStatus
+                    _c275_EVReady = _o.EVReady
+                    _c275_EVErrorCode = _o.EVErrorCode
+                    _c275_EVRESSSOC = _o.EVRESSSOC
+                    if not (_c275_EVReady is not None): raise EncodeError('missing content: EVReady')
                     el = 'EVReady'
-                    if _c285_EVReady is not True and _c285_EVReady is not False: raise EncodeError(f'expected a bool, got {_c285_EVReady!r}')
-                    if not (_c285_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                    if _c275_EVReady is not True and _c275_EVReady is not False: raise EncodeError(f'expected a bool, got {_c275_EVReady!r}')
+                    if not (_c275_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
                     el = 'EVErrorCode'
-                    _i26 = _I9.get(_c285_EVErrorCode)
-                    if _i26 is None: raise EncodeError(f'{_c285_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    if not (_c285_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                    _i26 = _I9.get(_c275_EVErrorCode)
+                    if _i26 is None: raise EncodeError(f'{_c275_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    if not (_c275_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
                     el = 'EVRESSSOC'
-                    if not 0 <= _c285_EVRESSSOC <= 100: raise EncodeError(f'value {_c285_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 30) | (3 << 24) | (_c285_EVReady << 20) | (_i26 << 13) | (_c285_EVRESSSOC << 3)
+                    if not 0 <= _c275_EVRESSSOC <= 100: raise EncodeError(f'value {_c275_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 30) | (3 << 24) | (_c275_EVReady << 20) | (_i26 << 13) | (_c275_EVRESSSOC << 3)
                     n += 30
-                    _c285_EVReady = None
-                    _c285_EVErrorCode = None
-                    _c285_EVRESSSOC = None
-                    _c284_DC_EVStatus = None
+                    _c275_EVReady = None
+                    _c275_EVErrorCode = None
+                    _c275_EVRESSSOC = None
+                    _c274_DC_EVStatus = None
                     v_CableCheckReq = None
                     s = 1
                 elif v_CableCheckRes is not None:
                     el = 'CableCheckRes'
                     _o = v_CableCheckRes
-                    _c286_ResponseCode = _o.ResponseCode
-                    _c286_DC_EVSEStatus = _o.DC_EVSEStatus
-                    _c286_EVSEProcessing = _o.EVSEProcessing
-                    if not (_c286_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    _c276_ResponseCode = _o.ResponseCode
+                    _c276_DC_EVSEStatus = _o.DC_EVSEStatus
+                    _c276_EVSEProcessing = _o.EVSEProcessing
+                    if not (_c276_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i287 = _I6.get(_c286_ResponseCode)
-                    if _i287 is None: raise EncodeError(f'{_c286_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c286_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                    _i277 = _I6.get(_c276_ResponseCode)
+                    if _i277 is None: raise EncodeError(f'{_c276_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c276_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
                     el = 'DC_EVSEStatus'
-                    v = (v << 15) | (4 << 9) | (_i287 << 2)
+                    v = (v << 15) | (4 << 9) | (_i277 << 2)
                     n += 15
-                    _c286_ResponseCode = None
+                    _c276_ResponseCode = None
                     w.v = v; w.n = n
-                    _e_DC_EVSEStatusType(w, _c286_DC_EVSEStatus)
+                    _e_DC_EVSEStatusType(w, _c276_DC_EVSEStatus)
                     v = w.v; n = w.n
-                    if not (_c286_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
+                    if not (_c276_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                     el = 'EVSEProcessing'
-                    _i288 = _I7.get(_c286_EVSEProcessing)
-                    if _i288 is None: raise EncodeError(f'{_c286_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
-                    v = (v << 6) | (_i288 << 2)
+                    _i278 = _I7.get(_c276_EVSEProcessing)
+                    if _i278 is None: raise EncodeError(f'{_c276_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
+                    v = (v << 6) | (_i278 << 2)
                     n += 6
-                    _c286_DC_EVSEStatus = None
-                    _c286_EVSEProcessing = None
+                    _c276_DC_EVSEStatus = None
+                    _c276_EVSEProcessing = None
                     v_CableCheckRes = None
                     s = 1
                 elif v_CertificateInstallationReq is not None:
                     el = 'CertificateInstallationReq'
                     _o = v_CertificateInstallationReq
-                    _c289_Id = _o.Id
-                    _c289_OEMProvisioningCert = _o.OEMProvisioningCert
-                    _c289_ListOfRootCertificateIDs = _o.ListOfRootCertificateIDs
-                    if not (_c289_Id is not None): raise EncodeError('missing content: Id')
+                    _c279_Id = _o.Id
+                    _c279_OEMProvisioningCert = _o.OEMProvisioningCert
+                    _c279_ListOfRootCertificateIDs = _o.ListOfRootCertificateIDs
+                    if not (_c279_Id is not None): raise EncodeError('missing content: Id')
                     el = '@Id'
                     v = (v << 7) | (5 << 1)
                     n += 7
-                    _l = len(_c289_Id)
-                    if _l < 126 and _c289_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c289_Id.encode(), 'big')
+                    _l = len(_c279_Id)
+                    if _l < 126 and _c279_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c279_Id.encode(), 'big')
                         n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c289_Id); v = w.v; n = w.n
-                    if not (_c289_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
+                    else: w.v = v; w.n = n; w.string(_c279_Id); v = w.v; n = w.n
+                    if not (_c279_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
                     el = 'OEMProvisioningCert'
                     v <<= 2
                     n += 2
-                    _c289_Id = None
+                    _c279_Id = None
                     w.v = v; w.n = n
-                    if len(_c289_OEMProvisioningCert) > 800: raise EncodeError(f'length {len(_c289_OEMProvisioningCert)} outside [0, 800]')
-                    w.binary(_c289_OEMProvisioningCert)
+                    if len(_c279_OEMProvisioningCert) > 800: raise EncodeError(f'length {len(_c279_OEMProvisioningCert)} outside [0, 800]')
+                    w.binary(_c279_OEMProvisioningCert)
                     v = w.v; n = w.n
-                    if not (_c289_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
+                    if not (_c279_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
                     el = 'ListOfRootCertificateIDs'
                     v <<= 2
                     n += 2
-                    _c289_OEMProvisioningCert = None
+                    _c279_OEMProvisioningCert = None
                     w.v = v; w.n = n
-                    _e_ListOfRootCertificateIDsType(w, _c289_ListOfRootCertificateIDs)
+                    _e_ListOfRootCertificateIDsType(w, _c279_ListOfRootCertificateIDs)
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c289_ListOfRootCertificateIDs = None
+                    _c279_ListOfRootCertificateIDs = None
                     v_CertificateInstallationReq = None
                     s = 1
                 elif v_CertificateInstallationRes is not None:
                     el = 'CertificateInstallationRes'
                     _o = v_CertificateInstallationRes
-                    _c290_ResponseCode = _o.ResponseCode
-                    _c290_SAProvisioningCertificateChain = _o.SAProvisioningCertificateChain
-                    _c290_ContractSignatureCertChain = _o.ContractSignatureCertChain
-                    _c290_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
-                    _c290_DHpublickey = _o.DHpublickey
-                    _c290_eMAID = _o.eMAID
-                    if not (_c290_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    _c280_ResponseCode = _o.ResponseCode
+                    _c280_SAProvisioningCertificateChain = _o.SAProvisioningCertificateChain
+                    _c280_ContractSignatureCertChain = _o.ContractSignatureCertChain
+                    _c280_ContractSignatureEncryptedPrivateKey = _o.ContractSignatureEncryptedPrivateKey
+                    _c280_DHpublickey = _o.DHpublickey
+                    _c280_eMAID = _o.eMAID
+                    if not (_c280_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i291 = _I6.get(_c290_ResponseCode)
-                    if _i291 is None: raise EncodeError(f'{_c290_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c290_SAProvisioningCertificateChain is not None): raise EncodeError('missing content: SAProvisioningCertificateChain')
+                    _i281 = _I6.get(_c280_ResponseCode)
+                    if _i281 is None: raise EncodeError(f'{_c280_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c280_SAProvisioningCertificateChain is not None): raise EncodeError('missing content: SAProvisioningCertificateChain')
                     el = 'SAProvisioningCertificateChain'
-                    v = (v << 15) | (6 << 9) | (_i291 << 2)
+                    v = (v << 15) | (6 << 9) | (_i281 << 2)
                     n += 15
-                    _c290_ResponseCode = None
+                    _c280_ResponseCode = None
                     w.v = v; w.n = n
-                    _e_CertificateChainType(w, _c290_SAProvisioningCertificateChain)
+                    _e_CertificateChainType(w, _c280_SAProvisioningCertificateChain)
                     v = w.v; n = w.n
-                    if not (_c290_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+                    if not (_c280_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
                     el = 'ContractSignatureCertChain'
                     v <<= 1
                     n += 1
-                    _c290_SAProvisioningCertificateChain = None
+                    _c280_SAProvisioningCertificateChain = None
                     w.v = v; w.n = n
-                    _e_CertificateChainType(w, _c290_ContractSignatureCertChain)
+                    _e_CertificateChainType(w, _c280_ContractSignatureCertChain)
                     v = w.v; n = w.n
-                    if not (_c290_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
+                    if not (_c280_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
                     el = 'ContractSignatureEncryptedPrivateKey'
-                    _o = _c290_ContractSignatureEncryptedPrivateKey
-                    _c292_Id = _o.Id
-                    _c292_value = _o.value
-                    if not (_c292_Id is not None): raise EncodeError('missing content: Id')
-                    el = '@Id'
-                    v <<= 2
-                    n += 2
-                    _c290_ContractSignatureCertChain = None
-                    _l = len(_c292_Id)
-                    if _l < 126 and _c292_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c292_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c292_Id); v = w.v; n = w.n
-                    if not (_c292_value is not None): raise EncodeError('missing content: text')
                     v <<= 1
                     n += 1
-                    _c292_Id = None
+                    _c280_ContractSignatureCertChain = None
                     w.v = v; w.n = n
-                    if len(_c292_value) > 48: raise EncodeError(f'length {len(_c292_value)} outside [0, 48]')
-                    w.binary(_c292_value)
+                    _e_ContractSignatureEncryptedPrivateKeyType(w, _c280_ContractSignatureEncryptedPrivateKey)
                     v = w.v; n = w.n
-                    if not (_c290_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
+                    if not (_c280_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
                     el = 'DHpublickey'
-                    _o = _c290_DHpublickey
-                    _c293_Id = _o.Id
-                    _c293_value = _o.value
-                    if not (_c293_Id is not None): raise EncodeError('missing content: Id')
-                    el = '@Id'
-                    v <<= 3
-                    n += 3
-                    _c292_value = None
-                    _c290_ContractSignatureEncryptedPrivateKey = None
-                    _l = len(_c293_Id)
-                    if _l < 126 and _c293_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c293_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c293_Id); v = w.v; n = w.n
-                    if not (_c293_value is not None): raise EncodeError('missing content: text')
                     v <<= 1
                     n += 1
-                    _c293_Id = None
+                    _c280_ContractSignatureEncryptedPrivateKey = None
                     w.v = v; w.n = n
-                    if len(_c293_value) > 65: raise EncodeError(f'length {len(_c293_value)} outside [0, 65]')
-                    w.binary(_c293_value)
+                    _e_DiffieHellmanPublickeyType(w, _c280_DHpublickey)
                     v = w.v; n = w.n
-                    if not (_c290_eMAID is not None): raise EncodeError('missing content: eMAID')
+                    if not (_c280_eMAID is not None): raise EncodeError('missing content: eMAID')
                     el = 'eMAID'
-                    v <<= 2
-                    n += 2
-                    _c293_value = None
-                    _c290_DHpublickey = None
+                    v <<= 1
+                    n += 1
+                    _c280_DHpublickey = None
                     w.v = v; w.n = n
-                    _e_EMAIDType(w, _c290_eMAID)
+                    _e_EMAIDType(w, _c280_eMAID)
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c290_eMAID = None
+                    _c280_eMAID = None
                     v_CertificateInstallationRes = None
                     s = 1
                 elif v_CertificateUpdateReq is not None:
                     el = 'CertificateUpdateReq'
                     _o = v_CertificateUpdateReq
-                    _c294_Id = _o.Id
-                    _c294_ContractSignatureCertChain = _o.ContractSignatureCertChain
-                    _c294_eMAID = _o.eMAID
-                    _c294_ListOfRootCertificateIDs = _o.ListOfRootCertificateIDs
-                    if not (_c294_Id is not None): raise EncodeError('missing content: Id')
+                    _c282_Id = _o.Id
+                    _c282_ContractSignatureCertChain = _o.ContractSignatureCertChain
+                    _c282_eMAID = _o.eMAID
+                    _c282_ListOfRootCertificateIDs = _o.ListOfRootCertificateIDs
+                    if not (_c282_Id is not None): raise EncodeError('missing content: Id')
                     el = '@Id'
                     v = (v << 7) | (7 << 1)
                     n += 7
-                    _l = len(_c294_Id)
-                    if _l < 126 and _c294_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c294_Id.encode(), 'big')
+                    _l = len(_c282_Id)
+                    if _l < 126 and _c282_Id.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c282_Id.encode(), 'big')
                         n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c294_Id); v = w.v; n = w.n
-                    if not (_c294_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+                    else: w.v = v; w.n = n; w.string(_c282_Id); v = w.v; n = w.n
+                    if not (_c282_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
                     el = 'ContractSignatureCertChain'
                     v <<= 1
                     n += 1
-                    _c294_Id = None
+                    _c282_Id = None
                     w.v = v; w.n = n
-                    _e_CertificateChainType(w, _c294_ContractSignatureCertChain)
+                    _e_CertificateChainType(w, _c282_ContractSignatureCertChain)
                     v = w.v; n = w.n
-                    if not (_c294_eMAID is not None): raise EncodeError('missing content: eMAID')
+                    if not (_c282_eMAID is not None): raise EncodeError('missing content: eMAID')
                     el = 'eMAID'
                     v <<= 2
                     n += 2
-                    _c294_ContractSignatureCertChain = None
-                    if len(_c294_eMAID) < 14 or len(_c294_eMAID) > 15: raise EncodeError(f'length {len(_c294_eMAID)} outside [14, 15]')
-                    _l = len(_c294_eMAID)
-                    if _l < 126 and _c294_eMAID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c294_eMAID.encode(), 'big')
+                    _c282_ContractSignatureCertChain = None
+                    if len(_c282_eMAID) < 14 or len(_c282_eMAID) > 15: raise EncodeError(f'length {len(_c282_eMAID)} outside [14, 15]')
+                    _l = len(_c282_eMAID)
+                    if _l < 126 and _c282_eMAID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c282_eMAID.encode(), 'big')
                         n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c294_eMAID); v = w.v; n = w.n
-                    if not (_c294_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
+                    else: w.v = v; w.n = n; w.string(_c282_eMAID); v = w.v; n = w.n
+                    if not (_c282_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
                     el = 'ListOfRootCertificateIDs'
                     v <<= 2
                     n += 2
-                    _c294_eMAID = None
+                    _c282_eMAID = None
                     w.v = v; w.n = n
-                    _e_ListOfRootCertificateIDsType(w, _c294_ListOfRootCertificateIDs)
+                    _e_ListOfRootCertificateIDsType(w, _c282_ListOfRootCertificateIDs)
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c294_ListOfRootCertificateIDs = None
+                    _c282_ListOfRootCertificateIDs = None
                     v_CertificateUpdateReq = None
                     s = 1
                 elif v_CertificateUpdateRes is not None:
@@ -23587,98 +24452,98 @@ def _e_BodyType(w, o):
                 elif v_PaymentDetailsReq is not None:
                     el = 'PaymentDetailsReq'
                     _o = v_PaymentDetailsReq
-                    _c296_eMAID = _o.eMAID
-                    _c296_ContractSignatureCertChain = _o.ContractSignatureCertChain
-                    if not (_c296_eMAID is not None): raise EncodeError('missing content: eMAID')
+                    _c284_eMAID = _o.eMAID
+                    _c284_ContractSignatureCertChain = _o.ContractSignatureCertChain
+                    if not (_c284_eMAID is not None): raise EncodeError('missing content: eMAID')
                     el = 'eMAID'
                     v = (v << 8) | (17 << 2)
                     n += 8
-                    if len(_c296_eMAID) < 14 or len(_c296_eMAID) > 15: raise EncodeError(f'length {len(_c296_eMAID)} outside [14, 15]')
-                    _l = len(_c296_eMAID)
-                    if _l < 126 and _c296_eMAID.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c296_eMAID.encode(), 'big')
+                    if len(_c284_eMAID) < 14 or len(_c284_eMAID) > 15: raise EncodeError(f'length {len(_c284_eMAID)} outside [14, 15]')
+                    _l = len(_c284_eMAID)
+                    if _l < 126 and _c284_eMAID.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c284_eMAID.encode(), 'big')
                         n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c296_eMAID); v = w.v; n = w.n
-                    if not (_c296_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
+                    else: w.v = v; w.n = n; w.string(_c284_eMAID); v = w.v; n = w.n
+                    if not (_c284_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
                     el = 'ContractSignatureCertChain'
                     v <<= 2
                     n += 2
-                    _c296_eMAID = None
+                    _c284_eMAID = None
                     w.v = v; w.n = n
-                    _e_CertificateChainType(w, _c296_ContractSignatureCertChain)
+                    _e_CertificateChainType(w, _c284_ContractSignatureCertChain)
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c296_ContractSignatureCertChain = None
+                    _c284_ContractSignatureCertChain = None
                     v_PaymentDetailsReq = None
                     s = 1
                 elif v_PaymentDetailsRes is not None:
                     el = 'PaymentDetailsRes'
                     _o = v_PaymentDetailsRes
-                    _c297_ResponseCode = _o.ResponseCode
-                    _c297_GenChallenge = _o.GenChallenge
-                    _c297_EVSETimeStamp = _o.EVSETimeStamp
-                    if not (_c297_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    _c285_ResponseCode = _o.ResponseCode
+                    _c285_GenChallenge = _o.GenChallenge
+                    _c285_EVSETimeStamp = _o.EVSETimeStamp
+                    if not (_c285_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i298 = _I6.get(_c297_ResponseCode)
-                    if _i298 is None: raise EncodeError(f'{_c297_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c297_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
+                    _i286 = _I6.get(_c285_ResponseCode)
+                    if _i286 is None: raise EncodeError(f'{_c285_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c285_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
                     el = 'GenChallenge'
-                    v = (v << 16) | (18 << 10) | (_i298 << 3)
+                    v = (v << 16) | (18 << 10) | (_i286 << 3)
                     n += 16
-                    _c297_ResponseCode = None
+                    _c285_ResponseCode = None
                     w.v = v; w.n = n
-                    if len(_c297_GenChallenge) < 16 or len(_c297_GenChallenge) > 16: raise EncodeError(f'length {len(_c297_GenChallenge)} outside [16, 16]')
-                    w.binary(_c297_GenChallenge)
+                    if len(_c285_GenChallenge) < 16 or len(_c285_GenChallenge) > 16: raise EncodeError(f'length {len(_c285_GenChallenge)} outside [16, 16]')
+                    w.binary(_c285_GenChallenge)
                     v = w.v; n = w.n
-                    if not (_c297_EVSETimeStamp is not None): raise EncodeError('missing content: EVSETimeStamp')
+                    if not (_c285_EVSETimeStamp is not None): raise EncodeError('missing content: EVSETimeStamp')
                     el = 'EVSETimeStamp'
-                    if _c297_EVSETimeStamp < -9223372036854775808 or _c297_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c297_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (_c297_EVSETimeStamp < 0)
+                    if _c285_EVSETimeStamp < -9223372036854775808 or _c285_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c285_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
+                    v = (v << 4) | (_c285_EVSETimeStamp < 0)
                     n += 4
-                    _c297_GenChallenge = None
-                    _m = (-_c297_EVSETimeStamp - 1 if _c297_EVSETimeStamp < 0 else _c297_EVSETimeStamp)
+                    _c285_GenChallenge = None
+                    _m = (-_c285_EVSETimeStamp - 1 if _c285_EVSETimeStamp < 0 else _c285_EVSETimeStamp)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c297_EVSETimeStamp = None
+                    _c285_EVSETimeStamp = None
                     v_PaymentDetailsRes = None
                     s = 1
                 elif v_PaymentServiceSelectionReq is not None:
                     el = 'PaymentServiceSelectionReq'
                     _o = v_PaymentServiceSelectionReq
-                    _c299_SelectedPaymentOption = _o.SelectedPaymentOption
-                    _c299_SelectedServiceList = _o.SelectedServiceList
-                    if not (_c299_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
+                    _c287_SelectedPaymentOption = _o.SelectedPaymentOption
+                    _c287_SelectedServiceList = _o.SelectedServiceList
+                    if not (_c287_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
                     el = 'SelectedPaymentOption'
-                    _i300 = _I17.get(_c299_SelectedPaymentOption)
-                    if _i300 is None: raise EncodeError(f'{_c299_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
-                    if not (_c299_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
+                    _i288 = _I17.get(_c287_SelectedPaymentOption)
+                    if _i288 is None: raise EncodeError(f'{_c287_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
+                    if not (_c287_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
                     el = 'SelectedServiceList'
-                    v = (v << 11) | (19 << 5) | (_i300 << 2)
+                    v = (v << 11) | (19 << 5) | (_i288 << 2)
                     n += 11
-                    _c299_SelectedPaymentOption = None
+                    _c287_SelectedPaymentOption = None
                     w.v = v; w.n = n
-                    _e_SelectedServiceListType(w, _c299_SelectedServiceList)
+                    _e_SelectedServiceListType(w, _c287_SelectedServiceList)
                     v = w.v; n = w.n
                     v <<= 1
                     n += 1
-                    _c299_SelectedServiceList = None
+                    _c287_SelectedServiceList = None
                     v_PaymentServiceSelectionReq = None
                     s = 1
                 elif v_PaymentServiceSelectionRes is not None:
                     el = 'PaymentServiceSelectionRes'
                     _o = v_PaymentServiceSelectionRes
-                    _c301_ResponseCode = _o.ResponseCode
-                    if not (_c301_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    _c289_ResponseCode = _o.ResponseCode
+                    if not (_c289_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i302 = _I6.get(_c301_ResponseCode)
-                    if _i302 is None: raise EncodeError(f'{_c301_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 15) | (20 << 9) | (_i302 << 2)
+                    _i290 = _I6.get(_c289_ResponseCode)
+                    if _i290 is None: raise EncodeError(f'{_c289_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 15) | (20 << 9) | (_i290 << 2)
                     n += 15
-                    _c301_ResponseCode = None
+                    _c289_ResponseCode = None
                     v_PaymentServiceSelectionRes = None
                     s = 1
                 elif v_PowerDeliveryReq is not None:
@@ -23702,149 +24567,149 @@ def _e_BodyType(w, o):
                 elif v_PreChargeReq is not None:
                     el = 'PreChargeReq'
                     _o = v_PreChargeReq
-                    _c303_DC_EVStatus = _o.DC_EVStatus
-                    _c303_EVTargetVoltage = _o.EVTargetVoltage
-                    _c303_EVTargetCurrent = _o.EVTargetCurrent
-                    if not (_c303_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                    _c291_DC_EVStatus = _o.DC_EVStatus
+                    _c291_EVTargetVoltage = _o.EVTargetVoltage
+                    _c291_EVTargetCurrent = _o.EVTargetCurrent
+                    if not (_c291_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
                     el = 'DC_EVStatus'
-                    _o = _c303_DC_EVStatus
-                    _c304_EVReady = _o.EVReady
-                    _c304_EVErrorCode = _o.EVErrorCode
-                    _c304_EVRESSSOC = _o.EVRESSSOC
-                    if not (_c304_EVReady is not None): raise EncodeError('missing content: EVReady')
+                    _o = _c291_DC_EVStatus
+                    _c292_EVReady = _o.EVReady
+                    _c292_EVErrorCode = _o.EVErrorCode
+                    _c292_EVRESSSOC = _o.EVRESSSOC
+                    if not (_c292_EVReady is not None): raise EncodeError('missing content: EVReady')
                     el = 'EVReady'
-                    if _c304_EVReady is not True and _c304_EVReady is not False: raise EncodeError(f'expected a bool, got {_c304_EVReady!r}')
-                    if not (_c304_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                    if _c292_EVReady is not True and _c292_EVReady is not False: raise EncodeError(f'expected a bool, got {_c292_EVReady!r}')
+                    if not (_c292_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
                     el = 'EVErrorCode'
-                    _i26 = _I9.get(_c304_EVErrorCode)
-                    if _i26 is None: raise EncodeError(f'{_c304_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    if not (_c304_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                    _i26 = _I9.get(_c292_EVErrorCode)
+                    if _i26 is None: raise EncodeError(f'{_c292_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    if not (_c292_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
                     el = 'EVRESSSOC'
-                    if not 0 <= _c304_EVRESSSOC <= 100: raise EncodeError(f'value {_c304_EVRESSSOC!r} outside [0, 100]')
-                    if not (_c303_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
+                    if not 0 <= _c292_EVRESSSOC <= 100: raise EncodeError(f'value {_c292_EVRESSSOC!r} outside [0, 100]')
+                    if not (_c291_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
                     el = 'EVTargetVoltage'
-                    _o = _c303_EVTargetVoltage
-                    _c305_Multiplier = _o.Multiplier
-                    _c305_Unit = _o.Unit
-                    _c305_Value = _o.Value
-                    if not (_c305_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _o = _c291_EVTargetVoltage
+                    _c293_Multiplier = _o.Multiplier
+                    _c293_Unit = _o.Unit
+                    _c293_Value = _o.Value
+                    if not (_c293_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c305_Multiplier <= 3: raise EncodeError(f'value {_c305_Multiplier!r} outside [-3, 3]')
-                    if not (_c305_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c293_Multiplier <= 3: raise EncodeError(f'value {_c293_Multiplier!r} outside [-3, 3]')
+                    if not (_c293_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c305_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c305_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c305_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c293_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c293_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c293_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c305_Value < -32768 or _c305_Value > 32767: raise EncodeError(f'value {_c305_Value!r} outside [-32768, 32767]')
-                    v = (v << 45) | (23 << 39) | (_c304_EVReady << 35) | (_i26 << 28) | (_c304_EVRESSSOC << 18) | ((_c305_Multiplier - -3) << 10) | (_i7 << 4) | (_c305_Value < 0)
+                    if _c293_Value < -32768 or _c293_Value > 32767: raise EncodeError(f'value {_c293_Value!r} outside [-32768, 32767]')
+                    v = (v << 45) | (23 << 39) | (_c292_EVReady << 35) | (_i26 << 28) | (_c292_EVRESSSOC << 18) | ((_c293_Multiplier - -3) << 10) | (_i7 << 4) | (_c293_Value < 0)
                     n += 45
-                    _c304_EVReady = None
-                    _c304_EVErrorCode = None
-                    _c304_EVRESSSOC = None
-                    _c303_DC_EVStatus = None
-                    _c305_Multiplier = None
-                    _c305_Unit = None
-                    _m = (-_c305_Value - 1 if _c305_Value < 0 else _c305_Value)
+                    _c292_EVReady = None
+                    _c292_EVErrorCode = None
+                    _c292_EVRESSSOC = None
+                    _c291_DC_EVStatus = None
+                    _c293_Multiplier = None
+                    _c293_Unit = None
+                    _m = (-_c293_Value - 1 if _c293_Value < 0 else _c293_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    if not (_c303_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
+                    if not (_c291_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
                     el = 'EVTargetCurrent'
-                    _o = _c303_EVTargetCurrent
-                    _c306_Multiplier = _o.Multiplier
-                    _c306_Unit = _o.Unit
-                    _c306_Value = _o.Value
-                    if not (_c306_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _o = _c291_EVTargetCurrent
+                    _c294_Multiplier = _o.Multiplier
+                    _c294_Unit = _o.Unit
+                    _c294_Value = _o.Value
+                    if not (_c294_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c306_Multiplier <= 3: raise EncodeError(f'value {_c306_Multiplier!r} outside [-3, 3]')
-                    if not (_c306_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c294_Multiplier <= 3: raise EncodeError(f'value {_c294_Multiplier!r} outside [-3, 3]')
+                    if not (_c294_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c306_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c306_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c306_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c294_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c294_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c294_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c306_Value < -32768 or _c306_Value > 32767: raise EncodeError(f'value {_c306_Value!r} outside [-32768, 32767]')
-                    v = (v << 18) | ((_c306_Multiplier - -3) << 10) | (_i7 << 4) | (_c306_Value < 0)
+                    if _c294_Value < -32768 or _c294_Value > 32767: raise EncodeError(f'value {_c294_Value!r} outside [-32768, 32767]')
+                    v = (v << 18) | ((_c294_Multiplier - -3) << 10) | (_i7 << 4) | (_c294_Value < 0)
                     n += 18
-                    _c305_Value = None
-                    _c303_EVTargetVoltage = None
-                    _c306_Multiplier = None
-                    _c306_Unit = None
-                    _m = (-_c306_Value - 1 if _c306_Value < 0 else _c306_Value)
+                    _c293_Value = None
+                    _c291_EVTargetVoltage = None
+                    _c294_Multiplier = None
+                    _c294_Unit = None
+                    _m = (-_c294_Value - 1 if _c294_Value < 0 else _c294_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    _c306_Value = None
-                    _c303_EVTargetCurrent = None
+                    _c294_Value = None
+                    _c291_EVTargetCurrent = None
                     v_PreChargeReq = None
                     s = 1
                 elif v_PreChargeRes is not None:
                     el = 'PreChargeRes'
                     _o = v_PreChargeRes
-                    _c307_ResponseCode = _o.ResponseCode
-                    _c307_DC_EVSEStatus = _o.DC_EVSEStatus
-                    _c307_EVSEPresentVoltage = _o.EVSEPresentVoltage
-                    if not (_c307_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    _c295_ResponseCode = _o.ResponseCode
+                    _c295_DC_EVSEStatus = _o.DC_EVSEStatus
+                    _c295_EVSEPresentVoltage = _o.EVSEPresentVoltage
+                    if not (_c295_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i308 = _I6.get(_c307_ResponseCode)
-                    if _i308 is None: raise EncodeError(f'{_c307_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c307_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                    _i296 = _I6.get(_c295_ResponseCode)
+                    if _i296 is None: raise EncodeError(f'{_c295_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c295_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
                     el = 'DC_EVSEStatus'
-                    v = (v << 15) | (24 << 9) | (_i308 << 2)
+                    v = (v << 15) | (24 << 9) | (_i296 << 2)
                     n += 15
-                    _c307_ResponseCode = None
+                    _c295_ResponseCode = None
                     w.v = v; w.n = n
-                    _e_DC_EVSEStatusType(w, _c307_DC_EVSEStatus)
+                    _e_DC_EVSEStatusType(w, _c295_DC_EVSEStatus)
                     v = w.v; n = w.n
-                    if not (_c307_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+                    if not (_c295_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
                     el = 'EVSEPresentVoltage'
-                    _o = _c307_EVSEPresentVoltage
-                    _c309_Multiplier = _o.Multiplier
-                    _c309_Unit = _o.Unit
-                    _c309_Value = _o.Value
-                    if not (_c309_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _o = _c295_EVSEPresentVoltage
+                    _c297_Multiplier = _o.Multiplier
+                    _c297_Unit = _o.Unit
+                    _c297_Value = _o.Value
+                    if not (_c297_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c309_Multiplier <= 3: raise EncodeError(f'value {_c309_Multiplier!r} outside [-3, 3]')
-                    if not (_c309_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c297_Multiplier <= 3: raise EncodeError(f'value {_c297_Multiplier!r} outside [-3, 3]')
+                    if not (_c297_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c309_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c309_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c309_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c297_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c297_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c297_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c309_Value < -32768 or _c309_Value > 32767: raise EncodeError(f'value {_c309_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c309_Multiplier - -3) << 10) | (_i7 << 4) | (_c309_Value < 0)
+                    if _c297_Value < -32768 or _c297_Value > 32767: raise EncodeError(f'value {_c297_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c297_Multiplier - -3) << 10) | (_i7 << 4) | (_c297_Value < 0)
                     n += 16
-                    _c307_DC_EVSEStatus = None
-                    _c309_Multiplier = None
-                    _c309_Unit = None
-                    _m = (-_c309_Value - 1 if _c309_Value < 0 else _c309_Value)
+                    _c295_DC_EVSEStatus = None
+                    _c297_Multiplier = None
+                    _c297_Unit = None
+                    _m = (-_c297_Value - 1 if _c297_Value < 0 else _c297_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    _c309_Value = None
-                    _c307_EVSEPresentVoltage = None
+                    _c297_Value = None
+                    _c295_EVSEPresentVoltage = None
                     v_PreChargeRes = None
                     s = 1
                 elif v_ServiceDetailReq is not None:
                     el = 'ServiceDetailReq'
                     _o = v_ServiceDetailReq
-                    _c310_ServiceID = _o.ServiceID
-                    if not (_c310_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                    _c298_ServiceID = _o.ServiceID
+                    if not (_c298_ServiceID is not None): raise EncodeError('missing content: ServiceID')
                     el = 'ServiceID'
-                    if _c310_ServiceID < 0 or _c310_ServiceID > 65535: raise EncodeError(f'value {_c310_ServiceID!r} outside [0, 65535]')
+                    if _c298_ServiceID < 0 or _c298_ServiceID > 65535: raise EncodeError(f'value {_c298_ServiceID!r} outside [0, 65535]')
                     v = (v << 8) | (25 << 2)
                     n += 8
-                    if _c310_ServiceID < 128: v = (v << 8) | _c310_ServiceID; n += 8
-                    elif _c310_ServiceID < 16384: v = (v << 16) | ((_c310_ServiceID & 127) << 8) | 32768 | (_c310_ServiceID >> 7); n += 16
-                    else: w.v = v; w.n = n; w.uint(_c310_ServiceID); v = w.v; n = w.n
+                    if _c298_ServiceID < 128: v = (v << 8) | _c298_ServiceID; n += 8
+                    elif _c298_ServiceID < 16384: v = (v << 16) | ((_c298_ServiceID & 127) << 8) | 32768 | (_c298_ServiceID >> 7); n += 16
+                    else: w.v = v; w.n = n; w.uint(_c298_ServiceID); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c310_ServiceID = None
+                    _c298_ServiceID = None
                     v_ServiceDetailReq = None
                     s = 1
                 elif v_ServiceDetailRes is not None:
@@ -23877,18 +24742,18 @@ def _e_BodyType(w, o):
                 elif v_SessionSetupReq is not None:
                     el = 'SessionSetupReq'
                     _o = v_SessionSetupReq
-                    _c311_EVCCID = _o.EVCCID
-                    if not (_c311_EVCCID is not None): raise EncodeError('missing content: EVCCID')
+                    _c299_EVCCID = _o.EVCCID
+                    if not (_c299_EVCCID is not None): raise EncodeError('missing content: EVCCID')
                     el = 'EVCCID'
                     v = (v << 8) | (29 << 2)
                     n += 8
                     w.v = v; w.n = n
-                    if len(_c311_EVCCID) > 6: raise EncodeError(f'length {len(_c311_EVCCID)} outside [0, 6]')
-                    w.binary(_c311_EVCCID)
+                    if len(_c299_EVCCID) > 6: raise EncodeError(f'length {len(_c299_EVCCID)} outside [0, 6]')
+                    w.binary(_c299_EVCCID)
                     v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c311_EVCCID = None
+                    _c299_EVCCID = None
                     v_SessionSetupReq = None
                     s = 1
                 elif v_SessionSetupRes is not None:
@@ -23903,104 +24768,104 @@ def _e_BodyType(w, o):
                 elif v_SessionStopReq is not None:
                     el = 'SessionStopReq'
                     _o = v_SessionStopReq
-                    _c312_ChargingSession = _o.ChargingSession
-                    if not (_c312_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
+                    _c300_ChargingSession = _o.ChargingSession
+                    if not (_c300_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
                     el = 'ChargingSession'
-                    _i313 = _I25.get(_c312_ChargingSession)
-                    if _i313 is None: raise EncodeError(f'{_c312_ChargingSession!r} is not one of the enumeration chargingSessionType')
-                    v = (v << 11) | (31 << 5) | (_i313 << 2)
+                    _i301 = _I25.get(_c300_ChargingSession)
+                    if _i301 is None: raise EncodeError(f'{_c300_ChargingSession!r} is not one of the enumeration chargingSessionType')
+                    v = (v << 11) | (31 << 5) | (_i301 << 2)
                     n += 11
-                    _c312_ChargingSession = None
+                    _c300_ChargingSession = None
                     v_SessionStopReq = None
                     s = 1
                 elif v_SessionStopRes is not None:
                     el = 'SessionStopRes'
                     _o = v_SessionStopRes
-                    _c314_ResponseCode = _o.ResponseCode
-                    if not (_c314_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    _c302_ResponseCode = _o.ResponseCode
+                    if not (_c302_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i315 = _I6.get(_c314_ResponseCode)
-                    if _i315 is None: raise EncodeError(f'{_c314_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    v = (v << 15) | (32 << 9) | (_i315 << 2)
+                    _i303 = _I6.get(_c302_ResponseCode)
+                    if _i303 is None: raise EncodeError(f'{_c302_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    v = (v << 15) | (32 << 9) | (_i303 << 2)
                     n += 15
-                    _c314_ResponseCode = None
+                    _c302_ResponseCode = None
                     v_SessionStopRes = None
                     s = 1
                 elif v_WeldingDetectionReq is not None:
                     el = 'WeldingDetectionReq'
                     _o = v_WeldingDetectionReq
-                    _c316_DC_EVStatus = _o.DC_EVStatus
-                    if not (_c316_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
+                    _c304_DC_EVStatus = _o.DC_EVStatus
+                    if not (_c304_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
                     el = 'DC_EVStatus'
-                    _o = _c316_DC_EVStatus
-                    _c317_EVReady = _o.EVReady
-                    _c317_EVErrorCode = _o.EVErrorCode
-                    _c317_EVRESSSOC = _o.EVRESSSOC
-                    if not (_c317_EVReady is not None): raise EncodeError('missing content: EVReady')
+                    _o = _c304_DC_EVStatus
+                    _c305_EVReady = _o.EVReady
+                    _c305_EVErrorCode = _o.EVErrorCode
+                    _c305_EVRESSSOC = _o.EVRESSSOC
+                    if not (_c305_EVReady is not None): raise EncodeError('missing content: EVReady')
                     el = 'EVReady'
-                    if _c317_EVReady is not True and _c317_EVReady is not False: raise EncodeError(f'expected a bool, got {_c317_EVReady!r}')
-                    if not (_c317_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                    if _c305_EVReady is not True and _c305_EVReady is not False: raise EncodeError(f'expected a bool, got {_c305_EVReady!r}')
+                    if not (_c305_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
                     el = 'EVErrorCode'
-                    _i26 = _I9.get(_c317_EVErrorCode)
-                    if _i26 is None: raise EncodeError(f'{_c317_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    if not (_c317_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                    _i26 = _I9.get(_c305_EVErrorCode)
+                    if _i26 is None: raise EncodeError(f'{_c305_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    if not (_c305_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
                     el = 'EVRESSSOC'
-                    if not 0 <= _c317_EVRESSSOC <= 100: raise EncodeError(f'value {_c317_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 30) | (33 << 24) | (_c317_EVReady << 20) | (_i26 << 13) | (_c317_EVRESSSOC << 3)
+                    if not 0 <= _c305_EVRESSSOC <= 100: raise EncodeError(f'value {_c305_EVRESSSOC!r} outside [0, 100]')
+                    v = (v << 30) | (33 << 24) | (_c305_EVReady << 20) | (_i26 << 13) | (_c305_EVRESSSOC << 3)
                     n += 30
-                    _c317_EVReady = None
-                    _c317_EVErrorCode = None
-                    _c317_EVRESSSOC = None
-                    _c316_DC_EVStatus = None
+                    _c305_EVReady = None
+                    _c305_EVErrorCode = None
+                    _c305_EVRESSSOC = None
+                    _c304_DC_EVStatus = None
                     v_WeldingDetectionReq = None
                     s = 1
                 elif v_WeldingDetectionRes is not None:
                     el = 'WeldingDetectionRes'
                     _o = v_WeldingDetectionRes
-                    _c318_ResponseCode = _o.ResponseCode
-                    _c318_DC_EVSEStatus = _o.DC_EVSEStatus
-                    _c318_EVSEPresentVoltage = _o.EVSEPresentVoltage
-                    if not (_c318_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
+                    _c306_ResponseCode = _o.ResponseCode
+                    _c306_DC_EVSEStatus = _o.DC_EVSEStatus
+                    _c306_EVSEPresentVoltage = _o.EVSEPresentVoltage
+                    if not (_c306_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
-                    _i319 = _I6.get(_c318_ResponseCode)
-                    if _i319 is None: raise EncodeError(f'{_c318_ResponseCode!r} is not one of the enumeration responseCodeType')
-                    if not (_c318_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
+                    _i307 = _I6.get(_c306_ResponseCode)
+                    if _i307 is None: raise EncodeError(f'{_c306_ResponseCode!r} is not one of the enumeration responseCodeType')
+                    if not (_c306_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
                     el = 'DC_EVSEStatus'
-                    v = (v << 15) | (34 << 9) | (_i319 << 2)
+                    v = (v << 15) | (34 << 9) | (_i307 << 2)
                     n += 15
-                    _c318_ResponseCode = None
+                    _c306_ResponseCode = None
                     w.v = v; w.n = n
-                    _e_DC_EVSEStatusType(w, _c318_DC_EVSEStatus)
+                    _e_DC_EVSEStatusType(w, _c306_DC_EVSEStatus)
                     v = w.v; n = w.n
-                    if not (_c318_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
+                    if not (_c306_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
                     el = 'EVSEPresentVoltage'
-                    _o = _c318_EVSEPresentVoltage
-                    _c320_Multiplier = _o.Multiplier
-                    _c320_Unit = _o.Unit
-                    _c320_Value = _o.Value
-                    if not (_c320_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    _o = _c306_EVSEPresentVoltage
+                    _c308_Multiplier = _o.Multiplier
+                    _c308_Unit = _o.Unit
+                    _c308_Value = _o.Value
+                    if not (_c308_Multiplier is not None): raise EncodeError('missing content: Multiplier')
                     el = 'Multiplier'
-                    if not -3 <= _c320_Multiplier <= 3: raise EncodeError(f'value {_c320_Multiplier!r} outside [-3, 3]')
-                    if not (_c320_Unit is not None): raise EncodeError('missing content: Unit')
+                    if not -3 <= _c308_Multiplier <= 3: raise EncodeError(f'value {_c308_Multiplier!r} outside [-3, 3]')
+                    if not (_c308_Unit is not None): raise EncodeError('missing content: Unit')
                     el = 'Unit'
-                    _i7 = _I1.get(_c320_Unit)
-                    if _i7 is None: raise EncodeError(f'{_c320_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c320_Value is not None): raise EncodeError('missing content: Value')
+                    _i7 = _I1.get(_c308_Unit)
+                    if _i7 is None: raise EncodeError(f'{_c308_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c308_Value is not None): raise EncodeError('missing content: Value')
                     el = 'Value'
-                    if _c320_Value < -32768 or _c320_Value > 32767: raise EncodeError(f'value {_c320_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c320_Multiplier - -3) << 10) | (_i7 << 4) | (_c320_Value < 0)
+                    if _c308_Value < -32768 or _c308_Value > 32767: raise EncodeError(f'value {_c308_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c308_Multiplier - -3) << 10) | (_i7 << 4) | (_c308_Value < 0)
                     n += 16
-                    _c318_DC_EVSEStatus = None
-                    _c320_Multiplier = None
-                    _c320_Unit = None
-                    _m = (-_c320_Value - 1 if _c320_Value < 0 else _c320_Value)
+                    _c306_DC_EVSEStatus = None
+                    _c308_Multiplier = None
+                    _c308_Unit = None
+                    _m = (-_c308_Value - 1 if _c308_Value < 0 else _c308_Value)
                     if _m < 128: v = (v << 8) | _m; n += 8
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     v <<= 3
                     n += 3
-                    _c320_Value = None
-                    _c318_EVSEPresentVoltage = None
+                    _c308_Value = None
+                    _c306_EVSEPresentVoltage = None
                     v_WeldingDetectionRes = None
                     s = 1
                 elif True:
@@ -24032,15 +24897,15 @@ def _d_WeldingDetectionReqType(r):
         if x & 15604743: raise r.deviation('WeldingDetectionReqType', p)
         el = 'DC_EVStatus'
         el = 'EVReady'
-        _c321_EVReady = ((x >> 20) & 1) == 1
+        _c309_EVReady = ((x >> 20) & 1) == 1
         el = 'EVErrorCode'
-        _c321_EVErrorCode = ((x >> 13) & 15)
-        if _c321_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c321_EVErrorCode} out of range (12 values)', p)
-        _c321_EVErrorCode = _E8[_c321_EVErrorCode]
+        _c309_EVErrorCode = ((x >> 13) & 15)
+        if _c309_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c309_EVErrorCode} out of range (12 values)', p)
+        _c309_EVErrorCode = _E8[_c309_EVErrorCode]
         el = 'EVRESSSOC'
-        _c321_EVRESSSOC = ((x >> 3) & 127)
-        if _c321_EVRESSSOC > 100: raise DecodeError(f'value {_c321_EVRESSSOC} above maximum 100', p)
-        f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c321_EVReady, _c321_EVErrorCode, _c321_EVRESSSOC)
+        _c309_EVRESSSOC = ((x >> 3) & 127)
+        if _c309_EVRESSSOC > 100: raise DecodeError(f'value {_c309_EVRESSSOC} above maximum 100', p)
+        f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c309_EVReady, _c309_EVErrorCode, _c309_EVRESSSOC)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -24056,24 +24921,24 @@ def _e_WeldingDetectionReqType(w, o):
         if v_DC_EVStatus is not None:
             el = 'DC_EVStatus'
             _o = v_DC_EVStatus
-            _c322_EVReady = _o.EVReady
-            _c322_EVErrorCode = _o.EVErrorCode
-            _c322_EVRESSSOC = _o.EVRESSSOC
-            if not (_c322_EVReady is not None): raise EncodeError('missing content: EVReady')
+            _c310_EVReady = _o.EVReady
+            _c310_EVErrorCode = _o.EVErrorCode
+            _c310_EVRESSSOC = _o.EVRESSSOC
+            if not (_c310_EVReady is not None): raise EncodeError('missing content: EVReady')
             el = 'EVReady'
-            if _c322_EVReady is not True and _c322_EVReady is not False: raise EncodeError(f'expected a bool, got {_c322_EVReady!r}')
-            if not (_c322_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+            if _c310_EVReady is not True and _c310_EVReady is not False: raise EncodeError(f'expected a bool, got {_c310_EVReady!r}')
+            if not (_c310_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
             el = 'EVErrorCode'
-            _i26 = _I9.get(_c322_EVErrorCode)
-            if _i26 is None: raise EncodeError(f'{_c322_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-            if not (_c322_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+            _i26 = _I9.get(_c310_EVErrorCode)
+            if _i26 is None: raise EncodeError(f'{_c310_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            if not (_c310_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
             el = 'EVRESSSOC'
-            if not 0 <= _c322_EVRESSSOC <= 100: raise EncodeError(f'value {_c322_EVRESSSOC!r} outside [0, 100]')
-            v = (v << 24) | (_c322_EVReady << 20) | (_i26 << 13) | (_c322_EVRESSSOC << 3)
+            if not 0 <= _c310_EVRESSSOC <= 100: raise EncodeError(f'value {_c310_EVRESSSOC!r} outside [0, 100]')
+            v = (v << 24) | (_c310_EVReady << 20) | (_i26 << 13) | (_c310_EVRESSSOC << 3)
             n += 24
-            _c322_EVReady = None
-            _c322_EVErrorCode = None
-            _c322_EVRESSSOC = None
+            _c310_EVReady = None
+            _c310_EVErrorCode = None
+            _c310_EVRESSSOC = None
             v_DC_EVStatus = None
             if v_DC_EVStatus is not None: raise _leftover(o)
         else:
@@ -24110,29 +24975,29 @@ def _d_WeldingDetectionResType(r):
         if x & 58254: raise r.deviation('WeldingDetectionResType', p)
         el = 'EVSEPresentVoltage'
         el = 'Multiplier'
-        _c323_Multiplier = ((x >> 10) & 7) + -3
-        if _c323_Multiplier > 3: raise DecodeError(f'value {_c323_Multiplier} above maximum 3', p)
+        _c311_Multiplier = ((x >> 10) & 7) + -3
+        if _c311_Multiplier > 3: raise DecodeError(f'value {_c311_Multiplier} above maximum 3', p)
         el = 'Unit'
-        _c323_Unit = ((x >> 4) & 7)
-        if _c323_Unit >= 7: raise DecodeError(f'enumeration index {_c323_Unit} out of range (7 values)', p)
-        _c323_Unit = _E0[_c323_Unit]
+        _c311_Unit = ((x >> 4) & 7)
+        if _c311_Unit >= 7: raise DecodeError(f'enumeration index {_c311_Unit} out of range (7 values)', p)
+        _c311_Unit = _E0[_c311_Unit]
         el = 'Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
-            _c323_Value = (V >> (E - p)) & 127
+            _c311_Value = (V >> (E - p)) & 127
         elif p + 16 <= E and not (_y := (V >> (E - p - 16)) & 65535) & 128:
             p += 16
-            _c323_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
+            _c311_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; _c323_Value = r.uint(); p = r.pos
+            r.pos = p; _c311_Value = r.uint(); p = r.pos
         p += 3
         if p > E: raise r.truncated(p)
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('WeldingDetectionResType', p)
-        if _neg: _c323_Value = -_c323_Value - 1
-        if _c323_Value < -32768 or _c323_Value > 32767: raise DecodeError(f'value {_c323_Value} outside [-32768, 32767]', p)
-        f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c323_Multiplier, _c323_Unit, _c323_Value)
+        if _neg: _c311_Value = -_c311_Value - 1
+        if _c311_Value < -32768 or _c311_Value > 32767: raise DecodeError(f'value {_c311_Value} outside [-32768, 32767]', p)
+        f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c311_Multiplier, _c311_Unit, _c311_Value)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -24149,11 +25014,11 @@ def _e_WeldingDetectionResType(w, o):
         v_EVSEPresentVoltage = o.EVSEPresentVoltage
         if v_ResponseCode is not None:
             el = 'ResponseCode'
-            _i324 = _I6.get(v_ResponseCode)
-            if _i324 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
+            _i312 = _I6.get(v_ResponseCode)
+            if _i312 is None: raise EncodeError(f'{v_ResponseCode!r} is not one of the enumeration responseCodeType')
             if not (v_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
             el = 'DC_EVSEStatus'
-            v = (v << 9) | (_i324 << 2)
+            v = (v << 9) | (_i312 << 2)
             n += 9
             v_ResponseCode = None
             w.v = v; w.n = n
@@ -24162,31 +25027,31 @@ def _e_WeldingDetectionResType(w, o):
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
             _o = v_EVSEPresentVoltage
-            _c325_Multiplier = _o.Multiplier
-            _c325_Unit = _o.Unit
-            _c325_Value = _o.Value
-            if not (_c325_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            _c313_Multiplier = _o.Multiplier
+            _c313_Unit = _o.Unit
+            _c313_Value = _o.Value
+            if not (_c313_Multiplier is not None): raise EncodeError('missing content: Multiplier')
             el = 'Multiplier'
-            if not -3 <= _c325_Multiplier <= 3: raise EncodeError(f'value {_c325_Multiplier!r} outside [-3, 3]')
-            if not (_c325_Unit is not None): raise EncodeError('missing content: Unit')
+            if not -3 <= _c313_Multiplier <= 3: raise EncodeError(f'value {_c313_Multiplier!r} outside [-3, 3]')
+            if not (_c313_Unit is not None): raise EncodeError('missing content: Unit')
             el = 'Unit'
-            _i7 = _I1.get(_c325_Unit)
-            if _i7 is None: raise EncodeError(f'{_c325_Unit!r} is not one of the enumeration unitSymbolType')
-            if not (_c325_Value is not None): raise EncodeError('missing content: Value')
+            _i7 = _I1.get(_c313_Unit)
+            if _i7 is None: raise EncodeError(f'{_c313_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c313_Value is not None): raise EncodeError('missing content: Value')
             el = 'Value'
-            if _c325_Value < -32768 or _c325_Value > 32767: raise EncodeError(f'value {_c325_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c325_Multiplier - -3) << 10) | (_i7 << 4) | (_c325_Value < 0)
+            if _c313_Value < -32768 or _c313_Value > 32767: raise EncodeError(f'value {_c313_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c313_Multiplier - -3) << 10) | (_i7 << 4) | (_c313_Value < 0)
             n += 16
             v_DC_EVSEStatus = None
-            _c325_Multiplier = None
-            _c325_Unit = None
-            _m = (-_c325_Value - 1 if _c325_Value < 0 else _c325_Value)
+            _c313_Multiplier = None
+            _c313_Unit = None
+            _m = (-_c313_Value - 1 if _c313_Value < 0 else _c313_Value)
             if _m < 128: v = (v << 8) | _m; n += 8
             elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
             v <<= 3
             n += 3
-            _c325_Value = None
+            _c313_Value = None
             v_EVSEPresentVoltage = None
             if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
         else:
@@ -24357,13 +25222,18 @@ def _de26(r):  # DigestValue
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
     r.pos = p
     return val
 
@@ -24428,13 +25298,18 @@ def _de34(r):  # KeyName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-    r.pos = p
-    val = r.string(51)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(51)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
     r.pos = p
     return val
 
@@ -24483,13 +25358,18 @@ def _de39(r):  # MgmtData
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-    r.pos = p
-    val = r.string(53)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(53)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
     r.pos = p
     return val
 
@@ -24921,14 +25801,19 @@ def _de86(r):  # Certificate
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 800: raise DecodeError(f'length {len(val)} outside [0, 800]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 800: raise DecodeError(f'length {len(val)} outside [0, 800]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
     r.pos = p
     return val
 
@@ -24963,9 +25848,9 @@ def _de87(r):  # ChargeProgress
 def _ee87(w, o):  # ChargeProgress
     v = w.v
     n = w.n
-    _i326 = _I19.get(o)
-    if _i326 is None: raise EncodeError(f'{o!r} is not one of the enumeration chargeProgressType')
-    v = (v << 4) | (_i326 << 1)
+    _i314 = _I19.get(o)
+    if _i314 is None: raise EncodeError(f'{o!r} is not one of the enumeration chargeProgressType')
+    v = (v << 4) | (_i314 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -25103,9 +25988,9 @@ def _de95(r):  # ChargingSession
 def _ee95(w, o):  # ChargingSession
     v = w.v
     n = w.n
-    _i327 = _I25.get(o)
-    if _i327 is None: raise EncodeError(f'{o!r} is not one of the enumeration chargingSessionType')
-    v = (v << 3) | (_i327 << 1)
+    _i315 = _I25.get(o)
+    if _i315 is None: raise EncodeError(f'{o!r} is not one of the enumeration chargingSessionType')
+    v = (v << 3) | (_i315 << 1)
     n += 3
     w.v = v
     w.n = n
@@ -25233,14 +26118,19 @@ def _de108(r):  # EVCCID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 6: raise DecodeError(f'length {len(val)} outside [0, 6]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 6: raise DecodeError(f'length {len(val)} outside [0, 6]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
     r.pos = p
     return val
 
@@ -25287,9 +26177,9 @@ def _de111(r):  # EVErrorCode
 def _ee111(w, o):  # EVErrorCode
     v = w.v
     n = w.n
-    _i328 = _I9.get(o)
-    if _i328 is None: raise EncodeError(f'{o!r} is not one of the enumeration DC_EVErrorCodeType')
-    v = (v << 6) | (_i328 << 1)
+    _i316 = _I9.get(o)
+    if _i316 is None: raise EncodeError(f'{o!r} is not one of the enumeration DC_EVErrorCodeType')
+    v = (v << 6) | (_i316 << 1)
     n += 6
     w.v = v
     w.n = n
@@ -25474,9 +26364,9 @@ def _de127(r):  # EVSEIsolationStatus
 def _ee127(w, o):  # EVSEIsolationStatus
     v = w.v
     n = w.n
-    _i329 = _I12.get(o)
-    if _i329 is None: raise EncodeError(f'{o!r} is not one of the enumeration isolationLevelType')
-    v = (v << 5) | (_i329 << 1)
+    _i317 = _I12.get(o)
+    if _i317 is None: raise EncodeError(f'{o!r} is not one of the enumeration isolationLevelType')
+    v = (v << 5) | (_i317 << 1)
     n += 5
     w.v = v
     w.n = n
@@ -25564,9 +26454,9 @@ def _de139(r):  # EVSENotification
 def _ee139(w, o):  # EVSENotification
     v = w.v
     n = w.n
-    _i330 = _I3.get(o)
-    if _i330 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSENotificationType')
-    v = (v << 4) | (_i330 << 1)
+    _i318 = _I3.get(o)
+    if _i318 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSENotificationType')
+    v = (v << 4) | (_i318 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -25627,9 +26517,9 @@ def _de144(r):  # EVSEProcessing
 def _ee144(w, o):  # EVSEProcessing
     v = w.v
     n = w.n
-    _i331 = _I7.get(o)
-    if _i331 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSEProcessingType')
-    v = (v << 4) | (_i331 << 1)
+    _i319 = _I7.get(o)
+    if _i319 is None: raise EncodeError(f'{o!r} is not one of the enumeration EVSEProcessingType')
+    v = (v << 4) | (_i319 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -25651,9 +26541,9 @@ def _de145(r):  # EVSEStatusCode
 def _ee145(w, o):  # EVSEStatusCode
     v = w.v
     n = w.n
-    _i332 = _I13.get(o)
-    if _i332 is None: raise EncodeError(f'{o!r} is not one of the enumeration DC_EVSEStatusCodeType')
-    v = (v << 6) | (_i332 << 1)
+    _i320 = _I13.get(o)
+    if _i320 is None: raise EncodeError(f'{o!r} is not one of the enumeration DC_EVSEStatusCodeType')
+    v = (v << 6) | (_i320 << 1)
     n += 6
     w.v = v
     w.n = n
@@ -25748,9 +26638,9 @@ def _de150(r):  # EnergyTransferMode
 def _ee150(w, o):  # EnergyTransferMode
     v = w.v
     n = w.n
-    _i333 = _I15.get(o)
-    if _i333 is None: raise EncodeError(f'{o!r} is not one of the enumeration EnergyTransferModeType')
-    v = (v << 5) | (_i333 << 1)
+    _i321 = _I15.get(o)
+    if _i321 is None: raise EncodeError(f'{o!r} is not one of the enumeration EnergyTransferModeType')
+    v = (v << 5) | (_i321 << 1)
     n += 5
     w.v = v
     w.n = n
@@ -25761,13 +26651,18 @@ def _de151(r):  # Exponent
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
     r.pos = p
     return val
 
@@ -25801,9 +26696,9 @@ def _de152(r):  # FaultCode
 def _ee152(w, o):  # FaultCode
     v = w.v
     n = w.n
-    _i334 = _I27.get(o)
-    if _i334 is None: raise EncodeError(f'{o!r} is not one of the enumeration faultCodeType')
-    v = (v << 4) | (_i334 << 1)
+    _i322 = _I27.get(o)
+    if _i322 is None: raise EncodeError(f'{o!r} is not one of the enumeration faultCodeType')
+    v = (v << 4) | (_i322 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -25814,14 +26709,19 @@ def _de153(r):  # FaultMsg
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
-    r.pos = p
-    val = r.string(115)
-    if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(115)
+        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
     r.pos = p
     return val
 
@@ -25890,13 +26790,18 @@ def _de156(r):  # G
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('G', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('G', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('G', p)
     r.pos = p
     return val
 
@@ -25995,13 +26900,18 @@ def _de160(r):  # J
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('J', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('J', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('J', p)
     r.pos = p
     return val
 
@@ -26066,14 +26976,19 @@ def _de163(r):  # MeterID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
-    r.pos = p
-    val = r.string(29)
-    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(29)
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
     r.pos = p
     return val
 
@@ -26181,13 +27096,18 @@ def _de167(r):  # Modulus
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
     r.pos = p
     return val
 
@@ -26295,14 +27215,19 @@ def _de172(r):  # OEMProvisioningCert
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 800: raise DecodeError(f'length {len(val)} outside [0, 800]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 800: raise DecodeError(f'length {len(val)} outside [0, 800]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
     r.pos = p
     return val
 
@@ -26326,13 +27251,18 @@ def _de173(r):  # P
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('P', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('P', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('P', p)
     r.pos = p
     return val
 
@@ -26355,13 +27285,18 @@ def _de174(r):  # PGPKeyID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
     r.pos = p
     return val
 
@@ -26384,13 +27319,18 @@ def _de175(r):  # PGPKeyPacket
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
     r.pos = p
     return val
 
@@ -26486,9 +27426,9 @@ def _de181(r):  # PaymentOption
 def _ee181(w, o):  # PaymentOption
     v = w.v
     n = w.n
-    _i335 = _I17.get(o)
-    if _i335 is None: raise EncodeError(f'{o!r} is not one of the enumeration paymentOptionType')
-    v = (v << 3) | (_i335 << 1)
+    _i323 = _I17.get(o)
+    if _i323 is None: raise EncodeError(f'{o!r} is not one of the enumeration paymentOptionType')
+    v = (v << 3) | (_i323 << 1)
     n += 3
     w.v = v
     w.n = n
@@ -26505,13 +27445,18 @@ def _de183(r):  # PgenCounter
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
     r.pos = p
     return val
 
@@ -26540,13 +27485,18 @@ def _de185(r):  # Q
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Q', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Q', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
     r.pos = p
     return val
 
@@ -26634,9 +27584,9 @@ def _de190(r):  # RequestedEnergyTransferMode
 def _ee190(w, o):  # RequestedEnergyTransferMode
     v = w.v
     n = w.n
-    _i336 = _I15.get(o)
-    if _i336 is None: raise EncodeError(f'{o!r} is not one of the enumeration EnergyTransferModeType')
-    v = (v << 5) | (_i336 << 1)
+    _i324 = _I15.get(o)
+    if _i324 is None: raise EncodeError(f'{o!r} is not one of the enumeration EnergyTransferModeType')
+    v = (v << 5) | (_i324 << 1)
     n += 5
     w.v = v
     w.n = n
@@ -26658,9 +27608,9 @@ def _de191(r):  # ResponseCode
 def _ee191(w, o):  # ResponseCode
     v = w.v
     n = w.n
-    _i337 = _I6.get(o)
-    if _i337 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
-    v = (v << 7) | (_i337 << 1)
+    _i325 = _I6.get(o)
+    if _i325 is None: raise EncodeError(f'{o!r} is not one of the enumeration responseCodeType')
+    v = (v << 7) | (_i325 << 1)
     n += 7
     w.v = v
     w.n = n
@@ -26773,13 +27723,18 @@ def _de198(r):  # SPKISexp
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
     r.pos = p
     return val
 
@@ -26808,14 +27763,19 @@ def _de200(r):  # SalesTariffDescription
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
-    r.pos = p
-    val = r.string(83)
-    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('SalesTariffDescription', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(83)
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
     r.pos = p
     return val
 
@@ -26863,13 +27823,18 @@ def _de202(r):  # Seed
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
     r.pos = p
     return val
 
@@ -26901,9 +27866,9 @@ def _de203(r):  # SelectedPaymentOption
 def _ee203(w, o):  # SelectedPaymentOption
     v = w.v
     n = w.n
-    _i338 = _I17.get(o)
-    if _i338 is None: raise EncodeError(f'{o!r} is not one of the enumeration paymentOptionType')
-    v = (v << 3) | (_i338 << 1)
+    _i326 = _I17.get(o)
+    if _i326 is None: raise EncodeError(f'{o!r} is not one of the enumeration paymentOptionType')
+    v = (v << 3) | (_i326 << 1)
     n += 3
     w.v = v
     w.n = n
@@ -26941,9 +27906,9 @@ def _de207(r):  # ServiceCategory
 def _ee207(w, o):  # ServiceCategory
     v = w.v
     n = w.n
-    _i339 = _I23.get(o)
-    if _i339 is None: raise EncodeError(f'{o!r} is not one of the enumeration serviceCategoryType')
-    v = (v << 4) | (_i339 << 1)
+    _i327 = _I23.get(o)
+    if _i327 is None: raise EncodeError(f'{o!r} is not one of the enumeration serviceCategoryType')
+    v = (v << 4) | (_i327 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -26963,9 +27928,9 @@ def _de208(r):  # ServiceCategory
 def _ee208(w, o):  # ServiceCategory
     v = w.v
     n = w.n
-    _i340 = _I23.get(o)
-    if _i340 is None: raise EncodeError(f'{o!r} is not one of the enumeration serviceCategoryType')
-    v = (v << 4) | (_i340 << 1)
+    _i328 = _I23.get(o)
+    if _i328 is None: raise EncodeError(f'{o!r} is not one of the enumeration serviceCategoryType')
+    v = (v << 4) | (_i328 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -27054,14 +28019,19 @@ def _de212(r):  # ServiceName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
-    r.pos = p
-    val = r.string(99)
-    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(99)
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
     r.pos = p
     return val
 
@@ -27093,14 +28063,19 @@ def _de214(r):  # ServiceScope
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-    r.pos = p
-    val = r.string(96)
-    if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(96)
+        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
     r.pos = p
     return val
 
@@ -27126,14 +28101,19 @@ def _de215(r):  # ServiceScope
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
-    r.pos = p
-    val = r.string(101)
-    if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(101)
+        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
     r.pos = p
     return val
 
@@ -27159,14 +28139,19 @@ def _de216(r):  # SessionID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     return val
 
@@ -27190,14 +28175,19 @@ def _de217(r):  # SessionID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     return val
 
@@ -27221,14 +28211,19 @@ def _de218(r):  # SigMeterReading
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
     r.pos = p
     return val
 
@@ -27315,9 +28310,9 @@ def _de222(r):  # Unit
 def _ee222(w, o):  # Unit
     v = w.v
     n = w.n
-    _i341 = _I1.get(o)
-    if _i341 is None: raise EncodeError(f'{o!r} is not one of the enumeration unitSymbolType')
-    v = (v << 5) | (_i341 << 1)
+    _i329 = _I1.get(o)
+    if _i329 is None: raise EncodeError(f'{o!r} is not one of the enumeration unitSymbolType')
+    v = (v << 5) | (_i329 << 1)
     n += 5
     w.v = v
     w.n = n
@@ -27368,13 +28363,18 @@ def _de224(r):  # X509CRL
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
     r.pos = p
     return val
 
@@ -27397,13 +28397,18 @@ def _de225(r):  # X509Certificate
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
     r.pos = p
     return val
 
@@ -27426,13 +28431,18 @@ def _de226(r):  # X509IssuerName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-    r.pos = p
-    val = r.string(18)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(18)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
     r.pos = p
     return val
 
@@ -27463,13 +28473,18 @@ def _de228(r):  # X509SKI
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
     r.pos = p
     return val
 
@@ -27531,13 +28546,18 @@ def _de230(r):  # X509SubjectName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
-    r.pos = p
-    val = r.string(61)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(61)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
     r.pos = p
     return val
 
@@ -27562,13 +28582,18 @@ def _de231(r):  # XPath
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
-    r.pos = p
-    val = r.string(59)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(59)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
     r.pos = p
     return val
 
@@ -27593,13 +28618,18 @@ def _de232(r):  # Y
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
     r.pos = p
     return val
 
@@ -27733,9 +28763,9 @@ def _de237(r):  # costKind
 def _ee237(w, o):  # costKind
     v = w.v
     n = w.n
-    _i342 = _I21.get(o)
-    if _i342 is None: raise EncodeError(f'{o!r} is not one of the enumeration costKindType')
-    v = (v << 4) | (_i342 << 1)
+    _i330 = _I21.get(o)
+    if _i330 is None: raise EncodeError(f'{o!r} is not one of the enumeration costKindType')
+    v = (v << 4) | (_i330 << 1)
     n += 4
     w.v = v
     w.n = n
@@ -27910,13 +28940,18 @@ def _de244(r):  # stringValue
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
-    r.pos = p
-    val = r.string(95)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('stringValue', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(95)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
     r.pos = p
     return val
 

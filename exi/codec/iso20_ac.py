@@ -3643,18 +3643,27 @@ def _d_ReferenceType(r):
                 p = r.pos
                 s = 5
             if s == 5:
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ReferenceType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestValue'
-                r.pos = p
-                f_DigestValue = r.binary()
-                p = r.pos
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ReferenceType', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+                    f_DigestValue = b''
+                else:
+                    r.pos = p
+                    f_DigestValue = r.binary()
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -3997,16 +4006,21 @@ def _d_TransformType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
-                    r.pos = p
-                    _v = r.string(17)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(17)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -4027,16 +4041,21 @@ def _d_TransformType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
-                    r.pos = p
-                    _v = r.string(17)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(17)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -4057,16 +4076,21 @@ def _d_TransformType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
-                    r.pos = p
-                    _v = r.string(17)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(17)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -4088,16 +4112,21 @@ def _d_TransformType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                         el = 'XPath'
-                        r.pos = p
-                        _v = r.string(17)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(17)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                         f_XPath.append(_v)
                     elif ec == 1:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -4367,18 +4396,35 @@ def _d_SignatureValueType(r):
                     r.pos = p
                     f_Id = r.string(5)
                     p = r.pos
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
-                    r.pos = p
-                    f_value = r.binary()
-                    p = r.pos
-                    s = 2
+                    s = 1
                 elif ec == 1:
                     r.pos = p
                     f_value = r.binary()
                     p = r.pos
                     s = 2
+                elif ec == 2:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+                    f_value = b''
+                    s = -1
+                else:
+                    raise r.deviation('SignatureValueType', p)
+            if s == 1:
+                p += 1
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 1
+                if ec == 0:
+                    r.pos = p
+                    f_value = r.binary()
+                    p = r.pos
+                    s = 2
+                elif ec == 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+                    f_value = b''
+                    s = -1
                 else:
                     raise r.deviation('SignatureValueType', p)
             if s == 2:
@@ -4411,15 +4457,8 @@ def _e_SignatureValueType(w, o):
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (v_value is not None): raise EncodeError('missing content: text')
-                    v <<= 1
-                    n += 1
                     v_Id = None
-                    w.v = v; w.n = n
-                    w.binary(v_value)
-                    v = w.v; n = w.n
-                    v_value = None
-                    s = 2
+                    s = 1
                 elif v_value is not None:
                     v = (v << 2) | 1
                     n += 2
@@ -4430,6 +4469,17 @@ def _e_SignatureValueType(w, o):
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
+            if s == 1:
+                if v_value is not None:
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    w.binary(v_value)
+                    v = w.v; n = w.n
+                    v_value = None
+                    s = 2
+                else:
+                    raise EncodeError('missing content: expected one of text')
             if s == 2:
                 if True:
                     v <<= 1
@@ -4468,16 +4518,21 @@ def _d_KeyInfoType(r, key):
                     p = r.pos
                     s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 2:
@@ -4516,16 +4571,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(20)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(20)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 8:
@@ -4543,16 +4603,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 1:
@@ -4591,16 +4656,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(20)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(20)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
@@ -4618,16 +4688,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 1:
@@ -4666,16 +4741,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(20)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(20)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
@@ -4693,16 +4773,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -4741,16 +4826,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(20)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(20)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -4771,16 +4861,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -4819,16 +4914,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(20)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(20)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -4849,16 +4949,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -4897,16 +5002,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(20)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(20)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -4927,16 +5037,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -4975,16 +5090,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(20)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(20)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -5005,16 +5125,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -5053,16 +5178,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(20)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(20)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -5083,16 +5213,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -5131,16 +5266,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(20)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(20)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -5161,16 +5301,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -5209,16 +5354,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(20)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(20)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -5239,16 +5389,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -5287,16 +5442,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(20)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(20)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -5318,16 +5478,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(18)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
@@ -5370,16 +5535,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(20)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(20)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -5405,16 +5575,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(18)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -5457,16 +5632,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(20)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(20)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -5492,16 +5672,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(18)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -5544,16 +5729,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(20)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(20)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -5579,16 +5769,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(18)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -5631,16 +5826,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(20)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(20)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -5666,16 +5866,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(18)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -5718,16 +5923,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(20)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(20)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -5753,16 +5963,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(18)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -5805,16 +6020,21 @@ def _d_KeyInfoType(r, key):
                         p = r.pos
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(20)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(20)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -5840,16 +6060,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(18)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -5894,16 +6119,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(20)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(20)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                     elif ec == 7:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -5926,16 +6156,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -5974,16 +6209,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(20)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(20)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -7574,27 +7814,46 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
                     el = 'Modulus'
-                    r.pos = p
-                    _c79_Modulus = r.binary()
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+                        _c79_Modulus = b''
+                    else:
+                        r.pos = p
+                        _c79_Modulus = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'Exponent'
-                    r.pos = p
-                    _c79_Exponent = r.binary()
-                    p = r.pos
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+                        _c79_Exponent = b''
+                    else:
+                        r.pos = p
+                        _c79_Exponent = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     f_RSAKeyValue = xmldsig.RSAKeyValueType(_c79_Modulus, _c79_Exponent)
                     s = 3
                 elif ec == 2:
@@ -7618,27 +7877,46 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
                     el = 'Modulus'
-                    r.pos = p
-                    _c80_Modulus = r.binary()
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+                        _c80_Modulus = b''
+                    else:
+                        r.pos = p
+                        _c80_Modulus = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'Exponent'
-                    r.pos = p
-                    _c80_Exponent = r.binary()
-                    p = r.pos
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+                        _c80_Exponent = b''
+                    else:
+                        r.pos = p
+                        _c80_Exponent = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     f_RSAKeyValue = xmldsig.RSAKeyValueType(_c80_Modulus, _c80_Exponent)
                     s = 3
                 elif ec == 2:
@@ -7825,91 +8103,133 @@ def _d_DSAKeyValueType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'P'
-                    r.pos = p
-                    f_P = r.binary()
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('DSAKeyValueType', p)
-                    el = 'Q'
-                    r.pos = p
-                    f_Q = r.binary()
-                    p = r.pos
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+                        f_P = b''
+                    else:
+                        r.pos = p
+                        f_P = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('P', p)
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    el = 'Q'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+                        f_Q = b''
+                    else:
+                        r.pos = p
+                        f_Q = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
                     s = 4
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'G'
-                    r.pos = p
-                    f_G = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+                        f_G = b''
+                    else:
+                        r.pos = p
+                        f_G = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 2:
+                    el = 'Y'
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
-                    el = 'Y'
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                        f_Y = b''
+                    else:
+                        r.pos = p
+                        f_Y = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+                    s = 3
+                else:
+                    raise r.deviation('DSAKeyValueType', p)
+            if s == 2:
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                el = 'Y'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                    f_Y = b''
+                else:
                     r.pos = p
                     f_Y = r.binary()
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
-                    s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType', p)
-            if s == 2:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DSAKeyValueType', p)
-                el = 'Y'
-                r.pos = p
-                f_Y = r.binary()
-                p = r.pos
-                p += 1
-                if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                 s = 3
             if s == 3:
                 p += 2
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'J'
-                    r.pos = p
-                    f_J = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+                        f_J = b''
+                    else:
+                        r.pos = p
+                        f_J = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('J', p)
                     s = 5
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Seed'
-                    r.pos = p
-                    f_Seed = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+                        f_Seed = b''
+                    else:
+                        r.pos = p
+                        f_Seed = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 2:
                     pass
@@ -7921,28 +8241,38 @@ def _d_DSAKeyValueType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'G'
-                    r.pos = p
-                    f_G = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+                        f_G = b''
+                    else:
+                        r.pos = p
+                        f_G = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Y'
-                    r.pos = p
-                    f_Y = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                        f_Y = b''
+                    else:
+                        r.pos = p
+                        f_Y = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', p)
@@ -7951,16 +8281,21 @@ def _d_DSAKeyValueType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Seed'
-                    r.pos = p
-                    f_Seed = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+                        f_Seed = b''
+                    else:
+                        r.pos = p
+                        f_Seed = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 1:
                     pass
@@ -7968,18 +8303,27 @@ def _d_DSAKeyValueType(r):
                 else:
                     raise r.deviation('DSAKeyValueType', p)
             if s == 6:
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DSAKeyValueType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 el = 'PgenCounter'
-                r.pos = p
-                f_PgenCounter = r.binary()
-                p = r.pos
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DSAKeyValueType', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+                    f_PgenCounter = b''
+                else:
+                    r.pos = p
+                    f_PgenCounter = r.binary()
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -8157,26 +8501,45 @@ def _d_RSAKeyValueType(r):
     f_Modulus = None
     f_Exponent = None
     try:
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('RSAKeyValueType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Modulus'
-        r.pos = p
-        f_Modulus = r.binary()
-        p = r.pos
-        p += 3
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('RSAKeyValueType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+            f_Modulus = b''
+        else:
+            r.pos = p
+            f_Modulus = r.binary()
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Exponent'
-        r.pos = p
-        f_Exponent = r.binary()
-        p = r.pos
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('RSAKeyValueType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+            f_Exponent = b''
+        else:
+            r.pos = p
+            f_Exponent = r.binary()
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -8418,19 +8781,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c83_X509IssuerName = r.string(30)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c83_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c83_X509IssuerName = r.string(30)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -8450,55 +8823,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(33)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(33)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 5
                 elif ec == 5:
@@ -8511,19 +8904,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c84_X509IssuerName = r.string(30)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c84_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c84_X509IssuerName = r.string(30)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -8543,55 +8946,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(33)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(33)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -8607,19 +9030,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c85_X509IssuerName = r.string(30)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c85_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c85_X509IssuerName = r.string(30)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -8639,55 +9072,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(33)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(33)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -8703,19 +9156,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c86_X509IssuerName = r.string(30)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c86_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c86_X509IssuerName = r.string(30)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -8735,55 +9198,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(33)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(33)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -8799,19 +9282,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c87_X509IssuerName = r.string(30)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c87_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c87_X509IssuerName = r.string(30)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -8831,55 +9324,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(33)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(33)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -8895,19 +9408,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c88_X509IssuerName = r.string(30)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c88_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c88_X509IssuerName = r.string(30)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -8927,55 +9450,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(33)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(33)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -8991,19 +9534,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c89_X509IssuerName = r.string(30)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c89_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c89_X509IssuerName = r.string(30)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -9023,55 +9576,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(33)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(33)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -9088,19 +9661,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c90_X509IssuerName = r.string(30)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c90_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c90_X509IssuerName = r.string(30)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -9119,58 +9702,78 @@ def _d_X509DataType(r):
                         _v = xmldsig.X509IssuerSerialType(_c90_X509IssuerName, _c90_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(33)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(33)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -9190,19 +9793,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c91_X509IssuerName = r.string(30)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c91_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c91_X509IssuerName = r.string(30)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -9223,56 +9836,76 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(33)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(33)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -9292,19 +9925,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c92_X509IssuerName = r.string(30)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c92_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c92_X509IssuerName = r.string(30)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -9325,56 +9968,76 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(33)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(33)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -9394,19 +10057,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c93_X509IssuerName = r.string(30)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c93_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c93_X509IssuerName = r.string(30)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -9427,56 +10100,76 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(33)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(33)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -9496,19 +10189,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c94_X509IssuerName = r.string(30)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c94_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c94_X509IssuerName = r.string(30)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -9529,58 +10232,78 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(33)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(33)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                     elif ec == 5:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -9597,19 +10320,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c95_X509IssuerName = r.string(30)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c95_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c95_X509IssuerName = r.string(30)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -9629,55 +10362,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(33)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(33)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -10804,18 +11557,28 @@ def _d_X509IssuerSerialType(r):
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('X509IssuerSerialType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
-        r.pos = p
-        f_X509IssuerName = r.string(30)
-        p = r.pos
-        p += 4
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('X509IssuerSerialType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+            f_X509IssuerName = ''
+        else:
+            r.pos = p
+            f_X509IssuerName = r.string(30)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 6: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509SerialNumber'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -10889,28 +11652,38 @@ def _d_PGPDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyID'
-                    r.pos = p
-                    f_PGPKeyID = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+                        f_PGPKeyID = b''
+                    else:
+                        r.pos = p
+                        f_PGPKeyID = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
                     s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyPacket'
-                    r.pos = p
-                    f_PGPKeyPacket = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+                        f_PGPKeyPacket = b''
+                    else:
+                        r.pos = p
+                        f_PGPKeyPacket = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 2
                 else:
                     raise r.deviation('PGPDataType', p)
@@ -10919,16 +11692,21 @@ def _d_PGPDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyPacket'
-                    r.pos = p
-                    f_PGPKeyPacket = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+                        f_PGPKeyPacket = b''
+                    else:
+                        r.pos = p
+                        f_PGPKeyPacket = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -11082,17 +11860,24 @@ def _d_SPKIDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SPKIDataType', p)
-                el = 'SPKISexp'
-                r.pos = p
-                _v = r.binary()
-                p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                el = 'SPKISexp'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                    _v = b''
+                else:
+                    r.pos = p
+                    _v = r.binary()
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                 f_SPKISexp.append(_v)
                 s = 1
             if s == 1:
@@ -11100,16 +11885,21 @@ def _d_SPKIDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -11125,16 +11915,21 @@ def _d_SPKIDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -11148,16 +11943,21 @@ def _d_SPKIDataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                         el = 'SPKISexp'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                         f_SPKISexp.append(_v)
                     elif ec == 1:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -11174,16 +11974,21 @@ def _d_SPKIDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -14438,19 +15243,29 @@ def _d_MeterInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                el = 'MeterID'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+                    f_MeterID = ''
+                else:
+                    r.pos = p
+                    f_MeterID = r.string(53)
+                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
                 p += 2
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('MeterInfoType', p)
-                el = 'MeterID'
-                r.pos = p
-                f_MeterID = r.string(53)
-                if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                p = r.pos
-                p += 3
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('MeterInfoType', p)
                 el = 'ChargedEnergyReadingWh'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -14524,17 +15339,22 @@ def _d_MeterInfoType(r):
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
                     s = 5
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterSignature'
-                    r.pos = p
-                    f_MeterSignature = r.binary()
-                    if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                        f_MeterSignature = b''
+                    else:
+                        r.pos = p
+                        f_MeterSignature = r.binary()
+                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
                     s = 6
                 elif ec == 4:
                     p += 2
@@ -14621,17 +15441,22 @@ def _d_MeterInfoType(r):
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
                     s = 5
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterSignature'
-                    r.pos = p
-                    f_MeterSignature = r.binary()
-                    if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                        f_MeterSignature = b''
+                    else:
+                        r.pos = p
+                        f_MeterSignature = r.binary()
+                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
                     s = 6
                 elif ec == 3:
                     p += 2
@@ -14700,17 +15525,22 @@ def _d_MeterInfoType(r):
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
                     s = 5
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterSignature'
-                    r.pos = p
-                    f_MeterSignature = r.binary()
-                    if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                        f_MeterSignature = b''
+                    else:
+                        r.pos = p
+                        f_MeterSignature = r.binary()
+                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
                     s = 6
                 elif ec == 2:
                     p += 2
@@ -14761,17 +15591,22 @@ def _d_MeterInfoType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterSignature'
-                    r.pos = p
-                    f_MeterSignature = r.binary()
-                    if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                        f_MeterSignature = b''
+                    else:
+                        r.pos = p
+                        f_MeterSignature = r.binary()
+                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
                     s = 6
                 elif ec == 1:
                     p += 2
@@ -46057,19 +46892,30 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 0
         while s >= 0:
             if s == 0:
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                el = 'RootCertificateID'
+                el = 'X509IssuerName'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                    _c1218_X509IssuerName = ''
+                else:
+                    r.pos = p
+                    _c1218_X509IssuerName = r.string(30)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                 p += 3
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('ListOfRootCertificateIDsType', p)
-                el = 'RootCertificateID'
-                el = 'X509IssuerName'
-                r.pos = p
-                _c1218_X509IssuerName = r.string(30)
-                p = r.pos
-                p += 4
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 15
-                if x & 14: raise r.deviation('ListOfRootCertificateIDsType', p)
+                if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
                 el = 'X509SerialNumber'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -46095,19 +46941,29 @@ def _d_ListOfRootCertificateIDsType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                         el = 'RootCertificateID'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c1219_X509IssuerName = r.string(30)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c1219_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c1219_X509IssuerName = r.string(30)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -46347,13 +47203,18 @@ def _de17(r):  # DigestValue
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
     r.pos = p
     return val
 
@@ -46394,13 +47255,18 @@ def _de21(r):  # KeyName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-    r.pos = p
-    val = r.string(18)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(18)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
     r.pos = p
     return val
 
@@ -46437,13 +47303,18 @@ def _de24(r):  # MgmtData
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-    r.pos = p
-    val = r.string(20)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(20)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
     r.pos = p
     return val
 
@@ -47202,13 +48073,18 @@ def _de104(r):  # Exponent
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
     r.pos = p
     return val
 
@@ -47252,13 +48128,18 @@ def _de106(r):  # G
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('G', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('G', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('G', p)
     r.pos = p
     return val
 
@@ -47347,13 +48228,18 @@ def _de110(r):  # J
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('J', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('J', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('J', p)
     r.pos = p
     return val
 
@@ -47404,14 +48290,19 @@ def _de113(r):  # MeterID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
-    r.pos = p
-    val = r.string(53)
-    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(53)
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
     r.pos = p
     return val
 
@@ -47464,14 +48355,19 @@ def _de116(r):  # MeterSignature
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
     r.pos = p
     return val
 
@@ -47593,13 +48489,18 @@ def _de120(r):  # Modulus
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
     r.pos = p
     return val
 
@@ -47670,13 +48571,18 @@ def _de124(r):  # P
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('P', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('P', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('P', p)
     r.pos = p
     return val
 
@@ -47699,13 +48605,18 @@ def _de125(r):  # PGPKeyID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
     r.pos = p
     return val
 
@@ -47728,13 +48639,18 @@ def _de126(r):  # PGPKeyPacket
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
     r.pos = p
     return val
 
@@ -47757,13 +48673,18 @@ def _de127(r):  # PgenCounter
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
     r.pos = p
     return val
 
@@ -47808,13 +48729,18 @@ def _de129(r):  # Q
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Q', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Q', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
     r.pos = p
     return val
 
@@ -47981,13 +48907,18 @@ def _de136(r):  # SPKISexp
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
     r.pos = p
     return val
 
@@ -48010,13 +48941,18 @@ def _de137(r):  # Seed
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
     r.pos = p
     return val
 
@@ -48246,13 +49182,18 @@ def _de145(r):  # X509CRL
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
     r.pos = p
     return val
 
@@ -48275,13 +49216,18 @@ def _de146(r):  # X509Certificate
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
     r.pos = p
     return val
 
@@ -48304,13 +49250,18 @@ def _de147(r):  # X509IssuerName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-    r.pos = p
-    val = r.string(30)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(30)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
     r.pos = p
     return val
 
@@ -48341,13 +49292,18 @@ def _de149(r):  # X509SKI
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
     r.pos = p
     return val
 
@@ -48409,13 +49365,18 @@ def _de151(r):  # X509SubjectName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
-    r.pos = p
-    val = r.string(33)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(33)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
     r.pos = p
     return val
 
@@ -48440,13 +49401,18 @@ def _de152(r):  # XPath
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
-    r.pos = p
-    val = r.string(17)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(17)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
     r.pos = p
     return val
 
@@ -48471,13 +49437,18 @@ def _de153(r):  # Y
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
     r.pos = p
     return val
 

@@ -1176,18 +1176,27 @@ def _d_ReferenceType(r):
                 p = r.pos
                 s = 5
             if s == 5:
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ReferenceType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestValue'
-                r.pos = p
-                f_DigestValue = r.binary()
-                p = r.pos
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ReferenceType', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+                    f_DigestValue = b''
+                else:
+                    r.pos = p
+                    f_DigestValue = r.binary()
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -1530,16 +1539,21 @@ def _d_TransformType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
-                    r.pos = p
-                    _v = r.string(15)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(15)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -1560,16 +1574,21 @@ def _d_TransformType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
-                    r.pos = p
-                    _v = r.string(15)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(15)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -1590,16 +1609,21 @@ def _d_TransformType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
-                    r.pos = p
-                    _v = r.string(15)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(15)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -1621,16 +1645,21 @@ def _d_TransformType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                         el = 'XPath'
-                        r.pos = p
-                        _v = r.string(15)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(15)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                         f_XPath.append(_v)
                     elif ec == 1:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -1900,18 +1929,35 @@ def _d_SignatureValueType(r):
                     r.pos = p
                     f_Id = r.string(3)
                     p = r.pos
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
-                    r.pos = p
-                    f_value = r.binary()
-                    p = r.pos
-                    s = 2
+                    s = 1
                 elif ec == 1:
                     r.pos = p
                     f_value = r.binary()
                     p = r.pos
                     s = 2
+                elif ec == 2:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+                    f_value = b''
+                    s = -1
+                else:
+                    raise r.deviation('SignatureValueType', p)
+            if s == 1:
+                p += 1
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 1
+                if ec == 0:
+                    r.pos = p
+                    f_value = r.binary()
+                    p = r.pos
+                    s = 2
+                elif ec == 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+                    f_value = b''
+                    s = -1
                 else:
                     raise r.deviation('SignatureValueType', p)
             if s == 2:
@@ -1944,15 +1990,8 @@ def _e_SignatureValueType(w, o):
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (v_value is not None): raise EncodeError('missing content: text')
-                    v <<= 1
-                    n += 1
                     v_Id = None
-                    w.v = v; w.n = n
-                    w.binary(v_value)
-                    v = w.v; n = w.n
-                    v_value = None
-                    s = 2
+                    s = 1
                 elif v_value is not None:
                     v = (v << 2) | 1
                     n += 2
@@ -1963,6 +2002,17 @@ def _e_SignatureValueType(w, o):
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
+            if s == 1:
+                if v_value is not None:
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    w.binary(v_value)
+                    v = w.v; n = w.n
+                    v_value = None
+                    s = 2
+                else:
+                    raise EncodeError('missing content: expected one of text')
             if s == 2:
                 if True:
                     v <<= 1
@@ -2001,16 +2051,21 @@ def _d_KeyInfoType(r, key):
                     p = r.pos
                     s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(16)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(16)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 2:
@@ -2049,16 +2104,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 8:
@@ -2076,16 +2136,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(16)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(16)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 1:
@@ -2124,16 +2189,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
@@ -2151,16 +2221,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(16)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(16)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 1:
@@ -2199,16 +2274,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
@@ -2226,16 +2306,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(16)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(16)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -2274,16 +2359,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -2304,16 +2394,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(16)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(16)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -2352,16 +2447,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -2382,16 +2482,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(16)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(16)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -2430,16 +2535,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -2460,16 +2570,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(16)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(16)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -2508,16 +2623,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -2538,16 +2658,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(16)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(16)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -2586,16 +2711,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -2616,16 +2746,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(16)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(16)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -2664,16 +2799,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -2694,16 +2834,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(16)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(16)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -2742,16 +2887,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -2772,16 +2922,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(16)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(16)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -2820,16 +2975,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -2851,16 +3011,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(16)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(16)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
@@ -2903,16 +3068,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(18)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -2938,16 +3108,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(16)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(16)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -2990,16 +3165,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(18)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -3025,16 +3205,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(16)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(16)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -3077,16 +3262,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(18)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -3112,16 +3302,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(16)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(16)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -3164,16 +3359,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(18)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -3199,16 +3399,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(16)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(16)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -3251,16 +3456,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(18)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -3286,16 +3496,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(16)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(16)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -3338,16 +3553,21 @@ def _d_KeyInfoType(r, key):
                         p = r.pos
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(18)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -3373,16 +3593,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(16)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(16)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -3427,16 +3652,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(18)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(18)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                     elif ec == 7:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -3459,16 +3689,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(16)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(16)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -3507,16 +3742,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(18)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(18)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -5107,27 +5347,46 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
                     el = 'Modulus'
-                    r.pos = p
-                    _c2_Modulus = r.binary()
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+                        _c2_Modulus = b''
+                    else:
+                        r.pos = p
+                        _c2_Modulus = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'Exponent'
-                    r.pos = p
-                    _c2_Exponent = r.binary()
-                    p = r.pos
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+                        _c2_Exponent = b''
+                    else:
+                        r.pos = p
+                        _c2_Exponent = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     f_RSAKeyValue = xmldsig.RSAKeyValueType(_c2_Modulus, _c2_Exponent)
                     s = 3
                 elif ec == 2:
@@ -5151,27 +5410,46 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
                     el = 'Modulus'
-                    r.pos = p
-                    _c3_Modulus = r.binary()
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+                        _c3_Modulus = b''
+                    else:
+                        r.pos = p
+                        _c3_Modulus = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'Exponent'
-                    r.pos = p
-                    _c3_Exponent = r.binary()
-                    p = r.pos
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+                        _c3_Exponent = b''
+                    else:
+                        r.pos = p
+                        _c3_Exponent = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     f_RSAKeyValue = xmldsig.RSAKeyValueType(_c3_Modulus, _c3_Exponent)
                     s = 3
                 elif ec == 2:
@@ -5358,91 +5636,133 @@ def _d_DSAKeyValueType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'P'
-                    r.pos = p
-                    f_P = r.binary()
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('DSAKeyValueType', p)
-                    el = 'Q'
-                    r.pos = p
-                    f_Q = r.binary()
-                    p = r.pos
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+                        f_P = b''
+                    else:
+                        r.pos = p
+                        f_P = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('P', p)
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    el = 'Q'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+                        f_Q = b''
+                    else:
+                        r.pos = p
+                        f_Q = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
                     s = 4
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'G'
-                    r.pos = p
-                    f_G = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+                        f_G = b''
+                    else:
+                        r.pos = p
+                        f_G = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 2:
+                    el = 'Y'
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
-                    el = 'Y'
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                        f_Y = b''
+                    else:
+                        r.pos = p
+                        f_Y = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+                    s = 3
+                else:
+                    raise r.deviation('DSAKeyValueType', p)
+            if s == 2:
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                el = 'Y'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                    f_Y = b''
+                else:
                     r.pos = p
                     f_Y = r.binary()
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
-                    s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType', p)
-            if s == 2:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DSAKeyValueType', p)
-                el = 'Y'
-                r.pos = p
-                f_Y = r.binary()
-                p = r.pos
-                p += 1
-                if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                 s = 3
             if s == 3:
                 p += 2
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'J'
-                    r.pos = p
-                    f_J = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+                        f_J = b''
+                    else:
+                        r.pos = p
+                        f_J = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('J', p)
                     s = 5
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Seed'
-                    r.pos = p
-                    f_Seed = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+                        f_Seed = b''
+                    else:
+                        r.pos = p
+                        f_Seed = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 2:
                     pass
@@ -5454,28 +5774,38 @@ def _d_DSAKeyValueType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'G'
-                    r.pos = p
-                    f_G = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+                        f_G = b''
+                    else:
+                        r.pos = p
+                        f_G = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Y'
-                    r.pos = p
-                    f_Y = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                        f_Y = b''
+                    else:
+                        r.pos = p
+                        f_Y = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', p)
@@ -5484,16 +5814,21 @@ def _d_DSAKeyValueType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Seed'
-                    r.pos = p
-                    f_Seed = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+                        f_Seed = b''
+                    else:
+                        r.pos = p
+                        f_Seed = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 1:
                     pass
@@ -5501,18 +5836,27 @@ def _d_DSAKeyValueType(r):
                 else:
                     raise r.deviation('DSAKeyValueType', p)
             if s == 6:
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DSAKeyValueType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 el = 'PgenCounter'
-                r.pos = p
-                f_PgenCounter = r.binary()
-                p = r.pos
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DSAKeyValueType', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+                    f_PgenCounter = b''
+                else:
+                    r.pos = p
+                    f_PgenCounter = r.binary()
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -5690,26 +6034,45 @@ def _d_RSAKeyValueType(r):
     f_Modulus = None
     f_Exponent = None
     try:
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('RSAKeyValueType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Modulus'
-        r.pos = p
-        f_Modulus = r.binary()
-        p = r.pos
-        p += 3
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('RSAKeyValueType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+            f_Modulus = b''
+        else:
+            r.pos = p
+            f_Modulus = r.binary()
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Exponent'
-        r.pos = p
-        f_Exponent = r.binary()
-        p = r.pos
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('RSAKeyValueType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+            f_Exponent = b''
+        else:
+            r.pos = p
+            f_Exponent = r.binary()
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -5951,19 +6314,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c6_X509IssuerName = r.string(28)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c6_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c6_X509IssuerName = r.string(28)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -5983,55 +6356,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(31)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(31)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 5
                 elif ec == 5:
@@ -6044,19 +6437,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c7_X509IssuerName = r.string(28)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c7_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c7_X509IssuerName = r.string(28)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6076,55 +6479,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(31)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(31)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -6140,19 +6563,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c8_X509IssuerName = r.string(28)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c8_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c8_X509IssuerName = r.string(28)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6172,55 +6605,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(31)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(31)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -6236,19 +6689,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c9_X509IssuerName = r.string(28)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c9_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c9_X509IssuerName = r.string(28)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6268,55 +6731,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(31)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(31)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -6332,19 +6815,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c10_X509IssuerName = r.string(28)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c10_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c10_X509IssuerName = r.string(28)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6364,55 +6857,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(31)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(31)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -6428,19 +6941,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c11_X509IssuerName = r.string(28)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c11_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c11_X509IssuerName = r.string(28)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6460,55 +6983,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(31)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(31)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -6524,19 +7067,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c12_X509IssuerName = r.string(28)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c12_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c12_X509IssuerName = r.string(28)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6556,55 +7109,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(31)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(31)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -6621,19 +7194,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c13_X509IssuerName = r.string(28)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c13_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c13_X509IssuerName = r.string(28)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6652,58 +7235,78 @@ def _d_X509DataType(r):
                         _v = xmldsig.X509IssuerSerialType(_c13_X509IssuerName, _c13_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(31)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(31)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -6723,19 +7326,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c14_X509IssuerName = r.string(28)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c14_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c14_X509IssuerName = r.string(28)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6756,56 +7369,76 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(31)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(31)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -6825,19 +7458,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c15_X509IssuerName = r.string(28)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c15_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c15_X509IssuerName = r.string(28)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6858,56 +7501,76 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(31)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(31)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -6927,19 +7590,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c16_X509IssuerName = r.string(28)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c16_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c16_X509IssuerName = r.string(28)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6960,56 +7633,76 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(31)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(31)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -7029,19 +7722,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c17_X509IssuerName = r.string(28)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c17_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c17_X509IssuerName = r.string(28)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -7062,58 +7765,78 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(31)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(31)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                     elif ec == 5:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -7130,19 +7853,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c18_X509IssuerName = r.string(28)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c18_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c18_X509IssuerName = r.string(28)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -7162,55 +7895,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(31)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(31)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -8337,18 +9090,28 @@ def _d_X509IssuerSerialType(r):
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('X509IssuerSerialType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
-        r.pos = p
-        f_X509IssuerName = r.string(28)
-        p = r.pos
-        p += 4
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('X509IssuerSerialType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+            f_X509IssuerName = ''
+        else:
+            r.pos = p
+            f_X509IssuerName = r.string(28)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 6: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509SerialNumber'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -8422,28 +9185,38 @@ def _d_PGPDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyID'
-                    r.pos = p
-                    f_PGPKeyID = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+                        f_PGPKeyID = b''
+                    else:
+                        r.pos = p
+                        f_PGPKeyID = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
                     s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyPacket'
-                    r.pos = p
-                    f_PGPKeyPacket = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+                        f_PGPKeyPacket = b''
+                    else:
+                        r.pos = p
+                        f_PGPKeyPacket = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 2
                 else:
                     raise r.deviation('PGPDataType', p)
@@ -8452,16 +9225,21 @@ def _d_PGPDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyPacket'
-                    r.pos = p
-                    f_PGPKeyPacket = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+                        f_PGPKeyPacket = b''
+                    else:
+                        r.pos = p
+                        f_PGPKeyPacket = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -8615,17 +9393,24 @@ def _d_SPKIDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SPKIDataType', p)
-                el = 'SPKISexp'
-                r.pos = p
-                _v = r.binary()
-                p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                el = 'SPKISexp'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                    _v = b''
+                else:
+                    r.pos = p
+                    _v = r.binary()
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                 f_SPKISexp.append(_v)
                 s = 1
             if s == 1:
@@ -8633,16 +9418,21 @@ def _d_SPKIDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -8658,16 +9448,21 @@ def _d_SPKIDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -8681,16 +9476,21 @@ def _d_SPKIDataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                         el = 'SPKISexp'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                         f_SPKISexp.append(_v)
                     elif ec == 1:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -8707,16 +9507,21 @@ def _d_SPKIDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -12958,19 +13763,29 @@ def _d_MeterInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                el = 'MeterID'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+                    f_MeterID = ''
+                else:
+                    r.pos = p
+                    f_MeterID = r.string(81)
+                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
                 p += 2
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('MeterInfoType', p)
-                el = 'MeterID'
-                r.pos = p
-                f_MeterID = r.string(81)
-                if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                p = r.pos
-                p += 3
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('MeterInfoType', p)
                 el = 'ChargedEnergyReadingWh'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -13044,17 +13859,22 @@ def _d_MeterInfoType(r):
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
                     s = 5
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterSignature'
-                    r.pos = p
-                    f_MeterSignature = r.binary()
-                    if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                        f_MeterSignature = b''
+                    else:
+                        r.pos = p
+                        f_MeterSignature = r.binary()
+                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
                     s = 6
                 elif ec == 4:
                     p += 2
@@ -13141,17 +13961,22 @@ def _d_MeterInfoType(r):
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
                     s = 5
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterSignature'
-                    r.pos = p
-                    f_MeterSignature = r.binary()
-                    if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                        f_MeterSignature = b''
+                    else:
+                        r.pos = p
+                        f_MeterSignature = r.binary()
+                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
                     s = 6
                 elif ec == 3:
                     p += 2
@@ -13220,17 +14045,22 @@ def _d_MeterInfoType(r):
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
                     s = 5
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterSignature'
-                    r.pos = p
-                    f_MeterSignature = r.binary()
-                    if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                        f_MeterSignature = b''
+                    else:
+                        r.pos = p
+                        f_MeterSignature = r.binary()
+                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
                     s = 6
                 elif ec == 2:
                     p += 2
@@ -13281,17 +14111,22 @@ def _d_MeterInfoType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterSignature'
-                    r.pos = p
-                    f_MeterSignature = r.binary()
-                    if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                        f_MeterSignature = b''
+                    else:
+                        r.pos = p
+                        f_MeterSignature = r.binary()
+                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
                     s = 6
                 elif ec == 1:
                     p += 2
@@ -16331,19 +17166,30 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 0
         while s >= 0:
             if s == 0:
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                el = 'RootCertificateID'
+                el = 'X509IssuerName'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                    _c130_X509IssuerName = ''
+                else:
+                    r.pos = p
+                    _c130_X509IssuerName = r.string(28)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                 p += 3
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('ListOfRootCertificateIDsType', p)
-                el = 'RootCertificateID'
-                el = 'X509IssuerName'
-                r.pos = p
-                _c130_X509IssuerName = r.string(28)
-                p = r.pos
-                p += 4
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 15
-                if x & 14: raise r.deviation('ListOfRootCertificateIDsType', p)
+                if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
                 el = 'X509SerialNumber'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -16369,19 +17215,29 @@ def _d_ListOfRootCertificateIDsType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                         el = 'RootCertificateID'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c131_X509IssuerName = r.string(28)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c131_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c131_X509IssuerName = r.string(28)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -17007,13 +17863,18 @@ def _de13(r):  # DigestValue
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
     r.pos = p
     return val
 
@@ -17042,13 +17903,18 @@ def _de15(r):  # KeyName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-    r.pos = p
-    val = r.string(16)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(16)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
     r.pos = p
     return val
 
@@ -17085,13 +17951,18 @@ def _de18(r):  # MgmtData
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-    r.pos = p
-    val = r.string(18)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(18)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
     r.pos = p
     return val
 
@@ -18216,13 +19087,18 @@ def _de80(r):  # Exponent
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
     r.pos = p
     return val
 
@@ -18266,13 +19142,18 @@ def _de82(r):  # G
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('G', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('G', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('G', p)
     r.pos = p
     return val
 
@@ -18361,13 +19242,18 @@ def _de86(r):  # J
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('J', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('J', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('J', p)
     r.pos = p
     return val
 
@@ -18412,14 +19298,19 @@ def _de88(r):  # MeterID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
-    r.pos = p
-    val = r.string(81)
-    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(81)
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
     r.pos = p
     return val
 
@@ -18472,14 +19363,19 @@ def _de91(r):  # MeterSignature
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
     r.pos = p
     return val
 
@@ -18601,13 +19497,18 @@ def _de95(r):  # Modulus
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
     r.pos = p
     return val
 
@@ -18678,13 +19579,18 @@ def _de99(r):  # P
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('P', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('P', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('P', p)
     r.pos = p
     return val
 
@@ -18707,13 +19613,18 @@ def _de100(r):  # PGPKeyID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
     r.pos = p
     return val
 
@@ -18736,13 +19647,18 @@ def _de101(r):  # PGPKeyPacket
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
     r.pos = p
     return val
 
@@ -18765,13 +19681,18 @@ def _de102(r):  # PgenCounter
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
     r.pos = p
     return val
 
@@ -18816,13 +19737,18 @@ def _de104(r):  # Q
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Q', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Q', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
     r.pos = p
     return val
 
@@ -18989,13 +19915,18 @@ def _de111(r):  # SPKISexp
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
     r.pos = p
     return val
 
@@ -19018,13 +19949,18 @@ def _de112(r):  # Seed
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
     r.pos = p
     return val
 
@@ -19254,13 +20190,18 @@ def _de120(r):  # X509CRL
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
     r.pos = p
     return val
 
@@ -19283,13 +20224,18 @@ def _de121(r):  # X509Certificate
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
     r.pos = p
     return val
 
@@ -19312,13 +20258,18 @@ def _de122(r):  # X509IssuerName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-    r.pos = p
-    val = r.string(28)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(28)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
     r.pos = p
     return val
 
@@ -19349,13 +20300,18 @@ def _de124(r):  # X509SKI
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
     r.pos = p
     return val
 
@@ -19417,13 +20373,18 @@ def _de126(r):  # X509SubjectName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
-    r.pos = p
-    val = r.string(31)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(31)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
     r.pos = p
     return val
 
@@ -19448,13 +20409,18 @@ def _de127(r):  # XPath
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
-    r.pos = p
-    val = r.string(15)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(15)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
     r.pos = p
     return val
 
@@ -19479,13 +20445,18 @@ def _de128(r):  # Y
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
     r.pos = p
     return val
 

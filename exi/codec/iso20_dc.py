@@ -13373,18 +13373,27 @@ def _d_ReferenceType(r):
                 p = r.pos
                 s = 5
             if s == 5:
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ReferenceType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestValue'
-                r.pos = p
-                f_DigestValue = r.binary()
-                p = r.pos
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('ReferenceType', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+                    f_DigestValue = b''
+                else:
+                    r.pos = p
+                    f_DigestValue = r.binary()
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -13727,16 +13736,21 @@ def _d_TransformType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
-                    r.pos = p
-                    _v = r.string(21)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(21)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -13757,16 +13771,21 @@ def _d_TransformType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
-                    r.pos = p
-                    _v = r.string(21)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(21)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -13787,16 +13806,21 @@ def _d_TransformType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                     el = 'XPath'
-                    r.pos = p
-                    _v = r.string(21)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(21)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -13818,16 +13842,21 @@ def _d_TransformType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                         el = 'XPath'
-                        r.pos = p
-                        _v = r.string(21)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(21)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                         f_XPath.append(_v)
                     elif ec == 1:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -14097,18 +14126,35 @@ def _d_SignatureValueType(r):
                     r.pos = p
                     f_Id = r.string(10)
                     p = r.pos
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
-                    r.pos = p
-                    f_value = r.binary()
-                    p = r.pos
-                    s = 2
+                    s = 1
                 elif ec == 1:
                     r.pos = p
                     f_value = r.binary()
                     p = r.pos
                     s = 2
+                elif ec == 2:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+                    f_value = b''
+                    s = -1
+                else:
+                    raise r.deviation('SignatureValueType', p)
+            if s == 1:
+                p += 1
+                if p > E: raise r.truncated(p)
+                ec = (V >> (E - p)) & 1
+                if ec == 0:
+                    r.pos = p
+                    f_value = r.binary()
+                    p = r.pos
+                    s = 2
+                elif ec == 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
+                    f_value = b''
+                    s = -1
                 else:
                     raise r.deviation('SignatureValueType', p)
             if s == 2:
@@ -14141,15 +14187,8 @@ def _e_SignatureValueType(w, o):
                         v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Id.encode(), 'big')
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(v_Id); v = w.v; n = w.n
-                    if not (v_value is not None): raise EncodeError('missing content: text')
-                    v <<= 1
-                    n += 1
                     v_Id = None
-                    w.v = v; w.n = n
-                    w.binary(v_value)
-                    v = w.v; n = w.n
-                    v_value = None
-                    s = 2
+                    s = 1
                 elif v_value is not None:
                     v = (v << 2) | 1
                     n += 2
@@ -14160,6 +14199,17 @@ def _e_SignatureValueType(w, o):
                     s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, text')
+            if s == 1:
+                if v_value is not None:
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    w.binary(v_value)
+                    v = w.v; n = w.n
+                    v_value = None
+                    s = 2
+                else:
+                    raise EncodeError('missing content: expected one of text')
             if s == 2:
                 if True:
                     v <<= 1
@@ -14198,16 +14248,21 @@ def _d_KeyInfoType(r, key):
                     p = r.pos
                     s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(22)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(22)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 2:
@@ -14246,16 +14301,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(24)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(24)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 8:
@@ -14273,16 +14333,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(22)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(22)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 1:
@@ -14321,16 +14386,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(24)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(24)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
@@ -14348,16 +14418,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(22)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(22)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
                 elif ec == 1:
@@ -14396,16 +14471,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(24)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(24)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
@@ -14423,16 +14503,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(22)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(22)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -14471,16 +14556,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(24)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(24)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -14501,16 +14591,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(22)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(22)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -14549,16 +14644,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(24)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(24)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -14579,16 +14679,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(22)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(22)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -14627,16 +14732,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(24)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(24)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -14657,16 +14767,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(22)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(22)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -14705,16 +14820,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(24)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(24)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -14735,16 +14855,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(22)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(22)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -14783,16 +14908,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(24)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(24)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -14813,16 +14943,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(22)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(22)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -14861,16 +14996,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(24)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(24)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -14891,16 +15031,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(22)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(22)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -14939,16 +15084,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(24)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(24)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -14969,16 +15119,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(22)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(22)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -15017,16 +15172,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(24)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(24)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -15048,16 +15208,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(22)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(22)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
@@ -15100,16 +15265,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(24)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(24)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -15135,16 +15305,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(22)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(22)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -15187,16 +15362,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(24)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(24)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -15222,16 +15402,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(22)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(22)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -15274,16 +15459,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(24)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(24)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -15309,16 +15499,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(22)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(22)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -15361,16 +15556,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(24)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(24)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -15396,16 +15596,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(22)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(22)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -15448,16 +15653,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(24)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(24)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -15483,16 +15693,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(22)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(22)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -15535,16 +15750,21 @@ def _d_KeyInfoType(r, key):
                         p = r.pos
                         f_SPKIData.append(_v)
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(24)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(24)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -15570,16 +15790,21 @@ def _d_KeyInfoType(r, key):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'KeyName'
-                        r.pos = p
-                        _v = r.string(22)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(22)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -15624,16 +15849,21 @@ def _d_KeyInfoType(r, key):
                         s = 16
                         break
                     elif ec == 6:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                         el = 'MgmtData'
-                        r.pos = p
-                        _v = r.string(24)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(24)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                     elif ec == 7:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -15656,16 +15886,21 @@ def _d_KeyInfoType(r, key):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'KeyName'
-                    r.pos = p
-                    _v = r.string(22)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(22)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
                 elif ec == 1:
@@ -15704,16 +15939,21 @@ def _d_KeyInfoType(r, key):
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
                     el = 'MgmtData'
-                    r.pos = p
-                    _v = r.string(24)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('KeyInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(24)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
@@ -17304,27 +17544,46 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
                     el = 'Modulus'
-                    r.pos = p
-                    _c419_Modulus = r.binary()
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+                        _c419_Modulus = b''
+                    else:
+                        r.pos = p
+                        _c419_Modulus = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'Exponent'
-                    r.pos = p
-                    _c419_Exponent = r.binary()
-                    p = r.pos
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+                        _c419_Exponent = b''
+                    else:
+                        r.pos = p
+                        _c419_Exponent = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     f_RSAKeyValue = xmldsig.RSAKeyValueType(_c419_Modulus, _c419_Exponent)
                     s = 3
                 elif ec == 2:
@@ -17348,27 +17607,46 @@ def _d_KeyValueType(r, key):
                     p = r.pos
                     s = 2
                 elif ec == 1:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
                     el = 'Modulus'
-                    r.pos = p
-                    _c420_Modulus = r.binary()
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+                        _c420_Modulus = b''
+                    else:
+                        r.pos = p
+                        _c420_Modulus = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'Exponent'
-                    r.pos = p
-                    _c420_Exponent = r.binary()
-                    p = r.pos
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('KeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+                        _c420_Exponent = b''
+                    else:
+                        r.pos = p
+                        _c420_Exponent = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     f_RSAKeyValue = xmldsig.RSAKeyValueType(_c420_Modulus, _c420_Exponent)
                     s = 3
                 elif ec == 2:
@@ -17555,91 +17833,133 @@ def _d_DSAKeyValueType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'P'
-                    r.pos = p
-                    f_P = r.binary()
-                    p = r.pos
-                    p += 3
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 7
-                    if x & 7: raise r.deviation('DSAKeyValueType', p)
-                    el = 'Q'
-                    r.pos = p
-                    f_Q = r.binary()
-                    p = r.pos
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+                        f_P = b''
+                    else:
+                        r.pos = p
+                        f_P = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('P', p)
                     p += 1
                     if p > E: raise r.truncated(p)
                     if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    el = 'Q'
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+                        f_Q = b''
+                    else:
+                        r.pos = p
+                        f_Q = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
                     s = 4
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'G'
-                    r.pos = p
-                    f_G = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+                        f_G = b''
+                    else:
+                        r.pos = p
+                        f_G = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 2:
+                    el = 'Y'
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
-                    el = 'Y'
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                        f_Y = b''
+                    else:
+                        r.pos = p
+                        f_Y = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+                    s = 3
+                else:
+                    raise r.deviation('DSAKeyValueType', p)
+            if s == 2:
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                el = 'Y'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                    f_Y = b''
+                else:
                     r.pos = p
                     f_Y = r.binary()
                     p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
-                    s = 3
-                else:
-                    raise r.deviation('DSAKeyValueType', p)
-            if s == 2:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DSAKeyValueType', p)
-                el = 'Y'
-                r.pos = p
-                f_Y = r.binary()
-                p = r.pos
-                p += 1
-                if p > E: raise r.truncated(p)
-                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                 s = 3
             if s == 3:
                 p += 2
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'J'
-                    r.pos = p
-                    f_J = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+                        f_J = b''
+                    else:
+                        r.pos = p
+                        f_J = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('J', p)
                     s = 5
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Seed'
-                    r.pos = p
-                    f_Seed = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+                        f_Seed = b''
+                    else:
+                        r.pos = p
+                        f_Seed = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 2:
                     pass
@@ -17651,28 +17971,38 @@ def _d_DSAKeyValueType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'G'
-                    r.pos = p
-                    f_G = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+                        f_G = b''
+                    else:
+                        r.pos = p
+                        f_G = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Y'
-                    r.pos = p
-                    f_Y = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+                        f_Y = b''
+                    else:
+                        r.pos = p
+                        f_Y = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', p)
@@ -17681,16 +18011,21 @@ def _d_DSAKeyValueType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Seed'
-                    r.pos = p
-                    f_Seed = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+                        f_Seed = b''
+                    else:
+                        r.pos = p
+                        f_Seed = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 1:
                     pass
@@ -17698,18 +18033,27 @@ def _d_DSAKeyValueType(r):
                 else:
                     raise r.deviation('DSAKeyValueType', p)
             if s == 6:
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DSAKeyValueType', p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 el = 'PgenCounter'
-                r.pos = p
-                f_PgenCounter = r.binary()
-                p = r.pos
-                p += 2
+                p += 1
                 if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('DSAKeyValueType', p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+                    f_PgenCounter = b''
+                else:
+                    r.pos = p
+                    f_PgenCounter = r.binary()
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 s = -1
         r.pos = p
     except Exception as e:
@@ -17887,26 +18231,45 @@ def _d_RSAKeyValueType(r):
     f_Modulus = None
     f_Exponent = None
     try:
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('RSAKeyValueType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Modulus'
-        r.pos = p
-        f_Modulus = r.binary()
-        p = r.pos
-        p += 3
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 7
-        if x & 7: raise r.deviation('RSAKeyValueType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+            f_Modulus = b''
+        else:
+            r.pos = p
+            f_Modulus = r.binary()
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Exponent'
-        r.pos = p
-        f_Exponent = r.binary()
-        p = r.pos
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('RSAKeyValueType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+            f_Exponent = b''
+        else:
+            r.pos = p
+            f_Exponent = r.binary()
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -18148,19 +18511,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c423_X509IssuerName = r.string(34)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c423_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c423_X509IssuerName = r.string(34)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -18180,55 +18553,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(37)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(37)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 5
                 elif ec == 5:
@@ -18241,19 +18634,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c424_X509IssuerName = r.string(34)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c424_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c424_X509IssuerName = r.string(34)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -18273,55 +18676,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(37)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(37)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -18337,19 +18760,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c425_X509IssuerName = r.string(34)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c425_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c425_X509IssuerName = r.string(34)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -18369,55 +18802,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(37)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(37)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -18433,19 +18886,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c426_X509IssuerName = r.string(34)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c426_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c426_X509IssuerName = r.string(34)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -18465,55 +18928,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(37)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(37)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -18529,19 +19012,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c427_X509IssuerName = r.string(34)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c427_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c427_X509IssuerName = r.string(34)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -18561,55 +19054,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(37)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(37)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -18625,19 +19138,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c428_X509IssuerName = r.string(34)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c428_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c428_X509IssuerName = r.string(34)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -18657,55 +19180,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(37)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(37)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -18721,19 +19264,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c429_X509IssuerName = r.string(34)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c429_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c429_X509IssuerName = r.string(34)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -18753,55 +19306,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(37)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(37)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -18818,19 +19391,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c430_X509IssuerName = r.string(34)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c430_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c430_X509IssuerName = r.string(34)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -18849,58 +19432,78 @@ def _d_X509DataType(r):
                         _v = xmldsig.X509IssuerSerialType(_c430_X509IssuerName, _c430_X509SerialNumber)
                         f_X509IssuerSerial.append(_v)
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(37)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(37)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -18920,19 +19523,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c431_X509IssuerName = r.string(34)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c431_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c431_X509IssuerName = r.string(34)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -18953,56 +19566,76 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(37)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(37)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -19022,19 +19655,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c432_X509IssuerName = r.string(34)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c432_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c432_X509IssuerName = r.string(34)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -19055,56 +19698,76 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(37)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(37)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -19124,19 +19787,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c433_X509IssuerName = r.string(34)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c433_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c433_X509IssuerName = r.string(34)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -19157,56 +19830,76 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(37)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(37)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -19226,19 +19919,29 @@ def _d_X509DataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c434_X509IssuerName = r.string(34)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c434_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c434_X509IssuerName = r.string(34)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('X509DataType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -19259,58 +19962,78 @@ def _d_X509DataType(r):
                         s = 7
                         break
                     elif ec == 1:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SKI'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
                         break
                     elif ec == 2:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509SubjectName'
-                        r.pos = p
-                        _v = r.string(37)
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                            _v = ''
+                        else:
+                            r.pos = p
+                            _v = r.string(37)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
                     elif ec == 3:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509Certificate'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
                     elif ec == 4:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509CRL'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                     elif ec == 5:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -19327,19 +20050,29 @@ def _d_X509DataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 2
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 3
-                    if x & 3: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
                     el = 'X509IssuerName'
-                    r.pos = p
-                    _c435_X509IssuerName = r.string(34)
-                    p = r.pos
-                    p += 4
+                    p += 1
                     if p > E: raise r.truncated(p)
-                    x = (V >> (E - p)) & 15
-                    if x & 14: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                        _c435_X509IssuerName = ''
+                    else:
+                        r.pos = p
+                        _c435_X509IssuerName = r.string(34)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    x = (V >> (E - p)) & 7
+                    if x & 6: raise r.deviation('X509DataType', p)
                     el = 'X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -19359,55 +20092,75 @@ def _d_X509DataType(r):
                     f_X509IssuerSerial.append(_v)
                     s = 7
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SKI'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509SubjectName'
-                    r.pos = p
-                    _v = r.string(37)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+                        _v = ''
+                    else:
+                        r.pos = p
+                        _v = r.string(37)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509Certificate'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509CRL'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -20534,18 +21287,28 @@ def _d_X509IssuerSerialType(r):
     f_X509IssuerName = None
     f_X509SerialNumber = None
     try:
-        p += 2
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 3
-        if x & 3: raise r.deviation('X509IssuerSerialType', p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
-        r.pos = p
-        f_X509IssuerName = r.string(34)
-        p = r.pos
-        p += 4
+        p += 1
         if p > E: raise r.truncated(p)
-        x = (V >> (E - p)) & 15
-        if x & 14: raise r.deviation('X509IssuerSerialType', p)
+        if (V >> (E - p)) & 1:
+            p += 3
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+            f_X509IssuerName = ''
+        else:
+            r.pos = p
+            f_X509IssuerName = r.string(34)
+            p = r.pos
+            p += 1
+            if p > E: raise r.truncated(p)
+            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+        p += 3
+        if p > E: raise r.truncated(p)
+        x = (V >> (E - p)) & 7
+        if x & 6: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509SerialNumber'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -20619,28 +21382,38 @@ def _d_PGPDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyID'
-                    r.pos = p
-                    f_PGPKeyID = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+                        f_PGPKeyID = b''
+                    else:
+                        r.pos = p
+                        f_PGPKeyID = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
                     s = 1
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyPacket'
-                    r.pos = p
-                    f_PGPKeyPacket = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+                        f_PGPKeyPacket = b''
+                    else:
+                        r.pos = p
+                        f_PGPKeyPacket = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 2
                 else:
                     raise r.deviation('PGPDataType', p)
@@ -20649,16 +21422,21 @@ def _d_PGPDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
                     el = 'PGPKeyPacket'
-                    r.pos = p
-                    f_PGPKeyPacket = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('PGPDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+                        f_PGPKeyPacket = b''
+                    else:
+                        r.pos = p
+                        f_PGPKeyPacket = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 3
                 elif ec == 1:
                     raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -20812,17 +21590,24 @@ def _d_SPKIDataType(r):
         s = 0
         while s >= 0:
             if s == 0:
-                p += 2
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 3
-                if x & 3: raise r.deviation('SPKIDataType', p)
-                el = 'SPKISexp'
-                r.pos = p
-                _v = r.binary()
-                p = r.pos
                 p += 1
                 if p > E: raise r.truncated(p)
                 if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                el = 'SPKISexp'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                    _v = b''
+                else:
+                    r.pos = p
+                    _v = r.binary()
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                 f_SPKISexp.append(_v)
                 s = 1
             if s == 1:
@@ -20830,16 +21615,21 @@ def _d_SPKIDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -20855,16 +21645,21 @@ def _d_SPKIDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -20878,16 +21673,21 @@ def _d_SPKIDataType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        p += 1
-                        if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                         el = 'SPKISexp'
-                        r.pos = p
-                        _v = r.binary()
-                        p = r.pos
                         p += 1
                         if p > E: raise r.truncated(p)
-                        if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                            _v = b''
+                        else:
+                            r.pos = p
+                            _v = r.binary()
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                         f_SPKISexp.append(_v)
                     elif ec == 1:
                         raise DecodeError('wildcard content (SEW) is not supported', p)
@@ -20904,16 +21704,21 @@ def _d_SPKIDataType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                     el = 'SPKISexp'
-                    r.pos = p
-                    _v = r.binary()
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+                        _v = b''
+                    else:
+                        r.pos = p
+                        _v = r.binary()
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -24363,19 +25168,29 @@ def _d_MeterInfoType(r):
         s = 0
         while s >= 0:
             if s == 0:
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                el = 'MeterID'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+                    f_MeterID = ''
+                else:
+                    r.pos = p
+                    f_MeterID = r.string(60)
+                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
                 p += 2
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('MeterInfoType', p)
-                el = 'MeterID'
-                r.pos = p
-                f_MeterID = r.string(60)
-                if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                p = r.pos
-                p += 3
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('MeterInfoType', p)
                 el = 'ChargedEnergyReadingWh'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -24449,17 +25264,22 @@ def _d_MeterInfoType(r):
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
                     s = 5
                 elif ec == 3:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterSignature'
-                    r.pos = p
-                    f_MeterSignature = r.binary()
-                    if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                        f_MeterSignature = b''
+                    else:
+                        r.pos = p
+                        f_MeterSignature = r.binary()
+                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
                     s = 6
                 elif ec == 4:
                     p += 2
@@ -24546,17 +25366,22 @@ def _d_MeterInfoType(r):
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
                     s = 5
                 elif ec == 2:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterSignature'
-                    r.pos = p
-                    f_MeterSignature = r.binary()
-                    if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                        f_MeterSignature = b''
+                    else:
+                        r.pos = p
+                        f_MeterSignature = r.binary()
+                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
                     s = 6
                 elif ec == 3:
                     p += 2
@@ -24625,17 +25450,22 @@ def _d_MeterInfoType(r):
                     if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
                     s = 5
                 elif ec == 1:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterSignature'
-                    r.pos = p
-                    f_MeterSignature = r.binary()
-                    if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                        f_MeterSignature = b''
+                    else:
+                        r.pos = p
+                        f_MeterSignature = r.binary()
+                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
                     s = 6
                 elif ec == 2:
                     p += 2
@@ -24686,17 +25516,22 @@ def _d_MeterInfoType(r):
                 if p > E: raise r.truncated(p)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
-                    p += 1
-                    if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterSignature'
-                    r.pos = p
-                    f_MeterSignature = r.binary()
-                    if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                    p = r.pos
                     p += 1
                     if p > E: raise r.truncated(p)
-                    if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
+                    if (V >> (E - p)) & 1:
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+                        f_MeterSignature = b''
+                    else:
+                        r.pos = p
+                        f_MeterSignature = r.binary()
+                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
+                        p = r.pos
+                        p += 1
+                        if p > E: raise r.truncated(p)
+                        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
                     s = 6
                 elif ec == 1:
                     p += 2
@@ -28250,19 +29085,30 @@ def _d_ListOfRootCertificateIDsType(r):
         s = 0
         while s >= 0:
             if s == 0:
+                p += 2
+                if p > E: raise r.truncated(p)
+                x = (V >> (E - p)) & 3
+                if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                el = 'RootCertificateID'
+                el = 'X509IssuerName'
+                p += 1
+                if p > E: raise r.truncated(p)
+                if (V >> (E - p)) & 1:
+                    p += 3
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                    _c552_X509IssuerName = ''
+                else:
+                    r.pos = p
+                    _c552_X509IssuerName = r.string(34)
+                    p = r.pos
+                    p += 1
+                    if p > E: raise r.truncated(p)
+                    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                 p += 3
                 if p > E: raise r.truncated(p)
                 x = (V >> (E - p)) & 7
-                if x & 7: raise r.deviation('ListOfRootCertificateIDsType', p)
-                el = 'RootCertificateID'
-                el = 'X509IssuerName'
-                r.pos = p
-                _c552_X509IssuerName = r.string(34)
-                p = r.pos
-                p += 4
-                if p > E: raise r.truncated(p)
-                x = (V >> (E - p)) & 15
-                if x & 14: raise r.deviation('ListOfRootCertificateIDsType', p)
+                if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
                 el = 'X509SerialNumber'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -28288,19 +29134,29 @@ def _d_ListOfRootCertificateIDsType(r):
                     if p > E: raise r.truncated(p)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
-                        p += 2
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 3
-                        if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                         el = 'RootCertificateID'
                         el = 'X509IssuerName'
-                        r.pos = p
-                        _c553_X509IssuerName = r.string(34)
-                        p = r.pos
-                        p += 4
+                        p += 1
                         if p > E: raise r.truncated(p)
-                        x = (V >> (E - p)) & 15
-                        if x & 14: raise r.deviation('ListOfRootCertificateIDsType', p)
+                        if (V >> (E - p)) & 1:
+                            p += 3
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+                            _c553_X509IssuerName = ''
+                        else:
+                            r.pos = p
+                            _c553_X509IssuerName = r.string(34)
+                            p = r.pos
+                            p += 1
+                            if p > E: raise r.truncated(p)
+                            if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+                        p += 3
+                        if p > E: raise r.truncated(p)
+                        x = (V >> (E - p)) & 7
+                        if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
                         el = 'X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -28576,13 +29432,18 @@ def _de23(r):  # DigestValue
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
     r.pos = p
     return val
 
@@ -28623,13 +29484,18 @@ def _de27(r):  # KeyName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
-    r.pos = p
-    val = r.string(22)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(22)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
     r.pos = p
     return val
 
@@ -28666,13 +29532,18 @@ def _de30(r):  # MgmtData
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
-    r.pos = p
-    val = r.string(24)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(24)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
     r.pos = p
     return val
 
@@ -29452,13 +30323,18 @@ def _de99(r):  # Exponent
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
     r.pos = p
     return val
 
@@ -29502,13 +30378,18 @@ def _de101(r):  # G
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('G', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('G', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('G', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('G', p)
     r.pos = p
     return val
 
@@ -29597,13 +30478,18 @@ def _de105(r):  # J
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('J', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('J', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('J', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('J', p)
     r.pos = p
     return val
 
@@ -29648,14 +30534,19 @@ def _de107(r):  # MeterID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
-    r.pos = p
-    val = r.string(60)
-    if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(60)
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
     r.pos = p
     return val
 
@@ -29708,14 +30599,19 @@ def _de110(r):  # MeterSignature
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
-    r.pos = p
-    val = r.binary()
-    if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
     r.pos = p
     return val
 
@@ -29837,13 +30733,18 @@ def _de114(r):  # Modulus
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
     r.pos = p
     return val
 
@@ -29914,13 +30815,18 @@ def _de118(r):  # P
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('P', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('P', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('P', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('P', p)
     r.pos = p
     return val
 
@@ -29943,13 +30849,18 @@ def _de119(r):  # PGPKeyID
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
     r.pos = p
     return val
 
@@ -29972,13 +30883,18 @@ def _de120(r):  # PGPKeyPacket
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
     r.pos = p
     return val
 
@@ -30001,13 +30917,18 @@ def _de121(r):  # PgenCounter
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
     r.pos = p
     return val
 
@@ -30052,13 +30973,18 @@ def _de123(r):  # Q
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Q', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Q', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Q', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Q', p)
     r.pos = p
     return val
 
@@ -30225,13 +31151,18 @@ def _de130(r):  # SPKISexp
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
     r.pos = p
     return val
 
@@ -30254,13 +31185,18 @@ def _de131(r):  # Seed
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
     r.pos = p
     return val
 
@@ -30512,13 +31448,18 @@ def _de140(r):  # X509CRL
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
     r.pos = p
     return val
 
@@ -30541,13 +31482,18 @@ def _de141(r):  # X509Certificate
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
     r.pos = p
     return val
 
@@ -30570,13 +31516,18 @@ def _de142(r):  # X509IssuerName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
-    r.pos = p
-    val = r.string(34)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(34)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
     r.pos = p
     return val
 
@@ -30607,13 +31558,18 @@ def _de144(r):  # X509SKI
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
     r.pos = p
     return val
 
@@ -30675,13 +31631,18 @@ def _de146(r):  # X509SubjectName
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
-    r.pos = p
-    val = r.string(37)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(37)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
     r.pos = p
     return val
 
@@ -30706,13 +31667,18 @@ def _de147(r):  # XPath
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
-    r.pos = p
-    val = r.string(21)
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
+        val = ''
+    else:
+        r.pos = p
+        val = r.string(21)
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
     r.pos = p
     return val
 
@@ -30737,13 +31703,18 @@ def _de148(r):  # Y
     p = r.pos
     p += 1
     if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
-    r.pos = p
-    val = r.binary()
-    p = r.pos
-    p += 1
-    if p > E: raise r.truncated(p)
-    if (V >> (E - p)) & 1: raise r.deviation('Y', p)
+    if (V >> (E - p)) & 1:
+        p += 3
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 7: raise r.deviation('Y', p)
+        val = b''
+    else:
+        r.pos = p
+        val = r.binary()
+        p = r.pos
+        p += 1
+        if p > E: raise r.truncated(p)
+        if (V >> (E - p)) & 1: raise r.deviation('Y', p)
     r.pos = p
     return val
 

@@ -672,6 +672,8 @@ class CodecWriter:
         while st is not None:
             if len(st.prods) != 1 or st.index in seen or st.prods[0].event.kind not in ("SE", "AT", "CH", "EE"):
                 return False
+            if self._empty_ch(info, st) is not None:
+                return False
             seen.add(st.index)
             st = st.prods[0].target
         return True
@@ -730,7 +732,18 @@ class CodecWriter:
             args = f"r, {self.qid(decl.qname)}" if info.needs_key else "r"
             return [("var", [f"{target} = _d_{self.fn[id(t)]}({args})"])]
         # a simple-typed element: CH (1 bit: one production + escape), the value, EE (1 bit)
-        return [("fix", 1, "code"), *self.dec_value_ops(t, target, str(self.qid(decl.qname))), ("fix", 1, "code")]
+        value_ops = self.dec_value_ops(t, target, str(self.qid(decl.qname)))
+        if t.rep in ("str", "b64", "hex", "list") and not t.min_length:
+            # An empty value may come as a second-level EE instead of CH (EXIficient writes <X/> so):
+            # escape, then EE = 0 among the 3-bit second-level codes of a start tag.
+            empty = {"str": "''", "list": "[]"}.get(t.rep, "b''")
+            lines = ["p += 1", "if p > E: raise r.truncated(p)", "if (V >> (E - p)) & 1:",
+                     "    p += 3", "    if p > E: raise r.truncated(p)",
+                     f"    if (V >> (E - p)) & 7: raise r.deviation({decl.qname[1]!r}, p)",
+                     f"    {target} = {empty}", "else:"]
+            lines.extend("    " + x for x in self._render_dec([*value_ops, ("fix", 1, "code")], decl.qname[1]))
+            return [("raw", lines)]
+        return [("fix", 1, "code"), *value_ops, ("fix", 1, "code")]
 
     def enc_element_ops(self, decl: ElementDecl, expr: str) -> list[tuple]:
         t = decl.type
@@ -814,7 +827,8 @@ class CodecWriter:
                     indeg[p.target.index] = indeg.get(p.target.index, 0) + 1
         inline = {st.index for st in states
                   if st.index != 0 and st.index not in skip and st.index not in chains
-                  and len(st.prods) == 1 and indeg.get(st.index) == 1 and st.prods[0].target is not st}
+                  and len(st.prods) == 1 and indeg.get(st.index) == 1 and st.prods[0].target is not st
+                  and self._empty_ch(info, st) is None}
         return chains, skip, inline
 
     # ------------------------------------------------------------- type functions
@@ -880,9 +894,39 @@ class CodecWriter:
             tgt = q.target
         return ops, (-1 if tgt is None else tgt.index)
 
+    def _empty_ch(self, info: TypeInfo, st: State) -> str | None:
+        """The empty value, if this start-tag state may see it as a second-level EE (EXIficient
+        encodes an empty simple content so: escape, then EE = 0 of 3-bit second-level codes)."""
+        ch = st.find("CH")
+        if ch is None or not st.start_tag:
+            return None
+        t = info.by_event[("CH",)].type
+        if t.rep not in ("str", "b64", "hex", "list") or t.min_length:
+            return None
+        return {"str": "''", "list": "[]"}.get(t.rep, "b''")
+
     def _dec_block(self, info: TypeInfo, st: State, chain, terminal: bool = False) -> list[str]:
         where = info.ct.py_name
         L: list[str] = []
+        empty = self._empty_ch(info, st) if chain is None else None
+        if empty is not None:
+            L.append(f"p += {st.width}")
+            L.append("if p > E: raise r.truncated(p)")
+            L.append(f"ec = (V >> (E - p)) & {(1 << st.width) - 1}")
+            for i, p in enumerate(st.prods):
+                ops, nxt = self._follow_dec(info, p)
+                L.append(f"{'if' if i == 0 else 'elif'} ec == {p.code}:")
+                L.extend("    " + x for x in self._render_dec(ops, where) or ["pass"])
+                if not terminal:
+                    L.append(f"    s = {nxt}")
+            L.append(f"elif ec == {len(st.prods)}:")
+            L.extend(["    p += 3", "    if p > E: raise r.truncated(p)",
+                      f"    if (V >> (E - p)) & 7: raise r.deviation({where!r}, p)", f"    f_value = {empty}"])
+            if not terminal:
+                L.append("    s = -1")
+            L.append("else:")
+            L.append(f"    raise r.deviation({where!r}, p)")
+            return L
         if chain is None and len(st.prods) == 1:
             ops, nxt = self._follow_dec(info, st.prods[0])
             ops = [("fix", st.width, "code"), *ops]
