@@ -96,7 +96,6 @@ def bench_exificient(
 def _default_vectors() -> Path:
     for cand in (
         REPO_ROOT.parent / "shared" / "vectors" / "exi_vectors.jsonl",
-        Path("/work/shared/vectors/exi_vectors.jsonl"),
     ):
         if cand.exists():
             return cand

@@ -28,7 +28,6 @@ def default_vectors() -> Path:
     for cand in (
         REPO_ROOT.parent / "shared" / "vectors" / "exi_vectors.jsonl",
         REPO_ROOT / "shared" / "vectors" / "exi_vectors.jsonl",
-        Path("/work/shared/vectors/exi_vectors.jsonl"),
     ):
         if cand.exists():
             return cand
