@@ -19,7 +19,8 @@ Repeats are capped at 3 past the minimum, except that bounded maxOccurs up to 24
 exactly (the generated decoders switch state when a counted loop reaches maxOccurs). Abstract
 elements and types, and required wildcards (the model cannot carry wildcard content) are never
 generated; alternatives that would need them are avoided. Recursion is bounded by a depth budget
-computed from the minimal depth each class needs.
+computed from the minimal depth each class needs, size by a cap on the number of complex elements after
+which only required content is added.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ SCHEMAS = Path(__file__).resolve().parents[1].parent / "shared" / "schemas"
 INF = 1 << 30  # "cannot be built"
 REPEAT_CAP = 3  # occurrences generated beyond minOccurs for unbounded or large maxOccurs
 EXACT_MAX = 24  # bounded maxOccurs up to this are sometimes generated exactly
-EXTRA_DEPTH = 3  # nesting allowed beyond the minimum a root needs
+EXTRA_DEPTH = 12  # nesting allowed beyond the minimum a root needs (the V2G schemas are not recursive,
+#                   and their deepest structures are 9 levels: this lets every optional part occur)
+MAX_ELEMENTS = 150  # past this many complex elements in one instance, only required content is added
 
 INT64 = (-(1 << 63), (1 << 63) - 1)
 BIG = 10**30  # unbounded xs:integer: occasionally far beyond 64 bits (EXI Integer is unbounded)
@@ -334,9 +337,11 @@ class _Builder:
         self.draw = draw
         self.ids: list[tuple[object, str]] = []
         self.idrefs: list[tuple[object, str, bool]] = []
+        self.room = MAX_ELEMENTS  # complex elements still to be built freely
 
     def build(self, cls: type, budget: int) -> object:
         m = self.m
+        self.room -= 1
         values: dict[str, Any] = {}
         lexical = m.lexical.get(cls, {})
         for name, kind, _ns, _local, many, ftype in m.fields[cls]:
@@ -365,6 +370,8 @@ class _Builder:
         lo, hi = occurs(node)
         if self.m.need(node, cls) > budget:
             return lo  # cannot afford another occurrence; lo is 0 here (the caller checked cost)
+        if self.room <= 0:
+            return lo  # big enough: required content only
         if self.m.single_only(cls, node) and node[0] != "el":
             hi = lo if lo >= 1 else 1  # a group holding a single-valued field occurs once at most
         if hi is not None and hi <= max(lo, 1) + REPEAT_CAP:
