@@ -161,7 +161,8 @@ def encode(proto: str, message: Any, *, fragment: bool = False, element: str | N
         return w.getvalue()
     indices = c.by_class.get(type(message))
     if element is not None:
-        indices = [i for i, e in enumerate(c.doc) if e[1] == element and isinstance(message, e[2])]
+        indices = [i for i, e in enumerate(c.doc)
+                   if e[1] == element and (not isinstance(e[2], type) or isinstance(message, e[2]))]
     if not indices:
         raise EncodeError(f"{type(message).__name__} is not the type of a global element of {proto}")
     if len(indices) > 1:
@@ -178,6 +179,8 @@ def _run(entry: tuple, w: Writer, value: Any) -> None:
     except ExiError as e:
         e.path.insert(0, entry[1])
         raise
+    except (TypeError, ValueError, AttributeError) as e:  # a simple-typed root given a wrong value
+        raise EncodeError(f"{entry[1]}: invalid value ({type(e).__name__}: {e})") from e
 
 
 def to_xml(message: Any, proto: str | None = None, *, pretty: bool = True) -> str:

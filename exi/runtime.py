@@ -41,53 +41,93 @@ class EncodeError(ExiError):
 V2G_HEADER = 0x80  # distinguishing bits 10, no options, version 1, no cookie
 
 
-class Reader:
-    """Reads bit-packed EXI from ``data`` starting after the one-byte header."""
+#: Bytes the reader holds as one int at a time. Reads shift that int, so their cost is bounded by the
+#: window, not by the input: decoding stays linear however large the input is.
+WINDOW_BYTES = 256
+#: An unsigned integer longer than this is hostile (V2G needs at most 10 octets, lengths 5).
+MAX_UINT_OCTETS = 64
 
-    __slots__ = ("end", "gvals", "lvals", "pos", "v")
+
+class Reader:
+    """Reads bit-packed EXI from ``data`` starting after the one-byte header.
+
+    ``v`` holds a window of the input as an int; ``pos`` and ``end`` are bit positions within the
+    window and ``base`` is the window's bit offset in the input. Generated code keeps ``v``, ``end``
+    and ``pos`` in locals and calls :meth:`slide` when a read runs past the window.
+    """
+
+    __slots__ = ("base", "data", "end", "gvals", "lvals", "pos", "total", "v")
 
     def __init__(self, data: bytes, start_bit: int = 8) -> None:
-        self.v = int.from_bytes(data, "big")
-        self.end = len(data) * 8
-        self.pos = start_bit
+        self.data = data
+        self.total = len(data) * 8
         self.gvals: list[str] | None = None  # global value partition, created on first string
         self.lvals: dict[int, list[str]] = {}
+        if len(data) <= WINDOW_BYTES:
+            self.v = int.from_bytes(data, "big")
+            self.end = self.total
+            self.base = 0
+            self.pos = start_bit
+        else:
+            self._load(start_bit, 0)
+
+    def _load(self, start: int, need: int) -> None:
+        """Move the window to absolute bit ``start`` so that ``need`` bits can be read."""
+        if start + need > self.total:
+            raise DecodeError(f"truncated: need {need} bits, {max(self.total - start, 0)} left", start)
+        first = start >> 3
+        size = max(WINDOW_BYTES, ((start & 7) + need + 7) >> 3)
+        chunk = self.data[first:first + size]
+        self.v = int.from_bytes(chunk, "big")
+        self.end = len(chunk) * 8
+        self.base = first * 8
+        self.pos = start - self.base
+
+    def slide(self, p: int, n: int) -> tuple[int, int, int]:
+        """Generated code read ``n`` bits ending at window position ``p`` past the window's end:
+        move the window and return the new (v, end, position after the read)."""
+        self._load(self.base + p - n, n)
+        return self.v, self.end, self.pos + n
+
+    def at(self, p: int) -> int:
+        """The absolute bit position of window position ``p`` (for error messages)."""
+        return self.base + p
 
     def bits(self, n: int) -> int:
         p = self.pos + n
         if p > self.end:
-            raise DecodeError(f"truncated: need {n} bits, {self.end - self.pos} left", self.pos)
+            self._load(self.base + self.pos, n)
+            p = self.pos + n
         self.pos = p
         return (self.v >> (self.end - p)) & ((1 << n) - 1)
 
     def uint(self) -> int:
-        v = self.v
-        end = self.end
-        p = self.pos
+        at = self.base + self.pos
         result = 0
         shift = 0
         while True:
-            p += 8
-            if p > end:
-                raise DecodeError("truncated unsigned integer", self.pos)
-            octet = (v >> (end - p)) & 0xFF
+            octet = self.bits(8)
             result |= (octet & 0x7F) << shift
             if octet < 0x80:
-                self.pos = p
                 return result
             shift += 7
+            if shift >= 7 * MAX_UINT_OCTETS:
+                raise DecodeError(f"unsigned integer longer than {MAX_UINT_OCTETS} octets", at)
 
     def sint(self) -> int:
         if self.bits(1):
             return -self.uint() - 1
         return self.uint()
 
+    def remaining(self) -> int:
+        return self.total - self.base - self.pos
+
     def length(self, unit_bits: int) -> int:
         """A length prefix whose items take at least ``unit_bits`` each: bounded by what is left."""
-        at = self.pos
+        at = self.base + self.pos
         n = self.uint()
-        if n * unit_bits > self.end - self.pos:
-            raise DecodeError(f"length {n} exceeds the remaining input", at)
+        if n * unit_bits > self.remaining():
+            raise DecodeError(f"a length of {n} exceeds the remaining input", at)
         return n
 
     def binary(self) -> bytes:
@@ -125,18 +165,18 @@ class Reader:
         """``n`` characters, each an Unsigned Integer code point."""
         if n == 0:
             return ""
-        if n * 8 > self.end - self.pos:
-            raise DecodeError(f"string of {n} characters exceeds the remaining input", self.pos)
-        start = self.pos
+        if n * 8 > self.remaining():
+            raise DecodeError(f"a string of {n} characters exceeds the remaining input", self.base + self.pos)
+        start = self.base + self.pos
         raw = self.bits(8 * n).to_bytes(n, "big")
         if raw.isascii():  # every code point < 128: one octet each, the common case
             return raw.decode("ascii")
-        self.pos = start
+        self._load(start, 0)
         out = []
         for _ in range(n):
             cp = self.uint()
             if cp > 0x10FFFF:
-                raise DecodeError("invalid code point", self.pos)
+                raise DecodeError("invalid code point", self.base + self.pos)
             out.append(chr(cp))
         return "".join(out)
 
@@ -175,29 +215,39 @@ class Reader:
 
     def deviation(self, where: str, pos: int | None = None) -> DecodeError:
         return DecodeError(f"schema deviation (second-level event) not supported in {where}",
-                           self.pos if pos is None else pos)
-
-    def truncated(self, pos: int) -> DecodeError:
-        return DecodeError(f"truncated: the input ends {pos - self.end} bits short", self.end)
+                           self.base + (self.pos if pos is None else pos))
 
     def finish(self) -> None:
         """After the last event: the padding to the byte boundary (whatever its bits: some -20 encoders
         leave non-zero ones, and decoders such as OpenV2G and EXIficient ignore it), then only whole
         zero bytes (Tesla's DIN firmware appends one to ContractAuthenticationReq)."""
-        rest = (self.end - self.pos) // 8 * 8
-        if rest and self.v & ((1 << rest) - 1):
-            raise DecodeError(f"{(rest + 7) // 8} bytes of non-zero data after the end of the document",
-                              self.pos)
+        after = (self.base + self.pos + 7) >> 3
+        if any(self.data[after:]):
+            raise DecodeError(f"{len(self.data) - after} bytes of non-zero data after the end of the document",
+                              self.base + self.pos)
 
 
 class Writer:
-    """Accumulates bit-packed EXI; :meth:`getvalue` pads to a byte boundary."""
+    """Accumulates bit-packed EXI; :meth:`getvalue` pads to a byte boundary.
 
-    __slots__ = ("n", "v")
+    Pending bits live in the int ``v`` (``n`` of them); :meth:`flush` moves whole bytes out to
+    ``buf`` so that appending stays cheap however long the message is.
+    """
+
+    __slots__ = ("buf", "n", "v")
 
     def __init__(self) -> None:
         self.v = V2G_HEADER
         self.n = 8
+        self.buf = bytearray()
+
+    def flush(self) -> None:
+        rem = self.n & 7
+        whole = self.n >> 3
+        if whole:
+            self.buf += (self.v >> rem).to_bytes(whole, "big")
+            self.v &= (1 << rem) - 1
+            self.n = rem
 
     def bits(self, value: int, n: int) -> None:
         self.v = (self.v << n) | value
@@ -292,18 +342,19 @@ class Writer:
 
     def getvalue(self) -> bytes:
         pad = -self.n % 8
-        return (self.v << pad).to_bytes((self.n + pad) // 8, "big")
+        tail = (self.v << pad).to_bytes((self.n + pad) // 8, "big")
+        return bytes(self.buf) + tail if self.buf else tail
 
 
 def _ctx(exc: BaseException, element: str, reader: Reader | None) -> ExiError:
     """Give an error raised inside a generated type function the element path where it happened."""
     if not isinstance(exc, ExiError):
         if reader is not None:
-            exc = DecodeError(f"{type(exc).__name__}: {exc}", reader.pos)
+            exc = DecodeError(f"{type(exc).__name__}: {exc}", reader.base + reader.pos)
         else:
             exc = EncodeError(f"invalid value ({type(exc).__name__}: {exc})")
     if element:
-        exc.path.insert(0, element)
+        exc.path[0:0] = element.split("/")  # "Parent/Child" from a type inlined into its parent
     return exc
 
 

@@ -118,8 +118,6 @@ def test_huge_unsigned_integer_small() -> None:
     _fails_fast("iso2", w.getvalue() + b"\xff" * 4096 + b"\x7f")
 
 
-@pytest.mark.xfail(strict=True, reason="Reader.bits/uint shift the whole input int on every call: decoding "
-                   "is quadratic in the input size (65 kB of 0xFF in one length: ~1.7 s, 1 MB: ~400 s)")
 def test_huge_unsigned_integer_64k() -> None:
     """A 64 kB frame that is one long unsigned integer should fail as fast as any 64 kB frame."""
     w = Writer()
@@ -128,15 +126,16 @@ def test_huge_unsigned_integer_64k() -> None:
     _fails_fast("iso2", w.getvalue() + b"\xff" * 65_000 + b"\x7f", within=0.25)
 
 
-@pytest.mark.xfail(strict=True, reason="decoding is quadratic in the input size (Reader shifts the whole "
-                   "input int per read): 16000 References (88 kB) take ~2 s, 64000 (352 kB) ~50 s")
 def test_large_valid_message_decodes_in_linear_time() -> None:
     from exi.model import xmldsig as ds
 
     refs = [ds.ReferenceType(DigestMethod=ds.DigestMethodType(Algorithm="a"), DigestValue=b"x")] * 16000
     info = ds.SignedInfoType(CanonicalizationMethod=ds.CanonicalizationMethodType(Algorithm="c"),
                              SignatureMethod=ds.SignatureMethodType(Algorithm="s"), Reference=refs)
-    data = exi.encode("xmldsig", info)
     t0 = time.perf_counter()
+    data = exi.encode("xmldsig", info)
+    t1 = time.perf_counter()
     assert exi.decode("xmldsig", data) == info
-    assert time.perf_counter() - t0 < 1.0  # linear: ~0.3 s (1000 References take 0.02 s)
+    t2 = time.perf_counter()
+    # linear: ~0.3 s each (1000 References take 0.02 s); quadratic took seconds
+    assert t1 - t0 < 1.5 and t2 - t1 < 1.5, (t1 - t0, t2 - t1)

@@ -21,31 +21,31 @@ def _d_supportedAppProtocolReq(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('supportedAppProtocolReq', p)
                 el = 'AppProtocol'
-                el = 'ProtocolNamespace'
+                el = 'AppProtocol/ProtocolNamespace'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('ProtocolNamespace', p)
                     _c1_ProtocolNamespace = ''
                 else:
                     r.pos = p
                     _c1_ProtocolNamespace = r.string(0)
-                    if len(_c1_ProtocolNamespace) > 100: raise DecodeError(f'length {len(_c1_ProtocolNamespace)} outside [0, 100]', r.pos)
-                    p = r.pos
+                    if len(_c1_ProtocolNamespace) > 100: raise DecodeError(f'length {len(_c1_ProtocolNamespace)} outside [0, 100]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('supportedAppProtocolReq', p)
-                el = 'VersionNumberMajor'
+                el = 'AppProtocol/VersionNumberMajor'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     _c1_VersionNumberMajor = (V >> (E - p)) & 127
@@ -53,13 +53,13 @@ def _d_supportedAppProtocolReq(r):
                     p += 16
                     _c1_VersionNumberMajor = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c1_VersionNumberMajor = r.uint(); p = r.pos
+                    r.pos = p; _c1_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('supportedAppProtocolReq', p)
-                if _c1_VersionNumberMajor > 4294967295: raise DecodeError(f'value {_c1_VersionNumberMajor} outside [0, 4294967295]', p)
-                el = 'VersionNumberMinor'
+                if _c1_VersionNumberMajor > 4294967295: raise DecodeError(f'value {_c1_VersionNumberMajor} outside [0, 4294967295]', r.at(p))
+                el = 'AppProtocol/VersionNumberMinor'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     _c1_VersionNumberMinor = (V >> (E - p)) & 127
@@ -67,17 +67,17 @@ def _d_supportedAppProtocolReq(r):
                     p += 16
                     _c1_VersionNumberMinor = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c1_VersionNumberMinor = r.uint(); p = r.pos
+                    r.pos = p; _c1_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 21
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 21)
                 x = (V >> (E - p)) & 2097151
                 if x & 1835907: raise r.deviation('supportedAppProtocolReq', p)
-                if _c1_VersionNumberMinor > 4294967295: raise DecodeError(f'value {_c1_VersionNumberMinor} outside [0, 4294967295]', p)
-                el = 'SchemaID'
+                if _c1_VersionNumberMinor > 4294967295: raise DecodeError(f'value {_c1_VersionNumberMinor} outside [0, 4294967295]', r.at(p))
+                el = 'AppProtocol/SchemaID'
                 _c1_SchemaID = ((x >> 10) & 255)
-                el = 'Priority'
+                el = 'AppProtocol/Priority'
                 _c1_Priority = ((x >> 2) & 31) + 1
-                if _c1_Priority > 20: raise DecodeError(f'value {_c1_Priority} above maximum 20', p)
+                if _c1_Priority > 20: raise DecodeError(f'value {_c1_Priority} above maximum 20', r.at(p))
                 _v = apphand.AppProtocolType(_c1_ProtocolNamespace, _c1_VersionNumberMajor, _c1_VersionNumberMinor, _c1_SchemaID, _c1_Priority)
                 f_AppProtocol.append(_v)
                 s = 1
@@ -85,34 +85,34 @@ def _d_supportedAppProtocolReq(r):
                 _k = 0
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('supportedAppProtocolReq', p)
                         el = 'AppProtocol'
-                        el = 'ProtocolNamespace'
+                        el = 'AppProtocol/ProtocolNamespace'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('ProtocolNamespace', p)
                             _c2_ProtocolNamespace = ''
                         else:
                             r.pos = p
                             _c2_ProtocolNamespace = r.string(0)
-                            if len(_c2_ProtocolNamespace) > 100: raise DecodeError(f'length {len(_c2_ProtocolNamespace)} outside [0, 100]', r.pos)
-                            p = r.pos
+                            if len(_c2_ProtocolNamespace) > 100: raise DecodeError(f'length {len(_c2_ProtocolNamespace)} outside [0, 100]', r.at(r.pos))
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('supportedAppProtocolReq', p)
-                        el = 'VersionNumberMajor'
+                        el = 'AppProtocol/VersionNumberMajor'
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
                             _c2_VersionNumberMajor = (V >> (E - p)) & 127
@@ -120,13 +120,13 @@ def _d_supportedAppProtocolReq(r):
                             p += 16
                             _c2_VersionNumberMajor = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c2_VersionNumberMajor = r.uint(); p = r.pos
+                            r.pos = p; _c2_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 7: raise r.deviation('supportedAppProtocolReq', p)
-                        if _c2_VersionNumberMajor > 4294967295: raise DecodeError(f'value {_c2_VersionNumberMajor} outside [0, 4294967295]', p)
-                        el = 'VersionNumberMinor'
+                        if _c2_VersionNumberMajor > 4294967295: raise DecodeError(f'value {_c2_VersionNumberMajor} outside [0, 4294967295]', r.at(p))
+                        el = 'AppProtocol/VersionNumberMinor'
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
                             _c2_VersionNumberMinor = (V >> (E - p)) & 127
@@ -134,17 +134,17 @@ def _d_supportedAppProtocolReq(r):
                             p += 16
                             _c2_VersionNumberMinor = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c2_VersionNumberMinor = r.uint(); p = r.pos
+                            r.pos = p; _c2_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 21
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 21)
                         x = (V >> (E - p)) & 2097151
                         if x & 1835907: raise r.deviation('supportedAppProtocolReq', p)
-                        if _c2_VersionNumberMinor > 4294967295: raise DecodeError(f'value {_c2_VersionNumberMinor} outside [0, 4294967295]', p)
-                        el = 'SchemaID'
+                        if _c2_VersionNumberMinor > 4294967295: raise DecodeError(f'value {_c2_VersionNumberMinor} outside [0, 4294967295]', r.at(p))
+                        el = 'AppProtocol/SchemaID'
                         _c2_SchemaID = ((x >> 10) & 255)
-                        el = 'Priority'
+                        el = 'AppProtocol/Priority'
                         _c2_Priority = ((x >> 2) & 31) + 1
-                        if _c2_Priority > 20: raise DecodeError(f'value {_c2_Priority} above maximum 20', p)
+                        if _c2_Priority > 20: raise DecodeError(f'value {_c2_Priority} above maximum 20', r.at(p))
                         _v = apphand.AppProtocolType(_c2_ProtocolNamespace, _c2_VersionNumberMajor, _c2_VersionNumberMinor, _c2_SchemaID, _c2_Priority)
                         f_AppProtocol.append(_v)
                         _k += 1
@@ -159,7 +159,7 @@ def _d_supportedAppProtocolReq(r):
                         raise r.deviation('supportedAppProtocolReq', p)
             if s == 20:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('supportedAppProtocolReq', p)
                 s = -1
         r.pos = p
@@ -188,7 +188,7 @@ def _e_supportedAppProtocolReq(w, o):
                     _c3_SchemaID = _o.SchemaID
                     _c3_Priority = _o.Priority
                     if not (_c3_ProtocolNamespace is not None): raise EncodeError('missing content: ProtocolNamespace')
-                    el = 'ProtocolNamespace'
+                    el = 'AppProtocol/ProtocolNamespace'
                     v <<= 3
                     n += 3
                     if len(_c3_ProtocolNamespace) > 100: raise EncodeError(f'length {len(_c3_ProtocolNamespace)} outside [0, 100]')
@@ -198,7 +198,7 @@ def _e_supportedAppProtocolReq(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c3_ProtocolNamespace); v = w.v; n = w.n
                     if not (_c3_VersionNumberMajor is not None): raise EncodeError('missing content: VersionNumberMajor')
-                    el = 'VersionNumberMajor'
+                    el = 'AppProtocol/VersionNumberMajor'
                     if _c3_VersionNumberMajor < 0 or _c3_VersionNumberMajor > 4294967295: raise EncodeError(f'value {_c3_VersionNumberMajor!r} outside [0, 4294967295]')
                     v <<= 3
                     n += 3
@@ -207,7 +207,7 @@ def _e_supportedAppProtocolReq(w, o):
                     elif _c3_VersionNumberMajor < 16384: v = (v << 16) | ((_c3_VersionNumberMajor & 127) << 8) | 32768 | (_c3_VersionNumberMajor >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c3_VersionNumberMajor); v = w.v; n = w.n
                     if not (_c3_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
-                    el = 'VersionNumberMinor'
+                    el = 'AppProtocol/VersionNumberMinor'
                     if _c3_VersionNumberMinor < 0 or _c3_VersionNumberMinor > 4294967295: raise EncodeError(f'value {_c3_VersionNumberMinor!r} outside [0, 4294967295]')
                     v <<= 3
                     n += 3
@@ -216,10 +216,10 @@ def _e_supportedAppProtocolReq(w, o):
                     elif _c3_VersionNumberMinor < 16384: v = (v << 16) | ((_c3_VersionNumberMinor & 127) << 8) | 32768 | (_c3_VersionNumberMinor >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c3_VersionNumberMinor); v = w.v; n = w.n
                     if not (_c3_SchemaID is not None): raise EncodeError('missing content: SchemaID')
-                    el = 'SchemaID'
+                    el = 'AppProtocol/SchemaID'
                     if not 0 <= _c3_SchemaID <= 255: raise EncodeError(f'value {_c3_SchemaID!r} outside [0, 255]')
                     if not (_c3_Priority is not None): raise EncodeError('missing content: Priority')
-                    el = 'Priority'
+                    el = 'AppProtocol/Priority'
                     if not 1 <= _c3_Priority <= 20: raise EncodeError(f'value {_c3_Priority!r} outside [1, 20]')
                     v = (v << 21) | (_c3_SchemaID << 10) | ((_c3_Priority - 1) << 2)
                     n += 21
@@ -242,7 +242,7 @@ def _e_supportedAppProtocolReq(w, o):
                         _c4_SchemaID = _o.SchemaID
                         _c4_Priority = _o.Priority
                         if not (_c4_ProtocolNamespace is not None): raise EncodeError('missing content: ProtocolNamespace')
-                        el = 'ProtocolNamespace'
+                        el = 'AppProtocol/ProtocolNamespace'
                         v <<= 4
                         n += 4
                         if len(_c4_ProtocolNamespace) > 100: raise EncodeError(f'length {len(_c4_ProtocolNamespace)} outside [0, 100]')
@@ -252,7 +252,7 @@ def _e_supportedAppProtocolReq(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c4_ProtocolNamespace); v = w.v; n = w.n
                         if not (_c4_VersionNumberMajor is not None): raise EncodeError('missing content: VersionNumberMajor')
-                        el = 'VersionNumberMajor'
+                        el = 'AppProtocol/VersionNumberMajor'
                         if _c4_VersionNumberMajor < 0 or _c4_VersionNumberMajor > 4294967295: raise EncodeError(f'value {_c4_VersionNumberMajor!r} outside [0, 4294967295]')
                         v <<= 3
                         n += 3
@@ -261,7 +261,7 @@ def _e_supportedAppProtocolReq(w, o):
                         elif _c4_VersionNumberMajor < 16384: v = (v << 16) | ((_c4_VersionNumberMajor & 127) << 8) | 32768 | (_c4_VersionNumberMajor >> 7); n += 16
                         else: w.v = v; w.n = n; w.uint(_c4_VersionNumberMajor); v = w.v; n = w.n
                         if not (_c4_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
-                        el = 'VersionNumberMinor'
+                        el = 'AppProtocol/VersionNumberMinor'
                         if _c4_VersionNumberMinor < 0 or _c4_VersionNumberMinor > 4294967295: raise EncodeError(f'value {_c4_VersionNumberMinor!r} outside [0, 4294967295]')
                         v <<= 3
                         n += 3
@@ -270,10 +270,10 @@ def _e_supportedAppProtocolReq(w, o):
                         elif _c4_VersionNumberMinor < 16384: v = (v << 16) | ((_c4_VersionNumberMinor & 127) << 8) | 32768 | (_c4_VersionNumberMinor >> 7); n += 16
                         else: w.v = v; w.n = n; w.uint(_c4_VersionNumberMinor); v = w.v; n = w.n
                         if not (_c4_SchemaID is not None): raise EncodeError('missing content: SchemaID')
-                        el = 'SchemaID'
+                        el = 'AppProtocol/SchemaID'
                         if not 0 <= _c4_SchemaID <= 255: raise EncodeError(f'value {_c4_SchemaID!r} outside [0, 255]')
                         if not (_c4_Priority is not None): raise EncodeError('missing content: Priority')
-                        el = 'Priority'
+                        el = 'AppProtocol/Priority'
                         if not 1 <= _c4_Priority <= 20: raise EncodeError(f'value {_c4_Priority!r} outside [1, 20]')
                         v = (v << 21) | (_c4_SchemaID << 10) | ((_c4_Priority - 1) << 2)
                         n += 21
@@ -298,6 +298,7 @@ def _e_supportedAppProtocolReq(w, o):
                     if i_AppProtocol < n_AppProtocol: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -314,26 +315,26 @@ def _d_AppProtocolType(r):
     f_Priority = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AppProtocolType', p)
         el = 'ProtocolNamespace'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('ProtocolNamespace', p)
             f_ProtocolNamespace = ''
         else:
             r.pos = p
             f_ProtocolNamespace = r.string(0)
-            if len(f_ProtocolNamespace) > 100: raise DecodeError(f'length {len(f_ProtocolNamespace)} outside [0, 100]', r.pos)
-            p = r.pos
+            if len(f_ProtocolNamespace) > 100: raise DecodeError(f'length {len(f_ProtocolNamespace)} outside [0, 100]', r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('AppProtocolType', p)
         el = 'VersionNumberMajor'
@@ -344,12 +345,12 @@ def _d_AppProtocolType(r):
             p += 16
             f_VersionNumberMajor = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_VersionNumberMajor = r.uint(); p = r.pos
+            r.pos = p; f_VersionNumberMajor = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('AppProtocolType', p)
-        if f_VersionNumberMajor > 4294967295: raise DecodeError(f'value {f_VersionNumberMajor} outside [0, 4294967295]', p)
+        if f_VersionNumberMajor > 4294967295: raise DecodeError(f'value {f_VersionNumberMajor} outside [0, 4294967295]', r.at(p))
         el = 'VersionNumberMinor'
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -358,17 +359,17 @@ def _d_AppProtocolType(r):
             p += 16
             f_VersionNumberMinor = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_VersionNumberMinor = r.uint(); p = r.pos
+            r.pos = p; f_VersionNumberMinor = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 21
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 21)
         x = (V >> (E - p)) & 2097151
         if x & 1835907: raise r.deviation('AppProtocolType', p)
-        if f_VersionNumberMinor > 4294967295: raise DecodeError(f'value {f_VersionNumberMinor} outside [0, 4294967295]', p)
+        if f_VersionNumberMinor > 4294967295: raise DecodeError(f'value {f_VersionNumberMinor} outside [0, 4294967295]', r.at(p))
         el = 'SchemaID'
         f_SchemaID = ((x >> 10) & 255)
         el = 'Priority'
         f_Priority = ((x >> 2) & 31) + 1
-        if f_Priority > 20: raise DecodeError(f'value {f_Priority} above maximum 20', p)
+        if f_Priority > 20: raise DecodeError(f'value {f_Priority} above maximum 20', r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -428,6 +429,7 @@ def _e_AppProtocolType(w, o):
         else:
             raise EncodeError('missing content: expected one of ProtocolNamespace')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -444,21 +446,21 @@ def _d_supportedAppProtocolRes(r):
         while s >= 0:
             if s == 0:
                 p += 5
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 5)
                 x = (V >> (E - p)) & 31
                 if x & 25: raise r.deviation('supportedAppProtocolRes', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 3)
-                if f_ResponseCode >= 3: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (3 values)', p)
+                if f_ResponseCode >= 3: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (3 values)', r.at(p))
                 f_ResponseCode = _E0[f_ResponseCode]
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 11
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1027: raise r.deviation('supportedAppProtocolRes', p)
                     el = 'SchemaID'
@@ -510,6 +512,7 @@ def _e_supportedAppProtocolRes(w, o):
                     if v_ResponseCode is not None or v_SchemaID is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -543,11 +546,11 @@ def _de3(r):  # Priority
     E = r.end
     p = r.pos
     p += 7
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 7)
     x = (V >> (E - p)) & 127
     if x & 65: raise r.deviation('Priority', p)
     val = ((x >> 1) & 31) + 1
-    if val > 20: raise DecodeError(f'value {val} above maximum 20', p)
+    if val > 20: raise DecodeError(f'value {val} above maximum 20', r.at(p))
     r.pos = p
     return val
 
@@ -565,19 +568,19 @@ def _de4(r):  # ProtocolNamespace
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('ProtocolNamespace', p)
         val = ''
     else:
         r.pos = p
         val = r.string(0)
-        if len(val) > 100: raise DecodeError(f'length {len(val)} outside [0, 100]', r.pos)
-        p = r.pos
+        if len(val) > 100: raise DecodeError(f'length {len(val)} outside [0, 100]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ProtocolNamespace', p)
     r.pos = p
     return val
@@ -603,11 +606,11 @@ def _de5(r):  # ResponseCode
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('ResponseCode', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
     val = _E0[val]
     r.pos = p
     return val
@@ -627,7 +630,7 @@ def _de6(r):  # SchemaID
     E = r.end
     p = r.pos
     p += 10
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 10)
     x = (V >> (E - p)) & 1023
     if x & 513: raise r.deviation('SchemaID', p)
     val = ((x >> 1) & 255)
@@ -648,7 +651,7 @@ def _de7(r):  # VersionNumberMajor
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMajor', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -657,11 +660,11 @@ def _de7(r):  # VersionNumberMajor
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMajor', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
     r.pos = p
     return val
 
@@ -684,7 +687,7 @@ def _de8(r):  # VersionNumberMinor
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMinor', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -693,11 +696,11 @@ def _de8(r):  # VersionNumberMinor
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('VersionNumberMinor', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
     r.pos = p
     return val
 

@@ -43,7 +43,7 @@ def _d_EVChargeParameterType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EVChargeParameterType', p)
         r.pos = p
     except Exception as e:
@@ -60,6 +60,7 @@ def _e_EVChargeParameterType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -76,7 +77,7 @@ def _d_AC_EVChargeParameterType(r):
     f_EVMinCurrent = None
     try:
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
         el = 'DepartureTime'
@@ -87,39 +88,39 @@ def _d_AC_EVChargeParameterType(r):
             p += 16
             f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_DepartureTime = r.uint(); p = r.pos
+            r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
-        if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
+        if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
         el = 'EAmount'
         r.pos = p
         f_EAmount = _d_PhysicalValueType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
         el = 'EVMaxVoltage'
         r.pos = p
         f_EVMaxVoltage = _d_PhysicalValueType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
         el = 'EVMaxCurrent'
         r.pos = p
         f_EVMaxCurrent = _d_PhysicalValueType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
         el = 'EVMinCurrent'
         r.pos = p
         f_EVMinCurrent = _d_PhysicalValueType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
         r.pos = p
     except Exception as e:
@@ -184,6 +185,7 @@ def _e_AC_EVChargeParameterType(w, o):
         else:
             raise EncodeError('missing content: expected one of DepartureTime')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -201,25 +203,25 @@ def _d_PhysicalValueType(r):
         while s >= 0:
             if s == 0:
                 p += 6
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 6)
                 x = (V >> (E - p)) & 63
                 if x & 49: raise r.deviation('PhysicalValueType', p)
                 el = 'Multiplier'
                 f_Multiplier = ((x >> 1) & 7) + -3
-                if f_Multiplier > 3: raise DecodeError(f'value {f_Multiplier} above maximum 3', p)
+                if f_Multiplier > 3: raise DecodeError(f'value {f_Multiplier} above maximum 3', r.at(p))
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 270: raise r.deviation('PhysicalValueType', p)
                     el = 'Unit'
                     f_Unit = ((x >> 4) & 15)
-                    if f_Unit >= 10: raise DecodeError(f'enumeration index {f_Unit} out of range (10 values)', p)
+                    if f_Unit >= 10: raise DecodeError(f'enumeration index {f_Unit} out of range (10 values)', r.at(p))
                     f_Unit = _E0[f_Unit]
                     el = 'Value'
                     _neg = (x & 1)
@@ -230,16 +232,16 @@ def _d_PhysicalValueType(r):
                         p += 16
                         f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_Value = r.uint(); p = r.pos
+                        r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
                     if _neg: f_Value = -f_Value - 1
-                    if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', p)
+                    if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('PhysicalValueType', p)
                     el = 'Value'
@@ -251,18 +253,18 @@ def _d_PhysicalValueType(r):
                         p += 16
                         f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_Value = r.uint(); p = r.pos
+                        r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
                     if _neg: f_Value = -f_Value - 1
-                    if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', p)
+                    if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.at(p))
                     s = 3
                 else:
                     raise r.deviation('PhysicalValueType', p)
             if s == 3:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PhysicalValueType', p)
                 s = -1
         r.pos = p
@@ -332,6 +334,7 @@ def _e_PhysicalValueType(w, o):
                     if v_Multiplier is not None or v_Unit is not None or v_Value is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -343,7 +346,7 @@ def _d_EVSEChargeParameterType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EVSEChargeParameterType', p)
         r.pos = p
     except Exception as e:
@@ -360,6 +363,7 @@ def _e_EVSEChargeParameterType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -375,15 +379,15 @@ def _d_AC_EVSEChargeParameterType(r):
     f_EVSEMinCurrent = None
     try:
         p += 11
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 11)
         x = (V >> (E - p)) & 2047
         if x & 1911: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'AC_EVSEStatus'
-        el = 'PowerSwitchClosed'
+        el = 'AC_EVSEStatus/PowerSwitchClosed'
         _c2_PowerSwitchClosed = ((x >> 7) & 1) == 1
-        el = 'RCD'
+        el = 'AC_EVSEStatus/RCD'
         _c2_RCD = ((x >> 3) & 1) == 1
-        el = 'NotificationMaxDelay'
+        el = 'AC_EVSEStatus/NotificationMaxDelay'
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             _c2_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -391,37 +395,37 @@ def _d_AC_EVSEChargeParameterType(r):
             p += 16
             _c2_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; _c2_NotificationMaxDelay = r.uint(); p = r.pos
+            r.pos = p; _c2_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 8
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 8)
         x = (V >> (E - p)) & 255
         if x & 231: raise r.deviation('AC_EVSEChargeParameterType', p)
-        if _c2_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c2_NotificationMaxDelay} outside [0, 4294967295]', p)
-        el = 'EVSENotification'
+        if _c2_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c2_NotificationMaxDelay} outside [0, 4294967295]', r.at(p))
+        el = 'AC_EVSEStatus/EVSENotification'
         _c2_EVSENotification = ((x >> 3) & 3)
-        if _c2_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c2_EVSENotification} out of range (3 values)', p)
+        if _c2_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c2_EVSENotification} out of range (3 values)', r.at(p))
         _c2_EVSENotification = _E2[_c2_EVSENotification]
         f_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c2_PowerSwitchClosed, _c2_RCD, _c2_NotificationMaxDelay, _c2_EVSENotification)
         el = 'EVSEMaxVoltage'
         r.pos = p
         f_EVSEMaxVoltage = _d_PhysicalValueType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'EVSEMaxCurrent'
         r.pos = p
         f_EVSEMaxCurrent = _d_PhysicalValueType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'EVSEMinCurrent'
         r.pos = p
         f_EVSEMinCurrent = _d_PhysicalValueType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('AC_EVSEChargeParameterType', p)
         r.pos = p
     except Exception as e:
@@ -446,13 +450,13 @@ def _e_AC_EVSEChargeParameterType(w, o):
             _c3_NotificationMaxDelay = _o.NotificationMaxDelay
             _c3_EVSENotification = _o.EVSENotification
             if not (_c3_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
-            el = 'PowerSwitchClosed'
+            el = 'AC_EVSEStatus/PowerSwitchClosed'
             if _c3_PowerSwitchClosed is not True and _c3_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c3_PowerSwitchClosed!r}')
             if not (_c3_RCD is not None): raise EncodeError('missing content: RCD')
-            el = 'RCD'
+            el = 'AC_EVSEStatus/RCD'
             if _c3_RCD is not True and _c3_RCD is not False: raise EncodeError(f'expected a bool, got {_c3_RCD!r}')
             if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-            el = 'NotificationMaxDelay'
+            el = 'AC_EVSEStatus/NotificationMaxDelay'
             if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 4294967295]')
             v = (v << 11) | (_c3_PowerSwitchClosed << 7) | (_c3_RCD << 3)
             n += 11
@@ -462,7 +466,7 @@ def _e_AC_EVSEChargeParameterType(w, o):
             elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | ((_c3_NotificationMaxDelay & 127) << 8) | 32768 | (_c3_NotificationMaxDelay >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
             if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-            el = 'EVSENotification'
+            el = 'AC_EVSEStatus/EVSENotification'
             _i4 = _I3.get(_c3_EVSENotification)
             if _i4 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
             if not (v_EVSEMaxVoltage is not None): raise EncodeError('missing content: EVSEMaxVoltage')
@@ -498,6 +502,7 @@ def _e_AC_EVSEChargeParameterType(w, o):
         else:
             raise EncodeError('missing content: expected one of AC_EVSEStatus')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -513,7 +518,7 @@ def _d_AC_EVSEStatusType(r):
     f_EVSENotification = None
     try:
         p += 10
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 10)
         x = (V >> (E - p)) & 1023
         if x & 887: raise r.deviation('AC_EVSEStatusType', p)
         el = 'PowerSwitchClosed'
@@ -528,15 +533,15 @@ def _d_AC_EVSEStatusType(r):
             p += 16
             f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
+            r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 7
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 7)
         x = (V >> (E - p)) & 127
         if x & 115: raise r.deviation('AC_EVSEStatusType', p)
-        if f_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 4294967295]', p)
+        if f_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 4294967295]', r.at(p))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 3)
-        if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', p)
+        if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.at(p))
         f_EVSENotification = _E2[f_EVSENotification]
         r.pos = p
     except Exception as e:
@@ -581,6 +586,7 @@ def _e_AC_EVSEStatusType(w, o):
         else:
             raise EncodeError('missing content: expected one of PowerSwitchClosed')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -592,7 +598,7 @@ def _d_EVSEStatusType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EVSEStatusType', p)
         r.pos = p
     except Exception as e:
@@ -609,6 +615,7 @@ def _e_EVSEStatusType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -620,7 +627,7 @@ def _d_BodyBaseType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('BodyBaseType', p)
         r.pos = p
     except Exception as e:
@@ -637,6 +644,7 @@ def _e_BodyBaseType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -649,14 +657,14 @@ def _d_CableCheckReqType(r):
     f_DC_EVStatus = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CableCheckReqType', p)
         el = 'DC_EVStatus'
         r.pos = p
         f_DC_EVStatus = _d_DC_EVStatusType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CableCheckReqType', p)
         r.pos = p
     except Exception as e:
@@ -684,6 +692,7 @@ def _e_CableCheckReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -703,7 +712,7 @@ def _d_DC_EVStatusType(r):
         while s >= 0:
             if s == 0:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 x = (V >> (E - p)) & 15
                 if x & 13: raise r.deviation('DC_EVStatusType', p)
                 el = 'EVReady'
@@ -711,11 +720,11 @@ def _d_DC_EVStatusType(r):
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DC_EVStatusType', p)
                     el = 'EVCabinConditioning'
@@ -723,7 +732,7 @@ def _d_DC_EVStatusType(r):
                     s = 2
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DC_EVStatusType', p)
                     el = 'EVRESSConditioning'
@@ -731,23 +740,23 @@ def _d_DC_EVStatusType(r):
                     s = 3
                 elif ec == 2:
                     p += 6
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 6)
                     x = (V >> (E - p)) & 63
                     if x & 33: raise r.deviation('DC_EVStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', p)
+                    if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.at(p))
                     f_EVErrorCode = _E4[f_EVErrorCode]
                     s = 4
                 else:
                     raise r.deviation('DC_EVStatusType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DC_EVStatusType', p)
                     el = 'EVRESSConditioning'
@@ -755,34 +764,34 @@ def _d_DC_EVStatusType(r):
                     s = 3
                 elif ec == 1:
                     p += 6
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 6)
                     x = (V >> (E - p)) & 63
                     if x & 33: raise r.deviation('DC_EVStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', p)
+                    if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.at(p))
                     f_EVErrorCode = _E4[f_EVErrorCode]
                     s = 4
                 else:
                     raise r.deviation('DC_EVStatusType', p)
             if s == 3:
                 p += 7
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 7)
                 x = (V >> (E - p)) & 127
                 if x & 97: raise r.deviation('DC_EVStatusType', p)
                 el = 'EVErrorCode'
                 f_EVErrorCode = ((x >> 1) & 15)
-                if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', p)
+                if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.at(p))
                 f_EVErrorCode = _E4[f_EVErrorCode]
                 s = 4
             if s == 4:
                 p += 11
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 11)
                 x = (V >> (E - p)) & 2047
                 if x & 1539: raise r.deviation('DC_EVStatusType', p)
                 el = 'EVRESSSOC'
                 f_EVRESSSOC = ((x >> 2) & 127)
-                if f_EVRESSSOC > 100: raise DecodeError(f'value {f_EVRESSSOC} above maximum 100', p)
+                if f_EVRESSSOC > 100: raise DecodeError(f'value {f_EVRESSSOC} above maximum 100', r.at(p))
                 s = -1
         r.pos = p
     except Exception as e:
@@ -878,6 +887,7 @@ def _e_DC_EVStatusType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of EVRESSSOC')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -889,7 +899,7 @@ def _d_EVStatusType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EVStatusType', p)
         r.pos = p
     except Exception as e:
@@ -906,6 +916,7 @@ def _e_EVStatusType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -920,19 +931,19 @@ def _d_CableCheckResType(r):
     f_EVSEProcessing = None
     try:
         p += 9
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 9)
         x = (V >> (E - p)) & 511
         if x & 387: raise r.deviation('CableCheckResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'DC_EVSEStatus'
         r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 5
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 5)
         x = (V >> (E - p)) & 31
         if x & 27: raise r.deviation('CableCheckResType', p)
         el = 'EVSEProcessing'
@@ -975,6 +986,7 @@ def _e_CableCheckResType(w, o):
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -993,35 +1005,35 @@ def _d_DC_EVSEStatusType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 11
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1249: raise r.deviation('DC_EVSEStatusType', p)
                     el = 'EVSEIsolationStatus'
                     f_EVSEIsolationStatus = _E10[((x >> 8) & 3)]
                     el = 'EVSEStatusCode'
                     f_EVSEStatusCode = ((x >> 1) & 15)
-                    if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', p)
+                    if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', r.at(p))
                     f_EVSEStatusCode = _E11[f_EVSEStatusCode]
                     s = 2
                 elif ec == 1:
                     p += 6
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 6)
                     x = (V >> (E - p)) & 63
                     if x & 33: raise r.deviation('DC_EVSEStatusType', p)
                     el = 'EVSEStatusCode'
                     f_EVSEStatusCode = ((x >> 1) & 15)
-                    if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', p)
+                    if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', r.at(p))
                     f_EVSEStatusCode = _E11[f_EVSEStatusCode]
                     s = 2
                 else:
                     raise r.deviation('DC_EVSEStatusType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('DC_EVSEStatusType', p)
                 el = 'NotificationMaxDelay'
@@ -1032,15 +1044,15 @@ def _d_DC_EVSEStatusType(r):
                     p += 16
                     f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
+                    r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 7
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 7)
                 x = (V >> (E - p)) & 127
                 if x & 115: raise r.deviation('DC_EVSEStatusType', p)
-                if f_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 4294967295]', p)
+                if f_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 4294967295]', r.at(p))
                 el = 'EVSENotification'
                 f_EVSENotification = ((x >> 2) & 3)
-                if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', p)
+                if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.at(p))
                 f_EVSENotification = _E2[f_EVSENotification]
                 s = -1
         r.pos = p
@@ -1106,6 +1118,7 @@ def _e_DC_EVSEStatusType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1121,19 +1134,21 @@ def _d_CanonicalizationMethodType(r, key):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CanonicalizationMethodType', p)
                 el = '@Algorithm'
                 r.pos = p
                 f_Algorithm = r.string(17)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -1141,16 +1156,18 @@ def _d_CanonicalizationMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('CanonicalizationMethodType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -1158,16 +1175,18 @@ def _d_CanonicalizationMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('CanonicalizationMethodType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -1175,7 +1194,7 @@ def _d_CanonicalizationMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('CanonicalizationMethodType', p)
@@ -1226,6 +1245,7 @@ def _e_CanonicalizationMethodType(w, o):
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1244,82 +1264,82 @@ def _d_CertificateInstallationReqType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
                     el = 'OEMProvisioningCert'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
                         f_OEMProvisioningCert = b''
                     else:
                         r.pos = p
                         f_OEMProvisioningCert = r.binary()
-                        if len(f_OEMProvisioningCert) > 1200: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 1200]', r.pos)
-                        p = r.pos
+                        if len(f_OEMProvisioningCert) > 1200: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 1200]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
                     s = 2
                 elif ec == 1:
                     el = 'OEMProvisioningCert'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
                         f_OEMProvisioningCert = b''
                     else:
                         r.pos = p
                         f_OEMProvisioningCert = r.binary()
-                        if len(f_OEMProvisioningCert) > 1200: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 1200]', r.pos)
-                        p = r.pos
+                        if len(f_OEMProvisioningCert) > 1200: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 1200]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
                     s = 2
                 else:
                     raise r.deviation('CertificateInstallationReqType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
                 el = 'ListOfRootCertificateIDs'
                 r.pos = p
                 f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
                 el = 'DHParams'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
                     f_DHParams = b''
                 else:
                     r.pos = p
                     f_DHParams = r.binary()
-                    if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
-                    p = r.pos
+                    if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
                 s = -1
         r.pos = p
@@ -1401,6 +1421,7 @@ def _e_CertificateInstallationReqType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1416,46 +1437,46 @@ def _d_ListOfRootCertificateIDsType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                 el = 'RootCertificateID'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('RootCertificateID', p)
                     _v = ''
                 else:
                     r.pos = p
                     _v = r.string(21)
-                    if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.pos)
-                    p = r.pos
+                    if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
                 f_RootCertificateID.append(_v)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'RootCertificateID'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('RootCertificateID', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(21)
-                        if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.pos)
-                        p = r.pos
+                        if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
                     f_RootCertificateID.append(_v)
                     s = 2
@@ -1467,24 +1488,24 @@ def _d_ListOfRootCertificateIDsType(r):
             if s == 2:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'RootCertificateID'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('RootCertificateID', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(21)
-                            if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.pos)
-                            p = r.pos
+                            if len(_v) > 40: raise DecodeError(f'length {len(_v)} outside [0, 40]', r.at(r.pos))
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
                         f_RootCertificateID.append(_v)
                     elif ec == 1:
@@ -1568,6 +1589,7 @@ def _e_ListOfRootCertificateIDsType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1585,83 +1607,83 @@ def _d_CertificateInstallationResType(r):
     f_ContractID = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         el = '@Id'
         r.pos = p
         f_Id = r.string(18)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 9
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 9)
         x = (V >> (E - p)) & 511
         if x & 387: raise r.deviation('CertificateInstallationResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'ContractSignatureCertChain'
         r.pos = p
         f_ContractSignatureCertChain = _d_CertificateChainType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         el = 'ContractSignatureEncryptedPrivateKey'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
             f_ContractSignatureEncryptedPrivateKey = b''
         else:
             r.pos = p
             f_ContractSignatureEncryptedPrivateKey = r.binary()
-            if len(f_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(f_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
-            p = r.pos
+            if len(f_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(f_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         el = 'DHParams'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
             f_DHParams = b''
         else:
             r.pos = p
             f_DHParams = r.binary()
-            if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
-            p = r.pos
+            if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         el = 'ContractID'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
             f_ContractID = ''
         else:
             r.pos = p
             f_ContractID = r.string(23)
-            if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
-            p = r.pos
+            if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         r.pos = p
     except Exception as e:
@@ -1738,6 +1760,7 @@ def _e_CertificateInstallationResType(w, o):
         else:
             raise EncodeError('missing content: expected one of Id')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1754,36 +1777,36 @@ def _d_CertificateChainType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
                 el = 'Certificate'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
                     f_Certificate = b''
                 else:
                     r.pos = p
                     f_Certificate = r.binary()
-                    if len(f_Certificate) > 1200: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1200]', r.pos)
-                    p = r.pos
+                    if len(f_Certificate) > 1200: raise DecodeError(f'length {len(f_Certificate)} outside [0, 1200]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SubCertificates'
                     r.pos = p
                     f_SubCertificates = _d_SubCertificatesType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
                     s = -1
                 elif ec == 1:
@@ -1840,6 +1863,7 @@ def _e_CertificateChainType(w, o):
                     if v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1855,46 +1879,46 @@ def _d_SubCertificatesType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
                 el = 'Certificate'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
                     _v = b''
                 else:
                     r.pos = p
                     _v = r.binary()
-                    if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.pos)
-                    p = r.pos
+                    if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                 f_Certificate.append(_v)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.pos)
-                        p = r.pos
+                        if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                     f_Certificate.append(_v)
                     s = 2
@@ -1906,24 +1930,24 @@ def _d_SubCertificatesType(r):
             if s == 2:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.pos)
-                            p = r.pos
+                            if len(_v) > 1200: raise DecodeError(f'length {len(_v)} outside [0, 1200]', r.at(r.pos))
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                         f_Certificate.append(_v)
                     elif ec == 1:
@@ -2001,6 +2025,7 @@ def _e_SubCertificatesType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2020,77 +2045,77 @@ def _d_CertificateUpdateReqType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
                     el = 'ContractSignatureCertChain'
                     r.pos = p
                     f_ContractSignatureCertChain = _d_CertificateChainType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'ContractSignatureCertChain'
                     r.pos = p
                     f_ContractSignatureCertChain = _d_CertificateChainType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('CertificateUpdateReqType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
                 el = 'ContractID'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
                     f_ContractID = ''
                 else:
                     r.pos = p
                     f_ContractID = r.string(23)
-                    if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
-                    p = r.pos
+                    if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
                 el = 'ListOfRootCertificateIDs'
                 r.pos = p
                 f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
                 el = 'DHParams'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
                     f_DHParams = b''
                 else:
                     r.pos = p
                     f_DHParams = r.binary()
-                    if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
-                    p = r.pos
+                    if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
                 s = -1
         r.pos = p
@@ -2178,6 +2203,7 @@ def _e_CertificateUpdateReqType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of ContractID')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2196,83 +2222,83 @@ def _d_CertificateUpdateResType(r):
     f_RetryCounter = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
         el = '@Id'
         r.pos = p
         f_Id = r.string(18)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 9
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 9)
         x = (V >> (E - p)) & 511
         if x & 387: raise r.deviation('CertificateUpdateResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'ContractSignatureCertChain'
         r.pos = p
         f_ContractSignatureCertChain = _d_CertificateChainType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
         el = 'ContractSignatureEncryptedPrivateKey'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
             f_ContractSignatureEncryptedPrivateKey = b''
         else:
             r.pos = p
             f_ContractSignatureEncryptedPrivateKey = r.binary()
-            if len(f_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(f_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
-            p = r.pos
+            if len(f_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(f_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
         el = 'DHParams'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
             f_DHParams = b''
         else:
             r.pos = p
             f_DHParams = r.binary()
-            if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.pos)
-            p = r.pos
+            if len(f_DHParams) > 256: raise DecodeError(f'length {len(f_DHParams)} outside [0, 256]', r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
         el = 'ContractID'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
             f_ContractID = ''
         else:
             r.pos = p
             f_ContractID = r.string(23)
-            if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
-            p = r.pos
+            if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 6: raise r.deviation('CertificateUpdateResType', p)
         el = 'RetryCounter'
@@ -2284,13 +2310,13 @@ def _d_CertificateUpdateResType(r):
             p += 16
             f_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_RetryCounter = r.uint(); p = r.pos
+            r.pos = p; f_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('CertificateUpdateResType', p)
         if _neg: f_RetryCounter = -f_RetryCounter - 1
-        if f_RetryCounter < -32768 or f_RetryCounter > 32767: raise DecodeError(f'value {f_RetryCounter} outside [-32768, 32767]', p)
+        if f_RetryCounter < -32768 or f_RetryCounter > 32767: raise DecodeError(f'value {f_RetryCounter} outside [-32768, 32767]', r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -2377,6 +2403,7 @@ def _e_CertificateUpdateResType(w, o):
         else:
             raise EncodeError('missing content: expected one of Id')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2395,25 +2422,25 @@ def _d_ChargeParameterDiscoveryReqType(r):
         while s >= 0:
             if s == 0:
                 p += 6
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 6)
                 x = (V >> (E - p)) & 63
                 if x & 49: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                 el = 'EVRequestedEnergyTransferType'
                 f_EVRequestedEnergyTransferType = ((x >> 1) & 7)
-                if f_EVRequestedEnergyTransferType >= 6: raise DecodeError(f'enumeration index {f_EVRequestedEnergyTransferType} out of range (6 values)', p)
+                if f_EVRequestedEnergyTransferType >= 6: raise DecodeError(f'enumeration index {f_EVRequestedEnergyTransferType} out of range (6 values)', r.at(p))
                 f_EVRequestedEnergyTransferType = _E14[f_EVRequestedEnergyTransferType]
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                     el = 'AC_EVChargeParameter'
-                    el = 'DepartureTime'
+                    el = 'AC_EVChargeParameter/DepartureTime'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c17_DepartureTime = (V >> (E - p)) & 127
@@ -2421,39 +2448,39 @@ def _d_ChargeParameterDiscoveryReqType(r):
                         p += 16
                         _c17_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c17_DepartureTime = r.uint(); p = r.pos
+                        r.pos = p; _c17_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    if _c17_DepartureTime > 4294967295: raise DecodeError(f'value {_c17_DepartureTime} outside [0, 4294967295]', p)
-                    el = 'EAmount'
+                    if _c17_DepartureTime > 4294967295: raise DecodeError(f'value {_c17_DepartureTime} outside [0, 4294967295]', r.at(p))
+                    el = 'AC_EVChargeParameter/EAmount'
                     r.pos = p
                     _c17_EAmount = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    el = 'EVMaxVoltage'
+                    el = 'AC_EVChargeParameter/EVMaxVoltage'
                     r.pos = p
                     _c17_EVMaxVoltage = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    el = 'EVMaxCurrent'
+                    el = 'AC_EVChargeParameter/EVMaxCurrent'
                     r.pos = p
                     _c17_EVMaxCurrent = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    el = 'EVMinCurrent'
+                    el = 'AC_EVChargeParameter/EVMinCurrent'
                     r.pos = p
                     _c17_EVMinCurrent = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                     f_AC_EVChargeParameter = din_msgdatatypes.AC_EVChargeParameterType(_c17_DepartureTime, _c17_EAmount, _c17_EVMaxVoltage, _c17_EVMaxCurrent, _c17_EVMinCurrent)
                     s = 2
@@ -2461,11 +2488,11 @@ def _d_ChargeParameterDiscoveryReqType(r):
                     el = 'DC_EVChargeParameter'
                     r.pos = p
                     f_DC_EVChargeParameter = _d_DC_EVChargeParameterType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                     el = 'EVChargeParameter'
                     f_EVChargeParameter = din_msgdatatypes.EVChargeParameterType()
@@ -2474,7 +2501,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
                     raise r.deviation('ChargeParameterDiscoveryReqType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                 s = -1
         r.pos = p
@@ -2515,7 +2542,7 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     _c20_EVMaxCurrent = _o.EVMaxCurrent
                     _c20_EVMinCurrent = _o.EVMinCurrent
                     if not (_c20_DepartureTime is not None): raise EncodeError('missing content: DepartureTime')
-                    el = 'DepartureTime'
+                    el = 'AC_EVChargeParameter/DepartureTime'
                     if _c20_DepartureTime < 0 or _c20_DepartureTime > 4294967295: raise EncodeError(f'value {_c20_DepartureTime!r} outside [0, 4294967295]')
                     v <<= 4
                     n += 4
@@ -2523,7 +2550,7 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     elif _c20_DepartureTime < 16384: v = (v << 16) | ((_c20_DepartureTime & 127) << 8) | 32768 | (_c20_DepartureTime >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c20_DepartureTime); v = w.v; n = w.n
                     if not (_c20_EAmount is not None): raise EncodeError('missing content: EAmount')
-                    el = 'EAmount'
+                    el = 'AC_EVChargeParameter/EAmount'
                     v <<= 2
                     n += 2
                     _c20_DepartureTime = None
@@ -2531,7 +2558,7 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     _e_PhysicalValueType(w, _c20_EAmount)
                     v = w.v; n = w.n
                     if not (_c20_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
-                    el = 'EVMaxVoltage'
+                    el = 'AC_EVChargeParameter/EVMaxVoltage'
                     v <<= 1
                     n += 1
                     _c20_EAmount = None
@@ -2539,7 +2566,7 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     _e_PhysicalValueType(w, _c20_EVMaxVoltage)
                     v = w.v; n = w.n
                     if not (_c20_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
-                    el = 'EVMaxCurrent'
+                    el = 'AC_EVChargeParameter/EVMaxCurrent'
                     v <<= 1
                     n += 1
                     _c20_EVMaxVoltage = None
@@ -2547,7 +2574,7 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     _e_PhysicalValueType(w, _c20_EVMaxCurrent)
                     v = w.v; n = w.n
                     if not (_c20_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
-                    el = 'EVMinCurrent'
+                    el = 'AC_EVChargeParameter/EVMinCurrent'
                     v <<= 1
                     n += 1
                     _c20_EVMaxCurrent = None
@@ -2584,6 +2611,7 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     if v_EVRequestedEnergyTransferType is not None or v_AC_EVChargeParameter is not None or v_DC_EVChargeParameter is not None or v_EVChargeParameter is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2605,29 +2633,29 @@ def _d_ChargeParameterDiscoveryResType(r):
         while s >= 0:
             if s == 0:
                 p += 12
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 12)
                 x = (V >> (E - p)) & 4095
                 if x & 3101: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 5) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
                 f_ResponseCode = _E6[f_ResponseCode]
                 el = 'EVSEProcessing'
                 f_EVSEProcessing = _E7[((x >> 1) & 1)]
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SAScheduleList'
                     r.pos = p
                     f_SAScheduleList = _d_SAScheduleListType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     el = 'SASchedules'
                     f_SASchedules = din_msgdatatypes.SASchedulesType()
@@ -2636,20 +2664,20 @@ def _d_ChargeParameterDiscoveryResType(r):
                     raise r.deviation('ChargeParameterDiscoveryResType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 11
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1911: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     el = 'AC_EVSEChargeParameter'
-                    el = 'AC_EVSEStatus'
-                    el = 'PowerSwitchClosed'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/PowerSwitchClosed'
                     _c24_PowerSwitchClosed = ((x >> 7) & 1) == 1
-                    el = 'RCD'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
                     _c24_RCD = ((x >> 3) & 1) == 1
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c24_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -2657,37 +2685,37 @@ def _d_ChargeParameterDiscoveryResType(r):
                         p += 16
                         _c24_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c24_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c24_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 8
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 8)
                     x = (V >> (E - p)) & 255
                     if x & 231: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _c24_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c24_NotificationMaxDelay} outside [0, 4294967295]', p)
-                    el = 'EVSENotification'
+                    if _c24_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c24_NotificationMaxDelay} outside [0, 4294967295]', r.at(p))
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                     _c24_EVSENotification = ((x >> 3) & 3)
-                    if _c24_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c24_EVSENotification} out of range (3 values)', p)
+                    if _c24_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c24_EVSENotification} out of range (3 values)', r.at(p))
                     _c24_EVSENotification = _E2[_c24_EVSENotification]
                     _c23_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c24_PowerSwitchClosed, _c24_RCD, _c24_NotificationMaxDelay, _c24_EVSENotification)
-                    el = 'EVSEMaxVoltage'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
                     r.pos = p
                     _c23_EVSEMaxVoltage = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    el = 'EVSEMaxCurrent'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
                     r.pos = p
                     _c23_EVSEMaxCurrent = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    el = 'EVSEMinCurrent'
+                    el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
                     r.pos = p
                     _c23_EVSEMinCurrent = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     f_AC_EVSEChargeParameter = din_msgdatatypes.AC_EVSEChargeParameterType(_c23_AC_EVSEStatus, _c23_EVSEMaxVoltage, _c23_EVSEMaxCurrent, _c23_EVSEMinCurrent)
                     s = 4
@@ -2695,11 +2723,11 @@ def _d_ChargeParameterDiscoveryResType(r):
                     el = 'DC_EVSEChargeParameter'
                     r.pos = p
                     f_DC_EVSEChargeParameter = _d_DC_EVSEChargeParameterType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     el = 'EVSEChargeParameter'
                     f_EVSEChargeParameter = din_msgdatatypes.EVSEChargeParameterType()
@@ -2708,7 +2736,7 @@ def _d_ChargeParameterDiscoveryResType(r):
                     raise r.deviation('ChargeParameterDiscoveryResType', p)
             if s == 4:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 s = -1
         r.pos = p
@@ -2775,20 +2803,20 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     _c29_EVSEMaxCurrent = _o.EVSEMaxCurrent
                     _c29_EVSEMinCurrent = _o.EVSEMinCurrent
                     if not (_c29_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
-                    el = 'AC_EVSEStatus'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
                     _o = _c29_AC_EVSEStatus
                     _c30_PowerSwitchClosed = _o.PowerSwitchClosed
                     _c30_RCD = _o.RCD
                     _c30_NotificationMaxDelay = _o.NotificationMaxDelay
                     _c30_EVSENotification = _o.EVSENotification
                     if not (_c30_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
-                    el = 'PowerSwitchClosed'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/PowerSwitchClosed'
                     if _c30_PowerSwitchClosed is not True and _c30_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c30_PowerSwitchClosed!r}')
                     if not (_c30_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'RCD'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
                     if _c30_RCD is not True and _c30_RCD is not False: raise EncodeError(f'expected a bool, got {_c30_RCD!r}')
                     if not (_c30_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
                     if _c30_NotificationMaxDelay < 0 or _c30_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c30_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v = (v << 13) | (_c30_PowerSwitchClosed << 7) | (_c30_RCD << 3)
                     n += 13
@@ -2798,11 +2826,11 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     elif _c30_NotificationMaxDelay < 16384: v = (v << 16) | ((_c30_NotificationMaxDelay & 127) << 8) | 32768 | (_c30_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c30_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c30_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                     _i4 = _I3.get(_c30_EVSENotification)
                     if _i4 is None: raise EncodeError(f'{_c30_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     if not (_c29_EVSEMaxVoltage is not None): raise EncodeError('missing content: EVSEMaxVoltage')
-                    el = 'EVSEMaxVoltage'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
                     v = (v << 8) | (_i4 << 3)
                     n += 8
                     _c30_NotificationMaxDelay = None
@@ -2812,7 +2840,7 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     _e_PhysicalValueType(w, _c29_EVSEMaxVoltage)
                     v = w.v; n = w.n
                     if not (_c29_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
-                    el = 'EVSEMaxCurrent'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
                     v <<= 1
                     n += 1
                     _c29_EVSEMaxVoltage = None
@@ -2820,7 +2848,7 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     _e_PhysicalValueType(w, _c29_EVSEMaxCurrent)
                     v = w.v; n = w.n
                     if not (_c29_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
-                    el = 'EVSEMinCurrent'
+                    el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
                     v <<= 1
                     n += 1
                     _c29_EVSEMaxCurrent = None
@@ -2857,6 +2885,7 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     if v_ResponseCode is not None or v_EVSEProcessing is not None or v_SAScheduleList is not None or v_SASchedules is not None or v_AC_EVSEChargeParameter is not None or v_DC_EVSEChargeParameter is not None or v_EVSEChargeParameter is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2868,7 +2897,7 @@ def _d_SASchedulesType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SASchedulesType', p)
         r.pos = p
     except Exception as e:
@@ -2885,6 +2914,7 @@ def _e_SASchedulesType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2896,7 +2926,7 @@ def _d_ChargingStatusReqType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusReqType', p)
         r.pos = p
     except Exception as e:
@@ -2913,6 +2943,7 @@ def _e_ChargingStatusReqType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2934,31 +2965,31 @@ def _d_ChargingStatusResType(r):
         while s >= 0:
             if s == 0:
                 p += 9
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 9)
                 x = (V >> (E - p)) & 511
                 if x & 387: raise r.deviation('ChargingStatusResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
                 f_ResponseCode = _E6[f_ResponseCode]
                 el = 'EVSEID'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
                     f_EVSEID = b''
                 else:
                     r.pos = p
                     f_EVSEID = r.binary()
-                    if len(f_EVSEID) > 32: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 32]', r.pos)
-                    p = r.pos
+                    if len(f_EVSEID) > 32: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 32]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 6: raise r.deviation('ChargingStatusResType', p)
                 el = 'SAScheduleTupleID'
@@ -2970,32 +3001,32 @@ def _d_ChargingStatusResType(r):
                     p += 16
                     f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_SAScheduleTupleID = r.uint(); p = r.pos
+                    r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusResType', p)
                 if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', p)
+                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.at(p))
                 s = 3
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVSEMaxCurrent'
                     r.pos = p
                     f_EVSEMaxCurrent = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'MeterInfo'
                     r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 2:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('ChargingStatusResType', p)
                     el = 'ReceiptRequired'
@@ -3005,17 +3036,17 @@ def _d_ChargingStatusResType(r):
                     raise r.deviation('ChargingStatusResType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'MeterInfo'
                     r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('ChargingStatusResType', p)
                     el = 'ReceiptRequired'
@@ -3025,7 +3056,7 @@ def _d_ChargingStatusResType(r):
                     raise r.deviation('ChargingStatusResType', p)
             if s == 5:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 x = (V >> (E - p)) & 15
                 if x & 13: raise r.deviation('ChargingStatusResType', p)
                 el = 'ReceiptRequired'
@@ -3033,15 +3064,15 @@ def _d_ChargingStatusResType(r):
                 s = 6
             if s == 6:
                 p += 11
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 11)
                 x = (V >> (E - p)) & 2047
                 if x & 1911: raise r.deviation('ChargingStatusResType', p)
                 el = 'AC_EVSEStatus'
-                el = 'PowerSwitchClosed'
+                el = 'AC_EVSEStatus/PowerSwitchClosed'
                 _c32_PowerSwitchClosed = ((x >> 7) & 1) == 1
-                el = 'RCD'
+                el = 'AC_EVSEStatus/RCD'
                 _c32_RCD = ((x >> 3) & 1) == 1
-                el = 'NotificationMaxDelay'
+                el = 'AC_EVSEStatus/NotificationMaxDelay'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     _c32_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -3049,15 +3080,15 @@ def _d_ChargingStatusResType(r):
                     p += 16
                     _c32_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c32_NotificationMaxDelay = r.uint(); p = r.pos
+                    r.pos = p; _c32_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 8
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 8)
                 x = (V >> (E - p)) & 255
                 if x & 231: raise r.deviation('ChargingStatusResType', p)
-                if _c32_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c32_NotificationMaxDelay} outside [0, 4294967295]', p)
-                el = 'EVSENotification'
+                if _c32_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c32_NotificationMaxDelay} outside [0, 4294967295]', r.at(p))
+                el = 'AC_EVSEStatus/EVSENotification'
                 _c32_EVSENotification = ((x >> 3) & 3)
-                if _c32_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c32_EVSENotification} out of range (3 values)', p)
+                if _c32_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c32_EVSENotification} out of range (3 values)', r.at(p))
                 _c32_EVSENotification = _E2[_c32_EVSENotification]
                 f_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c32_PowerSwitchClosed, _c32_RCD, _c32_NotificationMaxDelay, _c32_EVSENotification)
                 s = -1
@@ -3177,13 +3208,13 @@ def _e_ChargingStatusResType(w, o):
                     _c34_NotificationMaxDelay = _o.NotificationMaxDelay
                     _c34_EVSENotification = _o.EVSENotification
                     if not (_c34_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
-                    el = 'PowerSwitchClosed'
+                    el = 'AC_EVSEStatus/PowerSwitchClosed'
                     if _c34_PowerSwitchClosed is not True and _c34_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c34_PowerSwitchClosed!r}')
                     if not (_c34_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'RCD'
+                    el = 'AC_EVSEStatus/RCD'
                     if _c34_RCD is not True and _c34_RCD is not False: raise EncodeError(f'expected a bool, got {_c34_RCD!r}')
                     if not (_c34_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEStatus/NotificationMaxDelay'
                     if _c34_NotificationMaxDelay < 0 or _c34_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c34_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v = (v << 11) | (_c34_PowerSwitchClosed << 7) | (_c34_RCD << 3)
                     n += 11
@@ -3193,7 +3224,7 @@ def _e_ChargingStatusResType(w, o):
                     elif _c34_NotificationMaxDelay < 16384: v = (v << 16) | ((_c34_NotificationMaxDelay & 127) << 8) | 32768 | (_c34_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c34_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c34_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
+                    el = 'AC_EVSEStatus/EVSENotification'
                     _i4 = _I3.get(_c34_EVSENotification)
                     if _i4 is None: raise EncodeError(f'{_c34_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     v = (v << 8) | (_i4 << 3)
@@ -3206,6 +3237,7 @@ def _e_ChargingStatusResType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of AC_EVSEStatus')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -3225,56 +3257,56 @@ def _d_MeterInfoType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'MeterID'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
                     f_MeterID = ''
                 else:
                     r.pos = p
                     f_MeterID = r.string(30)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                    p = r.pos
+                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
                 s = 1
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'MeterReading'
                     r.pos = p
                     f_MeterReading = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'SigMeterReading'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
                         f_SigMeterReading = b''
                     else:
                         r.pos = p
                         f_SigMeterReading = r.binary()
-                        if len(f_SigMeterReading) > 32: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 32]', r.pos)
-                        p = r.pos
+                        if len(f_SigMeterReading) > 32: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 32]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
                     s = 3
                 elif ec == 2:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
@@ -3286,16 +3318,16 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
                     s = 4
                 elif ec == 3:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'TMeter'
@@ -3307,12 +3339,12 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_TMeter = r.uint(); p = r.pos
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', p)
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
                     s = 5
                 elif ec == 4:
                     pass
@@ -3321,29 +3353,29 @@ def _d_MeterInfoType(r):
                     raise r.deviation('MeterInfoType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'SigMeterReading'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
                         f_SigMeterReading = b''
                     else:
                         r.pos = p
                         f_SigMeterReading = r.binary()
-                        if len(f_SigMeterReading) > 32: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 32]', r.pos)
-                        p = r.pos
+                        if len(f_SigMeterReading) > 32: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 32]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
                     s = 3
                 elif ec == 1:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
@@ -3355,16 +3387,16 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'TMeter'
@@ -3376,12 +3408,12 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_TMeter = r.uint(); p = r.pos
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', p)
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
                     s = 5
                 elif ec == 3:
                     pass
@@ -3390,11 +3422,11 @@ def _d_MeterInfoType(r):
                     raise r.deviation('MeterInfoType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
@@ -3406,16 +3438,16 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'TMeter'
@@ -3427,12 +3459,12 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_TMeter = r.uint(); p = r.pos
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', p)
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
                     s = 5
                 elif ec == 2:
                     pass
@@ -3441,11 +3473,11 @@ def _d_MeterInfoType(r):
                     raise r.deviation('MeterInfoType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'TMeter'
@@ -3457,12 +3489,12 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_TMeter = r.uint(); p = r.pos
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', p)
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
                     s = 5
                 elif ec == 1:
                     pass
@@ -3471,7 +3503,7 @@ def _d_MeterInfoType(r):
                     raise r.deviation('MeterInfoType', p)
             if s == 5:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 s = -1
         r.pos = p
@@ -3664,6 +3696,7 @@ def _e_MeterInfoType(w, o):
                     if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -3680,29 +3713,29 @@ def _d_ContractAuthenticationReqType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = 'GenChallenge'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
                         f_GenChallenge = ''
                     else:
                         r.pos = p
                         f_GenChallenge = r.string(34)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
                     s = 2
                 elif ec == 2:
@@ -3712,23 +3745,23 @@ def _d_ContractAuthenticationReqType(r):
                     raise r.deviation('ContractAuthenticationReqType', p)
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'GenChallenge'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
                         f_GenChallenge = ''
                     else:
                         r.pos = p
                         f_GenChallenge = r.string(34)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
                     s = 2
                 elif ec == 1:
@@ -3738,7 +3771,7 @@ def _d_ContractAuthenticationReqType(r):
                     raise r.deviation('ContractAuthenticationReqType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ContractAuthenticationReqType', p)
                 s = -1
         r.pos = p
@@ -3812,6 +3845,7 @@ def _e_ContractAuthenticationReqType(w, o):
                     if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -3825,12 +3859,12 @@ def _d_ContractAuthenticationResType(r):
     f_EVSEProcessing = None
     try:
         p += 13
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 13)
         x = (V >> (E - p)) & 8191
         if x & 6203: raise r.deviation('ContractAuthenticationResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 6) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = _E7[((x >> 2) & 1)]
@@ -3863,6 +3897,7 @@ def _e_ContractAuthenticationResType(w, o):
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -3887,45 +3922,45 @@ def _d_CurrentDemandReqType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
                 el = 'DC_EVStatus'
                 r.pos = p
                 f_DC_EVStatus = _d_DC_EVStatusType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
                 el = 'EVTargetCurrent'
                 r.pos = p
                 f_EVTargetCurrent = _d_PhysicalValueType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 2
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'EVMaximumVoltageLimit'
                     r.pos = p
                     f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     el = 'EVMaximumCurrentLimit'
                     r.pos = p
                     f_EVMaximumCurrentLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     el = 'EVMaximumPowerLimit'
                     r.pos = p
                     f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 3:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'BulkChargingComplete'
@@ -3933,7 +3968,7 @@ def _d_CurrentDemandReqType(r):
                     s = 6
                 elif ec == 4:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'ChargingComplete'
@@ -3943,23 +3978,23 @@ def _d_CurrentDemandReqType(r):
                     raise r.deviation('CurrentDemandReqType', p)
             if s == 3:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'EVMaximumCurrentLimit'
                     r.pos = p
                     f_EVMaximumCurrentLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'EVMaximumPowerLimit'
                     r.pos = p
                     f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 2:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'BulkChargingComplete'
@@ -3967,7 +4002,7 @@ def _d_CurrentDemandReqType(r):
                     s = 6
                 elif ec == 3:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'ChargingComplete'
@@ -3977,17 +4012,17 @@ def _d_CurrentDemandReqType(r):
                     raise r.deviation('CurrentDemandReqType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVMaximumPowerLimit'
                     r.pos = p
                     f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'BulkChargingComplete'
@@ -3995,7 +4030,7 @@ def _d_CurrentDemandReqType(r):
                     s = 6
                 elif ec == 2:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'ChargingComplete'
@@ -4005,11 +4040,11 @@ def _d_CurrentDemandReqType(r):
                     raise r.deviation('CurrentDemandReqType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'BulkChargingComplete'
@@ -4017,7 +4052,7 @@ def _d_CurrentDemandReqType(r):
                     s = 6
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'ChargingComplete'
@@ -4027,7 +4062,7 @@ def _d_CurrentDemandReqType(r):
                     raise r.deviation('CurrentDemandReqType', p)
             if s == 6:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 x = (V >> (E - p)) & 15
                 if x & 13: raise r.deviation('CurrentDemandReqType', p)
                 el = 'ChargingComplete'
@@ -4035,58 +4070,58 @@ def _d_CurrentDemandReqType(r):
                 s = 7
             if s == 7:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'RemainingTimeToFullSoC'
                     r.pos = p
                     f_RemainingTimeToFullSoC = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 8
                 elif ec == 1:
                     el = 'RemainingTimeToBulkSoC'
                     r.pos = p
                     f_RemainingTimeToBulkSoC = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 9
                 elif ec == 2:
                     el = 'EVTargetVoltage'
                     r.pos = p
                     f_EVTargetVoltage = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 else:
                     raise r.deviation('CurrentDemandReqType', p)
             if s == 8:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'RemainingTimeToBulkSoC'
                     r.pos = p
                     f_RemainingTimeToBulkSoC = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 9
                 elif ec == 1:
                     el = 'EVTargetVoltage'
                     r.pos = p
                     f_EVTargetVoltage = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 else:
                     raise r.deviation('CurrentDemandReqType', p)
             if s == 9:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
                 el = 'EVTargetVoltage'
                 r.pos = p
                 f_EVTargetVoltage = _d_PhysicalValueType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 10
             if s == 10:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
                 s = -1
         r.pos = p
@@ -4334,6 +4369,7 @@ def _e_CurrentDemandReqType(w, o):
                     if v_DC_EVStatus is not None or v_EVTargetCurrent is not None or v_EVMaximumVoltageLimit is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None or v_RemainingTimeToFullSoC is not None or v_RemainingTimeToBulkSoC is not None or v_EVTargetVoltage is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4358,33 +4394,33 @@ def _d_CurrentDemandResType(r):
         while s >= 0:
             if s == 0:
                 p += 9
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 9)
                 x = (V >> (E - p)) & 511
                 if x & 387: raise r.deviation('CurrentDemandResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
                 f_ResponseCode = _E6[f_ResponseCode]
                 el = 'DC_EVSEStatus'
                 r.pos = p
                 f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
                 el = 'EVSEPresentVoltage'
                 r.pos = p
                 f_EVSEPresentVoltage = _d_PhysicalValueType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
                 el = 'EVSEPresentCurrent'
                 r.pos = p
                 f_EVSEPresentCurrent = _d_PhysicalValueType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 12
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 12)
                 x = (V >> (E - p)) & 4095
                 if x & 3549: raise r.deviation('CurrentDemandResType', p)
                 el = 'EVSECurrentLimitAchieved'
@@ -4396,25 +4432,25 @@ def _d_CurrentDemandResType(r):
                 s = 7
             if s == 7:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'EVSEMaximumVoltageLimit'
                     r.pos = p
                     f_EVSEMaximumVoltageLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 8
                 elif ec == 1:
                     el = 'EVSEMaximumCurrentLimit'
                     r.pos = p
                     f_EVSEMaximumCurrentLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 9
                 elif ec == 2:
                     el = 'EVSEMaximumPowerLimit'
                     r.pos = p
                     f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 elif ec == 3:
                     pass
@@ -4423,19 +4459,19 @@ def _d_CurrentDemandResType(r):
                     raise r.deviation('CurrentDemandResType', p)
             if s == 8:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVSEMaximumCurrentLimit'
                     r.pos = p
                     f_EVSEMaximumCurrentLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 9
                 elif ec == 1:
                     el = 'EVSEMaximumPowerLimit'
                     r.pos = p
                     f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 elif ec == 2:
                     pass
@@ -4444,13 +4480,13 @@ def _d_CurrentDemandResType(r):
                     raise r.deviation('CurrentDemandResType', p)
             if s == 9:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVSEMaximumPowerLimit'
                     r.pos = p
                     f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 elif ec == 1:
                     pass
@@ -4459,7 +4495,7 @@ def _d_CurrentDemandResType(r):
                     raise r.deviation('CurrentDemandResType', p)
             if s == 10:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
                 s = -1
         r.pos = p
@@ -4611,6 +4647,7 @@ def _e_CurrentDemandResType(w, o):
                     if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4633,78 +4670,78 @@ def _d_DC_EVChargeParameterType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
                 el = 'DC_EVStatus'
                 r.pos = p
                 f_DC_EVStatus = _d_DC_EVStatusType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
                 el = 'EVMaximumCurrentLimit'
                 r.pos = p
                 f_EVMaximumCurrentLimit = _d_PhysicalValueType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVMaximumPowerLimit'
                     r.pos = p
                     f_EVMaximumPowerLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'EVMaximumVoltageLimit'
                     r.pos = p
                     f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'EVMaximumVoltageLimit'
                     r.pos = p
                     f_EVMaximumVoltageLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('DC_EVChargeParameterType', p)
             if s == 4:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'EVEnergyCapacity'
                     r.pos = p
                     f_EVEnergyCapacity = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     el = 'EVEnergyRequest'
                     r.pos = p
                     f_EVEnergyRequest = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 6
                 elif ec == 2:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'FullSOC'
                     f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', p)
+                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.at(p))
                     s = 7
                 elif ec == 3:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', p)
+                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.at(p))
                     s = 8
                 elif ec == 4:
                     pass
@@ -4713,31 +4750,31 @@ def _d_DC_EVChargeParameterType(r):
                     raise r.deviation('DC_EVChargeParameterType', p)
             if s == 5:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'EVEnergyRequest'
                     r.pos = p
                     f_EVEnergyRequest = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 6
                 elif ec == 1:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'FullSOC'
                     f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', p)
+                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.at(p))
                     s = 7
                 elif ec == 2:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', p)
+                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.at(p))
                     s = 8
                 elif ec == 3:
                     pass
@@ -4746,25 +4783,25 @@ def _d_DC_EVChargeParameterType(r):
                     raise r.deviation('DC_EVChargeParameterType', p)
             if s == 6:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'FullSOC'
                     f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', p)
+                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.at(p))
                     s = 7
                 elif ec == 1:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', p)
+                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.at(p))
                     s = 8
                 elif ec == 2:
                     pass
@@ -4773,16 +4810,16 @@ def _d_DC_EVChargeParameterType(r):
                     raise r.deviation('DC_EVChargeParameterType', p)
             if s == 7:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', p)
+                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.at(p))
                     s = 8
                 elif ec == 1:
                     pass
@@ -4791,7 +4828,7 @@ def _d_DC_EVChargeParameterType(r):
                     raise r.deviation('DC_EVChargeParameterType', p)
             if s == 8:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
                 s = -1
         r.pos = p
@@ -4971,6 +5008,7 @@ def _e_DC_EVChargeParameterType(w, o):
                     if v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4982,7 +5020,7 @@ def _d_EVPowerDeliveryParameterType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EVPowerDeliveryParameterType', p)
         r.pos = p
     except Exception as e:
@@ -4999,6 +5037,7 @@ def _e_EVPowerDeliveryParameterType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5016,20 +5055,20 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
                 el = 'DC_EVStatus'
                 r.pos = p
                 f_DC_EVStatus = _d_DC_EVStatusType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 7
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 7)
                     x = (V >> (E - p)) & 127
                     if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
                     el = 'BulkChargingComplete'
@@ -5039,7 +5078,7 @@ def _d_DC_EVPowerDeliveryParameterType(r):
                     s = 3
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
                     el = 'ChargingComplete'
@@ -5049,7 +5088,7 @@ def _d_DC_EVPowerDeliveryParameterType(r):
                     raise r.deviation('DC_EVPowerDeliveryParameterType', p)
             if s == 3:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
                 s = -1
         r.pos = p
@@ -5108,6 +5147,7 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                     if v_DC_EVStatus is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5131,97 +5171,97 @@ def _d_DC_EVSEChargeParameterType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                 el = 'DC_EVSEStatus'
                 r.pos = p
                 f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                 el = 'EVSEMaximumCurrentLimit'
                 r.pos = p
                 f_EVSEMaximumCurrentLimit = _d_PhysicalValueType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVSEMaximumPowerLimit'
                     r.pos = p
                     f_EVSEMaximumPowerLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                     el = 'EVSEMaximumVoltageLimit'
                     r.pos = p
                     f_EVSEMaximumVoltageLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'EVSEMaximumVoltageLimit'
                     r.pos = p
                     f_EVSEMaximumVoltageLimit = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('DC_EVSEChargeParameterType', p)
             if s == 4:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                 el = 'EVSEMinimumCurrentLimit'
                 r.pos = p
                 f_EVSEMinimumCurrentLimit = _d_PhysicalValueType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                 el = 'EVSEMinimumVoltageLimit'
                 r.pos = p
                 f_EVSEMinimumVoltageLimit = _d_PhysicalValueType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 6
             if s == 6:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVSECurrentRegulationTolerance'
                     r.pos = p
                     f_EVSECurrentRegulationTolerance = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                     el = 'EVSEPeakCurrentRipple'
                     r.pos = p
                     f_EVSEPeakCurrentRipple = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 8
                 elif ec == 1:
                     el = 'EVSEPeakCurrentRipple'
                     r.pos = p
                     f_EVSEPeakCurrentRipple = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 8
                 else:
                     raise r.deviation('DC_EVSEChargeParameterType', p)
             if s == 8:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'EVSEEnergyToBeDelivered'
                     r.pos = p
                     f_EVSEEnergyToBeDelivered = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                     s = -1
                 elif ec == 1:
@@ -5368,6 +5408,7 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5389,135 +5430,135 @@ def _d_DSAKeyValueType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'P'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('P', p)
                         f_P = b''
                     else:
                         r.pos = p
                         f_P = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('P', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Q'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Q', p)
                         f_Q = b''
                     else:
                         r.pos = p
                         f_Q = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Q', p)
                     s = 4
                 elif ec == 1:
                     el = 'G'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('G', p)
                         f_G = b''
                     else:
                         r.pos = p
                         f_G = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 2:
                     el = 'Y'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
                         f_Y = b''
                     else:
                         r.pos = p
                         f_Y = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 el = 'Y'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('Y', p)
                     f_Y = b''
                 else:
                     r.pos = p
                     f_Y = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                 s = 3
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'J'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('J', p)
                         f_J = b''
                     else:
                         r.pos = p
                         f_J = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('J', p)
                     s = 5
                 elif ec == 1:
                     el = 'Seed'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
                         f_Seed = b''
                     else:
                         r.pos = p
                         f_Seed = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 2:
@@ -5527,63 +5568,63 @@ def _d_DSAKeyValueType(r):
                     raise r.deviation('DSAKeyValueType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'G'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('G', p)
                         f_G = b''
                     else:
                         r.pos = p
                         f_G = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 1:
                     el = 'Y'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
                         f_Y = b''
                     else:
                         r.pos = p
                         f_Y = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Seed'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
                         f_Seed = b''
                     else:
                         r.pos = p
                         f_Seed = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 1:
@@ -5593,25 +5634,25 @@ def _d_DSAKeyValueType(r):
                     raise r.deviation('DSAKeyValueType', p)
             if s == 6:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 el = 'PgenCounter'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
                     f_PgenCounter = b''
                 else:
                     r.pos = p
                     f_PgenCounter = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 s = -1
         r.pos = p
@@ -5778,6 +5819,7 @@ def _e_DSAKeyValueType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of PgenCounter')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5793,19 +5835,21 @@ def _d_DigestMethodType(r, key):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DigestMethodType', p)
                 el = '@Algorithm'
                 r.pos = p
                 f_Algorithm = r.string(17)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -5813,16 +5857,18 @@ def _d_DigestMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('DigestMethodType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -5830,16 +5876,18 @@ def _d_DigestMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('DigestMethodType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -5847,7 +5895,7 @@ def _d_DigestMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('DigestMethodType', p)
@@ -5898,6 +5946,7 @@ def _e_DigestMethodType(w, o):
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5914,17 +5963,17 @@ def _d_EntryType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'RelativeTimeInterval'
                     r.pos = p
                     f_RelativeTimeInterval = _d_RelativeTimeIntervalType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
                     el = 'TimeInterval'
                     f_TimeInterval = din_msgdatatypes.IntervalType()
@@ -5933,7 +5982,7 @@ def _d_EntryType(r):
                     raise r.deviation('EntryType', p)
             if s == 1:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
                 s = -1
         r.pos = p
@@ -5977,6 +6026,7 @@ def _e_EntryType(w, o):
                     if v_RelativeTimeInterval is not None or v_TimeInterval is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5988,7 +6038,7 @@ def _d_IntervalType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('IntervalType', p)
         r.pos = p
     except Exception as e:
@@ -6005,6 +6055,7 @@ def _e_IntervalType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6027,29 +6078,29 @@ def _d_KeyInfoType(r, key):
         while s >= 0:
             if s == 0:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
@@ -6057,84 +6108,86 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 3:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 4:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 5:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 6:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 8:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 1:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
@@ -6142,84 +6195,86 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 elif ec == 8:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 2:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
@@ -6227,84 +6282,86 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 elif ec == 8:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 3:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -6312,57 +6369,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -6370,29 +6429,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 4:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -6400,57 +6459,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -6458,29 +6519,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 5:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -6488,57 +6549,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -6546,29 +6609,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 6:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -6576,57 +6639,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -6634,29 +6699,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 6
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 7:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -6664,57 +6729,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -6722,29 +6789,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 7
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 8:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -6752,57 +6819,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -6810,29 +6879,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 8
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 9:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -6840,57 +6909,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -6898,29 +6969,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 9
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 10:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -6928,57 +6999,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -6986,37 +7059,37 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 11:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(51)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 52)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -7024,7 +7097,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -7032,7 +7105,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -7040,7 +7113,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -7048,31 +7121,33 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(53)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -7082,7 +7157,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 11
                         break
                     else:
@@ -7090,23 +7165,23 @@ def _d_KeyInfoType(r, key):
             if s == 12:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(51)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -7115,13 +7190,13 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 52)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                     elif ec == 2:
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -7129,7 +7204,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -7137,7 +7212,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -7145,31 +7220,33 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(53)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -7179,7 +7256,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     else:
@@ -7187,23 +7264,23 @@ def _d_KeyInfoType(r, key):
             if s == 13:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(51)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -7212,7 +7289,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 52)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -7220,13 +7297,13 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                     elif ec == 3:
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -7234,7 +7311,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -7242,31 +7319,33 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(53)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -7276,7 +7355,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 13
                         break
                     else:
@@ -7284,23 +7363,23 @@ def _d_KeyInfoType(r, key):
             if s == 14:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(51)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -7309,7 +7388,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 52)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -7317,7 +7396,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -7325,13 +7404,13 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                     elif ec == 4:
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -7339,31 +7418,33 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(53)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -7373,7 +7454,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 14
                         break
                     else:
@@ -7381,23 +7462,23 @@ def _d_KeyInfoType(r, key):
             if s == 15:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(51)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -7406,7 +7487,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 52)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -7414,7 +7495,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -7422,7 +7503,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -7430,37 +7511,39 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                     elif ec == 5:
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(53)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -7470,7 +7553,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 15
                         break
                     else:
@@ -7478,23 +7561,23 @@ def _d_KeyInfoType(r, key):
             if s == 16:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(51)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -7503,7 +7586,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 52)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -7511,7 +7594,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -7519,7 +7602,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -7527,7 +7610,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -7535,29 +7618,31 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(53)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -7567,7 +7652,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 16
                         break
                     else:
@@ -7575,23 +7660,23 @@ def _d_KeyInfoType(r, key):
             if s == 17:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(51)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -7600,7 +7685,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 52)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -7608,7 +7693,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -7616,7 +7701,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -7624,7 +7709,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -7632,29 +7717,31 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(53)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -7664,30 +7751,30 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 17
                         break
                     else:
                         raise r.deviation('KeyInfoType', p)
             if s == 18:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -7695,57 +7782,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -7753,7 +7842,7 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 else:
                     raise r.deviation('KeyInfoType', p)
@@ -9307,6 +9396,7 @@ def _e_KeyInfoType(w, o):
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9323,133 +9413,137 @@ def _d_KeyValueType(r, key):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
                     r.pos = p
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
-                    el = 'Modulus'
+                    el = 'RSAKeyValue/Modulus'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
                         _c40_Modulus = b''
                     else:
                         r.pos = p
                         _c40_Modulus = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
-                    el = 'Exponent'
+                    el = 'RSAKeyValue/Exponent'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
                         _c40_Exponent = b''
                     else:
                         r.pos = p
                         _c40_Exponent = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     f_RSAKeyValue = xmldsig.RSAKeyValueType(_c40_Modulus, _c40_Exponent)
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 else:
                     raise r.deviation('KeyValueType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
                     r.pos = p
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
-                    el = 'Modulus'
+                    el = 'RSAKeyValue/Modulus'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
                         _c41_Modulus = b''
                     else:
                         r.pos = p
                         _c41_Modulus = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
-                    el = 'Exponent'
+                    el = 'RSAKeyValue/Exponent'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
                         _c41_Exponent = b''
                     else:
                         r.pos = p
                         _c41_Exponent = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     f_RSAKeyValue = xmldsig.RSAKeyValueType(_c41_Modulus, _c41_Exponent)
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 else:
                     raise r.deviation('KeyValueType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
@@ -9457,13 +9551,13 @@ def _d_KeyValueType(r, key):
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('KeyValueType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
@@ -9471,13 +9565,13 @@ def _d_KeyValueType(r, key):
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('KeyValueType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
@@ -9485,7 +9579,7 @@ def _d_KeyValueType(r, key):
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('KeyValueType', p)
@@ -9520,14 +9614,14 @@ def _e_KeyValueType(w, o):
                     _c42_Modulus = _o.Modulus
                     _c42_Exponent = _o.Exponent
                     if not (_c42_Modulus is not None): raise EncodeError('missing content: Modulus')
-                    el = 'Modulus'
+                    el = 'RSAKeyValue/Modulus'
                     v = (v << 5) | (1 << 2)
                     n += 5
                     w.v = v; w.n = n
                     w.binary(_c42_Modulus)
                     v = w.v; n = w.n
                     if not (_c42_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'RSAKeyValue/Exponent'
                     v <<= 3
                     n += 3
                     _c42_Modulus = None
@@ -9557,14 +9651,14 @@ def _e_KeyValueType(w, o):
                     _c43_Modulus = _o.Modulus
                     _c43_Exponent = _o.Exponent
                     if not (_c43_Modulus is not None): raise EncodeError('missing content: Modulus')
-                    el = 'Modulus'
+                    el = 'RSAKeyValue/Modulus'
                     v = (v << 5) | (1 << 2)
                     n += 5
                     w.v = v; w.n = n
                     w.binary(_c43_Modulus)
                     v = w.v; n = w.n
                     if not (_c43_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'RSAKeyValue/Exponent'
                     v <<= 3
                     n += 3
                     _c43_Modulus = None
@@ -9597,6 +9691,7 @@ def _e_KeyValueType(w, o):
                     if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9610,43 +9705,43 @@ def _d_RSAKeyValueType(r):
     f_Exponent = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Modulus'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
             f_Modulus = b''
         else:
             r.pos = p
             f_Modulus = r.binary()
-            p = r.pos
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Exponent'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
             f_Exponent = b''
         else:
             r.pos = p
             f_Exponent = r.binary()
-            p = r.pos
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         r.pos = p
     except Exception as e:
@@ -9683,6 +9778,7 @@ def _e_RSAKeyValueType(w, o):
         else:
             raise EncodeError('missing content: expected one of Modulus')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9700,25 +9796,25 @@ def _d_RetrievalMethodType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Type'
                     r.pos = p
                     f_Type = r.string(56)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(57)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 3:
                     pass
@@ -9727,19 +9823,19 @@ def _d_RetrievalMethodType(r):
                     raise r.deviation('RetrievalMethodType', p)
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(57)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -9748,13 +9844,13 @@ def _d_RetrievalMethodType(r):
                     raise r.deviation('RetrievalMethodType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -9763,7 +9859,7 @@ def _d_RetrievalMethodType(r):
                     raise r.deviation('RetrievalMethodType', p)
             if s == 3:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
                 s = -1
         r.pos = p
@@ -9867,6 +9963,7 @@ def _e_RetrievalMethodType(w, o):
                     if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9882,23 +9979,23 @@ def _d_TransformsType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('TransformsType', p)
                 el = 'Transform'
                 r.pos = p
                 _v = _d_TransformType(r, 58)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_Transform.append(_v)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transform'
                     r.pos = p
                     _v = _d_TransformType(r, 58)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Transform.append(_v)
                     s = 2
                 elif ec == 1:
@@ -9909,13 +10006,13 @@ def _d_TransformsType(r):
             if s == 2:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Transform'
                         r.pos = p
                         _v = _d_TransformType(r, 58)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Transform.append(_v)
                     elif ec == 1:
                         pass
@@ -9983,6 +10080,7 @@ def _e_TransformsType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9999,37 +10097,39 @@ def _d_TransformType(r, key):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                 el = '@Algorithm'
                 r.pos = p
                 f_Algorithm = r.string(17)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'XPath'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(59)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -10037,34 +10137,36 @@ def _d_TransformType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('TransformType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'XPath'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(59)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -10072,34 +10174,36 @@ def _d_TransformType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('TransformType', p)
             if s == 3:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'XPath'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(59)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -10107,34 +10211,36 @@ def _d_TransformType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('TransformType', p)
             if s == 4:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'XPath'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(59)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                         f_XPath.append(_v)
                     elif ec == 1:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 3
                         break
                     elif ec == 2:
@@ -10144,7 +10250,7 @@ def _d_TransformType(r, key):
                     elif ec == 3:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 4
                         break
                     else:
@@ -10258,6 +10364,7 @@ def _e_TransformType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10277,33 +10384,33 @@ def _d_X509DataType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c44_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c44_X509IssuerName = r.string(60)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -10312,9 +10419,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c44_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c44_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c44_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c44_X509SerialNumber = -_c44_X509SerialNumber - 1
@@ -10324,109 +10431,111 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(63)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 5
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 6
                 else:
                     raise r.deviation('X509DataType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c45_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c45_X509IssuerName = r.string(60)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -10435,9 +10544,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c45_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c45_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c45_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c45_X509SerialNumber = -_c45_X509SerialNumber - 1
@@ -10447,77 +10556,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(63)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -10526,33 +10637,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c46_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c46_X509IssuerName = r.string(60)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -10561,9 +10672,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c46_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c46_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c46_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c46_X509SerialNumber = -_c46_X509SerialNumber - 1
@@ -10573,77 +10684,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(63)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -10652,33 +10765,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 3:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c47_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c47_X509IssuerName = r.string(60)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -10687,9 +10800,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c47_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c47_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c47_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c47_X509SerialNumber = -_c47_X509SerialNumber - 1
@@ -10699,77 +10812,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(63)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -10778,33 +10893,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 4:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c48_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c48_X509IssuerName = r.string(60)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -10813,9 +10928,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c48_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c48_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c48_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c48_X509SerialNumber = -_c48_X509SerialNumber - 1
@@ -10825,77 +10940,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(63)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -10904,33 +11021,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 5:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c49_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c49_X509IssuerName = r.string(60)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -10939,9 +11056,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c49_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c49_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c49_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c49_X509SerialNumber = -_c49_X509SerialNumber - 1
@@ -10951,77 +11068,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(63)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -11030,33 +11149,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 6:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c50_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c50_X509IssuerName = r.string(60)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -11065,9 +11184,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c50_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c50_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c50_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c50_X509SerialNumber = -_c50_X509SerialNumber - 1
@@ -11077,77 +11196,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(63)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -11157,33 +11278,33 @@ def _d_X509DataType(r):
             if s == 7:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c51_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c51_X509IssuerName = r.string(60)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -11192,9 +11313,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c51_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c51_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c51_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c51_X509SerialNumber = -_c51_X509SerialNumber - 1
@@ -11203,18 +11324,18 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
@@ -11222,18 +11343,18 @@ def _d_X509DataType(r):
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(63)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
@@ -11241,18 +11362,18 @@ def _d_X509DataType(r):
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
@@ -11260,24 +11381,26 @@ def _d_X509DataType(r):
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -11289,33 +11412,33 @@ def _d_X509DataType(r):
             if s == 8:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c52_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c52_X509IssuerName = r.string(60)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -11324,9 +11447,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c52_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c52_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c52_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c52_X509SerialNumber = -_c52_X509SerialNumber - 1
@@ -11337,35 +11460,35 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(63)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
@@ -11373,18 +11496,18 @@ def _d_X509DataType(r):
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
@@ -11392,24 +11515,26 @@ def _d_X509DataType(r):
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -11421,33 +11546,33 @@ def _d_X509DataType(r):
             if s == 9:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c53_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c53_X509IssuerName = r.string(60)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -11456,9 +11581,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c53_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c53_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c53_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c53_X509SerialNumber = -_c53_X509SerialNumber - 1
@@ -11469,18 +11594,18 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
@@ -11488,35 +11613,35 @@ def _d_X509DataType(r):
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(63)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
@@ -11524,24 +11649,26 @@ def _d_X509DataType(r):
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -11553,33 +11680,33 @@ def _d_X509DataType(r):
             if s == 10:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c54_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c54_X509IssuerName = r.string(60)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -11588,9 +11715,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c54_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c54_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c54_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c54_X509SerialNumber = -_c54_X509SerialNumber - 1
@@ -11601,18 +11728,18 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
@@ -11620,18 +11747,18 @@ def _d_X509DataType(r):
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(63)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
@@ -11639,41 +11766,43 @@ def _d_X509DataType(r):
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -11685,33 +11814,33 @@ def _d_X509DataType(r):
             if s == 11:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c55_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c55_X509IssuerName = r.string(60)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -11720,9 +11849,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c55_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c55_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c55_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c55_X509SerialNumber = -_c55_X509SerialNumber - 1
@@ -11733,18 +11862,18 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
@@ -11752,18 +11881,18 @@ def _d_X509DataType(r):
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(63)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
@@ -11771,18 +11900,18 @@ def _d_X509DataType(r):
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
@@ -11790,22 +11919,24 @@ def _d_X509DataType(r):
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -11816,33 +11947,33 @@ def _d_X509DataType(r):
                         raise r.deviation('X509DataType', p)
             if s == 12:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c56_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c56_X509IssuerName = r.string(60)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -11851,9 +11982,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c56_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c56_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c56_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c56_X509SerialNumber = -_c56_X509SerialNumber - 1
@@ -11863,77 +11994,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(63)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -11975,7 +12108,7 @@ def _e_X509DataType(w, o):
                     _c57_X509IssuerName = _o.X509IssuerName
                     _c57_X509SerialNumber = _o.X509SerialNumber
                     if not (_c57_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c57_X509IssuerName)
@@ -11984,7 +12117,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c57_X509IssuerName); v = w.v; n = w.n
                     if not (_c57_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c57_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c57_X509SerialNumber!r}')
                     v = (v << 4) | (_c57_X509SerialNumber < 0)
                     n += 4
@@ -12053,7 +12186,7 @@ def _e_X509DataType(w, o):
                     _c58_X509IssuerName = _o.X509IssuerName
                     _c58_X509SerialNumber = _o.X509SerialNumber
                     if not (_c58_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c58_X509IssuerName)
@@ -12062,7 +12195,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c58_X509IssuerName); v = w.v; n = w.n
                     if not (_c58_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c58_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c58_X509SerialNumber!r}')
                     v = (v << 4) | (_c58_X509SerialNumber < 0)
                     n += 4
@@ -12134,7 +12267,7 @@ def _e_X509DataType(w, o):
                     _c59_X509IssuerName = _o.X509IssuerName
                     _c59_X509SerialNumber = _o.X509SerialNumber
                     if not (_c59_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c59_X509IssuerName)
@@ -12143,7 +12276,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c59_X509IssuerName); v = w.v; n = w.n
                     if not (_c59_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c59_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c59_X509SerialNumber!r}')
                     v = (v << 4) | (_c59_X509SerialNumber < 0)
                     n += 4
@@ -12215,7 +12348,7 @@ def _e_X509DataType(w, o):
                     _c60_X509IssuerName = _o.X509IssuerName
                     _c60_X509SerialNumber = _o.X509SerialNumber
                     if not (_c60_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c60_X509IssuerName)
@@ -12224,7 +12357,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c60_X509IssuerName); v = w.v; n = w.n
                     if not (_c60_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c60_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c60_X509SerialNumber!r}')
                     v = (v << 4) | (_c60_X509SerialNumber < 0)
                     n += 4
@@ -12296,7 +12429,7 @@ def _e_X509DataType(w, o):
                     _c61_X509IssuerName = _o.X509IssuerName
                     _c61_X509SerialNumber = _o.X509SerialNumber
                     if not (_c61_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c61_X509IssuerName)
@@ -12305,7 +12438,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c61_X509IssuerName); v = w.v; n = w.n
                     if not (_c61_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c61_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c61_X509SerialNumber!r}')
                     v = (v << 4) | (_c61_X509SerialNumber < 0)
                     n += 4
@@ -12377,7 +12510,7 @@ def _e_X509DataType(w, o):
                     _c62_X509IssuerName = _o.X509IssuerName
                     _c62_X509SerialNumber = _o.X509SerialNumber
                     if not (_c62_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c62_X509IssuerName)
@@ -12386,7 +12519,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c62_X509IssuerName); v = w.v; n = w.n
                     if not (_c62_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c62_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c62_X509SerialNumber!r}')
                     v = (v << 4) | (_c62_X509SerialNumber < 0)
                     n += 4
@@ -12458,7 +12591,7 @@ def _e_X509DataType(w, o):
                     _c63_X509IssuerName = _o.X509IssuerName
                     _c63_X509SerialNumber = _o.X509SerialNumber
                     if not (_c63_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c63_X509IssuerName)
@@ -12467,7 +12600,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c63_X509IssuerName); v = w.v; n = w.n
                     if not (_c63_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c63_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c63_X509SerialNumber!r}')
                     v = (v << 4) | (_c63_X509SerialNumber < 0)
                     n += 4
@@ -12540,7 +12673,7 @@ def _e_X509DataType(w, o):
                         _c64_X509IssuerName = _o.X509IssuerName
                         _c64_X509SerialNumber = _o.X509SerialNumber
                         if not (_c64_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c64_X509IssuerName)
@@ -12549,7 +12682,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c64_X509IssuerName); v = w.v; n = w.n
                         if not (_c64_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c64_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c64_X509SerialNumber!r}')
                         v = (v << 4) | (_c64_X509SerialNumber < 0)
                         n += 4
@@ -12626,7 +12759,7 @@ def _e_X509DataType(w, o):
                         _c65_X509IssuerName = _o.X509IssuerName
                         _c65_X509SerialNumber = _o.X509SerialNumber
                         if not (_c65_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c65_X509IssuerName)
@@ -12635,7 +12768,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c65_X509IssuerName); v = w.v; n = w.n
                         if not (_c65_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c65_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c65_X509SerialNumber!r}')
                         v = (v << 4) | (_c65_X509SerialNumber < 0)
                         n += 4
@@ -12712,7 +12845,7 @@ def _e_X509DataType(w, o):
                         _c66_X509IssuerName = _o.X509IssuerName
                         _c66_X509SerialNumber = _o.X509SerialNumber
                         if not (_c66_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c66_X509IssuerName)
@@ -12721,7 +12854,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c66_X509IssuerName); v = w.v; n = w.n
                         if not (_c66_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c66_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c66_X509SerialNumber!r}')
                         v = (v << 4) | (_c66_X509SerialNumber < 0)
                         n += 4
@@ -12798,7 +12931,7 @@ def _e_X509DataType(w, o):
                         _c67_X509IssuerName = _o.X509IssuerName
                         _c67_X509SerialNumber = _o.X509SerialNumber
                         if not (_c67_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c67_X509IssuerName)
@@ -12807,7 +12940,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c67_X509IssuerName); v = w.v; n = w.n
                         if not (_c67_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c67_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c67_X509SerialNumber!r}')
                         v = (v << 4) | (_c67_X509SerialNumber < 0)
                         n += 4
@@ -12884,7 +13017,7 @@ def _e_X509DataType(w, o):
                         _c68_X509IssuerName = _o.X509IssuerName
                         _c68_X509SerialNumber = _o.X509SerialNumber
                         if not (_c68_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c68_X509IssuerName)
@@ -12893,7 +13026,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c68_X509IssuerName); v = w.v; n = w.n
                         if not (_c68_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c68_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c68_X509SerialNumber!r}')
                         v = (v << 4) | (_c68_X509SerialNumber < 0)
                         n += 4
@@ -12969,7 +13102,7 @@ def _e_X509DataType(w, o):
                     _c69_X509IssuerName = _o.X509IssuerName
                     _c69_X509SerialNumber = _o.X509SerialNumber
                     if not (_c69_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c69_X509IssuerName)
@@ -12978,7 +13111,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c69_X509IssuerName); v = w.v; n = w.n
                     if not (_c69_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c69_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c69_X509SerialNumber!r}')
                     v = (v << 4) | (_c69_X509SerialNumber < 0)
                     n += 4
@@ -13044,6 +13177,7 @@ def _e_X509DataType(w, o):
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13057,25 +13191,25 @@ def _d_X509IssuerSerialType(r):
     f_X509SerialNumber = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
             f_X509IssuerName = ''
         else:
             r.pos = p
             f_X509IssuerName = r.string(60)
-            p = r.pos
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 6: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509SerialNumber'
@@ -13087,9 +13221,9 @@ def _d_X509IssuerSerialType(r):
             p += 16
             f_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_X509SerialNumber = r.uint(); p = r.pos
+            r.pos = p; f_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('X509IssuerSerialType', p)
         if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
@@ -13132,6 +13266,7 @@ def _e_X509IssuerSerialType(w, o):
         else:
             raise EncodeError('missing content: expected one of X509IssuerName')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13148,67 +13283,69 @@ def _d_PGPDataType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'PGPKeyID'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
                         f_PGPKeyID = b''
                     else:
                         r.pos = p
                         f_PGPKeyID = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
                     s = 1
                 elif ec == 1:
                     el = 'PGPKeyPacket'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
                         f_PGPKeyPacket = b''
                     else:
                         r.pos = p
                         f_PGPKeyPacket = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 2
                 else:
                     raise r.deviation('PGPDataType', p)
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'PGPKeyPacket'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
                         f_PGPKeyPacket = b''
                     else:
                         r.pos = p
                         f_PGPKeyPacket = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     pass
@@ -13217,10 +13354,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -13229,10 +13368,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     pass
@@ -13241,10 +13382,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     pass
@@ -13253,10 +13396,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -13345,6 +13490,7 @@ def _e_PGPDataType(w, o):
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13360,49 +13506,51 @@ def _d_SPKIDataType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                 el = 'SPKISexp'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                     _v = b''
                 else:
                     r.pos = p
                     _v = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                 f_SPKISexp.append(_v)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SPKISexp'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     pass
@@ -13411,23 +13559,23 @@ def _d_SPKIDataType(r):
                     raise r.deviation('SPKIDataType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SPKISexp'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
@@ -13439,27 +13587,29 @@ def _d_SPKIDataType(r):
             if s == 3:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SPKISexp'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                         f_SPKISexp.append(_v)
                     elif ec == 1:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 4
                         break
                     elif ec == 2:
@@ -13470,23 +13620,23 @@ def _d_SPKIDataType(r):
                         raise r.deviation('SPKIDataType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SPKISexp'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
@@ -13595,6 +13745,7 @@ def _e_SPKIDataType(w, o):
                     if i_SPKISexp < n_SPKISexp: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13611,40 +13762,40 @@ def _d_ManifestType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ManifestType', p)
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
                     s = 2
                 elif ec == 1:
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
                     s = 2
                 else:
                     raise r.deviation('ManifestType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
                     s = 3
                 elif ec == 1:
@@ -13655,13 +13806,13 @@ def _d_ManifestType(r):
             if s == 3:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Reference'
                         r.pos = p
                         _v = _d_ReferenceType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Reference.append(_v)
                     elif ec == 1:
                         pass
@@ -13749,6 +13900,7 @@ def _e_ManifestType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13769,142 +13921,142 @@ def _d_ReferenceType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Type'
                     r.pos = p
                     f_Type = r.string(56)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(57)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 3:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 4:
                     el = 'DigestMethod'
                     r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 69)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ReferenceType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Type'
                     r.pos = p
                     f_Type = r.string(56)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(57)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 3:
                     el = 'DigestMethod'
                     r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 69)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ReferenceType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(57)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     el = 'DigestMethod'
                     r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 69)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ReferenceType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'DigestMethod'
                     r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 69)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ReferenceType', p)
             if s == 4:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestMethod'
                 r.pos = p
                 f_DigestMethod = _d_DigestMethodType(r, 69)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 5
             if s == 5:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestValue'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
                     f_DigestValue = b''
                 else:
                     r.pos = p
                     f_DigestValue = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 s = -1
         r.pos = p
@@ -14104,6 +14256,7 @@ def _e_ReferenceType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of DigestValue')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14122,60 +14275,60 @@ def _d_MeteringReceiptReqType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
                     el = 'SessionID'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
                         f_SessionID = b''
                     else:
                         r.pos = p
                         f_SessionID = r.binary()
-                        if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                        p = r.pos
+                        if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
                     s = 2
                 elif ec == 1:
                     el = 'SessionID'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
                         f_SessionID = b''
                     else:
                         r.pos = p
                         f_SessionID = r.binary()
-                        if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                        p = r.pos
+                        if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
                     s = 2
                 else:
                     raise r.deviation('MeteringReceiptReqType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeteringReceiptReqType', p)
                     el = 'SAScheduleTupleID'
@@ -14187,29 +14340,29 @@ def _d_MeteringReceiptReqType(r):
                         p += 16
                         f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_SAScheduleTupleID = r.uint(); p = r.pos
+                        r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('MeteringReceiptReqType', p)
                     if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                    if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', p)
+                    if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.at(p))
                     el = 'MeterInfo'
                     r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'MeterInfo'
                     r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('MeteringReceiptReqType', p)
             if s == 4:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
                 s = -1
         r.pos = p
@@ -14304,6 +14457,7 @@ def _e_MeteringReceiptReqType(w, o):
                     if v_Id is not None or v_SessionID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14317,19 +14471,19 @@ def _d_MeteringReceiptResType(r):
     f_AC_EVSEStatus = None
     try:
         p += 19
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 19)
         x = (V >> (E - p)) & 524287
         if x & 397175: raise r.deviation('MeteringReceiptResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 12) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'AC_EVSEStatus'
-        el = 'PowerSwitchClosed'
+        el = 'AC_EVSEStatus/PowerSwitchClosed'
         _c70_PowerSwitchClosed = ((x >> 7) & 1) == 1
-        el = 'RCD'
+        el = 'AC_EVSEStatus/RCD'
         _c70_RCD = ((x >> 3) & 1) == 1
-        el = 'NotificationMaxDelay'
+        el = 'AC_EVSEStatus/NotificationMaxDelay'
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             _c70_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -14337,15 +14491,15 @@ def _d_MeteringReceiptResType(r):
             p += 16
             _c70_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; _c70_NotificationMaxDelay = r.uint(); p = r.pos
+            r.pos = p; _c70_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 8
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 8)
         x = (V >> (E - p)) & 255
         if x & 231: raise r.deviation('MeteringReceiptResType', p)
-        if _c70_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c70_NotificationMaxDelay} outside [0, 4294967295]', p)
-        el = 'EVSENotification'
+        if _c70_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c70_NotificationMaxDelay} outside [0, 4294967295]', r.at(p))
+        el = 'AC_EVSEStatus/EVSENotification'
         _c70_EVSENotification = ((x >> 3) & 3)
-        if _c70_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c70_EVSENotification} out of range (3 values)', p)
+        if _c70_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c70_EVSENotification} out of range (3 values)', r.at(p))
         _c70_EVSENotification = _E2[_c70_EVSENotification]
         f_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c70_PowerSwitchClosed, _c70_RCD, _c70_NotificationMaxDelay, _c70_EVSENotification)
         r.pos = p
@@ -14373,13 +14527,13 @@ def _e_MeteringReceiptResType(w, o):
             _c72_NotificationMaxDelay = _o.NotificationMaxDelay
             _c72_EVSENotification = _o.EVSENotification
             if not (_c72_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
-            el = 'PowerSwitchClosed'
+            el = 'AC_EVSEStatus/PowerSwitchClosed'
             if _c72_PowerSwitchClosed is not True and _c72_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c72_PowerSwitchClosed!r}')
             if not (_c72_RCD is not None): raise EncodeError('missing content: RCD')
-            el = 'RCD'
+            el = 'AC_EVSEStatus/RCD'
             if _c72_RCD is not True and _c72_RCD is not False: raise EncodeError(f'expected a bool, got {_c72_RCD!r}')
             if not (_c72_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-            el = 'NotificationMaxDelay'
+            el = 'AC_EVSEStatus/NotificationMaxDelay'
             if _c72_NotificationMaxDelay < 0 or _c72_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c72_NotificationMaxDelay!r} outside [0, 4294967295]')
             v = (v << 19) | (_i71 << 12) | (_c72_PowerSwitchClosed << 7) | (_c72_RCD << 3)
             n += 19
@@ -14390,7 +14544,7 @@ def _e_MeteringReceiptResType(w, o):
             elif _c72_NotificationMaxDelay < 16384: v = (v << 16) | ((_c72_NotificationMaxDelay & 127) << 8) | 32768 | (_c72_NotificationMaxDelay >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_c72_NotificationMaxDelay); v = w.v; n = w.n
             if not (_c72_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-            el = 'EVSENotification'
+            el = 'AC_EVSEStatus/EVSENotification'
             _i4 = _I3.get(_c72_EVSENotification)
             if _i4 is None: raise EncodeError(f'{_c72_EVSENotification!r} is not one of the enumeration EVSENotificationType')
             v = (v << 8) | (_i4 << 3)
@@ -14402,6 +14556,7 @@ def _e_MeteringReceiptResType(w, o):
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14419,28 +14574,30 @@ def _d_ObjectType(r, key):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Encoding'
                     r.pos = p
                     f_Encoding = r.string(72)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     el = '@MimeType'
                     r.pos = p
                     f_MimeType = r.string(73)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 3:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 4:
                     pass
@@ -14448,28 +14605,30 @@ def _d_ObjectType(r, key):
                 elif ec == 5:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@MimeType'
                     r.pos = p
                     f_MimeType = r.string(73)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 3:
                     pass
@@ -14477,22 +14636,24 @@ def _d_ObjectType(r, key):
                 elif ec == 4:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@MimeType'
                     r.pos = p
                     f_MimeType = r.string(73)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 2:
                     pass
@@ -14500,16 +14661,18 @@ def _d_ObjectType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -14517,16 +14680,18 @@ def _d_ObjectType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -14534,16 +14699,18 @@ def _d_ObjectType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -14551,7 +14718,7 @@ def _d_ObjectType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ObjectType', p)
@@ -14674,6 +14841,7 @@ def _e_ObjectType(w, o):
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14691,17 +14859,17 @@ def _d_PMaxScheduleEntryType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'RelativeTimeInterval'
                     r.pos = p
                     f_RelativeTimeInterval = _d_RelativeTimeIntervalType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
                     el = 'TimeInterval'
                     f_TimeInterval = din_msgdatatypes.IntervalType()
@@ -14710,7 +14878,7 @@ def _d_PMaxScheduleEntryType(r):
                     raise r.deviation('PMaxScheduleEntryType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 6: raise r.deviation('PMaxScheduleEntryType', p)
                 el = 'PMax'
@@ -14722,13 +14890,13 @@ def _d_PMaxScheduleEntryType(r):
                     p += 16
                     f_PMax = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_PMax = r.uint(); p = r.pos
+                    r.pos = p; f_PMax = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('PMaxScheduleEntryType', p)
                 if _neg: f_PMax = -f_PMax - 1
-                if f_PMax < -32768 or f_PMax > 32767: raise DecodeError(f'value {f_PMax} outside [-32768, 32767]', p)
+                if f_PMax < -32768 or f_PMax > 32767: raise DecodeError(f'value {f_PMax} outside [-32768, 32767]', r.at(p))
                 s = -1
         r.pos = p
     except Exception as e:
@@ -14783,6 +14951,7 @@ def _e_PMaxScheduleEntryType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of PMax')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14796,33 +14965,33 @@ def _d_PaymentDetailsReqType(r):
     f_ContractSignatureCertChain = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PaymentDetailsReqType', p)
         el = 'ContractID'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
             f_ContractID = ''
         else:
             r.pos = p
             f_ContractID = r.string(23)
-            if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.pos)
-            p = r.pos
+            if len(f_ContractID) > 24: raise DecodeError(f'length {len(f_ContractID)} outside [0, 24]', r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PaymentDetailsReqType', p)
         el = 'ContractSignatureCertChain'
         r.pos = p
         f_ContractSignatureCertChain = _d_CertificateChainType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PaymentDetailsReqType', p)
         r.pos = p
     except Exception as e:
@@ -14862,6 +15031,7 @@ def _e_PaymentDetailsReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of ContractID')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14876,30 +15046,30 @@ def _d_PaymentDetailsResType(r):
     f_DateTimeNow = None
     try:
         p += 9
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 9)
         x = (V >> (E - p)) & 511
         if x & 387: raise r.deviation('PaymentDetailsResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'GenChallenge'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
             f_GenChallenge = ''
         else:
             r.pos = p
             f_GenChallenge = r.string(34)
-            p = r.pos
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 6: raise r.deviation('PaymentDetailsResType', p)
         el = 'DateTimeNow'
@@ -14911,13 +15081,13 @@ def _d_PaymentDetailsResType(r):
             p += 16
             f_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_DateTimeNow = r.uint(); p = r.pos
+            r.pos = p; f_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('PaymentDetailsResType', p)
         if _neg: f_DateTimeNow = -f_DateTimeNow - 1
-        if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {f_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', p)
+        if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {f_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -14963,6 +15133,7 @@ def _e_PaymentDetailsResType(w, o):
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14981,7 +15152,7 @@ def _d_PowerDeliveryReqType(r):
         while s >= 0:
             if s == 0:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 x = (V >> (E - p)) & 15
                 if x & 13: raise r.deviation('PowerDeliveryReqType', p)
                 el = 'ReadyToChargeState'
@@ -14989,23 +15160,23 @@ def _d_PowerDeliveryReqType(r):
                 s = 1
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'ChargingProfile'
                     r.pos = p
                     f_ChargingProfile = _d_ChargingProfileType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'DC_EVPowerDeliveryParameter'
                     r.pos = p
                     f_DC_EVPowerDeliveryParameter = _d_DC_EVPowerDeliveryParameterType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
                     el = 'EVPowerDeliveryParameter'
                     f_EVPowerDeliveryParameter = din_msgdatatypes.EVPowerDeliveryParameterType()
@@ -15017,17 +15188,17 @@ def _d_PowerDeliveryReqType(r):
                     raise r.deviation('PowerDeliveryReqType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'DC_EVPowerDeliveryParameter'
                     r.pos = p
                     f_DC_EVPowerDeliveryParameter = _d_DC_EVPowerDeliveryParameterType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
                     el = 'EVPowerDeliveryParameter'
                     f_EVPowerDeliveryParameter = din_msgdatatypes.EVPowerDeliveryParameterType()
@@ -15039,7 +15210,7 @@ def _d_PowerDeliveryReqType(r):
                     raise r.deviation('PowerDeliveryReqType', p)
             if s == 3:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
                 s = -1
         r.pos = p
@@ -15129,6 +15300,7 @@ def _e_PowerDeliveryReqType(w, o):
                     if v_ReadyToChargeState is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -15145,7 +15317,7 @@ def _d_ChargingProfileType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 6: raise r.deviation('ChargingProfileType', p)
                 el = 'SAScheduleTupleID'
@@ -15157,15 +15329,15 @@ def _d_ChargingProfileType(r):
                     p += 16
                     f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_SAScheduleTupleID = r.uint(); p = r.pos
+                    r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 x = (V >> (E - p)) & 15
                 if x & 15: raise r.deviation('ChargingProfileType', p)
                 if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', p)
+                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.at(p))
                 el = 'ProfileEntry'
-                el = 'ChargingProfileEntryStart'
+                el = 'ProfileEntry/ChargingProfileEntryStart'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     _c80_ChargingProfileEntryStart = (V >> (E - p)) & 127
@@ -15173,13 +15345,13 @@ def _d_ChargingProfileType(r):
                     p += 16
                     _c80_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c80_ChargingProfileEntryStart = r.uint(); p = r.pos
+                    r.pos = p; _c80_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 x = (V >> (E - p)) & 15
                 if x & 14: raise r.deviation('ChargingProfileType', p)
-                if _c80_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {_c80_ChargingProfileEntryStart} outside [0, 4294967295]', p)
-                el = 'ChargingProfileEntryMaxPower'
+                if _c80_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {_c80_ChargingProfileEntryStart} outside [0, 4294967295]', r.at(p))
+                el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -15188,27 +15360,27 @@ def _d_ChargingProfileType(r):
                     p += 16
                     _c80_ChargingProfileEntryMaxPower = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c80_ChargingProfileEntryMaxPower = r.uint(); p = r.pos
+                    r.pos = p; _c80_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ChargingProfileType', p)
                 if _neg: _c80_ChargingProfileEntryMaxPower = -_c80_ChargingProfileEntryMaxPower - 1
-                if _c80_ChargingProfileEntryMaxPower < -32768 or _c80_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {_c80_ChargingProfileEntryMaxPower} outside [-32768, 32767]', p)
+                if _c80_ChargingProfileEntryMaxPower < -32768 or _c80_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {_c80_ChargingProfileEntryMaxPower} outside [-32768, 32767]', r.at(p))
                 _v = din_msgdatatypes.ProfileEntryType(_c80_ChargingProfileEntryStart, _c80_ChargingProfileEntryMaxPower)
                 f_ProfileEntry.append(_v)
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ChargingProfileType', p)
                     el = 'ProfileEntry'
-                    el = 'ChargingProfileEntryStart'
+                    el = 'ProfileEntry/ChargingProfileEntryStart'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c81_ChargingProfileEntryStart = (V >> (E - p)) & 127
@@ -15216,13 +15388,13 @@ def _d_ChargingProfileType(r):
                         p += 16
                         _c81_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c81_ChargingProfileEntryStart = r.uint(); p = r.pos
+                        r.pos = p; _c81_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     x = (V >> (E - p)) & 15
                     if x & 14: raise r.deviation('ChargingProfileType', p)
-                    if _c81_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {_c81_ChargingProfileEntryStart} outside [0, 4294967295]', p)
-                    el = 'ChargingProfileEntryMaxPower'
+                    if _c81_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {_c81_ChargingProfileEntryStart} outside [0, 4294967295]', r.at(p))
+                    el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -15231,13 +15403,13 @@ def _d_ChargingProfileType(r):
                         p += 16
                         _c81_ChargingProfileEntryMaxPower = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c81_ChargingProfileEntryMaxPower = r.uint(); p = r.pos
+                        r.pos = p; _c81_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ChargingProfileType', p)
                     if _neg: _c81_ChargingProfileEntryMaxPower = -_c81_ChargingProfileEntryMaxPower - 1
-                    if _c81_ChargingProfileEntryMaxPower < -32768 or _c81_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {_c81_ChargingProfileEntryMaxPower} outside [-32768, 32767]', p)
+                    if _c81_ChargingProfileEntryMaxPower < -32768 or _c81_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {_c81_ChargingProfileEntryMaxPower} outside [-32768, 32767]', r.at(p))
                     _v = din_msgdatatypes.ProfileEntryType(_c81_ChargingProfileEntryStart, _c81_ChargingProfileEntryMaxPower)
                     f_ProfileEntry.append(_v)
                     s = 3
@@ -15249,15 +15421,15 @@ def _d_ChargingProfileType(r):
             if s == 3:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('ChargingProfileType', p)
                         el = 'ProfileEntry'
-                        el = 'ChargingProfileEntryStart'
+                        el = 'ProfileEntry/ChargingProfileEntryStart'
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
                             _c82_ChargingProfileEntryStart = (V >> (E - p)) & 127
@@ -15265,13 +15437,13 @@ def _d_ChargingProfileType(r):
                             p += 16
                             _c82_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c82_ChargingProfileEntryStart = r.uint(); p = r.pos
+                            r.pos = p; _c82_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 4
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 4)
                         x = (V >> (E - p)) & 15
                         if x & 14: raise r.deviation('ChargingProfileType', p)
-                        if _c82_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {_c82_ChargingProfileEntryStart} outside [0, 4294967295]', p)
-                        el = 'ChargingProfileEntryMaxPower'
+                        if _c82_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {_c82_ChargingProfileEntryStart} outside [0, 4294967295]', r.at(p))
+                        el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -15280,13 +15452,13 @@ def _d_ChargingProfileType(r):
                             p += 16
                             _c82_ChargingProfileEntryMaxPower = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c82_ChargingProfileEntryMaxPower = r.uint(); p = r.pos
+                            r.pos = p; _c82_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('ChargingProfileType', p)
                         if _neg: _c82_ChargingProfileEntryMaxPower = -_c82_ChargingProfileEntryMaxPower - 1
-                        if _c82_ChargingProfileEntryMaxPower < -32768 or _c82_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {_c82_ChargingProfileEntryMaxPower} outside [-32768, 32767]', p)
+                        if _c82_ChargingProfileEntryMaxPower < -32768 or _c82_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {_c82_ChargingProfileEntryMaxPower} outside [-32768, 32767]', r.at(p))
                         _v = din_msgdatatypes.ProfileEntryType(_c82_ChargingProfileEntryStart, _c82_ChargingProfileEntryMaxPower)
                         f_ProfileEntry.append(_v)
                     elif ec == 1:
@@ -15328,7 +15500,7 @@ def _e_ChargingProfileType(w, o):
                     _c83_ChargingProfileEntryStart = _o.ChargingProfileEntryStart
                     _c83_ChargingProfileEntryMaxPower = _o.ChargingProfileEntryMaxPower
                     if not (_c83_ChargingProfileEntryStart is not None): raise EncodeError('missing content: ChargingProfileEntryStart')
-                    el = 'ChargingProfileEntryStart'
+                    el = 'ProfileEntry/ChargingProfileEntryStart'
                     if _c83_ChargingProfileEntryStart < 0 or _c83_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c83_ChargingProfileEntryStart!r} outside [0, 4294967295]')
                     v <<= 4
                     n += 4
@@ -15337,7 +15509,7 @@ def _e_ChargingProfileType(w, o):
                     elif _c83_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c83_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c83_ChargingProfileEntryStart >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c83_ChargingProfileEntryStart); v = w.v; n = w.n
                     if not (_c83_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
-                    el = 'ChargingProfileEntryMaxPower'
+                    el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                     if _c83_ChargingProfileEntryMaxPower < -32768 or _c83_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c83_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c83_ChargingProfileEntryMaxPower < 0)
                     n += 4
@@ -15360,7 +15532,7 @@ def _e_ChargingProfileType(w, o):
                     _c84_ChargingProfileEntryStart = _o.ChargingProfileEntryStart
                     _c84_ChargingProfileEntryMaxPower = _o.ChargingProfileEntryMaxPower
                     if not (_c84_ChargingProfileEntryStart is not None): raise EncodeError('missing content: ChargingProfileEntryStart')
-                    el = 'ChargingProfileEntryStart'
+                    el = 'ProfileEntry/ChargingProfileEntryStart'
                     if _c84_ChargingProfileEntryStart < 0 or _c84_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c84_ChargingProfileEntryStart!r} outside [0, 4294967295]')
                     v <<= 4
                     n += 4
@@ -15368,7 +15540,7 @@ def _e_ChargingProfileType(w, o):
                     elif _c84_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c84_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c84_ChargingProfileEntryStart >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c84_ChargingProfileEntryStart); v = w.v; n = w.n
                     if not (_c84_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
-                    el = 'ChargingProfileEntryMaxPower'
+                    el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                     if _c84_ChargingProfileEntryMaxPower < -32768 or _c84_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c84_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c84_ChargingProfileEntryMaxPower < 0)
                     n += 4
@@ -15395,7 +15567,7 @@ def _e_ChargingProfileType(w, o):
                         _c85_ChargingProfileEntryStart = _o.ChargingProfileEntryStart
                         _c85_ChargingProfileEntryMaxPower = _o.ChargingProfileEntryMaxPower
                         if not (_c85_ChargingProfileEntryStart is not None): raise EncodeError('missing content: ChargingProfileEntryStart')
-                        el = 'ChargingProfileEntryStart'
+                        el = 'ProfileEntry/ChargingProfileEntryStart'
                         if _c85_ChargingProfileEntryStart < 0 or _c85_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c85_ChargingProfileEntryStart!r} outside [0, 4294967295]')
                         v <<= 4
                         n += 4
@@ -15403,7 +15575,7 @@ def _e_ChargingProfileType(w, o):
                         elif _c85_ChargingProfileEntryStart < 16384: v = (v << 16) | ((_c85_ChargingProfileEntryStart & 127) << 8) | 32768 | (_c85_ChargingProfileEntryStart >> 7); n += 16
                         else: w.v = v; w.n = n; w.uint(_c85_ChargingProfileEntryStart); v = w.v; n = w.n
                         if not (_c85_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
-                        el = 'ChargingProfileEntryMaxPower'
+                        el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                         if _c85_ChargingProfileEntryMaxPower < -32768 or _c85_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c85_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
                         v = (v << 4) | (_c85_ChargingProfileEntryMaxPower < 0)
                         n += 4
@@ -15423,6 +15595,7 @@ def _e_ChargingProfileType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -15436,7 +15609,7 @@ def _d_ProfileEntryType(r):
     f_ChargingProfileEntryMaxPower = None
     try:
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('ProfileEntryType', p)
         el = 'ChargingProfileEntryStart'
@@ -15447,12 +15620,12 @@ def _d_ProfileEntryType(r):
             p += 16
             f_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_ChargingProfileEntryStart = r.uint(); p = r.pos
+            r.pos = p; f_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 4)
         x = (V >> (E - p)) & 15
         if x & 14: raise r.deviation('ProfileEntryType', p)
-        if f_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {f_ChargingProfileEntryStart} outside [0, 4294967295]', p)
+        if f_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {f_ChargingProfileEntryStart} outside [0, 4294967295]', r.at(p))
         el = 'ChargingProfileEntryMaxPower'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -15462,13 +15635,13 @@ def _d_ProfileEntryType(r):
             p += 16
             f_ChargingProfileEntryMaxPower = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_ChargingProfileEntryMaxPower = r.uint(); p = r.pos
+            r.pos = p; f_ChargingProfileEntryMaxPower = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('ProfileEntryType', p)
         if _neg: f_ChargingProfileEntryMaxPower = -f_ChargingProfileEntryMaxPower - 1
-        if f_ChargingProfileEntryMaxPower < -32768 or f_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {f_ChargingProfileEntryMaxPower} outside [-32768, 32767]', p)
+        if f_ChargingProfileEntryMaxPower < -32768 or f_ChargingProfileEntryMaxPower > 32767: raise DecodeError(f'value {f_ChargingProfileEntryMaxPower} outside [-32768, 32767]', r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -15507,6 +15680,7 @@ def _e_ProfileEntryType(w, o):
         else:
             raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -15525,29 +15699,29 @@ def _d_PowerDeliveryResType(r):
         while s >= 0:
             if s == 0:
                 p += 8
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 8)
                 x = (V >> (E - p)) & 255
                 if x & 193: raise r.deviation('PowerDeliveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
                 f_ResponseCode = _E6[f_ResponseCode]
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 10
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 10)
                     x = (V >> (E - p)) & 1023
                     if x & 887: raise r.deviation('PowerDeliveryResType', p)
                     el = 'AC_EVSEStatus'
-                    el = 'PowerSwitchClosed'
+                    el = 'AC_EVSEStatus/PowerSwitchClosed'
                     _c86_PowerSwitchClosed = ((x >> 7) & 1) == 1
-                    el = 'RCD'
+                    el = 'AC_EVSEStatus/RCD'
                     _c86_RCD = ((x >> 3) & 1) == 1
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEStatus/NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c86_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -15555,15 +15729,15 @@ def _d_PowerDeliveryResType(r):
                         p += 16
                         _c86_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c86_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c86_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 7
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 7)
                     x = (V >> (E - p)) & 127
                     if x & 115: raise r.deviation('PowerDeliveryResType', p)
-                    if _c86_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c86_NotificationMaxDelay} outside [0, 4294967295]', p)
-                    el = 'EVSENotification'
+                    if _c86_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c86_NotificationMaxDelay} outside [0, 4294967295]', r.at(p))
+                    el = 'AC_EVSEStatus/EVSENotification'
                     _c86_EVSENotification = ((x >> 2) & 3)
-                    if _c86_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c86_EVSENotification} out of range (3 values)', p)
+                    if _c86_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c86_EVSENotification} out of range (3 values)', r.at(p))
                     _c86_EVSENotification = _E2[_c86_EVSENotification]
                     f_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c86_PowerSwitchClosed, _c86_RCD, _c86_NotificationMaxDelay, _c86_EVSENotification)
                     s = 2
@@ -15571,11 +15745,11 @@ def _d_PowerDeliveryResType(r):
                     el = 'DC_EVSEStatus'
                     r.pos = p
                     f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryResType', p)
                     el = 'EVSEStatus'
                     f_EVSEStatus = din_msgdatatypes.EVSEStatusType()
@@ -15584,7 +15758,7 @@ def _d_PowerDeliveryResType(r):
                     raise r.deviation('PowerDeliveryResType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryResType', p)
                 s = -1
         r.pos = p
@@ -15624,13 +15798,13 @@ def _e_PowerDeliveryResType(w, o):
                     _c89_NotificationMaxDelay = _o.NotificationMaxDelay
                     _c89_EVSENotification = _o.EVSENotification
                     if not (_c89_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
-                    el = 'PowerSwitchClosed'
+                    el = 'AC_EVSEStatus/PowerSwitchClosed'
                     if _c89_PowerSwitchClosed is not True and _c89_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c89_PowerSwitchClosed!r}')
                     if not (_c89_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'RCD'
+                    el = 'AC_EVSEStatus/RCD'
                     if _c89_RCD is not True and _c89_RCD is not False: raise EncodeError(f'expected a bool, got {_c89_RCD!r}')
                     if not (_c89_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEStatus/NotificationMaxDelay'
                     if _c89_NotificationMaxDelay < 0 or _c89_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c89_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v = (v << 12) | (_c89_PowerSwitchClosed << 7) | (_c89_RCD << 3)
                     n += 12
@@ -15640,7 +15814,7 @@ def _e_PowerDeliveryResType(w, o):
                     elif _c89_NotificationMaxDelay < 16384: v = (v << 16) | ((_c89_NotificationMaxDelay & 127) << 8) | 32768 | (_c89_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c89_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c89_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
+                    el = 'AC_EVSEStatus/EVSENotification'
                     _i4 = _I3.get(_c89_EVSENotification)
                     if _i4 is None: raise EncodeError(f'{_c89_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     v = (v << 7) | (_i4 << 2)
@@ -15674,6 +15848,7 @@ def _e_PowerDeliveryResType(w, o):
                     if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -15688,28 +15863,28 @@ def _d_PreChargeReqType(r):
     f_EVTargetCurrent = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
         el = 'DC_EVStatus'
         r.pos = p
         f_DC_EVStatus = _d_DC_EVStatusType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
         el = 'EVTargetVoltage'
         r.pos = p
         f_EVTargetVoltage = _d_PhysicalValueType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
         el = 'EVTargetCurrent'
         r.pos = p
         f_EVTargetCurrent = _d_PhysicalValueType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeReqType', p)
         r.pos = p
     except Exception as e:
@@ -15755,6 +15930,7 @@ def _e_PreChargeReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -15769,26 +15945,26 @@ def _d_PreChargeResType(r):
     f_EVSEPresentVoltage = None
     try:
         p += 9
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 9)
         x = (V >> (E - p)) & 511
         if x & 387: raise r.deviation('PreChargeResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'DC_EVSEStatus'
         r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeResType', p)
         el = 'EVSEPresentVoltage'
         r.pos = p
         f_EVSEPresentVoltage = _d_PhysicalValueType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PreChargeResType', p)
         r.pos = p
     except Exception as e:
@@ -15831,6 +16007,7 @@ def _e_PreChargeResType(w, o):
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -15847,7 +16024,7 @@ def _d_RelativeTimeIntervalType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
                 el = 'start'
@@ -15858,19 +16035,19 @@ def _d_RelativeTimeIntervalType(r):
                     p += 16
                     f_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_start = r.uint(); p = r.pos
+                    r.pos = p; f_start = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-                if f_start > 4294967295: raise DecodeError(f'value {f_start} outside [0, 4294967295]', p)
+                if f_start > 4294967295: raise DecodeError(f'value {f_start} outside [0, 4294967295]', r.at(p))
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
                     el = 'duration'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -15880,12 +16057,12 @@ def _d_RelativeTimeIntervalType(r):
                         p += 16
                         f_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_duration = r.uint(); p = r.pos
+                        r.pos = p; f_duration = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                    if f_duration > 4294967295: raise DecodeError(f'value {f_duration} outside [0, 4294967295]', p)
+                    if f_duration > 4294967295: raise DecodeError(f'value {f_duration} outside [0, 4294967295]', r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -15942,6 +16119,7 @@ def _e_RelativeTimeIntervalType(w, o):
                     if v_start is not None or v_duration is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -15957,23 +16135,23 @@ def _d_SAScheduleListType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SAScheduleListType', p)
                 el = 'SAScheduleTuple'
                 r.pos = p
                 _v = _d_SAScheduleTupleType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_SAScheduleTuple.append(_v)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SAScheduleTuple'
                     r.pos = p
                     _v = _d_SAScheduleTupleType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SAScheduleTuple.append(_v)
                     s = 2
                 elif ec == 1:
@@ -15984,13 +16162,13 @@ def _d_SAScheduleListType(r):
             if s == 2:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SAScheduleTuple'
                         r.pos = p
                         _v = _d_SAScheduleTupleType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SAScheduleTuple.append(_v)
                     elif ec == 1:
                         pass
@@ -16058,6 +16236,7 @@ def _e_SAScheduleListType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16075,7 +16254,7 @@ def _d_SAScheduleTupleType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 6: raise r.deviation('SAScheduleTupleType', p)
                 el = 'SAScheduleTupleID'
@@ -16087,29 +16266,29 @@ def _d_SAScheduleTupleType(r):
                     p += 16
                     f_SAScheduleTupleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_SAScheduleTupleID = r.uint(); p = r.pos
+                    r.pos = p; f_SAScheduleTupleID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('SAScheduleTupleType', p)
                 if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', p)
+                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: raise DecodeError(f'value {f_SAScheduleTupleID} outside [-32768, 32767]', r.at(p))
                 el = 'PMaxSchedule'
                 r.pos = p
                 f_PMaxSchedule = _d_PMaxScheduleType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SalesTariff'
                     r.pos = p
                     f_SalesTariff = _d_SalesTariffType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
                     s = -1
                 elif ec == 1:
@@ -16174,6 +16353,7 @@ def _e_SAScheduleTupleType(w, o):
                     if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16190,7 +16370,7 @@ def _d_PMaxScheduleType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 6: raise r.deviation('PMaxScheduleType', p)
                 el = 'PMaxScheduleID'
@@ -16202,28 +16382,28 @@ def _d_PMaxScheduleType(r):
                     p += 16
                     f_PMaxScheduleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_PMaxScheduleID = r.uint(); p = r.pos
+                    r.pos = p; f_PMaxScheduleID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('PMaxScheduleType', p)
                 if _neg: f_PMaxScheduleID = -f_PMaxScheduleID - 1
-                if f_PMaxScheduleID < -32768 or f_PMaxScheduleID > 32767: raise DecodeError(f'value {f_PMaxScheduleID} outside [-32768, 32767]', p)
+                if f_PMaxScheduleID < -32768 or f_PMaxScheduleID > 32767: raise DecodeError(f'value {f_PMaxScheduleID} outside [-32768, 32767]', r.at(p))
                 el = 'PMaxScheduleEntry'
                 r.pos = p
                 _v = _d_PMaxScheduleEntryType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_PMaxScheduleEntry.append(_v)
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'PMaxScheduleEntry'
                     r.pos = p
                     _v = _d_PMaxScheduleEntryType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PMaxScheduleEntry.append(_v)
                     s = 3
                 elif ec == 1:
@@ -16234,13 +16414,13 @@ def _d_PMaxScheduleType(r):
             if s == 3:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'PMaxScheduleEntry'
                         r.pos = p
                         _v = _d_PMaxScheduleEntryType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PMaxScheduleEntry.append(_v)
                     elif ec == 1:
                         pass
@@ -16319,6 +16499,7 @@ def _e_PMaxScheduleType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16338,14 +16519,14 @@ def _d_SalesTariffType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
                 el = '@Id'
                 r.pos = p
                 f_Id = r.string(18)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 6: raise r.deviation('SalesTariffType', p)
                 el = 'SalesTariffID'
@@ -16357,36 +16538,36 @@ def _d_SalesTariffType(r):
                     p += 16
                     f_SalesTariffID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_SalesTariffID = r.uint(); p = r.pos
+                    r.pos = p; f_SalesTariffID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
                 if _neg: f_SalesTariffID = -f_SalesTariffID - 1
-                if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: raise DecodeError(f'value {f_SalesTariffID} outside [-32768, 32767]', p)
+                if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: raise DecodeError(f'value {f_SalesTariffID} outside [-32768, 32767]', r.at(p))
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SalesTariffDescription'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SalesTariffDescription', p)
                         f_SalesTariffDescription = ''
                     else:
                         r.pos = p
                         f_SalesTariffDescription = r.string(84)
-                        if len(f_SalesTariffDescription) > 32: raise DecodeError(f'length {len(f_SalesTariffDescription)} outside [0, 32]', r.pos)
-                        p = r.pos
+                        if len(f_SalesTariffDescription) > 32: raise DecodeError(f'length {len(f_SalesTariffDescription)} outside [0, 32]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
                     p += 11
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1537: raise r.deviation('SalesTariffType', p)
                     el = 'NumEPriceLevels'
@@ -16394,7 +16575,7 @@ def _d_SalesTariffType(r):
                     s = 4
                 elif ec == 1:
                     p += 10
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 10)
                     x = (V >> (E - p)) & 1023
                     if x & 513: raise r.deviation('SalesTariffType', p)
                     el = 'NumEPriceLevels'
@@ -16404,23 +16585,23 @@ def _d_SalesTariffType(r):
                     raise r.deviation('SalesTariffType', p)
             if s == 4:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
                 el = 'SalesTariffEntry'
                 r.pos = p
                 _v = _d_SalesTariffEntryType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_SalesTariffEntry.append(_v)
                 s = 5
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SalesTariffEntry'
                     r.pos = p
                     _v = _d_SalesTariffEntryType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SalesTariffEntry.append(_v)
                     s = 6
                 elif ec == 1:
@@ -16431,13 +16612,13 @@ def _d_SalesTariffType(r):
             if s == 6:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SalesTariffEntry'
                         r.pos = p
                         _v = _d_SalesTariffEntryType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SalesTariffEntry.append(_v)
                     elif ec == 1:
                         pass
@@ -16563,6 +16744,7 @@ def _e_SalesTariffType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16581,17 +16763,17 @@ def _d_SalesTariffEntryType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'RelativeTimeInterval'
                     r.pos = p
                     f_RelativeTimeInterval = _d_RelativeTimeIntervalType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SalesTariffEntryType', p)
                     el = 'TimeInterval'
                     f_TimeInterval = din_msgdatatypes.IntervalType()
@@ -16600,7 +16782,7 @@ def _d_SalesTariffEntryType(r):
                     raise r.deviation('SalesTariffEntryType', p)
             if s == 1:
                 p += 11
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 11)
                 x = (V >> (E - p)) & 2047
                 if x & 1537: raise r.deviation('SalesTariffEntryType', p)
                 el = 'EPriceLevel'
@@ -16608,13 +16790,13 @@ def _d_SalesTariffEntryType(r):
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ConsumptionCost'
                     r.pos = p
                     _v = _d_ConsumptionCostType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_ConsumptionCost.append(_v)
                     s = 3
                 elif ec == 1:
@@ -16625,13 +16807,13 @@ def _d_SalesTariffEntryType(r):
             if s == 3:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'ConsumptionCost'
                         r.pos = p
                         _v = _d_ConsumptionCostType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_ConsumptionCost.append(_v)
                     elif ec == 1:
                         pass
@@ -16719,6 +16901,7 @@ def _e_SalesTariffEntryType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16735,7 +16918,7 @@ def _d_ConsumptionCostType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ConsumptionCostType', p)
                 el = 'startValue'
@@ -16746,21 +16929,21 @@ def _d_ConsumptionCostType(r):
                     p += 16
                     f_startValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_startValue = r.uint(); p = r.pos
+                    r.pos = p; f_startValue = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ConsumptionCostType', p)
-                if f_startValue > 4294967295: raise DecodeError(f'value {f_startValue} outside [0, 4294967295]', p)
+                if f_startValue > 4294967295: raise DecodeError(f'value {f_startValue} outside [0, 4294967295]', r.at(p))
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Cost'
                     r.pos = p
                     _v = _d_CostType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Cost.append(_v)
                     s = 2
                 elif ec == 1:
@@ -16771,13 +16954,13 @@ def _d_ConsumptionCostType(r):
             if s == 2:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Cost'
                         r.pos = p
                         _v = _d_CostType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Cost.append(_v)
                     elif ec == 1:
                         pass
@@ -16849,6 +17032,7 @@ def _e_ConsumptionCostType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16866,12 +17050,12 @@ def _d_CostType(r):
         while s >= 0:
             if s == 0:
                 p += 7
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 7)
                 x = (V >> (E - p)) & 127
                 if x & 103: raise r.deviation('CostType', p)
                 el = 'costKind'
                 f_costKind = ((x >> 3) & 3)
-                if f_costKind >= 3: raise DecodeError(f'enumeration index {f_costKind} out of range (3 values)', p)
+                if f_costKind >= 3: raise DecodeError(f'enumeration index {f_costKind} out of range (3 values)', r.at(p))
                 f_costKind = _E16[f_costKind]
                 el = 'amount'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -16881,24 +17065,24 @@ def _d_CostType(r):
                     p += 16
                     f_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_amount = r.uint(); p = r.pos
+                    r.pos = p; f_amount = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
-                if f_amount > 4294967295: raise DecodeError(f'value {f_amount} outside [0, 4294967295]', p)
+                if f_amount > 4294967295: raise DecodeError(f'value {f_amount} outside [0, 4294967295]', r.at(p))
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 6
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 6)
                     x = (V >> (E - p)) & 63
                     if x & 35: raise r.deviation('CostType', p)
                     el = 'amountMultiplier'
                     f_amountMultiplier = ((x >> 2) & 7) + -3
-                    if f_amountMultiplier > 3: raise DecodeError(f'value {f_amountMultiplier} above maximum 3', p)
+                    if f_amountMultiplier > 3: raise DecodeError(f'value {f_amountMultiplier} above maximum 3', r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -16956,6 +17140,7 @@ def _e_CostType(w, o):
                     if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16970,21 +17155,21 @@ def _d_ServiceChargeType(r):
     f_EnergyTransferType = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ServiceChargeType', p)
         el = 'ServiceTag'
         r.pos = p
         f_ServiceTag = _d_ServiceTagType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 12
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 12)
         x = (V >> (E - p)) & 4095
         if x & 3523: raise r.deviation('ServiceChargeType', p)
         el = 'FreeService'
         f_FreeService = ((x >> 9) & 1) == 1
         el = 'EnergyTransferType'
         f_EnergyTransferType = ((x >> 2) & 15)
-        if f_EnergyTransferType >= 10: raise DecodeError(f'enumeration index {f_EnergyTransferType} out of range (10 values)', p)
+        if f_EnergyTransferType >= 10: raise DecodeError(f'enumeration index {f_EnergyTransferType} out of range (10 values)', r.at(p))
         f_EnergyTransferType = _E18[f_EnergyTransferType]
         r.pos = p
     except Exception as e:
@@ -17023,6 +17208,7 @@ def _e_ServiceChargeType(w, o):
         else:
             raise EncodeError('missing content: expected one of ServiceTag')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17036,14 +17222,14 @@ def _d_ServiceType(r):
     f_FreeService = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
         el = 'ServiceTag'
         r.pos = p
         f_ServiceTag = _d_ServiceTagType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 5
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 5)
         x = (V >> (E - p)) & 31
         if x & 27: raise r.deviation('ServiceType', p)
         el = 'FreeService'
@@ -17079,6 +17265,7 @@ def _e_ServiceType(w, o):
         else:
             raise EncodeError('missing content: expected one of ServiceTag')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17097,7 +17284,7 @@ def _d_ServiceTagType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ServiceTagType', p)
                 el = 'ServiceID'
@@ -17108,35 +17295,35 @@ def _d_ServiceTagType(r):
                     p += 16
                     f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_ServiceID = r.uint(); p = r.pos
+                    r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', p)
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ServiceName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
                         f_ServiceName = ''
                     else:
                         r.pos = p
                         f_ServiceName = r.string(94)
-                        if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.pos)
-                        p = r.pos
+                        if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
                     p += 5
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 5)
                     x = (V >> (E - p)) & 31
                     if x & 25: raise r.deviation('ServiceTagType', p)
                     el = 'ServiceCategory'
@@ -17144,7 +17331,7 @@ def _d_ServiceTagType(r):
                     s = 3
                 elif ec == 1:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     x = (V >> (E - p)) & 15
                     if x & 9: raise r.deviation('ServiceTagType', p)
                     el = 'ServiceCategory'
@@ -17154,27 +17341,27 @@ def _d_ServiceTagType(r):
                     raise r.deviation('ServiceTagType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ServiceScope'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
                         f_ServiceScope = ''
                     else:
                         r.pos = p
                         f_ServiceScope = r.string(96)
-                        if len(f_ServiceScope) > 32: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 32]', r.pos)
-                        p = r.pos
+                        if len(f_ServiceScope) > 32: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 32]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ServiceTagType', p)
                     s = -1
                 elif ec == 1:
@@ -17266,6 +17453,7 @@ def _e_ServiceTagType(w, o):
                     if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17278,7 +17466,7 @@ def _d_ServiceDetailReqType(r):
     f_ServiceID = None
     try:
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('ServiceDetailReqType', p)
         el = 'ServiceID'
@@ -17289,12 +17477,12 @@ def _d_ServiceDetailReqType(r):
             p += 16
             f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_ServiceID = r.uint(); p = r.pos
+            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('ServiceDetailReqType', p)
-        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', p)
+        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -17322,6 +17510,7 @@ def _e_ServiceDetailReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of ServiceID')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17339,12 +17528,12 @@ def _d_ServiceDetailResType(r):
         while s >= 0:
             if s == 0:
                 p += 10
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 10)
                 x = (V >> (E - p)) & 1023
                 if x & 775: raise r.deviation('ServiceDetailResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 3) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
                 f_ResponseCode = _E6[f_ResponseCode]
                 el = 'ServiceID'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -17354,23 +17543,23 @@ def _d_ServiceDetailResType(r):
                     p += 16
                     f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_ServiceID = r.uint(); p = r.pos
+                    r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', p)
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ServiceParameterList'
                     r.pos = p
                     f_ServiceParameterList = _d_ServiceParameterListType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
                     s = -1
                 elif ec == 1:
@@ -17433,6 +17622,7 @@ def _e_ServiceDetailResType(w, o):
                     if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17448,23 +17638,23 @@ def _d_ServiceParameterListType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceParameterListType', p)
                 el = 'ParameterSet'
                 r.pos = p
                 _v = _d_ParameterSetType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_ParameterSet.append(_v)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ParameterSet'
                     r.pos = p
                     _v = _d_ParameterSetType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_ParameterSet.append(_v)
                     s = 2
                 elif ec == 1:
@@ -17475,13 +17665,13 @@ def _d_ServiceParameterListType(r):
             if s == 2:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'ParameterSet'
                         r.pos = p
                         _v = _d_ParameterSetType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_ParameterSet.append(_v)
                     elif ec == 1:
                         pass
@@ -17549,6 +17739,7 @@ def _e_ServiceParameterListType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17565,7 +17756,7 @@ def _d_ParameterSetType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 6: raise r.deviation('ParameterSetType', p)
                 el = 'ParameterSetID'
@@ -17577,33 +17768,33 @@ def _d_ParameterSetType(r):
                     p += 16
                     f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_ParameterSetID = r.uint(); p = r.pos
+                    r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ParameterSetType', p)
                 if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', p)
+                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', r.at(p))
                 el = 'Parameter'
                 r.pos = p
                 _v = _d_ParameterType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 r.pos = p
                 f_Parameter.append(_v)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Parameter'
                     r.pos = p
                     _v = _d_ParameterType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     r.pos = p
                     f_Parameter.append(_v)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -17613,16 +17804,16 @@ def _d_ParameterSetType(r):
             if s == 3:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Parameter'
                         r.pos = p
                         _v = _d_ParameterType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         r.pos = p
                         f_Parameter.append(_v)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                     elif ec == 1:
                         pass
                         s = -1
@@ -17700,6 +17891,7 @@ def _e_ParameterSetType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17722,28 +17914,28 @@ def _d_ParameterType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
                 el = '@Name'
                 r.pos = p
                 f_Name = r.string(99)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 x = (V >> (E - p)) & 15
                 if x & 8: raise r.deviation('ParameterType', p)
                 el = '@ValueType'
                 f_ValueType = (x & 7)
-                if f_ValueType >= 6: raise DecodeError(f'enumeration index {f_ValueType} out of range (6 values)', p)
+                if f_ValueType >= 6: raise DecodeError(f'enumeration index {f_ValueType} out of range (6 values)', r.at(p))
                 f_ValueType = _E22[f_ValueType]
                 s = 2
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     x = (V >> (E - p)) & 15
                     if x & 11: raise r.deviation('ParameterType', p)
                     el = 'boolValue'
@@ -17751,7 +17943,7 @@ def _d_ParameterType(r):
                     s = -1
                 elif ec == 1:
                     p += 11
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1027: raise r.deviation('ParameterType', p)
                     el = 'byteValue'
@@ -17759,7 +17951,7 @@ def _d_ParameterType(r):
                     s = -1
                 elif ec == 2:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('ParameterType', p)
                     el = 'shortValue'
@@ -17771,17 +17963,17 @@ def _d_ParameterType(r):
                         p += 16
                         f_shortValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_shortValue = r.uint(); p = r.pos
+                        r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ParameterType', p)
                     if _neg: f_shortValue = -f_shortValue - 1
-                    if f_shortValue < -32768 or f_shortValue > 32767: raise DecodeError(f'value {f_shortValue} outside [-32768, 32767]', p)
+                    if f_shortValue < -32768 or f_shortValue > 32767: raise DecodeError(f'value {f_shortValue} outside [-32768, 32767]', r.at(p))
                     s = -1
                 elif ec == 3:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('ParameterType', p)
                     el = 'intValue'
@@ -17793,41 +17985,41 @@ def _d_ParameterType(r):
                         p += 16
                         f_intValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_intValue = r.uint(); p = r.pos
+                        r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ParameterType', p)
                     if _neg: f_intValue = -f_intValue - 1
-                    if f_intValue < -2147483648 or f_intValue > 2147483647: raise DecodeError(f'value {f_intValue} outside [-2147483648, 2147483647]', p)
+                    if f_intValue < -2147483648 or f_intValue > 2147483647: raise DecodeError(f'value {f_intValue} outside [-2147483648, 2147483647]', r.at(p))
                     s = -1
                 elif ec == 4:
                     el = 'physicalValue'
                     r.pos = p
                     f_physicalValue = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
                     s = -1
                 elif ec == 5:
                     el = 'stringValue'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('stringValue', p)
                         f_stringValue = ''
                     else:
                         r.pos = p
                         f_stringValue = r.string(105)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
                     s = -1
                 else:
@@ -17948,6 +18140,7 @@ def _e_ParameterType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, physicalValue, stringValue')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17964,29 +18157,29 @@ def _d_ServiceDiscoveryReqType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ServiceScope'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
                         f_ServiceScope = ''
                     else:
                         r.pos = p
                         f_ServiceScope = r.string(106)
-                        if len(f_ServiceScope) > 32: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 32]', r.pos)
-                        p = r.pos
+                        if len(f_ServiceScope) > 32: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 32]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
                     s = 1
                 elif ec == 1:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     x = (V >> (E - p)) & 15
                     if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
                     el = 'ServiceCategory'
@@ -17999,11 +18192,11 @@ def _d_ServiceDiscoveryReqType(r):
                     raise r.deviation('ServiceDiscoveryReqType', p)
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     x = (V >> (E - p)) & 15
                     if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
                     el = 'ServiceCategory'
@@ -18016,7 +18209,7 @@ def _d_ServiceDiscoveryReqType(r):
                     raise r.deviation('ServiceDiscoveryReqType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
                 s = -1
         r.pos = p
@@ -18083,6 +18276,7 @@ def _e_ServiceDiscoveryReqType(w, o):
                     if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18101,49 +18295,49 @@ def _d_ServiceDiscoveryResType(r):
         while s >= 0:
             if s == 0:
                 p += 9
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 9)
                 x = (V >> (E - p)) & 511
                 if x & 387: raise r.deviation('ServiceDiscoveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
                 f_ResponseCode = _E6[f_ResponseCode]
                 el = 'PaymentOptions'
                 r.pos = p
                 f_PaymentOptions = _d_PaymentOptionsType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ServiceDiscoveryResType', p)
                 el = 'ChargeService'
-                el = 'ServiceTag'
+                el = 'ChargeService/ServiceTag'
                 r.pos = p
                 _c102_ServiceTag = _d_ServiceTagType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 12
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 12)
                 x = (V >> (E - p)) & 4095
                 if x & 3523: raise r.deviation('ServiceDiscoveryResType', p)
-                el = 'FreeService'
+                el = 'ChargeService/FreeService'
                 _c102_FreeService = ((x >> 9) & 1) == 1
-                el = 'EnergyTransferType'
+                el = 'ChargeService/EnergyTransferType'
                 _c102_EnergyTransferType = ((x >> 2) & 15)
-                if _c102_EnergyTransferType >= 10: raise DecodeError(f'enumeration index {_c102_EnergyTransferType} out of range (10 values)', p)
+                if _c102_EnergyTransferType >= 10: raise DecodeError(f'enumeration index {_c102_EnergyTransferType} out of range (10 values)', r.at(p))
                 _c102_EnergyTransferType = _E18[_c102_EnergyTransferType]
                 f_ChargeService = din_msgdatatypes.ServiceChargeType(_c102_ServiceTag, _c102_FreeService, _c102_EnergyTransferType)
                 s = 3
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ServiceList'
                     r.pos = p
                     f_ServiceList = _d_ServiceTagListType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
                     s = -1
                 elif ec == 1:
@@ -18188,7 +18382,7 @@ def _e_ServiceDiscoveryResType(w, o):
                     _c104_FreeService = _o.FreeService
                     _c104_EnergyTransferType = _o.EnergyTransferType
                     if not (_c104_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
-                    el = 'ServiceTag'
+                    el = 'ChargeService/ServiceTag'
                     v <<= 2
                     n += 2
                     v_PaymentOptions = None
@@ -18196,10 +18390,10 @@ def _e_ServiceDiscoveryResType(w, o):
                     _e_ServiceTagType(w, _c104_ServiceTag)
                     v = w.v; n = w.n
                     if not (_c104_FreeService is not None): raise EncodeError('missing content: FreeService')
-                    el = 'FreeService'
+                    el = 'ChargeService/FreeService'
                     if _c104_FreeService is not True and _c104_FreeService is not False: raise EncodeError(f'expected a bool, got {_c104_FreeService!r}')
                     if not (_c104_EnergyTransferType is not None): raise EncodeError('missing content: EnergyTransferType')
-                    el = 'EnergyTransferType'
+                    el = 'ChargeService/EnergyTransferType'
                     _i105 = _I19.get(_c104_EnergyTransferType)
                     if _i105 is None: raise EncodeError(f'{_c104_EnergyTransferType!r} is not one of the enumeration EVSESupportedEnergyTransferType')
                     v = (v << 12) | (_c104_FreeService << 9) | (_i105 << 2)
@@ -18230,6 +18424,7 @@ def _e_ServiceDiscoveryResType(w, o):
                     if v_ResponseCode is not None or v_PaymentOptions is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18245,7 +18440,7 @@ def _d_PaymentOptionsType(r):
         while s >= 0:
             if s == 0:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 x = (V >> (E - p)) & 15
                 if x & 13: raise r.deviation('PaymentOptionsType', p)
                 el = 'PaymentOption'
@@ -18254,11 +18449,11 @@ def _d_PaymentOptionsType(r):
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('PaymentOptionsType', p)
                     el = 'PaymentOption'
@@ -18273,11 +18468,11 @@ def _d_PaymentOptionsType(r):
             if s == 2:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 5: raise r.deviation('PaymentOptionsType', p)
                         el = 'PaymentOption'
@@ -18346,6 +18541,7 @@ def _e_PaymentOptionsType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18361,41 +18557,41 @@ def _d_ServiceTagListType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ServiceTagListType', p)
                 el = 'Service'
-                el = 'ServiceTag'
+                el = 'Service/ServiceTag'
                 r.pos = p
                 _c109_ServiceTag = _d_ServiceTagType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 5
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 5)
                 x = (V >> (E - p)) & 31
                 if x & 27: raise r.deviation('ServiceTagListType', p)
-                el = 'FreeService'
+                el = 'Service/FreeService'
                 _c109_FreeService = ((x >> 2) & 1) == 1
                 _v = din_msgdatatypes.ServiceType(_c109_ServiceTag, _c109_FreeService)
                 f_Service.append(_v)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ServiceTagListType', p)
                     el = 'Service'
-                    el = 'ServiceTag'
+                    el = 'Service/ServiceTag'
                     r.pos = p
                     _c110_ServiceTag = _d_ServiceTagType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 5
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 5)
                     x = (V >> (E - p)) & 31
                     if x & 27: raise r.deviation('ServiceTagListType', p)
-                    el = 'FreeService'
+                    el = 'Service/FreeService'
                     _c110_FreeService = ((x >> 2) & 1) == 1
                     _v = din_msgdatatypes.ServiceType(_c110_ServiceTag, _c110_FreeService)
                     f_Service.append(_v)
@@ -18408,22 +18604,22 @@ def _d_ServiceTagListType(r):
             if s == 2:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ServiceTagListType', p)
                         el = 'Service'
-                        el = 'ServiceTag'
+                        el = 'Service/ServiceTag'
                         r.pos = p
                         _c111_ServiceTag = _d_ServiceTagType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 5
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 5)
                         x = (V >> (E - p)) & 31
                         if x & 27: raise r.deviation('ServiceTagListType', p)
-                        el = 'FreeService'
+                        el = 'Service/FreeService'
                         _c111_FreeService = ((x >> 2) & 1) == 1
                         _v = din_msgdatatypes.ServiceType(_c111_ServiceTag, _c111_FreeService)
                         f_Service.append(_v)
@@ -18456,14 +18652,14 @@ def _e_ServiceTagListType(w, o):
                     _c112_ServiceTag = _o.ServiceTag
                     _c112_FreeService = _o.FreeService
                     if not (_c112_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
-                    el = 'ServiceTag'
+                    el = 'Service/ServiceTag'
                     v <<= 2
                     n += 2
                     w.v = v; w.n = n
                     _e_ServiceTagType(w, _c112_ServiceTag)
                     v = w.v; n = w.n
                     if not (_c112_FreeService is not None): raise EncodeError('missing content: FreeService')
-                    el = 'FreeService'
+                    el = 'Service/FreeService'
                     if _c112_FreeService is not True and _c112_FreeService is not False: raise EncodeError(f'expected a bool, got {_c112_FreeService!r}')
                     v = (v << 5) | (_c112_FreeService << 2)
                     n += 5
@@ -18480,14 +18676,14 @@ def _e_ServiceTagListType(w, o):
                     _c113_ServiceTag = _o.ServiceTag
                     _c113_FreeService = _o.FreeService
                     if not (_c113_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
-                    el = 'ServiceTag'
+                    el = 'Service/ServiceTag'
                     v <<= 3
                     n += 3
                     w.v = v; w.n = n
                     _e_ServiceTagType(w, _c113_ServiceTag)
                     v = w.v; n = w.n
                     if not (_c113_FreeService is not None): raise EncodeError('missing content: FreeService')
-                    el = 'FreeService'
+                    el = 'Service/FreeService'
                     if _c113_FreeService is not True and _c113_FreeService is not False: raise EncodeError(f'expected a bool, got {_c113_FreeService!r}')
                     v = (v << 5) | (_c113_FreeService << 2)
                     n += 5
@@ -18508,14 +18704,14 @@ def _e_ServiceTagListType(w, o):
                         _c114_ServiceTag = _o.ServiceTag
                         _c114_FreeService = _o.FreeService
                         if not (_c114_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
-                        el = 'ServiceTag'
+                        el = 'Service/ServiceTag'
                         v <<= 3
                         n += 3
                         w.v = v; w.n = n
                         _e_ServiceTagType(w, _c114_ServiceTag)
                         v = w.v; n = w.n
                         if not (_c114_FreeService is not None): raise EncodeError('missing content: FreeService')
-                        el = 'FreeService'
+                        el = 'Service/FreeService'
                         if _c114_FreeService is not True and _c114_FreeService is not False: raise EncodeError(f'expected a bool, got {_c114_FreeService!r}')
                         v = (v << 5) | (_c114_FreeService << 2)
                         n += 5
@@ -18529,6 +18725,7 @@ def _e_ServiceTagListType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18542,7 +18739,7 @@ def _d_ServicePaymentSelectionReqType(r):
     f_SelectedServiceList = None
     try:
         p += 5
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 5)
         x = (V >> (E - p)) & 31
         if x & 27: raise r.deviation('ServicePaymentSelectionReqType', p)
         el = 'SelectedPaymentOption'
@@ -18550,9 +18747,9 @@ def _d_ServicePaymentSelectionReqType(r):
         el = 'SelectedServiceList'
         r.pos = p
         f_SelectedServiceList = _d_SelectedServiceListType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ServicePaymentSelectionReqType', p)
         r.pos = p
     except Exception as e:
@@ -18586,6 +18783,7 @@ def _e_ServicePaymentSelectionReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of SelectedPaymentOption')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18601,23 +18799,23 @@ def _d_SelectedServiceListType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceListType', p)
                 el = 'SelectedService'
                 r.pos = p
                 _v = _d_SelectedServiceType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_SelectedService.append(_v)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SelectedService'
                     r.pos = p
                     _v = _d_SelectedServiceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SelectedService.append(_v)
                     s = 2
                 elif ec == 1:
@@ -18628,13 +18826,13 @@ def _d_SelectedServiceListType(r):
             if s == 2:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SelectedService'
                         r.pos = p
                         _v = _d_SelectedServiceType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SelectedService.append(_v)
                     elif ec == 1:
                         pass
@@ -18702,6 +18900,7 @@ def _e_SelectedServiceListType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18718,7 +18917,7 @@ def _d_SelectedServiceType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('SelectedServiceType', p)
                 el = 'ServiceID'
@@ -18729,19 +18928,19 @@ def _d_SelectedServiceType(r):
                     p += 16
                     f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_ServiceID = r.uint(); p = r.pos
+                    r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', p)
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('SelectedServiceType', p)
                     el = 'ParameterSetID'
@@ -18753,13 +18952,13 @@ def _d_SelectedServiceType(r):
                         p += 16
                         f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_ParameterSetID = r.uint(); p = r.pos
+                        r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('SelectedServiceType', p)
                     if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                    if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', p)
+                    if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -18817,6 +19016,7 @@ def _e_SelectedServiceType(w, o):
                     if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18829,12 +19029,12 @@ def _d_ServicePaymentSelectionResType(r):
     f_ResponseCode = None
     try:
         p += 9
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 9)
         x = (V >> (E - p)) & 511
         if x & 387: raise r.deviation('ServicePaymentSelectionResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
         f_ResponseCode = _E6[f_ResponseCode]
         r.pos = p
     except Exception as e:
@@ -18859,6 +19059,7 @@ def _e_ServicePaymentSelectionResType(w, o):
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18871,26 +19072,26 @@ def _d_SessionSetupReqType(r):
     f_EVCCID = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SessionSetupReqType', p)
         el = 'EVCCID'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
             f_EVCCID = b''
         else:
             r.pos = p
             f_EVCCID = r.binary()
-            if len(f_EVCCID) > 8: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 8]', r.pos)
-            p = r.pos
+            if len(f_EVCCID) > 8: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 8]', r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SessionSetupReqType', p)
         r.pos = p
     except Exception as e:
@@ -18919,6 +19120,7 @@ def _e_SessionSetupReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of EVCCID')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18936,37 +19138,37 @@ def _d_SessionSetupResType(r):
         while s >= 0:
             if s == 0:
                 p += 9
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 9)
                 x = (V >> (E - p)) & 511
                 if x & 387: raise r.deviation('SessionSetupResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+                if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
                 f_ResponseCode = _E6[f_ResponseCode]
                 el = 'EVSEID'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
                     f_EVSEID = b''
                 else:
                     r.pos = p
                     f_EVSEID = r.binary()
-                    if len(f_EVSEID) > 32: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 32]', r.pos)
-                    p = r.pos
+                    if len(f_EVSEID) > 32: raise DecodeError(f'length {len(f_EVSEID)} outside [0, 32]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('SessionSetupResType', p)
                     el = 'DateTimeNow'
@@ -18978,13 +19180,13 @@ def _d_SessionSetupResType(r):
                         p += 16
                         f_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_DateTimeNow = r.uint(); p = r.pos
+                        r.pos = p; f_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('SessionSetupResType', p)
                     if _neg: f_DateTimeNow = -f_DateTimeNow - 1
-                    if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {f_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', p)
+                    if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {f_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -19048,6 +19250,7 @@ def _e_SessionSetupResType(w, o):
                     if v_ResponseCode is not None or v_EVSEID is not None or v_DateTimeNow is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19059,7 +19262,7 @@ def _d_SessionStopType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SessionStopType', p)
         r.pos = p
     except Exception as e:
@@ -19076,6 +19279,7 @@ def _e_SessionStopType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19088,12 +19292,12 @@ def _d_SessionStopResType(r):
     f_ResponseCode = None
     try:
         p += 9
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 9)
         x = (V >> (E - p)) & 511
         if x & 387: raise r.deviation('SessionStopResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
         f_ResponseCode = _E6[f_ResponseCode]
         r.pos = p
     except Exception as e:
@@ -19118,6 +19322,7 @@ def _e_SessionStopResType(w, o):
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19137,53 +19342,53 @@ def _d_SignatureType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
                     el = 'SignedInfo'
                     r.pos = p
                     f_SignedInfo = _d_SignedInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'SignedInfo'
                     r.pos = p
                     f_SignedInfo = _d_SignedInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignatureType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
                 el = 'SignatureValue'
                 r.pos = p
                 f_SignatureValue = _d_SignatureValueType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 3
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'KeyInfo'
                     r.pos = p
                     f_KeyInfo = _d_KeyInfoType(r, 111)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'Object'
                     r.pos = p
                     _v = _d_ObjectType(r, 112)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Object.append(_v)
                     s = 5
                 elif ec == 2:
@@ -19193,13 +19398,13 @@ def _d_SignatureType(r):
                     raise r.deviation('SignatureType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Object'
                     r.pos = p
                     _v = _d_ObjectType(r, 112)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Object.append(_v)
                     s = 5
                 elif ec == 1:
@@ -19210,13 +19415,13 @@ def _d_SignatureType(r):
             if s == 5:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Object'
                         r.pos = p
                         _v = _d_ObjectType(r, 112)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Object.append(_v)
                     elif ec == 1:
                         pass
@@ -19343,6 +19548,7 @@ def _e_SignatureType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19361,55 +19567,55 @@ def _d_SignedInfoType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                     el = 'CanonicalizationMethod'
                     r.pos = p
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 113)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'CanonicalizationMethod'
                     r.pos = p
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 113)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignedInfoType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                 el = 'SignatureMethod'
                 r.pos = p
                 f_SignatureMethod = _d_SignatureMethodType(r, 114)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                 el = 'Reference'
                 r.pos = p
                 _v = _d_ReferenceType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_Reference.append(_v)
                 s = 4
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
                     s = 5
                 elif ec == 1:
@@ -19420,13 +19626,13 @@ def _d_SignedInfoType(r):
             if s == 5:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Reference'
                         r.pos = p
                         _v = _d_ReferenceType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Reference.append(_v)
                     elif ec == 1:
                         pass
@@ -19536,6 +19742,7 @@ def _e_SignedInfoType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19552,20 +19759,20 @@ def _d_SignatureMethodType(r, key):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                 el = '@Algorithm'
                 r.pos = p
                 f_Algorithm = r.string(17)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
@@ -19577,14 +19784,16 @@ def _d_SignatureMethodType(r, key):
                         p += 16
                         f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
+                        r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     pass
@@ -19592,17 +19801,17 @@ def _d_SignatureMethodType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignatureMethodType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
@@ -19614,14 +19823,16 @@ def _d_SignatureMethodType(r, key):
                         p += 16
                         f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
+                        r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     pass
@@ -19629,16 +19840,18 @@ def _d_SignatureMethodType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignatureMethodType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     pass
@@ -19646,16 +19859,18 @@ def _d_SignatureMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('SignatureMethodType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     pass
@@ -19663,7 +19878,7 @@ def _d_SignatureMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('SignatureMethodType', p)
@@ -19747,6 +19962,7 @@ def _e_SignatureMethodType(w, o):
                     if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19763,22 +19979,22 @@ def _d_SignatureValueType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     r.pos = p
                     f_value = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
                     f_value = b''
                     s = -1
@@ -19786,16 +20002,16 @@ def _d_SignatureValueType(r):
                     raise r.deviation('SignatureValueType', p)
             if s == 1:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 ec = (V >> (E - p)) & 1
                 if ec == 0:
                     r.pos = p
                     f_value = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
                     f_value = b''
                     s = -1
@@ -19803,7 +20019,7 @@ def _d_SignatureValueType(r):
                     raise r.deviation('SignatureValueType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
                 s = -1
         r.pos = p
@@ -19861,6 +20077,7 @@ def _e_SignatureValueType(w, o):
                     if v_Id is not None or v_value is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19877,40 +20094,40 @@ def _d_SignaturePropertiesType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertiesType', p)
                     el = 'SignatureProperty'
                     r.pos = p
                     _v = _d_SignaturePropertyType(r, 116)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 2
                 elif ec == 1:
                     el = 'SignatureProperty'
                     r.pos = p
                     _v = _d_SignaturePropertyType(r, 116)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 2
                 else:
                     raise r.deviation('SignaturePropertiesType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SignatureProperty'
                     r.pos = p
                     _v = _d_SignaturePropertyType(r, 116)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 3
                 elif ec == 1:
@@ -19921,13 +20138,13 @@ def _d_SignaturePropertiesType(r):
             if s == 3:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SignatureProperty'
                         r.pos = p
                         _v = _d_SignaturePropertyType(r, 116)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SignatureProperty.append(_v)
                     elif ec == 1:
                         pass
@@ -20015,6 +20232,7 @@ def _e_SignaturePropertiesType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -20031,63 +20249,69 @@ def _d_SignaturePropertyType(r, key):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertyType', p)
                     el = '@Target'
                     r.pos = p
                     f_Target = r.string(117)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@Target'
                     r.pos = p
                     f_Target = r.string(117)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignaturePropertyType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('SignaturePropertyType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('SignaturePropertyType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -20095,16 +20319,18 @@ def _d_SignaturePropertyType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('SignaturePropertyType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -20112,7 +20338,7 @@ def _d_SignaturePropertyType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('SignaturePropertyType', p)
@@ -20185,6 +20411,7 @@ def _e_SignaturePropertyType(w, o):
                     if v_Id is not None or v_Target is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -20198,21 +20425,21 @@ def _d_V2G_Message(r):
     f_Body = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
         el = 'Header'
         r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
         el = 'Body'
         r.pos = p
         f_Body = _d_BodyType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
         r.pos = p
     except Exception as e:
@@ -20249,6 +20476,7 @@ def _e_V2G_Message(w, o):
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -20266,40 +20494,40 @@ def _d_MessageHeaderType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
                 el = 'SessionID'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
                     f_SessionID = b''
                 else:
                     r.pos = p
                     f_SessionID = r.binary()
-                    if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                    p = r.pos
+                    if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Notification'
                     r.pos = p
                     f_Notification = _d_NotificationType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'Signature'
                     r.pos = p
                     f_Signature = _d_SignatureType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -20308,13 +20536,13 @@ def _d_MessageHeaderType(r):
                     raise r.deviation('MessageHeaderType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Signature'
                     r.pos = p
                     f_Signature = _d_SignatureType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -20323,7 +20551,7 @@ def _d_MessageHeaderType(r):
                     raise r.deviation('MessageHeaderType', p)
             if s == 3:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
                 s = -1
         r.pos = p
@@ -20403,6 +20631,7 @@ def _e_MessageHeaderType(w, o):
                     if v_SessionID is not None or v_Notification is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -20419,37 +20648,37 @@ def _d_NotificationType(r):
         while s >= 0:
             if s == 0:
                 p += 5
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 5)
                 x = (V >> (E - p)) & 31
                 if x & 25: raise r.deviation('NotificationType', p)
                 el = 'FaultCode'
                 f_FaultCode = ((x >> 1) & 3)
-                if f_FaultCode >= 3: raise DecodeError(f'enumeration index {f_FaultCode} out of range (3 values)', p)
+                if f_FaultCode >= 3: raise DecodeError(f'enumeration index {f_FaultCode} out of range (3 values)', r.at(p))
                 f_FaultCode = _E26[f_FaultCode]
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'FaultMsg'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
                         f_FaultMsg = ''
                     else:
                         r.pos = p
                         f_FaultMsg = r.string(120)
-                        if len(f_FaultMsg) > 64: raise DecodeError(f'length {len(f_FaultMsg)} outside [0, 64]', r.pos)
-                        p = r.pos
+                        if len(f_FaultMsg) > 64: raise DecodeError(f'length {len(f_FaultMsg)} outside [0, 64]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
                     s = -1
                 elif ec == 1:
@@ -20505,6 +20734,7 @@ def _e_NotificationType(w, o):
                     if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -20554,48 +20784,48 @@ def _d_BodyType(r):
         while s >= 0:
             if s == 0:
                 p += 6
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 6)
                 ec = (V >> (E - p)) & 63
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'BodyElement'
                     f_BodyElement = din_msgdef.BodyBaseType()
                     s = 1
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'CableCheckReq'
-                    el = 'DC_EVStatus'
+                    el = 'CableCheckReq/DC_EVStatus'
                     r.pos = p
                     _c121_DC_EVStatus = _d_DC_EVStatusType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_CableCheckReq = din_msgbody.CableCheckReqType(_c121_DC_EVStatus)
                     s = 1
                 elif ec == 2:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'CableCheckRes'
-                    el = 'ResponseCode'
+                    el = 'CableCheckRes/ResponseCode'
                     _c122_ResponseCode = ((x >> 2) & 31)
-                    if _c122_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c122_ResponseCode} out of range (23 values)', p)
+                    if _c122_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c122_ResponseCode} out of range (23 values)', r.at(p))
                     _c122_ResponseCode = _E6[_c122_ResponseCode]
-                    el = 'DC_EVSEStatus'
+                    el = 'CableCheckRes/DC_EVSEStatus'
                     r.pos = p
                     _c122_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 5
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 5)
                     x = (V >> (E - p)) & 31
                     if x & 27: raise r.deviation('BodyType', p)
-                    el = 'EVSEProcessing'
+                    el = 'CableCheckRes/EVSEProcessing'
                     _c122_EVSEProcessing = _E7[((x >> 2) & 1)]
                     f_CableCheckRes = din_msgbody.CableCheckResType(_c122_ResponseCode, _c122_DC_EVSEStatus, _c122_EVSEProcessing)
                     s = 1
@@ -20603,88 +20833,88 @@ def _d_BodyType(r):
                     el = 'CertificateInstallationReq'
                     r.pos = p
                     f_CertificateInstallationReq = _d_CertificateInstallationReqType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 4:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'CertificateInstallationRes'
-                    el = '@Id'
+                    el = 'CertificateInstallationRes/@Id'
                     r.pos = p
                     _c123_Id = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 387: raise r.deviation('BodyType', p)
-                    el = 'ResponseCode'
+                    el = 'CertificateInstallationRes/ResponseCode'
                     _c123_ResponseCode = ((x >> 2) & 31)
-                    if _c123_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c123_ResponseCode} out of range (23 values)', p)
+                    if _c123_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c123_ResponseCode} out of range (23 values)', r.at(p))
                     _c123_ResponseCode = _E6[_c123_ResponseCode]
-                    el = 'ContractSignatureCertChain'
+                    el = 'CertificateInstallationRes/ContractSignatureCertChain'
                     r.pos = p
                     _c123_ContractSignatureCertChain = _d_CertificateChainType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'ContractSignatureEncryptedPrivateKey'
+                    el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
                         _c123_ContractSignatureEncryptedPrivateKey = b''
                     else:
                         r.pos = p
                         _c123_ContractSignatureEncryptedPrivateKey = r.binary()
-                        if len(_c123_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(_c123_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
-                        p = r.pos
+                        if len(_c123_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(_c123_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'DHParams'
+                    el = 'CertificateInstallationRes/DHParams'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
                         _c123_DHParams = b''
                     else:
                         r.pos = p
                         _c123_DHParams = r.binary()
-                        if len(_c123_DHParams) > 256: raise DecodeError(f'length {len(_c123_DHParams)} outside [0, 256]', r.pos)
-                        p = r.pos
+                        if len(_c123_DHParams) > 256: raise DecodeError(f'length {len(_c123_DHParams)} outside [0, 256]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'ContractID'
+                    el = 'CertificateInstallationRes/ContractID'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
                         _c123_ContractID = ''
                     else:
                         r.pos = p
                         _c123_ContractID = r.string(23)
-                        if len(_c123_ContractID) > 24: raise DecodeError(f'length {len(_c123_ContractID)} outside [0, 24]', r.pos)
-                        p = r.pos
+                        if len(_c123_ContractID) > 24: raise DecodeError(f'length {len(_c123_ContractID)} outside [0, 24]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_CertificateInstallationRes = din_msgbody.CertificateInstallationResType(_c123_Id, _c123_ResponseCode, _c123_ContractSignatureCertChain, _c123_ContractSignatureEncryptedPrivateKey, _c123_DHParams, _c123_ContractID)
                     s = 1
@@ -20692,91 +20922,91 @@ def _d_BodyType(r):
                     el = 'CertificateUpdateReq'
                     r.pos = p
                     f_CertificateUpdateReq = _d_CertificateUpdateReqType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 6:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'CertificateUpdateRes'
-                    el = '@Id'
+                    el = 'CertificateUpdateRes/@Id'
                     r.pos = p
                     _c124_Id = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 387: raise r.deviation('BodyType', p)
-                    el = 'ResponseCode'
+                    el = 'CertificateUpdateRes/ResponseCode'
                     _c124_ResponseCode = ((x >> 2) & 31)
-                    if _c124_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c124_ResponseCode} out of range (23 values)', p)
+                    if _c124_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c124_ResponseCode} out of range (23 values)', r.at(p))
                     _c124_ResponseCode = _E6[_c124_ResponseCode]
-                    el = 'ContractSignatureCertChain'
+                    el = 'CertificateUpdateRes/ContractSignatureCertChain'
                     r.pos = p
                     _c124_ContractSignatureCertChain = _d_CertificateChainType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'ContractSignatureEncryptedPrivateKey'
+                    el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
                         _c124_ContractSignatureEncryptedPrivateKey = b''
                     else:
                         r.pos = p
                         _c124_ContractSignatureEncryptedPrivateKey = r.binary()
-                        if len(_c124_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(_c124_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.pos)
-                        p = r.pos
+                        if len(_c124_ContractSignatureEncryptedPrivateKey) > 128: raise DecodeError(f'length {len(_c124_ContractSignatureEncryptedPrivateKey)} outside [0, 128]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'DHParams'
+                    el = 'CertificateUpdateRes/DHParams'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
                         _c124_DHParams = b''
                     else:
                         r.pos = p
                         _c124_DHParams = r.binary()
-                        if len(_c124_DHParams) > 256: raise DecodeError(f'length {len(_c124_DHParams)} outside [0, 256]', r.pos)
-                        p = r.pos
+                        if len(_c124_DHParams) > 256: raise DecodeError(f'length {len(_c124_DHParams)} outside [0, 256]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'ContractID'
+                    el = 'CertificateUpdateRes/ContractID'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
                         _c124_ContractID = ''
                     else:
                         r.pos = p
                         _c124_ContractID = r.string(23)
-                        if len(_c124_ContractID) > 24: raise DecodeError(f'length {len(_c124_ContractID)} outside [0, 24]', r.pos)
-                        p = r.pos
+                        if len(_c124_ContractID) > 24: raise DecodeError(f'length {len(_c124_ContractID)} outside [0, 24]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('BodyType', p)
-                    el = 'RetryCounter'
+                    el = 'CertificateUpdateRes/RetryCounter'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -20785,30 +21015,30 @@ def _d_BodyType(r):
                         p += 16
                         _c124_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c124_RetryCounter = r.uint(); p = r.pos
+                        r.pos = p; _c124_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
                     if _neg: _c124_RetryCounter = -_c124_RetryCounter - 1
-                    if _c124_RetryCounter < -32768 or _c124_RetryCounter > 32767: raise DecodeError(f'value {_c124_RetryCounter} outside [-32768, 32767]', p)
+                    if _c124_RetryCounter < -32768 or _c124_RetryCounter > 32767: raise DecodeError(f'value {_c124_RetryCounter} outside [-32768, 32767]', r.at(p))
                     f_CertificateUpdateRes = din_msgbody.CertificateUpdateResType(_c124_Id, _c124_ResponseCode, _c124_ContractSignatureCertChain, _c124_ContractSignatureEncryptedPrivateKey, _c124_DHParams, _c124_ContractID, _c124_RetryCounter)
                     s = 1
                 elif ec == 7:
                     el = 'ChargeParameterDiscoveryReq'
                     r.pos = p
                     f_ChargeParameterDiscoveryReq = _d_ChargeParameterDiscoveryReqType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 8:
                     el = 'ChargeParameterDiscoveryRes'
                     r.pos = p
                     f_ChargeParameterDiscoveryRes = _d_ChargeParameterDiscoveryResType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 9:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'ChargingStatusReq'
                     f_ChargingStatusReq = din_msgbody.ChargingStatusReqType()
@@ -20817,25 +21047,25 @@ def _d_BodyType(r):
                     el = 'ChargingStatusRes'
                     r.pos = p
                     f_ChargingStatusRes = _d_ChargingStatusResType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 11:
                     el = 'ContractAuthenticationReq'
                     r.pos = p
                     f_ContractAuthenticationReq = _d_ContractAuthenticationReqType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 12:
                     p += 13
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 13)
                     x = (V >> (E - p)) & 8191
                     if x & 6203: raise r.deviation('BodyType', p)
                     el = 'ContractAuthenticationRes'
-                    el = 'ResponseCode'
+                    el = 'ContractAuthenticationRes/ResponseCode'
                     _c126_ResponseCode = ((x >> 6) & 31)
-                    if _c126_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c126_ResponseCode} out of range (23 values)', p)
+                    if _c126_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c126_ResponseCode} out of range (23 values)', r.at(p))
                     _c126_ResponseCode = _E6[_c126_ResponseCode]
-                    el = 'EVSEProcessing'
+                    el = 'ContractAuthenticationRes/EVSEProcessing'
                     _c126_EVSEProcessing = _E7[((x >> 2) & 1)]
                     f_ContractAuthenticationRes = din_msgbody.ContractAuthenticationResType(_c126_ResponseCode, _c126_EVSEProcessing)
                     s = 1
@@ -20843,36 +21073,36 @@ def _d_BodyType(r):
                     el = 'CurrentDemandReq'
                     r.pos = p
                     f_CurrentDemandReq = _d_CurrentDemandReqType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 14:
                     el = 'CurrentDemandRes'
                     r.pos = p
                     f_CurrentDemandRes = _d_CurrentDemandResType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 15:
                     el = 'MeteringReceiptReq'
                     r.pos = p
                     f_MeteringReceiptReq = _d_MeteringReceiptReqType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 16:
                     p += 19
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 19)
                     x = (V >> (E - p)) & 524287
                     if x & 397175: raise r.deviation('BodyType', p)
                     el = 'MeteringReceiptRes'
-                    el = 'ResponseCode'
+                    el = 'MeteringReceiptRes/ResponseCode'
                     _c127_ResponseCode = ((x >> 12) & 31)
-                    if _c127_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c127_ResponseCode} out of range (23 values)', p)
+                    if _c127_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c127_ResponseCode} out of range (23 values)', r.at(p))
                     _c127_ResponseCode = _E6[_c127_ResponseCode]
-                    el = 'AC_EVSEStatus'
-                    el = 'PowerSwitchClosed'
+                    el = 'MeteringReceiptRes/AC_EVSEStatus'
+                    el = 'MeteringReceiptRes/AC_EVSEStatus/PowerSwitchClosed'
                     _c128_PowerSwitchClosed = ((x >> 7) & 1) == 1
-                    el = 'RCD'
+                    el = 'MeteringReceiptRes/AC_EVSEStatus/RCD'
                     _c128_RCD = ((x >> 3) & 1) == 1
-                    el = 'NotificationMaxDelay'
+                    el = 'MeteringReceiptRes/AC_EVSEStatus/NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c128_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -20880,82 +21110,82 @@ def _d_BodyType(r):
                         p += 16
                         _c128_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c128_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c128_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 8
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 8)
                     x = (V >> (E - p)) & 255
                     if x & 231: raise r.deviation('BodyType', p)
-                    if _c128_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c128_NotificationMaxDelay} outside [0, 4294967295]', p)
-                    el = 'EVSENotification'
+                    if _c128_NotificationMaxDelay > 4294967295: raise DecodeError(f'value {_c128_NotificationMaxDelay} outside [0, 4294967295]', r.at(p))
+                    el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
                     _c128_EVSENotification = ((x >> 3) & 3)
-                    if _c128_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c128_EVSENotification} out of range (3 values)', p)
+                    if _c128_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c128_EVSENotification} out of range (3 values)', r.at(p))
                     _c128_EVSENotification = _E2[_c128_EVSENotification]
                     _c127_AC_EVSEStatus = din_msgdatatypes.AC_EVSEStatusType(_c128_PowerSwitchClosed, _c128_RCD, _c128_NotificationMaxDelay, _c128_EVSENotification)
                     f_MeteringReceiptRes = din_msgbody.MeteringReceiptResType(_c127_ResponseCode, _c127_AC_EVSEStatus)
                     s = 1
                 elif ec == 17:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'PaymentDetailsReq'
-                    el = 'ContractID'
+                    el = 'PaymentDetailsReq/ContractID'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
                         _c129_ContractID = ''
                     else:
                         r.pos = p
                         _c129_ContractID = r.string(23)
-                        if len(_c129_ContractID) > 24: raise DecodeError(f'length {len(_c129_ContractID)} outside [0, 24]', r.pos)
-                        p = r.pos
+                        if len(_c129_ContractID) > 24: raise DecodeError(f'length {len(_c129_ContractID)} outside [0, 24]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'ContractSignatureCertChain'
+                    el = 'PaymentDetailsReq/ContractSignatureCertChain'
                     r.pos = p
                     _c129_ContractSignatureCertChain = _d_CertificateChainType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_PaymentDetailsReq = din_msgbody.PaymentDetailsReqType(_c129_ContractID, _c129_ContractSignatureCertChain)
                     s = 1
                 elif ec == 18:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'PaymentDetailsRes'
-                    el = 'ResponseCode'
+                    el = 'PaymentDetailsRes/ResponseCode'
                     _c130_ResponseCode = ((x >> 2) & 31)
-                    if _c130_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c130_ResponseCode} out of range (23 values)', p)
+                    if _c130_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c130_ResponseCode} out of range (23 values)', r.at(p))
                     _c130_ResponseCode = _E6[_c130_ResponseCode]
-                    el = 'GenChallenge'
+                    el = 'PaymentDetailsRes/GenChallenge'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
                         _c130_GenChallenge = ''
                     else:
                         r.pos = p
                         _c130_GenChallenge = r.string(34)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('BodyType', p)
-                    el = 'DateTimeNow'
+                    el = 'PaymentDetailsRes/DateTimeNow'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -20964,88 +21194,88 @@ def _d_BodyType(r):
                         p += 16
                         _c130_DateTimeNow = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c130_DateTimeNow = r.uint(); p = r.pos
+                        r.pos = p; _c130_DateTimeNow = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
                     if _neg: _c130_DateTimeNow = -_c130_DateTimeNow - 1
-                    if _c130_DateTimeNow < -9223372036854775808 or _c130_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {_c130_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', p)
+                    if _c130_DateTimeNow < -9223372036854775808 or _c130_DateTimeNow > 9223372036854775807: raise DecodeError(f'value {_c130_DateTimeNow} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
                     f_PaymentDetailsRes = din_msgbody.PaymentDetailsResType(_c130_ResponseCode, _c130_GenChallenge, _c130_DateTimeNow)
                     s = 1
                 elif ec == 19:
                     el = 'PowerDeliveryReq'
                     r.pos = p
                     f_PowerDeliveryReq = _d_PowerDeliveryReqType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 20:
                     el = 'PowerDeliveryRes'
                     r.pos = p
                     f_PowerDeliveryRes = _d_PowerDeliveryResType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 21:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'PreChargeReq'
-                    el = 'DC_EVStatus'
+                    el = 'PreChargeReq/DC_EVStatus'
                     r.pos = p
                     _c131_DC_EVStatus = _d_DC_EVStatusType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'EVTargetVoltage'
+                    el = 'PreChargeReq/EVTargetVoltage'
                     r.pos = p
                     _c131_EVTargetVoltage = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'EVTargetCurrent'
+                    el = 'PreChargeReq/EVTargetCurrent'
                     r.pos = p
                     _c131_EVTargetCurrent = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_PreChargeReq = din_msgbody.PreChargeReqType(_c131_DC_EVStatus, _c131_EVTargetVoltage, _c131_EVTargetCurrent)
                     s = 1
                 elif ec == 22:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'PreChargeRes'
-                    el = 'ResponseCode'
+                    el = 'PreChargeRes/ResponseCode'
                     _c132_ResponseCode = ((x >> 2) & 31)
-                    if _c132_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c132_ResponseCode} out of range (23 values)', p)
+                    if _c132_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c132_ResponseCode} out of range (23 values)', r.at(p))
                     _c132_ResponseCode = _E6[_c132_ResponseCode]
-                    el = 'DC_EVSEStatus'
+                    el = 'PreChargeRes/DC_EVSEStatus'
                     r.pos = p
                     _c132_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'EVSEPresentVoltage'
+                    el = 'PreChargeRes/EVSEPresentVoltage'
                     r.pos = p
                     _c132_EVSEPresentVoltage = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_PreChargeRes = din_msgbody.PreChargeResType(_c132_ResponseCode, _c132_DC_EVSEStatus, _c132_EVSEPresentVoltage)
                     s = 1
                 elif ec == 23:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
                     el = 'ServiceDetailReq'
-                    el = 'ServiceID'
+                    el = 'ServiceDetailReq/ServiceID'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c133_ServiceID = (V >> (E - p)) & 127
@@ -21053,84 +21283,84 @@ def _d_BodyType(r):
                         p += 16
                         _c133_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c133_ServiceID = r.uint(); p = r.pos
+                        r.pos = p; _c133_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
-                    if _c133_ServiceID > 65535: raise DecodeError(f'value {_c133_ServiceID} outside [0, 65535]', p)
+                    if _c133_ServiceID > 65535: raise DecodeError(f'value {_c133_ServiceID} outside [0, 65535]', r.at(p))
                     f_ServiceDetailReq = din_msgbody.ServiceDetailReqType(_c133_ServiceID)
                     s = 1
                 elif ec == 24:
                     el = 'ServiceDetailRes'
                     r.pos = p
                     f_ServiceDetailRes = _d_ServiceDetailResType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 25:
                     el = 'ServiceDiscoveryReq'
                     r.pos = p
                     f_ServiceDiscoveryReq = _d_ServiceDiscoveryReqType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 26:
                     el = 'ServiceDiscoveryRes'
                     r.pos = p
                     f_ServiceDiscoveryRes = _d_ServiceDiscoveryResType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 27:
                     p += 5
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 5)
                     x = (V >> (E - p)) & 31
                     if x & 27: raise r.deviation('BodyType', p)
                     el = 'ServicePaymentSelectionReq'
-                    el = 'SelectedPaymentOption'
+                    el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
                     _c134_SelectedPaymentOption = _E24[((x >> 2) & 1)]
-                    el = 'SelectedServiceList'
+                    el = 'ServicePaymentSelectionReq/SelectedServiceList'
                     r.pos = p
                     _c134_SelectedServiceList = _d_SelectedServiceListType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_ServicePaymentSelectionReq = din_msgbody.ServicePaymentSelectionReqType(_c134_SelectedPaymentOption, _c134_SelectedServiceList)
                     s = 1
                 elif ec == 28:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'ServicePaymentSelectionRes'
-                    el = 'ResponseCode'
+                    el = 'ServicePaymentSelectionRes/ResponseCode'
                     _c135_ResponseCode = ((x >> 2) & 31)
-                    if _c135_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c135_ResponseCode} out of range (23 values)', p)
+                    if _c135_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c135_ResponseCode} out of range (23 values)', r.at(p))
                     _c135_ResponseCode = _E6[_c135_ResponseCode]
                     f_ServicePaymentSelectionRes = din_msgbody.ServicePaymentSelectionResType(_c135_ResponseCode)
                     s = 1
                 elif ec == 29:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'SessionSetupReq'
-                    el = 'EVCCID'
+                    el = 'SessionSetupReq/EVCCID'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
                         _c136_EVCCID = b''
                     else:
                         r.pos = p
                         _c136_EVCCID = r.binary()
-                        if len(_c136_EVCCID) > 8: raise DecodeError(f'length {len(_c136_EVCCID)} outside [0, 8]', r.pos)
-                        p = r.pos
+                        if len(_c136_EVCCID) > 8: raise DecodeError(f'length {len(_c136_EVCCID)} outside [0, 8]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_SessionSetupReq = din_msgbody.SessionSetupReqType(_c136_EVCCID)
                     s = 1
@@ -21138,64 +21368,64 @@ def _d_BodyType(r):
                     el = 'SessionSetupRes'
                     r.pos = p
                     f_SessionSetupRes = _d_SessionSetupResType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 31:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'SessionStopReq'
                     f_SessionStopReq = din_msgbody.SessionStopType()
                     s = 1
                 elif ec == 32:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'SessionStopRes'
-                    el = 'ResponseCode'
+                    el = 'SessionStopRes/ResponseCode'
                     _c138_ResponseCode = ((x >> 2) & 31)
-                    if _c138_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c138_ResponseCode} out of range (23 values)', p)
+                    if _c138_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c138_ResponseCode} out of range (23 values)', r.at(p))
                     _c138_ResponseCode = _E6[_c138_ResponseCode]
                     f_SessionStopRes = din_msgbody.SessionStopResType(_c138_ResponseCode)
                     s = 1
                 elif ec == 33:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'WeldingDetectionReq'
-                    el = 'DC_EVStatus'
+                    el = 'WeldingDetectionReq/DC_EVStatus'
                     r.pos = p
                     _c139_DC_EVStatus = _d_DC_EVStatusType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_WeldingDetectionReq = din_msgbody.WeldingDetectionReqType(_c139_DC_EVStatus)
                     s = 1
                 elif ec == 34:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'WeldingDetectionRes'
-                    el = 'ResponseCode'
+                    el = 'WeldingDetectionRes/ResponseCode'
                     _c140_ResponseCode = ((x >> 2) & 31)
-                    if _c140_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c140_ResponseCode} out of range (23 values)', p)
+                    if _c140_ResponseCode >= 23: raise DecodeError(f'enumeration index {_c140_ResponseCode} out of range (23 values)', r.at(p))
                     _c140_ResponseCode = _E6[_c140_ResponseCode]
-                    el = 'DC_EVSEStatus'
+                    el = 'WeldingDetectionRes/DC_EVSEStatus'
                     r.pos = p
                     _c140_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'EVSEPresentVoltage'
+                    el = 'WeldingDetectionRes/EVSEPresentVoltage'
                     r.pos = p
                     _c140_EVSEPresentVoltage = _d_PhysicalValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_WeldingDetectionRes = din_msgbody.WeldingDetectionResType(_c140_ResponseCode, _c140_DC_EVSEStatus, _c140_EVSEPresentVoltage)
                     s = 1
@@ -21206,7 +21436,7 @@ def _d_BodyType(r):
                     raise r.deviation('BodyType', p)
             if s == 1:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                 s = -1
         r.pos = p
@@ -21270,7 +21500,7 @@ def _e_BodyType(w, o):
                     _o = v_CableCheckReq
                     _c142_DC_EVStatus = _o.DC_EVStatus
                     if not (_c142_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
-                    el = 'DC_EVStatus'
+                    el = 'CableCheckReq/DC_EVStatus'
                     v = (v << 7) | (1 << 1)
                     n += 7
                     w.v = v; w.n = n
@@ -21288,11 +21518,11 @@ def _e_BodyType(w, o):
                     _c143_DC_EVSEStatus = _o.DC_EVSEStatus
                     _c143_EVSEProcessing = _o.EVSEProcessing
                     if not (_c143_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'CableCheckRes/ResponseCode'
                     _i144 = _I8.get(_c143_ResponseCode)
                     if _i144 is None: raise EncodeError(f'{_c143_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (_c143_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-                    el = 'DC_EVSEStatus'
+                    el = 'CableCheckRes/DC_EVSEStatus'
                     v = (v << 15) | (2 << 9) | (_i144 << 2)
                     n += 15
                     _c143_ResponseCode = None
@@ -21300,7 +21530,7 @@ def _e_BodyType(w, o):
                     _e_DC_EVSEStatusType(w, _c143_DC_EVSEStatus)
                     v = w.v; n = w.n
                     if not (_c143_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
-                    el = 'EVSEProcessing'
+                    el = 'CableCheckRes/EVSEProcessing'
                     _i145 = _I9.get(_c143_EVSEProcessing)
                     if _i145 is None: raise EncodeError(f'{_c143_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
                     v = (v << 5) | (_i145 << 2)
@@ -21328,7 +21558,7 @@ def _e_BodyType(w, o):
                     _c146_DHParams = _o.DHParams
                     _c146_ContractID = _o.ContractID
                     if not (_c146_Id is not None): raise EncodeError('missing content: Id')
-                    el = '@Id'
+                    el = 'CertificateInstallationRes/@Id'
                     v = (v << 7) | (4 << 1)
                     n += 7
                     _l = len(_c146_Id)
@@ -21337,11 +21567,11 @@ def _e_BodyType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c146_Id); v = w.v; n = w.n
                     if not (_c146_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'CertificateInstallationRes/ResponseCode'
                     _i147 = _I8.get(_c146_ResponseCode)
                     if _i147 is None: raise EncodeError(f'{_c146_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (_c146_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
-                    el = 'ContractSignatureCertChain'
+                    el = 'CertificateInstallationRes/ContractSignatureCertChain'
                     v = (v << 9) | (_i147 << 2)
                     n += 9
                     _c146_Id = None
@@ -21350,7 +21580,7 @@ def _e_BodyType(w, o):
                     _e_CertificateChainType(w, _c146_ContractSignatureCertChain)
                     v = w.v; n = w.n
                     if not (_c146_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
-                    el = 'ContractSignatureEncryptedPrivateKey'
+                    el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
                     v <<= 2
                     n += 2
                     _c146_ContractSignatureCertChain = None
@@ -21359,7 +21589,7 @@ def _e_BodyType(w, o):
                     w.binary(_c146_ContractSignatureEncryptedPrivateKey)
                     v = w.v; n = w.n
                     if not (_c146_DHParams is not None): raise EncodeError('missing content: DHParams')
-                    el = 'DHParams'
+                    el = 'CertificateInstallationRes/DHParams'
                     v <<= 3
                     n += 3
                     _c146_ContractSignatureEncryptedPrivateKey = None
@@ -21368,7 +21598,7 @@ def _e_BodyType(w, o):
                     w.binary(_c146_DHParams)
                     v = w.v; n = w.n
                     if not (_c146_ContractID is not None): raise EncodeError('missing content: ContractID')
-                    el = 'ContractID'
+                    el = 'CertificateInstallationRes/ContractID'
                     v <<= 3
                     n += 3
                     _c146_DHParams = None
@@ -21403,7 +21633,7 @@ def _e_BodyType(w, o):
                     _c148_ContractID = _o.ContractID
                     _c148_RetryCounter = _o.RetryCounter
                     if not (_c148_Id is not None): raise EncodeError('missing content: Id')
-                    el = '@Id'
+                    el = 'CertificateUpdateRes/@Id'
                     v = (v << 7) | (6 << 1)
                     n += 7
                     _l = len(_c148_Id)
@@ -21412,11 +21642,11 @@ def _e_BodyType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c148_Id); v = w.v; n = w.n
                     if not (_c148_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'CertificateUpdateRes/ResponseCode'
                     _i149 = _I8.get(_c148_ResponseCode)
                     if _i149 is None: raise EncodeError(f'{_c148_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (_c148_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
-                    el = 'ContractSignatureCertChain'
+                    el = 'CertificateUpdateRes/ContractSignatureCertChain'
                     v = (v << 9) | (_i149 << 2)
                     n += 9
                     _c148_Id = None
@@ -21425,7 +21655,7 @@ def _e_BodyType(w, o):
                     _e_CertificateChainType(w, _c148_ContractSignatureCertChain)
                     v = w.v; n = w.n
                     if not (_c148_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
-                    el = 'ContractSignatureEncryptedPrivateKey'
+                    el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
                     v <<= 2
                     n += 2
                     _c148_ContractSignatureCertChain = None
@@ -21434,7 +21664,7 @@ def _e_BodyType(w, o):
                     w.binary(_c148_ContractSignatureEncryptedPrivateKey)
                     v = w.v; n = w.n
                     if not (_c148_DHParams is not None): raise EncodeError('missing content: DHParams')
-                    el = 'DHParams'
+                    el = 'CertificateUpdateRes/DHParams'
                     v <<= 3
                     n += 3
                     _c148_ContractSignatureEncryptedPrivateKey = None
@@ -21443,7 +21673,7 @@ def _e_BodyType(w, o):
                     w.binary(_c148_DHParams)
                     v = w.v; n = w.n
                     if not (_c148_ContractID is not None): raise EncodeError('missing content: ContractID')
-                    el = 'ContractID'
+                    el = 'CertificateUpdateRes/ContractID'
                     v <<= 3
                     n += 3
                     _c148_DHParams = None
@@ -21454,7 +21684,7 @@ def _e_BodyType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c148_ContractID); v = w.v; n = w.n
                     if not (_c148_RetryCounter is not None): raise EncodeError('missing content: RetryCounter')
-                    el = 'RetryCounter'
+                    el = 'CertificateUpdateRes/RetryCounter'
                     if _c148_RetryCounter < -32768 or _c148_RetryCounter > 32767: raise EncodeError(f'value {_c148_RetryCounter!r} outside [-32768, 32767]')
                     v = (v << 4) | (_c148_RetryCounter < 0)
                     n += 4
@@ -21517,11 +21747,11 @@ def _e_BodyType(w, o):
                     _c151_ResponseCode = _o.ResponseCode
                     _c151_EVSEProcessing = _o.EVSEProcessing
                     if not (_c151_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'ContractAuthenticationRes/ResponseCode'
                     _i152 = _I8.get(_c151_ResponseCode)
                     if _i152 is None: raise EncodeError(f'{_c151_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (_c151_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
-                    el = 'EVSEProcessing'
+                    el = 'ContractAuthenticationRes/EVSEProcessing'
                     _i153 = _I9.get(_c151_EVSEProcessing)
                     if _i153 is None: raise EncodeError(f'{_c151_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
                     v = (v << 19) | (12 << 13) | (_i152 << 6) | (_i153 << 2)
@@ -21563,24 +21793,24 @@ def _e_BodyType(w, o):
                     _c154_ResponseCode = _o.ResponseCode
                     _c154_AC_EVSEStatus = _o.AC_EVSEStatus
                     if not (_c154_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'MeteringReceiptRes/ResponseCode'
                     _i155 = _I8.get(_c154_ResponseCode)
                     if _i155 is None: raise EncodeError(f'{_c154_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (_c154_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
-                    el = 'AC_EVSEStatus'
+                    el = 'MeteringReceiptRes/AC_EVSEStatus'
                     _o = _c154_AC_EVSEStatus
                     _c156_PowerSwitchClosed = _o.PowerSwitchClosed
                     _c156_RCD = _o.RCD
                     _c156_NotificationMaxDelay = _o.NotificationMaxDelay
                     _c156_EVSENotification = _o.EVSENotification
                     if not (_c156_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
-                    el = 'PowerSwitchClosed'
+                    el = 'MeteringReceiptRes/AC_EVSEStatus/PowerSwitchClosed'
                     if _c156_PowerSwitchClosed is not True and _c156_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c156_PowerSwitchClosed!r}')
                     if not (_c156_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'RCD'
+                    el = 'MeteringReceiptRes/AC_EVSEStatus/RCD'
                     if _c156_RCD is not True and _c156_RCD is not False: raise EncodeError(f'expected a bool, got {_c156_RCD!r}')
                     if not (_c156_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'NotificationMaxDelay'
+                    el = 'MeteringReceiptRes/AC_EVSEStatus/NotificationMaxDelay'
                     if _c156_NotificationMaxDelay < 0 or _c156_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c156_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v = (v << 25) | (16 << 19) | (_i155 << 12) | (_c156_PowerSwitchClosed << 7) | (_c156_RCD << 3)
                     n += 25
@@ -21591,7 +21821,7 @@ def _e_BodyType(w, o):
                     elif _c156_NotificationMaxDelay < 16384: v = (v << 16) | ((_c156_NotificationMaxDelay & 127) << 8) | 32768 | (_c156_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c156_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c156_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
+                    el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
                     _i4 = _I3.get(_c156_EVSENotification)
                     if _i4 is None: raise EncodeError(f'{_c156_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     v = (v << 8) | (_i4 << 3)
@@ -21607,7 +21837,7 @@ def _e_BodyType(w, o):
                     _c157_ContractID = _o.ContractID
                     _c157_ContractSignatureCertChain = _o.ContractSignatureCertChain
                     if not (_c157_ContractID is not None): raise EncodeError('missing content: ContractID')
-                    el = 'ContractID'
+                    el = 'PaymentDetailsReq/ContractID'
                     v = (v << 8) | (17 << 2)
                     n += 8
                     if len(_c157_ContractID) > 24: raise EncodeError(f'length {len(_c157_ContractID)} outside [0, 24]')
@@ -21617,7 +21847,7 @@ def _e_BodyType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c157_ContractID); v = w.v; n = w.n
                     if not (_c157_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
-                    el = 'ContractSignatureCertChain'
+                    el = 'PaymentDetailsReq/ContractSignatureCertChain'
                     v <<= 2
                     n += 2
                     _c157_ContractID = None
@@ -21636,11 +21866,11 @@ def _e_BodyType(w, o):
                     _c158_GenChallenge = _o.GenChallenge
                     _c158_DateTimeNow = _o.DateTimeNow
                     if not (_c158_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'PaymentDetailsRes/ResponseCode'
                     _i159 = _I8.get(_c158_ResponseCode)
                     if _i159 is None: raise EncodeError(f'{_c158_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (_c158_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
-                    el = 'GenChallenge'
+                    el = 'PaymentDetailsRes/GenChallenge'
                     v = (v << 16) | (18 << 10) | (_i159 << 3)
                     n += 16
                     _c158_ResponseCode = None
@@ -21650,7 +21880,7 @@ def _e_BodyType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c158_GenChallenge); v = w.v; n = w.n
                     if not (_c158_DateTimeNow is not None): raise EncodeError('missing content: DateTimeNow')
-                    el = 'DateTimeNow'
+                    el = 'PaymentDetailsRes/DateTimeNow'
                     if _c158_DateTimeNow < -9223372036854775808 or _c158_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c158_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
                     v = (v << 4) | (_c158_DateTimeNow < 0)
                     n += 4
@@ -21689,14 +21919,14 @@ def _e_BodyType(w, o):
                     _c160_EVTargetVoltage = _o.EVTargetVoltage
                     _c160_EVTargetCurrent = _o.EVTargetCurrent
                     if not (_c160_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
-                    el = 'DC_EVStatus'
+                    el = 'PreChargeReq/DC_EVStatus'
                     v = (v << 7) | (21 << 1)
                     n += 7
                     w.v = v; w.n = n
                     _e_DC_EVStatusType(w, _c160_DC_EVStatus)
                     v = w.v; n = w.n
                     if not (_c160_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
-                    el = 'EVTargetVoltage'
+                    el = 'PreChargeReq/EVTargetVoltage'
                     v <<= 1
                     n += 1
                     _c160_DC_EVStatus = None
@@ -21704,7 +21934,7 @@ def _e_BodyType(w, o):
                     _e_PhysicalValueType(w, _c160_EVTargetVoltage)
                     v = w.v; n = w.n
                     if not (_c160_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
-                    el = 'EVTargetCurrent'
+                    el = 'PreChargeReq/EVTargetCurrent'
                     v <<= 1
                     n += 1
                     _c160_EVTargetVoltage = None
@@ -21723,11 +21953,11 @@ def _e_BodyType(w, o):
                     _c161_DC_EVSEStatus = _o.DC_EVSEStatus
                     _c161_EVSEPresentVoltage = _o.EVSEPresentVoltage
                     if not (_c161_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'PreChargeRes/ResponseCode'
                     _i162 = _I8.get(_c161_ResponseCode)
                     if _i162 is None: raise EncodeError(f'{_c161_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (_c161_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-                    el = 'DC_EVSEStatus'
+                    el = 'PreChargeRes/DC_EVSEStatus'
                     v = (v << 15) | (22 << 9) | (_i162 << 2)
                     n += 15
                     _c161_ResponseCode = None
@@ -21735,7 +21965,7 @@ def _e_BodyType(w, o):
                     _e_DC_EVSEStatusType(w, _c161_DC_EVSEStatus)
                     v = w.v; n = w.n
                     if not (_c161_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
-                    el = 'EVSEPresentVoltage'
+                    el = 'PreChargeRes/EVSEPresentVoltage'
                     v <<= 1
                     n += 1
                     _c161_DC_EVSEStatus = None
@@ -21752,7 +21982,7 @@ def _e_BodyType(w, o):
                     _o = v_ServiceDetailReq
                     _c163_ServiceID = _o.ServiceID
                     if not (_c163_ServiceID is not None): raise EncodeError('missing content: ServiceID')
-                    el = 'ServiceID'
+                    el = 'ServiceDetailReq/ServiceID'
                     if _c163_ServiceID < 0 or _c163_ServiceID > 65535: raise EncodeError(f'value {_c163_ServiceID!r} outside [0, 65535]')
                     v = (v << 8) | (23 << 2)
                     n += 8
@@ -21797,11 +22027,11 @@ def _e_BodyType(w, o):
                     _c164_SelectedPaymentOption = _o.SelectedPaymentOption
                     _c164_SelectedServiceList = _o.SelectedServiceList
                     if not (_c164_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
-                    el = 'SelectedPaymentOption'
+                    el = 'ServicePaymentSelectionReq/SelectedPaymentOption'
                     _i165 = _I25.get(_c164_SelectedPaymentOption)
                     if _i165 is None: raise EncodeError(f'{_c164_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
                     if not (_c164_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
-                    el = 'SelectedServiceList'
+                    el = 'ServicePaymentSelectionReq/SelectedServiceList'
                     v = (v << 11) | (27 << 5) | (_i165 << 2)
                     n += 11
                     _c164_SelectedPaymentOption = None
@@ -21818,7 +22048,7 @@ def _e_BodyType(w, o):
                     _o = v_ServicePaymentSelectionRes
                     _c166_ResponseCode = _o.ResponseCode
                     if not (_c166_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'ServicePaymentSelectionRes/ResponseCode'
                     _i167 = _I8.get(_c166_ResponseCode)
                     if _i167 is None: raise EncodeError(f'{_c166_ResponseCode!r} is not one of the enumeration responseCodeType')
                     v = (v << 15) | (28 << 9) | (_i167 << 2)
@@ -21831,7 +22061,7 @@ def _e_BodyType(w, o):
                     _o = v_SessionSetupReq
                     _c168_EVCCID = _o.EVCCID
                     if not (_c168_EVCCID is not None): raise EncodeError('missing content: EVCCID')
-                    el = 'EVCCID'
+                    el = 'SessionSetupReq/EVCCID'
                     v = (v << 8) | (29 << 2)
                     n += 8
                     w.v = v; w.n = n
@@ -21864,7 +22094,7 @@ def _e_BodyType(w, o):
                     _o = v_SessionStopRes
                     _c170_ResponseCode = _o.ResponseCode
                     if not (_c170_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'SessionStopRes/ResponseCode'
                     _i171 = _I8.get(_c170_ResponseCode)
                     if _i171 is None: raise EncodeError(f'{_c170_ResponseCode!r} is not one of the enumeration responseCodeType')
                     v = (v << 15) | (32 << 9) | (_i171 << 2)
@@ -21877,7 +22107,7 @@ def _e_BodyType(w, o):
                     _o = v_WeldingDetectionReq
                     _c172_DC_EVStatus = _o.DC_EVStatus
                     if not (_c172_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
-                    el = 'DC_EVStatus'
+                    el = 'WeldingDetectionReq/DC_EVStatus'
                     v = (v << 7) | (33 << 1)
                     n += 7
                     w.v = v; w.n = n
@@ -21895,11 +22125,11 @@ def _e_BodyType(w, o):
                     _c173_DC_EVSEStatus = _o.DC_EVSEStatus
                     _c173_EVSEPresentVoltage = _o.EVSEPresentVoltage
                     if not (_c173_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'WeldingDetectionRes/ResponseCode'
                     _i174 = _I8.get(_c173_ResponseCode)
                     if _i174 is None: raise EncodeError(f'{_c173_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (_c173_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-                    el = 'DC_EVSEStatus'
+                    el = 'WeldingDetectionRes/DC_EVSEStatus'
                     v = (v << 15) | (34 << 9) | (_i174 << 2)
                     n += 15
                     _c173_ResponseCode = None
@@ -21907,7 +22137,7 @@ def _e_BodyType(w, o):
                     _e_DC_EVSEStatusType(w, _c173_DC_EVSEStatus)
                     v = w.v; n = w.n
                     if not (_c173_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
-                    el = 'EVSEPresentVoltage'
+                    el = 'WeldingDetectionRes/EVSEPresentVoltage'
                     v <<= 1
                     n += 1
                     _c173_DC_EVSEStatus = None
@@ -21931,6 +22161,7 @@ def _e_BodyType(w, o):
                     if v_BodyElement is not None or v_CableCheckReq is not None or v_CableCheckRes is not None or v_CertificateInstallationReq is not None or v_CertificateInstallationRes is not None or v_CertificateUpdateReq is not None or v_CertificateUpdateRes is not None or v_ChargeParameterDiscoveryReq is not None or v_ChargeParameterDiscoveryRes is not None or v_ChargingStatusReq is not None or v_ChargingStatusRes is not None or v_ContractAuthenticationReq is not None or v_ContractAuthenticationRes is not None or v_CurrentDemandReq is not None or v_CurrentDemandRes is not None or v_MeteringReceiptReq is not None or v_MeteringReceiptRes is not None or v_PaymentDetailsReq is not None or v_PaymentDetailsRes is not None or v_PowerDeliveryReq is not None or v_PowerDeliveryRes is not None or v_PreChargeReq is not None or v_PreChargeRes is not None or v_ServiceDetailReq is not None or v_ServiceDetailRes is not None or v_ServiceDiscoveryReq is not None or v_ServiceDiscoveryRes is not None or v_ServicePaymentSelectionReq is not None or v_ServicePaymentSelectionRes is not None or v_SessionSetupReq is not None or v_SessionSetupRes is not None or v_SessionStopReq is not None or v_SessionStopRes is not None or v_WeldingDetectionReq is not None or v_WeldingDetectionRes is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -21943,14 +22174,14 @@ def _d_WeldingDetectionReqType(r):
     f_DC_EVStatus = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionReqType', p)
         el = 'DC_EVStatus'
         r.pos = p
         f_DC_EVStatus = _d_DC_EVStatusType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionReqType', p)
         r.pos = p
     except Exception as e:
@@ -21978,6 +22209,7 @@ def _e_WeldingDetectionReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -21992,26 +22224,26 @@ def _d_WeldingDetectionResType(r):
     f_EVSEPresentVoltage = None
     try:
         p += 9
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 9)
         x = (V >> (E - p)) & 511
         if x & 387: raise r.deviation('WeldingDetectionResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', p)
+        if f_ResponseCode >= 23: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (23 values)', r.at(p))
         f_ResponseCode = _E6[f_ResponseCode]
         el = 'DC_EVSEStatus'
         r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionResType', p)
         el = 'EVSEPresentVoltage'
         r.pos = p
         f_EVSEPresentVoltage = _d_PhysicalValueType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('WeldingDetectionResType', p)
         r.pos = p
     except Exception as e:
@@ -22054,6 +22286,7 @@ def _e_WeldingDetectionResType(w, o):
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -22218,18 +22451,18 @@ def _de26(r):  # DigestValue
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
     r.pos = p
     return val
@@ -22294,18 +22527,18 @@ def _de34(r):  # KeyName
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
         val = ''
     else:
         r.pos = p
         val = r.string(51)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
     r.pos = p
     return val
@@ -22354,18 +22587,18 @@ def _de39(r):  # MgmtData
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
         val = ''
     else:
         r.pos = p
         val = r.string(53)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
     r.pos = p
     return val
@@ -22740,7 +22973,7 @@ def _de84(r):  # BulkChargingComplete
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('BulkChargingComplete', p)
     val = ((x >> 1) & 1) == 1
@@ -22761,7 +22994,7 @@ def _de85(r):  # BulkChargingComplete
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('BulkChargingComplete', p)
     val = ((x >> 1) & 1) == 1
@@ -22782,11 +23015,11 @@ def _de86(r):  # BulkSOC
     E = r.end
     p = r.pos
     p += 9
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 9)
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('BulkSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
     r.pos = p
     return val
 
@@ -22804,19 +23037,19 @@ def _de87(r):  # Certificate
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 1200: raise DecodeError(f'length {len(val)} outside [0, 1200]', r.pos)
-        p = r.pos
+        if len(val) > 1200: raise DecodeError(f'length {len(val)} outside [0, 1200]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
     r.pos = p
     return val
@@ -22846,7 +23079,7 @@ def _de89(r):  # ChargingComplete
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('ChargingComplete', p)
     val = ((x >> 1) & 1) == 1
@@ -22867,7 +23100,7 @@ def _de90(r):  # ChargingComplete
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('ChargingComplete', p)
     val = ((x >> 1) & 1) == 1
@@ -22894,7 +23127,7 @@ def _de92(r):  # ChargingProfileEntryMaxPower
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ChargingProfileEntryMaxPower', p)
     _neg = (x & 1)
@@ -22905,12 +23138,12 @@ def _de92(r):  # ChargingProfileEntryMaxPower
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryMaxPower', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -22934,7 +23167,7 @@ def _de93(r):  # ChargingProfileEntryStart
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -22943,11 +23176,11 @@ def _de93(r):  # ChargingProfileEntryStart
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
     r.pos = p
     return val
 
@@ -22976,19 +23209,19 @@ def _de95(r):  # ContractID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('ContractID', p)
         val = ''
     else:
         r.pos = p
         val = r.string(23)
-        if len(val) > 24: raise DecodeError(f'length {len(val)} outside [0, 24]', r.pos)
-        p = r.pos
+        if len(val) > 24: raise DecodeError(f'length {len(val)} outside [0, 24]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ContractID', p)
     r.pos = p
     return val
@@ -23020,19 +23253,19 @@ def _de97(r):  # ContractSignatureEncryptedPrivateKey
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 128: raise DecodeError(f'length {len(val)} outside [0, 128]', r.pos)
-        p = r.pos
+        if len(val) > 128: raise DecodeError(f'length {len(val)} outside [0, 128]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', p)
     r.pos = p
     return val
@@ -23086,19 +23319,19 @@ def _de103(r):  # DHParams
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('DHParams', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 256: raise DecodeError(f'length {len(val)} outside [0, 256]', r.pos)
-        p = r.pos
+        if len(val) > 256: raise DecodeError(f'length {len(val)} outside [0, 256]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('DHParams', p)
     r.pos = p
     return val
@@ -23122,7 +23355,7 @@ def _de104(r):  # DateTimeNow
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('DateTimeNow', p)
     _neg = (x & 1)
@@ -23133,12 +23366,12 @@ def _de104(r):  # DateTimeNow
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DateTimeNow', p)
     if _neg: val = -val - 1
-    if val < -9223372036854775808 or val > 9223372036854775807: raise DecodeError(f'value {val} outside [-9223372036854775808, 9223372036854775807]', p)
+    if val < -9223372036854775808 or val > 9223372036854775807: raise DecodeError(f'value {val} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
     r.pos = p
     return val
 
@@ -23162,7 +23395,7 @@ def _de105(r):  # DepartureTime
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -23171,11 +23404,11 @@ def _de105(r):  # DepartureTime
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
     r.pos = p
     return val
 
@@ -23204,7 +23437,7 @@ def _de107(r):  # EPriceLevel
     E = r.end
     p = r.pos
     p += 10
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 10)
     x = (V >> (E - p)) & 1023
     if x & 513: raise r.deviation('EPriceLevel', p)
     val = ((x >> 1) & 255)
@@ -23225,19 +23458,19 @@ def _de108(r):  # EVCCID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
-        p = r.pos
+        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
     r.pos = p
     return val
@@ -23261,7 +23494,7 @@ def _de109(r):  # EVCabinConditioning
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVCabinConditioning', p)
     val = ((x >> 1) & 1) == 1
@@ -23294,11 +23527,11 @@ def _de112(r):  # EVErrorCode
     E = r.end
     p = r.pos
     p += 6
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 6)
     x = (V >> (E - p)) & 63
     if x & 33: raise r.deviation('EVErrorCode', p)
     val = ((x >> 1) & 15)
-    if val >= 12: raise DecodeError(f'enumeration index {val} out of range (12 values)', p)
+    if val >= 12: raise DecodeError(f'enumeration index {val} out of range (12 values)', r.at(p))
     val = _E4[val]
     r.pos = p
     return val
@@ -23372,7 +23605,7 @@ def _de122(r):  # EVRESSConditioning
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVRESSConditioning', p)
     val = ((x >> 1) & 1) == 1
@@ -23393,11 +23626,11 @@ def _de123(r):  # EVRESSSOC
     E = r.end
     p = r.pos
     p += 9
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 9)
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('EVRESSSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
     r.pos = p
     return val
 
@@ -23415,7 +23648,7 @@ def _de124(r):  # EVReady
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVReady', p)
     val = ((x >> 1) & 1) == 1
@@ -23436,11 +23669,11 @@ def _de125(r):  # EVRequestedEnergyTransferType
     E = r.end
     p = r.pos
     p += 5
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 5)
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('EVRequestedEnergyTransferType', p)
     val = ((x >> 1) & 7)
-    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', p)
+    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', r.at(p))
     val = _E14[val]
     r.pos = p
     return val
@@ -23460,7 +23693,7 @@ def _de126(r):  # EVSECurrentLimitAchieved
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVSECurrentLimitAchieved', p)
     val = ((x >> 1) & 1) == 1
@@ -23493,19 +23726,19 @@ def _de129(r):  # EVSEID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('EVSEID', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-        p = r.pos
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
     r.pos = p
     return val
@@ -23529,7 +23762,7 @@ def _de130(r):  # EVSEIsolationStatus
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVSEIsolationStatus', p)
     val = _E10[((x >> 1) & 3)]
@@ -23623,11 +23856,11 @@ def _de143(r):  # EVSENotification
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVSENotification', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
     val = _E2[val]
     r.pos = p
     return val
@@ -23653,7 +23886,7 @@ def _de145(r):  # EVSEPowerLimitAchieved
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVSEPowerLimitAchieved', p)
     val = ((x >> 1) & 1) == 1
@@ -23686,7 +23919,7 @@ def _de148(r):  # EVSEProcessing
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVSEProcessing', p)
     val = _E7[((x >> 1) & 1)]
@@ -23708,11 +23941,11 @@ def _de149(r):  # EVSEStatusCode
     E = r.end
     p = r.pos
     p += 6
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 6)
     x = (V >> (E - p)) & 63
     if x & 33: raise r.deviation('EVSEStatusCode', p)
     val = ((x >> 1) & 15)
-    if val >= 12: raise DecodeError(f'enumeration index {val} out of range (12 values)', p)
+    if val >= 12: raise DecodeError(f'enumeration index {val} out of range (12 values)', r.at(p))
     val = _E11[val]
     r.pos = p
     return val
@@ -23732,7 +23965,7 @@ def _de150(r):  # EVSEVoltageLimitAchieved
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVSEVoltageLimitAchieved', p)
     val = ((x >> 1) & 1) == 1
@@ -23765,11 +23998,11 @@ def _de153(r):  # EnergyTransferType
     E = r.end
     p = r.pos
     p += 6
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 6)
     x = (V >> (E - p)) & 63
     if x & 33: raise r.deviation('EnergyTransferType', p)
     val = ((x >> 1) & 15)
-    if val >= 10: raise DecodeError(f'enumeration index {val} out of range (10 values)', p)
+    if val >= 10: raise DecodeError(f'enumeration index {val} out of range (10 values)', r.at(p))
     val = _E18[val]
     r.pos = p
     return val
@@ -23789,18 +24022,18 @@ def _de154(r):  # Exponent
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
     r.pos = p
     return val
@@ -23823,11 +24056,11 @@ def _de155(r):  # FaultCode
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('FaultCode', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
     val = _E26[val]
     r.pos = p
     return val
@@ -23847,19 +24080,19 @@ def _de156(r):  # FaultMsg
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
         val = ''
     else:
         r.pos = p
         val = r.string(120)
-        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
-        p = r.pos
+        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
     r.pos = p
     return val
@@ -23885,7 +24118,7 @@ def _de157(r):  # FreeService
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('FreeService', p)
     val = ((x >> 1) & 1) == 1
@@ -23906,11 +24139,11 @@ def _de158(r):  # FullSOC
     E = r.end
     p = r.pos
     p += 9
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 9)
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('FullSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
     r.pos = p
     return val
 
@@ -23928,18 +24161,18 @@ def _de159(r):  # G
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('G', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('G', p)
     r.pos = p
     return val
@@ -23962,18 +24195,18 @@ def _de160(r):  # GenChallenge
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('GenChallenge', p)
         val = ''
     else:
         r.pos = p
         val = r.string(34)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
     r.pos = p
     return val
@@ -23998,7 +24231,7 @@ def _de161(r):  # HMACOutputLength
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
@@ -24009,9 +24242,9 @@ def _de161(r):  # HMACOutputLength
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('HMACOutputLength', p)
     if _neg: val = -val - 1
     r.pos = p
@@ -24043,18 +24276,18 @@ def _de163(r):  # J
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('J', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('J', p)
     r.pos = p
     return val
@@ -24083,19 +24316,19 @@ def _de165(r):  # MeterID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
         val = ''
     else:
         r.pos = p
         val = r.string(30)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-        p = r.pos
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
     r.pos = p
     return val
@@ -24133,7 +24366,7 @@ def _de168(r):  # MeterStatus
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
@@ -24144,12 +24377,12 @@ def _de168(r):  # MeterStatus
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -24173,18 +24406,18 @@ def _de169(r):  # Modulus
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
     r.pos = p
     return val
@@ -24207,11 +24440,11 @@ def _de170(r):  # Multiplier
     E = r.end
     p = r.pos
     p += 5
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 5)
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('Multiplier', p)
     val = ((x >> 1) & 7) + -3
-    if val > 3: raise DecodeError(f'value {val} above maximum 3', p)
+    if val > 3: raise DecodeError(f'value {val} above maximum 3', r.at(p))
     r.pos = p
     return val
 
@@ -24235,7 +24468,7 @@ def _de172(r):  # NotificationMaxDelay
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -24244,11 +24477,11 @@ def _de172(r):  # NotificationMaxDelay
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
     r.pos = p
     return val
 
@@ -24271,7 +24504,7 @@ def _de173(r):  # NumEPriceLevels
     E = r.end
     p = r.pos
     p += 10
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 10)
     x = (V >> (E - p)) & 1023
     if x & 513: raise r.deviation('NumEPriceLevels', p)
     val = ((x >> 1) & 255)
@@ -24292,19 +24525,19 @@ def _de174(r):  # OEMProvisioningCert
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 1200: raise DecodeError(f'length {len(val)} outside [0, 1200]', r.pos)
-        p = r.pos
+        if len(val) > 1200: raise DecodeError(f'length {len(val)} outside [0, 1200]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
     r.pos = p
     return val
@@ -24328,18 +24561,18 @@ def _de175(r):  # P
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('P', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('P', p)
     r.pos = p
     return val
@@ -24362,18 +24595,18 @@ def _de176(r):  # PGPKeyID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
     r.pos = p
     return val
@@ -24396,18 +24629,18 @@ def _de177(r):  # PGPKeyPacket
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
     r.pos = p
     return val
@@ -24430,7 +24663,7 @@ def _de178(r):  # PMax
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('PMax', p)
     _neg = (x & 1)
@@ -24441,12 +24674,12 @@ def _de178(r):  # PMax
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('PMax', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -24476,7 +24709,7 @@ def _de180(r):  # PMaxScheduleID
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('PMaxScheduleID', p)
     _neg = (x & 1)
@@ -24487,12 +24720,12 @@ def _de180(r):  # PMaxScheduleID
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleID', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -24528,7 +24761,7 @@ def _de183(r):  # ParameterSetID
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ParameterSetID', p)
     _neg = (x & 1)
@@ -24539,12 +24772,12 @@ def _de183(r):  # ParameterSetID
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ParameterSetID', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -24568,7 +24801,7 @@ def _de184(r):  # PaymentOption
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('PaymentOption', p)
     val = _E24[((x >> 1) & 1)]
@@ -24596,18 +24829,18 @@ def _de186(r):  # PgenCounter
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
     r.pos = p
     return val
@@ -24630,7 +24863,7 @@ def _de187(r):  # PowerSwitchClosed
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('PowerSwitchClosed', p)
     val = ((x >> 1) & 1) == 1
@@ -24657,18 +24890,18 @@ def _de189(r):  # Q
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Q', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Q', p)
     r.pos = p
     return val
@@ -24691,7 +24924,7 @@ def _de190(r):  # RCD
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('RCD', p)
     val = ((x >> 1) & 1) == 1
@@ -24712,7 +24945,7 @@ def _de191(r):  # ReadyToChargeState
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('ReadyToChargeState', p)
     val = ((x >> 1) & 1) == 1
@@ -24733,7 +24966,7 @@ def _de192(r):  # ReceiptRequired
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('ReceiptRequired', p)
     val = ((x >> 1) & 1) == 1
@@ -24766,11 +24999,11 @@ def _de195(r):  # ResponseCode
     E = r.end
     p = r.pos
     p += 7
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 7)
     x = (V >> (E - p)) & 127
     if x & 65: raise r.deviation('ResponseCode', p)
     val = ((x >> 1) & 31)
-    if val >= 23: raise DecodeError(f'enumeration index {val} out of range (23 values)', p)
+    if val >= 23: raise DecodeError(f'enumeration index {val} out of range (23 values)', r.at(p))
     val = _E6[val]
     r.pos = p
     return val
@@ -24790,7 +25023,7 @@ def _de196(r):  # RetryCounter
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('RetryCounter', p)
     _neg = (x & 1)
@@ -24801,12 +25034,12 @@ def _de196(r):  # RetryCounter
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RetryCounter', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -24830,19 +25063,19 @@ def _de197(r):  # RootCertificateID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('RootCertificateID', p)
         val = ''
     else:
         r.pos = p
         val = r.string(21)
-        if len(val) > 40: raise DecodeError(f'length {len(val)} outside [0, 40]', r.pos)
-        p = r.pos
+        if len(val) > 40: raise DecodeError(f'length {len(val)} outside [0, 40]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('RootCertificateID', p)
     r.pos = p
     return val
@@ -24874,7 +25107,7 @@ def _de199(r):  # SAScheduleTupleID
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('SAScheduleTupleID', p)
     _neg = (x & 1)
@@ -24885,12 +25118,12 @@ def _de199(r):  # SAScheduleTupleID
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleID', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -24914,7 +25147,7 @@ def _de200(r):  # SAScheduleTupleID
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('SAScheduleTupleID', p)
     _neg = (x & 1)
@@ -24925,12 +25158,12 @@ def _de200(r):  # SAScheduleTupleID
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleID', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -24954,18 +25187,18 @@ def _de201(r):  # SPKISexp
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
     r.pos = p
     return val
@@ -24994,19 +25227,19 @@ def _de203(r):  # SalesTariffDescription
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('SalesTariffDescription', p)
         val = ''
     else:
         r.pos = p
         val = r.string(84)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-        p = r.pos
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
     r.pos = p
     return val
@@ -25032,7 +25265,7 @@ def _de204(r):  # SalesTariffID
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('SalesTariffID', p)
     _neg = (x & 1)
@@ -25043,12 +25276,12 @@ def _de204(r):  # SalesTariffID
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SalesTariffID', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -25072,18 +25305,18 @@ def _de205(r):  # Seed
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
     r.pos = p
     return val
@@ -25106,7 +25339,7 @@ def _de206(r):  # SelectedPaymentOption
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('SelectedPaymentOption', p)
     val = _E24[((x >> 1) & 1)]
@@ -25146,7 +25379,7 @@ def _de210(r):  # ServiceCategory
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('ServiceCategory', p)
     val = _E20[((x >> 1) & 3)]
@@ -25168,7 +25401,7 @@ def _de211(r):  # ServiceCategory
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('ServiceCategory', p)
     val = _E20[((x >> 1) & 3)]
@@ -25190,7 +25423,7 @@ def _de212(r):  # ServiceID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -25199,11 +25432,11 @@ def _de212(r):  # ServiceID
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', p)
+    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
     r.pos = p
     return val
 
@@ -25226,7 +25459,7 @@ def _de213(r):  # ServiceID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -25235,11 +25468,11 @@ def _de213(r):  # ServiceID
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', p)
+    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
     r.pos = p
     return val
 
@@ -25268,19 +25501,19 @@ def _de215(r):  # ServiceName
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
         val = ''
     else:
         r.pos = p
         val = r.string(94)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-        p = r.pos
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
     r.pos = p
     return val
@@ -25312,19 +25545,19 @@ def _de217(r):  # ServiceScope
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
         val = ''
     else:
         r.pos = p
         val = r.string(106)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-        p = r.pos
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
     r.pos = p
     return val
@@ -25350,19 +25583,19 @@ def _de218(r):  # ServiceScope
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
         val = ''
     else:
         r.pos = p
         val = r.string(96)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-        p = r.pos
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
     r.pos = p
     return val
@@ -25394,19 +25627,19 @@ def _de220(r):  # SessionID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
-        p = r.pos
+        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     return val
@@ -25430,19 +25663,19 @@ def _de221(r):  # SessionID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
-        p = r.pos
+        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     return val
@@ -25466,19 +25699,19 @@ def _de222(r):  # SigMeterReading
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-        p = r.pos
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
     r.pos = p
     return val
@@ -25508,7 +25741,7 @@ def _de224(r):  # TMeter
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('TMeter', p)
     _neg = (x & 1)
@@ -25519,12 +25752,12 @@ def _de224(r):  # TMeter
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TMeter', p)
     if _neg: val = -val - 1
-    if val < -9223372036854775808 or val > 9223372036854775807: raise DecodeError(f'value {val} outside [-9223372036854775808, 9223372036854775807]', p)
+    if val < -9223372036854775808 or val > 9223372036854775807: raise DecodeError(f'value {val} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
     r.pos = p
     return val
 
@@ -25548,11 +25781,11 @@ def _de225(r):  # Unit
     E = r.end
     p = r.pos
     p += 6
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 6)
     x = (V >> (E - p)) & 63
     if x & 33: raise r.deviation('Unit', p)
     val = ((x >> 1) & 15)
-    if val >= 10: raise DecodeError(f'enumeration index {val} out of range (10 values)', p)
+    if val >= 10: raise DecodeError(f'enumeration index {val} out of range (10 values)', r.at(p))
     val = _E0[val]
     r.pos = p
     return val
@@ -25572,7 +25805,7 @@ def _de226(r):  # Value
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
@@ -25583,12 +25816,12 @@ def _de226(r):  # Value
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Value', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -25612,18 +25845,18 @@ def _de227(r):  # X509CRL
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
     r.pos = p
     return val
@@ -25646,18 +25879,18 @@ def _de228(r):  # X509Certificate
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
     r.pos = p
     return val
@@ -25680,18 +25913,18 @@ def _de229(r):  # X509IssuerName
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
         val = ''
     else:
         r.pos = p
         val = r.string(60)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
     r.pos = p
     return val
@@ -25722,18 +25955,18 @@ def _de231(r):  # X509SKI
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
     r.pos = p
     return val
@@ -25756,7 +25989,7 @@ def _de232(r):  # X509SerialNumber
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
@@ -25767,9 +26000,9 @@ def _de232(r):  # X509SerialNumber
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('X509SerialNumber', p)
     if _neg: val = -val - 1
     r.pos = p
@@ -25795,18 +26028,18 @@ def _de233(r):  # X509SubjectName
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
         val = ''
     else:
         r.pos = p
         val = r.string(63)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
     r.pos = p
     return val
@@ -25831,18 +26064,18 @@ def _de234(r):  # XPath
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
         val = ''
     else:
         r.pos = p
         val = r.string(59)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
     r.pos = p
     return val
@@ -25867,18 +26100,18 @@ def _de235(r):  # Y
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
     r.pos = p
     return val
@@ -25901,7 +26134,7 @@ def _de236(r):  # amount
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('amount', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -25910,11 +26143,11 @@ def _de236(r):  # amount
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('amount', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
     r.pos = p
     return val
 
@@ -25937,11 +26170,11 @@ def _de237(r):  # amountMultiplier
     E = r.end
     p = r.pos
     p += 5
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 5)
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('amountMultiplier', p)
     val = ((x >> 1) & 7) + -3
-    if val > 3: raise DecodeError(f'value {val} above maximum 3', p)
+    if val > 3: raise DecodeError(f'value {val} above maximum 3', r.at(p))
     r.pos = p
     return val
 
@@ -25959,7 +26192,7 @@ def _de238(r):  # boolValue
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('boolValue', p)
     val = ((x >> 1) & 1) == 1
@@ -25980,7 +26213,7 @@ def _de239(r):  # byteValue
     E = r.end
     p = r.pos
     p += 10
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 10)
     x = (V >> (E - p)) & 1023
     if x & 513: raise r.deviation('byteValue', p)
     val = ((x >> 1) & 255) + -128
@@ -26001,11 +26234,11 @@ def _de240(r):  # costKind
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('costKind', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
     val = _E16[val]
     r.pos = p
     return val
@@ -26025,7 +26258,7 @@ def _de241(r):  # duration
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('duration', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -26034,11 +26267,11 @@ def _de241(r):  # duration
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('duration', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
     r.pos = p
     return val
 
@@ -26061,7 +26294,7 @@ def _de242(r):  # intValue
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('intValue', p)
     _neg = (x & 1)
@@ -26072,12 +26305,12 @@ def _de242(r):  # intValue
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('intValue', p)
     if _neg: val = -val - 1
-    if val < -2147483648 or val > 2147483647: raise DecodeError(f'value {val} outside [-2147483648, 2147483647]', p)
+    if val < -2147483648 or val > 2147483647: raise DecodeError(f'value {val} outside [-2147483648, 2147483647]', r.at(p))
     r.pos = p
     return val
 
@@ -26107,7 +26340,7 @@ def _de244(r):  # shortValue
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('shortValue', p)
     _neg = (x & 1)
@@ -26118,12 +26351,12 @@ def _de244(r):  # shortValue
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('shortValue', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -26147,7 +26380,7 @@ def _de245(r):  # start
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('start', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -26156,11 +26389,11 @@ def _de245(r):  # start
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('start', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
     r.pos = p
     return val
 
@@ -26183,7 +26416,7 @@ def _de246(r):  # startValue
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('startValue', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -26192,11 +26425,11 @@ def _de246(r):  # startValue
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('startValue', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
     r.pos = p
     return val
 
@@ -26219,18 +26452,18 @@ def _de247(r):  # stringValue
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('stringValue', p)
         val = ''
     else:
         r.pos = p
         val = r.string(105)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
     r.pos = p
     return val

@@ -44,11 +44,11 @@ def _d_EVChargeParameterType(r):
     f_DepartureTime = None
     try:
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         ec = (V >> (E - p)) & 3
         if ec == 0:
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('EVChargeParameterType', p)
             el = 'DepartureTime'
             if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -58,12 +58,12 @@ def _d_EVChargeParameterType(r):
                 p += 16
                 f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
             else:
-                r.pos = p; f_DepartureTime = r.uint(); p = r.pos
+                r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
             p += 2
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 2)
             x = (V >> (E - p)) & 3
             if x & 3: raise r.deviation('EVChargeParameterType', p)
-            if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
+            if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
         elif ec == 1:
             pass
         else:
@@ -97,6 +97,7 @@ def _e_EVChargeParameterType(w, o):
             n += 2
             if v_DepartureTime is not None: raise _leftover(o)
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -116,11 +117,11 @@ def _d_AC_EVChargeParameterType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('AC_EVChargeParameterType', p)
                     el = 'DepartureTime'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -130,21 +131,21 @@ def _d_AC_EVChargeParameterType(r):
                         p += 16
                         f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_DepartureTime = r.uint(); p = r.pos
+                        r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 17
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 17)
                     x = (V >> (E - p)) & 131071
                     if x & 123790: raise r.deviation('AC_EVChargeParameterType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
+                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
                     el = 'EAmount'
-                    el = 'Multiplier'
+                    el = 'EAmount/Multiplier'
                     _c1_Multiplier = ((x >> 10) & 7) + -3
-                    if _c1_Multiplier > 3: raise DecodeError(f'value {_c1_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c1_Multiplier > 3: raise DecodeError(f'value {_c1_Multiplier} above maximum 3', r.at(p))
+                    el = 'EAmount/Unit'
                     _c1_Unit = ((x >> 4) & 7)
-                    if _c1_Unit >= 7: raise DecodeError(f'enumeration index {_c1_Unit} out of range (7 values)', p)
+                    if _c1_Unit >= 7: raise DecodeError(f'enumeration index {_c1_Unit} out of range (7 values)', r.at(p))
                     _c1_Unit = _E0[_c1_Unit]
-                    el = 'Value'
+                    el = 'EAmount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -153,29 +154,29 @@ def _d_AC_EVChargeParameterType(r):
                         p += 16
                         _c1_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c1_Value = r.uint(); p = r.pos
+                        r.pos = p; _c1_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
                     if _neg: _c1_Value = -_c1_Value - 1
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise DecodeError(f'value {_c1_Value} outside [-32768, 32767]', p)
+                    if _c1_Value < -32768 or _c1_Value > 32767: raise DecodeError(f'value {_c1_Value} outside [-32768, 32767]', r.at(p))
                     f_EAmount = iso2_msgdatatypes.PhysicalValueType(_c1_Multiplier, _c1_Unit, _c1_Value)
                     s = 2
                 elif ec == 1:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('AC_EVChargeParameterType', p)
                     el = 'EAmount'
-                    el = 'Multiplier'
+                    el = 'EAmount/Multiplier'
                     _c2_Multiplier = ((x >> 10) & 7) + -3
-                    if _c2_Multiplier > 3: raise DecodeError(f'value {_c2_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c2_Multiplier > 3: raise DecodeError(f'value {_c2_Multiplier} above maximum 3', r.at(p))
+                    el = 'EAmount/Unit'
                     _c2_Unit = ((x >> 4) & 7)
-                    if _c2_Unit >= 7: raise DecodeError(f'enumeration index {_c2_Unit} out of range (7 values)', p)
+                    if _c2_Unit >= 7: raise DecodeError(f'enumeration index {_c2_Unit} out of range (7 values)', r.at(p))
                     _c2_Unit = _E0[_c2_Unit]
-                    el = 'Value'
+                    el = 'EAmount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -184,31 +185,31 @@ def _d_AC_EVChargeParameterType(r):
                         p += 16
                         _c2_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c2_Value = r.uint(); p = r.pos
+                        r.pos = p; _c2_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('AC_EVChargeParameterType', p)
                     if _neg: _c2_Value = -_c2_Value - 1
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise DecodeError(f'value {_c2_Value} outside [-32768, 32767]', p)
+                    if _c2_Value < -32768 or _c2_Value > 32767: raise DecodeError(f'value {_c2_Value} outside [-32768, 32767]', r.at(p))
                     f_EAmount = iso2_msgdatatypes.PhysicalValueType(_c2_Multiplier, _c2_Unit, _c2_Value)
                     s = 2
                 else:
                     raise r.deviation('AC_EVChargeParameterType', p)
             if s == 2:
                 p += 16
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 16)
                 x = (V >> (E - p)) & 65535
                 if x & 58254: raise r.deviation('AC_EVChargeParameterType', p)
                 el = 'EVMaxVoltage'
-                el = 'Multiplier'
+                el = 'EVMaxVoltage/Multiplier'
                 _c3_Multiplier = ((x >> 10) & 7) + -3
-                if _c3_Multiplier > 3: raise DecodeError(f'value {_c3_Multiplier} above maximum 3', p)
-                el = 'Unit'
+                if _c3_Multiplier > 3: raise DecodeError(f'value {_c3_Multiplier} above maximum 3', r.at(p))
+                el = 'EVMaxVoltage/Unit'
                 _c3_Unit = ((x >> 4) & 7)
-                if _c3_Unit >= 7: raise DecodeError(f'enumeration index {_c3_Unit} out of range (7 values)', p)
+                if _c3_Unit >= 7: raise DecodeError(f'enumeration index {_c3_Unit} out of range (7 values)', r.at(p))
                 _c3_Unit = _E0[_c3_Unit]
-                el = 'Value'
+                el = 'EVMaxVoltage/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -217,23 +218,23 @@ def _d_AC_EVChargeParameterType(r):
                     p += 16
                     _c3_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c3_Value = r.uint(); p = r.pos
+                    r.pos = p; _c3_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 18
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 18)
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('AC_EVChargeParameterType', p)
                 if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: raise DecodeError(f'value {_c3_Value} outside [-32768, 32767]', p)
+                if _c3_Value < -32768 or _c3_Value > 32767: raise DecodeError(f'value {_c3_Value} outside [-32768, 32767]', r.at(p))
                 f_EVMaxVoltage = iso2_msgdatatypes.PhysicalValueType(_c3_Multiplier, _c3_Unit, _c3_Value)
                 el = 'EVMaxCurrent'
-                el = 'Multiplier'
+                el = 'EVMaxCurrent/Multiplier'
                 _c4_Multiplier = ((x >> 10) & 7) + -3
-                if _c4_Multiplier > 3: raise DecodeError(f'value {_c4_Multiplier} above maximum 3', p)
-                el = 'Unit'
+                if _c4_Multiplier > 3: raise DecodeError(f'value {_c4_Multiplier} above maximum 3', r.at(p))
+                el = 'EVMaxCurrent/Unit'
                 _c4_Unit = ((x >> 4) & 7)
-                if _c4_Unit >= 7: raise DecodeError(f'enumeration index {_c4_Unit} out of range (7 values)', p)
+                if _c4_Unit >= 7: raise DecodeError(f'enumeration index {_c4_Unit} out of range (7 values)', r.at(p))
                 _c4_Unit = _E0[_c4_Unit]
-                el = 'Value'
+                el = 'EVMaxCurrent/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -242,23 +243,23 @@ def _d_AC_EVChargeParameterType(r):
                     p += 16
                     _c4_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c4_Value = r.uint(); p = r.pos
+                    r.pos = p; _c4_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 18
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 18)
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('AC_EVChargeParameterType', p)
                 if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: raise DecodeError(f'value {_c4_Value} outside [-32768, 32767]', p)
+                if _c4_Value < -32768 or _c4_Value > 32767: raise DecodeError(f'value {_c4_Value} outside [-32768, 32767]', r.at(p))
                 f_EVMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c4_Multiplier, _c4_Unit, _c4_Value)
                 el = 'EVMinCurrent'
-                el = 'Multiplier'
+                el = 'EVMinCurrent/Multiplier'
                 _c5_Multiplier = ((x >> 10) & 7) + -3
-                if _c5_Multiplier > 3: raise DecodeError(f'value {_c5_Multiplier} above maximum 3', p)
-                el = 'Unit'
+                if _c5_Multiplier > 3: raise DecodeError(f'value {_c5_Multiplier} above maximum 3', r.at(p))
+                el = 'EVMinCurrent/Unit'
                 _c5_Unit = ((x >> 4) & 7)
-                if _c5_Unit >= 7: raise DecodeError(f'enumeration index {_c5_Unit} out of range (7 values)', p)
+                if _c5_Unit >= 7: raise DecodeError(f'enumeration index {_c5_Unit} out of range (7 values)', r.at(p))
                 _c5_Unit = _E0[_c5_Unit]
-                el = 'Value'
+                el = 'EVMinCurrent/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -267,13 +268,13 @@ def _d_AC_EVChargeParameterType(r):
                     p += 16
                     _c5_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c5_Value = r.uint(); p = r.pos
+                    r.pos = p; _c5_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('AC_EVChargeParameterType', p)
                 if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: raise DecodeError(f'value {_c5_Value} outside [-32768, 32767]', p)
+                if _c5_Value < -32768 or _c5_Value > 32767: raise DecodeError(f'value {_c5_Value} outside [-32768, 32767]', r.at(p))
                 f_EVMinCurrent = iso2_msgdatatypes.PhysicalValueType(_c5_Multiplier, _c5_Unit, _c5_Value)
                 s = -1
         r.pos = p
@@ -310,14 +311,14 @@ def _e_AC_EVChargeParameterType(w, o):
                     _c6_Unit = _o.Unit
                     _c6_Value = _o.Value
                     if not (_c6_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EAmount/Multiplier'
                     if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
                     if not (_c6_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EAmount/Unit'
                     _i7 = _I1.get(_c6_Unit)
                     if _i7 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EAmount/Value'
                     if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c6_Multiplier - -3) << 10) | (_i7 << 4) | (_c6_Value < 0)
                     n += 17
@@ -340,14 +341,14 @@ def _e_AC_EVChargeParameterType(w, o):
                     _c8_Unit = _o.Unit
                     _c8_Value = _o.Value
                     if not (_c8_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EAmount/Multiplier'
                     if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
                     if not (_c8_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EAmount/Unit'
                     _i7 = _I1.get(_c8_Unit)
                     if _i7 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EAmount/Value'
                     if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | (1 << 15) | ((_c8_Multiplier - -3) << 10) | (_i7 << 4) | (_c8_Value < 0)
                     n += 17
@@ -372,14 +373,14 @@ def _e_AC_EVChargeParameterType(w, o):
                     _c9_Unit = _o.Unit
                     _c9_Value = _o.Value
                     if not (_c9_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVMaxVoltage/Multiplier'
                     if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
                     if not (_c9_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVMaxVoltage/Unit'
                     _i7 = _I1.get(_c9_Unit)
                     if _i7 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c9_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMaxVoltage/Value'
                     if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c9_Multiplier - -3) << 10) | (_i7 << 4) | (_c9_Value < 0)
                     n += 16
@@ -396,14 +397,14 @@ def _e_AC_EVChargeParameterType(w, o):
                     _c10_Unit = _o.Unit
                     _c10_Value = _o.Value
                     if not (_c10_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVMaxCurrent/Multiplier'
                     if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
                     if not (_c10_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVMaxCurrent/Unit'
                     _i7 = _I1.get(_c10_Unit)
                     if _i7 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c10_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMaxCurrent/Value'
                     if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c10_Multiplier - -3) << 10) | (_i7 << 4) | (_c10_Value < 0)
                     n += 18
@@ -422,14 +423,14 @@ def _e_AC_EVChargeParameterType(w, o):
                     _c11_Unit = _o.Unit
                     _c11_Value = _o.Value
                     if not (_c11_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVMinCurrent/Multiplier'
                     if not -3 <= _c11_Multiplier <= 3: raise EncodeError(f'value {_c11_Multiplier!r} outside [-3, 3]')
                     if not (_c11_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVMinCurrent/Unit'
                     _i7 = _I1.get(_c11_Unit)
                     if _i7 is None: raise EncodeError(f'{_c11_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c11_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMinCurrent/Value'
                     if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c11_Multiplier - -3) << 10) | (_i7 << 4) | (_c11_Value < 0)
                     n += 18
@@ -450,6 +451,7 @@ def _e_AC_EVChargeParameterType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of EVMaxVoltage')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -464,15 +466,15 @@ def _d_PhysicalValueType(r):
     f_Value = None
     try:
         p += 15
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 15)
         x = (V >> (E - p)) & 32767
         if x & 25486: raise r.deviation('PhysicalValueType', p)
         el = 'Multiplier'
         f_Multiplier = ((x >> 10) & 7) + -3
-        if f_Multiplier > 3: raise DecodeError(f'value {f_Multiplier} above maximum 3', p)
+        if f_Multiplier > 3: raise DecodeError(f'value {f_Multiplier} above maximum 3', r.at(p))
         el = 'Unit'
         f_Unit = ((x >> 4) & 7)
-        if f_Unit >= 7: raise DecodeError(f'enumeration index {f_Unit} out of range (7 values)', p)
+        if f_Unit >= 7: raise DecodeError(f'enumeration index {f_Unit} out of range (7 values)', r.at(p))
         f_Unit = _E0[f_Unit]
         el = 'Value'
         _neg = (x & 1)
@@ -483,13 +485,13 @@ def _d_PhysicalValueType(r):
             p += 16
             f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_Value = r.uint(); p = r.pos
+            r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('PhysicalValueType', p)
         if _neg: f_Value = -f_Value - 1
-        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', p)
+        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -529,6 +531,7 @@ def _e_PhysicalValueType(w, o):
         else:
             raise EncodeError('missing content: expected one of Multiplier')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -540,7 +543,7 @@ def _d_EVSEChargeParameterType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EVSEChargeParameterType', p)
         r.pos = p
     except Exception as e:
@@ -557,6 +560,7 @@ def _e_EVSEChargeParameterType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -571,11 +575,11 @@ def _d_AC_EVSEChargeParameterType(r):
     f_EVSEMaxCurrent = None
     try:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('AC_EVSEChargeParameterType', p)
         el = 'AC_EVSEStatus'
-        el = 'NotificationMaxDelay'
+        el = 'AC_EVSEStatus/NotificationMaxDelay'
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
             _c13_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -583,28 +587,28 @@ def _d_AC_EVSEChargeParameterType(r):
             p += 16
             _c13_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; _c13_NotificationMaxDelay = r.uint(); p = r.pos
+            r.pos = p; _c13_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 27
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 27)
         x = (V >> (E - p)) & 134217727
         if x & 121365390: raise r.deviation('AC_EVSEChargeParameterType', p)
-        if _c13_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c13_NotificationMaxDelay} outside [0, 65535]', p)
-        el = 'EVSENotification'
+        if _c13_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c13_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+        el = 'AC_EVSEStatus/EVSENotification'
         _c13_EVSENotification = ((x >> 22) & 3)
-        if _c13_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c13_EVSENotification} out of range (3 values)', p)
+        if _c13_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c13_EVSENotification} out of range (3 values)', r.at(p))
         _c13_EVSENotification = _E2[_c13_EVSENotification]
-        el = 'RCD'
+        el = 'AC_EVSEStatus/RCD'
         _c13_RCD = ((x >> 18) & 1) == 1
         f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c13_NotificationMaxDelay, _c13_EVSENotification, _c13_RCD)
         el = 'EVSENominalVoltage'
-        el = 'Multiplier'
+        el = 'EVSENominalVoltage/Multiplier'
         _c14_Multiplier = ((x >> 10) & 7) + -3
-        if _c14_Multiplier > 3: raise DecodeError(f'value {_c14_Multiplier} above maximum 3', p)
-        el = 'Unit'
+        if _c14_Multiplier > 3: raise DecodeError(f'value {_c14_Multiplier} above maximum 3', r.at(p))
+        el = 'EVSENominalVoltage/Unit'
         _c14_Unit = ((x >> 4) & 7)
-        if _c14_Unit >= 7: raise DecodeError(f'enumeration index {_c14_Unit} out of range (7 values)', p)
+        if _c14_Unit >= 7: raise DecodeError(f'enumeration index {_c14_Unit} out of range (7 values)', r.at(p))
         _c14_Unit = _E0[_c14_Unit]
-        el = 'Value'
+        el = 'EVSENominalVoltage/Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -613,23 +617,23 @@ def _d_AC_EVSEChargeParameterType(r):
             p += 16
             _c14_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; _c14_Value = r.uint(); p = r.pos
+            r.pos = p; _c14_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 18
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 18)
         x = (V >> (E - p)) & 262143
         if x & 254862: raise r.deviation('AC_EVSEChargeParameterType', p)
         if _neg: _c14_Value = -_c14_Value - 1
-        if _c14_Value < -32768 or _c14_Value > 32767: raise DecodeError(f'value {_c14_Value} outside [-32768, 32767]', p)
+        if _c14_Value < -32768 or _c14_Value > 32767: raise DecodeError(f'value {_c14_Value} outside [-32768, 32767]', r.at(p))
         f_EVSENominalVoltage = iso2_msgdatatypes.PhysicalValueType(_c14_Multiplier, _c14_Unit, _c14_Value)
         el = 'EVSEMaxCurrent'
-        el = 'Multiplier'
+        el = 'EVSEMaxCurrent/Multiplier'
         _c15_Multiplier = ((x >> 10) & 7) + -3
-        if _c15_Multiplier > 3: raise DecodeError(f'value {_c15_Multiplier} above maximum 3', p)
-        el = 'Unit'
+        if _c15_Multiplier > 3: raise DecodeError(f'value {_c15_Multiplier} above maximum 3', r.at(p))
+        el = 'EVSEMaxCurrent/Unit'
         _c15_Unit = ((x >> 4) & 7)
-        if _c15_Unit >= 7: raise DecodeError(f'enumeration index {_c15_Unit} out of range (7 values)', p)
+        if _c15_Unit >= 7: raise DecodeError(f'enumeration index {_c15_Unit} out of range (7 values)', r.at(p))
         _c15_Unit = _E0[_c15_Unit]
-        el = 'Value'
+        el = 'EVSEMaxCurrent/Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -638,13 +642,13 @@ def _d_AC_EVSEChargeParameterType(r):
             p += 16
             _c15_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; _c15_Value = r.uint(); p = r.pos
+            r.pos = p; _c15_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('AC_EVSEChargeParameterType', p)
         if _neg: _c15_Value = -_c15_Value - 1
-        if _c15_Value < -32768 or _c15_Value > 32767: raise DecodeError(f'value {_c15_Value} outside [-32768, 32767]', p)
+        if _c15_Value < -32768 or _c15_Value > 32767: raise DecodeError(f'value {_c15_Value} outside [-32768, 32767]', r.at(p))
         f_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c15_Multiplier, _c15_Unit, _c15_Value)
         r.pos = p
     except Exception as e:
@@ -667,7 +671,7 @@ def _e_AC_EVSEChargeParameterType(w, o):
             _c16_EVSENotification = _o.EVSENotification
             _c16_RCD = _o.RCD
             if not (_c16_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-            el = 'NotificationMaxDelay'
+            el = 'AC_EVSEStatus/NotificationMaxDelay'
             if _c16_NotificationMaxDelay < 0 or _c16_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c16_NotificationMaxDelay!r} outside [0, 65535]')
             v <<= 3
             n += 3
@@ -675,11 +679,11 @@ def _e_AC_EVSEChargeParameterType(w, o):
             elif _c16_NotificationMaxDelay < 16384: v = (v << 16) | ((_c16_NotificationMaxDelay & 127) << 8) | 32768 | (_c16_NotificationMaxDelay >> 7); n += 16
             else: w.v = v; w.n = n; w.uint(_c16_NotificationMaxDelay); v = w.v; n = w.n
             if not (_c16_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-            el = 'EVSENotification'
+            el = 'AC_EVSEStatus/EVSENotification'
             _i17 = _I3.get(_c16_EVSENotification)
             if _i17 is None: raise EncodeError(f'{_c16_EVSENotification!r} is not one of the enumeration EVSENotificationType')
             if not (_c16_RCD is not None): raise EncodeError('missing content: RCD')
-            el = 'RCD'
+            el = 'AC_EVSEStatus/RCD'
             if _c16_RCD is not True and _c16_RCD is not False: raise EncodeError(f'expected a bool, got {_c16_RCD!r}')
             if not (v_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
             el = 'EVSENominalVoltage'
@@ -688,14 +692,14 @@ def _e_AC_EVSEChargeParameterType(w, o):
             _c18_Unit = _o.Unit
             _c18_Value = _o.Value
             if not (_c18_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-            el = 'Multiplier'
+            el = 'EVSENominalVoltage/Multiplier'
             if not -3 <= _c18_Multiplier <= 3: raise EncodeError(f'value {_c18_Multiplier!r} outside [-3, 3]')
             if not (_c18_Unit is not None): raise EncodeError('missing content: Unit')
-            el = 'Unit'
+            el = 'EVSENominalVoltage/Unit'
             _i7 = _I1.get(_c18_Unit)
             if _i7 is None: raise EncodeError(f'{_c18_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c18_Value is not None): raise EncodeError('missing content: Value')
-            el = 'Value'
+            el = 'EVSENominalVoltage/Value'
             if _c18_Value < -32768 or _c18_Value > 32767: raise EncodeError(f'value {_c18_Value!r} outside [-32768, 32767]')
             v = (v << 27) | (_i17 << 22) | (_c16_RCD << 18) | ((_c18_Multiplier - -3) << 10) | (_i7 << 4) | (_c18_Value < 0)
             n += 27
@@ -716,14 +720,14 @@ def _e_AC_EVSEChargeParameterType(w, o):
             _c19_Unit = _o.Unit
             _c19_Value = _o.Value
             if not (_c19_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-            el = 'Multiplier'
+            el = 'EVSEMaxCurrent/Multiplier'
             if not -3 <= _c19_Multiplier <= 3: raise EncodeError(f'value {_c19_Multiplier!r} outside [-3, 3]')
             if not (_c19_Unit is not None): raise EncodeError('missing content: Unit')
-            el = 'Unit'
+            el = 'EVSEMaxCurrent/Unit'
             _i7 = _I1.get(_c19_Unit)
             if _i7 is None: raise EncodeError(f'{_c19_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c19_Value is not None): raise EncodeError('missing content: Value')
-            el = 'Value'
+            el = 'EVSEMaxCurrent/Value'
             if _c19_Value < -32768 or _c19_Value > 32767: raise EncodeError(f'value {_c19_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c19_Multiplier - -3) << 10) | (_i7 << 4) | (_c19_Value < 0)
             n += 18
@@ -743,6 +747,7 @@ def _e_AC_EVSEChargeParameterType(w, o):
         else:
             raise EncodeError('missing content: expected one of AC_EVSEStatus')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -757,7 +762,7 @@ def _d_AC_EVSEStatusType(r):
     f_RCD = None
     try:
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('AC_EVSEStatusType', p)
         el = 'NotificationMaxDelay'
@@ -768,15 +773,15 @@ def _d_AC_EVSEStatusType(r):
             p += 16
             f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
+            r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 11
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 11)
         x = (V >> (E - p)) & 2047
         if x & 1851: raise r.deviation('AC_EVSEStatusType', p)
-        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', p)
+        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.at(p))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 6) & 3)
-        if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', p)
+        if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.at(p))
         f_EVSENotification = _E2[f_EVSENotification]
         el = 'RCD'
         f_RCD = ((x >> 2) & 1) == 1
@@ -818,6 +823,7 @@ def _e_AC_EVSEStatusType(w, o):
         else:
             raise EncodeError('missing content: expected one of NotificationMaxDelay')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -831,7 +837,7 @@ def _d_EVSEStatusType(r):
     f_EVSENotification = None
     try:
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('EVSEStatusType', p)
         el = 'NotificationMaxDelay'
@@ -842,15 +848,15 @@ def _d_EVSEStatusType(r):
             p += 16
             f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
+            r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 7
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 7)
         x = (V >> (E - p)) & 127
         if x & 115: raise r.deviation('EVSEStatusType', p)
-        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', p)
+        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.at(p))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 3)
-        if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', p)
+        if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.at(p))
         f_EVSENotification = _E2[f_EVSENotification]
         r.pos = p
     except Exception as e:
@@ -885,6 +891,7 @@ def _e_EVSEStatusType(w, o):
         else:
             raise EncodeError('missing content: expected one of NotificationMaxDelay')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -896,7 +903,7 @@ def _d_BodyBaseType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('BodyBaseType', p)
         r.pos = p
     except Exception as e:
@@ -913,6 +920,7 @@ def _e_BodyBaseType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -929,25 +937,25 @@ def _d_AuthorizationReqType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(7)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
                     el = 'GenChallenge'
                     r.pos = p
                     f_GenChallenge = r.binary()
-                    if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.pos)
-                    p = r.pos
+                    if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
                     s = 2
                 elif ec == 2:
@@ -957,19 +965,19 @@ def _d_AuthorizationReqType(r):
                     raise r.deviation('AuthorizationReqType', p)
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
                     el = 'GenChallenge'
                     r.pos = p
                     f_GenChallenge = r.binary()
-                    if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.pos)
-                    p = r.pos
+                    if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
                     s = 2
                 elif ec == 1:
@@ -979,7 +987,7 @@ def _d_AuthorizationReqType(r):
                     raise r.deviation('AuthorizationReqType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('AuthorizationReqType', p)
                 s = -1
         r.pos = p
@@ -1051,6 +1059,7 @@ def _e_AuthorizationReqType(w, o):
                     if v_Id is not None or v_GenChallenge is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1064,16 +1073,16 @@ def _d_AuthorizationResType(r):
     f_EVSEProcessing = None
     try:
         p += 14
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 14)
         x = (V >> (E - p)) & 16383
         if x & 12403: raise r.deviation('AuthorizationResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 7) & 31)
-        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
         f_ResponseCode = _E4[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 2) & 3)
-        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', p)
+        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
         f_EVSEProcessing = _E5[f_EVSEProcessing]
         r.pos = p
     except Exception as e:
@@ -1104,6 +1113,7 @@ def _e_AuthorizationResType(w, o):
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1116,19 +1126,19 @@ def _d_CableCheckReqType(r):
     f_DC_EVStatus = None
     try:
         p += 24
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 24)
         x = (V >> (E - p)) & 16777215
         if x & 15604743: raise r.deviation('CableCheckReqType', p)
         el = 'DC_EVStatus'
-        el = 'EVReady'
+        el = 'DC_EVStatus/EVReady'
         _c24_EVReady = ((x >> 20) & 1) == 1
-        el = 'EVErrorCode'
+        el = 'DC_EVStatus/EVErrorCode'
         _c24_EVErrorCode = ((x >> 13) & 15)
-        if _c24_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c24_EVErrorCode} out of range (12 values)', p)
+        if _c24_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c24_EVErrorCode} out of range (12 values)', r.at(p))
         _c24_EVErrorCode = _E8[_c24_EVErrorCode]
-        el = 'EVRESSSOC'
+        el = 'DC_EVStatus/EVRESSSOC'
         _c24_EVRESSSOC = ((x >> 3) & 127)
-        if _c24_EVRESSSOC > 100: raise DecodeError(f'value {_c24_EVRESSSOC} above maximum 100', p)
+        if _c24_EVRESSSOC > 100: raise DecodeError(f'value {_c24_EVRESSSOC} above maximum 100', r.at(p))
         f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c24_EVReady, _c24_EVErrorCode, _c24_EVRESSSOC)
         r.pos = p
     except Exception as e:
@@ -1149,14 +1159,14 @@ def _e_CableCheckReqType(w, o):
             _c25_EVErrorCode = _o.EVErrorCode
             _c25_EVRESSSOC = _o.EVRESSSOC
             if not (_c25_EVReady is not None): raise EncodeError('missing content: EVReady')
-            el = 'EVReady'
+            el = 'DC_EVStatus/EVReady'
             if _c25_EVReady is not True and _c25_EVReady is not False: raise EncodeError(f'expected a bool, got {_c25_EVReady!r}')
             if not (_c25_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-            el = 'EVErrorCode'
+            el = 'DC_EVStatus/EVErrorCode'
             _i26 = _I9.get(_c25_EVErrorCode)
             if _i26 is None: raise EncodeError(f'{_c25_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
             if not (_c25_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-            el = 'EVRESSSOC'
+            el = 'DC_EVStatus/EVRESSSOC'
             if not 0 <= _c25_EVRESSSOC <= 100: raise EncodeError(f'value {_c25_EVRESSSOC!r} outside [0, 100]')
             v = (v << 24) | (_c25_EVReady << 20) | (_i26 << 13) | (_c25_EVRESSSOC << 3)
             n += 24
@@ -1168,6 +1178,7 @@ def _e_CableCheckReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1182,18 +1193,18 @@ def _d_DC_EVStatusType(r):
     f_EVRESSSOC = None
     try:
         p += 22
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 22)
         x = (V >> (E - p)) & 4194303
         if x & 3608067: raise r.deviation('DC_EVStatusType', p)
         el = 'EVReady'
         f_EVReady = ((x >> 19) & 1) == 1
         el = 'EVErrorCode'
         f_EVErrorCode = ((x >> 12) & 15)
-        if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', p)
+        if f_EVErrorCode >= 12: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (12 values)', r.at(p))
         f_EVErrorCode = _E8[f_EVErrorCode]
         el = 'EVRESSSOC'
         f_EVRESSSOC = ((x >> 2) & 127)
-        if f_EVRESSSOC > 100: raise DecodeError(f'value {f_EVRESSSOC} above maximum 100', p)
+        if f_EVRESSSOC > 100: raise DecodeError(f'value {f_EVRESSSOC} above maximum 100', r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -1227,6 +1238,7 @@ def _e_DC_EVStatusType(w, o):
         else:
             raise EncodeError('missing content: expected one of EVReady')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1238,7 +1250,7 @@ def _d_EVStatusType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EVStatusType', p)
         r.pos = p
     except Exception as e:
@@ -1255,6 +1267,7 @@ def _e_EVStatusType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1269,24 +1282,24 @@ def _d_CableCheckResType(r):
     f_EVSEProcessing = None
     try:
         p += 9
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 9)
         x = (V >> (E - p)) & 511
         if x & 387: raise r.deviation('CableCheckResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
         f_ResponseCode = _E4[f_ResponseCode]
         el = 'DC_EVSEStatus'
         r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 6
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 6)
         x = (V >> (E - p)) & 63
         if x & 51: raise r.deviation('CableCheckResType', p)
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 2) & 3)
-        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', p)
+        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
         f_EVSEProcessing = _E5[f_EVSEProcessing]
         r.pos = p
     except Exception as e:
@@ -1326,6 +1339,7 @@ def _e_CableCheckResType(w, o):
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1344,7 +1358,7 @@ def _d_DC_EVSEStatusType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('DC_EVSEStatusType', p)
                 el = 'NotificationMaxDelay'
@@ -1355,50 +1369,50 @@ def _d_DC_EVSEStatusType(r):
                     p += 16
                     f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
+                    r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 6
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 6)
                 x = (V >> (E - p)) & 63
                 if x & 57: raise r.deviation('DC_EVSEStatusType', p)
-                if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', p)
+                if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.at(p))
                 el = 'EVSENotification'
                 f_EVSENotification = ((x >> 1) & 3)
-                if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', p)
+                if f_EVSENotification >= 3: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (3 values)', r.at(p))
                 f_EVSENotification = _E2[f_EVSENotification]
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 12
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 12)
                     x = (V >> (E - p)) & 4095
                     if x & 2273: raise r.deviation('DC_EVSEStatusType', p)
                     el = 'EVSEIsolationStatus'
                     f_EVSEIsolationStatus = ((x >> 8) & 7)
-                    if f_EVSEIsolationStatus >= 5: raise DecodeError(f'enumeration index {f_EVSEIsolationStatus} out of range (5 values)', p)
+                    if f_EVSEIsolationStatus >= 5: raise DecodeError(f'enumeration index {f_EVSEIsolationStatus} out of range (5 values)', r.at(p))
                     f_EVSEIsolationStatus = _E10[f_EVSEIsolationStatus]
                     el = 'EVSEStatusCode'
                     f_EVSEStatusCode = ((x >> 1) & 15)
-                    if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', p)
+                    if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', r.at(p))
                     f_EVSEStatusCode = _E11[f_EVSEStatusCode]
                     s = 4
                 elif ec == 1:
                     p += 6
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 6)
                     x = (V >> (E - p)) & 63
                     if x & 33: raise r.deviation('DC_EVSEStatusType', p)
                     el = 'EVSEStatusCode'
                     f_EVSEStatusCode = ((x >> 1) & 15)
-                    if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', p)
+                    if f_EVSEStatusCode >= 12: raise DecodeError(f'enumeration index {f_EVSEStatusCode} out of range (12 values)', r.at(p))
                     f_EVSEStatusCode = _E11[f_EVSEStatusCode]
                     s = 4
                 else:
                     raise r.deviation('DC_EVSEStatusType', p)
             if s == 4:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEStatusType', p)
                 s = -1
         r.pos = p
@@ -1469,6 +1483,7 @@ def _e_DC_EVSEStatusType(w, o):
                     if v_NotificationMaxDelay is not None or v_EVSENotification is not None or v_EVSEIsolationStatus is not None or v_EVSEStatusCode is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1484,19 +1499,21 @@ def _d_CanonicalizationMethodType(r, key):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CanonicalizationMethodType', p)
                 el = '@Algorithm'
                 r.pos = p
                 f_Algorithm = r.string(16)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -1504,16 +1521,18 @@ def _d_CanonicalizationMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('CanonicalizationMethodType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -1521,16 +1540,18 @@ def _d_CanonicalizationMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('CanonicalizationMethodType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -1538,7 +1559,7 @@ def _d_CanonicalizationMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('CanonicalizationMethodType', p)
@@ -1589,6 +1610,7 @@ def _e_CanonicalizationMethodType(w, o):
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1603,40 +1625,40 @@ def _d_CertificateInstallationReqType(r):
     f_ListOfRootCertificateIDs = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
         el = '@Id'
         r.pos = p
         f_Id = r.string(7)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
         el = 'OEMProvisioningCert'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
             f_OEMProvisioningCert = b''
         else:
             r.pos = p
             f_OEMProvisioningCert = r.binary()
-            if len(f_OEMProvisioningCert) > 800: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 800]', r.pos)
-            p = r.pos
+            if len(f_OEMProvisioningCert) > 800: raise DecodeError(f'length {len(f_OEMProvisioningCert)} outside [0, 800]', r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
         el = 'ListOfRootCertificateIDs'
         r.pos = p
         f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationReqType', p)
         r.pos = p
     except Exception as e:
@@ -1685,6 +1707,7 @@ def _e_CertificateInstallationReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of Id')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1700,30 +1723,30 @@ def _d_ListOfRootCertificateIDsType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
                 el = 'RootCertificateID'
-                el = 'X509IssuerName'
+                el = 'RootCertificateID/X509IssuerName'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                     _c34_X509IssuerName = ''
                 else:
                     r.pos = p
                     _c34_X509IssuerName = r.string(18)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
-                el = 'X509SerialNumber'
+                el = 'RootCertificateID/X509SerialNumber'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -1732,9 +1755,9 @@ def _d_ListOfRootCertificateIDsType(r):
                     p += 16
                     _c34_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c34_X509SerialNumber = r.uint(); p = r.pos
+                    r.pos = p; _c34_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
                 if _neg: _c34_X509SerialNumber = -_c34_X509SerialNumber - 1
@@ -1745,33 +1768,33 @@ def _d_ListOfRootCertificateIDsType(r):
                 _k = 0
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                         el = 'RootCertificateID'
-                        el = 'X509IssuerName'
+                        el = 'RootCertificateID/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c35_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c35_X509IssuerName = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
-                        el = 'X509SerialNumber'
+                        el = 'RootCertificateID/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -1780,9 +1803,9 @@ def _d_ListOfRootCertificateIDsType(r):
                             p += 16
                             _c35_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c35_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c35_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
                         if _neg: _c35_X509SerialNumber = -_c35_X509SerialNumber - 1
@@ -1800,7 +1823,7 @@ def _d_ListOfRootCertificateIDsType(r):
                         raise r.deviation('ListOfRootCertificateIDsType', p)
             if s == 20:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                 s = -1
         r.pos = p
@@ -1826,7 +1849,7 @@ def _e_ListOfRootCertificateIDsType(w, o):
                     _c36_X509IssuerName = _o.X509IssuerName
                     _c36_X509SerialNumber = _o.X509SerialNumber
                     if not (_c36_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'RootCertificateID/X509IssuerName'
                     v <<= 3
                     n += 3
                     _l = len(_c36_X509IssuerName)
@@ -1835,7 +1858,7 @@ def _e_ListOfRootCertificateIDsType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c36_X509IssuerName); v = w.v; n = w.n
                     if not (_c36_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'RootCertificateID/X509SerialNumber'
                     if type(_c36_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c36_X509SerialNumber!r}')
                     v = (v << 4) | (_c36_X509SerialNumber < 0)
                     n += 4
@@ -1860,7 +1883,7 @@ def _e_ListOfRootCertificateIDsType(w, o):
                         _c37_X509IssuerName = _o.X509IssuerName
                         _c37_X509SerialNumber = _o.X509SerialNumber
                         if not (_c37_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'RootCertificateID/X509IssuerName'
                         v <<= 4
                         n += 4
                         _l = len(_c37_X509IssuerName)
@@ -1869,7 +1892,7 @@ def _e_ListOfRootCertificateIDsType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c37_X509IssuerName); v = w.v; n = w.n
                         if not (_c37_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'RootCertificateID/X509SerialNumber'
                         if type(_c37_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c37_X509SerialNumber!r}')
                         v = (v << 4) | (_c37_X509SerialNumber < 0)
                         n += 4
@@ -1899,6 +1922,7 @@ def _e_ListOfRootCertificateIDsType(w, o):
                     if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1912,25 +1936,25 @@ def _d_X509IssuerSerialType(r):
     f_X509SerialNumber = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
             f_X509IssuerName = ''
         else:
             r.pos = p
             f_X509IssuerName = r.string(18)
-            p = r.pos
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 6: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509SerialNumber'
@@ -1942,9 +1966,9 @@ def _d_X509IssuerSerialType(r):
             p += 16
             f_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_X509SerialNumber = r.uint(); p = r.pos
+            r.pos = p; f_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('X509IssuerSerialType', p)
         if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
@@ -1987,6 +2011,7 @@ def _e_X509IssuerSerialType(w, o):
         else:
             raise EncodeError('missing content: expected one of X509IssuerName')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2004,47 +2029,47 @@ def _d_CertificateInstallationResType(r):
     f_eMAID = None
     try:
         p += 9
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 9)
         x = (V >> (E - p)) & 511
         if x & 387: raise r.deviation('CertificateInstallationResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
         f_ResponseCode = _E4[f_ResponseCode]
         el = 'SAProvisioningCertificateChain'
         r.pos = p
         f_SAProvisioningCertificateChain = _d_CertificateChainType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         el = 'ContractSignatureCertChain'
         r.pos = p
         f_ContractSignatureCertChain = _d_CertificateChainType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         el = 'ContractSignatureEncryptedPrivateKey'
         r.pos = p
         f_ContractSignatureEncryptedPrivateKey = _d_ContractSignatureEncryptedPrivateKeyType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         el = 'DHpublickey'
         r.pos = p
         f_DHpublickey = _d_DiffieHellmanPublickeyType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         el = 'eMAID'
         r.pos = p
         f_eMAID = _d_EMAIDType(r, 20)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateInstallationResType', p)
         r.pos = p
     except Exception as e:
@@ -2114,6 +2139,7 @@ def _e_CertificateInstallationResType(w, o):
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2131,64 +2157,64 @@ def _d_CertificateChainType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(21)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
                     el = 'Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
                         f_Certificate = b''
                     else:
                         r.pos = p
                         f_Certificate = r.binary()
-                        if len(f_Certificate) > 800: raise DecodeError(f'length {len(f_Certificate)} outside [0, 800]', r.pos)
-                        p = r.pos
+                        if len(f_Certificate) > 800: raise DecodeError(f'length {len(f_Certificate)} outside [0, 800]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                     s = 2
                 elif ec == 1:
                     el = 'Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
                         f_Certificate = b''
                     else:
                         r.pos = p
                         f_Certificate = r.binary()
-                        if len(f_Certificate) > 800: raise DecodeError(f'length {len(f_Certificate)} outside [0, 800]', r.pos)
-                        p = r.pos
+                        if len(f_Certificate) > 800: raise DecodeError(f'length {len(f_Certificate)} outside [0, 800]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                     s = 2
                 else:
                     raise r.deviation('CertificateChainType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SubCertificates'
                     r.pos = p
                     f_SubCertificates = _d_SubCertificatesType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('CertificateChainType', p)
                     s = -1
                 elif ec == 1:
@@ -2268,6 +2294,7 @@ def _e_CertificateChainType(w, o):
                     if v_Id is not None or v_Certificate is not None or v_SubCertificates is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2283,23 +2310,23 @@ def _d_SubCertificatesType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
                 el = 'Certificate'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
                     _v = b''
                 else:
                     r.pos = p
                     _v = r.binary()
-                    if len(_v) > 800: raise DecodeError(f'length {len(_v)} outside [0, 800]', r.pos)
-                    p = r.pos
+                    if len(_v) > 800: raise DecodeError(f'length {len(_v)} outside [0, 800]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                 f_Certificate.append(_v)
                 s = 1
@@ -2307,24 +2334,24 @@ def _d_SubCertificatesType(r):
                 _k = 0
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            if len(_v) > 800: raise DecodeError(f'length {len(_v)} outside [0, 800]', r.pos)
-                            p = r.pos
+                            if len(_v) > 800: raise DecodeError(f'length {len(_v)} outside [0, 800]', r.at(r.pos))
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
                         f_Certificate.append(_v)
                         _k += 1
@@ -2339,7 +2366,7 @@ def _d_SubCertificatesType(r):
                         raise r.deviation('SubCertificatesType', p)
             if s == 4:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SubCertificatesType', p)
                 s = -1
         r.pos = p
@@ -2404,6 +2431,7 @@ def _e_SubCertificatesType(w, o):
                     if i_Certificate < n_Certificate: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2420,29 +2448,29 @@ def _d_ContractSignatureEncryptedPrivateKeyType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
                 el = '@Id'
                 r.pos = p
                 f_Id = r.string(21)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 ec = (V >> (E - p)) & 1
                 if ec == 0:
                     r.pos = p
                     f_value = r.binary()
-                    if len(f_value) > 48: raise DecodeError(f'length {len(f_value)} outside [0, 48]', r.pos)
-                    p = r.pos
+                    if len(f_value) > 48: raise DecodeError(f'length {len(f_value)} outside [0, 48]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
                     s = -1
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', p)
                     f_value = b''
                     s = -1
@@ -2493,6 +2521,7 @@ def _e_ContractSignatureEncryptedPrivateKeyType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of text')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2509,29 +2538,29 @@ def _d_DiffieHellmanPublickeyType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
                 el = '@Id'
                 r.pos = p
                 f_Id = r.string(21)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 ec = (V >> (E - p)) & 1
                 if ec == 0:
                     r.pos = p
                     f_value = r.binary()
-                    if len(f_value) > 65: raise DecodeError(f'length {len(f_value)} outside [0, 65]', r.pos)
-                    p = r.pos
+                    if len(f_value) > 65: raise DecodeError(f'length {len(f_value)} outside [0, 65]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DiffieHellmanPublickeyType', p)
                     s = -1
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('DiffieHellmanPublickeyType', p)
                     f_value = b''
                     s = -1
@@ -2582,6 +2611,7 @@ def _e_DiffieHellmanPublickeyType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of text')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2595,21 +2625,21 @@ def _d_EMAIDType(r, key):
     f_value = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EMAIDType', p)
         el = '@Id'
         r.pos = p
         f_Id = r.string(21)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EMAIDType', p)
         r.pos = p
         f_value = r.string(key)
-        if len(f_value) < 14 or len(f_value) > 15: raise DecodeError(f'length {len(f_value)} outside [14, 15]', r.pos)
-        p = r.pos
+        if len(f_value) < 14 or len(f_value) > 15: raise DecodeError(f'length {len(f_value)} outside [14, 15]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EMAIDType', p)
         r.pos = p
     except Exception as e:
@@ -2650,6 +2680,7 @@ def _e_EMAIDType(w, o):
         else:
             raise EncodeError('missing content: expected one of Id')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2665,38 +2696,38 @@ def _d_CertificateUpdateReqType(r):
     f_ListOfRootCertificateIDs = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
         el = '@Id'
         r.pos = p
         f_Id = r.string(7)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
         el = 'ContractSignatureCertChain'
         r.pos = p
         f_ContractSignatureCertChain = _d_CertificateChainType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('CertificateUpdateReqType', p)
         el = 'eMAID'
         r.pos = p
         f_eMAID = r.string(20)
-        if len(f_eMAID) < 14 or len(f_eMAID) > 15: raise DecodeError(f'length {len(f_eMAID)} outside [14, 15]', r.pos)
-        p = r.pos
+        if len(f_eMAID) < 14 or len(f_eMAID) > 15: raise DecodeError(f'length {len(f_eMAID)} outside [14, 15]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('CertificateUpdateReqType', p)
         el = 'ListOfRootCertificateIDs'
         r.pos = p
         f_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateReqType', p)
         r.pos = p
     except Exception as e:
@@ -2756,6 +2787,7 @@ def _e_CertificateUpdateReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of Id')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2777,53 +2809,53 @@ def _d_CertificateUpdateResType(r):
         while s >= 0:
             if s == 0:
                 p += 9
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 9)
                 x = (V >> (E - p)) & 511
                 if x & 387: raise r.deviation('CertificateUpdateResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
                 f_ResponseCode = _E4[f_ResponseCode]
                 el = 'SAProvisioningCertificateChain'
                 r.pos = p
                 f_SAProvisioningCertificateChain = _d_CertificateChainType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
                 el = 'ContractSignatureCertChain'
                 r.pos = p
                 f_ContractSignatureCertChain = _d_CertificateChainType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
                 el = 'ContractSignatureEncryptedPrivateKey'
                 r.pos = p
                 f_ContractSignatureEncryptedPrivateKey = _d_ContractSignatureEncryptedPrivateKeyType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
                 el = 'DHpublickey'
                 r.pos = p
                 f_DHpublickey = _d_DiffieHellmanPublickeyType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CertificateUpdateResType', p)
                 el = 'eMAID'
                 r.pos = p
                 f_eMAID = _d_EMAIDType(r, 20)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 6
             if s == 6:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('CertificateUpdateResType', p)
                     el = 'RetryCounter'
@@ -2835,13 +2867,13 @@ def _d_CertificateUpdateResType(r):
                         p += 16
                         f_RetryCounter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RetryCounter = r.uint(); p = r.pos
+                        r.pos = p; f_RetryCounter = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CertificateUpdateResType', p)
                     if _neg: f_RetryCounter = -f_RetryCounter - 1
-                    if f_RetryCounter < -32768 or f_RetryCounter > 32767: raise DecodeError(f'value {f_RetryCounter} outside [-32768, 32767]', p)
+                    if f_RetryCounter < -32768 or f_RetryCounter > 32767: raise DecodeError(f'value {f_RetryCounter} outside [-32768, 32767]', r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -2938,6 +2970,7 @@ def _e_CertificateUpdateResType(w, o):
                     if v_ResponseCode is not None or v_SAProvisioningCertificateChain is not None or v_ContractSignatureCertChain is not None or v_ContractSignatureEncryptedPrivateKey is not None or v_DHpublickey is not None or v_eMAID is not None or v_RetryCounter is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2957,11 +2990,11 @@ def _d_ChargeParameterDiscoveryReqType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                     el = 'MaxEntriesSAScheduleTuple'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -2971,56 +3004,56 @@ def _d_ChargeParameterDiscoveryReqType(r):
                         p += 16
                         f_MaxEntriesSAScheduleTuple = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MaxEntriesSAScheduleTuple = r.uint(); p = r.pos
+                        r.pos = p; f_MaxEntriesSAScheduleTuple = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 7
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 7)
                     x = (V >> (E - p)) & 127
                     if x & 113: raise r.deviation('ChargeParameterDiscoveryReqType', p)
-                    if f_MaxEntriesSAScheduleTuple > 65535: raise DecodeError(f'value {f_MaxEntriesSAScheduleTuple} outside [0, 65535]', p)
+                    if f_MaxEntriesSAScheduleTuple > 65535: raise DecodeError(f'value {f_MaxEntriesSAScheduleTuple} outside [0, 65535]', r.at(p))
                     el = 'RequestedEnergyTransferMode'
                     f_RequestedEnergyTransferMode = ((x >> 1) & 7)
-                    if f_RequestedEnergyTransferMode >= 6: raise DecodeError(f'enumeration index {f_RequestedEnergyTransferMode} out of range (6 values)', p)
+                    if f_RequestedEnergyTransferMode >= 6: raise DecodeError(f'enumeration index {f_RequestedEnergyTransferMode} out of range (6 values)', r.at(p))
                     f_RequestedEnergyTransferMode = _E14[f_RequestedEnergyTransferMode]
                     s = 2
                 elif ec == 1:
                     p += 5
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 5)
                     x = (V >> (E - p)) & 31
                     if x & 17: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                     el = 'RequestedEnergyTransferMode'
                     f_RequestedEnergyTransferMode = ((x >> 1) & 7)
-                    if f_RequestedEnergyTransferMode >= 6: raise DecodeError(f'enumeration index {f_RequestedEnergyTransferMode} out of range (6 values)', p)
+                    if f_RequestedEnergyTransferMode >= 6: raise DecodeError(f'enumeration index {f_RequestedEnergyTransferMode} out of range (6 values)', r.at(p))
                     f_RequestedEnergyTransferMode = _E14[f_RequestedEnergyTransferMode]
                     s = 2
                 else:
                     raise r.deviation('ChargeParameterDiscoveryReqType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'AC_EVChargeParameter'
                     r.pos = p
                     f_AC_EVChargeParameter = _d_AC_EVChargeParameterType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     el = 'DC_EVChargeParameter'
                     r.pos = p
                     f_DC_EVChargeParameter = _d_DC_EVChargeParameterType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     el = 'EVChargeParameter'
                     r.pos = p
                     f_EVChargeParameter = _d_EVChargeParameterType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('ChargeParameterDiscoveryReqType', p)
             if s == 3:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
                 s = -1
         r.pos = p
@@ -3106,6 +3139,7 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     if v_MaxEntriesSAScheduleTuple is not None or v_RequestedEnergyTransferMode is not None or v_AC_EVChargeParameter is not None or v_DC_EVChargeParameter is not None or v_EVChargeParameter is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -3127,43 +3161,43 @@ def _d_ChargeParameterDiscoveryResType(r):
         while s >= 0:
             if s == 0:
                 p += 13
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 13)
                 x = (V >> (E - p)) & 8191
                 if x & 6201: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 6) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
                 f_ResponseCode = _E4[f_ResponseCode]
                 el = 'EVSEProcessing'
                 f_EVSEProcessing = ((x >> 1) & 3)
-                if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', p)
+                if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
                 f_EVSEProcessing = _E5[f_EVSEProcessing]
                 s = 2
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'SAScheduleList'
                     r.pos = p
                     f_SAScheduleList = _d_SAScheduleListType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     el = 'SASchedules'
                     f_SASchedules = iso2_msgdatatypes.SASchedulesType()
                     s = 3
                 elif ec == 2:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     el = 'AC_EVSEChargeParameter'
-                    el = 'AC_EVSEStatus'
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c44_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -3171,28 +3205,28 @@ def _d_ChargeParameterDiscoveryResType(r):
                         p += 16
                         _c44_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c44_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c44_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 27
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 27)
                     x = (V >> (E - p)) & 134217727
                     if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _c44_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c44_NotificationMaxDelay} outside [0, 65535]', p)
-                    el = 'EVSENotification'
+                    if _c44_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c44_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                     _c44_EVSENotification = ((x >> 22) & 3)
-                    if _c44_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c44_EVSENotification} out of range (3 values)', p)
+                    if _c44_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c44_EVSENotification} out of range (3 values)', r.at(p))
                     _c44_EVSENotification = _E2[_c44_EVSENotification]
-                    el = 'RCD'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
                     _c44_RCD = ((x >> 18) & 1) == 1
                     _c43_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c44_NotificationMaxDelay, _c44_EVSENotification, _c44_RCD)
-                    el = 'EVSENominalVoltage'
-                    el = 'Multiplier'
+                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
+                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
                     _c45_Multiplier = ((x >> 10) & 7) + -3
-                    if _c45_Multiplier > 3: raise DecodeError(f'value {_c45_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c45_Multiplier > 3: raise DecodeError(f'value {_c45_Multiplier} above maximum 3', r.at(p))
+                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
                     _c45_Unit = ((x >> 4) & 7)
-                    if _c45_Unit >= 7: raise DecodeError(f'enumeration index {_c45_Unit} out of range (7 values)', p)
+                    if _c45_Unit >= 7: raise DecodeError(f'enumeration index {_c45_Unit} out of range (7 values)', r.at(p))
                     _c45_Unit = _E0[_c45_Unit]
-                    el = 'Value'
+                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -3201,23 +3235,23 @@ def _d_ChargeParameterDiscoveryResType(r):
                         p += 16
                         _c45_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c45_Value = r.uint(); p = r.pos
+                        r.pos = p; _c45_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 18
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 18)
                     x = (V >> (E - p)) & 262143
                     if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     if _neg: _c45_Value = -_c45_Value - 1
-                    if _c45_Value < -32768 or _c45_Value > 32767: raise DecodeError(f'value {_c45_Value} outside [-32768, 32767]', p)
+                    if _c45_Value < -32768 or _c45_Value > 32767: raise DecodeError(f'value {_c45_Value} outside [-32768, 32767]', r.at(p))
                     _c43_EVSENominalVoltage = iso2_msgdatatypes.PhysicalValueType(_c45_Multiplier, _c45_Unit, _c45_Value)
-                    el = 'EVSEMaxCurrent'
-                    el = 'Multiplier'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
                     _c46_Multiplier = ((x >> 10) & 7) + -3
-                    if _c46_Multiplier > 3: raise DecodeError(f'value {_c46_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c46_Multiplier > 3: raise DecodeError(f'value {_c46_Multiplier} above maximum 3', r.at(p))
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
                     _c46_Unit = ((x >> 4) & 7)
-                    if _c46_Unit >= 7: raise DecodeError(f'enumeration index {_c46_Unit} out of range (7 values)', p)
+                    if _c46_Unit >= 7: raise DecodeError(f'enumeration index {_c46_Unit} out of range (7 values)', r.at(p))
                     _c46_Unit = _E0[_c46_Unit]
-                    el = 'Value'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -3226,13 +3260,13 @@ def _d_ChargeParameterDiscoveryResType(r):
                         p += 16
                         _c46_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c46_Value = r.uint(); p = r.pos
+                        r.pos = p; _c46_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     if _neg: _c46_Value = -_c46_Value - 1
-                    if _c46_Value < -32768 or _c46_Value > 32767: raise DecodeError(f'value {_c46_Value} outside [-32768, 32767]', p)
+                    if _c46_Value < -32768 or _c46_Value > 32767: raise DecodeError(f'value {_c46_Value} outside [-32768, 32767]', r.at(p))
                     _c43_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c46_Multiplier, _c46_Unit, _c46_Value)
                     f_AC_EVSEChargeParameter = iso2_msgdatatypes.AC_EVSEChargeParameterType(_c43_AC_EVSEStatus, _c43_EVSENominalVoltage, _c43_EVSEMaxCurrent)
                     s = 4
@@ -3240,11 +3274,11 @@ def _d_ChargeParameterDiscoveryResType(r):
                     el = 'DC_EVSEChargeParameter'
                     r.pos = p
                     f_DC_EVSEChargeParameter = _d_DC_EVSEChargeParameterType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 4:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     el = 'EVSEChargeParameter'
                     f_EVSEChargeParameter = iso2_msgdatatypes.EVSEChargeParameterType()
@@ -3253,16 +3287,16 @@ def _d_ChargeParameterDiscoveryResType(r):
                     raise r.deviation('ChargeParameterDiscoveryResType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     el = 'AC_EVSEChargeParameter'
-                    el = 'AC_EVSEStatus'
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c44_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -3270,28 +3304,28 @@ def _d_ChargeParameterDiscoveryResType(r):
                         p += 16
                         _c44_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c44_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c44_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 27
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 27)
                     x = (V >> (E - p)) & 134217727
                     if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', p)
-                    if _c44_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c44_NotificationMaxDelay} outside [0, 65535]', p)
-                    el = 'EVSENotification'
+                    if _c44_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c44_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                     _c44_EVSENotification = ((x >> 22) & 3)
-                    if _c44_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c44_EVSENotification} out of range (3 values)', p)
+                    if _c44_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c44_EVSENotification} out of range (3 values)', r.at(p))
                     _c44_EVSENotification = _E2[_c44_EVSENotification]
-                    el = 'RCD'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
                     _c44_RCD = ((x >> 18) & 1) == 1
                     _c48_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c44_NotificationMaxDelay, _c44_EVSENotification, _c44_RCD)
-                    el = 'EVSENominalVoltage'
-                    el = 'Multiplier'
+                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
+                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
                     _c45_Multiplier = ((x >> 10) & 7) + -3
-                    if _c45_Multiplier > 3: raise DecodeError(f'value {_c45_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c45_Multiplier > 3: raise DecodeError(f'value {_c45_Multiplier} above maximum 3', r.at(p))
+                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
                     _c45_Unit = ((x >> 4) & 7)
-                    if _c45_Unit >= 7: raise DecodeError(f'enumeration index {_c45_Unit} out of range (7 values)', p)
+                    if _c45_Unit >= 7: raise DecodeError(f'enumeration index {_c45_Unit} out of range (7 values)', r.at(p))
                     _c45_Unit = _E0[_c45_Unit]
-                    el = 'Value'
+                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -3300,23 +3334,23 @@ def _d_ChargeParameterDiscoveryResType(r):
                         p += 16
                         _c45_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c45_Value = r.uint(); p = r.pos
+                        r.pos = p; _c45_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 18
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 18)
                     x = (V >> (E - p)) & 262143
                     if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     if _neg: _c45_Value = -_c45_Value - 1
-                    if _c45_Value < -32768 or _c45_Value > 32767: raise DecodeError(f'value {_c45_Value} outside [-32768, 32767]', p)
+                    if _c45_Value < -32768 or _c45_Value > 32767: raise DecodeError(f'value {_c45_Value} outside [-32768, 32767]', r.at(p))
                     _c48_EVSENominalVoltage = iso2_msgdatatypes.PhysicalValueType(_c45_Multiplier, _c45_Unit, _c45_Value)
-                    el = 'EVSEMaxCurrent'
-                    el = 'Multiplier'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
                     _c46_Multiplier = ((x >> 10) & 7) + -3
-                    if _c46_Multiplier > 3: raise DecodeError(f'value {_c46_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c46_Multiplier > 3: raise DecodeError(f'value {_c46_Multiplier} above maximum 3', r.at(p))
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
                     _c46_Unit = ((x >> 4) & 7)
-                    if _c46_Unit >= 7: raise DecodeError(f'enumeration index {_c46_Unit} out of range (7 values)', p)
+                    if _c46_Unit >= 7: raise DecodeError(f'enumeration index {_c46_Unit} out of range (7 values)', r.at(p))
                     _c46_Unit = _E0[_c46_Unit]
-                    el = 'Value'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -3325,13 +3359,13 @@ def _d_ChargeParameterDiscoveryResType(r):
                         p += 16
                         _c46_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c46_Value = r.uint(); p = r.pos
+                        r.pos = p; _c46_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     if _neg: _c46_Value = -_c46_Value - 1
-                    if _c46_Value < -32768 or _c46_Value > 32767: raise DecodeError(f'value {_c46_Value} outside [-32768, 32767]', p)
+                    if _c46_Value < -32768 or _c46_Value > 32767: raise DecodeError(f'value {_c46_Value} outside [-32768, 32767]', r.at(p))
                     _c48_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c46_Multiplier, _c46_Unit, _c46_Value)
                     f_AC_EVSEChargeParameter = iso2_msgdatatypes.AC_EVSEChargeParameterType(_c48_AC_EVSEStatus, _c48_EVSENominalVoltage, _c48_EVSEMaxCurrent)
                     s = 4
@@ -3339,11 +3373,11 @@ def _d_ChargeParameterDiscoveryResType(r):
                     el = 'DC_EVSEChargeParameter'
                     r.pos = p
                     f_DC_EVSEChargeParameter = _d_DC_EVSEChargeParameterType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                     el = 'EVSEChargeParameter'
                     f_EVSEChargeParameter = iso2_msgdatatypes.EVSEChargeParameterType()
@@ -3352,7 +3386,7 @@ def _d_ChargeParameterDiscoveryResType(r):
                     raise r.deviation('ChargeParameterDiscoveryResType', p)
             if s == 4:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
                 s = -1
         r.pos = p
@@ -3415,13 +3449,13 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     _c53_EVSENominalVoltage = _o.EVSENominalVoltage
                     _c53_EVSEMaxCurrent = _o.EVSEMaxCurrent
                     if not (_c53_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
-                    el = 'AC_EVSEStatus'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
                     _o = _c53_AC_EVSEStatus
                     _c54_NotificationMaxDelay = _o.NotificationMaxDelay
                     _c54_EVSENotification = _o.EVSENotification
                     _c54_RCD = _o.RCD
                     if not (_c54_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
                     if _c54_NotificationMaxDelay < 0 or _c54_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c54_NotificationMaxDelay!r} outside [0, 65535]')
                     v = (v << 6) | (2 << 3)
                     n += 6
@@ -3429,27 +3463,27 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     elif _c54_NotificationMaxDelay < 16384: v = (v << 16) | ((_c54_NotificationMaxDelay & 127) << 8) | 32768 | (_c54_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c54_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c54_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                     _i17 = _I3.get(_c54_EVSENotification)
                     if _i17 is None: raise EncodeError(f'{_c54_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     if not (_c54_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'RCD'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
                     if _c54_RCD is not True and _c54_RCD is not False: raise EncodeError(f'expected a bool, got {_c54_RCD!r}')
                     if not (_c53_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
-                    el = 'EVSENominalVoltage'
+                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
                     _o = _c53_EVSENominalVoltage
                     _c55_Multiplier = _o.Multiplier
                     _c55_Unit = _o.Unit
                     _c55_Value = _o.Value
                     if not (_c55_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
                     if not -3 <= _c55_Multiplier <= 3: raise EncodeError(f'value {_c55_Multiplier!r} outside [-3, 3]')
                     if not (_c55_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
                     _i7 = _I1.get(_c55_Unit)
                     if _i7 is None: raise EncodeError(f'{_c55_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c55_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
                     if _c55_Value < -32768 or _c55_Value > 32767: raise EncodeError(f'value {_c55_Value!r} outside [-32768, 32767]')
                     v = (v << 27) | (_i17 << 22) | (_c54_RCD << 18) | ((_c55_Multiplier - -3) << 10) | (_i7 << 4) | (_c55_Value < 0)
                     n += 27
@@ -3464,20 +3498,20 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c53_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
-                    el = 'EVSEMaxCurrent'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
                     _o = _c53_EVSEMaxCurrent
                     _c56_Multiplier = _o.Multiplier
                     _c56_Unit = _o.Unit
                     _c56_Value = _o.Value
                     if not (_c56_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
                     if not -3 <= _c56_Multiplier <= 3: raise EncodeError(f'value {_c56_Multiplier!r} outside [-3, 3]')
                     if not (_c56_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
                     _i7 = _I1.get(_c56_Unit)
                     if _i7 is None: raise EncodeError(f'{_c56_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c56_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                     if _c56_Value < -32768 or _c56_Value > 32767: raise EncodeError(f'value {_c56_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c56_Multiplier - -3) << 10) | (_i7 << 4) | (_c56_Value < 0)
                     n += 18
@@ -3521,13 +3555,13 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     _c58_EVSENominalVoltage = _o.EVSENominalVoltage
                     _c58_EVSEMaxCurrent = _o.EVSEMaxCurrent
                     if not (_c58_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
-                    el = 'AC_EVSEStatus'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
                     _o = _c58_AC_EVSEStatus
                     _c54_NotificationMaxDelay = _o.NotificationMaxDelay
                     _c54_EVSENotification = _o.EVSENotification
                     _c54_RCD = _o.RCD
                     if not (_c54_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
                     if _c54_NotificationMaxDelay < 0 or _c54_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c54_NotificationMaxDelay!r} outside [0, 65535]')
                     v <<= 5
                     n += 5
@@ -3535,27 +3569,27 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     elif _c54_NotificationMaxDelay < 16384: v = (v << 16) | ((_c54_NotificationMaxDelay & 127) << 8) | 32768 | (_c54_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c54_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c54_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                     _i17 = _I3.get(_c54_EVSENotification)
                     if _i17 is None: raise EncodeError(f'{_c54_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     if not (_c54_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'RCD'
+                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
                     if _c54_RCD is not True and _c54_RCD is not False: raise EncodeError(f'expected a bool, got {_c54_RCD!r}')
                     if not (_c58_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
-                    el = 'EVSENominalVoltage'
+                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
                     _o = _c58_EVSENominalVoltage
                     _c55_Multiplier = _o.Multiplier
                     _c55_Unit = _o.Unit
                     _c55_Value = _o.Value
                     if not (_c55_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
                     if not -3 <= _c55_Multiplier <= 3: raise EncodeError(f'value {_c55_Multiplier!r} outside [-3, 3]')
                     if not (_c55_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
                     _i7 = _I1.get(_c55_Unit)
                     if _i7 is None: raise EncodeError(f'{_c55_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c55_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
                     if _c55_Value < -32768 or _c55_Value > 32767: raise EncodeError(f'value {_c55_Value!r} outside [-32768, 32767]')
                     v = (v << 27) | (_i17 << 22) | (_c54_RCD << 18) | ((_c55_Multiplier - -3) << 10) | (_i7 << 4) | (_c55_Value < 0)
                     n += 27
@@ -3570,20 +3604,20 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c58_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
-                    el = 'EVSEMaxCurrent'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
                     _o = _c58_EVSEMaxCurrent
                     _c56_Multiplier = _o.Multiplier
                     _c56_Unit = _o.Unit
                     _c56_Value = _o.Value
                     if not (_c56_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
                     if not -3 <= _c56_Multiplier <= 3: raise EncodeError(f'value {_c56_Multiplier!r} outside [-3, 3]')
                     if not (_c56_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
                     _i7 = _I1.get(_c56_Unit)
                     if _i7 is None: raise EncodeError(f'{_c56_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c56_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                     if _c56_Value < -32768 or _c56_Value > 32767: raise EncodeError(f'value {_c56_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c56_Multiplier - -3) << 10) | (_i7 << 4) | (_c56_Value < 0)
                     n += 18
@@ -3626,6 +3660,7 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                     if v_ResponseCode is not None or v_EVSEProcessing is not None or v_SAScheduleList is not None or v_SASchedules is not None or v_AC_EVSEChargeParameter is not None or v_DC_EVSEChargeParameter is not None or v_EVSEChargeParameter is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -3637,7 +3672,7 @@ def _d_SASchedulesType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SASchedulesType', p)
         r.pos = p
     except Exception as e:
@@ -3654,6 +3689,7 @@ def _e_SASchedulesType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -3665,7 +3701,7 @@ def _d_ChargingStatusReqType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusReqType', p)
         r.pos = p
     except Exception as e:
@@ -3682,6 +3718,7 @@ def _e_ChargingStatusReqType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -3703,44 +3740,44 @@ def _d_ChargingStatusResType(r):
         while s >= 0:
             if s == 0:
                 p += 10
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 10)
                 x = (V >> (E - p)) & 1023
                 if x & 775: raise r.deviation('ChargingStatusResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 3) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
                 f_ResponseCode = _E4[f_ResponseCode]
                 el = 'EVSEID'
                 r.pos = p
                 f_EVSEID = r.string(26)
-                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.pos)
-                p = r.pos
+                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.at(r.pos))
+                V = r.v; E = r.end; p = r.pos
                 p += 12
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 12)
                 x = (V >> (E - p)) & 4095
                 if x & 3585: raise r.deviation('ChargingStatusResType', p)
                 el = 'SAScheduleTupleID'
                 f_SAScheduleTupleID = ((x >> 1) & 255) + 1
-                if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', p)
+                if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.at(p))
                 s = 3
             if s == 3:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('ChargingStatusResType', p)
                     el = 'EVSEMaxCurrent'
-                    el = 'Multiplier'
+                    el = 'EVSEMaxCurrent/Multiplier'
                     _c60_Multiplier = ((x >> 10) & 7) + -3
-                    if _c60_Multiplier > 3: raise DecodeError(f'value {_c60_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c60_Multiplier > 3: raise DecodeError(f'value {_c60_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVSEMaxCurrent/Unit'
                     _c60_Unit = ((x >> 4) & 7)
-                    if _c60_Unit >= 7: raise DecodeError(f'enumeration index {_c60_Unit} out of range (7 values)', p)
+                    if _c60_Unit >= 7: raise DecodeError(f'enumeration index {_c60_Unit} out of range (7 values)', r.at(p))
                     _c60_Unit = _E0[_c60_Unit]
-                    el = 'Value'
+                    el = 'EVSEMaxCurrent/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -3749,24 +3786,24 @@ def _d_ChargingStatusResType(r):
                         p += 16
                         _c60_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c60_Value = r.uint(); p = r.pos
+                        r.pos = p; _c60_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ChargingStatusResType', p)
                     if _neg: _c60_Value = -_c60_Value - 1
-                    if _c60_Value < -32768 or _c60_Value > 32767: raise DecodeError(f'value {_c60_Value} outside [-32768, 32767]', p)
+                    if _c60_Value < -32768 or _c60_Value > 32767: raise DecodeError(f'value {_c60_Value} outside [-32768, 32767]', r.at(p))
                     f_EVSEMaxCurrent = iso2_msgdatatypes.PhysicalValueType(_c60_Multiplier, _c60_Unit, _c60_Value)
                     s = 4
                 elif ec == 1:
                     el = 'MeterInfo'
                     r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 2:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('ChargingStatusResType', p)
                     el = 'ReceiptRequired'
@@ -3774,11 +3811,11 @@ def _d_ChargingStatusResType(r):
                     s = 6
                 elif ec == 3:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ChargingStatusResType', p)
                     el = 'AC_EVSEStatus'
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEStatus/NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c61_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -3786,17 +3823,17 @@ def _d_ChargingStatusResType(r):
                         p += 16
                         _c61_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c61_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c61_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 11
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                    if _c61_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c61_NotificationMaxDelay} outside [0, 65535]', p)
-                    el = 'EVSENotification'
+                    if _c61_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c61_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    el = 'AC_EVSEStatus/EVSENotification'
                     _c61_EVSENotification = ((x >> 6) & 3)
-                    if _c61_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c61_EVSENotification} out of range (3 values)', p)
+                    if _c61_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c61_EVSENotification} out of range (3 values)', r.at(p))
                     _c61_EVSENotification = _E2[_c61_EVSENotification]
-                    el = 'RCD'
+                    el = 'AC_EVSEStatus/RCD'
                     _c61_RCD = ((x >> 2) & 1) == 1
                     f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c61_NotificationMaxDelay, _c61_EVSENotification, _c61_RCD)
                     s = 7
@@ -3804,17 +3841,17 @@ def _d_ChargingStatusResType(r):
                     raise r.deviation('ChargingStatusResType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'MeterInfo'
                     r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('ChargingStatusResType', p)
                     el = 'ReceiptRequired'
@@ -3822,11 +3859,11 @@ def _d_ChargingStatusResType(r):
                     s = 6
                 elif ec == 2:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ChargingStatusResType', p)
                     el = 'AC_EVSEStatus'
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEStatus/NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c62_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -3834,17 +3871,17 @@ def _d_ChargingStatusResType(r):
                         p += 16
                         _c62_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c62_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c62_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 11
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                    if _c62_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c62_NotificationMaxDelay} outside [0, 65535]', p)
-                    el = 'EVSENotification'
+                    if _c62_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c62_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    el = 'AC_EVSEStatus/EVSENotification'
                     _c62_EVSENotification = ((x >> 6) & 3)
-                    if _c62_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c62_EVSENotification} out of range (3 values)', p)
+                    if _c62_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c62_EVSENotification} out of range (3 values)', r.at(p))
                     _c62_EVSENotification = _E2[_c62_EVSENotification]
-                    el = 'RCD'
+                    el = 'AC_EVSEStatus/RCD'
                     _c62_RCD = ((x >> 2) & 1) == 1
                     f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c62_NotificationMaxDelay, _c62_EVSENotification, _c62_RCD)
                     s = 7
@@ -3852,11 +3889,11 @@ def _d_ChargingStatusResType(r):
                     raise r.deviation('ChargingStatusResType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('ChargingStatusResType', p)
                     el = 'ReceiptRequired'
@@ -3864,11 +3901,11 @@ def _d_ChargingStatusResType(r):
                     s = 6
                 elif ec == 1:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ChargingStatusResType', p)
                     el = 'AC_EVSEStatus'
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEStatus/NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c63_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -3876,17 +3913,17 @@ def _d_ChargingStatusResType(r):
                         p += 16
                         _c63_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c63_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c63_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 11
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                    if _c63_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c63_NotificationMaxDelay} outside [0, 65535]', p)
-                    el = 'EVSENotification'
+                    if _c63_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c63_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    el = 'AC_EVSEStatus/EVSENotification'
                     _c63_EVSENotification = ((x >> 6) & 3)
-                    if _c63_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c63_EVSENotification} out of range (3 values)', p)
+                    if _c63_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c63_EVSENotification} out of range (3 values)', r.at(p))
                     _c63_EVSENotification = _E2[_c63_EVSENotification]
-                    el = 'RCD'
+                    el = 'AC_EVSEStatus/RCD'
                     _c63_RCD = ((x >> 2) & 1) == 1
                     f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c63_NotificationMaxDelay, _c63_EVSENotification, _c63_RCD)
                     s = 7
@@ -3894,11 +3931,11 @@ def _d_ChargingStatusResType(r):
                     raise r.deviation('ChargingStatusResType', p)
             if s == 6:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('ChargingStatusResType', p)
                 el = 'AC_EVSEStatus'
-                el = 'NotificationMaxDelay'
+                el = 'AC_EVSEStatus/NotificationMaxDelay'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
                     _c64_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -3906,23 +3943,23 @@ def _d_ChargingStatusResType(r):
                     p += 16
                     _c64_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c64_NotificationMaxDelay = r.uint(); p = r.pos
+                    r.pos = p; _c64_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 11
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 11)
                 x = (V >> (E - p)) & 2047
                 if x & 1851: raise r.deviation('ChargingStatusResType', p)
-                if _c64_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c64_NotificationMaxDelay} outside [0, 65535]', p)
-                el = 'EVSENotification'
+                if _c64_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c64_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                el = 'AC_EVSEStatus/EVSENotification'
                 _c64_EVSENotification = ((x >> 6) & 3)
-                if _c64_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c64_EVSENotification} out of range (3 values)', p)
+                if _c64_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c64_EVSENotification} out of range (3 values)', r.at(p))
                 _c64_EVSENotification = _E2[_c64_EVSENotification]
-                el = 'RCD'
+                el = 'AC_EVSEStatus/RCD'
                 _c64_RCD = ((x >> 2) & 1) == 1
                 f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c64_NotificationMaxDelay, _c64_EVSENotification, _c64_RCD)
                 s = 7
             if s == 7:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargingStatusResType', p)
                 s = -1
         r.pos = p
@@ -3979,14 +4016,14 @@ def _e_ChargingStatusResType(w, o):
                     _c66_Unit = _o.Unit
                     _c66_Value = _o.Value
                     if not (_c66_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEMaxCurrent/Multiplier'
                     if not -3 <= _c66_Multiplier <= 3: raise EncodeError(f'value {_c66_Multiplier!r} outside [-3, 3]')
                     if not (_c66_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEMaxCurrent/Unit'
                     _i7 = _I1.get(_c66_Unit)
                     if _i7 is None: raise EncodeError(f'{_c66_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c66_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEMaxCurrent/Value'
                     if _c66_Value < -32768 or _c66_Value > 32767: raise EncodeError(f'value {_c66_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c66_Multiplier - -3) << 10) | (_i7 << 4) | (_c66_Value < 0)
                     n += 18
@@ -4024,7 +4061,7 @@ def _e_ChargingStatusResType(w, o):
                     _c67_EVSENotification = _o.EVSENotification
                     _c67_RCD = _o.RCD
                     if not (_c67_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEStatus/NotificationMaxDelay'
                     if _c67_NotificationMaxDelay < 0 or _c67_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c67_NotificationMaxDelay!r} outside [0, 65535]')
                     v = (v << 5) | (3 << 2)
                     n += 5
@@ -4032,11 +4069,11 @@ def _e_ChargingStatusResType(w, o):
                     elif _c67_NotificationMaxDelay < 16384: v = (v << 16) | ((_c67_NotificationMaxDelay & 127) << 8) | 32768 | (_c67_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c67_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c67_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
+                    el = 'AC_EVSEStatus/EVSENotification'
                     _i17 = _I3.get(_c67_EVSENotification)
                     if _i17 is None: raise EncodeError(f'{_c67_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     if not (_c67_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'RCD'
+                    el = 'AC_EVSEStatus/RCD'
                     if _c67_RCD is not True and _c67_RCD is not False: raise EncodeError(f'expected a bool, got {_c67_RCD!r}')
                     v = (v << 11) | (_i17 << 6) | (_c67_RCD << 2)
                     n += 11
@@ -4071,7 +4108,7 @@ def _e_ChargingStatusResType(w, o):
                     _c68_EVSENotification = _o.EVSENotification
                     _c68_RCD = _o.RCD
                     if not (_c68_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEStatus/NotificationMaxDelay'
                     if _c68_NotificationMaxDelay < 0 or _c68_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c68_NotificationMaxDelay!r} outside [0, 65535]')
                     v = (v << 4) | (2 << 2)
                     n += 4
@@ -4079,11 +4116,11 @@ def _e_ChargingStatusResType(w, o):
                     elif _c68_NotificationMaxDelay < 16384: v = (v << 16) | ((_c68_NotificationMaxDelay & 127) << 8) | 32768 | (_c68_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c68_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c68_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
+                    el = 'AC_EVSEStatus/EVSENotification'
                     _i17 = _I3.get(_c68_EVSENotification)
                     if _i17 is None: raise EncodeError(f'{_c68_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     if not (_c68_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'RCD'
+                    el = 'AC_EVSEStatus/RCD'
                     if _c68_RCD is not True and _c68_RCD is not False: raise EncodeError(f'expected a bool, got {_c68_RCD!r}')
                     v = (v << 11) | (_i17 << 6) | (_c68_RCD << 2)
                     n += 11
@@ -4109,7 +4146,7 @@ def _e_ChargingStatusResType(w, o):
                     _c69_EVSENotification = _o.EVSENotification
                     _c69_RCD = _o.RCD
                     if not (_c69_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEStatus/NotificationMaxDelay'
                     if _c69_NotificationMaxDelay < 0 or _c69_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c69_NotificationMaxDelay!r} outside [0, 65535]')
                     v = (v << 4) | (1 << 2)
                     n += 4
@@ -4117,11 +4154,11 @@ def _e_ChargingStatusResType(w, o):
                     elif _c69_NotificationMaxDelay < 16384: v = (v << 16) | ((_c69_NotificationMaxDelay & 127) << 8) | 32768 | (_c69_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c69_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c69_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
+                    el = 'AC_EVSEStatus/EVSENotification'
                     _i17 = _I3.get(_c69_EVSENotification)
                     if _i17 is None: raise EncodeError(f'{_c69_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     if not (_c69_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'RCD'
+                    el = 'AC_EVSEStatus/RCD'
                     if _c69_RCD is not True and _c69_RCD is not False: raise EncodeError(f'expected a bool, got {_c69_RCD!r}')
                     v = (v << 11) | (_i17 << 6) | (_c69_RCD << 2)
                     n += 11
@@ -4140,7 +4177,7 @@ def _e_ChargingStatusResType(w, o):
                     _c70_EVSENotification = _o.EVSENotification
                     _c70_RCD = _o.RCD
                     if not (_c70_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEStatus/NotificationMaxDelay'
                     if _c70_NotificationMaxDelay < 0 or _c70_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c70_NotificationMaxDelay!r} outside [0, 65535]')
                     v <<= 3
                     n += 3
@@ -4148,11 +4185,11 @@ def _e_ChargingStatusResType(w, o):
                     elif _c70_NotificationMaxDelay < 16384: v = (v << 16) | ((_c70_NotificationMaxDelay & 127) << 8) | 32768 | (_c70_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c70_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c70_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
+                    el = 'AC_EVSEStatus/EVSENotification'
                     _i17 = _I3.get(_c70_EVSENotification)
                     if _i17 is None: raise EncodeError(f'{_c70_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     if not (_c70_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'RCD'
+                    el = 'AC_EVSEStatus/RCD'
                     if _c70_RCD is not True and _c70_RCD is not False: raise EncodeError(f'expected a bool, got {_c70_RCD!r}')
                     v = (v << 11) | (_i17 << 6) | (_c70_RCD << 2)
                     n += 11
@@ -4170,6 +4207,7 @@ def _e_ChargingStatusResType(w, o):
                     if v_ResponseCode is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_EVSEMaxCurrent is not None or v_MeterInfo is not None or v_ReceiptRequired is not None or v_AC_EVSEStatus is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4189,32 +4227,32 @@ def _d_MeterInfoType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'MeterID'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
                     f_MeterID = ''
                 else:
                     r.pos = p
                     f_MeterID = r.string(29)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                    p = r.pos
+                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
                 s = 1
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterReading'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -4224,33 +4262,33 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterReading = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterReading = r.uint(); p = r.pos
+                        r.pos = p; f_MeterReading = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterReading > 18446744073709551615: raise DecodeError(f'value {f_MeterReading} outside [0, 18446744073709551615]', p)
+                    if f_MeterReading > 18446744073709551615: raise DecodeError(f'value {f_MeterReading} outside [0, 18446744073709551615]', r.at(p))
                     s = 2
                 elif ec == 1:
                     el = 'SigMeterReading'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
                         f_SigMeterReading = b''
                     else:
                         r.pos = p
                         f_SigMeterReading = r.binary()
-                        if len(f_SigMeterReading) > 64: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 64]', r.pos)
-                        p = r.pos
+                        if len(f_SigMeterReading) > 64: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 64]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
                     s = 3
                 elif ec == 2:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
@@ -4262,16 +4300,16 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
                     s = 4
                 elif ec == 3:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'TMeter'
@@ -4283,12 +4321,12 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_TMeter = r.uint(); p = r.pos
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', p)
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
                     s = 5
                 elif ec == 4:
                     pass
@@ -4297,29 +4335,29 @@ def _d_MeterInfoType(r):
                     raise r.deviation('MeterInfoType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'SigMeterReading'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
                         f_SigMeterReading = b''
                     else:
                         r.pos = p
                         f_SigMeterReading = r.binary()
-                        if len(f_SigMeterReading) > 64: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 64]', r.pos)
-                        p = r.pos
+                        if len(f_SigMeterReading) > 64: raise DecodeError(f'length {len(f_SigMeterReading)} outside [0, 64]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
                     s = 3
                 elif ec == 1:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
@@ -4331,16 +4369,16 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'TMeter'
@@ -4352,12 +4390,12 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_TMeter = r.uint(); p = r.pos
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', p)
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
                     s = 5
                 elif ec == 3:
                     pass
@@ -4366,11 +4404,11 @@ def _d_MeterInfoType(r):
                     raise r.deviation('MeterInfoType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
@@ -4382,16 +4420,16 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'TMeter'
@@ -4403,12 +4441,12 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_TMeter = r.uint(); p = r.pos
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', p)
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
                     s = 5
                 elif ec == 2:
                     pass
@@ -4417,11 +4455,11 @@ def _d_MeterInfoType(r):
                     raise r.deviation('MeterInfoType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'TMeter'
@@ -4433,12 +4471,12 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_TMeter = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_TMeter = r.uint(); p = r.pos
+                        r.pos = p; f_TMeter = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_TMeter = -f_TMeter - 1
-                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', p)
+                    if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: raise DecodeError(f'value {f_TMeter} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
                     s = 5
                 elif ec == 1:
                     pass
@@ -4447,7 +4485,7 @@ def _d_MeterInfoType(r):
                     raise r.deviation('MeterInfoType', p)
             if s == 5:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 s = -1
         r.pos = p
@@ -4643,6 +4681,7 @@ def _e_MeterInfoType(w, o):
                     if v_MeterID is not None or v_MeterReading is not None or v_SigMeterReading is not None or v_MeterStatus is not None or v_TMeter is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4667,29 +4706,29 @@ def _d_CurrentDemandReqType(r):
         while s >= 0:
             if s == 0:
                 p += 39
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 39)
                 x = (V >> (E - p)) & 549755813887
                 if x & 511336244110: raise r.deviation('CurrentDemandReqType', p)
                 el = 'DC_EVStatus'
-                el = 'EVReady'
+                el = 'DC_EVStatus/EVReady'
                 _c71_EVReady = ((x >> 35) & 1) == 1
-                el = 'EVErrorCode'
+                el = 'DC_EVStatus/EVErrorCode'
                 _c71_EVErrorCode = ((x >> 28) & 15)
-                if _c71_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c71_EVErrorCode} out of range (12 values)', p)
+                if _c71_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c71_EVErrorCode} out of range (12 values)', r.at(p))
                 _c71_EVErrorCode = _E8[_c71_EVErrorCode]
-                el = 'EVRESSSOC'
+                el = 'DC_EVStatus/EVRESSSOC'
                 _c71_EVRESSSOC = ((x >> 18) & 127)
-                if _c71_EVRESSSOC > 100: raise DecodeError(f'value {_c71_EVRESSSOC} above maximum 100', p)
+                if _c71_EVRESSSOC > 100: raise DecodeError(f'value {_c71_EVRESSSOC} above maximum 100', r.at(p))
                 f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c71_EVReady, _c71_EVErrorCode, _c71_EVRESSSOC)
                 el = 'EVTargetCurrent'
-                el = 'Multiplier'
+                el = 'EVTargetCurrent/Multiplier'
                 _c72_Multiplier = ((x >> 10) & 7) + -3
-                if _c72_Multiplier > 3: raise DecodeError(f'value {_c72_Multiplier} above maximum 3', p)
-                el = 'Unit'
+                if _c72_Multiplier > 3: raise DecodeError(f'value {_c72_Multiplier} above maximum 3', r.at(p))
+                el = 'EVTargetCurrent/Unit'
                 _c72_Unit = ((x >> 4) & 7)
-                if _c72_Unit >= 7: raise DecodeError(f'enumeration index {_c72_Unit} out of range (7 values)', p)
+                if _c72_Unit >= 7: raise DecodeError(f'enumeration index {_c72_Unit} out of range (7 values)', r.at(p))
                 _c72_Unit = _E0[_c72_Unit]
-                el = 'Value'
+                el = 'EVTargetCurrent/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -4698,33 +4737,33 @@ def _d_CurrentDemandReqType(r):
                     p += 16
                     _c72_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c72_Value = r.uint(); p = r.pos
+                    r.pos = p; _c72_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('CurrentDemandReqType', p)
                 if _neg: _c72_Value = -_c72_Value - 1
-                if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', p)
+                if _c72_Value < -32768 or _c72_Value > 32767: raise DecodeError(f'value {_c72_Value} outside [-32768, 32767]', r.at(p))
                 f_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c72_Multiplier, _c72_Unit, _c72_Value)
                 s = 2
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumVoltageLimit'
-                    el = 'Multiplier'
+                    el = 'EVMaximumVoltageLimit/Multiplier'
                     _c73_Multiplier = ((x >> 10) & 7) + -3
-                    if _c73_Multiplier > 3: raise DecodeError(f'value {_c73_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c73_Multiplier > 3: raise DecodeError(f'value {_c73_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVMaximumVoltageLimit/Unit'
                     _c73_Unit = ((x >> 4) & 7)
-                    if _c73_Unit >= 7: raise DecodeError(f'enumeration index {_c73_Unit} out of range (7 values)', p)
+                    if _c73_Unit >= 7: raise DecodeError(f'enumeration index {_c73_Unit} out of range (7 values)', r.at(p))
                     _c73_Unit = _E0[_c73_Unit]
-                    el = 'Value'
+                    el = 'EVMaximumVoltageLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -4733,29 +4772,29 @@ def _d_CurrentDemandReqType(r):
                         p += 16
                         _c73_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c73_Value = r.uint(); p = r.pos
+                        r.pos = p; _c73_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c73_Value = -_c73_Value - 1
-                    if _c73_Value < -32768 or _c73_Value > 32767: raise DecodeError(f'value {_c73_Value} outside [-32768, 32767]', p)
+                    if _c73_Value < -32768 or _c73_Value > 32767: raise DecodeError(f'value {_c73_Value} outside [-32768, 32767]', r.at(p))
                     f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c73_Multiplier, _c73_Unit, _c73_Value)
                     s = 3
                 elif ec == 1:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumCurrentLimit'
-                    el = 'Multiplier'
+                    el = 'EVMaximumCurrentLimit/Multiplier'
                     _c74_Multiplier = ((x >> 10) & 7) + -3
-                    if _c74_Multiplier > 3: raise DecodeError(f'value {_c74_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c74_Multiplier > 3: raise DecodeError(f'value {_c74_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVMaximumCurrentLimit/Unit'
                     _c74_Unit = ((x >> 4) & 7)
-                    if _c74_Unit >= 7: raise DecodeError(f'enumeration index {_c74_Unit} out of range (7 values)', p)
+                    if _c74_Unit >= 7: raise DecodeError(f'enumeration index {_c74_Unit} out of range (7 values)', r.at(p))
                     _c74_Unit = _E0[_c74_Unit]
-                    el = 'Value'
+                    el = 'EVMaximumCurrentLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -4764,29 +4803,29 @@ def _d_CurrentDemandReqType(r):
                         p += 16
                         _c74_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c74_Value = r.uint(); p = r.pos
+                        r.pos = p; _c74_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c74_Value = -_c74_Value - 1
-                    if _c74_Value < -32768 or _c74_Value > 32767: raise DecodeError(f'value {_c74_Value} outside [-32768, 32767]', p)
+                    if _c74_Value < -32768 or _c74_Value > 32767: raise DecodeError(f'value {_c74_Value} outside [-32768, 32767]', r.at(p))
                     f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c74_Multiplier, _c74_Unit, _c74_Value)
                     s = 4
                 elif ec == 2:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumPowerLimit'
-                    el = 'Multiplier'
+                    el = 'EVMaximumPowerLimit/Multiplier'
                     _c75_Multiplier = ((x >> 10) & 7) + -3
-                    if _c75_Multiplier > 3: raise DecodeError(f'value {_c75_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c75_Multiplier > 3: raise DecodeError(f'value {_c75_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVMaximumPowerLimit/Unit'
                     _c75_Unit = ((x >> 4) & 7)
-                    if _c75_Unit >= 7: raise DecodeError(f'enumeration index {_c75_Unit} out of range (7 values)', p)
+                    if _c75_Unit >= 7: raise DecodeError(f'enumeration index {_c75_Unit} out of range (7 values)', r.at(p))
                     _c75_Unit = _E0[_c75_Unit]
-                    el = 'Value'
+                    el = 'EVMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -4795,18 +4834,18 @@ def _d_CurrentDemandReqType(r):
                         p += 16
                         _c75_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c75_Value = r.uint(); p = r.pos
+                        r.pos = p; _c75_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c75_Value = -_c75_Value - 1
-                    if _c75_Value < -32768 or _c75_Value > 32767: raise DecodeError(f'value {_c75_Value} outside [-32768, 32767]', p)
+                    if _c75_Value < -32768 or _c75_Value > 32767: raise DecodeError(f'value {_c75_Value} outside [-32768, 32767]', r.at(p))
                     f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c75_Multiplier, _c75_Unit, _c75_Value)
                     s = 5
                 elif ec == 3:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'BulkChargingComplete'
@@ -4814,7 +4853,7 @@ def _d_CurrentDemandReqType(r):
                     s = 6
                 elif ec == 4:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'ChargingComplete'
@@ -4824,22 +4863,22 @@ def _d_CurrentDemandReqType(r):
                     raise r.deviation('CurrentDemandReqType', p)
             if s == 3:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumCurrentLimit'
-                    el = 'Multiplier'
+                    el = 'EVMaximumCurrentLimit/Multiplier'
                     _c76_Multiplier = ((x >> 10) & 7) + -3
-                    if _c76_Multiplier > 3: raise DecodeError(f'value {_c76_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c76_Multiplier > 3: raise DecodeError(f'value {_c76_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVMaximumCurrentLimit/Unit'
                     _c76_Unit = ((x >> 4) & 7)
-                    if _c76_Unit >= 7: raise DecodeError(f'enumeration index {_c76_Unit} out of range (7 values)', p)
+                    if _c76_Unit >= 7: raise DecodeError(f'enumeration index {_c76_Unit} out of range (7 values)', r.at(p))
                     _c76_Unit = _E0[_c76_Unit]
-                    el = 'Value'
+                    el = 'EVMaximumCurrentLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -4848,29 +4887,29 @@ def _d_CurrentDemandReqType(r):
                         p += 16
                         _c76_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c76_Value = r.uint(); p = r.pos
+                        r.pos = p; _c76_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c76_Value = -_c76_Value - 1
-                    if _c76_Value < -32768 or _c76_Value > 32767: raise DecodeError(f'value {_c76_Value} outside [-32768, 32767]', p)
+                    if _c76_Value < -32768 or _c76_Value > 32767: raise DecodeError(f'value {_c76_Value} outside [-32768, 32767]', r.at(p))
                     f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c76_Multiplier, _c76_Unit, _c76_Value)
                     s = 4
                 elif ec == 1:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumPowerLimit'
-                    el = 'Multiplier'
+                    el = 'EVMaximumPowerLimit/Multiplier'
                     _c77_Multiplier = ((x >> 10) & 7) + -3
-                    if _c77_Multiplier > 3: raise DecodeError(f'value {_c77_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c77_Multiplier > 3: raise DecodeError(f'value {_c77_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVMaximumPowerLimit/Unit'
                     _c77_Unit = ((x >> 4) & 7)
-                    if _c77_Unit >= 7: raise DecodeError(f'enumeration index {_c77_Unit} out of range (7 values)', p)
+                    if _c77_Unit >= 7: raise DecodeError(f'enumeration index {_c77_Unit} out of range (7 values)', r.at(p))
                     _c77_Unit = _E0[_c77_Unit]
-                    el = 'Value'
+                    el = 'EVMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -4879,18 +4918,18 @@ def _d_CurrentDemandReqType(r):
                         p += 16
                         _c77_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c77_Value = r.uint(); p = r.pos
+                        r.pos = p; _c77_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c77_Value = -_c77_Value - 1
-                    if _c77_Value < -32768 or _c77_Value > 32767: raise DecodeError(f'value {_c77_Value} outside [-32768, 32767]', p)
+                    if _c77_Value < -32768 or _c77_Value > 32767: raise DecodeError(f'value {_c77_Value} outside [-32768, 32767]', r.at(p))
                     f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c77_Multiplier, _c77_Unit, _c77_Value)
                     s = 5
                 elif ec == 2:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'BulkChargingComplete'
@@ -4898,7 +4937,7 @@ def _d_CurrentDemandReqType(r):
                     s = 6
                 elif ec == 3:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'ChargingComplete'
@@ -4908,22 +4947,22 @@ def _d_CurrentDemandReqType(r):
                     raise r.deviation('CurrentDemandReqType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVMaximumPowerLimit'
-                    el = 'Multiplier'
+                    el = 'EVMaximumPowerLimit/Multiplier'
                     _c78_Multiplier = ((x >> 10) & 7) + -3
-                    if _c78_Multiplier > 3: raise DecodeError(f'value {_c78_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c78_Multiplier > 3: raise DecodeError(f'value {_c78_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVMaximumPowerLimit/Unit'
                     _c78_Unit = ((x >> 4) & 7)
-                    if _c78_Unit >= 7: raise DecodeError(f'enumeration index {_c78_Unit} out of range (7 values)', p)
+                    if _c78_Unit >= 7: raise DecodeError(f'enumeration index {_c78_Unit} out of range (7 values)', r.at(p))
                     _c78_Unit = _E0[_c78_Unit]
-                    el = 'Value'
+                    el = 'EVMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -4932,18 +4971,18 @@ def _d_CurrentDemandReqType(r):
                         p += 16
                         _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                        r.pos = p; _c78_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
                     f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c78_Multiplier, _c78_Unit, _c78_Value)
                     s = 5
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'BulkChargingComplete'
@@ -4951,7 +4990,7 @@ def _d_CurrentDemandReqType(r):
                     s = 6
                 elif ec == 2:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'ChargingComplete'
@@ -4961,11 +5000,11 @@ def _d_CurrentDemandReqType(r):
                     raise r.deviation('CurrentDemandReqType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'BulkChargingComplete'
@@ -4973,7 +5012,7 @@ def _d_CurrentDemandReqType(r):
                     s = 6
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandReqType', p)
                     el = 'ChargingComplete'
@@ -4983,7 +5022,7 @@ def _d_CurrentDemandReqType(r):
                     raise r.deviation('CurrentDemandReqType', p)
             if s == 6:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 x = (V >> (E - p)) & 15
                 if x & 13: raise r.deviation('CurrentDemandReqType', p)
                 el = 'ChargingComplete'
@@ -4991,22 +5030,22 @@ def _d_CurrentDemandReqType(r):
                 s = 7
             if s == 7:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'RemainingTimeToFullSoC'
-                    el = 'Multiplier'
+                    el = 'RemainingTimeToFullSoC/Multiplier'
                     _c79_Multiplier = ((x >> 10) & 7) + -3
-                    if _c79_Multiplier > 3: raise DecodeError(f'value {_c79_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c79_Multiplier > 3: raise DecodeError(f'value {_c79_Multiplier} above maximum 3', r.at(p))
+                    el = 'RemainingTimeToFullSoC/Unit'
                     _c79_Unit = ((x >> 4) & 7)
-                    if _c79_Unit >= 7: raise DecodeError(f'enumeration index {_c79_Unit} out of range (7 values)', p)
+                    if _c79_Unit >= 7: raise DecodeError(f'enumeration index {_c79_Unit} out of range (7 values)', r.at(p))
                     _c79_Unit = _E0[_c79_Unit]
-                    el = 'Value'
+                    el = 'RemainingTimeToFullSoC/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -5015,29 +5054,29 @@ def _d_CurrentDemandReqType(r):
                         p += 16
                         _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                        r.pos = p; _c79_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
                     f_RemainingTimeToFullSoC = iso2_msgdatatypes.PhysicalValueType(_c79_Multiplier, _c79_Unit, _c79_Value)
                     s = 8
                 elif ec == 1:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'RemainingTimeToBulkSoC'
-                    el = 'Multiplier'
+                    el = 'RemainingTimeToBulkSoC/Multiplier'
                     _c80_Multiplier = ((x >> 10) & 7) + -3
-                    if _c80_Multiplier > 3: raise DecodeError(f'value {_c80_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c80_Multiplier > 3: raise DecodeError(f'value {_c80_Multiplier} above maximum 3', r.at(p))
+                    el = 'RemainingTimeToBulkSoC/Unit'
                     _c80_Unit = ((x >> 4) & 7)
-                    if _c80_Unit >= 7: raise DecodeError(f'enumeration index {_c80_Unit} out of range (7 values)', p)
+                    if _c80_Unit >= 7: raise DecodeError(f'enumeration index {_c80_Unit} out of range (7 values)', r.at(p))
                     _c80_Unit = _E0[_c80_Unit]
-                    el = 'Value'
+                    el = 'RemainingTimeToBulkSoC/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -5046,29 +5085,29 @@ def _d_CurrentDemandReqType(r):
                         p += 16
                         _c80_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c80_Value = r.uint(); p = r.pos
+                        r.pos = p; _c80_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c80_Value = -_c80_Value - 1
-                    if _c80_Value < -32768 or _c80_Value > 32767: raise DecodeError(f'value {_c80_Value} outside [-32768, 32767]', p)
+                    if _c80_Value < -32768 or _c80_Value > 32767: raise DecodeError(f'value {_c80_Value} outside [-32768, 32767]', r.at(p))
                     f_RemainingTimeToBulkSoC = iso2_msgdatatypes.PhysicalValueType(_c80_Multiplier, _c80_Unit, _c80_Value)
                     s = 9
                 elif ec == 2:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVTargetVoltage'
-                    el = 'Multiplier'
+                    el = 'EVTargetVoltage/Multiplier'
                     _c81_Multiplier = ((x >> 10) & 7) + -3
-                    if _c81_Multiplier > 3: raise DecodeError(f'value {_c81_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c81_Multiplier > 3: raise DecodeError(f'value {_c81_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVTargetVoltage/Unit'
                     _c81_Unit = ((x >> 4) & 7)
-                    if _c81_Unit >= 7: raise DecodeError(f'enumeration index {_c81_Unit} out of range (7 values)', p)
+                    if _c81_Unit >= 7: raise DecodeError(f'enumeration index {_c81_Unit} out of range (7 values)', r.at(p))
                     _c81_Unit = _E0[_c81_Unit]
-                    el = 'Value'
+                    el = 'EVTargetVoltage/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -5077,35 +5116,35 @@ def _d_CurrentDemandReqType(r):
                         p += 16
                         _c81_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c81_Value = r.uint(); p = r.pos
+                        r.pos = p; _c81_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c81_Value = -_c81_Value - 1
-                    if _c81_Value < -32768 or _c81_Value > 32767: raise DecodeError(f'value {_c81_Value} outside [-32768, 32767]', p)
+                    if _c81_Value < -32768 or _c81_Value > 32767: raise DecodeError(f'value {_c81_Value} outside [-32768, 32767]', r.at(p))
                     f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c81_Multiplier, _c81_Unit, _c81_Value)
                     s = 10
                 else:
                     raise r.deviation('CurrentDemandReqType', p)
             if s == 8:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'RemainingTimeToBulkSoC'
-                    el = 'Multiplier'
+                    el = 'RemainingTimeToBulkSoC/Multiplier'
                     _c82_Multiplier = ((x >> 10) & 7) + -3
-                    if _c82_Multiplier > 3: raise DecodeError(f'value {_c82_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c82_Multiplier > 3: raise DecodeError(f'value {_c82_Multiplier} above maximum 3', r.at(p))
+                    el = 'RemainingTimeToBulkSoC/Unit'
                     _c82_Unit = ((x >> 4) & 7)
-                    if _c82_Unit >= 7: raise DecodeError(f'enumeration index {_c82_Unit} out of range (7 values)', p)
+                    if _c82_Unit >= 7: raise DecodeError(f'enumeration index {_c82_Unit} out of range (7 values)', r.at(p))
                     _c82_Unit = _E0[_c82_Unit]
-                    el = 'Value'
+                    el = 'RemainingTimeToBulkSoC/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -5114,29 +5153,29 @@ def _d_CurrentDemandReqType(r):
                         p += 16
                         _c82_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c82_Value = r.uint(); p = r.pos
+                        r.pos = p; _c82_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c82_Value = -_c82_Value - 1
-                    if _c82_Value < -32768 or _c82_Value > 32767: raise DecodeError(f'value {_c82_Value} outside [-32768, 32767]', p)
+                    if _c82_Value < -32768 or _c82_Value > 32767: raise DecodeError(f'value {_c82_Value} outside [-32768, 32767]', r.at(p))
                     f_RemainingTimeToBulkSoC = iso2_msgdatatypes.PhysicalValueType(_c82_Multiplier, _c82_Unit, _c82_Value)
                     s = 9
                 elif ec == 1:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandReqType', p)
                     el = 'EVTargetVoltage'
-                    el = 'Multiplier'
+                    el = 'EVTargetVoltage/Multiplier'
                     _c83_Multiplier = ((x >> 10) & 7) + -3
-                    if _c83_Multiplier > 3: raise DecodeError(f'value {_c83_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c83_Multiplier > 3: raise DecodeError(f'value {_c83_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVTargetVoltage/Unit'
                     _c83_Unit = ((x >> 4) & 7)
-                    if _c83_Unit >= 7: raise DecodeError(f'enumeration index {_c83_Unit} out of range (7 values)', p)
+                    if _c83_Unit >= 7: raise DecodeError(f'enumeration index {_c83_Unit} out of range (7 values)', r.at(p))
                     _c83_Unit = _E0[_c83_Unit]
-                    el = 'Value'
+                    el = 'EVTargetVoltage/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -5145,31 +5184,31 @@ def _d_CurrentDemandReqType(r):
                         p += 16
                         _c83_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c83_Value = r.uint(); p = r.pos
+                        r.pos = p; _c83_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandReqType', p)
                     if _neg: _c83_Value = -_c83_Value - 1
-                    if _c83_Value < -32768 or _c83_Value > 32767: raise DecodeError(f'value {_c83_Value} outside [-32768, 32767]', p)
+                    if _c83_Value < -32768 or _c83_Value > 32767: raise DecodeError(f'value {_c83_Value} outside [-32768, 32767]', r.at(p))
                     f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c83_Multiplier, _c83_Unit, _c83_Value)
                     s = 10
                 else:
                     raise r.deviation('CurrentDemandReqType', p)
             if s == 9:
                 p += 16
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 16)
                 x = (V >> (E - p)) & 65535
                 if x & 58254: raise r.deviation('CurrentDemandReqType', p)
                 el = 'EVTargetVoltage'
-                el = 'Multiplier'
+                el = 'EVTargetVoltage/Multiplier'
                 _c84_Multiplier = ((x >> 10) & 7) + -3
-                if _c84_Multiplier > 3: raise DecodeError(f'value {_c84_Multiplier} above maximum 3', p)
-                el = 'Unit'
+                if _c84_Multiplier > 3: raise DecodeError(f'value {_c84_Multiplier} above maximum 3', r.at(p))
+                el = 'EVTargetVoltage/Unit'
                 _c84_Unit = ((x >> 4) & 7)
-                if _c84_Unit >= 7: raise DecodeError(f'enumeration index {_c84_Unit} out of range (7 values)', p)
+                if _c84_Unit >= 7: raise DecodeError(f'enumeration index {_c84_Unit} out of range (7 values)', r.at(p))
                 _c84_Unit = _E0[_c84_Unit]
-                el = 'Value'
+                el = 'EVTargetVoltage/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -5178,18 +5217,18 @@ def _d_CurrentDemandReqType(r):
                     p += 16
                     _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c84_Value = r.uint(); p = r.pos
+                    r.pos = p; _c84_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('CurrentDemandReqType', p)
                 if _neg: _c84_Value = -_c84_Value - 1
-                if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
+                if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', r.at(p))
                 f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c84_Multiplier, _c84_Unit, _c84_Value)
                 s = 10
             if s == 10:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandReqType', p)
                 s = -1
         r.pos = p
@@ -5223,14 +5262,14 @@ def _e_CurrentDemandReqType(w, o):
                     _c85_EVErrorCode = _o.EVErrorCode
                     _c85_EVRESSSOC = _o.EVRESSSOC
                     if not (_c85_EVReady is not None): raise EncodeError('missing content: EVReady')
-                    el = 'EVReady'
+                    el = 'DC_EVStatus/EVReady'
                     if _c85_EVReady is not True and _c85_EVReady is not False: raise EncodeError(f'expected a bool, got {_c85_EVReady!r}')
                     if not (_c85_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-                    el = 'EVErrorCode'
+                    el = 'DC_EVStatus/EVErrorCode'
                     _i26 = _I9.get(_c85_EVErrorCode)
                     if _i26 is None: raise EncodeError(f'{_c85_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     if not (_c85_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-                    el = 'EVRESSSOC'
+                    el = 'DC_EVStatus/EVRESSSOC'
                     if not 0 <= _c85_EVRESSSOC <= 100: raise EncodeError(f'value {_c85_EVRESSSOC!r} outside [0, 100]')
                     if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
                     el = 'EVTargetCurrent'
@@ -5239,14 +5278,14 @@ def _e_CurrentDemandReqType(w, o):
                     _c86_Unit = _o.Unit
                     _c86_Value = _o.Value
                     if not (_c86_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVTargetCurrent/Multiplier'
                     if not -3 <= _c86_Multiplier <= 3: raise EncodeError(f'value {_c86_Multiplier!r} outside [-3, 3]')
                     if not (_c86_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVTargetCurrent/Unit'
                     _i7 = _I1.get(_c86_Unit)
                     if _i7 is None: raise EncodeError(f'{_c86_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c86_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVTargetCurrent/Value'
                     if _c86_Value < -32768 or _c86_Value > 32767: raise EncodeError(f'value {_c86_Value!r} outside [-32768, 32767]')
                     v = (v << 39) | (_c85_EVReady << 35) | (_i26 << 28) | (_c85_EVRESSSOC << 18) | ((_c86_Multiplier - -3) << 10) | (_i7 << 4) | (_c86_Value < 0)
                     n += 39
@@ -5275,14 +5314,14 @@ def _e_CurrentDemandReqType(w, o):
                     _c87_Unit = _o.Unit
                     _c87_Value = _o.Value
                     if not (_c87_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVMaximumVoltageLimit/Multiplier'
                     if not -3 <= _c87_Multiplier <= 3: raise EncodeError(f'value {_c87_Multiplier!r} outside [-3, 3]')
                     if not (_c87_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVMaximumVoltageLimit/Unit'
                     _i7 = _I1.get(_c87_Unit)
                     if _i7 is None: raise EncodeError(f'{_c87_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c87_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMaximumVoltageLimit/Value'
                     if _c87_Value < -32768 or _c87_Value > 32767: raise EncodeError(f'value {_c87_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c87_Multiplier - -3) << 10) | (_i7 << 4) | (_c87_Value < 0)
                     n += 18
@@ -5304,14 +5343,14 @@ def _e_CurrentDemandReqType(w, o):
                     _c88_Unit = _o.Unit
                     _c88_Value = _o.Value
                     if not (_c88_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVMaximumCurrentLimit/Multiplier'
                     if not -3 <= _c88_Multiplier <= 3: raise EncodeError(f'value {_c88_Multiplier!r} outside [-3, 3]')
                     if not (_c88_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVMaximumCurrentLimit/Unit'
                     _i7 = _I1.get(_c88_Unit)
                     if _i7 is None: raise EncodeError(f'{_c88_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c88_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMaximumCurrentLimit/Value'
                     if _c88_Value < -32768 or _c88_Value > 32767: raise EncodeError(f'value {_c88_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (1 << 15) | ((_c88_Multiplier - -3) << 10) | (_i7 << 4) | (_c88_Value < 0)
                     n += 18
@@ -5333,14 +5372,14 @@ def _e_CurrentDemandReqType(w, o):
                     _c89_Unit = _o.Unit
                     _c89_Value = _o.Value
                     if not (_c89_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVMaximumPowerLimit/Multiplier'
                     if not -3 <= _c89_Multiplier <= 3: raise EncodeError(f'value {_c89_Multiplier!r} outside [-3, 3]')
                     if not (_c89_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVMaximumPowerLimit/Unit'
                     _i7 = _I1.get(_c89_Unit)
                     if _i7 is None: raise EncodeError(f'{_c89_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c89_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMaximumPowerLimit/Value'
                     if _c89_Value < -32768 or _c89_Value > 32767: raise EncodeError(f'value {_c89_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (2 << 15) | ((_c89_Multiplier - -3) << 10) | (_i7 << 4) | (_c89_Value < 0)
                     n += 18
@@ -5379,14 +5418,14 @@ def _e_CurrentDemandReqType(w, o):
                     _c90_Unit = _o.Unit
                     _c90_Value = _o.Value
                     if not (_c90_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVMaximumCurrentLimit/Multiplier'
                     if not -3 <= _c90_Multiplier <= 3: raise EncodeError(f'value {_c90_Multiplier!r} outside [-3, 3]')
                     if not (_c90_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVMaximumCurrentLimit/Unit'
                     _i7 = _I1.get(_c90_Unit)
                     if _i7 is None: raise EncodeError(f'{_c90_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c90_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMaximumCurrentLimit/Value'
                     if _c90_Value < -32768 or _c90_Value > 32767: raise EncodeError(f'value {_c90_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c90_Multiplier - -3) << 10) | (_i7 << 4) | (_c90_Value < 0)
                     n += 18
@@ -5408,14 +5447,14 @@ def _e_CurrentDemandReqType(w, o):
                     _c91_Unit = _o.Unit
                     _c91_Value = _o.Value
                     if not (_c91_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVMaximumPowerLimit/Multiplier'
                     if not -3 <= _c91_Multiplier <= 3: raise EncodeError(f'value {_c91_Multiplier!r} outside [-3, 3]')
                     if not (_c91_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVMaximumPowerLimit/Unit'
                     _i7 = _I1.get(_c91_Unit)
                     if _i7 is None: raise EncodeError(f'{_c91_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c91_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMaximumPowerLimit/Value'
                     if _c91_Value < -32768 or _c91_Value > 32767: raise EncodeError(f'value {_c91_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (1 << 15) | ((_c91_Multiplier - -3) << 10) | (_i7 << 4) | (_c91_Value < 0)
                     n += 18
@@ -5454,14 +5493,14 @@ def _e_CurrentDemandReqType(w, o):
                     _c92_Unit = _o.Unit
                     _c92_Value = _o.Value
                     if not (_c92_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVMaximumPowerLimit/Multiplier'
                     if not -3 <= _c92_Multiplier <= 3: raise EncodeError(f'value {_c92_Multiplier!r} outside [-3, 3]')
                     if not (_c92_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVMaximumPowerLimit/Unit'
                     _i7 = _I1.get(_c92_Unit)
                     if _i7 is None: raise EncodeError(f'{_c92_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c92_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMaximumPowerLimit/Value'
                     if _c92_Value < -32768 or _c92_Value > 32767: raise EncodeError(f'value {_c92_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c92_Multiplier - -3) << 10) | (_i7 << 4) | (_c92_Value < 0)
                     n += 17
@@ -5527,14 +5566,14 @@ def _e_CurrentDemandReqType(w, o):
                     _c93_Unit = _o.Unit
                     _c93_Value = _o.Value
                     if not (_c93_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'RemainingTimeToFullSoC/Multiplier'
                     if not -3 <= _c93_Multiplier <= 3: raise EncodeError(f'value {_c93_Multiplier!r} outside [-3, 3]')
                     if not (_c93_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'RemainingTimeToFullSoC/Unit'
                     _i7 = _I1.get(_c93_Unit)
                     if _i7 is None: raise EncodeError(f'{_c93_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c93_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'RemainingTimeToFullSoC/Value'
                     if _c93_Value < -32768 or _c93_Value > 32767: raise EncodeError(f'value {_c93_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c93_Multiplier - -3) << 10) | (_i7 << 4) | (_c93_Value < 0)
                     n += 17
@@ -5556,14 +5595,14 @@ def _e_CurrentDemandReqType(w, o):
                     _c94_Unit = _o.Unit
                     _c94_Value = _o.Value
                     if not (_c94_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'RemainingTimeToBulkSoC/Multiplier'
                     if not -3 <= _c94_Multiplier <= 3: raise EncodeError(f'value {_c94_Multiplier!r} outside [-3, 3]')
                     if not (_c94_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'RemainingTimeToBulkSoC/Unit'
                     _i7 = _I1.get(_c94_Unit)
                     if _i7 is None: raise EncodeError(f'{_c94_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c94_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'RemainingTimeToBulkSoC/Value'
                     if _c94_Value < -32768 or _c94_Value > 32767: raise EncodeError(f'value {_c94_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | (1 << 15) | ((_c94_Multiplier - -3) << 10) | (_i7 << 4) | (_c94_Value < 0)
                     n += 17
@@ -5585,14 +5624,14 @@ def _e_CurrentDemandReqType(w, o):
                     _c95_Unit = _o.Unit
                     _c95_Value = _o.Value
                     if not (_c95_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVTargetVoltage/Multiplier'
                     if not -3 <= _c95_Multiplier <= 3: raise EncodeError(f'value {_c95_Multiplier!r} outside [-3, 3]')
                     if not (_c95_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVTargetVoltage/Unit'
                     _i7 = _I1.get(_c95_Unit)
                     if _i7 is None: raise EncodeError(f'{_c95_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c95_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVTargetVoltage/Value'
                     if _c95_Value < -32768 or _c95_Value > 32767: raise EncodeError(f'value {_c95_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | (2 << 15) | ((_c95_Multiplier - -3) << 10) | (_i7 << 4) | (_c95_Value < 0)
                     n += 17
@@ -5617,14 +5656,14 @@ def _e_CurrentDemandReqType(w, o):
                     _c96_Unit = _o.Unit
                     _c96_Value = _o.Value
                     if not (_c96_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'RemainingTimeToBulkSoC/Multiplier'
                     if not -3 <= _c96_Multiplier <= 3: raise EncodeError(f'value {_c96_Multiplier!r} outside [-3, 3]')
                     if not (_c96_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'RemainingTimeToBulkSoC/Unit'
                     _i7 = _I1.get(_c96_Unit)
                     if _i7 is None: raise EncodeError(f'{_c96_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c96_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'RemainingTimeToBulkSoC/Value'
                     if _c96_Value < -32768 or _c96_Value > 32767: raise EncodeError(f'value {_c96_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c96_Multiplier - -3) << 10) | (_i7 << 4) | (_c96_Value < 0)
                     n += 17
@@ -5646,14 +5685,14 @@ def _e_CurrentDemandReqType(w, o):
                     _c97_Unit = _o.Unit
                     _c97_Value = _o.Value
                     if not (_c97_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVTargetVoltage/Multiplier'
                     if not -3 <= _c97_Multiplier <= 3: raise EncodeError(f'value {_c97_Multiplier!r} outside [-3, 3]')
                     if not (_c97_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVTargetVoltage/Unit'
                     _i7 = _I1.get(_c97_Unit)
                     if _i7 is None: raise EncodeError(f'{_c97_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c97_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVTargetVoltage/Value'
                     if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | (1 << 15) | ((_c97_Multiplier - -3) << 10) | (_i7 << 4) | (_c97_Value < 0)
                     n += 17
@@ -5678,14 +5717,14 @@ def _e_CurrentDemandReqType(w, o):
                     _c98_Unit = _o.Unit
                     _c98_Value = _o.Value
                     if not (_c98_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVTargetVoltage/Multiplier'
                     if not -3 <= _c98_Multiplier <= 3: raise EncodeError(f'value {_c98_Multiplier!r} outside [-3, 3]')
                     if not (_c98_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVTargetVoltage/Unit'
                     _i7 = _I1.get(_c98_Unit)
                     if _i7 is None: raise EncodeError(f'{_c98_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c98_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVTargetVoltage/Value'
                     if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c98_Multiplier - -3) << 10) | (_i7 << 4) | (_c98_Value < 0)
                     n += 16
@@ -5709,6 +5748,7 @@ def _e_CurrentDemandReqType(w, o):
                     if v_DC_EVStatus is not None or v_EVTargetCurrent is not None or v_EVMaximumVoltageLimit is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None or v_RemainingTimeToFullSoC is not None or v_RemainingTimeToBulkSoC is not None or v_EVTargetVoltage is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5737,30 +5777,30 @@ def _d_CurrentDemandResType(r):
         while s >= 0:
             if s == 0:
                 p += 9
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 9)
                 x = (V >> (E - p)) & 511
                 if x & 387: raise r.deviation('CurrentDemandResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
                 f_ResponseCode = _E4[f_ResponseCode]
                 el = 'DC_EVSEStatus'
                 r.pos = p
                 f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 16
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 16)
                 x = (V >> (E - p)) & 65535
                 if x & 58254: raise r.deviation('CurrentDemandResType', p)
                 el = 'EVSEPresentVoltage'
-                el = 'Multiplier'
+                el = 'EVSEPresentVoltage/Multiplier'
                 _c99_Multiplier = ((x >> 10) & 7) + -3
-                if _c99_Multiplier > 3: raise DecodeError(f'value {_c99_Multiplier} above maximum 3', p)
-                el = 'Unit'
+                if _c99_Multiplier > 3: raise DecodeError(f'value {_c99_Multiplier} above maximum 3', r.at(p))
+                el = 'EVSEPresentVoltage/Unit'
                 _c99_Unit = ((x >> 4) & 7)
-                if _c99_Unit >= 7: raise DecodeError(f'enumeration index {_c99_Unit} out of range (7 values)', p)
+                if _c99_Unit >= 7: raise DecodeError(f'enumeration index {_c99_Unit} out of range (7 values)', r.at(p))
                 _c99_Unit = _E0[_c99_Unit]
-                el = 'Value'
+                el = 'EVSEPresentVoltage/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -5769,23 +5809,23 @@ def _d_CurrentDemandResType(r):
                     p += 16
                     _c99_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c99_Value = r.uint(); p = r.pos
+                    r.pos = p; _c99_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 18
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 18)
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('CurrentDemandResType', p)
                 if _neg: _c99_Value = -_c99_Value - 1
-                if _c99_Value < -32768 or _c99_Value > 32767: raise DecodeError(f'value {_c99_Value} outside [-32768, 32767]', p)
+                if _c99_Value < -32768 or _c99_Value > 32767: raise DecodeError(f'value {_c99_Value} outside [-32768, 32767]', r.at(p))
                 f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c99_Multiplier, _c99_Unit, _c99_Value)
                 el = 'EVSEPresentCurrent'
-                el = 'Multiplier'
+                el = 'EVSEPresentCurrent/Multiplier'
                 _c100_Multiplier = ((x >> 10) & 7) + -3
-                if _c100_Multiplier > 3: raise DecodeError(f'value {_c100_Multiplier} above maximum 3', p)
-                el = 'Unit'
+                if _c100_Multiplier > 3: raise DecodeError(f'value {_c100_Multiplier} above maximum 3', r.at(p))
+                el = 'EVSEPresentCurrent/Unit'
                 _c100_Unit = ((x >> 4) & 7)
-                if _c100_Unit >= 7: raise DecodeError(f'enumeration index {_c100_Unit} out of range (7 values)', p)
+                if _c100_Unit >= 7: raise DecodeError(f'enumeration index {_c100_Unit} out of range (7 values)', r.at(p))
                 _c100_Unit = _E0[_c100_Unit]
-                el = 'Value'
+                el = 'EVSEPresentCurrent/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -5794,13 +5834,13 @@ def _d_CurrentDemandResType(r):
                     p += 16
                     _c100_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c100_Value = r.uint(); p = r.pos
+                    r.pos = p; _c100_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 14
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 14)
                 x = (V >> (E - p)) & 16383
                 if x & 15837: raise r.deviation('CurrentDemandResType', p)
                 if _neg: _c100_Value = -_c100_Value - 1
-                if _c100_Value < -32768 or _c100_Value > 32767: raise DecodeError(f'value {_c100_Value} outside [-32768, 32767]', p)
+                if _c100_Value < -32768 or _c100_Value > 32767: raise DecodeError(f'value {_c100_Value} outside [-32768, 32767]', r.at(p))
                 f_EVSEPresentCurrent = iso2_msgdatatypes.PhysicalValueType(_c100_Multiplier, _c100_Unit, _c100_Value)
                 el = 'EVSECurrentLimitAchieved'
                 f_EVSECurrentLimitAchieved = ((x >> 9) & 1) == 1
@@ -5811,22 +5851,22 @@ def _d_CurrentDemandResType(r):
                 s = 7
             if s == 7:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumVoltageLimit'
-                    el = 'Multiplier'
+                    el = 'EVSEMaximumVoltageLimit/Multiplier'
                     _c101_Multiplier = ((x >> 10) & 7) + -3
-                    if _c101_Multiplier > 3: raise DecodeError(f'value {_c101_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c101_Multiplier > 3: raise DecodeError(f'value {_c101_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVSEMaximumVoltageLimit/Unit'
                     _c101_Unit = ((x >> 4) & 7)
-                    if _c101_Unit >= 7: raise DecodeError(f'enumeration index {_c101_Unit} out of range (7 values)', p)
+                    if _c101_Unit >= 7: raise DecodeError(f'enumeration index {_c101_Unit} out of range (7 values)', r.at(p))
                     _c101_Unit = _E0[_c101_Unit]
-                    el = 'Value'
+                    el = 'EVSEMaximumVoltageLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -5835,29 +5875,29 @@ def _d_CurrentDemandResType(r):
                         p += 16
                         _c101_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c101_Value = r.uint(); p = r.pos
+                        r.pos = p; _c101_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
                     if _neg: _c101_Value = -_c101_Value - 1
-                    if _c101_Value < -32768 or _c101_Value > 32767: raise DecodeError(f'value {_c101_Value} outside [-32768, 32767]', p)
+                    if _c101_Value < -32768 or _c101_Value > 32767: raise DecodeError(f'value {_c101_Value} outside [-32768, 32767]', r.at(p))
                     f_EVSEMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c101_Multiplier, _c101_Unit, _c101_Value)
                     s = 8
                 elif ec == 1:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumCurrentLimit'
-                    el = 'Multiplier'
+                    el = 'EVSEMaximumCurrentLimit/Multiplier'
                     _c102_Multiplier = ((x >> 10) & 7) + -3
-                    if _c102_Multiplier > 3: raise DecodeError(f'value {_c102_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c102_Multiplier > 3: raise DecodeError(f'value {_c102_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVSEMaximumCurrentLimit/Unit'
                     _c102_Unit = ((x >> 4) & 7)
-                    if _c102_Unit >= 7: raise DecodeError(f'enumeration index {_c102_Unit} out of range (7 values)', p)
+                    if _c102_Unit >= 7: raise DecodeError(f'enumeration index {_c102_Unit} out of range (7 values)', r.at(p))
                     _c102_Unit = _E0[_c102_Unit]
-                    el = 'Value'
+                    el = 'EVSEMaximumCurrentLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -5866,29 +5906,29 @@ def _d_CurrentDemandResType(r):
                         p += 16
                         _c102_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c102_Value = r.uint(); p = r.pos
+                        r.pos = p; _c102_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
                     if _neg: _c102_Value = -_c102_Value - 1
-                    if _c102_Value < -32768 or _c102_Value > 32767: raise DecodeError(f'value {_c102_Value} outside [-32768, 32767]', p)
+                    if _c102_Value < -32768 or _c102_Value > 32767: raise DecodeError(f'value {_c102_Value} outside [-32768, 32767]', r.at(p))
                     f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c102_Multiplier, _c102_Unit, _c102_Value)
                     s = 9
                 elif ec == 2:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumPowerLimit'
-                    el = 'Multiplier'
+                    el = 'EVSEMaximumPowerLimit/Multiplier'
                     _c103_Multiplier = ((x >> 10) & 7) + -3
-                    if _c103_Multiplier > 3: raise DecodeError(f'value {_c103_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c103_Multiplier > 3: raise DecodeError(f'value {_c103_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVSEMaximumPowerLimit/Unit'
                     _c103_Unit = ((x >> 4) & 7)
-                    if _c103_Unit >= 7: raise DecodeError(f'enumeration index {_c103_Unit} out of range (7 values)', p)
+                    if _c103_Unit >= 7: raise DecodeError(f'enumeration index {_c103_Unit} out of range (7 values)', r.at(p))
                     _c103_Unit = _E0[_c103_Unit]
-                    el = 'Value'
+                    el = 'EVSEMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -5897,48 +5937,48 @@ def _d_CurrentDemandResType(r):
                         p += 16
                         _c103_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c103_Value = r.uint(); p = r.pos
+                        r.pos = p; _c103_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
                     if _neg: _c103_Value = -_c103_Value - 1
-                    if _c103_Value < -32768 or _c103_Value > 32767: raise DecodeError(f'value {_c103_Value} outside [-32768, 32767]', p)
+                    if _c103_Value < -32768 or _c103_Value > 32767: raise DecodeError(f'value {_c103_Value} outside [-32768, 32767]', r.at(p))
                     f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c103_Multiplier, _c103_Unit, _c103_Value)
                     s = 10
                 elif ec == 3:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEID'
                     r.pos = p
                     f_EVSEID = r.string(26)
-                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.pos)
-                    p = r.pos
+                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
                     s = 11
                 else:
                     raise r.deviation('CurrentDemandResType', p)
             if s == 8:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumCurrentLimit'
-                    el = 'Multiplier'
+                    el = 'EVSEMaximumCurrentLimit/Multiplier'
                     _c104_Multiplier = ((x >> 10) & 7) + -3
-                    if _c104_Multiplier > 3: raise DecodeError(f'value {_c104_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c104_Multiplier > 3: raise DecodeError(f'value {_c104_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVSEMaximumCurrentLimit/Unit'
                     _c104_Unit = ((x >> 4) & 7)
-                    if _c104_Unit >= 7: raise DecodeError(f'enumeration index {_c104_Unit} out of range (7 values)', p)
+                    if _c104_Unit >= 7: raise DecodeError(f'enumeration index {_c104_Unit} out of range (7 values)', r.at(p))
                     _c104_Unit = _E0[_c104_Unit]
-                    el = 'Value'
+                    el = 'EVSEMaximumCurrentLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -5947,29 +5987,29 @@ def _d_CurrentDemandResType(r):
                         p += 16
                         _c104_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c104_Value = r.uint(); p = r.pos
+                        r.pos = p; _c104_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
                     if _neg: _c104_Value = -_c104_Value - 1
-                    if _c104_Value < -32768 or _c104_Value > 32767: raise DecodeError(f'value {_c104_Value} outside [-32768, 32767]', p)
+                    if _c104_Value < -32768 or _c104_Value > 32767: raise DecodeError(f'value {_c104_Value} outside [-32768, 32767]', r.at(p))
                     f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c104_Multiplier, _c104_Unit, _c104_Value)
                     s = 9
                 elif ec == 1:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumPowerLimit'
-                    el = 'Multiplier'
+                    el = 'EVSEMaximumPowerLimit/Multiplier'
                     _c105_Multiplier = ((x >> 10) & 7) + -3
-                    if _c105_Multiplier > 3: raise DecodeError(f'value {_c105_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c105_Multiplier > 3: raise DecodeError(f'value {_c105_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVSEMaximumPowerLimit/Unit'
                     _c105_Unit = ((x >> 4) & 7)
-                    if _c105_Unit >= 7: raise DecodeError(f'enumeration index {_c105_Unit} out of range (7 values)', p)
+                    if _c105_Unit >= 7: raise DecodeError(f'enumeration index {_c105_Unit} out of range (7 values)', r.at(p))
                     _c105_Unit = _E0[_c105_Unit]
-                    el = 'Value'
+                    el = 'EVSEMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -5978,48 +6018,48 @@ def _d_CurrentDemandResType(r):
                         p += 16
                         _c105_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c105_Value = r.uint(); p = r.pos
+                        r.pos = p; _c105_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
                     if _neg: _c105_Value = -_c105_Value - 1
-                    if _c105_Value < -32768 or _c105_Value > 32767: raise DecodeError(f'value {_c105_Value} outside [-32768, 32767]', p)
+                    if _c105_Value < -32768 or _c105_Value > 32767: raise DecodeError(f'value {_c105_Value} outside [-32768, 32767]', r.at(p))
                     f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c105_Multiplier, _c105_Unit, _c105_Value)
                     s = 10
                 elif ec == 2:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEID'
                     r.pos = p
                     f_EVSEID = r.string(26)
-                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.pos)
-                    p = r.pos
+                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
                     s = 11
                 else:
                     raise r.deviation('CurrentDemandResType', p)
             if s == 9:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEMaximumPowerLimit'
-                    el = 'Multiplier'
+                    el = 'EVSEMaximumPowerLimit/Multiplier'
                     _c106_Multiplier = ((x >> 10) & 7) + -3
-                    if _c106_Multiplier > 3: raise DecodeError(f'value {_c106_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c106_Multiplier > 3: raise DecodeError(f'value {_c106_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVSEMaximumPowerLimit/Unit'
                     _c106_Unit = ((x >> 4) & 7)
-                    if _c106_Unit >= 7: raise DecodeError(f'enumeration index {_c106_Unit} out of range (7 values)', p)
+                    if _c106_Unit >= 7: raise DecodeError(f'enumeration index {_c106_Unit} out of range (7 values)', r.at(p))
                     _c106_Unit = _E0[_c106_Unit]
-                    el = 'Value'
+                    el = 'EVSEMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -6028,66 +6068,66 @@ def _d_CurrentDemandResType(r):
                         p += 16
                         _c106_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c106_Value = r.uint(); p = r.pos
+                        r.pos = p; _c106_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('CurrentDemandResType', p)
                     if _neg: _c106_Value = -_c106_Value - 1
-                    if _c106_Value < -32768 or _c106_Value > 32767: raise DecodeError(f'value {_c106_Value} outside [-32768, 32767]', p)
+                    if _c106_Value < -32768 or _c106_Value > 32767: raise DecodeError(f'value {_c106_Value} outside [-32768, 32767]', r.at(p))
                     f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c106_Multiplier, _c106_Unit, _c106_Value)
                     s = 10
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
                     el = 'EVSEID'
                     r.pos = p
                     f_EVSEID = r.string(26)
-                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.pos)
-                    p = r.pos
+                    if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
                     s = 11
                 else:
                     raise r.deviation('CurrentDemandResType', p)
             if s == 10:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('CurrentDemandResType', p)
                 el = 'EVSEID'
                 r.pos = p
                 f_EVSEID = r.string(26)
-                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.pos)
-                p = r.pos
+                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.at(r.pos))
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
                 s = 11
             if s == 11:
                 p += 11
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 11)
                 x = (V >> (E - p)) & 2047
                 if x & 1537: raise r.deviation('CurrentDemandResType', p)
                 el = 'SAScheduleTupleID'
                 f_SAScheduleTupleID = ((x >> 1) & 255) + 1
-                if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', p)
+                if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.at(p))
                 s = 12
             if s == 12:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'MeterInfo'
                     r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 13
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandResType', p)
                     el = 'ReceiptRequired'
@@ -6100,11 +6140,11 @@ def _d_CurrentDemandResType(r):
                     raise r.deviation('CurrentDemandResType', p)
             if s == 13:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('CurrentDemandResType', p)
                     el = 'ReceiptRequired'
@@ -6117,7 +6157,7 @@ def _d_CurrentDemandResType(r):
                     raise r.deviation('CurrentDemandResType', p)
             if s == 14:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CurrentDemandResType', p)
                 s = -1
         r.pos = p
@@ -6167,14 +6207,14 @@ def _e_CurrentDemandResType(w, o):
                     _c108_Unit = _o.Unit
                     _c108_Value = _o.Value
                     if not (_c108_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEPresentVoltage/Multiplier'
                     if not -3 <= _c108_Multiplier <= 3: raise EncodeError(f'value {_c108_Multiplier!r} outside [-3, 3]')
                     if not (_c108_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEPresentVoltage/Unit'
                     _i7 = _I1.get(_c108_Unit)
                     if _i7 is None: raise EncodeError(f'{_c108_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c108_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEPresentVoltage/Value'
                     if _c108_Value < -32768 or _c108_Value > 32767: raise EncodeError(f'value {_c108_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c108_Multiplier - -3) << 10) | (_i7 << 4) | (_c108_Value < 0)
                     n += 16
@@ -6192,14 +6232,14 @@ def _e_CurrentDemandResType(w, o):
                     _c109_Unit = _o.Unit
                     _c109_Value = _o.Value
                     if not (_c109_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEPresentCurrent/Multiplier'
                     if not -3 <= _c109_Multiplier <= 3: raise EncodeError(f'value {_c109_Multiplier!r} outside [-3, 3]')
                     if not (_c109_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEPresentCurrent/Unit'
                     _i7 = _I1.get(_c109_Unit)
                     if _i7 is None: raise EncodeError(f'{_c109_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c109_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEPresentCurrent/Value'
                     if _c109_Value < -32768 or _c109_Value > 32767: raise EncodeError(f'value {_c109_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c109_Multiplier - -3) << 10) | (_i7 << 4) | (_c109_Value < 0)
                     n += 18
@@ -6238,14 +6278,14 @@ def _e_CurrentDemandResType(w, o):
                     _c110_Unit = _o.Unit
                     _c110_Value = _o.Value
                     if not (_c110_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEMaximumVoltageLimit/Multiplier'
                     if not -3 <= _c110_Multiplier <= 3: raise EncodeError(f'value {_c110_Multiplier!r} outside [-3, 3]')
                     if not (_c110_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEMaximumVoltageLimit/Unit'
                     _i7 = _I1.get(_c110_Unit)
                     if _i7 is None: raise EncodeError(f'{_c110_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c110_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEMaximumVoltageLimit/Value'
                     if _c110_Value < -32768 or _c110_Value > 32767: raise EncodeError(f'value {_c110_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c110_Multiplier - -3) << 10) | (_i7 << 4) | (_c110_Value < 0)
                     n += 18
@@ -6267,14 +6307,14 @@ def _e_CurrentDemandResType(w, o):
                     _c111_Unit = _o.Unit
                     _c111_Value = _o.Value
                     if not (_c111_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEMaximumCurrentLimit/Multiplier'
                     if not -3 <= _c111_Multiplier <= 3: raise EncodeError(f'value {_c111_Multiplier!r} outside [-3, 3]')
                     if not (_c111_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEMaximumCurrentLimit/Unit'
                     _i7 = _I1.get(_c111_Unit)
                     if _i7 is None: raise EncodeError(f'{_c111_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c111_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEMaximumCurrentLimit/Value'
                     if _c111_Value < -32768 or _c111_Value > 32767: raise EncodeError(f'value {_c111_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (1 << 15) | ((_c111_Multiplier - -3) << 10) | (_i7 << 4) | (_c111_Value < 0)
                     n += 18
@@ -6296,14 +6336,14 @@ def _e_CurrentDemandResType(w, o):
                     _c112_Unit = _o.Unit
                     _c112_Value = _o.Value
                     if not (_c112_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEMaximumPowerLimit/Multiplier'
                     if not -3 <= _c112_Multiplier <= 3: raise EncodeError(f'value {_c112_Multiplier!r} outside [-3, 3]')
                     if not (_c112_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEMaximumPowerLimit/Unit'
                     _i7 = _I1.get(_c112_Unit)
                     if _i7 is None: raise EncodeError(f'{_c112_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c112_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEMaximumPowerLimit/Value'
                     if _c112_Value < -32768 or _c112_Value > 32767: raise EncodeError(f'value {_c112_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (2 << 15) | ((_c112_Multiplier - -3) << 10) | (_i7 << 4) | (_c112_Value < 0)
                     n += 18
@@ -6342,14 +6382,14 @@ def _e_CurrentDemandResType(w, o):
                     _c113_Unit = _o.Unit
                     _c113_Value = _o.Value
                     if not (_c113_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEMaximumCurrentLimit/Multiplier'
                     if not -3 <= _c113_Multiplier <= 3: raise EncodeError(f'value {_c113_Multiplier!r} outside [-3, 3]')
                     if not (_c113_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEMaximumCurrentLimit/Unit'
                     _i7 = _I1.get(_c113_Unit)
                     if _i7 is None: raise EncodeError(f'{_c113_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c113_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEMaximumCurrentLimit/Value'
                     if _c113_Value < -32768 or _c113_Value > 32767: raise EncodeError(f'value {_c113_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c113_Multiplier - -3) << 10) | (_i7 << 4) | (_c113_Value < 0)
                     n += 17
@@ -6371,14 +6411,14 @@ def _e_CurrentDemandResType(w, o):
                     _c114_Unit = _o.Unit
                     _c114_Value = _o.Value
                     if not (_c114_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEMaximumPowerLimit/Multiplier'
                     if not -3 <= _c114_Multiplier <= 3: raise EncodeError(f'value {_c114_Multiplier!r} outside [-3, 3]')
                     if not (_c114_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEMaximumPowerLimit/Unit'
                     _i7 = _I1.get(_c114_Unit)
                     if _i7 is None: raise EncodeError(f'{_c114_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c114_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEMaximumPowerLimit/Value'
                     if _c114_Value < -32768 or _c114_Value > 32767: raise EncodeError(f'value {_c114_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | (1 << 15) | ((_c114_Multiplier - -3) << 10) | (_i7 << 4) | (_c114_Value < 0)
                     n += 17
@@ -6417,14 +6457,14 @@ def _e_CurrentDemandResType(w, o):
                     _c115_Unit = _o.Unit
                     _c115_Value = _o.Value
                     if not (_c115_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEMaximumPowerLimit/Multiplier'
                     if not -3 <= _c115_Multiplier <= 3: raise EncodeError(f'value {_c115_Multiplier!r} outside [-3, 3]')
                     if not (_c115_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEMaximumPowerLimit/Unit'
                     _i7 = _I1.get(_c115_Unit)
                     if _i7 is None: raise EncodeError(f'{_c115_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c115_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEMaximumPowerLimit/Value'
                     if _c115_Value < -32768 or _c115_Value > 32767: raise EncodeError(f'value {_c115_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c115_Multiplier - -3) << 10) | (_i7 << 4) | (_c115_Value < 0)
                     n += 17
@@ -6524,6 +6564,7 @@ def _e_CurrentDemandResType(w, o):
                     if v_ResponseCode is not None or v_DC_EVSEStatus is not None or v_EVSEPresentVoltage is not None or v_EVSEPresentCurrent is not None or v_EVSECurrentLimitAchieved is not None or v_EVSEVoltageLimitAchieved is not None or v_EVSEPowerLimitAchieved is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None or v_ReceiptRequired is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6547,11 +6588,11 @@ def _d_DC_EVChargeParameterType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'DepartureTime'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -6561,57 +6602,57 @@ def _d_DC_EVChargeParameterType(r):
                         p += 16
                         f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_DepartureTime = r.uint(); p = r.pos
+                        r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 24
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 24)
                     x = (V >> (E - p)) & 16777215
                     if x & 16190979: raise r.deviation('DC_EVChargeParameterType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
+                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
                     el = 'DC_EVStatus'
-                    el = 'EVReady'
+                    el = 'DC_EVStatus/EVReady'
                     _c116_EVReady = ((x >> 19) & 1) == 1
-                    el = 'EVErrorCode'
+                    el = 'DC_EVStatus/EVErrorCode'
                     _c116_EVErrorCode = ((x >> 12) & 15)
-                    if _c116_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c116_EVErrorCode} out of range (12 values)', p)
+                    if _c116_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c116_EVErrorCode} out of range (12 values)', r.at(p))
                     _c116_EVErrorCode = _E8[_c116_EVErrorCode]
-                    el = 'EVRESSSOC'
+                    el = 'DC_EVStatus/EVRESSSOC'
                     _c116_EVRESSSOC = ((x >> 2) & 127)
-                    if _c116_EVRESSSOC > 100: raise DecodeError(f'value {_c116_EVRESSSOC} above maximum 100', p)
+                    if _c116_EVRESSSOC > 100: raise DecodeError(f'value {_c116_EVRESSSOC} above maximum 100', r.at(p))
                     f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c116_EVReady, _c116_EVErrorCode, _c116_EVRESSSOC)
                     s = 2
                 elif ec == 1:
                     p += 22
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 22)
                     x = (V >> (E - p)) & 4194303
                     if x & 3608067: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'DC_EVStatus'
-                    el = 'EVReady'
+                    el = 'DC_EVStatus/EVReady'
                     _c117_EVReady = ((x >> 19) & 1) == 1
-                    el = 'EVErrorCode'
+                    el = 'DC_EVStatus/EVErrorCode'
                     _c117_EVErrorCode = ((x >> 12) & 15)
-                    if _c117_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c117_EVErrorCode} out of range (12 values)', p)
+                    if _c117_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c117_EVErrorCode} out of range (12 values)', r.at(p))
                     _c117_EVErrorCode = _E8[_c117_EVErrorCode]
-                    el = 'EVRESSSOC'
+                    el = 'DC_EVStatus/EVRESSSOC'
                     _c117_EVRESSSOC = ((x >> 2) & 127)
-                    if _c117_EVRESSSOC > 100: raise DecodeError(f'value {_c117_EVRESSSOC} above maximum 100', p)
+                    if _c117_EVRESSSOC > 100: raise DecodeError(f'value {_c117_EVRESSSOC} above maximum 100', r.at(p))
                     f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c117_EVReady, _c117_EVErrorCode, _c117_EVRESSSOC)
                     s = 2
                 else:
                     raise r.deviation('DC_EVChargeParameterType', p)
             if s == 2:
                 p += 16
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 16)
                 x = (V >> (E - p)) & 65535
                 if x & 58254: raise r.deviation('DC_EVChargeParameterType', p)
                 el = 'EVMaximumCurrentLimit'
-                el = 'Multiplier'
+                el = 'EVMaximumCurrentLimit/Multiplier'
                 _c118_Multiplier = ((x >> 10) & 7) + -3
-                if _c118_Multiplier > 3: raise DecodeError(f'value {_c118_Multiplier} above maximum 3', p)
-                el = 'Unit'
+                if _c118_Multiplier > 3: raise DecodeError(f'value {_c118_Multiplier} above maximum 3', r.at(p))
+                el = 'EVMaximumCurrentLimit/Unit'
                 _c118_Unit = ((x >> 4) & 7)
-                if _c118_Unit >= 7: raise DecodeError(f'enumeration index {_c118_Unit} out of range (7 values)', p)
+                if _c118_Unit >= 7: raise DecodeError(f'enumeration index {_c118_Unit} out of range (7 values)', r.at(p))
                 _c118_Unit = _E0[_c118_Unit]
-                el = 'Value'
+                el = 'EVMaximumCurrentLimit/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -6620,33 +6661,33 @@ def _d_DC_EVChargeParameterType(r):
                     p += 16
                     _c118_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c118_Value = r.uint(); p = r.pos
+                    r.pos = p; _c118_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
                 if _neg: _c118_Value = -_c118_Value - 1
-                if _c118_Value < -32768 or _c118_Value > 32767: raise DecodeError(f'value {_c118_Value} outside [-32768, 32767]', p)
+                if _c118_Value < -32768 or _c118_Value > 32767: raise DecodeError(f'value {_c118_Value} outside [-32768, 32767]', r.at(p))
                 f_EVMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c118_Multiplier, _c118_Unit, _c118_Value)
                 s = 3
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'EVMaximumPowerLimit'
-                    el = 'Multiplier'
+                    el = 'EVMaximumPowerLimit/Multiplier'
                     _c119_Multiplier = ((x >> 10) & 7) + -3
-                    if _c119_Multiplier > 3: raise DecodeError(f'value {_c119_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c119_Multiplier > 3: raise DecodeError(f'value {_c119_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVMaximumPowerLimit/Unit'
                     _c119_Unit = ((x >> 4) & 7)
-                    if _c119_Unit >= 7: raise DecodeError(f'enumeration index {_c119_Unit} out of range (7 values)', p)
+                    if _c119_Unit >= 7: raise DecodeError(f'enumeration index {_c119_Unit} out of range (7 values)', r.at(p))
                     _c119_Unit = _E0[_c119_Unit]
-                    el = 'Value'
+                    el = 'EVMaximumPowerLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -6655,23 +6696,23 @@ def _d_DC_EVChargeParameterType(r):
                         p += 16
                         _c119_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c119_Value = r.uint(); p = r.pos
+                        r.pos = p; _c119_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 18
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 18)
                     x = (V >> (E - p)) & 262143
                     if x & 254862: raise r.deviation('DC_EVChargeParameterType', p)
                     if _neg: _c119_Value = -_c119_Value - 1
-                    if _c119_Value < -32768 or _c119_Value > 32767: raise DecodeError(f'value {_c119_Value} outside [-32768, 32767]', p)
+                    if _c119_Value < -32768 or _c119_Value > 32767: raise DecodeError(f'value {_c119_Value} outside [-32768, 32767]', r.at(p))
                     f_EVMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c119_Multiplier, _c119_Unit, _c119_Value)
                     el = 'EVMaximumVoltageLimit'
-                    el = 'Multiplier'
+                    el = 'EVMaximumVoltageLimit/Multiplier'
                     _c120_Multiplier = ((x >> 10) & 7) + -3
-                    if _c120_Multiplier > 3: raise DecodeError(f'value {_c120_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c120_Multiplier > 3: raise DecodeError(f'value {_c120_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVMaximumVoltageLimit/Unit'
                     _c120_Unit = ((x >> 4) & 7)
-                    if _c120_Unit >= 7: raise DecodeError(f'enumeration index {_c120_Unit} out of range (7 values)', p)
+                    if _c120_Unit >= 7: raise DecodeError(f'enumeration index {_c120_Unit} out of range (7 values)', r.at(p))
                     _c120_Unit = _E0[_c120_Unit]
-                    el = 'Value'
+                    el = 'EVMaximumVoltageLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -6680,29 +6721,29 @@ def _d_DC_EVChargeParameterType(r):
                         p += 16
                         _c120_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c120_Value = r.uint(); p = r.pos
+                        r.pos = p; _c120_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
                     if _neg: _c120_Value = -_c120_Value - 1
-                    if _c120_Value < -32768 or _c120_Value > 32767: raise DecodeError(f'value {_c120_Value} outside [-32768, 32767]', p)
+                    if _c120_Value < -32768 or _c120_Value > 32767: raise DecodeError(f'value {_c120_Value} outside [-32768, 32767]', r.at(p))
                     f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c120_Multiplier, _c120_Unit, _c120_Value)
                     s = 5
                 elif ec == 1:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'EVMaximumVoltageLimit'
-                    el = 'Multiplier'
+                    el = 'EVMaximumVoltageLimit/Multiplier'
                     _c121_Multiplier = ((x >> 10) & 7) + -3
-                    if _c121_Multiplier > 3: raise DecodeError(f'value {_c121_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c121_Multiplier > 3: raise DecodeError(f'value {_c121_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVMaximumVoltageLimit/Unit'
                     _c121_Unit = ((x >> 4) & 7)
-                    if _c121_Unit >= 7: raise DecodeError(f'enumeration index {_c121_Unit} out of range (7 values)', p)
+                    if _c121_Unit >= 7: raise DecodeError(f'enumeration index {_c121_Unit} out of range (7 values)', r.at(p))
                     _c121_Unit = _E0[_c121_Unit]
-                    el = 'Value'
+                    el = 'EVMaximumVoltageLimit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -6711,35 +6752,35 @@ def _d_DC_EVChargeParameterType(r):
                         p += 16
                         _c121_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c121_Value = r.uint(); p = r.pos
+                        r.pos = p; _c121_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
                     if _neg: _c121_Value = -_c121_Value - 1
-                    if _c121_Value < -32768 or _c121_Value > 32767: raise DecodeError(f'value {_c121_Value} outside [-32768, 32767]', p)
+                    if _c121_Value < -32768 or _c121_Value > 32767: raise DecodeError(f'value {_c121_Value} outside [-32768, 32767]', r.at(p))
                     f_EVMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c121_Multiplier, _c121_Unit, _c121_Value)
                     s = 5
                 else:
                     raise r.deviation('DC_EVChargeParameterType', p)
             if s == 5:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'EVEnergyCapacity'
-                    el = 'Multiplier'
+                    el = 'EVEnergyCapacity/Multiplier'
                     _c122_Multiplier = ((x >> 10) & 7) + -3
-                    if _c122_Multiplier > 3: raise DecodeError(f'value {_c122_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c122_Multiplier > 3: raise DecodeError(f'value {_c122_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVEnergyCapacity/Unit'
                     _c122_Unit = ((x >> 4) & 7)
-                    if _c122_Unit >= 7: raise DecodeError(f'enumeration index {_c122_Unit} out of range (7 values)', p)
+                    if _c122_Unit >= 7: raise DecodeError(f'enumeration index {_c122_Unit} out of range (7 values)', r.at(p))
                     _c122_Unit = _E0[_c122_Unit]
-                    el = 'Value'
+                    el = 'EVEnergyCapacity/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -6748,29 +6789,29 @@ def _d_DC_EVChargeParameterType(r):
                         p += 16
                         _c122_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c122_Value = r.uint(); p = r.pos
+                        r.pos = p; _c122_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
                     if _neg: _c122_Value = -_c122_Value - 1
-                    if _c122_Value < -32768 or _c122_Value > 32767: raise DecodeError(f'value {_c122_Value} outside [-32768, 32767]', p)
+                    if _c122_Value < -32768 or _c122_Value > 32767: raise DecodeError(f'value {_c122_Value} outside [-32768, 32767]', r.at(p))
                     f_EVEnergyCapacity = iso2_msgdatatypes.PhysicalValueType(_c122_Multiplier, _c122_Unit, _c122_Value)
                     s = 6
                 elif ec == 1:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'EVEnergyRequest'
-                    el = 'Multiplier'
+                    el = 'EVEnergyRequest/Multiplier'
                     _c123_Multiplier = ((x >> 10) & 7) + -3
-                    if _c123_Multiplier > 3: raise DecodeError(f'value {_c123_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c123_Multiplier > 3: raise DecodeError(f'value {_c123_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVEnergyRequest/Unit'
                     _c123_Unit = ((x >> 4) & 7)
-                    if _c123_Unit >= 7: raise DecodeError(f'enumeration index {_c123_Unit} out of range (7 values)', p)
+                    if _c123_Unit >= 7: raise DecodeError(f'enumeration index {_c123_Unit} out of range (7 values)', r.at(p))
                     _c123_Unit = _E0[_c123_Unit]
-                    el = 'Value'
+                    el = 'EVEnergyRequest/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -6779,32 +6820,32 @@ def _d_DC_EVChargeParameterType(r):
                         p += 16
                         _c123_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c123_Value = r.uint(); p = r.pos
+                        r.pos = p; _c123_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
                     if _neg: _c123_Value = -_c123_Value - 1
-                    if _c123_Value < -32768 or _c123_Value > 32767: raise DecodeError(f'value {_c123_Value} outside [-32768, 32767]', p)
+                    if _c123_Value < -32768 or _c123_Value > 32767: raise DecodeError(f'value {_c123_Value} outside [-32768, 32767]', r.at(p))
                     f_EVEnergyRequest = iso2_msgdatatypes.PhysicalValueType(_c123_Multiplier, _c123_Unit, _c123_Value)
                     s = 7
                 elif ec == 2:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'FullSOC'
                     f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', p)
+                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.at(p))
                     s = 8
                 elif ec == 3:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', p)
+                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.at(p))
                     s = 9
                 elif ec == 4:
                     pass
@@ -6813,22 +6854,22 @@ def _d_DC_EVChargeParameterType(r):
                     raise r.deviation('DC_EVChargeParameterType', p)
             if s == 6:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'EVEnergyRequest'
-                    el = 'Multiplier'
+                    el = 'EVEnergyRequest/Multiplier'
                     _c124_Multiplier = ((x >> 10) & 7) + -3
-                    if _c124_Multiplier > 3: raise DecodeError(f'value {_c124_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c124_Multiplier > 3: raise DecodeError(f'value {_c124_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVEnergyRequest/Unit'
                     _c124_Unit = ((x >> 4) & 7)
-                    if _c124_Unit >= 7: raise DecodeError(f'enumeration index {_c124_Unit} out of range (7 values)', p)
+                    if _c124_Unit >= 7: raise DecodeError(f'enumeration index {_c124_Unit} out of range (7 values)', r.at(p))
                     _c124_Unit = _E0[_c124_Unit]
-                    el = 'Value'
+                    el = 'EVEnergyRequest/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -6837,32 +6878,32 @@ def _d_DC_EVChargeParameterType(r):
                         p += 16
                         _c124_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c124_Value = r.uint(); p = r.pos
+                        r.pos = p; _c124_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVChargeParameterType', p)
                     if _neg: _c124_Value = -_c124_Value - 1
-                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', p)
+                    if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', r.at(p))
                     f_EVEnergyRequest = iso2_msgdatatypes.PhysicalValueType(_c124_Multiplier, _c124_Unit, _c124_Value)
                     s = 7
                 elif ec == 1:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'FullSOC'
                     f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', p)
+                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.at(p))
                     s = 8
                 elif ec == 2:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', p)
+                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.at(p))
                     s = 9
                 elif ec == 3:
                     pass
@@ -6871,25 +6912,25 @@ def _d_DC_EVChargeParameterType(r):
                     raise r.deviation('DC_EVChargeParameterType', p)
             if s == 7:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'FullSOC'
                     f_FullSOC = ((x >> 1) & 127)
-                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', p)
+                    if f_FullSOC > 100: raise DecodeError(f'value {f_FullSOC} above maximum 100', r.at(p))
                     s = 8
                 elif ec == 1:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', p)
+                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.at(p))
                     s = 9
                 elif ec == 2:
                     pass
@@ -6898,16 +6939,16 @@ def _d_DC_EVChargeParameterType(r):
                     raise r.deviation('DC_EVChargeParameterType', p)
             if s == 8:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DC_EVChargeParameterType', p)
                     el = 'BulkSOC'
                     f_BulkSOC = ((x >> 1) & 127)
-                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', p)
+                    if f_BulkSOC > 100: raise DecodeError(f'value {f_BulkSOC} above maximum 100', r.at(p))
                     s = 9
                 elif ec == 1:
                     pass
@@ -6916,7 +6957,7 @@ def _d_DC_EVChargeParameterType(r):
                     raise r.deviation('DC_EVChargeParameterType', p)
             if s == 9:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVChargeParameterType', p)
                 s = -1
         r.pos = p
@@ -6957,14 +6998,14 @@ def _e_DC_EVChargeParameterType(w, o):
                     _c125_EVErrorCode = _o.EVErrorCode
                     _c125_EVRESSSOC = _o.EVRESSSOC
                     if not (_c125_EVReady is not None): raise EncodeError('missing content: EVReady')
-                    el = 'EVReady'
+                    el = 'DC_EVStatus/EVReady'
                     if _c125_EVReady is not True and _c125_EVReady is not False: raise EncodeError(f'expected a bool, got {_c125_EVReady!r}')
                     if not (_c125_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-                    el = 'EVErrorCode'
+                    el = 'DC_EVStatus/EVErrorCode'
                     _i26 = _I9.get(_c125_EVErrorCode)
                     if _i26 is None: raise EncodeError(f'{_c125_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     if not (_c125_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-                    el = 'EVRESSSOC'
+                    el = 'DC_EVStatus/EVRESSSOC'
                     if not 0 <= _c125_EVRESSSOC <= 100: raise EncodeError(f'value {_c125_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 24) | (_c125_EVReady << 19) | (_i26 << 12) | (_c125_EVRESSSOC << 2)
                     n += 24
@@ -6981,14 +7022,14 @@ def _e_DC_EVChargeParameterType(w, o):
                     _c126_EVErrorCode = _o.EVErrorCode
                     _c126_EVRESSSOC = _o.EVRESSSOC
                     if not (_c126_EVReady is not None): raise EncodeError('missing content: EVReady')
-                    el = 'EVReady'
+                    el = 'DC_EVStatus/EVReady'
                     if _c126_EVReady is not True and _c126_EVReady is not False: raise EncodeError(f'expected a bool, got {_c126_EVReady!r}')
                     if not (_c126_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-                    el = 'EVErrorCode'
+                    el = 'DC_EVStatus/EVErrorCode'
                     _i26 = _I9.get(_c126_EVErrorCode)
                     if _i26 is None: raise EncodeError(f'{_c126_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     if not (_c126_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-                    el = 'EVRESSSOC'
+                    el = 'DC_EVStatus/EVRESSSOC'
                     if not 0 <= _c126_EVRESSSOC <= 100: raise EncodeError(f'value {_c126_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 24) | (1 << 22) | (_c126_EVReady << 19) | (_i26 << 12) | (_c126_EVRESSSOC << 2)
                     n += 24
@@ -7007,14 +7048,14 @@ def _e_DC_EVChargeParameterType(w, o):
                     _c127_Unit = _o.Unit
                     _c127_Value = _o.Value
                     if not (_c127_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVMaximumCurrentLimit/Multiplier'
                     if not -3 <= _c127_Multiplier <= 3: raise EncodeError(f'value {_c127_Multiplier!r} outside [-3, 3]')
                     if not (_c127_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVMaximumCurrentLimit/Unit'
                     _i7 = _I1.get(_c127_Unit)
                     if _i7 is None: raise EncodeError(f'{_c127_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c127_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMaximumCurrentLimit/Value'
                     if _c127_Value < -32768 or _c127_Value > 32767: raise EncodeError(f'value {_c127_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c127_Multiplier - -3) << 10) | (_i7 << 4) | (_c127_Value < 0)
                     n += 16
@@ -7039,14 +7080,14 @@ def _e_DC_EVChargeParameterType(w, o):
                     _c128_Unit = _o.Unit
                     _c128_Value = _o.Value
                     if not (_c128_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVMaximumPowerLimit/Multiplier'
                     if not -3 <= _c128_Multiplier <= 3: raise EncodeError(f'value {_c128_Multiplier!r} outside [-3, 3]')
                     if not (_c128_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVMaximumPowerLimit/Unit'
                     _i7 = _I1.get(_c128_Unit)
                     if _i7 is None: raise EncodeError(f'{_c128_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c128_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMaximumPowerLimit/Value'
                     if _c128_Value < -32768 or _c128_Value > 32767: raise EncodeError(f'value {_c128_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c128_Multiplier - -3) << 10) | (_i7 << 4) | (_c128_Value < 0)
                     n += 17
@@ -7063,14 +7104,14 @@ def _e_DC_EVChargeParameterType(w, o):
                     _c129_Unit = _o.Unit
                     _c129_Value = _o.Value
                     if not (_c129_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVMaximumVoltageLimit/Multiplier'
                     if not -3 <= _c129_Multiplier <= 3: raise EncodeError(f'value {_c129_Multiplier!r} outside [-3, 3]')
                     if not (_c129_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVMaximumVoltageLimit/Unit'
                     _i7 = _I1.get(_c129_Unit)
                     if _i7 is None: raise EncodeError(f'{_c129_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c129_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMaximumVoltageLimit/Value'
                     if _c129_Value < -32768 or _c129_Value > 32767: raise EncodeError(f'value {_c129_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c129_Multiplier - -3) << 10) | (_i7 << 4) | (_c129_Value < 0)
                     n += 18
@@ -7094,14 +7135,14 @@ def _e_DC_EVChargeParameterType(w, o):
                     _c130_Unit = _o.Unit
                     _c130_Value = _o.Value
                     if not (_c130_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVMaximumVoltageLimit/Multiplier'
                     if not -3 <= _c130_Multiplier <= 3: raise EncodeError(f'value {_c130_Multiplier!r} outside [-3, 3]')
                     if not (_c130_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVMaximumVoltageLimit/Unit'
                     _i7 = _I1.get(_c130_Unit)
                     if _i7 is None: raise EncodeError(f'{_c130_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c130_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMaximumVoltageLimit/Value'
                     if _c130_Value < -32768 or _c130_Value > 32767: raise EncodeError(f'value {_c130_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | (1 << 15) | ((_c130_Multiplier - -3) << 10) | (_i7 << 4) | (_c130_Value < 0)
                     n += 17
@@ -7126,14 +7167,14 @@ def _e_DC_EVChargeParameterType(w, o):
                     _c131_Unit = _o.Unit
                     _c131_Value = _o.Value
                     if not (_c131_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVEnergyCapacity/Multiplier'
                     if not -3 <= _c131_Multiplier <= 3: raise EncodeError(f'value {_c131_Multiplier!r} outside [-3, 3]')
                     if not (_c131_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVEnergyCapacity/Unit'
                     _i7 = _I1.get(_c131_Unit)
                     if _i7 is None: raise EncodeError(f'{_c131_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c131_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVEnergyCapacity/Value'
                     if _c131_Value < -32768 or _c131_Value > 32767: raise EncodeError(f'value {_c131_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c131_Multiplier - -3) << 10) | (_i7 << 4) | (_c131_Value < 0)
                     n += 18
@@ -7155,14 +7196,14 @@ def _e_DC_EVChargeParameterType(w, o):
                     _c132_Unit = _o.Unit
                     _c132_Value = _o.Value
                     if not (_c132_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVEnergyRequest/Multiplier'
                     if not -3 <= _c132_Multiplier <= 3: raise EncodeError(f'value {_c132_Multiplier!r} outside [-3, 3]')
                     if not (_c132_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVEnergyRequest/Unit'
                     _i7 = _I1.get(_c132_Unit)
                     if _i7 is None: raise EncodeError(f'{_c132_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c132_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVEnergyRequest/Value'
                     if _c132_Value < -32768 or _c132_Value > 32767: raise EncodeError(f'value {_c132_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (1 << 15) | ((_c132_Multiplier - -3) << 10) | (_i7 << 4) | (_c132_Value < 0)
                     n += 18
@@ -7204,14 +7245,14 @@ def _e_DC_EVChargeParameterType(w, o):
                     _c133_Unit = _o.Unit
                     _c133_Value = _o.Value
                     if not (_c133_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVEnergyRequest/Multiplier'
                     if not -3 <= _c133_Multiplier <= 3: raise EncodeError(f'value {_c133_Multiplier!r} outside [-3, 3]')
                     if not (_c133_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVEnergyRequest/Unit'
                     _i7 = _I1.get(_c133_Unit)
                     if _i7 is None: raise EncodeError(f'{_c133_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c133_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVEnergyRequest/Value'
                     if _c133_Value < -32768 or _c133_Value > 32767: raise EncodeError(f'value {_c133_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c133_Multiplier - -3) << 10) | (_i7 << 4) | (_c133_Value < 0)
                     n += 18
@@ -7285,6 +7326,7 @@ def _e_DC_EVChargeParameterType(w, o):
                     if v_DepartureTime is not None or v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7296,7 +7338,7 @@ def _d_EVPowerDeliveryParameterType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EVPowerDeliveryParameterType', p)
         r.pos = p
     except Exception as e:
@@ -7313,6 +7355,7 @@ def _e_EVPowerDeliveryParameterType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7330,28 +7373,28 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         while s >= 0:
             if s == 0:
                 p += 23
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 23)
                 x = (V >> (E - p)) & 8388607
                 if x & 7802371: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
                 el = 'DC_EVStatus'
-                el = 'EVReady'
+                el = 'DC_EVStatus/EVReady'
                 _c134_EVReady = ((x >> 19) & 1) == 1
-                el = 'EVErrorCode'
+                el = 'DC_EVStatus/EVErrorCode'
                 _c134_EVErrorCode = ((x >> 12) & 15)
-                if _c134_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c134_EVErrorCode} out of range (12 values)', p)
+                if _c134_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c134_EVErrorCode} out of range (12 values)', r.at(p))
                 _c134_EVErrorCode = _E8[_c134_EVErrorCode]
-                el = 'EVRESSSOC'
+                el = 'DC_EVStatus/EVRESSSOC'
                 _c134_EVRESSSOC = ((x >> 2) & 127)
-                if _c134_EVRESSSOC > 100: raise DecodeError(f'value {_c134_EVRESSSOC} above maximum 100', p)
+                if _c134_EVRESSSOC > 100: raise DecodeError(f'value {_c134_EVRESSSOC} above maximum 100', r.at(p))
                 f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c134_EVReady, _c134_EVErrorCode, _c134_EVRESSSOC)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 7
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 7)
                     x = (V >> (E - p)) & 127
                     if x & 93: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
                     el = 'BulkChargingComplete'
@@ -7361,7 +7404,7 @@ def _d_DC_EVPowerDeliveryParameterType(r):
                     s = 3
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
                     el = 'ChargingComplete'
@@ -7371,7 +7414,7 @@ def _d_DC_EVPowerDeliveryParameterType(r):
                     raise r.deviation('DC_EVPowerDeliveryParameterType', p)
             if s == 3:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', p)
                 s = -1
         r.pos = p
@@ -7398,14 +7441,14 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                     _c135_EVErrorCode = _o.EVErrorCode
                     _c135_EVRESSSOC = _o.EVRESSSOC
                     if not (_c135_EVReady is not None): raise EncodeError('missing content: EVReady')
-                    el = 'EVReady'
+                    el = 'DC_EVStatus/EVReady'
                     if _c135_EVReady is not True and _c135_EVReady is not False: raise EncodeError(f'expected a bool, got {_c135_EVReady!r}')
                     if not (_c135_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-                    el = 'EVErrorCode'
+                    el = 'DC_EVStatus/EVErrorCode'
                     _i26 = _I9.get(_c135_EVErrorCode)
                     if _i26 is None: raise EncodeError(f'{_c135_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     if not (_c135_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-                    el = 'EVRESSSOC'
+                    el = 'DC_EVStatus/EVRESSSOC'
                     if not 0 <= _c135_EVRESSSOC <= 100: raise EncodeError(f'value {_c135_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 23) | (_c135_EVReady << 19) | (_i26 << 12) | (_c135_EVRESSSOC << 2)
                     n += 23
@@ -7444,6 +7487,7 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                     if v_DC_EVStatus is not None or v_BulkChargingComplete is not None or v_ChargingComplete is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7467,25 +7511,25 @@ def _d_DC_EVSEChargeParameterType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DC_EVSEChargeParameterType', p)
                 el = 'DC_EVSEStatus'
                 r.pos = p
                 f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 16
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 16)
                 x = (V >> (E - p)) & 65535
                 if x & 58254: raise r.deviation('DC_EVSEChargeParameterType', p)
                 el = 'EVSEMaximumCurrentLimit'
-                el = 'Multiplier'
+                el = 'EVSEMaximumCurrentLimit/Multiplier'
                 _c136_Multiplier = ((x >> 10) & 7) + -3
-                if _c136_Multiplier > 3: raise DecodeError(f'value {_c136_Multiplier} above maximum 3', p)
-                el = 'Unit'
+                if _c136_Multiplier > 3: raise DecodeError(f'value {_c136_Multiplier} above maximum 3', r.at(p))
+                el = 'EVSEMaximumCurrentLimit/Unit'
                 _c136_Unit = ((x >> 4) & 7)
-                if _c136_Unit >= 7: raise DecodeError(f'enumeration index {_c136_Unit} out of range (7 values)', p)
+                if _c136_Unit >= 7: raise DecodeError(f'enumeration index {_c136_Unit} out of range (7 values)', r.at(p))
                 _c136_Unit = _E0[_c136_Unit]
-                el = 'Value'
+                el = 'EVSEMaximumCurrentLimit/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -7494,23 +7538,23 @@ def _d_DC_EVSEChargeParameterType(r):
                     p += 16
                     _c136_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c136_Value = r.uint(); p = r.pos
+                    r.pos = p; _c136_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 18
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 18)
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
                 if _neg: _c136_Value = -_c136_Value - 1
-                if _c136_Value < -32768 or _c136_Value > 32767: raise DecodeError(f'value {_c136_Value} outside [-32768, 32767]', p)
+                if _c136_Value < -32768 or _c136_Value > 32767: raise DecodeError(f'value {_c136_Value} outside [-32768, 32767]', r.at(p))
                 f_EVSEMaximumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c136_Multiplier, _c136_Unit, _c136_Value)
                 el = 'EVSEMaximumPowerLimit'
-                el = 'Multiplier'
+                el = 'EVSEMaximumPowerLimit/Multiplier'
                 _c137_Multiplier = ((x >> 10) & 7) + -3
-                if _c137_Multiplier > 3: raise DecodeError(f'value {_c137_Multiplier} above maximum 3', p)
-                el = 'Unit'
+                if _c137_Multiplier > 3: raise DecodeError(f'value {_c137_Multiplier} above maximum 3', r.at(p))
+                el = 'EVSEMaximumPowerLimit/Unit'
                 _c137_Unit = ((x >> 4) & 7)
-                if _c137_Unit >= 7: raise DecodeError(f'enumeration index {_c137_Unit} out of range (7 values)', p)
+                if _c137_Unit >= 7: raise DecodeError(f'enumeration index {_c137_Unit} out of range (7 values)', r.at(p))
                 _c137_Unit = _E0[_c137_Unit]
-                el = 'Value'
+                el = 'EVSEMaximumPowerLimit/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -7519,23 +7563,23 @@ def _d_DC_EVSEChargeParameterType(r):
                     p += 16
                     _c137_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c137_Value = r.uint(); p = r.pos
+                    r.pos = p; _c137_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 18
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 18)
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
                 if _neg: _c137_Value = -_c137_Value - 1
-                if _c137_Value < -32768 or _c137_Value > 32767: raise DecodeError(f'value {_c137_Value} outside [-32768, 32767]', p)
+                if _c137_Value < -32768 or _c137_Value > 32767: raise DecodeError(f'value {_c137_Value} outside [-32768, 32767]', r.at(p))
                 f_EVSEMaximumPowerLimit = iso2_msgdatatypes.PhysicalValueType(_c137_Multiplier, _c137_Unit, _c137_Value)
                 el = 'EVSEMaximumVoltageLimit'
-                el = 'Multiplier'
+                el = 'EVSEMaximumVoltageLimit/Multiplier'
                 _c138_Multiplier = ((x >> 10) & 7) + -3
-                if _c138_Multiplier > 3: raise DecodeError(f'value {_c138_Multiplier} above maximum 3', p)
-                el = 'Unit'
+                if _c138_Multiplier > 3: raise DecodeError(f'value {_c138_Multiplier} above maximum 3', r.at(p))
+                el = 'EVSEMaximumVoltageLimit/Unit'
                 _c138_Unit = ((x >> 4) & 7)
-                if _c138_Unit >= 7: raise DecodeError(f'enumeration index {_c138_Unit} out of range (7 values)', p)
+                if _c138_Unit >= 7: raise DecodeError(f'enumeration index {_c138_Unit} out of range (7 values)', r.at(p))
                 _c138_Unit = _E0[_c138_Unit]
-                el = 'Value'
+                el = 'EVSEMaximumVoltageLimit/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -7544,23 +7588,23 @@ def _d_DC_EVSEChargeParameterType(r):
                     p += 16
                     _c138_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c138_Value = r.uint(); p = r.pos
+                    r.pos = p; _c138_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 18
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 18)
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
                 if _neg: _c138_Value = -_c138_Value - 1
-                if _c138_Value < -32768 or _c138_Value > 32767: raise DecodeError(f'value {_c138_Value} outside [-32768, 32767]', p)
+                if _c138_Value < -32768 or _c138_Value > 32767: raise DecodeError(f'value {_c138_Value} outside [-32768, 32767]', r.at(p))
                 f_EVSEMaximumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c138_Multiplier, _c138_Unit, _c138_Value)
                 el = 'EVSEMinimumCurrentLimit'
-                el = 'Multiplier'
+                el = 'EVSEMinimumCurrentLimit/Multiplier'
                 _c139_Multiplier = ((x >> 10) & 7) + -3
-                if _c139_Multiplier > 3: raise DecodeError(f'value {_c139_Multiplier} above maximum 3', p)
-                el = 'Unit'
+                if _c139_Multiplier > 3: raise DecodeError(f'value {_c139_Multiplier} above maximum 3', r.at(p))
+                el = 'EVSEMinimumCurrentLimit/Unit'
                 _c139_Unit = ((x >> 4) & 7)
-                if _c139_Unit >= 7: raise DecodeError(f'enumeration index {_c139_Unit} out of range (7 values)', p)
+                if _c139_Unit >= 7: raise DecodeError(f'enumeration index {_c139_Unit} out of range (7 values)', r.at(p))
                 _c139_Unit = _E0[_c139_Unit]
-                el = 'Value'
+                el = 'EVSEMinimumCurrentLimit/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -7569,23 +7613,23 @@ def _d_DC_EVSEChargeParameterType(r):
                     p += 16
                     _c139_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c139_Value = r.uint(); p = r.pos
+                    r.pos = p; _c139_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 18
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 18)
                 x = (V >> (E - p)) & 262143
                 if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
                 if _neg: _c139_Value = -_c139_Value - 1
-                if _c139_Value < -32768 or _c139_Value > 32767: raise DecodeError(f'value {_c139_Value} outside [-32768, 32767]', p)
+                if _c139_Value < -32768 or _c139_Value > 32767: raise DecodeError(f'value {_c139_Value} outside [-32768, 32767]', r.at(p))
                 f_EVSEMinimumCurrentLimit = iso2_msgdatatypes.PhysicalValueType(_c139_Multiplier, _c139_Unit, _c139_Value)
                 el = 'EVSEMinimumVoltageLimit'
-                el = 'Multiplier'
+                el = 'EVSEMinimumVoltageLimit/Multiplier'
                 _c140_Multiplier = ((x >> 10) & 7) + -3
-                if _c140_Multiplier > 3: raise DecodeError(f'value {_c140_Multiplier} above maximum 3', p)
-                el = 'Unit'
+                if _c140_Multiplier > 3: raise DecodeError(f'value {_c140_Multiplier} above maximum 3', r.at(p))
+                el = 'EVSEMinimumVoltageLimit/Unit'
                 _c140_Unit = ((x >> 4) & 7)
-                if _c140_Unit >= 7: raise DecodeError(f'enumeration index {_c140_Unit} out of range (7 values)', p)
+                if _c140_Unit >= 7: raise DecodeError(f'enumeration index {_c140_Unit} out of range (7 values)', r.at(p))
                 _c140_Unit = _E0[_c140_Unit]
-                el = 'Value'
+                el = 'EVSEMinimumVoltageLimit/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -7594,33 +7638,33 @@ def _d_DC_EVSEChargeParameterType(r):
                     p += 16
                     _c140_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c140_Value = r.uint(); p = r.pos
+                    r.pos = p; _c140_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
                 if _neg: _c140_Value = -_c140_Value - 1
-                if _c140_Value < -32768 or _c140_Value > 32767: raise DecodeError(f'value {_c140_Value} outside [-32768, 32767]', p)
+                if _c140_Value < -32768 or _c140_Value > 32767: raise DecodeError(f'value {_c140_Value} outside [-32768, 32767]', r.at(p))
                 f_EVSEMinimumVoltageLimit = iso2_msgdatatypes.PhysicalValueType(_c140_Multiplier, _c140_Unit, _c140_Value)
                 s = 6
             if s == 6:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
                     el = 'EVSECurrentRegulationTolerance'
-                    el = 'Multiplier'
+                    el = 'EVSECurrentRegulationTolerance/Multiplier'
                     _c141_Multiplier = ((x >> 10) & 7) + -3
-                    if _c141_Multiplier > 3: raise DecodeError(f'value {_c141_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c141_Multiplier > 3: raise DecodeError(f'value {_c141_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVSECurrentRegulationTolerance/Unit'
                     _c141_Unit = ((x >> 4) & 7)
-                    if _c141_Unit >= 7: raise DecodeError(f'enumeration index {_c141_Unit} out of range (7 values)', p)
+                    if _c141_Unit >= 7: raise DecodeError(f'enumeration index {_c141_Unit} out of range (7 values)', r.at(p))
                     _c141_Unit = _E0[_c141_Unit]
-                    el = 'Value'
+                    el = 'EVSECurrentRegulationTolerance/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -7629,23 +7673,23 @@ def _d_DC_EVSEChargeParameterType(r):
                         p += 16
                         _c141_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c141_Value = r.uint(); p = r.pos
+                        r.pos = p; _c141_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 18
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 18)
                     x = (V >> (E - p)) & 262143
                     if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', p)
                     if _neg: _c141_Value = -_c141_Value - 1
-                    if _c141_Value < -32768 or _c141_Value > 32767: raise DecodeError(f'value {_c141_Value} outside [-32768, 32767]', p)
+                    if _c141_Value < -32768 or _c141_Value > 32767: raise DecodeError(f'value {_c141_Value} outside [-32768, 32767]', r.at(p))
                     f_EVSECurrentRegulationTolerance = iso2_msgdatatypes.PhysicalValueType(_c141_Multiplier, _c141_Unit, _c141_Value)
                     el = 'EVSEPeakCurrentRipple'
-                    el = 'Multiplier'
+                    el = 'EVSEPeakCurrentRipple/Multiplier'
                     _c142_Multiplier = ((x >> 10) & 7) + -3
-                    if _c142_Multiplier > 3: raise DecodeError(f'value {_c142_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c142_Multiplier > 3: raise DecodeError(f'value {_c142_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVSEPeakCurrentRipple/Unit'
                     _c142_Unit = ((x >> 4) & 7)
-                    if _c142_Unit >= 7: raise DecodeError(f'enumeration index {_c142_Unit} out of range (7 values)', p)
+                    if _c142_Unit >= 7: raise DecodeError(f'enumeration index {_c142_Unit} out of range (7 values)', r.at(p))
                     _c142_Unit = _E0[_c142_Unit]
-                    el = 'Value'
+                    el = 'EVSEPeakCurrentRipple/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -7654,29 +7698,29 @@ def _d_DC_EVSEChargeParameterType(r):
                         p += 16
                         _c142_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c142_Value = r.uint(); p = r.pos
+                        r.pos = p; _c142_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
                     if _neg: _c142_Value = -_c142_Value - 1
-                    if _c142_Value < -32768 or _c142_Value > 32767: raise DecodeError(f'value {_c142_Value} outside [-32768, 32767]', p)
+                    if _c142_Value < -32768 or _c142_Value > 32767: raise DecodeError(f'value {_c142_Value} outside [-32768, 32767]', r.at(p))
                     f_EVSEPeakCurrentRipple = iso2_msgdatatypes.PhysicalValueType(_c142_Multiplier, _c142_Unit, _c142_Value)
                     s = 8
                 elif ec == 1:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
                     el = 'EVSEPeakCurrentRipple'
-                    el = 'Multiplier'
+                    el = 'EVSEPeakCurrentRipple/Multiplier'
                     _c143_Multiplier = ((x >> 10) & 7) + -3
-                    if _c143_Multiplier > 3: raise DecodeError(f'value {_c143_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c143_Multiplier > 3: raise DecodeError(f'value {_c143_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVSEPeakCurrentRipple/Unit'
                     _c143_Unit = ((x >> 4) & 7)
-                    if _c143_Unit >= 7: raise DecodeError(f'enumeration index {_c143_Unit} out of range (7 values)', p)
+                    if _c143_Unit >= 7: raise DecodeError(f'enumeration index {_c143_Unit} out of range (7 values)', r.at(p))
                     _c143_Unit = _E0[_c143_Unit]
-                    el = 'Value'
+                    el = 'EVSEPeakCurrentRipple/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -7685,35 +7729,35 @@ def _d_DC_EVSEChargeParameterType(r):
                         p += 16
                         _c143_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c143_Value = r.uint(); p = r.pos
+                        r.pos = p; _c143_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DC_EVSEChargeParameterType', p)
                     if _neg: _c143_Value = -_c143_Value - 1
-                    if _c143_Value < -32768 or _c143_Value > 32767: raise DecodeError(f'value {_c143_Value} outside [-32768, 32767]', p)
+                    if _c143_Value < -32768 or _c143_Value > 32767: raise DecodeError(f'value {_c143_Value} outside [-32768, 32767]', r.at(p))
                     f_EVSEPeakCurrentRipple = iso2_msgdatatypes.PhysicalValueType(_c143_Multiplier, _c143_Unit, _c143_Value)
                     s = 8
                 else:
                     raise r.deviation('DC_EVSEChargeParameterType', p)
             if s == 8:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', p)
                     el = 'EVSEEnergyToBeDelivered'
-                    el = 'Multiplier'
+                    el = 'EVSEEnergyToBeDelivered/Multiplier'
                     _c144_Multiplier = ((x >> 10) & 7) + -3
-                    if _c144_Multiplier > 3: raise DecodeError(f'value {_c144_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c144_Multiplier > 3: raise DecodeError(f'value {_c144_Multiplier} above maximum 3', r.at(p))
+                    el = 'EVSEEnergyToBeDelivered/Unit'
                     _c144_Unit = ((x >> 4) & 7)
-                    if _c144_Unit >= 7: raise DecodeError(f'enumeration index {_c144_Unit} out of range (7 values)', p)
+                    if _c144_Unit >= 7: raise DecodeError(f'enumeration index {_c144_Unit} out of range (7 values)', r.at(p))
                     _c144_Unit = _E0[_c144_Unit]
-                    el = 'Value'
+                    el = 'EVSEEnergyToBeDelivered/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -7722,13 +7766,13 @@ def _d_DC_EVSEChargeParameterType(r):
                         p += 16
                         _c144_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c144_Value = r.uint(); p = r.pos
+                        r.pos = p; _c144_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('DC_EVSEChargeParameterType', p)
                     if _neg: _c144_Value = -_c144_Value - 1
-                    if _c144_Value < -32768 or _c144_Value > 32767: raise DecodeError(f'value {_c144_Value} outside [-32768, 32767]', p)
+                    if _c144_Value < -32768 or _c144_Value > 32767: raise DecodeError(f'value {_c144_Value} outside [-32768, 32767]', r.at(p))
                     f_EVSEEnergyToBeDelivered = iso2_msgdatatypes.PhysicalValueType(_c144_Multiplier, _c144_Unit, _c144_Value)
                     s = -1
                 elif ec == 1:
@@ -7773,14 +7817,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     _c145_Unit = _o.Unit
                     _c145_Value = _o.Value
                     if not (_c145_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEMaximumCurrentLimit/Multiplier'
                     if not -3 <= _c145_Multiplier <= 3: raise EncodeError(f'value {_c145_Multiplier!r} outside [-3, 3]')
                     if not (_c145_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEMaximumCurrentLimit/Unit'
                     _i7 = _I1.get(_c145_Unit)
                     if _i7 is None: raise EncodeError(f'{_c145_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c145_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEMaximumCurrentLimit/Value'
                     if _c145_Value < -32768 or _c145_Value > 32767: raise EncodeError(f'value {_c145_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c145_Multiplier - -3) << 10) | (_i7 << 4) | (_c145_Value < 0)
                     n += 16
@@ -7798,14 +7842,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     _c146_Unit = _o.Unit
                     _c146_Value = _o.Value
                     if not (_c146_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEMaximumPowerLimit/Multiplier'
                     if not -3 <= _c146_Multiplier <= 3: raise EncodeError(f'value {_c146_Multiplier!r} outside [-3, 3]')
                     if not (_c146_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEMaximumPowerLimit/Unit'
                     _i7 = _I1.get(_c146_Unit)
                     if _i7 is None: raise EncodeError(f'{_c146_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c146_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEMaximumPowerLimit/Value'
                     if _c146_Value < -32768 or _c146_Value > 32767: raise EncodeError(f'value {_c146_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c146_Multiplier - -3) << 10) | (_i7 << 4) | (_c146_Value < 0)
                     n += 18
@@ -7824,14 +7868,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     _c147_Unit = _o.Unit
                     _c147_Value = _o.Value
                     if not (_c147_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEMaximumVoltageLimit/Multiplier'
                     if not -3 <= _c147_Multiplier <= 3: raise EncodeError(f'value {_c147_Multiplier!r} outside [-3, 3]')
                     if not (_c147_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEMaximumVoltageLimit/Unit'
                     _i7 = _I1.get(_c147_Unit)
                     if _i7 is None: raise EncodeError(f'{_c147_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c147_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEMaximumVoltageLimit/Value'
                     if _c147_Value < -32768 or _c147_Value > 32767: raise EncodeError(f'value {_c147_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c147_Multiplier - -3) << 10) | (_i7 << 4) | (_c147_Value < 0)
                     n += 18
@@ -7850,14 +7894,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     _c148_Unit = _o.Unit
                     _c148_Value = _o.Value
                     if not (_c148_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEMinimumCurrentLimit/Multiplier'
                     if not -3 <= _c148_Multiplier <= 3: raise EncodeError(f'value {_c148_Multiplier!r} outside [-3, 3]')
                     if not (_c148_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEMinimumCurrentLimit/Unit'
                     _i7 = _I1.get(_c148_Unit)
                     if _i7 is None: raise EncodeError(f'{_c148_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c148_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEMinimumCurrentLimit/Value'
                     if _c148_Value < -32768 or _c148_Value > 32767: raise EncodeError(f'value {_c148_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c148_Multiplier - -3) << 10) | (_i7 << 4) | (_c148_Value < 0)
                     n += 18
@@ -7876,14 +7920,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     _c149_Unit = _o.Unit
                     _c149_Value = _o.Value
                     if not (_c149_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEMinimumVoltageLimit/Multiplier'
                     if not -3 <= _c149_Multiplier <= 3: raise EncodeError(f'value {_c149_Multiplier!r} outside [-3, 3]')
                     if not (_c149_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEMinimumVoltageLimit/Unit'
                     _i7 = _I1.get(_c149_Unit)
                     if _i7 is None: raise EncodeError(f'{_c149_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c149_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEMinimumVoltageLimit/Value'
                     if _c149_Value < -32768 or _c149_Value > 32767: raise EncodeError(f'value {_c149_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c149_Multiplier - -3) << 10) | (_i7 << 4) | (_c149_Value < 0)
                     n += 18
@@ -7910,14 +7954,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     _c150_Unit = _o.Unit
                     _c150_Value = _o.Value
                     if not (_c150_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSECurrentRegulationTolerance/Multiplier'
                     if not -3 <= _c150_Multiplier <= 3: raise EncodeError(f'value {_c150_Multiplier!r} outside [-3, 3]')
                     if not (_c150_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSECurrentRegulationTolerance/Unit'
                     _i7 = _I1.get(_c150_Unit)
                     if _i7 is None: raise EncodeError(f'{_c150_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c150_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSECurrentRegulationTolerance/Value'
                     if _c150_Value < -32768 or _c150_Value > 32767: raise EncodeError(f'value {_c150_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c150_Multiplier - -3) << 10) | (_i7 << 4) | (_c150_Value < 0)
                     n += 17
@@ -7934,14 +7978,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     _c151_Unit = _o.Unit
                     _c151_Value = _o.Value
                     if not (_c151_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEPeakCurrentRipple/Multiplier'
                     if not -3 <= _c151_Multiplier <= 3: raise EncodeError(f'value {_c151_Multiplier!r} outside [-3, 3]')
                     if not (_c151_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEPeakCurrentRipple/Unit'
                     _i7 = _I1.get(_c151_Unit)
                     if _i7 is None: raise EncodeError(f'{_c151_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c151_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEPeakCurrentRipple/Value'
                     if _c151_Value < -32768 or _c151_Value > 32767: raise EncodeError(f'value {_c151_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c151_Multiplier - -3) << 10) | (_i7 << 4) | (_c151_Value < 0)
                     n += 18
@@ -7965,14 +8009,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     _c152_Unit = _o.Unit
                     _c152_Value = _o.Value
                     if not (_c152_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEPeakCurrentRipple/Multiplier'
                     if not -3 <= _c152_Multiplier <= 3: raise EncodeError(f'value {_c152_Multiplier!r} outside [-3, 3]')
                     if not (_c152_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEPeakCurrentRipple/Unit'
                     _i7 = _I1.get(_c152_Unit)
                     if _i7 is None: raise EncodeError(f'{_c152_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c152_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEPeakCurrentRipple/Value'
                     if _c152_Value < -32768 or _c152_Value > 32767: raise EncodeError(f'value {_c152_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | (1 << 15) | ((_c152_Multiplier - -3) << 10) | (_i7 << 4) | (_c152_Value < 0)
                     n += 17
@@ -7997,14 +8041,14 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     _c153_Unit = _o.Unit
                     _c153_Value = _o.Value
                     if not (_c153_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'EVSEEnergyToBeDelivered/Multiplier'
                     if not -3 <= _c153_Multiplier <= 3: raise EncodeError(f'value {_c153_Multiplier!r} outside [-3, 3]')
                     if not (_c153_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'EVSEEnergyToBeDelivered/Unit'
                     _i7 = _I1.get(_c153_Unit)
                     if _i7 is None: raise EncodeError(f'{_c153_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c153_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVSEEnergyToBeDelivered/Value'
                     if _c153_Value < -32768 or _c153_Value > 32767: raise EncodeError(f'value {_c153_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c153_Multiplier - -3) << 10) | (_i7 << 4) | (_c153_Value < 0)
                     n += 17
@@ -8026,6 +8070,7 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if v_DC_EVSEStatus is not None or v_EVSEMaximumCurrentLimit is not None or v_EVSEMaximumPowerLimit is not None or v_EVSEMaximumVoltageLimit is not None or v_EVSEMinimumCurrentLimit is not None or v_EVSEMinimumVoltageLimit is not None or v_EVSECurrentRegulationTolerance is not None or v_EVSEPeakCurrentRipple is not None or v_EVSEEnergyToBeDelivered is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -8047,135 +8092,135 @@ def _d_DSAKeyValueType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'P'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('P', p)
                         f_P = b''
                     else:
                         r.pos = p
                         f_P = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('P', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Q'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Q', p)
                         f_Q = b''
                     else:
                         r.pos = p
                         f_Q = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Q', p)
                     s = 4
                 elif ec == 1:
                     el = 'G'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('G', p)
                         f_G = b''
                     else:
                         r.pos = p
                         f_G = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 2:
                     el = 'Y'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
                         f_Y = b''
                     else:
                         r.pos = p
                         f_Y = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 el = 'Y'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('Y', p)
                     f_Y = b''
                 else:
                     r.pos = p
                     f_Y = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                 s = 3
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'J'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('J', p)
                         f_J = b''
                     else:
                         r.pos = p
                         f_J = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('J', p)
                     s = 5
                 elif ec == 1:
                     el = 'Seed'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
                         f_Seed = b''
                     else:
                         r.pos = p
                         f_Seed = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 2:
@@ -8185,63 +8230,63 @@ def _d_DSAKeyValueType(r):
                     raise r.deviation('DSAKeyValueType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'G'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('G', p)
                         f_G = b''
                     else:
                         r.pos = p
                         f_G = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 1:
                     el = 'Y'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
                         f_Y = b''
                     else:
                         r.pos = p
                         f_Y = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Seed'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
                         f_Seed = b''
                     else:
                         r.pos = p
                         f_Seed = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 1:
@@ -8251,25 +8296,25 @@ def _d_DSAKeyValueType(r):
                     raise r.deviation('DSAKeyValueType', p)
             if s == 6:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 el = 'PgenCounter'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
                     f_PgenCounter = b''
                 else:
                     r.pos = p
                     f_PgenCounter = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 s = -1
         r.pos = p
@@ -8436,6 +8481,7 @@ def _e_DSAKeyValueType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of PgenCounter')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -8451,19 +8497,21 @@ def _d_DigestMethodType(r, key):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DigestMethodType', p)
                 el = '@Algorithm'
                 r.pos = p
                 f_Algorithm = r.string(16)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -8471,16 +8519,18 @@ def _d_DigestMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('DigestMethodType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -8488,16 +8538,18 @@ def _d_DigestMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('DigestMethodType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -8505,7 +8557,7 @@ def _d_DigestMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('DigestMethodType', p)
@@ -8556,6 +8608,7 @@ def _e_DigestMethodType(w, o):
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -8572,17 +8625,17 @@ def _d_EntryType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'RelativeTimeInterval'
                     r.pos = p
                     f_RelativeTimeInterval = _d_RelativeTimeIntervalType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
                     el = 'TimeInterval'
                     f_TimeInterval = iso2_msgdatatypes.IntervalType()
@@ -8591,7 +8644,7 @@ def _d_EntryType(r):
                     raise r.deviation('EntryType', p)
             if s == 1:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('EntryType', p)
                 s = -1
         r.pos = p
@@ -8635,6 +8688,7 @@ def _e_EntryType(w, o):
                     if v_RelativeTimeInterval is not None or v_TimeInterval is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -8646,7 +8700,7 @@ def _d_IntervalType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('IntervalType', p)
         r.pos = p
     except Exception as e:
@@ -8663,6 +8717,7 @@ def _e_IntervalType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -8685,29 +8740,29 @@ def _d_KeyInfoType(r, key):
         while s >= 0:
             if s == 0:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(50)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
@@ -8715,84 +8770,86 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 3:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 4:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 5:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 6:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 8:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 1:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
@@ -8800,84 +8857,86 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 elif ec == 8:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 2:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
@@ -8885,84 +8944,86 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 elif ec == 8:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 3:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -8970,57 +9031,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -9028,29 +9091,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 4:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -9058,57 +9121,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -9116,29 +9181,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 5:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -9146,57 +9211,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -9204,29 +9271,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 6:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -9234,57 +9301,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -9292,29 +9361,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 6
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 7:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -9322,57 +9391,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -9380,29 +9451,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 7
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 8:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -9410,57 +9481,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -9468,29 +9541,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 8
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 9:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -9498,57 +9571,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -9556,29 +9631,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 9
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 10:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -9586,57 +9661,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -9644,37 +9721,37 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 11:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(51)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 52)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -9682,7 +9759,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -9690,7 +9767,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -9698,7 +9775,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -9706,31 +9783,33 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(53)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -9740,7 +9819,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 11
                         break
                     else:
@@ -9748,23 +9827,23 @@ def _d_KeyInfoType(r, key):
             if s == 12:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(51)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -9773,13 +9852,13 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 52)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                     elif ec == 2:
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -9787,7 +9866,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -9795,7 +9874,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -9803,31 +9882,33 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(53)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -9837,7 +9918,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     else:
@@ -9845,23 +9926,23 @@ def _d_KeyInfoType(r, key):
             if s == 13:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(51)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -9870,7 +9951,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 52)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -9878,13 +9959,13 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                     elif ec == 3:
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -9892,7 +9973,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -9900,31 +9981,33 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(53)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -9934,7 +10017,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 13
                         break
                     else:
@@ -9942,23 +10025,23 @@ def _d_KeyInfoType(r, key):
             if s == 14:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(51)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -9967,7 +10050,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 52)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -9975,7 +10058,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -9983,13 +10066,13 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                     elif ec == 4:
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -9997,31 +10080,33 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(53)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -10031,7 +10116,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 14
                         break
                     else:
@@ -10039,23 +10124,23 @@ def _d_KeyInfoType(r, key):
             if s == 15:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(51)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -10064,7 +10149,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 52)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -10072,7 +10157,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -10080,7 +10165,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -10088,37 +10173,39 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                     elif ec == 5:
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(53)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -10128,7 +10215,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 15
                         break
                     else:
@@ -10136,23 +10223,23 @@ def _d_KeyInfoType(r, key):
             if s == 16:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(51)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -10161,7 +10248,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 52)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -10169,7 +10256,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -10177,7 +10264,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -10185,7 +10272,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -10193,29 +10280,31 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(53)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -10225,7 +10314,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 16
                         break
                     else:
@@ -10233,23 +10322,23 @@ def _d_KeyInfoType(r, key):
             if s == 17:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(51)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -10258,7 +10347,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 52)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -10266,7 +10355,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -10274,7 +10363,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -10282,7 +10371,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -10290,29 +10379,31 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(53)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -10322,30 +10413,30 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 17
                         break
                     else:
                         raise r.deviation('KeyInfoType', p)
             if s == 18:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(51)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -10353,57 +10444,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 52)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(53)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -10411,7 +10504,7 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 else:
                     raise r.deviation('KeyInfoType', p)
@@ -11965,6 +12058,7 @@ def _e_KeyInfoType(w, o):
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11981,133 +12075,137 @@ def _d_KeyValueType(r, key):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
                     r.pos = p
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
-                    el = 'Modulus'
+                    el = 'RSAKeyValue/Modulus'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
                         _c156_Modulus = b''
                     else:
                         r.pos = p
                         _c156_Modulus = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
-                    el = 'Exponent'
+                    el = 'RSAKeyValue/Exponent'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
                         _c156_Exponent = b''
                     else:
                         r.pos = p
                         _c156_Exponent = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     f_RSAKeyValue = xmldsig.RSAKeyValueType(_c156_Modulus, _c156_Exponent)
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 else:
                     raise r.deviation('KeyValueType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
                     r.pos = p
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
-                    el = 'Modulus'
+                    el = 'RSAKeyValue/Modulus'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
                         _c157_Modulus = b''
                     else:
                         r.pos = p
                         _c157_Modulus = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
-                    el = 'Exponent'
+                    el = 'RSAKeyValue/Exponent'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
                         _c157_Exponent = b''
                     else:
                         r.pos = p
                         _c157_Exponent = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     f_RSAKeyValue = xmldsig.RSAKeyValueType(_c157_Modulus, _c157_Exponent)
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 else:
                     raise r.deviation('KeyValueType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
@@ -12115,13 +12213,13 @@ def _d_KeyValueType(r, key):
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('KeyValueType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
@@ -12129,13 +12227,13 @@ def _d_KeyValueType(r, key):
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('KeyValueType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
@@ -12143,7 +12241,7 @@ def _d_KeyValueType(r, key):
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('KeyValueType', p)
@@ -12178,14 +12276,14 @@ def _e_KeyValueType(w, o):
                     _c158_Modulus = _o.Modulus
                     _c158_Exponent = _o.Exponent
                     if not (_c158_Modulus is not None): raise EncodeError('missing content: Modulus')
-                    el = 'Modulus'
+                    el = 'RSAKeyValue/Modulus'
                     v = (v << 5) | (1 << 2)
                     n += 5
                     w.v = v; w.n = n
                     w.binary(_c158_Modulus)
                     v = w.v; n = w.n
                     if not (_c158_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'RSAKeyValue/Exponent'
                     v <<= 3
                     n += 3
                     _c158_Modulus = None
@@ -12215,14 +12313,14 @@ def _e_KeyValueType(w, o):
                     _c159_Modulus = _o.Modulus
                     _c159_Exponent = _o.Exponent
                     if not (_c159_Modulus is not None): raise EncodeError('missing content: Modulus')
-                    el = 'Modulus'
+                    el = 'RSAKeyValue/Modulus'
                     v = (v << 5) | (1 << 2)
                     n += 5
                     w.v = v; w.n = n
                     w.binary(_c159_Modulus)
                     v = w.v; n = w.n
                     if not (_c159_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'RSAKeyValue/Exponent'
                     v <<= 3
                     n += 3
                     _c159_Modulus = None
@@ -12255,6 +12353,7 @@ def _e_KeyValueType(w, o):
                     if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -12268,43 +12367,43 @@ def _d_RSAKeyValueType(r):
     f_Exponent = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Modulus'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
             f_Modulus = b''
         else:
             r.pos = p
             f_Modulus = r.binary()
-            p = r.pos
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Exponent'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
             f_Exponent = b''
         else:
             r.pos = p
             f_Exponent = r.binary()
-            p = r.pos
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         r.pos = p
     except Exception as e:
@@ -12341,6 +12440,7 @@ def _e_RSAKeyValueType(w, o):
         else:
             raise EncodeError('missing content: expected one of Modulus')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -12358,25 +12458,25 @@ def _d_RetrievalMethodType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Type'
                     r.pos = p
                     f_Type = r.string(56)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(57)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 3:
                     pass
@@ -12385,19 +12485,19 @@ def _d_RetrievalMethodType(r):
                     raise r.deviation('RetrievalMethodType', p)
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(57)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -12406,13 +12506,13 @@ def _d_RetrievalMethodType(r):
                     raise r.deviation('RetrievalMethodType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -12421,7 +12521,7 @@ def _d_RetrievalMethodType(r):
                     raise r.deviation('RetrievalMethodType', p)
             if s == 3:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
                 s = -1
         r.pos = p
@@ -12525,6 +12625,7 @@ def _e_RetrievalMethodType(w, o):
                     if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -12540,23 +12641,23 @@ def _d_TransformsType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('TransformsType', p)
                 el = 'Transform'
                 r.pos = p
                 _v = _d_TransformType(r, 58)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_Transform.append(_v)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transform'
                     r.pos = p
                     _v = _d_TransformType(r, 58)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Transform.append(_v)
                     s = 2
                 elif ec == 1:
@@ -12567,13 +12668,13 @@ def _d_TransformsType(r):
             if s == 2:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Transform'
                         r.pos = p
                         _v = _d_TransformType(r, 58)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Transform.append(_v)
                     elif ec == 1:
                         pass
@@ -12641,6 +12742,7 @@ def _e_TransformsType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -12657,37 +12759,39 @@ def _d_TransformType(r, key):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                 el = '@Algorithm'
                 r.pos = p
                 f_Algorithm = r.string(16)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'XPath'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(59)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -12695,34 +12799,36 @@ def _d_TransformType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('TransformType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'XPath'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(59)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -12730,34 +12836,36 @@ def _d_TransformType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('TransformType', p)
             if s == 3:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'XPath'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(59)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -12765,34 +12873,36 @@ def _d_TransformType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('TransformType', p)
             if s == 4:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'XPath'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(59)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                         f_XPath.append(_v)
                     elif ec == 1:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 3
                         break
                     elif ec == 2:
@@ -12802,7 +12912,7 @@ def _d_TransformType(r, key):
                     elif ec == 3:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 4
                         break
                     else:
@@ -12916,6 +13026,7 @@ def _e_TransformType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -12935,33 +13046,33 @@ def _d_X509DataType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c160_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c160_X509IssuerName = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -12970,9 +13081,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c160_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c160_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c160_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c160_X509SerialNumber = -_c160_X509SerialNumber - 1
@@ -12982,109 +13093,111 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(61)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 5
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 6
                 else:
                     raise r.deviation('X509DataType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c161_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c161_X509IssuerName = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -13093,9 +13206,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c161_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c161_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c161_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c161_X509SerialNumber = -_c161_X509SerialNumber - 1
@@ -13105,77 +13218,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(61)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -13184,33 +13299,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c162_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c162_X509IssuerName = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -13219,9 +13334,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c162_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c162_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c162_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c162_X509SerialNumber = -_c162_X509SerialNumber - 1
@@ -13231,77 +13346,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(61)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -13310,33 +13427,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 3:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c163_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c163_X509IssuerName = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -13345,9 +13462,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c163_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c163_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c163_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c163_X509SerialNumber = -_c163_X509SerialNumber - 1
@@ -13357,77 +13474,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(61)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -13436,33 +13555,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 4:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c164_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c164_X509IssuerName = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -13471,9 +13590,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c164_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c164_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c164_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c164_X509SerialNumber = -_c164_X509SerialNumber - 1
@@ -13483,77 +13602,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(61)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -13562,33 +13683,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 5:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c165_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c165_X509IssuerName = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -13597,9 +13718,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c165_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c165_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c165_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c165_X509SerialNumber = -_c165_X509SerialNumber - 1
@@ -13609,77 +13730,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(61)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -13688,33 +13811,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 6:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c166_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c166_X509IssuerName = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -13723,9 +13846,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c166_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c166_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c166_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c166_X509SerialNumber = -_c166_X509SerialNumber - 1
@@ -13735,77 +13858,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(61)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -13815,33 +13940,33 @@ def _d_X509DataType(r):
             if s == 7:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c167_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c167_X509IssuerName = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -13850,9 +13975,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c167_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c167_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c167_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c167_X509SerialNumber = -_c167_X509SerialNumber - 1
@@ -13861,18 +13986,18 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
@@ -13880,18 +14005,18 @@ def _d_X509DataType(r):
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(61)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
@@ -13899,18 +14024,18 @@ def _d_X509DataType(r):
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
@@ -13918,24 +14043,26 @@ def _d_X509DataType(r):
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -13947,33 +14074,33 @@ def _d_X509DataType(r):
             if s == 8:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c168_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c168_X509IssuerName = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -13982,9 +14109,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c168_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c168_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c168_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c168_X509SerialNumber = -_c168_X509SerialNumber - 1
@@ -13995,35 +14122,35 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(61)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
@@ -14031,18 +14158,18 @@ def _d_X509DataType(r):
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
@@ -14050,24 +14177,26 @@ def _d_X509DataType(r):
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -14079,33 +14208,33 @@ def _d_X509DataType(r):
             if s == 9:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c169_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c169_X509IssuerName = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -14114,9 +14243,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c169_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c169_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c169_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c169_X509SerialNumber = -_c169_X509SerialNumber - 1
@@ -14127,18 +14256,18 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
@@ -14146,35 +14275,35 @@ def _d_X509DataType(r):
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(61)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
@@ -14182,24 +14311,26 @@ def _d_X509DataType(r):
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -14211,33 +14342,33 @@ def _d_X509DataType(r):
             if s == 10:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c170_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c170_X509IssuerName = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -14246,9 +14377,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c170_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c170_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c170_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c170_X509SerialNumber = -_c170_X509SerialNumber - 1
@@ -14259,18 +14390,18 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
@@ -14278,18 +14409,18 @@ def _d_X509DataType(r):
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(61)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
@@ -14297,41 +14428,43 @@ def _d_X509DataType(r):
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -14343,33 +14476,33 @@ def _d_X509DataType(r):
             if s == 11:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c171_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c171_X509IssuerName = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -14378,9 +14511,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c171_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c171_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c171_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c171_X509SerialNumber = -_c171_X509SerialNumber - 1
@@ -14391,18 +14524,18 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
@@ -14410,18 +14543,18 @@ def _d_X509DataType(r):
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(61)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
@@ -14429,18 +14562,18 @@ def _d_X509DataType(r):
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
@@ -14448,22 +14581,24 @@ def _d_X509DataType(r):
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -14474,33 +14609,33 @@ def _d_X509DataType(r):
                         raise r.deviation('X509DataType', p)
             if s == 12:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c172_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c172_X509IssuerName = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -14509,9 +14644,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c172_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c172_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c172_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c172_X509SerialNumber = -_c172_X509SerialNumber - 1
@@ -14521,77 +14656,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(61)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -14633,7 +14770,7 @@ def _e_X509DataType(w, o):
                     _c173_X509IssuerName = _o.X509IssuerName
                     _c173_X509SerialNumber = _o.X509SerialNumber
                     if not (_c173_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c173_X509IssuerName)
@@ -14642,7 +14779,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c173_X509IssuerName); v = w.v; n = w.n
                     if not (_c173_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c173_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c173_X509SerialNumber!r}')
                     v = (v << 4) | (_c173_X509SerialNumber < 0)
                     n += 4
@@ -14711,7 +14848,7 @@ def _e_X509DataType(w, o):
                     _c174_X509IssuerName = _o.X509IssuerName
                     _c174_X509SerialNumber = _o.X509SerialNumber
                     if not (_c174_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c174_X509IssuerName)
@@ -14720,7 +14857,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c174_X509IssuerName); v = w.v; n = w.n
                     if not (_c174_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c174_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c174_X509SerialNumber!r}')
                     v = (v << 4) | (_c174_X509SerialNumber < 0)
                     n += 4
@@ -14792,7 +14929,7 @@ def _e_X509DataType(w, o):
                     _c175_X509IssuerName = _o.X509IssuerName
                     _c175_X509SerialNumber = _o.X509SerialNumber
                     if not (_c175_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c175_X509IssuerName)
@@ -14801,7 +14938,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c175_X509IssuerName); v = w.v; n = w.n
                     if not (_c175_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c175_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c175_X509SerialNumber!r}')
                     v = (v << 4) | (_c175_X509SerialNumber < 0)
                     n += 4
@@ -14873,7 +15010,7 @@ def _e_X509DataType(w, o):
                     _c176_X509IssuerName = _o.X509IssuerName
                     _c176_X509SerialNumber = _o.X509SerialNumber
                     if not (_c176_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c176_X509IssuerName)
@@ -14882,7 +15019,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c176_X509IssuerName); v = w.v; n = w.n
                     if not (_c176_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c176_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c176_X509SerialNumber!r}')
                     v = (v << 4) | (_c176_X509SerialNumber < 0)
                     n += 4
@@ -14954,7 +15091,7 @@ def _e_X509DataType(w, o):
                     _c177_X509IssuerName = _o.X509IssuerName
                     _c177_X509SerialNumber = _o.X509SerialNumber
                     if not (_c177_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c177_X509IssuerName)
@@ -14963,7 +15100,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c177_X509IssuerName); v = w.v; n = w.n
                     if not (_c177_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c177_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c177_X509SerialNumber!r}')
                     v = (v << 4) | (_c177_X509SerialNumber < 0)
                     n += 4
@@ -15035,7 +15172,7 @@ def _e_X509DataType(w, o):
                     _c178_X509IssuerName = _o.X509IssuerName
                     _c178_X509SerialNumber = _o.X509SerialNumber
                     if not (_c178_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c178_X509IssuerName)
@@ -15044,7 +15181,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c178_X509IssuerName); v = w.v; n = w.n
                     if not (_c178_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c178_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c178_X509SerialNumber!r}')
                     v = (v << 4) | (_c178_X509SerialNumber < 0)
                     n += 4
@@ -15116,7 +15253,7 @@ def _e_X509DataType(w, o):
                     _c179_X509IssuerName = _o.X509IssuerName
                     _c179_X509SerialNumber = _o.X509SerialNumber
                     if not (_c179_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c179_X509IssuerName)
@@ -15125,7 +15262,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c179_X509IssuerName); v = w.v; n = w.n
                     if not (_c179_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c179_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c179_X509SerialNumber!r}')
                     v = (v << 4) | (_c179_X509SerialNumber < 0)
                     n += 4
@@ -15198,7 +15335,7 @@ def _e_X509DataType(w, o):
                         _c180_X509IssuerName = _o.X509IssuerName
                         _c180_X509SerialNumber = _o.X509SerialNumber
                         if not (_c180_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c180_X509IssuerName)
@@ -15207,7 +15344,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c180_X509IssuerName); v = w.v; n = w.n
                         if not (_c180_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c180_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c180_X509SerialNumber!r}')
                         v = (v << 4) | (_c180_X509SerialNumber < 0)
                         n += 4
@@ -15284,7 +15421,7 @@ def _e_X509DataType(w, o):
                         _c181_X509IssuerName = _o.X509IssuerName
                         _c181_X509SerialNumber = _o.X509SerialNumber
                         if not (_c181_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c181_X509IssuerName)
@@ -15293,7 +15430,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c181_X509IssuerName); v = w.v; n = w.n
                         if not (_c181_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c181_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c181_X509SerialNumber!r}')
                         v = (v << 4) | (_c181_X509SerialNumber < 0)
                         n += 4
@@ -15370,7 +15507,7 @@ def _e_X509DataType(w, o):
                         _c182_X509IssuerName = _o.X509IssuerName
                         _c182_X509SerialNumber = _o.X509SerialNumber
                         if not (_c182_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c182_X509IssuerName)
@@ -15379,7 +15516,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c182_X509IssuerName); v = w.v; n = w.n
                         if not (_c182_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c182_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c182_X509SerialNumber!r}')
                         v = (v << 4) | (_c182_X509SerialNumber < 0)
                         n += 4
@@ -15456,7 +15593,7 @@ def _e_X509DataType(w, o):
                         _c183_X509IssuerName = _o.X509IssuerName
                         _c183_X509SerialNumber = _o.X509SerialNumber
                         if not (_c183_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c183_X509IssuerName)
@@ -15465,7 +15602,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c183_X509IssuerName); v = w.v; n = w.n
                         if not (_c183_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c183_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c183_X509SerialNumber!r}')
                         v = (v << 4) | (_c183_X509SerialNumber < 0)
                         n += 4
@@ -15542,7 +15679,7 @@ def _e_X509DataType(w, o):
                         _c184_X509IssuerName = _o.X509IssuerName
                         _c184_X509SerialNumber = _o.X509SerialNumber
                         if not (_c184_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c184_X509IssuerName)
@@ -15551,7 +15688,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c184_X509IssuerName); v = w.v; n = w.n
                         if not (_c184_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c184_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c184_X509SerialNumber!r}')
                         v = (v << 4) | (_c184_X509SerialNumber < 0)
                         n += 4
@@ -15627,7 +15764,7 @@ def _e_X509DataType(w, o):
                     _c185_X509IssuerName = _o.X509IssuerName
                     _c185_X509SerialNumber = _o.X509SerialNumber
                     if not (_c185_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c185_X509IssuerName)
@@ -15636,7 +15773,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c185_X509IssuerName); v = w.v; n = w.n
                     if not (_c185_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c185_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c185_X509SerialNumber!r}')
                     v = (v << 4) | (_c185_X509SerialNumber < 0)
                     n += 4
@@ -15702,6 +15839,7 @@ def _e_X509DataType(w, o):
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -15718,67 +15856,69 @@ def _d_PGPDataType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'PGPKeyID'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
                         f_PGPKeyID = b''
                     else:
                         r.pos = p
                         f_PGPKeyID = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
                     s = 1
                 elif ec == 1:
                     el = 'PGPKeyPacket'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
                         f_PGPKeyPacket = b''
                     else:
                         r.pos = p
                         f_PGPKeyPacket = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 2
                 else:
                     raise r.deviation('PGPDataType', p)
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'PGPKeyPacket'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
                         f_PGPKeyPacket = b''
                     else:
                         r.pos = p
                         f_PGPKeyPacket = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     pass
@@ -15787,10 +15927,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -15799,10 +15941,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     pass
@@ -15811,10 +15955,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     pass
@@ -15823,10 +15969,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -15915,6 +16063,7 @@ def _e_PGPDataType(w, o):
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -15930,49 +16079,51 @@ def _d_SPKIDataType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                 el = 'SPKISexp'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                     _v = b''
                 else:
                     r.pos = p
                     _v = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                 f_SPKISexp.append(_v)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SPKISexp'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     pass
@@ -15981,23 +16132,23 @@ def _d_SPKIDataType(r):
                     raise r.deviation('SPKIDataType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SPKISexp'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
@@ -16009,27 +16160,29 @@ def _d_SPKIDataType(r):
             if s == 3:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SPKISexp'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                         f_SPKISexp.append(_v)
                     elif ec == 1:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 4
                         break
                     elif ec == 2:
@@ -16040,23 +16193,23 @@ def _d_SPKIDataType(r):
                         raise r.deviation('SPKIDataType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SPKISexp'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
@@ -16165,6 +16318,7 @@ def _e_SPKIDataType(w, o):
                     if i_SPKISexp < n_SPKISexp: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16181,40 +16335,40 @@ def _d_ManifestType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(50)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ManifestType', p)
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
                     s = 2
                 elif ec == 1:
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
                     s = 2
                 else:
                     raise r.deviation('ManifestType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
                     s = 3
                 elif ec == 1:
@@ -16225,13 +16379,13 @@ def _d_ManifestType(r):
             if s == 3:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Reference'
                         r.pos = p
                         _v = _d_ReferenceType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Reference.append(_v)
                     elif ec == 1:
                         pass
@@ -16319,6 +16473,7 @@ def _e_ManifestType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16339,142 +16494,142 @@ def _d_ReferenceType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(50)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Type'
                     r.pos = p
                     f_Type = r.string(56)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(57)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 3:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 4:
                     el = 'DigestMethod'
                     r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 67)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ReferenceType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Type'
                     r.pos = p
                     f_Type = r.string(56)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(57)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 3:
                     el = 'DigestMethod'
                     r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 67)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ReferenceType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(57)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     el = 'DigestMethod'
                     r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 67)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ReferenceType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'DigestMethod'
                     r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 67)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ReferenceType', p)
             if s == 4:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestMethod'
                 r.pos = p
                 f_DigestMethod = _d_DigestMethodType(r, 67)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 5
             if s == 5:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestValue'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
                     f_DigestValue = b''
                 else:
                     r.pos = p
                     f_DigestValue = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 s = -1
         r.pos = p
@@ -16674,6 +16829,7 @@ def _e_ReferenceType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of DigestValue')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16692,81 +16848,81 @@ def _d_MeteringReceiptReqType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(7)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
                     el = 'SessionID'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
                         f_SessionID = b''
                     else:
                         r.pos = p
                         f_SessionID = r.binary()
-                        if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                        p = r.pos
+                        if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
                     s = 2
                 elif ec == 1:
                     el = 'SessionID'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
                         f_SessionID = b''
                     else:
                         r.pos = p
                         f_SessionID = r.binary()
-                        if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                        p = r.pos
+                        if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
                     s = 2
                 else:
                     raise r.deviation('MeteringReceiptReqType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 11
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1027: raise r.deviation('MeteringReceiptReqType', p)
                     el = 'SAScheduleTupleID'
                     f_SAScheduleTupleID = ((x >> 2) & 255) + 1
-                    if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', p)
+                    if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.at(p))
                     el = 'MeterInfo'
                     r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'MeterInfo'
                     r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('MeteringReceiptReqType', p)
             if s == 4:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptReqType', p)
                 s = -1
         r.pos = p
@@ -16855,6 +17011,7 @@ def _e_MeteringReceiptReqType(w, o):
                     if v_Id is not None or v_SessionID is not None or v_SAScheduleTupleID is not None or v_MeterInfo is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16873,25 +17030,25 @@ def _d_MeteringReceiptResType(r):
         while s >= 0:
             if s == 0:
                 p += 8
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 8)
                 x = (V >> (E - p)) & 255
                 if x & 193: raise r.deviation('MeteringReceiptResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
                 f_ResponseCode = _E4[f_ResponseCode]
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('MeteringReceiptResType', p)
                     el = 'AC_EVSEStatus'
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEStatus/NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c186_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -16899,17 +17056,17 @@ def _d_MeteringReceiptResType(r):
                         p += 16
                         _c186_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c186_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c186_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 11
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1851: raise r.deviation('MeteringReceiptResType', p)
-                    if _c186_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c186_NotificationMaxDelay} outside [0, 65535]', p)
-                    el = 'EVSENotification'
+                    if _c186_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c186_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    el = 'AC_EVSEStatus/EVSENotification'
                     _c186_EVSENotification = ((x >> 6) & 3)
-                    if _c186_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c186_EVSENotification} out of range (3 values)', p)
+                    if _c186_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c186_EVSENotification} out of range (3 values)', r.at(p))
                     _c186_EVSENotification = _E2[_c186_EVSENotification]
-                    el = 'RCD'
+                    el = 'AC_EVSEStatus/RCD'
                     _c186_RCD = ((x >> 2) & 1) == 1
                     f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c186_NotificationMaxDelay, _c186_EVSENotification, _c186_RCD)
                     s = 2
@@ -16917,15 +17074,15 @@ def _d_MeteringReceiptResType(r):
                     el = 'DC_EVSEStatus'
                     r.pos = p
                     f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('MeteringReceiptResType', p)
                     el = 'EVSEStatus'
-                    el = 'NotificationMaxDelay'
+                    el = 'EVSEStatus/NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c187_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -16933,15 +17090,15 @@ def _d_MeteringReceiptResType(r):
                         p += 16
                         _c187_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c187_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c187_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 7
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 7)
                     x = (V >> (E - p)) & 127
                     if x & 115: raise r.deviation('MeteringReceiptResType', p)
-                    if _c187_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c187_NotificationMaxDelay} outside [0, 65535]', p)
-                    el = 'EVSENotification'
+                    if _c187_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c187_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    el = 'EVSEStatus/EVSENotification'
                     _c187_EVSENotification = ((x >> 2) & 3)
-                    if _c187_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c187_EVSENotification} out of range (3 values)', p)
+                    if _c187_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c187_EVSENotification} out of range (3 values)', r.at(p))
                     _c187_EVSENotification = _E2[_c187_EVSENotification]
                     f_EVSEStatus = iso2_msgdatatypes.EVSEStatusType(_c187_NotificationMaxDelay, _c187_EVSENotification)
                     s = 2
@@ -16949,7 +17106,7 @@ def _d_MeteringReceiptResType(r):
                     raise r.deviation('MeteringReceiptResType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeteringReceiptResType', p)
                 s = -1
         r.pos = p
@@ -16988,7 +17145,7 @@ def _e_MeteringReceiptResType(w, o):
                     _c189_EVSENotification = _o.EVSENotification
                     _c189_RCD = _o.RCD
                     if not (_c189_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEStatus/NotificationMaxDelay'
                     if _c189_NotificationMaxDelay < 0 or _c189_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c189_NotificationMaxDelay!r} outside [0, 65535]')
                     v <<= 4
                     n += 4
@@ -16996,11 +17153,11 @@ def _e_MeteringReceiptResType(w, o):
                     elif _c189_NotificationMaxDelay < 16384: v = (v << 16) | ((_c189_NotificationMaxDelay & 127) << 8) | 32768 | (_c189_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c189_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c189_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
+                    el = 'AC_EVSEStatus/EVSENotification'
                     _i17 = _I3.get(_c189_EVSENotification)
                     if _i17 is None: raise EncodeError(f'{_c189_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     if not (_c189_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'RCD'
+                    el = 'AC_EVSEStatus/RCD'
                     if _c189_RCD is not True and _c189_RCD is not False: raise EncodeError(f'expected a bool, got {_c189_RCD!r}')
                     v = (v << 11) | (_i17 << 6) | (_c189_RCD << 2)
                     n += 11
@@ -17024,7 +17181,7 @@ def _e_MeteringReceiptResType(w, o):
                     _c190_NotificationMaxDelay = _o.NotificationMaxDelay
                     _c190_EVSENotification = _o.EVSENotification
                     if not (_c190_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'NotificationMaxDelay'
+                    el = 'EVSEStatus/NotificationMaxDelay'
                     if _c190_NotificationMaxDelay < 0 or _c190_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c190_NotificationMaxDelay!r} outside [0, 65535]')
                     v = (v << 4) | (2 << 2)
                     n += 4
@@ -17032,7 +17189,7 @@ def _e_MeteringReceiptResType(w, o):
                     elif _c190_NotificationMaxDelay < 16384: v = (v << 16) | ((_c190_NotificationMaxDelay & 127) << 8) | 32768 | (_c190_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c190_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c190_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
+                    el = 'EVSEStatus/EVSENotification'
                     _i191 = _I3.get(_c190_EVSENotification)
                     if _i191 is None: raise EncodeError(f'{_c190_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     v = (v << 7) | (_i191 << 2)
@@ -17050,6 +17207,7 @@ def _e_MeteringReceiptResType(w, o):
                     if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17067,28 +17225,30 @@ def _d_ObjectType(r, key):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Encoding'
                     r.pos = p
                     f_Encoding = r.string(70)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(50)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     el = '@MimeType'
                     r.pos = p
                     f_MimeType = r.string(71)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 3:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 4:
                     pass
@@ -17096,28 +17256,30 @@ def _d_ObjectType(r, key):
                 elif ec == 5:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(50)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@MimeType'
                     r.pos = p
                     f_MimeType = r.string(71)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 3:
                     pass
@@ -17125,22 +17287,24 @@ def _d_ObjectType(r, key):
                 elif ec == 4:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@MimeType'
                     r.pos = p
                     f_MimeType = r.string(71)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 2:
                     pass
@@ -17148,16 +17312,18 @@ def _d_ObjectType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -17165,16 +17331,18 @@ def _d_ObjectType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -17182,16 +17350,18 @@ def _d_ObjectType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -17199,7 +17369,7 @@ def _d_ObjectType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ObjectType', p)
@@ -17322,6 +17492,7 @@ def _e_ObjectType(w, o):
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17339,17 +17510,17 @@ def _d_PMaxScheduleEntryType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'RelativeTimeInterval'
                     r.pos = p
                     f_RelativeTimeInterval = _d_RelativeTimeIntervalType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleEntryType', p)
                     el = 'TimeInterval'
                     f_TimeInterval = iso2_msgdatatypes.IntervalType()
@@ -17358,18 +17529,18 @@ def _d_PMaxScheduleEntryType(r):
                     raise r.deviation('PMaxScheduleEntryType', p)
             if s == 1:
                 p += 16
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 16)
                 x = (V >> (E - p)) & 65535
                 if x & 58254: raise r.deviation('PMaxScheduleEntryType', p)
                 el = 'PMax'
-                el = 'Multiplier'
+                el = 'PMax/Multiplier'
                 _c193_Multiplier = ((x >> 10) & 7) + -3
-                if _c193_Multiplier > 3: raise DecodeError(f'value {_c193_Multiplier} above maximum 3', p)
-                el = 'Unit'
+                if _c193_Multiplier > 3: raise DecodeError(f'value {_c193_Multiplier} above maximum 3', r.at(p))
+                el = 'PMax/Unit'
                 _c193_Unit = ((x >> 4) & 7)
-                if _c193_Unit >= 7: raise DecodeError(f'enumeration index {_c193_Unit} out of range (7 values)', p)
+                if _c193_Unit >= 7: raise DecodeError(f'enumeration index {_c193_Unit} out of range (7 values)', r.at(p))
                 _c193_Unit = _E0[_c193_Unit]
-                el = 'Value'
+                el = 'PMax/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -17378,13 +17549,13 @@ def _d_PMaxScheduleEntryType(r):
                     p += 16
                     _c193_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c193_Value = r.uint(); p = r.pos
+                    r.pos = p; _c193_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('PMaxScheduleEntryType', p)
                 if _neg: _c193_Value = -_c193_Value - 1
-                if _c193_Value < -32768 or _c193_Value > 32767: raise DecodeError(f'value {_c193_Value} outside [-32768, 32767]', p)
+                if _c193_Value < -32768 or _c193_Value > 32767: raise DecodeError(f'value {_c193_Value} outside [-32768, 32767]', r.at(p))
                 f_PMax = iso2_msgdatatypes.PhysicalValueType(_c193_Multiplier, _c193_Unit, _c193_Value)
                 s = -1
         r.pos = p
@@ -17430,14 +17601,14 @@ def _e_PMaxScheduleEntryType(w, o):
                     _c195_Unit = _o.Unit
                     _c195_Value = _o.Value
                     if not (_c195_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'PMax/Multiplier'
                     if not -3 <= _c195_Multiplier <= 3: raise EncodeError(f'value {_c195_Multiplier!r} outside [-3, 3]')
                     if not (_c195_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'PMax/Unit'
                     _i7 = _I1.get(_c195_Unit)
                     if _i7 is None: raise EncodeError(f'{_c195_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c195_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'PMax/Value'
                     if _c195_Value < -32768 or _c195_Value > 32767: raise EncodeError(f'value {_c195_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c195_Multiplier - -3) << 10) | (_i7 << 4) | (_c195_Value < 0)
                     n += 16
@@ -17456,6 +17627,7 @@ def _e_PMaxScheduleEntryType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of PMax')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17469,24 +17641,24 @@ def _d_PaymentDetailsReqType(r):
     f_ContractSignatureCertChain = None
     try:
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('PaymentDetailsReqType', p)
         el = 'eMAID'
         r.pos = p
         f_eMAID = r.string(20)
-        if len(f_eMAID) < 14 or len(f_eMAID) > 15: raise DecodeError(f'length {len(f_eMAID)} outside [14, 15]', r.pos)
-        p = r.pos
+        if len(f_eMAID) < 14 or len(f_eMAID) > 15: raise DecodeError(f'length {len(f_eMAID)} outside [14, 15]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('PaymentDetailsReqType', p)
         el = 'ContractSignatureCertChain'
         r.pos = p
         f_ContractSignatureCertChain = _d_CertificateChainType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PaymentDetailsReqType', p)
         r.pos = p
     except Exception as e:
@@ -17526,6 +17698,7 @@ def _e_PaymentDetailsReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of eMAID')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17540,20 +17713,20 @@ def _d_PaymentDetailsResType(r):
     f_EVSETimeStamp = None
     try:
         p += 10
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 10)
         x = (V >> (E - p)) & 1023
         if x & 775: raise r.deviation('PaymentDetailsResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 3) & 31)
-        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
         f_ResponseCode = _E4[f_ResponseCode]
         el = 'GenChallenge'
         r.pos = p
         f_GenChallenge = r.binary()
-        if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.pos)
-        p = r.pos
+        if len(f_GenChallenge) < 16 or len(f_GenChallenge) > 16: raise DecodeError(f'length {len(f_GenChallenge)} outside [16, 16]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 4
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 4)
         x = (V >> (E - p)) & 15
         if x & 14: raise r.deviation('PaymentDetailsResType', p)
         el = 'EVSETimeStamp'
@@ -17565,13 +17738,13 @@ def _d_PaymentDetailsResType(r):
             p += 16
             f_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_EVSETimeStamp = r.uint(); p = r.pos
+            r.pos = p; f_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('PaymentDetailsResType', p)
         if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
-        if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: raise DecodeError(f'value {f_EVSETimeStamp} outside [-9223372036854775808, 9223372036854775807]', p)
+        if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: raise DecodeError(f'value {f_EVSETimeStamp} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -17616,6 +17789,7 @@ def _e_PaymentDetailsResType(w, o):
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17629,7 +17803,7 @@ def _d_PaymentServiceSelectionReqType(r):
     f_SelectedServiceList = None
     try:
         p += 5
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 5)
         x = (V >> (E - p)) & 31
         if x & 27: raise r.deviation('PaymentServiceSelectionReqType', p)
         el = 'SelectedPaymentOption'
@@ -17637,9 +17811,9 @@ def _d_PaymentServiceSelectionReqType(r):
         el = 'SelectedServiceList'
         r.pos = p
         f_SelectedServiceList = _d_SelectedServiceListType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PaymentServiceSelectionReqType', p)
         r.pos = p
     except Exception as e:
@@ -17673,6 +17847,7 @@ def _e_PaymentServiceSelectionReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of SelectedPaymentOption')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17688,25 +17863,25 @@ def _d_SelectedServiceListType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceListType', p)
                 el = 'SelectedService'
                 r.pos = p
                 _v = _d_SelectedServiceType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_SelectedService.append(_v)
                 s = 1
             if s == 1:
                 _k = 0
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SelectedService'
                         r.pos = p
                         _v = _d_SelectedServiceType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SelectedService.append(_v)
                         _k += 1
                         if _k == 15:
@@ -17720,7 +17895,7 @@ def _d_SelectedServiceListType(r):
                         raise r.deviation('SelectedServiceListType', p)
             if s == 16:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceListType', p)
                 s = -1
         r.pos = p
@@ -17779,6 +17954,7 @@ def _e_SelectedServiceListType(w, o):
                     if i_SelectedService < n_SelectedService: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17795,7 +17971,7 @@ def _d_SelectedServiceType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('SelectedServiceType', p)
                 el = 'ServiceID'
@@ -17806,19 +17982,19 @@ def _d_SelectedServiceType(r):
                     p += 16
                     f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_ServiceID = r.uint(); p = r.pos
+                    r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SelectedServiceType', p)
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', p)
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('SelectedServiceType', p)
                     el = 'ParameterSetID'
@@ -17830,13 +18006,13 @@ def _d_SelectedServiceType(r):
                         p += 16
                         f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_ParameterSetID = r.uint(); p = r.pos
+                        r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('SelectedServiceType', p)
                     if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                    if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', p)
+                    if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -17894,6 +18070,7 @@ def _e_SelectedServiceType(w, o):
                     if v_ServiceID is not None or v_ParameterSetID is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17906,12 +18083,12 @@ def _d_PaymentServiceSelectionResType(r):
     f_ResponseCode = None
     try:
         p += 9
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 9)
         x = (V >> (E - p)) & 511
         if x & 387: raise r.deviation('PaymentServiceSelectionResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
         f_ResponseCode = _E4[f_ResponseCode]
         r.pos = p
     except Exception as e:
@@ -17936,6 +18113,7 @@ def _e_PaymentServiceSelectionResType(w, o):
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17955,36 +18133,36 @@ def _d_PowerDeliveryReqType(r):
         while s >= 0:
             if s == 0:
                 p += 16
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 16)
                 x = (V >> (E - p)) & 65535
                 if x & 52737: raise r.deviation('PowerDeliveryReqType', p)
                 el = 'ChargeProgress'
                 f_ChargeProgress = ((x >> 12) & 3)
-                if f_ChargeProgress >= 3: raise DecodeError(f'enumeration index {f_ChargeProgress} out of range (3 values)', p)
+                if f_ChargeProgress >= 3: raise DecodeError(f'enumeration index {f_ChargeProgress} out of range (3 values)', r.at(p))
                 f_ChargeProgress = _E18[f_ChargeProgress]
                 el = 'SAScheduleTupleID'
                 f_SAScheduleTupleID = ((x >> 1) & 255) + 1
-                if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', p)
+                if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.at(p))
                 s = 2
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'ChargingProfile'
                     r.pos = p
                     f_ChargingProfile = _d_ChargingProfileType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     el = 'DC_EVPowerDeliveryParameter'
                     r.pos = p
                     f_DC_EVPowerDeliveryParameter = _d_DC_EVPowerDeliveryParameterType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
                     el = 'EVPowerDeliveryParameter'
                     f_EVPowerDeliveryParameter = iso2_msgdatatypes.EVPowerDeliveryParameterType()
@@ -17996,17 +18174,17 @@ def _d_PowerDeliveryReqType(r):
                     raise r.deviation('PowerDeliveryReqType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'DC_EVPowerDeliveryParameter'
                     r.pos = p
                     f_DC_EVPowerDeliveryParameter = _d_DC_EVPowerDeliveryParameterType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
                     el = 'EVPowerDeliveryParameter'
                     f_EVPowerDeliveryParameter = iso2_msgdatatypes.EVPowerDeliveryParameterType()
@@ -18018,7 +18196,7 @@ def _d_PowerDeliveryReqType(r):
                     raise r.deviation('PowerDeliveryReqType', p)
             if s == 4:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryReqType', p)
                 s = -1
         r.pos = p
@@ -18114,6 +18292,7 @@ def _e_PowerDeliveryReqType(w, o):
                     if v_ChargeProgress is not None or v_SAScheduleTupleID is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18129,25 +18308,25 @@ def _d_ChargingProfileType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileType', p)
                 el = 'ProfileEntry'
                 r.pos = p
                 _v = _d_ProfileEntryType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_ProfileEntry.append(_v)
                 s = 1
             if s == 1:
                 _k = 0
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'ProfileEntry'
                         r.pos = p
                         _v = _d_ProfileEntryType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_ProfileEntry.append(_v)
                         _k += 1
                         if _k == 23:
@@ -18161,7 +18340,7 @@ def _d_ChargingProfileType(r):
                         raise r.deviation('ChargingProfileType', p)
             if s == 24:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileType', p)
                 s = -1
         r.pos = p
@@ -18220,6 +18399,7 @@ def _e_ChargingProfileType(w, o):
                     if i_ProfileEntry < n_ProfileEntry: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18237,7 +18417,7 @@ def _d_ProfileEntryType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ProfileEntryType', p)
                 el = 'ChargingProfileEntryStart'
@@ -18248,21 +18428,21 @@ def _d_ProfileEntryType(r):
                     p += 16
                     f_ChargingProfileEntryStart = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_ChargingProfileEntryStart = r.uint(); p = r.pos
+                    r.pos = p; f_ChargingProfileEntryStart = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 17
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 17)
                 x = (V >> (E - p)) & 131071
                 if x & 123790: raise r.deviation('ProfileEntryType', p)
-                if f_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {f_ChargingProfileEntryStart} outside [0, 4294967295]', p)
+                if f_ChargingProfileEntryStart > 4294967295: raise DecodeError(f'value {f_ChargingProfileEntryStart} outside [0, 4294967295]', r.at(p))
                 el = 'ChargingProfileEntryMaxPower'
-                el = 'Multiplier'
+                el = 'ChargingProfileEntryMaxPower/Multiplier'
                 _c204_Multiplier = ((x >> 10) & 7) + -3
-                if _c204_Multiplier > 3: raise DecodeError(f'value {_c204_Multiplier} above maximum 3', p)
-                el = 'Unit'
+                if _c204_Multiplier > 3: raise DecodeError(f'value {_c204_Multiplier} above maximum 3', r.at(p))
+                el = 'ChargingProfileEntryMaxPower/Unit'
                 _c204_Unit = ((x >> 4) & 7)
-                if _c204_Unit >= 7: raise DecodeError(f'enumeration index {_c204_Unit} out of range (7 values)', p)
+                if _c204_Unit >= 7: raise DecodeError(f'enumeration index {_c204_Unit} out of range (7 values)', r.at(p))
                 _c204_Unit = _E0[_c204_Unit]
-                el = 'Value'
+                el = 'ChargingProfileEntryMaxPower/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -18271,27 +18451,27 @@ def _d_ProfileEntryType(r):
                     p += 16
                     _c204_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c204_Value = r.uint(); p = r.pos
+                    r.pos = p; _c204_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ProfileEntryType', p)
                 if _neg: _c204_Value = -_c204_Value - 1
-                if _c204_Value < -32768 or _c204_Value > 32767: raise DecodeError(f'value {_c204_Value} outside [-32768, 32767]', p)
+                if _c204_Value < -32768 or _c204_Value > 32767: raise DecodeError(f'value {_c204_Value} outside [-32768, 32767]', r.at(p))
                 f_ChargingProfileEntryMaxPower = iso2_msgdatatypes.PhysicalValueType(_c204_Multiplier, _c204_Unit, _c204_Value)
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 5
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 5)
                     x = (V >> (E - p)) & 31
                     if x & 19: raise r.deviation('ProfileEntryType', p)
                     el = 'ChargingProfileEntryMaxNumberOfPhasesInUse'
                     f_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
-                    if f_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: raise DecodeError(f'value {f_ChargingProfileEntryMaxNumberOfPhasesInUse} above maximum 3', p)
+                    if f_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: raise DecodeError(f'value {f_ChargingProfileEntryMaxNumberOfPhasesInUse} above maximum 3', r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -18330,14 +18510,14 @@ def _e_ProfileEntryType(w, o):
                     _c205_Unit = _o.Unit
                     _c205_Value = _o.Value
                     if not (_c205_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'ChargingProfileEntryMaxPower/Multiplier'
                     if not -3 <= _c205_Multiplier <= 3: raise EncodeError(f'value {_c205_Multiplier!r} outside [-3, 3]')
                     if not (_c205_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'ChargingProfileEntryMaxPower/Unit'
                     _i7 = _I1.get(_c205_Unit)
                     if _i7 is None: raise EncodeError(f'{_c205_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c205_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'ChargingProfileEntryMaxPower/Value'
                     if _c205_Value < -32768 or _c205_Value > 32767: raise EncodeError(f'value {_c205_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c205_Multiplier - -3) << 10) | (_i7 << 4) | (_c205_Value < 0)
                     n += 17
@@ -18370,6 +18550,7 @@ def _e_ProfileEntryType(w, o):
                     if v_ChargingProfileEntryStart is not None or v_ChargingProfileEntryMaxPower is not None or v_ChargingProfileEntryMaxNumberOfPhasesInUse is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18388,25 +18569,25 @@ def _d_PowerDeliveryResType(r):
         while s >= 0:
             if s == 0:
                 p += 8
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 8)
                 x = (V >> (E - p)) & 255
                 if x & 193: raise r.deviation('PowerDeliveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
                 f_ResponseCode = _E4[f_ResponseCode]
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('PowerDeliveryResType', p)
                     el = 'AC_EVSEStatus'
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEStatus/NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c206_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -18414,17 +18595,17 @@ def _d_PowerDeliveryResType(r):
                         p += 16
                         _c206_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c206_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c206_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 11
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1851: raise r.deviation('PowerDeliveryResType', p)
-                    if _c206_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c206_NotificationMaxDelay} outside [0, 65535]', p)
-                    el = 'EVSENotification'
+                    if _c206_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c206_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    el = 'AC_EVSEStatus/EVSENotification'
                     _c206_EVSENotification = ((x >> 6) & 3)
-                    if _c206_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c206_EVSENotification} out of range (3 values)', p)
+                    if _c206_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c206_EVSENotification} out of range (3 values)', r.at(p))
                     _c206_EVSENotification = _E2[_c206_EVSENotification]
-                    el = 'RCD'
+                    el = 'AC_EVSEStatus/RCD'
                     _c206_RCD = ((x >> 2) & 1) == 1
                     f_AC_EVSEStatus = iso2_msgdatatypes.AC_EVSEStatusType(_c206_NotificationMaxDelay, _c206_EVSENotification, _c206_RCD)
                     s = 2
@@ -18432,15 +18613,15 @@ def _d_PowerDeliveryResType(r):
                     el = 'DC_EVSEStatus'
                     r.pos = p
                     f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('PowerDeliveryResType', p)
                     el = 'EVSEStatus'
-                    el = 'NotificationMaxDelay'
+                    el = 'EVSEStatus/NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c207_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -18448,15 +18629,15 @@ def _d_PowerDeliveryResType(r):
                         p += 16
                         _c207_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c207_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c207_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 7
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 7)
                     x = (V >> (E - p)) & 127
                     if x & 115: raise r.deviation('PowerDeliveryResType', p)
-                    if _c207_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c207_NotificationMaxDelay} outside [0, 65535]', p)
-                    el = 'EVSENotification'
+                    if _c207_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c207_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    el = 'EVSEStatus/EVSENotification'
                     _c207_EVSENotification = ((x >> 2) & 3)
-                    if _c207_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c207_EVSENotification} out of range (3 values)', p)
+                    if _c207_EVSENotification >= 3: raise DecodeError(f'enumeration index {_c207_EVSENotification} out of range (3 values)', r.at(p))
                     _c207_EVSENotification = _E2[_c207_EVSENotification]
                     f_EVSEStatus = iso2_msgdatatypes.EVSEStatusType(_c207_NotificationMaxDelay, _c207_EVSENotification)
                     s = 2
@@ -18464,7 +18645,7 @@ def _d_PowerDeliveryResType(r):
                     raise r.deviation('PowerDeliveryResType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PowerDeliveryResType', p)
                 s = -1
         r.pos = p
@@ -18503,7 +18684,7 @@ def _e_PowerDeliveryResType(w, o):
                     _c209_EVSENotification = _o.EVSENotification
                     _c209_RCD = _o.RCD
                     if not (_c209_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'NotificationMaxDelay'
+                    el = 'AC_EVSEStatus/NotificationMaxDelay'
                     if _c209_NotificationMaxDelay < 0 or _c209_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c209_NotificationMaxDelay!r} outside [0, 65535]')
                     v <<= 4
                     n += 4
@@ -18511,11 +18692,11 @@ def _e_PowerDeliveryResType(w, o):
                     elif _c209_NotificationMaxDelay < 16384: v = (v << 16) | ((_c209_NotificationMaxDelay & 127) << 8) | 32768 | (_c209_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c209_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c209_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
+                    el = 'AC_EVSEStatus/EVSENotification'
                     _i17 = _I3.get(_c209_EVSENotification)
                     if _i17 is None: raise EncodeError(f'{_c209_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     if not (_c209_RCD is not None): raise EncodeError('missing content: RCD')
-                    el = 'RCD'
+                    el = 'AC_EVSEStatus/RCD'
                     if _c209_RCD is not True and _c209_RCD is not False: raise EncodeError(f'expected a bool, got {_c209_RCD!r}')
                     v = (v << 11) | (_i17 << 6) | (_c209_RCD << 2)
                     n += 11
@@ -18539,7 +18720,7 @@ def _e_PowerDeliveryResType(w, o):
                     _c210_NotificationMaxDelay = _o.NotificationMaxDelay
                     _c210_EVSENotification = _o.EVSENotification
                     if not (_c210_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'NotificationMaxDelay'
+                    el = 'EVSEStatus/NotificationMaxDelay'
                     if _c210_NotificationMaxDelay < 0 or _c210_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c210_NotificationMaxDelay!r} outside [0, 65535]')
                     v = (v << 4) | (2 << 2)
                     n += 4
@@ -18547,7 +18728,7 @@ def _e_PowerDeliveryResType(w, o):
                     elif _c210_NotificationMaxDelay < 16384: v = (v << 16) | ((_c210_NotificationMaxDelay & 127) << 8) | 32768 | (_c210_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c210_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c210_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
+                    el = 'EVSEStatus/EVSENotification'
                     _i191 = _I3.get(_c210_EVSENotification)
                     if _i191 is None: raise EncodeError(f'{_c210_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                     v = (v << 7) | (_i191 << 2)
@@ -18565,6 +18746,7 @@ def _e_PowerDeliveryResType(w, o):
                     if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18579,29 +18761,29 @@ def _d_PreChargeReqType(r):
     f_EVTargetCurrent = None
     try:
         p += 39
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 39)
         x = (V >> (E - p)) & 549755813887
         if x & 511336244110: raise r.deviation('PreChargeReqType', p)
         el = 'DC_EVStatus'
-        el = 'EVReady'
+        el = 'DC_EVStatus/EVReady'
         _c211_EVReady = ((x >> 35) & 1) == 1
-        el = 'EVErrorCode'
+        el = 'DC_EVStatus/EVErrorCode'
         _c211_EVErrorCode = ((x >> 28) & 15)
-        if _c211_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c211_EVErrorCode} out of range (12 values)', p)
+        if _c211_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c211_EVErrorCode} out of range (12 values)', r.at(p))
         _c211_EVErrorCode = _E8[_c211_EVErrorCode]
-        el = 'EVRESSSOC'
+        el = 'DC_EVStatus/EVRESSSOC'
         _c211_EVRESSSOC = ((x >> 18) & 127)
-        if _c211_EVRESSSOC > 100: raise DecodeError(f'value {_c211_EVRESSSOC} above maximum 100', p)
+        if _c211_EVRESSSOC > 100: raise DecodeError(f'value {_c211_EVRESSSOC} above maximum 100', r.at(p))
         f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c211_EVReady, _c211_EVErrorCode, _c211_EVRESSSOC)
         el = 'EVTargetVoltage'
-        el = 'Multiplier'
+        el = 'EVTargetVoltage/Multiplier'
         _c212_Multiplier = ((x >> 10) & 7) + -3
-        if _c212_Multiplier > 3: raise DecodeError(f'value {_c212_Multiplier} above maximum 3', p)
-        el = 'Unit'
+        if _c212_Multiplier > 3: raise DecodeError(f'value {_c212_Multiplier} above maximum 3', r.at(p))
+        el = 'EVTargetVoltage/Unit'
         _c212_Unit = ((x >> 4) & 7)
-        if _c212_Unit >= 7: raise DecodeError(f'enumeration index {_c212_Unit} out of range (7 values)', p)
+        if _c212_Unit >= 7: raise DecodeError(f'enumeration index {_c212_Unit} out of range (7 values)', r.at(p))
         _c212_Unit = _E0[_c212_Unit]
-        el = 'Value'
+        el = 'EVTargetVoltage/Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -18610,23 +18792,23 @@ def _d_PreChargeReqType(r):
             p += 16
             _c212_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; _c212_Value = r.uint(); p = r.pos
+            r.pos = p; _c212_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 18
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 18)
         x = (V >> (E - p)) & 262143
         if x & 254862: raise r.deviation('PreChargeReqType', p)
         if _neg: _c212_Value = -_c212_Value - 1
-        if _c212_Value < -32768 or _c212_Value > 32767: raise DecodeError(f'value {_c212_Value} outside [-32768, 32767]', p)
+        if _c212_Value < -32768 or _c212_Value > 32767: raise DecodeError(f'value {_c212_Value} outside [-32768, 32767]', r.at(p))
         f_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c212_Multiplier, _c212_Unit, _c212_Value)
         el = 'EVTargetCurrent'
-        el = 'Multiplier'
+        el = 'EVTargetCurrent/Multiplier'
         _c213_Multiplier = ((x >> 10) & 7) + -3
-        if _c213_Multiplier > 3: raise DecodeError(f'value {_c213_Multiplier} above maximum 3', p)
-        el = 'Unit'
+        if _c213_Multiplier > 3: raise DecodeError(f'value {_c213_Multiplier} above maximum 3', r.at(p))
+        el = 'EVTargetCurrent/Unit'
         _c213_Unit = ((x >> 4) & 7)
-        if _c213_Unit >= 7: raise DecodeError(f'enumeration index {_c213_Unit} out of range (7 values)', p)
+        if _c213_Unit >= 7: raise DecodeError(f'enumeration index {_c213_Unit} out of range (7 values)', r.at(p))
         _c213_Unit = _E0[_c213_Unit]
-        el = 'Value'
+        el = 'EVTargetCurrent/Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -18635,13 +18817,13 @@ def _d_PreChargeReqType(r):
             p += 16
             _c213_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; _c213_Value = r.uint(); p = r.pos
+            r.pos = p; _c213_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('PreChargeReqType', p)
         if _neg: _c213_Value = -_c213_Value - 1
-        if _c213_Value < -32768 or _c213_Value > 32767: raise DecodeError(f'value {_c213_Value} outside [-32768, 32767]', p)
+        if _c213_Value < -32768 or _c213_Value > 32767: raise DecodeError(f'value {_c213_Value} outside [-32768, 32767]', r.at(p))
         f_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c213_Multiplier, _c213_Unit, _c213_Value)
         r.pos = p
     except Exception as e:
@@ -18664,14 +18846,14 @@ def _e_PreChargeReqType(w, o):
             _c214_EVErrorCode = _o.EVErrorCode
             _c214_EVRESSSOC = _o.EVRESSSOC
             if not (_c214_EVReady is not None): raise EncodeError('missing content: EVReady')
-            el = 'EVReady'
+            el = 'DC_EVStatus/EVReady'
             if _c214_EVReady is not True and _c214_EVReady is not False: raise EncodeError(f'expected a bool, got {_c214_EVReady!r}')
             if not (_c214_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-            el = 'EVErrorCode'
+            el = 'DC_EVStatus/EVErrorCode'
             _i26 = _I9.get(_c214_EVErrorCode)
             if _i26 is None: raise EncodeError(f'{_c214_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
             if not (_c214_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-            el = 'EVRESSSOC'
+            el = 'DC_EVStatus/EVRESSSOC'
             if not 0 <= _c214_EVRESSSOC <= 100: raise EncodeError(f'value {_c214_EVRESSSOC!r} outside [0, 100]')
             if not (v_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
             el = 'EVTargetVoltage'
@@ -18680,14 +18862,14 @@ def _e_PreChargeReqType(w, o):
             _c215_Unit = _o.Unit
             _c215_Value = _o.Value
             if not (_c215_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-            el = 'Multiplier'
+            el = 'EVTargetVoltage/Multiplier'
             if not -3 <= _c215_Multiplier <= 3: raise EncodeError(f'value {_c215_Multiplier!r} outside [-3, 3]')
             if not (_c215_Unit is not None): raise EncodeError('missing content: Unit')
-            el = 'Unit'
+            el = 'EVTargetVoltage/Unit'
             _i7 = _I1.get(_c215_Unit)
             if _i7 is None: raise EncodeError(f'{_c215_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c215_Value is not None): raise EncodeError('missing content: Value')
-            el = 'Value'
+            el = 'EVTargetVoltage/Value'
             if _c215_Value < -32768 or _c215_Value > 32767: raise EncodeError(f'value {_c215_Value!r} outside [-32768, 32767]')
             v = (v << 39) | (_c214_EVReady << 35) | (_i26 << 28) | (_c214_EVRESSSOC << 18) | ((_c215_Multiplier - -3) << 10) | (_i7 << 4) | (_c215_Value < 0)
             n += 39
@@ -18708,14 +18890,14 @@ def _e_PreChargeReqType(w, o):
             _c216_Unit = _o.Unit
             _c216_Value = _o.Value
             if not (_c216_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-            el = 'Multiplier'
+            el = 'EVTargetCurrent/Multiplier'
             if not -3 <= _c216_Multiplier <= 3: raise EncodeError(f'value {_c216_Multiplier!r} outside [-3, 3]')
             if not (_c216_Unit is not None): raise EncodeError('missing content: Unit')
-            el = 'Unit'
+            el = 'EVTargetCurrent/Unit'
             _i7 = _I1.get(_c216_Unit)
             if _i7 is None: raise EncodeError(f'{_c216_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c216_Value is not None): raise EncodeError('missing content: Value')
-            el = 'Value'
+            el = 'EVTargetCurrent/Value'
             if _c216_Value < -32768 or _c216_Value > 32767: raise EncodeError(f'value {_c216_Value!r} outside [-32768, 32767]')
             v = (v << 18) | ((_c216_Multiplier - -3) << 10) | (_i7 << 4) | (_c216_Value < 0)
             n += 18
@@ -18735,6 +18917,7 @@ def _e_PreChargeReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18749,30 +18932,30 @@ def _d_PreChargeResType(r):
     f_EVSEPresentVoltage = None
     try:
         p += 9
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 9)
         x = (V >> (E - p)) & 511
         if x & 387: raise r.deviation('PreChargeResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
         f_ResponseCode = _E4[f_ResponseCode]
         el = 'DC_EVSEStatus'
         r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 16
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 58254: raise r.deviation('PreChargeResType', p)
         el = 'EVSEPresentVoltage'
-        el = 'Multiplier'
+        el = 'EVSEPresentVoltage/Multiplier'
         _c217_Multiplier = ((x >> 10) & 7) + -3
-        if _c217_Multiplier > 3: raise DecodeError(f'value {_c217_Multiplier} above maximum 3', p)
-        el = 'Unit'
+        if _c217_Multiplier > 3: raise DecodeError(f'value {_c217_Multiplier} above maximum 3', r.at(p))
+        el = 'EVSEPresentVoltage/Unit'
         _c217_Unit = ((x >> 4) & 7)
-        if _c217_Unit >= 7: raise DecodeError(f'enumeration index {_c217_Unit} out of range (7 values)', p)
+        if _c217_Unit >= 7: raise DecodeError(f'enumeration index {_c217_Unit} out of range (7 values)', r.at(p))
         _c217_Unit = _E0[_c217_Unit]
-        el = 'Value'
+        el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -18781,13 +18964,13 @@ def _d_PreChargeResType(r):
             p += 16
             _c217_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; _c217_Value = r.uint(); p = r.pos
+            r.pos = p; _c217_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('PreChargeResType', p)
         if _neg: _c217_Value = -_c217_Value - 1
-        if _c217_Value < -32768 or _c217_Value > 32767: raise DecodeError(f'value {_c217_Value} outside [-32768, 32767]', p)
+        if _c217_Value < -32768 or _c217_Value > 32767: raise DecodeError(f'value {_c217_Value} outside [-32768, 32767]', r.at(p))
         f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c217_Multiplier, _c217_Unit, _c217_Value)
         r.pos = p
     except Exception as e:
@@ -18822,14 +19005,14 @@ def _e_PreChargeResType(w, o):
             _c219_Unit = _o.Unit
             _c219_Value = _o.Value
             if not (_c219_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-            el = 'Multiplier'
+            el = 'EVSEPresentVoltage/Multiplier'
             if not -3 <= _c219_Multiplier <= 3: raise EncodeError(f'value {_c219_Multiplier!r} outside [-3, 3]')
             if not (_c219_Unit is not None): raise EncodeError('missing content: Unit')
-            el = 'Unit'
+            el = 'EVSEPresentVoltage/Unit'
             _i7 = _I1.get(_c219_Unit)
             if _i7 is None: raise EncodeError(f'{_c219_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c219_Value is not None): raise EncodeError('missing content: Value')
-            el = 'Value'
+            el = 'EVSEPresentVoltage/Value'
             if _c219_Value < -32768 or _c219_Value > 32767: raise EncodeError(f'value {_c219_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c219_Multiplier - -3) << 10) | (_i7 << 4) | (_c219_Value < 0)
             n += 16
@@ -18848,6 +19031,7 @@ def _e_PreChargeResType(w, o):
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18864,7 +19048,7 @@ def _d_RelativeTimeIntervalType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
                 el = 'start'
@@ -18875,19 +19059,19 @@ def _d_RelativeTimeIntervalType(r):
                     p += 16
                     f_start = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_start = r.uint(); p = r.pos
+                    r.pos = p; f_start = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
-                if f_start > 16777214: raise DecodeError(f'value {f_start} outside [0, 16777214]', p)
+                if f_start > 16777214: raise DecodeError(f'value {f_start} outside [0, 16777214]', r.at(p))
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('RelativeTimeIntervalType', p)
                     el = 'duration'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -18897,12 +19081,12 @@ def _d_RelativeTimeIntervalType(r):
                         p += 16
                         f_duration = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_duration = r.uint(); p = r.pos
+                        r.pos = p; f_duration = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('RelativeTimeIntervalType', p)
-                    if f_duration > 86400: raise DecodeError(f'value {f_duration} outside [0, 86400]', p)
+                    if f_duration > 86400: raise DecodeError(f'value {f_duration} outside [0, 86400]', r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -18959,6 +19143,7 @@ def _e_RelativeTimeIntervalType(w, o):
                     if v_start is not None or v_duration is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -18974,23 +19159,23 @@ def _d_SAScheduleListType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SAScheduleListType', p)
                 el = 'SAScheduleTuple'
                 r.pos = p
                 _v = _d_SAScheduleTupleType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_SAScheduleTuple.append(_v)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SAScheduleTuple'
                     r.pos = p
                     _v = _d_SAScheduleTupleType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SAScheduleTuple.append(_v)
                     s = 2
                 elif ec == 1:
@@ -19000,16 +19185,16 @@ def _d_SAScheduleListType(r):
                     raise r.deviation('SAScheduleListType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SAScheduleTuple'
                     r.pos = p
                     _v = _d_SAScheduleTupleType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SAScheduleTuple.append(_v)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SAScheduleListType', p)
                     s = -1
                 elif ec == 1:
@@ -19079,6 +19264,7 @@ def _e_SAScheduleListType(w, o):
                     if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19096,28 +19282,28 @@ def _d_SAScheduleTupleType(r):
         while s >= 0:
             if s == 0:
                 p += 12
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 12)
                 x = (V >> (E - p)) & 4095
                 if x & 3075: raise r.deviation('SAScheduleTupleType', p)
                 el = 'SAScheduleTupleID'
                 f_SAScheduleTupleID = ((x >> 2) & 255) + 1
-                if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', p)
+                if f_SAScheduleTupleID > 255: raise DecodeError(f'value {f_SAScheduleTupleID} above maximum 255', r.at(p))
                 el = 'PMaxSchedule'
                 r.pos = p
                 f_PMaxSchedule = _d_PMaxScheduleType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SalesTariff'
                     r.pos = p
                     f_SalesTariff = _d_SalesTariffType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SAScheduleTupleType', p)
                     s = -1
                 elif ec == 1:
@@ -19176,6 +19362,7 @@ def _e_SAScheduleTupleType(w, o):
                     if v_SAScheduleTupleID is not None or v_PMaxSchedule is not None or v_SalesTariff is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19191,25 +19378,25 @@ def _d_PMaxScheduleType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleType', p)
                 el = 'PMaxScheduleEntry'
                 r.pos = p
                 _v = _d_PMaxScheduleEntryType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_PMaxScheduleEntry.append(_v)
                 s = 1
             if s == 1:
                 _k = 0
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'PMaxScheduleEntry'
                         r.pos = p
                         _v = _d_PMaxScheduleEntryType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PMaxScheduleEntry.append(_v)
                         _k += 1
                         if _k == 1023:
@@ -19223,7 +19410,7 @@ def _d_PMaxScheduleType(r):
                         raise r.deviation('PMaxScheduleType', p)
             if s == 1024:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('PMaxScheduleType', p)
                 s = -1
         r.pos = p
@@ -19282,6 +19469,7 @@ def _e_PMaxScheduleType(w, o):
                     if i_PMaxScheduleEntry < n_PMaxScheduleEntry: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19301,57 +19489,57 @@ def _d_SalesTariffType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(21)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 11
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1537: raise r.deviation('SalesTariffType', p)
                     el = 'SalesTariffID'
                     f_SalesTariffID = ((x >> 1) & 255) + 1
-                    if f_SalesTariffID > 255: raise DecodeError(f'value {f_SalesTariffID} above maximum 255', p)
+                    if f_SalesTariffID > 255: raise DecodeError(f'value {f_SalesTariffID} above maximum 255', r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 10
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 10)
                     x = (V >> (E - p)) & 1023
                     if x & 513: raise r.deviation('SalesTariffType', p)
                     el = 'SalesTariffID'
                     f_SalesTariffID = ((x >> 1) & 255) + 1
-                    if f_SalesTariffID > 255: raise DecodeError(f'value {f_SalesTariffID} above maximum 255', p)
+                    if f_SalesTariffID > 255: raise DecodeError(f'value {f_SalesTariffID} above maximum 255', r.at(p))
                     s = 2
                 else:
                     raise r.deviation('SalesTariffType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SalesTariffDescription'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SalesTariffDescription', p)
                         f_SalesTariffDescription = ''
                     else:
                         r.pos = p
                         f_SalesTariffDescription = r.string(83)
-                        if len(f_SalesTariffDescription) > 32: raise DecodeError(f'length {len(f_SalesTariffDescription)} outside [0, 32]', r.pos)
-                        p = r.pos
+                        if len(f_SalesTariffDescription) > 32: raise DecodeError(f'length {len(f_SalesTariffDescription)} outside [0, 32]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
                     s = 3
                 elif ec == 1:
                     p += 10
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 10)
                     x = (V >> (E - p)) & 1023
                     if x & 513: raise r.deviation('SalesTariffType', p)
                     el = 'NumEPriceLevels'
@@ -19361,18 +19549,18 @@ def _d_SalesTariffType(r):
                     el = 'SalesTariffEntry'
                     r.pos = p
                     _v = _d_SalesTariffEntryType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SalesTariffEntry.append(_v)
                     s = 5
                 else:
                     raise r.deviation('SalesTariffType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 10
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 10)
                     x = (V >> (E - p)) & 1023
                     if x & 513: raise r.deviation('SalesTariffType', p)
                     el = 'NumEPriceLevels'
@@ -19382,32 +19570,32 @@ def _d_SalesTariffType(r):
                     el = 'SalesTariffEntry'
                     r.pos = p
                     _v = _d_SalesTariffEntryType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SalesTariffEntry.append(_v)
                     s = 5
                 else:
                     raise r.deviation('SalesTariffType', p)
             if s == 4:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
                 el = 'SalesTariffEntry'
                 r.pos = p
                 _v = _d_SalesTariffEntryType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_SalesTariffEntry.append(_v)
                 s = 5
             if s == 5:
                 _k = 0
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SalesTariffEntry'
                         r.pos = p
                         _v = _d_SalesTariffEntryType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SalesTariffEntry.append(_v)
                         _k += 1
                         if _k == 1023:
@@ -19421,7 +19609,7 @@ def _d_SalesTariffType(r):
                         raise r.deviation('SalesTariffType', p)
             if s == 1028:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SalesTariffType', p)
                 s = -1
         r.pos = p
@@ -19563,6 +19751,7 @@ def _e_SalesTariffType(w, o):
                     if v_Id is not None or v_SalesTariffID is not None or v_SalesTariffDescription is not None or v_NumEPriceLevels is not None or i_SalesTariffEntry < n_SalesTariffEntry: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19581,17 +19770,17 @@ def _d_SalesTariffEntryType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'RelativeTimeInterval'
                     r.pos = p
                     f_RelativeTimeInterval = _d_RelativeTimeIntervalType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SalesTariffEntryType', p)
                     el = 'TimeInterval'
                     f_TimeInterval = iso2_msgdatatypes.IntervalType()
@@ -19600,11 +19789,11 @@ def _d_SalesTariffEntryType(r):
                     raise r.deviation('SalesTariffEntryType', p)
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 10
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 10)
                     x = (V >> (E - p)) & 1023
                     if x & 513: raise r.deviation('SalesTariffEntryType', p)
                     el = 'EPriceLevel'
@@ -19614,7 +19803,7 @@ def _d_SalesTariffEntryType(r):
                     el = 'ConsumptionCost'
                     r.pos = p
                     _v = _d_ConsumptionCostType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_ConsumptionCost.append(_v)
                     s = 3
                 elif ec == 2:
@@ -19624,13 +19813,13 @@ def _d_SalesTariffEntryType(r):
                     raise r.deviation('SalesTariffEntryType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ConsumptionCost'
                     r.pos = p
                     _v = _d_ConsumptionCostType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_ConsumptionCost.append(_v)
                     s = 3
                 elif ec == 1:
@@ -19640,13 +19829,13 @@ def _d_SalesTariffEntryType(r):
                     raise r.deviation('SalesTariffEntryType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ConsumptionCost'
                     r.pos = p
                     _v = _d_ConsumptionCostType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_ConsumptionCost.append(_v)
                     s = 4
                 elif ec == 1:
@@ -19656,16 +19845,16 @@ def _d_SalesTariffEntryType(r):
                     raise r.deviation('SalesTariffEntryType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ConsumptionCost'
                     r.pos = p
                     _v = _d_ConsumptionCostType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_ConsumptionCost.append(_v)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SalesTariffEntryType', p)
                     s = -1
                 elif ec == 1:
@@ -19782,6 +19971,7 @@ def _e_SalesTariffEntryType(w, o):
                     if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19798,18 +19988,18 @@ def _d_ConsumptionCostType(r):
         while s >= 0:
             if s == 0:
                 p += 16
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 16)
                 x = (V >> (E - p)) & 65535
                 if x & 58254: raise r.deviation('ConsumptionCostType', p)
                 el = 'startValue'
-                el = 'Multiplier'
+                el = 'startValue/Multiplier'
                 _c222_Multiplier = ((x >> 10) & 7) + -3
-                if _c222_Multiplier > 3: raise DecodeError(f'value {_c222_Multiplier} above maximum 3', p)
-                el = 'Unit'
+                if _c222_Multiplier > 3: raise DecodeError(f'value {_c222_Multiplier} above maximum 3', r.at(p))
+                el = 'startValue/Unit'
                 _c222_Unit = ((x >> 4) & 7)
-                if _c222_Unit >= 7: raise DecodeError(f'enumeration index {_c222_Unit} out of range (7 values)', p)
+                if _c222_Unit >= 7: raise DecodeError(f'enumeration index {_c222_Unit} out of range (7 values)', r.at(p))
                 _c222_Unit = _E0[_c222_Unit]
-                el = 'Value'
+                el = 'startValue/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -19818,29 +20008,29 @@ def _d_ConsumptionCostType(r):
                     p += 16
                     _c222_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c222_Value = r.uint(); p = r.pos
+                    r.pos = p; _c222_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('ConsumptionCostType', p)
                 if _neg: _c222_Value = -_c222_Value - 1
-                if _c222_Value < -32768 or _c222_Value > 32767: raise DecodeError(f'value {_c222_Value} outside [-32768, 32767]', p)
+                if _c222_Value < -32768 or _c222_Value > 32767: raise DecodeError(f'value {_c222_Value} outside [-32768, 32767]', r.at(p))
                 f_startValue = iso2_msgdatatypes.PhysicalValueType(_c222_Multiplier, _c222_Unit, _c222_Value)
                 el = 'Cost'
                 r.pos = p
                 _v = _d_CostType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_Cost.append(_v)
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Cost'
                     r.pos = p
                     _v = _d_CostType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Cost.append(_v)
                     s = 3
                 elif ec == 1:
@@ -19850,16 +20040,16 @@ def _d_ConsumptionCostType(r):
                     raise r.deviation('ConsumptionCostType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Cost'
                     r.pos = p
                     _v = _d_CostType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Cost.append(_v)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ConsumptionCostType', p)
                     s = -1
                 elif ec == 1:
@@ -19892,14 +20082,14 @@ def _e_ConsumptionCostType(w, o):
                     _c223_Unit = _o.Unit
                     _c223_Value = _o.Value
                     if not (_c223_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'startValue/Multiplier'
                     if not -3 <= _c223_Multiplier <= 3: raise EncodeError(f'value {_c223_Multiplier!r} outside [-3, 3]')
                     if not (_c223_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'startValue/Unit'
                     _i7 = _I1.get(_c223_Unit)
                     if _i7 is None: raise EncodeError(f'{_c223_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c223_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'startValue/Value'
                     if _c223_Value < -32768 or _c223_Value > 32767: raise EncodeError(f'value {_c223_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c223_Multiplier - -3) << 10) | (_i7 << 4) | (_c223_Value < 0)
                     n += 16
@@ -19956,6 +20146,7 @@ def _e_ConsumptionCostType(w, o):
                     if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -19973,12 +20164,12 @@ def _d_CostType(r):
         while s >= 0:
             if s == 0:
                 p += 7
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 7)
                 x = (V >> (E - p)) & 127
                 if x & 103: raise r.deviation('CostType', p)
                 el = 'costKind'
                 f_costKind = ((x >> 3) & 3)
-                if f_costKind >= 3: raise DecodeError(f'enumeration index {f_costKind} out of range (3 values)', p)
+                if f_costKind >= 3: raise DecodeError(f'enumeration index {f_costKind} out of range (3 values)', r.at(p))
                 f_costKind = _E20[f_costKind]
                 el = 'amount'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -19988,24 +20179,24 @@ def _d_CostType(r):
                     p += 16
                     f_amount = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_amount = r.uint(); p = r.pos
+                    r.pos = p; f_amount = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CostType', p)
-                if f_amount > 4294967295: raise DecodeError(f'value {f_amount} outside [0, 4294967295]', p)
+                if f_amount > 4294967295: raise DecodeError(f'value {f_amount} outside [0, 4294967295]', r.at(p))
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 6
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 6)
                     x = (V >> (E - p)) & 63
                     if x & 35: raise r.deviation('CostType', p)
                     el = 'amountMultiplier'
                     f_amountMultiplier = ((x >> 2) & 7) + -3
-                    if f_amountMultiplier > 3: raise DecodeError(f'value {f_amountMultiplier} above maximum 3', p)
+                    if f_amountMultiplier > 3: raise DecodeError(f'value {f_amountMultiplier} above maximum 3', r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -20063,6 +20254,7 @@ def _e_CostType(w, o):
                     if v_costKind is not None or v_amount is not None or v_amountMultiplier is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -20075,7 +20267,7 @@ def _d_ServiceDetailReqType(r):
     f_ServiceID = None
     try:
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('ServiceDetailReqType', p)
         el = 'ServiceID'
@@ -20086,12 +20278,12 @@ def _d_ServiceDetailReqType(r):
             p += 16
             f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_ServiceID = r.uint(); p = r.pos
+            r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('ServiceDetailReqType', p)
-        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', p)
+        if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -20119,6 +20311,7 @@ def _e_ServiceDetailReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of ServiceID')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -20136,12 +20329,12 @@ def _d_ServiceDetailResType(r):
         while s >= 0:
             if s == 0:
                 p += 10
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 10)
                 x = (V >> (E - p)) & 1023
                 if x & 775: raise r.deviation('ServiceDetailResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 3) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
                 f_ResponseCode = _E4[f_ResponseCode]
                 el = 'ServiceID'
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -20151,23 +20344,23 @@ def _d_ServiceDetailResType(r):
                     p += 16
                     f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_ServiceID = r.uint(); p = r.pos
+                    r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', p)
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ServiceParameterList'
                     r.pos = p
                     f_ServiceParameterList = _d_ServiceParameterListType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ServiceDetailResType', p)
                     s = -1
                 elif ec == 1:
@@ -20230,6 +20423,7 @@ def _e_ServiceDetailResType(w, o):
                     if v_ResponseCode is not None or v_ServiceID is not None or v_ServiceParameterList is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -20245,25 +20439,25 @@ def _d_ServiceParameterListType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceParameterListType', p)
                 el = 'ParameterSet'
                 r.pos = p
                 _v = _d_ParameterSetType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_ParameterSet.append(_v)
                 s = 1
             if s == 1:
                 _k = 0
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'ParameterSet'
                         r.pos = p
                         _v = _d_ParameterSetType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_ParameterSet.append(_v)
                         _k += 1
                         if _k == 254:
@@ -20277,7 +20471,7 @@ def _d_ServiceParameterListType(r):
                         raise r.deviation('ServiceParameterListType', p)
             if s == 255:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceParameterListType', p)
                 s = -1
         r.pos = p
@@ -20336,6 +20530,7 @@ def _e_ServiceParameterListType(w, o):
                     if i_ParameterSet < n_ParameterSet: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -20352,7 +20547,7 @@ def _d_ParameterSetType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 6: raise r.deviation('ParameterSetType', p)
                 el = 'ParameterSetID'
@@ -20364,35 +20559,35 @@ def _d_ParameterSetType(r):
                     p += 16
                     f_ParameterSetID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_ParameterSetID = r.uint(); p = r.pos
+                    r.pos = p; f_ParameterSetID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ParameterSetType', p)
                 if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', p)
+                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: raise DecodeError(f'value {f_ParameterSetID} outside [-32768, 32767]', r.at(p))
                 el = 'Parameter'
                 r.pos = p
                 _v = _d_ParameterType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 r.pos = p
                 f_Parameter.append(_v)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 2
             if s == 2:
                 _k = 0
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Parameter'
                         r.pos = p
                         _v = _d_ParameterType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         r.pos = p
                         f_Parameter.append(_v)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         _k += 1
                         if _k == 15:
                             s = 17
@@ -20405,7 +20600,7 @@ def _d_ParameterSetType(r):
                         raise r.deviation('ParameterSetType', p)
             if s == 17:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ParameterSetType', p)
                 s = -1
         r.pos = p
@@ -20475,6 +20670,7 @@ def _e_ParameterSetType(w, o):
                     if v_ParameterSetID is not None or i_Parameter < n_Parameter: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -20496,20 +20692,20 @@ def _d_ParameterType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
                 el = '@Name'
                 r.pos = p
                 f_Name = r.string(90)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     x = (V >> (E - p)) & 15
                     if x & 11: raise r.deviation('ParameterType', p)
                     el = 'boolValue'
@@ -20517,7 +20713,7 @@ def _d_ParameterType(r):
                     s = -1
                 elif ec == 1:
                     p += 11
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 11)
                     x = (V >> (E - p)) & 2047
                     if x & 1027: raise r.deviation('ParameterType', p)
                     el = 'byteValue'
@@ -20525,7 +20721,7 @@ def _d_ParameterType(r):
                     s = -1
                 elif ec == 2:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('ParameterType', p)
                     el = 'shortValue'
@@ -20537,17 +20733,17 @@ def _d_ParameterType(r):
                         p += 16
                         f_shortValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_shortValue = r.uint(); p = r.pos
+                        r.pos = p; f_shortValue = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ParameterType', p)
                     if _neg: f_shortValue = -f_shortValue - 1
-                    if f_shortValue < -32768 or f_shortValue > 32767: raise DecodeError(f'value {f_shortValue} outside [-32768, 32767]', p)
+                    if f_shortValue < -32768 or f_shortValue > 32767: raise DecodeError(f'value {f_shortValue} outside [-32768, 32767]', r.at(p))
                     s = -1
                 elif ec == 3:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('ParameterType', p)
                     el = 'intValue'
@@ -20559,28 +20755,28 @@ def _d_ParameterType(r):
                         p += 16
                         f_intValue = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_intValue = r.uint(); p = r.pos
+                        r.pos = p; f_intValue = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ParameterType', p)
                     if _neg: f_intValue = -f_intValue - 1
-                    if f_intValue < -2147483648 or f_intValue > 2147483647: raise DecodeError(f'value {f_intValue} outside [-2147483648, 2147483647]', p)
+                    if f_intValue < -2147483648 or f_intValue > 2147483647: raise DecodeError(f'value {f_intValue} outside [-2147483648, 2147483647]', r.at(p))
                     s = -1
                 elif ec == 4:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 25486: raise r.deviation('ParameterType', p)
                     el = 'physicalValue'
-                    el = 'Multiplier'
+                    el = 'physicalValue/Multiplier'
                     _c226_Multiplier = ((x >> 10) & 7) + -3
-                    if _c226_Multiplier > 3: raise DecodeError(f'value {_c226_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c226_Multiplier > 3: raise DecodeError(f'value {_c226_Multiplier} above maximum 3', r.at(p))
+                    el = 'physicalValue/Unit'
                     _c226_Unit = ((x >> 4) & 7)
-                    if _c226_Unit >= 7: raise DecodeError(f'enumeration index {_c226_Unit} out of range (7 values)', p)
+                    if _c226_Unit >= 7: raise DecodeError(f'enumeration index {_c226_Unit} out of range (7 values)', r.at(p))
                     _c226_Unit = _E0[_c226_Unit]
-                    el = 'Value'
+                    el = 'physicalValue/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -20589,33 +20785,33 @@ def _d_ParameterType(r):
                         p += 16
                         _c226_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c226_Value = r.uint(); p = r.pos
+                        r.pos = p; _c226_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ParameterType', p)
                     if _neg: _c226_Value = -_c226_Value - 1
-                    if _c226_Value < -32768 or _c226_Value > 32767: raise DecodeError(f'value {_c226_Value} outside [-32768, 32767]', p)
+                    if _c226_Value < -32768 or _c226_Value > 32767: raise DecodeError(f'value {_c226_Value} outside [-32768, 32767]', r.at(p))
                     f_physicalValue = iso2_msgdatatypes.PhysicalValueType(_c226_Multiplier, _c226_Unit, _c226_Value)
                     s = -1
                 elif ec == 5:
                     el = 'stringValue'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('stringValue', p)
                         f_stringValue = ''
                     else:
                         r.pos = p
                         f_stringValue = r.string(95)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ParameterType', p)
                     s = -1
                 else:
@@ -20706,14 +20902,14 @@ def _e_ParameterType(w, o):
                     _c227_Unit = _o.Unit
                     _c227_Value = _o.Value
                     if not (_c227_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'physicalValue/Multiplier'
                     if not -3 <= _c227_Multiplier <= 3: raise EncodeError(f'value {_c227_Multiplier!r} outside [-3, 3]')
                     if not (_c227_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'physicalValue/Unit'
                     _i7 = _I1.get(_c227_Unit)
                     if _i7 is None: raise EncodeError(f'{_c227_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c227_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'physicalValue/Value'
                     if _c227_Value < -32768 or _c227_Value > 32767: raise EncodeError(f'value {_c227_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (4 << 15) | ((_c227_Multiplier - -3) << 10) | (_i7 << 4) | (_c227_Value < 0)
                     n += 18
@@ -20746,6 +20942,7 @@ def _e_ParameterType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, physicalValue, stringValue')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -20762,29 +20959,29 @@ def _d_ServiceDiscoveryReqType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ServiceScope'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
                         f_ServiceScope = ''
                     else:
                         r.pos = p
                         f_ServiceScope = r.string(96)
-                        if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.pos)
-                        p = r.pos
+                        if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
                     s = 1
                 elif ec == 1:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     x = (V >> (E - p)) & 15
                     if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
                     el = 'ServiceCategory'
@@ -20797,11 +20994,11 @@ def _d_ServiceDiscoveryReqType(r):
                     raise r.deviation('ServiceDiscoveryReqType', p)
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     x = (V >> (E - p)) & 15
                     if x & 9: raise r.deviation('ServiceDiscoveryReqType', p)
                     el = 'ServiceCategory'
@@ -20814,7 +21011,7 @@ def _d_ServiceDiscoveryReqType(r):
                     raise r.deviation('ServiceDiscoveryReqType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryReqType', p)
                 s = -1
         r.pos = p
@@ -20881,6 +21078,7 @@ def _e_ServiceDiscoveryReqType(w, o):
                     if v_ServiceScope is not None or v_ServiceCategory is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -20899,36 +21097,36 @@ def _d_ServiceDiscoveryResType(r):
         while s >= 0:
             if s == 0:
                 p += 9
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 9)
                 x = (V >> (E - p)) & 511
                 if x & 387: raise r.deviation('ServiceDiscoveryResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 2) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
                 f_ResponseCode = _E4[f_ResponseCode]
                 el = 'PaymentOptionList'
                 r.pos = p
                 f_PaymentOptionList = _d_PaymentOptionListType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
                 el = 'ChargeService'
                 r.pos = p
                 f_ChargeService = _d_ChargeServiceType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 3
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ServiceList'
                     r.pos = p
                     f_ServiceList = _d_ServiceListType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ServiceDiscoveryResType', p)
                     s = -1
                 elif ec == 1:
@@ -20997,6 +21195,7 @@ def _e_ServiceDiscoveryResType(w, o):
                     if v_ResponseCode is not None or v_PaymentOptionList is not None or v_ChargeService is not None or v_ServiceList is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -21012,7 +21211,7 @@ def _d_PaymentOptionListType(r):
         while s >= 0:
             if s == 0:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 x = (V >> (E - p)) & 15
                 if x & 13: raise r.deviation('PaymentOptionListType', p)
                 el = 'PaymentOption'
@@ -21021,18 +21220,18 @@ def _d_PaymentOptionListType(r):
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('PaymentOptionListType', p)
                     el = 'PaymentOption'
                     _v = _E16[((x >> 1) & 1)]
                     f_PaymentOption.append(_v)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PaymentOptionListType', p)
                     s = -1
                 elif ec == 1:
@@ -21085,6 +21284,7 @@ def _e_PaymentOptionListType(w, o):
                     if i_PaymentOption < n_PaymentOption: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -21105,7 +21305,7 @@ def _d_ChargeServiceType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ChargeServiceType', p)
                 el = 'ServiceID'
@@ -21116,35 +21316,35 @@ def _d_ChargeServiceType(r):
                     p += 16
                     f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_ServiceID = r.uint(); p = r.pos
+                    r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeServiceType', p)
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', p)
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ServiceName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
                         f_ServiceName = ''
                     else:
                         r.pos = p
                         f_ServiceName = r.string(99)
-                        if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.pos)
-                        p = r.pos
+                        if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
                     p += 5
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 5)
                     x = (V >> (E - p)) & 31
                     if x & 25: raise r.deviation('ChargeServiceType', p)
                     el = 'ServiceCategory'
@@ -21152,7 +21352,7 @@ def _d_ChargeServiceType(r):
                     s = 3
                 elif ec == 1:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     x = (V >> (E - p)) & 15
                     if x & 9: raise r.deviation('ChargeServiceType', p)
                     el = 'ServiceCategory'
@@ -21162,27 +21362,27 @@ def _d_ChargeServiceType(r):
                     raise r.deviation('ChargeServiceType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ServiceScope'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
                         f_ServiceScope = ''
                     else:
                         r.pos = p
                         f_ServiceScope = r.string(101)
-                        if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.pos)
-                        p = r.pos
+                        if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     x = (V >> (E - p)) & 15
                     if x & 13: raise r.deviation('ChargeServiceType', p)
                     el = 'FreeService'
@@ -21190,7 +21390,7 @@ def _d_ChargeServiceType(r):
                     s = 5
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('ChargeServiceType', p)
                     el = 'FreeService'
@@ -21200,14 +21400,14 @@ def _d_ChargeServiceType(r):
                     raise r.deviation('ChargeServiceType', p)
             if s == 5:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeServiceType', p)
                 el = 'SupportedEnergyTransferMode'
                 r.pos = p
                 f_SupportedEnergyTransferMode = _d_SupportedEnergyTransferModeType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeServiceType', p)
                 s = -1
         r.pos = p
@@ -21318,6 +21518,7 @@ def _e_ChargeServiceType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of SupportedEnergyTransferMode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -21337,7 +21538,7 @@ def _d_ServiceType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ServiceType', p)
                 el = 'ServiceID'
@@ -21348,35 +21549,35 @@ def _d_ServiceType(r):
                     p += 16
                     f_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_ServiceID = r.uint(); p = r.pos
+                    r.pos = p; f_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
-                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', p)
+                if f_ServiceID > 65535: raise DecodeError(f'value {f_ServiceID} outside [0, 65535]', r.at(p))
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ServiceName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
                         f_ServiceName = ''
                     else:
                         r.pos = p
                         f_ServiceName = r.string(99)
-                        if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.pos)
-                        p = r.pos
+                        if len(f_ServiceName) > 32: raise DecodeError(f'length {len(f_ServiceName)} outside [0, 32]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
                     p += 5
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 5)
                     x = (V >> (E - p)) & 31
                     if x & 25: raise r.deviation('ServiceType', p)
                     el = 'ServiceCategory'
@@ -21384,7 +21585,7 @@ def _d_ServiceType(r):
                     s = 3
                 elif ec == 1:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     x = (V >> (E - p)) & 15
                     if x & 9: raise r.deviation('ServiceType', p)
                     el = 'ServiceCategory'
@@ -21394,27 +21595,27 @@ def _d_ServiceType(r):
                     raise r.deviation('ServiceType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'ServiceScope'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
                         f_ServiceScope = ''
                     else:
                         r.pos = p
                         f_ServiceScope = r.string(101)
-                        if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.pos)
-                        p = r.pos
+                        if len(f_ServiceScope) > 64: raise DecodeError(f'length {len(f_ServiceScope)} outside [0, 64]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     x = (V >> (E - p)) & 15
                     if x & 13: raise r.deviation('ServiceType', p)
                     el = 'FreeService'
@@ -21422,7 +21623,7 @@ def _d_ServiceType(r):
                     s = 5
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('ServiceType', p)
                     el = 'FreeService'
@@ -21432,7 +21633,7 @@ def _d_ServiceType(r):
                     raise r.deviation('ServiceType', p)
             if s == 5:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceType', p)
                 s = -1
         r.pos = p
@@ -21533,6 +21734,7 @@ def _e_ServiceType(w, o):
                     if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None or v_FreeService is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -21548,12 +21750,12 @@ def _d_SupportedEnergyTransferModeType(r):
         while s >= 0:
             if s == 0:
                 p += 6
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 6)
                 x = (V >> (E - p)) & 63
                 if x & 49: raise r.deviation('SupportedEnergyTransferModeType', p)
                 el = 'EnergyTransferMode'
                 _v = ((x >> 1) & 7)
-                if _v >= 6: raise DecodeError(f'enumeration index {_v} out of range (6 values)', p)
+                if _v >= 6: raise DecodeError(f'enumeration index {_v} out of range (6 values)', r.at(p))
                 _v = _E14[_v]
                 f_EnergyTransferMode.append(_v)
                 s = 1
@@ -21561,16 +21763,16 @@ def _d_SupportedEnergyTransferModeType(r):
                 _k = 0
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         p += 5
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 5)
                         x = (V >> (E - p)) & 31
                         if x & 17: raise r.deviation('SupportedEnergyTransferModeType', p)
                         el = 'EnergyTransferMode'
                         _v = ((x >> 1) & 7)
-                        if _v >= 6: raise DecodeError(f'enumeration index {_v} out of range (6 values)', p)
+                        if _v >= 6: raise DecodeError(f'enumeration index {_v} out of range (6 values)', r.at(p))
                         _v = _E14[_v]
                         f_EnergyTransferMode.append(_v)
                         _k += 1
@@ -21585,7 +21787,7 @@ def _d_SupportedEnergyTransferModeType(r):
                         raise r.deviation('SupportedEnergyTransferModeType', p)
             if s == 6:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SupportedEnergyTransferModeType', p)
                 s = -1
         r.pos = p
@@ -21642,6 +21844,7 @@ def _e_SupportedEnergyTransferModeType(w, o):
                     if i_EnergyTransferMode < n_EnergyTransferMode: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -21657,25 +21860,25 @@ def _d_ServiceListType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceListType', p)
                 el = 'Service'
                 r.pos = p
                 _v = _d_ServiceType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_Service.append(_v)
                 s = 1
             if s == 1:
                 _k = 0
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Service'
                         r.pos = p
                         _v = _d_ServiceType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Service.append(_v)
                         _k += 1
                         if _k == 7:
@@ -21689,7 +21892,7 @@ def _d_ServiceListType(r):
                         raise r.deviation('ServiceListType', p)
             if s == 8:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ServiceListType', p)
                 s = -1
         r.pos = p
@@ -21748,6 +21951,7 @@ def _e_ServiceListType(w, o):
                     if i_Service < n_Service: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -21760,26 +21964,26 @@ def _d_SessionSetupReqType(r):
     f_EVCCID = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SessionSetupReqType', p)
         el = 'EVCCID'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
             f_EVCCID = b''
         else:
             r.pos = p
             f_EVCCID = r.binary()
-            if len(f_EVCCID) > 6: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 6]', r.pos)
-            p = r.pos
+            if len(f_EVCCID) > 6: raise DecodeError(f'length {len(f_EVCCID)} outside [0, 6]', r.at(r.pos))
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SessionSetupReqType', p)
         r.pos = p
     except Exception as e:
@@ -21808,6 +22012,7 @@ def _e_SessionSetupReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of EVCCID')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -21825,29 +22030,29 @@ def _d_SessionSetupResType(r):
         while s >= 0:
             if s == 0:
                 p += 10
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 10)
                 x = (V >> (E - p)) & 1023
                 if x & 775: raise r.deviation('SessionSetupResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 3) & 31)
-                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+                if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
                 f_ResponseCode = _E4[f_ResponseCode]
                 el = 'EVSEID'
                 r.pos = p
                 f_EVSEID = r.string(26)
-                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.pos)
-                p = r.pos
+                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: raise DecodeError(f'length {len(f_EVSEID)} outside [7, 37]', r.at(r.pos))
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SessionSetupResType', p)
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('SessionSetupResType', p)
                     el = 'EVSETimeStamp'
@@ -21859,13 +22064,13 @@ def _d_SessionSetupResType(r):
                         p += 16
                         f_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_EVSETimeStamp = r.uint(); p = r.pos
+                        r.pos = p; f_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('SessionSetupResType', p)
                     if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
-                    if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: raise DecodeError(f'value {f_EVSETimeStamp} outside [-9223372036854775808, 9223372036854775807]', p)
+                    if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: raise DecodeError(f'value {f_EVSETimeStamp} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
                     s = -1
                 elif ec == 1:
                     pass
@@ -21931,6 +22136,7 @@ def _e_SessionSetupResType(w, o):
                     if v_ResponseCode is not None or v_EVSEID is not None or v_EVSETimeStamp is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -21943,7 +22149,7 @@ def _d_SessionStopReqType(r):
     f_ChargingSession = None
     try:
         p += 5
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 5)
         x = (V >> (E - p)) & 31
         if x & 27: raise r.deviation('SessionStopReqType', p)
         el = 'ChargingSession'
@@ -21971,6 +22177,7 @@ def _e_SessionStopReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of ChargingSession')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -21983,12 +22190,12 @@ def _d_SessionStopResType(r):
     f_ResponseCode = None
     try:
         p += 9
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 9)
         x = (V >> (E - p)) & 511
         if x & 387: raise r.deviation('SessionStopResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
         f_ResponseCode = _E4[f_ResponseCode]
         r.pos = p
     except Exception as e:
@@ -22013,6 +22220,7 @@ def _e_SessionStopResType(w, o):
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -22032,53 +22240,53 @@ def _d_SignatureType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(50)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
                     el = 'SignedInfo'
                     r.pos = p
                     f_SignedInfo = _d_SignedInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'SignedInfo'
                     r.pos = p
                     f_SignedInfo = _d_SignedInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignatureType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
                 el = 'SignatureValue'
                 r.pos = p
                 f_SignatureValue = _d_SignatureValueType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 3
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'KeyInfo'
                     r.pos = p
                     f_KeyInfo = _d_KeyInfoType(r, 106)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'Object'
                     r.pos = p
                     _v = _d_ObjectType(r, 107)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Object.append(_v)
                     s = 5
                 elif ec == 2:
@@ -22088,13 +22296,13 @@ def _d_SignatureType(r):
                     raise r.deviation('SignatureType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Object'
                     r.pos = p
                     _v = _d_ObjectType(r, 107)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Object.append(_v)
                     s = 5
                 elif ec == 1:
@@ -22105,13 +22313,13 @@ def _d_SignatureType(r):
             if s == 5:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Object'
                         r.pos = p
                         _v = _d_ObjectType(r, 107)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Object.append(_v)
                     elif ec == 1:
                         pass
@@ -22238,6 +22446,7 @@ def _e_SignatureType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -22256,55 +22465,55 @@ def _d_SignedInfoType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(50)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                     el = 'CanonicalizationMethod'
                     r.pos = p
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 108)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'CanonicalizationMethod'
                     r.pos = p
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 108)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignedInfoType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                 el = 'SignatureMethod'
                 r.pos = p
                 f_SignatureMethod = _d_SignatureMethodType(r, 109)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                 el = 'Reference'
                 r.pos = p
                 _v = _d_ReferenceType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_Reference.append(_v)
                 s = 4
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
                     s = 5
                 elif ec == 1:
@@ -22315,13 +22524,13 @@ def _d_SignedInfoType(r):
             if s == 5:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Reference'
                         r.pos = p
                         _v = _d_ReferenceType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Reference.append(_v)
                     elif ec == 1:
                         pass
@@ -22431,6 +22640,7 @@ def _e_SignedInfoType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -22447,20 +22657,20 @@ def _d_SignatureMethodType(r, key):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                 el = '@Algorithm'
                 r.pos = p
                 f_Algorithm = r.string(16)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
@@ -22472,14 +22682,16 @@ def _d_SignatureMethodType(r, key):
                         p += 16
                         f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
+                        r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     pass
@@ -22487,17 +22699,17 @@ def _d_SignatureMethodType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignatureMethodType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
@@ -22509,14 +22721,16 @@ def _d_SignatureMethodType(r, key):
                         p += 16
                         f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
+                        r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     pass
@@ -22524,16 +22738,18 @@ def _d_SignatureMethodType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignatureMethodType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     pass
@@ -22541,16 +22757,18 @@ def _d_SignatureMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('SignatureMethodType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     pass
@@ -22558,7 +22776,7 @@ def _d_SignatureMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('SignatureMethodType', p)
@@ -22642,6 +22860,7 @@ def _e_SignatureMethodType(w, o):
                     if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -22658,22 +22877,22 @@ def _d_SignatureValueType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(50)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     r.pos = p
                     f_value = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
                     f_value = b''
                     s = -1
@@ -22681,16 +22900,16 @@ def _d_SignatureValueType(r):
                     raise r.deviation('SignatureValueType', p)
             if s == 1:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 ec = (V >> (E - p)) & 1
                 if ec == 0:
                     r.pos = p
                     f_value = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
                     f_value = b''
                     s = -1
@@ -22698,7 +22917,7 @@ def _d_SignatureValueType(r):
                     raise r.deviation('SignatureValueType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
                 s = -1
         r.pos = p
@@ -22756,6 +22975,7 @@ def _e_SignatureValueType(w, o):
                     if v_Id is not None or v_value is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -22772,40 +22992,40 @@ def _d_SignaturePropertiesType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(50)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertiesType', p)
                     el = 'SignatureProperty'
                     r.pos = p
                     _v = _d_SignaturePropertyType(r, 111)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 2
                 elif ec == 1:
                     el = 'SignatureProperty'
                     r.pos = p
                     _v = _d_SignaturePropertyType(r, 111)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 2
                 else:
                     raise r.deviation('SignaturePropertiesType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SignatureProperty'
                     r.pos = p
                     _v = _d_SignaturePropertyType(r, 111)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 3
                 elif ec == 1:
@@ -22816,13 +23036,13 @@ def _d_SignaturePropertiesType(r):
             if s == 3:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SignatureProperty'
                         r.pos = p
                         _v = _d_SignaturePropertyType(r, 111)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SignatureProperty.append(_v)
                     elif ec == 1:
                         pass
@@ -22910,6 +23130,7 @@ def _e_SignaturePropertiesType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -22926,63 +23147,69 @@ def _d_SignaturePropertyType(r, key):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(50)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertyType', p)
                     el = '@Target'
                     r.pos = p
                     f_Target = r.string(112)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@Target'
                     r.pos = p
                     f_Target = r.string(112)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignaturePropertyType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('SignaturePropertyType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('SignaturePropertyType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -22990,16 +23217,18 @@ def _d_SignaturePropertyType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('SignaturePropertyType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -23007,7 +23236,7 @@ def _d_SignaturePropertyType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('SignaturePropertyType', p)
@@ -23080,6 +23309,7 @@ def _e_SignaturePropertyType(w, o):
                     if v_Id is not None or v_Target is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -23093,21 +23323,21 @@ def _d_V2G_Message(r):
     f_Body = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
         el = 'Header'
         r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
         el = 'Body'
         r.pos = p
         f_Body = _d_BodyType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2G_Message', p)
         r.pos = p
     except Exception as e:
@@ -23144,6 +23374,7 @@ def _e_V2G_Message(w, o):
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -23161,40 +23392,40 @@ def _d_MessageHeaderType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
                 el = 'SessionID'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
                     f_SessionID = b''
                 else:
                     r.pos = p
                     f_SessionID = r.binary()
-                    if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.pos)
-                    p = r.pos
+                    if len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [0, 8]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Notification'
                     r.pos = p
                     f_Notification = _d_NotificationType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'Signature'
                     r.pos = p
                     f_Signature = _d_SignatureType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -23203,13 +23434,13 @@ def _d_MessageHeaderType(r):
                     raise r.deviation('MessageHeaderType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Signature'
                     r.pos = p
                     f_Signature = _d_SignatureType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -23218,7 +23449,7 @@ def _d_MessageHeaderType(r):
                     raise r.deviation('MessageHeaderType', p)
             if s == 3:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
                 s = -1
         r.pos = p
@@ -23298,6 +23529,7 @@ def _e_MessageHeaderType(w, o):
                     if v_SessionID is not None or v_Notification is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -23314,37 +23546,37 @@ def _d_NotificationType(r):
         while s >= 0:
             if s == 0:
                 p += 5
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 5)
                 x = (V >> (E - p)) & 31
                 if x & 25: raise r.deviation('NotificationType', p)
                 el = 'FaultCode'
                 f_FaultCode = ((x >> 1) & 3)
-                if f_FaultCode >= 3: raise DecodeError(f'enumeration index {f_FaultCode} out of range (3 values)', p)
+                if f_FaultCode >= 3: raise DecodeError(f'enumeration index {f_FaultCode} out of range (3 values)', r.at(p))
                 f_FaultCode = _E26[f_FaultCode]
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'FaultMsg'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
                         f_FaultMsg = ''
                     else:
                         r.pos = p
                         f_FaultMsg = r.string(115)
-                        if len(f_FaultMsg) > 64: raise DecodeError(f'length {len(f_FaultMsg)} outside [0, 64]', r.pos)
-                        p = r.pos
+                        if len(f_FaultMsg) > 64: raise DecodeError(f'length {len(f_FaultMsg)} outside [0, 64]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('NotificationType', p)
                     s = -1
                 elif ec == 1:
@@ -23400,6 +23632,7 @@ def _e_NotificationType(w, o):
                     if v_FaultCode is not None or v_FaultMsg is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -23449,202 +23682,202 @@ def _d_BodyType(r):
         while s >= 0:
             if s == 0:
                 p += 6
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 6)
                 ec = (V >> (E - p)) & 63
                 if ec == 0:
                     el = 'AuthorizationReq'
                     r.pos = p
                     f_AuthorizationReq = _d_AuthorizationReqType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12403: raise r.deviation('BodyType', p)
                     el = 'AuthorizationRes'
-                    el = 'ResponseCode'
+                    el = 'AuthorizationRes/ResponseCode'
                     _c243_ResponseCode = ((x >> 7) & 31)
-                    if _c243_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c243_ResponseCode} out of range (26 values)', p)
+                    if _c243_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c243_ResponseCode} out of range (26 values)', r.at(p))
                     _c243_ResponseCode = _E4[_c243_ResponseCode]
-                    el = 'EVSEProcessing'
+                    el = 'AuthorizationRes/EVSEProcessing'
                     _c243_EVSEProcessing = ((x >> 2) & 3)
-                    if _c243_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {_c243_EVSEProcessing} out of range (3 values)', p)
+                    if _c243_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {_c243_EVSEProcessing} out of range (3 values)', r.at(p))
                     _c243_EVSEProcessing = _E5[_c243_EVSEProcessing]
                     f_AuthorizationRes = iso2_msgbody.AuthorizationResType(_c243_ResponseCode, _c243_EVSEProcessing)
                     s = 1
                 elif ec == 2:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'BodyElement'
                     f_BodyElement = iso2_msgbody.BodyBaseType()
                     s = 1
                 elif ec == 3:
                     p += 24
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 24)
                     x = (V >> (E - p)) & 16777215
                     if x & 15604743: raise r.deviation('BodyType', p)
                     el = 'CableCheckReq'
-                    el = 'DC_EVStatus'
-                    el = 'EVReady'
+                    el = 'CableCheckReq/DC_EVStatus'
+                    el = 'CableCheckReq/DC_EVStatus/EVReady'
                     _c246_EVReady = ((x >> 20) & 1) == 1
-                    el = 'EVErrorCode'
+                    el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
                     _c246_EVErrorCode = ((x >> 13) & 15)
-                    if _c246_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c246_EVErrorCode} out of range (12 values)', p)
+                    if _c246_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c246_EVErrorCode} out of range (12 values)', r.at(p))
                     _c246_EVErrorCode = _E8[_c246_EVErrorCode]
-                    el = 'EVRESSSOC'
+                    el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
                     _c246_EVRESSSOC = ((x >> 3) & 127)
-                    if _c246_EVRESSSOC > 100: raise DecodeError(f'value {_c246_EVRESSSOC} above maximum 100', p)
+                    if _c246_EVRESSSOC > 100: raise DecodeError(f'value {_c246_EVRESSSOC} above maximum 100', r.at(p))
                     _c245_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c246_EVReady, _c246_EVErrorCode, _c246_EVRESSSOC)
                     f_CableCheckReq = iso2_msgbody.CableCheckReqType(_c245_DC_EVStatus)
                     s = 1
                 elif ec == 4:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'CableCheckRes'
-                    el = 'ResponseCode'
+                    el = 'CableCheckRes/ResponseCode'
                     _c247_ResponseCode = ((x >> 2) & 31)
-                    if _c247_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c247_ResponseCode} out of range (26 values)', p)
+                    if _c247_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c247_ResponseCode} out of range (26 values)', r.at(p))
                     _c247_ResponseCode = _E4[_c247_ResponseCode]
-                    el = 'DC_EVSEStatus'
+                    el = 'CableCheckRes/DC_EVSEStatus'
                     r.pos = p
                     _c247_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 6
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 6)
                     x = (V >> (E - p)) & 63
                     if x & 51: raise r.deviation('BodyType', p)
-                    el = 'EVSEProcessing'
+                    el = 'CableCheckRes/EVSEProcessing'
                     _c247_EVSEProcessing = ((x >> 2) & 3)
-                    if _c247_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {_c247_EVSEProcessing} out of range (3 values)', p)
+                    if _c247_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {_c247_EVSEProcessing} out of range (3 values)', r.at(p))
                     _c247_EVSEProcessing = _E5[_c247_EVSEProcessing]
                     f_CableCheckRes = iso2_msgbody.CableCheckResType(_c247_ResponseCode, _c247_DC_EVSEStatus, _c247_EVSEProcessing)
                     s = 1
                 elif ec == 5:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'CertificateInstallationReq'
-                    el = '@Id'
+                    el = 'CertificateInstallationReq/@Id'
                     r.pos = p
                     _c248_Id = r.string(7)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'OEMProvisioningCert'
+                    el = 'CertificateInstallationReq/OEMProvisioningCert'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
                         _c248_OEMProvisioningCert = b''
                     else:
                         r.pos = p
                         _c248_OEMProvisioningCert = r.binary()
-                        if len(_c248_OEMProvisioningCert) > 800: raise DecodeError(f'length {len(_c248_OEMProvisioningCert)} outside [0, 800]', r.pos)
-                        p = r.pos
+                        if len(_c248_OEMProvisioningCert) > 800: raise DecodeError(f'length {len(_c248_OEMProvisioningCert)} outside [0, 800]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'ListOfRootCertificateIDs'
+                    el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
                     r.pos = p
                     _c248_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_CertificateInstallationReq = iso2_msgbody.CertificateInstallationReqType(_c248_Id, _c248_OEMProvisioningCert, _c248_ListOfRootCertificateIDs)
                     s = 1
                 elif ec == 6:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'CertificateInstallationRes'
-                    el = 'ResponseCode'
+                    el = 'CertificateInstallationRes/ResponseCode'
                     _c249_ResponseCode = ((x >> 2) & 31)
-                    if _c249_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c249_ResponseCode} out of range (26 values)', p)
+                    if _c249_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c249_ResponseCode} out of range (26 values)', r.at(p))
                     _c249_ResponseCode = _E4[_c249_ResponseCode]
-                    el = 'SAProvisioningCertificateChain'
+                    el = 'CertificateInstallationRes/SAProvisioningCertificateChain'
                     r.pos = p
                     _c249_SAProvisioningCertificateChain = _d_CertificateChainType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'ContractSignatureCertChain'
+                    el = 'CertificateInstallationRes/ContractSignatureCertChain'
                     r.pos = p
                     _c249_ContractSignatureCertChain = _d_CertificateChainType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'ContractSignatureEncryptedPrivateKey'
+                    el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
                     r.pos = p
                     _c249_ContractSignatureEncryptedPrivateKey = _d_ContractSignatureEncryptedPrivateKeyType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'DHpublickey'
+                    el = 'CertificateInstallationRes/DHpublickey'
                     r.pos = p
                     _c249_DHpublickey = _d_DiffieHellmanPublickeyType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'eMAID'
+                    el = 'CertificateInstallationRes/eMAID'
                     r.pos = p
                     _c249_eMAID = _d_EMAIDType(r, 20)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_CertificateInstallationRes = iso2_msgbody.CertificateInstallationResType(_c249_ResponseCode, _c249_SAProvisioningCertificateChain, _c249_ContractSignatureCertChain, _c249_ContractSignatureEncryptedPrivateKey, _c249_DHpublickey, _c249_eMAID)
                     s = 1
                 elif ec == 7:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'CertificateUpdateReq'
-                    el = '@Id'
+                    el = 'CertificateUpdateReq/@Id'
                     r.pos = p
                     _c250_Id = r.string(7)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
-                    el = 'ContractSignatureCertChain'
+                    el = 'CertificateUpdateReq/ContractSignatureCertChain'
                     r.pos = p
                     _c250_ContractSignatureCertChain = _d_CertificateChainType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
-                    el = 'eMAID'
+                    el = 'CertificateUpdateReq/eMAID'
                     r.pos = p
                     _c250_eMAID = r.string(20)
-                    if len(_c250_eMAID) < 14 or len(_c250_eMAID) > 15: raise DecodeError(f'length {len(_c250_eMAID)} outside [14, 15]', r.pos)
-                    p = r.pos
+                    if len(_c250_eMAID) < 14 or len(_c250_eMAID) > 15: raise DecodeError(f'length {len(_c250_eMAID)} outside [14, 15]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
-                    el = 'ListOfRootCertificateIDs'
+                    el = 'CertificateUpdateReq/ListOfRootCertificateIDs'
                     r.pos = p
                     _c250_ListOfRootCertificateIDs = _d_ListOfRootCertificateIDsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_CertificateUpdateReq = iso2_msgbody.CertificateUpdateReqType(_c250_Id, _c250_ContractSignatureCertChain, _c250_eMAID, _c250_ListOfRootCertificateIDs)
                     s = 1
@@ -23652,23 +23885,23 @@ def _d_BodyType(r):
                     el = 'CertificateUpdateRes'
                     r.pos = p
                     f_CertificateUpdateRes = _d_CertificateUpdateResType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 9:
                     el = 'ChargeParameterDiscoveryReq'
                     r.pos = p
                     f_ChargeParameterDiscoveryReq = _d_ChargeParameterDiscoveryReqType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 10:
                     el = 'ChargeParameterDiscoveryRes'
                     r.pos = p
                     f_ChargeParameterDiscoveryRes = _d_ChargeParameterDiscoveryResType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 11:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'ChargingStatusReq'
                     f_ChargingStatusReq = iso2_msgbody.ChargingStatusReqType()
@@ -23677,76 +23910,76 @@ def _d_BodyType(r):
                     el = 'ChargingStatusRes'
                     r.pos = p
                     f_ChargingStatusRes = _d_ChargingStatusResType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 13:
                     el = 'CurrentDemandReq'
                     r.pos = p
                     f_CurrentDemandReq = _d_CurrentDemandReqType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 14:
                     el = 'CurrentDemandRes'
                     r.pos = p
                     f_CurrentDemandRes = _d_CurrentDemandResType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 15:
                     el = 'MeteringReceiptReq'
                     r.pos = p
                     f_MeteringReceiptReq = _d_MeteringReceiptReqType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 16:
                     el = 'MeteringReceiptRes'
                     r.pos = p
                     f_MeteringReceiptRes = _d_MeteringReceiptResType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 17:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
                     el = 'PaymentDetailsReq'
-                    el = 'eMAID'
+                    el = 'PaymentDetailsReq/eMAID'
                     r.pos = p
                     _c252_eMAID = r.string(20)
-                    if len(_c252_eMAID) < 14 or len(_c252_eMAID) > 15: raise DecodeError(f'length {len(_c252_eMAID)} outside [14, 15]', r.pos)
-                    p = r.pos
+                    if len(_c252_eMAID) < 14 or len(_c252_eMAID) > 15: raise DecodeError(f'length {len(_c252_eMAID)} outside [14, 15]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
-                    el = 'ContractSignatureCertChain'
+                    el = 'PaymentDetailsReq/ContractSignatureCertChain'
                     r.pos = p
                     _c252_ContractSignatureCertChain = _d_CertificateChainType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_PaymentDetailsReq = iso2_msgbody.PaymentDetailsReqType(_c252_eMAID, _c252_ContractSignatureCertChain)
                     s = 1
                 elif ec == 18:
                     p += 10
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 10)
                     x = (V >> (E - p)) & 1023
                     if x & 775: raise r.deviation('BodyType', p)
                     el = 'PaymentDetailsRes'
-                    el = 'ResponseCode'
+                    el = 'PaymentDetailsRes/ResponseCode'
                     _c253_ResponseCode = ((x >> 3) & 31)
-                    if _c253_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c253_ResponseCode} out of range (26 values)', p)
+                    if _c253_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c253_ResponseCode} out of range (26 values)', r.at(p))
                     _c253_ResponseCode = _E4[_c253_ResponseCode]
-                    el = 'GenChallenge'
+                    el = 'PaymentDetailsRes/GenChallenge'
                     r.pos = p
                     _c253_GenChallenge = r.binary()
-                    if len(_c253_GenChallenge) < 16 or len(_c253_GenChallenge) > 16: raise DecodeError(f'length {len(_c253_GenChallenge)} outside [16, 16]', r.pos)
-                    p = r.pos
+                    if len(_c253_GenChallenge) < 16 or len(_c253_GenChallenge) > 16: raise DecodeError(f'length {len(_c253_GenChallenge)} outside [16, 16]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     x = (V >> (E - p)) & 15
                     if x & 14: raise r.deviation('BodyType', p)
-                    el = 'EVSETimeStamp'
+                    el = 'PaymentDetailsRes/EVSETimeStamp'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -23755,41 +23988,41 @@ def _d_BodyType(r):
                         p += 16
                         _c253_EVSETimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c253_EVSETimeStamp = r.uint(); p = r.pos
+                        r.pos = p; _c253_EVSETimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
                     if _neg: _c253_EVSETimeStamp = -_c253_EVSETimeStamp - 1
-                    if _c253_EVSETimeStamp < -9223372036854775808 or _c253_EVSETimeStamp > 9223372036854775807: raise DecodeError(f'value {_c253_EVSETimeStamp} outside [-9223372036854775808, 9223372036854775807]', p)
+                    if _c253_EVSETimeStamp < -9223372036854775808 or _c253_EVSETimeStamp > 9223372036854775807: raise DecodeError(f'value {_c253_EVSETimeStamp} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
                     f_PaymentDetailsRes = iso2_msgbody.PaymentDetailsResType(_c253_ResponseCode, _c253_GenChallenge, _c253_EVSETimeStamp)
                     s = 1
                 elif ec == 19:
                     p += 5
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 5)
                     x = (V >> (E - p)) & 31
                     if x & 27: raise r.deviation('BodyType', p)
                     el = 'PaymentServiceSelectionReq'
-                    el = 'SelectedPaymentOption'
+                    el = 'PaymentServiceSelectionReq/SelectedPaymentOption'
                     _c254_SelectedPaymentOption = _E16[((x >> 2) & 1)]
-                    el = 'SelectedServiceList'
+                    el = 'PaymentServiceSelectionReq/SelectedServiceList'
                     r.pos = p
                     _c254_SelectedServiceList = _d_SelectedServiceListType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_PaymentServiceSelectionReq = iso2_msgbody.PaymentServiceSelectionReqType(_c254_SelectedPaymentOption, _c254_SelectedServiceList)
                     s = 1
                 elif ec == 20:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'PaymentServiceSelectionRes'
-                    el = 'ResponseCode'
+                    el = 'PaymentServiceSelectionRes/ResponseCode'
                     _c255_ResponseCode = ((x >> 2) & 31)
-                    if _c255_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c255_ResponseCode} out of range (26 values)', p)
+                    if _c255_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c255_ResponseCode} out of range (26 values)', r.at(p))
                     _c255_ResponseCode = _E4[_c255_ResponseCode]
                     f_PaymentServiceSelectionRes = iso2_msgbody.PaymentServiceSelectionResType(_c255_ResponseCode)
                     s = 1
@@ -23797,40 +24030,40 @@ def _d_BodyType(r):
                     el = 'PowerDeliveryReq'
                     r.pos = p
                     f_PowerDeliveryReq = _d_PowerDeliveryReqType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 22:
                     el = 'PowerDeliveryRes'
                     r.pos = p
                     f_PowerDeliveryRes = _d_PowerDeliveryResType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 23:
                     p += 39
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 39)
                     x = (V >> (E - p)) & 549755813887
                     if x & 511336244110: raise r.deviation('BodyType', p)
                     el = 'PreChargeReq'
-                    el = 'DC_EVStatus'
-                    el = 'EVReady'
+                    el = 'PreChargeReq/DC_EVStatus'
+                    el = 'PreChargeReq/DC_EVStatus/EVReady'
                     _c257_EVReady = ((x >> 35) & 1) == 1
-                    el = 'EVErrorCode'
+                    el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
                     _c257_EVErrorCode = ((x >> 28) & 15)
-                    if _c257_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c257_EVErrorCode} out of range (12 values)', p)
+                    if _c257_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c257_EVErrorCode} out of range (12 values)', r.at(p))
                     _c257_EVErrorCode = _E8[_c257_EVErrorCode]
-                    el = 'EVRESSSOC'
+                    el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
                     _c257_EVRESSSOC = ((x >> 18) & 127)
-                    if _c257_EVRESSSOC > 100: raise DecodeError(f'value {_c257_EVRESSSOC} above maximum 100', p)
+                    if _c257_EVRESSSOC > 100: raise DecodeError(f'value {_c257_EVRESSSOC} above maximum 100', r.at(p))
                     _c256_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c257_EVReady, _c257_EVErrorCode, _c257_EVRESSSOC)
-                    el = 'EVTargetVoltage'
-                    el = 'Multiplier'
+                    el = 'PreChargeReq/EVTargetVoltage'
+                    el = 'PreChargeReq/EVTargetVoltage/Multiplier'
                     _c258_Multiplier = ((x >> 10) & 7) + -3
-                    if _c258_Multiplier > 3: raise DecodeError(f'value {_c258_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c258_Multiplier > 3: raise DecodeError(f'value {_c258_Multiplier} above maximum 3', r.at(p))
+                    el = 'PreChargeReq/EVTargetVoltage/Unit'
                     _c258_Unit = ((x >> 4) & 7)
-                    if _c258_Unit >= 7: raise DecodeError(f'enumeration index {_c258_Unit} out of range (7 values)', p)
+                    if _c258_Unit >= 7: raise DecodeError(f'enumeration index {_c258_Unit} out of range (7 values)', r.at(p))
                     _c258_Unit = _E0[_c258_Unit]
-                    el = 'Value'
+                    el = 'PreChargeReq/EVTargetVoltage/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -23839,23 +24072,23 @@ def _d_BodyType(r):
                         p += 16
                         _c258_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c258_Value = r.uint(); p = r.pos
+                        r.pos = p; _c258_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 18
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 18)
                     x = (V >> (E - p)) & 262143
                     if x & 254862: raise r.deviation('BodyType', p)
                     if _neg: _c258_Value = -_c258_Value - 1
-                    if _c258_Value < -32768 or _c258_Value > 32767: raise DecodeError(f'value {_c258_Value} outside [-32768, 32767]', p)
+                    if _c258_Value < -32768 or _c258_Value > 32767: raise DecodeError(f'value {_c258_Value} outside [-32768, 32767]', r.at(p))
                     _c256_EVTargetVoltage = iso2_msgdatatypes.PhysicalValueType(_c258_Multiplier, _c258_Unit, _c258_Value)
-                    el = 'EVTargetCurrent'
-                    el = 'Multiplier'
+                    el = 'PreChargeReq/EVTargetCurrent'
+                    el = 'PreChargeReq/EVTargetCurrent/Multiplier'
                     _c259_Multiplier = ((x >> 10) & 7) + -3
-                    if _c259_Multiplier > 3: raise DecodeError(f'value {_c259_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c259_Multiplier > 3: raise DecodeError(f'value {_c259_Multiplier} above maximum 3', r.at(p))
+                    el = 'PreChargeReq/EVTargetCurrent/Unit'
                     _c259_Unit = ((x >> 4) & 7)
-                    if _c259_Unit >= 7: raise DecodeError(f'enumeration index {_c259_Unit} out of range (7 values)', p)
+                    if _c259_Unit >= 7: raise DecodeError(f'enumeration index {_c259_Unit} out of range (7 values)', r.at(p))
                     _c259_Unit = _E0[_c259_Unit]
-                    el = 'Value'
+                    el = 'PreChargeReq/EVTargetCurrent/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -23864,43 +24097,43 @@ def _d_BodyType(r):
                         p += 16
                         _c259_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c259_Value = r.uint(); p = r.pos
+                        r.pos = p; _c259_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('BodyType', p)
                     if _neg: _c259_Value = -_c259_Value - 1
-                    if _c259_Value < -32768 or _c259_Value > 32767: raise DecodeError(f'value {_c259_Value} outside [-32768, 32767]', p)
+                    if _c259_Value < -32768 or _c259_Value > 32767: raise DecodeError(f'value {_c259_Value} outside [-32768, 32767]', r.at(p))
                     _c256_EVTargetCurrent = iso2_msgdatatypes.PhysicalValueType(_c259_Multiplier, _c259_Unit, _c259_Value)
                     f_PreChargeReq = iso2_msgbody.PreChargeReqType(_c256_DC_EVStatus, _c256_EVTargetVoltage, _c256_EVTargetCurrent)
                     s = 1
                 elif ec == 24:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'PreChargeRes'
-                    el = 'ResponseCode'
+                    el = 'PreChargeRes/ResponseCode'
                     _c260_ResponseCode = ((x >> 2) & 31)
-                    if _c260_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c260_ResponseCode} out of range (26 values)', p)
+                    if _c260_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c260_ResponseCode} out of range (26 values)', r.at(p))
                     _c260_ResponseCode = _E4[_c260_ResponseCode]
-                    el = 'DC_EVSEStatus'
+                    el = 'PreChargeRes/DC_EVSEStatus'
                     r.pos = p
                     _c260_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 16
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 58254: raise r.deviation('BodyType', p)
-                    el = 'EVSEPresentVoltage'
-                    el = 'Multiplier'
+                    el = 'PreChargeRes/EVSEPresentVoltage'
+                    el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
                     _c261_Multiplier = ((x >> 10) & 7) + -3
-                    if _c261_Multiplier > 3: raise DecodeError(f'value {_c261_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c261_Multiplier > 3: raise DecodeError(f'value {_c261_Multiplier} above maximum 3', r.at(p))
+                    el = 'PreChargeRes/EVSEPresentVoltage/Unit'
                     _c261_Unit = ((x >> 4) & 7)
-                    if _c261_Unit >= 7: raise DecodeError(f'enumeration index {_c261_Unit} out of range (7 values)', p)
+                    if _c261_Unit >= 7: raise DecodeError(f'enumeration index {_c261_Unit} out of range (7 values)', r.at(p))
                     _c261_Unit = _E0[_c261_Unit]
-                    el = 'Value'
+                    el = 'PreChargeRes/EVSEPresentVoltage/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -23909,23 +24142,23 @@ def _d_BodyType(r):
                         p += 16
                         _c261_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c261_Value = r.uint(); p = r.pos
+                        r.pos = p; _c261_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('BodyType', p)
                     if _neg: _c261_Value = -_c261_Value - 1
-                    if _c261_Value < -32768 or _c261_Value > 32767: raise DecodeError(f'value {_c261_Value} outside [-32768, 32767]', p)
+                    if _c261_Value < -32768 or _c261_Value > 32767: raise DecodeError(f'value {_c261_Value} outside [-32768, 32767]', r.at(p))
                     _c260_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c261_Multiplier, _c261_Unit, _c261_Value)
                     f_PreChargeRes = iso2_msgbody.PreChargeResType(_c260_ResponseCode, _c260_DC_EVSEStatus, _c260_EVSEPresentVoltage)
                     s = 1
                 elif ec == 25:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
                     el = 'ServiceDetailReq'
-                    el = 'ServiceID'
+                    el = 'ServiceDetailReq/ServiceID'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c262_ServiceID = (V >> (E - p)) & 127
@@ -23933,55 +24166,55 @@ def _d_BodyType(r):
                         p += 16
                         _c262_ServiceID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c262_ServiceID = r.uint(); p = r.pos
+                        r.pos = p; _c262_ServiceID = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('BodyType', p)
-                    if _c262_ServiceID > 65535: raise DecodeError(f'value {_c262_ServiceID} outside [0, 65535]', p)
+                    if _c262_ServiceID > 65535: raise DecodeError(f'value {_c262_ServiceID} outside [0, 65535]', r.at(p))
                     f_ServiceDetailReq = iso2_msgbody.ServiceDetailReqType(_c262_ServiceID)
                     s = 1
                 elif ec == 26:
                     el = 'ServiceDetailRes'
                     r.pos = p
                     f_ServiceDetailRes = _d_ServiceDetailResType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 27:
                     el = 'ServiceDiscoveryReq'
                     r.pos = p
                     f_ServiceDiscoveryReq = _d_ServiceDiscoveryReqType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 28:
                     el = 'ServiceDiscoveryRes'
                     r.pos = p
                     f_ServiceDiscoveryRes = _d_ServiceDiscoveryResType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 29:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     el = 'SessionSetupReq'
-                    el = 'EVCCID'
+                    el = 'SessionSetupReq/EVCCID'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
                         _c263_EVCCID = b''
                     else:
                         r.pos = p
                         _c263_EVCCID = r.binary()
-                        if len(_c263_EVCCID) > 6: raise DecodeError(f'length {len(_c263_EVCCID)} outside [0, 6]', r.pos)
-                        p = r.pos
+                        if len(_c263_EVCCID) > 6: raise DecodeError(f'length {len(_c263_EVCCID)} outside [0, 6]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                     f_SessionSetupReq = iso2_msgbody.SessionSetupReqType(_c263_EVCCID)
                     s = 1
@@ -23989,76 +24222,76 @@ def _d_BodyType(r):
                     el = 'SessionSetupRes'
                     r.pos = p
                     f_SessionSetupRes = _d_SessionSetupResType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 31:
                     p += 5
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 5)
                     x = (V >> (E - p)) & 31
                     if x & 27: raise r.deviation('BodyType', p)
                     el = 'SessionStopReq'
-                    el = 'ChargingSession'
+                    el = 'SessionStopReq/ChargingSession'
                     _c264_ChargingSession = _E24[((x >> 2) & 1)]
                     f_SessionStopReq = iso2_msgbody.SessionStopReqType(_c264_ChargingSession)
                     s = 1
                 elif ec == 32:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'SessionStopRes'
-                    el = 'ResponseCode'
+                    el = 'SessionStopRes/ResponseCode'
                     _c265_ResponseCode = ((x >> 2) & 31)
-                    if _c265_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c265_ResponseCode} out of range (26 values)', p)
+                    if _c265_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c265_ResponseCode} out of range (26 values)', r.at(p))
                     _c265_ResponseCode = _E4[_c265_ResponseCode]
                     f_SessionStopRes = iso2_msgbody.SessionStopResType(_c265_ResponseCode)
                     s = 1
                 elif ec == 33:
                     p += 24
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 24)
                     x = (V >> (E - p)) & 16777215
                     if x & 15604743: raise r.deviation('BodyType', p)
                     el = 'WeldingDetectionReq'
-                    el = 'DC_EVStatus'
-                    el = 'EVReady'
+                    el = 'WeldingDetectionReq/DC_EVStatus'
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
                     _c267_EVReady = ((x >> 20) & 1) == 1
-                    el = 'EVErrorCode'
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
                     _c267_EVErrorCode = ((x >> 13) & 15)
-                    if _c267_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c267_EVErrorCode} out of range (12 values)', p)
+                    if _c267_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c267_EVErrorCode} out of range (12 values)', r.at(p))
                     _c267_EVErrorCode = _E8[_c267_EVErrorCode]
-                    el = 'EVRESSSOC'
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
                     _c267_EVRESSSOC = ((x >> 3) & 127)
-                    if _c267_EVRESSSOC > 100: raise DecodeError(f'value {_c267_EVRESSSOC} above maximum 100', p)
+                    if _c267_EVRESSSOC > 100: raise DecodeError(f'value {_c267_EVRESSSOC} above maximum 100', r.at(p))
                     _c266_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c267_EVReady, _c267_EVErrorCode, _c267_EVRESSSOC)
                     f_WeldingDetectionReq = iso2_msgbody.WeldingDetectionReqType(_c266_DC_EVStatus)
                     s = 1
                 elif ec == 34:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 387: raise r.deviation('BodyType', p)
                     el = 'WeldingDetectionRes'
-                    el = 'ResponseCode'
+                    el = 'WeldingDetectionRes/ResponseCode'
                     _c268_ResponseCode = ((x >> 2) & 31)
-                    if _c268_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c268_ResponseCode} out of range (26 values)', p)
+                    if _c268_ResponseCode >= 26: raise DecodeError(f'enumeration index {_c268_ResponseCode} out of range (26 values)', r.at(p))
                     _c268_ResponseCode = _E4[_c268_ResponseCode]
-                    el = 'DC_EVSEStatus'
+                    el = 'WeldingDetectionRes/DC_EVSEStatus'
                     r.pos = p
                     _c268_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 16
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 58254: raise r.deviation('BodyType', p)
-                    el = 'EVSEPresentVoltage'
-                    el = 'Multiplier'
+                    el = 'WeldingDetectionRes/EVSEPresentVoltage'
+                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
                     _c269_Multiplier = ((x >> 10) & 7) + -3
-                    if _c269_Multiplier > 3: raise DecodeError(f'value {_c269_Multiplier} above maximum 3', p)
-                    el = 'Unit'
+                    if _c269_Multiplier > 3: raise DecodeError(f'value {_c269_Multiplier} above maximum 3', r.at(p))
+                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
                     _c269_Unit = ((x >> 4) & 7)
-                    if _c269_Unit >= 7: raise DecodeError(f'enumeration index {_c269_Unit} out of range (7 values)', p)
+                    if _c269_Unit >= 7: raise DecodeError(f'enumeration index {_c269_Unit} out of range (7 values)', r.at(p))
                     _c269_Unit = _E0[_c269_Unit]
-                    el = 'Value'
+                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -24067,13 +24300,13 @@ def _d_BodyType(r):
                         p += 16
                         _c269_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c269_Value = r.uint(); p = r.pos
+                        r.pos = p; _c269_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('BodyType', p)
                     if _neg: _c269_Value = -_c269_Value - 1
-                    if _c269_Value < -32768 or _c269_Value > 32767: raise DecodeError(f'value {_c269_Value} outside [-32768, 32767]', p)
+                    if _c269_Value < -32768 or _c269_Value > 32767: raise DecodeError(f'value {_c269_Value} outside [-32768, 32767]', r.at(p))
                     _c268_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c269_Multiplier, _c269_Unit, _c269_Value)
                     f_WeldingDetectionRes = iso2_msgbody.WeldingDetectionResType(_c268_ResponseCode, _c268_DC_EVSEStatus, _c268_EVSEPresentVoltage)
                     s = 1
@@ -24084,7 +24317,7 @@ def _d_BodyType(r):
                     raise r.deviation('BodyType', p)
             if s == 1:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('BodyType', p)
                 s = -1
         r.pos = p
@@ -24151,11 +24384,11 @@ def _e_BodyType(w, o):
                     _c270_ResponseCode = _o.ResponseCode
                     _c270_EVSEProcessing = _o.EVSEProcessing
                     if not (_c270_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'AuthorizationRes/ResponseCode'
                     _i271 = _I6.get(_c270_ResponseCode)
                     if _i271 is None: raise EncodeError(f'{_c270_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (_c270_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
-                    el = 'EVSEProcessing'
+                    el = 'AuthorizationRes/EVSEProcessing'
                     _i272 = _I7.get(_c270_EVSEProcessing)
                     if _i272 is None: raise EncodeError(f'{_c270_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
                     v = (v << 20) | (1 << 14) | (_i271 << 7) | (_i272 << 2)
@@ -24176,20 +24409,20 @@ def _e_BodyType(w, o):
                     _o = v_CableCheckReq
                     _c274_DC_EVStatus = _o.DC_EVStatus
                     if not (_c274_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
-                    el = 'DC_EVStatus'
+                    el = 'CableCheckReq/DC_EVStatus'
                     _o = _c274_DC_EVStatus
                     _c275_EVReady = _o.EVReady
                     _c275_EVErrorCode = _o.EVErrorCode
                     _c275_EVRESSSOC = _o.EVRESSSOC
                     if not (_c275_EVReady is not None): raise EncodeError('missing content: EVReady')
-                    el = 'EVReady'
+                    el = 'CableCheckReq/DC_EVStatus/EVReady'
                     if _c275_EVReady is not True and _c275_EVReady is not False: raise EncodeError(f'expected a bool, got {_c275_EVReady!r}')
                     if not (_c275_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-                    el = 'EVErrorCode'
+                    el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
                     _i26 = _I9.get(_c275_EVErrorCode)
                     if _i26 is None: raise EncodeError(f'{_c275_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     if not (_c275_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-                    el = 'EVRESSSOC'
+                    el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
                     if not 0 <= _c275_EVRESSSOC <= 100: raise EncodeError(f'value {_c275_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 30) | (3 << 24) | (_c275_EVReady << 20) | (_i26 << 13) | (_c275_EVRESSSOC << 3)
                     n += 30
@@ -24206,11 +24439,11 @@ def _e_BodyType(w, o):
                     _c276_DC_EVSEStatus = _o.DC_EVSEStatus
                     _c276_EVSEProcessing = _o.EVSEProcessing
                     if not (_c276_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'CableCheckRes/ResponseCode'
                     _i277 = _I6.get(_c276_ResponseCode)
                     if _i277 is None: raise EncodeError(f'{_c276_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (_c276_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-                    el = 'DC_EVSEStatus'
+                    el = 'CableCheckRes/DC_EVSEStatus'
                     v = (v << 15) | (4 << 9) | (_i277 << 2)
                     n += 15
                     _c276_ResponseCode = None
@@ -24218,7 +24451,7 @@ def _e_BodyType(w, o):
                     _e_DC_EVSEStatusType(w, _c276_DC_EVSEStatus)
                     v = w.v; n = w.n
                     if not (_c276_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
-                    el = 'EVSEProcessing'
+                    el = 'CableCheckRes/EVSEProcessing'
                     _i278 = _I7.get(_c276_EVSEProcessing)
                     if _i278 is None: raise EncodeError(f'{_c276_EVSEProcessing!r} is not one of the enumeration EVSEProcessingType')
                     v = (v << 6) | (_i278 << 2)
@@ -24234,7 +24467,7 @@ def _e_BodyType(w, o):
                     _c279_OEMProvisioningCert = _o.OEMProvisioningCert
                     _c279_ListOfRootCertificateIDs = _o.ListOfRootCertificateIDs
                     if not (_c279_Id is not None): raise EncodeError('missing content: Id')
-                    el = '@Id'
+                    el = 'CertificateInstallationReq/@Id'
                     v = (v << 7) | (5 << 1)
                     n += 7
                     _l = len(_c279_Id)
@@ -24243,7 +24476,7 @@ def _e_BodyType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c279_Id); v = w.v; n = w.n
                     if not (_c279_OEMProvisioningCert is not None): raise EncodeError('missing content: OEMProvisioningCert')
-                    el = 'OEMProvisioningCert'
+                    el = 'CertificateInstallationReq/OEMProvisioningCert'
                     v <<= 2
                     n += 2
                     _c279_Id = None
@@ -24252,7 +24485,7 @@ def _e_BodyType(w, o):
                     w.binary(_c279_OEMProvisioningCert)
                     v = w.v; n = w.n
                     if not (_c279_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
-                    el = 'ListOfRootCertificateIDs'
+                    el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
                     v <<= 2
                     n += 2
                     _c279_OEMProvisioningCert = None
@@ -24274,11 +24507,11 @@ def _e_BodyType(w, o):
                     _c280_DHpublickey = _o.DHpublickey
                     _c280_eMAID = _o.eMAID
                     if not (_c280_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'CertificateInstallationRes/ResponseCode'
                     _i281 = _I6.get(_c280_ResponseCode)
                     if _i281 is None: raise EncodeError(f'{_c280_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (_c280_SAProvisioningCertificateChain is not None): raise EncodeError('missing content: SAProvisioningCertificateChain')
-                    el = 'SAProvisioningCertificateChain'
+                    el = 'CertificateInstallationRes/SAProvisioningCertificateChain'
                     v = (v << 15) | (6 << 9) | (_i281 << 2)
                     n += 15
                     _c280_ResponseCode = None
@@ -24286,7 +24519,7 @@ def _e_BodyType(w, o):
                     _e_CertificateChainType(w, _c280_SAProvisioningCertificateChain)
                     v = w.v; n = w.n
                     if not (_c280_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
-                    el = 'ContractSignatureCertChain'
+                    el = 'CertificateInstallationRes/ContractSignatureCertChain'
                     v <<= 1
                     n += 1
                     _c280_SAProvisioningCertificateChain = None
@@ -24294,7 +24527,7 @@ def _e_BodyType(w, o):
                     _e_CertificateChainType(w, _c280_ContractSignatureCertChain)
                     v = w.v; n = w.n
                     if not (_c280_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
-                    el = 'ContractSignatureEncryptedPrivateKey'
+                    el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
                     v <<= 1
                     n += 1
                     _c280_ContractSignatureCertChain = None
@@ -24302,7 +24535,7 @@ def _e_BodyType(w, o):
                     _e_ContractSignatureEncryptedPrivateKeyType(w, _c280_ContractSignatureEncryptedPrivateKey)
                     v = w.v; n = w.n
                     if not (_c280_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
-                    el = 'DHpublickey'
+                    el = 'CertificateInstallationRes/DHpublickey'
                     v <<= 1
                     n += 1
                     _c280_ContractSignatureEncryptedPrivateKey = None
@@ -24310,7 +24543,7 @@ def _e_BodyType(w, o):
                     _e_DiffieHellmanPublickeyType(w, _c280_DHpublickey)
                     v = w.v; n = w.n
                     if not (_c280_eMAID is not None): raise EncodeError('missing content: eMAID')
-                    el = 'eMAID'
+                    el = 'CertificateInstallationRes/eMAID'
                     v <<= 1
                     n += 1
                     _c280_DHpublickey = None
@@ -24330,7 +24563,7 @@ def _e_BodyType(w, o):
                     _c282_eMAID = _o.eMAID
                     _c282_ListOfRootCertificateIDs = _o.ListOfRootCertificateIDs
                     if not (_c282_Id is not None): raise EncodeError('missing content: Id')
-                    el = '@Id'
+                    el = 'CertificateUpdateReq/@Id'
                     v = (v << 7) | (7 << 1)
                     n += 7
                     _l = len(_c282_Id)
@@ -24339,7 +24572,7 @@ def _e_BodyType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c282_Id); v = w.v; n = w.n
                     if not (_c282_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
-                    el = 'ContractSignatureCertChain'
+                    el = 'CertificateUpdateReq/ContractSignatureCertChain'
                     v <<= 1
                     n += 1
                     _c282_Id = None
@@ -24347,7 +24580,7 @@ def _e_BodyType(w, o):
                     _e_CertificateChainType(w, _c282_ContractSignatureCertChain)
                     v = w.v; n = w.n
                     if not (_c282_eMAID is not None): raise EncodeError('missing content: eMAID')
-                    el = 'eMAID'
+                    el = 'CertificateUpdateReq/eMAID'
                     v <<= 2
                     n += 2
                     _c282_ContractSignatureCertChain = None
@@ -24358,7 +24591,7 @@ def _e_BodyType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c282_eMAID); v = w.v; n = w.n
                     if not (_c282_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
-                    el = 'ListOfRootCertificateIDs'
+                    el = 'CertificateUpdateReq/ListOfRootCertificateIDs'
                     v <<= 2
                     n += 2
                     _c282_eMAID = None
@@ -24455,7 +24688,7 @@ def _e_BodyType(w, o):
                     _c284_eMAID = _o.eMAID
                     _c284_ContractSignatureCertChain = _o.ContractSignatureCertChain
                     if not (_c284_eMAID is not None): raise EncodeError('missing content: eMAID')
-                    el = 'eMAID'
+                    el = 'PaymentDetailsReq/eMAID'
                     v = (v << 8) | (17 << 2)
                     n += 8
                     if len(_c284_eMAID) < 14 or len(_c284_eMAID) > 15: raise EncodeError(f'length {len(_c284_eMAID)} outside [14, 15]')
@@ -24465,7 +24698,7 @@ def _e_BodyType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c284_eMAID); v = w.v; n = w.n
                     if not (_c284_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
-                    el = 'ContractSignatureCertChain'
+                    el = 'PaymentDetailsReq/ContractSignatureCertChain'
                     v <<= 2
                     n += 2
                     _c284_eMAID = None
@@ -24484,11 +24717,11 @@ def _e_BodyType(w, o):
                     _c285_GenChallenge = _o.GenChallenge
                     _c285_EVSETimeStamp = _o.EVSETimeStamp
                     if not (_c285_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'PaymentDetailsRes/ResponseCode'
                     _i286 = _I6.get(_c285_ResponseCode)
                     if _i286 is None: raise EncodeError(f'{_c285_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (_c285_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
-                    el = 'GenChallenge'
+                    el = 'PaymentDetailsRes/GenChallenge'
                     v = (v << 16) | (18 << 10) | (_i286 << 3)
                     n += 16
                     _c285_ResponseCode = None
@@ -24497,7 +24730,7 @@ def _e_BodyType(w, o):
                     w.binary(_c285_GenChallenge)
                     v = w.v; n = w.n
                     if not (_c285_EVSETimeStamp is not None): raise EncodeError('missing content: EVSETimeStamp')
-                    el = 'EVSETimeStamp'
+                    el = 'PaymentDetailsRes/EVSETimeStamp'
                     if _c285_EVSETimeStamp < -9223372036854775808 or _c285_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c285_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
                     v = (v << 4) | (_c285_EVSETimeStamp < 0)
                     n += 4
@@ -24517,11 +24750,11 @@ def _e_BodyType(w, o):
                     _c287_SelectedPaymentOption = _o.SelectedPaymentOption
                     _c287_SelectedServiceList = _o.SelectedServiceList
                     if not (_c287_SelectedPaymentOption is not None): raise EncodeError('missing content: SelectedPaymentOption')
-                    el = 'SelectedPaymentOption'
+                    el = 'PaymentServiceSelectionReq/SelectedPaymentOption'
                     _i288 = _I17.get(_c287_SelectedPaymentOption)
                     if _i288 is None: raise EncodeError(f'{_c287_SelectedPaymentOption!r} is not one of the enumeration paymentOptionType')
                     if not (_c287_SelectedServiceList is not None): raise EncodeError('missing content: SelectedServiceList')
-                    el = 'SelectedServiceList'
+                    el = 'PaymentServiceSelectionReq/SelectedServiceList'
                     v = (v << 11) | (19 << 5) | (_i288 << 2)
                     n += 11
                     _c287_SelectedPaymentOption = None
@@ -24538,7 +24771,7 @@ def _e_BodyType(w, o):
                     _o = v_PaymentServiceSelectionRes
                     _c289_ResponseCode = _o.ResponseCode
                     if not (_c289_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'PaymentServiceSelectionRes/ResponseCode'
                     _i290 = _I6.get(_c289_ResponseCode)
                     if _i290 is None: raise EncodeError(f'{_c289_ResponseCode!r} is not one of the enumeration responseCodeType')
                     v = (v << 15) | (20 << 9) | (_i290 << 2)
@@ -24571,36 +24804,36 @@ def _e_BodyType(w, o):
                     _c291_EVTargetVoltage = _o.EVTargetVoltage
                     _c291_EVTargetCurrent = _o.EVTargetCurrent
                     if not (_c291_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
-                    el = 'DC_EVStatus'
+                    el = 'PreChargeReq/DC_EVStatus'
                     _o = _c291_DC_EVStatus
                     _c292_EVReady = _o.EVReady
                     _c292_EVErrorCode = _o.EVErrorCode
                     _c292_EVRESSSOC = _o.EVRESSSOC
                     if not (_c292_EVReady is not None): raise EncodeError('missing content: EVReady')
-                    el = 'EVReady'
+                    el = 'PreChargeReq/DC_EVStatus/EVReady'
                     if _c292_EVReady is not True and _c292_EVReady is not False: raise EncodeError(f'expected a bool, got {_c292_EVReady!r}')
                     if not (_c292_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-                    el = 'EVErrorCode'
+                    el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
                     _i26 = _I9.get(_c292_EVErrorCode)
                     if _i26 is None: raise EncodeError(f'{_c292_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     if not (_c292_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-                    el = 'EVRESSSOC'
+                    el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
                     if not 0 <= _c292_EVRESSSOC <= 100: raise EncodeError(f'value {_c292_EVRESSSOC!r} outside [0, 100]')
                     if not (_c291_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
-                    el = 'EVTargetVoltage'
+                    el = 'PreChargeReq/EVTargetVoltage'
                     _o = _c291_EVTargetVoltage
                     _c293_Multiplier = _o.Multiplier
                     _c293_Unit = _o.Unit
                     _c293_Value = _o.Value
                     if not (_c293_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'PreChargeReq/EVTargetVoltage/Multiplier'
                     if not -3 <= _c293_Multiplier <= 3: raise EncodeError(f'value {_c293_Multiplier!r} outside [-3, 3]')
                     if not (_c293_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'PreChargeReq/EVTargetVoltage/Unit'
                     _i7 = _I1.get(_c293_Unit)
                     if _i7 is None: raise EncodeError(f'{_c293_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c293_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'PreChargeReq/EVTargetVoltage/Value'
                     if _c293_Value < -32768 or _c293_Value > 32767: raise EncodeError(f'value {_c293_Value!r} outside [-32768, 32767]')
                     v = (v << 45) | (23 << 39) | (_c292_EVReady << 35) | (_i26 << 28) | (_c292_EVRESSSOC << 18) | ((_c293_Multiplier - -3) << 10) | (_i7 << 4) | (_c293_Value < 0)
                     n += 45
@@ -24615,20 +24848,20 @@ def _e_BodyType(w, o):
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c291_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
-                    el = 'EVTargetCurrent'
+                    el = 'PreChargeReq/EVTargetCurrent'
                     _o = _c291_EVTargetCurrent
                     _c294_Multiplier = _o.Multiplier
                     _c294_Unit = _o.Unit
                     _c294_Value = _o.Value
                     if not (_c294_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'PreChargeReq/EVTargetCurrent/Multiplier'
                     if not -3 <= _c294_Multiplier <= 3: raise EncodeError(f'value {_c294_Multiplier!r} outside [-3, 3]')
                     if not (_c294_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'PreChargeReq/EVTargetCurrent/Unit'
                     _i7 = _I1.get(_c294_Unit)
                     if _i7 is None: raise EncodeError(f'{_c294_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c294_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'PreChargeReq/EVTargetCurrent/Value'
                     if _c294_Value < -32768 or _c294_Value > 32767: raise EncodeError(f'value {_c294_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c294_Multiplier - -3) << 10) | (_i7 << 4) | (_c294_Value < 0)
                     n += 18
@@ -24653,11 +24886,11 @@ def _e_BodyType(w, o):
                     _c295_DC_EVSEStatus = _o.DC_EVSEStatus
                     _c295_EVSEPresentVoltage = _o.EVSEPresentVoltage
                     if not (_c295_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'PreChargeRes/ResponseCode'
                     _i296 = _I6.get(_c295_ResponseCode)
                     if _i296 is None: raise EncodeError(f'{_c295_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (_c295_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-                    el = 'DC_EVSEStatus'
+                    el = 'PreChargeRes/DC_EVSEStatus'
                     v = (v << 15) | (24 << 9) | (_i296 << 2)
                     n += 15
                     _c295_ResponseCode = None
@@ -24665,20 +24898,20 @@ def _e_BodyType(w, o):
                     _e_DC_EVSEStatusType(w, _c295_DC_EVSEStatus)
                     v = w.v; n = w.n
                     if not (_c295_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
-                    el = 'EVSEPresentVoltage'
+                    el = 'PreChargeRes/EVSEPresentVoltage'
                     _o = _c295_EVSEPresentVoltage
                     _c297_Multiplier = _o.Multiplier
                     _c297_Unit = _o.Unit
                     _c297_Value = _o.Value
                     if not (_c297_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'PreChargeRes/EVSEPresentVoltage/Multiplier'
                     if not -3 <= _c297_Multiplier <= 3: raise EncodeError(f'value {_c297_Multiplier!r} outside [-3, 3]')
                     if not (_c297_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'PreChargeRes/EVSEPresentVoltage/Unit'
                     _i7 = _I1.get(_c297_Unit)
                     if _i7 is None: raise EncodeError(f'{_c297_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c297_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'PreChargeRes/EVSEPresentVoltage/Value'
                     if _c297_Value < -32768 or _c297_Value > 32767: raise EncodeError(f'value {_c297_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c297_Multiplier - -3) << 10) | (_i7 << 4) | (_c297_Value < 0)
                     n += 16
@@ -24700,7 +24933,7 @@ def _e_BodyType(w, o):
                     _o = v_ServiceDetailReq
                     _c298_ServiceID = _o.ServiceID
                     if not (_c298_ServiceID is not None): raise EncodeError('missing content: ServiceID')
-                    el = 'ServiceID'
+                    el = 'ServiceDetailReq/ServiceID'
                     if _c298_ServiceID < 0 or _c298_ServiceID > 65535: raise EncodeError(f'value {_c298_ServiceID!r} outside [0, 65535]')
                     v = (v << 8) | (25 << 2)
                     n += 8
@@ -24744,7 +24977,7 @@ def _e_BodyType(w, o):
                     _o = v_SessionSetupReq
                     _c299_EVCCID = _o.EVCCID
                     if not (_c299_EVCCID is not None): raise EncodeError('missing content: EVCCID')
-                    el = 'EVCCID'
+                    el = 'SessionSetupReq/EVCCID'
                     v = (v << 8) | (29 << 2)
                     n += 8
                     w.v = v; w.n = n
@@ -24770,7 +25003,7 @@ def _e_BodyType(w, o):
                     _o = v_SessionStopReq
                     _c300_ChargingSession = _o.ChargingSession
                     if not (_c300_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
-                    el = 'ChargingSession'
+                    el = 'SessionStopReq/ChargingSession'
                     _i301 = _I25.get(_c300_ChargingSession)
                     if _i301 is None: raise EncodeError(f'{_c300_ChargingSession!r} is not one of the enumeration chargingSessionType')
                     v = (v << 11) | (31 << 5) | (_i301 << 2)
@@ -24783,7 +25016,7 @@ def _e_BodyType(w, o):
                     _o = v_SessionStopRes
                     _c302_ResponseCode = _o.ResponseCode
                     if not (_c302_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'SessionStopRes/ResponseCode'
                     _i303 = _I6.get(_c302_ResponseCode)
                     if _i303 is None: raise EncodeError(f'{_c302_ResponseCode!r} is not one of the enumeration responseCodeType')
                     v = (v << 15) | (32 << 9) | (_i303 << 2)
@@ -24796,20 +25029,20 @@ def _e_BodyType(w, o):
                     _o = v_WeldingDetectionReq
                     _c304_DC_EVStatus = _o.DC_EVStatus
                     if not (_c304_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
-                    el = 'DC_EVStatus'
+                    el = 'WeldingDetectionReq/DC_EVStatus'
                     _o = _c304_DC_EVStatus
                     _c305_EVReady = _o.EVReady
                     _c305_EVErrorCode = _o.EVErrorCode
                     _c305_EVRESSSOC = _o.EVRESSSOC
                     if not (_c305_EVReady is not None): raise EncodeError('missing content: EVReady')
-                    el = 'EVReady'
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVReady'
                     if _c305_EVReady is not True and _c305_EVReady is not False: raise EncodeError(f'expected a bool, got {_c305_EVReady!r}')
                     if not (_c305_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-                    el = 'EVErrorCode'
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
                     _i26 = _I9.get(_c305_EVErrorCode)
                     if _i26 is None: raise EncodeError(f'{_c305_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
                     if not (_c305_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-                    el = 'EVRESSSOC'
+                    el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
                     if not 0 <= _c305_EVRESSSOC <= 100: raise EncodeError(f'value {_c305_EVRESSSOC!r} outside [0, 100]')
                     v = (v << 30) | (33 << 24) | (_c305_EVReady << 20) | (_i26 << 13) | (_c305_EVRESSSOC << 3)
                     n += 30
@@ -24826,11 +25059,11 @@ def _e_BodyType(w, o):
                     _c306_DC_EVSEStatus = _o.DC_EVSEStatus
                     _c306_EVSEPresentVoltage = _o.EVSEPresentVoltage
                     if not (_c306_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
-                    el = 'ResponseCode'
+                    el = 'WeldingDetectionRes/ResponseCode'
                     _i307 = _I6.get(_c306_ResponseCode)
                     if _i307 is None: raise EncodeError(f'{_c306_ResponseCode!r} is not one of the enumeration responseCodeType')
                     if not (_c306_DC_EVSEStatus is not None): raise EncodeError('missing content: DC_EVSEStatus')
-                    el = 'DC_EVSEStatus'
+                    el = 'WeldingDetectionRes/DC_EVSEStatus'
                     v = (v << 15) | (34 << 9) | (_i307 << 2)
                     n += 15
                     _c306_ResponseCode = None
@@ -24838,20 +25071,20 @@ def _e_BodyType(w, o):
                     _e_DC_EVSEStatusType(w, _c306_DC_EVSEStatus)
                     v = w.v; n = w.n
                     if not (_c306_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
-                    el = 'EVSEPresentVoltage'
+                    el = 'WeldingDetectionRes/EVSEPresentVoltage'
                     _o = _c306_EVSEPresentVoltage
                     _c308_Multiplier = _o.Multiplier
                     _c308_Unit = _o.Unit
                     _c308_Value = _o.Value
                     if not (_c308_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'Multiplier'
+                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Multiplier'
                     if not -3 <= _c308_Multiplier <= 3: raise EncodeError(f'value {_c308_Multiplier!r} outside [-3, 3]')
                     if not (_c308_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'Unit'
+                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
                     _i7 = _I1.get(_c308_Unit)
                     if _i7 is None: raise EncodeError(f'{_c308_Unit!r} is not one of the enumeration unitSymbolType')
                     if not (_c308_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
                     if _c308_Value < -32768 or _c308_Value > 32767: raise EncodeError(f'value {_c308_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c308_Multiplier - -3) << 10) | (_i7 << 4) | (_c308_Value < 0)
                     n += 16
@@ -24880,6 +25113,7 @@ def _e_BodyType(w, o):
                     if v_AuthorizationReq is not None or v_AuthorizationRes is not None or v_BodyElement is not None or v_CableCheckReq is not None or v_CableCheckRes is not None or v_CertificateInstallationReq is not None or v_CertificateInstallationRes is not None or v_CertificateUpdateReq is not None or v_CertificateUpdateRes is not None or v_ChargeParameterDiscoveryReq is not None or v_ChargeParameterDiscoveryRes is not None or v_ChargingStatusReq is not None or v_ChargingStatusRes is not None or v_CurrentDemandReq is not None or v_CurrentDemandRes is not None or v_MeteringReceiptReq is not None or v_MeteringReceiptRes is not None or v_PaymentDetailsReq is not None or v_PaymentDetailsRes is not None or v_PaymentServiceSelectionReq is not None or v_PaymentServiceSelectionRes is not None or v_PowerDeliveryReq is not None or v_PowerDeliveryRes is not None or v_PreChargeReq is not None or v_PreChargeRes is not None or v_ServiceDetailReq is not None or v_ServiceDetailRes is not None or v_ServiceDiscoveryReq is not None or v_ServiceDiscoveryRes is not None or v_SessionSetupReq is not None or v_SessionSetupRes is not None or v_SessionStopReq is not None or v_SessionStopRes is not None or v_WeldingDetectionReq is not None or v_WeldingDetectionRes is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -24892,19 +25126,19 @@ def _d_WeldingDetectionReqType(r):
     f_DC_EVStatus = None
     try:
         p += 24
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 24)
         x = (V >> (E - p)) & 16777215
         if x & 15604743: raise r.deviation('WeldingDetectionReqType', p)
         el = 'DC_EVStatus'
-        el = 'EVReady'
+        el = 'DC_EVStatus/EVReady'
         _c309_EVReady = ((x >> 20) & 1) == 1
-        el = 'EVErrorCode'
+        el = 'DC_EVStatus/EVErrorCode'
         _c309_EVErrorCode = ((x >> 13) & 15)
-        if _c309_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c309_EVErrorCode} out of range (12 values)', p)
+        if _c309_EVErrorCode >= 12: raise DecodeError(f'enumeration index {_c309_EVErrorCode} out of range (12 values)', r.at(p))
         _c309_EVErrorCode = _E8[_c309_EVErrorCode]
-        el = 'EVRESSSOC'
+        el = 'DC_EVStatus/EVRESSSOC'
         _c309_EVRESSSOC = ((x >> 3) & 127)
-        if _c309_EVRESSSOC > 100: raise DecodeError(f'value {_c309_EVRESSSOC} above maximum 100', p)
+        if _c309_EVRESSSOC > 100: raise DecodeError(f'value {_c309_EVRESSSOC} above maximum 100', r.at(p))
         f_DC_EVStatus = iso2_msgdatatypes.DC_EVStatusType(_c309_EVReady, _c309_EVErrorCode, _c309_EVRESSSOC)
         r.pos = p
     except Exception as e:
@@ -24925,14 +25159,14 @@ def _e_WeldingDetectionReqType(w, o):
             _c310_EVErrorCode = _o.EVErrorCode
             _c310_EVRESSSOC = _o.EVRESSSOC
             if not (_c310_EVReady is not None): raise EncodeError('missing content: EVReady')
-            el = 'EVReady'
+            el = 'DC_EVStatus/EVReady'
             if _c310_EVReady is not True and _c310_EVReady is not False: raise EncodeError(f'expected a bool, got {_c310_EVReady!r}')
             if not (_c310_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-            el = 'EVErrorCode'
+            el = 'DC_EVStatus/EVErrorCode'
             _i26 = _I9.get(_c310_EVErrorCode)
             if _i26 is None: raise EncodeError(f'{_c310_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
             if not (_c310_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-            el = 'EVRESSSOC'
+            el = 'DC_EVStatus/EVRESSSOC'
             if not 0 <= _c310_EVRESSSOC <= 100: raise EncodeError(f'value {_c310_EVRESSSOC!r} outside [0, 100]')
             v = (v << 24) | (_c310_EVReady << 20) | (_i26 << 13) | (_c310_EVRESSSOC << 3)
             n += 24
@@ -24944,6 +25178,7 @@ def _e_WeldingDetectionReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -24958,30 +25193,30 @@ def _d_WeldingDetectionResType(r):
     f_EVSEPresentVoltage = None
     try:
         p += 9
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 9)
         x = (V >> (E - p)) & 511
         if x & 387: raise r.deviation('WeldingDetectionResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 31)
-        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', p)
+        if f_ResponseCode >= 26: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (26 values)', r.at(p))
         f_ResponseCode = _E4[f_ResponseCode]
         el = 'DC_EVSEStatus'
         r.pos = p
         f_DC_EVSEStatus = _d_DC_EVSEStatusType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 16
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 58254: raise r.deviation('WeldingDetectionResType', p)
         el = 'EVSEPresentVoltage'
-        el = 'Multiplier'
+        el = 'EVSEPresentVoltage/Multiplier'
         _c311_Multiplier = ((x >> 10) & 7) + -3
-        if _c311_Multiplier > 3: raise DecodeError(f'value {_c311_Multiplier} above maximum 3', p)
-        el = 'Unit'
+        if _c311_Multiplier > 3: raise DecodeError(f'value {_c311_Multiplier} above maximum 3', r.at(p))
+        el = 'EVSEPresentVoltage/Unit'
         _c311_Unit = ((x >> 4) & 7)
-        if _c311_Unit >= 7: raise DecodeError(f'enumeration index {_c311_Unit} out of range (7 values)', p)
+        if _c311_Unit >= 7: raise DecodeError(f'enumeration index {_c311_Unit} out of range (7 values)', r.at(p))
         _c311_Unit = _E0[_c311_Unit]
-        el = 'Value'
+        el = 'EVSEPresentVoltage/Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -24990,13 +25225,13 @@ def _d_WeldingDetectionResType(r):
             p += 16
             _c311_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; _c311_Value = r.uint(); p = r.pos
+            r.pos = p; _c311_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('WeldingDetectionResType', p)
         if _neg: _c311_Value = -_c311_Value - 1
-        if _c311_Value < -32768 or _c311_Value > 32767: raise DecodeError(f'value {_c311_Value} outside [-32768, 32767]', p)
+        if _c311_Value < -32768 or _c311_Value > 32767: raise DecodeError(f'value {_c311_Value} outside [-32768, 32767]', r.at(p))
         f_EVSEPresentVoltage = iso2_msgdatatypes.PhysicalValueType(_c311_Multiplier, _c311_Unit, _c311_Value)
         r.pos = p
     except Exception as e:
@@ -25031,14 +25266,14 @@ def _e_WeldingDetectionResType(w, o):
             _c313_Unit = _o.Unit
             _c313_Value = _o.Value
             if not (_c313_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-            el = 'Multiplier'
+            el = 'EVSEPresentVoltage/Multiplier'
             if not -3 <= _c313_Multiplier <= 3: raise EncodeError(f'value {_c313_Multiplier!r} outside [-3, 3]')
             if not (_c313_Unit is not None): raise EncodeError('missing content: Unit')
-            el = 'Unit'
+            el = 'EVSEPresentVoltage/Unit'
             _i7 = _I1.get(_c313_Unit)
             if _i7 is None: raise EncodeError(f'{_c313_Unit!r} is not one of the enumeration unitSymbolType')
             if not (_c313_Value is not None): raise EncodeError('missing content: Value')
-            el = 'Value'
+            el = 'EVSEPresentVoltage/Value'
             if _c313_Value < -32768 or _c313_Value > 32767: raise EncodeError(f'value {_c313_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c313_Multiplier - -3) << 10) | (_i7 << 4) | (_c313_Value < 0)
             n += 16
@@ -25057,6 +25292,7 @@ def _e_WeldingDetectionResType(w, o):
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -25221,18 +25457,18 @@ def _de26(r):  # DigestValue
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
     r.pos = p
     return val
@@ -25297,18 +25533,18 @@ def _de34(r):  # KeyName
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
         val = ''
     else:
         r.pos = p
         val = r.string(51)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
     r.pos = p
     return val
@@ -25357,18 +25593,18 @@ def _de39(r):  # MgmtData
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
         val = ''
     else:
         r.pos = p
         val = r.string(53)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
     r.pos = p
     return val
@@ -25736,7 +25972,7 @@ def _de83(r):  # BulkChargingComplete
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('BulkChargingComplete', p)
     val = ((x >> 1) & 1) == 1
@@ -25757,7 +25993,7 @@ def _de84(r):  # BulkChargingComplete
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('BulkChargingComplete', p)
     val = ((x >> 1) & 1) == 1
@@ -25778,11 +26014,11 @@ def _de85(r):  # BulkSOC
     E = r.end
     p = r.pos
     p += 9
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 9)
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('BulkSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
     r.pos = p
     return val
 
@@ -25800,19 +26036,19 @@ def _de86(r):  # Certificate
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Certificate', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 800: raise DecodeError(f'length {len(val)} outside [0, 800]', r.pos)
-        p = r.pos
+        if len(val) > 800: raise DecodeError(f'length {len(val)} outside [0, 800]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Certificate', p)
     r.pos = p
     return val
@@ -25836,11 +26072,11 @@ def _de87(r):  # ChargeProgress
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('ChargeProgress', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
     val = _E18[val]
     r.pos = p
     return val
@@ -25866,7 +26102,7 @@ def _de89(r):  # ChargingComplete
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('ChargingComplete', p)
     val = ((x >> 1) & 1) == 1
@@ -25887,7 +26123,7 @@ def _de90(r):  # ChargingComplete
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('ChargingComplete', p)
     val = ((x >> 1) & 1) == 1
@@ -25914,11 +26150,11 @@ def _de92(r):  # ChargingProfileEntryMaxNumberOfPhasesInUse
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('ChargingProfileEntryMaxNumberOfPhasesInUse', p)
     val = ((x >> 1) & 3) + 1
-    if val > 3: raise DecodeError(f'value {val} above maximum 3', p)
+    if val > 3: raise DecodeError(f'value {val} above maximum 3', r.at(p))
     r.pos = p
     return val
 
@@ -25942,7 +26178,7 @@ def _de94(r):  # ChargingProfileEntryStart
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -25951,11 +26187,11 @@ def _de94(r):  # ChargingProfileEntryStart
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargingProfileEntryStart', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
     r.pos = p
     return val
 
@@ -25978,7 +26214,7 @@ def _de95(r):  # ChargingSession
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('ChargingSession', p)
     val = _E24[((x >> 1) & 1)]
@@ -26054,7 +26290,7 @@ def _de105(r):  # DepartureTime
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -26063,11 +26299,11 @@ def _de105(r):  # DepartureTime
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
     r.pos = p
     return val
 
@@ -26096,7 +26332,7 @@ def _de107(r):  # EPriceLevel
     E = r.end
     p = r.pos
     p += 10
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 10)
     x = (V >> (E - p)) & 1023
     if x & 513: raise r.deviation('EPriceLevel', p)
     val = ((x >> 1) & 255)
@@ -26117,19 +26353,19 @@ def _de108(r):  # EVCCID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('EVCCID', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 6: raise DecodeError(f'length {len(val)} outside [0, 6]', r.pos)
-        p = r.pos
+        if len(val) > 6: raise DecodeError(f'length {len(val)} outside [0, 6]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('EVCCID', p)
     r.pos = p
     return val
@@ -26165,11 +26401,11 @@ def _de111(r):  # EVErrorCode
     E = r.end
     p = r.pos
     p += 6
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 6)
     x = (V >> (E - p)) & 63
     if x & 33: raise r.deviation('EVErrorCode', p)
     val = ((x >> 1) & 15)
-    if val >= 12: raise DecodeError(f'enumeration index {val} out of range (12 values)', p)
+    if val >= 12: raise DecodeError(f'enumeration index {val} out of range (12 values)', r.at(p))
     val = _E8[val]
     r.pos = p
     return val
@@ -26243,11 +26479,11 @@ def _de121(r):  # EVRESSSOC
     E = r.end
     p = r.pos
     p += 9
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 9)
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('EVRESSSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
     r.pos = p
     return val
 
@@ -26265,7 +26501,7 @@ def _de122(r):  # EVReady
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVReady', p)
     val = ((x >> 1) & 1) == 1
@@ -26286,7 +26522,7 @@ def _de123(r):  # EVSECurrentLimitAchieved
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVSECurrentLimitAchieved', p)
     val = ((x >> 1) & 1) == 1
@@ -26319,14 +26555,14 @@ def _de126(r):  # EVSEID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
     r.pos = p
     val = r.string(26)
-    if len(val) < 7 or len(val) > 37: raise DecodeError(f'length {len(val)} outside [7, 37]', r.pos)
-    p = r.pos
+    if len(val) < 7 or len(val) > 37: raise DecodeError(f'length {len(val)} outside [7, 37]', r.at(r.pos))
+    V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('EVSEID', p)
     r.pos = p
     return val
@@ -26352,11 +26588,11 @@ def _de127(r):  # EVSEIsolationStatus
     E = r.end
     p = r.pos
     p += 5
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 5)
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('EVSEIsolationStatus', p)
     val = ((x >> 1) & 7)
-    if val >= 5: raise DecodeError(f'enumeration index {val} out of range (5 values)', p)
+    if val >= 5: raise DecodeError(f'enumeration index {val} out of range (5 values)', r.at(p))
     val = _E10[val]
     r.pos = p
     return val
@@ -26442,11 +26678,11 @@ def _de139(r):  # EVSENotification
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVSENotification', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
     val = _E2[val]
     r.pos = p
     return val
@@ -26472,7 +26708,7 @@ def _de141(r):  # EVSEPowerLimitAchieved
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVSEPowerLimitAchieved', p)
     val = ((x >> 1) & 1) == 1
@@ -26505,11 +26741,11 @@ def _de144(r):  # EVSEProcessing
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVSEProcessing', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
     val = _E5[val]
     r.pos = p
     return val
@@ -26529,11 +26765,11 @@ def _de145(r):  # EVSEStatusCode
     E = r.end
     p = r.pos
     p += 6
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 6)
     x = (V >> (E - p)) & 63
     if x & 33: raise r.deviation('EVSEStatusCode', p)
     val = ((x >> 1) & 15)
-    if val >= 12: raise DecodeError(f'enumeration index {val} out of range (12 values)', p)
+    if val >= 12: raise DecodeError(f'enumeration index {val} out of range (12 values)', r.at(p))
     val = _E11[val]
     r.pos = p
     return val
@@ -26553,7 +26789,7 @@ def _de146(r):  # EVSETimeStamp
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('EVSETimeStamp', p)
     _neg = (x & 1)
@@ -26564,12 +26800,12 @@ def _de146(r):  # EVSETimeStamp
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('EVSETimeStamp', p)
     if _neg: val = -val - 1
-    if val < -9223372036854775808 or val > 9223372036854775807: raise DecodeError(f'value {val} outside [-9223372036854775808, 9223372036854775807]', p)
+    if val < -9223372036854775808 or val > 9223372036854775807: raise DecodeError(f'value {val} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
     r.pos = p
     return val
 
@@ -26593,7 +26829,7 @@ def _de147(r):  # EVSEVoltageLimitAchieved
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVSEVoltageLimitAchieved', p)
     val = ((x >> 1) & 1) == 1
@@ -26626,11 +26862,11 @@ def _de150(r):  # EnergyTransferMode
     E = r.end
     p = r.pos
     p += 5
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 5)
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('EnergyTransferMode', p)
     val = ((x >> 1) & 7)
-    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', p)
+    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', r.at(p))
     val = _E14[val]
     r.pos = p
     return val
@@ -26650,18 +26886,18 @@ def _de151(r):  # Exponent
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
     r.pos = p
     return val
@@ -26684,11 +26920,11 @@ def _de152(r):  # FaultCode
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('FaultCode', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
     val = _E26[val]
     r.pos = p
     return val
@@ -26708,19 +26944,19 @@ def _de153(r):  # FaultMsg
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('FaultMsg', p)
         val = ''
     else:
         r.pos = p
         val = r.string(115)
-        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
-        p = r.pos
+        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('FaultMsg', p)
     r.pos = p
     return val
@@ -26746,7 +26982,7 @@ def _de154(r):  # FreeService
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('FreeService', p)
     val = ((x >> 1) & 1) == 1
@@ -26767,11 +27003,11 @@ def _de155(r):  # FullSOC
     E = r.end
     p = r.pos
     p += 9
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 9)
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('FullSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
     r.pos = p
     return val
 
@@ -26789,18 +27025,18 @@ def _de156(r):  # G
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('G', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('G', p)
     r.pos = p
     return val
@@ -26823,14 +27059,14 @@ def _de157(r):  # GenChallenge
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
     r.pos = p
     val = r.binary()
-    if len(val) < 16 or len(val) > 16: raise DecodeError(f'length {len(val)} outside [16, 16]', r.pos)
-    p = r.pos
+    if len(val) < 16 or len(val) > 16: raise DecodeError(f'length {len(val)} outside [16, 16]', r.at(r.pos))
+    V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('GenChallenge', p)
     r.pos = p
     return val
@@ -26854,7 +27090,7 @@ def _de158(r):  # HMACOutputLength
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
@@ -26865,9 +27101,9 @@ def _de158(r):  # HMACOutputLength
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('HMACOutputLength', p)
     if _neg: val = -val - 1
     r.pos = p
@@ -26899,18 +27135,18 @@ def _de160(r):  # J
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('J', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('J', p)
     r.pos = p
     return val
@@ -26939,7 +27175,7 @@ def _de162(r):  # MaxEntriesSAScheduleTuple
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MaxEntriesSAScheduleTuple', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -26948,11 +27184,11 @@ def _de162(r):  # MaxEntriesSAScheduleTuple
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MaxEntriesSAScheduleTuple', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', p)
+    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
     r.pos = p
     return val
 
@@ -26975,19 +27211,19 @@ def _de163(r):  # MeterID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
         val = ''
     else:
         r.pos = p
         val = r.string(29)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-        p = r.pos
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
     r.pos = p
     return val
@@ -27019,7 +27255,7 @@ def _de165(r):  # MeterReading
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterReading', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -27028,11 +27264,11 @@ def _de165(r):  # MeterReading
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterReading', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', p)
+    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
     r.pos = p
     return val
 
@@ -27055,7 +27291,7 @@ def _de166(r):  # MeterStatus
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
@@ -27066,12 +27302,12 @@ def _de166(r):  # MeterStatus
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -27095,18 +27331,18 @@ def _de167(r):  # Modulus
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
     r.pos = p
     return val
@@ -27129,11 +27365,11 @@ def _de168(r):  # Multiplier
     E = r.end
     p = r.pos
     p += 5
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 5)
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('Multiplier', p)
     val = ((x >> 1) & 7) + -3
-    if val > 3: raise DecodeError(f'value {val} above maximum 3', p)
+    if val > 3: raise DecodeError(f'value {val} above maximum 3', r.at(p))
     r.pos = p
     return val
 
@@ -27157,7 +27393,7 @@ def _de170(r):  # NotificationMaxDelay
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -27166,11 +27402,11 @@ def _de170(r):  # NotificationMaxDelay
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', p)
+    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
     r.pos = p
     return val
 
@@ -27193,7 +27429,7 @@ def _de171(r):  # NumEPriceLevels
     E = r.end
     p = r.pos
     p += 10
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 10)
     x = (V >> (E - p)) & 1023
     if x & 513: raise r.deviation('NumEPriceLevels', p)
     val = ((x >> 1) & 255)
@@ -27214,19 +27450,19 @@ def _de172(r):  # OEMProvisioningCert
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('OEMProvisioningCert', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 800: raise DecodeError(f'length {len(val)} outside [0, 800]', r.pos)
-        p = r.pos
+        if len(val) > 800: raise DecodeError(f'length {len(val)} outside [0, 800]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('OEMProvisioningCert', p)
     r.pos = p
     return val
@@ -27250,18 +27486,18 @@ def _de173(r):  # P
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('P', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('P', p)
     r.pos = p
     return val
@@ -27284,18 +27520,18 @@ def _de174(r):  # PGPKeyID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
     r.pos = p
     return val
@@ -27318,18 +27554,18 @@ def _de175(r):  # PGPKeyPacket
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
     r.pos = p
     return val
@@ -27376,7 +27612,7 @@ def _de180(r):  # ParameterSetID
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ParameterSetID', p)
     _neg = (x & 1)
@@ -27387,12 +27623,12 @@ def _de180(r):  # ParameterSetID
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ParameterSetID', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -27416,7 +27652,7 @@ def _de181(r):  # PaymentOption
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('PaymentOption', p)
     val = _E16[((x >> 1) & 1)]
@@ -27444,18 +27680,18 @@ def _de183(r):  # PgenCounter
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
     r.pos = p
     return val
@@ -27484,18 +27720,18 @@ def _de185(r):  # Q
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Q', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Q', p)
     r.pos = p
     return val
@@ -27518,7 +27754,7 @@ def _de186(r):  # RCD
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('RCD', p)
     val = ((x >> 1) & 1) == 1
@@ -27539,7 +27775,7 @@ def _de187(r):  # ReceiptRequired
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('ReceiptRequired', p)
     val = ((x >> 1) & 1) == 1
@@ -27572,11 +27808,11 @@ def _de190(r):  # RequestedEnergyTransferMode
     E = r.end
     p = r.pos
     p += 5
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 5)
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('RequestedEnergyTransferMode', p)
     val = ((x >> 1) & 7)
-    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', p)
+    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', r.at(p))
     val = _E14[val]
     r.pos = p
     return val
@@ -27596,11 +27832,11 @@ def _de191(r):  # ResponseCode
     E = r.end
     p = r.pos
     p += 7
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 7)
     x = (V >> (E - p)) & 127
     if x & 65: raise r.deviation('ResponseCode', p)
     val = ((x >> 1) & 31)
-    if val >= 26: raise DecodeError(f'enumeration index {val} out of range (26 values)', p)
+    if val >= 26: raise DecodeError(f'enumeration index {val} out of range (26 values)', r.at(p))
     val = _E4[val]
     r.pos = p
     return val
@@ -27620,7 +27856,7 @@ def _de192(r):  # RetryCounter
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('RetryCounter', p)
     _neg = (x & 1)
@@ -27631,12 +27867,12 @@ def _de192(r):  # RetryCounter
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RetryCounter', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -27678,11 +27914,11 @@ def _de196(r):  # SAScheduleTupleID
     E = r.end
     p = r.pos
     p += 10
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 10)
     x = (V >> (E - p)) & 1023
     if x & 513: raise r.deviation('SAScheduleTupleID', p)
     val = ((x >> 1) & 255) + 1
-    if val > 255: raise DecodeError(f'value {val} above maximum 255', p)
+    if val > 255: raise DecodeError(f'value {val} above maximum 255', r.at(p))
     r.pos = p
     return val
 
@@ -27700,11 +27936,11 @@ def _de197(r):  # SAScheduleTupleID
     E = r.end
     p = r.pos
     p += 10
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 10)
     x = (V >> (E - p)) & 1023
     if x & 513: raise r.deviation('SAScheduleTupleID', p)
     val = ((x >> 1) & 255) + 1
-    if val > 255: raise DecodeError(f'value {val} above maximum 255', p)
+    if val > 255: raise DecodeError(f'value {val} above maximum 255', r.at(p))
     r.pos = p
     return val
 
@@ -27722,18 +27958,18 @@ def _de198(r):  # SPKISexp
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
     r.pos = p
     return val
@@ -27762,19 +27998,19 @@ def _de200(r):  # SalesTariffDescription
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('SalesTariffDescription', p)
         val = ''
     else:
         r.pos = p
         val = r.string(83)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-        p = r.pos
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SalesTariffDescription', p)
     r.pos = p
     return val
@@ -27800,11 +28036,11 @@ def _de201(r):  # SalesTariffID
     E = r.end
     p = r.pos
     p += 10
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 10)
     x = (V >> (E - p)) & 1023
     if x & 513: raise r.deviation('SalesTariffID', p)
     val = ((x >> 1) & 255) + 1
-    if val > 255: raise DecodeError(f'value {val} above maximum 255', p)
+    if val > 255: raise DecodeError(f'value {val} above maximum 255', r.at(p))
     r.pos = p
     return val
 
@@ -27822,18 +28058,18 @@ def _de202(r):  # Seed
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
     r.pos = p
     return val
@@ -27856,7 +28092,7 @@ def _de203(r):  # SelectedPaymentOption
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('SelectedPaymentOption', p)
     val = _E16[((x >> 1) & 1)]
@@ -27896,7 +28132,7 @@ def _de207(r):  # ServiceCategory
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('ServiceCategory', p)
     val = _E22[((x >> 1) & 3)]
@@ -27918,7 +28154,7 @@ def _de208(r):  # ServiceCategory
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('ServiceCategory', p)
     val = _E22[((x >> 1) & 3)]
@@ -27940,7 +28176,7 @@ def _de209(r):  # ServiceID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -27949,11 +28185,11 @@ def _de209(r):  # ServiceID
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', p)
+    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
     r.pos = p
     return val
 
@@ -27976,7 +28212,7 @@ def _de210(r):  # ServiceID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -27985,11 +28221,11 @@ def _de210(r):  # ServiceID
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ServiceID', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', p)
+    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
     r.pos = p
     return val
 
@@ -28018,19 +28254,19 @@ def _de212(r):  # ServiceName
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('ServiceName', p)
         val = ''
     else:
         r.pos = p
         val = r.string(99)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-        p = r.pos
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ServiceName', p)
     r.pos = p
     return val
@@ -28062,19 +28298,19 @@ def _de214(r):  # ServiceScope
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
         val = ''
     else:
         r.pos = p
         val = r.string(96)
-        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
-        p = r.pos
+        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
     r.pos = p
     return val
@@ -28100,19 +28336,19 @@ def _de215(r):  # ServiceScope
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('ServiceScope', p)
         val = ''
     else:
         r.pos = p
         val = r.string(101)
-        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
-        p = r.pos
+        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ServiceScope', p)
     r.pos = p
     return val
@@ -28138,19 +28374,19 @@ def _de216(r):  # SessionID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
-        p = r.pos
+        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     return val
@@ -28174,19 +28410,19 @@ def _de217(r):  # SessionID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('SessionID', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.pos)
-        p = r.pos
+        if len(val) > 8: raise DecodeError(f'length {len(val)} outside [0, 8]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     return val
@@ -28210,19 +28446,19 @@ def _de218(r):  # SigMeterReading
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('SigMeterReading', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
-        p = r.pos
+        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SigMeterReading', p)
     r.pos = p
     return val
@@ -28258,7 +28494,7 @@ def _de221(r):  # TMeter
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('TMeter', p)
     _neg = (x & 1)
@@ -28269,12 +28505,12 @@ def _de221(r):  # TMeter
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TMeter', p)
     if _neg: val = -val - 1
-    if val < -9223372036854775808 or val > 9223372036854775807: raise DecodeError(f'value {val} outside [-9223372036854775808, 9223372036854775807]', p)
+    if val < -9223372036854775808 or val > 9223372036854775807: raise DecodeError(f'value {val} outside [-9223372036854775808, 9223372036854775807]', r.at(p))
     r.pos = p
     return val
 
@@ -28298,11 +28534,11 @@ def _de222(r):  # Unit
     E = r.end
     p = r.pos
     p += 5
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 5)
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('Unit', p)
     val = ((x >> 1) & 7)
-    if val >= 7: raise DecodeError(f'enumeration index {val} out of range (7 values)', p)
+    if val >= 7: raise DecodeError(f'enumeration index {val} out of range (7 values)', r.at(p))
     val = _E0[val]
     r.pos = p
     return val
@@ -28322,7 +28558,7 @@ def _de223(r):  # Value
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
@@ -28333,12 +28569,12 @@ def _de223(r):  # Value
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Value', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -28362,18 +28598,18 @@ def _de224(r):  # X509CRL
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
     r.pos = p
     return val
@@ -28396,18 +28632,18 @@ def _de225(r):  # X509Certificate
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
     r.pos = p
     return val
@@ -28430,18 +28666,18 @@ def _de226(r):  # X509IssuerName
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
         val = ''
     else:
         r.pos = p
         val = r.string(18)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
     r.pos = p
     return val
@@ -28472,18 +28708,18 @@ def _de228(r):  # X509SKI
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
     r.pos = p
     return val
@@ -28506,7 +28742,7 @@ def _de229(r):  # X509SerialNumber
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
@@ -28517,9 +28753,9 @@ def _de229(r):  # X509SerialNumber
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('X509SerialNumber', p)
     if _neg: val = -val - 1
     r.pos = p
@@ -28545,18 +28781,18 @@ def _de230(r):  # X509SubjectName
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
         val = ''
     else:
         r.pos = p
         val = r.string(61)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
     r.pos = p
     return val
@@ -28581,18 +28817,18 @@ def _de231(r):  # XPath
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
         val = ''
     else:
         r.pos = p
         val = r.string(59)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
     r.pos = p
     return val
@@ -28617,18 +28853,18 @@ def _de232(r):  # Y
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
     r.pos = p
     return val
@@ -28651,7 +28887,7 @@ def _de233(r):  # amount
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('amount', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -28660,11 +28896,11 @@ def _de233(r):  # amount
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('amount', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
     r.pos = p
     return val
 
@@ -28687,11 +28923,11 @@ def _de234(r):  # amountMultiplier
     E = r.end
     p = r.pos
     p += 5
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 5)
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('amountMultiplier', p)
     val = ((x >> 1) & 7) + -3
-    if val > 3: raise DecodeError(f'value {val} above maximum 3', p)
+    if val > 3: raise DecodeError(f'value {val} above maximum 3', r.at(p))
     r.pos = p
     return val
 
@@ -28709,7 +28945,7 @@ def _de235(r):  # boolValue
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('boolValue', p)
     val = ((x >> 1) & 1) == 1
@@ -28730,7 +28966,7 @@ def _de236(r):  # byteValue
     E = r.end
     p = r.pos
     p += 10
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 10)
     x = (V >> (E - p)) & 1023
     if x & 513: raise r.deviation('byteValue', p)
     val = ((x >> 1) & 255) + -128
@@ -28751,11 +28987,11 @@ def _de237(r):  # costKind
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('costKind', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
     val = _E20[val]
     r.pos = p
     return val
@@ -28775,7 +29011,7 @@ def _de238(r):  # duration
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('duration', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -28784,11 +29020,11 @@ def _de238(r):  # duration
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('duration', p)
-    if val > 86400: raise DecodeError(f'value {val} outside [0, 86400]', p)
+    if val > 86400: raise DecodeError(f'value {val} outside [0, 86400]', r.at(p))
     r.pos = p
     return val
 
@@ -28811,7 +29047,7 @@ def _de239(r):  # intValue
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('intValue', p)
     _neg = (x & 1)
@@ -28822,12 +29058,12 @@ def _de239(r):  # intValue
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('intValue', p)
     if _neg: val = -val - 1
-    if val < -2147483648 or val > 2147483647: raise DecodeError(f'value {val} outside [-2147483648, 2147483647]', p)
+    if val < -2147483648 or val > 2147483647: raise DecodeError(f'value {val} outside [-2147483648, 2147483647]', r.at(p))
     r.pos = p
     return val
 
@@ -28857,7 +29093,7 @@ def _de241(r):  # shortValue
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('shortValue', p)
     _neg = (x & 1)
@@ -28868,12 +29104,12 @@ def _de241(r):  # shortValue
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('shortValue', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -28897,7 +29133,7 @@ def _de242(r):  # start
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('start', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -28906,11 +29142,11 @@ def _de242(r):  # start
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('start', p)
-    if val > 16777214: raise DecodeError(f'value {val} outside [0, 16777214]', p)
+    if val > 16777214: raise DecodeError(f'value {val} outside [0, 16777214]', r.at(p))
     r.pos = p
     return val
 
@@ -28939,18 +29175,18 @@ def _de244(r):  # stringValue
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('stringValue', p)
         val = ''
     else:
         r.pos = p
         val = r.string(95)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('stringValue', p)
     r.pos = p
     return val

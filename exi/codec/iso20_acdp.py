@@ -33,14 +33,14 @@ def _d_ACDP_ConnectReqType(r):
     f_EVElectricalChargingDeviceStatus = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ACDP_ConnectReqType', p)
         el = 'Header'
         r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 6
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 6)
         x = (V >> (E - p)) & 63
         if x & 51: raise r.deviation('ACDP_ConnectReqType', p)
         el = 'EVElectricalChargingDeviceStatus'
@@ -77,6 +77,7 @@ def _e_ACDP_ConnectReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -89,14 +90,14 @@ def _d_V2GRequestType(r):
     f_Header = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2GRequestType', p)
         el = 'Header'
         r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2GRequestType', p)
         r.pos = p
     except Exception as e:
@@ -124,6 +125,7 @@ def _e_V2GRequestType(w, o):
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -136,14 +138,14 @@ def _d_V2GMessageType(r):
     f_Header = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2GMessageType', p)
         el = 'Header'
         r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2GMessageType', p)
         r.pos = p
     except Exception as e:
@@ -171,6 +173,7 @@ def _e_V2GMessageType(w, o):
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -188,16 +191,16 @@ def _d_MessageHeaderType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('MessageHeaderType', p)
                 el = 'SessionID'
                 r.pos = p
                 f_SessionID = r.binary()
-                if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.pos)
-                p = r.pos
+                if len(f_SessionID) < 8 or len(f_SessionID) > 8: raise DecodeError(f'length {len(f_SessionID)} outside [8, 8]', r.at(r.pos))
+                V = r.v; E = r.end; p = r.pos
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('MessageHeaderType', p)
                 el = 'TimeStamp'
@@ -208,23 +211,23 @@ def _d_MessageHeaderType(r):
                     p += 16
                     f_TimeStamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_TimeStamp = r.uint(); p = r.pos
+                    r.pos = p; f_TimeStamp = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
-                if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', p)
+                if f_TimeStamp > 18446744073709551615: raise DecodeError(f'value {f_TimeStamp} outside [0, 18446744073709551615]', r.at(p))
                 s = 2
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Signature'
                     r.pos = p
                     f_Signature = _d_SignatureType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MessageHeaderType', p)
                     s = -1
                 elif ec == 1:
@@ -291,6 +294,7 @@ def _e_MessageHeaderType(w, o):
                     if v_SessionID is not None or v_TimeStamp is not None or v_Signature is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -310,53 +314,53 @@ def _d_SignatureType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(3)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
                     el = 'SignedInfo'
                     r.pos = p
                     f_SignedInfo = _d_SignedInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'SignedInfo'
                     r.pos = p
                     f_SignedInfo = _d_SignedInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignatureType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
                 el = 'SignatureValue'
                 r.pos = p
                 f_SignatureValue = _d_SignatureValueType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 3
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'KeyInfo'
                     r.pos = p
                     f_KeyInfo = _d_KeyInfoType(r, 4)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'Object'
                     r.pos = p
                     _v = _d_ObjectType(r, 5)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Object.append(_v)
                     s = 5
                 elif ec == 2:
@@ -366,13 +370,13 @@ def _d_SignatureType(r):
                     raise r.deviation('SignatureType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Object'
                     r.pos = p
                     _v = _d_ObjectType(r, 5)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Object.append(_v)
                     s = 5
                 elif ec == 1:
@@ -383,13 +387,13 @@ def _d_SignatureType(r):
             if s == 5:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Object'
                         r.pos = p
                         _v = _d_ObjectType(r, 5)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Object.append(_v)
                     elif ec == 1:
                         pass
@@ -516,6 +520,7 @@ def _e_SignatureType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -534,55 +539,55 @@ def _d_SignedInfoType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(3)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                     el = 'CanonicalizationMethod'
                     r.pos = p
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 6)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'CanonicalizationMethod'
                     r.pos = p
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 6)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignedInfoType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                 el = 'SignatureMethod'
                 r.pos = p
                 f_SignatureMethod = _d_SignatureMethodType(r, 7)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                 el = 'Reference'
                 r.pos = p
                 _v = _d_ReferenceType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_Reference.append(_v)
                 s = 4
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
                     s = 5
                 elif ec == 1:
@@ -593,13 +598,13 @@ def _d_SignedInfoType(r):
             if s == 5:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Reference'
                         r.pos = p
                         _v = _d_ReferenceType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Reference.append(_v)
                     elif ec == 1:
                         pass
@@ -709,6 +714,7 @@ def _e_SignedInfoType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -724,19 +730,21 @@ def _d_CanonicalizationMethodType(r, key):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CanonicalizationMethodType', p)
                 el = '@Algorithm'
                 r.pos = p
                 f_Algorithm = r.string(8)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -744,16 +752,18 @@ def _d_CanonicalizationMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('CanonicalizationMethodType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -761,16 +771,18 @@ def _d_CanonicalizationMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('CanonicalizationMethodType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -778,7 +790,7 @@ def _d_CanonicalizationMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('CanonicalizationMethodType', p)
@@ -829,6 +841,7 @@ def _e_CanonicalizationMethodType(w, o):
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -845,20 +858,20 @@ def _d_SignatureMethodType(r, key):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                 el = '@Algorithm'
                 r.pos = p
                 f_Algorithm = r.string(8)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
@@ -870,14 +883,16 @@ def _d_SignatureMethodType(r, key):
                         p += 16
                         f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
+                        r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     pass
@@ -885,17 +900,17 @@ def _d_SignatureMethodType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignatureMethodType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
@@ -907,14 +922,16 @@ def _d_SignatureMethodType(r, key):
                         p += 16
                         f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
+                        r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     pass
@@ -922,16 +939,18 @@ def _d_SignatureMethodType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignatureMethodType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     pass
@@ -939,16 +958,18 @@ def _d_SignatureMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('SignatureMethodType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     pass
@@ -956,7 +977,7 @@ def _d_SignatureMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('SignatureMethodType', p)
@@ -1040,6 +1061,7 @@ def _e_SignatureMethodType(w, o):
                     if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1060,142 +1082,142 @@ def _d_ReferenceType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(3)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Type'
                     r.pos = p
                     f_Type = r.string(10)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(11)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 3:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 4:
                     el = 'DigestMethod'
                     r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 12)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ReferenceType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Type'
                     r.pos = p
                     f_Type = r.string(10)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(11)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 3:
                     el = 'DigestMethod'
                     r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 12)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ReferenceType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(11)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     el = 'DigestMethod'
                     r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 12)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ReferenceType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'DigestMethod'
                     r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 12)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ReferenceType', p)
             if s == 4:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestMethod'
                 r.pos = p
                 f_DigestMethod = _d_DigestMethodType(r, 12)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 5
             if s == 5:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestValue'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
                     f_DigestValue = b''
                 else:
                     r.pos = p
                     f_DigestValue = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 s = -1
         r.pos = p
@@ -1395,6 +1417,7 @@ def _e_ReferenceType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of DigestValue')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1410,23 +1433,23 @@ def _d_TransformsType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('TransformsType', p)
                 el = 'Transform'
                 r.pos = p
                 _v = _d_TransformType(r, 14)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_Transform.append(_v)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transform'
                     r.pos = p
                     _v = _d_TransformType(r, 14)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Transform.append(_v)
                     s = 2
                 elif ec == 1:
@@ -1437,13 +1460,13 @@ def _d_TransformsType(r):
             if s == 2:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Transform'
                         r.pos = p
                         _v = _d_TransformType(r, 14)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Transform.append(_v)
                     elif ec == 1:
                         pass
@@ -1511,6 +1534,7 @@ def _e_TransformsType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1527,37 +1551,39 @@ def _d_TransformType(r, key):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                 el = '@Algorithm'
                 r.pos = p
                 f_Algorithm = r.string(8)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'XPath'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(15)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -1565,34 +1591,36 @@ def _d_TransformType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('TransformType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'XPath'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(15)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -1600,34 +1628,36 @@ def _d_TransformType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('TransformType', p)
             if s == 3:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'XPath'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(15)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -1635,34 +1665,36 @@ def _d_TransformType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('TransformType', p)
             if s == 4:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'XPath'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(15)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                         f_XPath.append(_v)
                     elif ec == 1:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 3
                         break
                     elif ec == 2:
@@ -1672,7 +1704,7 @@ def _d_TransformType(r, key):
                     elif ec == 3:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 4
                         break
                     else:
@@ -1786,6 +1818,7 @@ def _e_TransformType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1801,19 +1834,21 @@ def _d_DigestMethodType(r, key):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DigestMethodType', p)
                 el = '@Algorithm'
                 r.pos = p
                 f_Algorithm = r.string(8)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -1821,16 +1856,18 @@ def _d_DigestMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('DigestMethodType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -1838,16 +1875,18 @@ def _d_DigestMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('DigestMethodType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -1855,7 +1894,7 @@ def _d_DigestMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('DigestMethodType', p)
@@ -1906,6 +1945,7 @@ def _e_DigestMethodType(w, o):
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -1922,22 +1962,22 @@ def _d_SignatureValueType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(3)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     r.pos = p
                     f_value = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
                     f_value = b''
                     s = -1
@@ -1945,16 +1985,16 @@ def _d_SignatureValueType(r):
                     raise r.deviation('SignatureValueType', p)
             if s == 1:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 ec = (V >> (E - p)) & 1
                 if ec == 0:
                     r.pos = p
                     f_value = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
                     f_value = b''
                     s = -1
@@ -1962,7 +2002,7 @@ def _d_SignatureValueType(r):
                     raise r.deviation('SignatureValueType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
                 s = -1
         r.pos = p
@@ -2020,6 +2060,7 @@ def _e_SignatureValueType(w, o):
                     if v_Id is not None or v_value is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -2042,29 +2083,29 @@ def _d_KeyInfoType(r, key):
         while s >= 0:
             if s == 0:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(3)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(16)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
@@ -2072,84 +2113,86 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 17)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 3:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 4:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 5:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 6:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 8:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 1:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(16)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
@@ -2157,84 +2200,86 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 17)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 elif ec == 8:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 2:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(16)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
@@ -2242,84 +2287,86 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 17)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 elif ec == 8:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 3:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(16)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -2327,57 +2374,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 17)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -2385,29 +2434,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 4:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(16)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -2415,57 +2464,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 17)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -2473,29 +2524,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 5:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(16)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -2503,57 +2554,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 17)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -2561,29 +2614,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 6:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(16)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -2591,57 +2644,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 17)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -2649,29 +2704,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 6
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 7:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(16)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -2679,57 +2734,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 17)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -2737,29 +2794,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 7
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 8:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(16)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -2767,57 +2824,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 17)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -2825,29 +2884,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 8
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 9:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(16)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -2855,57 +2914,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 17)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -2913,29 +2974,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 9
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 10:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(16)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -2943,57 +3004,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 17)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -3001,37 +3064,37 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 11:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(16)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 17)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -3039,7 +3102,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -3047,7 +3110,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -3055,7 +3118,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -3063,31 +3126,33 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -3097,7 +3162,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 11
                         break
                     else:
@@ -3105,23 +3170,23 @@ def _d_KeyInfoType(r, key):
             if s == 12:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(16)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -3130,13 +3195,13 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 17)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                     elif ec == 2:
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -3144,7 +3209,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -3152,7 +3217,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -3160,31 +3225,33 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -3194,7 +3261,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     else:
@@ -3202,23 +3269,23 @@ def _d_KeyInfoType(r, key):
             if s == 13:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(16)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -3227,7 +3294,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 17)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -3235,13 +3302,13 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                     elif ec == 3:
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -3249,7 +3316,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -3257,31 +3324,33 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -3291,7 +3360,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 13
                         break
                     else:
@@ -3299,23 +3368,23 @@ def _d_KeyInfoType(r, key):
             if s == 14:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(16)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -3324,7 +3393,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 17)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -3332,7 +3401,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -3340,13 +3409,13 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                     elif ec == 4:
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -3354,31 +3423,33 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -3388,7 +3459,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 14
                         break
                     else:
@@ -3396,23 +3467,23 @@ def _d_KeyInfoType(r, key):
             if s == 15:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(16)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -3421,7 +3492,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 17)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -3429,7 +3500,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -3437,7 +3508,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -3445,37 +3516,39 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                     elif ec == 5:
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -3485,7 +3558,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 15
                         break
                     else:
@@ -3493,23 +3566,23 @@ def _d_KeyInfoType(r, key):
             if s == 16:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(16)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -3518,7 +3591,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 17)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -3526,7 +3599,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -3534,7 +3607,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -3542,7 +3615,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -3550,29 +3623,31 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -3582,7 +3657,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 16
                         break
                     else:
@@ -3590,23 +3665,23 @@ def _d_KeyInfoType(r, key):
             if s == 17:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(16)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -3615,7 +3690,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 17)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -3623,7 +3698,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -3631,7 +3706,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -3639,7 +3714,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -3647,29 +3722,31 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -3679,30 +3756,30 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 17
                         break
                     else:
                         raise r.deviation('KeyInfoType', p)
             if s == 18:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(16)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -3710,57 +3787,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 17)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -3768,7 +3847,7 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 else:
                     raise r.deviation('KeyInfoType', p)
@@ -5322,6 +5401,7 @@ def _e_KeyInfoType(w, o):
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5338,133 +5418,137 @@ def _d_KeyValueType(r, key):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
                     r.pos = p
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
-                    el = 'Modulus'
+                    el = 'RSAKeyValue/Modulus'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
                         _c2_Modulus = b''
                     else:
                         r.pos = p
                         _c2_Modulus = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
-                    el = 'Exponent'
+                    el = 'RSAKeyValue/Exponent'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
                         _c2_Exponent = b''
                     else:
                         r.pos = p
                         _c2_Exponent = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     f_RSAKeyValue = xmldsig.RSAKeyValueType(_c2_Modulus, _c2_Exponent)
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 else:
                     raise r.deviation('KeyValueType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
                     r.pos = p
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
-                    el = 'Modulus'
+                    el = 'RSAKeyValue/Modulus'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
                         _c3_Modulus = b''
                     else:
                         r.pos = p
                         _c3_Modulus = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
-                    el = 'Exponent'
+                    el = 'RSAKeyValue/Exponent'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
                         _c3_Exponent = b''
                     else:
                         r.pos = p
                         _c3_Exponent = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     f_RSAKeyValue = xmldsig.RSAKeyValueType(_c3_Modulus, _c3_Exponent)
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 else:
                     raise r.deviation('KeyValueType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
@@ -5472,13 +5556,13 @@ def _d_KeyValueType(r, key):
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('KeyValueType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
@@ -5486,13 +5570,13 @@ def _d_KeyValueType(r, key):
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('KeyValueType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
@@ -5500,7 +5584,7 @@ def _d_KeyValueType(r, key):
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('KeyValueType', p)
@@ -5535,14 +5619,14 @@ def _e_KeyValueType(w, o):
                     _c4_Modulus = _o.Modulus
                     _c4_Exponent = _o.Exponent
                     if not (_c4_Modulus is not None): raise EncodeError('missing content: Modulus')
-                    el = 'Modulus'
+                    el = 'RSAKeyValue/Modulus'
                     v = (v << 5) | (1 << 2)
                     n += 5
                     w.v = v; w.n = n
                     w.binary(_c4_Modulus)
                     v = w.v; n = w.n
                     if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'RSAKeyValue/Exponent'
                     v <<= 3
                     n += 3
                     _c4_Modulus = None
@@ -5572,14 +5656,14 @@ def _e_KeyValueType(w, o):
                     _c5_Modulus = _o.Modulus
                     _c5_Exponent = _o.Exponent
                     if not (_c5_Modulus is not None): raise EncodeError('missing content: Modulus')
-                    el = 'Modulus'
+                    el = 'RSAKeyValue/Modulus'
                     v = (v << 5) | (1 << 2)
                     n += 5
                     w.v = v; w.n = n
                     w.binary(_c5_Modulus)
                     v = w.v; n = w.n
                     if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'RSAKeyValue/Exponent'
                     v <<= 3
                     n += 3
                     _c5_Modulus = None
@@ -5612,6 +5696,7 @@ def _e_KeyValueType(w, o):
                     if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -5633,135 +5718,135 @@ def _d_DSAKeyValueType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'P'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('P', p)
                         f_P = b''
                     else:
                         r.pos = p
                         f_P = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('P', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Q'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Q', p)
                         f_Q = b''
                     else:
                         r.pos = p
                         f_Q = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Q', p)
                     s = 4
                 elif ec == 1:
                     el = 'G'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('G', p)
                         f_G = b''
                     else:
                         r.pos = p
                         f_G = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 2:
                     el = 'Y'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
                         f_Y = b''
                     else:
                         r.pos = p
                         f_Y = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 el = 'Y'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('Y', p)
                     f_Y = b''
                 else:
                     r.pos = p
                     f_Y = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                 s = 3
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'J'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('J', p)
                         f_J = b''
                     else:
                         r.pos = p
                         f_J = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('J', p)
                     s = 5
                 elif ec == 1:
                     el = 'Seed'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
                         f_Seed = b''
                     else:
                         r.pos = p
                         f_Seed = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 2:
@@ -5771,63 +5856,63 @@ def _d_DSAKeyValueType(r):
                     raise r.deviation('DSAKeyValueType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'G'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('G', p)
                         f_G = b''
                     else:
                         r.pos = p
                         f_G = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 1:
                     el = 'Y'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
                         f_Y = b''
                     else:
                         r.pos = p
                         f_Y = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Seed'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
                         f_Seed = b''
                     else:
                         r.pos = p
                         f_Seed = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 1:
@@ -5837,25 +5922,25 @@ def _d_DSAKeyValueType(r):
                     raise r.deviation('DSAKeyValueType', p)
             if s == 6:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 el = 'PgenCounter'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
                     f_PgenCounter = b''
                 else:
                     r.pos = p
                     f_PgenCounter = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 s = -1
         r.pos = p
@@ -6022,6 +6107,7 @@ def _e_DSAKeyValueType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of PgenCounter')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6035,43 +6121,43 @@ def _d_RSAKeyValueType(r):
     f_Exponent = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Modulus'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
             f_Modulus = b''
         else:
             r.pos = p
             f_Modulus = r.binary()
-            p = r.pos
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Exponent'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
             f_Exponent = b''
         else:
             r.pos = p
             f_Exponent = r.binary()
-            p = r.pos
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         r.pos = p
     except Exception as e:
@@ -6108,6 +6194,7 @@ def _e_RSAKeyValueType(w, o):
         else:
             raise EncodeError('missing content: expected one of Modulus')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6125,25 +6212,25 @@ def _d_RetrievalMethodType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Type'
                     r.pos = p
                     f_Type = r.string(10)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(11)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 3:
                     pass
@@ -6152,19 +6239,19 @@ def _d_RetrievalMethodType(r):
                     raise r.deviation('RetrievalMethodType', p)
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(11)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -6173,13 +6260,13 @@ def _d_RetrievalMethodType(r):
                     raise r.deviation('RetrievalMethodType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -6188,7 +6275,7 @@ def _d_RetrievalMethodType(r):
                     raise r.deviation('RetrievalMethodType', p)
             if s == 3:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
                 s = -1
         r.pos = p
@@ -6292,6 +6379,7 @@ def _e_RetrievalMethodType(w, o):
                     if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -6311,33 +6399,33 @@ def _d_X509DataType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c6_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c6_X509IssuerName = r.string(28)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -6346,9 +6434,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c6_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c6_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c6_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c6_X509SerialNumber = -_c6_X509SerialNumber - 1
@@ -6358,109 +6446,111 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(31)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 5
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 6
                 else:
                     raise r.deviation('X509DataType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c7_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c7_X509IssuerName = r.string(28)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -6469,9 +6559,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c7_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c7_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c7_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c7_X509SerialNumber = -_c7_X509SerialNumber - 1
@@ -6481,77 +6571,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(31)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -6560,33 +6652,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c8_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c8_X509IssuerName = r.string(28)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -6595,9 +6687,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c8_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c8_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c8_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c8_X509SerialNumber = -_c8_X509SerialNumber - 1
@@ -6607,77 +6699,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(31)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -6686,33 +6780,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 3:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c9_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c9_X509IssuerName = r.string(28)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -6721,9 +6815,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c9_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c9_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c9_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c9_X509SerialNumber = -_c9_X509SerialNumber - 1
@@ -6733,77 +6827,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(31)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -6812,33 +6908,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 4:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c10_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c10_X509IssuerName = r.string(28)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -6847,9 +6943,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c10_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c10_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c10_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c10_X509SerialNumber = -_c10_X509SerialNumber - 1
@@ -6859,77 +6955,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(31)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -6938,33 +7036,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 5:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c11_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c11_X509IssuerName = r.string(28)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -6973,9 +7071,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c11_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c11_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c11_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c11_X509SerialNumber = -_c11_X509SerialNumber - 1
@@ -6985,77 +7083,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(31)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -7064,33 +7164,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 6:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c12_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c12_X509IssuerName = r.string(28)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -7099,9 +7199,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c12_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c12_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c12_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c12_X509SerialNumber = -_c12_X509SerialNumber - 1
@@ -7111,77 +7211,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(31)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -7191,33 +7293,33 @@ def _d_X509DataType(r):
             if s == 7:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c13_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c13_X509IssuerName = r.string(28)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -7226,9 +7328,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c13_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c13_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c13_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c13_X509SerialNumber = -_c13_X509SerialNumber - 1
@@ -7237,18 +7339,18 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
@@ -7256,18 +7358,18 @@ def _d_X509DataType(r):
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(31)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
@@ -7275,18 +7377,18 @@ def _d_X509DataType(r):
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
@@ -7294,24 +7396,26 @@ def _d_X509DataType(r):
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -7323,33 +7427,33 @@ def _d_X509DataType(r):
             if s == 8:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c14_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c14_X509IssuerName = r.string(28)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -7358,9 +7462,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c14_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c14_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c14_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c14_X509SerialNumber = -_c14_X509SerialNumber - 1
@@ -7371,35 +7475,35 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(31)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
@@ -7407,18 +7511,18 @@ def _d_X509DataType(r):
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
@@ -7426,24 +7530,26 @@ def _d_X509DataType(r):
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -7455,33 +7561,33 @@ def _d_X509DataType(r):
             if s == 9:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c15_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c15_X509IssuerName = r.string(28)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -7490,9 +7596,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c15_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c15_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c15_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c15_X509SerialNumber = -_c15_X509SerialNumber - 1
@@ -7503,18 +7609,18 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
@@ -7522,35 +7628,35 @@ def _d_X509DataType(r):
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(31)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
@@ -7558,24 +7664,26 @@ def _d_X509DataType(r):
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -7587,33 +7695,33 @@ def _d_X509DataType(r):
             if s == 10:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c16_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c16_X509IssuerName = r.string(28)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -7622,9 +7730,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c16_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c16_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c16_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c16_X509SerialNumber = -_c16_X509SerialNumber - 1
@@ -7635,18 +7743,18 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
@@ -7654,18 +7762,18 @@ def _d_X509DataType(r):
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(31)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
@@ -7673,41 +7781,43 @@ def _d_X509DataType(r):
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -7719,33 +7829,33 @@ def _d_X509DataType(r):
             if s == 11:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c17_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c17_X509IssuerName = r.string(28)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -7754,9 +7864,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c17_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c17_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c17_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c17_X509SerialNumber = -_c17_X509SerialNumber - 1
@@ -7767,18 +7877,18 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
@@ -7786,18 +7896,18 @@ def _d_X509DataType(r):
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(31)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
@@ -7805,18 +7915,18 @@ def _d_X509DataType(r):
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
@@ -7824,22 +7934,24 @@ def _d_X509DataType(r):
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -7850,33 +7962,33 @@ def _d_X509DataType(r):
                         raise r.deviation('X509DataType', p)
             if s == 12:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c18_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c18_X509IssuerName = r.string(28)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -7885,9 +7997,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c18_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c18_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c18_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c18_X509SerialNumber = -_c18_X509SerialNumber - 1
@@ -7897,77 +8009,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(31)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -8009,7 +8123,7 @@ def _e_X509DataType(w, o):
                     _c19_X509IssuerName = _o.X509IssuerName
                     _c19_X509SerialNumber = _o.X509SerialNumber
                     if not (_c19_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c19_X509IssuerName)
@@ -8018,7 +8132,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c19_X509IssuerName); v = w.v; n = w.n
                     if not (_c19_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c19_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c19_X509SerialNumber!r}')
                     v = (v << 4) | (_c19_X509SerialNumber < 0)
                     n += 4
@@ -8087,7 +8201,7 @@ def _e_X509DataType(w, o):
                     _c20_X509IssuerName = _o.X509IssuerName
                     _c20_X509SerialNumber = _o.X509SerialNumber
                     if not (_c20_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c20_X509IssuerName)
@@ -8096,7 +8210,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c20_X509IssuerName); v = w.v; n = w.n
                     if not (_c20_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c20_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c20_X509SerialNumber!r}')
                     v = (v << 4) | (_c20_X509SerialNumber < 0)
                     n += 4
@@ -8168,7 +8282,7 @@ def _e_X509DataType(w, o):
                     _c21_X509IssuerName = _o.X509IssuerName
                     _c21_X509SerialNumber = _o.X509SerialNumber
                     if not (_c21_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c21_X509IssuerName)
@@ -8177,7 +8291,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c21_X509IssuerName); v = w.v; n = w.n
                     if not (_c21_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c21_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c21_X509SerialNumber!r}')
                     v = (v << 4) | (_c21_X509SerialNumber < 0)
                     n += 4
@@ -8249,7 +8363,7 @@ def _e_X509DataType(w, o):
                     _c22_X509IssuerName = _o.X509IssuerName
                     _c22_X509SerialNumber = _o.X509SerialNumber
                     if not (_c22_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c22_X509IssuerName)
@@ -8258,7 +8372,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c22_X509IssuerName); v = w.v; n = w.n
                     if not (_c22_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c22_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c22_X509SerialNumber!r}')
                     v = (v << 4) | (_c22_X509SerialNumber < 0)
                     n += 4
@@ -8330,7 +8444,7 @@ def _e_X509DataType(w, o):
                     _c23_X509IssuerName = _o.X509IssuerName
                     _c23_X509SerialNumber = _o.X509SerialNumber
                     if not (_c23_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c23_X509IssuerName)
@@ -8339,7 +8453,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c23_X509IssuerName); v = w.v; n = w.n
                     if not (_c23_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c23_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c23_X509SerialNumber!r}')
                     v = (v << 4) | (_c23_X509SerialNumber < 0)
                     n += 4
@@ -8411,7 +8525,7 @@ def _e_X509DataType(w, o):
                     _c24_X509IssuerName = _o.X509IssuerName
                     _c24_X509SerialNumber = _o.X509SerialNumber
                     if not (_c24_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c24_X509IssuerName)
@@ -8420,7 +8534,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c24_X509IssuerName); v = w.v; n = w.n
                     if not (_c24_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c24_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c24_X509SerialNumber!r}')
                     v = (v << 4) | (_c24_X509SerialNumber < 0)
                     n += 4
@@ -8492,7 +8606,7 @@ def _e_X509DataType(w, o):
                     _c25_X509IssuerName = _o.X509IssuerName
                     _c25_X509SerialNumber = _o.X509SerialNumber
                     if not (_c25_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c25_X509IssuerName)
@@ -8501,7 +8615,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c25_X509IssuerName); v = w.v; n = w.n
                     if not (_c25_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c25_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c25_X509SerialNumber!r}')
                     v = (v << 4) | (_c25_X509SerialNumber < 0)
                     n += 4
@@ -8574,7 +8688,7 @@ def _e_X509DataType(w, o):
                         _c26_X509IssuerName = _o.X509IssuerName
                         _c26_X509SerialNumber = _o.X509SerialNumber
                         if not (_c26_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c26_X509IssuerName)
@@ -8583,7 +8697,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c26_X509IssuerName); v = w.v; n = w.n
                         if not (_c26_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c26_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c26_X509SerialNumber!r}')
                         v = (v << 4) | (_c26_X509SerialNumber < 0)
                         n += 4
@@ -8660,7 +8774,7 @@ def _e_X509DataType(w, o):
                         _c27_X509IssuerName = _o.X509IssuerName
                         _c27_X509SerialNumber = _o.X509SerialNumber
                         if not (_c27_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c27_X509IssuerName)
@@ -8669,7 +8783,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c27_X509IssuerName); v = w.v; n = w.n
                         if not (_c27_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c27_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c27_X509SerialNumber!r}')
                         v = (v << 4) | (_c27_X509SerialNumber < 0)
                         n += 4
@@ -8746,7 +8860,7 @@ def _e_X509DataType(w, o):
                         _c28_X509IssuerName = _o.X509IssuerName
                         _c28_X509SerialNumber = _o.X509SerialNumber
                         if not (_c28_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c28_X509IssuerName)
@@ -8755,7 +8869,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c28_X509IssuerName); v = w.v; n = w.n
                         if not (_c28_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c28_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c28_X509SerialNumber!r}')
                         v = (v << 4) | (_c28_X509SerialNumber < 0)
                         n += 4
@@ -8832,7 +8946,7 @@ def _e_X509DataType(w, o):
                         _c29_X509IssuerName = _o.X509IssuerName
                         _c29_X509SerialNumber = _o.X509SerialNumber
                         if not (_c29_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c29_X509IssuerName)
@@ -8841,7 +8955,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c29_X509IssuerName); v = w.v; n = w.n
                         if not (_c29_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c29_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c29_X509SerialNumber!r}')
                         v = (v << 4) | (_c29_X509SerialNumber < 0)
                         n += 4
@@ -8918,7 +9032,7 @@ def _e_X509DataType(w, o):
                         _c30_X509IssuerName = _o.X509IssuerName
                         _c30_X509SerialNumber = _o.X509SerialNumber
                         if not (_c30_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c30_X509IssuerName)
@@ -8927,7 +9041,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c30_X509IssuerName); v = w.v; n = w.n
                         if not (_c30_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c30_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c30_X509SerialNumber!r}')
                         v = (v << 4) | (_c30_X509SerialNumber < 0)
                         n += 4
@@ -9003,7 +9117,7 @@ def _e_X509DataType(w, o):
                     _c31_X509IssuerName = _o.X509IssuerName
                     _c31_X509SerialNumber = _o.X509SerialNumber
                     if not (_c31_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c31_X509IssuerName)
@@ -9012,7 +9126,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c31_X509IssuerName); v = w.v; n = w.n
                     if not (_c31_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c31_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c31_X509SerialNumber!r}')
                     v = (v << 4) | (_c31_X509SerialNumber < 0)
                     n += 4
@@ -9078,6 +9192,7 @@ def _e_X509DataType(w, o):
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9091,25 +9206,25 @@ def _d_X509IssuerSerialType(r):
     f_X509SerialNumber = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
             f_X509IssuerName = ''
         else:
             r.pos = p
             f_X509IssuerName = r.string(28)
-            p = r.pos
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 6: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509SerialNumber'
@@ -9121,9 +9236,9 @@ def _d_X509IssuerSerialType(r):
             p += 16
             f_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_X509SerialNumber = r.uint(); p = r.pos
+            r.pos = p; f_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('X509IssuerSerialType', p)
         if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
@@ -9166,6 +9281,7 @@ def _e_X509IssuerSerialType(w, o):
         else:
             raise EncodeError('missing content: expected one of X509IssuerName')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9182,67 +9298,69 @@ def _d_PGPDataType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'PGPKeyID'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
                         f_PGPKeyID = b''
                     else:
                         r.pos = p
                         f_PGPKeyID = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
                     s = 1
                 elif ec == 1:
                     el = 'PGPKeyPacket'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
                         f_PGPKeyPacket = b''
                     else:
                         r.pos = p
                         f_PGPKeyPacket = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 2
                 else:
                     raise r.deviation('PGPDataType', p)
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'PGPKeyPacket'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
                         f_PGPKeyPacket = b''
                     else:
                         r.pos = p
                         f_PGPKeyPacket = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     pass
@@ -9251,10 +9369,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -9263,10 +9383,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     pass
@@ -9275,10 +9397,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     pass
@@ -9287,10 +9411,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -9379,6 +9505,7 @@ def _e_PGPDataType(w, o):
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9394,49 +9521,51 @@ def _d_SPKIDataType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                 el = 'SPKISexp'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                     _v = b''
                 else:
                     r.pos = p
                     _v = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                 f_SPKISexp.append(_v)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SPKISexp'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     pass
@@ -9445,23 +9574,23 @@ def _d_SPKIDataType(r):
                     raise r.deviation('SPKIDataType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SPKISexp'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
@@ -9473,27 +9602,29 @@ def _d_SPKIDataType(r):
             if s == 3:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SPKISexp'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                         f_SPKISexp.append(_v)
                     elif ec == 1:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 4
                         break
                     elif ec == 2:
@@ -9504,23 +9635,23 @@ def _d_SPKIDataType(r):
                         raise r.deviation('SPKIDataType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SPKISexp'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
@@ -9629,6 +9760,7 @@ def _e_SPKIDataType(w, o):
                     if i_SPKISexp < n_SPKISexp: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9646,28 +9778,30 @@ def _d_ObjectType(r, key):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Encoding'
                     r.pos = p
                     f_Encoding = r.string(37)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(3)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     el = '@MimeType'
                     r.pos = p
                     f_MimeType = r.string(38)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 3:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 4:
                     pass
@@ -9675,28 +9809,30 @@ def _d_ObjectType(r, key):
                 elif ec == 5:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(3)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@MimeType'
                     r.pos = p
                     f_MimeType = r.string(38)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 3:
                     pass
@@ -9704,22 +9840,24 @@ def _d_ObjectType(r, key):
                 elif ec == 4:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@MimeType'
                     r.pos = p
                     f_MimeType = r.string(38)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 2:
                     pass
@@ -9727,16 +9865,18 @@ def _d_ObjectType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -9744,16 +9884,18 @@ def _d_ObjectType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -9761,16 +9903,18 @@ def _d_ObjectType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -9778,7 +9922,7 @@ def _d_ObjectType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ObjectType', p)
@@ -9901,6 +10045,7 @@ def _e_ObjectType(w, o):
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9917,29 +10062,29 @@ def _d_ACDP_ConnectResType(r):
     f_EVSEMechanicalChargingDeviceStatus = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ACDP_ConnectResType', p)
         el = 'Header'
         r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 25
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 25)
         x = (V >> (E - p)) & 33554431
         if x & 25284211: raise r.deviation('ACDP_ConnectResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 17) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', p)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
         f_ResponseCode = _E2[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 12) & 3)
-        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', p)
+        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
         f_EVSEProcessing = _E3[f_EVSEProcessing]
         el = 'EVSEElectricalChargingDeviceStatus'
         f_EVSEElectricalChargingDeviceStatus = _E0[((x >> 7) & 3)]
         el = 'EVSEMechanicalChargingDeviceStatus'
         f_EVSEMechanicalChargingDeviceStatus = ((x >> 2) & 3)
-        if f_EVSEMechanicalChargingDeviceStatus >= 3: raise DecodeError(f'enumeration index {f_EVSEMechanicalChargingDeviceStatus} out of range (3 values)', p)
+        if f_EVSEMechanicalChargingDeviceStatus >= 3: raise DecodeError(f'enumeration index {f_EVSEMechanicalChargingDeviceStatus} out of range (3 values)', r.at(p))
         f_EVSEMechanicalChargingDeviceStatus = _E4[f_EVSEMechanicalChargingDeviceStatus]
         r.pos = p
     except Exception as e:
@@ -9991,6 +10136,7 @@ def _e_ACDP_ConnectResType(w, o):
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10004,19 +10150,19 @@ def _d_V2GResponseType(r):
     f_ResponseCode = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('V2GResponseType', p)
         el = 'Header'
         r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 10
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 10)
         x = (V >> (E - p)) & 1023
         if x & 771: raise r.deviation('V2GResponseType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', p)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
         f_ResponseCode = _E2[f_ResponseCode]
         r.pos = p
     except Exception as e:
@@ -10050,6 +10196,7 @@ def _e_V2GResponseType(w, o):
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10063,21 +10210,21 @@ def _d_ACDP_SystemStatusReqType(r):
     f_EVTechnicalStatus = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ACDP_SystemStatusReqType', p)
         el = 'Header'
         r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ACDP_SystemStatusReqType', p)
         el = 'EVTechnicalStatus'
         r.pos = p
         f_EVTechnicalStatus = _d_EVTechnicalStatusType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ACDP_SystemStatusReqType', p)
         r.pos = p
     except Exception as e:
@@ -10114,6 +10261,7 @@ def _e_ACDP_SystemStatusReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10136,7 +10284,7 @@ def _d_EVTechnicalStatusType(r):
         while s >= 0:
             if s == 0:
                 p += 8
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 8)
                 x = (V >> (E - p)) & 255
                 if x & 221: raise r.deviation('EVTechnicalStatusType', p)
                 el = 'EVReadyToCharge'
@@ -10146,11 +10294,11 @@ def _d_EVTechnicalStatusType(r):
                 s = 2
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVImmobilized'
@@ -10158,13 +10306,13 @@ def _d_EVTechnicalStatusType(r):
                     s = 3
                 elif ec == 1:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVWLANStrength'
-                    el = 'Exponent'
+                    el = 'EVWLANStrength/Exponent'
                     _c37_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'EVWLANStrength/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -10173,47 +10321,47 @@ def _d_EVTechnicalStatusType(r):
                         p += 16
                         _c37_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c37_Value = r.uint(); p = r.pos
+                        r.pos = p; _c37_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('EVTechnicalStatusType', p)
                     if _neg: _c37_Value = -_c37_Value - 1
-                    if _c37_Value < -32768 or _c37_Value > 32767: raise DecodeError(f'value {_c37_Value} outside [-32768, 32767]', p)
+                    if _c37_Value < -32768 or _c37_Value > 32767: raise DecodeError(f'value {_c37_Value} outside [-32768, 32767]', r.at(p))
                     f_EVWLANStrength = iso20_commontypes.RationalNumberType(_c37_Exponent, _c37_Value)
                     s = 4
                 elif ec == 2:
                     p += 5
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 5)
                     x = (V >> (E - p)) & 31
                     if x & 17: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVCPStatus'
                     f_EVCPStatus = ((x >> 1) & 7)
-                    if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', p)
+                    if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', r.at(p))
                     f_EVCPStatus = _E8[f_EVCPStatus]
                     s = 5
                 elif ec == 3:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVSOC'
                     f_EVSOC = ((x >> 1) & 127)
-                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', p)
+                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', r.at(p))
                     s = 6
                 elif ec == 4:
                     p += 6
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 6)
                     x = (V >> (E - p)) & 63
                     if x & 33: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', p)
+                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.at(p))
                     f_EVErrorCode = _E9[f_EVErrorCode]
                     s = 7
                 elif ec == 5:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVTimeout'
@@ -10226,17 +10374,17 @@ def _d_EVTechnicalStatusType(r):
                     raise r.deviation('EVTechnicalStatusType', p)
             if s == 3:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVWLANStrength'
-                    el = 'Exponent'
+                    el = 'EVWLANStrength/Exponent'
                     _c38_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'EVWLANStrength/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -10245,47 +10393,47 @@ def _d_EVTechnicalStatusType(r):
                         p += 16
                         _c38_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c38_Value = r.uint(); p = r.pos
+                        r.pos = p; _c38_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('EVTechnicalStatusType', p)
                     if _neg: _c38_Value = -_c38_Value - 1
-                    if _c38_Value < -32768 or _c38_Value > 32767: raise DecodeError(f'value {_c38_Value} outside [-32768, 32767]', p)
+                    if _c38_Value < -32768 or _c38_Value > 32767: raise DecodeError(f'value {_c38_Value} outside [-32768, 32767]', r.at(p))
                     f_EVWLANStrength = iso20_commontypes.RationalNumberType(_c38_Exponent, _c38_Value)
                     s = 4
                 elif ec == 1:
                     p += 5
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 5)
                     x = (V >> (E - p)) & 31
                     if x & 17: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVCPStatus'
                     f_EVCPStatus = ((x >> 1) & 7)
-                    if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', p)
+                    if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', r.at(p))
                     f_EVCPStatus = _E8[f_EVCPStatus]
                     s = 5
                 elif ec == 2:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVSOC'
                     f_EVSOC = ((x >> 1) & 127)
-                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', p)
+                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', r.at(p))
                     s = 6
                 elif ec == 3:
                     p += 6
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 6)
                     x = (V >> (E - p)) & 63
                     if x & 33: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', p)
+                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.at(p))
                     f_EVErrorCode = _E9[f_EVErrorCode]
                     s = 7
                 elif ec == 4:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVTimeout'
@@ -10298,40 +10446,40 @@ def _d_EVTechnicalStatusType(r):
                     raise r.deviation('EVTechnicalStatusType', p)
             if s == 4:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 5
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 5)
                     x = (V >> (E - p)) & 31
                     if x & 17: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVCPStatus'
                     f_EVCPStatus = ((x >> 1) & 7)
-                    if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', p)
+                    if f_EVCPStatus >= 5: raise DecodeError(f'enumeration index {f_EVCPStatus} out of range (5 values)', r.at(p))
                     f_EVCPStatus = _E8[f_EVCPStatus]
                     s = 5
                 elif ec == 1:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVSOC'
                     f_EVSOC = ((x >> 1) & 127)
-                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', p)
+                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', r.at(p))
                     s = 6
                 elif ec == 2:
                     p += 6
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 6)
                     x = (V >> (E - p)) & 63
                     if x & 33: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', p)
+                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.at(p))
                     f_EVErrorCode = _E9[f_EVErrorCode]
                     s = 7
                 elif ec == 3:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVTimeout'
@@ -10344,30 +10492,30 @@ def _d_EVTechnicalStatusType(r):
                     raise r.deviation('EVTechnicalStatusType', p)
             if s == 5:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVSOC'
                     f_EVSOC = ((x >> 1) & 127)
-                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', p)
+                    if f_EVSOC > 100: raise DecodeError(f'value {f_EVSOC} above maximum 100', r.at(p))
                     s = 6
                 elif ec == 1:
                     p += 6
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 6)
                     x = (V >> (E - p)) & 63
                     if x & 33: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', p)
+                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.at(p))
                     f_EVErrorCode = _E9[f_EVErrorCode]
                     s = 7
                 elif ec == 2:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVTimeout'
@@ -10380,21 +10528,21 @@ def _d_EVTechnicalStatusType(r):
                     raise r.deviation('EVTechnicalStatusType', p)
             if s == 6:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 6
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 6)
                     x = (V >> (E - p)) & 63
                     if x & 33: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVErrorCode'
                     f_EVErrorCode = ((x >> 1) & 15)
-                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', p)
+                    if f_EVErrorCode >= 10: raise DecodeError(f'enumeration index {f_EVErrorCode} out of range (10 values)', r.at(p))
                     f_EVErrorCode = _E9[f_EVErrorCode]
                     s = 7
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVTimeout'
@@ -10407,11 +10555,11 @@ def _d_EVTechnicalStatusType(r):
                     raise r.deviation('EVTechnicalStatusType', p)
             if s == 7:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('EVTechnicalStatusType', p)
                     el = 'EVTimeout'
@@ -10424,7 +10572,7 @@ def _d_EVTechnicalStatusType(r):
                     raise r.deviation('EVTechnicalStatusType', p)
             if s == 8:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('EVTechnicalStatusType', p)
                 s = -1
         r.pos = p
@@ -10476,10 +10624,10 @@ def _e_EVTechnicalStatusType(w, o):
                     _c39_Exponent = _o.Exponent
                     _c39_Value = _o.Value
                     if not (_c39_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'EVWLANStrength/Exponent'
                     if not -128 <= _c39_Exponent <= 127: raise EncodeError(f'value {_c39_Exponent!r} outside [-128, 127]')
                     if not (_c39_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVWLANStrength/Value'
                     if _c39_Value < -32768 or _c39_Value > 32767: raise EncodeError(f'value {_c39_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | (1 << 14) | ((_c39_Exponent - -128) << 4) | (_c39_Value < 0)
                     n += 17
@@ -10535,10 +10683,10 @@ def _e_EVTechnicalStatusType(w, o):
                     _c42_Exponent = _o.Exponent
                     _c42_Value = _o.Value
                     if not (_c42_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'EVWLANStrength/Exponent'
                     if not -128 <= _c42_Exponent <= 127: raise EncodeError(f'value {_c42_Exponent!r} outside [-128, 127]')
                     if not (_c42_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVWLANStrength/Value'
                     if _c42_Value < -32768 or _c42_Value > 32767: raise EncodeError(f'value {_c42_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c42_Exponent - -128) << 4) | (_c42_Value < 0)
                     n += 17
@@ -10692,6 +10840,7 @@ def _e_EVTechnicalStatusType(w, o):
                     if v_EVReadyToCharge is not None or v_EVImmobilizationRequest is not None or v_EVImmobilized is not None or v_EVWLANStrength is not None or v_EVCPStatus is not None or v_EVSOC is not None or v_EVErrorCode is not None or v_EVTimeout is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10705,7 +10854,7 @@ def _d_RationalNumberType(r):
     f_Value = None
     try:
         p += 14
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 14)
         x = (V >> (E - p)) & 16383
         if x & 12302: raise r.deviation('RationalNumberType', p)
         el = 'Exponent'
@@ -10719,13 +10868,13 @@ def _d_RationalNumberType(r):
             p += 16
             f_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_Value = r.uint(); p = r.pos
+            r.pos = p; f_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('RationalNumberType', p)
         if _neg: f_Value = -f_Value - 1
-        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', p)
+        if f_Value < -32768 or f_Value > 32767: raise DecodeError(f'value {f_Value} outside [-32768, 32767]', r.at(p))
         r.pos = p
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -10759,6 +10908,7 @@ def _e_RationalNumberType(w, o):
         else:
             raise EncodeError('missing content: expected one of Exponent')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10781,23 +10931,23 @@ def _d_ACDP_SystemStatusResType(r):
     f_EVAssociationStatus = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ACDP_SystemStatusResType', p)
         el = 'Header'
         r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 48
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 48)
         x = (V >> (E - p)) & 281474976710655
         if x & 212100311661499: raise r.deviation('ACDP_SystemStatusResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 40) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', p)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
         f_ResponseCode = _E2[f_ResponseCode]
         el = 'EVSEMechanicalChargingDeviceStatus'
         f_EVSEMechanicalChargingDeviceStatus = ((x >> 35) & 3)
-        if f_EVSEMechanicalChargingDeviceStatus >= 3: raise DecodeError(f'enumeration index {f_EVSEMechanicalChargingDeviceStatus} out of range (3 values)', p)
+        if f_EVSEMechanicalChargingDeviceStatus >= 3: raise DecodeError(f'enumeration index {f_EVSEMechanicalChargingDeviceStatus} out of range (3 values)', r.at(p))
         f_EVSEMechanicalChargingDeviceStatus = _E4[f_EVSEMechanicalChargingDeviceStatus]
         el = 'EVSEReadyToCharge'
         f_EVSEReadyToCharge = ((x >> 31) & 1) == 1
@@ -10894,6 +11044,7 @@ def _e_ACDP_SystemStatusResType(w, o):
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10908,14 +11059,14 @@ def _d_ACDP_VehiclePositioningReqType(r):
     f_EVPositioningSupport = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ACDP_VehiclePositioningReqType', p)
         el = 'Header'
         r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 9
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 9)
         x = (V >> (E - p)) & 511
         if x & 443: raise r.deviation('ACDP_VehiclePositioningReqType', p)
         el = 'EVMobilityStatus'
@@ -10958,6 +11109,7 @@ def _e_ACDP_VehiclePositioningReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10978,23 +11130,23 @@ def _d_ACDP_VehiclePositioningResType(r):
     f_EVInChargePosition = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ACDP_VehiclePositioningResType', p)
         el = 'Header'
         r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 21
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 21)
         x = (V >> (E - p)) & 2097151
         if x & 1580270: raise r.deviation('ACDP_VehiclePositioningResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 13) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', p)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
         f_ResponseCode = _E2[f_ResponseCode]
         el = 'EVSEProcessing'
         f_EVSEProcessing = ((x >> 8) & 3)
-        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', p)
+        if f_EVSEProcessing >= 3: raise DecodeError(f'enumeration index {f_EVSEProcessing} out of range (3 values)', r.at(p))
         f_EVSEProcessing = _E3[f_EVSEProcessing]
         el = 'EVSEPositioningSupport'
         f_EVSEPositioningSupport = ((x >> 4) & 1) == 1
@@ -11007,13 +11159,13 @@ def _d_ACDP_VehiclePositioningResType(r):
             p += 16
             f_EVRelativeXDeviation = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_EVRelativeXDeviation = r.uint(); p = r.pos
+            r.pos = p; f_EVRelativeXDeviation = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 4)
         x = (V >> (E - p)) & 15
         if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', p)
         if _neg: f_EVRelativeXDeviation = -f_EVRelativeXDeviation - 1
-        if f_EVRelativeXDeviation < -32768 or f_EVRelativeXDeviation > 32767: raise DecodeError(f'value {f_EVRelativeXDeviation} outside [-32768, 32767]', p)
+        if f_EVRelativeXDeviation < -32768 or f_EVRelativeXDeviation > 32767: raise DecodeError(f'value {f_EVRelativeXDeviation} outside [-32768, 32767]', r.at(p))
         el = 'EVRelativeYDeviation'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -11023,13 +11175,13 @@ def _d_ACDP_VehiclePositioningResType(r):
             p += 16
             f_EVRelativeYDeviation = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_EVRelativeYDeviation = r.uint(); p = r.pos
+            r.pos = p; f_EVRelativeYDeviation = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 4)
         x = (V >> (E - p)) & 15
         if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', p)
         if _neg: f_EVRelativeYDeviation = -f_EVRelativeYDeviation - 1
-        if f_EVRelativeYDeviation < -32768 or f_EVRelativeYDeviation > 32767: raise DecodeError(f'value {f_EVRelativeYDeviation} outside [-32768, 32767]', p)
+        if f_EVRelativeYDeviation < -32768 or f_EVRelativeYDeviation > 32767: raise DecodeError(f'value {f_EVRelativeYDeviation} outside [-32768, 32767]', r.at(p))
         el = 'ContactWindowXc'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -11039,13 +11191,13 @@ def _d_ACDP_VehiclePositioningResType(r):
             p += 16
             f_ContactWindowXc = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_ContactWindowXc = r.uint(); p = r.pos
+            r.pos = p; f_ContactWindowXc = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 4
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 4)
         x = (V >> (E - p)) & 15
         if x & 14: raise r.deviation('ACDP_VehiclePositioningResType', p)
         if _neg: f_ContactWindowXc = -f_ContactWindowXc - 1
-        if f_ContactWindowXc < -32768 or f_ContactWindowXc > 32767: raise DecodeError(f'value {f_ContactWindowXc} outside [-32768, 32767]', p)
+        if f_ContactWindowXc < -32768 or f_ContactWindowXc > 32767: raise DecodeError(f'value {f_ContactWindowXc} outside [-32768, 32767]', r.at(p))
         el = 'ContactWindowYc'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -11055,13 +11207,13 @@ def _d_ACDP_VehiclePositioningResType(r):
             p += 16
             f_ContactWindowYc = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_ContactWindowYc = r.uint(); p = r.pos
+            r.pos = p; f_ContactWindowYc = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 6
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 6)
         x = (V >> (E - p)) & 63
         if x & 59: raise r.deviation('ACDP_VehiclePositioningResType', p)
         if _neg: f_ContactWindowYc = -f_ContactWindowYc - 1
-        if f_ContactWindowYc < -32768 or f_ContactWindowYc > 32767: raise DecodeError(f'value {f_ContactWindowYc} outside [-32768, 32767]', p)
+        if f_ContactWindowYc < -32768 or f_ContactWindowYc > 32767: raise DecodeError(f'value {f_ContactWindowYc} outside [-32768, 32767]', r.at(p))
         el = 'EVInChargePosition'
         f_EVInChargePosition = ((x >> 2) & 1) == 1
         r.pos = p
@@ -11156,6 +11308,7 @@ def _e_ACDP_VehiclePositioningResType(w, o):
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11167,7 +11320,7 @@ def _d_CLReqControlModeType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CLReqControlModeType', p)
         r.pos = p
     except Exception as e:
@@ -11184,6 +11337,7 @@ def _e_CLReqControlModeType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11195,7 +11349,7 @@ def _d_CLResControlModeType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('CLResControlModeType', p)
         r.pos = p
     except Exception as e:
@@ -11212,6 +11366,7 @@ def _e_CLResControlModeType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11228,40 +11383,40 @@ def _d_ManifestType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(3)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ManifestType', p)
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
                     s = 2
                 elif ec == 1:
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
                     s = 2
                 else:
                     raise r.deviation('ManifestType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
                     s = 3
                 elif ec == 1:
@@ -11272,13 +11427,13 @@ def _d_ManifestType(r):
             if s == 3:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Reference'
                         r.pos = p
                         _v = _d_ReferenceType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Reference.append(_v)
                     elif ec == 1:
                         pass
@@ -11366,6 +11521,7 @@ def _e_ManifestType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11382,40 +11538,40 @@ def _d_SignaturePropertiesType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(3)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertiesType', p)
                     el = 'SignatureProperty'
                     r.pos = p
                     _v = _d_SignaturePropertyType(r, 67)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 2
                 elif ec == 1:
                     el = 'SignatureProperty'
                     r.pos = p
                     _v = _d_SignaturePropertyType(r, 67)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 2
                 else:
                     raise r.deviation('SignaturePropertiesType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SignatureProperty'
                     r.pos = p
                     _v = _d_SignaturePropertyType(r, 67)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 3
                 elif ec == 1:
@@ -11426,13 +11582,13 @@ def _d_SignaturePropertiesType(r):
             if s == 3:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SignatureProperty'
                         r.pos = p
                         _v = _d_SignaturePropertyType(r, 67)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SignatureProperty.append(_v)
                     elif ec == 1:
                         pass
@@ -11520,6 +11676,7 @@ def _e_SignaturePropertiesType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11536,63 +11693,69 @@ def _d_SignaturePropertyType(r, key):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(3)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertyType', p)
                     el = '@Target'
                     r.pos = p
                     f_Target = r.string(68)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@Target'
                     r.pos = p
                     f_Target = r.string(68)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignaturePropertyType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('SignaturePropertyType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('SignaturePropertyType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -11600,16 +11763,18 @@ def _d_SignaturePropertyType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('SignaturePropertyType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -11617,7 +11782,7 @@ def _d_SignaturePropertyType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('SignaturePropertyType', p)
@@ -11690,6 +11855,7 @@ def _e_SignaturePropertyType(w, o):
                     if v_Id is not None or v_Target is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11707,24 +11873,24 @@ def _d_ChargeLoopReqType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopReqType', p)
                 el = 'Header'
                 r.pos = p
                 f_Header = _d_MessageHeaderType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'DisplayParameters'
                     r.pos = p
                     f_DisplayParameters = _d_DisplayParametersType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     x = (V >> (E - p)) & 15
                     if x & 13: raise r.deviation('ChargeLoopReqType', p)
                     el = 'MeterInfoRequested'
@@ -11732,7 +11898,7 @@ def _d_ChargeLoopReqType(r):
                     s = 3
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('ChargeLoopReqType', p)
                     el = 'MeterInfoRequested'
@@ -11742,7 +11908,7 @@ def _d_ChargeLoopReqType(r):
                     raise r.deviation('ChargeLoopReqType', p)
             if s == 3:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopReqType', p)
                 s = -1
         r.pos = p
@@ -11805,6 +11971,7 @@ def _e_ChargeLoopReqType(w, o):
                     if v_Header is not None or v_DisplayParameters is not None or v_MeterInfoRequested is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -11829,47 +11996,47 @@ def _d_DisplayParametersType(r):
         while s >= 0:
             if s == 0:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'PresentSOC'
                     f_PresentSOC = ((x >> 1) & 127)
-                    if f_PresentSOC > 100: raise DecodeError(f'value {f_PresentSOC} above maximum 100', p)
+                    if f_PresentSOC > 100: raise DecodeError(f'value {f_PresentSOC} above maximum 100', r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', p)
+                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', p)
+                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
                     s = 3
                 elif ec == 3:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', p)
+                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
                     s = 4
                 elif ec == 4:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMinimumSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -11879,15 +12046,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
                     s = 5
                 elif ec == 5:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToTargetSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -11897,15 +12064,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
                     s = 6
                 elif ec == 6:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -11915,15 +12082,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
                     s = 7
                 elif ec == 7:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'ChargingComplete'
@@ -11931,13 +12098,13 @@ def _d_DisplayParametersType(r):
                     s = 8
                 elif ec == 8:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     _c54_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -11946,18 +12113,18 @@ def _d_DisplayParametersType(r):
                         p += 16
                         _c54_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c54_Value = r.uint(); p = r.pos
+                        r.pos = p; _c54_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c54_Value = -_c54_Value - 1
-                    if _c54_Value < -32768 or _c54_Value > 32767: raise DecodeError(f'value {_c54_Value} outside [-32768, 32767]', p)
+                    if _c54_Value < -32768 or _c54_Value > 32767: raise DecodeError(f'value {_c54_Value} outside [-32768, 32767]', r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c54_Exponent, _c54_Value)
                     s = 9
                 elif ec == 9:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
@@ -11970,38 +12137,38 @@ def _d_DisplayParametersType(r):
                     raise r.deviation('DisplayParametersType', p)
             if s == 1:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', p)
+                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', p)
+                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', p)
+                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
                     s = 4
                 elif ec == 3:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMinimumSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -12011,15 +12178,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
                     s = 5
                 elif ec == 4:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToTargetSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -12029,15 +12196,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
                     s = 6
                 elif ec == 5:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -12047,15 +12214,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
                     s = 7
                 elif ec == 6:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'ChargingComplete'
@@ -12063,13 +12230,13 @@ def _d_DisplayParametersType(r):
                     s = 8
                 elif ec == 7:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     _c55_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -12078,18 +12245,18 @@ def _d_DisplayParametersType(r):
                         p += 16
                         _c55_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c55_Value = r.uint(); p = r.pos
+                        r.pos = p; _c55_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c55_Value = -_c55_Value - 1
-                    if _c55_Value < -32768 or _c55_Value > 32767: raise DecodeError(f'value {_c55_Value} outside [-32768, 32767]', p)
+                    if _c55_Value < -32768 or _c55_Value > 32767: raise DecodeError(f'value {_c55_Value} outside [-32768, 32767]', r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c55_Exponent, _c55_Value)
                     s = 9
                 elif ec == 8:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
@@ -12102,29 +12269,29 @@ def _d_DisplayParametersType(r):
                     raise r.deviation('DisplayParametersType', p)
             if s == 2:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', p)
+                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', p)
+                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMinimumSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -12134,15 +12301,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
                     s = 5
                 elif ec == 3:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToTargetSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -12152,15 +12319,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
                     s = 6
                 elif ec == 4:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -12170,15 +12337,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
                     s = 7
                 elif ec == 5:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'ChargingComplete'
@@ -12186,13 +12353,13 @@ def _d_DisplayParametersType(r):
                     s = 8
                 elif ec == 6:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     _c56_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -12201,18 +12368,18 @@ def _d_DisplayParametersType(r):
                         p += 16
                         _c56_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c56_Value = r.uint(); p = r.pos
+                        r.pos = p; _c56_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c56_Value = -_c56_Value - 1
-                    if _c56_Value < -32768 or _c56_Value > 32767: raise DecodeError(f'value {_c56_Value} outside [-32768, 32767]', p)
+                    if _c56_Value < -32768 or _c56_Value > 32767: raise DecodeError(f'value {_c56_Value} outside [-32768, 32767]', r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c56_Exponent, _c56_Value)
                     s = 9
                 elif ec == 7:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
@@ -12225,20 +12392,20 @@ def _d_DisplayParametersType(r):
                     raise r.deviation('DisplayParametersType', p)
             if s == 3:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('DisplayParametersType', p)
                     el = 'MaximumSOC'
                     f_MaximumSOC = ((x >> 1) & 127)
-                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', p)
+                    if f_MaximumSOC > 100: raise DecodeError(f'value {f_MaximumSOC} above maximum 100', r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMinimumSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -12248,15 +12415,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
                     s = 5
                 elif ec == 2:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToTargetSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -12266,15 +12433,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
                     s = 6
                 elif ec == 3:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -12284,15 +12451,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
                     s = 7
                 elif ec == 4:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'ChargingComplete'
@@ -12300,13 +12467,13 @@ def _d_DisplayParametersType(r):
                     s = 8
                 elif ec == 5:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     _c57_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -12315,18 +12482,18 @@ def _d_DisplayParametersType(r):
                         p += 16
                         _c57_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c57_Value = r.uint(); p = r.pos
+                        r.pos = p; _c57_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c57_Value = -_c57_Value - 1
-                    if _c57_Value < -32768 or _c57_Value > 32767: raise DecodeError(f'value {_c57_Value} outside [-32768, 32767]', p)
+                    if _c57_Value < -32768 or _c57_Value > 32767: raise DecodeError(f'value {_c57_Value} outside [-32768, 32767]', r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c57_Exponent, _c57_Value)
                     s = 9
                 elif ec == 6:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
@@ -12339,11 +12506,11 @@ def _d_DisplayParametersType(r):
                     raise r.deviation('DisplayParametersType', p)
             if s == 4:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMinimumSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -12353,15 +12520,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToMinimumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToMinimumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToMinimumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMinimumSOC} outside [0, 4294967295]', r.at(p))
                     s = 5
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToTargetSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -12371,15 +12538,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
                     s = 6
                 elif ec == 2:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -12389,15 +12556,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
                     s = 7
                 elif ec == 3:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'ChargingComplete'
@@ -12405,13 +12572,13 @@ def _d_DisplayParametersType(r):
                     s = 8
                 elif ec == 4:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     _c58_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -12420,18 +12587,18 @@ def _d_DisplayParametersType(r):
                         p += 16
                         _c58_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c58_Value = r.uint(); p = r.pos
+                        r.pos = p; _c58_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c58_Value = -_c58_Value - 1
-                    if _c58_Value < -32768 or _c58_Value > 32767: raise DecodeError(f'value {_c58_Value} outside [-32768, 32767]', p)
+                    if _c58_Value < -32768 or _c58_Value > 32767: raise DecodeError(f'value {_c58_Value} outside [-32768, 32767]', r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c58_Exponent, _c58_Value)
                     s = 9
                 elif ec == 5:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
@@ -12444,11 +12611,11 @@ def _d_DisplayParametersType(r):
                     raise r.deviation('DisplayParametersType', p)
             if s == 5:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToTargetSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -12458,15 +12625,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToTargetSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToTargetSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToTargetSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToTargetSOC} outside [0, 4294967295]', r.at(p))
                     s = 6
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -12476,15 +12643,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
                     s = 7
                 elif ec == 2:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'ChargingComplete'
@@ -12492,13 +12659,13 @@ def _d_DisplayParametersType(r):
                     s = 8
                 elif ec == 3:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     _c59_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -12507,18 +12674,18 @@ def _d_DisplayParametersType(r):
                         p += 16
                         _c59_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c59_Value = r.uint(); p = r.pos
+                        r.pos = p; _c59_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c59_Value = -_c59_Value - 1
-                    if _c59_Value < -32768 or _c59_Value > 32767: raise DecodeError(f'value {_c59_Value} outside [-32768, 32767]', p)
+                    if _c59_Value < -32768 or _c59_Value > 32767: raise DecodeError(f'value {_c59_Value} outside [-32768, 32767]', r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c59_Exponent, _c59_Value)
                     s = 9
                 elif ec == 4:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
@@ -12531,11 +12698,11 @@ def _d_DisplayParametersType(r):
                     raise r.deviation('DisplayParametersType', p)
             if s == 6:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                     el = 'RemainingTimeToMaximumSOC'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -12545,15 +12712,15 @@ def _d_DisplayParametersType(r):
                         p += 16
                         f_RemainingTimeToMaximumSOC = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); p = r.pos
+                        r.pos = p; f_RemainingTimeToMaximumSOC = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
-                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', p)
+                    if f_RemainingTimeToMaximumSOC > 4294967295: raise DecodeError(f'value {f_RemainingTimeToMaximumSOC} outside [0, 4294967295]', r.at(p))
                     s = 7
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'ChargingComplete'
@@ -12561,13 +12728,13 @@ def _d_DisplayParametersType(r):
                     s = 8
                 elif ec == 2:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     _c60_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -12576,18 +12743,18 @@ def _d_DisplayParametersType(r):
                         p += 16
                         _c60_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c60_Value = r.uint(); p = r.pos
+                        r.pos = p; _c60_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c60_Value = -_c60_Value - 1
-                    if _c60_Value < -32768 or _c60_Value > 32767: raise DecodeError(f'value {_c60_Value} outside [-32768, 32767]', p)
+                    if _c60_Value < -32768 or _c60_Value > 32767: raise DecodeError(f'value {_c60_Value} outside [-32768, 32767]', r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c60_Exponent, _c60_Value)
                     s = 9
                 elif ec == 3:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
@@ -12600,11 +12767,11 @@ def _d_DisplayParametersType(r):
                     raise r.deviation('DisplayParametersType', p)
             if s == 7:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'ChargingComplete'
@@ -12612,13 +12779,13 @@ def _d_DisplayParametersType(r):
                     s = 8
                 elif ec == 1:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     _c61_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -12627,18 +12794,18 @@ def _d_DisplayParametersType(r):
                         p += 16
                         _c61_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c61_Value = r.uint(); p = r.pos
+                        r.pos = p; _c61_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c61_Value = -_c61_Value - 1
-                    if _c61_Value < -32768 or _c61_Value > 32767: raise DecodeError(f'value {_c61_Value} outside [-32768, 32767]', p)
+                    if _c61_Value < -32768 or _c61_Value > 32767: raise DecodeError(f'value {_c61_Value} outside [-32768, 32767]', r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c61_Exponent, _c61_Value)
                     s = 9
                 elif ec == 2:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
@@ -12651,17 +12818,17 @@ def _d_DisplayParametersType(r):
                     raise r.deviation('DisplayParametersType', p)
             if s == 8:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('DisplayParametersType', p)
                     el = 'BatteryEnergyCapacity'
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     _c62_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -12670,18 +12837,18 @@ def _d_DisplayParametersType(r):
                         p += 16
                         _c62_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c62_Value = r.uint(); p = r.pos
+                        r.pos = p; _c62_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('DisplayParametersType', p)
                     if _neg: _c62_Value = -_c62_Value - 1
-                    if _c62_Value < -32768 or _c62_Value > 32767: raise DecodeError(f'value {_c62_Value} outside [-32768, 32767]', p)
+                    if _c62_Value < -32768 or _c62_Value > 32767: raise DecodeError(f'value {_c62_Value} outside [-32768, 32767]', r.at(p))
                     f_BatteryEnergyCapacity = iso20_commontypes.RationalNumberType(_c62_Exponent, _c62_Value)
                     s = 9
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
@@ -12694,11 +12861,11 @@ def _d_DisplayParametersType(r):
                     raise r.deviation('DisplayParametersType', p)
             if s == 9:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 5: raise r.deviation('DisplayParametersType', p)
                     el = 'InletHot'
@@ -12711,7 +12878,7 @@ def _d_DisplayParametersType(r):
                     raise r.deviation('DisplayParametersType', p)
             if s == 10:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DisplayParametersType', p)
                 s = -1
         r.pos = p
@@ -12815,10 +12982,10 @@ def _e_DisplayParametersType(w, o):
                     _c63_Exponent = _o.Exponent
                     _c63_Value = _o.Value
                     if not (_c63_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     if not -128 <= _c63_Exponent <= 127: raise EncodeError(f'value {_c63_Exponent!r} outside [-128, 127]')
                     if not (_c63_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     if _c63_Value < -32768 or _c63_Value > 32767: raise EncodeError(f'value {_c63_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (8 << 14) | ((_c63_Exponent - -128) << 4) | (_c63_Value < 0)
                     n += 18
@@ -12915,10 +13082,10 @@ def _e_DisplayParametersType(w, o):
                     _c64_Exponent = _o.Exponent
                     _c64_Value = _o.Value
                     if not (_c64_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     if not -128 <= _c64_Exponent <= 127: raise EncodeError(f'value {_c64_Exponent!r} outside [-128, 127]')
                     if not (_c64_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     if _c64_Value < -32768 or _c64_Value > 32767: raise EncodeError(f'value {_c64_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (7 << 14) | ((_c64_Exponent - -128) << 4) | (_c64_Value < 0)
                     n += 18
@@ -13008,10 +13175,10 @@ def _e_DisplayParametersType(w, o):
                     _c65_Exponent = _o.Exponent
                     _c65_Value = _o.Value
                     if not (_c65_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     if not -128 <= _c65_Exponent <= 127: raise EncodeError(f'value {_c65_Exponent!r} outside [-128, 127]')
                     if not (_c65_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     if _c65_Value < -32768 or _c65_Value > 32767: raise EncodeError(f'value {_c65_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (6 << 14) | ((_c65_Exponent - -128) << 4) | (_c65_Value < 0)
                     n += 18
@@ -13094,10 +13261,10 @@ def _e_DisplayParametersType(w, o):
                     _c66_Exponent = _o.Exponent
                     _c66_Value = _o.Value
                     if not (_c66_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     if not -128 <= _c66_Exponent <= 127: raise EncodeError(f'value {_c66_Exponent!r} outside [-128, 127]')
                     if not (_c66_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     if _c66_Value < -32768 or _c66_Value > 32767: raise EncodeError(f'value {_c66_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (5 << 14) | ((_c66_Exponent - -128) << 4) | (_c66_Value < 0)
                     n += 18
@@ -13173,10 +13340,10 @@ def _e_DisplayParametersType(w, o):
                     _c67_Exponent = _o.Exponent
                     _c67_Value = _o.Value
                     if not (_c67_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     if not -128 <= _c67_Exponent <= 127: raise EncodeError(f'value {_c67_Exponent!r} outside [-128, 127]')
                     if not (_c67_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     if _c67_Value < -32768 or _c67_Value > 32767: raise EncodeError(f'value {_c67_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | (4 << 14) | ((_c67_Exponent - -128) << 4) | (_c67_Value < 0)
                     n += 17
@@ -13240,10 +13407,10 @@ def _e_DisplayParametersType(w, o):
                     _c68_Exponent = _o.Exponent
                     _c68_Value = _o.Value
                     if not (_c68_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     if not -128 <= _c68_Exponent <= 127: raise EncodeError(f'value {_c68_Exponent!r} outside [-128, 127]')
                     if not (_c68_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     if _c68_Value < -32768 or _c68_Value > 32767: raise EncodeError(f'value {_c68_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | (3 << 14) | ((_c68_Exponent - -128) << 4) | (_c68_Value < 0)
                     n += 17
@@ -13295,10 +13462,10 @@ def _e_DisplayParametersType(w, o):
                     _c69_Exponent = _o.Exponent
                     _c69_Value = _o.Value
                     if not (_c69_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     if not -128 <= _c69_Exponent <= 127: raise EncodeError(f'value {_c69_Exponent!r} outside [-128, 127]')
                     if not (_c69_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     if _c69_Value < -32768 or _c69_Value > 32767: raise EncodeError(f'value {_c69_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | (2 << 14) | ((_c69_Exponent - -128) << 4) | (_c69_Value < 0)
                     n += 17
@@ -13338,10 +13505,10 @@ def _e_DisplayParametersType(w, o):
                     _c70_Exponent = _o.Exponent
                     _c70_Value = _o.Value
                     if not (_c70_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     if not -128 <= _c70_Exponent <= 127: raise EncodeError(f'value {_c70_Exponent!r} outside [-128, 127]')
                     if not (_c70_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     if _c70_Value < -32768 or _c70_Value > 32767: raise EncodeError(f'value {_c70_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | (1 << 14) | ((_c70_Exponent - -128) << 4) | (_c70_Value < 0)
                     n += 17
@@ -13374,10 +13541,10 @@ def _e_DisplayParametersType(w, o):
                     _c71_Exponent = _o.Exponent
                     _c71_Value = _o.Value
                     if not (_c71_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'BatteryEnergyCapacity/Exponent'
                     if not -128 <= _c71_Exponent <= 127: raise EncodeError(f'value {_c71_Exponent!r} outside [-128, 127]')
                     if not (_c71_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'BatteryEnergyCapacity/Value'
                     if _c71_Value < -32768 or _c71_Value > 32767: raise EncodeError(f'value {_c71_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c71_Exponent - -128) << 4) | (_c71_Value < 0)
                     n += 16
@@ -13423,6 +13590,7 @@ def _e_DisplayParametersType(w, o):
                     if v_PresentSOC is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_MaximumSOC is not None or v_RemainingTimeToMinimumSOC is not None or v_RemainingTimeToTargetSOC is not None or v_RemainingTimeToMaximumSOC is not None or v_ChargingComplete is not None or v_BatteryEnergyCapacity is not None or v_InletHot is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13442,32 +13610,32 @@ def _d_ChargeLoopResType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopResType', p)
                 el = 'Header'
                 r.pos = p
                 f_Header = _d_MessageHeaderType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 9
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 9)
                 x = (V >> (E - p)) & 511
                 if x & 385: raise r.deviation('ChargeLoopResType', p)
                 el = 'ResponseCode'
                 f_ResponseCode = ((x >> 1) & 63)
-                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', p)
+                if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
                 f_ResponseCode = _E2[f_ResponseCode]
                 s = 2
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ChargeLoopResType', p)
                     el = 'EVSEStatus'
-                    el = 'NotificationMaxDelay'
+                    el = 'EVSEStatus/NotificationMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c72_NotificationMaxDelay = (V >> (E - p)) & 127
@@ -13475,15 +13643,15 @@ def _d_ChargeLoopResType(r):
                         p += 16
                         _c72_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c72_NotificationMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; _c72_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 8
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 8)
                     x = (V >> (E - p)) & 255
                     if x & 227: raise r.deviation('ChargeLoopResType', p)
-                    if _c72_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c72_NotificationMaxDelay} outside [0, 65535]', p)
-                    el = 'EVSENotification'
+                    if _c72_NotificationMaxDelay > 65535: raise DecodeError(f'value {_c72_NotificationMaxDelay} outside [0, 65535]', r.at(p))
+                    el = 'EVSEStatus/EVSENotification'
                     _c72_EVSENotification = ((x >> 2) & 7)
-                    if _c72_EVSENotification >= 6: raise DecodeError(f'enumeration index {_c72_EVSENotification} out of range (6 values)', p)
+                    if _c72_EVSENotification >= 6: raise DecodeError(f'enumeration index {_c72_EVSENotification} out of range (6 values)', r.at(p))
                     _c72_EVSENotification = _E14[_c72_EVSENotification]
                     f_EVSEStatus = iso20_commontypes.EVSEStatusType(_c72_NotificationMaxDelay, _c72_EVSENotification)
                     s = 3
@@ -13491,13 +13659,13 @@ def _d_ChargeLoopResType(r):
                     el = 'MeterInfo'
                     r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     el = 'Receipt'
                     r.pos = p
                     f_Receipt = _d_ReceiptType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 3:
                     pass
@@ -13506,19 +13674,19 @@ def _d_ChargeLoopResType(r):
                     raise r.deviation('ChargeLoopResType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'MeterInfo'
                     r.pos = p
                     f_MeterInfo = _d_MeterInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'Receipt'
                     r.pos = p
                     f_Receipt = _d_ReceiptType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 2:
                     pass
@@ -13527,13 +13695,13 @@ def _d_ChargeLoopResType(r):
                     raise r.deviation('ChargeLoopResType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Receipt'
                     r.pos = p
                     f_Receipt = _d_ReceiptType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -13542,7 +13710,7 @@ def _d_ChargeLoopResType(r):
                     raise r.deviation('ChargeLoopResType', p)
             if s == 5:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ChargeLoopResType', p)
                 s = -1
         r.pos = p
@@ -13589,7 +13757,7 @@ def _e_ChargeLoopResType(w, o):
                     _c74_NotificationMaxDelay = _o.NotificationMaxDelay
                     _c74_EVSENotification = _o.EVSENotification
                     if not (_c74_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                    el = 'NotificationMaxDelay'
+                    el = 'EVSEStatus/NotificationMaxDelay'
                     if _c74_NotificationMaxDelay < 0 or _c74_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c74_NotificationMaxDelay!r} outside [0, 65535]')
                     v <<= 5
                     n += 5
@@ -13597,7 +13765,7 @@ def _e_ChargeLoopResType(w, o):
                     elif _c74_NotificationMaxDelay < 16384: v = (v << 16) | ((_c74_NotificationMaxDelay & 127) << 8) | 32768 | (_c74_NotificationMaxDelay >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c74_NotificationMaxDelay); v = w.v; n = w.n
                     if not (_c74_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'EVSENotification'
+                    el = 'EVSEStatus/EVSENotification'
                     _i75 = _I15.get(_c74_EVSENotification)
                     if _i75 is None: raise EncodeError(f'{_c74_EVSENotification!r} is not one of the enumeration evseNotificationType')
                     v = (v << 8) | (_i75 << 2)
@@ -13675,6 +13843,7 @@ def _e_ChargeLoopResType(w, o):
                     if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None or v_MeterInfo is not None or v_Receipt is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13688,7 +13857,7 @@ def _d_EVSEStatusType(r):
     f_EVSENotification = None
     try:
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('EVSEStatusType', p)
         el = 'NotificationMaxDelay'
@@ -13699,15 +13868,15 @@ def _d_EVSEStatusType(r):
             p += 16
             f_NotificationMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_NotificationMaxDelay = r.uint(); p = r.pos
+            r.pos = p; f_NotificationMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 8
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 8)
         x = (V >> (E - p)) & 255
         if x & 227: raise r.deviation('EVSEStatusType', p)
-        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', p)
+        if f_NotificationMaxDelay > 65535: raise DecodeError(f'value {f_NotificationMaxDelay} outside [0, 65535]', r.at(p))
         el = 'EVSENotification'
         f_EVSENotification = ((x >> 2) & 7)
-        if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', p)
+        if f_EVSENotification >= 6: raise DecodeError(f'enumeration index {f_EVSENotification} out of range (6 values)', r.at(p))
         f_EVSENotification = _E14[f_EVSENotification]
         r.pos = p
     except Exception as e:
@@ -13742,6 +13911,7 @@ def _e_EVSEStatusType(w, o):
         else:
             raise EncodeError('missing content: expected one of NotificationMaxDelay')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -13764,26 +13934,26 @@ def _d_MeterInfoType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 el = 'MeterID'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
                     f_MeterID = ''
                 else:
                     r.pos = p
                     f_MeterID = r.string(81)
-                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.pos)
-                    p = r.pos
+                    if len(f_MeterID) > 32: raise DecodeError(f'length {len(f_MeterID)} outside [0, 32]', r.at(r.pos))
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('MeterInfoType', p)
                 el = 'ChargedEnergyReadingWh'
@@ -13794,19 +13964,19 @@ def _d_MeterInfoType(r):
                     p += 16
                     f_ChargedEnergyReadingWh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_ChargedEnergyReadingWh = r.uint(); p = r.pos
+                    r.pos = p; f_ChargedEnergyReadingWh = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', p)
+                if f_ChargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_ChargedEnergyReadingWh} outside [0, 18446744073709551615]', r.at(p))
                 s = 2
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'BPT_DischargedEnergyReadingWh'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -13816,15 +13986,15 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_BPT_DischargedEnergyReadingWh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_BPT_DischargedEnergyReadingWh = r.uint(); p = r.pos
+                        r.pos = p; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_BPT_DischargedEnergyReadingWh} outside [0, 18446744073709551615]', p)
+                    if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise DecodeError(f'value {f_BPT_DischargedEnergyReadingWh} outside [0, 18446744073709551615]', r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'CapacitiveEnergyReadingVARh'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -13834,15 +14004,15 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_CapacitiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); p = r.pos
+                        r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
+                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
                     s = 4
                 elif ec == 2:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'BPT_InductiveEnergyReadingVARh'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -13852,33 +14022,33 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); p = r.pos
+                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
                     s = 5
                 elif ec == 3:
                     el = 'MeterSignature'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
                         f_MeterSignature = b''
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                        p = r.pos
+                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
                     s = 6
                 elif ec == 4:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
@@ -13890,16 +14060,16 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
                     s = 7
                 elif ec == 5:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterTimestamp'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -13909,11 +14079,11 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
+                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', p)
+                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
                     s = 8
                 elif ec == 6:
                     pass
@@ -13922,11 +14092,11 @@ def _d_MeterInfoType(r):
                     raise r.deviation('MeterInfoType', p)
             if s == 3:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'CapacitiveEnergyReadingVARh'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -13936,15 +14106,15 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_CapacitiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); p = r.pos
+                        r.pos = p; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
+                    if f_CapacitiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_CapacitiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
                     s = 4
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'BPT_InductiveEnergyReadingVARh'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -13954,33 +14124,33 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); p = r.pos
+                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
                     s = 5
                 elif ec == 2:
                     el = 'MeterSignature'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
                         f_MeterSignature = b''
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                        p = r.pos
+                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
                     s = 6
                 elif ec == 3:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
@@ -13992,16 +14162,16 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
                     s = 7
                 elif ec == 4:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterTimestamp'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -14011,11 +14181,11 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
+                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', p)
+                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
                     s = 8
                 elif ec == 5:
                     pass
@@ -14024,11 +14194,11 @@ def _d_MeterInfoType(r):
                     raise r.deviation('MeterInfoType', p)
             if s == 4:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'BPT_InductiveEnergyReadingVARh'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -14038,33 +14208,33 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_BPT_InductiveEnergyReadingVARh = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); p = r.pos
+                        r.pos = p; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', p)
+                    if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise DecodeError(f'value {f_BPT_InductiveEnergyReadingVARh} outside [0, 18446744073709551615]', r.at(p))
                     s = 5
                 elif ec == 1:
                     el = 'MeterSignature'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
                         f_MeterSignature = b''
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                        p = r.pos
+                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
                     s = 6
                 elif ec == 2:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
@@ -14076,16 +14246,16 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
                     s = 7
                 elif ec == 3:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterTimestamp'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -14095,11 +14265,11 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
+                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', p)
+                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
                     s = 8
                 elif ec == 4:
                     pass
@@ -14108,29 +14278,29 @@ def _d_MeterInfoType(r):
                     raise r.deviation('MeterInfoType', p)
             if s == 5:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'MeterSignature'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
                         f_MeterSignature = b''
                     else:
                         r.pos = p
                         f_MeterSignature = r.binary()
-                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.pos)
-                        p = r.pos
+                        if len(f_MeterSignature) > 64: raise DecodeError(f'length {len(f_MeterSignature)} outside [0, 64]', r.at(r.pos))
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
                     s = 6
                 elif ec == 1:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
@@ -14142,16 +14312,16 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
                     s = 7
                 elif ec == 2:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterTimestamp'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -14161,11 +14331,11 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
+                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', p)
+                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
                     s = 8
                 elif ec == 3:
                     pass
@@ -14174,11 +14344,11 @@ def _d_MeterInfoType(r):
                     raise r.deviation('MeterInfoType', p)
             if s == 6:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('MeterInfoType', p)
                     el = 'MeterStatus'
@@ -14190,16 +14360,16 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterStatus = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterStatus = r.uint(); p = r.pos
+                        r.pos = p; f_MeterStatus = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     if _neg: f_MeterStatus = -f_MeterStatus - 1
-                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', p)
+                    if f_MeterStatus < -32768 or f_MeterStatus > 32767: raise DecodeError(f'value {f_MeterStatus} outside [-32768, 32767]', r.at(p))
                     s = 7
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterTimestamp'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -14209,11 +14379,11 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
+                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', p)
+                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
                     s = 8
                 elif ec == 2:
                     pass
@@ -14222,11 +14392,11 @@ def _d_MeterInfoType(r):
                     raise r.deviation('MeterInfoType', p)
             if s == 7:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                     el = 'MeterTimestamp'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -14236,11 +14406,11 @@ def _d_MeterInfoType(r):
                         p += 16
                         f_MeterTimestamp = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_MeterTimestamp = r.uint(); p = r.pos
+                        r.pos = p; f_MeterTimestamp = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
-                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', p)
+                    if f_MeterTimestamp > 18446744073709551615: raise DecodeError(f'value {f_MeterTimestamp} outside [0, 18446744073709551615]', r.at(p))
                     s = 8
                 elif ec == 1:
                     pass
@@ -14249,7 +14419,7 @@ def _d_MeterInfoType(r):
                     raise r.deviation('MeterInfoType', p)
             if s == 8:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('MeterInfoType', p)
                 s = -1
         r.pos = p
@@ -14599,6 +14769,7 @@ def _e_MeterInfoType(w, o):
                     if v_MeterID is not None or v_ChargedEnergyReadingWh is not None or v_BPT_DischargedEnergyReadingWh is not None or v_CapacitiveEnergyReadingVARh is not None or v_BPT_InductiveEnergyReadingVARh is not None or v_MeterSignature is not None or v_MeterStatus is not None or v_MeterTimestamp is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -14619,7 +14790,7 @@ def _d_ReceiptType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ReceiptType', p)
                 el = 'TimeAnchor'
@@ -14630,26 +14801,26 @@ def _d_ReceiptType(r):
                     p += 16
                     f_TimeAnchor = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; f_TimeAnchor = r.uint(); p = r.pos
+                    r.pos = p; f_TimeAnchor = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReceiptType', p)
-                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', p)
+                if f_TimeAnchor > 18446744073709551615: raise DecodeError(f'value {f_TimeAnchor} outside [0, 18446744073709551615]', r.at(p))
                 s = 1
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'EnergyCosts'
-                    el = 'Amount'
-                    el = 'Exponent'
+                    el = 'EnergyCosts/Amount'
+                    el = 'EnergyCosts/Amount/Exponent'
                     _c78_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'EnergyCosts/Amount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -14658,18 +14829,18 @@ def _d_ReceiptType(r):
                         p += 16
                         _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                        r.pos = p; _c78_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 17
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 17)
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
                     _c77_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
-                    el = 'CostPerUnit'
-                    el = 'Exponent'
+                    el = 'EnergyCosts/CostPerUnit'
+                    el = 'EnergyCosts/CostPerUnit/Exponent'
                     _c79_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'EnergyCosts/CostPerUnit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -14678,26 +14849,26 @@ def _d_ReceiptType(r):
                         p += 16
                         _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                        r.pos = p; _c79_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
                     _c77_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_EnergyCosts = iso20_commontypes.DetailedCostType(_c77_Amount, _c77_CostPerUnit)
                     s = 2
                 elif ec == 1:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OccupancyCosts'
-                    el = 'Amount'
-                    el = 'Exponent'
+                    el = 'OccupancyCosts/Amount'
+                    el = 'OccupancyCosts/Amount/Exponent'
                     _c78_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'OccupancyCosts/Amount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -14706,18 +14877,18 @@ def _d_ReceiptType(r):
                         p += 16
                         _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                        r.pos = p; _c78_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 17
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 17)
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
                     _c80_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
-                    el = 'CostPerUnit'
-                    el = 'Exponent'
+                    el = 'OccupancyCosts/CostPerUnit'
+                    el = 'OccupancyCosts/CostPerUnit/Exponent'
                     _c79_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'OccupancyCosts/CostPerUnit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -14726,26 +14897,26 @@ def _d_ReceiptType(r):
                         p += 16
                         _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                        r.pos = p; _c79_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
                     _c80_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c80_Amount, _c80_CostPerUnit)
                     s = 3
                 elif ec == 2:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'AdditionalServicesCosts'
-                    el = 'Amount'
-                    el = 'Exponent'
+                    el = 'AdditionalServicesCosts/Amount'
+                    el = 'AdditionalServicesCosts/Amount/Exponent'
                     _c78_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'AdditionalServicesCosts/Amount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -14754,18 +14925,18 @@ def _d_ReceiptType(r):
                         p += 16
                         _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                        r.pos = p; _c78_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 17
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 17)
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
                     _c81_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
-                    el = 'CostPerUnit'
-                    el = 'Exponent'
+                    el = 'AdditionalServicesCosts/CostPerUnit'
+                    el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
                     _c79_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'AdditionalServicesCosts/CostPerUnit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -14774,26 +14945,26 @@ def _d_ReceiptType(r):
                         p += 16
                         _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                        r.pos = p; _c79_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
                     _c81_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c81_Amount, _c81_CostPerUnit)
                     s = 4
                 elif ec == 3:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OverstayCosts'
-                    el = 'Amount'
-                    el = 'Exponent'
+                    el = 'OverstayCosts/Amount'
+                    el = 'OverstayCosts/Amount/Exponent'
                     _c78_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'OverstayCosts/Amount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -14802,18 +14973,18 @@ def _d_ReceiptType(r):
                         p += 16
                         _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                        r.pos = p; _c78_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 17
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 17)
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
                     _c82_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
-                    el = 'CostPerUnit'
-                    el = 'Exponent'
+                    el = 'OverstayCosts/CostPerUnit'
+                    el = 'OverstayCosts/CostPerUnit/Exponent'
                     _c79_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'OverstayCosts/CostPerUnit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -14822,23 +14993,23 @@ def _d_ReceiptType(r):
                         p += 16
                         _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                        r.pos = p; _c79_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
                     _c82_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c82_Amount, _c82_CostPerUnit)
                     s = 5
                 elif ec == 4:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    el = 'TaxRuleID'
+                    el = 'TaxCosts/TaxRuleID'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c83_TaxRuleID = (V >> (E - p)) & 127
@@ -14846,16 +15017,16 @@ def _d_ReceiptType(r):
                         p += 16
                         _c83_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c83_TaxRuleID = r.uint(); p = r.pos
+                        r.pos = p; _c83_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 16
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c83_TaxRuleID < 1 or _c83_TaxRuleID > 4294967295: raise DecodeError(f'value {_c83_TaxRuleID} outside [1, 4294967295]', p)
-                    el = 'Amount'
-                    el = 'Exponent'
+                    if _c83_TaxRuleID < 1 or _c83_TaxRuleID > 4294967295: raise DecodeError(f'value {_c83_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    el = 'TaxCosts/Amount'
+                    el = 'TaxCosts/Amount/Exponent'
                     _c84_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'TaxCosts/Amount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -14864,13 +15035,13 @@ def _d_ReceiptType(r):
                         p += 16
                         _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c84_Value = r.uint(); p = r.pos
+                        r.pos = p; _c84_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c84_Value = -_c84_Value - 1
-                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
+                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', r.at(p))
                     _c83_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c83_TaxRuleID, _c83_Amount)
                     f_TaxCosts.append(_v)
@@ -14882,18 +15053,18 @@ def _d_ReceiptType(r):
                     raise r.deviation('ReceiptType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OccupancyCosts'
-                    el = 'Amount'
-                    el = 'Exponent'
+                    el = 'OccupancyCosts/Amount'
+                    el = 'OccupancyCosts/Amount/Exponent'
                     _c78_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'OccupancyCosts/Amount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -14902,18 +15073,18 @@ def _d_ReceiptType(r):
                         p += 16
                         _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                        r.pos = p; _c78_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 17
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 17)
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
                     _c85_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
-                    el = 'CostPerUnit'
-                    el = 'Exponent'
+                    el = 'OccupancyCosts/CostPerUnit'
+                    el = 'OccupancyCosts/CostPerUnit/Exponent'
                     _c79_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'OccupancyCosts/CostPerUnit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -14922,26 +15093,26 @@ def _d_ReceiptType(r):
                         p += 16
                         _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                        r.pos = p; _c79_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
                     _c85_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_OccupancyCosts = iso20_commontypes.DetailedCostType(_c85_Amount, _c85_CostPerUnit)
                     s = 3
                 elif ec == 1:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'AdditionalServicesCosts'
-                    el = 'Amount'
-                    el = 'Exponent'
+                    el = 'AdditionalServicesCosts/Amount'
+                    el = 'AdditionalServicesCosts/Amount/Exponent'
                     _c78_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'AdditionalServicesCosts/Amount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -14950,18 +15121,18 @@ def _d_ReceiptType(r):
                         p += 16
                         _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                        r.pos = p; _c78_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 17
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 17)
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
                     _c86_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
-                    el = 'CostPerUnit'
-                    el = 'Exponent'
+                    el = 'AdditionalServicesCosts/CostPerUnit'
+                    el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
                     _c79_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'AdditionalServicesCosts/CostPerUnit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -14970,26 +15141,26 @@ def _d_ReceiptType(r):
                         p += 16
                         _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                        r.pos = p; _c79_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
                     _c86_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c86_Amount, _c86_CostPerUnit)
                     s = 4
                 elif ec == 2:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OverstayCosts'
-                    el = 'Amount'
-                    el = 'Exponent'
+                    el = 'OverstayCosts/Amount'
+                    el = 'OverstayCosts/Amount/Exponent'
                     _c78_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'OverstayCosts/Amount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -14998,18 +15169,18 @@ def _d_ReceiptType(r):
                         p += 16
                         _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                        r.pos = p; _c78_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 17
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 17)
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
                     _c87_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
-                    el = 'CostPerUnit'
-                    el = 'Exponent'
+                    el = 'OverstayCosts/CostPerUnit'
+                    el = 'OverstayCosts/CostPerUnit/Exponent'
                     _c79_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'OverstayCosts/CostPerUnit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -15018,23 +15189,23 @@ def _d_ReceiptType(r):
                         p += 16
                         _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                        r.pos = p; _c79_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
                     _c87_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c87_Amount, _c87_CostPerUnit)
                     s = 5
                 elif ec == 3:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    el = 'TaxRuleID'
+                    el = 'TaxCosts/TaxRuleID'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c88_TaxRuleID = (V >> (E - p)) & 127
@@ -15042,16 +15213,16 @@ def _d_ReceiptType(r):
                         p += 16
                         _c88_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c88_TaxRuleID = r.uint(); p = r.pos
+                        r.pos = p; _c88_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 16
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c88_TaxRuleID < 1 or _c88_TaxRuleID > 4294967295: raise DecodeError(f'value {_c88_TaxRuleID} outside [1, 4294967295]', p)
-                    el = 'Amount'
-                    el = 'Exponent'
+                    if _c88_TaxRuleID < 1 or _c88_TaxRuleID > 4294967295: raise DecodeError(f'value {_c88_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    el = 'TaxCosts/Amount'
+                    el = 'TaxCosts/Amount/Exponent'
                     _c84_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'TaxCosts/Amount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -15060,13 +15231,13 @@ def _d_ReceiptType(r):
                         p += 16
                         _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c84_Value = r.uint(); p = r.pos
+                        r.pos = p; _c84_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c84_Value = -_c84_Value - 1
-                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
+                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', r.at(p))
                     _c88_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c88_TaxRuleID, _c88_Amount)
                     f_TaxCosts.append(_v)
@@ -15078,18 +15249,18 @@ def _d_ReceiptType(r):
                     raise r.deviation('ReceiptType', p)
             if s == 3:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'AdditionalServicesCosts'
-                    el = 'Amount'
-                    el = 'Exponent'
+                    el = 'AdditionalServicesCosts/Amount'
+                    el = 'AdditionalServicesCosts/Amount/Exponent'
                     _c78_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'AdditionalServicesCosts/Amount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -15098,18 +15269,18 @@ def _d_ReceiptType(r):
                         p += 16
                         _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                        r.pos = p; _c78_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 17
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 17)
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
                     _c89_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
-                    el = 'CostPerUnit'
-                    el = 'Exponent'
+                    el = 'AdditionalServicesCosts/CostPerUnit'
+                    el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
                     _c79_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'AdditionalServicesCosts/CostPerUnit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -15118,26 +15289,26 @@ def _d_ReceiptType(r):
                         p += 16
                         _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                        r.pos = p; _c79_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
                     _c89_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_AdditionalServicesCosts = iso20_commontypes.DetailedCostType(_c89_Amount, _c89_CostPerUnit)
                     s = 4
                 elif ec == 1:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OverstayCosts'
-                    el = 'Amount'
-                    el = 'Exponent'
+                    el = 'OverstayCosts/Amount'
+                    el = 'OverstayCosts/Amount/Exponent'
                     _c78_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'OverstayCosts/Amount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -15146,18 +15317,18 @@ def _d_ReceiptType(r):
                         p += 16
                         _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                        r.pos = p; _c78_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 17
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 17)
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
                     _c90_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
-                    el = 'CostPerUnit'
-                    el = 'Exponent'
+                    el = 'OverstayCosts/CostPerUnit'
+                    el = 'OverstayCosts/CostPerUnit/Exponent'
                     _c79_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'OverstayCosts/CostPerUnit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -15166,23 +15337,23 @@ def _d_ReceiptType(r):
                         p += 16
                         _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                        r.pos = p; _c79_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
                     _c90_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c90_Amount, _c90_CostPerUnit)
                     s = 5
                 elif ec == 2:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    el = 'TaxRuleID'
+                    el = 'TaxCosts/TaxRuleID'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c91_TaxRuleID = (V >> (E - p)) & 127
@@ -15190,16 +15361,16 @@ def _d_ReceiptType(r):
                         p += 16
                         _c91_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c91_TaxRuleID = r.uint(); p = r.pos
+                        r.pos = p; _c91_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 16
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c91_TaxRuleID < 1 or _c91_TaxRuleID > 4294967295: raise DecodeError(f'value {_c91_TaxRuleID} outside [1, 4294967295]', p)
-                    el = 'Amount'
-                    el = 'Exponent'
+                    if _c91_TaxRuleID < 1 or _c91_TaxRuleID > 4294967295: raise DecodeError(f'value {_c91_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    el = 'TaxCosts/Amount'
+                    el = 'TaxCosts/Amount/Exponent'
                     _c84_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'TaxCosts/Amount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -15208,13 +15379,13 @@ def _d_ReceiptType(r):
                         p += 16
                         _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c84_Value = r.uint(); p = r.pos
+                        r.pos = p; _c84_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c84_Value = -_c84_Value - 1
-                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
+                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', r.at(p))
                     _c91_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c91_TaxRuleID, _c91_Amount)
                     f_TaxCosts.append(_v)
@@ -15226,18 +15397,18 @@ def _d_ReceiptType(r):
                     raise r.deviation('ReceiptType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 15
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 15)
                     x = (V >> (E - p)) & 32767
                     if x & 28686: raise r.deviation('ReceiptType', p)
                     el = 'OverstayCosts'
-                    el = 'Amount'
-                    el = 'Exponent'
+                    el = 'OverstayCosts/Amount'
+                    el = 'OverstayCosts/Amount/Exponent'
                     _c78_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'OverstayCosts/Amount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -15246,18 +15417,18 @@ def _d_ReceiptType(r):
                         p += 16
                         _c78_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c78_Value = r.uint(); p = r.pos
+                        r.pos = p; _c78_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 17
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 17)
                     x = (V >> (E - p)) & 131071
                     if x & 126990: raise r.deviation('ReceiptType', p)
                     if _neg: _c78_Value = -_c78_Value - 1
-                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', p)
+                    if _c78_Value < -32768 or _c78_Value > 32767: raise DecodeError(f'value {_c78_Value} outside [-32768, 32767]', r.at(p))
                     _c92_Amount = iso20_commontypes.RationalNumberType(_c78_Exponent, _c78_Value)
-                    el = 'CostPerUnit'
-                    el = 'Exponent'
+                    el = 'OverstayCosts/CostPerUnit'
+                    el = 'OverstayCosts/CostPerUnit/Exponent'
                     _c79_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'OverstayCosts/CostPerUnit/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -15266,23 +15437,23 @@ def _d_ReceiptType(r):
                         p += 16
                         _c79_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c79_Value = r.uint(); p = r.pos
+                        r.pos = p; _c79_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c79_Value = -_c79_Value - 1
-                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', p)
+                    if _c79_Value < -32768 or _c79_Value > 32767: raise DecodeError(f'value {_c79_Value} outside [-32768, 32767]', r.at(p))
                     _c92_CostPerUnit = iso20_commontypes.RationalNumberType(_c79_Exponent, _c79_Value)
                     f_OverstayCosts = iso20_commontypes.DetailedCostType(_c92_Amount, _c92_CostPerUnit)
                     s = 5
                 elif ec == 1:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    el = 'TaxRuleID'
+                    el = 'TaxCosts/TaxRuleID'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c93_TaxRuleID = (V >> (E - p)) & 127
@@ -15290,16 +15461,16 @@ def _d_ReceiptType(r):
                         p += 16
                         _c93_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c93_TaxRuleID = r.uint(); p = r.pos
+                        r.pos = p; _c93_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 16
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c93_TaxRuleID < 1 or _c93_TaxRuleID > 4294967295: raise DecodeError(f'value {_c93_TaxRuleID} outside [1, 4294967295]', p)
-                    el = 'Amount'
-                    el = 'Exponent'
+                    if _c93_TaxRuleID < 1 or _c93_TaxRuleID > 4294967295: raise DecodeError(f'value {_c93_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    el = 'TaxCosts/Amount'
+                    el = 'TaxCosts/Amount/Exponent'
                     _c84_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'TaxCosts/Amount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -15308,13 +15479,13 @@ def _d_ReceiptType(r):
                         p += 16
                         _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c84_Value = r.uint(); p = r.pos
+                        r.pos = p; _c84_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c84_Value = -_c84_Value - 1
-                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
+                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', r.at(p))
                     _c93_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c93_TaxRuleID, _c93_Amount)
                     f_TaxCosts.append(_v)
@@ -15326,15 +15497,15 @@ def _d_ReceiptType(r):
                     raise r.deviation('ReceiptType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('ReceiptType', p)
                     el = 'TaxCosts'
-                    el = 'TaxRuleID'
+                    el = 'TaxCosts/TaxRuleID'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
                         _c94_TaxRuleID = (V >> (E - p)) & 127
@@ -15342,16 +15513,16 @@ def _d_ReceiptType(r):
                         p += 16
                         _c94_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c94_TaxRuleID = r.uint(); p = r.pos
+                        r.pos = p; _c94_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 16
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('ReceiptType', p)
-                    if _c94_TaxRuleID < 1 or _c94_TaxRuleID > 4294967295: raise DecodeError(f'value {_c94_TaxRuleID} outside [1, 4294967295]', p)
-                    el = 'Amount'
-                    el = 'Exponent'
+                    if _c94_TaxRuleID < 1 or _c94_TaxRuleID > 4294967295: raise DecodeError(f'value {_c94_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                    el = 'TaxCosts/Amount'
+                    el = 'TaxCosts/Amount/Exponent'
                     _c84_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'TaxCosts/Amount/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -15360,13 +15531,13 @@ def _d_ReceiptType(r):
                         p += 16
                         _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c84_Value = r.uint(); p = r.pos
+                        r.pos = p; _c84_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 7: raise r.deviation('ReceiptType', p)
                     if _neg: _c84_Value = -_c84_Value - 1
-                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
+                    if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', r.at(p))
                     _c94_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
                     _v = iso20_commontypes.DetailedTaxType(_c94_TaxRuleID, _c94_Amount)
                     f_TaxCosts.append(_v)
@@ -15380,15 +15551,15 @@ def _d_ReceiptType(r):
                 _k = 0
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('ReceiptType', p)
                         el = 'TaxCosts'
-                        el = 'TaxRuleID'
+                        el = 'TaxCosts/TaxRuleID'
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
                             _c95_TaxRuleID = (V >> (E - p)) & 127
@@ -15396,16 +15567,16 @@ def _d_ReceiptType(r):
                             p += 16
                             _c95_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c95_TaxRuleID = r.uint(); p = r.pos
+                            r.pos = p; _c95_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 16
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 16)
                         x = (V >> (E - p)) & 65535
                         if x & 61454: raise r.deviation('ReceiptType', p)
-                        if _c95_TaxRuleID < 1 or _c95_TaxRuleID > 4294967295: raise DecodeError(f'value {_c95_TaxRuleID} outside [1, 4294967295]', p)
-                        el = 'Amount'
-                        el = 'Exponent'
+                        if _c95_TaxRuleID < 1 or _c95_TaxRuleID > 4294967295: raise DecodeError(f'value {_c95_TaxRuleID} outside [1, 4294967295]', r.at(p))
+                        el = 'TaxCosts/Amount'
+                        el = 'TaxCosts/Amount/Exponent'
                         _c84_Exponent = ((x >> 4) & 255) + -128
-                        el = 'Value'
+                        el = 'TaxCosts/Amount/Value'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -15414,13 +15585,13 @@ def _d_ReceiptType(r):
                             p += 16
                             _c84_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c84_Value = r.uint(); p = r.pos
+                            r.pos = p; _c84_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 7: raise r.deviation('ReceiptType', p)
                         if _neg: _c84_Value = -_c84_Value - 1
-                        if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', p)
+                        if _c84_Value < -32768 or _c84_Value > 32767: raise DecodeError(f'value {_c84_Value} outside [-32768, 32767]', r.at(p))
                         _c95_Amount = iso20_commontypes.RationalNumberType(_c84_Exponent, _c84_Value)
                         _v = iso20_commontypes.DetailedTaxType(_c95_TaxRuleID, _c95_Amount)
                         f_TaxCosts.append(_v)
@@ -15436,7 +15607,7 @@ def _d_ReceiptType(r):
                         raise r.deviation('ReceiptType', p)
             if s == 15:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReceiptType', p)
                 s = -1
         r.pos = p
@@ -15482,15 +15653,15 @@ def _e_ReceiptType(w, o):
                     _c96_Amount = _o.Amount
                     _c96_CostPerUnit = _o.CostPerUnit
                     if not (_c96_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'Amount'
+                    el = 'EnergyCosts/Amount'
                     _o = _c96_Amount
                     _c97_Exponent = _o.Exponent
                     _c97_Value = _o.Value
                     if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'EnergyCosts/Amount/Exponent'
                     if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
                     if not (_c97_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EnergyCosts/Amount/Value'
                     if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
                     n += 18
@@ -15500,15 +15671,15 @@ def _e_ReceiptType(w, o):
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c96_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'CostPerUnit'
+                    el = 'EnergyCosts/CostPerUnit'
                     _o = _c96_CostPerUnit
                     _c98_Exponent = _o.Exponent
                     _c98_Value = _o.Value
                     if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'EnergyCosts/CostPerUnit/Exponent'
                     if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
                     if not (_c98_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EnergyCosts/CostPerUnit/Value'
                     if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
                     n += 17
@@ -15531,15 +15702,15 @@ def _e_ReceiptType(w, o):
                     _c99_Amount = _o.Amount
                     _c99_CostPerUnit = _o.CostPerUnit
                     if not (_c99_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'Amount'
+                    el = 'OccupancyCosts/Amount'
                     _o = _c99_Amount
                     _c97_Exponent = _o.Exponent
                     _c97_Value = _o.Value
                     if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'OccupancyCosts/Amount/Exponent'
                     if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
                     if not (_c97_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'OccupancyCosts/Amount/Value'
                     if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (1 << 15) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
                     n += 18
@@ -15549,15 +15720,15 @@ def _e_ReceiptType(w, o):
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c99_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'CostPerUnit'
+                    el = 'OccupancyCosts/CostPerUnit'
                     _o = _c99_CostPerUnit
                     _c98_Exponent = _o.Exponent
                     _c98_Value = _o.Value
                     if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'OccupancyCosts/CostPerUnit/Exponent'
                     if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
                     if not (_c98_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'OccupancyCosts/CostPerUnit/Value'
                     if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
                     n += 17
@@ -15580,15 +15751,15 @@ def _e_ReceiptType(w, o):
                     _c100_Amount = _o.Amount
                     _c100_CostPerUnit = _o.CostPerUnit
                     if not (_c100_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'Amount'
+                    el = 'AdditionalServicesCosts/Amount'
                     _o = _c100_Amount
                     _c97_Exponent = _o.Exponent
                     _c97_Value = _o.Value
                     if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'AdditionalServicesCosts/Amount/Exponent'
                     if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
                     if not (_c97_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'AdditionalServicesCosts/Amount/Value'
                     if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (2 << 15) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
                     n += 18
@@ -15598,15 +15769,15 @@ def _e_ReceiptType(w, o):
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c100_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'CostPerUnit'
+                    el = 'AdditionalServicesCosts/CostPerUnit'
                     _o = _c100_CostPerUnit
                     _c98_Exponent = _o.Exponent
                     _c98_Value = _o.Value
                     if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
                     if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
                     if not (_c98_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'AdditionalServicesCosts/CostPerUnit/Value'
                     if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
                     n += 17
@@ -15629,15 +15800,15 @@ def _e_ReceiptType(w, o):
                     _c101_Amount = _o.Amount
                     _c101_CostPerUnit = _o.CostPerUnit
                     if not (_c101_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'Amount'
+                    el = 'OverstayCosts/Amount'
                     _o = _c101_Amount
                     _c97_Exponent = _o.Exponent
                     _c97_Value = _o.Value
                     if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'OverstayCosts/Amount/Exponent'
                     if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
                     if not (_c97_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'OverstayCosts/Amount/Value'
                     if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (3 << 15) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
                     n += 18
@@ -15647,15 +15818,15 @@ def _e_ReceiptType(w, o):
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c101_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'CostPerUnit'
+                    el = 'OverstayCosts/CostPerUnit'
                     _o = _c101_CostPerUnit
                     _c98_Exponent = _o.Exponent
                     _c98_Value = _o.Value
                     if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'OverstayCosts/CostPerUnit/Exponent'
                     if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
                     if not (_c98_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'OverstayCosts/CostPerUnit/Value'
                     if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
                     n += 17
@@ -15678,7 +15849,7 @@ def _e_ReceiptType(w, o):
                     _c102_TaxRuleID = _o.TaxRuleID
                     _c102_Amount = _o.Amount
                     if not (_c102_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
-                    el = 'TaxRuleID'
+                    el = 'TaxCosts/TaxRuleID'
                     if _c102_TaxRuleID < 1 or _c102_TaxRuleID > 4294967295: raise EncodeError(f'value {_c102_TaxRuleID!r} outside [1, 4294967295]')
                     v = (v << 5) | (4 << 2)
                     n += 5
@@ -15686,15 +15857,15 @@ def _e_ReceiptType(w, o):
                     elif _c102_TaxRuleID < 16384: v = (v << 16) | ((_c102_TaxRuleID & 127) << 8) | 32768 | (_c102_TaxRuleID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c102_TaxRuleID); v = w.v; n = w.n
                     if not (_c102_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'Amount'
+                    el = 'TaxCosts/Amount'
                     _o = _c102_Amount
                     _c103_Exponent = _o.Exponent
                     _c103_Value = _o.Value
                     if not (_c103_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'TaxCosts/Amount/Exponent'
                     if not -128 <= _c103_Exponent <= 127: raise EncodeError(f'value {_c103_Exponent!r} outside [-128, 127]')
                     if not (_c103_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'TaxCosts/Amount/Value'
                     if _c103_Value < -32768 or _c103_Value > 32767: raise EncodeError(f'value {_c103_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c103_Exponent - -128) << 4) | (_c103_Value < 0)
                     n += 16
@@ -15722,15 +15893,15 @@ def _e_ReceiptType(w, o):
                     _c104_Amount = _o.Amount
                     _c104_CostPerUnit = _o.CostPerUnit
                     if not (_c104_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'Amount'
+                    el = 'OccupancyCosts/Amount'
                     _o = _c104_Amount
                     _c97_Exponent = _o.Exponent
                     _c97_Value = _o.Value
                     if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'OccupancyCosts/Amount/Exponent'
                     if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
                     if not (_c97_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'OccupancyCosts/Amount/Value'
                     if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
                     n += 18
@@ -15740,15 +15911,15 @@ def _e_ReceiptType(w, o):
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c104_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'CostPerUnit'
+                    el = 'OccupancyCosts/CostPerUnit'
                     _o = _c104_CostPerUnit
                     _c98_Exponent = _o.Exponent
                     _c98_Value = _o.Value
                     if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'OccupancyCosts/CostPerUnit/Exponent'
                     if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
                     if not (_c98_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'OccupancyCosts/CostPerUnit/Value'
                     if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
                     n += 17
@@ -15771,15 +15942,15 @@ def _e_ReceiptType(w, o):
                     _c105_Amount = _o.Amount
                     _c105_CostPerUnit = _o.CostPerUnit
                     if not (_c105_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'Amount'
+                    el = 'AdditionalServicesCosts/Amount'
                     _o = _c105_Amount
                     _c97_Exponent = _o.Exponent
                     _c97_Value = _o.Value
                     if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'AdditionalServicesCosts/Amount/Exponent'
                     if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
                     if not (_c97_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'AdditionalServicesCosts/Amount/Value'
                     if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (1 << 15) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
                     n += 18
@@ -15789,15 +15960,15 @@ def _e_ReceiptType(w, o):
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c105_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'CostPerUnit'
+                    el = 'AdditionalServicesCosts/CostPerUnit'
                     _o = _c105_CostPerUnit
                     _c98_Exponent = _o.Exponent
                     _c98_Value = _o.Value
                     if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
                     if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
                     if not (_c98_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'AdditionalServicesCosts/CostPerUnit/Value'
                     if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
                     n += 17
@@ -15820,15 +15991,15 @@ def _e_ReceiptType(w, o):
                     _c106_Amount = _o.Amount
                     _c106_CostPerUnit = _o.CostPerUnit
                     if not (_c106_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'Amount'
+                    el = 'OverstayCosts/Amount'
                     _o = _c106_Amount
                     _c97_Exponent = _o.Exponent
                     _c97_Value = _o.Value
                     if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'OverstayCosts/Amount/Exponent'
                     if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
                     if not (_c97_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'OverstayCosts/Amount/Value'
                     if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (2 << 15) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
                     n += 18
@@ -15838,15 +16009,15 @@ def _e_ReceiptType(w, o):
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c106_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'CostPerUnit'
+                    el = 'OverstayCosts/CostPerUnit'
                     _o = _c106_CostPerUnit
                     _c98_Exponent = _o.Exponent
                     _c98_Value = _o.Value
                     if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'OverstayCosts/CostPerUnit/Exponent'
                     if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
                     if not (_c98_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'OverstayCosts/CostPerUnit/Value'
                     if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
                     n += 17
@@ -15869,7 +16040,7 @@ def _e_ReceiptType(w, o):
                     _c107_TaxRuleID = _o.TaxRuleID
                     _c107_Amount = _o.Amount
                     if not (_c107_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
-                    el = 'TaxRuleID'
+                    el = 'TaxCosts/TaxRuleID'
                     if _c107_TaxRuleID < 1 or _c107_TaxRuleID > 4294967295: raise EncodeError(f'value {_c107_TaxRuleID!r} outside [1, 4294967295]')
                     v = (v << 5) | (3 << 2)
                     n += 5
@@ -15877,15 +16048,15 @@ def _e_ReceiptType(w, o):
                     elif _c107_TaxRuleID < 16384: v = (v << 16) | ((_c107_TaxRuleID & 127) << 8) | 32768 | (_c107_TaxRuleID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c107_TaxRuleID); v = w.v; n = w.n
                     if not (_c107_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'Amount'
+                    el = 'TaxCosts/Amount'
                     _o = _c107_Amount
                     _c103_Exponent = _o.Exponent
                     _c103_Value = _o.Value
                     if not (_c103_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'TaxCosts/Amount/Exponent'
                     if not -128 <= _c103_Exponent <= 127: raise EncodeError(f'value {_c103_Exponent!r} outside [-128, 127]')
                     if not (_c103_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'TaxCosts/Amount/Value'
                     if _c103_Value < -32768 or _c103_Value > 32767: raise EncodeError(f'value {_c103_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c103_Exponent - -128) << 4) | (_c103_Value < 0)
                     n += 16
@@ -15913,15 +16084,15 @@ def _e_ReceiptType(w, o):
                     _c108_Amount = _o.Amount
                     _c108_CostPerUnit = _o.CostPerUnit
                     if not (_c108_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'Amount'
+                    el = 'AdditionalServicesCosts/Amount'
                     _o = _c108_Amount
                     _c97_Exponent = _o.Exponent
                     _c97_Value = _o.Value
                     if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'AdditionalServicesCosts/Amount/Exponent'
                     if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
                     if not (_c97_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'AdditionalServicesCosts/Amount/Value'
                     if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
                     n += 18
@@ -15931,15 +16102,15 @@ def _e_ReceiptType(w, o):
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c108_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'CostPerUnit'
+                    el = 'AdditionalServicesCosts/CostPerUnit'
                     _o = _c108_CostPerUnit
                     _c98_Exponent = _o.Exponent
                     _c98_Value = _o.Value
                     if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
                     if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
                     if not (_c98_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'AdditionalServicesCosts/CostPerUnit/Value'
                     if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
                     n += 17
@@ -15962,15 +16133,15 @@ def _e_ReceiptType(w, o):
                     _c109_Amount = _o.Amount
                     _c109_CostPerUnit = _o.CostPerUnit
                     if not (_c109_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'Amount'
+                    el = 'OverstayCosts/Amount'
                     _o = _c109_Amount
                     _c97_Exponent = _o.Exponent
                     _c97_Value = _o.Value
                     if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'OverstayCosts/Amount/Exponent'
                     if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
                     if not (_c97_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'OverstayCosts/Amount/Value'
                     if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
                     v = (v << 18) | (1 << 15) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
                     n += 18
@@ -15980,15 +16151,15 @@ def _e_ReceiptType(w, o):
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c109_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'CostPerUnit'
+                    el = 'OverstayCosts/CostPerUnit'
                     _o = _c109_CostPerUnit
                     _c98_Exponent = _o.Exponent
                     _c98_Value = _o.Value
                     if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'OverstayCosts/CostPerUnit/Exponent'
                     if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
                     if not (_c98_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'OverstayCosts/CostPerUnit/Value'
                     if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
                     n += 17
@@ -16011,7 +16182,7 @@ def _e_ReceiptType(w, o):
                     _c110_TaxRuleID = _o.TaxRuleID
                     _c110_Amount = _o.Amount
                     if not (_c110_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
-                    el = 'TaxRuleID'
+                    el = 'TaxCosts/TaxRuleID'
                     if _c110_TaxRuleID < 1 or _c110_TaxRuleID > 4294967295: raise EncodeError(f'value {_c110_TaxRuleID!r} outside [1, 4294967295]')
                     v = (v << 5) | (2 << 2)
                     n += 5
@@ -16019,15 +16190,15 @@ def _e_ReceiptType(w, o):
                     elif _c110_TaxRuleID < 16384: v = (v << 16) | ((_c110_TaxRuleID & 127) << 8) | 32768 | (_c110_TaxRuleID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c110_TaxRuleID); v = w.v; n = w.n
                     if not (_c110_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'Amount'
+                    el = 'TaxCosts/Amount'
                     _o = _c110_Amount
                     _c103_Exponent = _o.Exponent
                     _c103_Value = _o.Value
                     if not (_c103_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'TaxCosts/Amount/Exponent'
                     if not -128 <= _c103_Exponent <= 127: raise EncodeError(f'value {_c103_Exponent!r} outside [-128, 127]')
                     if not (_c103_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'TaxCosts/Amount/Value'
                     if _c103_Value < -32768 or _c103_Value > 32767: raise EncodeError(f'value {_c103_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c103_Exponent - -128) << 4) | (_c103_Value < 0)
                     n += 16
@@ -16055,15 +16226,15 @@ def _e_ReceiptType(w, o):
                     _c111_Amount = _o.Amount
                     _c111_CostPerUnit = _o.CostPerUnit
                     if not (_c111_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'Amount'
+                    el = 'OverstayCosts/Amount'
                     _o = _c111_Amount
                     _c97_Exponent = _o.Exponent
                     _c97_Value = _o.Value
                     if not (_c97_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'OverstayCosts/Amount/Exponent'
                     if not -128 <= _c97_Exponent <= 127: raise EncodeError(f'value {_c97_Exponent!r} outside [-128, 127]')
                     if not (_c97_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'OverstayCosts/Amount/Value'
                     if _c97_Value < -32768 or _c97_Value > 32767: raise EncodeError(f'value {_c97_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
                     n += 17
@@ -16073,15 +16244,15 @@ def _e_ReceiptType(w, o):
                     elif _m < 16384: v = (v << 16) | ((_m & 127) << 8) | 32768 | (_m >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
                     if not (_c111_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                    el = 'CostPerUnit'
+                    el = 'OverstayCosts/CostPerUnit'
                     _o = _c111_CostPerUnit
                     _c98_Exponent = _o.Exponent
                     _c98_Value = _o.Value
                     if not (_c98_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'OverstayCosts/CostPerUnit/Exponent'
                     if not -128 <= _c98_Exponent <= 127: raise EncodeError(f'value {_c98_Exponent!r} outside [-128, 127]')
                     if not (_c98_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'OverstayCosts/CostPerUnit/Value'
                     if _c98_Value < -32768 or _c98_Value > 32767: raise EncodeError(f'value {_c98_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
                     n += 17
@@ -16104,7 +16275,7 @@ def _e_ReceiptType(w, o):
                     _c112_TaxRuleID = _o.TaxRuleID
                     _c112_Amount = _o.Amount
                     if not (_c112_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
-                    el = 'TaxRuleID'
+                    el = 'TaxCosts/TaxRuleID'
                     if _c112_TaxRuleID < 1 or _c112_TaxRuleID > 4294967295: raise EncodeError(f'value {_c112_TaxRuleID!r} outside [1, 4294967295]')
                     v = (v << 4) | (1 << 2)
                     n += 4
@@ -16112,15 +16283,15 @@ def _e_ReceiptType(w, o):
                     elif _c112_TaxRuleID < 16384: v = (v << 16) | ((_c112_TaxRuleID & 127) << 8) | 32768 | (_c112_TaxRuleID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c112_TaxRuleID); v = w.v; n = w.n
                     if not (_c112_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'Amount'
+                    el = 'TaxCosts/Amount'
                     _o = _c112_Amount
                     _c103_Exponent = _o.Exponent
                     _c103_Value = _o.Value
                     if not (_c103_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'TaxCosts/Amount/Exponent'
                     if not -128 <= _c103_Exponent <= 127: raise EncodeError(f'value {_c103_Exponent!r} outside [-128, 127]')
                     if not (_c103_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'TaxCosts/Amount/Value'
                     if _c103_Value < -32768 or _c103_Value > 32767: raise EncodeError(f'value {_c103_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c103_Exponent - -128) << 4) | (_c103_Value < 0)
                     n += 16
@@ -16148,7 +16319,7 @@ def _e_ReceiptType(w, o):
                     _c113_TaxRuleID = _o.TaxRuleID
                     _c113_Amount = _o.Amount
                     if not (_c113_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
-                    el = 'TaxRuleID'
+                    el = 'TaxCosts/TaxRuleID'
                     if _c113_TaxRuleID < 1 or _c113_TaxRuleID > 4294967295: raise EncodeError(f'value {_c113_TaxRuleID!r} outside [1, 4294967295]')
                     v <<= 4
                     n += 4
@@ -16156,15 +16327,15 @@ def _e_ReceiptType(w, o):
                     elif _c113_TaxRuleID < 16384: v = (v << 16) | ((_c113_TaxRuleID & 127) << 8) | 32768 | (_c113_TaxRuleID >> 7); n += 16
                     else: w.v = v; w.n = n; w.uint(_c113_TaxRuleID); v = w.v; n = w.n
                     if not (_c113_Amount is not None): raise EncodeError('missing content: Amount')
-                    el = 'Amount'
+                    el = 'TaxCosts/Amount'
                     _o = _c113_Amount
                     _c103_Exponent = _o.Exponent
                     _c103_Value = _o.Value
                     if not (_c103_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'TaxCosts/Amount/Exponent'
                     if not -128 <= _c103_Exponent <= 127: raise EncodeError(f'value {_c103_Exponent!r} outside [-128, 127]')
                     if not (_c103_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'TaxCosts/Amount/Value'
                     if _c103_Value < -32768 or _c103_Value > 32767: raise EncodeError(f'value {_c103_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c103_Exponent - -128) << 4) | (_c103_Value < 0)
                     n += 16
@@ -16194,7 +16365,7 @@ def _e_ReceiptType(w, o):
                         _c114_TaxRuleID = _o.TaxRuleID
                         _c114_Amount = _o.Amount
                         if not (_c114_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
-                        el = 'TaxRuleID'
+                        el = 'TaxCosts/TaxRuleID'
                         if _c114_TaxRuleID < 1 or _c114_TaxRuleID > 4294967295: raise EncodeError(f'value {_c114_TaxRuleID!r} outside [1, 4294967295]')
                         v <<= 4
                         n += 4
@@ -16202,15 +16373,15 @@ def _e_ReceiptType(w, o):
                         elif _c114_TaxRuleID < 16384: v = (v << 16) | ((_c114_TaxRuleID & 127) << 8) | 32768 | (_c114_TaxRuleID >> 7); n += 16
                         else: w.v = v; w.n = n; w.uint(_c114_TaxRuleID); v = w.v; n = w.n
                         if not (_c114_Amount is not None): raise EncodeError('missing content: Amount')
-                        el = 'Amount'
+                        el = 'TaxCosts/Amount'
                         _o = _c114_Amount
                         _c103_Exponent = _o.Exponent
                         _c103_Value = _o.Value
                         if not (_c103_Exponent is not None): raise EncodeError('missing content: Exponent')
-                        el = 'Exponent'
+                        el = 'TaxCosts/Amount/Exponent'
                         if not -128 <= _c103_Exponent <= 127: raise EncodeError(f'value {_c103_Exponent!r} outside [-128, 127]')
                         if not (_c103_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'Value'
+                        el = 'TaxCosts/Amount/Value'
                         if _c103_Value < -32768 or _c103_Value > 32767: raise EncodeError(f'value {_c103_Value!r} outside [-32768, 32767]')
                         v = (v << 16) | ((_c103_Exponent - -128) << 4) | (_c103_Value < 0)
                         n += 16
@@ -16242,6 +16413,7 @@ def _e_ReceiptType(w, o):
                     if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16255,13 +16427,13 @@ def _d_DetailedCostType(r):
     f_CostPerUnit = None
     try:
         p += 15
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 15)
         x = (V >> (E - p)) & 32767
         if x & 28686: raise r.deviation('DetailedCostType', p)
         el = 'Amount'
-        el = 'Exponent'
+        el = 'Amount/Exponent'
         _c115_Exponent = ((x >> 4) & 255) + -128
-        el = 'Value'
+        el = 'Amount/Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -16270,18 +16442,18 @@ def _d_DetailedCostType(r):
             p += 16
             _c115_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; _c115_Value = r.uint(); p = r.pos
+            r.pos = p; _c115_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 17
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 17)
         x = (V >> (E - p)) & 131071
         if x & 126990: raise r.deviation('DetailedCostType', p)
         if _neg: _c115_Value = -_c115_Value - 1
-        if _c115_Value < -32768 or _c115_Value > 32767: raise DecodeError(f'value {_c115_Value} outside [-32768, 32767]', p)
+        if _c115_Value < -32768 or _c115_Value > 32767: raise DecodeError(f'value {_c115_Value} outside [-32768, 32767]', r.at(p))
         f_Amount = iso20_commontypes.RationalNumberType(_c115_Exponent, _c115_Value)
         el = 'CostPerUnit'
-        el = 'Exponent'
+        el = 'CostPerUnit/Exponent'
         _c116_Exponent = ((x >> 4) & 255) + -128
-        el = 'Value'
+        el = 'CostPerUnit/Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -16290,13 +16462,13 @@ def _d_DetailedCostType(r):
             p += 16
             _c116_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; _c116_Value = r.uint(); p = r.pos
+            r.pos = p; _c116_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('DetailedCostType', p)
         if _neg: _c116_Value = -_c116_Value - 1
-        if _c116_Value < -32768 or _c116_Value > 32767: raise DecodeError(f'value {_c116_Value} outside [-32768, 32767]', p)
+        if _c116_Value < -32768 or _c116_Value > 32767: raise DecodeError(f'value {_c116_Value} outside [-32768, 32767]', r.at(p))
         f_CostPerUnit = iso20_commontypes.RationalNumberType(_c116_Exponent, _c116_Value)
         r.pos = p
     except Exception as e:
@@ -16317,10 +16489,10 @@ def _e_DetailedCostType(w, o):
             _c117_Exponent = _o.Exponent
             _c117_Value = _o.Value
             if not (_c117_Exponent is not None): raise EncodeError('missing content: Exponent')
-            el = 'Exponent'
+            el = 'Amount/Exponent'
             if not -128 <= _c117_Exponent <= 127: raise EncodeError(f'value {_c117_Exponent!r} outside [-128, 127]')
             if not (_c117_Value is not None): raise EncodeError('missing content: Value')
-            el = 'Value'
+            el = 'Amount/Value'
             if _c117_Value < -32768 or _c117_Value > 32767: raise EncodeError(f'value {_c117_Value!r} outside [-32768, 32767]')
             v = (v << 15) | ((_c117_Exponent - -128) << 4) | (_c117_Value < 0)
             n += 15
@@ -16335,10 +16507,10 @@ def _e_DetailedCostType(w, o):
             _c118_Exponent = _o.Exponent
             _c118_Value = _o.Value
             if not (_c118_Exponent is not None): raise EncodeError('missing content: Exponent')
-            el = 'Exponent'
+            el = 'CostPerUnit/Exponent'
             if not -128 <= _c118_Exponent <= 127: raise EncodeError(f'value {_c118_Exponent!r} outside [-128, 127]')
             if not (_c118_Value is not None): raise EncodeError('missing content: Value')
-            el = 'Value'
+            el = 'CostPerUnit/Value'
             if _c118_Value < -32768 or _c118_Value > 32767: raise EncodeError(f'value {_c118_Value!r} outside [-32768, 32767]')
             v = (v << 17) | ((_c118_Exponent - -128) << 4) | (_c118_Value < 0)
             n += 17
@@ -16357,6 +16529,7 @@ def _e_DetailedCostType(w, o):
         else:
             raise EncodeError('missing content: expected one of Amount')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16370,7 +16543,7 @@ def _d_DetailedTaxType(r):
     f_Amount = None
     try:
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('DetailedTaxType', p)
         el = 'TaxRuleID'
@@ -16381,16 +16554,16 @@ def _d_DetailedTaxType(r):
             p += 16
             f_TaxRuleID = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_TaxRuleID = r.uint(); p = r.pos
+            r.pos = p; f_TaxRuleID = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 16
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 16)
         x = (V >> (E - p)) & 65535
         if x & 61454: raise r.deviation('DetailedTaxType', p)
-        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', p)
+        if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: raise DecodeError(f'value {f_TaxRuleID} outside [1, 4294967295]', r.at(p))
         el = 'Amount'
-        el = 'Exponent'
+        el = 'Amount/Exponent'
         _c119_Exponent = ((x >> 4) & 255) + -128
-        el = 'Value'
+        el = 'Amount/Value'
         _neg = (x & 1)
         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
             p += 8
@@ -16399,13 +16572,13 @@ def _d_DetailedTaxType(r):
             p += 16
             _c119_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; _c119_Value = r.uint(); p = r.pos
+            r.pos = p; _c119_Value = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 7: raise r.deviation('DetailedTaxType', p)
         if _neg: _c119_Value = -_c119_Value - 1
-        if _c119_Value < -32768 or _c119_Value > 32767: raise DecodeError(f'value {_c119_Value} outside [-32768, 32767]', p)
+        if _c119_Value < -32768 or _c119_Value > 32767: raise DecodeError(f'value {_c119_Value} outside [-32768, 32767]', r.at(p))
         f_Amount = iso20_commontypes.RationalNumberType(_c119_Exponent, _c119_Value)
         r.pos = p
     except Exception as e:
@@ -16434,10 +16607,10 @@ def _e_DetailedTaxType(w, o):
             _c120_Exponent = _o.Exponent
             _c120_Value = _o.Value
             if not (_c120_Exponent is not None): raise EncodeError('missing content: Exponent')
-            el = 'Exponent'
+            el = 'Amount/Exponent'
             if not -128 <= _c120_Exponent <= 127: raise EncodeError(f'value {_c120_Exponent!r} outside [-128, 127]')
             if not (_c120_Value is not None): raise EncodeError('missing content: Value')
-            el = 'Value'
+            el = 'Amount/Value'
             if _c120_Value < -32768 or _c120_Value > 32767: raise EncodeError(f'value {_c120_Value!r} outside [-32768, 32767]')
             v = (v << 16) | ((_c120_Exponent - -128) << 4) | (_c120_Value < 0)
             n += 16
@@ -16455,6 +16628,7 @@ def _e_DetailedTaxType(w, o):
         else:
             raise EncodeError('missing content: expected one of TaxRuleID')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16467,14 +16641,14 @@ def _d_ChargeParameterDiscoveryReqType(r):
     f_Header = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
         el = 'Header'
         r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', p)
         r.pos = p
     except Exception as e:
@@ -16502,6 +16676,7 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16515,19 +16690,19 @@ def _d_ChargeParameterDiscoveryResType(r):
     f_ResponseCode = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('ChargeParameterDiscoveryResType', p)
         el = 'Header'
         r.pos = p
         f_Header = _d_MessageHeaderType(r)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 10
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 10)
         x = (V >> (E - p)) & 1023
         if x & 771: raise r.deviation('ChargeParameterDiscoveryResType', p)
         el = 'ResponseCode'
         f_ResponseCode = ((x >> 2) & 63)
-        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', p)
+        if f_ResponseCode >= 40: raise DecodeError(f'enumeration index {f_ResponseCode} out of range (40 values)', r.at(p))
         f_ResponseCode = _E2[f_ResponseCode]
         r.pos = p
     except Exception as e:
@@ -16561,6 +16736,7 @@ def _e_ChargeParameterDiscoveryResType(w, o):
         else:
             raise EncodeError('missing content: expected one of Header')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16579,11 +16755,11 @@ def _d_Dynamic_CLReqControlModeType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     el = 'DepartureTime'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -16593,16 +16769,16 @@ def _d_Dynamic_CLReqControlModeType(r):
                         p += 16
                         f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_DepartureTime = r.uint(); p = r.pos
+                        r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 16
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 16)
                     x = (V >> (E - p)) & 65535
                     if x & 61454: raise r.deviation('Dynamic_CLReqControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
+                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
                     el = 'EVTargetEnergyRequest'
-                    el = 'Exponent'
+                    el = 'EVTargetEnergyRequest/Exponent'
                     _c122_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'EVTargetEnergyRequest/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -16611,24 +16787,24 @@ def _d_Dynamic_CLReqControlModeType(r):
                         p += 16
                         _c122_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c122_Value = r.uint(); p = r.pos
+                        r.pos = p; _c122_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     if _neg: _c122_Value = -_c122_Value - 1
-                    if _c122_Value < -32768 or _c122_Value > 32767: raise DecodeError(f'value {_c122_Value} outside [-32768, 32767]', p)
+                    if _c122_Value < -32768 or _c122_Value > 32767: raise DecodeError(f'value {_c122_Value} outside [-32768, 32767]', r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c122_Exponent, _c122_Value)
                     s = 2
                 elif ec == 1:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     el = 'EVTargetEnergyRequest'
-                    el = 'Exponent'
+                    el = 'EVTargetEnergyRequest/Exponent'
                     _c123_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'EVTargetEnergyRequest/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -16637,26 +16813,26 @@ def _d_Dynamic_CLReqControlModeType(r):
                         p += 16
                         _c123_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c123_Value = r.uint(); p = r.pos
+                        r.pos = p; _c123_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Dynamic_CLReqControlModeType', p)
                     if _neg: _c123_Value = -_c123_Value - 1
-                    if _c123_Value < -32768 or _c123_Value > 32767: raise DecodeError(f'value {_c123_Value} outside [-32768, 32767]', p)
+                    if _c123_Value < -32768 or _c123_Value > 32767: raise DecodeError(f'value {_c123_Value} outside [-32768, 32767]', r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c123_Exponent, _c123_Value)
                     s = 2
                 else:
                     raise r.deviation('Dynamic_CLReqControlModeType', p)
             if s == 2:
                 p += 15
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 15)
                 x = (V >> (E - p)) & 32767
                 if x & 28686: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 el = 'EVMaximumEnergyRequest'
-                el = 'Exponent'
+                el = 'EVMaximumEnergyRequest/Exponent'
                 _c124_Exponent = ((x >> 4) & 255) + -128
-                el = 'Value'
+                el = 'EVMaximumEnergyRequest/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -16665,18 +16841,18 @@ def _d_Dynamic_CLReqControlModeType(r):
                     p += 16
                     _c124_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c124_Value = r.uint(); p = r.pos
+                    r.pos = p; _c124_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 17
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 17)
                 x = (V >> (E - p)) & 131071
                 if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 if _neg: _c124_Value = -_c124_Value - 1
-                if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', p)
+                if _c124_Value < -32768 or _c124_Value > 32767: raise DecodeError(f'value {_c124_Value} outside [-32768, 32767]', r.at(p))
                 f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c124_Exponent, _c124_Value)
                 el = 'EVMinimumEnergyRequest'
-                el = 'Exponent'
+                el = 'EVMinimumEnergyRequest/Exponent'
                 _c125_Exponent = ((x >> 4) & 255) + -128
-                el = 'Value'
+                el = 'EVMinimumEnergyRequest/Value'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -16685,13 +16861,13 @@ def _d_Dynamic_CLReqControlModeType(r):
                     p += 16
                     _c125_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c125_Value = r.uint(); p = r.pos
+                    r.pos = p; _c125_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 7: raise r.deviation('Dynamic_CLReqControlModeType', p)
                 if _neg: _c125_Value = -_c125_Value - 1
-                if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', p)
+                if _c125_Value < -32768 or _c125_Value > 32767: raise DecodeError(f'value {_c125_Value} outside [-32768, 32767]', r.at(p))
                 f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c125_Exponent, _c125_Value)
                 s = -1
         r.pos = p
@@ -16726,10 +16902,10 @@ def _e_Dynamic_CLReqControlModeType(w, o):
                     _c126_Exponent = _o.Exponent
                     _c126_Value = _o.Value
                     if not (_c126_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'EVTargetEnergyRequest/Exponent'
                     if not -128 <= _c126_Exponent <= 127: raise EncodeError(f'value {_c126_Exponent!r} outside [-128, 127]')
                     if not (_c126_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVTargetEnergyRequest/Value'
                     if _c126_Value < -32768 or _c126_Value > 32767: raise EncodeError(f'value {_c126_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c126_Exponent - -128) << 4) | (_c126_Value < 0)
                     n += 16
@@ -16750,10 +16926,10 @@ def _e_Dynamic_CLReqControlModeType(w, o):
                     _c127_Exponent = _o.Exponent
                     _c127_Value = _o.Value
                     if not (_c127_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'EVTargetEnergyRequest/Exponent'
                     if not -128 <= _c127_Exponent <= 127: raise EncodeError(f'value {_c127_Exponent!r} outside [-128, 127]')
                     if not (_c127_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVTargetEnergyRequest/Value'
                     if _c127_Value < -32768 or _c127_Value > 32767: raise EncodeError(f'value {_c127_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | (1 << 14) | ((_c127_Exponent - -128) << 4) | (_c127_Value < 0)
                     n += 16
@@ -16776,10 +16952,10 @@ def _e_Dynamic_CLReqControlModeType(w, o):
                     _c128_Exponent = _o.Exponent
                     _c128_Value = _o.Value
                     if not (_c128_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'EVMaximumEnergyRequest/Exponent'
                     if not -128 <= _c128_Exponent <= 127: raise EncodeError(f'value {_c128_Exponent!r} outside [-128, 127]')
                     if not (_c128_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMaximumEnergyRequest/Value'
                     if _c128_Value < -32768 or _c128_Value > 32767: raise EncodeError(f'value {_c128_Value!r} outside [-32768, 32767]')
                     v = (v << 15) | ((_c128_Exponent - -128) << 4) | (_c128_Value < 0)
                     n += 15
@@ -16794,10 +16970,10 @@ def _e_Dynamic_CLReqControlModeType(w, o):
                     _c129_Exponent = _o.Exponent
                     _c129_Value = _o.Value
                     if not (_c129_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'EVMinimumEnergyRequest/Exponent'
                     if not -128 <= _c129_Exponent <= 127: raise EncodeError(f'value {_c129_Exponent!r} outside [-128, 127]')
                     if not (_c129_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMinimumEnergyRequest/Value'
                     if _c129_Value < -32768 or _c129_Value > 32767: raise EncodeError(f'value {_c129_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c129_Exponent - -128) << 4) | (_c129_Value < 0)
                     n += 17
@@ -16817,6 +16993,7 @@ def _e_Dynamic_CLReqControlModeType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -16835,11 +17012,11 @@ def _d_Dynamic_CLResControlModeType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'DepartureTime'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -16849,33 +17026,33 @@ def _d_Dynamic_CLResControlModeType(r):
                         p += 16
                         f_DepartureTime = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_DepartureTime = r.uint(); p = r.pos
+                        r.pos = p; f_DepartureTime = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', p)
+                    if f_DepartureTime > 4294967295: raise DecodeError(f'value {f_DepartureTime} outside [0, 4294967295]', r.at(p))
                     s = 1
                 elif ec == 1:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', p)
+                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
                     s = 2
                 elif ec == 2:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', p)
+                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
                     s = 3
                 elif ec == 3:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'AckMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -16885,11 +17062,11 @@ def _d_Dynamic_CLResControlModeType(r):
                         p += 16
                         f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', p)
+                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
                     s = 4
                 elif ec == 4:
                     pass
@@ -16898,29 +17075,29 @@ def _d_Dynamic_CLResControlModeType(r):
                     raise r.deviation('Dynamic_CLResControlModeType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'MinimumSOC'
                     f_MinimumSOC = ((x >> 1) & 127)
-                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', p)
+                    if f_MinimumSOC > 100: raise DecodeError(f'value {f_MinimumSOC} above maximum 100', r.at(p))
                     s = 2
                 elif ec == 1:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', p)
+                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
                     s = 3
                 elif ec == 2:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'AckMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -16930,11 +17107,11 @@ def _d_Dynamic_CLResControlModeType(r):
                         p += 16
                         f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', p)
+                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
                     s = 4
                 elif ec == 3:
                     pass
@@ -16943,20 +17120,20 @@ def _d_Dynamic_CLResControlModeType(r):
                     raise r.deviation('Dynamic_CLResControlModeType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 9
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 9)
                     x = (V >> (E - p)) & 511
                     if x & 257: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'TargetSOC'
                     f_TargetSOC = ((x >> 1) & 127)
-                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', p)
+                    if f_TargetSOC > 100: raise DecodeError(f'value {f_TargetSOC} above maximum 100', r.at(p))
                     s = 3
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'AckMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -16966,11 +17143,11 @@ def _d_Dynamic_CLResControlModeType(r):
                         p += 16
                         f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', p)
+                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
                     s = 4
                 elif ec == 2:
                     pass
@@ -16979,11 +17156,11 @@ def _d_Dynamic_CLResControlModeType(r):
                     raise r.deviation('Dynamic_CLResControlModeType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
                     el = 'AckMaxDelay'
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
@@ -16993,11 +17170,11 @@ def _d_Dynamic_CLResControlModeType(r):
                         p += 16
                         f_AckMaxDelay = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_AckMaxDelay = r.uint(); p = r.pos
+                        r.pos = p; f_AckMaxDelay = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
-                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', p)
+                    if f_AckMaxDelay > 65535: raise DecodeError(f'value {f_AckMaxDelay} outside [0, 65535]', r.at(p))
                     s = 4
                 elif ec == 1:
                     pass
@@ -17006,7 +17183,7 @@ def _d_Dynamic_CLResControlModeType(r):
                     raise r.deviation('Dynamic_CLResControlModeType', p)
             if s == 4:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('Dynamic_CLResControlModeType', p)
                 s = -1
         r.pos = p
@@ -17152,6 +17329,7 @@ def _e_Dynamic_CLResControlModeType(w, o):
                     if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17167,30 +17345,30 @@ def _d_ListOfRootCertificateIDsType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
                 el = 'RootCertificateID'
-                el = 'X509IssuerName'
+                el = 'RootCertificateID/X509IssuerName'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                     _c130_X509IssuerName = ''
                 else:
                     r.pos = p
                     _c130_X509IssuerName = r.string(28)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 x = (V >> (E - p)) & 7
                 if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
-                el = 'X509SerialNumber'
+                el = 'RootCertificateID/X509SerialNumber'
                 _neg = (x & 1)
                 if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                     p += 8
@@ -17199,9 +17377,9 @@ def _d_ListOfRootCertificateIDsType(r):
                     p += 16
                     _c130_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                 else:
-                    r.pos = p; _c130_X509SerialNumber = r.uint(); p = r.pos
+                    r.pos = p; _c130_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 x = (V >> (E - p)) & 3
                 if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
                 if _neg: _c130_X509SerialNumber = -_c130_X509SerialNumber - 1
@@ -17212,33 +17390,33 @@ def _d_ListOfRootCertificateIDsType(r):
                 _k = 0
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                         el = 'RootCertificateID'
-                        el = 'X509IssuerName'
+                        el = 'RootCertificateID/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c131_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c131_X509IssuerName = r.string(28)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('ListOfRootCertificateIDsType', p)
-                        el = 'X509SerialNumber'
+                        el = 'RootCertificateID/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -17247,9 +17425,9 @@ def _d_ListOfRootCertificateIDsType(r):
                             p += 16
                             _c131_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c131_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c131_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('ListOfRootCertificateIDsType', p)
                         if _neg: _c131_X509SerialNumber = -_c131_X509SerialNumber - 1
@@ -17267,7 +17445,7 @@ def _d_ListOfRootCertificateIDsType(r):
                         raise r.deviation('ListOfRootCertificateIDsType', p)
             if s == 20:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ListOfRootCertificateIDsType', p)
                 s = -1
         r.pos = p
@@ -17293,7 +17471,7 @@ def _e_ListOfRootCertificateIDsType(w, o):
                     _c132_X509IssuerName = _o.X509IssuerName
                     _c132_X509SerialNumber = _o.X509SerialNumber
                     if not (_c132_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'RootCertificateID/X509IssuerName'
                     v <<= 3
                     n += 3
                     _l = len(_c132_X509IssuerName)
@@ -17302,7 +17480,7 @@ def _e_ListOfRootCertificateIDsType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c132_X509IssuerName); v = w.v; n = w.n
                     if not (_c132_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'RootCertificateID/X509SerialNumber'
                     if type(_c132_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c132_X509SerialNumber!r}')
                     v = (v << 4) | (_c132_X509SerialNumber < 0)
                     n += 4
@@ -17327,7 +17505,7 @@ def _e_ListOfRootCertificateIDsType(w, o):
                         _c133_X509IssuerName = _o.X509IssuerName
                         _c133_X509SerialNumber = _o.X509SerialNumber
                         if not (_c133_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'RootCertificateID/X509IssuerName'
                         v <<= 4
                         n += 4
                         _l = len(_c133_X509IssuerName)
@@ -17336,7 +17514,7 @@ def _e_ListOfRootCertificateIDsType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c133_X509IssuerName); v = w.v; n = w.n
                         if not (_c133_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'RootCertificateID/X509SerialNumber'
                         if type(_c133_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c133_X509SerialNumber!r}')
                         v = (v << 4) | (_c133_X509SerialNumber < 0)
                         n += 4
@@ -17366,6 +17544,7 @@ def _e_ListOfRootCertificateIDsType(w, o):
                     if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17383,17 +17562,17 @@ def _d_Scheduled_CLReqControlModeType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVTargetEnergyRequest'
-                    el = 'Exponent'
+                    el = 'EVTargetEnergyRequest/Exponent'
                     _c134_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'EVTargetEnergyRequest/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -17402,24 +17581,24 @@ def _d_Scheduled_CLReqControlModeType(r):
                         p += 16
                         _c134_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c134_Value = r.uint(); p = r.pos
+                        r.pos = p; _c134_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c134_Value = -_c134_Value - 1
-                    if _c134_Value < -32768 or _c134_Value > 32767: raise DecodeError(f'value {_c134_Value} outside [-32768, 32767]', p)
+                    if _c134_Value < -32768 or _c134_Value > 32767: raise DecodeError(f'value {_c134_Value} outside [-32768, 32767]', r.at(p))
                     f_EVTargetEnergyRequest = iso20_commontypes.RationalNumberType(_c134_Exponent, _c134_Value)
                     s = 1
                 elif ec == 1:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMaximumEnergyRequest'
-                    el = 'Exponent'
+                    el = 'EVMaximumEnergyRequest/Exponent'
                     _c135_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'EVMaximumEnergyRequest/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -17428,24 +17607,24 @@ def _d_Scheduled_CLReqControlModeType(r):
                         p += 16
                         _c135_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c135_Value = r.uint(); p = r.pos
+                        r.pos = p; _c135_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c135_Value = -_c135_Value - 1
-                    if _c135_Value < -32768 or _c135_Value > 32767: raise DecodeError(f'value {_c135_Value} outside [-32768, 32767]', p)
+                    if _c135_Value < -32768 or _c135_Value > 32767: raise DecodeError(f'value {_c135_Value} outside [-32768, 32767]', r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c135_Exponent, _c135_Value)
                     s = 2
                 elif ec == 2:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMinimumEnergyRequest'
-                    el = 'Exponent'
+                    el = 'EVMinimumEnergyRequest/Exponent'
                     _c136_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'EVMinimumEnergyRequest/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -17454,13 +17633,13 @@ def _d_Scheduled_CLReqControlModeType(r):
                         p += 16
                         _c136_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c136_Value = r.uint(); p = r.pos
+                        r.pos = p; _c136_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c136_Value = -_c136_Value - 1
-                    if _c136_Value < -32768 or _c136_Value > 32767: raise DecodeError(f'value {_c136_Value} outside [-32768, 32767]', p)
+                    if _c136_Value < -32768 or _c136_Value > 32767: raise DecodeError(f'value {_c136_Value} outside [-32768, 32767]', r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c136_Exponent, _c136_Value)
                     s = 3
                 elif ec == 3:
@@ -17470,17 +17649,17 @@ def _d_Scheduled_CLReqControlModeType(r):
                     raise r.deviation('Scheduled_CLReqControlModeType', p)
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMaximumEnergyRequest'
-                    el = 'Exponent'
+                    el = 'EVMaximumEnergyRequest/Exponent'
                     _c137_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'EVMaximumEnergyRequest/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -17489,24 +17668,24 @@ def _d_Scheduled_CLReqControlModeType(r):
                         p += 16
                         _c137_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c137_Value = r.uint(); p = r.pos
+                        r.pos = p; _c137_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c137_Value = -_c137_Value - 1
-                    if _c137_Value < -32768 or _c137_Value > 32767: raise DecodeError(f'value {_c137_Value} outside [-32768, 32767]', p)
+                    if _c137_Value < -32768 or _c137_Value > 32767: raise DecodeError(f'value {_c137_Value} outside [-32768, 32767]', r.at(p))
                     f_EVMaximumEnergyRequest = iso20_commontypes.RationalNumberType(_c137_Exponent, _c137_Value)
                     s = 2
                 elif ec == 1:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMinimumEnergyRequest'
-                    el = 'Exponent'
+                    el = 'EVMinimumEnergyRequest/Exponent'
                     _c138_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'EVMinimumEnergyRequest/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -17515,13 +17694,13 @@ def _d_Scheduled_CLReqControlModeType(r):
                         p += 16
                         _c138_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c138_Value = r.uint(); p = r.pos
+                        r.pos = p; _c138_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c138_Value = -_c138_Value - 1
-                    if _c138_Value < -32768 or _c138_Value > 32767: raise DecodeError(f'value {_c138_Value} outside [-32768, 32767]', p)
+                    if _c138_Value < -32768 or _c138_Value > 32767: raise DecodeError(f'value {_c138_Value} outside [-32768, 32767]', r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c138_Exponent, _c138_Value)
                     s = 3
                 elif ec == 2:
@@ -17531,17 +17710,17 @@ def _d_Scheduled_CLReqControlModeType(r):
                     raise r.deviation('Scheduled_CLReqControlModeType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     p += 14
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 14)
                     x = (V >> (E - p)) & 16383
                     if x & 12302: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     el = 'EVMinimumEnergyRequest'
-                    el = 'Exponent'
+                    el = 'EVMinimumEnergyRequest/Exponent'
                     _c139_Exponent = ((x >> 4) & 255) + -128
-                    el = 'Value'
+                    el = 'EVMinimumEnergyRequest/Value'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -17550,13 +17729,13 @@ def _d_Scheduled_CLReqControlModeType(r):
                         p += 16
                         _c139_Value = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c139_Value = r.uint(); p = r.pos
+                        r.pos = p; _c139_Value = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('Scheduled_CLReqControlModeType', p)
                     if _neg: _c139_Value = -_c139_Value - 1
-                    if _c139_Value < -32768 or _c139_Value > 32767: raise DecodeError(f'value {_c139_Value} outside [-32768, 32767]', p)
+                    if _c139_Value < -32768 or _c139_Value > 32767: raise DecodeError(f'value {_c139_Value} outside [-32768, 32767]', r.at(p))
                     f_EVMinimumEnergyRequest = iso20_commontypes.RationalNumberType(_c139_Exponent, _c139_Value)
                     s = 3
                 elif ec == 1:
@@ -17566,7 +17745,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                     raise r.deviation('Scheduled_CLReqControlModeType', p)
             if s == 3:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('Scheduled_CLReqControlModeType', p)
                 s = -1
         r.pos = p
@@ -17592,10 +17771,10 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     _c140_Exponent = _o.Exponent
                     _c140_Value = _o.Value
                     if not (_c140_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'EVTargetEnergyRequest/Exponent'
                     if not -128 <= _c140_Exponent <= 127: raise EncodeError(f'value {_c140_Exponent!r} outside [-128, 127]')
                     if not (_c140_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVTargetEnergyRequest/Value'
                     if _c140_Value < -32768 or _c140_Value > 32767: raise EncodeError(f'value {_c140_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | ((_c140_Exponent - -128) << 4) | (_c140_Value < 0)
                     n += 17
@@ -17615,10 +17794,10 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     _c141_Exponent = _o.Exponent
                     _c141_Value = _o.Value
                     if not (_c141_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'EVMaximumEnergyRequest/Exponent'
                     if not -128 <= _c141_Exponent <= 127: raise EncodeError(f'value {_c141_Exponent!r} outside [-128, 127]')
                     if not (_c141_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMaximumEnergyRequest/Value'
                     if _c141_Value < -32768 or _c141_Value > 32767: raise EncodeError(f'value {_c141_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | (1 << 14) | ((_c141_Exponent - -128) << 4) | (_c141_Value < 0)
                     n += 17
@@ -17638,10 +17817,10 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     _c142_Exponent = _o.Exponent
                     _c142_Value = _o.Value
                     if not (_c142_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'EVMinimumEnergyRequest/Exponent'
                     if not -128 <= _c142_Exponent <= 127: raise EncodeError(f'value {_c142_Exponent!r} outside [-128, 127]')
                     if not (_c142_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMinimumEnergyRequest/Value'
                     if _c142_Value < -32768 or _c142_Value > 32767: raise EncodeError(f'value {_c142_Value!r} outside [-32768, 32767]')
                     v = (v << 17) | (2 << 14) | ((_c142_Exponent - -128) << 4) | (_c142_Value < 0)
                     n += 17
@@ -17667,10 +17846,10 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     _c143_Exponent = _o.Exponent
                     _c143_Value = _o.Value
                     if not (_c143_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'EVMaximumEnergyRequest/Exponent'
                     if not -128 <= _c143_Exponent <= 127: raise EncodeError(f'value {_c143_Exponent!r} outside [-128, 127]')
                     if not (_c143_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMaximumEnergyRequest/Value'
                     if _c143_Value < -32768 or _c143_Value > 32767: raise EncodeError(f'value {_c143_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c143_Exponent - -128) << 4) | (_c143_Value < 0)
                     n += 16
@@ -17690,10 +17869,10 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     _c144_Exponent = _o.Exponent
                     _c144_Value = _o.Value
                     if not (_c144_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'EVMinimumEnergyRequest/Exponent'
                     if not -128 <= _c144_Exponent <= 127: raise EncodeError(f'value {_c144_Exponent!r} outside [-128, 127]')
                     if not (_c144_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMinimumEnergyRequest/Value'
                     if _c144_Value < -32768 or _c144_Value > 32767: raise EncodeError(f'value {_c144_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | (1 << 14) | ((_c144_Exponent - -128) << 4) | (_c144_Value < 0)
                     n += 16
@@ -17719,10 +17898,10 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     _c145_Exponent = _o.Exponent
                     _c145_Value = _o.Value
                     if not (_c145_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'EVMinimumEnergyRequest/Exponent'
                     if not -128 <= _c145_Exponent <= 127: raise EncodeError(f'value {_c145_Exponent!r} outside [-128, 127]')
                     if not (_c145_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'Value'
+                    el = 'EVMinimumEnergyRequest/Value'
                     if _c145_Value < -32768 or _c145_Value > 32767: raise EncodeError(f'value {_c145_Value!r} outside [-32768, 32767]')
                     v = (v << 16) | ((_c145_Exponent - -128) << 4) | (_c145_Value < 0)
                     n += 16
@@ -17748,6 +17927,7 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                     if v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17759,7 +17939,7 @@ def _d_Scheduled_CLResControlModeType(r):
     el = ''
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Scheduled_CLResControlModeType', p)
         r.pos = p
     except Exception as e:
@@ -17776,6 +17956,7 @@ def _e_Scheduled_CLResControlModeType(w, o):
             v <<= 1
             n += 1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -17862,18 +18043,18 @@ def _de13(r):  # DigestValue
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
     r.pos = p
     return val
@@ -17902,18 +18083,18 @@ def _de15(r):  # KeyName
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
         val = ''
     else:
         r.pos = p
         val = r.string(16)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
     r.pos = p
     return val
@@ -17950,18 +18131,18 @@ def _de18(r):  # MgmtData
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
         val = ''
     else:
         r.pos = p
         val = r.string(18)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
     r.pos = p
     return val
@@ -18115,7 +18296,7 @@ def _de34(r):  # AckMaxDelay
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -18124,11 +18305,11 @@ def _de34(r):  # AckMaxDelay
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('AckMaxDelay', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', p)
+    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
     r.pos = p
     return val
 
@@ -18163,7 +18344,7 @@ def _de37(r):  # BPT_DischargedEnergyReadingWh
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -18172,11 +18353,11 @@ def _de37(r):  # BPT_DischargedEnergyReadingWh
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_DischargedEnergyReadingWh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', p)
+    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
     r.pos = p
     return val
 
@@ -18199,7 +18380,7 @@ def _de38(r):  # BPT_InductiveEnergyReadingVARh
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -18208,11 +18389,11 @@ def _de38(r):  # BPT_InductiveEnergyReadingVARh
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('BPT_InductiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', p)
+    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
     r.pos = p
     return val
 
@@ -18241,7 +18422,7 @@ def _de40(r):  # CapacitiveEnergyReadingVARh
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -18250,11 +18431,11 @@ def _de40(r):  # CapacitiveEnergyReadingVARh
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('CapacitiveEnergyReadingVARh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', p)
+    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
     r.pos = p
     return val
 
@@ -18277,7 +18458,7 @@ def _de41(r):  # ChargedEnergyReadingWh
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -18286,11 +18467,11 @@ def _de41(r):  # ChargedEnergyReadingWh
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ChargedEnergyReadingWh', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', p)
+    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
     r.pos = p
     return val
 
@@ -18313,7 +18494,7 @@ def _de42(r):  # ChargingComplete
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('ChargingComplete', p)
     val = ((x >> 1) & 1) == 1
@@ -18334,7 +18515,7 @@ def _de43(r):  # ContactWindowXc
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ContactWindowXc', p)
     _neg = (x & 1)
@@ -18345,12 +18526,12 @@ def _de43(r):  # ContactWindowXc
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ContactWindowXc', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -18374,7 +18555,7 @@ def _de44(r):  # ContactWindowYc
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('ContactWindowYc', p)
     _neg = (x & 1)
@@ -18385,12 +18566,12 @@ def _de44(r):  # ContactWindowYc
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('ContactWindowYc', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -18420,7 +18601,7 @@ def _de46(r):  # DepartureTime
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -18429,11 +18610,11 @@ def _de46(r):  # DepartureTime
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('DepartureTime', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
     r.pos = p
     return val
 
@@ -18462,7 +18643,7 @@ def _de48(r):  # EVAssociationStatus
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVAssociationStatus', p)
     val = ((x >> 1) & 1) == 1
@@ -18483,11 +18664,11 @@ def _de49(r):  # EVCPStatus
     E = r.end
     p = r.pos
     p += 5
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 5)
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('EVCPStatus', p)
     val = ((x >> 1) & 7)
-    if val >= 5: raise DecodeError(f'enumeration index {val} out of range (5 values)', p)
+    if val >= 5: raise DecodeError(f'enumeration index {val} out of range (5 values)', r.at(p))
     val = _E8[val]
     r.pos = p
     return val
@@ -18507,7 +18688,7 @@ def _de50(r):  # EVElectricalChargingDeviceStatus
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVElectricalChargingDeviceStatus', p)
     val = _E0[((x >> 1) & 3)]
@@ -18529,11 +18710,11 @@ def _de51(r):  # EVErrorCode
     E = r.end
     p = r.pos
     p += 6
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 6)
     x = (V >> (E - p)) & 63
     if x & 33: raise r.deviation('EVErrorCode', p)
     val = ((x >> 1) & 15)
-    if val >= 10: raise DecodeError(f'enumeration index {val} out of range (10 values)', p)
+    if val >= 10: raise DecodeError(f'enumeration index {val} out of range (10 values)', r.at(p))
     val = _E9[val]
     r.pos = p
     return val
@@ -18553,7 +18734,7 @@ def _de52(r):  # EVImmobilizationRequest
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVImmobilizationRequest', p)
     val = ((x >> 1) & 1) == 1
@@ -18574,7 +18755,7 @@ def _de53(r):  # EVImmobilized
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVImmobilized', p)
     val = ((x >> 1) & 1) == 1
@@ -18595,7 +18776,7 @@ def _de54(r):  # EVInChargePosition
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVInChargePosition', p)
     val = ((x >> 1) & 1) == 1
@@ -18628,7 +18809,7 @@ def _de57(r):  # EVMobilityStatus
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVMobilityStatus', p)
     val = ((x >> 1) & 1) == 1
@@ -18649,7 +18830,7 @@ def _de58(r):  # EVPositioningSupport
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVPositioningSupport', p)
     val = ((x >> 1) & 1) == 1
@@ -18670,7 +18851,7 @@ def _de59(r):  # EVReadyToCharge
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVReadyToCharge', p)
     val = ((x >> 1) & 1) == 1
@@ -18691,7 +18872,7 @@ def _de60(r):  # EVRelativeXDeviation
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('EVRelativeXDeviation', p)
     _neg = (x & 1)
@@ -18702,12 +18883,12 @@ def _de60(r):  # EVRelativeXDeviation
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('EVRelativeXDeviation', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -18731,7 +18912,7 @@ def _de61(r):  # EVRelativeYDeviation
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('EVRelativeYDeviation', p)
     _neg = (x & 1)
@@ -18742,12 +18923,12 @@ def _de61(r):  # EVRelativeYDeviation
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('EVRelativeYDeviation', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -18771,7 +18952,7 @@ def _de62(r):  # EVSEDisabled
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVSEDisabled', p)
     val = ((x >> 1) & 1) == 1
@@ -18792,7 +18973,7 @@ def _de63(r):  # EVSEElectricalChargingDeviceStatus
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVSEElectricalChargingDeviceStatus', p)
     val = _E0[((x >> 1) & 3)]
@@ -18814,7 +18995,7 @@ def _de64(r):  # EVSEEmergencyShutdown
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVSEEmergencyShutdown', p)
     val = ((x >> 1) & 1) == 1
@@ -18835,7 +19016,7 @@ def _de65(r):  # EVSEIsolationStatus
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVSEIsolationStatus', p)
     val = _E12[((x >> 1) & 3)]
@@ -18857,7 +19038,7 @@ def _de66(r):  # EVSEMalfunction
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVSEMalfunction', p)
     val = ((x >> 1) & 1) == 1
@@ -18878,11 +19059,11 @@ def _de67(r):  # EVSEMechanicalChargingDeviceStatus
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVSEMechanicalChargingDeviceStatus', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
     val = _E4[val]
     r.pos = p
     return val
@@ -18902,11 +19083,11 @@ def _de68(r):  # EVSENotification
     E = r.end
     p = r.pos
     p += 5
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 5)
     x = (V >> (E - p)) & 31
     if x & 17: raise r.deviation('EVSENotification', p)
     val = ((x >> 1) & 7)
-    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', p)
+    if val >= 6: raise DecodeError(f'enumeration index {val} out of range (6 values)', r.at(p))
     val = _E14[val]
     r.pos = p
     return val
@@ -18926,7 +19107,7 @@ def _de69(r):  # EVSEPositioningSupport
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVSEPositioningSupport', p)
     val = ((x >> 1) & 1) == 1
@@ -18947,11 +19128,11 @@ def _de70(r):  # EVSEProcessing
     E = r.end
     p = r.pos
     p += 4
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 4)
     x = (V >> (E - p)) & 15
     if x & 9: raise r.deviation('EVSEProcessing', p)
     val = ((x >> 1) & 3)
-    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', p)
+    if val >= 3: raise DecodeError(f'enumeration index {val} out of range (3 values)', r.at(p))
     val = _E3[val]
     r.pos = p
     return val
@@ -18971,7 +19152,7 @@ def _de71(r):  # EVSEReadyToCharge
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVSEReadyToCharge', p)
     val = ((x >> 1) & 1) == 1
@@ -18998,7 +19179,7 @@ def _de73(r):  # EVSEUtilityInterruptEvent
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVSEUtilityInterruptEvent', p)
     val = ((x >> 1) & 1) == 1
@@ -19019,11 +19200,11 @@ def _de74(r):  # EVSOC
     E = r.end
     p = r.pos
     p += 9
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 9)
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('EVSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
     r.pos = p
     return val
 
@@ -19053,7 +19234,7 @@ def _de77(r):  # EVTimeout
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('EVTimeout', p)
     val = ((x >> 1) & 1) == 1
@@ -19086,18 +19267,18 @@ def _de80(r):  # Exponent
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
     r.pos = p
     return val
@@ -19120,7 +19301,7 @@ def _de81(r):  # Exponent
     E = r.end
     p = r.pos
     p += 10
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 10)
     x = (V >> (E - p)) & 1023
     if x & 513: raise r.deviation('Exponent', p)
     val = ((x >> 1) & 255) + -128
@@ -19141,18 +19322,18 @@ def _de82(r):  # G
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('G', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('G', p)
     r.pos = p
     return val
@@ -19175,7 +19356,7 @@ def _de83(r):  # HMACOutputLength
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
@@ -19186,9 +19367,9 @@ def _de83(r):  # HMACOutputLength
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('HMACOutputLength', p)
     if _neg: val = -val - 1
     r.pos = p
@@ -19220,7 +19401,7 @@ def _de85(r):  # InletHot
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('InletHot', p)
     val = ((x >> 1) & 1) == 1
@@ -19241,18 +19422,18 @@ def _de86(r):  # J
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('J', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('J', p)
     r.pos = p
     return val
@@ -19275,11 +19456,11 @@ def _de87(r):  # MaximumSOC
     E = r.end
     p = r.pos
     p += 9
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 9)
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('MaximumSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
     r.pos = p
     return val
 
@@ -19297,19 +19478,19 @@ def _de88(r):  # MeterID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MeterID', p)
         val = ''
     else:
         r.pos = p
         val = r.string(81)
-        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.pos)
-        p = r.pos
+        if len(val) > 32: raise DecodeError(f'length {len(val)} outside [0, 32]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('MeterID', p)
     r.pos = p
     return val
@@ -19341,7 +19522,7 @@ def _de90(r):  # MeterInfoRequested
     E = r.end
     p = r.pos
     p += 3
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 3)
     x = (V >> (E - p)) & 7
     if x & 5: raise r.deviation('MeterInfoRequested', p)
     val = ((x >> 1) & 1) == 1
@@ -19362,19 +19543,19 @@ def _de91(r):  # MeterSignature
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MeterSignature', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.pos)
-        p = r.pos
+        if len(val) > 64: raise DecodeError(f'length {len(val)} outside [0, 64]', r.at(r.pos))
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('MeterSignature', p)
     r.pos = p
     return val
@@ -19398,7 +19579,7 @@ def _de92(r):  # MeterStatus
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('MeterStatus', p)
     _neg = (x & 1)
@@ -19409,12 +19590,12 @@ def _de92(r):  # MeterStatus
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterStatus', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -19438,7 +19619,7 @@ def _de93(r):  # MeterTimestamp
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -19447,11 +19628,11 @@ def _de93(r):  # MeterTimestamp
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('MeterTimestamp', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', p)
+    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
     r.pos = p
     return val
 
@@ -19474,11 +19655,11 @@ def _de94(r):  # MinimumSOC
     E = r.end
     p = r.pos
     p += 9
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 9)
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('MinimumSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
     r.pos = p
     return val
 
@@ -19496,18 +19677,18 @@ def _de95(r):  # Modulus
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
     r.pos = p
     return val
@@ -19530,7 +19711,7 @@ def _de96(r):  # NotificationMaxDelay
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -19539,11 +19720,11 @@ def _de96(r):  # NotificationMaxDelay
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('NotificationMaxDelay', p)
-    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', p)
+    if val > 65535: raise DecodeError(f'value {val} outside [0, 65535]', r.at(p))
     r.pos = p
     return val
 
@@ -19578,18 +19759,18 @@ def _de99(r):  # P
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('P', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('P', p)
     r.pos = p
     return val
@@ -19612,18 +19793,18 @@ def _de100(r):  # PGPKeyID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
     r.pos = p
     return val
@@ -19646,18 +19827,18 @@ def _de101(r):  # PGPKeyPacket
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
     r.pos = p
     return val
@@ -19680,18 +19861,18 @@ def _de102(r):  # PgenCounter
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
     r.pos = p
     return val
@@ -19714,11 +19895,11 @@ def _de103(r):  # PresentSOC
     E = r.end
     p = r.pos
     p += 9
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 9)
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('PresentSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
     r.pos = p
     return val
 
@@ -19736,18 +19917,18 @@ def _de104(r):  # Q
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Q', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Q', p)
     r.pos = p
     return val
@@ -19776,7 +19957,7 @@ def _de106(r):  # RemainingTimeToMaximumSOC
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -19785,11 +19966,11 @@ def _de106(r):  # RemainingTimeToMaximumSOC
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMaximumSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
     r.pos = p
     return val
 
@@ -19812,7 +19993,7 @@ def _de107(r):  # RemainingTimeToMinimumSOC
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -19821,11 +20002,11 @@ def _de107(r):  # RemainingTimeToMinimumSOC
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToMinimumSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
     r.pos = p
     return val
 
@@ -19848,7 +20029,7 @@ def _de108(r):  # RemainingTimeToTargetSOC
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -19857,11 +20038,11 @@ def _de108(r):  # RemainingTimeToTargetSOC
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('RemainingTimeToTargetSOC', p)
-    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', p)
+    if val > 4294967295: raise DecodeError(f'value {val} outside [0, 4294967295]', r.at(p))
     r.pos = p
     return val
 
@@ -19884,11 +20065,11 @@ def _de109(r):  # ResponseCode
     E = r.end
     p = r.pos
     p += 8
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 8)
     x = (V >> (E - p)) & 255
     if x & 129: raise r.deviation('ResponseCode', p)
     val = ((x >> 1) & 63)
-    if val >= 40: raise DecodeError(f'enumeration index {val} out of range (40 values)', p)
+    if val >= 40: raise DecodeError(f'enumeration index {val} out of range (40 values)', r.at(p))
     val = _E2[val]
     r.pos = p
     return val
@@ -19914,18 +20095,18 @@ def _de111(r):  # SPKISexp
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
     r.pos = p
     return val
@@ -19948,18 +20129,18 @@ def _de112(r):  # Seed
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
     r.pos = p
     return val
@@ -19982,14 +20163,14 @@ def _de113(r):  # SessionID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     val = r.binary()
-    if len(val) < 8 or len(val) > 8: raise DecodeError(f'length {len(val)} outside [8, 8]', r.pos)
-    p = r.pos
+    if len(val) < 8 or len(val) > 8: raise DecodeError(f'length {len(val)} outside [8, 8]', r.at(r.pos))
+    V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('SessionID', p)
     r.pos = p
     return val
@@ -20013,11 +20194,11 @@ def _de114(r):  # TargetSOC
     E = r.end
     p = r.pos
     p += 9
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 9)
     x = (V >> (E - p)) & 511
     if x & 257: raise r.deviation('TargetSOC', p)
     val = ((x >> 1) & 127)
-    if val > 100: raise DecodeError(f'value {val} above maximum 100', p)
+    if val > 100: raise DecodeError(f'value {val} above maximum 100', r.at(p))
     r.pos = p
     return val
 
@@ -20041,7 +20222,7 @@ def _de116(r):  # TaxRuleID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -20050,11 +20231,11 @@ def _de116(r):  # TaxRuleID
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TaxRuleID', p)
-    if val < 1 or val > 4294967295: raise DecodeError(f'value {val} outside [1, 4294967295]', p)
+    if val < 1 or val > 4294967295: raise DecodeError(f'value {val} outside [1, 4294967295]', r.at(p))
     r.pos = p
     return val
 
@@ -20077,7 +20258,7 @@ def _de117(r):  # TimeAnchor
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -20086,11 +20267,11 @@ def _de117(r):  # TimeAnchor
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeAnchor', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', p)
+    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
     r.pos = p
     return val
 
@@ -20113,7 +20294,7 @@ def _de118(r):  # TimeStamp
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
         p += 8
@@ -20122,11 +20303,11 @@ def _de118(r):  # TimeStamp
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('TimeStamp', p)
-    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', p)
+    if val > 18446744073709551615: raise DecodeError(f'value {val} outside [0, 18446744073709551615]', r.at(p))
     r.pos = p
     return val
 
@@ -20149,7 +20330,7 @@ def _de119(r):  # Value
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('Value', p)
     _neg = (x & 1)
@@ -20160,12 +20341,12 @@ def _de119(r):  # Value
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('Value', p)
     if _neg: val = -val - 1
-    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', p)
+    if val < -32768 or val > 32767: raise DecodeError(f'value {val} outside [-32768, 32767]', r.at(p))
     r.pos = p
     return val
 
@@ -20189,18 +20370,18 @@ def _de120(r):  # X509CRL
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
     r.pos = p
     return val
@@ -20223,18 +20404,18 @@ def _de121(r):  # X509Certificate
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
     r.pos = p
     return val
@@ -20257,18 +20438,18 @@ def _de122(r):  # X509IssuerName
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
         val = ''
     else:
         r.pos = p
         val = r.string(28)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
     r.pos = p
     return val
@@ -20299,18 +20480,18 @@ def _de124(r):  # X509SKI
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
     r.pos = p
     return val
@@ -20333,7 +20514,7 @@ def _de125(r):  # X509SerialNumber
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
@@ -20344,9 +20525,9 @@ def _de125(r):  # X509SerialNumber
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('X509SerialNumber', p)
     if _neg: val = -val - 1
     r.pos = p
@@ -20372,18 +20553,18 @@ def _de126(r):  # X509SubjectName
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
         val = ''
     else:
         r.pos = p
         val = r.string(31)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
     r.pos = p
     return val
@@ -20408,18 +20589,18 @@ def _de127(r):  # XPath
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
         val = ''
     else:
         r.pos = p
         val = r.string(15)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
     r.pos = p
     return val
@@ -20444,18 +20625,18 @@ def _de128(r):  # Y
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
     r.pos = p
     return val

@@ -19,19 +19,21 @@ def _d_CanonicalizationMethodType(r, key):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('CanonicalizationMethodType', p)
                 el = '@Algorithm'
                 r.pos = p
                 f_Algorithm = r.string(0)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -39,16 +41,18 @@ def _d_CanonicalizationMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('CanonicalizationMethodType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -56,16 +60,18 @@ def _d_CanonicalizationMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('CanonicalizationMethodType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -73,7 +79,7 @@ def _d_CanonicalizationMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('CanonicalizationMethodType', p)
@@ -124,6 +130,7 @@ def _e_CanonicalizationMethodType(w, o):
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -145,135 +152,135 @@ def _d_DSAKeyValueType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'P'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('P', p)
                         f_P = b''
                     else:
                         r.pos = p
                         f_P = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('P', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                     el = 'Q'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Q', p)
                         f_Q = b''
                     else:
                         r.pos = p
                         f_Q = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Q', p)
                     s = 4
                 elif ec == 1:
                     el = 'G'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('G', p)
                         f_G = b''
                     else:
                         r.pos = p
                         f_G = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 2:
                     el = 'Y'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
                         f_Y = b''
                     else:
                         r.pos = p
                         f_Y = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 el = 'Y'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('Y', p)
                     f_Y = b''
                 else:
                     r.pos = p
                     f_Y = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                 s = 3
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'J'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('J', p)
                         f_J = b''
                     else:
                         r.pos = p
                         f_J = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('J', p)
                     s = 5
                 elif ec == 1:
                     el = 'Seed'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
                         f_Seed = b''
                     else:
                         r.pos = p
                         f_Seed = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 2:
@@ -283,63 +290,63 @@ def _d_DSAKeyValueType(r):
                     raise r.deviation('DSAKeyValueType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'G'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('G', p)
                         f_G = b''
                     else:
                         r.pos = p
                         f_G = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('G', p)
                     s = 2
                 elif ec == 1:
                     el = 'Y'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
                         f_Y = b''
                     else:
                         r.pos = p
                         f_Y = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Seed'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
                         f_Seed = b''
                     else:
                         r.pos = p
                         f_Seed = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
                     s = 6
                 elif ec == 1:
@@ -349,25 +356,25 @@ def _d_DSAKeyValueType(r):
                     raise r.deviation('DSAKeyValueType', p)
             if s == 6:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 el = 'PgenCounter'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
                     f_PgenCounter = b''
                 else:
                     r.pos = p
                     f_PgenCounter = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DSAKeyValueType', p)
                 s = -1
         r.pos = p
@@ -534,6 +541,7 @@ def _e_DSAKeyValueType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of PgenCounter')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -549,19 +557,21 @@ def _d_DigestMethodType(r, key):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('DigestMethodType', p)
                 el = '@Algorithm'
                 r.pos = p
                 f_Algorithm = r.string(0)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -569,16 +579,18 @@ def _d_DigestMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('DigestMethodType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -586,16 +598,18 @@ def _d_DigestMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('DigestMethodType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -603,7 +617,7 @@ def _d_DigestMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('DigestMethodType', p)
@@ -654,6 +668,7 @@ def _e_DigestMethodType(w, o):
                     if v_Algorithm is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -676,29 +691,29 @@ def _d_KeyInfoType(r, key):
         while s >= 0:
             if s == 0:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(8)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(9)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
@@ -706,84 +721,86 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 10)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 3:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 4:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 5:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 6:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 7:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(11)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 8:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 1:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(9)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
@@ -791,84 +808,86 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 10)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(11)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 elif ec == 8:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 2:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(9)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 3
@@ -876,84 +895,86 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 10)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 4
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 5
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 6
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 7
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 8
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(11)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 9
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 elif ec == 8:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 3:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(9)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -961,57 +982,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 10)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(11)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -1019,29 +1042,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 4:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(9)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -1049,57 +1072,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 10)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(11)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -1107,29 +1132,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 5:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(9)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -1137,57 +1162,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 10)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(11)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -1195,29 +1222,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 6:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(9)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -1225,57 +1252,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 10)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(11)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -1283,29 +1312,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 6
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 7:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(9)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -1313,57 +1342,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 10)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(11)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -1371,29 +1402,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 7
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 8:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(9)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -1401,57 +1432,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 10)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(11)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -1459,29 +1492,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 8
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 9:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(9)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -1489,57 +1522,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 10)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(11)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -1547,29 +1582,29 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 9
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 10:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(9)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -1577,57 +1612,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 10)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(11)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -1635,37 +1672,37 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 10
                 else:
                     raise r.deviation('KeyInfoType', p)
             if s == 11:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(9)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 10)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -1673,7 +1710,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -1681,7 +1718,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -1689,7 +1726,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -1697,31 +1734,33 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(11)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -1731,7 +1770,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 11
                         break
                     else:
@@ -1739,23 +1778,23 @@ def _d_KeyInfoType(r, key):
             if s == 12:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(9)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -1764,13 +1803,13 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 10)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                     elif ec == 2:
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -1778,7 +1817,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -1786,7 +1825,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -1794,31 +1833,33 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(11)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -1828,7 +1869,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     else:
@@ -1836,23 +1877,23 @@ def _d_KeyInfoType(r, key):
             if s == 13:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(9)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -1861,7 +1902,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 10)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -1869,13 +1910,13 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                     elif ec == 3:
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -1883,7 +1924,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -1891,31 +1932,33 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(11)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -1925,7 +1968,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 13
                         break
                     else:
@@ -1933,23 +1976,23 @@ def _d_KeyInfoType(r, key):
             if s == 14:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(9)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -1958,7 +2001,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 10)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -1966,7 +2009,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -1974,13 +2017,13 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                     elif ec == 4:
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -1988,31 +2031,33 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(11)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -2022,7 +2067,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 14
                         break
                     else:
@@ -2030,23 +2075,23 @@ def _d_KeyInfoType(r, key):
             if s == 15:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(9)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -2055,7 +2100,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 10)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -2063,7 +2108,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -2071,7 +2116,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -2079,37 +2124,39 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                     elif ec == 5:
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(11)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -2119,7 +2166,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 15
                         break
                     else:
@@ -2127,23 +2174,23 @@ def _d_KeyInfoType(r, key):
             if s == 16:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(9)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -2152,7 +2199,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 10)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -2160,7 +2207,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -2168,7 +2215,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -2176,7 +2223,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -2184,29 +2231,31 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(11)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                         s = 17
                         break
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -2216,7 +2265,7 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 16
                         break
                     else:
@@ -2224,23 +2273,23 @@ def _d_KeyInfoType(r, key):
             if s == 17:
                 while True:
                     p += 4
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 4)
                     ec = (V >> (E - p)) & 15
                     if ec == 0:
                         el = 'KeyName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(9)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                         f_KeyName.append(_v)
                         s = 11
@@ -2249,7 +2298,7 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyValue'
                         r.pos = p
                         _v = _d_KeyValueType(r, 10)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_KeyValue.append(_v)
                         s = 12
                         break
@@ -2257,7 +2306,7 @@ def _d_KeyInfoType(r, key):
                         el = 'RetrievalMethod'
                         r.pos = p
                         _v = _d_RetrievalMethodType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_RetrievalMethod.append(_v)
                         s = 13
                         break
@@ -2265,7 +2314,7 @@ def _d_KeyInfoType(r, key):
                         el = 'X509Data'
                         r.pos = p
                         _v = _d_X509DataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_X509Data.append(_v)
                         s = 14
                         break
@@ -2273,7 +2322,7 @@ def _d_KeyInfoType(r, key):
                         el = 'PGPData'
                         r.pos = p
                         _v = _d_PGPDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_PGPData.append(_v)
                         s = 15
                         break
@@ -2281,29 +2330,31 @@ def _d_KeyInfoType(r, key):
                         el = 'SPKIData'
                         r.pos = p
                         _v = _d_SPKIDataType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SPKIData.append(_v)
                         s = 16
                         break
                     elif ec == 6:
                         el = 'MgmtData'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(11)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                         f_MgmtData.append(_v)
                     elif ec == 7:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 18
                         break
                     elif ec == 8:
@@ -2313,30 +2364,30 @@ def _d_KeyInfoType(r, key):
                     elif ec == 9:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 17
                         break
                     else:
                         raise r.deviation('KeyInfoType', p)
             if s == 18:
                 p += 4
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 4)
                 ec = (V >> (E - p)) & 15
                 if ec == 0:
                     el = 'KeyName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(9)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
                     f_KeyName.append(_v)
                     s = 11
@@ -2344,57 +2395,59 @@ def _d_KeyInfoType(r, key):
                     el = 'KeyValue'
                     r.pos = p
                     _v = _d_KeyValueType(r, 10)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_KeyValue.append(_v)
                     s = 12
                 elif ec == 2:
                     el = 'RetrievalMethod'
                     r.pos = p
                     _v = _d_RetrievalMethodType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_RetrievalMethod.append(_v)
                     s = 13
                 elif ec == 3:
                     el = 'X509Data'
                     r.pos = p
                     _v = _d_X509DataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_X509Data.append(_v)
                     s = 14
                 elif ec == 4:
                     el = 'PGPData'
                     r.pos = p
                     _v = _d_PGPDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_PGPData.append(_v)
                     s = 15
                 elif ec == 5:
                     el = 'SPKIData'
                     r.pos = p
                     _v = _d_SPKIDataType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SPKIData.append(_v)
                     s = 16
                 elif ec == 6:
                     el = 'MgmtData'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(11)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
                     f_MgmtData.append(_v)
                     s = 17
                 elif ec == 7:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 elif ec == 8:
                     pass
@@ -2402,7 +2455,7 @@ def _d_KeyInfoType(r, key):
                 elif ec == 9:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 18
                 else:
                     raise r.deviation('KeyInfoType', p)
@@ -3956,6 +4009,7 @@ def _e_KeyInfoType(w, o):
                     if v_Id is not None or i_KeyName < n_KeyName or i_KeyValue < n_KeyValue or i_RetrievalMethod < n_RetrievalMethod or i_X509Data < n_X509Data or i_PGPData < n_PGPData or i_SPKIData < n_SPKIData or i_MgmtData < n_MgmtData: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -3972,133 +4026,137 @@ def _d_KeyValueType(r, key):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
                     r.pos = p
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
-                    el = 'Modulus'
+                    el = 'RSAKeyValue/Modulus'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
                         _c1_Modulus = b''
                     else:
                         r.pos = p
                         _c1_Modulus = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
-                    el = 'Exponent'
+                    el = 'RSAKeyValue/Exponent'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
                         _c1_Exponent = b''
                     else:
                         r.pos = p
                         _c1_Exponent = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     f_RSAKeyValue = xmldsig.RSAKeyValueType(_c1_Modulus, _c1_Exponent)
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 else:
                     raise r.deviation('KeyValueType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'DSAKeyValue'
                     r.pos = p
                     f_DSAKeyValue = _d_DSAKeyValueType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     el = 'RSAKeyValue'
-                    el = 'Modulus'
+                    el = 'RSAKeyValue/Modulus'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
                         _c2_Modulus = b''
                     else:
                         r.pos = p
                         _c2_Modulus = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
-                    el = 'Exponent'
+                    el = 'RSAKeyValue/Exponent'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
                         _c2_Exponent = b''
                     else:
                         r.pos = p
                         _c2_Exponent = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('KeyValueType', p)
                     f_RSAKeyValue = xmldsig.RSAKeyValueType(_c2_Modulus, _c2_Exponent)
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 else:
                     raise r.deviation('KeyValueType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
@@ -4106,13 +4164,13 @@ def _d_KeyValueType(r, key):
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('KeyValueType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
@@ -4120,13 +4178,13 @@ def _d_KeyValueType(r, key):
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('KeyValueType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     pass
@@ -4134,7 +4192,7 @@ def _d_KeyValueType(r, key):
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('KeyValueType', p)
@@ -4169,14 +4227,14 @@ def _e_KeyValueType(w, o):
                     _c3_Modulus = _o.Modulus
                     _c3_Exponent = _o.Exponent
                     if not (_c3_Modulus is not None): raise EncodeError('missing content: Modulus')
-                    el = 'Modulus'
+                    el = 'RSAKeyValue/Modulus'
                     v = (v << 5) | (1 << 2)
                     n += 5
                     w.v = v; w.n = n
                     w.binary(_c3_Modulus)
                     v = w.v; n = w.n
                     if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'RSAKeyValue/Exponent'
                     v <<= 3
                     n += 3
                     _c3_Modulus = None
@@ -4206,14 +4264,14 @@ def _e_KeyValueType(w, o):
                     _c4_Modulus = _o.Modulus
                     _c4_Exponent = _o.Exponent
                     if not (_c4_Modulus is not None): raise EncodeError('missing content: Modulus')
-                    el = 'Modulus'
+                    el = 'RSAKeyValue/Modulus'
                     v = (v << 5) | (1 << 2)
                     n += 5
                     w.v = v; w.n = n
                     w.binary(_c4_Modulus)
                     v = w.v; n = w.n
                     if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'Exponent'
+                    el = 'RSAKeyValue/Exponent'
                     v <<= 3
                     n += 3
                     _c4_Modulus = None
@@ -4246,6 +4304,7 @@ def _e_KeyValueType(w, o):
                     if v_DSAKeyValue is not None or v_RSAKeyValue is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4259,43 +4318,43 @@ def _d_RSAKeyValueType(r):
     f_Exponent = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Modulus'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
             f_Modulus = b''
         else:
             r.pos = p
             f_Modulus = r.binary()
-            p = r.pos
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         el = 'Exponent'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
             f_Exponent = b''
         else:
             r.pos = p
             f_Exponent = r.binary()
-            p = r.pos
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('RSAKeyValueType', p)
         r.pos = p
     except Exception as e:
@@ -4332,6 +4391,7 @@ def _e_RSAKeyValueType(w, o):
         else:
             raise EncodeError('missing content: expected one of Modulus')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4349,25 +4409,25 @@ def _d_RetrievalMethodType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Type'
                     r.pos = p
                     f_Type = r.string(14)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(15)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 3:
                     pass
@@ -4376,19 +4436,19 @@ def _d_RetrievalMethodType(r):
                     raise r.deviation('RetrievalMethodType', p)
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(15)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -4397,13 +4457,13 @@ def _d_RetrievalMethodType(r):
                     raise r.deviation('RetrievalMethodType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     pass
@@ -4412,7 +4472,7 @@ def _d_RetrievalMethodType(r):
                     raise r.deviation('RetrievalMethodType', p)
             if s == 3:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('RetrievalMethodType', p)
                 s = -1
         r.pos = p
@@ -4516,6 +4576,7 @@ def _e_RetrievalMethodType(w, o):
                     if v_Type is not None or v_URI is not None or v_Transforms is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4531,23 +4592,23 @@ def _d_TransformsType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('TransformsType', p)
                 el = 'Transform'
                 r.pos = p
                 _v = _d_TransformType(r, 16)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_Transform.append(_v)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transform'
                     r.pos = p
                     _v = _d_TransformType(r, 16)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Transform.append(_v)
                     s = 2
                 elif ec == 1:
@@ -4558,13 +4619,13 @@ def _d_TransformsType(r):
             if s == 2:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Transform'
                         r.pos = p
                         _v = _d_TransformType(r, 16)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Transform.append(_v)
                     elif ec == 1:
                         pass
@@ -4632,6 +4693,7 @@ def _e_TransformsType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4648,37 +4710,39 @@ def _d_TransformType(r, key):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('TransformType', p)
                 el = '@Algorithm'
                 r.pos = p
                 f_Algorithm = r.string(0)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'XPath'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(17)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -4686,34 +4750,36 @@ def _d_TransformType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('TransformType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'XPath'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(17)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -4721,34 +4787,36 @@ def _d_TransformType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('TransformType', p)
             if s == 3:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = 'XPath'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(17)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     pass
@@ -4756,34 +4824,36 @@ def _d_TransformType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('TransformType', p)
             if s == 4:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         el = 'XPath'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(17)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
                         f_XPath.append(_v)
                     elif ec == 1:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 3
                         break
                     elif ec == 2:
@@ -4793,7 +4863,7 @@ def _d_TransformType(r, key):
                     elif ec == 3:
                         r.pos = p
                         r.string(key)  # mixed-content text is not kept in the model
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         s = 4
                         break
                     else:
@@ -4907,6 +4977,7 @@ def _e_TransformType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -4926,33 +4997,33 @@ def _d_X509DataType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c5_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c5_X509IssuerName = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -4961,9 +5032,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c5_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c5_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c5_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c5_X509SerialNumber = -_c5_X509SerialNumber - 1
@@ -4973,109 +5044,111 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 2
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(21)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 3
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 4
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 5
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 6
                 else:
                     raise r.deviation('X509DataType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c6_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c6_X509IssuerName = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -5084,9 +5157,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c6_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c6_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c6_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c6_X509SerialNumber = -_c6_X509SerialNumber - 1
@@ -5096,77 +5169,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(21)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -5175,33 +5250,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c7_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c7_X509IssuerName = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -5210,9 +5285,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c7_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c7_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c7_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c7_X509SerialNumber = -_c7_X509SerialNumber - 1
@@ -5222,77 +5297,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(21)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -5301,33 +5378,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 3:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c8_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c8_X509IssuerName = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -5336,9 +5413,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c8_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c8_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c8_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c8_X509SerialNumber = -_c8_X509SerialNumber - 1
@@ -5348,77 +5425,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(21)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -5427,33 +5506,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 4:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c9_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c9_X509IssuerName = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -5462,9 +5541,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c9_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c9_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c9_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c9_X509SerialNumber = -_c9_X509SerialNumber - 1
@@ -5474,77 +5553,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(21)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -5553,33 +5634,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 5:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c10_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c10_X509IssuerName = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -5588,9 +5669,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c10_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c10_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c10_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c10_X509SerialNumber = -_c10_X509SerialNumber - 1
@@ -5600,77 +5681,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(21)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -5679,33 +5762,33 @@ def _d_X509DataType(r):
                     raise r.deviation('X509DataType', p)
             if s == 6:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c11_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c11_X509IssuerName = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -5714,9 +5797,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c11_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c11_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c11_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c11_X509SerialNumber = -_c11_X509SerialNumber - 1
@@ -5726,77 +5809,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(21)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -5806,33 +5891,33 @@ def _d_X509DataType(r):
             if s == 7:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c12_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c12_X509IssuerName = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -5841,9 +5926,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c12_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c12_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c12_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c12_X509SerialNumber = -_c12_X509SerialNumber - 1
@@ -5852,18 +5937,18 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
@@ -5871,18 +5956,18 @@ def _d_X509DataType(r):
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(21)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
@@ -5890,18 +5975,18 @@ def _d_X509DataType(r):
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
@@ -5909,24 +5994,26 @@ def _d_X509DataType(r):
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -5938,33 +6025,33 @@ def _d_X509DataType(r):
             if s == 8:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c13_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c13_X509IssuerName = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -5973,9 +6060,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c13_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c13_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c13_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c13_X509SerialNumber = -_c13_X509SerialNumber - 1
@@ -5986,35 +6073,35 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(21)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
@@ -6022,18 +6109,18 @@ def _d_X509DataType(r):
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
@@ -6041,24 +6128,26 @@ def _d_X509DataType(r):
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -6070,33 +6159,33 @@ def _d_X509DataType(r):
             if s == 9:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c14_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c14_X509IssuerName = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -6105,9 +6194,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c14_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c14_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c14_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c14_X509SerialNumber = -_c14_X509SerialNumber - 1
@@ -6118,18 +6207,18 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
@@ -6137,35 +6226,35 @@ def _d_X509DataType(r):
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(21)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
@@ -6173,24 +6262,26 @@ def _d_X509DataType(r):
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -6202,33 +6293,33 @@ def _d_X509DataType(r):
             if s == 10:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c15_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c15_X509IssuerName = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -6237,9 +6328,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c15_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c15_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c15_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c15_X509SerialNumber = -_c15_X509SerialNumber - 1
@@ -6250,18 +6341,18 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
@@ -6269,18 +6360,18 @@ def _d_X509DataType(r):
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(21)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
@@ -6288,41 +6379,43 @@ def _d_X509DataType(r):
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                         s = 11
                         break
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -6334,33 +6427,33 @@ def _d_X509DataType(r):
             if s == 11:
                 while True:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     ec = (V >> (E - p)) & 7
                     if ec == 0:
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                         el = 'X509IssuerSerial'
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                             _c16_X509IssuerName = ''
                         else:
                             r.pos = p
                             _c16_X509IssuerName = r.string(18)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         x = (V >> (E - p)) & 7
                         if x & 6: raise r.deviation('X509DataType', p)
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                             p += 8
@@ -6369,9 +6462,9 @@ def _d_X509DataType(r):
                             p += 16
                             _c16_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                         else:
-                            r.pos = p; _c16_X509SerialNumber = r.uint(); p = r.pos
+                            r.pos = p; _c16_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                         p += 2
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 2)
                         x = (V >> (E - p)) & 3
                         if x & 3: raise r.deviation('X509DataType', p)
                         if _neg: _c16_X509SerialNumber = -_c16_X509SerialNumber - 1
@@ -6382,18 +6475,18 @@ def _d_X509DataType(r):
                     elif ec == 1:
                         el = 'X509SKI'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                         f_X509SKI.append(_v)
                         s = 8
@@ -6401,18 +6494,18 @@ def _d_X509DataType(r):
                     elif ec == 2:
                         el = 'X509SubjectName'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                             _v = ''
                         else:
                             r.pos = p
                             _v = r.string(21)
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                         f_X509SubjectName.append(_v)
                         s = 9
@@ -6420,18 +6513,18 @@ def _d_X509DataType(r):
                     elif ec == 3:
                         el = 'X509Certificate'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                         f_X509Certificate.append(_v)
                         s = 10
@@ -6439,22 +6532,24 @@ def _d_X509DataType(r):
                     elif ec == 4:
                         el = 'X509CRL'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                         f_X509CRL.append(_v)
                     elif ec == 5:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 12
                         break
                     elif ec == 6:
@@ -6465,33 +6560,33 @@ def _d_X509DataType(r):
                         raise r.deviation('X509DataType', p)
             if s == 12:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('X509DataType', p)
                     el = 'X509IssuerSerial'
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
                         _c17_X509IssuerName = ''
                     else:
                         r.pos = p
                         _c17_X509IssuerName = r.string(18)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     x = (V >> (E - p)) & 7
                     if x & 6: raise r.deviation('X509DataType', p)
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if p + 8 <= E and not (V >> (E - p - 8)) & 128:
                         p += 8
@@ -6500,9 +6595,9 @@ def _d_X509DataType(r):
                         p += 16
                         _c17_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; _c17_X509SerialNumber = r.uint(); p = r.pos
+                        r.pos = p; _c17_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 3: raise r.deviation('X509DataType', p)
                     if _neg: _c17_X509SerialNumber = -_c17_X509SerialNumber - 1
@@ -6512,77 +6607,79 @@ def _d_X509DataType(r):
                 elif ec == 1:
                     el = 'X509SKI'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
                     el = 'X509SubjectName'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
                         _v = ''
                     else:
                         r.pos = p
                         _v = r.string(21)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
                     el = 'X509Certificate'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
                     el = 'X509CRL'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 12
                 elif ec == 6:
                     pass
@@ -6624,7 +6721,7 @@ def _e_X509DataType(w, o):
                     _c18_X509IssuerName = _o.X509IssuerName
                     _c18_X509SerialNumber = _o.X509SerialNumber
                     if not (_c18_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c18_X509IssuerName)
@@ -6633,7 +6730,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c18_X509IssuerName); v = w.v; n = w.n
                     if not (_c18_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c18_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c18_X509SerialNumber!r}')
                     v = (v << 4) | (_c18_X509SerialNumber < 0)
                     n += 4
@@ -6702,7 +6799,7 @@ def _e_X509DataType(w, o):
                     _c19_X509IssuerName = _o.X509IssuerName
                     _c19_X509SerialNumber = _o.X509SerialNumber
                     if not (_c19_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c19_X509IssuerName)
@@ -6711,7 +6808,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c19_X509IssuerName); v = w.v; n = w.n
                     if not (_c19_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c19_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c19_X509SerialNumber!r}')
                     v = (v << 4) | (_c19_X509SerialNumber < 0)
                     n += 4
@@ -6783,7 +6880,7 @@ def _e_X509DataType(w, o):
                     _c20_X509IssuerName = _o.X509IssuerName
                     _c20_X509SerialNumber = _o.X509SerialNumber
                     if not (_c20_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c20_X509IssuerName)
@@ -6792,7 +6889,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c20_X509IssuerName); v = w.v; n = w.n
                     if not (_c20_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c20_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c20_X509SerialNumber!r}')
                     v = (v << 4) | (_c20_X509SerialNumber < 0)
                     n += 4
@@ -6864,7 +6961,7 @@ def _e_X509DataType(w, o):
                     _c21_X509IssuerName = _o.X509IssuerName
                     _c21_X509SerialNumber = _o.X509SerialNumber
                     if not (_c21_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c21_X509IssuerName)
@@ -6873,7 +6970,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c21_X509IssuerName); v = w.v; n = w.n
                     if not (_c21_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c21_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c21_X509SerialNumber!r}')
                     v = (v << 4) | (_c21_X509SerialNumber < 0)
                     n += 4
@@ -6945,7 +7042,7 @@ def _e_X509DataType(w, o):
                     _c22_X509IssuerName = _o.X509IssuerName
                     _c22_X509SerialNumber = _o.X509SerialNumber
                     if not (_c22_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c22_X509IssuerName)
@@ -6954,7 +7051,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c22_X509IssuerName); v = w.v; n = w.n
                     if not (_c22_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c22_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c22_X509SerialNumber!r}')
                     v = (v << 4) | (_c22_X509SerialNumber < 0)
                     n += 4
@@ -7026,7 +7123,7 @@ def _e_X509DataType(w, o):
                     _c23_X509IssuerName = _o.X509IssuerName
                     _c23_X509SerialNumber = _o.X509SerialNumber
                     if not (_c23_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c23_X509IssuerName)
@@ -7035,7 +7132,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c23_X509IssuerName); v = w.v; n = w.n
                     if not (_c23_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c23_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c23_X509SerialNumber!r}')
                     v = (v << 4) | (_c23_X509SerialNumber < 0)
                     n += 4
@@ -7107,7 +7204,7 @@ def _e_X509DataType(w, o):
                     _c24_X509IssuerName = _o.X509IssuerName
                     _c24_X509SerialNumber = _o.X509SerialNumber
                     if not (_c24_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c24_X509IssuerName)
@@ -7116,7 +7213,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c24_X509IssuerName); v = w.v; n = w.n
                     if not (_c24_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c24_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c24_X509SerialNumber!r}')
                     v = (v << 4) | (_c24_X509SerialNumber < 0)
                     n += 4
@@ -7189,7 +7286,7 @@ def _e_X509DataType(w, o):
                         _c25_X509IssuerName = _o.X509IssuerName
                         _c25_X509SerialNumber = _o.X509SerialNumber
                         if not (_c25_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c25_X509IssuerName)
@@ -7198,7 +7295,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c25_X509IssuerName); v = w.v; n = w.n
                         if not (_c25_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c25_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c25_X509SerialNumber!r}')
                         v = (v << 4) | (_c25_X509SerialNumber < 0)
                         n += 4
@@ -7275,7 +7372,7 @@ def _e_X509DataType(w, o):
                         _c26_X509IssuerName = _o.X509IssuerName
                         _c26_X509SerialNumber = _o.X509SerialNumber
                         if not (_c26_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c26_X509IssuerName)
@@ -7284,7 +7381,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c26_X509IssuerName); v = w.v; n = w.n
                         if not (_c26_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c26_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c26_X509SerialNumber!r}')
                         v = (v << 4) | (_c26_X509SerialNumber < 0)
                         n += 4
@@ -7361,7 +7458,7 @@ def _e_X509DataType(w, o):
                         _c27_X509IssuerName = _o.X509IssuerName
                         _c27_X509SerialNumber = _o.X509SerialNumber
                         if not (_c27_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c27_X509IssuerName)
@@ -7370,7 +7467,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c27_X509IssuerName); v = w.v; n = w.n
                         if not (_c27_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c27_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c27_X509SerialNumber!r}')
                         v = (v << 4) | (_c27_X509SerialNumber < 0)
                         n += 4
@@ -7447,7 +7544,7 @@ def _e_X509DataType(w, o):
                         _c28_X509IssuerName = _o.X509IssuerName
                         _c28_X509SerialNumber = _o.X509SerialNumber
                         if not (_c28_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c28_X509IssuerName)
@@ -7456,7 +7553,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c28_X509IssuerName); v = w.v; n = w.n
                         if not (_c28_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c28_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c28_X509SerialNumber!r}')
                         v = (v << 4) | (_c28_X509SerialNumber < 0)
                         n += 4
@@ -7533,7 +7630,7 @@ def _e_X509DataType(w, o):
                         _c29_X509IssuerName = _o.X509IssuerName
                         _c29_X509SerialNumber = _o.X509SerialNumber
                         if not (_c29_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                        el = 'X509IssuerName'
+                        el = 'X509IssuerSerial/X509IssuerName'
                         v <<= 5
                         n += 5
                         _l = len(_c29_X509IssuerName)
@@ -7542,7 +7639,7 @@ def _e_X509DataType(w, o):
                             n += (_l + 1) << 3
                         else: w.v = v; w.n = n; w.string(_c29_X509IssuerName); v = w.v; n = w.n
                         if not (_c29_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                        el = 'X509SerialNumber'
+                        el = 'X509IssuerSerial/X509SerialNumber'
                         if type(_c29_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c29_X509SerialNumber!r}')
                         v = (v << 4) | (_c29_X509SerialNumber < 0)
                         n += 4
@@ -7618,7 +7715,7 @@ def _e_X509DataType(w, o):
                     _c30_X509IssuerName = _o.X509IssuerName
                     _c30_X509SerialNumber = _o.X509SerialNumber
                     if not (_c30_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'X509IssuerName'
+                    el = 'X509IssuerSerial/X509IssuerName'
                     v <<= 5
                     n += 5
                     _l = len(_c30_X509IssuerName)
@@ -7627,7 +7724,7 @@ def _e_X509DataType(w, o):
                         n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.string(_c30_X509IssuerName); v = w.v; n = w.n
                     if not (_c30_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'X509SerialNumber'
+                    el = 'X509IssuerSerial/X509SerialNumber'
                     if type(_c30_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c30_X509SerialNumber!r}')
                     v = (v << 4) | (_c30_X509SerialNumber < 0)
                     n += 4
@@ -7693,6 +7790,7 @@ def _e_X509DataType(w, o):
                     if i_X509IssuerSerial < n_X509IssuerSerial or i_X509SKI < n_X509SKI or i_X509SubjectName < n_X509SubjectName or i_X509Certificate < n_X509Certificate or i_X509CRL < n_X509CRL: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7706,25 +7804,25 @@ def _d_X509IssuerSerialType(r):
     f_X509SerialNumber = None
     try:
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509IssuerName'
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1:
             p += 3
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 3)
             if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
             f_X509IssuerName = ''
         else:
             r.pos = p
             f_X509IssuerName = r.string(18)
-            p = r.pos
+            V = r.v; E = r.end; p = r.pos
             p += 1
-            if p > E: raise r.truncated(p)
+            if p > E: V, E, p = r.slide(p, 1)
             if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         x = (V >> (E - p)) & 7
         if x & 6: raise r.deviation('X509IssuerSerialType', p)
         el = 'X509SerialNumber'
@@ -7736,9 +7834,9 @@ def _d_X509IssuerSerialType(r):
             p += 16
             f_X509SerialNumber = ((_y >> 8) & 127) | ((_y & 127) << 7)
         else:
-            r.pos = p; f_X509SerialNumber = r.uint(); p = r.pos
+            r.pos = p; f_X509SerialNumber = r.uint(); V = r.v; E = r.end; p = r.pos
         p += 2
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 2)
         x = (V >> (E - p)) & 3
         if x & 3: raise r.deviation('X509IssuerSerialType', p)
         if _neg: f_X509SerialNumber = -f_X509SerialNumber - 1
@@ -7781,6 +7879,7 @@ def _e_X509IssuerSerialType(w, o):
         else:
             raise EncodeError('missing content: expected one of X509IssuerName')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -7797,67 +7896,69 @@ def _d_PGPDataType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'PGPKeyID'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
                         f_PGPKeyID = b''
                     else:
                         r.pos = p
                         f_PGPKeyID = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
                     s = 1
                 elif ec == 1:
                     el = 'PGPKeyPacket'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
                         f_PGPKeyPacket = b''
                     else:
                         r.pos = p
                         f_PGPKeyPacket = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 2
                 else:
                     raise r.deviation('PGPDataType', p)
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'PGPKeyPacket'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
                         f_PGPKeyPacket = b''
                     else:
                         r.pos = p
                         f_PGPKeyPacket = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     pass
@@ -7866,10 +7967,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -7878,10 +7981,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     pass
@@ -7890,10 +7995,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     pass
@@ -7902,10 +8009,12 @@ def _d_PGPDataType(r):
                     raise r.deviation('PGPDataType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -7994,6 +8103,7 @@ def _e_PGPDataType(w, o):
                     if v_PGPKeyID is not None or v_PGPKeyPacket is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -8009,49 +8119,51 @@ def _d_SPKIDataType(r):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SPKIDataType', p)
                 el = 'SPKISexp'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                     _v = b''
                 else:
                     r.pos = p
                     _v = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                 f_SPKISexp.append(_v)
                 s = 1
             if s == 1:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SPKISexp'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     pass
@@ -8060,23 +8172,23 @@ def _d_SPKIDataType(r):
                     raise r.deviation('SPKIDataType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SPKISexp'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
@@ -8088,27 +8200,29 @@ def _d_SPKIDataType(r):
             if s == 3:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SPKISexp'
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1:
                             p += 3
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 3)
                             if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                             _v = b''
                         else:
                             r.pos = p
                             _v = r.binary()
-                            p = r.pos
+                            V = r.v; E = r.end; p = r.pos
                             p += 1
-                            if p > E: raise r.truncated(p)
+                            if p > E: V, E, p = r.slide(p, 1)
                             if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                         f_SPKISexp.append(_v)
                     elif ec == 1:
-                        raise DecodeError('wildcard content (SEW) is not supported', p)
+                        r.pos = p
+                        raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                        V = r.v; E = r.end; p = r.pos
                         s = 4
                         break
                     elif ec == 2:
@@ -8119,23 +8233,23 @@ def _d_SPKIDataType(r):
                         raise r.deviation('SPKIDataType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SPKISexp'
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1:
                         p += 3
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 3)
                         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
                         _v = b''
                     else:
                         r.pos = p
                         _v = r.binary()
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         p += 1
-                        if p > E: raise r.truncated(p)
+                        if p > E: V, E, p = r.slide(p, 1)
                         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
                     f_SPKISexp.append(_v)
                     s = 3
@@ -8244,6 +8358,7 @@ def _e_SPKIDataType(w, o):
                     if i_SPKISexp < n_SPKISexp: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -8260,40 +8375,40 @@ def _d_ManifestType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(8)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('ManifestType', p)
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
                     s = 2
                 elif ec == 1:
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
                     s = 2
                 else:
                     raise r.deviation('ManifestType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
                     s = 3
                 elif ec == 1:
@@ -8304,13 +8419,13 @@ def _d_ManifestType(r):
             if s == 3:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Reference'
                         r.pos = p
                         _v = _d_ReferenceType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Reference.append(_v)
                     elif ec == 1:
                         pass
@@ -8398,6 +8513,7 @@ def _e_ManifestType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -8418,142 +8534,142 @@ def _d_ReferenceType(r):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(8)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Type'
                     r.pos = p
                     f_Type = r.string(14)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(15)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 3:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 4:
                     el = 'DigestMethod'
                     r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 27)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ReferenceType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Type'
                     r.pos = p
                     f_Type = r.string(14)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(15)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 3:
                     el = 'DigestMethod'
                     r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 27)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ReferenceType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@URI'
                     r.pos = p
                     f_URI = r.string(15)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     el = 'DigestMethod'
                     r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 27)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ReferenceType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Transforms'
                     r.pos = p
                     f_Transforms = _d_TransformsType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'DigestMethod'
                     r.pos = p
                     f_DigestMethod = _d_DigestMethodType(r, 27)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ReferenceType', p)
             if s == 4:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestMethod'
                 r.pos = p
                 f_DigestMethod = _d_DigestMethodType(r, 27)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 5
             if s == 5:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 el = 'DigestValue'
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
                     f_DigestValue = b''
                 else:
                     r.pos = p
                     f_DigestValue = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('ReferenceType', p)
                 s = -1
         r.pos = p
@@ -8753,6 +8869,7 @@ def _e_ReferenceType(w, o):
                 else:
                     raise EncodeError('missing content: expected one of DigestValue')
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -8770,28 +8887,30 @@ def _d_ObjectType(r, key):
         while s >= 0:
             if s == 0:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Encoding'
                     r.pos = p
                     f_Encoding = r.string(29)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(8)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     el = '@MimeType'
                     r.pos = p
                     f_MimeType = r.string(30)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 3:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 4:
                     pass
@@ -8799,28 +8918,30 @@ def _d_ObjectType(r, key):
                 elif ec == 5:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(8)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@MimeType'
                     r.pos = p
                     f_MimeType = r.string(30)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 2:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 3:
                     pass
@@ -8828,22 +8949,24 @@ def _d_ObjectType(r, key):
                 elif ec == 4:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     el = '@MimeType'
                     r.pos = p
                     f_MimeType = r.string(30)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 2:
                     pass
@@ -8851,16 +8974,18 @@ def _d_ObjectType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -8868,16 +8993,18 @@ def _d_ObjectType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -8885,16 +9012,18 @@ def _d_ObjectType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('ObjectType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -8902,7 +9031,7 @@ def _d_ObjectType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('ObjectType', p)
@@ -9025,6 +9154,7 @@ def _e_ObjectType(w, o):
                     if v_Encoding is not None or v_Id is not None or v_MimeType is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9044,53 +9174,53 @@ def _d_SignatureType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(8)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
                     el = 'SignedInfo'
                     r.pos = p
                     f_SignedInfo = _d_SignedInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'SignedInfo'
                     r.pos = p
                     f_SignedInfo = _d_SignedInfoType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignatureType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignatureType', p)
                 el = 'SignatureValue'
                 r.pos = p
                 f_SignatureValue = _d_SignatureValueType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 3
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'KeyInfo'
                     r.pos = p
                     f_KeyInfo = _d_KeyInfoType(r, 31)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     el = 'Object'
                     r.pos = p
                     _v = _d_ObjectType(r, 32)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Object.append(_v)
                     s = 5
                 elif ec == 2:
@@ -9100,13 +9230,13 @@ def _d_SignatureType(r):
                     raise r.deviation('SignatureType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Object'
                     r.pos = p
                     _v = _d_ObjectType(r, 32)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Object.append(_v)
                     s = 5
                 elif ec == 1:
@@ -9117,13 +9247,13 @@ def _d_SignatureType(r):
             if s == 5:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Object'
                         r.pos = p
                         _v = _d_ObjectType(r, 32)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Object.append(_v)
                     elif ec == 1:
                         pass
@@ -9250,6 +9380,7 @@ def _e_SignatureType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9268,55 +9399,55 @@ def _d_SignedInfoType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(8)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                     el = 'CanonicalizationMethod'
                     r.pos = p
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 33)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = 'CanonicalizationMethod'
                     r.pos = p
                     f_CanonicalizationMethod = _d_CanonicalizationMethodType(r, 33)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignedInfoType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                 el = 'SignatureMethod'
                 r.pos = p
                 f_SignatureMethod = _d_SignatureMethodType(r, 34)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignedInfoType', p)
                 el = 'Reference'
                 r.pos = p
                 _v = _d_ReferenceType(r)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 f_Reference.append(_v)
                 s = 4
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'Reference'
                     r.pos = p
                     _v = _d_ReferenceType(r)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_Reference.append(_v)
                     s = 5
                 elif ec == 1:
@@ -9327,13 +9458,13 @@ def _d_SignedInfoType(r):
             if s == 5:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'Reference'
                         r.pos = p
                         _v = _d_ReferenceType(r)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_Reference.append(_v)
                     elif ec == 1:
                         pass
@@ -9443,6 +9574,7 @@ def _e_SignedInfoType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9459,20 +9591,20 @@ def _d_SignatureMethodType(r, key):
         while s >= 0:
             if s == 0:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                 el = '@Algorithm'
                 r.pos = p
                 f_Algorithm = r.string(0)
-                p = r.pos
+                V = r.v; E = r.end; p = r.pos
                 s = 1
             if s == 1:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
@@ -9484,14 +9616,16 @@ def _d_SignatureMethodType(r, key):
                         p += 16
                         f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
+                        r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     pass
@@ -9499,17 +9633,17 @@ def _d_SignatureMethodType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignatureMethodType', p)
             if s == 2:
                 p += 3
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 3)
                 ec = (V >> (E - p)) & 7
                 if ec == 0:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     x = (V >> (E - p)) & 3
                     if x & 2: raise r.deviation('SignatureMethodType', p)
                     el = 'HMACOutputLength'
@@ -9521,14 +9655,16 @@ def _d_SignatureMethodType(r, key):
                         p += 16
                         f_HMACOutputLength = ((_y >> 8) & 127) | ((_y & 127) << 7)
                     else:
-                        r.pos = p; f_HMACOutputLength = r.uint(); p = r.pos
+                        r.pos = p; f_HMACOutputLength = r.uint(); V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignatureMethodType', p)
                     if _neg: f_HMACOutputLength = -f_HMACOutputLength - 1
                     s = 3
                 elif ec == 1:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 2:
                     pass
@@ -9536,16 +9672,18 @@ def _d_SignatureMethodType(r, key):
                 elif ec == 3:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignatureMethodType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     pass
@@ -9553,16 +9691,18 @@ def _d_SignatureMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('SignatureMethodType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     pass
@@ -9570,7 +9710,7 @@ def _d_SignatureMethodType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('SignatureMethodType', p)
@@ -9654,6 +9794,7 @@ def _e_SignatureMethodType(w, o):
                     if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9670,22 +9811,22 @@ def _d_SignatureValueType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(8)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 1
                 elif ec == 1:
                     r.pos = p
                     f_value = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 2:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
                     f_value = b''
                     s = -1
@@ -9693,16 +9834,16 @@ def _d_SignatureValueType(r):
                     raise r.deviation('SignatureValueType', p)
             if s == 1:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 ec = (V >> (E - p)) & 1
                 if ec == 0:
                     r.pos = p
                     f_value = r.binary()
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     p += 3
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 3)
                     if (V >> (E - p)) & 7: raise r.deviation('SignatureValueType', p)
                     f_value = b''
                     s = -1
@@ -9710,7 +9851,7 @@ def _d_SignatureValueType(r):
                     raise r.deviation('SignatureValueType', p)
             if s == 2:
                 p += 1
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 1)
                 if (V >> (E - p)) & 1: raise r.deviation('SignatureValueType', p)
                 s = -1
         r.pos = p
@@ -9768,6 +9909,7 @@ def _e_SignatureValueType(w, o):
                     if v_Id is not None or v_value is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9784,40 +9926,40 @@ def _d_SignaturePropertiesType(r):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(8)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertiesType', p)
                     el = 'SignatureProperty'
                     r.pos = p
                     _v = _d_SignaturePropertyType(r, 36)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 2
                 elif ec == 1:
                     el = 'SignatureProperty'
                     r.pos = p
                     _v = _d_SignaturePropertyType(r, 36)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 2
                 else:
                     raise r.deviation('SignaturePropertiesType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = 'SignatureProperty'
                     r.pos = p
                     _v = _d_SignaturePropertyType(r, 36)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     f_SignatureProperty.append(_v)
                     s = 3
                 elif ec == 1:
@@ -9828,13 +9970,13 @@ def _d_SignaturePropertiesType(r):
             if s == 3:
                 while True:
                     p += 2
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 2)
                     ec = (V >> (E - p)) & 3
                     if ec == 0:
                         el = 'SignatureProperty'
                         r.pos = p
                         _v = _d_SignaturePropertyType(r, 36)
-                        p = r.pos
+                        V = r.v; E = r.end; p = r.pos
                         f_SignatureProperty.append(_v)
                     elif ec == 1:
                         pass
@@ -9922,6 +10064,7 @@ def _e_SignaturePropertiesType(w, o):
                         s = -1
                         break
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -9938,63 +10081,69 @@ def _d_SignaturePropertyType(r, key):
         while s >= 0:
             if s == 0:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
                     el = '@Id'
                     r.pos = p
                     f_Id = r.string(8)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     p += 1
-                    if p > E: raise r.truncated(p)
+                    if p > E: V, E, p = r.slide(p, 1)
                     if (V >> (E - p)) & 1: raise r.deviation('SignaturePropertyType', p)
                     el = '@Target'
                     r.pos = p
                     f_Target = r.string(37)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 elif ec == 1:
                     el = '@Target'
                     r.pos = p
                     f_Target = r.string(37)
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 2
                 else:
                     raise r.deviation('SignaturePropertyType', p)
             if s == 2:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('SignaturePropertyType', p)
             if s == 3:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 elif ec == 1:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 3
                 else:
                     raise r.deviation('SignaturePropertyType', p)
             if s == 4:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -10002,16 +10151,18 @@ def _d_SignaturePropertyType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 4
                 else:
                     raise r.deviation('SignaturePropertyType', p)
             if s == 5:
                 p += 2
-                if p > E: raise r.truncated(p)
+                if p > E: V, E, p = r.slide(p, 2)
                 ec = (V >> (E - p)) & 3
                 if ec == 0:
-                    raise DecodeError('wildcard content (SEW) is not supported', p)
+                    r.pos = p
+                    raise DecodeError('wildcard content (SEW) is not supported', r.at(p))
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 elif ec == 1:
                     pass
@@ -10019,7 +10170,7 @@ def _d_SignaturePropertyType(r, key):
                 elif ec == 2:
                     r.pos = p
                     r.string(key)  # mixed-content text is not kept in the model
-                    p = r.pos
+                    V = r.v; E = r.end; p = r.pos
                     s = 5
                 else:
                     raise r.deviation('SignaturePropertyType', p)
@@ -10092,6 +10243,7 @@ def _e_SignaturePropertyType(w, o):
                     if v_Id is not None or v_Target is not None: raise _leftover(o)
                     s = -1
         w.v = v; w.n = n
+        if n > 4096: w.flush()
     except Exception as e:
         raise _ctx(e, el, None) from None
 
@@ -10118,18 +10270,18 @@ def _de3(r):  # DigestValue
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('DigestValue', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('DigestValue', p)
     r.pos = p
     return val
@@ -10158,18 +10310,18 @@ def _de5(r):  # KeyName
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('KeyName', p)
         val = ''
     else:
         r.pos = p
         val = r.string(9)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('KeyName', p)
     r.pos = p
     return val
@@ -10206,18 +10358,18 @@ def _de8(r):  # MgmtData
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('MgmtData', p)
         val = ''
     else:
         r.pos = p
         val = r.string(11)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('MgmtData', p)
     r.pos = p
     return val
@@ -10361,18 +10513,18 @@ def _de24(r):  # Exponent
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Exponent', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Exponent', p)
     r.pos = p
     return val
@@ -10395,18 +10547,18 @@ def _de25(r):  # G
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('G', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('G', p)
     r.pos = p
     return val
@@ -10429,7 +10581,7 @@ def _de26(r):  # HMACOutputLength
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('HMACOutputLength', p)
     _neg = (x & 1)
@@ -10440,9 +10592,9 @@ def _de26(r):  # HMACOutputLength
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('HMACOutputLength', p)
     if _neg: val = -val - 1
     r.pos = p
@@ -10468,18 +10620,18 @@ def _de27(r):  # J
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('J', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('J', p)
     r.pos = p
     return val
@@ -10502,18 +10654,18 @@ def _de28(r):  # Modulus
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Modulus', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Modulus', p)
     r.pos = p
     return val
@@ -10536,18 +10688,18 @@ def _de29(r):  # P
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('P', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('P', p)
     r.pos = p
     return val
@@ -10570,18 +10722,18 @@ def _de30(r):  # PGPKeyID
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyID', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyID', p)
     r.pos = p
     return val
@@ -10604,18 +10756,18 @@ def _de31(r):  # PGPKeyPacket
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('PGPKeyPacket', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PGPKeyPacket', p)
     r.pos = p
     return val
@@ -10638,18 +10790,18 @@ def _de32(r):  # PgenCounter
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('PgenCounter', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('PgenCounter', p)
     r.pos = p
     return val
@@ -10672,18 +10824,18 @@ def _de33(r):  # Q
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Q', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Q', p)
     r.pos = p
     return val
@@ -10706,18 +10858,18 @@ def _de34(r):  # SPKISexp
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('SPKISexp', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('SPKISexp', p)
     r.pos = p
     return val
@@ -10740,18 +10892,18 @@ def _de35(r):  # Seed
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Seed', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Seed', p)
     r.pos = p
     return val
@@ -10774,18 +10926,18 @@ def _de36(r):  # X509CRL
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509CRL', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509CRL', p)
     r.pos = p
     return val
@@ -10808,18 +10960,18 @@ def _de37(r):  # X509Certificate
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509Certificate', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509Certificate', p)
     r.pos = p
     return val
@@ -10842,18 +10994,18 @@ def _de38(r):  # X509IssuerName
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509IssuerName', p)
         val = ''
     else:
         r.pos = p
         val = r.string(18)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509IssuerName', p)
     r.pos = p
     return val
@@ -10884,18 +11036,18 @@ def _de40(r):  # X509SKI
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509SKI', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509SKI', p)
     r.pos = p
     return val
@@ -10918,7 +11070,7 @@ def _de41(r):  # X509SerialNumber
     E = r.end
     p = r.pos
     p += 2
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 2)
     x = (V >> (E - p)) & 3
     if x & 2: raise r.deviation('X509SerialNumber', p)
     _neg = (x & 1)
@@ -10929,9 +11081,9 @@ def _de41(r):  # X509SerialNumber
         p += 16
         val = ((_y >> 8) & 127) | ((_y & 127) << 7)
     else:
-        r.pos = p; val = r.uint(); p = r.pos
+        r.pos = p; val = r.uint(); V = r.v; E = r.end; p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1: raise r.deviation('X509SerialNumber', p)
     if _neg: val = -val - 1
     r.pos = p
@@ -10957,18 +11109,18 @@ def _de42(r):  # X509SubjectName
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('X509SubjectName', p)
         val = ''
     else:
         r.pos = p
         val = r.string(21)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('X509SubjectName', p)
     r.pos = p
     return val
@@ -10993,18 +11145,18 @@ def _de43(r):  # XPath
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('XPath', p)
         val = ''
     else:
         r.pos = p
         val = r.string(17)
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('XPath', p)
     r.pos = p
     return val
@@ -11029,18 +11181,18 @@ def _de44(r):  # Y
     E = r.end
     p = r.pos
     p += 1
-    if p > E: raise r.truncated(p)
+    if p > E: V, E, p = r.slide(p, 1)
     if (V >> (E - p)) & 1:
         p += 3
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 3)
         if (V >> (E - p)) & 7: raise r.deviation('Y', p)
         val = b''
     else:
         r.pos = p
         val = r.binary()
-        p = r.pos
+        V = r.v; E = r.end; p = r.pos
         p += 1
-        if p > E: raise r.truncated(p)
+        if p > E: V, E, p = r.slide(p, 1)
         if (V >> (E - p)) & 1: raise r.deviation('Y', p)
     r.pos = p
     return val

@@ -372,7 +372,7 @@ class CodecWriter:
             lines = [f"{target} = {{p}} + {st.min_value}" if st.min_value else f"{target} = {{p}}"]
             if (1 << n) - 1 > st.max_value - st.min_value:
                 lines.append(f"if {target} > {st.max_value}: raise DecodeError("
-                             f"f'value {{{target}}} above maximum {st.max_value}', p)")
+                             f"f'value {{{target}}} above maximum {st.max_value}', r.at(p))")
             return [("fix", n, lines)]
         if rep == "enum":
             n = len(st.enum)
@@ -383,7 +383,7 @@ class CodecWriter:
             return [("fix", width, [
                 f"{target} = {{p}}",
                 f"if {target} >= {n}: raise DecodeError(f'enumeration index {{{target}}} out of range "
-                f"({n} values)', p)",
+                f"({n} values)', r.at(p))",
                 f"{target} = {table}[{target}]"])]
         if rep == "int":
             return [("fix", 1, ["_neg = {p}"]), ("uint", target),
@@ -392,10 +392,11 @@ class CodecWriter:
             return [("uint", target), ("nop", self._range_check(st, target))]
         if rep == "list":
             assert st.item is not None
-            lines = ["r.pos = p", "_cnt = r.length(1)", "p = r.pos", f"{target} = []", "for _ in range(_cnt):"]
+            lines = ["r.pos = p", "_cnt = r.length(1)", "V = r.v; E = r.end; p = r.pos", f"{target} = []",
+                     "for _ in range(_cnt):"]
             lines.extend("    " + x for x in self._render_dec(self.dec_value_ops(st.item, "_it", key), "list"))
             lines.append(f"    {target}.append(_it)")
-            lines.extend(self._len_check(st, target, "DecodeError", ", p"))
+            lines.extend(self._len_check(st, target, "DecodeError", ", r.at(p)"))
             return [("raw", lines)]
         return [("var", self.dec_value(st, target, key, ""))]
 
@@ -408,7 +409,7 @@ class CodecWriter:
         if not conds:
             return []
         return [f"if {' or '.join(conds)}: raise DecodeError("
-                f"f'value {{{target}}} outside [{st.min_value}, {st.max_value}]', p)"]
+                f"f'value {{{target}}} outside [{st.min_value}, {st.max_value}]', r.at(p))"]
 
     def dec_value(self, st: SimpleType, target: str, key: str, ind: str) -> list[str]:
         """Statement form (lists, strings, binaries, decimals, unsigned ints)."""
@@ -423,14 +424,14 @@ class CodecWriter:
             L.append(f"{target} = r.float()")
         elif rep in ("b64", "hex", "str"):
             L.append(f"{target} = r.binary()" if rep != "str" else f"{target} = r.string({key})")
-            L.extend(self._len_check(st, target, "DecodeError", ", r.pos"))
+            L.extend(self._len_check(st, target, "DecodeError", ", r.at(r.pos)"))
         elif rep == "list":
             assert st.item is not None
             L.append(f"{target} = []")
             L.append("for _ in range(r.length(1)):")
             L.extend("    " + x for x in self._render_dec(self.dec_value_ops(st.item, "_it", key), "list"))
             L.append(f"    {target}.append(_it)")
-            L.extend(self._len_check(st, target, "DecodeError", ", r.pos"))
+            L.extend(self._len_check(st, target, "DecodeError", ", r.at(r.pos)"))
         else:
             L.extend(self._render_dec(self.dec_value_ops(st, target, key), "value"))
         return [ind + x for x in L]
@@ -463,7 +464,7 @@ class CodecWriter:
                 if any("r." in x or "_d_" in x for x in lines):  # a call: hand it the position
                     L.append("r.pos = p")
                     L.extend(lines)
-                    L.append("p = r.pos")
+                    L.append("V = r.v; E = r.end; p = r.pos")
                 else:
                     L.extend(lines)
                 i += 1
@@ -477,7 +478,7 @@ class CodecWriter:
                 L.append("    p += 16")
                 L.append(f"    {t} = ((_y >> 8) & 127) | ((_y & 127) << 7)")
                 L.append("else:")
-                L.append(f"    r.pos = p; {t} = r.uint(); p = r.pos")
+                L.append(f"    r.pos = p; {t} = r.uint(); V = r.v; E = r.end; p = r.pos")
                 i += 1
                 continue
             run = []
@@ -493,14 +494,14 @@ class CodecWriter:
             fixes = [op for op in run if op[0] == "fix" and op[1]]
             if all(op[2] == "code" for op in fixes) and len(fixes) == 1:
                 L.append(f"p += {total}")
-                L.append("if p > E: raise r.truncated(p)")
+                L.append(f"if p > E: V, E, p = r.slide(p, {total})")
                 L.append(f"if (V >> (E - p)) & {(1 << total) - 1}: raise r.deviation({where!r}, p)")
                 for op in run:
                     if op[0] == "nop":
                         L.extend(op[1])
                 continue
             L.append(f"p += {total}")
-            L.append("if p > E: raise r.truncated(p)")
+            L.append(f"if p > E: V, E, p = r.slide(p, {total})")
             L.append(f"x = (V >> (E - p)) & {(1 << total) - 1}")
             shift = total
             code_mask = 0
@@ -701,11 +702,15 @@ class CodecWriter:
         return cache[key]
 
     @staticmethod
-    def _rename_ops(ops: list[tuple], prefix: str, new: str) -> list[tuple]:
+    def _rename_ops(ops: list[tuple], prefix: str, new: str, element: str) -> list[tuple]:
+        """Give an inlined type's code its own field variables, and its error paths the element."""
         pat = re.compile(rf"\b{prefix}_(\w+)")
 
+        def one(x: str) -> str:
+            return pat.sub(rf"{new}\1", x).replace("el = '", f"el = '{element}/")
+
         def sub(lines):
-            return lines if isinstance(lines, str) else [pat.sub(rf"{new}\1", x) for x in lines]
+            return lines if isinstance(lines, str) else [one(x) for x in lines]
 
         out = []
         for op in ops:
@@ -724,7 +729,7 @@ class CodecWriter:
         if isinstance(t, ComplexType) and self._linear(self.infos[id(t)]):
             info = self.infos[id(t)]
             k = f"_c{self._tmp()}_"
-            ops = self._rename_ops(self._linear_ops(info, False), "f", k)
+            ops = self._rename_ops(self._linear_ops(info, False), "f", k, decl.qname[1])
             args = ", ".join(k + f.name for f in info.fields)
             return [*ops, ("nop", [f"{target} = {self.cls(t)}({args})"])]
         if isinstance(t, ComplexType):
@@ -737,8 +742,8 @@ class CodecWriter:
             # An empty value may come as a second-level EE instead of CH (EXIficient writes <X/> so):
             # escape, then EE = 0 among the 3-bit second-level codes of a start tag.
             empty = {"str": "''", "list": "[]"}.get(t.rep, "b''")
-            lines = ["p += 1", "if p > E: raise r.truncated(p)", "if (V >> (E - p)) & 1:",
-                     "    p += 3", "    if p > E: raise r.truncated(p)",
+            lines = ["p += 1", "if p > E: V, E, p = r.slide(p, 1)", "if (V >> (E - p)) & 1:",
+                     "    p += 3", "    if p > E: V, E, p = r.slide(p, 3)",
                      f"    if (V >> (E - p)) & 7: raise r.deviation({decl.qname[1]!r}, p)",
                      f"    {target} = {empty}", "else:"]
             lines.extend("    " + x for x in self._render_dec([*value_ops, ("fix", 1, "code")], decl.qname[1]))
@@ -750,7 +755,7 @@ class CodecWriter:
         if isinstance(t, ComplexType) and self._linear(self.infos[id(t)]):
             info = self.infos[id(t)]
             k = f"_c{self._tmp()}_"
-            ops = self._rename_ops(self._linear_ops(info, True), "v", k)
+            ops = self._rename_ops(self._linear_ops(info, True), "v", k, decl.qname[1])
             return [("pre", [f"_o = {expr}"] + [f"{k}{f.name} = _o.{f.name}" for f in info.fields]), *ops]
         if isinstance(t, ComplexType):
             return [("var", [f"_e_{self.fn[id(t)]}(w, {expr})"])]
@@ -880,7 +885,7 @@ class CodecWriter:
             return [("var", ["r.string(key)  # mixed-content text is not kept in the model"])]
         if ev.kind == "EE":
             return []
-        return [("var", [f"raise DecodeError('wildcard content ({ev.kind}) is not supported', p)"])]
+        return [("var", [f"raise DecodeError('wildcard content ({ev.kind}) is not supported', r.at(p))"])]
 
     def _follow_dec(self, info: TypeInfo, p: Production) -> tuple[list[tuple], int]:
         """Ops for production p and the inlined states after it; returns (ops, next state index)."""
@@ -911,7 +916,7 @@ class CodecWriter:
         empty = self._empty_ch(info, st) if chain is None else None
         if empty is not None:
             L.append(f"p += {st.width}")
-            L.append("if p > E: raise r.truncated(p)")
+            L.append(f"if p > E: V, E, p = r.slide(p, {st.width})")
             L.append(f"ec = (V >> (E - p)) & {(1 << st.width) - 1}")
             for i, p in enumerate(st.prods):
                 ops, nxt = self._follow_dec(info, p)
@@ -920,7 +925,7 @@ class CodecWriter:
                 if not terminal:
                     L.append(f"    s = {nxt}")
             L.append(f"elif ec == {len(st.prods)}:")
-            L.extend(["    p += 3", "    if p > E: raise r.truncated(p)",
+            L.extend(["    p += 3", "    if p > E: V, E, p = r.slide(p, 3)",
                       f"    if (V >> (E - p)) & 7: raise r.deviation({where!r}, p)", f"    f_value = {empty}"])
             if not terminal:
                 L.append("    s = -1")
@@ -943,7 +948,7 @@ class CodecWriter:
             L.append("while True:")
             ind = "    "
         L.append(f"{ind}p += {st.width}")
-        L.append(f"{ind}if p > E: raise r.truncated(p)")
+        L.append(f"{ind}if p > E: V, E, p = r.slide(p, {st.width})")
         L.append(f"{ind}ec = (V >> (E - p)) & {(1 << st.width) - 1}")
         for i, p in enumerate(st.prods):
             L.append(f"{ind}{'if' if i == 0 else 'elif'} ec == {p.code}:")
@@ -988,6 +993,7 @@ class CodecWriter:
                 L.append(f"            if s == {st.index}:")
                 L.extend("                " + x for x in self._enc_block(info, st, chains.get(st.index)))
         L.append("        w.v = v; w.n = n")
+        L.append("        if n > 4096: w.flush()")
         L.append("    except Exception as e:")
         L.append("        raise _ctx(e, el, None) from None")
         return L
