@@ -17,18 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import exi
-from tests.vectors import load_vectors
+from tests.vectors import load_vectors, proto_of
 
 #: fuzz target label (a vector ``protocol`` label) -> (codec protocol, fragment?)
 TARGETS: dict[str, tuple[str, bool]] = {
-    "apphand": ("apphand", False),
-    "din": ("din", False),
-    "iso2": ("iso2", False),
-    "iso20-common": ("iso20-common", False),
-    "iso20-dc": ("iso20-dc", False),
-    "iso20-ac": ("iso20-ac", False),
-    "iso2-fragment": ("iso2", True),
-    "iso20-fragment": ("iso20-common", True),
+    label: proto_of({"protocol": label}) for label in
+    ("apphand", "din", "iso2", "iso20-common", "iso20-dc", "iso20-ac", "iso2-fragment", "iso20-fragment")
 }
 #: the document targets (the brief's namespaces); the fragment ones have one seed each
 PROTOCOLS = ("apphand", "din", "iso2", "iso20-common", "iso20-dc", "iso20-ac")

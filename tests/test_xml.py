@@ -11,23 +11,13 @@ import pytest
 from lxml import etree
 
 import exi
+from tests.vectors import proto_of
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"  # the repo is checked out with ../shared beside it
 SCHEMAS = SHARED / "schemas"
 VECTORS = SHARED / "vectors" / "exi_vectors.jsonl"
 
-#: vector protocol label -> (exi protocol, fragment?)
-LABELS: dict[str, tuple[str, bool]] = {
-    "apphand": ("apphand", False),
-    "din": ("din", False),
-    "iso2": ("iso2", False),
-    "iso20-common": ("iso20-common", False),
-    "iso20-dc": ("iso20-dc", False),
-    "iso20-ac": ("iso20-ac", False),
-    "iso2-fragment": ("iso2", True),
-    "iso20-fragment": ("iso20-common", True),
-}
 
 #: exi protocol -> root schema of its schema set
 ROOT_SCHEMAS: dict[str, str] = {
@@ -127,7 +117,7 @@ def _vector_id(v: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize("vector", VECTOR_LIST, ids=_vector_id)
 def test_vector_xml(vector: dict[str, Any]) -> None:
-    proto, fragment = LABELS[vector["protocol"]]
+    proto, fragment = proto_of(vector)
     data = bytes.fromhex(vector["hex"])
     decoded = exi.decode(proto, data, fragment=fragment)
     xml = exi.to_xml(decoded, proto)
