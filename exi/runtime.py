@@ -103,12 +103,18 @@ class Reader:
 
     def uint(self) -> int:
         at = self.base + self.pos
+        v, end, p = self.v, self.end, self.pos
         result = 0
         shift = 0
         while True:
-            octet = self.bits(8)
+            p += 8
+            if p > end:  # slide the window (or fail: truncated)
+                self._load(self.base + p - 8, 8)
+                v, end, p = self.v, self.end, self.pos + 8
+            octet = (v >> (end - p)) & 0xFF
             result |= (octet & 0x7F) << shift
             if octet < 0x80:
+                self.pos = p
                 return result
             shift += 7
             if shift >= 7 * MAX_UINT_OCTETS:
