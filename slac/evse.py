@@ -48,7 +48,10 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Matched:
-    ev_mac: bytes
+    """The match: ``peer_mac`` is the car's MAC on the EVSE side (Autocharge uses it), the charger's
+    on the EV side."""
+
+    peer_mac: bytes
     nid: bytes
     nmk: bytes
     attenuation_db: float  # average over the carrier groups, offset included

@@ -59,7 +59,7 @@ def test_full_match() -> None:
     (match_cnf,) = frames(out)
     assert isinstance(match_cnf, m.SlacMatchCnf) and (match_cnf.nid, match_cnf.nmk) == (NID, NMK)
     (result,) = [a for a in out if isinstance(a, Matched)]
-    assert result.ev_mac == EV and result.attenuation_db == 33
+    assert result.peer_mac == EV and result.attenuation_db == 33
     assert s.state is State.MATCHED and s.deadline is None
 
 
