@@ -1,0 +1,49 @@
+"""SLAC over real raw sockets: EV, two chargers and the emulated powerline on veth pairs in a
+network namespace made by the test."""
+
+from __future__ import annotations
+
+import trio
+
+from slac.emulator import PowerlineEmulator
+from slac.ev import EvMatcher
+from slac.evse import EvseMatcher, Matched
+from slac.link import RawLink, run_emulator, run_ev, run_evse
+from slac.timers import SlacTimers
+from tests.netns import inside, require_root, veth_namespace
+
+PAIRS = [("ev0", "ev0-line"), ("evse1", "evse1-line"), ("evse2", "evse2-line")]
+
+
+async def test_match_over_veth_with_crosstalk() -> None:
+    require_root()
+    with veth_namespace(PAIRS) as ns:
+        with inside(ns):
+            links = {name: RawLink(name) for pair in PAIRS for name in pair}
+        try:
+            ev, near, far = links["ev0"].mac, links["evse1"].mac, links["evse2"].mac
+            emulator = PowerlineEmulator({(ev, near): 19, (ev, far): 37})
+            results: dict[str, object] = {}
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(run_emulator, emulator, {ev: links["ev0-line"], near: links["evse1-line"],
+                                                               far: links["evse2-line"]})
+
+                    async def side(key: str, coro) -> None:
+                        results[key] = await coro
+
+                    async with trio.open_nursery() as stations:
+                        stations.start_soon(side, "near", run_evse(links["evse1"], EvseMatcher(near)))
+                        # the far charger gives up at TT_EVSE_match_session: shortened so the test is quick
+                        short = SlacTimers().with_overrides(TT_EVSE_match_session=1.0)
+                        stations.start_soon(side, "far", run_evse(links["evse2"], EvseMatcher(far, timers=short)))
+                        await trio.sleep(0.05)
+                        stations.start_soon(side, "ev", run_ev(links["ev0"], EvMatcher(ev)))
+                    nursery.cancel_scope.cancel()
+            assert isinstance(results["ev"], Matched) and results["ev"].peer_mac == near
+            assert isinstance(results["near"], Matched) and results["near"].peer_mac == ev
+            assert results["ev"].nmk == results["near"].nmk == emulator.keys[ev]
+            assert not isinstance(results["far"], Matched)
+        finally:
+            for link in links.values():
+                link.close()
