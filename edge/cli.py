@@ -74,6 +74,60 @@ def _exi_command(args: argparse.Namespace) -> int:
     return 0
 
 
+async def slac_match(role: str, link, *, timers=None, atten_offset_db: float = 0.0) -> dict:
+    """One SLAC match on ``link`` as ``role`` ("evse" or "ev"); the result as a JSON-able dict."""
+    import trio
+
+    from slac.ev import EvMatcher
+    from slac.evse import EvseMatcher, Matched
+    from slac.link import run_ev, run_evse
+    from slac.timers import SlacTimers
+
+    timers = timers or SlacTimers()
+    start = trio.current_time()
+    if role == "evse":
+        result = await run_evse(link, EvseMatcher(link.mac, timers=timers, atten_offset_db=atten_offset_db))
+    else:
+        result = await run_ev(link, EvMatcher(link.mac, timers=timers))
+    out: dict = {"role": role, "iface": link.iface, "mac": link.mac.hex(":"),
+                 "duration_s": round(trio.current_time() - start, 3), "matched": isinstance(result, Matched)}
+    if isinstance(result, Matched):
+        out.update({("ev_mac" if role == "evse" else "evse_mac"): result.peer_mac.hex(":"),
+                    "nid": result.nid.hex(), "attenuation_db": round(result.attenuation_db, 1)})
+    else:
+        out["reason"] = result.reason
+    return out
+
+
+def _slac_command(args: argparse.Namespace) -> int:
+    import trio
+
+    from slac.link import RawLink
+    from slac.timers import SlacTimers
+
+    try:
+        timers = SlacTimers().with_overrides(**dict(args.timer or []))
+        link = RawLink(args.iface)
+    except ValueError as e:
+        print(f"edge slac {args.role}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"edge slac {args.role}: cannot open a raw socket on {args.iface}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    with link:
+        out = trio.run(lambda: slac_match(args.role, link, timers=timers, atten_offset_db=args.atten_offset))
+    print(json.dumps(out))
+    return 0 if out["matched"] else 1
+
+
+def _timer_arg(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    try:
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=SECONDS, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edge", description="ISO 15118 charger controller")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -89,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "decode":
             p.add_argument("hex", nargs="?", help="EXI as hex (a V2GTP header is stripped); else stdin")
     exi_p.set_defaults(func=_exi_command)
+    slac_p = sub.add_parser("slac", help="run one ISO 15118-3 SLAC match on an interface (testbench use)")
+    slac_p.add_argument("role", choices=["evse", "ev"])
+    slac_p.add_argument("--iface", required=True, help="the PLC modem's Ethernet interface")
+    slac_p.add_argument("--atten-offset", type=float, default=0.0, help="dB added to measured attenuation (EVSE)")
+    slac_p.add_argument("--timer", type=_timer_arg, action="append", metavar="NAME=SECONDS",
+                        help="override a SLAC timer, e.g. TT_EVSE_SLAC_init=20 (repeatable)")
+    slac_p.set_defaults(func=_slac_command)
     return ap
 
 

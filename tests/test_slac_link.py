@@ -47,3 +47,43 @@ async def test_match_over_veth_with_crosstalk() -> None:
         finally:
             for link in links.values():
                 link.close()
+
+
+async def test_cli_match_result_as_json() -> None:
+    from edge.cli import slac_match
+
+    require_root()
+    pairs = [("ev0", "ev0-line"), ("evse1", "evse1-line")]
+    with veth_namespace(pairs) as ns:
+        with inside(ns):
+            links = {name: RawLink(name) for pair in pairs for name in pair}
+        try:
+            ev, evse = links["ev0"].mac, links["evse1"].mac
+            emulator = PowerlineEmulator({(ev, evse): 24})
+            out: dict[str, dict] = {}
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(run_emulator, emulator, {ev: links["ev0-line"], evse: links["evse1-line"]})
+
+                    async def side(role: str, link: RawLink) -> None:
+                        out[role] = await slac_match(role, link)
+
+                    async with trio.open_nursery() as stations:
+                        stations.start_soon(side, "evse", links["evse1"])
+                        await trio.sleep(0.05)
+                        stations.start_soon(side, "ev", links["ev0"])
+                    nursery.cancel_scope.cancel()
+            assert out["evse"]["matched"] and out["evse"]["ev_mac"] == ev.hex(":")
+            assert out["evse"]["attenuation_db"] == 24 and out["ev"]["evse_mac"] == evse.hex(":")
+            assert out["ev"]["nid"] == out["evse"]["nid"] and 0 < out["evse"]["duration_s"] < 5
+        finally:
+            for link in links.values():
+                link.close()
+
+
+def test_cli_reports_a_bad_interface(capsys) -> None:
+    from edge.cli import main
+
+    assert main(["slac", "evse", "--iface", "no-such-if0"]) == 2
+    assert "no-such-if0" in capsys.readouterr().err
+    assert main(["slac", "ev", "--iface", "lo", "--timer", "TT_bogus=1"]) == 2
