@@ -179,3 +179,19 @@ def test_fuzz_matcher_never_raises() -> None:
             s.timeout(s.deadline)
         if s.state in (State.FAILED, State.MATCHED, State.UNPLUGGED) or i % 5000 == 0:
             s = joined(t)
+
+
+def test_bad_frame_flood_is_one_log_line(caplog) -> None:
+    import logging
+
+    from slac.link import _NoteLimiter
+
+    s = joined()
+    limiter = _NoteLimiter(interval=60)
+    with caplog.at_level(logging.INFO, logger="edge.slac"):
+        for i in range(1000):
+            for action in s.receive(bytes([i % 256]) * 20, 1.0 + i / 1000):
+                assert isinstance(action, Note)
+                limiter.note(action.text)
+    assert len(caplog.records) == 1 and "dropped frame" in caplog.records[0].getMessage()
+    assert s.state is State.WAIT_PARM_REQ

@@ -4,7 +4,10 @@ network namespace made by the test."""
 from __future__ import annotations
 
 import trio
+from scapy.contrib.homeplugav import HomePlugAV
+from scapy.layers.l2 import Ether
 
+from slac import messages as m
 from slac.emulator import PowerlineEmulator
 from slac.ev import EvMatcher
 from slac.evse import EvseMatcher, Matched
@@ -23,6 +26,16 @@ async def test_match_over_veth_with_crosstalk() -> None:
         try:
             ev, near, far = links["ev0"].mac, links["evse1"].mac, links["evse2"].mac
             emulator = PowerlineEmulator({(ev, near): 19, (ev, far): 37})
+            wire: list[bytes] = []
+            tap = emulator.from_host
+
+            def tapped(src: bytes, data: bytes) -> list[tuple[bytes, bytes]]:
+                wire.append(data)
+                out = tap(src, data)
+                wire.extend(frame for _, frame in out)
+                return out
+
+            emulator.from_host = tapped  # type: ignore[method-assign]
             results: dict[str, object] = {}
             with trio.fail_after(20):
                 async with trio.open_nursery() as nursery:
@@ -44,6 +57,11 @@ async def test_match_over_veth_with_crosstalk() -> None:
             assert isinstance(results["near"], Matched) and results["near"].peer_mac == ev
             assert results["ev"].nmk == results["near"].nmk == emulator.keys[ev]
             assert not isinstance(results["far"], Matched)
+            # everything that crossed the line is a frame scapy's HomePlug GP layers understand too
+            assert len(wire) > 30
+            for frame in wire:
+                parsed = Ether(frame)
+                assert parsed.type == 0x88E1 and parsed[HomePlugAV].HPtype == m.decode_frame(frame).message.MMTYPE
         finally:
             for link in links.values():
                 link.close()
