@@ -80,6 +80,23 @@ def random_key() -> tuple[bytes, bytes]:
 
 
 @dataclass
+class _Run:
+    """One car's SLAC run (keyed by its MAC): cars next door can be heard too (crosstalk), so an
+    EVSE keeps a run per car and matches whichever one asks for the match."""
+
+    ev_mac: bytes
+    run_id: bytes
+    phase: State
+    deadline: float
+    session_deadline: float
+    expected_sounds: int = 0
+    sounds: int = 0
+    profiles: list[list[int]] = field(default_factory=list)
+    atten_groups: list[int] = field(default_factory=list)
+    tries: int = 0
+
+
+@dataclass
 class EvseMatcher:
     evse_mac: bytes
     timers: SlacTimers = field(default_factory=SlacTimers)
@@ -89,30 +106,53 @@ class EvseMatcher:
     restart_on_new_run: bool = True  # a car that starts over with a new RunID mid-match is followed
     keygen: Callable[[], tuple[bytes, bytes]] = random_key
 
-    state: State = State.UNPLUGGED
-    deadline: float | None = None
     nid: bytes = b""
     nmk: bytes = b""
-    ev_mac: bytes | None = None
-    run_id: bytes | None = None
+    runs: dict[bytes, _Run] = field(default_factory=dict)
+    matched: _Run | None = None
+    _phase: State = State.UNPLUGGED  # UNPLUGGED, SETTING_KEY, WAIT_PARM_REQ (listening), MATCHED, FAILED
+    _own_deadline: float | None = None  # SET_KEY response, or TT_EVSE_SLAC_init while listening
     _tries: int = 0
-    _sounds: int = 0
-    _profiles: list[list[int]] = field(default_factory=list)
-    _expected_sounds: int = 0
-    _atten_groups: list[int] = field(default_factory=list)
-    _pending_key: bytes = b""  # the SET_KEY.REQ frame, for retries
+    _pending_key: bytes = b""
     _after_key: State = State.WAIT_PARM_REQ
-    _session_deadline: float = 0.0
+    _last_failure: str = ""
+
+    # ------------------------------------------------------------------ views
+    @property
+    def state(self) -> State:
+        """The matcher's state; while listening with exactly one car's run, that run's phase."""
+        if self._phase is State.WAIT_PARM_REQ and len(self.runs) == 1:
+            return next(iter(self.runs.values())).phase
+        return self._phase
+
+    @property
+    def deadline(self) -> float | None:
+        times = [r.deadline for r in self.runs.values()]
+        if self._own_deadline is not None:
+            times.append(self._own_deadline)
+        return min(times) if times else None
+
+    @property
+    def ev_mac(self) -> bytes | None:
+        run = self.matched or (next(iter(self.runs.values())) if len(self.runs) == 1 else None)
+        return run.ev_mac if run else None
+
+    @property
+    def run_id(self) -> bytes | None:
+        run = self.matched or (next(iter(self.runs.values())) if len(self.runs) == 1 else None)
+        return run.run_id if run else None
 
     # ------------------------------------------------------------------ events
     def plugged(self, now: float) -> list[Action]:
         """CP went to state B: join a fresh logical network, then wait for the car."""
-        self._reset_run()
+        self.runs.clear()
+        self.matched = None
         return self._set_key(now, then=State.WAIT_PARM_REQ)
 
     def unplugged(self, now: float) -> list[Action]:
         """CP back to A: leave the logical network by setting a new key nobody else knows."""
-        self._reset_run()
+        self.runs.clear()
+        self.matched = None
         actions = self._set_key(now, then=State.UNPLUGGED)
         actions.append(Note("unplugged: leaving the logical network"))
         return actions
@@ -131,166 +171,176 @@ class EvseMatcher:
             return self._on_profile(msg, now)
         if isinstance(msg, m.SlacParmReq):
             return self._on_parm_req(frame.src, msg, now)
-        if self.ev_mac is None or frame.src != self.ev_mac:
-            return [Note(f"dropped {type(msg).__name__} from {frame.src.hex(':')}: not the car in session")]
+        run = self.runs.get(frame.src)
+        if self.matched is not None and frame.src == self.matched.ev_mac:
+            run = self.matched
+        if run is None:
+            return [Note(f"dropped {type(msg).__name__} from {frame.src.hex(':')}: no SLAC run with that car")]
         run_id = getattr(msg, "run_id", None)
-        if run_id is not None and run_id != self.run_id:
-            return [Note(f"dropped {type(msg).__name__} with RunID {run_id.hex()}: session is {self.run_id.hex()}")]
+        if run_id is not None and run_id != run.run_id:
+            return [Note(f"dropped {type(msg).__name__} with RunID {run_id.hex()}: the car's run is "
+                         f"{run.run_id.hex()}")]
         if isinstance(msg, m.StartAttenCharInd):
-            return self._on_start_atten(msg, now)
+            return self._on_start_atten(run, msg, now)
         if isinstance(msg, m.MnbcSoundInd):
-            return self._on_sound(msg, now)
+            return self._on_sound(run, now)
         if isinstance(msg, m.AttenCharRsp):
-            return self._on_atten_rsp(msg, now)
+            return self._on_atten_rsp(run, msg, now)
         if isinstance(msg, m.SlacMatchReq):
-            return self._on_match_req(msg, now)
+            return self._on_match_req(run, msg, now)
         return [Note(f"ignored {type(msg).__name__} in state {self.state.value}")]
 
     def timeout(self, now: float) -> list[Action]:
-        """Call when ``deadline`` has passed."""
-        if self.deadline is None or now < self.deadline:
-            return []
-        self.deadline = None
-        st = self.state
-        if st is State.SETTING_KEY:
-            if self._tries <= self.timers.C_sequ_retry:
-                return self._retry_key(now, "no CM_SET_KEY.CNF")
-            return self._fail("the modem never confirmed CM_SET_KEY")
-        if st is State.WAIT_PARM_REQ:
-            return self._fail("no CM_SLAC_PARM.REQ within TT_EVSE_SLAC_init")
-        if st in (State.WAIT_START_ATTEN, State.SOUNDING):
-            if self._profiles:
-                return self._send_atten_char(now)
-            return self._fail("no sounds from the car within TT_EVSE_match_MNBC")
-        if st is State.WAIT_ATTEN_RSP:
-            if self._tries <= self.timers.C_sequ_retry:
-                return [Note("no CM_ATTEN_CHAR.RSP: repeating CM_ATTEN_CHAR.IND"), *self._send_atten_char(now)]
-            return self._fail("no CM_ATTEN_CHAR.RSP after retries")
-        if st is State.WAIT_MATCH_REQ:
-            return self._fail("no CM_SLAC_MATCH.REQ within TT_EVSE_match_session")
-        return []
+        """Call when ``deadline`` has passed; handles every timer that is due."""
+        out: list[Action] = []
+        for run in [r for r in self.runs.values() if r.deadline <= now]:
+            out.extend(self._run_timeout(run, now))
+        if self._own_deadline is not None and self._own_deadline <= now:
+            self._own_deadline = None
+            if self._phase is State.SETTING_KEY:
+                if self._tries <= self.timers.C_sequ_retry:
+                    out.extend(self._retry_key(now, "no CM_SET_KEY.CNF"))
+                else:
+                    out.extend(self._fail("the modem never confirmed CM_SET_KEY"))
+            elif self._phase is State.WAIT_PARM_REQ:
+                why = f" (last run: {self._last_failure})" if self._last_failure else ""
+                out.extend(self._fail(f"no match within TT_EVSE_SLAC_init{why}" if self._last_failure or self.runs
+                                      else "no CM_SLAC_PARM.REQ within TT_EVSE_SLAC_init"))
+        return out
 
-    # ------------------------------------------------------------------ handlers
+    def _run_timeout(self, run: _Run, now: float) -> list[Action]:
+        if run.phase in (State.WAIT_START_ATTEN, State.SOUNDING):
+            if run.profiles:
+                return self._send_atten_char(run, now)
+            return self._drop_run(run, "no sounds from the car within TT_EVSE_match_MNBC")
+        if run.phase is State.WAIT_ATTEN_RSP:
+            if run.tries <= self.timers.C_sequ_retry:
+                return [Note("no CM_ATTEN_CHAR.RSP: repeating CM_ATTEN_CHAR.IND"), *self._send_atten_char(run, now)]
+            return self._drop_run(run, "no CM_ATTEN_CHAR.RSP after retries")
+        return self._drop_run(run, "no CM_SLAC_MATCH.REQ within TT_EVSE_match_session")
+
+    def _drop_run(self, run: _Run, reason: str) -> list[Action]:
+        self.runs.pop(run.ev_mac, None)
+        self._last_failure = reason
+        return [Note(f"SLAC run with {run.ev_mac.hex(':')} ended: {reason}")]
+
+    # ------------------------------------------------------------------ key
     def _set_key(self, now: float, then: State) -> list[Action]:
         self.nid, self.nmk = self.keygen()
         self._tries = 0
         self._after_key = then
+        self._last_failure = ""
         req = m.SetKeyReq(my_nonce=int.from_bytes(os.urandom(4), "big"), nid=self.nid, new_key=self.nmk)
         self._pending_key = m.encode_frame(self.modem_mac, self.evse_mac, req)
         return self._retry_key(now, None)
 
     def _retry_key(self, now: float, why: str | None) -> list[Action]:
-        self.state = State.SETTING_KEY
+        self._phase = State.SETTING_KEY
         self._tries += 1
-        self.deadline = now + self.timers.TT_match_response
+        self._own_deadline = now + self.timers.TT_match_response
         out: list[Action] = [Send(self._pending_key)]
         if why:
             out.insert(0, Note(f"{why}: repeating CM_SET_KEY.REQ"))
         return out
 
     def _on_set_key_cnf(self, msg: m.SetKeyCnf, now: float) -> list[Action]:
-        if self.state is not State.SETTING_KEY:
+        if self._phase is not State.SETTING_KEY:
             return [Note("unexpected CM_SET_KEY.CNF")]
         if msg.result != 0:
             if self._tries <= self.timers.C_sequ_retry:
                 return self._retry_key(now, f"CM_SET_KEY.CNF result {msg.result}")
             return self._fail(f"the modem rejected CM_SET_KEY (result {msg.result})")
-        self.state = self._after_key
-        self.deadline = now + self.timers.TT_EVSE_SLAC_init if self.state is State.WAIT_PARM_REQ else None
+        self._phase = self._after_key
+        self._own_deadline = now + self.timers.TT_EVSE_SLAC_init if self._phase is State.WAIT_PARM_REQ else None
         return []
 
+    # ------------------------------------------------------------------ SLAC
     def _on_parm_req(self, src: bytes, msg: m.SlacParmReq, now: float) -> list[Action]:
-        if self.state is State.WAIT_PARM_REQ or (
-                self.restart_on_new_run and self.state in (State.WAIT_START_ATTEN, State.SOUNDING,
-                                                           State.WAIT_ATTEN_RSP, State.WAIT_MATCH_REQ)
-                and src == self.ev_mac and msg.run_id != self.run_id):
-            notes: list[Action] = []
-            if self.state is not State.WAIT_PARM_REQ:
-                notes.append(Note(f"car restarted SLAC with RunID {msg.run_id.hex()}: following it"))
-            self._reset_run()
-            self.ev_mac, self.run_id = src, msg.run_id
-            self.state = State.WAIT_START_ATTEN
-            self.deadline = now + self.timers.TT_match_sequence
-            self._session_deadline = now + self.timers.TT_EVSE_match_session
-            cnf = m.SlacParmCnf(num_sounds=self.timers.C_EV_match_MNBC, time_out=self.timers.mnbc_timeout_units,
-                                forwarding_sta=src, run_id=msg.run_id)
-            return [*notes, Send(m.encode_frame(src, self.evse_mac, cnf))]
-        return [Note(f"ignored CM_SLAC_PARM.REQ from {src.hex(':')} in state {self.state.value}")]
+        if self._phase is not State.WAIT_PARM_REQ:
+            return [Note(f"ignored CM_SLAC_PARM.REQ from {src.hex(':')} in state {self.state.value}")]
+        notes: list[Action] = []
+        old = self.runs.get(src)
+        if old is not None and old.run_id != msg.run_id:
+            if not self.restart_on_new_run:
+                return [Note(f"ignored CM_SLAC_PARM.REQ with a new RunID from {src.hex(':')} mid-run")]
+            notes.append(Note(f"car {src.hex(':')} restarted SLAC with RunID {msg.run_id.hex()}: following it"))
+        if old is None or old.run_id != msg.run_id:
+            self.runs[src] = _Run(src, msg.run_id, State.WAIT_START_ATTEN, now + self.timers.TT_match_sequence,
+                                  now + self.timers.TT_EVSE_match_session)
+        cnf = m.SlacParmCnf(num_sounds=self.timers.C_EV_match_MNBC, time_out=self.timers.mnbc_timeout_units,
+                            forwarding_sta=src, run_id=msg.run_id)
+        return [*notes, Send(m.encode_frame(src, self.evse_mac, cnf))]  # a repeated REQ gets the CNF again
 
-    def _on_start_atten(self, msg: m.StartAttenCharInd, now: float) -> list[Action]:
-        if self.state is State.WAIT_START_ATTEN:
-            self.state = State.SOUNDING
-            self._expected_sounds = msg.num_sounds
-            self.deadline = now + self.timers.TT_EVSE_match_MNBC
+    def _on_start_atten(self, run: _Run, msg: m.StartAttenCharInd, now: float) -> list[Action]:
+        if run.phase is State.WAIT_START_ATTEN:
+            run.phase = State.SOUNDING
+            run.expected_sounds = msg.num_sounds
+            run.deadline = now + self.timers.TT_EVSE_match_MNBC
         return []  # the car repeats it (C_EV_start_atten_char_inds): later copies change nothing
 
-    def _on_sound(self, msg: m.MnbcSoundInd, now: float) -> list[Action]:
-        if self.state is State.WAIT_START_ATTEN:  # START_ATTEN lost: the first sound starts the window
-            self.state = State.SOUNDING
-            self._expected_sounds = self.timers.C_EV_match_MNBC
-            self.deadline = now + self.timers.TT_EVSE_match_MNBC
-        if self.state is State.SOUNDING:
-            self._sounds += 1
+    def _on_sound(self, run: _Run, now: float) -> list[Action]:
+        if run.phase is State.WAIT_START_ATTEN:  # START_ATTEN lost: the first sound opens the window
+            run.phase = State.SOUNDING
+            run.expected_sounds = self.timers.C_EV_match_MNBC
+            run.deadline = now + self.timers.TT_EVSE_match_MNBC
+        if run.phase is State.SOUNDING:
+            run.sounds += 1
         return []
 
     def _on_profile(self, msg: m.AttenProfileInd, now: float) -> list[Action]:
-        if self.state not in (State.SOUNDING, State.WAIT_START_ATTEN) or msg.pev_mac != self.ev_mac:
-            return [Note("dropped CM_ATTEN_PROFILE.IND outside a sounding window or for another car")]
+        run = self.runs.get(msg.pev_mac)
+        if run is None or run.phase not in (State.SOUNDING, State.WAIT_START_ATTEN):
+            return [Note("dropped CM_ATTEN_PROFILE.IND outside a sounding window or for an unknown car")]
         if not msg.groups:
             return [Note("CM_ATTEN_PROFILE.IND without attenuation values (modem reports none)")]
-        if self._profiles and len(msg.groups) != len(self._profiles[0]):
+        if run.profiles and len(msg.groups) != len(run.profiles[0]):
             return [Note(f"dropped CM_ATTEN_PROFILE.IND with {len(msg.groups)} groups, "
-                         f"earlier ones had {len(self._profiles[0])}")]
-        self._profiles.append(msg.groups)
-        if len(self._profiles) >= self._expected_sounds > 0:
-            return self._send_atten_char(now)
+                         f"earlier ones had {len(run.profiles[0])}")]
+        run.profiles.append(msg.groups)
+        if len(run.profiles) >= run.expected_sounds > 0:
+            return self._send_atten_char(run, now)
         return []
 
-    def _send_atten_char(self, now: float) -> list[Action]:
-        if not self._atten_groups:
-            n = len(self._profiles)
-            offset = self.atten_offset_db
-            self._atten_groups = [min(255, max(0, round(sum(col) / n + offset))) for col in zip(*self._profiles,
-                                                                                               strict=True)]
-            self._tries = 0
-        self._tries += 1
-        self.state = State.WAIT_ATTEN_RSP
-        self.deadline = now + self.timers.TT_match_response
-        ind = m.AttenCharInd(source_address=self.ev_mac, run_id=self.run_id, num_sounds=len(self._profiles),
-                             groups=self._atten_groups)
-        return [Send(m.encode_frame(self.ev_mac, self.evse_mac, ind))]
+    def _send_atten_char(self, run: _Run, now: float) -> list[Action]:
+        if not run.atten_groups:
+            n = len(run.profiles)
+            run.atten_groups = [min(255, max(0, round(sum(col) / n + self.atten_offset_db)))
+                                for col in zip(*run.profiles, strict=True)]
+            run.tries = 0
+        run.tries += 1
+        run.phase = State.WAIT_ATTEN_RSP
+        run.deadline = now + self.timers.TT_match_response
+        ind = m.AttenCharInd(source_address=run.ev_mac, run_id=run.run_id, num_sounds=len(run.profiles),
+                             groups=run.atten_groups)
+        return [Send(m.encode_frame(run.ev_mac, self.evse_mac, ind))]
 
-    def _on_atten_rsp(self, msg: m.AttenCharRsp, now: float) -> list[Action]:
-        if self.state is not State.WAIT_ATTEN_RSP:
+    def _on_atten_rsp(self, run: _Run, msg: m.AttenCharRsp, now: float) -> list[Action]:
+        if run.phase is not State.WAIT_ATTEN_RSP:
             return []
         if msg.result != 0:
-            return self._fail(f"the car rejected CM_ATTEN_CHAR.IND (result {msg.result})")
-        self.state = State.WAIT_MATCH_REQ
-        self.deadline = self._session_deadline
+            return self._drop_run(run, f"the car rejected CM_ATTEN_CHAR.IND (result {msg.result})")
+        run.phase = State.WAIT_MATCH_REQ
+        run.deadline = run.session_deadline
         return []
 
-    def _on_match_req(self, msg: m.SlacMatchReq, now: float) -> list[Action]:
-        if self.state not in (State.WAIT_MATCH_REQ, State.WAIT_ATTEN_RSP, State.MATCHED):
-            return [Note(f"ignored CM_SLAC_MATCH.REQ in state {self.state.value}")]
+    def _on_match_req(self, run: _Run, msg: m.SlacMatchReq, now: float) -> list[Action]:
+        if run.phase not in (State.WAIT_MATCH_REQ, State.WAIT_ATTEN_RSP, State.MATCHED):
+            return [Note(f"ignored CM_SLAC_MATCH.REQ in phase {run.phase.value}")]
         cnf = m.SlacMatchCnf(pev_id=msg.pev_id, pev_mac=msg.pev_mac, evse_id=self.evse_id, evse_mac=self.evse_mac,
-                             run_id=self.run_id, nid=self.nid, nmk=self.nmk)
-        out: list[Action] = [Send(m.encode_frame(self.ev_mac, self.evse_mac, cnf))]
-        if self.state is not State.MATCHED:  # a repeated MATCH.REQ (our CNF was lost) gets the CNF again
-            self.state = State.MATCHED
-            self.deadline = None
-            groups = self._atten_groups
-            out.append(Matched(self.ev_mac, self.nid, self.nmk, sum(groups) / len(groups) if groups else 0.0))
+                             run_id=run.run_id, nid=self.nid, nmk=self.nmk)
+        out: list[Action] = [Send(m.encode_frame(run.ev_mac, self.evse_mac, cnf))]
+        if self.matched is None:  # a repeated MATCH.REQ (our CNF was lost) gets the CNF again
+            run.phase = State.MATCHED
+            self.matched = run
+            self.runs.clear()  # other cars heard through crosstalk are not ours
+            self._phase = State.MATCHED
+            self._own_deadline = None
+            groups = run.atten_groups
+            out.append(Matched(run.ev_mac, self.nid, self.nmk, sum(groups) / len(groups) if groups else 0.0))
         return out
 
     def _fail(self, reason: str) -> list[Action]:
-        self.state = State.FAILED
-        self.deadline = None
+        self._phase = State.FAILED
+        self._own_deadline = None
+        self.runs.clear()
         return [Failed(reason)]
-
-    def _reset_run(self) -> None:
-        self.ev_mac = self.run_id = None
-        self._sounds = 0
-        self._profiles = []
-        self._expected_sounds = 0
-        self._atten_groups = []
-        self._session_deadline = 0.0

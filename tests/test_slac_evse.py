@@ -82,7 +82,7 @@ def test_set_key_never_confirmed_fails_after_retries() -> None:
     assert sent == 1 + SlacTimers().C_sequ_retry and isinstance(out[-1], Failed)
 
 
-def test_atten_char_repeated_then_fails() -> None:
+def test_atten_char_repeated_then_the_run_ends_and_slac_init_fails() -> None:
     s = joined()
     s.receive(from_ev(m.SlacParmReq(run_id=RUN)), 1.0)
     sound(s, 1.05)
@@ -91,7 +91,25 @@ def test_atten_char_repeated_then_fails() -> None:
         out = s.timeout(s.deadline)
         repeats += sum(isinstance(f, m.AttenCharInd) for f in frames(out))
     assert repeats == SlacTimers().C_sequ_retry
-    assert s.state is State.FAILED and "CM_ATTEN_CHAR.RSP" in out[-1].reason
+    assert "CM_ATTEN_CHAR.RSP" in out[-1].text and s.state is State.WAIT_PARM_REQ  # the car may try again
+    (f,) = s.timeout(s.deadline)
+    assert isinstance(f, Failed) and "TT_EVSE_SLAC_init" in f.reason and "CM_ATTEN_CHAR.RSP" in f.reason
+
+
+def test_neighbours_car_heard_first_does_not_block_ours() -> None:
+    """Crosstalk: the car next door sounds here too; our car asks for the match and gets it."""
+    s = joined()
+    other_run = b"O" * 8
+    frames(s.receive(from_ev(m.SlacParmReq(run_id=other_run), src=OTHER), 1.0))
+    (cnf,) = frames(s.receive(from_ev(m.SlacParmReq(run_id=RUN)), 1.01))
+    assert cnf.forwarding_sta == EV and set(s.runs) == {EV, OTHER}
+    s.receive(from_ev(m.StartAttenCharInd(forwarding_sta=OTHER, run_id=other_run), src=OTHER), 1.02)
+    s.receive(from_modem(m.AttenProfileInd(pev_mac=OTHER, groups=[45] * 58)), 1.03)
+    sound(s, 1.05)
+    s.receive(from_ev(m.AttenCharRsp(source_address=EV, run_id=RUN)), 1.3)
+    out = s.receive(from_ev(m.SlacMatchReq(pev_mac=EV, evse_mac=EVSE, run_id=RUN)), 1.4)
+    (result,) = [a for a in out if isinstance(a, Matched)]
+    assert result.peer_mac == EV and s.state is State.MATCHED and not s.runs
 
 
 def test_sounding_window_closes_with_the_profiles_received() -> None:
@@ -117,7 +135,7 @@ def test_third_mac_and_wrong_run_id_are_dropped() -> None:
     s = joined()
     s.receive(from_ev(m.SlacParmReq(run_id=RUN)), 1.0)
     (note,) = s.receive(from_ev(m.StartAttenCharInd(run_id=RUN, forwarding_sta=OTHER), src=OTHER), 1.01)
-    assert isinstance(note, Note) and "not the car" in note.text
+    assert isinstance(note, Note) and "no SLAC run with that car" in note.text
     (note,) = s.receive(from_ev(m.StartAttenCharInd(run_id=b"x" * 8, forwarding_sta=EV)), 1.01)
     assert "RunID" in note.text and s.state is State.WAIT_START_ATTEN
     (note,) = s.receive(b"\x00" * 5, 1.02)

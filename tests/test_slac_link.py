@@ -47,8 +47,8 @@ async def test_match_over_veth_with_crosstalk() -> None:
 
                     async with trio.open_nursery() as stations:
                         stations.start_soon(side, "near", run_evse(links["evse1"], EvseMatcher(near)))
-                        # the far charger gives up at TT_EVSE_match_session: shortened so the test is quick
-                        short = SlacTimers().with_overrides(TT_EVSE_match_session=1.0)
+                        # the far charger gives up at TT_EVSE_SLAC_init: shortened so the test is quick
+                        short = SlacTimers().with_overrides(TT_EVSE_match_session=1.0, TT_EVSE_SLAC_init=2.0)
                         stations.start_soon(side, "far", run_evse(links["evse2"], EvseMatcher(far, timers=short)))
                         await trio.sleep(0.05)
                         stations.start_soon(side, "ev", run_ev(links["ev0"], EvMatcher(ev)))
