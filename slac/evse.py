@@ -89,6 +89,8 @@ class _Run:
     phase: State
     deadline: float
     session_deadline: float
+    toggles: int | None = None  # counting CP toggles for CM_VALIDATE while not None
+    toggle_end: float = 0.0
     expected_sounds: int = 0
     sounds: int = 0
     profiles: list[list[int]] = field(default_factory=list)
@@ -104,6 +106,7 @@ class EvseMatcher:
     evse_id: bytes = b"\x00" * 17
     modem_mac: bytes = LOCAL_MODEM
     restart_on_new_run: bool = True  # a car that starts over with a new RunID mid-match is followed
+    validate: bool = False  # take part in CM_VALIDATE (count the car's CP toggles); else "not required"
     keygen: Callable[[], tuple[bytes, bytes]] = random_key
 
     nid: bytes = b""
@@ -171,6 +174,8 @@ class EvseMatcher:
             return self._on_profile(msg, now)
         if isinstance(msg, m.SlacParmReq):
             return self._on_parm_req(frame.src, msg, now)
+        if isinstance(msg, m.ValidateReq):
+            return self._on_validate(frame.src, msg, now)
         run = self.runs.get(frame.src)
         if self.matched is not None and frame.src == self.matched.ev_mac:
             run = self.matched
@@ -189,6 +194,29 @@ class EvseMatcher:
         if isinstance(msg, m.SlacMatchReq):
             return self._on_match_req(run, msg, now)
         return [Note(f"ignored {type(msg).__name__} in state {self.state.value}")]
+
+    def cp_toggle(self, now: float) -> list[Action]:
+        """The hardware saw the car toggle CP (B -> C -> B) once: counted during CM_VALIDATE."""
+        for run in self.runs.values():
+            if run.toggles is not None and now <= run.toggle_end:
+                run.toggles += 1
+        return []
+
+    def _on_validate(self, src: bytes, msg: m.ValidateReq, now: float) -> list[Action]:
+        run = self.runs.get(src)
+        if not self.validate:
+            cnf = m.ValidateCnf(signal_type=msg.signal_type, result=4)  # not required
+        elif run is None or run.phase is not State.WAIT_MATCH_REQ:
+            cnf = m.ValidateCnf(signal_type=msg.signal_type, result=0)  # not ready
+        elif msg.timer == 0:
+            cnf = m.ValidateCnf(signal_type=msg.signal_type, result=1)  # ready: the car may toggle
+        else:
+            # count toggles for the window the car announces (100 ms units), capped by TT_EVSE_vald_toggle
+            window = min(msg.timer / 10, self.timers.TT_EVSE_vald_toggle)
+            run.toggles, run.toggle_end = 0, now + window
+            run.deadline = run.toggle_end
+            return []
+        return [Send(m.encode_frame(src, self.evse_mac, cnf))]
 
     def timeout(self, now: float) -> list[Action]:
         """Call when ``deadline`` has passed; handles every timer that is due."""
@@ -209,6 +237,11 @@ class EvseMatcher:
         return out
 
     def _run_timeout(self, run: _Run, now: float) -> list[Action]:
+        if run.toggles is not None:  # the validation window closed: report what we counted
+            count, run.toggles = run.toggles, None
+            run.deadline = run.session_deadline
+            cnf = m.ValidateCnf(toggle_num=count, result=2 if count else 3)
+            return [Send(m.encode_frame(run.ev_mac, self.evse_mac, cnf))]
         if run.phase in (State.WAIT_START_ATTEN, State.SOUNDING):
             if run.profiles:
                 return self._send_atten_char(run, now)

@@ -213,3 +213,40 @@ def test_bad_frame_flood_is_one_log_line(caplog) -> None:
                 limiter.note(action.text)
     assert len(caplog.records) == 1 and "dropped frame" in caplog.records[0].getMessage()
     assert s.state is State.WAIT_PARM_REQ
+
+
+def _to_match_wait(s: EvseMatcher) -> None:
+    s.receive(from_ev(m.SlacParmReq(run_id=RUN)), 1.0)
+    sound(s, 1.05)
+    s.receive(from_ev(m.AttenCharRsp(source_address=EV, run_id=RUN)), 1.3)
+    assert s.state is State.WAIT_MATCH_REQ
+
+
+def test_validate_not_required_unless_configured() -> None:
+    s = joined()
+    _to_match_wait(s)
+    (cnf,) = frames(s.receive(from_ev(m.ValidateReq(timer=0)), 1.4))
+    assert isinstance(cnf, m.ValidateCnf) and cnf.result == 4
+
+
+def test_validate_counts_cp_toggles() -> None:
+    s = joined(validate=True)
+    _to_match_wait(s)
+    (ready,) = frames(s.receive(from_ev(m.ValidateReq(timer=0)), 1.4))
+    assert ready.result == 1
+    assert s.receive(from_ev(m.ValidateReq(timer=20)), 1.5) == []  # a 2 s window opens
+    assert s.deadline == 3.5
+    for t in (1.8, 2.1, 2.6):
+        s.cp_toggle(t)
+    s.cp_toggle(3.9)  # after the window: not counted
+    (cnf,) = frames(s.timeout(3.5))
+    assert (cnf.toggle_num, cnf.result) == (3, 2)
+    out = s.receive(from_ev(m.SlacMatchReq(pev_mac=EV, evse_mac=EVSE, run_id=RUN)), 4.0)
+    assert any(isinstance(a, Matched) for a in out)
+
+
+def test_validate_before_sounding_is_not_ready() -> None:
+    s = joined(validate=True)
+    s.receive(from_ev(m.SlacParmReq(run_id=RUN)), 1.0)
+    (cnf,) = frames(s.receive(from_ev(m.ValidateReq(timer=0)), 1.1))
+    assert cnf.result == 0
