@@ -105,10 +105,13 @@ def _slac_command(args: argparse.Namespace) -> int:
     from slac.link import RawLink
     from slac.timers import SlacTimers
 
+    from slac.ifaces import wait_link_up
+
     try:
         timers = SlacTimers().with_overrides(**dict(args.timer or []))
+        trio.run(wait_link_up, args.iface, 10.0)  # the modem's Ethernet side must be up
         link = RawLink(args.iface)
-    except ValueError as e:
+    except (ValueError, TimeoutError) as e:
         print(f"edge slac {args.role}: {e}", file=sys.stderr)
         return 2
     except OSError as e:

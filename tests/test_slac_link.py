@@ -103,5 +103,30 @@ def test_cli_reports_a_bad_interface(capsys) -> None:
     from edge.cli import main
 
     assert main(["slac", "evse", "--iface", "no-such-if0"]) == 2
-    assert "no-such-if0" in capsys.readouterr().err
+    assert "no network interface 'no-such-if0'" in capsys.readouterr().err
     assert main(["slac", "ev", "--iface", "lo", "--timer", "TT_bogus=1"]) == 2
+
+
+async def test_interface_state_through_netlink() -> None:
+    import pytest
+    from pyroute2 import NetNS
+
+    from slac.ifaces import link_state, wait_link_up
+
+    require_root()
+    with veth_namespace([("pl0", "pl0-line")]) as ns:
+        state = link_state("pl0", ns)
+        with inside(ns):
+            link = RawLink("pl0")
+        with link:
+            assert state.up and state.mac == link.mac
+        with NetNS(ns) as ip:
+            ip.link("set", index=ip.link_lookup(ifname="pl0-line")[0], state="down")  # carrier gone
+        assert not link_state("pl0", ns).up
+        with pytest.raises(TimeoutError, match="pl0"):
+            await wait_link_up("pl0", 0.3, netns=ns)
+        with NetNS(ns) as ip:
+            ip.link("set", index=ip.link_lookup(ifname="pl0-line")[0], state="up")
+        assert (await wait_link_up("pl0", 2, netns=ns)).up
+        with pytest.raises(ValueError, match="no network interface"):
+            link_state("nope0", ns)
