@@ -102,10 +102,9 @@ async def slac_match(role: str, link, *, timers=None, atten_offset_db: float = 0
 def _slac_command(args: argparse.Namespace) -> int:
     import trio
 
+    from slac.ifaces import wait_link_up
     from slac.link import RawLink
     from slac.timers import SlacTimers
-
-    from slac.ifaces import wait_link_up
 
     try:
         timers = SlacTimers().with_overrides(**dict(args.timer or []))
