@@ -86,6 +86,13 @@ class _NoteLimiter:
 
 
 async def _run(link: RawLink, matcher: EvseMatcher | EvMatcher, first: Iterable) -> Matched | Failed:
+    try:
+        return await _loop(link, matcher, first)
+    except OSError as e:  # the interface went away or down: a result, not a crash of the EVSE's tasks
+        return Failed(f"link {link.iface}: {e.strerror or e}")
+
+
+async def _loop(link: RawLink, matcher: EvseMatcher | EvMatcher, first: Iterable) -> Matched | Failed:
     notes = _NoteLimiter()
     pending = list(first)
     while True:

@@ -130,3 +130,29 @@ async def test_interface_state_through_netlink() -> None:
         assert (await wait_link_up("pl0", 2, netns=ns)).up
         with pytest.raises(ValueError, match="no network interface"):
             link_state("nope0", ns)
+
+
+async def test_interface_removed_mid_match_is_a_failed_result() -> None:
+    from pyroute2 import NetNS
+
+    from slac.evse import Failed
+
+    require_root()
+    with veth_namespace([("gone0", "gone0-line")]) as ns:
+        with inside(ns):
+            link = RawLink("gone0")
+        with link:
+            async with trio.open_nursery() as nursery:
+                result: list = []
+
+                async def evse() -> None:
+                    result.append(await run_evse(link, EvseMatcher(link.mac)))
+
+                nursery.start_soon(evse)
+                await trio.sleep(0.1)
+                with NetNS(ns) as ip:
+                    ip.link("del", index=ip.link_lookup(ifname="gone0")[0])
+                with trio.fail_after(5):
+                    while not result:
+                        await trio.sleep(0.05)
+            assert isinstance(result[0], Failed) and "gone0" in result[0].reason
