@@ -19,10 +19,19 @@ from .timers import SlacTimers
 TT_EV_atten_results = 1.2  # Table A.1
 
 
+@dataclass(frozen=True, slots=True)
+class ToggleCp:
+    """Ask the hardware to toggle CP (B -> C -> B) ``count`` times within ``within`` seconds."""
+
+    count: int
+    within: float
+
+
 class EvState(Enum):
     IDLE = "idle"
     WAIT_PARM_CNF = "waiting for CM_SLAC_PARM.CNF"
     WAIT_ATTEN = "waiting for CM_ATTEN_CHAR.IND"
+    VALIDATING = "validating (CM_VALIDATE)"
     WAIT_MATCH_CNF = "waiting for CM_SLAC_MATCH.CNF"
     SETTING_KEY = "setting key"
     MATCHED = "matched"
@@ -36,6 +45,8 @@ class EvMatcher:
     pev_id: bytes = b"\x00" * 17
     modem_mac: bytes = LOCAL_MODEM
     max_attenuation_db: float | None = None  # refuse chargers measured worse than this
+    validate_toggles: int | None = None  # run CM_VALIDATE with this many CP toggles before matching
+    validate_window: float = 2.0  # seconds announced for the toggles
 
     state: EvState = EvState.IDLE
     deadline: float | None = None
@@ -45,6 +56,7 @@ class EvMatcher:
     _atten: dict[bytes, float] = field(default_factory=dict)
     _tries: int = 0
     _match: m.SlacMatchCnf | None = None
+    _validate_step: int = 0  # 1: asked whether the charger is ready, 2: toggles announced
 
     def start(self, now: float) -> list:
         self.run_id = os.urandom(8)
@@ -81,6 +93,8 @@ class EvMatcher:
             self._atten[frame.src] = sum(groups) / len(groups)
             rsp = m.AttenCharRsp(source_address=self.ev_mac, run_id=self.run_id)
             return [Send(m.encode_frame(frame.src, self.ev_mac, rsp))]
+        if isinstance(msg, m.ValidateCnf) and self.state is EvState.VALIDATING and frame.src == self.chosen:
+            return self._on_validate_cnf(msg, now)
         if isinstance(msg, m.SlacMatchCnf) and self.state is EvState.WAIT_MATCH_CNF and frame.src == self.chosen:
             self._match = msg
             self.state = EvState.SETTING_KEY
@@ -105,6 +119,10 @@ class EvMatcher:
             if self._tries <= self.timers.C_sequ_retry:
                 return self._send_match(now)
             return self._fail("no CM_SLAC_MATCH.CNF")
+        if self.state is EvState.VALIDATING:
+            if self._validate_step == 1 and self._tries <= self.timers.C_sequ_retry:
+                return self._send_validate(now, 0)
+            return self._fail("no CM_VALIDATE.CNF from the chosen charger")
         if self.state is EvState.SETTING_KEY:
             return [Note("no CM_SET_KEY.CNF from the local modem: assuming the key is set"), *self._done()]
         return []
@@ -131,7 +149,37 @@ class EvMatcher:
         self.chosen = min(candidates, key=candidates.__getitem__)
         self._tries = 0
         notes = [Note(f"charger {mac.hex(':')}: {a:.1f} dB") for mac, a in sorted(self._atten.items())]
+        if self.validate_toggles:
+            return [*notes, *self._send_validate(now, 0)]
         return [*notes, *self._send_match(now)]
+
+    def _send_validate(self, now: float, timer: int) -> list:
+        assert self.chosen is not None
+        self.state = EvState.VALIDATING
+        self._validate_step = 1 if timer == 0 else 2
+        if timer == 0:
+            self._tries += 1
+            self.deadline = now + self.timers.TT_match_response
+        else:  # the charger answers after the window it counts in
+            self.deadline = now + timer / 10 + self.timers.TT_match_response + self.timers.TT_match_sequence
+        req = m.ValidateReq(timer=timer, result=1)
+        return [Send(m.encode_frame(self.chosen, self.ev_mac, req))]
+
+    def _on_validate_cnf(self, msg: m.ValidateCnf, now: float) -> list:
+        if msg.result == 4:  # the charger does not validate: go on with the match
+            self._tries = 0
+            return [Note("charger says CM_VALIDATE is not required"), *self._send_match(now)]
+        if self._validate_step == 1:
+            if msg.result != 1:
+                return self._fail(f"charger not ready for CM_VALIDATE (result {msg.result})")
+            timer = max(1, round(self.validate_window * 10))
+            n = self.validate_toggles or 0
+            return [*self._send_validate(now, timer), ToggleCp(n, self.validate_window)]
+        if msg.result == 2 and msg.toggle_num == self.validate_toggles:
+            self._tries = 0
+            return self._send_match(now)
+        return self._fail(f"CM_VALIDATE failed: charger counted {msg.toggle_num} toggles, "
+                          f"we made {self.validate_toggles} (result {msg.result}): wrong charger?")
 
     def _send_match(self, now: float) -> list:
         assert self.chosen is not None

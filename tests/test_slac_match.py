@@ -6,7 +6,7 @@ import heapq
 import itertools
 
 from slac.emulator import PowerlineEmulator
-from slac.ev import EvMatcher, EvState
+from slac.ev import EvMatcher, EvState, ToggleCp
 from slac.evse import EvseMatcher, Failed, Matched, Send, State
 
 EV = bytes.fromhex("02aaaaaaaaaa")
@@ -15,7 +15,8 @@ FAR = bytes.fromhex("022222222222")
 LATENCY = 0.002  # one frame over the powerline
 
 
-def run(emulator: PowerlineEmulator, stations: dict[bytes, object], until: float = 30.0) -> dict[bytes, list]:
+def run(emulator: PowerlineEmulator, stations: dict[bytes, object], until: float = 30.0,
+        plugged_into: bytes | None = None) -> dict[bytes, list]:
     """Deliver frames and fire deadlines in time order until nothing is left to do."""
     results: dict[bytes, list] = {mac: [] for mac in stations}
     queue: list = []
@@ -29,6 +30,10 @@ def run(emulator: PowerlineEmulator, stations: dict[bytes, object], until: float
                         heapq.heappush(queue, (now + LATENCY, next(seq), dst, frame))
             elif isinstance(a, Matched | Failed):
                 results[mac].append(a)
+            elif isinstance(a, ToggleCp) and plugged_into is not None:
+                # the car's CP line reaches only the charger it is plugged into
+                for i in range(a.count):
+                    heapq.heappush(queue, (now + a.within * (i + 0.5) / (a.count + 1), next(seq), plugged_into, None))
 
     for mac, st in stations.items():
         handle(mac, st.plugged(0.0) if isinstance(st, EvseMatcher) else [], 0.0)
@@ -44,7 +49,10 @@ def run(emulator: PowerlineEmulator, stations: dict[bytes, object], until: float
             break
         if next_frame is not None and (next_deadline is None or next_frame <= next_deadline[0]):
             now, _, dst, frame = heapq.heappop(queue)
-            handle(dst, stations[dst].receive(frame, now), now)
+            if frame is None:
+                handle(dst, stations[dst].cp_toggle(now), now)
+            else:
+                handle(dst, stations[dst].receive(frame, now), now)
         else:
             now, mac = next_deadline
             handle(mac, stations[mac].timeout(now), now)
@@ -86,3 +94,28 @@ def test_no_charger_fails_cleanly_after_retries() -> None:
     ev = EvMatcher(EV)
     res = run(emu, {EV: ev})  # the charger is not there
     assert ev.state is EvState.FAILED and "CM_SLAC_PARM.CNF" in res[EV][0].reason
+
+
+def test_validation_confirms_the_charger_the_car_is_plugged_into() -> None:
+    emu = PowerlineEmulator({(EV, NEAR): 18, (EV, FAR): 41})
+    ev = EvMatcher(EV, validate_toggles=3)
+    res = run(emu, {EV: ev, NEAR: EvseMatcher(NEAR, validate=True), FAR: EvseMatcher(FAR, validate=True)},
+              plugged_into=NEAR)
+    assert isinstance(res[EV][0], Matched) and res[EV][0].peer_mac == NEAR
+    assert isinstance(res[NEAR][0], Matched)
+
+
+def test_validation_catches_a_crosstalk_pick() -> None:
+    """The neighbour's line measures better, but the car is plugged in here: the toggles tell."""
+    emu = PowerlineEmulator({(EV, NEAR): 18, (EV, FAR): 41})
+    ev = EvMatcher(EV, validate_toggles=3)
+    res = run(emu, {EV: ev, NEAR: EvseMatcher(NEAR, validate=True), FAR: EvseMatcher(FAR, validate=True)},
+              plugged_into=FAR)
+    assert isinstance(res[EV][0], Failed) and "CM_VALIDATE failed" in res[EV][0].reason
+    assert not any(isinstance(r, Matched) for r in res[NEAR] + res[FAR])
+
+
+def test_charger_without_validation_says_not_required() -> None:
+    emu = PowerlineEmulator({(EV, NEAR): 20})
+    res = run(emu, {EV: EvMatcher(EV, validate_toggles=2), NEAR: EvseMatcher(NEAR)}, plugged_into=NEAR)
+    assert isinstance(res[EV][0], Matched)
