@@ -107,6 +107,10 @@ class EvseMatcher:
     modem_mac: bytes = LOCAL_MODEM
     restart_on_new_run: bool = True  # a car that starts over with a new RunID mid-match is followed
     validate: bool = False  # take part in CM_VALIDATE (count the car's CP toggles); else "not required"
+    # modem quirks (interop facts): some Qualcomm firmware answers CM_SET_KEY "rejected" although it
+    # applied the key; some TP-Link modems send CM_ATTEN_PROFILE.IND without values
+    set_key_rejected_means_applied: bool = False
+    missing_attenuation_db: float | None = None  # used for value-less profiles; None: ignore them
     keygen: Callable[[], tuple[bytes, bytes]] = random_key
 
     nid: bytes = b""
@@ -279,13 +283,17 @@ class EvseMatcher:
     def _on_set_key_cnf(self, msg: m.SetKeyCnf, now: float) -> list[Action]:
         if self._phase is not State.SETTING_KEY:
             return [Note("unexpected CM_SET_KEY.CNF")]
+        notes: list[Action] = []
         if msg.result != 0:
-            if self._tries <= self.timers.C_sequ_retry:
+            if self.set_key_rejected_means_applied:
+                notes.append(Note(f"CM_SET_KEY.CNF result {msg.result}: taken as applied (modem quirk profile)"))
+            elif self._tries <= self.timers.C_sequ_retry:
                 return self._retry_key(now, f"CM_SET_KEY.CNF result {msg.result}")
-            return self._fail(f"the modem rejected CM_SET_KEY (result {msg.result})")
+            else:
+                return self._fail(f"the modem rejected CM_SET_KEY (result {msg.result})")
         self._phase = self._after_key
         self._own_deadline = now + self.timers.TT_EVSE_SLAC_init if self._phase is State.WAIT_PARM_REQ else None
-        return []
+        return notes
 
     # ------------------------------------------------------------------ SLAC
     def _on_parm_req(self, src: bytes, msg: m.SlacParmReq, now: float) -> list[Action]:
@@ -325,7 +333,9 @@ class EvseMatcher:
         if run is None or run.phase not in (State.SOUNDING, State.WAIT_START_ATTEN):
             return [Note("dropped CM_ATTEN_PROFILE.IND outside a sounding window or for an unknown car")]
         if not msg.groups:
-            return [Note("CM_ATTEN_PROFILE.IND without attenuation values (modem reports none)")]
+            if self.missing_attenuation_db is None:
+                return [Note("CM_ATTEN_PROFILE.IND without attenuation values (modem reports none)")]
+            msg = m.AttenProfileInd(msg.pev_mac, [round(self.missing_attenuation_db)] * 58)
         if run.profiles and len(msg.groups) != len(run.profiles[0]):
             return [Note(f"dropped CM_ATTEN_PROFILE.IND with {len(msg.groups)} groups, "
                          f"earlier ones had {len(run.profiles[0])}")]

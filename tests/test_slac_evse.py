@@ -250,3 +250,19 @@ def test_validate_before_sounding_is_not_ready() -> None:
     s.receive(from_ev(m.SlacParmReq(run_id=RUN)), 1.0)
     (cnf,) = frames(s.receive(from_ev(m.ValidateReq(timer=0)), 1.1))
     assert cnf.result == 0
+
+
+def test_quirk_set_key_rejected_but_applied() -> None:
+    s = matcher(set_key_rejected_means_applied=True)
+    s.plugged(0)
+    (note,) = s.receive(from_modem(m.SetKeyCnf(result=1)), 0.01)
+    assert "quirk" in note.text and s.state is State.WAIT_PARM_REQ
+
+
+def test_quirk_modem_without_attenuation_values() -> None:
+    s = joined(missing_attenuation_db=30)
+    s.receive(from_ev(m.SlacParmReq(run_id=RUN)), 1.0)
+    s.receive(from_ev(m.StartAttenCharInd(num_sounds=2, forwarding_sta=EV, run_id=RUN)), 1.01)
+    s.receive(from_modem(m.AttenProfileInd(pev_mac=EV, groups=[])), 1.02)
+    (ind,) = frames(s.receive(from_modem(m.AttenProfileInd(pev_mac=EV, groups=[])), 1.03))
+    assert ind.groups == [30] * 58
