@@ -44,3 +44,49 @@ def inside(name: str) -> Iterator[None]:
         yield
     finally:
         netns.popns()
+
+
+@contextlib.contextmanager
+def two_namespaces(a_if: str, b_if: str) -> Iterator[tuple[str, str]]:
+    """Two fresh namespaces joined by a veth pair (``a_if`` in the first), IPv6 link-local up
+    without duplicate-address detection, so addresses are usable at once."""
+    from pyroute2 import IPRoute, NetNS, netns
+
+    a, b = f"edge-a-{os.getpid()}", f"edge-b-{os.getpid()}"
+    netns.create(a)
+    netns.create(b)
+    try:
+        with IPRoute() as ip:
+            ip.link("add", ifname=a_if, kind="veth", peer={"ifname": b_if})
+            ip.link("set", index=ip.link_lookup(ifname=a_if)[0], net_ns_fd=a)
+            ip.link("set", index=ip.link_lookup(ifname=b_if)[0], net_ns_fd=b)
+        for ns, ifname in ((a, a_if), (b, b_if)):
+            with inside(ns):
+                for path in ("default", ifname):
+                    with open(f"/proc/sys/net/ipv6/conf/{path}/accept_dad", "w") as f:
+                        f.write("0")
+            with NetNS(ns) as ip:
+                ip.link("set", index=ip.link_lookup(ifname="lo")[0], state="up")
+                ip.link("set", index=ip.link_lookup(ifname=ifname)[0], state="up")
+        yield a, b
+    finally:
+        netns.remove(a)
+        netns.remove(b)
+
+
+def link_local(ns: str, ifname: str, timeout: float = 5.0) -> str:
+    """The interface's IPv6 link-local address once it is usable."""
+    import time
+
+    from pyroute2 import NetNS
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with NetNS(ns) as ip:
+            index = ip.link_lookup(ifname=ifname)[0]
+            for addr in ip.get_addr(family=10, index=index):
+                value = addr.get_attr("IFA_ADDRESS")
+                if value.startswith("fe80") and not addr["flags"] & 0x40:  # IFA_F_TENTATIVE
+                    return value
+        time.sleep(0.05)
+    raise TimeoutError(f"no link-local address on {ifname}")
