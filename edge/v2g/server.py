@@ -1,0 +1,67 @@
+"""The charger's V2GTP server shell: accept TCP connections, reassemble V2GTP messages, hand each to
+a per-connection handler (a session core), and write each response as one send (header and
+payload together: Josev reads one TCP read as one message).
+
+A header error (version, unknown payload type, length over the limit) closes the connection; a
+handler that raises closes only its own connection; the server keeps serving the next car.
+TLS comes with the PnC work (the stream is the same, wrapped in ``trio.SSLStream``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+from .v2gtp import DEFAULT_MAX_PAYLOAD, V2gtpDecoder, V2gtpError, V2gtpMessage, frame
+
+log = logging.getLogger("edge.v2gtp")
+
+
+class ConnectionHandler(Protocol):
+    """One per connection: returns the response message, or None to close the connection."""
+
+    def handle(self, message: V2gtpMessage, now: float) -> V2gtpMessage | None: ...
+
+
+async def serve_connection(stream: trio.abc.Stream, handler: ConnectionHandler, *,
+                           max_payload: int = DEFAULT_MAX_PAYLOAD, idle_timeout: float = 60.0) -> str:
+    """Serve one connection until the car closes it, an error, or ``idle_timeout`` without a request
+    (V2G_SECC_Sequence_Timeout). Returns why it ended."""
+    decoder = V2gtpDecoder(max_payload)
+    async with stream:
+        while True:
+            with trio.move_on_after(idle_timeout) as idle:
+                data = await stream.receive_some(65536)
+            if idle.cancelled_caught:
+                return "sequence timeout: no request"
+            if not data:
+                return "closed by the car"
+            try:
+                messages = decoder.feed(data)
+            except V2gtpError as e:
+                return f"V2GTP header error: {e}"
+            for message in messages:
+                response = handler.handle(message, trio.current_time())
+                if response is None:
+                    return "closed by the session"
+                await stream.send_all(frame(response.payload_type, response.payload))
+
+
+async def serve_tcp(port: int, handler_factory: Callable[[], ConnectionHandler], *, host: str = "::",
+                    task_status=trio.TASK_STATUS_IGNORED, **kwargs) -> None:
+    """Listen on ``host``:``port``; one handler per connection; runs until cancelled."""
+
+    async def one(stream: trio.SocketStream) -> None:
+        try:
+            why = await serve_connection(stream, handler_factory(), **kwargs)
+        except Exception:  # a bug in one session must not stop the charger from serving others
+            log.exception("V2G connection failed")
+            return
+        log.info("V2G connection ended: %s", why)
+
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    task_status.started(listeners[0].socket.getsockname()[1])
+    await trio.serve_listeners(one, listeners)
