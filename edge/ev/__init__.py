@@ -1,0 +1,1 @@
+"""The simulated car (testbench runs and our own end-to-end tests)."""

@@ -1,0 +1,48 @@
+"""One car connection on the charger: supportedAppProtocol first, then the chosen protocol's session.
+This is the handler the V2GTP server runs per TCP connection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import exi
+from edge.hardware import ChargerHardware
+
+from . import sap
+from .din.session import DinSession
+from .v2gtp import PayloadType, V2gtpMessage
+
+#: protocols with a session implementation here (ISO 15118-2 comes next)
+SESSIONS: dict[str, Callable[[ChargerHardware], object]] = {"din": lambda hw: DinSession(hw)}
+
+
+@dataclass
+class ChargerConnection:
+    hardware: ChargerHardware
+    protocols: list[sap.Protocol] = field(default_factory=lambda: [sap.DIN])
+    session: DinSession | None = None
+    protocol: sap.Protocol | None = None
+    closing: bool = False
+
+    def handle(self, message: V2gtpMessage, now: float) -> V2gtpMessage | None:
+        if self.closing or message.payload_type != PayloadType.EXI:
+            return None
+        if self.session is None:
+            try:
+                req = exi.decode("apphand", message.payload)
+            except exi.DecodeError:
+                return None
+            enabled = [p for p in self.protocols if p.name in SESSIONS]
+            result = sap.negotiate(req, enabled)
+            if result.protocol is None:
+                self.closing = True
+            else:
+                self.protocol = result.protocol
+                self.session = SESSIONS[result.protocol.name](self.hardware)
+            return V2gtpMessage(PayloadType.EXI, exi.encode("apphand", result.response))
+        out, end = self.session.handle(message.payload, now)
+        if out is None:
+            return None
+        self.closing = end  # after SessionStopRes or a failure response, nothing more is read
+        return V2gtpMessage(PayloadType.EXI, out)
