@@ -130,6 +130,12 @@ def _timer_arg(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected NAME=SECONDS, got {text!r}") from None
 
 
+def _simulate_command(args: argparse.Namespace) -> int:
+    from edge.simulate import main as simulate
+
+    return simulate(args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edge", description="ISO 15118 charger controller")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -152,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     slac_p.add_argument("--timer", type=_timer_arg, action="append", metavar="NAME=SECONDS",
                         help="override a SLAC timer, e.g. TT_EVSE_SLAC_init=20 (repeatable)")
     slac_p.set_defaults(func=_slac_command)
+    sim_p = sub.add_parser("simulate", help="charger and simulated car in one process over loopback")
+    sim_p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sim_p.set_defaults(func=_simulate_command)
     return ap
 
 

@@ -55,3 +55,10 @@ def test_bad_input_is_a_clear_error(capsys) -> None:
     assert rc == 1 and "truncated" in err
     with pytest.raises(SystemExit):
         run(["exi", "decode", "--proto", "nope", "80"], capsys=capsys)
+
+
+def test_simulate_runs_a_clean_session(capsys) -> None:
+    rc, out, _ = run(["simulate", "--json"], capsys=capsys)
+    summary = json.loads(out)
+    assert rc == 0 and summary["clean_stop"] and summary["energy_wh"] > 10
+    assert summary["soc"][1] > summary["soc"][0]

@@ -1,0 +1,77 @@
+"""``edge simulate``: the charger and the simulated car in one process over loopback TCP (no SLAC, no
+root): a DIN DC session, then a short summary. Later issues add SLAC, TLS/PnC, -2, -20 and a CSMS."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import trio
+
+from edge.ev.din import DinCar
+from edge.hardware import SimulatedDcCharger
+from edge.v2g.charger import ChargerConnection
+from edge.v2g.din.session import DEFAULT_PERFORMANCE_TIME, PERFORMANCE_TIME
+from edge.v2g.server import serve_tcp
+from edge.v2g.v2gtp import PayloadType, V2gtpDecoder, frame
+
+
+@dataclass
+class Summary:
+    protocol: str
+    messages: int
+    energy_wh: float
+    duration_s: float
+    soc: tuple[float, float]
+    slowest: tuple[str, float, float]  # request, response time used (ms), budget (ms)
+    clean_stop: bool
+
+    def text(self) -> str:
+        name, used, budget = self.slowest
+        return (f"{self.protocol}: {self.messages} messages, {self.energy_wh:.1f} Wh in {self.duration_s:.1f} s, "
+                f"SoC {self.soc[0]:.1f}% -> {self.soc[1]:.1f}%, slowest response {name} {used:.2f} ms "
+                f"of {budget:.0f} ms, {'clean SessionStop' if self.clean_stop else 'NO clean stop'}")
+
+
+async def simulate_din(target_soc_gain: float = 2.0) -> Summary:
+    hw = SimulatedDcCharger(voltage_tau=0.1, isolation_s=0.5)
+    connections: list[ChargerConnection] = []
+
+    def factory() -> ChargerConnection:
+        connections.append(ChargerConnection(hw))
+        return connections[-1]
+
+    car = DinCar(soc=30.0, target_soc=30.0 + target_soc_gain, capacity_wh=2_000.0)
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_tcp, 0, factory)
+        stream = await trio.open_tcp_stream("::1", port)
+        decoder = V2gtpDecoder()
+        request = car.start()
+        count = 0
+        with trio.fail_after(120):
+            while request is not None:
+                await stream.send_all(frame(PayloadType.EXI, request))
+                count += 1
+                messages = []
+                while not messages:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        raise RuntimeError("the charger closed the connection")
+                    messages = decoder.feed(data)
+                await trio.sleep(0.05 if car.log and car.log[-1] == "CurrentDemandReq" else 0.01)
+                request = car.handle(messages[0].payload, trio.current_time())
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+    stats = connections[0].session.stats
+    slow = max(((n, max(ts)) for n, ts in stats.items()), key=lambda x: x[1] / PERFORMANCE_TIME.get(
+        x[0], DEFAULT_PERFORMANCE_TIME))
+    return Summary("DIN SPEC 70121 DC", count, car.energy_wh, trio.current_time() - start, (30.0, car.soc),
+                   (slow[0], slow[1] * 1e3, PERFORMANCE_TIME.get(slow[0], DEFAULT_PERFORMANCE_TIME) * 1e3),
+                   car.stopped_cleanly)
+
+
+def main(as_json: bool = False) -> int:
+    summary = trio.run(simulate_din)
+    print(json.dumps(summary.__dict__) if as_json else summary.text())
+    return 0 if summary.clean_stop else 1
