@@ -130,6 +130,41 @@ def _timer_arg(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected NAME=SECONDS, got {text!r}") from None
 
 
+def _secc_command(args: argparse.Namespace) -> int:
+    import logging
+
+    import trio
+
+    from edge.secc import run_secc
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        trio.run(run_secc, args.iface, args.port)
+    except ValueError as e:
+        print(f"edge secc: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _ev_command(args: argparse.Namespace) -> int:
+    import trio
+
+    from edge.ev.din import DinCar
+    from edge.secc import run_ev_din
+
+    car = DinCar(soc=args.soc, target_soc=args.target_soc)
+    try:
+        trio.run(run_ev_din, args.iface, car)
+    except (OSError, TimeoutError, RuntimeError) as e:
+        print(json.dumps({"ok": False, "error": str(e), "messages": car.log}))
+        return 1
+    print(json.dumps({"ok": car.stopped_cleanly, "energy_wh": round(car.energy_wh, 2), "soc": round(car.soc, 2),
+                      "messages": len(car.log)}))
+    return 0 if car.stopped_cleanly else 1
+
+
 def _simulate_command(args: argparse.Namespace) -> int:
     from edge.simulate import main as simulate
 
@@ -158,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     slac_p.add_argument("--timer", type=_timer_arg, action="append", metavar="NAME=SECONDS",
                         help="override a SLAC timer, e.g. TT_EVSE_SLAC_init=20 (repeatable)")
     slac_p.set_defaults(func=_slac_command)
+    secc_p = sub.add_parser("secc", help="SDP and V2G sessions on an interface (no SLAC), simulated hardware")
+    secc_p.add_argument("--iface", required=True)
+    secc_p.add_argument("--port", type=int, default=0, help="TCP port (default: any free port, announced by SDP)")
+    secc_p.set_defaults(func=_secc_command)
+    ev_p = sub.add_parser("ev", help="the simulated car: SDP, TCP, one DIN DC session against any charger")
+    ev_p.add_argument("--iface", required=True)
+    ev_p.add_argument("--soc", type=float, default=40.0)
+    ev_p.add_argument("--target-soc", type=float, default=41.0)
+    ev_p.set_defaults(func=_ev_command)
     sim_p = sub.add_parser("simulate", help="charger and simulated car in one process over loopback")
     sim_p.add_argument("--json", action="store_true", help="print the summary as JSON")
     sim_p.set_defaults(func=_simulate_command)
