@@ -9,6 +9,7 @@ import socket
 
 import trio
 
+import exi
 from edge.ev.din import DinCar
 from edge.hardware import ChargerHardware, SimulatedDcCharger
 from edge.v2g import sap
@@ -40,7 +41,9 @@ async def run_secc(iface: str, port: int = 0, hardware: ChargerHardware | None =
                    protocols: list[sap.Protocol] | None = None, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve SDP and V2G sessions on ``iface`` until cancelled; one car at a time per connection."""
     hw = hardware or SimulatedDcCharger()
-    enabled = protocols or [sap.DIN]
+    enabled = protocols or [sap.ISO2, sap.DIN]
+    for proto in ["apphand", *(p.name for p in enabled)]:
+        exi.load(proto)  # import the codecs now: the first SessionSetupRes must not pay for it
     address = link_local_address(iface)
     async with trio.open_nursery() as nursery:
         tcp_port = await nursery.start(lambda task_status: serve_tcp(

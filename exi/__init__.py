@@ -21,7 +21,7 @@ from .runtime import DecodeError, EncodeError, ExiError, Reader, Writer
 
 __all__ = [
     "PROTOCOLS", "DecodeError", "EncodeError", "ExiError", "Fragment", "XmlError", "decode", "encode",
-    "from_xml", "to_xml",
+    "from_xml", "load", "to_xml",
 ]
 
 #: protocol label -> generated codec module
@@ -86,6 +86,11 @@ def _codec(proto: str) -> _Codec:
             raise ValueError(f"unknown protocol {proto!r}; one of {', '.join(PROTOCOLS)}") from None
         c = _CODECS[proto] = _Codec(importlib.import_module(f"exi.codec.{modname}"))
     return c
+
+
+def load(proto: str) -> None:
+    """Import a protocol's codec now (it is otherwise imported on first use, which takes a while)."""
+    _codec(proto)
 
 
 def decode(proto: str, data: bytes, *, fragment: bool = False) -> Any:

@@ -25,6 +25,7 @@ def run_in_memory(car: DinCar, hardware: SimulatedDcCharger) -> ChargerConnectio
     now = 0.0
     request = car.start()
     while request is not None:
+        assert now < 3600, "the session does not end"
         now += STEP
         response = conn.handle(V2gtpMessage(PayloadType.EXI, request), now)
         assert response is not None, f"charger closed after {car.log[-1:]}"

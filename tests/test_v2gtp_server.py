@@ -62,3 +62,12 @@ async def test_silent_car_hits_the_sequence_timeout() -> None:
         why = await serve_connection(right, Echo(), idle_timeout=0.2)
     assert "sequence timeout" in why
     await left.aclose()
+
+
+async def test_port_zero_is_a_dynamic_port() -> None:
+    """EVs reject an SDP response whose port is outside 49152-65535 (Josev: "The port 39745 does not
+    match the mandatory UDP server port 15118"), so port 0 must pick from that range."""
+    async with trio.open_nursery() as nursery:
+        ports = [await nursery.start(serve_tcp, 0, Echo) for _ in range(5)]
+        nursery.cancel_scope.cancel()
+    assert all(49152 <= p <= 65535 for p in ports) and len(set(ports)) == 5

@@ -11,17 +11,18 @@ from edge.hardware import ChargerHardware
 
 from . import sap
 from .din.session import DinSession
+from .iso2.session import Iso2DcSession
 from .v2gtp import PayloadType, V2gtpMessage
 
-#: protocols with a session implementation here (ISO 15118-2 comes next)
-SESSIONS: dict[str, Callable[[ChargerHardware], object]] = {"din": lambda hw: DinSession(hw)}
+#: protocols with a session implementation here
+SESSIONS: dict[str, Callable[[ChargerHardware], object]] = {"din": DinSession, "iso2": Iso2DcSession}
 
 
 @dataclass
 class ChargerConnection:
     hardware: ChargerHardware
-    protocols: list[sap.Protocol] = field(default_factory=lambda: [sap.DIN])
-    session: DinSession | None = None
+    protocols: list[sap.Protocol] = field(default_factory=lambda: [sap.ISO2, sap.DIN])
+    session: DinSession | Iso2DcSession | None = None
     protocol: sap.Protocol | None = None
     closing: bool = False
 

@@ -9,7 +9,9 @@ TLS comes with the PnC work (the stream is the same, wrapped in ``trio.SSLStream
 
 from __future__ import annotations
 
+import errno
 import logging
+import random
 from collections.abc import Callable
 from typing import Protocol
 
@@ -18,6 +20,10 @@ import trio
 from .v2gtp import DEFAULT_MAX_PAYLOAD, V2gtpDecoder, V2gtpError, V2gtpMessage, frame
 
 log = logging.getLogger("edge.v2gtp")
+
+#: the SECC's TCP port must be a dynamic port (IETF RFC 6335; DIN 70121 and ISO 15118-2 SDP): EVs
+#: reject an SDP response with any other port (Josev does), so port 0 means "a free one of these"
+DYNAMIC_PORTS = range(49152, 65536)
 
 
 class ConnectionHandler(Protocol):
@@ -52,7 +58,8 @@ async def serve_connection(stream: trio.abc.Stream, handler: ConnectionHandler, 
 
 async def serve_tcp(port: int, handler_factory: Callable[[], ConnectionHandler], *, host: str = "::",
                     task_status=trio.TASK_STATUS_IGNORED, **kwargs) -> None:
-    """Listen on ``host``:``port``; one handler per connection; runs until cancelled."""
+    """Listen on ``host``:``port`` (0: a free dynamic port); one handler per connection; runs until
+    cancelled. ``task_status.started`` gets the port."""
 
     async def one(stream: trio.SocketStream) -> None:
         try:
@@ -62,6 +69,18 @@ async def serve_tcp(port: int, handler_factory: Callable[[], ConnectionHandler],
             return
         log.info("V2G connection ended: %s", why)
 
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners = await _listen(port, host)
     task_status.started(listeners[0].socket.getsockname()[1])
     await trio.serve_listeners(one, listeners)
+
+
+async def _listen(port: int, host: str) -> list[trio.SocketListener]:
+    if port:
+        return await trio.open_tcp_listeners(port, host=host)
+    for candidate in random.sample(DYNAMIC_PORTS, 100):
+        try:
+            return await trio.open_tcp_listeners(candidate, host=host)
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+    raise OSError(errno.EADDRINUSE, "no free TCP port in the dynamic range 49152-65535")

@@ -1,0 +1,1 @@
+"""DIN SPEC 70121 sessions."""

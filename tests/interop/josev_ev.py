@@ -1,0 +1,141 @@
+"""Josev's EV simulator (EVCC of PyPI ``iso15118`` 0.31.2) as a test peer, run as a subprocess.
+
+Josev lives in the EXIficient venv (``exificient_setup.ensure_venv``). It reads ``./.env`` and an
+EVCC config JSON from its working directory (a fresh temporary directory here), needs an interface
+with a usable IPv6 link-local address, logs to stdout, exits 0 whatever happened and may not exit at
+all after a session: :func:`run_josev_ev` watches its log for the stop reason, enforces its own time
+limit and kills the whole process group (Josev and the JVM of its EXI codec) in every case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+#: Josev logs this (as "Reason: ...") when it decides to stop a session
+STOP_REASON = re.compile(r"Reason: (?P<reason>.*)$")
+SUCCESS = "Communication session stopped successfully"
+#: logged 5 s after the stop, once it has closed TCP
+TCP_CLOSED = "TCP connection closed to peer"
+
+
+@dataclass
+class JosevResult:
+    log: list[str] = field(default_factory=list)
+    stop_reason: str | None = None
+    tcp_closed: bool = False
+    timed_out: bool = False
+    returncode: int | None = None
+    duration: float = 0.0
+
+    @property
+    def successful(self) -> bool:
+        return self.stop_reason == SUCCESS
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.log[-n:])
+
+    def grep(self, pattern: str) -> list[str]:
+        rx = re.compile(pattern)
+        return [line for line in self.log if rx.search(line)]
+
+
+def write_config(workdir: Path, iface: str, *, protocols: tuple[str, ...] = ("DIN_SPEC_70121",),
+                 energy_services: tuple[str, ...] = ("DC",), energy_transfer_mode: str = "DC_extended",
+                 charge_loop_cycle: int = 10, log_level: str = "INFO") -> Path:
+    """The EVCC config JSON and ``.env`` in ``workdir`` (EIM, no TLS); returns the config's path."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "evcc_config.json"
+    config.write_text(json.dumps({
+        "supportedProtocols": list(protocols),
+        "supportedEnergyServices": list(energy_services),
+        "energyTransferMode": energy_transfer_mode,
+        "isCertInstallNeeded": False,
+        "useTls": False,
+        "enforceTls": False,
+        "chargeLoopCycle": charge_loop_cycle,
+        "sdpRetryCycles": 1,
+    }, indent=2) + "\n")
+    (workdir / ".env").write_text(
+        f"NETWORK_INTERFACE={iface}\nEVCC_CONFIG_PATH={config}\nLOG_LEVEL={log_level}\n"
+        "MESSAGE_LOG_JSON=True\nMESSAGE_LOG_EXI=False\n")
+    return config
+
+
+def _kill_group(pid: int) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        if sig == signal.SIGTERM:
+            time.sleep(0.3)
+
+
+async def run_josev_ev(python: Path, workdir: Path, *, netns: str | None = None, timeout: float = 120.0,
+                       linger: float = 8.0, log_path: Path | None = None) -> JosevResult:
+    """Run Josev's EVCC (``python -m iso15118.evcc.main``) in ``workdir`` (see :func:`write_config`),
+    inside network namespace ``netns`` if given, until it logs its stop reason and then closes TCP
+    (at most ``linger`` s more), or ``timeout`` s in all. The process group is always killed."""
+    cmd = [str(python), "-m", "iso15118.evcc.main", str(workdir / "evcc_config.json")]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    env = dict(os.environ)
+    env["JAVA_TOOL_OPTIONS"] = (env.get("JAVA_TOOL_OPTIONS", "") + " -Xmx256m").strip()
+    env["PYTHONUNBUFFERED"] = "1"
+    for key in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"):
+        env.pop(key, None)
+    result = JosevResult()
+    stop_at = 0.0
+    log_file = open(log_path, "w") if log_path else None
+    t0 = time.monotonic()
+    proc = await trio.lowlevel.open_process(cmd, cwd=str(workdir), env=env, stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+    try:
+        deadline = trio.current_time() + timeout
+        buf = b""
+        with trio.move_on_at(deadline) as overall:
+            while True:
+                if result.stop_reason is not None:
+                    deadline = min(deadline, stop_at + linger)
+                with trio.move_on_at(deadline):
+                    data = await proc.stdout.receive_some(65536)
+                if trio.current_time() >= deadline:
+                    break
+                if not data:
+                    break
+                buf += data
+                *lines, buf = buf.split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", "replace").rstrip()
+                    result.log.append(line)
+                    if log_file:
+                        log_file.write(line + "\n")
+                        log_file.flush()
+                    m = STOP_REASON.search(line)
+                    if m and result.stop_reason is None:
+                        result.stop_reason = m.group("reason").strip()
+                        stop_at = trio.current_time()
+                    if TCP_CLOSED in line:
+                        result.tcp_closed = True
+                if result.tcp_closed:
+                    break
+        result.timed_out = overall.cancelled_caught or (result.stop_reason is None and proc.poll() is None)
+    finally:
+        _kill_group(proc.pid)
+        with trio.move_on_after(5) as cs:
+            cs.shield = True
+            result.returncode = await proc.wait()
+        if log_file:
+            log_file.close()
+        result.duration = time.monotonic() - t0
+    return result
