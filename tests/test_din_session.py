@@ -100,3 +100,35 @@ async def test_dc_session_over_tcp_and_the_charger_keeps_serving() -> None:
             await stream.aclose()
             assert car.stopped_cleanly and car.energy_wh > 0
         nursery.cancel_scope.cancel()
+
+
+async def test_car_disconnecting_mid_charge_leaves_no_power_flowing() -> None:
+    hw = SimulatedDcCharger(voltage_tau=0.05, isolation_s=0.2)
+    conns: list[ChargerConnection] = []
+
+    def factory() -> ChargerConnection:
+        conns.append(ChargerConnection(hw))
+        return conns[-1]
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_tcp, 0, factory)
+        car = DinCar(soc=50, target_soc=90)
+        stream = await trio.open_tcp_stream("::1", port)
+        decoder = V2gtpDecoder()
+        request = car.start()
+        with trio.fail_after(30):
+            while car.log.count("CurrentDemandReq") < 5:
+                await stream.send_all(frame(PayloadType.EXI, request))
+                messages = []
+                while not messages:
+                    messages = decoder.feed(await stream.receive_some(65536))
+                await trio.sleep(0.01)
+                request = car.handle(messages[0].payload, trio.current_time())
+        assert hw.closed and hw.target_i > 0  # charging
+        await stream.aclose()  # the car goes away mid-charge
+        with trio.fail_after(5):
+            while conns[0].ended is None:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert not hw.closed and hw.target_i == 0 and hw.target_v == 0
+    assert conns[0].ended.startswith("aborted") and "closed by the car" in conns[0].ended

@@ -25,6 +25,7 @@ class ChargerConnection:
     session: DinSession | Iso2DcSession | None = None
     protocol: sap.Protocol | None = None
     closing: bool = False
+    ended: str | None = None  # why the connection ended, once it has
 
     def handle(self, message: V2gtpMessage, now: float) -> V2gtpMessage | None:
         if self.closing or message.payload_type != PayloadType.EXI:
@@ -47,3 +48,11 @@ class ChargerConnection:
             return None
         self.closing = end  # after SessionStopRes or a failure response, nothing more is read
         return V2gtpMessage(PayloadType.EXI, out)
+
+    def connection_lost(self, reason: str) -> None:
+        """The car went away (or the connection failed): whatever the session's state, no power
+        flows any more. A session that did not reach SessionStop is recorded as aborted."""
+        self.hardware.set_dc_target(0, 0)
+        self.hardware.set_contactors(False)
+        aborted = self.session is not None and not self.session.done
+        self.ended = f"aborted: {reason}" if aborted else reason

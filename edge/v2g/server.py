@@ -35,7 +35,23 @@ class ConnectionHandler(Protocol):
 async def serve_connection(stream: trio.abc.Stream, handler: ConnectionHandler, *,
                            max_payload: int = DEFAULT_MAX_PAYLOAD, idle_timeout: float = 60.0) -> str:
     """Serve one connection until the car closes it, an error, or ``idle_timeout`` without a request
-    (V2G_SECC_Sequence_Timeout). Returns why it ended."""
+    (V2G_SECC_Sequence_Timeout). Returns why it ended; however it ends (cancellation and network
+    errors included), the handler's ``connection_lost(reason)`` runs so the session can make the
+    hardware safe."""
+    why = "cancelled or failed"
+    try:
+        why = await _serve(stream, handler, max_payload, idle_timeout)
+        return why
+    except (trio.BrokenResourceError, OSError) as e:
+        why = f"connection broken: {e}"
+        return why
+    finally:
+        lost = getattr(handler, "connection_lost", None)
+        if lost is not None:
+            lost(why)
+
+
+async def _serve(stream: trio.abc.Stream, handler: ConnectionHandler, max_payload: int, idle_timeout: float) -> str:
     decoder = V2gtpDecoder(max_payload)
     async with stream:
         while True:
