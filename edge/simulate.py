@@ -1,5 +1,6 @@
 """``edge simulate``: the charger and the simulated car in one process over loopback TCP (no SLAC, no
-root): a DIN DC session, then a short summary. Later issues add SLAC, TLS/PnC, -2, -20 and a CSMS."""
+root): a DIN DC session and an ISO 15118-2 DC session in turn, a summary line each. Later issues add
+SLAC, TLS/PnC, -20 and a CSMS."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 import trio
 
 from edge.ev.din import DinCar
+from edge.ev.iso2 import Iso2DcCar
 from edge.hardware import SimulatedDcCharger
 from edge.v2g.charger import ChargerConnection
 from edge.v2g.din.session import DEFAULT_PERFORMANCE_TIME, PERFORMANCE_TIME
@@ -33,7 +35,8 @@ class Summary:
                 f"of {budget:.0f} ms, {'clean SessionStop' if self.clean_stop else 'NO clean stop'}")
 
 
-async def simulate_din(target_soc_gain: float = 2.0) -> Summary:
+async def simulate(car, label: str) -> Summary:
+    """One session between the charger (offering ISO 15118-2 and DIN) and ``car`` over loopback."""
     hw = SimulatedDcCharger(voltage_tau=0.1, isolation_s=0.5)
     connections: list[ChargerConnection] = []
 
@@ -41,7 +44,7 @@ async def simulate_din(target_soc_gain: float = 2.0) -> Summary:
         connections.append(ChargerConnection(hw))
         return connections[-1]
 
-    car = DinCar(soc=30.0, target_soc=30.0 + target_soc_gain, capacity_wh=2_000.0)
+    start_soc = car.soc
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
         port = await nursery.start(serve_tcp, 0, factory)
@@ -66,12 +69,19 @@ async def simulate_din(target_soc_gain: float = 2.0) -> Summary:
     stats = connections[0].session.stats
     slow = max(((n, max(ts)) for n, ts in stats.items()), key=lambda x: x[1] / PERFORMANCE_TIME.get(
         x[0], DEFAULT_PERFORMANCE_TIME))
-    return Summary("DIN SPEC 70121 DC", count, car.energy_wh, trio.current_time() - start, (30.0, car.soc),
+    return Summary(label, count, car.energy_wh, trio.current_time() - start, (start_soc, car.soc),
                    (slow[0], slow[1] * 1e3, PERFORMANCE_TIME.get(slow[0], DEFAULT_PERFORMANCE_TIME) * 1e3),
                    car.stopped_cleanly)
 
 
+async def simulate_all() -> list[Summary]:
+    return [await simulate(DinCar(soc=30.0, target_soc=32.0, capacity_wh=2_000.0), "DIN SPEC 70121 DC"),
+            await simulate(Iso2DcCar(soc=30.0, target_soc=32.0, capacity_wh=2_000.0, renegotiate_at_soc=31.0),
+                           "ISO 15118-2 DC EIM (with a renegotiation)")]
+
+
 def main(as_json: bool = False) -> int:
-    summary = trio.run(simulate_din)
-    print(json.dumps(summary.__dict__) if as_json else summary.text())
-    return 0 if summary.clean_stop else 1
+    summaries = trio.run(simulate_all)
+    for summary in summaries:
+        print(json.dumps(summary.__dict__) if as_json else summary.text())
+    return 0 if all(s.clean_stop for s in summaries) else 1

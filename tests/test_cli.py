@@ -59,6 +59,7 @@ def test_bad_input_is_a_clear_error(capsys) -> None:
 
 def test_simulate_runs_a_clean_session(capsys) -> None:
     rc, out, _ = run(["simulate", "--json"], capsys=capsys)
-    summary = json.loads(out)
-    assert rc == 0 and summary["clean_stop"] and summary["energy_wh"] > 10
-    assert summary["soc"][1] > summary["soc"][0]
+    summaries = [json.loads(line) for line in out.splitlines()]
+    assert rc == 0 and [s["protocol"][:3] for s in summaries] == ["DIN", "ISO"]
+    for summary in summaries:
+        assert summary["clean_stop"] and summary["energy_wh"] > 10 and summary["soc"][1] > summary["soc"][0]
