@@ -10,6 +10,7 @@ import socket
 import trio
 
 import exi
+from edge.ev import drive
 from edge.ev.din import DinCar
 from edge.hardware import ChargerHardware, SimulatedDcCharger
 from edge.v2g import sap
@@ -17,7 +18,6 @@ from edge.v2g.charger import ChargerConnection
 from edge.v2g.net import discover, serve_sdp
 from edge.v2g.sdp import SECURITY_NONE, SdpServer
 from edge.v2g.server import serve_tcp
-from edge.v2g.v2gtp import PayloadType, V2gtpDecoder, frame
 
 log = logging.getLogger("edge.secc")
 
@@ -60,18 +60,6 @@ async def run_ev_din(iface: str, car: DinCar) -> DinCar:
     scope = socket.if_nametoindex(iface)
     sock = trio.socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     await sock.connect((host, answer.port, 0, scope))
-    stream = trio.SocketStream(sock)
-    decoder = V2gtpDecoder()
-    request = car.start()
-    async with stream:
-        while request is not None:
-            await stream.send_all(frame(PayloadType.EXI, request))
-            messages = []
-            while not messages:
-                data = await stream.receive_some(65536)
-                if not data:
-                    raise ConnectionError("the charger closed the connection")
-                messages = decoder.feed(data)
-            await trio.sleep(0.02)
-            request = car.handle(messages[0].payload, trio.current_time())
+    async with trio.SocketStream(sock) as stream:
+        await drive(stream, car, loop_period=0.02, step=0.02)
     return car

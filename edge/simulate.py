@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 import trio
 
+from edge.ev import drive
 from edge.ev.din import DinCar
 from edge.ev.iso2 import Iso2DcCar
 from edge.hardware import SimulatedDcCharger
 from edge.v2g.charger import ChargerConnection
 from edge.v2g.din.session import DEFAULT_PERFORMANCE_TIME, PERFORMANCE_TIME
 from edge.v2g.server import serve_tcp
-from edge.v2g.v2gtp import PayloadType, V2gtpDecoder, frame
 
 
 @dataclass
@@ -49,22 +49,9 @@ async def simulate(car, label: str) -> Summary:
     async with trio.open_nursery() as nursery:
         port = await nursery.start(serve_tcp, 0, factory)
         stream = await trio.open_tcp_stream("::1", port)
-        decoder = V2gtpDecoder()
-        request = car.start()
-        count = 0
         with trio.fail_after(120):
-            while request is not None:
-                await stream.send_all(frame(PayloadType.EXI, request))
-                count += 1
-                messages = []
-                while not messages:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        raise RuntimeError("the charger closed the connection")
-                    messages = decoder.feed(data)
-                await trio.sleep(0.05 if car.log and car.log[-1] == "CurrentDemandReq" else 0.01)
-                request = car.handle(messages[0].payload, trio.current_time())
-        await stream.aclose()
+            async with stream:
+                count = await drive(stream, car)
         nursery.cancel_scope.cancel()
     stats = connections[0].session.stats
     slow = max(((n, max(ts)) for n, ts in stats.items()), key=lambda x: x[1] / PERFORMANCE_TIME.get(
