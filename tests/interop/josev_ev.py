@@ -12,19 +12,49 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import trio
+
+from tests.netns import require_root
+
+from .exificient_setup import DEFAULT_CACHE_DIR, ExificientSetupError, ensure_venv, venv_python
 
 #: Josev logs this (as "Reason: ...") when it decides to stop a session
 STOP_REASON = re.compile(r"Reason: (?P<reason>.*)$")
+#: the reasons Josev gives with a *successful* stop notification, by protocol: DIN after SessionStopRes
+#: (evcc/states/din_spec_states.py); ISO 15118-2 after SessionStopRes, "Communication session
+#: {ChargingSession}d" (evcc/states/iso15118_2_states.py, SessionStop). Every other reason is a failure.
 SUCCESS = "Communication session stopped successfully"
+SUCCESS_ISO2 = "Communication session terminated"
+SUCCESS_ISO2_PAUSED = "Communication session paused"
+SUCCESS_REASONS = frozenset({SUCCESS, SUCCESS_ISO2, SUCCESS_ISO2_PAUSED})
 #: logged 5 s after the stop, once it has closed TCP
 TCP_CLOSED = "TCP connection closed to peer"
+
+
+def josev_python() -> Path:
+    """The EXIficient venv's python with Josev in it (built on first use), for a test: skips it (fails
+    it in CI, env CI set) when root, ``ip`` or java/javac are missing or EDGE_SKIP_EXIFICIENT=1."""
+    stop = pytest.fail if os.environ.get("CI") else pytest.skip
+    require_root()
+    if os.environ.get("EDGE_SKIP_EXIFICIENT") == "1":
+        stop("EDGE_SKIP_EXIFICIENT=1: interop with Josev NOT tested")
+    if not shutil.which("ip"):
+        stop("Josev interop NOT tested: it needs the ip command (apt-get install iproute2)")
+    if not (shutil.which("java") and shutil.which("javac")):
+        stop("Josev interop NOT tested: it needs java and javac (apt-get install openjdk-17-jdk-headless)")
+    cache = Path(os.environ.get("EDGE_EXIFICIENT_CACHE") or DEFAULT_CACHE_DIR)
+    try:
+        return venv_python(ensure_venv(cache))
+    except ExificientSetupError as e:
+        pytest.fail(f"could not set up the Josev/EXIficient venv: {e}")
 
 
 @dataclass
@@ -38,7 +68,7 @@ class JosevResult:
 
     @property
     def successful(self) -> bool:
-        return self.stop_reason == SUCCESS
+        return self.stop_reason in SUCCESS_REASONS
 
     def tail(self, n: int = 60) -> str:
         return "\n".join(self.log[-n:])

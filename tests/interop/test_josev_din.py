@@ -9,8 +9,6 @@ EXIficient venv). In CI (env CI set) a missing prerequisite fails the test inste
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -20,34 +18,17 @@ import edge.secc
 from edge.hardware import SimulatedDcCharger
 from edge.secc import run_secc
 from edge.v2g.charger import ChargerConnection
-from tests.netns import inside, link_local, require_root, two_namespaces
+from tests.netns import inside, link_local, two_namespaces
 
-from .exificient_setup import DEFAULT_CACHE_DIR, ExificientSetupError, ensure_venv, venv_python
-from .josev_ev import SUCCESS, run_josev_ev, write_config
+from .josev_ev import SUCCESS, josev_python, run_josev_ev, write_config
 
 TIMEOUT = 120.0  # the whole Josev run, SDP to TCP close
-
-
-def _josev_python() -> Path:
-    stop = pytest.fail if os.environ.get("CI") else pytest.skip
-    require_root()
-    if os.environ.get("EDGE_SKIP_EXIFICIENT") == "1":
-        stop("EDGE_SKIP_EXIFICIENT=1: interop with Josev NOT tested")
-    if not shutil.which("ip"):
-        stop("Josev interop NOT tested: it needs the ip command (apt-get install iproute2)")
-    if not (shutil.which("java") and shutil.which("javac")):
-        stop("Josev interop NOT tested: it needs java and javac (apt-get install openjdk-17-jdk-headless)")
-    cache = Path(os.environ.get("EDGE_EXIFICIENT_CACHE") or DEFAULT_CACHE_DIR)
-    try:
-        return venv_python(ensure_venv(cache))
-    except ExificientSetupError as e:
-        pytest.fail(f"could not set up the Josev/EXIficient venv: {e}")
 
 
 @pytest.mark.slow
 async def test_josev_ev_din_dc_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        caplog: pytest.LogCaptureFixture) -> None:
-    python = _josev_python()
+    python = josev_python()
     connections: list[ChargerConnection] = []
 
     def recording_connection(*args, **kwargs) -> ChargerConnection:
@@ -57,7 +38,7 @@ async def test_josev_ev_din_dc_session(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(edge.secc, "ChargerConnection", recording_connection)
     caplog.set_level(logging.INFO, logger="edge")
     workdir = tmp_path / "josev"
-    write_config(workdir, "ev0")
+    write_config(workdir, "ev0", protocols=("DIN_SPEC_70121",))
     hw = SimulatedDcCharger(voltage_tau=0.05, isolation_s=0.2)
 
     with two_namespaces("secc0", "ev0") as (secc_ns, ev_ns):
