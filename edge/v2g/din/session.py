@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import exi
 from edge.hardware import ChargerHardware
+from edge.v2g.physical import from_physical, to_physical
 from exi.model import din_msgbody as b
 from exi.model import din_msgdatatypes as t
 from exi.model.din_msgdef import BodyType, V2G_Message
@@ -42,16 +43,10 @@ DEFAULT_PERFORMANCE_TIME = 1.5
 
 
 def pv(x: float, unit: str) -> t.PhysicalValueType:
-    """A PhysicalValue with the finest multiplier whose value fits a short."""
-    for mult in (-1, 0, 1, 2, 3):
-        v = round(x / 10**mult)
-        if -32768 <= v <= 32767:
-            return t.PhysicalValueType(mult, unit, v)
-    raise ValueError(f"{x} {unit} does not fit a PhysicalValue")
+    return to_physical(t.PhysicalValueType, x, unit)
 
 
-def value(p: t.PhysicalValueType | None) -> float:
-    return 0.0 if p is None else p.Value * 10.0**p.Multiplier
+value = from_physical
 
 
 @dataclass

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import exi
 from edge.hardware import ChargerHardware
+from edge.v2g.physical import from_physical, to_physical
 from exi.model import iso2_msgbody as b
 from exi.model import iso2_msgdatatypes as t
 from exi.model.iso2_msgbody import BodyType
@@ -40,16 +41,10 @@ REQUESTS = sorted({n for allowed in NEXT.values() for n in allowed})
 
 
 def pv(x: float, unit: str) -> t.PhysicalValueType:
-    """A PhysicalValue with the finest multiplier whose value fits a short."""
-    for mult in (-1, 0, 1, 2, 3):
-        v = round(x / 10**mult)
-        if -32768 <= v <= 32767:
-            return t.PhysicalValueType(mult, unit, v)
-    raise ValueError(f"{x} {unit} does not fit a PhysicalValue")
+    return to_physical(t.PhysicalValueType, x, unit)
 
 
-def value(p: t.PhysicalValueType | None) -> float:
-    return 0.0 if p is None else p.Value * 10.0**p.Multiplier
+value = from_physical
 
 
 @dataclass
