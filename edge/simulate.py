@@ -14,7 +14,6 @@ from edge.ev.din import DinCar
 from edge.ev.iso2 import Iso2DcCar
 from edge.hardware import SimulatedDcCharger
 from edge.v2g.charger import ChargerConnection
-from edge.v2g.din.session import DEFAULT_PERFORMANCE_TIME, PERFORMANCE_TIME
 from edge.v2g.server import serve_tcp
 
 
@@ -53,11 +52,10 @@ async def simulate(car, label: str) -> Summary:
             async with stream:
                 count = await drive(stream, car)
         nursery.cancel_scope.cancel()
-    stats = connections[0].session.stats
-    slow = max(((n, max(ts)) for n, ts in stats.items()), key=lambda x: x[1] / PERFORMANCE_TIME.get(
-        x[0], DEFAULT_PERFORMANCE_TIME))
+    session = connections[0].session
+    slow = max(((n, max(ts)) for n, ts in session.stats.items()), key=lambda x: x[1] / session.timers.budget(x[0]))
     return Summary(label, count, car.energy_wh, trio.current_time() - start, (start_soc, car.soc),
-                   (slow[0], slow[1] * 1e3, PERFORMANCE_TIME.get(slow[0], DEFAULT_PERFORMANCE_TIME) * 1e3),
+                   (slow[0], slow[1] * 1e3, session.timers.budget(slow[0]) * 1e3),
                    car.stopped_cleanly)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import exi
 from edge.ev.iso2 import Iso2DcCar
 from edge.hardware import SimulatedDcCharger
@@ -54,3 +56,26 @@ def test_power_delivery_start_before_precharge_is_a_sequence_error() -> None:
     sid = exi.decode("iso2", out).Header.SessionID
     out, end = s.handle(_iso2(sid, PowerDeliveryReq=b.PowerDeliveryReqType("Start", 1)), 0.2)
     assert exi.decode("iso2", out).Body.PowerDeliveryRes.ResponseCode == "FAILED_SequenceError" and end
+
+
+def test_cable_check_and_pre_charge_give_up_after_their_limits() -> None:
+    from edge.v2g.timers import ISO2
+
+    # an isolation monitor that never finishes: the charger ends the session after cable_check
+    car = Iso2DcCar()
+    conn = ChargerConnection(SimulatedDcCharger(isolation_s=1e9))
+    now, request = 0.0, car.start()
+    with pytest.raises(RuntimeError, match="CableCheckRes failed: FAILED"):
+        while request is not None:
+            now += 1.0
+            request = car.handle(conn.handle(V2gtpMessage(PayloadType.EXI, request), now).payload, now)
+    assert now > ISO2.cable_check and conn.session.done
+    # a power module that cannot reach the car's voltage: pre-charge gives up after pre_charge
+    car = Iso2DcCar(battery_voltage=480)
+    conn = ChargerConnection(SimulatedDcCharger(isolation_s=0.5, voltage_tau=1e9))
+    now, request = 0.0, car.start()
+    with pytest.raises(RuntimeError, match="PreChargeRes failed: FAILED"):
+        while request is not None:
+            now += 0.5
+            request = car.handle(conn.handle(V2gtpMessage(PayloadType.EXI, request), now).payload, now)
+    assert conn.session.done and car.log.count("PreChargeReq") > ISO2.pre_charge / 0.5

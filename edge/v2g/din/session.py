@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import exi
 from edge.hardware import ChargerHardware
 from edge.v2g.physical import from_physical, to_physical
+from edge.v2g.timers import DIN as timers_DIN
+from edge.v2g.timers import SessionTimers
 from exi.model import din_msgbody as b
 from exi.model import din_msgdatatypes as t
 from exi.model.din_msgdef import BodyType, V2G_Message
@@ -37,9 +39,6 @@ NEXT: dict[str, set[str]] = {
     "WeldingDetectionReq": {"WeldingDetectionReq", "SessionStopReq"},
 }
 
-#: V2G_SECC_Msg_Performance_Time per request (s): what the car allows us, minus its margin
-PERFORMANCE_TIME = {"CurrentDemandReq": 0.025}
-DEFAULT_PERFORMANCE_TIME = 1.5
 
 
 def pv(x: float, unit: str) -> t.PhysicalValueType:
@@ -56,6 +55,9 @@ class DinSession:
     state: str = "start"
     session_id: bytes = field(default_factory=lambda: os.urandom(8))
     done: bool = False
+    timers: SessionTimers = field(default_factory=lambda: timers_DIN)
+    phase_started: dict[str, float] = field(default_factory=dict)  # first request of a timed phase
+    _now: float = 0.0
     stats: dict[str, list[float]] = field(default_factory=dict)  # request -> response times used (s)
     ev_target: tuple[float, float] = (0.0, 0.0)
 
@@ -71,6 +73,7 @@ class DinSession:
             self.done = True
             return None, True
         self.hardware.update(now)
+        self._now = now
         res_name = name[:-3] + "Res"
         if name != "SessionSetupReq" and msg.Header.SessionID != self.session_id:
             res, end = self._failed(res_name, "FAILED_UnknownSession"), True
@@ -151,9 +154,16 @@ class DinSession:
                                                self._evse_parameter())
         return res, False, "ChargeParameterDiscoveryReq"
 
+    def _overdue(self, phase: str, limit: float) -> bool:
+        """True once ``phase`` has lasted longer than ``limit`` (measured from its first request)."""
+        started = self.phase_started.setdefault(phase, self._now)
+        return self._now - started > limit
+
     def _CableCheckReq(self, req):
         self.hardware.start_isolation_check()
         done = self.hardware.isolation() == "Valid"
+        if not done and self._overdue("cable check", self.timers.cable_check):
+            return self._failed("CableCheckRes", "FAILED"), True, self.state
         if done:
             self.hardware.set_dc_target(0, 0)
         res = b.CableCheckResType("OK", self._status("EVSE_Ready" if done else "EVSE_IsolationMonitoringActive"),
@@ -161,6 +171,8 @@ class DinSession:
         return res, False, "CableCheckReq"
 
     def _PreChargeReq(self, req: b.PreChargeReqType):
+        if self._overdue("pre-charge", self.timers.pre_charge):
+            return self._failed("PreChargeRes", "FAILED"), True, self.state
         target_v = min(value(req.EVTargetVoltage), self.hardware.dc_limits().max_voltage)
         self.hardware.set_dc_target(target_v, min(value(req.EVTargetCurrent), 2.0))
         v, _ = self.hardware.present()

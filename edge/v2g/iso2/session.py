@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import exi
 from edge.hardware import ChargerHardware
 from edge.v2g.physical import from_physical, to_physical
+from edge.v2g.timers import ISO2 as timers_ISO2
+from edge.v2g.timers import SessionTimers
 from exi.model import iso2_msgbody as b
 from exi.model import iso2_msgdatatypes as t
 from exi.model.iso2_msgbody import BodyType
@@ -55,6 +57,9 @@ class Iso2DcSession:
     session_id: bytes = field(default_factory=lambda: os.urandom(8))
     done: bool = False
     schedule_id: int = 1
+    timers: SessionTimers = field(default_factory=lambda: timers_ISO2)
+    phase_started: dict[str, float] = field(default_factory=dict)  # first request of a timed phase
+    _now: float = 0.0
     stats: dict[str, list[float]] = field(default_factory=dict)
     renegotiations: int = 0
 
@@ -71,6 +76,7 @@ class Iso2DcSession:
             return None, True
         req = getattr(msg.Body, name)
         self.hardware.update(now)
+        self._now = now
         res_name = name[:-3] + "Res"
         if name != "SessionSetupReq" and msg.Header.SessionID != self.session_id:
             res, end = self._failed(res_name, "FAILED_UnknownSession"), True
@@ -154,9 +160,16 @@ class Iso2DcSession:
         renegotiated = self.state in ("PowerDeliveryReq:Renegotiate", "ChargeParameterDiscoveryReq:renegotiated")
         return res, False, "ChargeParameterDiscoveryReq" + (":renegotiated" if renegotiated else "")
 
+    def _overdue(self, phase: str, limit: float) -> bool:
+        """True once ``phase`` has lasted longer than ``limit`` (measured from its first request)."""
+        started = self.phase_started.setdefault(phase, self._now)
+        return self._now - started > limit
+
     def _CableCheckReq(self, req):
         self.hardware.start_isolation_check()
         done = self.hardware.isolation() == "Valid"
+        if not done and self._overdue("cable check", self.timers.cable_check):
+            return self._failed("CableCheckRes", "FAILED"), True, self.state
         if done:
             self.hardware.set_dc_target(0, 0)
         res = b.CableCheckResType("OK", self._status("EVSE_Ready" if done else "EVSE_IsolationMonitoringActive"),
@@ -164,6 +177,8 @@ class Iso2DcSession:
         return res, False, "CableCheckReq"
 
     def _PreChargeReq(self, req: b.PreChargeReqType):
+        if self._overdue("pre-charge", self.timers.pre_charge):
+            return self._failed("PreChargeRes", "FAILED"), True, self.state
         self.hardware.set_dc_target(min(value(req.EVTargetVoltage), self.hardware.dc_limits().max_voltage),
                                     min(value(req.EVTargetCurrent), 2.0))
         v, _ = self.hardware.present()

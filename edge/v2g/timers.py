@@ -1,0 +1,36 @@
+"""Session timers and budgets per protocol (values from ../shared/spec/timers.md), in one place.
+
+The SECC side: how long a phase may take before the charger gives up (the car's own timeouts minus
+the margin the standards give the charger), and the performance time per response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTimers:
+    sequence_timeout: float = 60.0  # V2G_SECC_Sequence_Timeout: no request for this long ends the session
+    ongoing: float = 55.0  # EVSEProcessing=Ongoing answers (authorization, parameters) at most this long
+    cable_check: float = 38.0  # SECC CableCheck performance (EVCC timeout 40 s)
+    pre_charge: float = 5.0  # SECC PreCharge performance (EVCC timeout 7 s)
+    performance: dict[str, float] = field(default_factory=dict)  # per request, seconds
+    default_performance: float = 1.5
+
+    def budget(self, request: str) -> float:
+        return self.performance.get(request, self.default_performance)
+
+    def with_overrides(self, **values: float) -> SessionTimers:
+        for name, v in values.items():
+            if name not in self.__dataclass_fields__ or name == "performance":  # type: ignore[attr-defined]
+                raise ValueError(f"unknown session timer {name!r}")
+            if not isinstance(v, int | float) or v <= 0:
+                raise ValueError(f"session timer {name} must be a positive number of seconds, got {v!r}")
+        return replace(self, **values)
+
+
+DIN = SessionTimers(performance={"CurrentDemandReq": 0.025})
+ISO2 = SessionTimers(performance={"CurrentDemandReq": 0.025, "PowerDeliveryReq": 4.5, "PaymentDetailsReq": 4.5,
+                                  "CertificateInstallationReq": 4.5, "CertificateUpdateReq": 4.5,
+                                  "ServiceDetailReq": 4.5})
