@@ -7,15 +7,13 @@ table; PnC (PaymentDetails, Authorization with GenChallenge), AC and pause/resum
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
-import exi
-from edge.hardware import ChargerHardware
+from edge.v2g.dc import DcSession
 from edge.v2g.physical import from_physical, to_physical
-from edge.v2g.timers import ISO2 as timers_ISO2
-from edge.v2g.timers import SessionTimers
+from edge.v2g.timers import ISO2 as ISO2_TIMERS
 from exi.model import iso2_msgbody as b
 from exi.model import iso2_msgdatatypes as t
 from exi.model.iso2_msgbody import BodyType
@@ -39,7 +37,6 @@ NEXT: dict[str, set[str]] = {
     "PowerDeliveryReq:Stop": {"WeldingDetectionReq", "SessionStopReq"},
     "WeldingDetectionReq": {"WeldingDetectionReq", "SessionStopReq"},
 }
-REQUESTS = sorted({n for allowed in NEXT.values() for n in allowed})
 
 
 def pv(x: float, unit: str) -> t.PhysicalValueType:
@@ -50,57 +47,30 @@ value = from_physical
 
 
 @dataclass
-class Iso2DcSession:
-    hardware: ChargerHardware
+class Iso2DcSession(DcSession):
+    PROTO = "iso2"
+    B = b
+    T = t
+    MESSAGE = V2G_Message
+    BODY = BodyType
+    HEADER = MessageHeaderType
+    NEXT = NEXT
+    DEFAULT_TIMERS = ISO2_TIMERS
+
     evse_id: str = "DE*EDG*E0001*1"
-    state: str = "start"
-    session_id: bytes = field(default_factory=lambda: os.urandom(8))
-    done: bool = False
     schedule_id: int = 1
-    timers: SessionTimers = field(default_factory=lambda: timers_ISO2)
-    phase_started: dict[str, float] = field(default_factory=dict)  # first request of a timed phase
-    _now: float = 0.0
-    stats: dict[str, list[float]] = field(default_factory=dict)
     renegotiations: int = 0
 
-    def handle(self, payload: bytes, now: float) -> tuple[bytes | None, bool]:
-        t0 = time.perf_counter()
-        try:
-            msg = exi.decode("iso2", payload)
-        except exi.DecodeError:
-            self.done = True
-            return None, True
-        name = next((n for n in REQUESTS if getattr(msg.Body, n, None) is not None), None)
-        if name is None:
-            self.done = True
-            return None, True
-        req = getattr(msg.Body, name)
-        self.hardware.update(now)
-        self._now = now
-        res_name = name[:-3] + "Res"
-        if name != "SessionSetupReq" and msg.Header.SessionID != self.session_id:
-            res, end = self._failed(res_name, "FAILED_UnknownSession"), True
-        elif name not in NEXT[self.state]:
-            res, end = self._failed(res_name, "FAILED_SequenceError"), True
-        else:
-            res, end, self.state = getattr(self, "_" + name)(req)
-        out = exi.encode("iso2", V2G_Message(MessageHeaderType(self.session_id), BodyType(**{res_name: res})))
-        self.stats.setdefault(name, []).append(time.perf_counter() - t0)
-        self.done = end
-        if end:
-            self.hardware.set_contactors(False)
-            self.hardware.set_dc_target(0, 0)
-        return out, end
-
-    # ------------------------------------------------------------------ helpers
-    def _status(self, code: str = "EVSE_Ready", notification: str = "None") -> t.DC_EVSEStatusType:
-        return t.DC_EVSEStatusType(0, notification, self.hardware.isolation(), code)
-
-    def _evse_parameter(self) -> t.DC_EVSEChargeParameterType:
-        lim = self.hardware.dc_limits()
-        return t.DC_EVSEChargeParameterType(
-            self._status(), pv(lim.max_current, "A"), pv(lim.max_power, "W"), pv(lim.max_voltage, "V"),
-            pv(lim.min_current, "A"), pv(lim.min_voltage, "V"), None, pv(1, "A"), None)
+    def _complete_failed(self, res_name: str, res: Any) -> None:
+        if hasattr(res, "EVSEID") and res.EVSEID is None:
+            res.EVSEID = self.evse_id
+        if hasattr(res, "SAScheduleTupleID") and res.SAScheduleTupleID is None:
+            res.SAScheduleTupleID = self.schedule_id
+        if res_name == "ServiceDiscoveryRes":
+            res.PaymentOptionList = t.PaymentOptionListType(["ExternalPayment"])
+            res.ChargeService = self._charge_service()
+        if res_name == "ChargeParameterDiscoveryRes":
+            res.DC_EVSEChargeParameter = self._evse_parameter()
 
     def _schedule(self) -> t.SAScheduleListType:
         """One PMax schedule from the charger's power limit (the CSMS's profiles join with OCPP)."""
@@ -108,29 +78,12 @@ class Iso2DcSession:
                                         pv(self.hardware.dc_limits().max_power, "W"))
         return t.SAScheduleListType([t.SAScheduleTupleType(self.schedule_id, t.PMaxScheduleType([entry]))])
 
-    def _failed(self, res_name: str, code: str):
-        cls = getattr(b, res_name + "Type")
-        res = cls()
-        res.ResponseCode = code
-        for fname, default in (("DC_EVSEStatus", self._status("EVSE_Shutdown")), ("EVSEProcessing", "Finished"),
-                               ("EVSEPresentVoltage", pv(0, "V")), ("EVSEPresentCurrent", pv(0, "A")),
-                               ("EVSECurrentLimitAchieved", False), ("EVSEVoltageLimitAchieved", False),
-                               ("EVSEPowerLimitAchieved", False), ("EVSEID", self.evse_id),
-                               ("SAScheduleTupleID", self.schedule_id), ("EVSEMaximumVoltageLimit", None)):
-            if hasattr(res, fname) and getattr(res, fname) is None and default is not None:
-                setattr(res, fname, default)
-        if res_name == "ServiceDiscoveryRes":
-            res.PaymentOptionList = t.PaymentOptionListType(["ExternalPayment"])
-            res.ChargeService = self._charge_service()
-        if res_name == "ChargeParameterDiscoveryRes":
-            res.DC_EVSEChargeParameter = self._evse_parameter()
-        return res
-
     def _charge_service(self) -> t.ChargeServiceType:
         modes = t.SupportedEnergyTransferModeType(["DC_extended"])
         return t.ChargeServiceType(1, None, "EVCharging", None, False, modes)
 
     # ------------------------------------------------------------------ requests
+
     def _SessionSetupReq(self, req):
         return b.SessionSetupResType("OK_NewSessionEstablished", self.evse_id, int(time.time())), False, \
             "SessionSetupReq"
@@ -159,30 +112,6 @@ class Iso2DcSession:
         res = b.ChargeParameterDiscoveryResType("OK", "Finished", self._schedule(), None, None, self._evse_parameter())
         renegotiated = self.state in ("PowerDeliveryReq:Renegotiate", "ChargeParameterDiscoveryReq:renegotiated")
         return res, False, "ChargeParameterDiscoveryReq" + (":renegotiated" if renegotiated else "")
-
-    def _overdue(self, phase: str, limit: float) -> bool:
-        """True once ``phase`` has lasted longer than ``limit`` (measured from its first request)."""
-        started = self.phase_started.setdefault(phase, self._now)
-        return self._now - started > limit
-
-    def _CableCheckReq(self, req):
-        self.hardware.start_isolation_check()
-        done = self.hardware.isolation() == "Valid"
-        if not done and self._overdue("cable check", self.timers.cable_check):
-            return self._failed("CableCheckRes", "FAILED"), True, self.state
-        if done:
-            self.hardware.set_dc_target(0, 0)
-        res = b.CableCheckResType("OK", self._status("EVSE_Ready" if done else "EVSE_IsolationMonitoringActive"),
-                                  "Finished" if done else "Ongoing")
-        return res, False, "CableCheckReq"
-
-    def _PreChargeReq(self, req: b.PreChargeReqType):
-        if self._overdue("pre-charge", self.timers.pre_charge):
-            return self._failed("PreChargeRes", "FAILED"), True, self.state
-        self.hardware.set_dc_target(min(value(req.EVTargetVoltage), self.hardware.dc_limits().max_voltage),
-                                    min(value(req.EVTargetCurrent), 2.0))
-        v, _ = self.hardware.present()
-        return b.PreChargeResType("OK", self._status(), pv(v, "V")), False, "PreChargeReq"
 
     def _PowerDeliveryReq(self, req: b.PowerDeliveryReqType):
         progress = str(req.ChargeProgress)
@@ -214,10 +143,3 @@ class Iso2DcSession:
             v * ti > lim.max_power, pv(lim.max_voltage, "V"), pv(lim.max_current, "A"), pv(lim.max_power, "W"),
             self.evse_id, self.schedule_id, meter, False)
         return res, False, "CurrentDemandReq"
-
-    def _WeldingDetectionReq(self, req):
-        v, _ = self.hardware.present()
-        return b.WeldingDetectionResType("OK", self._status(), pv(v, "V")), False, "WeldingDetectionReq"
-
-    def _SessionStopReq(self, req: b.SessionStopReqType):
-        return b.SessionStopResType("OK"), True, "stopped"
