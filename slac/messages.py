@@ -54,7 +54,11 @@ class Message:
         size = struct.calcsize(cls.FORMAT)
         if len(payload) < size:
             raise SlacFrameError(f"{cls.__name__}: payload of {len(payload)} bytes, needs {size}")
-        return cls(*struct.unpack_from(cls.FORMAT, payload))
+        msg = cls(*struct.unpack_from(cls.FORMAT, payload))
+        mvf = getattr(cls, "MVF_LENGTH", None)  # SLAC_MATCH: the variable field's length is fixed
+        if mvf is not None and msg.mvf_length != mvf:
+            raise SlacFrameError(f"{cls.__name__}: MVF length {msg.mvf_length:#x}, expected {mvf:#x}")
+        return msg
 
 
 # --------------------------------------------------------------------------- key management
@@ -257,6 +261,7 @@ _MATCH_CNF_MVF = 0x56
 class SlacMatchReq(Message):
     MMTYPE: ClassVar[int] = 0x607C
     FORMAT: ClassVar[str] = "<BBH17s6s17s6s8s8s"
+    MVF_LENGTH: ClassVar[int] = _MATCH_REQ_MVF
     application_type: int = 0
     security_type: int = 0
     mvf_length: int = _MATCH_REQ_MVF
@@ -267,18 +272,12 @@ class SlacMatchReq(Message):
     run_id: bytes = b"\x00" * 8
     reserved: bytes = b"\x00" * 8
 
-    @classmethod
-    def unpack(cls, payload: bytes) -> SlacMatchReq:
-        msg = super(SlacMatchReq, cls).unpack(payload)
-        if msg.mvf_length != _MATCH_REQ_MVF:
-            raise SlacFrameError(f"SlacMatchReq: MVF length {msg.mvf_length:#x}, expected {_MATCH_REQ_MVF:#x}")
-        return msg
-
 
 @dataclass(slots=True)
 class SlacMatchCnf(Message):
     MMTYPE: ClassVar[int] = 0x607D
     FORMAT: ClassVar[str] = "<BBH17s6s17s6s8s8s7sB16s"
+    MVF_LENGTH: ClassVar[int] = _MATCH_CNF_MVF
     application_type: int = 0
     security_type: int = 0
     mvf_length: int = _MATCH_CNF_MVF
@@ -291,13 +290,6 @@ class SlacMatchCnf(Message):
     nid: bytes = b"\x00" * 7
     reserved2: int = 0
     nmk: bytes = b"\x00" * 16
-
-    @classmethod
-    def unpack(cls, payload: bytes) -> SlacMatchCnf:
-        msg = super(SlacMatchCnf, cls).unpack(payload)
-        if msg.mvf_length != _MATCH_CNF_MVF:
-            raise SlacFrameError(f"SlacMatchCnf: MVF length {msg.mvf_length:#x}, expected {_MATCH_CNF_MVF:#x}")
-        return msg
 
 
 @dataclass(slots=True)

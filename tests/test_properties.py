@@ -19,23 +19,12 @@ from lxml import etree
 
 import exi
 from tests import strategies
+from tests.vectors import XSD_ROOTS
 
 EXAMPLES = int(os.environ.get("EXI_PROPERTY_EXAMPLES", "8"))
 RANDOM = os.environ.get("EXI_PROPERTY_RANDOM") == "1"
 
 SCHEMAS = Path(__file__).resolve().parents[1].parent / "shared" / "schemas"
-#: protocol -> the root XSD its XML validates against
-XSD_ROOTS = {
-    "apphand": "apphand/V2G_CI_AppProtocol.xsd",
-    "din": "din/V2G_CI_MsgDef.xsd",
-    "iso2": "iso2/V2G_CI_MsgDef.xsd",
-    "iso20-common": "iso20/V2G_CI_CommonMessages.xsd",
-    "iso20-dc": "iso20/V2G_CI_DC.xsd",
-    "iso20-ac": "iso20/V2G_CI_AC.xsd",
-    "iso20-acdp": "iso20/V2G_CI_ACDP.xsd",
-    "iso20-wpt": "iso20/V2G_CI_WPT.xsd",
-    "xmldsig": "iso20/xmldsig-core-schema.xsd",
-}
 XMLDSIG = "http://www.w3.org/2000/09/xmldsig#"
 ISO2_BODY = "urn:iso:15118:2:2013:MsgBody"
 #: signable elements: (protocol, namespace, name) encoded as EXI fragments for signatures

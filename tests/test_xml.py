@@ -11,6 +11,7 @@ import pytest
 from lxml import etree
 
 import exi
+from tests.vectors import XSD_ROOTS as ROOT_SCHEMAS
 from tests.vectors import proto_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,18 +20,6 @@ SCHEMAS = SHARED / "schemas"
 VECTORS = SHARED / "vectors" / "exi_vectors.jsonl"
 
 
-#: exi protocol -> root schema of its schema set
-ROOT_SCHEMAS: dict[str, str] = {
-    "apphand": "apphand/V2G_CI_AppProtocol.xsd",
-    "din": "din/V2G_CI_MsgDef.xsd",
-    "iso2": "iso2/V2G_CI_MsgDef.xsd",
-    "iso20-common": "iso20/V2G_CI_CommonMessages.xsd",
-    "iso20-dc": "iso20/V2G_CI_DC.xsd",
-    "iso20-ac": "iso20/V2G_CI_AC.xsd",
-    "iso20-acdp": "iso20/V2G_CI_ACDP.xsd",
-    "iso20-wpt": "iso20/V2G_CI_WPT.xsd",
-    "xmldsig": "iso20/xmldsig-core-schema.xsd",
-}
 
 XSD = "http://www.w3.org/2001/XMLSchema"
 

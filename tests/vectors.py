@@ -16,6 +16,19 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 VECTORS_FILE = SHARED / "vectors" / "exi_vectors.jsonl"
 SCHEMAS = SHARED / "schemas"
 
+#: exi protocol -> the root XSD of its schema set (what its XML validates against)
+XSD_ROOTS: dict[str, str] = {
+    "apphand": "apphand/V2G_CI_AppProtocol.xsd",
+    "din": "din/V2G_CI_MsgDef.xsd",
+    "iso2": "iso2/V2G_CI_MsgDef.xsd",
+    "iso20-common": "iso20/V2G_CI_CommonMessages.xsd",
+    "iso20-dc": "iso20/V2G_CI_DC.xsd",
+    "iso20-ac": "iso20/V2G_CI_AC.xsd",
+    "iso20-acdp": "iso20/V2G_CI_ACDP.xsd",
+    "iso20-wpt": "iso20/V2G_CI_WPT.xsd",
+    "xmldsig": "iso20/xmldsig-core-schema.xsd",
+}
+
 FRAGMENT_LABELS = {"iso2-fragment": "iso2", "iso20-fragment": "iso20-common"}
 
 

@@ -1,13 +1,16 @@
-"""Interop: Josev's EV simulator (PyPI ``iso15118`` 0.31.2) runs an ISO 15118-2 DC session
-(DC_extended, ExternalPayment, no TLS) against our charger, over SDP and TCP between two network
-namespaces. Same set-up as ``test_josev_din.py``: our charger in this process in one namespace,
-Josev's EVCC as a subprocess in the other. Needs root, ``ip``, java/javac and PyPI (first run builds
-the EXIficient venv). In CI (env CI set) a missing prerequisite fails the test instead of skipping it.
+"""Interop: Josev's EV simulator (PyPI ``iso15118`` 0.31.2) runs a DIN SPEC 70121 DC session and an
+ISO 15118-2 DC session (ExternalPayment, no TLS) against our charger, over SDP and TCP between two
+network namespaces.
+
+Our charger (``run_secc``) runs in this process in one namespace; Josev's EVCC runs as a subprocess
+in the other (``ip netns exec``). Needs root, ``ip``, java/javac and PyPI (first run builds the
+EXIficient venv). In CI (env CI set) a missing prerequisite fails the test instead of skipping it.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,14 +22,36 @@ from edge.secc import run_secc
 from edge.v2g.charger import ChargerConnection
 from tests.netns import inside, link_local, two_namespaces
 
-from .josev_ev import SUCCESS_ISO2, josev_python, run_josev_ev, write_config
+from .josev_ev import SUCCESS, SUCCESS_ISO2, josev_python, run_josev_ev, write_config
 
 TIMEOUT = 120.0  # the whole Josev run, SDP to TCP close
 
 
+@dataclass(frozen=True)
+class Case:
+    josev_protocol: str
+    config: dict
+    ours: str  # our protocol label
+    requests: tuple[str, ...]  # every request our session must have seen
+    success: str  # Josev's stop-reason wording for a good end
+
+
+CASES = [
+    Case("DIN_SPEC_70121", {}, "din",
+         ("SessionSetupReq", "ServiceDiscoveryReq", "ServicePaymentSelectionReq", "ContractAuthenticationReq",
+          "ChargeParameterDiscoveryReq", "CableCheckReq", "PreChargeReq", "PowerDeliveryReq", "CurrentDemandReq",
+          "SessionStopReq"), SUCCESS),
+    Case("ISO_15118_2", {"energy_services": ("DC",), "energy_transfer_mode": "DC_extended"}, "iso2",
+         ("SessionSetupReq", "ServiceDiscoveryReq", "PaymentServiceSelectionReq", "AuthorizationReq",
+          "ChargeParameterDiscoveryReq", "CableCheckReq", "PreChargeReq", "PowerDeliveryReq", "CurrentDemandReq",
+          "WeldingDetectionReq", "SessionStopReq"), SUCCESS_ISO2),
+]
+
+
 @pytest.mark.slow
-async def test_josev_ev_iso2_dc_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                        caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("case", CASES, ids=[c.ours for c in CASES])
+async def test_josev_ev_dc_session(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   caplog: pytest.LogCaptureFixture) -> None:
     python = josev_python()
     connections: list[ChargerConnection] = []
 
@@ -37,8 +62,7 @@ async def test_josev_ev_iso2_dc_session(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(edge.secc, "ChargerConnection", recording_connection)
     caplog.set_level(logging.INFO, logger="edge")
     workdir = tmp_path / "josev"
-    write_config(workdir, "ev0", protocols=("ISO_15118_2",), energy_services=("DC",),
-                 energy_transfer_mode="DC_extended")
+    write_config(workdir, "ev0", protocols=(case.josev_protocol,), **case.config)
     hw = SimulatedDcCharger(voltage_tau=0.05, isolation_s=0.2)
 
     with two_namespaces("secc0", "ev0") as (secc_ns, ev_ns):
@@ -60,21 +84,19 @@ async def test_josev_ev_iso2_dc_session(tmp_path: Path, monkeypatch: pytest.Monk
     print(f"energy delivered: {hw.energy_wh():.2f} Wh")
     assert not result.timed_out, f"Josev did not finish within {TIMEOUT} s:\n{result.tail()}"
     assert result.successful, f"Josev's session did not end successfully:\n{result.tail()}"
-    assert result.grep(r"Chosen protocol: ISO_15118_2"), result.tail()
+    assert result.grep(rf"Chosen protocol: {case.josev_protocol}"), result.tail()
 
-    # our side: one -2 session that got SessionStopReq after delivering energy, contactors open
+    # our side: one session that got SessionStopReq after delivering energy, contactors open
     assert len(connections) == 1, [c.session for c in connections]
     session = connections[0].session
     assert session is not None and connections[0].protocol is not None
-    assert connections[0].protocol.name == "iso2"
+    assert connections[0].protocol.name == case.ours
     assert session.state == "stopped" and session.done
-    for name in ("SessionSetupReq", "ServiceDiscoveryReq", "PaymentServiceSelectionReq", "AuthorizationReq",
-                 "ChargeParameterDiscoveryReq", "CableCheckReq", "PreChargeReq", "PowerDeliveryReq",
-                 "CurrentDemandReq", "WeldingDetectionReq", "SessionStopReq"):
+    for name in case.requests:
         assert name in session.stats, f"our session never saw {name}: {sorted(session.stats)}"
     assert hw.energy_wh() > 0
     assert not hw.closed
-    assert result.stop_reason == SUCCESS_ISO2  # SessionStopReq with ChargingSession Terminate
+    assert case.success in result.stop_reason
     if result.tcp_closed:  # Josev closes TCP 5 s after the stop; our server must have seen it
         ended = [r.getMessage() for r in caplog.records if "V2G connection ended" in r.getMessage()]
         assert ended == ["V2G connection ended: closed by the car"], ended
