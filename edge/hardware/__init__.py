@@ -3,7 +3,11 @@
 A real board implements :class:`ChargerHardware` with its CP, contactor, power-module, isolation
 monitor and meter drivers. Calls are synchronous and cheap: a board implementation keeps its own
 state current (its own tasks poll or receive), and ``update(now)`` lets simulations advance time.
-Units are SI (V, A, W, Wh, s).
+Units are SI (V, A, W, Wh, s). A board without DC returns None from ``dc_limits()``, one without AC
+None from ``ac_limits()``; the sessions offer only the energy transfer modes the board has.
+
+Safety stays with the board: ``set_contactors(True)`` is a request the board honours only in CP
+state C or D (the car ready to take power); the sessions never bypass that.
 """
 
 from __future__ import annotations
@@ -11,6 +15,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Protocol
+
+#: CP states (IEC 61851-1): A no car, B connected, C/D charging (D with ventilation), E/F error
+CP_STATES = ("A", "B", "C", "D", "E", "F")
+#: CP duty cycle that tells the car "digital communication required" (IEC 61851-1, ISO 15118-3)
+HLC_DUTY_PERCENT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,24 +31,48 @@ class DcLimits:
     min_current: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class AcLimits:
+    nominal_voltage: float = 230.0  # per phase
+    max_current: float = 32.0  # per phase
+    phases: int = 3
+    min_current: float = 6.0  # the lowest current IEC 61851 lets a car be asked for
+
+    @property
+    def max_power(self) -> float:
+        return self.nominal_voltage * self.max_current * self.phases
+
+
 class ChargerHardware(Protocol):
     def update(self, now: float) -> None: ...
-    def dc_limits(self) -> DcLimits: ...
-    def present(self) -> tuple[float, float]: ...  # output voltage, current
-    def set_dc_target(self, voltage: float, current: float) -> None: ...
+    # control pilot
+    def cp_state(self) -> str: ...  # one of CP_STATES
+    def set_pwm(self, duty_percent: float) -> None: ...  # 100: steady +12 V; 5: ISO 15118 required
+    # what the power path can do
+    def dc_limits(self) -> DcLimits | None: ...
+    def ac_limits(self) -> AcLimits | None: ...
+    # power path
     def set_contactors(self, closed: bool) -> None: ...
+    def set_dc_target(self, voltage: float, current: float) -> None: ...
+    def set_ac_current_limit(self, current: float) -> None: ...  # per phase, what the car may draw
+    def present(self) -> tuple[float, float]: ...  # output voltage, current (AC: per phase)
+    # isolation monitor (DC)
     def start_isolation_check(self) -> None: ...
     def isolation(self) -> str: ...  # "Invalid" (not checked yet / running), "Valid", "Warning", "Fault"
+    # meter
     def energy_wh(self) -> float: ...
 
 
 @dataclass
-class SimulatedDcCharger:
-    """A DC power module that behaves physically enough for sessions: the output voltage follows its
+class SimulatedCharger:
+    """A charger that behaves physically enough for sessions. DC: the output voltage follows its
     target with a time constant (pre-charge ramps), the current follows its target only while the
-    contactors are closed, the meter integrates power, the isolation check takes ``isolation_s``."""
+    contactors are closed, the isolation check takes ``isolation_s``. AC: once the contactors close,
+    the car draws up to the current limit (its on-board charger ramps with ``current_tau``). The meter
+    integrates power; the CP follows the contactors (C while closed, B otherwise) unless a test sets it."""
 
-    limits: DcLimits = DcLimits(max_voltage=500.0, max_current=200.0, max_power=100_000.0)
+    limits: DcLimits | None = DcLimits(max_voltage=500.0, max_current=200.0, max_power=100_000.0)
+    ac: AcLimits | None = AcLimits()
     voltage_tau: float = 0.3
     current_tau: float = 0.2
     isolation_s: float = 1.0
@@ -51,37 +84,75 @@ class SimulatedDcCharger:
         self.current = 0.0
         self.target_v = 0.0
         self.target_i = 0.0
+        self.ac_limit = 0.0
+        self.ac_mode = False  # the last power command was an AC one
         self.closed = False
         self.iso_started: float | None = None
         self.wh = 0.0
+        self.pwm = 100.0
+        self.cp_override: str | None = None  # a test's forced CP state (unplug, error)
 
     def update(self, now: float) -> None:
         dt = max(0.0, now - self.now)
         self.now = now
         if dt == 0:
             return
-        target_i = min(self.target_i, self.limits.max_current) if self.closed else 0.0
+        decay_i = 1 - math.exp(-dt / self.current_tau)
+        if self.ac_mode and self.ac is not None:
+            target_i = min(self.ac_limit, self.ac.max_current) if self.closed else 0.0
+            self.voltage = self.ac.nominal_voltage if self.closed else 0.0
+            self.current += (target_i - self.current) * decay_i
+            self.wh += self.voltage * self.current * self.ac.phases * dt / 3600
+            return
+        lim = self.limits
+        if lim is None:
+            return
+        target_i = min(self.target_i, lim.max_current) if self.closed else 0.0
         if self.voltage > 0:
-            target_i = min(target_i, self.limits.max_power / self.voltage)
-        self.current += (target_i - self.current) * (1 - math.exp(-dt / self.current_tau))
-        target_v = min(self.target_v, self.limits.max_voltage)
+            target_i = min(target_i, lim.max_power / self.voltage)
+        self.current += (target_i - self.current) * decay_i
+        target_v = min(self.target_v, lim.max_voltage)
         self.voltage += (target_v - self.voltage) * (1 - math.exp(-dt / self.voltage_tau))
         self.wh += self.voltage * self.current * dt / 3600
 
-    def dc_limits(self) -> DcLimits:
+    def cp_state(self) -> str:
+        if self.cp_override is not None:
+            return self.cp_override
+        return "C" if self.closed else "B"
+
+    def set_pwm(self, duty_percent: float) -> None:
+        if not 0 <= duty_percent <= 100:
+            raise ValueError(f"PWM duty cycle must be 0-100 %, got {duty_percent}")
+        self.pwm = duty_percent
+
+    def dc_limits(self) -> DcLimits | None:
         return self.limits
+
+    def ac_limits(self) -> AcLimits | None:
+        return self.ac
 
     def present(self) -> tuple[float, float]:
         return self.voltage, self.current
 
     def set_dc_target(self, voltage: float, current: float) -> None:
+        if voltage > 0 or current > 0:
+            self.ac_mode = False
         self.target_v = max(0.0, voltage)
         self.target_i = max(0.0, current)
 
+    def set_ac_current_limit(self, current: float) -> None:
+        if current > 0:
+            self.ac_mode = True  # an AC charge starts; a DC command switches back
+        self.ac_limit = max(0.0, current)
+
     def set_contactors(self, closed: bool) -> None:
+        if closed and self.cp_override in ("A", "E", "F"):
+            return  # no car (or a CP fault): the board refuses to energise the cable
         self.closed = closed
         if not closed:
             self.target_i = 0.0
+            if self.ac_mode:
+                self.current = 0.0
 
     def start_isolation_check(self) -> None:
         if self.iso_started is None:
@@ -95,3 +166,7 @@ class SimulatedDcCharger:
 
     def energy_wh(self) -> float:
         return self.wh
+
+
+#: the name the DC sessions and tests were written against; the simulation does AC and DC
+SimulatedDcCharger = SimulatedCharger

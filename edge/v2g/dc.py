@@ -1,113 +1,14 @@
-"""What DC sessions of DIN SPEC 70121 and ISO 15118-2 share: the request loop (decode, SessionID and
-sequence checks, dispatch, encode, budgets), failure responses, and the cable check, pre-charge and
-welding detection handlers. Each protocol's module gives its message modules, its sequence table and
-the handlers that differ."""
+"""The DC handlers DIN SPEC 70121 and ISO 15118-2 share: cable check, pre-charge, welding detection."""
 
 from __future__ import annotations
 
-import os
-import time
-from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any
 
-import exi
-from edge.hardware import ChargerHardware
-from edge.v2g.physical import from_physical, to_physical
-from edge.v2g.timers import SessionTimers
+from edge.v2g.physical import from_physical
+from edge.v2g.session import V2gSession
 
 
-@dataclass
-class DcSession:
-    PROTO: ClassVar[str]
-    B: ClassVar[ModuleType]  # the protocol's MsgBody model module
-    T: ClassVar[ModuleType]  # its MsgDataTypes model module
-    MESSAGE: ClassVar[type]
-    BODY: ClassVar[type]
-    HEADER: ClassVar[type]
-    NEXT: ClassVar[dict[str, set[str]]]  # which requests may follow each request (from "start")
-    DEFAULT_TIMERS: ClassVar[SessionTimers]
-
-    hardware: ChargerHardware
-    state: str = "start"
-    session_id: bytes = field(default_factory=lambda: os.urandom(8))
-    done: bool = False
-    timers: SessionTimers | None = None
-    phase_started: dict[str, float] = field(default_factory=dict)  # first request of a timed phase
-    stats: dict[str, list[float]] = field(default_factory=dict)  # request -> response times used (s)
-    _now: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.timers is None:
-            self.timers = self.DEFAULT_TIMERS
-        self._requests = sorted({n for allowed in self.NEXT.values() for n in allowed})
-
-    def handle(self, payload: bytes, now: float) -> tuple[bytes | None, bool]:
-        """One request in, the response out and whether the session is over; None: close silently."""
-        t0 = time.perf_counter()
-        try:
-            msg = exi.decode(self.PROTO, payload)
-        except exi.DecodeError:
-            self.done = True
-            return None, True
-        body = msg.Body
-        name = next((n for n in self._requests if getattr(body, n, None) is not None), None) if body else None
-        if name is None:
-            self.done = True
-            return None, True
-        self.hardware.update(now)
-        self._now = now
-        res_name = name[:-3] + "Res"
-        if name != "SessionSetupReq" and msg.Header.SessionID != self.session_id:
-            res, end = self._failed(res_name, "FAILED_UnknownSession"), True
-        elif name not in self.NEXT[self.state]:
-            res, end = self._failed(res_name, "FAILED_SequenceError"), True
-        else:
-            res, end, self.state = getattr(self, "_" + name)(getattr(body, name))
-        out = exi.encode(self.PROTO, self.MESSAGE(self.HEADER(self.session_id), self.BODY(**{res_name: res})))
-        self.stats.setdefault(name, []).append(time.perf_counter() - t0)
-        self.done = end
-        if end:
-            self.hardware.set_contactors(False)
-            self.hardware.set_dc_target(0, 0)
-        return out, end
-
-    # ------------------------------------------------------------------ helpers
-    def pv(self, x: float, unit: str) -> Any:
-        return to_physical(self.T.PhysicalValueType, x, unit)
-
-    def _status(self, code: str = "EVSE_Ready") -> Any:
-        return self.T.DC_EVSEStatusType(EVSEIsolationStatus=self.hardware.isolation(), EVSEStatusCode=code,
-                                        NotificationMaxDelay=0, EVSENotification="None")
-
-    def _evse_parameter(self) -> Any:
-        lim, pv = self.hardware.dc_limits(), self.pv
-        return self.T.DC_EVSEChargeParameterType(
-            self._status(), pv(lim.max_current, "A"), pv(lim.max_power, "W"), pv(lim.max_voltage, "V"),
-            pv(lim.min_current, "A"), pv(lim.min_voltage, "V"), None, pv(1, "A"), None)
-
-    def _overdue(self, phase: str, limit: float) -> bool:
-        """True once ``phase`` has lasted longer than ``limit`` (measured from its first request)."""
-        started = self.phase_started.setdefault(phase, self._now)
-        return self._now - started > limit
-
-    def _failed(self, res_name: str, code: str) -> Any:
-        """A response of the right type with every required element, carrying a failure code."""
-        res = getattr(self.B, res_name + "Type")()
-        res.ResponseCode = code
-        for fname, default in (("DC_EVSEStatus", self._status("EVSE_Shutdown")), ("EVSEProcessing", "Finished"),
-                               ("EVSEPresentVoltage", self.pv(0, "V")), ("EVSEPresentCurrent", self.pv(0, "A")),
-                               ("EVSECurrentLimitAchieved", False), ("EVSEVoltageLimitAchieved", False),
-                               ("EVSEPowerLimitAchieved", False)):
-            if hasattr(res, fname) and getattr(res, fname) is None:
-                setattr(res, fname, default)
-        self._complete_failed(res_name, res)
-        return res
-
-    def _complete_failed(self, res_name: str, res: Any) -> None:
-        """Protocol-specific required elements of a failure response."""
-
-    # ------------------------------------------------------------------ shared DC handlers
+class DcSession(V2gSession):
     def _CableCheckReq(self, req: Any) -> tuple[Any, bool, str]:
         self.hardware.start_isolation_check()
         done = self.hardware.isolation() == "Valid"

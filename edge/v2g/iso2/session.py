@@ -1,18 +1,25 @@
-"""ISO 15118-2 DC charger session with external identification (EIM), sans-IO.
+"""ISO 15118-2 charger session, sans-IO: AC and DC, ExternalPayment (EIM) and Contract (PnC),
+renegotiation, pause and resume.
 
-Same shape as the DIN session: ``handle(payload, now) -> (response, ended)``, the order of requests
-in the table ``NEXT``. Renegotiation (PowerDelivery Renegotiate -> ChargeParameterDiscovery) is in the
-table; PnC (PaymentDetails, Authorization with GenChallenge), AC and pause/resume come next.
+Same shape as the DIN session: ``handle(payload, now) -> (response, ended)``. Which request may follow
+which is the table ``NEXT``: the whole protocol in one place. A state is the last request, qualified
+where the next step depends on what it said (payment option, energy transfer mode, charge progress).
+Contract decisions (chain, signatures, backend authorization, certificate installation) are asked of a
+:class:`~edge.v2g.pnc.PlugAndCharge`; the session owns the GenChallenge and the ResponseCodes.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+import exi
 from edge.v2g.dc import DcSession
 from edge.v2g.physical import from_physical, to_physical
+from edge.v2g.pnc import ContractChain, PlugAndCharge
 from edge.v2g.timers import ISO2 as ISO2_TIMERS
 from exi.model import iso2_msgbody as b
 from exi.model import iso2_msgdatatypes as t
@@ -20,23 +27,49 @@ from exi.model.iso2_msgbody import BodyType
 from exi.model.iso2_msgdef import V2G_Message
 from exi.model.iso2_msgheader import MessageHeaderType
 
+_STOP = "SessionStopReq"
 NEXT: dict[str, set[str]] = {
     "start": {"SessionSetupReq"},
-    "SessionSetupReq": {"ServiceDiscoveryReq", "SessionStopReq"},
-    "ServiceDiscoveryReq": {"PaymentServiceSelectionReq", "SessionStopReq"},
-    "PaymentServiceSelectionReq": {"AuthorizationReq", "SessionStopReq"},
-    "AuthorizationReq": {"AuthorizationReq", "ChargeParameterDiscoveryReq", "SessionStopReq"},
-    "ChargeParameterDiscoveryReq": {"ChargeParameterDiscoveryReq", "CableCheckReq", "SessionStopReq"},
-    "CableCheckReq": {"CableCheckReq", "PreChargeReq", "SessionStopReq"},
-    "PreChargeReq": {"PreChargeReq", "PowerDeliveryReq", "SessionStopReq"},
-    "PowerDeliveryReq:Start": {"CurrentDemandReq", "PowerDeliveryReq", "SessionStopReq"},
-    "CurrentDemandReq": {"CurrentDemandReq", "PowerDeliveryReq", "SessionStopReq"},
-    "PowerDeliveryReq:Renegotiate": {"ChargeParameterDiscoveryReq", "SessionStopReq"},
-    # after a renegotiation the car goes straight back to PowerDelivery Start (no cable check again)
-    "ChargeParameterDiscoveryReq:renegotiated": {"ChargeParameterDiscoveryReq", "PowerDeliveryReq", "SessionStopReq"},
-    "PowerDeliveryReq:Stop": {"WeldingDetectionReq", "SessionStopReq"},
-    "WeldingDetectionReq": {"WeldingDetectionReq", "SessionStopReq"},
+    "SessionSetupReq": {"ServiceDiscoveryReq", _STOP},
+    "ServiceDiscoveryReq": {"ServiceDetailReq", "PaymentServiceSelectionReq", _STOP},
+    "ServiceDetailReq": {"ServiceDetailReq", "PaymentServiceSelectionReq", _STOP},
+    "PaymentServiceSelectionReq:ExternalPayment": {"AuthorizationReq", _STOP},
+    "PaymentServiceSelectionReq:Contract": {"PaymentDetailsReq", "CertificateInstallationReq",
+                                            "CertificateUpdateReq", _STOP},
+    "CertificateInstallationReq": {"PaymentDetailsReq", _STOP},
+    "CertificateUpdateReq": {"PaymentDetailsReq", _STOP},
+    "PaymentDetailsReq": {"AuthorizationReq", _STOP},
+    "AuthorizationReq:Ongoing": {"AuthorizationReq", _STOP},
+    "AuthorizationReq": {"ChargeParameterDiscoveryReq", _STOP},
+    # DC
+    "ChargeParameterDiscoveryReq:DC": {"ChargeParameterDiscoveryReq", "CableCheckReq", _STOP},
+    "CableCheckReq": {"CableCheckReq", "PreChargeReq", _STOP},
+    "PreChargeReq": {"PreChargeReq", "PowerDeliveryReq", _STOP},
+    "PowerDeliveryReq:Start:DC": {"CurrentDemandReq", "PowerDeliveryReq", _STOP},
+    "CurrentDemandReq": {"CurrentDemandReq", "MeteringReceiptReq", "PowerDeliveryReq", _STOP},
+    "MeteringReceiptReq:DC": {"CurrentDemandReq", "PowerDeliveryReq", _STOP},
+    "PowerDeliveryReq:Stop:DC": {"WeldingDetectionReq", _STOP},
+    "WeldingDetectionReq": {"WeldingDetectionReq", _STOP},
+    # AC
+    "ChargeParameterDiscoveryReq:AC": {"ChargeParameterDiscoveryReq", "PowerDeliveryReq", _STOP},
+    "PowerDeliveryReq:Start:AC": {"ChargingStatusReq", "PowerDeliveryReq", _STOP},
+    "ChargingStatusReq": {"ChargingStatusReq", "MeteringReceiptReq", "PowerDeliveryReq", _STOP},
+    "MeteringReceiptReq:AC": {"ChargingStatusReq", "PowerDeliveryReq", _STOP},
+    "PowerDeliveryReq:Stop:AC": {_STOP},
+    # renegotiation (AC or DC): a new schedule, then straight back to PowerDelivery Start
+    "PowerDeliveryReq:Renegotiate": {"ChargeParameterDiscoveryReq", _STOP},
+    "ChargeParameterDiscoveryReq:renegotiated": {"ChargeParameterDiscoveryReq", "PowerDeliveryReq", _STOP},
 }
+#: where PowerDelivery may say what (the table lets PowerDeliveryReq in; its ChargeProgress decides)
+_PROGRESS_FROM = {
+    "Start": {"PreChargeReq", "ChargeParameterDiscoveryReq:AC", "ChargeParameterDiscoveryReq:renegotiated"},
+    "Renegotiate": {"CurrentDemandReq", "ChargingStatusReq", "MeteringReceiptReq:DC", "MeteringReceiptReq:AC"},
+}
+
+MSG_BODY_NS = "urn:iso:15118:2:2013:MsgBody"
+AC_MODES = ("AC_single_phase_core", "AC_three_phase_core")
+CHARGE_SERVICE_ID = 1
+CERTIFICATE_SERVICE_ID = 2  # ServiceCategory ContractCertificate: installation and update
 
 
 def pv(x: float, unit: str) -> t.PhysicalValueType:
@@ -46,8 +79,36 @@ def pv(x: float, unit: str) -> t.PhysicalValueType:
 value = from_physical
 
 
+@dataclass(frozen=True, slots=True)
+class PausedSession:
+    """What a paused session keeps until the car resumes it (SessionSetupReq with its SessionID)."""
+
+    session_id: bytes
+    evcc_id: bytes
+    payment_option: str
+    energy_mode: str | None
+    schedule_id: int
+
+
 @dataclass
-class Iso2DcSession(DcSession):
+class PausedSessions:
+    """The paused sessions of one charging point; outlives the TCP connections."""
+
+    sessions: dict[bytes, PausedSession] = field(default_factory=dict)
+
+    def store(self, paused: PausedSession) -> None:
+        self.sessions[paused.session_id] = paused
+
+    def take(self, session_id: bytes | None, evcc_id: bytes) -> PausedSession | None:
+        found = self.sessions.get(session_id or b"")
+        if found is None or found.evcc_id != evcc_id:
+            return None
+        del self.sessions[found.session_id]
+        return found
+
+
+@dataclass
+class Iso2Session(DcSession):
     PROTO = "iso2"
     B = b
     T = t
@@ -58,88 +119,305 @@ class Iso2DcSession(DcSession):
     DEFAULT_TIMERS = ISO2_TIMERS
 
     evse_id: str = "DE*EDG*E0001*1"
+    meter_id: str = "edge-sim"
     schedule_id: int = 1
+    pnc: PlugAndCharge | None = None  # offers Contract when set
+    receipt_interval: float | None = None  # Contract: ask for a signed MeteringReceipt this often (s)
+    paused_sessions: PausedSessions | None = None  # pause/resume, when the charging point keeps them
+    wall_clock: Callable[[], float] = time.time  # certificate validity and EVSETimeStamp
+    # what happened, for the caller and the tests
     renegotiations: int = 0
+    resumed: bool = False
+    evcc_id: bytes = b""
+    payment_option: str | None = None
+    energy_mode: str | None = None
+    contract: ContractChain | None = None
+    receipts: int = 0
+    ev_max_current: float = 0.0  # AC: the car's EVMaxCurrent
+    _gen_challenge: bytes | None = None
+    _receipt_due_at: float | None = None
+    _receipt_pending: bool = False
+    _last_meter: t.MeterInfoType | None = None
+    _offered_payment: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ what is offered
+    def payment_options(self) -> list[str]:
+        return ["Contract", "ExternalPayment"] if self.pnc is not None else ["ExternalPayment"]
+
+    def energy_modes(self) -> list[str]:
+        modes = ["DC_extended"] if self.hardware.dc_limits() is not None else []
+        ac = self.hardware.ac_limits()
+        if ac is not None:
+            modes += ["AC_three_phase_core", "AC_single_phase_core"] if ac.phases == 3 else ["AC_single_phase_core"]
+        return modes
+
+    def _charge_service(self) -> t.ChargeServiceType:
+        modes = [self.energy_mode] if self.resumed and self.energy_mode else self.energy_modes()
+        return t.ChargeServiceType(CHARGE_SERVICE_ID, None, "EVCharging", None, False,
+                                   t.SupportedEnergyTransferModeType(modes))
+
+    def _max_power(self) -> float:
+        if self.energy_mode in AC_MODES:
+            ac = self.hardware.ac_limits()
+            return ac.max_power if self.energy_mode == "AC_three_phase_core" else ac.max_power / ac.phases
+        return self.hardware.dc_limits().max_power
+
+    def _schedule(self) -> t.SAScheduleListType:
+        """One PMax schedule from the charger's power limit (the CSMS's profiles join with OCPP)."""
+        entry = t.PMaxScheduleEntryType(t.RelativeTimeIntervalType(0, 86400), None, pv(self._max_power(), "W"))
+        return t.SAScheduleListType([t.SAScheduleTupleType(self.schedule_id, t.PMaxScheduleType([entry]))])
+
+    def _ac_status(self) -> t.AC_EVSEStatusType:
+        return t.AC_EVSEStatusType(0, "None", False)
+
+    def _ac_parameter(self) -> t.AC_EVSEChargeParameterType:
+        ac = self.hardware.ac_limits()
+        return t.AC_EVSEChargeParameterType(self._ac_status(), pv(ac.nominal_voltage, "V"), pv(ac.max_current, "A"))
+
+    def _meter(self) -> t.MeterInfoType:
+        self._last_meter = t.MeterInfoType(self.meter_id, round(self.hardware.energy_wh()), None, None,
+                                           int(self.wall_clock()))
+        return self._last_meter
+
+    def _receipt_required(self) -> bool:
+        """Contract only (V2G2-691): ask for a signed receipt every ``receipt_interval`` seconds."""
+        if self.payment_option != "Contract" or self._receipt_due_at is None or self._receipt_pending:
+            return False
+        if self._now < self._receipt_due_at:
+            return False
+        self._receipt_pending = True
+        return True
 
     def _complete_failed(self, res_name: str, res: Any) -> None:
         if hasattr(res, "EVSEID") and res.EVSEID is None:
             res.EVSEID = self.evse_id
         if hasattr(res, "SAScheduleTupleID") and res.SAScheduleTupleID is None:
             res.SAScheduleTupleID = self.schedule_id
+        has_ac, has_dc = hasattr(res, "AC_EVSEStatus"), hasattr(res, "DC_EVSEStatus")
+        if has_ac and (self.energy_mode in AC_MODES or not has_dc):
+            res.AC_EVSEStatus = self._ac_status()
+            if has_dc:
+                res.DC_EVSEStatus = None
         if res_name == "ServiceDiscoveryRes":
-            res.PaymentOptionList = t.PaymentOptionListType(["ExternalPayment"])
+            res.PaymentOptionList = t.PaymentOptionListType(self.payment_options())
             res.ChargeService = self._charge_service()
-        if res_name == "ChargeParameterDiscoveryRes":
-            res.DC_EVSEChargeParameter = self._evse_parameter()
+        elif res_name == "ServiceDetailRes":
+            res.ServiceID = 0
+        elif res_name == "PaymentDetailsRes":
+            res.GenChallenge, res.EVSETimeStamp = bytes(16), int(self.wall_clock())
+        elif res_name == "ChargeParameterDiscoveryRes":
+            if self.energy_mode in AC_MODES:
+                res.AC_EVSEChargeParameter, res.DC_EVSEChargeParameter = self._ac_parameter(), None
+            elif self.hardware.dc_limits() is not None:
+                res.DC_EVSEChargeParameter = self._evse_parameter()
+            else:
+                res.AC_EVSEChargeParameter, res.DC_EVSEChargeParameter = self._ac_parameter(), None
+        elif res_name in ("CertificateInstallationRes", "CertificateUpdateRes"):
+            res.SAProvisioningCertificateChain = t.CertificateChainType(None, b"")
+            res.ContractSignatureCertChain = t.CertificateChainType("id2", b"")
+            res.ContractSignatureEncryptedPrivateKey = t.ContractSignatureEncryptedPrivateKeyType("id3", b"")
+            res.DHpublickey = t.DiffieHellmanPublickeyType("id4", b"")
+            res.eMAID = t.EMAIDType("id5", "0" * 14)  # the schema wants 14-15 characters even here
+            if res_name == "CertificateUpdateRes":
+                res.RetryCounter = 0
 
-    def _schedule(self) -> t.SAScheduleListType:
-        """One PMax schedule from the charger's power limit (the CSMS's profiles join with OCPP)."""
-        entry = t.PMaxScheduleEntryType(t.RelativeTimeIntervalType(0, 86400), None,
-                                        pv(self.hardware.dc_limits().max_power, "W"))
-        return t.SAScheduleListType([t.SAScheduleTupleType(self.schedule_id, t.PMaxScheduleType([entry]))])
-
-    def _charge_service(self) -> t.ChargeServiceType:
-        modes = t.SupportedEnergyTransferModeType(["DC_extended"])
-        return t.ChargeServiceType(1, None, "EVCharging", None, False, modes)
-
-    # ------------------------------------------------------------------ requests
-
-    def _SessionSetupReq(self, req):
-        return b.SessionSetupResType("OK_NewSessionEstablished", self.evse_id, int(time.time())), False, \
+    # ------------------------------------------------------------------ session, services, payment
+    def _SessionSetupReq(self, req: b.SessionSetupReqType):
+        self.evcc_id = req.EVCCID or b""
+        paused = self.paused_sessions.take(self.header.SessionID, self.evcc_id) if self.paused_sessions else None
+        if paused is None:
+            return b.SessionSetupResType("OK_NewSessionEstablished", self.evse_id, int(self.wall_clock())), False, \
+                "SessionSetupReq"
+        # V2G2-756: the same SessionID again joins the paused session: same payment and energy mode
+        self.session_id, self.resumed, self.schedule_id = paused.session_id, True, paused.schedule_id
+        self.payment_option, self.energy_mode = paused.payment_option, paused.energy_mode
+        return b.SessionSetupResType("OK_OldSessionJoined", self.evse_id, int(self.wall_clock())), False, \
             "SessionSetupReq"
 
-    def _ServiceDiscoveryReq(self, req):
-        res = b.ServiceDiscoveryResType("OK", t.PaymentOptionListType(["ExternalPayment"]), self._charge_service())
+    def _ServiceDiscoveryReq(self, req: b.ServiceDiscoveryReqType):
+        self._offered_payment = [self.payment_option] if self.resumed and self.payment_option \
+            else self.payment_options()
+        services = None
+        if "Contract" in self._offered_payment:
+            services = t.ServiceListType([t.ServiceType(CERTIFICATE_SERVICE_ID, "Certificate", "ContractCertificate",
+                                                        None, True)])
+        res = b.ServiceDiscoveryResType("OK", t.PaymentOptionListType(self._offered_payment), self._charge_service(),
+                                        services)
         return res, False, "ServiceDiscoveryReq"
+
+    def _ServiceDetailReq(self, req: b.ServiceDetailReqType):
+        if req.ServiceID == CHARGE_SERVICE_ID:
+            return b.ServiceDetailResType("OK", CHARGE_SERVICE_ID), False, "ServiceDetailReq"
+        if req.ServiceID == CERTIFICATE_SERVICE_ID and "Contract" in self._offered_payment:
+            sets = [t.ParameterSetType(i, [t.ParameterType("Service", stringValue=name)])
+                    for i, name in ((1, "Installation"), (2, "Update"))]
+            return b.ServiceDetailResType("OK", CERTIFICATE_SERVICE_ID, t.ServiceParameterListType(sets)), False, \
+                "ServiceDetailReq"
+        return self._failed("ServiceDetailRes", "FAILED_ServiceIDInvalid"), True, self.state
 
     def _PaymentServiceSelectionReq(self, req: b.PaymentServiceSelectionReqType):
         services = [s.ServiceID for s in req.SelectedServiceList.SelectedService] if req.SelectedServiceList else []
-        if req.SelectedPaymentOption != "ExternalPayment":
+        option = str(req.SelectedPaymentOption)
+        if option not in self._offered_payment:
             return b.PaymentServiceSelectionResType("FAILED_PaymentSelectionInvalid"), True, self.state
-        if 1 not in services:
+        if CHARGE_SERVICE_ID not in services:
             return b.PaymentServiceSelectionResType("FAILED_NoChargeServiceSelected"), True, self.state
-        return b.PaymentServiceSelectionResType("OK"), False, "PaymentServiceSelectionReq"
+        known = {CHARGE_SERVICE_ID} | ({CERTIFICATE_SERVICE_ID} if option == "Contract" else set())
+        if not set(services) <= known:
+            return b.PaymentServiceSelectionResType("FAILED_ServiceSelectionInvalid"), True, self.state
+        self.payment_option = option
+        return b.PaymentServiceSelectionResType("OK"), False, f"PaymentServiceSelectionReq:{option}"
 
-    def _AuthorizationReq(self, req):
+    def _CertificateInstallationReq(self, req: b.CertificateInstallationReqType):
+        answer = self.pnc.install_certificate(self.PROTO, req, self.header.Signature)
+        if answer.response_code != "OK" or answer.body is None:
+            return self._failed("CertificateInstallationRes", answer.response_code), True, self.state
+        self.response_signature = answer.signature
+        return answer.body, False, "CertificateInstallationReq"
+
+    def _CertificateUpdateReq(self, req: b.CertificateUpdateReqType):
+        answer = self.pnc.update_certificate(self.PROTO, req, self.header.Signature)
+        if answer.response_code != "OK" or answer.body is None:
+            return self._failed("CertificateUpdateRes", answer.response_code), True, self.state
+        self.response_signature = answer.signature
+        return answer.body, False, "CertificateUpdateReq"
+
+    def _PaymentDetailsReq(self, req: b.PaymentDetailsReqType):
+        chain = req.ContractSignatureCertChain
+        subs = tuple(chain.SubCertificates.Certificate) if chain.SubCertificates else ()
+        self.contract = ContractChain(chain.Certificate, subs, req.eMAID)
+        code = self.pnc.check_contract(self.PROTO, self.contract, self.wall_clock())
+        if code != "OK":
+            return self._failed("PaymentDetailsRes", code), True, self.state
+        self._gen_challenge = os.urandom(16)
+        return b.PaymentDetailsResType("OK", self._gen_challenge, int(self.wall_clock())), False, "PaymentDetailsReq"
+
+    def _AuthorizationReq(self, req: b.AuthorizationReqType):
+        if self.payment_option == "Contract":
+            code = self._check_contract_authorization(req)
+            if code == "Ongoing":
+                if self._overdue("authorization", self.timers.ongoing):
+                    return self._failed("AuthorizationRes", "FAILED"), True, self.state
+                return b.AuthorizationResType("OK", "Ongoing"), False, "AuthorizationReq:Ongoing"
+            if code != "OK":
+                return self._failed("AuthorizationRes", code), True, self.state
         return b.AuthorizationResType("OK", "Finished"), False, "AuthorizationReq"
 
+    def _check_contract_authorization(self, req: b.AuthorizationReqType) -> str:
+        """The challenge this session issued, signed with the contract key, and the backend's word."""
+        if self.state != "AuthorizationReq:Ongoing":  # a repeated request while the backend decides
+            if req.GenChallenge != self._gen_challenge or not req.Id:
+                return "FAILED_ChallengeInvalid"
+            if self.header.Signature is None:
+                return "FAILED_SignatureError"
+            signed = [exi.Fragment(MSG_BODY_NS, "AuthorizationReq", req)]
+            code = self.pnc.check_signature(self.PROTO, self.header.Signature, signed, self.contract)
+            if code != "OK":
+                return code
+        return self.pnc.authorize(self.PROTO, self.contract)
+
+    # ------------------------------------------------------------------ charge parameters, power
     def _ChargeParameterDiscoveryReq(self, req: b.ChargeParameterDiscoveryReqType):
-        p = req.DC_EVChargeParameter
-        lim = self.hardware.dc_limits()
-        if req.RequestedEnergyTransferMode != "DC_extended" or p is None or \
-                value(p.EVMaximumVoltageLimit) < lim.min_voltage:
-            return self._failed("ChargeParameterDiscoveryRes", "FAILED_WrongChargeParameter"), True, self.state
-        res = b.ChargeParameterDiscoveryResType("OK", "Finished", self._schedule(), None, None, self._evse_parameter())
+        mode = str(req.RequestedEnergyTransferMode)
         renegotiated = self.state in ("PowerDeliveryReq:Renegotiate", "ChargeParameterDiscoveryReq:renegotiated")
-        return res, False, "ChargeParameterDiscoveryReq" + (":renegotiated" if renegotiated else "")
+        if mode not in self.energy_modes() or (renegotiated and mode != self.energy_mode):
+            return self._failed("ChargeParameterDiscoveryRes", "FAILED_WrongEnergyTransferMode"), True, self.state
+        self.energy_mode = mode
+        if mode in AC_MODES:
+            p, ac = req.AC_EVChargeParameter, self.hardware.ac_limits()
+            if p is None or value(p.EVMaxCurrent) < ac.min_current:
+                return self._failed("ChargeParameterDiscoveryRes", "FAILED_WrongChargeParameter"), True, self.state
+            res = b.ChargeParameterDiscoveryResType("OK", "Finished", self._schedule(), None, self._ac_parameter())
+            self.ev_max_current = value(p.EVMaxCurrent)
+            following = "ChargeParameterDiscoveryReq:AC"
+        else:
+            p, lim = req.DC_EVChargeParameter, self.hardware.dc_limits()
+            if p is None or value(p.EVMaximumVoltageLimit) < lim.min_voltage:
+                return self._failed("ChargeParameterDiscoveryRes", "FAILED_WrongChargeParameter"), True, self.state
+            res = b.ChargeParameterDiscoveryResType("OK", "Finished", self._schedule(), None, None,
+                                                   self._evse_parameter())
+            following = "ChargeParameterDiscoveryReq:DC"
+        return res, False, "ChargeParameterDiscoveryReq:renegotiated" if renegotiated else following
 
     def _PowerDeliveryReq(self, req: b.PowerDeliveryReqType):
         progress = str(req.ChargeProgress)
-        starts_from = ("PreChargeReq", "ChargeParameterDiscoveryReq:renegotiated")
-        if (progress == "Start" and self.state not in starts_from) or \
-                (progress == "Renegotiate" and self.state != "CurrentDemandReq"):
+        ac = self.energy_mode in AC_MODES
+        if progress in _PROGRESS_FROM and self.state not in _PROGRESS_FROM[progress]:
             return self._failed("PowerDeliveryRes", "FAILED_SequenceError"), True, self.state
         if progress == "Start" and req.SAScheduleTupleID != self.schedule_id:
             return self._failed("PowerDeliveryRes", "FAILED_TariffSelectionInvalid"), True, self.state
+        if progress == "Start" and not self._profile_fits(req.ChargingProfile):
+            return self._failed("PowerDeliveryRes", "FAILED_ChargingProfileInvalid"), True, self.state
         if progress == "Start":
+            if ac:
+                ac_limits = self.hardware.ac_limits()
+                self.hardware.set_ac_current_limit(min(ac_limits.max_current, self.ev_max_current))
             self.hardware.set_contactors(True)
-        elif progress == "Stop":  # power off: the output discharges for the welding check
-            self.hardware.set_dc_target(0, 0)
-            self.hardware.set_contactors(False)
-        else:  # Renegotiate: hold the voltage, no current until the new schedule is agreed
-            self.hardware.set_dc_target(self.hardware.present()[0], 0)
+            if self.receipt_interval is not None:  # the first receipt one interval into the charge
+                self._receipt_due_at = self._now + self.receipt_interval
+        elif progress == "Stop":  # power off (DC: the output discharges for the welding check)
+            self.power_off()
+        else:  # Renegotiate: no current until the new schedule is agreed (DC holds its voltage)
+            if ac:
+                self.hardware.set_ac_current_limit(0)
+            else:
+                self.hardware.set_dc_target(self.hardware.present()[0], 0)
             self.renegotiations += 1
-        res = b.PowerDeliveryResType("OK", None, self._status(), None)
-        return res, False, f"PowerDeliveryReq:{progress}"
+        status = {"AC_EVSEStatus": self._ac_status()} if ac else {"DC_EVSEStatus": self._status()}
+        res = b.PowerDeliveryResType("OK", **status)
+        following = f"PowerDeliveryReq:{progress}"
+        return res, False, following if progress == "Renegotiate" else f"{following}:{'AC' if ac else 'DC'}"
+
+    def _profile_fits(self, profile: t.ChargingProfileType | None) -> bool:
+        """A charging profile the car sends must stay within the schedule's PMax (V2G2-293)."""
+        if profile is None:
+            return True
+        limit = self._max_power()
+        return all(value(e.ChargingProfileEntryMaxPower) <= limit * 1.001 for e in profile.ProfileEntry)
+
+    def _ChargingStatusReq(self, req: b.ChargingStatusReqType):
+        ac = self.hardware.ac_limits()  # the meter says what flowed; the car manages its own draw
+        res = b.ChargingStatusResType("OK", self.evse_id, self.schedule_id, pv(ac.max_current, "A"), self._meter(),
+                                      self._receipt_required(), self._ac_status())
+        return res, False, "ChargingStatusReq"
 
     def _CurrentDemandReq(self, req: b.CurrentDemandReqType):
         lim = self.hardware.dc_limits()
         tv, ti = value(req.EVTargetVoltage), value(req.EVTargetCurrent)
         self.hardware.set_dc_target(min(tv, lim.max_voltage), min(ti, lim.max_current))
         v, i = self.hardware.present()
-        meter = t.MeterInfoType("edge-sim", round(self.hardware.energy_wh()), None, None, int(time.time()))
         res = b.CurrentDemandResType(
             "OK", self._status(), pv(v, "V"), pv(i, "A"), ti > lim.max_current, tv > lim.max_voltage,
             v * ti > lim.max_power, pv(lim.max_voltage, "V"), pv(lim.max_current, "A"), pv(lim.max_power, "W"),
-            self.evse_id, self.schedule_id, meter, False)
+            self.evse_id, self.schedule_id, self._meter(), self._receipt_required())
         return res, False, "CurrentDemandReq"
+
+    def _MeteringReceiptReq(self, req: b.MeteringReceiptReqType):
+        ac = self.energy_mode in AC_MODES
+        if not self._receipt_pending:
+            return self._failed("MeteringReceiptRes", "FAILED_SequenceError"), True, self.state
+        sent = self._last_meter
+        matches = (req.SessionID == self.session_id and req.MeterInfo is not None and sent is not None
+                   and req.MeterInfo.MeterReading == sent.MeterReading and req.MeterInfo.MeterID == sent.MeterID)
+        code = "FAILED_MeteringSignatureNotValid"
+        if matches and req.Id and self.header.Signature is not None:
+            signed = [exi.Fragment(MSG_BODY_NS, "MeteringReceiptReq", req)]
+            if self.pnc.check_signature(self.PROTO, self.header.Signature, signed, self.contract) == "OK":
+                code = "OK"
+        if code != "OK":
+            return self._failed("MeteringReceiptRes", code), True, self.state
+        self._receipt_pending, self._receipt_due_at = False, self._now + self.receipt_interval
+        self.receipts += 1
+        status = {"AC_EVSEStatus": self._ac_status()} if ac else {"DC_EVSEStatus": self._status()}
+        return b.MeteringReceiptResType("OK", **status), False, f"MeteringReceiptReq:{'AC' if ac else 'DC'}"
+
+    def _SessionStopReq(self, req: b.SessionStopReqType):
+        if str(req.ChargingSession) == "Pause" and self.paused_sessions is not None and self.payment_option:
+            self.paused_sessions.store(PausedSession(self.session_id, self.evcc_id, self.payment_option,
+                                                    self.energy_mode, self.schedule_id))
+            return b.SessionStopResType("OK"), True, "paused"
+        return b.SessionStopResType("OK"), True, "stopped"
+
+
+#: the name the DC-only session had; the session does AC and DC
+Iso2DcSession = Iso2Session
