@@ -1,4 +1,4 @@
-"""``edge`` command line: ``edge exi decode|encode`` today; the daemon and simulator come later."""
+"""``edge`` command line: EXI tools, SLAC, the charger (secc) and car (ev) for testbenches, the simulation."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
 
 import exi
 
@@ -139,7 +141,14 @@ def _secc_command(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        trio.run(run_secc, args.iface, args.port)
+        ssl_context = None
+        if args.tls or args.tls_only:
+            if args.pki is None:
+                raise ValueError("--tls needs --pki DIR (a PKI folder, e.g. from `edge pki create`)")
+            from edge.v2g.tls import server_context_from_pki
+
+            ssl_context = server_context_from_pki(args.pki, keylog=args.keylog)
+        trio.run(partial(run_secc, args.iface, args.port, ssl_context=ssl_context, tls_only=args.tls_only))
     except ValueError as e:
         print(f"edge secc: {e}", file=sys.stderr)
         return 2
@@ -196,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     secc_p = sub.add_parser("secc", help="SDP and V2G sessions on an interface (no SLAC), simulated hardware")
     secc_p.add_argument("--iface", required=True)
     secc_p.add_argument("--port", type=int, default=0, help="TCP port (default: any free port, announced by SDP)")
+    secc_p.add_argument("--tls", action="store_true", help="offer TLS too (ISO 15118-2: TLS 1.2, the SECC chain)")
+    secc_p.add_argument("--tls-only", action="store_true", help="offer only TLS")
+    secc_p.add_argument("--pki", type=Path, help="PKI folder (Josev's layout, as `edge pki create` writes)")
+    secc_p.add_argument("--keylog", type=Path, help="write TLS session keys here (NSS key log, for Wireshark)")
     secc_p.set_defaults(func=_secc_command)
     ev_p = sub.add_parser("ev", help="the simulated car: SDP, TCP, one DIN DC session against any charger")
     ev_p.add_argument("--iface", required=True)

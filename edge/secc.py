@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
+from functools import partial
 
 import trio
 
 import exi
 from edge.ev import drive
 from edge.ev.din import DinCar
-from edge.hardware import ChargerHardware, SimulatedDcCharger
+from edge.hardware import ChargerHardware, SimulatedCharger
 from edge.v2g import sap
-from edge.v2g.charger import ChargerConnection
+from edge.v2g.charger import ChargerConnection, EvseConfig
 from edge.v2g.net import discover, serve_sdp
 from edge.v2g.sdp import SECURITY_NONE, SdpServer
 from edge.v2g.server import serve_tcp
@@ -38,19 +40,33 @@ def link_local_address(iface: str) -> str:
 
 
 async def run_secc(iface: str, port: int = 0, hardware: ChargerHardware | None = None,
-                   protocols: list[sap.Protocol] | None = None, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Serve SDP and V2G sessions on ``iface`` until cancelled; one car at a time per connection."""
-    hw = hardware or SimulatedDcCharger()
+                   protocols: list[sap.Protocol] | None = None, *, config: EvseConfig | None = None,
+                   ssl_context: ssl.SSLContext | None = None, tls_only: bool = False,
+                   task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve SDP and V2G sessions on ``iface`` until cancelled; one car at a time per connection.
+    With ``ssl_context`` a TLS listener is offered too (only it with ``tls_only``); SDP answers each
+    car with the security it asked for when offered. ``task_status.started`` gets the ports
+    ``(tcp, tls)`` (None for one not offered)."""
+    hw = hardware or SimulatedCharger()
     enabled = protocols or [sap.ISO2, sap.DIN]
+    evse = config or EvseConfig()
+    if tls_only and ssl_context is None:
+        raise ValueError("TLS only needs a TLS context (a PKI)")
     for proto in ["apphand", *(p.name for p in enabled)]:
         exi.load(proto)  # import the codecs now: the first SessionSetupRes must not pay for it
     address = link_local_address(iface)
     async with trio.open_nursery() as nursery:
-        tcp_port = await nursery.start(lambda task_status: serve_tcp(
-            port, lambda: ChargerConnection(hw, enabled), host="::", task_status=task_status))
-        await nursery.start(serve_sdp, SdpServer(address, tcp_port), iface)
-        log.info("SECC on %s: [%s]:%d", iface, address, tcp_port)
-        task_status.started(tcp_port)
+        tcp_port = tls_port = None
+        if not tls_only:
+            tcp_port = await nursery.start(partial(serve_tcp, port, lambda: ChargerConnection(hw, enabled, evse),
+                                                   host="::"))
+        if ssl_context is not None:
+            tls_port = await nursery.start(partial(
+                serve_tcp, port + 1 if port and not tls_only else port,
+                lambda: ChargerConnection(hw, enabled, evse, tls=True), host="::", ssl_context=ssl_context))
+        await nursery.start(serve_sdp, SdpServer(address, tcp_port, tls_port), iface)
+        log.info("SECC on %s: [%s] TCP %s, TLS %s", iface, address, tcp_port, tls_port)
+        task_status.started((tcp_port, tls_port))
 
 
 async def run_ev_din(iface: str, car: DinCar) -> DinCar:
