@@ -4,7 +4,11 @@ payload together: Josev reads one TCP read as one message).
 
 A header error (version, unknown payload type, length over the limit) closes the connection; a
 handler that raises closes only its own connection; the server keeps serving the next car.
-TLS comes with the PnC work (the stream is the same, wrapped in ``trio.SSLStream``).
+
+With an ``ssl.SSLContext`` (see :mod:`edge.v2g.tls`) each accepted connection is wrapped in
+``trio.SSLStream`` and the handshake must finish within ``handshake_timeout``; V2GTP then runs over
+it exactly as over TCP. One ``send_all`` of a frame up to 16 KiB is one TLS record written in one
+TCP send, so a peer that reads one read as one message (Josev) still gets whole messages.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import random
+import ssl
 from collections.abc import Callable
 from typing import Protocol
 
@@ -73,21 +78,59 @@ async def _serve(stream: trio.abc.Stream, handler: ConnectionHandler, max_payloa
 
 
 async def serve_tcp(port: int, handler_factory: Callable[[], ConnectionHandler], *, host: str = "::",
+                    ssl_context: ssl.SSLContext | None = None, handshake_timeout: float = 15.0,
                     task_status=trio.TASK_STATUS_IGNORED, **kwargs) -> None:
     """Listen on ``host``:``port`` (0: a free dynamic port); one handler per connection; runs until
-    cancelled. ``task_status.started`` gets the port."""
+    cancelled. ``task_status.started`` gets the port. With ``ssl_context`` every connection is TLS;
+    the handler is made only once the handshake has succeeded."""
 
     async def one(stream: trio.SocketStream) -> None:
+        peer = _peer(stream)
+        v2g_stream: trio.abc.Stream = stream
         try:
-            why = await serve_connection(stream, handler_factory(), **kwargs)
+            if ssl_context is not None:
+                tls = await tls_handshake(stream, ssl_context, handshake_timeout, peer)
+                if tls is None:
+                    return
+                v2g_stream = tls
+            why = await serve_connection(v2g_stream, handler_factory(), **kwargs)
         except Exception:  # a bug in one session must not stop the charger from serving others
-            log.exception("V2G connection failed")
+            log.exception("V2G connection from %s failed", peer)
             return
         log.info("V2G connection ended: %s", why)
 
     listeners = await _listen(port, host)
     task_status.started(listeners[0].socket.getsockname()[1])
     await trio.serve_listeners(one, listeners)
+
+
+async def tls_handshake(stream: trio.abc.Stream, ssl_context: ssl.SSLContext, timeout: float,
+                        peer: str = "the car") -> trio.SSLStream | None:
+    """The server side of the TLS handshake on ``stream`` within ``timeout`` s (real EVs take
+    10-11 s; 15 s is common practice). On failure or timeout: logged, ``stream`` closed, None."""
+    tls = trio.SSLStream(stream, ssl_context, server_side=True)
+    why = ""
+    with trio.move_on_after(timeout) as handshake:
+        try:
+            await tls.do_handshake()
+            return tls
+        except trio.BrokenResourceError as e:
+            cause = e.__cause__  # OpenSSL's reason reads best, e.g. NO_SHARED_CIPHER -> "no shared cipher"
+            reason = cause.reason if isinstance(cause, ssl.SSLError) and cause.reason else None
+            why = f"failed: {reason.replace('_', ' ').lower() if reason else cause or e}"
+    if handshake.cancelled_caught:
+        why = f"not completed within {timeout:g} s"
+    log.warning("TLS handshake with %s %s; connection closed", peer, why)
+    await trio.aclose_forcefully(tls)
+    return None
+
+
+def _peer(stream: trio.abc.Stream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return "the car"
+    return f"[{host}]:{port}"
 
 
 async def _listen(port: int, host: str) -> list[trio.SocketListener]:

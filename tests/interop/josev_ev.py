@@ -80,8 +80,15 @@ class JosevResult:
 
 def write_config(workdir: Path, iface: str, *, protocols: tuple[str, ...] = ("DIN_SPEC_70121",),
                  energy_services: tuple[str, ...] = ("DC",), energy_transfer_mode: str = "DC_extended",
-                 charge_loop_cycle: int = 10, log_level: str = "INFO") -> Path:
-    """The EVCC config JSON and ``.env`` in ``workdir`` (EIM, no TLS); returns the config's path."""
+                 charge_loop_cycle: int = 10, log_level: str = "INFO", use_tls: bool = False,
+                 pki_path: Path | None = None) -> Path:
+    """The EVCC config JSON and ``.env`` in ``workdir``; returns the config's path.
+
+    ``use_tls``: Josev asks SDP for TLS and insists on it (``enforceTls``), trusting the V2G root of
+    ``pki_path`` (a PKI folder in Josev's layout, e.g. from ``edge.pki.testpki.create_test_pki``; the
+    charger must use the same folder). TLS 1.2 only: ``ENABLE_TLS_1_3`` stays off, as for -2."""
+    if use_tls and pki_path is None:
+        raise ValueError("Josev with TLS needs the PKI folder whose V2G root it trusts (pki_path)")
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "evcc_config.json"
     config.write_text(json.dumps({
@@ -89,14 +96,15 @@ def write_config(workdir: Path, iface: str, *, protocols: tuple[str, ...] = ("DI
         "supportedEnergyServices": list(energy_services),
         "energyTransferMode": energy_transfer_mode,
         "isCertInstallNeeded": False,
-        "useTls": False,
-        "enforceTls": False,
+        "useTls": use_tls,
+        "enforceTls": use_tls,
         "chargeLoopCycle": charge_loop_cycle,
         "sdpRetryCycles": 1,
     }, indent=2) + "\n")
     (workdir / ".env").write_text(
         f"NETWORK_INTERFACE={iface}\nEVCC_CONFIG_PATH={config}\nLOG_LEVEL={log_level}\n"
-        "MESSAGE_LOG_JSON=True\nMESSAGE_LOG_EXI=False\n")
+        "MESSAGE_LOG_JSON=True\nMESSAGE_LOG_EXI=False\nENABLE_TLS_1_3=False\n"
+        + (f"PKI_PATH={pki_path.resolve()}/\n" if pki_path is not None else ""))
     return config
 
 

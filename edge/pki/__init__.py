@@ -1,0 +1,1 @@
+"""edge.pki: Plug & Charge PKI: test PKI tool, certificate store, contract chain validation, CLI."""
