@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import exi
+from edge.pki.cli import add_pki_parser
 
 V2GTP_PAYLOAD_TYPES = {0x8001, 0x8002, 0x8003, 0x8004, 0x8005, 0x8006, 0x8007, 0x8008}
 
@@ -138,6 +139,7 @@ def _secc_command(args: argparse.Namespace) -> int:
     import trio
 
     from edge.secc import run_secc
+    from edge.v2g.charger import EvseConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
@@ -148,7 +150,15 @@ def _secc_command(args: argparse.Namespace) -> int:
             from edge.v2g.tls import server_context_from_pki
 
             ssl_context = server_context_from_pki(args.pki, keylog=args.keylog)
-        trio.run(partial(run_secc, args.iface, args.port, ssl_context=ssl_context, tls_only=args.tls_only))
+        config = EvseConfig(receipt_interval=args.receipt_interval)
+        if args.pnc:
+            if args.pki is None:
+                raise ValueError("--pnc needs --pki DIR (the MO/V2G roots and the local issuer)")
+            from edge.pki.plug_and_charge import LocalPlugAndCharge
+
+            config.pnc = LocalPlugAndCharge.from_pki_folder(args.pki)
+        trio.run(partial(run_secc, args.iface, args.port, config=config, ssl_context=ssl_context,
+                         tls_only=args.tls_only))
     except ValueError as e:
         print(f"edge secc: {e}", file=sys.stderr)
         return 2
@@ -157,21 +167,63 @@ def _secc_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ev_car(args: argparse.Namespace):
+    """The simulated car the ``edge ev`` options describe; ValueError for options that do not fit."""
+    from edge.ev.base import QUIRK_PROFILES
+    from edge.ev.din import DinCar
+    from edge.ev.iso2 import ContractCredentials, Iso2Car
+
+    for name in ("soc", "target_soc", "pause_at_soc", "renegotiate_at_soc"):
+        level = getattr(args, name)
+        if level is not None and not 0 <= level <= 100:
+            raise ValueError(f"--{name.replace('_', '-')} must be a state of charge in % (0-100), not {level:g}")
+    if args.pause_s < 0:
+        raise ValueError("--pause-s must not be negative")
+    if (args.payment == "pnc" or args.tls) and args.pki is None:
+        raise ValueError("--payment pnc and --tls need --pki DIR (the contract and the V2G root)")
+    common = {"soc": args.soc, "target_soc": args.target_soc, "quirks": QUIRK_PROFILES[args.quirks]}
+    if args.protocol == "din":
+        extras = [flag for flag, on in (("--mode ac", args.mode == "ac"), ("--payment pnc", args.payment == "pnc"),
+                                        ("--pause-at-soc", args.pause_at_soc is not None),
+                                        ("--renegotiate-at-soc", args.renegotiate_at_soc is not None)) if on]
+        if extras:
+            raise ValueError(f"DIN SPEC 70121 is DC with external payment only: {', '.join(extras)} "
+                             "need --protocol iso2")
+        return DinCar(**common)
+    contract = ContractCredentials.from_pki(args.pki) if args.payment == "pnc" else None
+    return Iso2Car(mode=args.mode, payment=args.payment, contract=contract, pause_at_soc=args.pause_at_soc,
+                   renegotiate_at_soc=args.renegotiate_at_soc, **common)
+
+
 def _ev_command(args: argparse.Namespace) -> int:
+    import socket
+
     import trio
 
-    from edge.ev.din import DinCar
-    from edge.secc import run_ev_din
+    from edge.ev.run import run_ev
 
-    car = DinCar(soc=args.soc, target_soc=args.target_soc)
     try:
-        trio.run(run_ev_din, args.iface, car)
-    except (OSError, TimeoutError, RuntimeError) as e:
-        print(json.dumps({"ok": False, "error": str(e), "messages": car.log}))
+        try:
+            socket.if_nametoindex(args.iface)
+        except OSError:
+            raise ValueError(f"no network interface {args.iface!r}") from None
+        car = _ev_car(args)
+        ssl_context = None
+        if args.tls:
+            from edge.v2g.tls import client_context_from_pki
+
+            ssl_context = client_context_from_pki(args.pki)
+    except ValueError as e:
+        print(f"edge ev: {e}", file=sys.stderr)
+        return 2
+    try:
+        run = trio.run(partial(run_ev, args.iface, car, ssl_context=ssl_context, pause_s=args.pause_s))
+    except (OSError, TimeoutError, RuntimeError) as e:  # no charger, connection or TLS failure, session failed
+        print(json.dumps({**car.summary(), "ok": False, "error": str(e), "last_requests": car.log[-3:]}))
         return 1
-    print(json.dumps({"ok": car.stopped_cleanly, "energy_wh": round(car.energy_wh, 2), "soc": round(car.soc, 2),
-                      "messages": len(car.log)}))
-    return 0 if car.stopped_cleanly else 1
+    summary = run.summary()
+    print(json.dumps({"ok": summary["stopped_cleanly"], **summary}))
+    return 0 if summary["stopped_cleanly"] else 1
 
 
 def _simulate_command(args: argparse.Namespace) -> int:
@@ -209,12 +261,31 @@ def build_parser() -> argparse.ArgumentParser:
     secc_p.add_argument("--tls-only", action="store_true", help="offer only TLS")
     secc_p.add_argument("--pki", type=Path, help="PKI folder (Josev's layout, as `edge pki create` writes)")
     secc_p.add_argument("--keylog", type=Path, help="write TLS session keys here (NSS key log, for Wireshark)")
+    secc_p.add_argument("--pnc", action="store_true",
+                        help="offer Plug & Charge over TLS: contracts checked against the PKI's MO/V2G roots, "
+                             "certificate installation answered locally")
+    secc_p.add_argument("--receipt-interval", type=float, metavar="S",
+                        help="PnC: ask for a signed MeteringReceipt every S seconds of charging")
     secc_p.set_defaults(func=_secc_command)
-    ev_p = sub.add_parser("ev", help="the simulated car: SDP, TCP, one DIN DC session against any charger")
+    from edge.ev.base import QUIRK_PROFILES
+
+    ev_p = sub.add_parser("ev", help="the simulated car: SDP, TCP or TLS, one DIN or ISO 15118-2 session against "
+                                     "any charger; prints a JSON summary")
     ev_p.add_argument("--iface", required=True)
+    ev_p.add_argument("--protocol", choices=["din", "iso2"], default="iso2")
+    ev_p.add_argument("--mode", choices=["dc", "ac"], default="dc", help="energy transfer (-2: AC_three_phase_core)")
+    ev_p.add_argument("--payment", choices=["eim", "pnc"], default="eim", help="pnc: Contract, needs --pki")
+    ev_p.add_argument("--pki", type=Path, help="PKI folder in Josev's layout (contract, V2G root)")
+    ev_p.add_argument("--tls", action="store_true", help="ask for TLS in SDP (trusting the V2G root of --pki)")
     ev_p.add_argument("--soc", type=float, default=40.0)
     ev_p.add_argument("--target-soc", type=float, default=41.0)
+    ev_p.add_argument("--pause-at-soc", type=float, help="pause the session once at this SoC, then resume it")
+    ev_p.add_argument("--pause-s", type=float, default=2.0, help="seconds between pause and resume")
+    ev_p.add_argument("--renegotiate-at-soc", type=float, help="ask for a new schedule once at this SoC")
+    ev_p.add_argument("--quirks", choices=sorted(QUIRK_PROFILES), default="none",
+                      help="behave like a real car that a charger has to survive")
     ev_p.set_defaults(func=_ev_command)
+    add_pki_parser(sub)
     sim_p = sub.add_parser("simulate", help="charger and simulated car in one process over loopback")
     sim_p.add_argument("--json", action="store_true", help="print the summary as JSON")
     sim_p.set_defaults(func=_simulate_command)

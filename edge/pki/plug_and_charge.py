@@ -1,0 +1,101 @@
+"""Plug & Charge decided on the charger itself: the :class:`edge.v2g.pnc.PlugAndCharge` the sessions
+ask, built from the certificate checks in this package. Contract chains are validated against the
+installed MO/V2G roots, signatures verified with the contract key, and certificate installation and
+update answered by a local issuer when one is configured (testbenches; a backend answers in the
+field). Who may charge is a local allow-list until the OCPP bridge asks the CSMS."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+import exi
+from edge.pki.chain import ContractChainValidator, ContractProtocol
+from edge.pki.install import LocalContractIssuer
+from edge.pki.signature import SignatureError, verify
+from edge.pki.store import josev_contract_trust_anchors
+from edge.v2g.pnc import CertificateResponse, ContractChain
+
+MSG_BODY_NS = "urn:iso:15118:2:2013:MsgBody"
+
+
+@dataclass
+class LocalPlugAndCharge:
+    validator: ContractChainValidator
+    issuer: LocalContractIssuer | None = None  # answers CertificateInstallation/Update when set
+    allowed_emaids: set[str] | None = None  # None: every contract with a valid chain may charge
+    ongoing_rounds: int = 0  # answer "Ongoing" this often before deciding (exercise a slow backend)
+    decisions: list[tuple[str, str]] = field(default_factory=list)  # (what, code), for logs and tests
+    _rounds: int = 0
+
+    @classmethod
+    def from_pki_folder(cls, folder: Path, *, local_install: bool = True, **kw: Any) -> LocalPlugAndCharge:
+        """Trust the MO and V2G roots of every protocol folder of a Josev-layout PKI (``edge pki create``)."""
+        try:
+            roots = josev_contract_trust_anchors(folder)
+        except OSError as e:
+            raise ValueError(f"cannot load the MO/V2G roots from {folder}: {e}") from None
+        issuer = LocalContractIssuer.from_pki_folder(folder) if local_install else None
+        return cls(ContractChainValidator(roots), issuer, **kw)
+
+    def _note(self, what: str, code: str) -> str:
+        self.decisions.append((what, code))
+        return code
+
+    def check_contract(self, proto: str, chain: ContractChain, now: float) -> str:
+        protocol = ContractProtocol.ISO2 if proto == "iso2" else ContractProtocol.ISO20
+        verdict = self.validator.validate(chain.leaf, chain.sub_cas, protocol=protocol,
+                                          now=dt.datetime.fromtimestamp(now, dt.UTC), expected_emaid=chain.emaid)
+        return self._note(f"contract {chain.emaid}: {verdict.reason}", str(verdict.response_code))
+
+    def check_signature(self, proto: str, signature: Any, signed: list[exi.Fragment], chain: ContractChain) -> str:
+        what = "signature over " + ", ".join(f.name for f in signed)
+        try:
+            verify(proto, signature, signed, x509.load_der_x509_certificate(chain.leaf))
+        except SignatureError as e:
+            return self._note(f"{what}: {e.reason}", str(e.response_code))
+        except ValueError as e:
+            return self._note(f"{what}: {e}", "FAILED_SignatureError")
+        return self._note(what, "OK")
+
+    def authorize(self, proto: str, chain: ContractChain) -> str:
+        if self._rounds < self.ongoing_rounds:
+            self._rounds += 1
+            return "Ongoing"
+        self._rounds = 0
+        allowed = self.allowed_emaids is None or chain.emaid.replace("-", "").upper() in self.allowed_emaids
+        return self._note(f"authorize {chain.emaid}", "OK" if allowed else "FAILED_ContractCanceled")
+
+    def install_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
+        if self.issuer is None:
+            return CertificateResponse(self._note("installation: no issuer", "FAILED_NoCertificateAvailable"))
+        try:  # the car signs its request with its OEM provisioning key: check it before issuing
+            oem = x509.load_der_x509_certificate(request.OEMProvisioningCert or b"")
+            verify(proto, signature, [exi.Fragment(MSG_BODY_NS, "CertificateInstallationReq", request)], oem)
+        except SignatureError as e:
+            return CertificateResponse(self._note(f"installation: {e.reason}", str(e.response_code)))
+        except ValueError as e:
+            return CertificateResponse(self._note(f"installation: OEM certificate: {e}", "FAILED_CertChainError"))
+        answer = self.issuer.install(request)
+        self._note("installation", answer.response_code)
+        return answer
+
+    def update_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
+        if self.issuer is None:
+            return CertificateResponse(self._note("update: no issuer", "FAILED_NoCertificateAvailable"))
+        chain = request.ContractSignatureCertChain
+        subs = tuple(chain.SubCertificates.Certificate) if chain and chain.SubCertificates else ()
+        current = ContractChain(chain.Certificate if chain else b"", subs, request.eMAID or "")
+        code = self.check_contract(proto, current, dt.datetime.now(dt.UTC).timestamp())
+        if code == "OK":
+            code = self.check_signature(proto, signature, [exi.Fragment(MSG_BODY_NS, "CertificateUpdateReq", request)],
+                                        current)
+        if code != "OK":
+            return CertificateResponse(code)
+        answer = self.issuer.update(request)
+        self._note("update", answer.response_code)
+        return answer
