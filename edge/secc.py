@@ -1,6 +1,6 @@
 """The charger's communication on one interface without SLAC (rigs with plain Ethernet, and after
-SLAC on the PLC interface): SDP responder plus the V2GTP server, sessions on simulated hardware.
-And the car's counterpart for testbench runs: SDP discovery, TCP, one DIN session."""
+SLAC on the PLC interface): SDP responder plus the V2GTP server (TCP and/or TLS), sessions on
+simulated hardware. The car's counterpart is :func:`edge.ev.run.run_ev`."""
 
 from __future__ import annotations
 
@@ -12,13 +12,11 @@ from functools import partial
 import trio
 
 import exi
-from edge.ev import drive
-from edge.ev.din import DinCar
 from edge.hardware import ChargerHardware, SimulatedCharger
 from edge.v2g import sap
 from edge.v2g.charger import ChargerConnection, EvseConfig
-from edge.v2g.net import discover, serve_sdp
-from edge.v2g.sdp import SECURITY_NONE, SdpServer
+from edge.v2g.net import serve_sdp
+from edge.v2g.sdp import SdpServer
 from edge.v2g.server import serve_tcp
 
 log = logging.getLogger("edge.secc")
@@ -67,15 +65,3 @@ async def run_secc(iface: str, port: int = 0, hardware: ChargerHardware | None =
         await nursery.start(serve_sdp, SdpServer(address, tcp_port, tls_port), iface)
         log.info("SECC on %s: [%s] TCP %s, TLS %s", iface, address, tcp_port, tls_port)
         task_status.started((tcp_port, tls_port))
-
-
-async def run_ev_din(iface: str, car: DinCar) -> DinCar:
-    """The simulated car on ``iface``: SDP, TCP to the answer, one DIN session."""
-    answer = await discover(iface, SECURITY_NONE)
-    host = socket.inet_ntop(socket.AF_INET6, answer.address)
-    scope = socket.if_nametoindex(iface)
-    sock = trio.socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    await sock.connect((host, answer.port, 0, scope))
-    async with trio.SocketStream(sock) as stream:
-        await drive(stream, car, loop_period=0.02, step=0.02)
-    return car

@@ -1,68 +1,137 @@
-"""``edge simulate``: the charger and the simulated car in one process over loopback TCP (no SLAC, no
-root): a DIN DC session and an ISO 15118-2 DC session in turn, a summary line each. Later issues add
-SLAC, TLS/PnC, -20 and a CSMS."""
+"""``edge simulate``: the charger and the simulated car in one process over loopback (no SLAC, no
+root), one session per scenario, a summary line each:
+
+- DIN SPEC 70121 DC;
+- ISO 15118-2 DC, external identification, with a schedule renegotiation;
+- ISO 15118-2 AC, external identification, paused and resumed on a new connection;
+- ISO 15118-2 DC Plug & Charge over TLS 1.2 with a fresh test PKI: contract chain checked, the signed
+  AuthorizationReq and MeteringReceiptReq verified.
+
+Later issues add SLAC, -20 and a CSMS."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
 
 from edge.ev import drive
+from edge.ev.base import SimulatedCar
+from edge.ev.connect import open_v2g_stream
 from edge.ev.din import DinCar
-from edge.ev.iso2 import Iso2DcCar
-from edge.hardware import SimulatedDcCharger
-from edge.v2g.charger import ChargerConnection
+from edge.ev.iso2 import ContractCredentials, Iso2Car
+from edge.hardware import SimulatedCharger
+from edge.v2g.charger import ChargerConnection, EvseConfig
 from edge.v2g.server import serve_tcp
 
 
 @dataclass
 class Summary:
-    protocol: str
+    scenario: str
     messages: int
+    connections: int
     energy_wh: float
     duration_s: float
     soc: tuple[float, float]
     slowest: tuple[str, float, float]  # request, response time used (ms), budget (ms)
     clean_stop: bool
+    notes: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         name, used, budget = self.slowest
-        return (f"{self.protocol}: {self.messages} messages, {self.energy_wh:.1f} Wh in {self.duration_s:.1f} s, "
-                f"SoC {self.soc[0]:.1f}% -> {self.soc[1]:.1f}%, slowest response {name} {used:.2f} ms "
-                f"of {budget:.0f} ms, {'clean SessionStop' if self.clean_stop else 'NO clean stop'}")
+        extra = f" ({'; '.join(self.notes)})" if self.notes else ""
+        return (f"{self.scenario}: {self.messages} messages on {self.connections} connection(s), "
+                f"{self.energy_wh:.1f} Wh in {self.duration_s:.1f} s, SoC {self.soc[0]:.1f}% -> {self.soc[1]:.1f}%, "
+                f"slowest response {name} {used:.2f} ms of {budget:.0f} ms, "
+                f"{'clean SessionStop' if self.clean_stop else 'NO clean stop'}{extra}")
 
 
-async def simulate(car, label: str) -> Summary:
-    """One session between the charger (offering ISO 15118-2 and DIN) and ``car`` over loopback."""
-    hw = SimulatedDcCharger(voltage_tau=0.1, isolation_s=0.5)
+@dataclass
+class Scenario:
+    name: str
+    car: Callable[[Path], SimulatedCar]
+    tls: bool = False
+    config: Callable[[Path], EvseConfig] = lambda pki: EvseConfig()
+    notes: Callable[[SimulatedCar, list[ChargerConnection]], list[str]] = lambda car, conns: []
+
+
+async def simulate(scenario: Scenario, pki: Path) -> Summary:
+    """One scenario: the charger (ISO 15118-2 and DIN, simulated AC/DC hardware) and its car, over
+    loopback; a car that pauses is reconnected after a short pause."""
+    from edge.v2g.tls import client_context_from_pki, server_context_from_pki
+
+    hw = SimulatedCharger(voltage_tau=0.1, isolation_s=0.5)
+    config = scenario.config(pki)
     connections: list[ChargerConnection] = []
 
     def factory() -> ChargerConnection:
-        connections.append(ChargerConnection(hw))
+        connections.append(ChargerConnection(hw, config=config, tls=scenario.tls))
         return connections[-1]
 
-    start_soc = car.soc
-    start = trio.current_time()
+    car = scenario.car(pki)
+    server_tls = server_context_from_pki(pki) if scenario.tls else None
+    client_tls = client_context_from_pki(pki) if scenario.tls else None
+    start_soc, start, count = car.soc, trio.current_time(), 0
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(serve_tcp, 0, factory)
-        stream = await trio.open_tcp_stream("::1", port)
-        with trio.fail_after(120):
-            async with stream:
-                count = await drive(stream, car)
+        port = await nursery.start(lambda task_status: serve_tcp(0, factory, host="::1", ssl_context=server_tls,
+                                                                  task_status=task_status))
+        with trio.fail_after(180):
+            while True:
+                stream = await open_v2g_stream("::1", port, 0, client_tls)
+                async with stream:
+                    count += await drive(stream, car, loop_period=0.05, step=0.01)
+                if not getattr(car, "paused", False):
+                    break
+                await trio.sleep(0.5)
+                car.resume()
         nursery.cancel_scope.cancel()
-    session = connections[0].session
-    slow = max(((n, max(ts)) for n, ts in session.stats.items()), key=lambda x: x[1] / session.timers.budget(x[0]))
-    return Summary(label, count, car.energy_wh, trio.current_time() - start, (start_soc, car.soc),
-                   (slow[0], slow[1] * 1e3, session.timers.budget(slow[0]) * 1e3),
-                   car.stopped_cleanly)
+    used = [(n, max(ts), c.session.timers.budget(n)) for c in connections if c.session
+            for n, ts in c.session.stats.items()]
+    name, worst, budget = max(used, key=lambda x: x[1] / x[2])
+    return Summary(scenario.name, count, len(connections), car.energy_wh, trio.current_time() - start,
+                   (start_soc, car.soc), (name, worst * 1e3, budget * 1e3), car.stopped_cleanly,
+                   scenario.notes(car, connections))
+
+
+def _pnc_config(pki: Path) -> EvseConfig:
+    from edge.pki.plug_and_charge import LocalPlugAndCharge
+
+    return EvseConfig(pnc=LocalPlugAndCharge.from_pki_folder(pki), receipt_interval=1.0)
+
+
+def _pnc_notes(car: SimulatedCar, conns: list[ChargerConnection]) -> list[str]:
+    session = conns[-1].session
+    return [f"contract {session.contract.emaid if session.contract else None} accepted",
+            f"{session.receipts} signed metering receipt(s) verified"]
+
+
+SCENARIOS = [
+    Scenario("DIN SPEC 70121 DC", lambda pki: DinCar(soc=30.0, target_soc=32.0, capacity_wh=2_000.0)),
+    Scenario("ISO 15118-2 DC EIM (with a renegotiation)",
+             lambda pki: Iso2Car(soc=30.0, target_soc=32.0, capacity_wh=2_000.0, renegotiate_at_soc=31.0),
+             notes=lambda car, conns: [f"{conns[-1].session.renegotiations} renegotiation(s)"]),
+    Scenario("ISO 15118-2 AC EIM (paused and resumed)",
+             lambda pki: Iso2Car(mode="ac", soc=30.0, target_soc=31.0, capacity_wh=500.0, pause_at_soc=30.5),
+             notes=lambda car, conns: ["resumed with OK_OldSessionJoined" if conns[-1].session.resumed
+                                       else "NOT resumed"]),
+    Scenario("ISO 15118-2 DC PnC over TLS (signed metering receipts)",
+             lambda pki: Iso2Car(payment="pnc", contract=ContractCredentials.from_pki(pki), soc=30.0,
+                                 target_soc=32.0, capacity_wh=2_000.0),
+             tls=True, config=_pnc_config, notes=_pnc_notes),
+]
 
 
 async def simulate_all() -> list[Summary]:
-    return [await simulate(DinCar(soc=30.0, target_soc=32.0, capacity_wh=2_000.0), "DIN SPEC 70121 DC"),
-            await simulate(Iso2DcCar(soc=30.0, target_soc=32.0, capacity_wh=2_000.0, renegotiate_at_soc=31.0),
-                           "ISO 15118-2 DC EIM (with a renegotiation)")]
+    from edge.pki.testpki import create_test_pki
+
+    with tempfile.TemporaryDirectory(prefix="edge-pki-") as tmp:
+        pki = Path(tmp)
+        create_test_pki(pki)
+        return [await simulate(scenario, pki) for scenario in SCENARIOS]
 
 
 def main(as_json: bool = False) -> int:

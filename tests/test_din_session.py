@@ -7,7 +7,7 @@ import trio
 
 import exi
 from edge.ev.din import DinCar
-from edge.hardware import SimulatedDcCharger
+from edge.hardware import SimulatedCharger
 from edge.v2g.charger import ChargerConnection
 from edge.v2g.din.session import NEXT, DinSession
 from edge.v2g.server import serve_tcp
@@ -20,7 +20,7 @@ from exi.model.din_msgheader import MessageHeaderType
 STEP = 0.1  # simulated seconds per exchange
 
 
-def run_in_memory(car: DinCar, hardware: SimulatedDcCharger) -> ChargerConnection:
+def run_in_memory(car: DinCar, hardware: SimulatedCharger) -> ChargerConnection:
     conn = ChargerConnection(hardware)
     now = 0.0
     request = car.start()
@@ -34,7 +34,7 @@ def run_in_memory(car: DinCar, hardware: SimulatedDcCharger) -> ChargerConnectio
 
 
 def test_full_dc_session_in_memory() -> None:
-    hw = SimulatedDcCharger()
+    hw = SimulatedCharger()
     car = DinCar(soc=40, target_soc=40.5)
     conn = run_in_memory(car, hw)
     assert car.stopped_cleanly and conn.session.done
@@ -53,7 +53,7 @@ def _din(session_id: bytes, **body) -> bytes:
 
 
 def test_wrong_order_is_a_sequence_error_and_ends_the_session() -> None:
-    s = DinSession(SimulatedDcCharger())
+    s = DinSession(SimulatedCharger())
     out, end = s.handle(_din(b"\x00", SessionSetupReq=b.SessionSetupReqType(b"\x01" * 6)), 0.1)
     sid = exi.decode("din", out).Header.SessionID
     status = t.DC_EVStatusType(True, None, None, "NO_ERROR", 50)
@@ -63,14 +63,14 @@ def test_wrong_order_is_a_sequence_error_and_ends_the_session() -> None:
 
 
 def test_unknown_session_id() -> None:
-    s = DinSession(SimulatedDcCharger())
+    s = DinSession(SimulatedCharger())
     s.handle(_din(b"\x00", SessionSetupReq=b.SessionSetupReqType(b"\x01" * 6)), 0.1)
     out, end = s.handle(_din(b"\x99" * 8, ServiceDiscoveryReq=b.ServiceDiscoveryReqType()), 0.2)
     assert exi.decode("din", out).Body.ServiceDiscoveryRes.ResponseCode == "FAILED_UnknownSession" and end
 
 
 def test_malformed_exi_ends_without_a_response() -> None:
-    s = DinSession(SimulatedDcCharger())
+    s = DinSession(SimulatedCharger())
     assert s.handle(b"\x80\xff\xff", 0.1) == (None, True)
 
 
@@ -81,7 +81,7 @@ def test_sequence_table_covers_every_state() -> None:
 
 
 async def test_dc_session_over_tcp_and_the_charger_keeps_serving() -> None:
-    hw = SimulatedDcCharger(voltage_tau=0.05, isolation_s=0.2)
+    hw = SimulatedCharger(voltage_tau=0.05, isolation_s=0.2)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(serve_tcp, 0, lambda: ChargerConnection(hw))
         for _ in range(2):  # two cars, one after the other
@@ -103,7 +103,7 @@ async def test_dc_session_over_tcp_and_the_charger_keeps_serving() -> None:
 
 
 async def test_car_disconnecting_mid_charge_leaves_no_power_flowing() -> None:
-    hw = SimulatedDcCharger(voltage_tau=0.05, isolation_s=0.2)
+    hw = SimulatedCharger(voltage_tau=0.05, isolation_s=0.2)
     conns: list[ChargerConnection] = []
 
     def factory() -> ChargerConnection:

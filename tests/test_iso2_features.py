@@ -250,12 +250,12 @@ def test_pnc_contract_refused_and_backend_that_never_decides() -> None:
 
 
 def test_contract_is_offered_only_over_tls_unless_configured() -> None:
-    from edge.ev.iso2 import Iso2DcCar
+    from edge.ev.iso2 import Iso2Car
 
     for tls, without, offered in ((False, False, False), (True, False, True), (False, True, True)):
         conn = ChargerConnection(SimulatedCharger(), config=EvseConfig(pnc=RecordingPnc(), pnc_without_tls=without),
                                  tls=tls)
-        conn.handle(V2gtpMessage(PayloadType.EXI, Iso2DcCar().start()), 0.1)
+        conn.handle(V2gtpMessage(PayloadType.EXI, Iso2Car().start()), 0.1)
         car = Car(conn.session)
         options = car.setup().PaymentOptionList.PaymentOption
         assert ("Contract" in options) is offered

@@ -307,7 +307,7 @@ class RecordingRevocation:
         self.revoked, self.unknown = revoked, unknown
         self.asked: list[tuple[str, str]] = []
 
-    def status(self, cert: x509.Certificate, issuer: x509.Certificate) -> RevocationStatus:
+    def status(self, cert: x509.Certificate, issuer: x509.Certificate, now: dt.datetime) -> RevocationStatus:
         self.asked.append((cert.subject.rfc4514_string(), issuer.subject.rfc4514_string()))
         if cert.serial_number in self.revoked:
             return RevocationStatus.REVOKED

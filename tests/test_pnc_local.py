@@ -141,7 +141,6 @@ def test_pnc_refusals_end_the_session_cleanly(pki: Path, tmp_path: Path, case: s
     assert car.ended and session.done and not session.hardware.closed
 
 
-@pytest.mark.xfail(strict=True, reason="the -2 eMAID fragment needs EXI's relaxed fragment grammar (in progress)")
 def test_local_certificate_installation_then_authorization(pki: Path) -> None:
     car, _, pnc = start(pki)
     oem_leaf, oem_key = cert(pki, "oemLeafCert"), key(pki, "oemLeaf")
@@ -169,3 +168,25 @@ def test_local_certificate_installation_then_authorization(pki: Path) -> None:
     car2, _, _ = start(pki)
     car2.signature = sign("iso2", [Fragment(MSG_BODY_NS, "CertificateInstallationReq", req)], key(pki, "contractLeaf"))
     assert car2.send("CertificateInstallationReq", req).ResponseCode == "FAILED_SignatureError" and car2.ended
+
+
+def test_revoked_contract_is_refused_through_ocsp(pki: Path) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509 import ocsp
+
+    from edge.pki.ocsp import CachedOcspRevocation, OcspCache, OcspResponseChecker
+
+    leaf, sub2 = cert(pki, "contractLeafCert"), cert(pki, "moSubCA2Cert")
+    now = dt.datetime.now(dt.UTC)
+    response = (ocsp.OCSPResponseBuilder()
+                .add_response(leaf, sub2, hashes.SHA256(), ocsp.OCSPCertStatus.REVOKED, now - dt.timedelta(hours=2),
+                              now + dt.timedelta(hours=2), now - dt.timedelta(days=1), None)
+                .responder_id(ocsp.OCSPResponderEncoding.HASH, sub2)
+                .sign(key(pki, "moSubCA2"), hashes.SHA256()))
+    cache = OcspCache()
+    cache.put(OcspResponseChecker().check(response.public_bytes(serialization.Encoding.DER), leaf, sub2, now=now))
+    pnc = LocalPlugAndCharge.from_pki_folder(pki, revocation=CachedOcspRevocation(cache))
+    car = PncCar(Iso2Session(ac_charger(), pnc=pnc), pki)
+    car.setup("Contract", (1, 2))
+    res = car.authorize(contract_chain(pki))
+    assert res.ResponseCode == "FAILED_CertificateRevoked" and car.ended, pnc.decisions

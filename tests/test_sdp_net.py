@@ -34,20 +34,21 @@ async def test_din_session_between_namespaces() -> None:
     """Charger and car in two namespaces: SDP over multicast, TCP to the link-local address, a full
     DIN DC session with the simulated hardware."""
     from edge.ev.din import DinCar
-    from edge.hardware import SimulatedDcCharger
-    from edge.secc import run_ev_din, run_secc
+    from edge.ev.run import run_ev
+    from edge.hardware import SimulatedCharger
+    from edge.secc import run_secc
 
     require_root()
     with two_namespaces("secc0", "ev0") as (secc_ns, ev_ns):
         link_local(secc_ns, "secc0")
         link_local(ev_ns, "ev0")
-        hw = SimulatedDcCharger(voltage_tau=0.05, isolation_s=0.2)
+        hw = SimulatedCharger(voltage_tau=0.05, isolation_s=0.2)
         async with trio.open_nursery() as nursery:
             with inside(secc_ns):
                 await nursery.start(run_secc, "secc0", 0, hw)
             with inside(ev_ns):
                 with trio.fail_after(60):
-                    car = await run_ev_din("ev0", DinCar(soc=60, target_soc=60.02))
+                    car = (await run_ev("ev0", DinCar(soc=60, target_soc=60.02))).car
             nursery.cancel_scope.cancel()
     assert car.stopped_cleanly and car.energy_wh > 0 and hw.energy_wh() > 0
     assert not hw.closed

@@ -27,7 +27,7 @@ import exi
 from edge.ev import drive
 from edge.ev.connect import connect_to_charger, open_v2g_stream
 from edge.ev.iso2 import Iso2Car
-from edge.hardware import SimulatedDcCharger
+from edge.hardware import SimulatedCharger
 from edge.pki.testpki import create_test_pki
 from edge.v2g import sap, sdp
 from edge.v2g.charger import ChargerConnection
@@ -124,7 +124,7 @@ def client_random(client_bytes: bytes) -> bytes:
 
 
 def _charger(connections: list[ChargerConnection], *, tls: bool = True):
-    hw = SimulatedDcCharger(voltage_tau=0.05, isolation_s=0.2)
+    hw = SimulatedCharger(voltage_tau=0.05, isolation_s=0.2)
 
     def factory() -> ChargerConnection:
         connections.append(ChargerConnection(hw, tls=tls))
@@ -249,7 +249,7 @@ async def test_car_refuses_a_charger_from_another_root(pki: Path, tmp_path: Path
     create_test_pki(other)  # same names, different keys: a root the charger's chain does not lead to
     async with trio.open_nursery() as nursery:
         port = await nursery.start(lambda task_status: serve_tcp(
-            0, lambda: ChargerConnection(SimulatedDcCharger()), host="::1",
+            0, lambda: ChargerConnection(SimulatedCharger()), host="::1",
             ssl_context=server_context_from_pki(pki), task_status=task_status))
         with pytest.raises(ConnectionError, match=r"TLS handshake with .* failed: .*certificate verify failed"):
             await open_v2g_stream("::1", port, 0, client_context_from_pki(other))

@@ -111,7 +111,7 @@ class RevocationStatus(Enum):
 class RevocationChecker(Protocol):
     """Answers the revocation status of one certificate (``issuer`` signed it); OCSP plugs in here."""
 
-    def status(self, cert: x509.Certificate, issuer: x509.Certificate) -> RevocationStatus: ...
+    def status(self, cert: x509.Certificate, issuer: x509.Certificate, now: dt.datetime) -> RevocationStatus: ...
 
 
 @dataclass(frozen=True)
@@ -290,7 +290,7 @@ class ContractChainValidator:
             self._check_profiles(path, protocol)
             self._check_validity(path, _as_utc(now))
             self._check_emaid(emaid, expected_emaid)
-            self._check_revocation(path)
+            self._check_revocation(path, _as_utc(now))
         except ChainError as e:
             return ChainVerdict(
                 ok=False,
@@ -428,11 +428,11 @@ class ContractChainValidator:
                 ChainFailure.EMAID_MISMATCH, f"the car sent eMAID {expected!r}, its contract certificate says {emaid!r}"
             )
 
-    def _check_revocation(self, path: tuple[x509.Certificate, ...]) -> None:
+    def _check_revocation(self, path: tuple[x509.Certificate, ...], now: dt.datetime) -> None:
         if self.revocation is None:
             return
         for cert, issuer in itertools.pairwise(path):
-            status = self.revocation.status(cert, issuer)
+            status = self.revocation.status(cert, issuer, now)
             if status is RevocationStatus.REVOKED:
                 raise ChainError(ChainFailure.REVOKED, f"{_name(cert)} (serial {cert.serial_number}) is revoked")
             if status is RevocationStatus.UNKNOWN and self.reject_unknown_revocation:

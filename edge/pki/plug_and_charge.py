@@ -14,7 +14,7 @@ from typing import Any
 from cryptography import x509
 
 import exi
-from edge.pki.chain import ContractChainValidator, ContractProtocol
+from edge.pki.chain import ContractChainValidator, ContractProtocol, RevocationChecker
 from edge.pki.install import LocalContractIssuer
 from edge.pki.signature import SignatureError, verify
 from edge.pki.store import josev_contract_trust_anchors
@@ -33,14 +33,18 @@ class LocalPlugAndCharge:
     _rounds: int = 0
 
     @classmethod
-    def from_pki_folder(cls, folder: Path, *, local_install: bool = True, **kw: Any) -> LocalPlugAndCharge:
-        """Trust the MO and V2G roots of every protocol folder of a Josev-layout PKI (``edge pki create``)."""
+    def from_pki_folder(cls, folder: Path, *, local_install: bool = True, revocation: RevocationChecker | None = None,
+                        reject_unknown_revocation: bool = False, **kw: Any) -> LocalPlugAndCharge:
+        """Trust the MO and V2G roots of every protocol folder of a Josev-layout PKI (``edge pki create``);
+        ``revocation`` (e.g. :class:`edge.pki.ocsp.CachedOcspRevocation`) is asked for every certificate."""
         try:
             roots = josev_contract_trust_anchors(folder)
         except OSError as e:
             raise ValueError(f"cannot load the MO/V2G roots from {folder}: {e}") from None
         issuer = LocalContractIssuer.from_pki_folder(folder) if local_install else None
-        return cls(ContractChainValidator(roots), issuer, **kw)
+        validator = ContractChainValidator(roots, revocation=revocation,
+                                           reject_unknown_revocation=reject_unknown_revocation)
+        return cls(validator, issuer, **kw)
 
     def _note(self, what: str, code: str) -> str:
         self.decisions.append((what, code))

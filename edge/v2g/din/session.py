@@ -28,7 +28,9 @@ NEXT: dict[str, set[str]] = {
     "ServicePaymentSelectionReq": {"ContractAuthenticationReq", "SessionStopReq"},
     "ContractAuthenticationReq": {"ContractAuthenticationReq", "ChargeParameterDiscoveryReq", "SessionStopReq"},
     "ChargeParameterDiscoveryReq": {"ChargeParameterDiscoveryReq", "CableCheckReq", "SessionStopReq"},
-    "CableCheckReq": {"CableCheckReq", "PreChargeReq", "SessionStopReq"},
+    # pre-charge only once the isolation check has finished (a car that pre-charges earlier is refused)
+    "CableCheckReq:Ongoing": {"CableCheckReq", "SessionStopReq"},
+    "CableCheckReq": {"PreChargeReq", "SessionStopReq"},
     "PreChargeReq": {"PreChargeReq", "PowerDeliveryReq", "SessionStopReq"},
     "PowerDeliveryReq:on": {"CurrentDemandReq", "PowerDeliveryReq", "SessionStopReq"},
     "CurrentDemandReq": {"CurrentDemandReq", "PowerDeliveryReq", "SessionStopReq"},

@@ -43,7 +43,9 @@ NEXT: dict[str, set[str]] = {
     "AuthorizationReq": {"ChargeParameterDiscoveryReq", _STOP},
     # DC
     "ChargeParameterDiscoveryReq:DC": {"ChargeParameterDiscoveryReq", "CableCheckReq", _STOP},
-    "CableCheckReq": {"CableCheckReq", "PreChargeReq", _STOP},
+    # pre-charge only once the isolation check has finished (a car that pre-charges earlier is refused)
+    "CableCheckReq:Ongoing": {"CableCheckReq", _STOP},
+    "CableCheckReq": {"PreChargeReq", _STOP},
     "PreChargeReq": {"PreChargeReq", "PowerDeliveryReq", _STOP},
     "PowerDeliveryReq:Start:DC": {"CurrentDemandReq", "PowerDeliveryReq", _STOP},
     "CurrentDemandReq": {"CurrentDemandReq", "MeteringReceiptReq", "PowerDeliveryReq", _STOP},
@@ -417,7 +419,3 @@ class Iso2Session(DcSession):
                                                     self.energy_mode, self.schedule_id))
             return b.SessionStopResType("OK"), True, "paused"
         return b.SessionStopResType("OK"), True, "stopped"
-
-
-#: the name the DC-only session had; the session does AC and DC
-Iso2DcSession = Iso2Session

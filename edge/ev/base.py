@@ -1,0 +1,206 @@
+"""What every simulated car shares, whatever protocol it speaks: the supportedAppProtocol offer, the
+battery model, the request/response bookkeeping, the car's own timeouts, and quirks of real cars.
+
+A car is sans-IO: ``start()`` gives the first request (supportedAppProtocolReq), ``handle(response,
+now)`` the next one, None once the session (or a paused part of it) is over. A protocol's car gives
+its message classes and one ``_on_<Response>`` method per response it expects.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import exi
+from edge.v2g import sap
+from exi.model.apphand import AppProtocolType, supportedAppProtocolReq
+
+log = logging.getLogger("edge.ev")
+
+
+class SessionFailed(RuntimeError):
+    """The charger answered with a failure code, out of order, or not at all in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """One entry of the car's supportedAppProtocolReq."""
+
+    namespace: str
+    major: int
+    minor: int
+    schema_id: int
+    priority: int
+
+    @classmethod
+    def of(cls, protocol: sap.Protocol, schema_id: int, priority: int) -> Offer:
+        return cls(protocol.namespace, protocol.major, protocol.minor, schema_id, priority)
+
+
+#: what Tesla Model 3/Y send (../shared/spec/interop-facts.md): a private namespace first
+TESLA_DIN_OFFERS = (Offer("urn:tesla:din:2018:MsgDef", 2, 0, 2, 1), Offer.of(sap.DIN, 1, 2))
+
+
+@dataclass(frozen=True, slots=True)
+class Quirks:
+    """Behaviours of real cars (../shared/spec/interop-facts.md) a charger has to survive. Each use is
+    recorded in the car's ``notes`` and logged."""
+
+    stop_after_session_setup: bool = False  # Audi Q4: SessionStopReq right after SessionSetup, some sessions
+    ignore_cable_check_ongoing: bool = False  # Seres 3: PreCharge after the first CableCheckRes, finished or not
+    skip_welding_detection: bool = False  # straight from PowerDelivery Stop to SessionStop
+
+
+QUIRK_PROFILES: dict[str, Quirks] = {
+    "none": Quirks(),
+    "audi-q4": Quirks(stop_after_session_setup=True),
+    "seres-3": Quirks(ignore_cable_check_ongoing=True),
+    "no-welding-detection": Quirks(skip_welding_detection=True),
+}
+
+
+def is_ok(code: object) -> bool:
+    return str(code).startswith("OK")
+
+
+@dataclass
+class SimulatedCar:
+    PROTOCOL: ClassVar[sap.Protocol]
+    MESSAGE: ClassVar[type]
+    BODY: ClassVar[type]
+    HEADER: ClassVar[type]
+    DEFAULT_OFFERS: ClassVar[tuple[Offer, ...]]
+    #: the car's wait for each response, by request (V2G_EVCC_Msg_Timeout); others DEFAULT_TIMEOUT
+    TIMEOUTS: ClassVar[dict[str, float]] = {}
+    DEFAULT_TIMEOUT: ClassVar[float] = 2.0
+    #: requests of the charge loop: the next one follows after the loop period, not at once
+    LOOP_REQUESTS: ClassVar[frozenset[str]] = frozenset({"CurrentDemandReq", "ChargingStatusReq"})
+    #: how long the car waits for the charger in a phase (V2G_EVCC_*_Timeout), by phase name
+    PHASE_LIMITS: ClassVar[dict[str, float]] = {"ongoing": 60.0, "cable check": 40.0, "pre-charge": 7.0}
+
+    evcc_id: bytes = bytes.fromhex("02aabbccddee")
+    capacity_wh: float = 60_000.0
+    soc: float = 40.0
+    target_soc: float = 42.0
+    battery_voltage: float = 380.0
+    max_voltage: float = 420.0
+    max_current: float = 125.0
+    offers: tuple[Offer, ...] = ()  # empty: DEFAULT_OFFERS
+    quirks: Quirks = Quirks()
+    session_id: bytes = b"\x00"  # what real cars send in SessionSetupReq; the charger's once assigned
+    log: list[str] = field(default_factory=list)  # every request sent, by name
+    notes: list[str] = field(default_factory=list)  # quirks used, charger notifications honoured
+    energy_wh: float = 0.0
+    stopped_cleanly: bool = False
+    paused: bool = False  # the session was paused; resume() before the next connection
+    _last: str = ""
+    _last_time: float | None = None
+    _negotiated: bool = False
+    _phase_started: dict[str, float] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ the sans-IO interface
+    def start(self) -> bytes:
+        """The first request of a connection: the supportedAppProtocolReq."""
+        self._negotiated = False
+        self._last = "supportedAppProtocolReq"
+        offer = [AppProtocolType(o.namespace, o.major, o.minor, o.schema_id, o.priority)
+                 for o in self.offers or self.DEFAULT_OFFERS]
+        return exi.encode("apphand", supportedAppProtocolReq(offer))
+
+    def handle(self, payload: bytes, now: float) -> bytes | None:
+        """The charger's response to the last request in; the next request out (None: done)."""
+        if not self._negotiated:
+            return self._on_app_protocol(self._decode("apphand", payload))
+        msg = self._decode(self.PROTOCOL.name, payload)
+        name = self._last[:-3] + "Res"
+        res = getattr(msg.Body, name, None) if msg.Body is not None else None
+        if res is None:
+            raise SessionFailed(f"expected {name}, got {self._body_name(msg.Body)}")
+        if not self._accepts(name, res.ResponseCode):
+            raise SessionFailed(f"{name} failed: {res.ResponseCode}")
+        return getattr(self, "_on_" + name)(res, msg, now)
+
+    @property
+    def in_charge_loop(self) -> bool:
+        return self._last in self.LOOP_REQUESTS
+
+    def response_timeout(self) -> float:
+        """How long the car waits for the response to its last request."""
+        return self.TIMEOUTS.get(self._last, self.DEFAULT_TIMEOUT)
+
+    def resume(self) -> None:
+        """Ready for the connection that resumes a paused session (protocols that can pause)."""
+        raise RuntimeError(f"a {self.PROTOCOL.name} session cannot be paused and resumed")
+
+    def summary(self) -> dict[str, Any]:
+        return {"protocol": self.PROTOCOL.name, "messages": len(self.log), "energy_wh": round(self.energy_wh, 3),
+                "soc": round(self.soc, 3), "stopped_cleanly": self.stopped_cleanly, "notes": list(self.notes)}
+
+    # ------------------------------------------------------------------ for the protocols
+    def _session_setup(self) -> bytes:
+        raise NotImplementedError
+
+    def _accepts(self, res_name: str, code: object) -> bool:
+        return is_ok(code)
+
+    def _on_app_protocol(self, res: Any) -> bytes:
+        chosen = next((o for o in self.offers or self.DEFAULT_OFFERS if o.schema_id == res.SchemaID), None)
+        if not is_ok(res.ResponseCode) or chosen is None or chosen.namespace != self.PROTOCOL.namespace:
+            raise SessionFailed(f"{self.PROTOCOL.name} not agreed: {res.ResponseCode} schema {res.SchemaID}")
+        self._negotiated = True
+        return self._session_setup()
+
+    def _send(self, name: str, req: object, signature: object = None) -> bytes:
+        self._last = name
+        self.log.append(name)
+        header = self.HEADER(self.session_id)
+        if signature is not None:
+            header.Signature = signature
+        return exi.encode(self.PROTOCOL.name, self.MESSAGE(header, self.BODY(**{name: req})))
+
+    def _start_metering(self, now: float) -> None:
+        """Energy flows from ``now`` on (PowerDelivery Start answered)."""
+        self._last_time = now
+
+    def _take_energy(self, power_w: float, now: float) -> None:
+        """The battery model: ``power_w`` flowed since the last call; SoC rises with that energy."""
+        dt = now - (self._last_time if self._last_time is not None else now)
+        self._last_time = now
+        wh = max(0.0, power_w) * max(0.0, dt) / 3600
+        self.energy_wh += wh
+        self.soc = min(100.0, self.soc + 100 * wh / self.capacity_wh)
+
+    def _quirk(self, name: str) -> bool:
+        """Is quirk ``name`` on? A use is noted (the charger's logs can be read against it)."""
+        on = bool(getattr(self.quirks, name))
+        if on:
+            self._note(f"quirk {name}")
+        return on
+
+    def _note(self, text: str) -> None:
+        self.notes.append(text)
+        log.info("car: %s", text)
+
+    def _within(self, phase: str, now: float) -> None:
+        """The car gives up on a phase (cable check, pre-charge, Ongoing answers) after its limit."""
+        started = self._phase_started.setdefault(phase, now)
+        if now - started > self.PHASE_LIMITS[phase]:
+            raise SessionFailed(f"{phase} not finished within {self.PHASE_LIMITS[phase]:g} s")
+
+    def _end_phase(self, phase: str) -> None:
+        self._phase_started.pop(phase, None)
+
+    @staticmethod
+    def _decode(proto: str, payload: bytes) -> Any:
+        try:
+            return exi.decode(proto, payload)
+        except exi.DecodeError as e:
+            raise SessionFailed(f"the charger sent undecodable {proto} EXI: {e}") from None
+
+    @staticmethod
+    def _body_name(body: Any) -> str:
+        if body is None:
+            return "an empty body"
+        names = [n for n in getattr(body, "__slots__", ()) if getattr(body, n, None) is not None]
+        return names[0] if names else "an empty body"

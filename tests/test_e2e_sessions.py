@@ -1,0 +1,138 @@
+"""Whole sessions between two network namespaces joined by a veth pair: the charger (``run_secc``:
+SDP responder, TCP/TLS listeners, simulated hardware) in one, our simulated car (``run_ev``: SDP over
+real IPv6 multicast, link-local TCP or TLS) in the other. Each session ends with the energy the
+charger metered in the car's battery and a clean SessionStop, with no power flowing after."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from edge.ev.base import SimulatedCar
+from edge.ev.din import DinCar
+from edge.ev.iso2 import ContractCredentials, Iso2Car
+from edge.ev.run import EvRun, run_ev
+from edge.hardware import SimulatedCharger
+from edge.pki.plug_and_charge import LocalPlugAndCharge
+from edge.pki.testpki import create_test_pki
+from edge.secc import run_secc
+from edge.v2g.charger import EvseConfig
+from edge.v2g.tls import client_context_from_pki, server_context_from_pki
+from tests.netns import inside, link_local, require_root, two_namespaces
+
+CAPACITY_WH = 2_000.0  # a small battery: a few tenths of a percent take seconds, not minutes
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pki")
+    create_test_pki(out)
+    return out
+
+
+async def between_namespaces(car: SimulatedCar, *, config: EvseConfig | None = None, tls: Path | None = None,
+                             **run_options: Any) -> tuple[EvRun, SimulatedCharger]:
+    """The charger in one namespace, ``car`` in the other; ``tls``: the PKI folder both use for TLS."""
+    require_root()
+    hw = SimulatedCharger(voltage_tau=0.05, isolation_s=0.2)
+    with two_namespaces("secc0", "ev0") as (secc_ns, ev_ns):
+        link_local(secc_ns, "secc0")
+        link_local(ev_ns, "ev0")
+        async with trio.open_nursery() as nursery:
+            with inside(secc_ns):  # sockets belong to the namespace they are made in
+                server_tls = server_context_from_pki(tls) if tls else None
+                await nursery.start(partial(run_secc, "secc0", 0, hw, config=config, ssl_context=server_tls))
+            with inside(ev_ns):
+                with trio.fail_after(60):
+                    run = await run_ev("ev0", car, ssl_context=client_context_from_pki(tls) if tls else None,
+                                       **run_options)
+            nursery.cancel_scope.cancel()
+    return run, hw
+
+
+def assert_clean_and_metered(run: EvRun, hw: SimulatedCharger, start_soc: float) -> None:
+    car = run.car
+    assert car.stopped_cleanly and car.soc >= car.target_soc
+    assert car.soc == pytest.approx(start_soc + 100 * car.energy_wh / CAPACITY_WH)
+    assert car.energy_wh > 0 and hw.energy_wh() == pytest.approx(car.energy_wh, rel=0.2)
+    assert not hw.closed and hw.target_i == 0 and hw.ac_limit == 0  # no power after the session
+
+
+async def test_iso2_ac_eim() -> None:
+    car = Iso2Car(mode="ac", soc=50, target_soc=50.5, capacity_wh=CAPACITY_WH)
+    run, hw = await between_namespaces(car)
+    assert_clean_and_metered(run, hw, 50)
+    assert car.payment_used == "ExternalPayment" and "ChargingStatusReq" in car.log and run.tls == [False]
+
+
+async def test_iso2_dc_eim_with_a_renegotiation() -> None:
+    car = Iso2Car(soc=50, target_soc=51, renegotiate_at_soc=50.5, capacity_wh=CAPACITY_WH)
+    run, hw = await between_namespaces(car)
+    assert_clean_and_metered(run, hw, 50)
+    assert car.renegotiations == 1 and car.log.count("ChargeParameterDiscoveryReq") == 2
+
+
+async def test_iso2_pause_and_resume() -> None:
+    car = Iso2Car(soc=50, target_soc=51, pause_at_soc=50.4, capacity_wh=CAPACITY_WH)
+    run, hw = await between_namespaces(car, pause_s=0.5)
+    assert_clean_and_metered(run, hw, 50)
+    assert run.connections == 2 and car.resumed and car.log.count("SessionSetupReq") == 2
+    assert car.log.count("CableCheckReq") >= 2  # the contactors were open: the cable is checked again
+
+
+async def test_din_dc() -> None:
+    car = DinCar(soc=50, target_soc=50.5, capacity_wh=CAPACITY_WH)
+    run, hw = await between_namespaces(car)
+    assert_clean_and_metered(run, hw, 50)
+    assert "WeldingDetectionReq" in car.log
+
+
+async def test_iso2_dc_pnc_over_tls(pki: Path) -> None:
+    pnc = LocalPlugAndCharge.from_pki_folder(pki, local_install=False)
+    car = Iso2Car(payment="pnc", contract=ContractCredentials.from_pki(pki), soc=50, target_soc=50.5,
+                  capacity_wh=CAPACITY_WH)
+    run, hw = await between_namespaces(car, config=EvseConfig(pnc=pnc), tls=pki)
+    assert_clean_and_metered(run, hw, 50)
+    assert run.tls == [True] and car.payment_used == "Contract"  # PnC offered: the connection is TLS
+    assert ("signature over AuthorizationReq", "OK") in pnc.decisions
+
+
+async def test_iso2_ac_pnc_receipts_and_pause_over_tls(pki: Path) -> None:
+    pnc = LocalPlugAndCharge.from_pki_folder(pki, local_install=False)
+    car = Iso2Car(mode="ac", payment="pnc", contract=ContractCredentials.from_pki(pki), soc=50, target_soc=50.6,
+                  pause_at_soc=50.3, capacity_wh=CAPACITY_WH)
+    run, hw = await between_namespaces(car, config=EvseConfig(pnc=pnc, receipt_interval=0.5), tls=pki, pause_s=0.5)
+    assert_clean_and_metered(run, hw, 50)
+    assert run.tls == [True, True] and car.resumed and car.receipts >= 2
+    assert car.log.count("PaymentDetailsReq") == 2  # a resumed PnC session authorizes again
+    assert [w for w, c in pnc.decisions if c == "OK"].count("signature over MeteringReceiptReq") == car.receipts
+
+
+async def test_edge_ev_command() -> None:
+    """``edge ev`` as a testbench runs it: its own process in the car's namespace, JSON out, exit 0."""
+    require_root()
+    hw = SimulatedCharger(voltage_tau=0.05, isolation_s=0.2)
+    with two_namespaces("secc0", "ev0") as (secc_ns, ev_ns):
+        link_local(secc_ns, "secc0")
+        link_local(ev_ns, "ev0")
+        async with trio.open_nursery() as nursery:
+            with inside(secc_ns):
+                await nursery.start(partial(run_secc, "secc0", 0, hw))
+            argv = ["nsenter", f"--net=/var/run/netns/{ev_ns}", sys.executable, "-m", "edge.cli", "ev", "--iface",
+                    "ev0", "--mode", "ac", "--soc", "50", "--target-soc", "50.02", "--pause-at-soc", "50.01",
+                    "--pause-s", "0.2"]
+            with trio.fail_after(60):
+                done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False,
+                                              cwd=Path(__file__).parent.parent, env={**os.environ})
+            nursery.cancel_scope.cancel()
+    assert done.returncode == 0, done.stderr.decode()
+    summary = json.loads(done.stdout)
+    assert summary["ok"] and summary["stopped_cleanly"] and summary["resumed"] and summary["protocol"] == "iso2"
+    assert summary["energy_wh"] > 0 and summary["soc"] >= 50.02 and summary["connections"] == 2
