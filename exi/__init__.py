@@ -8,6 +8,11 @@
 The EXI options are the V2G ones: schema-informed, bit-packed, non-strict, one-byte header 0x80,
 no cookie, no options in the stream. The encoder never emits string-table hits (as libcbv2g and
 OpenV2G, so that every car's decoder can read us); the decoder accepts them (EXIficient emits them).
+
+A fragment element whose qname has declarations of different types (ISO 15118-2 ``eMAID``) is coded
+with EXI's relaxed element fragment grammar (see :mod:`exi.relaxed`); its value is a value of one of
+those types: ``Fragment(ns, "eMAID", EMAIDType(Id="id4", value="DE..."))`` or ``Fragment(ns, "eMAID",
+"DE...")``, and decoding gives back the first declared type that holds what was read.
 """
 
 from __future__ import annotations
@@ -113,8 +118,7 @@ def decode(proto: str, data: bytes, *, fragment: bool = False) -> Any:
             raise DecodeError(f"{what} at the top level is not supported", 0)
         ns, name, _cls, dec, _enc = table[code]
         if dec is None:
-            raise DecodeError(f"element {name} has declarations of different types; the relaxed "
-                              "fragment grammar is not supported", 0)
+            raise DecodeError(f"element {name} has no grammar in this codec", 0)
         try:
             value = dec(r)
         except ExiError as e:
@@ -159,7 +163,7 @@ def encode(proto: str, message: Any, *, fragment: bool = False, element: str | N
             raise EncodeError(f"no element {{{message.namespace}}}{message.name} in the {proto} schemas")
         entry = c.frag[index]
         if entry[4] is None:
-            raise EncodeError(f"{message.name}: relaxed fragment grammar not supported")
+            raise EncodeError(f"{message.name}: no grammar in this codec")
         w.bits(index, c.frag_width)
         _run(entry, w, message.value)
         w.bits(len(c.frag) + 1, c.frag_width)  # ED

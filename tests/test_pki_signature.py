@@ -165,8 +165,8 @@ def iso2_installation_parts() -> list[exi.Fragment]:
         exi.Fragment(ns, "ContractSignatureEncryptedPrivateKey",
                      body.ContractSignatureEncryptedPrivateKeyType(Id="id2", value=bytes(48))),
         exi.Fragment(ns, "DHpublickey", body.DiffieHellmanPublickeyType(Id="id3", value=b"\x04" + bytes(64))),
-        # the fourth signed element, eMAID, is left out: exi cannot encode it as a fragment yet (its two
-        # declarations need EXI's relaxed fragment grammar), and sign() says so with a ValueError
+        # eMAID is declared twice with different types: its fragment uses EXI's relaxed grammar
+        exi.Fragment(ns, "eMAID", body.EMAIDType(Id="id4", value="DEEDGC000000011")),
     ]
 
 
@@ -174,7 +174,7 @@ def test_several_references_sequence_or_mapping(p256):
     """CertificateInstallationRes (-2) signs several elements with one signature."""
     parts = iso2_installation_parts()
     signature = sig.sign("iso2", parts, p256)
-    assert [r.URI for r in signature.SignedInfo.Reference] == ["#id1", "#id2", "#id3"]
+    assert [r.URI for r in signature.SignedInfo.Reference] == ["#id1", "#id2", "#id3", "#id4"]
     sig.verify("iso2", signature, parts, p256.public_key())
     sig.verify("iso2", signature, {f.value.Id: f for f in reversed(parts)}, p256.public_key())
     with pytest.raises(ValueError, match="given under Id"):

@@ -2,6 +2,7 @@
 """EXI codec for ISO 15118-2:2014 (schema set 'iso2')."""
 # ruff: noqa
 from exi.runtime import DecodeError, EncodeError, _ctx, _leftover
+from exi import relaxed as _relaxed
 from exi.model import iso2_msgbody, iso2_msgdatatypes, iso2_msgdef, iso2_msgheader, xmldsig
 
 NAMESPACES = ('http://www.w3.org/2000/09/xmldsig#', 'urn:iso:15118:2:2013:MsgBody', 'urn:iso:15118:2:2013:MsgDataTypes', 'urn:iso:15118:2:2013:MsgDef', 'urn:iso:15118:2:2013:MsgHeader')
@@ -25949,6 +25950,243 @@ DOCUMENT = (
 )
 DOCUMENT_WIDTH = 7
 
+# ---- EXI 1.0 section 8.5.3, the relaxed element fragment grammar (run by exi/relaxed.py)
+
+def _rxad0(r):  # @Algorithm
+    V = r.v
+    E = r.end
+    p = r.pos
+    r.pos = p
+    val = r.string(16)
+    V = r.v; E = r.end; p = r.pos
+    r.pos = p
+    return val
+
+def _rxae0(w, o):  # @Algorithm
+    v = w.v
+    n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
+    w.v = v
+    w.n = n
+
+def _rxad1(r):  # @Encoding
+    V = r.v
+    E = r.end
+    p = r.pos
+    r.pos = p
+    val = r.string(70)
+    V = r.v; E = r.end; p = r.pos
+    r.pos = p
+    return val
+
+def _rxae1(w, o):  # @Encoding
+    v = w.v
+    n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
+    w.v = v
+    w.n = n
+
+def _rxad2(r):  # @Id
+    V = r.v
+    E = r.end
+    p = r.pos
+    r.pos = p
+    val = r.string(50)
+    V = r.v; E = r.end; p = r.pos
+    r.pos = p
+    return val
+
+def _rxae2(w, o):  # @Id
+    v = w.v
+    n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
+    w.v = v
+    w.n = n
+
+def _rxad3(r):  # @Id
+    V = r.v
+    E = r.end
+    p = r.pos
+    r.pos = p
+    val = r.string(7)
+    V = r.v; E = r.end; p = r.pos
+    r.pos = p
+    return val
+
+def _rxae3(w, o):  # @Id
+    v = w.v
+    n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
+    w.v = v
+    w.n = n
+
+def _rxad4(r):  # @Id
+    V = r.v
+    E = r.end
+    p = r.pos
+    r.pos = p
+    val = r.string(21)
+    V = r.v; E = r.end; p = r.pos
+    r.pos = p
+    return val
+
+def _rxae4(w, o):  # @Id
+    v = w.v
+    n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
+    w.v = v
+    w.n = n
+
+def _rxad5(r):  # @MimeType
+    V = r.v
+    E = r.end
+    p = r.pos
+    r.pos = p
+    val = r.string(71)
+    V = r.v; E = r.end; p = r.pos
+    r.pos = p
+    return val
+
+def _rxae5(w, o):  # @MimeType
+    v = w.v
+    n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
+    w.v = v
+    w.n = n
+
+def _rxad6(r):  # @Name
+    V = r.v
+    E = r.end
+    p = r.pos
+    r.pos = p
+    val = r.string(90)
+    V = r.v; E = r.end; p = r.pos
+    r.pos = p
+    return val
+
+def _rxae6(w, o):  # @Name
+    v = w.v
+    n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
+    w.v = v
+    w.n = n
+
+def _rxad7(r):  # @Target
+    V = r.v
+    E = r.end
+    p = r.pos
+    r.pos = p
+    val = r.string(112)
+    V = r.v; E = r.end; p = r.pos
+    r.pos = p
+    return val
+
+def _rxae7(w, o):  # @Target
+    v = w.v
+    n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
+    w.v = v
+    w.n = n
+
+def _rxad8(r):  # @Type
+    V = r.v
+    E = r.end
+    p = r.pos
+    r.pos = p
+    val = r.string(56)
+    V = r.v; E = r.end; p = r.pos
+    r.pos = p
+    return val
+
+def _rxae8(w, o):  # @Type
+    v = w.v
+    n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
+    w.v = v
+    w.n = n
+
+def _rxad9(r):  # @URI
+    V = r.v
+    E = r.end
+    p = r.pos
+    r.pos = p
+    val = r.string(57)
+    V = r.v; E = r.end; p = r.pos
+    r.pos = p
+    return val
+
+def _rxae9(w, o):  # @URI
+    v = w.v
+    n = w.n
+    _l = len(o)
+    if _l < 126 and o.isascii():
+        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(o.encode(), 'big')
+        n += (_l + 1) << 3
+    else: w.v = v; w.n = n; w.string(o); v = w.v; n = w.n
+    w.v = v
+    w.n = n
+
+# (namespace, local name, qname id, typed decoder, typed encoder); index = event code of AT(A_i)
+_RELAXED = _relaxed.Grammar((
+    ('', 'Algorithm', 16, _rxad0, _rxae0),
+    ('', 'Encoding', 70, _rxad1, _rxae1),
+    ('', 'Id', 50, _rxad2, _rxae2),
+    ('urn:iso:15118:2:2013:MsgBody', 'Id', 7, _rxad3, _rxae3),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'Id', 21, _rxad4, _rxae4),
+    ('', 'MimeType', 71, _rxad5, _rxae5),
+    ('urn:iso:15118:2:2013:MsgDataTypes', 'Name', 90, _rxad6, _rxae6),
+    ('', 'Target', 112, _rxad7, _rxae7),
+    ('', 'Type', 56, _rxad8, _rxae8),
+    ('', 'URI', 57, _rxad9, _rxae9),
+), 9, 8, {236: 20})
+
+# the declared types of {urn:iso:15118:2:2013:MsgBody}eMAID, in declaration order: what its values can be
+_RXC0 = (
+    _relaxed.Shape(iso2_msgdatatypes.EMAIDType, (('Id', 'urn:iso:15118:2:2013:MsgDataTypes', 'Id', True, ('str', None, None)), ), ('value', ('str', 14, 15)), (), False),
+    ('str', 14, 15),
+)
+def _rxd0(r):  # eMAID
+    return _RELAXED.decode(r, FRAGMENT, 20, _RXC0)
+def _rxe0(w, o):  # eMAID
+    _RELAXED.encode(w, o, FRAGMENT, 20, _RXC0)
+
+
 def _de80(r):  # AC_EVSEStatus
     return _d_AC_EVSEStatusType(r)
 
@@ -29444,7 +29682,7 @@ FRAGMENT = (
     ('urn:iso:15118:2:2013:MsgDataTypes', 'byteValue', ('nbit', -128, 127), _de236, _ee236),
     ('urn:iso:15118:2:2013:MsgDataTypes', 'costKind', ('enum', iso2_msgdatatypes.costKindType, 'str'), _de237, _ee237),
     ('urn:iso:15118:2:2013:MsgDataTypes', 'duration', ('uint', 0, 86400), _de238, _ee238),
-    ('urn:iso:15118:2:2013:MsgBody', 'eMAID', None, None, None),
+    ('urn:iso:15118:2:2013:MsgBody', 'eMAID', ('relaxed', _RXC0), _rxd0, _rxe0),
     ('urn:iso:15118:2:2013:MsgDataTypes', 'intValue', ('int', -2147483648, 2147483647), _de239, _ee239),
     ('urn:iso:15118:2:2013:MsgDataTypes', 'physicalValue', iso2_msgdatatypes.PhysicalValueType, _de240, _ee240),
     ('urn:iso:15118:2:2013:MsgDataTypes', 'shortValue', ('int', -32768, 32767), _de241, _ee241),

@@ -287,7 +287,10 @@ def document_grammar(global_elements: list[ElementDecl]) -> TopGrammar:
 
 def fragment_grammar(all_elements: list[ElementDecl]) -> tuple[TopGrammar, set[tuple[str, str]]]:
     """All element declarations, one per qname; returns also the qnames whose declarations disagree
-    on type (those use the relaxed fragment grammar, which this codec does not implement)."""
+    on type or {nillable} (EXI 8.5.2: their content uses the relaxed element fragment grammar).
+
+    Types are compared by identity: a named type is one object, and an anonymous type is never the
+    same as another declaration's (EXI compares type *names*; anonymous types have none)."""
     by_q: dict[tuple[str, str], ElementDecl] = {}
     relaxed: set[tuple[str, str]] = set()
     for e in all_elements:
@@ -299,7 +302,47 @@ def fragment_grammar(all_elements: list[ElementDecl]) -> tuple[TopGrammar, set[t
     return TopGrammar(sorted(by_q.values(), key=lambda e: qname_key(e.qname)), True), relaxed
 
 
+@dataclass(eq=False)
+class RelaxedGrammar:
+    """EXI 1.0 section 8.5.3, the schema-informed element fragment grammar (one per schema set):
+
+    ElementFragment0: AT(A_0..A_n-1) [typed] -> 0, AT(*) -> 0, SE(F_0..F_m-1) -> 1, SE(*) -> 1, EE,
+    CH [untyped] -> 1; codes 0 .. n+m+3 in that order.
+    ElementFragment1: SE(F_0..F_m-1) -> 1, SE(*) -> 1, EE, CH [untyped] -> 1; codes 0 .. m+2 (no AT
+    once content has started).
+    ElementFragmentTypeEmpty (the xsi:nil="true" form) has the same attribute codes and EE.
+
+    A_i are the qnames of every attribute declaration of the schema set, sorted by local name then
+    URI, each once; the type is kept when all declarations of that qname share it, else the value is
+    an untyped String (``None`` here). F_j are the fragment grammar's elements (the same sorted list).
+    Non-strict (the V2G option) adds second-level productions to both states (xsi:type, xsi:nil,
+    undeclared attributes, ...), so each state reserves one more first-level code for the escape:
+    that is in the widths."""
+
+    attributes: list[tuple[tuple[str, str], SimpleType | None]]
+    elements: int  # m, the number of element qnames
+
+    @property
+    def width0(self) -> int:
+        return (len(self.attributes) + self.elements + 4).bit_length()
+
+    @property
+    def width1(self) -> int:
+        return (self.elements + 3).bit_length()
+
+
+def relaxed_grammar(attribute_declarations: list[tuple[tuple[str, str], SimpleType]],
+                    elements: int) -> RelaxedGrammar:
+    by_q: dict[tuple[str, str], SimpleType | None] = {}
+    for q, t in attribute_declarations:
+        if q not in by_q:
+            by_q[q] = t
+        elif by_q[q] is not t:
+            by_q[q] = None  # declarations disagree: untyped
+    return RelaxedGrammar(sorted(by_q.items(), key=lambda qt: qname_key(qt[0])), elements)
+
+
 __all__ = [
-    "AttributeUse", "Event", "Production", "SimpleType", "State", "TopGrammar", "TypeGrammar",
-    "document_grammar", "fragment_grammar", "type_grammar",
+    "AttributeUse", "Event", "Production", "RelaxedGrammar", "SimpleType", "State", "TopGrammar",
+    "TypeGrammar", "document_grammar", "fragment_grammar", "relaxed_grammar", "type_grammar",
 ]

@@ -221,6 +221,10 @@ class SchemaSet:
         self.stypes: dict[QName, SimpleType] = {}
         self.all_elements: list[ElementDecl] = []  # every declaration, global and local
         self.all_ctypes: list[ComplexType] = []  # every complex type, named and anonymous
+        # attribute declaration (document, path of its node) -> its type: a declaration used several
+        # times (a global attribute by ref, a local one in a reused attribute group) has ONE type, as
+        # in XML Schema; the relaxed fragment grammar (EXI 8.5.3) compares attribute types by identity
+        self._attr_types: dict[tuple[int, str], SimpleType] = {}
         self._load(Path(root_file))
         for q in sorted(self._raw_elements, key=qname_key):
             self.global_element(q)
@@ -391,7 +395,7 @@ class SchemaSet:
                     _adoc, anode = self._raw_attrs[q] if q in self._raw_attrs else (None, None)
                     if anode is None:
                         if q[0] == XML_NS:
-                            uses.append(AttributeUse(q, _builtin_simple("string"), c.get("use") == "required"))
+                            uses.append(AttributeUse(q, self.simple_type((XS, "string")), c.get("use") == "required"))
                             continue
                         raise SchemaError(f"unknown attribute {q}")
                     st = self._attr_type(anode)
@@ -412,12 +416,34 @@ class SchemaSet:
         return uses, wildcard
 
     def _attr_type(self, node: etree._Element) -> SimpleType:
+        tree = node.getroottree()
+        key = (id(tree.getroot()), tree.getpath(node))
+        st = self._attr_types.get(key)
+        if st is None:
+            st = self._attr_types[key] = self._attr_type_of(node)
+        return st
+
+    def _attr_type_of(self, node: etree._Element) -> SimpleType:
         if node.get("type"):
             return self.simple_type(self._resolve_qname(node, node.get("type")))
         inner = node.find(f"{{{XS}}}simpleType")
         if inner is not None:
             return self._simple_from_node(inner, None)
         return self.simple_type((XS, "anySimpleType"))
+
+    def attribute_declarations(self) -> list[tuple[QName, SimpleType]]:
+        """(qname, type) of every attribute declaration: the attribute uses of every complex type and
+        the global attributes (used or not), one entry per declaration, in no particular order."""
+        seen: set[int] = set()
+        out: list[tuple[QName, SimpleType]] = []
+        for ct in self.all_ctypes:
+            for a in ct.attributes:
+                if id(a) not in seen:  # an inherited use is the base type's object: one declaration
+                    seen.add(id(a))
+                    out.append((a.qname, a.type))
+        for q, (_doc, node) in self._raw_attrs.items():
+            out.append((q, self._attr_type(node)))
+        return out
 
     # -- elements
     def global_element(self, q: QName) -> ElementDecl:

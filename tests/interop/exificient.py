@@ -7,8 +7,10 @@ by :mod:`exificient_setup` and keeps that one JVM alive across calls::
         data = peer.encode("iso2", xml_text)       # bytes, starting with 0x80
         xml_text = peer.decode("iso2", data)       # str
 
-``proto`` is one of :data:`PROTOCOLS`.  XML is plain schema XML with the schemas'
-own namespaces (for apphand the children are unqualified: ``xmlns=""``).
+``proto`` is one of :data:`PROTOCOLS`, or ``"xsd:" + path`` / ``"xsd-fragment:" + path`` (absolute
+path of any XSD file: EXIficient builds its grammars from it, for tests of our schema compiler).
+XML is plain schema XML with the schemas' own namespaces (for apphand the children are unqualified:
+``xmlns=""``).
 ``mode="default"`` (EXI default options) or ``mode="josev"`` (Josev's bounded
 string table / no grammar learning, see README.md) can be set per peer or per call.
 Errors (bad XML, not schema-valid, undecodable bytes, timeout, server death) raise

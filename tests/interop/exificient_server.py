@@ -7,7 +7,8 @@ stdout, in order.  Every answer echoes the request's ``id`` if it had one.
 
 Requests (``mode`` is optional: "default" (EXI default options, the default) or
 "josev" (the factory exactly as Josev configures it, see README); ``proto`` is one of
-the names answered by ``{"op": "info"}``):
+the names answered by ``{"op": "info"}``, or ``xsd:/abs/path.xsd`` / ``xsd-fragment:/abs/path.xsd``
+for grammars EXIficient builds from any XSD file at run time, in document or fragment mode):
 
     {"op": "encode", "proto": P, "xml": "<...>"[, "check": true][, "mode": M]}
         -> {"hex": "80..."}      EXI bytes incl. the 0x80 EXI header, no V2GTP header
@@ -108,6 +109,11 @@ class Server:
 
     def _proto(self, req) -> str:
         p = self._str(req, "proto")
+        for prefix in ("xsd:", "xsd-fragment:"):  # grammars built from an XSD file at run time
+            if p.startswith(prefix):
+                if not Path(p[len(prefix):]).is_file():
+                    raise ValueError(f"no XSD file {p[len(prefix):]!r}")
+                return p
         if p not in self.protocols:
             raise ValueError(f"unknown proto {p!r}; known: {', '.join(self.protocols)}")
         return p

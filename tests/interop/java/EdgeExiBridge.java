@@ -87,7 +87,36 @@ public final class EdgeExiBridge {
         return names;
     }
 
+    /** "xsd:PATH" / "xsd-fragment:PATH": grammars built from any XSD file at run time (tests of our
+     *  schema compiler on small schemas), document or fragment mode. */
+    private static final String XSD = "xsd:";
+    private static final String XSD_FRAGMENT = "xsd-fragment:";
+
+    private static String xsdPath(String proto) {
+        if (proto.startsWith(XSD)) {
+            return proto.substring(XSD.length());
+        }
+        if (proto.startsWith(XSD_FRAGMENT)) {
+            return proto.substring(XSD_FRAGMENT.length());
+        }
+        return null;
+    }
+
+    private static boolean isFragment(String proto) {
+        String[] spec = PROTOS.get(proto);
+        return spec != null ? "fragment".equals(spec[1]) : proto.startsWith(XSD_FRAGMENT);
+    }
+
     private Grammars grammar(String proto) throws Exception {
+        String xsd = xsdPath(proto);
+        if (xsd != null) {
+            Grammars g = grammars.get(XSD + xsd);
+            if (g == null) {
+                g = com.siemens.ct.exi.grammars.GrammarFactory.newInstance().createGrammars(xsd);
+                grammars.put(XSD + xsd, g);
+            }
+            return g;
+        }
         String[] spec = PROTOS.get(proto);
         if (spec == null) {
             throw new IllegalArgumentException("unknown proto '" + proto + "'; known: "
@@ -122,7 +151,7 @@ public final class EdgeExiBridge {
             f.setFidelityOptions(FidelityOptions.createStrict());
         }
         f.setGrammars(grammar(proto));
-        f.setFragment("fragment".equals(PROTOS.get(proto)[1]));
+        f.setFragment(isFragment(proto));
         factories.put(key, f);
         return f;
     }
