@@ -11,25 +11,17 @@ from edge.hardware import SimulatedCharger
 from edge.v2g.charger import ChargerConnection
 from edge.v2g.din.session import NEXT, DinSession
 from edge.v2g.server import serve_tcp
-from edge.v2g.v2gtp import PayloadType, V2gtpDecoder, V2gtpMessage, frame
+from edge.v2g.v2gtp import PayloadType, V2gtpDecoder, frame
 from exi.model import din_msgbody as b
 from exi.model import din_msgdatatypes as t
 from exi.model.din_msgdef import BodyType, V2G_Message
 from exi.model.din_msgheader import MessageHeaderType
-
-STEP = 0.1  # simulated seconds per exchange
+from tests.inmemory import run
 
 
 def run_in_memory(car: DinCar, hardware: SimulatedCharger) -> ChargerConnection:
     conn = ChargerConnection(hardware)
-    now = 0.0
-    request = car.start()
-    while request is not None:
-        assert now < 3600, "the session does not end"
-        now += STEP
-        response = conn.handle(V2gtpMessage(PayloadType.EXI, request), now)
-        assert response is not None, f"charger closed after {car.log[-1:]}"
-        request = car.handle(response.payload, now + STEP / 2)
+    run(car, conn)
     return conn
 
 

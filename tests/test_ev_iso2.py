@@ -23,14 +23,12 @@ from edge.pki.testpki import TEST_EMAID, create_test_pki
 from edge.v2g import sap
 from edge.v2g.charger import ChargerConnection, EvseConfig
 from edge.v2g.iso2.session import pv
-from edge.v2g.v2gtp import PayloadType, V2gtpMessage
 from exi.model import iso2_msgbody as b
 from exi.model import iso2_msgdatatypes as t
 from exi.model.iso2_msgbody import BodyType
 from exi.model.iso2_msgdef import V2G_Message
 from exi.model.iso2_msgheader import MessageHeaderType
-
-STEP = 0.1  # simulated seconds per exchange
+from tests.inmemory import STEP, run
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +52,6 @@ def signatures_checked(pnc: LocalPlugAndCharge) -> list[str]:
     """The elements whose signature verified, in order (a failure ends the session anyway)."""
     return [what.removeprefix("signature over ") for what, code in pnc.decisions
             if what.startswith("signature over") and code == "OK"]
-
-
-def run(car: Iso2Car | DinCar, conn: ChargerConnection, now: float = 0.0) -> float:
-    """One connection's worth of session, in memory; returns the simulated time at its end."""
-    request = car.start()
-    while request is not None:
-        assert now < 3600, "the session does not end"
-        now += STEP
-        response = conn.handle(V2gtpMessage(PayloadType.EXI, request), now)
-        assert response is not None, f"charger closed after {car.log[-1:]}"
-        request = car.handle(response.payload, now + STEP / 2)
-    return now
 
 
 def charger(**config: Any) -> tuple[SimulatedCharger, EvseConfig]:

@@ -17,16 +17,7 @@ from exi.model import iso2_msgbody as b
 from exi.model.iso2_msgbody import BodyType
 from exi.model.iso2_msgdef import V2G_Message
 from exi.model.iso2_msgheader import MessageHeaderType
-
-
-def run(car: Iso2Car, conn: ChargerConnection) -> None:
-    now, request = 0.0, car.start()
-    while request is not None:
-        assert now < 3600, "the session does not end"
-        now += 0.1
-        response = conn.handle(V2gtpMessage(PayloadType.EXI, request), now)
-        assert response is not None, f"charger closed after {car.log[-1:]}"
-        request = car.handle(response.payload, now + 0.05)
+from tests.inmemory import run
 
 
 def test_full_dc_session_with_a_renegotiation() -> None:

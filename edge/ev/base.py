@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, ClassVar
 
 import exi
 from edge.v2g import sap
+from edge.v2g.physical import from_physical, to_physical
 from exi.model.apphand import AppProtocolType, supportedAppProtocolReq
 
 log = logging.getLogger("edge.ev")
@@ -70,6 +72,8 @@ class SimulatedCar:
     MESSAGE: ClassVar[type]
     BODY: ClassVar[type]
     HEADER: ClassVar[type]
+    MSG_BODY: ClassVar[ModuleType]  # the protocol's MsgBody model module (request types)
+    MSG_TYPES: ClassVar[ModuleType]  # its MsgDataTypes model module (PhysicalValueType, ...)
     DEFAULT_OFFERS: ClassVar[tuple[Offer, ...]]
     #: the car's wait for each response, by request (V2G_EVCC_Msg_Timeout); others DEFAULT_TIMEOUT
     TIMEOUTS: ClassVar[dict[str, float]] = {}
@@ -190,6 +194,40 @@ class SimulatedCar:
 
     def _end_phase(self, phase: str) -> None:
         self._phase_started.pop(phase, None)
+
+    # ------------------------------------------------------------------ DC steps DIN and -2 share
+    def _cable_check(self, now: float) -> bytes:
+        self._within("cable check", now)
+        return self._send("CableCheckReq", self.MSG_BODY.CableCheckReqType(self._status()))
+
+    def _on_CableCheckRes(self, res: Any, msg: Any, now: float) -> bytes:
+        if res.EVSEProcessing == "Ongoing" and not self._quirk("ignore_cable_check_ongoing"):
+            return self._cable_check(now)
+        self._end_phase("cable check")
+        return self._pre_charge(now)
+
+    def _pre_charge(self, now: float) -> bytes:
+        """Ask for the battery's voltage at 1 A until the charger's output is within 20 V of it."""
+        self._within("pre-charge", now)
+        pv = self._pv
+        return self._send("PreChargeReq", self.MSG_BODY.PreChargeReqType(
+            self._status(), pv(self.battery_voltage, "V"), pv(1, "A")))
+
+    def _on_PreChargeRes(self, res: Any, msg: Any, now: float) -> bytes:
+        if abs(from_physical(res.EVSEPresentVoltage) - self.battery_voltage) >= 20:
+            return self._pre_charge(now)
+        self._end_phase("pre-charge")
+        return self._start_charging(now)
+
+    def _pv(self, x: float, unit: str) -> Any:
+        return to_physical(self.MSG_TYPES.PhysicalValueType, x, unit)
+
+    def _status(self) -> Any:
+        raise NotImplementedError
+
+    def _start_charging(self, now: float) -> bytes:
+        """Pre-charge done: the protocol's PowerDeliveryReq that closes the contactors."""
+        raise NotImplementedError
 
     @staticmethod
     def _decode(proto: str, payload: bytes) -> Any:

@@ -5,6 +5,7 @@ requests."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, ClassVar
 
 from edge.ev.base import Offer, SimulatedCar
@@ -22,6 +23,8 @@ class DinCar(SimulatedCar):
     MESSAGE: ClassVar[type] = V2G_Message
     BODY: ClassVar[type] = BodyType
     HEADER: ClassVar[type] = MessageHeaderType
+    MSG_BODY: ClassVar[ModuleType] = b
+    MSG_TYPES: ClassVar[ModuleType] = t
     DEFAULT_OFFERS: ClassVar[tuple[Offer, ...]] = (Offer.of(sap.DIN, 1, 1),)
     TIMEOUTS: ClassVar[dict[str, float]] = {"CurrentDemandReq": 0.25}  # DIN: 2 s for all others
 
@@ -67,23 +70,7 @@ class DinCar(SimulatedCar):
         self._end_phase("ongoing")
         return self._cable_check(now)
 
-    def _cable_check(self, now: float) -> bytes:
-        self._within("cable check", now)
-        return self._send("CableCheckReq", b.CableCheckReqType(self._status()))
-
-    def _on_CableCheckRes(self, res: Any, msg: Any, now: float) -> bytes:
-        if res.EVSEProcessing == "Ongoing" and not self._quirk("ignore_cable_check_ongoing"):
-            return self._cable_check(now)
-        return self._pre_charge(now)
-
-    def _pre_charge(self, now: float) -> bytes:
-        self._within("pre-charge", now)
-        return self._send("PreChargeReq", b.PreChargeReqType(self._status(), pv(self.battery_voltage, "V"),
-                                                             pv(1, "A")))
-
-    def _on_PreChargeRes(self, res: Any, msg: Any, now: float) -> bytes:
-        if abs(value(res.EVSEPresentVoltage) - self.battery_voltage) >= 20:
-            return self._pre_charge(now)
+    def _start_charging(self, now: float) -> bytes:
         self._phase = "charging"
         return self._send("PowerDeliveryReq", b.PowerDeliveryReqType(
             True, None, t.DC_EVPowerDeliveryParameterType(self._status(), False, False)))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar
 
 from edge.ev.base import Offer, SessionFailed, SimulatedCar
@@ -113,6 +114,8 @@ class Iso2Car(SimulatedCar):
     MESSAGE: ClassVar[type] = V2G_Message
     BODY: ClassVar[type] = BodyType
     HEADER: ClassVar[type] = MessageHeaderType
+    MSG_BODY: ClassVar[ModuleType] = b
+    MSG_TYPES: ClassVar[ModuleType] = t
     DEFAULT_OFFERS: ClassVar[tuple[Offer, ...]] = (Offer.of(sap.ISO2, 1, 1),)
     TIMEOUTS: ClassVar[dict[str, float]] = {  # V2G_EVCC_Msg_Timeout (../shared/spec/timers.md)
         "CurrentDemandReq": 0.25, "ServiceDetailReq": 5.0, "PaymentDetailsReq": 5.0, "PowerDeliveryReq": 5.0,
@@ -346,25 +349,7 @@ class Iso2Car(SimulatedCar):
             return self._power_delivery("Start")
         return self._cable_check(now)
 
-    def _cable_check(self, now: float) -> bytes:
-        self._within("cable check", now)
-        return self._send("CableCheckReq", b.CableCheckReqType(self._status()))
-
-    def _on_CableCheckRes(self, res: Any, msg: Any, now: float) -> bytes:
-        if res.EVSEProcessing == "Ongoing" and not self._quirk("ignore_cable_check_ongoing"):
-            return self._cable_check(now)
-        self._end_phase("cable check")
-        return self._pre_charge(now)
-
-    def _pre_charge(self, now: float) -> bytes:
-        self._within("pre-charge", now)
-        return self._send("PreChargeReq", b.PreChargeReqType(self._status(), pv(self.battery_voltage, "V"),
-                                                             pv(1, "A")))
-
-    def _on_PreChargeRes(self, res: Any, msg: Any, now: float) -> bytes:
-        if abs(value(res.EVSEPresentVoltage) - self.battery_voltage) >= 20:
-            return self._pre_charge(now)
-        self._end_phase("pre-charge")
+    def _start_charging(self, now: float) -> bytes:
         self._phase = "charging"
         return self._power_delivery("Start")
 
