@@ -261,16 +261,21 @@ def test_contract_is_offered_only_over_tls_unless_configured() -> None:
         assert ("Contract" in options) is offered
 
 
-def test_metering_receipt_requested_verified_and_checked() -> None:
-    pnc = RecordingPnc()
-    car, s = pnc_session(pnc, receipt_interval=5.0)
+def charging_under_contract(pnc: RecordingPnc, receipt_interval: float) -> tuple[Car, Iso2Session, Any]:
+    """An AC PnC session up to its first ChargingStatusRes (1 s into the charge)."""
+    car, s = pnc_session(pnc, receipt_interval=receipt_interval)
     car.setup("Contract")
     challenge = car.contract().GenChallenge
     car.signature = a_signature()
     car.send("AuthorizationReq", b.AuthorizationReqType("ID1", challenge))
     car.ac_parameters()
     car.send("PowerDeliveryReq", b.PowerDeliveryReqType("Start", 1))
-    res = car.send("ChargingStatusReq", b.ChargingStatusReqType(), dt=1.0)
+    return car, s, car.send("ChargingStatusReq", b.ChargingStatusReqType(), dt=1.0)
+
+
+def test_metering_receipt_requested_verified_and_checked() -> None:
+    pnc = RecordingPnc()
+    car, s, res = charging_under_contract(pnc, receipt_interval=5.0)
     assert res.ReceiptRequired is False
     while not res.ReceiptRequired:
         res = car.send("ChargingStatusReq", b.ChargingStatusReqType(), dt=1.0)
@@ -283,15 +288,10 @@ def test_metering_receipt_requested_verified_and_checked() -> None:
     # not asked for: a sequence error
     assert car.send("MeteringReceiptReq", b.MeteringReceiptReqType("ID3", car.sid, 1, meter)).ResponseCode == \
         "FAILED_SequenceError"
-    # a receipt for another reading than the charger reported is refused
-    car, s = pnc_session(RecordingPnc(), receipt_interval=0.5)
-    car.setup("Contract")
-    challenge = car.contract().GenChallenge
-    car.signature = a_signature()
-    car.send("AuthorizationReq", b.AuthorizationReqType("ID1", challenge))
-    car.ac_parameters()
-    car.send("PowerDeliveryReq", b.PowerDeliveryReqType("Start", 1))
-    res = car.send("ChargingStatusReq", b.ChargingStatusReqType(), dt=1.0)
+
+
+def test_metering_receipt_for_another_reading_is_refused() -> None:
+    car, s, res = charging_under_contract(RecordingPnc(), receipt_interval=0.5)
     assert res.ReceiptRequired
     forged = t.MeterInfoType(res.MeterInfo.MeterID, res.MeterInfo.MeterReading + 1000, None, None, res.MeterInfo.TMeter)
     car.signature = a_signature()
