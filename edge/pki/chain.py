@@ -40,6 +40,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, ed448
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
+from edge.pki.algorithms import KeyAlgorithm
 from exi.model.iso2_msgdatatypes import responseCodeType as Iso2ResponseCode
 from exi.model.iso20_commontypes import responseCodeType as Iso20ResponseCode
 
@@ -139,15 +140,7 @@ class ChainError(Exception):
 
 def protocol_for_key(public_key: object) -> ContractProtocol:
     """-2 for secp256r1 keys, -20 for secp521r1 and Ed448 keys; ValueError for anything else."""
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        if isinstance(public_key.curve, ec.SECP256R1):
-            return ContractProtocol.ISO2
-        if isinstance(public_key.curve, ec.SECP521R1):
-            return ContractProtocol.ISO20
-        raise ValueError(f"no ISO 15118 protocol uses curve {public_key.curve.name}")
-    if isinstance(public_key, ed448.Ed448PublicKey):
-        return ContractProtocol.ISO20
-    raise ValueError(f"no ISO 15118 protocol uses {type(public_key).__name__} keys")
+    return ContractProtocol.ISO2 if KeyAlgorithm.of(public_key) is KeyAlgorithm.P256_SHA256 else ContractProtocol.ISO20
 
 
 def protocol_for_leaf(leaf: x509.Certificate) -> ContractProtocol:

@@ -42,8 +42,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
+from edge.pki.algorithms import KeyAlgorithm, PrivateKey
 from edge.pki.chain import parse_certificates
-from edge.pki.testpki import FOLDERS, KeyAlgorithm, PkiPaths, PrivateKey
+from edge.pki.testpki import FOLDERS, PkiPaths
 
 
 class CertificateUse(StrEnum):
@@ -198,14 +199,7 @@ def _fingerprint(cert: x509.Certificate) -> str:
 
 def key_algorithm_of(public_key: object) -> KeyAlgorithm:
     """The KeyAlgorithm (store slot) of a public key; ValueError for keys no ISO 15118 profile uses."""
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        if isinstance(public_key.curve, ec.SECP256R1):
-            return KeyAlgorithm.P256_SHA256
-        if isinstance(public_key.curve, ec.SECP521R1):
-            return KeyAlgorithm.P521_SHA512
-    if isinstance(public_key, ed448.Ed448PublicKey):
-        return KeyAlgorithm.ED448
-    raise ValueError(f"not an ISO 15118 key: {getattr(getattr(public_key, 'curve', None), 'name', type(public_key))}")
+    return KeyAlgorithm.of(public_key)
 
 
 def _same_key(a: object, b: object) -> bool:

@@ -27,14 +27,15 @@ import datetime as dt
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
+
+from edge.pki.algorithms import KeyAlgorithm, PrivateKey
 
 ISO2_FOLDER = "iso15118_2"
 ISO20_FOLDER = "iso15118_20"
@@ -46,29 +47,6 @@ DEFAULT_PASSWORD = "12345"
 #: the OCSP responder / CA issuers URLs Josev's MO configs put in an authorityInfoAccess extension
 OCSP_URL = "https://www.example.com/"
 CA_ISSUERS_URL = "https://www.example.com/Intermediate-CA.cer"
-
-PrivateKey = ec.EllipticCurvePrivateKey | ed448.Ed448PrivateKey
-
-
-class KeyAlgorithm(Enum):
-    """The key and signature algorithm of one PKI folder."""
-
-    P256_SHA256 = "secp256r1"  # ISO 15118-2
-    P521_SHA512 = "secp521r1"  # ISO 15118-20
-    ED448 = "ed448"  # ISO 15118-20
-
-    def generate(self) -> PrivateKey:
-        if self is KeyAlgorithm.ED448:
-            return ed448.Ed448PrivateKey.generate()
-        curve = ec.SECP256R1() if self is KeyAlgorithm.P256_SHA256 else ec.SECP521R1()
-        return ec.generate_private_key(curve)
-
-    def signature_hash(self) -> hashes.HashAlgorithm | None:
-        """The hash for ``sign()``: None for Ed448, which hashes internally."""
-        if self is KeyAlgorithm.ED448:
-            return None
-        return hashes.SHA256() if self is KeyAlgorithm.P256_SHA256 else hashes.SHA512()
-
 
 #: one folder per algorithm, in the order they are written
 FOLDERS: dict[str, KeyAlgorithm] = {
