@@ -40,7 +40,8 @@ class ConnectionHandler(Protocol):
 async def serve_connection(stream: trio.abc.Stream, handler: ConnectionHandler, *,
                            max_payload: int = DEFAULT_MAX_PAYLOAD, idle_timeout: float = 60.0) -> str:
     """Serve one connection until the car closes it, an error, or ``idle_timeout`` without a request
-    (V2G_SECC_Sequence_Timeout). Returns why it ended; however it ends (cancellation and network
+    (V2G_SECC_Sequence_Timeout; a handler's own ``idle_timeout`` attribute wins: its session knows the
+    protocol's timers). Returns why it ended; however it ends (cancellation and network
     errors included), the handler's ``connection_lost(reason)`` runs so the session can make the
     hardware safe."""
     why = "cancelled or failed"
@@ -60,7 +61,7 @@ async def _serve(stream: trio.abc.Stream, handler: ConnectionHandler, max_payloa
     decoder = V2gtpDecoder(max_payload)
     async with stream:
         while True:
-            with trio.move_on_after(idle_timeout) as idle:
+            with trio.move_on_after(getattr(handler, "idle_timeout", idle_timeout)) as idle:
                 data = await stream.receive_some(65536)
             if idle.cancelled_caught:
                 return "sequence timeout: no request"
