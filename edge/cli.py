@@ -147,9 +147,11 @@ def _secc_command(args: argparse.Namespace) -> int:
         if args.tls or args.tls_only:
             if args.pki is None:
                 raise ValueError("--tls needs --pki DIR (a PKI folder, e.g. from `edge pki create`)")
-            from edge.v2g.tls import server_context_from_pki
+            from edge.v2g.tls import ClientAuth, server_context_combined
 
-            ssl_context = server_context_from_pki(args.pki, keylog=args.keylog)
+            # one TLS port: -2 cars get TLS 1.2 and the P-256 chain, -20 cars TLS 1.3 and a -20 chain
+            ssl_context = server_context_combined(args.pki, client_auth=ClientAuth(args.client_auth),
+                                                  keylog=args.keylog)
         config = EvseConfig(receipt_interval=args.receipt_interval)
         if args.pnc:
             if args.pki is None:
@@ -261,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     secc_p.add_argument("--tls-only", action="store_true", help="offer only TLS")
     secc_p.add_argument("--pki", type=Path, help="PKI folder (Josev's layout, as `edge pki create` writes)")
     secc_p.add_argument("--keylog", type=Path, help="write TLS session keys here (NSS key log, for Wireshark)")
+    secc_p.add_argument("--client-auth", choices=["required", "optional"], default="required",
+                        help="ISO 15118-20 over TLS 1.3: must the car present its certificate (default: required)")
     secc_p.add_argument("--pnc", action="store_true",
                         help="offer Plug & Charge over TLS: contracts checked against the PKI's MO/V2G roots, "
                              "certificate installation answered locally")

@@ -70,3 +70,13 @@ def test_simulate_runs_every_scenario_cleanly(capsys) -> None:
     assert ac["connections"] == 2 and ac["notes"] == ["resumed with OK_OldSessionJoined"]
     pnc = summaries["ISO 15118-2 DC PnC over TLS"]["notes"]
     assert pnc[0] == "contract UKSWI123456791A accepted" and int(pnc[1].split()[0]) >= 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tls"], "--tls needs --pki DIR"),
+    (["--pnc"], "--pnc needs --pki DIR"),
+    (["--tls", "--pki", "/nonexistent/pki"], "/nonexistent/pki"),
+])
+def test_secc_configuration_errors_are_one_line(capsys, argv: list[str], message: str) -> None:
+    rc, out, err = run(["secc", "--iface", "lo", *argv], capsys=capsys)
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
