@@ -78,5 +78,5 @@ def test_simulate_runs_every_scenario_cleanly(capsys) -> None:
     (["--tls", "--pki", "/nonexistent/pki"], "/nonexistent/pki"),
 ])
 def test_secc_configuration_errors_are_one_line(capsys, argv: list[str], message: str) -> None:
-    rc, out, err = run(["secc", "--iface", "lo", *argv], capsys=capsys)
+    rc, _, err = run(["secc", "--iface", "lo", *argv], capsys=capsys)
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

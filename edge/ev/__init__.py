@@ -1,6 +1,6 @@
 """The simulated car (testbench runs and our own end-to-end tests): sans-IO cars in
-:mod:`edge.ev.din` and :mod:`edge.ev.iso2` (shared parts in :mod:`edge.ev.base`), :func:`drive` to run
-one over a stream, and :mod:`edge.ev.run` for SDP, connection and pause/resume on an interface."""
+:mod:`edge.ev.din`, :mod:`edge.ev.iso2` and :mod:`edge.ev.iso20` (shared parts in :mod:`edge.ev.base`),
+:func:`drive` to run one over a stream, and :mod:`edge.ev.run` for SDP, connection and pause/resume on an interface."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from edge.v2g.v2gtp import PayloadType, V2gtpDecoder, frame
 
 
 class Car(Protocol):
+    """A sans-IO car. One that speaks ISO 15118-20 also has ``request_payload_type() -> int``: the V2GTP
+    payload type of the request it just made (0x8001 SAP, 0x8002 -20 common, 0x8004 -20 DC, ...); without
+    it every request goes as 0x8001, as DIN and -2 need."""
+
     log: list[str]
 
     @property
@@ -19,6 +23,12 @@ class Car(Protocol):
     def response_timeout(self) -> float: ...
     def start(self) -> bytes: ...
     def handle(self, payload: bytes, now: float) -> bytes | None: ...
+
+
+def request_payload_type(car: Car) -> int:
+    """The payload type of the car's latest request (0x8001 unless the car says otherwise)."""
+    say = getattr(car, "request_payload_type", None)
+    return int(say()) if say is not None else PayloadType.EXI
 
 
 async def drive(stream: trio.abc.Stream, car: Car, *, loop_period: float = 0.05, step: float = 0.01,
@@ -31,7 +41,8 @@ async def drive(stream: trio.abc.Stream, car: Car, *, loop_period: float = 0.05,
     request = car.start()
     count = 0
     while request is not None:
-        await stream.send_all(frame(PayloadType.EXI, request))  # one send: header and payload together
+        payload_type = request_payload_type(car)
+        await stream.send_all(frame(payload_type, request))  # one send: header and payload together
         count += 1
         limit = car.response_timeout() * timeout_factor if timeout_factor is not None else float("inf")
         messages = []
@@ -44,6 +55,9 @@ async def drive(stream: trio.abc.Stream, car: Car, *, loop_period: float = 0.05,
         if waiting.cancelled_caught:
             raise TimeoutError(f"no response to {car.log[-1] if car.log else 'supportedAppProtocolReq'} "
                                f"within {limit:g} s")
+        if messages[0].payload_type != payload_type:  # every response goes in its request's message set
+            raise ConnectionError(f"the charger answered {car.log[-1] if car.log else 'supportedAppProtocolReq'} "
+                                  f"with payload type {messages[0].payload_type:#06x}, not {payload_type:#06x}")
         await trio.sleep(loop_period if car.in_charge_loop else step)
         request = car.handle(messages[0].payload, trio.current_time())
     return count

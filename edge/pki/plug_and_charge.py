@@ -2,7 +2,14 @@
 ask, built from the certificate checks in this package. Contract chains are validated against the
 installed MO/V2G roots, signatures verified with the contract key, and certificate installation and
 update answered by a local issuer when one is configured (testbenches; a backend answers in the
-field). Who may charge is a local allow-list until the OCPP bridge asks the CSMS."""
+field). Who may charge is a local allow-list until the OCPP bridge asks the CSMS.
+
+Protocols: "iso2", and "iso20" (or an ISO 15118-20 message-set label such as "iso20-dc"). Every answer is
+a ResponseCode of that protocol: -20 refuses chains with WARNING_Certificate* (see :mod:`edge.pki.chain`), a
+contract the allow-list does not know with WARNING_GeneralPnCAuthorizationError (-2: FAILED_ContractCanceled),
+and signatures with FAILED_SignatureError. -20 signed elements (PnC_AReqAuthorizationMode, SignedMeteringData)
+are CommonMessages elements whatever the session's energy service, so they are checked with that grammar.
+Certificate installation stays -2 only here: a -20 request gets FAILED."""
 
 from __future__ import annotations
 
@@ -21,6 +28,18 @@ from edge.pki.store import josev_contract_trust_anchors
 from edge.v2g.pnc import CertificateResponse, ContractChain
 
 MSG_BODY_NS = "urn:iso:15118:2:2013:MsgBody"
+#: the code a contract outside the allow-list gets, by standard
+CONTRACT_REFUSED = {ContractProtocol.ISO2: "FAILED_ContractCanceled",
+                    ContractProtocol.ISO20: "WARNING_GeneralPnCAuthorizationError"}
+
+
+def contract_protocol(proto: str) -> ContractProtocol:
+    """"iso2" -> -2; "iso20" and the -20 message-set labels ("iso20-dc", ...) -> -20; ValueError otherwise."""
+    if proto == "iso2":
+        return ContractProtocol.ISO2
+    if proto == "iso20" or proto.startswith("iso20-"):
+        return ContractProtocol.ISO20
+    raise ValueError(f"Plug & Charge exists in ISO 15118-2 and -20 only, not in {proto!r}")
 
 
 @dataclass
@@ -51,15 +70,18 @@ class LocalPlugAndCharge:
         return code
 
     def check_contract(self, proto: str, chain: ContractChain, now: float) -> str:
-        protocol = ContractProtocol.ISO2 if proto == "iso2" else ContractProtocol.ISO20
+        # -2 sends the eMAID beside the chain and it must match the leaf; -20 has only the leaf's
+        protocol = contract_protocol(proto)
+        expected = chain.emaid if protocol is ContractProtocol.ISO2 else chain.emaid or None
         verdict = self.validator.validate(chain.leaf, chain.sub_cas, protocol=protocol,
-                                          now=dt.datetime.fromtimestamp(now, dt.UTC), expected_emaid=chain.emaid)
+                                          now=dt.datetime.fromtimestamp(now, dt.UTC), expected_emaid=expected)
         return self._note(f"contract {chain.emaid}: {verdict.reason}", str(verdict.response_code))
 
     def check_signature(self, proto: str, signature: Any, signed: list[exi.Fragment], chain: ContractChain) -> str:
         what = "signature over " + ", ".join(f.name for f in signed)
+        label = "iso2" if contract_protocol(proto) is ContractProtocol.ISO2 else "iso20"  # iso20: CommonMessages
         try:
-            verify(proto, signature, signed, x509.load_der_x509_certificate(chain.leaf))
+            verify(label, signature, signed, x509.load_der_x509_certificate(chain.leaf))
         except SignatureError as e:
             return self._note(f"{what}: {e.reason}", str(e.response_code))
         except ValueError as e:
@@ -72,9 +94,11 @@ class LocalPlugAndCharge:
             return "Ongoing"
         self._rounds = 0
         allowed = self.allowed_emaids is None or chain.emaid.replace("-", "").upper() in self.allowed_emaids
-        return self._note(f"authorize {chain.emaid}", "OK" if allowed else "FAILED_ContractCanceled")
+        return self._note(f"authorize {chain.emaid}", "OK" if allowed else CONTRACT_REFUSED[contract_protocol(proto)])
 
     def install_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
+        if contract_protocol(proto) is ContractProtocol.ISO20:
+            return CertificateResponse(self._note("installation: not available for ISO 15118-20 here", "FAILED"))
         if self.issuer is None:
             return CertificateResponse(self._note("installation: no issuer", "FAILED_NoCertificateAvailable"))
         try:  # the car signs its request with its OEM provisioning key: check it before issuing
@@ -89,6 +113,8 @@ class LocalPlugAndCharge:
         return answer
 
     def update_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
+        if contract_protocol(proto) is ContractProtocol.ISO20:  # -20 has no CertificateUpdate message
+            return CertificateResponse(self._note("update: no such message in ISO 15118-20", "FAILED"))
         if self.issuer is None:
             return CertificateResponse(self._note("update: no issuer", "FAILED_NoCertificateAvailable"))
         chain = request.ContractSignatureCertChain

@@ -1,6 +1,10 @@
 """One car connection on the charger: supportedAppProtocol first, then the chosen protocol's session.
 This is the handler the V2GTP server runs per TCP connection; :class:`EvseConfig` is what the
-sessions of one charging point share (identity, PnC, paused sessions)."""
+sessions of one charging point share (identity, PnC, paused sessions).
+
+Messages are routed by V2GTP payload type: 0x8001 carries supportedAppProtocol and the DIN and -2
+sessions; a -20 session takes 0x8002 (common messages) and 0x8004 (DC) and answers each request with
+its own payload type. A payload type the current step cannot take closes the connection."""
 
 from __future__ import annotations
 
@@ -12,13 +16,18 @@ from edge.hardware import ChargerHardware
 from . import sap
 from .din.session import DinSession
 from .iso2.session import Iso2Session, PausedSessions
+from .iso20.session import Iso20DcSession, Iso20PausedSessions
 from .pnc import PlugAndCharge
 from .session import V2gSession
 from .timers import SessionTimers
 from .v2gtp import PayloadType, V2gtpMessage
 
 #: protocols with a session implementation here
-SESSIONS = ("din", "iso2")
+SESSIONS = ("din", "iso2", "iso20-dc")
+#: what a charging point offers unless told otherwise (the car's priorities decide among them)
+DEFAULT_PROTOCOLS = (sap.ISO20_DC, sap.ISO2, sap.DIN)
+#: protocols that need a DC power path (not offered by a board whose dc_limits() is None)
+DC_ONLY = frozenset({"din", "iso20-dc"})
 
 
 @dataclass
@@ -30,49 +39,76 @@ class EvseConfig:
     pnc_without_tls: bool = False  # ... unless a test rig says otherwise (ISO 15118-2 needs TLS for PnC)
     receipt_interval: float | None = None  # PnC: signed MeteringReceipt every this many seconds
     paused: PausedSessions = field(default_factory=PausedSessions)
+    paused_iso20: Iso20PausedSessions = field(default_factory=Iso20PausedSessions)
     timers: dict[str, SessionTimers] = field(default_factory=dict)  # per protocol, overrides the defaults
 
 
 @dataclass
 class ChargerConnection:
     hardware: ChargerHardware
-    protocols: list[sap.Protocol] = field(default_factory=lambda: [sap.ISO2, sap.DIN])
+    protocols: list[sap.Protocol] = field(default_factory=lambda: list(DEFAULT_PROTOCOLS))
     config: EvseConfig = field(default_factory=EvseConfig)
     tls: bool = False  # the connection is TLS-protected (PnC is offered only then)
-    session: V2gSession | None = None
+    session: V2gSession | Iso20DcSession | None = None
     protocol: sap.Protocol | None = None
     closing: bool = False
     ended: str | None = None  # why the connection ended, once it has
 
-    def _new_session(self, name: str) -> V2gSession:
+    def _new_session(self, name: str) -> V2gSession | Iso20DcSession:
         timers = self.config.timers.get(name)
         if name == "din":
             return DinSession(self.hardware, timers=timers)
         pnc = self.config.pnc if (self.tls or self.config.pnc_without_tls) else None
+        if name == "iso20-dc":
+            return Iso20DcSession(self.hardware, timers=timers, evse_id=self.config.evse_id, pnc=pnc,
+                                  receipt_interval=self.config.receipt_interval,
+                                  paused_sessions=self.config.paused_iso20)
         return Iso2Session(self.hardware, timers=timers, evse_id=self.config.evse_id, pnc=pnc,
                            receipt_interval=self.config.receipt_interval, paused_sessions=self.config.paused)
 
+    def enabled_protocols(self) -> list[sap.Protocol]:
+        """What this connection offers in supportedAppProtocol: the configured protocols we have a session
+        for, without the DC-only ones on a board without DC."""
+        has_dc = self.hardware.dc_limits() is not None
+        return [p for p in self.protocols if p.name in SESSIONS and (has_dc or p.name not in DC_ONLY)]
+
+    @property
+    def idle_timeout(self) -> float:
+        """How long the next request may take (V2G_SECC_Sequence_Timeout), which the server enforces: the
+        session's timers (-20: 0.5 s after a ChargeLoopRes), before a session the default 60 s."""
+        if isinstance(self.session, Iso20DcSession):
+            return self.session.sequence_timeout()
+        if self.session is not None and self.session.timers is not None:
+            return self.session.timers.sequence_timeout
+        return SessionTimers().sequence_timeout
+
     def handle(self, message: V2gtpMessage, now: float) -> V2gtpMessage | None:
-        if self.closing or message.payload_type != PayloadType.EXI:
+        if self.closing:
             return None
         if self.session is None:
+            if message.payload_type != PayloadType.EXI:
+                return None
             try:
                 req = exi.decode("apphand", message.payload)
             except exi.DecodeError:
                 return None
-            enabled = [p for p in self.protocols if p.name in SESSIONS]
-            result = sap.negotiate(req, enabled)
+            result = sap.negotiate(req, self.enabled_protocols())
             if result.protocol is None:
                 self.closing = True
             else:
                 self.protocol = result.protocol
                 self.session = self._new_session(result.protocol.name)
             return V2gtpMessage(PayloadType.EXI, exi.encode("apphand", result.response))
-        out, end = self.session.handle(message.payload, now)
+        if isinstance(self.session, Iso20DcSession):
+            payload_type, out, end = self.session.handle(message.payload_type, message.payload, now)
+        elif message.payload_type != PayloadType.EXI:
+            return None
+        else:
+            payload_type, (out, end) = PayloadType.EXI, self.session.handle(message.payload, now)
         if out is None:
             return None
         self.closing = end  # after SessionStopRes or a failure response, nothing more is read
-        return V2gtpMessage(PayloadType.EXI, out)
+        return V2gtpMessage(payload_type, out)
 
     def connection_lost(self, reason: str) -> None:
         """The car went away (or the connection failed): whatever the session's state, no power

@@ -15,6 +15,8 @@ class SessionTimers:
     ongoing: float = 55.0  # EVSEProcessing=Ongoing answers (authorization, parameters) at most this long
     cable_check: float = 38.0  # SECC CableCheck performance (EVCC timeout 40 s)
     pre_charge: float = 5.0  # SECC PreCharge performance (EVCC timeout 7 s)
+    # -20: V2G_SECC_Sequence_Timeout after a ChargeLoopRes (None: sequence_timeout applies there too)
+    charge_loop_sequence_timeout: float | None = None
     performance: dict[str, float] = field(default_factory=dict)  # per request, seconds
     default_performance: float = 1.5
 
@@ -34,3 +36,9 @@ DIN = SessionTimers(performance={"CurrentDemandReq": 0.025})
 ISO2 = SessionTimers(performance={"CurrentDemandReq": 0.025, "PowerDeliveryReq": 4.5, "PaymentDetailsReq": 4.5,
                                   "CertificateInstallationReq": 4.5, "CertificateUpdateReq": 4.5,
                                   "ServiceDetailReq": 4.5})
+# ISO 15118-20 (Tables 215-218): 1.5 s by default, 4.5 s where the EV waits 5 s, 0.25 s in the charge loop;
+# PreCharge: the EV waits 10 s (Josev), the charger keeps the 2 s margin -2 has; after a ChargeLoopRes
+# the next request must come within 0.5 s ([V2G20-1500], [V2G20-1502])
+ISO20 = SessionTimers(pre_charge=8.0, charge_loop_sequence_timeout=0.5,
+                      performance={"DC_ChargeLoopReq": 0.25, "ServiceDetailReq": 4.5,
+                                   "CertificateInstallationReq": 4.5})
