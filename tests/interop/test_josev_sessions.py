@@ -1,11 +1,19 @@
-"""Interop: Josev's EV simulator (PyPI ``iso15118`` 0.31.2) runs a DIN SPEC 70121 DC session, an
-ISO 15118-2 DC session (ExternalPayment) over TCP, and the same -2 session over TLS against our
-charger, over SDP and TCP/TLS between two network namespaces.
+"""Interop: Josev's EV simulator (PyPI ``iso15118`` 0.31.2) runs whole charging sessions against our
+charger, over SDP and TCP/TLS between two network namespaces: DIN SPEC 70121 DC; ISO 15118-2 DC with
+ExternalPayment over TCP and over TLS; ISO 15118-2 DC with Plug & Charge (Contract) over TLS; and
+ISO 15118-2 AC (three phases) with ExternalPayment over TCP and with Plug & Charge over TLS; and a
+PnC session whose contract our backend refuses.
 
-Our charger runs in this process in one namespace (``run_secc``; for TLS the same SDP responder and
-V2GTP server with a TLS context, both sides using one PKI folder from ``create_test_pki``); Josev's EVCC
-runs as a subprocess in the other (``ip netns exec``). Over TLS Josev would pick PnC if we offered
-Contract; our charger offers it only with a PnC backend configured, so this session is EIM.
+Our charger runs in this process in one namespace (``run_secc`` on the simulated AC+DC charger; for
+TLS only its TLS listener, with the SECC chain of one PKI folder from ``create_test_pki``); Josev's
+EVCC runs as a subprocess in the other (``ip netns exec``) with ``PKI_PATH`` on the same folder, so
+it trusts our SECC chain and presents its contract chain (MO sub-CAs, EMAID in the leaf's CN) from it.
+Josev picks Contract whenever a TLS charger offers it; we offer it only with a PnC backend configured
+(``LocalPlugAndCharge`` trusting the folder's MO and V2G roots), so ``iso2-tls`` stays EIM.
+
+Facts about Josev's EV in these sessions (evcc/states/iso15118_2_states.py): it signs AuthorizationReq
+(Id "id1", our GenChallenge) and, in AC only, a MeteringReceiptReq whenever ChargingStatusRes says
+ReceiptRequired; in DC it ignores ReceiptRequired in CurrentDemandRes and never sends a receipt.
 
 Needs root, ``ip``, java/javac and PyPI (first run builds the EXIficient venv). In CI (env CI set) a
 missing prerequisite fails the test instead of skipping it.
@@ -15,113 +23,136 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import trio
 
 import edge.secc
-import exi
-from edge.hardware import ChargerHardware, SimulatedDcCharger
-from edge.pki.testpki import create_test_pki
-from edge.secc import link_local_address, run_secc
-from edge.v2g.charger import ChargerConnection
-from edge.v2g.net import serve_sdp
-from edge.v2g.sdp import SdpServer
-from edge.v2g.server import serve_tcp
+from edge.hardware import SimulatedCharger
+from edge.pki.plug_and_charge import LocalPlugAndCharge
+from edge.pki.testpki import TEST_EMAID, create_test_pki
+from edge.secc import run_secc
+from edge.v2g.charger import ChargerConnection, EvseConfig
+from edge.v2g.iso2.session import Iso2Session
 from edge.v2g.tls import server_context_from_pki
 from tests.netns import inside, link_local, two_namespaces
 
-from .josev_ev import SUCCESS, SUCCESS_ISO2, josev_python, run_josev_ev, write_config
+from .josev_ev import SUCCESS, SUCCESS_ISO2, JosevResult, josev_python, run_josev_ev, write_config
 
 TIMEOUT = 120.0  # the whole Josev run, SDP to TCP close
+RECEIPT_INTERVAL = 0.2  # s: PnC cases ask for a signed MeteringReceipt this often once power flows
 
 
 @dataclass(frozen=True)
 class Case:
+    id: str
     josev_protocol: str
-    config: dict
     ours: str  # our protocol label
     requests: tuple[str, ...]  # every request our session must have seen
     success: str  # Josev's stop-reason wording for a good end
+    josev_config: dict = field(default_factory=dict)  # write_config's energy and loop settings
     tls: bool = False
+    pnc: bool = False  # our charger offers Contract (PnC) with a local backend on the shared PKI
+    receipt_interval: float | None = None
+    receipts_expected: bool = False  # Josev answers ReceiptRequired with a signed MeteringReceiptReq
 
-    @property
-    def id(self) -> str:
-        return self.ours + ("-tls" if self.tls else "")
 
-
-ISO2_DC_EIM = ("SessionSetupReq", "ServiceDiscoveryReq", "PaymentServiceSelectionReq", "AuthorizationReq",
-               "ChargeParameterDiscoveryReq", "CableCheckReq", "PreChargeReq", "PowerDeliveryReq", "CurrentDemandReq",
-               "WeldingDetectionReq", "SessionStopReq")
+DC = {"energy_services": ("DC",), "energy_transfer_mode": "DC_extended"}
+# more charge loops than DC: Josev's AC loop has no delay and the receipt interval must pass in it
+AC = {"energy_services": ("AC",), "energy_transfer_mode": "AC_three_phase_core", "charge_loop_cycle": 30}
+ISO2_START = ("SessionSetupReq", "ServiceDiscoveryReq", "PaymentServiceSelectionReq", "AuthorizationReq",
+              "ChargeParameterDiscoveryReq")
+ISO2_DC = (*ISO2_START, "CableCheckReq", "PreChargeReq", "PowerDeliveryReq", "CurrentDemandReq",
+           "WeldingDetectionReq", "SessionStopReq")
+ISO2_AC = (*ISO2_START, "PowerDeliveryReq", "ChargingStatusReq", "SessionStopReq")
 CASES = [
-    Case("DIN_SPEC_70121", {}, "din",
+    Case("din", "DIN_SPEC_70121", "din",
          ("SessionSetupReq", "ServiceDiscoveryReq", "ServicePaymentSelectionReq", "ContractAuthenticationReq",
           "ChargeParameterDiscoveryReq", "CableCheckReq", "PreChargeReq", "PowerDeliveryReq", "CurrentDemandReq",
           "SessionStopReq"), SUCCESS),
-    Case("ISO_15118_2", {"energy_services": ("DC",), "energy_transfer_mode": "DC_extended"}, "iso2",
-         ISO2_DC_EIM, SUCCESS_ISO2),
-    Case("ISO_15118_2", {"energy_services": ("DC",), "energy_transfer_mode": "DC_extended"}, "iso2",
-         ISO2_DC_EIM, SUCCESS_ISO2, tls=True),
+    Case("iso2", "ISO_15118_2", "iso2", ISO2_DC, SUCCESS_ISO2, DC),
+    Case("iso2-tls", "ISO_15118_2", "iso2", ISO2_DC, SUCCESS_ISO2, DC, tls=True),
+    # DC PnC: we ask for receipts, Josev's DC loop ignores ReceiptRequired; the session must carry on
+    Case("iso2-pnc", "ISO_15118_2", "iso2", (*ISO2_DC, "PaymentDetailsReq"), SUCCESS_ISO2, DC, tls=True,
+         pnc=True, receipt_interval=RECEIPT_INTERVAL),
+    Case("iso2-ac", "ISO_15118_2", "iso2", ISO2_AC, SUCCESS_ISO2, AC),
+    Case("iso2-ac-pnc", "ISO_15118_2", "iso2", (*ISO2_AC, "PaymentDetailsReq", "MeteringReceiptReq"), SUCCESS_ISO2,
+         AC, tls=True, pnc=True, receipt_interval=RECEIPT_INTERVAL, receipts_expected=True),
 ]
 
 
-async def run_tls_secc(iface: str, hw: ChargerHardware, pki: Path, keylog: Path, make_connection, *,
-                       task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """``run_secc`` with TLS only: SDP answers with the TLS port, the V2GTP server speaks TLS with
-    the SECC chain and key of ``pki``."""
-    for proto in ("apphand", "iso2", "din"):
-        exi.load(proto)  # as run_secc does: the first SessionSetupRes must not pay for the import
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(lambda task_status: serve_tcp(
-            0, lambda: make_connection(hw, tls=True), ssl_context=server_context_from_pki(pki, keylog=keylog),
-            task_status=task_status))
-        await nursery.start(serve_sdp, SdpServer(link_local_address(iface), tcp_port=None, tls_port=port), iface)
-        task_status.started(port)
+def check_pnc_decisions(pnc: LocalPlugAndCharge, session: Iso2Session, *, receipts_expected: bool) -> None:
+    """Our PnC backend accepted Josev's contract chain, verified its AuthorizationReq signature
+    and every MeteringReceiptReq signature, authorized the EMAID, and refused nothing."""
+    decisions = pnc.decisions
+    assert session.payment_option == "Contract"
+    assert session.contract is not None and session.contract.emaid == TEST_EMAID
+    assert len(session.contract.sub_cas) == 2, "Josev sends MO sub-CA 2 and 1 with its contract leaf"
+    refused = [(what, code) for what, code in decisions if code != "OK"]
+    assert not refused, decisions
+    whats = [what for what, _ in decisions]
+    assert [w for w in whats if w.startswith(f"contract {TEST_EMAID}: valid chain of 2 sub-CA(s)")], decisions
+    assert whats.count("signature over AuthorizationReq") == 1, decisions
+    assert f"authorize {TEST_EMAID}" in whats, decisions
+    assert whats.count("signature over MeteringReceiptReq") == session.receipts, decisions
+    if receipts_expected:
+        assert session.receipts >= 1, f"Josev sent no MeteringReceiptReq: {decisions}"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-async def test_josev_ev_dc_session(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                   caplog: pytest.LogCaptureFixture) -> None:
-    python = josev_python()
+async def run_against_josev(python: Path, tmp_path: Path, hw: SimulatedCharger, config: EvseConfig,
+                            pki: Path | None, keylog: Path) -> tuple[JosevResult, list[ChargerConnection]]:
+    """Our charger (TLS only when ``pki`` is given) in one namespace, Josev's EVCC configured in
+    ``tmp_path/josev`` in the other, until Josev has stopped; returns its result and our connections."""
     connections: list[ChargerConnection] = []
 
     def recording_connection(*args, **kwargs) -> ChargerConnection:
         connections.append(ChargerConnection(*args, **kwargs))
         return connections[-1]
 
-    monkeypatch.setattr(edge.secc, "ChargerConnection", recording_connection)
-    caplog.set_level(logging.INFO, logger="edge")
-    workdir = tmp_path / "josev"
-    pki = tmp_path / "pki" if case.tls else None
-    if pki is not None:
-        create_test_pki(pki)  # one folder for both: Josev trusts its V2G root, we serve its SECC chain
-    write_config(workdir, "ev0", protocols=(case.josev_protocol,), use_tls=case.tls, pki_path=pki, **case.config)
-    hw = SimulatedDcCharger(voltage_tau=0.05, isolation_s=0.2)
-    keylog = tmp_path / "tls-keys.log"
-
-    with two_namespaces("secc0", "ev0") as (secc_ns, ev_ns):
+    ssl_context = server_context_from_pki(pki, keylog=keylog) if pki is not None else None
+    with pytest.MonkeyPatch.context() as patch, two_namespaces("secc0", "ev0") as (secc_ns, ev_ns):
+        patch.setattr(edge.secc, "ChargerConnection", recording_connection)
         link_local(secc_ns, "secc0")
         link_local(ev_ns, "ev0")  # Josev refuses an interface whose link-local address is tentative
         async with trio.open_nursery() as nursery:
             with inside(secc_ns):
-                if pki is not None:
-                    await nursery.start(run_tls_secc, "secc0", hw, pki, keylog, recording_connection)
-                else:
-                    await nursery.start(run_secc, "secc0", 0, hw)
-            result = await run_josev_ev(python, workdir, netns=ev_ns, timeout=TIMEOUT,
+                tcp_port, tls_port = await nursery.start(lambda task_status: run_secc(
+                    "secc0", 0, hw, config=config, ssl_context=ssl_context, tls_only=pki is not None,
+                    task_status=task_status))
+            assert (tcp_port is None, tls_port is None) == (pki is not None, pki is None)
+            result = await run_josev_ev(python, tmp_path / "josev", netns=ev_ns, timeout=TIMEOUT,
                                         log_path=tmp_path / "josev.log")
             await trio.sleep(0.2)  # let our side see the TCP close
             nursery.cancel_scope.cancel()
-
     print(f"Josev ran {result.duration:.1f} s, stop reason: {result.stop_reason!r}")
     for c in connections:
         if c.session is not None:
             print("our response times (max ms):",
                   {k: round(max(v) * 1000, 1) for k, v in c.session.stats.items()})
     print(f"energy delivered: {hw.energy_wh():.2f} Wh")
+    if config.pnc is not None:
+        print("PnC decisions:", getattr(config.pnc, "decisions", None))
+    return result, connections
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+async def test_josev_ev_session(case: Case, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    python = josev_python()
+    caplog.set_level(logging.INFO, logger="edge")
+    pki = tmp_path / "pki" if case.tls else None
+    if pki is not None:
+        create_test_pki(pki)  # one folder for both: Josev trusts its V2G root, we serve its SECC chain
+    write_config(tmp_path / "josev", "ev0", protocols=(case.josev_protocol,), use_tls=case.tls, pki_path=pki,
+                 **case.josev_config)
+    hw = SimulatedCharger(voltage_tau=0.05, isolation_s=0.2)  # AC and DC: Josev picks its mode
+    pnc = LocalPlugAndCharge.from_pki_folder(pki) if case.pnc and pki is not None else None
+    config = EvseConfig(pnc=pnc, receipt_interval=case.receipt_interval)
+    keylog = tmp_path / "tls-keys.log"
+    result, connections = await run_against_josev(python, tmp_path, hw, config, pki, keylog)
+
     assert not result.timed_out, f"Josev did not finish within {TIMEOUT} s:\n{result.tail()}"
     assert result.successful, f"Josev's session did not end successfully:\n{result.tail()}"
     assert result.grep(rf"Chosen protocol: {case.josev_protocol}"), result.tail()
@@ -139,8 +170,44 @@ async def test_josev_ev_dc_session(case: Case, tmp_path: Path, monkeypatch: pyte
     assert not hw.closed
     assert case.success in result.stop_reason
     assert connections[0].tls == case.tls
+    if isinstance(session, Iso2Session):
+        assert session.energy_mode == case.josev_config.get("energy_transfer_mode")
+        assert session.payment_option == ("Contract" if case.pnc else "ExternalPayment")
+    if pnc is not None:
+        assert isinstance(session, Iso2Session)
+        check_pnc_decisions(pnc, session, receipts_expected=case.receipts_expected)
+    if case.receipt_interval is not None:  # we did ask (Josev logs every message it decodes, as JSON)
+        assert result.grep(r'"ReceiptRequired":\s*true'), "our charger never set ReceiptRequired"
     if case.tls:  # the session's keys are in the key log for Wireshark
         assert [line for line in keylog.read_text().splitlines() if re.match(r"CLIENT_RANDOM [0-9a-f]{64} ", line)]
     if result.tcp_closed:  # Josev closes TCP 5 s after the stop; our server must have seen it
         ended = [r.getMessage() for r in caplog.records if "V2G connection ended" in r.getMessage()]
         assert ended == ["V2G connection ended: closed by the car"], ended
+
+
+@pytest.mark.slow
+async def test_josev_ev_pnc_contract_refused(tmp_path: Path) -> None:
+    """Our backend does not know Josev's EMAID: its chain and signature are fine, AuthorizationRes says
+    FAILED_ContractCanceled, Josev stops with that code, and no power ever flows."""
+    python = josev_python()
+    pki = tmp_path / "pki"
+    create_test_pki(pki)
+    write_config(tmp_path / "josev", "ev0", protocols=("ISO_15118_2",), use_tls=True, pki_path=pki, **DC)
+    hw = SimulatedCharger(voltage_tau=0.05, isolation_s=0.2)
+    pnc = LocalPlugAndCharge.from_pki_folder(pki, allowed_emaids={"DEXYZ000000001"})
+    result, connections = await run_against_josev(python, tmp_path, hw, EvseConfig(pnc=pnc), pki,
+                                                  tmp_path / "tls-keys.log")
+
+    assert not result.timed_out, f"Josev did not stop within {TIMEOUT} s:\n{result.tail()}"
+    assert not result.successful and result.stop_reason is not None
+    assert "Negative response code" in result.stop_reason and "AuthorizationRes" in result.stop_reason, \
+        result.stop_reason
+    assert result.grep(r'"AuthorizationRes":\{"ResponseCode":"FAILED_ContractCanceled"'), result.tail()
+    assert len(connections) == 1 and isinstance(connections[0].session, Iso2Session)
+    session = connections[0].session
+    assert session.payment_option == "Contract" and session.state == "PaymentDetailsReq"
+    assert pnc.decisions[1:] == [("signature over AuthorizationReq", "OK"),
+                                 (f"authorize {TEST_EMAID}", "FAILED_ContractCanceled")], pnc.decisions
+    assert pnc.decisions[0][1] == "OK", pnc.decisions
+    assert "ChargeParameterDiscoveryReq" not in session.stats
+    assert hw.energy_wh() == 0 and not hw.closed
