@@ -83,7 +83,9 @@ def test_every_certificate_follows_its_profile(pki: Path, folder: str, algorithm
         assert pem == x509.load_der_x509_certificate(paths.cert(profile.name, "der").read_bytes())
         certs[profile.name] = pem
         subject = pem.subject
-        assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == profile.common_name
+        root_suffix = {KeyAlgorithm.P256_SHA256: "", KeyAlgorithm.P521_SHA512: "-P521", KeyAlgorithm.ED448: "-Ed448"}
+        expected_cn = profile.common_name + (root_suffix[algorithm] if profile.issuer is None else "")
+        assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == expected_cn
         assert subject.get_attributes_for_oid(NameOID.DOMAIN_COMPONENT)[0].value == profile.domain_component
         assert [a.oid for a in subject] == [NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID.COUNTRY_NAME,
                                             NameOID.DOMAIN_COMPONENT]

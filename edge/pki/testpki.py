@@ -190,11 +190,17 @@ def _utc(now: dt.datetime | None) -> dt.datetime:
     return now.astimezone(dt.UTC).replace(microsecond=0)
 
 
-def _subject(profile: CertProfile) -> x509.Name:
+#: root CN suffixes of the -20 folders: a -20 car names the roots it trusts in its ClientHello
+#: (certificate_authorities), so the charger can pick the matching chain only if the names differ
+_ROOT_SUFFIX = {KeyAlgorithm.P256_SHA256: "", KeyAlgorithm.P521_SHA512: "-P521", KeyAlgorithm.ED448: "-Ed448"}
+
+
+def _subject(profile: CertProfile, algorithm: KeyAlgorithm) -> x509.Name:
     # attribute order as in Josev's configs (openssl keeps the config order): CN, O, C, DC
+    root = profile.is_ca and profile.issuer is None
     return x509.Name(
         [
-            x509.NameAttribute(NameOID.COMMON_NAME, profile.common_name),
+            x509.NameAttribute(NameOID.COMMON_NAME, profile.common_name + (_ROOT_SUFFIX[algorithm] if root else "")),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Switch"),
             x509.NameAttribute(NameOID.COUNTRY_NAME, "UK"),
             x509.NameAttribute(NameOID.DOMAIN_COMPONENT, profile.domain_component),
@@ -230,7 +236,7 @@ def _build_certificate(
     now: dt.datetime,
 ) -> x509.Certificate:
     public_key = key.public_key()
-    subject = _subject(profile)
+    subject = _subject(profile, algorithm)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)

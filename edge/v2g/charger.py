@@ -49,6 +49,8 @@ class ChargerConnection:
     protocols: list[sap.Protocol] = field(default_factory=lambda: list(DEFAULT_PROTOCOLS))
     config: EvseConfig = field(default_factory=EvseConfig)
     tls: bool = False  # the connection is TLS-protected (PnC is offered only then)
+    tls_version: str | None = None  # "TLSv1.2" / "TLSv1.3" once the handshake is done (server shell)
+    vehicle_certificate: bytes | None = None  # -20 over TLS 1.3: the car's leaf (DER), when it sent one
     session: V2gSession | Iso20DcSession | None = None
     protocol: sap.Protocol | None = None
     closing: bool = False
@@ -70,7 +72,14 @@ class ChargerConnection:
         """What this connection offers in supportedAppProtocol: the configured protocols we have a session
         for, without the DC-only ones on a board without DC."""
         has_dc = self.hardware.dc_limits() is not None
-        return [p for p in self.protocols if p.name in SESSIONS and (has_dc or p.name not in DC_ONLY)]
+        # [V2G20-2356]: -20 over TLS only with TLS 1.3 (a -2 car on the same port got TLS 1.2)
+        iso20_allowed = not self.tls or self.tls_version in (None, "TLSv1.3")
+        return [p for p in self.protocols if p.name in SESSIONS and (has_dc or p.name not in DC_ONLY)
+                and (iso20_allowed or not p.name.startswith("iso20"))]
+
+    def tls_established(self, version: str | None, peer_certificate: bytes | None) -> None:
+        """The server shell reports the TLS handshake's outcome before the first message."""
+        self.tls, self.tls_version, self.vehicle_certificate = True, version, peer_certificate
 
     @property
     def idle_timeout(self) -> float:

@@ -94,7 +94,11 @@ async def serve_tcp(port: int, handler_factory: Callable[[], ConnectionHandler],
                 if tls is None:
                     return
                 v2g_stream = tls
-            why = await serve_connection(v2g_stream, handler_factory(), **kwargs)
+            handler = handler_factory()
+            if isinstance(v2g_stream, trio.SSLStream) and hasattr(handler, "tls_established"):
+                # the protocols allowed depend on the TLS version (-20 needs 1.3); PnC may use the car's certificate
+                handler.tls_established(v2g_stream.version(), v2g_stream.getpeercert(binary_form=True))
+            why = await serve_connection(v2g_stream, handler, **kwargs)
         except Exception:  # a bug in one session must not stop the charger from serving others
             log.exception("V2G connection from %s failed", peer)
             return
