@@ -14,7 +14,7 @@ import trio
 import exi
 from edge.hardware import ChargerHardware, SimulatedCharger
 from edge.v2g import sap
-from edge.v2g.charger import ChargerConnection, EvseConfig
+from edge.v2g.charger import DEFAULT_PROTOCOLS, ChargerConnection, EvseConfig
 from edge.v2g.net import serve_sdp
 from edge.v2g.sdp import SdpServer
 from edge.v2g.server import serve_tcp
@@ -37,6 +37,18 @@ def link_local_address(iface: str) -> str:
     raise ValueError(f"{iface} has no IPv6 link-local address")
 
 
+def preload_codecs(protocols: list[sap.Protocol], *, signatures: bool) -> None:
+    """Import the codecs a charger will need now: the first response must not pay for it (~0.5 s each
+    when Python compiles them)."""
+    names = {"apphand", *(p.name for p in protocols)}
+    if any(p.name.startswith("iso20") for p in protocols):
+        names.add("iso20-common")  # -20 sessions start with common messages
+    if signatures:
+        names.add("xmldsig")  # SignedInfo of every PnC signature
+    for name in sorted(names):
+        exi.load(name)
+
+
 async def run_secc(iface: str, port: int = 0, hardware: ChargerHardware | None = None,
                    protocols: list[sap.Protocol] | None = None, *, config: EvseConfig | None = None,
                    ssl_context: ssl.SSLContext | None = None, tls_only: bool = False,
@@ -46,12 +58,11 @@ async def run_secc(iface: str, port: int = 0, hardware: ChargerHardware | None =
     car with the security it asked for when offered. ``task_status.started`` gets the ports
     ``(tcp, tls)`` (None for one not offered)."""
     hw = hardware or SimulatedCharger()
-    enabled = protocols or [sap.ISO2, sap.DIN]
+    enabled = protocols or list(DEFAULT_PROTOCOLS)
     evse = config or EvseConfig()
     if tls_only and ssl_context is None:
         raise ValueError("TLS only needs a TLS context (a PKI)")
-    for proto in ["apphand", *(p.name for p in enabled)]:
-        exi.load(proto)  # import the codecs now: the first SessionSetupRes must not pay for it
+    preload_codecs(enabled, signatures=evse.pnc is not None)
     address = link_local_address(iface)
     async with trio.open_nursery() as nursery:
         tcp_port = tls_port = None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import trio.testing
 from cryptography.hazmat.primitives.asymmetric import ed448
 
 import exi
-from edge.ev import drive, request_payload_type
+from edge.ev import drive
 from edge.ev.base import QUIRK_PROFILES, SessionFailed
 from edge.ev.iso2 import Iso2Car
 from edge.ev.iso20 import Iso20ContractCredentials, Iso20DcCar
@@ -29,8 +28,8 @@ from edge.v2g.iso20.session import Iso20DcSession
 from edge.v2g.server import serve_connection
 from edge.v2g.v2gtp import PayloadType, V2gtpDecoder, V2gtpMessage, frame
 from exi.model.apphand import supportedAppProtocolRes
+from tests.inmemory import run
 
-STEP = 0.1  # simulated seconds per exchange
 DC_REQUESTS = ["SessionSetupReq", "AuthorizationSetupReq", "AuthorizationReq", "ServiceDiscoveryReq",
                "ServiceDetailReq", "ServiceSelectionReq", "DC_ChargeParameterDiscoveryReq", "ScheduleExchangeReq",
                "DC_CableCheckReq", "DC_PreChargeReq", "PowerDeliveryReq", "DC_ChargeLoopReq", "PowerDeliveryReq",
@@ -42,24 +41,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pki")
     create_test_pki(out)
     return out
-
-
-def run(car: Iso20DcCar, conn: ChargerConnection, now: float = 0.0,
-        each: Callable[[float], None] | None = None) -> float:
-    """One connection in memory, each request with the payload type the car gives it; the charger must
-    answer with the same one. ``each(now)`` runs before every request. Returns the time at the end."""
-    request = car.start()
-    while request is not None:
-        assert now < 3600, "the session does not end"
-        now += STEP
-        if each is not None:
-            each(now)
-        payload_type = request_payload_type(car)
-        response = conn.handle(V2gtpMessage(payload_type, request), now)
-        assert response is not None, f"charger closed after {car.log[-1:]}"
-        assert response.payload_type == payload_type, car.log[-1:]
-        request = car.handle(response.payload, now + STEP / 2)
-    return now
 
 
 def charger(**config: Any) -> tuple[SimulatedCharger, EvseConfig]:
