@@ -192,6 +192,14 @@ def _ev_car(args: argparse.Namespace):
             raise ValueError(f"DIN SPEC 70121 is DC with external payment only: {', '.join(extras)} "
                              "need --protocol iso2")
         return DinCar(**common)
+    if args.protocol == "iso20":
+        from edge.ev.iso20 import Iso20ContractCredentials, Iso20DcCar
+
+        if args.mode == "ac":
+            raise ValueError("ISO 15118-20 AC is not simulated yet: use --mode dc")
+        contract20 = Iso20ContractCredentials.from_pki(args.pki, args.pki_folder) if args.payment == "pnc" else None
+        return Iso20DcCar(authorization=args.payment, contract=contract20, pause_at_soc=args.pause_at_soc,
+                          renegotiate_at_soc=args.renegotiate_at_soc, **common)
     contract = ContractCredentials.from_pki(args.pki) if args.payment == "pnc" else None
     return Iso2Car(mode=args.mode, payment=args.payment, contract=contract, pause_at_soc=args.pause_at_soc,
                    renegotiate_at_soc=args.renegotiate_at_soc, **common)
@@ -211,7 +219,11 @@ def _ev_command(args: argparse.Namespace) -> int:
             raise ValueError(f"no network interface {args.iface!r}") from None
         car = _ev_car(args)
         ssl_context = None
-        if args.tls:
+        if args.tls and args.protocol == "iso20":  # TLS 1.3, presenting the folder's OEM chain
+            from edge.v2g.tls import client_context_iso20
+
+            ssl_context = client_context_iso20(args.pki, folder=args.pki_folder)
+        elif args.tls:
             from edge.v2g.tls import client_context_from_pki
 
             ssl_context = client_context_from_pki(args.pki)
@@ -276,10 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev_p = sub.add_parser("ev", help="the simulated car: SDP, TCP or TLS, one DIN or ISO 15118-2 session against "
                                      "any charger; prints a JSON summary")
     ev_p.add_argument("--iface", required=True)
-    ev_p.add_argument("--protocol", choices=["din", "iso2"], default="iso2")
+    ev_p.add_argument("--protocol", choices=["din", "iso2", "iso20"], default="iso2", help="iso20: -20 DC")
     ev_p.add_argument("--mode", choices=["dc", "ac"], default="dc", help="energy transfer (-2: AC_three_phase_core)")
     ev_p.add_argument("--payment", choices=["eim", "pnc"], default="eim", help="pnc: Contract, needs --pki")
     ev_p.add_argument("--pki", type=Path, help="PKI folder in Josev's layout (contract, V2G root)")
+    ev_p.add_argument("--pki-folder", choices=["iso15118_20", "iso15118_20_ed448"], default="iso15118_20",
+                      help="-20: which of the PKI's -20 folders the car uses (P-521 or Ed448)")
     ev_p.add_argument("--tls", action="store_true", help="ask for TLS in SDP (trusting the V2G root of --pki)")
     ev_p.add_argument("--soc", type=float, default=40.0)
     ev_p.add_argument("--target-soc", type=float, default=41.0)

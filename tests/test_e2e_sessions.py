@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from functools import partial
 from pathlib import Path
@@ -24,7 +25,7 @@ from edge.pki.plug_and_charge import LocalPlugAndCharge
 from edge.pki.testpki import create_test_pki
 from edge.secc import run_secc
 from edge.v2g.charger import EvseConfig
-from edge.v2g.tls import client_context_from_pki, server_context_from_pki
+from edge.v2g.tls import client_context_from_pki, server_context_combined, server_context_from_pki
 from tests.netns import inside, link_local, require_root, two_namespaces
 
 CAPACITY_WH = 2_000.0  # a small battery: a few tenths of a percent take seconds, not minutes
@@ -115,8 +116,10 @@ async def test_iso2_ac_pnc_receipts_and_pause_over_tls(pki: Path) -> None:
     assert [w for w, c in pnc.decisions if c == "OK"].count("signature over MeteringReceiptReq") == car.receipts
 
 
-async def test_edge_ev_command() -> None:
-    """``edge ev`` as a testbench runs it: its own process in the car's namespace, JSON out, exit 0."""
+async def edge_ev_in_namespace(ev_args: list[str], *, config: EvseConfig | None = None,
+                               tls: Path | None = None) -> tuple[subprocess.CompletedProcess, SimulatedCharger]:
+    """``edge ev`` as a testbench runs it: its own process in the car's namespace; our charger (TLS on
+    one port for -2 and -20 when ``tls``) in the other."""
     require_root()
     hw = SimulatedCharger(voltage_tau=0.05, isolation_s=0.2)
     with two_namespaces("secc0", "ev0") as (secc_ns, ev_ns):
@@ -124,15 +127,33 @@ async def test_edge_ev_command() -> None:
         link_local(ev_ns, "ev0")
         async with trio.open_nursery() as nursery:
             with inside(secc_ns):
-                await nursery.start(partial(run_secc, "secc0", 0, hw))
+                ssl_context = server_context_combined(tls) if tls else None
+                await nursery.start(partial(run_secc, "secc0", 0, hw, config=config, ssl_context=ssl_context))
             argv = ["nsenter", f"--net=/var/run/netns/{ev_ns}", sys.executable, "-m", "edge.cli", "ev", "--iface",
-                    "ev0", "--mode", "ac", "--soc", "50", "--target-soc", "50.02", "--pause-at-soc", "50.01",
-                    "--pause-s", "0.2"]
+                    "ev0", *ev_args]
             with trio.fail_after(60):
                 done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False,
                                               cwd=Path(__file__).parent.parent, env={**os.environ})
             nursery.cancel_scope.cancel()
-    assert done.returncode == 0, done.stderr.decode()
+    assert done.returncode == 0, done.stderr.decode() + done.stdout.decode()
+    assert not hw.closed
+    return done, hw
+
+
+async def test_edge_ev_command() -> None:
+    done, _ = await edge_ev_in_namespace(["--mode", "ac", "--soc", "50", "--target-soc", "50.02",
+                                          "--pause-at-soc", "50.01", "--pause-s", "0.2"])
     summary = json.loads(done.stdout)
     assert summary["ok"] and summary["stopped_cleanly"] and summary["resumed"] and summary["protocol"] == "iso2"
     assert summary["energy_wh"] > 0 and summary["soc"] >= 50.02 and summary["connections"] == 2
+
+
+async def test_edge_ev_command_iso20_pnc_over_tls_13(pki: Path) -> None:
+    pnc = LocalPlugAndCharge.from_pki_folder(pki)
+    done, hw = await edge_ev_in_namespace(["--protocol", "iso20", "--payment", "pnc", "--tls", "--pki", str(pki),
+                                           "--pki-folder", "iso15118_20_ed448", "--soc", "50", "--target-soc",
+                                           "50.02"], config=EvseConfig(pnc=pnc), tls=pki)
+    summary = json.loads(done.stdout)
+    assert summary["ok"] and summary["protocol"] == "iso20-dc" and summary["authorization"] == "PnC"
+    assert summary["tls"] and summary["energy_wh"] > 0 and hw.energy_wh() > 0
+    assert ("signature over PnC_AReqAuthorizationMode", "OK") in pnc.decisions
