@@ -5,13 +5,16 @@ root), one session per scenario, a summary line each:
 - ISO 15118-2 DC, external identification, with a schedule renegotiation;
 - ISO 15118-2 AC, external identification, paused and resumed on a new connection;
 - ISO 15118-2 DC Plug & Charge over TLS 1.2 with a fresh test PKI: contract chain checked, the signed
-  AuthorizationReq and MeteringReceiptReq verified.
+  AuthorizationReq and MeteringReceiptReq verified;
+- ISO 15118-20 DC Plug & Charge over TLS 1.3 (P-521), the car presenting its OEM certificate.
 
-Later issues add SLAC, -20 and a CSMS."""
+The charger offers -20 DC, -2 and DIN and one TLS port for -2 and -20 cars. Later issues add SLAC,
+-20 AC/BPT and a CSMS."""
 
 from __future__ import annotations
 
 import json
+import ssl
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +58,7 @@ class Scenario:
     name: str
     car: Callable[[Path], SimulatedCar]
     tls: bool = False
+    client_tls: Callable[[Path], ssl.SSLContext] | None = None  # the car's TLS context; default: -2's
     config: Callable[[Path], EvseConfig] = lambda pki: EvseConfig()
     notes: Callable[[SimulatedCar, list[ChargerConnection]], list[str]] = lambda car, conns: []
 
@@ -62,19 +66,19 @@ class Scenario:
 async def simulate(scenario: Scenario, pki: Path) -> Summary:
     """One scenario: the charger (ISO 15118-2 and DIN, simulated AC/DC hardware) and its car, over
     loopback; a car that pauses is reconnected after a short pause."""
-    from edge.v2g.tls import client_context_from_pki, server_context_from_pki
+    from edge.v2g.tls import client_context_from_pki, server_context_combined
 
     hw = SimulatedCharger(voltage_tau=0.1, isolation_s=0.5)
     config = scenario.config(pki)
     connections: list[ChargerConnection] = []
 
     def factory() -> ChargerConnection:
-        connections.append(ChargerConnection(hw, config=config, tls=scenario.tls))
+        connections.append(ChargerConnection(hw, config=config))
         return connections[-1]
 
     car = scenario.car(pki)
-    server_tls = server_context_from_pki(pki) if scenario.tls else None
-    client_tls = client_context_from_pki(pki) if scenario.tls else None
+    server_tls = server_context_combined(pki) if scenario.tls else None
+    client_tls = (scenario.client_tls or client_context_from_pki)(pki) if scenario.tls else None
     start_soc, start, count = car.soc, trio.current_time(), 0
     async with trio.open_nursery() as nursery:
         port = await nursery.start(lambda task_status: serve_tcp(0, factory, host="::1", ssl_context=server_tls,
@@ -97,16 +101,35 @@ async def simulate(scenario: Scenario, pki: Path) -> Summary:
                    scenario.notes(car, connections))
 
 
-def _pnc_config(pki: Path) -> EvseConfig:
+def _pnc_config(pki: Path, receipt_interval: float | None = 1.0) -> EvseConfig:
     from edge.pki.plug_and_charge import LocalPlugAndCharge
 
-    return EvseConfig(pnc=LocalPlugAndCharge.from_pki_folder(pki), receipt_interval=1.0)
+    return EvseConfig(pnc=LocalPlugAndCharge.from_pki_folder(pki), receipt_interval=receipt_interval)
 
 
 def _pnc_notes(car: SimulatedCar, conns: list[ChargerConnection]) -> list[str]:
     session = conns[-1].session
     return [f"contract {session.contract.emaid if session.contract else None} accepted",
             f"{session.receipts} signed metering receipt(s) verified"]
+
+
+def _iso20_car(pki: Path) -> SimulatedCar:
+    from edge.ev.iso20 import Iso20ContractCredentials, Iso20DcCar
+
+    return Iso20DcCar(authorization="pnc", contract=Iso20ContractCredentials.from_pki(pki, "iso15118_20"),
+                      soc=30.0, target_soc=32.0, capacity_wh=2_000.0)
+
+
+def _iso20_client_tls(pki: Path) -> ssl.SSLContext:
+    from edge.v2g.tls import client_context_iso20
+
+    return client_context_iso20(pki, folder="iso15118_20")
+
+
+def _iso20_notes(car: SimulatedCar, conns: list[ChargerConnection]) -> list[str]:
+    conn = conns[-1]
+    return [f"{conn.tls_version}, car certificate {'presented' if conn.vehicle_certificate else 'MISSING'}",
+            f"authorization {getattr(car, 'authorization_used', None)}"]
 
 
 SCENARIOS = [
@@ -122,6 +145,8 @@ SCENARIOS = [
              lambda pki: Iso2Car(payment="pnc", contract=ContractCredentials.from_pki(pki), soc=30.0,
                                  target_soc=32.0, capacity_wh=2_000.0),
              tls=True, config=_pnc_config, notes=_pnc_notes),
+    Scenario("ISO 15118-20 DC PnC over TLS 1.3", _iso20_car, tls=True, client_tls=_iso20_client_tls,
+             config=lambda pki: _pnc_config(pki, receipt_interval=None), notes=_iso20_notes),
 ]
 
 

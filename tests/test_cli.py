@@ -61,7 +61,7 @@ def test_simulate_runs_every_scenario_cleanly(capsys) -> None:
     rc, out, _ = run(["simulate", "--json"], capsys=capsys)
     summaries = {s["scenario"].split(" (")[0]: s for s in map(json.loads, out.splitlines())}
     assert rc == 0 and list(summaries) == ["DIN SPEC 70121 DC", "ISO 15118-2 DC EIM", "ISO 15118-2 AC EIM",
-                                           "ISO 15118-2 DC PnC over TLS"]
+                                           "ISO 15118-2 DC PnC over TLS", "ISO 15118-20 DC PnC over TLS 1.3"]
     for summary in summaries.values():
         assert summary["clean_stop"] and summary["energy_wh"] > 1 and summary["soc"][1] > summary["soc"][0]
         assert summary["slowest"][0].endswith("Req")  # reported; timing itself is for bench/, not tests
@@ -70,6 +70,8 @@ def test_simulate_runs_every_scenario_cleanly(capsys) -> None:
     assert ac["connections"] == 2 and ac["notes"] == ["resumed with OK_OldSessionJoined"]
     pnc = summaries["ISO 15118-2 DC PnC over TLS"]["notes"]
     assert pnc[0] == "contract UKSWI123456791A accepted" and int(pnc[1].split()[0]) >= 1
+    assert summaries["ISO 15118-20 DC PnC over TLS 1.3"]["notes"] == [
+        "TLSv1.3, car certificate presented", "authorization PnC"]
 
 
 @pytest.mark.parametrize("argv, message", [
