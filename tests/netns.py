@@ -50,16 +50,16 @@ def inside(name: str) -> Iterator[None]:
 def two_namespaces(a_if: str, b_if: str) -> Iterator[tuple[str, str]]:
     """Two fresh namespaces joined by a veth pair (``a_if`` in the first), IPv6 link-local up
     without duplicate-address detection, so addresses are usable at once."""
-    from pyroute2 import IPRoute, NetNS, netns
+    from pyroute2 import NetNS, netns
 
     a, b = f"edge-a-{os.getpid()}", f"edge-b-{os.getpid()}"
     netns.create(a)
     netns.create(b)
     try:
-        with IPRoute() as ip:
-            ip.link("add", ifname=a_if, kind="veth", peer={"ifname": b_if})
-            ip.link("set", index=ip.link_lookup(ifname=a_if)[0], net_ns_fd=a)
-            ip.link("set", index=ip.link_lookup(ifname=b_if)[0], net_ns_fd=b)
+        # made inside the first namespace with its peer sent straight to the second: the names never
+        # exist in the root namespace, so test processes running side by side cannot collide
+        with NetNS(a) as ip:
+            ip.link("add", ifname=a_if, kind="veth", peer={"ifname": b_if, "net_ns_fd": b})
         for ns, ifname in ((a, a_if), (b, b_if)):
             with inside(ns):
                 for path in ("default", ifname):
