@@ -4,6 +4,8 @@ what our charger never does (notifications, odd answers)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +17,16 @@ import exi
 from edge.ev import drive
 from edge.ev.base import QUIRK_PROFILES, TESLA_DIN_OFFERS, SessionFailed
 from edge.ev.din import DinCar
-from edge.ev.iso2 import ContractCredentials, Iso2Car
+from edge.ev.iso2 import INSTALLATION_SIGNED, ContractCredentials, Iso2Car, OemCredentials
 from edge.hardware import AcLimits, SimulatedCharger
+from edge.pki.install import LocalContractIssuer
 from edge.pki.plug_and_charge import LocalPlugAndCharge
-from edge.pki.signature import SignatureError, verify_authorization_req
+from edge.pki.signature import SignatureError, sign, verify, verify_authorization_req
 from edge.pki.testpki import TEST_EMAID, create_test_pki
 from edge.v2g import sap
 from edge.v2g.charger import ChargerConnection, EvseConfig
-from edge.v2g.iso2.session import pv
+from edge.v2g.iso2.session import MSG_BODY_NS, pv
+from edge.v2g.pnc import CertificateResponse
 from exi.model import iso2_msgbody as b
 from exi.model import iso2_msgdatatypes as t
 from exi.model.iso2_msgbody import BodyType
@@ -337,3 +341,227 @@ def test_dc_cars_stop_when_the_charger_asks() -> None:
     out = din.handle(exi.encode("din", DinMessage(DinHeader(SID), DinBody(CurrentDemandRes=din_res))), 1.0)
     assert exi.decode("din", out).Body.PowerDeliveryReq.ReadyToChargeState is False
     assert "StopCharging" in din.notes[-1]
+
+
+# ---------------------------------------------------------------------------------------- certificate installation
+
+
+@pytest.fixture(scope="module")
+def oem(pki: Path) -> OemCredentials:
+    return OemCredentials.from_pki(pki)
+
+
+def installing_car(oem: OemCredentials, **kw: Any) -> Iso2Car:
+    return Iso2Car(**{"payment": "pnc", "install_certificate": True, "oem": oem, "soc": 40, "target_soc": 40.3,
+                      "capacity_wh": 2_000, **kw})
+
+
+@pytest.mark.parametrize("ask_detail", [True, False])
+def test_certificate_installation_then_charging(pki: Path, oem: OemCredentials, ask_detail: bool) -> None:
+    pnc = LocalPlugAndCharge.from_pki_folder(pki)  # with the local issuer (MO sub-CA 2 and CPS keys)
+    hw, config = charger(pnc=pnc, pnc_without_tls=True)
+    car = installing_car(oem, ask_certificate_service_detail=ask_detail)
+    conn = ChargerConnection(hw, config=config)
+    run(car, conn)
+    expected = ["SessionSetupReq", "ServiceDiscoveryReq", "ServiceDetailReq", "PaymentServiceSelectionReq",
+                "CertificateInstallationReq", "PaymentDetailsReq", "AuthorizationReq", "ChargeParameterDiscoveryReq"]
+    if not ask_detail:
+        expected.remove("ServiceDetailReq")
+    assert car.log[:len(expected)] == expected
+    new = car.installed
+    assert new is not None and car.contract is new and new.emaid == pnc.issuer.issued[-1] != TEST_EMAID
+    # the charger saw the new contract in PaymentDetailsReq, checked its chain and the signature made with
+    # the key the car decrypted, and authorized it
+    assert conn.session.contract.emaid == new.emaid and conn.session.contract.leaf == new.leaf
+    assert [code for _, code in pnc.decisions] == ["OK"] * 4, pnc.decisions
+    assert pnc.decisions[0][0].startswith(f"installation: contract {new.emaid} for ")
+    assert pnc.decisions[1][0].startswith(f"contract {new.emaid}: valid chain")
+    assert signatures_checked(pnc) == ["AuthorizationReq"] and pnc.decisions[3][0] == f"authorize {new.emaid}"
+    assert car.stopped_cleanly and car.soc >= 40.3 and hw.energy_wh() > 0 and power_off(hw)
+    assert car.summary()["installed_emaid"] == new.emaid and any("installed" in n for n in car.notes)
+
+
+def test_installed_contract_is_kept_on_resume(pki: Path, oem: OemCredentials) -> None:
+    """Installation happens once per car: the resumed session pays with the installed contract."""
+    pnc = LocalPlugAndCharge.from_pki_folder(pki)
+    hw, config = charger(pnc=pnc, pnc_without_tls=True)
+    car = installing_car(oem, mode="ac", target_soc=41, pause_at_soc=40.4)
+    now = run(car, ChargerConnection(hw, config=config))
+    assert car.paused and car.installed is not None
+    first = len(car.log)
+    car.resume()
+    second = ChargerConnection(hw, config=config)
+    run(car, second, now + 30)
+    assert car.stopped_cleanly and "CertificateInstallationReq" not in car.log[first:]
+    assert second.session.contract.emaid == car.installed.emaid and len(pnc.issuer.issued) == 1
+
+
+def test_charger_without_issuer_ends_the_installation(pki: Path, oem: OemCredentials) -> None:
+    pnc = LocalPlugAndCharge.from_pki_folder(pki, local_install=False)
+    hw, config = charger(pnc=pnc, pnc_without_tls=True)
+    car = installing_car(oem)
+    conn = ChargerConnection(hw, config=config)
+    with pytest.raises(SessionFailed, match="CertificateInstallationRes failed: FAILED_NoCertificateAvailable"):
+        run(car, conn)
+    assert car.log[-1] == "CertificateInstallationReq" and car.installed is None and car.contract is None
+    assert pnc.decisions == [("installation: no issuer", "FAILED_NoCertificateAvailable")]
+    assert conn.session.done and power_off(hw) and hw.energy_wh() == 0
+
+
+def test_no_certificate_service(contract: ContractCredentials, oem: OemCredentials) -> None:
+    """A charger offering Contract but no certificate service: a car with a contract goes on with it,
+    one without has nothing to pay with."""
+    offer = b.ServiceDiscoveryResType("OK", t.PaymentOptionListType(["Contract"]), t.ChargeServiceType(
+        1, None, "EVCharging", None, False, t.SupportedEnergyTransferModeType(["DC_extended"])))
+    car = installing_car(oem, contract=contract)
+    car._last, car._negotiated = "ServiceDiscoveryReq", True
+    body = _next(car, "ServiceDiscoveryRes", offer)
+    assert [s.ServiceID for s in body.PaymentServiceSelectionReq.SelectedServiceList.SelectedService] == [1]
+    assert "no ContractCertificate service" in car.notes[-1]
+    assert _next(car, "PaymentServiceSelectionRes", b.PaymentServiceSelectionResType("OK")).PaymentDetailsReq.eMAID \
+        == TEST_EMAID
+    car = installing_car(oem)
+    car._last, car._negotiated = "ServiceDiscoveryReq", True
+    with pytest.raises(SessionFailed, match=r"no ContractCertificate service.*the car has none"):
+        _next(car, "ServiceDiscoveryRes", offer)
+    # a certificate service that only updates
+    car = installing_car(oem)
+    car._last, car._negotiated, car._certificate_service = "ServiceDetailReq", True, 2
+    update = t.ParameterType("Service", stringValue="Update")
+    update_only = t.ServiceParameterListType([t.ParameterSetType(2, [update])])
+    with pytest.raises(SessionFailed, match="offers no Installation"):
+        _next(car, "ServiceDetailRes", b.ServiceDetailResType("OK", 2, update_only))
+
+
+def test_installation_request_is_signed_with_the_oem_key(pki: Path, oem: OemCredentials) -> None:
+    from cryptography import x509
+
+    req, signature = oem.installation_request()
+    v2g_root = x509.load_pem_x509_certificate((pki / "iso15118_2/certs/v2gRootCACert.pem").read_bytes())
+    assert req.OEMProvisioningCert == oem.leaf and req.Id
+    assert [(r.X509IssuerName, r.X509SerialNumber) for r in req.ListOfRootCertificateIDs.RootCertificateID] == \
+        [(v2g_root.issuer.rfc4514_string(), v2g_root.serial_number)]
+    fragment = [exi.Fragment(MSG_BODY_NS, "CertificateInstallationReq", req)]
+    verify("iso2", signature, fragment, x509.load_der_x509_certificate(oem.leaf))
+    req.OEMProvisioningCert = req.OEMProvisioningCert[:-1] + bytes([req.OEMProvisioningCert[-1] ^ 1])
+    with pytest.raises(SignatureError, match="digest mismatch"):
+        verify("iso2", signature, fragment, x509.load_der_x509_certificate(oem.leaf))
+
+
+@dataclass
+class TamperingPnc(LocalPlugAndCharge):
+    """Answers installation like the local backend, then changes the signed response on the way."""
+
+    tamper: Callable[[b.CertificateInstallationResType], None] = lambda res: None
+
+    def install_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
+        answer = super().install_certificate(proto, request, signature)
+        self.tamper(answer.body)
+        return answer
+
+
+def _flip_last_byte(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
+TAMPERINGS: dict[str, Callable[[b.CertificateInstallationResType], None]] = {
+    "eMAID": lambda res: setattr(res.eMAID, "value", "DEEDGC99999999X"),
+    "ContractSignatureEncryptedPrivateKey": lambda res: setattr(res.ContractSignatureEncryptedPrivateKey, "value",
+                                                                _flip_last_byte(res.ContractSignatureEncryptedPrivateKey
+                                                                                .value)),
+    "DHpublickey": lambda res: setattr(res.DHpublickey, "value", _flip_last_byte(res.DHpublickey.value)),
+    "ContractSignatureCertChain": lambda res: setattr(
+        res.ContractSignatureCertChain, "Certificate", _flip_last_byte(res.ContractSignatureCertChain.Certificate)),
+}
+
+
+@pytest.mark.parametrize("element", list(TAMPERINGS))
+def test_tampered_installation_response_is_refused(pki: Path, oem: OemCredentials, element: str) -> None:
+    pnc = TamperingPnc.from_pki_folder(pki, tamper=TAMPERINGS[element])
+    hw, config = charger(pnc=pnc, pnc_without_tls=True)
+    car = installing_car(oem)
+    conn = ChargerConnection(hw, config=config)
+    with pytest.raises(SessionFailed, match=f"signature not valid: digest mismatch: {element} #"):
+        run(car, conn)
+    assert pnc.decisions[0][1] == "OK" and car.installed is None and car.log[-1] == "CertificateInstallationReq"
+    assert hw.energy_wh() == 0
+
+
+# scripted CertificateInstallationRes: what a correctly signed but wrong answer looks like to the car
+
+def _installation_res(pki: Path, oem: OemCredentials, change: Callable[[Any], None] = lambda res: None,
+                      signing_key: Any = None, recipient: bytes | None = None) -> bytes:
+    """A CertificateInstallationRes from the PKI's local issuer, changed by ``change``, then signed
+    over the four elements with ``signing_key`` (default: the CPS key)."""
+    issuer = LocalContractIssuer.from_pki_folder(pki)
+    answer = issuer.install(b.CertificateInstallationReqType("id1", recipient or oem.leaf))
+    change(answer.body)
+    signed = [exi.Fragment(MSG_BODY_NS, n, getattr(answer.body, n)) for n in INSTALLATION_SIGNED]
+    signature = sign("iso2", signed, signing_key or issuer.cps_key)
+    return exi.encode("iso2", V2G_Message(MessageHeaderType(SID, Signature=signature),
+                                          BodyType(CertificateInstallationRes=answer.body)))
+
+
+def _waiting_for_installation(oem: OemCredentials, **kw: Any) -> Iso2Car:
+    car = installing_car(oem, **kw)
+    car._last, car._negotiated, car.session_id, car.payment_used = "CertificateInstallationReq", True, SID, "Contract"
+    return car
+
+
+def _pem(pki: Path, name: str) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = x509.load_pem_x509_certificate((pki / "iso15118_2/certs" / f"{name}.pem").read_bytes())
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def test_installation_response_checks(pki: Path, oem: OemCredentials, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    # the well-formed answer is accepted: PaymentDetailsReq with the new contract
+    car = _waiting_for_installation(oem)
+    body = exi.decode("iso2", car.handle(_installation_res(pki, oem), 1.0)).Body
+    assert body.PaymentDetailsReq.eMAID == car.installed.emaid and car.installed.emaid.startswith("DEEDG")
+    assert body.PaymentDetailsReq.ContractSignatureCertChain.Certificate == car.installed.leaf
+
+    def refused(match: str, payload: bytes, **kw: Any) -> None:
+        car = _waiting_for_installation(oem, **kw)
+        with pytest.raises(SessionFailed, match=match):
+            car.handle(payload, 1.0)
+        assert car.installed is None and car.contract is None
+
+    mo_key = serialization.load_pem_private_key((pki / "iso15118_2/private_keys/moSubCA2.key").read_bytes(), b"12345")
+    refused("SignatureValue does not verify", _installation_res(pki, oem, signing_key=mo_key))
+    # the old contract's leaf in place of the new one, signed by the CPS: the key does not fit
+    refused("does not belong to the new contract certificate", _installation_res(
+        pki, oem, lambda res: setattr(res.ContractSignatureCertChain, "Certificate", _pem(pki, "contractLeafCert"))))
+    refused("eMAID 'DEEDGC99999999X' is not the new contract certificate's CN", _installation_res(
+        pki, oem, lambda res: setattr(res.eMAID, "value", "DEEDGC99999999X")))
+    # encrypted to another certificate's key (the SECC leaf): the car cannot recover the contract key
+    refused("does not belong|cannot decrypt", _installation_res(pki, oem, recipient=_pem(pki, "seccLeafCert")))
+    refused("encrypted contract key must be 48 bytes", _installation_res(
+        pki, oem, lambda res: setattr(res.ContractSignatureEncryptedPrivateKey, "value", bytes(32))))
+    # a CPS chain the car cannot trust: from another PKI, cut short, or out of date
+    other = tmp_path / "other"
+    create_test_pki(other)
+    refused("CPS chain does not lead to a trusted root", _installation_res(other, oem))
+    refused("CPS chain does not lead to a trusted root", _installation_res(
+        pki, oem, lambda res: setattr(res.SAProvisioningCertificateChain, "SubCertificates",
+                                      t.SubCertificatesType([res.SAProvisioningCertificateChain.SubCertificates
+                                                            .Certificate[0]]))))
+    refused("CPS certificate .* expired at", _installation_res(pki, oem), wall_clock=lambda: 4_000_000_000.0)
+    # sub-CAs in another order are still a path (as for contract chains)
+    car = _waiting_for_installation(oem)
+    car.handle(_installation_res(
+        pki, oem, lambda res: res.SAProvisioningCertificateChain.SubCertificates.Certificate.reverse()), 1.0)
+    assert car.installed is not None
+
+
+def test_installation_configuration_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs payment 'pnc' and the OEM provisioning credentials"):
+        Iso2Car(payment="eim", install_certificate=True)
+    with pytest.raises(ValueError, match="needs payment 'pnc' and the OEM"):
+        Iso2Car(payment="pnc", install_certificate=True)
+    with pytest.raises(ValueError, match=r"cannot read .*oemLeafCert\.pem"):
+        OemCredentials.from_pki(tmp_path)

@@ -190,3 +190,19 @@ def test_revoked_contract_is_refused_through_ocsp(pki: Path) -> None:
     car.setup("Contract", (1, 2))
     res = car.authorize(contract_chain(pki))
     assert res.ResponseCode == "FAILED_CertificateRevoked" and car.ended, pnc.decisions
+
+
+def test_installation_for_an_oem_certificate_without_a_trusted_root_is_refused(pki: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.pki_builders import make_cert
+
+    stranger = make_cert("OEM Prov", None, ca=False, key=ec.generate_private_key(ec.SECP256R1()),
+                         not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))  # self-signed
+    car, _, pnc = start(pki)
+    req = b.CertificateInstallationReqType("ID1", der(stranger.cert), t.ListOfRootCertificateIDsType(
+        [X509IssuerSerialType("CN=V2GRootCA", 12345)]))
+    car.signature = sign("iso2", [Fragment(MSG_BODY_NS, "CertificateInstallationReq", req)], stranger.key)
+    res = car.send("CertificateInstallationReq", req)
+    assert res.ResponseCode == "FAILED_CertChainError" and car.ended, pnc.decisions
+    assert "OEM provisioning chain does not lead to a trusted root" in pnc.decisions[-1][0]

@@ -1,11 +1,20 @@
 """An ISO 15118-2 car, sans-IO on :class:`edge.ev.base.SimulatedCar`: DC (``DC_extended``) or AC
-(``AC_three_phase_core``), ExternalPayment (EIM) or Contract (PnC), schedule renegotiation, and
-pause/resume.
+(``AC_three_phase_core``), ExternalPayment (EIM) or Contract (PnC), contract certificate installation,
+schedule renegotiation, and pause/resume.
 
 PnC: PaymentDetailsReq with the eMAID and the contract chain, then AuthorizationReq carrying the
 charger's GenChallenge, signed in the header with the contract key; a signed MeteringReceiptReq each
 time the charger sets ReceiptRequired. The contract chain and key come from a PKI folder in Josev's
 layout (:meth:`ContractCredentials.from_pki`).
+
+Certificate installation (``install_certificate=True`` with :class:`OemCredentials`; ISO 15118-2
+8.4.3.2.2 and V2G2-818..824): the car selects the charge service and the certificate service (ID 2),
+asks ServiceDetail(2) first unless told not to, and sends a CertificateInstallationReq with its OEM
+provisioning certificate and the V2G roots it trusts, signed with the OEM key. It accepts the answer only
+when the CPS chain leads to one of those roots, the header signature over ContractSignatureCertChain,
+ContractSignatureEncryptedPrivateKey, DHpublickey and eMAID verifies with the CPS leaf key, the contract
+key decrypts with the OEM key and belongs to the new leaf, and the eMAID is the leaf's; it then pays with
+the NEW contract (PaymentDetailsReq). Anything else ends the session with :class:`SessionFailed`.
 
 Pause and resume (ISO 15118-2 8.4.2; what Josev's and RISE-V2G's EVCCs do): the car stops power
 (PowerDelivery Stop, welding detection in DC), sends SessionStopReq(ChargingSession=Pause) and the
@@ -21,23 +30,74 @@ min(EVMaxCurrent, the charger's EVSEMaxCurrent, the schedule's PMax) per phase a
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+import exi
 from edge.ev.base import Offer, SessionFailed, SimulatedCar
+from edge.pki.install import ContractKeyError, decrypt_contract_key
+from edge.pki.signature import SignatureError, sign, verify
 from edge.v2g import sap
-from edge.v2g.iso2.session import pv, value
+from edge.v2g.iso2.session import MSG_BODY_NS, pv, value
 from exi.model import iso2_msgbody as b
 from exi.model import iso2_msgdatatypes as t
 from exi.model.iso2_msgbody import BodyType
 from exi.model.iso2_msgdef import V2G_Message
 from exi.model.iso2_msgheader import MessageHeaderType
+from exi.model.xmldsig import X509IssuerSerialType
 
 MODES = {"dc": "DC_extended", "ac": "AC_three_phase_core"}
 PAYMENTS = {"eim": "ExternalPayment", "pnc": "Contract"}
 SIGNED_ID = "id1"  # the Id of the one signed element per message (short: some SECCs have little memory)
+#: the elements the CPS signs in CertificateInstallationRes / CertificateUpdateRes (V2G2-771)
+INSTALLATION_SIGNED = ("ContractSignatureCertChain", "ContractSignatureEncryptedPrivateKey", "DHpublickey", "eMAID")
+_DER = serialization.Encoding.DER
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _pem_certificate(path: Path) -> x509.Certificate:
+    data = _read(path)
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError:
+        raise ValueError(f"{path} is not a PEM certificate") from None
+
+
+def _pem_key(base: Path, name: str, leaf: x509.Certificate, leaf_path: Path) -> ec.EllipticCurvePrivateKey:
+    """``private_keys/<name>.key`` of a Josev-layout folder (password in ``<name>Password.txt``), which
+    must be the EC key of ``leaf``."""
+    password_file = base / "private_keys" / f"{name}Password.txt"
+    password = _read(password_file).decode("utf-8", "replace").strip() if password_file.exists() else ""
+    key_path = base / "private_keys" / f"{name}.key"
+    data = _read(key_path)
+    try:
+        key = serialization.load_pem_private_key(data, password.encode() or None)
+    except (TypeError, ValueError):
+        raise ValueError(f"cannot load the key {key_path} (wrong or missing password?)") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != leaf.public_key():
+        raise ValueError(f"{key_path} is not the EC key of {leaf_path}")
+    return key
+
+
+def _common_name(cert: x509.Certificate) -> str | None:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
 
 
 @dataclass(frozen=True)
@@ -54,43 +114,16 @@ class ContractCredentials:
         """Read ``iso15118_2/certs/contractLeafCert.pem``, ``moSubCA2Cert.pem``, ``moSubCA1Cert.pem`` and
         ``private_keys/contractLeaf.key`` (password in ``contractLeafPassword.txt``) of a Josev-layout
         PKI folder. Any problem is a one-line ValueError."""
-        from cryptography import x509
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
         base = Path(pki_dir) / "iso15118_2"
-
-        def read(path: Path) -> bytes:
-            try:
-                return path.read_bytes()
-            except OSError as e:
-                raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
-
-        def cert(name: str) -> x509.Certificate:
-            path = base / "certs" / name
-            data = read(path)
-            try:
-                return x509.load_pem_x509_certificate(data)
-            except ValueError:
-                raise ValueError(f"{path} is not a PEM certificate") from None
-
-        leaf = cert("contractLeafCert.pem")
-        subs = (cert("moSubCA2Cert.pem"), cert("moSubCA1Cert.pem"))
-        password_file = base / "private_keys" / "contractLeafPassword.txt"
-        password = read(password_file).decode("utf-8", "replace").strip() if password_file.exists() else ""
-        key_path = base / "private_keys" / "contractLeaf.key"
-        try:
-            key = serialization.load_pem_private_key(read(key_path), password.encode() or None)
-        except (TypeError, ValueError):
-            raise ValueError(f"cannot load the contract key {key_path} (wrong or missing password?)") from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != leaf.public_key():
-            raise ValueError(f"{key_path} is not the EC key of {base / 'certs' / 'contractLeafCert.pem'}")
-        names = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        if not names:
+        leaf_path = base / "certs" / "contractLeafCert.pem"
+        leaf = _pem_certificate(leaf_path)
+        subs = (_pem_certificate(base / "certs" / "moSubCA2Cert.pem"), _pem_certificate(base / "certs" /
+                                                                                       "moSubCA1Cert.pem"))
+        key = _pem_key(base, "contractLeaf", leaf, leaf_path)
+        emaid = _common_name(leaf)
+        if not emaid:
             raise ValueError("the contract leaf has no CN (the eMAID)")
-        der = serialization.Encoding.DER
-        return cls(str(names[0].value), leaf.public_bytes(der), tuple(s.public_bytes(der) for s in subs), key)
+        return cls(emaid, leaf.public_bytes(_DER), tuple(s.public_bytes(_DER) for s in subs), key)
 
     def chain(self) -> t.CertificateChainType:
         return t.CertificateChainType(None, self.leaf, t.SubCertificatesType(list(self.sub_cas)))
@@ -108,6 +141,96 @@ class ContractCredentials:
         return sign_metering_receipt("iso2", req, self.key)
 
 
+@dataclass(frozen=True)
+class OemCredentials:
+    """What a car needs to have a contract installed: its OEM provisioning certificate (DER) and key,
+    and the V2G root certificates (DER) it trusts to check the certificate provisioning service."""
+
+    leaf: bytes
+    key: Any  # cryptography's EllipticCurvePrivateKey (secp256r1)
+    v2g_roots: tuple[bytes, ...]
+
+    @classmethod
+    def from_pki(cls, pki_dir: Path | str) -> OemCredentials:
+        """Read ``iso15118_2/certs/oemLeafCert.pem``, ``private_keys/oemLeaf.key`` (password in
+        ``oemLeafPassword.txt``) and ``certs/v2gRootCACert.pem`` of a Josev-layout PKI folder. Any
+        problem is a one-line ValueError."""
+        base = Path(pki_dir) / "iso15118_2"
+        leaf_path = base / "certs" / "oemLeafCert.pem"
+        leaf = _pem_certificate(leaf_path)
+        key = _pem_key(base, "oemLeaf", leaf, leaf_path)
+        root = _pem_certificate(base / "certs" / "v2gRootCACert.pem")
+        return cls(leaf.public_bytes(_DER), key, (root.public_bytes(_DER),))
+
+    def root_ids(self) -> t.ListOfRootCertificateIDsType:
+        """ListOfRootCertificateIDs: issuer name (RFC 4514) and serial of each trusted V2G root."""
+        roots = [x509.load_der_x509_certificate(r) for r in self.v2g_roots]
+        return t.ListOfRootCertificateIDsType([X509IssuerSerialType(r.issuer.rfc4514_string(), r.serial_number)
+                                               for r in roots])
+
+    def installation_request(self) -> tuple[b.CertificateInstallationReqType, Any]:
+        """The CertificateInstallationReq and its header Signature, made with the OEM provisioning key."""
+        req = b.CertificateInstallationReqType(SIGNED_ID, self.leaf, self.root_ids())
+        return req, sign("iso2", [exi.Fragment(MSG_BODY_NS, "CertificateInstallationReq", req)], self.key)
+
+
+def _check_cps_chain(chain: t.CertificateChainType | None, roots: tuple[bytes, ...], when: dt.datetime
+                     ) -> x509.Certificate:
+    """The CPS leaf of SAProvisioningCertificateChain, once it leads to a trusted V2G root with every
+    certificate in date and every link signed by a CA (edge.pki.chain validates contract chains only,
+    so this is the plain path check of edge.pki.paths, without CPS profile checks)."""
+    from edge.pki.paths import chain_problem
+
+    if chain is None or not chain.Certificate:
+        raise SessionFailed("CertificateInstallationRes carries no SAProvisioningCertificateChain")
+    try:
+        leaf = x509.load_der_x509_certificate(chain.Certificate)
+        subs = [x509.load_der_x509_certificate(c) for c in (chain.SubCertificates.Certificate
+                                                              if chain.SubCertificates else [])]
+        trusted = [x509.load_der_x509_certificate(r) for r in roots]
+    except ValueError:
+        raise SessionFailed("the CPS chain of CertificateInstallationRes holds a certificate that is not DER") \
+            from None
+    problem = chain_problem(leaf, subs, trusted, when, "CPS")
+    if problem is not None:
+        raise SessionFailed(problem.reason)
+    return leaf
+
+
+def accept_installation(res: b.CertificateInstallationResType, signature: Any, oem: OemCredentials,
+                        when: dt.datetime) -> ContractCredentials:
+    """The car's checks of a CertificateInstallationRes (see the module docstring); the new contract,
+    or :class:`SessionFailed` saying which check failed."""
+    cps_leaf = _check_cps_chain(res.SAProvisioningCertificateChain, oem.v2g_roots, when)
+    missing = [name for name in INSTALLATION_SIGNED if getattr(res, name) is None]
+    if missing:
+        raise SessionFailed(f"CertificateInstallationRes lacks {', '.join(missing)}")
+    signed = [exi.Fragment(MSG_BODY_NS, name, getattr(res, name)) for name in INSTALLATION_SIGNED]
+    try:
+        verify("iso2", signature, signed, cps_leaf)
+    except SignatureError as e:
+        raise SessionFailed(f"CertificateInstallationRes signature not valid: {e.reason}") from None
+    except ValueError as e:  # e.g. an element without an Id
+        raise SessionFailed(f"CertificateInstallationRes signature cannot be checked: {e}") from None
+    try:
+        key = decrypt_contract_key(res.ContractSignatureEncryptedPrivateKey.value or b"",
+                                   res.DHpublickey.value or b"", oem.key)
+    except ContractKeyError as e:
+        raise SessionFailed(f"cannot decrypt the contract key: {e}") from None
+    chain = res.ContractSignatureCertChain
+    try:
+        leaf = x509.load_der_x509_certificate(chain.Certificate or b"")
+    except ValueError:
+        raise SessionFailed("the new contract certificate is not DER") from None
+    if leaf.public_key() != key.public_key():
+        raise SessionFailed("the decrypted contract key does not belong to the new contract certificate")
+    emaid = str(res.eMAID.value or "")
+    if (_common_name(leaf) or "").replace("-", "").upper() != emaid.replace("-", "").upper():
+        raise SessionFailed(f"eMAID {emaid!r} is not the new contract certificate's CN {_common_name(leaf)!r}")
+    subs = tuple(chain.SubCertificates.Certificate) if chain.SubCertificates else ()
+    return ContractCredentials(emaid, leaf.public_bytes(_DER), subs, key)
+
+
 @dataclass
 class Iso2Car(SimulatedCar):
     PROTOCOL: ClassVar[sap.Protocol] = sap.ISO2
@@ -123,7 +246,11 @@ class Iso2Car(SimulatedCar):
 
     mode: str = "dc"  # "dc" or "ac"
     payment: str = "eim"  # "eim" or "pnc"
-    contract: ContractCredentials | None = None  # needed for "pnc"
+    contract: ContractCredentials | None = None  # needed for "pnc" unless the car has one installed
+    install_certificate: bool = False  # "pnc": have a contract installed first (needs ``oem``)
+    oem: OemCredentials | None = None
+    ask_certificate_service_detail: bool = True  # ServiceDetailReq(2) before selecting the service
+    wall_clock: Callable[[], float] = time.time  # validity of the CPS chain
     offer_din_too: bool = True  # the offer lists DIN after -2, as most cars do
     renegotiate_at_soc: float | None = None  # ask for a new schedule once, at this SoC
     pause_at_soc: float | None = None  # pause the session once, at this SoC (see resume())
@@ -139,6 +266,7 @@ class Iso2Car(SimulatedCar):
     receipts: int = 0
     resumed: bool = False  # the charger joined the old session (OK_OldSessionJoined)
     payment_used: str | None = None
+    installed: ContractCredentials | None = None  # the contract the charger installed, once it has
     _phase: str = "setup"  # setup, charging, renegotiating, stopping
     _resuming: bool = False
     _paused_once: bool = False
@@ -149,14 +277,18 @@ class Iso2Car(SimulatedCar):
     _evse_max_current: float | None = None
     _auth_req: Any = None
     _auth_signature: Any = None
+    _selected_services: tuple[int, ...] = ()
+    _certificate_service: int | None = None  # selected to have a contract installed in this session
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.payment not in PAYMENTS:
             raise ValueError(f"payment must be one of {', '.join(PAYMENTS)}, not {self.payment!r}")
-        if self.payment == "pnc" and self.contract is None:
-            raise ValueError("Plug & Charge needs the contract credentials (a PKI folder)")
+        if self.install_certificate and (self.payment != "pnc" or self.oem is None):
+            raise ValueError("certificate installation needs payment 'pnc' and the OEM provisioning credentials")
+        if self.payment == "pnc" and self.contract is None and not self.install_certificate:
+            raise ValueError("Plug & Charge needs the contract credentials (a PKI folder) or certificate installation")
         if not self.offers:
             offers = [Offer.of(sap.ISO2, 1, 1)]
             if self.offer_din_too:
@@ -170,7 +302,8 @@ class Iso2Car(SimulatedCar):
     def summary(self) -> dict[str, Any]:
         out = super().summary()
         out.update(mode=self.mode, payment=self.payment_used, renegotiations=self.renegotiations,
-                   metering_receipts=self.receipts, paused=self.paused, resumed=self.resumed)
+                   metering_receipts=self.receipts, paused=self.paused, resumed=self.resumed,
+                   installed_emaid=self.installed.emaid if self.installed else None)
         return out
 
     def resume(self) -> None:
@@ -179,6 +312,11 @@ class Iso2Car(SimulatedCar):
             raise RuntimeError("there is no paused session to resume")
         self.paused, self._resuming, self._phase, self._stop_kind = False, True, "setup", "Terminate"
         self._phase_started.clear()
+
+    @property
+    def installation_pending(self) -> bool:
+        """The car still wants the charger to install a contract (once per car, not per connection)."""
+        return self.install_certificate and self.installed is None
 
     # ------------------------------------------------------------------ helpers
     def _status(self) -> t.DC_EVStatusType:
@@ -303,14 +441,62 @@ class Iso2Car(SimulatedCar):
             else:
                 raise SessionFailed(f"the charger does not offer {wanted} (offers {', '.join(offered)})")
         self.payment_used = wanted
-        chosen = t.SelectedServiceListType([t.SelectedServiceType(res.ChargeService.ServiceID)])
-        return self._send("PaymentServiceSelectionReq", b.PaymentServiceSelectionReqType(wanted, chosen))
+        self._selected_services = (res.ChargeService.ServiceID,)
+        self._certificate_service = None
+        if wanted == "Contract" and self.installation_pending:
+            self._certificate_service = self._find_certificate_service(res)
+            if self._certificate_service is not None:
+                self._selected_services += (self._certificate_service,)
+                if self.ask_certificate_service_detail:
+                    return self._send("ServiceDetailReq", b.ServiceDetailReqType(self._certificate_service))
+        return self._select_services()
+
+    def _find_certificate_service(self, res: Any) -> int | None:
+        """The ID of the charger's contract certificate service; None (noted) when a car that already
+        has a contract may go on with it, SessionFailed when it has none."""
+        services = res.ServiceList.Service if res.ServiceList else []
+        found = next((s.ServiceID for s in services if str(s.ServiceCategory) == "ContractCertificate"), None)
+        if found is not None:
+            return found
+        if self.contract is None:
+            raise SessionFailed("the charger offers no ContractCertificate service: no contract can be installed "
+                                "and the car has none")
+        self._note("the charger offers no ContractCertificate service; paying with the contract the car has")
+        return None
+
+    def _select_services(self) -> bytes:
+        chosen = t.SelectedServiceListType([t.SelectedServiceType(i) for i in self._selected_services])
+        return self._send("PaymentServiceSelectionReq", b.PaymentServiceSelectionReqType(self.payment_used, chosen))
+
+    def _on_ServiceDetailRes(self, res: Any, msg: Any, now: float) -> bytes:
+        # only asked for the certificate service: it must offer installation (parameter Service=Installation)
+        wanted = self._certificate_service
+        if res.ServiceID != wanted:
+            raise SessionFailed(f"ServiceDetailRes describes service {res.ServiceID}, not the {wanted} asked for")
+        offered = [p.stringValue for s in (res.ServiceParameterList.ParameterSet if res.ServiceParameterList else [])
+                   for p in s.Parameter if p.Name == "Service"]
+        if "Installation" not in offered:
+            raise SessionFailed(f"the charger's certificate service offers no Installation (offers "
+                                f"{', '.join(map(str, offered)) or 'nothing'})")
+        return self._select_services()
 
     def _on_PaymentServiceSelectionRes(self, res: Any, msg: Any, now: float) -> bytes:
+        if self.payment_used == "Contract" and self._certificate_service is not None:
+            req, signature = self.oem.installation_request()
+            return self._send("CertificateInstallationReq", req, signature)
         if self.payment_used == "Contract":
-            return self._send("PaymentDetailsReq", b.PaymentDetailsReqType(self.contract.emaid, self.contract.chain()))
+            return self._payment_details()
         self._auth_req, self._auth_signature = b.AuthorizationReqType(), None
         return self._send("AuthorizationReq", self._auth_req)
+
+    def _on_CertificateInstallationRes(self, res: Any, msg: Any, now: float) -> bytes:
+        when = dt.datetime.fromtimestamp(self.wall_clock(), dt.UTC)
+        self.installed = self.contract = accept_installation(res, msg.Header.Signature, self.oem, when)
+        self._note(f"contract {self.installed.emaid} installed (CPS signature verified, key decrypted)")
+        return self._payment_details()
+
+    def _payment_details(self) -> bytes:
+        return self._send("PaymentDetailsReq", b.PaymentDetailsReqType(self.contract.emaid, self.contract.chain()))
 
     def _on_PaymentDetailsRes(self, res: Any, msg: Any, now: float) -> bytes:
         if not res.GenChallenge or len(res.GenChallenge) != 16:

@@ -14,19 +14,32 @@ WARNING_* AuthorizationRes (contract refused) ends the session with SessionStopR
 a FAILED* answer raises :class:`~edge.ev.base.SessionFailed` (the charger closes the connection then).
 The -20 contract credentials come from a folder of a Josev-layout PKI (``iso15118_20``: P-521, or
 ``iso15118_20_ed448``), see :meth:`Iso20ContractCredentials.from_pki`.
+
+Certificate installation (``install_certificate=True`` with :class:`Iso20OemCredentials`): when
+AuthorizationSetupRes offers CertificateInstallationService, the car sends CertificateInstallationReq
+(its OEM provisioning chain, signed in the header with the OEM key, and the V2G roots it trusts) before
+AuthorizationReq. It takes the contract only when :func:`edge.pki.install20.accept_installation` passes
+(CPS chain and signature, contract chain, the key decrypted with the OEM key and matching the new leaf),
+then authorizes with PnC using it. A rejected answer ([V2G20-2504]) raises SessionFailed; a WARNING_*
+answer is noted and the car goes on without a new contract (EIM when it has none).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 import exi
 from edge.ev.base import Offer, SessionFailed, SimulatedCar, is_ok
-from edge.pki.signature import sign_authorization_req, sign_metering_receipt
+from edge.pki.install20 import COMMON_NS, InstallationRejected, accept_installation
+from edge.pki.signature import sign, sign_authorization_req, sign_metering_receipt
 from edge.v2g import sap
 from edge.v2g.iso20.messages import (
     CONTROL_MODE_SCHEDULED,
@@ -42,6 +55,7 @@ from edge.v2g.v2gtp import PayloadType
 from exi.model import iso20_commonmessages as cm
 from exi.model import iso20_commontypes as ct
 from exi.model import iso20_dc as dc
+from exi.model.xmldsig import X509IssuerSerialType
 
 AUTHORIZATIONS = {"eim": "EIM", "pnc": "PnC"}
 SIGNED_ID = "id1"  # the Id of the one signed element per message
@@ -113,6 +127,78 @@ class Iso20ContractCredentials:
         return sign_metering_receipt("iso20", data, self.key)
 
 
+def _pem_certificate(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+    except ValueError:
+        raise ValueError(f"{path} is not a PEM certificate") from None
+
+
+@dataclass(frozen=True)
+class Iso20OemCredentials:
+    """What a -20 car needs to have a contract installed: its OEM provisioning leaf and sub-CAs (DER) with
+    the leaf's key (P-521 or Ed448), and the V2G roots (DER) it trusts to check the CPS."""
+
+    leaf: bytes
+    sub_cas: tuple[bytes, ...]  # OEM sub-CA 2, then sub-CA 1
+    key: Any  # cryptography's EllipticCurvePrivateKey (secp521r1) or Ed448PrivateKey
+    v2g_roots: tuple[bytes, ...]
+
+    @classmethod
+    def from_pki(cls, pki_dir: Path | str, folder: str = "iso15118_20") -> Iso20OemCredentials:
+        """Read ``FOLDER/certs/oemLeafCert.pem``, ``oemSubCA2Cert.pem``, ``oemSubCA1Cert.pem``,
+        ``v2gRootCACert.pem`` and ``FOLDER/private_keys/oemLeaf.key`` (password in ``oemLeafPassword.txt``)
+        of a Josev-layout PKI. Any problem is a one-line ValueError."""
+        base = Path(pki_dir) / folder
+        leaf = _pem_certificate(base / "certs" / "oemLeafCert.pem")
+        subs = (_pem_certificate(base / "certs" / "oemSubCA2Cert.pem"),
+                _pem_certificate(base / "certs" / "oemSubCA1Cert.pem"))
+        root = _pem_certificate(base / "certs" / "v2gRootCACert.pem")
+        password_file = base / "private_keys" / "oemLeafPassword.txt"
+        key_path = base / "private_keys" / "oemLeaf.key"
+        try:
+            password = password_file.read_text().strip() if password_file.exists() else ""
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password.encode() or None)
+        except OSError as e:
+            raise ValueError(f"cannot read {e.filename}: {e.strerror or e}") from None
+        except (TypeError, ValueError):
+            raise ValueError(f"cannot load the OEM provisioning key {key_path} (wrong or missing password?)") \
+                from None
+        if key.public_key() != leaf.public_key():
+            raise ValueError(f"{key_path} is not the key of {base / 'certs' / 'oemLeafCert.pem'}")
+        der = serialization.Encoding.DER
+        return cls(leaf.public_bytes(der), tuple(s.public_bytes(der) for s in subs), key, (root.public_bytes(der),))
+
+    def chain(self) -> cm.SignedCertificateChainType:
+        return cm.SignedCertificateChainType(Id=SIGNED_ID, Certificate=self.leaf,
+                                             SubCertificates=cm.SubCertificatesType(list(self.sub_cas)))
+
+    def root_ids(self) -> ct.ListOfRootCertificateIDsType:
+        """ListOfRootCertificateIDs: issuer name (RFC 4514) and serial of each trusted V2G root."""
+        roots = [x509.load_der_x509_certificate(r) for r in self.v2g_roots]
+        return ct.ListOfRootCertificateIDsType([X509IssuerSerialType(r.issuer.rfc4514_string(), r.serial_number)
+                                                for r in roots])
+
+    def installation_request(self) -> tuple[cm.CertificateInstallationReqType, Any]:
+        """The CertificateInstallationReq (one contract chain wanted) and its header Signature over
+        OEMProvisioningCertificateChain, made with the OEM provisioning key."""
+        chain = self.chain()
+        req = cm.CertificateInstallationReqType(OEMProvisioningCertificateChain=chain,
+                                                ListOfRootCertificateIDs=self.root_ids(),
+                                                MaximumContractCertificateChains=1)
+        return req, sign("iso20", [exi.Fragment(COMMON_NS, "OEMProvisioningCertificateChain", chain)], self.key)
+
+    def accept(self, res: cm.CertificateInstallationResType, when: dt.datetime) -> Iso20ContractCredentials:
+        """The new contract of a positive CertificateInstallationRes (InstallationRejected otherwise)."""
+        assert res.Header is not None
+        installed = accept_installation(res, res.Header.Signature, oem_leaf=x509.load_der_x509_certificate(self.leaf),
+                                        oem_key=self.key, v2g_roots=[x509.load_der_x509_certificate(r)
+                                                                     for r in self.v2g_roots], now=when)
+        return Iso20ContractCredentials(installed.emaid, installed.leaf, installed.sub_cas, installed.key)
+
+
 @dataclass
 class Iso20DcCar(SimulatedCar):
     PROTOCOL: ClassVar[sap.Protocol] = sap.ISO20_DC
@@ -125,7 +211,9 @@ class Iso20DcCar(SimulatedCar):
     evccid: str = "EDGESIM00000000001"  # -20 EVCCID is a string (Josev sends a VIN-like one)
     session_id: bytes = NO_SESSION
     authorization: str = "eim"  # "eim" or "pnc"
-    contract: Iso20ContractCredentials | None = None  # needed for "pnc"
+    contract: Iso20ContractCredentials | None = None  # needed for "pnc" unless the car has one installed
+    install_certificate: bool = False  # have a contract installed when the charger offers it (needs ``oem``)
+    oem: Iso20OemCredentials | None = None
     offer_iso2_too: bool = False  # the offer lists -2 after -20
     max_power: float = 150_000.0  # W
     min_voltage: float = 200.0
@@ -136,6 +224,8 @@ class Iso20DcCar(SimulatedCar):
     # what happened
     authorization_used: str | None = None
     refused: str | None = None  # the WARNING_* code an AuthorizationRes refused the car with
+    installed: Iso20ContractCredentials | None = None  # the contract the charger installed, once it has
+    installation_refused: str | None = None  # the WARNING_* code a CertificateInstallationRes answered with
     resumed: bool = False
     receipts: int = 0
     renegotiations: int = 0
@@ -151,12 +241,17 @@ class Iso20DcCar(SimulatedCar):
     _auth_req: Any = None
     _auth_signature: Any = None
     _precharge_finished: bool = False
+    _setup_res: Any = None  # the AuthorizationSetupRes (its GenChallenge) while a contract is installed
+    _install_req: Any = None
+    _install_signature: Any = None
 
     def __post_init__(self) -> None:
         if self.authorization not in AUTHORIZATIONS:
             raise ValueError(f"authorization must be one of {', '.join(AUTHORIZATIONS)}, not {self.authorization!r}")
-        if self.authorization == "pnc" and self.contract is None:
-            raise ValueError("Plug & Charge needs the contract credentials (a PKI folder)")
+        if self.install_certificate and self.oem is None:
+            raise ValueError("certificate installation needs the OEM provisioning credentials (a PKI folder)")
+        if self.authorization == "pnc" and self.contract is None and not self.install_certificate:
+            raise ValueError("Plug & Charge needs the contract credentials (a PKI folder) or certificate installation")
         if len(self.session_id) != 8:
             raise ValueError("an ISO 15118-20 SessionID is 8 bytes")
         if not self.offers:
@@ -174,7 +269,8 @@ class Iso20DcCar(SimulatedCar):
         if type(res).__name__ != name + "Type":
             raise SessionFailed(f"expected {name}, got {type(res).__name__.removesuffix('Type')}")
         code = str(res.ResponseCode)
-        if not (is_ok(code) or (code.startswith("WARNING") and name == "AuthorizationRes")):
+        if not (is_ok(code) or (code.startswith("WARNING") and name in ("AuthorizationRes",
+                                                                         "CertificateInstallationRes"))):
             raise SessionFailed(f"{name} failed: {code}")
         if name != "SessionSetupRes" and (res.Header is None or res.Header.SessionID != self.session_id):
             raise SessionFailed(f"{name} names another session than {self.session_id.hex()}")
@@ -195,8 +291,14 @@ class Iso20DcCar(SimulatedCar):
     def summary(self) -> dict[str, Any]:
         out = super().summary()
         out.update(authorization=self.authorization_used, refused=self.refused, renegotiations=self.renegotiations,
-                   metering_confirmations=self.receipts, paused=self.paused, resumed=self.resumed)
+                   metering_confirmations=self.receipts, paused=self.paused, resumed=self.resumed,
+                   installed_emaid=self.installed.emaid if self.installed else None)
         return out
+
+    @property
+    def installation_pending(self) -> bool:
+        """The car still wants a contract installed (once per car, not per connection)."""
+        return self.install_certificate and self.installed is None
 
     # ------------------------------------------------------------------ requests
     def _send(self, name: str, req: Any, signature: Any = None) -> bytes:
@@ -303,11 +405,42 @@ class Iso20DcCar(SimulatedCar):
         return self._send("AuthorizationSetupReq", cm.AuthorizationSetupReqType())
 
     def _on_AuthorizationSetupRes(self, res: cm.AuthorizationSetupResType, now: float) -> bytes:
+        if self.installation_pending and self.oem is not None:
+            if res.CertificateInstallationService:
+                self._setup_res = res
+                self._install_req, self._install_signature = self.oem.installation_request()
+                return self._send("CertificateInstallationReq", self._install_req, self._install_signature)
+            self._note("the charger offers no certificate installation")
+        return self._authorize(res)
+
+    def _on_CertificateInstallationRes(self, res: cm.CertificateInstallationResType, now: float) -> bytes:
+        if str(res.EVSEProcessing) != "Finished":  # the same request again until the charger has the answer
+            self._within("ongoing", now)
+            return self._send("CertificateInstallationReq", self._install_req, self._install_signature)
+        self._end_phase("ongoing")
+        code = str(res.ResponseCode)
+        if code.startswith("WARNING"):
+            self.installation_refused = code
+            self._note(f"certificate installation refused: {code}")
+        else:
+            assert self.oem is not None
+            try:
+                self.installed = self.contract = self.oem.accept(res, dt.datetime.fromtimestamp(self.wall_clock(),
+                                                                                                dt.UTC))
+            except InstallationRejected as e:
+                raise SessionFailed(f"CertificateInstallationRes rejected: {e}") from None
+            self._note(f"contract {self.installed.emaid} installed (CPS signature verified, key decrypted)")
+        return self._authorize(self._setup_res)
+
+    def _authorize(self, res: cm.AuthorizationSetupResType) -> bytes:
         offered = [str(s) for s in res.AuthorizationServices]
         wanted = self.authorization_used if self.resumed and self.authorization_used \
             else AUTHORIZATIONS[self.authorization]
         if wanted == "PnC" and ("PnC" not in offered or res.PnC_ASResAuthorizationMode is None):
             self._note("the charger does not offer PnC; falling back to EIM")
+            wanted = "EIM"
+        elif wanted == "PnC" and self.contract is None:  # no contract was installed
+            self._note("no contract to authorize with; falling back to EIM")
             wanted = "EIM"
         if wanted not in offered:
             raise SessionFailed(f"the charger does not offer {wanted} (offers {', '.join(offered)})")

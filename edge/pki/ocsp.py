@@ -55,6 +55,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from edge.pki.chain import RevocationStatus
+from edge.pki.paths import issued_by
 from edge.pki.store import CertificateHashData, certificate_hash_data
 
 #: OCPP 2.0.1 limits (OCSPRequestDataType and AuthorizeRequest.iso15118CertificateHashData)
@@ -359,7 +360,7 @@ class OcspResponseChecker:
                             f"OCSP response is signed by {_responder_text(response)}, which is not {_name(issuer)} "
                             "and whose certificate is not in the response")
         delegate = candidates[0]
-        if delegate.issuer != issuer.subject or not _issued_by(delegate, issuer):
+        if delegate.issuer != issuer.subject or not issued_by(delegate, issuer, require_ca=False):
             raise OcspError(OcspFailure.UNAUTHORIZED_RESPONDER,
                             f"OCSP responder {_name(delegate)} was not issued by {_name(issuer)}")
         if not _has_ocsp_signing(delegate):
@@ -397,14 +398,6 @@ def _responder_text(response: ocsp.OCSPResponse) -> str:
     if response.responder_name is not None:
         return response.responder_name.rfc4514_string() or "(empty name)"
     return f"key hash {(response.responder_key_hash or b'').hex()}"
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-        return True
-    except (InvalidSignature, ValueError, TypeError):
-        return False
 
 
 def _has_ocsp_signing(cert: x509.Certificate) -> bool:

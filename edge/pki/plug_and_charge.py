@@ -9,7 +9,8 @@ a ResponseCode of that protocol: -20 refuses chains with WARNING_Certificate* (s
 contract the allow-list does not know with WARNING_GeneralPnCAuthorizationError (-2: FAILED_ContractCanceled),
 and signatures with FAILED_SignatureError. -20 signed elements (PnC_AReqAuthorizationMode, SignedMeteringData)
 are CommonMessages elements whatever the session's energy service, so they are checked with that grammar.
-Certificate installation stays -2 only here: a -20 request gets FAILED."""
+Certificate installation: -2 by ``issuer`` (:mod:`edge.pki.install`), -20 by ``issuer20``
+(:mod:`edge.pki.install20`)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from cryptography import x509
 import exi
 from edge.pki.chain import ContractChainValidator, ContractProtocol, RevocationChecker
 from edge.pki.install import LocalContractIssuer
+from edge.pki.install20 import LocalContractIssuer20
+from edge.pki.paths import chain_problem
 from edge.pki.signature import SignatureError, verify
 from edge.pki.store import josev_contract_trust_anchors
 from edge.v2g.pnc import CertificateResponse, ContractChain
@@ -46,9 +49,13 @@ def contract_protocol(proto: str) -> ContractProtocol:
 class LocalPlugAndCharge:
     validator: ContractChainValidator
     issuer: LocalContractIssuer | None = None  # answers CertificateInstallation/Update when set
+    issuer20: LocalContractIssuer20 | None = None  # answers -20 CertificateInstallationReq when set
     allowed_emaids: set[str] | None = None  # None: every contract with a valid chain may charge
     ongoing_rounds: int = 0  # answer "Ongoing" this often before deciding (exercise a slow backend)
     decisions: list[tuple[str, str]] = field(default_factory=list)  # (what, code), for logs and tests
+    # -2 installation requests carry only the OEM provisioning leaf: its sub-CAs must be known here
+    oem_sub_cas: list[x509.Certificate] = field(default_factory=list)
+    oem_roots: list[x509.Certificate] = field(default_factory=list)
     _rounds: int = 0
 
     @classmethod
@@ -63,6 +70,14 @@ class LocalPlugAndCharge:
         issuer = LocalContractIssuer.from_pki_folder(folder) if local_install else None
         validator = ContractChainValidator(roots, revocation=revocation,
                                            reject_unknown_revocation=reject_unknown_revocation)
+        if local_install and LocalContractIssuer20.found_in(folder):  # -20: from the folder's -20 PKI
+            kw.setdefault("issuer20", LocalContractIssuer20.from_pki_folder(folder))
+        if local_install:
+            certs = folder / "iso15118_2" / "certs"
+            kw.setdefault("oem_sub_cas", [x509.load_pem_x509_certificate((certs / f"oemSubCA{i}Cert.pem").read_bytes())
+                                          for i in (2, 1) if (certs / f"oemSubCA{i}Cert.pem").is_file()])
+            if (certs / "oemRootCACert.pem").is_file():
+                kw.setdefault("oem_roots", x509.load_pem_x509_certificates((certs / "oemRootCACert.pem").read_bytes()))
         return cls(validator, issuer, **kw)
 
     def _note(self, what: str, code: str) -> str:
@@ -97,8 +112,13 @@ class LocalPlugAndCharge:
         return self._note(f"authorize {chain.emaid}", "OK" if allowed else CONTRACT_REFUSED[contract_protocol(proto)])
 
     def install_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
-        if contract_protocol(proto) is ContractProtocol.ISO20:
-            return CertificateResponse(self._note("installation: not available for ISO 15118-20 here", "FAILED"))
+        if contract_protocol(proto) is ContractProtocol.ISO20:  # -20: checks and issuing in edge.pki.install20
+            if self.issuer20 is None:
+                return CertificateResponse(self._note("installation (-20): no issuer",
+                                                      "WARNING_NoCertificateAvailable"))
+            answer, why = self.issuer20.install(request, signature)
+            self._note(f"installation (-20): {why}", answer.response_code)
+            return answer
         if self.issuer is None:
             return CertificateResponse(self._note("installation: no issuer", "FAILED_NoCertificateAvailable"))
         try:  # the car signs its request with its OEM provisioning key: check it before issuing
@@ -108,9 +128,18 @@ class LocalPlugAndCharge:
             return CertificateResponse(self._note(f"installation: {e.reason}", str(e.response_code)))
         except ValueError as e:
             return CertificateResponse(self._note(f"installation: OEM certificate: {e}", "FAILED_CertChainError"))
+        # only a car whose OEM provisioning certificate leads to a trusted OEM root gets a contract
+        problem = chain_problem(oem, self.oem_sub_cas, self.oem_roots, dt.datetime.now(dt.UTC), "OEM provisioning")
+        if problem is not None:
+            code = "FAILED_CertificateExpired" if problem.kind != "invalid" else "FAILED_CertChainError"
+            return CertificateResponse(self._note(f"installation: {problem.reason}", code))
         answer = self.issuer.install(request)
-        self._note("installation", answer.response_code)
+        self._note(_issued("installation", answer, oem), answer.response_code)
         return answer
+
+    def installs_certificates(self, proto: str) -> bool:
+        """Whether a CertificateInstallationReq of ``proto`` would be answered by an issuer here."""
+        return (self.issuer20 if contract_protocol(proto) is ContractProtocol.ISO20 else self.issuer) is not None
 
     def update_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
         if contract_protocol(proto) is ContractProtocol.ISO20:  # -20 has no CertificateUpdate message
@@ -127,5 +156,13 @@ class LocalPlugAndCharge:
         if code != "OK":
             return CertificateResponse(code)
         answer = self.issuer.update(request)
-        self._note("update", answer.response_code)
+        self._note(_issued("update", answer, None), answer.response_code)
         return answer
+
+
+def _issued(what: str, answer: CertificateResponse, recipient: x509.Certificate | None) -> str:
+    """The decision note of an answered installation/update: which contract went to which certificate."""
+    emaid = getattr(getattr(answer.body, "eMAID", None), "value", None)
+    if emaid is None:
+        return what
+    return f"{what}: contract {emaid}" + (f" for {recipient.subject.rfc4514_string()}" if recipient else "")

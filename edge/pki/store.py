@@ -36,7 +36,6 @@ from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448
 from cryptography.x509 import ocsp
@@ -44,6 +43,7 @@ from cryptography.x509.oid import NameOID
 
 from edge.pki.algorithms import KeyAlgorithm, PrivateKey
 from edge.pki.chain import parse_certificates
+from edge.pki.paths import issued_by
 from edge.pki.testpki import FOLDERS, PkiPaths
 
 
@@ -518,16 +518,8 @@ def _with_issuers(
     """Each certificate with its issuer: the next one in the chain, for the last one a matching root."""
     pairs: list[tuple[x509.Certificate, x509.Certificate | None]] = list(itertools.pairwise(chain))
     last = chain[-1]
-    pairs.append((last, next((r for r in roots if r.subject == last.issuer and _verifies(last, r)), None)))
+    pairs.append((last, next((r for r in roots if r.subject == last.issuer and _signed_by(last, r)), None)))
     return pairs
-
-
-def _verifies(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-        return True
-    except (InvalidSignature, ValueError, TypeError):
-        return False
 
 
 def _chain_problem(chain: list[x509.Certificate], v2g_roots: list[x509.Certificate], now: dt.datetime) -> str | None:
@@ -535,8 +527,12 @@ def _chain_problem(chain: list[x509.Certificate], v2g_roots: list[x509.Certifica
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             return f"{cert.subject.rfc4514_string()} is not valid now"
     for cert, issuer in itertools.pairwise(chain):
-        if not _verifies(cert, issuer):
+        if not _signed_by(cert, issuer):
             return f"{cert.subject.rfc4514_string()} is not signed by the next certificate in the chain"
-    if v2g_roots and not any(_verifies(chain[-1], root) for root in v2g_roots):
+    if v2g_roots and not any(_signed_by(chain[-1], root) for root in v2g_roots):
         return "the chain does not lead to an installed V2G root"
     return None
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    return issued_by(cert, issuer, require_ca=False)

@@ -51,6 +51,10 @@ class PlugAndCharge(Protocol):
         """The backend's decision on this contract: "OK", "Ongoing" (ask again) or a FAILED_* code."""
         ...
 
+    def installs_certificates(self, proto: str) -> bool:
+        """Whether certificate installation is offered to ``proto`` cars (-20 AuthorizationSetupRes says so)."""
+        ...
+
     def install_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
         """A CertificateInstallationReq with its header signature (by the OEM provisioning key)."""
         ...

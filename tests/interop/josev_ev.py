@@ -37,6 +37,56 @@ SUCCESS_ISO2_PAUSED = "Communication session paused"
 SUCCESS_REASONS = frozenset({SUCCESS, SUCCESS_ISO2, SUCCESS_ISO2_PAUSED})
 #: logged 5 s after the stop, once it has closed TCP
 TCP_CLOSED = "TCP connection closed to peer"
+#: what the storing EVCC (``store_installed_contract``) prints once it has written the installed contract
+STORED_CONTRACT = re.compile(r"STORED installed contract (?P<emaid>\S+), key matches certificate: (?P<match>\w+)")
+
+#: Josev's EVCC entry point (iso15118/evcc/main.py) with one change. After a CertificateInstallationRes
+#: Josev verifies the CPS signature and chain, decrypts the contract key and hands certificate and key to
+#: ``SimEVController.store_contract_cert_and_priv_key`` -- a no-op (TODO) in 0.31.2 -- then builds
+#: PaymentDetailsReq from ``PKI_PATH/iso15118_2/certs/contractLeafCert.der`` and signs AuthorizationReq with
+#: ``private_keys/contractLeaf.key``: as shipped it pays with the OLD contract of its PKI folder. This
+#: controller writes the new contract there first (DER certificate, PEM key under the folder's password),
+#: as a car would store it, so the same code path then pays with the NEW contract.
+STORING_EVCC = '''
+import asyncio
+import sys
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from iso15118.evcc import Config, EVCCHandler
+from iso15118.evcc.controller.simulator import SimEVController
+from iso15118.evcc.evcc_config import load_from_file
+from iso15118.shared.exificient_exi_codec import ExificientEXICodec
+from iso15118.shared.security import CertPath, KeyPasswordPath, KeyPath, load_priv_key_pass
+
+
+class StoringEVController(SimEVController):
+    async def store_contract_cert_and_priv_key(self, contract_cert, priv_key):
+        key = ec.derive_private_key(int.from_bytes(priv_key, "big"), ec.SECP256R1())
+        cert = x509.load_der_x509_certificate(contract_cert)
+        password = load_priv_key_pass(KeyPasswordPath.CONTRACT_LEAF_KEY_PASSWORD)
+        encryption = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+        with open(CertPath.CONTRACT_LEAF_DER, "wb") as f:
+            f.write(contract_cert)
+        with open(KeyPath.CONTRACT_LEAF_PEM, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
+        emaid = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value
+        print(f"STORED installed contract {emaid}, key matches certificate: {cert.public_key() == key.public_key()}",
+              flush=True)
+
+
+async def main():
+    config = Config()
+    config.load_envs()
+    config.ev_config_file_path = sys.argv[1]
+    evcc_config = await load_from_file(config.ev_config_file_path)
+    await EVCCHandler(evcc_config=evcc_config, iface=config.iface, exi_codec=ExificientEXICodec(),
+                      ev_controller=StoringEVController(evcc_config)).start()
+
+
+asyncio.run(main())
+'''
 
 
 def josev_python() -> Path:
@@ -81,12 +131,16 @@ class JosevResult:
 def write_config(workdir: Path, iface: str, *, protocols: tuple[str, ...] = ("DIN_SPEC_70121",),
                  energy_services: tuple[str, ...] = ("DC",), energy_transfer_mode: str = "DC_extended",
                  charge_loop_cycle: int = 10, log_level: str = "INFO", use_tls: bool = False,
-                 pki_path: Path | None = None) -> Path:
+                 pki_path: Path | None = None, cert_install: bool = False) -> Path:
     """The EVCC config JSON and ``.env`` in ``workdir``; returns the config's path.
 
     ``use_tls``: Josev asks SDP for TLS and insists on it (``enforceTls``), trusting the V2G root of
     ``pki_path`` (a PKI folder in Josev's layout, e.g. from ``edge.pki.testpki.create_test_pki``; the
-    charger must use the same folder). TLS 1.2 only: ``ENABLE_TLS_1_3`` stays off, as for -2."""
+    charger must use the same folder). TLS 1.2 only: ``ENABLE_TLS_1_3`` stays off, as for -2.
+
+    ``cert_install`` (``isCertInstallNeeded``): with TLS and Contract, Josev selects the certificate
+    service, asks ServiceDetail for it and sends a CertificateInstallationReq signed with its OEM leaf
+    before PaymentDetails (evcc/states/iso15118_2_states.py)."""
     if use_tls and pki_path is None:
         raise ValueError("Josev with TLS needs the PKI folder whose V2G root it trusts (pki_path)")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +149,7 @@ def write_config(workdir: Path, iface: str, *, protocols: tuple[str, ...] = ("DI
         "supportedProtocols": list(protocols),
         "supportedEnergyServices": list(energy_services),
         "energyTransferMode": energy_transfer_mode,
-        "isCertInstallNeeded": False,
+        "isCertInstallNeeded": cert_install,
         "useTls": use_tls,
         "enforceTls": use_tls,
         "chargeLoopCycle": charge_loop_cycle,
@@ -119,11 +173,20 @@ def _kill_group(pid: int) -> None:
 
 
 async def run_josev_ev(python: Path, workdir: Path, *, netns: str | None = None, timeout: float = 120.0,
-                       linger: float = 8.0, log_path: Path | None = None) -> JosevResult:
+                       linger: float = 8.0, log_path: Path | None = None,
+                       store_installed_contract: bool = False) -> JosevResult:
     """Run Josev's EVCC (``python -m iso15118.evcc.main``) in ``workdir`` (see :func:`write_config`),
     inside network namespace ``netns`` if given, until it logs its stop reason and then closes TCP
-    (at most ``linger`` s more), or ``timeout`` s in all. The process group is always killed."""
-    cmd = [str(python), "-m", "iso15118.evcc.main", str(workdir / "evcc_config.json")]
+    (at most ``linger`` s more), or ``timeout`` s in all. The process group is always killed.
+
+    ``store_installed_contract``: run :data:`STORING_EVCC` instead, which keeps an installed contract in
+    Josev's PKI folder (give Josev a copy of the charger's folder: it is overwritten)."""
+    if store_installed_contract:
+        entry = workdir / "storing_evcc.py"
+        entry.write_text(STORING_EVCC)
+        cmd = [str(python), str(entry), str(workdir / "evcc_config.json")]
+    else:
+        cmd = [str(python), "-m", "iso15118.evcc.main", str(workdir / "evcc_config.json")]
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]
     env = dict(os.environ)

@@ -12,6 +12,12 @@ FAILED*: it ends) and the DC messages carry no DC_EVSEStatus. The loop is the sa
 and sequence checks, dispatch, encode, stats) and the same safety rules hold: no pre-charge before the
 isolation check says Valid or Warning, no power after a failure, a stop or a lost car.
 
+Certificate installation: AuthorizationSetupRes says CertificateInstallationService=true when the
+PlugAndCharge answers -20 installations (``installs_certificates("iso20")``); CertificateInstallationReq
+then goes to it with the request's header signature (by the OEM provisioning key) and its answer, header
+signature by the CPS included, goes back to the car. WARNING_* answers leave the session going (on to
+AuthorizationReq), FAILED_* end it.
+
 Plug & Charge ([V2G20-2209] ff.): AuthorizationSetupRes offers PnC with a fresh 16-byte GenChallenge
 when a :class:`~edge.v2g.pnc.PlugAndCharge` is configured (the charger decides when: over TLS);
 AuthorizationReq then carries PnC_AReqAuthorizationMode (that GenChallenge, the contract chain) signed
@@ -65,6 +71,11 @@ NEXT: dict[str, set[str]] = {
     "start": {"SessionSetupReq"},
     "SessionSetupReq": {"AuthorizationSetupReq", _STOP},
     "AuthorizationSetupReq": {"AuthorizationReq", _STOP},
+    # AuthorizationSetupRes offered CertificateInstallationService: a contract may be installed first, as
+    # often as the car likes (one chain each, [V2G20-2493] NOTE 2); a WARNING_* answer ends nothing either
+    "AuthorizationSetupReq:install": {"CertificateInstallationReq", "AuthorizationReq", _STOP},
+    "CertificateInstallationReq": {"CertificateInstallationReq", "AuthorizationReq", _STOP},
+    "CertificateInstallationReq:Ongoing": {"CertificateInstallationReq", _STOP},
     "AuthorizationReq:Ongoing": {"AuthorizationReq", _STOP},
     # a WARNING_* answer ([V2G20-2226]): the car may try again (another service, other credentials) or stop
     "AuthorizationReq:refused": {"AuthorizationReq", _STOP},
@@ -235,7 +246,8 @@ class Iso20DcSession:
             res, end = self._failed(name, "FAILED_SequenceError"), True
         else:
             res, end, self.state = getattr(self, "_" + name)(msg)
-        res.Header = header(self.session_id, self.wall_clock())
+        signature = res.Header.Signature if res.Header is not None else None  # a signed response keeps its signature
+        res.Header = header(self.session_id, self.wall_clock(), signature)
         out = exi.encode(schema, res)
         self.stats.setdefault(name, []).append(time.perf_counter() - t0)
         self.done = end
@@ -398,14 +410,43 @@ class Iso20DcSession:
         if self._paused is not None:
             offered = [s for s in offered if s == self._paused.auth_service] or offered
         self._offered_auth = offered
+        installs = self._installs_certificates()
         res = cm.AuthorizationSetupResType(ResponseCode="OK", AuthorizationServices=list(offered),
-                                           CertificateInstallationService=False)
+                                           CertificateInstallationService=installs)
         if AUTH_PNC in offered:  # the schema has room for one mode's parameters: PnC's challenge when offered
             self._gen_challenge = os.urandom(16)
             res.PnC_ASResAuthorizationMode = cm.PnC_ASResAuthorizationModeType(GenChallenge=self._gen_challenge)
         else:
             res.EIM_ASResAuthorizationMode = cm.EIM_ASResAuthorizationModeType()
-        return res, False, "AuthorizationSetupReq"
+        return res, False, "AuthorizationSetupReq:install" if installs else "AuthorizationSetupReq"
+
+    def _installs_certificates(self) -> bool:
+        """Offer CertificateInstallationService only when the PlugAndCharge answers -20 installations."""
+        return self.pnc is not None and self.pnc.installs_certificates("iso20")
+
+    def _CertificateInstallationReq(self, msg: cm.CertificateInstallationReqType) -> Handled:
+        """Pass the request and its signature on; the answer (signed by the CPS) goes back as it is."""
+        assert self.pnc is not None and self.request_header is not None and self.timers is not None
+        answer = self.pnc.install_certificate("iso20", msg, self.request_header.Signature)
+        code = self._iso20_code(answer.response_code)
+        if code == "Ongoing":  # the backend is still deciding: OK, Ongoing, with placeholder contents
+            if self._overdue("certificate installation", self.timers.ongoing):
+                return self._fail("CertificateInstallationReq", "FAILED")
+            res = self._failed("CertificateInstallationReq", "OK")
+            res.EVSEProcessing = "Ongoing"
+            return res, False, "CertificateInstallationReq:Ongoing"
+        self.phase_started.pop("certificate installation", None)
+        if code.startswith("FAILED"):  # e.g. FAILED_SignatureError: the request was not the OEM key's
+            return self._fail("CertificateInstallationReq", code)
+        if code.startswith("WARNING"):  # e.g. an OEM chain that does not verify: the car may go on with EIM
+            self.notes.append(f"certificate installation refused: {code}")
+            return self._failed("CertificateInstallationReq", code), False, "CertificateInstallationReq"
+        if answer.body is None:  # "OK" without a contract to send
+            return self._fail("CertificateInstallationReq", "FAILED")
+        res = answer.body
+        res.ResponseCode = code
+        res.Header = ct.MessageHeaderType(Signature=answer.signature)  # SessionID and TimeStamp follow in handle()
+        return res, False, "CertificateInstallationReq"
 
     def _AuthorizationReq(self, msg: cm.AuthorizationReqType) -> Handled:
         selected = str(msg.SelectedAuthorizationService)
