@@ -22,20 +22,12 @@ from edge.ev.iso2 import ContractCredentials, Iso2Car
 from edge.ev.run import EvRun, run_ev
 from edge.hardware import SimulatedCharger
 from edge.pki.plug_and_charge import LocalPlugAndCharge
-from edge.pki.testpki import create_test_pki
 from edge.secc import run_secc
 from edge.v2g.charger import EvseConfig
 from edge.v2g.tls import client_context_from_pki, server_context_combined, server_context_from_pki
 from tests.netns import inside, link_local, require_root, two_namespaces
 
 CAPACITY_WH = 2_000.0  # a small battery: a few tenths of a percent take seconds, not minutes
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pki")
-    create_test_pki(out)
-    return out
 
 
 async def between_namespaces(car: SimulatedCar, *, config: EvseConfig | None = None, tls: Path | None = None,

@@ -36,13 +36,6 @@ from tests.inmemory import STEP, run
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pki")
-    create_test_pki(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def contract(pki: Path) -> ContractCredentials:
     return ContractCredentials.from_pki(pki)
 

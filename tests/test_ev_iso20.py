@@ -21,7 +21,7 @@ from edge.ev.iso2 import Iso2Car
 from edge.ev.iso20 import Iso20ContractCredentials, Iso20DcCar
 from edge.hardware import SimulatedCharger
 from edge.pki.plug_and_charge import LocalPlugAndCharge
-from edge.pki.testpki import TEST_EMAID, create_test_pki
+from edge.pki.testpki import TEST_EMAID
 from edge.v2g import sap
 from edge.v2g.charger import ChargerConnection, EvseConfig
 from edge.v2g.iso20.session import Iso20DcSession
@@ -34,13 +34,6 @@ DC_REQUESTS = ["SessionSetupReq", "AuthorizationSetupReq", "AuthorizationReq", "
                "ServiceDetailReq", "ServiceSelectionReq", "DC_ChargeParameterDiscoveryReq", "ScheduleExchangeReq",
                "DC_CableCheckReq", "DC_PreChargeReq", "PowerDeliveryReq", "DC_ChargeLoopReq", "PowerDeliveryReq",
                "DC_WeldingDetectionReq", "SessionStopReq"]
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pki")
-    create_test_pki(out)
-    return out
 
 
 def charger(**config: Any) -> tuple[SimulatedCharger, EvseConfig]:

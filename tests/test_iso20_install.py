@@ -22,7 +22,7 @@ from edge.hardware import SimulatedCharger
 from edge.pki.algorithms import KeyAlgorithm
 from edge.pki.install20 import Ed448ScalarKey
 from edge.pki.plug_and_charge import LocalPlugAndCharge
-from edge.pki.testpki import ISO20_ED448_FOLDER, ISO20_FOLDER, TEST_EMAID, create_test_pki
+from edge.pki.testpki import ISO20_ED448_FOLDER, ISO20_FOLDER, TEST_EMAID
 from edge.v2g.charger import ChargerConnection, EvseConfig
 from edge.v2g.iso20.messages import NO_SESSION, PAYLOAD_TYPES, REQUESTS, header
 from edge.v2g.iso20.session import NEXT, Iso20DcSession
@@ -31,20 +31,6 @@ from exi.model import iso20_commonmessages as cm
 from tests.inmemory import run
 
 FOLDERS = [ISO20_FOLDER, ISO20_ED448_FOLDER]
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pki")
-    create_test_pki(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("other-pki")
-    create_test_pki(out)
-    return out
 
 
 def charger(pnc: Any, **config: Any) -> tuple[SimulatedCharger, ChargerConnection]:

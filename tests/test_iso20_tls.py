@@ -16,18 +16,10 @@ from edge.ev.iso2 import ContractCredentials, Iso2Car
 from edge.ev.iso20 import Iso20ContractCredentials, Iso20DcCar
 from edge.hardware import SimulatedCharger
 from edge.pki.plug_and_charge import LocalPlugAndCharge
-from edge.pki.testpki import create_test_pki
 from edge.v2g import sap
 from edge.v2g.charger import ChargerConnection, EvseConfig
 from edge.v2g.server import serve_tcp
 from edge.v2g.tls import client_context_from_pki, client_context_iso20, server_context_combined
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pki")
-    create_test_pki(out)
-    return out
 
 
 def test_iso20_is_offered_over_tls_13_only() -> None:

@@ -41,27 +41,12 @@ from edge.pki.install20 import (
 )
 from edge.pki.signature import sign
 from edge.pki.store import josev_contract_trust_anchors
-from edge.pki.testpki import ISO20_ED448_FOLDER, ISO20_FOLDER, create_test_pki
+from edge.pki.testpki import ISO20_ED448_FOLDER, ISO20_FOLDER
 from exi.model import iso20_commonmessages as cm
 from exi.model import iso20_commontypes as ct
 
 FOLDERS = [ISO20_FOLDER, ISO20_ED448_FOLDER]
 AAD = b"OEMPROVCERT0123456789ABCDEF"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pki")
-    create_test_pki(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Another test PKI: same names, other keys (an OEM and V2G root nobody here trusts)."""
-    out = tmp_path_factory.mktemp("other-pki")
-    create_test_pki(out)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,6 @@ from exi.model.xmldsig import X509IssuerSerialType
 from tests.test_iso2_features import Car, ac_charger
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pki")
-    create_test_pki(out)
-    return out
-
-
 def cert(pki: Path, name: str) -> x509.Certificate:
     return x509.load_pem_x509_certificate((pki / "iso15118_2" / "certs" / f"{name}.pem").read_bytes())
 

@@ -41,14 +41,6 @@ from tests.netns import inside, link_local, require_root, two_namespaces
 # --- a PKI in Josev's layout --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One test PKI in Josev's layout (edge.pki.testpki, password 12345)."""
-    out = tmp_path_factory.mktemp("pki")
-    create_test_pki(out)
-    return out
-
-
 def _chain_der(pki_dir: Path) -> list[bytes]:
     chain = x509.load_pem_x509_certificates(PkiFiles.in_folder(pki_dir).chain.read_bytes())
     return [c.public_bytes(serialization.Encoding.DER) for c in chain]

@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.ev.connect import connect_to_charger, open_v2g_stream
-from edge.pki.testpki import ISO2_FOLDER, ISO20_ED448_FOLDER, ISO20_FOLDER, create_test_pki
+from edge.pki.testpki import ISO2_FOLDER, ISO20_ED448_FOLDER, ISO20_FOLDER
 from edge.v2g import sdp
 from edge.v2g.net import serve_sdp
 from edge.v2g.server import serve_connection, serve_tcp, tls_handshake
@@ -52,22 +52,6 @@ from tests.netns import inside, link_local, require_root, two_namespaces
 
 SECP521R1, X448, X25519 = 0x0019, 0x001E, 0x001D
 ECDSA_P521, ED448 = SIGNATURE_SCHEMES["ecdsa_secp521r1_sha512"], SIGNATURE_SCHEMES["ed448"]
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One test PKI in Josev's layout: iso15118_2 (P-256), iso15118_20 (P-521), iso15118_20_ed448."""
-    out = tmp_path_factory.mktemp("pki")
-    create_test_pki(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Same names, other keys: chains that do not lead to ``pki``'s roots."""
-    out = tmp_path_factory.mktemp("other")
-    create_test_pki(out)
-    return out
 
 
 def _pem_chain_der(path: Path) -> list[bytes]:

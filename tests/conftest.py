@@ -1,0 +1,26 @@
+"""Fixtures many test files share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.pki.testpki import create_test_pki
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One test PKI in Josev's layout (edge.pki.testpki, password 12345): iso15118_2 (P-256),
+    iso15118_20 (P-521), iso15118_20_ed448. Tests read it; none writes to it."""
+    out = tmp_path_factory.mktemp("pki")
+    create_test_pki(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another test PKI: the same names, other keys (roots nobody who trusts ``pki`` trusts)."""
+    out = tmp_path_factory.mktemp("other-pki")
+    create_test_pki(out)
+    return out
