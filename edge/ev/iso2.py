@@ -40,13 +40,13 @@ from typing import Any, ClassVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 import exi
 from edge.ev.base import Offer, SessionFailed, SimulatedCar
+from edge.pki.folder import common_name, read_certificate, read_key_of
 from edge.pki.install import ContractKeyError, decrypt_contract_key
 from edge.pki.signature import SignatureError, sign, verify
+from edge.pki.testpki import PkiPaths
 from edge.v2g import sap
 from edge.v2g.iso2.session import MSG_BODY_NS, pv, value
 from exi.model import iso2_msgbody as b
@@ -64,42 +64,6 @@ INSTALLATION_SIGNED = ("ContractSignatureCertChain", "ContractSignatureEncrypted
 _DER = serialization.Encoding.DER
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
-
-
-def _pem_certificate(path: Path) -> x509.Certificate:
-    data = _read(path)
-    try:
-        return x509.load_pem_x509_certificate(data)
-    except ValueError:
-        raise ValueError(f"{path} is not a PEM certificate") from None
-
-
-def _pem_key(base: Path, name: str, leaf: x509.Certificate, leaf_path: Path) -> ec.EllipticCurvePrivateKey:
-    """``private_keys/<name>.key`` of a Josev-layout folder (password in ``<name>Password.txt``), which
-    must be the EC key of ``leaf``."""
-    password_file = base / "private_keys" / f"{name}Password.txt"
-    password = _read(password_file).decode("utf-8", "replace").strip() if password_file.exists() else ""
-    key_path = base / "private_keys" / f"{name}.key"
-    data = _read(key_path)
-    try:
-        key = serialization.load_pem_private_key(data, password.encode() or None)
-    except (TypeError, ValueError):
-        raise ValueError(f"cannot load the key {key_path} (wrong or missing password?)") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != leaf.public_key():
-        raise ValueError(f"{key_path} is not the EC key of {leaf_path}")
-    return key
-
-
-def _common_name(cert: x509.Certificate) -> str | None:
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else None
-
-
 @dataclass(frozen=True)
 class ContractCredentials:
     """The car's contract: eMAID, contract leaf and MO sub-CAs (DER), and the leaf's private key."""
@@ -114,13 +78,11 @@ class ContractCredentials:
         """Read ``iso15118_2/certs/contractLeafCert.pem``, ``moSubCA2Cert.pem``, ``moSubCA1Cert.pem`` and
         ``private_keys/contractLeaf.key`` (password in ``contractLeafPassword.txt``) of a Josev-layout
         PKI folder. Any problem is a one-line ValueError."""
-        base = Path(pki_dir) / "iso15118_2"
-        leaf_path = base / "certs" / "contractLeafCert.pem"
-        leaf = _pem_certificate(leaf_path)
-        subs = (_pem_certificate(base / "certs" / "moSubCA2Cert.pem"), _pem_certificate(base / "certs" /
-                                                                                       "moSubCA1Cert.pem"))
-        key = _pem_key(base, "contractLeaf", leaf, leaf_path)
-        emaid = _common_name(leaf)
+        paths = PkiPaths(Path(pki_dir), "iso15118_2")
+        leaf = read_certificate(paths.cert("contractLeaf"))
+        subs = (read_certificate(paths.cert("moSubCA2")), read_certificate(paths.cert("moSubCA1")))
+        key = read_key_of(paths, "contractLeaf", leaf)
+        emaid = common_name(leaf)
         if not emaid:
             raise ValueError("the contract leaf has no CN (the eMAID)")
         return cls(emaid, leaf.public_bytes(_DER), tuple(s.public_bytes(_DER) for s in subs), key)
@@ -155,11 +117,10 @@ class OemCredentials:
         """Read ``iso15118_2/certs/oemLeafCert.pem``, ``private_keys/oemLeaf.key`` (password in
         ``oemLeafPassword.txt``) and ``certs/v2gRootCACert.pem`` of a Josev-layout PKI folder. Any
         problem is a one-line ValueError."""
-        base = Path(pki_dir) / "iso15118_2"
-        leaf_path = base / "certs" / "oemLeafCert.pem"
-        leaf = _pem_certificate(leaf_path)
-        key = _pem_key(base, "oemLeaf", leaf, leaf_path)
-        root = _pem_certificate(base / "certs" / "v2gRootCACert.pem")
+        paths = PkiPaths(Path(pki_dir), "iso15118_2")
+        leaf = read_certificate(paths.cert("oemLeaf"))
+        key = read_key_of(paths, "oemLeaf", leaf)
+        root = read_certificate(paths.cert("v2gRootCA"))
         return cls(leaf.public_bytes(_DER), key, (root.public_bytes(_DER),))
 
     def root_ids(self) -> t.ListOfRootCertificateIDsType:
@@ -225,8 +186,8 @@ def accept_installation(res: b.CertificateInstallationResType, signature: Any, o
     if leaf.public_key() != key.public_key():
         raise SessionFailed("the decrypted contract key does not belong to the new contract certificate")
     emaid = str(res.eMAID.value or "")
-    if (_common_name(leaf) or "").replace("-", "").upper() != emaid.replace("-", "").upper():
-        raise SessionFailed(f"eMAID {emaid!r} is not the new contract certificate's CN {_common_name(leaf)!r}")
+    if (common_name(leaf) or "").replace("-", "").upper() != emaid.replace("-", "").upper():
+        raise SessionFailed(f"eMAID {emaid!r} is not the new contract certificate's CN {common_name(leaf)!r}")
     subs = tuple(chain.SubCertificates.Certificate) if chain.SubCertificates else ()
     return ContractCredentials(emaid, leaf.public_bytes(_DER), subs, key)
 

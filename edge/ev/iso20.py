@@ -77,42 +77,20 @@ class Iso20ContractCredentials:
         """Read ``FOLDER/certs/contractLeafCert.pem``, ``moSubCA2Cert.pem``, ``moSubCA1Cert.pem`` and
         ``FOLDER/private_keys/contractLeaf.key`` (password in ``contractLeafPassword.txt``) of a Josev-layout
         PKI (``edge pki create``). Any problem is a one-line ValueError."""
-        from cryptography import x509
         from cryptography.hazmat.primitives import serialization
-        from cryptography.x509.oid import NameOID
 
-        base = Path(pki_dir) / folder
+        from edge.pki.folder import common_name, read_certificate, read_key_of
+        from edge.pki.testpki import PkiPaths
 
-        def read(path: Path) -> bytes:
-            try:
-                return path.read_bytes()
-            except OSError as e:
-                raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
-
-        def cert(name: str) -> x509.Certificate:
-            path = base / "certs" / name
-            data = read(path)
-            try:
-                return x509.load_pem_x509_certificate(data)
-            except ValueError:
-                raise ValueError(f"{path} is not a PEM certificate") from None
-
-        leaf = cert("contractLeafCert.pem")
-        subs = (cert("moSubCA2Cert.pem"), cert("moSubCA1Cert.pem"))
-        password_file = base / "private_keys" / "contractLeafPassword.txt"
-        password = read(password_file).decode("utf-8", "replace").strip() if password_file.exists() else ""
-        key_path = base / "private_keys" / "contractLeaf.key"
-        try:
-            key = serialization.load_pem_private_key(read(key_path), password.encode() or None)
-        except (TypeError, ValueError):
-            raise ValueError(f"cannot load the contract key {key_path} (wrong or missing password?)") from None
-        if key.public_key() != leaf.public_key():
-            raise ValueError(f"{key_path} is not the key of {base / 'certs' / 'contractLeafCert.pem'}")
-        names = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        if not names:
+        paths = PkiPaths(Path(pki_dir), folder)
+        leaf = read_certificate(paths.cert("contractLeaf"))
+        subs = (read_certificate(paths.cert("moSubCA2")), read_certificate(paths.cert("moSubCA1")))
+        key = read_key_of(paths, "contractLeaf", leaf)
+        emaid = common_name(leaf)
+        if not emaid:
             raise ValueError("the contract leaf has no CN (the EMAID)")
         der = serialization.Encoding.DER
-        return cls(str(names[0].value), leaf.public_bytes(der), tuple(s.public_bytes(der) for s in subs), key)
+        return cls(emaid, leaf.public_bytes(der), tuple(s.public_bytes(der) for s in subs), key)
 
     def chain(self) -> cm.ContractCertificateChainType:
         return cm.ContractCertificateChainType(Certificate=self.leaf,
@@ -125,15 +103,6 @@ class Iso20ContractCredentials:
     def sign_metering(self, data: cm.SignedMeteringDataType) -> Any:
         """The header Signature over SignedMeteringData (MeteringConfirmationReq)."""
         return sign_metering_receipt("iso20", data, self.key)
-
-
-def _pem_certificate(path: Path) -> x509.Certificate:
-    try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
-    except OSError as e:
-        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
-    except ValueError:
-        raise ValueError(f"{path} is not a PEM certificate") from None
 
 
 @dataclass(frozen=True)
@@ -151,23 +120,14 @@ class Iso20OemCredentials:
         """Read ``FOLDER/certs/oemLeafCert.pem``, ``oemSubCA2Cert.pem``, ``oemSubCA1Cert.pem``,
         ``v2gRootCACert.pem`` and ``FOLDER/private_keys/oemLeaf.key`` (password in ``oemLeafPassword.txt``)
         of a Josev-layout PKI. Any problem is a one-line ValueError."""
-        base = Path(pki_dir) / folder
-        leaf = _pem_certificate(base / "certs" / "oemLeafCert.pem")
-        subs = (_pem_certificate(base / "certs" / "oemSubCA2Cert.pem"),
-                _pem_certificate(base / "certs" / "oemSubCA1Cert.pem"))
-        root = _pem_certificate(base / "certs" / "v2gRootCACert.pem")
-        password_file = base / "private_keys" / "oemLeafPassword.txt"
-        key_path = base / "private_keys" / "oemLeaf.key"
-        try:
-            password = password_file.read_text().strip() if password_file.exists() else ""
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password.encode() or None)
-        except OSError as e:
-            raise ValueError(f"cannot read {e.filename}: {e.strerror or e}") from None
-        except (TypeError, ValueError):
-            raise ValueError(f"cannot load the OEM provisioning key {key_path} (wrong or missing password?)") \
-                from None
-        if key.public_key() != leaf.public_key():
-            raise ValueError(f"{key_path} is not the key of {base / 'certs' / 'oemLeafCert.pem'}")
+        from edge.pki.folder import read_certificate, read_key_of
+        from edge.pki.testpki import PkiPaths
+
+        paths = PkiPaths(Path(pki_dir), folder)
+        leaf = read_certificate(paths.cert("oemLeaf"))
+        subs = (read_certificate(paths.cert("oemSubCA2")), read_certificate(paths.cert("oemSubCA1")))
+        root = read_certificate(paths.cert("v2gRootCA"))
+        key = read_key_of(paths, "oemLeaf", leaf)
         der = serialization.Encoding.DER
         return cls(leaf.public_bytes(der), tuple(s.public_bytes(der) for s in subs), key, (root.public_bytes(der),))
 
