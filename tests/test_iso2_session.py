@@ -10,7 +10,7 @@ import exi
 from edge.ev.iso2 import Iso2Car
 from edge.hardware import SimulatedCharger
 from edge.v2g import sap
-from edge.v2g.charger import ChargerConnection
+from edge.v2g.charger import ChargerConnection, EvseConfig
 from edge.v2g.iso2.session import Iso2Session, pv
 from edge.v2g.v2gtp import PayloadType, V2gtpMessage
 from exi.model import iso2_msgbody as b
@@ -104,3 +104,20 @@ def test_isolation_fault_fails_the_cable_check_at_once() -> None:
     car, status = _to_cable_check(hw)
     res = car.send("CableCheckReq", b.CableCheckReqType(status))
     assert res.ResponseCode == "FAILED" and car.ended and hw.target_v == 0 and not hw.closed
+
+
+def test_response_times_are_logged_against_their_budgets(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from edge.v2g.timers import ISO2
+
+    caplog.set_level(logging.DEBUG, logger="edge.v2g")
+    hw = SimulatedCharger()
+    conn = ChargerConnection(hw, config=EvseConfig(timers={"iso2": ISO2.with_overrides(default_performance=1e-9)}))
+    car = Iso2Car(soc=40, target_soc=40.2)
+    run(car, conn)
+    conn.connection_lost("closed by the car")
+    over = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "edge.v2g.budget"]
+    assert any(m.startswith("SessionSetupReq answered in") and "over its 0 ms budget" in m for m in over)
+    report = [r.getMessage() for r in caplog.records if r.name == "edge.v2g" and "response times" in r.getMessage()]
+    assert len(report) == 1 and "iso2 session closed by the car" in report[0] and "CurrentDemandReq x" in report[0]

@@ -8,6 +8,7 @@ its own payload type. A payload type the current step cannot take closes the con
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import exi
@@ -19,8 +20,10 @@ from .iso2.session import Iso2Session, PausedSessions
 from .iso20.session import Iso20DcSession, Iso20PausedSessions
 from .pnc import PlugAndCharge
 from .session import V2gSession
-from .timers import SessionTimers
+from .timers import SessionTimers, budget_report
 from .v2gtp import PayloadType, V2gtpMessage
+
+log = logging.getLogger("edge.v2g")
 
 #: protocols with a session implementation here
 SESSIONS = ("din", "iso2", "iso20-dc")
@@ -128,3 +131,6 @@ class ChargerConnection:
             self.hardware.set_contactors(False)
         aborted = self.session is not None and not self.session.done
         self.ended = f"aborted: {reason}" if aborted else reason
+        if self.session is not None and self.session.timers is not None:
+            log.info("%s session %s; response times: %s", self.protocol.name if self.protocol else "?", self.ended,
+                     budget_report(self.session.timers, self.session.stats))

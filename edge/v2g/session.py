@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import exi
 from edge.hardware import ChargerHardware
 from edge.v2g.physical import to_physical
-from edge.v2g.timers import SessionTimers
+from edge.v2g.timers import SessionTimers, note_response_time
 
 
 @dataclass
@@ -70,7 +70,9 @@ class V2gSession:
         if self.response_signature is not None:
             header.Signature = self.response_signature
         out = exi.encode(self.PROTO, self.MESSAGE(header, self.BODY(**{res_name: res})))
-        self.stats.setdefault(name, []).append(time.perf_counter() - t0)
+        used = time.perf_counter() - t0
+        self.stats.setdefault(name, []).append(used)
+        note_response_time(self.timers, name, used)
         self.done = end
         if end:
             self.power_off()

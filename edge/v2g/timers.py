@@ -6,7 +6,10 @@ the margin the standards give the charger), and the performance time per respons
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
+
+log = logging.getLogger("edge.v2g.budget")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +45,20 @@ ISO2 = SessionTimers(performance={"CurrentDemandReq": 0.025, "PowerDeliveryReq":
 ISO20 = SessionTimers(pre_charge=8.0, charge_loop_sequence_timeout=0.5,
                       performance={"DC_ChargeLoopReq": 0.25, "ServiceDetailReq": 4.5,
                                    "CertificateInstallationReq": 4.5})
+
+
+def note_response_time(timers: SessionTimers, request: str, used: float) -> None:
+    """Log one response's time against its budget: a warning when over (the car may give up), else debug."""
+    budget = timers.budget(request)
+    if used > budget:
+        log.warning("%s answered in %.1f ms, over its %.0f ms budget", request, used * 1e3, budget * 1e3)
+    else:
+        log.debug("%s answered in %.2f ms (%.0f%% of %.0f ms)", request, used * 1e3, 100 * used / budget, budget * 1e3)
+
+
+def budget_report(timers: SessionTimers, stats: dict[str, list[float]]) -> str:
+    """How much of each request's budget its slowest response used, worst first (for the session log)."""
+    rows = sorted(((max(times) / timers.budget(name), name, max(times), len(times)) for name, times in stats.items()
+                   if times), reverse=True)
+    return "; ".join(f"{name} x{count} max {worst * 1e3:.2f} ms ({share:.0%} of {timers.budget(name) * 1e3:.0f} ms)"
+                     for share, name, worst, count in rows)

@@ -42,7 +42,7 @@ import exi
 from edge.hardware import ChargerHardware
 from edge.v2g.pnc import ContractChain, PlugAndCharge
 from edge.v2g.timers import ISO20 as ISO20_TIMERS
-from edge.v2g.timers import SessionTimers
+from edge.v2g.timers import SessionTimers, note_response_time
 from exi.model import iso20_commonmessages as cm
 from exi.model import iso20_commontypes as ct
 from exi.model import iso20_dc as dc
@@ -249,7 +249,9 @@ class Iso20DcSession:
         signature = res.Header.Signature if res.Header is not None else None  # a signed response keeps its signature
         res.Header = header(self.session_id, self.wall_clock(), signature)
         out = exi.encode(schema, res)
-        self.stats.setdefault(name, []).append(time.perf_counter() - t0)
+        used = time.perf_counter() - t0
+        self.stats.setdefault(name, []).append(used)
+        note_response_time(self.timers, name, used)
         self.done = end
         if end:
             self.power_off()
