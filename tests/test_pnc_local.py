@@ -199,3 +199,29 @@ def test_installation_for_an_oem_certificate_without_a_trusted_root_is_refused(p
     res = car.send("CertificateInstallationReq", req)
     assert res.ResponseCode == "FAILED_CertChainError" and car.ended, pnc.decisions
     assert "OEM provisioning chain does not lead to a trusted root" in pnc.decisions[-1][0]
+
+
+def test_local_certificate_update_replaces_the_contract(pki: Path) -> None:
+    car, _, pnc = start(pki)
+    current = contract_chain(pki)
+    req = b.CertificateUpdateReqType("ID1", dataclasses.replace(current, Id="id1"), "UKSWI123456791A",
+                                     t.ListOfRootCertificateIDsType([X509IssuerSerialType("CN=V2GRootCA", 12345)]))
+    car.signature = sign("iso2", [Fragment(MSG_BODY_NS, "CertificateUpdateReq", req)], car.key)
+    res = car.send("CertificateUpdateReq", req)
+    assert res.ResponseCode == "OK" and not car.ended, pnc.decisions
+    signed = [Fragment(MSG_BODY_NS, n, getattr(res, n)) for n in
+              ("ContractSignatureCertChain", "ContractSignatureEncryptedPrivateKey", "DHpublickey", "eMAID")]
+    verify("iso2", car.header.Signature, signed,
+           x509.load_der_x509_certificate(res.SAProvisioningCertificateChain.Certificate))
+    # the new key is encrypted to the current contract key, and belongs to the new contract
+    new_key = decrypt_contract_key(res.ContractSignatureEncryptedPrivateKey.value, res.DHpublickey.value, car.key)
+    leaf = x509.load_der_x509_certificate(res.ContractSignatureCertChain.Certificate)
+    assert leaf.public_key().public_numbers() == new_key.public_key().public_numbers()
+    assert res.eMAID.value != "UKSWI123456791A"
+    car.key = new_key
+    out = car.authorize(dataclasses.replace(res.ContractSignatureCertChain, Id=None), res.eMAID.value)
+    assert (out.ResponseCode, out.EVSEProcessing) == ("OK", "Finished"), pnc.decisions
+    # an update request signed with another key than the current contract's is refused
+    car2, _, _ = start(pki)
+    car2.signature = sign("iso2", [Fragment(MSG_BODY_NS, "CertificateUpdateReq", req)], key(pki, "oemLeaf"))
+    assert car2.send("CertificateUpdateReq", req).ResponseCode == "FAILED_SignatureError" and car2.ended
