@@ -28,11 +28,12 @@ def read_certificate(path: Path) -> x509.Certificate:
         raise ValueError(f"{path} is not a PEM certificate") from None
 
 
-def read_key_of(paths: PkiPaths, name: str, leaf: x509.Certificate) -> PrivateKey:
-    """``private_keys/<name>.key`` (its password in Josev's password file for it), which must be the
-    key of ``leaf``."""
+def read_key_of(paths: PkiPaths, name: str, leaf: x509.Certificate, password: str | None = None) -> PrivateKey:
+    """``private_keys/<name>.key``, which must be the key of ``leaf``; its password as given, else from
+    Josev's password file for it (none: unencrypted)."""
     password_file = paths.password_file(name)
-    password = read_file(password_file).decode("utf-8", "replace").strip() if password_file.exists() else ""
+    if password is None:
+        password = read_file(password_file).decode("utf-8", "replace").strip() if password_file.exists() else ""
     key_path = paths.key(name)
     try:
         key = serialization.load_pem_private_key(read_file(key_path), password.encode() or None)

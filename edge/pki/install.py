@@ -24,9 +24,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 import exi
+from edge.pki.algorithms import KeyAlgorithm, PrivateKey
+from edge.pki.folder import read_certificate, read_key_of
+from edge.pki.testpki import CA_ISSUERS_URL, ISO2_FOLDER, OCSP_URL, PROFILES, PkiPaths, key_usage
 from edge.v2g.pnc import CertificateResponse
 from exi.model import iso2_msgbody as b
 from exi.model import iso2_msgdatatypes as t
@@ -92,18 +95,72 @@ def _certificate_response_signer() -> Callable[..., Any]:
     return signature.sign
 
 
+@dataclass(frozen=True)
+class IssuingKeys:
+    """What issues contracts of one algorithm: the MO Sub-CA 2 (and 1 above it) and the CPS leaf (and
+    its sub-CAs) that signs the installation response."""
+
+    mo_sub_ca2: x509.Certificate
+    mo_sub_ca2_key: PrivateKey
+    mo_sub_ca1: x509.Certificate
+    cps_leaf: x509.Certificate
+    cps_key: PrivateKey
+    cps_sub_cas: tuple[x509.Certificate, ...]
+
+    @classmethod
+    def from_folder(cls, paths: PkiPaths, password: str | None = None) -> IssuingKeys:
+        """From one protocol folder of a Josev-layout PKI; key passwords from its files unless given.
+        One-line ValueError on any problem."""
+        mo2, cps = read_certificate(paths.cert("moSubCA2")), read_certificate(paths.cert("cpsLeaf"))
+        return cls(mo2, read_key_of(paths, "moSubCA2", mo2, password), read_certificate(paths.cert("moSubCA1")),
+                   cps, read_key_of(paths, "cpsLeaf", cps, password),
+                   (read_certificate(paths.cert("cpsSubCA2")), read_certificate(paths.cert("cpsSubCA1"))))
+
+
+def issue_contract(keys: IssuingKeys, public_key: Any, emaid: str, *, organization: str, validity: dt.timedelta,
+                   now: dt.datetime) -> x509.Certificate:
+    """A contract leaf for ``public_key`` with the test PKI's contractLeaf profile (key usage, OCSP and
+    CA-issuer URLs) under ``keys``' MO Sub-CA 2, signed with that CA's algorithm."""
+    profile = next(p for p in PROFILES if p.name == "contractLeaf")
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, emaid),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+                         x509.NameAttribute(NameOID.COUNTRY_NAME, emaid[:2]),
+                         x509.NameAttribute(NameOID.DOMAIN_COMPONENT, "MO")])
+    issuer_ski = keys.mo_sub_ca2.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(keys.mo_sub_ca2.subject)
+               .public_key(public_key).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(minutes=5))
+               .not_valid_after(min(now + validity, keys.mo_sub_ca2.not_valid_after_utc))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(key_usage(profile.key_usage), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski),
+                              critical=False))
+    if profile.with_aia:
+        builder = builder.add_extension(x509.AuthorityInformationAccess([
+            x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(OCSP_URL)),
+            x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
+                                   x509.UniformResourceIdentifier(CA_ISSUERS_URL))]), critical=False)
+    algorithm = KeyAlgorithm.of(keys.mo_sub_ca2.public_key())
+    return builder.sign(keys.mo_sub_ca2_key, algorithm.signature_hash())
+
+
+def numbered_emaid(prefix: str, number: int) -> str:
+    """A 15-character EMAID for issued test contracts: ``prefix`` + a running number + a check
+    character (the sum of character values mod 36). Real MOs compute the check digit of the EMAID
+    standard; a charger does not verify it, so tests need only a stable one."""
+    body = f"{prefix}{number:0{14 - len(prefix)}d}"[:14]
+    total = sum(int(c, 36) for c in body.upper() if c.isalnum())
+    return body + "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[total % 36]
+
+
 @dataclass
 class LocalContractIssuer:
     """Issues -2 contract certificates under ``mo_sub_ca2`` and answers CertificateInstallationReq /
     CertificateUpdateReq itself, signing the response with the CPS leaf key (V2G2-771)."""
 
-    mo_sub_ca2: x509.Certificate
-    mo_sub_ca2_key: ec.EllipticCurvePrivateKey
-    mo_sub_ca1: x509.Certificate
-    cps_leaf: x509.Certificate
-    cps_key: ec.EllipticCurvePrivateKey
-    cps_sub_cas: list[x509.Certificate]
-    emaid_prefix: str = "DEEDG"  # country + provider; a running number makes each EMAID unique
+    keys: IssuingKeys  # P-256 (the iso15118_2 folder)
+    emaid_prefix: str = "DEEDGC"  # country + provider + "C"; a running number makes each EMAID unique
     organization: str = "edge test MO"
     validity: dt.timedelta = dt.timedelta(days=730)
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
@@ -112,44 +169,22 @@ class LocalContractIssuer:
     @classmethod
     def from_pki_folder(cls, folder: Path, password: str | None = None) -> LocalContractIssuer:
         """The MO Sub-CA 2 and CPS keys of a PKI folder in Josev's layout (``edge pki create``);
-        the key password from the folder's password files unless given."""
-        certs, keys = folder / "iso15118_2" / "certs", folder / "iso15118_2" / "private_keys"
-
-        def cert(name: str) -> x509.Certificate:
-            return x509.load_pem_x509_certificate((certs / f"{name}Cert.pem").read_bytes())
-
-        def key(name: str, password_file: str) -> Any:
-            secret = password if password is not None else (keys / password_file).read_text().strip()
-            return serialization.load_pem_private_key((keys / f"{name}.key").read_bytes(), secret.encode() or None)
-
+        the key passwords from the folder's password files unless given."""
         try:
-            return cls(cert("moSubCA2"), key("moSubCA2", "moSubCA2LeafPassword.txt"), cert("moSubCA1"),
-                       cert("cpsLeaf"), key("cpsLeaf", "cpsLeafPassword.txt"), [cert("cpsSubCA2"), cert("cpsSubCA1")])
-        except (OSError, ValueError, TypeError) as e:
+            return cls(IssuingKeys.from_folder(PkiPaths(folder, ISO2_FOLDER), password))
+        except ValueError as e:
             raise ValueError(f"cannot load the MO/CPS issuing keys from {folder}: {e}") from None
 
+    @property
+    def cps_key(self) -> PrivateKey:
+        return self.keys.cps_key
+
     def new_emaid(self) -> str:
-        body = f"{self.emaid_prefix}C{len(self.issued) + 1:08d}"[:14]
-        return body + _emaid_check(body)
+        return numbered_emaid(self.emaid_prefix, len(self.issued) + 1)
 
     def issue(self, public_key: ec.EllipticCurvePublicKey, emaid: str) -> x509.Certificate:
-        now = self.clock()
-        not_after = min(now + self.validity, self.mo_sub_ca2.not_valid_after_utc)
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, emaid),
-                             x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.organization),
-                             x509.NameAttribute(NameOID.COUNTRY_NAME, emaid[:2]),
-                             x509.NameAttribute(NameOID.DOMAIN_COMPONENT, "MO")])
-        ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
-        issuer_ski = self.mo_sub_ca2.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(self.mo_sub_ca2.subject)
-                .public_key(public_key).serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(not_after)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(True, True, True, False, True, False, False, False, False), critical=True)
-                .add_extension(ski, critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski),
-                               critical=False)
-                .sign(self.mo_sub_ca2_key, hashes.SHA256()))
+        cert = issue_contract(self.keys, public_key, emaid, organization=self.organization, validity=self.validity,
+                              now=self.clock())
         self.issued.append(emaid)
         return cert
 
@@ -166,15 +201,15 @@ class LocalContractIssuer:
         dh_public, encrypted = encrypt_contract_key(contract_key, recipient)
         # the four signed elements carry these Ids (V2G2-771: CPS signs them, the car checks)
         cls = b.CertificateUpdateResType if update else b.CertificateInstallationResType
-        body = cls("OK", _chain(self.cps_leaf, self.cps_sub_cas, None),
-                   _chain(leaf, [self.mo_sub_ca2, self.mo_sub_ca1], "id1"),
+        body = cls("OK", _chain(self.keys.cps_leaf, list(self.keys.cps_sub_cas), None),
+                   _chain(leaf, [self.keys.mo_sub_ca2, self.keys.mo_sub_ca1], "id1"),
                    t.ContractSignatureEncryptedPrivateKeyType("id2", encrypted),
                    t.DiffieHellmanPublickeyType("id3", dh_public), t.EMAIDType("id4", emaid))
         if update:
             body.RetryCounter = None
         signed = [exi.Fragment(MSG_BODY_NS, name, getattr(body, name)) for name in
                   ("ContractSignatureCertChain", "ContractSignatureEncryptedPrivateKey", "DHpublickey", "eMAID")]
-        signature = _certificate_response_signer()("iso2", signed, self.cps_key)
+        signature = _certificate_response_signer()("iso2", signed, self.keys.cps_key)
         return CertificateResponse("OK", body, signature)
 
     def install(self, request: b.CertificateInstallationReqType) -> CertificateResponse:
@@ -185,10 +220,3 @@ class LocalContractIssuer:
         """A new contract replacing the one in ``request`` (encrypted to the current contract key)."""
         chain = request.ContractSignatureCertChain
         return self._respond(chain.Certificate if chain else b"", update=True)
-
-
-def _emaid_check(body: str) -> str:
-    """A check character for test EMAIDs (sum of character values mod 36). Real MOs compute the
-    check digit of the EMAID standard; a charger does not verify it, so tests need only a stable one."""
-    total = sum(int(c, 36) for c in body.upper() if c.isalnum())
-    return "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[total % 36]

@@ -64,13 +64,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, x448
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
-from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
+from cryptography.x509.oid import NameOID
 
 import exi
 from edge.pki.algorithms import KeyAlgorithm, PrivateKey
+from edge.pki.install import IssuingKeys, issue_contract, numbered_emaid
 from edge.pki.paths import chain_problem, issued_by, subject_text
 from edge.pki.signature import SignatureError, sign, verify
-from edge.pki.testpki import CA_ISSUERS_URL, ISO20_ED448_FOLDER, ISO20_FOLDER, OCSP_URL, PROFILES, key_usage
+from edge.pki.testpki import ISO20_ED448_FOLDER, ISO20_FOLDER, PROFILES, PkiPaths
 from edge.v2g.pnc import CertificateResponse
 from exi.model import iso20_commonmessages as cm
 
@@ -376,32 +377,6 @@ def _common_name(cert: x509.Certificate) -> str:
     return str(names[0].value) if names else ""
 
 
-# ------------------------------------------------------------------ the charger's issuer
-@dataclass(frozen=True)
-class IssuingKeys:
-    """One -20 algorithm's issuing material: the MO Sub-CA 2 (and 1) and the CPS leaf with its sub-CAs."""
-
-    mo_sub_ca2: x509.Certificate
-    mo_sub_ca2_key: PrivateKey
-    mo_sub_ca1: x509.Certificate
-    cps_leaf: x509.Certificate
-    cps_key: PrivateKey
-    cps_sub_cas: tuple[x509.Certificate, ...]
-
-    @classmethod
-    def from_folder(cls, folder: Path, password: str | None = None) -> IssuingKeys:
-        certs, keys = folder / "certs", folder / "private_keys"
-
-        def cert(name: str) -> x509.Certificate:
-            return x509.load_pem_x509_certificate((certs / f"{name}Cert.pem").read_bytes())
-
-        def key(name: str, password_file: str) -> Any:
-            secret = password if password is not None else (keys / password_file).read_text().strip()
-            return serialization.load_pem_private_key((keys / f"{name}.key").read_bytes(), secret.encode() or None)
-
-        return cls(cert("moSubCA2"), key("moSubCA2", "moSubCA2LeafPassword.txt"), cert("moSubCA1"),
-                   cert("cpsLeaf"), key("cpsLeaf", "cpsLeafPassword.txt"), (cert("cpsSubCA2"), cert("cpsSubCA1")))
-
 
 #: the -20 folders of a Josev-layout PKI (``edge pki create``) and their algorithms
 ISO20_FOLDERS = {ISO20_FOLDER: KeyAlgorithm.P521_SHA512, ISO20_ED448_FOLDER: KeyAlgorithm.ED448}
@@ -415,7 +390,7 @@ class LocalContractIssuer20:
 
     issuing: dict[KeyAlgorithm, IssuingKeys]
     oem_roots: list[x509.Certificate]
-    emaid_prefix: str = "DEEDG"  # country + provider; "T" and a running number make each EMAID unique
+    emaid_prefix: str = "DEEDGT"  # country + provider + "T"; a running number makes each EMAID unique
     organization: str = "edge test MO"
     validity: dt.timedelta = DEFAULT_CONTRACT_VALIDITY
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
@@ -437,7 +412,7 @@ class LocalContractIssuer20:
             if not (base / "certs").is_dir():
                 continue
             try:
-                issuing[algorithm] = IssuingKeys.from_folder(base, password)
+                issuing[algorithm] = IssuingKeys.from_folder(PkiPaths(Path(pki_dir), folder), password)
                 oem_roots += x509.load_pem_x509_certificates((base / "certs" / "oemRootCACert.pem").read_bytes())
             except (OSError, ValueError, TypeError) as e:
                 raise ValueError(f"cannot load the -20 MO/CPS issuing keys or OEM root from {base}: {e}") from None
@@ -446,34 +421,12 @@ class LocalContractIssuer20:
         return cls(issuing, oem_roots)
 
     def new_emaid(self) -> str:
-        body = f"{self.emaid_prefix}T{len(self.issued) + 1:08d}"[:14]
-        total = sum(int(c, 36) for c in body.upper() if c.isalnum())
-        return body + "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[total % 36]  # a stable check character (tests)
+        return numbered_emaid(self.emaid_prefix, len(self.issued) + 1)
 
     def issue(self, keys: IssuingKeys, algorithm: KeyAlgorithm, public_key: Any, emaid: str) -> x509.Certificate:
         """A contract leaf with the test PKI's contractLeaf profile, under ``keys``' MO Sub-CA 2."""
-        profile = next(p for p in PROFILES if p.name == "contractLeaf")
-        now = self.clock()
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, emaid),
-                             x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.organization),
-                             x509.NameAttribute(NameOID.COUNTRY_NAME, emaid[:2]),
-                             x509.NameAttribute(NameOID.DOMAIN_COMPONENT, "MO")])
-        issuer_ski = keys.mo_sub_ca2.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(keys.mo_sub_ca2.subject)
-                   .public_key(public_key).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(minutes=5))
-                   .not_valid_after(min(now + self.validity, keys.mo_sub_ca2.not_valid_after_utc))
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .add_extension(key_usage(profile.key_usage), critical=True)
-                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski),
-                                  critical=False))
-        if profile.with_aia:
-            builder = builder.add_extension(x509.AuthorityInformationAccess([
-                x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(OCSP_URL)),
-                x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS,
-                                       x509.UniformResourceIdentifier(CA_ISSUERS_URL))]), critical=False)
-        cert = builder.sign(keys.mo_sub_ca2_key, algorithm.signature_hash())
+        cert = issue_contract(keys, public_key, emaid, organization=self.organization, validity=self.validity,
+                              now=self.clock())
         self.issued.append(emaid)
         return cert
 

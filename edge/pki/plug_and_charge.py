@@ -23,11 +23,13 @@ from cryptography import x509
 
 import exi
 from edge.pki.chain import ContractChainValidator, ContractProtocol, RevocationChecker
+from edge.pki.folder import read_certificate
 from edge.pki.install import LocalContractIssuer
 from edge.pki.install20 import LocalContractIssuer20
 from edge.pki.paths import chain_problem
 from edge.pki.signature import SignatureError, verify
 from edge.pki.store import josev_contract_trust_anchors
+from edge.pki.testpki import ISO2_FOLDER, PkiPaths
 from edge.v2g.pnc import CertificateResponse, ContractChain
 
 MSG_BODY_NS = "urn:iso:15118:2:2013:MsgBody"
@@ -72,12 +74,10 @@ class LocalPlugAndCharge:
                                            reject_unknown_revocation=reject_unknown_revocation)
         if local_install and LocalContractIssuer20.found_in(folder):  # -20: from the folder's -20 PKI
             kw.setdefault("issuer20", LocalContractIssuer20.from_pki_folder(folder))
-        if local_install:
-            certs = folder / "iso15118_2" / "certs"
-            kw.setdefault("oem_sub_cas", [x509.load_pem_x509_certificate((certs / f"oemSubCA{i}Cert.pem").read_bytes())
-                                          for i in (2, 1) if (certs / f"oemSubCA{i}Cert.pem").is_file()])
-            if (certs / "oemRootCACert.pem").is_file():
-                kw.setdefault("oem_roots", x509.load_pem_x509_certificates((certs / "oemRootCACert.pem").read_bytes()))
+        if local_install:  # the OEM chain a -2 installation request's leaf must lead to
+            paths = PkiPaths(folder, ISO2_FOLDER)
+            kw.setdefault("oem_sub_cas", [read_certificate(paths.cert(n)) for n in ("oemSubCA2", "oemSubCA1")])
+            kw.setdefault("oem_roots", [read_certificate(paths.cert("oemRootCA"))])
         return cls(validator, issuer, **kw)
 
     def _note(self, what: str, code: str) -> str:
