@@ -16,8 +16,32 @@ from edge.v2g.physical import to_physical
 from edge.v2g.timers import SessionTimers, note_response_time
 
 
+class SessionEnd:
+    """What every session core does once a response is encoded, whatever its protocol: record the time
+    it took against its budget, and when the session is over, switch the power off."""
+
+    hardware: ChargerHardware
+    timers: SessionTimers | None
+    stats: dict[str, list[float]]
+    done: bool
+
+    def _finish(self, request: str, started: float, end: bool) -> None:
+        used = time.perf_counter() - started
+        self.stats.setdefault(request, []).append(used)
+        note_response_time(self.timers, request, used)
+        self.done = end
+        if end:
+            self.power_off()
+
+    def power_off(self) -> None:
+        """No power flows any more (session over, failed, or the car gone)."""
+        self.hardware.set_contactors(False)
+        self.hardware.set_dc_target(0, 0)
+        self.hardware.set_ac_current_limit(0)
+
+
 @dataclass
-class V2gSession:
+class V2gSession(SessionEnd):
     PROTO: ClassVar[str]
     B: ClassVar[ModuleType]  # the protocol's MsgBody model module
     T: ClassVar[ModuleType]  # its MsgDataTypes model module
@@ -70,19 +94,8 @@ class V2gSession:
         if self.response_signature is not None:
             header.Signature = self.response_signature
         out = exi.encode(self.PROTO, self.MESSAGE(header, self.BODY(**{res_name: res})))
-        used = time.perf_counter() - t0
-        self.stats.setdefault(name, []).append(used)
-        note_response_time(self.timers, name, used)
-        self.done = end
-        if end:
-            self.power_off()
+        self._finish(name, t0, end)
         return out, end
-
-    def power_off(self) -> None:
-        """No power flows any more (session over, failed, or the car gone)."""
-        self.hardware.set_contactors(False)
-        self.hardware.set_dc_target(0, 0)
-        self.hardware.set_ac_current_limit(0)
 
     # ------------------------------------------------------------------ helpers
     def pv(self, x: float, unit: str) -> Any:

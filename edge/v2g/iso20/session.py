@@ -41,8 +41,9 @@ from cryptography.x509.oid import NameOID
 import exi
 from edge.hardware import ChargerHardware
 from edge.v2g.pnc import ContractChain, PlugAndCharge
+from edge.v2g.session import SessionEnd
 from edge.v2g.timers import ISO20 as ISO20_TIMERS
-from edge.v2g.timers import SessionTimers, note_response_time
+from edge.v2g.timers import SessionTimers
 from exi.model import iso20_commonmessages as cm
 from exi.model import iso20_commontypes as ct
 from exi.model import iso20_dc as dc
@@ -172,7 +173,7 @@ class EvDcLimits:
 
 
 @dataclass
-class Iso20DcSession:
+class Iso20DcSession(SessionEnd):
     PROTO: ClassVar[str] = "iso20-dc"
     NEXT: ClassVar[dict[str, set[str]]] = NEXT
     DEFAULT_TIMERS: ClassVar[SessionTimers] = ISO20_TIMERS
@@ -249,12 +250,7 @@ class Iso20DcSession:
         signature = res.Header.Signature if res.Header is not None else None  # a signed response keeps its signature
         res.Header = header(self.session_id, self.wall_clock(), signature)
         out = exi.encode(schema, res)
-        used = time.perf_counter() - t0
-        self.stats.setdefault(name, []).append(used)
-        note_response_time(self.timers, name, used)
-        self.done = end
-        if end:
-            self.power_off()
+        self._finish(name, t0, end)
         return PAYLOAD_TYPES[schema], out, end
 
     def sequence_timeout(self) -> float:
@@ -263,11 +259,6 @@ class Iso20DcSession:
         if self.state == "DC_ChargeLoopReq" and self.timers.charge_loop_sequence_timeout is not None:
             return self.timers.charge_loop_sequence_timeout
         return self.timers.sequence_timeout
-
-    def power_off(self) -> None:
-        """No power flows any more (session over, failed, or the car gone)."""
-        self.hardware.set_contactors(False)
-        self.hardware.set_dc_target(0, 0)
 
     def request_stop(self) -> None:
         """The charger wants to end the charge: the next ChargeLoopRes tells the car (Terminate)."""
