@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -90,3 +90,38 @@ def link_local(ns: str, ifname: str, timeout: float = 5.0) -> str:
                     return value
         time.sleep(0.05)
     raise TimeoutError(f"no link-local address on {ifname}")
+
+
+@contextlib.asynccontextmanager
+async def charger_between_namespaces(hardware, protocols=None, *, config=None, ssl_context=None,
+                                     tls_only: bool = False, connection_class=None, secc_if: str = "secc0",
+                                     ev_if: str = "ev0") -> AsyncIterator[tuple[str, tuple, list]]:
+    """Two namespaces joined by ``secc_if``/``ev_if`` with usable link-local addresses (cars such as
+    Josev refuse tentative ones), our charger (``run_secc`` with SDP) serving in the first. Yields the
+    car's namespace, the charger's ``(tcp, tls)`` ports and the connections it makes (instances of
+    ``connection_class``, a ChargerConnection by default); the charger stops when the block ends."""
+    from functools import partial
+
+    import trio
+
+    import edge.secc
+    from edge.v2g.charger import ChargerConnection
+
+    require_root()
+    connections: list = []
+    make = connection_class or ChargerConnection
+
+    def recording_connection(*args, **kwargs):
+        connections.append(make(*args, **kwargs))
+        return connections[-1]
+
+    with pytest.MonkeyPatch.context() as patch, two_namespaces(secc_if, ev_if) as (secc_ns, ev_ns):
+        patch.setattr(edge.secc, "ChargerConnection", recording_connection)
+        link_local(secc_ns, secc_if)
+        link_local(ev_ns, ev_if)
+        async with trio.open_nursery() as nursery:
+            with inside(secc_ns):  # sockets belong to the namespace they are made in
+                ports = await nursery.start(partial(edge.secc.run_secc, secc_if, 0, hardware, protocols,
+                                                    config=config, ssl_context=ssl_context, tls_only=tls_only))
+            yield ev_ns, ports, connections
+            nursery.cancel_scope.cancel()

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,9 @@ from edge.ev.iso2 import ContractCredentials, Iso2Car
 from edge.ev.run import EvRun, run_ev
 from edge.hardware import SimulatedCharger
 from edge.pki.plug_and_charge import LocalPlugAndCharge
-from edge.secc import run_secc
 from edge.v2g.charger import EvseConfig
 from edge.v2g.tls import client_context_from_pki, server_context_combined, server_context_from_pki
-from tests.netns import inside, link_local, require_root, two_namespaces
+from tests.netns import charger_between_namespaces, inside
 
 CAPACITY_WH = 2_000.0  # a small battery: a few tenths of a percent take seconds, not minutes
 
@@ -33,20 +31,11 @@ CAPACITY_WH = 2_000.0  # a small battery: a few tenths of a percent take seconds
 async def between_namespaces(car: SimulatedCar, *, config: EvseConfig | None = None, tls: Path | None = None,
                              **run_options: Any) -> tuple[EvRun, SimulatedCharger]:
     """The charger in one namespace, ``car`` in the other; ``tls``: the PKI folder both use for TLS."""
-    require_root()
     hw = SimulatedCharger(voltage_tau=0.05, isolation_s=0.2)
-    with two_namespaces("secc0", "ev0") as (secc_ns, ev_ns):
-        link_local(secc_ns, "secc0")
-        link_local(ev_ns, "ev0")
-        async with trio.open_nursery() as nursery:
-            with inside(secc_ns):  # sockets belong to the namespace they are made in
-                server_tls = server_context_from_pki(tls) if tls else None
-                await nursery.start(partial(run_secc, "secc0", 0, hw, config=config, ssl_context=server_tls))
-            with inside(ev_ns):
-                with trio.fail_after(60):
-                    run = await run_ev("ev0", car, ssl_context=client_context_from_pki(tls) if tls else None,
-                                       **run_options)
-            nursery.cancel_scope.cancel()
+    server_tls = server_context_from_pki(tls) if tls else None
+    async with charger_between_namespaces(hw, config=config, ssl_context=server_tls) as (ev_ns, _, _):
+        with inside(ev_ns), trio.fail_after(60):
+            run = await run_ev("ev0", car, ssl_context=client_context_from_pki(tls) if tls else None, **run_options)
     return run, hw
 
 
@@ -112,21 +101,14 @@ async def edge_ev_in_namespace(ev_args: list[str], *, config: EvseConfig | None 
                                tls: Path | None = None) -> tuple[subprocess.CompletedProcess, SimulatedCharger]:
     """``edge ev`` as a testbench runs it: its own process in the car's namespace; our charger (TLS on
     one port for -2 and -20 when ``tls``) in the other."""
-    require_root()
     hw = SimulatedCharger(voltage_tau=0.05, isolation_s=0.2)
-    with two_namespaces("secc0", "ev0") as (secc_ns, ev_ns):
-        link_local(secc_ns, "secc0")
-        link_local(ev_ns, "ev0")
-        async with trio.open_nursery() as nursery:
-            with inside(secc_ns):
-                ssl_context = server_context_combined(tls) if tls else None
-                await nursery.start(partial(run_secc, "secc0", 0, hw, config=config, ssl_context=ssl_context))
-            argv = ["nsenter", f"--net=/var/run/netns/{ev_ns}", sys.executable, "-m", "edge.cli", "ev", "--iface",
-                    "ev0", *ev_args]
-            with trio.fail_after(60):
-                done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False,
-                                              cwd=Path(__file__).parent.parent, env={**os.environ})
-            nursery.cancel_scope.cancel()
+    ssl_context = server_context_combined(tls) if tls else None
+    async with charger_between_namespaces(hw, config=config, ssl_context=ssl_context) as (ev_ns, _, _):
+        argv = ["nsenter", f"--net=/var/run/netns/{ev_ns}", sys.executable, "-m", "edge.cli", "ev", "--iface",
+                "ev0", *ev_args]
+        with trio.fail_after(60):
+            done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False,
+                                          cwd=Path(__file__).parent.parent, env={**os.environ})
     assert done.returncode == 0, done.stderr.decode() + done.stdout.decode()
     assert not hw.closed
     return done, hw

@@ -27,20 +27,18 @@ import pytest
 import trio
 from cryptography import x509
 
-import edge.secc
 import exi
 from edge.hardware import SimulatedCharger
 from edge.pki.plug_and_charge import LocalPlugAndCharge
 from edge.pki.signature import ECDSA_P256_SHA256, SignatureError, verify
 from edge.pki.testpki import TEST_EMAID, create_test_pki
-from edge.secc import run_secc
 from edge.v2g import sap
 from edge.v2g.charger import ChargerConnection, EvseConfig
 from edge.v2g.iso20.messages import COMMON, COMMON_NS
 from edge.v2g.iso20.session import Iso20DcSession
 from edge.v2g.v2gtp import PayloadType, V2gtpMessage
 from exi.model import iso20_commonmessages as cm
-from tests.netns import inside, link_local, two_namespaces
+from tests.netns import charger_between_namespaces
 
 from .josev_ev import SUCCESS_ISO2, JosevResult, josev_python, run_josev_ev, write_config
 
@@ -67,24 +65,11 @@ async def run_against_josev(python: Path, tmp_path: Path, hw: SimulatedCharger,
                             config: EvseConfig) -> tuple[JosevResult, list[RecordingConnection]]:
     """Our charger (-20 DC only, plain TCP) in one namespace, Josev's EVCC configured in
     ``tmp_path/josev`` in the other, until Josev has stopped."""
-    connections: list[RecordingConnection] = []
-
-    def recording_connection(*args: Any, **kwargs: Any) -> ChargerConnection:
-        connections.append(RecordingConnection(*args, **kwargs))
-        return connections[-1]
-
-    with pytest.MonkeyPatch.context() as patch, two_namespaces(SECC_IF, EV_IF) as (secc_ns, ev_ns):
-        patch.setattr(edge.secc, "ChargerConnection", recording_connection)
-        link_local(secc_ns, SECC_IF)
-        link_local(ev_ns, EV_IF)  # Josev refuses an interface whose link-local address is tentative
-        async with trio.open_nursery() as nursery:
-            with inside(secc_ns):
-                await nursery.start(lambda task_status: run_secc(
-                    SECC_IF, 0, hw, [sap.ISO20_DC], config=config, task_status=task_status))
-            result = await run_josev_ev(python, tmp_path / "josev", netns=ev_ns, timeout=TIMEOUT,
-                                        log_path=tmp_path / "josev.log")
-            await trio.sleep(0.2)  # let our side see the TCP close
-            nursery.cancel_scope.cancel()
+    async with charger_between_namespaces(hw, [sap.ISO20_DC], config=config, connection_class=RecordingConnection,
+                                          secc_if=SECC_IF, ev_if=EV_IF) as (ev_ns, _, connections):
+        result = await run_josev_ev(python, tmp_path / "josev", netns=ev_ns, timeout=TIMEOUT,
+                                    log_path=tmp_path / "josev.log")
+        await trio.sleep(0.2)  # let our side see the TCP close
     print(f"Josev ran {result.duration:.1f} s, stop reason: {result.stop_reason!r}")
     for c in connections:
         if c.session is not None:

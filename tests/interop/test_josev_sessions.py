@@ -41,15 +41,13 @@ import pytest
 import trio
 from cryptography import x509
 
-import edge.secc
 from edge.hardware import SimulatedCharger
 from edge.pki.plug_and_charge import LocalPlugAndCharge
 from edge.pki.testpki import TEST_EMAID, create_test_pki
-from edge.secc import run_secc
 from edge.v2g.charger import ChargerConnection, EvseConfig
 from edge.v2g.iso2.session import Iso2Session
 from edge.v2g.tls import server_context_from_pki
-from tests.netns import inside, link_local, two_namespaces
+from tests.netns import charger_between_namespaces
 
 from .josev_ev import (
     STORED_CONTRACT,
@@ -161,28 +159,13 @@ async def run_against_josev(python: Path, tmp_path: Path, hw: SimulatedCharger, 
                             ) -> tuple[JosevResult, list[ChargerConnection]]:
     """Our charger (TLS only when ``pki`` is given) in one namespace, Josev's EVCC configured in
     ``tmp_path/josev`` in the other, until Josev has stopped; returns its result and our connections."""
-    connections: list[ChargerConnection] = []
-
-    def recording_connection(*args, **kwargs) -> ChargerConnection:
-        connections.append(ChargerConnection(*args, **kwargs))
-        return connections[-1]
-
     ssl_context = server_context_from_pki(pki, keylog=keylog) if pki is not None else None
-    with pytest.MonkeyPatch.context() as patch, two_namespaces("secc0", "ev0") as (secc_ns, ev_ns):
-        patch.setattr(edge.secc, "ChargerConnection", recording_connection)
-        link_local(secc_ns, "secc0")
-        link_local(ev_ns, "ev0")  # Josev refuses an interface whose link-local address is tentative
-        async with trio.open_nursery() as nursery:
-            with inside(secc_ns):
-                tcp_port, tls_port = await nursery.start(lambda task_status: run_secc(
-                    "secc0", 0, hw, config=config, ssl_context=ssl_context, tls_only=pki is not None,
-                    task_status=task_status))
-            assert (tcp_port is None, tls_port is None) == (pki is not None, pki is None)
-            result = await run_josev_ev(python, tmp_path / "josev", netns=ev_ns, timeout=TIMEOUT,
-                                        log_path=tmp_path / "josev.log",
-                                        store_installed_contract=store_installed_contract)
-            await trio.sleep(0.2)  # let our side see the TCP close
-            nursery.cancel_scope.cancel()
+    async with charger_between_namespaces(hw, config=config, ssl_context=ssl_context, tls_only=pki is not None
+                                          ) as (ev_ns, (tcp_port, tls_port), connections):
+        assert (tcp_port is None, tls_port is None) == (pki is not None, pki is None)
+        result = await run_josev_ev(python, tmp_path / "josev", netns=ev_ns, timeout=TIMEOUT,
+                                    log_path=tmp_path / "josev.log", store_installed_contract=store_installed_contract)
+        await trio.sleep(0.2)  # let our side see the TCP close
     print(f"Josev ran {result.duration:.1f} s, stop reason: {result.stop_reason!r}")
     for c in connections:
         if c.session is not None:
