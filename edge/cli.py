@@ -135,13 +135,18 @@ def _timer_arg(text: str) -> tuple[str, float]:
 
 def _secc_command(args: argparse.Namespace) -> int:
     import logging
+    import socket
 
     import trio
 
-    from edge.secc import run_secc
+    from edge.chargingpoint import ChargingPoint
+    from edge.hardware import SimulatedCharger
+    from edge.secc import run_secc_until_signal
     from edge.v2g.charger import EvseConfig
+    from edge.v2g.net import InterfaceInUse
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log = logging.getLogger("edge.secc")
     try:
         ssl_context = None
         if args.tls or args.tls_only:
@@ -152,20 +157,32 @@ def _secc_command(args: argparse.Namespace) -> int:
             # one TLS port: -2 cars get TLS 1.2 and the P-256 chain, -20 cars TLS 1.3 and a -20 chain
             ssl_context = server_context_combined(args.pki, client_auth=ClientAuth(args.client_auth),
                                                   keylog=args.keylog)
-        config = EvseConfig(receipt_interval=args.receipt_interval)
+        try:
+            socket.if_nametoindex(args.iface)
+        except OSError:
+            raise ValueError(f"no network interface {args.iface!r}") from None
+        from edge.v2g.timers import PowerSafetyTimers
+
+        if args.watchdog is not None and args.watchdog <= 0:
+            raise ValueError("--watchdog must be a positive number of seconds")
+        safety = PowerSafetyTimers(communication_watchdog=args.watchdog if args.watchdog else 1.0)
+        point = ChargingPoint(SimulatedCharger(), name=args.iface, timers=safety)
+        config = EvseConfig(receipt_interval=args.receipt_interval, point=point)
         if args.pnc:
             if args.pki is None:
                 raise ValueError("--pnc needs --pki DIR (the MO/V2G roots and the local issuer)")
             from edge.pki.plug_and_charge import LocalPlugAndCharge
 
             config.pnc = LocalPlugAndCharge.from_pki_folder(args.pki)
-        trio.run(partial(run_secc, args.iface, args.port, config=config, ssl_context=ssl_context,
-                         tls_only=args.tls_only))
-    except ValueError as e:
-        print(f"edge secc: {e}", file=sys.stderr)
+        stopped_by = trio.run(partial(run_secc_until_signal, args.iface, args.port, config=config,
+                                      ssl_context=ssl_context, tls_only=args.tls_only))
+    except Exception as e:  # a bad option or interface, another server on it: one line, exit 2
+        message = _expected(e, lambda leaf: str(leaf) if isinstance(leaf, ValueError | InterfaceInUse) else None)
+        if message is None:
+            raise
+        print(f"edge secc: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        pass
+    log.info("stopped (%s); power off on every charging point", stopped_by)
     return 0
 
 
@@ -205,6 +222,31 @@ def _ev_car(args: argparse.Namespace):
                    renegotiate_at_soc=args.renegotiate_at_soc, **common)
 
 
+def _expected(e: BaseException, describe) -> str | None:
+    """``describe(leaf)`` for ``e``, or for every exception in its group (trio nurseries wrap them) joined
+    in one line; None when any of them is not an expected failure (a bug: let its traceback show)."""
+    if isinstance(e, BaseExceptionGroup):
+        parts = [_expected(leaf, describe) for leaf in e.exceptions]
+        return None if any(p is None for p in parts) else "; ".join(dict.fromkeys(parts))  # type: ignore[arg-type]
+    return describe(e)
+
+
+def _session_failure(e: BaseException) -> str | None:
+    """What went wrong in one line, when ``e`` is a failure of the session or the network rather than a
+    bug of ours (None then)."""
+    import trio
+
+    if isinstance(e, BaseExceptionGroup):
+        return _expected(e, _session_failure)
+    if isinstance(e, trio.BrokenResourceError):  # the charger reset or closed the connection mid-write
+        return f"connection to the charger broken: {e.__cause__ or e or 'reset'}"
+    if isinstance(e, trio.ClosedResourceError):
+        return "connection to the charger closed"
+    if isinstance(e, OSError | TimeoutError | RuntimeError):
+        return str(e) or type(e).__name__
+    return None
+
+
 def _ev_command(args: argparse.Namespace) -> int:
     import socket
 
@@ -232,8 +274,11 @@ def _ev_command(args: argparse.Namespace) -> int:
         return 2
     try:
         run = trio.run(partial(run_ev, args.iface, car, ssl_context=ssl_context, pause_s=args.pause_s))
-    except (OSError, TimeoutError, RuntimeError) as e:  # no charger, connection or TLS failure, session failed
-        print(json.dumps({**car.summary(), "ok": False, "error": str(e), "last_requests": car.log[-3:]}))
+    except Exception as e:  # no charger, connection or TLS failure, the charger reset us, session failed
+        error = _session_failure(e)
+        if error is None:
+            raise
+        print(json.dumps({**car.summary(), "ok": False, "error": error, "last_requests": car.log[-3:]}))
         return 1
     summary = run.summary()
     print(json.dumps({"ok": summary["stopped_cleanly"], **summary}))
@@ -282,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "certificate installation answered locally")
     secc_p.add_argument("--receipt-interval", type=float, metavar="S",
                         help="PnC: ask for a signed MeteringReceipt every S seconds of charging")
+    secc_p.add_argument("--watchdog", type=float, metavar="S",
+                        help="DC: current to 0 and contactors open when the car sends nothing valid for S seconds "
+                             "during energy transfer (default 1)")
     secc_p.set_defaults(func=_secc_command)
     from edge.ev.base import QUIRK_PROFILES
 

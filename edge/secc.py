@@ -5,6 +5,7 @@ simulated hardware. The car's counterpart is :func:`edge.ev.run.run_ev`."""
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import ssl
 from functools import partial
@@ -12,8 +13,10 @@ from functools import partial
 import trio
 
 import exi
+from edge.chargingpoint import ChargingPoint
 from edge.hardware import ChargerHardware, SimulatedCharger
 from edge.v2g import sap
+from edge.v2g.admission import ConnectionAdmission
 from edge.v2g.charger import DEFAULT_PROTOCOLS, ChargerConnection, EvseConfig
 from edge.v2g.net import serve_sdp
 from edge.v2g.sdp import SdpServer
@@ -52,27 +55,67 @@ def preload_codecs(protocols: list[sap.Protocol], *, signatures: bool) -> None:
 async def run_secc(iface: str, port: int = 0, hardware: ChargerHardware | None = None,
                    protocols: list[sap.Protocol] | None = None, *, config: EvseConfig | None = None,
                    ssl_context: ssl.SSLContext | None = None, tls_only: bool = False,
-                   task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Serve SDP and V2G sessions on ``iface`` until cancelled; one car at a time per connection.
-    With ``ssl_context`` a TLS listener is offered too (only it with ``tls_only``); SDP answers each
-    car with the security it asked for when offered. ``task_status.started`` gets the ports
-    ``(tcp, tls)`` (None for one not offered)."""
-    hw = hardware or SimulatedCharger()
-    enabled = protocols or list(DEFAULT_PROTOCOLS)
+                   admission: ConnectionAdmission | None = None, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve SDP and V2G sessions on ``iface`` (one charging point) until cancelled. With
+    ``ssl_context`` a TLS listener is offered too (only it with ``tls_only``); SDP answers each car
+    with the security it asked for when offered. Both listeners share one connection admission
+    (default caps: :mod:`edge.v2g.admission`) and one power lease with its watchdog
+    (:mod:`edge.chargingpoint`). ``task_status.started`` gets the ports ``(tcp, tls)`` (None for one
+    not offered). However it ends, the charging point's power is off."""
     evse = config or EvseConfig()
+    hw = hardware or (evse.point.hardware if evse.point is not None else SimulatedCharger())
+    point = evse.charging_point(hw, name=iface)
+    admission = admission or ConnectionAdmission()
+    enabled = protocols or list(DEFAULT_PROTOCOLS)
     if tls_only and ssl_context is None:
         raise ValueError("TLS only needs a TLS context (a PKI)")
     preload_codecs(enabled, signatures=evse.pnc is not None)
     address = link_local_address(iface)
-    async with trio.open_nursery() as nursery:
-        tcp_port = tls_port = None
-        if not tls_only:
-            tcp_port = await nursery.start(partial(serve_tcp, port, lambda: ChargerConnection(hw, enabled, evse),
-                                                   host="::"))
-        if ssl_context is not None:
-            tls_port = await nursery.start(partial(
-                serve_tcp, port + 1 if port and not tls_only else port,
-                lambda: ChargerConnection(hw, enabled, evse, tls=True), host="::", ssl_context=ssl_context))
-        await nursery.start(serve_sdp, SdpServer(address, tcp_port, tls_port), iface)
-        log.info("SECC on %s: [%s] TCP %s, TLS %s", iface, address, tcp_port, tls_port)
-        task_status.started((tcp_port, tls_port))
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(guard_power, point)
+            tcp_port = tls_port = None
+            if not tls_only:
+                tcp_port = await nursery.start(partial(serve_tcp, port, lambda: ChargerConnection(hw, enabled, evse),
+                                                       host="::", admission=admission))
+            if ssl_context is not None:
+                tls_port = await nursery.start(partial(
+                    serve_tcp, port + 1 if port and not tls_only else port,
+                    lambda: ChargerConnection(hw, enabled, evse, tls=True), host="::", ssl_context=ssl_context,
+                    admission=admission))
+            await nursery.start(serve_sdp, SdpServer(address, tcp_port, tls_port), iface)
+            log.info("SECC on %s: [%s] TCP %s, TLS %s", iface, address, tcp_port, tls_port)
+            task_status.started((tcp_port, tls_port))
+    finally:
+        if point.holder is not None or point.closed:
+            point.shutdown("SECC stopped")
+
+
+#: how often the guard looks at a charging point when nothing is armed (a lease taken arms the watchdog
+#: at least one watchdog period after its last request, so this only bounds the start of watching)
+GUARD_IDLE_POLL = 0.1
+
+
+async def guard_power(point: ChargingPoint) -> None:
+    """The charging point's safety layer in time: runs :meth:`ChargingPoint.check` whenever it asks."""
+    while True:
+        next_check = point.check(trio.current_time())
+        await trio.sleep_until(next_check if next_check is not None else trio.current_time() + GUARD_IDLE_POLL)
+
+
+async def run_secc_until_signal(iface: str, port: int = 0, *, config: EvseConfig,
+                                ssl_context: ssl.SSLContext | None = None, tls_only: bool = False) -> str:
+    """``edge secc``: :func:`run_secc` until SIGTERM or SIGINT; then the power goes off first (one log line
+    per charging point), then the connections close. Returns the signal's name."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(run_secc, iface, port, config=config, ssl_context=ssl_context,
+                                        tls_only=tls_only))
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                log.info("%s received: stopping", name)
+                if config.point is not None:
+                    config.point.shutdown(f"{name} received")
+                nursery.cancel_scope.cancel()
+                return name
+    raise AssertionError("unreachable: the signal receiver never ends")

@@ -6,7 +6,14 @@ root), one session per scenario, a summary line each:
 - ISO 15118-2 AC, external identification, paused and resumed on a new connection;
 - ISO 15118-2 DC Plug & Charge over TLS 1.2 with a fresh test PKI: contract chain checked, the signed
   AuthorizationReq and MeteringReceiptReq verified;
-- ISO 15118-20 DC Plug & Charge over TLS 1.3 (P-521), the car presenting its OEM certificate.
+- ISO 15118-20 DC Plug & Charge over TLS 1.3 (P-521), the car presenting its OEM certificate;
+- ISO 15118-2 DC with strangers on the link mid-charge (a connect+close, an idle connection, a second
+  car asking for power): the charging car keeps its power and finishes;
+- ISO 15118-2 DC with a car that freezes mid-charge: the communication watchdog ramps the current to
+  0 and opens the contactors within its 1 s (+ ramp), while the session itself would wait 60 s.
+
+Every scenario runs on one charging point with its power lease, watchdog and connection caps, as
+``edge secc`` does.
 
 The charger offers -20 DC, -2 and DIN and one TLS port for -2 and -20 cars. Later issues add SLAC,
 -20 AC/BPT and a CSMS."""
@@ -14,7 +21,9 @@ The charger offers -20 DC, -2 and DIN and one TLS port for -2 and -20 cars. Late
 from __future__ import annotations
 
 import json
+import logging
 import ssl
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,12 +31,16 @@ from pathlib import Path
 
 import trio
 
+from edge.chargingpoint import ChargingPoint
 from edge.ev import drive
 from edge.ev.base import SimulatedCar
 from edge.ev.connect import open_v2g_stream
 from edge.ev.din import DinCar
+from edge.ev.faults import FreezingStream, second_car
 from edge.ev.iso2 import ContractCredentials, Iso2Car
 from edge.hardware import SimulatedCharger
+from edge.secc import guard_power
+from edge.v2g.admission import ConnectionAdmission
 from edge.v2g.charger import ChargerConnection, EvseConfig
 from edge.v2g.server import serve_tcp
 
@@ -43,14 +56,16 @@ class Summary:
     slowest: tuple[str, float, float]  # request, response time used (ms), budget (ms)
     clean_stop: bool
     notes: list[str] = field(default_factory=list)
+    ok: bool = True  # the scenario ended as it should (a clean stop, or the watchdog cutting a frozen car)
+    outcome: str = ""
 
     def text(self) -> str:
         name, used, budget = self.slowest
         extra = f" ({'; '.join(self.notes)})" if self.notes else ""
+        outcome = self.outcome or ("clean SessionStop" if self.clean_stop else "NO clean stop")
         return (f"{self.scenario}: {self.messages} messages on {self.connections} connection(s), "
                 f"{self.energy_wh:.1f} Wh in {self.duration_s:.1f} s, SoC {self.soc[0]:.1f}% -> {self.soc[1]:.1f}%, "
-                f"slowest response {name} {used:.2f} ms of {budget:.0f} ms, "
-                f"{'clean SessionStop' if self.clean_stop else 'NO clean stop'}{extra}")
+                f"slowest response {name} {used:.2f} ms of {budget:.0f} ms, {outcome}{extra}")
 
 
 @dataclass
@@ -61,6 +76,54 @@ class Scenario:
     client_tls: Callable[[Path], ssl.SSLContext] | None = None  # the car's TLS context; default: -2's
     config: Callable[[Path], EvseConfig] = lambda pki: EvseConfig()
     notes: Callable[[SimulatedCar, list[ChargerConnection]], list[str]] = lambda car, conns: []
+    strangers: bool = False  # mid-charge: a connect+close, an idle connection, a second car asking for power
+    freeze: bool = False  # mid-charge the car stops sending (TCP stays open): the watchdog must cut its power
+
+
+async def _until(condition: Callable[[], bool], timeout: float) -> bool:
+    with trio.move_on_after(timeout):
+        while not condition():
+            await trio.sleep(0.01)
+        return True
+    return False
+
+
+#: what a fault injection saw, and whether the charger behaved as it must
+Verdict = list[tuple[str, bool]]
+
+
+async def _strangers(port: int, car: SimulatedCar, hw: SimulatedCharger, verdict: Verdict) -> None:
+    """What another machine on the charging link may do while ``car`` charges; appends what it saw and
+    whether the charging car kept its power to ``verdict``."""
+    if not await _until(lambda: car.in_charge_loop and hw.closed, 60):
+        verdict.append(("the car never charged", False))
+        return
+    before = hw.energy_wh()
+    await (await open_v2g_stream("::1", port)).aclose()  # connect + close
+    idle = await open_v2g_stream("::1", port)  # a connection that never says anything
+    refused = await second_car("::1", port, DinCar(soc=50, target_soc=60))
+    await idle.aclose()
+    await trio.sleep(0.3)
+    kept = hw.closed and hw.energy_wh() > before
+    verdict.append((f"a connect+close, an idle connection and a second car ({refused}) mid-charge: "
+                    f"power {'kept' if kept else 'LOST'}", kept))
+
+
+async def _freeze_mid_charge(stream: FreezingStream, car: SimulatedCar, hw: SimulatedCharger, point: ChargingPoint,
+                             driving: trio.CancelScope, verdict: Verdict) -> None:
+    """Freezes the car at full current, then measures how long the power took to go off."""
+    if not await _until(lambda: car.in_charge_loop and hw.present()[1] > 100, 60):
+        verdict.append(("the car never charged", False))
+        return
+    flowing = hw.present()[1]
+    stream.freeze()
+    off = await _until(lambda: not hw.closed, 10)
+    after = trio.current_time() - stream.last_send
+    limit = (point.timers.communication_watchdog or 0) + point.timers.ramp_down
+    in_time = off and after <= limit + 0.2 and hw.present()[1] == 0
+    verdict.append((f"car silent at {flowing:.0f} A: current 0 and contactors open {after:.2f} s after its last "
+                    f"request ({'within' if in_time else 'NOT within'} the {limit:g} s watchdog + ramp)", in_time))
+    driving.cancel()
 
 
 async def simulate(scenario: Scenario, pki: Path) -> Summary:
@@ -70,7 +133,9 @@ async def simulate(scenario: Scenario, pki: Path) -> Summary:
 
     hw = SimulatedCharger(voltage_tau=0.1, isolation_s=0.5)
     config = scenario.config(pki)
+    point = config.charging_point(hw, name="sim")
     connections: list[ChargerConnection] = []
+    verdict: Verdict = []
 
     def factory() -> ChargerConnection:
         connections.append(ChargerConnection(hw, config=config))
@@ -81,13 +146,21 @@ async def simulate(scenario: Scenario, pki: Path) -> Summary:
     client_tls = (scenario.client_tls or client_context_from_pki)(pki) if scenario.tls else None
     start_soc, start, count = car.soc, trio.current_time(), 0
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(guard_power, point)
         port = await nursery.start(lambda task_status: serve_tcp(0, factory, host="::1", ssl_context=server_tls,
+                                                                  admission=ConnectionAdmission(),
                                                                   task_status=task_status))
+        if scenario.strangers:
+            nursery.start_soon(_strangers, port, car, hw, verdict)
         with trio.fail_after(180):
             while True:
-                stream = await open_v2g_stream("::1", port, 0, client_tls)
-                async with stream:
-                    count += await drive(stream, car, loop_period=0.05, step=0.01)
+                stream: trio.abc.Stream = await open_v2g_stream("::1", port, 0, client_tls)
+                with trio.CancelScope() as driving:
+                    if scenario.freeze:
+                        stream = FreezingStream(stream)
+                        nursery.start_soon(_freeze_mid_charge, stream, car, hw, point, driving, verdict)
+                    async with stream:
+                        count += await drive(stream, car, loop_period=0.05, step=0.01)
                 if not getattr(car, "paused", False):
                     break
                 await trio.sleep(0.5)
@@ -96,9 +169,15 @@ async def simulate(scenario: Scenario, pki: Path) -> Summary:
     used = [(n, max(ts), c.session.timers.budget(n)) for c in connections if c.session
             for n, ts in c.session.stats.items()]
     name, worst, budget = max(used, key=lambda x: x[1] / x[2])
+    behaved = bool(verdict) and all(good for _, good in verdict)
+    if scenario.freeze:
+        ok = behaved and point.trips == 1
+        outcome, count = "power cut by the watchdog" if ok else "WATCHDOG FAILED", len(car.log)
+    else:
+        ok, outcome = car.stopped_cleanly and (behaved or not verdict), ""
     return Summary(scenario.name, count, len(connections), car.energy_wh, trio.current_time() - start,
                    (start_soc, car.soc), (name, worst * 1e3, budget * 1e3), car.stopped_cleanly,
-                   scenario.notes(car, connections))
+                   scenario.notes(car, connections) + [text for text, _ in verdict], ok, outcome)
 
 
 def _pnc_config(pki: Path, receipt_interval: float | None = 1.0) -> EvseConfig:
@@ -147,20 +226,33 @@ SCENARIOS = [
              tls=True, config=_pnc_config, notes=_pnc_notes),
     Scenario("ISO 15118-20 DC PnC over TLS 1.3", _iso20_car, tls=True, client_tls=_iso20_client_tls,
              config=lambda pki: _pnc_config(pki, receipt_interval=None), notes=_iso20_notes),
+    Scenario("ISO 15118-2 DC with strangers on the link",
+             lambda pki: Iso2Car(soc=30.0, target_soc=32.0, capacity_wh=2_000.0), strangers=True),
+    Scenario("ISO 15118-2 DC, the car freezes mid-charge",
+             lambda pki: Iso2Car(soc=30.0, target_soc=90.0, capacity_wh=2_000.0), freeze=True),
 ]
 
 
-async def simulate_all() -> list[Summary]:
+async def simulate_all(report: Callable[[Summary], None] = lambda s: None) -> list[Summary]:
     from edge.pki.testpki import create_test_pki
 
+    summaries = []
     with tempfile.TemporaryDirectory(prefix="edge-pki-") as tmp:
         pki = Path(tmp)
         create_test_pki(pki)
-        return [await simulate(scenario, pki) for scenario in SCENARIOS]
+        for scenario in SCENARIOS:
+            summaries.append(await simulate(scenario, pki))
+            report(summaries[-1])
+    return summaries
 
 
 def main(as_json: bool = False) -> int:
-    summaries = trio.run(simulate_all)
-    for summary in summaries:
-        print(json.dumps(summary.__dict__) if as_json else summary.text())
-    return 0 if all(s.clean_stop for s in summaries) else 1
+    # the charger's warnings (a refused stranger, the watchdog) show under the scenario they belong to
+    logging.basicConfig(level=logging.WARNING, format="  %(name)s: %(message)s",
+                        stream=sys.stderr if as_json else sys.stdout)
+
+    def report(summary: Summary) -> None:
+        print(json.dumps(summary.__dict__) if as_json else summary.text(), flush=True)
+
+    summaries = trio.run(simulate_all, report)
+    return 0 if all(s.ok for s in summaries) else 1

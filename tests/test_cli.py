@@ -61,8 +61,17 @@ def test_simulate_runs_every_scenario_cleanly(capsys) -> None:
     rc, out, _ = run(["simulate", "--json"], capsys=capsys)
     summaries = {s["scenario"].split(" (")[0]: s for s in map(json.loads, out.splitlines())}
     assert rc == 0 and list(summaries) == ["DIN SPEC 70121 DC", "ISO 15118-2 DC EIM", "ISO 15118-2 AC EIM",
-                                           "ISO 15118-2 DC PnC over TLS", "ISO 15118-20 DC PnC over TLS 1.3"]
+                                           "ISO 15118-2 DC PnC over TLS", "ISO 15118-20 DC PnC over TLS 1.3",
+                                           "ISO 15118-2 DC with strangers on the link",
+                                           "ISO 15118-2 DC, the car freezes mid-charge"]
+    frozen = summaries.pop("ISO 15118-2 DC, the car freezes mid-charge")
+    assert frozen["ok"] and not frozen["clean_stop"] and frozen["outcome"] == "power cut by the watchdog"
+    assert "(within the 1.5 s watchdog + ramp)" in frozen["notes"][0]
+    strangers = summaries["ISO 15118-2 DC with strangers on the link"]
+    assert strangers["connections"] == 4 and strangers["notes"][0].endswith("power kept")
+    assert "second car (CableCheckRes failed: FAILED)" in strangers["notes"][0]
     for summary in summaries.values():
+        assert summary["ok"]
         assert summary["clean_stop"] and summary["energy_wh"] > 1 and summary["soc"][1] > summary["soc"][0]
         assert summary["slowest"][0].endswith("Req")  # reported; timing itself is for bench/, not tests
     assert summaries["ISO 15118-2 DC EIM"]["notes"] == ["1 renegotiation(s)"]
@@ -82,3 +91,20 @@ def test_simulate_runs_every_scenario_cleanly(capsys) -> None:
 def test_secc_configuration_errors_are_one_line(capsys, argv: list[str], message: str) -> None:
     rc, _, err = run(["secc", "--iface", "lo", *argv], capsys=capsys)
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_charger_that_resets_the_car_is_a_one_line_failure() -> None:
+    """``edge ev`` once printed a BrokenResourceError traceback when the charger reset the connection:
+    network and session failures (also inside trio's exception groups) are one line; bugs are not hidden."""
+    import trio
+
+    from edge.cli import _session_failure
+
+    reset = trio.BrokenResourceError()
+    reset.__cause__ = ConnectionResetError(104, "Connection reset by peer")
+    assert _session_failure(reset) == "connection to the charger broken: [Errno 104] Connection reset by peer"
+    group = ExceptionGroup("nursery", [reset, TimeoutError("no SDP response on ev0 after 50 requests")])
+    assert _session_failure(group) == ("connection to the charger broken: [Errno 104] Connection reset by peer; "
+                                       "no SDP response on ev0 after 50 requests")
+    assert _session_failure(ExceptionGroup("nursery", [reset, KeyError("bug")])) is None
+    assert _session_failure(ZeroDivisionError()) is None

@@ -651,8 +651,9 @@ def test_connection_routes_by_payload_type() -> None:
     assert res.payload_type == PayloadType.ISO20_COMMON
     assert exi.decode(COMMON, res.payload).ResponseCode == "OK_NewSessionEstablished"
     assert conn.idle_timeout == 60
-    # -2 framing on a -20 session: nothing to answer, the connection closes
-    hw.set_contactors(True)
+    # -2 framing on a -20 session: nothing to answer, the connection closes (and the power its session held)
+    conn.session.hardware.set_contactors(True)
+    assert hw.closed
     assert conn.handle(V2gtpMessage(PayloadType.EXI, setup), 0.3) is None and conn.session.done
     assert power_off(hw)
 

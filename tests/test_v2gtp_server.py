@@ -71,3 +71,61 @@ async def test_port_zero_is_a_dynamic_port() -> None:
         ports = [await nursery.start(serve_tcp, 0, Echo) for _ in range(5)]
         nursery.cancel_scope.cancel()
     assert all(49152 <= p <= 65535 for p in ports) and len(set(ports)) == 5
+
+
+async def _drip_into(stream: trio.abc.Stream, data: bytes, every: float) -> None:
+    try:
+        for i in range(len(data)):
+            await stream.send_all(data[i:i + 1])
+            await trio.sleep(every)
+    except trio.BrokenResourceError:
+        pass
+
+
+async def test_a_message_dripping_in_is_cut_at_its_deadline(autojump_clock) -> None:
+    """One byte a second once held a connection for ~18 h: a message must be complete within its
+    deadline of its first byte, whatever the bytes in between."""
+    from edge.v2g.server import serve_connection
+
+    left, right = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_drip_into, left, frame(PayloadType.EXI, b"x" * 64), 1.0)
+        start = trio.current_time()
+        why = await serve_connection(right, Echo(), idle_timeout=3600, message_deadline=5.0)
+        assert why == "V2GTP message incomplete 5 s after its first byte"
+        assert trio.current_time() - start == 5.0
+        nursery.cancel_scope.cancel()
+
+
+async def test_bytes_do_not_restart_the_sequence_timeout(autojump_clock) -> None:
+    """The idle timer once restarted on every byte: the next request is due a sequence timeout after the
+    last response, however its bytes trickle."""
+    from edge.v2g.server import serve_connection
+
+    left, right = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_drip_into, left, b"\x01" * 100, 1.0)  # never a whole header
+        start = trio.current_time()
+        why = await serve_connection(right, Echo(), idle_timeout=3.0, message_deadline=3600)
+        assert why == "sequence timeout: no request" and trio.current_time() - start == 3.0
+        nursery.cancel_scope.cancel()
+
+
+async def test_whole_messages_keep_a_connection_alive(autojump_clock) -> None:
+    """The deadlines do not cut a car that sends whole requests in time, one after another."""
+    from edge.v2g.server import serve_connection
+
+    left, right = trio.testing.memory_stream_pair()
+    answers: list[bytes] = []
+
+    async def car() -> None:
+        for _ in range(20):
+            await left.send_all(frame(PayloadType.EXI, b"ping"))
+            answers.append(await left.receive_some(100))
+            await trio.sleep(0.9)
+        await left.send_all(frame(PayloadType.EXI, b"bye"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(car)
+        why = await serve_connection(right, Echo(), idle_timeout=1.0, message_deadline=0.5)
+    assert why == "closed by the session" and answers == [frame(PayloadType.EXI, b"gnip")] * 20

@@ -149,10 +149,9 @@ class SimulatedCharger:
         if closed and self.cp_override in ("A", "E", "F"):
             return  # no car (or a CP fault): the board refuses to energise the cable
         self.closed = closed
-        if not closed:
+        if not closed:  # an open contactor breaks the circuit: no current flows, whatever the module does
             self.target_i = 0.0
-            if self.ac_mode:
-                self.current = 0.0
+            self.current = 0.0
 
     def start_isolation_check(self) -> None:
         if self.iso_started is None:

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 import exi
+from edge.chargingpoint import ChargingPoint, LeasedHardware
 from edge.hardware import ChargerHardware
 
 from . import sap
@@ -44,6 +45,18 @@ class EvseConfig:
     paused: PausedSessions = field(default_factory=PausedSessions)
     paused_iso20: Iso20PausedSessions = field(default_factory=Iso20PausedSessions)
     timers: dict[str, SessionTimers] = field(default_factory=dict)  # per protocol, overrides the defaults
+    # how long a new connection may stay silent before its supportedAppProtocolReq (no session timers yet)
+    setup_timeout: float = SessionTimers().sequence_timeout
+    point: ChargingPoint | None = None  # the power lease and watchdog of the charging point (made at first use)
+
+    def charging_point(self, hardware: ChargerHardware, name: str = "evse") -> ChargingPoint:
+        """The charging point every connection sharing this config drives: one power lease for all
+        (``name`` is used when it is made here)."""
+        if self.point is None:
+            self.point = ChargingPoint(hardware, name)
+        elif self.point.hardware is not hardware:
+            raise ValueError("an EvseConfig belongs to one charging point: its connections must share its hardware")
+        return self.point
 
 
 @dataclass
@@ -59,16 +72,29 @@ class ChargerConnection:
     closing: bool = False
     ended: str | None = None  # why the connection ended, once it has
 
+    def __post_init__(self) -> None:
+        # the session drives the board only through this view: power needs the charging point's lease
+        self.power: LeasedHardware = self.config.charging_point(self.hardware).lease()
+
+    def set_peer(self, peer: str) -> None:
+        """The server shell names the car's address, for the power log lines."""
+        self.power.label = f"{self.power.label} from {peer}"
+
+    @property
+    def in_session(self) -> bool:
+        """A session is going on (the server never evicts such a connection to admit another)."""
+        return self.session is not None and not self.session.done
+
     def _new_session(self, name: str) -> V2gSession | Iso20DcSession:
         timers = self.config.timers.get(name)
         if name == "din":
-            return DinSession(self.hardware, timers=timers)
+            return DinSession(self.power, timers=timers)
         pnc = self.config.pnc if (self.tls or self.config.pnc_without_tls) else None
         if name == "iso20-dc":
-            return Iso20DcSession(self.hardware, timers=timers, evse_id=self.config.evse_id, pnc=pnc,
+            return Iso20DcSession(self.power, timers=timers, evse_id=self.config.evse_id, pnc=pnc,
                                   receipt_interval=self.config.receipt_interval,
                                   paused_sessions=self.config.paused_iso20)
-        return Iso2Session(self.hardware, timers=timers, evse_id=self.config.evse_id, pnc=pnc,
+        return Iso2Session(self.power, timers=timers, evse_id=self.config.evse_id, pnc=pnc,
                            receipt_interval=self.config.receipt_interval, paused_sessions=self.config.paused)
 
     def enabled_protocols(self) -> list[sap.Protocol]:
@@ -87,12 +113,12 @@ class ChargerConnection:
     @property
     def idle_timeout(self) -> float:
         """How long the next request may take (V2G_SECC_Sequence_Timeout), which the server enforces: the
-        session's timers (-20: 0.5 s after a ChargeLoopRes), before a session the default 60 s."""
+        session's timers (-20: 0.5 s after a ChargeLoopRes), before a session the config's setup timeout."""
         if isinstance(self.session, Iso20DcSession):
             return self.session.sequence_timeout()
         if self.session is not None and self.session.timers is not None:
             return self.session.timers.sequence_timeout
-        return SessionTimers().sequence_timeout
+        return self.config.setup_timeout
 
     def handle(self, message: V2gtpMessage, now: float) -> V2gtpMessage | None:
         if self.closing:
@@ -117,18 +143,20 @@ class ChargerConnection:
             return None
         else:
             payload_type, (out, end) = PayloadType.EXI, self.session.handle(message.payload, now)
+        if end:  # stopped, paused or failed: its power lease (if it had one) goes with it
+            self.power.release("session ended")
         if out is None:
             return None
         self.closing = end  # after SessionStopRes or a failure response, nothing more is read
         return V2gtpMessage(payload_type, out)
 
     def connection_lost(self, reason: str) -> None:
-        """The car went away (or the connection failed): whatever the session's state, no power
-        flows any more. A session that did not reach SessionStop is recorded as aborted."""
+        """The connection ended (the car went away, a timeout, an error): if its session held the power
+        lease, no power flows any more; any other connection's end changes nothing. A session that did
+        not reach SessionStop is recorded as aborted."""
         if self.session is not None:
-            self.session.power_off()
-        else:
-            self.hardware.set_contactors(False)
+            self.session.power_off()  # through the lease: a no-op unless this session holds the power
+        self.power.release(f"connection ended: {reason}")
         aborted = self.session is not None and not self.session.done
         self.ended = f"aborted: {reason}" if aborted else reason
         if self.session is not None and self.session.timers is not None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import logging
 import socket
 import struct
 
 import trio
+
+from edge.logs import RateLimitedLog
 
 from .sdp import SDP_PORT, SdpRequest, SdpResponse, SdpServer
 from .v2gtp import V2gtpError
@@ -19,13 +23,41 @@ def _ifindex(iface: str) -> int:
     return socket.if_nametoindex(iface)
 
 
+class InterfaceInUse(Exception):
+    """Another SDP responder already serves this interface (a second charger process on one link)."""
+
+
+def _unanswerable(addr: tuple) -> str | None:
+    """Why a datagram's source cannot be answered (None: it can be)."""
+    host, port = addr[0], addr[1]
+    if port == 0:
+        return "source port 0"
+    try:
+        ip = ipaddress.IPv6Address(host.split("%")[0])
+    except ValueError:
+        return "no IPv6 source address"
+    if ip.is_unspecified or ip.is_multicast:
+        return f"source address {ip}"
+    return None
+
+
 async def serve_sdp(server: SdpServer, iface: str, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Answer SECCDiscoveryReqs arriving on ``iface`` until cancelled (unicast to the asker)."""
+    """Answer SECCDiscoveryReqs arriving on ``iface`` until cancelled (unicast to the asker). No
+    datagram ends it: a source that cannot be answered (port 0, ``::``, multicast), a malformed
+    request, or an answer the kernel cannot send (no route) is dropped with a rate-limited log line.
+    A second responder on the same interface is refused (:class:`InterfaceInUse`): the port is bound
+    to the interface without SO_REUSEADDR."""
     sock = trio.socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    quiet = RateLimitedLog(log, burst=5, interval=10.0)
     with sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
-        await sock.bind(("::", SDP_PORT, 0, 0))
+        try:
+            await sock.bind(("::", SDP_PORT, 0, 0))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise InterfaceInUse(f"another SDP responder already serves {iface} (UDP port {SDP_PORT} is "
+                                     "taken there): is a second charger process running on it?") from None
+            raise
         index = _ifindex(iface)
         group = socket.inet_pton(socket.AF_INET6, ALL_NODES) + struct.pack("@I", index)
         try:  # all-nodes is joined by every interface already; joining again is harmless or EADDRINUSE
@@ -33,13 +65,33 @@ async def serve_sdp(server: SdpServer, iface: str, *, task_status=trio.TASK_STAT
         except OSError:
             pass
         task_status.started()
-        while True:
+        try:
+            await _answer_forever(sock, server, iface, quiet)
+        finally:
+            quiet.flush("SDP log lines (dropped or unanswerable datagrams)")
+
+
+async def _answer_forever(sock: trio.socket.SocketType, server: SdpServer, iface: str, quiet: RateLimitedLog) -> None:
+    """The responder's loop: every datagram answered or dropped, none can end it."""
+    while True:
+        try:
             data, addr = await sock.recvfrom(512)
-            answer = server.handle(data)
-            if answer is None:
-                log.info("dropped a malformed SDP request from %s", addr[0])
-                continue
+        except OSError as e:  # e.g. a queued ICMP error: the socket itself is fine
+            quiet.warning("SDP receive error on %s: %s", iface, e)
+            await trio.sleep(0.01)
+            continue
+        why = _unanswerable(addr)
+        if why is not None:
+            quiet.info("dropped an SDP datagram on %s: %s", iface, why)
+            continue
+        answer = server.handle(data)
+        if answer is None:
+            quiet.info("dropped a malformed SDP request from [%s]:%s", addr[0], addr[1])
+            continue
+        try:
             await sock.sendto(answer, addr)
+        except OSError as e:  # no route back (a global source on the link), a full buffer, ...
+            quiet.info("could not answer SDP from [%s]:%s: %s", addr[0], addr[1], e.strerror or e)
 
 
 async def discover(iface: str, security: int, *, attempts: int = 50, wait: float = 0.25) -> SdpResponse:

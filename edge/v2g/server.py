@@ -17,11 +17,15 @@ import errno
 import logging
 import random
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
 
+from edge.logs import RateLimitedLog
+
+from .admission import ConnectionAdmission, ConnectionSlot
+from .timers import V2GTP_MESSAGE_DEADLINE
 from .v2gtp import DEFAULT_MAX_PAYLOAD, V2gtpDecoder, V2gtpError, V2gtpMessage, frame
 
 log = logging.getLogger("edge.v2gtp")
@@ -38,15 +42,17 @@ class ConnectionHandler(Protocol):
 
 
 async def serve_connection(stream: trio.abc.Stream, handler: ConnectionHandler, *,
-                           max_payload: int = DEFAULT_MAX_PAYLOAD, idle_timeout: float = 60.0) -> str:
-    """Serve one connection until the car closes it, an error, or ``idle_timeout`` without a request
-    (V2G_SECC_Sequence_Timeout; a handler's own ``idle_timeout`` attribute wins: its session knows the
-    protocol's timers). Returns why it ended; however it ends (cancellation and network
-    errors included), the handler's ``connection_lost(reason)`` runs so the session can make the
-    hardware safe."""
+                           max_payload: int = DEFAULT_MAX_PAYLOAD, idle_timeout: float = 60.0,
+                           message_deadline: float = V2GTP_MESSAGE_DEADLINE) -> str:
+    """Serve one connection until the car closes it, an error, or a deadline: ``idle_timeout`` from a
+    response (or the start) to the next complete request (V2G_SECC_Sequence_Timeout; a handler's own
+    ``idle_timeout`` attribute wins: its session knows the protocol's timers), and ``message_deadline``
+    from a message's first byte to its last. Bytes trickling in restart neither. Returns why it
+    ended; however it ends (cancellation and network errors included), the handler's
+    ``connection_lost(reason)`` runs so the session can make the hardware safe."""
     why = "cancelled or failed"
     try:
-        why = await _serve(stream, handler, max_payload, idle_timeout)
+        why = await _serve(stream, handler, max_payload, idle_timeout, message_deadline)
         return why
     except (trio.BrokenResourceError, OSError) as e:
         why = f"connection broken: {e}"
@@ -57,16 +63,24 @@ async def serve_connection(stream: trio.abc.Stream, handler: ConnectionHandler, 
             lost(why)
 
 
-async def _serve(stream: trio.abc.Stream, handler: ConnectionHandler, max_payload: int, idle_timeout: float) -> str:
+async def _serve(stream: trio.abc.Stream, handler: ConnectionHandler, max_payload: int, idle_timeout: float,
+                 message_deadline: float) -> str:
     decoder = V2gtpDecoder(max_payload)
     async with stream:
+        request_by = trio.current_time() + getattr(handler, "idle_timeout", idle_timeout)
+        message_by: float | None = None  # set while a message is partly received
         while True:
-            with trio.move_on_after(getattr(handler, "idle_timeout", idle_timeout)) as idle:
+            with trio.move_on_at(request_by if message_by is None else min(request_by, message_by)) as wait:
                 data = await stream.receive_some(65536)
-            if idle.cancelled_caught:
+            if wait.cancelled_caught:
+                if message_by is not None and trio.current_time() >= message_by:
+                    return f"V2GTP message incomplete {message_deadline:g} s after its first byte"
                 return "sequence timeout: no request"
             if not data:
                 return "closed by the car"
+            now = trio.current_time()
+            if decoder.pending == 0:
+                message_by = now + message_deadline  # these bytes start a message
             try:
                 messages = decoder.feed(data)
             except V2gtpError as e:
@@ -76,41 +90,107 @@ async def _serve(stream: trio.abc.Stream, handler: ConnectionHandler, max_payloa
                 if response is None:
                     return "closed by the session"
                 await stream.send_all(frame(response.payload_type, response.payload))
+            if messages:
+                now = trio.current_time()
+                request_by = now + getattr(handler, "idle_timeout", idle_timeout)
+                message_by = now + message_deadline if decoder.pending else None
 
 
 async def serve_tcp(port: int, handler_factory: Callable[[], ConnectionHandler], *, host: str = "::",
                     ssl_context: ssl.SSLContext | None = None, handshake_timeout: float = 15.0,
+                    admission: ConnectionAdmission | None = None,
                     task_status=trio.TASK_STATUS_IGNORED, **kwargs) -> None:
     """Listen on ``host``:``port`` (0: a free dynamic port); one handler per connection; runs until
     cancelled. ``task_status.started`` gets the port. With ``ssl_context`` every connection is TLS;
-    the handler is made only once the handshake has succeeded."""
+    the handler is made only once the handshake has succeeded. With ``admission`` (shared by the
+    listeners of one charging point) connections beyond its caps evict idle ones or are refused.
+    A connection's failure, a peer's flood or running out of file descriptors never ends the server."""
+    quiet = RateLimitedLog(log, burst=10, interval=10.0)
 
     async def one(stream: trio.SocketStream) -> None:
         peer = _peer(stream)
-        v2g_stream: trio.abc.Stream = stream
-        try:
-            if ssl_context is not None:
-                tls = await tls_handshake(stream, ssl_context, handshake_timeout, peer)
-                if tls is None:
+        slot = None
+        with trio.CancelScope() as scope:
+            if admission is not None:
+                slot, evicted = admission.admit(_peer_host(stream), trio.current_time(), scope.cancel)
+                for text in evicted:
+                    quiet.info("%s to admit %s", text, peer)
+                if slot is None:
+                    quiet.warning("refused a V2G connection from %s: %d connections with a session already "
+                                  "(cap %d, %d per address)", peer, len(admission.slots), admission.max_connections,
+                                  admission.max_per_peer)
+                    await trio.aclose_forcefully(stream)
                     return
-                v2g_stream = tls
-            handler = handler_factory()
-            if isinstance(v2g_stream, trio.SSLStream) and hasattr(handler, "tls_established"):
-                # the protocols allowed depend on the TLS version (-20 needs 1.3); PnC may use the car's certificate
-                handler.tls_established(v2g_stream.version(), v2g_stream.getpeercert(binary_form=True))
-            why = await serve_connection(v2g_stream, handler, **kwargs)
-        except Exception:  # a bug in one session must not stop the charger from serving others
-            log.exception("V2G connection from %s failed", peer)
-            return
-        log.info("V2G connection ended: %s", why)
+            try:
+                why = await _serve_one(stream, peer, slot)
+            except Exception:  # a bug in one session must not stop the charger from serving others
+                quiet.log(logging.ERROR, "V2G connection from %s failed", peer, exc_info=True)
+                return
+            finally:
+                if slot is not None:
+                    admission.leave(slot)  # type: ignore[union-attr]
+                await trio.aclose_forcefully(stream)  # also when evicted mid-handshake: no descriptor left open
+            if why is not None:  # (a failed TLS handshake has had its line)
+                quiet.info("V2G connection from %s ended: %s", peer, why)
+        if scope.cancelled_caught:
+            quiet.info("V2G connection from %s ended: evicted to admit another", peer)
+
+    async def _serve_one(stream: trio.SocketStream, peer: str, slot: ConnectionSlot | None) -> str | None:
+        v2g_stream: trio.abc.Stream = stream
+        if ssl_context is not None:
+            tls = await tls_handshake(stream, ssl_context, handshake_timeout, peer, quiet)
+            if tls is None:
+                return None
+            v2g_stream = tls
+        handler = handler_factory()
+        if slot is not None:
+            slot.in_session = lambda: bool(getattr(handler, "in_session", False))
+        if hasattr(handler, "set_peer"):
+            handler.set_peer(peer)
+        if isinstance(v2g_stream, trio.SSLStream) and hasattr(handler, "tls_established"):
+            # the protocols allowed depend on the TLS version (-20 needs 1.3); PnC may use the car's certificate
+            handler.tls_established(v2g_stream.version(), v2g_stream.getpeercert(binary_form=True))
+        return await serve_connection(v2g_stream, handler, **kwargs)
 
     listeners = await _listen(port, host)
     task_status.started(listeners[0].socket.getsockname()[1])
-    await trio.serve_listeners(one, listeners)
+    try:
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(_accept_forever, listener, one, nursery)
+    finally:
+        quiet.flush("connection log lines (evicted, refused, ended)")
+
+
+#: accept() errors that mean "no resources now" (too many open files, no memory): wait and retry
+ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+async def _accept_forever(listener: trio.SocketListener, handle: Callable[[trio.SocketStream], Awaitable[None]],
+                          nursery: trio.Nursery) -> None:
+    """trio.serve_listeners, but out of file descriptors it logs one line per episode (not a traceback per
+    attempt) and backs off exponentially (10 ms to 1 s) until accept works again."""
+    pause, failing_since = 0.01, None
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as e:
+            if e.errno not in ACCEPT_CAPACITY_ERRNOS:
+                raise
+            if failing_since is None:
+                failing_since = trio.current_time()
+                log.error("cannot accept V2G connections: %s; retrying with back-off", e.strerror or e)
+            await trio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+            continue
+        if failing_since is not None:
+            log.warning("accepting V2G connections again after %.1f s", trio.current_time() - failing_since)
+            pause, failing_since = 0.01, None
+        nursery.start_soon(handle, stream)
 
 
 async def tls_handshake(stream: trio.abc.Stream, ssl_context: ssl.SSLContext, timeout: float,
-                        peer: str = "the car") -> trio.SSLStream | None:
+                        peer: str = "the car", quiet: RateLimitedLog | None = None) -> trio.SSLStream | None:
     """The server side of the TLS handshake on ``stream`` within ``timeout`` s (real EVs take
     10-11 s; 15 s is common practice). On failure or timeout: logged, ``stream`` closed, None."""
     tls = trio.SSLStream(stream, ssl_context, server_side=True)
@@ -125,9 +205,16 @@ async def tls_handshake(stream: trio.abc.Stream, ssl_context: ssl.SSLContext, ti
             why = f"failed: {reason.replace('_', ' ').lower() if reason else cause or e}"
     if handshake.cancelled_caught:
         why = f"not completed within {timeout:g} s"
-    log.warning("TLS handshake with %s %s; connection closed", peer, why)
+    (quiet or RateLimitedLog(log)).warning("TLS handshake with %s %s; connection closed", peer, why)
     await trio.aclose_forcefully(tls)
     return None
+
+
+def _peer_host(stream: trio.abc.Stream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return "?"
 
 
 def _peer(stream: trio.abc.Stream) -> str:

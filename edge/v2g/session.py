@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 import exi
+from edge.chargingpoint import PowerLeaseRefused
 from edge.hardware import ChargerHardware
 from edge.v2g.physical import to_physical
 from edge.v2g.timers import SessionTimers, note_response_time
@@ -58,6 +59,7 @@ class V2gSession(SessionEnd):
     timers: SessionTimers | None = None
     phase_started: dict[str, float] = field(default_factory=dict)  # first request of a timed phase
     stats: dict[str, list[float]] = field(default_factory=dict)  # request -> response times used (s)
+    notes: list[str] = field(default_factory=list)  # what went wrong that the response code alone does not say
     _now: float = 0.0
     header: Any = None  # the request's header (its Signature, for PnC)
     response_signature: Any = None  # a handler's signature for the response header (PnC)
@@ -89,7 +91,11 @@ class V2gSession(SessionEnd):
         elif name not in self.NEXT[self.state]:
             res, end = self._failed(res_name, "FAILED_SequenceError"), True
         else:
-            res, end, self.state = getattr(self, "_" + name)(getattr(body, name))
+            try:
+                res, end, self.state = getattr(self, "_" + name)(getattr(body, name))
+            except PowerLeaseRefused as e:  # another session owns the power path, or the watchdog took it
+                self.notes.append(str(e))
+                res, end = self._failed(res_name, "FAILED"), True
         header = self.HEADER(self.session_id)
         if self.response_signature is not None:
             header.Signature = self.response_signature

@@ -34,10 +34,14 @@ NEXT: dict[str, set[str]] = {
     "PreChargeReq": {"PreChargeReq", "PowerDeliveryReq", "SessionStopReq"},
     "PowerDeliveryReq:on": {"CurrentDemandReq", "PowerDeliveryReq", "SessionStopReq"},
     "CurrentDemandReq": {"CurrentDemandReq", "PowerDeliveryReq", "SessionStopReq"},
+    # ReadyToChargeState=false again is harmless; true again is refused (_READY_FROM)
     "PowerDeliveryReq:off": {"WeldingDetectionReq", "SessionStopReq", "PowerDeliveryReq"},
     "WeldingDetectionReq": {"WeldingDetectionReq", "SessionStopReq"},
 }
 
+#: where PowerDelivery may close the contactors (ReadyToChargeState=true): after pre-charge, or repeated.
+#: never after it opened them (power again would skip a new cable check and pre-charge)
+_READY_FROM = frozenset({"PreChargeReq", "PowerDeliveryReq:on"})
 
 
 def pv(x: float, unit: str) -> t.PhysicalValueType:
@@ -104,6 +108,8 @@ class DinSession(DcSession):
 
     def _PowerDeliveryReq(self, req: b.PowerDeliveryReqType):
         on = bool(req.ReadyToChargeState)
+        if on and self.state not in _READY_FROM:
+            return self._failed("PowerDeliveryRes", "FAILED_SequenceError"), True, self.state
         self.hardware.set_contactors(on)
         if not on:
             self.hardware.set_dc_target(0, 0)

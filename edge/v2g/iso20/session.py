@@ -39,6 +39,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 import exi
+from edge.chargingpoint import PowerLeaseRefused
 from edge.hardware import ChargerHardware
 from edge.v2g.pnc import ContractChain, PlugAndCharge
 from edge.v2g.session import SessionEnd
@@ -246,7 +247,11 @@ class Iso20DcSession(SessionEnd):
         elif name not in self.NEXT[self.state]:
             res, end = self._failed(name, "FAILED_SequenceError"), True
         else:
-            res, end, self.state = getattr(self, "_" + name)(msg)
+            try:
+                res, end, self.state = getattr(self, "_" + name)(msg)
+            except PowerLeaseRefused as e:  # another session owns the power path, or the watchdog took it
+                self.notes.append(str(e))
+                res, end = self._failed(name, "FAILED"), True
         signature = res.Header.Signature if res.Header is not None else None  # a signed response keeps its signature
         res.Header = header(self.session_id, self.wall_clock(), signature)
         out = exi.encode(schema, res)
