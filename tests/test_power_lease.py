@@ -142,6 +142,9 @@ def test_din_power_delivery_again_after_stopping_is_refused() -> None:
     assert req(0.8, PowerDeliveryReq=b.PowerDeliveryReqType(False, None, ready))[0] == "OK" and not hw.closed
     code, end = req(0.9, PowerDeliveryReq=b.PowerDeliveryReqType(True, None, ready))
     assert (code, end) == ("FAILED_SequenceError", True) and not hw.closed
+    # after a failure the session is over, whatever its state allowed before (the shell's flag hid this)
+    assert req(1.0, WeldingDetectionReq=b.WeldingDetectionReqType(status)) == ("FAILED_SequenceError", True)
+    assert req(1.1, SessionStopReq=b.SessionStopType()) == ("FAILED_SequenceError", True)
 
 
 def charging(timers: PowerSafetyTimers | None = None) -> tuple[SimulatedCharger, ChargingPoint, DinCar,

@@ -86,7 +86,9 @@ class V2gSession(SessionEnd):
         self._now = now
         self.header, self.response_signature = msg.Header, None
         res_name = name[:-3] + "Res"
-        if name != "SessionSetupReq" and msg.Header.SessionID != self.session_id:
+        if self.done:  # stopped, paused or failed: nothing more is done, whatever the state says
+            res, end = self._failed(res_name, "FAILED_SequenceError"), True
+        elif name != "SessionSetupReq" and msg.Header.SessionID != self.session_id:
             res, end = self._failed(res_name, "FAILED_UnknownSession"), True
         elif name not in self.NEXT[self.state]:
             res, end = self._failed(res_name, "FAILED_SequenceError"), True

@@ -242,7 +242,9 @@ class Iso20DcSession(SessionEnd):
         self._now, self.request_header = now, msg.Header
         if msg.Header.TimeStamp is not None:
             self.ev_clock_offset = msg.Header.TimeStamp - self.wall_clock()
-        if name != "SessionSetupReq" and msg.Header.SessionID != self.session_id:
+        if self.done:  # stopped, paused or failed: nothing more is done, whatever the state says
+            res, end = self._failed(name, "FAILED_SequenceError"), True
+        elif name != "SessionSetupReq" and msg.Header.SessionID != self.session_id:
             res, end = self._failed(name, "FAILED_UnknownSession"), True
         elif name not in self.NEXT[self.state]:
             res, end = self._failed(name, "FAILED_SequenceError"), True
