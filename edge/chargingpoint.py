@@ -88,9 +88,11 @@ class ChargingPoint:
         hw.set_ac_current_limit(0)
         self._set_contactors(False, reason)
         self.ramping_since = None
+        self.mode = None  # the next holder says what it drives
 
     def shutdown(self, reason: str) -> None:
-        """Everything off, whoever holds the lease (SIGTERM, a board fault); one log line."""
+        """Everything off, whoever holds the lease (SIGTERM, a board fault): one "power off" line (and the
+        contactor line when they were closed)."""
         holder = self.holder
         if holder is not None:
             holder.revoked = reason
