@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, ClassVar
@@ -17,14 +18,41 @@ from edge.v2g.physical import to_physical
 from edge.v2g.timers import SessionTimers, note_response_time
 
 
-class SessionEnd:
-    """What every session core does once a response is encoded, whatever its protocol: record the time
-    it took against its budget, and when the session is over, switch the power off."""
+class SessionCore:
+    """What every session core does around a request, whatever its protocol: the checks before its
+    handler (session over, SessionID, sequence) and the power lease refusal in one place
+    (:meth:`_respond`); after the response, the time it took against its budget and, when the session
+    is over, the power off (:meth:`_finish`)."""
 
+    NEXT: ClassVar[dict[str, set[str]]]
     hardware: ChargerHardware
     timers: SessionTimers | None
     stats: dict[str, list[float]]
+    notes: list[str]
+    state: str
+    session_id: bytes
     done: bool
+    _failed: Callable[[str, str], Any]  # each protocol's response of the right type carrying a failure code
+
+    def _respond(self, name: str, session_id: bytes | None, failed_as: str, handler: Callable[[Any], Any],
+                 request: Any) -> tuple[Any, bool]:
+        """The response to request ``name`` and whether the session ends: refused when the session is over
+        (stopped, paused or failed, whatever the state says), for a foreign SessionID or out of sequence;
+        else ``handler(request)``, whose power commands may be refused by the charging point's lease
+        (another session owns the power, or the watchdog took it back): answered FAILED. ``failed_as`` is
+        what the protocol's ``_failed`` takes (the response name for DIN/-2, the request for -20)."""
+        if self.done:
+            return self._failed(failed_as, "FAILED_SequenceError"), True
+        if name != "SessionSetupReq" and session_id != self.session_id:
+            return self._failed(failed_as, "FAILED_UnknownSession"), True
+        if name not in self.NEXT[self.state]:
+            return self._failed(failed_as, "FAILED_SequenceError"), True
+        try:
+            res, end, self.state = handler(request)
+        except PowerLeaseRefused as e:
+            self.notes.append(str(e))
+            return self._failed(failed_as, "FAILED"), True
+        return res, end
 
     def _finish(self, request: str, started: float, end: bool) -> None:
         used = time.perf_counter() - started
@@ -42,7 +70,7 @@ class SessionEnd:
 
 
 @dataclass
-class V2gSession(SessionEnd):
+class V2gSession(SessionCore):
     PROTO: ClassVar[str]
     B: ClassVar[ModuleType]  # the protocol's MsgBody model module
     T: ClassVar[ModuleType]  # its MsgDataTypes model module
@@ -86,18 +114,7 @@ class V2gSession(SessionEnd):
         self._now = now
         self.header, self.response_signature = msg.Header, None
         res_name = name[:-3] + "Res"
-        if self.done:  # stopped, paused or failed: nothing more is done, whatever the state says
-            res, end = self._failed(res_name, "FAILED_SequenceError"), True
-        elif name != "SessionSetupReq" and msg.Header.SessionID != self.session_id:
-            res, end = self._failed(res_name, "FAILED_UnknownSession"), True
-        elif name not in self.NEXT[self.state]:
-            res, end = self._failed(res_name, "FAILED_SequenceError"), True
-        else:
-            try:
-                res, end, self.state = getattr(self, "_" + name)(getattr(body, name))
-            except PowerLeaseRefused as e:  # another session owns the power path, or the watchdog took it
-                self.notes.append(str(e))
-                res, end = self._failed(res_name, "FAILED"), True
+        res, end = self._respond(name, msg.Header.SessionID, res_name, getattr(self, "_" + name), getattr(body, name))
         header = self.HEADER(self.session_id)
         if self.response_signature is not None:
             header.Signature = self.response_signature

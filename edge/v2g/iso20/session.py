@@ -39,10 +39,9 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 import exi
-from edge.chargingpoint import PowerLeaseRefused
 from edge.hardware import ChargerHardware
 from edge.v2g.pnc import ContractChain, PlugAndCharge
-from edge.v2g.session import SessionEnd
+from edge.v2g.session import SessionCore
 from edge.v2g.timers import ISO20 as ISO20_TIMERS
 from edge.v2g.timers import SessionTimers
 from exi.model import iso20_commonmessages as cm
@@ -174,7 +173,7 @@ class EvDcLimits:
 
 
 @dataclass
-class Iso20DcSession(SessionEnd):
+class Iso20DcSession(SessionCore):
     PROTO: ClassVar[str] = "iso20-dc"
     NEXT: ClassVar[dict[str, set[str]]] = NEXT
     DEFAULT_TIMERS: ClassVar[SessionTimers] = ISO20_TIMERS
@@ -242,18 +241,7 @@ class Iso20DcSession(SessionEnd):
         self._now, self.request_header = now, msg.Header
         if msg.Header.TimeStamp is not None:
             self.ev_clock_offset = msg.Header.TimeStamp - self.wall_clock()
-        if self.done:  # stopped, paused or failed: nothing more is done, whatever the state says
-            res, end = self._failed(name, "FAILED_SequenceError"), True
-        elif name != "SessionSetupReq" and msg.Header.SessionID != self.session_id:
-            res, end = self._failed(name, "FAILED_UnknownSession"), True
-        elif name not in self.NEXT[self.state]:
-            res, end = self._failed(name, "FAILED_SequenceError"), True
-        else:
-            try:
-                res, end, self.state = getattr(self, "_" + name)(msg)
-            except PowerLeaseRefused as e:  # another session owns the power path, or the watchdog took it
-                self.notes.append(str(e))
-                res, end = self._failed(name, "FAILED"), True
+        res, end = self._respond(name, msg.Header.SessionID, name, getattr(self, "_" + name), msg)
         signature = res.Header.Signature if res.Header is not None else None  # a signed response keeps its signature
         res.Header = header(self.session_id, self.wall_clock(), signature)
         out = exi.encode(schema, res)
