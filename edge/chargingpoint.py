@@ -196,7 +196,7 @@ class LeasedHardware:
             self.point._claim(self)
             self.point._set_contactors(True, f"{self.label} asked for power")
         elif self.holds_lease:
-            self.point._set_contactors(False, f"{self.label} stopped")
+            self.point._set_contactors(False, f"{self.label}: its session switched off")
 
     def set_dc_target(self, voltage: float, current: float) -> None:
         if voltage > 0 or current > 0:

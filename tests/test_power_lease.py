@@ -77,7 +77,7 @@ def test_other_connections_cannot_cut_or_take_the_power(protocol: str) -> None:
         assert hw.closed and config.point.holder is conn.power
 
     run(car, conn, each=mid_charge)
-    assert intruders and "FAILED" in intruders[0] and ("CableCheck" in intruders[0] or "Cable" in intruders[0])
+    assert intruders and "CableCheckRes failed: FAILED" in intruders[0], intruders
     assert car.stopped_cleanly and car.soc >= 40.6
     energies = [wh for _, wh in seen]
     assert energies[-1] > energies[0] and energies == sorted(energies)  # kept rising through the intrusions
@@ -231,6 +231,16 @@ def test_every_contactor_change_is_one_info_line(caplog) -> None:
     lines = [r.getMessage() for r in caplog.records if "contactors" in r.getMessage()]
     assert len(lines) == 2 and "closed" in lines[0] and "open" in lines[1], lines
     assert all(line.startswith("evse: contactors") and "connection #1" in line for line in lines)
+
+
+def test_a_car_gone_mid_charge_is_the_reason_in_the_contactor_line(caplog) -> None:
+    caplog.set_level(logging.INFO, "edge.power")
+    hw, point, _, conn, _ = charging()
+    conn.connection_lost("connection broken: [Errno 104] Connection reset by peer")
+    assert not hw.closed and point.holder is None
+    lines = [r.getMessage() for r in caplog.records if "contactors open" in r.getMessage()]
+    assert lines == ["cp1: contactors open (connection ended: connection broken: [Errno 104] Connection reset by "
+                     "peer)"]
 
 
 def test_admission_evicts_idle_connections_first_and_never_a_session() -> None:

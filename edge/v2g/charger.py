@@ -154,9 +154,7 @@ class ChargerConnection:
         """The connection ended (the car went away, a timeout, an error): if its session held the power
         lease, no power flows any more; any other connection's end changes nothing. A session that did
         not reach SessionStop is recorded as aborted."""
-        if self.session is not None:
-            self.session.power_off()  # through the lease: a no-op unless this session holds the power
-        self.power.release(f"connection ended: {reason}")
+        self.power.release(f"connection ended: {reason}")  # power off if this connection held the lease
         aborted = self.session is not None and not self.session.done
         self.ended = f"aborted: {reason}" if aborted else reason
         if self.session is not None and self.session.timers is not None:
