@@ -36,7 +36,11 @@ DYNAMIC_PORTS = range(49152, 65536)
 
 
 class ConnectionHandler(Protocol):
-    """One per connection: returns the response message, or None to close the connection."""
+    """One per connection: returns the response message, or None to close the connection.
+
+    Optional, used when present (:class:`edge.v2g.charger.ChargerConnection` has them all):
+    ``idle_timeout`` (the sequence timeout now), ``connection_lost(reason)``, ``set_peer(peer)``,
+    ``tls_established(version, peer_certificate)`` and ``in_session`` (never evicted while true)."""
 
     def handle(self, message: V2gtpMessage, now: float) -> V2gtpMessage | None: ...
 
@@ -205,7 +209,7 @@ async def tls_handshake(stream: trio.abc.Stream, ssl_context: ssl.SSLContext, ti
             why = f"failed: {reason.replace('_', ' ').lower() if reason else cause or e}"
     if handshake.cancelled_caught:
         why = f"not completed within {timeout:g} s"
-    (quiet or RateLimitedLog(log)).warning("TLS handshake with %s %s; connection closed", peer, why)
+    (quiet.warning if quiet is not None else log.warning)("TLS handshake with %s %s; connection closed", peer, why)
     await trio.aclose_forcefully(tls)
     return None
 
