@@ -133,9 +133,17 @@ def _timer_arg(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected NAME=SECONDS, got {text!r}") from None
 
 
+def _require_interface(name: str) -> None:
+    import socket
+
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        raise ValueError(f"no network interface {name!r}") from None
+
+
 def _secc_command(args: argparse.Namespace) -> int:
     import logging
-    import socket
 
     import trio
 
@@ -157,15 +165,14 @@ def _secc_command(args: argparse.Namespace) -> int:
             # one TLS port: -2 cars get TLS 1.2 and the P-256 chain, -20 cars TLS 1.3 and a -20 chain
             ssl_context = server_context_combined(args.pki, client_auth=ClientAuth(args.client_auth),
                                                   keylog=args.keylog)
-        try:
-            socket.if_nametoindex(args.iface)
-        except OSError:
-            raise ValueError(f"no network interface {args.iface!r}") from None
+        _require_interface(args.iface)
         from edge.v2g.timers import PowerSafetyTimers
 
-        if args.watchdog is not None and args.watchdog <= 0:
-            raise ValueError("--watchdog must be a positive number of seconds")
-        safety = PowerSafetyTimers(communication_watchdog=args.watchdog if args.watchdog else 1.0)
+        safety = PowerSafetyTimers()
+        if args.watchdog is not None:
+            if args.watchdog <= 0:
+                raise ValueError("--watchdog must be a positive number of seconds")
+            safety = PowerSafetyTimers(communication_watchdog=args.watchdog)
         point = ChargingPoint(SimulatedCharger(), name=args.iface, timers=safety)
         config = EvseConfig(receipt_interval=args.receipt_interval, point=point)
         if args.pnc:
@@ -248,17 +255,13 @@ def _session_failure(e: BaseException) -> str | None:
 
 
 def _ev_command(args: argparse.Namespace) -> int:
-    import socket
 
     import trio
 
     from edge.ev.run import run_ev
 
     try:
-        try:
-            socket.if_nametoindex(args.iface)
-        except OSError:
-            raise ValueError(f"no network interface {args.iface!r}") from None
+        _require_interface(args.iface)
         car = _ev_car(args)
         ssl_context = None
         if args.tls and args.protocol == "iso20":  # TLS 1.3, presenting the folder's OEM chain
