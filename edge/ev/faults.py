@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import trio
 
-from edge.ev import request_payload_type
+from edge.ev import drive
 from edge.ev.base import SessionFailed, SimulatedCar
 from edge.ev.connect import open_v2g_stream
-from edge.v2g.v2gtp import V2gtpDecoder, frame
 
 
 class FreezingStream(trio.abc.Stream):
@@ -39,22 +38,10 @@ class FreezingStream(trio.abc.Stream):
 
 async def second_car(host: str, port: int, car: SimulatedCar, scope_id: int = 0) -> str:
     """Another car's session on the same charging point, as far as the charger lets it go: what ended it
-    (the request the charger refused and its code, or that it closed the connection)."""
-    stream = await open_v2g_stream(host, port, scope_id)
-    decoder = V2gtpDecoder()
-    async with stream:
-        request: bytes | None = car.start()
-        while request is not None:
-            await stream.send_all(frame(request_payload_type(car), request))
-            messages = []
-            while not messages:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return f"connection closed after {car.log[-1] if car.log else 'supportedAppProtocolReq'}"
-                messages = decoder.feed(data)
-            try:
-                request = car.handle(messages[0].payload, trio.current_time())
-            except SessionFailed as e:
-                return str(e)
+    (the response that refused it and its code, or that the charger closed the connection)."""
+    async with await open_v2g_stream(host, port, scope_id) as stream:
+        try:
+            await drive(stream, car, loop_period=0, step=0)
+        except (SessionFailed, ConnectionError) as e:
+            return str(e)
     return "stopped"
-
