@@ -1,6 +1,7 @@
-"""What the DIN SPEC 70121 and ISO 15118-2 sessions share: the request loop (decode, SessionID and
-sequence checks, dispatch, encode, budgets) and failure responses. Each protocol's module gives its
-message modules, its sequence table (``NEXT``) and its handlers; :mod:`edge.v2g.dc` adds the DC ones."""
+"""What every session core shares (:class:`SessionCore`: the checks before a handler, the power-lease
+refusal, budgets and power-off after it; -20 uses it too), and what DIN SPEC 70121 and ISO 15118-2 share
+besides (:class:`V2gSession`: the V2G_Message loop and failure responses). Each protocol's module gives
+its message modules, its sequence table (``NEXT``) and its handlers; :mod:`edge.v2g.dc` adds the DC ones."""
 
 from __future__ import annotations
 
