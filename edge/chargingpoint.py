@@ -182,6 +182,9 @@ class LeasedHardware:
     def energy_wh(self) -> float:
         return self.point.hardware.energy_wh()
 
+    def energy_exported_wh(self) -> float:
+        return self.point.hardware.energy_exported_wh()
+
     # ------------------------------------------------------------------ commands
     def set_pwm(self, duty_percent: float) -> None:
         self.point._claim(self)
@@ -199,14 +202,14 @@ class LeasedHardware:
             self.point._set_contactors(False, f"{self.label}: its session switched off")
 
     def set_dc_target(self, voltage: float, current: float) -> None:
-        if voltage > 0 or current > 0:
+        if voltage > 0 or current != 0:  # current < 0 is export: power too
             self.point._claim(self, "dc")
         elif not self.holds_lease:
             return  # "off" from a session without the lease: not its power
         self.point.hardware.set_dc_target(voltage, current)
 
     def set_ac_current_limit(self, current: float) -> None:
-        if current > 0:
+        if current != 0:
             self.point._claim(self, "ac")
         elif not self.holds_lease:
             return

@@ -46,24 +46,24 @@ def _din(session_id: bytes, **body) -> bytes:
 
 def test_wrong_order_is_a_sequence_error_and_ends_the_session() -> None:
     s = DinSession(SimulatedCharger())
-    out, end = s.handle(_din(b"\x00", SessionSetupReq=b.SessionSetupReqType(b"\x01" * 6)), 0.1)
+    _, out, end = s.handle(0x8001, _din(b"\x00", SessionSetupReq=b.SessionSetupReqType(b"\x01" * 6)), 0.1)
     sid = exi.decode("din", out).Header.SessionID
     status = t.DC_EVStatusType(True, None, None, "NO_ERROR", 50)
-    out, end = s.handle(_din(sid, CableCheckReq=b.CableCheckReqType(status)), 0.2)
+    _, out, end = s.handle(0x8001, _din(sid, CableCheckReq=b.CableCheckReqType(status)), 0.2)
     res = exi.decode("din", out).Body.CableCheckRes
     assert res.ResponseCode == "FAILED_SequenceError" and end
 
 
 def test_unknown_session_id() -> None:
     s = DinSession(SimulatedCharger())
-    s.handle(_din(b"\x00", SessionSetupReq=b.SessionSetupReqType(b"\x01" * 6)), 0.1)
-    out, end = s.handle(_din(b"\x99" * 8, ServiceDiscoveryReq=b.ServiceDiscoveryReqType()), 0.2)
+    s.handle(0x8001, _din(b"\x00", SessionSetupReq=b.SessionSetupReqType(b"\x01" * 6)), 0.1)
+    _, out, end = s.handle(0x8001, _din(b"\x99" * 8, ServiceDiscoveryReq=b.ServiceDiscoveryReqType()), 0.2)
     assert exi.decode("din", out).Body.ServiceDiscoveryRes.ResponseCode == "FAILED_UnknownSession" and end
 
 
 def test_malformed_exi_ends_without_a_response() -> None:
     s = DinSession(SimulatedCharger())
-    assert s.handle(b"\x80\xff\xff", 0.1) == (None, True)
+    assert s.handle(0x8001, b"\x80\xff\xff", 0.1)[1:] == (None, True)
 
 
 def test_sequence_table_covers_every_state() -> None:

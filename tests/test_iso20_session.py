@@ -34,7 +34,7 @@ from edge.v2g.iso20.messages import (
     rational,
     response_class,
 )
-from edge.v2g.iso20.session import NEXT, Iso20DcSession, Iso20PausedSessions
+from edge.v2g.iso20.session import NEXT, STEPS, Iso20DcSession, Iso20PausedSessions
 from edge.v2g.v2gtp import PayloadType, V2gtpMessage
 from exi.model import iso20_commonmessages as cm
 from exi.model import iso20_commontypes as ct
@@ -115,11 +115,15 @@ class Car:
 
     def services(self, parameter_set: int = 1) -> None:
         disc = self.send(cm.ServiceDiscoveryReqType())
-        assert disc.ResponseCode == "OK" and [s.ServiceID for s in disc.EnergyTransferServiceList.Service] == [2]
+        offered = [6, 2] if self.session.hardware.dc_limits().bidirectional else [2]  # DC_BPT first when possible
+        assert disc.ResponseCode == "OK" and [s.ServiceID for s in disc.EnergyTransferServiceList.Service] == offered
         assert disc.ServiceRenegotiationSupported is False
         detail = self.send(cm.ServiceDetailReqType(ServiceID=2))
         params = {p.Name: p.intValue for p in detail.ServiceParameterList.ParameterSet[0].Parameter}
         assert params == {"Connector": 2, "ControlMode": 1, "MobilityNeedsMode": 1, "Pricing": 0}
+        if not self.session.resumed:  # a resumed session offers only the set it had
+            dynamic = {p.Name: p.intValue for p in detail.ServiceParameterList.ParameterSet[1].Parameter}
+            assert dynamic == {"Connector": 2, "ControlMode": 2, "MobilityNeedsMode": 2, "Pricing": 0}
         chosen = cm.SelectedServiceType(ServiceID=2, ParameterSetID=parameter_set)
         assert self.send(cm.ServiceSelectionReqType(SelectedEnergyTransferService=chosen)).ResponseCode == "OK"
 
@@ -231,7 +235,7 @@ def test_every_failure_response_is_encodable() -> None:
 
 def test_the_table_names_only_known_requests_and_states() -> None:
     for state, allowed in NEXT.items():
-        assert allowed <= set(REQUESTS), state
+        assert allowed <= set(STEPS.values()), state
         assert "SessionStopReq" in allowed or state == "start", state
 
 
@@ -331,7 +335,7 @@ def test_service_detail_and_selection_refusals() -> None:
     res = car.send(cm.ServiceDetailReqType(ServiceID=6))  # DC_BPT: not offered
     assert res.ResponseCode == "FAILED_ServiceIDInvalid" and res.ServiceID == 6 and car.ended
 
-    for selected, code in [(cm.SelectedServiceType(ServiceID=2, ParameterSetID=2), "FAILED_ServiceSelectionInvalid"),
+    for selected, code in [(cm.SelectedServiceType(ServiceID=2, ParameterSetID=3), "FAILED_ServiceSelectionInvalid"),
                            (cm.SelectedServiceType(ServiceID=1, ParameterSetID=1), "FAILED_ServiceSelectionInvalid"),
                            (cm.SelectedServiceType(ServiceID=65, ParameterSetID=1),  # Internet: a VAS
                             "FAILED_NoEnergyTransferServiceSelected")]:

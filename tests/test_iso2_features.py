@@ -84,7 +84,7 @@ class Car:
         header = MessageHeaderType(self.sid, None, self.signature)
         self.signature = None
         request = exi.encode("iso2", V2G_Message(header, BodyType(**{name: req})))
-        out, self.ended = self.session.handle(request, self.now)
+        _, out, self.ended = self.session.handle(0x8001, request, self.now)
         msg = exi.decode("iso2", out)
         self.sid = msg.Header.SessionID
         self.header = msg.Header

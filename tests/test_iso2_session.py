@@ -45,9 +45,9 @@ def _iso2(sid: bytes, **body) -> bytes:
 
 def test_power_delivery_start_before_precharge_is_a_sequence_error() -> None:
     s = Iso2Session(SimulatedCharger())
-    out, _ = s.handle(_iso2(b"\x00", SessionSetupReq=b.SessionSetupReqType(b"\x01" * 6)), 0.1)
+    _, out, _ = s.handle(0x8001, _iso2(b"\x00", SessionSetupReq=b.SessionSetupReqType(b"\x01" * 6)), 0.1)
     sid = exi.decode("iso2", out).Header.SessionID
-    out, end = s.handle(_iso2(sid, PowerDeliveryReq=b.PowerDeliveryReqType("Start", 1)), 0.2)
+    _, out, end = s.handle(0x8001, _iso2(sid, PowerDeliveryReq=b.PowerDeliveryReqType("Start", 1)), 0.2)
     assert exi.decode("iso2", out).Body.PowerDeliveryRes.ResponseCode == "FAILED_SequenceError" and end
 
 

@@ -119,14 +119,15 @@ def test_din_power_delivery_again_after_stopping_is_refused() -> None:
     s = DinSession(hw)
 
     def req(now: float, **body) -> tuple[str, bool]:
-        out, end = s.handle(exi.encode("din", V2G_Message(MessageHeaderType(s.session_id), BodyType(**body))), now)
+        message = V2G_Message(MessageHeaderType(s.session_id), BodyType(**body))
+        _, out, end = s.handle(0x8001, exi.encode("din", message), now)
         body_out = exi.decode("din", out).Body
         res = getattr(body_out, next(iter(body)).replace("Req", "Res"))
         return res.ResponseCode, end
 
     status = t.DC_EVStatusType(True, None, None, "NO_ERROR", 50)
     pv = s.pv
-    s.handle(exi.encode("din", V2G_Message(MessageHeaderType(b"\x00"), BodyType(
+    s.handle(0x8001, exi.encode("din", V2G_Message(MessageHeaderType(b"\x00"), BodyType(
         SessionSetupReq=b.SessionSetupReqType(b"\x01" * 6)))), 0.0)
     assert req(0.1, ServiceDiscoveryReq=b.ServiceDiscoveryReqType())[0] == "OK"
     assert req(0.2, ServicePaymentSelectionReq=b.ServicePaymentSelectionReqType(

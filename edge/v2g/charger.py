@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import exi
 from edge.chargingpoint import ChargingPoint, LeasedHardware
+from edge.controller import ChargingController
 from edge.hardware import ChargerHardware
 
 from . import sap
@@ -20,7 +21,8 @@ from .din.session import DinSession
 from .iso2.session import Iso2Session, PausedSessions
 from .iso20.session import Iso20DcSession, Iso20PausedSessions
 from .pnc import PlugAndCharge
-from .session import V2gSession
+from .power import SignConvention
+from .session import SessionCore
 from .timers import SessionTimers, budget_report
 from .v2gtp import PayloadType, V2gtpMessage
 
@@ -48,6 +50,8 @@ class EvseConfig:
     # how long a new connection may stay silent before its supportedAppProtocolReq (no session timers yet)
     setup_timeout: float = SessionTimers().sequence_timeout
     point: ChargingPoint | None = None  # the power lease and watchdog of the charging point (made at first use)
+    controller: ChargingController = field(default_factory=ChargingController)  # what a car may get now
+    signs: SignConvention = field(default_factory=SignConvention)  # how cars here write discharge values (a quirk)
 
     def charging_point(self, hardware: ChargerHardware, name: str = "evse") -> ChargingPoint:
         """The charging point every connection sharing this config drives: one power lease for all
@@ -67,7 +71,7 @@ class ChargerConnection:
     tls: bool = False  # the connection is TLS-protected (PnC is offered only then)
     tls_version: str | None = None  # "TLSv1.2" / "TLSv1.3" once the handshake is done (server shell)
     vehicle_certificate: bytes | None = None  # -20 over TLS 1.3: the car's leaf (DER), when it sent one
-    session: V2gSession | Iso20DcSession | None = None
+    session: SessionCore | None = None
     protocol: sap.Protocol | None = None
     closing: bool = False
     ended: str | None = None  # why the connection ended, once it has
@@ -85,17 +89,17 @@ class ChargerConnection:
         """A session is going on (the server never evicts such a connection to admit another)."""
         return self.session is not None and not self.session.done
 
-    def _new_session(self, name: str) -> V2gSession | Iso20DcSession:
-        timers = self.config.timers.get(name)
+    def _new_session(self, name: str) -> SessionCore:
+        config = self.config
+        common = {"timers": config.timers.get(name), "controller": config.controller, "signs": config.signs}
         if name == "din":
-            return DinSession(self.power, timers=timers)
-        pnc = self.config.pnc if (self.tls or self.config.pnc_without_tls) else None
-        if name == "iso20-dc":
-            return Iso20DcSession(self.power, timers=timers, evse_id=self.config.evse_id, pnc=pnc,
-                                  receipt_interval=self.config.receipt_interval,
-                                  paused_sessions=self.config.paused_iso20)
-        return Iso2Session(self.power, timers=timers, evse_id=self.config.evse_id, pnc=pnc,
-                           receipt_interval=self.config.receipt_interval, paused_sessions=self.config.paused)
+            return DinSession(self.power, **common)
+        pnc = config.pnc if (self.tls or config.pnc_without_tls) else None
+        if name.startswith("iso20"):
+            return Iso20DcSession(self.power, **common, evse_id=config.evse_id, pnc=pnc,
+                                  receipt_interval=config.receipt_interval, paused_sessions=config.paused_iso20)
+        return Iso2Session(self.power, **common, evse_id=config.evse_id, pnc=pnc,
+                           receipt_interval=config.receipt_interval, paused_sessions=config.paused)
 
     def enabled_protocols(self) -> list[sap.Protocol]:
         """What this connection offers in supportedAppProtocol: the configured protocols we have a session
@@ -114,10 +118,8 @@ class ChargerConnection:
     def idle_timeout(self) -> float:
         """How long the next request may take (V2G_SECC_Sequence_Timeout), which the server enforces: the
         session's timers (-20: 0.5 s after a ChargeLoopRes), before a session the config's setup timeout."""
-        if isinstance(self.session, Iso20DcSession):
+        if self.session is not None:
             return self.session.sequence_timeout()
-        if self.session is not None and self.session.timers is not None:
-            return self.session.timers.sequence_timeout
         return self.config.setup_timeout
 
     def handle(self, message: V2gtpMessage, now: float) -> V2gtpMessage | None:
@@ -137,12 +139,7 @@ class ChargerConnection:
                 self.protocol = result.protocol
                 self.session = self._new_session(result.protocol.name)
             return V2gtpMessage(PayloadType.EXI, exi.encode("apphand", result.response))
-        if isinstance(self.session, Iso20DcSession):
-            payload_type, out, end = self.session.handle(message.payload_type, message.payload, now)
-        elif message.payload_type != PayloadType.EXI:
-            return None
-        else:
-            payload_type, (out, end) = PayloadType.EXI, self.session.handle(message.payload, now)
+        payload_type, out, end = self.session.handle(message.payload_type, message.payload, now)
         if end:  # stopped, paused or failed: its power lease (if it had one) goes with it
             self.power.release("session ended")
         if out is None:

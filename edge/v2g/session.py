@@ -1,7 +1,14 @@
-"""What every session core shares (:class:`SessionCore`: the checks before a handler, the power-lease
-refusal, budgets and power-off after it; -20 uses it too), and what DIN SPEC 70121 and ISO 15118-2 share
-besides (:class:`V2gSession`: the V2G_Message loop and failure responses). Each protocol's module gives
-its message modules, its sequence table (``NEXT``) and its handlers; :mod:`edge.v2g.dc` adds the DC ones."""
+"""The one session contract and loop every protocol shares (:class:`SessionCore`), and what DIN SPEC 70121
+and ISO 15118-2 share besides (:class:`V2gSession`: the V2G_Message envelope and failure responses).
+
+Every session core has the same shape: ``handle(payload_type, payload, now)`` -> the response's payload
+type, the response (None: close without answering) and whether the session is over. The loop is written
+once here: decode (each protocol's :meth:`SessionCore._decode`), the checks before a handler (session
+over, SessionID, sequence: ``NEXT``), the power-lease refusal, encode, the response time against its
+budget, power-off at the end. Each protocol gives its message modules, its sequence table ``NEXT`` (the
+state a handler leads to is checked to be a key of it) and its handlers; :mod:`edge.v2g.dc` adds the DC
+ones of DIN and -2, :mod:`edge.v2g.power` makes every power decision, :mod:`edge.controller` says what
+the car may get. Randomness (SessionID, GenChallenge) comes from ``random``, injectable for tests."""
 
 from __future__ import annotations
 
@@ -14,136 +21,203 @@ from typing import Any, ClassVar
 
 import exi
 from edge.chargingpoint import PowerLeaseRefused
+from edge.controller import ChargingController, PowerCommand
 from edge.hardware import ChargerHardware
 from edge.v2g.physical import to_physical
+from edge.v2g.power import PowerRefused, PowerStage, SignConvention
 from edge.v2g.timers import SessionTimers, note_response_time
+from edge.v2g.v2gtp import PayloadType
 
 
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One decoded request as the loop sees it."""
+
+    name: str  # the message's own name ("DC_ChargeLoopReq")
+    step: str  # its name in the NEXT table (-20: "ChargeLoopReq" for AC_ and DC_ alike)
+    session_id: bytes | None
+    message: Any  # what the handler gets
+    payload_type: int  # the response goes back with this payload type
+
+
+@dataclass
 class SessionCore:
-    """What every session core does around a request, whatever its protocol: the checks before its
-    handler (session over, SessionID, sequence) and the power lease refusal in one place
-    (:meth:`_respond`); after the response, the time it took against its budget and, when the session
-    is over, the power off (:meth:`_finish`)."""
+    """The loop and checks every protocol shares (see the module docstring)."""
 
     NEXT: ClassVar[dict[str, set[str]]]
-    hardware: ChargerHardware
-    timers: SessionTimers | None
-    stats: dict[str, list[float]]
-    notes: list[str]
-    state: str
-    session_id: bytes
-    done: bool
-    _failed: Callable[[str, str], Any]  # each protocol's response of the right type carrying a failure code
+    DEFAULT_TIMERS: ClassVar[SessionTimers]
+    #: states after which -20's short charge-loop sequence timeout applies
+    LOOP_STATES: ClassVar[frozenset[str]] = frozenset()
+    SESSION_ID_BYTES: ClassVar[int] = 8
 
-    def _respond(self, name: str, session_id: bytes | None, failed_as: str, handler: Callable[[Any], Any],
-                 request: Any) -> tuple[Any, bool]:
-        """The response to request ``name`` and whether the session ends: refused when the session is over
-        (stopped, paused or failed, whatever the state says), for a foreign SessionID or out of sequence;
-        else ``handler(request)``, whose power commands may be refused by the charging point's lease
-        (another session owns the power, or the watchdog took it back): answered FAILED. ``failed_as`` is
-        what the protocol's ``_failed`` takes (the response name for DIN/-2, the request for -20)."""
+    hardware: ChargerHardware
+    timers: SessionTimers | None = None
+    controller: ChargingController = field(default_factory=ChargingController)
+    signs: SignConvention = field(default_factory=SignConvention)  # how this car writes discharge values (a quirk)
+    random: Callable[[int], bytes] = os.urandom  # SessionID, GenChallenge
+    state: str = "start"
+    session_id: bytes = b""
+    done: bool = False
+    stats: dict[str, list[float]] = field(default_factory=dict)  # request -> response times used (s)
+    notes: list[str] = field(default_factory=list)  # what went wrong that the response code alone does not say
+    phase_started: dict[str, float] = field(default_factory=dict)  # first request of a timed phase
+    _now: float = 0.0
+    _told_revision: int = -1  # the controller revision the car was last told about
+
+    def __post_init__(self) -> None:
+        if self.timers is None:
+            self.timers = self.DEFAULT_TIMERS
+        if not self.session_id:
+            self.session_id = self._new_session_id()
+        self.power = PowerStage(self.hardware, self.signs, notes=self.notes)
+
+    def _new_session_id(self) -> bytes:
+        session_id = self.random(self.SESSION_ID_BYTES)
+        while not any(session_id):  # all zeros means "no session" in a SessionSetupReq
+            session_id = self.random(self.SESSION_ID_BYTES)
+        return session_id
+
+    # ------------------------------------------------------------------ the loop
+    def handle(self, payload_type: int, payload: bytes, now: float) -> tuple[int, bytes | None, bool]:
+        """One request in; the response's payload type, the response (None: close silently) and
+        whether the session is over."""
+        t0 = time.perf_counter()
+        request = self._decode(payload_type, payload)
+        if request is None:  # nothing this session can answer in: close
+            self.done = True
+            self.power_off()
+            return payload_type, None, True
+        self.hardware.update(now)
+        self._now = now
+        res, end = self._respond(request)
+        out = self._encode(request, res)
+        self._finish(request.name, t0, end)
+        return request.payload_type, out, end
+
+    def _respond(self, request: Request) -> tuple[Any, bool]:
+        """The response and whether the session ends: refused when the session is over (stopped, paused or
+        failed, whatever the state says), for a foreign SessionID or out of sequence; else the handler's,
+        whose power commands may be refused by the charging point's lease (another session owns the
+        power, or the watchdog took it back) or by the board: answered FAILED."""
+        name = request.name
         if self.done:
-            return self._failed(failed_as, "FAILED_SequenceError"), True
-        if name != "SessionSetupReq" and session_id != self.session_id:
-            return self._failed(failed_as, "FAILED_UnknownSession"), True
-        if name not in self.NEXT[self.state]:
-            return self._failed(failed_as, "FAILED_SequenceError"), True
+            return self._failed(name, "FAILED_SequenceError"), True
+        if name != "SessionSetupReq" and request.session_id != self.session_id:
+            return self._failed(name, "FAILED_UnknownSession"), True
+        if request.step not in self.NEXT[self.state]:
+            return self._failed(name, "FAILED_SequenceError"), True
         try:
-            res, end, self.state = handler(request)
-        except PowerLeaseRefused as e:
+            res, end, state = getattr(self, "_" + request.step)(request.message)
+        except (PowerLeaseRefused, PowerRefused) as e:
             self.notes.append(str(e))
-            return self._failed(failed_as, "FAILED"), True
+            return self._failed(name, "FAILED"), True
+        if not end and state not in self.NEXT:  # a handler bug, never a state the next request cannot leave
+            raise AssertionError(f"{type(self).__name__}: {request.step} led to {state!r}, not a NEXT state")
+        self.state = state
         return res, end
 
     def _finish(self, request: str, started: float, end: bool) -> None:
         used = time.perf_counter() - started
         self.stats.setdefault(request, []).append(used)
+        assert self.timers is not None
         note_response_time(self.timers, request, used)
         self.done = end
         if end:
             self.power_off()
 
+    def sequence_timeout(self) -> float:
+        """How long the next request may take (V2G_SECC_Sequence_Timeout); -20: 0.5 s after a ChargeLoopRes."""
+        assert self.timers is not None
+        if self.state in self.LOOP_STATES and self.timers.charge_loop_sequence_timeout is not None:
+            return self.timers.charge_loop_sequence_timeout
+        return self.timers.sequence_timeout
+
     def power_off(self) -> None:
         """No power flows any more (session over, failed, or the car gone)."""
-        self.hardware.set_contactors(False)
-        self.hardware.set_dc_target(0, 0)
-        self.hardware.set_ac_current_limit(0)
+        self.power.off()
 
+    # ------------------------------------------------------------------ what the controller says
+    def command(self) -> PowerCommand:
+        return self.controller.command(self._now)
 
-@dataclass
-class V2gSession(SessionCore):
-    PROTO: ClassVar[str]
-    B: ClassVar[ModuleType]  # the protocol's MsgBody model module
-    T: ClassVar[ModuleType]  # its MsgDataTypes model module
-    MESSAGE: ClassVar[type]
-    BODY: ClassVar[type]
-    HEADER: ClassVar[type]
-    NEXT: ClassVar[dict[str, set[str]]]  # which requests may follow each request (from "start")
-    DEFAULT_TIMERS: ClassVar[SessionTimers]
+    def controller_changed(self) -> bool:
+        """The controller changed its mind since the car was last told (call :meth:`told` once it is)."""
+        return self.controller.revision != self._told_revision
 
-    hardware: ChargerHardware
-    state: str = "start"
-    session_id: bytes = field(default_factory=lambda: os.urandom(8))
-    done: bool = False
-    timers: SessionTimers | None = None
-    phase_started: dict[str, float] = field(default_factory=dict)  # first request of a timed phase
-    stats: dict[str, list[float]] = field(default_factory=dict)  # request -> response times used (s)
-    notes: list[str] = field(default_factory=list)  # what went wrong that the response code alone does not say
-    _now: float = 0.0
-    header: Any = None  # the request's header (its Signature, for PnC)
-    response_signature: Any = None  # a handler's signature for the response header (PnC)
-
-    def __post_init__(self) -> None:
-        if self.timers is None:
-            self.timers = self.DEFAULT_TIMERS
-        self._requests = sorted({n for allowed in self.NEXT.values() for n in allowed})
-
-    def handle(self, payload: bytes, now: float) -> tuple[bytes | None, bool]:
-        """One request in, the response out and whether the session is over; None: close silently."""
-        t0 = time.perf_counter()
-        try:
-            msg = exi.decode(self.PROTO, payload)
-        except exi.DecodeError:
-            self.done = True
-            return None, True
-        body = msg.Body
-        name = next((n for n in self._requests if getattr(body, n, None) is not None), None) if body else None
-        if name is None:
-            self.done = True
-            return None, True
-        self.hardware.update(now)
-        self._now = now
-        self.header, self.response_signature = msg.Header, None
-        res_name = name[:-3] + "Res"
-        res, end = self._respond(name, msg.Header.SessionID, res_name, getattr(self, "_" + name), getattr(body, name))
-        header = self.HEADER(self.session_id)
-        if self.response_signature is not None:
-            header.Signature = self.response_signature
-        out = exi.encode(self.PROTO, self.MESSAGE(header, self.BODY(**{res_name: res})))
-        self._finish(name, t0, end)
-        return out, end
-
-    # ------------------------------------------------------------------ helpers
-    def pv(self, x: float, unit: str) -> Any:
-        return to_physical(self.T.PhysicalValueType, x, unit)
-
-    def _status(self, code: str = "EVSE_Ready") -> Any:
-        return self.T.DC_EVSEStatusType(EVSEIsolationStatus=self.hardware.isolation(), EVSEStatusCode=code,
-                                        NotificationMaxDelay=0, EVSENotification="None")
-
-    def _evse_parameter(self) -> Any:
-        lim, pv = self.hardware.dc_limits(), self.pv
-        return self.T.DC_EVSEChargeParameterType(
-            self._status(), pv(lim.max_current, "A"), pv(lim.max_power, "W"), pv(lim.max_voltage, "V"),
-            pv(lim.min_current, "A"), pv(lim.min_voltage, "V"), None, pv(1, "A"), None)
+    def told(self) -> None:
+        self._told_revision = self.controller.revision
 
     def _overdue(self, phase: str, limit: float) -> bool:
         """True once ``phase`` has lasted longer than ``limit`` (measured from its first request)."""
         started = self.phase_started.setdefault(phase, self._now)
         return self._now - started > limit
 
-    def _failed(self, res_name: str, code: str) -> Any:
-        """A response of the right type with every required element, carrying a failure code."""
+    # ------------------------------------------------------------------ per protocol
+    def _decode(self, payload_type: int, payload: bytes) -> Request | None:
+        raise NotImplementedError
+
+    def _encode(self, request: Request, response: Any) -> bytes:
+        raise NotImplementedError
+
+    def _failed(self, request: str, code: str) -> Any:
+        """A response to ``request`` of the right type with every required element, carrying ``code``."""
+        raise NotImplementedError
+
+
+@dataclass
+class V2gSession(SessionCore):
+    """DIN SPEC 70121 and ISO 15118-2: one V2G_Message envelope, payload type 0x8001."""
+
+    PROTO: ClassVar[str]
+    B: ClassVar[ModuleType]  # the protocol's MsgBody model module
+    T: ClassVar[ModuleType]  # its MsgDataTypes model module
+    MESSAGE: ClassVar[type]
+    BODY: ClassVar[type]
+    HEADER: ClassVar[type]
+
+    header: Any = None  # the request's header (its Signature, for PnC)
+    response_signature: Any = None  # a handler's signature for the response header (PnC)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._requests = sorted({n for allowed in self.NEXT.values() for n in allowed})
+
+    def _decode(self, payload_type: int, payload: bytes) -> Request | None:
+        if payload_type != PayloadType.EXI:
+            return None
+        try:
+            msg = exi.decode(self.PROTO, payload)
+        except exi.DecodeError:
+            return None
+        body = msg.Body
+        name = next((n for n in self._requests if getattr(body, n, None) is not None), None) if body else None
+        if name is None:
+            return None
+        self.header, self.response_signature = msg.Header, None
+        return Request(name, name, msg.Header.SessionID, getattr(body, name), PayloadType.EXI)
+
+    def _encode(self, request: Request, response: Any) -> bytes:
+        header = self.HEADER(self.session_id)
+        if self.response_signature is not None:
+            header.Signature = self.response_signature
+        return exi.encode(self.PROTO, self.MESSAGE(header, self.BODY(**{request.name[:-3] + "Res": response})))
+
+    # ------------------------------------------------------------------ helpers
+    def pv(self, x: float, unit: str) -> Any:
+        return to_physical(self.T.PhysicalValueType, x, unit)
+
+    def _status(self, code: str = "EVSE_Ready", notification: str = "None") -> Any:
+        return self.T.DC_EVSEStatusType(EVSEIsolationStatus=self.hardware.isolation(), EVSEStatusCode=code,
+                                        NotificationMaxDelay=0, EVSENotification=notification)
+
+    def _evse_parameter(self) -> Any:
+        lim, pv = self.power.dc_limits(), self.pv
+        return self.T.DC_EVSEChargeParameterType(
+            self._status(), pv(lim.max_current, "A"), pv(lim.max_power, "W"), pv(lim.max_voltage, "V"),
+            pv(lim.min_current, "A"), pv(lim.min_voltage, "V"), None, pv(1, "A"), None)
+
+    def _failed(self, request: str, code: str) -> Any:
+        res_name = request[:-3] + "Res"
         res = getattr(self.B, res_name + "Type")()
         res.ResponseCode = code
         for fname, default in (("DC_EVSEStatus", self._status("EVSE_Shutdown")), ("EVSEProcessing", "Finished"),
@@ -154,6 +228,9 @@ class V2gSession(SessionCore):
                 setattr(res, fname, default)
         self._complete_failed(res_name, res)
         return res
+
+    def _fail(self, request: str, code: str) -> tuple[Any, bool, str]:
+        return self._failed(request, code), True, self.state
 
     def _complete_failed(self, res_name: str, res: Any) -> None:
         """Protocol-specific required elements of a failure response."""

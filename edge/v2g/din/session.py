@@ -1,7 +1,8 @@
 """DIN SPEC 70121 DC charger session (ExternalPayment), sans-IO.
 
-``DinSession.handle(payload, now)`` takes one EXI request and returns the EXI response and whether
-the session is over. Which request may follow which is the table ``NEXT`` below, the whole protocol
+``DinSession.handle(payload_type, payload, now)`` takes one EXI request and returns the response's
+payload type, the EXI response and whether the session is over (the contract of every session,
+:class:`edge.v2g.session.SessionCore`). Which request may follow which is the table ``NEXT`` below, the whole protocol
 in one place (h11 style). A request out of order gets its own response type with
 FAILED_SequenceError and ends the session; a wrong SessionID gets FAILED_UnknownSession; a request
 that does not decode ends the session without a response (there is nothing to answer in).
@@ -63,7 +64,6 @@ class DinSession(DcSession):
     DEFAULT_TIMERS = DIN_TIMERS
 
     evse_id: bytes = b"\x00"  # DIN: hexBinary, often one byte
-    ev_target: tuple[float, float] = (0.0, 0.0)
 
     def _complete_failed(self, res_name: str, res: Any) -> None:
         if hasattr(res, "EVSEID") and res.EVSEID is None:
@@ -78,8 +78,9 @@ class DinSession(DcSession):
         return t.ServiceChargeType(t.ServiceTagType(1, None, "EVCharging"), False, "DC_extended")
 
     def _schedule(self) -> t.SAScheduleListType:
-        entry = t.PMaxScheduleEntryType(t.RelativeTimeIntervalType(0, 86400), None,
-                                        min(32767, round(self.hardware.dc_limits().max_power / 10)))
+        # DIN's PMax is a plain short in units of 10 W
+        power = self._schedule_power(self.power.dc_limits().max_power)
+        entry = t.PMaxScheduleEntryType(t.RelativeTimeIntervalType(0, 86400), None, min(32767, round(power / 10)))
         return t.SAScheduleListType([t.SAScheduleTupleType(1, t.PMaxScheduleType(1, [entry]))])
 
     # ------------------------------------------------------------------ requests
@@ -92,7 +93,7 @@ class DinSession(DcSession):
 
     def _ServicePaymentSelectionReq(self, req: b.ServicePaymentSelectionReqType):
         if req.SelectedPaymentOption != "ExternalPayment":
-            return b.ServicePaymentSelectionResType("FAILED_PaymentSelectionInvalid"), True, self.state
+            return self._fail("ServicePaymentSelectionReq", "FAILED_PaymentSelectionInvalid")
         return b.ServicePaymentSelectionResType("OK"), False, "ServicePaymentSelectionReq"
 
     def _ContractAuthenticationReq(self, req):
@@ -100,8 +101,13 @@ class DinSession(DcSession):
 
     def _ChargeParameterDiscoveryReq(self, req: b.ChargeParameterDiscoveryReqType):
         p = req.DC_EVChargeParameter
-        if p is None or value(p.EVMaximumVoltageLimit) < self.hardware.dc_limits().min_voltage:
-            return self._failed("ChargeParameterDiscoveryRes", "FAILED_WrongChargeParameter"), True, self.state
+        if p is None or p.EVMaximumVoltageLimit is None or p.EVMaximumCurrentLimit is None:
+            return self._fail("ChargeParameterDiscoveryReq", "FAILED_WrongChargeParameter")
+        self._note_ev_limits(p)
+        assert self.ev_limits is not None
+        if self.ev_limits.max_voltage < self.power.dc_limits().min_voltage:
+            return self._fail("ChargeParameterDiscoveryReq", "FAILED_WrongChargeParameter")
+        self.told()  # the schedule shows the controller's present limits
         res = b.ChargeParameterDiscoveryResType("OK", "Finished", self._schedule(), None, None,
                                                self._evse_parameter())
         return res, False, "ChargeParameterDiscoveryReq"
@@ -109,20 +115,24 @@ class DinSession(DcSession):
     def _PowerDeliveryReq(self, req: b.PowerDeliveryReqType):
         on = bool(req.ReadyToChargeState)
         if on and self.state not in _READY_FROM:
-            return self._failed("PowerDeliveryRes", "FAILED_SequenceError"), True, self.state
-        self.hardware.set_contactors(on)
-        if not on:
-            self.hardware.set_dc_target(0, 0)
+            return self._fail("PowerDeliveryReq", "FAILED_SequenceError")
+        if on and self.charger_stops:  # the charger asked for the stop: no power again in this session
+            return self._fail("PowerDeliveryReq", "FAILED")
+        if on:
+            self.power.contactors(True)
+            self.controller.energy_transfer_started(self._now)
+        else:
+            self.power.off()
         res = b.PowerDeliveryResType("OK", None, self._status(), None)
         return res, False, "PowerDeliveryReq:" + ("on" if on else "off")
 
     def _CurrentDemandReq(self, req: b.CurrentDemandReqType):
-        lim = self.hardware.dc_limits()
-        tv, ti = value(req.EVTargetVoltage), value(req.EVTargetCurrent)
-        self.ev_target = (tv, ti)
-        self.hardware.set_dc_target(min(tv, lim.max_voltage), min(ti, lim.max_current))
+        lim = self.power.dc_limits()
+        notification = self._loop_notification(renegotiation=False)  # DIN has no renegotiation
+        setpoint = self._current_demand(req) if notification == "None" else self.power.dc_stopping()
         v, i = self.hardware.present()
         res = b.CurrentDemandResType(
-            "OK", self._status(), pv(v, "V"), pv(i, "A"), ti > lim.max_current, tv > lim.max_voltage,
-            v * ti > lim.max_power, pv(lim.max_voltage, "V"), pv(lim.max_current, "A"), pv(lim.max_power, "W"))
+            "OK", self._status(notification=notification), pv(v, "V"), pv(i, "A"), setpoint.current_limited,
+            setpoint.voltage_limited, setpoint.power_limited, pv(lim.max_voltage, "V"),
+            pv(setpoint.max_current, "A"), pv(setpoint.max_power, "W"))
         return res, False, "CurrentDemandReq"

@@ -1,7 +1,8 @@
 """ISO 15118-2 charger session, sans-IO: AC and DC, ExternalPayment (EIM) and Contract (PnC),
 renegotiation, pause and resume.
 
-Same shape as the DIN session: ``handle(payload, now) -> (response, ended)``. Which request may follow
+Same shape as every session (:class:`edge.v2g.session.SessionCore`): ``handle(payload_type, payload, now)
+-> (payload type, response, ended)``. Which request may follow
 which is the table ``NEXT``: the whole protocol in one place. A state is the last request, qualified
 where the next step depends on what it said (payment option, energy transfer mode, charge progress).
 Contract decisions (chain, signatures, backend authorization, certificate installation) are asked of a
@@ -10,7 +11,6 @@ Contract decisions (chain, signatures, backend authorization, certificate instal
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -159,21 +159,32 @@ class Iso2Session(DcSession):
                                    t.SupportedEnergyTransferModeType(modes))
 
     def _max_power(self) -> float:
+        """The charger's power limit for the car's energy mode, within the controller's command."""
         if self.energy_mode in AC_MODES:
-            ac = self.hardware.ac_limits()
-            return ac.max_power if self.energy_mode == "AC_three_phase_core" else ac.max_power / ac.phases
-        return self.hardware.dc_limits().max_power
+            ac = self.power.ac_limits()
+            charger = ac.max_power if self.energy_mode == "AC_three_phase_core" else ac.max_power / ac.phases
+        else:
+            charger = self.power.dc_limits().max_power
+        return self._schedule_power(charger)
 
     def _schedule(self) -> t.SAScheduleListType:
-        """One PMax schedule from the charger's power limit (the CSMS's profiles join with OCPP)."""
+        """One PMax schedule from the charger's power limit and the controller's command (renegotiated when
+        that changes)."""
+        self.told()
         entry = t.PMaxScheduleEntryType(t.RelativeTimeIntervalType(0, 86400), None, pv(self._max_power(), "W"))
         return t.SAScheduleListType([t.SAScheduleTupleType(self.schedule_id, t.PMaxScheduleType([entry]))])
 
-    def _ac_status(self) -> t.AC_EVSEStatusType:
-        return t.AC_EVSEStatusType(0, "None", False)
+    def _ac_status(self, notification: str = "None") -> t.AC_EVSEStatusType:
+        return t.AC_EVSEStatusType(0, notification, False)
+
+    def _ac_current(self) -> float:
+        """The current per phase an AC car may draw now: the charger's, within the controller's command."""
+        ac = self.power.ac_limits()
+        phases = ac.phases if self.energy_mode == "AC_three_phase_core" else 1
+        return max(0.0, min(ac.max_current, self.command().max_w / (ac.nominal_voltage * phases)))
 
     def _ac_parameter(self) -> t.AC_EVSEChargeParameterType:
-        ac = self.hardware.ac_limits()
+        ac = self.power.ac_limits()
         return t.AC_EVSEChargeParameterType(self._ac_status(), pv(ac.nominal_voltage, "V"), pv(ac.max_current, "A"))
 
     def _meter(self) -> t.MeterInfoType:
@@ -255,32 +266,32 @@ class Iso2Session(DcSession):
                     for i, name in ((1, "Installation"), (2, "Update"))]
             return b.ServiceDetailResType("OK", CERTIFICATE_SERVICE_ID, t.ServiceParameterListType(sets)), False, \
                 "ServiceDetailReq"
-        return self._failed("ServiceDetailRes", "FAILED_ServiceIDInvalid"), True, self.state
+        return self._fail("ServiceDetailReq", "FAILED_ServiceIDInvalid")
 
     def _PaymentServiceSelectionReq(self, req: b.PaymentServiceSelectionReqType):
         services = [s.ServiceID for s in req.SelectedServiceList.SelectedService] if req.SelectedServiceList else []
         option = str(req.SelectedPaymentOption)
         if option not in self._offered_payment:
-            return b.PaymentServiceSelectionResType("FAILED_PaymentSelectionInvalid"), True, self.state
+            return self._fail("PaymentServiceSelectionReq", "FAILED_PaymentSelectionInvalid")
         if CHARGE_SERVICE_ID not in services:
-            return b.PaymentServiceSelectionResType("FAILED_NoChargeServiceSelected"), True, self.state
+            return self._fail("PaymentServiceSelectionReq", "FAILED_NoChargeServiceSelected")
         known = {CHARGE_SERVICE_ID} | ({CERTIFICATE_SERVICE_ID} if option == "Contract" else set())
         if not set(services) <= known:
-            return b.PaymentServiceSelectionResType("FAILED_ServiceSelectionInvalid"), True, self.state
+            return self._fail("PaymentServiceSelectionReq", "FAILED_ServiceSelectionInvalid")
         self.payment_option = option
         return b.PaymentServiceSelectionResType("OK"), False, f"PaymentServiceSelectionReq:{option}"
 
     def _CertificateInstallationReq(self, req: b.CertificateInstallationReqType):
         answer = self.pnc.install_certificate(self.PROTO, req, self.header.Signature)
         if answer.response_code != "OK" or answer.body is None:
-            return self._failed("CertificateInstallationRes", answer.response_code), True, self.state
+            return self._fail("CertificateInstallationReq", answer.response_code)
         self.response_signature = answer.signature
         return answer.body, False, "CertificateInstallationReq"
 
     def _CertificateUpdateReq(self, req: b.CertificateUpdateReqType):
         answer = self.pnc.update_certificate(self.PROTO, req, self.header.Signature)
         if answer.response_code != "OK" or answer.body is None:
-            return self._failed("CertificateUpdateRes", answer.response_code), True, self.state
+            return self._fail("CertificateUpdateReq", answer.response_code)
         self.response_signature = answer.signature
         return answer.body, False, "CertificateUpdateReq"
 
@@ -290,8 +301,8 @@ class Iso2Session(DcSession):
         self.contract = ContractChain(chain.Certificate, subs, req.eMAID)
         code = self.pnc.check_contract(self.PROTO, self.contract, self.wall_clock())
         if code != "OK":
-            return self._failed("PaymentDetailsRes", code), True, self.state
-        self._gen_challenge = os.urandom(16)
+            return self._fail("PaymentDetailsReq", code)
+        self._gen_challenge = self.random(16)
         return b.PaymentDetailsResType("OK", self._gen_challenge, int(self.wall_clock())), False, "PaymentDetailsReq"
 
     def _AuthorizationReq(self, req: b.AuthorizationReqType):
@@ -299,10 +310,10 @@ class Iso2Session(DcSession):
             code = self._check_contract_authorization(req)
             if code == "Ongoing":
                 if self._overdue("authorization", self.timers.ongoing):
-                    return self._failed("AuthorizationRes", "FAILED"), True, self.state
+                    return self._fail("AuthorizationReq", "FAILED")
                 return b.AuthorizationResType("OK", "Ongoing"), False, "AuthorizationReq:Ongoing"
             if code != "OK":
-                return self._failed("AuthorizationRes", code), True, self.state
+                return self._fail("AuthorizationReq", code)
         return b.AuthorizationResType("OK", "Finished"), False, "AuthorizationReq"
 
     def _check_contract_authorization(self, req: b.AuthorizationReqType) -> str:
@@ -323,19 +334,23 @@ class Iso2Session(DcSession):
         mode = str(req.RequestedEnergyTransferMode)
         renegotiated = self.state in ("PowerDeliveryReq:Renegotiate", "ChargeParameterDiscoveryReq:renegotiated")
         if mode not in self.energy_modes() or (renegotiated and mode != self.energy_mode):
-            return self._failed("ChargeParameterDiscoveryRes", "FAILED_WrongEnergyTransferMode"), True, self.state
+            return self._fail("ChargeParameterDiscoveryReq", "FAILED_WrongEnergyTransferMode")
         self.energy_mode = mode
         if mode in AC_MODES:
-            p, ac = req.AC_EVChargeParameter, self.hardware.ac_limits()
+            p, ac = req.AC_EVChargeParameter, self.power.ac_limits()
             if p is None or value(p.EVMaxCurrent) < ac.min_current:
-                return self._failed("ChargeParameterDiscoveryRes", "FAILED_WrongChargeParameter"), True, self.state
+                return self._fail("ChargeParameterDiscoveryReq", "FAILED_WrongChargeParameter")
             res = b.ChargeParameterDiscoveryResType("OK", "Finished", self._schedule(), None, self._ac_parameter())
             self.ev_max_current = value(p.EVMaxCurrent)
             following = "ChargeParameterDiscoveryReq:AC"
         else:
-            p, lim = req.DC_EVChargeParameter, self.hardware.dc_limits()
-            if p is None or value(p.EVMaximumVoltageLimit) < lim.min_voltage:
-                return self._failed("ChargeParameterDiscoveryRes", "FAILED_WrongChargeParameter"), True, self.state
+            p, lim = req.DC_EVChargeParameter, self.power.dc_limits()
+            if p is None or p.EVMaximumVoltageLimit is None or p.EVMaximumCurrentLimit is None:
+                return self._fail("ChargeParameterDiscoveryReq", "FAILED_WrongChargeParameter")
+            self._note_ev_limits(p)
+            assert self.ev_limits is not None
+            if self.ev_limits.max_voltage < lim.min_voltage:
+                return self._fail("ChargeParameterDiscoveryReq", "FAILED_WrongChargeParameter")
             res = b.ChargeParameterDiscoveryResType("OK", "Finished", self._schedule(), None, None,
                                                    self._evse_parameter())
             following = "ChargeParameterDiscoveryReq:DC"
@@ -345,25 +360,24 @@ class Iso2Session(DcSession):
         progress = str(req.ChargeProgress)
         ac = self.energy_mode in AC_MODES
         if progress in _PROGRESS_FROM and self.state not in _PROGRESS_FROM[progress]:
-            return self._failed("PowerDeliveryRes", "FAILED_SequenceError"), True, self.state
+            return self._fail("PowerDeliveryReq", "FAILED_SequenceError")
         if progress == "Start" and req.SAScheduleTupleID != self.schedule_id:
-            return self._failed("PowerDeliveryRes", "FAILED_TariffSelectionInvalid"), True, self.state
+            return self._fail("PowerDeliveryReq", "FAILED_TariffSelectionInvalid")
         if progress == "Start" and not self._profile_fits(req.ChargingProfile):
-            return self._failed("PowerDeliveryRes", "FAILED_ChargingProfileInvalid"), True, self.state
+            return self._fail("PowerDeliveryReq", "FAILED_ChargingProfileInvalid")
+        if progress == "Start" and self.charger_stops:  # the charger asked for the stop: no power again
+            return self._fail("PowerDeliveryReq", "FAILED")
         if progress == "Start":
             if ac:
-                ac_limits = self.hardware.ac_limits()
-                self.hardware.set_ac_current_limit(min(ac_limits.max_current, self.ev_max_current))
-            self.hardware.set_contactors(True)
+                self.power.ac_start(min(self._ac_current(), self.ev_max_current))
+            self.power.contactors(True)
+            self.controller.energy_transfer_started(self._now)
             if self.receipt_interval is not None:  # the first receipt one interval into the charge
                 self._receipt_due_at = self._now + self.receipt_interval
         elif progress == "Stop":  # power off (DC: the output discharges for the welding check)
             self.power_off()
         else:  # Renegotiate: no current until the new schedule is agreed (DC holds its voltage)
-            if ac:
-                self.hardware.set_ac_current_limit(0)
-            else:
-                self.hardware.set_dc_target(self.hardware.present()[0], 0)
+            self.power.hold(ac)
             self.renegotiations += 1
         status = {"AC_EVSEStatus": self._ac_status()} if ac else {"DC_EVSEStatus": self._status()}
         res = b.PowerDeliveryResType("OK", **status)
@@ -378,26 +392,29 @@ class Iso2Session(DcSession):
         return all(value(e.ChargingProfileEntryMaxPower) <= limit * 1.001 for e in profile.ProfileEntry)
 
     def _ChargingStatusReq(self, req: b.ChargingStatusReqType):
-        ac = self.hardware.ac_limits()  # the meter says what flowed; the car manages its own draw
-        res = b.ChargingStatusResType("OK", self.evse_id, self.schedule_id, pv(ac.max_current, "A"), self._meter(),
-                                      self._receipt_required(), self._ac_status())
+        # the meter says what flowed; the car manages its own draw within the current it is given
+        notification = self._loop_notification(renegotiation=True)
+        current = 0.0 if notification == "StopCharging" else min(self._ac_current(), self.ev_max_current)
+        self.power.ac_start(current)
+        res = b.ChargingStatusResType("OK", self.evse_id, self.schedule_id, pv(current, "A"), self._meter(),
+                                      self._receipt_required(), self._ac_status(notification))
         return res, False, "ChargingStatusReq"
 
     def _CurrentDemandReq(self, req: b.CurrentDemandReqType):
-        lim = self.hardware.dc_limits()
-        tv, ti = value(req.EVTargetVoltage), value(req.EVTargetCurrent)
-        self.hardware.set_dc_target(min(tv, lim.max_voltage), min(ti, lim.max_current))
+        lim = self.power.dc_limits()
+        notification = self._loop_notification(renegotiation=True)
+        setpoint = self.power.dc_stopping() if notification == "StopCharging" else self._current_demand(req)
         v, i = self.hardware.present()
         res = b.CurrentDemandResType(
-            "OK", self._status(), pv(v, "V"), pv(i, "A"), ti > lim.max_current, tv > lim.max_voltage,
-            v * ti > lim.max_power, pv(lim.max_voltage, "V"), pv(lim.max_current, "A"), pv(lim.max_power, "W"),
-            self.evse_id, self.schedule_id, self._meter(), self._receipt_required())
+            "OK", self._status(notification=notification), pv(v, "V"), pv(i, "A"), setpoint.current_limited,
+            setpoint.voltage_limited, setpoint.power_limited, pv(lim.max_voltage, "V"), pv(setpoint.max_current, "A"),
+            pv(setpoint.max_power, "W"), self.evse_id, self.schedule_id, self._meter(), self._receipt_required())
         return res, False, "CurrentDemandReq"
 
     def _MeteringReceiptReq(self, req: b.MeteringReceiptReqType):
         ac = self.energy_mode in AC_MODES
         if not self._receipt_pending:
-            return self._failed("MeteringReceiptRes", "FAILED_SequenceError"), True, self.state
+            return self._fail("MeteringReceiptReq", "FAILED_SequenceError")
         sent = self._last_meter
         matches = (req.SessionID == self.session_id and req.MeterInfo is not None and sent is not None
                    and req.MeterInfo.MeterReading == sent.MeterReading and req.MeterInfo.MeterID == sent.MeterID)
@@ -407,7 +424,7 @@ class Iso2Session(DcSession):
             if self.pnc.check_signature(self.PROTO, self.header.Signature, signed, self.contract) == "OK":
                 code = "OK"
         if code != "OK":
-            return self._failed("MeteringReceiptRes", code), True, self.state
+            return self._fail("MeteringReceiptReq", code)
         self._receipt_pending, self._receipt_due_at = False, self._now + self.receipt_interval
         self.receipts += 1
         status = {"AC_EVSEStatus": self._ac_status()} if ac else {"DC_EVSEStatus": self._status()}

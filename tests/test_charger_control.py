@@ -1,0 +1,115 @@
+"""The charger acts mid-session through its controller, in every protocol (in memory, simulated cars):
+a stop reaches DIN and -2 cars as EVSENotification StopCharging and -20 cars as Terminate, and each car
+stops cleanly with the power off; a new limit reaches a -2 car as ReNegotiation and the new schedule
+bounds its power. And the DIN/-2 current demand obeys the charger's power and the car's voltage limits
+(they used to be ignored there while -20 enforced them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import exi
+from edge.controller import ChargingController, PowerCommand
+from edge.ev.base import SimulatedCar
+from edge.ev.din import DinCar
+from edge.ev.iso2 import Iso2Car
+from edge.ev.iso20 import Iso20DcCar
+from edge.hardware import DcLimits, SimulatedCharger
+from edge.v2g.charger import ChargerConnection, EvseConfig
+from edge.v2g.din.session import DinSession
+from exi.model import din_msgbody as b
+from exi.model import din_msgdatatypes as t
+from exi.model.din_msgdef import BodyType, V2G_Message
+from exi.model.din_msgheader import MessageHeaderType
+from tests.inmemory import run
+
+CARS: dict[str, Callable[[], SimulatedCar]] = {
+    "din": lambda: DinCar(soc=40, target_soc=90),
+    "iso2 dc": lambda: Iso2Car(soc=40, target_soc=90),
+    "iso2 ac": lambda: Iso2Car(mode="ac", soc=40, target_soc=90),
+    "iso20 dc": lambda: Iso20DcCar(soc=40, target_soc=90),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CARS))
+def test_a_charger_initiated_stop_ends_the_session_cleanly(name: str) -> None:
+    car = CARS[name]()
+    controller = ChargingController()
+    hw = SimulatedCharger(isolation_s=0.2)
+    conn = ChargerConnection(hw, config=EvseConfig(controller=controller))
+    asked_at: list[float] = []
+
+    def stop_after_a_while(now: float) -> None:
+        if conn.session is not None and hw.closed and not asked_at and now > 3.0:
+            controller.request_stop("the CSMS ended the transaction")
+            asked_at.append(now)
+
+    end = run(car, conn, each=stop_after_a_while)
+    assert asked_at and end - asked_at[0] < 30, "the car did not stop soon after the charger asked"
+    assert car.stopped_cleanly and any("asked to stop" in n for n in car.notes), car.notes
+    assert conn.session is not None and conn.session.state == "stopped"
+    assert not hw.closed and hw.target_i == 0 and car.soc < 90  # stopped early, power off
+
+
+def test_a_new_limit_reaches_a_iso2_car_as_renegotiation_and_bounds_its_power() -> None:
+    car = Iso2Car(soc=40, target_soc=41)
+    controller = ChargingController()
+    hw = SimulatedCharger(isolation_s=0.2)
+    conn = ChargerConnection(hw, config=EvseConfig(controller=controller))
+    powers: list[float] = []
+
+    def lower_the_limit(now: float) -> None:
+        if hw.closed and controller.revision == 0 and now > 3.0:
+            controller.set_command(PowerCommand(max_w=10_000))
+        if controller.revision and car.renegotiations and hw.closed:
+            powers.append(hw.voltage * hw.current)
+
+    run(car, conn, each=lower_the_limit)
+    assert car.renegotiations == 1 and any("renegotiation" in n for n in car.notes)
+    assert car.stopped_cleanly and powers and max(powers[5:]) <= 10_000 * 1.02
+
+
+def test_din_current_demand_obeys_the_chargers_power_and_the_cars_voltage() -> None:
+    """A car asking for more than the charger's power at more than its own maximum voltage gets neither
+    (DIN/-2 used to pass the target current through up to the charger's current limit, and the voltage
+    up to the charger's maximum)."""
+    hw = SimulatedCharger(limits=DcLimits(max_voltage=500, max_current=200, max_power=20_000), isolation_s=0.0)
+    s = DinSession(hw)
+
+    def req(now: float, **body: Any) -> Any:
+        message = V2G_Message(MessageHeaderType(s.session_id), BodyType(**body))
+        _, out, _ = s.handle(0x8001, exi.encode("din", message), now)
+        return getattr(exi.decode("din", out).Body, next(iter(body)).replace("Req", "Res"))
+
+    status = t.DC_EVStatusType(True, None, None, "NO_ERROR", 50)
+    pv = s.pv
+    s.handle(0x8001, exi.encode("din", V2G_Message(MessageHeaderType(b"\x00"), BodyType(
+        SessionSetupReq=b.SessionSetupReqType(b"\x01" * 6)))), 0.0)
+    req(0.1, ServiceDiscoveryReq=b.ServiceDiscoveryReqType())
+    req(0.2, ServicePaymentSelectionReq=b.ServicePaymentSelectionReqType(
+        "ExternalPayment", t.SelectedServiceListType([t.SelectedServiceType(1)])))
+    req(0.3, ContractAuthenticationReq=b.ContractAuthenticationReqType())
+    param = t.DC_EVChargeParameterType(status, pv(300, "A"), None, pv(400, "V"))
+    req(0.4, ChargeParameterDiscoveryReq=b.ChargeParameterDiscoveryReqType("DC_extended", DC_EVChargeParameter=param))
+    req(0.5, CableCheckReq=b.CableCheckReqType(status))
+    assert req(0.6, PreChargeReq=b.PreChargeReqType(status, pv(450, "V"), pv(2, "A"))).ResponseCode == "OK"
+    assert hw.target_v == 400  # pre-charge: the car's maximum, not its (wrong) target
+    ready = t.DC_EVPowerDeliveryParameterType(status, None, True)
+    req(0.7, PowerDeliveryReq=b.PowerDeliveryReqType(True, None, ready))
+    res = req(0.8, CurrentDemandReq=b.CurrentDemandReqType(status, pv(150, "A"), ChargingComplete=False,
+                                                           EVTargetVoltage=pv(450, "V")))
+    assert res.ResponseCode == "OK" and hw.target_v == 400
+    assert hw.target_i * 400 <= 20_000 * 1.001 and res.EVSEPowerLimitAchieved
+
+
+def test_iso2_current_demand_obeys_the_controllers_limit() -> None:
+    car = Iso2Car(soc=40, target_soc=40.5)
+    controller = ChargingController(limit=PowerCommand(max_w=15_000))
+    hw = SimulatedCharger(isolation_s=0.2)
+    conn = ChargerConnection(hw, config=EvseConfig(controller=controller))
+    seen: list[float] = []
+    run(car, conn, each=lambda now: seen.append(hw.target_i * max(hw.target_v, 1.0)) if hw.closed else None)
+    assert car.stopped_cleanly and seen and max(seen) <= 15_000 * 1.01
