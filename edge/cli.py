@@ -148,10 +148,12 @@ def _secc_command(args: argparse.Namespace) -> int:
     import trio
 
     from edge.chargingpoint import ChargingPoint
-    from edge.hardware import SimulatedCharger
+    from edge.controller import ChargingController, load_setpoints
+    from edge.hardware import SimulatedCharger, bidirectional_charger
     from edge.secc import run_secc_until_signal
-    from edge.v2g.charger import EvseConfig
+    from edge.v2g.charger import EvseConfig, parse_protocols
     from edge.v2g.net import InterfaceInUse
+    from edge.v2g.power import SignConvention
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     log = logging.getLogger("edge.secc")
@@ -173,8 +175,12 @@ def _secc_command(args: argparse.Namespace) -> int:
             if args.watchdog <= 0:
                 raise ValueError("--watchdog must be a positive number of seconds")
             safety = PowerSafetyTimers(communication_watchdog=args.watchdog)
-        point = ChargingPoint(SimulatedCharger(), name=args.iface, timers=safety)
-        config = EvseConfig(receipt_interval=args.receipt_interval, point=point)
+        protocols = parse_protocols(args.protocols) if args.protocols else None
+        controller = ChargingController(script=load_setpoints(args.setpoints) if args.setpoints else ())
+        board = SimulatedCharger() if args.charge_only else bidirectional_charger()
+        point = ChargingPoint(board, name=args.iface, timers=safety)
+        config = EvseConfig(receipt_interval=args.receipt_interval, point=point, controller=controller,
+                            signs=SignConvention(negative_discharge_limits=args.negative_discharge_limits))
         if args.pnc:
             if args.pki is None:
                 raise ValueError("--pnc needs --pki DIR (the MO/V2G roots and the local issuer)")
@@ -182,7 +188,7 @@ def _secc_command(args: argparse.Namespace) -> int:
 
             config.pnc = LocalPlugAndCharge.from_pki_folder(args.pki)
         stopped_by = trio.run(partial(run_secc_until_signal, args.iface, args.port, config=config,
-                                      ssl_context=ssl_context, tls_only=args.tls_only))
+                                      protocols=protocols, ssl_context=ssl_context, tls_only=args.tls_only))
     except Exception as e:  # a bad option or interface, another server on it: one line, exit 2
         message = _expected(e, lambda leaf: str(leaf) if isinstance(leaf, ValueError | InterfaceInUse) else None)
         if message is None:
@@ -333,6 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
     secc_p.add_argument("--watchdog", type=float, metavar="S",
                         help="DC: current to 0 and contactors open when the car sends nothing valid for S seconds "
                              "during energy transfer (default 1)")
+    secc_p.add_argument("--protocols", metavar="LIST",
+                        help="protocols offered, in priority order, from din, iso2, iso20-dc, iso20-ac "
+                             "(default: iso20-dc,iso20-ac,iso2,din; the car's priorities decide among them)")
+    secc_p.add_argument("--setpoints", type=Path, metavar="FILE",
+                        help="a script of power commands: JSON list of {\"at\": s, \"target_w\": W, \"max_w\": W, "
+                             "\"min_w\": W}, seconds from the start of energy transfer; import +, export - "
+                             "(-20 dynamic control follows the target; other modes get the bounds)")
+    secc_p.add_argument("--charge-only", action="store_true",
+                        help="simulate a board that cannot export (default: a bidirectional board, so -20 cars "
+                             "are offered DC_BPT/AC_BPT as well)")
+    secc_p.add_argument("--negative-discharge-limits", action="store_true",
+                        help="send discharge limits as negative numbers (a car quirk; default: positive magnitudes)")
     secc_p.set_defaults(func=_secc_command)
     from edge.ev.base import QUIRK_PROFILES
 

@@ -104,13 +104,14 @@ async def guard_power(point: ChargingPoint) -> None:
 
 
 async def run_secc_until_signal(iface: str, port: int = 0, *, config: EvseConfig,
+                                protocols: list[sap.Protocol] | None = None,
                                 ssl_context: ssl.SSLContext | None = None, tls_only: bool = False) -> str:
     """``edge secc``: :func:`run_secc` until SIGTERM or SIGINT; then the power goes off first (one log line
     per charging point), then the connections close. Returns the signal's name."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(partial(run_secc, iface, port, config=config, ssl_context=ssl_context,
-                                        tls_only=tls_only))
+            await nursery.start(partial(run_secc, iface, port, protocols=protocols, config=config,
+                                        ssl_context=ssl_context, tls_only=tls_only))
             async for signum in signals:
                 name = signal.Signals(signum).name
                 log.info("%s received: stopping", name)

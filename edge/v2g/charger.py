@@ -19,7 +19,7 @@ from edge.hardware import ChargerHardware
 from . import sap
 from .din.session import DinSession
 from .iso2.session import Iso2Session, PausedSessions
-from .iso20.session import Iso20DcSession, Iso20PausedSessions
+from .iso20.session import Iso20PausedSessions, Iso20Session
 from .pnc import PlugAndCharge
 from .power import SignConvention
 from .session import SessionCore
@@ -29,11 +29,25 @@ from .v2gtp import PayloadType, V2gtpMessage
 log = logging.getLogger("edge.v2g")
 
 #: protocols with a session implementation here
-SESSIONS = ("din", "iso2", "iso20-dc")
+SESSIONS = ("din", "iso2", "iso20-dc", "iso20-ac")
 #: what a charging point offers unless told otherwise (the car's priorities decide among them)
-DEFAULT_PROTOCOLS = (sap.ISO20_DC, sap.ISO2, sap.DIN)
+DEFAULT_PROTOCOLS = (sap.ISO20_DC, sap.ISO20_AC, sap.ISO2, sap.DIN)
 #: protocols that need a DC power path (not offered by a board whose dc_limits() is None)
 DC_ONLY = frozenset({"din", "iso20-dc"})
+#: protocols that need an AC power path
+AC_ONLY = frozenset({"iso20-ac"})
+
+
+def parse_protocols(text: str) -> list[sap.Protocol]:
+    """``din,iso2,iso20-dc,iso20-ac`` (the priority order offered) as protocols; ValueError naming the
+    unknown or unimplemented ones."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    wrong = [n for n in names if n not in SESSIONS]
+    if wrong or not names:
+        raise ValueError(f"unknown protocol(s) {', '.join(wrong) or '(none given)'}: choose from {', '.join(SESSIONS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"a protocol is listed twice in {text!r}")
+    return [sap.KNOWN[n] for n in names]
 
 
 @dataclass
@@ -96,7 +110,7 @@ class ChargerConnection:
             return DinSession(self.power, **common)
         pnc = config.pnc if (self.tls or config.pnc_without_tls) else None
         if name.startswith("iso20"):
-            return Iso20DcSession(self.power, **common, evse_id=config.evse_id, pnc=pnc,
+            return Iso20Session(self.power, **common, protocol=name, evse_id=config.evse_id, pnc=pnc,
                                   receipt_interval=config.receipt_interval, paused_sessions=config.paused_iso20)
         return Iso2Session(self.power, **common, evse_id=config.evse_id, pnc=pnc,
                            receipt_interval=config.receipt_interval, paused_sessions=config.paused)
@@ -104,11 +118,11 @@ class ChargerConnection:
     def enabled_protocols(self) -> list[sap.Protocol]:
         """What this connection offers in supportedAppProtocol: the configured protocols we have a session
         for, without the DC-only ones on a board without DC."""
-        has_dc = self.hardware.dc_limits() is not None
+        has_dc, has_ac = self.hardware.dc_limits() is not None, self.hardware.ac_limits() is not None
         # [V2G20-2356]: -20 over TLS only with TLS 1.3 (a -2 car on the same port got TLS 1.2)
         iso20_allowed = not self.tls or self.tls_version in (None, "TLSv1.3")
         return [p for p in self.protocols if p.name in SESSIONS and (has_dc or p.name not in DC_ONLY)
-                and (iso20_allowed or not p.name.startswith("iso20"))]
+                and (has_ac or p.name not in AC_ONLY) and (iso20_allowed or not p.name.startswith("iso20"))]
 
     def tls_established(self, version: str | None, peer_certificate: bytes | None) -> None:
         """The server shell reports the TLS handshake's outcome before the first message."""
@@ -141,17 +155,27 @@ class ChargerConnection:
             return V2gtpMessage(PayloadType.EXI, exi.encode("apphand", result.response))
         payload_type, out, end = self.session.handle(message.payload_type, message.payload, now)
         if end:  # stopped, paused or failed: its power lease (if it had one) goes with it
-            self.power.release("session ended")
+            self._session_over("session ended")
         if out is None:
             return None
         self.closing = end  # after SessionStopRes or a failure response, nothing more is read
         return V2gtpMessage(payload_type, out)
 
+    def _session_over(self, reason: str) -> None:
+        """Power off if this connection held the lease; the controller forgets the car that owned the power
+        (a stop or command meant for it must not meet the next car). A stranger's end changes neither."""
+        point = self.config.charging_point(self.hardware)
+        owned = self.power.holds_lease or (point.holder is None and self.session is not None
+                                           and self.session.state not in ("start", "SessionSetupReq"))
+        self.power.release(reason)
+        if owned and self.session is not None:
+            self.config.controller.session_ended()
+
     def connection_lost(self, reason: str) -> None:
         """The connection ended (the car went away, a timeout, an error): if its session held the power
         lease, no power flows any more; any other connection's end changes nothing. A session that did
         not reach SessionStop is recorded as aborted."""
-        self.power.release(f"connection ended: {reason}")  # power off if this connection held the lease
+        self._session_over(f"connection ended: {reason}")  # power off if this connection held the lease
         aborted = self.session is not None and not self.session.done
         self.ended = f"aborted: {reason}" if aborted else reason
         if self.session is not None and self.session.timers is not None:

@@ -1,0 +1,74 @@
+"""The charging point's controller: power commands, setpoint scripts (with clear errors), revisions that
+tell sessions something changed, and a reset between cars."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from edge.controller import ChargingController, PowerCommand, SetpointStep, load_setpoints
+from edge.hardware import SimulatedCharger, bidirectional_charger
+from edge.v2g import sap
+from edge.v2g.charger import ChargerConnection, parse_protocols
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"max_w": -1.0}, "min_w <= 0 <= max_w"), ({"max_w": 10.0, "min_w": 5.0}, "min_w <= 0 <= max_w"),
+    ({"max_w": 10.0, "target_w": 11.0}, "outside"), ({"max_w": math.nan}, "number of watts"),
+    ({"max_w": 10.0, "target_w": math.inf}, "outside"),
+])
+def test_power_commands_are_checked(kw: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PowerCommand(**kw)
+
+
+def test_a_script_starts_with_energy_transfer_and_steps_through() -> None:
+    steps = [SetpointStep(0, PowerCommand(max_w=10_000, target_w=10_000)),
+             SetpointStep(5, PowerCommand(max_w=0, min_w=-5_000, target_w=-5_000))]
+    c = ChargingController(limit=PowerCommand(max_w=22_000), script=steps)
+    assert c.command(100.0).max_w == 22_000 and c.revision == 0  # no energy transfer yet: the standing limit
+    c.energy_transfer_started(100.0)
+    assert c.command(101.0).target_w == 10_000 and c.revision == 1
+    assert c.command(104.9).target_w == 10_000 and c.revision == 1  # unchanged: no new revision
+    assert c.command(105.0).target_w == -5_000 and c.revision == 2
+    c.session_ended()
+    assert c.command(200.0).max_w == 22_000 and c.stop_reason is None
+
+
+def test_a_command_expires_back_to_the_limit() -> None:
+    c = ChargingController(limit=PowerCommand(max_w=22_000))
+    c.set_command(PowerCommand(max_w=5_000, valid_until=10.0))
+    assert c.command(9.0).max_w == 5_000
+    revision = c.revision
+    assert c.command(10.0).max_w == 22_000 and c.revision == revision + 1
+
+
+def test_setpoint_files(tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([{"at": 0, "target_w": 7000}, {"at": 3, "target_w": -4000, "min_w": -6000}]))
+    steps = load_setpoints(good)
+    assert [s.at for s in steps] == [0, 3]
+    assert steps[1].command == PowerCommand(max_w=0, min_w=-6000, target_w=-4000)
+    for content, message in [("[]", "non-empty"), ("{", "Expecting"), ('[{"target_w": 1}]', "missing 'at'"),
+                             ('[{"at": -1, "target_w": 1}]', "at must be"), ('[{"at": 0, "watts": 1}]', "unknown key"),
+                             ('[{"at": 0, "target_w": 9, "max_w": 5}]', "outside"), ("[3]", "expected an object")]:
+        bad = tmp_path / "bad.json"
+        bad.write_text(content)
+        with pytest.raises(ValueError, match=message):
+            load_setpoints(bad)
+
+
+def test_protocol_lists() -> None:
+    assert parse_protocols("iso20-ac, din") == [sap.ISO20_AC, sap.DIN]
+    for text in ("iso3", "", "din,din", "iso20-wpt"):
+        with pytest.raises(ValueError):
+            parse_protocols(text)
+
+
+def test_iso20_ac_is_offered_only_by_a_board_with_ac() -> None:
+    dc_only = SimulatedCharger(ac=None)
+    assert sap.ISO20_AC not in ChargerConnection(dc_only).enabled_protocols()
+    assert sap.ISO20_AC in ChargerConnection(bidirectional_charger()).enabled_protocols()
