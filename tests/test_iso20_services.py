@@ -297,3 +297,40 @@ def test_scheduled_mode_renegotiates_when_the_controller_changes_the_limit() -> 
     assert car.start(power=20_000).ResponseCode == "OK"
     car.loop(current=200)
     assert hw.target_i * max(hw.voltage, 390) <= 20_000 * 1.01
+
+
+# ---------------------------------------------------------------------------------------------- the shell
+
+
+@pytest.mark.parametrize("service", ["ac_bpt", "dc_bpt"])
+async def test_a_car_silent_after_a_charge_loop_response_is_cut_off_after_half_a_second(
+        service: str, autojump_clock: Any) -> None:
+    """[V2G20-1500]/[V2G20-1502]: after an AC or DC ChargeLoopRes the next request is due within 0.5 s;
+    the server closes the connection then and the power goes off (60 s anywhere else)."""
+    import trio
+    import trio.testing
+
+    from edge.v2g.charger import ChargerConnection, EvseConfig
+    from edge.v2g.server import serve_connection
+
+    hw = bidirectional_charger(isolation_s=0.5, voltage_tau=0.1)
+    conn = ChargerConnection(hw, config=EvseConfig())
+    s = session(conn.power, "iso20-ac" if service == "ac_bpt" else "iso20-dc")
+    conn.session = s
+    car = Car(s)
+    if service == "ac_bpt":
+        select(car, SERVICE_AC_BPT, DYNAMIC)
+        ac_parameters(car, bpt=True)
+        dynamic_schedule(car)
+        dynamic_start(car)
+        ac_loop(car, bpt=True, dynamic=True)
+    else:
+        to_dc_bpt_loop(car)
+        bpt_dynamic_loop(car)
+    assert hw.closed and conn.idle_timeout == 0.5
+    _, server_side = trio.testing.memory_stream_pair()
+    start = trio.current_time()
+    with trio.fail_after(5):
+        why = await serve_connection(server_side, conn, idle_timeout=60.0)
+    assert "sequence timeout" in why and trio.current_time() - start == pytest.approx(0.5)
+    assert not hw.closed and hw.target_i == 0 and hw.ac_limit == 0
