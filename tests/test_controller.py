@@ -72,3 +72,14 @@ def test_iso20_ac_is_offered_only_by_a_board_with_ac() -> None:
     dc_only = SimulatedCharger(ac=None)
     assert sap.ISO20_AC not in ChargerConnection(dc_only).enabled_protocols()
     assert sap.ISO20_AC in ChargerConnection(bidirectional_charger()).enabled_protocols()
+
+
+def test_paused_sessions_are_bounded_and_need_the_same_car() -> None:
+    from edge.v2g.iso20.session import Iso20PausedSession, Iso20PausedSessions
+
+    store = Iso20PausedSessions(limit=3)
+    for i in range(5):
+        store.store(Iso20PausedSession(bytes([i]) * 8, f"car{i}", "EIM", (2, 1)))
+    assert len(store.sessions) == 3 and bytes([0]) * 8 not in store.sessions  # the oldest forgotten
+    assert store.take(bytes([4]) * 8, "car3") is None  # another car cannot take it
+    assert store.take(bytes([4]) * 8, "car4") is not None and bytes([4]) * 8 not in store.sessions

@@ -12,7 +12,7 @@ import pytest
 import exi
 from edge.hardware import AcLimits, SimulatedCharger
 from edge.v2g.charger import ChargerConnection, EvseConfig
-from edge.v2g.iso2.session import MSG_BODY_NS, Iso2Session, PausedSessions
+from edge.v2g.iso2.session import MSG_BODY_NS, Iso2PausedSessions, Iso2Session
 from edge.v2g.physical import from_physical, to_physical
 from edge.v2g.pnc import CertificateResponse, ContractChain
 from edge.v2g.session import V2gSession
@@ -300,7 +300,7 @@ def test_metering_receipt_for_another_reading_is_refused() -> None:
 
 
 def test_pause_and_resume_keeps_the_session_id_payment_and_mode() -> None:
-    paused = PausedSessions()
+    paused = Iso2PausedSessions()
     hw = ac_charger()
     car = Car(Iso2Session(hw, paused_sessions=paused))
     car.setup()

@@ -18,7 +18,7 @@ from edge.hardware import ChargerHardware
 
 from . import sap
 from .din.session import DinSession
-from .iso2.session import Iso2Session, PausedSessions
+from .iso2.session import Iso2PausedSessions, Iso2Session
 from .iso20.session import Iso20PausedSessions, Iso20Session
 from .pnc import PlugAndCharge
 from .power import SignConvention
@@ -58,7 +58,7 @@ class EvseConfig:
     pnc: PlugAndCharge | None = None  # Contract (PnC) is offered when set, and only over TLS ...
     pnc_without_tls: bool = False  # ... unless a test rig says otherwise (ISO 15118-2 needs TLS for PnC)
     receipt_interval: float | None = None  # PnC: signed MeteringReceipt every this many seconds
-    paused: PausedSessions = field(default_factory=PausedSessions)
+    paused: Iso2PausedSessions = field(default_factory=Iso2PausedSessions)
     paused_iso20: Iso20PausedSessions = field(default_factory=Iso20PausedSessions)
     timers: dict[str, SessionTimers] = field(default_factory=dict)  # per protocol, overrides the defaults
     # how long a new connection may stay silent before its supportedAppProtocolReq (no session timers yet)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import exi
 from edge.chargingpoint import PowerLeaseRefused
@@ -27,6 +27,68 @@ from edge.v2g.physical import to_physical
 from edge.v2g.power import PowerRefused, PowerStage, SignConvention
 from edge.v2g.timers import SessionTimers, note_response_time
 from edge.v2g.v2gtp import PayloadType
+
+
+class Paused(Protocol):
+    """What every protocol's paused session keeps at least."""
+
+    @property
+    def session_id(self) -> bytes: ...
+    @property
+    def evcc_id(self) -> Any: ...
+
+
+P = TypeVar("P", bound=Paused)
+
+#: paused sessions one charging point keeps (a car resumes within minutes; more is a stranger's flood)
+PAUSED_SESSIONS_KEPT = 8
+
+
+@dataclass
+class PausedSessions(Generic[P]):
+    """The paused sessions of one charging point; outlives the TCP connections. A car resumes with its
+    SessionID and the same EVCCID; the oldest is forgotten beyond ``limit``."""
+
+    sessions: dict[bytes, P] = field(default_factory=dict)
+    limit: int = PAUSED_SESSIONS_KEPT
+
+    def store(self, paused: P) -> None:
+        self.sessions.pop(paused.session_id, None)
+        self.sessions[paused.session_id] = paused
+        while len(self.sessions) > self.limit:
+            del self.sessions[next(iter(self.sessions))]
+
+    def take(self, session_id: bytes | None, evcc_id: Any) -> P | None:
+        found = self.sessions.get(session_id or b"")
+        if found is None or found.evcc_id != evcc_id:
+            return None
+        del self.sessions[found.session_id]
+        return found
+
+
+@dataclass
+class ReceiptSchedule:
+    """When a Plug & Charge car is asked for a signed meter reading (-2 MeteringReceipt, V2G2-691; -20
+    MeteringConfirmation): every ``interval`` seconds of charging, one request outstanding at a time."""
+
+    interval: float | None = None
+    due_at: float | None = None
+    pending: bool = False
+
+    def charging_started(self, now: float) -> None:
+        if self.interval is not None and self.due_at is None:  # the first one interval into the charge
+            self.due_at = now + self.interval
+
+    def required(self, now: float, contract: bool) -> bool:
+        """Ask now? (only for a contract-authorised session; marks the request outstanding)"""
+        if not contract or self.due_at is None or self.pending or now < self.due_at:
+            return False
+        self.pending = True
+        return True
+
+    def received(self, now: float) -> None:
+        assert self.interval is not None
+        self.pending, self.due_at = False, now + self.interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +214,10 @@ class SessionCore:
         started = self.phase_started.setdefault(phase, self._now)
         return self._now - started > limit
 
+    def _fail(self, request: str, code: str) -> tuple[Any, bool, str]:
+        """A handler's answer that ends the session with ``code`` (the state stays where it was)."""
+        return self._failed(request, code), True, self.state
+
     # ------------------------------------------------------------------ per protocol
     def _decode(self, payload_type: int, payload: bytes) -> Request | None:
         raise NotImplementedError
@@ -228,9 +294,6 @@ class V2gSession(SessionCore):
                 setattr(res, fname, default)
         self._complete_failed(res_name, res)
         return res
-
-    def _fail(self, request: str, code: str) -> tuple[Any, bool, str]:
-        return self._failed(request, code), True, self.state
 
     def _complete_failed(self, res_name: str, res: Any) -> None:
         """Protocol-specific required elements of a failure response."""

@@ -73,7 +73,7 @@ ISO2 = SessionTimers(performance={"CurrentDemandReq": 0.025, "PowerDeliveryReq":
 # PreCharge: the EV waits 10 s (Josev), the charger keeps the 2 s margin -2 has; after a ChargeLoopRes
 # the next request must come within 0.5 s ([V2G20-1500], [V2G20-1502])
 ISO20 = SessionTimers(pre_charge=8.0, charge_loop_sequence_timeout=0.5,
-                      performance={"DC_ChargeLoopReq": 0.25, "ServiceDetailReq": 4.5,
+                      performance={"DC_ChargeLoopReq": 0.25, "AC_ChargeLoopReq": 0.25, "ServiceDetailReq": 4.5,
                                    "CertificateInstallationReq": 4.5})
 
 

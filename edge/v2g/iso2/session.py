@@ -20,6 +20,7 @@ import exi
 from edge.v2g.dc import DcSession
 from edge.v2g.physical import from_physical, to_physical
 from edge.v2g.pnc import ContractChain, PlugAndCharge
+from edge.v2g.session import PausedSessions, ReceiptSchedule
 from edge.v2g.timers import ISO2 as ISO2_TIMERS
 from exi.model import iso2_msgbody as b
 from exi.model import iso2_msgdatatypes as t
@@ -92,21 +93,8 @@ class PausedSession:
     schedule_id: int
 
 
-@dataclass
-class PausedSessions:
-    """The paused sessions of one charging point; outlives the TCP connections."""
-
-    sessions: dict[bytes, PausedSession] = field(default_factory=dict)
-
-    def store(self, paused: PausedSession) -> None:
-        self.sessions[paused.session_id] = paused
-
-    def take(self, session_id: bytes | None, evcc_id: bytes) -> PausedSession | None:
-        found = self.sessions.get(session_id or b"")
-        if found is None or found.evcc_id != evcc_id:
-            return None
-        del self.sessions[found.session_id]
-        return found
+#: the paused -2 sessions of one charging point (pause/resume)
+Iso2PausedSessions = PausedSessions[PausedSession]
 
 
 @dataclass
@@ -125,7 +113,7 @@ class Iso2Session(DcSession):
     schedule_id: int = 1
     pnc: PlugAndCharge | None = None  # offers Contract when set
     receipt_interval: float | None = None  # Contract: ask for a signed MeteringReceipt this often (s)
-    paused_sessions: PausedSessions | None = None  # pause/resume, when the charging point keeps them
+    paused_sessions: PausedSessions[PausedSession] | None = None  # pause/resume, kept by the charging point
     wall_clock: Callable[[], float] = time.time  # certificate validity and EVSETimeStamp
     # what happened, for the caller and the tests
     renegotiations: int = 0
@@ -137,10 +125,12 @@ class Iso2Session(DcSession):
     receipts: int = 0
     ev_max_current: float = 0.0  # AC: the car's EVMaxCurrent
     _gen_challenge: bytes | None = None
-    _receipt_due_at: float | None = None
-    _receipt_pending: bool = False
     _last_meter: t.MeterInfoType | None = None
     _offered_payment: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.receipts_due = ReceiptSchedule(self.receipt_interval)
 
     # ------------------------------------------------------------------ what is offered
     def payment_options(self) -> list[str]:
@@ -194,12 +184,7 @@ class Iso2Session(DcSession):
 
     def _receipt_required(self) -> bool:
         """Contract only (V2G2-691): ask for a signed receipt every ``receipt_interval`` seconds."""
-        if self.payment_option != "Contract" or self._receipt_due_at is None or self._receipt_pending:
-            return False
-        if self._now < self._receipt_due_at:
-            return False
-        self._receipt_pending = True
-        return True
+        return self.receipts_due.required(self._now, contract=self.payment_option == "Contract")
 
     def _complete_failed(self, res_name: str, res: Any) -> None:
         if hasattr(res, "EVSEID") and res.EVSEID is None:
@@ -372,8 +357,7 @@ class Iso2Session(DcSession):
                 self.power.ac_start(min(self._ac_current(), self.ev_max_current))
             self.power.contactors(True)
             self.controller.energy_transfer_started(self._now)
-            if self.receipt_interval is not None:  # the first receipt one interval into the charge
-                self._receipt_due_at = self._now + self.receipt_interval
+            self.receipts_due.charging_started(self._now)
         elif progress == "Stop":  # power off (DC: the output discharges for the welding check)
             self.power_off()
         else:  # Renegotiate: no current until the new schedule is agreed (DC holds its voltage)
@@ -413,7 +397,7 @@ class Iso2Session(DcSession):
 
     def _MeteringReceiptReq(self, req: b.MeteringReceiptReqType):
         ac = self.energy_mode in AC_MODES
-        if not self._receipt_pending:
+        if not self.receipts_due.pending:
             return self._fail("MeteringReceiptReq", "FAILED_SequenceError")
         sent = self._last_meter
         matches = (req.SessionID == self.session_id and req.MeterInfo is not None and sent is not None
@@ -425,7 +409,7 @@ class Iso2Session(DcSession):
                 code = "OK"
         if code != "OK":
             return self._fail("MeteringReceiptReq", code)
-        self._receipt_pending, self._receipt_due_at = False, self._now + self.receipt_interval
+        self.receipts_due.received(self._now)
         self.receipts += 1
         status = {"AC_EVSEStatus": self._ac_status()} if ac else {"DC_EVSEStatus": self._status()}
         return b.MeteringReceiptResType("OK", **status), False, f"MeteringReceiptReq:{'AC' if ac else 'DC'}"

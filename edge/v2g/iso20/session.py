@@ -51,7 +51,7 @@ import exi
 from edge.controller import CarNeeds, PowerCommand
 from edge.v2g.pnc import ContractChain, PlugAndCharge
 from edge.v2g.power import CarAcLimits, CarDcLimits, DcSetpoint
-from edge.v2g.session import Request, SessionCore
+from edge.v2g.session import PausedSessions, ReceiptSchedule, Request, SessionCore
 from edge.v2g.timers import ISO20 as ISO20_TIMERS
 from edge.v2g.timers import SessionTimers
 from exi.model import iso20_ac as ac
@@ -180,21 +180,8 @@ class Iso20PausedSession:
     service: tuple[int, int]  # (ServiceID, ParameterSetID) selected
 
 
-@dataclass
-class Iso20PausedSessions:
-    """The paused -20 sessions of one charging point; outlives the TCP connections."""
-
-    sessions: dict[bytes, Iso20PausedSession] = field(default_factory=dict)
-
-    def store(self, paused: Iso20PausedSession) -> None:
-        self.sessions[paused.session_id] = paused
-
-    def take(self, session_id: bytes | None, evcc_id: str) -> Iso20PausedSession | None:
-        found = self.sessions.get(session_id or b"")
-        if found is None or found.evcc_id != evcc_id:
-            return None
-        del self.sessions[found.session_id]
-        return found
+#: the paused -20 sessions of one charging point (pause/resume)
+Iso20PausedSessions = PausedSessions[Iso20PausedSession]
 
 
 #: what the car said in DC_ChargeParameterDiscoveryReq (kept under its old name for callers)
@@ -212,7 +199,7 @@ class Iso20Session(SessionCore):
     meter_id: str = "edge-sim"
     pnc: PlugAndCharge | None = None  # offers PnC when set
     receipt_interval: float | None = None  # PnC: ask for a signed MeteringConfirmation this often (s)
-    paused_sessions: Iso20PausedSessions | None = None  # pause/resume, when the charging point keeps them
+    paused_sessions: PausedSessions[Iso20PausedSession] | None = None  # pause/resume, kept by the charging point
     free_service: bool = False  # ServiceList FreeService of the energy services
     bpt: bool = True  # offer the BPT services when the board can export
     control_modes: tuple[int, ...] = (CONTROL_MODE_SCHEDULED, CONTROL_MODE_DYNAMIC)  # offered, in this order
@@ -237,8 +224,6 @@ class Iso20Session(SessionCore):
     _pnc_request: cm.PnC_AReqAuthorizationModeType | None = None  # the one checked, while the backend decides
     _paused: Iso20PausedSession | None = None  # the paused session this one resumed
     _renegotiating: bool = False
-    _receipt_due_at: float | None = None
-    _receipt_pending: bool = False
     _last_meter: ct.MeterInfoType | None = None
     _charger_notified: str | None = None  # the stop/pause notification the car was given
 
@@ -246,6 +231,7 @@ class Iso20Session(SessionCore):
         if self.protocol not in ("iso20-dc", "iso20-ac"):
             raise ValueError(f"an ISO 15118-20 session is iso20-dc or iso20-ac, not {self.protocol!r}")
         super().__post_init__()
+        self.receipts_due = ReceiptSchedule(self.receipt_interval)
 
     @property
     def kind(self) -> str:
@@ -339,9 +325,6 @@ class Iso20Session(SessionCore):
         zero = rational(0)
         return dc.DC_CPDResEnergyTransferModeType(zero, zero, zero, zero, zero, zero)
 
-    def _fail(self, request: str, code: str) -> Handled:
-        return self._failed(request, code), True, self.state
-
     def _iso20_code(self, code: str) -> str:
         """A decision's code as a -20 ResponseCode ("Ongoing" passes): a code from another protocol is a bug
         somewhere else, answered with FAILED rather than a message that cannot be encoded."""
@@ -428,12 +411,7 @@ class Iso20Session(SessionCore):
 
     def _receipt_required(self) -> bool:
         """PnC only: ask for a signed MeteringConfirmation every ``receipt_interval`` seconds."""
-        if self.auth_service != AUTH_PNC or self._receipt_due_at is None or self._receipt_pending:
-            return False
-        if self._now < self._receipt_due_at:
-            return False
-        self._receipt_pending = True
-        return True
+        return self.receipts_due.required(self._now, contract=self.auth_service == AUTH_PNC)
 
     # ------------------------------------------------------------------ session, authorization, services
     def _SessionSetupReq(self, msg: cm.SessionSetupReqType) -> Handled:
@@ -749,8 +727,7 @@ class Iso20Session(SessionCore):
         self.power.contactors(True)
         self.controller.energy_transfer_started(self._now)
         self._renegotiating = False
-        if self.receipt_interval is not None and self._receipt_due_at is None:  # first receipt one interval in
-            self._receipt_due_at = self._now + self.receipt_interval
+        self.receipts_due.charging_started(self._now)
         return ok, False, "PowerDeliveryReq:Start"
 
     def _check_power_profile(self, profile: cm.EVPowerProfileType | None, channel: Any) -> str:
@@ -935,7 +912,7 @@ class Iso20Session(SessionCore):
 
     def _MeteringConfirmationReq(self, msg: cm.MeteringConfirmationReqType) -> Handled:
         assert self.request_header is not None
-        if not self._receipt_pending or self.pnc is None or self.contract is None:
+        if not self.receipts_due.pending or self.pnc is None or self.contract is None:
             return self._fail("MeteringConfirmationReq", "FAILED_SequenceError")
         data, sent = msg.SignedMeteringData, self._last_meter
         matches = (data is not None and sent is not None and data.SessionID == self.session_id
@@ -948,8 +925,7 @@ class Iso20Session(SessionCore):
                 code = "OK"
         if code != "OK":
             return self._fail("MeteringConfirmationReq", code)
-        assert self.receipt_interval is not None
-        self._receipt_pending, self._receipt_due_at = False, self._now + self.receipt_interval
+        self.receipts_due.received(self._now)
         self.receipts += 1
         return cm.MeteringConfirmationResType(ResponseCode="OK"), False, "MeteringConfirmationReq"
 
