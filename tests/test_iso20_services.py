@@ -334,3 +334,35 @@ async def test_a_car_silent_after_a_charge_loop_response_is_cut_off_after_half_a
         why = await serve_connection(server_side, conn, idle_timeout=60.0)
     assert "sequence timeout" in why and trio.current_time() - start == pytest.approx(0.5)
     assert not hw.closed and hw.target_i == 0 and hw.ac_limit == 0
+
+
+def test_dc_bpt_scheduled_discharge_follows_a_negative_schedule_and_out_of_range_targets_are_clamped() -> None:
+    """Scheduled mode with a discharging schedule entry: the car's negative power profile is accepted,
+    its negative target current flows (within the discharge limits), a target beyond them is clamped."""
+    hw = bidirectional_charger(isolation_s=0.5, voltage_tau=0.1)
+    controller = ChargingController(limit=PowerCommand(max_w=50_000, min_w=-15_000, target_w=-10_000))
+    s = session(hw, controller=controller)
+    car = Car(s)
+    select(car, SERVICE_DC_BPT, SCHEDULED)
+    dc_bpt_parameters(car, discharge_power=20_000, discharge_current=50)
+    sched = car.schedule().Scheduled_SEResControlMode.ScheduleTuple[0].ChargingSchedule.PowerSchedule
+    assert from_rational(sched.PowerScheduleEntries.PowerScheduleEntry[0].Power) == -10_000
+    car.cable_check_and_pre_charge()
+    assert car.start(power=-10_000).ResponseCode == "OK"  # a discharging profile inside the schedule
+
+    def loop(current: float) -> dc.DC_ChargeLoopResType:
+        mode = dc.BPT_Scheduled_DC_CLReqControlModeType(
+            EVTargetCurrent=rational(current), EVTargetVoltage=rational(380), EVMaximumChargePower=rational(100_000),
+            EVMaximumChargeCurrent=rational(200), EVMaximumVoltage=rational(450),
+            EVMaximumDischargePower=rational(20_000), EVMaximumDischargeCurrent=rational(50))
+        return car.send(dc.DC_ChargeLoopReqType(EVPresentVoltage=rational(380), MeterInfoRequested=False,
+                                                BPT_Scheduled_DC_CLReqControlMode=mode), dt=0.25)
+
+    for _ in range(8):
+        res = loop(-20)
+    assert res.ResponseCode == "OK" and hw.target_i == pytest.approx(-20) and from_rational(res.EVSEPresentCurrent) < 0
+    res = loop(-1000)  # far beyond every discharge limit: the schedule's 10 kW at 380 V bounds it
+    assert hw.target_i == pytest.approx(-10_000 / 380, rel=0.02) and res.EVSECurrentLimitAchieved
+    res = loop(150)  # charging against a discharging schedule: no import allowed
+    assert hw.target_i == 0 and res.EVSEPowerLimitAchieved
+    assert hw.energy_exported_wh() > 0 and not any("unexpected sign" in n for n in s.notes)

@@ -233,10 +233,10 @@ class PowerStage:
         self.hardware.set_dc_target(voltage, current)
         return DcSetpoint(voltage, current, offer.max_current, offer.max_power, offer.max_discharge_current,
                           offer.max_discharge_power,
-                          current_limited=target_current > allowed.max_current,
+                          current_limited=not -allowed.max_discharge_current <= target_current <= allowed.max_current,
                           voltage_limited=target_voltage > charger_max_voltage,  # the charger's limit reached
-                          power_limited=target_current > 0
-                          and target_voltage * target_current > allowed.max_power * 1.001)
+                          power_limited=not -allowed.max_discharge_power * 1.001 <= target_voltage * target_current
+                          <= allowed.max_power * 1.001)
 
     def dc_dynamic(self, car: CarDcLimits | None, command: PowerCommand) -> DcSetpoint:
         """-20 DC dynamic control: the charger's power module sets the current from the controller's
