@@ -209,7 +209,8 @@ class PowerStage:
         offer = DcSetpoint(0.0, 0.0, lim.max_current, max_import, discharge_current, max_export, False, False, False)
         if car is None:
             return offer, offer
-        allowed = DcSetpoint(0.0, 0.0, min(lim.max_current, car.max_current or lim.max_current),
+        allowed = DcSetpoint(0.0, 0.0, lim.max_current if car.max_current is None else min(lim.max_current,
+                                                                                           car.max_current),
                              min(max_import, car.max_power if car.max_power is not None else max_import),
                              min(discharge_current, car.max_discharge_current),
                              min(max_export, car.max_discharge_power), False, False, False)
