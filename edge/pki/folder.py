@@ -47,3 +47,12 @@ def read_key_of(paths: PkiPaths, name: str, leaf: x509.Certificate, password: st
 def common_name(cert: x509.Certificate) -> str | None:
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else None
+
+
+def emaid_of_leaf(leaf: bytes | None) -> str:
+    """The EMAID a -20 contract leaf (DER) carries in its CN ("" when it cannot be read: the chain check
+    then refuses it)."""
+    try:
+        return common_name(x509.load_der_x509_certificate(leaf or b"")) or ""
+    except ValueError:
+        return ""

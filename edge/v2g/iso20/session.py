@@ -44,11 +44,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 import exi
 from edge.controller import CarNeeds, PowerCommand
+from edge.pki.folder import emaid_of_leaf
 from edge.v2g.pnc import ContractChain, PlugAndCharge
 from edge.v2g.power import CarAcLimits, CarDcLimits, DcSetpoint
 from edge.v2g.session import PausedSessions, ReceiptSchedule, Request, SessionCore
@@ -148,15 +146,6 @@ PARAMETER_SET_OF_MODE = {CONTROL_MODE_SCHEDULED: 1, CONTROL_MODE_DYNAMIC: 2}
 CONTROL_MODE_NAMES = {CONTROL_MODE_SCHEDULED: "scheduled", CONTROL_MODE_DYNAMIC: "dynamic"}
 
 Handled = tuple[Any, bool, str]  # (response without header, session ends, next state)
-
-
-def emaid_of_leaf(leaf: bytes | None) -> str:
-    """The EMAID a -20 contract leaf carries in its CN ("" when it cannot be read: the chain check refuses it)."""
-    try:
-        names = x509.load_der_x509_certificate(leaf or b"").subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    except ValueError:
-        return ""
-    return str(names[0].value) if names else ""
 
 
 def _phases_total(values: list[Any]) -> float | None:
