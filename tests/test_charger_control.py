@@ -6,6 +6,7 @@ bounds its power. And the DIN/-2 current demand obeys the charger's power and th
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -113,3 +114,45 @@ def test_iso2_current_demand_obeys_the_controllers_limit() -> None:
     seen: list[float] = []
     run(car, conn, each=lambda now: seen.append(hw.target_i * max(hw.target_v, 1.0)) if hw.closed else None)
     assert car.stopped_cleanly and seen and max(seen) <= 15_000 * 1.01
+
+
+def test_a_car_that_ignores_the_chargers_stop_is_cut_off_after_notification_max_delay() -> None:
+    """StopCharging says NotificationMaxDelay; a car still in the loop after it gets FAILED (its current
+    was 0 from the first notification on)."""
+    from edge.v2g.timers import DIN as DIN_TIMERS
+
+    controller = ChargingController()
+    hw = SimulatedCharger(isolation_s=0.0)
+    s = DinSession(hw, controller=controller, timers=dataclasses.replace(DIN_TIMERS, notification_max_delay=2.0))
+
+    def req(now: float, **body: Any) -> tuple[Any, bool]:
+        _, out, end = s.handle(0x8001, exi.encode("din", V2G_Message(MessageHeaderType(s.session_id),
+                                                                     BodyType(**body))), now)
+        return getattr(exi.decode("din", out).Body, next(iter(body)).replace("Req", "Res")), end
+
+    status = t.DC_EVStatusType(True, None, None, "NO_ERROR", 50)
+    pv = s.pv
+    s.handle(0x8001, exi.encode("din", V2G_Message(MessageHeaderType(b"\x00"), BodyType(
+        SessionSetupReq=b.SessionSetupReqType(b"\x01" * 6)))), 0.0)
+    req(0.1, ServiceDiscoveryReq=b.ServiceDiscoveryReqType())
+    req(0.2, ServicePaymentSelectionReq=b.ServicePaymentSelectionReqType(
+        "ExternalPayment", t.SelectedServiceListType([t.SelectedServiceType(1)])))
+    req(0.3, ContractAuthenticationReq=b.ContractAuthenticationReqType())
+    param = t.DC_EVChargeParameterType(status, pv(300, "A"), None, pv(400, "V"))
+    req(0.4, ChargeParameterDiscoveryReq=b.ChargeParameterDiscoveryReqType("DC_extended", DC_EVChargeParameter=param))
+    req(0.5, CableCheckReq=b.CableCheckReqType(status))
+    req(0.6, PreChargeReq=b.PreChargeReqType(status, pv(380, "V"), pv(2, "A")))
+    req(0.7, PowerDeliveryReq=b.PowerDeliveryReqType(True, None, t.DC_EVPowerDeliveryParameterType(status, None, True)))
+    demand = {"CurrentDemandReq": b.CurrentDemandReqType(status, pv(50, "A"), ChargingComplete=False,
+                                                         EVTargetVoltage=pv(380, "V"))}
+    res, end = req(0.8, **demand)
+    assert res.DC_EVSEStatus.EVSENotification == "None" and hw.target_i == 50
+    controller.request_stop("the CSMS ended the transaction")
+    res, end = req(1.0, **demand)
+    assert res.DC_EVSEStatus.EVSENotification == "StopCharging" and res.DC_EVSEStatus.NotificationMaxDelay == 2
+    assert hw.target_i == 0 and not end
+    res, end = req(2.9, **demand)  # within the delay: still told, still no current
+    assert res.DC_EVSEStatus.EVSENotification == "StopCharging" and not end and hw.target_i == 0
+    res, end = req(3.1, **demand)  # past it: cut off
+    assert res.ResponseCode == "FAILED" and end and not hw.closed
+    assert any("ignored the charger's stop" in n for n in s.notes)

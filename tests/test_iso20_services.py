@@ -366,3 +366,21 @@ def test_dc_bpt_scheduled_discharge_follows_a_negative_schedule_and_out_of_range
     res = loop(150)  # charging against a discharging schedule: no import allowed
     assert hw.target_i == 0 and res.EVSEPowerLimitAchieved
     assert hw.energy_exported_wh() > 0 and not any("unexpected sign" in n for n in s.notes)
+
+
+def test_a_iso20_car_that_ignores_terminate_is_cut_off_after_notification_max_delay() -> None:
+    import dataclasses
+
+    from edge.v2g.timers import ISO20
+
+    hw = SimulatedCharger(isolation_s=0.5, voltage_tau=0.1)
+    controller = ChargingController()
+    s = session(hw, controller=controller, timers=dataclasses.replace(ISO20, notification_max_delay=1.0))
+    car = Car(s)
+    car.to_charge_loop()
+    controller.request_stop("fault on the site")
+    res = car.loop()
+    assert res.EVSEStatus.EVSENotification == "Terminate" and res.EVSEStatus.NotificationMaxDelay == 1
+    for _ in range(3):  # 0.75 s more: within the delay
+        assert car.loop().ResponseCode == "OK" and hw.target_i == 0
+    assert car.loop().ResponseCode == "FAILED" and car.ended and not hw.closed

@@ -125,6 +125,7 @@ class SessionCore:
     phase_started: dict[str, float] = field(default_factory=dict)  # first request of a timed phase
     _now: float = 0.0
     _told_revision: int = -1  # the controller revision the car was last told about
+    _stop_told_at: float | None = None  # when the car was first told to stop on the charger's behalf
 
     def __post_init__(self) -> None:
         if self.timers is None:
@@ -209,6 +210,24 @@ class SessionCore:
     def told(self) -> None:
         self._told_revision = self.controller.revision
 
+    def notification_delay(self, notification: str) -> int:
+        """NotificationMaxDelay for ``notification`` (whole seconds; 0 when there is nothing to act on)."""
+        assert self.timers is not None
+        return 0 if notification in ("None", "MeteringConfirmation") else round(self.timers.notification_max_delay)
+
+    def stop_ignored(self) -> bool:
+        """The car was told to stop (on the charger's behalf) and is still in the loop after
+        NotificationMaxDelay: the session is ended with FAILED (the current is already 0)."""
+        assert self.timers is not None
+        if self._stop_told_at is None:
+            self._stop_told_at = self._now
+            return False
+        if self._now - self._stop_told_at > self.timers.notification_max_delay:
+            self.notes.append(f"the car ignored the charger's stop for {self._now - self._stop_told_at:.1f} s: "
+                              "session ended")
+            return True
+        return False
+
     def _overdue(self, phase: str, limit: float) -> bool:
         """True once ``phase`` has lasted longer than ``limit`` (measured from its first request)."""
         started = self.phase_started.setdefault(phase, self._now)
@@ -274,7 +293,8 @@ class V2gSession(SessionCore):
 
     def _status(self, code: str = "EVSE_Ready", notification: str = "None") -> Any:
         return self.T.DC_EVSEStatusType(EVSEIsolationStatus=self.hardware.isolation(), EVSEStatusCode=code,
-                                        NotificationMaxDelay=0, EVSENotification=notification)
+                                        NotificationMaxDelay=self.notification_delay(notification),
+                                        EVSENotification=notification)
 
     def _evse_parameter(self) -> Any:
         lim, pv = self.power.dc_limits(), self.pv

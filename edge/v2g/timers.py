@@ -20,6 +20,9 @@ class SessionTimers:
     pre_charge: float = 5.0  # SECC PreCharge performance (EVCC timeout 7 s)
     # -20: V2G_SECC_Sequence_Timeout after a ChargeLoopRes (None: sequence_timeout applies there too)
     charge_loop_sequence_timeout: float | None = None
+    # EVSENotification's NotificationMaxDelay: how long a car has to act on the charger's stop or
+    # renegotiation request; a car still charging after a stop request this long is cut off (FAILED)
+    notification_max_delay: float = 10.0
     performance: dict[str, float] = field(default_factory=dict)  # per request, seconds
     default_performance: float = 1.5
 

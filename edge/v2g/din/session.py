@@ -129,6 +129,8 @@ class DinSession(DcSession):
     def _CurrentDemandReq(self, req: b.CurrentDemandReqType):
         lim = self.power.dc_limits()
         notification = self._loop_notification(renegotiation=False)  # DIN has no renegotiation
+        if notification == "StopCharging" and self.stop_ignored():
+            return self._fail("CurrentDemandReq", "FAILED")
         setpoint = self._current_demand(req) if notification == "None" else self.power.dc_stopping()
         v, i = self.hardware.present()
         res = b.CurrentDemandResType(

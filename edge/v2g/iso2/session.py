@@ -165,7 +165,7 @@ class Iso2Session(DcSession):
         return t.SAScheduleListType([t.SAScheduleTupleType(self.schedule_id, t.PMaxScheduleType([entry]))])
 
     def _ac_status(self, notification: str = "None") -> t.AC_EVSEStatusType:
-        return t.AC_EVSEStatusType(0, notification, False)
+        return t.AC_EVSEStatusType(self.notification_delay(notification), notification, False)
 
     def _ac_current(self) -> float:
         """The current per phase an AC car may draw now: the charger's, within the controller's command."""
@@ -378,6 +378,8 @@ class Iso2Session(DcSession):
     def _ChargingStatusReq(self, req: b.ChargingStatusReqType):
         # the meter says what flowed; the car manages its own draw within the current it is given
         notification = self._loop_notification(renegotiation=True)
+        if notification == "StopCharging" and self.stop_ignored():
+            return self._fail("ChargingStatusReq", "FAILED")
         current = 0.0 if notification == "StopCharging" else min(self._ac_current(), self.ev_max_current)
         self.power.ac_start(current)
         res = b.ChargingStatusResType("OK", self.evse_id, self.schedule_id, pv(current, "A"), self._meter(),
@@ -387,6 +389,8 @@ class Iso2Session(DcSession):
     def _CurrentDemandReq(self, req: b.CurrentDemandReqType):
         lim = self.power.dc_limits()
         notification = self._loop_notification(renegotiation=True)
+        if notification == "StopCharging" and self.stop_ignored():
+            return self._fail("CurrentDemandReq", "FAILED")
         setpoint = self.power.dc_stopping() if notification == "StopCharging" else self._current_demand(req)
         v, i = self.hardware.present()
         res = b.CurrentDemandResType(

@@ -761,10 +761,13 @@ class Iso20Session(SessionCore):
         if notification is None:
             return None, None
         self._charger_notified = notification
-        return ct.EVSEStatusType(NotificationMaxDelay=0, EVSENotification=notification), None
+        return ct.EVSEStatusType(NotificationMaxDelay=self.notification_delay(notification),
+                                 EVSENotification=notification), None
 
     def _ChargeLoopReq(self, msg: Any) -> Handled:
         status, meter = self._loop_status()
+        if status is not None and status.EVSENotification == "Terminate" and self.stop_ignored():
+            return self._fail(type(msg).__name__.removesuffix("Type"), "FAILED")
         if meter is None and msg.MeterInfoRequested:
             meter = self._meter()
         stopping = status is not None and status.EVSENotification == "Terminate"
