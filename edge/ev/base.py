@@ -8,6 +8,7 @@ its message classes and one ``_on_<Response>`` method per response it expects.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -52,6 +53,10 @@ class Quirks:
     stop_after_session_setup: bool = False  # Audi Q4: SessionStopReq right after SessionSetup, some sessions
     ignore_cable_check_ongoing: bool = False  # Seres 3: PreCharge after the first CableCheckRes, finished or not
     skip_welding_detection: bool = False  # straight from PowerDelivery Stop to SessionStop
+    # -20 BPT: discharge limits (EVMaximumDischargePower, EVSEMaximumDischargeCurrent, ...) sent and read as
+    # negative numbers, as cars built on EVerest's ``negative_bidirectional_limits`` do; such a car reads a
+    # positive limit from the charger as "no discharge" (the charger has to know which car it has)
+    negative_discharge_limits: bool = False
 
 
 QUIRK_PROFILES: dict[str, Quirks] = {
@@ -59,11 +64,37 @@ QUIRK_PROFILES: dict[str, Quirks] = {
     "audi-q4": Quirks(stop_after_session_setup=True),
     "seres-3": Quirks(ignore_cable_check_ongoing=True),
     "no-welding-detection": Quirks(skip_welding_detection=True),
+    "negative-discharge-limits": Quirks(negative_discharge_limits=True),
 }
 
 
 def is_ok(code: object) -> bool:
     return str(code).startswith("OK")
+
+
+def physical_or_none(p: Any) -> float | None:
+    """A DIN/-2 PhysicalValue as a number, None when the element is absent (not 0: an absent limit is no limit)."""
+    return None if p is None else from_physical(p)
+
+
+#: below this the charger's output counts as discharged after PowerDelivery Stop (no welded contactor
+#: holds the battery's voltage on it); the DC touch-safe limit
+WELDING_SAFE_V = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class EvseLimits:
+    """What the charger said it can give (ChargeParameterDiscoveryRes, updated by the loop responses),
+    None where it said nothing (no limit known). Discharge limits are magnitudes."""
+
+    max_current: float | None = None  # A, DC
+    max_power: float | None = None  # W
+    max_discharge_current: float | None = None  # A, DC bidirectional
+    max_discharge_power: float | None = None  # W, bidirectional
+
+    def updated(self, **given: float | None) -> EvseLimits:
+        """These limits with the values a later response gives (a value not given keeps the old one)."""
+        return dataclasses.replace(self, **{name: v for name, v in given.items() if v is not None})
 
 
 @dataclass
@@ -80,8 +111,12 @@ class SimulatedCar:
     DEFAULT_TIMEOUT: ClassVar[float] = 2.0
     #: requests of the charge loop: the next one follows after the loop period, not at once
     LOOP_REQUESTS: ClassVar[frozenset[str]] = frozenset({"CurrentDemandReq", "ChargingStatusReq"})
-    #: how long the car waits for the charger in a phase (V2G_EVCC_*_Timeout), by phase name
-    PHASE_LIMITS: ClassVar[dict[str, float]] = {"ongoing": 60.0, "cable check": 40.0, "pre-charge": 7.0}
+    #: how long the car waits for the charger in a phase (V2G_EVCC_*_Timeout), by phase name. No standard
+    #: bounds welding detection: a charger's output falls below 60 V within seconds once its current is off,
+    #: so 20 s gives a slow one room while a car facing a welded contactor (or an output that never
+    #: discharges) gives up instead of asking on forever (one did: 2,560 requests in 110 s)
+    PHASE_LIMITS: ClassVar[dict[str, float]] = {"ongoing": 60.0, "cable check": 40.0, "pre-charge": 7.0,
+                                                "welding detection": 20.0}
 
     evcc_id: bytes = bytes.fromhex("02aabbccddee")
     capacity_wh: float = 60_000.0
@@ -95,28 +130,38 @@ class SimulatedCar:
     session_id: bytes = b"\x00"  # what real cars send in SessionSetupReq; the charger's once assigned
     log: list[str] = field(default_factory=list)  # every request sent, by name
     notes: list[str] = field(default_factory=list)  # quirks used, charger notifications honoured
-    energy_wh: float = 0.0
-    stopped_cleanly: bool = False
+    energy_wh: float = 0.0  # imported into the battery
+    energy_exported_wh: float = 0.0  # taken from the battery (bidirectional power transfer)
+    soc_start: float | None = None  # the SoC when the car first started (set by start())
+    stopped_cleanly: bool = False  # SessionStop answered and nothing failed on the way
+    failure: str | None = None  # what went wrong although the session could still be ended (welding detection)
+    last_request: Any = None  # the last request sent and the last response read, decoded (message logs)
+    last_response: Any = None
     paused: bool = False  # the session was paused; resume() before the next connection
     _last: str = ""
     _last_time: float | None = None
     _negotiated: bool = False
     _phase_started: dict[str, float] = field(default_factory=dict)
+    _evse: EvseLimits = EvseLimits()
 
     # ------------------------------------------------------------------ the sans-IO interface
     def start(self) -> bytes:
         """The first request of a connection: the supportedAppProtocolReq."""
+        if self.soc_start is None:
+            self.soc_start = self.soc
         self._negotiated = False
         self._last = "supportedAppProtocolReq"
         offer = [AppProtocolType(o.namespace, o.major, o.minor, o.schema_id, o.priority)
                  for o in self.offers or self.DEFAULT_OFFERS]
-        return exi.encode("apphand", supportedAppProtocolReq(offer))
+        self.last_request = supportedAppProtocolReq(offer)
+        return exi.encode("apphand", self.last_request)
 
     def handle(self, payload: bytes, now: float) -> bytes | None:
         """The charger's response to the last request in; the next request out (None: done)."""
         if not self._negotiated:
-            return self._on_app_protocol(self._decode("apphand", payload))
-        msg = self._decode(self.PROTOCOL.name, payload)
+            self.last_response = self._decode("apphand", payload)
+            return self._on_app_protocol(self.last_response)
+        msg = self.last_response = self._decode(self.protocol.name, payload)
         name = self._last[:-3] + "Res"
         res = getattr(msg.Body, name, None) if msg.Body is not None else None
         if res is None:
@@ -124,6 +169,11 @@ class SimulatedCar:
         if not self._accepts(name, res.ResponseCode):
             raise SessionFailed(f"{name} failed: {res.ResponseCode}")
         return getattr(self, "_on_" + name)(res, msg, now)
+
+    @property
+    def protocol(self) -> sap.Protocol:
+        """The protocol (SAP namespace) this car speaks."""
+        return self.PROTOCOL
 
     @property
     def in_charge_loop(self) -> bool:
@@ -135,11 +185,16 @@ class SimulatedCar:
 
     def resume(self) -> None:
         """Ready for the connection that resumes a paused session (protocols that can pause)."""
-        raise RuntimeError(f"a {self.PROTOCOL.name} session cannot be paused and resumed")
+        raise RuntimeError(f"a {self.protocol.name} session cannot be paused and resumed")
 
     def summary(self) -> dict[str, Any]:
-        return {"protocol": self.PROTOCOL.name, "messages": len(self.log), "energy_wh": round(self.energy_wh, 3),
-                "soc": round(self.soc, 3), "stopped_cleanly": self.stopped_cleanly, "notes": list(self.notes)}
+        """What the car did, JSON-able; also valid mid-session (an interrupted run prints it)."""
+        start = self.soc if self.soc_start is None else self.soc_start
+        return {"protocol": self.protocol.name, "messages": len(self.log), "energy_wh": round(self.energy_wh, 3),
+                "energy_imported_wh": round(self.energy_wh, 3),
+                "energy_exported_wh": round(self.energy_exported_wh, 3), "soc": round(self.soc, 3),
+                "soc_start": round(start, 3), "soc_end": round(self.soc, 3), "stopped_cleanly": self.stopped_cleanly,
+                "failure": self.failure, "notes": list(self.notes)}
 
     # ------------------------------------------------------------------ for the protocols
     def _session_setup(self) -> bytes:
@@ -150,30 +205,60 @@ class SimulatedCar:
 
     def _on_app_protocol(self, res: Any) -> bytes:
         chosen = next((o for o in self.offers or self.DEFAULT_OFFERS if o.schema_id == res.SchemaID), None)
-        if not is_ok(res.ResponseCode) or chosen is None or chosen.namespace != self.PROTOCOL.namespace:
-            raise SessionFailed(f"{self.PROTOCOL.name} not agreed: {res.ResponseCode} schema {res.SchemaID}")
+        if not is_ok(res.ResponseCode) or chosen is None or chosen.namespace != self.protocol.namespace:
+            raise SessionFailed(f"{self.protocol.name} not agreed: {res.ResponseCode} schema {res.SchemaID}")
         self._negotiated = True
         return self._session_setup()
 
     def _send(self, name: str, req: object, signature: object = None) -> bytes:
         self._last = name
         self.log.append(name)
+        self.last_request = req
         header = self.HEADER(self.session_id)
         if signature is not None:
             header.Signature = signature
-        return exi.encode(self.PROTOCOL.name, self.MESSAGE(header, self.BODY(**{name: req})))
+        return exi.encode(self.protocol.name, self.MESSAGE(header, self.BODY(**{name: req})))
 
     def _start_metering(self, now: float) -> None:
         """Energy flows from ``now`` on (PowerDelivery Start answered)."""
         self._last_time = now
 
     def _take_energy(self, power_w: float, now: float) -> None:
-        """The battery model: ``power_w`` flowed since the last call; SoC rises with that energy."""
+        """The battery model: ``power_w`` flowed since the last call (import positive, export negative); SoC
+        rises with the energy imported and falls with the energy exported."""
         dt = now - (self._last_time if self._last_time is not None else now)
         self._last_time = now
-        wh = max(0.0, power_w) * max(0.0, dt) / 3600
-        self.energy_wh += wh
-        self.soc = min(100.0, self.soc + 100 * wh / self.capacity_wh)
+        wh = power_w * max(0.0, dt) / 3600
+        if wh >= 0:
+            self.energy_wh += wh
+        else:
+            self.energy_exported_wh -= wh
+        self.soc = min(100.0, max(0.0, self.soc + 100 * wh / self.capacity_wh))
+
+    def _session_stopped(self) -> None:
+        """SessionStopRes read: a clean stop unless something failed on the way."""
+        self.stopped_cleanly = self.failure is None
+
+    def _fail_softly(self, failure: str) -> None:
+        """Something went wrong that the car still ends the session properly after (SessionStop)."""
+        self.failure = failure
+        self._note(f"failure: {failure}")
+
+    # ------------------------------------------------------------------ what the charger can give
+    def _learn_evse_limits(self, **given: float | None) -> None:
+        """The charger's limits (:class:`EvseLimits` names) from a ChargeParameterDiscoveryRes or a loop
+        response; None: not given there (the last known value stands)."""
+        self._evse = self._evse.updated(**given)
+
+    def _dc_target_current(self, voltage: float, wanted: float | None = None) -> float:
+        """The current the car asks for at ``voltage``: what it wants (its maximum unless said), never
+        above the charger's maximum current, nor its maximum power at that voltage."""
+        current = self.max_current if wanted is None else min(wanted, self.max_current)
+        if self._evse.max_current is not None:
+            current = min(current, self._evse.max_current)
+        if self._evse.max_power is not None and voltage > 0:
+            current = min(current, self._evse.max_power / voltage)
+        return max(0.0, current)
 
     def _quirk(self, name: str) -> bool:
         """Is quirk ``name`` on? A use is noted (the charger's logs can be read against it)."""
@@ -186,36 +271,63 @@ class SimulatedCar:
         self.notes.append(text)
         log.info("car: %s", text)
 
-    def _within(self, phase: str, now: float) -> None:
-        """The car gives up on a phase (cable check, pre-charge, Ongoing answers) after its limit."""
+    def _note_once(self, text: str) -> None:
+        """A note for something that may recur every loop cycle: recorded the first time only."""
+        if text not in self.notes:
+            self._note(text)
+
+    def _within(self, phase: str, now: float, seen: str) -> None:
+        """The car gives up on a phase (cable check, pre-charge, Ongoing answers) after its limit;
+        ``seen``: what the charger last said, for the failure message."""
+        if self._expired(phase, now):
+            raise SessionFailed(f"{phase} not finished within {self.PHASE_LIMITS[phase]:g} s: {seen}")
+
+    def _expired(self, phase: str, now: float) -> bool:
+        """Has ``phase`` (started at its first check) outlasted its limit?"""
         started = self._phase_started.setdefault(phase, now)
-        if now - started > self.PHASE_LIMITS[phase]:
-            raise SessionFailed(f"{phase} not finished within {self.PHASE_LIMITS[phase]:g} s")
+        return now - started > self.PHASE_LIMITS[phase]
+
+    def _output_discharged(self, present_v: float, now: float) -> bool:
+        """Welding detection: may the car go on to SessionStop? Yes once the charger's output is below
+        WELDING_SAFE_V, and also after the phase limit, with the failure recorded (a welded contactor or
+        an output that does not discharge: the car ends the session rather than ask forever)."""
+        if present_v <= WELDING_SAFE_V:
+            self._end_phase("welding detection")
+            return True
+        if self._expired("welding detection", now):
+            self._end_phase("welding detection")
+            self._fail_softly(f"welding detection: the output still at {present_v:g} V after "
+                              f"{self.PHASE_LIMITS['welding detection']:g} s (welded contactor or not "
+                              f"discharged; {WELDING_SAFE_V:g} V expected)")
+            return True
+        return False
 
     def _end_phase(self, phase: str) -> None:
         self._phase_started.pop(phase, None)
 
     # ------------------------------------------------------------------ DC steps DIN and -2 share
-    def _cable_check(self, now: float) -> bytes:
-        self._within("cable check", now)
+    def _cable_check(self, now: float, seen: str = "no CableCheckRes yet") -> bytes:
+        self._within("cable check", now, seen)
         return self._send("CableCheckReq", self.MSG_BODY.CableCheckReqType(self._status()))
 
     def _on_CableCheckRes(self, res: Any, msg: Any, now: float) -> bytes:
         if res.EVSEProcessing == "Ongoing" and not self._quirk("ignore_cable_check_ongoing"):
-            return self._cable_check(now)
+            status = getattr(res.DC_EVSEStatus, "EVSEIsolationStatus", None)
+            return self._cable_check(now, f"EVSEProcessing Ongoing, isolation {status or 'not given'}")
         self._end_phase("cable check")
         return self._pre_charge(now)
 
-    def _pre_charge(self, now: float) -> bytes:
+    def _pre_charge(self, now: float, seen: str = "no PreChargeRes yet") -> bytes:
         """Ask for the battery's voltage at 1 A until the charger's output is within 20 V of it."""
-        self._within("pre-charge", now)
+        self._within("pre-charge", now, seen)
         pv = self._pv
         return self._send("PreChargeReq", self.MSG_BODY.PreChargeReqType(
             self._status(), pv(self.battery_voltage, "V"), pv(1, "A")))
 
     def _on_PreChargeRes(self, res: Any, msg: Any, now: float) -> bytes:
-        if abs(from_physical(res.EVSEPresentVoltage) - self.battery_voltage) >= 20:
-            return self._pre_charge(now)
+        present = from_physical(res.EVSEPresentVoltage)
+        if abs(present - self.battery_voltage) >= 20:
+            return self._pre_charge(now, f"EVSEPresentVoltage {present:g} V, target {self.battery_voltage:g} V")
         self._end_phase("pre-charge")
         return self._start_charging(now)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar
 
-from edge.ev.base import Offer, SimulatedCar
+from edge.ev.base import Offer, SimulatedCar, physical_or_none
 from edge.v2g import sap
 from edge.v2g.din.session import pv, value
 from exi.model import din_msgbody as b
@@ -51,7 +51,7 @@ class DinCar(SimulatedCar):
 
     def _on_ContractAuthenticationRes(self, res: Any, msg: Any, now: float) -> bytes:
         if res.EVSEProcessing == "Ongoing":
-            self._within("ongoing", now)
+            self._within("ongoing", now, "ContractAuthenticationRes still EVSEProcessing Ongoing")
             return self._send("ContractAuthenticationReq", b.ContractAuthenticationReqType())
         self._end_phase("ongoing")
         return self._charge_parameter_discovery()
@@ -65,9 +65,13 @@ class DinCar(SimulatedCar):
 
     def _on_ChargeParameterDiscoveryRes(self, res: Any, msg: Any, now: float) -> bytes:
         if res.EVSEProcessing == "Ongoing":
-            self._within("ongoing", now)
+            self._within("ongoing", now, "ChargeParameterDiscoveryRes still EVSEProcessing Ongoing")
             return self._charge_parameter_discovery()
         self._end_phase("ongoing")
+        evse = res.DC_EVSEChargeParameter
+        if evse is not None:
+            self._learn_evse_limits(max_current=physical_or_none(evse.EVSEMaximumCurrentLimit),
+                                    max_power=physical_or_none(evse.EVSEMaximumPowerLimit))
         return self._cable_check(now)
 
     def _start_charging(self, now: float) -> bytes:
@@ -85,6 +89,8 @@ class DinCar(SimulatedCar):
 
     def _on_CurrentDemandRes(self, res: Any, msg: Any, now: float) -> bytes:
         self._take_energy(value(res.EVSEPresentVoltage) * value(res.EVSEPresentCurrent), now)
+        self._learn_evse_limits(max_current=physical_or_none(res.EVSEMaximumCurrentLimit),
+                                max_power=physical_or_none(res.EVSEMaximumPowerLimit))
         stop_asked = res.DC_EVSEStatus is not None and str(res.DC_EVSEStatus.EVSENotification) == "StopCharging"
         if stop_asked:
             self._note("the charger asked to stop (EVSENotification StopCharging)")
@@ -95,17 +101,18 @@ class DinCar(SimulatedCar):
             False, None, t.DC_EVPowerDeliveryParameterType(self._status(), True, True)))
 
     def _on_WeldingDetectionRes(self, res: Any, msg: Any, now: float) -> bytes:
-        if value(res.EVSEPresentVoltage) > 60:
+        if not self._output_discharged(value(res.EVSEPresentVoltage), now):
             return self._send("WeldingDetectionReq", b.WeldingDetectionReqType(self._status()))
         return self._send("SessionStopReq", b.SessionStopType())
 
     def _on_SessionStopRes(self, res: Any, msg: Any, now: float) -> None:
-        self.stopped_cleanly = True
+        self._session_stopped()
         return None
 
     def _current_demand(self) -> bytes:
+        voltage = self.battery_voltage + 10
         req = b.CurrentDemandReqType(
-            DC_EVStatus=self._status(), EVTargetCurrent=pv(self.max_current, "A"),
+            DC_EVStatus=self._status(), EVTargetCurrent=pv(self._dc_target_current(voltage), "A"),
             EVMaximumVoltageLimit=pv(self.max_voltage, "V"), BulkChargingComplete=False, ChargingComplete=False,
-            EVTargetVoltage=pv(self.battery_voltage + 10, "V"))
+            EVTargetVoltage=pv(voltage, "V"))
         return self._send("CurrentDemandReq", req)

@@ -42,7 +42,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 import exi
-from edge.ev.base import Offer, SessionFailed, SimulatedCar
+from edge.ev.base import Offer, SessionFailed, SimulatedCar, physical_or_none
 from edge.pki.folder import common_name, read_certificate, read_key_of
 from edge.pki.install import ContractKeyError, decrypt_contract_key
 from edge.pki.signature import SignatureError, sign, verify
@@ -235,7 +235,7 @@ class Iso2Car(SimulatedCar):
     _schedule_id: int = 1
     _schedule_pmax: float | None = None
     _evse_nominal_voltage: float = 230.0
-    _evse_max_current: float | None = None
+    _evse_ac_max_current: float | None = None  # A per phase
     _auth_req: Any = None
     _auth_signature: Any = None
     _selected_services: tuple[int, ...] = ()
@@ -306,8 +306,8 @@ class Iso2Car(SimulatedCar):
     def _ac_current(self) -> float:
         """What the on-board charger draws per phase: its own limit, the charger's, the schedule's."""
         current = self.ac_max_current
-        if self._evse_max_current is not None:
-            current = min(current, self._evse_max_current)
+        if self._evse_ac_max_current is not None:
+            current = min(current, self._evse_ac_max_current)
         if self._schedule_pmax is not None:
             current = min(current, self._schedule_pmax / (self._evse_nominal_voltage * self.ac_phases))
         return max(0.0, current)
@@ -327,10 +327,11 @@ class Iso2Car(SimulatedCar):
     def _loop_request(self) -> bytes:
         if self.mode == "ac":
             return self._send("ChargingStatusReq", b.ChargingStatusReqType())
+        voltage = self.battery_voltage + 10
         req = b.CurrentDemandReqType(
-            DC_EVStatus=self._status(), EVTargetCurrent=pv(self.max_current, "A"),
+            DC_EVStatus=self._status(), EVTargetCurrent=pv(self._dc_target_current(voltage), "A"),
             EVMaximumVoltageLimit=pv(self.max_voltage, "V"), BulkChargingComplete=False, ChargingComplete=False,
-            EVTargetVoltage=pv(self.battery_voltage + 10, "V"))
+            EVTargetVoltage=pv(voltage, "V"))
         return self._send("CurrentDemandReq", req)
 
     def _stop(self, kind: str) -> bytes:
@@ -468,14 +469,14 @@ class Iso2Car(SimulatedCar):
 
     def _on_AuthorizationRes(self, res: Any, msg: Any, now: float) -> bytes:
         if res.EVSEProcessing == "Ongoing":  # the same request again until the charger has decided
-            self._within("ongoing", now)
+            self._within("ongoing", now, "AuthorizationRes still EVSEProcessing Ongoing")
             return self._send("AuthorizationReq", self._auth_req, self._auth_signature)
         self._end_phase("ongoing")
         return self._charge_parameter_discovery()
 
     def _on_ChargeParameterDiscoveryRes(self, res: Any, msg: Any, now: float) -> bytes:
         if res.EVSEProcessing == "Ongoing":
-            self._within("ongoing", now)
+            self._within("ongoing", now, "ChargeParameterDiscoveryRes still EVSEProcessing Ongoing")
             return self._charge_parameter_discovery()
         self._end_phase("ongoing")
         schedules = res.SAScheduleList.SAScheduleTuple if res.SAScheduleList else []
@@ -490,7 +491,11 @@ class Iso2Car(SimulatedCar):
             if param is None:
                 raise SessionFailed("ChargeParameterDiscoveryRes for AC has no AC_EVSEChargeParameter")
             self._evse_nominal_voltage = value(param.EVSENominalVoltage) or self._evse_nominal_voltage
-            self._evse_max_current = value(param.EVSEMaxCurrent)
+            self._evse_ac_max_current = value(param.EVSEMaxCurrent)
+        elif res.DC_EVSEChargeParameter is not None:
+            evse = res.DC_EVSEChargeParameter
+            self._learn_evse_limits(max_current=physical_or_none(evse.EVSEMaximumCurrentLimit),
+                                    max_power=physical_or_none(evse.EVSEMaximumPowerLimit))
         if self._phase == "renegotiating" or self.mode == "ac":
             self._phase = "charging"
             return self._power_delivery("Start")
@@ -512,7 +517,7 @@ class Iso2Car(SimulatedCar):
 
     def _on_ChargingStatusRes(self, res: Any, msg: Any, now: float) -> bytes:
         if res.EVSEMaxCurrent is not None:
-            self._evse_max_current = value(res.EVSEMaxCurrent)
+            self._evse_ac_max_current = value(res.EVSEMaxCurrent)
         self._take_energy(self._evse_nominal_voltage * self._ac_current() * self.ac_phases, now)
         if res.AC_EVSEStatus is None:
             raise SessionFailed("ChargingStatusRes has no AC_EVSEStatus")
@@ -521,6 +526,8 @@ class Iso2Car(SimulatedCar):
 
     def _on_CurrentDemandRes(self, res: Any, msg: Any, now: float) -> bytes:
         self._take_energy(value(res.EVSEPresentVoltage) * value(res.EVSEPresentCurrent), now)
+        self._learn_evse_limits(max_current=physical_or_none(res.EVSEMaximumCurrentLimit),
+                                max_power=physical_or_none(res.EVSEMaximumPowerLimit))
         receipt = self._metering_receipt(res)
         if receipt is not None:
             return receipt
@@ -532,7 +539,7 @@ class Iso2Car(SimulatedCar):
         return self._next_in_loop(status.EVSENotification if status is not None else None)
 
     def _on_WeldingDetectionRes(self, res: Any, msg: Any, now: float) -> bytes:
-        if value(res.EVSEPresentVoltage) > 60:
+        if not self._output_discharged(value(res.EVSEPresentVoltage), now):
             return self._send("WeldingDetectionReq", b.WeldingDetectionReqType(self._status()))
         return self._send("SessionStopReq", b.SessionStopReqType(self._stop_kind))
 
@@ -540,5 +547,5 @@ class Iso2Car(SimulatedCar):
         if self._stop_kind == "Pause":
             self.paused = True
         else:
-            self.stopped_cleanly = True
+            self._session_stopped()
         return None

@@ -1,19 +1,43 @@
-"""An ISO 15118-20 DC car, sans-IO on :class:`edge.ev.base.SimulatedCar`: the Scheduled control mode,
-EIM or Plug & Charge, metering confirmations, schedule renegotiation, pause and resume.
+"""The ISO 15118-20 car, sans-IO on :class:`edge.ev.base.SimulatedCar`: one car for every energy service
+(``service``: dc, ac, dc_bpt, ac_bpt) in the Scheduled or Dynamic control mode (``control``), EIM or Plug &
+Charge, metering confirmations, schedule renegotiation, pause and resume, the charger's notifications.
 
-Sequence: SessionSetup, AuthorizationSetup, Authorization (EIM, or PnC: PnC_AReqAuthorizationMode with
-the charger's GenChallenge and the contract chain, signed in the header with the contract key),
-ServiceDiscovery, ServiceDetail (the DC service, a parameter set with ControlMode Scheduled),
-ServiceSelection, DC_ChargeParameterDiscovery, ScheduleExchange, DC_CableCheck, DC_PreCharge (Ongoing
-until the charger's output is within 20 V of the battery, then one Finished), PowerDelivery Start with
-a power profile inside the schedule, DC_ChargeLoop, PowerDelivery Stop, DC_WeldingDetection, SessionStop.
+Sequence: SAP (an AC car offers urn:iso:std:iso:15118:-20:AC, a DC car ...:-20:DC), SessionSetup,
+AuthorizationSetup, Authorization (EIM, or PnC: PnC_AReqAuthorizationMode with the charger's GenChallenge and
+the contract chain, signed in the header with the contract key), ServiceDiscovery (the BPT service of the car's
+kind when the car is BPT-capable and it is offered, else the plain one), ServiceDetail (a parameter set whose
+ControlMode is the one wanted; BPTChannel unified preferred), ServiceSelection, AC_/DC_ChargeParameterDiscovery
+(the BPT_ element with discharge limits for BPT), ScheduleExchange (Scheduled_ or Dynamic_SEReqControlMode),
+DC only: DC_CableCheck and DC_PreCharge (Ongoing until the charger's output is within 20 V of the battery,
+then one Finished); PowerDelivery Start (scheduled: a power profile inside the schedule; dynamic:
+Dynamic_EVPPTControlMode; BPT: BPT_ChannelSelection), the charge loop (AC_ChargeLoop or DC_ChargeLoop with
+the control-mode element of the service and mode), PowerDelivery Stop, DC only: DC_WeldingDetection,
+SessionStop.
 
-Each request is its own root element; :meth:`Iso20DcCar.request_payload_type` tells
-:func:`edge.ev.drive` the V2GTP payload type it goes with (0x8002 common messages, 0x8004 DC). A
-WARNING_* AuthorizationRes (contract refused) ends the session with SessionStopReq, no power drawn;
-a FAILED* answer raises :class:`~edge.ev.base.SessionFailed` (the charger closes the connection then).
-The -20 contract credentials come from a folder of a Josev-layout PKI (``iso15118_20``: P-521, or
-``iso15118_20_ed448``), see :meth:`Iso20ContractCredentials.from_pki`.
+Power in the loop: DC scheduled: the car asks EVTargetCurrent for the schedule's power now (negative:
+discharge, BPT only), within its own and the charger's last maximum current and power. DC dynamic: the
+charger's power module sets the current; the battery follows EVSEPresentCurrent. AC: the on-board charger
+follows EVSETargetActivePower (scheduled without one: the schedule's power) within its own and the
+charger's limits, and reports it as EVPresentActivePower. Below ``min_soc`` the car gives no energy: it
+asks for 0 / draws 0 and notes the refusal, and sends its discharge limits as 0.
+
+Signs on the wire: target and present values (EVTargetCurrent, EVSEPresentCurrent, EVSETargetActivePower,
+EVPresentActivePower, schedule entries) are signed, import positive, export negative; discharge limits
+(EV/EVSE Maximum/MinimumDischargePower, ...DischargeCurrent) are positive magnitudes, or negative numbers
+with the ``negative_discharge_limits`` quirk (EVerest's ``negative_bidirectional_limits``). A limit of the
+sign the car does not expect is read as "no discharge" and noted.
+
+Notifications in a loop response: Terminate and Pause end the energy transfer (PowerDelivery Stop,
+welding detection for DC, SessionStop Terminate or Pause); ScheduleRenegotiation: PowerDelivery
+ScheduleRenegotiation, ScheduleExchange, PowerDelivery Start; MeteringConfirmation: a signed
+MeteringConfirmationReq (PnC).
+
+Each request is its own root element; :meth:`Iso20Car.request_payload_type` tells :func:`edge.ev.drive` the
+V2GTP payload type it goes with (0x8002 common messages, 0x8003 AC, 0x8004 DC). A WARNING_* AuthorizationRes
+(contract refused) ends the session with SessionStopReq, no power drawn; a FAILED* answer raises
+:class:`~edge.ev.base.SessionFailed` (the charger closes the connection then). The -20 contract credentials
+come from a folder of a Josev-layout PKI (``iso15118_20``: P-521, or ``iso15118_20_ed448``), see
+:meth:`Iso20ContractCredentials.from_pki`.
 
 Certificate installation (``install_certificate=True`` with :class:`Iso20OemCredentials`): when
 AuthorizationSetupRes offers CertificateInstallationService, the car sends CertificateInstallationReq
@@ -27,9 +51,10 @@ answer is noted and the car goes on without a new contract (EIM when it has none
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,16 +67,24 @@ from edge.pki.install20 import COMMON_NS, InstallationRejected, accept_installat
 from edge.pki.signature import sign, sign_authorization_req, sign_metering_receipt
 from edge.v2g import sap
 from edge.v2g.iso20.messages import (
+    BPT_CHANNEL_UNIFIED,
+    BPT_SERVICES,
+    CONTROL_MODE_DYNAMIC,
     CONTROL_MODE_SCHEDULED,
+    ENERGY_SERVICES,
     NO_SESSION,
     PAYLOAD_TYPES,
     REQUESTS,
+    SERVICE_AC,
+    SERVICE_AC_BPT,
     SERVICE_DC,
+    SERVICE_DC_BPT,
     from_rational,
     header,
     rational,
 )
 from edge.v2g.v2gtp import PayloadType
+from exi.model import iso20_ac as ac
 from exi.model import iso20_commonmessages as cm
 from exi.model import iso20_commontypes as ct
 from exi.model import iso20_dc as dc
@@ -60,7 +93,13 @@ from exi.model.xmldsig import X509IssuerSerialType
 AUTHORIZATIONS = {"eim": "EIM", "pnc": "PnC"}
 SIGNED_ID = "id1"  # the Id of the one signed element per message
 PRECHARGE_TOLERANCE_V = 20.0
-WELDING_SAFE_V = 60.0  # below this the output counts as discharged (no welded contactor holds it up)
+#: the car's energy service (``service``) -> its ServiceID (Table 204)
+SERVICES = {"dc": SERVICE_DC, "ac": SERVICE_AC, "dc_bpt": SERVICE_DC_BPT, "ac_bpt": SERVICE_AC_BPT}
+PLAIN_OF_BPT = {SERVICE_DC_BPT: SERVICE_DC, SERVICE_AC_BPT: SERVICE_AC}
+#: the car's control mode (``control``) -> the ControlMode service parameter
+CONTROL_MODES = {"scheduled": CONTROL_MODE_SCHEDULED, "dynamic": CONTROL_MODE_DYNAMIC}
+#: W a car takes unless told otherwise: a DC car's battery, an AC car's 11 kW three-phase on-board charger
+DEFAULT_MAX_POWER = {"dc": 150_000.0, "ac": 11_000.0}
 
 
 @dataclass(frozen=True)
@@ -160,14 +199,19 @@ class Iso20OemCredentials:
 
 
 @dataclass
-class Iso20DcCar(SimulatedCar):
-    PROTOCOL: ClassVar[sap.Protocol] = sap.ISO20_DC
+class Iso20Car(SimulatedCar):
+    """A -20 car for one energy service (``service``: dc, ac, dc_bpt, ac_bpt) in one control mode
+    (``control``: scheduled, dynamic); see the module docstring for what each does on the wire."""
+
+    PROTOCOL: ClassVar[sap.Protocol] = sap.ISO20_DC  # an AC car speaks sap.ISO20_AC: see ``protocol``
     DEFAULT_OFFERS: ClassVar[tuple[Offer, ...]] = (Offer.of(sap.ISO20_DC, 1, 1),)
     TIMEOUTS: ClassVar[dict[str, float]] = {  # V2G_EVCC_Msg_Timeout (../shared/spec/timers.md, -20)
-        "DC_ChargeLoopReq": 0.5, "ServiceDetailReq": 5.0, "CertificateInstallationReq": 5.0}
-    LOOP_REQUESTS: ClassVar[frozenset[str]] = frozenset({"DC_ChargeLoopReq"})
-    PHASE_LIMITS: ClassVar[dict[str, float]] = {"ongoing": 60.0, "cable check": 40.0, "pre-charge": 10.0}
+        "DC_ChargeLoopReq": 0.5, "AC_ChargeLoopReq": 0.5, "ServiceDetailReq": 5.0, "CertificateInstallationReq": 5.0}
+    LOOP_REQUESTS: ClassVar[frozenset[str]] = frozenset({"DC_ChargeLoopReq", "AC_ChargeLoopReq"})
+    PHASE_LIMITS: ClassVar[dict[str, float]] = {**SimulatedCar.PHASE_LIMITS, "pre-charge": 10.0}
 
+    service: str = "dc"  # the energy service it wants (SERVICES); a BPT car takes the plain one if that is all
+    control: str = "scheduled"  # the control mode it wants (CONTROL_MODES)
     evccid: str = "EDGESIM00000000001"  # -20 EVCCID is a string (Josev sends a VIN-like one)
     session_id: bytes = NO_SESSION
     authorization: str = "eim"  # "eim" or "pnc"
@@ -175,13 +219,19 @@ class Iso20DcCar(SimulatedCar):
     install_certificate: bool = False  # have a contract installed when the charger offers it (needs ``oem``)
     oem: Iso20OemCredentials | None = None
     offer_iso2_too: bool = False  # the offer lists -2 after -20
-    max_power: float = 150_000.0  # W
+    max_power: float | None = None  # W the car takes; None: DEFAULT_MAX_POWER of its kind
+    max_discharge_power: float = 10_000.0  # W the car gives (BPT)
+    max_discharge_current: float = 30.0  # A the car gives (DC BPT)
+    min_soc: float = 20.0  # % below which the car gives no energy
     min_voltage: float = 200.0
+    transfer_s: float | None = None  # end the energy transfer after this many seconds (None: at target SoC)
     renegotiate_at_soc: float | None = None  # ask for a new schedule once, at this SoC
     pause_at_soc: float | None = None  # pause the session once, at this SoC (see resume())
     departure_s: int = 7200
     wall_clock: Callable[[], float] = time.time  # header TimeStamps
     # what happened
+    service_used: str | None = None  # "DC", "DC_BPT", "AC", "AC_BPT" as selected
+    parameters: dict[str, int] = field(default_factory=dict)  # the parameter set selected
     authorization_used: str | None = None
     refused: str | None = None  # the WARNING_* code an AuthorizationRes refused the car with
     installed: Iso20ContractCredentials | None = None  # the contract the charger installed, once it has
@@ -195,9 +245,15 @@ class Iso20DcCar(SimulatedCar):
     _paused_once: bool = False
     _renegotiated: bool = False
     _stop_kind: str = "Terminate"
+    _service_id: int | None = None
     _schedule_id: int = 1
-    _schedule_power: float | None = None
+    _schedule: list[tuple[float, float]] = field(default_factory=list)  # (start s, power W signed) entries
+    _schedule_at: float = 0.0  # when the schedule's first entry began (the car's clock)
     _parameter_set: int = 1
+    _ac_power: float = 0.0  # W the on-board charger draws now (import +, export -)
+    _export_asked: bool = False  # the charger's last instruction was to discharge
+    _transfer_started: float | None = None
+    _now: float = 0.0  # the time of the last response read
     _auth_req: Any = None
     _auth_signature: Any = None
     _precharge_finished: bool = False
@@ -206,6 +262,10 @@ class Iso20DcCar(SimulatedCar):
     _install_signature: Any = None
 
     def __post_init__(self) -> None:
+        if self.service not in SERVICES:
+            raise ValueError(f"service must be one of {', '.join(SERVICES)}, not {self.service!r}")
+        if self.control not in CONTROL_MODES:
+            raise ValueError(f"control must be one of {', '.join(CONTROL_MODES)}, not {self.control!r}")
         if self.authorization not in AUTHORIZATIONS:
             raise ValueError(f"authorization must be one of {', '.join(AUTHORIZATIONS)}, not {self.authorization!r}")
         if self.install_certificate and self.oem is None:
@@ -214,17 +274,46 @@ class Iso20DcCar(SimulatedCar):
             raise ValueError("Plug & Charge needs the contract credentials (a PKI folder) or certificate installation")
         if len(self.session_id) != 8:
             raise ValueError("an ISO 15118-20 SessionID is 8 bytes")
+        if not 0 <= self.min_soc <= 100:
+            raise ValueError(f"min_soc must be a state of charge in % (0-100), not {self.min_soc:g}")
+        if self.max_power is None:
+            self.max_power = DEFAULT_MAX_POWER[self.kind]
         if not self.offers:
-            offers = [Offer.of(sap.ISO20_DC, 1, 1)]
+            offers = [Offer.of(self.protocol, 1, 1)]
             if self.offer_iso2_too:
                 offers.append(Offer.of(sap.ISO2, 2, 2))
             self.offers = tuple(offers)
 
+    # ------------------------------------------------------------------ what the car is
+    @property
+    def kind(self) -> str:
+        """"ac" or "dc": the power path, which fixes the SAP namespace and the message set."""
+        return self.service.split("_")[0]
+
+    @property
+    def protocol(self) -> sap.Protocol:
+        return sap.ISO20_AC if self.kind == "ac" else sap.ISO20_DC
+
+    @property
+    def bpt(self) -> bool:
+        """Was a bidirectional service selected (not just wanted)?"""
+        return self._service_id in BPT_SERVICES
+
+    @property
+    def scheduled(self) -> bool:
+        return self.control == "scheduled"
+
+    @property
+    def charge_power_limit(self) -> float:
+        return self.max_power if self.max_power is not None else DEFAULT_MAX_POWER[self.kind]
+
     # ------------------------------------------------------------------ the sans-IO interface
     def handle(self, payload: bytes, now: float) -> bytes | None:
+        self._now = now
         if not self._negotiated:
-            return self._on_app_protocol(self._decode("apphand", payload))
-        res = self._decode(self._schema, payload)
+            self.last_response = self._decode("apphand", payload)
+            return self._on_app_protocol(self.last_response)
+        res = self.last_response = self._decode(self._schema, payload)
         name = self._last[:-3] + "Res"
         if type(res).__name__ != name + "Type":
             raise SessionFailed(f"expected {name}, got {type(res).__name__.removesuffix('Type')}")
@@ -245,14 +334,15 @@ class Iso20DcCar(SimulatedCar):
         if not self.paused:
             raise RuntimeError("there is no paused session to resume")
         self.paused, self._resuming, self._phase, self._stop_kind = False, True, "setup", "Terminate"
-        self._precharge_finished = False
+        self._precharge_finished, self._ac_power, self._export_asked = False, 0.0, False
         self._phase_started.clear()
 
     def summary(self) -> dict[str, Any]:
         out = super().summary()
-        out.update(authorization=self.authorization_used, refused=self.refused, renegotiations=self.renegotiations,
-                   metering_confirmations=self.receipts, paused=self.paused, resumed=self.resumed,
-                   installed_emaid=self.installed.emaid if self.installed else None)
+        out.update(service=self.service_used, control=self.control, parameters=dict(self.parameters),
+                   min_soc=self.min_soc, authorization=self.authorization_used, refused=self.refused,
+                   renegotiations=self.renegotiations, metering_confirmations=self.receipts, paused=self.paused,
+                   resumed=self.resumed, installed_emaid=self.installed.emaid if self.installed else None)
         return out
 
     @property
@@ -260,10 +350,107 @@ class Iso20DcCar(SimulatedCar):
         """The car still wants a contract installed (once per car, not per connection)."""
         return self.install_certificate and self.installed is None
 
+    # ------------------------------------------------------------------ signs and limits
+    def _limit_to_wire(self, magnitude: float) -> ct.RationalNumberType:
+        """A discharge limit (a magnitude) as this car writes it: positive, negative with the quirk."""
+        negative = self.quirks.negative_discharge_limits
+        if negative:
+            self._note_once("quirk negative_discharge_limits")
+        return rational(-abs(magnitude) if negative else abs(magnitude))
+
+    def _limit_from_wire(self, value: ct.RationalNumberType | None, name: str) -> float | None:
+        """A discharge limit from the charger as a magnitude, read as this car reads it; one of the sign
+        it does not expect means no discharge (what such a car does: the charger must know its cars)."""
+        if value is None:
+            return None
+        number = from_rational(value)
+        negative = self.quirks.negative_discharge_limits
+        magnitude = -number if negative else number
+        if magnitude < 0:
+            expected = "negative" if negative else "positive"
+            self._note_once(f"{name} {number:g} has the wrong sign for this car ({expected} discharge limits "
+                            "expected): read as no discharge")
+            return 0.0
+        return magnitude
+
+    def _learn_from(self, mode: Any) -> None:
+        """The charger's limits in a ChargeParameterDiscoveryRes or loop response's control-mode element."""
+        if mode is None:
+            return
+        self._learn_evse_limits(
+            max_current=_number(getattr(mode, "EVSEMaximumChargeCurrent", None)),
+            max_power=_number(getattr(mode, "EVSEMaximumChargePower", None)),
+            max_discharge_current=self._limit_from_wire(getattr(mode, "EVSEMaximumDischargeCurrent", None),
+                                                        "EVSEMaximumDischargeCurrent"),
+            max_discharge_power=self._limit_from_wire(getattr(mode, "EVSEMaximumDischargePower", None),
+                                                      "EVSEMaximumDischargePower"))
+
+    def _may_discharge(self) -> bool:
+        """BPT selected and the battery above its minimum SoC (refusals are noted where asked)."""
+        return self.bpt and self.soc > self.min_soc
+
+    def _refuse_discharge(self, asked: str) -> None:
+        self._note_once(f"discharge asked ({asked}) at SoC {self.soc:.1f} %, not above the minimum "
+                        f"{self.min_soc:g} %: refused (0)")
+
+    def _bounded_power(self, power: float, asked: str) -> float:
+        """``power`` (W, import +) within the car's and the charger's limits; export only with BPT and
+        above the minimum SoC."""
+        if power >= 0:
+            top = self.charge_power_limit
+            if self._evse.max_power is not None:
+                top = min(top, self._evse.max_power)
+            return min(power, top)
+        if not self.bpt:
+            return 0.0
+        if not self._may_discharge():
+            self._refuse_discharge(asked)
+            return 0.0
+        bottom = self.max_discharge_power
+        if self._evse.max_discharge_power is not None:
+            bottom = min(bottom, self._evse.max_discharge_power)
+        return max(power, -bottom)
+
+    def _schedule_power(self, now: float) -> float | None:
+        """The schedule's power (W, signed) at ``now``; None without a schedule (dynamic mode)."""
+        if not self._schedule:
+            return None
+        elapsed = now - self._schedule_at
+        power = self._schedule[0][1]
+        for start, entry_power in self._schedule:
+            if start <= elapsed:
+                power = entry_power
+        return power
+
+    def _energy_requests(self) -> dict[str, ct.RationalNumberType]:
+        """EVTarget/Maximum/MinimumEnergyRequest (Wh to the target, to full, to the minimum SoC); a BPT car
+        gives them signed (negative: energy it can give) and adds the V2X range it cycles in."""
+        wh = self.capacity_wh / 100
+
+        def to(level: float) -> float:
+            energy = (level - self.soc) * wh
+            return energy if self.bpt else max(0.0, energy)
+
+        out = {"EVTargetEnergyRequest": rational(to(self.target_soc)),
+               "EVMaximumEnergyRequest": rational(to(100.0)), "EVMinimumEnergyRequest": rational(to(self.min_soc))}
+        if self.bpt and not self.scheduled:
+            out |= {"EVMaximumV2XEnergyRequest": rational(to(100.0)),
+                    "EVMinimumV2XEnergyRequest": rational(to(self.min_soc))}
+        return out
+
+    def _discharge_limits(self, with_current: bool) -> dict[str, ct.RationalNumberType]:
+        """The car's own discharge limits, 0 at or below its minimum SoC."""
+        power = self.max_discharge_power if self._may_discharge() else 0.0
+        out = {"EVMaximumDischargePower": self._limit_to_wire(power), "EVMinimumDischargePower": self._limit_to_wire(0)}
+        if with_current:
+            out["EVMaximumDischargeCurrent"] = self._limit_to_wire(self.max_discharge_current if power else 0.0)
+        return out
+
     # ------------------------------------------------------------------ requests
     def _send(self, name: str, req: Any, signature: Any = None) -> bytes:
         self._last, self._schema = name, REQUESTS[name]
         self.log.append(name)
+        self.last_request = req
         req.Header = header(self.session_id, self.wall_clock(), signature)
         return exi.encode(self._schema, req)
 
@@ -275,77 +462,157 @@ class Iso20DcCar(SimulatedCar):
         return self._send("SessionStopReq", cm.SessionStopReqType(ChargingSession=self._stop_kind))
 
     def _schedule_exchange(self) -> bytes:
-        wanted = max(0.0, (self.target_soc - self.soc) / 100 * self.capacity_wh)
-        mode = cm.Scheduled_SEReqControlModeType(
-            DepartureTime=self.departure_s, EVTargetEnergyRequest=rational(wanted),
-            EVMaximumEnergyRequest=rational((100 - self.soc) / 100 * self.capacity_wh),
-            EVMinimumEnergyRequest=rational(0))
-        return self._send("ScheduleExchangeReq", cm.ScheduleExchangeReqType(MaximumSupportingPoints=24,
-                                                                            Scheduled_SEReqControlMode=mode))
+        energy = self._energy_requests()
+        common = {"DepartureTime": self.departure_s, "EVTargetEnergyRequest": energy["EVTargetEnergyRequest"],
+                  "EVMaximumEnergyRequest": energy["EVMaximumEnergyRequest"],
+                  "EVMinimumEnergyRequest": energy["EVMinimumEnergyRequest"]}
+        if self.scheduled:
+            req = cm.ScheduleExchangeReqType(MaximumSupportingPoints=24,
+                                             Scheduled_SEReqControlMode=cm.Scheduled_SEReqControlModeType(**common))
+        else:
+            v2x = {k: v for k, v in energy.items() if "V2X" in k}
+            req = cm.ScheduleExchangeReqType(MaximumSupportingPoints=24, Dynamic_SEReqControlMode=(
+                cm.Dynamic_SEReqControlModeType(MinimumSOC=round(self.min_soc), TargetSOC=round(self.target_soc),
+                                                **common, **v2x)))
+        return self._send("ScheduleExchangeReq", req)
 
-    def _cable_check(self, now: float) -> bytes:
-        self._within("cable check", now)
+    def _charge_parameter_discovery(self) -> bytes:
+        charge = {"EVMaximumChargePower": rational(self.charge_power_limit), "EVMinimumChargePower": rational(0)}
+        if self.kind == "ac":
+            fields = {**charge, **(self._discharge_limits(with_current=False) if self.bpt else {})}
+            element = ac.BPT_AC_CPDReqEnergyTransferModeType if self.bpt else ac.AC_CPDReqEnergyTransferModeType
+            mode = element(**fields)
+            return self._send("AC_ChargeParameterDiscoveryReq", ac.AC_ChargeParameterDiscoveryReqType(
+                **{("BPT_" if self.bpt else "") + "AC_CPDReqEnergyTransferMode": mode}))
+        fields = {**charge, "EVMaximumChargeCurrent": rational(self.max_current), "EVMinimumChargeCurrent": rational(0),
+                  "EVMaximumVoltage": rational(self.max_voltage), "EVMinimumVoltage": rational(self.min_voltage),
+                  "TargetSOC": round(self.target_soc)}
+        if self.bpt:
+            fields |= {**self._discharge_limits(with_current=True), "EVMinimumDischargeCurrent": self._limit_to_wire(0)}
+        element = dc.BPT_DC_CPDReqEnergyTransferModeType if self.bpt else dc.DC_CPDReqEnergyTransferModeType
+        mode = element(**fields)
+        return self._send("DC_ChargeParameterDiscoveryReq", dc.DC_ChargeParameterDiscoveryReqType(
+            **{("BPT_" if self.bpt else "") + "DC_CPDReqEnergyTransferMode": mode}))
+
+    def _cable_check(self, now: float, seen: str = "no DC_CableCheckRes yet") -> bytes:
+        self._within("cable check", now, seen)
         return self._send("DC_CableCheckReq", dc.DC_CableCheckReqType())
 
-    def _pre_charge(self, now: float) -> bytes:
-        self._within("pre-charge", now)
+    def _pre_charge(self, now: float, seen: str = "no DC_PreChargeRes yet") -> bytes:
+        self._within("pre-charge", now, seen)
         return self._send("DC_PreChargeReq", dc.DC_PreChargeReqType(
             EVProcessing="Finished" if self._precharge_finished else "Ongoing",
             EVPresentVoltage=rational(self.battery_voltage), EVTargetVoltage=rational(self.battery_voltage)))
 
-    def _power_delivery(self, progress: str) -> bytes:
-        profile = None
-        if progress == "Start":  # the car's plan inside the schedule
-            power = min(self.max_power, self._schedule_power or self.max_power)
-            profile = cm.EVPowerProfileType(
-                TimeAnchor=int(self.wall_clock()),
-                Scheduled_EVPPTControlMode=cm.Scheduled_EVPPTControlModeType(SelectedScheduleTupleID=self._schedule_id),
-                EVPowerProfileEntries=cm.EVPowerProfileEntryListType(
-                    [cm.PowerScheduleEntryType(Duration=self.departure_s, Power=rational(power))]))
-        return self._send("PowerDeliveryReq", cm.PowerDeliveryReqType(EVProcessing="Finished", ChargeProgress=progress,
-                                                                      EVPowerProfile=profile))
+    def _power_delivery(self, progress: str, now: float) -> bytes:
+        profile, channel = None, None
+        if progress == "Start":  # the car's plan: inside the schedule, or what it could take (dynamic)
+            if self.scheduled:
+                entries = [(start, self._bounded_power(power, "the schedule")) for start, power in self._schedule] \
+                    or [(0.0, self.charge_power_limit)]
+                durations = [round(b[0] - a[0]) for a, b in itertools.pairwise(entries)]
+                durations.append(self.departure_s)
+                plan = [cm.PowerScheduleEntryType(Duration=d, Power=rational(p))
+                        for d, (_, p) in zip(durations, entries, strict=True)]
+                mode = {"Scheduled_EVPPTControlMode": cm.Scheduled_EVPPTControlModeType(
+                    SelectedScheduleTupleID=self._schedule_id)}
+                first = self._schedule_power(now) or 0.0
+            else:
+                plan = [cm.PowerScheduleEntryType(Duration=self.departure_s, Power=rational(self.charge_power_limit))]
+                mode = {"Dynamic_EVPPTControlMode": cm.Dynamic_EVPPTControlModeType()}
+                first = 0.0
+            profile = cm.EVPowerProfileType(TimeAnchor=int(self.wall_clock()), **mode,
+                                            EVPowerProfileEntries=cm.EVPowerProfileEntryListType(plan))
+            if self.bpt:
+                channel = "Discharge" if self._bounded_power(first, "the schedule") < 0 else "Charge"
+        return self._send("PowerDeliveryReq", cm.PowerDeliveryReqType(
+            EVProcessing="Finished", ChargeProgress=progress, EVPowerProfile=profile, BPT_ChannelSelection=channel))
 
-    def _loop_request(self) -> bytes:
-        mode = dc.Scheduled_DC_CLReqControlModeType(
-            EVTargetCurrent=rational(self.max_current), EVTargetVoltage=rational(self.battery_voltage + 10),
-            EVMaximumChargePower=rational(self.max_power), EVMaximumChargeCurrent=rational(self.max_current),
-            EVMaximumVoltage=rational(self.max_voltage))
-        display = ct.DisplayParametersType(PresentSOC=round(self.soc), TargetSOC=round(self.target_soc),
-                                           ChargingComplete=False)
+    def _loop_request(self, now: float) -> bytes:
+        display = ct.DisplayParametersType(PresentSOC=round(self.soc), MinimumSOC=round(self.min_soc),
+                                           TargetSOC=round(self.target_soc), ChargingComplete=False)
+        fields: dict[str, Any] = {"EVMaximumChargePower": rational(self.charge_power_limit),
+                                  "EVMinimumChargePower": rational(0)}
+        if not self.scheduled:
+            fields["DepartureTime"] = self.departure_s
+        fields |= {k: v for k, v in self._energy_requests().items() if not self.scheduled or "V2X" not in k}
+        if self.bpt:
+            fields |= self._discharge_limits(with_current=self.kind == "dc")
+        mode_name = _control_mode(self.bpt, self.scheduled, self.kind, "Req")
+        if self.kind == "ac":
+            fields |= {"EVPresentActivePower": rational(self._ac_power), "EVPresentReactivePower": rational(0)}
+            if self.bpt:
+                fields.pop("EVMaximumDischargeCurrent", None)
+            return self._send("AC_ChargeLoopReq", ac.AC_ChargeLoopReqType(
+                DisplayParameters=display, MeterInfoRequested=False,
+                **{mode_name: getattr(ac, mode_name + "Type")(**fields)}))
+        fields |= {"EVMaximumChargeCurrent": rational(self.max_current), "EVMaximumVoltage": rational(self.max_voltage),
+                   "EVMinimumVoltage": rational(self.min_voltage)}
+        if self.scheduled:
+            voltage = self.battery_voltage + 10
+            fields |= {"EVTargetCurrent": rational(self._dc_scheduled_current(voltage, now)),
+                       "EVTargetVoltage": rational(voltage)}
         return self._send("DC_ChargeLoopReq", dc.DC_ChargeLoopReqType(
             DisplayParameters=display, MeterInfoRequested=False, EVPresentVoltage=rational(self.battery_voltage),
-            Scheduled_DC_CLReqControlMode=mode))
+            **{mode_name: getattr(dc, mode_name + "Type")(**fields)}))
 
-    def _stop(self, kind: str) -> bytes:
+    def _dc_scheduled_current(self, voltage: float, now: float) -> float:
+        """EVTargetCurrent (A, signed) in scheduled mode: the schedule's power now, within the car's and
+        the charger's limits; negative (discharge) only with BPT, above the minimum SoC."""
+        schedule = self._schedule_power(now)
+        power = self._bounded_power(self.charge_power_limit if schedule is None else schedule, "the schedule")
+        self._export_asked = schedule is not None and schedule < 0
+        if power >= 0:
+            return self._dc_target_current(voltage, wanted=power / voltage)
+        current = min(-power / voltage, self.max_discharge_current)
+        if self._evse.max_discharge_current is not None:
+            current = min(current, self._evse.max_discharge_current)
+        return -current
+
+    def _stop(self, kind: str, now: float) -> bytes:
         self._phase, self._stop_kind = "stopping", kind
-        return self._power_delivery("Stop")
+        return self._power_delivery("Stop", now)
 
-    def _next_in_loop(self, notification: object) -> bytes:
+    def _renegotiate(self, now: float) -> bytes:
+        self._phase = "renegotiating"
+        self.renegotiations += 1
+        return self._power_delivery("ScheduleRenegotiation", now)
+
+    def _next_in_loop(self, notification: object, now: float) -> bytes:
         """After a charge-loop answer: what the charger asks for first, then the car's own plans."""
-        if str(notification) == "Terminate":
-            self._note("the charger asked to stop (EVSENotification Terminate)")
-            return self._stop("Terminate")
+        asked = str(notification) if notification is not None else None
+        if asked in ("Terminate", "Pause"):
+            self._note(f"the charger asked to stop (EVSENotification {asked})")
+            return self._stop(asked, now)
+        if asked == "ScheduleRenegotiation":
+            self._note("the charger asked for a new schedule (EVSENotification ScheduleRenegotiation)")
+            return self._renegotiate(now)
         if self.pause_at_soc is not None and not self._paused_once and self.soc >= self.pause_at_soc:
             self._paused_once = True
-            return self._stop("Pause")
+            return self._stop("Pause", now)
         if self.renegotiate_at_soc is not None and not self._renegotiated and self.soc >= self.renegotiate_at_soc:
-            self._renegotiated, self._phase = True, "renegotiating"
-            self.renegotiations += 1
-            return self._power_delivery("ScheduleRenegotiation")
-        if self.soc >= self.target_soc:
-            return self._stop("Terminate")
-        return self._loop_request()
+            self._renegotiated = True
+            return self._renegotiate(now)
+        if self.transfer_s is not None and self._transfer_started is not None \
+                and now - self._transfer_started >= self.transfer_s:
+            self._note(f"energy transfer time over ({self.transfer_s:g} s)")
+            return self._stop("Terminate", now)
+        if self.soc >= self.target_soc and not self._export_asked:  # full enough; a car asked to give goes on
+            return self._stop("Terminate", now)
+        return self._loop_request(now)
 
-    def _metering_confirmation(self, res: dc.DC_ChargeLoopResType) -> bytes | None:
+    def _metering_confirmation(self, res: Any) -> bytes | None:
         """The signed meter reading the charger asked for, or None when the car has no contract to sign with."""
         if self.authorization_used != "PnC" or self.contract is None:
             self._note("MeteringConfirmation asked with EIM ignored (it is signed with the contract key)")
             return None
         if res.MeterInfo is None:
-            raise SessionFailed("DC_ChargeLoopRes asks for a MeteringConfirmation but carries no MeterInfo")
-        data = cm.SignedMeteringDataType(
-            Id=SIGNED_ID, SessionID=self.session_id, MeterInfo=res.MeterInfo,
-            Scheduled_SMDTControlMode=cm.Scheduled_SMDTControlModeType(SelectedScheduleTupleID=self._schedule_id))
+            raise SessionFailed(f"{type(res).__name__.removesuffix('Type')} asks for a MeteringConfirmation but "
+                                "carries no MeterInfo")
+        selected = cm.Scheduled_SMDTControlModeType(SelectedScheduleTupleID=self._schedule_id)
+        mode = {"Scheduled_SMDTControlMode": selected} if self.scheduled \
+            else {"Dynamic_SMDTControlMode": cm.Dynamic_SMDTControlModeType()}
+        data = cm.SignedMeteringDataType(Id=SIGNED_ID, SessionID=self.session_id, MeterInfo=res.MeterInfo, **mode)
         self.receipts += 1
         return self._send("MeteringConfirmationReq", cm.MeteringConfirmationReqType(SignedMeteringData=data),
                           self.contract.sign_metering(data))
@@ -375,7 +642,7 @@ class Iso20DcCar(SimulatedCar):
 
     def _on_CertificateInstallationRes(self, res: cm.CertificateInstallationResType, now: float) -> bytes:
         if str(res.EVSEProcessing) != "Finished":  # the same request again until the charger has the answer
-            self._within("ongoing", now)
+            self._within("ongoing", now, "CertificateInstallationRes still EVSEProcessing Ongoing")
             return self._send("CertificateInstallationReq", self._install_req, self._install_signature)
         self._end_phase("ongoing")
         code = str(res.ResponseCode)
@@ -423,7 +690,7 @@ class Iso20DcCar(SimulatedCar):
 
     def _on_AuthorizationRes(self, res: cm.AuthorizationResType, now: float) -> bytes:
         if str(res.EVSEProcessing) != "Finished":  # the same request again until the charger has decided
-            self._within("ongoing", now)
+            self._within("ongoing", now, "AuthorizationRes still EVSEProcessing Ongoing")
             return self._send("AuthorizationReq", self._auth_req, self._auth_signature)
         self._end_phase("ongoing")
         if str(res.ResponseCode).startswith("WARNING"):  # refused: no charge, end the session cleanly
@@ -433,59 +700,103 @@ class Iso20DcCar(SimulatedCar):
         return self._send("ServiceDiscoveryReq", cm.ServiceDiscoveryReqType())
 
     def _on_ServiceDiscoveryRes(self, res: cm.ServiceDiscoveryResType, now: float) -> bytes:
-        services = res.EnergyTransferServiceList.Service if res.EnergyTransferServiceList else []
-        if SERVICE_DC not in [s.ServiceID for s in services]:
-            raise SessionFailed(f"the charger offers no DC service (ServiceIDs {[s.ServiceID for s in services]})")
-        return self._send("ServiceDetailReq", cm.ServiceDetailReqType(ServiceID=SERVICE_DC))
+        offered = [s.ServiceID for s in (res.EnergyTransferServiceList.Service if res.EnergyTransferServiceList
+                                         else [])]
+        wanted = SERVICES[self.service]
+        plain = wanted if wanted not in BPT_SERVICES else PLAIN_OF_BPT[wanted]
+        chosen = next((s for s in dict.fromkeys((wanted, plain)) if s in offered), None)
+        if chosen is None:
+            names = ", ".join(ENERGY_SERVICES.get(s, str(s)) for s in offered) or "none"
+            raise SessionFailed(f"the charger offers no {ENERGY_SERVICES[plain]} service (offers {names})")
+        if chosen != wanted:
+            self._note(f"the charger offers no {ENERGY_SERVICES[wanted]}; charging only ({ENERGY_SERVICES[chosen]})")
+        self._service_id = chosen
+        return self._send("ServiceDetailReq", cm.ServiceDetailReqType(ServiceID=chosen))
 
     def _on_ServiceDetailRes(self, res: cm.ServiceDetailResType, now: float) -> bytes:
-        sets = res.ServiceParameterList.ParameterSet if res.ServiceParameterList else []
-        scheduled = [s for s in sets if any(p.Name == "ControlMode" and p.intValue == CONTROL_MODE_SCHEDULED
-                                            for p in s.Parameter)]
-        if not scheduled:
-            raise SessionFailed("the DC service has no parameter set with the Scheduled control mode")
-        self._parameter_set = scheduled[0].ParameterSetID
-        chosen = cm.SelectedServiceType(ServiceID=SERVICE_DC, ParameterSetID=self._parameter_set)
+        assert self._service_id is not None
+        name = ENERGY_SERVICES[self._service_id]
+        if res.ServiceID != self._service_id:
+            raise SessionFailed(f"ServiceDetailRes describes service {res.ServiceID}, not {name}")
+        sets = {s.ParameterSetID: {p.Name: p.intValue for p in s.Parameter}
+                for s in (res.ServiceParameterList.ParameterSet if res.ServiceParameterList else [])}
+        mode = CONTROL_MODES[self.control]
+        fitting = [i for i, params in sets.items() if params.get("ControlMode") == mode]
+        if not fitting:
+            modes = sorted({str(p.get("ControlMode")) for p in sets.values()})
+            raise SessionFailed(f"the {name} service has no parameter set with the {self.control} control mode "
+                                f"(ControlMode {mode}; offered: {', '.join(modes) or 'none'})")
+        # a unified BPT channel is what this car's one battery model does; take it when there is a choice
+        fitting.sort(key=lambda i: sets[i].get("BPTChannel", BPT_CHANNEL_UNIFIED) != BPT_CHANNEL_UNIFIED)
+        self._parameter_set = fitting[0]
+        self.parameters, self.service_used = sets[self._parameter_set], name
+        chosen = cm.SelectedServiceType(ServiceID=self._service_id, ParameterSetID=self._parameter_set)
         return self._send("ServiceSelectionReq", cm.ServiceSelectionReqType(SelectedEnergyTransferService=chosen))
 
     def _on_ServiceSelectionRes(self, res: cm.ServiceSelectionResType, now: float) -> bytes:
-        mode = dc.DC_CPDReqEnergyTransferModeType(
-            EVMaximumChargePower=rational(self.max_power), EVMinimumChargePower=rational(0),
-            EVMaximumChargeCurrent=rational(self.max_current), EVMinimumChargeCurrent=rational(0),
-            EVMaximumVoltage=rational(self.max_voltage), EVMinimumVoltage=rational(self.min_voltage),
-            TargetSOC=round(self.target_soc))
-        return self._send("DC_ChargeParameterDiscoveryReq",
-                          dc.DC_ChargeParameterDiscoveryReqType(DC_CPDReqEnergyTransferMode=mode))
+        return self._charge_parameter_discovery()
 
     def _on_DC_ChargeParameterDiscoveryRes(self, res: dc.DC_ChargeParameterDiscoveryResType, now: float) -> bytes:
-        evse = res.DC_CPDResEnergyTransferMode
+        evse = res.BPT_DC_CPDResEnergyTransferMode if self.bpt else res.DC_CPDResEnergyTransferMode
         if evse is None:
-            raise SessionFailed("DC_ChargeParameterDiscoveryRes has no DC_CPDResEnergyTransferMode")
+            raise SessionFailed(f"DC_ChargeParameterDiscoveryRes has no {'BPT_' if self.bpt else ''}"
+                                "DC_CPDResEnergyTransferMode")
         if from_rational(evse.EVSEMaximumVoltage) < self.battery_voltage:
             raise SessionFailed(f"the charger's {from_rational(evse.EVSEMaximumVoltage):g} V cannot charge a "
                                 f"{self.battery_voltage:g} V battery")
+        self._learn_from(evse)
+        return self._schedule_exchange()
+
+    def _on_AC_ChargeParameterDiscoveryRes(self, res: ac.AC_ChargeParameterDiscoveryResType, now: float) -> bytes:
+        evse = res.BPT_AC_CPDResEnergyTransferMode if self.bpt else res.AC_CPDResEnergyTransferMode
+        if evse is None:
+            raise SessionFailed(f"AC_ChargeParameterDiscoveryRes has no {'BPT_' if self.bpt else ''}"
+                                "AC_CPDResEnergyTransferMode")
+        self._learn_from(evse)
         return self._schedule_exchange()
 
     def _on_ScheduleExchangeRes(self, res: cm.ScheduleExchangeResType, now: float) -> bytes:
         if str(res.EVSEProcessing) != "Finished":
-            self._within("ongoing", now)
+            self._within("ongoing", now, "ScheduleExchangeRes still EVSEProcessing Ongoing")
             return self._schedule_exchange()
         self._end_phase("ongoing")
+        if self.scheduled:
+            self._take_schedule(res, now)
+        elif res.Dynamic_SEResControlMode is None:
+            raise SessionFailed("ScheduleExchangeRes has no Dynamic_SEResControlMode for the dynamic control mode")
+        else:
+            said = res.Dynamic_SEResControlMode
+            given = {k: getattr(said, k) for k in ("DepartureTime", "MinimumSOC", "TargetSOC")
+                     if getattr(said, k) is not None}
+            if given:
+                self._note_once("the charger's mobility needs: " + ", ".join(f"{k} {v}" for k, v in given.items()))
+        if self._phase == "renegotiating" or self.kind == "ac":  # contactors closed, or no DC steps: on to power
+            self._phase = "charging"
+            return self._power_delivery("Start", now)
+        return self._cable_check(now)
+
+    def _take_schedule(self, res: cm.ScheduleExchangeResType, now: float) -> None:
         tuples = res.Scheduled_SEResControlMode.ScheduleTuple if res.Scheduled_SEResControlMode else []
         if not tuples:
             raise SessionFailed("ScheduleExchangeRes offers no schedule for the Scheduled control mode")
         chosen = tuples[0]
         self._schedule_id = chosen.ScheduleTupleID
-        entries = chosen.ChargingSchedule.PowerSchedule.PowerScheduleEntries.PowerScheduleEntry
-        self._schedule_power = from_rational(entries[0].Power) if entries else None
-        if self._phase == "renegotiating":  # the contactors are closed: straight back to charging
-            self._phase = "charging"
-            return self._power_delivery("Start")
-        return self._cable_check(now)
+        schedule = chosen.ChargingSchedule.PowerSchedule if chosen.ChargingSchedule else None
+        entries = schedule.PowerScheduleEntries.PowerScheduleEntry if schedule and schedule.PowerScheduleEntries \
+            else []
+        if not entries:
+            raise SessionFailed("the schedule offered has no PowerScheduleEntry")
+        if chosen.DischargingSchedule is not None:
+            self._note_once("a DischargingSchedule was offered: the car follows the ChargingSchedule's signed entries")
+        self._schedule, start = [], 0.0
+        for entry in entries:
+            self._schedule.append((start, from_rational(entry.Power)))
+            start += entry.Duration or 0
+        self._schedule_at = now
 
     def _on_DC_CableCheckRes(self, res: dc.DC_CableCheckResType, now: float) -> bytes:
         if str(res.EVSEProcessing) != "Finished" and not self._quirk("ignore_cable_check_ongoing"):
-            return self._cable_check(now)
+            return self._cable_check(now, f"DC_CableCheckRes EVSEProcessing {res.EVSEProcessing}")
         self._end_phase("cable check")
         return self._pre_charge(now)
 
@@ -493,42 +804,91 @@ class Iso20DcCar(SimulatedCar):
         if self._precharge_finished:
             self._end_phase("pre-charge")
             self._phase = "charging"
-            return self._power_delivery("Start")
-        if abs(from_rational(res.EVSEPresentVoltage) - self.battery_voltage) < PRECHARGE_TOLERANCE_V:
+            return self._power_delivery("Start", now)
+        present = from_rational(res.EVSEPresentVoltage)
+        if abs(present - self.battery_voltage) < PRECHARGE_TOLERANCE_V:
             self._precharge_finished = True  # one more PreChargeReq says Finished, then PowerDelivery
-        return self._pre_charge(now)
+        return self._pre_charge(now, f"EVSEPresentVoltage {present:g} V, target {self.battery_voltage:g} V")
 
     def _on_PowerDeliveryRes(self, res: cm.PowerDeliveryResType, now: float) -> bytes:
         if self._phase == "charging":
             self._start_metering(now)
-            return self._loop_request()
+            if self._transfer_started is None:
+                self._transfer_started = now
+            return self._loop_request(now)
         if self._phase == "renegotiating":
             return self._schedule_exchange()
-        if self._quirk("skip_welding_detection"):
+        if self.kind == "ac" or self._quirk("skip_welding_detection"):
             return self._stop_session()
         return self._send("DC_WeldingDetectionReq", dc.DC_WeldingDetectionReqType(EVProcessing="Ongoing"))
 
     def _on_DC_ChargeLoopRes(self, res: dc.DC_ChargeLoopResType, now: float) -> bytes:
-        self._take_energy(from_rational(res.EVSEPresentVoltage) * from_rational(res.EVSEPresentCurrent), now)
+        current = from_rational(res.EVSEPresentCurrent)  # signed: negative while the car discharges
+        self._take_energy(from_rational(res.EVSEPresentVoltage) * current, now)
+        self._learn_from(_present_mode(res, "DC"))
+        if not self.scheduled:  # the charger's power module sets the current; the battery follows it
+            self._export_asked = current < 0
+            if current < 0 and self.soc <= self.min_soc:
+                self._refuse_discharge(f"{current:g} A drawn")
+        return self._after_loop_response(res, now)
+
+    def _on_AC_ChargeLoopRes(self, res: ac.AC_ChargeLoopResType, now: float) -> bytes:
+        self._take_energy(self._ac_power, now)  # what the on-board charger drew since the last answer
+        mode = _present_mode(res, "AC")
+        target = _number(getattr(mode, "EVSETargetActivePower", None))
+        if target is None and self.scheduled:  # no target: the schedule's power
+            target = self._schedule_power(now)
+        if target is None:
+            self._note_once("AC_ChargeLoopRes without EVSETargetActivePower: the on-board charger holds its power")
+            target = self._ac_power
+        self._export_asked = target < 0
+        self._ac_power = self._bounded_power(target, f"EVSETargetActivePower {target:g} W")
+        return self._after_loop_response(res, now)
+
+    def _after_loop_response(self, res: Any, now: float) -> bytes:
         notification = res.EVSEStatus.EVSENotification if res.EVSEStatus is not None else None
         if str(notification) == "MeteringConfirmation":
             confirmation = self._metering_confirmation(res)
             if confirmation is not None:
                 return confirmation
             notification = None
-        return self._next_in_loop(notification)
+        return self._next_in_loop(notification, now)
 
     def _on_MeteringConfirmationRes(self, res: cm.MeteringConfirmationResType, now: float) -> bytes:
-        return self._next_in_loop(None)  # energy flowed on; the next loop answer accounts for it
+        return self._next_in_loop(None, now)  # energy flowed on; the next loop answer accounts for it
 
     def _on_DC_WeldingDetectionRes(self, res: dc.DC_WeldingDetectionResType, now: float) -> bytes:
-        if from_rational(res.EVSEPresentVoltage) > WELDING_SAFE_V:
+        if not self._output_discharged(from_rational(res.EVSEPresentVoltage), now):
             return self._send("DC_WeldingDetectionReq", dc.DC_WeldingDetectionReqType(EVProcessing="Ongoing"))
         return self._stop_session()
 
     def _on_SessionStopRes(self, res: cm.SessionStopResType, now: float) -> None:
         if self._stop_kind == "Pause":
             self.paused = True
-        else:
-            self.stopped_cleanly = self.refused is None
+        elif self.refused is None:
+            self._session_stopped()
         return None
+
+
+#: the name from when the -20 car was DC only (service="dc", control="scheduled" are the defaults)
+Iso20DcCar = Iso20Car
+
+
+def _number(value: ct.RationalNumberType | None) -> float | None:
+    """A RationalNumber as a number, None when absent (an absent limit is no limit, not 0)."""
+    return None if value is None else from_rational(value)
+
+
+def _control_mode(bpt: bool, scheduled: bool, kind: str, side: str) -> str:
+    """The name of a loop message's control-mode element, e.g. BPT_Dynamic_AC_CLResControlMode."""
+    return f"{'BPT_' if bpt else ''}{'Scheduled' if scheduled else 'Dynamic'}_{kind.upper()}_CL{side}ControlMode"
+
+
+def _present_mode(res: Any, kind: str) -> Any:
+    """The control-mode element a loop response carries (whichever of the four it is), or None."""
+    for bpt in (False, True):
+        for scheduled in (True, False):
+            mode = getattr(res, _control_mode(bpt, scheduled, kind, "Res"), None)
+            if mode is not None:
+                return mode
+    return None
