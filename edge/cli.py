@@ -205,15 +205,25 @@ def _ev_car(args: argparse.Namespace):
     from edge.ev.din import DinCar
     from edge.ev.iso2 import ContractCredentials, Iso2Car
 
-    for name in ("soc", "target_soc", "pause_at_soc", "renegotiate_at_soc"):
+    for name in ("soc", "target_soc", "pause_at_soc", "renegotiate_at_soc", "min_soc"):
         level = getattr(args, name)
         if level is not None and not 0 <= level <= 100:
             raise ValueError(f"--{name.replace('_', '-')} must be a state of charge in % (0-100), not {level:g}")
-    if args.pause_s < 0:
-        raise ValueError("--pause-s must not be negative")
+    for name in ("pause_s", "capacity_kwh", "max_power_kw", "max_discharge_kw", "transfer_s"):
+        amount, may_be_zero = getattr(args, name), name == "pause_s"
+        if amount is not None and (amount < 0 or (amount == 0 and not may_be_zero)):
+            raise ValueError(f"--{name.replace('_', '-')} must be {'not negative' if may_be_zero else 'positive'}")
     if (args.payment == "pnc" or args.tls) and args.pki is None:
         raise ValueError("--payment pnc and --tls need --pki DIR (the contract and the V2G root)")
-    common = {"soc": args.soc, "target_soc": args.target_soc, "quirks": QUIRK_PROFILES[args.quirks]}
+    if args.protocol != "iso20":
+        extras = [flag for flag, value in (("--service", args.service), ("--control", args.control),
+                                           ("--min-soc", args.min_soc), ("--max-power-kw", args.max_power_kw),
+                                           ("--max-discharge-kw", args.max_discharge_kw),
+                                           ("--transfer-s", args.transfer_s)) if value is not None]
+        if extras:
+            raise ValueError(f"{', '.join(extras)} are ISO 15118-20 options: add --protocol iso20")
+    common = {"soc": args.soc, "target_soc": args.target_soc, "quirks": QUIRK_PROFILES[args.quirks],
+              "capacity_wh": args.capacity_kwh * 1000}
     if args.protocol == "din":
         extras = [flag for flag, on in (("--mode ac", args.mode == "ac"), ("--payment pnc", args.payment == "pnc"),
                                         ("--pause-at-soc", args.pause_at_soc is not None),
@@ -223,13 +233,20 @@ def _ev_car(args: argparse.Namespace):
                              "need --protocol iso2")
         return DinCar(**common)
     if args.protocol == "iso20":
-        from edge.ev.iso20 import Iso20ContractCredentials, Iso20DcCar
+        from edge.ev.iso20 import Iso20Car, Iso20ContractCredentials
 
-        if args.mode == "ac":
-            raise ValueError("ISO 15118-20 AC is not simulated yet: use --mode dc")
+        service = args.service or args.mode
+        if args.mode == "ac" and not service.startswith("ac"):
+            raise ValueError(f"--mode ac and --service {service} disagree (ac or ac_bpt is AC)")
         contract20 = Iso20ContractCredentials.from_pki(args.pki, args.pki_folder) if args.payment == "pnc" else None
-        return Iso20DcCar(authorization=args.payment, contract=contract20, pause_at_soc=args.pause_at_soc,
-                          renegotiate_at_soc=args.renegotiate_at_soc, **common)
+        optional = {name: value for name, value in (
+            ("min_soc", args.min_soc), ("transfer_s", args.transfer_s),
+            ("max_power", args.max_power_kw * 1000 if args.max_power_kw is not None else None),
+            ("max_discharge_power", args.max_discharge_kw * 1000 if args.max_discharge_kw is not None else None))
+            if value is not None}
+        return Iso20Car(service=service, control=args.control or "scheduled", authorization=args.payment,
+                        contract=contract20, pause_at_soc=args.pause_at_soc, renegotiate_at_soc=args.renegotiate_at_soc,
+                        **optional, **common)
     contract = ContractCredentials.from_pki(args.pki) if args.payment == "pnc" else None
     return Iso2Car(mode=args.mode, payment=args.payment, contract=contract, pause_at_soc=args.pause_at_soc,
                    renegotiate_at_soc=args.renegotiate_at_soc, **common)
@@ -260,14 +277,31 @@ def _session_failure(e: BaseException) -> str | None:
     return None
 
 
-def _ev_command(args: argparse.Namespace) -> int:
+#: exit codes of ``edge ev`` stopped early: by a signal (128 + its number, as shells report it), by --timeout
+EV_EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "timeout": 124}
 
+
+def _ev_logging(verbosity: int) -> None:
+    """``-v``: the car's notes and the message log (names and times); ``-vv``: each message's content too.
+    On stderr: stdout carries only the JSON summary."""
+    import logging
+
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+
+
+def _ev_command(args: argparse.Namespace) -> int:
     import trio
 
-    from edge.ev.run import run_ev
+    from edge.ev.run import EvRun, run_ev_until_signal
 
+    _ev_logging(args.verbose)
     try:
         _require_interface(args.iface)
+        if args.timeout is not None and args.timeout <= 0:
+            raise ValueError("--timeout must be a positive number of seconds")
+        if args.timeout_factor <= 0:
+            raise ValueError("--timeout-factor must be positive")
         car = _ev_car(args)
         ssl_context = None
         if args.tls and args.protocol == "iso20":  # TLS 1.3, presenting the folder's OEM chain
@@ -281,17 +315,36 @@ def _ev_command(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"edge ev: {e}", file=sys.stderr)
         return 2
+    run = EvRun(car)
     try:
-        run = trio.run(partial(run_ev, args.iface, car, ssl_context=ssl_context, pause_s=args.pause_s))
+        stopped_by = trio.run(partial(run_ev_until_signal, args.iface, run, deadline_s=args.timeout,
+                                           ssl_context=ssl_context, pause_s=args.pause_s,
+                                           timeout_factor=args.timeout_factor))
+    except KeyboardInterrupt:  # Ctrl-C before the signal receiver was open (still starting)
+        stopped_by = "SIGINT"
     except Exception as e:  # no charger, connection or TLS failure, the charger reset us, session failed
         error = _session_failure(e)
         if error is None:
             raise
-        print(json.dumps({**car.summary(), "ok": False, "error": error, "last_requests": car.log[-3:]}))
+        print(json.dumps({**run.summary(), "ok": False, "outcome": "failed", "error": error,
+                          "last_requests": car.log[-3:]}))
         return 1
     summary = run.summary()
-    print(json.dumps({"ok": summary["stopped_cleanly"], **summary}))
-    return 0 if summary["stopped_cleanly"] else 1
+    if stopped_by == "timeout":
+        print(json.dumps({**summary, "ok": False, "outcome": "timeout", "last_requests": car.log[-3:],
+                          "error": f"the run did not end within --timeout {args.timeout:g} s"}))
+        return EV_EXIT_CODES[stopped_by]
+    if stopped_by is not None:
+        print(json.dumps({**summary, "ok": False, "outcome": "interrupted", "signal": stopped_by,
+                          "last_requests": car.log[-3:]}))
+        return EV_EXIT_CODES[stopped_by]
+    ok = summary["stopped_cleanly"]
+    out = {"ok": ok, "outcome": "completed" if ok else "failed", **summary}
+    if not ok:
+        out["error"] = summary.get("failure") or (f"authorization refused: {summary['refused']}"
+                                                  if summary.get("refused") else "the session did not end cleanly")
+    print(json.dumps(out))
+    return 0 if ok else 1
 
 
 def _simulate_command(args: argparse.Namespace) -> int:
@@ -354,23 +407,63 @@ def build_parser() -> argparse.ArgumentParser:
     secc_p.set_defaults(func=_secc_command)
     from edge.ev.base import QUIRK_PROFILES
 
-    ev_p = sub.add_parser("ev", help="the simulated car: SDP, TCP or TLS, one DIN or ISO 15118-2 session against "
-                                     "any charger; prints a JSON summary")
-    ev_p.add_argument("--iface", required=True)
-    ev_p.add_argument("--protocol", choices=["din", "iso2", "iso20"], default="iso2", help="iso20: -20 DC")
-    ev_p.add_argument("--mode", choices=["dc", "ac"], default="dc", help="energy transfer (-2: AC_three_phase_core)")
-    ev_p.add_argument("--payment", choices=["eim", "pnc"], default="eim", help="pnc: Contract, needs --pki")
-    ev_p.add_argument("--pki", type=Path, help="PKI folder in Josev's layout (contract, V2G root)")
+    ev_p = sub.add_parser("ev", help="the simulated car: SDP, TCP or TLS, one DIN, ISO 15118-2 or -20 session "
+                                     "against any charger; prints a JSON summary (exit 0 only for a clean stop)")
+    ev_p.add_argument("--iface", required=True, help="the network interface the charger is on (SDP, then TCP/TLS)")
+    ev_p.add_argument("--protocol", choices=["din", "iso2", "iso20"], default="iso2",
+                      help="DIN SPEC 70121 (DC), ISO 15118-2 or ISO 15118-20 (default: iso2)")
+    ev_p.add_argument("--mode", choices=["dc", "ac"], default="dc",
+                      help="energy transfer (-2: DC_extended or AC_three_phase_core; -20: the plain service "
+                           "unless --service; default: dc)")
+    ev_p.add_argument("--service", choices=["dc", "ac", "dc_bpt", "ac_bpt"],
+                      help="-20 energy service: a BPT car discharges too, and takes the plain service if the "
+                           "charger offers no BPT (default: --mode)")
+    ev_p.add_argument("--control", choices=["scheduled", "dynamic"],
+                      help="-20 control mode: scheduled (the car follows the charger's schedule) or dynamic (the "
+                           "charger sets the power) (default: scheduled)")
+    ev_p.add_argument("--payment", choices=["eim", "pnc"], default="eim",
+                      help="eim (external identification) or pnc (Plug & Charge contract, needs --pki) "
+                           "(default: eim)")
+    ev_p.add_argument("--pki", type=Path, metavar="DIR",
+                      help="PKI folder in Josev's layout: contract, V2G root, as `edge pki create` writes "
+                           "(default: none; needed by --payment pnc and --tls)")
     ev_p.add_argument("--pki-folder", choices=["iso15118_20", "iso15118_20_ed448"], default="iso15118_20",
-                      help="-20: which of the PKI's -20 folders the car uses (P-521 or Ed448)")
-    ev_p.add_argument("--tls", action="store_true", help="ask for TLS in SDP (trusting the V2G root of --pki)")
-    ev_p.add_argument("--soc", type=float, default=40.0)
-    ev_p.add_argument("--target-soc", type=float, default=41.0)
-    ev_p.add_argument("--pause-at-soc", type=float, help="pause the session once at this SoC, then resume it")
-    ev_p.add_argument("--pause-s", type=float, default=2.0, help="seconds between pause and resume")
-    ev_p.add_argument("--renegotiate-at-soc", type=float, help="ask for a new schedule once at this SoC")
+                      help="-20: which of the PKI's -20 folders the car uses, P-521 or Ed448 (default: iso15118_20)")
+    ev_p.add_argument("--tls", action="store_true", help="ask for TLS in SDP, trusting the V2G root of --pki "
+                                                         "(default: no TLS)")
+    ev_p.add_argument("--capacity-kwh", type=float, default=60.0, metavar="KWH",
+                      help="battery capacity in kWh (default: 60)")
+    ev_p.add_argument("--soc", type=float, default=40.0, metavar="PCT", help="state of charge at the start, %% "
+                                                                              "(default: 40)")
+    ev_p.add_argument("--target-soc", type=float, default=41.0, metavar="PCT",
+                      help="the car ends the session once charged to this SoC, %% (default: 41)")
+    ev_p.add_argument("--min-soc", type=float, metavar="PCT",
+                      help="-20: below this SoC the car gives no energy (refuses to discharge), %% (default: 20)")
+    ev_p.add_argument("--max-power-kw", type=float, metavar="KW",
+                      help="-20: the most power the car takes, kW (default: 150 DC, 11 AC)")
+    ev_p.add_argument("--max-discharge-kw", type=float, metavar="KW",
+                      help="-20 BPT: the most power the car gives, kW (default: 10)")
+    ev_p.add_argument("--transfer-s", type=float, metavar="S",
+                      help="-20: end the energy transfer after S seconds, charging or discharging (default: at "
+                           "the target SoC)")
+    ev_p.add_argument("--pause-at-soc", type=float, metavar="PCT",
+                      help="pause the session once at this SoC, %%, then resume it (default: no pause)")
+    ev_p.add_argument("--pause-s", type=float, default=2.0, metavar="S",
+                      help="seconds between pause and resume (default: 2)")
+    ev_p.add_argument("--renegotiate-at-soc", type=float, metavar="PCT",
+                      help="ask for a new schedule once at this SoC, %% (default: never)")
     ev_p.add_argument("--quirks", choices=sorted(QUIRK_PROFILES), default="none",
-                      help="behave like a real car that a charger has to survive")
+                      help="behave like a real car a charger has to survive; negative-discharge-limits: -20 BPT "
+                           "discharge limits as negative numbers (default: none)")
+    ev_p.add_argument("--timeout", type=float, metavar="S",
+                      help="overall deadline for the whole run in seconds: on expiry a failure summary, exit "
+                           "124 (default: none)")
+    ev_p.add_argument("--timeout-factor", type=float, default=1.0, metavar="F",
+                      help="multiply every response timeout (V2G_EVCC_Msg_Timeout, e.g. 2 s, 0.5 s in the -20 "
+                           "charge loop) by F, to loosen them for a slow charger (default: 1)")
+    ev_p.add_argument("-v", "--verbose", action="count", default=0,
+                      help="on stderr: -v the car's notes and each request/response with its time in s since "
+                           "the start; -vv each message's decoded content too, one line each (default: quiet)")
     ev_p.set_defaults(func=_ev_command)
     add_pki_parser(sub)
     sim_p = sub.add_parser("simulate", help="charger and simulated car in one process over loopback")

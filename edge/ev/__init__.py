@@ -4,11 +4,16 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import dataclasses
+import logging
+from typing import Any, Protocol
 
 import trio
 
 from edge.v2g.v2gtp import PayloadType, V2gtpDecoder, frame
+
+#: the message log: one INFO line per request and response (name, time), one DEBUG line with its content
+message_log = logging.getLogger("edge.ev.messages")
 
 
 class Car(Protocol):
@@ -17,6 +22,8 @@ class Car(Protocol):
     it every request goes as 0x8001, as DIN and -2 need."""
 
     log: list[str]
+    last_request: Any  # the decoded request just made and response just read (message log)
+    last_response: Any
 
     @property
     def in_charge_loop(self) -> bool: ...
@@ -31,17 +38,55 @@ def request_payload_type(car: Car) -> int:
     return int(say()) if say is not None else PayloadType.EXI
 
 
+def one_line(value: Any, depth: int = 0) -> str:
+    """A decoded message on one line for the message log: elements that are set, bytes as short hex,
+    RationalNumbers as numbers."""
+    if depth > 12:
+        return "..."
+    if isinstance(value, bytes | bytearray):
+        return value[:16].hex() + ("..." if len(value) > 16 else "")
+    if isinstance(value, list):
+        return "[" + ", ".join(one_line(v, depth + 1) for v in value) + "]"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = [f.name for f in dataclasses.fields(value)]
+        if set(names) == {"Exponent", "Value"}:  # -20 RationalNumber
+            return f"{(value.Value or 0) * 10.0 ** (value.Exponent or 0):g}"
+        if {"Multiplier", "Unit", "Value"} <= set(names):  # DIN/-2 PhysicalValue
+            return f"{(value.Value or 0) * 10.0 ** (value.Multiplier or 0):g} {value.Unit or ''}".rstrip()
+        inner = ", ".join(f"{n}={one_line(getattr(value, n), depth + 1)}" for n in names
+                          if getattr(value, n) is not None)
+        return f"{type(value).__name__.removesuffix('Type')}({inner})"
+    return str(value)
+
+
+def _log_message(direction: str, name: str, message: Any, now: float, origin: float) -> None:
+    if not message_log.isEnabledFor(logging.INFO):
+        return
+    message_log.info("%9.3f s %s %s", now - origin, direction, name)
+    if message_log.isEnabledFor(logging.DEBUG) and message is not None:
+        message_log.debug("%9.3f s %s %s", now - origin, direction, one_line(message))
+
+
+def _response_name(request: str) -> str:
+    return "supportedAppProtocolRes" if request == "supportedAppProtocolReq" else request[:-3] + "Res"
+
+
 async def drive(stream: trio.abc.Stream, car: Car, *, loop_period: float = 0.05, step: float = 0.01,
-                timeout_factor: float | None = None) -> int:
+                timeout_factor: float | None = None, origin: float | None = None) -> int:
     """Run ``car`` over a V2GTP stream until its session (or a paused part of it) ends; returns the
     number of requests sent. Requests follow responses after ``step`` seconds (``loop_period`` in the
     charge loop). With ``timeout_factor`` the car waits at most that many times its own timeout for
-    each response (V2G_EVCC_Msg_Timeout; 1.0 is the standard's value) and raises TimeoutError."""
+    each response (V2G_EVCC_Msg_Timeout; 1.0 is the standard's value) and raises TimeoutError. Each
+    request and response goes to the ``edge.ev.messages`` log, timed from ``origin`` (trio's clock;
+    default: now)."""
     decoder = V2gtpDecoder()
+    origin = trio.current_time() if origin is None else origin
     request = car.start()
     count = 0
     while request is not None:
         payload_type = request_payload_type(car)
+        sent = car.log[-1] if car.log and count else "supportedAppProtocolReq"
+        _log_message("->", sent, car.last_request, trio.current_time(), origin)
         await stream.send_all(frame(payload_type, request))  # one send: header and payload together
         count += 1
         limit = car.response_timeout() * timeout_factor if timeout_factor is not None else float("inf")
@@ -58,6 +103,10 @@ async def drive(stream: trio.abc.Stream, car: Car, *, loop_period: float = 0.05,
         if messages[0].payload_type != payload_type:  # every response goes in its request's message set
             raise ConnectionError(f"the charger answered {car.log[-1] if car.log else 'supportedAppProtocolReq'} "
                                   f"with payload type {messages[0].payload_type:#06x}, not {payload_type:#06x}")
+        received = trio.current_time()
         await trio.sleep(loop_period if car.in_charge_loop else step)
-        request = car.handle(messages[0].payload, trio.current_time())
+        try:
+            request = car.handle(messages[0].payload, trio.current_time())
+        finally:  # logged also when the car refuses the answer (decoded, unless the error says why not)
+            _log_message("<-", _response_name(sent), car.last_response, received, origin)
     return count
