@@ -6,6 +6,7 @@ refused), and the charger's notifications. Then each service and mode against ou
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -374,6 +375,22 @@ def test_schedule_renegotiation_asked_by_the_charger(control: str) -> None:
     assert isinstance(answer(car, cm.PowerDeliveryResType()), ac.AC_ChargeLoopReqType)
 
 
+@pytest.mark.parametrize("service, current, stays", [("dc_bpt", -10, True), ("dc_bpt", 0, True),
+                                                     ("dc_bpt", 10, False), ("dc", 0, False)])
+def test_a_full_car_stays_while_the_charger_wants_it_to_give(service: str, current: float, stays: bool) -> None:
+    """Dynamic mode above the target SoC: a BPT car stays while the charger draws from it or holds it at 0
+    (the charger decides when it gives); charging it further, or a car that cannot give, ends the session."""
+    car = loop_car(service, "dynamic", soc=80, target_soc=60)
+    mode = "BPT_Dynamic_DC_CLResControlMode" if service == "dc_bpt" else "Dynamic_DC_CLResControlMode"
+    limits = {"EVSEMaximumChargePower": 50_000, "EVSEMinimumChargePower": 0, "EVSEMaximumChargeCurrent": 100,
+              "EVSEMaximumVoltage": 500}
+    if service == "dc_bpt":
+        limits |= {"EVSEMaximumDischargePower": 9_000, "EVSEMinimumDischargePower": 0,
+                   "EVSEMaximumDischargeCurrent": 25, "EVSEMinimumVoltage": 150}
+    req = answer(car, dc_loop_res(current, mode, **limits))
+    assert isinstance(req, dc.DC_ChargeLoopReqType) == stays
+
+
 def test_the_car_stops_after_its_transfer_time_even_while_discharging() -> None:
     car = loop_car("ac_bpt", "dynamic", soc=60, target_soc=50, transfer_s=30)
     req = answer(car, ac_loop_res("BPT_Dynamic_AC_CLResControlMode", -3_000), now=10.0)
@@ -409,3 +426,33 @@ def test_discharging_against_our_charger(service: str, control: str) -> None:
     assert car.stopped_cleanly and car.notes[-1] == "energy transfer time over (20 s)"
     assert car.energy_exported_wh == pytest.approx(5_000 * 20 / 3600, rel=0.1) and car.soc < 40
     assert hw.energy_exported_wh() == pytest.approx(car.energy_exported_wh, rel=0.2)
+
+
+async def test_the_next_loop_request_follows_a_charge_loop_response_within_250_ms(autojump_clock: Any) -> None:
+    """V2G_EVCC_Sequence_Performance_Time in the -20 charge loop is 0.25 s (the charger gives up after
+    0.5 s): run_ev's loop period keeps every gap well inside it (V2GTP frames over an in-memory stream)."""
+    import trio.testing
+
+    from edge.ev import drive
+    from edge.ev.run import run_ev
+    from edge.v2g.server import serve_connection
+
+    loop_period = run_ev.__kwdefaults__["loop_period"]
+    conn = ChargerConnection(bidirectional_charger(isolation_s=0.5, voltage_tau=0.1), config=EvseConfig())
+    arrivals: list[float] = []
+    handle = conn.handle
+
+    def recording(message: Any, now: float) -> Any:
+        if conn.session is not None and conn.session.state == "ChargeLoopReq":
+            arrivals.append(trio.current_time())
+        return handle(message, now)
+
+    conn.handle = recording  # type: ignore[method-assign]
+    car_side, charger_side = trio.testing.memory_stream_pair()
+    car = Iso20Car(service="ac_bpt", control="dynamic", soc=40, target_soc=40.2, capacity_wh=2_000)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_connection, charger_side, conn)
+        await drive(car_side, car, loop_period=loop_period, timeout_factor=1.0)
+        await car_side.aclose()
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert car.stopped_cleanly and len(gaps) > 10 and max(gaps) < 0.25

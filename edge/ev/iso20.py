@@ -251,7 +251,7 @@ class Iso20Car(SimulatedCar):
     _schedule_at: float = 0.0  # when the schedule's first entry began (the car's clock)
     _parameter_set: int = 1
     _ac_power: float = 0.0  # W the on-board charger draws now (import +, export -)
-    _export_asked: bool = False  # the charger's last instruction was to discharge
+    _stay_past_target: bool = False  # the charger wants energy from the car, or (dynamic BPT) holds it at 0
     _transfer_started: float | None = None
     _now: float = 0.0  # the time of the last response read
     _auth_req: Any = None
@@ -334,7 +334,7 @@ class Iso20Car(SimulatedCar):
         if not self.paused:
             raise RuntimeError("there is no paused session to resume")
         self.paused, self._resuming, self._phase, self._stop_kind = False, True, "setup", "Terminate"
-        self._precharge_finished, self._ac_power, self._export_asked = False, 0.0, False
+        self._precharge_finished, self._ac_power, self._stay_past_target = False, 0.0, False
         self._phase_started.clear()
 
     def summary(self) -> dict[str, Any]:
@@ -388,6 +388,12 @@ class Iso20Car(SimulatedCar):
     def _may_discharge(self) -> bool:
         """BPT selected and the battery above its minimum SoC (refusals are noted where asked)."""
         return self.bpt and self.soc > self.min_soc
+
+    def _instructed_to_give(self, flow: float) -> bool:
+        """Does the charger's instruction (a signed power or current) keep a car past its target SoC in the
+        session? Export does; so does 0 in dynamic BPT mode, where the charger decides when the car gives
+        (a car that left at 0 would never be asked)."""
+        return flow < 0 or (self.bpt and not self.scheduled and flow == 0)
 
     def _refuse_discharge(self, asked: str) -> None:
         self._note_once(f"discharge asked ({asked}) at SoC {self.soc:.1f} %, not above the minimum "
@@ -561,7 +567,7 @@ class Iso20Car(SimulatedCar):
         the charger's limits; negative (discharge) only with BPT, above the minimum SoC."""
         schedule = self._schedule_power(now)
         power = self._bounded_power(self.charge_power_limit if schedule is None else schedule, "the schedule")
-        self._export_asked = schedule is not None and schedule < 0
+        self._stay_past_target = schedule is not None and schedule < 0
         if power >= 0:
             return self._dc_target_current(voltage, wanted=power / voltage)
         current = min(-power / voltage, self.max_discharge_current)
@@ -597,7 +603,7 @@ class Iso20Car(SimulatedCar):
                 and now - self._transfer_started >= self.transfer_s:
             self._note(f"energy transfer time over ({self.transfer_s:g} s)")
             return self._stop("Terminate", now)
-        if self.soc >= self.target_soc and not self._export_asked:  # full enough; a car asked to give goes on
+        if self.soc >= self.target_soc and not self._stay_past_target:  # full enough, and nobody wants it to give
             return self._stop("Terminate", now)
         return self._loop_request(now)
 
@@ -827,7 +833,7 @@ class Iso20Car(SimulatedCar):
         self._take_energy(from_rational(res.EVSEPresentVoltage) * current, now)
         self._learn_from(_present_mode(res, "DC"))
         if not self.scheduled:  # the charger's power module sets the current; the battery follows it
-            self._export_asked = current < 0
+            self._stay_past_target = self._instructed_to_give(current)
             if current < 0 and self.soc <= self.min_soc:
                 self._refuse_discharge(f"{current:g} A drawn")
         return self._after_loop_response(res, now)
@@ -841,7 +847,7 @@ class Iso20Car(SimulatedCar):
         if target is None:
             self._note_once("AC_ChargeLoopRes without EVSETargetActivePower: the on-board charger holds its power")
             target = self._ac_power
-        self._export_asked = target < 0
+        self._stay_past_target = self._instructed_to_give(target)
         self._ac_power = self._bounded_power(target, f"EVSETargetActivePower {target:g} W")
         return self._after_loop_response(res, now)
 
