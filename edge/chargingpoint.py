@@ -14,7 +14,10 @@ The safety layer is :meth:`ChargingPoint.check`, called by the shell at the time
 charge-loop communication watchdog. While the holder's contactors are closed and no valid request
 has arrived for ``watchdog`` seconds, the current is ramped to 0 and, once it is below
 ``OPEN_BELOW_A`` or ``ramp_down`` s later, the contactors open and the lease is revoked (that
-session can never power again; its car may start a new one). :meth:`ChargingPoint.shutdown` switches
+session can never power again; its car may start a new one). Before energy transfer, while the holder
+has the DC output up (isolation check, pre-charge) with the contactors open, a car silent for
+``energized_watchdog`` seconds has the output switched off and its lease revoked the same way.
+:meth:`ChargingPoint.shutdown` switches
 everything off (SIGTERM, a fault). Every contactor change is one INFO log line with the reason.
 """
 
@@ -30,6 +33,9 @@ log = logging.getLogger("edge.power")
 
 #: below this output current (A) the contactors may open without breaking load current
 OPEN_BELOW_A = 1.0
+#: while the output is up before energy transfer, look again at least this often (s): the contactors
+#: closing must arm the 1 s charge-loop watchdog at once, not when the 5 s pre-transfer one would expire
+ENERGIZED_POLL = 0.1
 
 
 class PowerLeaseRefused(Exception):
@@ -49,6 +55,7 @@ class ChargingPoint:
     mode: str | None = None  # "dc" or "ac": what the holder's last power command was
     last_heard: float = 0.0  # the holder's last valid request
     ramping_since: float | None = None  # the watchdog is ramping the current down since then
+    energized: bool = False  # the holder has the DC output up (isolation check, pre-charge, charging)
     trips: int = 0  # how often the watchdog switched the power off
     connections: int = 0  # views handed out, to number them in the log
 
@@ -88,6 +95,7 @@ class ChargingPoint:
         hw.set_ac_current_limit(0)
         self._set_contactors(False, reason)
         self.ramping_since = None
+        self.energized = False
         self.mode = None  # the next holder says what it drives
 
     def shutdown(self, reason: str) -> None:
@@ -113,6 +121,8 @@ class ChargingPoint:
         """The safety layer at ``now``: trips the watchdog or finishes its ramp. Returns when to check
         again (None: nothing to watch until the next request)."""
         limit = self.watchdog_limit()
+        if self.holder is not None and not self.closed and self.energized:
+            return self._check_energized(now)
         if self.holder is None or not self.closed or limit is None:
             return None
         if self.ramping_since is None:
@@ -135,6 +145,22 @@ class ChargingPoint:
             return min(now + self.timers.ramp_poll, open_by)
         holder, self.holder = self.holder, None
         self._power_off(f"watchdog: {holder.label} silent, {abs(current):.1f} A at opening")
+        return None
+
+
+    def _check_energized(self, now: float) -> float | None:
+        """Before energy transfer (contactors open) with the DC output up: a silent car loses it."""
+        limit = self.timers.energized_watchdog
+        if limit is None or self.holder is None:
+            return None
+        if now < self.last_heard + limit:
+            return min(self.last_heard + limit, now + ENERGIZED_POLL)
+        holder, self.holder = self.holder, None
+        holder.revoked = f"watchdog ({limit:g} s without a valid message with the DC output up)"
+        self.trips += 1
+        log.warning("%s: no valid message from %s for %.2f s with the DC output energised (isolation check or "
+                    "pre-charge): output off", self.name, holder.label, now - self.last_heard)
+        self._power_off(f"watchdog: {holder.label} silent before energy transfer")
         return None
 
 
@@ -192,6 +218,7 @@ class LeasedHardware:
 
     def start_isolation_check(self) -> None:
         self.point._claim(self, "dc")
+        self.point.energized = True
         self.point.hardware.start_isolation_check()
 
     def set_contactors(self, closed: bool) -> None:
@@ -206,6 +233,7 @@ class LeasedHardware:
             self.point._claim(self, "dc")
         elif not self.holds_lease:
             return  # "off" from a session without the lease: not its power
+        self.point.energized = voltage > 0 or current != 0
         self.point.hardware.set_dc_target(voltage, current)
 
     def set_ac_current_limit(self, current: float) -> None:

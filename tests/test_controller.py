@@ -83,3 +83,16 @@ def test_paused_sessions_are_bounded_and_need_the_same_car() -> None:
     assert len(store.sessions) == 3 and bytes([0]) * 8 not in store.sessions  # the oldest forgotten
     assert store.take(bytes([4]) * 8, "car3") is None  # another car cannot take it
     assert store.take(bytes([4]) * 8, "car4") is not None and bytes([4]) * 8 not in store.sessions
+
+
+def test_session_randomness_comes_from_the_injected_source() -> None:
+    """SessionID (never all zeros: that means "no session") and GenChallenge from ``random``."""
+    from edge.v2g.din.session import DinSession
+    from edge.v2g.iso2.session import Iso2Session
+    from edge.v2g.iso20.session import Iso20Session
+
+    draws = iter([bytes(8), b"\x07" * 8])
+    assert Iso20Session(SimulatedCharger(), random=lambda n: next(draws)).session_id == b"\x07" * 8
+    assert DinSession(SimulatedCharger(), random=lambda n: b"\x05" * n).session_id == b"\x05" * 8
+    s = Iso2Session(SimulatedCharger(), random=lambda n: b"\x09" * n)
+    assert s.session_id == b"\x09" * 8 and s.random(16) == b"\x09" * 16

@@ -273,3 +273,36 @@ def test_rate_limited_log_counts_what_it_drops(caplog) -> None:
         quiet.info("one more")
     assert sum(written) == 3 and len(caplog.records) == 4
     assert "9997 more like it" in caplog.records[-1].getMessage() and quiet.total_suppressed == 9997
+
+
+@pytest.mark.parametrize("phase", ["CableCheckReq", "PreChargeReq"])
+def test_a_car_silent_during_cable_check_or_pre_charge_loses_the_output(phase: str) -> None:
+    """Before energy transfer the output carries the isolation test voltage or the pre-charge voltage with
+    the contactors open; a car that goes silent there used to keep it up for the 60 s sequence timeout."""
+    hw = SimulatedCharger(isolation_s=0.5, voltage_tau=0.1)
+    point = ChargingPoint(hw, "cp1", PowerSafetyTimers(energized_watchdog=5.0))
+    conn = ChargerConnection(hw, config=EvseConfig(point=point))
+    car = DinCar(soc=40, target_soc=90)
+    request: bytes | None = car.start()
+    now = 0.0
+    while request is not None and (not car.log or car.log[-1] != phase):
+        now += 0.05
+        response = conn.handle(V2gtpMessage(request_payload_type(car), request), now)
+        assert response is not None
+        request = car.handle(response.payload, now)
+    now += 0.05  # the charger answers the phase's first request; the car's next one never comes
+    response = conn.handle(V2gtpMessage(request_payload_type(car), request), now)
+    request = car.handle(response.payload, now)
+    assert point.energized and point.holder is conn.power and not hw.closed
+    assert point.check(now + 4.95) == pytest.approx(now + 5.0)  # not yet: the car may still come back
+    assert point.check(now + 1.0) == pytest.approx(now + 1.1)  # and the guard looks again soon (contactors?)
+    assert point.check(now + 5.01) is None
+    assert not point.energized and point.holder is None and hw.target_v == 0 and point.trips == 1
+    response = conn.handle(V2gtpMessage(request_payload_type(car), request), now + 6)  # the car wakes up
+    assert response is not None and car_response_code(response.payload) == "FAILED"
+
+
+def car_response_code(payload: bytes) -> str:
+    body = exi.decode("din", payload).Body
+    res = next(getattr(body, f) for f in body.__dataclass_fields__ if getattr(body, f) is not None)
+    return str(res.ResponseCode)

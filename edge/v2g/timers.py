@@ -58,6 +58,10 @@ class PowerSafetyTimers:
 
     communication_watchdog: float | None = 1.0
     ac_communication_watchdog: float | None = None
+    # DC output energised before energy transfer (isolation test voltage, pre-charge): a car silent this
+    # long has the output switched off and its lease revoked, instead of 60 s of sequence timeout with the
+    # voltage up. Generous, as cars poll CableCheck/PreCharge back to back and wait 2 s at most for a reply
+    energized_watchdog: float | None = 5.0
     ramp_down: float = 0.5
     ramp_poll: float = 0.02  # how often the ramp is checked
 
