@@ -83,7 +83,7 @@ async def test_dc_bpt_dynamic_charge_discharge_charge(pki: Path) -> None:
 
 async def test_ac_scheduled(pki: Path) -> None:
     car = Iso20Car(service="ac", soc=50, target_soc=50.2, capacity_wh=CAPACITY_WH)
-    run, hw, connections = await over_tls13(car, pki)
+    _, hw, connections = await over_tls13(car, pki)
     session = connections[0].session
     assert session.protocol == "iso20-ac" and session.service == 1 and "AC_ChargeLoopReq" in session.stats
     assert "DC_CableCheckReq" not in car.log and hw.energy_wh() > 0 and car.soc >= 50.2
@@ -103,7 +103,7 @@ async def test_ac_bpt_dynamic_discharges_on_command(pki: Path) -> None:
 
 async def test_pause_and_resume(pki: Path) -> None:
     car = Iso20Car(soc=50, target_soc=50.6, pause_at_soc=50.3, capacity_wh=CAPACITY_WH)
-    run, hw, connections = await over_tls13(car, pki, pause_s=0.5)
+    run, _, connections = await over_tls13(car, pki, pause_s=0.5)
     assert run.connections == 2 and car.resumed and car.log.count("SessionSetupReq") == 2
     assert connections[0].session.state == "paused" and connections[1].session.resumed
     assert car.soc >= 50.6
