@@ -7,6 +7,10 @@ root), one session per scenario, a summary line each:
 - ISO 15118-2 DC Plug & Charge over TLS 1.2 with a fresh test PKI: contract chain checked, the signed
   AuthorizationReq and MeteringReceiptReq verified;
 - ISO 15118-20 DC Plug & Charge over TLS 1.3 (P-521), the car presenting its OEM certificate;
+- ISO 15118-20 DC_BPT in Dynamic control mode over TLS 1.3 on a bidirectional board, the charging
+  point's controller running a setpoint script: charge, discharge into the grid, charge again;
+- ISO 15118-20 AC_BPT in Dynamic control mode: charge, then discharge on command;
+- ISO 15118-20 AC in Scheduled control mode over TCP;
 - ISO 15118-2 DC with strangers on the link mid-charge (a connect+close, an idle connection, a second
   car asking for power): the charging car keeps its power and finishes;
 - ISO 15118-2 DC with a car that freezes mid-charge: the communication watchdog ramps the current to
@@ -15,8 +19,8 @@ root), one session per scenario, a summary line each:
 Every scenario runs on one charging point with its power lease, watchdog and connection caps, as
 ``edge secc`` does.
 
-The charger offers -20 DC, -2 and DIN and one TLS port for -2 and -20 cars. Later issues add SLAC,
--20 AC/BPT and a CSMS."""
+The charger offers -20 DC and AC, -2 and DIN and one TLS port for -2 and -20 cars; the summary shows
+the energy the charger's meter counted each way. Later issues add SLAC and a CSMS."""
 
 from __future__ import annotations
 
@@ -32,13 +36,14 @@ from pathlib import Path
 import trio
 
 from edge.chargingpoint import ChargingPoint
+from edge.controller import ChargingController, PowerCommand, SetpointStep
 from edge.ev import drive
 from edge.ev.base import SimulatedCar
 from edge.ev.connect import open_v2g_stream
 from edge.ev.din import DinCar
 from edge.ev.faults import FreezingStream, second_car
 from edge.ev.iso2 import ContractCredentials, Iso2Car
-from edge.hardware import SimulatedCharger
+from edge.hardware import SimulatedCharger, bidirectional_charger
 from edge.secc import guard_power
 from edge.v2g.admission import ConnectionAdmission
 from edge.v2g.charger import ChargerConnection, EvseConfig
@@ -58,13 +63,18 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     ok: bool = True  # the scenario ended as it should (a clean stop, or the watchdog cutting a frozen car)
     outcome: str = ""
+    imported_wh: float = 0.0  # the charger's meter: delivered to the car
+    exported_wh: float = 0.0  # the charger's meter: taken from the car (bidirectional power transfer)
 
     def text(self) -> str:
         name, used, budget = self.slowest
         extra = f" ({'; '.join(self.notes)})" if self.notes else ""
         outcome = self.outcome or ("clean SessionStop" if self.clean_stop else "NO clean stop")
+        energy = f"{self.energy_wh:.1f} Wh"
+        if self.exported_wh:
+            energy = f"meter {self.imported_wh:.1f} Wh imported / {self.exported_wh:.1f} Wh exported"
         return (f"{self.scenario}: {self.messages} messages on {self.connections} connection(s), "
-                f"{self.energy_wh:.1f} Wh in {self.duration_s:.1f} s, SoC {self.soc[0]:.1f}% -> {self.soc[1]:.1f}%, "
+                f"{energy} in {self.duration_s:.1f} s, SoC {self.soc[0]:.1f}% -> {self.soc[1]:.1f}%, "
                 f"slowest response {name} {used:.2f} ms of {budget:.0f} ms, {outcome}{extra}")
 
 
@@ -78,6 +88,8 @@ class Scenario:
     notes: Callable[[SimulatedCar, list[ChargerConnection]], list[str]] = lambda car, conns: []
     strangers: bool = False  # mid-charge: a connect+close, an idle connection, a second car asking for power
     freeze: bool = False  # mid-charge the car stops sending (TCP stays open): the watchdog must cut its power
+    bidirectional: bool = False  # the board can export (BPT is offered)
+    setpoints: tuple[SetpointStep, ...] = ()  # the controller's script, from the start of energy transfer
 
 
 async def _until(condition: Callable[[], bool], timeout: float) -> bool:
@@ -131,8 +143,10 @@ async def simulate(scenario: Scenario, pki: Path) -> Summary:
     loopback; a car that pauses is reconnected after a short pause."""
     from edge.v2g.tls import client_context_from_pki, server_context_combined
 
-    hw = SimulatedCharger(voltage_tau=0.1, isolation_s=0.5)
+    hw = (bidirectional_charger if scenario.bidirectional else SimulatedCharger)(voltage_tau=0.1, isolation_s=0.5)
     config = scenario.config(pki)
+    if scenario.setpoints:
+        config.controller = ChargingController(script=scenario.setpoints)
     point = config.charging_point(hw, name="sim")
     connections: list[ChargerConnection] = []
     verdict: Verdict = []
@@ -178,7 +192,8 @@ async def simulate(scenario: Scenario, pki: Path) -> Summary:
         ok, outcome = car.stopped_cleanly and (behaved or not scenario.strangers), ""
     return Summary(scenario.name, count, len(connections), car.energy_wh, trio.current_time() - start,
                    (start_soc, car.soc), (name, worst * 1e3, budget * 1e3), car.stopped_cleanly,
-                   scenario.notes(car, connections) + [text for text, _ in verdict], ok, outcome)
+                   scenario.notes(car, connections) + [text for text, _ in verdict], ok, outcome,
+                   hw.energy_wh(), hw.energy_exported_wh())
 
 
 def _pnc_config(pki: Path, receipt_interval: float | None = 1.0) -> EvseConfig:
@@ -212,6 +227,33 @@ def _iso20_notes(car: SimulatedCar, conns: list[ChargerConnection]) -> list[str]
             f"authorization {getattr(car, 'authorization_used', None)}"]
 
 
+def _bpt_car(service: str, transfer_s: float) -> Callable[[Path], SimulatedCar]:
+    def make(pki: Path) -> SimulatedCar:
+        from edge.ev.iso20 import Iso20Car
+
+        return Iso20Car(service=service, control="dynamic", soc=50.0, target_soc=95.0, capacity_wh=2_000.0,
+                        max_discharge_power=15_000.0, max_discharge_current=50.0, transfer_s=transfer_s)
+    return make
+
+
+def _bpt_notes(car: SimulatedCar, conns: list[ChargerConnection]) -> list[str]:
+    session = conns[-1].session
+    return [f"{getattr(car, 'service_used', None)} {getattr(car, 'control', '')}, the car saw "
+            f"{car.energy_wh:.1f} Wh in / {getattr(car, 'energy_exported_wh', 0.0):.1f} Wh out",
+            f"a setpoint script of {len(session.controller.script) if session else 0} steps"]
+
+
+def _setpoints(*steps: tuple[float, float]) -> tuple[SetpointStep, ...]:
+    """(seconds from the start of energy transfer, target W) steps within +50/-20 kW."""
+    return tuple(SetpointStep(at, PowerCommand(max_w=50_000, min_w=-20_000, target_w=w)) for at, w in steps)
+
+
+def _iso20_ac_car(pki: Path) -> SimulatedCar:
+    from edge.ev.iso20 import Iso20Car
+
+    return Iso20Car(service="ac", soc=30.0, target_soc=30.5, capacity_wh=2_000.0)
+
+
 SCENARIOS = [
     Scenario("DIN SPEC 70121 DC", lambda pki: DinCar(soc=30.0, target_soc=32.0, capacity_wh=2_000.0)),
     Scenario("ISO 15118-2 DC EIM (with a renegotiation)",
@@ -227,6 +269,12 @@ SCENARIOS = [
              tls=True, config=_pnc_config, notes=_pnc_notes),
     Scenario("ISO 15118-20 DC PnC over TLS 1.3", _iso20_car, tls=True, client_tls=_iso20_client_tls,
              config=lambda pki: _pnc_config(pki, receipt_interval=None), notes=_iso20_notes),
+    Scenario("ISO 15118-20 DC_BPT dynamic over TLS 1.3: charge, discharge, charge", _bpt_car("dc_bpt", 6.0),
+             tls=True, client_tls=_iso20_client_tls, bidirectional=True, notes=_bpt_notes,
+             setpoints=_setpoints((0, 20_000), (2, -15_000), (4, 20_000))),
+    Scenario("ISO 15118-20 AC_BPT dynamic: charge, then discharge", _bpt_car("ac_bpt", 4.0),
+             bidirectional=True, notes=_bpt_notes, setpoints=_setpoints((0, 11_000), (2, -7_000))),
+    Scenario("ISO 15118-20 AC scheduled", _iso20_ac_car),
     Scenario("ISO 15118-2 DC with strangers on the link",
              lambda pki: Iso2Car(soc=30.0, target_soc=32.0, capacity_wh=2_000.0), strangers=True),
     Scenario("ISO 15118-2 DC, the car freezes mid-charge",

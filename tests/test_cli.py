@@ -62,6 +62,9 @@ def test_simulate_runs_every_scenario_cleanly(capsys) -> None:
     summaries = {s["scenario"].split(" (")[0]: s for s in map(json.loads, out.splitlines())}
     assert rc == 0 and list(summaries) == ["DIN SPEC 70121 DC", "ISO 15118-2 DC EIM", "ISO 15118-2 AC EIM",
                                            "ISO 15118-2 DC PnC over TLS", "ISO 15118-20 DC PnC over TLS 1.3",
+                                           "ISO 15118-20 DC_BPT dynamic over TLS 1.3: charge, discharge, charge",
+                                           "ISO 15118-20 AC_BPT dynamic: charge, then discharge",
+                                           "ISO 15118-20 AC scheduled",
                                            "ISO 15118-2 DC with strangers on the link",
                                            "ISO 15118-2 DC, the car freezes mid-charge"]
     frozen = summaries.pop("ISO 15118-2 DC, the car freezes mid-charge")
@@ -70,6 +73,11 @@ def test_simulate_runs_every_scenario_cleanly(capsys) -> None:
     strangers = summaries["ISO 15118-2 DC with strangers on the link"]
     assert strangers["connections"] == 4 and strangers["notes"][0].endswith("power kept")
     assert "second car (CableCheckRes failed: FAILED)" in strangers["notes"][0]
+    for name in ("ISO 15118-20 DC_BPT dynamic over TLS 1.3: charge, discharge, charge",
+                 "ISO 15118-20 AC_BPT dynamic: charge, then discharge"):
+        bpt = summaries[name]  # the meter counted both ways; the car saw the same
+        assert bpt["ok"] and bpt["exported_wh"] > 1 and bpt["imported_wh"] > bpt["exported_wh"]
+        assert bpt["notes"][0].startswith(("DC_BPT dynamic", "AC_BPT dynamic")), bpt["notes"]
     for summary in summaries.values():
         assert summary["ok"]
         assert summary["clean_stop"] and summary["energy_wh"] > 1 and summary["soc"][1] > summary["soc"][0]
