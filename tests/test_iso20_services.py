@@ -384,3 +384,56 @@ def test_a_iso20_car_that_ignores_terminate_is_cut_off_after_notification_max_de
     for _ in range(2):  # 0.6 s more: within the delay
         assert car.loop(dt=0.3).ResponseCode == "OK" and hw.target_i == 0
     assert car.loop(dt=0.5).ResponseCode == "FAILED" and car.ended and not hw.closed  # 1.1 s after
+
+
+def to_ac_loop(car: Car, bpt: bool, dynamic: bool) -> None:
+    select(car, SERVICE_AC_BPT if bpt else SERVICE_AC, DYNAMIC if dynamic else SCHEDULED)
+    ac_parameters(car, bpt)
+    if dynamic:
+        dynamic_schedule(car)
+        dynamic_start(car)
+    else:
+        car.schedule()
+        car.start(power=11_000)
+
+
+@pytest.mark.parametrize(("case", "code"), [
+    ("a scheduled loop request in a dynamic session", "FAILED"),
+    ("a plain loop request in a BPT session", "FAILED"),
+    ("another session's SessionID", "FAILED_UnknownSession"),
+    ("a DC loop request in an AC session", "FAILED_SequenceError"),
+])
+def test_bad_ac_loop_requests_end_the_session_with_the_power_off(case: str, code: str) -> None:
+    hw = bidirectional_charger()
+    car = Car(session(hw, "iso20-ac"))
+    to_ac_loop(car, bpt=True, dynamic=True)
+    ac_loop(car, bpt=True, dynamic=True)
+    if case.startswith("a scheduled"):
+        res = ac_loop(car, bpt=True, dynamic=False)
+    elif case.startswith("a plain"):
+        res = ac_loop(car, bpt=False, dynamic=True)
+    elif case.startswith("another"):
+        mode = ac.BPT_Dynamic_AC_CLReqControlModeType(
+            EVTargetEnergyRequest=rational(1), EVMaximumEnergyRequest=rational(1), EVMinimumEnergyRequest=rational(0),
+            EVMaximumChargePower=rational(11_000), EVMinimumChargePower=rational(0),
+            EVPresentActivePower=rational(0), EVPresentReactivePower=rational(0),
+            EVMaximumDischargePower=rational(0), EVMinimumDischargePower=rational(0), DepartureTime=1)
+        res = car.send(ac.AC_ChargeLoopReqType(MeterInfoRequested=False, BPT_Dynamic_AC_CLReqControlMode=mode),
+                       sid=b"\x42" * 8)
+    else:
+        res = car.send(dc.DC_CableCheckReqType())
+    assert res.ResponseCode == code and car.ended and not hw.closed and hw.ac_limit == 0
+
+
+def test_ac_charge_parameters_out_of_range_are_refused() -> None:
+    car = Car(session(bidirectional_charger(), "iso20-ac"))
+    select(car, SERVICE_AC, SCHEDULED)
+    res = ac_parameters(car, bpt=False, max_power=-5_000)
+    assert res.ResponseCode == "FAILED_WrongChargeParameter" and car.ended
+
+
+def test_dynamic_schedule_exchange_in_a_scheduled_session_is_refused() -> None:
+    car = Car(session(bidirectional_charger(), "iso20-ac"))
+    select(car, SERVICE_AC, SCHEDULED)
+    ac_parameters(car, bpt=False)
+    assert dynamic_schedule(car).ResponseCode == "FAILED" and car.ended
