@@ -107,3 +107,37 @@ async def test_pause_and_resume(pki: Path) -> None:
     assert run.connections == 2 and car.resumed and car.log.count("SessionSetupReq") == 2
     assert connections[0].session.state == "paused" and connections[1].session.resumed
     assert car.soc >= 50.6
+
+
+@pytest.mark.parametrize("service", ["dc_bpt", "ac_bpt"])
+async def test_a_car_silent_after_a_charge_loop_response_is_cut_off_after_half_a_second(service: str,
+                                                                                      pki: Path) -> None:
+    """Over TLS 1.3 between namespaces: the car's software hangs (TCP stays open) right after a
+    ChargeLoopRes. V2G_SECC_Sequence_Timeout is 0.5 s there ([V2G20-1500]/[V2G20-1502]): the charger
+    closes the connection then, with the power off (before the 1 s communication watchdog would)."""
+    from edge.ev import drive
+    from edge.ev.connect import connect_to_charger
+    from edge.ev.faults import FreezingStream
+
+    hw = bidirectional_charger(voltage_tau=0.05, isolation_s=0.2)
+    car = Iso20Car(service=service, control="dynamic", soc=50, target_soc=95, capacity_wh=CAPACITY_WH)
+    async with charger_between_namespaces(hw, ssl_context=server_context_combined(pki), tls_only=True) as (
+            ev_ns, _, connections), trio.open_nursery() as nursery:
+        with inside(ev_ns):
+            stream = FreezingStream(await connect_to_charger(
+                "ev0", client_context_iso20(pki, folder="iso15118_20"), require_tls=True))
+        nursery.start_soon(drive, stream, car)
+        with trio.fail_after(30):
+            while not (hw.closed and car.log.count(car.log[-1]) > 5 and car.log[-1].endswith("ChargeLoopReq")):
+                await trio.sleep(0.02)
+        stream.freeze()
+        with trio.fail_after(5):
+            while stream.last_send > trio.current_time() - 0.05:  # its last request is out
+                await trio.sleep(0.01)
+            silent_from = stream.last_send
+            while connections[0].ended is None:
+                await trio.sleep(0.01)
+        closed_after = trio.current_time() - silent_from
+        nursery.cancel_scope.cancel()
+    assert connections[0].ended == "aborted: sequence timeout: no request", connections[0].ended
+    assert 0.4 < closed_after < 0.9 and not hw.closed and hw.target_i == 0 and hw.ac_limit == 0
