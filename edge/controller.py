@@ -68,6 +68,24 @@ class CarNeeds:
 
 
 @dataclass(frozen=True, slots=True)
+class ChargingWishes:
+    """What the charger's side would like a car in dynamic control mode to aim for (-20 tells it in the
+    Dynamic ScheduleExchangeRes and every dynamic ChargeLoopRes); None: no wish."""
+
+    departure_time: int | None = None  # seconds from now
+    minimum_soc: int | None = None  # %: keep at least this much when discharging
+    target_soc: int | None = None  # %
+
+    def __post_init__(self) -> None:
+        for name in ("minimum_soc", "target_soc"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 100:
+                raise ValueError(f"{name} must be a percentage (0-100), got {value}")
+        if self.departure_time is not None and not 0 <= self.departure_time < 2**32:
+            raise ValueError(f"departure_time must be seconds from now, got {self.departure_time}")
+
+
+@dataclass(frozen=True, slots=True)
 class SetpointStep:
     """From ``at`` seconds after the charge started on, this command applies (a step of a script)."""
 
@@ -118,6 +136,7 @@ class ChargingController:
 
     limit: PowerCommand = field(default_factory=lambda: PowerCommand(max_w=math.inf))
     script: Sequence[SetpointStep] = ()
+    wishes: ChargingWishes = field(default_factory=ChargingWishes)  # for cars in dynamic control mode
     revision: int = 0
     stop_reason: str | None = None  # set by request_stop: the session tells the car to stop
     needs: CarNeeds | None = None

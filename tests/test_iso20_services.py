@@ -437,3 +437,21 @@ def test_dynamic_schedule_exchange_in_a_scheduled_session_is_refused() -> None:
     select(car, SERVICE_AC, SCHEDULED)
     ac_parameters(car, bpt=False)
     assert dynamic_schedule(car).ResponseCode == "FAILED" and car.ended
+
+
+def test_the_chargers_wishes_reach_a_dynamic_car() -> None:
+    from edge.controller import ChargingWishes
+
+    hw = bidirectional_charger(isolation_s=0.5, voltage_tau=0.1)
+    controller = ChargingController(wishes=ChargingWishes(departure_time=5400, minimum_soc=30, target_soc=80))
+    car = Car(session(hw, controller=controller))
+    select(car, SERVICE_DC_BPT, DYNAMIC)
+    dc_bpt_parameters(car)
+    schedule = dynamic_schedule(car).Dynamic_SEResControlMode
+    assert (schedule.DepartureTime, schedule.MinimumSOC, schedule.TargetSOC) == (5400, 30, 80)
+    car.cable_check_and_pre_charge()
+    dynamic_start(car)
+    loop = bpt_dynamic_loop(car).BPT_Dynamic_DC_CLResControlMode
+    assert (loop.DepartureTime, loop.MinimumSOC, loop.TargetSOC) == (5400, 30, 80)
+    with pytest.raises(ValueError, match="percentage"):
+        ChargingWishes(minimum_soc=120)

@@ -637,9 +637,12 @@ class Iso20Session(SessionCore):
                     min_energy_wh=from_rational(req.EVMinimumEnergyRequest) if req.EVMinimumEnergyRequest else None,
                     max_energy_wh=from_rational(req.EVMaximumEnergyRequest) if req.EVMaximumEnergyRequest else None))
             self.told()
+            wishes = self.controller.wishes
+            departure = wishes.departure_time if wishes.departure_time is not None else req.DepartureTime
             res = cm.ScheduleExchangeResType(ResponseCode="OK", EVSEProcessing="Finished",
                                              Dynamic_SEResControlMode=cm.Dynamic_SEResControlModeType(
-                                                 DepartureTime=req.DepartureTime))
+                                                 DepartureTime=departure, MinimumSOC=wishes.minimum_soc,
+                                                 TargetSOC=wishes.target_soc))
             return res, False, following
         if msg.Scheduled_SEReqControlMode is None:
             return self._fail("ScheduleExchangeReq", "FAILED")
@@ -778,6 +781,13 @@ class Iso20Session(SessionCore):
         if res is None:  # not the control mode agreed
             return self._fail(type(msg).__name__.removesuffix("Type"), "FAILED")
         res.EVSEStatus, res.MeterInfo = status, meter
+        dynamic = next((getattr(res, n) for n in ("BPT_Dynamic_DC_CLResControlMode", "Dynamic_DC_CLResControlMode",
+                                                  "BPT_Dynamic_AC_CLResControlMode", "Dynamic_AC_CLResControlMode")
+                        if getattr(res, n, None) is not None), None)
+        if dynamic is not None:  # the charger's wishes ride along in every dynamic loop response
+            wishes = self.controller.wishes
+            dynamic.DepartureTime, dynamic.MinimumSOC, dynamic.TargetSOC = (
+                wishes.departure_time, wishes.minimum_soc, wishes.target_soc)
         return res, False, "ChargeLoopReq"
 
     def _dc_loop(self, msg: dc.DC_ChargeLoopReqType, stopping: bool) -> dc.DC_ChargeLoopResType | None:
