@@ -143,6 +143,7 @@ SCHEDULE_ID = 1
 SCHEDULE_DURATION_S = 86_400  # one entry for a day: the charger's limit until the CSMS's profiles join
 #: the parameter sets offered per service (Tables 205-210): ParameterSetID 1 Scheduled, 2 Dynamic
 PARAMETER_SET_OF_MODE = {CONTROL_MODE_SCHEDULED: 1, CONTROL_MODE_DYNAMIC: 2}
+MODE_OF_PARAMETER_SET = {set_id: mode for mode, set_id in PARAMETER_SET_OF_MODE.items()}
 CONTROL_MODE_NAMES = {CONTROL_MODE_SCHEDULED: "scheduled", CONTROL_MODE_DYNAMIC: "dynamic"}
 
 Handled = tuple[Any, bool, str]  # (response without header, session ends, next state)
@@ -236,8 +237,8 @@ class Iso20Session(SessionCore):
         return self.service in BPT_SERVICES
 
     def control_mode(self) -> int | None:
-        return self.selected[1] and {v: k for k, v in PARAMETER_SET_OF_MODE.items()}[self.selected[1]] \
-            if self.selected else None
+        """The ControlMode of the parameter set selected (None before ServiceSelection)."""
+        return MODE_OF_PARAMETER_SET[self.selected[1]] if self.selected else None
 
     # ------------------------------------------------------------------ the loop's protocol parts
     def _decode(self, payload_type: int, payload: bytes) -> Request | None:
