@@ -455,3 +455,22 @@ def test_the_chargers_wishes_reach_a_dynamic_car() -> None:
     assert (loop.DepartureTime, loop.MinimumSOC, loop.TargetSOC) == (5400, 30, 80)
     with pytest.raises(ValueError, match="percentage"):
         ChargingWishes(minimum_soc=120)
+
+
+def test_a_charging_schedule_allows_no_export_even_with_bpt() -> None:
+    """Scheduled DC_BPT with a charging schedule (the controller would allow export, but set no target): a
+    negative target current from the car gets 0 A."""
+    hw = bidirectional_charger(isolation_s=0.5, voltage_tau=0.1)
+    car = Car(session(hw, controller=ChargingController(limit=PowerCommand(max_w=50_000, min_w=-20_000))))
+    select(car, SERVICE_DC_BPT, SCHEDULED)
+    dc_bpt_parameters(car)
+    car.schedule()
+    car.cable_check_and_pre_charge()
+    assert car.start(power=50_000).ResponseCode == "OK"
+    mode = dc.BPT_Scheduled_DC_CLReqControlModeType(
+        EVTargetCurrent=rational(-40), EVTargetVoltage=rational(380), EVMaximumChargePower=rational(100_000),
+        EVMaximumChargeCurrent=rational(200), EVMaximumVoltage=rational(450),
+        EVMaximumDischargePower=rational(20_000), EVMaximumDischargeCurrent=rational(50))
+    res = car.send(dc.DC_ChargeLoopReqType(EVPresentVoltage=rational(380), MeterInfoRequested=False,
+                                           BPT_Scheduled_DC_CLReqControlMode=mode), dt=0.25)
+    assert res.ResponseCode == "OK" and hw.target_i == 0

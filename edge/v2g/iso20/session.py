@@ -805,10 +805,11 @@ class Iso20Session(SessionCore):
         if stopping:
             setpoint = self.power.dc_stopping()
         elif scheduled is not None:
-            # the schedule bounds the car's own target: [schedule, 0] or [0, schedule]
+            # the schedule bounds the car's own target: [0, schedule] when it charges, [schedule, 0] when it
+            # discharges (a charging schedule allows no export, a discharging one no import)
             schedule = self.schedule_power if self.schedule_power is not None else command.max_w
-            bounded = PowerCommand(max_w=max(0.0, min(command.max_w, schedule)) if schedule >= 0 else 0.0,
-                                   min_w=min(0.0, max(command.min_w, schedule if schedule < 0 else command.min_w)))
+            bounded = PowerCommand(max_w=min(command.max_w, schedule), min_w=0.0) if schedule >= 0 else \
+                PowerCommand(max_w=0.0, min_w=max(command.min_w, schedule))
             setpoint = self.power.dc_demand(from_rational(scheduled.EVTargetVoltage),
                                             self.signs.target_from_wire(from_rational(scheduled.EVTargetCurrent)),
                                             car, bounded)
@@ -882,9 +883,14 @@ class Iso20Session(SessionCore):
         if request is None:
             return None
         car = self.ev_ac_limits
-        car_max = _ac_value(request, "EVMaximumChargePower")
-        if car is not None and car_max is not None:
-            car = CarAcLimits(min(car.max_power, car_max), car.min_power, car.max_discharge_power)
+        if car is not None:  # the car's maxima may fall while it charges
+            car_max = _ac_value(request, "EVMaximumChargePower")
+            car_discharge = _ac_value(request, "EVMaximumDischargePower")
+            car = CarAcLimits(
+                min(car.max_power, car_max) if car_max is not None else car.max_power, car.min_power,
+                min(car.max_discharge_power, self.signs.limit_from_wire(car_discharge, self.notes,
+                                                                        "EVMaximumDischargePower"))
+                if car_discharge is not None else car.max_discharge_power)
         if stopping:
             setpoint = self.power.ac_power(car, PowerCommand(max_w=0.0))
         elif scheduled is not None:
