@@ -197,8 +197,10 @@ class PowerStage:
         return self.hardware.present()[0]
 
     def max_voltage(self, car: CarDcLimits | None) -> float:
+        """The highest output voltage allowed: the charger's, never above what the car said it takes (a car
+        that says 0 V or less gets no voltage, not the charger's maximum)."""
         lim = self.dc_limits()
-        return min(lim.max_voltage, car.max_voltage) if car is not None and car.max_voltage > 0 else lim.max_voltage
+        return lim.max_voltage if car is None else max(0.0, min(lim.max_voltage, car.max_voltage))
 
     # ------------------------------------------------------------------ DC: energy transfer
     def _dc_window(self, car: CarDcLimits | None, command: PowerCommand | None) -> tuple[DcSetpoint, DcSetpoint]:
