@@ -279,7 +279,26 @@ def test_controller_stop_reaches_the_car_as_terminate_and_no_power_follows() -> 
     assert car.progress("Stop").ResponseCode == "OK" and not hw.closed
 
 
-def test_scheduled_mode_renegotiates_when_the_controller_changes_the_limit() -> None:
+def test_scheduled_mode_renegotiates_when_the_controller_allows_more() -> None:
+    hw = SimulatedCharger(isolation_s=0.5, voltage_tau=0.1)
+    controller = ChargingController(limit=PowerCommand(max_w=20_000))
+    s = session(hw, controller=controller)
+    car = Car(s)
+    car.setup(), car.eim(), car.services(), car.parameters(), car.schedule()
+    car.cable_check_and_pre_charge()
+    assert car.start(power=20_000).ResponseCode == "OK"
+    assert car.loop().EVSEStatus is None and s.schedule_power == 20_000
+    controller.set_command(PowerCommand(max_w=60_000))
+    res = car.loop(current=200)
+    assert res.EVSEStatus.EVSENotification == "ScheduleRenegotiation"
+    assert car.loop().EVSEStatus is None  # told once
+    assert car.progress("ScheduleRenegotiation").ResponseCode == "OK"
+    sched = car.schedule().Scheduled_SEResControlMode.ScheduleTuple[0].ChargingSchedule.PowerSchedule
+    assert from_rational(sched.PowerScheduleEntries.PowerScheduleEntry[0].Power) == 60_000
+    assert car.start(power=60_000).ResponseCode == "OK"
+
+
+def test_a_lower_limit_is_enforced_at_once_without_a_renegotiation() -> None:
     hw = SimulatedCharger(isolation_s=0.5, voltage_tau=0.1)
     controller = ChargingController()
     s = session(hw, controller=controller)
@@ -288,15 +307,28 @@ def test_scheduled_mode_renegotiates_when_the_controller_changes_the_limit() -> 
     assert car.loop().EVSEStatus is None and s.schedule_power == 100_000
     controller.set_command(PowerCommand(max_w=20_000))
     res = car.loop(current=200)
+    assert res.EVSEStatus is None  # no renegotiation: not every car supports one
+    assert from_rational(res.Scheduled_DC_CLResControlMode.EVSEMaximumChargePower) == 20_000
+    assert hw.target_i * max(hw.target_v, 1.0) <= 20_000 * 1.01 and res.EVSEPowerLimitAchieved
+
+
+def test_a_discharge_command_renegotiates_a_scheduled_bpt_car() -> None:
+    hw = bidirectional_charger(isolation_s=0.5, voltage_tau=0.1)
+    controller = ChargingController(limit=PowerCommand(max_w=50_000, min_w=-20_000))
+    car = Car(session(hw, controller=controller))
+    select(car, SERVICE_DC_BPT, SCHEDULED)
+    dc_bpt_parameters(car)
+    car.schedule()
+    car.cable_check_and_pre_charge()
+    car.start(power=50_000)
+    controller.set_command(PowerCommand(max_w=50_000, min_w=-20_000, target_w=-10_000))
+    mode = dc.BPT_Scheduled_DC_CLReqControlModeType(
+        EVTargetCurrent=rational(50), EVTargetVoltage=rational(380), EVMaximumChargePower=rational(100_000),
+        EVMaximumChargeCurrent=rational(200), EVMaximumVoltage=rational(450),
+        EVMaximumDischargePower=rational(20_000), EVMaximumDischargeCurrent=rational(50))
+    res = car.send(dc.DC_ChargeLoopReqType(EVPresentVoltage=rational(380), MeterInfoRequested=False,
+                                           BPT_Scheduled_DC_CLReqControlMode=mode), dt=0.25)
     assert res.EVSEStatus.EVSENotification == "ScheduleRenegotiation"
-    assert from_rational(res.Scheduled_DC_CLResControlMode.EVSEMaximumChargePower) == 20_000  # enforced at once
-    assert car.loop().EVSEStatus is None  # told once
-    assert car.progress("ScheduleRenegotiation").ResponseCode == "OK"
-    sched = car.schedule().Scheduled_SEResControlMode.ScheduleTuple[0].ChargingSchedule.PowerSchedule
-    assert from_rational(sched.PowerScheduleEntries.PowerScheduleEntry[0].Power) == 20_000
-    assert car.start(power=20_000).ResponseCode == "OK"
-    car.loop(current=200)
-    assert hw.target_i * max(hw.voltage, 390) <= 20_000 * 1.01
 
 
 # ---------------------------------------------------------------------------------------------- the shell

@@ -179,5 +179,6 @@ class ChargerConnection:
         aborted = self.session is not None and not self.session.done
         self.ended = f"aborted: {reason}" if aborted else reason
         if self.session is not None and self.session.timers is not None:
-            log.info("%s session %s; response times: %s", self.protocol.name if self.protocol else "?", self.ended,
-                     budget_report(self.session.timers, self.session.stats))
+            what = self.session.describe()
+            log.info("%s session%s %s; response times: %s", self.protocol.name if self.protocol else "?",
+                     f" ({what})" if what else "", self.ended, budget_report(self.session.timers, self.session.stats))

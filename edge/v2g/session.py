@@ -199,6 +199,10 @@ class SessionCore:
         """No power flows any more (session over, failed, or the car gone)."""
         self.power.off()
 
+    def describe(self) -> str:
+        """What was negotiated, for the session's log line ("" when there is nothing beyond the protocol)."""
+        return ""
+
     # ------------------------------------------------------------------ what the controller says
     def command(self) -> PowerCommand:
         return self.controller.command(self._now)

@@ -67,3 +67,54 @@ async def test_josev_iso20_dc_bpt_session(tmp_path: Path) -> None:
                  "DC_WeldingDetectionReq"):
         assert name in session.stats, f"our session never saw {name}: {sorted(session.stats)}"
     assert imported > 0
+
+
+@pytest.mark.slow
+async def test_josev_iso20_dc_bpt_against_the_edge_secc_command(tmp_path: Path) -> None:
+    """As a testbench runs it: ``edge secc --protocols iso20-dc,iso20-ac --setpoints FILE`` in its own
+    process and namespace, Josev's EVCC offering DC_BPT in the other: BPT is selected, the session ends
+    successfully under the script's lowered limits, and SIGTERM stops the charger with exit 0."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from tests.netns import link_local, two_namespaces
+
+    python = josev_python()
+    write_config(tmp_path / "josev", "ev22", protocols=("ISO_15118_20_DC",), energy_services=("DC_BPT",),
+                 energy_transfer_mode="DC_extended")
+    setpoints = tmp_path / "setpoints.json"
+    # Josev's EV picks Scheduled mode and ends the session on a ScheduleRenegotiation: lower limits only,
+    # which the loop responses enforce without one
+    setpoints.write_text(json.dumps([{"at": 0, "max_w": 30_000}, {"at": 1, "max_w": 10_000}]))
+    log = tmp_path / "secc.log"
+    with two_namespaces("secc22", "ev22") as (secc_ns, ev_ns):
+        link_local(secc_ns, "secc22")
+        link_local(ev_ns, "ev22")
+        edge = Path(sys.executable).with_name("edge")
+        secc = subprocess.Popen(["ip", "netns", "exec", secc_ns, str(edge), "secc", "--iface", "secc22",
+                                 "--protocols", "iso20-dc,iso20-ac", "--setpoints", str(setpoints)],
+                                stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+        try:
+            with trio.fail_after(30):
+                while "SECC on" not in log.read_text() and secc.poll() is None:
+                    await trio.sleep(0.05)
+            assert secc.poll() is None, log.read_text()
+            result = await run_josev_ev(python, tmp_path / "josev", netns=ev_ns, timeout=TIMEOUT,
+                                        log_path=tmp_path / "josev.log")
+            await trio.sleep(0.3)
+            secc.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                while secc.poll() is None:
+                    await trio.sleep(0.05)
+        finally:
+            if secc.poll() is None:
+                secc.kill()
+                secc.wait()
+    text = log.read_text()
+    assert result.successful and SUCCESS_ISO2 in result.stop_reason, result.tail()
+    assert secc.returncode == 0, text
+    assert "iso20-dc session (DC_BPT " in text and "Traceback" not in text, text
+    selection = result.grep(r'"ServiceSelectionReq"')
+    assert selection and '"ServiceID": 6' in selection[0].replace('":6', '": 6'), selection

@@ -236,6 +236,11 @@ class Iso20Session(SessionCore):
     def bidirectional(self) -> bool:
         return self.service in BPT_SERVICES
 
+    def describe(self) -> str:
+        service = ENERGY_SERVICES.get(self.service or 0)
+        mode = CONTROL_MODE_NAMES.get(self.control_mode() or 0)
+        return ", ".join(x for x in (f"{service} {mode}" if service else None, self.auth_service) if x)
+
     def control_mode(self) -> int | None:
         """The ControlMode of the parameter set selected (None before ServiceSelection)."""
         return MODE_OF_PARAMETER_SET[self.selected[1]] if self.selected else None
@@ -653,6 +658,15 @@ class Iso20Session(SessionCore):
                                          Scheduled_SEResControlMode=self._scheduled_control_mode(self.schedule_power))
         return res, False, following
 
+    def _schedule_outdated(self) -> bool:
+        """The controller changed its mind: does the car need a new schedule? Only when the direction
+        changes (charge <-> discharge) or more power is allowed than the schedule says; a lower limit is
+        enforced at once through the loop response's maximum power, without a renegotiation (which some
+        cars do not support: Josev's EV ends the session on one)."""
+        self.told()
+        new, old = self._schedule_power_now(), self.schedule_power or 0.0
+        return (new < 0) != (old < 0) or abs(new) > abs(old) * 1.05 + 1.0
+
     def _schedule_power_now(self) -> float:
         """The schedule's power now (import positive): the controller's target when it set one (negative:
         discharge, BPT only), else the most this car may import."""
@@ -757,9 +771,8 @@ class Iso20Session(SessionCore):
             if self._charger_notified != "Terminate":
                 self.notes.append(f"charger asked the car to stop: {self.controller.stop_reason or 'request_stop'}")
         elif self.control_mode() == CONTROL_MODE_SCHEDULED and self.controller_changed() \
-                and self._schedule_power_now() != self.schedule_power:
+                and self._schedule_outdated():
             notification = "ScheduleRenegotiation"
-            self.told()
         elif self._receipt_required():
             return ct.EVSEStatusType(NotificationMaxDelay=0, EVSENotification="MeteringConfirmation"), self._meter()
         if notification is None:
