@@ -55,7 +55,22 @@ def test_a_charger_initiated_stop_ends_the_session_cleanly(name: str) -> None:
     assert not hw.closed and hw.target_i == 0 and car.soc < 90  # stopped early, power off
 
 
-def test_a_new_limit_reaches_a_iso2_car_as_renegotiation_and_bounds_its_power() -> None:
+def test_more_power_reaches_a_iso2_car_as_renegotiation_and_its_new_schedule() -> None:
+    car = Iso2Car(soc=40, target_soc=41)
+    controller = ChargingController(limit=PowerCommand(max_w=10_000))
+    hw = SimulatedCharger(isolation_s=0.2)
+    conn = ChargerConnection(hw, config=EvseConfig(controller=controller))
+
+    def raise_the_limit(now: float) -> None:
+        if hw.closed and controller.revision == 0 and now > 3.0:
+            controller.set_command(PowerCommand(max_w=40_000))
+
+    run(car, conn, each=raise_the_limit)
+    assert car.renegotiations == 1 and any("renegotiation" in n for n in car.notes)
+    assert car.stopped_cleanly and conn.session.schedule_pmax == 40_000
+
+
+def test_a_lower_limit_bounds_a_iso2_car_at_once_without_renegotiation() -> None:
     car = Iso2Car(soc=40, target_soc=41)
     controller = ChargingController()
     hw = SimulatedCharger(isolation_s=0.2)
@@ -65,12 +80,12 @@ def test_a_new_limit_reaches_a_iso2_car_as_renegotiation_and_bounds_its_power() 
     def lower_the_limit(now: float) -> None:
         if hw.closed and controller.revision == 0 and now > 3.0:
             controller.set_command(PowerCommand(max_w=10_000))
-        if controller.revision and car.renegotiations and hw.closed:
-            powers.append(hw.voltage * hw.current)
+        elif controller.revision and hw.closed:
+            powers.append(hw.target_v * hw.target_i)
 
     run(car, conn, each=lower_the_limit)
-    assert car.renegotiations == 1 and any("renegotiation" in n for n in car.notes)
-    assert car.stopped_cleanly and powers and max(powers[5:]) <= 10_000 * 1.02
+    assert car.renegotiations == 0 and car.stopped_cleanly
+    assert powers and max(powers[1:]) <= 10_000 * 1.01
 
 
 def test_din_current_demand_obeys_the_chargers_power_and_the_cars_voltage() -> None:

@@ -68,7 +68,9 @@ class DcSession(V2gSession):
 
     def _loop_notification(self, renegotiation: bool) -> str:
         """What the next loop response tells the car on the controller's behalf: StopCharging once a stop
-        was requested, ReNegotiation (-2 only) when the limits changed since the car's schedule."""
+        was requested, ReNegotiation (-2 only) when the controller now allows more than the car's schedule
+        (a lower limit is enforced at once through the loop response's maximum power and current, without
+        a renegotiation many cars do not support)."""
         if self.controller.stop_reason is not None:
             if not self.charger_stops:
                 self.notes.append(f"charger asked the car to stop: {self.controller.stop_reason}")
@@ -76,8 +78,13 @@ class DcSession(V2gSession):
             return "StopCharging"
         if renegotiation and self.controller_changed():
             self.told()
-            return "ReNegotiation"
+            if self._schedule_outdated():
+                return "ReNegotiation"
         return "None"
+
+    def _schedule_outdated(self) -> bool:
+        """After the controller changed its mind: does the car need a new schedule? (-2 says how)"""
+        return False
 
     def _schedule_power(self, charger_max: float) -> float:
         """The PMax a schedule offers now: the charger's maximum within the controller's command."""

@@ -124,6 +124,7 @@ class Iso2Session(DcSession):
     contract: ContractChain | None = None
     receipts: int = 0
     ev_max_current: float = 0.0  # AC: the car's EVMaxCurrent
+    schedule_pmax: float | None = None  # W, the PMax of the schedule the car was given
     _gen_challenge: bytes | None = None
     _last_meter: t.MeterInfoType | None = None
     _offered_payment: list[str] = field(default_factory=list)
@@ -161,7 +162,8 @@ class Iso2Session(DcSession):
         """One PMax schedule from the charger's power limit and the controller's command (renegotiated when
         that changes)."""
         self.told()
-        entry = t.PMaxScheduleEntryType(t.RelativeTimeIntervalType(0, 86400), None, pv(self._max_power(), "W"))
+        self.schedule_pmax = self._max_power()
+        entry = t.PMaxScheduleEntryType(t.RelativeTimeIntervalType(0, 86400), None, pv(self.schedule_pmax, "W"))
         return t.SAScheduleListType([t.SAScheduleTupleType(self.schedule_id, t.PMaxScheduleType([entry]))])
 
     def _ac_status(self, notification: str = "None") -> t.AC_EVSEStatusType:
@@ -367,6 +369,9 @@ class Iso2Session(DcSession):
         res = b.PowerDeliveryResType("OK", **status)
         following = f"PowerDeliveryReq:{progress}"
         return res, False, following if progress == "Renegotiate" else f"{following}:{'AC' if ac else 'DC'}"
+
+    def _schedule_outdated(self) -> bool:
+        return self.schedule_pmax is not None and self._max_power() > self.schedule_pmax * 1.05 + 1.0
 
     def _profile_fits(self, profile: t.ChargingProfileType | None) -> bool:
         """A charging profile the car sends must stay within the schedule's PMax (V2G2-293)."""
