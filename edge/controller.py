@@ -4,10 +4,11 @@ OCPP types.
 
 Sessions ask :meth:`ChargingController.command` for the present :class:`PowerCommand` and tell
 :meth:`ChargingController.car_needs` what the car needs and chose. Whoever decides calls
-:meth:`ChargingController.set_command`, :meth:`request_stop` or :meth:`request_renegotiation`; every
+:meth:`ChargingController.set_command` or :meth:`request_stop`; every
 change bumps :attr:`ChargingController.revision`, which a session compares with the revision it last
 told the car, and then tells the car in its protocol's way (-20 dynamic: the next ChargeLoopRes
-carries the new target; -20 scheduled, -2, DIN: a renegotiation or stop notification).
+carries the new target; every protocol: a lower limit in the next loop response at once; -20 scheduled
+and -2: a renegotiation when more power is allowed or the direction changes; a stop notification).
 
 Power is import positive, export negative, in W (see :mod:`edge.v2g.power`).
 """
@@ -45,10 +46,6 @@ class PowerCommand:
         if self.target_w is not None and not (math.isfinite(self.target_w)
                                               and self.min_w <= self.target_w <= self.max_w):
             raise ValueError(f"target {self.target_w} W outside {self.min_w:g}..{self.max_w:g} W")
-
-    @property
-    def exports(self) -> bool:
-        return self.target_w is not None and self.target_w < 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,10 +158,6 @@ class ChargingController:
     def request_stop(self, reason: str) -> None:
         """End the charge: the car's session is told to stop at its next loop response."""
         self.stop_reason = reason
-        self.revision += 1
-
-    def request_renegotiation(self) -> None:
-        """Ask the car to fetch a new schedule (the limits changed in a way the schedule must show)."""
         self.revision += 1
 
     def car_needs(self, needs: CarNeeds) -> None:

@@ -12,7 +12,7 @@ import pytest
 from edge.controller import ChargingController, PowerCommand, SetpointStep, load_setpoints
 from edge.hardware import SimulatedCharger, bidirectional_charger
 from edge.v2g import sap
-from edge.v2g.charger import ChargerConnection, parse_protocols
+from edge.v2g.charger import ChargerConnection, EvseConfig, parse_protocols
 
 
 @pytest.mark.parametrize(("kw", "message"), [
@@ -96,3 +96,22 @@ def test_session_randomness_comes_from_the_injected_source() -> None:
     assert DinSession(SimulatedCharger(), random=lambda n: b"\x05" * n).session_id == b"\x05" * 8
     s = Iso2Session(SimulatedCharger(), random=lambda n: b"\x09" * n)
     assert s.session_id == b"\x09" * 8 and s.random(16) == b"\x09" * 16
+
+
+def test_every_protocol_tells_the_controller_what_the_car_needs() -> None:
+    from edge.ev.din import DinCar
+    from edge.ev.iso2 import Iso2Car
+    from edge.ev.iso20 import Iso20Car
+    from tests.inmemory import run
+
+    for car, protocol, service, mode in ((DinCar(soc=40, target_soc=40.1), "din", "DC", "scheduled"),
+                                         (Iso2Car(soc=40, target_soc=40.1), "iso2", "DC", "scheduled"),
+                                         (Iso2Car(mode="ac", soc=40, target_soc=40.1), "iso2", "AC", "scheduled"),
+                                         (Iso20Car(service="dc_bpt", control="dynamic", soc=40, target_soc=40.1),
+                                          "iso20-dc", "DC_BPT", "dynamic")):
+        controller = ChargingController()
+        run(car, ChargerConnection(bidirectional_charger(isolation_s=0.2),
+                                   config=EvseConfig(controller=controller)))
+        needs = controller.needs
+        assert needs is not None and (needs.protocol, needs.service, needs.control_mode) == (protocol, service, mode)
+        assert needs.max_charge_power and needs.max_charge_power > 0, needs

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edge.controller import CarNeeds
 from edge.v2g.physical import from_physical
 from edge.v2g.power import CarDcLimits, DcSetpoint
 from edge.v2g.session import V2gSession
@@ -45,11 +46,19 @@ class DcSession(V2gSession):
 
     # ------------------------------------------------------------------ shared by DIN and -2
     def _note_ev_limits(self, p: Any) -> None:
-        """DC_EVChargeParameter of ChargeParameterDiscoveryReq: the car's maxima."""
+        """DC_EVChargeParameter of ChargeParameterDiscoveryReq: the car's maxima, and its needs for the
+        controller."""
         power = getattr(p, "EVMaximumPowerLimit", None)
         self.ev_limits = CarDcLimits(max_voltage=from_physical(p.EVMaximumVoltageLimit),
                                      max_current=from_physical(p.EVMaximumCurrentLimit),
                                      max_power=from_physical(power) if power is not None else None)
+        energy = getattr(p, "EVEnergyRequest", None)
+        # a car that states no power limit takes at most its maximum voltage times its maximum current
+        bound = self.ev_limits.max_power or self.ev_limits.max_voltage * (self.ev_limits.max_current or 0.0)
+        self.controller.car_needs(CarNeeds(self.PROTO, "DC", "scheduled", bound,
+                                           departure_time=getattr(p, "DepartureTime", None),
+                                           target_energy_wh=from_physical(energy) if energy is not None else None,
+                                           soc=getattr(p.DC_EVStatus, "EVRESSSOC", None)))
 
     def _current_demand(self, req: Any) -> DcSetpoint:
         """The car's target within every limit; the car's maxima in the request update what it said before."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import exi
+from edge.controller import CarNeeds
 from edge.v2g.dc import DcSession
 from edge.v2g.physical import from_physical, to_physical
 from edge.v2g.pnc import ContractChain, PlugAndCharge
@@ -327,8 +328,12 @@ class Iso2Session(DcSession):
             p, ac = req.AC_EVChargeParameter, self.power.ac_limits()
             if p is None or value(p.EVMaxCurrent) < ac.min_current:
                 return self._fail("ChargeParameterDiscoveryReq", "FAILED_WrongChargeParameter")
-            res = b.ChargeParameterDiscoveryResType("OK", "Finished", self._schedule(), None, self._ac_parameter())
             self.ev_max_current = value(p.EVMaxCurrent)
+            phases = ac.phases if mode == "AC_three_phase_core" else 1
+            self.controller.car_needs(CarNeeds(self.PROTO, "AC", "scheduled",
+                                               value(p.EVMaxVoltage) * self.ev_max_current * phases,
+                                               departure_time=p.DepartureTime, target_energy_wh=value(p.EAmount)))
+            res = b.ChargeParameterDiscoveryResType("OK", "Finished", self._schedule(), None, self._ac_parameter())
             following = "ChargeParameterDiscoveryReq:AC"
         else:
             p, lim = req.DC_EVChargeParameter, self.power.dc_limits()
