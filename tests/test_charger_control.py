@@ -88,35 +88,53 @@ def test_a_lower_limit_bounds_a_iso2_car_at_once_without_renegotiation() -> None
     assert powers and max(powers[1:]) <= 10_000 * 1.01
 
 
+class ScriptedDinCar:
+    """DIN requests written out by hand against a session (what a real car would not send is the point)."""
+
+    STATUS = t.DC_EVStatusType(True, None, None, "NO_ERROR", 50)
+
+    def __init__(self, s: DinSession) -> None:
+        self.s, self.pv = s, s.pv
+        s.handle(0x8001, exi.encode("din", V2G_Message(MessageHeaderType(b"\x00"), BodyType(
+            SessionSetupReq=b.SessionSetupReqType(b"\x01" * 6)))), 0.0)
+
+    def req(self, now: float, **body: Any) -> tuple[Any, bool]:
+        message = V2G_Message(MessageHeaderType(self.s.session_id), BodyType(**body))
+        _, out, end = self.s.handle(0x8001, exi.encode("din", message), now)
+        return getattr(exi.decode("din", out).Body, next(iter(body)).replace("Req", "Res")), end
+
+    def to_pre_charge(self, max_voltage: float) -> None:
+        """Discovery to cable check, the car taking at most ``max_voltage``."""
+        status, pv = self.STATUS, self.pv
+        self.req(0.1, ServiceDiscoveryReq=b.ServiceDiscoveryReqType())
+        self.req(0.2, ServicePaymentSelectionReq=b.ServicePaymentSelectionReqType(
+            "ExternalPayment", t.SelectedServiceListType([t.SelectedServiceType(1)])))
+        self.req(0.3, ContractAuthenticationReq=b.ContractAuthenticationReqType())
+        param = t.DC_EVChargeParameterType(status, pv(300, "A"), None, pv(max_voltage, "V"))
+        self.req(0.4, ChargeParameterDiscoveryReq=b.ChargeParameterDiscoveryReqType(
+            "DC_extended", DC_EVChargeParameter=param))
+        self.req(0.5, CableCheckReq=b.CableCheckReqType(status))
+
+    def power_on(self, now: float) -> None:
+        ready = t.DC_EVPowerDeliveryParameterType(self.STATUS, None, True)
+        self.req(now, PowerDeliveryReq=b.PowerDeliveryReqType(True, None, ready))
+
+    def demand(self, now: float, voltage: float, current: float) -> tuple[Any, bool]:
+        return self.req(now, CurrentDemandReq=b.CurrentDemandReqType(
+            self.STATUS, self.pv(current, "A"), ChargingComplete=False, EVTargetVoltage=self.pv(voltage, "V")))
+
+
 def test_din_current_demand_obeys_the_chargers_power_and_the_cars_voltage() -> None:
     """A car asking for more than the charger's power at more than its own maximum voltage gets neither
     (DIN/-2 used to pass the target current through up to the charger's current limit, and the voltage
     up to the charger's maximum)."""
     hw = SimulatedCharger(limits=DcLimits(max_voltage=500, max_current=200, max_power=20_000), isolation_s=0.0)
-    s = DinSession(hw)
-
-    def req(now: float, **body: Any) -> Any:
-        message = V2G_Message(MessageHeaderType(s.session_id), BodyType(**body))
-        _, out, _ = s.handle(0x8001, exi.encode("din", message), now)
-        return getattr(exi.decode("din", out).Body, next(iter(body)).replace("Req", "Res"))
-
-    status = t.DC_EVStatusType(True, None, None, "NO_ERROR", 50)
-    pv = s.pv
-    s.handle(0x8001, exi.encode("din", V2G_Message(MessageHeaderType(b"\x00"), BodyType(
-        SessionSetupReq=b.SessionSetupReqType(b"\x01" * 6)))), 0.0)
-    req(0.1, ServiceDiscoveryReq=b.ServiceDiscoveryReqType())
-    req(0.2, ServicePaymentSelectionReq=b.ServicePaymentSelectionReqType(
-        "ExternalPayment", t.SelectedServiceListType([t.SelectedServiceType(1)])))
-    req(0.3, ContractAuthenticationReq=b.ContractAuthenticationReqType())
-    param = t.DC_EVChargeParameterType(status, pv(300, "A"), None, pv(400, "V"))
-    req(0.4, ChargeParameterDiscoveryReq=b.ChargeParameterDiscoveryReqType("DC_extended", DC_EVChargeParameter=param))
-    req(0.5, CableCheckReq=b.CableCheckReqType(status))
-    assert req(0.6, PreChargeReq=b.PreChargeReqType(status, pv(450, "V"), pv(2, "A"))).ResponseCode == "OK"
-    assert hw.target_v == 400  # pre-charge: the car's maximum, not its (wrong) target
-    ready = t.DC_EVPowerDeliveryParameterType(status, None, True)
-    req(0.7, PowerDeliveryReq=b.PowerDeliveryReqType(True, None, ready))
-    res = req(0.8, CurrentDemandReq=b.CurrentDemandReqType(status, pv(150, "A"), ChargingComplete=False,
-                                                           EVTargetVoltage=pv(450, "V")))
+    car = ScriptedDinCar(DinSession(hw))
+    car.to_pre_charge(max_voltage=400)
+    res, _ = car.req(0.6, PreChargeReq=b.PreChargeReqType(car.STATUS, car.pv(450, "V"), car.pv(2, "A")))
+    assert res.ResponseCode == "OK" and hw.target_v == 400  # pre-charge: the car's maximum, not its target
+    car.power_on(0.7)
+    res, _ = car.demand(0.8, voltage=450, current=150)
     assert res.ResponseCode == "OK" and hw.target_v == 400
     assert hw.target_i * 400 <= 20_000 * 1.001 and res.EVSEPowerLimitAchieved
 
@@ -139,35 +157,18 @@ def test_a_car_that_ignores_the_chargers_stop_is_cut_off_after_notification_max_
     controller = ChargingController()
     hw = SimulatedCharger(isolation_s=0.0)
     s = DinSession(hw, controller=controller, timers=dataclasses.replace(DIN_TIMERS, notification_max_delay=2.0))
-
-    def req(now: float, **body: Any) -> tuple[Any, bool]:
-        _, out, end = s.handle(0x8001, exi.encode("din", V2G_Message(MessageHeaderType(s.session_id),
-                                                                     BodyType(**body))), now)
-        return getattr(exi.decode("din", out).Body, next(iter(body)).replace("Req", "Res")), end
-
-    status = t.DC_EVStatusType(True, None, None, "NO_ERROR", 50)
-    pv = s.pv
-    s.handle(0x8001, exi.encode("din", V2G_Message(MessageHeaderType(b"\x00"), BodyType(
-        SessionSetupReq=b.SessionSetupReqType(b"\x01" * 6)))), 0.0)
-    req(0.1, ServiceDiscoveryReq=b.ServiceDiscoveryReqType())
-    req(0.2, ServicePaymentSelectionReq=b.ServicePaymentSelectionReqType(
-        "ExternalPayment", t.SelectedServiceListType([t.SelectedServiceType(1)])))
-    req(0.3, ContractAuthenticationReq=b.ContractAuthenticationReqType())
-    param = t.DC_EVChargeParameterType(status, pv(300, "A"), None, pv(400, "V"))
-    req(0.4, ChargeParameterDiscoveryReq=b.ChargeParameterDiscoveryReqType("DC_extended", DC_EVChargeParameter=param))
-    req(0.5, CableCheckReq=b.CableCheckReqType(status))
-    req(0.6, PreChargeReq=b.PreChargeReqType(status, pv(380, "V"), pv(2, "A")))
-    req(0.7, PowerDeliveryReq=b.PowerDeliveryReqType(True, None, t.DC_EVPowerDeliveryParameterType(status, None, True)))
-    demand = {"CurrentDemandReq": b.CurrentDemandReqType(status, pv(50, "A"), ChargingComplete=False,
-                                                         EVTargetVoltage=pv(380, "V"))}
-    res, end = req(0.8, **demand)
+    car = ScriptedDinCar(s)
+    car.to_pre_charge(max_voltage=400)
+    car.req(0.6, PreChargeReq=b.PreChargeReqType(car.STATUS, car.pv(380, "V"), car.pv(2, "A")))
+    car.power_on(0.7)
+    res, end = car.demand(0.8, 380, 50)
     assert res.DC_EVSEStatus.EVSENotification == "None" and hw.target_i == 50
     controller.request_stop("the CSMS ended the transaction")
-    res, end = req(1.0, **demand)
+    res, end = car.demand(1.0, 380, 50)
     assert res.DC_EVSEStatus.EVSENotification == "StopCharging" and res.DC_EVSEStatus.NotificationMaxDelay == 2
     assert hw.target_i == 0 and not end
-    res, end = req(2.9, **demand)  # within the delay: still told, still no current
+    res, end = car.demand(2.9, 380, 50)  # within the delay: still told, still no current
     assert res.DC_EVSEStatus.EVSENotification == "StopCharging" and not end and hw.target_i == 0
-    res, end = req(3.1, **demand)  # past it: cut off
+    res, end = car.demand(3.1, 380, 50)  # past it: cut off
     assert res.ResponseCode == "FAILED" and end and not hw.closed
     assert any("ignored the charger's stop" in n for n in s.notes)
