@@ -153,7 +153,7 @@ def _secc_command(args: argparse.Namespace) -> int:
     from edge.secc import run_secc_until_signal
     from edge.v2g.charger import EvseConfig, parse_protocols
     from edge.v2g.net import InterfaceInUse
-    from edge.v2g.power import SignConvention
+    from edge.v2g.power import SignConvention, SignQuirks
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     log = logging.getLogger("edge.secc")
@@ -180,7 +180,9 @@ def _secc_command(args: argparse.Namespace) -> int:
         board = SimulatedCharger() if args.charge_only else bidirectional_charger()
         point = ChargingPoint(board, name=args.iface, timers=safety)
         config = EvseConfig(receipt_interval=args.receipt_interval, point=point, controller=controller,
-                            signs=SignConvention(negative_discharge_limits=args.negative_discharge_limits))
+                            signs=SignConvention(negative_discharge_limits=args.negative_discharge_limits),
+                            sign_quirks=SignQuirks(tuple((prefix, SignConvention(negative_discharge_limits=True))
+                                                         for prefix in args.negative_discharge_limits_for or ())))
         if args.pnc:
             if args.pki is None:
                 raise ValueError("--pnc needs --pki DIR (the MO/V2G roots and the local issuer)")
@@ -404,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "are offered DC_BPT/AC_BPT as well)")
     secc_p.add_argument("--negative-discharge-limits", action="store_true",
                         help="send discharge limits as negative numbers (a car quirk; default: positive magnitudes)")
+    secc_p.add_argument("--negative-discharge-limits-for", action="append", metavar="EVCCID_PREFIX",
+                        help="the same for the -20 cars whose EVCCID starts with this (repeatable; each use is "
+                             "logged); the car quirk profiles of the daemon's config will declare these")
     secc_p.set_defaults(func=_secc_command)
     from edge.ev.base import QUIRK_PROFILES
 

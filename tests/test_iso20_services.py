@@ -506,3 +506,22 @@ def test_a_charging_schedule_allows_no_export_even_with_bpt() -> None:
     res = car.send(dc.DC_ChargeLoopReqType(EVPresentVoltage=rational(380), MeterInfoRequested=False,
                                            BPT_Scheduled_DC_CLReqControlMode=mode), dt=0.25)
     assert res.ResponseCode == "OK" and hw.target_i == 0
+
+
+def test_a_car_declared_by_its_evccid_gets_its_sign_convention() -> None:
+    from edge.v2g.power import SignQuirks
+
+    quirks = SignQuirks((("WMIV", SignConvention(negative_discharge_limits=True)),))
+    declared = session(bidirectional_charger(isolation_s=0.5), sign_quirks=quirks)
+    car = Car(declared)  # EVCCID WMIV1234567890ABCDEX
+    select(car, SERVICE_DC_BPT, DYNAMIC)
+    res = dc_bpt_parameters(car, discharge_power=-20_000, discharge_current=-50)
+    assert from_rational(res.BPT_DC_CPDResEnergyTransferMode.EVSEMaximumDischargePower) < 0
+    assert any("sign quirk for EVCCID WMIV" in n for n in declared.notes)
+    assert not any("unexpected sign" in n for n in declared.notes)
+    other = session(bidirectional_charger(isolation_s=0.5), sign_quirks=quirks)
+    car = Car(other, evccid="OTHER00000000000001")
+    select(car, SERVICE_DC_BPT, DYNAMIC)
+    res = dc_bpt_parameters(car)
+    assert from_rational(res.BPT_DC_CPDResEnergyTransferMode.EVSEMaximumDischargePower) > 0
+    assert not any("sign quirk" in n for n in other.notes)

@@ -21,7 +21,7 @@ from .din.session import DinSession
 from .iso2.session import Iso2PausedSessions, Iso2Session
 from .iso20.session import Iso20PausedSessions, Iso20Session
 from .pnc import PlugAndCharge
-from .power import SignConvention
+from .power import SignConvention, SignQuirks
 from .session import SessionCore
 from .timers import SessionTimers, budget_report
 from .v2gtp import PayloadType, V2gtpMessage
@@ -66,6 +66,7 @@ class EvseConfig:
     point: ChargingPoint | None = None  # the power lease and watchdog of the charging point (made at first use)
     controller: ChargingController = field(default_factory=ChargingController)  # what a car may get now
     signs: SignConvention = field(default_factory=SignConvention)  # how cars here write discharge values (a quirk)
+    sign_quirks: SignQuirks = field(default_factory=SignQuirks)  # -20 cars declared (by EVCCID) to write them otherwise
 
     def charging_point(self, hardware: ChargerHardware, name: str = "evse") -> ChargingPoint:
         """The charging point every connection sharing this config drives: one power lease for all
@@ -110,7 +111,8 @@ class ChargerConnection:
             return DinSession(self.power, **common)
         pnc = config.pnc if (self.tls or config.pnc_without_tls) else None
         if name.startswith("iso20"):
-            return Iso20Session(self.power, **common, protocol=name, evse_id=config.evse_id, pnc=pnc,
+            return Iso20Session(self.power, **common, protocol=name, sign_quirks=config.sign_quirks,
+                                evse_id=config.evse_id, pnc=pnc,
                                   receipt_interval=config.receipt_interval, paused_sessions=config.paused_iso20)
         return Iso2Session(self.power, **common, evse_id=config.evse_id, pnc=pnc,
                            receipt_interval=config.receipt_interval, paused_sessions=config.paused)

@@ -72,6 +72,17 @@ class SignConvention:
 
 
 @dataclass(frozen=True, slots=True)
+class SignQuirks:
+    """Declared cars that write discharge values the other way: (EVCCID prefix, their convention) pairs,
+    the first match wins; every use is noted on the session (and logged)."""
+
+    cars: tuple[tuple[str, SignConvention], ...] = ()
+
+    def for_car(self, evccid: str) -> SignConvention | None:
+        return next((signs for prefix, signs in self.cars if prefix and evccid.startswith(prefix)), None)
+
+
+@dataclass(frozen=True, slots=True)
 class CarDcLimits:
     """What a DC car said it takes (ChargeParameterDiscovery, updated in the loop), magnitudes."""
 

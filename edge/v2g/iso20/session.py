@@ -39,6 +39,7 @@ total over all phases; a car that adds _L2/_L3 values gets them summed (they the
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ import exi
 from edge.controller import CarNeeds, PowerCommand
 from edge.pki.folder import emaid_of_leaf
 from edge.v2g.pnc import ContractChain, PlugAndCharge
-from edge.v2g.power import CarAcLimits, CarDcLimits, DcSetpoint
+from edge.v2g.power import CarAcLimits, CarDcLimits, DcSetpoint, SignQuirks
 from edge.v2g.session import PausedSessions, ReceiptSchedule, Request, SessionCore
 from edge.v2g.timers import ISO20 as ISO20_TIMERS
 from edge.v2g.timers import SessionTimers
@@ -87,6 +88,8 @@ from .messages import (
     request_name,
     response_class,
 )
+
+log = logging.getLogger("edge.v2g")
 
 _STOP = "SessionStopReq"
 #: step -> the steps that may follow (a step is a request name without its AC_/DC_ prefix)
@@ -192,6 +195,7 @@ class Iso20Session(SessionCore):
     paused_sessions: PausedSessions[Iso20PausedSession] | None = None  # pause/resume, kept by the charging point
     free_service: bool = False  # ServiceList FreeService of the energy services
     bpt: bool = True  # offer the BPT services when the board can export
+    sign_quirks: SignQuirks = field(default_factory=SignQuirks)  # cars declared to write discharge values otherwise
     control_modes: tuple[int, ...] = (CONTROL_MODE_SCHEDULED, CONTROL_MODE_DYNAMIC)  # offered, in this order
     wall_clock: Callable[[], float] = time.time  # header TimeStamps, certificate validity
     stop_requested: bool = False  # set by the charger (a fault): the next ChargeLoopRes says Terminate
@@ -412,6 +416,11 @@ class Iso20Session(SessionCore):
     def _SessionSetupReq(self, msg: cm.SessionSetupReqType) -> Handled:
         assert self.request_header is not None
         self.evcc_id = msg.EVCCID or ""
+        quirk = self.sign_quirks.for_car(self.evcc_id)
+        if quirk is not None:  # a car declared to write discharge values the other way
+            self.signs = self.power.signs = quirk
+            self.notes.append(f"sign quirk for EVCCID {self.evcc_id}: {quirk}")
+            log.info("car %s: sign quirk %s applied", self.evcc_id, quirk)
         paused = None
         if self.paused_sessions is not None and self.request_header.SessionID != NO_SESSION:
             paused = self.paused_sessions.take(self.request_header.SessionID, self.evcc_id)
