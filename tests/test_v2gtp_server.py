@@ -129,3 +129,17 @@ async def test_whole_messages_keep_a_connection_alive(autojump_clock) -> None:
         nursery.start_soon(car)
         why = await serve_connection(right, Echo(), idle_timeout=1.0, message_deadline=0.5)
     assert why == "closed by the session" and answers == [frame(PayloadType.EXI, b"gnip")] * 20
+
+
+def test_a_broken_connection_says_why() -> None:
+    """trio's BrokenResourceError has no text; the log line named nothing ("connection broken: ")."""
+    from edge.v2g.server import broken_reason
+
+    try:
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError as reset:
+            raise trio.BrokenResourceError from reset
+    except trio.BrokenResourceError as e:
+        assert broken_reason(e) == "[Errno 104] Connection reset by peer"
+    assert broken_reason(trio.BrokenResourceError()) == "BrokenResourceError"

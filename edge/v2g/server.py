@@ -45,6 +45,14 @@ class ConnectionHandler(Protocol):
     def handle(self, message: V2gtpMessage, now: float) -> V2gtpMessage | None: ...
 
 
+def broken_reason(e: BaseException) -> str:
+    """What broke a connection, in words: trio's BrokenResourceError carries no text of its own, its
+    cause (an SSL error, a reset) does."""
+    while not str(e) and e.__cause__ is not None:
+        e = e.__cause__
+    return str(e) or type(e).__name__
+
+
 async def serve_connection(stream: trio.abc.Stream, handler: ConnectionHandler, *,
                            max_payload: int = DEFAULT_MAX_PAYLOAD, idle_timeout: float = 60.0,
                            message_deadline: float = V2GTP_MESSAGE_DEADLINE) -> str:
@@ -59,7 +67,7 @@ async def serve_connection(stream: trio.abc.Stream, handler: ConnectionHandler, 
         why = await _serve(stream, handler, max_payload, idle_timeout, message_deadline)
         return why
     except (trio.BrokenResourceError, OSError) as e:
-        why = f"connection broken: {e}"
+        why = f"connection broken: {broken_reason(e)}"
         return why
     finally:
         lost = getattr(handler, "connection_lost", None)
