@@ -813,12 +813,17 @@ class Iso20Session(SessionCore):
                 wishes.departure_time, wishes.minimum_soc, wishes.target_soc)
         return res, False, "ChargeLoopReq"
 
+    def _agreed_control_mode(self, msg: Any, kind: str) -> tuple[Any, Any]:
+        """(scheduled, dynamic): a loop request's control-mode element of the service and mode agreed in
+        ServiceSelection (BPT_ or plain); the other one, and any element not agreed, is None."""
+        prefix, mode = "BPT_" if self.bidirectional else "", self.control_mode()
+        scheduled = getattr(msg, f"{prefix}Scheduled_{kind}_CLReqControlMode") if mode == CONTROL_MODE_SCHEDULED \
+            else None
+        dynamic = getattr(msg, f"{prefix}Dynamic_{kind}_CLReqControlMode") if mode == CONTROL_MODE_DYNAMIC else None
+        return scheduled, dynamic
+
     def _dc_loop(self, msg: dc.DC_ChargeLoopReqType, stopping: bool) -> dc.DC_ChargeLoopResType | None:
-        mode, bpt = self.control_mode(), self.bidirectional
-        scheduled = (msg.BPT_Scheduled_DC_CLReqControlMode if bpt else msg.Scheduled_DC_CLReqControlMode) \
-            if mode == CONTROL_MODE_SCHEDULED else None
-        dynamic = (msg.BPT_Dynamic_DC_CLReqControlMode if bpt else msg.Dynamic_DC_CLReqControlMode) \
-            if mode == CONTROL_MODE_DYNAMIC else None
+        scheduled, dynamic = self._agreed_control_mode(msg, "DC")
         if scheduled is None and dynamic is None:
             return None
         request = scheduled if scheduled is not None else dynamic
@@ -896,11 +901,8 @@ class Iso20Session(SessionCore):
             res.Dynamic_DC_CLResControlMode = dc.Dynamic_DC_CLResControlModeType(**charge)
 
     def _ac_loop(self, msg: ac.AC_ChargeLoopReqType, stopping: bool) -> ac.AC_ChargeLoopResType | None:
-        mode, bpt = self.control_mode(), self.bidirectional
-        scheduled = (msg.BPT_Scheduled_AC_CLReqControlMode if bpt else msg.Scheduled_AC_CLReqControlMode) \
-            if mode == CONTROL_MODE_SCHEDULED else None
-        dynamic = (msg.BPT_Dynamic_AC_CLReqControlMode if bpt else msg.Dynamic_AC_CLReqControlMode) \
-            if mode == CONTROL_MODE_DYNAMIC else None
+        scheduled, dynamic = self._agreed_control_mode(msg, "AC")
+        bpt = self.bidirectional
         request = scheduled if scheduled is not None else dynamic
         if request is None:
             return None
