@@ -1,10 +1,12 @@
 """One car connection on the charger: supportedAppProtocol first, then the chosen protocol's session.
 This is the handler the V2GTP server runs per TCP connection; :class:`EvseConfig` is what the
-sessions of one charging point share (identity, PnC, paused sessions).
+sessions of one charging point share (identity, PnC, paused sessions, its controller, sign quirks).
+Every session has the same contract (``handle(payload_type, payload, now)``), so this module never
+asks which protocol it is talking to after supportedAppProtocol.
 
 Messages are routed by V2GTP payload type: 0x8001 carries supportedAppProtocol and the DIN and -2
-sessions; a -20 session takes 0x8002 (common messages) and 0x8004 (DC) and answers each request with
-its own payload type. A payload type the current step cannot take closes the connection."""
+sessions; a -20 session takes 0x8002 (common messages) and 0x8003 (AC) or 0x8004 (DC) and answers each
+request with its own payload type. A payload type the current step cannot take closes the connection."""
 
 from __future__ import annotations
 
