@@ -136,6 +136,7 @@ class ChargingController:
     wishes: ChargingWishes = field(default_factory=ChargingWishes)  # for cars in dynamic control mode
     revision: int = 0
     stop_reason: str | None = None  # set by request_stop: the session tells the car to stop
+    stop_revision: int | None = None  # the revision of that request: it concerns the sessions alive then
     needs: CarNeeds | None = None
     _override: PowerCommand | None = None
     _started_at: float | None = None
@@ -156,9 +157,16 @@ class ChargingController:
         self.revision += 1
 
     def request_stop(self, reason: str) -> None:
-        """End the charge: the car's session is told to stop at its next loop response."""
-        self.stop_reason = reason
+        """End the charge: the car's session is told to stop at its next loop response. It concerns the
+        sessions alive now: a car that arrives later is not stopped by it."""
         self.revision += 1
+        self.stop_reason, self.stop_revision = reason, self.revision
+
+    def stop_for(self, born_revision: int) -> str | None:
+        """The stop request that concerns a session begun at ``born_revision`` (None: carry on)."""
+        if self.stop_revision is None or self.stop_revision <= born_revision:
+            return None
+        return self.stop_reason
 
     def car_needs(self, needs: CarNeeds) -> None:
         self.needs = needs
@@ -170,7 +178,8 @@ class ChargingController:
 
     def session_ended(self) -> None:
         """The car is gone: the next car starts with the standing limit and no stop request."""
-        self.stop_reason, self._override, self._started_at, self._script_index = None, None, None, -1
+        self.stop_reason, self.stop_revision = None, None
+        self._override, self._started_at, self._script_index = None, None, -1
         self.revision += 1
 
     def _advance(self, now: float) -> None:

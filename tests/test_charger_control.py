@@ -14,6 +14,7 @@ import pytest
 
 import exi
 from edge.controller import ChargingController, PowerCommand
+from edge.ev import request_payload_type
 from edge.ev.base import SimulatedCar
 from edge.ev.din import DinCar
 from edge.ev.iso2 import Iso2Car
@@ -21,6 +22,7 @@ from edge.ev.iso20 import Iso20DcCar
 from edge.hardware import DcLimits, SimulatedCharger
 from edge.v2g.charger import ChargerConnection, EvseConfig
 from edge.v2g.din.session import DinSession
+from edge.v2g.v2gtp import V2gtpMessage
 from exi.model import din_msgbody as b
 from exi.model import din_msgdatatypes as t
 from exi.model.din_msgdef import BodyType, V2G_Message
@@ -172,3 +174,23 @@ def test_a_car_that_ignores_the_chargers_stop_is_cut_off_after_notification_max_
     res, end = car.demand(3.1, 380, 50)  # past it: cut off
     assert res.ResponseCode == "FAILED" and end and not hw.closed
     assert any("ignored the charger's stop" in n for n in s.notes)
+
+
+def test_a_stop_request_concerns_the_sessions_alive_then_not_the_next_car() -> None:
+    """The charger asked to stop while a car was in its session; that car left before charging. The
+    next car charges normally (the request was not about it); a stranger's end resets nothing."""
+    controller = ChargingController()
+    hw = SimulatedCharger(isolation_s=0.2)
+    config = EvseConfig(controller=controller)
+    first = ChargerConnection(hw, config=config)
+    car = DinCar(soc=40, target_soc=40.2)
+    request = car.start()
+    response = first.handle(V2gtpMessage(request_payload_type(car), request), 0.1)
+    request = car.handle(response.payload, 0.1)
+    controller.request_stop("the CSMS cancelled the reservation")
+    first.connection_lost("closed by the car")  # gone before any power
+    assert controller.stop_reason is not None  # a session that never had power does not reset the controller
+    second = DinCar(soc=40, target_soc=40.2)
+    run(second, ChargerConnection(hw, config=config), now=1.0)
+    assert second.stopped_cleanly and not any("asked to stop" in n for n in second.notes)
+    assert second.soc >= 40.2

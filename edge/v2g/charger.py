@@ -166,11 +166,10 @@ class ChargerConnection:
         return V2gtpMessage(payload_type, out)
 
     def _session_over(self, reason: str) -> None:
-        """Power off if this connection held the lease; the controller forgets the car that owned the power
-        (a stop or command meant for it must not meet the next car). A stranger's end changes neither."""
-        point = self.config.charging_point(self.hardware)
-        owned = self.power.holds_lease or (point.holder is None and self.session is not None
-                                           and self.session.state not in ("start", "SessionSetupReq"))
+        """Power off if this connection held the lease, and the controller forgets the car that owned the
+        power (its command and script must not meet the next car; a stop request never concerns a later
+        session anyway). A stranger's end, or a session that never had power, changes neither."""
+        owned = self.power.holds_lease or self.power.revoked is not None
         self.power.release(reason)
         if owned and self.session is not None:
             self.config.controller.session_ended()

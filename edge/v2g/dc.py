@@ -80,9 +80,10 @@ class DcSession(V2gSession):
         was requested, ReNegotiation (-2 only) when the controller now allows more than the car's schedule
         (a lower limit is enforced at once through the loop response's maximum power and current, without
         a renegotiation many cars do not support)."""
-        if self.controller.stop_reason is not None:
+        reason = self.charger_stop()
+        if reason is not None:
             if not self.charger_stops:
-                self.notes.append(f"charger asked the car to stop: {self.controller.stop_reason}")
+                self.notes.append(f"charger asked the car to stop: {reason}")
             self.charger_stops = True
             return "StopCharging"
         if renegotiation and self.controller_changed():

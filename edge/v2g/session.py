@@ -133,6 +133,7 @@ class SessionCore:
         if not self.session_id:
             self.session_id = self._new_session_id()
         self.power = PowerStage(self.hardware, self.signs, notes=self.notes)
+        self._born_revision = self.controller.revision  # stop requests from before this session are not its own
 
     def _new_session_id(self) -> bytes:
         session_id = self.random(self.SESSION_ID_BYTES)
@@ -210,6 +211,10 @@ class SessionCore:
     def controller_changed(self) -> bool:
         """The controller changed its mind since the car was last told (call :meth:`told` once it is)."""
         return self.controller.revision != self._told_revision
+
+    def charger_stop(self) -> str | None:
+        """Why the charger wants this session's charge to end (None: it does not)."""
+        return self.controller.stop_for(self._born_revision)
 
     def told(self) -> None:
         self._told_revision = self.controller.revision

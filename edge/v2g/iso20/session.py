@@ -775,10 +775,10 @@ class Iso20Session(SessionCore):
         controller's change needs (scheduled mode; dynamic mode carries the new target itself), then a
         metering confirmation due."""
         notification = None
-        if self.stop_requested or self.controller.stop_reason is not None:
+        if self.stop_requested or self.charger_stop() is not None:
             notification = "Terminate"
             if self._charger_notified != "Terminate":
-                self.notes.append(f"charger asked the car to stop: {self.controller.stop_reason or 'request_stop'}")
+                self.notes.append(f"charger asked the car to stop: {self.charger_stop() or 'request_stop'}")
         elif self.control_mode() == CONTROL_MODE_SCHEDULED and self.controller_changed() \
                 and self._schedule_outdated():
             notification = "ScheduleRenegotiation"
