@@ -155,6 +155,10 @@ class OcppRpc:
         out, self._out = self._out, []
         return out
 
+    @property
+    def has_output(self) -> bool:
+        return bool(self._out)
+
     def deadline(self) -> float | None:
         """When :meth:`handle_timeout` must run next (the outstanding CALL's timeout)."""
         return self._outstanding.deadline if self._outstanding else None
