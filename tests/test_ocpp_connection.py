@@ -97,3 +97,18 @@ async def test_a_csms_that_picks_no_ocpp_version_is_refused() -> None:
             async with connect(f"ws://[::1]:{port}/CS001"):
                 pass
         nursery.cancel_scope.cancel()
+
+
+async def test_a_call_fails_at_once_when_the_csms_closes_the_connection() -> None:
+    async def closing_csms(ws) -> None:
+        await ws.get_message()
+        await ws.aclose()
+
+    async with trio.open_nursery() as nursery:
+        port = await start_csms(nursery, closing_csms)
+        with trio.fail_after(10):
+            async with connect(f"ws://[::1]:{port}/CS001", call_timeout=300) as conn:
+                nursery.start_soon(conn.serve, lambda action, payload: None)
+                with pytest.raises(OcppCallFailed, match="ConnectionClosed"):
+                    await conn.call("Heartbeat", {})
+        nursery.cancel_scope.cancel()

@@ -5,8 +5,9 @@ the one the CSMS picks (:attr:`OcppConnection.version`); a CSMS that picks none 
 CALLs go to a handler (``await handler(action, payload)`` returns the CALLRESULT payload; raising
 :class:`CallRefused` answers a CALLERROR; any other exception is our bug: logged with its traceback,
 answered InternalError, and the connection stays up). Our CALLs are ``await connection.call(action,
-payload)``: one outstanding at a time (the core queues), a CALLERROR or the call timeout raise
-:class:`OcppCallFailed`. Frames the peer gets wrong are answered by the core and logged, never fatal.
+payload)``: one outstanding at a time (the core queues), a CALLERROR, the call timeout or the
+connection closing raise :class:`OcppCallFailed`. Frames the peer gets wrong are answered by the core
+and logged, never fatal.
 """
 
 from __future__ import annotations
@@ -84,13 +85,19 @@ class OcppConnection:
                 while True:
                     try:
                         text = await self.ws.get_message()
-                    except ConnectionClosed:
+                    except ConnectionClosed as e:
+                        self._fail_waiting(f"connection closed: {e.reason}")
                         return
                     for event in self.rpc.receive(text, trio.current_time()):
                         self._dispatch(event, handler, nursery)
                     self._kick()
             finally:
                 nursery.cancel_scope.cancel()
+
+    def _fail_waiting(self, why: str) -> None:
+        """The connection is gone: every CALL still waiting for its answer fails now (not at its timeout)."""
+        for message_id, waiting in list(self._waiting.items()):
+            waiting.send_nowait(CallFailed(message_id, "", "ConnectionClosed", why))
 
     def _dispatch(self, event: Event, handler: Handler, nursery: trio.Nursery) -> None:
         if isinstance(event, IncomingCall):
