@@ -96,16 +96,22 @@ class OcppConnection:
 
     def _fail_waiting(self, why: str) -> None:
         """The connection is gone: every CALL still waiting for its answer fails now (not at its timeout)."""
-        for message_id, waiting in list(self._waiting.items()):
-            waiting.send_nowait(CallFailed(message_id, "", "ConnectionClosed", why))
+        for message_id in list(self._waiting):
+            self._deliver(CallFailed(message_id, "", "ConnectionClosed", why))
+
+    def _deliver(self, event: CallAnswered | CallFailed) -> None:
+        """Hand an answer to the waiting call(); a second outcome for the same call (a timeout, then the
+        connection closing before call() took the first) is dropped."""
+        waiting = self._waiting.get(event.message_id)
+        if waiting is not None:
+            with contextlib.suppress(trio.WouldBlock):
+                waiting.send_nowait(event)
 
     def _dispatch(self, event: Event, handler: Handler, nursery: trio.Nursery) -> None:
         if isinstance(event, IncomingCall):
             nursery.start_soon(self._answer, event, handler)
         elif isinstance(event, CallAnswered | CallFailed):
-            waiting = self._waiting.get(event.message_id)
-            if waiting is not None:
-                waiting.send_nowait(event)
+            self._deliver(event)
         elif isinstance(event, ProtocolViolation):
             self.violations += 1
             log.warning("CSMS frame refused: %s", event.note)
@@ -132,12 +138,14 @@ class OcppConnection:
     async def _writer(self) -> None:
         """Sends what the core has ready, and runs its call timeout."""
         while True:
-            for frame in self.rpc.outgoing():
-                await self.ws.send_message(frame)
+            try:
+                for frame in self.rpc.outgoing():
+                    await self.ws.send_message(frame)
+            except ConnectionClosed as e:  # the reader sees it too and ends serve(); nothing to raise here
+                self._fail_waiting(f"connection closed: {e.reason}")
+                return
             for event in self.rpc.handle_timeout(trio.current_time()):
-                waiting = self._waiting.get(getattr(event, "message_id", ""))
-                if waiting is not None:
-                    waiting.send_nowait(event)
+                self._deliver(event)
             if self.rpc.has_output:  # a timeout released the next CALL: send it at once
                 continue
             deadline = self.rpc.deadline()

@@ -1,6 +1,6 @@
 """ISO 15118-20 charger session, sans-IO: one session for every energy service this charger offers (DC,
 DC_BPT, AC, AC_BPT), in Scheduled and Dynamic control mode, EIM and Plug & Charge, metering confirmation,
-schedule renegotiation, pause and resume, and the charger-initiated notifications (Terminate, Pause,
+schedule renegotiation, pause and resume, and the charger-initiated notifications (Terminate,
 ScheduleRenegotiation).
 
 ``Iso20Session.handle(payload_type, payload, now) -> (response payload type, response | None, ended)``,
