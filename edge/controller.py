@@ -16,11 +16,14 @@ Power is import positive, export negative, in W (see :mod:`edge.v2g.power`).
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("edge.controller")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,50 @@ class CarNeeds:
     min_energy_wh: float | None = None
     max_energy_wh: float | None = None
     soc: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CarSession:
+    """Which car session an event is about: the V2G SessionID (hex), the protocol and the EVCCID."""
+
+    session_id: str
+    protocol: str
+    evcc_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Authorized:
+    """The session is authorised: ``method`` "EIM" (external means, or free charging) or "PnC" (the
+    contract ``emaid``, after the contract checks and the backend's word)."""
+
+    car: CarSession
+    method: str
+    emaid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyTransferStarted:
+    car: CarSession
+
+
+@dataclass(frozen=True, slots=True)
+class NeedsReported:
+    needs: CarNeeds
+    car: CarSession | None = None
+
+
+#: why the power owner's session ended (the OCPP bridge maps these to stoppedReason/triggerReason)
+END_REASONS = ("stopped_by_ev", "stopped_by_charger", "failed", "communication_lost", "power_taken")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    reason: str  # one of END_REASONS
+    car: CarSession | None = None
+    detail: str = ""
+
+
+ChargingEvent = Authorized | EnergyTransferStarted | NeedsReported | SessionEnded
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +185,9 @@ class ChargingController:
     stop_reason: str | None = None  # set by request_stop: the session tells the car to stop
     stop_revision: int | None = None  # the revision of that request: it concerns the sessions alive then
     needs: CarNeeds | None = None
+    #: told every :data:`ChargingEvent` (the OCPP bridge records transactions from them); a listener's
+    #: exception is logged and never reaches the session
+    listeners: list[Callable[[ChargingEvent], None]] = field(default_factory=list)
     _override: PowerCommand | None = None
     _started_at: float | None = None
     _script_index: int = -1  # the script step in force (-1: none yet)
@@ -168,19 +218,36 @@ class ChargingController:
             return None
         return self.stop_reason
 
-    def car_needs(self, needs: CarNeeds) -> None:
+    def car_needs(self, needs: CarNeeds, car: CarSession | None = None) -> None:
         self.needs = needs
+        self._emit(NeedsReported(needs, car))
 
-    def energy_transfer_started(self, now: float) -> None:
+    def authorized(self, car: CarSession, method: str, emaid: str | None = None) -> None:
+        self._emit(Authorized(car, method, emaid))
+
+    def energy_transfer_started(self, now: float, car: CarSession | None = None) -> None:
         """The first power flows: a setpoint script counts from here (once per controller)."""
         if self._started_at is None:
             self._started_at = now
+        if car is not None:
+            self._emit(EnergyTransferStarted(car))
 
-    def session_ended(self) -> None:
-        """The car is gone: the next car starts with the standing limit and no stop request."""
+    def session_ended(self, reason: str = "stopped_by_ev", car: CarSession | None = None, detail: str = "") -> None:
+        """The car that owned the power is gone: the next car starts with the standing limit and no stop
+        request."""
+        assert reason in END_REASONS, reason
         self.stop_reason, self.stop_revision = None, None
         self._override, self._started_at, self._script_index = None, None, -1
+        self.needs = None
         self.revision += 1
+        self._emit(SessionEnded(reason, car, detail))
+
+    def _emit(self, event: ChargingEvent) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:  # the recorder's bug must not stop the car's charge
+                log.exception("a charging event listener failed on %s", type(event).__name__)
 
     def _advance(self, now: float) -> None:
         if not self.script or self._started_at is None:

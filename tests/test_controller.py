@@ -110,8 +110,18 @@ def test_every_protocol_tells_the_controller_what_the_car_needs() -> None:
                                          (Iso20Car(service="dc_bpt", control="dynamic", soc=40, target_soc=40.1),
                                           "iso20-dc", "DC_BPT", "dynamic")):
         controller = ChargingController()
+        events: list = []
+        controller.listeners.append(events.append)
         run(car, ChargerConnection(bidirectional_charger(isolation_s=0.2),
                                    config=EvseConfig(controller=controller)))
-        needs = controller.needs
+        kinds = [type(e).__name__ for e in events]
+        # authorised, needs, power flows, the end: in that order, each once (needs may be refined)
+        assert kinds[0] == "Authorized" and kinds[-1] == "SessionEnded", kinds
+        assert kinds.count("EnergyTransferStarted") == 1 and kinds.count("Authorized") == 1
+        assert kinds.index("NeedsReported") < kinds.index("EnergyTransferStarted")
+        assert events[-1].reason == "stopped_by_ev" and controller.needs is None  # forgotten for the next car
+        cars = {e.car for e in events}
+        assert len(cars) == 1 and next(iter(cars)).protocol == protocol and len(next(iter(cars)).session_id) == 16
+        needs = next(e.needs for e in reversed(events) if type(e).__name__ == "NeedsReported")
         assert needs is not None and (needs.protocol, needs.service, needs.control_mode) == (protocol, service, mode)
         assert needs.max_charge_power and needs.max_charge_power > 0, needs

@@ -92,6 +92,7 @@ class ChargerConnection:
     protocol: sap.Protocol | None = None
     closing: bool = False
     ended: str | None = None  # why the connection ended, once it has
+    _reported_end: bool = False  # the controller was told this session's end
 
     def __post_init__(self) -> None:
         # the session drives the board only through this view: power needs the charging point's lease
@@ -159,27 +160,39 @@ class ChargerConnection:
             return V2gtpMessage(PayloadType.EXI, exi.encode("apphand", result.response))
         payload_type, out, end = self.session.handle(message.payload_type, message.payload, now)
         if end:  # stopped, paused or failed: its power lease (if it had one) goes with it
-            self._session_over("session ended")
+            self._session_over("session ended", self._end_reason())
         if out is None:
             return None
         self.closing = end  # after SessionStopRes or a failure response, nothing more is read
         return V2gtpMessage(payload_type, out)
 
-    def _session_over(self, reason: str) -> None:
+    def _end_reason(self) -> str:
+        """Why the session ended, in the controller's words (see :data:`edge.controller.END_REASONS`)."""
+        session = self.session
+        if session is None or session.state not in ("stopped", "paused"):
+            return "failed"
+        return "stopped_by_charger" if session._stop_told_at is not None else "stopped_by_ev"
+
+    def _session_over(self, reason: str, why: str) -> None:
         """Power off if this connection held the lease, and the controller forgets the car that owned the
         power (its command and script must not meet the next car; a stop request never concerns a later
-        session anyway). A stranger's end, or a session that never had power, changes neither."""
+        session anyway) and tells its listeners why it ended. A stranger's end, or a session that never
+        had power, changes neither."""
         owned = self.power.holds_lease or self.power.revoked is not None
+        if self.power.revoked is not None and why != "stopped_by_ev":
+            why = "power_taken"
         self.power.release(reason)
-        if owned and self.session is not None:
-            self.config.controller.session_ended()
+        if owned and self.session is not None and not self._reported_end:
+            self._reported_end = True
+            self.config.controller.session_ended(why, self.session.car(), reason)
 
     def connection_lost(self, reason: str) -> None:
         """The connection ended (the car went away, a timeout, an error): if its session held the power
         lease, no power flows any more; any other connection's end changes nothing. A session that did
         not reach SessionStop is recorded as aborted."""
-        self._session_over(f"connection ended: {reason}")  # power off if this connection held the lease
         aborted = self.session is not None and not self.session.done
+        # power off if this connection held the lease
+        self._session_over(f"connection ended: {reason}", "communication_lost" if aborted else self._end_reason())
         self.ended = f"aborted: {reason}" if aborted else reason
         if self.session is not None and self.session.timers is not None:
             what = self.session.describe()

@@ -58,7 +58,7 @@ class DcSession(V2gSession):
         self.controller.car_needs(CarNeeds(self.PROTO, "DC", "scheduled", bound,
                                            departure_time=getattr(p, "DepartureTime", None),
                                            target_energy_wh=from_physical(energy) if energy is not None else None,
-                                           soc=getattr(p.DC_EVStatus, "EVRESSSOC", None)))
+                                           soc=getattr(p.DC_EVStatus, "EVRESSSOC", None)), self.car())
 
     def _current_demand(self, req: Any) -> DcSetpoint:
         """The car's target within every limit; the car's maxima in the request update what it said before."""

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import exi
 from edge.chargingpoint import PowerLeaseRefused
-from edge.controller import ChargingController, PowerCommand
+from edge.controller import CarSession, ChargingController, PowerCommand
 from edge.hardware import ChargerHardware
 from edge.v2g.physical import to_physical
 from edge.v2g.power import PowerRefused, PowerStage, SignConvention
@@ -188,6 +188,13 @@ class SessionCore:
         self.done = end
         if end:
             self.power_off()
+
+    def car(self) -> CarSession:
+        """This session as the controller's events name it."""
+        evcc = getattr(self, "evcc_id", "")
+        proto = getattr(self, "protocol", "") or getattr(self, "PROTO", "")
+        return CarSession(self.session_id.hex().upper(), proto,
+                          evcc.hex().upper() if isinstance(evcc, bytes) else str(evcc))
 
     def sequence_timeout(self) -> float:
         """How long the next request may take (V2G_SECC_Sequence_Timeout); -20: 0.5 s after a ChargeLoopRes."""

@@ -64,6 +64,7 @@ class DinSession(DcSession):
     DEFAULT_TIMERS = DIN_TIMERS
 
     evse_id: bytes = b"\x00"  # DIN: hexBinary, often one byte
+    evcc_id: bytes = b""  # the car's MAC, from SessionSetupReq
 
     def _complete_failed(self, res_name: str, res: Any) -> None:
         if hasattr(res, "EVSEID") and res.EVSEID is None:
@@ -85,6 +86,7 @@ class DinSession(DcSession):
 
     # ------------------------------------------------------------------ requests
     def _SessionSetupReq(self, req: b.SessionSetupReqType):
+        self.evcc_id = req.EVCCID or b""
         return b.SessionSetupResType("OK_NewSessionEstablished", self.evse_id, None), False, "SessionSetupReq"
 
     def _ServiceDiscoveryReq(self, req):
@@ -97,6 +99,8 @@ class DinSession(DcSession):
         return b.ServicePaymentSelectionResType("OK"), False, "ServicePaymentSelectionReq"
 
     def _ContractAuthenticationReq(self, req):
+        if self.state != "ContractAuthenticationReq":
+            self.controller.authorized(self.car(), "EIM")
         return b.ContractAuthenticationResType("OK", "Finished"), False, "ContractAuthenticationReq"
 
     def _ChargeParameterDiscoveryReq(self, req: b.ChargeParameterDiscoveryReqType):
@@ -120,7 +124,7 @@ class DinSession(DcSession):
             return self._fail("PowerDeliveryReq", "FAILED")
         if on:
             self.power.contactors(True)
-            self.controller.energy_transfer_started(self._now)
+            self.controller.energy_transfer_started(self._now, self.car())
         else:
             self.power.off()
         res = b.PowerDeliveryResType("OK", None, self._status(), None)

@@ -302,6 +302,10 @@ class Iso2Session(DcSession):
                 return b.AuthorizationResType("OK", "Ongoing"), False, "AuthorizationReq:Ongoing"
             if code != "OK":
                 return self._fail("AuthorizationReq", code)
+        if self.state != "AuthorizationReq":  # once per session, not for each repeated request
+            contract = self.payment_option == "Contract" and self.contract is not None
+            self.controller.authorized(self.car(), "PnC" if contract else "EIM",
+                                       self.contract.emaid if contract and self.contract else None)
         return b.AuthorizationResType("OK", "Finished"), False, "AuthorizationReq"
 
     def _check_contract_authorization(self, req: b.AuthorizationReqType) -> str:
@@ -332,7 +336,8 @@ class Iso2Session(DcSession):
             phases = ac.phases if mode == "AC_three_phase_core" else 1
             self.controller.car_needs(CarNeeds(self.PROTO, "AC", "scheduled",
                                                value(p.EVMaxVoltage) * self.ev_max_current * phases,
-                                               departure_time=p.DepartureTime, target_energy_wh=value(p.EAmount)))
+                                               departure_time=p.DepartureTime, target_energy_wh=value(p.EAmount)),
+                                      self.car())
             res = b.ChargeParameterDiscoveryResType("OK", "Finished", self._schedule(), None, self._ac_parameter())
             following = "ChargeParameterDiscoveryReq:AC"
         else:
@@ -363,7 +368,7 @@ class Iso2Session(DcSession):
             if ac:
                 self.power.ac_start(min(self._ac_current(), self.ev_max_current))
             self.power.contactors(True)
-            self.controller.energy_transfer_started(self._now)
+            self.controller.energy_transfer_started(self._now, self.car())
             self.receipts_due.charging_started(self._now)
         elif progress == "Stop":  # power off (DC: the output discharges for the welding check)
             self.power_off()

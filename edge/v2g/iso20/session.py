@@ -494,6 +494,10 @@ class Iso20Session(SessionCore):
         if code.startswith("WARNING"):
             self.notes.append(f"{selected} authorization refused: {code}")
             return res, False, "AuthorizationReq:refused"
+        if self.auth_service is None:
+            pnc = selected == AUTH_PNC and self.contract is not None
+            self.controller.authorized(self.car(), "PnC" if pnc else "EIM",
+                                       self.contract.emaid if pnc and self.contract else None)
         self.auth_service = selected
         return res, False, "AuthorizationReq"
 
@@ -634,7 +638,8 @@ class Iso20Session(SessionCore):
         assert self.service is not None
         mode = self.control_mode()
         self.controller.car_needs(CarNeeds(self.protocol, ENERGY_SERVICES[self.service],
-                                           CONTROL_MODE_NAMES.get(mode or 0, "scheduled"), max_charge, max_discharge))
+                                           CONTROL_MODE_NAMES.get(mode or 0, "scheduled"), max_charge, max_discharge),
+                                  self.car())
 
     def _ScheduleExchangeReq(self, msg: cm.ScheduleExchangeReqType) -> Handled:
         mode = self.control_mode()
@@ -650,7 +655,8 @@ class Iso20Session(SessionCore):
                     needs.max_discharge_power, departure_time=req.DepartureTime,
                     target_energy_wh=from_rational(req.EVTargetEnergyRequest) if req.EVTargetEnergyRequest else None,
                     min_energy_wh=from_rational(req.EVMinimumEnergyRequest) if req.EVMinimumEnergyRequest else None,
-                    max_energy_wh=from_rational(req.EVMaximumEnergyRequest) if req.EVMaximumEnergyRequest else None))
+                    max_energy_wh=from_rational(req.EVMaximumEnergyRequest) if req.EVMaximumEnergyRequest else None),
+                    self.car())
             self.told()
             wishes = self.controller.wishes
             departure = wishes.departure_time if wishes.departure_time is not None else req.DepartureTime
@@ -741,7 +747,7 @@ class Iso20Session(SessionCore):
         if code != "OK":
             return self._fail("PowerDeliveryReq", code)
         self.power.contactors(True)
-        self.controller.energy_transfer_started(self._now)
+        self.controller.energy_transfer_started(self._now, self.car())
         self._renegotiating = False
         self.receipts_due.charging_started(self._now)
         return ok, False, "PowerDeliveryReq:Start"
