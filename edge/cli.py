@@ -1,4 +1,5 @@
-"""``edge`` command line: EXI tools, SLAC, the charger (secc) and car (ev) for testbenches, the simulation."""
+"""``edge`` command line: EXI tools, SLAC, the charger (secc) and car (ev) for testbenches, the simulation,
+a test CSMS (csms)."""
 
 from __future__ import annotations
 
@@ -355,6 +356,12 @@ def _simulate_command(args: argparse.Namespace) -> int:
     return simulate(args.json)
 
 
+def _csms_command(args: argparse.Namespace) -> int:
+    from edge.ocpp.csms import main as csms
+
+    return csms(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edge", description="ISO 15118 charger controller")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -474,6 +481,35 @@ def build_parser() -> argparse.ArgumentParser:
     sim_p = sub.add_parser("simulate", help="charger and simulated car in one process over loopback")
     sim_p.add_argument("--json", action="store_true", help="print the summary as JSON")
     sim_p.set_defaults(func=_simulate_command)
+    csms_p = sub.add_parser("csms", help="a test OCPP 2.0.1/2.1 CSMS (asyncio, the ocpp package): answers a station, "
+                                         "logs every frame as JSON lines, sends scripted CALLs")
+    csms_p.add_argument("--port", type=int, required=True,
+                        help="TCP port (0: any free one; stdout gets {\"event\": \"listening\", \"port\": P, ...})")
+    csms_p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    csms_p.add_argument("--versions", default="ocpp2.1,ocpp2.0.1", metavar="LIST",
+                        help="subprotocols accepted, in order of preference; a station offering none is refused "
+                             "(default: ocpp2.1,ocpp2.0.1)")
+    csms_p.add_argument("--script", type=Path, metavar="FILE",
+                        help="JSON {\"exi_response\": B64, \"ocsp_result\": B64, \"steps\": [{\"after\": TRIGGER, "
+                             "\"delay\": S, \"action\": NAME, \"payload\": {wire form}} or {..., \"raw\": TEXT} or "
+                             "{..., \"close\": true}]}; TRIGGER: Connected, BootAccepted, TransactionEvent:Started|"
+                             "Updated|Ended or an action the station sends (each step once per station)")
+    csms_p.add_argument("--log", type=Path, metavar="FILE",
+                        help="append the JSON-lines log of frames and connection events here (default: stdout)")
+    csms_p.add_argument("--boot", default="accepted", metavar="accepted|pending:N|rejected",
+                        help="BootNotification answers; pending:N: a station's first N Pending (default: accepted)")
+    csms_p.add_argument("--interval", type=int, default=300, metavar="S",
+                        help="heartbeat interval of an Accepted boot, seconds (default: 300)")
+    csms_p.add_argument("--password", metavar="PW",
+                        help="require HTTP Basic auth: the station id as user, this password (else 401)")
+    csms_p.add_argument("--tls-cert", type=Path, metavar="F", help="serve wss with this certificate chain (PEM)")
+    csms_p.add_argument("--tls-key", type=Path, metavar="F", help="the private key of --tls-cert (PEM)")
+    csms_p.add_argument("--client-ca", type=Path, metavar="F",
+                        help="mutual TLS: require a client certificate chaining to this CA (security profile 3)")
+    csms_p.add_argument("--authorize", default="accepted", metavar="accepted|invalid|FILE.json",
+                        help="Authorize answers: Accepted, Invalid, or per idToken from a JSON object "
+                             "{idToken: status} (others Unknown) (default: accepted)")
+    csms_p.set_defaults(func=_csms_command)
     return ap
 
 
