@@ -190,8 +190,10 @@ def _secc_command(args: argparse.Namespace) -> int:
             from edge.pki.plug_and_charge import LocalPlugAndCharge
 
             config.pnc = LocalPlugAndCharge.from_pki_folder(args.pki)
+        station = _ocpp_station(args, [(1, config.controller, board, point)]) if args.csms else None
         stopped_by = trio.run(partial(run_secc_until_signal, args.iface, args.port, config=config,
-                                      protocols=protocols, ssl_context=ssl_context, tls_only=args.tls_only))
+                                      protocols=protocols, ssl_context=ssl_context, tls_only=args.tls_only,
+                                      station=station))
     except Exception as e:  # a bad option or interface, another server on it: one line, exit 2
         message = _expected(e, lambda leaf: str(leaf) if isinstance(leaf, ValueError | InterfaceInUse) else None)
         if message is None:
@@ -200,6 +202,27 @@ def _secc_command(args: argparse.Namespace) -> int:
         return 2
     log.info("stopped (%s); power off on every charging point", stopped_by)
     return 0
+
+
+def _ocpp_station(args: argparse.Namespace, evses: list):
+    """The OCPP station of ``edge secc --csms``: one EVSE per (id, controller, board, charging point)."""
+    from edge.ocpp.bridge import hardware_meter
+    from edge.ocpp.station import EvseLink, OcppStation, StationSettings
+
+    versions = tuple(v.strip() for v in args.ocpp_versions.split(","))
+    if not set(versions) <= {"ocpp2.1", "ocpp2.0.1"} or not versions:
+        raise ValueError(f"--ocpp-versions: choose from ocpp2.1, ocpp2.0.1, not {args.ocpp_versions!r}")
+    if not args.csms.startswith(("ws://", "wss://")):
+        raise ValueError(f"--csms must be a ws:// or wss:// URL, not {args.csms!r}")
+    settings = StationSettings(args.csms, args.station_id or f"edge-{args.iface}", args.state_dir, versions,
+                               security_profile=args.security_profile, password=args.ocpp_password,
+                               ca_file=args.ocpp_ca, cert_file=args.ocpp_cert, key_file=args.ocpp_key)
+    settings.ssl_context()  # a wrong profile or missing certificate is an error now, not at the first connect
+    links = []
+    for evse_id, controller, board, point in evses:
+        max_power = board.dc_limits().max_power if board.dc_limits() else board.ac_limits().max_power
+        links.append(EvseLink(evse_id, controller, hardware_meter(board, lambda p=point: p.mode), max_power))
+    return OcppStation(settings, links)
 
 
 def _ev_car(args: argparse.Namespace):
@@ -416,6 +439,20 @@ def build_parser() -> argparse.ArgumentParser:
     secc_p.add_argument("--negative-discharge-limits-for", action="append", metavar="EVCCID_PREFIX",
                         help="the same for the -20 cars whose EVCCID starts with this (repeatable; each use is "
                              "logged); the car quirk profiles of the daemon's config will declare these")
+    ocpp = secc_p.add_argument_group("OCPP (the charger's CSMS)")
+    ocpp.add_argument("--csms", metavar="URL", help="connect to this CSMS (ws:// or wss://; the station id is "
+                                                    "appended) and report transactions, take profiles")
+    ocpp.add_argument("--station-id", help="the charging station's identity (default: edge-IFACE)")
+    ocpp.add_argument("--state-dir", type=Path, default=Path("edge-state"),
+                      help="where the OCPP queue, transactions and device model live (default: ./edge-state)")
+    ocpp.add_argument("--ocpp-versions", default="ocpp2.1,ocpp2.0.1",
+                      help="subprotocols offered, preferred first (default: ocpp2.1,ocpp2.0.1)")
+    ocpp.add_argument("--security-profile", type=int, choices=[1, 2, 3], default=1,
+                      help="1: Basic auth (ws or wss), 2: TLS + Basic auth, 3: mutual TLS (default 1)")
+    ocpp.add_argument("--ocpp-password", help="Basic auth password (profiles 1 and 2)")
+    ocpp.add_argument("--ocpp-ca", type=Path, help="CA file that signed the CSMS's TLS certificate")
+    ocpp.add_argument("--ocpp-cert", type=Path, help="the station certificate (profile 3), PEM")
+    ocpp.add_argument("--ocpp-key", type=Path, help="its private key, PEM")
     secc_p.set_defaults(func=_secc_command)
     from edge.ev.base import QUIRK_PROFILES
 

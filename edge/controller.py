@@ -206,6 +206,12 @@ class ChargingController:
         self._override = command
         self.revision += 1
 
+    def clear_command(self) -> None:
+        """Whoever decided withdraws its command: the standing limit (or the script) is in force again."""
+        if self._override is not None:
+            self._override = None
+            self.revision += 1
+
     def request_stop(self, reason: str) -> None:
         """End the charge: the car's session is told to stop at its next loop response. It concerns the
         sessions alive now: a car that arrives later is not stopped by it."""

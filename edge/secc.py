@@ -15,6 +15,7 @@ import trio
 import exi
 from edge.chargingpoint import ChargingPoint
 from edge.hardware import ChargerHardware, SimulatedCharger
+from edge.ocpp.station import OcppStation
 from edge.v2g import sap
 from edge.v2g.admission import ConnectionAdmission
 from edge.v2g.charger import DEFAULT_PROTOCOLS, ChargerConnection, EvseConfig
@@ -103,20 +104,38 @@ async def guard_power(point: ChargingPoint) -> None:
         await trio.sleep_until(next_check if next_check is not None else trio.current_time() + GUARD_IDLE_POLL)
 
 
+#: on SIGTERM, how long the OCPP queue may take to reach the CSMS before the process exits anyway (what is
+#: left stays in the durable queue for the next start)
+OCPP_FLUSH_TIMEOUT = 5.0
+
+
 async def run_secc_until_signal(iface: str, port: int = 0, *, config: EvseConfig,
                                 protocols: list[sap.Protocol] | None = None,
-                                ssl_context: ssl.SSLContext | None = None, tls_only: bool = False) -> str:
-    """``edge secc``: :func:`run_secc` until SIGTERM or SIGINT; then the power goes off first (one log line
-    per charging point), then the connections close. Returns the signal's name."""
+                                ssl_context: ssl.SSLContext | None = None, tls_only: bool = False,
+                                station: OcppStation | None = None) -> str:
+    """``edge secc``: :func:`run_secc` (and the OCPP ``station`` when given) until SIGTERM or SIGINT; then
+    the power goes off first (one log line per charging point), then the connections close, then the
+    OCPP queue gets :data:`OCPP_FLUSH_TIMEOUT` to reach the CSMS. Returns the signal's name."""
+    name = ""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(partial(run_secc, iface, port, protocols=protocols, config=config,
-                                        ssl_context=ssl_context, tls_only=tls_only))
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                log.info("%s received: stopping", name)
-                if config.point is not None:
-                    config.point.shutdown(f"{name} received")
-                nursery.cancel_scope.cancel()
-                return name
-    raise AssertionError("unreachable: the signal receiver never ends")
+        async with trio.open_nursery() as outer:
+            if station is not None:
+                await outer.start(station.run)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(partial(run_secc, iface, port, protocols=protocols, config=config,
+                                            ssl_context=ssl_context, tls_only=tls_only))
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    log.info("%s received: stopping", name)
+                    if config.point is not None:
+                        config.point.shutdown(f"{name} received")
+                    nursery.cancel_scope.cancel()
+                    break
+            if station is not None:
+                with trio.move_on_after(OCPP_FLUSH_TIMEOUT):
+                    await station.drained()
+                left = station.store.queued()
+                if left:
+                    log.warning("OCPP: %d message(s) not delivered yet: kept for the next start", left)
+            outer.cancel_scope.cancel()
+    return name

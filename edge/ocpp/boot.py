@@ -79,6 +79,10 @@ class BootState:
             return True
         return self.status == "Pending" and triggered
 
+    def may_receive(self, action: str) -> bool:
+        """Whether a CALL from the CSMS is answered: not while it has Rejected this station (B03)."""
+        return self.status != "Rejected"
+
     def heard(self, now: float) -> None:
         """The CSMS answered something: the heartbeat clock restarts."""
         self.last_traffic = now

@@ -32,7 +32,7 @@ log = logging.getLogger("edge.ocpp")
 #: how the power owner's session ended -> (triggerReason, stoppedReason)
 END_REASONS: dict[str, tuple[str, str]] = {
     "stopped_by_ev": ("ChargingStateChanged", "StoppedByEV"),
-    "stopped_by_charger": ("RemoteStop", "Remote"),
+    "stopped_by_charger": ("ChargingStateChanged", "Local"),
     "failed": ("AbnormalCondition", "Other"),
     "communication_lost": ("EVCommunicationLost", "Other"),
     "power_taken": ("AbnormalCondition", "Timeout"),
@@ -47,6 +47,19 @@ class MeterReading:
     exported_wh: float
     power_w: float  # import +, export -
     soc: float | None = None
+
+
+def hardware_meter(hardware: Any, mode: Callable[[], str | None] = lambda: None) -> Callable[[], MeterReading]:
+    """The meter of a :class:`edge.hardware.ChargerHardware` (registers and present power); ``mode``: what
+    the power path drives now ("ac": present() is per phase)."""
+
+    def read() -> MeterReading:
+        voltage, current = hardware.present()
+        ac = hardware.ac_limits() if mode() == "ac" else None
+        phases = ac.phases if ac is not None else 1
+        return MeterReading(hardware.energy_wh(), hardware.energy_exported_wh(), voltage * current * phases)
+
+    return read
 
 
 def timestamp(when: datetime | None = None) -> str:
@@ -92,6 +105,8 @@ class EvseTransactions:
         self.open: OpenTransaction | None = None
         self._authorisations: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._needs: CarNeeds | None = None
+        self._remote: tuple[dict[str, Any], int] | None = None  # RequestStartTransaction's idToken and id
+        self._stop: tuple[str, str] | None = None  # the charger's reason to stop (RequestStopTransaction)
 
     # ------------------------------------------------------------------ events in
     def on_event(self, event: ChargingEvent) -> None:
@@ -108,6 +123,8 @@ class EvseTransactions:
         elif isinstance(event, SessionEnded):
             if self.open is not None and (event.car is None or event.car.session_id == self.open.session_id):
                 trigger, stopped = END_REASONS[event.reason]
+                if event.reason == "stopped_by_charger" and self._stop is not None:
+                    trigger, stopped = self._stop
                 self.end(trigger, stopped)
             self._needs = None
 
@@ -120,15 +137,32 @@ class EvseTransactions:
             log.warning("EVSE %d: transaction %s still open when another session closed the power path",
                         self.evse_id, self.open.transaction_id)
             self.end("AbnormalCondition", "Other")
-        token = self._authorisations.pop(session_id, {"idToken": "", "type": "NoAuthorization"})
+        token: dict[str, Any] = self._authorisations.pop(session_id, {"idToken": "", "type": "NoAuthorization"})
+        trigger = "Authorized" if token["type"] != "NoAuthorization" else "ChargingStateChanged"
+        remote_id = None
+        if self._remote is not None and token["type"] == "NoAuthorization":  # EIM: the CSMS's remote start
+            (token, remote_id), trigger = self._remote, "RemoteStart"
+        self._remote, self._stop = None, None
         tid = self.new_id()
         self.store.start_transaction(tid, self.evse_id, self.connector_id, {"idToken": token})
         self.open = OpenTransaction(tid, session_id, "Charging", token, self.clock())
-        reading = self._reading()
-        self._queue("Started", "Authorized" if token["type"] != "NoAuthorization" else "ChargingStateChanged",
-                    reading, context="Transaction.Begin", extra={"idToken": token})
+        self._queue("Started", trigger, self._reading(), context="Transaction.Begin", extra={"idToken": token},
+                    remote_start_id=remote_id)
 
-    # ------------------------------------------------------------------ the shell's calls
+    # ------------------------------------------------------------------ the station's calls
+    def remote_start(self, id_token: dict[str, Any], remote_start_id: int) -> None:
+        """RequestStartTransaction: the next car that charges here without a contract charges on this token."""
+        self._remote = (id_token, remote_start_id)
+
+    def stop_requested(self, trigger: str, stopped: str) -> None:
+        """The charger asked the car to stop (e.g. RequestStopTransaction): the end carries these reasons."""
+        self._stop = (trigger, stopped)
+
+    def triggered(self) -> None:
+        """TriggerMessage(TransactionEvent): an Updated event now, with the meter."""
+        if self.open is not None:
+            self._queue("Updated", "Trigger", self._reading(), context="Trigger")
+
     def sample(self) -> None:
         """Send the periodic meter values when ``TxUpdatedInterval`` has passed (the shell calls this often)."""
         tx, now = self.open, self.clock()
@@ -158,13 +192,16 @@ class EvseTransactions:
         return reading
 
     def _queue(self, event_type: str, trigger: str, reading: MeterReading | None, *, context: str = "",
-               stopped: str | None = None, extra: dict[str, Any] | None = None) -> None:
+               stopped: str | None = None, extra: dict[str, Any] | None = None,
+               remote_start_id: int | None = None) -> None:
         tx = self.open
         assert tx is not None
         now = timestamp()
         info: dict[str, Any] = {"transactionId": tx.transaction_id, "chargingState": tx.charging_state}
         if stopped is not None:
             info["stoppedReason"] = stopped
+        if remote_start_id is not None:
+            info["remoteStartId"] = remote_start_id
         evse = {"id": self.evse_id, "connectorId": self.connector_id}
         payload: dict[str, Any] = {"eventType": event_type, "timestamp": now, "triggerReason": trigger,
                                    "transactionInfo": info, "evse": evse, **(extra or {})}

@@ -1,0 +1,163 @@
+"""The OCPP station against ``edge csms`` (a separate process on loopback): boot, statuses, transactions
+with meter values, the CSMS's calls, invalid frames, smart charging reaching the car, and the durable
+queue across an outage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from edge.ev.iso2 import Iso2Car
+from edge.ev.iso20 import Iso20Car
+from edge.ocpp.adapter import validate
+from tests.ocpp_station_rig import StationRig, script, sent_by_station
+from tests.test_ocpp_csms import CsmsProcess
+
+
+async def _until(predicate, timeout: float = 10.0) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.05)
+
+
+def _answers(log: list[dict]) -> dict[str, list]:
+    """The CSMS's script steps' outcomes by action."""
+    out: dict[str, list] = {}
+    for r in log:
+        if r.get("event") == "step":
+            out.setdefault(r.get("action", ""), []).append(r)
+    return out
+
+
+async def test_boot_pending_then_accepted_and_a_transaction(tmp_path: Path) -> None:
+    csms = CsmsProcess(tmp_path, 0, ["--boot", "pending:2", "--versions", "ocpp2.0.1"])
+    try:
+        rig = StationRig(csms.url, tmp_path / "state")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.station.run)
+            await _until(lambda: rig.station.online(), 15)
+            await rig.charge(Iso2Car(soc=40, target_soc=40.2))
+            await _until(lambda: not rig.station.store.queued() and not rig.station.pending)
+            nursery.cancel_scope.cancel()
+        log = csms.log()
+    finally:
+        csms.stop()
+        rig.station.close()
+    boots = sent_by_station(log, "BootNotification")
+    assert len(boots) == 3  # Pending, Pending, Accepted
+    in_order = [r["frame"][2] for r in log if r.get("dir") == "in" and r["frame"][0] == 2]
+    first_other = next(i for i, a in enumerate(in_order) if a != "BootNotification")
+    assert first_other == 3  # nothing but BootNotification before Accepted
+    assert sent_by_station(log, "StatusNotification")[0]["connectorStatus"] == "Available"
+    events = sent_by_station(log, "TransactionEvent")
+    for e in events:
+        validate("2.0.1", "TransactionEvent", "request", e)
+    assert events[0]["eventType"] == "Started" and events[-1]["eventType"] == "Ended"
+    assert [e["seqNo"] for e in events] == list(range(len(events)))
+    assert any(e["triggerReason"] == "MeterValuePeriodic" for e in events)
+    statuses = [s["connectorStatus"] for s in sent_by_station(log, "StatusNotification")]
+    assert "Occupied" in statuses and statuses[-1] == "Available"
+    assert sent_by_station(log, "NotifyEVChargingNeeds")
+
+
+async def test_the_csms_calls_and_invalid_frames(tmp_path: Path) -> None:
+    steps = [
+        {"after": "BootAccepted", "delay": 0.2, "action": "GetVariables", "payload": {"getVariableData": [
+            {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"}}]}},
+        {"after": "BootAccepted", "delay": 0.2, "action": "SetVariables", "payload": {"setVariableData": [
+            {"component": {"name": "OCPPCommCtrlr"}, "variable": {"name": "HeartbeatInterval"},
+             "attributeValue": "77"}]}},
+        {"after": "BootAccepted", "delay": 0.2, "action": "GetVariables", "payload": {"getVariableData": "nope"}},
+        {"after": "BootAccepted", "delay": 0.2, "action": "FlyToTheMoon", "payload": {}},
+        {"after": "BootAccepted", "delay": 0.2, "raw": "[2, \"x\", \"Heartbeat\""},
+        {"after": "BootAccepted", "delay": 0.2, "action": "DataTransfer", "payload": {"vendorId": "acme"}},
+        {"after": "BootAccepted", "delay": 0.2, "action": "GetBaseReport",
+         "payload": {"requestId": 7, "reportBase": "FullInventory"}},
+        {"after": "BootAccepted", "delay": 0.2, "action": "TriggerMessage",
+         "payload": {"requestedMessage": "StatusNotification", "evse": {"id": 1, "connectorId": 1}}},
+        {"after": "BootAccepted", "delay": 0.2, "action": "UnlockConnector", "payload": {"evseId": 1,
+                                                                                         "connectorId": 1}},
+    ]
+    csms = CsmsProcess(tmp_path, 0, ["--script", str(script(tmp_path, steps))])
+    try:
+        rig = StationRig(csms.url, tmp_path / "state")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.station.run)
+            await _until(lambda: len(sent_by_station(csms.log(), "NotifyReport")) > 0, 15)
+            await _until(lambda: len(_answers(csms.log()).get("UnlockConnector", [])) == 1, 10)
+            await trio.sleep(0.3)
+            assert rig.station.connected_at is not None  # still the first connection
+            nursery.cancel_scope.cancel()
+        log = csms.log()
+    finally:
+        csms.stop()
+        rig.station.close()
+    answers = _answers(log)
+    get = answers["GetVariables"]
+    ok = next(a for a in get if a["result"] == "CALLRESULT")
+    assert ok["payload"]["getVariableResult"][0]["attributeValue"] == "300"
+    bad = next(a for a in get if a["result"] == "CALLERROR")
+    assert bad["error_code"] == "TypeConstraintViolation"
+    assert answers["FlyToTheMoon"][0]["error_code"] == "NotImplemented"
+    assert answers["DataTransfer"][0]["payload"] == {"status": "UnknownVendorId"}
+    assert answers["SetVariables"][0]["payload"]["setVariableResult"][0]["attributeStatus"] == "Accepted"
+    assert rig.station.boot.heartbeat_interval == 77
+    assert answers["UnlockConnector"][0]["payload"] == {"status": "Unlocked"}
+    # the unreadable frame was answered with RpcFrameworkError and nothing closed the connection
+    errors = [r["frame"] for r in log if r.get("dir") == "in" and r.get("frame", [0])[0] == 4]
+    assert any(f[2] == "RpcFrameworkError" for f in errors)
+    reports = sent_by_station(log, "NotifyReport")
+    assert reports[-1]["tbc"] is False and all(r["requestId"] == 7 for r in reports)
+    assert len([r for r in log if r.get("event") == "connected"]) == 1
+
+
+async def test_a_profile_mid_session_changes_the_cars_power(tmp_path: Path) -> None:
+    profile = {"evseId": 1, "chargingProfile": {
+        "id": 5, "stackLevel": 1, "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Relative",
+        "chargingSchedule": [{"id": 1, "chargingRateUnit": "W",
+                              "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 4000.0}]}]}}
+    steps = [{"after": "TransactionEvent:Started", "delay": 0.3, "action": "SetChargingProfile", "payload": profile}]
+    csms = CsmsProcess(tmp_path, 0, ["--script", str(script(tmp_path, steps)), "--versions", "ocpp2.0.1"])
+    try:
+        rig = StationRig(csms.url, tmp_path / "state")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.station.run)
+            await _until(lambda: rig.station.online(), 15)
+            car = Iso2Car(soc=40, target_soc=60)
+            commands = await rig.charge(car, lose_after=250)
+            nursery.cancel_scope.cancel()
+        log = csms.log()
+    finally:
+        csms.stop()
+        rig.station.close()
+    assert _answers(log)["SetChargingProfile"][0]["payload"] == {"status": "Accepted"}
+    assert any(c.max_w == 4000.0 for c in commands)  # the controller got the CSMS's limit
+    # and the car was told: the -2 session's loop responses carry the lower limit, and the board follows it
+    assert car._evse.max_power == 4000.0
+    voltage, current = rig.board.present()
+    assert voltage * current <= 4000.0 * 1.01
+
+
+async def test_offline_session_is_delivered_after_the_csms_comes_back(tmp_path: Path) -> None:
+    csms = CsmsProcess(tmp_path, 0, [])
+    port = csms.port
+    csms.stop()  # the CSMS is down while the car charges
+    rig = StationRig(f"ws://127.0.0.1:{port}", tmp_path / "state")
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.station.run)
+            await rig.charge(Iso20Car(service="dc_bpt", control="dynamic", soc=40, target_soc=40.2))
+            queued = rig.station.store.queued()
+            assert queued >= 2
+            csms = CsmsProcess(tmp_path, 1, ["--port", str(port)])
+            await _until(lambda: not rig.station.store.queued(), 20)
+            nursery.cancel_scope.cancel()
+        log = csms.log()
+    finally:
+        csms.stop()
+        rig.station.close()
+    events = sent_by_station(log, "TransactionEvent")
+    assert len(events) == queued
+    assert all(e["offline"] is True for e in events)
+    assert [e["seqNo"] for e in events] == list(range(len(events)))
