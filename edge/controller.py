@@ -98,7 +98,8 @@ class NeedsReported:
 
 
 #: why the power owner's session ended (the OCPP bridge maps these to stoppedReason/triggerReason)
-END_REASONS = ("stopped_by_ev", "stopped_by_charger", "failed", "communication_lost", "power_taken")
+#: "paused": the car paused its session (-2/-20 SessionStop Pause) and may resume it on a new connection
+END_REASONS = ("stopped_by_ev", "stopped_by_charger", "failed", "communication_lost", "power_taken", "paused")
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,21 +16,28 @@ root), one session per scenario, a summary line each:
 - ISO 15118-2 DC with a car that freezes mid-charge: the communication watchdog ramps the current to
   0 and opens the contactors within its 1 s (+ ramp), while the session itself would wait 60 s.
 
+- ISO 15118-20 DC_BPT dynamic where the CSMS decides (OCPP 2.1): its TxProfile with CentralSetpoint
+  periods makes the car charge, then discharge into the grid, then charge.
+
 Every scenario runs on one charging point with its power lease, watchdog and connection caps, as
-``edge secc`` does.
+``edge secc`` does, and with the OCPP station of ``edge secc --csms``: a test CSMS (``edge csms``, its
+own process on loopback) receives every boot, status and transaction, and the summary says what it got.
 
 The charger offers -20 DC and AC, -2 and DIN and one TLS port for -2 and -20 cars; the summary shows
-the energy the charger's meter counted each way. Later issues add SLAC and a CSMS."""
+the energy the charger's meter counted each way. A later issue adds SLAC."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import ssl
+import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -44,6 +51,8 @@ from edge.ev.din import DinCar
 from edge.ev.faults import FreezingStream, second_car
 from edge.ev.iso2 import ContractCredentials, Iso2Car
 from edge.hardware import SimulatedCharger, bidirectional_charger
+from edge.ocpp.bridge import hardware_meter
+from edge.ocpp.station import EvseLink, OcppStation, StationSettings
 from edge.secc import guard_power
 from edge.v2g.admission import ConnectionAdmission
 from edge.v2g.charger import ChargerConnection, EvseConfig
@@ -65,6 +74,7 @@ class Summary:
     outcome: str = ""
     imported_wh: float = 0.0  # the charger's meter: delivered to the car
     exported_wh: float = 0.0  # the charger's meter: taken from the car (bidirectional power transfer)
+    ocpp: str = ""  # what the CSMS received
 
     def text(self) -> str:
         name, used, budget = self.slowest
@@ -75,7 +85,8 @@ class Summary:
             energy = f"meter {self.imported_wh:.1f} Wh imported / {self.exported_wh:.1f} Wh exported"
         return (f"{self.scenario}: {self.messages} messages on {self.connections} connection(s), "
                 f"{energy} in {self.duration_s:.1f} s, SoC {self.soc[0]:.1f}% -> {self.soc[1]:.1f}%, "
-                f"slowest response {name} {used:.2f} ms of {budget:.0f} ms, {outcome}{extra}")
+                f"slowest response {name} {used:.2f} ms of {budget:.0f} ms, {outcome}{extra}"
+                + (f"\n    CSMS: {self.ocpp}" if self.ocpp else ""))
 
 
 @dataclass
@@ -90,6 +101,7 @@ class Scenario:
     freeze: bool = False  # mid-charge the car stops sending (TCP stays open): the watchdog must cut its power
     bidirectional: bool = False  # the board can export (BPT is offered)
     setpoints: tuple[SetpointStep, ...] = ()  # the controller's script, from the start of energy transfer
+    csms_steps: tuple[dict, ...] = ()  # what the test CSMS does to this scenario's station (its script steps)
 
 
 async def _until(condition: Callable[[], bool], timeout: float) -> bool:
@@ -138,9 +150,19 @@ async def _freeze_mid_charge(stream: FreezingStream, car: SimulatedCar, hw: Simu
     driving.cancel()
 
 
-async def simulate(scenario: Scenario, pki: Path) -> Summary:
+@dataclass
+class CsmsLink:
+    """Where the scenarios' stations find the test CSMS, and where their state lives."""
+
+    url: str
+    state: Path
+    count: int = 0
+
+
+async def simulate(scenario: Scenario, pki: Path, csms: CsmsLink | None = None) -> Summary:
     """One scenario: the charger (ISO 15118-2 and DIN, simulated AC/DC hardware) and its car, over
-    loopback; a car that pauses is reconnected after a short pause."""
+    loopback; a car that pauses is reconnected after a short pause. With ``csms`` the charging point has
+    its OCPP station too."""
     from edge.v2g.tls import client_context_from_pki, server_context_combined
 
     hw = (bidirectional_charger if scenario.bidirectional else SimulatedCharger)(voltage_tau=0.1, isolation_s=0.5)
@@ -159,27 +181,41 @@ async def simulate(scenario: Scenario, pki: Path) -> Summary:
     server_tls = server_context_combined(pki) if scenario.tls else None
     client_tls = (scenario.client_tls or client_context_from_pki)(pki) if scenario.tls else None
     start_soc, start, count = car.soc, trio.current_time(), 0
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(guard_power, point)
-        port = await nursery.start(lambda task_status: serve_tcp(0, factory, host="::1", ssl_context=server_tls,
-                                                                  admission=ConnectionAdmission(),
-                                                                  task_status=task_status))
-        if scenario.strangers:
-            nursery.start_soon(_strangers, port, car, hw, verdict)
-        with trio.fail_after(180):
-            while True:
-                stream: trio.abc.Stream = await open_v2g_stream("::1", port, 0, client_tls)
-                with trio.CancelScope() as driving:
-                    if scenario.freeze:
-                        stream = FreezingStream(stream)
-                        nursery.start_soon(_freeze_mid_charge, stream, car, hw, point, driving, verdict)
-                    async with stream:
-                        count += await drive(stream, car, loop_period=0.05, step=0.01)
-                if not getattr(car, "paused", False):
-                    break
-                await trio.sleep(0.5)
-                car.resume()
-        nursery.cancel_scope.cancel()
+    station = _station(scenario, csms, hw, point, config.controller) if csms else None
+    async with trio.open_nursery() as outer:  # the station outlives the charger's connections
+        if station is not None:
+            await outer.start(station.run)
+            if not await _until(station.online, 10):
+                verdict.append(("the CSMS did not accept the station", False))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(guard_power, point)
+            port = await nursery.start(lambda task_status: serve_tcp(0, factory, host="::1", ssl_context=server_tls,
+                                                                      admission=ConnectionAdmission(),
+                                                                      task_status=task_status))
+            if scenario.strangers:
+                nursery.start_soon(_strangers, port, car, hw, verdict)
+            with trio.fail_after(180):
+                while True:
+                    stream: trio.abc.Stream = await open_v2g_stream("::1", port, 0, client_tls)
+                    with trio.CancelScope() as driving:
+                        if scenario.freeze:
+                            stream = FreezingStream(stream)
+                            nursery.start_soon(_freeze_mid_charge, stream, car, hw, point, driving, verdict)
+                        async with stream:
+                            count += await drive(stream, car, loop_period=0.05, step=0.01)
+                    if not getattr(car, "paused", False):
+                        break
+                    await trio.sleep(0.5)
+                    car.resume()
+            nursery.cancel_scope.cancel()  # the charger's connections end: their sessions too
+        if station is not None:
+            with trio.move_on_after(5):
+                await station.drained()
+        outer.cancel_scope.cancel()
+    ocpp = ""
+    if station is not None:
+        ocpp = station.summary()
+        station.close()
     used = [(n, max(ts), c.session.timers.budget(n)) for c in connections if c.session
             for n, ts in c.session.stats.items()]
     name, worst, budget = max(used, key=lambda x: x[1] / x[2])
@@ -193,7 +229,18 @@ async def simulate(scenario: Scenario, pki: Path) -> Summary:
     return Summary(scenario.name, count, len(connections), car.energy_wh, trio.current_time() - start,
                    (start_soc, car.soc), (name, worst * 1e3, budget * 1e3), car.stopped_cleanly,
                    scenario.notes(car, connections) + [text for text, _ in verdict], ok, outcome,
-                   hw.energy_wh(), hw.energy_exported_wh())
+                   hw.energy_wh(), hw.energy_exported_wh(), ocpp)
+
+
+def _station(scenario: Scenario, csms: CsmsLink, hw: SimulatedCharger, point: ChargingPoint,
+             controller: ChargingController) -> OcppStation:
+    csms.count += 1
+    name = f"sim{csms.count}"
+    limits = hw.dc_limits()
+    link = EvseLink(1, controller, hardware_meter(hw, lambda: point.mode), limits.max_power if limits else 22_000.0)
+    return OcppStation(StationSettings(csms.url, name, csms.state / name),
+                       [link], overrides={"SampledDataCtrlr/TxUpdatedInterval": "1",
+                                          "OCPPCommCtrlr/RetryBackOffWaitMinimum": "1"})
 
 
 def _pnc_config(pki: Path, receipt_interval: float | None = 1.0) -> EvseConfig:
@@ -240,7 +287,8 @@ def _bpt_notes(car: SimulatedCar, conns: list[ChargerConnection]) -> list[str]:
     session = conns[-1].session
     return [f"{getattr(car, 'service_used', None)} {getattr(car, 'control', '')}, the car saw "
             f"{car.energy_wh:.1f} Wh in / {getattr(car, 'energy_exported_wh', 0.0):.1f} Wh out",
-            f"a setpoint script of {len(session.controller.script) if session else 0} steps"]
+            f"a setpoint script of {len(session.controller.script)} steps" if session and session.controller.script
+            else "the CSMS's setpoints"]
 
 
 def _setpoints(*steps: tuple[float, float]) -> tuple[SetpointStep, ...]:
@@ -275,6 +323,18 @@ SCENARIOS = [
     Scenario("ISO 15118-20 AC_BPT dynamic: charge, then discharge", _bpt_car("ac_bpt", 4.0),
              bidirectional=True, notes=_bpt_notes, setpoints=_setpoints((0, 11_000), (2, -7_000))),
     Scenario("ISO 15118-20 AC scheduled", _iso20_ac_car),
+    Scenario("ISO 15118-20 DC_BPT dynamic, the CSMS decides (OCPP 2.1 CentralSetpoint): charge, discharge, charge",
+             _bpt_car("dc_bpt", 6.0), bidirectional=True, notes=_bpt_notes,
+             csms_steps=({"after": "TransactionEvent:Started", "delay": 0.0, "action": "SetChargingProfile",
+                          "payload": {"evseId": 1, "chargingProfile": {
+                              "id": 1, "stackLevel": 0, "chargingProfilePurpose": "TxProfile",
+                              "chargingProfileKind": "Relative", "chargingSchedule": [{
+                                  "id": 1, "chargingRateUnit": "W", "chargingSchedulePeriod": [
+                                      {"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": 20_000.0},
+                                      {"startPeriod": 2, "operationMode": "CentralSetpoint", "setpoint": -15_000.0,
+                                       "dischargeLimit": -15_000.0},
+                                      {"startPeriod": 4, "operationMode": "CentralSetpoint",
+                                       "setpoint": 20_000.0}]}]}}},)),
     Scenario("ISO 15118-2 DC with strangers on the link",
              lambda pki: Iso2Car(soc=30.0, target_soc=32.0, capacity_wh=2_000.0), strangers=True),
     Scenario("ISO 15118-2 DC, the car freezes mid-charge",
@@ -287,12 +347,42 @@ async def simulate_all(report: Callable[[Summary], None] = lambda s: None) -> li
 
     summaries = []
     with tempfile.TemporaryDirectory(prefix="edge-pki-") as tmp:
-        pki = Path(tmp)
+        pki = Path(tmp) / "pki"
         create_test_pki(pki)
-        for scenario in SCENARIOS:
-            summaries.append(await simulate(scenario, pki))
-            report(summaries[-1])
+        steps = [dict(step, station=f"sim{n}") for n, scenario in enumerate(SCENARIOS, 1)
+                 for step in scenario.csms_steps]
+        async with run_test_csms(Path(tmp), steps) as url:
+            csms = CsmsLink(url, Path(tmp) / "state")
+            for scenario in SCENARIOS:
+                summaries.append(await simulate(scenario, pki, csms))
+                report(summaries[-1])
     return summaries
+
+
+@contextlib.asynccontextmanager
+async def run_test_csms(folder: Path, steps: list[dict]) -> AsyncIterator[str]:
+    """``edge csms`` as its own process on loopback (any free port), with ``steps`` as its script; yields
+    its URL. Its frame log stays in ``folder``."""
+    script = folder / "csms-script.json"
+    script.write_text(json.dumps({"steps": steps}))
+    command = [sys.executable, "-m", "edge.cli", "csms", "--port", "0", "--script", str(script),
+               "--log", str(folder / "csms.jsonl")]
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(partial(trio.run_process, command, stdout=subprocess.PIPE,
+                                              stderr=subprocess.DEVNULL, check=False))
+        try:
+            assert process.stdout is not None
+            line = b""
+            with trio.fail_after(20):
+                while not line.endswith(b"\n"):
+                    chunk = await process.stdout.receive_some(1)
+                    if not chunk:
+                        raise RuntimeError("edge csms ended before listening")
+                    line += chunk
+            yield json.loads(line)["url"]
+        finally:
+            process.terminate()
+            nursery.cancel_scope.deadline = trio.current_time() + 5
 
 
 def main(as_json: bool = False) -> int:

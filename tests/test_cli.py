@@ -65,16 +65,24 @@ def test_simulate_runs_every_scenario_cleanly(capsys) -> None:
                                            "ISO 15118-20 DC_BPT dynamic over TLS 1.3: charge, discharge, charge",
                                            "ISO 15118-20 AC_BPT dynamic: charge, then discharge",
                                            "ISO 15118-20 AC scheduled",
+                                           "ISO 15118-20 DC_BPT dynamic, the CSMS decides",
                                            "ISO 15118-2 DC with strangers on the link",
                                            "ISO 15118-2 DC, the car freezes mid-charge"]
+    for summary in summaries.values():  # the test CSMS got every session as one transaction, nothing left
+        assert "boot Accepted; 1 transaction(s)" in summary["ocpp"], summary["ocpp"]
+        assert "1 Started" in summary["ocpp"] and "1 Ended" in summary["ocpp"]
+        assert "seqNo contiguous from 0" in summary["ocpp"] and "still queued" not in summary["ocpp"]
     frozen = summaries.pop("ISO 15118-2 DC, the car freezes mid-charge")
     assert frozen["ok"] and not frozen["clean_stop"] and frozen["outcome"] == "power cut by the watchdog"
     assert "(within the 1.5 s watchdog + ramp)" in frozen["notes"][0]
     strangers = summaries["ISO 15118-2 DC with strangers on the link"]
     assert strangers["connections"] == 4 and strangers["notes"][0].endswith("power kept")
     assert "second car (CableCheckRes failed: FAILED)" in strangers["notes"][0]
+    central = summaries["ISO 15118-20 DC_BPT dynamic, the CSMS decides"]
+    assert "the CSMS sent 1 SetChargingProfile" in central["ocpp"] and central["notes"][1] == "the CSMS's setpoints"
     for name in ("ISO 15118-20 DC_BPT dynamic over TLS 1.3: charge, discharge, charge",
-                 "ISO 15118-20 AC_BPT dynamic: charge, then discharge"):
+                 "ISO 15118-20 AC_BPT dynamic: charge, then discharge",
+                 "ISO 15118-20 DC_BPT dynamic, the CSMS decides"):
         bpt = summaries[name]  # the meter counted both ways; the car saw the same
         assert bpt["ok"] and bpt["exported_wh"] > 1 and bpt["imported_wh"] > bpt["exported_wh"]
         assert bpt["notes"][0].startswith(("DC_BPT dynamic", "AC_BPT dynamic")), bpt["notes"]

@@ -154,3 +154,28 @@ def test_an_interrupted_transaction_is_ended_at_start_up(tmp_path: Path) -> None
     last = events[-1]
     assert last["eventType"] == "Ended" and last["transactionInfo"]["stoppedReason"] == "PowerLoss"
     assert last["offline"] is True and last["seqNo"] == len(events) - 1
+
+
+def test_a_paused_session_keeps_its_transaction_until_the_car_is_gone_too_long(tmp_path: Path) -> None:
+    from edge.controller import CarSession, EnergyTransferStarted, SessionEnded
+
+    clock = [0.0]
+    with StationStore(tmp_path / "s.db") as store:
+        tx = EvseTransactions(1, store, lambda: MeterReading(10.0, 0.0, 0.0), clock=lambda: clock[0],
+                              updated_interval=lambda: 0.0, suspended_timeout=lambda: 30.0)
+        car = CarSession("AB" * 8, "iso2")
+        tx.on_event(EnergyTransferStarted(car))
+        tx.on_event(SessionEnded("paused", car))
+        clock[0] = 10.0
+        tx.sample()
+        tx.on_event(EnergyTransferStarted(car))  # resumed: same SessionID, same transaction
+        tx.on_event(SessionEnded("paused", car))
+        clock[0] = 50.0
+        tx.sample()  # gone for 40 s > 30 s
+        events = _events(store)
+    assert [(e["eventType"], e["transactionInfo"]["chargingState"]) for e in events] == [
+        ("Started", "Charging"), ("Updated", "SuspendedEV"), ("Updated", "Charging"), ("Updated", "SuspendedEV"),
+        ("Ended", "SuspendedEV")]
+    assert events[-1]["triggerReason"] == "EVConnectTimeout"
+    assert events[-1]["transactionInfo"]["stoppedReason"] == "Timeout"
+    assert tx.open is None

@@ -9,7 +9,10 @@ When a transaction starts and ends (documented in the README's OCPP section):
 - Updated: the charging state changes, and every ``TxUpdatedInterval`` with the meter (energy imported
   and exported, power, the car's SoC when it told it);
 - it ends with that car's session, with the stoppedReason of how it ended; a transaction still open
-  in the store when the station starts (a crash or a power cut) is ended with ``PowerLoss``.
+  in the store when the station starts (a crash or a power cut) is ended with ``PowerLoss``;
+- a car that pauses its session (SessionStop Pause) keeps its transaction, ``SuspendedEV``, and resumes
+  it when it comes back with the same SessionID; one that does not come back within ``suspended_timeout``
+  (the TxCtrlr EVConnectionTimeOut) has it ended (``Timeout``).
 A stranger's session on the same link never owns the power path, so it never starts or ends one.
 """
 
@@ -36,6 +39,7 @@ END_REASONS: dict[str, tuple[str, str]] = {
     "failed": ("AbnormalCondition", "Other"),
     "communication_lost": ("EVCommunicationLost", "Other"),
     "power_taken": ("AbnormalCondition", "Timeout"),
+    "paused": ("ChargingStateChanged", "Other"),  # only when the paused transaction is ended
 }
 #: cars whose authorisation is remembered until their power path closes (strangers may authorise too)
 _AUTHORISATIONS_KEPT = 8
@@ -88,6 +92,7 @@ class OpenTransaction:
     charging_state: str
     id_token: dict[str, str]
     last_sample: float  # monotonic time of the last meter sample sent
+    suspended_at: float | None = None  # the car paused its session then
 
 
 class EvseTransactions:
@@ -97,10 +102,11 @@ class EvseTransactions:
     def __init__(self, evse_id: int, store: StationStore, meter: Callable[[], MeterReading], *,
                  online: Callable[[], bool] = lambda: True, connector_id: int = 1,
                  clock: Callable[[], float] | None = None, new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
-                 updated_interval: Callable[[], float] = lambda: 60.0) -> None:
+                 updated_interval: Callable[[], float] = lambda: 60.0,
+                 suspended_timeout: Callable[[], float] = lambda: 300.0) -> None:
         self.evse_id, self.connector_id = evse_id, connector_id
         self.store, self.meter, self.online, self.new_id = store, meter, online, new_id
-        self.updated_interval = updated_interval
+        self.updated_interval, self.suspended_timeout = updated_interval, suspended_timeout
         self.clock = clock or (lambda: 0.0)
         self.open: OpenTransaction | None = None
         self._authorisations: OrderedDict[str, dict[str, str]] = OrderedDict()
@@ -122,6 +128,11 @@ class EvseTransactions:
             self._power_path_closed(event.car.session_id)
         elif isinstance(event, SessionEnded):
             if self.open is not None and (event.car is None or event.car.session_id == self.open.session_id):
+                if event.reason == "paused":
+                    self.open.suspended_at = self.clock()
+                    self._state("SuspendedEV", "ChargingStateChanged")
+                    self._needs = None
+                    return
                 trigger, stopped = END_REASONS[event.reason]
                 if event.reason == "stopped_by_charger" and self._stop is not None:
                     trigger, stopped = self._stop
@@ -131,6 +142,7 @@ class EvseTransactions:
     def _power_path_closed(self, session_id: str) -> None:
         if self.open is not None:
             if self.open.session_id == session_id:
+                self.open.suspended_at = None
                 self._state("Charging", "ChargingStateChanged")
                 return
             # the power owner changed without the old one's end reaching us: end it first
@@ -166,6 +178,9 @@ class EvseTransactions:
     def sample(self) -> None:
         """Send the periodic meter values when ``TxUpdatedInterval`` has passed (the shell calls this often)."""
         tx, now = self.open, self.clock()
+        if tx is not None and tx.suspended_at is not None and now - tx.suspended_at >= self.suspended_timeout():
+            self.end("EVConnectTimeout", "Timeout")  # the paused car did not come back
+            return
         interval = self.updated_interval()
         if tx is None or interval <= 0 or now - tx.last_sample < interval:
             return

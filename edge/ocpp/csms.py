@@ -110,6 +110,7 @@ class ScriptStep:
     raw: str | None = None
     close: bool = False
     timeout: float = DEFAULT_CALL_TIMEOUT
+    station: str | None = None  # only for this station id (None: every station)
 
     @property
     def kind(self) -> str:
@@ -123,7 +124,7 @@ class ScriptStep:
     def from_json(cls, data: Any, where: str) -> ScriptStep:
         if not isinstance(data, dict):
             raise ScriptError(f"{where}: a step is a JSON object, not {type(data).__name__}")
-        unknown = set(data) - {"after", "delay", "action", "payload", "raw", "close", "timeout"}
+        unknown = set(data) - {"after", "delay", "action", "payload", "raw", "close", "timeout", "station"}
         if unknown:
             raise ScriptError(f"{where}: unknown key(s) {', '.join(sorted(map(repr, unknown)))}")
         after = data.get("after")
@@ -141,7 +142,10 @@ class ScriptStep:
             raise ScriptError(f"{where}: 'payload' belongs to an 'action' step")
         if "timeout" in data and "action" not in data:
             raise ScriptError(f"{where}: 'timeout' (for the answer) belongs to an 'action' step")
-        step = cls(after=after, delay=float(delay))
+        station = data.get("station")
+        if station is not None and (not isinstance(station, str) or not station):
+            raise ScriptError(f"{where}: 'station' must be a station id")
+        step = cls(after=after, delay=float(delay), station=station)
         if "action" in data:
             action, payload, timeout = data["action"], data.get("payload", {}), data.get("timeout", step.timeout)
             if not isinstance(action, str) or not action:
@@ -150,14 +154,15 @@ class ScriptStep:
                 raise ScriptError(f"{where}: 'payload' must be a JSON object (the wire-form camelCase payload)")
             if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
                 raise ScriptError(f"{where}: 'timeout' must be a positive number of seconds, not {timeout!r}")
-            return cls(after=after, delay=float(delay), action=action, payload=payload, timeout=float(timeout))
+            return cls(after=after, delay=float(delay), action=action, payload=payload, timeout=float(timeout),
+                       station=station)
         if "raw" in data:
             if not isinstance(data["raw"], str):
                 raise ScriptError(f"{where}: 'raw' must be a string (sent verbatim as one text frame)")
-            return cls(after=after, delay=float(delay), raw=data["raw"])
+            return cls(after=after, delay=float(delay), raw=data["raw"], station=station)
         if data["close"] is not True:
             raise ScriptError(f"{where}: 'close' must be true")
-        return cls(after=after, delay=float(delay), close=True)
+        return cls(after=after, delay=float(delay), close=True, station=station)
 
 
 @dataclass(frozen=True)
@@ -196,8 +201,8 @@ class CsmsScript:
             raise ScriptError(f"script {path}: not JSON: {e}") from None
         return cls.from_json(data, f"script {path}")
 
-    def steps_after(self, trigger: str) -> list[ScriptStep]:
-        return [s for s in self.steps if s.after == trigger]
+    def steps_after(self, trigger: str, station: str | None = None) -> list[ScriptStep]:
+        return [s for s in self.steps if s.after == trigger and (s.station is None or s.station == station)]
 
 
 @dataclass(frozen=True)
@@ -606,7 +611,7 @@ class StationLink:
         if trigger in self.state.fired:
             return
         self.state.fired.add(trigger)
-        steps = self.config.script.steps_after(trigger)
+        steps = self.config.script.steps_after(trigger, self.station)
         if steps:
             task = asyncio.get_running_loop().create_task(self._run_steps(trigger, steps))
             self._steps.add(task)

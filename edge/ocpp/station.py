@@ -21,7 +21,7 @@ import math
 import random
 import ssl
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -134,13 +134,18 @@ class OcppStation:
         self.device.on_change(self._variable_changed)
         self.profiles = ChargingProfiles(negative_limit_discharges=lambda: self.device.negative_limit_is_discharge)
         self.pending: deque[tuple[str, dict[str, Any]]] = deque(maxlen=MAX_PENDING)
+        self.sent: Counter[str] = Counter()  # messages the CSMS answered, by action
+        # TransactionEvents delivered: transaction, type, seqNo, offline
+        self.delivered_events: list[tuple[str, str, int, bool]] = []
+        self.calls_received: Counter[str] = Counter()  # the CSMS's CALLs answered, by action
         self._wake = trio.Event()
         self._by_id = {e.evse_id: e for e in self.evses}
         end_interrupted_transactions(self.store, offline=True)
         for evse in self.evses:
             evse.transactions = EvseTransactions(evse.evse_id, self.store, evse.meter, online=self.online,
                                                  clock=time.monotonic,
-                                                 updated_interval=lambda: float(self.device.tx_updated_interval))
+                                                 updated_interval=lambda: float(self.device.tx_updated_interval),
+                                                 suspended_timeout=lambda: float(self.device.ev_connection_timeout))
             evse.controller.listeners.append(evse.transactions.on_event)
             evse.controller.listeners.append(lambda event, e=evse: self._on_charging_event(e, event))
 
@@ -165,6 +170,8 @@ class OcppStation:
             evse.tx_started_at = datetime.now(UTC)
             self._set_status(evse, "Occupied")
             self.apply_profiles(evse, force=True)
+        elif isinstance(event, SessionEnded) and event.reason == "paused":
+            self._set_status(evse, "Occupied")  # the car is still there, asleep
         elif isinstance(event, SessionEnded):
             evse.tx_started_at = None
             self.profiles.transaction_ended(evse.evse_id)
@@ -463,6 +470,7 @@ class OcppStation:
         if not self.boot.may_receive(action):
             raise CallRefused("SecurityError", "the CSMS has not accepted this station yet")
         result = self.handle_call(action, payload)
+        self.calls_received[action] += 1
         try:
             adapter.validate(self.version, action, "response", result)
         except adapter.SchemaViolation as e:
@@ -480,6 +488,10 @@ class OcppStation:
             raise InvalidOutgoing(str(e)) from None
         result = await conn.call(action, payload)
         self.boot.heard(trio.current_time())
+        self.sent[action] += 1
+        if action == "TransactionEvent" and len(self.delivered_events) < 10_000:
+            self.delivered_events.append((payload["transactionInfo"]["transactionId"], payload["eventType"],
+                                          payload["seqNo"], bool(payload.get("offline"))))
         try:
             adapter.validate(self.version, action, "response", result)
         except adapter.SchemaViolation as e:
@@ -570,6 +582,32 @@ class OcppStation:
                     self.pending.appendleft((action, payload))
                     raise trio.BrokenResourceError(str(e)) from None
                 log.warning("OCPP: the CSMS refused %s: %s", action, e)
+
+    def summary(self) -> str:
+        """One line on what the CSMS got from this station (for ``edge simulate`` and logs)."""
+        if not self.sent:
+            return "nothing delivered (the CSMS was not reachable)"
+        events = self.delivered_events
+        parts = [f"OCPP {self.version}, boot {self.boot.status}"]
+        if events:
+            kinds = Counter(kind for _, kind, _, _ in events)
+            numbers: dict[str, list[int]] = {}
+            for tid, _, n, _ in events:
+                numbers.setdefault(tid, []).append(n)
+            contiguous = all(seq == list(range(len(seq))) for seq in numbers.values())
+            parts.append(f"{len(numbers)} transaction(s): TransactionEvent {kinds['Started']} Started / "
+                         f"{kinds['Updated']} Updated / {kinds['Ended']} Ended, seqNo "
+                         f"{'contiguous from 0' if contiguous else 'WITH GAPS'}")
+        others = ", ".join(f"{n} {a}" for a, n in sorted(self.sent.items())
+                           if a not in ("TransactionEvent", "BootNotification"))
+        if others:
+            parts.append(others)
+        if self.calls_received:
+            parts.append("the CSMS sent " + ", ".join(f"{n} {a}" for a, n in sorted(self.calls_received.items())))
+        left = self.store.queued()
+        if left:
+            parts.append(f"{left} still queued")
+        return "; ".join(parts)
 
     async def drained(self, poll: float = 0.05) -> None:
         """Returns once the durable queue and the pending messages are sent (the caller bounds the wait)."""

@@ -171,6 +171,8 @@ class ChargerConnection:
         session = self.session
         if session is None or session.state not in ("stopped", "paused"):
             return "failed"
+        if session.state == "paused":
+            return "paused"
         return "stopped_by_charger" if session._stop_told_at is not None else "stopped_by_ev"
 
     def _session_over(self, reason: str, why: str) -> None:
