@@ -191,6 +191,8 @@ def _secc_command(args: argparse.Namespace) -> int:
 
             config.pnc = LocalPlugAndCharge.from_pki_folder(args.pki)
         station = _ocpp_station(args, [(1, config.controller, board, point)]) if args.csms else None
+        if station is not None and config.pnc is not None:  # the CSMS authorizes contracts (C07)
+            config.pnc = station.use_pnc(config.pnc)
         stopped_by = trio.run(partial(run_secc_until_signal, args.iface, args.port, config=config,
                                       protocols=protocols, ssl_context=ssl_context, tls_only=args.tls_only,
                                       station=station))

@@ -53,6 +53,7 @@ from edge.ev.iso2 import ContractCredentials, Iso2Car
 from edge.hardware import SimulatedCharger, bidirectional_charger
 from edge.ocpp.bridge import hardware_meter
 from edge.ocpp.station import EvseLink, OcppStation, StationSettings
+from edge.pki.plug_and_charge import LocalPlugAndCharge
 from edge.secc import guard_power
 from edge.v2g.admission import ConnectionAdmission
 from edge.v2g.charger import ChargerConnection, EvseConfig
@@ -182,6 +183,8 @@ async def simulate(scenario: Scenario, pki: Path, csms: CsmsLink | None = None) 
     client_tls = (scenario.client_tls or client_context_from_pki)(pki) if scenario.tls else None
     start_soc, start, count = car.soc, trio.current_time(), 0
     station = _station(scenario, csms, hw, point, config.controller) if csms else None
+    if station is not None and isinstance(config.pnc, LocalPlugAndCharge):  # the CSMS authorizes contracts
+        config.pnc = station.use_pnc(config.pnc)
     async with trio.open_nursery() as outer:  # the station outlives the charger's connections
         if station is not None:
             await outer.start(station.run)
@@ -244,7 +247,6 @@ def _station(scenario: Scenario, csms: CsmsLink, hw: SimulatedCharger, point: Ch
 
 
 def _pnc_config(pki: Path, receipt_interval: float | None = 1.0) -> EvseConfig:
-    from edge.pki.plug_and_charge import LocalPlugAndCharge
 
     return EvseConfig(pnc=LocalPlugAndCharge.from_pki_folder(pki), receipt_interval=receipt_interval)
 
@@ -252,7 +254,13 @@ def _pnc_config(pki: Path, receipt_interval: float | None = 1.0) -> EvseConfig:
 def _pnc_notes(car: SimulatedCar, conns: list[ChargerConnection]) -> list[str]:
     session = conns[-1].session
     return [f"contract {session.contract.emaid if session.contract else None} accepted",
-            f"{session.receipts} signed metering receipt(s) verified"]
+            f"{session.receipts} signed metering receipt(s) verified", *_backend_decision(session.pnc)]
+
+
+def _backend_decision(pnc: object) -> list[str]:
+    """Who authorised the contract, when the CSMS was asked (C07)."""
+    decisions = [d for d in getattr(pnc, "decisions", ()) if d.what.startswith("authorize")]
+    return [f"Authorize: {decisions[-1].code} ({decisions[-1].why})"] if decisions else []
 
 
 def _iso20_car(pki: Path) -> SimulatedCar:
@@ -271,7 +279,8 @@ def _iso20_client_tls(pki: Path) -> ssl.SSLContext:
 def _iso20_notes(car: SimulatedCar, conns: list[ChargerConnection]) -> list[str]:
     conn = conns[-1]
     return [f"{conn.tls_version}, car certificate {'presented' if conn.vehicle_certificate else 'MISSING'}",
-            f"authorization {getattr(car, 'authorization_used', None)}"]
+            f"authorization {getattr(car, 'authorization_used', None)}",
+            *_backend_decision(conn.session.pnc if conn.session else None)]
 
 
 def _bpt_car(service: str, transfer_s: float) -> Callable[[Path], SimulatedCar]:

@@ -96,7 +96,9 @@ def test_simulate_runs_every_scenario_cleanly(capsys) -> None:
     pnc = summaries["ISO 15118-2 DC PnC over TLS"]["notes"]
     assert pnc[0] == "contract UKSWI123456791A accepted" and int(pnc[1].split()[0]) >= 1
     assert summaries["ISO 15118-20 DC PnC over TLS 1.3"]["notes"] == [
-        "TLSv1.3, car certificate presented", "authorization PnC"]
+        "TLSv1.3, car certificate presented", "authorization PnC", "Authorize: OK (CSMS: Accepted)"]
+    assert pnc[2] == "Authorize: OK (CSMS: Accepted)"  # the CSMS decided (C07), not the charger alone
+    assert "1 Authorize" in summaries["ISO 15118-2 DC PnC over TLS"]["ocpp"]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -161,3 +161,63 @@ async def test_offline_session_is_delivered_after_the_csms_comes_back(tmp_path: 
     assert len(events) == queued
     assert all(e["offline"] is True for e in events)
     assert [e["seqNo"] for e in events] == list(range(len(events)))
+
+
+async def _pnc_session(tmp_path: Path, csms_args: list[str], *, csms_up: bool = True,
+                       overrides: dict[str, str] | None = None) -> tuple[object, list[dict], StationRig]:
+    """A -2 PnC car on a station whose contracts the CSMS authorizes; returns the car, the CSMS log, the rig."""
+    from edge.ev.iso2 import ContractCredentials
+    from edge.pki.plug_and_charge import LocalPlugAndCharge
+    from edge.pki.testpki import create_test_pki
+
+    pki = tmp_path / "pki"
+    create_test_pki(pki)
+    csms = CsmsProcess(tmp_path, 0, csms_args)
+    url = csms.url
+    if not csms_up:
+        csms.stop()
+    rig = StationRig(url, tmp_path / "state", overrides=overrides or {})
+    rig.config.pnc = rig.station.use_pnc(LocalPlugAndCharge.from_pki_folder(pki))
+    rig.config.pnc_without_tls = True
+    car = Iso2Car(payment="pnc", contract=ContractCredentials.from_pki(pki), soc=40, target_soc=40.2)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.station.run)
+            if csms_up:
+                await _until(rig.station.online, 15)
+            try:
+                await rig.charge(car)
+            except Exception as e:  # the car gives up when refused
+                car.failure = str(e)
+            await trio.sleep(0.2)
+            nursery.cancel_scope.cancel()
+        return car, csms.log(), rig
+    finally:
+        csms.stop()
+        rig.station.close()
+
+
+async def test_pnc_authorize_with_hash_data_and_the_contract_as_id_token(tmp_path: Path) -> None:
+    car, log, _ = await _pnc_session(tmp_path, [])
+    [authorize] = sent_by_station(log, "Authorize")
+    validate("2.1", "Authorize", "request", authorize)
+    assert authorize["idToken"]["type"] == "eMAID" and authorize["iso15118CertificateHashData"]
+    started = next(e for e in sent_by_station(log, "TransactionEvent") if e["eventType"] == "Started")
+    assert started["idToken"] == authorize["idToken"] and started["triggerReason"] == "Authorized"
+    assert car.stopped_cleanly and car.energy_wh > 0
+
+
+async def test_pnc_refused_by_the_csms_gets_no_power(tmp_path: Path) -> None:
+    car, log, rig = await _pnc_session(tmp_path, ["--authorize", "invalid"])
+    assert sent_by_station(log, "Authorize")
+    assert "FAILED_ContractCanceled" in getattr(car, "failure", "") and car.energy_wh == 0
+    assert not sent_by_station(log, "TransactionEvent") and rig.board.energy_wh() == 0
+
+
+async def test_pnc_offline_follows_contract_validation_offline(tmp_path: Path) -> None:
+    allowed, _, _ = await _pnc_session(tmp_path / "a", [], csms_up=False)
+    assert allowed.stopped_cleanly and allowed.energy_wh > 0
+    refused, _, rig = await _pnc_session(tmp_path / "b", [], csms_up=False,
+                                          overrides={"ISO15118Ctrlr/ContractValidationOffline": "false"})
+    assert "AuthorizationRes failed: FAILED" in getattr(refused, "failure", "") and refused.energy_wh == 0
+    assert any("ContractValidationOffline is false" in d.why for d in rig.station.pnc.decisions)

@@ -38,12 +38,14 @@ from edge.controller import (
     PowerCommand,
     SessionEnded,
 )
+from edge.pki.plug_and_charge import LocalPlugAndCharge
 
 from . import adapter
 from .boot import BootState
 from .bridge import EvseTransactions, MeterReading, end_interrupted_transactions, timestamp
 from .connection import OCPP_SUBPROTOCOLS, CallRefused, OcppCallFailed, OcppConnection, connect
 from .device_model import DeviceModel, report_pages
+from .pnc import AuthorizeRequest, OcppPlugAndCharge
 from .smart_charging import ChargingProfiles, ProfileRejected
 from .store import StationStore
 
@@ -139,6 +141,8 @@ class OcppStation:
         self.delivered_events: list[tuple[str, str, int, bool]] = []
         self.calls_received: Counter[str] = Counter()  # the CSMS's CALLs answered, by action
         self._wake = trio.Event()
+        self._pnc_wake = trio.Event()
+        self.pnc: OcppPlugAndCharge | None = None
         self._by_id = {e.evse_id: e for e in self.evses}
         end_interrupted_transactions(self.store, offline=True)
         for evse in self.evses:
@@ -161,6 +165,12 @@ class OcppStation:
 
     def wake(self) -> None:
         self._wake.set()
+        self._pnc_wake.set()
+
+    def use_pnc(self, local: LocalPlugAndCharge) -> OcppPlugAndCharge:
+        """Plug & Charge decided with the CSMS (C07): the PlugAndCharge the EVSEs' sessions must be given."""
+        self.pnc = OcppPlugAndCharge(local, self.device, online=self.online, clock=time.monotonic, wake=self.wake)
+        return self.pnc
 
     # ------------------------------------------------------------------ charging events -> OCPP
     def _on_charging_event(self, evse: EvseLink, event: ChargingEvent) -> None:
@@ -457,6 +467,7 @@ class OcppStation:
 
                 nursery.start_soon(serve)
                 nursery.start_soon(self._talk, conn)
+                nursery.start_soon(self._relay_authorizations, conn, nursery)
 
     async def _answer(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -520,6 +531,29 @@ class OcppStation:
                 continue
             with trio.move_on_at(min(self.boot.next_wakeup(), now + TICK)):
                 await self._wake.wait()
+
+    async def _relay_authorizations(self, conn: OcppConnection, nursery: trio.Nursery) -> None:
+        """Plug & Charge: the sessions' Authorize requests go out at once, beside the queue (a car waits)."""
+        while True:
+            self._pnc_wake = trio.Event()
+            if self.pnc is not None and self.online():
+                for request in self.pnc.take_requests():
+                    nursery.start_soon(self._authorize, conn, request)
+            with trio.move_on_after(TICK):  # also lets the core expire requests that waited too long
+                await self._pnc_wake.wait()
+
+    async def _authorize(self, conn: OcppConnection, request: AuthorizeRequest) -> None:
+        assert self.pnc is not None
+        outcome = "the connection closed"
+        try:
+            answer = await self.call(conn, "Authorize", request.payload)
+        except (OcppCallFailed, InvalidOutgoing) as e:
+            outcome = str(e)
+        else:
+            self.pnc.answered(request.key, answer)
+            return
+        finally:  # also when cancelled with its connection: the car gets the offline decision now
+            self.pnc.failed(request.key, outcome)
 
     async def _boot(self, conn: OcppConnection) -> None:
         while self.boot.status != "Accepted":
