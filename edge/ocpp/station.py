@@ -414,9 +414,20 @@ class OcppStation:
 
     # ------------------------------------------------------------------ trio shell
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Stay connected to the CSMS (reconnecting with back-off), until cancelled."""
+        """Stay connected to the CSMS (reconnecting with back-off), until cancelled; meanwhile, connected or
+        not, sample the meters and keep the profiles' commands current."""
         self.offline_since = trio.current_time()
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._local_duties)
+            task_status.started()
+            await self._stay_connected()
+
+    async def _local_duties(self) -> None:
+        while True:
+            self._tick()
+            await trio.sleep(TICK)
+
+    async def _stay_connected(self) -> None:
         attempt = 0
         while True:
             try:
@@ -522,7 +533,6 @@ class OcppStation:
             if self.boot.heartbeat_due(now):
                 answer = await self.call(conn, "Heartbeat", {})
                 log.debug("OCPP heartbeat: CSMS time %s", answer.get("currentTime"))
-            self._tick()
             if self.reset_requested is not None and self._reset_may_happen():
                 await conn.ws.aclose()
                 return
