@@ -134,6 +134,7 @@ class OcppStation:
         self.boot = BootState(self.settings.model, self.settings.vendor, self.settings.serial, self.settings.firmware,
                               heartbeat_interval=float(self.device.heartbeat_interval))
         self.device.on_change(self._variable_changed)
+        self.device.update("SecurityCtrlr", "SecurityProfile", str(self.settings.security_profile))
         self.profiles = ChargingProfiles(negative_limit_discharges=lambda: self.device.negative_limit_is_discharge)
         self.pending: deque[tuple[str, dict[str, Any]]] = deque(maxlen=MAX_PENDING)
         self.sent: Counter[str] = Counter()  # messages the CSMS answered, by action
