@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
 from edge.ev.iso2 import Iso2Car
@@ -221,3 +222,41 @@ async def test_pnc_offline_follows_contract_validation_offline(tmp_path: Path) -
                                           overrides={"ISO15118Ctrlr/ContractValidationOffline": "false"})
     assert "AuthorizationRes failed: FAILED" in getattr(refused, "failure", "") and refused.energy_wh == 0
     assert any("ContractValidationOffline is false" in d.why for d in rig.station.pnc.decisions)
+
+
+async def test_a_central_setpoint_discharges_a_bpt_car_and_the_csms_sees_the_export(tmp_path: Path) -> None:
+    profile = {"evseId": 1, "chargingProfile": {
+        "id": 9, "stackLevel": 0, "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Relative",
+        "chargingSchedule": [{"id": 1, "chargingRateUnit": "W", "chargingSchedulePeriod": [
+            {"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": -8000.0, "dischargeLimit": -8000.0}]}]}}
+    steps = [{"after": "TransactionEvent:Started", "delay": 0.0, "action": "SetChargingProfile", "payload": profile}]
+    csms = CsmsProcess(tmp_path, 0, ["--script", str(script(tmp_path, steps)), "--versions", "ocpp2.1"])
+    try:
+        rig = StationRig(csms.url, tmp_path / "state")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.station.run)
+            await _until(rig.station.online, 15)
+            car = Iso20Car(service="dc_bpt", control="dynamic", soc=60.0, target_soc=95.0, capacity_wh=2_000.0,
+                           max_discharge_power=15_000.0, max_discharge_current=50.0, transfer_s=4.0)
+            await rig.charge(car)
+            await _until(lambda: not rig.station.store.queued() and not rig.station.pending)
+            nursery.cancel_scope.cancel()
+        log = csms.log()
+    finally:
+        csms.stop()
+        rig.station.close()
+    assert _answers(log)["SetChargingProfile"][0]["payload"] == {"status": "Accepted"}
+    assert rig.board.energy_exported_wh() > 1 and car.energy_exported_wh > 1  # the car fed the grid
+
+    def register(event: dict, measurand: str) -> float:
+        return next(s["value"] for s in event["meterValue"][0]["sampledValue"] if s["measurand"] == measurand)
+
+    events = [e for e in sent_by_station(log, "TransactionEvent") if "meterValue" in e]
+    exported = register(events[-1], "Energy.Active.Export.Register") - register(events[0],
+                                                                                 "Energy.Active.Export.Register")
+    assert exported == pytest.approx(rig.board.energy_exported_wh(), rel=0.05, abs=0.01)
+    assert any(register(e, "Power.Active.Export") > 1000 for e in events)  # sampled while discharging
+    needs = sent_by_station(log, "NotifyEVChargingNeeds")
+    validate("2.1", "NotifyEVChargingNeeds", "request", needs[0])
+    assert needs[0]["chargingNeeds"]["requestedEnergyTransfer"] == "DC_BPT"
+    assert needs[0]["chargingNeeds"]["v2xChargingParameters"]["maxDischargePower"] > 0
