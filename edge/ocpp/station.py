@@ -146,6 +146,7 @@ class OcppStation:
         self.pnc: OcppPlugAndCharge | None = None
         self._by_id = {e.evse_id: e for e in self.evses}
         end_interrupted_transactions(self.store, offline=True)
+        self.security_event("StartupOfTheDevice", "edge started")  # A04: queued, survives until delivered
         for evse in self.evses:
             evse.transactions = EvseTransactions(evse.evse_id, self.store, evse.meter, online=self.online,
                                                  clock=time.monotonic,
@@ -199,6 +200,15 @@ class OcppStation:
         evse.reported_status = evse.status
         self.send_later("StatusNotification", {"timestamp": timestamp(), "connectorStatus": evse.status,
                                                "evseId": evse.evse_id, "connectorId": 1})
+
+    def security_event(self, kind: str, info: str = "") -> None:
+        """A04: a SecurityEventNotification, durable like the transaction events (kinds: the specification's
+        security events list, e.g. StartupOfTheDevice, ResetOrReboot, InvalidCsmsCertificate)."""
+        payload: dict[str, Any] = {"type": kind, "timestamp": timestamp()}
+        if info:
+            payload["techInfo"] = info[:255]
+        self.store.enqueue("SecurityEventNotification", payload)
+        self.wake()
 
     def send_later(self, action: str, payload: dict[str, Any]) -> None:
         """A message that need not survive a restart: sent once connected and booted (oldest dropped first
@@ -439,7 +449,7 @@ class OcppStation:
             except Exception as e:  # the handshake refused (401, no subprotocol), a closed connection
                 if type(e).__name__ in ("ConnectionRejected", "HandshakeError", "NoCommonSubprotocol",
                                         "DisconnectionTimeout", "ConnectionClosed"):
-                    log.warning("OCPP: connection to %s failed: %s", self.settings.url(), e)
+                    log.warning("OCPP: connection to %s failed: %s %s", self.settings.url(), type(e).__name__, e)
                 else:
                     raise
             self.connected_at = None
@@ -678,6 +688,7 @@ class OcppStation:
                 evse.controller.request_stop(f"Reset {kind} from the CSMS")
                 evse.transactions.end("ResetCommand", "ImmediateReset")
         self.boot_reason = "RemoteReset"
+        self.security_event("ResetOrReboot", f"Reset {kind} requested by the CSMS")
         self.boot.status, self.boot.next_boot_at = None, 0.0
         log.warning("OCPP: reset (%s) performed: booting again", kind)
 
