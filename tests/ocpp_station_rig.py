@@ -18,7 +18,7 @@ from edge.hardware import SimulatedCharger, bidirectional_charger
 from edge.ocpp.bridge import hardware_meter
 from edge.ocpp.station import EvseLink, OcppStation, StationSettings
 from edge.v2g.charger import ChargerConnection, EvseConfig
-from edge.v2g.v2gtp import V2gtpMessage
+from edge.v2g.v2gtp import ANSWER_LATER, V2gtpMessage
 
 
 @dataclass
@@ -49,7 +49,12 @@ class StationRig:
         while request is not None:
             await trio.sleep(step)
             now = trio.current_time()
-            response = conn.handle(V2gtpMessage(request_payload_type(car), request), now)
+            message = V2gtpMessage(request_payload_type(car), request)
+            response = conn.handle(message, now)
+            while response is ANSWER_LATER:  # as the server does: the session's backend is deciding
+                await trio.sleep(0.02)
+                now = trio.current_time()
+                response = conn.handle(message, now)
             assert response is not None, car.log[-1:]
             commands.append(self.controller.command(now))
             request = car.handle(response.payload, now + step / 2)

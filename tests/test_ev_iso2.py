@@ -447,7 +447,8 @@ class TamperingPnc(LocalPlugAndCharge):
 
     tamper: Callable[[b.CertificateInstallationResType], None] = lambda res: None
 
-    def install_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
+    def install_certificate(self, proto: str, request: Any, signature: Any,
+                            raw: bytes | None = None) -> CertificateResponse:
         answer = super().install_certificate(proto, request, signature)
         self.tamper(answer.body)
         return answer

@@ -92,7 +92,8 @@ def test_installation_is_offered_only_with_an_issuer(pki: Path) -> None:
 class TamperingPnc(LocalPlugAndCharge):
     """Changes SignedInstallationData after the CPS signed it (a man in the middle, or a broken SA)."""
 
-    def install_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
+    def install_certificate(self, proto: str, request: Any, signature: Any,
+                            raw: bytes | None = None) -> CertificateResponse:
         answer = super().install_certificate(proto, request, signature)
         data = answer.body.SignedInstallationData
         other = bytes([4]) + bytes(reversed(data.DHPublicKey[1:]))
@@ -151,7 +152,8 @@ class OngoingPnc(LocalPlugAndCharge):
 
     rounds: int = 0
 
-    def install_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
+    def install_certificate(self, proto: str, request: Any, signature: Any,
+                            raw: bytes | None = None) -> CertificateResponse:
         self.rounds += 1
         if self.rounds == 1:
             return CertificateResponse("Ongoing")

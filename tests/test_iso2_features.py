@@ -62,11 +62,13 @@ class RecordingPnc:
         self.calls.append(("authorize", chain.emaid))
         return self.authorize_answers.pop(0) if len(self.authorize_answers) > 1 else self.authorize_answers[0]
 
-    def install_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
+    def install_certificate(self, proto: str, request: Any, signature: Any,
+                            raw: bytes | None = None) -> CertificateResponse:
         self.calls.append(("install", request.Id))
         return self.install
 
-    def update_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
+    def update_certificate(self, proto: str, request: Any, signature: Any,
+                           raw: bytes | None = None) -> CertificateResponse:
         return self.install
 
 

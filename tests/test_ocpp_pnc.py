@@ -516,3 +516,43 @@ def test_iso20_session_waits_for_the_csms(pki: Path, local: LocalPlugAndCharge) 
     assert not car.ended  # a WARNING leaves the car the choice (EIM or stop)
     assert car.eim().ResponseCode == "OK"
 
+
+
+def test_certificate_installation_is_relayed_as_the_car_sent_it(local: LocalPlugAndCharge, pki: Path) -> None:
+    """M01: the raw request goes out as exiRequest; Ongoing until the answer; -2 waits at most 4 s; a
+    Failed answer or an unusable exiResponse is refused with the code of no certificate."""
+    import base64
+
+    from edge.ev.iso2 import OemCredentials
+    from edge.ocpp.pnc import decode_certificate_response
+
+    request, signature = OemCredentials.from_pki(pki).installation_request()
+    raw = b"\x80\x98raw-exi-of-the-car"
+    pnc, station = make(local)
+    assert pnc.install_certificate("iso2", request, signature, raw=raw).response_code == "Ongoing"
+    [out] = pnc.take_certificate_requests()
+    assert pnc.take_certificate_requests() == []  # handed out once
+    for version in ("2.0.1", "2.1"):
+        validate(version, "Get15118EVCertificate", "request", out.payload)
+    assert base64.b64decode(out.payload["exiRequest"]) == raw and out.payload["action"] == "Install"
+    assert pnc.install_certificate("iso2", request, signature, raw=raw).response_code == "Ongoing"  # asked again
+    assert pnc.certificate_answered(out.key, {"status": "Failed", "exiResponse": ""})
+    assert pnc.install_certificate("iso2", request, signature, raw=raw).response_code == \
+        "FAILED_NoCertificateAvailable"
+    # no answer in time: -2 gives up after 4 s (the car waits 5)
+    pnc.install_certificate("iso2", request, signature, raw=raw)
+    station.time += 4.1
+    assert pnc.install_certificate("iso2", request, signature, raw=raw).response_code == \
+        "FAILED_NoCertificateAvailable"
+    # an exiResponse that is not a CertificateInstallationRes
+    pnc.install_certificate("iso2", request, signature, raw=raw)
+    [out] = pnc.take_certificate_requests()
+    pnc.certificate_answered(out.key, {"status": "Accepted", "exiResponse": base64.b64encode(b"\x80\x00").decode()})
+    assert pnc.install_certificate("iso2", request, signature, raw=raw).response_code == \
+        "FAILED_NoCertificateAvailable"
+    with pytest.raises(ValueError):
+        decode_certificate_response("iso2", "not base64!")
+    # offline: the local issuer answers at once, nothing is relayed
+    station.connected = False
+    assert pnc.install_certificate("iso2", request, signature, raw=raw).response_code == "OK"
+    assert pnc.take_certificate_requests() == []

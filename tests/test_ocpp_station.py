@@ -260,3 +260,57 @@ async def test_a_central_setpoint_discharges_a_bpt_car_and_the_csms_sees_the_exp
     validate("2.1", "NotifyEVChargingNeeds", "request", needs[0])
     assert needs[0]["chargingNeeds"]["requestedEnergyTransfer"] == "DC_BPT"
     assert needs[0]["chargingNeeds"]["v2xChargingParameters"]["maxDischargePower"] > 0
+
+
+def _cps_answer(pki: Path) -> str:
+    """What a CPS behind the CSMS answers this PKI's -2 car (an exiResponse: the whole V2G message, base64):
+    a contract for the car's OEM provisioning certificate, signed by the CPS."""
+    import base64
+
+    import exi
+    from edge.ev.iso2 import OemCredentials
+    from edge.pki.install import LocalContractIssuer
+    from exi.model.iso2_msgbody import BodyType
+    from exi.model.iso2_msgdef import V2G_Message
+    from exi.model.iso2_msgheader import MessageHeaderType
+
+    request, _ = OemCredentials.from_pki(pki).installation_request()
+    answer = LocalContractIssuer.from_pki_folder(pki).install(request)
+    header = MessageHeaderType(b"\x01" * 8, Signature=answer.signature)
+    message = V2G_Message(header, BodyType(CertificateInstallationRes=answer.body))
+    return base64.b64encode(exi.encode("iso2", message)).decode()
+
+
+async def test_get_15118_ev_certificate_installs_a_contract_that_then_charges(tmp_path: Path) -> None:
+    from edge.ev.iso2 import OemCredentials
+    from edge.pki.plug_and_charge import LocalPlugAndCharge
+    from edge.pki.testpki import create_test_pki
+
+    pki = tmp_path / "pki"
+    create_test_pki(pki)
+    csms_script = tmp_path / "cps.json"
+    import json
+    csms_script.write_text(json.dumps({"exi_response": _cps_answer(pki), "steps": []}))
+    csms = CsmsProcess(tmp_path, 0, ["--script", str(csms_script)])
+    rig = StationRig(csms.url, tmp_path / "state")
+    # no local issuer: only the CSMS can install the contract
+    rig.config.pnc = rig.station.use_pnc(LocalPlugAndCharge.from_pki_folder(pki, local_install=False))
+    rig.config.pnc_without_tls = True
+    car = Iso2Car(payment="pnc", install_certificate=True, oem=OemCredentials.from_pki(pki), soc=40,
+                  target_soc=40.2)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.station.run)
+            await _until(rig.station.online, 15)
+            await rig.charge(car)
+            nursery.cancel_scope.cancel()
+        log = csms.log()
+    finally:
+        csms.stop()
+        rig.station.close()
+    [request] = sent_by_station(log, "Get15118EVCertificate")
+    validate("2.1", "Get15118EVCertificate", "request", request)
+    assert request["action"] == "Install" and request["iso15118SchemaVersion"] == "urn:iso:15118:2:2013:MsgDef"
+    assert car.installed is not None and car.stopped_cleanly and car.energy_wh > 0
+    [authorize] = sent_by_station(log, "Authorize")
+    assert authorize["idToken"]["idToken"] == car.installed.emaid  # the new contract charged

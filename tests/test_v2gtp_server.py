@@ -6,7 +6,7 @@ import trio
 import trio.testing
 
 from edge.v2g.server import serve_tcp
-from edge.v2g.v2gtp import HEADER_SIZE, PayloadType, V2gtpMessage, frame
+from edge.v2g.v2gtp import ANSWER_LATER, HEADER_SIZE, PayloadType, V2gtpMessage, frame
 
 
 class Echo:
@@ -143,3 +143,35 @@ def test_a_broken_connection_says_why() -> None:
     except trio.BrokenResourceError as e:
         assert broken_reason(e) == "[Errno 104] Connection reset by peer"
     assert broken_reason(trio.BrokenResourceError()) == "BrokenResourceError"
+
+
+class Deciding:
+    """A session whose backend decides after ``rounds`` looks (ANSWER_LATER until then); forever with None."""
+
+    def __init__(self, rounds: int | None) -> None:
+        self.rounds, self.asked = rounds, 0
+
+    def handle(self, message: V2gtpMessage, now: float) -> V2gtpMessage | None:
+        self.asked += 1
+        if self.rounds is None or self.asked <= self.rounds:
+            return ANSWER_LATER
+        return V2gtpMessage(message.payload_type, b"decided")
+
+
+async def test_a_session_waiting_for_its_backend_answers_the_same_request_later(autojump_clock) -> None:
+    from edge.v2g.server import MAX_ANSWER_WAIT, serve_connection
+
+    left, right = trio.testing.memory_stream_pair()
+    handler = Deciding(rounds=5)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: serve_connection(right, handler, idle_timeout=60))
+        await left.send_all(frame(PayloadType.EXI, b"install me"))
+        answer = await left.receive_some(100)
+        assert answer == frame(PayloadType.EXI, b"decided") and handler.asked == 6
+        nursery.cancel_scope.cancel()
+    left, right = trio.testing.memory_stream_pair()
+    await left.send_all(frame(PayloadType.EXI, b"install me"))
+    start = trio.current_time()
+    why = await serve_connection(right, Deciding(rounds=None), idle_timeout=60)
+    assert why == f"no answer to the request within {MAX_ANSWER_WAIT:g} s"
+    assert MAX_ANSWER_WAIT <= trio.current_time() - start <= MAX_ANSWER_WAIT + 0.1

@@ -66,6 +66,7 @@ Decisions:
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import itertools
 import logging
@@ -181,6 +182,50 @@ class _Outcome:
     why: str
 
 
+#: Get15118EVCertificate's iso15118SchemaVersion: the namespace of the car's message set
+SCHEMA_VERSIONS: Codes = {ISO2: "urn:iso:15118:2:2013:MsgDef", ISO20: "urn:iso:std:iso:15118:-20:CommonMessages"}
+#: how long the CSMS may take: -2 cannot say Ongoing and the car waits 5 s for its CertificateInstallationRes
+#: (V2G_EV_Msg_Timeout); -20 says Ongoing and may take as long as an authorization
+CERTIFICATE_TIMEOUT = {ISO2: 4.0, ISO20: 40.0}
+#: an exchange nobody asked about again for this long after its deadline is forgotten (the car left)
+STALE_AFTER = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRequest:
+    """One Get15118EVCertificate CALL to send: ``key`` for ``certificate_answered``/``certificate_failed``."""
+
+    key: str
+    payload: dict[str, Any]
+    proto: str
+
+
+@dataclass
+class _Exchange:
+    request: CertificateRequest
+    deadline: float
+    taken: bool = False
+    outcome: dict[str, Any] | str | None = None  # the answer payload, or why there is none
+
+
+def decode_certificate_response(proto: str, exi_response: str) -> CertificateResponse:
+    """The CSMS's exiResponse (base64 EXI of the whole V2G message the CPS made) as the session's
+    CertificateResponse: the response body and the header signature over it."""
+    data = base64.b64decode(exi_response, validate=True)
+    if contract_protocol(proto) is ISO2:
+        message = exi.decode("iso2", data)
+        body = message.Body
+        res = getattr(body, "CertificateInstallationRes", None) or getattr(body, "CertificateUpdateRes", None)
+        if res is None:
+            raise ValueError("not a CertificateInstallationRes or CertificateUpdateRes")
+        return CertificateResponse(str(res.ResponseCode), res, message.Header.Signature)
+    res = exi.decode("iso20-common", data)
+    if type(res).__name__ != "CertificateInstallationResType":
+        raise ValueError(f"not a -20 CertificateInstallationRes but {type(res).__name__}")
+    signature = res.Header.Signature if res.Header is not None else None
+    return CertificateResponse(str(res.ResponseCode), res, signature)
+
+
 class OcppPlugAndCharge:
     """The PlugAndCharge the V2G sessions ask, deciding with the CSMS over OCPP (see the module docstring)."""
 
@@ -202,6 +247,7 @@ class OcppPlugAndCharge:
         self._pending: dict[str, _Pending] = {}  # by request key, in queueing order
         self._finished: OrderedDict[bytes, _Outcome] = OrderedDict()  # by leaf DER
         self._serial = 0
+        self._exchanges: OrderedDict[bytes, _Exchange] = OrderedDict()  # Get15118EVCertificate, by the car's request
 
     # --- the station's side -------------------------------------------------------------------------------------
 
@@ -320,19 +366,96 @@ class OcppPlugAndCharge:
     def installs_certificates(self, proto: str) -> bool:
         return self._installation_enabled() and self.local.installs_certificates(proto)
 
-    def install_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
+    def install_certificate(self, proto: str, request: Any, signature: Any, raw: bytes | None = None
+                            ) -> CertificateResponse:
         if not self._installation_enabled():
             code = INSTALLATION_DISABLED_CODES[contract_protocol(proto)]
             return CertificateResponse(self._note("installation", code, "contract certificate installation "
                                                                         "disabled (device model)"))
+        if raw is not None and (self.online() or raw in self._exchanges):
+            return self._relay_certificate(proto, "Install", raw)
         return self.local.install_certificate(proto, request, signature)
 
-    def update_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
+    def update_certificate(self, proto: str, request: Any, signature: Any, raw: bytes | None = None
+                           ) -> CertificateResponse:
         if not self._installation_enabled():
             code = INSTALLATION_DISABLED_CODES[ISO2] if contract_protocol(proto) is ISO2 else "FAILED"
             return CertificateResponse(self._note("update", code, "contract certificate installation disabled "
                                                                   "(device model)"))
+        if raw is not None and contract_protocol(proto) is ISO2 and (self.online() or raw in self._exchanges):
+            return self._relay_certificate(proto, "Update", raw)
         return self.local.update_certificate(proto, request, signature)
+
+    # --- Get15118EVCertificate (M01/M02): the car's request to the CSMS as it came, its answer back ------------
+
+    def take_certificate_requests(self) -> list[CertificateRequest]:
+        """The Get15118EVCertificate requests to send now (each handed out once)."""
+        self._expire_exchanges()
+        fresh = [x for x in self._exchanges.values() if not x.taken and x.outcome is None]
+        for exchange in fresh:
+            exchange.taken = True
+        return [x.request for x in fresh]
+
+    def certificate_answered(self, key: str, response: dict[str, Any]) -> bool:
+        return self._exchange_outcome(key, response)
+
+    def certificate_failed(self, key: str, reason: str) -> bool:
+        return self._exchange_outcome(key, reason)
+
+    def _exchange_outcome(self, key: str, outcome: dict[str, Any] | str) -> bool:
+        for exchange in self._exchanges.values():
+            if exchange.request.key == key and exchange.outcome is None:
+                exchange.outcome = outcome
+                return True
+        return False
+
+    def _relay_certificate(self, proto: str, action: str, raw: bytes) -> CertificateResponse:
+        """The car's request goes to the CSMS as it came (exiRequest); "Ongoing" until the answer is here
+        (-20 says so to the car; -2, which cannot, makes the car's connection wait), then the CSMS's
+        exiResponse decoded: the session re-encodes it with its own header, the CPS's signature kept."""
+        protocol = contract_protocol(proto)
+        what = f"certificate {action.lower()}"
+        self._expire_exchanges()
+        exchange = self._exchanges.get(raw)
+        if exchange is None:
+            if len(self._exchanges) >= self.max_pending:
+                return CertificateResponse(self._note(what, INSTALLATION_DISABLED_CODES[protocol],
+                                                      "too many certificate requests waiting for the CSMS"))
+            self._serial += 1
+            payload = {"iso15118SchemaVersion": SCHEMA_VERSIONS[protocol], "action": action,
+                       "exiRequest": base64.b64encode(raw).decode()}
+            timeout = CERTIFICATE_TIMEOUT[protocol]
+            exchange = _Exchange(CertificateRequest(f"certificate-{self._serial}", payload, proto),
+                                 self.clock() + timeout)
+            self._exchanges[raw] = exchange
+            if self.wake is not None:
+                self.wake()
+            return CertificateResponse("Ongoing")
+        if exchange.outcome is None:
+            if self.clock() < exchange.deadline:
+                return CertificateResponse("Ongoing")
+            exchange.outcome = "no answer in time"
+        del self._exchanges[raw]
+        outcome = exchange.outcome
+        refused = INSTALLATION_DISABLED_CODES[protocol]
+        if isinstance(outcome, str):
+            return CertificateResponse(self._note(what, refused, f"Get15118EVCertificate: {outcome}"))
+        if outcome.get("status") != "Accepted":
+            return CertificateResponse(self._note(what, refused, f"the CSMS answered {outcome.get('status')}"))
+        try:
+            return self._note_answer(what, decode_certificate_response(proto, outcome["exiResponse"]))
+        except (ValueError, exi.DecodeError) as e:
+            return CertificateResponse(self._note(what, refused, f"the CSMS's exiResponse is unusable: {e}"))
+
+    def _note_answer(self, what: str, answer: CertificateResponse) -> CertificateResponse:
+        self._note(what, answer.response_code, "the CSMS's exiResponse")
+        return answer
+
+    def _expire_exchanges(self) -> None:
+        now = self.clock()
+        for raw, exchange in list(self._exchanges.items()):
+            if exchange.outcome is None and now >= exchange.deadline + STALE_AFTER:  # nobody asked again
+                del self._exchanges[raw]
 
     # --- internals ------------------------------------------------------------------------------------------------
 

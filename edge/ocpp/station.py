@@ -45,7 +45,7 @@ from .boot import BootState
 from .bridge import EvseTransactions, MeterReading, end_interrupted_transactions, timestamp
 from .connection import OCPP_SUBPROTOCOLS, CallRefused, OcppCallFailed, OcppConnection, connect
 from .device_model import DeviceModel, report_pages
-from .pnc import AuthorizeRequest, OcppPlugAndCharge
+from .pnc import AuthorizeRequest, CertificateRequest, OcppPlugAndCharge
 from .smart_charging import ChargingProfiles, ProfileRejected
 from .store import StationStore
 
@@ -560,6 +560,8 @@ class OcppStation:
             if self.pnc is not None and self.online():
                 for request in self.pnc.take_requests():
                     nursery.start_soon(self._authorize, conn, request)
+                for certificate in self.pnc.take_certificate_requests():
+                    nursery.start_soon(self._get_certificate, conn, certificate)
             with trio.move_on_after(TICK):  # also lets the core expire requests that waited too long
                 await self._pnc_wake.wait()
 
@@ -575,6 +577,20 @@ class OcppStation:
             return
         finally:  # also when cancelled with its connection: the car gets the offline decision now
             self.pnc.failed(request.key, outcome)
+
+    async def _get_certificate(self, conn: OcppConnection, request: CertificateRequest) -> None:
+        """M01/M02: the car's CertificateInstallationReq/UpdateReq to the CSMS, its answer back to the session."""
+        assert self.pnc is not None
+        outcome = "the connection closed"
+        try:
+            answer = await self.call(conn, "Get15118EVCertificate", request.payload)
+        except (OcppCallFailed, InvalidOutgoing) as e:
+            outcome = str(e)
+        else:
+            self.pnc.certificate_answered(request.key, answer)
+            return
+        finally:
+            self.pnc.certificate_failed(request.key, outcome)
 
     async def _boot(self, conn: OcppConnection) -> None:
         while self.boot.status != "Accepted":

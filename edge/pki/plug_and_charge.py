@@ -111,7 +111,8 @@ class LocalPlugAndCharge:
         allowed = self.allowed_emaids is None or chain.emaid.replace("-", "").upper() in self.allowed_emaids
         return self._note(f"authorize {chain.emaid}", "OK" if allowed else CONTRACT_REFUSED[contract_protocol(proto)])
 
-    def install_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
+    def install_certificate(self, proto: str, request: Any, signature: Any,
+                            raw: bytes | None = None) -> CertificateResponse:
         if contract_protocol(proto) is ContractProtocol.ISO20:  # -20: checks and issuing in edge.pki.install20
             if self.issuer20 is None:
                 return CertificateResponse(self._note("installation (-20): no issuer",
@@ -141,7 +142,8 @@ class LocalPlugAndCharge:
         """Whether a CertificateInstallationReq of ``proto`` would be answered by an issuer here."""
         return (self.issuer20 if contract_protocol(proto) is ContractProtocol.ISO20 else self.issuer) is not None
 
-    def update_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
+    def update_certificate(self, proto: str, request: Any, signature: Any,
+                           raw: bytes | None = None) -> CertificateResponse:
         if contract_protocol(proto) is ContractProtocol.ISO20:  # -20 has no CertificateUpdate message
             return CertificateResponse(self._note("update: no such message in ISO 15118-20", "FAILED"))
         if self.issuer is None:

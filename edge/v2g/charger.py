@@ -24,9 +24,10 @@ from .iso2.session import Iso2PausedSessions, Iso2Session
 from .iso20.session import Iso20PausedSessions, Iso20Session
 from .pnc import PlugAndCharge
 from .power import SignConvention, SignQuirks
+from .session import ANSWER_LATER as ANSWER_LATER_BYTES
 from .session import SessionCore
 from .timers import SessionTimers, budget_report
-from .v2gtp import PayloadType, V2gtpMessage
+from .v2gtp import ANSWER_LATER, PayloadType, V2gtpMessage
 
 log = logging.getLogger("edge.v2g")
 
@@ -159,6 +160,8 @@ class ChargerConnection:
                 self.session = self._new_session(result.protocol.name)
             return V2gtpMessage(PayloadType.EXI, exi.encode("apphand", result.response))
         payload_type, out, end = self.session.handle(message.payload_type, message.payload, now)
+        if out == ANSWER_LATER_BYTES and not end:  # the session's backend is still deciding
+            return ANSWER_LATER
         if end:  # stopped, paused or failed: its power lease (if it had one) goes with it
             self._session_over("session ended", self._end_reason())
         if out is None:

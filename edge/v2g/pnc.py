@@ -55,10 +55,14 @@ class PlugAndCharge(Protocol):
         """Whether certificate installation is offered to ``proto`` cars (-20 AuthorizationSetupRes says so)."""
         ...
 
-    def install_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
-        """A CertificateInstallationReq with its header signature (by the OEM provisioning key)."""
+    def install_certificate(self, proto: str, request: Any, signature: Any,
+                            raw: bytes | None = None) -> CertificateResponse:
+        """A CertificateInstallationReq with its header signature (by the OEM provisioning key); ``raw``: the
+        request's EXI as the car sent it (a backend gets it unchanged). "Ongoing": ask again (-20 tells the car,
+        -2 makes its connection wait)."""
         ...
 
-    def update_certificate(self, proto: str, request: Any, signature: Any) -> CertificateResponse:
+    def update_certificate(self, proto: str, request: Any, signature: Any,
+                           raw: bytes | None = None) -> CertificateResponse:
         """A CertificateUpdateReq with its header signature (by the current contract key)."""
         ...

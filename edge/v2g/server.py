@@ -26,13 +26,16 @@ from edge.logs import RateLimitedLog
 
 from .admission import ConnectionAdmission, ConnectionSlot
 from .timers import V2GTP_MESSAGE_DEADLINE
-from .v2gtp import DEFAULT_MAX_PAYLOAD, V2gtpDecoder, V2gtpError, V2gtpMessage, frame
+from .v2gtp import ANSWER_LATER, DEFAULT_MAX_PAYLOAD, V2gtpDecoder, V2gtpError, V2gtpMessage, frame
 
 log = logging.getLogger("edge.v2gtp")
 
 #: the SECC's TCP port must be a dynamic port (IETF RFC 6335; DIN 70121 and ISO 15118-2 SDP): EVs
 #: reject an SDP response with any other port (Josev does), so port 0 means "a free one of these"
 DYNAMIC_PORTS = range(49152, 65536)
+#: a session waiting for its backend (see ANSWER_LATER) is asked again this often, and for at most this long
+ANSWER_LATER_POLL = 0.02
+MAX_ANSWER_WAIT = 10.0
 
 
 class ConnectionHandler(Protocol):
@@ -99,6 +102,12 @@ async def _serve(stream: trio.abc.Stream, handler: ConnectionHandler, max_payloa
                 return f"V2GTP header error: {e}"
             for message in messages:
                 response = handler.handle(message, trio.current_time())
+                asked = trio.current_time()
+                while response is ANSWER_LATER:  # the session's backend is deciding: the same request again
+                    if trio.current_time() - asked > MAX_ANSWER_WAIT:
+                        return f"no answer to the request within {MAX_ANSWER_WAIT:g} s"
+                    await trio.sleep(ANSWER_LATER_POLL)
+                    response = handler.handle(message, trio.current_time())
                 if response is None:
                     return "closed by the session"
                 await stream.send_all(frame(response.payload_type, response.payload))

@@ -91,6 +91,16 @@ class ReceiptSchedule:
         self.pending, self.due_at = False, now + self.interval
 
 
+class AnswerLater(Exception):
+    """A handler cannot answer yet (its backend is still deciding) in a message that has no Ongoing (-2
+    CertificateInstallationReq): the connection waits and hands the same request in again; the handler
+    bounds the wait (the car's own timeout is close)."""
+
+
+#: what :meth:`SessionCore.handle` returns for "not yet" (never a valid EXI response)
+ANSWER_LATER = b""
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """One decoded request as the loop sees it."""
@@ -126,6 +136,7 @@ class SessionCore:
     _now: float = 0.0
     _told_revision: int = -1  # the controller revision the car was last told about
     _stop_told_at: float | None = None  # when the car was first told to stop on the charger's behalf
+    raw_request: bytes = b""  # the EXI of the request being handled
 
     def __post_init__(self) -> None:
         if self.timers is None:
@@ -153,7 +164,11 @@ class SessionCore:
             return payload_type, None, True
         self.hardware.update(now)
         self._now = now
-        res, end = self._respond(request)
+        self.raw_request = payload  # a backend may need the request as the car sent it
+        try:
+            res, end = self._respond(request)
+        except AnswerLater:
+            return request.payload_type, ANSWER_LATER, False
         out = self._encode(request, res)
         self._finish(request.name, t0, end)
         return request.payload_type, out, end

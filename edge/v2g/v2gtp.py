@@ -38,6 +38,11 @@ class V2gtpMessage:
     payload: bytes
 
 
+#: a connection handler's "not yet": the server waits and hands the same request in again (see
+#: :class:`edge.v2g.session.AnswerLater`)
+ANSWER_LATER = V2gtpMessage(0, b"")
+
+
 def frame(payload_type: int, payload: bytes) -> bytes:
     """Header and payload as one bytes object: send it in one write (Josev reads one message per read)."""
     return HEADER.pack(VERSION, VERSION ^ 0xFF, payload_type, len(payload)) + payload

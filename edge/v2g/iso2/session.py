@@ -21,7 +21,7 @@ from edge.controller import CarNeeds
 from edge.v2g.dc import DcSession
 from edge.v2g.physical import from_physical, to_physical
 from edge.v2g.pnc import ContractChain, PlugAndCharge
-from edge.v2g.session import PausedSessions, ReceiptSchedule
+from edge.v2g.session import AnswerLater, PausedSessions, ReceiptSchedule
 from edge.v2g.timers import ISO2 as ISO2_TIMERS
 from exi.model import iso2_msgbody as b
 from exi.model import iso2_msgdatatypes as t
@@ -270,14 +270,18 @@ class Iso2Session(DcSession):
         return b.PaymentServiceSelectionResType("OK"), False, f"PaymentServiceSelectionReq:{option}"
 
     def _CertificateInstallationReq(self, req: b.CertificateInstallationReqType):
-        answer = self.pnc.install_certificate(self.PROTO, req, self.header.Signature)
+        answer = self.pnc.install_certificate(self.PROTO, req, self.header.Signature, raw=self.raw_request)
+        if answer.response_code == "Ongoing":  # -2 has no Ongoing here: the car's connection waits
+            raise AnswerLater
         if answer.response_code != "OK" or answer.body is None:
             return self._fail("CertificateInstallationReq", answer.response_code)
         self.response_signature = answer.signature
         return answer.body, False, "CertificateInstallationReq"
 
     def _CertificateUpdateReq(self, req: b.CertificateUpdateReqType):
-        answer = self.pnc.update_certificate(self.PROTO, req, self.header.Signature)
+        answer = self.pnc.update_certificate(self.PROTO, req, self.header.Signature, raw=self.raw_request)
+        if answer.response_code == "Ongoing":
+            raise AnswerLater
         if answer.response_code != "OK" or answer.body is None:
             return self._fail("CertificateUpdateReq", answer.response_code)
         self.response_signature = answer.signature

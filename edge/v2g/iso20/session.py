@@ -454,7 +454,7 @@ class Iso20Session(SessionCore):
     def _CertificateInstallationReq(self, msg: cm.CertificateInstallationReqType) -> Handled:
         """Pass the request and its signature on; the answer (signed by the CPS) goes back as it is."""
         assert self.pnc is not None and self.request_header is not None and self.timers is not None
-        answer = self.pnc.install_certificate("iso20", msg, self.request_header.Signature)
+        answer = self.pnc.install_certificate("iso20", msg, self.request_header.Signature, raw=self.raw_request)
         code = self._iso20_code(answer.response_code)
         if code == "Ongoing":  # the backend is still deciding: OK, Ongoing, with placeholder contents
             if self._overdue("certificate installation", self.timers.ongoing):
