@@ -314,3 +314,35 @@ async def test_get_15118_ev_certificate_installs_a_contract_that_then_charges(tm
     assert car.installed is not None and car.stopped_cleanly and car.energy_wh > 0
     [authorize] = sent_by_station(log, "Authorize")
     assert authorize["idToken"]["idToken"] == car.installed.emaid  # the new contract charged
+
+
+def test_charging_profiles_survive_a_restart_but_not_their_transaction(tmp_path: Path) -> None:
+    from edge.controller import ChargingController
+    from edge.ocpp.bridge import MeterReading
+    from edge.ocpp.station import EvseLink, OcppStation, StationSettings
+
+    def station() -> OcppStation:
+        link = EvseLink(1, ChargingController(), lambda: MeterReading(0.0, 0.0, 0.0))
+        return OcppStation(StationSettings("ws://127.0.0.1:1", "CS1", tmp_path), [link])
+
+    def profile(pid: int, purpose: str, limit: float) -> dict:
+        return {"evseId": 1 if purpose == "TxProfile" else 0, "chargingProfile": {
+            "id": pid, "stackLevel": 0, "chargingProfilePurpose": purpose, "chargingProfileKind": "Relative",
+            "chargingSchedule": [{"id": 1, "chargingRateUnit": "W",
+                                  "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}]}]}}
+
+    first = station()
+    tx = first.evses[0].transactions
+    assert tx is not None
+    from edge.controller import CarSession, EnergyTransferStarted
+    tx.on_event(EnergyTransferStarted(CarSession("11" * 8, "iso2")))
+    assert first.handle_call("SetChargingProfile", profile(1, "TxDefaultProfile", 7000.0)) == {"status": "Accepted"}
+    assert first.handle_call("SetChargingProfile", profile(2, "TxProfile", 3000.0)) == {"status": "Accepted"}
+    first.close()  # a crash: the transaction stays open in the store
+    second = station()
+    try:
+        assert sorted(second.profiles.profiles) == [1]  # the TxProfile went with its (interrupted) transaction
+        report = second.handle_call("GetChargingProfiles", {"requestId": 1, "chargingProfile": {}})
+        assert report == {"status": "Accepted"}
+    finally:
+        second.close()

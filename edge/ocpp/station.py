@@ -146,6 +146,7 @@ class OcppStation:
         self.pnc: OcppPlugAndCharge | None = None
         self._by_id = {e.evse_id: e for e in self.evses}
         end_interrupted_transactions(self.store, offline=True)
+        self._restore_profiles()
         self.security_event("StartupOfTheDevice", "edge started")  # A04: queued, survives until delivered
         for evse in self.evses:
             evse.transactions = EvseTransactions(evse.evse_id, self.store, evse.meter, online=self.online,
@@ -154,6 +155,22 @@ class OcppStation:
                                                  suspended_timeout=lambda: float(self.device.ev_connection_timeout))
             evse.controller.listeners.append(evse.transactions.on_event)
             evse.controller.listeners.append(lambda event, e=evse: self._on_charging_event(e, event))
+
+    def _restore_profiles(self) -> None:
+        """The profiles the CSMS installed before a restart (a TxProfile only while its transaction is open)."""
+        open_transactions = {r.transaction_id for r in self.store.open_transactions()}
+        for _, evse_id, transaction_id, wire in self.store.charging_profiles():
+            if transaction_id is not None and transaction_id not in open_transactions:
+                continue
+            try:
+                self.profiles.install(evse_id, wire, evse_ids={e.evse_id for e in self.evses},
+                                      transaction_id=transaction_id)
+            except (ProfileRejected, KeyError, TypeError, ValueError) as e:
+                log.warning("stored charging profile %s dropped: %s", wire.get("id"), e)
+        self._save_profiles()
+
+    def _save_profiles(self) -> None:
+        self.store.save_profiles([(p.id, p.evse_id, p.transaction_id, p.wire) for p in self.profiles.profiles.values()])
 
     def _variable_changed(self, change: Any) -> None:
         if change.key == "OCPPCommCtrlr/HeartbeatInterval":
@@ -187,6 +204,7 @@ class OcppStation:
         elif isinstance(event, SessionEnded):
             evse.tx_started_at = None
             self.profiles.transaction_ended(evse.evse_id)
+            self._save_profiles()
             evse.applied = None
             self._set_status(evse, "Available" if evse.available else "Unavailable")
         self.wake()
@@ -388,6 +406,7 @@ class OcppStation:
         except ProfileRejected as e:
             log.warning("SetChargingProfile refused: %s", e)
             return {"status": "Rejected", "statusInfo": {"reasonCode": e.reason_code, "additionalInfo": e.info[:512]}}
+        self._save_profiles()
         for target in self.evses if evse_id == 0 else [evse]:
             assert target is not None
             self.apply_profiles(target, force=True)
@@ -395,6 +414,7 @@ class OcppStation:
 
     def _on_ClearChargingProfile(self, payload: dict[str, Any]) -> dict[str, Any]:
         found = self.profiles.clear(payload)
+        self._save_profiles()
         for evse in self.evses:
             self.apply_profiles(evse, force=True)
         return {"status": "Accepted" if found else "Unknown"}

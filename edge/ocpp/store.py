@@ -46,6 +46,12 @@ CREATE TABLE IF NOT EXISTS transactions (
     ended INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL DEFAULT '{}'
 );
+CREATE TABLE IF NOT EXISTS charging_profiles (
+    id INTEGER PRIMARY KEY,
+    evse_id INTEGER NOT NULL,
+    transaction_id TEXT,
+    wire TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS variables (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -196,6 +202,18 @@ class StationStore:
         if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
             log.warning("OCPP queue full (%d): %d TransactionEvent Updated dropped so far", self.max_messages,
                         self.dropped)
+
+    # ------------------------------------------------------------------ charging profiles (K01: kept across restarts)
+    def save_profiles(self, profiles: list[tuple[int, int, str | None, dict[str, Any]]]) -> None:
+        """Replace the stored profiles with (id, evse_id, transaction_id, chargingProfile) rows."""
+        with self._transaction():
+            self._db.execute("DELETE FROM charging_profiles")
+            self._db.executemany("INSERT INTO charging_profiles (id, evse_id, transaction_id, wire) VALUES (?,?,?,?)",
+                                 [(i, e, t, json.dumps(w)) for i, e, t, w in profiles])
+
+    def charging_profiles(self) -> list[tuple[int, int, str | None, dict[str, Any]]]:
+        rows = self._db.execute("SELECT id, evse_id, transaction_id, wire FROM charging_profiles ORDER BY id")
+        return [(i, e, t, json.loads(w)) for i, e, t, w in rows.fetchall()]
 
     # ------------------------------------------------------------------ device model variables
     def variables(self) -> dict[str, str]:
