@@ -346,3 +346,35 @@ def test_charging_profiles_survive_a_restart_but_not_their_transaction(tmp_path:
         assert report == {"status": "Accepted"}
     finally:
         second.close()
+
+
+def test_connection_failures_are_told_from_bugs() -> None:
+    from edge.ocpp.station import connection_failure
+
+    group = BaseExceptionGroup("nursery", [trio.BrokenResourceError("reset"), ConnectionResetError("peer")])
+    assert "BrokenResourceError" in connection_failure(group) and "ConnectionResetError" in connection_failure(group)
+    assert connection_failure(BaseExceptionGroup("x", [KeyError("bug"), OSError()])) is None
+    assert connection_failure(KeyError("bug")) is None
+
+
+async def test_the_csms_closing_the_connection_mid_session_loses_nothing(tmp_path: Path) -> None:
+    steps = [{"after": "TransactionEvent:Started", "delay": 0.2, "close": True}]
+    csms = CsmsProcess(tmp_path, 0, ["--script", str(script(tmp_path, steps))])
+    try:
+        rig = StationRig(csms.url, tmp_path / "state")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.station.run)
+            await _until(rig.station.online, 15)
+            await rig.charge(Iso2Car(soc=40, target_soc=40.3))
+            await _until(lambda: not rig.station.store.queued() and rig.station.online(), 20)
+            nursery.cancel_scope.cancel()
+        log = csms.log()
+    finally:
+        csms.stop()
+        rig.station.close()
+    assert len([r for r in log if r.get("event") == "connected"]) == 2 and rig.station.bugs == 0
+    events = sent_by_station(log, "TransactionEvent")
+    numbers = sorted({e["seqNo"] for e in events})
+    assert numbers == list(range(len(numbers))) and events[-1]["eventType"] == "Ended"
+    boots = sent_by_station(log, "BootNotification")
+    assert len(boots) == 1  # once Accepted, a reconnect needs no new boot

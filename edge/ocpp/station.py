@@ -121,6 +121,7 @@ class OcppStation:
     connected_at: float | None = None
     offline_since: float | None = 0.0  # trio time the connection was lost (0: never connected yet)
     violations: int = 0
+    bugs: int = 0  # exceptions of ours the connection loop survived (logged with their traceback)
     reset_requested: str | None = None
     boot_reason: str = "PowerUp"
     random: random.Random = field(default_factory=random.Random)
@@ -464,14 +465,13 @@ class OcppStation:
             try:
                 await self._connected_once()
                 attempt = 0
-            except (OSError, trio.BrokenResourceError, ssl.SSLError) as e:
-                log.warning("OCPP: CSMS %s unreachable: %s", self.settings.url(), e)
-            except Exception as e:  # the handshake refused (401, no subprotocol), a closed connection
-                if type(e).__name__ in ("ConnectionRejected", "HandshakeError", "NoCommonSubprotocol",
-                                        "DisconnectionTimeout", "ConnectionClosed"):
-                    log.warning("OCPP: connection to %s failed: %s %s", self.settings.url(), type(e).__name__, e)
+            except Exception as e:  # the connection failed or broke: reconnect
+                why = connection_failure(e)
+                if why is None:  # a bug of ours: logged loudly, and the charging points go on; reconnect
+                    self.bugs += 1
+                    log.exception("OCPP station bug: the connection is restarted")
                 else:
-                    raise
+                    log.warning("OCPP: connection to %s lost or refused: %s", self.settings.url(), why)
             self.connected_at = None
             if self.offline_since is None:
                 self.offline_since = trio.current_time()
@@ -727,6 +727,30 @@ class OcppStation:
         self.security_event("ResetOrReboot", f"Reset {kind} requested by the CSMS")
         self.boot.status, self.boot.next_boot_at = None, 0.0
         log.warning("OCPP: reset (%s) performed: booting again", kind)
+
+
+#: what ends a connection without being a bug here (trio-websocket's, by name: its classes move between versions)
+_CONNECTION_ERRORS = ("ConnectionRejected", "HandshakeError", "NoCommonSubprotocol", "DisconnectionTimeout",
+                      "ConnectionClosed", "ConnectionTimeout")
+
+
+def connection_failure(error: BaseException) -> str | None:
+    """Why the CSMS connection ended, when every exception in ``error`` (a group from the connection's
+    nursery, or one) is a network or protocol failure; None when one of them is a bug."""
+    leaves = error.exceptions if isinstance(error, BaseExceptionGroup) else (error,)
+    reasons = []
+    for leaf in leaves:
+        if isinstance(leaf, BaseExceptionGroup):
+            inner = connection_failure(leaf)
+            if inner is None:
+                return None
+            reasons.append(inner)
+        elif isinstance(leaf, OSError | trio.BrokenResourceError | trio.ClosedResourceError | ssl.SSLError
+                        | OcppCallFailed) or type(leaf).__name__ in _CONNECTION_ERRORS:
+            reasons.append(f"{type(leaf).__name__}: {leaf}".rstrip(": "))
+        else:
+            return None
+    return "; ".join(reasons) or type(error).__name__
 
 
 def charging_needs(evse_id: int, needs: Any, version: str) -> dict[str, Any]:
