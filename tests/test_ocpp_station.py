@@ -378,3 +378,31 @@ async def test_the_csms_closing_the_connection_mid_session_loses_nothing(tmp_pat
     assert numbers == list(range(len(numbers))) and events[-1]["eventType"] == "Ended"
     boots = sent_by_station(log, "BootNotification")
     assert len(boots) == 1  # once Accepted, a reconnect needs no new boot
+
+
+async def test_more_power_from_the_csms_renegotiates_a_2_session(tmp_path: Path) -> None:
+    def profile(pid: int, purpose: str, limit: float) -> dict:
+        return {"evseId": 1, "chargingProfile": {
+            "id": pid, "stackLevel": 1, "chargingProfilePurpose": purpose, "chargingProfileKind": "Relative",
+            "chargingSchedule": [{"id": 1, "chargingRateUnit": "W",
+                                  "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}]}]}}
+
+    steps = [{"after": "BootAccepted", "delay": 0.0, "action": "SetChargingProfile",
+              "payload": profile(1, "TxDefaultProfile", 3000.0)},
+             {"after": "TransactionEvent:Started", "delay": 0.5, "action": "SetChargingProfile",
+              "payload": profile(2, "TxProfile", 30000.0)}]
+    csms = CsmsProcess(tmp_path, 0, ["--script", str(script(tmp_path, steps)), "--versions", "ocpp2.0.1"])
+    try:
+        rig = StationRig(csms.url, tmp_path / "state")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.station.run)
+            await _until(lambda: 1 in rig.station.profiles.profiles, 15)
+            car = Iso2Car(soc=40, target_soc=60)
+            commands = await rig.charge(car, lose_after=200)
+            nursery.cancel_scope.cancel()
+    finally:
+        csms.stop()
+        rig.station.close()
+    assert commands[0].max_w == 3000.0 and commands[-1].max_w == 30000.0
+    assert car._evse.max_power == 30000.0  # the car learnt the new limit ...
+    assert car.log.count("ChargeParameterDiscoveryReq") >= 2  # ... through a renegotiation
