@@ -503,6 +503,8 @@ def test_iso20_session_waits_for_the_csms(pki: Path, local: LocalPlugAndCharge) 
     pnc, _ = make(local)
     hw = SimulatedCharger()
     car = test_iso20_session.Car(Iso20DcSession(hw, pnc=pnc))
+    # that module's scripted clock starts when it was imported, maybe before the shared test PKI was made
+    car.session.wall_clock = time.time
     setup = car.setup()
     credentials = Iso20ContractCredentials.from_pki(pki)
     challenge = setup.PnC_ASResAuthorizationMode.GenChallenge

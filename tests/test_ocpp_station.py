@@ -406,3 +406,47 @@ async def test_more_power_from_the_csms_renegotiates_a_2_session(tmp_path: Path)
     assert commands[0].max_w == 3000.0 and commands[-1].max_w == 30000.0
     assert car._evse.max_power == 30000.0  # the car learnt the new limit ...
     assert car.log.count("ChargeParameterDiscoveryReq") >= 2  # ... through a renegotiation
+
+
+async def test_certificate_management_through_the_csms(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from edge.pki.testpki import create_test_pki
+
+    pki = tmp_path / "pki"
+    create_test_pki(pki)
+    root = x509.load_pem_x509_certificate((pki / "iso15118_2" / "certs" / "v2gRootCACert.pem").read_bytes())
+    pem = root.public_bytes(Encoding.PEM).decode()
+    steps = [
+        {"after": "BootAccepted", "delay": 0.1, "action": "InstallCertificate",
+         "payload": {"certificateType": "V2GRootCertificate", "certificate": pem}},
+        {"after": "BootAccepted", "delay": 0.1, "action": "InstallCertificate",
+         "payload": {"certificateType": "V2GRootCertificate", "certificate": "not a certificate"}},
+        {"after": "BootAccepted", "delay": 0.1, "action": "GetInstalledCertificateIds",
+         "payload": {"certificateType": ["V2GRootCertificate"]}},
+        {"after": "BootAccepted", "delay": 0.1, "action": "TriggerMessage",
+         "payload": {"requestedMessage": "SignV2GCertificate"}},
+    ]
+    csms = CsmsProcess(tmp_path, 0, ["--script", str(script(tmp_path, steps)), "--versions", "ocpp2.0.1"])
+    try:
+        rig = StationRig(csms.url, tmp_path / "state", overrides={})
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.station.run)
+            await _until(lambda: sent_by_station(csms.log(), "SignCertificate"), 15)
+            nursery.cancel_scope.cancel()
+        log = csms.log()
+    finally:
+        csms.stop()
+        rig.station.close()
+    answers = _answers(log)
+    installs = [a["payload"]["status"] for a in answers["InstallCertificate"]]
+    assert sorted(installs) == ["Accepted", "Rejected"]
+    ids = answers["GetInstalledCertificateIds"][0]["payload"]
+    assert ids["status"] == "Accepted" and ids["certificateHashDataChain"][0]["certificateType"] == "V2GRootCertificate"
+    [sign] = sent_by_station(log, "SignCertificate")
+    csr = x509.load_pem_x509_csr(sign["csr"].encode())
+    assert sign["certificateType"] == "V2GCertificate" and csr.is_signature_valid
+    assert csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "CS1"  # the SeccId
+    events = [e["type"] for e in sent_by_station(log, "SecurityEventNotification")]
+    assert "StartupOfTheDevice" in events

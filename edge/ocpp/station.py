@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from edge.controller import (
     ChargingController,
@@ -38,11 +40,14 @@ from edge.controller import (
     PowerCommand,
     SessionEnded,
 )
+from edge.pki.ocsp import OcspError
 from edge.pki.plug_and_charge import LocalPlugAndCharge
+from edge.pki.store import CertificateStore, CertificateUse
 
 from . import adapter
 from .boot import BootState
 from .bridge import EvseTransactions, MeterReading, end_interrupted_transactions, timestamp
+from .certificates import StationCertificates
 from .connection import OCPP_SUBPROTOCOLS, CallRefused, OcppCallFailed, OcppConnection, connect
 from .device_model import DeviceModel, report_pages
 from .pnc import AuthorizeRequest, CertificateRequest, OcppPlugAndCharge
@@ -76,21 +81,33 @@ class StationSettings:
     vendor: str = "edge"
     serial: str | None = None
     firmware: str | None = None
+    secc_id: str | None = None  # ISO15118Ctrlr.SeccId and the CN of the SECC certificate (default: station id)
+    organization: str = "edge"  # O of the station's and the SECC's certificates
+    country: str = "DE"  # C of the SECC certificate
 
     def url(self) -> str:
         return self.csms_url.rstrip("/") + "/" + self.station_id
 
-    def ssl_context(self) -> ssl.SSLContext | None:
+    def ssl_context(self, csms_roots: list[x509.Certificate] | None = None,
+                    station_certificate: Path | None = None) -> ssl.SSLContext | None:
+        """TLS to the CSMS: its certificate checked against ``ca_file`` and the CSMS roots the CSMS installed
+        (InstallCertificate); profile 3 presents the station certificate the CSMS signed (CertificateSigned)
+        or else the configured one."""
         if not self.csms_url.startswith("wss://"):
             if self.security_profile >= 2:
                 raise ValueError(f"security profile {self.security_profile} needs a wss:// CSMS URL")
             return None
         context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        for root in csms_roots or ():
+            context.load_verify_locations(cadata=root.public_bytes(Encoding.PEM).decode())
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         if self.security_profile == 3:
-            if not (self.cert_file and self.key_file):
+            if station_certificate is not None:
+                context.load_cert_chain(str(station_certificate))
+            elif self.cert_file and self.key_file:
+                context.load_cert_chain(str(self.cert_file), str(self.key_file))
+            else:
                 raise ValueError("security profile 3 needs the station certificate and key")
-            context.load_cert_chain(str(self.cert_file), str(self.key_file))
         return context
 
 
@@ -130,8 +147,14 @@ class OcppStation:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = StationStore(self.settings.state_dir / "ocpp.sqlite")
         self.device = DeviceModel.standard(len(self.evses), model=self.settings.model, vendor=self.settings.vendor,
-                                           identity=self.settings.station_id, overrides=self.overrides,
-                                           stored=self.store.variables(), persist=self.store.set_variable)
+                                           identity=self.settings.station_id,
+                                           secc_id=self.settings.secc_id or self.settings.station_id,
+                                           organization=self.settings.organization, country=self.settings.country,
+                                           overrides=self.overrides, stored=self.store.variables(),
+                                           persist=self.store.set_variable)
+        self.certificates = StationCertificates(CertificateStore(self.settings.state_dir / "pki"), self.device,
+                                                lambda: datetime.now(UTC), identity=self.settings.station_id)
+        self.signing: deque[dict[str, Any]] = deque(maxlen=4)  # SignCertificate requests triggered by the CSMS
         self.boot = BootState(self.settings.model, self.settings.vendor, self.settings.serial, self.settings.firmware,
                               heartbeat_interval=float(self.device.heartbeat_interval))
         self.device.on_change(self._variable_changed)
@@ -306,6 +329,24 @@ class OcppStation:
                                  generated_at=timestamp(), max_bytes=self.device.bytes_per_message("GetReport")):
             self.send_later("NotifyReport", page)
 
+    # -- certificate management (A02/A03, M03-M05): edge.ocpp.certificates on the station's store
+    def _on_InstallCertificate(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._with_security_events(self.certificates.install_certificate(payload))
+
+    def _on_DeleteCertificate(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._with_security_events(self.certificates.delete_certificate(payload))
+
+    def _on_GetInstalledCertificateIds(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self.certificates.get_installed_certificate_ids(payload, version=self.version or "2.0.1")
+
+    def _on_CertificateSigned(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._with_security_events(self.certificates.certificate_signed(payload))
+
+    def _with_security_events(self, answer: dict[str, Any]) -> dict[str, Any]:
+        for event in self.certificates.take_security_events():
+            self.security_event(event.kind, event.tech_info or "")
+        return answer
+
     def _on_Reset(self, payload: dict[str, Any]) -> dict[str, Any]:
         evse_id = payload.get("evseId")
         if evse_id is not None:
@@ -355,6 +396,12 @@ class OcppStation:
                 assert evse.transactions is not None
                 if evse.transactions.open is not None:
                     evse.transactions.triggered()
+        elif what in SIGN_TRIGGERS:
+            try:
+                self.signing.append(self.certificates.sign_request(SIGN_TRIGGERS[what]))
+            except ValueError as e:
+                return {"status": "Rejected", "statusInfo": {"reasonCode": "MissingDevModelInfo",
+                                                             "additionalInfo": str(e)[:512]}}
         elif what == "MeterValues":
             for evse in targets:
                 reading = evse.meter()
@@ -495,8 +542,10 @@ class OcppStation:
         return [("Authorization", f"Basic {token}")]
 
     async def _connected_once(self) -> None:
+        context = self.settings.ssl_context(self.certificates.store.roots(CertificateUse.CSMS_ROOT),
+                                            self.certificates.station_certificate_file())
         async with connect(self.settings.url(), subprotocols=self.settings.versions,
-                           ssl_context=self.settings.ssl_context(), headers=self._headers(),
+                           ssl_context=context, headers=self._headers(),
                            call_timeout=float(self.device.message_timeout)) as conn:
             self.version = adapter.VERSIONS[conn.version]
             self.profiles.version = self.version
@@ -560,6 +609,7 @@ class OcppStation:
         while True:
             await self._flush_queue(conn)
             await self._flush_pending(conn)
+            await self._certificate_duties(conn)
             now = trio.current_time()
             if self.boot.heartbeat_due(now):
                 answer = await self.call(conn, "Heartbeat", {})
@@ -658,6 +708,35 @@ class OcppStation:
                 continue
             self.store.delivered(message.id)
 
+    async def _certificate_duties(self, conn: OcppConnection) -> None:
+        """SignCertificate requests (triggered, or due again: A02's retry rule) and fresh OCSP responses for the
+        SECC chain (M06), each answer given to edge.ocpp.certificates."""
+        while True:
+            request = self.signing.popleft() if self.signing else self.certificates.due_sign_request()
+            if request is None:
+                break
+            answer: dict[str, Any] | None = None
+            try:
+                answer = await self.call(conn, "SignCertificate", request)
+            except OcppCallFailed as e:
+                if e.failure.code in ("ConnectionClosed", "Timeout"):
+                    raise trio.BrokenResourceError(str(e)) from None
+            except InvalidOutgoing:
+                pass
+            self.certificates.sign_request_answered(request["certificateType"], answer)
+        due = self.certificates.ocsp_due()
+        if due is not None and due <= datetime.now(UTC):
+            for request in self.certificates.ocsp_requests():
+                try:
+                    answer = await self.call(conn, "GetCertificateStatus", request)
+                    self.certificates.ocsp_answer(request, answer)
+                except (OcspError, InvalidOutgoing) as e:
+                    log.warning("OCPP: OCSP status for the SECC chain not usable: %s", e)
+                except OcppCallFailed as e:
+                    if e.failure.code in ("ConnectionClosed", "Timeout"):
+                        raise trio.BrokenResourceError(str(e)) from None
+                    log.warning("OCPP: GetCertificateStatus refused: %s", e)
+
     async def _flush_pending(self, conn: OcppConnection, *, triggered_only: bool = False) -> None:
         while self.pending:
             action, payload = self.pending[0]
@@ -728,6 +807,10 @@ class OcppStation:
         self.boot.status, self.boot.next_boot_at = None, 0.0
         log.warning("OCPP: reset (%s) performed: booting again", kind)
 
+
+#: TriggerMessage's requests for a new certificate -> the certificate type edge.ocpp.certificates signs for
+SIGN_TRIGGERS = {"SignChargingStationCertificate": "ChargingStationCertificate", "SignV2GCertificate": "V2GCertificate",
+                 "SignV2G20Certificate": "V2G20Certificate"}
 
 #: what ends a connection without being a bug here (trio-websocket's, by name: its classes move between versions)
 _CONNECTION_ERRORS = ("ConnectionRejected", "HandshakeError", "NoCommonSubprotocol", "DisconnectionTimeout",
