@@ -499,12 +499,12 @@ def test_iso2_session_waits_for_the_csms(pki: Path, local: LocalPlugAndCharge, a
     assert car.ended == (result[0] != "OK") and not hw.closed
 
 
-def test_iso20_session_waits_for_the_csms(pki: Path, local: LocalPlugAndCharge) -> None:
+def test_iso20_session_waits_for_the_csms(pki: Path, local: LocalPlugAndCharge, monkeypatch) -> None:
     pnc, _ = make(local)
     hw = SimulatedCharger()
-    car = test_iso20_session.Car(Iso20DcSession(hw, pnc=pnc))
     # that module's scripted clock starts when it was imported, maybe before the shared test PKI was made
-    car.session.wall_clock = time.time
+    monkeypatch.setattr(test_iso20_session, "CLOCK", float(int(time.time())))
+    car = test_iso20_session.Car(Iso20DcSession(hw, pnc=pnc))
     setup = car.setup()
     credentials = Iso20ContractCredentials.from_pki(pki)
     challenge = setup.PnC_ASResAuthorizationMode.GenChallenge
