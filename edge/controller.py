@@ -97,6 +97,14 @@ class NeedsReported:
     car: CarSession | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduleChosen:
+    """The car's own charging plan (-2 ChargingProfile, -20 scheduled EVPowerProfile): (s from now, W) steps."""
+
+    car: CarSession
+    periods: tuple[tuple[float, float], ...]
+
+
 #: why the power owner's session ended (the OCPP bridge maps these to stoppedReason/triggerReason)
 #: "paused": the car paused its session (-2/-20 SessionStop Pause) and may resume it on a new connection
 END_REASONS = ("stopped_by_ev", "stopped_by_charger", "failed", "communication_lost", "power_taken", "paused")
@@ -109,7 +117,7 @@ class SessionEnded:
     detail: str = ""
 
 
-ChargingEvent = Authorized | EnergyTransferStarted | NeedsReported | SessionEnded
+ChargingEvent = Authorized | EnergyTransferStarted | NeedsReported | ScheduleChosen | SessionEnded
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +197,9 @@ class ChargingController:
     #: told every :data:`ChargingEvent` (the OCPP bridge records transactions from them); a listener's
     #: exception is logged and never reaches the session
     listeners: list[Callable[[ChargingEvent], None]] = field(default_factory=list)
+    #: what whoever decides knows of the future: (horizon s) -> [(s from now, command)] (the CSMS's profiles);
+    #: None: only the present command is known
+    forecast: Callable[[float], list[tuple[float, PowerCommand]]] | None = None
     _override: PowerCommand | None = None
     _started_at: float | None = None
     _script_index: int = -1  # the script step in force (-1: none yet)
@@ -206,6 +217,19 @@ class ChargingController:
         """A new command from whoever decides (the CSMS, a test): in force until replaced or expired."""
         self._override = command
         self.revision += 1
+
+    def schedule(self, now: float, horizon: float, max_entries: int = 24) -> list[tuple[float, PowerCommand]]:
+        """The commands a car may plan with from ``now``: (s from now, command), the first in force now; at most
+        ``max_entries`` (what the car and the protocol can take; the rest of the horizon keeps the last one)."""
+        present = self.command(now)
+        if self.forecast is None:
+            return [(0.0, present)]
+        try:
+            future = [(t, c) for t, c in self.forecast(horizon) if 0.0 < t < horizon]
+        except Exception:  # the forecaster's bug: the car plans with the present command only
+            log.exception("the charging forecast failed")
+            future = []
+        return [(0.0, present), *future][:max(1, max_entries)]
 
     def clear_command(self) -> None:
         """Whoever decided withdraws its command: the standing limit (or the script) is in force again."""
@@ -228,6 +252,10 @@ class ChargingController:
     def car_needs(self, needs: CarNeeds, car: CarSession | None = None) -> None:
         self.needs = needs
         self._emit(NeedsReported(needs, car))
+
+    def schedule_chosen(self, car: CarSession, periods: Sequence[tuple[float, float]]) -> None:
+        if periods:
+            self._emit(ScheduleChosen(car, tuple(periods)))
 
     def authorized(self, car: CarSession, method: str, emaid: str | None = None) -> None:
         self._emit(Authorized(car, method, emaid))

@@ -44,7 +44,7 @@ class StationRig:
     async def charge(self, car: SimulatedCar, *, step: float = 0.02, lose_after: int | None = None) -> list[Any]:
         """One car session on the EVSE, paced in real time so the station runs meanwhile; ``lose_after``
         requests: the car vanishes (connection lost) instead of stopping."""
-        conn = ChargerConnection(self.board, config=self.config)
+        conn = self.connection = ChargerConnection(self.board, config=self.config)
         request, n, commands = car.start(), 0, []
         while request is not None:
             await trio.sleep(step)

@@ -450,3 +450,31 @@ async def test_certificate_management_through_the_csms(tmp_path: Path) -> None:
     assert csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "CS1"  # the SeccId
     events = [e["type"] for e in sent_by_station(log, "SecurityEventNotification")]
     assert "StartupOfTheDevice" in events
+
+
+async def test_the_composite_schedule_is_the_2_cars_schedule_and_its_plan_goes_back(tmp_path: Path) -> None:
+    profile = {"evseId": 1, "chargingProfile": {
+        "id": 3, "stackLevel": 0, "chargingProfilePurpose": "TxDefaultProfile", "chargingProfileKind": "Relative",
+        "chargingSchedule": [{"id": 1, "chargingRateUnit": "W", "chargingSchedulePeriod": [
+            {"startPeriod": 0, "limit": 5000.0}, {"startPeriod": 1800, "limit": 9000.0}]}]}}
+    steps = [{"after": "BootAccepted", "delay": 0.0, "action": "SetChargingProfile", "payload": profile}]
+    csms = CsmsProcess(tmp_path, 0, ["--script", str(script(tmp_path, steps)), "--versions", "ocpp2.0.1"])
+    try:
+        rig = StationRig(csms.url, tmp_path / "state")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rig.station.run)
+            await _until(lambda: 3 in rig.station.profiles.profiles, 15)
+            await rig.charge(Iso2Car(mode="ac", soc=40, target_soc=40.1, capacity_wh=500.0))
+            await _until(lambda: not rig.station.pending, 10)
+            nursery.cancel_scope.cancel()
+        log = csms.log()
+    finally:
+        csms.stop()
+        rig.station.close()
+    session = rig.connection.session
+    assert session is not None
+    plan = [(round(t - session.schedule_plan[0][0]), p) for t, p in session.schedule_plan]
+    assert plan[0] == (0, 5000.0) and plan[1][1] == 9000.0 and 1790 <= plan[1][0] <= 1800
+    [chosen] = sent_by_station(log, "NotifyEVChargingSchedule")
+    validate("2.0.1", "NotifyEVChargingSchedule", "request", chosen)
+    assert chosen["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] <= 5000.0

@@ -290,21 +290,32 @@ class ChargingProfiles:
         cap = best([p for p in profiles if p.purpose == "ChargingStationMaxProfile"])
         return _capped(tx, cap), _earliest(*changes)
 
+    def timeline(self, evse_id: int, start: datetime, duration: float, *, transaction_id: str | None = None,
+                 tx_start: datetime | None = None, limit: int = MAX_PERIODS) -> list[tuple[float, PowerCommand | None]]:
+        """The commands in force from ``start`` for ``duration`` s: (seconds from ``start``, command or None where
+        no profile says anything), one entry per change (at most ``limit``)."""
+        end = start + timedelta(seconds=duration)
+        tx_start = tx_start or start  # a Relative profile with no transaction yet would begin now
+        at, out = start, []
+        while at < end and len(out) < limit:
+            command, change = self.command(evse_id, at, transaction_id=transaction_id, tx_start=tx_start)
+            if not out or out[-1][1] != command:
+                out.append(((at - start).total_seconds(), command))
+            if change is None or change <= at:
+                break
+            at = change
+        return out
+
     def composite(self, evse_id: int, start: datetime, duration: int, unit: str | None, *, default_w: float,
                   transaction_id: str | None = None, tx_start: datetime | None = None) -> dict[str, Any]:
         """GetCompositeSchedule (K08): the periods in force from ``start`` for ``duration`` s; where no
         profile says anything, the EVSE's own maximum ``default_w``."""
-        end = start + timedelta(seconds=duration)
-        at, periods = start, []
-        while at < end and len(periods) < MAX_PERIODS:
-            command, change = self.command(evse_id, at, transaction_id=transaction_id, tx_start=tx_start)
-            period = _wire_period(command or PowerCommand(max_w=default_w), int((at - start).total_seconds()),
-                                  unit or "W", self.version)
+        periods: list[dict[str, Any]] = []
+        for offset, command in self.timeline(evse_id, start, duration, transaction_id=transaction_id,
+                                             tx_start=tx_start):
+            period = _wire_period(command or PowerCommand(max_w=default_w), int(offset), unit or "W", self.version)
             if not periods or _without_start(periods[-1]) != _without_start(period):
                 periods.append(period)
-            if change is None or change <= at:
-                break
-            at = change
         return {"evseId": evse_id, "duration": duration,
                 "scheduleStart": start.isoformat(timespec="seconds").replace("+00:00", "Z"),
                 "chargingRateUnit": unit or "W", "chargingSchedulePeriod": periods}

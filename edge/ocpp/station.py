@@ -38,6 +38,7 @@ from edge.controller import (
     EnergyTransferStarted,
     NeedsReported,
     PowerCommand,
+    ScheduleChosen,
     SessionEnded,
 )
 from edge.pki.ocsp import OcspError
@@ -179,6 +180,7 @@ class OcppStation:
                                                  suspended_timeout=lambda: float(self.device.ev_connection_timeout))
             evse.controller.listeners.append(evse.transactions.on_event)
             evse.controller.listeners.append(lambda event, e=evse: self._on_charging_event(e, event))
+            evse.controller.forecast = lambda horizon, e=evse: self._forecast(e, horizon)
 
     def _restore_profiles(self) -> None:
         """The profiles the CSMS installed before a restart (a TxProfile only while its transaction is open)."""
@@ -219,6 +221,11 @@ class OcppStation:
     def _on_charging_event(self, evse: EvseLink, event: ChargingEvent) -> None:
         if isinstance(event, NeedsReported):
             self.send_later("NotifyEVChargingNeeds", charging_needs(evse.evse_id, event.needs, self.version))
+        elif isinstance(event, ScheduleChosen):  # K15: what the car plans within what it was offered
+            periods = [{"startPeriod": int(start), "limit": round(power, 1)} for start, power in event.periods[:1024]]
+            self.send_later("NotifyEVChargingSchedule", {
+                "timeBase": timestamp(), "evseId": evse.evse_id,
+                "chargingSchedule": {"id": 1, "chargingRateUnit": "W", "chargingSchedulePeriod": periods}})
         elif isinstance(event, EnergyTransferStarted):
             evse.tx_started_at = datetime.now(UTC)
             self._set_status(evse, "Occupied")
@@ -281,6 +288,20 @@ class OcppStation:
             else:
                 evse.controller.set_command(command)
             log.info("EVSE %d: charging limit from the CSMS's profiles: %s", evse.evse_id, command or "none")
+
+    def _forecast(self, evse: EvseLink, horizon: float) -> list[tuple[float, PowerCommand]]:
+        """What the profiles will say over the next ``horizon`` s (the car's -2 schedule is built from it)."""
+        commands = self.profiles.timeline(evse.evse_id, datetime.now(UTC), horizon,
+                                          transaction_id=self._transaction_id(evse), tx_start=evse.tx_started_at,
+                                          limit=self.device.max_schedule_entries)
+        fallback = self._offline_fallback()
+        out = []
+        for offset, command in commands:
+            command = command or evse.controller.limit
+            if fallback and command.min_w < 0:
+                command = PowerCommand(max_w=max(command.max_w, 0.0))
+            out.append((offset, command))
+        return out
 
     def _offline_fallback(self) -> bool:
         if self.offline_since is None:

@@ -72,6 +72,8 @@ _PROGRESS_FROM = {
 
 MSG_BODY_NS = "urn:iso:15118:2:2013:MsgBody"
 AC_MODES = ("AC_single_phase_core", "AC_three_phase_core")
+#: a -2 schedule covers 24 h (the car renegotiates or charges on with the last entry after that)
+SCHEDULE_HORIZON_S = 86400
 CHARGE_SERVICE_ID = 1
 CERTIFICATE_SERVICE_ID = 2  # ServiceCategory ContractCertificate: installation and update
 
@@ -125,7 +127,9 @@ class Iso2Session(DcSession):
     contract: ContractChain | None = None
     receipts: int = 0
     ev_max_current: float = 0.0  # AC: the car's EVMaxCurrent
-    schedule_pmax: float | None = None  # W, the PMax of the schedule the car was given
+    schedule_pmax: float | None = None  # W, the PMax of the schedule the car was given (its first entry)
+    schedule_plan: list[tuple[float, float]] = field(default_factory=list)  # (session time, PMax) given to the car
+    max_schedule_entries: int = 24  # what the car said it takes (MaxEntriesSAScheduleTuple), within the schema's
     _gen_challenge: bytes | None = None
     _last_meter: t.MeterInfoType | None = None
     _offered_payment: list[str] = field(default_factory=list)
@@ -150,22 +154,38 @@ class Iso2Session(DcSession):
         return t.ChargeServiceType(CHARGE_SERVICE_ID, None, "EVCharging", None, False,
                                    t.SupportedEnergyTransferModeType(modes))
 
-    def _max_power(self) -> float:
-        """The charger's power limit for the car's energy mode, within the controller's command."""
+    def _charger_max_power(self) -> float:
+        """The charger's power limit for the car's energy mode."""
         if self.energy_mode in AC_MODES:
             ac = self.power.ac_limits()
-            charger = ac.max_power if self.energy_mode == "AC_three_phase_core" else ac.max_power / ac.phases
-        else:
-            charger = self.power.dc_limits().max_power
-        return self._schedule_power(charger)
+            return ac.max_power if self.energy_mode == "AC_three_phase_core" else ac.max_power / ac.phases
+        return self.power.dc_limits().max_power
+
+    def _max_power(self) -> float:
+        """The charger's power limit for the car's energy mode, within the controller's command."""
+        return self._schedule_power(self._charger_max_power())
 
     def _schedule(self) -> t.SAScheduleListType:
-        """One PMax schedule from the charger's power limit and the controller's command (renegotiated when
-        that changes)."""
+        """The PMax schedule: the charger's power limit within the controller's commands over the next 24 h
+        (the CSMS's composite schedule when it has profiles; one entry otherwise), at most as many entries as
+        the car takes (MaxEntriesSAScheduleTuple); renegotiated when the controller allows more than it says."""
         self.told()
-        self.schedule_pmax = self._max_power()
-        entry = t.PMaxScheduleEntryType(t.RelativeTimeIntervalType(0, 86400), None, pv(self.schedule_pmax, "W"))
-        return t.SAScheduleListType([t.SAScheduleTupleType(self.schedule_id, t.PMaxScheduleType([entry]))])
+        charger = self._charger_max_power()
+        plan = self.controller.schedule(self._now, SCHEDULE_HORIZON_S, self.max_schedule_entries)
+        self.schedule_plan = [(self._now + start, max(0.0, min(charger, command.max_w))) for start, command in plan]
+        self.schedule_pmax = self.schedule_plan[0][1]
+        entries = [t.PMaxScheduleEntryType(t.RelativeTimeIntervalType(int(start - self._now),
+                                                                       SCHEDULE_HORIZON_S if n == len(plan) - 1
+                                                                       else None), None, pv(pmax, "W"))
+                   for n, (start, pmax) in enumerate(self.schedule_plan)]
+        return t.SAScheduleListType([t.SAScheduleTupleType(self.schedule_id, t.PMaxScheduleType(entries))])
+
+    def _scheduled_pmax(self) -> float | None:
+        """The PMax the car's schedule gives now (the entry in force)."""
+        if not self.schedule_plan:
+            return self.schedule_pmax
+        return next((pmax for start, pmax in reversed(self.schedule_plan) if start <= self._now),
+                    self.schedule_plan[0][1])
 
     def _ac_status(self, notification: str = "None") -> t.AC_EVSEStatusType:
         return t.AC_EVSEStatusType(self.notification_delay(notification), notification, False)
@@ -327,6 +347,8 @@ class Iso2Session(DcSession):
 
     # ------------------------------------------------------------------ charge parameters, power
     def _ChargeParameterDiscoveryReq(self, req: b.ChargeParameterDiscoveryReqType):
+        if req.MaxEntriesSAScheduleTuple:  # the car's limit on PMaxSchedule entries (the schema allows 1024)
+            self.max_schedule_entries = max(1, min(int(req.MaxEntriesSAScheduleTuple), 1024))
         mode = str(req.RequestedEnergyTransferMode)
         renegotiated = self.state in ("PowerDeliveryReq:Renegotiate", "ChargeParameterDiscoveryReq:renegotiated")
         if mode not in self.energy_modes() or (renegotiated and mode != self.energy_mode):
@@ -366,6 +388,11 @@ class Iso2Session(DcSession):
             return self._fail("PowerDeliveryReq", "FAILED_TariffSelectionInvalid")
         if progress == "Start" and not self._profile_fits(req.ChargingProfile):
             return self._fail("PowerDeliveryReq", "FAILED_ChargingProfileInvalid")
+        if progress == "Start" and req.ChargingProfile is not None:  # the car's plan, for the CSMS (K15)
+            self.controller.schedule_chosen(self.car(), [(float(e.ChargingProfileEntryStart or 0),
+                                                          value(e.ChargingProfileEntryMaxPower))
+                                                         for e in req.ChargingProfile.ProfileEntry
+                                                         if e.ChargingProfileEntryMaxPower is not None])
         if progress == "Start" and self.charger_stops:  # the charger asked for the stop: no power again
             return self._fail("PowerDeliveryReq", "FAILED")
         if progress == "Start":
@@ -385,14 +412,23 @@ class Iso2Session(DcSession):
         return res, False, following if progress == "Renegotiate" else f"{following}:{'AC' if ac else 'DC'}"
 
     def _schedule_outdated(self) -> bool:
-        return self.schedule_pmax is not None and self._max_power() > self.schedule_pmax * 1.05 + 1.0
+        scheduled = self._scheduled_pmax()
+        return scheduled is not None and self._max_power() > scheduled * 1.05 + 1.0
 
     def _profile_fits(self, profile: t.ChargingProfileType | None) -> bool:
         """A charging profile the car sends must stay within the schedule's PMax (V2G2-293)."""
         if profile is None:
             return True
-        limit = self._max_power()
-        return all(value(e.ChargingProfileEntryMaxPower) <= limit * 1.001 for e in profile.ProfileEntry)
+        if not self.schedule_plan:
+            limit = self._max_power()
+            return all(value(e.ChargingProfileEntryMaxPower) <= limit * 1.001 for e in profile.ProfileEntry)
+        start = self.schedule_plan[0][0]
+
+        def pmax_at(offset: float) -> float:  # the schedule entry in force ``offset`` s after its start
+            return next((p for t0, p in reversed(self.schedule_plan) if t0 - start <= offset), self.schedule_plan[0][1])
+
+        return all(value(e.ChargingProfileEntryMaxPower) <= pmax_at(e.ChargingProfileEntryStart or 0) * 1.001
+                   for e in profile.ProfileEntry)
 
     def _ChargingStatusReq(self, req: b.ChargingStatusReqType):
         # the meter says what flowed; the car manages its own draw within the current it is given

@@ -400,6 +400,16 @@ class Iso20Session(SessionCore):
         return cm.Scheduled_SEResControlModeType([cm.ScheduleTupleType(ScheduleTupleID=SCHEDULE_ID,
                                                                        ChargingSchedule=schedule)])
 
+    def _report_power_profile(self, profile: cm.EVPowerProfileType | None) -> None:
+        """The car's plan (its EVPowerProfile: durations and powers), for the CSMS (K15)."""
+        entries = profile.EVPowerProfileEntries.EVPowerProfileEntry if profile and profile.EVPowerProfileEntries else []
+        periods, start = [], 0.0
+        for entry in entries:
+            if entry.Power is not None:
+                periods.append((start, from_rational(entry.Power)))
+            start += entry.Duration or 0
+        self.controller.schedule_chosen(self.car(), periods)
+
     def _meter(self) -> ct.MeterInfoType:
         self._last_meter = ct.MeterInfoType(MeterID=self.meter_id,
                                             ChargedEnergyReadingWh=round(self.hardware.energy_wh()),
@@ -746,6 +756,7 @@ class Iso20Session(SessionCore):
         code = self._check_power_profile(msg.EVPowerProfile, msg.BPT_ChannelSelection)
         if code != "OK":
             return self._fail("PowerDeliveryReq", code)
+        self._report_power_profile(msg.EVPowerProfile)
         self.power.contactors(True)
         self.controller.energy_transfer_started(self._now, self.car())
         self._renegotiating = False
