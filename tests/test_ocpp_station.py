@@ -478,3 +478,34 @@ async def test_the_composite_schedule_is_the_2_cars_schedule_and_its_plan_goes_b
     [chosen] = sent_by_station(log, "NotifyEVChargingSchedule")
     validate("2.0.1", "NotifyEVChargingSchedule", "request", chosen)
     assert chosen["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] <= 5000.0
+
+
+async def test_discharge_falls_back_to_charge_only_when_offline_too_long(tmp_path: Path) -> None:
+    from edge.controller import CarSession, ChargingController, EnergyTransferStarted
+    from edge.ocpp.bridge import MeterReading
+    from edge.ocpp.station import EvseLink, OcppStation, StationSettings
+
+    controller = ChargingController()
+    link = EvseLink(1, controller, lambda: MeterReading(0.0, 0.0, 0.0))
+    station = OcppStation(StationSettings("ws://127.0.0.1:1", "CS1", tmp_path), [link],
+                          overrides={"SmartChargingCtrlr/V2XOfflineChargeOnlyAfter": "30"})
+    try:
+        station.version = station.profiles.version = "2.1"
+        station.connected_at, station.offline_since = trio.current_time(), None  # online
+        assert link.transactions is not None
+        link.transactions.on_event(EnergyTransferStarted(CarSession("22" * 8, "iso20-dc")))
+        profile = {"evseId": 1, "chargingProfile": {
+            "id": 1, "stackLevel": 0, "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Relative",
+            "chargingSchedule": [{"id": 1, "chargingRateUnit": "W", "chargingSchedulePeriod": [
+                {"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": -5000.0}]}]}}
+        assert station.handle_call("SetChargingProfile", profile) == {"status": "Accepted"}
+        assert controller.command(0.0).target_w == -5000.0
+        station.connected_at, station.offline_since = None, trio.current_time() - 10  # offline for 10 s
+        station.apply_profiles(link, force=True)
+        assert controller.command(0.0).min_w == -5000.0  # still within V2XOfflineChargeOnlyAfter
+        station.offline_since = trio.current_time() - 31
+        station.apply_profiles(link, force=True)
+        command = controller.command(0.0)
+        assert command.min_w == 0.0 and command.target_w is None  # no discharge without the CSMS
+    finally:
+        station.close()
