@@ -26,7 +26,7 @@ class StationProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.ocpp_station_proc", url, str(state), *mode],
                                      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
-    def wait_for(self, prefix: str, timeout: float = 30.0) -> str:
+    def wait_for(self, prefix: str, timeout: float = 90.0) -> str:
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
