@@ -98,3 +98,74 @@ def test_snake_names_build_the_package_dataclasses() -> None:
     back = NameMap.of("2.1", "NotifyEVChargingNeeds", "request").to_wire(
         {k: v for k, v in dataclasses.asdict(message).items() if v is not None})
     assert back == wire
+
+
+# ------------------------------------------------------------------ the compiled validator agrees with jsonschema
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from edge.ocpp.adapter import _fast_validator, _schema_name, _validator  # noqa: E402
+
+SAMPLES = [
+    ("2.0.1", "TransactionEvent", "request", {
+        "eventType": "Updated", "timestamp": "2026-12-04T10:00:00Z", "triggerReason": "MeterValuePeriodic",
+        "seqNo": 3, "offline": True, "transactionInfo": {"transactionId": "t-1", "chargingState": "Charging"},
+        "evse": {"id": 1, "connectorId": 1}, "idToken": {"idToken": "DEEDGC0000001", "type": "eMAID"},
+        "meterValue": [{"timestamp": "2026-12-04T10:00:00Z", "sampledValue": [
+            {"value": 12.5, "measurand": "Energy.Active.Import.Register", "context": "Sample.Periodic",
+             "unitOfMeasure": {"unit": "Wh"}}]}]}),
+    ("2.1", "SetChargingProfile", "request", {"evseId": 1, "chargingProfile": {
+        "id": 1, "stackLevel": 0, "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Relative",
+        "chargingSchedule": [{"id": 1, "chargingRateUnit": "W", "chargingSchedulePeriod": [
+            {"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": -7000.0,
+             "dischargeLimit_L2": -1.0}]}]}}),
+    ("2.0.1", "BootNotification", "request", BOOT),
+    ("2.1", "GetVariables", "response", {"getVariableResult": [{
+        "attributeStatus": "Accepted", "attributeValue": "300", "component": {"name": "OCPPCommCtrlr"},
+        "variable": {"name": "HeartbeatInterval"}}]}),
+]
+JUNK = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=False),
+                 st.text(max_size=60), st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5),
+                                                                                          st.integers(), max_size=2))
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, (*prefix, i))
+
+
+def _mutate(value, path, how, junk):
+    if not path:
+        return junk if how == "replace" else value
+    head, rest = path[0], path[1:]
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    if not rest and how == "delete":
+        del copy[head]
+    elif not rest and how == "add" and isinstance(copy, dict):
+        copy["x" + str(head)] = junk
+    else:
+        copy[head] = _mutate(copy[head], rest, how, junk)
+    return copy
+
+
+@settings(max_examples=400, deadline=None)
+@given(sample=st.sampled_from(SAMPLES), pick=st.integers(0, 10**6), how=st.sampled_from(["replace", "delete", "add"]),
+       junk=JUNK)
+def test_the_compiled_validator_never_accepts_what_jsonschema_refuses(sample, pick, how, junk) -> None:
+    version, action, kind, payload = sample
+    paths = [p for p in _paths(payload) if p]
+    mutated = _mutate(payload, paths[pick % len(paths)], how, junk)
+    fast = _fast_validator(version, _schema_name(version, action, kind))
+    assert fast is not None
+    slow_ok = not list(_validator(version, action, kind).iter_errors(mutated))
+    try:
+        fast(mutated)
+        fast_ok = True
+    except Exception:
+        fast_ok = False
+    assert fast_ok == slow_ok, (mutated, fast_ok, slow_ok)

@@ -97,3 +97,20 @@ def test_committed_events_survive_sigkill(tmp_path: Path) -> None:
         # every number the crashed process reported as committed is there, contiguous from 0, none twice
         assert seqs == list(range(len(seqs))) and len(seqs) >= len(reported)
         assert store.open_transactions()[0].next_seq_no == len(seqs)
+
+
+def test_the_queue_count_follows_every_change(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with StationStore(path, max_messages=3) as store:
+        store.start_transaction("t1", 1, 1)
+        ids = [store.transaction_event("t1", _event(k)).id for k in ("Started", "Updated", "Updated", "Updated")]
+        assert store.queued() == 3 and store.dropped == 1  # bounded: an Updated made room
+        store.delivered(ids[0])
+        store.delivered(ids[0])  # twice: counted once
+        assert store.queued() == 2
+        store.discard(ids[-1], "refused")
+        with pytest.raises(UnknownTransaction):  # a failed step leaves the count as the database has it
+            store.transaction_event("nope", _event("Updated"))
+        assert store.queued() == 1
+    with StationStore(path) as store:
+        assert store.queued() == 1 == len(store.next_messages(10))

@@ -21,9 +21,11 @@ import functools
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import fastjsonschema
 import ocpp
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import ValidationError as SchemaError
@@ -114,9 +116,33 @@ def _validator(version: str, action: str, kind: Kind | Literal["send"]) -> Draft
     return get_validator(2 if kind == "request" else 3, action, version)
 
 
+@functools.cache
+def _fast_validator(version: str, name: str) -> Callable[[Any], Any] | None:
+    """The schema compiled to Python (fastjsonschema: ~20x faster than jsonschema on a TransactionEvent, which
+    bounded the replay of the offline queue); None if it cannot take this schema (jsonschema alone then)."""
+    with open(os.path.join(_schema_dir(version), name + ".json"), encoding="utf-8-sig") as f:
+        schema = json.load(f)
+    # judged as the package's Draft4Validator judges (1.0 is no integer there; the schemas say draft-06 but use
+    # none of its keywords), so both paths agree
+    schema["$schema"] = "http://json-schema.org/draft-04/schema#"
+    try:  # no defaults written into the payload, no format checks (jsonschema checks none either)
+        return fastjsonschema.compile(schema, use_default=False, use_formats=False, detailed_exceptions=False)
+    except fastjsonschema.JsonSchemaDefinitionException:
+        return None
+
+
 def validate(version: str, action: str, kind: Kind | Literal["send"], payload: Any) -> None:
     """Raise :class:`SchemaViolation` (or :class:`UnknownAction`) unless ``payload`` is what the official
-    schema of ``version`` allows for this action's request or response."""
+    schema of ``version`` allows for this action's request or response. The compiled validator answers
+    "valid" fast; a payload it refuses is judged again by the package's jsonschema validator, whose verdict
+    and error (path, keyword, so the CALLERROR code) are the ones given."""
+    fast = _fast_validator(version, _schema_name(version, action, kind))
+    if fast is not None:
+        try:
+            fast(payload)
+            return
+        except fastjsonschema.JsonSchemaException:
+            pass
     validator = _validator(version, action, kind)
     error: SchemaError | None = next(iter(sorted(validator.iter_errors(payload), key=lambda e: e.path)), None)
     if error is None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,8 @@ class StationStore:
         self._db.executescript(_SCHEMA)
         # acknowledgements only: losing the last few to a power cut means a resend, never a loss
         self._acks = self._open("NORMAL") if self.path != ":memory:" else self._db
+        # kept in memory: a count(*) per queued event cost ms at a deep queue, inside the sessions' time
+        self._queued = int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     def _open(self, synchronous: str) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
@@ -121,6 +124,7 @@ class StationStore:
         with self._transaction():
             self._make_room()
             cur = self._db.execute("INSERT INTO outbox (action, payload) VALUES (?, ?)", (action, json.dumps(payload)))
+        self._queued += 1
         assert cur.lastrowid is not None
         return cur.lastrowid
 
@@ -150,6 +154,7 @@ class StationStore:
                 (json.dumps(payload), transaction_id, event_type))
             self._db.execute("UPDATE transactions SET next_seq_no = ?, ended = ? WHERE transaction_id = ?",
                              (seq_no + 1, int(event_type == "Ended"), transaction_id))
+        self._queued += 1
         assert cur.lastrowid is not None
         return QueuedMessage(cur.lastrowid, "TransactionEvent", payload, 0, transaction_id)
 
@@ -171,7 +176,7 @@ class StationStore:
         return [QueuedMessage(i, a, json.loads(p), n, t) for i, a, p, n, t in rows]
 
     def delivered(self, message_id: int) -> None:
-        self._acks.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+        self._queued -= self._acks.execute("DELETE FROM outbox WHERE id = ?", (message_id,)).rowcount
 
     def attempt_failed(self, message_id: int) -> int:
         """The CSMS answered with an error: count it; returns the attempts so far."""
@@ -185,10 +190,10 @@ class StationStore:
         row = self._db.execute("SELECT action, payload FROM outbox WHERE id = ?", (message_id,)).fetchone()
         if row is not None:
             log.error("OCPP: %s discarded after repeated refusal (%s): %s", row[0], why, row[1][:400])
-        self._db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+        self._queued -= self._db.execute("DELETE FROM outbox WHERE id = ?", (message_id,)).rowcount
 
     def queued(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        return self._queued
 
     def _make_room(self) -> None:
         if self.queued() < self.max_messages:
@@ -197,7 +202,7 @@ class StationStore:
         if row is None:  # only Started/Ended/security events: they stay, the bound is exceeded and said so
             log.error("OCPP queue holds %d messages none of which may be dropped", self.queued())
             return
-        self._db.execute("DELETE FROM outbox WHERE id = ?", row)
+        self._queued -= self._db.execute("DELETE FROM outbox WHERE id = ?", row).rowcount
         self.dropped += 1
         if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
             log.warning("OCPP queue full (%d): %d TransactionEvent Updated dropped so far", self.max_messages,
@@ -226,17 +231,24 @@ class StationStore:
 
     # ------------------------------------------------------------------
     def _transaction(self) -> _SqlTransaction:
-        return _SqlTransaction(self._db)
+        return _SqlTransaction(self._db, self._recount)
+
+    def _recount(self) -> None:
+        self._queued = int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
 
 class _SqlTransaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception): one atomic, durable step."""
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception, then ``rolled_back()``): one atomic, durable step."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    def __init__(self, db: sqlite3.Connection, rolled_back: Callable[[], None]) -> None:
+        self.db, self.rolled_back = db, rolled_back
 
     def __enter__(self) -> None:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type:
+            self.db.execute("ROLLBACK")
+            self.rolled_back()  # counts kept in memory follow the database again
+        else:
+            self.db.execute("COMMIT")
