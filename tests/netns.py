@@ -125,3 +125,34 @@ async def charger_between_namespaces(hardware, protocols=None, *, config=None, s
                                                     config=config, ssl_context=ssl_context, tls_only=tls_only))
             yield ev_ns, ports, connections
             nursery.cancel_scope.cancel()
+
+
+@contextlib.contextmanager
+def charger_and_cars(count: int) -> Iterator[tuple[str, list[str]]]:
+    """A charger namespace with ``secc0``..``secc{count-1}``, each joined to its own car namespace (``ev0``
+    there), IPv6 link-local usable at once. Yields the charger's namespace and the cars'."""
+    from pyroute2 import NetNS, netns
+
+    charger = f"edge-c-{os.getpid()}"
+    cars = [f"edge-ev{n}-{os.getpid()}" for n in range(count)]
+    for ns in (charger, *cars):
+        netns.create(ns)
+    try:
+        with NetNS(charger) as ip:
+            for n, car in enumerate(cars):
+                ip.link("add", ifname=f"secc{n}", kind="veth", peer={"ifname": "ev0", "net_ns_fd": car})
+        for ns, ifnames in ((charger, [f"secc{n}" for n in range(count)]), *((car, ["ev0"]) for car in cars)):
+            with inside(ns):
+                for path in ("default", *ifnames):
+                    with open(f"/proc/sys/net/ipv6/conf/{path}/accept_dad", "w") as f:
+                        f.write("0")
+            with NetNS(ns) as ip:
+                for ifname in ("lo", *ifnames):
+                    ip.link("set", index=ip.link_lookup(ifname=ifname)[0], state="up")
+        for n, car in enumerate(cars):
+            link_local(charger, f"secc{n}")
+            link_local(car, "ev0")
+        yield charger, cars
+    finally:
+        for ns in (charger, *cars):
+            netns.remove(ns)

@@ -35,11 +35,12 @@ UTC_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 class CsmsProcess:
     """One ``edge csms --port 0`` subprocess, its port read from the line it prints on stdout."""
 
-    def __init__(self, tmp_path: Path, index: int, args: list[str]) -> None:
+    def __init__(self, tmp_path: Path, index: int, args: list[str], netns: str | None = None) -> None:
         self.log_path = tmp_path / f"csms{index}.jsonl"
         self.stderr_path = tmp_path / f"csms{index}.stderr"
+        inside = ["nsenter", f"--net=/var/run/netns/{netns}"] if netns else []  # a test's network namespace
         with self.stderr_path.open("wb") as stderr:
-            self.proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "csms", "--port", "0",
+            self.proc = subprocess.Popen([*inside, sys.executable, "-m", "edge.cli", "csms", "--port", "0",
                                           "--log", str(self.log_path), *args],
                                          stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=REPO)
         assert self.proc.stdout is not None

@@ -134,7 +134,7 @@ class EvseTransactions:
                     self._needs = None
                     return
                 trigger, stopped = END_REASONS[event.reason]
-                if event.reason == "stopped_by_charger" and self._stop is not None:
+                if self._stop is not None and event.reason != "stopped_by_ev":  # the charger's own reason
                     trigger, stopped = self._stop
                 self.end(trigger, stopped)
             self._needs = None

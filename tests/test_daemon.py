@@ -1,0 +1,154 @@
+"""The daemon (edge/daemon.py) with two EVSEs in network namespaces, one car each, concurrently: a car
+killed mid-charge does not disturb the other; an EVSE whose session code raises restarts while the other
+charges on; a stop mid-charge switches every power path off first and ends the transactions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from edge.controller import ChargingController
+from edge.daemon import Daemon, DaemonEvse
+from edge.hardware import SimulatedCharger
+from edge.v2g.charger import EvseConfig
+from tests.netns import charger_and_cars, inside, require_root
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _evses(count: int) -> list[DaemonEvse]:
+    out = []
+    for n in range(count):
+        board = SimulatedCharger(voltage_tau=0.05, isolation_s=0.2)
+        out.append(DaemonEvse(n + 1, f"secc{n}", board, EvseConfig(controller=ChargingController())))
+    return out
+
+
+async def _car(ns: str, *args: str) -> trio.Process:
+    """``edge ev`` as its own process in a car's namespace (cars must not share a process: the namespace of
+    a socket is the process's at the time it is made)."""
+    argv = ["nsenter", f"--net=/var/run/netns/{ns}", sys.executable, "-m", "edge.cli", "ev", "--iface", "ev0",
+            "--capacity-kwh", "2", *args]
+    return await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO)
+
+
+async def _summary(process: trio.Process) -> dict:
+    assert process.stdout is not None
+    out = b""
+    with trio.fail_after(90):
+        while chunk := await process.stdout.receive_some(65536):
+            out += chunk
+        await process.wait()
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+async def _until(predicate, timeout: float = 60.0) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.05)
+
+
+async def test_two_evses_charge_two_cars_at_once_and_one_car_dying_leaves_the_other() -> None:
+    require_root()
+    with charger_and_cars(2) as (charger, cars):
+        evses = _evses(2)
+        daemon = Daemon(evses)
+        async with trio.open_nursery() as nursery:
+            with inside(charger):
+                await nursery.start(daemon.run)
+            assert [e.state for e in evses] == ["listening", "listening"]
+            steady = await _car(cars[0], "--protocol", "iso2", "--soc", "40", "--target-soc", "41")
+            doomed = await _car(cars[1], "--protocol", "din", "--soc", "40", "--target-soc", "90")
+            # both charge at once; then the DIN car's process dies mid-charge (no SessionStop, no FIN handshake
+            # from a living car: the kernel closes its socket)
+            await _until(lambda: all(e.hardware.closed and e.hardware.present()[1] > 10 for e in evses))
+            doomed.kill()
+            await doomed.wait()
+            result = await _summary(steady)
+            await _until(lambda: not evses[1].hardware.closed, 10)  # the dead car's power went off
+            await daemon.stop("test over")
+            nursery.cancel_scope.cancel()
+    assert result["outcome"] == "completed" and result["soc"] >= 41, result
+    assert evses[1].hardware.energy_wh() > 0  # the DIN car did charge before it died
+    assert evses[0].restarts == 0 and evses[1].restarts == 0
+    for evse in evses:  # everything off at the end
+        assert not evse.hardware.closed and evse.hardware.target_i == 0
+
+
+async def test_an_evse_whose_code_raises_restarts_while_the_other_charges(monkeypatch) -> None:
+    require_root()
+    import edge.secc
+
+    real = edge.secc.run_secc
+    calls: dict[str, int] = {}
+
+    async def flaky(iface: str, *args, **kwargs):  # the second EVSE's first run crashes 1 s in
+        calls[iface] = calls.get(iface, 0) + 1
+        if iface == "secc1" and calls[iface] == 1:
+            task_status = kwargs.pop("task_status")
+            async with trio.open_nursery() as nursery:
+                await nursery.start(lambda task_status: real(iface, *args, **kwargs, task_status=task_status))
+                task_status.started((None, None))
+                await trio.sleep(1.0)
+                raise RuntimeError("a bug in this EVSE's code")
+        await real(iface, *args, **kwargs)
+
+    monkeypatch.setattr(edge.secc, "run_secc", flaky)
+    with charger_and_cars(2) as (charger, cars):
+        evses = _evses(2)
+        daemon = Daemon(evses)
+        # the whole daemon in the charger's namespace: a restarted EVSE makes its sockets again
+        with inside(charger):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(daemon.run)
+                first = await _car(cars[0], "--protocol", "iso2", "--soc", "40", "--target-soc", "41.5")
+                await _until(lambda: evses[1].restarts == 1 and evses[1].state == "listening", 20)
+                second = await _car(cars[1], "--protocol", "iso2", "--soc", "40", "--target-soc", "40.3")
+                results = [await _summary(first), await _summary(second)]  # the restarted EVSE serves again
+                await daemon.stop("test over")
+                nursery.cancel_scope.cancel()
+    assert [r["outcome"] for r in results] == ["completed", "completed"], results
+    assert evses[0].restarts == 0
+    assert evses[1].restarts == 1 and evses[1].failures == ["RuntimeError: a bug in this EVSE's code"]
+
+
+async def test_stop_mid_charge_switches_off_first_and_ends_the_transaction(tmp_path: Path) -> None:
+    require_root()
+    from edge.ocpp.bridge import hardware_meter
+    from edge.ocpp.station import EvseLink, OcppStation, StationSettings
+    from tests.ocpp_station_rig import sent_by_station
+    from tests.test_ocpp_csms import CsmsProcess
+
+    with charger_and_cars(1) as (charger, cars):
+        csms = CsmsProcess(tmp_path, 0, [], netns=charger)  # the station and its CSMS share the namespace
+        try:
+            [evse] = _evses(1)
+            station = OcppStation(StationSettings(csms.url, "CS1", tmp_path / "state"),
+                                  [EvseLink(1, evse.config.controller,
+                                            hardware_meter(evse.hardware, lambda: evse.point.mode), 100_000.0)],
+                                  overrides={"SampledDataCtrlr/TxUpdatedInterval": "1"})
+            daemon = Daemon([evse], station)
+            with inside(charger):
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(daemon.run)
+                    await _until(station.online, 20)
+                    car = await _car(cars[0], "--protocol", "iso2", "--soc", "10", "--target-soc", "90",
+                                     "--capacity-kwh", "500")
+                    await _until(lambda: evse.hardware.closed and evse.hardware.present()[1] > 10, 60)
+                    await daemon.stop("SIGTERM received")
+                    # off before anything else, and the OCPP queue had its time
+                    assert not evse.hardware.closed and evse.hardware.target_i == 0
+                    nursery.cancel_scope.cancel()
+            car.kill()
+            await car.wait()
+            station.close()
+            log = csms.log()
+        finally:
+            csms.stop()
+    events = sent_by_station(log, "TransactionEvent")
+    assert events[0]["eventType"] == "Started" and events[-1]["eventType"] == "Ended"
+    assert events[-1]["transactionInfo"]["stoppedReason"] == "Local"
