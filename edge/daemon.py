@@ -20,6 +20,8 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -75,6 +77,7 @@ class Daemon:
     ready: Callable[[], None] = lambda: None  # systemd READY=1
     status: Callable[[str], None] = lambda text: None  # systemd STATUS=
     flush_timeout: float = FLUSH_TIMEOUT_S
+    control_socket: Path | None = None  # `edge status` asks here (edge.control)
     last_tick: float = 0.0  # the main loop's last turn (the systemd watchdog is fed only while it turns)
     _evse_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _flushed: trio.Event = field(default_factory=trio.Event)
@@ -87,11 +90,35 @@ class Daemon:
     def summary(self) -> str:
         return "; ".join(e.describe() for e in self.evses)
 
+    def status_document(self) -> dict[str, Any]:
+        """What `edge status` shows: every EVSE's state and power, and the CSMS connection."""
+        evses = []
+        for evse in self.evses:
+            point = evse.point
+            voltage, current = evse.hardware.present()
+            evses.append({"id": evse.evse_id, "interface": evse.interface, "state": evse.state,
+                          "ports": list(evse.ports), "restarts": evse.restarts, "last_error": evse.last_error,
+                          "session": point.holder.label if point.holder is not None else None,
+                          "contactors": "closed" if point.closed else "open",
+                          "voltage_v": round(voltage, 1), "current_a": round(current, 1),
+                          "energy_imported_wh": round(evse.hardware.energy_wh(), 1),
+                          "energy_exported_wh": round(evse.hardware.energy_exported_wh(), 1)})
+        ocpp = None
+        if self.station is not None:
+            ocpp = {"url": self.station.settings.url(), "online": self.station.online(),
+                    "version": self.station.version or None, "boot": self.station.boot.status,
+                    "queued": self.station.store.queued()}
+        return {"evses": evses, "ocpp": ocpp}
+
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Until cancelled: the station, the EVSEs, the status line."""
         async with trio.open_nursery() as outer:
             if self.station is not None:
                 await outer.start(self.station.run)
+            if self.control_socket is not None:
+                from edge.control import serve_control
+
+                await outer.start(serve_control, self.control_socket, self.status_document)
             with self._evse_scope:
                 async with trio.open_nursery() as evses:
                     for evse in self.evses:
