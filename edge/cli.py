@@ -1,5 +1,5 @@
 """``edge`` command line: EXI tools, SLAC, the charger (secc) and car (ev) for testbenches, the simulation,
-a test CSMS (csms)."""
+a test CSMS (csms), session traces (trace list/show)."""
 
 from __future__ import annotations
 
@@ -387,6 +387,35 @@ def _csms_command(args: argparse.Namespace) -> int:
     return csms(args)
 
 
+def _trace_command(args: argparse.Namespace) -> int:
+    """``edge trace list [DIR]``: one line per session trace; ``edge trace show FILE``: its timeline."""
+    from edge import trace
+
+    if args.action == "list":
+        directory = args.dir if args.dir is not None else trace.DEFAULT_TRACE_DIR
+        if not directory.is_dir():
+            print(f"edge trace list: no directory {directory}", file=sys.stderr)
+            return 2
+        paths = trace.TraceDirectory(directory).traces()
+        for line in trace.list_lines(paths):
+            print(line)
+        if not paths:
+            print(f"edge trace list: no traces in {directory}", file=sys.stderr)
+        return 0
+    try:
+        reader = trace.show(args.file, sys.stdout, full=args.full, as_json=args.json)
+    except OSError as e:
+        print(f"edge trace show: {args.file}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    if reader.truncated_at is not None:  # what a crash (or a trace still being written) leaves: not an error
+        print(f"edge trace show: the file ends inside a record at byte {reader.truncated_at} of {reader.size} "
+              "(cut: every complete record before it is shown)", file=sys.stderr)
+    if reader.error is not None:
+        print(f"edge trace show: {reader.error}; the records after it are not shown", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edge", description="ISO 15118 charger controller")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -549,6 +578,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Authorize answers: Accepted, Invalid, or per idToken from a JSON object "
                              "{idToken: status} (others Unknown) (default: accepted)")
     csms_p.set_defaults(func=_csms_command)
+    trace_p = sub.add_parser("trace", help="session traces (CBOR files the charger records per session): "
+                                           "list them, show one as a decoded timeline")
+    trace_sub = trace_p.add_subparsers(dest="action", required=True)
+    trace_list = trace_sub.add_parser("list", help="one line per trace: start, EVSE, protocol, duration, "
+                                                   "V2G messages, energy, outcome")
+    trace_list.add_argument("dir", nargs="?", type=Path, metavar="DIR",
+                            help="the trace directory (default: /var/lib/edge/traces)")
+    trace_show = trace_sub.add_parser("show", help="one line per record: time since the start, direction, "
+                                                   "protocol, message, key fields, response time vs budget")
+    trace_show.add_argument("file", type=Path, metavar="FILE")
+    trace_show.add_argument("--full", action="store_true",
+                            help="every message in full: V2G as XML, OCPP frames as sent, SLAC frames as hex")
+    trace_show.add_argument("--json", action="store_true", help="one JSON object per record")
+    trace_p.set_defaults(func=_trace_command)
     return ap
 
 
