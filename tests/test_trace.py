@@ -506,3 +506,32 @@ def test_list_shows_each_trace_with_its_evse_protocol_and_message_count(tmp_path
     assert " kWh" in iso20 and "stopped_by_ev" in iso20
     assert "cut" in partial and partial.endswith(cut.name)
     assert main(["trace", "list", str(tmp_path / "none")]) == 2
+
+
+def test_a_charging_point_records_its_sessions(tmp_path: Path) -> None:
+    """ChargerConnection with a trace: every request and response in order, the connection's open and close,
+    the session's end with its energy; a stranger's connection on the same point is in the file too."""
+    from edge.ev.iso2 import Iso2Car
+    from edge.hardware import SimulatedCharger
+    from edge.trace import EvseTrace, TraceDirectory, read_trace
+    from edge.v2g.charger import ChargerConnection, EvseConfig
+    from tests.inmemory import run
+
+    clock = [0.0]
+    directory = TraceDirectory(tmp_path, clock=lambda: clock[0])
+    config = EvseConfig(trace=EvseTrace(directory, "evse1", "secc0"))
+    hw = SimulatedCharger(isolation_s=0.2)
+    car = Iso2Car(soc=40, target_soc=40.1, capacity_wh=2_000.0)
+    conn = ChargerConnection(hw, config=config)
+    conn.set_peer("[fe80::1]:50000")
+    run(car, conn)
+    conn.connection_lost("closed by the car")
+    [path] = list(tmp_path.glob("evse1-*.cbor"))
+    records = list(read_trace(path))
+    kinds = [r.kind for r in records]
+    assert kinds[0] == "header" and kinds[1] == "connection" and kinds[-1] == "end"
+    v2g = [r for r in records if r.kind == "v2gtp"]
+    # every request (supportedAppProtocol, then what the car logs), each followed by its response
+    assert [r.get("dir") for r in v2g] == ["rx", "tx"] * (1 + len(car.log))
+    assert all(r.get("used") is not None for r in v2g if r.get("dir") == "tx")
+    assert records[-1].get("energy_wh") == pytest.approx(hw.energy_wh()) and hw.energy_wh() > 0

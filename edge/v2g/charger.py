@@ -11,12 +11,14 @@ request with its own payload type. A payload type the current step cannot take c
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import exi
 from edge.chargingpoint import ChargingPoint, LeasedHardware
 from edge.controller import ChargingController
 from edge.hardware import ChargerHardware
+from edge.trace import EvseTrace
 
 from . import sap
 from .din.session import DinSession
@@ -70,6 +72,7 @@ class EvseConfig:
     controller: ChargingController = field(default_factory=ChargingController)  # what a car may get now
     signs: SignConvention = field(default_factory=SignConvention)  # how cars here write discharge values (a quirk)
     sign_quirks: SignQuirks = field(default_factory=SignQuirks)  # -20 cars declared (by EVCCID) to write them otherwise
+    trace: EvseTrace | None = None  # every message of this charging point's sessions, recorded (edge.trace)
 
     def charging_point(self, hardware: ChargerHardware, name: str = "evse") -> ChargingPoint:
         """The charging point every connection sharing this config drives: one power lease for all
@@ -93,6 +96,9 @@ class ChargerConnection:
     protocol: sap.Protocol | None = None
     closing: bool = False
     ended: str | None = None  # why the connection ended, once it has
+    peer: str | None = None
+    trace_conn: int | None = None  # this connection's id in the charging point's trace
+    _asked_again: bool = False  # the request being handled was handed in before (ANSWER_LATER)
     _reported_end: bool = False  # the controller was told this session's end
 
     def __post_init__(self) -> None:
@@ -102,6 +108,7 @@ class ChargerConnection:
     def set_peer(self, peer: str) -> None:
         """The server shell names the car's address, for the power log lines."""
         self.power.label = f"{self.power.label} from {peer}"
+        self.peer = peer
 
     @property
     def in_session(self) -> bool:
@@ -143,6 +150,23 @@ class ChargerConnection:
         return self.config.setup_timeout
 
     def handle(self, message: V2gtpMessage, now: float) -> V2gtpMessage | None:
+        trace = self.config.trace.writer(now) if self.config.trace is not None else None
+        if trace is None:
+            return self._handle(message, now)
+        if self.trace_conn is None:
+            self.trace_conn = trace.connection_opened(self.peer, now=now, tls=self.tls_version)
+        if not self._asked_again:
+            trace.v2gtp("rx", message.payload_type, message.payload, now=now, conn=self.trace_conn)
+        started = time.perf_counter()
+        response = self._handle(message, now)
+        self._asked_again = response is ANSWER_LATER
+        if response is not None and response is not ANSWER_LATER:
+            used = time.perf_counter() - started
+            trace.v2gtp("tx", response.payload_type, response.payload, now=now + used, conn=self.trace_conn,
+                        used=used)
+        return response
+
+    def _handle(self, message: V2gtpMessage, now: float) -> V2gtpMessage | None:
         if self.closing:
             return None
         if self.session is None:
@@ -199,6 +223,12 @@ class ChargerConnection:
         # power off if this connection held the lease
         self._session_over(f"connection ended: {reason}", "communication_lost" if aborted else self._end_reason())
         self.ended = f"aborted: {reason}" if aborted else reason
+        trace = self.config.trace
+        if trace is not None and trace.current is not None and self.trace_conn is not None:
+            trace.current.connection_closed(self.trace_conn, reason)
+            # the car that owned the power is gone: its session's file is complete (a paused car comes back)
+            if self._reported_end and not (self.session is not None and self.session.state == "paused"):
+                trace.end_session(self.ended, energy_wh=self.hardware.energy_wh())
         if self.session is not None and self.session.timers is not None:
             what = self.session.describe()
             log.info("%s session%s %s; response times: %s", self.protocol.name if self.protocol else "?",
