@@ -190,6 +190,10 @@ def _secc_command(args: argparse.Namespace) -> int:
             from edge.pki.plug_and_charge import LocalPlugAndCharge
 
             config.pnc = LocalPlugAndCharge.from_pki_folder(args.pki)
+        if args.trace_dir is not None:  # every session recorded (edge trace list/show read them)
+            from edge.trace import EvseTrace, TraceDirectory
+
+            config.trace = EvseTrace(TraceDirectory(args.trace_dir, clock=trio.current_time), "evse1", args.iface)
         station = _ocpp_station(args, [(1, config.controller, board, point)]) if args.csms else None
         if station is not None and config.pnc is not None:  # the CSMS authorizes contracts (C07)
             config.pnc = station.use_pnc(config.pnc)
@@ -470,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     secc_p.add_argument("--negative-discharge-limits-for", action="append", metavar="EVCCID_PREFIX",
                         help="the same for the -20 cars whose EVCCID starts with this (repeatable; each use is "
                              "logged); the car quirk profiles of the daemon's config will declare these")
+    secc_p.add_argument("--trace-dir", type=Path, metavar="DIR",
+                        help="record every session as a trace file here (edge trace list/show DIR)")
     ocpp = secc_p.add_argument_group("OCPP (the charger's CSMS)")
     ocpp.add_argument("--csms", metavar="URL", help="connect to this CSMS (ws:// or wss://; the station id is "
                                                     "appended) and report transactions, take profiles")

@@ -260,7 +260,7 @@ async def test_sigterm_mid_charge_switches_the_power_off_and_exits_0(tmp_path: P
     with two_namespaces("secc0", "ev0") as (secc_ns, ev_ns):
         link_local(secc_ns, "secc0")
         link_local(ev_ns, "ev0")
-        secc = SeccProcess(secc_ns, "secc0", tmp_path / "secc.log")
+        secc = SeccProcess(secc_ns, "secc0", tmp_path / "secc.log", "--trace-dir", str(tmp_path / "traces"))
         try:
             await secc.wait_ready()
             async with trio.open_nursery() as nursery:
@@ -279,6 +279,13 @@ async def test_sigterm_mid_charge_switches_the_power_off_and_exits_0(tmp_path: P
     off = next(i for i, line in enumerate(lines) if "secc0: power off (SIGTERM received)" in line)
     assert closed < off and any("contactors open (SIGTERM received)" in line for line in lines[closed:])
     assert "Traceback" not in log and not car.stopped_cleanly
+    # the session's trace is complete up to the stop: the charge loop's messages and the end
+    from edge.trace import read_trace
+
+    [trace] = list((tmp_path / "traces").glob("evse1-*.cbor"))
+    records = list(read_trace(trace))
+    rx = [r for r in records if r.kind == "v2gtp" and r.get("dir") == "rx"]
+    assert len(rx) >= len(car.log) and records[-1].kind == "end"
 
 
 async def test_sigint_stops_without_a_traceback(tmp_path: Path) -> None:
