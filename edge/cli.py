@@ -420,6 +420,34 @@ def _trace_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status_command(args: argparse.Namespace) -> int:
+    """`edge status`: the running daemon's EVSEs and CSMS connection, from its control socket."""
+    import json
+
+    import trio
+
+    from edge.control import query
+
+    try:
+        answer = trio.run(query, args.socket)
+    except (OSError, trio.TooSlowError) as e:
+        print(f"edge status: no daemon answers at {args.socket}: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(answer))
+        return 0 if answer.get("ok") else 1
+    for evse in answer.get("evses", []):
+        print(f"EVSE {evse['id']} ({evse['interface']}): {evse['state']}, contactors {evse['contactors']}, "
+              f"{evse['voltage_v']} V {evse['current_a']} A, {evse['energy_imported_wh']} Wh in / "
+              f"{evse['energy_exported_wh']} Wh out" + (f", session {evse['session']}" if evse["session"] else "")
+              + (f", {evse['restarts']} restart(s), last: {evse['last_error']}" if evse["restarts"] else ""))
+    ocpp = answer.get("ocpp")
+    if ocpp:
+        print(f"CSMS {ocpp['url']}: {'online' if ocpp['online'] else 'offline'}, OCPP {ocpp['version']}, "
+              f"boot {ocpp['boot']}, {ocpp['queued']} message(s) queued")
+    return 0 if answer.get("ok") else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edge", description="ISO 15118 charger controller")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -474,6 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
     secc_p.add_argument("--negative-discharge-limits-for", action="append", metavar="EVCCID_PREFIX",
                         help="the same for the -20 cars whose EVCCID starts with this (repeatable; each use is "
                              "logged); the car quirk profiles of the daemon's config will declare these")
+    status_p = sub.add_parser("status", help="the running daemon's EVSEs and CSMS connection (its control socket)")
+    status_p.add_argument("--socket", type=Path, default=Path("/run/edge/control.sock"),
+                          help="the daemon's control socket (default: /run/edge/control.sock)")
+    status_p.add_argument("--json", action="store_true", help="the answer as one JSON object")
+    status_p.set_defaults(func=_status_command)
     secc_p.add_argument("--trace-dir", type=Path, metavar="DIR",
                         help="record every session as a trace file here (edge trace list/show DIR)")
     ocpp = secc_p.add_argument_group("OCPP (the charger's CSMS)")

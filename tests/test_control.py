@@ -38,3 +38,30 @@ async def test_status_over_the_socket_and_hostile_clients(tmp_path: Path) -> Non
         await flood.aclose()
         nursery.cancel_scope.cancel()
     assert not path.exists() and len(calls) == 2
+
+
+async def test_edge_status_reads_the_daemon(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    path = tmp_path / "control.sock"
+    document = {"evses": [{"id": 1, "interface": "secc0", "state": "listening", "contactors": "closed",
+                           "voltage_v": 400.0, "current_a": 100.0, "energy_imported_wh": 12.5,
+                           "energy_exported_wh": 0.0, "session": "connection #1", "restarts": 0,
+                           "last_error": None, "ports": [1, None]}],
+                "ocpp": {"url": "ws://127.0.0.1:9/CS1", "online": True, "version": "2.1", "boot": "Accepted",
+                         "queued": 0}}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_control, path, lambda: document)
+        text = await trio.run_process([sys.executable, "-m", "edge.cli", "status", "--socket", str(path)],
+                                      capture_stdout=True)
+        as_json = await trio.run_process([sys.executable, "-m", "edge.cli", "status", "--socket", str(path),
+                                          "--json"], capture_stdout=True)
+        nursery.cancel_scope.cancel()
+    lines = text.stdout.decode().splitlines()
+    assert lines[0].startswith("EVSE 1 (secc0): listening, contactors closed, 400.0 V 100.0 A")
+    assert lines[1] == "CSMS ws://127.0.0.1:9/CS1: online, OCPP 2.1, boot Accepted, 0 message(s) queued"
+    assert json.loads(as_json.stdout)["evses"][0]["state"] == "listening"
+    missing = await trio.run_process([sys.executable, "-m", "edge.cli", "status", "--socket",
+                                      str(tmp_path / "none.sock")], capture_stderr=True, check=False)
+    assert missing.returncode == 2 and b"no daemon answers" in missing.stderr
