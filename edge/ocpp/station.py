@@ -441,9 +441,9 @@ class OcppStation:
         assert evse.transactions is not None
         if evse.transactions.open is not None:
             return {"status": "Rejected", "transactionId": evse.transactions.open.transaction_id}
-        evse.transactions.remote_start(payload["idToken"], payload["remoteStartId"])
-        if "chargingProfile" in payload:
+        if "chargingProfile" in payload:  # refused before anything is kept: no token waits for the next car
             return {"status": "Rejected", "statusInfo": {"reasonCode": "UnsupportedParam"}}
+        evse.transactions.remote_start(payload["idToken"], payload["remoteStartId"])
         return {"status": "Accepted"}
 
     def _on_RequestStopTransaction(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -658,30 +658,27 @@ class OcppStation:
 
     async def _authorize(self, conn: OcppConnection, request: AuthorizeRequest) -> None:
         assert self.pnc is not None
-        outcome = "the connection closed"
-        try:
-            answer = await self.call(conn, "Authorize", request.payload)
-        except (OcppCallFailed, InvalidOutgoing) as e:
-            outcome = str(e)
-        else:
-            self.pnc.answered(request.key, answer)
-            return
-        finally:  # also when cancelled with its connection: the car gets the offline decision now
-            self.pnc.failed(request.key, outcome)
+        await self._relay(conn, "Authorize", request.payload, request.key, self.pnc.answered, self.pnc.failed)
 
     async def _get_certificate(self, conn: OcppConnection, request: CertificateRequest) -> None:
         """M01/M02: the car's CertificateInstallationReq/UpdateReq to the CSMS, its answer back to the session."""
         assert self.pnc is not None
-        outcome = "the connection closed"
+        await self._relay(conn, "Get15118EVCertificate", request.payload, request.key,
+                          self.pnc.certificate_answered, self.pnc.certificate_failed)
+
+    async def _relay(self, conn: OcppConnection, action: str, payload: dict[str, Any], key: str,
+                     answered: Callable[[str, dict[str, Any]], bool], failed: Callable[[str, str], bool]) -> None:
+        """A session's question to the CSMS: its answer, or why there is none, back to the sessions' side
+        exactly once (also when cancelled with its connection: the car gets the offline decision now)."""
         try:
-            answer = await self.call(conn, "Get15118EVCertificate", request.payload)
+            answer = await self.call(conn, action, payload)
         except (OcppCallFailed, InvalidOutgoing) as e:
-            outcome = str(e)
-        else:
-            self.pnc.certificate_answered(request.key, answer)
+            failed(key, str(e))
             return
-        finally:
-            self.pnc.certificate_failed(request.key, outcome)
+        except BaseException:  # cancelled with its connection
+            failed(key, "the connection closed")
+            raise
+        answered(key, answer)
 
     async def _boot(self, conn: OcppConnection) -> None:
         while self.boot.status != "Accepted":
