@@ -448,6 +448,25 @@ def _status_command(args: argparse.Namespace) -> int:
     return 0 if answer.get("ok") else 1
 
 
+def _config_command(args: argparse.Namespace) -> int:
+    """`edge config check FILE`: the problems of a daemon configuration, or one line saying what it runs."""
+    from edge.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.file, check_files=not args.no_files)
+    except ConfigError as e:
+        print(e)
+        return 1
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        print(f"edge config check: {args.file}: {reason}", file=sys.stderr)
+        return 2
+    count = len(config.evses)
+    ocpp = f"OCPP to {config.ocpp.url}" if config.ocpp is not None else "no OCPP"
+    print(f"{args.file}: OK ({count} EVSE{'' if count == 1 else 's'}, {ocpp})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edge", description="ISO 15118 charger controller")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -631,6 +650,16 @@ def build_parser() -> argparse.ArgumentParser:
                             help="every message in full: V2G as XML, OCPP frames as sent, SLAC frames as hex")
     trace_show.add_argument("--json", action="store_true", help="one JSON object per record")
     trace_p.set_defaults(func=_trace_command)
+    config_p = sub.add_parser("config", help="the daemon's configuration file (config/edge.toml is the example)")
+    config_sub = config_p.add_subparsers(dest="action", required=True)
+    config_check = config_sub.add_parser("check", help="check a configuration: every problem as FILE:LINE: key: "
+                                                       "message on stdout, exit 1; else one OK line, exit 0 "
+                                                       "(2: the file cannot be read)")
+    config_check.add_argument("file", type=Path, metavar="FILE")
+    config_check.add_argument("--no-files", action="store_true",
+                              help="do not check that the PKI folders and certificate files exist (another "
+                                   "machine's configuration)")
+    config_p.set_defaults(func=_config_command)
     return ap
 
 
