@@ -467,6 +467,56 @@ def _config_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _daemon_logging(verbose: bool) -> None:
+    """journald natively (with EVSE, SESSION_ID, EVCCID, PROTOCOL fields) when stderr is the journal's stream,
+    else stderr lines with those fields as a prefix."""
+    import logging
+
+    from edge.logs import LogFieldsFilter
+    from edge.systemd import JournalHandler, journal_stream_connected
+
+    handler: logging.Handler
+    if journal_stream_connected():
+        handler = JournalHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(fields)s%(message)s"))
+        handler.addFilter(LogFieldsFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """`edge run --config FILE`: the daemon. A configuration it cannot run is one line per problem, exit 1."""
+    import trio
+
+    from edge.config import ConfigError, load_config
+    from edge.run import StartupError, build_daemon, serve
+
+    try:
+        config = load_config(args.config, check_files=True)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        print(f"edge run: {args.config}: {reason}", file=sys.stderr)
+        return 1
+    _daemon_logging(args.verbose)
+    try:
+        daemon = build_daemon(config)
+    except StartupError as e:
+        print(f"edge run: {args.config}: {e}", file=sys.stderr)
+        return 1
+    import logging
+
+    stopped_by = trio.run(serve, daemon)
+    logging.getLogger("edge.run").info("stopped (%s): power off on every EVSE, transactions ended", stopped_by)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edge", description="ISO 15118 charger controller")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -650,6 +700,12 @@ def build_parser() -> argparse.ArgumentParser:
                             help="every message in full: V2G as XML, OCPP frames as sent, SLAC frames as hex")
     trace_show.add_argument("--json", action="store_true", help="one JSON object per record")
     trace_p.set_defaults(func=_trace_command)
+    run_p = sub.add_parser("run", help="the charger daemon: every EVSE of the configuration, its CSMS connection, "
+                                       "traces and control socket, until SIGTERM (systemd: Type=notify)")
+    run_p.add_argument("--config", type=Path, required=True, metavar="FILE",
+                       help="the configuration (config/edge.toml is the documented example)")
+    run_p.add_argument("-v", "--verbose", action="store_true", help="debug log lines too")
+    run_p.set_defaults(func=_run_command)
     config_p = sub.add_parser("config", help="the daemon's configuration file (config/edge.toml is the example)")
     config_sub = config_p.add_subparsers(dest="action", required=True)
     config_check = config_sub.add_parser("check", help="check a configuration: every problem as FILE:LINE: key: "

@@ -3,7 +3,7 @@ typed, frozen dataclasses, every problem reported at once with its place in the 
 
 Schema (the defaults live in the dataclasses below, and only there; the example shows each one)::
 
-    [station]        StationConfig: id, state_dir, model, vendor, serial
+    [station]        StationConfig: id, state_dir, model, vendor, serial, control_socket
     [[evse]]         EvseSection (one per charging point): id, interface, plc_interface, evseid, protocols,
                      port, pnc, pnc_without_tls, receipt_interval, watchdog, deviations, timers
       [evse.hardware]  HardwareSection: adapter, bidirectional (simulated), socket (external)
@@ -121,6 +121,7 @@ class StationConfig:
     model: str = "edge"  # BootNotification
     vendor: str = "edge"
     serial: str | None = None
+    control_socket: Path = Path("/run/edge/control.sock")  # `edge status` asks the running daemon here
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,7 +555,8 @@ def _read_station(r: _Reader, raw: Any) -> StationConfig:
         state_dir=r.value(t, "station", "state_dir", Path, _default(c, "state_dir")),
         model=r.value(t, "station", "model", str, _default(c, "model")),
         vendor=r.value(t, "station", "vendor", str, _default(c, "vendor")),
-        serial=r.value(t, "station", "serial", str, None))
+        serial=r.value(t, "station", "serial", str, None),
+        control_socket=r.value(t, "station", "control_socket", Path, _default(c, "control_socket")))
 
 
 def _read_hardware(r: _Reader, raw: Any, path: str) -> HardwareSection:

@@ -27,6 +27,7 @@ import trio
 
 from edge.chargingpoint import ChargingPoint
 from edge.hardware import ChargerHardware
+from edge.logs import bind_log_fields
 from edge.ocpp.station import OcppStation
 from edge.v2g import sap
 from edge.v2g.admission import ConnectionAdmission
@@ -78,7 +79,10 @@ class Daemon:
     status: Callable[[str], None] = lambda text: None  # systemd STATUS=
     flush_timeout: float = FLUSH_TIMEOUT_S
     control_socket: Path | None = None  # `edge status` asks here (edge.control)
+    on_stop: Callable[[str], None] = lambda reason: None  # systemd STOPPING=1
     last_tick: float = 0.0  # the main loop's last turn (the systemd watchdog is fed only while it turns)
+    tick: float = 1.0  # how often the main loop turns (status line, watchdog liveness)
+    _last_status: str = ""
     _evse_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     _flushed: trio.Event = field(default_factory=trio.Event)
     _evses_stopped: trio.Event = field(default_factory=trio.Event)
@@ -124,7 +128,7 @@ class Daemon:
                     for evse in self.evses:
                         await evses.start(self._supervise, evse)
                     self.ready()
-                    self.status(self.summary())
+                    self._last_status = self.summary()
                     log.info("edge daemon ready: %s", self.summary())
                     task_status.started()
                     evses.start_soon(self._heartbeat)
@@ -134,6 +138,7 @@ class Daemon:
 
     async def stop(self, reason: str) -> None:
         """Power off everywhere, end the sessions, give the OCPP queue its time, stop."""
+        self.on_stop(reason)
         if self.station is not None:  # the transactions end because the station stops (stoppedReason Local)
             for link in self.station.evses:
                 if link.transactions is not None:
@@ -155,14 +160,18 @@ class Daemon:
     async def _heartbeat(self) -> None:
         while True:
             self.last_tick = trio.current_time()
-            self.status(self.summary())
-            await trio.sleep(1.0)
+            summary = self.summary()
+            if summary != self._last_status:  # STATUS= only when something changed
+                self._last_status = summary
+                self.status(summary)
+            await trio.sleep(self.tick)
 
     async def _supervise(self, evse: DaemonEvse, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                          ) -> None:
         """Run the EVSE; after a crash, power off, wait, run it again. ``started`` after the first attempt."""
         from edge.secc import run_secc
 
+        bind_log_fields(EVSE=evse.evse_id)  # every line of this EVSE's tasks says which EVSE (journald: EVSE=)
         wait, started = RESTART_FIRST_S, False
         while True:
             began = trio.current_time()

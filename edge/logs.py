@@ -4,7 +4,38 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from types import MappingProxyType
+
+#: the fields of what the current task works for (EVSE, SESSION_ID, EVCCID, PROTOCOL): trio gives each task a
+#: copy of its parent's context, so an EVSE's tasks carry EVSE and each connection's task its session's fields
+_LOG_FIELDS: ContextVar[Mapping[str, str]] = ContextVar("edge_log_fields", default=MappingProxyType({}))
+
+
+def log_fields() -> Mapping[str, str]:
+    """The current task's log fields (journald gets them as fields, stderr lines as a prefix)."""
+    return _LOG_FIELDS.get()
+
+
+def bind_log_fields(**fields: object) -> None:
+    """Add fields for the rest of the current task and the tasks it starts (None removes one)."""
+    merged = dict(_LOG_FIELDS.get())
+    for key, value in fields.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = str(value)
+    _LOG_FIELDS.set(MappingProxyType(merged))
+
+
+class LogFieldsFilter(logging.Filter):
+    """Puts the task's fields on each record as ``%(fields)s`` ("[EVSE=2 PROTOCOL=iso2] ", or "")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = _LOG_FIELDS.get()
+        record.fields = "[" + " ".join(f"{k}={v}" for k, v in fields.items()) + "] " if fields else ""
+        return True
 
 
 class RateLimitedLog:

@@ -18,6 +18,7 @@ import exi
 from edge.chargingpoint import ChargingPoint, LeasedHardware
 from edge.controller import ChargingController
 from edge.hardware import ChargerHardware
+from edge.logs import bind_log_fields
 from edge.trace import EvseTrace
 
 from . import sap
@@ -100,6 +101,7 @@ class ChargerConnection:
     trace_conn: int | None = None  # this connection's id in the charging point's trace
     _asked_again: bool = False  # the request being handled was handed in before (ANSWER_LATER)
     _reported_end: bool = False  # the controller was told this session's end
+    _log_key: tuple[bytes, object] | None = None  # (SessionID, EVCCID) the log fields were bound for
 
     def __post_init__(self) -> None:
         # the session drives the board only through this view: power needs the charging point's lease
@@ -184,6 +186,8 @@ class ChargerConnection:
                 self.session = self._new_session(result.protocol.name)
             return V2gtpMessage(PayloadType.EXI, exi.encode("apphand", result.response))
         payload_type, out, end = self.session.handle(message.payload_type, message.payload, now)
+        if (self.session.session_id, getattr(self.session, "evcc_id", None)) != self._log_key:
+            self._bind_log_fields()
         if out == ANSWER_LATER_BYTES and not end:  # the session's backend is still deciding
             return ANSWER_LATER
         if end:  # stopped, paused or failed: its power lease (if it had one) goes with it
@@ -192,6 +196,17 @@ class ChargerConnection:
             return None
         self.closing = end  # after SessionStopRes or a failure response, nothing more is read
         return V2gtpMessage(payload_type, out)
+
+    def _bind_log_fields(self) -> None:
+        """This connection's task logs with its session's fields from now on (journald: PROTOCOL, SESSION_ID,
+        EVCCID; see edge.logs)."""
+        session = self.session
+        assert session is not None
+        evcc = getattr(session, "evcc_id", None)
+        self._log_key = (session.session_id, evcc)
+        car = session.car()
+        bind_log_fields(PROTOCOL=self.protocol.name if self.protocol else None, SESSION_ID=car.session_id,
+                        EVCCID=car.evcc_id or None)
 
     def _end_reason(self) -> str:
         """Why the session ended, in the controller's words (see :data:`edge.controller.END_REASONS`)."""
