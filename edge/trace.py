@@ -24,6 +24,8 @@ v2gtp        ``dir``, ``pt`` V2GTP payload type (int), ``data`` the payload with
 sdp          ``req`` the request datagram, ``res`` the response datagram (with V2GTP headers), ``peer``
 slac         ``dir``, ``frame`` the whole Ethernet frame (bytes)
 tls          ``line`` one NSS key-log line, ``conn``: only recorded when enabled (they decrypt the session)
+wire         ``dir``, ``peer``, ``data``: the bytes of a TLS connection as they crossed the socket (TLS records,
+             handshake included), recorded with the key-log lines so a capture can be rebuilt and decrypted
 ocpp         ``dir``, ``text`` the WebSocket text frame
 hardware     ``values``: map of measurements and setpoints (present_voltage, present_current, power,
              target_voltage, target_current, soc, contactors, energy_wh, ...)
@@ -83,7 +85,7 @@ FORMAT_VERSION = 1
 SUFFIX = ".cbor"
 #: where the daemon keeps its traces (``edge trace list`` looks here unless told otherwise)
 DEFAULT_TRACE_DIR = Path("/var/lib/edge/traces")
-KINDS = ("header", "v2gtp", "sdp", "slac", "tls", "ocpp", "hardware", "state", "connection", "end")
+KINDS = ("header", "v2gtp", "sdp", "slac", "tls", "wire", "ocpp", "hardware", "state", "connection", "end")
 DIRECTIONS = frozenset({"rx", "tx"})
 
 #: a file stops growing here unless told otherwise (a -20 charge loop writes ~2 MB an hour)
@@ -179,6 +181,12 @@ class SessionTraceWriter:
     def tls_key(self, line: str, *, now: float | None = None, conn: int | None = None) -> None:
         """One NSS key-log line (record only when TLS decryption of traces is wanted: it is a secret)."""
         self._write(_without_none({"k": "tls", "t": self._t(now), "line": line.rstrip("\n"), "conn": conn}))
+
+    def wire(self, direction: str, data: bytes, *, peer: str, now: float | None = None) -> None:
+        """Bytes of a TLS connection as they crossed the socket (with its key-log lines they decrypt)."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction {direction!r}: rx or tx")
+        self._write({"k": "wire", "t": self._t(now), "dir": direction, "peer": peer, "data": bytes(data)})
 
     def ocpp(self, direction: str, text: str, *, now: float | None = None) -> None:
         if direction not in DIRECTIONS:
