@@ -58,6 +58,7 @@ class ChargingPoint:
     energized: bool = False  # the holder has the DC output up (isolation check, pre-charge, charging)
     trips: int = 0  # how often the watchdog switched the power off
     connections: int = 0  # views handed out, to number them in the log
+    target: tuple[float, float] = (0.0, 0.0)  # the last DC target (V, A) or AC limit (0, A) given to the board
 
     def lease(self, label: str | None = None) -> LeasedHardware:
         """A view of the hardware for one new connection; it holds no lease until it asks for power."""
@@ -93,17 +94,20 @@ class ChargingPoint:
         hw = self.hardware
         hw.set_dc_target(0, 0)
         hw.set_ac_current_limit(0)
+        self.target = (0.0, 0.0)
         self._set_contactors(False, reason)
         self.ramping_since = None
         self.energized = False
         self.mode = None  # the next holder says what it drives
 
-    def shutdown(self, reason: str) -> None:
-        """Everything off, whoever holds the lease (SIGTERM, a board fault): one "power off" line (and the
-        contactor line when they were closed)."""
+    def shutdown(self, reason: str, why: str = "power_taken") -> None:
+        """Everything off, whoever holds the lease (SIGTERM, a board fault, the car unplugged): one "power
+        off" line (and the contactor line when they were closed). ``why``: how the holder's session ended,
+        in the controller's words (edge.controller.END_REASONS)."""
         holder = self.holder
         if holder is not None:
             holder.revoked = reason
+            holder.revoked_why = why
             self.holder = None
         self._power_off(reason)
         log.info("%s: power off (%s)%s", self.name, reason, f", lease of {holder.label} revoked" if holder else "")
@@ -173,6 +177,7 @@ class LeasedHardware:
         self.label = label
         self.now = 0.0
         self.revoked: str | None = None  # why the safety layer took the lease back, once it has
+        self.revoked_why = "power_taken"  # the same as the session's end reason (edge.controller.END_REASONS)
 
     @property
     def holds_lease(self) -> bool:
@@ -235,6 +240,7 @@ class LeasedHardware:
             return  # "off" from a session without the lease: not its power
         self.point.energized = voltage > 0 or current != 0
         self.point.hardware.set_dc_target(voltage, current)
+        self.point.target = (voltage, current)
 
     def set_ac_current_limit(self, current: float) -> None:
         if current != 0:
@@ -242,3 +248,4 @@ class LeasedHardware:
         elif not self.holds_lease:
             return
         self.point.hardware.set_ac_current_limit(current)
+        self.point.target = (0.0, current)

@@ -380,9 +380,14 @@ def _ev_command(args: argparse.Namespace) -> int:
 
 
 def _simulate_command(args: argparse.Namespace) -> int:
-    from edge.simulate import main as simulate
+    if args.scenarios:
+        from edge.simulate import main as simulate
 
-    return simulate(args.json)
+        return simulate(args.json)
+    from edge.mission import main as mission
+
+    return mission(as_json=args.json, csms_url=args.csms, use_csms=not args.no_csms, out_dir=args.out,
+                   loopback=args.loopback)
 
 
 def _csms_command(args: argparse.Namespace) -> int:
@@ -437,7 +442,9 @@ def _status_command(args: argparse.Namespace) -> int:
         print(json.dumps(answer))
         return 0 if answer.get("ok") else 1
     for evse in answer.get("evses", []):
-        print(f"EVSE {evse['id']} ({evse['interface']}): {evse['state']}, contactors {evse['contactors']}, "
+        slac = f", SLAC {evse['slac']}" if evse.get("plc_interface") else ""
+        print(f"EVSE {evse['id']} ({evse['interface']}): {evse['state']}, CP {evse.get('cp', '?')}{slac}, "
+              f"contactors {evse['contactors']}, "
               f"{evse['voltage_v']} V {evse['current_a']} A, {evse['energy_imported_wh']} Wh in / "
               f"{evse['energy_exported_wh']} Wh out" + (f", session {evse['session']}" if evse["session"] else "")
               + (f", {evse['restarts']} restart(s), last: {evse['last_error']}" if evse["restarts"] else ""))
@@ -486,6 +493,23 @@ def _daemon_logging(verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _board_command(args: argparse.Namespace) -> int:
+    """`edge board simulate --socket PATH`: the board side of the external adapter protocol, simulated."""
+    import logging
+
+    import trio
+
+    from edge.hardware.board_sim import main as board_main
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        trio.run(board_main, args.socket, args.charge_only)
+    except OSError as e:
+        print(f"edge board simulate: {args.socket}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _run_command(args: argparse.Namespace) -> int:
@@ -654,8 +678,20 @@ def build_parser() -> argparse.ArgumentParser:
                            "the start; -vv each message's decoded content too, one line each (default: quiet)")
     ev_p.set_defaults(func=_ev_command)
     add_pki_parser(sub)
-    sim_p = sub.add_parser("simulate", help="charger and simulated car in one process over loopback")
+    sim_p = sub.add_parser("simulate", help="the whole mission: the daemon with two simulated EVSEs, three cars "
+                                            "(DIN, -2 Plug & Charge, -20 DC_BPT charge/discharge/charge) and a test "
+                                            "CSMS, over loopback")
     sim_p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sim_p.add_argument("--csms", metavar="URL", help="use this CSMS (ws:// or wss://) instead of starting the test "
+                                                    "CSMS on loopback")
+    sim_p.add_argument("--no-csms", action="store_true", help="no OCPP: contracts are authorized locally")
+    sim_p.add_argument("--out", type=Path, metavar="DIR", help="keep the run's configuration, traces and state here "
+                                                               "(default: a new folder under /tmp)")
+    sim_p.add_argument("--loopback", action="store_true", help="as root too: the cars over loopback (no network "
+                                                                "namespaces, no SLAC, no SDP)")
+    sim_p.add_argument("--scenarios", action="store_true",
+                       help="instead: the eleven single-session scenarios (protocols, pause/resume, strangers, a "
+                            "frozen car, the CSMS deciding BPT setpoints), one charging point each")
     sim_p.set_defaults(func=_simulate_command)
     csms_p = sub.add_parser("csms", help="a test OCPP 2.0.1/2.1 CSMS (asyncio, the ocpp package): answers a station, "
                                          "logs every frame as JSON lines, sends scripted CALLs")
@@ -700,6 +736,13 @@ def build_parser() -> argparse.ArgumentParser:
                             help="every message in full: V2G as XML, OCPP frames as sent, SLAC frames as hex")
     trace_show.add_argument("--json", action="store_true", help="one JSON object per record")
     trace_p.set_defaults(func=_trace_command)
+    board_p = sub.add_parser("board", help="the board side of the external hardware adapter (edge.hardware.external)")
+    board_sub = board_p.add_subparsers(dest="action", required=True)
+    board_sim = board_sub.add_parser("simulate", help="a simulated board behind a Unix socket (reference and test "
+                                                      "board); stdin lines: plug, unplug, fault CODE TEXT, clear, quit")
+    board_sim.add_argument("--socket", type=Path, required=True, help="the Unix socket to listen on")
+    board_sim.add_argument("--charge-only", action="store_true", help="a board that cannot export")
+    board_p.set_defaults(func=_board_command)
     run_p = sub.add_parser("run", help="the charger daemon: every EVSE of the configuration, its CSMS connection, "
                                        "traces and control socket, until SIGTERM (systemd: Type=notify)")
     run_p.add_argument("--config", type=Path, required=True, metavar="FILE",

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from edge.v2g import sap
     from edge.v2g.charger import EvseConfig
     from edge.v2g.power import SignConvention, SignQuirks
+    from edge.v2g.quirks import CarQuirks
     from edge.v2g.tls import CombinedServerContext
 
 #: what an EVSE offers unless told otherwise (edge.v2g.charger.DEFAULT_PROTOCOLS by name; a test keeps them equal)
@@ -72,13 +73,14 @@ class Deviation:
 
 
 #: the registry of deviations a [[quirk]] profile (or an EVSE's ``deviations``) may name: both are
-#: edge.v2g.power.SignConvention fields, applied to -20 cars by EVCCID prefix (edge.v2g.power.SignQuirks)
+#: edge.v2g.power.SignConvention fields, applied by EVCCID prefix at the -20 SessionSetupReq
+#: (edge.v2g.power.SignQuirks) or by MAC OUI / offered namespace when the car connects (edge.v2g.quirks)
 DEVIATIONS: dict[str, Deviation] = {
     "negative_discharge_limits": Deviation(
         "-20 BPT discharge limits sent and read as negative numbers (cars built on EVerest's "
-        "negative_bidirectional_limits)", frozenset({"evccid_prefix"})),
+        "negative_bidirectional_limits)", frozenset(MATCH_KINDS)),
     "inverted_targets": Deviation(
-        "-20 target and present power/current read and written export-positive", frozenset({"evccid_prefix"})),
+        "-20 target and present power/current read and written export-positive", frozenset(MATCH_KINDS)),
 }
 
 #: evse.timers names: the session timers (applied to every protocol's defaults) and the power-safety ones
@@ -782,8 +784,8 @@ def _cross_rules(r: _Reader, cfg: EdgeConfig) -> None:
         seen: dict[Any, int] = {}
         for i, evse in enumerate(cfg.evses):
             value = getattr(evse, attribute)
-            if value in (None, "", 0):
-                continue
+            if value in (None, "", 0) or (attribute == "interface" and value == "lo"):
+                continue  # loopback serves no SDP: several EVSEs may share it (testbenches, `edge simulate`)
             if value in seen:
                 r.problem(f"evse[{i}].{attribute}", f"EVSE {what} {value!r} is used by evse[{seen[value]}] too")
             else:
@@ -912,6 +914,21 @@ def sign_quirks(cfg: EdgeConfig) -> SignQuirks:
                             for q in cfg.quirks if q.match.evccid_prefix is not None))
 
 
+def car_quirks(cfg: EdgeConfig) -> CarQuirks:
+    """The [[quirk]] profiles matched when a car connects (by MAC OUI or offered namespace), in order."""
+    from edge.v2g.power import SignConvention
+    from edge.v2g.quirks import CarQuirkProfile, CarQuirks
+
+    profiles = []
+    for q in cfg.quirks:
+        for kind in ("mac_oui", "sap_namespace"):
+            value = getattr(q.match, kind)
+            if value is not None:
+                profiles.append(CarQuirkProfile(q.name, kind, value,
+                                                SignConvention(**{name: True for name in q.deviations})))
+    return CarQuirks(tuple(profiles))
+
+
 def session_timers(evse: EvseSection) -> dict[str, SessionTimers]:
     """Per offered protocol, its default session timers with the EVSE's overrides ({} without any: the
     sessions keep their defaults)."""
@@ -954,8 +971,10 @@ def tls_server_context(cfg: EdgeConfig, evse: EvseSection) -> CombinedServerCont
         return None
     from edge.v2g.tls import ClientAuth, server_context_combined
 
-    return server_context_combined(evse.tls.pki, client_auth=ClientAuth(evse.tls.client_auth),
-                                   keylog=keylog_path(cfg, evse))
+    keylog = keylog_path(cfg, evse)
+    if keylog is not None:
+        keylog.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # session keys: the daemon's eyes only
+    return server_context_combined(evse.tls.pki, client_auth=ClientAuth(evse.tls.client_auth), keylog=keylog)
 
 
 def evse_config(cfg: EdgeConfig, evse: EvseSection) -> EvseConfig:
@@ -965,7 +984,7 @@ def evse_config(cfg: EdgeConfig, evse: EvseSection) -> EvseConfig:
 
     return EvseConfig(evse_id=evse.evseid or f"DE*EDG*E0001*{evse.id}", pnc_without_tls=evse.pnc_without_tls,
                       receipt_interval=evse.receipt_interval, timers=session_timers(evse), signs=evse_signs(evse),
-                      sign_quirks=sign_quirks(cfg))
+                      sign_quirks=sign_quirks(cfg), quirks=car_quirks(cfg))
 
 
 def trace_directory(cfg: EdgeConfig, clock: Callable[[], float] | None = None) -> TraceDirectory | None:

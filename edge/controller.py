@@ -107,7 +107,8 @@ class ScheduleChosen:
 
 #: why the power owner's session ended (the OCPP bridge maps these to stoppedReason/triggerReason)
 #: "paused": the car paused its session (-2/-20 SessionStop Pause) and may resume it on a new connection
-END_REASONS = ("stopped_by_ev", "stopped_by_charger", "failed", "communication_lost", "power_taken", "paused")
+END_REASONS = ("stopped_by_ev", "stopped_by_charger", "failed", "communication_lost", "power_taken", "paused",
+               "ev_disconnected", "cp_error")
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,13 +22,15 @@ from edge.config import (
     EvseSection,
     evse_config,
     evse_protocols,
+    keylog_path,
     power_safety_timers,
+    slac_matcher_options,
     tls_server_context,
     to_station_settings,
     trace_directory,
 )
 from edge.controller import ChargingController
-from edge.daemon import Daemon, DaemonEvse, run_until_signal
+from edge.daemon import Daemon, DaemonEvse, OcppTraceRouter, run_until_signal
 from edge.hardware import ChargerHardware, SimulatedCharger, bidirectional_charger
 from edge.systemd import SystemdNotifier, feed_watchdog, watchdog_interval
 
@@ -89,9 +91,11 @@ def build_daemon(cfg: EdgeConfig) -> Daemon:
             from edge.trace import EvseTrace
 
             config.trace = EvseTrace(traces, f"evse{section.id}", section.interface,
-                                     keylog=cfg.trace.tls_keylog and section.tls.keylog)
+                                     keylog=cfg.trace.tls_keylog and section.tls.keylog,
+                                     keylog_file=keylog_path(cfg, section))
         evses.append(DaemonEvse(section.id, section.interface, hardware, config, protocols=evse_protocols(section),
-                                port=section.port, ssl_context=ssl_context, tls_only=section.tls.only))
+                                port=section.port, ssl_context=ssl_context, tls_only=section.tls.only,
+                                plc_interface=section.plc_interface, slac_options=slac_matcher_options(section)))
     station = _station(cfg, evses)
     return Daemon(evses, station=station, control_socket=cfg.station.control_socket)
 
@@ -116,6 +120,7 @@ def _station(cfg: EdgeConfig, evses: list[DaemonEvse]):
         links.append(EvseLink(evse.evse_id, evse.config.controller, hardware_meter(board, lambda p=point: p.mode),
                               max_power))
     station = OcppStation(settings, links)
+    station.frames = OcppTraceRouter(evses)  # each session's trace gets the OCPP frames about its EVSE
     # the CSMS authorizes contracts (C07): every PnC EVSE's sessions ask through the station
     shared = None
     for evse in evses:

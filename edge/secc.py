@@ -71,25 +71,68 @@ async def run_secc(iface: str, port: int = 0, hardware: ChargerHardware | None =
     if tls_only and ssl_context is None:
         raise ValueError("TLS only needs a TLS context (a PKI)")
     preload_codecs(enabled, signatures=evse.pnc is not None)
-    address = link_local_address(iface)
+    # loopback (`edge simulate` without root): no link-local address and no multicast, so no SDP; the cars
+    # are told the ports directly
+    loopback = iface == "lo"
+    address = "::1" if loopback else link_local_address(iface)
+    host = "::1" if loopback else "::"
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(guard_power, point)
             tcp_port = tls_port = None
             if not tls_only:
                 tcp_port = await nursery.start(partial(serve_tcp, port, lambda: ChargerConnection(hw, enabled, evse),
-                                                       host="::", admission=admission))
+                                                       host=host, admission=admission))
             if ssl_context is not None:
                 tls_port = await nursery.start(partial(
                     serve_tcp, port + 1 if port and not tls_only else port,
-                    lambda: ChargerConnection(hw, enabled, evse, tls=True), host="::", ssl_context=ssl_context,
-                    admission=admission))
-            await nursery.start(serve_sdp, SdpServer(address, tcp_port, tls_port), iface)
+                    lambda: ChargerConnection(hw, enabled, evse, tls=True), host=host, ssl_context=ssl_context,
+                    admission=admission, tap=_tls_recorder(evse)))
+            if not loopback:
+                await nursery.start(partial(serve_sdp, SdpServer(address, tcp_port, tls_port), iface,
+                                            record=_sdp_recorder(evse)))
             log.info("SECC on %s: [%s] TCP %s, TLS %s", iface, address, tcp_port, tls_port)
             task_status.started((tcp_port, tls_port))
     finally:
         if point.holder is not None or point.closed:
             point.shutdown("SECC stopped")
+
+
+def _sdp_recorder(evse: EvseConfig):
+    """The EVSE's trace gets every SDP exchange (None without a trace)."""
+    trace = evse.trace
+    if trace is None:
+        return None
+
+    def record(request: bytes, response: bytes, peer: str) -> None:
+        writer = trace.writer(trio.current_time())
+        if writer is not None:
+            writer.sdp(request, response, peer=peer)
+
+    return record
+
+
+def _tls_recorder(evse: EvseConfig):
+    """With key logging into the EVSE's traces: the TLS connections' bytes and their session keys go into the
+    trace, so `edge trace pcap` rebuilds a capture Wireshark decrypts (None otherwise)."""
+    trace = evse.trace
+    if trace is None or not trace.keylog or trace.keylog_file is None:
+        return None
+    from edge.trace import KeyLogTail
+
+    tail = KeyLogTail(trace.keylog_file)
+
+    def record(direction: str, data: bytes, peer: str) -> None:
+        writer = trace.writer(trio.current_time())
+        if writer is None:
+            return
+        if direction == "handshake":
+            for line in tail.read_new():
+                writer.tls_key(line)
+        else:
+            writer.wire(direction, data, peer=peer)
+
+    return record
 
 
 #: how often the guard looks at a charging point when nothing is armed (a lease taken arms the watchdog

@@ -441,6 +441,7 @@ class EvseTrace:
     evse: str
     interface: str = ""
     keylog: bool = False  # record TLS key-log lines (they decrypt the session: only when asked)
+    keylog_file: Path | None = None  # where the EVSE's TLS context writes them (the lines are copied from there)
     idle_rollover: float = 600.0
     current: SessionTraceWriter | None = None
     retry_after: float = 60.0  # after a failed open, the next attempt (a directory scan) waits this long
@@ -854,6 +855,7 @@ class TraceSummary:
     records: int = 0
     truncated_at: int | None = None
     error: str | None = None
+    slowest: tuple[str, float, float] | None = None  # the response that used most of its budget: name, used s, budget s
 
 
 def summarize_trace(path: Path) -> TraceSummary:
@@ -864,11 +866,16 @@ def summarize_trace(path: Path) -> TraceSummary:
     energy: list[float] = []
     last_close = None
     iso20_seen = False  # -20 messages without a supportedAppProtocol exchange in the trace
+    worst: tuple[float, TraceRecord, str | None] | None = None
     for record in reader:
         summary.records += 1
         summary.duration = max(summary.duration, record.t)
         if record.kind == "v2gtp":
             summary.messages += 1
+            used, budget = record.get("used"), record.get("budget")
+            if (isinstance(used, float) and isinstance(budget, int | float) and budget > 0
+                    and (worst is None or used / budget > worst[0])):
+                worst = (used / budget, record, summary.protocol)
             if summary.protocol is None and record.get("pt") == SAP_PAYLOAD_TYPE:
                 decoder.decode(record)  # only until the protocol is known
                 summary.protocol = decoder.protocol_of(record.get("conn"))
@@ -894,6 +901,10 @@ def summarize_trace(path: Path) -> TraceSummary:
     if summary.outcome == "-":
         summary.outcome = "cut (no end record)" if reader.truncated_at is not None else (last_close or "-")
     summary.truncated_at, summary.error = reader.truncated_at, reader.error
+    if worst is not None:
+        _, record, protocol = worst
+        name = decode_v2g(record, protocol if protocol in ("din", "iso2") else None).name or "?"
+        summary.slowest = (name, float(record.get("used")), float(record.get("budget")))
     return summary
 
 

@@ -57,8 +57,8 @@ def test_bad_input_is_a_clear_error(capsys) -> None:
         run(["exi", "decode", "--proto", "nope", "80"], capsys=capsys)
 
 
-def test_simulate_runs_every_scenario_cleanly(capsys) -> None:
-    rc, out, _ = run(["simulate", "--json"], capsys=capsys)
+def test_simulate_scenarios_run_every_scenario_cleanly(capsys) -> None:
+    rc, out, _ = run(["simulate", "--scenarios", "--json"], capsys=capsys)
     summaries = {s["scenario"].split(" (")[0]: s for s in map(json.loads, out.splitlines())}
     assert rc == 0 and list(summaries) == ["DIN SPEC 70121 DC", "ISO 15118-2 DC EIM", "ISO 15118-2 AC EIM",
                                            "ISO 15118-2 DC PnC over TLS", "ISO 15118-20 DC PnC over TLS 1.3",

@@ -45,7 +45,8 @@ async def test_edge_status_reads_the_daemon(tmp_path: Path) -> None:
     import sys
 
     path = tmp_path / "control.sock"
-    document = {"evses": [{"id": 1, "interface": "secc0", "state": "listening", "contactors": "closed",
+    document = {"evses": [{"id": 1, "interface": "secc0", "state": "listening", "cp": "C", "slac": "matched",
+                           "plc_interface": "plc0", "contactors": "closed",
                            "voltage_v": 400.0, "current_a": 100.0, "energy_imported_wh": 12.5,
                            "energy_exported_wh": 0.0, "session": "connection #1", "restarts": 0,
                            "last_error": None, "ports": [1, None]}],
@@ -59,7 +60,7 @@ async def test_edge_status_reads_the_daemon(tmp_path: Path) -> None:
                                           "--json"], capture_stdout=True)
         nursery.cancel_scope.cancel()
     lines = text.stdout.decode().splitlines()
-    assert lines[0].startswith("EVSE 1 (secc0): listening, contactors closed, 400.0 V 100.0 A")
+    assert lines[0].startswith("EVSE 1 (secc0): listening, CP C, SLAC matched, contactors closed, 400.0 V 100.0 A")
     assert lines[1] == "CSMS ws://127.0.0.1:9/CS1: online, OCPP 2.1, boot Accepted, 0 message(s) queued"
     assert json.loads(as_json.stdout)["evses"][0]["state"] == "listening"
     missing = await trio.run_process([sys.executable, "-m", "edge.cli", "status", "--socket",

@@ -152,3 +152,94 @@ async def test_stop_mid_charge_switches_off_first_and_ends_the_transaction(tmp_p
     events = sent_by_station(log, "TransactionEvent")
     assert events[0]["eventType"] == "Started" and events[-1]["eventType"] == "Ended"
     assert events[-1]["transactionInfo"]["stoppedReason"] == "Local"
+
+
+async def test_the_cp_drives_slac_plug_in_matches_and_unplug_leaves_with_a_new_key(tmp_path: Path) -> None:
+    """An EVSE with a PLC interface: nothing happens on the powerline until the car plugs in (CP B); then SLAC
+    matches the car; when the car is unplugged (CP A) the EVSE's modem gets a key nobody else knows. The
+    SLAC frames and the CP changes are in the session's trace."""
+    require_root()
+    from edge.trace import EvseTrace, TraceDirectory, read_trace
+    from slac.emulator import PowerlineEmulator
+    from slac.ev import EvMatcher
+    from slac.evse import Matched
+    from slac.link import RawLink, run_emulator, run_ev
+    from tests.netns import link_local, veth_namespace
+
+    pairs = [("ev-plc", "ev-plc-line"), ("evse-plc", "evse-plc-line"), ("secc0", "car0")]
+    with veth_namespace(pairs) as ns:
+        link_local(ns, "secc0")
+        with inside(ns):
+            links = {name: RawLink(name) for pair in pairs[:2] for name in pair}
+        try:
+            ev_mac, evse_mac = links["ev-plc"].mac, links["evse-plc"].mac
+            emulator = PowerlineEmulator({(ev_mac, evse_mac): 21})
+            board = SimulatedCharger()
+            board.cp_override = "A"  # no car yet
+            traces = TraceDirectory(tmp_path / "traces", clock=trio.current_time)
+            config = EvseConfig(controller=ChargingController(), trace=EvseTrace(traces, "evse1", "secc0"))
+            evse = DaemonEvse(1, "secc0", board, config, plc_interface="evse-plc")
+            daemon = Daemon([evse])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run_emulator, emulator, {ev_mac: links["ev-plc-line"],
+                                                           evse_mac: links["evse-plc-line"]})
+                with inside(ns):
+                    await nursery.start(daemon.run)
+                await trio.sleep(0.3)
+                assert evse.slac == "waiting" and evse_mac not in emulator.keys  # no car: no key set, no frame
+                board.cp_override = None  # plugged in: CP B
+                await _until(lambda: evse_mac in emulator.keys, 5)
+                with trio.fail_after(20):
+                    result = await run_ev(links["ev-plc"], EvMatcher(ev_mac))
+                assert isinstance(result, Matched) and result.peer_mac == evse_mac
+                await _until(lambda: evse.slac == "matched", 5)
+                assert emulator.keys[ev_mac] == emulator.keys[evse_mac]  # one logical network
+                shared = emulator.keys[evse_mac]
+                board.cp_override = "A"  # unplugged
+                await _until(lambda: emulator.keys[evse_mac] != shared, 5)
+                assert emulator.keys[ev_mac] == shared and evse.slac == "waiting"
+                await daemon.stop("test over")
+                nursery.cancel_scope.cancel()
+        finally:
+            for link in links.values():
+                link.close()
+    [trace] = traces.traces()
+    records = list(read_trace(trace))
+    states = [r.get("state") for r in records if r.kind == "state"]
+    assert "CP B" in states and "CP A" in states
+    assert sum(r.kind == "slac" for r in records) >= 6  # SET_KEY, PARM, sounds, ATTEN_CHAR, MATCH ...
+
+
+def test_ocpp_frames_go_into_the_trace_of_the_evse_they_are_about(tmp_path: Path) -> None:
+    from edge.daemon import OcppTraceRouter
+    from edge.trace import EvseTrace, TraceDirectory, read_trace
+
+    clock = [100.0]
+    traces = TraceDirectory(tmp_path, clock=lambda: clock[0])
+    evses = _evses(2)
+    for evse in evses:
+        evse.config.trace = EvseTrace(traces, f"evse{evse.evse_id}", evse.interface)
+    router = OcppTraceRouter(evses, clock=lambda: clock[0])
+    started = json.dumps([2, "m1", "TransactionEvent", {"eventType": "Started", "evse": {"id": 1},
+                                                         "transactionInfo": {"transactionId": "tx-1"}}])
+    router("tx", started)  # no session trace open on EVSE 1 yet: nothing written, nothing opened
+    assert evses[0].config.trace.current is None
+    evses[0].config.trace.writer(clock[0])  # a session begins
+    router("tx", started)
+    router("rx", json.dumps([3, "m1", {}]))  # its answer
+    router("tx", json.dumps([2, "m2", "Heartbeat", {}]))  # the station's own
+    router("rx", json.dumps([3, "m2", {"currentTime": "x"}]))
+    ended = json.dumps([2, "m3", "TransactionEvent", {"eventType": "Ended",
+                                                       "transactionInfo": {"transactionId": "tx-1"}}])
+    router("tx", ended)  # no evse in it: known by its transaction
+    router("rx", json.dumps([2, "c1", "SetChargingProfile", {"evseId": 2, "chargingProfile": {}}]))  # EVSE 2's
+    for junk in ("not json", "[]", '[2, 5, "X", {}]', '{"a": 1}', '[2, "m4", "X", {"evseId": true}]'):
+        router("rx", junk)
+    evses[0].config.trace.end_session("done")
+    [path] = traces.traces()
+    texts = [r.get("text") for r in read_trace(path) if r.kind == "ocpp"]
+    assert texts == [started, json.dumps([3, "m1", {}]), ended]
+    # bounded memory whatever the CSMS sends
+    for n in range(1000):
+        router("rx", json.dumps([2, f"x{n}", "TransactionEvent", {"evseId": 1, "transactionId": f"t{n}"}]))
+    assert len(router.calls) <= router.MEMORY and len(router.transactions) <= router.MEMORY

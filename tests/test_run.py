@@ -118,6 +118,8 @@ async def test_journal_records_carry_the_evse_and_session_fields_of_their_task(t
             bind_log_fields(SESSION_ID=session, PROTOCOL="iso2", EVCCID="0A0B0C0D0E0F")
         logger.warning("hello from %d", evse_id)
 
+    # sessions handled outside a task of their own (earlier tests call handle() directly) leave fields behind
+    bind_log_fields(EVSE=None, SESSION_ID=None, PROTOCOL=None, EVCCID=None)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(evse_task, 1, "A1B2C3D4E5F60708")
@@ -280,3 +282,103 @@ async def test_edge_run_under_systemds_protocols_charges_a_car_feeds_the_watchdo
     assert len(traces) == 1 and traces[0].name.startswith("evse1")
     records = list(read_trace(traces[0]))
     assert any(r.kind == "v2gtp" for r in records)
+
+
+async def _board_process(path: Path, *extra: str) -> trio.Process:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "edge.cli", "board", "simulate", "--socket", str(path), *extra], cwd=REPO,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    with trio.fail_after(20):
+        line = await process.stdout.receive_some(4096)
+    assert line.startswith(b"listening"), line
+    return process
+
+
+async def _status(tmp_path: Path) -> dict:
+    result = await trio.run_process([sys.executable, "-m", "edge.cli", "status", "--socket",
+                                     str(tmp_path / "control.sock"), "--json"], cwd=REPO, capture_stdout=True)
+    return json.loads(result.stdout)
+
+
+async def test_edge_run_with_external_boards_ends_a_charge_when_the_car_is_unplugged(tmp_path: Path) -> None:
+    """Two EVSEs on external boards (each its own `edge board simulate` process); the first car's cable is
+    pulled mid-charge (the board says CP A): its connection is closed at once, its transaction ends as
+    EVDisconnected; the second car charges to its end, untouched."""
+    require_root()
+    from tests.ocpp_station_rig import sent_by_station
+    from tests.test_ocpp_csms import CsmsProcess
+
+    boards = [await _board_process(tmp_path / "board1.sock"), await _board_process(tmp_path / "board2.sock",
+                                                                                   "--charge-only")]
+    notify = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    await notify.bind(str(tmp_path / "notify"))
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")}
+    env.pop("WATCHDOG_USEC", None)
+    seen: list[str] = []
+    try:
+        with charger_and_cars(2) as (charger, cars):
+            csms = CsmsProcess(tmp_path, 0, [], netns=charger)
+            try:
+                config = tmp_path / "edge.toml"
+                config.write_text(
+                    f'[station]\nid = "CS1"\nstate_dir = "{tmp_path}/state"\n'
+                    f'control_socket = "{tmp_path}/control.sock"\n'
+                    f'[[evse]]\nid = 1\ninterface = "secc0"\nprotocols = ["iso2"]\n'
+                    f'[evse.hardware]\nadapter = "external"\nsocket = "{tmp_path}/board1.sock"\n'
+                    f'[[evse]]\nid = 2\ninterface = "secc1"\nprotocols = ["din"]\n'
+                    f'[evse.hardware]\nadapter = "external"\nsocket = "{tmp_path}/board2.sock"\n'
+                    f'[ocpp]\nurl = "{csms.url}"\n')
+                daemon = await trio.lowlevel.open_process(
+                    ["nsenter", f"--net=/var/run/netns/{charger}", sys.executable, "-m", "edge.cli", "run",
+                     "--config", str(config)], cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+                try:
+                    await _notifications(notify, "READY=1", 60, seen)
+                    with trio.fail_after(20):
+                        while [e["cp"] for e in (await _status(tmp_path))["evses"]] != ["B", "B"]:
+                            await trio.sleep(0.1)
+                    doomed = await trio.lowlevel.open_process(
+                        ["nsenter", f"--net=/var/run/netns/{cars[0]}", sys.executable, "-m", "edge.cli", "ev",
+                         "--iface", "ev0", "--protocol", "iso2", "--capacity-kwh", "500", "--soc", "10",
+                         "--target-soc", "90"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                    steady = await trio.lowlevel.open_process(
+                        ["nsenter", f"--net=/var/run/netns/{cars[1]}", sys.executable, "-m", "edge.cli", "ev",
+                         "--iface", "ev0", "--protocol", "din", "--capacity-kwh", "2", "--soc", "40",
+                         "--target-soc", "42"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                    with trio.fail_after(60):
+                        while not (document := await _status(tmp_path))["evses"][0]["current_a"] > 10:
+                            await trio.sleep(0.2)
+                    assert document["evses"][0]["contactors"] == "closed"
+                    assert boards[0].stdin is not None
+                    await boards[0].stdin.send_all(b"unplug\n")
+                    pulled = trio.current_time()
+                    with trio.fail_after(10):  # the connection is closed at once, not at a sequence timeout
+                        await doomed.wait()
+                    assert trio.current_time() - pulled < 5
+                    document = await _status(tmp_path)
+                    first = document["evses"][0]
+                    assert (first["cp"], first["session"], first["contactors"]) == ("A", None, "open")
+                    with trio.fail_after(90):
+                        await steady.wait()
+                    assert steady.returncode == 0
+                    assert (await _status(tmp_path))["evses"][1]["energy_imported_wh"] > 0
+                    daemon.send_signal(signal.SIGTERM)
+                    with trio.fail_after(20):
+                        assert await daemon.wait() == 0
+                finally:
+                    if daemon.returncode is None:
+                        daemon.kill()
+                        await daemon.wait()
+                log = csms.log()
+            finally:
+                csms.stop()
+    finally:
+        for board in boards:
+            board.kill()
+            await board.wait()
+    started = [e for e in sent_by_station(log, "TransactionEvent") if e["eventType"] == "Started"]
+    assert len(started) == 2
+    by_tx = {e["transactionInfo"]["transactionId"]: e for e in sent_by_station(log, "TransactionEvent")
+             if e["eventType"] == "Ended"}
+    reasons = sorted((e["triggerReason"], e["transactionInfo"].get("stoppedReason")) for e in by_tx.values())
+    assert reasons == [("ChargingStateChanged", "StoppedByEV"), ("EVDeparted", "EVDisconnected")], reasons

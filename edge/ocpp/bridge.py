@@ -40,6 +40,8 @@ END_REASONS: dict[str, tuple[str, str]] = {
     "communication_lost": ("EVCommunicationLost", "Other"),
     "power_taken": ("AbnormalCondition", "Timeout"),
     "paused": ("ChargingStateChanged", "Other"),  # only when the paused transaction is ended
+    "ev_disconnected": ("EVDeparted", "EVDisconnected"),  # CP A: the cable was pulled mid-session
+    "cp_error": ("AbnormalCondition", "Other"),  # CP E/F or a board fault
 }
 #: cars whose authorisation is remembered until their power path closes (strangers may authorise too)
 _AUTHORISATIONS_KEPT = 8

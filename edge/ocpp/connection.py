@@ -58,6 +58,7 @@ class OcppConnection:
     rpc: OcppRpc = field(default_factory=OcppRpc)
     version: str = ""
     violations: int = 0  # frames from the CSMS the framing does not allow
+    observe: Callable[[str, str], None] | None = None  # every frame as it crosses: ("rx"|"tx", text) (traces)
     _waiting: dict[str, trio.MemorySendChannel[Event]] = field(default_factory=dict)
     _wake: trio.Event = field(default_factory=trio.Event)
 
@@ -88,6 +89,8 @@ class OcppConnection:
                     except ConnectionClosed as e:
                         self._fail_waiting(f"connection closed: {e.reason}")
                         return
+                    if self.observe is not None:
+                        self.observe("rx", text if isinstance(text, str) else repr(text))
                     for event in self.rpc.receive(text, trio.current_time()):
                         self._dispatch(event, handler, nursery)
                     self._kick()
@@ -140,6 +143,8 @@ class OcppConnection:
         while True:
             try:
                 for frame in self.rpc.outgoing():
+                    if self.observe is not None:
+                        self.observe("tx", frame)
                     await self.ws.send_message(frame)
             except ConnectionClosed as e:  # the reader sees it too and ends serve(); nothing to raise here
                 self._fail_waiting(f"connection closed: {e.reason}")

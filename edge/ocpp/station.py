@@ -143,6 +143,7 @@ class OcppStation:
     reset_requested: str | None = None
     boot_reason: str = "PowerUp"
     random: random.Random = field(default_factory=random.Random)
+    frames: Callable[[str, str], None] | None = None  # every OCPP frame ("rx"|"tx", text): the daemon's traces
 
     def __post_init__(self) -> None:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -568,6 +569,7 @@ class OcppStation:
         async with connect(self.settings.url(), subprotocols=self.settings.versions,
                            ssl_context=context, headers=self._headers(),
                            call_timeout=float(self.device.message_timeout)) as conn:
+            conn.observe = self.frames
             self.version = adapter.VERSIONS[conn.version]
             self.profiles.version = self.version
             self.connected_at, self.offline_since = trio.current_time(), None

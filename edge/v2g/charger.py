@@ -19,7 +19,7 @@ from edge.chargingpoint import ChargingPoint, LeasedHardware
 from edge.controller import ChargingController
 from edge.hardware import ChargerHardware
 from edge.logs import bind_log_fields
-from edge.trace import EvseTrace
+from edge.trace import EvseTrace, sample_hardware
 
 from . import sap
 from .din.session import DinSession
@@ -27,6 +27,7 @@ from .iso2.session import Iso2PausedSessions, Iso2Session
 from .iso20.session import Iso20PausedSessions, Iso20Session
 from .pnc import PlugAndCharge
 from .power import SignConvention, SignQuirks
+from .quirks import CarQuirkProfile, CarQuirks, mac_from_link_local, peer_host
 from .session import ANSWER_LATER as ANSWER_LATER_BYTES
 from .session import SessionCore
 from .timers import SessionTimers, budget_report
@@ -74,6 +75,8 @@ class EvseConfig:
     signs: SignConvention = field(default_factory=SignConvention)  # how cars here write discharge values (a quirk)
     sign_quirks: SignQuirks = field(default_factory=SignQuirks)  # -20 cars declared (by EVCCID) to write them otherwise
     trace: EvseTrace | None = None  # every message of this charging point's sessions, recorded (edge.trace)
+    quirks: CarQuirks = field(default_factory=CarQuirks)  # profiles matched at connection (MAC OUI, namespace)
+    car_mac: bytes | None = None  # the car SLAC matched last on this charging point (the daemon sets it)
 
     def charging_point(self, hardware: ChargerHardware, name: str = "evse") -> ChargingPoint:
         """The charging point every connection sharing this config drives: one power lease for all
@@ -117,9 +120,9 @@ class ChargerConnection:
         """A session is going on (the server never evicts such a connection to admit another)."""
         return self.session is not None and not self.session.done
 
-    def _new_session(self, name: str) -> SessionCore:
+    def _new_session(self, name: str, signs: SignConvention | None = None) -> SessionCore:
         config = self.config
-        common = {"timers": config.timers.get(name), "controller": config.controller, "signs": config.signs}
+        common = {"timers": config.timers.get(name), "controller": config.controller, "signs": signs or config.signs}
         if name == "din":
             return DinSession(self.power, **common)
         pnc = config.pnc if (self.tls or config.pnc_without_tls) else None
@@ -164,8 +167,16 @@ class ChargerConnection:
         self._asked_again = response is ANSWER_LATER
         if response is not None and response is not ANSWER_LATER:
             used = time.perf_counter() - started
+            session = self.session
+            budget = (session.timers.budget(session.last_request)
+                      if session is not None and session.timers is not None and session.last_request else None)
             trace.v2gtp("tx", response.payload_type, response.payload, now=now + used, conn=self.trace_conn,
-                        used=used)
+                        used=used, budget=budget)
+            if self.power.holds_lease:  # the power this session drives, at its loop rate (plots, power audits)
+                point = self.power.point
+                trace.hardware(sample_hardware(self.hardware, target_voltage=point.target[0],
+                                               target_current=point.target[1], contactors=point.closed),
+                               now=now + used)
         return response
 
     def _handle(self, message: V2gtpMessage, now: float) -> V2gtpMessage | None:
@@ -183,7 +194,11 @@ class ChargerConnection:
                 self.closing = True
             else:
                 self.protocol = result.protocol
-                self.session = self._new_session(result.protocol.name)
+                profile = self._quirk_profile(req)
+                self.session = self._new_session(result.protocol.name, profile.signs if profile else None)
+                if profile is not None:
+                    self.session.notes.append(f"quirk profile {profile.name!r} ({profile.kind} {profile.value}): "
+                                              f"{profile.signs}")
             return V2gtpMessage(PayloadType.EXI, exi.encode("apphand", result.response))
         payload_type, out, end = self.session.handle(message.payload_type, message.payload, now)
         if (self.session.session_id, getattr(self.session, "evcc_id", None)) != self._log_key:
@@ -196,6 +211,20 @@ class ChargerConnection:
             return None
         self.closing = end  # after SessionStopRes or a failure response, nothing more is read
         return V2gtpMessage(payload_type, out)
+
+    def _quirk_profile(self, req: object) -> CarQuirkProfile | None:
+        """The configured quirk profile this car matches by its MAC's OUI (SLAC's match, else its EUI-64
+        link-local address) or an offered namespace; each use is logged."""
+        quirks = self.config.quirks
+        if not quirks.profiles:
+            return None
+        namespaces = [str(p.ProtocolNamespace) for p in getattr(req, "AppProtocol", None) or ()]
+        mac = self.config.car_mac or mac_from_link_local(peer_host(self.peer))
+        profile = quirks.at_connection(mac, namespaces)
+        if profile is not None:
+            log.info("car %s: quirk profile %r applied (matched by %s %s): %s", self.peer,
+                     profile.name, profile.kind, profile.value, profile.signs)
+        return profile
 
     def _bind_log_fields(self) -> None:
         """This connection's task logs with its session's fields from now on (journald: PROTOCOL, SESSION_ID,
@@ -224,7 +253,7 @@ class ChargerConnection:
         had power, changes neither."""
         owned = self.power.holds_lease or self.power.revoked is not None
         if self.power.revoked is not None and why != "stopped_by_ev":
-            why = "power_taken"
+            why = self.power.revoked_why
         self.power.release(reason)
         if owned and self.session is not None and not self._reported_end:
             self._reported_end = True

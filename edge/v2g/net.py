@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import socket
 import struct
+from collections.abc import Callable
 
 import trio
 
@@ -41,7 +42,12 @@ def _unanswerable(addr: tuple) -> str | None:
     return None
 
 
-async def serve_sdp(server: SdpServer, iface: str, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+#: what a responder tells about each answered request: (request, response, "[addr]:port")
+SdpRecorder = Callable[[bytes, bytes, str], None]
+
+
+async def serve_sdp(server: SdpServer, iface: str, *, record: SdpRecorder | None = None,
+                    task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Answer SECCDiscoveryReqs arriving on ``iface`` until cancelled (unicast to the asker). No
     datagram ends it: a source that cannot be answered (port 0, ``::``, multicast), a malformed
     request, or an answer the kernel cannot send (no route) is dropped with a rate-limited log line.
@@ -66,12 +72,13 @@ async def serve_sdp(server: SdpServer, iface: str, *, task_status=trio.TASK_STAT
             pass
         task_status.started()
         try:
-            await _answer_forever(sock, server, iface, quiet)
+            await _answer_forever(sock, server, iface, quiet, record)
         finally:
             quiet.flush("SDP log lines (dropped or unanswerable datagrams)")
 
 
-async def _answer_forever(sock: trio.socket.SocketType, server: SdpServer, iface: str, quiet: RateLimitedLog) -> None:
+async def _answer_forever(sock: trio.socket.SocketType, server: SdpServer, iface: str, quiet: RateLimitedLog,
+                          record: SdpRecorder | None = None) -> None:
     """The responder's loop: every datagram answered or dropped, none can end it."""
     while True:
         try:
@@ -88,6 +95,8 @@ async def _answer_forever(sock: trio.socket.SocketType, server: SdpServer, iface
         if answer is None:
             quiet.info("dropped a malformed SDP request from [%s]:%s", addr[0], addr[1])
             continue
+        if record is not None:  # only well-formed requests: a flood of junk never writes a trace
+            record(data, answer, f"[{addr[0]}]:{addr[1]}")
         try:
             await sock.sendto(answer, addr)
         except OSError as e:  # no route back (a global source on the link), a full buffer, ...

@@ -119,13 +119,14 @@ async def _serve(stream: trio.abc.Stream, handler: ConnectionHandler, max_payloa
 
 async def serve_tcp(port: int, handler_factory: Callable[[], ConnectionHandler], *, host: str = "::",
                     ssl_context: ssl.SSLContext | None = None, handshake_timeout: float = 15.0,
-                    admission: ConnectionAdmission | None = None,
+                    admission: ConnectionAdmission | None = None, tap: WireTap | None = None,
                     task_status=trio.TASK_STATUS_IGNORED, **kwargs) -> None:
     """Listen on ``host``:``port`` (0: a free dynamic port); one handler per connection; runs until
     cancelled. ``task_status.started`` gets the port. With ``ssl_context`` every connection is TLS;
     the handler is made only once the handshake has succeeded. With ``admission`` (shared by the
     listeners of one charging point) connections beyond its caps evict idle ones or are refused.
-    A connection's failure, a peer's flood or running out of file descriptors never ends the server."""
+    A connection's failure, a peer's flood or running out of file descriptors never ends the server.
+    With ``tap`` and TLS, the bytes of every connection are shown to it as they cross (session traces)."""
     quiet = RateLimitedLog(log, burst=10, interval=10.0)
 
     async def one(stream: trio.SocketStream) -> None:
@@ -159,9 +160,12 @@ async def serve_tcp(port: int, handler_factory: Callable[[], ConnectionHandler],
     async def _serve_one(stream: trio.SocketStream, peer: str, slot: ConnectionSlot | None) -> str | None:
         v2g_stream: trio.abc.Stream = stream
         if ssl_context is not None:
-            tls = await tls_handshake(stream, ssl_context, handshake_timeout, peer, quiet)
+            raw: trio.abc.Stream = TappedStream(stream, tap, peer) if tap is not None else stream
+            tls = await tls_handshake(raw, ssl_context, handshake_timeout, peer, quiet)
             if tls is None:
                 return None
+            if tap is not None:
+                tap("handshake", b"", peer)
             v2g_stream = tls
         handler = handler_factory()
         if slot is not None:
@@ -208,6 +212,38 @@ async def _accept_forever(listener: trio.SocketListener, handle: Callable[[trio.
             log.warning("accepting V2G connections again after %.1f s", trio.current_time() - failing_since)
             pause, failing_since = 0.01, None
         nursery.start_soon(handle, stream)
+
+
+#: what a wire tap is told: ("rx"|"tx", the bytes as they crossed the socket, "[addr]:port"), and ("handshake",
+#: b"", peer) once a TLS handshake is done (the key-log lines of that session exist from then on)
+WireTap = Callable[[str, bytes, str], None]
+
+
+class TappedStream(trio.abc.HalfCloseableStream):
+    """A TCP stream whose bytes are shown to a tap as they cross (the TLS records of a traced session)."""
+
+    def __init__(self, inner: trio.SocketStream, tap: WireTap, peer: str) -> None:
+        self.inner, self.tap, self.peer = inner, tap, peer
+        self.socket = inner.socket
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        data = await self.inner.receive_some(max_bytes)
+        if data:
+            self.tap("rx", data, self.peer)
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.tap("tx", bytes(data), self.peer)
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 async def tls_handshake(stream: trio.abc.Stream, ssl_context: ssl.SSLContext, timeout: float,

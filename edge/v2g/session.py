@@ -137,6 +137,7 @@ class SessionCore:
     _told_revision: int = -1  # the controller revision the car was last told about
     _stop_told_at: float | None = None  # when the car was first told to stop on the charger's behalf
     raw_request: bytes = b""  # the EXI of the request being handled
+    last_request: str = ""  # the name of the request answered last (its budget goes into the trace)
 
     def __post_init__(self) -> None:
         if self.timers is None:
@@ -197,6 +198,7 @@ class SessionCore:
 
     def _finish(self, request: str, started: float, end: bool) -> None:
         used = time.perf_counter() - started
+        self.last_request = request
         self.stats.setdefault(request, []).append(used)
         assert self.timers is not None
         note_response_time(self.timers, request, used)
