@@ -42,6 +42,8 @@ RESTART_MAX_S = 30.0
 RESTART_STABLE_S = 60.0
 #: how long the OCPP queue may take to reach the CSMS on SIGTERM (what is left waits for the next start)
 FLUSH_TIMEOUT_S = 5.0
+#: how long the stop waits for external boards to be sent the power-off commands
+BOARD_FLUSH_S = 0.5
 
 
 @dataclass
@@ -180,6 +182,11 @@ class Daemon:
                     link.transactions.stop_requested("ChargingStateChanged", "Local")
         for evse in self.evses:
             evse.point.shutdown(reason)
+        with trio.move_on_after(BOARD_FLUSH_S):  # external boards hear "contactors open" before we hang up
+            for evse in self.evses:
+                flush = getattr(evse.hardware, "flush", None)
+                if flush is not None:
+                    await flush()
         self._evse_scope.cancel()  # connections close: sessions (and their transactions) end
         await self._evses_stopped.wait()
         if self.station is not None:

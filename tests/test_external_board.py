@@ -200,3 +200,25 @@ async def test_a_board_line_without_end_does_not_grow_memory(tmp_path: Path) -> 
         await nursery.start(board.run)
         await _until(lambda: board.connections == 1 and board.cp_state() == "F" and not board.state.connected)
         nursery.cancel_scope.cancel()
+
+
+async def test_the_daemons_stop_tells_an_external_board_to_open_before_hanging_up(tmp_path: Path) -> None:
+    from edge.controller import ChargingController
+    from edge.daemon import Daemon, DaemonEvse
+    from edge.v2g.charger import EvseConfig
+
+    path = tmp_path / "board.sock"
+    sim = SimulatedBoard(SimulatedCharger())
+    board = ExternalBoard(path, name="evse1")
+    daemon = Daemon([DaemonEvse(1, "lo", board, EvseConfig(controller=ChargingController()))])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_board, sim, path)
+        await nursery.start(daemon.run)
+        await _until(lambda: board.cp_state() == "B")
+        board.set_contactors(True)  # (as a session's lease would)
+        await _until(lambda: sim.charger.closed)
+        daemon.evses[0].point.closed = True
+        await daemon.stop("SIGTERM received")
+        contactor_commands = [c["closed"] for c in sim.commands if c.get("type") == "contactors"]
+        assert contactor_commands[-1] is False and True in contactor_commands  # from edge, before the hang-up
+        nursery.cancel_scope.cancel()

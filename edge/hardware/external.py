@@ -280,6 +280,12 @@ class ExternalBoard:
             self._pending[kind] = message
         self._wake.set()
 
+    async def flush(self) -> None:
+        """Until the commands queued so far were handed to the socket (the daemon's stop waits, bounded, so the
+        board hears "contactors open" from edge, not only from the connection ending)."""
+        while self._pending and self.state.connected:
+            await trio.sleep(0.005)
+
     def _take_pending(self) -> list[dict[str, Any]]:
         out, self._pending = list(self._pending.values()), {}
         self._wake = trio.Event()
