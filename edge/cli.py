@@ -446,6 +446,9 @@ def _trace_pcap(path: Path, output: Path) -> int:
     if summary.truncated_at is not None:  # a crash (or a trace still being written): not an error
         print(f"edge trace pcap: {path} ends inside a record at byte {summary.truncated_at}; every complete record "
               "before it is exported", file=sys.stderr)
+    kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(summary.packets.items()))
+    print(f"{output}: {summary.total_packets} packets ({kinds}), {summary.comments} comments, "
+          f"{summary.key_log_lines} TLS key-log lines")
     return 0
 
 

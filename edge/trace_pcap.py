@@ -11,7 +11,9 @@ The trace holds what was said, not the packets that carried it, so most frames a
   opens, each message one write with its 8-byte V2GTP header rebuilt, FIN/ACK both ways where it closes.
 * ``wire``: a TLS connection's bytes as they crossed the socket replace that connection's ``v2gtp`` records (their
   plaintext is what Wireshark decrypts), with every ``tls`` key-log line in a Decryption Secrets Block before the
-  packets, so the capture decrypts without a key-log file.
+  packets, so the capture decrypts without a key-log file. A connection's stream begins at its first record
+  (wire bytes of the handshake may come before the ``connection`` open record); wire bytes after its close
+  become a comment (a TCP stream carries nothing after both FINs).
 * ``ocpp``: WebSocket text frames in one TCP stream from the station (192.0.2.1) to a CSMS (192.0.2.2:80) that
   begins with a synthesized HTTP Upgrade and its 101 answer; the station's frames are masked (RFC 6455).
 * ``header``, ``hardware``, ``state``, ``end``, connection events and later kinds: packet comments (on the next
@@ -367,6 +369,7 @@ class _CaptureBuilder:
         self.session = str(header.get("session", ""))
         self.streams_by_conn: dict[int, TcpStream] = {}
         self.streams_by_peer: dict[str, TcpStream] = {}
+        self.closed_peers: set[str] = set()  # their connection's FIN is out: later wire bytes are not a new one
         self.stream_count = 0
         self.ocpp: TcpStream | None = None
         self.ocpp_frames = 0
@@ -464,10 +467,13 @@ class _CaptureBuilder:
     def connection(self, record: TraceRecord) -> None:
         conn, event = record.get("conn"), record.get("event")
         if event == "open":
+            if isinstance(record.get("peer"), str):
+                self.closed_peers.discard(record.get("peer"))
             _, frames = self._stream(record, conn, record.get("peer"))
             self.emit(record, frames, _describe(record))
         elif event == "close" and isinstance(conn, int) and conn in self.streams_by_conn:
             stream = self.streams_by_conn.pop(conn)
+            self.closed_peers.update(p for p, s in self.streams_by_peer.items() if s is stream)
             self.streams_by_peer = {p: s for p, s in self.streams_by_peer.items() if s is not stream}
             self.emit(record, stream.close() if not stream.closed else [], _describe(record))
         else:
@@ -476,7 +482,8 @@ class _CaptureBuilder:
     def v2gtp(self, record: TraceRecord) -> None:
         conn, peer, data, payload_type = record.get("conn"), record.get("peer"), record.get("data"), record.get("pt")
         stream = self.streams_by_conn.get(conn) if isinstance(conn, int) else None
-        if peer in self.wire_peers or (stream is not None and self._peer_of(stream) in self.wire_peers):
+        if (isinstance(peer, str) and peer in self.wire_peers) or (
+                stream is not None and self._peer_of(stream) in self.wire_peers):
             return  # that connection's wire bytes carry it, encrypted
         if not isinstance(data, bytes) or not isinstance(payload_type, int) or not 0 <= payload_type < 1 << 16:
             return
@@ -488,7 +495,11 @@ class _CaptureBuilder:
 
     def wire(self, record: TraceRecord) -> None:
         data, peer = record.get("data"), record.get("peer")
-        if isinstance(data, bytes) and data and isinstance(peer, str):
+        # e.g. a close_notify recorded after the connection's close record
+        if isinstance(peer, str) and peer in self.closed_peers and isinstance(data, bytes):
+            self.comment(f"edge trace t={record.t:.6f} s wire: {len(data)} bytes {record.get('dir')} from {peer} "
+                         "after its connection closed, not in the TCP stream")
+        elif isinstance(data, bytes) and data and isinstance(peer, str):
             stream, frames = self._stream(record, None, peer)
             self.emit(record, frames + stream.send(record.get("dir") == "rx", data))
 

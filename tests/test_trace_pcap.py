@@ -367,6 +367,22 @@ def test_without_sdp_the_charger_gets_the_default_port_and_unknown_peers_an_ephe
     assert len(fields(tshark, out, "tcp.flags.syn == 1 && tcp.flags.ack == 0", "frame.number")) == 2
 
 
+def test_wire_bytes_after_the_close_become_a_comment_not_a_new_connection(tshark: str, tmp_path: Path) -> None:
+    path = tmp_path / "late.cbor"
+    with SessionTraceWriter(path, evse="evse1", now=0.0, wall=WALL, software="test") as writer:
+        writer.wire("rx", b"\x16\x03\x01\x00\x01\x01", peer=TLS_PEER, now=0.1)  # before the open record
+        conn = writer.connection_opened(TLS_PEER, now=0.2, tls="TLSv1.3")
+        writer.connection_closed(conn, "car closed", now=0.3)
+        writer.wire("tx", b"\x15\x03\x03\x00\x02\x01\x00", peer=TLS_PEER, now=0.4)  # a late close_notify
+    out = tmp_path / "late.pcapng"
+    summary = write_pcapng(path, out)
+    assert summary.packets == {"wire": 4, "connection": 4}
+    assert len(fields(tshark, out, "tcp.flags.syn == 1 && tcp.flags.ack == 0", "frame.number")) == 1
+    assert fields(tshark, out, "tcp.len > 0", "tcp.len") == [["6"]]
+    comments = ",".join(row[0] for row in fields(tshark, out, "frame.comment", "frame.comment"))
+    assert "wire: 7 bytes tx from [fe80::2]:50124 after its connection closed" in comments
+
+
 def test_a_trace_cut_inside_a_record_exports_every_record_before_it(tshark: str, tmp_path: Path,
                                                                     capture: tuple[Trace, Path]) -> None:
     trace, _ = capture
@@ -405,12 +421,17 @@ def _edge(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-def test_edge_trace_pcap_writes_the_capture(tshark: str, tmp_path: Path, capture: tuple[Trace, Path]) -> None:
+def test_edge_trace_pcap_writes_the_capture(tshark: str, tmp_path: Path, capture: tuple[Trace, Path],
+                                            exchange: tuple[bytes, bytes, TlsSession]) -> None:
     trace, reference = capture
+    tls = exchange[2]
     out = tmp_path / "cli.pcapng"
     result = _edge("trace", "pcap", str(trace.path), "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+    wire = 3 + len(tls.transfers)
+    assert result.stdout == (f"{out}: {33 + wire} packets (connection 11, ocpp 10, sdp 2, slac 4, v2gtp 6, "
+                             f"wire {wire}), 4 comments, {len(tls.key_log)} TLS key-log lines\n")
     assert out.read_bytes() == reference.read_bytes()  # the same trace gives the same capture
     assert len(fields(tshark, out, "homeplug-av", "frame.number")) == 4
 
