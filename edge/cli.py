@@ -1,5 +1,5 @@
 """``edge`` command line: EXI tools, SLAC, the charger (secc) and car (ev) for testbenches, the simulation,
-a test CSMS (csms), session traces (trace list/show)."""
+a test CSMS (csms), session traces (trace list/show/pcap)."""
 
 from __future__ import annotations
 
@@ -397,7 +397,8 @@ def _csms_command(args: argparse.Namespace) -> int:
 
 
 def _trace_command(args: argparse.Namespace) -> int:
-    """``edge trace list [DIR]``: one line per session trace; ``edge trace show FILE``: its timeline."""
+    """``edge trace list [DIR]``: one line per session trace; ``edge trace show FILE``: its timeline; ``edge trace
+    pcap FILE -o OUT``: its capture."""
     from edge import trace
 
     if args.action == "list":
@@ -411,6 +412,8 @@ def _trace_command(args: argparse.Namespace) -> int:
         if not paths:
             print(f"edge trace list: no traces in {directory}", file=sys.stderr)
         return 0
+    if args.action == "pcap":
+        return _trace_pcap(args.file, args.output)
     try:
         reader = trace.show(args.file, sys.stdout, full=args.full, as_json=args.json)
     except OSError as e:
@@ -422,6 +425,35 @@ def _trace_command(args: argparse.Namespace) -> int:
     if reader.error is not None:
         print(f"edge trace show: {reader.error}; the records after it are not shown", file=sys.stderr)
         return 1
+    return 0
+
+
+def _trace_pcap(path: Path, output: Path) -> int:
+    """``edge trace pcap FILE -o OUT``: the trace as a pcapng capture (a cut trace gives what it has)."""
+    import logging
+
+    from edge.trace_pcap import PcapExportError, write_pcapng
+
+    trace_log = logging.getLogger("edge.trace")
+    level = trace_log.level
+    trace_log.setLevel(logging.ERROR)  # the reader's warning about a corrupt record: reported below, once
+    try:
+        summary = write_pcapng(path, output)
+    except (OSError, PcapExportError) as e:
+        text = f"{e.filename}: {e.strerror or e}" if isinstance(e, OSError) and e.filename else str(e)
+        print(f"edge trace pcap: {text}", file=sys.stderr)
+        return 2
+    finally:
+        trace_log.setLevel(level)
+    if summary.error is not None:
+        print(f"edge trace pcap: {path}: {summary.error}; {output} holds the records before it", file=sys.stderr)
+        return 2
+    if summary.truncated_at is not None:  # a crash (or a trace still being written): not an error
+        print(f"edge trace pcap: {path} ends inside a record at byte {summary.truncated_at}; every complete record "
+              "before it is exported", file=sys.stderr)
+    kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(summary.packets.items()))
+    print(f"{output}: {summary.total_packets} packets ({kinds}), {summary.comments} comments, "
+          f"{summary.key_log_lines} TLS key-log lines")
     return 0
 
 
@@ -723,7 +755,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "{idToken: status} (others Unknown) (default: accepted)")
     csms_p.set_defaults(func=_csms_command)
     trace_p = sub.add_parser("trace", help="session traces (CBOR files the charger records per session): "
-                                           "list them, show one as a decoded timeline")
+                                           "list them, show one as a decoded timeline, "
+                                           "export one as pcapng")
     trace_sub = trace_p.add_subparsers(dest="action", required=True)
     trace_list = trace_sub.add_parser("list", help="one line per trace: start, EVSE, protocol, duration, "
                                                    "V2G messages, energy, outcome")
@@ -735,6 +768,10 @@ def build_parser() -> argparse.ArgumentParser:
     trace_show.add_argument("--full", action="store_true",
                             help="every message in full: V2G as XML, OCPP frames as sent, SLAC frames as hex")
     trace_show.add_argument("--json", action="store_true", help="one JSON object per record")
+    trace_pcap = trace_sub.add_parser("pcap", help="the trace as a pcapng capture for Wireshark: SLAC, SDP, V2GTP "
+                                                   "in TCP, TLS with its keys embedded, OCPP as WebSocket")
+    trace_pcap.add_argument("file", type=Path, metavar="FILE")
+    trace_pcap.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="the pcapng file to write")
     trace_p.set_defaults(func=_trace_command)
     board_p = sub.add_parser("board", help="the board side of the external hardware adapter (edge.hardware.external)")
     board_sub = board_p.add_subparsers(dest="action", required=True)
