@@ -17,7 +17,7 @@ from edge.trace import read_trace, show
 REPO = Path(__file__).resolve().parent.parent
 
 
-async def test_the_mission_charges_three_cars_on_two_evses_with_the_csms(tmp_path: Path) -> None:
+async def test_the_mission_charges_three_cars_on_two_evses_with_the_csms(tmp_path: Path, tshark: str) -> None:
     lines: list[str] = []
     results = await run_mission(tmp_path, out=lines.append)
     assert [r.name.split(" ")[0] for r in results] == ["DIN", "ISO", "ISO"]
@@ -39,6 +39,15 @@ async def test_the_mission_charges_three_cars_on_two_evses_with_the_csms(tmp_pat
     for tls_session in (pnc, bpt):  # TLS bytes and their session keys are in the trace (a testbench setting)
         kinds = {r.kind for r in read_trace(Path(tls_session.trace))}
         assert {"wire", "tls", "hardware"} <= kinds, kinds
+    # the daemon's TLS traces become captures that tshark decrypts with the embedded keys (V2GTP inside)
+    from edge.trace_pcap import write_pcapng
+
+    for tls_session in (pnc, bpt):
+        capture = tmp_path / f"evse{tls_session.evse}-{tls_session.messages}.pcapng"
+        write_pcapng(Path(tls_session.trace), capture)
+        fields = subprocess.run([tshark, "-r", str(capture), "-Y", "data.data", "-T", "fields", "-e", "data.data"],
+                                capture_output=True, text=True, check=True).stdout.split()
+        assert len(fields) >= tls_session.messages // 2 and all(f.startswith("01fe") for f in fields), fields[:3]
     out = io.StringIO()
     show(Path(bpt.trace), out)
     assert "DC_ChargeLoopReq" in out.getvalue()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import shutil
 import ssl
 import subprocess
 import sys
@@ -194,14 +193,7 @@ def write_trace(path: Path, tls: TlsSession, tls_request: bytes, tls_response: b
 # ------------------------------------------------------------------------------------------ tshark
 
 
-@pytest.fixture(scope="module")
-def tshark() -> str:
-    found = shutil.which("tshark") or ("/usr/bin/tshark" if Path("/usr/bin/tshark").exists() else None)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("tshark is needed (Debian package tshark)")
-        pytest.skip("no tshark")
-    return found
+# (the tshark fixture is in conftest.py: the mission's tests open captures too)
 
 
 CHECKSUMS = ["-o", "tcp.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE"]
