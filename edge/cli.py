@@ -414,6 +414,8 @@ def _trace_command(args: argparse.Namespace) -> int:
         return 0
     if args.action == "pcap":
         return _trace_pcap(args.file, args.output)
+    if args.action == "plot":
+        return _trace_plot(args.file, args.output)
     try:
         reader = trace.show(args.file, sys.stdout, full=args.full, as_json=args.json)
     except OSError as e:
@@ -425,6 +427,22 @@ def _trace_command(args: argparse.Namespace) -> int:
     if reader.error is not None:
         print(f"edge trace show: {reader.error}; the records after it are not shown", file=sys.stderr)
         return 1
+    return 0
+
+
+def _trace_plot(path: Path, output: Path) -> int:
+    """``edge trace plot FILE -o OUT.svg|png``: power, voltage, current and SoC over the session."""
+    from edge.trace_plot import PlotUnavailable, plot
+
+    try:
+        data = plot(path, output)
+    except (PlotUnavailable, ValueError) as e:
+        print(f"edge trace plot: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"edge trace plot: {e.filename or path}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    print(f"{output}: {len(data.present_power.t)} samples from {data.source}, {len(data.soc.t)} SoC values")
     return 0
 
 
@@ -768,6 +786,11 @@ def build_parser() -> argparse.ArgumentParser:
     trace_show.add_argument("--full", action="store_true",
                             help="every message in full: V2G as XML, OCPP frames as sent, SLAC frames as hex")
     trace_show.add_argument("--json", action="store_true", help="one JSON object per record")
+    trace_plot = trace_sub.add_parser("plot", help="power (charge and discharge), voltage, current and SoC over "
+                                                   "the session, as SVG or PNG (needs matplotlib: edge[plot])")
+    trace_plot.add_argument("file", type=Path, metavar="FILE")
+    trace_plot.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
+                            help="the file to write: .svg or .png")
     trace_pcap = trace_sub.add_parser("pcap", help="the trace as a pcapng capture for Wireshark: SLAC, SDP, V2GTP "
                                                    "in TCP, TLS with its keys embedded, OCPP as WebSocket")
     trace_pcap.add_argument("file", type=Path, metavar="FILE")
