@@ -18,38 +18,51 @@ V2GTP_PAYLOAD_TYPES = {0x8001, 0x8002, 0x8003, 0x8004, 0x8005, 0x8006, 0x8007, 0
 
 def strip_v2gtp(data: bytes) -> bytes:
     """Drop an 8-byte V2GTP header (version 0x01, inverse 0xFE, payload type, length) if present."""
-    if len(data) >= 8 and data[0] == 0x01 and data[1] == 0xFE:
-        length = int.from_bytes(data[4:8], "big")
-        if length != len(data) - 8:
-            raise ValueError(f"V2GTP header says {length} payload bytes, {len(data) - 8} follow")
-        return data[8:]
-    return data
+    from edge.exi_detect import split_v2gtp
+
+    return split_v2gtp(data)[1]
 
 
-def _parse_hex(text: str) -> bytes:
-    cleaned = "".join(text.split())
+def _decode_one(proto: str | None, text: str, fragment: bool) -> tuple[str, str]:
+    """(XML, the protocol it was decoded as). Without ``proto`` the protocol is found (edge.exi_detect); with a
+    wrong one the error says what the bytes look like."""
+    from edge.exi_detect import check_payload_type, detect, parse_hex, split_v2gtp
+
+    payload_type, payload = split_v2gtp(parse_hex(text))
+    if proto is None:
+        if fragment:
+            raise ValueError("--fragment needs --proto (a fragment cannot be recognised)")
+        found = detect(payload, payload_type)
+        if not found:
+            where = f" (V2GTP payload type {payload_type:#06x})" if payload_type is not None else ""
+            raise ValueError(f"these bytes decode as none of the V2G protocols{where}")
+        proto = found[0]
+    else:
+        check_payload_type(proto, payload_type)
     try:
-        return strip_v2gtp(bytes.fromhex(cleaned))
-    except ValueError as e:
-        raise ValueError(f"not hex EXI: {e}") from None
-
-
-def _decode_one(proto: str, text: str, fragment: bool) -> str:
-    return exi.to_xml(exi.decode(proto, _parse_hex(text), fragment=fragment), proto)
+        message = exi.decode(proto, payload, fragment=fragment)
+    except exi.DecodeError as e:
+        others = [] if fragment else [p for p in detect(payload, payload_type) if p != proto]
+        if others:
+            raise ValueError(f"these bytes are not {proto} EXI ({e}); they decode as {others[0]}: "
+                             f"--proto {others[0]}") from None
+        raise
+    return exi.to_xml(message, proto), proto
 
 
 def _encode_one(proto: str, xml: str, fragment: bool) -> str:
     return exi.encode(proto, exi.from_xml(proto, xml, fragment=fragment), fragment=fragment).hex()
 
 
-def _batch(lines: Iterable[str], fn, proto: str, fragment: bool, key: str) -> int:
+def _batch(lines: Iterable[str], fn, proto: str | None, fragment: bool, key: str) -> int:
     failures = 0
     for line in lines:
         line = line.strip()
         if not line:
             continue
         try:
-            out = {key: fn(proto, line, fragment)}
+            result = fn(proto, line, fragment)
+            out = {key: result[0], "proto": result[1]} if isinstance(result, tuple) else {key: result}
         except (exi.ExiError, ValueError) as e:
             failures += 1
             out = {"error": str(e)}
@@ -63,11 +76,17 @@ def _exi_command(args: argparse.Namespace) -> int:
             return _batch(sys.stdin, _decode_one, args.proto, args.fragment, "xml")
         text = args.hex if args.hex is not None else sys.stdin.read()
         try:
-            sys.stdout.write(_decode_one(args.proto, text, args.fragment))
+            xml, proto = _decode_one(args.proto, text, args.fragment)
         except (exi.ExiError, ValueError) as e:
             print(f"edge exi decode: {e}", file=sys.stderr)
             return 1
+        if args.proto is None:
+            print(f"edge exi decode: decoded as {proto}", file=sys.stderr)
+        sys.stdout.write(xml)
         return 0
+    if args.proto is None:
+        print("edge exi encode: --proto is required (which schema the XML is for)", file=sys.stderr)
+        return 2
     if args.batch:
         return _batch(sys.stdin, _encode_one, args.proto, args.fragment, "hex")
     try:
@@ -127,11 +146,20 @@ def _slac_command(args: argparse.Namespace) -> int:
 
 
 def _timer_arg(text: str) -> tuple[str, float]:
+    """NAME=VALUE for a SLAC timer (seconds) or counter (C_*: a whole number)."""
+    from slac.timers import SlacTimers
+
     name, _, value = text.partition("=")
     try:
-        return name, float(value)
+        number = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected NAME=SECONDS, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected NAME=SECONDS (or C_NAME=COUNT), got {text!r}") from None
+    kind = SlacTimers.__dataclass_fields__.get(name)  # type: ignore[attr-defined]
+    if kind is not None and kind.type in (int, "int"):
+        if not number.is_integer():
+            raise argparse.ArgumentTypeError(f"{name} is a count: a whole number, not {value}")
+        return name, int(number)
+    return name, number
 
 
 def _require_interface(name: str) -> None:
@@ -599,7 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
     protos = [p for p in exi.PROTOCOLS]
     for action in ("decode", "encode"):
         p = exi_sub.add_parser(action, help=f"{action} one message (or --batch: one per stdin line)")
-        p.add_argument("--proto", required=True, choices=protos)
+        p.add_argument("--proto", choices=protos, help="the schema" + (" (decode: found from the bytes when left "
+                                                                       "out; said on stderr)" if action == "decode"
+                                                                       else " (required)"))
         p.add_argument("--fragment", action="store_true", help="an EXI fragment (signed element)")
         p.add_argument("--batch", action="store_true",
                        help="one item per stdin line; one JSON object per output line")
@@ -607,12 +637,19 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("hex", nargs="?", help="EXI as hex (a V2GTP header is stripped); else stdin")
     exi_p.set_defaults(func=_exi_command)
     slac_p = sub.add_parser("slac", help="run one ISO 15118-3 SLAC match on an interface (testbench use)")
-    slac_p.add_argument("role", choices=["evse", "ev"])
-    slac_p.add_argument("--iface", required=True, help="the PLC modem's Ethernet interface")
-    slac_p.add_argument("--atten-offset", type=float, default=0.0, help="dB added to measured attenuation (EVSE)")
-    slac_p.add_argument("--timer", type=_timer_arg, action="append", metavar="NAME=SECONDS",
-                        help="override a SLAC timer, e.g. TT_EVSE_SLAC_init=20 (repeatable)")
-    slac_p.set_defaults(func=_slac_command)
+    slac_roles = slac_p.add_subparsers(dest="role", required=True)
+    for role, what in (("evse", "the charger's side: listen for a car's CM_SLAC_PARM.REQ, match it"),
+                       ("ev", "the car's side: start the match, sound, pick the charger with the least attenuation")):
+        role_p = slac_roles.add_parser(role, help=what, description=f"One SLAC match as {what}; the result as JSON "
+                                                                    "(exit 0 on a match, 1 without).")
+        role_p.add_argument("--iface", required=True, help="the PLC modem's Ethernet interface")
+        if role == "evse":
+            role_p.add_argument("--atten-offset", type=float, default=0.0,
+                                help="dB added to the measured attenuation (board and cable calibration)")
+        role_p.add_argument("--timer", type=_timer_arg, action="append", metavar="NAME=VALUE",
+                            help="override a SLAC timer in seconds (e.g. TT_EVSE_SLAC_init=20) or a counter C_* "
+                                 "(a whole number); repeatable")
+        role_p.set_defaults(func=_slac_command, atten_offset=0.0)
     secc_p = sub.add_parser("secc", help="SDP and V2G sessions on an interface (no SLAC), simulated hardware")
     secc_p.add_argument("--iface", required=True)
     secc_p.add_argument("--port", type=int, default=0, help="TCP port (default: any free port, announced by SDP)")
