@@ -242,6 +242,7 @@ class Daemon:
                               evse.restarts, wait)
                 if evse.point.holder is not None or evse.point.closed:
                     evse.point.shutdown(f"EVSE {evse.evse_id} failed")
+                _record_failure(evse, e)
                 if not started:
                     started = True
                     task_status.started()
@@ -410,6 +411,19 @@ async def run_slac(evse: DaemonEvse, task_status: trio.TaskStatus[None] = trio.T
             if dropped:
                 log.warning("EVSE %d: %d SLAC frames dropped (more than the matcher could take)", evse.evse_id,
                             dropped)
+
+
+def _record_failure(evse: DaemonEvse, error: BaseException) -> None:
+    """The session going on when the EVSE failed ends its trace with the failure and its traceback."""
+    trace = evse.config.trace
+    if trace is None or trace.current is None:
+        return
+    import traceback
+
+    now = trio.current_time()
+    text = "".join(traceback.format_exception(error))[-8000:]
+    trace.current.state("EVSE failed", note=f"{evse.last_error}\n{text}", now=now)
+    trace.end_session(f"EVSE failed: {evse.last_error}", now=now, energy_wh=evse.hardware.energy_wh())
 
 
 def _failure_text(error: BaseException) -> str:

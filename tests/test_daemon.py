@@ -243,3 +243,35 @@ def test_ocpp_frames_go_into_the_trace_of_the_evse_they_are_about(tmp_path: Path
     for n in range(1000):
         router("rx", json.dumps([2, f"x{n}", "TransactionEvent", {"evseId": 1, "transactionId": f"t{n}"}]))
     assert len(router.calls) <= router.MEMORY and len(router.transactions) <= router.MEMORY
+
+
+async def test_an_evse_crash_is_recorded_in_the_trace_of_its_session(tmp_path: Path, monkeypatch) -> None:
+    import edge.secc
+    from edge.trace import EvseTrace, TraceDirectory, read_trace
+
+    traces = TraceDirectory(tmp_path, clock=trio.current_time)
+    config = EvseConfig(controller=ChargingController(), trace=EvseTrace(traces, "evse1", "lo"))
+    evse = DaemonEvse(1, "lo", SimulatedCharger(), config)
+    real = edge.secc.run_secc
+
+    async def crashing(iface: str, *args, **kwargs):
+        if evse.restarts == 0:
+            task_status = kwargs.pop("task_status")
+            task_status.started((None, None))
+            kwargs["config"].trace.writer(trio.current_time()).state("charging")  # a session going on
+            raise RuntimeError("a bug in the session code")
+        await real(iface, *args, **kwargs)
+
+    monkeypatch.setattr(edge.secc, "run_secc", crashing)
+    daemon = Daemon([evse])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(daemon.run)
+        await _until(lambda: evse.restarts == 1 and evse.state == "listening", 10)
+        await daemon.stop("test over")
+        nursery.cancel_scope.cancel()
+    [path] = traces.traces()
+    records = list(read_trace(path))
+    failed = [r for r in records if r.kind == "state" and r.get("state") == "EVSE failed"]
+    assert failed and "RuntimeError: a bug in the session code" in failed[0].get("note")
+    assert "Traceback" in failed[0].get("note")
+    assert records[-1].kind == "end" and records[-1].get("outcome").startswith("EVSE failed: RuntimeError")
