@@ -411,6 +411,7 @@ async def _mission(folder: Path, pki: Path, csms_url: str | None, use_csms: bool
                 SetpointStep(at, PowerCommand(max_w=50_000, min_w=-20_000, target_w=w)) for at, w in BPT_SETPOINTS)
         progress = Progress(out)
         out(f"edge simulate: the daemon with 2 EVSEs ({config_path}); OCPP: {url or 'none (local authorization)'}")
+        out("  TLS key logs on (a testbench): the traces carry the session keys, `edge trace pcap` captures decrypt")
         if site is None:
             out("  cars connect over loopback: no SLAC, no SDP (as root, `edge simulate` runs both in network "
                 "namespaces)")
@@ -455,6 +456,8 @@ def main(*, as_json: bool = False, csms_url: str | None = None, use_csms: bool =
          loopback: bool = False) -> int:
     logging.basicConfig(level=logging.WARNING, format="  %(name)s: %(message)s",
                         stream=sys.stderr if as_json else sys.stdout)
+    # the mission turns the TLS key logs on (its traces decrypt in Wireshark) and says so once, below
+    logging.getLogger("edge.tls").setLevel(logging.ERROR)
     folder = out_dir or Path(tempfile.mkdtemp(prefix="edge-simulate-"))
     folder.mkdir(parents=True, exist_ok=True)
     say: Callable[[str], None] = (lambda text: None) if as_json else (lambda text: print(text, flush=True))
