@@ -39,7 +39,8 @@ def inside(name: str) -> Iterator[None]:
         netns.popns()
 
 
-def _link_local(ns: str, ifname: str, timeout: float = 5.0) -> str:
+def link_local(ns: str, ifname: str, timeout: float = 5.0) -> str:
+    """The interface's IPv6 link-local address in namespace ``ns`` once it is usable (not tentative)."""
     from pyroute2 import NetNS
 
     end = time.monotonic() + timeout
@@ -87,8 +88,8 @@ def charging_site(count: int, tag: str = "sim") -> Iterator[Site]:
                 for ifname in ("lo", *names):
                     ip.link("set", index=ip.link_lookup(ifname=ifname)[0], state="up")
         for n, car in enumerate(site.cars):
-            _link_local(site.charger, f"secc{n}")
-            _link_local(car, "ev0")
+            link_local(site.charger, f"secc{n}")
+            link_local(car, "ev0")
         yield site
     finally:
         for ns in made:

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from edge.netbench import inside, link_local
+
 
 def require_root() -> None:
     if os.geteuid() != 0:
@@ -32,18 +34,6 @@ def veth_namespace(pairs: list[tuple[str, str]]) -> Iterator[str]:
         yield name
     finally:
         netns.remove(name)
-
-
-@contextlib.contextmanager
-def inside(name: str) -> Iterator[None]:
-    """Sockets created in this block belong to namespace ``name`` (and stay there after)."""
-    from pyroute2 import netns
-
-    netns.pushns(name)
-    try:
-        yield
-    finally:
-        netns.popns()
 
 
 @contextlib.contextmanager
@@ -72,24 +62,6 @@ def two_namespaces(a_if: str, b_if: str) -> Iterator[tuple[str, str]]:
     finally:
         netns.remove(a)
         netns.remove(b)
-
-
-def link_local(ns: str, ifname: str, timeout: float = 5.0) -> str:
-    """The interface's IPv6 link-local address once it is usable."""
-    import time
-
-    from pyroute2 import NetNS
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with NetNS(ns) as ip:
-            index = ip.link_lookup(ifname=ifname)[0]
-            for addr in ip.get_addr(family=10, index=index):
-                value = addr.get_attr("IFA_ADDRESS")
-                if value.startswith("fe80") and not addr["flags"] & 0x40:  # IFA_F_TENTATIVE
-                    return value
-        time.sleep(0.05)
-    raise TimeoutError(f"no link-local address on {ifname}")
 
 
 @contextlib.asynccontextmanager
