@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from edge.logs import bind_log_fields, log_fields
 from edge.pki.testpki import create_test_pki
+
+
+@pytest.fixture(autouse=True)
+def _no_log_fields_between_tests() -> Iterator[None]:
+    """Sans-IO tests drive a session's handle() straight from the test's own context, where it binds that
+    session's log fields (in the daemon each connection is its own task): clear them so no test sees another's."""
+    yield
+    bind_log_fields(**{key: None for key in log_fields()})
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ running, STATUS= lines, STOPPING=1 on SIGTERM), charges a car, asks ``edge statu
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -139,15 +140,16 @@ async def test_journal_records_carry_the_evse_and_session_fields_of_their_task(t
 
 
 def test_stderr_lines_get_the_fields_as_a_prefix() -> None:
-    record = logging.LogRecord("edge", logging.INFO, __file__, 1, "m", (), None)
-    LogFieldsFilter().filter(record)
-    assert record.fields == ""  # type: ignore[attr-defined]
-    bind_log_fields(EVSE=3)
-    try:
+    def in_a_fresh_context() -> None:  # a task's context starts without fields, whatever ran before
+        record = logging.LogRecord("edge", logging.INFO, __file__, 1, "m", (), None)
+        LogFieldsFilter().filter(record)
+        assert record.fields == ""  # type: ignore[attr-defined]
+        bind_log_fields(EVSE=3)
         LogFieldsFilter().filter(record)
         assert record.fields == "[EVSE=3] "  # type: ignore[attr-defined]
-    finally:
-        bind_log_fields(EVSE=None)
+
+    contextvars.Context().run(in_a_fresh_context)
+    assert "EVSE" not in log_fields()  # what the fresh context bound stayed there
 
 
 def test_journal_stream_is_recognised_by_device_and_inode(tmp_path: Path) -> None:
