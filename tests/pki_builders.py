@@ -61,9 +61,11 @@ def make_cert(
     eku: list[x509.ObjectIdentifier] | None = None,
     sign_with: PrivateKey | None = None,
     serial: int | None = None,
+    extensions: Iterable[tuple[x509.ExtensionType, bool]] = (),
 ) -> Issued:
     """One certificate. ``issuer`` None: self-signed. ``ca`` None: no basicConstraints at all; ``usage`` None:
-    no keyUsage; ``sign_with``: sign with this key instead of the issuer's (a forged or broken link)."""
+    no keyUsage; ``sign_with``: sign with this key instead of the issuer's (a forged or broken link);
+    ``extensions``: further (extension, critical) pairs."""
     key = key or generate_key(algorithm)
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name), x509.NameAttribute(NameOID.COUNTRY_NAME, "DE")]
     if domain_component is not None:
@@ -88,6 +90,8 @@ def make_cert(
         builder = builder.add_extension(key_usage(usage), critical=True)
     if eku is not None:
         builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
     signer = sign_with or (issuer.key if issuer else key)
     return Issued(builder.sign(signer, _hash_for(signer)), key)
 

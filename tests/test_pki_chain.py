@@ -14,6 +14,7 @@ from edge.pki.chain import (
     ContractChainValidator,
     ContractProtocol,
     RevocationStatus,
+    Rule,
     is_valid_emaid,
     normalize_emaid,
     parse_certificates,
@@ -272,13 +273,13 @@ def test_leaf_cn_must_be_an_emaid() -> None:
     assert_rejected(validate(chain, leaf=leaf.cert), ChainFailure.PROFILE, Iso2Code.FAILED_CertChainError)
 
 
-@pytest.mark.parametrize("dc", ["CPO", None])
-def test_domain_component_must_be_mo(dc) -> None:
+def test_contract_domain_component_is_optional_but_if_present_is_mo() -> None:
     chain = contract_chain()
-    leaf = make_leaf(chain.sub2, domain_component=dc)
+    assert validate(chain, leaf=make_leaf(chain.sub2, domain_component=None).cert).ok  # Table F.4: DC optional
+    leaf = make_leaf(chain.sub2, domain_component="CPO")
     verdict = validate(chain, leaf=leaf.cert)
     assert_rejected(verdict, ChainFailure.PROFILE, Iso2Code.FAILED_CertChainError)
-    assert "DC=MO" in verdict.reason
+    assert "DC=MO" in verdict.reason and verdict.rule is Rule.DOMAIN_COMPONENT
     assert validate(chain, leaf=leaf.cert, validator={"check_domain_component": False}).ok
 
 

@@ -218,21 +218,85 @@ def test_verify_cannot_infer_the_protocol_of_a_p384_leaf(tmp_path: Path, capsys)
     assert (code, fields["response_code"]) == (1, "FAILED_CertChainError")
 
 
-@pytest.mark.parametrize("case", ["missing chain", "garbage chain", "roots not a folder", "empty roots",
-                                  "bad root file", "bad time"])
+def _roots_folder(tmp_path: Path, *roots: x509.Certificate) -> Path:
+    folder = tmp_path / "roots"
+    folder.mkdir(exist_ok=True)
+    for number, root in enumerate(roots):
+        write_chain(folder / f"root{number}.pem", [root])
+    return folder
+
+
+# the classes of defect a security review found (issue 13): each gets a verdict, its rule and its ResponseCode
+@pytest.mark.parametrize(("case", "code_name", "rule"), [
+    ("unknown critical extension in the leaf", "FAILED_CertChainError", "CRITICAL_EXTENSION"),
+    ("leaf signed directly by the MO root", "FAILED_CertChainError", "ISSUED_BY_SUB_CA"),
+    ("certificate over 800 bytes in -2", "FAILED_CertChainError", "CERTIFICATE_SIZE"),
+    ("empty trust store", "FAILED_NoCertificateAvailable", "TRUST_STORE"),
+    ("leaf without DC=MO", "OK", "-"),
+])
+def test_verify_contract_defect_classes(tmp_path: Path, capsys, case: str, code_name: str, rule: str) -> None:
+    chain = contract_chain()
+    leaf, subs, roots = chain.leaf.cert, chain.sub_cas, _roots_folder(tmp_path, chain.root.cert)
+    unknown = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.3"), b"\x05\x00")
+    if case == "unknown critical extension in the leaf":
+        leaf = make_leaf(chain.sub2, extensions=[(unknown, True)]).cert
+    elif case == "leaf signed directly by the MO root":
+        leaf, subs = make_leaf(chain.root).cert, []
+    elif case == "certificate over 800 bytes in -2":
+        padding = x509.UnrecognizedExtension(unknown.oid, b"\x04\x82\x02\x80" + bytes(640))
+        leaf = make_leaf(chain.sub2, extensions=[(padding, False)]).cert
+        assert 800 < len(leaf.public_bytes(serialization.Encoding.DER)) <= 1600
+    elif case == "empty trust store":
+        for file in roots.iterdir():
+            file.unlink()
+    elif case == "leaf without DC=MO":
+        leaf = make_leaf(chain.sub2, domain_component=None).cert
+    pem = write_chain(tmp_path / "chain.pem", [leaf, *subs])
+    code, fields, err = run(capsys, "verify-contract", str(pem), "--roots", str(roots), "--at", NOW.isoformat())
+    assert err == "" and code == (0 if code_name == "OK" else 1), fields
+    assert (fields["response_code"], fields["rule"]) == (code_name, rule), fields["reason"]
+    assert fields["verdict"] == ("accept" if code_name == "OK" else "reject")
+
+
+@pytest.mark.parametrize(("kind", "bundle", "folder"), [
+    ("secc", "cpoCertChain.pem", "iso15118_2"), ("oem", "oemCertChain.pem", "iso15118_20"),
+    ("secc", "cpoCertChain.pem", "iso15118_20_ed448"), ("oem", "oemCertChain.pem", "iso15118_20_ed448"),
+])
+def test_verify_chain_judges_secc_and_oem_chains_by_their_profile(pki: Path, capsys, kind: str, bundle: str,
+                                                                   folder: str) -> None:
+    chain = str(pki / folder / "certs" / bundle)
+    code, fields, err = run(capsys, "verify-chain", "--kind", kind, chain, "--roots", str(pki / folder),
+                            "--at", "2025-07-01")
+    assert (code, err, fields["verdict"], fields["kind"]) == (0, "", "accept", kind), fields
+    # the same chain judged as another kind: other roots anchor it, or its profile does not fit
+    other = "oem" if kind == "secc" else "secc"
+    code, fields, _ = run(capsys, "verify-chain", "--kind", other, chain, "--roots", str(pki / folder),
+                          "--at", "2025-07-01")
+    assert (code, fields["verdict"]) == (1, "reject")
+    assert fields["rule"] in ("PATH_TO_ANCHOR", "SIGNATURE", "DOMAIN_COMPONENT"), fields
+
+
+def test_verify_chain_cps(pki: Path, tmp_path: Path, capsys) -> None:
+    certs = pki / "iso15118_2" / "certs"
+    pem = tmp_path / "cps.pem"
+    pem.write_bytes((certs / "cpsLeafCert.pem").read_bytes() + (certs / "intermediateCPSCACerts.pem").read_bytes())
+    code, fields, _ = run(capsys, "verify-chain", "--kind", "cps", str(pem), "--roots", str(pki), "--at", "2025-07-01")
+    assert (code, fields["verdict"], fields["protocol"]) == (0, "accept", "iso2"), fields
+
+
+@pytest.mark.parametrize("case", ["missing chain", "garbage chain", "roots not a folder", "bad root file",
+                                  "bad time"])
 def test_unusable_input_is_one_line_and_exit_2(pki: Path, tmp_path: Path, capsys, case: str) -> None:
     good_chain = str(chain_file(pki, "iso15118_2", tmp_path))
     garbage = tmp_path / "garbage.pem"
     garbage.write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
-    empty, bad_roots = tmp_path / "empty", tmp_path / "bad"
-    empty.mkdir()
+    bad_roots = tmp_path / "bad"
     bad_roots.mkdir()
     (bad_roots / "root.pem").write_text("hello")
     argv = {
         "missing chain": [str(tmp_path / "nope.pem"), "--roots", str(pki)],
         "garbage chain": [str(garbage), "--roots", str(pki)],
         "roots not a folder": [good_chain, "--roots", good_chain],
-        "empty roots": [good_chain, "--roots", str(empty)],
         "bad root file": [good_chain, "--roots", str(bad_roots)],
         "bad time": [good_chain, "--roots", str(pki), "--at", "soon"],
     }[case]

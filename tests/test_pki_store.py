@@ -42,10 +42,10 @@ def cpo_pki(algorithm: KeyAlgorithm = KeyAlgorithm.P256_SHA256) -> tuple[Issued,
 
 
 def sign_csr(csr_pem: str, issuer: Issued, *, days: int = 60) -> x509.Certificate:
-    """What the CSMS's CA does with our CSR."""
+    """What the CSMS's CA does with our CSR: the requested subject and extensions (CA false, keyUsage)."""
     csr = x509.load_pem_x509_csr(csr_pem.encode())
     assert csr.is_signature_valid
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(csr.subject)
         .issuer_name(issuer.cert.subject)
@@ -53,9 +53,13 @@ def sign_csr(csr_pem: str, issuer: Issued, *, days: int = 60) -> x509.Certificat
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - dt.timedelta(days=1))
         .not_valid_after(NOW + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(issuer.key, None if csr.signature_hash_algorithm is None else type(csr.signature_hash_algorithm)())
     )
+    requested = {e.oid for e in csr.extensions}
+    assert {x509.BasicConstraints.oid, x509.KeyUsage.oid} <= requested
+    for extension in csr.extensions:
+        builder = builder.add_extension(extension.value, critical=extension.critical)
+    return builder.sign(issuer.key, None if csr.signature_hash_algorithm is None
+                        else type(csr.signature_hash_algorithm)())
 
 
 # --- roots ----------------------------------------------------------------------------------------------------

@@ -77,6 +77,17 @@ def bad_case(name: str, algorithm: KeyAlgorithm) -> tuple[list[x509.Certificate]
         subs = [sub2.cert, sub1.cert]
     elif name == "revoked":
         revocation = Revoked(good.leaf.cert.serial_number)
+    elif name == "critical extension":  # RFC 5280 §4.2: an unrecognised critical extension is refused
+        leaf = make_leaf(good.sub2, algorithm=algorithm, not_before=TODAY - dt.timedelta(days=1), extensions=[
+            (x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.7"), b"\x05\x00"), True)])
+    elif name == "issued by root":  # the profiles issue contract leaves from a Sub-CA
+        leaf = make_leaf(good.root, algorithm=algorithm, not_before=TODAY - dt.timedelta(days=1))
+        subs = [good.root.cert]  # SubCertificates cannot be empty in the schemas: the car sends its root copy
+    elif name == "no trust anchor":
+        roots = []
+    elif name == "leaf without DC":  # Table F.4: the contract leaf's domain component is optional
+        leaf = make_leaf(good.sub2, algorithm=algorithm, not_before=TODAY - dt.timedelta(days=1),
+                         domain_component=None)
     return roots, leaf, subs, revocation
 
 
@@ -96,14 +107,18 @@ ISO2_CASES = {
     "CA flag missing": "FAILED_CertChainError",
     "revoked": "FAILED_CertificateRevoked",
     "EMAID mismatch": "FAILED_CertChainError",
+    "critical extension": "FAILED_CertChainError",
+    "issued by root": "FAILED_CertChainError",
+    "no trust anchor": "FAILED_NoCertificateAvailable",
 }
+GOOD_CASES = ["good", "leaf without DC"]
 
 
 def pnc_for(roots: list[x509.Certificate], revocation: Any) -> LocalPlugAndCharge:
     return LocalPlugAndCharge(ContractChainValidator(roots, revocation=revocation))
 
 
-@pytest.mark.parametrize("case", ["good", *ISO2_CASES])
+@pytest.mark.parametrize("case", [*GOOD_CASES, *ISO2_CASES])
 def test_iso2_contract_matrix(case: str) -> None:
     roots, leaf, subs, revocation = bad_case(case, KeyAlgorithm.P256_SHA256)
     pnc = pnc_for(roots, revocation)
@@ -113,7 +128,7 @@ def test_iso2_contract_matrix(case: str) -> None:
     emaid = "DEXXXC000000001" if case == "EMAID mismatch" else leaf.cert.subject.rfc4514_string().split("CN=")[1]
     res = car.send("PaymentDetailsReq", b.PaymentDetailsReqType(emaid, t.CertificateChainType(
         None, der(leaf.cert), t.SubCertificatesType([der(c) for c in subs]))))
-    if case == "good":
+    if case in GOOD_CASES:
         assert res.ResponseCode == "OK", pnc.decisions
         req = b.AuthorizationReqType("ID1", res.GenChallenge)
         car.signature = sign_authorization_req("iso2", req, leaf.key)
@@ -132,11 +147,14 @@ ISO20_CASES = {
     "path too long": "WARNING_CertificateValidationError",
     "CA flag missing": "WARNING_CertificateValidationError",
     "revoked": "WARNING_CertificateRevoked",
+    "critical extension": "WARNING_CertificateValidationError",
+    "issued by root": "WARNING_CertificateValidationError",
+    "no trust anchor": "WARNING_NoCertificateAvailable",
 }
 
 
 @pytest.mark.parametrize("algorithm", [KeyAlgorithm.P521_SHA512, KeyAlgorithm.ED448], ids=lambda a: a.value)
-@pytest.mark.parametrize("case", ["good", *ISO20_CASES])
+@pytest.mark.parametrize("case", [*GOOD_CASES, *ISO20_CASES])
 def test_iso20_contract_matrix(case: str, algorithm: KeyAlgorithm) -> None:
     roots, leaf, subs, revocation = bad_case(case, algorithm)
     pnc = pnc_for(roots, revocation)
@@ -146,7 +164,7 @@ def test_iso20_contract_matrix(case: str, algorithm: KeyAlgorithm) -> None:
     credentials = Iso20ContractCredentials(leaf.cert.subject.rfc4514_string(), der(leaf.cert),
                                            tuple(der(c) for c in subs), leaf.key)
     res = car.pnc(credentials, setup.PnC_ASResAuthorizationMode.GenChallenge)
-    if case == "good":
+    if case in GOOD_CASES:
         assert (res.ResponseCode, res.EVSEProcessing) == ("OK", "Finished"), pnc.decisions
         return
     assert res.ResponseCode == ISO20_CASES[case], pnc.decisions

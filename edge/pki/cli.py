@@ -3,11 +3,15 @@
 ``edge pki create --out DIR`` writes the -2 and -20 test PKI in Josev's layout (see edge.pki.testpki).
 ``edge pki verify-contract CHAIN.pem --roots DIR [--at TIME] [--protocol iso2|iso20] [--emaid E]`` judges a
 contract chain (leaf first, then its sub-CAs, PEM or a DER leaf) and prints ``verdict: accept|reject`` and
-``response_code: NAME`` (the -2 or -20 name), then the protocol, EMAID and reason. Exit status: 0 accept,
-1 reject, 2 unusable input (one line on stderr, no traceback).
+``response_code: NAME`` (the -2 or -20 name), then the protocol, EMAID, the rule that refused and the reason.
+``edge pki verify-chain --kind secc|oem|cps|contract CHAIN.pem --roots DIR`` judges any other chain of the
+ISO 15118 PKIs by its own profile. Exit status: 0 accept, 1 reject, 2 unusable input (one line on stderr, no
+traceback).
 
-``--roots`` is a Josev-layout PKI folder (its MO and V2G roots of every protocol folder are trusted), one
-protocol folder of it, or any folder of PEM/DER root certificates (*.pem, *.der, *.crt, *.cer).
+``--roots`` is a Josev-layout PKI folder (the roots of that kind from every protocol folder are trusted: MO and
+V2G roots for contracts, V2G roots for SECC and CPS chains, OEM roots for OEM chains), one protocol folder of
+it, or any folder of PEM/DER root certificates (*.pem, *.der, *.crt, *.cer). A folder without any root is a
+trust store with no trust anchor: the chain is judged (rejected with NoCertificateAvailable), not refused as input.
 """
 
 from __future__ import annotations
@@ -20,9 +24,14 @@ from pathlib import Path
 
 from cryptography import x509
 
-from edge.pki.chain import ContractChainValidator, ContractProtocol, parse_certificates, protocol_for_leaf
-from edge.pki.store import is_josev_pki, josev_contract_trust_anchors
-from edge.pki.testpki import DEFAULT_PASSWORD, FOLDERS, create_test_pki
+from edge.pki.chain import (
+    CertificateChainValidator,
+    ChainKind,
+    ContractProtocol,
+    parse_certificates,
+    protocol_for_leaf,
+)
+from edge.pki.testpki import DEFAULT_PASSWORD, FOLDERS, PkiPaths, create_test_pki
 
 ROOT_SUFFIXES = (".pem", ".der", ".crt", ".cer")
 EXIT_ACCEPT, EXIT_REJECT, EXIT_UNUSABLE = 0, 1, 2
@@ -54,32 +63,52 @@ def load_chain(path: Path) -> tuple[x509.Certificate, list[x509.Certificate]]:
     return certs[0], certs[1:]
 
 
-def load_roots(path: Path) -> list[x509.Certificate]:
-    """Trust anchors from a Josev-layout PKI, one of its protocol folders, or a folder of root files."""
+#: the root certificates of a Josev-layout protocol folder that anchor each kind of chain
+ROOTS_BY_KIND = {
+    ChainKind.CONTRACT: ("moRootCA", "v2gRootCA"),
+    ChainKind.SECC: ("v2gRootCA",),
+    ChainKind.CPS: ("v2gRootCA",),
+    ChainKind.OEM: ("oemRootCA",),
+}
+
+
+def load_roots(path: Path, kind: ChainKind = ChainKind.CONTRACT) -> list[x509.Certificate]:
+    """Trust anchors from a Josev-layout PKI, one of its protocol folders, or a folder of root files (an empty
+    list when the folder holds none: a trust-store state the verdict reports, not unusable input)."""
     if not path.is_dir():
         raise UnusableInput(f"--roots {path}: not a folder")
-    try:
-        if is_josev_pki(path):
-            return josev_contract_trust_anchors(path)
-        if (path / "certs").is_dir() and path.name in FOLDERS:  # one protocol folder, e.g. PKI/iso15118_2
-            return josev_contract_trust_anchors(path.parent)
-    except (OSError, ValueError) as e:
-        raise UnusableInput(f"--roots {path}: cannot read the PKI: {e}") from None
+    if (path / "certs").is_dir() and path.name in FOLDERS:  # one protocol folder, e.g. PKI/iso15118_2
+        folders = [PkiPaths(path.parent, path.name)]
+    else:
+        folders = [PkiPaths(path, name) for name in FOLDERS if (path / name / "certs").is_dir()]
     roots: list[x509.Certificate] = []
-    for file in sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in ROOT_SUFFIXES):
+    files = [paths.cert(name) for paths in folders for name in ROOTS_BY_KIND[kind]] if folders else \
+        sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in ROOT_SUFFIXES)
+    for file in files:
+        if not file.is_file():
+            continue  # a Josev folder without that root: fewer anchors, judged as such
         try:
             roots.extend(parse_certificates(file.read_bytes()))
-        except (OSError, ValueError):
+        except OSError as e:
+            raise UnusableInput(f"--roots: cannot read {file}: {e.strerror or e}") from None
+        except ValueError:
             raise UnusableInput(f"--roots: {file} is not a certificate file") from None
-    if not roots:
-        raise UnusableInput(f"--roots {path}: no certificate files ({', '.join(ROOT_SUFFIXES)}) and no Josev layout")
     return roots
 
 
 def verify_contract(args: argparse.Namespace) -> int:
     """The ``edge pki verify-contract`` command (after argument parsing)."""
+    return _verify(args, ChainKind.CONTRACT)
+
+
+def verify_chain(args: argparse.Namespace) -> int:
+    """The ``edge pki verify-chain`` command."""
+    return _verify(args, ChainKind(args.kind))
+
+
+def _verify(args: argparse.Namespace, kind: ChainKind) -> int:
     leaf, sub_cas = load_chain(args.chain)
-    roots = load_roots(args.roots)
+    roots = load_roots(args.roots, kind)
     now = parse_time(args.at) if args.at else dt.datetime.now(dt.UTC)
     if args.protocol:
         protocol = ContractProtocol(args.protocol)
@@ -88,13 +117,16 @@ def verify_contract(args: argparse.Namespace) -> int:
             protocol = protocol_for_leaf(leaf)
         except ValueError as e:
             raise UnusableInput(f"cannot infer the protocol from the leaf key ({e}); pass --protocol") from None
-    verdict = ContractChainValidator(roots).validate(
-        leaf, sub_cas, protocol=protocol, now=now, expected_emaid=args.emaid
+    verdict = CertificateChainValidator(roots, kind=kind).validate(
+        leaf, sub_cas, protocol=protocol, now=now, expected_emaid=getattr(args, "emaid", None)
     )
     print(f"verdict: {'accept' if verdict.ok else 'reject'}")
     print(f"response_code: {verdict.response_code.value}")
     print(f"protocol: {protocol.value}")
-    print(f"emaid: {verdict.emaid or '-'}")
+    print(f"kind: {kind.value}")
+    if kind is ChainKind.CONTRACT:
+        print(f"emaid: {verdict.emaid or '-'}")
+    print(f"rule: {verdict.rule.name if verdict.rule else '-'}")
     print(f"reason: {verdict.reason}")
     return EXIT_ACCEPT if verdict.ok else EXIT_REJECT
 
@@ -149,6 +181,17 @@ def add_pki_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ign
                           help="iso2 or iso20 (default: from the leaf's key algorithm)")
     verify_p.add_argument("--emaid", help="the eMAID the car sent; must match the leaf's CN")
     verify_p.set_defaults(func=_guarded(verify_contract))
+
+    chain_p = actions.add_parser("verify-chain", help="validate a SECC, OEM provisioning, CPS or contract chain")
+    chain_p.add_argument("chain", type=Path, help="PEM file: leaf first, then its sub-CAs (or a DER leaf)")
+    chain_p.add_argument("--kind", required=True, choices=[k.value for k in ChainKind],
+                         help="which chain: its profile and, from a Josev-layout PKI, which roots anchor it")
+    chain_p.add_argument("--roots", type=Path, required=True,
+                         help="Josev-layout PKI folder, or a folder of PEM/DER root certificates")
+    chain_p.add_argument("--at", metavar="TIME", help="judge at this ISO 8601 time (default: now)")
+    chain_p.add_argument("--protocol", choices=[p.value for p in ContractProtocol],
+                         help="iso2 or iso20 (default: from the leaf's key algorithm)")
+    chain_p.set_defaults(func=_guarded(verify_chain))
 
 
 def main(argv: list[str] | None = None) -> int:

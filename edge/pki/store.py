@@ -43,7 +43,7 @@ from cryptography.x509.oid import NameOID
 
 from edge.pki.algorithms import KeyAlgorithm, PrivateKey
 from edge.pki.chain import parse_certificates
-from edge.pki.paths import issued_by
+from edge.pki.paths import chain_problem, issued_by
 from edge.pki.testpki import FOLDERS, PkiPaths
 
 
@@ -523,6 +523,11 @@ def _with_issuers(
 
 
 def _chain_problem(chain: list[x509.Certificate], v2g_roots: list[x509.Certificate], now: dt.datetime) -> str | None:
+    """With V2G roots installed, the full SECC chain validation (RFC 5280 and the SECC profile); without any (a
+    station provisioned before its roots), what can be judged alone: validity and the links inside the chain."""
+    if v2g_roots:
+        problem = chain_problem(chain[0], chain[1:], v2g_roots, now, "SECC")
+        return problem.reason if problem else None
     for cert in chain:
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             return f"{cert.subject.rfc4514_string()} is not valid now"
