@@ -43,6 +43,8 @@ from edge.v2g.timers import PowerSafetyTimers, SessionTimers
 from slac.timers import SlacTimers
 
 if TYPE_CHECKING:
+    from cryptography import x509
+
     from edge.ocpp.station import StationSettings
     from edge.trace import TraceDirectory
     from edge.v2g import sap
@@ -964,9 +966,12 @@ def keylog_path(cfg: EdgeConfig, evse: EvseSection) -> Path | None:
     return cfg.station.state_dir / "tls-keys" / f"evse{evse.id}.keylog" if evse.tls.keylog else None
 
 
-def tls_server_context(cfg: EdgeConfig, evse: EvseSection) -> CombinedServerContext | None:
+def tls_server_context(cfg: EdgeConfig, evse: EvseSection,
+                       ocsp_fetched: Callable[[x509.Certificate], bytes | None] | None = None,
+                       ) -> CombinedServerContext | None:
     """The EVSE's TLS context (one port for -2 and -20 cars), None without TLS; ValueError/OSError when
-    the PKI folder does not give one."""
+    the PKI folder does not give one. ``ocsp_fetched``: the station's OCSP responses to staple (else the PKI
+    folder's ``ocsp/`` files only)."""
     if not evse.tls.enabled or evse.tls.pki is None:
         return None
     from edge.v2g.tls import ClientAuth, server_context_combined
@@ -974,7 +979,8 @@ def tls_server_context(cfg: EdgeConfig, evse: EvseSection) -> CombinedServerCont
     keylog = keylog_path(cfg, evse)
     if keylog is not None:
         keylog.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # session keys: the daemon's eyes only
-    return server_context_combined(evse.tls.pki, client_auth=ClientAuth(evse.tls.client_auth), keylog=keylog)
+    return server_context_combined(evse.tls.pki, client_auth=ClientAuth(evse.tls.client_auth), keylog=keylog,
+                                   ocsp_fetched=ocsp_fetched)
 
 
 def evse_config(cfg: EdgeConfig, evse: EvseSection) -> EvseConfig:

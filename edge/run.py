@@ -12,8 +12,10 @@ to offer.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -33,6 +35,9 @@ from edge.controller import ChargingController
 from edge.daemon import Daemon, DaemonEvse, OcppTraceRouter, run_until_signal
 from edge.hardware import ChargerHardware, SimulatedCharger, bidirectional_charger
 from edge.systemd import SystemdNotifier, feed_watchdog, watchdog_interval
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger("edge.run")
 
@@ -66,6 +71,13 @@ def build_daemon(cfg: EdgeConfig) -> Daemon:
 
     traces = trace_directory(cfg, clock=trio.current_time)
     evses: list[DaemonEvse] = []
+    # the station (built last) keeps the SECC certificates' OCSP responses fresh (GetCertificateStatus, M06); the
+    # TLS contexts, built first, ask it through this late-bound source at each handshake that wants a staple
+    ocsp_sources: list[Callable[[x509.Certificate], bytes | None]] = []
+
+    def station_ocsp(cert: x509.Certificate) -> bytes | None:
+        return next((der for source in ocsp_sources if (der := source(cert)) is not None), None)
+
     pnc_backends: dict[Path, object] = {}
     for section in cfg.evses:
         where = f"evse[{section.id}]"
@@ -74,7 +86,7 @@ def build_daemon(cfg: EdgeConfig) -> Daemon:
         config.controller = ChargingController()
         config.point = ChargingPoint(hardware, f"evse{section.id}", timers=power_safety_timers(section))
         try:
-            ssl_context = tls_server_context(cfg, section)
+            ssl_context = tls_server_context(cfg, section, ocsp_fetched=station_ocsp)
         except (ValueError, OSError) as e:
             raise StartupError(f"{where}.tls.pki: no TLS server context from {section.tls.pki}: {e}") from e
         if section.pnc:
@@ -97,6 +109,8 @@ def build_daemon(cfg: EdgeConfig) -> Daemon:
                                 port=section.port, ssl_context=ssl_context, tls_only=section.tls.only,
                                 plc_interface=section.plc_interface, slac_options=slac_matcher_options(section)))
     station = _station(cfg, evses)
+    if station is not None:
+        ocsp_sources.append(station.certificates.cached_ocsp)
     return Daemon(evses, station=station, control_socket=cfg.station.control_socket)
 
 

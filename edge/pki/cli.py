@@ -4,6 +4,7 @@
 ``edge pki verify-contract CHAIN.pem --roots DIR [--at TIME] [--protocol iso2|iso20] [--emaid E]`` judges a
 contract chain (leaf first, then its sub-CAs, PEM or a DER leaf) and prints ``verdict: accept|reject`` and
 ``response_code: NAME`` (the -2 or -20 name), then the protocol, EMAID, the rule that refused and the reason.
+``edge pki ocsp --pki DIR`` writes fresh OCSP responses for the SECC leaves, which ``edge secc --tls`` staples.
 ``edge pki verify-chain --kind secc|oem|cps|contract CHAIN.pem --roots DIR`` judges any other chain of the
 ISO 15118 PKIs by its own profile. Exit status: 0 accept, 1 reject, 2 unusable input (one line on stderr, no
 traceback).
@@ -31,7 +32,14 @@ from edge.pki.chain import (
     parse_certificates,
     protocol_for_leaf,
 )
-from edge.pki.testpki import DEFAULT_PASSWORD, FOLDERS, PkiPaths, create_test_pki
+from edge.pki.testpki import (
+    DEFAULT_PASSWORD,
+    FOLDERS,
+    OCSP_VALIDITY,
+    PkiPaths,
+    create_test_pki,
+    write_secc_ocsp_responses,
+)
 
 ROOT_SUFFIXES = (".pem", ".der", ".crt", ".cer")
 EXIT_ACCEPT, EXIT_REJECT, EXIT_UNUSABLE = 0, 1, 2
@@ -148,6 +156,23 @@ def create(args: argparse.Namespace) -> int:
     return EXIT_ACCEPT
 
 
+def ocsp_responses(args: argparse.Namespace) -> int:
+    """The ``edge pki ocsp`` command: fresh OCSP responses for the test PKI's SECC leaves (to staple)."""
+    if not args.pki.is_dir():
+        raise UnusableInput(f"--pki {args.pki}: not a folder")
+    now = parse_time(args.at) if args.at else None
+    try:
+        written = write_secc_ocsp_responses(args.pki, now=now, password=args.password, revoked=args.revoked,
+                                            valid_for=dt.timedelta(days=args.valid_days))
+    except (OSError, ValueError, TypeError) as e:
+        raise UnusableInput(f"cannot sign OCSP responses with the PKI at {args.pki}: {e}") from None
+    if not written:
+        raise UnusableInput(f"--pki {args.pki}: no SECC leaf (certs/seccLeafCert.pem) in any protocol folder")
+    for path in written:
+        print(f"{path}: {'revoked' if args.revoked else 'good'}, current for {args.valid_days:g} day(s)")
+    return EXIT_ACCEPT
+
+
 def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Run a command; unusable input becomes one line on stderr and exit status 2."""
 
@@ -181,6 +206,16 @@ def add_pki_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ign
                           help="iso2 or iso20 (default: from the leaf's key algorithm)")
     verify_p.add_argument("--emaid", help="the eMAID the car sent; must match the leaf's CN")
     verify_p.set_defaults(func=_guarded(verify_contract))
+
+    ocsp_p = actions.add_parser("ocsp", help="write fresh OCSP responses for the test PKI's SECC certificates "
+                                "(what edge secc --tls staples), signed by CPO Sub-CA 2")
+    ocsp_p.add_argument("--pki", type=Path, required=True, help="the PKI folder (edge pki create's layout)")
+    ocsp_p.add_argument("--at", metavar="TIME", help="thisUpdate (default: now)")
+    ocsp_p.add_argument("--valid-days", type=float, default=OCSP_VALIDITY.days,
+                        help="days until nextUpdate (default %(default)s)")
+    ocsp_p.add_argument("--revoked", action="store_true", help="say the SECC certificate is revoked (tests)")
+    ocsp_p.add_argument("--password", default=DEFAULT_PASSWORD, help="private key password (default %(default)s)")
+    ocsp_p.set_defaults(func=_guarded(ocsp_responses))
 
     chain_p = actions.add_parser("verify-chain", help="validate a SECC, OEM provisioning, CPS or contract chain")
     chain_p.add_argument("chain", type=Path, help="PEM file: leaf first, then its sub-CAs (or a DER leaf)")

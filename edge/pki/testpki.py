@@ -345,3 +345,41 @@ def create_test_pki(out: Path, *, now: dt.datetime | None = None, password: str 
     out = Path(out)
     for folder_name, algorithm in FOLDERS.items():
         create_pki_folder(out / folder_name, algorithm, now=start, password=password)
+    write_secc_ocsp_responses(out, now=start, password=password)
+
+
+#: how long a test OCSP response is current (nextUpdate - thisUpdate); real responders give days
+OCSP_VALIDITY = dt.timedelta(days=7)
+OCSP_RESPONSE_FILE = "seccLeafCert.ocsp.der"
+
+
+def write_secc_ocsp_responses(out: Path, *, now: dt.datetime | None = None, password: str = DEFAULT_PASSWORD,
+                              revoked: bool = False, valid_for: dt.timedelta = OCSP_VALIDITY) -> list[Path]:
+    """For each protocol folder of the PKI at ``out``: the OCSP response for its SECC leaf, signed by CPO Sub-CA 2
+    (the issuer answers for its own certificates, RFC 6960 §4.2.2.2), current from ``now`` for ``valid_for``, in
+    ``<folder>/ocsp/`` where the charger picks it up to staple. Returns the files written."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509 import ocsp
+
+    moment = _utc(now)
+    written = []
+    for folder_name, algorithm in FOLDERS.items():
+        paths = PkiPaths(Path(out), folder_name)
+        if not paths.cert("seccLeaf").is_file():
+            continue
+        leaf = x509.load_pem_x509_certificate(paths.cert("seccLeaf").read_bytes())
+        issuer = x509.load_pem_x509_certificate(paths.cert("cpoSubCA2").read_bytes())
+        key = serialization.load_pem_private_key(paths.key("cpoSubCA2").read_bytes(), password.encode() or None)
+        builder = ocsp.OCSPResponseBuilder().add_response(
+            cert=leaf, issuer=issuer, algorithm=hashes.SHA256(),
+            cert_status=ocsp.OCSPCertStatus.REVOKED if revoked else ocsp.OCSPCertStatus.GOOD,
+            this_update=moment, next_update=moment + valid_for,
+            revocation_time=moment if revoked else None,
+            revocation_reason=x509.ReasonFlags.key_compromise if revoked else None,
+        ).responder_id(ocsp.OCSPResponderEncoding.HASH, issuer)
+        response = builder.sign(key, algorithm.signature_hash())  # type: ignore[arg-type]
+        target = paths.root / folder_name / "ocsp" / OCSP_RESPONSE_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write(target, response.public_bytes(serialization.Encoding.DER))
+        written.append(target)
+    return written

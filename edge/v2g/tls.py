@@ -32,7 +32,8 @@ What Python's ``ssl`` (3.11, OpenSSL 3.0) can set, found out on this machine:
   still contain every -20 algorithm (interoperable, not conformant).
 * The server issues no session tickets (``num_tickets = 0``): a resumed TLS 1.3 handshake carries no
   client certificate, and -20 identifies the car by it.
-* OCSP stapling is impossible with ``ssl`` (see :mod:`edge.pki.ocsp`).
+* OCSP stapling: ``ssl`` has no status callback, so :func:`enable_ocsp_stapling` installs OpenSSL's through
+  ``ctypes`` too (responses from :mod:`edge.pki.stapling`).
 
 **One port for -2 and -20 cars.** One OpenSSL context keeps one certificate per key type (RSA, ECDSA,
 Ed25519, Ed448 ...) and picks by the client's signature algorithms. So a P-256 chain and an Ed448 chain
@@ -66,7 +67,7 @@ import os
 import platform
 import ssl
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -563,17 +564,22 @@ class _ClientHelloDispatch:
 
 def server_context_combined(pki_dir: Path, *, iso20_folders: Sequence[str] | None = None,
                             client_auth: ClientAuth = ClientAuth.REQUIRED,
-                            keylog: Path | None = None) -> CombinedServerContext:
+                            keylog: Path | None = None,
+                            ocsp_fetched: Callable[[x509.Certificate], bytes | None] | None = None,
+                            ) -> CombinedServerContext:
     """One TLS context for one port: -2 cars get TLS 1.2 with the ``iso15118_2`` chain and no client
     certificate; -20 cars get TLS 1.3 with the chain of one of ``iso20_folders`` (default: every -20
     folder in ``pki_dir``, P-521 first) and mutual authentication per ``client_auth``. Folders that
-    are missing are left out; none at all is an error."""
+    are missing are left out; none at all is an error. Each chain's leaf is OCSP-stapled for cars that ask
+    (:mod:`edge.pki.stapling`): from ``ocsp_fetched`` (the station's GetCertificateStatus answers) or the
+    folder's ``ocsp/`` files."""
     pki_dir = Path(pki_dir)
     iso2 = None
     if (pki_dir / ISO2_FOLDER).is_dir():
         files = PkiFiles.in_folder(pki_dir)
         iso2 = ServedChain(server_context(files.chain, files.key, key_password=files.key_password(), keylog=keylog),
                            ISO2_FOLDER, *_chain_choice_keys(files.chain))
+        _staple(iso2.context, files.chain, pki_dir / ISO2_FOLDER, ocsp_fetched)
     folders = ISO20_FOLDERS if iso20_folders is None else tuple(iso20_folders)
     iso20 = []
     for folder in folders:
@@ -582,9 +588,22 @@ def server_context_combined(pki_dir: Path, *, iso20_folders: Sequence[str] | Non
         files = PkiFiles.in_folder(pki_dir, folder)
         context = server_context_iso20_from_pki(pki_dir, folder=folder, client_auth=client_auth, keylog=keylog)
         iso20.append(ServedChain(context, folder, *_chain_choice_keys(files.chain)))
+        _staple(context, files.chain, pki_dir / folder, ocsp_fetched)
     if iso2 is None and not iso20:
         raise ValueError(f"{pki_dir} is not a PKI folder: none of {ISO2_FOLDER}, {', '.join(ISO20_FOLDERS)} is in it")
     return CombinedServerContext(iso2, iso20)
+
+
+def _staple(ctx: ssl.SSLContext, chain_pem: Path, folder: Path,
+            fetched: Callable[[x509.Certificate], bytes | None] | None) -> None:
+    from edge.pki.stapling import OCSP_FOLDER, stapler_for_chain
+
+    stapler = stapler_for_chain(_load_chain(chain_pem), label=folder.name, folder=folder / OCSP_FOLDER,
+                                fetched=fetched)
+    if stapler is not None and not enable_ocsp_stapling(ctx, stapler, label=folder.name):
+        log.warning("TLS (%s): OpenSSL's status callback cannot be reached from this Python: no OCSP stapling",
+                    folder.name)
+    ctx.ocsp_stapler = stapler  # type: ignore[attr-defined]  # counters for status and tests
 
 
 def _chain_choice_keys(chain_pem: Path) -> tuple[bytes, int]:
@@ -618,6 +637,9 @@ class _LibSsl:
         self.x509_free = _bind(lib.X509_free, None, p)
         self.add_client_ca = _bind(lib.SSL_CTX_add_client_CA, i, p, p)  # names in a CertificateRequest
         self.add_ca_name = _bind(lib.SSL_CTX_add1_to_CA_list, i, p, p)  # names in a ClientHello
+        self.callback_ctrl = _bind(lib.SSL_CTX_callback_ctrl, ctypes.c_long, p, i, p)
+        self.ssl_ctrl = _bind(lib.SSL_ctrl, ctypes.c_long, p, i, ctypes.c_long, p)
+        self.crypto_malloc = _bind(lib.CRYPTO_malloc, p, ctypes.c_size_t, s, i)  # OPENSSL_malloc is a macro
 
     def context_pointer(self, ctx: ssl.SSLContext) -> int | None:
         """The ``SSL_CTX*`` of ``ctx``: CPython's ``PySSLContext`` holds it right after the object
@@ -638,6 +660,49 @@ class _LibSsl:
             return bool((self.add_client_ca if server_side else self.add_ca_name)(address, handle))
         finally:
             self.x509_free(handle)
+
+
+_SSL_CTRL_SET_TLSEXT_STATUS_REQ_CB = 63  # SSL_CTX_set_tlsext_status_cb is a macro over SSL_CTX_callback_ctrl
+_SSL_CTRL_SET_TLSEXT_STATUS_REQ_OCSP_RESP = 71  # SSL_set_tlsext_status_ocsp_resp, over SSL_ctrl
+_SSL_TLSEXT_ERR_OK, _SSL_TLSEXT_ERR_NOACK = 0, 3
+#: int (*)(SSL *s, void *arg): OpenSSL calls it on the server when the client asked for the certificate status
+_STATUS_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def enable_ocsp_stapling(ctx: ssl.SSLContext, stapler: Callable[[], bytes | None], *, label: str) -> bool:
+    """Staple what ``stapler`` returns (a DER OCSPResponse for the context's leaf, or None: no staple) in every
+    handshake whose client asks for the certificate status: the TLS 1.2 status_request extension, and in TLS 1.3
+    the status in the leaf's CertificateEntry (OpenSSL does both from this one callback). Python's ``ssl`` has no
+    such setter, so OpenSSL's status callback is installed through ``ctypes`` like :func:`configure_openssl`.
+    Returns False, changing nothing, when this Python's ``libssl`` cannot be reached.
+
+    The callback never raises into OpenSSL: any failure there is logged and the handshake goes on unstapled.
+    The response buffer is OPENSSL_malloc'ed because OpenSSL takes it over and frees it with the connection."""
+    lib = _libssl()
+    address = lib.context_pointer(ctx) if lib is not None else None
+    if lib is None or address is None:
+        return False
+
+    def on_status_request(ssl_pointer: int | None, _arg: int | None) -> int:
+        try:
+            der = stapler()
+            if not der or not ssl_pointer:
+                return _SSL_TLSEXT_ERR_NOACK
+            buffer = lib.crypto_malloc(len(der), b"edge/v2g/tls.py", 0)
+            if not buffer:
+                return _SSL_TLSEXT_ERR_NOACK
+            ctypes.memmove(buffer, der, len(der))
+            lib.ssl_ctrl(ssl_pointer, _SSL_CTRL_SET_TLSEXT_STATUS_REQ_OCSP_RESP, len(der), buffer)
+            return _SSL_TLSEXT_ERR_OK
+        except Exception:  # a callback from C must not raise: the car gets no staple, the log says why
+            log.exception("TLS (%s): OCSP stapling failed; the handshake goes on without a staple", label)
+            return _SSL_TLSEXT_ERR_NOACK
+
+    callback = _STATUS_CALLBACK(on_status_request)
+    if lib.callback_ctrl(address, _SSL_CTRL_SET_TLSEXT_STATUS_REQ_CB, ctypes.cast(callback, ctypes.c_void_p)) != 1:
+        return False
+    ctx._edge_ocsp_status_callback = callback  # type: ignore[attr-defined]  # alive as long as the context
+    return True
 
 
 def _bind(function: ctypes._CFuncPtr, restype: object, *argtypes: object) -> ctypes._CFuncPtr:
