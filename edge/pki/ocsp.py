@@ -21,19 +21,11 @@ What the charger does with OCSP, and where each piece lives here:
   or UNKNOWN from them and lists the request data of its misses (:meth:`CachedOcspRevocation.needed`) so the
   OCPP side can fetch them and hand the answers back (:meth:`CachedOcspRevocation.accept`).
 
-Stapling (the SECC's own chain in the TLS handshake). Python's ``ssl`` module, which ``trio.SSLStream``
-wraps, cannot staple: ``SSLContext`` has no status-request callback and no way to hand OpenSSL a DER
-response (``_ssl.c`` keeps only SNI, message and keylog callbacks; CPython issue #88946 even lacks the client
-side). pyOpenSSL can, for the leaf: ``Context.set_ocsp_server_callback(cb)`` where ``cb(conn, data)``
-returns the DER response (``OcspCache.staple`` gives it), and ``Connection(ctx, None)`` runs on memory BIOs
-(``bio_write``/``bio_read``), so a trio ``Stream`` adapter of ~250 lines (handshake loop, send_all,
-receive_some, close_notify, error mapping; like ``trio.SSLStream`` over ``SSLObject``) would carry V2GTP.
-Limits: OpenSSL staples the leaf only (no RFC 6961 status_request_v2 for -2's TLS 1.2; no per-certificate
-staples for the sub-CAs in TLS 1.3, which -20 wants; OpenSSL's ``..._ocsp_resp_ex`` multi-staple API is new
-and not bound by cryptography or pyOpenSSL). Libraries that staple the whole chain: wolfSSL (status_request_v2
-and TLS 1.3 multi-stapling) and GnuTLS (TLS 1.3 multiple staples); neither has a maintained Python binding that
-exposes it. So: leaf stapling through pyOpenSSL is doable (a new dependency, its own TLS code path to test
-against Josev and EVerest); full-chain stapling needs wolfSSL or GnuTLS from C.
+Stapling (the SECC's own certificate in the TLS handshake) is :mod:`edge.pki.stapling`: Python's ``ssl`` has
+no status callback, so :func:`edge.v2g.tls.enable_ocsp_stapling` installs OpenSSL's through ``ctypes``; the
+responses come from :class:`OcspCache`-checked answers (the station's GetCertificateStatus) or the PKI folder.
+OpenSSL staples the leaf only: no RFC 6961 status_request_v2 for -2's TLS 1.2 and no per-certificate staples
+for the sub-CAs in TLS 1.3 (wolfSSL and GnuTLS can, from C).
 """
 
 from __future__ import annotations
