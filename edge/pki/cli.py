@@ -146,13 +146,13 @@ def create(args: argparse.Namespace) -> int:
         raise UnusableInput(f"--out {out}: exists and is not a folder")
     now = parse_time(args.not_before) if args.not_before else None
     try:
-        create_test_pki(out, now=now, password=args.password)
+        create_test_pki(out, now=now, password=args.password, organization=args.organization, label=args.label)
     except OSError as e:
         raise UnusableInput(f"cannot write the PKI to {out}: {e.strerror or e}") from None
     except ValueError as e:
         raise UnusableInput(str(e)) from None
     for folder, algorithm in FOLDERS.items():
-        print(f"{out / folder}: {algorithm.value}")
+        print(f"{out / (folder + (f'@{args.label}' if args.label else ''))}: {algorithm.value}")
     return EXIT_ACCEPT
 
 
@@ -195,6 +195,10 @@ def add_pki_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ign
     create_p.add_argument("--out", type=Path, required=True, help="folder to write (created; files overwritten)")
     create_p.add_argument("--password", default=DEFAULT_PASSWORD, help="private key password (default %(default)s)")
     create_p.add_argument("--not-before", metavar="TIME", help="notBefore of every certificate (default: now)")
+    create_p.add_argument("--label", help="write the folders as <folder>@LABEL: a second PKI (another V2G root) "
+                          "beside the default one; the charger serves each car the chain of a root it names")
+    create_p.add_argument("--organization", default="Switch",
+                          help="O of every subject (default %(default)s; give a second PKI its own)")
     create_p.set_defaults(func=_guarded(create))
 
     verify_p = actions.add_parser("verify-contract", help="validate a contract certificate chain")

@@ -29,6 +29,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 import exi
 from edge.pki.algorithms import KeyAlgorithm, PrivateKey
 from edge.pki.folder import read_certificate, read_key_of
+from edge.pki.roots import car_root_ids, pick_for_car, protocol_folders
 from edge.pki.testpki import CA_ISSUERS_URL, ISO2_FOLDER, OCSP_URL, PROFILES, PkiPaths, key_usage
 from edge.v2g.pnc import CertificateResponse
 from exi.model import iso2_msgbody as b
@@ -106,15 +107,17 @@ class IssuingKeys:
     cps_leaf: x509.Certificate
     cps_key: PrivateKey
     cps_sub_cas: tuple[x509.Certificate, ...]
+    v2g_root: x509.Certificate | None = None  # the root the CPS chain leads to (matched to the car's root IDs)
 
     @classmethod
     def from_folder(cls, paths: PkiPaths, password: str | None = None) -> IssuingKeys:
         """From one protocol folder of a Josev-layout PKI; key passwords from its files unless given.
         One-line ValueError on any problem."""
         mo2, cps = read_certificate(paths.cert("moSubCA2")), read_certificate(paths.cert("cpsLeaf"))
+        root = read_certificate(paths.cert("v2gRootCA")) if paths.cert("v2gRootCA").is_file() else None
         return cls(mo2, read_key_of(paths, "moSubCA2", mo2, password), read_certificate(paths.cert("moSubCA1")),
                    cps, read_key_of(paths, "cpsLeaf", cps, password),
-                   (read_certificate(paths.cert("cpsSubCA2")), read_certificate(paths.cert("cpsSubCA1"))))
+                   (read_certificate(paths.cert("cpsSubCA2")), read_certificate(paths.cert("cpsSubCA1"))), root)
 
 
 def issue_contract(keys: IssuingKeys, public_key: Any, emaid: str, *, organization: str, validity: dt.timedelta,
@@ -160,6 +163,8 @@ class LocalContractIssuer:
     CertificateUpdateReq itself, signing the response with the CPS leaf key (V2G2-771)."""
 
     keys: IssuingKeys  # P-256 (the iso15118_2 folder)
+    # the same under other V2G roots (iso15118_2@label folders): a car that names only such a root gets its CPS chain
+    alternatives: list[IssuingKeys] = field(default_factory=list)
     emaid_prefix: str = "DEEDGC"  # country + provider + "C"; a running number makes each EMAID unique
     organization: str = "edge test MO"
     validity: dt.timedelta = dt.timedelta(days=730)
@@ -171,9 +176,13 @@ class LocalContractIssuer:
         """The MO Sub-CA 2 and CPS keys of a PKI folder in Josev's layout (``edge pki create``);
         the key passwords from the folder's password files unless given."""
         try:
-            return cls(IssuingKeys.from_folder(PkiPaths(folder, ISO2_FOLDER), password))
+            keys = [IssuingKeys.from_folder(PkiPaths(folder, name), password)
+                    for name in protocol_folders(folder, ISO2_FOLDER)]
         except ValueError as e:
             raise ValueError(f"cannot load the MO/CPS issuing keys from {folder}: {e}") from None
+        if not keys:
+            raise ValueError(f"cannot load the MO/CPS issuing keys from {folder}: no {ISO2_FOLDER} folder")
+        return cls(keys[0], keys[1:])
 
     @property
     def cps_key(self) -> PrivateKey:
@@ -182,13 +191,22 @@ class LocalContractIssuer:
     def new_emaid(self) -> str:
         return numbered_emaid(self.emaid_prefix, len(self.issued) + 1)
 
-    def issue(self, public_key: ec.EllipticCurvePublicKey, emaid: str) -> x509.Certificate:
-        cert = issue_contract(self.keys, public_key, emaid, organization=self.organization, validity=self.validity,
-                              now=self.clock())
+    def issue(self, public_key: ec.EllipticCurvePublicKey, emaid: str, keys: IssuingKeys | None = None
+              ) -> x509.Certificate:
+        cert = issue_contract(keys or self.keys, public_key, emaid, organization=self.organization,
+                              validity=self.validity, now=self.clock())
         self.issued.append(emaid)
         return cert
 
-    def _respond(self, recipient_der: bytes, update: bool) -> CertificateResponse:
+    def keys_for(self, root_ids: list[tuple[str, int]]) -> IssuingKeys:
+        """The issuing keys whose CPS chain leads to a V2G root the car named (its ListOfRootCertificateIDs), else
+        the default ones (see :func:`edge.pki.roots.pick_for_car`)."""
+        keys, _ = pick_for_car([self.keys, *self.alternatives], lambda k: k.v2g_root, root_ids)
+        return keys
+
+    def _respond(self, recipient_der: bytes, update: bool, root_ids: list[tuple[str, int]] | None = None
+                 ) -> CertificateResponse:
+        keys = self.keys_for(root_ids or [])
         try:
             recipient = x509.load_der_x509_certificate(recipient_der).public_key()
         except ValueError:
@@ -197,26 +215,28 @@ class LocalContractIssuer:
             return CertificateResponse("FAILED_CertChainError")
         contract_key = ec.generate_private_key(ec.SECP256R1())
         emaid = self.new_emaid()
-        leaf = self.issue(contract_key.public_key(), emaid)
+        leaf = self.issue(contract_key.public_key(), emaid, keys)
         dh_public, encrypted = encrypt_contract_key(contract_key, recipient)
         # the four signed elements carry these Ids (V2G2-771: CPS signs them, the car checks)
         cls = b.CertificateUpdateResType if update else b.CertificateInstallationResType
-        body = cls("OK", _chain(self.keys.cps_leaf, list(self.keys.cps_sub_cas), None),
-                   _chain(leaf, [self.keys.mo_sub_ca2, self.keys.mo_sub_ca1], "id1"),
+        body = cls("OK", _chain(keys.cps_leaf, list(keys.cps_sub_cas), None),
+                   _chain(leaf, [keys.mo_sub_ca2, keys.mo_sub_ca1], "id1"),
                    t.ContractSignatureEncryptedPrivateKeyType("id2", encrypted),
                    t.DiffieHellmanPublickeyType("id3", dh_public), t.EMAIDType("id4", emaid))
         if update:
             body.RetryCounter = None
         signed = [exi.Fragment(MSG_BODY_NS, name, getattr(body, name)) for name in
                   ("ContractSignatureCertChain", "ContractSignatureEncryptedPrivateKey", "DHpublickey", "eMAID")]
-        signature = _certificate_response_signer()("iso2", signed, self.keys.cps_key)
+        signature = _certificate_response_signer()("iso2", signed, keys.cps_key)
         return CertificateResponse("OK", body, signature)
 
     def install(self, request: b.CertificateInstallationReqType) -> CertificateResponse:
         """A new contract for the car whose OEM provisioning certificate is in ``request``."""
-        return self._respond(request.OEMProvisioningCert or b"", update=False)
+        return self._respond(request.OEMProvisioningCert or b"", update=False,
+                             root_ids=car_root_ids(request.ListOfRootCertificateIDs))
 
     def update(self, request: b.CertificateUpdateReqType) -> CertificateResponse:
         """A new contract replacing the one in ``request`` (encrypted to the current contract key)."""
         chain = request.ContractSignatureCertChain
-        return self._respond(chain.Certificate if chain else b"", update=True)
+        return self._respond(chain.Certificate if chain else b"", update=True,
+                             root_ids=car_root_ids(request.ListOfRootCertificateIDs))

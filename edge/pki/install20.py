@@ -70,6 +70,7 @@ import exi
 from edge.pki.algorithms import KeyAlgorithm, PrivateKey
 from edge.pki.install import IssuingKeys, issue_contract, numbered_emaid
 from edge.pki.paths import chain_problem, issued_by, subject_text
+from edge.pki.roots import car_root_ids, pick_for_car, protocol_folders
 from edge.pki.signature import SignatureError, sign, verify
 from edge.pki.testpki import ISO20_ED448_FOLDER, ISO20_FOLDER, PROFILES, PkiPaths
 from edge.v2g.pnc import CertificateResponse
@@ -390,6 +391,8 @@ class LocalContractIssuer20:
 
     issuing: dict[KeyAlgorithm, IssuingKeys]
     oem_roots: list[x509.Certificate]
+    # the same under other V2G roots (iso15118_20@label folders), for cars that name only such a root
+    alternatives: dict[KeyAlgorithm, list[IssuingKeys]] = field(default_factory=dict)
     emaid_prefix: str = "DEEDGT"  # country + provider + "T"; a running number makes each EMAID unique
     organization: str = "edge test MO"
     validity: dt.timedelta = DEFAULT_CONTRACT_VALIDITY
@@ -406,19 +409,25 @@ class LocalContractIssuer20:
         """The MO Sub-CA 2 and CPS keys and the OEM root of each -20 folder present (P-521, Ed448); the key
         passwords from the folders' password files unless given. One-line ValueError on any problem."""
         issuing: dict[KeyAlgorithm, IssuingKeys] = {}
+        alternatives: dict[KeyAlgorithm, list[IssuingKeys]] = {}
         oem_roots: list[x509.Certificate] = []
-        for folder, algorithm in ISO20_FOLDERS.items():
-            base = Path(pki_dir) / folder
-            if not (base / "certs").is_dir():
-                continue
-            try:
-                issuing[algorithm] = IssuingKeys.from_folder(PkiPaths(Path(pki_dir), folder), password)
-                oem_roots += x509.load_pem_x509_certificates((base / "certs" / "oemRootCACert.pem").read_bytes())
-            except (OSError, ValueError, TypeError) as e:
-                raise ValueError(f"cannot load the -20 MO/CPS issuing keys or OEM root from {base}: {e}") from None
+        for standard, algorithm in ISO20_FOLDERS.items():
+            for folder in protocol_folders(Path(pki_dir), standard):
+                base = Path(pki_dir) / folder
+                if not (base / "certs").is_dir():
+                    continue
+                try:
+                    keys = IssuingKeys.from_folder(PkiPaths(Path(pki_dir), folder), password)
+                    oem_roots += x509.load_pem_x509_certificates((base / "certs" / "oemRootCACert.pem").read_bytes())
+                except (OSError, ValueError, TypeError) as e:
+                    raise ValueError(f"cannot load the -20 MO/CPS issuing keys or OEM root from {base}: {e}") from None
+                if folder == standard:
+                    issuing[algorithm] = keys
+                else:
+                    alternatives.setdefault(algorithm, []).append(keys)
         if not issuing:
             raise ValueError(f"{pki_dir} has no ISO 15118-20 folder ({' or '.join(ISO20_FOLDERS)})")
-        return cls(issuing, oem_roots)
+        return cls(issuing, oem_roots, alternatives)
 
     def new_emaid(self) -> str:
         return numbered_emaid(self.emaid_prefix, len(self.issued) + 1)
@@ -456,6 +465,8 @@ class LocalContractIssuer20:
         if keys is None:  # NOTE 4 after [V2G20-2709]: a curve this SA cannot (or may not) use
             return CertificateResponse("WARNING_CertificateValidationError"), \
                 f"no {algorithm.value} issuing keys for this OEM provisioning certificate"
+        keys, _ = pick_for_car([keys, *self.alternatives.get(algorithm, [])], lambda k: k.v2g_root,
+                               car_root_ids(request.ListOfRootCertificateIDs))
         try:
             verify("iso20", signature, [exi.Fragment(COMMON_NS, "OEMProvisioningCertificateChain", chain)], oem_leaf)
         except SignatureError as e:

@@ -27,6 +27,7 @@ from edge.pki.folder import read_certificate
 from edge.pki.install import LocalContractIssuer
 from edge.pki.install20 import LocalContractIssuer20
 from edge.pki.paths import chain_problem
+from edge.pki.roots import protocol_folders
 from edge.pki.signature import SignatureError, verify
 from edge.pki.store import josev_contract_trust_anchors
 from edge.pki.testpki import ISO2_FOLDER, PkiPaths
@@ -74,10 +75,11 @@ class LocalPlugAndCharge:
                                            reject_unknown_revocation=reject_unknown_revocation)
         if local_install and LocalContractIssuer20.found_in(folder):  # -20: from the folder's -20 PKI
             kw.setdefault("issuer20", LocalContractIssuer20.from_pki_folder(folder))
-        if local_install:  # the OEM chain a -2 installation request's leaf must lead to
-            paths = PkiPaths(folder, ISO2_FOLDER)
-            kw.setdefault("oem_sub_cas", [read_certificate(paths.cert(n)) for n in ("oemSubCA2", "oemSubCA1")])
-            kw.setdefault("oem_roots", [read_certificate(paths.cert("oemRootCA"))])
+        if local_install:  # the OEM chains a -2 installation request's leaf must lead to (of every -2 folder)
+            folders = [PkiPaths(folder, name) for name in protocol_folders(folder, ISO2_FOLDER)]
+            kw.setdefault("oem_sub_cas", [read_certificate(p.cert(n)) for p in folders
+                                          for n in ("oemSubCA2", "oemSubCA1")])
+            kw.setdefault("oem_roots", [read_certificate(p.cert("oemRootCA")) for p in folders])
         return cls(validator, issuer, **kw)
 
     def _note(self, what: str, code: str) -> str:

@@ -477,9 +477,12 @@ def load_josev_pki(pki_dir: Path, folders: Iterable[str] | None = None) -> list[
 
 
 def josev_contract_trust_anchors(pki_dir: Path) -> list[x509.Certificate]:
-    """The MO and V2G roots of every protocol folder of a Josev-layout PKI (keys are not touched)."""
+    """The MO and V2G roots of every protocol folder of a Josev-layout PKI, ``@label`` variants included (keys are
+    not touched)."""
+    from edge.pki.roots import protocol_folders
+
     anchors: list[x509.Certificate] = []
-    for folder in FOLDERS:
+    for folder in (f for standard in FOLDERS for f in protocol_folders(Path(pki_dir), standard)):
         paths = PkiPaths(Path(pki_dir), folder)
         for name in ("moRootCA", "v2gRootCA"):
             if paths.cert(name).is_file():

@@ -195,13 +195,13 @@ def _utc(now: dt.datetime | None) -> dt.datetime:
 _ROOT_SUFFIX = {KeyAlgorithm.P256_SHA256: "", KeyAlgorithm.P521_SHA512: "-P521", KeyAlgorithm.ED448: "-Ed448"}
 
 
-def _subject(profile: CertProfile, algorithm: KeyAlgorithm) -> x509.Name:
+def _subject(profile: CertProfile, algorithm: KeyAlgorithm, organization: str = "Switch") -> x509.Name:
     # attribute order as in Josev's configs (openssl keeps the config order): CN, O, C, DC
     root = profile.is_ca and profile.issuer is None
     return x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, profile.common_name + (_ROOT_SUFFIX[algorithm] if root else "")),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Switch"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
             x509.NameAttribute(NameOID.COUNTRY_NAME, "UK"),
             x509.NameAttribute(NameOID.DOMAIN_COMPONENT, profile.domain_component),
         ]
@@ -234,9 +234,10 @@ def _build_certificate(
     issuer_key: PrivateKey,
     algorithm: KeyAlgorithm,
     now: dt.datetime,
+    organization: str = "Switch",
 ) -> x509.Certificate:
     public_key = key.public_key()
-    subject = _subject(profile, algorithm)
+    subject = _subject(profile, algorithm, organization)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -292,8 +293,10 @@ def _write(path: Path, data: bytes, *, private: bool = False) -> None:
         os.chmod(path, 0o600)
 
 
-def create_pki_folder(folder: Path, algorithm: KeyAlgorithm, *, now: dt.datetime, password: str) -> None:
-    """Write one protocol folder (certs/, private_keys/, csrs/) with every key on ``algorithm``."""
+def create_pki_folder(folder: Path, algorithm: KeyAlgorithm, *, now: dt.datetime, password: str,
+                      organization: str = "Switch") -> None:
+    """Write one protocol folder (certs/, private_keys/, csrs/) with every key on ``algorithm``; ``organization``
+    is the O of every subject (another value makes a PKI whose names differ from the default one's)."""
     certs_dir, keys_dir, csrs_dir = folder / "certs", folder / "private_keys", folder / "csrs"
     for directory in (certs_dir, keys_dir, csrs_dir):
         directory.mkdir(parents=True, exist_ok=True)
@@ -304,7 +307,7 @@ def create_pki_folder(folder: Path, algorithm: KeyAlgorithm, *, now: dt.datetime
         key = algorithm.generate()
         issuer_cert = certs[profile.issuer] if profile.issuer else None
         issuer_key = keys[profile.issuer] if profile.issuer else key
-        cert = _build_certificate(profile, key, issuer_cert, issuer_key, algorithm, now)
+        cert = _build_certificate(profile, key, issuer_cert, issuer_key, algorithm, now, organization)
         keys[profile.name], certs[profile.name] = key, cert
 
         csr = x509.CertificateSigningRequestBuilder().subject_name(cert.subject).sign(key, algorithm.signature_hash())
@@ -332,20 +335,27 @@ def create_pki_folder(folder: Path, algorithm: KeyAlgorithm, *, now: dt.datetime
         _write(keys_dir / file_name, f"{password}\n".encode(), private=True)
 
 
-def create_test_pki(out: Path, *, now: dt.datetime | None = None, password: str = DEFAULT_PASSWORD) -> None:
+def create_test_pki(out: Path, *, now: dt.datetime | None = None, password: str = DEFAULT_PASSWORD,
+                    organization: str = "Switch", label: str | None = None) -> None:
     """Write the complete -2 (P-256) and -20 (P-521 and Ed448) test PKI under ``out`` in Josev's layout.
 
     ``now`` is the notBefore of every certificate (default: the current time; a naive time is UTC).
     Existing files of the same names are overwritten, like Josev's script does. An empty password
     writes unencrypted keys and empty password files (Josev reads an empty file as "no password").
+    ``label`` writes the folders as ``<folder>@<label>``: a second PKI (another V2G root) beside the default one,
+    best with another ``organization`` so that its names differ (see :mod:`edge.pki.roots`).
     """
     if "\n" in password or "\r" in password:
         raise ValueError("the key password must be a single line (it is stored in *Password.txt files)")
     start = _utc(now)
     out = Path(out)
+    suffix = f"@{label}" if label else ""
+    if label is not None and (not label or "/" in label or "@" in label):
+        raise ValueError(f"a PKI label is a plain name: {label!r}")
     for folder_name, algorithm in FOLDERS.items():
-        create_pki_folder(out / folder_name, algorithm, now=start, password=password)
-    write_secc_ocsp_responses(out, now=start, password=password)
+        create_pki_folder(out / (folder_name + suffix), algorithm, now=start, password=password,
+                          organization=organization)
+    write_secc_ocsp_responses(out, now=start, password=password, label=label)
 
 
 #: how long a test OCSP response is current (nextUpdate - thisUpdate); real responders give days
@@ -354,7 +364,8 @@ OCSP_RESPONSE_FILE = "seccLeafCert.ocsp.der"
 
 
 def write_secc_ocsp_responses(out: Path, *, now: dt.datetime | None = None, password: str = DEFAULT_PASSWORD,
-                              revoked: bool = False, valid_for: dt.timedelta = OCSP_VALIDITY) -> list[Path]:
+                              revoked: bool = False, valid_for: dt.timedelta = OCSP_VALIDITY,
+                              label: str | None = None) -> list[Path]:
     """For each protocol folder of the PKI at ``out``: the OCSP response for its SECC leaf, signed by CPO Sub-CA 2
     (the issuer answers for its own certificates, RFC 6960 §4.2.2.2), current from ``now`` for ``valid_for``, in
     ``<folder>/ocsp/`` where the charger picks it up to staple. Returns the files written."""
@@ -363,7 +374,8 @@ def write_secc_ocsp_responses(out: Path, *, now: dt.datetime | None = None, pass
 
     moment = _utc(now)
     written = []
-    for folder_name, algorithm in FOLDERS.items():
+    for standard, algorithm in FOLDERS.items():
+        folder_name = standard + (f"@{label}" if label else "")
         paths = PkiPaths(Path(out), folder_name)
         if not paths.cert("seccLeaf").is_file():
             continue

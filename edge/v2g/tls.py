@@ -327,7 +327,10 @@ def _check_iso20_key(chain: list[x509.Certificate], key: object, chain_pem: Path
 
 
 def _iso20_oem_roots(pki_dir: Path) -> list[Path]:
-    roots = [pki_dir / f / "certs" / "oemRootCACert.pem" for f in ISO20_FOLDERS if (pki_dir / f).is_dir()]
+    from edge.pki.roots import protocol_folders
+
+    folders = [f for base in ISO20_FOLDERS for f in protocol_folders(pki_dir, base)]  # @label variants too
+    roots = [pki_dir / f / "certs" / "oemRootCACert.pem" for f in folders]
     return [r for r in roots if r.exists()]
 
 
@@ -342,6 +345,7 @@ class ClientHello:
     signature_algorithms: tuple[int, ...]  # SignatureScheme code points, the client's preference first
     groups: tuple[int, ...]
     certificate_authorities: tuple[bytes, ...]  # DER DistinguishedNames of the roots the client holds
+    trusted_ca_keys: tuple[tuple[int, bytes], ...] = ()  # RFC 6066 (identifier type, identifier)
 
     @property
     def offers_tls13(self) -> bool:
@@ -422,6 +426,7 @@ def _parse_client_hello_body(body: bytes) -> ClientHello:
     signature_algorithms: tuple[int, ...] = ()
     groups: tuple[int, ...] = ()
     authorities: list[bytes] = []
+    trusted_keys: list[tuple[int, bytes]] = []
     extensions = hello.vector(2) if hello.remaining else _Reader(b"")  # a bare TLS 1.0 hello has none
     while extensions.remaining:
         extension_type, content = extensions.number(2), extensions.vector(2)
@@ -435,7 +440,24 @@ def _parse_client_hello_body(body: bytes) -> ClientHello:
             names = content.vector(2)
             while names.remaining:
                 authorities.append(names.vector(2).data)
-    return ClientHello(versions, signature_algorithms, groups, tuple(authorities))
+        elif extension_type == 3:  # trusted_ca_keys (RFC 6066 §6)
+            trusted_keys += _trusted_authorities(content.vector(2))
+    return ClientHello(versions, signature_algorithms, groups, tuple(authorities), tuple(trusted_keys))
+
+
+def _trusted_authorities(entries: _Reader) -> list[tuple[int, bytes]]:
+    found: list[tuple[int, bytes]] = []
+    while entries.remaining:
+        kind = entries.number(1)
+        if kind == 0:  # pre_agreed: no identifier
+            found.append((kind, b""))
+        elif kind in (1, 3):  # key_sha1_hash, cert_sha1_hash
+            found.append((kind, entries.take(20)))
+        elif kind == 2:  # x509_name: a DER DistinguishedName
+            found.append((kind, entries.vector(2).data))
+        else:  # an identifier type we cannot step over: keep what came before it
+            break
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,6 +468,14 @@ class ServedChain:
     label: str  # the PKI folder, for logs
     root_name: bytes  # DER subject of the root the SECC chain leads to
     signature_scheme: int  # the TLS 1.3 SignatureScheme of the SECC leaf key
+    root: x509.Certificate | None = None  # that root, when the folder holds it (for trusted_ca_keys hashes)
+
+    def named_by(self, hello: ClientHello) -> bool:
+        """Whether the car named this chain's root (certificate_authorities or trusted_ca_keys)."""
+        from edge.pki.roots import trusted_ca_key_names
+
+        return self.root_name in hello.certificate_authorities or \
+            trusted_ca_key_names(self.root, self.root_name, hello.trusted_ca_keys)
 
 
 class CombinedServerContext(ssl.SSLContext):
@@ -455,30 +485,42 @@ class CombinedServerContext(ssl.SSLContext):
 
     iso2: ServedChain | None
     iso20: tuple[ServedChain, ...]
+    iso2_more: tuple[ServedChain, ...]  # -2 chains under other V2G roots, served to cars that name them
 
-    def __new__(cls, iso2: ServedChain | None, iso20: Sequence[ServedChain]) -> CombinedServerContext:
+    def __new__(cls, iso2: ServedChain | None, iso20: Sequence[ServedChain],
+                iso2_more: Sequence[ServedChain] = ()) -> CombinedServerContext:
         return super().__new__(cls, ssl.PROTOCOL_TLS_SERVER)
 
-    def __init__(self, iso2: ServedChain | None, iso20: Sequence[ServedChain]) -> None:
+    def __init__(self, iso2: ServedChain | None, iso20: Sequence[ServedChain],
+                 iso2_more: Sequence[ServedChain] = ()) -> None:
         if iso2 is None and not iso20:
             raise ValueError("a combined TLS context needs a -2 or a -20 chain")
-        self.iso2, self.iso20 = iso2, tuple(iso20)
+        if iso2 is None and iso2_more:
+            raise ValueError("further -2 chains need a default -2 chain")
+        self.iso2, self.iso20, self.iso2_more = iso2, tuple(iso20), tuple(iso2_more)
+
+    def _iso2_for(self, hello: ClientHello | None) -> ServedChain | None:
+        """The -2 chain for this car: the first whose V2G root it named, else the default one."""
+        if hello is not None and self.iso2_more and self.iso2 is not None and not self.iso2.named_by(hello):
+            return next((c for c in self.iso2_more if c.named_by(hello)), self.iso2)
+        return self.iso2
 
     def choose(self, hello: ClientHello | None) -> ServedChain:
         """The member for a connection that began with ``hello`` (None: not a TLS ClientHello, which
         the -2 context then refuses in OpenSSL's words)."""
-        fallback = self.iso2 if self.iso2 is not None else self.iso20[0]
+        iso2 = self._iso2_for(hello)
+        fallback = iso2 if iso2 is not None else self.iso20[0]
         if hello is None or not hello.offers_tls13 or not self.iso20:
             return fallback
-        if self.iso2 is not None and hello.offers_tls12 and not ISO20_GROUP_CODES.intersection(hello.groups):
-            return self.iso2  # TLS 1.3 without a Table 7 group cannot become -20 (Josev's TLS 1.3 car: P-256)
+        if iso2 is not None and hello.offers_tls12 and not ISO20_GROUP_CODES.intersection(hello.groups):
+            return iso2  # TLS 1.3 without a Table 7 group cannot become -20 (Josev's TLS 1.3 car: P-256)
         candidates = list(self.iso20)
-        if hello.certificate_authorities:  # [V2G20-2379]: a chain leading to a root the car named
-            named = [c for c in candidates if c.root_name in hello.certificate_authorities]
+        if hello.certificate_authorities or hello.trusted_ca_keys:  # [V2G20-2379]: a chain to a root the car named
+            named = [c for c in candidates if c.named_by(hello)]
             if named:
                 candidates = named
-            elif self.iso2 is not None and hello.offers_tls12 and self.iso2.root_name in hello.certificate_authorities:
-                return self.iso2  # a car that also speaks TLS 1.2 and holds only the -2 root
+            elif iso2 is not None and hello.offers_tls12 and iso2.named_by(hello):
+                return iso2  # a car that also speaks TLS 1.2 and holds only the -2 root
         for scheme in hello.signature_algorithms:  # the car's preference first
             for candidate in candidates:
                 if candidate.signature_scheme == scheme:
@@ -573,25 +615,43 @@ def server_context_combined(pki_dir: Path, *, iso20_folders: Sequence[str] | Non
     are missing are left out; none at all is an error. Each chain's leaf is OCSP-stapled for cars that ask
     (:mod:`edge.pki.stapling`): from ``ocsp_fetched`` (the station's GetCertificateStatus answers) or the
     folder's ``ocsp/`` files."""
+    from edge.pki.roots import protocol_folders
+
     pki_dir = Path(pki_dir)
-    iso2 = None
-    if (pki_dir / ISO2_FOLDER).is_dir():
-        files = PkiFiles.in_folder(pki_dir)
-        iso2 = ServedChain(server_context(files.chain, files.key, key_password=files.key_password(), keylog=keylog),
-                           ISO2_FOLDER, *_chain_choice_keys(files.chain))
-        _staple(iso2.context, files.chain, pki_dir / ISO2_FOLDER, ocsp_fetched)
-    folders = ISO20_FOLDERS if iso20_folders is None else tuple(iso20_folders)
+    iso2_chains = []
+    for folder in protocol_folders(pki_dir, ISO2_FOLDER):  # the default first, then chains under other roots
+        files = PkiFiles.in_folder(pki_dir, folder)
+        context = server_context(files.chain, files.key, key_password=files.key_password(), keylog=keylog)
+        iso2_chains.append(ServedChain(context, folder, *_chain_choice_keys(files.chain),
+                                       root=_folder_root(pki_dir / folder, files.chain)))
+        _staple(context, files.chain, pki_dir / folder, ocsp_fetched)
+    if iso2_chains and iso2_chains[0].label != ISO2_FOLDER:
+        raise ValueError(f"{pki_dir}: {iso2_chains[0].label} needs the default {ISO2_FOLDER} folder beside it")
+    if iso20_folders is None:  # every -20 folder present, the variants after the standard ones
+        present = [f for base in ISO20_FOLDERS for f in protocol_folders(pki_dir, base)]
+        folders = tuple(f for f in present if f in ISO20_FOLDERS) + tuple(f for f in present if f not in ISO20_FOLDERS)
+    else:
+        folders = tuple(iso20_folders)
     iso20 = []
     for folder in folders:
-        if iso20_folders is None and not (pki_dir / folder).is_dir():
-            continue
         files = PkiFiles.in_folder(pki_dir, folder)
         context = server_context_iso20_from_pki(pki_dir, folder=folder, client_auth=client_auth, keylog=keylog)
-        iso20.append(ServedChain(context, folder, *_chain_choice_keys(files.chain)))
+        iso20.append(ServedChain(context, folder, *_chain_choice_keys(files.chain),
+                                 root=_folder_root(pki_dir / folder, files.chain)))
         _staple(context, files.chain, pki_dir / folder, ocsp_fetched)
-    if iso2 is None and not iso20:
+    if not iso2_chains and not iso20:
         raise ValueError(f"{pki_dir} is not a PKI folder: none of {ISO2_FOLDER}, {', '.join(ISO20_FOLDERS)} is in it")
-    return CombinedServerContext(iso2, iso20)
+    return CombinedServerContext(iso2_chains[0] if iso2_chains else None, iso20, iso2_chains[1:])
+
+
+def _folder_root(folder: Path, chain_pem: Path) -> x509.Certificate | None:
+    """The folder's V2G root, if it is the one its SECC chain leads to (for the car's trusted_ca_keys)."""
+    path = folder / "certs" / "v2gRootCACert.pem"
+    try:
+        root = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return root if root.subject == _load_chain(chain_pem)[-1].issuer else None
 
 
 def _staple(ctx: ssl.SSLContext, chain_pem: Path, folder: Path,
